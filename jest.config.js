@@ -1,0 +1,26 @@
+/**
+ * Three projects: unit specs beside the code, integration specs (services on a real PostgreSQL)
+ * and end-to-end specs (HTTP against the in-process app). Type checking is `npm run typecheck`;
+ * jest only transpiles.
+ */
+const tsJest = ['ts-jest', { tsconfig: '<rootDir>/tsconfig.jest.json' }];
+// content-disposition (under @fastify/static) ships ES modules only; Node 20 requires them natively,
+// jest's sandbox does not, so jest transpiles that one package.
+const transform = { '^.+\\.ts$': tsJest, '/node_modules/content-disposition/.+\\.js$': tsJest };
+const common = {
+  transform,
+  transformIgnorePatterns: ['/node_modules/(?!content-disposition/)'],
+  testEnvironment: 'node',
+  moduleFileExtensions: ['ts', 'js', 'json'],
+};
+
+module.exports = {
+  globalSetup: '<rootDir>/test/support/global-setup.ts',
+  globalTeardown: '<rootDir>/test/support/global-teardown.ts',
+  testTimeout: 60000,
+  projects: [
+    { ...common, displayName: 'unit', testMatch: ['<rootDir>/src/**/*.spec.ts', '<rootDir>/test/**/*.spec.ts'] },
+    { ...common, displayName: 'integration', testMatch: ['<rootDir>/test/**/*.int-spec.ts'] },
+    { ...common, displayName: 'e2e', testMatch: ['<rootDir>/test/**/*.e2e-spec.ts'] },
+  ],
+};

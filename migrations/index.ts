@@ -1,0 +1,4 @@
+import { Foundation1764300000000 } from './1764300000000-Foundation';
+
+/** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
+export const MIGRATIONS = [Foundation1764300000000];

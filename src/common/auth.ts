@@ -1,0 +1,38 @@
+import { createParamDecorator, ExecutionContext, SetMetadata } from '@nestjs/common';
+import type { ApiKeyRole } from '../tenancy/api-key.entity';
+
+export type Principal = 'operator' | ApiKeyRole;
+
+/** Who is calling: the operator, or a tenant's key with its role. */
+export type AuthContext =
+  | { kind: 'operator' }
+  | { kind: 'tenant'; tenantId: string; keyId: string; role: ApiKeyRole };
+
+export type TenantAuth = Extract<AuthContext, { kind: 'tenant' }>;
+
+export const AUTH_METADATA = 'inkstone:auth';
+export const PUBLIC_ROUTE = 'public';
+
+/** Declares who may call a route. A route without @Auth or @Public is refused to everyone. */
+export const Auth = (...principals: Principal[]) => SetMetadata(AUTH_METADATA, principals);
+export const Public = () => SetMetadata(AUTH_METADATA, PUBLIC_ROUTE);
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    auth?: AuthContext;
+  }
+}
+
+/** The caller, as the guard established it. */
+export const CurrentAuth = createParamDecorator((_: unknown, ctx: ExecutionContext): AuthContext => {
+  const req = ctx.switchToHttp().getRequest<{ auth?: AuthContext }>();
+  if (!req.auth) throw new Error('CurrentAuth used on a route without @Auth');
+  return req.auth;
+});
+
+/** The calling tenant key; only on routes restricted to tenant roles. */
+export const TenantCaller = createParamDecorator((_: unknown, ctx: ExecutionContext): TenantAuth => {
+  const req = ctx.switchToHttp().getRequest<{ auth?: AuthContext }>();
+  if (!req.auth || req.auth.kind !== 'tenant') throw new Error('TenantCaller used on a route open to the operator');
+  return req.auth;
+});

@@ -1,0 +1,65 @@
+/**
+ * Money is held as a bigint count of nano-yuan (1e-9 CNY). Catalog prices are CNY per million
+ * tokens with at most three decimals, so a token costs a whole number of nano-yuan and every
+ * call's cost is exact: no rounding, no floats. Amounts cross the API as decimal strings.
+ */
+export type Nanos = bigint;
+
+export const NANOS_PER_CNY = 1_000_000_000n;
+const DECIMALS = 9;
+const CNY_PATTERN = /^(\d{1,12})(?:\.(\d{1,9}))?$/;
+
+export class MoneyFormatError extends Error {}
+
+/** Parses "5000", "5000.00" or "0.012940" into nano-yuan. Rejects signs, exponents and > 9 decimals. */
+export function parseCny(text: string): Nanos {
+  const m = CNY_PATTERN.exec(text);
+  if (!m) {
+    throw new MoneyFormatError(`"${text}" is not a decimal amount in CNY with at most 9 decimals`);
+  }
+  const whole = BigInt(m[1]);
+  const frac = BigInt((m[2] ?? '').padEnd(DECIMALS, '0'));
+  return whole * NANOS_PER_CNY + frac;
+}
+
+export function isCnyString(text: unknown): text is string {
+  return typeof text === 'string' && CNY_PATTERN.test(text);
+}
+
+/**
+ * Formats nano-yuan as a decimal string: at least two decimals, more only when needed to stay
+ * exact ("5000.00", "0.00064", "0.000000001").
+ */
+export function formatCny(nanos: Nanos): string {
+  const negative = nanos < 0n;
+  const abs = negative ? -nanos : nanos;
+  const whole = abs / NANOS_PER_CNY;
+  let frac = (abs % NANOS_PER_CNY).toString().padStart(DECIMALS, '0');
+  frac = frac.replace(/0+$/, '');
+  if (frac.length < 2) frac = frac.padEnd(2, '0');
+  return `${negative ? '-' : ''}${whole}.${frac}`;
+}
+
+/** Parses a price in CNY per million tokens into nano-yuan per token (exact; ≤ 3 decimals). */
+export function pricePerMillionToNanosPerToken(text: string): Nanos {
+  const m = /^(\d{1,7})(?:\.(\d{1,3}))?$/.exec(text);
+  if (!m) {
+    throw new MoneyFormatError(`price "${text}" must be CNY per million tokens with at most 3 decimals`);
+  }
+  // 1 CNY per million tokens = 1e9 nanos / 1e6 tokens = 1000 nanos per token.
+  return BigInt(m[1]) * 1000n + BigInt((m[2] ?? '').padEnd(3, '0'));
+}
+
+/** Reads a BIGINT column (pg returns it as a string) into nanos. */
+export function nanosFromDb(value: string | number | bigint | null | undefined): Nanos {
+  if (value === null || value === undefined) return 0n;
+  return BigInt(value);
+}
+
+export function minNanos(a: Nanos, b: Nanos): Nanos {
+  return a < b ? a : b;
+}
+
+export function maxNanos(a: Nanos, b: Nanos): Nanos {
+  return a > b ? a : b;
+}

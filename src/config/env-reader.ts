@@ -1,0 +1,150 @@
+/**
+ * Typed reads of environment variables. Every read either returns a value of the right type or
+ * throws a ConfigError that names the variable and says what is wrong with it, in one line. Secret
+ * values are never echoed back.
+ */
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    readonly problem: string,
+  ) {
+    super(`${variable} ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function shown(raw: string): string {
+  return raw.length > 40 ? `"${raw.slice(0, 37)}..."` : `"${raw}"`;
+}
+
+export class EnvReader {
+  constructor(private readonly env: NodeJS.ProcessEnv) {}
+
+  private raw(name: string): string | undefined {
+    const v = this.env[name];
+    if (v === undefined) return undefined;
+    const t = v.trim();
+    return t === '' ? undefined : t;
+  }
+
+  private fail(name: string, problem: string): never {
+    throw new ConfigError(name, problem);
+  }
+
+  has(name: string): boolean {
+    return this.raw(name) !== undefined;
+  }
+
+  string(name: string, opts: { default?: string; pattern?: RegExp; describe?: string } = {}): string {
+    const v = this.optionalString(name, opts);
+    if (v !== undefined) return v;
+    return this.fail(name, 'is required but not set');
+  }
+
+  optionalString(name: string, opts: { default?: string; pattern?: RegExp; describe?: string } = {}): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return opts.default;
+    if (opts.pattern && !opts.pattern.test(v)) {
+      this.fail(name, `must be ${opts.describe ?? `a value matching ${opts.pattern}`} (got ${shown(v)})`);
+    }
+    return v;
+  }
+
+  /** A secret: required, with a minimum length; its value never appears in an error. */
+  secret(name: string, minLength: number): string {
+    const v = this.optionalSecret(name, minLength);
+    if (v === undefined) this.fail(name, 'is required but not set');
+    return v;
+  }
+
+  optionalSecret(name: string, minLength = 1): string | undefined {
+    const v = this.raw(name);
+    if (v !== undefined && v.length < minLength) {
+      this.fail(name, `must be at least ${minLength} characters long (got ${v.length})`);
+    }
+    return v;
+  }
+
+  int(name: string, opts: { min: number; max: number; default: number }): number {
+    const v = this.raw(name);
+    if (v === undefined) return opts.default;
+    if (!/^-?\d+$/.test(v)) this.fail(name, `must be an integer (got ${shown(v)})`);
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < opts.min || n > opts.max) {
+      this.fail(name, `must be an integer from ${opts.min} to ${opts.max} (got ${shown(v)})`);
+    }
+    return n;
+  }
+
+  /** A decimal fraction such as 0.5, given as text so it is never a float on the wire. */
+  ratio(name: string, opts: { default: number; min: number; max: number }): number {
+    const v = this.raw(name);
+    if (v === undefined) return opts.default;
+    if (!/^\d+(\.\d+)?$/.test(v)) this.fail(name, `must be a decimal number (got ${shown(v)})`);
+    const n = Number(v);
+    if (n < opts.min || n > opts.max) this.fail(name, `must be from ${opts.min} to ${opts.max} (got ${shown(v)})`);
+    return n;
+  }
+
+  oneOf<T extends string>(name: string, values: readonly T[], def: T): T {
+    const v = this.raw(name);
+    if (v === undefined) return def;
+    if (!(values as readonly string[]).includes(v)) {
+      this.fail(name, `must be one of ${values.join(', ')} (got ${shown(v)})`);
+    }
+    return v as T;
+  }
+
+  bool(name: string, def: boolean): boolean {
+    const v = this.raw(name);
+    if (v === undefined) return def;
+    const l = v.toLowerCase();
+    if (['1', 'true', 'yes', 'on'].includes(l)) return true;
+    if (['0', 'false', 'no', 'off'].includes(l)) return false;
+    return this.fail(name, `must be true or false (got ${shown(v)})`);
+  }
+
+  url(name: string, protocols: string[], opts: { default?: string; secretive?: boolean } = {}): string | undefined {
+    const v = this.raw(name);
+    if (v === undefined) return opts.default;
+    let u: URL;
+    try {
+      u = new URL(v);
+    } catch {
+      return this.fail(name, `must be a URL starting with ${protocols.map((p) => `${p}://`).join(' or ')}`);
+    }
+    const proto = u.protocol.replace(/:$/, '');
+    if (!protocols.includes(proto)) {
+      this.fail(name, `must start with ${protocols.map((p) => `${p}://`).join(' or ')} (got ${proto}://)`);
+    }
+    return v;
+  }
+
+  list(name: string, item: RegExp, describe: string): string[] {
+    const v = this.raw(name);
+    if (v === undefined) return [];
+    const items = v
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean);
+    for (const it of items) {
+      if (!item.test(it)) this.fail(name, `must be a comma list of ${describe} (bad entry ${shown(it)})`);
+    }
+    return items;
+  }
+
+  timezone(name: string, def: string): string {
+    const v = this.raw(name) ?? def;
+    if (!isValidTimeZone(v)) this.fail(name, `must be an IANA time zone such as Asia/Shanghai (got ${shown(v)})`);
+    return v;
+  }
+}
+
+export function isValidTimeZone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}

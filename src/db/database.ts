@@ -1,0 +1,69 @@
+import * as path from 'node:path';
+import { DynamicModule, Global, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { AppConfig, CONFIG } from '../config/app-config';
+import { createDataSource, migrate } from './data-source';
+import { EmbeddedPostgres } from './embedded-postgres';
+
+/**
+ * The app's one connection pool, opened at start: to DATABASE_URL when it is set, otherwise to an
+ * embedded PostgreSQL that keeps its files under the data directory. Migrations run before the
+ * app takes requests.
+ */
+export class DatabaseConnection implements OnApplicationShutdown {
+  private static readonly logger = new Logger('Database');
+
+  private constructor(
+    readonly dataSource: DataSource,
+    readonly embedded?: EmbeddedPostgres,
+  ) {}
+
+  static async open(config: AppConfig): Promise<DatabaseConnection> {
+    let url = config.databaseUrl;
+    let embedded: EmbeddedPostgres | undefined;
+    if (!url) {
+      embedded = await EmbeddedPostgres.start({ dataDir: config.dataDir, maxConnections: config.databasePoolSize + 1 });
+      url = embedded.url;
+      this.logger.log({
+        msg: 'DATABASE_URL is not set: started the embedded PostgreSQL (PGlite)',
+        dataDir: path.join(config.dataDir, 'pgdata'),
+        listen: url.replace(/^postgres:\/\/[^@]*@/, '').replace(/\/.*$/, ''),
+      });
+    }
+    const ds = createDataSource(url, config.databasePoolSize);
+    try {
+      await ds.initialize();
+      const applied = await migrate(ds);
+      if (applied.length) this.logger.log({ msg: 'migrations applied', migrations: applied });
+    } catch (err) {
+      if (ds.isInitialized) await ds.destroy();
+      await embedded?.stop();
+      throw err;
+    }
+    return new DatabaseConnection(ds, embedded);
+  }
+
+  async ping(): Promise<void> {
+    await this.dataSource.query('SELECT 1');
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    if (this.dataSource.isInitialized) await this.dataSource.destroy();
+    await this.embedded?.stop();
+  }
+}
+
+@Global()
+@Module({})
+export class DatabaseModule {
+  static forRoot(): DynamicModule {
+    return {
+      module: DatabaseModule,
+      providers: [
+        { provide: DatabaseConnection, useFactory: (config: AppConfig) => DatabaseConnection.open(config), inject: [CONFIG] },
+        { provide: DataSource, useFactory: (c: DatabaseConnection) => c.dataSource, inject: [DatabaseConnection] },
+      ],
+      exports: [DatabaseConnection, DataSource],
+    };
+  }
+}

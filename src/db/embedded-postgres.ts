@@ -1,0 +1,103 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { PGlite } from '@electric-sql/pglite';
+import type { PGLiteSocketServer } from '@electric-sql/pglite-socket';
+
+export interface EmbeddedPostgresOptions {
+  /** Directory for the database files; omit for an in-memory database (tests). */
+  dataDir?: string;
+  /** A tarball from `dumpDataDir()` to start from (tests clone a migrated template this way). */
+  loadFrom?: Blob;
+  /** How many client connections the socket server accepts; set it to the pool size. */
+  maxConnections: number;
+}
+
+export class EmbeddedPostgresLockedError extends Error {}
+
+/**
+ * PostgreSQL compiled to WebAssembly (PGlite), served on a loopback port by pglite-socket so that
+ * `pg` and TypeORM connect to it exactly as to a real server. Used when DATABASE_URL is unset.
+ *
+ * PGlite runs one backend session: the socket server queues statements from all connections and
+ * keeps a connection's transaction together, so transactions run one at a time. That is plenty for
+ * a single instance on one machine; several instances need a real PostgreSQL (DATABASE_URL).
+ */
+export class EmbeddedPostgres {
+  private constructor(
+    private readonly db: PGlite,
+    private readonly server: PGLiteSocketServer,
+    readonly url: string,
+    private readonly lockFile?: string,
+  ) {}
+
+  static async start(opts: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
+    // Loaded lazily: the WebAssembly module is only needed when no DATABASE_URL is given.
+    const { PGlite } = await import('@electric-sql/pglite');
+    const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
+
+    let lockFile: string | undefined;
+    let pgDir: string | undefined;
+    if (opts.dataDir) {
+      fs.mkdirSync(opts.dataDir, { recursive: true });
+      lockFile = path.join(opts.dataDir, 'embedded-postgres.pid');
+      takeLock(lockFile);
+      pgDir = path.join(opts.dataDir, 'pgdata');
+    }
+    try {
+      const db = await PGlite.create({ dataDir: pgDir, loadDataDir: opts.loadFrom });
+      const server = new PGLiteSocketServer({
+        db,
+        host: '127.0.0.1',
+        port: 0,
+        maxConnections: opts.maxConnections,
+      });
+      await server.start();
+      const url = `postgres://postgres@${server.getServerConn()}/postgres`;
+      return new EmbeddedPostgres(db, server, url, lockFile);
+    } catch (err) {
+      if (lockFile) fs.rmSync(lockFile, { force: true });
+      throw err;
+    }
+  }
+
+  /** A tarball of the data directory, loadable by `start({ loadFrom })`. */
+  async dump(): Promise<Blob> {
+    return (await this.db.dumpDataDir('none')) as Blob;
+  }
+
+  async stop(): Promise<void> {
+    await this.server.stop();
+    await this.db.close();
+    if (this.lockFile) fs.rmSync(this.lockFile, { force: true });
+  }
+}
+
+/** One process per data directory: PGlite would corrupt files shared by two processes. */
+function takeLock(file: string): void {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number(fs.readFileSync(file, 'utf8').trim());
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
+        throw new EmbeddedPostgresLockedError(
+          `the embedded database in ${path.dirname(file)} is in use by process ${pid}; ` +
+            'stop it, or set DATABASE_URL to run several instances on one PostgreSQL',
+        );
+      }
+      fs.rmSync(file, { force: true }); // left by a process that is gone
+    }
+  }
+  throw new EmbeddedPostgresLockedError(`could not lock ${file}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

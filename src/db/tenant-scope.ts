@@ -1,0 +1,99 @@
+import {
+  DeepPartial,
+  EntityManager,
+  EntityTarget,
+  FindOptionsOrder,
+  FindOptionsWhere,
+  ObjectLiteral,
+  Repository,
+} from 'typeorm';
+import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export class MissingTenantError extends Error {
+  constructor(what: string) {
+    super(`refusing to run ${what} without a tenant id`);
+    this.name = 'MissingTenantError';
+  }
+}
+
+/**
+ * Throws unless `tenantId` is a UUID. TypeORM drops `undefined` from a `where`, which would turn a
+ * scoped query into one over every tenant; this check is what stands in the way of that.
+ */
+export function assertTenantId(tenantId: unknown, what = 'a query'): asserts tenantId is string {
+  if (typeof tenantId !== 'string' || !UUID.test(tenantId)) throw new MissingTenantError(what);
+}
+
+type TenantRow = ObjectLiteral & { tenantId: string };
+
+/**
+ * A repository view that can only see one tenant's rows: every read, update and delete adds
+ * `tenant_id = :tenantId`, and every insert sets it.
+ */
+export class TenantScopedRepository<T extends TenantRow> {
+  private readonly repo: Repository<T>;
+
+  constructor(
+    manager: EntityManager,
+    entity: EntityTarget<T>,
+    readonly tenantId: string,
+  ) {
+    assertTenantId(tenantId, 'a tenant-scoped repository');
+    this.repo = manager.getRepository(entity);
+  }
+
+  private scope(where: FindOptionsWhere<T> = {}): FindOptionsWhere<T> {
+    return { ...where, tenantId: this.tenantId } as FindOptionsWhere<T>;
+  }
+
+  find(where?: FindOptionsWhere<T>, opts: { order?: FindOptionsOrder<T>; take?: number } = {}): Promise<T[]> {
+    return this.repo.find({ where: this.scope(where), order: opts.order, take: opts.take });
+  }
+
+  findOne(where: FindOptionsWhere<T>): Promise<T | null> {
+    return this.repo.findOne({ where: this.scope(where) });
+  }
+
+  count(where?: FindOptionsWhere<T>): Promise<number> {
+    return this.repo.count({ where: this.scope(where) });
+  }
+
+  async insert(row: DeepPartial<T>): Promise<T> {
+    const entity = this.repo.create({ ...row, tenantId: this.tenantId } as DeepPartial<T>);
+    return this.repo.save(entity);
+  }
+
+  /** Returns how many rows changed (0 when the row belongs to another tenant or does not exist). */
+  async update(where: FindOptionsWhere<T>, patch: QueryDeepPartialEntity<T>): Promise<number> {
+    const res = await this.repo.update(this.scope(where), patch);
+    return res.affected ?? 0;
+  }
+
+  async delete(where: FindOptionsWhere<T>): Promise<number> {
+    const res = await this.repo.delete(this.scope(where));
+    return res.affected ?? 0;
+  }
+}
+
+/**
+ * Raw SQL for one tenant: the tenant id is always `$1`, and the statement must filter on it.
+ * Used where a query is clearer in SQL than through the repository API (atomic updates, reports).
+ */
+export async function tenantQuery<R = Record<string, unknown>>(
+  manager: EntityManager,
+  tenantId: string,
+  sql: string,
+  params: unknown[] = [],
+): Promise<R[]> {
+  assertTenantId(tenantId, 'a tenant query');
+  if (!/tenant_id\s*=\s*\$1\b/.test(sql)) {
+    throw new MissingTenantError('SQL that does not filter on tenant_id = $1');
+  }
+  const res = await manager.query(sql, [tenantId, ...params]);
+  // UPDATE/DELETE ... RETURNING come back as [rows, count] from the postgres driver.
+  return (Array.isArray(res) && res.length === 2 && Array.isArray(res[0]) && typeof res[1] === 'number'
+    ? res[0]
+    : res) as R[];
+}

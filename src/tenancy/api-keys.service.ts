@@ -1,0 +1,136 @@
+import { randomUUID } from 'node:crypto';
+import { Injectable, Logger } from '@nestjs/common';
+import { DataSource, EntityManager, IsNull } from 'typeorm';
+import type { TenantAuth } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { TenantScopedRepository } from '../db/tenant-scope';
+import { generateApiKey, parseApiKey, secretMatches } from './api-key-secret';
+import { ApiKeyEntity, ApiKeyRole } from './api-key.entity';
+import { CreateApiKeyDto } from './dto/create-api-key.dto';
+
+export interface CreatedApiKey {
+  id: string;
+  name: string;
+  role: ApiKeyRole;
+  /** The key itself: shown this once, never again. */
+  key: string;
+  createdAt: string;
+}
+
+export interface ApiKeyView {
+  id: string;
+  name: string;
+  role: ApiKeyRole;
+  prefix: string;
+  createdAt: string;
+  lastUsedAt: string | null;
+  revokedAt: string | null;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** last_used_at is written at most this often per key, so authentication stays a read. */
+const LAST_USED_RESOLUTION_MS = 60_000;
+
+@Injectable()
+export class ApiKeysService {
+  private readonly logger = new Logger(ApiKeysService.name);
+  private readonly lastTouched = new Map<string, number>();
+
+  constructor(private readonly ds: DataSource) {}
+
+  private keys(manager: EntityManager, tenantId: string) {
+    return new TenantScopedRepository(manager, ApiKeyEntity, tenantId);
+  }
+
+  create(auth: TenantAuth, dto: CreateApiKeyDto): Promise<CreatedApiKey> {
+    return this.issue(this.ds.manager, auth.tenantId, dto.name, dto.role);
+  }
+
+  /** Creates a key inside the caller's transaction (tenant creation issues the first admin key). */
+  async issue(manager: EntityManager, tenantId: string, name: string, role: ApiKeyRole): Promise<CreatedApiKey> {
+    const secret = generateApiKey();
+    const row = await this.keys(manager, tenantId).insert({
+      id: randomUUID(),
+      name,
+      role,
+      prefix: secret.prefix,
+      keyHash: secret.hash,
+      lastUsedAt: null,
+      revokedAt: null,
+    });
+    this.logger.log({ msg: 'api key created', tenantId, keyId: row.id, role });
+    return { id: row.id, name: row.name, role: row.role, key: secret.key, createdAt: row.createdAt.toISOString() };
+  }
+
+  async list(auth: TenantAuth): Promise<ApiKeyView[]> {
+    const rows = await this.keys(this.ds.manager, auth.tenantId).find({}, { order: { createdAt: 'ASC' } });
+    return rows.map(toView);
+  }
+
+  /**
+   * Revokes a key of the caller's tenant. Revoking twice is harmless. The last active admin key
+   * cannot be revoked: the tenant would lock itself out.
+   */
+  async revoke(auth: TenantAuth, id: string): Promise<void> {
+    if (!UUID.test(id)) throw ApiError.notFound('API key');
+    await this.ds.transaction(async (m) => {
+      const keys = this.keys(m, auth.tenantId);
+      const key = await keys.findOne({ id });
+      if (!key) throw ApiError.notFound('API key');
+      if (key.revokedAt) return;
+      if (key.role === 'admin') {
+        // Lock the tenant's admin keys so two concurrent revocations cannot both pass this check.
+        const activeAdmins = await m.query(
+          `SELECT id FROM api_keys WHERE tenant_id = $1 AND role = 'admin' AND revoked_at IS NULL FOR UPDATE`,
+          [auth.tenantId],
+        );
+        if (activeAdmins.length <= 1) {
+          throw new ApiError('CONFLICT', 'This is the last active admin key of the tenant; create another admin key first');
+        }
+      }
+      await keys.update({ id, revokedAt: IsNull() }, { revokedAt: new Date() });
+    });
+    this.lastTouched.delete(id);
+    this.logger.log({ msg: 'api key revoked', tenantId: auth.tenantId, keyId: id });
+  }
+
+  /** The tenant caller a presented key stands for, or null if it is unknown, malformed or revoked. */
+  async authenticate(presented: string): Promise<TenantAuth | null> {
+    const parsed = parseApiKey(presented);
+    if (!parsed) return null;
+    const rows: Array<{ id: string; tenant_id: string; role: ApiKeyRole; key_hash: Buffer }> = await this.ds.query(
+      `SELECT id, tenant_id, role, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL`,
+      [parsed.prefix],
+    );
+    const row = rows[0];
+    if (!row || !secretMatches(presented, row.key_hash)) return null;
+    this.touch(row.id);
+    return { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, role: row.role };
+  }
+
+  private touch(keyId: string): void {
+    const now = Date.now();
+    const last = this.lastTouched.get(keyId);
+    if (last !== undefined && now - last < LAST_USED_RESOLUTION_MS) return;
+    this.lastTouched.set(keyId, now);
+    this.ds
+      .query(
+        `UPDATE api_keys SET last_used_at = now()
+          WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`,
+        [keyId],
+      )
+      .catch((err: Error) => this.logger.warn({ msg: 'could not record key use', keyId, err: err.message }));
+  }
+}
+
+function toView(k: ApiKeyEntity): ApiKeyView {
+  return {
+    id: k.id,
+    name: k.name,
+    role: k.role,
+    prefix: `isk_${k.prefix}`,
+    createdAt: k.createdAt.toISOString(),
+    lastUsedAt: k.lastUsedAt ? k.lastUsedAt.toISOString() : null,
+    revokedAt: k.revokedAt ? k.revokedAt.toISOString() : null,
+  };
+}

@@ -1,0 +1,183 @@
+import { ApiKeysService } from '../src/tenancy/api-keys.service';
+import { bearer } from './support/factories';
+import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+
+const operator = bearer(OPERATOR_TOKEN);
+
+function expectErrorShape(body: any, code: string): void {
+  expect(body).toEqual({ error: expect.objectContaining({ code, message: expect.any(String), requestId: expect.any(String) }) });
+}
+
+describe('foundation over HTTP', () => {
+  let t: TestApp;
+
+  beforeAll(async () => {
+    t = await createTestApp({ BODY_LIMIT_BYTES: '4096' });
+  });
+  afterAll(() => t.close());
+
+  async function newTenant(body: Record<string, unknown> = { name: 'Sunrise School' }) {
+    const res = await t.http.post('/v1/tenants').set(operator).send(body).expect(201);
+    return res.body as { tenant: { id: string; monthlyBudget: string; timezone: string }; adminKey: string; adminKeyId: string };
+  }
+
+  async function newKey(adminKey: string, role: 'admin' | 'teacher') {
+    const res = await t.http.post('/v1/api-keys').set(bearer(adminKey)).send({ name: `${role} key`, role }).expect(201);
+    return res.body as { id: string; key: string; role: string };
+  }
+
+  describe('tenants', () => {
+    it('creates a tenant with the operator token and shows its admin key once', async () => {
+      const body = await newTenant({ name: '晨光教育', monthlyBudget: '5000.00', timezone: 'Asia/Shanghai' });
+      expect(body.tenant).toMatchObject({ name: '晨光教育', monthlyBudget: '5000.00', timezone: 'Asia/Shanghai' });
+      expect(body.adminKey).toMatch(/^isk_/);
+      const list = await t.http.get('/v1/api-keys').set(bearer(body.adminKey)).expect(200);
+      expect(JSON.stringify(list.body)).not.toContain(body.adminKey);
+      expect(list.body.data).toEqual([expect.objectContaining({ id: body.adminKeyId, role: 'admin', revokedAt: null })]);
+    });
+
+    it('applies the default budget and time zone', async () => {
+      const body = await newTenant({ name: 'Defaults' });
+      expect(body.tenant.monthlyBudget).toBe('100.00');
+      expect(body.tenant.timezone).toBe('Asia/Shanghai');
+    });
+
+    it('refuses tenant creation without the operator token', async () => {
+      const res = await t.http.post('/v1/tenants').send({ name: 'x' }).expect(401);
+      expectErrorShape(res.body, 'UNAUTHENTICATED');
+      await t.http.post('/v1/tenants').set(bearer('wrong-operator-token-xxxx')).send({ name: 'x' }).expect(401);
+      const tenant = await newTenant();
+      const res2 = await t.http.post('/v1/tenants').set(bearer(tenant.adminKey)).send({ name: 'x' }).expect(403);
+      expectErrorShape(res2.body, 'FORBIDDEN');
+    });
+  });
+
+  describe('api keys and roles', () => {
+    it('lets an admin make a teacher key, which gets 403 on admin routes', async () => {
+      const tenant = await newTenant();
+      const teacher = await newKey(tenant.adminKey, 'teacher');
+      expect(teacher.role).toBe('teacher');
+      const res = await t.http.get('/v1/api-keys').set(bearer(teacher.key)).expect(403);
+      expectErrorShape(res.body, 'FORBIDDEN');
+      await t.http.post('/v1/api-keys').set(bearer(teacher.key)).send({ name: 'x', role: 'admin' }).expect(403);
+      await t.http.delete(`/v1/api-keys/${tenant.adminKeyId}`).set(bearer(teacher.key)).expect(403);
+    });
+
+    it('answers 401 to a revoked key', async () => {
+      const tenant = await newTenant();
+      const teacher = await newKey(tenant.adminKey, 'admin');
+      await t.http.get('/v1/api-keys').set(bearer(teacher.key)).expect(200);
+      await t.http.delete(`/v1/api-keys/${teacher.id}`).set(bearer(tenant.adminKey)).expect(204);
+      const res = await t.http.get('/v1/api-keys').set(bearer(teacher.key)).expect(401);
+      expectErrorShape(res.body, 'UNAUTHENTICATED');
+      const list = await t.http.get('/v1/api-keys').set(bearer(tenant.adminKey)).expect(200);
+      expect(list.body.data.find((k: { id: string }) => k.id === teacher.id).revokedAt).not.toBeNull();
+    });
+
+    it('answers 401 without a key or with a malformed header', async () => {
+      expectErrorShape((await t.http.get('/v1/api-keys').expect(401)).body, 'UNAUTHENTICATED');
+      await t.http.get('/v1/api-keys').set('Authorization', 'Basic abc').expect(401);
+      await t.http.get('/v1/api-keys').set('Authorization', 'Bearer isk_not_a_real_key').expect(401);
+    });
+
+    it("answers 404 for another tenant's key id and leaves that key working", async () => {
+      const a = await newTenant();
+      const b = await newTenant();
+      const bTeacher = await newKey(b.adminKey, 'teacher');
+      const res = await t.http.delete(`/v1/api-keys/${bTeacher.id}`).set(bearer(a.adminKey)).expect(404);
+      expectErrorShape(res.body, 'NOT_FOUND');
+      await t.http.delete(`/v1/api-keys/${b.adminKeyId}`).set(bearer(a.adminKey)).expect(404);
+      const list = await t.http.get('/v1/api-keys').set(bearer(b.adminKey)).expect(200);
+      expect(list.body.data.every((k: { revokedAt: string | null }) => k.revokedAt === null)).toBe(true);
+    });
+
+    it('refuses to revoke the last admin key with 409', async () => {
+      const tenant = await newTenant();
+      const res = await t.http.delete(`/v1/api-keys/${tenant.adminKeyId}`).set(bearer(tenant.adminKey)).expect(409);
+      expectErrorShape(res.body, 'CONFLICT');
+    });
+  });
+
+  describe('errors', () => {
+    it('answers malformed JSON with 400 INVALID_JSON', async () => {
+      const res = await t.http.post('/v1/tenants').set(operator).set('Content-Type', 'application/json').send('{"name": "x",').expect(400);
+      expectErrorShape(res.body, 'INVALID_JSON');
+    });
+
+    it('answers a body that is not JSON with 415', async () => {
+      const res = await t.http.post('/v1/tenants').set(operator).set('Content-Type', 'text/csv').send('name\nx').expect(415);
+      expectErrorShape(res.body, 'UNSUPPORTED_MEDIA_TYPE');
+    });
+
+    it('names each field of the wrong type', async () => {
+      const res = await t.http.post('/v1/tenants').set(operator).send({ name: 42, monthlyBudget: 5000, timezone: 'Nowhere/City' }).expect(400);
+      expectErrorShape(res.body, 'VALIDATION_FAILED');
+      const fields = res.body.error.details.map((d: { field: string }) => d.field).sort();
+      expect(fields).toEqual(['monthlyBudget', 'name', 'timezone']);
+      expect(res.body.error.message).toContain('monthlyBudget');
+    });
+
+    it('rejects unknown fields and missing required ones', async () => {
+      const tenant = await newTenant();
+      const res = await t.http.post('/v1/api-keys').set(bearer(tenant.adminKey)).send({ role: 'owner', extra: 1 }).expect(400);
+      const fields = res.body.error.details.map((d: { field: string }) => d.field).sort();
+      expect(fields).toEqual(['extra', 'name', 'role']);
+    });
+
+    it('answers a body over the limit with 413 and creates nothing', async () => {
+      const before = await t.dataSource.query('SELECT count(*)::int AS n FROM tenants');
+      const res = await t.http.post('/v1/tenants').set(operator).send({ name: 'x'.repeat(5000) }).expect(413);
+      expectErrorShape(res.body, 'PAYLOAD_TOO_LARGE');
+      const after = await t.dataSource.query('SELECT count(*)::int AS n FROM tenants');
+      expect(after[0].n).toBe(before[0].n);
+    });
+
+    it('answers an unknown route with 404 in the same shape', async () => {
+      const res = await t.http.get('/v1/nothing-here').expect(404);
+      expectErrorShape(res.body, 'NOT_FOUND');
+    });
+
+    it('leaks nothing from a 500', async () => {
+      const spy = jest
+        .spyOn(t.app.get(ApiKeysService), 'list')
+        .mockRejectedValueOnce(new Error('relation "secret_table" does not exist at /srv/app.js:1'));
+      const tenant = await newTenant();
+      const res = await t.http.get('/v1/api-keys').set(bearer(tenant.adminKey)).expect(500);
+      spy.mockRestore();
+      expect(res.body).toEqual({ error: { code: 'INTERNAL', message: 'Internal server error', requestId: res.headers['x-request-id'] } });
+    });
+
+    it('puts a request id on every response, and honours a sane one from the caller', async () => {
+      const res = await t.http.get('/health').set('X-Request-Id', 'trace-abc-123').expect(200);
+      expect(res.headers['x-request-id']).toBe('trace-abc-123');
+      const res2 = await t.http.get('/nope').set('X-Request-Id', 'bad id with spaces').expect(404);
+      expect(res2.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+      expect(res2.body.error.requestId).toBe(res2.headers['x-request-id']);
+    });
+  });
+
+  describe('operations', () => {
+    it('reports health with the database check', async () => {
+      const res = await t.http.get('/health').expect(200);
+      expect(res.body).toMatchObject({ status: 'ok', checks: { database: { status: 'up' } } });
+    });
+
+    it('exposes Prometheus metrics with an HTTP histogram by route and status, to the operator only', async () => {
+      await t.http.get('/health').expect(200);
+      await t.http.get('/v1/api-keys').expect(401);
+      await t.http.get('/metrics').expect(401);
+      const res = await t.http.get('/metrics').set(operator).expect(200);
+      expect(res.headers['content-type']).toMatch(/text\/plain/);
+      expect(res.text).toMatch(/inkstone_http_request_duration_seconds_bucket\{[^}]*method="GET",route="\/health",status="200"/);
+      expect(res.text).toMatch(/inkstone_http_request_duration_seconds_count\{method="GET",route="\/v1\/api-keys",status="401"\} \d+/);
+    });
+
+    it('serves the OpenAPI document and its UI', async () => {
+      const json = await t.http.get('/docs-json').expect(200);
+      expect(json.body.openapi).toMatch(/^3\./);
+      expect(Object.keys(json.body.paths)).toEqual(expect.arrayContaining(['/v1/tenants', '/v1/api-keys', '/v1/api-keys/{id}', '/health']));
+      const ui = await t.http.get('/docs').redirects(1).expect(200);
+      expect(ui.text).toContain('swagger');
+    });
+  });
+});

@@ -1,0 +1,55 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { collect, exited, freePort, runService, startService } from './support/spawn-service';
+
+const TOKEN = 'startup-test-operator-token';
+
+describe('starting the service as a process', () => {
+  it.each([
+    [{}, 'INKSTONE_ADMIN_TOKEN is required but not set'],
+    [{ INKSTONE_ADMIN_TOKEN: TOKEN, PORT: 'eighty' }, 'PORT must be an integer (got "eighty")'],
+    [{ INKSTONE_ADMIN_TOKEN: TOKEN, DATABASE_URL: 'mysql://localhost/x' }, 'DATABASE_URL must start with postgres:// or postgresql:// (got mysql://)'],
+  ])('stops with one line naming the bad variable (%j)', async (env, message) => {
+    const child = runService(env as NodeJS.ProcessEnv);
+    const output = collect(child);
+    expect(await exited(child)).toBe(1);
+    expect(output().trim().split('\n')).toEqual([`inkstone: configuration error: ${message}`]);
+  });
+
+  it('starts the embedded PostgreSQL when DATABASE_URL is unset and keeps its data across restarts', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'inkstone-start-'));
+    const env = { INKSTONE_ADMIN_TOKEN: TOKEN, INKSTONE_DATA_DIR: dataDir, LOG_LEVEL: 'info' };
+    try {
+      const first = await startService(env, await freePort());
+      expect(first.output()).toContain('DATABASE_URL is not set: started the embedded PostgreSQL');
+      const created = await fetch(`${first.url}/v1/tenants`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'Persistent School' }),
+      });
+      expect(created.status).toBe(201);
+      const { adminKey } = (await created.json()) as { adminKey: string };
+      expect(first.output()).not.toContain(adminKey); // keys never reach the logs
+
+      // A second process on the same data directory would corrupt it: it refuses to start.
+      const intruder = runService({ ...env, PORT: String(await freePort()) });
+      const intruderOutput = collect(intruder);
+      expect(await exited(intruder)).toBe(1);
+      expect(intruderOutput()).toMatch(/is in use by process \d+/);
+      await first.stop('SIGTERM');
+      // A graceful stop closes the embedded database and releases its lock file.
+      expect(fs.existsSync(path.join(dataDir, 'embedded-postgres.pid'))).toBe(false);
+      expect(fs.existsSync(path.join(dataDir, 'pgdata'))).toBe(true);
+
+      const second = await startService(env, await freePort());
+      const keys = await fetch(`${second.url}/v1/api-keys`, { headers: { authorization: `Bearer ${adminKey}` } });
+      expect(keys.status).toBe(200);
+      expect(((await keys.json()) as { data: unknown[] }).data).toHaveLength(1);
+      await second.stop('SIGTERM');
+      expect(fs.existsSync(path.join(dataDir, 'embedded-postgres.pid'))).toBe(false);
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+});

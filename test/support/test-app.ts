@@ -1,0 +1,59 @@
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import request from 'supertest';
+import { DataSource } from 'typeorm';
+import { createApp } from '../../src/app.factory';
+import { AppConfig, loadConfig } from '../../src/config/app-config';
+import { createTestDatabase, TestDatabase } from './test-database';
+
+export const OPERATOR_TOKEN = 'test-operator-token-0123456789';
+
+/** The environment a test app starts with; a test adds or overrides variables. */
+export function testEnv(databaseUrl: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    NODE_ENV: 'test',
+    INKSTONE_ADMIN_TOKEN: OPERATOR_TOKEN,
+    DATABASE_URL: databaseUrl,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    PORT: '0',
+    HOST: '127.0.0.1',
+    ...extra,
+  };
+}
+
+export interface TestApp {
+  app: NestFastifyApplication;
+  config: AppConfig;
+  db: TestDatabase;
+  dataSource: DataSource;
+  http: ReturnType<typeof request>;
+  /** Another app instance on the same database (as a second server process would be). */
+  another(extra?: Record<string, string>): Promise<NestFastifyApplication>;
+  close(): Promise<void>;
+}
+
+/** The whole app, in process, on a database of this test file's own. */
+export async function createTestApp(extra: Record<string, string> = {}): Promise<TestApp> {
+  const db = await createTestDatabase();
+  const config = loadConfig(testEnv(db.url, extra));
+  const app = await createApp(config);
+  await app.getHttpAdapter().getInstance().ready();
+  const others: NestFastifyApplication[] = [];
+  return {
+    app,
+    config,
+    db,
+    dataSource: app.get(DataSource),
+    http: request(app.getHttpServer()),
+    another: async (more = {}) => {
+      const other = await createApp(loadConfig(testEnv(db.url, { ...extra, ...more })));
+      await other.getHttpAdapter().getInstance().ready();
+      others.push(other);
+      return other;
+    },
+    close: async () => {
+      for (const o of others) await o.close();
+      await app.close();
+      await db.drop();
+    },
+  };
+}

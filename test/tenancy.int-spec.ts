@@ -1,0 +1,115 @@
+import { DataSource } from 'typeorm';
+import { ApiError } from '../src/common/errors';
+import { MissingTenantError, TenantScopedRepository, tenantQuery } from '../src/db/tenant-scope';
+import { ApiKeyEntity } from '../src/tenancy/api-key.entity';
+import { ApiKeysService } from '../src/tenancy/api-keys.service';
+import { Factory } from './support/factories';
+import { createTestApp, TestApp } from './support/test-app';
+import { waitFor } from './support/wait';
+
+describe('tenants and API keys (real PostgreSQL)', () => {
+  let t: TestApp;
+  let f: Factory;
+  let keys: ApiKeysService;
+  let ds: DataSource;
+
+  beforeAll(async () => {
+    t = await createTestApp();
+    f = new Factory(t.app);
+    keys = t.app.get(ApiKeysService);
+    ds = t.dataSource;
+  });
+  afterAll(() => t.close());
+
+  it('creates a tenant with its first admin key, stored only as a hash', async () => {
+    const tenant = await f.newTenant({ monthlyBudget: '5000.00', timezone: 'Europe/Berlin' });
+    const [row] = await ds.query(`SELECT name, timezone, monthly_cap_nanos FROM tenants WHERE id = $1`, [tenant.tenantId]);
+    expect(row.timezone).toBe('Europe/Berlin');
+    expect(row.monthly_cap_nanos).toBe('5000000000000');
+    const stored = await ds.query(`SELECT prefix, key_hash, role FROM api_keys WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(stored).toHaveLength(1);
+    expect(stored[0].role).toBe('admin');
+    const raw = JSON.stringify(stored);
+    expect(raw).not.toContain(tenant.adminKey.slice(-43));
+    expect(await keys.authenticate(tenant.adminKey)).toEqual(tenant.admin);
+  });
+
+  it('authenticates a key, records its use, and forgets it once revoked', async () => {
+    const tenant = await f.newTenant();
+    const teacher = await f.newKey(tenant, 'teacher');
+    expect(await keys.authenticate(teacher.key)).toEqual(teacher.auth);
+    await waitFor(async () => {
+      const [r] = await ds.query(`SELECT last_used_at FROM api_keys WHERE id = $1`, [teacher.id]);
+      return r.last_used_at !== null;
+    });
+    await keys.revoke(tenant.admin, teacher.id);
+    expect(await keys.authenticate(teacher.key)).toBeNull();
+    // Revoking again changes nothing and does not fail.
+    await keys.revoke(tenant.admin, teacher.id);
+    const [r] = await ds.query(`SELECT revoked_at FROM api_keys WHERE id = $1`, [teacher.id]);
+    expect(r.revoked_at).toBeInstanceOf(Date);
+  });
+
+  it('refuses to revoke the last active admin key, even under concurrent revocations', async () => {
+    const tenant = await f.newTenant();
+    await expect(keys.revoke(tenant.admin, tenant.adminKeyId)).rejects.toMatchObject({ code: 'CONFLICT' });
+    const second = await f.newKey(tenant, 'admin');
+    const results = await Promise.allSettled([keys.revoke(tenant.admin, tenant.adminKeyId), keys.revoke(second.auth, second.id)]);
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    const rejected = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+    expect(rejected.reason).toBeInstanceOf(ApiError);
+    const [{ n }] = await ds.query(
+      `SELECT count(*)::int AS n FROM api_keys WHERE tenant_id = $1 AND role = 'admin' AND revoked_at IS NULL`,
+      [tenant.tenantId],
+    );
+    expect(n).toBe(1);
+  });
+
+  it("answers 'not found' for another tenant's key and leaves it alone", async () => {
+    const a = await f.newTenant();
+    const b = await f.newTenant();
+    const bTeacher = await f.newKey(b, 'teacher');
+    await expect(keys.revoke(a.admin, bTeacher.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(keys.revoke(a.admin, 'not-a-uuid')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(await keys.authenticate(bTeacher.key)).toEqual(bTeacher.auth);
+    expect((await keys.list(a.admin)).map((k) => k.id)).not.toContain(bTeacher.id);
+  });
+
+  it('rejects wrong and malformed keys', async () => {
+    const tenant = await f.newTenant();
+    const wrongSecret = tenant.adminKey.slice(0, -4) + 'AAAA';
+    expect(await keys.authenticate(wrongSecret)).toBeNull();
+    expect(await keys.authenticate('isk_nothing')).toBeNull();
+  });
+
+  describe('the tenant-scoped data access helper', () => {
+    it('refuses to run without a tenant id', async () => {
+      for (const bad of [undefined, null, '', 'abc']) {
+        expect(() => new TenantScopedRepository(ds.manager, ApiKeyEntity, bad as unknown as string)).toThrow(MissingTenantError);
+        await expect(tenantQuery(ds.manager, bad as unknown as string, 'SELECT 1 FROM api_keys WHERE tenant_id = $1')).rejects.toThrow(
+          MissingTenantError,
+        );
+      }
+    });
+
+    it('refuses raw SQL that does not filter on the tenant', async () => {
+      const tenant = await f.newTenant();
+      await expect(tenantQuery(ds.manager, tenant.tenantId, 'SELECT * FROM api_keys')).rejects.toThrow(/tenant_id = \$1/);
+    });
+
+    it("sees only its own tenant's rows, for reads, updates and deletes", async () => {
+      const a = await f.newTenant();
+      const b = await f.newTenant();
+      const repoA = new TenantScopedRepository(ds.manager, ApiKeyEntity, a.tenantId);
+      expect((await repoA.find()).map((k) => k.tenantId)).toEqual([a.tenantId]);
+      expect(await repoA.findOne({ id: b.adminKeyId })).toBeNull();
+      expect(await repoA.update({ id: b.adminKeyId }, { name: 'hijacked' })).toBe(0);
+      expect(await repoA.delete({ id: b.adminKeyId })).toBe(0);
+      const [row] = await ds.query(`SELECT name FROM api_keys WHERE id = $1`, [b.adminKeyId]);
+      expect(row.name).toBe('Initial admin key');
+      const rows = await tenantQuery<{ id: string }>(ds.manager, a.tenantId, 'SELECT id FROM api_keys WHERE tenant_id = $1');
+      expect(rows.map((r) => r.id)).toEqual([a.adminKeyId]);
+    });
+  });
+});
+
