@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import type { PGLiteSocketServer } from '@electric-sql/pglite-socket';
+import { PgliteSessionQueue } from './pglite-session-queue';
 
 export interface EmbeddedPostgresOptions {
   /** Directory for the database files; omit for an in-memory database (tests). */
@@ -18,9 +19,9 @@ export class EmbeddedPostgresLockedError extends Error {}
  * PostgreSQL compiled to WebAssembly (PGlite), served on a loopback port by pglite-socket so that
  * `pg` and TypeORM connect to it exactly as to a real server. Used when DATABASE_URL is unset.
  *
- * PGlite runs one backend session: the socket server queues statements from all connections and
- * keeps a connection's transaction together, so transactions run one at a time. That is plenty for
- * a single instance on one machine; several instances need a real PostgreSQL (DATABASE_URL).
+ * PGlite runs one backend session: connections take turns holding it (a statement, or a whole
+ * transaction, at a time). That is plenty for one instance on one machine; several instances need a
+ * real PostgreSQL (DATABASE_URL).
  */
 export class EmbeddedPostgres {
   private constructor(
@@ -51,6 +52,8 @@ export class EmbeddedPostgres {
         port: 0,
         maxConnections: opts.maxConnections,
       });
+      // One connection at a time holds the session: see PgliteSessionQueue.
+      (server as unknown as { queryQueue: PgliteSessionQueue }).queryQueue = new PgliteSessionQueue(db);
       await server.start();
       const url = `postgres://postgres@${server.getServerConn()}/postgres`;
       return new EmbeddedPostgres(db, server, url, lockFile);

@@ -26,8 +26,12 @@ export function collect(child: ChildProcess): () => string {
   return () => out;
 }
 
+export function hasExited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
 export function exited(child: ChildProcess): Promise<number | null> {
-  if (child.exitCode !== null) return Promise.resolve(child.exitCode);
+  if (hasExited(child)) return Promise.resolve(child.exitCode);
   return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
 }
 
@@ -38,7 +42,7 @@ export async function startService(env: NodeJS.ProcessEnv, port: number, timeout
   const url = `http://127.0.0.1:${port}`;
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
-    if (child.exitCode !== null) throw new Error(`service exited with ${child.exitCode}:\n${output()}`);
+    if (hasExited(child)) throw new Error(`service exited with ${child.exitCode ?? child.signalCode}:\n${output()}`);
     try {
       const res = await fetch(`${url}/health`);
       if (res.status === 200) break;

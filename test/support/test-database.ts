@@ -160,9 +160,11 @@ export async function createTestDatabase(opts: { maxConnections?: number } = {})
   return startEmbeddedChild(state.dumpFile!, opts.maxConnections ?? 32);
 }
 
-function startEmbeddedChild(dumpFile: string, maxConnections: number): Promise<TestDatabase> {
-  const child = fork(path.join(__dirname, 'pglite-child.js'), [dumpFile, String(maxConnections)], {
-    execArgv: [],
+/** An embedded PostgreSQL in a child process: from a dump file, or empty with "-". */
+export function startEmbeddedChild(dumpFile: string, maxConnections: number): Promise<TestDatabase> {
+  const child = fork(path.join(__dirname, 'pglite-child.ts'), [dumpFile, String(maxConnections)], {
+    execArgv: ['-r', 'ts-node/register/transpile-only'],
+    env: { ...process.env, TS_NODE_PROJECT: path.resolve(__dirname, '../../tsconfig.json') },
     stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
   });
   return new Promise((resolve, reject) => {
