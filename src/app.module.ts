@@ -1,8 +1,10 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { LoggerModule } from 'nestjs-pino';
 import { AppConfig, CONFIG } from './config/app-config';
+import { BillingModule } from './billing/billing.module';
 import { DatabaseModule } from './db/database';
 import { HealthController } from './health/health.controller';
+import { LlmModule } from './llm/llm.module';
 import { pinoHttpOptions } from './logging';
 import { MetricsModule } from './metrics/metrics.module';
 import { TenancyModule } from './tenancy/tenancy.module';
@@ -18,6 +20,8 @@ export class AppModule {
         DatabaseModule.forRoot(),
         MetricsModule,
         TenancyModule,
+        BillingModule,
+        LlmModule,
       ],
       controllers: [HealthController],
       providers: [{ provide: CONFIG, useValue: config }],

@@ -1,12 +1,37 @@
 import * as path from 'node:path';
 import { MoneyFormatError, Nanos, parseCny } from '../common/money';
+import { Catalog, CatalogError, parseTierSpec, Tier, TierPlan, TIERS } from '../llm/catalog';
 import { ConfigError, EnvReader } from './env-reader';
 
 export { ConfigError } from './env-reader';
 
-export interface ProviderCredentials {
+/** A provider that has an API key configured, with the base URL to call. */
+export interface EnabledProvider {
+  name: string;
   apiKey: string;
-  baseUrl?: string;
+  baseUrl: string;
+}
+
+export interface LlmConfig {
+  catalog: Catalog;
+  /** Providers with a key, by name. A provider without a key is never called. */
+  providers: Map<string, EnabledProvider>;
+  /** Each tier's candidates, limited to enabled providers. */
+  tiers: Record<Tier, TierPlan>;
+  connectTimeoutMs: number;
+  firstByteTimeoutMs: number;
+  totalTimeoutMs: number;
+  maxRetries: number;
+  retryBaseMs: number;
+  maxRetryWaitMs: number;
+  breakerFailures: number;
+  breakerCooldownMs: number;
+  providerProbeMs: number;
+  cacheTtlSeconds: number;
+  /** How long a reservation may live before the sweeper returns it (a crashed call). */
+  reservationTtlMs: number;
+  sweepIntervalMs: number;
+  defaultMaxTokens: number;
 }
 
 /** Everything the service reads from its environment, typed and validated once at start. */
@@ -23,6 +48,7 @@ export interface AppConfig {
   bodyLimitBytes: number;
   defaultMonthlyBudget: Nanos;
   defaultTimezone: string;
+  llm: LlmConfig;
 }
 
 export const CONFIG = Symbol('AppConfig');
@@ -48,6 +74,56 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     bodyLimitBytes: e.int('BODY_LIMIT_BYTES', { min: 1024, max: 64 * 1024 * 1024, default: 8 * 1024 * 1024 }),
     defaultMonthlyBudget: readCny(e, 'DEFAULT_MONTHLY_BUDGET', '100.00'),
     defaultTimezone: e.timezone('DEFAULT_TIMEZONE', 'Asia/Shanghai'),
+    llm: loadLlmConfig(e),
+  };
+}
+
+function loadLlmConfig(e: EnvReader): LlmConfig {
+  let catalog: Catalog;
+  try {
+    catalog = Catalog.load(e.optionalString('LLM_CATALOG_FILE'));
+  } catch (err) {
+    if (err instanceof CatalogError) throw new ConfigError('LLM_CATALOG_FILE', err.message);
+    throw err;
+  }
+  const providers = new Map<string, EnabledProvider>();
+  for (const p of catalog.providers.values()) {
+    const prefix = p.name.toUpperCase();
+    const apiKey = e.optionalSecret(`${prefix}_API_KEY`);
+    const baseUrl = e.url(`${prefix}_BASE_URL`, ['http', 'https'], { default: p.baseUrl });
+    if (apiKey) providers.set(p.name, { name: p.name, apiKey, baseUrl: baseUrl!.replace(/\/+$/, '') });
+  }
+  const tiers = {} as Record<Tier, TierPlan>;
+  for (const tier of TIERS) {
+    const variable = tier === 'standard' ? 'LLM_STANDARD_MODELS' : 'LLM_DEEP_MODELS';
+    const spec = e.optionalString(variable) ?? catalog.defaultTiers[tier].join(',');
+    let plan: TierPlan;
+    try {
+      plan = parseTierSpec(spec, catalog);
+    } catch (err) {
+      if (err instanceof CatalogError) throw new ConfigError(variable, `must list catalog models: ${err.message}`);
+      throw err;
+    }
+    tiers[tier] = plan.map((g) => g.filter((c) => providers.has(c.model.provider))).filter((g) => g.length > 0);
+  }
+  const totalTimeoutMs = e.int('LLM_TOTAL_TIMEOUT_MS', { min: 100, max: 600_000, default: 120_000 });
+  return {
+    catalog,
+    providers,
+    tiers,
+    connectTimeoutMs: e.int('LLM_CONNECT_TIMEOUT_MS', { min: 50, max: 60_000, default: 5_000 }),
+    firstByteTimeoutMs: e.int('LLM_FIRST_BYTE_TIMEOUT_MS', { min: 50, max: 600_000, default: 90_000 }),
+    totalTimeoutMs,
+    maxRetries: e.int('LLM_MAX_RETRIES', { min: 0, max: 10, default: 2 }),
+    retryBaseMs: e.int('LLM_RETRY_BASE_MS', { min: 0, max: 60_000, default: 300 }),
+    maxRetryWaitMs: e.int('LLM_MAX_RETRY_WAIT_MS', { min: 0, max: 120_000, default: 10_000 }),
+    breakerFailures: e.int('LLM_BREAKER_FAILURES', { min: 1, max: 1000, default: 5 }),
+    breakerCooldownMs: e.int('LLM_BREAKER_COOLDOWN_MS', { min: 10, max: 3_600_000, default: 30_000 }),
+    providerProbeMs: e.int('LLM_PROVIDER_PROBE_MS', { min: 10, max: 3_600_000, default: 60_000 }),
+    cacheTtlSeconds: e.int('LLM_CACHE_TTL_SECONDS', { min: 1, max: 365 * 86_400, default: 30 * 86_400 }),
+    reservationTtlMs: e.int('BUDGET_RESERVATION_TTL_MS', { min: 1_000, max: 86_400_000, default: totalTimeoutMs * 3 + 60_000 }),
+    sweepIntervalMs: e.int('BUDGET_SWEEP_INTERVAL_MS', { min: 100, max: 3_600_000, default: 30_000 }),
+    defaultMaxTokens: e.int('LLM_DEFAULT_MAX_TOKENS', { min: 1, max: 200_000, default: 2048 }),
   };
 }
 

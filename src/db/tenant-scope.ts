@@ -77,8 +77,12 @@ export class TenantScopedRepository<T extends TenantRow> {
   }
 }
 
+const FILTERS_TENANT = /tenant_id\s*=\s*\$1\b/;
+const INSERTS_TENANT = /^\s*(WITH\b[\s\S]*?)?INSERT\s+INTO\s+\w+\s*\(\s*tenant_id\s*,[\s\S]*?\)\s*(VALUES\s*\(\s*\$1\s*,|SELECT\s+\$1\b)/i;
+
 /**
- * Raw SQL for one tenant: the tenant id is always `$1`, and the statement must filter on it.
+ * Raw SQL for one tenant: the tenant id is always `$1`; the statement must filter on
+ * `tenant_id = $1`, or be an INSERT whose first column is tenant_id and first value $1.
  * Used where a query is clearer in SQL than through the repository API (atomic updates, reports).
  */
 export async function tenantQuery<R = Record<string, unknown>>(
@@ -88,7 +92,7 @@ export async function tenantQuery<R = Record<string, unknown>>(
   params: unknown[] = [],
 ): Promise<R[]> {
   assertTenantId(tenantId, 'a tenant query');
-  if (!/tenant_id\s*=\s*\$1\b/.test(sql)) {
+  if (!FILTERS_TENANT.test(sql) && !INSERTS_TENANT.test(sql)) {
     throw new MissingTenantError('SQL that does not filter on tenant_id = $1');
   }
   const res = await manager.query(sql, [tenantId, ...params]);

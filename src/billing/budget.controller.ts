@@ -1,0 +1,68 @@
+import { Body, Controller, Get, Put, Query } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { BudgetService, BudgetView } from './budget.service';
+import { UpdateBudgetDto } from './dto/update-budget.dto';
+import { LedgerService, USAGE_GROUPS, UsageGroup, UsageRow } from './ledger.service';
+import { isPeriod, periodBounds } from './periods';
+
+@ApiTags('billing')
+@ApiBearerAuth()
+@Controller('v1')
+@Auth('admin')
+export class BudgetController {
+  constructor(
+    private readonly budget: BudgetService,
+    private readonly ledger: LedgerService,
+  ) {}
+
+  @Get('budget')
+  @ApiOperation({ summary: "This month's cap, spend, reservations, remaining budget and forecast" })
+  get(@TenantCaller() auth: TenantAuth): Promise<BudgetView> {
+    return this.budget.view(auth.tenantId);
+  }
+
+  @Put('budget')
+  @ApiOperation({ summary: 'Set the monthly cap, alert thresholds and what happens when the budget runs out' })
+  put(@TenantCaller() auth: TenantAuth, @Body() dto: UpdateBudgetDto): Promise<BudgetView> {
+    return this.budget.update(auth.tenantId, dto);
+  }
+
+  @Get('usage')
+  @ApiOperation({ summary: 'Model calls from the ledger, grouped by day, model, provider, tier or teacher key' })
+  @ApiQuery({ name: 'from', required: false, description: 'ISO date or time (default: start of this month)' })
+  @ApiQuery({ name: 'to', required: false, description: 'ISO date or time, exclusive (default: now)' })
+  @ApiQuery({ name: 'groupBy', required: false, enum: USAGE_GROUPS })
+  async usage(
+    @TenantCaller() auth: TenantAuth,
+    @Query('from') from?: string,
+    @Query('to') to?: string,
+    @Query('groupBy') groupBy: string = 'day',
+  ): Promise<{ from: string; to: string; groupBy: UsageGroup; data: UsageRow[] }> {
+    if (!(USAGE_GROUPS as readonly string[]).includes(groupBy)) {
+      throw ApiError.validation([{ field: 'groupBy', message: `groupBy must be one of ${USAGE_GROUPS.join(', ')}` }]);
+    }
+    const settings = await this.budget.settings(auth.tenantId);
+    const period = await this.budget.currentPeriod(auth.tenantId);
+    const start = from ? parseInstant(from, 'from') : periodBounds(period, settings.timezone).start;
+    const end = to ? parseInstant(to, 'to') : new Date(Date.now() + 1000);
+    if (end <= start) throw ApiError.validation([{ field: 'to', message: 'to must be after from' }]);
+    const data = await this.ledger.usage(auth.tenantId, start, end, groupBy as UsageGroup, settings.timezone);
+    return { from: start.toISOString(), to: end.toISOString(), groupBy: groupBy as UsageGroup, data };
+  }
+
+  @Get('stats')
+  @ApiOperation({ summary: 'Totals from the ledger: calls, cache hits, tokens, cost, savings' })
+  @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: all time)' })
+  stats(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<Record<string, unknown>> {
+    if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
+    return this.ledger.stats(auth.tenantId, period);
+  }
+}
+
+function parseInstant(text: string, field: string): Date {
+  const d = /^\d{4}-\d{2}-\d{2}/.test(text) ? new Date(text) : new Date(NaN);
+  if (Number.isNaN(d.getTime())) throw ApiError.validation([{ field, message: `${field} must be an ISO date such as 2026-11-01` }]);
+  return d;
+}

@@ -1,0 +1,181 @@
+import { randomUUID } from 'node:crypto';
+import { Injectable } from '@nestjs/common';
+import { DataSource, EntityManager } from 'typeorm';
+import { formatCny, Nanos } from '../common/money';
+import { tenantQuery } from '../db/tenant-scope';
+
+export type CallPurpose = 'chat' | 'grading' | 'deep_review';
+export type CacheStatus = 'hit' | 'miss' | 'bypass';
+
+/** One row of the call ledger: one attempt at a model call, or one answer served from cache. */
+export interface LedgerEntry {
+  tenantId: string;
+  period?: string;
+  requestId?: string;
+  callGroup: string;
+  attempt: number;
+  apiKeyId?: string;
+  essayId?: string;
+  purpose: CallPurpose;
+  tier?: string;
+  provider?: string;
+  model?: string;
+  cacheStatus: CacheStatus;
+  outcome: string;
+  errorReason?: string;
+  inputTokens: number;
+  cachedInputTokens: number;
+  outputTokens: number;
+  estimatedInputTokens?: number;
+  usageSource: 'provider' | 'estimated' | 'none';
+  costNanos: Nanos;
+  savedNanos: Nanos;
+  compressionSavedTokens: number;
+  latencyMs: number;
+  streamed: boolean;
+}
+
+export const USAGE_GROUPS = ['day', 'model', 'provider', 'tier', 'teacher'] as const;
+export type UsageGroup = (typeof USAGE_GROUPS)[number];
+
+const GROUP_SQL: Record<UsageGroup, string> = {
+  day: `to_char(created_at AT TIME ZONE $4, 'YYYY-MM-DD')`,
+  model: `coalesce(provider || ':' || model, 'none')`,
+  provider: `coalesce(provider, 'none')`,
+  tier: `coalesce(tier, 'none')`,
+  teacher: `coalesce(api_key_id::text, 'none')`,
+};
+
+export interface UsageRow {
+  key: string;
+  calls: number;
+  cacheHits: number;
+  failures: number;
+  inputTokens: number;
+  cachedInputTokens: number;
+  outputTokens: number;
+  cost: string;
+  savedByCache: string;
+}
+
+@Injectable()
+export class LedgerService {
+  constructor(private readonly ds: DataSource) {}
+
+  /** Writes one ledger row inside the caller's transaction (the one that moves the budget). */
+  async insert(manager: EntityManager, e: LedgerEntry & { period: string }): Promise<string> {
+    const id = randomUUID();
+    await tenantQuery(
+      manager,
+      e.tenantId,
+      `INSERT INTO llm_calls (tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier,
+         provider, model, cache_status, outcome, error_reason, input_tokens, cached_input_tokens, output_tokens,
+         estimated_input_tokens, usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)`,
+      [
+        id,
+        e.period,
+        e.requestId ?? null,
+        e.callGroup,
+        e.attempt,
+        e.apiKeyId ?? null,
+        e.essayId ?? null,
+        e.purpose,
+        e.tier ?? null,
+        e.provider ?? null,
+        e.model ?? null,
+        e.cacheStatus,
+        e.outcome,
+        e.errorReason ?? null,
+        e.inputTokens,
+        e.cachedInputTokens,
+        e.outputTokens,
+        e.estimatedInputTokens ?? null,
+        e.usageSource,
+        e.costNanos.toString(),
+        e.savedNanos.toString(),
+        e.compressionSavedTokens,
+        e.latencyMs,
+        e.streamed,
+      ],
+    );
+    return id;
+  }
+
+  async usage(tenantId: string, from: Date, to: Date, groupBy: UsageGroup, timeZone: string): Promise<UsageRow[]> {
+    const rows = await tenantQuery<Record<string, string>>(
+      this.ds.manager,
+      tenantId,
+      `SELECT ${GROUP_SQL[groupBy]} AS key,
+              count(*) AS calls,
+              count(*) FILTER (WHERE cache_status = 'hit') AS cache_hits,
+              count(*) FILTER (WHERE outcome <> 'ok') AS failures,
+              coalesce(sum(input_tokens), 0) AS input_tokens,
+              coalesce(sum(cached_input_tokens), 0) AS cached_input_tokens,
+              coalesce(sum(output_tokens), 0) AS output_tokens,
+              coalesce(sum(cost_nanos), 0) AS cost,
+              coalesce(sum(saved_nanos), 0) AS saved
+         FROM llm_calls
+        WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND $4::text IS NOT NULL
+        GROUP BY 1 ORDER BY 1`,
+      [from, to, timeZone],
+    );
+    return rows.map((r) => ({
+      key: r.key,
+      calls: Number(r.calls),
+      cacheHits: Number(r.cache_hits),
+      failures: Number(r.failures),
+      inputTokens: Number(r.input_tokens),
+      cachedInputTokens: Number(r.cached_input_tokens),
+      outputTokens: Number(r.output_tokens),
+      cost: formatCny(BigInt(r.cost)),
+      savedByCache: formatCny(BigInt(r.saved)),
+    }));
+  }
+
+  async stats(tenantId: string, period?: string): Promise<Record<string, unknown>> {
+    const [r] = await tenantQuery<Record<string, string>>(
+      this.ds.manager,
+      tenantId,
+      `SELECT count(*) AS total_calls,
+              count(*) FILTER (WHERE cache_status = 'hit') AS cache_hits,
+              count(*) FILTER (WHERE cache_status <> 'hit') AS provider_calls,
+              count(*) FILTER (WHERE outcome <> 'ok') AS failed_calls,
+              coalesce(sum(input_tokens + output_tokens), 0) AS total_tokens,
+              coalesce(sum(input_tokens), 0) AS input_tokens,
+              coalesce(sum(cached_input_tokens), 0) AS cached_input_tokens,
+              coalesce(sum(output_tokens), 0) AS output_tokens,
+              coalesce(sum(cost_nanos), 0) AS cost,
+              coalesce(sum(saved_nanos), 0) AS saved,
+              coalesce(sum(compression_saved_tokens), 0) AS compression_saved_tokens,
+              coalesce(avg(latency_ms) FILTER (WHERE cache_status <> 'hit' AND outcome = 'ok'), 0) AS avg_latency
+         FROM llm_calls WHERE tenant_id = $1 AND ($2::text IS NULL OR period = $2)`,
+      [period ?? null],
+    );
+    const outcomes = await tenantQuery<{ outcome: string; n: string }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT outcome, count(*) AS n FROM llm_calls WHERE tenant_id = $1 AND ($2::text IS NULL OR period = $2) GROUP BY outcome ORDER BY outcome`,
+      [period ?? null],
+    );
+    const total = Number(r.total_calls);
+    const hits = Number(r.cache_hits);
+    return {
+      period: period ?? null,
+      totalCalls: total,
+      cacheHits: hits,
+      providerCalls: Number(r.provider_calls),
+      failedCalls: Number(r.failed_calls),
+      cacheHitRate: total ? Number((hits / total).toFixed(4)) : 0,
+      totalTokens: Number(r.total_tokens),
+      inputTokens: Number(r.input_tokens),
+      cachedInputTokens: Number(r.cached_input_tokens),
+      outputTokens: Number(r.output_tokens),
+      cost: formatCny(BigInt(r.cost)),
+      savedByCache: formatCny(BigInt(r.saved)),
+      compressionSavedTokens: Number(r.compression_saved_tokens),
+      averageLatencyMs: Math.round(Number(r.avg_latency)),
+      outcomes: Object.fromEntries(outcomes.map((o) => [o.outcome, Number(o.n)])),
+    };
+  }
+}

@@ -1,0 +1,137 @@
+import { ApiError, FieldProblem } from '../common/errors';
+import { TIERS, Tier } from './catalog';
+import type { GatewayTarget } from './gateway.service';
+import type { ChatMessage } from './types';
+
+/** An OpenAI chat completion request, checked field by field (unknown fields are ignored, as OpenAI does). */
+export interface ChatCompletionRequest {
+  target: GatewayTarget;
+  requestedModel: string;
+  messages: ChatMessage[];
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  stop?: string[];
+  seed?: number;
+  jsonMode: boolean;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+export const TIER_ALIASES: Record<string, Tier> = { 'inkstone-standard': 'standard', 'inkstone-deep': 'deep' };
+
+const ROLES = ['system', 'user', 'assistant', 'developer'];
+const MAX_MESSAGES = 500;
+
+export function parseChatRequest(body: unknown): ChatCompletionRequest {
+  const problems: FieldProblem[] = [];
+  const b = (body && typeof body === 'object' ? body : {}) as Record<string, unknown>;
+  if (!body || typeof body !== 'object' || Array.isArray(body)) {
+    throw ApiError.validation([{ field: 'body', message: 'must be a JSON object' }]);
+  }
+
+  let target: GatewayTarget = { tier: 'standard' };
+  const model = b.model;
+  if (typeof model !== 'string' || model.length === 0 || model.length > 200) {
+    problems.push({ field: 'model', message: `model must be a tier alias (${Object.keys(TIER_ALIASES).join(', ')}) or a catalog model id` });
+  } else if (TIER_ALIASES[model]) {
+    target = { tier: TIER_ALIASES[model] };
+  } else if ((TIERS as readonly string[]).includes(model)) {
+    target = { tier: model as Tier };
+  } else {
+    target = { model };
+  }
+
+  const messages: ChatMessage[] = [];
+  if (!Array.isArray(b.messages) || b.messages.length === 0) {
+    problems.push({ field: 'messages', message: 'messages must be a non-empty array' });
+  } else if (b.messages.length > MAX_MESSAGES) {
+    problems.push({ field: 'messages', message: `messages may hold at most ${MAX_MESSAGES} entries` });
+  } else {
+    b.messages.forEach((m: unknown, i: number) => {
+      const msg = m as { role?: unknown; content?: unknown };
+      if (!msg || typeof msg !== 'object' || typeof msg.role !== 'string' || !ROLES.includes(msg.role)) {
+        problems.push({ field: `messages[${i}].role`, message: `role must be one of ${ROLES.join(', ')}` });
+        return;
+      }
+      const content = textContent(msg.content);
+      if (content === null) {
+        problems.push({ field: `messages[${i}].content`, message: 'content must be a string or an array of text parts' });
+        return;
+      }
+      messages.push({ role: msg.role === 'developer' ? 'system' : (msg.role as ChatMessage['role']), content });
+    });
+  }
+
+  const num = (field: string, min: number, max: number, integer = false): number | undefined => {
+    const v = b[field];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max || (integer && !Number.isInteger(v))) {
+      problems.push({ field, message: `${field} must be ${integer ? 'an integer' : 'a number'} from ${min} to ${max}` });
+      return undefined;
+    }
+    return v;
+  };
+  const maxTokens = num('max_completion_tokens', 1, 200_000, true) ?? num('max_tokens', 1, 200_000, true);
+  const temperature = num('temperature', 0, 2);
+  const topP = num('top_p', 0, 1);
+  const seed = num('seed', -(2 ** 31), 2 ** 31 - 1, true);
+  const n = num('n', 1, 1, true);
+  void n;
+
+  let stop: string[] | undefined;
+  if (typeof b.stop === 'string') stop = [b.stop];
+  else if (Array.isArray(b.stop) && b.stop.every((x) => typeof x === 'string') && b.stop.length <= 4) stop = b.stop as string[];
+  else if (b.stop !== undefined && b.stop !== null) problems.push({ field: 'stop', message: 'stop must be a string or up to 4 strings' });
+
+  let jsonMode = false;
+  const rf = b.response_format as { type?: unknown } | undefined;
+  if (rf !== undefined && rf !== null) {
+    if (typeof rf !== 'object' || !['text', 'json_object'].includes(String(rf.type))) {
+      problems.push({ field: 'response_format', message: 'response_format.type must be "text" or "json_object"' });
+    } else jsonMode = rf.type === 'json_object';
+  }
+
+  if (b.stream !== undefined && b.stream !== null && typeof b.stream !== 'boolean') {
+    problems.push({ field: 'stream', message: 'stream must be true or false' });
+  }
+  const so = b.stream_options as { include_usage?: unknown } | undefined;
+
+  if (problems.length) throw ApiError.validation(problems);
+  return {
+    target,
+    requestedModel: model as string,
+    messages,
+    maxTokens,
+    temperature,
+    topP,
+    stop,
+    seed,
+    jsonMode,
+    stream: b.stream === true,
+    includeUsage: !!so && typeof so === 'object' && so.include_usage === true,
+  };
+}
+
+/** A message's text: a string, or OpenAI's array of `{type: "text", text}` parts. */
+function textContent(content: unknown): string | null {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    const parts: string[] = [];
+    for (const p of content) {
+      const part = p as { type?: unknown; text?: unknown };
+      if (!part || part.type !== 'text' || typeof part.text !== 'string') return null;
+      parts.push(part.text);
+    }
+    return parts.join('');
+  }
+  return null;
+}
+
+/** Meaning-preserving cleanup of chat content: invisible characters, CR line ends, trailing spaces. */
+export function normalizeChatContent(text: string): string {
+  return text
+    .replace(/[\u200B-\u200D\u2060\uFEFF]/g, '')
+    .replace(/\r\n?/g, '\n')
+    .replace(/[ \t]+$/gm, '');
+}

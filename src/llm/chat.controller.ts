@@ -1,0 +1,90 @@
+import { Body, Controller, Get, HttpCode, Post, Req, Res } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { renderError } from '../common/error-rendering';
+import { formatCny } from '../common/money';
+import { ChatService, ChatStreamHandle } from './chat.service';
+import { ModelsView, ModelsService } from './models.service';
+
+/** OpenAI-compatible endpoints; the official `openai` client works against them unchanged. */
+@ApiTags('gateway')
+@ApiBearerAuth()
+@Controller('v1')
+@Auth('admin', 'teacher')
+export class ChatController {
+  constructor(
+    private readonly chat: ChatService,
+    private readonly models: ModelsService,
+  ) {}
+
+  @Get('models')
+  @ApiOperation({ summary: 'Models and tier aliases, in OpenAI list shape, with Inkstone pricing in CNY per million tokens' })
+  list(): ModelsView {
+    return this.models.list();
+  }
+
+  @Post('chat/completions')
+  @HttpCode(200)
+  @ApiOperation({ summary: "Chat completion (streaming or not) under the tenant's budget, cache, routing and ledger" })
+  async complete(
+    @TenantCaller() auth: TenantAuth,
+    @Body() body: Record<string, unknown>,
+    @Req() req: FastifyRequest,
+    @Res({ passthrough: true }) reply: FastifyReply,
+  ): Promise<unknown> {
+    const noCache = /\bno-cache\b/i.test(String(req.headers['cache-control'] ?? ''));
+    const parsed = this.chat.parse(body);
+    if (!parsed.stream) {
+      const { result, response } = await this.chat.complete(auth, parsed, { noCache, requestId: String(req.id) });
+      void reply.headers({
+        'x-inkstone-provider': result.provider,
+        'x-inkstone-model': result.model,
+        'x-inkstone-cache': result.cache,
+        'x-inkstone-cost': formatCny(result.costNanos),
+      });
+      return response;
+    }
+    const handle = this.chat.stream(auth, parsed, { noCache, requestId: String(req.id) });
+    await this.pipe(handle, req, reply);
+    return undefined;
+  }
+
+  /** Writes the stream as Server-Sent Events; a failure before the first token is a normal JSON error. */
+  private async pipe(handle: ChatStreamHandle, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    reply.hijack();
+    const raw = reply.raw;
+    raw.on('close', () => {
+      if (!raw.writableFinished) handle.abort();
+    });
+    let started = false;
+    try {
+      for await (const ev of handle.events) {
+        if (ev.type === 'start') {
+          started = true;
+          raw.writeHead(200, {
+            'content-type': 'text/event-stream; charset=utf-8',
+            'cache-control': 'no-cache',
+            connection: 'keep-alive',
+            'x-request-id': String(req.id),
+            'x-inkstone-provider': ev.provider,
+            'x-inkstone-model': ev.model,
+            'x-inkstone-cache': ev.cache,
+          });
+        }
+        for (const chunk of ev.sse) raw.write(`data: ${chunk}\n\n`);
+        if (ev.type === 'end') raw.write('data: [DONE]\n\n');
+      }
+      raw.end();
+    } catch (err) {
+      const rendered = renderError(handle.toApiError(err), String(req.id));
+      if (!started) {
+        raw.writeHead(rendered.status, { 'content-type': 'application/json; charset=utf-8', 'x-request-id': String(req.id) });
+        raw.end(JSON.stringify(rendered.body));
+      } else {
+        // Tokens were sent already: end with an error event, never a silent success.
+        raw.end(`data: ${JSON.stringify(rendered.body)}\n\n`);
+      }
+    }
+  }
+}

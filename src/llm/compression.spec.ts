@@ -1,0 +1,52 @@
+import { Catalog } from './catalog';
+import { compactJson, cutHeadTail, normalizeForKey, normalizeText, tokensSaved } from './compression';
+import { estimateTextTokens } from './tokens';
+
+const qwen = Catalog.load().models.get('dashscope:qwen-turbo')!.tokenizer;
+
+describe('normalizeText', () => {
+  it('removes zero-width characters and the BOM, unifies line ends, collapses spaces and blank lines', () => {
+    const raw = '\uFEFF\u3000\u3000今天\u200B天气很好。  \r\n\r\n\r\n\r\n\t第二段  文字\u00A0\u00A0结束。 \r\n';
+    expect(normalizeText(raw)).toBe('今天天气很好。\n\n第二段 文字 结束。');
+  });
+
+  it('keeps full-width punctuation in prompts but folds it for the cache key (NFKC)', () => {
+    const text = '我们，来了！ＡＢＣ１２３';
+    expect(normalizeText(text)).toBe('我们，来了！ＡＢＣ１２３');
+    expect(normalizeForKey(text)).toBe('我们,来了!ABC123');
+  });
+
+  it('gives the same key for texts that differ only in invisible ways', () => {
+    expect(normalizeForKey('Hello  world\r\n')).toBe(normalizeForKey('\uFEFFHello world\u200B'));
+    expect(normalizeForKey('Hello world')).not.toBe(normalizeForKey('Hello, world'));
+  });
+});
+
+describe('cutHeadTail', () => {
+  const long = Array.from({ length: 200 }, (_, i) => `第${i}句话写在这里。`).join('');
+
+  it('leaves a text that fits alone', () => {
+    expect(cutHeadTail('短文。', 100, qwen)).toEqual({ text: '短文。', truncated: false, removedChars: 0 });
+  });
+
+  it('keeps the head and the tail within the budget and always flags the cut', () => {
+    const r = cutHeadTail(long, 300, qwen);
+    expect(r.truncated).toBe(true);
+    expect(r.removedChars).toBeGreaterThan(0);
+    expect(estimateTextTokens(r.text, qwen)).toBeLessThanOrEqual(300);
+    expect(r.text.startsWith('第0句话')).toBe(true);
+    expect(r.text.endsWith('第199句话写在这里。')).toBe(true);
+    expect(r.text).toContain('[…]');
+    expect(r.text.length + r.removedChars).toBe(long.length + '\n[…]\n'.length);
+  });
+});
+
+describe('compact instructions', () => {
+  it('writes JSON without whitespace, and counts the tokens that saves', () => {
+    const rubric = { key: 'zh-gaokao-60', dimensions: [{ key: 'content', max: 20 }] };
+    const pretty = JSON.stringify(rubric, null, 2);
+    expect(compactJson(rubric)).toBe('{"key":"zh-gaokao-60","dimensions":[{"key":"content","max":20}]}');
+    expect(tokensSaved(pretty, compactJson(rubric), qwen)).toBeGreaterThan(0);
+    expect(tokensSaved('abc', 'abcdef', qwen)).toBe(0);
+  });
+});

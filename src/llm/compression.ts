@@ -1,0 +1,96 @@
+import type { TokenizerProfile } from './catalog';
+import { estimateTextTokens } from './tokens';
+
+/**
+ * Prompt compression that never changes what a text says.
+ *
+ * - `normalizeText` removes what carries no meaning: zero-width characters and the BOM, CR line
+ *   endings, trailing and repeated spaces, indentation, runs of blank lines. With
+ *   `compatibility: true` it also applies Unicode NFKC (full-width Latin letters and digits, and
+ *   also full-width punctuation, become their ASCII forms). The cache key uses NFKC; prompts do
+ *   not, because in a Chinese essay "，" against "," is exactly the kind of mistake a teacher marks,
+ *   and annotations must quote the essay as written.
+ * - `compactJson` writes structured instructions without whitespace.
+ * - `cutHeadTail` keeps the beginning and the end of an over-long text and always says it did.
+ */
+const ZERO_WIDTH = /[\u200B-\u200D\u2060\uFEFF\u00AD]/g;
+const HORIZONTAL_SPACE = /[ \t\u00A0\u3000\u2000-\u200A\u202F\u205F]+/g;
+
+export function normalizeText(text: string, opts: { compatibility?: boolean } = {}): string {
+  let t = text.replace(ZERO_WIDTH, '').replace(/\r\n?/g, '\n');
+  t = opts.compatibility ? t.normalize('NFKC') : t.normalize('NFC');
+  t = t
+    .split('\n')
+    .map((line) => line.replace(HORIZONTAL_SPACE, ' ').trim())
+    .join('\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trim();
+  return t;
+}
+
+/** The essay as the exact cache and the near-duplicate index see it. */
+export function normalizeForKey(text: string): string {
+  return normalizeText(text, { compatibility: true });
+}
+
+export function compactJson(value: unknown): string {
+  return JSON.stringify(value);
+}
+
+export interface CutResult {
+  text: string;
+  truncated: boolean;
+  /** characters left out of the middle */
+  removedChars: number;
+}
+
+/**
+ * Keeps about two thirds of the budget from the head and one third from the tail, cut at line or
+ * sentence ends where possible, with a marker where the middle was. `truncated` is true whenever
+ * anything was removed; the caller must flag the result.
+ */
+export function cutHeadTail(text: string, maxTokens: number, profile: TokenizerProfile, marker = '\n[…]\n'): CutResult {
+  if (estimateTextTokens(text, profile) <= maxTokens) return { text, truncated: false, removedChars: 0 };
+  const budget = Math.max(0, maxTokens - estimateTextTokens(marker, profile));
+  const headBudget = Math.floor((budget * 2) / 3);
+  const tailBudget = budget - headBudget;
+  let headEnd = prefixWithin(text, headBudget, profile);
+  let tailStart = text.length - prefixWithin([...text].reverse().join(''), tailBudget, profile);
+  headEnd = snapBack(text, headEnd);
+  tailStart = snapForward(text, tailStart);
+  if (tailStart <= headEnd) tailStart = headEnd;
+  return {
+    text: text.slice(0, headEnd) + marker + text.slice(tailStart),
+    truncated: true,
+    removedChars: tailStart - headEnd,
+  };
+}
+
+/** The longest prefix length (in UTF-16 units) whose estimate fits the budget (binary search). */
+function prefixWithin(text: string, budget: number, profile: TokenizerProfile): number {
+  let lo = 0;
+  let hi = text.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (estimateTextTokens(text.slice(0, mid), profile) <= budget) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+const BREAKS = /[\n。！？.!?]/;
+
+function snapBack(text: string, end: number): number {
+  for (let i = end; i > Math.max(0, end - 200); i--) if (BREAKS.test(text[i - 1] ?? '')) return i;
+  return end;
+}
+
+function snapForward(text: string, start: number): number {
+  for (let i = start; i < Math.min(text.length, start + 200); i++) if (BREAKS.test(text[i - 1] ?? '')) return i;
+  return start;
+}
+
+/** Tokens a compressed text saves against its original, by the model family's estimate. */
+export function tokensSaved(original: string, compressed: string, profile: TokenizerProfile): number {
+  return Math.max(0, estimateTextTokens(original, profile) - estimateTextTokens(compressed, profile));
+}

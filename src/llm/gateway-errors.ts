@@ -1,0 +1,23 @@
+import { ApiError } from '../common/errors';
+import { GatewayError, StreamInterruptedError } from './gateway.service';
+
+/** How the gateway's failures reach an API caller. */
+export function gatewayToApiError(err: unknown): unknown {
+  if (err instanceof GatewayError) {
+    const details = err.tried.length ? { tried: err.tried } : undefined;
+    switch (err.code) {
+      case 'BUDGET_EXHAUSTED':
+        return new ApiError('BUDGET_EXHAUSTED', err.message, details);
+      case 'CONTENT_REJECTED':
+        return new ApiError('CONTENT_REJECTED', err.message, details);
+      case 'MODEL_NOT_FOUND':
+        return new ApiError('NOT_FOUND', err.message);
+      case 'INVALID_REQUEST':
+        return new ApiError('BAD_REQUEST', err.message, details);
+      case 'NO_PROVIDER_AVAILABLE':
+        return new ApiError('NO_PROVIDER_AVAILABLE', err.message, details);
+    }
+  }
+  if (err instanceof StreamInterruptedError) return new ApiError('BAD_GATEWAY', err.message);
+  return err;
+}

@@ -1,0 +1,695 @@
+import { randomUUID } from 'node:crypto';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { BudgetService, Reservation } from '../billing/budget.service';
+import { CallPurpose, LedgerEntry } from '../billing/ledger.service';
+import { Nanos } from '../common/money';
+import { AppConfig, CONFIG, EnabledProvider } from '../config/app-config';
+import { CatalogModel, Tier, TierPlan } from './catalog';
+import { CircuitBreaker } from './circuit-breaker';
+import { costOf, worstCaseCost } from './pricing';
+import { ProviderClient, StreamEvent } from './provider-client';
+import { ADAPTERS } from './providers';
+import { CachedAnswer, ResponseCache } from './response-cache';
+import { estimatePromptTokens, estimateTextTokens } from './tokens';
+import { ChatMessage, ChatParams, ProviderError, Usage } from './types';
+import { GatewayMetrics } from './gateway-metrics';
+
+export type GatewayTarget = { tier: Tier } | { model: string };
+
+export type Validation<T> = { ok: true; value: T } | { ok: false; problem: string };
+
+export interface GatewayRequest<T = string> {
+  tenantId: string;
+  apiKeyId?: string;
+  essayId?: string;
+  requestId?: string;
+  purpose: CallPurpose;
+  target: GatewayTarget;
+  /** model keys ("provider:model") not to try */
+  exclude?: string[];
+  messages: ChatMessage[];
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  stop?: string[];
+  seed?: number;
+  jsonMode?: boolean;
+  /** Exact cache: look up first (unless `lookup` is false), store a valid answer after. */
+  cache?: { key: string; lookup: boolean; store: boolean };
+  /** Checks an answer; an invalid one is billed, never cached, repaired once, then the next model. */
+  validate?: (content: string, model: CatalogModel) => Validation<T>;
+  /** The messages of the one repair attempt on the same model. */
+  repair?: (content: string, problem: string) => ChatMessage[];
+  /** The same request before compression (what a naive pipeline would send): tokens saved are recorded. */
+  uncompressed?: ChatMessage[];
+  signal?: AbortSignal;
+}
+
+export interface GatewayResult<T = string> {
+  content: string;
+  value: T;
+  provider: string;
+  model: string;
+  modelKey: string;
+  finishReason: string;
+  usage: Usage;
+  costNanos: Nanos;
+  /** for a cache hit: what the original call cost */
+  savedNanos: Nanos;
+  cache: 'hit' | 'miss';
+  callGroup: string;
+  attempts: number;
+  latencyMs: number;
+}
+
+export type GatewayErrorCode = 'BUDGET_EXHAUSTED' | 'NO_PROVIDER_AVAILABLE' | 'CONTENT_REJECTED' | 'INVALID_REQUEST' | 'MODEL_NOT_FOUND';
+
+/** Why the gateway could not answer, after trying every candidate it was allowed to. */
+export class GatewayError extends Error {
+  constructor(
+    readonly code: GatewayErrorCode,
+    message: string,
+    readonly tried: string[] = [],
+  ) {
+    super(message);
+    this.name = 'GatewayError';
+  }
+}
+
+/** A stream that had started (tokens were sent) and then failed: it cannot fail over any more. */
+export class StreamInterruptedError extends Error {
+  constructor(readonly reason: string) {
+    super(`the model's stream broke off: ${reason}`);
+    this.name = 'StreamInterruptedError';
+  }
+}
+
+export type GatewayStreamEvent<T = string> =
+  | { type: 'start'; provider: string; model: string; cache: 'hit' | 'miss' }
+  | { type: 'delta'; text: string }
+  | { type: 'end'; result: GatewayResult<T> };
+
+type AttemptOutcome<T> =
+  | { kind: 'ok'; result: GatewayResult<T> }
+  | { kind: 'invalid'; content: string; problem: string }
+  | { kind: 'error'; error: ProviderError }
+  | { kind: 'budget' }
+  | { kind: 'skip'; reason: string };
+
+interface CallContext<T> {
+  req: GatewayRequest<T>;
+  group: string;
+  attempt: number;
+  started: number;
+  tried: string[];
+  budgetRefused: boolean;
+  contentRejected: boolean;
+  lastError?: ProviderError;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Every model call in Inkstone goes through here: exact cache and single flight, routing by tier
+ * with weights and health, retries with jittered backoff that honour Retry-After, a circuit
+ * breaker per model, fallback in order, a provider taken out when its account is empty, budget
+ * admission before each attempt and exact settlement after it, and one ledger row per attempt.
+ */
+@Injectable()
+export class GatewayService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger(GatewayService.name);
+  private readonly client: ProviderClient;
+  modelBreaker: CircuitBreaker;
+  providerBreaker: CircuitBreaker;
+  private readonly flights = new Map<string, Promise<GatewayResult<unknown>>>();
+
+  constructor(
+    @Inject(CONFIG) private readonly config: AppConfig,
+    private readonly budget: BudgetService,
+    private readonly cache: ResponseCache,
+    private readonly metrics: GatewayMetrics,
+  ) {
+    this.client = new ProviderClient(config.llm);
+    this.modelBreaker = new CircuitBreaker(config.llm.breakerFailures, config.llm.breakerCooldownMs);
+    this.providerBreaker = new CircuitBreaker(1, config.llm.providerProbeMs);
+  }
+
+  private purgeTimer?: NodeJS.Timeout;
+
+  onApplicationBootstrap(): void {
+    this.purgeTimer = setInterval(() => {
+      this.cache.purgeExpired().catch((err: Error) => this.logger.warn({ msg: 'cache purge failed', err: err.message }));
+    }, 3_600_000);
+    this.purgeTimer.unref();
+    const llm = this.config.llm;
+    const describe = (t: Tier) => llm.tiers[t].map((g) => g.map((e) => e.model.key).join('|')).join(', ');
+    if (llm.providers.size === 0) {
+      this.logger.warn({ msg: 'no model provider has an API key: the offline grader will grade every essay, and chat completions answer 503' });
+    } else {
+      this.logger.log({ msg: 'model gateway ready', providers: [...llm.providers.keys()], standard: describe('standard'), deep: describe('deep') });
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    if (this.purgeTimer) clearInterval(this.purgeTimer);
+    await this.client.close();
+  }
+
+  /** Forgets every breaker's state: all models and providers are in again. */
+  resetHealth(): void {
+    const llm = this.config.llm;
+    this.modelBreaker = new CircuitBreaker(llm.breakerFailures, llm.breakerCooldownMs);
+    this.providerBreaker = new CircuitBreaker(1, llm.providerProbeMs);
+  }
+
+  /** Is any provider configured for this tier? (With none, grading uses the offline grader.) */
+  hasProviders(tier: Tier): boolean {
+    return this.config.llm.tiers[tier].length > 0;
+  }
+
+  /** The models a request may try, in the order it will try them. */
+  candidates(target: GatewayTarget, exclude: string[] = []): CatalogModel[] {
+    let plan: TierPlan;
+    if ('tier' in target) {
+      plan = this.config.llm.tiers[target.tier];
+    } else {
+      const model = this.config.llm.catalog.find(target.model);
+      if (!model || !this.config.llm.providers.has(model.provider)) {
+        throw new GatewayError('MODEL_NOT_FOUND', `model "${target.model}" is not in the catalog or its provider has no API key`);
+      }
+      plan = [[{ model, weight: 1 }]];
+    }
+    const out: CatalogModel[] = [];
+    for (const group of plan) {
+      // Weighted random order within a priority group (Efraimidis–Spirakis).
+      const keyed = group.map((e) => ({ m: e.model, k: Math.random() ** (1 / e.weight) }));
+      keyed.sort((a, b) => b.k - a.k);
+      for (const { m } of keyed) if (!exclude.includes(m.key)) out.push(m);
+    }
+    return out;
+  }
+
+  async complete<T = string>(req: GatewayRequest<T>): Promise<GatewayResult<T>> {
+    const ctx = this.context(req);
+    if (req.cache?.lookup) {
+      const hit = await this.fromCache(ctx);
+      if (hit) return hit;
+      const flightKey = `${req.tenantId}:${req.cache.key}`;
+      const inFlight = this.flights.get(flightKey) as Promise<GatewayResult<T>> | undefined;
+      if (inFlight) return this.joinFlight(ctx, inFlight);
+      const run = this.run(ctx);
+      this.flights.set(flightKey, run as Promise<GatewayResult<unknown>>);
+      try {
+        return await run;
+      } finally {
+        this.flights.delete(flightKey);
+      }
+    }
+    return this.run(ctx);
+  }
+
+  private context<T>(req: GatewayRequest<T>): CallContext<T> {
+    return { req, group: randomUUID(), attempt: 0, started: performance.now(), tried: [], budgetRefused: false, contentRejected: false };
+  }
+
+  private entry<T>(ctx: CallContext<T>, model: CatalogModel | undefined, fields: Partial<LedgerEntry>): LedgerEntry {
+    const r = ctx.req;
+    return {
+      tenantId: r.tenantId,
+      requestId: r.requestId,
+      callGroup: ctx.group,
+      attempt: ctx.attempt,
+      apiKeyId: r.apiKeyId,
+      essayId: r.essayId,
+      purpose: r.purpose,
+      tier: 'tier' in r.target ? r.target.tier : undefined,
+      provider: model?.provider,
+      model: model?.id,
+      cacheStatus: r.cache ? 'miss' : 'bypass',
+      outcome: 'ok',
+      inputTokens: 0,
+      cachedInputTokens: 0,
+      outputTokens: 0,
+      usageSource: 'none',
+      costNanos: 0n,
+      savedNanos: 0n,
+      compressionSavedTokens: 0,
+      latencyMs: 0,
+      streamed: false,
+      ...fields,
+    };
+  }
+
+  /** A valid cached answer, recorded in the ledger as a hit that cost nothing. */
+  private async fromCache<T>(ctx: CallContext<T>): Promise<GatewayResult<T> | null> {
+    const r = ctx.req;
+    const cached = await this.cache.get(r.tenantId, r.cache!.key);
+    if (!cached) return null;
+    const model = this.config.llm.catalog.models.get(`${cached.provider}:${cached.model}`);
+    let value = cached.content as unknown as T;
+    if (r.validate && model) {
+      const v = r.validate(cached.content, model);
+      if (!v.ok) {
+        await this.cache.delete(r.tenantId, r.cache!.key);
+        return null;
+      }
+      value = v.value;
+    }
+    return this.recordHit(ctx, cached, value);
+  }
+
+  private async recordHit<T>(ctx: CallContext<T>, cached: CachedAnswer, value: T): Promise<GatewayResult<T>> {
+    const latencyMs = Math.round(performance.now() - ctx.started);
+    await this.budget.settle(
+      null,
+      0n,
+      this.entry(ctx, undefined, {
+        provider: cached.provider,
+        model: cached.model,
+        cacheStatus: 'hit',
+        savedNanos: cached.costNanos,
+        latencyMs,
+      }),
+    );
+    this.metrics.cacheHit(ctx.req.purpose);
+    return {
+      content: cached.content,
+      value,
+      provider: cached.provider,
+      model: cached.model,
+      modelKey: `${cached.provider}:${cached.model}`,
+      finishReason: cached.finishReason,
+      usage: cached.usage,
+      costNanos: 0n,
+      savedNanos: cached.costNanos,
+      cache: 'hit',
+      callGroup: ctx.group,
+      attempts: 0,
+      latencyMs,
+    };
+  }
+
+  /** An identical request was already on its way to a provider: wait for it and share its answer. */
+  private async joinFlight<T>(ctx: CallContext<T>, inFlight: Promise<GatewayResult<T>>): Promise<GatewayResult<T>> {
+    const leader = await inFlight;
+    return this.recordHit(
+      ctx,
+      { content: leader.content, provider: leader.provider, model: leader.model, finishReason: leader.finishReason, usage: leader.usage, costNanos: leader.costNanos },
+      leader.value,
+    );
+  }
+
+  private async run<T>(ctx: CallContext<T>): Promise<GatewayResult<T>> {
+    const candidates = this.candidates(ctx.req.target, ctx.req.exclude);
+    for (const model of candidates) {
+      if (!this.admit(model)) continue;
+      const outcome = await this.tryModel(ctx, model);
+      if (outcome.kind === 'ok') return outcome.result;
+    }
+    throw this.failure(ctx, candidates);
+  }
+
+  /** Is the model's provider in and its breaker letting calls (or a probe) through? */
+  private admit(model: CatalogModel): boolean {
+    if (!this.providerBreaker.allow(model.provider)) return false;
+    if (!this.modelBreaker.allow(model.key)) {
+      this.providerBreaker.abandon(model.provider);
+      return false;
+    }
+    return true;
+  }
+
+  private failure<T>(ctx: CallContext<T>, candidates: CatalogModel[]): GatewayError {
+    const tried = ctx.tried;
+    if (ctx.budgetRefused) {
+      return new GatewayError('BUDGET_EXHAUSTED', "The tenant's monthly model budget cannot cover this call", tried);
+    }
+    if (ctx.contentRejected) {
+      return new GatewayError('CONTENT_REJECTED', "Every provider's content filter refused this request", tried);
+    }
+    if (candidates.length === 0) {
+      return new GatewayError('NO_PROVIDER_AVAILABLE', 'No model provider is configured for this request', tried);
+    }
+    const why = ctx.lastError ? ` (last error: ${ctx.lastError.reason})` : ' (all candidates are cooling down after failures)';
+    return new GatewayError('NO_PROVIDER_AVAILABLE', `No provider could answer${why}`, tried);
+  }
+
+  /** Retries, one repair, and the breaker bookkeeping for one candidate model. */
+  private async tryModel<T>(ctx: CallContext<T>, model: CatalogModel): Promise<AttemptOutcome<T>> {
+    let messages = ctx.req.messages;
+    let repaired = false;
+    for (let retry = 0; ; retry++) {
+      const outcome = await this.attempt(ctx, model, messages);
+      switch (outcome.kind) {
+        case 'ok':
+          this.modelBreaker.success(model.key);
+          this.providerBreaker.success(model.provider);
+          return outcome;
+        case 'invalid':
+          // The provider works; the answer did not. One repair on this model, then the next model.
+          this.modelBreaker.success(model.key);
+          this.providerBreaker.success(model.provider);
+          if (ctx.req.repair && !repaired) {
+            repaired = true;
+            messages = [...ctx.req.messages, { role: 'assistant', content: outcome.content }, ...ctx.req.repair(outcome.content, outcome.problem)];
+            retry--;
+            continue;
+          }
+          return outcome;
+        case 'budget':
+        case 'skip':
+          this.modelBreaker.abandon(model.key);
+          this.providerBreaker.abandon(model.provider);
+          return outcome;
+        case 'error':
+          if ((await this.onError(ctx, model, outcome.error, retry)) === 'retry') continue;
+          return outcome;
+      }
+    }
+  }
+
+  /**
+   * What a failed attempt means for the breakers and for the next step: try the same model again
+   * (after a backoff that honours Retry-After), or go on to the next candidate.
+   */
+  private async onError<T>(ctx: CallContext<T>, model: CatalogModel, e: ProviderError, retry: number): Promise<'retry' | 'next'> {
+    const llm = this.config.llm;
+    ctx.lastError = e;
+    this.metrics.providerError(model.provider, e.errorClass, e.reason);
+    switch (e.errorClass) {
+      case 'retryable':
+        this.modelBreaker.failure(model.key);
+        this.providerBreaker.success(model.provider);
+        if (retry < llm.maxRetries && this.modelBreaker.state(model.key) === 'closed') {
+          const wait = backoff(retry, llm.retryBaseMs, e.extra.retryAfterMs);
+          if (wait <= llm.maxRetryWaitMs) {
+            await sleep(wait);
+            return 'retry';
+          }
+        }
+        return 'next';
+      case 'provider_down':
+        this.providerBreaker.trip(model.provider);
+        this.modelBreaker.abandon(model.key);
+        this.logger.warn({ msg: 'provider taken out until a probe succeeds', provider: model.provider, reason: e.reason });
+        return 'next';
+      default:
+        // The model answered; it refused this request (content filter, context, bad output).
+        this.modelBreaker.success(model.key);
+        this.providerBreaker.success(model.provider);
+        if (e.errorClass === 'content_rejected') ctx.contentRejected = true;
+        if (e.errorClass === 'fatal') {
+          throw new GatewayError('INVALID_REQUEST', e.reason === 'cancelled' ? 'The request was cancelled' : `The provider refused the request: ${e.message}`, ctx.tried);
+        }
+        return 'next';
+    }
+  }
+
+  /** Shared by both paths: what this attempt may spend, and its reservation. */
+  private async admitAttempt<T>(
+    ctx: CallContext<T>,
+    model: CatalogModel,
+    messages: ChatMessage[],
+  ): Promise<{ kind: 'go'; reservation: Reservation; estimate: number; saved: number; params: ChatParams } | AttemptOutcome<T>> {
+    const r = ctx.req;
+    const estimate = estimatePromptTokens(messages, model.tokenizer);
+    const maxTokens = Math.min(r.maxTokens ?? this.config.llm.defaultMaxTokens, model.maxOutputTokens);
+    if (estimate + maxTokens > model.contextWindow) {
+      return { kind: 'skip', reason: 'context_length' };
+    }
+    const reservation = await this.budget.reserve(r.tenantId, worstCaseCost(estimate, maxTokens, model.pricing));
+    if (!reservation) {
+      ctx.budgetRefused = true;
+      await this.budget.settle(null, 0n, this.entry(ctx, model, { outcome: 'budget_exhausted', estimatedInputTokens: estimate }));
+      return { kind: 'budget' };
+    }
+    ctx.attempt++;
+    ctx.tried.push(model.key);
+    const params: ChatParams = {
+      messages,
+      maxTokens,
+      temperature: r.temperature,
+      topP: r.topP,
+      stop: r.stop,
+      seed: r.seed,
+      jsonMode: r.jsonMode,
+      stream: false,
+    };
+    const saved = r.uncompressed ? Math.max(0, estimatePromptTokens(r.uncompressed, model.tokenizer) - estimate) : 0;
+    return { kind: 'go', reservation, estimate, saved, params };
+  }
+
+  private provider(model: CatalogModel): EnabledProvider {
+    const p = this.config.llm.providers.get(model.provider);
+    if (!p) throw new GatewayError('MODEL_NOT_FOUND', `provider "${model.provider}" has no API key`);
+    return p;
+  }
+
+  private async attempt<T>(ctx: CallContext<T>, model: CatalogModel, messages: ChatMessage[]): Promise<AttemptOutcome<T>> {
+    const admitted = await this.admitAttempt(ctx, model, messages);
+    if (admitted.kind !== 'go') return admitted;
+    const { reservation, estimate, saved, params } = admitted;
+    const t0 = performance.now();
+    const adapter = ADAPTERS[model.dialect];
+    let completion;
+    try {
+      completion = await this.client.complete(this.provider(model), adapter, model, params, ctx.req.signal);
+    } catch (err) {
+      const e = toProviderError(err);
+      const usage = e.extra.usage ?? null;
+      await this.settle(reservation, usage ? costOf(usage, model.pricing) : 0n, this.entry(ctx, model, {
+        outcome: e.errorClass,
+        errorReason: e.reason,
+        estimatedInputTokens: estimate,
+        compressionSavedTokens: saved,
+        latencyMs: Math.round(performance.now() - t0),
+        ...usageFields(usage, 'provider'),
+        costNanos: usage ? costOf(usage, model.pricing) : 0n,
+      }));
+      return { kind: 'error', error: e };
+    }
+    const latencyMs = Math.round(performance.now() - t0);
+    const usage = completion.usage ?? estimatedUsage(estimate, completion.content, model);
+    const cost = costOf(usage, model.pricing);
+    const validation: Validation<T> = ctx.req.validate
+      ? ctx.req.validate(completion.content, model)
+      : { ok: true, value: completion.content as unknown as T };
+    await this.settle(reservation, cost, this.entry(ctx, model, {
+      outcome: validation.ok ? 'ok' : 'invalid_output',
+      errorReason: validation.ok ? undefined : validation.problem.slice(0, 200),
+      estimatedInputTokens: estimate,
+      compressionSavedTokens: saved,
+      latencyMs,
+      ...usageFields(usage, completion.usage ? 'provider' : 'estimated'),
+      costNanos: cost,
+    }));
+    this.metrics.spend(ctx.req.tenantId, model, cost, usage);
+    if (completion.usage && completion.usage.inputTokens > estimate) {
+      this.logger.warn({ msg: 'token estimate was below the billed input', model: model.key, estimate, billed: completion.usage.inputTokens });
+    }
+    if (!validation.ok) return { kind: 'invalid', content: completion.content, problem: validation.problem };
+    const result: GatewayResult<T> = {
+      content: completion.content,
+      value: validation.value,
+      provider: model.provider,
+      model: model.id,
+      modelKey: model.key,
+      finishReason: completion.finishReason,
+      usage,
+      costNanos: cost,
+      savedNanos: 0n,
+      cache: 'miss',
+      callGroup: ctx.group,
+      attempts: ctx.attempt,
+      latencyMs: Math.round(performance.now() - ctx.started),
+    };
+    await this.store(ctx, result);
+    return { kind: 'ok', result };
+  }
+
+  private async store<T>(ctx: CallContext<T>, result: GatewayResult<T>): Promise<void> {
+    const c = ctx.req.cache;
+    if (!c?.store || result.finishReason !== 'stop') return;
+    try {
+      await this.cache.put(
+        ctx.req.tenantId,
+        c.key,
+        { content: result.content, provider: result.provider, model: result.model, finishReason: result.finishReason, usage: result.usage, costNanos: result.costNanos },
+        this.config.llm.cacheTtlSeconds,
+      );
+    } catch (err) {
+      this.logger.warn({ msg: 'could not store a cache entry', tenantId: ctx.req.tenantId, err: (err as Error).message });
+    }
+  }
+
+  /** Settles with a few retries: a provider was paid; losing that record would break the ledger. */
+  private async settle(reservation: Reservation, cost: Nanos, entry: LedgerEntry): Promise<void> {
+    for (let i = 0; ; i++) {
+      try {
+        return await this.budget.settle(reservation, cost, entry);
+      } catch (err) {
+        if (i >= 2) {
+          this.logger.error({ msg: 'could not settle a model call', tenantId: entry.tenantId, reservationId: reservation.id, cost: cost.toString(), err: (err as Error).message });
+          throw err;
+        }
+        await sleep(100 * (i + 1));
+      }
+    }
+  }
+
+  /**
+   * A streamed call. Fails over only before the first token; after it, a failure ends the stream
+   * with StreamInterruptedError. Usage is asked for (`stream_options.include_usage`) and priced;
+   * a stream cut before its usage arrives is billed on an estimate of what it produced.
+   */
+  async *stream(req: GatewayRequest<string>): AsyncGenerator<GatewayStreamEvent<string>> {
+    const ctx = this.context(req);
+    if (req.cache?.lookup) {
+      const hit = await this.fromCache(ctx);
+      if (hit) {
+        yield { type: 'start', provider: hit.provider, model: hit.model, cache: 'hit' };
+        yield { type: 'delta', text: hit.content };
+        yield { type: 'end', result: hit };
+        return;
+      }
+    }
+    const candidates = this.candidates(req.target, req.exclude);
+    for (const model of candidates) {
+      if (!this.admit(model)) continue;
+      for (let retry = 0; ; retry++) {
+        const admitted = await this.admitAttempt(ctx, model, req.messages);
+        if (admitted.kind !== 'go') {
+          this.modelBreaker.abandon(model.key);
+          this.providerBreaker.abandon(model.provider);
+          break;
+        }
+        const { reservation, estimate, saved, params } = admitted;
+        const t0 = performance.now();
+        const events = this.client.stream(this.provider(model), ADAPTERS[model.dialect], model, { ...params, stream: true }, req.signal);
+        let content = '';
+        let usage: Usage | null = null;
+        let finishReason = '';
+        // Before the first token: any failure may still go to another attempt or model.
+        let first: StreamEvent | undefined;
+        try {
+          for (;;) {
+            const next = await events.next();
+            if (next.done) break;
+            if (next.value.type === 'usage') usage = next.value.usage;
+            else if (next.value.type === 'finish') finishReason = next.value.reason;
+            else {
+              first = next.value;
+              break;
+            }
+          }
+          if (!first) throw new ProviderError('fallback', 'blank_output', 'the stream ended without any content', { usage });
+        } catch (err) {
+          const e = toProviderError(err);
+          const u = e.extra.usage ?? usage;
+          const cost = u ? costOf(u, model.pricing) : 0n;
+          await this.settle(reservation, cost, this.entry(ctx, model, {
+            outcome: e.errorClass,
+            errorReason: e.reason,
+            estimatedInputTokens: estimate,
+            compressionSavedTokens: saved,
+            latencyMs: Math.round(performance.now() - t0),
+            streamed: true,
+            ...usageFields(u, 'provider'),
+            costNanos: cost,
+          }));
+          if ((await this.onError(ctx, model, e, retry)) === 'retry') continue;
+          break; // next candidate
+        }
+        // Committed to this model: tokens are on their way to the client.
+        yield { type: 'start', provider: model.provider, model: model.id, cache: 'miss' };
+        let broken: ProviderError | undefined;
+        let ended: GatewayResult<string> | undefined;
+        try {
+          content += (first as { text: string }).text;
+          yield { type: 'delta', text: (first as { text: string }).text };
+          for (;;) {
+            const next = await events.next();
+            if (next.done) break;
+            const ev = next.value;
+            if (ev.type === 'delta') {
+              content += ev.text;
+              yield { type: 'delta', text: ev.text };
+            } else if (ev.type === 'usage') usage = ev.usage;
+            else finishReason = ev.reason;
+          }
+        } catch (err) {
+          broken = toProviderError(err);
+        } finally {
+          // Also reached when the client goes away mid-stream (the generator is returned early).
+          if (!broken && !finishReason && !usage) broken = new ProviderError('fatal', 'cancelled', 'the client went away');
+          const billed = usage ?? estimatedUsage(estimate, content, model);
+          const cost = costOf(billed, model.pricing);
+          await this.settle(reservation, cost, this.entry(ctx, model, {
+            outcome: broken ? 'stream_interrupted' : 'ok',
+            errorReason: broken?.reason,
+            estimatedInputTokens: estimate,
+            compressionSavedTokens: saved,
+            latencyMs: Math.round(performance.now() - t0),
+            streamed: true,
+            ...usageFields(billed, usage ? 'provider' : 'estimated'),
+            costNanos: cost,
+          }));
+          this.metrics.spend(req.tenantId, model, cost, billed);
+          if (broken) {
+            if (broken.errorClass === 'retryable') this.modelBreaker.failure(model.key);
+            this.metrics.providerError(model.provider, broken.errorClass, broken.reason);
+          } else {
+            this.modelBreaker.success(model.key);
+            this.providerBreaker.success(model.provider);
+          }
+          if (!broken) {
+            const result: GatewayResult<string> = {
+              content,
+              value: content,
+              provider: model.provider,
+              model: model.id,
+              modelKey: model.key,
+              finishReason: finishReason || 'stop',
+              usage: billed,
+              costNanos: cost,
+              savedNanos: 0n,
+              cache: 'miss',
+              callGroup: ctx.group,
+              attempts: ctx.attempt,
+              latencyMs: Math.round(performance.now() - ctx.started),
+            };
+            await this.store(ctx, result);
+            ended = result;
+          }
+        }
+        if (broken) throw new StreamInterruptedError(broken.reason);
+        yield { type: 'end', result: ended! };
+        return;
+      }
+    }
+    throw this.failure(ctx, candidates);
+  }
+}
+
+function toProviderError(err: unknown): ProviderError {
+  if (err instanceof ProviderError) return err;
+  if (err instanceof GatewayError) throw err;
+  return new ProviderError('retryable', 'unexpected', (err as Error)?.message ?? String(err));
+}
+
+function usageFields(usage: Usage | null | undefined, source: 'provider' | 'estimated'): Partial<LedgerEntry> {
+  if (!usage) return { usageSource: 'none' };
+  return { inputTokens: usage.inputTokens, cachedInputTokens: usage.cachedInputTokens, outputTokens: usage.outputTokens, usageSource: source };
+}
+
+/** When a provider reports no usage: the input estimate (an upper bound) and the output as produced. */
+function estimatedUsage(estimate: number, content: string, model: CatalogModel): Usage {
+  return { inputTokens: estimate, cachedInputTokens: 0, outputTokens: estimateTextTokens(content, model.tokenizer) };
+}
+
+/** Exponential backoff with full jitter, never shorter than the provider's Retry-After. */
+export function backoff(retry: number, baseMs: number, retryAfterMs?: number): number {
+  const ceiling = baseMs * 2 ** retry;
+  const jittered = ceiling / 2 + Math.random() * (ceiling / 2);
+  return Math.max(Math.round(jittered), retryAfterMs ?? 0);
+}

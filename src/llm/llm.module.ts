@@ -1,0 +1,16 @@
+import { Module } from '@nestjs/common';
+import { BillingModule } from '../billing/billing.module';
+import { ChatController } from './chat.controller';
+import { ChatService } from './chat.service';
+import { GatewayMetrics } from './gateway-metrics';
+import { GatewayService } from './gateway.service';
+import { ModelsService } from './models.service';
+import { ResponseCache } from './response-cache';
+
+@Module({
+  imports: [BillingModule],
+  controllers: [ChatController],
+  providers: [GatewayService, GatewayMetrics, ResponseCache, ChatService, ModelsService],
+  exports: [GatewayService, ResponseCache],
+})
+export class LlmModule {}

@@ -1,0 +1,188 @@
+import { Agent, errors as undiciErrors, request } from 'undici';
+import type { Readable } from 'node:stream';
+import type { EnabledProvider, LlmConfig } from '../config/app-config';
+import type { CatalogModel } from './catalog';
+import type { DialectAdapter } from './providers';
+import { ChatParams, Completion, ProviderError, Usage } from './types';
+
+export type StreamEvent =
+  | { type: 'delta'; text: string }
+  | { type: 'finish'; reason: string }
+  | { type: 'usage'; usage: Usage };
+
+/**
+ * HTTP to the providers over undici: one keep-alive connection pool per origin, a connect timeout,
+ * a first-byte timeout (response headers), a body-idle timeout and a total timeout per call. Every
+ * failure comes out as a ProviderError with its class.
+ */
+export class ProviderClient {
+  private readonly agent: Agent;
+
+  constructor(private readonly cfg: LlmConfig) {
+    this.agent = new Agent({
+      connect: { timeout: cfg.connectTimeoutMs },
+      keepAliveTimeout: 30_000,
+      keepAliveMaxTimeout: 300_000,
+      connections: 512,
+      headersTimeout: cfg.firstByteTimeoutMs,
+      bodyTimeout: cfg.firstByteTimeoutMs,
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+
+  private async send(
+    provider: EnabledProvider,
+    adapter: DialectAdapter,
+    model: CatalogModel,
+    params: ChatParams,
+    signal?: AbortSignal,
+  ): Promise<{ statusCode: number; headers: Record<string, string | string[] | undefined>; body: Readable & { text(): Promise<string> } }> {
+    const total = AbortSignal.timeout(this.cfg.totalTimeoutMs);
+    const combined = signal ? AbortSignal.any([signal, total]) : total;
+    try {
+      const res = await request(`${provider.baseUrl}${adapter.chatPath}`, {
+        method: 'POST',
+        dispatcher: this.agent,
+        headers: {
+          authorization: `Bearer ${provider.apiKey}`,
+          'content-type': 'application/json',
+          accept: params.stream ? 'text/event-stream' : 'application/json',
+        },
+        body: JSON.stringify(adapter.buildBody(model, params)),
+        signal: combined,
+      });
+      return res as never;
+    } catch (err) {
+      throw networkError(err, total, signal);
+    }
+  }
+
+  /** One non-streaming call. Blank or unparseable content is an error that still carries usage. */
+  async complete(provider: EnabledProvider, adapter: DialectAdapter, model: CatalogModel, params: ChatParams, signal?: AbortSignal): Promise<Completion> {
+    const res = await this.send(provider, adapter, model, { ...params, stream: false }, signal);
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (err) {
+      throw networkError(err, undefined, signal);
+    }
+    if (res.statusCode >= 400) throw adapter.classifyError(res.statusCode, parseJson(text) ?? text, retryAfterMs(res.headers));
+    const json = parseJson(text) as {
+      choices?: Array<{ message?: { content?: unknown }; finish_reason?: string }>;
+      usage?: unknown;
+      error?: unknown;
+    } | null;
+    if (!json || typeof json !== 'object') {
+      throw new ProviderError('retryable', 'malformed_response', 'provider answered 200 with a body that is not JSON', { status: res.statusCode });
+    }
+    if (json.error) throw adapter.classifyError(400, json, undefined);
+    const usage = adapter.parseUsage(json.usage);
+    const choice = json.choices?.[0];
+    const content = typeof choice?.message?.content === 'string' ? choice.message.content : '';
+    const finishReason = choice?.finish_reason ?? 'stop';
+    if (adapter.isContentFilterFinish(finishReason)) {
+      throw new ProviderError('content_rejected', 'content_filter', `provider stopped the answer (${finishReason})`, { status: 200, usage });
+    }
+    if (content.trim() === '') {
+      throw new ProviderError('fallback', 'blank_output', 'provider answered with blank content', { status: 200, usage });
+    }
+    return { content, finishReason, usage };
+  }
+
+  /**
+   * A streaming call. Yields deltas as they arrive. An error before any delta is thrown from the
+   * first `next()`, so the caller can still fail over; one after is thrown mid-iteration.
+   */
+  async *stream(provider: EnabledProvider, adapter: DialectAdapter, model: CatalogModel, params: ChatParams, signal?: AbortSignal): AsyncGenerator<StreamEvent> {
+    const res = await this.send(provider, adapter, model, { ...params, stream: true }, signal);
+    if (res.statusCode >= 400) {
+      const text = await res.body.text().catch(() => '');
+      throw adapter.classifyError(res.statusCode, parseJson(text) ?? text, retryAfterMs(res.headers));
+    }
+    let buffer = '';
+    let done = false;
+    let finished = false;
+    try {
+      for await (const chunk of res.body) {
+        buffer += (chunk as Buffer).toString('utf8');
+        let nl: number;
+        while ((nl = buffer.indexOf('\n')) >= 0) {
+          const line = buffer.slice(0, nl).replace(/\r$/, '');
+          buffer = buffer.slice(nl + 1);
+          if (!line.startsWith('data:')) continue; // blank separators and ": keep-alive" comments
+          const data = line.slice(5).trim();
+          if (data === '[DONE]') {
+            done = true;
+            continue;
+          }
+          const json = parseJson(data) as {
+            choices?: Array<{ delta?: { content?: unknown }; finish_reason?: string | null }>;
+            usage?: unknown;
+            error?: unknown;
+          } | null;
+          if (!json) continue;
+          if (json.error) throw adapter.classifyError(400, json, undefined);
+          const choice = json.choices?.[0];
+          if (choice) {
+            if (adapter.isContentFilterFinish(choice.finish_reason)) {
+              throw new ProviderError('content_rejected', 'content_filter', `provider stopped the stream (${choice.finish_reason})`, { status: 200 });
+            }
+            const text = choice.delta?.content;
+            if (typeof text === 'string' && text.length > 0) yield { type: 'delta', text };
+            if (choice.finish_reason) {
+              finished = true;
+              yield { type: 'finish', reason: choice.finish_reason };
+            }
+          }
+          if (json.usage) {
+            const usage = adapter.parseUsage(json.usage);
+            if (usage) yield { type: 'usage', usage };
+          }
+        }
+      }
+    } catch (err) {
+      if (err instanceof ProviderError) throw err;
+      const e = networkError(err, undefined, signal);
+      // The connection broke while the answer was streaming in.
+      if (e.reason === 'network') throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
+      throw e;
+    }
+    if (!done && !finished) {
+      throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
+    }
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+/** Retry-After in seconds or as an HTTP date; retry-after-ms when a provider sends it. */
+export function retryAfterMs(headers: Record<string, string | string[] | undefined>): number | undefined {
+  const ms = headers['retry-after-ms'];
+  if (typeof ms === 'string' && /^\d+(\.\d+)?$/.test(ms)) return Math.ceil(Number(ms));
+  const ra = headers['retry-after'];
+  if (typeof ra !== 'string') return undefined;
+  if (/^\d+(\.\d+)?$/.test(ra.trim())) return Math.ceil(Number(ra) * 1000);
+  const at = Date.parse(ra);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+function networkError(err: unknown, total?: AbortSignal, caller?: AbortSignal): ProviderError {
+  if (err instanceof ProviderError) return err;
+  const e = err as { code?: string; name?: string; message?: string };
+  if (caller?.aborted) return new ProviderError('fatal', 'cancelled', 'the caller went away');
+  if (total?.aborted || e.name === 'TimeoutError') return new ProviderError('retryable', 'timeout', 'the call took longer than LLM_TOTAL_TIMEOUT_MS');
+  if (err instanceof undiciErrors.ConnectTimeoutError) return new ProviderError('retryable', 'connect_timeout', 'could not connect in time');
+  if (err instanceof undiciErrors.HeadersTimeoutError) return new ProviderError('retryable', 'timeout', 'no answer within LLM_FIRST_BYTE_TIMEOUT_MS');
+  if (err instanceof undiciErrors.BodyTimeoutError) return new ProviderError('retryable', 'timeout', 'the answer stalled');
+  if (e.name === 'AbortError') return new ProviderError('retryable', 'timeout', 'the call was aborted');
+  return new ProviderError('retryable', 'network', `network error: ${e.code ?? e.name ?? 'unknown'}`);
+}

@@ -1,0 +1,170 @@
+import { BudgetService } from '../src/billing/budget.service';
+import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { providerEnv } from './support/providers';
+import { freePort, hasExited, startService } from './support/spawn-service';
+import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { waitFor } from './support/wait';
+
+describe('budget, usage and stats over HTTP', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let f: Factory;
+  let tenant: TestTenant;
+  let teacher: string;
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+    t = await createTestApp(providerEnv(fake));
+    f = new Factory(t.app);
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+  beforeEach(async () => {
+    fake.reset();
+    tenant = await f.newTenant({ monthlyBudget: '5000.00' });
+    teacher = (await f.newKey(tenant, 'teacher')).key;
+  });
+
+  const chat = (key: string, content: string, model = 'inkstone-standard') =>
+    t.http.post('/v1/chat/completions').set(bearer(key)).send({ model, messages: [{ role: 'user', content }] });
+
+  it('shows the budget of the current month in the tenant time zone', async () => {
+    const res = await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200);
+    expect(res.body).toMatchObject({
+      timezone: 'Asia/Shanghai',
+      monthlyCap: '5000.00',
+      spent: '0.00',
+      reserved: '0.00',
+      remaining: '5000.00',
+      utilization: '0.0000',
+      whenExhausted: 'offline',
+      alertThresholds: [0.8, 1],
+      forecast: { monthEnd: '0.00', exhaustsOn: null },
+    });
+    expect(res.body.period).toMatch(/^\d{4}-\d{2}$/);
+  });
+
+  it('sets the cap exactly to the nano-yuan, and the policy and thresholds', async () => {
+    const res = await t.http
+      .put('/v1/budget')
+      .set(bearer(tenant.adminKey))
+      .send({ monthlyCap: '0.012940', whenExhausted: 'reject', alertThresholds: [0.5, 0.9, 1] })
+      .expect(200);
+    expect(res.body).toMatchObject({ monthlyCap: '0.01294', remaining: '0.01294', whenExhausted: 'reject', alertThresholds: [0.5, 0.9, 1] });
+    const [row] = await t.dataSource.query(`SELECT cap_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(row.cap_nanos).toBe('12940000');
+  });
+
+  it('rejects bad budget input, field by field, and changes nothing', async () => {
+    const res = await t.http
+      .put('/v1/budget')
+      .set(bearer(tenant.adminKey))
+      .send({ monthlyCap: 5000, whenExhausted: 'panic', alertThresholds: [1.5] })
+      .expect(400);
+    expect(res.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual(['alertThresholds', 'monthlyCap', 'whenExhausted']);
+    const after = await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200);
+    expect(after.body.monthlyCap).toBe('5000.00');
+  });
+
+  it('keeps the budget and reports to admins (teachers get 403)', async () => {
+    await t.http.get('/v1/budget').set(bearer(teacher)).expect(403);
+    await t.http.put('/v1/budget').set(bearer(teacher)).send({ monthlyCap: '1.00' }).expect(403);
+    await t.http.get('/v1/usage').set(bearer(teacher)).expect(403);
+    await t.http.get('/v1/stats').set(bearer(teacher)).expect(403);
+  });
+
+  it('reports usage and stats from the ledger, equal to the spend', async () => {
+    await chat(teacher, 'one').expect(200);
+    await chat(teacher, 'one').expect(200); // cache hit
+    await chat(tenant.adminKey, 'two', 'qwen-turbo').expect(200);
+    fake.enqueue('deepseek', { kind: 'preset', name: 'context_length' });
+    await chat(teacher, 'three').expect(200); // a failed attempt, then dashscope
+
+    const budget = await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200);
+    const stats = await t.http.get('/v1/stats').set(bearer(tenant.adminKey)).expect(200);
+    expect(stats.body).toMatchObject({ totalCalls: 5, cacheHits: 1, providerCalls: 4, failedCalls: 1, cost: budget.body.spent, outcomes: { ok: 4, fallback: 1 } });
+    expect(stats.body.cacheHitRate).toBe(0.2);
+    expect(stats.body.savedByCache).not.toBe('0.00');
+
+    const byModel = await t.http.get('/v1/usage?groupBy=model').set(bearer(tenant.adminKey)).expect(200);
+    const keys = byModel.body.data.map((r: { key: string }) => r.key);
+    expect(keys).toEqual(['dashscope:qwen-turbo', 'deepseek:deepseek-chat']);
+    const byTeacher = await t.http.get('/v1/usage?groupBy=teacher').set(bearer(tenant.adminKey)).expect(200);
+    expect(byTeacher.body.data).toHaveLength(2);
+    const byDay = await t.http.get('/v1/usage?groupBy=day').set(bearer(tenant.adminKey)).expect(200);
+    expect(byDay.body.data).toHaveLength(1);
+    expect(byDay.body.data[0]).toMatchObject({ calls: 5, cacheHits: 1, cost: budget.body.spent });
+  });
+
+  it('rejects bad usage queries', async () => {
+    await t.http.get('/v1/usage?groupBy=color').set(bearer(tenant.adminKey)).expect(400);
+    await t.http.get('/v1/usage?from=yesterday').set(bearer(tenant.adminKey)).expect(400);
+    await t.http.get('/v1/usage?from=2026-02-01&to=2026-01-01').set(bearer(tenant.adminKey)).expect(400);
+    await t.http.get('/v1/stats?period=2026-13').set(bearer(tenant.adminKey)).expect(400);
+  });
+
+  it("never shows one tenant's usage to another", async () => {
+    await chat(teacher, 'mine').expect(200);
+    const other = await f.newTenant();
+    const stats = await t.http.get('/v1/stats').set(bearer(other.adminKey)).expect(200);
+    expect(stats.body.totalCalls).toBe(0);
+    const budget = await t.http.get('/v1/budget').set(bearer(other.adminKey)).expect(200);
+    expect(budget.body.spent).toBe('0.00');
+  });
+});
+
+describe('a service process killed in the middle of a model call', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+    t = await createTestApp({ ...providerEnv(fake), BUDGET_RESERVATION_TTL_MS: '1000' });
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+
+  it('leaves a reservation that expires and is swept back: nothing charged, nothing lost', async () => {
+    const env = {
+      INKSTONE_ADMIN_TOKEN: OPERATOR_TOKEN,
+      DATABASE_URL: t.config.databaseUrl!,
+      LOG_LEVEL: 'warn',
+      ...providerEnv(fake, { LLM_FIRST_BYTE_TIMEOUT_MS: '60000', LLM_TOTAL_TIMEOUT_MS: '60000' }),
+      BUDGET_RESERVATION_TTL_MS: '1000',
+    };
+    const service = await startService(env, await freePort());
+    try {
+      const created = await fetch(`${service.url}/v1/tenants`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${OPERATOR_TOKEN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'Doomed School', monthlyBudget: '10.00' }),
+      });
+      const { tenant, adminKey } = (await created.json()) as { tenant: { id: string }; adminKey: string };
+      fake.enqueue('deepseek', { kind: 'hang' });
+      void fetch(`${service.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'never answered' }] }),
+      }).catch(() => undefined);
+      await waitFor(() => fake.requestCount === 1, 10_000, 'the call to reach the provider');
+      const [held] = await t.dataSource.query(`SELECT reserved_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.id]);
+      expect(BigInt(held.reserved_nanos)).toBeGreaterThan(0n);
+
+      await service.stop('SIGKILL');
+
+      const budget = t.app.get(BudgetService);
+      await waitFor(async () => (await budget.sweep()) === 1, 5_000, 'the expired reservation to be swept');
+      const [after] = await t.dataSource.query(`SELECT reserved_nanos, spent_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.id]);
+      expect(after).toEqual({ reserved_nanos: '0', spent_nanos: '0' });
+      const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM budget_reservations WHERE tenant_id = $1`, [tenant.id]);
+      expect(n).toBe(0);
+    } finally {
+      if (!hasExited(service.child)) await service.stop('SIGKILL');
+    }
+  }, 60_000);
+});

@@ -1,0 +1,167 @@
+import OpenAI from 'openai';
+import { countPromptTokens, FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { providerEnv } from './support/providers';
+import { createTestApp, TestApp } from './support/test-app';
+
+/** The OpenAI-compatible gateway, driven by the official openai client over real HTTP. */
+describe('POST /v1/chat/completions and GET /v1/models with the openai client', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let baseURL: string;
+  let tenant: TestTenant;
+  let teacherKey: string;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+    t = await createTestApp(providerEnv(fake));
+    await t.app.listen(0, '127.0.0.1');
+    baseURL = `${await t.app.getUrl()}/v1`;
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+  beforeEach(async () => {
+    fake.reset();
+    const f = new Factory(t.app);
+    tenant = await f.newTenant({ monthlyBudget: '50.00' });
+    teacherKey = (await f.newKey(tenant, 'teacher')).key;
+    client = new OpenAI({ apiKey: teacherKey, baseURL, maxRetries: 0 });
+  });
+
+  it('answers a completion with usage and the x-inkstone headers', async () => {
+    const { data, response } = await client.chat.completions
+      .create({ model: 'inkstone-standard', messages: [{ role: 'user', content: '你好' }], max_tokens: 100 })
+      .withResponse();
+    expect(data.object).toBe('chat.completion');
+    expect(data.choices[0].message.content).toBe('Fake answer from deepseek-chat.');
+    expect(data.usage?.prompt_tokens).toBe(countPromptTokens([{ content: '你好' }]));
+    expect(response.headers.get('x-inkstone-provider')).toBe('deepseek');
+    expect(response.headers.get('x-inkstone-model')).toBe('deepseek-chat');
+    expect(response.headers.get('x-inkstone-cache')).toBe('miss');
+    expect(response.headers.get('x-inkstone-cost')).toMatch(/^0\.\d+$/);
+    const [row] = await t.dataSource.query(`SELECT cost_nanos, api_key_id, purpose FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(row.purpose).toBe('chat');
+    expect(BigInt(row.cost_nanos)).toBeGreaterThan(0n);
+  });
+
+  it('streams, with a usage chunk when asked, and ends with [DONE]', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'deepseek-chat',
+      messages: [{ role: 'user', content: 'stream please' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = '';
+    let usage: OpenAI.CompletionUsage | undefined;
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta?.content ?? '';
+      if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe('Fake answer from deepseek-chat.');
+    expect(finish).toBe('stop');
+    expect(usage?.prompt_tokens).toBe(countPromptTokens([{ content: 'stream please' }]));
+    const [row] = await t.dataSource.query(`SELECT streamed, outcome, cost_nanos FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(row).toMatchObject({ streamed: true, outcome: 'ok' });
+  });
+
+  it('answers a repeat from the cache for nothing, and skips the cache with Cache-Control: no-cache', async () => {
+    const ask = (headers?: Record<string, string>) =>
+      client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'cache me' }], temperature: 0 }, { headers }).withResponse();
+    const first = await ask();
+    const second = await ask();
+    expect(second.response.headers.get('x-inkstone-cache')).toBe('hit');
+    expect(second.response.headers.get('x-inkstone-cost')).toBe('0.00');
+    expect(second.data.choices[0].message.content).toBe(first.data.choices[0].message.content);
+    const third = await ask({ 'Cache-Control': 'no-cache' });
+    expect(third.response.headers.get('x-inkstone-cache')).toBe('miss');
+    expect(fake.requests).toHaveLength(2);
+  });
+
+  it('reports a stream that breaks after its first token as an error, not a success', async () => {
+    fake.enqueue('deepseek', { kind: 'stream', content: 'a b c d e f g h', chunks: 8, cutAfterChunks: 2 });
+    const stream = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'x' }], stream: true });
+    let text = '';
+    await expect(
+      (async () => {
+        for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+      })(),
+    ).rejects.toThrow(/stream broke off/);
+    expect(text.length).toBeGreaterThan(0);
+  });
+
+  it('answers 402 BUDGET_EXHAUSTED when the call cannot fit the budget, streaming or not', async () => {
+    await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '0.000001' }).expect(200);
+    const err = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect(err.status).toBe(402);
+    expect(err.error).toMatchObject({ code: 'BUDGET_EXHAUSTED' });
+    const streamErr = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'x' }], stream: true }).catch((e) => e);
+    expect(streamErr.status).toBe(402);
+    expect(fake.requests).toHaveLength(0);
+  });
+
+  it('answers 404 for a model that is not in the catalog and 400 naming bad fields', async () => {
+    const err = await client.chat.completions.create({ model: 'gpt-99', messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
+    expect(err.status).toBe(404);
+    const res = await t.http
+      .post('/v1/chat/completions')
+      .set(bearer(teacherKey))
+      .send({ model: 'inkstone-standard', messages: [{ role: 'wizard', content: 'x' }], temperature: 'hot' })
+      .expect(400);
+    expect(res.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual(['messages[0].role', 'temperature']);
+  });
+
+  it('answers 422 when every provider refuses the content', async () => {
+    fake.enqueue('deepseek', { kind: 'preset', name: 'content_risk' });
+    fake.enqueue('dashscope', { kind: 'preset', name: 'data_inspection_failed' });
+    fake.enqueue('zhipu', { kind: 'preset', name: 'content_filter' });
+    const err = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
+    expect(err.status).toBe(422);
+    expect(err.error).toMatchObject({ code: 'CONTENT_REJECTED' });
+  });
+
+  it('lists models in OpenAI shape with Inkstone pricing', async () => {
+    const page = await client.models.list();
+    const ids = page.data.map((m) => m.id);
+    expect(ids).toEqual(expect.arrayContaining(['inkstone-standard', 'inkstone-deep', 'deepseek-chat', 'qwen-max']));
+    const deepseek = page.data.find((m) => m.id === 'deepseek-chat') as unknown as { owned_by: string; inkstone: Record<string, unknown> };
+    expect(deepseek.owned_by).toBe('deepseek');
+    expect(deepseek.inkstone).toMatchObject({
+      provider: 'deepseek',
+      tiers: ['standard'],
+      pricing: { input: '2', cachedInput: '0.2', output: '3' },
+      contextWindow: 65536,
+    });
+  });
+
+  it('needs a tenant key', async () => {
+    const anonymous = new OpenAI({ apiKey: 'not-a-key', baseURL, maxRetries: 0 });
+    const err = await anonymous.models.list().catch((e) => e);
+    expect(err.status).toBe(401);
+  });
+});
+
+describe('the gateway with no provider configured', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await createTestApp();
+  });
+  afterAll(() => t.close());
+
+  it('answers 503 NO_PROVIDER_AVAILABLE and charges nothing', async () => {
+    const tenant = await new Factory(t.app).newTenant();
+    const res = await t.http
+      .post('/v1/chat/completions')
+      .set(bearer(tenant.adminKey))
+      .send({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'x' }] })
+      .expect(503);
+    expect(res.body.error.code).toBe('NO_PROVIDER_AVAILABLE');
+    const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM llm_calls`);
+    expect(n).toBe(0);
+  });
+});

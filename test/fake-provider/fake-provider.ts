@@ -1,0 +1,1024 @@
+/**
+ * A fake model provider: one `node:http` server that speaks the OpenAI-style chat-completions
+ * dialects of DeepSeek, Zhipu (BigModel), DashScope (Alibaba Model Studio, compatible mode) and
+ * OpenAI, for the gateway's tests and benchmarks.
+ *
+ * What it does, per request to a chat route:
+ * 1. records the request ({@link FakeProvider.requests});
+ * 2. answers the dialect's 401 when `Authorization: Bearer …` is missing or empty;
+ * 3. plays the next scripted {@link Step} queued for that dialect (and model), if any;
+ * 4. otherwise answers like the real provider would: DashScope's JSON-mode rule, the context-window
+ *    check, then a completion whose usage is counted with the real o200k_base tokenizer and whose
+ *    cached-token count follows the provider's prefix cache (per dialect + model + API key).
+ *
+ * A benchmark in another process can script it over HTTP (`/_fake/*`, see {@link startFakeProvider});
+ * `main.ts` beside this file runs it as a standalone server.
+ */
+import { randomBytes } from 'node:crypto';
+import * as http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { getEncoding, type Tiktoken } from 'js-tiktoken';
+import {
+  BEHAVIOUR_PRESETS,
+  contextLengthPreset,
+  dashScopeJsonWordPreset,
+  DIALECTS,
+  isPreset,
+  materializePreset,
+  PRESETS,
+  type Dialect,
+  type Preset,
+} from './presets';
+
+export { PRESETS, DIALECTS, type Dialect, type Preset } from './presets';
+
+// ---------------------------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------------------------
+
+/** One part of a multi-part message content (`[{ type: 'text', text: '…' }]`). */
+export interface ContentPart {
+  type: string;
+  text?: string;
+  [key: string]: unknown;
+}
+
+/** A message as a client sent it. */
+export interface ChatMessage {
+  role: string;
+  content?: string | ContentPart[] | null;
+  [key: string]: unknown;
+}
+
+/**
+ * A chat-completions request body as a client sent it. The fields the fake provider reads are typed;
+ * anything else a client sends is kept under the index signature. A body that was not a JSON object
+ * with a string `model` and an array `messages` is recorded with `model: ''`, `messages: []` and the
+ * raw text (first 10,000 characters) under `unparsed`.
+ */
+export interface ChatRequestBody {
+  model: string;
+  messages: ChatMessage[];
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean | null } | null;
+  response_format?: { type: string; [key: string]: unknown } | null;
+  max_tokens?: number | null;
+  max_completion_tokens?: number | null;
+  [key: string]: unknown;
+}
+
+export interface RecordedRequest {
+  dialect: Dialect;
+  /** The request path, without the query string. */
+  path: string;
+  model: string;
+  body: ChatRequestBody;
+  headers: Record<string, string | string[] | undefined>;
+  /** `Date.now()` when the body had been read. */
+  at: number;
+}
+
+/** What a {@link Responder} sees: the messages with their content flattened to text. */
+export interface ResponderRequest {
+  dialect: Dialect;
+  model: string;
+  messages: Array<{ role: string; content: string }>;
+  /** `response_format.type` is `json_object` (or `json_schema`). */
+  jsonMode: boolean;
+  body: ChatRequestBody;
+}
+
+/** Generates the content of default answers (a thrown error becomes a 500). */
+export type Responder = (req: ResponderRequest) => string | Promise<string>;
+
+/**
+ * One scripted answer. Queued per dialect with {@link FakeProvider.enqueue} and played in order.
+ * A step that produces a completion ('ok', 'invalid-json', 'blank-json') is streamed when the request
+ * asked for a stream; a 'stream' step on a non-streaming request answers as a plain completion.
+ */
+export type Step =
+  /**
+   * A completion. `content` defaults to the responder's (or the default) answer; `latencyMs` replaces
+   * the default latency; `blankLinesBefore` sends the headers at once, then that many "\n" lines spread
+   * over the latency, then the JSON body (DeepSeek does this under load). Ignored when streaming.
+   */
+  | { kind: 'ok'; content?: string; latencyMs?: number; finishReason?: string; blankLinesBefore?: number }
+  /** Any status and body; a string body is sent verbatim. Headers default to JSON content type. */
+  | { kind: 'error'; status: number; body: unknown; headers?: Record<string, string>; latencyMs?: number }
+  /** A real error of this dialect from presets.ts (e.g. 'insufficient_balance'); headers override its own. */
+  | { kind: 'preset'; name: string; headers?: Record<string, string> }
+  /**
+   * A stream: `content` split into about `chunks` pieces (default 4), `chunkDelayMs` between writes,
+   * `keepAliveComments` ": keep-alive" lines first; `cutAfterChunks` destroys the socket after that
+   * many content chunks (no finish chunk, no [DONE]).
+   */
+  | {
+      kind: 'stream';
+      content?: string;
+      chunks?: number;
+      chunkDelayMs?: number;
+      cutAfterChunks?: number;
+      keepAliveComments?: number;
+      finishReason?: string;
+    }
+  /** DeepSeek's JSON-mode failure: 200, content of only spaces and newlines, finish_reason "stop". */
+  | { kind: 'blank-json' }
+  /** 200 with content that is not valid JSON (default: a truncated JSON object). */
+  | { kind: 'invalid-json'; content?: string }
+  /** Accept the request and never answer (for timeout tests); close() ends it. */
+  | { kind: 'hang' }
+  /** Destroy the socket at once, without an answer. */
+  | { kind: 'reset' };
+
+export interface EnqueueOptions {
+  /** Only requests for this model consume the steps; others pass them by. */
+  model?: string;
+}
+
+export interface FakeProviderOptions {
+  /** Port to listen on; 0 (the default) picks a free one. */
+  port?: number;
+  /** Address to listen on; default 127.0.0.1. */
+  host?: string;
+  /** Default delay before answering, in ms (default 0); reset() returns to it. */
+  latencyMs?: number;
+  /** How many requests {@link FakeProvider.requests} keeps (oldest dropped first); default 10,000. */
+  maxRecordedRequests?: number;
+}
+
+export interface FakeProvider {
+  /** Where the server listens, e.g. `http://127.0.0.1:43121`. */
+  readonly url: string;
+  /** The base URL a real client of that provider would configure (the client appends /chat/completions). */
+  baseUrl(d: Dialect): string;
+  /** Queue steps for a dialect (FIFO); with `opts.model` only requests for that model consume them. */
+  enqueue(d: Dialect, steps: Step | Step[], opts?: EnqueueOptions): void;
+  /** Default delay before answering (0 by default). */
+  setLatency(ms: number): void;
+  /** Content generator for default answers; null restores `Fake answer from <model>.`. */
+  setResponder(fn: Responder | null): void;
+  /** Context window (prompt + max_tokens) of a model, for the automatic context-length error. */
+  setContextWindow(model: string, tokens: number): void;
+  /** Chat requests received, in order (the last `maxRecordedRequests`). */
+  readonly requests: RecordedRequest[];
+  /** Chat requests received since start or the last reset(), including any dropped from `requests`. */
+  readonly requestCount: number;
+  /** Clears queues, requests, prefix caches, responder, context windows and latency (to the start value). */
+  reset(): void;
+  /** Stops the server, destroying open sockets (hanging requests included). */
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dialect facts
+// ---------------------------------------------------------------------------------------------
+
+/** Path prefix that baseUrl() returns, per dialect. */
+const BASE_PATHS: Record<Dialect, string> = {
+  deepseek: '/deepseek',
+  zhipu: '/zhipu/api/paas/v4',
+  dashscope: '/dashscope/compatible-mode/v1',
+  openai: '/openai/v1',
+};
+
+const ROUTES = new Map<string, Dialect>([
+  ['/deepseek/chat/completions', 'deepseek'],
+  ['/deepseek/v1/chat/completions', 'deepseek'],
+  ['/zhipu/api/paas/v4/chat/completions', 'zhipu'],
+  ['/dashscope/compatible-mode/v1/chat/completions', 'dashscope'],
+  ['/openai/v1/chat/completions', 'openai'],
+]);
+
+/** Default context windows (tokens), overridable per model with setContextWindow(). */
+export const DEFAULT_CONTEXT_WINDOWS: Record<Dialect, number> = {
+  deepseek: 65536,
+  zhipu: 128000,
+  dashscope: 129024,
+  openai: 128000,
+};
+
+/** Prefix-cache granularity: cached tokens are a multiple of `unit`, and 0 below `min`. */
+export const PREFIX_CACHE_RULES: Record<Dialect, { unit: number; min: number }> = {
+  deepseek: { unit: 64, min: 64 },
+  dashscope: { unit: 64, min: 256 },
+  zhipu: { unit: 64, min: 64 },
+  openai: { unit: 128, min: 1024 },
+};
+
+/** Tokens added per message (role and delimiters) and once per prompt (the reply primer). */
+export const TOKENS_PER_MESSAGE = 4;
+export const TOKENS_PER_PROMPT = 3;
+
+// ---------------------------------------------------------------------------------------------
+// Tokens
+// ---------------------------------------------------------------------------------------------
+
+let encoder: Tiktoken | undefined;
+const tokenCache = new Map<string, number[]>();
+const TOKEN_CACHE_MAX_TOKENS = 2_000_000; // about 16 MB of token ids
+let tokenCacheSize = 0;
+
+/**
+ * The o200k_base tokens of a text; special-token strings (e.g. "<|endoftext|>") count as plain text
+ * (for any other text this is exactly `encode(text)`). Results are kept in a least-recently-used
+ * cache because prompts repeat their instructions.
+ */
+export function encodeTokens(text: string): readonly number[] {
+  const hit = tokenCache.get(text);
+  if (hit) {
+    tokenCache.delete(text);
+    tokenCache.set(text, hit);
+    return hit;
+  }
+  encoder ??= getEncoding('o200k_base');
+  const tokens = encoder.encode(text, [], []);
+  tokenCache.set(text, tokens);
+  tokenCacheSize += tokens.length;
+  while (tokenCacheSize > TOKEN_CACHE_MAX_TOKENS) {
+    const oldest = tokenCache.entries().next();
+    if (oldest.done) break;
+    tokenCache.delete(oldest.value[0]);
+    tokenCacheSize -= oldest.value[1].length;
+  }
+  return tokens;
+}
+
+/** Number of o200k_base tokens in a text. */
+export function countTokens(text: string): number {
+  return encodeTokens(text).length;
+}
+
+/** prompt_tokens as the fake provider reports them: Σ (tokens(content) + 4) + 3. */
+export function countPromptTokens(messages: ReadonlyArray<{ content: string }>): number {
+  let n = TOKENS_PER_PROMPT;
+  for (const m of messages) n += countTokens(m.content) + TOKENS_PER_MESSAGE;
+  return n;
+}
+
+// Token ids outside the o200k vocabulary that stand for the chat template around each message, so
+// that the prompt's token sequence is exactly prompt_tokens long.
+const T_START = 0x100000;
+const T_SEP = 0x100001;
+const T_END = 0x100002;
+const T_ROLE_BASE = 0x100010;
+
+function roleToken(role: string): number {
+  let h = 0;
+  for (let i = 0; i < role.length; i++) h = (h * 31 + role.charCodeAt(i)) & 0xffff;
+  return T_ROLE_BASE + h;
+}
+
+/** The prompt as one token sequence: per message [START, role, SEP, …content, END], then [START, assistant, SEP]. */
+function promptSequence(messages: ReadonlyArray<{ role: string; tokens: readonly number[] }>): number[] {
+  const seq: number[] = [];
+  for (const m of messages) {
+    seq.push(T_START, roleToken(m.role), T_SEP);
+    for (const t of m.tokens) seq.push(t);
+    seq.push(T_END);
+  }
+  seq.push(T_START, roleToken('assistant'), T_SEP);
+  return seq;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefix cache
+// ---------------------------------------------------------------------------------------------
+
+const CACHE_BLOCK = 64; // the greatest common divisor of the dialects' units
+const PROMPTS_PER_CACHE = 2000;
+const MAX_CACHES = 1000;
+
+/**
+ * Remembers the last {@link PROMPTS_PER_CACHE} prompts of one (dialect, model, key) as a trie of
+ * 64-token blocks and tells how many leading full blocks a new prompt shares with any of them.
+ * Each trie node is keyed by its parent's id and its block's tokens (exact, no hashing) and counts
+ * the remembered prompts that pass through it, so evicting the oldest prompt frees its nodes.
+ */
+class PrefixCache {
+  private readonly nodes = new Map<string, { id: number; refs: number }>();
+  private readonly prompts: string[][] = [];
+  private head = 0; // index of the oldest prompt in `prompts` (a ring once full)
+  private nextId = 1;
+
+  /** Records the prompt and returns the tokens of its longest full-block prefix seen before. */
+  lookupAndAdd(seq: readonly number[]): number {
+    const blocks = Math.floor(seq.length / CACHE_BLOCK);
+    const path: string[] = [];
+    let parent = 0;
+    let matched = 0;
+    let matching = true;
+    for (let b = 0; b < blocks; b++) {
+      const key = `${parent}:${blockKey(seq, b * CACHE_BLOCK)}`;
+      let node = matching ? this.nodes.get(key) : undefined;
+      if (node) {
+        matched++;
+        node.refs++;
+      } else {
+        matching = false; // no node below a missing one can exist
+        node = { id: this.nextId++, refs: 1 };
+        this.nodes.set(key, node);
+      }
+      path.push(key);
+      parent = node.id;
+    }
+    this.remember(path);
+    return matched * CACHE_BLOCK;
+  }
+
+  private remember(path: string[]): void {
+    if (this.prompts.length < PROMPTS_PER_CACHE) {
+      this.prompts.push(path);
+      return;
+    }
+    for (const key of this.prompts[this.head]) {
+      const node = this.nodes.get(key);
+      if (node && --node.refs <= 0) this.nodes.delete(key);
+    }
+    this.prompts[this.head] = path;
+    this.head = (this.head + 1) % PROMPTS_PER_CACHE;
+  }
+}
+
+/** A block of 64 token ids (each < 2^32) as a 128-character string. */
+function blockKey(seq: readonly number[], start: number): string {
+  const codes = new Array<number>(CACHE_BLOCK * 2);
+  for (let i = 0; i < CACHE_BLOCK; i++) {
+    const t = seq[start + i];
+    codes[2 * i] = t >>> 16;
+    codes[2 * i + 1] = t & 0xffff;
+  }
+  return String.fromCharCode(...codes);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step validation (shared by enqueue() and POST /_fake/enqueue)
+// ---------------------------------------------------------------------------------------------
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isDialect(v: unknown): v is Dialect {
+  return typeof v === 'string' && (DIALECTS as readonly string[]).includes(v);
+}
+
+function optNumber(o: Record<string, unknown>, key: string, min = 0): void {
+  const v = o[key];
+  if (v === undefined) return;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min) {
+    throw new TypeError(`step '${String(o.kind)}': ${key} must be a number >= ${min}`);
+  }
+}
+
+function optString(o: Record<string, unknown>, key: string): void {
+  const v = o[key];
+  if (v !== undefined && typeof v !== 'string') throw new TypeError(`step '${String(o.kind)}': ${key} must be a string`);
+}
+
+function optHeaders(o: Record<string, unknown>): void {
+  const h = o.headers;
+  if (h === undefined) return;
+  if (!isRecord(h) || Object.values(h).some((v) => typeof v !== 'string')) {
+    throw new TypeError(`step '${String(o.kind)}': headers must be an object of strings`);
+  }
+}
+
+/** Checks a step (which may come from JSON) and returns it typed; throws a TypeError naming the problem. */
+export function validateStep(d: Dialect, step: unknown): Step {
+  if (!isRecord(step)) throw new TypeError('a step must be an object with a kind');
+  switch (step.kind) {
+    case 'ok':
+      optString(step, 'content');
+      optString(step, 'finishReason');
+      optNumber(step, 'latencyMs');
+      optNumber(step, 'blankLinesBefore');
+      break;
+    case 'error':
+      if (typeof step.status !== 'number' || !Number.isInteger(step.status) || step.status < 100 || step.status > 599) {
+        throw new TypeError("step 'error': status must be an HTTP status (100-599)");
+      }
+      if (!('body' in step)) throw new TypeError("step 'error': body is required");
+      optHeaders(step);
+      optNumber(step, 'latencyMs');
+      break;
+    case 'preset':
+      if (typeof step.name !== 'string' || !isPreset(d, step.name)) {
+        const known = [...Object.keys(PRESETS[d]), ...BEHAVIOUR_PRESETS[d]].join(', ');
+        throw new TypeError(`step 'preset': ${d} has no preset '${String(step.name)}' (known: ${known})`);
+      }
+      optHeaders(step);
+      break;
+    case 'stream':
+      optString(step, 'content');
+      optString(step, 'finishReason');
+      optNumber(step, 'chunks', 1);
+      optNumber(step, 'chunkDelayMs');
+      optNumber(step, 'cutAfterChunks');
+      optNumber(step, 'keepAliveComments');
+      break;
+    case 'invalid-json':
+      optString(step, 'content');
+      break;
+    case 'blank-json':
+    case 'hang':
+    case 'reset':
+      break;
+    default:
+      throw new TypeError(`unknown step kind '${String(step.kind)}'`);
+  }
+  return step as Step;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------------------------
+
+interface Queued {
+  step: Step;
+  model?: string;
+}
+
+/** Everything about the chat request being answered. */
+interface Exchange {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+  dialect: Dialect;
+  body: ChatRequestBody;
+  model: string;
+  /** The Authorization header, part of the prefix-cache key. */
+  auth: string;
+  messages: Array<{ role: string; content: string }>;
+  jsonMode: boolean;
+  streaming: boolean;
+  includeUsage: boolean;
+}
+
+interface Completion {
+  content: string;
+  finishReason: string;
+  /** Delay before the first byte; default: the server's latency. */
+  latencyMs?: number;
+  blankLinesBefore?: number;
+  chunks?: number;
+  chunkDelayMs?: number;
+  cutAfterChunks?: number;
+  keepAliveComments?: number;
+}
+
+type Usage = Record<string, number | Record<string, number>>;
+
+const MAX_BODY_BYTES = 32 * 1024 * 1024;
+const BLANK_JSON_CONTENT = '\n\n  \n\n \n\n';
+
+class FakeProviderServer implements FakeProvider {
+  url = '';
+  readonly requests: RecordedRequest[] = [];
+  private received = 0;
+  private readonly queues: Record<Dialect, Queued[]> = { deepseek: [], zhipu: [], dashscope: [], openai: [] };
+  private latencyMs: number;
+  private responder: Responder | null = null;
+  private readonly contextWindows = new Map<string, number>();
+  private readonly caches = new Map<string, PrefixCache>();
+  private readonly sockets = new Set<Socket>();
+  private readonly sleepers = new Set<{ timer: NodeJS.Timeout; wake: (ok: boolean) => void }>();
+  private readonly server: http.Server;
+  private readonly maxRecorded: number;
+  private closing: Promise<void> | null = null;
+
+  constructor(private readonly initialLatencyMs: number, maxRecorded: number) {
+    this.latencyMs = initialLatencyMs;
+    this.maxRecorded = maxRecorded;
+    this.server = http.createServer({ keepAliveTimeout: 5000 }, (req, res) => {
+      res.on('error', () => undefined); // a client that went away is not our error
+      this.handle(req, res).catch((err: unknown) => this.fail(res, err));
+    });
+    this.server.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.on('close', () => this.sockets.delete(socket));
+    });
+  }
+
+  get requestCount(): number {
+    return this.received;
+  }
+
+  async listen(port: number, host: string): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    const addr = this.server.address() as AddressInfo;
+    this.url = `http://${urlHost(host)}:${addr.port}`;
+  }
+
+  baseUrl(d: Dialect): string {
+    if (!isDialect(d)) throw new TypeError(`unknown dialect '${String(d)}'`);
+    return this.url + BASE_PATHS[d];
+  }
+
+  enqueue(d: Dialect, steps: Step | Step[], opts: EnqueueOptions = {}): void {
+    if (!isDialect(d)) throw new TypeError(`unknown dialect '${String(d)}'`);
+    if (opts.model !== undefined && typeof opts.model !== 'string') throw new TypeError('model must be a string');
+    const list = (Array.isArray(steps) ? steps : [steps]).map((s) => validateStep(d, s));
+    for (const step of list) this.queues[d].push(opts.model === undefined ? { step } : { step, model: opts.model });
+  }
+
+  setLatency(ms: number): void {
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new TypeError('latency must be a number >= 0');
+    this.latencyMs = ms;
+  }
+
+  setResponder(fn: Responder | null): void {
+    this.responder = fn;
+  }
+
+  setContextWindow(model: string, tokens: number): void {
+    if (!Number.isInteger(tokens) || tokens <= 0) throw new TypeError('context window must be a positive integer');
+    this.contextWindows.set(model, tokens);
+  }
+
+  reset(): void {
+    for (const d of DIALECTS) this.queues[d].length = 0;
+    this.requests.length = 0;
+    this.received = 0;
+    this.caches.clear();
+    this.responder = null;
+    this.contextWindows.clear();
+    this.latencyMs = this.initialLatencyMs;
+  }
+
+  close(): Promise<void> {
+    this.closing ??= new Promise<void>((resolve) => {
+      for (const s of this.sleepers) {
+        clearTimeout(s.timer);
+        s.wake(false);
+      }
+      this.sleepers.clear();
+      this.server.close(() => resolve());
+      for (const socket of this.sockets) socket.destroy();
+      this.server.closeAllConnections();
+    });
+    return this.closing;
+  }
+
+  // ---- request handling ----------------------------------------------------------------------
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path.startsWith('/_fake/')) return this.control(req, res, path);
+
+    const dialect = ROUTES.get(path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path);
+    if (!dialect) {
+      req.resume();
+      return sendJson(res, 404, {
+        error: { message: `Not found: ${req.method ?? ''} ${path}`, type: 'invalid_request_error', code: 'not_found' },
+      });
+    }
+    if (req.method !== 'POST') {
+      req.resume();
+      return sendJson(
+        res,
+        405,
+        { error: { message: `Method ${req.method ?? ''} not allowed`, type: 'invalid_request_error', code: 'method_not_allowed' } },
+        { allow: 'POST' },
+      );
+    }
+
+    const text = await readBody(req);
+    if (text === null) return sendJson(res, 413, { error: { message: 'Request body too large', type: 'invalid_request_error' } });
+    const { body, valid } = parseChatBody(text);
+    this.record({ dialect, path, model: body.model, body, headers: { ...req.headers }, at: Date.now() });
+
+    const auth = req.headers.authorization ?? '';
+    if (!/^Bearer\s+\S/i.test(auth)) return this.sendPreset(res, PRESETS[dialect].auth);
+    if (!valid) {
+      return this.sendAfter(res, this.latencyMs, 400, {
+        error: {
+          message: 'Invalid request: the body must be a JSON object with a string "model" and an array "messages"',
+          type: 'invalid_request_error',
+          param: null,
+          code: 'invalid_request_error',
+        },
+      });
+    }
+
+    const ex: Exchange = {
+      req,
+      res,
+      dialect,
+      body,
+      model: body.model,
+      auth,
+      messages: body.messages.map((m) => ({ role: String(m.role), content: contentText(m.content) })),
+      jsonMode: body.response_format?.type === 'json_object' || body.response_format?.type === 'json_schema',
+      streaming: body.stream === true,
+      includeUsage: body.stream_options?.include_usage === true,
+    };
+    const step = this.dequeue(dialect, ex.model);
+    if (!step) return this.answerDefault(ex);
+
+    switch (step.kind) {
+      case 'ok':
+        return this.complete(ex, {
+          content: step.content ?? (await this.generate(ex)),
+          finishReason: step.finishReason ?? 'stop',
+          latencyMs: step.latencyMs,
+          blankLinesBefore: step.blankLinesBefore,
+        });
+      case 'stream':
+        return this.complete(ex, {
+          content: step.content ?? (await this.generate(ex)),
+          finishReason: step.finishReason ?? 'stop',
+          chunks: step.chunks,
+          chunkDelayMs: step.chunkDelayMs,
+          cutAfterChunks: step.cutAfterChunks,
+          keepAliveComments: step.keepAliveComments,
+        });
+      case 'invalid-json':
+        return this.complete(ex, {
+          content: step.content ?? `{"answer": "Fake answer from ${ex.model}.`,
+          finishReason: 'stop',
+        });
+      case 'blank-json':
+        return this.complete(ex, { content: BLANK_JSON_CONTENT, finishReason: 'stop' });
+      case 'error':
+        return this.sendAfter(res, step.latencyMs ?? this.latencyMs, step.status, step.body, step.headers);
+      case 'preset':
+        if (step.name === 'stream_sensitive') return this.complete(ex, { content: '', finishReason: 'sensitive' });
+        return this.sendPreset(res, PRESETS[dialect][step.name], step.headers);
+      case 'hang':
+        return; // the socket stays open until the client gives up or close() destroys it
+      case 'reset':
+        req.socket.destroy();
+        return;
+    }
+  }
+
+  /** No step queued: the provider's own checks, then a normal answer. */
+  private async answerDefault(ex: Exchange): Promise<void> {
+    const { dialect, res } = ex;
+    if (
+      dialect === 'dashscope' &&
+      ex.body.response_format?.type === 'json_object' &&
+      !ex.messages.some((m) => /json/i.test(m.content))
+    ) {
+      return this.sendPreset(res, dashScopeJsonWordPreset());
+    }
+    const promptTokens = countPromptTokens(ex.messages);
+    const maxTokens = typeof ex.body.max_tokens === 'number' ? ex.body.max_tokens : typeof ex.body.max_completion_tokens === 'number' ? ex.body.max_completion_tokens : 0;
+    const window = this.contextWindows.get(ex.model) ?? DEFAULT_CONTEXT_WINDOWS[dialect];
+    if (promptTokens + maxTokens > window) {
+      return this.sendPreset(res, contextLengthPreset(dialect, { window, promptTokens, maxTokens }));
+    }
+    return this.complete(ex, { content: await this.generate(ex), finishReason: 'stop' });
+  }
+
+  /** The responder's content, or the deterministic default. */
+  private async generate(ex: Exchange): Promise<string> {
+    if (this.responder) {
+      const out = await this.responder({
+        dialect: ex.dialect,
+        model: ex.model,
+        messages: ex.messages,
+        jsonMode: ex.jsonMode,
+        body: ex.body,
+      });
+      if (typeof out !== 'string') throw new TypeError('the responder must return a string');
+      return out;
+    }
+    const answer = `Fake answer from ${ex.model}.`;
+    return ex.jsonMode ? JSON.stringify({ answer }) : answer;
+  }
+
+  /** Answers a 200 completion, as JSON or as a stream. */
+  private async complete(ex: Exchange, c: Completion): Promise<void> {
+    const usage = this.usage(ex, c.content);
+    const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
+    const created = Math.floor(Date.now() / 1000);
+    if (ex.streaming) return this.stream(ex, c, usage, id, created);
+
+    const payload = JSON.stringify({
+      id,
+      object: 'chat.completion',
+      created,
+      model: ex.model,
+      choices: [{ index: 0, message: { role: 'assistant', content: c.content }, finish_reason: c.finishReason }],
+      usage,
+    });
+    const delay = c.latencyMs ?? this.latencyMs;
+    const res = ex.res;
+    const blank = Math.floor(c.blankLinesBefore ?? 0);
+    if (blank <= 0) return this.sendAfter(res, delay, 200, payload);
+
+    // DeepSeek under load: headers at once, then "\n" lines while it works, then the body.
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.flushHeaders();
+    const gap = Math.max(5, Math.floor(delay / (blank + 1)));
+    for (let i = 0; i < blank; i++) {
+      if (!(await this.sleep(gap)) || gone(res)) return;
+      res.write('\n');
+    }
+    if (!(await this.sleep(Math.max(0, delay - gap * blank))) || gone(res)) return;
+    res.end(payload);
+  }
+
+  private async stream(ex: Exchange, c: Completion, usage: Usage, id: string, created: number): Promise<void> {
+    const { res, dialect } = ex;
+    if (!(await this.sleep(c.latencyMs ?? this.latencyMs)) || gone(res)) return;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    res.flushHeaders();
+    const delay = c.chunkDelayMs ?? 0;
+    const chunk = (choices: unknown[], extra?: Record<string, unknown>): string =>
+      `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created, model: ex.model, choices, ...extra })}\n\n`;
+    let flushed: Promise<void> = Promise.resolve(); // the last write, handed to the socket
+    const send = async (data: string): Promise<boolean> => {
+      if (gone(res)) return false;
+      flushed = new Promise<void>((resolve) => res.write(data, () => resolve()));
+      return delay > 0 ? (await this.sleep(delay)) && !gone(res) : true;
+    };
+
+    for (let i = 0; i < (c.keepAliveComments ?? 0); i++) if (!(await send(': keep-alive\n\n'))) return;
+
+    const zhipuUsage = dialect === 'zhipu' ? { usage } : undefined;
+    if (c.finishReason === 'sensitive' && c.content === '') {
+      // Zhipu's content filter: the first chunk already stops.
+      if (!(await send(chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: 'sensitive' }], zhipuUsage)))) return;
+    } else {
+      if (!(await send(chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }])))) return;
+      const pieces = splitContent(c.content, Math.max(1, Math.floor(c.chunks ?? 4)));
+      const cut = c.cutAfterChunks === undefined ? Infinity : Math.floor(c.cutAfterChunks);
+      for (let i = 0; i < pieces.length && i < cut; i++) {
+        if (!(await send(chunk([{ index: 0, delta: { content: pieces[i] }, finish_reason: null }])))) return;
+      }
+      if (cut <= pieces.length) {
+        // Let what was written reach the client, then drop the connection mid-stream.
+        await Promise.race([flushed, this.sleep(1000)]);
+        ex.req.socket.destroy();
+        return;
+      }
+      if (!(await send(chunk([{ index: 0, delta: {}, finish_reason: c.finishReason }], zhipuUsage)))) return;
+    }
+    if (ex.includeUsage && dialect !== 'zhipu') if (!(await send(chunk([], { usage })))) return;
+    if (!gone(res)) res.end('data: [DONE]\n\n');
+  }
+
+  /** Usage in the dialect's shape; records the prompt in the prefix cache. */
+  private usage(ex: Exchange, content: string): Usage {
+    const perMessage = ex.messages.map((m) => ({ role: m.role, tokens: encodeTokens(m.content) }));
+    const seq = promptSequence(perMessage);
+    const promptTokens = seq.length; // = Σ (tokens + 4) + 3
+    const completionTokens = countTokens(content);
+
+    const key = `${ex.dialect}\u0000${ex.model}\u0000${ex.auth}`;
+    let cache = this.caches.get(key);
+    if (cache) {
+      this.caches.delete(key); // keep the map in least-recently-used order
+    } else {
+      cache = new PrefixCache();
+      if (this.caches.size >= MAX_CACHES) {
+        const oldest = this.caches.keys().next();
+        if (!oldest.done) this.caches.delete(oldest.value);
+      }
+    }
+    this.caches.set(key, cache);
+    const { unit, min } = PREFIX_CACHE_RULES[ex.dialect];
+    let cached = Math.floor(cache.lookupAndAdd(seq) / unit) * unit;
+    if (cached < min) cached = 0;
+
+    const base = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+    if (ex.dialect === 'deepseek') {
+      return { ...base, prompt_cache_hit_tokens: cached, prompt_cache_miss_tokens: promptTokens - cached };
+    }
+    return { ...base, prompt_tokens_details: { cached_tokens: cached } };
+  }
+
+  private dequeue(d: Dialect, model: string): Step | undefined {
+    const q = this.queues[d];
+    const i = q.findIndex((e) => e.model === undefined || e.model === model);
+    if (i < 0) return undefined;
+    return q.splice(i, 1)[0].step;
+  }
+
+  private record(r: RecordedRequest): void {
+    this.received++;
+    this.requests.push(r);
+    // Trim in batches so a long benchmark keeps memory bounded without shifting on every request.
+    const slack = Math.max(1, Math.floor(this.maxRecorded / 10));
+    if (this.requests.length > this.maxRecorded + slack) this.requests.splice(0, this.requests.length - this.maxRecorded);
+  }
+
+  private sendPreset(res: http.ServerResponse, preset: Preset, headers?: Record<string, string>): Promise<void> {
+    const p = materializePreset(preset, headers);
+    return this.sendAfter(res, this.latencyMs, p.status, p.body, p.headers);
+  }
+
+  /** Waits `delay` ms, then sends status and body (a string verbatim, anything else as JSON). */
+  private async sendAfter(
+    res: http.ServerResponse,
+    delay: number,
+    status: number,
+    body: unknown,
+    headers?: Record<string, string>,
+  ): Promise<void> {
+    if (!(await this.sleep(delay)) || gone(res)) return;
+    sendJson(res, status, body, headers);
+  }
+
+  /** Resolves true after `ms`, or false at once when the server is closing. */
+  private sleep(ms: number): Promise<boolean> {
+    if (this.closing) return Promise.resolve(false);
+    if (ms <= 0) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const entry = {
+        timer: setTimeout(() => {
+          this.sleepers.delete(entry);
+          resolve(true);
+        }, ms),
+        wake: resolve,
+      };
+      this.sleepers.add(entry);
+    });
+  }
+
+  private fail(res: http.ServerResponse, err: unknown): void {
+    if (gone(res)) return;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const message = err instanceof Error ? err.message : String(err);
+    sendJson(res, 500, { error: { message: `fake provider: ${message}`, type: 'fake_provider_error', param: null, code: null } });
+  }
+
+  // ---- control endpoints ---------------------------------------------------------------------
+
+  private async control(req: http.IncomingMessage, res: http.ServerResponse, path: string): Promise<void> {
+    const route = `${req.method ?? ''} ${path}`;
+    if (req.method === 'GET') {
+      req.resume();
+      if (path === '/_fake/health') {
+        const baseUrls = Object.fromEntries(DIALECTS.map((d) => [d, this.baseUrl(d)]));
+        return sendJson(res, 200, { status: 'ok', url: this.url, baseUrls });
+      }
+      if (path === '/_fake/requests') {
+        const requests = this.requests.slice(-100).map((r) => ({
+          dialect: r.dialect,
+          path: r.path,
+          model: r.model,
+          stream: r.body.stream === true,
+          at: r.at,
+        }));
+        return sendJson(res, 200, { count: this.received, requests });
+      }
+      return sendJson(res, 404, { error: { message: `Not found: ${route}` } });
+    }
+    if (req.method !== 'POST') {
+      req.resume();
+      return sendJson(res, 404, { error: { message: `Not found: ${route}` } });
+    }
+    const text = await readBody(req);
+    let input: unknown = {};
+    try {
+      input = text ? (JSON.parse(text) as unknown) : {};
+    } catch {
+      return sendJson(res, 400, { error: { message: 'body must be JSON' } });
+    }
+    if (!isRecord(input)) return sendJson(res, 400, { error: { message: 'body must be a JSON object' } });
+    try {
+      switch (path) {
+        case '/_fake/enqueue': {
+          if (!isDialect(input.dialect)) throw new TypeError(`dialect must be one of ${DIALECTS.join(', ')}`);
+          const model = input.model;
+          if (model !== undefined && typeof model !== 'string') throw new TypeError('model must be a string');
+          const steps: unknown[] = Array.isArray(input.steps) ? input.steps : [input.steps];
+          this.enqueue(input.dialect, steps as Step[], { model }); // enqueue() validates each step
+          return sendJson(res, 200, { ok: true, queued: this.queues[input.dialect].length });
+        }
+        case '/_fake/latency':
+          this.setLatency(input.ms as number);
+          return sendJson(res, 200, { ok: true, latencyMs: this.latencyMs });
+        case '/_fake/context-window':
+          if (typeof input.model !== 'string') throw new TypeError('model must be a string');
+          this.setContextWindow(input.model, input.tokens as number);
+          return sendJson(res, 200, { ok: true });
+        case '/_fake/reset':
+          this.reset();
+          return sendJson(res, 200, { ok: true });
+        default:
+          return sendJson(res, 404, { error: { message: `Not found: ${route}` } });
+      }
+    } catch (err) {
+      return sendJson(res, 400, { error: { message: err instanceof Error ? err.message : String(err) } });
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+function gone(res: http.ServerResponse): boolean {
+  return res.destroyed || res.writableEnded;
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown, headers?: Record<string, string>): void {
+  if (gone(res)) return;
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  const h: Record<string, string | number> = { 'content-type': 'application/json' };
+  for (const [k, v] of Object.entries(headers ?? {})) h[k.toLowerCase()] = v;
+  h['content-length'] = Buffer.byteLength(text);
+  res.writeHead(status, h);
+  res.end(text);
+}
+
+/** The body as text, or null when it exceeds {@link MAX_BODY_BYTES}. */
+async function readBody(req: http.IncomingMessage): Promise<string | null> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) {
+      req.resume();
+      return null;
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function parseChatBody(text: string): { body: ChatRequestBody; valid: boolean } {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    raw = undefined;
+  }
+  if (
+    isRecord(raw) &&
+    typeof raw.model === 'string' &&
+    Array.isArray(raw.messages) &&
+    raw.messages.every((m) => isRecord(m) && typeof m.role === 'string')
+  ) {
+    return { body: raw as ChatRequestBody, valid: true };
+  }
+  const base = isRecord(raw) ? raw : {};
+  return {
+    body: {
+      ...base,
+      model: typeof base.model === 'string' ? base.model : '',
+      messages: [],
+      unparsed: text.slice(0, 10_000),
+    },
+    valid: false,
+  };
+}
+
+/** A message's content as text: strings as they are, text parts joined, anything else empty. */
+function contentText(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) {
+    return content
+      .map((p: unknown) => (isRecord(p) && typeof p.text === 'string' ? p.text : ''))
+      .join('');
+  }
+  return '';
+}
+
+/** Splits text into about `n` pieces without breaking characters. */
+function splitContent(text: string, n: number): string[] {
+  const chars = Array.from(text);
+  if (chars.length === 0) return [];
+  const size = Math.ceil(chars.length / Math.min(n, chars.length));
+  const out: string[] = [];
+  for (let i = 0; i < chars.length; i += size) out.push(chars.slice(i, i + size).join(''));
+  return out;
+}
+
+function urlHost(host: string): string {
+  if (host === '0.0.0.0' || host === '') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+/**
+ * Starts a fake provider on loopback (port 0 = any free port).
+ *
+ * Control over HTTP, for a benchmark in another process:
+ * - `POST /_fake/enqueue` `{dialect, steps, model?}` (steps: one step or an array)
+ * - `POST /_fake/latency` `{ms}`
+ * - `POST /_fake/context-window` `{model, tokens}`
+ * - `POST /_fake/reset`
+ * - `GET /_fake/requests` → `{count, requests}` (count since reset; the last 100, without bodies or headers)
+ * - `GET /_fake/health` → `{status: 'ok', url, baseUrls}`
+ */
+export async function startFakeProvider(opts: FakeProviderOptions = {}): Promise<FakeProvider> {
+  const latency = opts.latencyMs ?? 0;
+  if (!Number.isFinite(latency) || latency < 0) throw new TypeError('latencyMs must be a number >= 0');
+  encodeTokens('warm up'); // load the tokenizer now (~0.5 s once per process), not on the first request
+  const server = new FakeProviderServer(latency, Math.max(1, opts.maxRecordedRequests ?? 10_000));
+  await server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1');
+  return server;
+}

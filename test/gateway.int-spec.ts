@@ -1,0 +1,419 @@
+import { DataSource } from 'typeorm';
+import { BudgetService } from '../src/billing/budget.service';
+import { GatewayError, GatewayRequest, GatewayService, StreamInterruptedError } from '../src/llm/gateway.service';
+import { countPromptTokens, countTokens, FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { Factory, TestTenant } from './support/factories';
+import { providerEnv, quick } from './support/providers';
+import { createTestApp, TestApp } from './support/test-app';
+
+/** Prices of the built-in catalog in nano-yuan per token (CNY per million × 1000). */
+const PRICE = {
+  'deepseek-chat': { input: 2000n, cached: 200n, output: 3000n },
+  'qwen-turbo': { input: 300n, cached: 60n, output: 600n },
+  'glm-4-air': { input: 500n, cached: 250n, output: 500n },
+};
+
+describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let f: Factory;
+  let gw: GatewayService;
+  let ds: DataSource;
+  let tenant: TestTenant;
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+    t = await createTestApp(providerEnv(fake));
+    f = new Factory(t.app);
+    gw = t.app.get(GatewayService);
+    ds = t.dataSource;
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+  beforeEach(async () => {
+    fake.reset();
+    gw.resetHealth();
+    tenant = await f.newTenant({ monthlyBudget: '100.00' });
+  });
+
+  const ask = (content: string, extra: Partial<GatewayRequest> = {}) =>
+    gw.complete({ tenantId: tenant.tenantId, purpose: 'chat', target: { tier: 'standard' }, messages: [{ role: 'user', content }], maxTokens: 200, ...extra });
+
+  async function ledger(tenantId = tenant.tenantId) {
+    return ds.query(
+      `SELECT provider, model, outcome, error_reason, cache_status, input_tokens, cached_input_tokens, output_tokens, cost_nanos, saved_nanos, attempt
+         FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`,
+      [tenantId],
+    );
+  }
+
+  /** The books balance: spend equals the ledger, nothing is left reserved, spend is within the cap. */
+  async function expectBooksBalanced(tenantId = tenant.tenantId) {
+    const [p] = await ds.query(`SELECT cap_nanos, spent_nanos, reserved_nanos FROM budget_periods WHERE tenant_id = $1`, [tenantId]);
+    const [l] = await ds.query(`SELECT coalesce(sum(cost_nanos), 0)::text AS total FROM llm_calls WHERE tenant_id = $1`, [tenantId]);
+    const [r] = await ds.query(`SELECT count(*)::int AS n FROM budget_reservations WHERE tenant_id = $1`, [tenantId]);
+    expect(p.reserved_nanos).toBe('0');
+    expect(r.n).toBe(0);
+    expect(p.spent_nanos).toBe(l.total);
+    expect(BigInt(p.spent_nanos)).toBeLessThanOrEqual(BigInt(p.cap_nanos));
+    return { spent: BigInt(p.spent_nanos), cap: BigInt(p.cap_nanos) };
+  }
+
+  describe('pricing', () => {
+    it('prices a call exactly from the provider-reported usage and the catalog', async () => {
+      const r = await ask('请用一句话介绍长城。');
+      expect(r.provider).toBe('deepseek');
+      const prompt = countPromptTokens([{ content: '请用一句话介绍长城。' }]);
+      const output = countTokens(r.content);
+      expect(r.usage).toEqual({ inputTokens: prompt, cachedInputTokens: 0, outputTokens: output });
+      const expected = BigInt(prompt) * PRICE['deepseek-chat'].input + BigInt(output) * PRICE['deepseek-chat'].output;
+      expect(r.costNanos).toBe(expected);
+      const rows = await ledger();
+      expect(rows).toHaveLength(1);
+      expect(rows[0]).toMatchObject({ outcome: 'ok', cache_status: 'bypass', cost_nanos: expected.toString(), input_tokens: prompt, output_tokens: output });
+      await expectBooksBalanced();
+    });
+
+    it('prices cached input tokens at their own rate (provider prefix cache)', async () => {
+      const system = '你是一位严谨的语文老师。'.repeat(40);
+      const first = await ask('第一篇', { messages: [{ role: 'system', content: system }, { role: 'user', content: '第一篇作文' }] });
+      expect(first.usage.cachedInputTokens).toBe(0);
+      const second = await ask('第二篇', { messages: [{ role: 'system', content: system }, { role: 'user', content: '第二篇完全不同的作文内容' }] });
+      const cached = second.usage.cachedInputTokens;
+      expect(cached).toBeGreaterThanOrEqual(64);
+      expect(cached % 64).toBe(0);
+      const p = PRICE['deepseek-chat'];
+      expect(second.costNanos).toBe(
+        BigInt(second.usage.inputTokens - cached) * p.input + BigInt(cached) * p.cached + BigInt(second.usage.outputTokens) * p.output,
+      );
+      const rows = await ledger();
+      expect(rows[1].cached_input_tokens).toBe(cached);
+      await expectBooksBalanced();
+    });
+
+    it('prices a streamed call from the usage chunk', async () => {
+      const events = [];
+      for await (const ev of gw.stream({ tenantId: tenant.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-turbo' }, messages: [{ role: 'user', content: 'stream me' }], maxTokens: 100 })) {
+        events.push(ev);
+      }
+      const end = events.at(-1)!;
+      if (end.type !== 'end') throw new Error('no end event');
+      const text = events.filter((e) => e.type === 'delta').map((e) => (e as { text: string }).text).join('');
+      expect(text).toBe(end.result.content);
+      const prompt = countPromptTokens([{ content: 'stream me' }]);
+      expect(end.result.usage).toEqual({ inputTokens: prompt, cachedInputTokens: 0, outputTokens: countTokens(text) });
+      expect(end.result.costNanos).toBe(BigInt(prompt) * PRICE['qwen-turbo'].input + BigInt(countTokens(text)) * PRICE['qwen-turbo'].output);
+      await expectBooksBalanced();
+    });
+  });
+
+  describe('errors, retries and fallback', () => {
+    it('retries a rate limit on the same model, then succeeds (every attempt in the ledger)', async () => {
+      fake.enqueue('deepseek', [{ kind: 'preset', name: 'rate_limit', headers: quick }, { kind: 'preset', name: 'server_error' }]);
+      const r = await ask('retry me');
+      expect(r.provider).toBe('deepseek');
+      expect(r.attempts).toBe(3);
+      expect((await ledger()).map((x: { outcome: string; error_reason: string }) => `${x.outcome}:${x.error_reason ?? ''}`)).toEqual([
+        'retryable:rate_limited',
+        'retryable:server_error',
+        'ok:',
+      ]);
+      await expectBooksBalanced();
+    });
+
+    it('honours Retry-After before retrying', async () => {
+      fake.enqueue('deepseek', { kind: 'preset', name: 'rate_limit', headers: { 'retry-after': '1' } });
+      const t0 = Date.now();
+      await ask('slow down');
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(950);
+    });
+
+    it('falls back in tier order when a model keeps failing', async () => {
+      fake.enqueue('deepseek', Array(3).fill({ kind: 'preset', name: 'overloaded' }));
+      fake.enqueue('dashscope', { kind: 'preset', name: 'limit_requests', headers: quick });
+      const r = await ask('fall back');
+      expect(r.provider).toBe('dashscope');
+      expect((await ledger()).map((x: { provider: string; outcome: string }) => `${x.provider}:${x.outcome}`)).toEqual([
+        'deepseek:retryable',
+        'deepseek:retryable',
+        'deepseek:retryable',
+        'dashscope:retryable',
+        'dashscope:ok',
+      ]);
+      await expectBooksBalanced();
+    });
+
+    it('goes to the next model at once on a context-length error, without retrying', async () => {
+      fake.enqueue('deepseek', { kind: 'preset', name: 'context_length' });
+      const r = await ask('too long for deepseek');
+      expect(r.provider).toBe('dashscope');
+      expect((await ledger()).map((x: { outcome: string }) => x.outcome)).toEqual(['fallback', 'ok']);
+    });
+
+    it('takes a provider with no balance out until a probe succeeds', async () => {
+      fake.enqueue('deepseek', { kind: 'preset', name: 'insufficient_balance' });
+      expect((await ask('one')).provider).toBe('dashscope');
+      expect((await ask('two')).provider).toBe('dashscope'); // deepseek is out: not even tried
+      expect(fake.requests.filter((r) => r.dialect === 'deepseek')).toHaveLength(1);
+      await new Promise((r) => setTimeout(r, 350)); // LLM_PROVIDER_PROBE_MS
+      expect((await ask('three')).provider).toBe('deepseek'); // the probe succeeds: back in
+      expect((await ask('four')).provider).toBe('deepseek');
+      await expectBooksBalanced();
+    });
+
+    it.each([
+      ['zhipu', 'arrears'],
+      ['dashscope', 'arrearage'],
+      ['openai', 'insufficient_quota'],
+    ] as const)('treats %s %s as an empty account', async (dialect, preset) => {
+      const model = { zhipu: 'zhipu:glm-4-air', dashscope: 'dashscope:qwen-turbo', openai: 'openai:gpt-4o-mini' }[dialect];
+      fake.enqueue(dialect, { kind: 'preset', name: preset });
+      await expect(ask('x', { target: { model } })).rejects.toMatchObject({ code: 'NO_PROVIDER_AVAILABLE' });
+      expect(gw.providerBreaker.state(dialect)).toBe('open');
+    });
+
+    it("retries DashScope's per-minute insufficient_quota instead of taking the provider out", async () => {
+      fake.enqueue('dashscope', { kind: 'preset', name: 'insufficient_quota', headers: quick });
+      const r = await ask('quota', { target: { model: 'dashscope:qwen-turbo' } });
+      expect(r.provider).toBe('dashscope');
+      expect(gw.providerBreaker.state('dashscope')).toBe('closed');
+    });
+
+    it('tries the next provider on a content rejection and reports it when all refuse', async () => {
+      fake.enqueue('deepseek', { kind: 'preset', name: 'content_risk' });
+      expect((await ask('sensitive?')).provider).toBe('dashscope');
+      fake.enqueue('deepseek', { kind: 'preset', name: 'content_risk' });
+      fake.enqueue('dashscope', { kind: 'preset', name: 'data_inspection_failed' });
+      fake.enqueue('zhipu', { kind: 'preset', name: 'content_filter' });
+      const err = await ask('refused everywhere').catch((e) => e);
+      expect(err).toBeInstanceOf(GatewayError);
+      expect(err.code).toBe('CONTENT_REJECTED');
+      expect(err.tried).toEqual(['deepseek:deepseek-chat', 'dashscope:qwen-turbo', 'zhipu:glm-4-air']);
+      await expectBooksBalanced();
+    });
+
+    it('stops at once on a request every provider would refuse (fatal)', async () => {
+      fake.enqueue('deepseek', { kind: 'error', status: 422, body: { error: { message: 'Invalid Parameters', type: 'invalid_request_error', code: 'invalid_request_error' } } });
+      await expect(ask('bad')).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+      expect(fake.requests).toHaveLength(1);
+    });
+
+    it("treats DeepSeek's blank JSON-mode answer as a failure, bills it, and falls back", async () => {
+      fake.enqueue('deepseek', { kind: 'blank-json' });
+      const r = await ask('json please', { jsonMode: true, messages: [{ role: 'user', content: 'Answer in json: {"a":1}' }] });
+      expect(r.provider).toBe('dashscope');
+      const rows = await ledger();
+      expect(rows[0]).toMatchObject({ provider: 'deepseek', outcome: 'fallback', error_reason: 'blank_output' });
+      expect(BigInt(rows[0].cost_nanos)).toBeGreaterThan(0n); // the tokens were produced and billed
+      await expectBooksBalanced();
+    });
+
+    it('reads a body that DeepSeek pads with blank lines while it works', async () => {
+      fake.enqueue('deepseek', { kind: 'ok', content: 'padded answer', blankLinesBefore: 5, latencyMs: 200 });
+      expect((await ask('pad')).content).toBe('padded answer');
+    });
+
+    it('times out a provider that never answers and falls back', async () => {
+      fake.enqueue('deepseek', Array(3).fill({ kind: 'hang' }));
+      const r = await ask('hello?', { maxTokens: 50 });
+      expect(r.provider).toBe('dashscope');
+      const rows = await ledger();
+      expect(rows.filter((x: { error_reason: string }) => x.error_reason === 'timeout').length).toBeGreaterThanOrEqual(1);
+      await expectBooksBalanced();
+    }, 30_000);
+
+    it('survives a connection reset', async () => {
+      fake.enqueue('deepseek', { kind: 'reset' });
+      const r = await ask('reset');
+      expect(r.provider).toBe('deepseek');
+      expect((await ledger())[0]).toMatchObject({ outcome: 'retryable', error_reason: 'network' });
+    });
+  });
+
+  describe('circuit breaker', () => {
+    it('opens after repeated failures, probes after the cooldown, and closes again', async () => {
+      fake.enqueue('deepseek', Array(3).fill({ kind: 'preset', name: 'server_error' }));
+      expect((await ask('a')).provider).toBe('dashscope');
+      expect(gw.modelBreaker.state('deepseek:deepseek-chat')).toBe('open');
+      const before = fake.requests.filter((r) => r.dialect === 'deepseek').length;
+      expect((await ask('b')).provider).toBe('dashscope'); // open: deepseek is skipped
+      expect(fake.requests.filter((r) => r.dialect === 'deepseek').length).toBe(before);
+      await new Promise((r) => setTimeout(r, 320));
+      fake.enqueue('deepseek', { kind: 'preset', name: 'server_error' });
+      expect((await ask('c')).provider).toBe('dashscope'); // the half-open probe fails: open again
+      expect(gw.modelBreaker.state('deepseek:deepseek-chat')).toBe('open');
+      await new Promise((r) => setTimeout(r, 320));
+      expect((await ask('d')).provider).toBe('deepseek'); // the probe succeeds: closed
+      expect(gw.modelBreaker.state('deepseek:deepseek-chat')).toBe('closed');
+    });
+  });
+
+  describe('streams', () => {
+    const stream = async (extra: Partial<GatewayRequest> = {}) => {
+      const out: string[] = [];
+      let start: string | undefined;
+      try {
+        for await (const ev of gw.stream({ tenantId: tenant.tenantId, purpose: 'chat', target: { tier: 'standard' }, messages: [{ role: 'user', content: 'tell me' }], maxTokens: 100, ...extra })) {
+          if (ev.type === 'start') start = ev.provider;
+          if (ev.type === 'delta') out.push(ev.text);
+        }
+        return { start, text: out.join(''), error: undefined };
+      } catch (error) {
+        return { start, text: out.join(''), error };
+      }
+    };
+
+    it('fails over before the first token', async () => {
+      fake.enqueue('deepseek', { kind: 'preset', name: 'insufficient_balance' });
+      const r = await stream();
+      expect(r.error).toBeUndefined();
+      expect(r.start).toBe('dashscope');
+      expect(r.text.length).toBeGreaterThan(0);
+    });
+
+    it('reads through keep-alive comments', async () => {
+      fake.enqueue('deepseek', { kind: 'stream', content: 'alive and well', keepAliveComments: 3, chunks: 3 });
+      expect(await stream()).toMatchObject({ start: 'deepseek', text: 'alive and well', error: undefined });
+    });
+
+    it('ends with an error after the first token, never a silent success, and bills what was produced', async () => {
+      fake.enqueue('deepseek', { kind: 'stream', content: 'one two three four five six', chunks: 6, cutAfterChunks: 2 });
+      const r = await stream();
+      expect(r.start).toBe('deepseek');
+      expect(r.text.length).toBeGreaterThan(0);
+      expect(r.error).toBeInstanceOf(StreamInterruptedError);
+      expect(fake.requests.filter((x) => x.dialect === 'dashscope')).toHaveLength(0); // no failover after the first token
+      const [row] = await ledger();
+      expect(row).toMatchObject({ outcome: 'stream_interrupted', error_reason: 'stream_cut' });
+      expect(BigInt(row.cost_nanos)).toBeGreaterThan(0n);
+      await expectBooksBalanced();
+    });
+
+    it("treats Zhipu's 'sensitive' stop before any content as a content rejection", async () => {
+      fake.enqueue('zhipu', { kind: 'preset', name: 'stream_sensitive' });
+      const r = await stream({ target: { model: 'zhipu:glm-4-air' } });
+      expect(r.error).toMatchObject({ code: 'CONTENT_REJECTED' });
+      await expectBooksBalanced();
+    });
+  });
+
+  describe('cache', () => {
+    const cached = (content: string, key: string, lookup = true) =>
+      ask(content, { cache: { key, lookup, store: true } });
+
+    it('answers an exact repeat from the cache at cost 0, recording what it saved', async () => {
+      const first = await cached('what is 2+2?', 'k-math');
+      const second = await cached('what is 2+2?', 'k-math');
+      expect(second.cache).toBe('hit');
+      expect(second.content).toBe(first.content);
+      expect(second.costNanos).toBe(0n);
+      expect(second.savedNanos).toBe(first.costNanos);
+      expect(fake.requests).toHaveLength(1);
+      const rows = await ledger();
+      expect(rows.map((r: { cache_status: string; cost_nanos: string; saved_nanos: string }) => [r.cache_status, r.cost_nanos, r.saved_nanos])).toEqual([
+        ['miss', first.costNanos.toString(), '0'],
+        ['hit', '0', first.costNanos.toString()],
+      ]);
+      await expectBooksBalanced();
+    });
+
+    it('skips the lookup when asked, and stores only valid answers', async () => {
+      await cached('q', 'k-skip');
+      const fresh = await cached('q', 'k-skip', false);
+      expect(fresh.cache).toBe('miss');
+      expect(fake.requests).toHaveLength(2);
+      // An answer that fails validation is never stored.
+      const validate = (c: string) => (c.startsWith('{') ? { ok: true as const, value: c } : { ok: false as const, problem: 'not JSON' });
+      await expect(ask('v', { cache: { key: 'k-invalid', lookup: true, store: true }, validate, target: { model: 'deepseek:deepseek-chat' } })).rejects.toMatchObject({
+        code: 'NO_PROVIDER_AVAILABLE',
+      });
+      const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'k-invalid'`, [tenant.tenantId]);
+      expect(n).toBe(0);
+    });
+
+    it('makes one provider call for identical requests in flight together (single flight)', async () => {
+      fake.setLatency(300);
+      const results = await Promise.all(Array.from({ length: 10 }, () => cached('same question', 'k-flight')));
+      expect(fake.requests).toHaveLength(1);
+      expect(new Set(results.map((r) => r.content)).size).toBe(1);
+      expect(results.filter((r) => r.cache === 'miss')).toHaveLength(1);
+      expect(results.filter((r) => r.cache === 'hit')).toHaveLength(9);
+      const { spent } = await expectBooksBalanced();
+      expect(spent).toBe(results.find((r) => r.cache === 'miss')!.costNanos);
+    });
+
+    it("never answers tenant B from tenant A's cache", async () => {
+      const a = tenant;
+      const b = await f.newTenant({ monthlyBudget: '10.00' });
+      await cached('shared prompt', 'k-shared');
+      const fromB = await gw.complete({
+        tenantId: b.tenantId,
+        purpose: 'chat',
+        target: { tier: 'standard' },
+        messages: [{ role: 'user', content: 'shared prompt' }],
+        maxTokens: 200,
+        cache: { key: 'k-shared', lookup: true, store: true },
+      });
+      expect(fromB.cache).toBe('miss');
+      expect(fake.requests).toHaveLength(2);
+      await expectBooksBalanced(a.tenantId);
+      await expectBooksBalanced(b.tenantId);
+    });
+  });
+
+  describe('budget admission', () => {
+    it('refuses a call whose worst case does not fit, with BUDGET_EXHAUSTED and no provider call', async () => {
+      const poor = await f.newTenant({ monthlyBudget: '0.000100' });
+      const err = await gw
+        .complete({ tenantId: poor.tenantId, purpose: 'chat', target: { tier: 'standard' }, messages: [{ role: 'user', content: 'hi' }], maxTokens: 1000 })
+        .catch((e) => e);
+      expect(err).toMatchObject({ code: 'BUDGET_EXHAUSTED' });
+      expect(fake.requests).toHaveLength(0);
+      const rows = await ledger(poor.tenantId);
+      expect(rows.every((r: { outcome: string; cost_nanos: string }) => r.outcome === 'budget_exhausted' && r.cost_nanos === '0')).toBe(true);
+      await expectBooksBalanced(poor.tenantId);
+    });
+
+    it('keeps settled spend within the cap for 200 concurrent calls through two app instances', async () => {
+      const messages = [{ role: 'user' as const, content: '请评价这句话：春风又绿江南岸。' }];
+      const maxTokens = 100;
+      // Worst case per call on qwen-turbo: estimate × 300 + 100 × 600 nano-yuan; the cap fits about 20.
+      const probe = t.config.llm.catalog.models.get('dashscope:qwen-turbo')!;
+      const { estimatePromptTokens } = await import('../src/llm/tokens');
+      const worst = BigInt(estimatePromptTokens(messages, probe.tokenizer)) * 300n + BigInt(maxTokens) * 600n;
+      const capNanos = worst * 20n + worst / 2n;
+      const cap = (Number(capNanos) / 1e9).toFixed(9);
+      const poor = await f.newTenant({ monthlyBudget: cap });
+      const second = await t.another(providerEnv(fake));
+      const gw2 = second.get(GatewayService);
+      fake.setLatency(50);
+      const results = await Promise.allSettled(
+        Array.from({ length: 200 }, (_, i) =>
+          (i % 2 ? gw2 : gw).complete({ tenantId: poor.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-turbo' }, messages, maxTokens }),
+        ),
+      );
+      const ok = results.filter((r) => r.status === 'fulfilled').length;
+      const refused = results.filter((r) => r.status === 'rejected' && (r.reason as GatewayError).code === 'BUDGET_EXHAUSTED').length;
+      expect(ok + refused).toBe(200);
+      expect(ok).toBeGreaterThanOrEqual(20); // actual costs are below the worst case, so at least the 20 that fit
+      const { spent, cap: capRow } = await expectBooksBalanced(poor.tenantId);
+      expect(capRow).toBe(capNanos);
+      expect(spent).toBeLessThanOrEqual(capNanos);
+      const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND outcome = 'ok'`, [poor.tenantId]);
+      expect(n).toBe(ok);
+    }, 60_000);
+
+    it('returns the reservation of a call that died to the budget when it expires', async () => {
+      const budget = t.app.get(BudgetService);
+      const held = await budget.reserve(tenant.tenantId, 1_000_000n);
+      expect(held).not.toBeNull();
+      // The process holding it "dies": nobody settles. Age the reservation past its expiry.
+      await ds.query(`UPDATE budget_reservations SET expires_at = now() - interval '1 second' WHERE id = $1`, [held!.id]);
+      expect(await budget.sweep()).toBe(1);
+      await expectBooksBalanced();
+      expect(await budget.sweep()).toBe(0);
+    });
+  });
+});
