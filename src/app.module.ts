@@ -3,6 +3,7 @@ import { LoggerModule } from 'nestjs-pino';
 import { AppConfig, CONFIG } from './config/app-config';
 import { BillingModule } from './billing/billing.module';
 import { DatabaseModule } from './db/database';
+import { GradingModule } from './grading/grading.module';
 import { HealthController } from './health/health.controller';
 import { LlmModule } from './llm/llm.module';
 import { pinoHttpOptions } from './logging';
@@ -22,6 +23,7 @@ export class AppModule {
         TenancyModule,
         BillingModule,
         LlmModule,
+        GradingModule,
       ],
       controllers: [HealthController],
       providers: [{ provide: CONFIG, useValue: config }],

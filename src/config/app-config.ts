@@ -49,6 +49,20 @@ export interface AppConfig {
   defaultMonthlyBudget: Nanos;
   defaultTimezone: string;
   llm: LlmConfig;
+  grading: GradingConfig;
+}
+
+export interface GradingConfig {
+  /** Run grading workers in this process (turn off for API-only instances). */
+  workersEnabled: boolean;
+  /** Essays graded at the same time by this process. */
+  concurrency: number;
+  pollMs: number;
+  leaseMs: number;
+  maxAttempts: number;
+  retryBaseMs: number;
+  /** How long a stopping process waits for in-flight gradings before returning them to the queue. */
+  shutdownGraceMs: number;
 }
 
 export const CONFIG = Symbol('AppConfig');
@@ -75,6 +89,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     defaultMonthlyBudget: readCny(e, 'DEFAULT_MONTHLY_BUDGET', '100.00'),
     defaultTimezone: e.timezone('DEFAULT_TIMEZONE', 'Asia/Shanghai'),
     llm: loadLlmConfig(e),
+    grading: {
+      workersEnabled: e.bool('WORKERS_ENABLED', true),
+      concurrency: e.int('WORKER_CONCURRENCY', { min: 1, max: 2000, default: 16 }),
+      pollMs: e.int('WORKER_POLL_MS', { min: 10, max: 60_000, default: 500 }),
+      leaseMs: e.int('JOB_LEASE_MS', { min: 1_000, max: 3_600_000, default: 60_000 }),
+      maxAttempts: e.int('JOB_MAX_ATTEMPTS', { min: 1, max: 50, default: 5 }),
+      retryBaseMs: e.int('JOB_RETRY_BASE_MS', { min: 0, max: 3_600_000, default: 5_000 }),
+      shutdownGraceMs: e.int('SHUTDOWN_GRACE_MS', { min: 0, max: 600_000, default: 15_000 }),
+    },
   };
 }
 

@@ -95,9 +95,11 @@ export async function tenantQuery<R = Record<string, unknown>>(
   if (!FILTERS_TENANT.test(sql) && !INSERTS_TENANT.test(sql)) {
     throw new MissingTenantError('SQL that does not filter on tenant_id = $1');
   }
-  const res = await manager.query(sql, [tenantId, ...params]);
-  // UPDATE/DELETE ... RETURNING come back as [rows, count] from the postgres driver.
-  return (Array.isArray(res) && res.length === 2 && Array.isArray(res[0]) && typeof res[1] === 'number'
-    ? res[0]
-    : res) as R[];
+  return rowsOf<R>(await manager.query(sql, [tenantId, ...params]));
+}
+
+/** TypeORM's postgres driver answers UPDATE/DELETE … RETURNING with [rows, count]; this takes the rows. */
+export function rowsOf<R>(res: unknown): R[] {
+  if (Array.isArray(res) && res.length === 2 && Array.isArray(res[0]) && typeof res[1] === 'number') return res[0] as R[];
+  return res as R[];
 }

@@ -3,20 +3,30 @@ import { ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { Public } from '../common/auth';
 import { DatabaseConnection } from '../db/database';
+import { GradingWorker } from '../grading/grading.worker';
+import { JobQueue } from '../grading/job-queue';
 
-type Check = { status: 'up' | 'down'; latencyMs?: number; error?: string };
+type Check = { status: 'up' | 'down'; latencyMs?: number; error?: string; [k: string]: unknown };
 
 @ApiTags('operations')
 @Controller('health')
 export class HealthController {
-  constructor(private readonly db: DatabaseConnection) {}
+  constructor(
+    private readonly db: DatabaseConnection,
+    private readonly queue: JobQueue,
+    private readonly worker: GradingWorker,
+  ) {}
 
   @Get()
   @Public()
-  @ApiOperation({ summary: 'Liveness and readiness: 200 when the database answers, 503 when not' })
+  @ApiOperation({ summary: 'Readiness: 200 when the database and the job queue answer, 503 when not' })
   async health(@Res() reply: FastifyReply): Promise<void> {
     const database = await timed(() => this.db.ping());
-    const checks: Record<string, Check> = { database };
+    let depth: Record<string, number> = {};
+    const queue = await timed(async () => {
+      depth = await this.queue.depth();
+    });
+    const checks: Record<string, Check> = { database, queue: { ...queue, ...depth, workersInFlight: this.worker.active } };
     const ok = Object.values(checks).every((c) => c.status === 'up');
     await reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks });
   }

@@ -28,9 +28,17 @@ export function normalizeText(text: string, opts: { compatibility?: boolean } = 
   return t;
 }
 
-/** The essay as the exact cache and the near-duplicate index see it. */
+const HAN = /[\u3400-\u4dbf\u4e00-\u9fff]/g;
+const LATIN = /[A-Za-z]/g;
+
+/**
+ * The essay as the exact cache and the near-duplicate index see it. In Chinese text spaces carry
+ * no meaning and are dropped entirely; in other text they are collapsed.
+ */
 export function normalizeForKey(text: string): string {
-  return normalizeText(text, { compatibility: true });
+  const t = normalizeText(text, { compatibility: true });
+  const han = (t.match(HAN) ?? []).length;
+  return han > (t.match(LATIN) ?? []).length ? t.replace(/ +/g, '') : t;
 }
 
 export function compactJson(value: unknown): string {

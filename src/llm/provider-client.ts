@@ -29,7 +29,11 @@ export class ProviderClient {
     });
   }
 
+  private closed = false;
+
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     await this.agent.close();
   }
 

@@ -30,6 +30,7 @@ import {
   type Preset,
 } from './presets';
 
+import { gradingAnswer } from './grading-responder';
 export { PRESETS, DIALECTS, type Dialect, type Preset } from './presets';
 
 // ---------------------------------------------------------------------------------------------
@@ -689,6 +690,9 @@ class FakeProviderServer implements FakeProvider {
       if (typeof out !== 'string') throw new TypeError('the responder must return a string');
       return out;
     }
+    // Inkstone's grading prompts get a well-formed grade for the rubric in the prompt.
+    const graded = gradingAnswer(ex.messages);
+    if (graded !== null) return graded;
     const answer = `Fake answer from ${ex.model}.`;
     return ex.jsonMode ? JSON.stringify({ answer }) : answer;
   }

@@ -16,6 +16,7 @@ export function testEnv(databaseUrl: string, extra: Record<string, string> = {})
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     PORT: '0',
     HOST: '127.0.0.1',
+    SHUTDOWN_GRACE_MS: '2000',
     ...extra,
   };
 }

@@ -1,0 +1,32 @@
+import { Body, Controller, Get, HttpCode, Param, Post } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { Assignment, AssignmentsService } from './assignments.service';
+import { CreateAssignmentDto } from './dto/assignment.dto';
+
+@ApiTags('grading')
+@ApiBearerAuth()
+@Controller('v1/assignments')
+@Auth('admin', 'teacher')
+export class AssignmentsController {
+  constructor(private readonly assignments: AssignmentsService) {}
+
+  @Post()
+  @HttpCode(201)
+  @ApiOperation({ summary: 'Create an assignment: title, essay prompt (作文题目), rubric and language' })
+  create(@TenantCaller() auth: TenantAuth, @Body() dto: CreateAssignmentDto): Promise<Assignment> {
+    return this.assignments.create(auth, dto);
+  }
+
+  @Get()
+  @ApiOperation({ summary: 'The latest assignments' })
+  async list(@TenantCaller() auth: TenantAuth): Promise<{ data: Assignment[] }> {
+    return { data: await this.assignments.list(auth) };
+  }
+
+  @Get(':id')
+  @ApiOperation({ summary: 'An assignment with essay counts by status and the score distribution' })
+  get(@TenantCaller() auth: TenantAuth, @Param('id') id: string) {
+    return this.assignments.detail(auth, id);
+  }
+}

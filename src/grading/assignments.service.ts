@@ -1,0 +1,125 @@
+import { randomUUID } from 'node:crypto';
+import { Injectable } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import type { TenantAuth } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { tenantQuery } from '../db/tenant-scope';
+import { CreateAssignmentDto } from './dto/assignment.dto';
+import { detectLanguage } from './essay-text';
+import { maxScore } from './rubric';
+import { RubricsService } from './rubrics.service';
+
+export interface Assignment {
+  id: string;
+  title: string;
+  prompt: string;
+  rubric: { key: string; version: number };
+  language: 'zh' | 'en';
+  createdAt: string;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** An assignment pins its rubric's version when it is created: later edits do not move its grades. */
+@Injectable()
+export class AssignmentsService {
+  constructor(
+    private readonly ds: DataSource,
+    private readonly rubrics: RubricsService,
+  ) {}
+
+  async create(auth: TenantAuth, dto: CreateAssignmentDto): Promise<Assignment> {
+    const rubric = await this.rubrics.resolve(auth.tenantId, dto.rubric);
+    const language = dto.language ?? (rubric.language === 'any' ? detectLanguage(dto.prompt) : rubric.language);
+    const id = randomUUID();
+    await tenantQuery(
+      this.ds.manager,
+      auth.tenantId,
+      `INSERT INTO assignments (tenant_id, id, title, prompt, rubric_key, rubric_version, language, created_by)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+      [id, dto.title, dto.prompt, rubric.key, rubric.version, language, auth.keyId],
+    );
+    return this.get(auth.tenantId, id);
+  }
+
+  async get(tenantId: string, id: string): Promise<Assignment> {
+    if (!UUID.test(id)) throw ApiError.notFound('Assignment');
+    const [row] = await tenantQuery<Record<string, string | number | Date>>(
+      this.ds.manager,
+      tenantId,
+      `SELECT id, title, prompt, rubric_key, rubric_version, language, created_at FROM assignments WHERE tenant_id = $1 AND id = $2`,
+      [id],
+    );
+    if (!row) throw ApiError.notFound('Assignment');
+    return {
+      id: String(row.id),
+      title: String(row.title),
+      prompt: String(row.prompt),
+      rubric: { key: String(row.rubric_key), version: Number(row.rubric_version) },
+      language: row.language as 'zh' | 'en',
+      createdAt: (row.created_at as Date).toISOString(),
+    };
+  }
+
+  async list(auth: TenantAuth): Promise<Assignment[]> {
+    const rows = await tenantQuery<{ id: string }>(
+      this.ds.manager,
+      auth.tenantId,
+      `SELECT id FROM assignments WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 200`,
+    );
+    return Promise.all(rows.map((r) => this.get(auth.tenantId, r.id)));
+  }
+
+  /** The assignment with its essays counted by status and the distribution of their scores. */
+  async detail(auth: TenantAuth, id: string) {
+    const a = await this.get(auth.tenantId, id);
+    const rubric = await this.rubrics.resolve(auth.tenantId, a.rubric.key, a.rubric.version);
+    const counts = await tenantQuery<{ status: string; n: number }>(
+      this.ds.manager,
+      auth.tenantId,
+      `SELECT status, count(*)::int AS n FROM essays WHERE tenant_id = $1 AND assignment_id = $2 GROUP BY status`,
+      [id],
+    );
+    const scores = (
+      await tenantQuery<{ score: number }>(
+        this.ds.manager,
+        auth.tenantId,
+        `SELECT (grade->>'score')::numeric::float8 AS score FROM essays
+          WHERE tenant_id = $1 AND assignment_id = $2 AND grade IS NOT NULL ORDER BY 1`,
+        [id],
+      )
+    ).map((r) => Number(r.score));
+    const top = maxScore(rubric);
+    const buckets = 10;
+    const distribution = Array.from({ length: buckets }, (_, i) => ({
+      from: round2((top * i) / buckets),
+      to: round2((top * (i + 1)) / buckets),
+      count: 0,
+    }));
+    for (const s of scores) distribution[Math.min(buckets - 1, Math.floor((s / top) * buckets))].count++;
+    const byStatus = Object.fromEntries(['queued', 'grading', 'graded', 'failed', 'needs_review'].map((s) => [s, 0]));
+    for (const c of counts) byStatus[c.status] = c.n;
+    return {
+      ...a,
+      maxScore: top,
+      counts: { total: counts.reduce((n, c) => n + c.n, 0), ...byStatus },
+      scores: {
+        count: scores.length,
+        mean: scores.length ? round2(scores.reduce((x, y) => x + y, 0) / scores.length) : null,
+        median: scores.length ? median(scores) : null,
+        min: scores.length ? scores[0] : null,
+        max: scores.length ? scores[scores.length - 1] : null,
+        distribution,
+      },
+    };
+  }
+}
+
+function round2(n: number): number {
+  return Math.round(n * 100) / 100;
+}
+
+function median(sorted: number[]): number {
+  const m = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[m] : round2((sorted[m - 1] + sorted[m]) / 2);
+}

@@ -1,0 +1,120 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { Type } from 'class-transformer';
+import { IsArray, IsIn, IsNumber, IsOptional, IsString, IsUUID, Length, Matches, ValidateNested } from 'class-validator';
+
+/** Essay text limits are checked by the service (blank → 400, too long → 413), not here. */
+export class SubmitEssayDto {
+  @ApiProperty({ description: 'the essay, as written (up to 20,000 characters)' })
+  @IsString()
+  text: string;
+
+  @ApiPropertyOptional({ enum: ['zh', 'en'], description: 'detected when omitted' })
+  @IsOptional()
+  @IsIn(['zh', 'en'])
+  language?: 'zh' | 'en';
+
+  @ApiPropertyOptional({ example: 'zh-gaokao-60', description: "a rubric key; or the assignment's; default by language" })
+  @IsOptional()
+  @IsString()
+  @Length(1, 63)
+  rubric?: string;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsUUID()
+  assignmentId?: string;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsString()
+  @Length(1, 200)
+  title?: string;
+
+  @ApiPropertyOptional({ description: "the school's own student id (not a name)" })
+  @IsOptional()
+  @Matches(/^[\p{L}\p{N}._:@\-/]{1,100}$/u, { message: 'studentRef must be 1-100 letters, digits or ._:@-/' })
+  studentRef?: string;
+
+  @ApiPropertyOptional({ enum: ['standard', 'deep'], default: 'standard' })
+  @IsOptional()
+  @IsIn(['standard', 'deep'])
+  tier?: 'standard' | 'deep';
+}
+
+export class BatchEssayDto {
+  @ApiProperty()
+  @IsString()
+  text: string;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @Matches(/^[\p{L}\p{N}._:@\-/]{1,100}$/u, { message: 'studentRef must be 1-100 letters, digits or ._:@-/' })
+  studentRef?: string;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsString()
+  @Length(1, 200)
+  title?: string;
+}
+
+export class SubmitBatchDto {
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsUUID()
+  assignmentId?: string;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsString()
+  @Length(1, 63)
+  rubric?: string;
+
+  @ApiPropertyOptional({ enum: ['zh', 'en'] })
+  @IsOptional()
+  @IsIn(['zh', 'en'])
+  language?: 'zh' | 'en';
+
+  @ApiProperty({ type: [BatchEssayDto], description: 'up to 200 essays' })
+  @IsArray()
+  @ValidateNested({ each: true })
+  @Type(() => BatchEssayDto)
+  essays: BatchEssayDto[];
+}
+
+export class DimensionOverrideDto {
+  @ApiProperty()
+  @IsString()
+  key: string;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsNumber()
+  score?: number;
+
+  @ApiPropertyOptional()
+  @IsOptional()
+  @IsString()
+  @Length(0, 4000)
+  comment?: string;
+}
+
+export class OverrideGradeDto {
+  @ApiPropertyOptional({ description: 'a total set by the teacher (otherwise computed from the dimensions)' })
+  @IsOptional()
+  @IsNumber()
+  score?: number;
+
+  @ApiPropertyOptional({ type: [DimensionOverrideDto] })
+  @IsOptional()
+  @IsArray()
+  @ValidateNested({ each: true })
+  @Type(() => DimensionOverrideDto)
+  dimensions?: DimensionOverrideDto[];
+
+  @ApiPropertyOptional({ description: "the teacher's comment (replaces the summary)" })
+  @IsOptional()
+  @IsString()
+  @Length(0, 4000)
+  comment?: string;
+}

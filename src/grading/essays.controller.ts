@@ -1,0 +1,112 @@
+import { Body, Controller, Get, HttpCode, Param, Patch, Post, Query, Req, Res } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
+import { EssayEvents } from './essay-events';
+import { ESSAY_STATUSES, EssaysService, EssayView } from './essays.service';
+
+const TERMINAL = new Set(['graded', 'failed', 'needs_review']);
+
+@ApiTags('grading')
+@ApiBearerAuth()
+@Controller('v1/essays')
+@Auth('admin', 'teacher')
+export class EssaysController {
+  constructor(
+    private readonly essays: EssaysService,
+    private readonly events: EssayEvents,
+  ) {}
+
+  @Post()
+  @HttpCode(202)
+  @ApiOperation({ summary: 'Submit an essay for grading; it is stored durably before this answers' })
+  submit(@TenantCaller() auth: TenantAuth, @Body() dto: SubmitEssayDto) {
+    return this.essays.submit(auth, dto);
+  }
+
+  @Post('batch')
+  @HttpCode(202)
+  @ApiOperation({ summary: 'Submit a class set (up to 200 essays) in one go' })
+  batch(@TenantCaller() auth: TenantAuth, @Body() dto: SubmitBatchDto) {
+    return this.essays.submitBatch(auth, dto);
+  }
+
+  @Get()
+  @ApiOperation({ summary: 'Essays, newest first, with cursor pagination' })
+  @ApiQuery({ name: 'assignmentId', required: false })
+  @ApiQuery({ name: 'status', required: false, enum: ESSAY_STATUSES })
+  @ApiQuery({ name: 'studentRef', required: false })
+  @ApiQuery({ name: 'limit', required: false, description: '1-100, default 20' })
+  @ApiQuery({ name: 'cursor', required: false, description: 'nextCursor of the previous page' })
+  list(
+    @TenantCaller() auth: TenantAuth,
+    @Query('assignmentId') assignmentId?: string,
+    @Query('status') status?: string,
+    @Query('studentRef') studentRef?: string,
+    @Query('limit') limit?: string,
+    @Query('cursor') cursor?: string,
+  ) {
+    return this.essays.list(auth, { assignmentId, status, studentRef, limit, cursor });
+  }
+
+  @Get(':id')
+  @ApiOperation({ summary: 'An essay with its status, grade, flags and cost' })
+  get(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<EssayView> {
+    return this.essays.get(auth, id);
+  }
+
+  @Patch(':id/grade')
+  @ApiOperation({ summary: "A teacher's override of the total, dimension scores or comment (the model's grade is kept)" })
+  override(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Body() dto: OverrideGradeDto): Promise<EssayView> {
+    return this.essays.override(auth, id, dto);
+  }
+
+  @Get(':id/events')
+  @ApiOperation({ summary: 'Server-Sent Events: each status change, then the finished grade (event: grade) and event: end' })
+  async stream(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
+    await this.essays.get(auth, id); // 404 for an id that is not this tenant's, before the stream starts
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-request-id': String(req.id),
+    });
+    let last = '';
+    let closed = false;
+    let chain = Promise.resolve();
+    const send = (event: string, data: unknown) => raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const timers: NodeJS.Timeout[] = [];
+    let unsubscribe = () => {};
+    const finish = () => {
+      if (closed) return;
+      closed = true;
+      unsubscribe();
+      for (const t of timers) clearInterval(t);
+      raw.end();
+    };
+    const check = () => {
+      chain = chain.then(async () => {
+        if (closed) return;
+        const view = await this.essays.get(auth, id).catch(() => null);
+        if (!view || closed) return;
+        if (view.status !== last) {
+          last = view.status;
+          send('status', { id, status: view.status, flags: view.flags, failure: view.failure });
+        }
+        if (TERMINAL.has(view.status)) {
+          if (view.grade) send('grade', { id, status: view.status, grade: view.grade });
+          send('end', { id, status: view.status });
+          finish();
+        }
+      });
+    };
+    unsubscribe = this.events.on(id, check);
+    // Changes made by another instance are seen by polling.
+    timers.push(setInterval(check, 1_000), setInterval(() => !closed && raw.write(': keep-alive\n\n'), 15_000));
+    raw.on('close', finish);
+    check();
+  }
+}

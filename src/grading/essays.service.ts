@@ -1,0 +1,323 @@
+import { randomUUID } from 'node:crypto';
+import { Inject, Injectable } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import type { TenantAuth } from '../common/auth';
+import { ApiError, FieldProblem } from '../common/errors';
+import { formatCny } from '../common/money';
+import { AppConfig, CONFIG } from '../config/app-config';
+import { tenantQuery } from '../db/tenant-scope';
+import { AssignmentsService } from './assignments.service';
+import { BatchEssayDto, OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
+import { EssayEvents } from './essay-events';
+import { detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars } from './essay-text';
+import type { StoredGrade } from './grading.service';
+import { isOnStep, Language, maxScore, Rubric, totalScore } from './rubric';
+import { RubricsService } from './rubrics.service';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const ESSAY_STATUSES = ['queued', 'grading', 'graded', 'failed', 'needs_review'] as const;
+const DEFAULT_RUBRIC: Record<Language, string> = { zh: 'zh-gaokao-60', en: 'en-general-100' };
+
+export interface EssayView {
+  id: string;
+  status: string;
+  tier: string;
+  language: string;
+  rubric: { key: string; version: number };
+  assignmentId: string | null;
+  title: string | null;
+  studentRef: string | null;
+  text: string;
+  flags: string[];
+  similarTo: { essayId: string; similarity: number } | null;
+  cost: string;
+  cache: string | null;
+  grade: StoredGrade | null;
+  /** the model's grade, kept when a teacher overrode it */
+  originalGrade: StoredGrade | null;
+  overrides: Array<{ by: string | null; at: string; changes: unknown }>;
+  failure: { code: string; reason: string } | null;
+  createdAt: string;
+  updatedAt: string;
+  gradedAt: string | null;
+}
+
+interface Target {
+  rubric: Rubric;
+  assignmentId: string | null;
+  language?: Language;
+}
+
+/** Teachers' essays: submitted and durably queued, read, listed and overridden, always per tenant. */
+@Injectable()
+export class EssaysService {
+  constructor(
+    private readonly ds: DataSource,
+    private readonly rubrics: RubricsService,
+    private readonly assignments: AssignmentsService,
+    private readonly events: EssayEvents,
+    @Inject(CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  /** The assignment's rubric and language, or the named rubric, or the language's default. */
+  private async target(tenantId: string, dto: { assignmentId?: string; rubric?: string; language?: Language }, text?: string): Promise<Target> {
+    if (dto.assignmentId) {
+      const a = await this.assignments.get(tenantId, dto.assignmentId);
+      return { rubric: await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), assignmentId: a.id, language: dto.language ?? a.language };
+    }
+    const language = dto.language ?? (text !== undefined ? detectLanguage(text) : undefined);
+    const key = dto.rubric ?? DEFAULT_RUBRIC[language ?? 'zh'];
+    return { rubric: await this.rubrics.resolve(tenantId, key), assignmentId: null, language };
+  }
+
+  private checkText(raw: string, field: string): string {
+    const text = stripControlChars(raw);
+    if (isBlank(text)) throw ApiError.validation([{ field, message: `${field} is empty` }]);
+    if (text.length > MAX_ESSAY_CHARS) {
+      throw new ApiError('PAYLOAD_TOO_LARGE', `${field} has ${text.length} characters; the most an essay may have is ${MAX_ESSAY_CHARS}`);
+    }
+    return text;
+  }
+
+  async submit(auth: TenantAuth, dto: SubmitEssayDto): Promise<{ id: string; status: 'queued' }> {
+    const text = this.checkText(dto.text, 'text');
+    const t = await this.target(auth.tenantId, dto, text);
+    const language = t.language ?? (t.rubric.language === 'any' ? detectLanguage(text) : t.rubric.language);
+    const id = randomUUID();
+    await tenantQuery(
+      this.ds.manager,
+      auth.tenantId,
+      `WITH e AS (
+         INSERT INTO essays (tenant_id, id, assignment_id, rubric_key, rubric_version, language, tier, title, student_ref, text, status, submitted_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11) RETURNING tenant_id, id)
+       INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts)
+       SELECT tenant_id, $12, id, 'grade', 'queued', $13 FROM e`,
+      [id, t.assignmentId, t.rubric.key, t.rubric.version, language, dto.tier ?? 'standard', dto.title ?? null, dto.studentRef ?? null, text, auth.keyId, randomUUID(), this.config.grading.maxAttempts],
+    );
+    this.events.queued();
+    return { id, status: 'queued' };
+  }
+
+  /** A class set in one transaction: every essay is checked first; one bad essay stores none. */
+  async submitBatch(auth: TenantAuth, dto: SubmitBatchDto): Promise<{ ids: string[]; status: 'queued' }> {
+    if (dto.essays.length === 0) throw ApiError.validation([{ field: 'essays', message: 'essays must not be empty' }]);
+    if (dto.essays.length > MAX_BATCH) {
+      throw new ApiError('PAYLOAD_TOO_LARGE', `A batch holds at most ${MAX_BATCH} essays (got ${dto.essays.length}); split it`);
+    }
+    const problems: FieldProblem[] = [];
+    const texts: string[] = [];
+    dto.essays.forEach((e: BatchEssayDto, i) => {
+      try {
+        texts.push(this.checkText(e.text, `essays[${i}].text`));
+      } catch (err) {
+        if (err instanceof ApiError && err.code === 'PAYLOAD_TOO_LARGE') throw err;
+        problems.push({ field: `essays[${i}].text`, message: 'text is empty' });
+      }
+    });
+    if (problems.length) throw ApiError.validation(problems);
+    const t = await this.target(auth.tenantId, dto);
+    const languages = texts.map((text) => t.language ?? (t.rubric.language === 'any' ? detectLanguage(text) : t.rubric.language));
+    const ids = texts.map(() => randomUUID());
+    await tenantQuery(
+      this.ds.manager,
+      auth.tenantId,
+      `WITH input AS (
+         SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[]) AS t(id, text, title, student_ref, language, job_id)),
+       e AS (
+         INSERT INTO essays (tenant_id, id, assignment_id, rubric_key, rubric_version, language, tier, title, student_ref, text, status, submitted_by)
+         SELECT $1, id, $8, $9, $10, language, 'standard', title, student_ref, text, 'queued', $11 FROM input RETURNING id)
+       INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts)
+       SELECT $1, input.job_id, e.id, 'grade', 'queued', $12 FROM e JOIN input ON input.id = e.id`,
+      [
+        ids,
+        texts,
+        dto.essays.map((e) => e.title ?? null),
+        dto.essays.map((e) => e.studentRef ?? null),
+        languages,
+        ids.map(() => randomUUID()),
+        t.assignmentId,
+        t.rubric.key,
+        t.rubric.version,
+        auth.keyId,
+        this.config.grading.maxAttempts,
+      ],
+    );
+    this.events.queued();
+    return { ids, status: 'queued' };
+  }
+
+  private async row(tenantId: string, id: string): Promise<Record<string, unknown>> {
+    if (!UUID.test(id)) throw ApiError.notFound('Essay');
+    const [row] = await tenantQuery(this.ds.manager, tenantId, `SELECT * FROM essays WHERE tenant_id = $1 AND id = $2`, [id]);
+    if (!row) throw ApiError.notFound('Essay');
+    return row;
+  }
+
+  async get(auth: TenantAuth, id: string): Promise<EssayView> {
+    const row = await this.row(auth.tenantId, id);
+    const overrides = await tenantQuery<{ api_key_id: string | null; created_at: Date; changes: unknown }>(
+      this.ds.manager,
+      auth.tenantId,
+      `SELECT api_key_id, created_at, changes FROM grade_overrides WHERE tenant_id = $1 AND essay_id = $2 ORDER BY created_at`,
+      [id],
+    );
+    return toView(row, overrides);
+  }
+
+  /** The current status (for event streams polling changes made by other instances). */
+  async status(tenantId: string, id: string): Promise<string> {
+    return String((await this.row(tenantId, id)).status);
+  }
+
+  async list(
+    auth: TenantAuth,
+    q: { assignmentId?: string; status?: string; studentRef?: string; limit?: string; cursor?: string },
+  ): Promise<{ data: Array<Record<string, unknown>>; nextCursor: string | null }> {
+    const problems: FieldProblem[] = [];
+    if (q.assignmentId !== undefined && !UUID.test(q.assignmentId)) problems.push({ field: 'assignmentId', message: 'assignmentId must be a UUID' });
+    if (q.status !== undefined && !(ESSAY_STATUSES as readonly string[]).includes(q.status)) {
+      problems.push({ field: 'status', message: `status must be one of ${ESSAY_STATUSES.join(', ')}` });
+    }
+    const limit = q.limit === undefined ? 20 : Number(q.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100) problems.push({ field: 'limit', message: 'limit must be an integer from 1 to 100' });
+    let after: [string, string] | null = null;
+    if (q.cursor !== undefined) {
+      try {
+        const parsed = JSON.parse(Buffer.from(q.cursor, 'base64url').toString('utf8'));
+        if (!Array.isArray(parsed) || !UUID.test(parsed[1]) || !/^\d{4}-\d{2}-\d{2}[ T][\d:.]+([+-]\d{2}(:?\d{2})?|Z)?$/.test(parsed[0])) throw new Error();
+        after = [parsed[0], parsed[1]];
+      } catch {
+        problems.push({ field: 'cursor', message: 'cursor is not one this API gave out' });
+      }
+    }
+    if (problems.length) throw ApiError.validation(problems);
+    const rows = await tenantQuery<Record<string, unknown>>(
+      this.ds.manager,
+      auth.tenantId,
+      `SELECT id, status, tier, language, title, student_ref, assignment_id, flags, cost_nanos, cache_status,
+              grade->'score' AS score, grade->'maxScore' AS max_score, created_at, created_at::text AS cursor_at, graded_at
+         FROM essays
+        WHERE tenant_id = $1 AND ($2::uuid IS NULL OR assignment_id = $2) AND ($3::text IS NULL OR status = $3)
+          AND ($4::text IS NULL OR student_ref = $4)
+          AND ($5::timestamptz IS NULL OR (created_at, id) < ($5::timestamptz, $6::uuid))
+        ORDER BY created_at DESC, id DESC LIMIT $7`,
+      [q.assignmentId ?? null, q.status ?? null, q.studentRef ?? null, after?.[0] ?? null, after?.[1] ?? null, limit + 1],
+    );
+    const page = rows.slice(0, limit);
+    const last = page[page.length - 1];
+    return {
+      data: page.map((r) => ({
+        id: r.id,
+        status: r.status,
+        tier: r.tier,
+        language: r.language,
+        title: r.title,
+        studentRef: r.student_ref,
+        assignmentId: r.assignment_id,
+        score: r.score ?? null,
+        maxScore: r.max_score ?? null,
+        flags: r.flags,
+        cost: formatCny(BigInt(r.cost_nanos as string)),
+        cache: r.cache_status,
+        createdAt: (r.created_at as Date).toISOString(),
+        gradedAt: r.graded_at ? (r.graded_at as Date).toISOString() : null,
+      })),
+      nextCursor:
+        // The cursor keeps the timestamp exactly as stored (microseconds), not a JS Date's milliseconds.
+        rows.length > limit && last ? Buffer.from(JSON.stringify([last.cursor_at, last.id])).toString('base64url') : null,
+    };
+  }
+
+  /**
+   * A teacher's override of the total, dimension scores or comment. The model's grade stays
+   * beside it; who changed what and when is recorded. Scores must fit the rubric (never clamped).
+   */
+  async override(auth: TenantAuth, id: string, dto: OverrideGradeDto): Promise<EssayView> {
+    if (dto.score === undefined && !dto.dimensions?.length && dto.comment === undefined) {
+      throw ApiError.validation([{ field: 'body', message: 'give a score, dimensions or a comment' }]);
+    }
+    const current = await this.row(auth.tenantId, id);
+    // Resolved before the transaction: no other query may run while it holds the essay's lock
+    // (the embedded database has a single session).
+    const rubric = await this.rubrics.resolve(auth.tenantId, String(current.rubric_key), Number(current.rubric_version));
+    await this.ds.transaction(async (m) => {
+      const [row] = await tenantQuery<{ status: string; grade: StoredGrade | null }>(
+        m,
+        auth.tenantId,
+        `SELECT status, grade FROM essays WHERE tenant_id = $1 AND id = $2 FOR UPDATE`,
+        [id],
+      );
+      if (!row.grade || !['graded', 'needs_review'].includes(row.status)) {
+        throw new ApiError('CONFLICT', `The essay is ${row.status}: only a graded essay can be overridden`);
+      }
+      const before = row.grade;
+      const problems: FieldProblem[] = [];
+      const dimensions = before.dimensions.map((d) => ({ ...d }));
+      (dto.dimensions ?? []).forEach((o, i) => {
+        const spec = rubric.dimensions.find((d) => d.key === o.key);
+        const target = dimensions.find((d) => d.key === o.key);
+        if (!spec || !target) return problems.push({ field: `dimensions[${i}].key`, message: `no dimension "${o.key}" in rubric ${rubric.key}` });
+        if (o.score !== undefined) {
+          if (o.score < 0 || o.score > spec.max || !isOnStep(o.score, spec.step)) {
+            return problems.push({ field: `dimensions[${i}].score`, message: `score must be 0–${spec.max} in steps of ${spec.step}` });
+          }
+          target.score = o.score;
+        }
+        if (o.comment !== undefined) target.comment = o.comment;
+      });
+      const top = maxScore(rubric);
+      if (dto.score !== undefined && (dto.score < 0 || dto.score > top || !isOnStep(dto.score, 0.5))) {
+        problems.push({ field: 'score', message: `score must be 0–${top} in steps of 0.5` });
+      }
+      if (problems.length) throw ApiError.validation(problems);
+      const computed = totalScore(rubric, Object.fromEntries(dimensions.map((d) => [d.key, d.score])));
+      const after: StoredGrade = {
+        ...before,
+        dimensions,
+        score: dto.score ?? computed,
+        summary: dto.comment ?? before.summary,
+        source: 'teacher',
+      };
+      await tenantQuery(
+        m,
+        auth.tenantId,
+        `UPDATE essays SET grade = $3, status = 'graded', updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+        [id, JSON.stringify(after)],
+      );
+      await tenantQuery(
+        m,
+        auth.tenantId,
+        `INSERT INTO grade_overrides (tenant_id, id, essay_id, api_key_id, changes, before, after) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+        [randomUUID(), id, auth.keyId, JSON.stringify(dto), JSON.stringify(before), JSON.stringify(after)],
+      );
+    });
+    this.events.emit({ tenantId: auth.tenantId, essayId: id, status: 'graded' });
+    return this.get(auth, id);
+  }
+}
+
+function toView(row: Record<string, unknown>, overrides: Array<{ api_key_id: string | null; created_at: Date; changes: unknown }>): EssayView {
+  const grade = (row.grade as StoredGrade | null) ?? null;
+  return {
+    id: String(row.id),
+    status: String(row.status),
+    tier: String(row.tier),
+    language: String(row.language),
+    rubric: { key: String(row.rubric_key), version: Number(row.rubric_version) },
+    assignmentId: (row.assignment_id as string | null) ?? null,
+    title: (row.title as string | null) ?? null,
+    studentRef: (row.student_ref as string | null) ?? null,
+    text: String(row.text),
+    flags: (row.flags as string[]) ?? [],
+    similarTo: row.similar_essay_id ? { essayId: String(row.similar_essay_id), similarity: Number(row.similarity) } : null,
+    cost: formatCny(BigInt(row.cost_nanos as string)),
+    cache: (row.cache_status as string | null) ?? null,
+    grade,
+    originalGrade: overrides.length ? ((row.model_grade as StoredGrade | null) ?? null) : null,
+    overrides: overrides.map((o) => ({ by: o.api_key_id, at: o.created_at.toISOString(), changes: o.changes })),
+    failure: row.failure_code ? { code: String(row.failure_code), reason: String(row.failure_reason) } : null,
+    createdAt: (row.created_at as Date).toISOString(),
+    updatedAt: (row.updated_at as Date).toISOString(),
+    gradedAt: row.graded_at ? (row.graded_at as Date).toISOString() : null,
+  };
+}

@@ -1,0 +1,120 @@
+import { gradingAnswer, malformedGrade } from '../../test/fake-provider/grading-responder';
+import { extractJson, locateQuote, validateGrade } from './grade-validation';
+import { buildGradingPrompt } from './prompts';
+import { builtinRubric } from './rubric';
+
+const gaokao = builtinRubric('zh-gaokao-60')!;
+const ielts = builtinRubric('en-ielts-task2')!;
+const essay = '　　那天放学后，天空下起了大雨。\n　　妈妈撑着伞在校门口等我，我的心里涌起一股暖流。\n　　从那以后，我懂得了爱。';
+
+const good = (over: Record<string, unknown> = {}) =>
+  JSON.stringify({
+    dimensions: [
+      { key: 'content', reason: '切题', score: 16 },
+      { key: 'expression', reason: '通顺', score: 15 },
+      { key: 'development', reason: '有细节', score: 12 },
+    ],
+    summary: '不错',
+    strengths: ['真挚'],
+    improvements: ['展开细节'],
+    annotations: [
+      { quote: '我的心里涌起一股暖流', category: 'highlight', suggestion: '', explanation: '好句' },
+      { quote: '天空下起了大雨', category: 'word_choice', suggestion: '倾盆大雨', explanation: '更生动' },
+    ],
+    ...over,
+  });
+
+describe('validateGrade', () => {
+  it('accepts a valid grade, computes the total and places each quote in the essay', () => {
+    const v = validateGrade(good(), gaokao, essay, 'standard');
+    if (!v.ok) throw new Error(v.problem);
+    expect(v.value.grade.score).toBe(43);
+    expect(v.value.grade.maxScore).toBe(60);
+    expect(v.value.grade.dimensions[0]).toEqual({ key: 'content', name: '内容', score: 16, max: 20, comment: '切题' });
+    for (const a of v.value.grade.annotations) expect(essay.slice(a.start, a.end)).toBe(a.quote);
+    expect(v.value.grade.annotations.map((a) => a.category)).toEqual(['word_choice', 'highlight']); // in essay order
+  });
+
+  it.each([
+    [good({ dimensions: [{ key: 'content', reason: 'x', score: 25 }, { key: 'expression', reason: 'x', score: 1 }, { key: 'development', reason: 'x', score: 1 }] }), 'outside 0–20'],
+    [good({ dimensions: [{ key: 'content', reason: 'x', score: -1 }, { key: 'expression', reason: 'x', score: 1 }, { key: 'development', reason: 'x', score: 1 }] }), 'outside 0–20'],
+    [good({ dimensions: [{ key: 'content', reason: 'x', score: 10.5 }, { key: 'expression', reason: 'x', score: 1 }, { key: 'development', reason: 'x', score: 1 }] }), 'not a multiple of 1'],
+    [good({ dimensions: [{ key: 'content', reason: 'x', score: 10 }, { key: 'expression', reason: 'x', score: 1 }] }), '"development" is missing'],
+    [good({ dimensions: [{ key: 'content', reason: 'x', score: 10 }, { key: 'content', reason: 'x', score: 1 }] }), 'appears twice'],
+    [good({ dimensions: [{ key: 'content', reason: '', score: 10 }, { key: 'expression', reason: 'x', score: 1 }, { key: 'development', reason: 'x', score: 1 }] }), 'has no reason'],
+    [good({ dimensions: [{ key: 'style', reason: 'x', score: 1 }] }), 'unknown dimension'],
+    [good({ summary: '' }), '"summary" is missing'],
+    ['   \n  ', 'not a JSON object'],
+    ['{"dimensions": [', 'not a JSON object'],
+  ])('rejects %s (never clamps)', (content, problem) => {
+    const v = validateGrade(content, gaokao, essay, 'standard');
+    expect(v.ok).toBe(false);
+    if (!v.ok) expect(v.problem).toContain(problem);
+  });
+
+  it('drops invented quotes and repairs offsets from the text itself', () => {
+    const v = validateGrade(
+      good({
+        annotations: [
+          { quote: '这句话不在作文里', category: 'grammar', suggestion: '', explanation: '' },
+          { quote: '从那以后，我懂得了爱', category: 'made_up_category', suggestion: '', explanation: '', start: 0, end: 3 },
+        ],
+      }),
+      gaokao,
+      essay,
+      'standard',
+    );
+    if (!v.ok) throw new Error(v.problem);
+    expect(v.value.droppedQuotes).toBe(1);
+    expect(v.value.grade.annotations).toHaveLength(1);
+    const [a] = v.value.grade.annotations;
+    expect(essay.slice(a.start, a.end)).toBe('从那以后，我懂得了爱');
+    expect(a.category).toBe('style');
+  });
+
+  it('reads JSON wrapped in a code fence', () => {
+    expect(extractJson('```json\n{"a":1}\n```')).toEqual({ a: 1 });
+  });
+
+  it('needs the deep parts in a deep review', () => {
+    const v = validateGrade(good(), gaokao, essay, 'deep');
+    expect(v.ok).toBe(false);
+    const deep = good({
+      paragraphs: [{ index: 1, analysis: '开头点题' }],
+      rewrites: [{ quote: '天空下起了大雨', rewrite: '天空下起了倾盆大雨', reason: '更生动' }],
+      revisionPlan: ['补充细节'],
+    });
+    const ok = validateGrade(deep, gaokao, essay, 'deep');
+    if (!ok.ok) throw new Error(ok.problem);
+    expect(ok.value.grade.deep!.rewrites[0]).toMatchObject({ quote: '天空下起了大雨', rewrite: '天空下起了倾盆大雨' });
+  });
+});
+
+describe('locateQuote', () => {
+  it('finds the next unused occurrence and tolerates whitespace differences', () => {
+    const text = 'I think so. I think so. And then  we left.';
+    const used = new Set<string>();
+    const first = locateQuote(text, 'I think so', used)!;
+    used.add(`${first.start}:${first.end}`);
+    expect(locateQuote(text, 'I think so', used)).toEqual({ start: 12, end: 22 });
+    expect(locateQuote(text, 'then we left')).toEqual({ start: 28, end: 41 });
+    expect(locateQuote(text, 'x')).toBeNull();
+  });
+});
+
+describe('the fake provider grades every rubric validly, and breaks on request', () => {
+  it.each(['zh-gaokao-60', 'en-ielts-task2', 'en-general-100'])('%s', (key) => {
+    const rubric = builtinRubric(key)!;
+    const text = rubric.language === 'zh' ? essay : 'Technology changes schools. Some students learn faster online. Others miss their friends. In the end, balance matters.';
+    for (const variant of ['standard', 'deep'] as const) {
+      const prompt = buildGradingPrompt({ rubric, language: rubric.language as 'zh' | 'en', variant, essay: text });
+      const v = validateGrade(gradingAnswer(prompt.messages)!, rubric, text, variant);
+      if (!v.ok) throw new Error(v.problem);
+      expect(v.value.droppedQuotes).toBe(0);
+      for (const kind of ['out_of_range', 'missing_dimension', 'not_json', 'off_step'] as const) {
+        expect(validateGrade(malformedGrade(prompt.messages, kind), rubric, text, variant).ok).toBe(false);
+      }
+    }
+    expect(ielts.totalRule).toBe('mean_half_band');
+  });
+});

@@ -1,0 +1,182 @@
+import type { Validation } from '../llm/gateway.service';
+import { ANNOTATION_CATEGORIES, Variant } from './prompts';
+import { isOnStep, maxScore, Rubric, totalScore } from './rubric';
+
+export type AnnotationCategory = (typeof ANNOTATION_CATEGORIES)[number];
+
+export interface Annotation {
+  start: number;
+  end: number;
+  quote: string;
+  category: AnnotationCategory;
+  suggestion: string;
+  explanation: string;
+}
+
+export interface DimensionScore {
+  key: string;
+  name: string;
+  score: number;
+  max: number;
+  comment: string;
+}
+
+export interface DeepAnalysis {
+  paragraphs: Array<{ index: number; analysis: string }>;
+  rewrites: Array<{ start: number; end: number; quote: string; rewrite: string; reason: string }>;
+  revisionPlan: string[];
+}
+
+/** A grade as validated and computed by the server (the model's scores, the server's total). */
+export interface GradeBody {
+  score: number;
+  maxScore: number;
+  dimensions: DimensionScore[];
+  summary: string;
+  strengths: string[];
+  improvements: string[];
+  annotations: Annotation[];
+  deep?: DeepAnalysis;
+}
+
+export interface ValidatedGrade {
+  grade: GradeBody;
+  /** annotations dropped because their quote is not in the essay */
+  droppedQuotes: number;
+}
+
+const MAX_ANNOTATIONS = 30;
+
+/** Takes the JSON object out of a model's answer (code fences and chatter around it are tolerated). */
+export function extractJson(content: string): unknown {
+  const text = content.trim().replace(/^```(?:json)?\s*/i, '').replace(/```\s*$/, '');
+  const start = text.indexOf('{');
+  const end = text.lastIndexOf('}');
+  if (start < 0 || end <= start) return undefined;
+  try {
+    return JSON.parse(text.slice(start, end + 1));
+  } catch {
+    return undefined;
+  }
+}
+
+function str(v: unknown, max = 4000): string {
+  return typeof v === 'string' ? v.trim().slice(0, max) : '';
+}
+
+function strings(v: unknown, maxItems = 10): string[] {
+  return Array.isArray(v) ? v.map((x) => str(x, 1000)).filter(Boolean).slice(0, maxItems) : [];
+}
+
+/**
+ * Where a quote stands in the essay: the first exact occurrence not used yet, else a match that
+ * ignores differences in whitespace. Null when the essay does not contain it (an invented quote).
+ */
+export function locateQuote(essay: string, quote: string, used: Set<string> = new Set()): { start: number; end: number } | null {
+  const q = quote.trim();
+  if (q.length < 2) return null;
+  for (let from = 0; ; ) {
+    const i = essay.indexOf(q, from);
+    if (i < 0) break;
+    if (!used.has(`${i}:${i + q.length}`)) return { start: i, end: i + q.length };
+    from = i + 1;
+  }
+  const parts = q.split(/\s+/).filter(Boolean).map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  if (parts.length > 1 || /\s/.test(q)) {
+    const re = new RegExp(parts.join('\\s*'), 'g');
+    for (let m = re.exec(essay); m; m = re.exec(essay)) {
+      const key = `${m.index}:${m.index + m[0].length}`;
+      if (!used.has(key)) return { start: m.index, end: m.index + m[0].length };
+    }
+  }
+  return null;
+}
+
+/**
+ * Checks a model's grade against the schema and the rubric before anything is stored: every
+ * dimension once, with a reason, a score within its range and on its step (never clamped). The
+ * total is computed here. Annotations keep only quotes found in the essay, with offsets repaired
+ * from the text itself; invented quotes are dropped.
+ */
+export function validateGrade(content: string, rubric: Rubric, essay: string, variant: Variant): Validation<ValidatedGrade> {
+  const raw = extractJson(content) as Record<string, unknown> | undefined;
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return { ok: false, problem: 'the answer is not a JSON object' };
+  if (!Array.isArray(raw.dimensions)) return { ok: false, problem: '"dimensions" must be a list' };
+
+  const byKey = new Map<string, { score: unknown; reason: unknown }>();
+  for (const d of raw.dimensions as Array<Record<string, unknown>>) {
+    const key = typeof d?.key === 'string' ? d.key : '';
+    if (!rubric.dimensions.some((r) => r.key === key)) return { ok: false, problem: `unknown dimension "${key}"` };
+    if (byKey.has(key)) return { ok: false, problem: `dimension "${key}" appears twice` };
+    byKey.set(key, { score: d.score, reason: d.reason ?? d.comment });
+  }
+  const scores: Record<string, number> = {};
+  const dimensions: DimensionScore[] = [];
+  for (const d of rubric.dimensions) {
+    const got = byKey.get(d.key);
+    if (!got) return { ok: false, problem: `dimension "${d.key}" is missing` };
+    const score = typeof got.score === 'string' && /^\d+(\.\d+)?$/.test(got.score) ? Number(got.score) : got.score;
+    if (typeof score !== 'number' || !Number.isFinite(score)) return { ok: false, problem: `dimension "${d.key}" has no numeric score` };
+    if (score < 0 || score > d.max) return { ok: false, problem: `dimension "${d.key}" score ${score} is outside 0–${d.max}` };
+    if (!isOnStep(score, d.step)) return { ok: false, problem: `dimension "${d.key}" score ${score} is not a multiple of ${d.step}` };
+    const reason = str(got.reason);
+    if (!reason) return { ok: false, problem: `dimension "${d.key}" has no reason` };
+    scores[d.key] = score;
+    dimensions.push({ key: d.key, name: d.name, score, max: d.max, comment: reason });
+  }
+  const summary = str(raw.summary);
+  if (!summary) return { ok: false, problem: '"summary" is missing' };
+
+  const used = new Set<string>();
+  let dropped = 0;
+  const annotations: Annotation[] = [];
+  for (const a of Array.isArray(raw.annotations) ? (raw.annotations as Array<Record<string, unknown>>) : []) {
+    const quote = str(a?.quote, 500);
+    const at = locateQuote(essay, quote, used);
+    if (!at) {
+      dropped++;
+      continue;
+    }
+    used.add(`${at.start}:${at.end}`);
+    const category = (ANNOTATION_CATEGORIES as readonly string[]).includes(String(a.category)) ? (a.category as AnnotationCategory) : 'style';
+    annotations.push({ ...at, quote: essay.slice(at.start, at.end), category, suggestion: str(a.suggestion, 1000), explanation: str(a.explanation, 1000) });
+    if (annotations.length >= MAX_ANNOTATIONS) break;
+  }
+  annotations.sort((x, y) => x.start - y.start);
+
+  const grade: GradeBody = {
+    score: totalScore(rubric, scores),
+    maxScore: maxScore(rubric),
+    dimensions,
+    summary,
+    strengths: strings(raw.strengths),
+    improvements: strings(raw.improvements),
+    annotations,
+  };
+  if (variant === 'deep') {
+    const deep = validateDeep(raw, essay);
+    if (!deep.ok) return deep;
+    grade.deep = deep.value;
+  }
+  return { ok: true, value: { grade, droppedQuotes: dropped } };
+}
+
+function validateDeep(raw: Record<string, unknown>, essay: string): Validation<DeepAnalysis> {
+  const paragraphs = (Array.isArray(raw.paragraphs) ? raw.paragraphs : [])
+    .map((p: Record<string, unknown>) => ({ index: Number(p?.index), analysis: str(p?.analysis) }))
+    .filter((p) => Number.isInteger(p.index) && p.index >= 1 && p.analysis);
+  if (paragraphs.length === 0) return { ok: false, problem: '"paragraphs" needs an analysis of each paragraph' };
+  const used = new Set<string>();
+  const rewrites: DeepAnalysis['rewrites'] = [];
+  for (const r of Array.isArray(raw.rewrites) ? (raw.rewrites as Array<Record<string, unknown>>) : []) {
+    const at = locateQuote(essay, str(r?.quote, 1000), used);
+    const rewrite = str(r?.rewrite, 2000);
+    if (!at || !rewrite) continue;
+    used.add(`${at.start}:${at.end}`);
+    rewrites.push({ ...at, quote: essay.slice(at.start, at.end), rewrite, reason: str(r?.reason, 1000) });
+  }
+  if (rewrites.length === 0) return { ok: false, problem: '"rewrites" needs at least one passage quoted exactly from the essay' };
+  const revisionPlan = strings(raw.revisionPlan, 12);
+  if (revisionPlan.length === 0) return { ok: false, problem: '"revisionPlan" is missing' };
+  return { ok: true, value: { paragraphs, rewrites, revisionPlan } };
+}

@@ -1,0 +1,23 @@
+import { Module } from '@nestjs/common';
+import { BillingModule } from '../billing/billing.module';
+import { LlmModule } from '../llm/llm.module';
+import { AssignmentsController } from './assignments.controller';
+import { AssignmentsService } from './assignments.service';
+import { EssayEvents } from './essay-events';
+import { EssaysController } from './essays.controller';
+import { EssaysService } from './essays.service';
+import { GradingSettingsController } from './grading-settings.controller';
+import { GradingService } from './grading.service';
+import { GradingWorker } from './grading.worker';
+import { JobQueue } from './job-queue';
+import { NearDuplicateIndex } from './near-duplicate.service';
+import { RubricsController } from './rubrics.controller';
+import { RubricsService } from './rubrics.service';
+
+@Module({
+  imports: [LlmModule, BillingModule],
+  controllers: [RubricsController, AssignmentsController, EssaysController, GradingSettingsController],
+  providers: [RubricsService, AssignmentsService, EssaysService, EssayEvents, GradingService, GradingWorker, JobQueue, NearDuplicateIndex],
+  exports: [EssaysService, GradingService, GradingWorker, JobQueue, RubricsService],
+})
+export class GradingModule {}

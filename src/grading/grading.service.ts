@@ -1,0 +1,297 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { BudgetService } from '../billing/budget.service';
+import { formatCny } from '../common/money';
+import { tenantQuery } from '../db/tenant-scope';
+import { CatalogModel, Tier } from '../llm/catalog';
+import { cutHeadTail, normalizeForKey } from '../llm/compression';
+import { GatewayError, GatewayResult, GatewayService } from '../llm/gateway.service';
+import { ResponseCache } from '../llm/response-cache';
+import { estimatePromptTokens, estimateTextTokens } from '../llm/tokens';
+import type { ChatMessage } from '../llm/types';
+import { EssayEvents } from './essay-events';
+import { GradeBody, validateGrade, ValidatedGrade } from './grade-validation';
+import { detectInjection } from './injection';
+import { Job, JobQueue } from './job-queue';
+import { NearDuplicateIndex } from './near-duplicate.service';
+import { offlineGrade } from './offline-grader';
+import { buildGradingPrompt, MAX_OUTPUT_TOKENS, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
+import { Language, Rubric } from './rubric';
+import { RubricsService } from './rubrics.service';
+
+/** A grade as stored and shown: the body, where it came from, and what it cost. */
+export interface StoredGrade extends GradeBody {
+  model: string | null;
+  provider: string | null;
+  tier: Tier;
+  cache: 'hit' | 'miss';
+  cost: string;
+  flags: string[];
+  source: 'model' | 'offline' | 'reused' | 'teacher';
+  promptVersion: string | null;
+  rubric: { key: string; version: number };
+  gradedAt: string;
+}
+
+interface EssayRow {
+  id: string;
+  tenant_id: string;
+  assignment_id: string | null;
+  rubric_key: string;
+  rubric_version: number;
+  language: Language;
+  tier: Tier;
+  title: string | null;
+  student_ref: string | null;
+  text: string;
+  status: string;
+  flags: string[];
+  prompt: string | null;
+}
+
+export type GradingOutcome = { kind: 'done'; status: string } | { kind: 'failed'; code: string; reason: string };
+
+/** Raised for a failure worth retrying later (every provider down for a deep review, say). */
+export class RetryableGradingError extends Error {}
+
+/**
+ * Grades one essay: prompt-injection and near-duplicate checks, then the model through the
+ * gateway (exact cache, validation, one repair, fallback), or the offline grader when no provider
+ * is configured, every provider fails, or the budget policy says so. The grade and the job's
+ * completion are written in one transaction.
+ */
+@Injectable()
+export class GradingService {
+  private readonly logger = new Logger(GradingService.name);
+
+  constructor(
+    private readonly ds: DataSource,
+    private readonly gateway: GatewayService,
+    private readonly budget: BudgetService,
+    private readonly rubrics: RubricsService,
+    private readonly queue: JobQueue,
+    private readonly nearDuplicates: NearDuplicateIndex,
+    private readonly events: EssayEvents,
+  ) {}
+
+  private async load(tenantId: string, essayId: string): Promise<EssayRow | null> {
+    const [row] = await tenantQuery<EssayRow>(
+      this.ds.manager,
+      tenantId,
+      `SELECT e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title, e.student_ref,
+              e.text, e.status, e.flags, a.prompt
+         FROM essays e LEFT JOIN assignments a ON a.tenant_id = e.tenant_id AND a.id = e.assignment_id
+        WHERE e.tenant_id = $1 AND e.id = $2`,
+      [essayId],
+    );
+    return row ?? null;
+  }
+
+  async setStatus(tenantId: string, essayId: string, status: string): Promise<void> {
+    await tenantQuery(this.ds.manager, tenantId, `UPDATE essays SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [essayId, status]);
+    this.events.emit({ tenantId, essayId, status });
+  }
+
+  /** Runs the job to its end. Throws RetryableGradingError (or anything unexpected) to retry later. */
+  async grade(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
+    const essay = await this.load(job.tenantId, job.essayId);
+    if (!essay) {
+      await this.ds.transaction((m) => this.queue.complete(m, job));
+      return { kind: 'failed', code: 'NOT_FOUND', reason: 'the essay no longer exists' };
+    }
+    if (['graded', 'needs_review'].includes(essay.status)) {
+      // Already graded (by an earlier run of this job whose completion was lost): nothing to redo.
+      await this.ds.transaction((m) => this.queue.complete(m, job));
+      return { kind: 'done', status: essay.status };
+    }
+    await this.setStatus(job.tenantId, essay.id, 'grading');
+    const rubric = await this.rubrics.resolve(job.tenantId, essay.rubric_key, essay.rubric_version);
+    const flags = new Set(essay.flags);
+
+    const injection = detectInjection(essay.text);
+    if (injection.suspected) flags.add('prompt_injection_suspected');
+
+    const settings = await this.gradingSettings(job.tenantId);
+    const near = await this.nearDuplicates.indexAndFind(job.tenantId, essay.id, essay.text);
+    let similar: { essayId: string; similarity: number } | null = null;
+    if (near && near.similarity >= settings.threshold) {
+      flags.add('possible_copy');
+      similar = { essayId: near.essayId, similarity: Math.round(near.similarity * 10_000) / 10_000 };
+    }
+
+    let grade: StoredGrade | null = null;
+    let costNanos = 0n;
+    // A resubmission by the same student with trivial edits may take the earlier grade.
+    if (
+      near &&
+      settings.reuse &&
+      near.similarity >= 0.95 &&
+      essay.student_ref &&
+      near.studentRef === essay.student_ref &&
+      near.grade &&
+      (near.status === 'graded' || near.status === 'needs_review')
+    ) {
+      const earlier = near.grade as StoredGrade;
+      flags.add('reused_grade');
+      grade = { ...earlier, cache: 'hit', cost: '0.00', source: 'reused', gradedAt: new Date().toISOString() };
+    }
+
+    if (!grade) {
+      const result = await this.gradeWithModel(essay, rubric, flags, signal);
+      if (result.kind === 'failed') return this.finishFailed(job, essay, result.code, result.reason, flags);
+      grade = result.grade;
+      costNanos = result.costNanos;
+    }
+    grade.flags = [...flags];
+    const status = flags.has('prompt_injection_suspected') || flags.has('content_rejected') ? 'needs_review' : 'graded';
+    const done = await this.ds.transaction(async (m) => {
+      if (!(await this.queue.complete(m, job))) return false;
+      await tenantQuery(
+        m,
+        job.tenantId,
+        `UPDATE essays SET status = $3, grade = $4, model_grade = $4, flags = $5, cost_nanos = cost_nanos + $6, cache_status = $7,
+                similar_essay_id = $8, similarity = $9, failure_code = NULL, failure_reason = NULL, graded_at = now(), updated_at = now()
+          WHERE tenant_id = $1 AND id = $2`,
+        [essay.id, status, JSON.stringify(grade), [...flags], costNanos.toString(), grade!.cache, similar?.essayId ?? null, similar?.similarity ?? null],
+      );
+      return true;
+    });
+    if (!done) {
+      this.logger.warn({ msg: 'grading result discarded: the job was taken over by another worker', tenantId: job.tenantId, essayId: essay.id, jobId: job.id });
+      return { kind: 'done', status: 'superseded' };
+    }
+    this.events.emit({ tenantId: job.tenantId, essayId: essay.id, status });
+    return { kind: 'done', status };
+  }
+
+  private async finishFailed(job: Job, essay: EssayRow, code: string, reason: string, flags: Set<string>): Promise<GradingOutcome> {
+    await this.ds.transaction(async (m) => {
+      if (!(await this.queue.fail(m, job, `${code}: ${reason}`))) return;
+      await tenantQuery(
+        m,
+        job.tenantId,
+        `UPDATE essays SET status = 'failed', failure_code = $3, failure_reason = $4, flags = $5, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+        [essay.id, code, reason, [...flags]],
+      );
+    });
+    this.events.emit({ tenantId: job.tenantId, essayId: essay.id, status: 'failed' });
+    return { kind: 'failed', code, reason };
+  }
+
+  private async gradingSettings(tenantId: string): Promise<{ threshold: number; reuse: boolean }> {
+    const [row]: Array<{ t: string; r: boolean }> = await this.ds.query(
+      `SELECT near_duplicate_threshold::text AS t, reuse_resubmission_grades AS r FROM tenants WHERE id = $1`,
+      [tenantId],
+    );
+    return { threshold: Number(row?.t ?? 0.5), reuse: !!row?.r };
+  }
+
+  private async gradeWithModel(
+    essay: EssayRow,
+    rubric: Rubric,
+    flags: Set<string>,
+    signal?: AbortSignal,
+  ): Promise<{ kind: 'ok'; grade: StoredGrade; costNanos: bigint } | { kind: 'failed'; code: string; reason: string }> {
+    const tier = essay.tier;
+    const variant: Variant = tier === 'deep' ? 'deep' : 'standard';
+    const offline = (reason: string) => {
+      flags.add('offline_estimate');
+      if (reason) flags.add(reason);
+      return { kind: 'ok' as const, grade: this.offline(essay, rubric), costNanos: 0n };
+    };
+    if (!this.gateway.hasProviders(tier)) {
+      if (tier === 'standard') return offline('');
+      return { kind: 'failed', code: 'NO_PROVIDER_AVAILABLE', reason: 'no provider is configured for deep reviews' };
+    }
+
+    const candidates = this.gateway.candidates({ tier });
+    let text = essay.text;
+    const probe = buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.prompt ?? undefined, title: essay.title ?? undefined, essay: '' });
+    const room = Math.min(...candidates.map((m) => roomForEssay(m, probe.messages, MAX_OUTPUT_TOKENS[variant])));
+    const cut = cutHeadTail(text, room, candidates[0].tokenizer);
+    if (cut.truncated) {
+      text = cut.text;
+      flags.add('truncated');
+    }
+    const prompt = buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.prompt ?? undefined, title: essay.title ?? undefined, essay: text });
+    const cacheKey = ResponseCache.key({
+      v: PROMPT_VERSIONS[variant],
+      rubric: `${rubric.key}@${rubric.version}`,
+      tier,
+      task: essay.prompt ? normalizeForKey(essay.prompt) : null,
+      essay: normalizeForKey(essay.text),
+    });
+    let result: GatewayResult<ValidatedGrade>;
+    try {
+      result = await this.gateway.complete<ValidatedGrade>({
+        tenantId: essay.tenant_id,
+        essayId: essay.id,
+        purpose: tier === 'deep' ? 'deep_review' : 'grading',
+        target: { tier },
+        messages: prompt.messages,
+        uncompressed: prompt.uncompressed,
+        maxTokens: MAX_OUTPUT_TOKENS[variant],
+        temperature: 0,
+        jsonMode: true,
+        cache: { key: cacheKey, lookup: true, store: true },
+        validate: (content) => validateGrade(content, rubric, essay.text, variant),
+        repair: (_content, problem) => repairMessages(essay.language, problem),
+        signal,
+      });
+    } catch (err) {
+      if (!(err instanceof GatewayError) || signal?.aborted) throw err;
+      if (err.code === 'BUDGET_EXHAUSTED') {
+        const { whenExhausted } = await this.budget.settings(essay.tenant_id);
+        if (tier === 'standard' && whenExhausted === 'offline') return offline('budget_exhausted');
+        return { kind: 'failed', code: 'BUDGET_EXHAUSTED', reason: "the tenant's monthly model budget is used up" };
+      }
+      if (err.code === 'CONTENT_REJECTED') {
+        flags.add('content_rejected');
+        if (tier === 'standard') return offline('');
+        return { kind: 'failed', code: 'CONTENT_REJECTED', reason: "every provider's content filter refused this essay" };
+      }
+      if (tier === 'standard') return offline('providers_unavailable');
+      throw new RetryableGradingError(err.message);
+    }
+    if (result.value.droppedQuotes > 0) this.logger.log({ msg: 'invented quotes dropped from a grade', essayId: essay.id, dropped: result.value.droppedQuotes });
+    return {
+      kind: 'ok',
+      costNanos: result.costNanos,
+      grade: {
+        ...result.value.grade,
+        model: result.model,
+        provider: result.provider,
+        tier,
+        cache: result.cache,
+        cost: formatCny(result.costNanos),
+        flags: [],
+        source: 'model',
+        promptVersion: PROMPT_VERSIONS[variant],
+        rubric: { key: rubric.key, version: rubric.version },
+        gradedAt: new Date().toISOString(),
+      },
+    };
+  }
+
+  private offline(essay: EssayRow, rubric: Rubric): StoredGrade {
+    return {
+      ...offlineGrade(essay.text, rubric, essay.language),
+      model: null,
+      provider: null,
+      tier: essay.tier,
+      cache: 'miss',
+      cost: '0.00',
+      flags: [],
+      source: 'offline',
+      promptVersion: null,
+      rubric: { key: rubric.key, version: rubric.version },
+      gradedAt: new Date().toISOString(),
+    };
+  }
+}
+
+/** How many essay tokens fit a model: its window less the rest of the prompt and the output. */
+function roomForEssay(model: CatalogModel, emptyPrompt: ChatMessage[], maxOutput: number): number {
+  const fixed = estimatePromptTokens(emptyPrompt, model.tokenizer) + estimateTextTokens('\n\n', model.tokenizer);
+  return Math.max(200, model.contextWindow - fixed - Math.min(maxOutput, model.maxOutputTokens) - 64);
+}

@@ -1,0 +1,174 @@
+import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { AppConfig, CONFIG } from '../config/app-config';
+import { tenantQuery } from '../db/tenant-scope';
+import { EssayEvents } from './essay-events';
+import { GradingService } from './grading.service';
+import { Job, JobQueue } from './job-queue';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The background workers of one process: they claim grading jobs (up to WORKER_CONCURRENCY at a
+ * time), keep their leases alive, retry failures with backoff, recover jobs whose worker died,
+ * and on shutdown finish what they can within SHUTDOWN_GRACE_MS and return the rest to the queue.
+ */
+@Injectable()
+export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly logger = new Logger(GradingWorker.name);
+  private readonly inFlight = new Map<string, { job: Job; abort: AbortController; done: Promise<void> }>();
+  private running = false;
+  private loop?: Promise<void>;
+  private wake?: () => void;
+  private timers: NodeJS.Timeout[] = [];
+  private unsubscribe?: () => void;
+
+  constructor(
+    @Inject(CONFIG) private readonly config: AppConfig,
+    private readonly queue: JobQueue,
+    private readonly grading: GradingService,
+    private readonly events: EssayEvents,
+    private readonly ds: DataSource,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    if (this.config.grading.workersEnabled) this.start();
+  }
+
+  get active(): number {
+    return this.inFlight.size;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    const g = this.config.grading;
+    this.unsubscribe = this.events.onQueued(() => this.wake?.());
+    this.timers.push(
+      setInterval(() => {
+        this.queue.heartbeat([...this.inFlight.keys()], g.leaseMs).catch((err: Error) => this.logger.warn({ msg: 'lease renewal failed', err: err.message }));
+      }, Math.max(500, Math.floor(g.leaseMs / 3))),
+      setInterval(() => void this.recover(), Math.max(1_000, Math.min(g.leaseMs, 15_000))),
+    );
+    for (const t of this.timers) t.unref();
+    this.loop = this.run();
+    this.logger.log({ msg: 'grading workers started', worker: this.queue.workerId, concurrency: g.concurrency });
+  }
+
+  private async run(): Promise<void> {
+    const g = this.config.grading;
+    while (this.running) {
+      let claimed: Job[] = [];
+      const free = g.concurrency - this.inFlight.size;
+      if (free > 0) {
+        try {
+          claimed = await this.queue.claim(free, g.leaseMs);
+        } catch (err) {
+          this.logger.warn({ msg: 'could not claim jobs', err: (err as Error).message });
+        }
+      }
+      for (const job of claimed) this.launch(job);
+      if (claimed.length === free && free > 0) continue; // there may be more ready now
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, g.pollMs);
+        this.wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+  }
+
+  private launch(job: Job): void {
+    const abort = new AbortController();
+    const done = this.process(job, abort.signal).finally(() => {
+      this.inFlight.delete(job.id);
+      this.wake?.();
+    });
+    this.inFlight.set(job.id, { job, abort, done });
+  }
+
+  private async process(job: Job, signal: AbortSignal): Promise<void> {
+    try {
+      const outcome = await this.grading.grade(job, signal);
+      if (outcome.kind === 'failed') this.logger.warn({ msg: 'essay failed', tenantId: job.tenantId, essayId: job.essayId, code: outcome.code });
+    } catch (err) {
+      if (signal.aborted) return; // shutting down: the job is returned to the queue
+      const message = (err as Error)?.message ?? String(err);
+      // Anything unexpected (a database hiccup, every deep-tier provider down) is tried again later.
+      if (job.attempts < job.maxAttempts) {
+        const delay = this.config.grading.retryBaseMs * 2 ** (job.attempts - 1) * (0.75 + Math.random() / 2);
+        const requeued = await this.ds.transaction((m) => this.queue.retryLater(m, job, message, delay)).catch(() => false);
+        if (requeued) await this.grading.setStatus(job.tenantId, job.essayId, 'queued').catch(() => undefined);
+        this.logger.warn({ msg: 'grading failed, will retry', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts, err: message });
+      } else {
+        await this.markFailed(job, 'GRADING_FAILED', message);
+      }
+    }
+  }
+
+  private async markFailed(job: Job, code: string, reason: string): Promise<void> {
+    await this.ds
+      .transaction(async (m) => {
+        if (!(await this.queue.fail(m, job, reason))) return;
+        await tenantQuery(
+          m,
+          job.tenantId,
+          `UPDATE essays SET status = 'failed', failure_code = $3, failure_reason = $4, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
+          [job.essayId, code, reason.slice(0, 500)],
+        );
+      })
+      .catch((err: Error) => this.logger.error({ msg: 'could not record a failed job', jobId: job.id, err: err.message }));
+    this.events.emit({ tenantId: job.tenantId, essayId: job.essayId, status: 'failed' });
+    this.logger.error({ msg: 'essay failed after its last attempt', tenantId: job.tenantId, essayId: job.essayId, err: reason });
+  }
+
+  /** Jobs of dead workers go back to the queue (or fail, when their attempts are used up). */
+  private async recover(): Promise<void> {
+    try {
+      const { requeued, failed } = await this.queue.recoverExpired();
+      if (requeued) this.logger.warn({ msg: 'jobs of a stopped worker returned to the queue', count: requeued });
+      for (const f of failed) {
+        await tenantQuery(
+          this.ds.manager,
+          f.tenantId,
+          `UPDATE essays SET status = 'failed', failure_code = 'GRADING_FAILED', failure_reason = 'grading was interrupted too many times', updated_at = now()
+            WHERE tenant_id = $1 AND id = $2 AND status NOT IN ('graded', 'needs_review')`,
+          [f.essayId],
+        );
+        this.events.emit({ tenantId: f.tenantId, essayId: f.essayId, status: 'failed' });
+      }
+      if (requeued) this.wake?.();
+    } catch (err) {
+      this.logger.warn({ msg: 'job recovery failed', err: (err as Error).message });
+    }
+  }
+
+  /** Stops claiming, lets in-flight gradings finish within the grace period, returns the rest. */
+  async stop(graceMs = this.config.grading.shutdownGraceMs): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.unsubscribe?.();
+    this.wake?.();
+    await this.loop;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    const pending = [...this.inFlight.values()];
+    const settled = Promise.allSettled(pending.map((p) => p.done));
+    const inTime = await Promise.race([settled.then(() => true), sleep(graceMs).then(() => false)]);
+    if (!inTime) {
+      const left = [...this.inFlight.values()];
+      for (const p of left) p.abort.abort();
+      const released = await this.queue.release(left.map((p) => p.job.id)).catch(() => 0);
+      for (const p of left) await this.grading.setStatus(p.job.tenantId, p.job.essayId, 'queued').catch(() => undefined);
+      this.logger.warn({ msg: 'returned unfinished gradings to the queue', count: released });
+      await Promise.race([Promise.allSettled(left.map((p) => p.done)), sleep(2_000)]);
+    }
+    this.logger.log({ msg: 'grading workers stopped', worker: this.queue.workerId });
+  }
+
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.stop();
+  }
+}

@@ -1,0 +1,143 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Injectable } from '@nestjs/common';
+import { DataSource, EntityManager } from 'typeorm';
+import { rowsOf, tenantQuery } from '../db/tenant-scope';
+
+export interface Job {
+  id: string;
+  tenantId: string;
+  essayId: string;
+  kind: string;
+  attempts: number;
+  maxAttempts: number;
+}
+
+/**
+ * A durable job queue in PostgreSQL. Workers claim jobs with `FOR UPDATE SKIP LOCKED` and hold them
+ * under a lease they keep renewing; a job is completed in the same transaction as its result, and
+ * only by the worker that still holds its lease, so each job's result is written exactly once. A
+ * lease that runs out (its worker died) puts the job back in the queue.
+ *
+ * Claiming and lease recovery are maintenance across tenants; everything done for a job is scoped
+ * to the job's tenant.
+ */
+@Injectable()
+export class JobQueue {
+  /** This process's name on the jobs it holds. */
+  readonly workerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+
+  constructor(private readonly ds: DataSource) {}
+
+  /** Claims up to `limit` ready jobs for this worker. */
+  async claim(limit: number, leaseMs: number): Promise<Job[]> {
+    if (limit <= 0) return [];
+    const rows = rowsOf<Record<string, string | number>>(await this.ds.query(
+      `UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1,
+              locked_until = now() + make_interval(secs => $2::double precision / 1000)
+        WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= now()
+                      ORDER BY run_after LIMIT $3 FOR UPDATE SKIP LOCKED)
+        RETURNING id, tenant_id, essay_id, kind, attempts, max_attempts`,
+      [this.workerId, leaseMs, limit],
+    ));
+    return rows.map((r) => ({
+      id: String(r.id),
+      tenantId: String(r.tenant_id),
+      essayId: String(r.essay_id),
+      kind: String(r.kind),
+      attempts: Number(r.attempts),
+      maxAttempts: Number(r.max_attempts),
+    }));
+  }
+
+  /** Extends the leases of the jobs this worker is still working on. */
+  async heartbeat(jobIds: string[], leaseMs: number): Promise<void> {
+    if (!jobIds.length) return;
+    await this.ds.query(
+      `UPDATE jobs SET locked_until = now() + make_interval(secs => $3::double precision / 1000)
+        WHERE id = ANY($1::uuid[]) AND locked_by = $2 AND status = 'running'`,
+      [jobIds, this.workerId, leaseMs],
+    );
+  }
+
+  /**
+   * Marks the job done inside the caller's transaction. False when this worker no longer holds it
+   * (its lease ran out and another worker took it): the caller must then roll back its result.
+   */
+  async complete(m: EntityManager, job: Job): Promise<boolean> {
+    const rows = await tenantQuery(
+      m,
+      job.tenantId,
+      `UPDATE jobs SET status = 'done', finished_at = now(), locked_by = NULL, locked_until = NULL
+        WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
+      [job.id, this.workerId],
+    );
+    return rows.length === 1;
+  }
+
+  /** Gives up on the job for good (inside the caller's transaction). */
+  async fail(m: EntityManager, job: Job, error: string): Promise<boolean> {
+    const rows = await tenantQuery(
+      m,
+      job.tenantId,
+      `UPDATE jobs SET status = 'failed', finished_at = now(), locked_by = NULL, locked_until = NULL, last_error = $4
+        WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
+      [job.id, this.workerId, error.slice(0, 500)],
+    );
+    return rows.length === 1;
+  }
+
+  /** Puts the job back to run again after `delayMs` (inside the caller's transaction). */
+  async retryLater(m: EntityManager, job: Job, error: string, delayMs: number): Promise<boolean> {
+    const rows = await tenantQuery(
+      m,
+      job.tenantId,
+      `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, last_error = $4,
+              run_after = now() + make_interval(secs => $5::double precision / 1000)
+        WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
+      [job.id, this.workerId, error.slice(0, 500), delayMs],
+    );
+    return rows.length === 1;
+  }
+
+  /** Returns jobs this worker will not finish (shutdown) to the queue, without counting the attempt. */
+  async release(jobIds: string[]): Promise<number> {
+    if (!jobIds.length) return 0;
+    const res = await this.ds.query(
+      `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0), run_after = now()
+        WHERE id = ANY($1::uuid[]) AND locked_by = $2 AND status = 'running'`,
+      [jobIds, this.workerId],
+    );
+    return Array.isArray(res) && typeof res[1] === 'number' ? res[1] : 0;
+  }
+
+  /**
+   * Jobs whose lease ran out (their worker died): back to the queue, or failed when their attempts
+   * are used up. Returns the essays of the failed ones, so their status can say so.
+   */
+  async recoverExpired(): Promise<{ requeued: number; failed: Array<{ tenantId: string; essayId: string }> }> {
+    const requeued: Array<{ n: number }> = await this.ds.query(
+      `WITH r AS (
+         UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now(),
+                last_error = 'the worker holding this job stopped'
+          WHERE status = 'running' AND locked_until < now() AND attempts < max_attempts RETURNING 1)
+       SELECT count(*)::int AS n FROM r`,
+    );
+    const failed = rowsOf<{ tenant_id: string; essay_id: string }>(await this.ds.query(
+      `UPDATE jobs SET status = 'failed', locked_by = NULL, locked_until = NULL, finished_at = now(),
+              last_error = 'the worker holding this job stopped, and its attempts are used up'
+        WHERE status = 'running' AND locked_until < now() AND attempts >= max_attempts
+        RETURNING tenant_id, essay_id`,
+    ));
+    return { requeued: requeued[0]?.n ?? 0, failed: failed.map((r) => ({ tenantId: r.tenant_id, essayId: r.essay_id })) };
+  }
+
+  async depth(): Promise<Record<'queued' | 'running', number>> {
+    const rows: Array<{ status: string; n: number }> = await this.ds.query(
+      `SELECT status, count(*)::int AS n FROM jobs WHERE status IN ('queued', 'running') GROUP BY status`,
+    );
+    const out = { queued: 0, running: 0 };
+    for (const r of rows) out[r.status as 'queued' | 'running'] = r.n;
+    return out;
+  }
+}

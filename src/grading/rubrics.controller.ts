@@ -1,0 +1,44 @@
+import { Body, Controller, Get, HttpCode, Param, Post, Put, Query } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
+import { RubricsService, RubricView } from './rubrics.service';
+
+@ApiTags('grading')
+@ApiBearerAuth()
+@Controller('v1/rubrics')
+export class RubricsController {
+  constructor(private readonly rubrics: RubricsService) {}
+
+  @Get()
+  @Auth('admin', 'teacher')
+  @ApiOperation({ summary: "Built-in rubrics and the tenant's own (latest versions)" })
+  async list(@TenantCaller() auth: TenantAuth): Promise<{ data: RubricView[] }> {
+    return { data: await this.rubrics.list(auth) };
+  }
+
+  @Get(':key')
+  @Auth('admin', 'teacher')
+  @ApiQuery({ name: 'version', required: false })
+  @ApiOperation({ summary: 'One rubric (latest version unless one is named)' })
+  get(@TenantCaller() auth: TenantAuth, @Param('key') key: string, @Query('version') version?: string): Promise<RubricView> {
+    if (version !== undefined && !/^\d{1,6}$/.test(version)) throw ApiError.validation([{ field: 'version', message: 'version must be a positive integer' }]);
+    return this.rubrics.get(auth, key, version === undefined ? undefined : Number(version));
+  }
+
+  @Post()
+  @HttpCode(201)
+  @Auth('admin')
+  @ApiOperation({ summary: "Create the tenant's own rubric (version 1)" })
+  create(@TenantCaller() auth: TenantAuth, @Body() dto: CreateRubricDto): Promise<RubricView> {
+    return this.rubrics.create(auth, dto);
+  }
+
+  @Put(':key')
+  @Auth('admin')
+  @ApiOperation({ summary: 'Edit a rubric: writes its next version; existing grades keep theirs' })
+  update(@TenantCaller() auth: TenantAuth, @Param('key') key: string, @Body() dto: RubricBodyDto): Promise<RubricView> {
+    return this.rubrics.update(auth, key, dto);
+  }
+}

@@ -1,0 +1,115 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import type { TenantAuth } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { tenantQuery } from '../db/tenant-scope';
+import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
+import { BUILTIN_RUBRICS, builtinRubric, maxScore, Rubric } from './rubric';
+
+export interface RubricView extends Rubric {
+  maxScore: number;
+}
+
+/**
+ * Built-in rubrics (in code) and each tenant's own (in the database, versioned: an edit makes a new
+ * version, and a grade keeps the version it used). A version never changes once written, so
+ * resolved versions are cached for good.
+ */
+@Injectable()
+export class RubricsService {
+  private readonly logger = new Logger(RubricsService.name);
+  private readonly versions = new Map<string, Rubric>();
+
+  constructor(private readonly ds: DataSource) {}
+
+  async list(auth: TenantAuth): Promise<RubricView[]> {
+    const rows = await tenantQuery<{ definition: Rubric }>(
+      this.ds.manager,
+      auth.tenantId,
+      `SELECT DISTINCT ON (key) definition FROM rubrics WHERE tenant_id = $1 ORDER BY key, version DESC`,
+    );
+    return [...BUILTIN_RUBRICS, ...rows.map((r) => r.definition)].map(view);
+  }
+
+  async get(auth: TenantAuth, key: string, version?: number): Promise<RubricView> {
+    return view(await this.resolve(auth.tenantId, key, version));
+  }
+
+  /** A rubric by key (latest version unless one is named); 404 when the tenant has no such rubric. */
+  async resolve(tenantId: string, key: string, version?: number): Promise<Rubric> {
+    const builtIn = builtinRubric(key);
+    if (builtIn) {
+      if (version !== undefined && version !== builtIn.version) throw ApiError.notFound(`Rubric ${key} version ${version}`);
+      return builtIn;
+    }
+    if (version !== undefined) {
+      const cached = this.versions.get(`${tenantId}:${key}:${version}`);
+      if (cached) return cached;
+    }
+    const rows = await tenantQuery<{ definition: Rubric }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT definition FROM rubrics WHERE tenant_id = $1 AND key = $2 AND ($3::int IS NULL OR version = $3) ORDER BY version DESC LIMIT 1`,
+      [key, version ?? null],
+    );
+    if (!rows[0]) throw ApiError.notFound(version !== undefined ? `Rubric ${key} version ${version}` : `Rubric ${key}`);
+    const rubric = rows[0].definition;
+    this.versions.set(`${tenantId}:${key}:${rubric.version}`, rubric);
+    return rubric;
+  }
+
+  async create(auth: TenantAuth, dto: CreateRubricDto): Promise<RubricView> {
+    if (builtinRubric(dto.key)) throw new ApiError('CONFLICT', `"${dto.key}" is a built-in rubric; choose another key`);
+    return this.write(auth, dto.key, dto, 'create');
+  }
+
+  /** Editing a rubric writes its next version; grades made with earlier versions keep theirs. */
+  async update(auth: TenantAuth, key: string, dto: RubricBodyDto): Promise<RubricView> {
+    if (builtinRubric(key)) throw new ApiError('CONFLICT', 'Built-in rubrics cannot be edited; create your own with another key');
+    return this.write(auth, key, dto, 'update');
+  }
+
+  private async write(auth: TenantAuth, key: string, dto: RubricBodyDto, mode: 'create' | 'update'): Promise<RubricView> {
+    const keys = dto.dimensions.map((d) => d.key);
+    if (new Set(keys).size !== keys.length) throw ApiError.validation([{ field: 'dimensions', message: 'dimension keys must be unique' }]);
+    if (dto.totalRule === 'mean_half_band' && new Set(dto.dimensions.map((d) => d.max)).size > 1) {
+      throw ApiError.validation([{ field: 'totalRule', message: 'mean_half_band needs every dimension on the same scale' }]);
+    }
+    if (dto.expectedLength && dto.expectedLength.min > dto.expectedLength.max) {
+      throw ApiError.validation([{ field: 'expectedLength', message: 'min must not exceed max' }]);
+    }
+    const language = dto.language;
+    const rubric: Rubric = {
+      key,
+      version: 0,
+      name: dto.name,
+      language,
+      totalRule: dto.totalRule,
+      dimensions: dto.dimensions.map((d) => ({ key: d.key, name: d.name, max: d.max, step: d.step ?? 1, kind: d.kind, description: d.description })),
+      expectedLength: dto.expectedLength ?? (language === 'en' ? { min: 150, max: 600 } : { min: 600, max: 1200 }),
+      builtIn: false,
+    };
+    const rows = await tenantQuery<{ version: number }>(
+      this.ds.manager,
+      auth.tenantId,
+      `INSERT INTO rubrics (tenant_id, key, version, definition, created_by)
+       SELECT $1, $2, v, jsonb_set($3::jsonb, '{version}', to_jsonb(v)), $4
+         FROM (SELECT coalesce(max(version), 0) + 1 AS v FROM rubrics WHERE tenant_id = $1 AND key = $2) next
+        WHERE ($5 = 'create') = (next.v = 1)
+       RETURNING version`,
+      [key, JSON.stringify(rubric), auth.keyId, mode],
+    ).catch((err: Error & { code?: string }) => {
+      if (err.code === '23505') throw new ApiError('CONFLICT', 'Someone else changed this rubric at the same moment; try again');
+      throw err;
+    });
+    if (!rows[0]) {
+      throw mode === 'create' ? new ApiError('CONFLICT', `Rubric "${key}" exists; PUT /v1/rubrics/${key} makes a new version`) : ApiError.notFound(`Rubric ${key}`);
+    }
+    this.logger.log({ msg: 'rubric written', tenantId: auth.tenantId, key, version: rows[0].version });
+    return this.get(auth, key, rows[0].version);
+  }
+}
+
+function view(r: Rubric): RubricView {
+  return { ...r, maxScore: maxScore(r) };
+}

@@ -1,0 +1,145 @@
+import { BudgetService } from '../src/billing/budget.service';
+import { GradingWorker } from '../src/grading/grading.worker';
+import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { generateEssay } from './support/essays';
+import { bearer, Factory } from './support/factories';
+import { waitForEssays } from './support/grading';
+import { providerEnv } from './support/providers';
+import { freePort, hasExited, startService } from './support/spawn-service';
+import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { waitFor } from './support/wait';
+
+/** The durable queue: retries, graceful shutdown, and a worker process killed mid-batch. */
+describe('grading workers', () => {
+  let fake: FakeProvider;
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+  });
+  afterAll(() => fake.close());
+  beforeEach(() => fake.reset());
+
+  async function jobs(t: TestApp, tenantId: string) {
+    return t.dataSource.query(`SELECT status, attempts, locked_by FROM jobs WHERE tenant_id = $1`, [tenantId]);
+  }
+
+  it('retries a failed grading with backoff and then succeeds', async () => {
+    // Deep tier: no offline fallback, so a provider outage is retried by the queue.
+    const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '100', LLM_DEEP_MODELS: 'dashscope:qwen-max' });
+    try {
+      const tenant = await new Factory(t.app).newTenant();
+      fake.enqueue('dashscope', [{ kind: 'preset', name: 'server_error' }, { kind: 'preset', name: 'server_error' }]);
+      const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(1, 'zh').text, tier: 'deep' }).expect(202);
+      const [view] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);
+      expect(view.status).toBe('graded');
+      const [job] = await jobs(t, tenant.tenantId);
+      expect(job).toMatchObject({ status: 'done', attempts: 3 });
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('fails an essay clearly once its attempts are used up', async () => {
+    const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '20', JOB_MAX_ATTEMPTS: '2', LLM_DEEP_MODELS: 'dashscope:qwen-max' });
+    try {
+      const tenant = await new Factory(t.app).newTenant();
+      fake.enqueue('dashscope', Array(4).fill({ kind: 'preset', name: 'server_error' }));
+      const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(2, 'zh').text, tier: 'deep' }).expect(202);
+      const [view] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);
+      expect(view.status).toBe('failed');
+      expect(view.failure).toEqual({ code: 'GRADING_FAILED', reason: expect.stringMatching(/No provider could answer/) });
+      expect(await jobs(t, tenant.tenantId)).toEqual([{ status: 'failed', attempts: 2, locked_by: null }]);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('on shutdown finishes what it can and returns the rest to the queue, which another instance then grades', async () => {
+    const env = { ...providerEnv(fake), WORKER_POLL_MS: '50', WORKER_CONCURRENCY: '4', SHUTDOWN_GRACE_MS: '300' };
+    const t = await createTestApp({ ...env, WORKERS_ENABLED: 'false' });
+    try {
+      const tenant = await new Factory(t.app).newTenant();
+      fake.setLatency(3_000);
+      const res = await t.http
+        .post('/v1/essays/batch')
+        .set(bearer(tenant.adminKey))
+        .send({ essays: Array.from({ length: 6 }, (_, i) => ({ text: generateEssay(10 + i, 'zh').text })) })
+        .expect(202);
+      const worker = await t.another({ ...env, WORKERS_ENABLED: 'true' });
+      await waitFor(async () => (await jobs(t, tenant.tenantId)).filter((j: { status: string }) => j.status === 'running').length === 4);
+      await worker.get(GradingWorker).stop();
+      const after = await jobs(t, tenant.tenantId);
+      expect(after.every((j: { status: string; locked_by: string | null }) => j.status === 'queued' && j.locked_by === null)).toBe(true);
+      expect(after.every((j: { attempts: number }) => j.attempts === 0)).toBe(true); // an interrupted attempt does not count
+      await worker.close();
+      fake.setLatency(0);
+      const rescuer = await t.another({ ...env, WORKER_CONCURRENCY: '8', WORKERS_ENABLED: 'true' });
+      const views = await waitForEssays(t.app, tenant.adminKey, res.body.ids);
+      expect(views.every((v) => v.status === 'graded')).toBe(true);
+      await rescuer.close();
+      const budget = t.app.get(BudgetService);
+      await budget.sweep();
+      const [period] = await t.dataSource.query(`SELECT reserved_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(period.reserved_nanos).toBe('0');
+    } finally {
+      await t.close();
+    }
+  }, 60_000);
+
+  it('grades every essay exactly once when a worker process is killed mid-batch while a second instance runs', async () => {
+    const env = {
+      ...providerEnv(fake),
+      WORKER_POLL_MS: '50',
+      WORKER_CONCURRENCY: '6',
+      JOB_LEASE_MS: '2000',
+      BUDGET_RESERVATION_TTL_MS: '1000',
+      BUDGET_SWEEP_INTERVAL_MS: '500',
+    };
+    const t = await createTestApp({ ...env, WORKERS_ENABLED: 'false' });
+    const doomed = await startService({ INKSTONE_ADMIN_TOKEN: OPERATOR_TOKEN, DATABASE_URL: t.config.databaseUrl!, LOG_LEVEL: 'warn', ...env }, await freePort());
+    try {
+      const tenant = await new Factory(t.app).newTenant({ monthlyBudget: '100.00' });
+      fake.setLatency(400);
+      const res = await t.http
+        .post('/v1/essays/batch')
+        .set(bearer(tenant.adminKey))
+        .send({ essays: Array.from({ length: 40 }, (_, i) => ({ text: generateEssay(100 + i, 'zh').text, studentRef: `k${i}` })) })
+        .expect(202);
+      // The doomed process works alone for a while, then a second instance joins.
+      await waitFor(async () => {
+        const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1 AND status = 'graded'`, [tenant.tenantId]);
+        return n >= 5;
+      }, 20_000);
+      const second = await t.another({ ...env, WORKERS_ENABLED: 'true' });
+      await waitFor(async () => (await jobs(t, tenant.tenantId)).some((j: { status: string; locked_by: string }) => j.status === 'running'), 5_000);
+      await doomed.stop('SIGKILL');
+      const views = await waitForEssays(t.app, tenant.adminKey, res.body.ids, 60_000);
+      expect(views.map((v) => v.status)).toEqual(Array(40).fill('graded'));
+      // Exactly once: one finished job per essay, one grade each, every grade valid.
+      const js = await jobs(t, tenant.tenantId);
+      expect(js).toHaveLength(40);
+      expect(js.every((j: { status: string }) => j.status === 'done')).toBe(true);
+      const graded = await t.dataSource.query(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1 AND graded_at IS NOT NULL`, [tenant.tenantId]);
+      expect(graded[0].n).toBe(40);
+      // No reservation is left behind, and the ledger still sums to the spend.
+      await waitFor(async () => {
+        await t.app.get(BudgetService).sweep();
+        const [p] = await t.dataSource.query(`SELECT reserved_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+        return p.reserved_nanos === '0';
+      }, 10_000);
+      const [p] = await t.dataSource.query(`SELECT spent_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+      const [l] = await t.dataSource.query(`SELECT coalesce(sum(cost_nanos), 0)::text AS s FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(p.spent_nanos).toBe(l.s);
+      // A grading the killed process had paid for but not stored is not paid for twice: the retry hits the cache.
+      const calls = await t.dataSource.query(
+        `SELECT essay_id, count(*) FILTER (WHERE cache_status = 'miss' AND outcome = 'ok')::int AS paid FROM llm_calls WHERE tenant_id = $1 GROUP BY essay_id`,
+        [tenant.tenantId],
+      );
+      expect(calls.every((c: { paid: number }) => c.paid <= 1)).toBe(true);
+      await second.close();
+    } finally {
+      if (!hasExited(doomed.child)) await doomed.stop('SIGKILL');
+      await t.close();
+    }
+  }, 120_000);
+});
