@@ -7,9 +7,26 @@ import { EmbeddedPostgresLockedError } from './db/embedded-postgres';
 async function main(): Promise<void> {
   const config = loadConfig();
   const app = await createApp(config);
-  app.enableShutdownHooks(['SIGINT', 'SIGTERM']);
+  const logger = app.get(Logger);
+  // A graceful stop: stop taking requests, let workers finish or return their jobs, close the
+  // database, then exit 0. A second signal exits at once.
+  let stopping = false;
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      if (stopping) process.exit(1);
+      stopping = true;
+      logger.log({ msg: 'stopping', signal }, 'Main');
+      app
+        .close()
+        .then(() => process.exit(0))
+        .catch((err: Error) => {
+          process.stderr.write(`inkstone: error while stopping: ${err.stack}\n`);
+          process.exit(1);
+        });
+    });
+  }
   await app.listen({ port: config.port, host: config.host });
-  app.get(Logger).log({ msg: 'Inkstone is listening', url: await app.getUrl(), docs: '/docs' }, 'Main');
+  logger.log({ msg: 'Inkstone is listening', url: await app.getUrl(), docs: '/docs' }, 'Main');
 }
 
 main().catch((err: unknown) => {

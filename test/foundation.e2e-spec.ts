@@ -1,3 +1,4 @@
+import request from 'supertest';
 import { ApiKeysService } from '../src/tenancy/api-keys.service';
 import { bearer } from './support/factories';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
@@ -72,6 +73,18 @@ describe('foundation over HTTP', () => {
       expectErrorShape(res.body, 'UNAUTHENTICATED');
       const list = await t.http.get('/v1/api-keys').set(bearer(tenant.adminKey)).expect(200);
       expect(list.body.data.find((k: { id: string }) => k.id === teacher.id).revokedAt).not.toBeNull();
+    });
+
+    it('trusts a cached key on another instance only until AUTH_CACHE_TTL_MS has passed', async () => {
+      const tenant = await newTenant();
+      const teacher = await newKey(tenant.adminKey, 'admin');
+      const other = await t.another({ BODY_LIMIT_BYTES: '4096', AUTH_CACHE_TTL_MS: '300' });
+      const otherHttp = request(other.getHttpServer());
+      await otherHttp.get('/v1/api-keys').set(bearer(teacher.key)).expect(200); // cached there now
+      await t.http.delete(`/v1/api-keys/${teacher.id}`).set(bearer(tenant.adminKey)).expect(204);
+      await t.http.get('/v1/api-keys').set(bearer(teacher.key)).expect(401); // this instance: at once
+      await new Promise((r) => setTimeout(r, 350));
+      await otherHttp.get('/v1/api-keys').set(bearer(teacher.key)).expect(401); // the other: after the TTL
     });
 
     it('answers 401 without a key or with a malformed header', async () => {

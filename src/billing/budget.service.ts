@@ -5,7 +5,7 @@ import { ApiError } from '../common/errors';
 import { formatCny, Nanos, parseCny } from '../common/money';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { assertTenantId, tenantQuery } from '../db/tenant-scope';
-import { LedgerEntry, LedgerService } from './ledger.service';
+import { LEDGER_COLUMNS, LEDGER_COST_PARAM, LEDGER_PLACEHOLDERS, LedgerEntry, LedgerService, ledgerParams } from './ledger.service';
 import { periodBounds, periodOf } from './periods';
 
 export interface Reservation {
@@ -147,25 +147,24 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       return;
     }
     const { tenantId, period } = reservation;
-    await this.ds.transaction(async (m) => {
-      const released = await tenantQuery<{ amount_nanos: string }>(
-        m,
-        tenantId,
-        `DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = $2 RETURNING amount_nanos`,
-        [reservation.id],
-      );
-      // If the sweeper already returned this reservation (the call outlived its TTL), the cost is
-      // still real money spent: it is recorded, and nothing is released twice.
-      const held = released.length ? BigInt(released[0].amount_nanos) : 0n;
-      await tenantQuery(
-        m,
-        tenantId,
-        `UPDATE budget_periods SET reserved_nanos = reserved_nanos - $3, spent_nanos = spent_nanos + $4, updated_at = now()
-          WHERE tenant_id = $1 AND period = $2`,
-        [period, held.toString(), cost.toString()],
-      );
-      await this.ledger.insert(m, { ...entry, tenantId, period, costNanos: cost });
-    });
+    // One statement, so one atomic step: release the reservation, move the cost into the spend and
+    // write the ledger row with that same cost. If the sweeper already returned this reservation
+    // (the call outlived its TTL), nothing is released twice and the cost, real money, is still
+    // recorded.
+    const params = ledgerParams({ ...entry, tenantId, period, costNanos: cost });
+    await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `WITH released AS (
+         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = $26 RETURNING amount_nanos),
+       moved AS (
+         UPDATE budget_periods
+            SET reserved_nanos = reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0),
+                spent_nanos = spent_nanos + ${LEDGER_COST_PARAM}::bigint, updated_at = now()
+          WHERE tenant_id = $1 AND period = $3 RETURNING 1)
+       INSERT INTO llm_calls (${LEDGER_COLUMNS}) SELECT ${LEDGER_PLACEHOLDERS} FROM moved`,
+      [...params, reservation.id],
+    );
     if (cost > reservation.amount) {
       this.logger.warn({ msg: 'a call cost more than its reservation', tenantId, reserved: formatCny(reservation.amount), cost: formatCny(cost) });
     }

@@ -58,48 +58,50 @@ export interface UsageRow {
   savedByCache: string;
 }
 
+/** The ledger row's columns, its placeholders ($1 is the tenant), and its parameters after $1. */
+export const LEDGER_COLUMNS = `tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier,
+  provider, model, cache_status, outcome, error_reason, input_tokens, cached_input_tokens, output_tokens,
+  estimated_input_tokens, usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed`;
+export const LEDGER_PLACEHOLDERS = Array.from({ length: 25 }, (_, i) => `$${i + 1}`).join(', ');
+/** The placeholder of cost_nanos, for statements that move the same amount in the budget. */
+export const LEDGER_COST_PARAM = '$21';
+
+export function ledgerParams(e: LedgerEntry & { period: string }): unknown[] {
+  return [
+    randomUUID(),
+    e.period,
+    e.requestId ?? null,
+    e.callGroup,
+    e.attempt,
+    e.apiKeyId ?? null,
+    e.essayId ?? null,
+    e.purpose,
+    e.tier ?? null,
+    e.provider ?? null,
+    e.model ?? null,
+    e.cacheStatus,
+    e.outcome,
+    e.errorReason ?? null,
+    e.inputTokens,
+    e.cachedInputTokens,
+    e.outputTokens,
+    e.estimatedInputTokens ?? null,
+    e.usageSource,
+    e.costNanos.toString(),
+    e.savedNanos.toString(),
+    e.compressionSavedTokens,
+    e.latencyMs,
+    e.streamed,
+  ];
+}
+
 @Injectable()
 export class LedgerService {
   constructor(private readonly ds: DataSource) {}
 
-  /** Writes one ledger row inside the caller's transaction (the one that moves the budget). */
-  async insert(manager: EntityManager, e: LedgerEntry & { period: string }): Promise<string> {
-    const id = randomUUID();
-    await tenantQuery(
-      manager,
-      e.tenantId,
-      `INSERT INTO llm_calls (tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier,
-         provider, model, cache_status, outcome, error_reason, input_tokens, cached_input_tokens, output_tokens,
-         estimated_input_tokens, usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)`,
-      [
-        id,
-        e.period,
-        e.requestId ?? null,
-        e.callGroup,
-        e.attempt,
-        e.apiKeyId ?? null,
-        e.essayId ?? null,
-        e.purpose,
-        e.tier ?? null,
-        e.provider ?? null,
-        e.model ?? null,
-        e.cacheStatus,
-        e.outcome,
-        e.errorReason ?? null,
-        e.inputTokens,
-        e.cachedInputTokens,
-        e.outputTokens,
-        e.estimatedInputTokens ?? null,
-        e.usageSource,
-        e.costNanos.toString(),
-        e.savedNanos.toString(),
-        e.compressionSavedTokens,
-        e.latencyMs,
-        e.streamed,
-      ],
-    );
-    return id;
+  /** Writes one ledger row by itself (a cache hit, a refused call: nothing moves in the budget). */
+  async insert(manager: EntityManager, e: LedgerEntry & { period: string }): Promise<void> {
+    await tenantQuery(manager, e.tenantId, `INSERT INTO llm_calls (${LEDGER_COLUMNS}) VALUES (${LEDGER_PLACEHOLDERS})`, ledgerParams(e));
   }
 
   async usage(tenantId: string, from: Date, to: Date, groupBy: UsageGroup, timeZone: string): Promise<UsageRow[]> {

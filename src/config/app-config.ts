@@ -48,6 +48,8 @@ export interface AppConfig {
   bodyLimitBytes: number;
   defaultMonthlyBudget: Nanos;
   defaultTimezone: string;
+  /** How long an authenticated key is trusted without asking the database (0: always ask). */
+  authCacheTtlMs: number;
   llm: LlmConfig;
   grading: GradingConfig;
 }
@@ -88,6 +90,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     bodyLimitBytes: e.int('BODY_LIMIT_BYTES', { min: 1024, max: 64 * 1024 * 1024, default: 8 * 1024 * 1024 }),
     defaultMonthlyBudget: readCny(e, 'DEFAULT_MONTHLY_BUDGET', '100.00'),
     defaultTimezone: e.timezone('DEFAULT_TIMEZONE', 'Asia/Shanghai'),
+    authCacheTtlMs: e.int('AUTH_CACHE_TTL_MS', { min: 0, max: 300_000, default: 5_000 }),
     llm: loadLlmConfig(e),
     grading: {
       workersEnabled: e.bool('WORKERS_ENABLED', true),

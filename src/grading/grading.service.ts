@@ -74,14 +74,16 @@ export class GradingService {
     private readonly events: EssayEvents,
   ) {}
 
-  private async load(tenantId: string, essayId: string): Promise<EssayRow | null> {
+  /** Takes the essay for grading (status → grading) and reads it, in one statement. */
+  private async start(tenantId: string, essayId: string): Promise<EssayRow | null> {
     const [row] = await tenantQuery<EssayRow>(
       this.ds.manager,
       tenantId,
-      `SELECT e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title, e.student_ref,
-              e.text, e.status, e.flags, a.prompt
-         FROM essays e LEFT JOIN assignments a ON a.tenant_id = e.tenant_id AND a.id = e.assignment_id
-        WHERE e.tenant_id = $1 AND e.id = $2`,
+      `UPDATE essays e SET status = 'grading', updated_at = now()
+        WHERE tenant_id = $1 AND id = $2 AND status NOT IN ('graded', 'needs_review')
+        RETURNING e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title, e.student_ref,
+                  e.text, e.status, e.flags,
+                  (SELECT a.prompt FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS prompt`,
       [essayId],
     );
     return row ?? null;
@@ -94,17 +96,13 @@ export class GradingService {
 
   /** Runs the job to its end. Throws RetryableGradingError (or anything unexpected) to retry later. */
   async grade(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
-    const essay = await this.load(job.tenantId, job.essayId);
+    const essay = await this.start(job.tenantId, job.essayId);
     if (!essay) {
-      await this.ds.transaction((m) => this.queue.complete(m, job));
-      return { kind: 'failed', code: 'NOT_FOUND', reason: 'the essay no longer exists' };
+      // Gone, or already graded by an earlier run of this job whose completion was lost.
+      await this.queue.completeWith(job);
+      return { kind: 'done', status: 'nothing to do' };
     }
-    if (['graded', 'needs_review'].includes(essay.status)) {
-      // Already graded (by an earlier run of this job whose completion was lost): nothing to redo.
-      await this.ds.transaction((m) => this.queue.complete(m, job));
-      return { kind: 'done', status: essay.status };
-    }
-    await this.setStatus(job.tenantId, essay.id, 'grading');
+    this.events.emit({ tenantId: job.tenantId, essayId: essay.id, status: 'grading' });
     const rubric = await this.rubrics.resolve(job.tenantId, essay.rubric_key, essay.rubric_version);
     const flags = new Set(essay.flags);
 
@@ -144,18 +142,13 @@ export class GradingService {
     }
     grade.flags = [...flags];
     const status = flags.has('prompt_injection_suspected') || flags.has('content_rejected') ? 'needs_review' : 'graded';
-    const done = await this.ds.transaction(async (m) => {
-      if (!(await this.queue.complete(m, job))) return false;
-      await tenantQuery(
-        m,
-        job.tenantId,
-        `UPDATE essays SET status = $3, grade = $4, model_grade = $4, flags = $5, cost_nanos = cost_nanos + $6, cache_status = $7,
-                similar_essay_id = $8, similarity = $9, failure_code = NULL, failure_reason = NULL, graded_at = now(), updated_at = now()
-          WHERE tenant_id = $1 AND id = $2`,
-        [essay.id, status, JSON.stringify(grade), [...flags], costNanos.toString(), grade!.cache, similar?.essayId ?? null, similar?.similarity ?? null],
-      );
-      return true;
-    });
+    const done = await this.queue.completeWith(
+      job,
+      `UPDATE essays SET status = $5, grade = $6, model_grade = $6, flags = $7, cost_nanos = cost_nanos + $8, cache_status = $9,
+              similar_essay_id = $10, similarity = $11, failure_code = NULL, failure_reason = NULL, graded_at = now(), updated_at = now()
+        WHERE tenant_id = $1 AND id = $4 AND EXISTS (SELECT 1 FROM held)`,
+      [essay.id, status, JSON.stringify(grade), [...flags], costNanos.toString(), grade.cache, similar?.essayId ?? null, similar?.similarity ?? null],
+    );
     if (!done) {
       this.logger.warn({ msg: 'grading result discarded: the job was taken over by another worker', tenantId: job.tenantId, essayId: essay.id, jobId: job.id });
       return { kind: 'done', status: 'superseded' };
@@ -178,12 +171,19 @@ export class GradingService {
     return { kind: 'failed', code, reason };
   }
 
+  private readonly settingsCache = new Map<string, { at: number; value: { threshold: number; reuse: boolean } }>();
+
+  /** The tenant's near-duplicate settings (cached for a few seconds). */
   private async gradingSettings(tenantId: string): Promise<{ threshold: number; reuse: boolean }> {
+    const hit = this.settingsCache.get(tenantId);
+    if (hit && Date.now() - hit.at < 5_000) return hit.value;
     const [row]: Array<{ t: string; r: boolean }> = await this.ds.query(
       `SELECT near_duplicate_threshold::text AS t, reuse_resubmission_grades AS r FROM tenants WHERE id = $1`,
       [tenantId],
     );
-    return { threshold: Number(row?.t ?? 0.5), reuse: !!row?.r };
+    const value = { threshold: Number(row?.t ?? 0.5), reuse: !!row?.r };
+    this.settingsCache.set(tenantId, { at: Date.now(), value });
+    return value;
   }
 
   private async gradeWithModel(

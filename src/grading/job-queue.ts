@@ -61,18 +61,22 @@ export class JobQueue {
   }
 
   /**
-   * Marks the job done inside the caller's transaction. False when this worker no longer holds it
-   * (its lease ran out and another worker took it): the caller must then roll back its result.
+   * Marks the job done and writes its result in one statement, only while this worker holds the
+   * job. `write` is an UPDATE whose parameters start at $4 and whose WHERE includes
+   * `EXISTS (SELECT 1 FROM held)`. False when the lease was lost: nothing is written.
    */
-  async complete(m: EntityManager, job: Job): Promise<boolean> {
+  async completeWith(job: Job, write?: string, params: unknown[] = []): Promise<boolean> {
     const rows = await tenantQuery(
-      m,
+      this.ds.manager,
       job.tenantId,
-      `UPDATE jobs SET status = 'done', finished_at = now(), locked_by = NULL, locked_until = NULL
-        WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
-      [job.id, this.workerId],
+      `WITH held AS (
+         UPDATE jobs SET status = 'done', finished_at = now(), locked_by = NULL, locked_until = NULL
+          WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id)
+       ${write ? `, written AS (${write} RETURNING 1)` : ''}
+       SELECT (SELECT count(*) FROM held)::int AS held`,
+      [job.id, this.workerId, ...params],
     );
-    return rows.length === 1;
+    return (rows[0] as { held: number }).held === 1;
   }
 
   /** Gives up on the job for good (inside the caller's transaction). */

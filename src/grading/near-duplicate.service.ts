@@ -24,23 +24,18 @@ export class NearDuplicateIndex {
     const mine = shingles(text);
     const buckets = bandBuckets(minhash(mine));
     const bands = buckets.map((_, i) => i);
-    await tenantQuery(
-      this.ds.manager,
-      tenantId,
-      `INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id)
-       SELECT $1, b, k, $2 FROM unnest($3::smallint[], $4::bigint[]) AS t(b, k)
-       ON CONFLICT DO NOTHING`,
-      [essayId, bands, buckets.map(String)],
-    );
+    // One statement: index this essay's bands, and read the earlier essays sharing any of them.
     const candidates = await tenantQuery<{ id: string; text: string; student_ref: string | null; status: string; grade: unknown }>(
       this.ds.manager,
       tenantId,
-      `SELECT e.id, e.text, e.student_ref, e.status, e.grade FROM essays e
-        WHERE e.tenant_id = $1 AND e.id <> $2 AND e.created_at <= (SELECT created_at FROM essays WHERE tenant_id = $1 AND id = $2)
-          AND e.id IN (SELECT l.essay_id FROM essay_lsh l
-                        JOIN unnest($3::smallint[], $4::bigint[]) AS t(b, k) ON l.band = t.b AND l.bucket = t.k
-                       WHERE l.tenant_id = $1 AND l.essay_id <> $2
-                       LIMIT 200)`,
+      `WITH bands AS (SELECT * FROM unnest($3::smallint[], $4::bigint[]) AS t(b, k)),
+       indexed AS (
+         INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id) SELECT $1, b, k, $2 FROM bands ON CONFLICT DO NOTHING)
+       SELECT e.id, e.text, e.student_ref, e.status, e.grade FROM essays e
+        WHERE e.tenant_id = $1 AND e.id <> $2
+          AND e.created_at <= (SELECT created_at FROM essays WHERE tenant_id = $1 AND id = $2)
+          AND e.id IN (SELECT l.essay_id FROM essay_lsh l JOIN bands ON l.band = bands.b AND l.bucket = bands.k
+                        WHERE l.tenant_id = $1 AND l.essay_id <> $2 LIMIT 200)`,
       [essayId, bands, buckets.map(String)],
     );
     let best: NearDuplicate | null = null;

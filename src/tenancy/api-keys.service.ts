@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { AppConfig, CONFIG } from '../config/app-config';
 import { DataSource, EntityManager, IsNull } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { TenantScopedRepository } from '../db/tenant-scope';
-import { generateApiKey, parseApiKey, secretMatches } from './api-key-secret';
+import { generateApiKey, hashSecret, parseApiKey, secretMatches } from './api-key-secret';
 import { ApiKeyEntity, ApiKeyRole } from './api-key.entity';
 import { CreateApiKeyDto } from './dto/create-api-key.dto';
 
@@ -30,13 +31,19 @@ export interface ApiKeyView {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** last_used_at is written at most this often per key, so authentication stays a read. */
 const LAST_USED_RESOLUTION_MS = 60_000;
+const AUTH_CACHE_MAX = 10_000;
 
 @Injectable()
 export class ApiKeysService {
   private readonly logger = new Logger(ApiKeysService.name);
   private readonly lastTouched = new Map<string, number>();
+  /** Recently authenticated keys, by the SHA-256 of the key: saves a query per request. */
+  private readonly authCache = new Map<string, { auth: TenantAuth; until: number }>();
 
-  constructor(private readonly ds: DataSource) {}
+  constructor(
+    private readonly ds: DataSource,
+    @Inject(CONFIG) private readonly config: AppConfig,
+  ) {}
 
   private keys(manager: EntityManager, tenantId: string) {
     return new TenantScopedRepository(manager, ApiKeyEntity, tenantId);
@@ -91,6 +98,7 @@ export class ApiKeysService {
       await keys.update({ id, revokedAt: IsNull() }, { revokedAt: new Date() });
     });
     this.lastTouched.delete(id);
+    for (const [hash, entry] of this.authCache) if (entry.auth.keyId === id) this.authCache.delete(hash);
     this.logger.log({ msg: 'api key revoked', tenantId: auth.tenantId, keyId: id });
   }
 
@@ -98,6 +106,15 @@ export class ApiKeysService {
   async authenticate(presented: string): Promise<TenantAuth | null> {
     const parsed = parseApiKey(presented);
     if (!parsed) return null;
+    const ttl = this.config.authCacheTtlMs;
+    const hash = ttl > 0 ? hashSecret(presented).toString('hex') : '';
+    if (ttl > 0) {
+      const hit = this.authCache.get(hash);
+      if (hit && hit.until > Date.now()) {
+        this.touch(hit.auth.keyId);
+        return hit.auth;
+      }
+    }
     const rows: Array<{ id: string; tenant_id: string; role: ApiKeyRole; key_hash: Buffer }> = await this.ds.query(
       `SELECT id, tenant_id, role, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL`,
       [parsed.prefix],
@@ -105,7 +122,12 @@ export class ApiKeysService {
     const row = rows[0];
     if (!row || !secretMatches(presented, row.key_hash)) return null;
     this.touch(row.id);
-    return { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, role: row.role };
+    const auth: TenantAuth = { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, role: row.role };
+    if (ttl > 0) {
+      if (this.authCache.size >= AUTH_CACHE_MAX) this.authCache.delete(this.authCache.keys().next().value!);
+      this.authCache.set(hash, { auth, until: Date.now() + ttl });
+    }
+    return auth;
   }
 
   private touch(keyId: string): void {

@@ -1,0 +1,200 @@
+/**
+ * What every benchmark needs: a fresh PostgreSQL database, the fake provider and the service as
+ * processes of their own (the built service, as `npm start` runs it), and a few HTTP helpers.
+ */
+import { ChildProcess, execSync, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Client } from 'pg';
+
+export const ROOT = path.resolve(__dirname, '../..');
+export const OPERATOR = 'bench-operator-token-0123456789';
+
+export function adminDatabaseUrl(): string {
+  return process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+}
+
+/** A new, empty database for one benchmark run (migrations run when the service starts). */
+export async function freshDatabase(name: string): Promise<string> {
+  const admin = new Client({ connectionString: adminDatabaseUrl() });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await admin.query(`CREATE DATABASE ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const u = new URL(adminDatabaseUrl());
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+export async function dropDatabase(name: string): Promise<void> {
+  const admin = new Client({ connectionString: adminDatabaseUrl() });
+  await admin.connect();
+  try {
+    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  } finally {
+    await admin.end();
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Proc {
+  child: ChildProcess;
+  url: string;
+  output(): string;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+function track(child: ChildProcess): () => string {
+  let out = '';
+  const keep = (d: Buffer) => {
+    out += d.toString();
+    if (out.length > 200_000) out = out.slice(-100_000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  return () => out;
+}
+
+async function waitHttp(url: string, child: ChildProcess, output: () => string, timeoutMs = 60_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`process exited:\n${output().slice(-3000)}`);
+    try {
+      const res = await fetch(url);
+      if (res.ok) return;
+    } catch {
+      /* not yet */
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} did not answer in time:\n${output().slice(-3000)}`);
+}
+
+function stopper(child: ChildProcess) {
+  return (signal: NodeJS.Signals = 'SIGTERM') =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill(signal);
+    });
+}
+
+/** Builds the service once (dist/) so benchmarks run what `npm start` runs. */
+export function ensureBuilt(): void {
+  if (process.env.BENCH_SKIP_BUILD === '1' && fs.existsSync(path.join(ROOT, 'dist/src/main.js'))) return;
+  execSync('npm run -s build', { cwd: ROOT, stdio: 'inherit' });
+}
+
+export async function startFake(latencyMs: number): Promise<Proc> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', 'test/fake-provider/main.ts', '--port', String(port), '--latency', String(latencyMs)], {
+    cwd: ROOT,
+    env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json') },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output = track(child);
+  const url = `http://127.0.0.1:${port}`;
+  await waitHttp(`${url}/_fake/health`, child, output);
+  return { child, url, output, stop: stopper(child) };
+}
+
+export function fakeProviderEnv(fakeUrl: string): Record<string, string> {
+  return {
+    DEEPSEEK_API_KEY: 'bench',
+    DEEPSEEK_BASE_URL: `${fakeUrl}/deepseek`,
+    ZHIPU_API_KEY: 'bench',
+    ZHIPU_BASE_URL: `${fakeUrl}/zhipu/api/paas/v4`,
+    DASHSCOPE_API_KEY: 'bench',
+    DASHSCOPE_BASE_URL: `${fakeUrl}/dashscope/compatible-mode/v1`,
+    OPENAI_API_KEY: 'bench',
+    OPENAI_BASE_URL: `${fakeUrl}/openai/v1`,
+  };
+}
+
+export async function startService(env: Record<string, string>): Promise<Proc> {
+  const port = await freePort();
+  // BENCH_CPU_PROF=<dir> writes a V8 CPU profile of the service to that directory when it stops.
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  const child = spawn(process.execPath, [...prof, 'dist/src/main.js'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      NODE_ENV: 'production',
+      INKSTONE_ADMIN_TOKEN: OPERATOR,
+      LOG_LEVEL: 'warn',
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output = track(child);
+  const url = `http://127.0.0.1:${port}`;
+  await waitHttp(`${url}/health`, child, output);
+  return { child, url, output, stop: stopper(child) };
+}
+
+export async function json<T = any>(url: string, init: { method?: string; key?: string; body?: unknown } = {}): Promise<T> {
+  const res = await fetch(url, {
+    method: init.method ?? (init.body === undefined ? 'GET' : 'POST'),
+    headers: { ...(init.key ? { authorization: `Bearer ${init.key}` } : {}), ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: init.body === undefined ? undefined : JSON.stringify(init.body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${init.method ?? 'GET'} ${url} → ${res.status}: ${text.slice(0, 500)}`);
+  return (text ? JSON.parse(text) : undefined) as T;
+}
+
+/** A tenant with its admin key and a teacher key. */
+export async function newTenant(serviceUrl: string, monthlyBudget = '100000.00', timezone = 'Asia/Shanghai') {
+  const t = await json<{ tenant: { id: string }; adminKey: string }>(`${serviceUrl}/v1/tenants`, {
+    key: OPERATOR,
+    body: { name: 'Bench School', monthlyBudget, timezone },
+  });
+  const teacher = await json<{ key: string }>(`${serviceUrl}/v1/api-keys`, { key: t.adminKey, body: { name: 'bench teacher', role: 'teacher' } });
+  return { tenantId: t.tenant.id, adminKey: t.adminKey, teacherKey: teacher.key };
+}
+
+export function machine(): Record<string, string | number> {
+  return {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+  };
+}
+
+export function commit(): string {
+  try {
+    return execSync('git rev-parse --short HEAD', { cwd: ROOT }).toString().trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function writeResult(file: string, result: unknown): void {
+  const dir = path.join(ROOT, 'bench/results');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, file), JSON.stringify(result, null, 2) + '\n');
+}
