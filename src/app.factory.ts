@@ -32,6 +32,8 @@ export async function createApp(config: AppConfig): Promise<NestFastifyApplicati
   const app = await NestFactory.create<NestFastifyApplication>(AppModule.forRoot(config), adapter, {
     bufferLogs: true,
     abortOnError: false,
+    // Payment webhooks are verified against the exact bytes that were signed.
+    rawBody: true,
   });
   app.useLogger(app.get(Logger));
   app.useGlobalFilters(new AllExceptionsFilter());

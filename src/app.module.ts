@@ -1,6 +1,7 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { LoggerModule } from 'nestjs-pino';
 import { AppConfig, CONFIG } from './config/app-config';
+import { AdvisorModule } from './advisor/advisor.module';
 import { BillingModule } from './billing/billing.module';
 import { DatabaseModule } from './db/database';
 import { GradingModule } from './grading/grading.module';
@@ -24,6 +25,7 @@ export class AppModule {
         BillingModule,
         LlmModule,
         GradingModule,
+        AdvisorModule,
       ],
       controllers: [HealthController],
       providers: [{ provide: CONFIG, useValue: config }],

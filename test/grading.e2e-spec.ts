@@ -246,12 +246,32 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(fake.requestCount).toBe(0);
     });
 
-    it('fails the essay with BUDGET_EXHAUSTED when the policy is reject', async () => {
+    it('refuses at submission with 402 under policy reject when no model can fit, storing nothing', async () => {
       await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '0.000010', whenExhausted: 'reject' }).expect(200);
-      const view = await gradeOne({ text: generateEssay(14, 'zh').text });
-      expect(view.status).toBe('failed');
-      expect(view.failure.code).toBe('BUDGET_EXHAUSTED');
-      expect(view.grade).toBeNull();
+      const res = await submit({ text: generateEssay(14, 'zh').text }).expect(402);
+      expect(res.body.error.code).toBe('BUDGET_EXHAUSTED');
+      expect(await storedEssays(t.dataSource, tenant.tenantId)).toEqual([]);
+      // Under policy offline the same essay is accepted and graded offline.
+      await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '0.000010', whenExhausted: 'offline' }).expect(200);
+      await submit({ text: generateEssay(14, 'zh').text }).expect(202);
+    });
+
+    it('fails an essay with BUDGET_EXHAUSTED when the budget runs out between submission and grading (policy reject)', async () => {
+      const { GradingService } = await import('../src/grading/grading.service');
+      const texts = [generateEssay(140, 'zh').text, generateEssay(141, 'zh').text];
+      const worst = t.app.get(GradingService).cheapestWorstCase(texts[0], 'zh', builtinRubric('zh-gaokao-60')!, 'standard')!;
+      const cap = worst + worst / 2n; // one grading fits, two do not
+      await t.http
+        .put('/v1/budget')
+        .set(bearer(tenant.adminKey))
+        .send({ monthlyCap: (Number(cap) / 1e9).toFixed(9), whenExhausted: 'reject' })
+        .expect(200);
+      const res = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: texts.map((text) => ({ text })) }).expect(202);
+      const views = await waitForEssays(t.app, teacher, res.body.ids);
+      expect(views.map((v) => v.status).sort()).toEqual(['failed', 'graded']);
+      const failed = views.find((v) => v.status === 'failed');
+      expect(failed.failure.code).toBe('BUDGET_EXHAUSTED');
+      expect(failed.grade).toBeNull();
     });
   });
 

@@ -5,6 +5,7 @@ import { ApiError } from '../common/errors';
 import { formatCny, Nanos, parseCny } from '../common/money';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { assertTenantId, tenantQuery } from '../db/tenant-scope';
+import { AlertsService } from './alerts.service';
 import { LEDGER_COLUMNS, LEDGER_COST_PARAM, LEDGER_PLACEHOLDERS, LedgerEntry, LedgerService, ledgerParams } from './ledger.service';
 import { periodBounds, periodOf } from './periods';
 
@@ -22,6 +23,7 @@ export interface BudgetSettings {
   monthlyCap: Nanos;
   whenExhausted: WhenExhausted;
   alertThresholds: string[];
+  alertWebhookUrl: string | null;
 }
 
 export interface BudgetView {
@@ -34,6 +36,7 @@ export interface BudgetView {
   utilization: string;
   whenExhausted: WhenExhausted;
   alertThresholds: number[];
+  alertWebhookUrl: string | null;
   forecast: { monthEnd: string; exhaustsOn: string | null };
 }
 
@@ -56,6 +59,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
   constructor(
     private readonly ds: DataSource,
     private readonly ledger: LedgerService,
+    private readonly alerts: AlertsService,
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
 
@@ -75,8 +79,9 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     if (cached && Date.now() - cached.at < SETTINGS_TTL_MS) return cached.settings;
     assertTenantId(tenantId);
     // The tenant's own row: scoped by its primary key.
-    const [row]: Array<{ timezone: string; cap: string; when_exhausted: WhenExhausted; thresholds: string[] }> = await this.ds.query(
-      `SELECT timezone, monthly_cap_nanos AS cap, budget_when_exhausted AS when_exhausted, budget_alert_thresholds::text[] AS thresholds
+    const [row]: Array<{ timezone: string; cap: string; when_exhausted: WhenExhausted; thresholds: string[]; url: string | null }> = await this.ds.query(
+      `SELECT timezone, monthly_cap_nanos AS cap, budget_when_exhausted AS when_exhausted, budget_alert_thresholds::text[] AS thresholds,
+              alert_webhook_url AS url
          FROM tenants WHERE id = $1`,
       [tenantId],
     );
@@ -86,6 +91,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       monthlyCap: BigInt(row.cap),
       whenExhausted: row.when_exhausted,
       alertThresholds: row.thresholds,
+      alertWebhookUrl: row.url,
     };
     this.settingsCache.set(tenantId, { at: Date.now(), settings });
     return settings;
@@ -130,7 +136,25 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
        RETURNING id`,
       [period, amount.toString(), id, this.config.llm.reservationTtlMs],
     );
-    return rows.length ? { id, tenantId, period, amount } : null;
+    if (rows.length) return { id, tenantId, period, amount };
+    await this.refused(tenantId, period);
+    return null;
+  }
+
+  /** A refused reservation: the budget is used up for calls of this size; alert once. */
+  private async refused(tenantId: string, period: string): Promise<void> {
+    try {
+      const [row] = await tenantQuery<{ spent: string; cap: string }>(
+        this.ds.manager,
+        tenantId,
+        `SELECT spent_nanos AS spent, cap_nanos AS cap FROM budget_periods WHERE tenant_id = $1 AND period = $2`,
+        [period],
+      );
+      const { alertThresholds } = await this.settings(tenantId);
+      if (row) await this.alerts.onExhausted(tenantId, period, BigInt(row.spent), BigInt(row.cap), alertThresholds);
+    } catch (err) {
+      this.logger.warn({ msg: 'could not record a budget alert', tenantId, err: (err as Error).message });
+    }
   }
 
   /**
@@ -152,7 +176,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     // (the call outlived its TTL), nothing is released twice and the cost, real money, is still
     // recorded.
     const params = ledgerParams({ ...entry, tenantId, period, costNanos: cost });
-    await tenantQuery(
+    const [after] = await tenantQuery<{ spent: string; cap: string }>(
       this.ds.manager,
       tenantId,
       `WITH released AS (
@@ -161,10 +185,18 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
          UPDATE budget_periods
             SET reserved_nanos = reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0),
                 spent_nanos = spent_nanos + ${LEDGER_COST_PARAM}::bigint, updated_at = now()
-          WHERE tenant_id = $1 AND period = $3 RETURNING 1)
-       INSERT INTO llm_calls (${LEDGER_COLUMNS}) SELECT ${LEDGER_PLACEHOLDERS} FROM moved`,
+          WHERE tenant_id = $1 AND period = $3 RETURNING spent_nanos, cap_nanos),
+       ledger AS (
+         INSERT INTO llm_calls (${LEDGER_COLUMNS}) SELECT ${LEDGER_PLACEHOLDERS} FROM moved)
+       SELECT spent_nanos AS spent, cap_nanos AS cap FROM moved`,
       [...params, reservation.id],
     );
+    if (after && cost > 0n) {
+      const { alertThresholds } = await this.settings(tenantId);
+      await this.alerts.onSpend(tenantId, period, BigInt(after.spent), BigInt(after.cap), alertThresholds).catch((err: Error) =>
+        this.logger.warn({ msg: 'could not check budget alerts', tenantId, err: err.message }),
+      );
+    }
     if (cost > reservation.amount) {
       this.logger.warn({ msg: 'a call cost more than its reservation', tenantId, reserved: formatCny(reservation.amount), cost: formatCny(cost) });
     }
@@ -210,14 +242,33 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       utilization: ratio(spent, cap),
       whenExhausted: settings.whenExhausted,
       alertThresholds: settings.alertThresholds.map(Number),
+      alertWebhookUrl: settings.alertWebhookUrl,
       forecast: forecast(period, settings.timezone, spent, cap, now),
     };
+  }
+
+  private readonly remainingCache = new Map<string, { at: number; value: Nanos }>();
+
+  /** What is left of this month's budget (cap − spent − reserved), cached for a second. */
+  async remaining(tenantId: string): Promise<Nanos> {
+    const hit = this.remainingCache.get(tenantId);
+    if (hit && Date.now() - hit.at < 1_000) return hit.value;
+    const period = await this.currentPeriod(tenantId);
+    const [row] = await tenantQuery<{ left: string }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT greatest(cap_nanos - spent_nanos - reserved_nanos, 0) AS left FROM budget_periods WHERE tenant_id = $1 AND period = $2`,
+      [period],
+    );
+    const value = BigInt(row?.left ?? 0);
+    this.remainingCache.set(tenantId, { at: Date.now(), value });
+    return value;
   }
 
   /** Sets the cap (for the current period too), the exhaustion policy and the alert thresholds. */
   async update(
     tenantId: string,
-    dto: { monthlyCap: string; whenExhausted?: WhenExhausted; alertThresholds?: number[] },
+    dto: { monthlyCap: string; whenExhausted?: WhenExhausted; alertThresholds?: number[]; alertWebhookUrl?: string | null; alertWebhookSecret?: string },
   ): Promise<BudgetView> {
     const cap = parseCny(dto.monthlyCap);
     const period = await this.currentPeriod(tenantId);
@@ -225,9 +276,19 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       await m.query(
         `UPDATE tenants SET monthly_cap_nanos = $2,
                 budget_when_exhausted = coalesce($3, budget_when_exhausted),
-                budget_alert_thresholds = coalesce($4::numeric[], budget_alert_thresholds)
+                budget_alert_thresholds = coalesce($4::numeric[], budget_alert_thresholds),
+                alert_webhook_url = CASE WHEN $5::boolean THEN $6 ELSE alert_webhook_url END,
+                alert_webhook_secret = coalesce($7, alert_webhook_secret)
           WHERE id = $1`,
-        [tenantId, cap.toString(), dto.whenExhausted ?? null, dto.alertThresholds ? dto.alertThresholds.map(String) : null],
+        [
+          tenantId,
+          cap.toString(),
+          dto.whenExhausted ?? null,
+          dto.alertThresholds ? dto.alertThresholds.map(String) : null,
+          dto.alertWebhookUrl !== undefined,
+          dto.alertWebhookUrl ?? null,
+          dto.alertWebhookSecret ?? null,
+        ],
       );
       await tenantQuery(m, tenantId, `UPDATE budget_periods SET cap_nanos = $3, updated_at = now() WHERE tenant_id = $1 AND period = $2`, [
         period,
@@ -235,6 +296,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       ]);
     });
     this.settingsCache.delete(tenantId);
+    this.remainingCache.delete(tenantId);
     this.logger.log({ msg: 'budget updated', tenantId, period });
     return this.view(tenantId);
   }

@@ -56,6 +56,13 @@ export class EssaysController {
     return this.essays.get(auth, id);
   }
 
+  @Post(':id/deep-review')
+  @HttpCode(202)
+  @ApiOperation({ summary: 'Order a deep review: awaiting_payment (webhook mode) or paid and queued at once (invoice mode)' })
+  async deepReview(@TenantCaller() auth: TenantAuth, @Param('id') id: string) {
+    return this.essays.orderDeepReview(auth, id);
+  }
+
   @Patch(':id/grade')
   @ApiOperation({ summary: "A teacher's override of the total, dimension scores or comment (the model's grade is kept)" })
   override(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Body() dto: OverrideGradeDto): Promise<EssayView> {

@@ -10,7 +10,9 @@ import { AssignmentsService } from './assignments.service';
 import { BatchEssayDto, OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
 import { EssayEvents } from './essay-events';
 import { detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars } from './essay-text';
-import type { StoredGrade } from './grading.service';
+import { GradingService, StoredGrade } from './grading.service';
+import { BudgetService } from '../billing/budget.service';
+import { OrdersService, OrderView } from '../billing/orders.service';
 import { isOnStep, Language, maxScore, Rubric, totalScore } from './rubric';
 import { RubricsService } from './rubrics.service';
 
@@ -35,6 +37,8 @@ export interface EssayView {
   grade: StoredGrade | null;
   /** the model's grade, kept when a teacher overrode it */
   originalGrade: StoredGrade | null;
+  /** the paid deep review, kept beside the standard grade */
+  deepGrade: StoredGrade | null;
   overrides: Array<{ by: string | null; at: string; changes: unknown }>;
   failure: { code: string; reason: string } | null;
   createdAt: string;
@@ -56,6 +60,9 @@ export class EssaysService {
     private readonly rubrics: RubricsService,
     private readonly assignments: AssignmentsService,
     private readonly events: EssayEvents,
+    private readonly budget: BudgetService,
+    private readonly grading: GradingService,
+    private readonly orders: OrdersService,
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
 
@@ -79,10 +86,25 @@ export class EssaysService {
     return text;
   }
 
+  /**
+   * Under the budget policy `reject`, an essay that no model could grade within what is left of
+   * the month's budget is refused at once with 402.
+   */
+  private async refuseIfUnaffordable(tenantId: string, text: string, language: Language, rubric: Rubric, tier: 'standard' | 'deep'): Promise<void> {
+    const { whenExhausted } = await this.budget.settings(tenantId);
+    if (whenExhausted !== 'reject' && tier === 'standard') return;
+    const cheapest = this.grading.cheapestWorstCase(text, language, rubric, tier);
+    if (cheapest === null) return; // no provider: graded offline (standard) or failed clearly (deep)
+    if ((await this.budget.remaining(tenantId)) < cheapest) {
+      throw new ApiError('BUDGET_EXHAUSTED', "The tenant's monthly model budget cannot cover grading this essay");
+    }
+  }
+
   async submit(auth: TenantAuth, dto: SubmitEssayDto): Promise<{ id: string; status: 'queued' }> {
     const text = this.checkText(dto.text, 'text');
     const t = await this.target(auth.tenantId, dto, text);
     const language = t.language ?? (t.rubric.language === 'any' ? detectLanguage(text) : t.rubric.language);
+    await this.refuseIfUnaffordable(auth.tenantId, text, language, t.rubric, dto.tier ?? 'standard');
     const id = randomUUID();
     await tenantQuery(
       this.ds.manager,
@@ -117,6 +139,7 @@ export class EssaysService {
     if (problems.length) throw ApiError.validation(problems);
     const t = await this.target(auth.tenantId, dto);
     const languages = texts.map((text) => t.language ?? (t.rubric.language === 'any' ? detectLanguage(text) : t.rubric.language));
+    await this.refuseIfUnaffordable(auth.tenantId, texts[0], languages[0], t.rubric, 'standard');
     const ids = texts.map(() => randomUUID());
     await tenantQuery(
       this.ds.manager,
@@ -162,6 +185,23 @@ export class EssaysService {
       [id],
     );
     return toView(row, overrides);
+  }
+
+  /**
+   * Orders a deep review of the essay. One that the premium tier cannot deliver within the budget
+   * is refused now (402), before anyone pays for it.
+   */
+  async orderDeepReview(auth: TenantAuth, id: string): Promise<OrderView> {
+    const row = await this.row(auth.tenantId, id);
+    const rubric = await this.rubrics.resolve(auth.tenantId, String(row.rubric_key), Number(row.rubric_version));
+    const cheapest = this.grading.cheapestWorstCase(String(row.text), row.language as Language, rubric, 'deep');
+    if (cheapest === null) throw new ApiError('NO_PROVIDER_AVAILABLE', 'No premium model is configured for deep reviews');
+    if ((await this.budget.remaining(auth.tenantId)) < cheapest) {
+      throw new ApiError('BUDGET_EXHAUSTED', "The tenant's monthly model budget cannot cover a deep review");
+    }
+    const { order, created } = await this.orders.create(auth, id);
+    if (created && order.status === 'paid') this.events.queued();
+    return order;
   }
 
   /** The current status (for event streams polling changes made by other instances). */
@@ -314,6 +354,7 @@ function toView(row: Record<string, unknown>, overrides: Array<{ api_key_id: str
     cache: (row.cache_status as string | null) ?? null,
     grade,
     originalGrade: overrides.length ? ((row.model_grade as StoredGrade | null) ?? null) : null,
+    deepGrade: (row.deep_grade as StoredGrade | null) ?? null,
     overrides: overrides.map((o) => ({ by: o.api_key_id, at: o.created_at.toISOString(), changes: o.changes })),
     failure: row.failure_code ? { code: String(row.failure_code), reason: String(row.failure_reason) } : null,
     createdAt: (row.created_at as Date).toISOString(),

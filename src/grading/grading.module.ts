@@ -6,6 +6,7 @@ import { AssignmentsService } from './assignments.service';
 import { EssayEvents } from './essay-events';
 import { EssaysController } from './essays.controller';
 import { EssaysService } from './essays.service';
+import { GradingMetrics } from './grading-metrics';
 import { GradingSettingsController } from './grading-settings.controller';
 import { GradingService } from './grading.service';
 import { GradingWorker } from './grading.worker';
@@ -17,7 +18,7 @@ import { RubricsService } from './rubrics.service';
 @Module({
   imports: [LlmModule, BillingModule],
   controllers: [RubricsController, AssignmentsController, EssaysController, GradingSettingsController],
-  providers: [RubricsService, AssignmentsService, EssaysService, EssayEvents, GradingService, GradingWorker, JobQueue, NearDuplicateIndex],
+  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayEvents, GradingService, GradingWorker, JobQueue, NearDuplicateIndex],
   exports: [EssaysService, GradingService, GradingWorker, JobQueue, RubricsService],
 })
 export class GradingModule {}

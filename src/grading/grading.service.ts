@@ -7,9 +7,11 @@ import { CatalogModel, Tier } from '../llm/catalog';
 import { cutHeadTail, normalizeForKey } from '../llm/compression';
 import { GatewayError, GatewayResult, GatewayService } from '../llm/gateway.service';
 import { ResponseCache } from '../llm/response-cache';
+import { worstCaseCost } from '../llm/pricing';
 import { estimatePromptTokens, estimateTextTokens } from '../llm/tokens';
 import type { ChatMessage } from '../llm/types';
 import { EssayEvents } from './essay-events';
+import { GradingMetrics } from './grading-metrics';
 import { GradeBody, validateGrade, ValidatedGrade } from './grade-validation';
 import { detectInjection } from './injection';
 import { Job, JobQueue } from './job-queue';
@@ -72,6 +74,7 @@ export class GradingService {
     private readonly queue: JobQueue,
     private readonly nearDuplicates: NearDuplicateIndex,
     private readonly events: EssayEvents,
+    private readonly metrics: GradingMetrics,
   ) {}
 
   /** Takes the essay for grading (status → grading) and reads it, in one statement. */
@@ -144,9 +147,11 @@ export class GradingService {
     const status = flags.has('prompt_injection_suspected') || flags.has('content_rejected') ? 'needs_review' : 'graded';
     const done = await this.queue.completeWith(
       job,
-      `UPDATE essays SET status = $5, grade = $6, model_grade = $6, flags = $7, cost_nanos = cost_nanos + $8, cache_status = $9,
-              similar_essay_id = $10, similarity = $11, failure_code = NULL, failure_reason = NULL, graded_at = now(), updated_at = now()
-        WHERE tenant_id = $1 AND id = $4 AND EXISTS (SELECT 1 FROM held)`,
+      [
+        `UPDATE essays SET status = $6, grade = $7, model_grade = $7, flags = $8, cost_nanos = cost_nanos + $9, cache_status = $10,
+                similar_essay_id = $11, similarity = $12, failure_code = NULL, failure_reason = NULL, graded_at = now(), updated_at = now()
+          WHERE tenant_id = $1 AND id = $5 AND EXISTS (SELECT 1 FROM held)`,
+      ],
       [essay.id, status, JSON.stringify(grade), [...flags], costNanos.toString(), grade.cache, similar?.essayId ?? null, similar?.similarity ?? null],
     );
     if (!done) {
@@ -154,7 +159,63 @@ export class GradingService {
       return { kind: 'done', status: 'superseded' };
     }
     this.events.emit({ tenantId: job.tenantId, essayId: essay.id, status });
+    this.metrics.graded(status, grade.cache === 'hit' && grade.source === 'model' ? 'cache' : grade.source);
     return { kind: 'done', status };
+  }
+
+  /**
+   * A paid deep review: the deep variant on the premium tier, kept beside the standard grade. It
+   * never falls back to the offline grader: when it cannot be delivered (budget exhausted,
+   * content refused, no premium model) the order is refunded; a passing outage is retried by the
+   * queue, and refunded when the attempts run out.
+   */
+  async deepReview(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
+    const [row] = await tenantQuery<EssayRow & { order_status: string }>(
+      this.ds.manager,
+      job.tenantId,
+      `SELECT o.status AS order_status, e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title,
+              e.student_ref, e.text, e.status, e.flags,
+              (SELECT a.prompt FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS prompt
+         FROM orders o JOIN essays e ON e.tenant_id = o.tenant_id AND e.id = o.essay_id
+        WHERE o.tenant_id = $1 AND o.id = $2`,
+      [job.orderId],
+    );
+    if (!row || row.order_status !== 'paid') {
+      await this.queue.completeWith(job); // refunded or delivered meanwhile: nothing to do
+      return { kind: 'done', status: 'nothing to do' };
+    }
+    const rubric = await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version);
+    const result = await this.gradeWithModel(row, rubric, new Set(), signal, 'deep');
+    if (result.kind === 'failed') {
+      await this.refundOrder(job, `${result.code}: ${result.reason}`);
+      return result;
+    }
+    const done = await this.queue.completeWith(
+      job,
+      [
+        `UPDATE essays SET deep_grade = $6, cost_nanos = cost_nanos + $7, updated_at = now()
+          WHERE tenant_id = $1 AND id = $5 AND EXISTS (SELECT 1 FROM held)`,
+        `UPDATE orders SET status = 'delivered', delivered_at = now()
+          WHERE tenant_id = $1 AND id = $8 AND status = 'paid' AND EXISTS (SELECT 1 FROM held)`,
+      ],
+      [row.id, JSON.stringify(result.grade), result.costNanos.toString(), job.orderId],
+    );
+    if (done) this.events.emit({ tenantId: job.tenantId, essayId: row.id, status: row.status });
+    return { kind: 'done', status: done ? 'delivered' : 'superseded' };
+  }
+
+  /** The deep review cannot be delivered: the order is refunded and the job ends, together. */
+  async refundOrder(job: Job, reason: string): Promise<void> {
+    await this.queue.failWith(
+      job,
+      reason,
+      [
+        `UPDATE orders SET status = 'refunded', refunded_at = now(), refund_reason = $5
+          WHERE tenant_id = $1 AND id = $6 AND status = 'paid' AND EXISTS (SELECT 1 FROM held)`,
+      ],
+      [reason.slice(0, 300), job.orderId],
+    );
+    this.logger.warn({ msg: 'deep review refunded', tenantId: job.tenantId, orderId: job.orderId, reason });
   }
 
   private async finishFailed(job: Job, essay: EssayRow, code: string, reason: string, flags: Set<string>): Promise<GradingOutcome> {
@@ -168,6 +229,7 @@ export class GradingService {
       );
     });
     this.events.emit({ tenantId: job.tenantId, essayId: essay.id, status: 'failed' });
+    this.metrics.graded('failed', code);
     return { kind: 'failed', code, reason };
   }
 
@@ -191,13 +253,13 @@ export class GradingService {
     rubric: Rubric,
     flags: Set<string>,
     signal?: AbortSignal,
+    tier: Tier = essay.tier,
   ): Promise<{ kind: 'ok'; grade: StoredGrade; costNanos: bigint } | { kind: 'failed'; code: string; reason: string }> {
-    const tier = essay.tier;
     const variant: Variant = tier === 'deep' ? 'deep' : 'standard';
     const offline = (reason: string) => {
       flags.add('offline_estimate');
       if (reason) flags.add(reason);
-      return { kind: 'ok' as const, grade: this.offline(essay, rubric), costNanos: 0n };
+      return { kind: 'ok' as const, grade: this.offline(essay, rubric, tier), costNanos: 0n };
     };
     if (!this.gateway.hasProviders(tier)) {
       if (tier === 'standard') return offline('');
@@ -273,12 +335,28 @@ export class GradingService {
     };
   }
 
-  private offline(essay: EssayRow, rubric: Rubric): StoredGrade {
+  /**
+   * The least a grading of this essay can be admitted for: the smallest worst case among the
+   * tier's models (prompt estimate plus the full output allowance). Null with no provider.
+   */
+  cheapestWorstCase(text: string, language: Language, rubric: Rubric, tier: Tier): bigint | null {
+    if (!this.gateway.hasProviders(tier)) return null;
+    const variant: Variant = tier === 'deep' ? 'deep' : 'standard';
+    const { messages } = buildGradingPrompt({ rubric, language, variant, essay: text });
+    let best: bigint | null = null;
+    for (const m of this.gateway.candidates({ tier })) {
+      const cost = worstCaseCost(estimatePromptTokens(messages, m.tokenizer), Math.min(MAX_OUTPUT_TOKENS[variant], m.maxOutputTokens), m.pricing);
+      if (best === null || cost < best) best = cost;
+    }
+    return best;
+  }
+
+  private offline(essay: EssayRow, rubric: Rubric, tier: Tier): StoredGrade {
     return {
       ...offlineGrade(essay.text, rubric, essay.language),
       model: null,
       provider: null,
-      tier: essay.tier,
+      tier,
       cache: 'miss',
       cost: '0.00',
       flags: [],

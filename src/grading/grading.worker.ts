@@ -91,7 +91,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
 
   private async process(job: Job, signal: AbortSignal): Promise<void> {
     try {
-      const outcome = await this.grading.grade(job, signal);
+      const outcome = job.kind === 'deep_review' ? await this.grading.deepReview(job, signal) : await this.grading.grade(job, signal);
       if (outcome.kind === 'failed') this.logger.warn({ msg: 'essay failed', tenantId: job.tenantId, essayId: job.essayId, code: outcome.code });
     } catch (err) {
       if (signal.aborted) return; // shutting down: the job is returned to the queue
@@ -100,8 +100,12 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       if (job.attempts < job.maxAttempts) {
         const delay = this.config.grading.retryBaseMs * 2 ** (job.attempts - 1) * (0.75 + Math.random() / 2);
         const requeued = await this.ds.transaction((m) => this.queue.retryLater(m, job, message, delay)).catch(() => false);
-        if (requeued) await this.grading.setStatus(job.tenantId, job.essayId, 'queued').catch(() => undefined);
+        if (requeued && job.kind === 'grade') await this.grading.setStatus(job.tenantId, job.essayId, 'queued').catch(() => undefined);
         this.logger.warn({ msg: 'grading failed, will retry', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts, err: message });
+      } else if (job.kind === 'deep_review') {
+        await this.grading.refundOrder(job, `every premium model failed: ${message}`).catch((e: Error) =>
+          this.logger.error({ msg: 'could not refund an order', orderId: job.orderId, err: e.message }),
+        );
       } else {
         await this.markFailed(job, 'GRADING_FAILED', message);
       }
@@ -130,6 +134,16 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       const { requeued, failed } = await this.queue.recoverExpired();
       if (requeued) this.logger.warn({ msg: 'jobs of a stopped worker returned to the queue', count: requeued });
       for (const f of failed) {
+        if (f.kind === 'deep_review') {
+          await tenantQuery(
+            this.ds.manager,
+            f.tenantId,
+            `UPDATE orders SET status = 'refunded', refunded_at = now(), refund_reason = 'the deep review was interrupted too many times'
+              WHERE tenant_id = $1 AND id = $2 AND status = 'paid'`,
+            [f.orderId],
+          );
+          continue;
+        }
         await tenantQuery(
           this.ds.manager,
           f.tenantId,
@@ -161,7 +175,9 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       const left = [...this.inFlight.values()];
       for (const p of left) p.abort.abort();
       const released = await this.queue.release(left.map((p) => p.job.id)).catch(() => 0);
-      for (const p of left) await this.grading.setStatus(p.job.tenantId, p.job.essayId, 'queued').catch(() => undefined);
+      for (const p of left) {
+        if (p.job.kind === 'grade') await this.grading.setStatus(p.job.tenantId, p.job.essayId, 'queued').catch(() => undefined);
+      }
       this.logger.warn({ msg: 'returned unfinished gradings to the queue', count: released });
       await Promise.race([Promise.allSettled(left.map((p) => p.done)), sleep(2_000)]);
     }

@@ -8,7 +8,9 @@ export interface Job {
   id: string;
   tenantId: string;
   essayId: string;
-  kind: string;
+  kind: 'grade' | 'deep_review';
+  /** the deep-review order a deep_review job delivers */
+  orderId: string | null;
   attempts: number;
   maxAttempts: number;
 }
@@ -37,14 +39,15 @@ export class JobQueue {
               locked_until = now() + make_interval(secs => $2::double precision / 1000)
         WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= now()
                       ORDER BY run_after LIMIT $3 FOR UPDATE SKIP LOCKED)
-        RETURNING id, tenant_id, essay_id, kind, attempts, max_attempts`,
+        RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts`,
       [this.workerId, leaseMs, limit],
     ));
     return rows.map((r) => ({
       id: String(r.id),
       tenantId: String(r.tenant_id),
       essayId: String(r.essay_id),
-      kind: String(r.kind),
+      kind: r.kind as Job['kind'],
+      orderId: (r.order_id as string | null) ?? null,
       attempts: Number(r.attempts),
       maxAttempts: Number(r.max_attempts),
     }));
@@ -62,19 +65,28 @@ export class JobQueue {
 
   /**
    * Marks the job done and writes its result in one statement, only while this worker holds the
-   * job. `write` is an UPDATE whose parameters start at $4 and whose WHERE includes
+   * job. Each write is an UPDATE whose parameters start at $5 and whose WHERE includes
    * `EXISTS (SELECT 1 FROM held)`. False when the lease was lost: nothing is written.
    */
-  async completeWith(job: Job, write?: string, params: unknown[] = []): Promise<boolean> {
+  async completeWith(job: Job, writes: string[] = [], params: unknown[] = []): Promise<boolean> {
+    return this.finishWith(job, 'done', writes, params);
+  }
+
+  /** Like completeWith, but the job ends as failed (its result is a refund, a failure reason). */
+  async failWith(job: Job, error: string, writes: string[] = [], params: unknown[] = []): Promise<boolean> {
+    return this.finishWith(job, 'failed', writes, params, error);
+  }
+
+  private async finishWith(job: Job, status: 'done' | 'failed', writes: string[], params: unknown[], error?: string): Promise<boolean> {
     const rows = await tenantQuery(
       this.ds.manager,
       job.tenantId,
       `WITH held AS (
-         UPDATE jobs SET status = 'done', finished_at = now(), locked_by = NULL, locked_until = NULL
+         UPDATE jobs SET status = '${status}', finished_at = now(), locked_by = NULL, locked_until = NULL, last_error = coalesce($4, last_error)
           WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id)
-       ${write ? `, written AS (${write} RETURNING 1)` : ''}
+       ${writes.map((w, i) => `, w${i} AS (${w} RETURNING 1)`).join('\n')}
        SELECT (SELECT count(*) FROM held)::int AS held`,
-      [job.id, this.workerId, ...params],
+      [job.id, this.workerId, error?.slice(0, 500) ?? null, ...params],
     );
     return (rows[0] as { held: number }).held === 1;
   }
@@ -119,7 +131,7 @@ export class JobQueue {
    * Jobs whose lease ran out (their worker died): back to the queue, or failed when their attempts
    * are used up. Returns the essays of the failed ones, so their status can say so.
    */
-  async recoverExpired(): Promise<{ requeued: number; failed: Array<{ tenantId: string; essayId: string }> }> {
+  async recoverExpired(): Promise<{ requeued: number; failed: Array<{ tenantId: string; essayId: string; kind: Job['kind']; orderId: string | null }> }> {
     const requeued: Array<{ n: number }> = await this.ds.query(
       `WITH r AS (
          UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now(),
@@ -127,13 +139,16 @@ export class JobQueue {
           WHERE status = 'running' AND locked_until < now() AND attempts < max_attempts RETURNING 1)
        SELECT count(*)::int AS n FROM r`,
     );
-    const failed = rowsOf<{ tenant_id: string; essay_id: string }>(await this.ds.query(
+    const failed = rowsOf<{ tenant_id: string; essay_id: string; kind: Job['kind']; order_id: string | null }>(await this.ds.query(
       `UPDATE jobs SET status = 'failed', locked_by = NULL, locked_until = NULL, finished_at = now(),
               last_error = 'the worker holding this job stopped, and its attempts are used up'
         WHERE status = 'running' AND locked_until < now() AND attempts >= max_attempts
-        RETURNING tenant_id, essay_id`,
+        RETURNING tenant_id, essay_id, kind, order_id`,
     ));
-    return { requeued: requeued[0]?.n ?? 0, failed: failed.map((r) => ({ tenantId: r.tenant_id, essayId: r.essay_id })) };
+    return {
+      requeued: requeued[0]?.n ?? 0,
+      failed: failed.map((r) => ({ tenantId: r.tenant_id, essayId: r.essay_id, kind: r.kind, orderId: r.order_id })),
+    };
   }
 
   async depth(): Promise<Record<'queued' | 'running', number>> {

@@ -1,5 +1,5 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsOptional, Max, Min } from 'class-validator';
+import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsOptional, IsString, IsUrl, Length, Max, Min, ValidateIf } from 'class-validator';
 import { IsCnyAmount } from '../../common/validation';
 import type { WhenExhausted } from '../budget.service';
 
@@ -21,4 +21,16 @@ export class UpdateBudgetDto {
   @IsOptional()
   @IsIn(['offline', 'reject'])
   whenExhausted?: WhenExhausted;
+
+  @ApiPropertyOptional({ description: 'where alerts are POSTed (signed like payment webhooks); null turns them off', nullable: true })
+  @IsOptional()
+  @ValidateIf((_, v) => v !== null)
+  @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true })
+  alertWebhookUrl?: string | null;
+
+  @ApiPropertyOptional({ description: 'secret for the X-Inkstone-Signature of alert webhooks (write-only)' })
+  @IsOptional()
+  @IsString()
+  @Length(16, 200)
+  alertWebhookSecret?: string;
 }

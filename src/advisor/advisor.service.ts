@@ -1,0 +1,93 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import type { TenantAuth } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { AppConfig, CONFIG } from '../config/app-config';
+import { tenantQuery } from '../db/tenant-scope';
+import { CatalogModel, TIERS } from '../llm/catalog';
+import { CostAssumptions, estimateCosts } from './cost-estimate';
+
+export interface CostEstimateRequest {
+  dailyCalls: number;
+  tokensPerCall?: { input: number; output: number };
+  cacheHitRate?: number;
+  deepShare?: number;
+  measured?: boolean;
+}
+
+/** Defaults for a grading call when nothing is measured: a ~900-character essay and its grade. */
+const DEFAULT_TOKENS = { input: 1_800, output: 700 };
+
+@Injectable()
+export class AdvisorService {
+  constructor(
+    private readonly ds: DataSource,
+    @Inject(CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  /** The tenant's own averages from the ledger (grading calls that reached a model, and cache hits). */
+  private async measured(tenantId: string) {
+    const [r] = await tenantQuery<Record<string, string | null>>(
+      this.ds.manager,
+      tenantId,
+      `SELECT count(*) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit') AS paid,
+              count(*) FILTER (WHERE outcome = 'ok' AND cache_status = 'hit') AS hits,
+              count(*) FILTER (WHERE outcome = 'ok' AND purpose = 'deep_review') AS deep,
+              avg(input_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit') AS input,
+              avg(output_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit') AS output,
+              sum(cached_input_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit') AS cached,
+              sum(input_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit') AS input_total
+         FROM llm_calls WHERE tenant_id = $1 AND purpose IN ('grading', 'deep_review')`,
+    );
+    const paid = Number(r.paid);
+    if (paid === 0) throw new ApiError('CONFLICT', 'Nothing measured yet: this tenant has no graded essays in its ledger');
+    const hits = Number(r.hits);
+    return {
+      tokensPerCall: { input: Math.round(Number(r.input)), output: Math.round(Number(r.output)) },
+      cacheHitRate: hits / (paid + hits),
+      deepShare: Number(r.deep) / (paid + hits),
+      cachedInputShare: Number(r.input_total) > 0 ? Number(r.cached) / Number(r.input_total) : 0,
+      basedOnCalls: paid + hits,
+    };
+  }
+
+  async costEstimate(auth: TenantAuth, req: CostEstimateRequest) {
+    const llm = this.config.llm;
+    const m = req.measured ? await this.measured(auth.tenantId) : null;
+    const a: CostAssumptions = {
+      dailyCalls: req.dailyCalls,
+      inputTokens: m?.tokensPerCall.input ?? req.tokensPerCall?.input ?? DEFAULT_TOKENS.input,
+      outputTokens: m?.tokensPerCall.output ?? req.tokensPerCall?.output ?? DEFAULT_TOKENS.output,
+      cacheHitRate: m?.cacheHitRate ?? req.cacheHitRate ?? 0,
+      deepShare: m?.deepShare ?? req.deepShare ?? 0.1,
+      cachedInputShare: m?.cachedInputShare ?? 0,
+    };
+    const first = (tier: 'standard' | 'deep'): CatalogModel | undefined =>
+      llm.tiers[tier][0]?.[0]?.model ?? llm.catalog.models.get(llm.catalog.defaultTiers[tier][0] ?? '');
+    const standard = first('standard');
+    const premium = first('deep');
+    if (!standard || !premium) throw new ApiError('CONFLICT', 'The catalog names no standard or deep model to estimate with');
+    const models = [...llm.catalog.models.values()].map((model) => ({
+      model,
+      tiers: TIERS.filter((t) => llm.catalog.defaultTiers[t].includes(model.key) || llm.tiers[t].some((g) => g.some((e) => e.model.key === model.key))),
+    }));
+    return {
+      assumptions: {
+        dailyCalls: a.dailyCalls,
+        tokensPerCall: { input: a.inputTokens, output: a.outputTokens },
+        cacheHitRate: round4(a.cacheHitRate),
+        deepShare: round4(a.deepShare),
+        cachedInputShare: round4(a.cachedInputShare),
+        measured: !!m,
+        ...(m ? { basedOnCalls: m.basedOnCalls } : {}),
+        daysPerMonth: 30,
+        pricing: 'CNY, catalog prices per million tokens',
+      },
+      ...estimateCosts(models, standard, premium, a),
+    };
+  }
+}
+
+function round4(n: number): number {
+  return Math.round(n * 10_000) / 10_000;
+}

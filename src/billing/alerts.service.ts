@@ -1,0 +1,72 @@
+import { randomUUID } from 'node:crypto';
+import { Injectable, Logger } from '@nestjs/common';
+import { Counter, Gauge } from 'prom-client';
+import { DataSource } from 'typeorm';
+import { Nanos } from '../common/money';
+import { tenantQuery } from '../db/tenant-scope';
+import { MetricsService } from '../metrics/metrics.service';
+
+/**
+ * Budget alerts: each threshold fires once per tenant per period, as a log line, a metric and,
+ * when the tenant has set a URL, a signed webhook (queued, retried with backoff by the
+ * WebhookDispatcher). A refused reservation means the budget is used up for practical purposes:
+ * every threshold not yet fired fires then.
+ */
+@Injectable()
+export class AlertsService {
+  private readonly logger = new Logger(AlertsService.name);
+  /** thresholds already fired, so most calls skip the database entirely */
+  private readonly fired = new Set<string>();
+  private readonly alertsTotal: Counter<'tenant' | 'threshold'>;
+  private readonly utilization: Gauge<'tenant'>;
+
+  constructor(
+    private readonly ds: DataSource,
+    metrics: MetricsService,
+  ) {
+    this.alertsTotal = new Counter({ name: 'inkstone_budget_alerts_total', help: 'Budget alerts fired', labelNames: ['tenant', 'threshold'], registers: [metrics.registry] });
+    this.utilization = new Gauge({ name: 'inkstone_budget_utilization_ratio', help: "Settled spend / cap of the tenant's current period", labelNames: ['tenant'], registers: [metrics.registry] });
+  }
+
+  /** After a settlement: fire every threshold the spend has reached. */
+  async onSpend(tenantId: string, period: string, spent: Nanos, cap: Nanos, thresholds: string[]): Promise<void> {
+    const ratio = cap === 0n ? 1 : Number((spent * 1_000_000n) / cap) / 1_000_000;
+    this.utilization.set({ tenant: tenantId }, ratio);
+    for (const t of thresholds) if (ratio >= Number(t)) await this.fire(tenantId, period, t, ratio);
+  }
+
+  /** A reservation was refused: the budget cannot cover calls any more. */
+  async onExhausted(tenantId: string, period: string, spent: Nanos, cap: Nanos, thresholds: string[]): Promise<void> {
+    const ratio = cap === 0n ? 1 : Number((spent * 1_000_000n) / cap) / 1_000_000;
+    for (const t of thresholds) await this.fire(tenantId, period, t, ratio);
+  }
+
+  private async fire(tenantId: string, period: string, threshold: string, ratio: number): Promise<void> {
+    const key = `${tenantId}:${period}:${Number(threshold)}`;
+    if (this.fired.has(key)) return;
+    const inserted = await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `INSERT INTO budget_alerts (tenant_id, period, threshold, utilization) VALUES ($1, $2, $3, $4)
+       ON CONFLICT DO NOTHING RETURNING threshold`,
+      [period, threshold, ratio.toFixed(4)],
+    );
+    this.fired.add(key);
+    if (!inserted.length) return; // another instance fired it
+    this.alertsTotal.inc({ tenant: tenantId, threshold: String(Number(threshold)) });
+    this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
+    const body = JSON.stringify({
+      id: `alert_${randomUUID()}`,
+      type: 'budget.threshold_reached',
+      data: { tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) },
+      createdAt: new Date().toISOString(),
+    });
+    await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `INSERT INTO outbound_webhooks (tenant_id, id, url, body, status)
+       SELECT $1, $2, alert_webhook_url, $3, 'pending' FROM tenants WHERE id = $1 AND alert_webhook_url IS NOT NULL`,
+      [randomUUID(), body],
+    );
+  }
+}

@@ -1,0 +1,59 @@
+import { Body, Controller, Get, HttpCode, Param, Post, Put, Query, RawBodyRequest, Req } from '@nestjs/common';
+import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import type { FastifyRequest } from 'fastify';
+import { Auth, Public, TenantAuth, TenantCaller } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { SIGNATURE_HEADER } from '../common/signature';
+import { BillingSettingsDto } from './dto/billing-settings.dto';
+import { BillingSettingsView, OrdersService, OrderView } from './orders.service';
+
+const ORDER_STATUSES = ['awaiting_payment', 'paid', 'delivered', 'refunded'];
+
+@ApiTags('billing')
+@ApiBearerAuth()
+@Controller('v1')
+export class OrdersController {
+  constructor(private readonly orders: OrdersService) {}
+
+  @Get('billing/settings')
+  @Auth('admin')
+  @ApiOperation({ summary: 'Deep-review price and payment mode (the webhook secret is never shown)' })
+  settings(@TenantCaller() auth: TenantAuth): Promise<BillingSettingsView> {
+    return this.orders.settings(auth.tenantId);
+  }
+
+  @Put('billing/settings')
+  @Auth('admin')
+  @ApiOperation({ summary: 'Set the deep-review price, the payment mode and the webhook secret' })
+  updateSettings(@TenantCaller() auth: TenantAuth, @Body() dto: BillingSettingsDto): Promise<BillingSettingsView> {
+    return this.orders.updateSettings(auth, dto);
+  }
+
+  @Get('orders')
+  @Auth('admin', 'teacher')
+  @ApiQuery({ name: 'status', required: false, enum: ORDER_STATUSES })
+  @ApiOperation({ summary: 'Deep-review orders, newest first' })
+  async list(@TenantCaller() auth: TenantAuth, @Query('status') status?: string): Promise<{ data: OrderView[] }> {
+    if (status !== undefined && !ORDER_STATUSES.includes(status)) {
+      throw ApiError.validation([{ field: 'status', message: `status must be one of ${ORDER_STATUSES.join(', ')}` }]);
+    }
+    return { data: await this.orders.list(auth, status) };
+  }
+
+  @Get('orders/:id')
+  @Auth('admin', 'teacher')
+  @ApiOperation({ summary: 'One deep-review order' })
+  get(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<OrderView> {
+    return this.orders.get(auth.tenantId, id);
+  }
+
+  @Post('payments/webhook/:tenantId')
+  @HttpCode(200)
+  @Public()
+  @ApiHeader({ name: SIGNATURE_HEADER, description: 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">' })
+  @ApiOperation({ summary: 'Payment provider events (payment.succeeded, payment.refunded), signed with the tenant webhook secret' })
+  webhook(@Param('tenantId') tenantId: string, @Req() req: RawBodyRequest<FastifyRequest>) {
+    const header = req.headers[SIGNATURE_HEADER];
+    return this.orders.handleWebhook(tenantId, req.rawBody, Array.isArray(header) ? header[0] : header);
+  }
+}

@@ -1,0 +1,351 @@
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { formatCny } from '../src/common/money';
+import { signPayload, verifySignature } from '../src/common/signature';
+import { WebhookDispatcher } from '../src/billing/webhook-dispatcher';
+import { GradingService } from '../src/grading/grading.service';
+import { builtinRubric } from '../src/grading/rubric';
+import { GatewayService } from '../src/llm/gateway.service';
+import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { generateEssay } from './support/essays';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { waitForEssays } from './support/grading';
+import { providerEnv } from './support/providers';
+import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { waitFor } from './support/wait';
+
+const SECRET = 'whsec_commerce_test_0123456789';
+
+describe('commerce: deep reviews, payments, budget policies, alerts and reports', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let f: Factory;
+  let tenant: TestTenant;
+  let teacher: string;
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+    t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '50', JOB_MAX_ATTEMPTS: '2', LLM_MAX_RETRIES: '0' });
+    f = new Factory(t.app);
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+  beforeEach(async () => {
+    fake.reset();
+    t.app.get(GatewayService).resetHealth();
+    tenant = await f.newTenant({ monthlyBudget: '100.00' });
+    teacher = (await f.newKey(tenant, 'teacher')).key;
+  });
+
+  const admin = () => bearer(tenant.adminKey);
+  const sell = (paymentMode: 'webhook' | 'invoice', price = '9.90') =>
+    t.http.put('/v1/billing/settings').set(admin()).send({ deepReviewPrice: price, paymentMode, webhookSecret: SECRET }).expect(200);
+  const gradedEssay = async (seed = 1) => {
+    const res = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(seed, 'zh').text }).expect(202);
+    return (await waitForEssays(t.app, teacher, [res.body.id]))[0];
+  };
+  const order = (essayId: string) => t.http.post(`/v1/essays/${essayId}/deep-review`).set(bearer(teacher));
+  const event = (type: string, orderId: string, amount: string, id = `evt_${randomUUID()}`) => JSON.stringify({ id, type, data: { orderId, amount } });
+  const webhook = (body: string, signature: string | null = signPayload(SECRET, body), tenantId = tenant.tenantId) => {
+    const req = t.http.post(`/v1/payments/webhook/${tenantId}`).set('Content-Type', 'application/json');
+    if (signature !== null) req.set('X-Inkstone-Signature', signature);
+    return req.send(body);
+  };
+  const waitOrder = (orderId: string, status: string) =>
+    waitFor(async () => (await t.http.get(`/v1/orders/${orderId}`).set(bearer(teacher))).body.status === status, 20_000, `order ${status}`);
+
+  describe('billing settings', () => {
+    it('sets the price and mode, never shows the secret, and needs a secret for webhook mode', async () => {
+      const res = await sell('webhook', '12.50');
+      expect(res.body).toEqual({ deepReviewPrice: '12.50', paymentMode: 'webhook', webhookSecretSet: true });
+      expect(JSON.stringify((await t.http.get('/v1/billing/settings').set(admin()).expect(200)).body)).not.toContain(SECRET);
+      const other = await f.newTenant();
+      const bad = await t.http.put('/v1/billing/settings').set(bearer(other.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'webhook' }).expect(400);
+      expect(bad.body.error.details[0].field).toBe('webhookSecret');
+      await t.http.put('/v1/billing/settings').set(bearer(teacher)).send({ deepReviewPrice: '1.00', paymentMode: 'invoice' }).expect(403);
+      await t.http.put('/v1/billing/settings').set(admin()).send({ deepReviewPrice: 9.9, paymentMode: 'cash' }).expect(400);
+    });
+
+    it('refuses deep-review orders until the price is set', async () => {
+      const essay = await gradedEssay();
+      expect((await order(essay.id).expect(409)).body.error.message).toMatch(/billing\/settings/);
+    });
+  });
+
+  describe('webhook mode', () => {
+    it('waits for payment.succeeded, then delivers the deep grade beside the standard one', async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(2);
+      const created = await order(essay.id).expect(202);
+      expect(created.body).toMatchObject({ status: 'awaiting_payment', price: '9.90', paymentMode: 'webhook' });
+      // Ordering again answers the same open order.
+      expect((await order(essay.id).expect(202)).body.orderId).toBe(created.body.orderId);
+      const paid = await webhook(event('payment.succeeded', created.body.orderId, '9.90')).expect(200);
+      expect(paid.body).toMatchObject({ received: true, duplicate: false, order: { status: 'paid' } });
+      await waitOrder(created.body.orderId, 'delivered');
+      const view = await t.http.get(`/v1/essays/${essay.id}`).set(bearer(teacher)).expect(200);
+      expect(view.body.grade).toEqual(essay.grade); // the standard grade is untouched
+      expect(view.body.deepGrade).toMatchObject({ tier: 'deep', provider: 'dashscope', model: 'qwen-max' });
+      expect(view.body.deepGrade.deep.revisionPlan.length).toBeGreaterThan(0);
+      await order(essay.id).expect(409); // delivered already
+    });
+
+    it('refuses a bad, a missing and a stale signature with 401, and an amount that differs with 409', async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(3);
+      const { body: o } = await order(essay.id).expect(202);
+      const good = event('payment.succeeded', o.orderId, '9.90');
+      expect((await webhook(good, signPayload('another-secret-0123456789', good)).expect(401)).body.error.code).toBe('INVALID_SIGNATURE');
+      await webhook(good, null).expect(401);
+      await webhook(good, 't=abc,v1=zz').expect(401);
+      const stale = signPayload(SECRET, good, Math.floor(Date.now() / 1000) - 301);
+      expect((await webhook(good, stale).expect(401)).body.error.message).toMatch(/5 minutes/);
+      await webhook(good.replace('9.90', '9.91'), signPayload(SECRET, good)).expect(401); // body changed after signing
+      const wrongAmount = event('payment.succeeded', o.orderId, '0.99');
+      expect((await webhook(wrongAmount).expect(409)).body.error.code).toBe('CONFLICT');
+      await webhook(event('payment.succeeded', '00000000-0000-4000-8000-000000000000', '9.90')).expect(404);
+      await webhook('{"id": "evt_x", "type": "payment.unknown"', signPayload(SECRET, '{"id": "evt_x", "type": "payment.unknown"')).expect(400);
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body.status).toBe('awaiting_payment');
+      const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM payment_events WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(n).toBe(0);
+    });
+
+    it('answers a replayed event with 200 and changes nothing', async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(4);
+      const { body: o } = await order(essay.id).expect(202);
+      const body = event('payment.succeeded', o.orderId, '9.90', 'evt_replayed');
+      await webhook(body).expect(200);
+      await waitOrder(o.orderId, 'delivered');
+      const again = await webhook(body, signPayload(SECRET, body)).expect(200);
+      expect(again.body).toEqual({ received: true, duplicate: true });
+      const jobs = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+      expect(jobs[0].n).toBe(1);
+    });
+
+    it('charges and delivers once when the same event arrives twice at the same moment', async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(5);
+      const { body: o } = await order(essay.id).expect(202);
+      const body = event('payment.succeeded', o.orderId, '9.90', 'evt_twice');
+      const [a, b] = await Promise.all([webhook(body), webhook(body)]);
+      expect([a.status, b.status]).toEqual([200, 200]);
+      expect([a.body.duplicate, b.body.duplicate].sort()).toEqual([false, true]);
+      await waitOrder(o.orderId, 'delivered');
+      const [jobs] = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+      expect(jobs.n).toBe(1);
+      const [events] = await t.dataSource.query(`SELECT count(*)::int AS n FROM payment_events WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(events.n).toBe(1);
+      const [calls] = await t.dataSource.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND purpose = 'deep_review' AND outcome = 'ok'`, [tenant.tenantId]);
+      expect(calls.n).toBe(1);
+    });
+
+    it('refunds on payment.refunded and cancels a deep review still waiting', async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(6);
+      const { body: o } = await order(essay.id).expect(202);
+      const { GradingWorker } = await import('../src/grading/grading.worker');
+      await t.app.get(GradingWorker).stop(0); // keep the paid deep review waiting in the queue
+      try {
+        await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+        const res = await webhook(event('payment.refunded', o.orderId, '9.90')).expect(200);
+        expect(res.body.order.status).toBe('refunded');
+        const jobs = await t.dataSource.query(`SELECT status, last_error FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, o.orderId]);
+        expect(jobs).toEqual([{ status: 'failed', last_error: 'order refunded' }]);
+      } finally {
+        t.app.get(GradingWorker).start();
+      }
+      // A payment.succeeded for a refunded order changes nothing.
+      await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body.status).toBe('refunded');
+    });
+  });
+
+  describe('invoice mode and refunds', () => {
+    it('runs at once, books the revenue, and delivers', async () => {
+      await sell('invoice', '5.00');
+      const essay = await gradedEssay(7);
+      const { body: o } = await order(essay.id).expect(202);
+      expect(o).toMatchObject({ status: 'paid', paymentMode: 'invoice', price: '5.00' });
+      expect(o.paidAt).not.toBeNull();
+      await waitOrder(o.orderId, 'delivered');
+    });
+
+    it('refunds a deep review when every premium model fails', async () => {
+      await sell('invoice');
+      const essay = await gradedEssay(8);
+      fake.enqueue('dashscope', Array(10).fill({ kind: 'preset', name: 'server_error' }));
+      fake.enqueue('zhipu', Array(10).fill({ kind: 'preset', name: 'server_error' }));
+      const { body: o } = await order(essay.id).expect(202);
+      await waitOrder(o.orderId, 'refunded');
+      const refunded = (await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body;
+      expect(refunded.refundReason).toMatch(/premium model/);
+      expect((await t.http.get(`/v1/essays/${essay.id}`).set(bearer(teacher))).body.deepGrade).toBeNull();
+    });
+
+    it('refuses an order the budget cannot cover (402), and refunds one whose budget ran out before delivery', async () => {
+      await sell('invoice');
+      const essay = await gradedEssay(9);
+      await t.http.put('/v1/budget').set(admin()).send({ monthlyCap: '0.000001' }).expect(200);
+      expect((await order(essay.id).expect(402)).body.error.code).toBe('BUDGET_EXHAUSTED');
+      const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM orders WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(n).toBe(0);
+      // Enough for the order's check, then the cap drops before the worker delivers it.
+      await t.http.put('/v1/budget').set(admin()).send({ monthlyCap: '100.00' }).expect(200);
+      fake.setLatency(0);
+      const worker = (await import('../src/grading/grading.worker')).GradingWorker;
+      await t.app.get(worker).stop(0);
+      const { body: o } = await order(essay.id).expect(202);
+      await t.http.put('/v1/budget').set(admin()).send({ monthlyCap: '0.000001' }).expect(200);
+      t.app.get(worker).start();
+      await waitOrder(o.orderId, 'refunded');
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body.refundReason).toMatch(/BUDGET_EXHAUSTED/);
+    });
+  });
+
+  describe('orders across tenants', () => {
+    it("answers 404 for another tenant's order, and its webhook cannot touch it", async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(10);
+      const { body: o } = await order(essay.id).expect(202);
+      const other = await f.newTenant();
+      await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(other.adminKey)).expect(404);
+      await t.http.post(`/v1/essays/${essay.id}/deep-review`).set(bearer(other.adminKey)).expect(404);
+      await t.http.put('/v1/billing/settings').set(bearer(other.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'webhook', webhookSecret: SECRET }).expect(200);
+      await webhook(event('payment.succeeded', o.orderId, '9.90'), undefined, other.tenantId).expect(404);
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body.status).toBe('awaiting_payment');
+      expect((await t.http.get('/v1/orders').set(bearer(other.adminKey))).body.data).toEqual([]);
+    });
+  });
+
+  describe('budget alerts', () => {
+    it('fires each threshold once per period: a log line, a metric and a signed webhook retried with backoff', async () => {
+      const received: Array<{ body: string; signature: string | undefined }> = [];
+      let failFirst = true;
+      const server = http.createServer((req, res) => {
+        let body = '';
+        req.on('data', (c) => (body += c));
+        req.on('end', () => {
+          if (failFirst) {
+            failFirst = false;
+            res.statusCode = 500;
+            return res.end();
+          }
+          received.push({ body, signature: req.headers['x-inkstone-signature'] as string | undefined });
+          res.end('ok');
+        });
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/alerts`;
+      try {
+        const worst = t.app.get(GradingService).cheapestWorstCase(generateEssay(20, 'zh').text, 'zh', builtinRubric('zh-gaokao-60')!, 'standard')!;
+        const cap = formatCny(worst * 3n);
+        await t.http
+          .put('/v1/budget')
+          .set(admin())
+          .send({ monthlyCap: cap, alertThresholds: [0.2, 0.4], whenExhausted: 'offline', alertWebhookUrl: url, alertWebhookSecret: 'alert-secret-0123456789' })
+          .expect(200);
+        // Grade until the budget runs out (the rest are graded offline).
+        for (let i = 0; i < 8; i++) await gradedEssay(20 + i);
+        const dispatcher = t.app.get(WebhookDispatcher);
+        await waitFor(async () => {
+          await dispatcher.deliverDue();
+          return received.length >= 2;
+        }, 20_000);
+        const alerts = await t.dataSource.query(`SELECT threshold::text AS t FROM budget_alerts WHERE tenant_id = $1 ORDER BY threshold`, [tenant.tenantId]);
+        expect(alerts.map((a: { t: string }) => Number(a.t))).toEqual([0.2, 0.4]);
+        const thresholds = received.map((r) => JSON.parse(r.body).data.threshold).sort();
+        expect(thresholds).toEqual([0.2, 0.4]);
+        for (const r of received) expect(verifySignature(r.signature, 'alert-secret-0123456789', r.body)).toEqual({ ok: true });
+        const [retried] = await t.dataSource.query(`SELECT max(attempts)::int AS n FROM outbound_webhooks WHERE tenant_id = $1`, [tenant.tenantId]);
+        expect(retried.n).toBe(2); // the first delivery failed and was retried
+        const metrics = await t.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200);
+        expect(metrics.text).toContain(`inkstone_budget_alerts_total{tenant="${tenant.tenantId}",threshold="0.2"} 1`);
+        expect(metrics.text).toMatch(new RegExp(`inkstone_budget_utilization_ratio\\{tenant="${tenant.tenantId}"\\} 0\\.\\d+`));
+        expect(metrics.text).toMatch(/inkstone_grades_total\{outcome="graded",source="offline"\} \d+/);
+        expect(metrics.text).toMatch(/inkstone_queue_jobs\{status="queued"\} \d+/);
+      } finally {
+        server.close();
+      }
+    }, 60_000);
+
+    it('forecasts month-end spend and the day the cap is reached', async () => {
+      await gradedEssay(30);
+      const budget = await t.http.get('/v1/budget').set(admin()).expect(200);
+      expect(budget.body.forecast.monthEnd).toMatch(/^\d+\.\d+$/);
+      expect(Number(budget.body.forecast.monthEnd)).toBeGreaterThanOrEqual(Number(budget.body.spent));
+    });
+  });
+
+  describe('monthly report', () => {
+    it('adds up to the ledger and the orders to the last unit', async () => {
+      await sell('invoice', '6.60');
+      const e1 = await gradedEssay(40);
+      const e2 = await gradedEssay(41);
+      await gradedEssay(40); // a repeat: from the cache
+      const { body: o } = await order(e1.id).expect(202);
+      await waitOrder(o.orderId, 'delivered');
+      const { body: o2 } = await order(e2.id).expect(202);
+      await waitOrder(o2.orderId, 'delivered');
+      await t.http.post('/v1/chat/completions').set(bearer(teacher)).send({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'hi' }] }).expect(200);
+
+      const budget = await t.http.get('/v1/budget').set(admin()).expect(200);
+      const r = (await t.http.get(`/v1/reports/month?period=${budget.body.period}`).set(admin()).expect(200)).body;
+      const [ledger] = await t.dataSource.query(
+        `SELECT sum(cost_nanos)::text AS cost, sum(saved_nanos)::text AS saved FROM llm_calls WHERE tenant_id = $1`,
+        [tenant.tenantId],
+      );
+      expect(r.modelCost).toBe(formatCny(BigInt(ledger.cost)));
+      expect(r.modelCost).toBe(budget.body.spent);
+      expect(r.savedByCache).toBe(formatCny(BigInt(ledger.saved)));
+      expect(r.revenue).toBe('13.20');
+      expect(r.margin).toBe(formatCny(13_200_000_000n - BigInt(ledger.cost)));
+      expect(r.gradings).toEqual({ total: 5, standard: 3, deep: 2, offline: 0, fromCache: 1 });
+      expect(r.deepReviews).toEqual({ ordered: 2, sold: 2, delivered: 2, refunded: 0 });
+      expect(r.cacheHitRate).toBe('0.2000');
+      const sumByPurpose = Object.values(r.modelCostByPurpose as Record<string, string>).reduce((a, c) => a + parseNanos(c), 0n);
+      expect(formatCny(sumByPurpose)).toBe(r.modelCost);
+      expect(BigInt(parseNanos(r.savedByRouting))).toBeGreaterThan(0n);
+      expect(BigInt(parseNanos(r.savedByCompression))).toBeGreaterThan(0n);
+      await t.http.get('/v1/reports/month?period=2026-13').set(admin()).expect(400);
+      await t.http.get('/v1/reports/month').set(bearer(teacher)).expect(403);
+    }, 60_000);
+  });
+
+  describe('advisor', () => {
+    it('scores business value by the formula', async () => {
+      const r = await t.http
+        .post('/v1/advisor/business-value')
+        .set(bearer(teacher))
+        .send({ taskType: 'simple_classification', errorTolerance: 'medium', frequency: 300, userWillingToPay: false })
+        .expect(200);
+      expect(r.body).toMatchObject({ task: 'simple_classification', score: 25.2 });
+      await t.http.post('/v1/advisor/business-value').set(bearer(teacher)).send({ taskType: 'x', errorTolerance: 'none', frequency: -1 }).expect(400);
+    });
+
+    it("estimates costs per model and for the mix, and from the tenant's own ledger when measured", async () => {
+      const plain = await t.http.post('/v1/advisor/cost-estimate').set(bearer(teacher)).send({ dailyCalls: 6700, cacheHitRate: 0.45, deepShare: 0.1 }).expect(200);
+      expect(plain.body.models.length).toBeGreaterThan(3);
+      expect(plain.body.mix).toMatchObject({ standardModel: 'deepseek:deepseek-chat', deepModel: 'dashscope:qwen-max' });
+      expect(Number(plain.body.mix.monthly)).toBeLessThan(Number(plain.body.naive.monthly));
+      await t.http.post('/v1/advisor/cost-estimate').set(bearer(teacher)).send({ dailyCalls: 100, measured: true }).expect(409);
+      await gradedEssay(50);
+      await gradedEssay(50);
+      const measured = await t.http.post('/v1/advisor/cost-estimate').set(bearer(teacher)).send({ dailyCalls: 100, measured: true }).expect(200);
+      expect(measured.body.assumptions).toMatchObject({ measured: true, cacheHitRate: 0.5, basedOnCalls: 2 });
+      const [avg] = await t.dataSource.query(
+        `SELECT round(avg(input_tokens))::int AS i FROM llm_calls WHERE tenant_id = $1 AND outcome = 'ok' AND cache_status <> 'hit'`,
+        [tenant.tenantId],
+      );
+      expect(measured.body.assumptions.tokensPerCall.input).toBe(avg.i);
+    });
+  });
+});
+
+function parseNanos(cny: string): bigint {
+  const [w, fr = ''] = cny.split('.');
+  return BigInt(w) * 1_000_000_000n + BigInt(fr.padEnd(9, '0'));
+}
