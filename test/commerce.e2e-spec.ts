@@ -90,6 +90,12 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(view.body.grade).toEqual(essay.grade); // the standard grade is untouched
       expect(view.body.deepGrade).toMatchObject({ tier: 'deep', provider: 'dashscope', model: 'qwen-max' });
       expect(view.body.deepGrade.deep.revisionPlan.length).toBeGreaterThan(0);
+      // The premium model wrote the deep part only; the scores are the standard grade's.
+      expect(view.body.deepGrade.dimensions).toEqual(essay.grade.dimensions);
+      expect(view.body.deepGrade.score).toBe(essay.grade.score);
+      expect(view.body.deepGrade.promptVersion).toBe('deep-review-1');
+      const premiumPrompt = fake.requests.find((r) => r.model === 'qwen-max')!.body.messages[0].content as string;
+      expect(premiumPrompt).not.toContain('"dimensions":[{"key":"<dimension key>"'); // no scores asked for
       await order(essay.id).expect(409); // delivered already
     });
 

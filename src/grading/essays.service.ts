@@ -194,7 +194,7 @@ export class EssaysService {
   async orderDeepReview(auth: TenantAuth, id: string): Promise<OrderView> {
     const row = await this.row(auth.tenantId, id);
     const rubric = await this.rubrics.resolve(auth.tenantId, String(row.rubric_key), Number(row.rubric_version));
-    const cheapest = this.grading.cheapestWorstCase(String(row.text), row.language as Language, rubric, 'deep');
+    const cheapest = this.grading.cheapestWorstCase(String(row.text), row.language as Language, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
     if (cheapest === null) throw new ApiError('NO_PROVIDER_AVAILABLE', 'No premium model is configured for deep reviews');
     if ((await this.budget.remaining(auth.tenantId)) < cheapest) {
       throw new ApiError('BUDGET_EXHAUSTED', "The tenant's monthly model budget cannot cover a deep review");

@@ -180,3 +180,26 @@ function validateDeep(raw: Record<string, unknown>, essay: string): Validation<D
   if (revisionPlan.length === 0) return { ok: false, problem: '"revisionPlan" is missing' };
   return { ok: true, value: { paragraphs, rewrites, revisionPlan } };
 }
+
+/** A deep review written on top of a standard grade: the summary and the deep parts only. */
+export function validateDeepReview(content: string, essay: string): Validation<{ summary: string; deep: DeepAnalysis }> {
+  const raw = extractJson(content) as Record<string, unknown> | undefined;
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return { ok: false, problem: 'the answer is not a JSON object' };
+  const summary = str(raw.summary);
+  if (!summary) return { ok: false, problem: '"summary" is missing' };
+  const deep = validateDeep(raw, essay);
+  return deep.ok ? { ok: true, value: { summary, deep: deep.value } } : deep;
+}
+
+/** The grade body of a stored grade (what a deep review keeps from the standard grade). */
+export function gradeBodyOf(g: GradeBody): GradeBody {
+  return {
+    score: g.score,
+    maxScore: g.maxScore,
+    dimensions: g.dimensions,
+    summary: g.summary,
+    strengths: g.strengths,
+    improvements: g.improvements,
+    annotations: g.annotations,
+  };
+}

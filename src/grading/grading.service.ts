@@ -5,14 +5,14 @@ import { formatCny } from '../common/money';
 import { tenantQuery } from '../db/tenant-scope';
 import { CatalogModel, Tier } from '../llm/catalog';
 import { cutHeadTail, normalizeForKey } from '../llm/compression';
-import { GatewayError, GatewayResult, GatewayService } from '../llm/gateway.service';
+import { GatewayError, GatewayResult, GatewayService, Validation } from '../llm/gateway.service';
 import { ResponseCache } from '../llm/response-cache';
 import { worstCaseCost } from '../llm/pricing';
 import { estimatePromptTokens, estimateTextTokens } from '../llm/tokens';
 import type { ChatMessage } from '../llm/types';
 import { EssayEvents } from './essay-events';
 import { GradingMetrics } from './grading-metrics';
-import { GradeBody, validateGrade, ValidatedGrade } from './grade-validation';
+import { GradeBody, gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from './grade-validation';
 import { detectInjection } from './injection';
 import { Job, JobQueue } from './job-queue';
 import { NearDuplicateIndex } from './near-duplicate.service';
@@ -170,10 +170,10 @@ export class GradingService {
    * queue, and refunded when the attempts run out.
    */
   async deepReview(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
-    const [row] = await tenantQuery<EssayRow & { order_status: string }>(
+    const [row] = await tenantQuery<EssayRow & { order_status: string; model_grade: StoredGrade | null }>(
       this.ds.manager,
       job.tenantId,
-      `SELECT o.status AS order_status, e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title,
+      `SELECT o.status AS order_status, e.model_grade, e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title,
               e.student_ref, e.text, e.status, e.flags,
               (SELECT a.prompt FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS prompt
          FROM orders o JOIN essays e ON e.tenant_id = o.tenant_id AND e.id = o.essay_id
@@ -185,7 +185,8 @@ export class GradingService {
       return { kind: 'done', status: 'nothing to do' };
     }
     const rubric = await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version);
-    const result = await this.gradeWithModel(row, rubric, new Set(), signal, 'deep');
+    // On an essay graded already, the premium model writes the deep part only; otherwise a full deep grade.
+    const result = await this.gradeWithModel(row, rubric, new Set(), signal, 'deep', row.model_grade ?? undefined);
     if (result.kind === 'failed') {
       await this.refundOrder(job, `${result.code}: ${result.reason}`);
       return result;
@@ -254,8 +255,15 @@ export class GradingService {
     flags: Set<string>,
     signal?: AbortSignal,
     tier: Tier = essay.tier,
+    /** For a deep review: the standard grade it builds on (the premium model writes only the deep part). */
+    base?: StoredGrade,
   ): Promise<{ kind: 'ok'; grade: StoredGrade; costNanos: bigint } | { kind: 'failed'; code: string; reason: string }> {
-    const variant: Variant = tier === 'deep' ? 'deep' : 'standard';
+    const variant: Variant = base ? 'deep_review' : tier === 'deep' ? 'deep' : 'standard';
+    const validate = (content: string): Validation<ValidatedGrade> => {
+      if (!base) return validateGrade(content, rubric, essay.text, variant);
+      const review = validateDeepReview(content, essay.text);
+      return review.ok ? { ok: true, value: { grade: { ...gradeBodyOf(base), summary: review.value.summary, deep: review.value.deep }, droppedQuotes: 0 } } : review;
+    };
     const offline = (reason: string) => {
       flags.add('offline_estimate');
       if (reason) flags.add(reason);
@@ -296,7 +304,7 @@ export class GradingService {
         temperature: 0,
         jsonMode: true,
         cache: { key: cacheKey, lookup: true, store: true },
-        validate: (content) => validateGrade(content, rubric, essay.text, variant),
+        validate,
         repair: (_content, problem) => repairMessages(essay.language, problem),
         signal,
       });
@@ -339,9 +347,8 @@ export class GradingService {
    * The least a grading of this essay can be admitted for: the smallest worst case among the
    * tier's models (prompt estimate plus the full output allowance). Null with no provider.
    */
-  cheapestWorstCase(text: string, language: Language, rubric: Rubric, tier: Tier): bigint | null {
+  cheapestWorstCase(text: string, language: Language, rubric: Rubric, tier: Tier, variant: Variant = tier === 'deep' ? 'deep' : 'standard'): bigint | null {
     if (!this.gateway.hasProviders(tier)) return null;
-    const variant: Variant = tier === 'deep' ? 'deep' : 'standard';
     const { messages } = buildGradingPrompt({ rubric, language, variant, essay: text });
     let best: bigint | null = null;
     for (const m of this.gateway.candidates({ tier })) {

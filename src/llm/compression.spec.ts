@@ -18,6 +18,7 @@ describe('normalizeText', () => {
 
   it('gives the same key for texts that differ only in invisible ways', () => {
     expect(normalizeForKey('Hello  world\r\n')).toBe(normalizeForKey('\uFEFFHello world\u200B'));
+    expect(normalizeForKey('第一段。\n第二段。')).toBe(normalizeForKey('第一段。\n\n\n第二段。 '));
     expect(normalizeForKey('Hello world')).not.toBe(normalizeForKey('Hello, world'));
   });
 });

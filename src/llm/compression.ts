@@ -32,11 +32,12 @@ const HAN = /[\u3400-\u4dbf\u4e00-\u9fff]/g;
 const LATIN = /[A-Za-z]/g;
 
 /**
- * The essay as the exact cache and the near-duplicate index see it. In Chinese text spaces carry
- * no meaning and are dropped entirely; in other text they are collapsed.
+ * The essay as the exact cache and the near-duplicate index see it: blank lines between paragraphs
+ * do not count; in Chinese text spaces carry no meaning and are dropped entirely; in other text
+ * they are collapsed.
  */
 export function normalizeForKey(text: string): string {
-  const t = normalizeText(text, { compatibility: true });
+  const t = normalizeText(text, { compatibility: true }).replace(/\n+/g, '\n');
   const han = (t.match(HAN) ?? []).length;
   return han > (t.match(LATIN) ?? []).length ? t.replace(/ +/g, '') : t;
 }

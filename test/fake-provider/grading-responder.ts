@@ -17,14 +17,18 @@ export interface GradingPromptParts {
   rubric: PromptRubric;
   essay: string;
   deep: boolean;
+  /** a deep review of an essay graded already: the deep part only, no scores */
+  reviewOnly: boolean;
   language: 'zh' | 'en';
 }
 
 export function parseGradingPrompt(messages: ReadonlyArray<{ role: string; content: string }>): GradingPromptParts | null {
-  const system = messages.find((m) => m.role === 'system')?.content ?? '';
+  // The instructions and rubric may come in a system message (Inkstone) or after the essay in
+  // one user message (a naive prompt); a grader answers both alike.
+  const system = messages.find((m) => m.role === 'system')?.content ?? messages.find((m) => /(?:评分标准|Rubric): \{/.test(m.content))?.content ?? '';
   const user = [...messages].reverse().find((m) => m.role === 'user' && m.content.includes('<essay>'))?.content ?? '';
   const marker = /(?:评分标准|Rubric): (\{.*\})\s*$/s.exec(system);
-  const essay = /<essay>\n([\s\S]*)\n<\/essay>/.exec(user);
+  const essay = /<essay>\n([\s\S]*?)\n<\/essay>/.exec(user);
   if (!marker || !essay) return null;
   let rubric: PromptRubric;
   try {
@@ -33,7 +37,8 @@ export function parseGradingPrompt(messages: ReadonlyArray<{ role: string; conte
     return null;
   }
   if (!Array.isArray(rubric.dimensions)) return null;
-  return { rubric, essay: essay[1], deep: system.includes('revisionPlan'), language: system.includes('评分标准') ? 'zh' : 'en' };
+  const deep = system.includes('revisionPlan');
+  return { rubric, essay: essay[1], deep, reviewOnly: deep && system.includes('{"summary":'), language: system.includes('评分标准') ? 'zh' : 'en' };
 }
 
 function hash(text: string, salt = 0): number {
@@ -85,6 +90,10 @@ export function gradeFor(parts: GradingPromptParts): Record<string, unknown> {
   };
   if (parts.deep) {
     const paragraphs = essay.split(/\n+/).filter((p) => p.trim());
+    if (parts.reviewOnly) {
+      for (const k of Object.keys(grade)) if (k !== 'summary') delete grade[k];
+      grade.summary = zh ? '先把每段的中心说清楚，再补充细节。' : 'Make each paragraph’s point clear first, then add detail.';
+    }
     grade.paragraphs = paragraphs.map((_, i) => ({ index: i + 1, analysis: zh ? `第${i + 1}段内容集中，可以加强与上下文的衔接。` : `Paragraph ${i + 1} is focused; link it more clearly to the next.` }));
     grade.rewrites = pick(2, 7).map((quote) => ({
       quote,
@@ -108,7 +117,7 @@ export type Malformation = 'out_of_range' | 'missing_dimension' | 'not_json' | '
 export function malformedGrade(messages: ReadonlyArray<{ role: string; content: string }>, kind: Malformation): string {
   const parts = parseGradingPrompt(messages);
   if (!parts) throw new Error('not a grading prompt');
-  const g = gradeFor(parts) as { dimensions: Array<{ key: string; score: number }>; annotations: Array<{ quote: string }> };
+  const g = gradeFor({ ...parts, reviewOnly: false }) as { dimensions: Array<{ key: string; score: number }>; annotations: Array<{ quote: string }> };
   switch (kind) {
     case 'out_of_range':
       g.dimensions[0].score = parts.rubric.dimensions[0].max + 5;

@@ -1,0 +1,349 @@
+/**
+ * The reference case, measured: a month of an essay service with 20,000 users (about 10 essays
+ * each; 45% exact repeats; resubmissions with small edits; 10% deep reviews bought), sent through
+ * Inkstone's real HTTP API against the fake provider (catalog prices, usage from the o200k
+ * tokenizer, provider prefix caching as DeepSeek and DashScope document it), and the same traffic
+ * priced for the naive pipeline: every grading on the premium model, uncompressed prompt, no cache.
+ *
+ * Time is compressed (the month runs in minutes) and the traffic is scaled by CASE_STUDY_SCALE
+ * (default 1/20: 1,000 users); costs are reported as measured and scaled back to the full month.
+ *
+ * Run B repeats the month with the cap lowered, so that it binds: spend must stay within it,
+ * standard grading must go on offline, deep reviews must be refused or refunded, nothing lost.
+ *
+ *   npm run bench:case-study
+ */
+import { Client } from 'pg';
+import { formatCny, Nanos, parseCny } from '../src/common/money';
+import { Catalog } from '../src/llm/catalog';
+import { costOf } from '../src/llm/pricing';
+import { ADAPTERS } from '../src/llm/providers';
+import { buildGradingPrompt, MAX_OUTPUT_TOKENS } from '../src/grading/prompts';
+import { builtinRubric } from '../src/grading/rubric';
+import { generateEssay, nearCopy, rng } from '../test/support/essays';
+import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, OPERATOR, sleep, startFake, startService, writeResult } from './lib/harness';
+
+const FULL_USERS = 20_000;
+const STANDARD = 'dashscope:qwen-turbo';
+const PREMIUM = 'dashscope:qwen-max';
+
+interface Submission {
+  day: number;
+  user: number;
+  text: string;
+  lang: 'zh' | 'en';
+  rubric: string;
+  kind: 'new' | 'repeat' | 'resubmission';
+  deep: boolean;
+}
+
+/** A month of traffic, deterministic for a seed. */
+export function generateTraffic(users: number, seed = 2026): Submission[] {
+  const r = rng(seed);
+  const out: Submission[] = [];
+  const lastOf = new Map<number, Submission>();
+  const pool: Submission[] = [];
+  let essaySeed = 1;
+  // Each user hands in 8–12 essays over the month, on random days.
+  const plan: Array<{ day: number; user: number }> = [];
+  for (let u = 0; u < users; u++) {
+    const n = 8 + Math.floor(r() * 5);
+    for (let i = 0; i < n; i++) plan.push({ day: 1 + Math.floor(r() * 30), user: u });
+  }
+  plan.sort((a, b) => a.day - b.day || a.user - b.user);
+  for (const { day, user } of plan) {
+    const x = r();
+    let s: Submission;
+    const previous = lastOf.get(user);
+    if (x < 0.45 && pool.length > 0) {
+      // An exact repeat of an essay handed in before (a model essay everyone copies), sometimes re-spaced.
+      const src = pool[Math.floor(r() * pool.length)];
+      const text = r() < 0.3 ? `${src.text.replace(/\n/g, '\n\n')}\n` : src.text;
+      s = { day, user, text, lang: src.lang, rubric: src.rubric, kind: 'repeat', deep: false };
+    } else if (x < 0.55 && previous) {
+      // The student's own last essay again, with a word or two changed.
+      s = { day, user, text: nearCopy(previous.text, essaySeed++, 1 + Math.floor(r() * 2)), lang: previous.lang, rubric: previous.rubric, kind: 'resubmission', deep: false };
+    } else {
+      const lang = r() < 0.65 ? 'zh' : 'en';
+      const e = generateEssay(essaySeed++, lang, lang === 'zh' ? { targetChars: 600 + Math.floor(r() * 400) } : { targetWords: 250 + Math.floor(r() * 150) });
+      const rubric = lang === 'zh' ? 'zh-gaokao-60' : r() < 0.5 ? 'en-ielts-task2' : 'en-general-100';
+      s = { day, user, text: e.text, lang, rubric, kind: 'new', deep: false };
+      pool.push(s);
+    }
+    s.deep = r() < 0.1;
+    out.push(s);
+    lastOf.set(user, s);
+  }
+  return out;
+}
+
+interface RunFigures {
+  capCny: string;
+  essays: number;
+  gradings: { total: number; standard: number; deep: number; offline: number; fromCache: number; reused: number };
+  deepReviews: { ordered: number; refusedAtOrder: number; delivered: number; refunded: number };
+  measuredCost: string;
+  monthlyCostFullScale: string;
+  costPerGrading: string;
+  costPerStandardGrading: string;
+  costPerDeepReview: string;
+  modelCostByPurpose: Record<string, string>;
+  cacheHitRate: string;
+  savedByCache: string;
+  savedByCompression: string;
+  savedByRouting: string;
+  budgetPeakUtilization: string;
+  spent: string;
+  overspend: string;
+  lostEssays: number;
+  ledgerEqualsSpend: boolean;
+  reservedAfter: string;
+  seconds: number;
+}
+
+async function runMonth(traffic: Submission[], scale: number, capCny: string, fakeUrl: string, label: string): Promise<RunFigures> {
+  const dbName = `inkstone_bench_case_${label}`;
+  const databaseUrl = await freshDatabase(dbName);
+  const service = await startService({
+    ...fakeProviderEnv(fakeUrl),
+    DATABASE_URL: databaseUrl,
+    DATABASE_POOL_SIZE: '30',
+    WORKER_CONCURRENCY: '64',
+    WORKER_POLL_MS: '50',
+    LLM_STANDARD_MODELS: STANDARD,
+    LLM_DEEP_MODELS: PREMIUM,
+  });
+  const db = new Client({ connectionString: databaseUrl });
+  await db.connect();
+  const t0 = Date.now();
+  let peak = 0;
+  try {
+    const tenant = await newTenant(service.url, capCny);
+    const admin = tenant.adminKey;
+    await json(`${service.url}/v1/budget`, { method: 'PUT', key: admin, body: { monthlyCap: capCny, whenExhausted: 'offline' } });
+    await json(`${service.url}/v1/grading/settings`, { method: 'PUT', key: admin, body: { reuseResubmissionGrades: true } });
+    await json(`${service.url}/v1/billing/settings`, { method: 'PUT', key: admin, body: { deepReviewPrice: '9.90', paymentMode: 'invoice' } });
+    // A teacher per class of 40 students.
+    const teachers = new Map<number, string>();
+    const teacherOf = async (user: number) => {
+      const c = Math.floor(user / 40);
+      if (!teachers.has(c)) teachers.set(c, (await json<{ key: string }>(`${service.url}/v1/api-keys`, { key: admin, body: { name: `class ${c}`, role: 'teacher' } })).key);
+      return teachers.get(c)!;
+    };
+    const sampleBudget = async () => {
+      const b = await json<{ utilization: string; reserved: string; monthlyCap: string; spent: string }>(`${service.url}/v1/budget`, { key: admin });
+      const u = Number((((parseCny(b.spent) + parseCny(b.reserved)) * 1_000_000n) / parseCny(b.monthlyCap)).toString()) / 1_000_000;
+      peak = Math.max(peak, u);
+    };
+    let refusedAtOrder = 0;
+    let ordered = 0;
+    for (let day = 1; day <= 30; day++) {
+      const today = traffic.filter((s) => s.day === day);
+      // Each class hands in its essays for the day as batches, one per rubric.
+      const groups = new Map<string, Submission[]>();
+      for (const s of today) {
+        const k = `${Math.floor(s.user / 40)}|${s.rubric}`;
+        groups.set(k, [...(groups.get(k) ?? []), s]);
+      }
+      const ids: Array<{ id: string; s: Submission; key: string }> = [];
+      await Promise.all(
+        [...groups.values()].map(async (group) => {
+          const key = await teacherOf(group[0].user);
+          for (let i = 0; i < group.length; i += 200) {
+            const chunk = group.slice(i, i + 200);
+            const res = await json<{ ids: string[] }>(`${service.url}/v1/essays/batch`, {
+              key,
+              body: { rubric: chunk[0].rubric, language: chunk[0].lang, essays: chunk.map((s) => ({ text: s.text, studentRef: `u${s.user}` })) },
+            });
+            res.ids.forEach((id, j) => ids.push({ id, s: chunk[j], key }));
+          }
+        }),
+      );
+      await drain(db);
+      await sampleBudget();
+      // Deep reviews bought that day (invoice mode: paid at once).
+      for (const { id, s, key } of ids.filter((x) => x.s.deep)) {
+        void s;
+        ordered++;
+        const res = await fetch(`${service.url}/v1/essays/${id}/deep-review`, { method: 'POST', headers: { authorization: `Bearer ${key}` } });
+        if (res.status === 402) refusedAtOrder++;
+        else if (res.status !== 202) throw new Error(`deep-review order answered ${res.status}: ${await res.text()}`);
+      }
+      await drain(db);
+      await sampleBudget();
+    }
+    const budget = await json<{ period: string; spent: string; reserved: string; monthlyCap: string }>(`${service.url}/v1/budget`, { key: admin });
+    const report = await json<any>(`${service.url}/v1/reports/month?period=${budget.period}`, { key: admin });
+    const [counts] = (
+      await db.query(`SELECT count(*)::int AS essays,
+                             count(*) FILTER (WHERE status NOT IN ('graded', 'needs_review'))::int AS lost,
+                             count(*) FILTER (WHERE 'reused_grade' = ANY(flags))::int AS reused
+                        FROM essays`)
+    ).rows;
+    const [orders] = (
+      await db.query(`SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered, count(*) FILTER (WHERE status = 'refunded')::int AS refunded FROM orders`)
+    ).rows;
+    const [books] = (
+      await db.query(`SELECT (SELECT coalesce(sum(cost_nanos), 0) FROM llm_calls)::text AS ledger, spent_nanos::text AS spent, reserved_nanos::text AS reserved, cap_nanos::text AS cap FROM budget_periods`)
+    ).rows;
+    const spent = BigInt(books.spent);
+    const cap = BigInt(books.cap);
+    return {
+      capCny,
+      essays: counts.essays,
+      gradings: { ...report.gradings, reused: counts.reused },
+      deepReviews: { ordered, refusedAtOrder, delivered: orders.delivered, refunded: orders.refunded },
+      measuredCost: formatCny(spent),
+      monthlyCostFullScale: formatCny(scaleUp(spent, scale)),
+      costPerGrading: report.costPerGrading,
+      costPerStandardGrading: formatCny(parseCny(report.modelCostByPurpose.grading) / BigInt(Math.max(1, report.gradings.total - report.gradings.deep))),
+      costPerDeepReview: formatCny(parseCny(report.modelCostByPurpose.deep_review) / BigInt(Math.max(1, report.gradings.deep))),
+      modelCostByPurpose: report.modelCostByPurpose,
+      cacheHitRate: report.cacheHitRate,
+      savedByCache: report.savedByCache,
+      savedByCompression: report.savedByCompression,
+      savedByRouting: report.savedByRouting,
+      budgetPeakUtilization: peak.toFixed(4),
+      spent: formatCny(spent),
+      overspend: formatCny(spent > cap ? spent - cap : 0n),
+      lostEssays: counts.lost,
+      ledgerEqualsSpend: books.ledger === books.spent,
+      reservedAfter: formatCny(BigInt(books.reserved)),
+      seconds: Math.round((Date.now() - t0) / 1000),
+    };
+  } finally {
+    await db.end();
+    await service.stop();
+    await dropDatabase(dbName);
+  }
+}
+
+/** Waits until the queue is empty (every essay and deep review of the day done). */
+async function drain(db: Client): Promise<void> {
+  for (;;) {
+    const [{ n }] = (await db.query(`SELECT count(*)::int AS n FROM jobs WHERE status IN ('queued', 'running')`)).rows;
+    if (n === 0) return;
+    await sleep(100);
+  }
+}
+
+function scaleUp(n: Nanos, scale: number): Nanos {
+  return (n * 1_000_000n) / BigInt(Math.round(scale * 1_000_000));
+}
+
+/**
+ * The naive pipeline on the same traffic: every essay, and every deep review, one call to the
+ * premium model with the uncompressed prompt (pretty-printed rubric, raw essay), no cache, no reuse.
+ * The calls go to the same fake provider, which counts tokens and prices prefix caching the same way.
+ */
+async function naive(traffic: Submission[], fakeUrl: string, scale: number) {
+  const catalog = Catalog.load();
+  const premium = catalog.models.get(PREMIUM)!;
+  const adapter = ADAPTERS[premium.dialect];
+  const calls: Array<{ s: Submission; variant: 'standard' | 'deep' }> = [];
+  for (const s of traffic) {
+    calls.push({ s, variant: 'standard' });
+    if (s.deep) calls.push({ s, variant: 'deep' });
+  }
+  let total = 0n;
+  let standardTotal = 0n;
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: 32 }, async () => {
+      while (i < calls.length) {
+        const { s, variant } = calls[i++];
+        const prompt = buildGradingPrompt({ rubric: builtinRubric(s.rubric)!, language: s.lang, variant, essay: s.text }).uncompressed;
+        const res = await fetch(`${fakeUrl}/dashscope/compatible-mode/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: 'Bearer naive', 'content-type': 'application/json' },
+          body: JSON.stringify({ model: premium.id, messages: prompt, max_tokens: MAX_OUTPUT_TOKENS[variant], temperature: 0, response_format: { type: 'json_object' } }),
+        });
+        const body = (await res.json()) as { usage: unknown };
+        const cost = costOf(adapter.parseUsage(body.usage)!, premium.pricing);
+        total += cost;
+        if (variant === 'standard') standardTotal += cost;
+      }
+    }),
+  );
+  const gradings = BigInt(calls.length);
+  return {
+    model: PREMIUM,
+    gradings: calls.length,
+    measuredCost: formatCny(total),
+    monthlyCostFullScale: formatCny(scaleUp(total, scale)),
+    costPerGrading: formatCny(total / gradings),
+    costPerStandardGrading: formatCny(standardTotal / BigInt(traffic.length)),
+    costPerDeepReview: formatCny((total - standardTotal) / BigInt(calls.length - traffic.length)),
+    cacheHitRate: '0.0000',
+    perGradingNanos: total / gradings,
+  };
+}
+
+export async function runCaseStudy() {
+  const scale = Number(process.env.CASE_STUDY_SCALE ?? 0.05);
+  const users = Math.round(FULL_USERS * scale);
+  const traffic = generateTraffic(users);
+  ensureBuilt();
+  const fake = await startFake(Number(process.env.CASE_STUDY_LATENCY_MS ?? 20));
+  try {
+    const capA = formatCny((parseCny('5000') * BigInt(Math.round(scale * 1e6))) / 1_000_000n);
+    const a = await runMonth(traffic, scale, capA, fake.url, 'a');
+    await json(`${fake.url}/_fake/reset`, { body: {} }); // forget prefix caches between the pipelines
+    const n = await naive(traffic, fake.url, scale);
+    // Run B: the cap lowered to 1,000 CNY a month (scaled); if the month costs less than that, the
+    // cap is set to 40% of run A's spend instead, so that it binds and exhaustion is exercised.
+    const thousand = (parseCny('1000') * BigInt(Math.round(scale * 1e6))) / 1_000_000n;
+    const forty = (parseCny(a.spent) * 40n) / 100n;
+    const capB = formatCny(thousand < forty ? thousand : forty);
+    await json(`${fake.url}/_fake/reset`, { body: {} });
+    const b = await runMonth(traffic, scale, capB, fake.url, 'b');
+    const ours = parseCny(a.costPerGrading);
+    const result = {
+      scale,
+      users,
+      fullScaleUsers: FULL_USERS,
+      essaysSubmitted: traffic.length,
+      traffic: {
+        exactRepeats: traffic.filter((s) => s.kind === 'repeat').length,
+        resubmissionsWithEdits: traffic.filter((s) => s.kind === 'resubmission').length,
+        newEssays: traffic.filter((s) => s.kind === 'new').length,
+        chinese: traffic.filter((s) => s.lang === 'zh').length,
+        english: traffic.filter((s) => s.lang === 'en').length,
+        deepReviewsBought: traffic.filter((s) => s.deep).length,
+      },
+      models: { standard: STANDARD, deep: PREMIUM, naive: PREMIUM },
+      inkstone: a,
+      naive: { ...n, perGradingNanos: undefined },
+      costPerGrading: a.costPerGrading,
+      naiveCostPerGrading: n.costPerGrading,
+      costRatioVsNaive: Number((Number((ours * 1_000_000n) / n.perGradingNanos) / 1_000_000).toFixed(4)),
+      standardGradingRatioVsNaive: Number((Number((parseCny(a.costPerStandardGrading) * 1_000_000n) / parseCny(n.costPerStandardGrading)) / 1_000_000).toFixed(4)),
+      deepReviewRatioVsNaive: Number((Number((parseCny(a.costPerDeepReview) * 1_000_000n) / parseCny(n.costPerDeepReview)) / 1_000_000).toFixed(4)),
+      monthlyCost: a.monthlyCostFullScale,
+      naiveMonthlyCost: n.monthlyCostFullScale,
+      overspend: b.overspend === '0.00' && a.overspend === '0.00' ? 0 : Number(parseCny(b.overspend) > parseCny(a.overspend) ? b.overspend : a.overspend),
+      lostEssays: a.lostEssays + b.lostEssays,
+      tightCap: b,
+      capNote:
+        thousand < forty
+          ? 'run B cap: 1,000 CNY a month, scaled'
+          : `run B cap: 40% of run A's spend (${capB} CNY at this scale), because the whole month costs less than 1,000 CNY at full scale`,
+    };
+    return result;
+  } finally {
+    await fake.stop();
+  }
+}
+
+if (require.main === module) {
+  void OPERATOR;
+  runCaseStudy()
+    .then((r) => {
+      console.log(JSON.stringify(r, null, 2));
+      writeResult('case-study.json', { at: new Date().toISOString(), ...r });
+    })
+    .catch((err) => {
+      console.error(err);
+      process.exit(1);
+    });
+}

@@ -1,0 +1,115 @@
+/**
+ * BENCHMARKS.md, written from the results of `npm run bench` (bench/results/latest.json).
+ */
+export function renderBenchmarks(r: any): string {
+  const cs = r.caseStudy;
+  const a = cs.inkstone;
+  const n = cs.naive;
+  const b = cs.tightCap;
+  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+  return `# Benchmarks
+
+Written by \`npm run bench\` (\`bench/run-all.ts\`) from its results in \`bench/results/latest.json\`;
+every figure below can be reproduced with the command given for it. Speed is measured here, never by
+timed assertions in tests.
+
+| | |
+|---|---|
+| command | \`${r.command}\` |
+| date | ${r.date} |
+| commit | \`${r.commit}\` |
+| machine | ${r.machine.cpus} vCPU (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB, ${r.machine.platform}, Node.js ${r.machine.node} |
+| database | PostgreSQL on the same machine (${r.database}) |
+
+The service (the build, as \`npm start\` runs it), PostgreSQL, the fake provider and the load
+generator share the two cores, so these are floors, not ceilings.
+
+## The reference case (\`npm run bench:case-study\`)
+
+A month of an essay service with 20,000 users, about 10 essays each, sent through the HTTP API
+(\`bench/case-study.ts\`): ${pct(cs.traffic.exactRepeats / cs.essaysSubmitted)} exact repeats,
+${pct(cs.traffic.resubmissionsWithEdits / cs.essaysSubmitted)} resubmissions with a word or two
+changed, ${pct(cs.traffic.chinese / cs.essaysSubmitted)} Chinese (600–1,000 characters) and the rest
+English (250–400 words), ${pct(cs.traffic.deepReviewsBought / cs.essaysSubmitted)} deep reviews
+bought (invoice mode). **Scale ${cs.scale}**: ${cs.users} users, ${cs.essaysSubmitted} essays; costs
+are given as measured and scaled back to the full month (× ${Math.round(1 / cs.scale)}). Time is
+compressed: the month runs in minutes. Prices are the built-in catalog's; the fake provider counts
+tokens with o200k and prices DashScope's prefix cache (cached input from 256 tokens, in 64-token
+units). Inkstone: standard tier \`${cs.models.standard}\`, deep tier \`${cs.models.deep}\`, exact cache,
+compact prompts with a stable prefix, resubmissions by the same student reusing the earlier grade,
+deep reviews written by the premium model on top of the standard grade. The naive pipeline:
+every grading (each essay, and each deep review) one call to \`${cs.models.naive}\` with the
+uncompressed prompt (the raw essay first, then the instructions and the pretty-printed rubric), no
+cache, no reuse — sent to the same fake provider.
+
+| | Inkstone | naive pipeline |
+|---|---|---|
+| gradings delivered | ${a.gradings.total} (${a.gradings.standard} standard, ${a.gradings.deep} deep, ${a.gradings.offline} offline) + ${a.gradings.reused} reused | ${n.gradings} |
+| **cost per grading** (all model cost ÷ all gradings) | **${a.costPerGrading} CNY** | ${n.costPerGrading} CNY |
+| cost per standard grading | ${a.costPerStandardGrading} CNY | ${n.costPerStandardGrading} CNY |
+| cost per deep review | ${a.costPerDeepReview} CNY | ${n.costPerDeepReview} CNY |
+| monthly cost, full scale | ${a.monthlyCostFullScale} CNY | ${n.monthlyCostFullScale} CNY |
+| cache hit rate (of model gradings) | ${a.cacheHitRate} | 0 |
+| saved by the cache / compression / routing (measured) | ${a.savedByCache} / ${a.savedByCompression} / ${a.savedByRouting} CNY | — |
+| budget peak (spent + reserved ÷ cap ${a.capCny} CNY) | ${a.budgetPeakUtilization} | — |
+| overspend / lost essays / ledger = spend | ${a.overspend} / ${a.lostEssays} / ${a.ledgerEqualsSpend} | — |
+
+**costRatioVsNaive = ${cs.costRatioVsNaive}** (cost per grading ÷ the naive pipeline's): ${pct(1 - cs.costRatioVsNaive)} less.
+By part: standard gradings at ${pct(cs.standardGradingRatioVsNaive)} of naive, deep reviews at ${pct(cs.deepReviewRatioVsNaive)}.
+
+**Run B — the cap lowered** (${cs.capNote}): cap ${b.capCny} CNY at this scale. Spent ${b.spent} CNY,
+overspend **${b.overspend}**, budget peak ${b.budgetPeakUtilization}; ${b.gradings.offline} essays graded by the
+offline grader after exhaustion; of ${b.deepReviews.ordered} deep reviews ordered, ${b.deepReviews.refusedAtOrder} refused at
+ordering (402) and ${b.deepReviews.refunded} refunded, ${b.deepReviews.delivered} delivered; lost essays **${b.lostEssays}**; ledger = spend: ${b.ledgerEqualsSpend}.
+
+## Submissions accepted per second (\`npm run bench:submissions\`)
+
+API-only service (\`WORKERS_ENABLED=false\`), autocannon, ${r.submissions.single.durationS} s per case; every accepted essay is
+stored with its job before the 202; essays of ~900 Chinese characters.
+
+| case | connections | accepted / s | p50 | p99 | errors |
+|---|---|---|---|---|---|
+| \`POST /v1/essays\` | ${r.submissions.single.connections} | **${r.submissions.single.perSecond}** | ${r.submissions.single.p50Ms} ms | ${r.submissions.single.p99Ms} ms | ${r.submissions.single.errors + r.submissions.single.non2xx} |
+| \`POST /v1/essays/batch\` (${r.submissions.batch.essaysPerRequest} a request) | ${r.submissions.batch.connections} | **${r.submissions.batch.essaysPerSecond}** essays | ${r.submissions.batch.p50Ms} ms | ${r.submissions.batch.p99Ms} ms | ${r.submissions.batch.non2xx} |
+
+Target ≥ 1,500 / s.
+
+## Grading throughput (\`npm run bench:grading\`)
+
+${r.grading.essays} distinct essays; every model call answered after ${r.grading.providerLatencyMs / 1000} s; \`WORKER_CONCURRENCY=${r.grading.workerConcurrency}\`;
+rate between 10% and 90% done.
+
+| graded / s | total | failed | offline | cache hits |
+|---|---|---|---|---|
+| **${r.grading.essaysPerSecond}** | ${r.grading.totalSeconds} s | ${r.grading.failed} | ${r.grading.offline} | ${r.grading.cacheHits} |
+
+Target ≥ 100 / s at that latency (the ceiling at this concurrency is ${Math.round(r.grading.workerConcurrency / (r.grading.providerLatencyMs / 1000))} / s).
+
+## Gateway overhead and the cache-hit path (\`npm run bench:gateway\`)
+
+A short chat completion, ${r.gateway.connections} connections, ${r.gateway.durationS} s each.
+
+| path | req / s | p50 | p99 |
+|---|---|---|---|
+| straight to the fake provider | ${r.gateway.direct.perSecond} | ${r.gateway.direct.p50Ms} ms | ${r.gateway.direct.p99Ms} ms |
+| through Inkstone, \`Cache-Control: no-cache\` (auth, reservation, settlement + ledger row, cache write) | ${r.gateway.throughInkstone.perSecond} | ${r.gateway.throughInkstone.p50Ms} ms | ${r.gateway.throughInkstone.p99Ms} ms |
+| through Inkstone, exact repeat (cache hit: lookup + ledger row) | ${r.gateway.cacheHit.perSecond} | ${r.gateway.cacheHit.p50Ms} ms | ${r.gateway.cacheHit.p99Ms} ms |
+
+Overhead of the gateway: ${r.gateway.overheadP50Ms} ms at p50, ${r.gateway.overheadP99Ms} ms at p99.
+
+## The two-process drill (\`npm run bench:drill\`)
+
+Two service processes on one PostgreSQL, ${r.drill.essays} essays submitted to both; one killed with SIGKILL
+after ${r.drill.killedAfterSeconds} s and started again; the cap (${r.drill.capCny} CNY) binds.
+
+| graded | not graded | jobs done | retried after the kill | paid twice | spent ≤ cap | reserved after | ledger = spend | passed |
+|---|---|---|---|---|---|---|---|---|
+| ${r.drill.graded} | ${r.drill.notGraded} | ${r.drill.jobsDone} | ${r.drill.jobsRetriedAfterKill} | ${r.drill.doublePaidGradings} | ${r.drill.withinCap} (${r.drill.spentCny}) | ${r.drill.reservedAfter} | ${r.drill.ledgerEqualsSpend} | **${r.drill.passed}** |
+
+## Token estimate calibration
+
+\`npx ts-node --transpile-only bench/calibrate-tokens.ts\` — real tokens (o200k_base, cl100k_base) ÷ the
+upper-bound estimate on 300 generated Chinese and 300 English essays: never above 1; Chinese on
+o200k max 0.927, mean 0.875; English max 0.754.
+`;
+}

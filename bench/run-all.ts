@@ -1,0 +1,55 @@
+/**
+ * Every benchmark, one after the other, then bench/results/latest.json and BENCHMARKS.md.
+ *
+ *   npm run bench
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { runCaseStudy } from './case-study';
+import { runDrill } from './drill';
+import { runGateway } from './gateway';
+import { runGradingThroughput } from './grading-throughput';
+import { commit, ensureBuilt, machine, ROOT, writeResult } from './lib/harness';
+import { renderBenchmarks } from './lib/report';
+import { runSubmissions } from './submissions';
+
+async function main(): Promise<void> {
+  ensureBuilt();
+  process.env.BENCH_SKIP_BUILD = '1';
+  const started = new Date();
+  const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    const t0 = Date.now();
+    process.stdout.write(`bench: ${name}…\n`);
+    const r = await fn();
+    process.stdout.write(`bench: ${name} done in ${Math.round((Date.now() - t0) / 1000)} s\n`);
+    writeResult(`${name}.json`, { at: new Date().toISOString(), ...(r as object) });
+    return r;
+  };
+  const submissions = await step('submissions', () => runSubmissions());
+  const grading = await step('grading-throughput', () => runGradingThroughput());
+  const gateway = await step('gateway', () => runGateway());
+  const caseStudy = await step('case-study', () => runCaseStudy());
+  const drill = await step('drill', () => runDrill());
+  const results = {
+    command: 'npm run bench',
+    date: started.toISOString().slice(0, 10),
+    startedAt: started.toISOString(),
+    commit: commit(),
+    machine: machine(),
+    database: 'PostgreSQL 15, default settings',
+    submissions,
+    grading,
+    gateway,
+    caseStudy,
+    drill,
+  };
+  writeResult('latest.json', results);
+  fs.writeFileSync(path.join(ROOT, 'BENCHMARKS.md'), renderBenchmarks(results));
+  process.stdout.write(`bench: wrote bench/results/latest.json and BENCHMARKS.md\n`);
+  if (!drill.passed || caseStudy.overspend !== 0 || caseStudy.lostEssays !== 0) process.exit(1);
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
