@@ -96,6 +96,10 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(view.body.deepGrade.promptVersion).toBe('deep-review-1');
       const premiumPrompt = fake.requests.find((r) => r.model === 'qwen-max')!.body.messages[0].content as string;
       expect(premiumPrompt).not.toContain('"dimensions":[{"key":"<dimension key>"'); // no scores asked for
+      // It went through the provider's Batch API, at the batch price.
+      const [call] = await t.dataSource.query(`SELECT batch, outcome FROM llm_calls WHERE tenant_id = $1 AND purpose = 'deep_review'`, [tenant.tenantId]);
+      expect(call).toEqual({ batch: true, outcome: 'ok' });
+      expect(fake.requests.find((r) => r.model === 'qwen-max')!.batchId).toBeDefined();
       await order(essay.id).expect(409); // delivered already
     });
 

@@ -37,7 +37,8 @@ compressed: the month runs in minutes. Prices are the built-in catalog's; the fa
 tokens with o200k and prices DashScope's prefix cache (cached input from 256 tokens, in 64-token
 units). Inkstone: standard tier \`${cs.models.standard}\`, deep tier \`${cs.models.deep}\`, exact cache,
 compact prompts with a stable prefix, resubmissions by the same student reusing the earlier grade,
-deep reviews written by the premium model on top of the standard grade. The naive pipeline:
+deep reviews written by the premium model on top of the standard grade and sent through the
+provider's Batch API at its batch price (half). The naive pipeline:
 every grading (each essay, and each deep review) one call to \`${cs.models.naive}\` with the
 uncompressed prompt (the raw essay first, then the instructions and the pretty-printed rubric), no
 cache, no reuse — sent to the same fake provider.
@@ -50,7 +51,7 @@ cache, no reuse — sent to the same fake provider.
 | cost per deep review | ${a.costPerDeepReview} CNY | ${n.costPerDeepReview} CNY |
 | monthly cost, full scale | ${a.monthlyCostFullScale} CNY | ${n.monthlyCostFullScale} CNY |
 | cache hit rate (of model gradings) | ${a.cacheHitRate} | 0 |
-| saved by the cache / compression / routing (measured) | ${a.savedByCache} / ${a.savedByCompression} / ${a.savedByRouting} CNY | — |
+| saved by the cache / compression / routing / batching (measured) | ${a.savedByCache} / ${a.savedByCompression} / ${a.savedByRouting} / ${a.savedByBatch} CNY | — |
 | budget peak (spent + reserved ÷ cap ${a.capCny} CNY) | ${a.budgetPeakUtilization} | — |
 | overspend / lost essays / ledger = spend | ${a.overspend} / ${a.lostEssays} / ${a.ledgerEqualsSpend} | — |
 

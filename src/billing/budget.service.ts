@@ -120,7 +120,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
    * Holds `amount` against the tenant's cap, or returns null when it does not fit. One statement:
    * the conditional UPDATE and the reservation row happen together or not at all.
    */
-  async reserve(tenantId: string, amount: Nanos): Promise<Reservation | null> {
+  async reserve(tenantId: string, amount: Nanos, ttlMs = this.config.llm.reservationTtlMs): Promise<Reservation | null> {
     if (amount < 0n) throw new RangeError('a reservation cannot be negative');
     const period = await this.currentPeriod(tenantId);
     const id = randomUUID();
@@ -134,7 +134,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
        INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
        SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000) FROM held
        RETURNING id`,
-      [period, amount.toString(), id, this.config.llm.reservationTtlMs],
+      [period, amount.toString(), id, ttlMs],
     );
     if (rows.length) return { id, tenantId, period, amount };
     await this.refused(tenantId, period);
@@ -180,7 +180,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       this.ds.manager,
       tenantId,
       `WITH released AS (
-         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = $26 RETURNING amount_nanos),
+         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = $27 RETURNING amount_nanos),
        moved AS (
          UPDATE budget_periods
             SET reserved_nanos = reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0),

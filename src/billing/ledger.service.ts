@@ -33,6 +33,8 @@ export interface LedgerEntry {
   compressionSavedTokens: number;
   latencyMs: number;
   streamed: boolean;
+  /** went through the provider's Batch API */
+  batch?: boolean;
 }
 
 export const USAGE_GROUPS = ['day', 'model', 'provider', 'tier', 'teacher'] as const;
@@ -61,8 +63,8 @@ export interface UsageRow {
 /** The ledger row's columns, its placeholders ($1 is the tenant), and its parameters after $1. */
 export const LEDGER_COLUMNS = `tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier,
   provider, model, cache_status, outcome, error_reason, input_tokens, cached_input_tokens, output_tokens,
-  estimated_input_tokens, usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed`;
-export const LEDGER_PLACEHOLDERS = Array.from({ length: 25 }, (_, i) => `$${i + 1}`).join(', ');
+  estimated_input_tokens, usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed, batch`;
+export const LEDGER_PLACEHOLDERS = Array.from({ length: 26 }, (_, i) => `$${i + 1}`).join(', ');
 /** The placeholder of cost_nanos, for statements that move the same amount in the budget. */
 export const LEDGER_COST_PARAM = '$21';
 
@@ -92,6 +94,7 @@ export function ledgerParams(e: LedgerEntry & { period: string }): unknown[] {
     e.compressionSavedTokens,
     e.latencyMs,
     e.streamed,
+    e.batch ?? false,
   ];
 }
 

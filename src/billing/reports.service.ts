@@ -8,6 +8,7 @@ import { periodBounds } from './periods';
 
 interface LedgerGroup {
   purpose: string;
+  batch: boolean;
   tier: string | null;
   provider: string | null;
   model: string | null;
@@ -42,7 +43,7 @@ export class ReportsService {
     const rows = await tenantQuery<Record<string, string>>(
       this.ds.manager,
       tenantId,
-      `SELECT purpose, tier, provider, model,
+      `SELECT purpose, tier, provider, model, batch,
               count(*) FILTER (WHERE outcome = 'ok') AS gradings,
               count(*) FILTER (WHERE cache_status = 'hit') AS hits,
               count(*) AS calls,
@@ -54,11 +55,12 @@ export class ReportsService {
               coalesce(sum(output_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit'), 0) AS out,
               coalesce(sum(cost_nanos) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit'), 0) AS paid_cost
          FROM llm_calls WHERE tenant_id = $1 AND period = $2
-        GROUP BY purpose, tier, provider, model`,
+        GROUP BY purpose, tier, provider, model, batch`,
       [period],
     );
     const groups: LedgerGroup[] = rows.map((r) => ({
       purpose: r.purpose,
+      batch: (r.batch as unknown) === true,
       tier: r.tier,
       provider: r.provider,
       model: r.model,
@@ -121,6 +123,16 @@ export class ReportsService {
         )
       : 0n;
 
+    // Batch: what the batched calls would have cost at the model's real-time prices.
+    const savedByBatch = sum(
+      (g) => {
+        const m = g.provider && g.model ? catalog.models.get(`${g.provider}:${g.model}`) : undefined;
+        if (!m) return 0n;
+        return g.uncachedIn * m.pricing.input + g.cachedIn * m.pricing.cachedInput + g.out * m.pricing.output - g.paidCost;
+      },
+      (g) => g.batch,
+    );
+
     return {
       period,
       timezone,
@@ -140,6 +152,7 @@ export class ReportsService {
       compressionTokensSaved: count((g) => g.compressionTokens),
       savedByRouting: formatCny(savedByRouting > 0n ? savedByRouting : 0n),
       routingBaseline: premium ? premium.key : null,
+      savedByBatch: formatCny(savedByBatch > 0n ? savedByBatch : 0n),
       ledgerCalls: count((g) => g.calls),
     };
   }

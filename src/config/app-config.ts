@@ -32,6 +32,11 @@ export interface LlmConfig {
   reservationTtlMs: number;
   sweepIntervalMs: number;
   defaultMaxTokens: number;
+  /** Batch API: how long requests are collected, how many at most, how often and how long a batch is awaited. */
+  batchWindowMs: number;
+  batchMaxRequests: number;
+  batchPollMs: number;
+  batchMaxWaitMs: number;
 }
 
 /** Everything the service reads from its environment, typed and validated once at start. */
@@ -59,6 +64,10 @@ export interface GradingConfig {
   workersEnabled: boolean;
   /** Essays graded at the same time by this process. */
   concurrency: number;
+  /** Deep reviews in progress at the same time (most of them waiting on a provider batch). */
+  deepReviewConcurrency: number;
+  /** Send paid deep reviews through the provider's Batch API (half price, slower). */
+  deepReviewBatch: boolean;
   pollMs: number;
   leaseMs: number;
   maxAttempts: number;
@@ -95,6 +104,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     grading: {
       workersEnabled: e.bool('WORKERS_ENABLED', true),
       concurrency: e.int('WORKER_CONCURRENCY', { min: 1, max: 2000, default: 16 }),
+      deepReviewConcurrency: e.int('DEEP_REVIEW_CONCURRENCY', { min: 1, max: 20_000, default: 200 }),
+      deepReviewBatch: e.bool('DEEP_REVIEW_BATCH', true),
       pollMs: e.int('WORKER_POLL_MS', { min: 10, max: 60_000, default: 500 }),
       leaseMs: e.int('JOB_LEASE_MS', { min: 1_000, max: 3_600_000, default: 60_000 }),
       maxAttempts: e.int('JOB_MAX_ATTEMPTS', { min: 1, max: 50, default: 5 }),
@@ -150,6 +161,10 @@ function loadLlmConfig(e: EnvReader): LlmConfig {
     reservationTtlMs: e.int('BUDGET_RESERVATION_TTL_MS', { min: 1_000, max: 86_400_000, default: totalTimeoutMs * 3 + 60_000 }),
     sweepIntervalMs: e.int('BUDGET_SWEEP_INTERVAL_MS', { min: 100, max: 3_600_000, default: 30_000 }),
     defaultMaxTokens: e.int('LLM_DEFAULT_MAX_TOKENS', { min: 1, max: 200_000, default: 2048 }),
+    batchWindowMs: e.int('LLM_BATCH_WINDOW_MS', { min: 10, max: 3_600_000, default: 5_000 }),
+    batchMaxRequests: e.int('LLM_BATCH_MAX_REQUESTS', { min: 1, max: 50_000, default: 500 }),
+    batchPollMs: e.int('LLM_BATCH_POLL_MS', { min: 10, max: 3_600_000, default: 15_000 }),
+    batchMaxWaitMs: e.int('LLM_BATCH_MAX_WAIT_MS', { min: 100, max: 172_800_000, default: 86_400_000 }),
   };
 }
 

@@ -1,4 +1,5 @@
-import { Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { AppConfig, CONFIG } from '../config/app-config';
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../billing/budget.service';
 import { formatCny } from '../common/money';
@@ -75,6 +76,7 @@ export class GradingService {
     private readonly nearDuplicates: NearDuplicateIndex,
     private readonly events: EssayEvents,
     private readonly metrics: GradingMetrics,
+    @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
 
   /** Takes the essay for grading (status → grading) and reads it, in one statement. */
@@ -186,7 +188,7 @@ export class GradingService {
     }
     const rubric = await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version);
     // On an essay graded already, the premium model writes the deep part only; otherwise a full deep grade.
-    const result = await this.gradeWithModel(row, rubric, new Set(), signal, 'deep', row.model_grade ?? undefined);
+    const result = await this.gradeWithModel(row, rubric, new Set(), signal, 'deep', row.model_grade ?? undefined, true);
     if (result.kind === 'failed') {
       await this.refundOrder(job, `${result.code}: ${result.reason}`);
       return result;
@@ -257,6 +259,8 @@ export class GradingService {
     tier: Tier = essay.tier,
     /** For a deep review: the standard grade it builds on (the premium model writes only the deep part). */
     base?: StoredGrade,
+    /** a paid deep review, which can wait for the provider's Batch API */
+    ordered = false,
   ): Promise<{ kind: 'ok'; grade: StoredGrade; costNanos: bigint } | { kind: 'failed'; code: string; reason: string }> {
     const variant: Variant = base ? 'deep_review' : tier === 'deep' ? 'deep' : 'standard';
     const validate = (content: string): Validation<ValidatedGrade> => {
@@ -306,6 +310,7 @@ export class GradingService {
         cache: { key: cacheKey, lookup: true, store: true },
         validate,
         repair: (_content, problem) => repairMessages(essay.language, problem),
+        batch: ordered && this.config.grading.deepReviewBatch,
         signal,
       });
     } catch (err) {

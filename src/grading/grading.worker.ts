@@ -55,20 +55,34 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     this.logger.log({ msg: 'grading workers started', worker: this.queue.workerId, concurrency: g.concurrency });
   }
 
+  /** Jobs in flight of a kind: gradings and deep reviews have pools of their own. */
+  private count(kind: Job['kind']): number {
+    let n = 0;
+    for (const f of this.inFlight.values()) if (f.job.kind === kind) n++;
+    return n;
+  }
+
   private async run(): Promise<void> {
     const g = this.config.grading;
+    const pools: Array<[Job['kind'], number]> = [
+      ['grade', g.concurrency],
+      ['deep_review', g.deepReviewConcurrency],
+    ];
     while (this.running) {
-      let claimed: Job[] = [];
-      const free = g.concurrency - this.inFlight.size;
-      if (free > 0) {
+      let more = false;
+      for (const [kind, size] of pools) {
+        const free = size - this.count(kind);
+        if (free <= 0) continue;
+        let claimed: Job[] = [];
         try {
-          claimed = await this.queue.claim(free, g.leaseMs);
+          claimed = await this.queue.claim(free, g.leaseMs, kind);
         } catch (err) {
           this.logger.warn({ msg: 'could not claim jobs', err: (err as Error).message });
         }
+        for (const job of claimed) this.launch(job);
+        if (claimed.length === free) more = true; // there may be more ready now
       }
-      for (const job of claimed) this.launch(job);
-      if (claimed.length === free && free > 0) continue; // there may be more ready now
+      if (more) continue;
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, g.pollMs);
         this.wake = () => {

@@ -31,16 +31,16 @@ export class JobQueue {
 
   constructor(private readonly ds: DataSource) {}
 
-  /** Claims up to `limit` ready jobs for this worker. */
-  async claim(limit: number, leaseMs: number): Promise<Job[]> {
+  /** Claims up to `limit` ready jobs of a kind for this worker. */
+  async claim(limit: number, leaseMs: number, kind: Job['kind'] = 'grade'): Promise<Job[]> {
     if (limit <= 0) return [];
     const rows = rowsOf<Record<string, string | number>>(await this.ds.query(
       `UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1,
               locked_until = now() + make_interval(secs => $2::double precision / 1000)
-        WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= now()
+        WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND kind = $4 AND run_after <= now()
                       ORDER BY run_after LIMIT $3 FOR UPDATE SKIP LOCKED)
         RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts`,
-      [this.workerId, leaseMs, limit],
+      [this.workerId, leaseMs, limit, kind],
     ));
     return rows.map((r) => ({
       id: String(r.id),

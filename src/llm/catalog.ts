@@ -34,6 +34,8 @@ export interface CatalogProvider {
   name: string;
   dialect: Dialect;
   baseUrl: string;
+  /** offers the OpenAI-compatible Batch API (files + batches) */
+  batch: boolean;
 }
 
 export interface CatalogModel {
@@ -44,6 +46,8 @@ export interface CatalogModel {
   dialect: Dialect;
   tokenizer: TokenizerProfile;
   pricing: Pricing;
+  /** prices through the provider's Batch API; set only when the provider offers batches */
+  batchPricing?: Pricing;
   contextWindow: number;
   maxOutputTokens: number;
   jsonMode: boolean;
@@ -60,13 +64,14 @@ export type TierPlan = TierEntry[][];
 export class CatalogError extends Error {}
 
 interface RawCatalog {
-  providers: Record<string, { dialect: string; baseUrl: string }>;
+  providers: Record<string, { dialect: string; baseUrl: string; batch?: boolean }>;
   tokenizers: Record<string, { cjkPerChar: number; otherPerChar: number; perMessage: number; perRequest: number }>;
   models: Array<{
     id: string;
     provider: string;
     tokenizer: string;
     pricing: { input: string; cachedInput: string; output: string };
+    batchPricing?: { input: string; cachedInput: string; output: string };
     contextWindow: number;
     maxOutputTokens: number;
     jsonMode: boolean;
@@ -115,7 +120,8 @@ export class Catalog {
       if (!/^[a-z][a-z0-9_]*$/.test(name)) fail(`provider name "${name}" must be lower-case letters, digits, _`);
       if (!(DIALECTS as readonly string[]).includes(p?.dialect)) fail(`provider "${name}" has unknown dialect "${p?.dialect}"`);
       if (typeof p.baseUrl !== 'string' || !/^https?:\/\//.test(p.baseUrl)) fail(`provider "${name}" needs an http(s) baseUrl`);
-      providers.set(name, { name, dialect: p.dialect as Dialect, baseUrl: p.baseUrl.replace(/\/+$/, '') });
+      if (p.batch !== undefined && typeof p.batch !== 'boolean') fail(`provider "${name}" has "batch" that is not true or false`);
+      providers.set(name, { name, dialect: p.dialect as Dialect, baseUrl: p.baseUrl.replace(/\/+$/, ''), batch: p.batch === true });
     }
 
     const tokenizers = new Map<string, TokenizerProfile>();
@@ -134,9 +140,9 @@ export class Catalog {
       if (!provider) fail(`${where} names unknown provider "${m.provider}"`);
       const tokenizer = tokenizers.get(m.tokenizer);
       if (!tokenizer) fail(`${where} names unknown tokenizer "${m.tokenizer}"`);
-      const price = (field: 'input' | 'cachedInput' | 'output'): Nanos => {
-        const v = m.pricing?.[field];
-        if (typeof v !== 'string') fail(`${where} needs pricing.${field} as a decimal string (CNY per million tokens)`);
+      const price = (field: 'input' | 'cachedInput' | 'output', table: 'pricing' | 'batchPricing' = 'pricing'): Nanos => {
+        const v = m[table]?.[field];
+        if (typeof v !== 'string') return fail(`${where} needs ${table}.${field} as a decimal string (CNY per million tokens)`);
         try {
           return pricePerMillionToNanosPerToken(v);
         } catch (err) {
@@ -151,6 +157,18 @@ export class Catalog {
         text: { ...m.pricing },
       };
       if (pricing.cachedInput > pricing.input) fail(`${where}: cached input cannot cost more than input`);
+      let batchPricing: Pricing | undefined;
+      if (m.batchPricing !== undefined && provider!.batch) {
+        batchPricing = {
+          input: price('input', 'batchPricing'),
+          cachedInput: price('cachedInput', 'batchPricing'),
+          output: price('output', 'batchPricing'),
+          text: { ...m.batchPricing },
+        };
+        if (batchPricing.input > pricing.input || batchPricing.output > pricing.output || batchPricing.cachedInput > pricing.cachedInput) {
+          fail(`${where}: batchPricing cannot be above pricing`);
+        }
+      }
       for (const k of ['contextWindow', 'maxOutputTokens'] as const) {
         if (!Number.isSafeInteger(m[k]) || m[k] <= 0) fail(`${where} needs a positive integer "${k}"`);
       }
@@ -164,6 +182,7 @@ export class Catalog {
         dialect: provider!.dialect,
         tokenizer: tokenizer!,
         pricing,
+        batchPricing,
         contextWindow: m.contextWindow,
         maxOutputTokens: m.maxOutputTokens,
         jsonMode: m.jsonMode,

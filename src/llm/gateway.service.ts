@@ -4,7 +4,8 @@ import { BudgetService, Reservation } from '../billing/budget.service';
 import { CallPurpose, LedgerEntry } from '../billing/ledger.service';
 import { Nanos } from '../common/money';
 import { AppConfig, CONFIG, EnabledProvider } from '../config/app-config';
-import { CatalogModel, Tier, TierPlan } from './catalog';
+import { BatchCollector } from './batch-collector';
+import { CatalogModel, Pricing, Tier, TierPlan } from './catalog';
 import { CircuitBreaker } from './circuit-breaker';
 import { costOf, worstCaseCost } from './pricing';
 import { ProviderClient, StreamEvent } from './provider-client';
@@ -42,6 +43,8 @@ export interface GatewayRequest<T = string> {
   repair?: (content: string, problem: string) => ChatMessage[];
   /** The same request before compression (what a naive pipeline would send): tokens saved are recorded. */
   uncompressed?: ChatMessage[];
+  /** The call can wait: send it through the provider's Batch API, at its batch price, where offered. */
+  batch?: boolean;
   signal?: AbortSignal;
 }
 
@@ -104,6 +107,8 @@ interface CallContext<T> {
   tried: string[];
   budgetRefused: boolean;
   contentRejected: boolean;
+  /** after a first try through a batch, repairs, retries and fallbacks go in real time */
+  realtimeOnly: boolean;
   lastError?: ProviderError;
 }
 
@@ -119,6 +124,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export class GatewayService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(GatewayService.name);
   private readonly client: ProviderClient;
+  private readonly batches: BatchCollector;
   modelBreaker: CircuitBreaker;
   providerBreaker: CircuitBreaker;
   private readonly flights = new Map<string, Promise<GatewayResult<unknown>>>();
@@ -130,6 +136,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     private readonly metrics: GatewayMetrics,
   ) {
     this.client = new ProviderClient(config.llm);
+    this.batches = new BatchCollector(this.client, config.llm);
     this.modelBreaker = new CircuitBreaker(config.llm.breakerFailures, config.llm.breakerCooldownMs);
     this.providerBreaker = new CircuitBreaker(1, config.llm.providerProbeMs);
   }
@@ -152,6 +159,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
 
   async onApplicationShutdown(): Promise<void> {
     if (this.purgeTimer) clearInterval(this.purgeTimer);
+    await this.batches.close();
     await this.client.close();
   }
 
@@ -209,7 +217,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   }
 
   private context<T>(req: GatewayRequest<T>): CallContext<T> {
-    return { req, group: randomUUID(), attempt: 0, started: performance.now(), tried: [], budgetRefused: false, contentRejected: false };
+    return { req, group: randomUUID(), attempt: 0, started: performance.now(), tried: [], budgetRefused: false, contentRejected: false, realtimeOnly: false };
   }
 
   private entry<T>(ctx: CallContext<T>, model: CatalogModel | undefined, fields: Partial<LedgerEntry>): LedgerEntry {
@@ -410,6 +418,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     ctx: CallContext<T>,
     model: CatalogModel,
     messages: ChatMessage[],
+    pricing: Pricing = model.pricing,
+    ttlMs?: number,
   ): Promise<{ kind: 'go'; reservation: Reservation; estimate: number; saved: number; params: ChatParams } | AttemptOutcome<T>> {
     const r = ctx.req;
     const estimate = estimatePromptTokens(messages, model.tokenizer);
@@ -417,7 +427,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     if (estimate + maxTokens > model.contextWindow) {
       return { kind: 'skip', reason: 'context_length' };
     }
-    const reservation = await this.budget.reserve(r.tenantId, worstCaseCost(estimate, maxTokens, model.pricing));
+    const reservation = await this.budget.reserve(r.tenantId, worstCaseCost(estimate, maxTokens, pricing), ttlMs);
     if (!reservation) {
       ctx.budgetRefused = true;
       await this.budget.settle(null, 0n, this.entry(ctx, model, { outcome: 'budget_exhausted', estimatedInputTokens: estimate }));
@@ -445,32 +455,49 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     return p;
   }
 
+  /** Does this call go through the model's provider's Batch API? */
+  private batchable<T>(ctx: CallContext<T>, model: CatalogModel): boolean {
+    return !!ctx.req.batch && !ctx.realtimeOnly && !!model.batchPricing && !!this.config.llm.catalog.providers.get(model.provider)?.batch;
+  }
+
   private async attempt<T>(ctx: CallContext<T>, model: CatalogModel, messages: ChatMessage[]): Promise<AttemptOutcome<T>> {
-    const admitted = await this.admitAttempt(ctx, model, messages);
+    const batch = this.batchable(ctx, model);
+    const pricing = batch ? model.batchPricing! : model.pricing;
+    const llm = this.config.llm;
+    const admitted = await this.admitAttempt(ctx, model, messages, pricing, batch ? llm.batchMaxWaitMs + llm.reservationTtlMs : undefined);
     if (admitted.kind !== 'go') return admitted;
     const { reservation, estimate, saved, params } = admitted;
     const t0 = performance.now();
     const adapter = ADAPTERS[model.dialect];
     let completion;
     try {
-      completion = await this.client.complete(this.provider(model), adapter, model, params, ctx.req.signal);
+      completion = batch
+        ? await this.batches.submit(this.provider(model), adapter, model, params)
+        : await this.client.complete(this.provider(model), adapter, model, params, ctx.req.signal);
     } catch (err) {
       const e = toProviderError(err);
       const usage = e.extra.usage ?? null;
-      await this.settle(reservation, usage ? costOf(usage, model.pricing) : 0n, this.entry(ctx, model, {
+      await this.settle(reservation, usage ? costOf(usage, pricing) : 0n, this.entry(ctx, model, {
         outcome: e.errorClass,
         errorReason: e.reason,
         estimatedInputTokens: estimate,
         compressionSavedTokens: saved,
         latencyMs: Math.round(performance.now() - t0),
+        batch,
         ...usageFields(usage, 'provider'),
-        costNanos: usage ? costOf(usage, model.pricing) : 0n,
+        costNanos: usage ? costOf(usage, pricing) : 0n,
       }));
+      if (batch) {
+        ctx.realtimeOnly = true;
+        // The batch as a whole failed (not this model's answer): make the call in real time now.
+        if (e.reason === 'batch_failed' && !ctx.req.signal?.aborted) return this.attempt(ctx, model, messages);
+      }
       return { kind: 'error', error: e };
     }
+    if (batch) ctx.realtimeOnly = true;
     const latencyMs = Math.round(performance.now() - t0);
     const usage = completion.usage ?? estimatedUsage(estimate, completion.content, model);
-    const cost = costOf(usage, model.pricing);
+    const cost = costOf(usage, pricing);
     const validation: Validation<T> = ctx.req.validate
       ? ctx.req.validate(completion.content, model)
       : { ok: true, value: completion.content as unknown as T };
@@ -480,6 +507,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       estimatedInputTokens: estimate,
       compressionSavedTokens: saved,
       latencyMs,
+      batch,
       ...usageFields(usage, completion.usage ? 'provider' : 'estimated'),
       costNanos: cost,
     }));

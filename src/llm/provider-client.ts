@@ -1,4 +1,4 @@
-import { Agent, errors as undiciErrors, request } from 'undici';
+import { Agent, errors as undiciErrors, fetch as undiciFetch, FormData, request } from 'undici';
 import type { Readable } from 'node:stream';
 import type { EnabledProvider, LlmConfig } from '../config/app-config';
 import type { CatalogModel } from './catalog';
@@ -37,6 +37,11 @@ export class ProviderClient {
     await this.agent.close();
   }
 
+  /** The request body a batch line carries for this call. */
+  batchBody(adapter: DialectAdapter, model: CatalogModel, params: ChatParams): Record<string, unknown> {
+    return adapter.buildBody(model, { ...params, stream: false });
+  }
+
   private async send(
     provider: EnabledProvider,
     adapter: DialectAdapter,
@@ -73,27 +78,46 @@ export class ProviderClient {
     } catch (err) {
       throw networkError(err, undefined, signal);
     }
-    if (res.statusCode >= 400) throw adapter.classifyError(res.statusCode, parseJson(text) ?? text, retryAfterMs(res.headers));
-    const json = parseJson(text) as {
-      choices?: Array<{ message?: { content?: unknown }; finish_reason?: string }>;
-      usage?: unknown;
-      error?: unknown;
-    } | null;
-    if (!json || typeof json !== 'object') {
-      throw new ProviderError('retryable', 'malformed_response', 'provider answered 200 with a body that is not JSON', { status: res.statusCode });
+    return readCompletion(adapter, res.statusCode, text, retryAfterMs(res.headers));
+  }
+
+  /** A request to the provider's Batch API (OpenAI-compatible files and batches), as JSON. */
+  private async batchApi<T>(provider: EnabledProvider, adapter: DialectAdapter, path: string, init: { method: string; body?: unknown; form?: FormData }): Promise<T> {
+    let res;
+    try {
+      res = await undiciFetch(`${provider.baseUrl}${path}`, {
+        method: init.method,
+        dispatcher: this.agent,
+        headers: { authorization: `Bearer ${provider.apiKey}`, ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}) },
+        body: init.form ?? (init.body !== undefined ? JSON.stringify(init.body) : undefined),
+        signal: AbortSignal.timeout(this.cfg.totalTimeoutMs),
+      } as never);
+    } catch (err) {
+      throw networkError(err);
     }
-    if (json.error) throw adapter.classifyError(400, json, undefined);
-    const usage = adapter.parseUsage(json.usage);
-    const choice = json.choices?.[0];
-    const content = typeof choice?.message?.content === 'string' ? choice.message.content : '';
-    const finishReason = choice?.finish_reason ?? 'stop';
-    if (adapter.isContentFilterFinish(finishReason)) {
-      throw new ProviderError('content_rejected', 'content_filter', `provider stopped the answer (${finishReason})`, { status: 200, usage });
-    }
-    if (content.trim() === '') {
-      throw new ProviderError('fallback', 'blank_output', 'provider answered with blank content', { status: 200, usage });
-    }
-    return { content, finishReason, usage };
+    const text = await res.text();
+    if (res.status >= 400) throw adapter.classifyError(res.status, parseJson(text) ?? text, undefined);
+    return (path.endsWith('/content') ? text : parseJson(text)) as T;
+  }
+
+  /** Uploads a JSONL file of requests (purpose "batch") and starts a batch over it. */
+  async createBatch(provider: EnabledProvider, adapter: DialectAdapter, jsonl: string): Promise<BatchObject> {
+    const form = new FormData();
+    form.append('purpose', 'batch');
+    form.append('file', new Blob([jsonl], { type: 'application/jsonl' }), 'requests.jsonl');
+    const file = await this.batchApi<{ id: string }>(provider, adapter, '/files', { method: 'POST', form });
+    return this.batchApi<BatchObject>(provider, adapter, '/batches', {
+      method: 'POST',
+      body: { input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' },
+    });
+  }
+
+  getBatch(provider: EnabledProvider, adapter: DialectAdapter, id: string): Promise<BatchObject> {
+    return this.batchApi<BatchObject>(provider, adapter, `/batches/${encodeURIComponent(id)}`, { method: 'GET' });
+  }
+
+  fileContent(provider: EnabledProvider, adapter: DialectAdapter, id: string): Promise<string> {
+    return this.batchApi<string>(provider, adapter, `/files/${encodeURIComponent(id)}/content`, { method: 'GET' });
   }
 
   /**
@@ -158,6 +182,43 @@ export class ProviderClient {
       throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
     }
   }
+}
+
+export interface BatchObject {
+  id: string;
+  status: string;
+  output_file_id?: string | null;
+  error_file_id?: string | null;
+  errors?: unknown;
+}
+
+/**
+ * Reads a chat completion answer (a real-time one, or one line of a batch's output): errors by
+ * the dialect's taxonomy; blank or filtered content is an error that still carries its usage.
+ */
+export function readCompletion(adapter: DialectAdapter, status: number, text: string | unknown, retryAfter?: number): Completion {
+  const body = typeof text === 'string' ? parseJson(text) : text;
+  if (status >= 400) throw adapter.classifyError(status, body ?? text, retryAfter);
+  const json = body as {
+    choices?: Array<{ message?: { content?: unknown }; finish_reason?: string }>;
+    usage?: unknown;
+    error?: unknown;
+  } | null;
+  if (!json || typeof json !== 'object') {
+    throw new ProviderError('retryable', 'malformed_response', 'provider answered 200 with a body that is not JSON', { status });
+  }
+  if (json.error) throw adapter.classifyError(400, json, undefined);
+  const usage = adapter.parseUsage(json.usage);
+  const choice = json.choices?.[0];
+  const content = typeof choice?.message?.content === 'string' ? choice.message.content : '';
+  const finishReason = choice?.finish_reason ?? 'stop';
+  if (adapter.isContentFilterFinish(finishReason)) {
+    throw new ProviderError('content_rejected', 'content_filter', `provider stopped the answer (${finishReason})`, { status: 200, usage });
+  }
+  if (content.trim() === '') {
+    throw new ProviderError('fallback', 'blank_output', 'provider answered with blank content', { status: 200, usage });
+  }
+  return { content, finishReason, usage };
 }
 
 function parseJson(text: string): unknown {

@@ -1,10 +1,10 @@
 /**
- * The fake model provider, exercised over real HTTP on loopback with the global fetch (and the
- * official openai client). Token counts are checked against js-tiktoken directly, not against the
- * fake provider's own helpers.
+ * The fake model provider, exercised over real HTTP on loopback with the global fetch, FormData and
+ * Blob (and the official openai client), the batch API included. Token counts are checked against
+ * js-tiktoken directly, not against the fake provider's own helpers.
  */
 import { getEncoding } from 'js-tiktoken';
-import OpenAI from 'openai';
+import OpenAI, { toFile } from 'openai';
 import { startFakeProvider, type Dialect, type FakeProvider, type Step } from './fake-provider';
 import { PRESETS, REQUEST_ID_PLACEHOLDER } from './presets';
 
@@ -821,5 +821,595 @@ describe('the official openai client', () => {
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.RateLimitError);
     expect((err as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('rate_limit_exceeded');
+  });
+});
+
+describe('batch API (files + batches)', () => {
+  type BatchDialect = 'dashscope' | 'openai' | 'zhipu';
+  const BATCH_DIALECTS: BatchDialect[] = ['dashscope', 'openai', 'zhipu'];
+  const AUTH = 'Bearer sk-batch-1';
+  const TERMINAL = ['completed', 'failed', 'expired'];
+  const FILE_ID = /^file-batch-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+  const BATCH_ID = /^batch_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+  const REQ_ID = /^batch_req_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+  function line(customId: string, body: Record<string, unknown>): string {
+    return JSON.stringify({ custom_id: customId, method: 'POST', url: '/v1/chat/completions', body });
+  }
+
+  async function upload(
+    d: Dialect,
+    content: string,
+    opts: { auth?: string | null; purpose?: string | null; filename?: string; type?: string } = {},
+  ): Promise<Response> {
+    const form = new FormData();
+    if (opts.purpose !== null) form.append('purpose', opts.purpose ?? 'batch');
+    form.append('file', new Blob([content], { type: opts.type ?? 'application/jsonl' }), opts.filename ?? 'in.jsonl');
+    const auth = opts.auth === undefined ? AUTH : opts.auth;
+    return fetch(`${fake.baseUrl(d)}/files`, { method: 'POST', headers: auth === null ? {} : { authorization: auth }, body: form });
+  }
+
+  async function uploadOk(d: Dialect, lines: string[]): Promise<string> {
+    const res = await upload(d, lines.join('\n') + '\n');
+    expect(res.status).toBe(200);
+    return ((await res.json()) as Json).id as string;
+  }
+
+  async function createBatch(d: Dialect, body: Record<string, unknown>, auth: string | null = AUTH): Promise<Response> {
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (auth !== null) headers.authorization = auth;
+    return fetch(`${fake.baseUrl(d)}/batches`, { method: 'POST', headers, body: JSON.stringify(body) });
+  }
+
+  async function startBatch(d: Dialect, lines: string[]): Promise<Json> {
+    const res = await createBatch(d, { input_file_id: await uploadOk(d, lines), endpoint: '/v1/chat/completions', completion_window: '24h' });
+    expect(res.status).toBe(200);
+    return (await res.json()) as Json;
+  }
+
+  async function get(d: Dialect, path: string, auth: string | null = AUTH): Promise<Response> {
+    return fetch(`${fake.baseUrl(d)}${path}`, { headers: auth === null ? {} : { authorization: auth } });
+  }
+
+  async function batchNow(d: Dialect, id: string): Promise<Json> {
+    const res = await get(d, `/batches/${id}`);
+    expect(res.status).toBe(200);
+    return (await res.json()) as Json;
+  }
+
+  async function waitForBatch(d: Dialect, id: string, timeoutMs = 10_000): Promise<Json> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const b = await batchNow(d, id);
+      if (TERMINAL.includes(b.status)) return b;
+      if (Date.now() > deadline) throw new Error(`batch ${id} still ${b.status as string}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /** The JSON lines of a file, each line ending with "\n". */
+  async function download(d: Dialect, fileId: string): Promise<Json[]> {
+    const res = await get(d, `/files/${fileId}/content`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('application/jsonl');
+    const text = await res.text();
+    expect(text.endsWith('\n')).toBe(true);
+    return text
+      .slice(0, -1)
+      .split('\n')
+      .map((l) => JSON.parse(l) as Json);
+  }
+
+  function expectAuthError(d: Dialect, body: Json): void {
+    if (d === 'dashscope') {
+      expect(body.request_id).toMatch(UUID);
+      expect({ ...body, request_id: REQUEST_ID_PLACEHOLDER }).toEqual(PRESETS.dashscope.auth.body);
+    } else {
+      expect(body).toEqual(PRESETS[d].auth.body);
+    }
+  }
+
+  /** A preset body with DashScope's fresh request_id put back to the placeholder. */
+  function placeholder(body: Json): Json {
+    return body.request_id === undefined ? body : { ...body, request_id: REQUEST_ID_PLACEHOLDER };
+  }
+
+  describe.each(BATCH_DIALECTS)('%s', (d) => {
+    const UNIT = { dashscope: 64, zhipu: 64, openai: 128 }[d];
+    const system = filler(21, 1500);
+    const shared = tokens(system) + 7; // the system message and the user message's leading template tokens
+    const users = ['Alpha: the first essay.', 'Zebra crossing: a second, longer essay to grade.', 'Mango: the third one.'];
+    const bodies = users.map((u) => ({
+      model: MODEL[d],
+      messages: [
+        { role: 'system', content: system },
+        { role: 'user', content: u },
+      ],
+    }));
+
+    it('uploads, creates, completes and writes usage as the real-time endpoint counts it, prefix cache included', async () => {
+      const jsonl = bodies.map((b, i) => line(`req-${i}`, b)).join('\n') + '\n';
+      const before = Math.floor(Date.now() / 1000);
+      const up = await upload(d, jsonl);
+      expect(up.status).toBe(200);
+      const file = (await up.json()) as Json;
+      expect(file).toEqual({
+        id: expect.stringMatching(FILE_ID),
+        object: 'file',
+        bytes: Buffer.byteLength(jsonl),
+        created_at: expect.any(Number),
+        filename: 'in.jsonl',
+        purpose: 'batch',
+      });
+      expect(file.created_at).toBeGreaterThanOrEqual(before);
+
+      const created = await createBatch(d, {
+        input_file_id: file.id,
+        endpoint: '/v1/chat/completions',
+        completion_window: '24h',
+        metadata: { assignment: 'a-1' },
+      });
+      expect(created.status).toBe(200);
+      const batch = (await created.json()) as Json;
+      expect(batch).toEqual({
+        id: expect.stringMatching(BATCH_ID),
+        object: 'batch',
+        endpoint: '/v1/chat/completions',
+        errors: null,
+        input_file_id: file.id,
+        completion_window: '24h',
+        status: 'validating',
+        output_file_id: null,
+        error_file_id: null,
+        created_at: expect.any(Number),
+        in_progress_at: null,
+        completed_at: null,
+        failed_at: null,
+        expired_at: null,
+        request_counts: { total: 3, completed: 0, failed: 0 },
+        metadata: { assignment: 'a-1' },
+      });
+      expect(batch.created_at).toBeGreaterThanOrEqual(before);
+
+      const done = await waitForBatch(d, batch.id);
+      expect(done).toMatchObject({ status: 'completed', error_file_id: null, errors: null, request_counts: { total: 3, completed: 3, failed: 0 } });
+      expect(done.output_file_id).toMatch(/^file-/);
+      expect(done.in_progress_at).toBeGreaterThanOrEqual(batch.created_at);
+      expect(done.completed_at).toBeGreaterThanOrEqual(done.in_progress_at);
+      expect(fake.batches.map((b) => [b.id, b.status])).toEqual([[batch.id, 'completed']]);
+
+      const out = await download(d, done.output_file_id);
+      expect(out.map((o) => o.custom_id)).toEqual(['req-0', 'req-1', 'req-2']);
+      const content = `Fake answer from ${MODEL[d]}.`;
+      const cachedAfterFirst = Math.floor(shared / UNIT) * UNIT;
+      expect(cachedAfterFirst).toBeGreaterThan(1024);
+      out.forEach((o, i) => {
+        expect(o).toMatchObject({ id: expect.stringMatching(REQ_ID), error: null, response: { status_code: 200 } });
+        expect(o.response.request_id).toMatch(UUID);
+        expect(o.response.body).toMatchObject({
+          object: 'chat.completion',
+          model: MODEL[d],
+          choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }],
+        });
+        expect(o.response.body.id).toMatch(/^chatcmpl-/);
+        const p = promptTokens(bodies[i].messages);
+        const c = tokens(content);
+        // The first line fills the provider's prefix cache; the next ones hit the shared system prompt.
+        expect(o.response.body.usage).toEqual({
+          prompt_tokens: p,
+          completion_tokens: c,
+          total_tokens: p + c,
+          prompt_tokens_details: { cached_tokens: i === 0 ? 0 : cachedAfterFirst },
+        });
+      });
+      expect(new Set(out.map((o) => o.id)).size).toBe(3);
+
+      // Each line was recorded like a request to the chat route, with the batch's id and headers.
+      const recorded = fake.requests.filter((r) => r.batchId === batch.id);
+      expect(recorded.map((r) => r.body)).toEqual(bodies);
+      for (const r of recorded) {
+        expect(r).toMatchObject({ dialect: d, path: new URL(chatUrl(d)).pathname, model: MODEL[d] });
+        expect(r.headers.authorization).toBe(AUTH);
+      }
+      const listed = (await (await fetch(`${fake.url}/_fake/requests`)).json()) as Json;
+      expect(listed.requests.map((r: Json) => r.batchId)).toEqual([batch.id, batch.id, batch.id]);
+
+      // The batch shares the provider's prefix cache of its API key with real-time calls…
+      const sameKey = await chat(d, [{ role: 'system', content: system }, { role: 'user', content: 'Quince' }], {}, AUTH);
+      expect(cachedTokens(d, sameKey.usage)).toBe(cachedAfterFirst);
+      const otherKey = await chat(d, [{ role: 'system', content: system }, { role: 'user', content: 'Quince' }], {}, 'Bearer other');
+      expect(cachedTokens(d, otherKey.usage)).toBe(0);
+      expect(fake.requests.filter((r) => r.batchId === undefined)).toHaveLength(2);
+
+      // …and each line's usage is exactly what the real-time endpoint reports for the same body.
+      fake.reset();
+      for (let i = 0; i < bodies.length; i++) {
+        const res = await post(d, bodies[i], { auth: AUTH });
+        expect(((await res.json()) as Json).usage).toEqual(out[i].response.body.usage);
+      }
+    });
+
+    it('keeps files and batches to their own dialect', async () => {
+      const other: BatchDialect = d === 'openai' ? 'zhipu' : 'openai';
+      const fileId = await uploadOk(d, [line('x', bodies[0])]);
+      expect((await get(other, `/files/${fileId}/content`)).status).toBe(404);
+      const res = await createBatch(other, { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' });
+      expect(res.status).toBe(404);
+      const batch = await startBatch(d, [line('x', bodies[0])]);
+      expect((await get(other, `/batches/${batch.id}`)).status).toBe(404);
+    });
+
+    it('answers 401 with the dialect\'s preset without a bearer token', async () => {
+      const fileId = await uploadOk(d, [line('x', bodies[0])]);
+      const batch = await startBatch(d, [line('x', bodies[0])]);
+      const answers = [
+        await upload(d, 'x\n', { auth: null }),
+        await createBatch(d, { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' }, null),
+        await get(d, `/batches/${batch.id}`, null),
+        await get(d, `/files/${fileId}/content`, 'Bearer '),
+      ];
+      for (const res of answers) {
+        expect(res.status).toBe(401);
+        expectAuthError(d, (await res.json()) as Json);
+      }
+      expect(fake.batches).toHaveLength(1);
+    });
+  });
+
+  it('puts a scripted preset, an error step and provider-rule errors in the error file with their status and body', async () => {
+    fake.enqueue('dashscope', { kind: 'preset', name: 'limit_requests' });
+    fake.enqueue('dashscope', { kind: 'error', status: 503, body: { error: { message: 'busy' } } }, { model: 'qwen-max' });
+    fake.setContextWindow('qwen-tiny', 20);
+    const user = [{ role: 'user', content: 'Grade this essay.' }];
+    const batch = await startBatch('dashscope', [
+      line('preset', { model: 'qwen-plus', messages: user }),
+      line('json-rule', { model: 'qwen-plus', messages: user, response_format: { type: 'json_object' } }),
+      line('ok', { model: 'qwen-plus', messages: user }),
+      line('error-step', { model: 'qwen-max', messages: user }),
+      line('too-long', { model: 'qwen-tiny', messages: [{ role: 'user', content: filler(7, 40) }] }),
+    ]);
+    const done = await waitForBatch('dashscope', batch.id);
+    expect(done).toMatchObject({ status: 'completed', request_counts: { total: 5, completed: 1, failed: 4 } });
+    expect(done.error_file_id).toMatch(/^file-/);
+    expect(done.error_file_id).not.toBe(done.output_file_id);
+
+    const out = await download('dashscope', done.output_file_id);
+    expect(out.map((o) => o.custom_id)).toEqual(['ok']);
+    expect(out[0].response.body.choices[0].message.content).toBe('Fake answer from qwen-plus.');
+
+    const errors = await download('dashscope', done.error_file_id);
+    expect(errors.map((e) => [e.custom_id, e.response.status_code, e.error])).toEqual([
+      ['preset', 429, null],
+      ['json-rule', 400, null],
+      ['error-step', 503, null],
+      ['too-long', 400, null],
+    ]);
+    for (const e of errors) expect(e.id).toMatch(REQ_ID);
+    const [preset, jsonRule, errorStep, tooLong] = errors.map((e) => e.response);
+    expect(placeholder(preset.body)).toEqual(PRESETS.dashscope.limit_requests.body);
+    expect(preset.request_id).toBe(preset.body.request_id); // DashScope's request_id, fresh per answer
+    expect(preset.request_id).toMatch(UUID);
+    expect(jsonRule.body.error.message).toContain("must contain the word 'json'");
+    expect(errorStep.body).toEqual({ error: { message: 'busy' } });
+    expect(errorStep.request_id).toMatch(UUID);
+    expect(tooLong.body.error.message).toBe('<400> InternalError.Algo.InvalidParameter: Range of input length should be [1, 20]');
+
+    // The steps were consumed: real-time calls get normal answers now.
+    expect((await post('dashscope', { model: 'qwen-plus', messages: user })).status).toBe(200);
+    expect((await post('dashscope', { model: 'qwen-max', messages: user })).status).toBe(200);
+  });
+
+  it('plays queued steps in order across lines, and answers hang, reset and stream steps with a 500 line', async () => {
+    fake.enqueue('openai', [
+      { kind: 'ok', content: 'scripted one' },
+      { kind: 'hang' },
+      { kind: 'reset' },
+      { kind: 'stream', content: 'not in a batch' },
+      { kind: 'invalid-json', content: '{"score": 3,' },
+    ]);
+    const msgs = [{ role: 'user', content: 'x' }];
+    const batch = await startBatch('openai', ['a', 'b', 'c', 'd', 'e', 'f'].map((id) => line(id, { model: 'gpt-4o-mini', messages: msgs })));
+    const done = await waitForBatch('openai', batch.id);
+    expect(done.request_counts).toEqual({ total: 6, completed: 3, failed: 3 });
+
+    const out = await download('openai', done.output_file_id);
+    expect(out.map((o) => [o.custom_id, o.response.body.choices[0].message.content])).toEqual([
+      ['a', 'scripted one'],
+      ['e', '{"score": 3,'],
+      ['f', 'Fake answer from gpt-4o-mini.'],
+    ]);
+    expect(out[0].response.body.usage.completion_tokens).toBe(tokens('scripted one'));
+    const errors = await download('openai', done.error_file_id);
+    expect(errors.map((e) => e.custom_id)).toEqual(['b', 'c', 'd']);
+    for (const e of errors) {
+      expect(e.response.status_code).toBe(500);
+      expect(e.response.body).toEqual(PRESETS.openai.server_error.body);
+    }
+  });
+
+  it('answers a responder that throws with a 500 line', async () => {
+    fake.setResponder((req) => {
+      if (req.messages[0].content === 'boom') throw new Error('kaput');
+      return 'fine';
+    });
+    const batch = await startBatch('zhipu', [
+      line('bad', { model: 'glm-4', messages: [{ role: 'user', content: 'boom' }] }),
+      line('good', { model: 'glm-4', messages: [{ role: 'user', content: 'calm' }] }),
+    ]);
+    const done = await waitForBatch('zhipu', batch.id);
+    const [bad] = await download('zhipu', done.error_file_id);
+    expect(bad.response.status_code).toBe(500);
+    expect(bad.response.body.error.message).toContain('kaput');
+    const [good] = await download('zhipu', done.output_file_id);
+    expect(good.response.body.choices[0].message.content).toBe('fine');
+  });
+
+  it('puts malformed lines in the error file with a null response, and skips blank lines', async () => {
+    const body = { model: 'glm-4-flash', messages: [{ role: 'user', content: 'hello' }] };
+    const lines = [
+      'not json at all',
+      JSON.stringify({ method: 'POST', url: '/v1/chat/completions', body }),
+      JSON.stringify({ custom_id: 'no-body', method: 'POST', url: '/v1/chat/completions' }),
+      JSON.stringify({ custom_id: 'wrong-url', method: 'POST', url: '/v1/embeddings', body }),
+      '',
+      line('not-a-chat-request', { model: 'glm-4-flash' }),
+      line('fine', body),
+      '   ',
+    ];
+    const batch = await startBatch('zhipu', lines);
+    expect(batch.request_counts.total).toBe(6);
+    const done = await waitForBatch('zhipu', batch.id);
+    expect(done.request_counts).toEqual({ total: 6, completed: 1, failed: 5 });
+
+    const errors = await download('zhipu', done.error_file_id);
+    expect(errors.map((e) => e.custom_id)).toEqual([null, null, 'no-body', 'wrong-url', 'not-a-chat-request']);
+    for (const e of errors.slice(0, 4)) {
+      expect(e).toEqual({ id: expect.stringMatching(REQ_ID), custom_id: e.custom_id, response: null, error: { code: 'invalid_request', message: expect.any(String) } });
+    }
+    // A well-formed line whose body is not a chat request gets the chat route's own 400.
+    expect(errors[4]).toMatchObject({ response: { status_code: 400, body: { error: { type: 'invalid_request_error' } } }, error: null });
+
+    const out = await download('zhipu', done.output_file_id);
+    expect(out.map((o) => o.custom_id)).toEqual(['fine']);
+    expect(out[0].response.body.usage.prompt_tokens).toBe(tokens('hello') + 7);
+    // Only the lines that were requests were recorded.
+    expect(fake.requests.map((r) => [r.batchId, r.model])).toEqual([
+      [batch.id, 'glm-4-flash'],
+      [batch.id, 'glm-4-flash'],
+    ]);
+  });
+
+  it('stays in_progress until the batch latency has passed', async () => {
+    fake.setBatchLatency(700);
+    const t = Date.now();
+    const batch = await startBatch('openai', [line('only', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] })]);
+    await new Promise((r) => setTimeout(r, 150));
+    const early = await batchNow('openai', batch.id);
+    expect(Date.now() - t).toBeLessThan(650);
+    expect(early).toMatchObject({ status: 'in_progress', output_file_id: null, completed_at: null });
+    expect(early.in_progress_at).toBeGreaterThanOrEqual(batch.created_at);
+    expect(fake.requests).toHaveLength(1); // the line itself ran at once
+    const done = await waitForBatch('openai', batch.id);
+    expect(Date.now() - t).toBeGreaterThanOrEqual(690);
+    expect(done).toMatchObject({ status: 'completed', request_counts: { total: 1, completed: 1, failed: 0 } });
+    expect(done.completed_at).toBeGreaterThanOrEqual(early.in_progress_at);
+    expect(fake.requests).toHaveLength(1); // waiting did not run the line again
+  });
+
+  it('sets the batch latency over HTTP and from the start option; reset() returns to the start value', async () => {
+    const setLatency = await fetch(`${fake.url}/_fake/batch-latency`, { method: 'POST', body: JSON.stringify({ ms: 400 }) });
+    expect(await setLatency.json()).toEqual({ ok: true, batchLatencyMs: 400 });
+    expect((await fetch(`${fake.url}/_fake/batch-latency`, { method: 'POST', body: JSON.stringify({ ms: -5 }) })).status).toBe(400);
+    const slow = await startBatch('zhipu', [line('a', { model: 'glm-4', messages: [] })]);
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await batchNow('zhipu', slow.id)).status).toBe('in_progress');
+    fake.reset();
+    expect(fake.batches).toEqual([]);
+    expect((await get('zhipu', `/batches/${slow.id}`)).status).toBe(404);
+    const fast = await startBatch('zhipu', [line('a', { model: 'glm-4', messages: [] })]);
+    const t = Date.now();
+    expect((await waitForBatch('zhipu', fast.id)).status).toBe('completed');
+    expect(Date.now() - t).toBeLessThan(300);
+
+    const own = await startFakeProvider({ batchLatencyMs: 5000 });
+    try {
+      own.setBatchLatency(0);
+      own.reset();
+      const form = new FormData();
+      form.append('purpose', 'batch');
+      form.append('file', new Blob([line('a', { model: 'm', messages: [] })]), 'in.jsonl');
+      const file = (await (await fetch(`${own.baseUrl('openai')}/files`, { method: 'POST', headers: { authorization: AUTH }, body: form })).json()) as Json;
+      const res = await fetch(`${own.baseUrl('openai')}/batches`, {
+        method: 'POST',
+        headers: { authorization: AUTH },
+        body: JSON.stringify({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' }),
+      });
+      expect(res.status).toBe(200);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(own.requests).toHaveLength(1);
+      expect(own.batches[0].status).toBe('in_progress'); // 5 s again after reset()
+    } finally {
+      await own.close();
+    }
+  });
+
+  it.each(['failed', 'expired'] as const)('failNextBatch(%s): ends so after the latency, without processing the lines', async (outcome) => {
+    fake.enqueue('dashscope', { kind: 'ok', content: 'still queued' });
+    fake.failNextBatch('dashscope', outcome);
+    fake.setBatchLatency(300);
+    const msgs = [{ role: 'user', content: 'x' }];
+    const t = Date.now();
+    const batch = await startBatch('dashscope', [line('a', { model: 'qwen-plus', messages: msgs }), line('b', { model: 'qwen-plus', messages: msgs })]);
+    expect(batch.status).toBe('validating');
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await batchNow('dashscope', batch.id)).status).toBe(outcome === 'failed' ? 'validating' : 'in_progress');
+
+    const done = await waitForBatch('dashscope', batch.id);
+    expect(Date.now() - t).toBeGreaterThanOrEqual(290);
+    expect(done).toMatchObject({
+      status: outcome,
+      output_file_id: null,
+      error_file_id: null,
+      completed_at: null,
+      request_counts: { total: 2, completed: 0, failed: 0 },
+      errors: { object: 'list', data: [{ code: expect.any(String), message: expect.any(String), line: null, param: null }] },
+    });
+    expect(done.failed_at === null).toBe(outcome !== 'failed');
+    expect(done.expired_at === null).toBe(outcome !== 'expired');
+    expect(done[`${outcome}_at`]).toBeGreaterThanOrEqual(done.created_at);
+    expect(fake.requests).toHaveLength(0);
+
+    // The step was not consumed, and only the next batch failed.
+    expect((await chat('dashscope', msgs)).choices[0].message.content).toBe('still queued');
+    fake.setBatchLatency(0);
+    const next = await startBatch('dashscope', [line('a', { model: 'qwen-plus', messages: msgs })]);
+    expect((await waitForBatch('dashscope', next.id)).status).toBe('completed');
+  });
+
+  it('scripts a batch failure over HTTP and refuses bad input', async () => {
+    const ok = await fetch(`${fake.url}/_fake/batch-failure`, { method: 'POST', body: JSON.stringify({ dialect: 'zhipu', outcome: 'expired' }) });
+    expect(await ok.json()).toEqual({ ok: true });
+    for (const bad of [{ dialect: 'zhipu', outcome: 'cancelled' }, { dialect: 'deepseek', outcome: 'failed' }, { dialect: 'x', outcome: 'failed' }]) {
+      expect((await fetch(`${fake.url}/_fake/batch-failure`, { method: 'POST', body: JSON.stringify(bad) })).status).toBe(400);
+    }
+    expect(() => fake.failNextBatch('deepseek', 'failed')).toThrow(/no batch API/);
+    const batch = await startBatch('zhipu', [line('a', { model: 'glm-4', messages: [] })]);
+    expect((await waitForBatch('zhipu', batch.id)).status).toBe('expired');
+  });
+
+  it('answers 404 for unknown files and batches', async () => {
+    const unknownFile = await createBatch('openai', { input_file_id: 'file-batch-nope', endpoint: '/v1/chat/completions', completion_window: '24h' });
+    expect(unknownFile.status).toBe(404);
+    const body = (await unknownFile.json()) as Json;
+    expect(body.error).toMatchObject({ type: 'invalid_request_error', message: expect.stringContaining('file-batch-nope') });
+    const unknownBatch = await get('openai', '/batches/batch_nope');
+    expect(unknownBatch.status).toBe(404);
+    expect(((await unknownBatch.json()) as Json).error.message).toContain('batch_nope');
+    expect((await get('openai', '/files/file-batch-nope/content')).status).toBe(404);
+    expect((await get('openai', '/files/file-batch-nope')).status).toBe(404);
+  });
+
+  it('refuses a bad endpoint, completion window or input with 400', async () => {
+    const fileId = await uploadOk('dashscope', [line('a', { model: 'qwen-plus', messages: [] })]);
+    const base = { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' };
+    for (const bad of [{ endpoint: '/v1/embeddings' }, { completion_window: '1h' }, { input_file_id: undefined }, { metadata: { n: 1 } }]) {
+      const res = await createBatch('dashscope', { ...base, ...bad });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as Json).error.type).toBe('invalid_request_error');
+    }
+    const notJson = await fetch(`${fake.baseUrl('dashscope')}/batches`, { method: 'POST', headers: { authorization: AUTH }, body: '{' });
+    expect(notJson.status).toBe(400);
+    const empty = await createBatch('dashscope', { ...base, input_file_id: await uploadOk('dashscope', ['', '']) });
+    expect(empty.status).toBe(400);
+    expect(fake.batches).toHaveLength(0);
+  });
+
+  it('refuses uploads without purpose "batch", without a file, or not multipart with 400', async () => {
+    const noPurpose = await upload('openai', 'x\n', { purpose: null });
+    expect(noPurpose.status).toBe(400);
+    expect(await noPurpose.json()).toEqual({
+      error: { message: expect.stringContaining('purpose'), type: 'invalid_request_error', param: 'purpose', code: null },
+    });
+    expect((await upload('openai', 'x\n', { purpose: 'fine-tune' })).status).toBe(400);
+
+    const noFile = new FormData();
+    noFile.append('purpose', 'batch');
+    noFile.append('file', 'a text field, not a file');
+    const res = await fetch(`${fake.baseUrl('openai')}/files`, { method: 'POST', headers: { authorization: AUTH }, body: noFile });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as Json).error.param).toBe('file');
+
+    const notMultipart = await fetch(`${fake.baseUrl('openai')}/files`, {
+      method: 'POST',
+      headers: { authorization: AUTH, 'content-type': 'application/json' },
+      body: JSON.stringify({ purpose: 'batch' }),
+    });
+    expect(notMultipart.status).toBe(400);
+    expect(await notMultipart.json()).toEqual({
+      error: { message: expect.any(String), type: 'invalid_request_error', param: null, code: null },
+    });
+    const truncated = await fetch(`${fake.baseUrl('openai')}/files`, {
+      method: 'POST',
+      headers: { authorization: AUTH, 'content-type': 'multipart/form-data; boundary=xyz' },
+      body: '--xyz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n{}',
+    });
+    expect(truncated.status).toBe(400);
+  });
+
+  it('parses a hand-written multipart body: quoted boundary, preamble, octet-stream part, CRLF and UTF-8 in the file', async () => {
+    const content = `${line('中文', { model: 'qwen-plus', messages: [{ role: 'user', content: '春天 --b1 来了' }] })}\r\n`;
+    const raw = [
+      'This preamble is ignored.',
+      '--b1',
+      'Content-Disposition: form-data; name="file"; filename="my \\"batch\\".jsonl"',
+      'Content-Type: application/octet-stream',
+      '',
+      content,
+      '--b1',
+      'content-disposition: form-data; name="purpose"',
+      '',
+      'batch',
+      '--b1--',
+      'epilogue',
+    ].join('\r\n');
+    const res = await fetch(`${fake.baseUrl('dashscope')}/files`, {
+      method: 'POST',
+      headers: { authorization: AUTH, 'content-type': 'multipart/form-data; boundary="b1"' },
+      body: raw,
+    });
+    expect(res.status).toBe(200);
+    const file = (await res.json()) as Json;
+    expect(file).toMatchObject({ filename: 'my "batch".jsonl', bytes: Buffer.byteLength(content), purpose: 'batch' });
+    expect(await (await get('dashscope', `/files/${file.id}/content`)).text()).toBe(content);
+
+    // The CRLF-terminated line is a request like any other.
+    const created = await createBatch('dashscope', { input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    const done = await waitForBatch('dashscope', ((await created.json()) as Json).id);
+    const [out] = await download('dashscope', done.output_file_id);
+    expect(out.custom_id).toBe('中文');
+    expect(out.response.body.usage.prompt_tokens).toBe(tokens('春天 --b1 来了') + 7);
+  });
+
+  it('has no batch API for DeepSeek: 404', async () => {
+    const res = await upload('deepseek', 'x\n');
+    expect(res.status).toBe(404);
+    expect(((await res.json()) as Json).error.code).toBe('not_found');
+    expect((await createBatch('deepseek', { input_file_id: 'f', endpoint: '/v1/chat/completions', completion_window: '24h' })).status).toBe(404);
+    expect((await get('deepseek', '/batches/batch_x')).status).toBe(404);
+    expect((await get('deepseek', '/files/f/content')).status).toBe(404);
+  });
+
+  it('works with the official openai client against the DashScope base URL', async () => {
+    const client = new OpenAI({ apiKey: 'sk-dashscope', baseURL: fake.baseUrl('dashscope'), maxRetries: 0 });
+    const messages = [{ role: 'user', content: 'Grade: 好文章, reply in JSON.' }];
+    const jsonl = [
+      line('one', { model: 'qwen-plus', messages, response_format: { type: 'json_object' } }),
+      line('two', { model: 'qwen-plus', messages: [{ role: 'user', content: 'no keyword here' }], response_format: { type: 'json_object' } }),
+    ].join('\n');
+
+    const file = await client.files.create({ file: await toFile(Buffer.from(jsonl), 'in.jsonl'), purpose: 'batch' });
+    expect(file.id).toMatch(FILE_ID);
+    expect(file.bytes).toBe(Buffer.byteLength(jsonl));
+    const batch = await client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    expect(batch.status).toBe('validating');
+
+    let current = await client.batches.retrieve(batch.id);
+    for (let i = 0; i < 200 && current.status !== 'completed'; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      current = await client.batches.retrieve(batch.id);
+    }
+    expect(current.status).toBe('completed');
+    expect(current.request_counts).toEqual({ total: 2, completed: 1, failed: 1 });
+
+    const output = (await (await client.files.content(current.output_file_id!)).text()).trim().split('\n').map((l) => JSON.parse(l) as Json);
+    expect(output).toHaveLength(1);
+    expect(JSON.parse(output[0].response.body.choices[0].message.content)).toEqual({ answer: 'Fake answer from qwen-plus.' });
+    expect(output[0].response.body.usage.prompt_tokens).toBe(promptTokens(messages));
+    const errors = (await (await client.files.content(current.error_file_id!)).text()).trim().split('\n').map((l) => JSON.parse(l) as Json);
+    expect(errors.map((e) => [e.custom_id, e.response.status_code])).toEqual([['two', 400]]);
+    expect(fake.requests.every((r) => r.headers.authorization === 'Bearer sk-dashscope')).toBe(true);
+
+    const missing = await client.batches.retrieve('batch_missing').catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(OpenAI.NotFoundError);
   });
 });

@@ -1,10 +1,11 @@
 /**
  * Runs the fake model provider as a standalone server, for benchmarks and manual tries:
  *
- *   node -r ts-node/register/transpile-only test/fake-provider/main.ts --port 4010 [--host 127.0.0.1] [--latency 50]
+ *   node -r ts-node/register/transpile-only test/fake-provider/main.ts --port 4010 [--host 127.0.0.1] [--latency 50] [--batch-latency 2000]
  *
  * Script it over HTTP: POST /_fake/enqueue {dialect, steps, model?}, POST /_fake/latency {ms},
- * POST /_fake/context-window {model, tokens}, POST /_fake/reset, GET /_fake/requests, GET /_fake/health.
+ * POST /_fake/context-window {model, tokens}, POST /_fake/batch-latency {ms},
+ * POST /_fake/batch-failure {dialect, outcome}, POST /_fake/reset, GET /_fake/requests, GET /_fake/health.
  * Stops on SIGINT or SIGTERM.
  */
 import { DIALECTS, startFakeProvider } from './fake-provider';
@@ -13,12 +14,14 @@ interface CliOptions {
   port: number;
   host: string;
   latencyMs: number;
+  batchLatencyMs: number;
 }
 
-const USAGE = 'usage: main.ts [--port N (default 4010)] [--host ADDRESS (default 127.0.0.1)] [--latency MS (default 0)]';
+const USAGE =
+  'usage: main.ts [--port N (default 4010)] [--host ADDRESS (default 127.0.0.1)] [--latency MS (default 0)] [--batch-latency MS (default 0)]';
 
 function parseArgs(argv: string[]): CliOptions {
-  const opts: CliOptions = { port: 4010, host: '127.0.0.1', latencyMs: 0 };
+  const opts: CliOptions = { port: 4010, host: '127.0.0.1', latencyMs: 0, batchLatencyMs: 0 };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--help' || arg === '-h') {
@@ -39,6 +42,9 @@ function parseArgs(argv: string[]): CliOptions {
         break;
       case '--latency':
         opts.latencyMs = integer(name, value, 0, 3_600_000);
+        break;
+      case '--batch-latency':
+        opts.batchLatencyMs = integer(name, value, 0, 86_400_000);
         break;
       default:
         throw new Error(`unknown option ${arg}`);
@@ -61,7 +67,7 @@ async function main(): Promise<void> {
     console.error(`fake provider: ${err instanceof Error ? err.message : String(err)}\n${USAGE}`);
     process.exit(2);
   }
-  const fake = await startFakeProvider({ port: opts.port, host: opts.host, latencyMs: opts.latencyMs });
+  const fake = await startFakeProvider({ port: opts.port, host: opts.host, latencyMs: opts.latencyMs, batchLatencyMs: opts.batchLatencyMs });
   const bases = DIALECTS.map((d) => `${d}: ${fake.baseUrl(d)}`).join(', ');
   console.log(`fake provider listening on ${fake.url} (${bases})`);
 

@@ -22,6 +22,9 @@ export function providerEnv(fake: FakeProvider, extra: Record<string, string> = 
     LLM_CONNECT_TIMEOUT_MS: '1000',
     LLM_FIRST_BYTE_TIMEOUT_MS: '1500',
     LLM_TOTAL_TIMEOUT_MS: '4000',
+    LLM_BATCH_WINDOW_MS: '100',
+    LLM_BATCH_POLL_MS: '50',
+    LLM_BATCH_MAX_WAIT_MS: '10000',
     ...extra,
   };
 }

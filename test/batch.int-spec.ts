@@ -1,0 +1,103 @@
+import { DataSource } from 'typeorm';
+import { GatewayRequest, GatewayService } from '../src/llm/gateway.service';
+import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { Factory, TestTenant } from './support/factories';
+import { providerEnv } from './support/providers';
+import { createTestApp, TestApp } from './support/test-app';
+
+/** qwen-max: real time 2.4 / 0.48 / 9.6 CNY per million tokens; batch 1.2 / 0.24 / 4.8. */
+const REALTIME = { input: 2400n, cached: 480n, output: 9600n };
+const BATCH = { input: 1200n, cached: 240n, output: 4800n };
+
+describe("calls that can wait go through the provider's Batch API", () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let gw: GatewayService;
+  let ds: DataSource;
+  let tenant: TestTenant;
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+    t = await createTestApp(providerEnv(fake, { LLM_BATCH_WINDOW_MS: '300' }));
+    gw = t.app.get(GatewayService);
+    ds = t.dataSource;
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+  beforeEach(async () => {
+    fake.reset();
+    gw.resetHealth();
+    tenant = await new Factory(t.app).newTenant({ monthlyBudget: '50.00' });
+  });
+
+  const ask = (content: string, extra: Partial<GatewayRequest> = {}) =>
+    gw.complete({ tenantId: tenant.tenantId, purpose: 'deep_review', target: { model: 'dashscope:qwen-max' }, messages: [{ role: 'user', content }], maxTokens: 300, batch: true, ...extra });
+
+  const price = (u: { inputTokens: number; cachedInputTokens: number; outputTokens: number }, p: typeof BATCH) =>
+    BigInt(u.inputTokens - u.cachedInputTokens) * p.input + BigInt(u.cachedInputTokens) * p.cached + BigInt(u.outputTokens) * p.output;
+
+  async function books() {
+    const [p] = await ds.query(`SELECT spent_nanos, reserved_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+    const [l] = await ds.query(`SELECT coalesce(sum(cost_nanos), 0)::text AS s FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    return { spent: p.spent_nanos as string, reserved: p.reserved_nanos as string, ledger: l.s as string };
+  }
+
+  it('collects concurrent calls into one batch and prices each answer at the batch rate', async () => {
+    const [a, b] = await Promise.all([ask('第一篇作文的深度点评'), ask('第二篇作文的深度点评')]);
+    const lines = fake.requests.filter((r) => r.batchId);
+    expect(lines).toHaveLength(2);
+    expect(new Set(lines.map((r) => r.batchId)).size).toBe(1); // one batch
+    expect(fake.requests.filter((r) => !r.batchId)).toHaveLength(0); // no real-time call
+    for (const r of [a, b]) {
+      expect(r.costNanos).toBe(price(r.usage, BATCH));
+      expect(r.costNanos * 2n).toBe(price(r.usage, REALTIME)); // half the real-time price
+    }
+    const rows = await ds.query(`SELECT batch, outcome, cost_nanos FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(rows.map((r: { batch: boolean; outcome: string }) => [r.batch, r.outcome])).toEqual([
+      [true, 'ok'],
+      [true, 'ok'],
+    ]);
+    const after = await books();
+    expect(after.reserved).toBe('0');
+    expect(after.spent).toBe(after.ledger);
+    expect(BigInt(after.spent)).toBe(a.costNanos + b.costNanos);
+  });
+
+  it('makes the call in real time when the batch as a whole fails or expires', async () => {
+    for (const outcome of ['failed', 'expired'] as const) {
+      fake.reset();
+      fake.failNextBatch('dashscope', outcome);
+      const r = await ask(`batch ${outcome}`);
+      expect(r.costNanos).toBe(price(r.usage, REALTIME));
+      expect(fake.requests.filter((x) => !x.batchId)).toHaveLength(1);
+    }
+    const rows = await ds.query(`SELECT batch, outcome, error_reason, cost_nanos FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at`, [tenant.tenantId]);
+    expect(rows.map((r: { batch: boolean; outcome: string; error_reason: string | null; cost_nanos: string }) => [r.batch, r.outcome, r.error_reason, r.cost_nanos === '0'])).toEqual([
+      [true, 'retryable', 'batch_failed', true],
+      [false, 'ok', null, false],
+      [true, 'retryable', 'batch_failed', true],
+      [false, 'ok', null, false],
+    ]);
+    const after = await books();
+    expect(after.reserved).toBe('0');
+    expect(after.spent).toBe(after.ledger);
+  });
+
+  it("handles one line's error like any answer of that model (a content rejection goes to the next model)", async () => {
+    fake.enqueue('dashscope', { kind: 'preset', name: 'data_inspection_failed' });
+    const r = await ask('refused in the batch', { target: { tier: 'deep' } });
+    expect(r.provider).toBe('zhipu'); // the deep tier's next model
+    const rows = await ds.query(`SELECT provider, batch, outcome FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at`, [tenant.tenantId]);
+    expect(rows[0]).toEqual({ provider: 'dashscope', batch: true, outcome: 'content_rejected' });
+  });
+
+  it('uses real time for models without batch prices or when the call cannot wait', async () => {
+    const r = await ask('no batch for deepseek', { target: { model: 'deepseek:deepseek-chat' } });
+    expect(r.provider).toBe('deepseek');
+    const rt = await ask('real time please', { batch: false });
+    expect(rt.costNanos).toBe(price(rt.usage, REALTIME));
+    expect(fake.requests.filter((x) => x.batchId)).toHaveLength(0);
+  });
+});
