@@ -21,7 +21,7 @@ import { ADAPTERS } from '../src/llm/providers';
 import { buildGradingPrompt, MAX_OUTPUT_TOKENS } from '../src/grading/prompts';
 import { builtinRubric } from '../src/grading/rubric';
 import { generateEssay, nearCopy, rng } from '../test/support/essays';
-import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, OPERATOR, sleep, startFake, startService, writeResult } from './lib/harness';
+import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, sleep, startFake, startService, runMain } from './lib/harness';
 
 const FULL_USERS = 20_000;
 const STANDARD = 'dashscope:qwen-turbo';
@@ -340,15 +340,4 @@ export async function runCaseStudy() {
   }
 }
 
-if (require.main === module) {
-  void OPERATOR;
-  runCaseStudy()
-    .then((r) => {
-      console.log(JSON.stringify(r, null, 2));
-      writeResult('case-study.json', { at: new Date().toISOString(), ...r });
-    })
-    .catch((err) => {
-      console.error(err);
-      process.exit(1);
-    });
-}
+if (require.main === module) runMain('case-study.json', runCaseStudy);

@@ -8,7 +8,7 @@
  */
 import { Client } from 'pg';
 import { generateEssay } from '../test/support/essays';
-import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, sleep, startFake, startService, writeResult } from './lib/harness';
+import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, sleep, startFake, startService, runMain } from './lib/harness';
 
 export interface DrillResult {
   essays: number;
@@ -117,15 +117,4 @@ export async function runDrill(): Promise<DrillResult> {
   }
 }
 
-if (require.main === module) {
-  runDrill()
-    .then((r) => {
-      console.log(JSON.stringify(r, null, 2));
-      writeResult('drill.json', { at: new Date().toISOString(), ...r });
-      if (!r.passed) process.exit(1);
-    })
-    .catch((err) => {
-      console.error(err);
-      process.exit(1);
-    });
-}
+if (require.main === module) runMain('drill.json', runDrill, (r) => r.passed);

@@ -7,7 +7,7 @@
  *   npm run bench:gateway
  */
 import autocannon from 'autocannon';
-import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, startFake, startService, writeResult } from './lib/harness';
+import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, startFake, startService, runMain } from './lib/harness';
 
 export interface GatewayResult {
   connections: number;
@@ -77,14 +77,4 @@ export async function runGateway(opts: { durationS?: number } = {}): Promise<Gat
   }
 }
 
-if (require.main === module) {
-  runGateway()
-    .then((r) => {
-      console.log(JSON.stringify(r, null, 2));
-      writeResult('gateway.json', { at: new Date().toISOString(), ...r });
-    })
-    .catch((err) => {
-      console.error(err);
-      process.exit(1);
-    });
-}
+if (require.main === module) runMain('gateway.json', runGateway);

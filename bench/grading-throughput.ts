@@ -7,7 +7,7 @@
  */
 import { Client } from 'pg';
 import { generateEssay } from '../test/support/essays';
-import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, sleep, startFake, startService, writeResult } from './lib/harness';
+import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, sleep, startFake, startService, runMain } from './lib/harness';
 
 export interface GradingThroughputResult {
   essays: number;
@@ -83,14 +83,4 @@ export async function runGradingThroughput(opts: { essays?: number; latencyMs?: 
   }
 }
 
-if (require.main === module) {
-  runGradingThroughput()
-    .then((r) => {
-      console.log(JSON.stringify(r, null, 2));
-      writeResult('grading-throughput.json', { at: new Date().toISOString(), ...r });
-    })
-    .catch((err) => {
-      console.error(err);
-      process.exit(1);
-    });
-}
+if (require.main === module) runMain('grading-throughput.json', runGradingThroughput);

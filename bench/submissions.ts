@@ -8,7 +8,7 @@
  */
 import autocannon from 'autocannon';
 import { generateEssay } from '../test/support/essays';
-import { dropDatabase, ensureBuilt, freshDatabase, json, newTenant, startService, writeResult } from './lib/harness';
+import { dropDatabase, ensureBuilt, freshDatabase, json, newTenant, startService, runMain } from './lib/harness';
 
 export interface SubmissionsResult {
   single: { connections: number; durationS: number; requests: number; perSecond: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number };
@@ -79,14 +79,4 @@ export async function runSubmissions(opts: { durationS?: number } = {}): Promise
   }
 }
 
-if (require.main === module) {
-  runSubmissions()
-    .then((r) => {
-      console.log(JSON.stringify(r, null, 2));
-      writeResult('submissions.json', { at: new Date().toISOString(), ...r });
-    })
-    .catch((err) => {
-      console.error(err);
-      process.exit(1);
-    });
-}
+if (require.main === module) runMain('submissions.json', runSubmissions);

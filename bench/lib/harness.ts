@@ -198,3 +198,17 @@ export function writeResult(file: string, result: unknown): void {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, file), JSON.stringify(result, null, 2) + '\n');
 }
+
+/** The entry point of one benchmark script: run it, print and save its result, exit 1 on failure. */
+export function runMain<T extends object>(file: string, fn: () => Promise<T>, passed: (r: T) => boolean = () => true): void {
+  fn()
+    .then((r) => {
+      console.log(JSON.stringify(r, null, 2));
+      writeResult(file, { at: new Date().toISOString(), ...r });
+      if (!passed(r)) process.exit(1);
+    })
+    .catch((err) => {
+      console.error(err);
+      process.exit(1);
+    });
+}

@@ -516,13 +516,20 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       this.logger.warn({ msg: 'token estimate was below the billed input', model: model.key, estimate, billed: completion.usage.inputTokens });
     }
     if (!validation.ok) return { kind: 'invalid', content: completion.content, problem: validation.problem };
-    const result: GatewayResult<T> = {
-      content: completion.content,
-      value: validation.value,
+    const result = this.answered(ctx, model, completion.content, validation.value, completion.finishReason, usage, cost);
+    await this.store(ctx, result);
+    return { kind: 'ok', result };
+  }
+
+  /** The result of a call a provider answered (not from the cache). */
+  private answered<T>(ctx: CallContext<T>, model: CatalogModel, content: string, value: T, finishReason: string, usage: Usage, cost: Nanos): GatewayResult<T> {
+    return {
+      content,
+      value,
       provider: model.provider,
       model: model.id,
       modelKey: model.key,
-      finishReason: completion.finishReason,
+      finishReason,
       usage,
       costNanos: cost,
       savedNanos: 0n,
@@ -531,8 +538,6 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       attempts: ctx.attempt,
       latencyMs: Math.round(performance.now() - ctx.started),
     };
-    await this.store(ctx, result);
-    return { kind: 'ok', result };
   }
 
   private async store<T>(ctx: CallContext<T>, result: GatewayResult<T>): Promise<void> {
@@ -671,21 +676,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
             this.providerBreaker.success(model.provider);
           }
           if (!broken) {
-            const result: GatewayResult<string> = {
-              content,
-              value: content,
-              provider: model.provider,
-              model: model.id,
-              modelKey: model.key,
-              finishReason: finishReason || 'stop',
-              usage: billed,
-              costNanos: cost,
-              savedNanos: 0n,
-              cache: 'miss',
-              callGroup: ctx.group,
-              attempts: ctx.attempt,
-              latencyMs: Math.round(performance.now() - ctx.started),
-            };
+            const result = this.answered(ctx, model, content, content, finishReason || 'stop', billed, cost);
             await this.store(ctx, result);
             ended = result;
           }
