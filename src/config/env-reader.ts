@@ -104,7 +104,7 @@ export class EnvReader {
     return this.fail(name, `must be true or false (got ${shown(v)})`);
   }
 
-  url(name: string, protocols: string[], opts: { default?: string; secretive?: boolean } = {}): string | undefined {
+  url(name: string, protocols: string[], opts: { default?: string } = {}): string | undefined {
     const v = this.raw(name);
     if (v === undefined) return opts.default;
     let u: URL;

@@ -66,6 +66,7 @@ export class RetryableGradingError extends Error {}
 @Injectable()
 export class GradingService {
   private readonly logger = new Logger(GradingService.name);
+  private readonly settingsCache = new Map<string, { at: number; value: { threshold: number; reuse: boolean } }>();
 
   constructor(
     private readonly ds: DataSource,
@@ -221,22 +222,28 @@ export class GradingService {
     this.logger.warn({ msg: 'deep review refunded', tenantId: job.tenantId, orderId: job.orderId, reason });
   }
 
-  private async finishFailed(job: Job, essay: EssayRow, code: string, reason: string, flags: Set<string>): Promise<GradingOutcome> {
-    await this.ds.transaction(async (m) => {
-      if (!(await this.queue.fail(m, job, `${code}: ${reason}`))) return;
-      await tenantQuery(
-        m,
-        job.tenantId,
-        `UPDATE essays SET status = 'failed', failure_code = $3, failure_reason = $4, flags = $5, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
-        [essay.id, code, reason, [...flags]],
-      );
-    });
-    this.events.emit({ tenantId: job.tenantId, essayId: essay.id, status: 'failed' });
+  private finishFailed(job: Job, essay: EssayRow, code: string, reason: string, flags: Set<string>): Promise<GradingOutcome> {
+    return this.failEssay(job, code, reason, [...flags]);
+  }
+
+  /**
+   * The essay failed: the job ends as failed and the essay says why, in one statement, only while
+   * this worker holds the job. Used for final failures here and by the worker when attempts run out.
+   */
+  async failEssay(job: Job, code: string, reason: string, flags?: string[]): Promise<GradingOutcome> {
+    await this.queue.failWith(
+      job,
+      `${code}: ${reason}`,
+      [
+        `UPDATE essays SET status = 'failed', failure_code = $5, failure_reason = $6, flags = coalesce($7, flags), updated_at = now()
+          WHERE tenant_id = $1 AND id = $8 AND EXISTS (SELECT 1 FROM held)`,
+      ],
+      [code, reason.slice(0, 500), flags ?? null, job.essayId],
+    );
+    this.events.emit({ tenantId: job.tenantId, essayId: job.essayId, status: 'failed' });
     this.metrics.graded('failed', code);
     return { kind: 'failed', code, reason };
   }
-
-  private readonly settingsCache = new Map<string, { at: number; value: { threshold: number; reuse: boolean } }>();
 
   /** The tenant's near-duplicate settings (cached for a few seconds). */
   private async gradingSettings(tenantId: string): Promise<{ threshold: number; reuse: boolean }> {

@@ -113,7 +113,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       // Anything unexpected (a database hiccup, every deep-tier provider down) is tried again later.
       if (job.attempts < job.maxAttempts) {
         const delay = this.config.grading.retryBaseMs * 2 ** (job.attempts - 1) * (0.75 + Math.random() / 2);
-        const requeued = await this.ds.transaction((m) => this.queue.retryLater(m, job, message, delay)).catch(() => false);
+        const requeued = await this.queue.retryLater(job, message, delay).catch(() => false);
         if (requeued && job.kind === 'grade') await this.grading.setStatus(job.tenantId, job.essayId, 'queued').catch(() => undefined);
         this.logger.warn({ msg: 'grading failed, will retry', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts, err: message });
       } else if (job.kind === 'deep_review') {
@@ -121,25 +121,12 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
           this.logger.error({ msg: 'could not refund an order', orderId: job.orderId, err: e.message }),
         );
       } else {
-        await this.markFailed(job, 'GRADING_FAILED', message);
+        await this.grading.failEssay(job, 'GRADING_FAILED', message).catch((e: Error) =>
+          this.logger.error({ msg: 'could not record a failed job', jobId: job.id, err: e.message }),
+        );
+        this.logger.error({ msg: 'essay failed after its last attempt', tenantId: job.tenantId, essayId: job.essayId, err: message });
       }
     }
-  }
-
-  private async markFailed(job: Job, code: string, reason: string): Promise<void> {
-    await this.ds
-      .transaction(async (m) => {
-        if (!(await this.queue.fail(m, job, reason))) return;
-        await tenantQuery(
-          m,
-          job.tenantId,
-          `UPDATE essays SET status = 'failed', failure_code = $3, failure_reason = $4, updated_at = now() WHERE tenant_id = $1 AND id = $2`,
-          [job.essayId, code, reason.slice(0, 500)],
-        );
-      })
-      .catch((err: Error) => this.logger.error({ msg: 'could not record a failed job', jobId: job.id, err: err.message }));
-    this.events.emit({ tenantId: job.tenantId, essayId: job.essayId, status: 'failed' });
-    this.logger.error({ msg: 'essay failed after its last attempt', tenantId: job.tenantId, essayId: job.essayId, err: reason });
   }
 
   /** Jobs of dead workers go back to the queue (or fail, when their attempts are used up). */

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Injectable } from '@nestjs/common';
-import { DataSource, EntityManager } from 'typeorm';
+import { DataSource } from 'typeorm';
 import { rowsOf, tenantQuery } from '../db/tenant-scope';
 
 export interface Job {
@@ -91,22 +91,10 @@ export class JobQueue {
     return (rows[0] as { held: number }).held === 1;
   }
 
-  /** Gives up on the job for good (inside the caller's transaction). */
-  async fail(m: EntityManager, job: Job, error: string): Promise<boolean> {
+  /** Puts the job back to run again after `delayMs`, if this worker still holds it. */
+  async retryLater(job: Job, error: string, delayMs: number): Promise<boolean> {
     const rows = await tenantQuery(
-      m,
-      job.tenantId,
-      `UPDATE jobs SET status = 'failed', finished_at = now(), locked_by = NULL, locked_until = NULL, last_error = $4
-        WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
-      [job.id, this.workerId, error.slice(0, 500)],
-    );
-    return rows.length === 1;
-  }
-
-  /** Puts the job back to run again after `delayMs` (inside the caller's transaction). */
-  async retryLater(m: EntityManager, job: Job, error: string, delayMs: number): Promise<boolean> {
-    const rows = await tenantQuery(
-      m,
+      this.ds.manager,
       job.tenantId,
       `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, last_error = $4,
               run_after = now() + make_interval(secs => $5::double precision / 1000)
