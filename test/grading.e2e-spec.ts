@@ -121,7 +121,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(detail.body.scores.mean).toBeCloseTo(mean, 2);
     }, 90_000);
 
-    it('refuses a batch over 200 essays (413) and a batch with a blank essay (400), storing none', async () => {
+    it('refuses a batch over 200 essays (413) and a batch with a blank essay or a bad studentRef (400), storing none', async () => {
       const many = Array.from({ length: 201 }, () => ({ text: '作文' }));
       expect((await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: many }).expect(413)).body.error.code).toBe('PAYLOAD_TOO_LARGE');
       const res = await t.http
@@ -130,6 +130,13 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
         .send({ essays: [{ text: '好作文' }, { text: '   ' }] })
         .expect(400);
       expect(res.body.error.details).toEqual([{ field: 'essays[1].text', message: 'text is empty' }]);
+      const badRef = await t.http
+        .post('/v1/essays/batch')
+        .set(bearer(teacher))
+        .send({ essays: [{ text: '好作文', studentRef: 's1' }, { text: '好作文', studentRef: '张 三' }] })
+        .expect(400);
+      expect(badRef.body.error.code).toBe('VALIDATION_FAILED');
+      expect(JSON.stringify(badRef.body.error.details)).toMatch(/studentRef must be 1-100 letters/);
       expect(await storedEssays(t.dataSource, tenant.tenantId)).toEqual([]);
     });
   });

@@ -48,6 +48,23 @@ const GROUP_SQL: Record<UsageGroup, string> = {
   teacher: `coalesce(api_key_id::text, 'none')`,
 };
 
+/** Token and money totals over a set of ledger rows, as SQL columns and as the API shows them. */
+const TOTALS_SQL = `coalesce(sum(input_tokens), 0) AS input_tokens,
+              coalesce(sum(cached_input_tokens), 0) AS cached_input_tokens,
+              coalesce(sum(output_tokens), 0) AS output_tokens,
+              coalesce(sum(cost_nanos), 0) AS cost,
+              coalesce(sum(saved_nanos), 0) AS saved`;
+
+function totalsOf(r: Record<string, string>) {
+  return {
+    inputTokens: Number(r.input_tokens),
+    cachedInputTokens: Number(r.cached_input_tokens),
+    outputTokens: Number(r.output_tokens),
+    cost: formatCny(BigInt(r.cost)),
+    savedByCache: formatCny(BigInt(r.saved)),
+  };
+}
+
 export interface UsageRow {
   key: string;
   calls: number;
@@ -115,13 +132,9 @@ export class LedgerService {
               count(*) AS calls,
               count(*) FILTER (WHERE cache_status = 'hit') AS cache_hits,
               count(*) FILTER (WHERE outcome <> 'ok') AS failures,
-              coalesce(sum(input_tokens), 0) AS input_tokens,
-              coalesce(sum(cached_input_tokens), 0) AS cached_input_tokens,
-              coalesce(sum(output_tokens), 0) AS output_tokens,
-              coalesce(sum(cost_nanos), 0) AS cost,
-              coalesce(sum(saved_nanos), 0) AS saved
+              ${TOTALS_SQL}
          FROM llm_calls
-        WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND $4::text IS NOT NULL
+        WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND $4::text IS NOT NULL -- $4 (the time zone) is typed even when the grouping does not use it
         GROUP BY 1 ORDER BY 1`,
       [from, to, timeZone],
     );
@@ -130,11 +143,7 @@ export class LedgerService {
       calls: Number(r.calls),
       cacheHits: Number(r.cache_hits),
       failures: Number(r.failures),
-      inputTokens: Number(r.input_tokens),
-      cachedInputTokens: Number(r.cached_input_tokens),
-      outputTokens: Number(r.output_tokens),
-      cost: formatCny(BigInt(r.cost)),
-      savedByCache: formatCny(BigInt(r.saved)),
+      ...totalsOf(r),
     }));
   }
 
@@ -147,11 +156,7 @@ export class LedgerService {
               count(*) FILTER (WHERE cache_status <> 'hit') AS provider_calls,
               count(*) FILTER (WHERE outcome <> 'ok') AS failed_calls,
               coalesce(sum(input_tokens + output_tokens), 0) AS total_tokens,
-              coalesce(sum(input_tokens), 0) AS input_tokens,
-              coalesce(sum(cached_input_tokens), 0) AS cached_input_tokens,
-              coalesce(sum(output_tokens), 0) AS output_tokens,
-              coalesce(sum(cost_nanos), 0) AS cost,
-              coalesce(sum(saved_nanos), 0) AS saved,
+              ${TOTALS_SQL},
               coalesce(sum(compression_saved_tokens), 0) AS compression_saved_tokens,
               coalesce(avg(latency_ms) FILTER (WHERE cache_status <> 'hit' AND outcome = 'ok'), 0) AS avg_latency
          FROM llm_calls WHERE tenant_id = $1 AND ($2::text IS NULL OR period = $2)`,
@@ -173,11 +178,7 @@ export class LedgerService {
       failedCalls: Number(r.failed_calls),
       cacheHitRate: total ? Number((hits / total).toFixed(4)) : 0,
       totalTokens: Number(r.total_tokens),
-      inputTokens: Number(r.input_tokens),
-      cachedInputTokens: Number(r.cached_input_tokens),
-      outputTokens: Number(r.output_tokens),
-      cost: formatCny(BigInt(r.cost)),
-      savedByCache: formatCny(BigInt(r.saved)),
+      ...totalsOf(r),
       compressionSavedTokens: Number(r.compression_saved_tokens),
       averageLatencyMs: Math.round(Number(r.avg_latency)),
       outcomes: Object.fromEntries(outcomes.map((o) => [o.outcome, Number(o.n)])),

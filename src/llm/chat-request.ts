@@ -1,18 +1,14 @@
 import { ApiError, FieldProblem } from '../common/errors';
 import { TIERS, Tier } from './catalog';
 import type { GatewayTarget } from './gateway.service';
-import type { ChatMessage } from './types';
+import type { ChatMessage, Sampling } from './types';
 
 /** An OpenAI chat completion request, checked field by field (unknown fields are ignored, as OpenAI does). */
-export interface ChatCompletionRequest {
+export interface ChatCompletionRequest extends Sampling {
   target: GatewayTarget;
   requestedModel: string;
   messages: ChatMessage[];
   maxTokens?: number;
-  temperature?: number;
-  topP?: number;
-  stop?: string[];
-  seed?: number;
   jsonMode: boolean;
   stream: boolean;
   includeUsage: boolean;

@@ -4,6 +4,7 @@ import { ChatCompletionRequest, normalizeChatContent, parseChatRequest } from '.
 import { GatewayResult, GatewayService } from './gateway.service';
 import { gatewayToApiError } from './gateway-errors';
 import { ResponseCache } from './response-cache';
+import { samplingOf } from './types';
 
 /** A chat stream as the controller writes it: each event with its SSE `data:` payloads. */
 export interface ChatStreamHandle {
@@ -47,10 +48,7 @@ export class ChatService {
       target: req.target,
       messages,
       maxTokens: req.maxTokens,
-      temperature: req.temperature,
-      topP: req.topP,
-      stop: req.stop,
-      seed: req.seed,
+      ...samplingOf(req),
       jsonMode: req.jsonMode,
       cache: { key, lookup: !opts.noCache, store: true },
       uncompressed: req.messages,

@@ -12,14 +12,14 @@ import { ProviderClient, StreamEvent } from './provider-client';
 import { ADAPTERS } from './providers';
 import { CachedAnswer, ResponseCache } from './response-cache';
 import { estimatePromptTokens, estimateTextTokens } from './tokens';
-import { ChatMessage, ChatParams, ProviderError, Usage } from './types';
+import { ChatMessage, ChatParams, ProviderError, Sampling, samplingOf, Usage } from './types';
 import { GatewayMetrics } from './gateway-metrics';
 
 export type GatewayTarget = { tier: Tier } | { model: string };
 
 export type Validation<T> = { ok: true; value: T } | { ok: false; problem: string };
 
-export interface GatewayRequest<T = string> {
+export interface GatewayRequest<T = string> extends Sampling {
   tenantId: string;
   apiKeyId?: string;
   essayId?: string;
@@ -30,10 +30,6 @@ export interface GatewayRequest<T = string> {
   exclude?: string[];
   messages: ChatMessage[];
   maxTokens?: number;
-  temperature?: number;
-  topP?: number;
-  stop?: string[];
-  seed?: number;
   jsonMode?: boolean;
   /** Exact cache: look up first (unless `lookup` is false), store a valid answer after. */
   cache?: { key: string; lookup: boolean; store: boolean };
@@ -438,10 +434,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const params: ChatParams = {
       messages,
       maxTokens,
-      temperature: r.temperature,
-      topP: r.topP,
-      stop: r.stop,
-      seed: r.seed,
+      ...samplingOf(r),
       jsonMode: r.jsonMode,
       stream: false,
     };

@@ -5,14 +5,22 @@ export interface ChatMessage {
   content: string;
 }
 
-/** What the gateway asks of one model in one call. */
-export interface ChatParams {
-  messages: ChatMessage[];
-  maxTokens: number;
+/** The caller's sampling options, passed to the model as given. */
+export interface Sampling {
   temperature?: number;
   topP?: number;
   stop?: string[];
   seed?: number;
+}
+
+export function samplingOf(s: Sampling): Sampling {
+  return { temperature: s.temperature, topP: s.topP, stop: s.stop, seed: s.seed };
+}
+
+/** What the gateway asks of one model in one call. */
+export interface ChatParams extends Sampling {
+  messages: ChatMessage[];
+  maxTokens: number;
   jsonMode?: boolean;
   stream: boolean;
 }

@@ -2,6 +2,9 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { IsArray, IsIn, IsNumber, IsOptional, IsString, IsUUID, Length, Matches, ValidateNested } from 'class-validator';
 
+/** The school's own student id: 1-100 letters, digits or ._:@-/ (never a name). */
+const IsStudentRef = () => Matches(/^[\p{L}\p{N}._:@\-/]{1,100}$/u, { message: 'studentRef must be 1-100 letters, digits or ._:@-/' });
+
 /** Essay text limits are checked by the service (blank → 400, too long → 413), not here. */
 export class SubmitEssayDto {
   @ApiProperty({ description: 'the essay, as written (up to 20,000 characters)' })
@@ -32,7 +35,7 @@ export class SubmitEssayDto {
 
   @ApiPropertyOptional({ description: "the school's own student id (not a name)" })
   @IsOptional()
-  @Matches(/^[\p{L}\p{N}._:@\-/]{1,100}$/u, { message: 'studentRef must be 1-100 letters, digits or ._:@-/' })
+  @IsStudentRef()
   studentRef?: string;
 
   @ApiPropertyOptional({ enum: ['standard', 'deep'], default: 'standard' })
@@ -48,7 +51,7 @@ export class BatchEssayDto {
 
   @ApiPropertyOptional()
   @IsOptional()
-  @Matches(/^[\p{L}\p{N}._:@\-/]{1,100}$/u, { message: 'studentRef must be 1-100 letters, digits or ._:@-/' })
+  @IsStudentRef()
   studentRef?: string;
 
   @ApiPropertyOptional()
