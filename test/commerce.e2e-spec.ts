@@ -1,10 +1,11 @@
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
+import { WebhookDispatcher } from '../src/billing/webhook-dispatcher';
 import { formatCny } from '../src/common/money';
 import { signPayload, verifySignature } from '../src/common/signature';
-import { WebhookDispatcher } from '../src/billing/webhook-dispatcher';
 import { GradingService } from '../src/grading/grading.service';
+import { GradingWorker } from '../src/grading/grading.worker';
 import { builtinRubric } from '../src/grading/rubric';
 import { GatewayService } from '../src/llm/gateway.service';
 import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
@@ -157,7 +158,6 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await sell('webhook');
       const essay = await gradedEssay(6);
       const { body: o } = await order(essay.id).expect(202);
-      const { GradingWorker } = await import('../src/grading/grading.worker');
       await t.app.get(GradingWorker).stop(0); // keep the paid deep review waiting in the queue
       try {
         await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
@@ -206,11 +206,10 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       // Enough for the order's check, then the cap drops before the worker delivers it.
       await t.http.put('/v1/budget').set(admin()).send({ monthlyCap: '100.00' }).expect(200);
       fake.setLatency(0);
-      const worker = (await import('../src/grading/grading.worker')).GradingWorker;
-      await t.app.get(worker).stop(0);
+      await t.app.get(GradingWorker).stop(0);
       const { body: o } = await order(essay.id).expect(202);
       await t.http.put('/v1/budget').set(admin()).send({ monthlyCap: '0.000001' }).expect(200);
-      t.app.get(worker).start();
+      t.app.get(GradingWorker).start();
       await waitOrder(o.orderId, 'refunded');
       expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body.refundReason).toMatch(/BUDGET_EXHAUSTED/);
     });

@@ -1,6 +1,8 @@
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
+import { formatCny } from '../src/common/money';
 import { GatewayError, GatewayRequest, GatewayService, StreamInterruptedError } from '../src/llm/gateway.service';
+import { estimatePromptTokens } from '../src/llm/tokens';
 import { countPromptTokens, countTokens, FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
 import { Factory, TestTenant } from './support/factories';
 import { providerEnv, quick } from './support/providers';
@@ -381,10 +383,9 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const maxTokens = 100;
       // Worst case per call on qwen-turbo: estimate × 300 + 100 × 600 nano-yuan; the cap fits about 20.
       const probe = t.config.llm.catalog.models.get('dashscope:qwen-turbo')!;
-      const { estimatePromptTokens } = await import('../src/llm/tokens');
       const worst = BigInt(estimatePromptTokens(messages, probe.tokenizer)) * 300n + BigInt(maxTokens) * 600n;
       const capNanos = worst * 20n + worst / 2n;
-      const cap = (Number(capNanos) / 1e9).toFixed(9);
+      const cap = formatCny(capNanos);
       const poor = await f.newTenant({ monthlyBudget: cap });
       const second = await t.another(providerEnv(fake));
       const gw2 = second.get(GatewayService);

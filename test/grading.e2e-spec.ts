@@ -1,6 +1,9 @@
+import { formatCny } from '../src/common/money';
+import { GradingService } from '../src/grading/grading.service';
 import { builtinRubric, totalScore } from '../src/grading/rubric';
+import { GatewayService } from '../src/llm/gateway.service';
 import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
-import { malformedGrade } from './fake-provider/grading-responder';
+import { gradingAnswer, malformedGrade } from './fake-provider/grading-responder';
 import { generateEssay, nearCopy } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { storedEssays, waitForEssays } from './support/grading';
@@ -39,7 +42,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
   });
   beforeEach(async () => {
     fake.reset();
-    t.app.get((await import('../src/llm/gateway.service')).GatewayService).resetHealth();
+    t.app.get(GatewayService).resetHealth();
     tenant = await f.newTenant({ monthlyBudget: '100.00' });
     teacher = (await f.newKey(tenant, 'teacher')).key;
   });
@@ -216,7 +219,6 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
     });
 
     it('goes to the next model when the repair fails too, and never stores an invalid grade', async () => {
-      const { gradingAnswer } = await import('./fake-provider/grading-responder');
       fake.setResponder(({ dialect, messages }) => (dialect === 'deepseek' ? malformedGrade(messages, 'missing_dimension') : gradingAnswer(messages)!));
       const view = await gradeOne({ text: generateEssay(10, 'zh').text });
       expect(view.grade.provider).toBe('dashscope');
@@ -264,14 +266,13 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
     });
 
     it('fails an essay with BUDGET_EXHAUSTED when the budget runs out between submission and grading (policy reject)', async () => {
-      const { GradingService } = await import('../src/grading/grading.service');
       const texts = [generateEssay(140, 'zh').text, generateEssay(141, 'zh').text];
       const worst = t.app.get(GradingService).cheapestWorstCase(texts[0], 'zh', builtinRubric('zh-gaokao-60')!, 'standard')!;
       const cap = worst + worst / 2n; // one grading fits, two do not
       await t.http
         .put('/v1/budget')
         .set(bearer(tenant.adminKey))
-        .send({ monthlyCap: (Number(cap) / 1e9).toFixed(9), whenExhausted: 'reject' })
+        .send({ monthlyCap: formatCny(cap), whenExhausted: 'reject' })
         .expect(200);
       const res = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: texts.map((text) => ({ text })) }).expect(202);
       const views = await waitForEssays(t.app, teacher, res.body.ids);
