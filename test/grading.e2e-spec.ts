@@ -170,6 +170,31 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(a.flags).not.toContain('possible_copy');
     });
 
+    it('lets only an admin read and change the settings, refuses bad values, and grading follows a change at once', async () => {
+      const settings = () => t.http.get('/v1/grading/settings').set(bearer(tenant.adminKey)).expect(200);
+      expect((await settings()).body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: false });
+      await t.http.get('/v1/grading/settings').set(bearer(teacher)).expect(403);
+      await t.http.put('/v1/grading/settings').set(bearer(teacher)).send({ reuseResubmissionGrades: true }).expect(403);
+      for (const bad of [{ nearDuplicateThreshold: 1.5 }, { nearDuplicateThreshold: 0 }, { reuseResubmissionGrades: 'yes' }]) {
+        const res = await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send(bad).expect(400);
+        expect(res.body.error.code).toBe('VALIDATION_FAILED');
+      }
+      expect((await settings()).body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: false });
+
+      // Grading has read (and cached) the defaults: a resubmission is graded again.
+      const original = generateEssay(8, 'zh').text;
+      await gradeOne({ text: original, studentRef: 'frank' });
+      const regraded = await gradeOne({ text: nearCopy(original, 3, 1), studentRef: 'frank' });
+      expect(regraded.flags).not.toContain('reused_grade');
+      expect(fake.requestCount).toBe(2);
+      // The change applies to the next grading, without waiting for the cache to expire.
+      const changed = await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true }).expect(200);
+      expect(changed.body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: true });
+      const reused = await gradeOne({ text: nearCopy(original, 5, 1), studentRef: 'frank' });
+      expect(reused.flags).toContain('reused_grade');
+      expect(fake.requestCount).toBe(2);
+    });
+
     it("reuses a student's earlier grade for a trivially edited resubmission when the tenant allows it", async () => {
       await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true, nearDuplicateThreshold: 0.6 }).expect(200);
       const original = generateEssay(7, 'zh').text;

@@ -3,6 +3,7 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import { DataSource } from 'typeorm';
 import { ApiError } from '../common/errors';
 import { formatCny, Nanos, parseCny } from '../common/money';
+import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { assertTenantId, tenantQuery } from '../db/tenant-scope';
 import { AlertsService } from './alerts.service';
@@ -52,7 +53,8 @@ const SETTINGS_TTL_MS = 5_000;
 @Injectable()
 export class BudgetService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(BudgetService.name);
-  private readonly settingsCache = new Map<string, { at: number; settings: BudgetSettings }>();
+  private readonly settingsCache = new TtlCache<string, BudgetSettings>(SETTINGS_TTL_MS);
+  private readonly remainingCache = new TtlCache<string, Nanos>(1_000);
   private readonly knownPeriods = new Set<string>();
   private sweepTimer?: NodeJS.Timeout;
 
@@ -74,9 +76,11 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     if (this.sweepTimer) clearInterval(this.sweepTimer);
   }
 
-  async settings(tenantId: string): Promise<BudgetSettings> {
-    const cached = this.settingsCache.get(tenantId);
-    if (cached && Date.now() - cached.at < SETTINGS_TTL_MS) return cached.settings;
+  settings(tenantId: string): Promise<BudgetSettings> {
+    return this.settingsCache.getOrLoad(tenantId, () => this.loadSettings(tenantId));
+  }
+
+  private async loadSettings(tenantId: string): Promise<BudgetSettings> {
     assertTenantId(tenantId);
     // The tenant's own row: scoped by its primary key.
     const [row]: Array<{ timezone: string; cap: string; when_exhausted: WhenExhausted; thresholds: string[]; url: string | null }> = await this.ds.query(
@@ -86,15 +90,13 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       [tenantId],
     );
     if (!row) throw ApiError.notFound('Tenant');
-    const settings: BudgetSettings = {
+    return {
       timezone: row.timezone,
       monthlyCap: BigInt(row.cap),
       whenExhausted: row.when_exhausted,
       alertThresholds: row.thresholds,
       alertWebhookUrl: row.url,
     };
-    this.settingsCache.set(tenantId, { at: Date.now(), settings });
-    return settings;
   }
 
   /** The current period of a tenant, its row created on first use from the tenant's monthly cap. */
@@ -247,12 +249,12 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     };
   }
 
-  private readonly remainingCache = new Map<string, { at: number; value: Nanos }>();
-
   /** What is left of this month's budget (cap − spent − reserved), cached for a second. */
-  async remaining(tenantId: string): Promise<Nanos> {
-    const hit = this.remainingCache.get(tenantId);
-    if (hit && Date.now() - hit.at < 1_000) return hit.value;
+  remaining(tenantId: string): Promise<Nanos> {
+    return this.remainingCache.getOrLoad(tenantId, () => this.loadRemaining(tenantId));
+  }
+
+  private async loadRemaining(tenantId: string): Promise<Nanos> {
     const period = await this.currentPeriod(tenantId);
     const [row] = await tenantQuery<{ left: string }>(
       this.ds.manager,
@@ -260,9 +262,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       `SELECT greatest(cap_nanos - spent_nanos - reserved_nanos, 0) AS left FROM budget_periods WHERE tenant_id = $1 AND period = $2`,
       [period],
     );
-    const value = BigInt(row?.left ?? 0);
-    this.remainingCache.set(tenantId, { at: Date.now(), value });
-    return value;
+    return BigInt(row?.left ?? 0);
   }
 
   /** Sets the cap (for the current period too), the exhaustion policy and the alert thresholds. */

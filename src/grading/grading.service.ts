@@ -3,7 +3,9 @@ import { AppConfig, CONFIG } from '../config/app-config';
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../billing/budget.service';
 import { formatCny } from '../common/money';
-import { tenantQuery } from '../db/tenant-scope';
+import { ApiError } from '../common/errors';
+import { TtlCache } from '../common/ttl-cache';
+import { assertTenantId, tenantQuery } from '../db/tenant-scope';
 import { CatalogModel, Tier } from '../llm/catalog';
 import { cutHeadTail, normalizeForKey } from '../llm/compression';
 import { GatewayError, GatewayResult, GatewayService, Validation } from '../llm/gateway.service';
@@ -55,6 +57,12 @@ interface EssayRow {
 export type GradingOutcome = { kind: 'done'; status: string } | { kind: 'failed'; code: string; reason: string };
 
 /** Raised for a failure worth retrying later (every provider down for a deep review, say). */
+/** A tenant's near-duplicate policy (GET/PUT /v1/grading/settings). */
+export interface GradingSettings {
+  nearDuplicateThreshold: number;
+  reuseResubmissionGrades: boolean;
+}
+
 export class RetryableGradingError extends Error {}
 
 /**
@@ -66,7 +74,7 @@ export class RetryableGradingError extends Error {}
 @Injectable()
 export class GradingService {
   private readonly logger = new Logger(GradingService.name);
-  private readonly settingsCache = new Map<string, { at: number; value: { threshold: number; reuse: boolean } }>();
+  private readonly settingsCache = new TtlCache<string, GradingSettings>(5_000);
 
   constructor(
     private readonly ds: DataSource,
@@ -115,10 +123,10 @@ export class GradingService {
     const injection = detectInjection(essay.text);
     if (injection.suspected) flags.add('prompt_injection_suspected');
 
-    const settings = await this.gradingSettings(job.tenantId);
+    const settings = await this.settingsCache.getOrLoad(job.tenantId, () => this.settings(job.tenantId));
     const near = await this.nearDuplicates.indexAndFind(job.tenantId, essay.id, essay.text);
     let similar: { essayId: string; similarity: number } | null = null;
-    if (near && near.similarity >= settings.threshold) {
+    if (near && near.similarity >= settings.nearDuplicateThreshold) {
       flags.add('possible_copy');
       similar = { essayId: near.essayId, similarity: Math.round(near.similarity * 10_000) / 10_000 };
     }
@@ -128,7 +136,7 @@ export class GradingService {
     // A resubmission by the same student with trivial edits may take the earlier grade.
     if (
       near &&
-      settings.reuse &&
+      settings.reuseResubmissionGrades &&
       near.similarity >= 0.95 &&
       essay.student_ref &&
       near.studentRef === essay.student_ref &&
@@ -245,17 +253,30 @@ export class GradingService {
     return { kind: 'failed', code, reason };
   }
 
-  /** The tenant's near-duplicate settings (cached for a few seconds). */
-  private async gradingSettings(tenantId: string): Promise<{ threshold: number; reuse: boolean }> {
-    const hit = this.settingsCache.get(tenantId);
-    if (hit && Date.now() - hit.at < 5_000) return hit.value;
+  /**
+   * The tenant's near-duplicate settings, read now. Grading reads them through a 5-second cache:
+   * this process drops it on a change, other processes see the change within 5 seconds.
+   */
+  async settings(tenantId: string): Promise<GradingSettings> {
+    assertTenantId(tenantId);
+    // The tenant's own row: scoped by its primary key.
     const [row]: Array<{ t: string; r: boolean }> = await this.ds.query(
       `SELECT near_duplicate_threshold::text AS t, reuse_resubmission_grades AS r FROM tenants WHERE id = $1`,
       [tenantId],
     );
-    const value = { threshold: Number(row?.t ?? 0.5), reuse: !!row?.r };
-    this.settingsCache.set(tenantId, { at: Date.now(), value });
-    return value;
+    if (!row) throw ApiError.notFound('Tenant');
+    return { nearDuplicateThreshold: Number(row.t), reuseResubmissionGrades: row.r };
+  }
+
+  async updateSettings(tenantId: string, change: Partial<GradingSettings>): Promise<GradingSettings> {
+    assertTenantId(tenantId);
+    await this.ds.query(
+      `UPDATE tenants SET near_duplicate_threshold = coalesce($2, near_duplicate_threshold),
+              reuse_resubmission_grades = coalesce($3, reuse_resubmission_grades) WHERE id = $1`,
+      [tenantId, change.nearDuplicateThreshold ?? null, change.reuseResubmissionGrades ?? null],
+    );
+    this.settingsCache.delete(tenantId);
+    return this.settings(tenantId);
   }
 
   private async gradeWithModel(

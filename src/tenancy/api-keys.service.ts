@@ -4,6 +4,7 @@ import { AppConfig, CONFIG } from '../config/app-config';
 import { DataSource, EntityManager, IsNull } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { TtlCache } from '../common/ttl-cache';
 import { TenantScopedRepository } from '../db/tenant-scope';
 import { generateApiKey, hashSecret, parseApiKey, secretMatches } from './api-key-secret';
 import { ApiKeyEntity, ApiKeyRole } from './api-key.entity';
@@ -38,12 +39,14 @@ export class ApiKeysService {
   private readonly logger = new Logger(ApiKeysService.name);
   private readonly lastTouched = new Map<string, number>();
   /** Recently authenticated keys, by the SHA-256 of the key: saves a query per request. */
-  private readonly authCache = new Map<string, { auth: TenantAuth; until: number }>();
+  private readonly authCache: TtlCache<string, TenantAuth>;
 
   constructor(
     private readonly ds: DataSource,
-    @Inject(CONFIG) private readonly config: AppConfig,
-  ) {}
+    @Inject(CONFIG) config: AppConfig,
+  ) {
+    this.authCache = new TtlCache(config.authCacheTtlMs, AUTH_CACHE_MAX);
+  }
 
   private keys(manager: EntityManager, tenantId: string) {
     return new TenantScopedRepository(manager, ApiKeyEntity, tenantId);
@@ -98,7 +101,7 @@ export class ApiKeysService {
       await keys.update({ id, revokedAt: IsNull() }, { revokedAt: new Date() });
     });
     this.lastTouched.delete(id);
-    for (const [hash, entry] of this.authCache) if (entry.auth.keyId === id) this.authCache.delete(hash);
+    this.authCache.deleteWhere((auth) => auth.keyId === id);
     this.logger.log({ msg: 'api key revoked', tenantId: auth.tenantId, keyId: id });
   }
 
@@ -106,14 +109,11 @@ export class ApiKeysService {
   async authenticate(presented: string): Promise<TenantAuth | null> {
     const parsed = parseApiKey(presented);
     if (!parsed) return null;
-    const ttl = this.config.authCacheTtlMs;
-    const hash = ttl > 0 ? hashSecret(presented).toString('hex') : '';
-    if (ttl > 0) {
-      const hit = this.authCache.get(hash);
-      if (hit && hit.until > Date.now()) {
-        this.touch(hit.auth.keyId);
-        return hit.auth;
-      }
+    const hash = hashSecret(presented).toString('hex');
+    const hit = this.authCache.get(hash);
+    if (hit) {
+      this.touch(hit.keyId);
+      return hit;
     }
     const rows: Array<{ id: string; tenant_id: string; role: ApiKeyRole; key_hash: Buffer }> = await this.ds.query(
       `SELECT id, tenant_id, role, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL`,
@@ -123,10 +123,7 @@ export class ApiKeysService {
     if (!row || !secretMatches(presented, row.key_hash)) return null;
     this.touch(row.id);
     const auth: TenantAuth = { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, role: row.role };
-    if (ttl > 0) {
-      if (this.authCache.size >= AUTH_CACHE_MAX) this.authCache.delete(this.authCache.keys().next().value!);
-      this.authCache.set(hash, { auth, until: Date.now() + ttl });
-    }
+    this.authCache.set(hash, auth);
     return auth;
   }
 
