@@ -1,4 +1,5 @@
 import { BudgetService } from '../src/billing/budget.service';
+import { rowsOf } from '../src/db/tenant-scope';
 import { GradingWorker } from '../src/grading/grading.worker';
 import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
 import { generateEssay } from './support/essays';
@@ -53,6 +54,56 @@ describe('grading workers', () => {
       await t.close();
     }
   });
+
+  it('fails the essay and refunds the paid order of jobs whose worker died on their last attempt, charging nothing more', async () => {
+    const t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '50', JOB_LEASE_MS: '2000', JOB_MAX_ATTEMPTS: '2' });
+    try {
+      const tenant = await new Factory(t.app).newTenant({ monthlyBudget: '100.00' });
+      const admin = bearer(tenant.adminKey);
+      await t.http.put('/v1/billing/settings').set(admin).send({ deepReviewPrice: '9.90', paymentMode: 'invoice' }).expect(200);
+      const first = await t.http.post('/v1/essays').set(admin).send({ text: generateEssay(20, 'zh').text }).expect(202);
+      const [graded] = await waitForEssays(t.app, tenant.adminKey, [first.body.id]);
+      expect(graded.status).toBe('graded');
+      // With the workers stopped, a paid deep review and a new essay wait in the queue...
+      await t.app.get(GradingWorker).stop(0);
+      const { body: order } = await t.http.post(`/v1/essays/${graded.id}/deep-review`).set(admin).expect(202);
+      expect(order.status).toBe('paid');
+      const second = await t.http.post('/v1/essays').set(admin).send({ text: generateEssay(21, 'zh').text }).expect(202);
+      // ...and are taken by a worker that dies on their last attempt: its lease runs out.
+      const taken = rowsOf<{ kind: string }>(await t.dataSource.query(
+        `UPDATE jobs SET status = 'running', attempts = max_attempts, locked_by = 'dead-worker', locked_until = now() - interval '1 second'
+          WHERE tenant_id = $1 AND status = 'queued' RETURNING kind`,
+        [tenant.tenantId],
+      ));
+      expect(taken.map((j) => j.kind).sort()).toEqual(['deep_review', 'grade']);
+      const ledgerRows = async () => (await t.dataSource.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]))[0].n;
+      const callsBefore = await ledgerRows();
+      const requestsBefore = fake.requestCount;
+
+      t.app.get(GradingWorker).start();
+      const [failed] = await waitForEssays(t.app, tenant.adminKey, [second.body.id]);
+      expect(failed.status).toBe('failed');
+      expect(failed.failure).toEqual({ code: 'GRADING_FAILED', reason: 'grading was interrupted too many times' });
+      await waitFor(async () => (await t.http.get(`/v1/orders/${order.orderId}`).set(admin)).body.status === 'refunded', 10_000, 'order refunded');
+      const refunded = await t.http.get(`/v1/orders/${order.orderId}`).set(admin).expect(200);
+      expect(refunded.body.refundReason).toBe('the deep review was interrupted too many times');
+      expect(await jobs(t, tenant.tenantId)).toEqual(
+        expect.arrayContaining([
+          { status: 'done', attempts: 1, locked_by: null },
+          { status: 'failed', attempts: 2, locked_by: null },
+          { status: 'failed', attempts: 2, locked_by: null },
+        ]),
+      );
+      // The first essay keeps its grade; no model was called and nothing was charged for the failed jobs.
+      const [kept] = await waitForEssays(t.app, tenant.adminKey, [graded.id]);
+      expect(kept.status).toBe('graded');
+      expect(kept.grade.score).toBe(graded.grade.score);
+      expect(fake.requestCount).toBe(requestsBefore);
+      expect(await ledgerRows()).toBe(callsBefore);
+    } finally {
+      await t.close();
+    }
+  }, 60_000);
 
   it('on shutdown finishes what it can and returns the rest to the queue, which another instance then grades', async () => {
     const env = { ...providerEnv(fake), WORKER_POLL_MS: '50', WORKER_CONCURRENCY: '4', SHUTDOWN_GRACE_MS: '300' };

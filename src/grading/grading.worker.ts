@@ -1,7 +1,5 @@
 import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
-import { DataSource } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
-import { tenantQuery } from '../db/tenant-scope';
 import { EssayEvents } from './essay-events';
 import { GradingService } from './grading.service';
 import { Job, JobQueue } from './job-queue';
@@ -28,7 +26,6 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     private readonly queue: JobQueue,
     private readonly grading: GradingService,
     private readonly events: EssayEvents,
-    private readonly ds: DataSource,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -135,24 +132,8 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       const { requeued, failed } = await this.queue.recoverExpired();
       if (requeued) this.logger.warn({ msg: 'jobs of a stopped worker returned to the queue', count: requeued });
       for (const f of failed) {
-        if (f.kind === 'deep_review') {
-          await tenantQuery(
-            this.ds.manager,
-            f.tenantId,
-            `UPDATE orders SET status = 'refunded', refunded_at = now(), refund_reason = 'the deep review was interrupted too many times'
-              WHERE tenant_id = $1 AND id = $2 AND status = 'paid'`,
-            [f.orderId],
-          );
-          continue;
-        }
-        await tenantQuery(
-          this.ds.manager,
-          f.tenantId,
-          `UPDATE essays SET status = 'failed', failure_code = 'GRADING_FAILED', failure_reason = 'grading was interrupted too many times', updated_at = now()
-            WHERE tenant_id = $1 AND id = $2 AND status NOT IN ('graded', 'needs_review')`,
-          [f.essayId],
-        );
-        this.events.emit({ tenantId: f.tenantId, essayId: f.essayId, status: 'failed' });
+        this.logger.error({ msg: 'job failed: its worker stopped on the last attempt', tenantId: f.tenantId, essayId: f.essayId, kind: f.kind });
+        if (f.kind === 'grade') this.events.emit({ tenantId: f.tenantId, essayId: f.essayId, status: 'failed' });
       }
       if (requeued) this.wake?.();
     } catch (err) {

@@ -116,10 +116,11 @@ export class JobQueue {
   }
 
   /**
-   * Jobs whose lease ran out (their worker died): back to the queue, or failed when their attempts
-   * are used up. Returns the essays of the failed ones, so their status can say so.
+   * Jobs whose worker stopped (lease expired) go back to the queue; those on their last attempt fail,
+   * and in the same statement their essay fails or their paid order is refunded, so a crash here
+   * cannot leave an essay grading forever or a paid order undelivered and unrefunded.
    */
-  async recoverExpired(): Promise<{ requeued: number; failed: Array<{ tenantId: string; essayId: string; kind: Job['kind']; orderId: string | null }> }> {
+  async recoverExpired(): Promise<{ requeued: number; failed: Array<{ tenantId: string; essayId: string; kind: Job['kind'] }> }> {
     const requeued: Array<{ n: number }> = await this.ds.query(
       `WITH r AS (
          UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now(),
@@ -127,15 +128,29 @@ export class JobQueue {
           WHERE status = 'running' AND locked_until < now() AND attempts < max_attempts RETURNING 1)
        SELECT count(*)::int AS n FROM r`,
     );
-    const failed = rowsOf<{ tenant_id: string; essay_id: string; kind: Job['kind']; order_id: string | null }>(await this.ds.query(
-      `UPDATE jobs SET status = 'failed', locked_by = NULL, locked_until = NULL, finished_at = now(),
-              last_error = 'the worker holding this job stopped, and its attempts are used up'
-        WHERE status = 'running' AND locked_until < now() AND attempts >= max_attempts
-        RETURNING tenant_id, essay_id, kind, order_id`,
-    ));
+    // Across tenants by design (a maintenance sweep); each write is joined on the job's tenant_id.
+    const failed = rowsOf<{ tenant_id: string; essay_id: string; kind: Job['kind'] }>(
+      await this.ds.query(
+        `WITH f AS (
+           UPDATE jobs SET status = 'failed', locked_by = NULL, locked_until = NULL, finished_at = now(),
+                  last_error = 'the worker holding this job stopped, and its attempts are used up'
+            WHERE status = 'running' AND locked_until < now() AND attempts >= max_attempts
+            RETURNING tenant_id, essay_id, kind, order_id),
+         e AS (
+           UPDATE essays SET status = 'failed', failure_code = 'GRADING_FAILED', failure_reason = 'grading was interrupted too many times', updated_at = now()
+             FROM f WHERE f.kind = 'grade' AND essays.tenant_id = f.tenant_id AND essays.id = f.essay_id
+                      AND essays.status NOT IN ('graded', 'needs_review')
+             RETURNING 1),
+         o AS (
+           UPDATE orders SET status = 'refunded', refunded_at = now(), refund_reason = 'the deep review was interrupted too many times'
+             FROM f WHERE f.kind = 'deep_review' AND orders.tenant_id = f.tenant_id AND orders.id = f.order_id AND orders.status = 'paid'
+             RETURNING 1)
+         SELECT tenant_id, essay_id, kind FROM f`,
+      ),
+    );
     return {
       requeued: requeued[0]?.n ?? 0,
-      failed: failed.map((r) => ({ tenantId: r.tenant_id, essayId: r.essay_id, kind: r.kind, orderId: r.order_id })),
+      failed: failed.map((r) => ({ tenantId: r.tenant_id, essayId: r.essay_id, kind: r.kind })),
     };
   }
 
