@@ -24,8 +24,8 @@ import { generateEssay, nearCopy, rng } from '../test/support/essays';
 import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, sleep, startFake, startService, runMain } from './lib/harness';
 
 const FULL_USERS = 20_000;
-const STANDARD = 'dashscope:qwen-turbo';
-const PREMIUM = 'dashscope:qwen-max';
+const STANDARD = 'dashscope:qwen-flash';
+const PREMIUM = 'dashscope:qwen3-max';
 
 interface Submission {
   day: number;

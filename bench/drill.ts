@@ -43,7 +43,7 @@ export async function runDrill(): Promise<DrillResult> {
     JOB_LEASE_MS: '5000',
     BUDGET_RESERVATION_TTL_MS: '5000',
     BUDGET_SWEEP_INTERVAL_MS: '1000',
-    LLM_STANDARD_MODELS: 'dashscope:qwen-turbo',
+    LLM_STANDARD_MODELS: 'dashscope:qwen-flash',
   };
   let a = await startService(env);
   const b = await startService(env);

@@ -42,7 +42,7 @@ export async function runGateway(opts: { durationS?: number } = {}): Promise<Gat
     DATABASE_URL: databaseUrl,
     DATABASE_POOL_SIZE: '20',
     WORKERS_ENABLED: 'false',
-    LLM_STANDARD_MODELS: 'deepseek:deepseek-chat',
+    LLM_STANDARD_MODELS: 'deepseek:deepseek-flash',
   });
   try {
     const tenant = await newTenant(service.url);
@@ -51,7 +51,7 @@ export async function runGateway(opts: { durationS?: number } = {}): Promise<Gat
       autocannon({ url, method: 'POST', connections, duration: durationS, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
     // Warm-up.
     await run(`${service.url}/v1/chat/completions`, { authorization: `Bearer ${tenant.teacherKey}`, 'cache-control': 'no-cache' }, { model: 'inkstone-standard', messages, max_tokens: 64 });
-    const direct = await run(`${fake.url}/deepseek/chat/completions`, { authorization: 'Bearer bench' }, { model: 'deepseek-chat', messages, max_tokens: 64 });
+    const direct = await run(`${fake.url}/deepseek/chat/completions`, { authorization: 'Bearer bench' }, { model: 'deepseek-flash', messages, max_tokens: 64 });
     const through = await run(
       `${service.url}/v1/chat/completions`,
       { authorization: `Bearer ${tenant.teacherKey}`, 'cache-control': 'no-cache' },

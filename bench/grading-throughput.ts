@@ -35,7 +35,7 @@ export async function runGradingThroughput(opts: { essays?: number; latencyMs?: 
     DATABASE_POOL_SIZE: '40',
     WORKER_CONCURRENCY: String(concurrency),
     WORKER_POLL_MS: '100',
-    LLM_STANDARD_MODELS: 'dashscope:qwen-turbo,deepseek:deepseek-chat',
+    LLM_STANDARD_MODELS: 'dashscope:qwen-flash,deepseek:deepseek-flash',
   });
   const db = new Client({ connectionString: databaseUrl });
   await db.connect();

@@ -13,8 +13,19 @@ import { commit, ensureBuilt, machine, ROOT, writeResult } from './lib/harness';
 import { renderBenchmarks } from './lib/report';
 import { runSubmissions } from './submissions';
 
+/** The case study of the last run, to show in BENCHMARKS.md how the figures moved. */
+function previousRun(): unknown {
+  try {
+    const last = JSON.parse(fs.readFileSync(path.join(ROOT, 'bench/results/latest.json'), 'utf8'));
+    return { commit: last.commit, date: last.date, caseStudy: last.caseStudy, note: process.env.BENCH_CHANGE_NOTE };
+  } catch {
+    return undefined;
+  }
+}
+
 async function main(): Promise<void> {
   ensureBuilt();
+  const previous = previousRun();
   process.env.BENCH_SKIP_BUILD = '1';
   const started = new Date();
   const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
@@ -42,6 +53,7 @@ async function main(): Promise<void> {
     gateway,
     caseStudy,
     drill,
+    previous,
   };
   writeResult('latest.json', results);
   fs.writeFileSync(path.join(ROOT, 'BENCHMARKS.md'), renderBenchmarks(results));

@@ -3,6 +3,7 @@ import { Gateway1764400000000 } from './1764400000000-Gateway';
 import { Grading1764500000000 } from './1764500000000-Grading';
 import { Commerce1764600000000 } from './1764600000000-Commerce';
 import { BatchCalls1764700000000 } from './1764700000000-BatchCalls';
+import { PriceWindows1764800000000 } from './1764800000000-PriceWindows';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
-export const MIGRATIONS = [Foundation1764300000000, Gateway1764400000000, Grading1764500000000, Commerce1764600000000, BatchCalls1764700000000];
+export const MIGRATIONS = [Foundation1764300000000, Gateway1764400000000, Grading1764500000000, Commerce1764600000000, BatchCalls1764700000000, PriceWindows1764800000000];

@@ -1,5 +1,6 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { LoggerModule } from 'nestjs-pino';
+import { Clock } from './common/clock';
 import { AppConfig, CONFIG } from './config/app-config';
 import { AdvisorModule } from './advisor/advisor.module';
 import { BillingModule } from './billing/billing.module';
@@ -28,8 +29,8 @@ export class AppModule {
         AdvisorModule,
       ],
       controllers: [HealthController],
-      providers: [{ provide: CONFIG, useValue: config }],
-      exports: [CONFIG],
+      providers: [{ provide: CONFIG, useValue: config }, Clock],
+      exports: [CONFIG, Clock],
     };
   }
 }

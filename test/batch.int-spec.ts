@@ -5,9 +5,9 @@ import { Factory, TestTenant } from './support/factories';
 import { providerEnv } from './support/providers';
 import { createTestApp, TestApp } from './support/test-app';
 
-/** qwen-max: real time 2.4 / 0.48 / 9.6 CNY per million tokens; batch 1.2 / 0.24 / 4.8. */
-const REALTIME = { input: 2400n, cached: 480n, output: 9600n };
-const BATCH = { input: 1200n, cached: 240n, output: 4800n };
+/** qwen3-max: real time 2.5 / 0.5 / 10 CNY per million tokens; batch 1.25 / 1.25 / 5 (no cache discount in batch). */
+const REALTIME = { input: 2500n, cached: 500n, output: 10_000n };
+const BATCH = { input: 1250n, cached: 1250n, output: 5000n };
 
 describe("calls that can wait go through the provider's Batch API", () => {
   let fake: FakeProvider;
@@ -33,7 +33,7 @@ describe("calls that can wait go through the provider's Batch API", () => {
   });
 
   const ask = (content: string, extra: Partial<GatewayRequest> = {}) =>
-    gw.complete({ tenantId: tenant.tenantId, purpose: 'deep_review', target: { model: 'dashscope:qwen-max' }, messages: [{ role: 'user', content }], maxTokens: 300, batch: true, ...extra });
+    gw.complete({ tenantId: tenant.tenantId, purpose: 'deep_review', target: { model: 'dashscope:qwen3-max' }, messages: [{ role: 'user', content }], maxTokens: 300, batch: true, ...extra });
 
   const price = (u: { inputTokens: number; cachedInputTokens: number; outputTokens: number }, p: typeof BATCH) =>
     BigInt(u.inputTokens - u.cachedInputTokens) * p.input + BigInt(u.cachedInputTokens) * p.cached + BigInt(u.outputTokens) * p.output;
@@ -94,7 +94,7 @@ describe("calls that can wait go through the provider's Batch API", () => {
   });
 
   it('uses real time for models without batch prices or when the call cannot wait', async () => {
-    const r = await ask('no batch for deepseek', { target: { model: 'deepseek:deepseek-chat' } });
+    const r = await ask('no batch for deepseek', { target: { model: 'deepseek:deepseek-flash' } });
     expect(r.provider).toBe('deepseek');
     const rt = await ask('real time please', { batch: false });
     expect(rt.costNanos).toBe(price(rt.usage, REALTIME));

@@ -79,7 +79,7 @@ describe('budget, usage and stats over HTTP', () => {
   it('reports usage and stats from the ledger, equal to the spend', async () => {
     await chat(teacher, 'one').expect(200);
     await chat(teacher, 'one').expect(200); // cache hit
-    await chat(tenant.adminKey, 'two', 'qwen-turbo').expect(200);
+    await chat(tenant.adminKey, 'two', 'qwen-flash').expect(200);
     fake.enqueue('deepseek', { kind: 'preset', name: 'context_length' });
     await chat(teacher, 'three').expect(200); // a failed attempt, then dashscope
 
@@ -91,7 +91,7 @@ describe('budget, usage and stats over HTTP', () => {
 
     const byModel = await t.http.get('/v1/usage?groupBy=model').set(bearer(tenant.adminKey)).expect(200);
     const keys = byModel.body.data.map((r: { key: string }) => r.key);
-    expect(keys).toEqual(['dashscope:qwen-turbo', 'deepseek:deepseek-chat']);
+    expect(keys).toEqual(['dashscope:qwen-flash', 'deepseek:deepseek-flash']);
     const byTeacher = await t.http.get('/v1/usage?groupBy=teacher').set(bearer(tenant.adminKey)).expect(200);
     expect(byTeacher.body.data).toHaveLength(2);
     const byDay = await t.http.get('/v1/usage?groupBy=day').set(bearer(tenant.adminKey)).expect(200);

@@ -1,3 +1,6 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import OpenAI from 'openai';
 import { countPromptTokens, FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
@@ -36,10 +39,10 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
       .create({ model: 'inkstone-standard', messages: [{ role: 'user', content: '你好' }], max_tokens: 100 })
       .withResponse();
     expect(data.object).toBe('chat.completion');
-    expect(data.choices[0].message.content).toBe('Fake answer from deepseek-chat.');
+    expect(data.choices[0].message.content).toBe('Fake answer from deepseek-flash.');
     expect(data.usage?.prompt_tokens).toBe(countPromptTokens([{ content: '你好' }]));
     expect(response.headers.get('x-inkstone-provider')).toBe('deepseek');
-    expect(response.headers.get('x-inkstone-model')).toBe('deepseek-chat');
+    expect(response.headers.get('x-inkstone-model')).toBe('deepseek-flash');
     expect(response.headers.get('x-inkstone-cache')).toBe('miss');
     expect(response.headers.get('x-inkstone-cost')).toMatch(/^0\.\d+$/);
     const [row] = await t.dataSource.query(`SELECT cost_nanos, api_key_id, purpose FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
@@ -49,7 +52,7 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
 
   it('streams, with a usage chunk when asked, and ends with [DONE]', async () => {
     const stream = await client.chat.completions.create({
-      model: 'deepseek-chat',
+      model: 'deepseek-flash',
       messages: [{ role: 'user', content: 'stream please' }],
       stream: true,
       stream_options: { include_usage: true },
@@ -62,7 +65,7 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
       if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
       if (chunk.usage) usage = chunk.usage;
     }
-    expect(text).toBe('Fake answer from deepseek-chat.');
+    expect(text).toBe('Fake answer from deepseek-flash.');
     expect(finish).toBe('stop');
     expect(usage?.prompt_tokens).toBe(countPromptTokens([{ content: 'stream please' }]));
     const [row] = await t.dataSource.query(`SELECT streamed, outcome, cost_nanos FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
@@ -125,18 +128,51 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect(err.error).toMatchObject({ code: 'CONTENT_REJECTED' });
   });
 
-  it('lists models in OpenAI shape with Inkstone pricing', async () => {
+  it('lists models in OpenAI shape with Inkstone pricing, time-of-day windows and sources; retired models are not listed', async () => {
     const page = await client.models.list();
     const ids = page.data.map((m) => m.id);
-    expect(ids).toEqual(expect.arrayContaining(['inkstone-standard', 'inkstone-deep', 'deepseek-chat', 'qwen-max']));
-    const deepseek = page.data.find((m) => m.id === 'deepseek-chat') as unknown as { owned_by: string; inkstone: Record<string, unknown> };
+    expect(ids).toEqual(expect.arrayContaining(['inkstone-standard', 'inkstone-deep', 'deepseek-flash', 'qwen3-max']));
+    expect(ids).not.toContain('qwen-turbo');
+    expect(ids).not.toContain('deepseek-chat');
+    const find = (id: string) => page.data.find((m) => m.id === id) as unknown as { owned_by: string; inkstone: Record<string, unknown> };
+    const deepseek = find('deepseek-flash');
     expect(deepseek.owned_by).toBe('deepseek');
     expect(deepseek.inkstone).toMatchObject({
       provider: 'deepseek',
       tiers: ['standard'],
-      pricing: { input: '2', cachedInput: '0.2', output: '3' },
-      contextWindow: 65536,
+      pricing: { input: '1', cachedInput: '0.02', output: '4' },
+      windows: [
+        {
+          name: 'peak',
+          timezone: 'Asia/Shanghai',
+          days: ['mon', 'tue', 'wed', 'thu', 'fri'],
+          hours: ['09:00-12:00', '14:00-18:00'],
+          exceptHolidays: 'cn-public-holidays',
+          pricing: { input: '2', cachedInput: '0.04', output: '8' },
+        },
+      ],
+      batchPricing: null,
+      contextWindow: 1000000,
+      source: 'https://api-docs.deepseek.com/zh-cn/quick_start/pricing',
+      checkedOn: expect.stringMatching(/^\d{4}-\d{2}-\d{2}$/),
     });
+    expect(find('qwen3-max').inkstone).toMatchObject({ pricing: { input: '2.5', cachedInput: '0.5', output: '10' }, batchPricing: { input: '1.25', cachedInput: '1.25', output: '5' }, maxInputTokens: 32768 });
+    // A tier alias carries its candidates and the prices of the first.
+    expect(find('inkstone-standard').inkstone).toMatchObject({
+      alias: true,
+      candidates: ['deepseek:deepseek-flash', 'dashscope:qwen-flash', 'zhipu:glm-5.3-flash'],
+      first: 'deepseek:deepseek-flash',
+      pricing: { input: '1', cachedInput: '0.02', output: '4' },
+    });
+  });
+
+  it('answers 404 for a retired model, naming its replacement', async () => {
+    const err = await client.chat.completions.create({ model: 'qwen-turbo', messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
+    expect(err.status).toBe(404);
+    expect(err.error).toMatchObject({ code: 'NOT_FOUND', message: 'dashscope:qwen-turbo was retired by its provider on 2026-10-10; use dashscope:qwen-flash instead' });
+    const unknown = await client.chat.completions.create({ model: 'qwen-99', messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
+    expect(unknown.status).toBe(404);
+    expect(unknown.error.message).toMatch(/not in the catalog/);
   });
 
   it('needs a tenant key', async () => {
@@ -163,5 +199,49 @@ describe('the gateway with no provider configured', () => {
     expect(res.body.error.code).toBe('NO_PROVIDER_AVAILABLE');
     const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM llm_calls`);
     expect(n).toBe(0);
+  });
+});
+
+describe('catalog warnings for the operator', () => {
+  let t: TestApp;
+  let dir: string;
+  const DAY = 86_400_000;
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'catalog-'));
+    const soon = new Date(Date.now() + 10 * DAY).toISOString().slice(0, 10);
+    const file = path.join(dir, 'catalog.json');
+    fs.writeFileSync(
+      file,
+      JSON.stringify({
+        extends: 'builtin',
+        models: [
+          {
+            id: 'qwen3.8-flash',
+            provider: 'dashscope',
+            tokenizer: 'qwen',
+            pricing: { input: '0.2', cachedInput: '0.04', output: '2' },
+            contextWindow: 1000000,
+            maxOutputTokens: 65536,
+            jsonMode: true,
+            cacheRules: 'implicit cache, hits at 20% of input',
+            source: 'https://help.aliyun.com/zh/model-studio/models',
+            checkedOn: '2026-12-01',
+            retiresOn: soon,
+            replacement: 'dashscope:qwen-flash',
+          },
+        ],
+      }),
+    );
+    t = await createTestApp({ LLM_CATALOG_FILE: file, DASHSCOPE_API_KEY: 'sk-x', LLM_STANDARD_MODELS: 'dashscope:qwen3.8-flash,dashscope:qwen-flash' });
+  });
+  afterAll(async () => {
+    await t.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('names a configured model that retires within 30 days on /health, without making the service unready', async () => {
+    const res = await t.http.get('/health').expect(200);
+    expect(res.body.status).toBe('ok');
+    expect(res.body.warnings).toEqual([expect.stringMatching(/^dashscope:qwen3\.8-flash \(tier standard\) retires on \d{4}-\d{2}-\d{2}, in (9|10) days; replace it with dashscope:qwen-flash$/)]);
   });
 });

@@ -1,5 +1,6 @@
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
+import { Clock } from '../src/common/clock';
 import { formatCny } from '../src/common/money';
 import { GatewayError, GatewayRequest, GatewayService, StreamInterruptedError } from '../src/llm/gateway.service';
 import { estimatePromptTokens } from '../src/llm/tokens';
@@ -8,12 +9,17 @@ import { Factory, TestTenant } from './support/factories';
 import { providerEnv, quick } from './support/providers';
 import { createTestApp, TestApp } from './support/test-app';
 
-/** Prices of the built-in catalog in nano-yuan per token (CNY per million × 1000). */
+/** Prices of the built-in catalog in nano-yuan per token (CNY per million × 1000); DeepSeek's off-peak. */
 const PRICE = {
-  'deepseek-chat': { input: 2000n, cached: 200n, output: 3000n },
-  'qwen-turbo': { input: 300n, cached: 60n, output: 600n },
-  'glm-4-air': { input: 500n, cached: 250n, output: 500n },
+  'deepseek-flash': { input: 1000n, cached: 20n, output: 4000n },
+  'deepseek-flash-peak': { input: 2000n, cached: 40n, output: 8000n },
+  'qwen-flash': { input: 150n, cached: 30n, output: 1500n },
+  'glm-5.3-flash': { input: 800n, cached: 230n, output: 2800n },
 };
+
+/** Beijing wall-clock times (UTC+8). The gateway's clock is pinned to one so DeepSeek's price is known. */
+const beijing = (local: string) => new Date(`${local}+08:00`);
+const SATURDAY_MORNING = beijing('2026-11-28T10:00:00');
 
 describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
   let fake: FakeProvider;
@@ -22,6 +28,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
   let gw: GatewayService;
   let ds: DataSource;
   let tenant: TestTenant;
+  let clock: jest.SpyInstance<Date, []>;
 
   beforeAll(async () => {
     fake = await startFakeProvider();
@@ -29,12 +36,14 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
     f = new Factory(t.app);
     gw = t.app.get(GatewayService);
     ds = t.dataSource;
+    clock = jest.spyOn(t.app.get(Clock), 'now');
   });
   afterAll(async () => {
     await t.close();
     await fake.close();
   });
   beforeEach(async () => {
+    clock.mockImplementation(() => new Date(SATURDAY_MORNING));
     fake.reset();
     gw.resetHealth();
     tenant = await f.newTenant({ monthlyBudget: '100.00' });
@@ -45,7 +54,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
 
   async function ledger(tenantId = tenant.tenantId) {
     return ds.query(
-      `SELECT provider, model, outcome, error_reason, cache_status, input_tokens, cached_input_tokens, output_tokens, cost_nanos, saved_nanos, attempt
+      `SELECT provider, model, outcome, error_reason, cache_status, input_tokens, cached_input_tokens, output_tokens, cost_nanos, saved_nanos, attempt, price_window
          FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`,
       [tenantId],
     );
@@ -70,12 +79,75 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const prompt = countPromptTokens([{ content: '请用一句话介绍长城。' }]);
       const output = countTokens(r.content);
       expect(r.usage).toEqual({ inputTokens: prompt, cachedInputTokens: 0, outputTokens: output });
-      const expected = BigInt(prompt) * PRICE['deepseek-chat'].input + BigInt(output) * PRICE['deepseek-chat'].output;
+      const expected = BigInt(prompt) * PRICE['deepseek-flash'].input + BigInt(output) * PRICE['deepseek-flash'].output;
       expect(r.costNanos).toBe(expected);
       const rows = await ledger();
       expect(rows).toHaveLength(1);
-      expect(rows[0]).toMatchObject({ outcome: 'ok', cache_status: 'bypass', cost_nanos: expected.toString(), input_tokens: prompt, output_tokens: output });
+      expect(rows[0]).toMatchObject({ outcome: 'ok', cache_status: 'bypass', cost_nanos: expected.toString(), input_tokens: prompt, output_tokens: output, price_window: null });
       await expectBooksBalanced();
+    });
+
+    it('prices each call by the time-of-day window it ran in, on either side of a boundary and across a weekend', async () => {
+      const content = '请用一句话介绍黄山。';
+      const prompt = BigInt(countPromptTokens([{ content }]));
+      const cases: Array<[string, string | null]> = [
+        ['2026-11-27T17:59:59', 'peak'], // Friday, last second of the afternoon peak
+        ['2026-11-27T18:00:00', null], // Friday evening
+        ['2026-11-28T10:00:00', null], // Saturday
+        ['2026-11-29T23:59:59', null], // Sunday night
+        ['2026-11-30T08:59:59', null], // Monday, a second before the peak
+        ['2026-11-30T09:00:00', 'peak'], // Monday, the peak starts
+        ['2026-11-30T12:00:00', null], // lunch
+        ['2026-10-01T10:00:00', null], // National Day, a Thursday
+      ];
+      const costs: bigint[] = [];
+      for (const [local, window] of cases) {
+        clock.mockImplementation(() => beijing(local));
+        const r = await ask(content);
+        const p = window === 'peak' ? PRICE['deepseek-flash-peak'] : PRICE['deepseek-flash'];
+        expect(r.costNanos).toBe(prompt * p.input + BigInt(r.usage.outputTokens) * p.output);
+        costs.push(r.costNanos);
+      }
+      const rows = await ledger();
+      expect(rows.map((r: { price_window: string | null }) => r.price_window)).toEqual(cases.map(([, w]) => w));
+      expect(costs[0]).toBe(costs[1] * 2n);
+      await expectBooksBalanced();
+    });
+
+    it('reserves at the highest window price, so a call admitted off-peak is covered at peak too', async () => {
+      const content = '预算边界';
+      const model = t.config.llm.catalog.models.get('deepseek:deepseek-flash')!;
+      const estimate = BigInt(estimatePromptTokens([{ role: 'user', content }], model.tokenizer));
+      const offPeakWorst = estimate * PRICE['deepseek-flash'].input + 200n * PRICE['deepseek-flash'].output;
+      const peakWorst = estimate * PRICE['deepseek-flash-peak'].input + 200n * PRICE['deepseek-flash-peak'].output;
+      const between = await f.newTenant({ monthlyBudget: formatCny((offPeakWorst + peakWorst) / 2n) });
+      const err = await gw.complete({ tenantId: between.tenantId, purpose: 'chat', target: { model: 'deepseek:deepseek-flash' }, messages: [{ role: 'user', content }], maxTokens: 200 }).catch((e) => e);
+      expect(err).toMatchObject({ code: 'BUDGET_EXHAUSTED' });
+      expect(fake.requests).toHaveLength(0);
+      const enough = await f.newTenant({ monthlyBudget: formatCny(peakWorst) });
+      const r = await gw.complete({ tenantId: enough.tenantId, purpose: 'chat', target: { model: 'deepseek:deepseek-flash' }, messages: [{ role: 'user', content }], maxTokens: 200 });
+      expect(r.costNanos).toBeLessThanOrEqual(offPeakWorst);
+      await expectBooksBalanced(enough.tenantId);
+    });
+
+    it('answers a request for a retired model with its replacement, and never calls the provider', async () => {
+      const err = await ask('hi', { target: { model: 'qwen-turbo' } }).catch((e) => e);
+      expect(err).toBeInstanceOf(GatewayError);
+      expect(err).toMatchObject({ code: 'MODEL_NOT_FOUND', message: 'dashscope:qwen-turbo was retired by its provider on 2026-10-10; use dashscope:qwen-flash instead' });
+      expect(fake.requests).toHaveLength(0);
+    });
+
+    it('skips a tier model that retires while the process runs', async () => {
+      const flash = t.config.llm.catalog.models.get('deepseek:deepseek-flash')!;
+      const saved = flash.retiresOn;
+      flash.retiresOn = beijing('2026-11-28T09:00:00'); // retired an hour before the pinned clock
+      try {
+        expect(gw.candidates({ tier: 'standard' }).map((m) => m.key)).toEqual(['dashscope:qwen-flash', 'zhipu:glm-5.3-flash']);
+        const r = await ask('still answered');
+        expect(r.provider).toBe('dashscope');
+      } finally {
+        flash.retiresOn = saved;
+      }
     });
 
     it('prices cached input tokens at their own rate (provider prefix cache)', async () => {
@@ -86,7 +158,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const cached = second.usage.cachedInputTokens;
       expect(cached).toBeGreaterThanOrEqual(64);
       expect(cached % 64).toBe(0);
-      const p = PRICE['deepseek-chat'];
+      const p = PRICE['deepseek-flash'];
       expect(second.costNanos).toBe(
         BigInt(second.usage.inputTokens - cached) * p.input + BigInt(cached) * p.cached + BigInt(second.usage.outputTokens) * p.output,
       );
@@ -97,7 +169,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
 
     it('prices a streamed call from the usage chunk', async () => {
       const events = [];
-      for await (const ev of gw.stream({ tenantId: tenant.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-turbo' }, messages: [{ role: 'user', content: 'stream me' }], maxTokens: 100 })) {
+      for await (const ev of gw.stream({ tenantId: tenant.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: 'stream me' }], maxTokens: 100 })) {
         events.push(ev);
       }
       const end = events.at(-1)!;
@@ -106,7 +178,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(text).toBe(end.result.content);
       const prompt = countPromptTokens([{ content: 'stream me' }]);
       expect(end.result.usage).toEqual({ inputTokens: prompt, cachedInputTokens: 0, outputTokens: countTokens(text) });
-      expect(end.result.costNanos).toBe(BigInt(prompt) * PRICE['qwen-turbo'].input + BigInt(countTokens(text)) * PRICE['qwen-turbo'].output);
+      expect(end.result.costNanos).toBe(BigInt(prompt) * PRICE['qwen-flash'].input + BigInt(countTokens(text)) * PRICE['qwen-flash'].output);
       await expectBooksBalanced();
     });
   });
@@ -170,7 +242,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       ['dashscope', 'arrearage'],
       ['openai', 'insufficient_quota'],
     ] as const)('treats %s %s as an empty account', async (dialect, preset) => {
-      const model = { zhipu: 'zhipu:glm-4-air', dashscope: 'dashscope:qwen-turbo', openai: 'openai:gpt-4o-mini' }[dialect];
+      const model = { zhipu: 'zhipu:glm-5.3-flash', dashscope: 'dashscope:qwen-flash', openai: 'openai:gpt-6-luna' }[dialect];
       fake.enqueue(dialect, { kind: 'preset', name: preset });
       await expect(ask('x', { target: { model } })).rejects.toMatchObject({ code: 'NO_PROVIDER_AVAILABLE' });
       expect(gw.providerBreaker.state(dialect)).toBe('open');
@@ -178,7 +250,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
 
     it("retries DashScope's per-minute insufficient_quota instead of taking the provider out", async () => {
       fake.enqueue('dashscope', { kind: 'preset', name: 'insufficient_quota', headers: quick });
-      const r = await ask('quota', { target: { model: 'dashscope:qwen-turbo' } });
+      const r = await ask('quota', { target: { model: 'dashscope:qwen-flash' } });
       expect(r.provider).toBe('dashscope');
       expect(gw.providerBreaker.state('dashscope')).toBe('closed');
     });
@@ -192,7 +264,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const err = await ask('refused everywhere').catch((e) => e);
       expect(err).toBeInstanceOf(GatewayError);
       expect(err.code).toBe('CONTENT_REJECTED');
-      expect(err.tried).toEqual(['deepseek:deepseek-chat', 'dashscope:qwen-turbo', 'zhipu:glm-4-air']);
+      expect(err.tried).toEqual(['deepseek:deepseek-flash', 'dashscope:qwen-flash', 'zhipu:glm-5.3-flash']);
       await expectBooksBalanced();
     });
 
@@ -238,17 +310,17 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
     it('opens after repeated failures, probes after the cooldown, and closes again', async () => {
       fake.enqueue('deepseek', Array(3).fill({ kind: 'preset', name: 'server_error' }));
       expect((await ask('a')).provider).toBe('dashscope');
-      expect(gw.modelBreaker.state('deepseek:deepseek-chat')).toBe('open');
+      expect(gw.modelBreaker.state('deepseek:deepseek-flash')).toBe('open');
       const before = fake.requests.filter((r) => r.dialect === 'deepseek').length;
       expect((await ask('b')).provider).toBe('dashscope'); // open: deepseek is skipped
       expect(fake.requests.filter((r) => r.dialect === 'deepseek').length).toBe(before);
       await new Promise((r) => setTimeout(r, 320));
       fake.enqueue('deepseek', { kind: 'preset', name: 'server_error' });
       expect((await ask('c')).provider).toBe('dashscope'); // the half-open probe fails: open again
-      expect(gw.modelBreaker.state('deepseek:deepseek-chat')).toBe('open');
+      expect(gw.modelBreaker.state('deepseek:deepseek-flash')).toBe('open');
       await new Promise((r) => setTimeout(r, 320));
       expect((await ask('d')).provider).toBe('deepseek'); // the probe succeeds: closed
-      expect(gw.modelBreaker.state('deepseek:deepseek-chat')).toBe('closed');
+      expect(gw.modelBreaker.state('deepseek:deepseek-flash')).toBe('closed');
     });
   });
 
@@ -295,7 +367,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
 
     it("treats Zhipu's 'sensitive' stop before any content as a content rejection", async () => {
       fake.enqueue('zhipu', { kind: 'preset', name: 'stream_sensitive' });
-      const r = await stream({ target: { model: 'zhipu:glm-4-air' } });
+      const r = await stream({ target: { model: 'zhipu:glm-5.3-flash' } });
       expect(r.error).toMatchObject({ code: 'CONTENT_REJECTED' });
       await expectBooksBalanced();
     });
@@ -328,7 +400,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(fake.requests).toHaveLength(2);
       // An answer that fails validation is never stored.
       const validate = (c: string) => (c.startsWith('{') ? { ok: true as const, value: c } : { ok: false as const, problem: 'not JSON' });
-      await expect(ask('v', { cache: { key: 'k-invalid', lookup: true, store: true }, validate, target: { model: 'deepseek:deepseek-chat' } })).rejects.toMatchObject({
+      await expect(ask('v', { cache: { key: 'k-invalid', lookup: true, store: true }, validate, target: { model: 'deepseek:deepseek-flash' } })).rejects.toMatchObject({
         code: 'NO_PROVIDER_AVAILABLE',
       });
       const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'k-invalid'`, [tenant.tenantId]);
@@ -381,9 +453,9 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
     it('keeps settled spend within the cap for 200 concurrent calls through two app instances', async () => {
       const messages = [{ role: 'user' as const, content: '请评价这句话：春风又绿江南岸。' }];
       const maxTokens = 100;
-      // Worst case per call on qwen-turbo: estimate × 300 + 100 × 600 nano-yuan; the cap fits about 20.
-      const probe = t.config.llm.catalog.models.get('dashscope:qwen-turbo')!;
-      const worst = BigInt(estimatePromptTokens(messages, probe.tokenizer)) * 300n + BigInt(maxTokens) * 600n;
+      // Worst case per call on qwen-flash: estimate × 150 + 100 × 1500 nano-yuan; the cap fits about 20.
+      const probe = t.config.llm.catalog.models.get('dashscope:qwen-flash')!;
+      const worst = BigInt(estimatePromptTokens(messages, probe.tokenizer)) * probe.pricing.input + BigInt(maxTokens) * probe.pricing.output;
       const capNanos = worst * 20n + worst / 2n;
       const cap = formatCny(capNanos);
       const poor = await f.newTenant({ monthlyBudget: cap });
@@ -392,7 +464,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       fake.setLatency(50);
       const results = await Promise.allSettled(
         Array.from({ length: 200 }, (_, i) =>
-          (i % 2 ? gw2 : gw).complete({ tenantId: poor.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-turbo' }, messages, maxTokens }),
+          (i % 2 ? gw2 : gw).complete({ tenantId: poor.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages, maxTokens }),
         ),
       );
       const ok = results.filter((r) => r.status === 'fulfilled').length;

@@ -61,7 +61,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(view).toMatchObject({ status: 'graded', tier: 'standard', language: 'zh', rubric: { key: 'zh-gaokao-60', version: 1 }, cache: 'miss', studentRef: 's-001' });
       expect(view.text).toBe(text);
       expectValidGrade(view);
-      expect(view.grade).toMatchObject({ maxScore: 60, provider: 'deepseek', model: 'deepseek-chat', tier: 'standard', cache: 'miss', source: 'model' });
+      expect(view.grade).toMatchObject({ maxScore: 60, provider: 'deepseek', model: 'deepseek-flash', tier: 'standard', cache: 'miss', source: 'model' });
       expect(view.grade.annotations.length).toBeGreaterThan(0);
       expect(view.cost).toBe(view.grade.cost);
       expect(Number(view.cost)).toBeGreaterThan(0);
@@ -311,7 +311,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
   describe('deep tier', () => {
     it('adds paragraph analysis, rewrites of weak passages and a revision plan, on the premium model', async () => {
       const view = await gradeOne({ text: generateEssay(15, 'zh').text, tier: 'deep' });
-      expect(view.grade).toMatchObject({ tier: 'deep', provider: 'dashscope', model: 'qwen-max' });
+      expect(view.grade).toMatchObject({ tier: 'deep', provider: 'dashscope', model: 'qwen3-max' });
       expect(view.grade.deep.paragraphs.length).toBeGreaterThan(0);
       expect(view.grade.deep.revisionPlan.length).toBeGreaterThan(0);
       for (const r of view.grade.deep.rewrites) expect(view.text.slice(r.start, r.end)).toBe(r.quote);

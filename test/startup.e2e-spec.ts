@@ -10,6 +10,10 @@ describe('starting the service as a process', () => {
     [{}, 'INKSTONE_ADMIN_TOKEN is required but not set'],
     [{ INKSTONE_ADMIN_TOKEN: TOKEN, PORT: 'eighty' }, 'PORT must be an integer (got "eighty")'],
     [{ INKSTONE_ADMIN_TOKEN: TOKEN, DATABASE_URL: 'mysql://localhost/x' }, 'DATABASE_URL must start with postgres:// or postgresql:// (got mysql://)'],
+    [
+      { INKSTONE_ADMIN_TOKEN: TOKEN, LLM_STANDARD_MODELS: 'dashscope:qwen-flash,dashscope:qwen-turbo' },
+      'LLM_STANDARD_MODELS names a retired model: dashscope:qwen-turbo was retired by its provider on 2026-10-10; use dashscope:qwen-flash instead',
+    ],
   ])('stops with one line naming the bad variable (%j)', async (env, message) => {
     const child = runService(env as NodeJS.ProcessEnv);
     const output = collect(child);

@@ -26,7 +26,7 @@ describe('grading workers', () => {
 
   it('retries a failed grading with backoff and then succeeds', async () => {
     // Deep tier: no offline fallback, so a provider outage is retried by the queue.
-    const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '100', LLM_DEEP_MODELS: 'dashscope:qwen-max' });
+    const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '100', LLM_DEEP_MODELS: 'dashscope:qwen3-max' });
     try {
       const tenant = await new Factory(t.app).newTenant();
       fake.enqueue('dashscope', [{ kind: 'preset', name: 'server_error' }, { kind: 'preset', name: 'server_error' }]);
@@ -41,7 +41,7 @@ describe('grading workers', () => {
   });
 
   it('fails an essay clearly once its attempts are used up', async () => {
-    const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '20', JOB_MAX_ATTEMPTS: '2', LLM_DEEP_MODELS: 'dashscope:qwen-max' });
+    const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '20', JOB_MAX_ATTEMPTS: '2', LLM_DEEP_MODELS: 'dashscope:qwen3-max' });
     try {
       const tenant = await new Factory(t.app).newTenant();
       fake.enqueue('dashscope', Array(4).fill({ kind: 'preset', name: 'server_error' }));

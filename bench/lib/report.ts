@@ -34,8 +34,8 @@ English (250–400 words), ${pct(cs.traffic.deepReviewsBought / cs.essaysSubmitt
 bought (invoice mode). **Scale ${cs.scale}**: ${cs.users} users, ${cs.essaysSubmitted} essays; costs
 are given as measured and scaled back to the full month (× ${Math.round(1 / cs.scale)}). Time is
 compressed: the month runs in minutes. Prices are the built-in catalog's; the fake provider counts
-tokens with o200k and prices DashScope's prefix cache (cached input from 256 tokens, in 64-token
-units). Inkstone: standard tier \`${cs.models.standard}\`, deep tier \`${cs.models.deep}\`, exact cache,
+tokens with o200k and prices DashScope's implicit prefix cache (cached input from 1,024 tokens, in
+64-token units). Inkstone: standard tier \`${cs.models.standard}\`, deep tier \`${cs.models.deep}\`, exact cache,
 compact prompts with a stable prefix, resubmissions by the same student reusing the earlier grade,
 deep reviews written by the premium model on top of the standard grade and sent through the
 provider's Batch API at its batch price (half). The naive pipeline:
@@ -62,7 +62,7 @@ By part: standard gradings at ${pct(cs.standardGradingRatioVsNaive)} of naive, d
 overspend **${b.overspend}**, budget peak ${b.budgetPeakUtilization}; ${b.gradings.offline} essays graded by the
 offline grader after exhaustion; of ${b.deepReviews.ordered} deep reviews ordered, ${b.deepReviews.refusedAtOrder} refused at
 ordering (402) and ${b.deepReviews.refunded} refunded, ${b.deepReviews.delivered} delivered; lost essays **${b.lostEssays}**; ledger = spend: ${b.ledgerEqualsSpend}.
-
+${movedSincePrevious(r)}
 ## Submissions accepted per second (\`npm run bench:submissions\`)
 
 API-only service (\`WORKERS_ENABLED=false\`), autocannon, ${r.submissions.single.durationS} s per case; every accepted essay is
@@ -113,4 +113,23 @@ after ${r.drill.killedAfterSeconds} s and started again; the cap (${r.drill.capC
 upper-bound estimate on 300 generated Chinese and 300 English essays: never above 1; Chinese on
 o200k max 0.927, mean 0.875; English max 0.754.
 `;
+}
+
+/** How the reference case moved since the run before this one (kept in latest.json as \`previous\`). */
+function movedSincePrevious(r: any): string {
+  const p = r.previous?.caseStudy;
+  if (!p) return '';
+  const cs = r.caseStudy;
+  const row = (what: string, before: string | number, after: string | number) => `| ${what} | ${before} | ${after} |`;
+  return `
+**Since the previous run** (commit \`${r.previous.commit}\`, ${r.previous.date}):
+
+| | before | now |
+|---|---|---|
+${row('models (standard / deep / naive)', `\`${p.models.standard}\` / \`${p.models.deep}\` / \`${p.models.naive}\``, `\`${cs.models.standard}\` / \`${cs.models.deep}\` / \`${cs.models.naive}\``)}
+${row('cost per grading, Inkstone', `${p.inkstone.costPerGrading} CNY`, `${cs.inkstone.costPerGrading} CNY`)}
+${row('cost per grading, naive', `${p.naive.costPerGrading} CNY`, `${cs.naive.costPerGrading} CNY`)}
+${row('monthly cost at full scale, Inkstone', `${p.inkstone.monthlyCostFullScale} CNY`, `${cs.inkstone.monthlyCostFullScale} CNY`)}
+${row('costRatioVsNaive', p.costRatioVsNaive, cs.costRatioVsNaive)}
+${r.previous.note ? `\n${r.previous.note}\n` : ''}`;
 }

@@ -2,30 +2,35 @@ import { Catalog } from '../llm/catalog';
 import { callCost, estimateCosts } from './cost-estimate';
 
 const catalog = Catalog.load();
-const qwenTurbo = catalog.models.get('dashscope:qwen-turbo')!; // 0.3 / 0.06 / 0.6
-const qwenMax = catalog.models.get('dashscope:qwen-max')!; // 2.4 / 0.48 / 9.6
+const qwenFlash = catalog.models.get('dashscope:qwen-flash')!; // 0.15 / 0.03 / 1.5 CNY per million
+const qwen3Max = catalog.models.get('dashscope:qwen3-max')!; // 2.5 / 0.5 / 10
 
 describe('cost estimate', () => {
   const a = { dailyCalls: 1000, inputTokens: 2000, outputTokens: 500, cacheHitRate: 0, deepShare: 0, cachedInputShare: 0 };
 
   it('prices a call exactly, with the cached share of the input at the cached price', () => {
-    expect(callCost(qwenTurbo, a)).toBe(2000n * 300n + 500n * 600n); // 0.0009 CNY
-    expect(callCost(qwenTurbo, { ...a, cachedInputShare: 0.5 })).toBe(1000n * 300n + 1000n * 60n + 500n * 600n);
+    expect(callCost(qwenFlash, a)).toBe(2000n * 150n + 500n * 1500n); // 0.00105 CNY
+    expect(callCost(qwenFlash, { ...a, cachedInputShare: 0.5 })).toBe(1000n * 150n + 1000n * 30n + 500n * 1500n);
+  });
+
+  it('estimates a model with time-of-day prices at its highest window (DeepSeek peak)', () => {
+    const deepseek = catalog.models.get('deepseek:deepseek-flash')!; // off-peak 1 / 0.02 / 4, peak 2 / 0.04 / 8
+    expect(callCost(deepseek, a)).toBe(2000n * 2000n + 500n * 8000n);
   });
 
   it('projects daily, monthly and yearly per model, and lets cache hits cost nothing', () => {
-    const r = estimateCosts([{ model: qwenTurbo, tiers: ['standard'] }], qwenTurbo, qwenMax, a);
-    expect(r.models[0]).toEqual({ model: 'dashscope:qwen-turbo', tiers: ['standard'], perCall: '0.0009', daily: '0.90', monthly: '27.00', yearly: '328.50' });
-    const cached = estimateCosts([{ model: qwenTurbo, tiers: ['standard'] }], qwenTurbo, qwenMax, { ...a, cacheHitRate: 0.45 });
-    expect(cached.models[0].daily).toBe('0.495');
+    const r = estimateCosts([{ model: qwenFlash, tiers: ['standard'] }], qwenFlash, qwen3Max, a);
+    expect(r.models[0]).toEqual({ model: 'dashscope:qwen-flash', tiers: ['standard'], perCall: '0.00105', daily: '1.05', monthly: '31.50', yearly: '383.25' });
+    const cached = estimateCosts([{ model: qwenFlash, tiers: ['standard'] }], qwenFlash, qwen3Max, { ...a, cacheHitRate: 0.45 });
+    expect(cached.models[0].daily).toBe('0.5775');
   });
 
   it('mixes the standard model with the premium one for the deep share, against a naive all-premium pipeline', () => {
-    const r = estimateCosts([], qwenTurbo, qwenMax, { ...a, deepShare: 0.1, cacheHitRate: 0.45 });
-    // per call: 0.9 × 0.0009 + 0.1 × (2000 × 2.4e-6 + 500 × 9.6e-6 = 0.0096) = 0.00081 + 0.00096
-    expect(r.mix.perCall).toBe('0.00177');
-    // daily: 1000 calls × 0.55 reach a model: 0.55 × (900 × 0.0009 + 100 × 0.0096)… exactly:
-    expect(r.mix.daily).toBe('0.9735');
-    expect(r.naive).toMatchObject({ model: 'dashscope:qwen-max', perCall: '0.0096', daily: '9.60', monthly: '288.00' });
+    const r = estimateCosts([], qwenFlash, qwen3Max, { ...a, deepShare: 0.1, cacheHitRate: 0.45 });
+    // per call: 0.9 × 0.00105 + 0.1 × (2000 × 2.5e-6 + 500 × 10e-6 = 0.01) = 0.000945 + 0.001
+    expect(r.mix.perCall).toBe('0.001945');
+    // daily: 1000 calls × 0.55 reach a model: 0.55 × (900 × 0.00105 + 100 × 0.01)
+    expect(r.mix.daily).toBe('1.06975');
+    expect(r.naive).toMatchObject({ model: 'dashscope:qwen3-max', perCall: '0.01', daily: '10.00', monthly: '300.00' });
   });
 });

@@ -28,11 +28,16 @@ export interface Projection {
 const BP = 10_000n;
 const bp = (rate: number) => BigInt(Math.round(Math.min(1, Math.max(0, rate)) * 10_000));
 
-/** The cost of one call that reaches the model, in nano-yuan, with the cached share of its input. */
+/**
+ * The cost of one call that reaches the model, in nano-yuan, with the cached share of its input.
+ * A model with time-of-day prices is estimated at its highest (DeepSeek's peak): an estimate for a
+ * budget should not count on every call landing off-peak.
+ */
 export function callCost(m: CatalogModel, a: CostAssumptions): Nanos {
   const input = BigInt(a.inputTokens);
   const cached = (input * bp(a.cachedInputShare)) / BP;
-  return (input - cached) * m.pricing.input + cached * m.pricing.cachedInput + BigInt(a.outputTokens) * m.pricing.output;
+  const p = m.ceiling;
+  return (input - cached) * p.input + cached * p.cachedInput + BigInt(a.outputTokens) * p.output;
 }
 
 /** Daily cost from a per-call cost: calls × (1 − cache hit rate) reach the model. */

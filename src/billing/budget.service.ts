@@ -7,7 +7,7 @@ import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { assertTenantId, tenantQuery } from '../db/tenant-scope';
 import { AlertsService } from './alerts.service';
-import { LEDGER_COLUMNS, LEDGER_COST_PARAM, LEDGER_PLACEHOLDERS, LedgerEntry, LedgerService, ledgerParams } from './ledger.service';
+import { LEDGER_COLUMNS, LEDGER_COST_PARAM, LEDGER_PARAM_COUNT, LEDGER_PLACEHOLDERS, LedgerEntry, LedgerService, ledgerParams } from './ledger.service';
 import { periodBounds, periodOf } from './periods';
 
 export interface Reservation {
@@ -182,7 +182,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       this.ds.manager,
       tenantId,
       `WITH released AS (
-         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = $27 RETURNING amount_nanos),
+         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = $${LEDGER_PARAM_COUNT + 1} RETURNING amount_nanos),
        moved AS (
          UPDATE budget_periods
             SET reserved_nanos = reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0),

@@ -35,6 +35,8 @@ export interface LedgerEntry {
   streamed: boolean;
   /** went through the provider's Batch API */
   batch?: boolean;
+  /** the time-of-day price window the call was priced in; unset for the base or batch price */
+  priceWindow?: string | null;
 }
 
 export const USAGE_GROUPS = ['day', 'model', 'provider', 'tier', 'teacher'] as const;
@@ -80,8 +82,10 @@ export interface UsageRow {
 /** The ledger row's columns, its placeholders ($1 is the tenant), and its parameters after $1. */
 export const LEDGER_COLUMNS = `tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier,
   provider, model, cache_status, outcome, error_reason, input_tokens, cached_input_tokens, output_tokens,
-  estimated_input_tokens, usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed, batch`;
-export const LEDGER_PLACEHOLDERS = Array.from({ length: 26 }, (_, i) => `$${i + 1}`).join(', ');
+  estimated_input_tokens, usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed, batch, price_window`;
+/** How many parameters a ledger row takes ($1 … $N); a statement's own parameters follow. */
+export const LEDGER_PARAM_COUNT = 27;
+export const LEDGER_PLACEHOLDERS = Array.from({ length: LEDGER_PARAM_COUNT }, (_, i) => `$${i + 1}`).join(', ');
 /** The placeholder of cost_nanos, for statements that move the same amount in the budget. */
 export const LEDGER_COST_PARAM = '$21';
 
@@ -112,6 +116,7 @@ export function ledgerParams(e: LedgerEntry & { period: string }): unknown[] {
     e.latencyMs,
     e.streamed,
     e.batch ?? false,
+    e.priceWindow ?? null,
   ];
 }
 

@@ -108,17 +108,19 @@ export class ReportsService {
     const hits = count((g) => g.hits, isGrading);
     const revenue = BigInt(orders.revenue);
 
+    // Savings are claimed at each model's lowest real-time price (off-peak where it has windows):
+    // never more than was really saved.
     // Compression: tokens saved at each model's (uncached) input price.
     const catalog = this.config.llm.catalog;
     const savedByCompression = sum((g) => {
       const m = g.provider && g.model ? catalog.models.get(`${g.provider}:${g.model}`) : undefined;
-      return m ? BigInt(g.compressionTokens) * m.pricing.input : 0n;
+      return m ? BigInt(g.compressionTokens) * m.floor.input : 0n;
     });
     // Routing: what the standard gradings would have cost on the deep tier's first model.
     const premium = this.config.llm.tiers.deep[0]?.[0]?.model ?? catalog.models.get(catalog.defaultTiers.deep[0] ?? '');
     const savedByRouting = premium
       ? sum(
-          (g) => g.uncachedIn * premium.pricing.input + g.cachedIn * premium.pricing.cachedInput + g.out * premium.pricing.output - g.paidCost,
+          (g) => g.uncachedIn * premium.floor.input + g.cachedIn * premium.floor.cachedInput + g.out * premium.floor.output - g.paidCost,
           (g) => isGrading(g) && g.tier === 'standard',
         )
       : 0n;
@@ -128,7 +130,7 @@ export class ReportsService {
       (g) => {
         const m = g.provider && g.model ? catalog.models.get(`${g.provider}:${g.model}`) : undefined;
         if (!m) return 0n;
-        return g.uncachedIn * m.pricing.input + g.cachedIn * m.pricing.cachedInput + g.out * m.pricing.output - g.paidCost;
+        return g.uncachedIn * m.floor.input + g.cachedIn * m.floor.cachedInput + g.out * m.floor.output - g.paidCost;
       },
       (g) => g.batch,
     );

@@ -1,6 +1,6 @@
 import { ValidationError, ValidationPipe } from '@nestjs/common';
 import { registerDecorator, ValidationOptions } from 'class-validator';
-import { isValidTimeZone } from '../config/env-reader';
+import { isValidTimeZone } from './time-zone';
 import { isCnyString } from './money';
 import { ApiError, FieldProblem } from './errors';
 

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { MoneyFormatError, Nanos, parseCny } from '../common/money';
-import { Catalog, CatalogError, parseTierSpec, Tier, TierPlan, TIERS } from '../llm/catalog';
+import { Catalog, CatalogError, isRetired, parseTierSpec, retiredMessage, Tier, TierPlan, TIERS } from '../llm/catalog';
 import { ConfigError, EnvReader } from './env-reader';
 
 export { ConfigError } from './env-reader';
@@ -84,7 +84,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
  * Reads and validates the configuration. Throws a ConfigError naming the first bad variable;
  * `main.ts` prints its one-line message and exits.
  */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, now: Date = new Date()): AppConfig {
   const e = new EnvReader(env);
   const nodeEnv = e.oneOf('NODE_ENV', ['development', 'production', 'test'] as const, 'development');
   return {
@@ -100,7 +100,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     defaultMonthlyBudget: readCny(e, 'DEFAULT_MONTHLY_BUDGET', '100.00'),
     defaultTimezone: e.timezone('DEFAULT_TIMEZONE', 'Asia/Shanghai'),
     authCacheTtlMs: e.int('AUTH_CACHE_TTL_MS', { min: 0, max: 300_000, default: 5_000 }),
-    llm: loadLlmConfig(e),
+    llm: loadLlmConfig(e, now),
     grading: {
       workersEnabled: e.bool('WORKERS_ENABLED', true),
       concurrency: e.int('WORKER_CONCURRENCY', { min: 1, max: 2000, default: 16 }),
@@ -115,10 +115,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   };
 }
 
-function loadLlmConfig(e: EnvReader): LlmConfig {
+function loadLlmConfig(e: EnvReader, now: Date): LlmConfig {
   let catalog: Catalog;
+  const catalogFile = e.optionalString('LLM_CATALOG_FILE');
   try {
-    catalog = Catalog.load(e.optionalString('LLM_CATALOG_FILE'));
+    catalog = Catalog.load(catalogFile);
   } catch (err) {
     if (err instanceof CatalogError) throw new ConfigError('LLM_CATALOG_FILE', err.message);
     throw err;
@@ -133,13 +134,20 @@ function loadLlmConfig(e: EnvReader): LlmConfig {
   const tiers = {} as Record<Tier, TierPlan>;
   for (const tier of TIERS) {
     const variable = tier === 'standard' ? 'LLM_STANDARD_MODELS' : 'LLM_DEEP_MODELS';
-    const spec = e.optionalString(variable) ?? catalog.defaultTiers[tier].join(',');
+    const fromEnv = e.optionalString(variable);
+    const spec = fromEnv ?? catalog.defaultTiers[tier].join(',');
     let plan: TierPlan;
     try {
       plan = parseTierSpec(spec, catalog);
     } catch (err) {
       if (err instanceof CatalogError) throw new ConfigError(variable, `must list catalog models: ${err.message}`);
       throw err;
+    }
+    // A tier that names a retired model would fail on every call: refuse to start, naming the replacement.
+    const retired = plan.flat().find((c) => isRetired(c.model, now));
+    if (retired) {
+      const where = fromEnv || !catalogFile ? variable : 'LLM_CATALOG_FILE';
+      throw new ConfigError(where, `names a retired model: ${retiredMessage(retired.model)}${where === variable ? '' : ` (tiers.${tier})`}`);
     }
     tiers[tier] = plan.map((g) => g.filter((c) => providers.has(c.model.provider))).filter((g) => g.length > 0);
   }

@@ -1,3 +1,5 @@
+import { isValidTimeZone } from '../common/time-zone';
+
 /**
  * Typed reads of environment variables. Every read either returns a value of the right type or
  * throws a ConfigError that names the variable and says what is wrong with it, in one line. Secret
@@ -137,14 +139,5 @@ export class EnvReader {
     const v = this.raw(name) ?? def;
     if (!isValidTimeZone(v)) this.fail(name, `must be an IANA time zone such as Asia/Shanghai (got ${shown(v)})`);
     return v;
-  }
-}
-
-export function isValidTimeZone(tz: string): boolean {
-  try {
-    new Intl.DateTimeFormat('en-US', { timeZone: tz });
-    return true;
-  } catch {
-    return false;
   }
 }

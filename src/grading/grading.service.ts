@@ -385,7 +385,7 @@ export class GradingService {
     const { messages } = buildGradingPrompt({ rubric, language, variant, essay: text });
     let best: bigint | null = null;
     for (const m of this.gateway.candidates({ tier })) {
-      const cost = worstCaseCost(estimatePromptTokens(messages, m.tokenizer), Math.min(MAX_OUTPUT_TOKENS[variant], m.maxOutputTokens), m.pricing);
+      const cost = worstCaseCost(estimatePromptTokens(messages, m.tokenizer), Math.min(MAX_OUTPUT_TOKENS[variant], m.maxOutputTokens), m.ceiling);
       if (best === null || cost < best) best = cost;
     }
     return best;
@@ -411,5 +411,6 @@ export class GradingService {
 /** How many essay tokens fit a model: its window less the rest of the prompt and the output. */
 function roomForEssay(model: CatalogModel, emptyPrompt: ChatMessage[], maxOutput: number): number {
   const fixed = estimatePromptTokens(emptyPrompt, model.tokenizer) + estimateTextTokens('\n\n', model.tokenizer);
-  return Math.max(200, model.contextWindow - fixed - Math.min(maxOutput, model.maxOutputTokens) - 64);
+  const room = Math.min(model.contextWindow - Math.min(maxOutput, model.maxOutputTokens), model.maxInputTokens) - fixed - 64;
+  return Math.max(200, room);
 }

@@ -5,6 +5,7 @@ import { Public } from '../common/auth';
 import { DatabaseConnection } from '../db/database';
 import { GradingWorker } from '../grading/grading.worker';
 import { JobQueue } from '../grading/job-queue';
+import { GatewayService } from '../llm/gateway.service';
 
 type Check = { status: 'up' | 'down'; latencyMs?: number; error?: string; [k: string]: unknown };
 
@@ -15,6 +16,7 @@ export class HealthController {
     private readonly db: DatabaseConnection,
     private readonly queue: JobQueue,
     private readonly worker: GradingWorker,
+    private readonly gateway: GatewayService,
   ) {}
 
   @Get()
@@ -28,7 +30,9 @@ export class HealthController {
     });
     const checks: Record<string, Check> = { database, queue: { ...queue, ...depth, workersInFlight: this.worker.active } };
     const ok = Object.values(checks).every((c) => c.status === 'up');
-    await reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks });
+    // Warnings for the operator: they do not make the service unready.
+    const warnings = this.gateway.catalogWarnings();
+    await reply.code(ok ? 200 : 503).send({ status: ok ? 'ok' : 'unavailable', checks, ...(warnings.length ? { warnings } : {}) });
   }
 }
 

@@ -25,7 +25,7 @@ describe('parseChatRequest', () => {
     });
     expect(r).toMatchObject({ target: { tier: 'deep' }, maxTokens: 50, temperature: 0, stop: ['END'], stream: true, includeUsage: true, jsonMode: true });
     expect(r.messages).toEqual([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hi' }]);
-    expect(parseChatRequest({ model: 'deepseek-chat', messages: [{ role: 'user', content: 'x' }] }).target).toEqual({ model: 'deepseek-chat' });
+    expect(parseChatRequest({ model: 'deepseek-flash', messages: [{ role: 'user', content: 'x' }] }).target).toEqual({ model: 'deepseek-flash' });
   });
 
   it('names every bad field', () => {

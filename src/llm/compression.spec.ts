@@ -2,7 +2,7 @@ import { Catalog } from './catalog';
 import { compactJson, cutHeadTail, normalizeForKey, normalizeText, tokensSaved } from './compression';
 import { estimateTextTokens } from './tokens';
 
-const qwen = Catalog.load().models.get('dashscope:qwen-turbo')!.tokenizer;
+const qwen = Catalog.load().models.get('dashscope:qwen-flash')!.tokenizer;
 
 describe('normalizeText', () => {
   it('removes zero-width characters and the BOM, unifies line ends, collapses spaces and blank lines', () => {

@@ -2,12 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { BudgetService, Reservation } from '../billing/budget.service';
 import { CallPurpose, LedgerEntry } from '../billing/ledger.service';
+import { Clock } from '../common/clock';
 import { Nanos } from '../common/money';
 import { AppConfig, CONFIG, EnabledProvider } from '../config/app-config';
 import { BatchCollector } from './batch-collector';
-import { CatalogModel, Pricing, Tier, TierPlan } from './catalog';
+import { CatalogModel, isRetired, Pricing, retiredMessage, Tier, TierPlan } from './catalog';
 import { CircuitBreaker } from './circuit-breaker';
-import { costOf, worstCaseCost } from './pricing';
+import { costOf, priceAt, worstCaseCost } from './pricing';
 import { ProviderClient, StreamEvent } from './provider-client';
 import { ADAPTERS } from './providers';
 import { CachedAnswer, ResponseCache } from './response-cache';
@@ -110,6 +111,9 @@ interface CallContext<T> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A configured model this close to retirement is warned about at start and on /health. */
+export const RETIREMENT_WARNING_DAYS = 30;
+
 /**
  * Every model call in Inkstone goes through here: exact cache and single flight, routing by tier
  * with weights and health, retries with jittered backoff that honour Retry-After, a circuit
@@ -130,6 +134,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     private readonly budget: BudgetService,
     private readonly cache: ResponseCache,
     private readonly metrics: GatewayMetrics,
+    private readonly clock: Clock,
   ) {
     this.client = new ProviderClient(config.llm);
     this.batches = new BatchCollector(this.client, config.llm);
@@ -151,6 +156,26 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     } else {
       this.logger.log({ msg: 'model gateway ready', providers: [...llm.providers.keys()], standard: describe('standard'), deep: describe('deep') });
     }
+    for (const w of this.catalogWarnings()) this.logger.warn({ msg: w });
+  }
+
+  /**
+   * What an operator should act on in the catalog: configured models that retire within 30 days,
+   * and holiday calendars that end before today (their schedules then treat holidays as working days).
+   */
+  catalogWarnings(): string[] {
+    const llm = this.config.llm;
+    const now = this.clock.now();
+    const out: string[] = [];
+    for (const r of llm.catalog.retirements(now, RETIREMENT_WARNING_DAYS, llm.tiers)) {
+      if (r.tiers.length === 0 || r.daysLeft <= 0) continue;
+      const instead = r.replacement ? `; replace it with ${r.replacement}` : '';
+      out.push(`${r.model} (tier ${r.tiers.join(', ')}) retires on ${r.retiresOn}, in ${r.daysLeft} day${r.daysLeft === 1 ? '' : 's'}${instead}`);
+    }
+    for (const c of llm.catalog.staleCalendars(now)) {
+      out.push(`holiday calendar "${c}" ends before today: add this year's holidays to the catalog (until then, holidays are priced as working days)`);
+    }
+    return out;
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -174,10 +199,12 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   /** The models a request may try, in the order it will try them. */
   candidates(target: GatewayTarget, exclude: string[] = []): CatalogModel[] {
     let plan: TierPlan;
+    const now = this.clock.now();
     if ('tier' in target) {
       plan = this.config.llm.tiers[target.tier];
     } else {
       const model = this.config.llm.catalog.find(target.model);
+      if (model && isRetired(model, now)) throw new GatewayError('MODEL_NOT_FOUND', retiredMessage(model));
       if (!model || !this.config.llm.providers.has(model.provider)) {
         throw new GatewayError('MODEL_NOT_FOUND', `model "${target.model}" is not in the catalog or its provider has no API key`);
       }
@@ -185,8 +212,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     }
     const out: CatalogModel[] = [];
     for (const group of plan) {
+      // A model that retired while this process ran is skipped (its start-up check passed).
+      const live = group.filter((e) => !isRetired(e.model, now));
       // Weighted random order within a priority group (Efraimidis–Spirakis).
-      const keyed = group.map((e) => ({ m: e.model, k: Math.random() ** (1 / e.weight) }));
+      const keyed = live.map((e) => ({ m: e.model, k: Math.random() ** (1 / e.weight) }));
       keyed.sort((a, b) => b.k - a.k);
       for (const { m } of keyed) if (!exclude.includes(m.key)) out.push(m);
     }
@@ -414,15 +443,17 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     ctx: CallContext<T>,
     model: CatalogModel,
     messages: ChatMessage[],
-    pricing: Pricing = model.pricing,
+    batch = false,
     ttlMs?: number,
   ): Promise<{ kind: 'go'; reservation: Reservation; estimate: number; saved: number; params: ChatParams } | AttemptOutcome<T>> {
     const r = ctx.req;
     const estimate = estimatePromptTokens(messages, model.tokenizer);
     const maxTokens = Math.min(r.maxTokens ?? this.config.llm.defaultMaxTokens, model.maxOutputTokens);
-    if (estimate + maxTokens > model.contextWindow) {
+    if (estimate + maxTokens > model.contextWindow || estimate > model.maxInputTokens) {
       return { kind: 'skip', reason: 'context_length' };
     }
+    // The highest price the call could be billed at, whichever window it lands in.
+    const pricing: Pricing = batch ? model.batchPricing! : model.ceiling;
     const reservation = await this.budget.reserve(r.tenantId, worstCaseCost(estimate, maxTokens, pricing), ttlMs);
     if (!reservation) {
       ctx.budgetRefused = true;
@@ -455,11 +486,11 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
 
   private async attempt<T>(ctx: CallContext<T>, model: CatalogModel, messages: ChatMessage[]): Promise<AttemptOutcome<T>> {
     const batch = this.batchable(ctx, model);
-    const pricing = batch ? model.batchPricing! : model.pricing;
     const llm = this.config.llm;
-    const admitted = await this.admitAttempt(ctx, model, messages, pricing, batch ? llm.batchMaxWaitMs + llm.reservationTtlMs : undefined);
+    const admitted = await this.admitAttempt(ctx, model, messages, batch, batch ? llm.batchMaxWaitMs + llm.reservationTtlMs : undefined);
     if (admitted.kind !== 'go') return admitted;
     const { reservation, estimate, saved, params } = admitted;
+    const { pricing, window: priceWindow } = priceAt(model, this.clock.now(), batch);
     const t0 = performance.now();
     const adapter = ADAPTERS[model.dialect];
     let completion;
@@ -477,6 +508,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         compressionSavedTokens: saved,
         latencyMs: Math.round(performance.now() - t0),
         batch,
+        priceWindow,
         ...usageFields(usage, 'provider'),
         costNanos: usage ? costOf(usage, pricing) : 0n,
       }));
@@ -501,6 +533,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       compressionSavedTokens: saved,
       latencyMs,
       batch,
+      priceWindow,
       ...usageFields(usage, completion.usage ? 'provider' : 'estimated'),
       costNanos: cost,
     }));
@@ -590,6 +623,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
           break;
         }
         const { reservation, estimate, saved, params } = admitted;
+        const { pricing, window: priceWindow } = priceAt(model, this.clock.now());
         const t0 = performance.now();
         const events = this.client.stream(this.provider(model), ADAPTERS[model.dialect], model, { ...params, stream: true }, req.signal);
         let content = '';
@@ -612,7 +646,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         } catch (err) {
           const e = toProviderError(err);
           const u = e.extra.usage ?? usage;
-          const cost = u ? costOf(u, model.pricing) : 0n;
+          const cost = u ? costOf(u, pricing) : 0n;
           await this.settle(reservation, cost, this.entry(ctx, model, {
             outcome: e.errorClass,
             errorReason: e.reason,
@@ -620,6 +654,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
             compressionSavedTokens: saved,
             latencyMs: Math.round(performance.now() - t0),
             streamed: true,
+            priceWindow,
             ...usageFields(u, 'provider'),
             costNanos: cost,
           }));
@@ -649,7 +684,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
           // Also reached when the client goes away mid-stream (the generator is returned early).
           if (!broken && !finishReason && !usage) broken = new ProviderError('fatal', 'cancelled', 'the client went away');
           const billed = usage ?? estimatedUsage(estimate, content, model);
-          const cost = costOf(billed, model.pricing);
+          const cost = costOf(billed, pricing);
           await this.settle(reservation, cost, this.entry(ctx, model, {
             outcome: broken ? 'stream_interrupted' : 'ok',
             errorReason: broken?.reason,
@@ -657,6 +692,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
             compressionSavedTokens: saved,
             latencyMs: Math.round(performance.now() - t0),
             streamed: true,
+            priceWindow,
             ...usageFields(billed, usage ? 'provider' : 'estimated'),
             costNanos: cost,
           }));

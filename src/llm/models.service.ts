@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { Clock } from '../common/clock';
 import { AppConfig, CONFIG } from '../config/app-config';
-import { CatalogModel, Tier, TIERS } from './catalog';
+import { CatalogModel, isRetired, Pricing, Tier, TIERS } from './catalog';
 import { TIER_ALIASES } from './chat-request';
 
 export interface ModelsView {
@@ -17,10 +18,14 @@ export interface ModelsView {
 /** GET /v1/models: OpenAI's list shape, plus each model's provider, tiers, prices and context. */
 @Injectable()
 export class ModelsService {
-  constructor(@Inject(CONFIG) private readonly config: AppConfig) {}
+  constructor(
+    @Inject(CONFIG) private readonly config: AppConfig,
+    private readonly clock: Clock,
+  ) {}
 
   list(): ModelsView {
     const llm = this.config.llm;
+    const now = this.clock.now();
     const tiersOf = (m: CatalogModel): Tier[] => TIERS.filter((t) => llm.tiers[t].some((g) => g.some((e) => e.model.key === m.key)));
     const idCount = new Map<string, number>();
     for (const m of llm.catalog.models.values()) idCount.set(m.id, (idCount.get(m.id) ?? 0) + 1);
@@ -33,10 +38,12 @@ export class ModelsService {
         alias: true,
         tiers: [tier],
         candidates: llm.tiers[tier].map((g) => g.map((e) => (e.weight === 1 ? e.model.key : `${e.model.key}*${e.weight}`)).join('|')),
+        // What a call costs when the first candidate answers it.
+        ...(llm.tiers[tier][0]?.[0] ? { first: llm.tiers[tier][0][0].model.key, ...priceView(llm.tiers[tier][0][0].model) } : {}),
       },
     }));
     const models = [...llm.catalog.models.values()]
-      .filter((m) => llm.providers.has(m.provider))
+      .filter((m) => llm.providers.has(m.provider) && !isRetired(m, now))
       .map((m) => ({
         id: idCount.get(m.id) === 1 ? m.id : m.key,
         object: 'model' as const,
@@ -46,13 +53,40 @@ export class ModelsService {
           key: m.key,
           provider: m.provider,
           tiers: tiersOf(m),
-          pricing: { input: m.pricing.text.input, cachedInput: m.pricing.text.cachedInput, output: m.pricing.text.output },
-          pricingUnit: 'CNY per million tokens',
+          ...priceView(m),
           contextWindow: m.contextWindow,
+          maxInputTokens: m.maxInputTokens,
           maxOutputTokens: m.maxOutputTokens,
           jsonMode: m.jsonMode,
+          cacheRules: m.cacheRules,
+          source: m.source,
+          checkedOn: m.checkedOn,
+          ...(m.retiresOn ? { retiresOn: m.retiresOnText, replacement: m.replacement ?? null } : {}),
         },
       }));
     return { object: 'list', data: [...aliases, ...models] };
   }
+}
+
+const text = (p: Pricing) => ({ ...p.text });
+
+/** A model's prices as the catalog states them: base, time-of-day windows, batch. */
+function priceView(m: CatalogModel) {
+  return {
+    pricing: text(m.pricing),
+    pricingUnit: 'CNY per million tokens',
+    ...(m.windows.length
+      ? {
+          windows: m.windows.map((w) => ({
+            name: w.name,
+            timezone: w.schedule.timezone,
+            days: w.schedule.text.days,
+            hours: w.schedule.text.hours,
+            exceptHolidays: w.schedule.text.except ?? null,
+            pricing: text(w.pricing),
+          })),
+        }
+      : {}),
+    batchPricing: m.batchPricing ? text(m.batchPricing) : null,
+  };
 }

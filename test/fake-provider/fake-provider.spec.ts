@@ -15,10 +15,10 @@ const promptTokens = (messages: Array<{ content: string }>): number =>
 
 const DIALECTS: Dialect[] = ['deepseek', 'zhipu', 'dashscope', 'openai'];
 const MODEL: Record<Dialect, string> = {
-  deepseek: 'deepseek-chat',
-  zhipu: 'glm-4-flash',
-  dashscope: 'qwen-plus',
-  openai: 'gpt-4o-mini',
+  deepseek: 'deepseek-flash',
+  zhipu: 'glm-5.3-flash',
+  dashscope: 'qwen-flash',
+  openai: 'gpt-6-luna',
 };
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -137,16 +137,16 @@ describe('normal answers', () => {
   });
 
   it('serves DeepSeek on /v1/chat/completions too', async () => {
-    const res = await post('deepseek', { model: 'deepseek-chat', messages }, { url: `${fake.url}/deepseek/v1/chat/completions` });
+    const res = await post('deepseek', { model: 'deepseek-flash', messages }, { url: `${fake.url}/deepseek/v1/chat/completions` });
     expect(res.status).toBe(200);
-    expect(((await res.json()) as Json).choices[0].message.content).toBe('Fake answer from deepseek-chat.');
+    expect(((await res.json()) as Json).choices[0].message.content).toBe('Fake answer from deepseek-flash.');
   });
 
   it('answers JSON mode with a JSON object by default', async () => {
     const body = await chat('deepseek', [{ role: 'user', content: 'Reply in json.' }], {
       response_format: { type: 'json_object' },
     });
-    expect(JSON.parse(body.choices[0].message.content)).toEqual({ answer: 'Fake answer from deepseek-chat.' });
+    expect(JSON.parse(body.choices[0].message.content)).toEqual({ answer: 'Fake answer from deepseek-flash.' });
   });
 
   it('counts multi-part content as its text', async () => {
@@ -178,7 +178,7 @@ describe('normal answers', () => {
 
   it('records every chat request with dialect, path, model, body and headers', async () => {
     const before = Date.now();
-    await post('dashscope', { model: 'qwen-max', messages: [{ role: 'user', content: 'hi' }], temperature: 0.2 });
+    await post('dashscope', { model: 'qwen3-max', messages: [{ role: 'user', content: 'hi' }], temperature: 0.2 });
     await post('openai', { model: 'gpt-4o', messages: [] }, { auth: null });
     expect(fake.requests).toHaveLength(2);
     expect(fake.requestCount).toBe(2);
@@ -186,8 +186,8 @@ describe('normal answers', () => {
     expect(a).toMatchObject({
       dialect: 'dashscope',
       path: '/dashscope/compatible-mode/v1/chat/completions',
-      model: 'qwen-max',
-      body: { model: 'qwen-max', temperature: 0.2, messages: [{ role: 'user', content: 'hi' }] },
+      model: 'qwen3-max',
+      body: { model: 'qwen3-max', temperature: 0.2, messages: [{ role: 'user', content: 'hi' }] },
     });
     expect(a.headers.authorization).toBe('Bearer sk-test-1');
     expect(a.at).toBeGreaterThanOrEqual(before);
@@ -275,10 +275,10 @@ describe('prefix caching', () => {
     expect(again.usage.prompt_cache_hit_tokens).toBe(Math.floor(again.usage.prompt_tokens / 64) * 64);
   });
 
-  it('reports 0 below the dialect minimum (DashScope 256, OpenAI 1024)', async () => {
+  it('reports 0 below the dialect minimum (DashScope 1024, OpenAI 1024)', async () => {
     const shortSystem = filler(3, 200); // shared prefix ≈ 210 tokens → 192 after rounding
     const sharedShort = tokens(shortSystem) + 7;
-    expect(Math.floor(sharedShort / 64) * 64).toBeLessThan(256);
+    expect(Math.floor(sharedShort / 64) * 64).toBeLessThan(1024);
     for (const d of ['dashscope', 'deepseek'] as const) {
       await chat(d, [{ role: 'system', content: shortSystem }, { role: 'user', content: 'Alpha' }]);
       const second = await chat(d, [{ role: 'system', content: shortSystem }, { role: 'user', content: 'Zebra' }]);
@@ -288,9 +288,11 @@ describe('prefix caching', () => {
     const midSystem = filler(4, 950); // shared prefix < 1024
     const sharedMid = tokens(midSystem) + 7;
     expect(sharedMid).toBeLessThan(1024);
-    await chat('openai', [{ role: 'system', content: midSystem }, { role: 'user', content: 'Alpha' }]);
-    const o = await chat('openai', [{ role: 'system', content: midSystem }, { role: 'user', content: 'Zebra' }]);
-    expect(o.usage.prompt_tokens_details.cached_tokens).toBe(0);
+    for (const d of ['openai', 'dashscope'] as const) {
+      await chat(d, [{ role: 'system', content: midSystem }, { role: 'user', content: 'Alpha' }]);
+      const o = await chat(d, [{ role: 'system', content: midSystem }, { role: 'user', content: 'Zebra' }]);
+      expect(o.usage.prompt_tokens_details.cached_tokens).toBe(0);
+    }
     // …while Zhipu (minimum 64) caches the same prefix.
     await chat('zhipu', [{ role: 'system', content: midSystem }, { role: 'user', content: 'Alpha' }]);
     const z = await chat('zhipu', [{ role: 'system', content: midSystem }, { role: 'user', content: 'Zebra' }]);
@@ -301,7 +303,7 @@ describe('prefix caching', () => {
     const messages = [{ role: 'user', content: filler(5, 400) }];
     await chat('deepseek', messages, {}, 'Bearer key-a');
     expect((await chat('deepseek', messages, {}, 'Bearer key-b')).usage.prompt_cache_hit_tokens).toBe(0);
-    expect((await chat('deepseek', messages, { model: 'deepseek-reasoner' }, 'Bearer key-a')).usage.prompt_cache_hit_tokens).toBe(0);
+    expect((await chat('deepseek', messages, { model: 'deepseek-v4-pro' }, 'Bearer key-a')).usage.prompt_cache_hit_tokens).toBe(0);
     expect((await chat('deepseek', messages, {}, 'Bearer key-a')).usage.prompt_cache_hit_tokens).toBeGreaterThan(0);
     fake.reset();
     expect((await chat('deepseek', messages, {}, 'Bearer key-a')).usage.prompt_cache_hit_tokens).toBe(0);
@@ -346,7 +348,7 @@ describe('presets', () => {
     fake.enqueue('dashscope', [{ kind: 'preset', name: 'server_error' }, { kind: 'preset', name: 'server_error' }]);
     const ids: string[] = [];
     for (let i = 0; i < 2; i++) {
-      const res = await post('dashscope', { model: 'qwen-plus', messages: [] });
+      const res = await post('dashscope', { model: 'qwen-flash', messages: [] });
       ids.push(((await res.json()) as Json).request_id);
     }
     expect(ids[0]).toMatch(UUID);
@@ -355,7 +357,7 @@ describe('presets', () => {
 
   it('lets a step override the preset headers', async () => {
     fake.enqueue('deepseek', { kind: 'preset', name: 'rate_limit', headers: { 'Retry-After': '7', 'x-extra': 'y' } });
-    const res = await post('deepseek', { model: 'deepseek-chat', messages: [] });
+    const res = await post('deepseek', { model: 'deepseek-flash', messages: [] });
     expect(res.status).toBe(429);
     expect(res.headers.get('retry-after')).toBe('7');
     expect(res.headers.get('x-extra')).toBe('y');
@@ -386,7 +388,7 @@ describe('presets', () => {
 describe('automatic provider rules', () => {
   it('DashScope refuses JSON mode when no message says "json"', async () => {
     const res = await post('dashscope', {
-      model: 'qwen-plus',
+      model: 'qwen-flash',
       response_format: { type: 'json_object' },
       messages: [{ role: 'user', content: 'Grade this essay.' }],
     });
@@ -404,7 +406,7 @@ describe('automatic provider rules', () => {
     const ok = await chat('dashscope', [{ role: 'system', content: 'Answer in JSON.' }, { role: 'user', content: 'Grade.' }], {
       response_format: { type: 'json_object' },
     });
-    expect(JSON.parse(ok.choices[0].message.content)).toEqual({ answer: 'Fake answer from qwen-plus.' });
+    expect(JSON.parse(ok.choices[0].message.content)).toEqual({ answer: 'Fake answer from qwen-flash.' });
     // Other providers do not have the rule.
     await chat('deepseek', [{ role: 'user', content: 'Grade this essay.' }], { response_format: { type: 'json_object' } });
   });
@@ -447,13 +449,13 @@ describe('automatic provider rules', () => {
     expect(await zp.json()).toEqual({ error: { code: '1261', message: 'Prompt 超长' } });
   });
 
-  it('uses the default windows (DeepSeek 65536) for other models', async () => {
+  it('uses the default windows (DeepSeek 1,000,000) for other models', async () => {
     const messages = [{ role: 'user', content: 'short' }];
     const p = promptTokens(messages);
-    expect((await post('deepseek', { model: 'deepseek-chat', messages, max_tokens: 65536 - p })).status).toBe(200);
-    const res = await post('deepseek', { model: 'deepseek-chat', messages, max_tokens: 65537 - p });
+    expect((await post('deepseek', { model: 'deepseek-flash', messages, max_tokens: 1_000_000 - p })).status).toBe(200);
+    const res = await post('deepseek', { model: 'deepseek-flash', messages, max_tokens: 1_000_001 - p });
     expect(res.status).toBe(400);
-    expect(((await res.json()) as Json).error.message).toContain('maximum context length is 65536 tokens');
+    expect(((await res.json()) as Json).error.message).toContain('maximum context length is 1000000 tokens');
     expect((await post('zhipu', { model: 'glm-4', messages, max_tokens: 100_000 })).status).toBe(200);
   });
 });
@@ -463,7 +465,7 @@ describe('streaming', () => {
     fake.setResponder(() => 'A fine essay with a clear thesis.');
     const messages = [{ role: 'user', content: 'Grade it.' }];
     const res = await post('deepseek', {
-      model: 'deepseek-chat',
+      model: 'deepseek-flash',
       stream: true,
       stream_options: { include_usage: true },
       messages,
@@ -473,7 +475,7 @@ describe('streaming', () => {
     const text = await res.text();
     expect(text.endsWith('data: [DONE]\n\n')).toBe(true);
     const chunks = parseChunks(text);
-    for (const c of chunks) expect(c).toMatchObject({ object: 'chat.completion.chunk', model: 'deepseek-chat', id: chunks[0].id });
+    for (const c of chunks) expect(c).toMatchObject({ object: 'chat.completion.chunk', model: 'deepseek-flash', id: chunks[0].id });
     expect(chunks[0].choices[0].delta).toEqual({ role: 'assistant', content: '' });
     const pieces = chunks.slice(1, -2).map((c) => c.choices[0].delta.content as string);
     expect(pieces).toHaveLength(4);
@@ -507,7 +509,7 @@ describe('streaming', () => {
 
   it('starts with keep-alive comments when asked', async () => {
     fake.enqueue('deepseek', { kind: 'stream', content: 'Hello there', keepAliveComments: 3, chunks: 2 });
-    const text = await (await post('deepseek', { model: 'deepseek-chat', stream: true, messages: [] })).text();
+    const text = await (await post('deepseek', { model: 'deepseek-flash', stream: true, messages: [] })).text();
     expect(text.startsWith(': keep-alive\n\n: keep-alive\n\n: keep-alive\n\ndata: ')).toBe(true);
     expect(text.split(': keep-alive\n\n')).toHaveLength(4);
     const chunks = parseChunks(text);
@@ -526,7 +528,7 @@ describe('streaming', () => {
 
   it('cuts a stream: the client sees the socket close without [DONE]', async () => {
     fake.enqueue('deepseek', { kind: 'stream', content: 'one two three four', chunks: 4, cutAfterChunks: 2 });
-    const res = await post('deepseek', { model: 'deepseek-chat', stream: true, messages: [] });
+    const res = await post('deepseek', { model: 'deepseek-flash', stream: true, messages: [] });
     expect(res.status).toBe(200);
     const reader = res.body!.getReader();
     const decoder = new TextDecoder();
@@ -556,7 +558,7 @@ describe('streaming', () => {
 
   it('streams an ok step when the request streams', async () => {
     fake.enqueue('dashscope', { kind: 'ok', content: 'streamed ok' });
-    const chunks = parseChunks(await (await post('dashscope', { model: 'qwen-plus', stream: true, messages: [] })).text());
+    const chunks = parseChunks(await (await post('dashscope', { model: 'qwen-flash', stream: true, messages: [] })).text());
     expect(chunks.slice(1, -1).map((c) => c.choices[0].delta.content).join('')).toBe('streamed ok');
   });
 });
@@ -568,7 +570,7 @@ describe('scripted steps', () => {
       { kind: 'ok', content: 'second', finishReason: 'length' },
     ]);
     // A queue for one dialect does not affect another.
-    expect((await chat('deepseek', [{ role: 'user', content: 'x' }])).choices[0].message.content).toBe('Fake answer from deepseek-chat.');
+    expect((await chat('deepseek', [{ role: 'user', content: 'x' }])).choices[0].message.content).toBe('Fake answer from deepseek-flash.');
 
     const first = await post('openai', { model: 'm', messages: [] });
     expect(first.status).toBe(502);
@@ -577,7 +579,7 @@ describe('scripted steps', () => {
     const second = await chat('openai', []);
     expect(second.choices[0]).toMatchObject({ message: { content: 'second' }, finish_reason: 'length' });
     expect(second.usage.completion_tokens).toBe(tokens('second'));
-    expect((await chat('openai', [])).choices[0].message.content).toBe('Fake answer from gpt-4o-mini.');
+    expect((await chat('openai', [])).choices[0].message.content).toBe('Fake answer from gpt-6-luna.');
   });
 
   it('sends an error step body as JSON with its headers', async () => {
@@ -590,14 +592,14 @@ describe('scripted steps', () => {
   });
 
   it('keeps per-model queues: only that model consumes them', async () => {
-    fake.enqueue('deepseek', { kind: 'preset', name: 'rate_limit' }, { model: 'deepseek-reasoner' });
+    fake.enqueue('deepseek', { kind: 'preset', name: 'rate_limit' }, { model: 'deepseek-v4-pro' });
     fake.enqueue('deepseek', { kind: 'ok', content: 'any model' });
-    const chatRes = await post('deepseek', { model: 'deepseek-chat', messages: [] });
+    const chatRes = await post('deepseek', { model: 'deepseek-flash', messages: [] });
     expect(((await chatRes.json()) as Json).choices[0].message.content).toBe('any model');
-    expect((await post('deepseek', { model: 'deepseek-chat', messages: [] })).status).toBe(200);
-    const reasoner = await post('deepseek', { model: 'deepseek-reasoner', messages: [] });
+    expect((await post('deepseek', { model: 'deepseek-flash', messages: [] })).status).toBe(200);
+    const reasoner = await post('deepseek', { model: 'deepseek-v4-pro', messages: [] });
     expect(reasoner.status).toBe(429);
-    expect((await post('deepseek', { model: 'deepseek-reasoner', messages: [] })).status).toBe(200);
+    expect((await post('deepseek', { model: 'deepseek-v4-pro', messages: [] })).status).toBe(200);
   });
 
   it('blank-json: 200 with only whitespace and finish_reason "stop"', async () => {
@@ -635,7 +637,7 @@ describe('scripted steps', () => {
   it('blankLinesBefore: headers first, then "\\n" lines, then the JSON body', async () => {
     fake.enqueue('deepseek', { kind: 'ok', content: 'late', latencyMs: 600, blankLinesBefore: 3 });
     const t = Date.now();
-    const res = await post('deepseek', { model: 'deepseek-chat', messages: [] });
+    const res = await post('deepseek', { model: 'deepseek-flash', messages: [] });
     const headersAt = Date.now() - t;
     expect(res.status).toBe(200);
     const text = await res.text();
@@ -696,7 +698,7 @@ describe('scripted steps', () => {
     fake.enqueue('openai', { kind: 'preset', name: 'server_error' });
     fake.setResponder(() => 'custom');
     fake.setLatency(5000);
-    fake.setContextWindow('gpt-4o-mini', 5);
+    fake.setContextWindow('gpt-6-luna', 5);
     await post('openai', { model: 'x', messages: [] }, { auth: null });
     fake.reset();
     expect(fake.requests).toHaveLength(0);
@@ -704,7 +706,7 @@ describe('scripted steps', () => {
     const t = Date.now();
     const body = await chat('openai', [{ role: 'user', content: 'hello' }]);
     expect(Date.now() - t).toBeLessThan(1000);
-    expect(body.choices[0].message.content).toBe('Fake answer from gpt-4o-mini.');
+    expect(body.choices[0].message.content).toBe('Fake answer from gpt-6-luna.');
   });
 });
 
@@ -734,8 +736,8 @@ describe('HTTP control endpoints', () => {
       json: { ok: true, queued: 2 },
     });
     expect((await control('POST', 'enqueue', { dialect: 'dashscope', steps: { kind: 'reset' }, model: 'other' })).status).toBe(200);
-    expect((await post('dashscope', { model: 'qwen-plus', messages: [] })).status).toBe(429);
-    expect(((await (await post('dashscope', { model: 'qwen-plus', messages: [] })).json()) as Json).choices[0].message.content).toBe('then ok');
+    expect((await post('dashscope', { model: 'qwen-flash', messages: [] })).status).toBe(429);
+    expect(((await (await post('dashscope', { model: 'qwen-flash', messages: [] })).json()) as Json).choices[0].message.content).toBe('then ok');
     await expect(post('dashscope', { model: 'other', messages: [] })).rejects.toThrow('fetch failed');
   });
 
@@ -784,10 +786,10 @@ describe('the official openai client', () => {
 
   it('calls it without streaming', async () => {
     const completion = await client().chat.completions.create({
-      model: 'gpt-4o-mini',
+      model: 'gpt-6-luna',
       messages: [{ role: 'user', content: 'Grade: 好文章' }],
     });
-    expect(completion.choices[0].message.content).toBe('Fake answer from gpt-4o-mini.');
+    expect(completion.choices[0].message.content).toBe('Fake answer from gpt-6-luna.');
     expect(completion.usage?.prompt_tokens).toBe(tokens('Grade: 好文章') + 7);
     expect(completion.usage?.prompt_tokens_details?.cached_tokens).toBe(0);
     expect(fake.requests[0].headers.authorization).toBe('Bearer x');
@@ -796,7 +798,7 @@ describe('the official openai client', () => {
   it('calls it streaming with usage', async () => {
     fake.setResponder(() => 'Streamed through the SDK.');
     const stream = await client().chat.completions.create({
-      model: 'gpt-4o-mini',
+      model: 'gpt-6-luna',
       messages: [{ role: 'user', content: 'hi' }],
       stream: true,
       stream_options: { include_usage: true },
@@ -817,7 +819,7 @@ describe('the official openai client', () => {
   it('surfaces preset errors as the SDK\'s typed errors', async () => {
     fake.enqueue('openai', { kind: 'preset', name: 'rate_limit' });
     const err = await client()
-      .chat.completions.create({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }] })
+      .chat.completions.create({ model: 'gpt-6-luna', messages: [{ role: 'user', content: 'hi' }] })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.RateLimitError);
     expect((err as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('rate_limit_exceeded');
@@ -1058,14 +1060,14 @@ describe('batch API (files + batches)', () => {
 
   it('puts a scripted preset, an error step and provider-rule errors in the error file with their status and body', async () => {
     fake.enqueue('dashscope', { kind: 'preset', name: 'limit_requests' });
-    fake.enqueue('dashscope', { kind: 'error', status: 503, body: { error: { message: 'busy' } } }, { model: 'qwen-max' });
+    fake.enqueue('dashscope', { kind: 'error', status: 503, body: { error: { message: 'busy' } } }, { model: 'qwen3-max' });
     fake.setContextWindow('qwen-tiny', 20);
     const user = [{ role: 'user', content: 'Grade this essay.' }];
     const batch = await startBatch('dashscope', [
-      line('preset', { model: 'qwen-plus', messages: user }),
-      line('json-rule', { model: 'qwen-plus', messages: user, response_format: { type: 'json_object' } }),
-      line('ok', { model: 'qwen-plus', messages: user }),
-      line('error-step', { model: 'qwen-max', messages: user }),
+      line('preset', { model: 'qwen-flash', messages: user }),
+      line('json-rule', { model: 'qwen-flash', messages: user, response_format: { type: 'json_object' } }),
+      line('ok', { model: 'qwen-flash', messages: user }),
+      line('error-step', { model: 'qwen3-max', messages: user }),
       line('too-long', { model: 'qwen-tiny', messages: [{ role: 'user', content: filler(7, 40) }] }),
     ]);
     const done = await waitForBatch('dashscope', batch.id);
@@ -1075,7 +1077,7 @@ describe('batch API (files + batches)', () => {
 
     const out = await download('dashscope', done.output_file_id);
     expect(out.map((o) => o.custom_id)).toEqual(['ok']);
-    expect(out[0].response.body.choices[0].message.content).toBe('Fake answer from qwen-plus.');
+    expect(out[0].response.body.choices[0].message.content).toBe('Fake answer from qwen-flash.');
 
     const errors = await download('dashscope', done.error_file_id);
     expect(errors.map((e) => [e.custom_id, e.response.status_code, e.error])).toEqual([
@@ -1095,8 +1097,8 @@ describe('batch API (files + batches)', () => {
     expect(tooLong.body.error.message).toBe('<400> InternalError.Algo.InvalidParameter: Range of input length should be [1, 20]');
 
     // The steps were consumed: real-time calls get normal answers now.
-    expect((await post('dashscope', { model: 'qwen-plus', messages: user })).status).toBe(200);
-    expect((await post('dashscope', { model: 'qwen-max', messages: user })).status).toBe(200);
+    expect((await post('dashscope', { model: 'qwen-flash', messages: user })).status).toBe(200);
+    expect((await post('dashscope', { model: 'qwen3-max', messages: user })).status).toBe(200);
   });
 
   it('plays queued steps in order across lines, and answers hang, reset and stream steps with a 500 line', async () => {
@@ -1108,7 +1110,7 @@ describe('batch API (files + batches)', () => {
       { kind: 'invalid-json', content: '{"score": 3,' },
     ]);
     const msgs = [{ role: 'user', content: 'x' }];
-    const batch = await startBatch('openai', ['a', 'b', 'c', 'd', 'e', 'f'].map((id) => line(id, { model: 'gpt-4o-mini', messages: msgs })));
+    const batch = await startBatch('openai', ['a', 'b', 'c', 'd', 'e', 'f'].map((id) => line(id, { model: 'gpt-6-luna', messages: msgs })));
     const done = await waitForBatch('openai', batch.id);
     expect(done.request_counts).toEqual({ total: 6, completed: 3, failed: 3 });
 
@@ -1116,7 +1118,7 @@ describe('batch API (files + batches)', () => {
     expect(out.map((o) => [o.custom_id, o.response.body.choices[0].message.content])).toEqual([
       ['a', 'scripted one'],
       ['e', '{"score": 3,'],
-      ['f', 'Fake answer from gpt-4o-mini.'],
+      ['f', 'Fake answer from gpt-6-luna.'],
     ]);
     expect(out[0].response.body.usage.completion_tokens).toBe(tokens('scripted one'));
     const errors = await download('openai', done.error_file_id);
@@ -1145,14 +1147,14 @@ describe('batch API (files + batches)', () => {
   });
 
   it('puts malformed lines in the error file with a null response, and skips blank lines', async () => {
-    const body = { model: 'glm-4-flash', messages: [{ role: 'user', content: 'hello' }] };
+    const body = { model: 'glm-5.3-flash', messages: [{ role: 'user', content: 'hello' }] };
     const lines = [
       'not json at all',
       JSON.stringify({ method: 'POST', url: '/v1/chat/completions', body }),
       JSON.stringify({ custom_id: 'no-body', method: 'POST', url: '/v1/chat/completions' }),
       JSON.stringify({ custom_id: 'wrong-url', method: 'POST', url: '/v1/embeddings', body }),
       '',
-      line('not-a-chat-request', { model: 'glm-4-flash' }),
+      line('not-a-chat-request', { model: 'glm-5.3-flash' }),
       line('fine', body),
       '   ',
     ];
@@ -1174,15 +1176,15 @@ describe('batch API (files + batches)', () => {
     expect(out[0].response.body.usage.prompt_tokens).toBe(tokens('hello') + 7);
     // Only the lines that were requests were recorded.
     expect(fake.requests.map((r) => [r.batchId, r.model])).toEqual([
-      [batch.id, 'glm-4-flash'],
-      [batch.id, 'glm-4-flash'],
+      [batch.id, 'glm-5.3-flash'],
+      [batch.id, 'glm-5.3-flash'],
     ]);
   });
 
   it('stays in_progress until the batch latency has passed', async () => {
     fake.setBatchLatency(700);
     const t = Date.now();
-    const batch = await startBatch('openai', [line('only', { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x' }] })]);
+    const batch = await startBatch('openai', [line('only', { model: 'gpt-6-luna', messages: [{ role: 'user', content: 'x' }] })]);
     await new Promise((r) => setTimeout(r, 150));
     const early = await batchNow('openai', batch.id);
     expect(Date.now() - t).toBeLessThan(650);
@@ -1239,7 +1241,7 @@ describe('batch API (files + batches)', () => {
     fake.setBatchLatency(300);
     const msgs = [{ role: 'user', content: 'x' }];
     const t = Date.now();
-    const batch = await startBatch('dashscope', [line('a', { model: 'qwen-plus', messages: msgs }), line('b', { model: 'qwen-plus', messages: msgs })]);
+    const batch = await startBatch('dashscope', [line('a', { model: 'qwen-flash', messages: msgs }), line('b', { model: 'qwen-flash', messages: msgs })]);
     expect(batch.status).toBe('validating');
     await new Promise((r) => setTimeout(r, 100));
     expect((await batchNow('dashscope', batch.id)).status).toBe(outcome === 'failed' ? 'validating' : 'in_progress');
@@ -1262,7 +1264,7 @@ describe('batch API (files + batches)', () => {
     // The step was not consumed, and only the next batch failed.
     expect((await chat('dashscope', msgs)).choices[0].message.content).toBe('still queued');
     fake.setBatchLatency(0);
-    const next = await startBatch('dashscope', [line('a', { model: 'qwen-plus', messages: msgs })]);
+    const next = await startBatch('dashscope', [line('a', { model: 'qwen-flash', messages: msgs })]);
     expect((await waitForBatch('dashscope', next.id)).status).toBe('completed');
   });
 
@@ -1290,7 +1292,7 @@ describe('batch API (files + batches)', () => {
   });
 
   it('refuses a bad endpoint, completion window or input with 400', async () => {
-    const fileId = await uploadOk('dashscope', [line('a', { model: 'qwen-plus', messages: [] })]);
+    const fileId = await uploadOk('dashscope', [line('a', { model: 'qwen-flash', messages: [] })]);
     const base = { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' };
     for (const bad of [{ endpoint: '/v1/embeddings' }, { completion_window: '1h' }, { input_file_id: undefined }, { metadata: { n: 1 } }]) {
       const res = await createBatch('dashscope', { ...base, ...bad });
@@ -1337,7 +1339,7 @@ describe('batch API (files + batches)', () => {
   });
 
   it('parses a hand-written multipart body: quoted boundary, preamble, octet-stream part, CRLF and UTF-8 in the file', async () => {
-    const content = `${line('中文', { model: 'qwen-plus', messages: [{ role: 'user', content: '春天 --b1 来了' }] })}\r\n`;
+    const content = `${line('中文', { model: 'qwen-flash', messages: [{ role: 'user', content: '春天 --b1 来了' }] })}\r\n`;
     const raw = [
       'This preamble is ignored.',
       '--b1',
@@ -1383,8 +1385,8 @@ describe('batch API (files + batches)', () => {
     const client = new OpenAI({ apiKey: 'sk-dashscope', baseURL: fake.baseUrl('dashscope'), maxRetries: 0 });
     const messages = [{ role: 'user', content: 'Grade: 好文章, reply in JSON.' }];
     const jsonl = [
-      line('one', { model: 'qwen-plus', messages, response_format: { type: 'json_object' } }),
-      line('two', { model: 'qwen-plus', messages: [{ role: 'user', content: 'no keyword here' }], response_format: { type: 'json_object' } }),
+      line('one', { model: 'qwen-flash', messages, response_format: { type: 'json_object' } }),
+      line('two', { model: 'qwen-flash', messages: [{ role: 'user', content: 'no keyword here' }], response_format: { type: 'json_object' } }),
     ].join('\n');
 
     const file = await client.files.create({ file: await toFile(Buffer.from(jsonl), 'in.jsonl'), purpose: 'batch' });
@@ -1403,7 +1405,7 @@ describe('batch API (files + batches)', () => {
 
     const output = (await (await client.files.content(current.output_file_id!)).text()).trim().split('\n').map((l) => JSON.parse(l) as Json);
     expect(output).toHaveLength(1);
-    expect(JSON.parse(output[0].response.body.choices[0].message.content)).toEqual({ answer: 'Fake answer from qwen-plus.' });
+    expect(JSON.parse(output[0].response.body.choices[0].message.content)).toEqual({ answer: 'Fake answer from qwen-flash.' });
     expect(output[0].response.body.usage.prompt_tokens).toBe(promptTokens(messages));
     const errors = (await (await client.files.content(current.error_file_id!)).text()).trim().split('\n').map((l) => JSON.parse(l) as Json);
     expect(errors.map((e) => [e.custom_id, e.response.status_code])).toEqual([['two', 400]]);

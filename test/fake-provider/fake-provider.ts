@@ -276,18 +276,24 @@ export const BATCH_DIALECTS: readonly Dialect[] = ['zhipu', 'dashscope', 'openai
 export const BATCH_ENDPOINT = '/v1/chat/completions';
 export const BATCH_COMPLETION_WINDOW = '24h';
 
-/** Default context windows (tokens), overridable per model with setContextWindow(). */
+/**
+ * Default context windows (tokens) of the providers' current models (deepseek-flash, glm-5.3,
+ * qwen-flash, gpt-6-luna; 2026-11), overridable per model with setContextWindow().
+ */
 export const DEFAULT_CONTEXT_WINDOWS: Record<Dialect, number> = {
-  deepseek: 65536,
-  zhipu: 128000,
-  dashscope: 129024,
-  openai: 128000,
+  deepseek: 1_000_000,
+  zhipu: 1_000_000,
+  dashscope: 1_000_000,
+  openai: 1_050_000,
 };
 
-/** Prefix-cache granularity: cached tokens are a multiple of `unit`, and 0 below `min`. */
+/**
+ * Prefix-cache granularity: cached tokens are a multiple of `unit`, and 0 below `min`. DashScope's
+ * implicit cache starts at 1,024 tokens; DeepSeek states no unit size any more (64 is kept).
+ */
 export const PREFIX_CACHE_RULES: Record<Dialect, { unit: number; min: number }> = {
   deepseek: { unit: 64, min: 64 },
-  dashscope: { unit: 64, min: 256 },
+  dashscope: { unit: 64, min: 1024 },
   zhipu: { unit: 64, min: 64 },
   openai: { unit: 128, min: 1024 },
 };

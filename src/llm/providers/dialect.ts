@@ -45,6 +45,8 @@ export function errorFields(body: unknown): ErrorFields {
 /** The common body of an OpenAI-style chat completion request. */
 export function openAiStyleBody(model: CatalogModel, p: ChatParams, opts: { streamUsage: boolean }): Record<string, unknown> {
   const body: Record<string, unknown> = {
+    // The catalog's provider-specific options (thinking mode off, …); they may not set the fields below.
+    ...model.requestOptions,
     model: model.id,
     messages: p.messages,
     max_tokens: p.maxTokens,

@@ -40,8 +40,16 @@ describe('DeepSeek dialect', () => {
   });
 
   it('asks for usage in streams and JSON mode where the model supports it', () => {
-    const body = a.buildBody(model('deepseek:deepseek-chat'), { messages: [{ role: 'user', content: 'hi' }], maxTokens: 10, stream: true, jsonMode: true });
-    expect(body).toMatchObject({ model: 'deepseek-chat', max_tokens: 10, stream: true, stream_options: { include_usage: true }, response_format: { type: 'json_object' } });
+    const body = a.buildBody(model('deepseek:deepseek-flash'), { messages: [{ role: 'user', content: 'hi' }], maxTokens: 10, stream: true, jsonMode: true });
+    expect(body).toMatchObject({ model: 'deepseek-flash', max_tokens: 10, stream: true, stream_options: { include_usage: true }, response_format: { type: 'json_object' } });
+  });
+
+  it("sends the catalog's request options: thinking mode off (DeepSeek V4 thinks by default)", () => {
+    const body = a.buildBody(model('deepseek:deepseek-flash'), { messages: [{ role: 'user', content: 'hi' }], maxTokens: 10, stream: false });
+    expect(body.thinking).toEqual({ type: 'disabled' });
+    expect(ADAPTERS.dashscope.buildBody(model('dashscope:qwen-flash'), { messages: [], maxTokens: 5, stream: false }).enable_thinking).toBe(false);
+    expect(ADAPTERS.openai.buildBody(model('openai:gpt-6-luna'), { messages: [], maxTokens: 5, stream: false }).reasoning_effort).toBe('none');
+    expect(ADAPTERS.openai.buildBody(model('openai:gpt-6.2-sol'), { messages: [], maxTokens: 5, stream: false })).not.toHaveProperty('reasoning_effort');
   });
 });
 
@@ -65,7 +73,7 @@ describe('Zhipu dialect', () => {
 
   it('reads cached tokens from prompt_tokens_details and does not send stream_options', () => {
     expect(a.parseUsage({ prompt_tokens: 100, completion_tokens: 5, prompt_tokens_details: { cached_tokens: 64 } })).toEqual({ inputTokens: 100, cachedInputTokens: 64, outputTokens: 5 });
-    expect(a.buildBody(model('zhipu:glm-4-air'), { messages: [], maxTokens: 5, stream: true })).not.toHaveProperty('stream_options');
+    expect(a.buildBody(model('zhipu:glm-5.3-flash'), { messages: [], maxTokens: 5, stream: true })).not.toHaveProperty('stream_options');
   });
 });
 
@@ -89,10 +97,10 @@ describe('DashScope dialect', () => {
   });
 
   it('puts the word "json" in the messages when JSON mode is asked for', () => {
-    const body = a.buildBody(model('dashscope:qwen-turbo'), { messages: [{ role: 'system', content: '批改作文' }, { role: 'user', content: '作文' }], maxTokens: 5, stream: false, jsonMode: true });
+    const body = a.buildBody(model('dashscope:qwen-flash'), { messages: [{ role: 'system', content: '批改作文' }, { role: 'user', content: '作文' }], maxTokens: 5, stream: false, jsonMode: true });
     expect(JSON.stringify(body.messages)).toMatch(/json/i);
     expect(body.response_format).toEqual({ type: 'json_object' });
-    const already = a.buildBody(model('dashscope:qwen-turbo'), { messages: [{ role: 'user', content: 'answer in JSON' }], maxTokens: 5, stream: false, jsonMode: true });
+    const already = a.buildBody(model('dashscope:qwen-flash'), { messages: [{ role: 'user', content: 'answer in JSON' }], maxTokens: 5, stream: false, jsonMode: true });
     expect(already.messages).toEqual([{ role: 'user', content: 'answer in JSON' }]);
   });
 });
