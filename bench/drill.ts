@@ -82,7 +82,7 @@ export async function runDrill(): Promise<DrillResult> {
     ).rows;
     const [j] = (await db.query(`SELECT count(*) FILTER (WHERE status = 'done')::int AS done, count(*) FILTER (WHERE attempts > 1)::int AS retried FROM jobs`)).rows;
     const [dbl] = (
-      await db.query(`SELECT count(*)::int AS n FROM (SELECT essay_id FROM llm_calls WHERE outcome = 'ok' AND cache_status = 'miss' GROUP BY essay_id HAVING count(*) > 1) x`)
+      await db.query(`SELECT count(*)::int AS n FROM (SELECT essay_id FROM llm_calls WHERE outcome = 'ok' AND cache_status = 'miss' GROUP BY essay_id, purpose HAVING count(*) > 1) x`)
     ).rows;
     const [books] = (
       await db.query(`SELECT spent_nanos::text AS spent, reserved_nanos::text AS reserved, cap_nanos::text AS cap,
@@ -106,7 +106,9 @@ export async function runDrill(): Promise<DrillResult> {
       seconds: Math.round((Date.now() - t0) / 1000),
       passed: false,
     };
-    result.passed = result.graded === essays && result.notGraded === 0 && result.jobsDone === essays && withinCap && books.reserved === '0' && result.ledgerEqualsSpend;
+    // A grading paid for twice fails the drill, like a lost essay or an overspend.
+    result.passed =
+      result.graded === essays && result.notGraded === 0 && result.jobsDone === essays && result.doublePaidGradings === 0 && withinCap && books.reserved === '0' && result.ledgerEqualsSpend;
     return result;
   } finally {
     await db.end();

@@ -4,6 +4,17 @@ import { Grading1764500000000 } from './1764500000000-Grading';
 import { Commerce1764600000000 } from './1764600000000-Commerce';
 import { BatchCalls1764700000000 } from './1764700000000-BatchCalls';
 import { PriceWindows1764800000000 } from './1764800000000-PriceWindows';
+import { SecretsAtRest1764900000000 } from './1764900000000-SecretsAtRest';
+import { CallGuards1765000000000 } from './1765000000000-CallGuards';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
-export const MIGRATIONS = [Foundation1764300000000, Gateway1764400000000, Grading1764500000000, Commerce1764600000000, BatchCalls1764700000000, PriceWindows1764800000000];
+export const MIGRATIONS = [
+  Foundation1764300000000,
+  Gateway1764400000000,
+  Grading1764500000000,
+  Commerce1764600000000,
+  BatchCalls1764700000000,
+  PriceWindows1764800000000,
+  SecretsAtRest1764900000000,
+  CallGuards1765000000000,
+];

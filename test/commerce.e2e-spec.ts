@@ -27,7 +27,8 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
 
   beforeAll(async () => {
     fake = await startFakeProvider();
-    t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '50', JOB_MAX_ATTEMPTS: '2', LLM_MAX_RETRIES: '0' });
+    // Alerts go to a receiver on loopback: private addresses allowed, as on an on-premise install.
+    t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '50', JOB_MAX_ATTEMPTS: '2', LLM_MAX_RETRIES: '0', ALLOW_PRIVATE_WEBHOOKS: 'true' });
     f = new Factory(t.app);
   });
   afterAll(async () => {

@@ -137,6 +137,8 @@ export async function startService(env: Record<string, string>): Promise<Proc> {
       HOME: process.env.HOME,
       NODE_ENV: 'production',
       INKSTONE_ADMIN_TOKEN: OPERATOR,
+      // Webhook secrets are encrypted at rest; a benchmark's throwaway database takes a fixed key.
+      INKSTONE_SECRET_KEY: 'be9c'.repeat(16),
       LOG_LEVEL: 'warn',
       HOST: '127.0.0.1',
       PORT: String(port),

@@ -8,8 +8,8 @@ import { MetricsService } from '../metrics/metrics.service';
 
 /**
  * Budget alerts: each threshold fires once per tenant per period, as a log line, a metric and,
- * when the tenant has set a URL, a signed webhook (queued, retried with backoff by the
- * WebhookDispatcher). A refused reservation means the budget is used up for practical purposes:
+ * when the tenant has set a URL, a signed webhook (queued with the alert in one statement, delivered
+ * and retried with backoff by the WebhookDispatcher). A refused reservation means the budget is used up for practical purposes:
  * every threshold not yet fired fires then.
  */
 @Injectable()
@@ -44,29 +44,32 @@ export class AlertsService {
   private async fire(tenantId: string, period: string, threshold: string, ratio: number): Promise<void> {
     const key = `${tenantId}:${period}:${Number(threshold)}`;
     if (this.fired.has(key)) return;
-    const inserted = await tenantQuery(
-      this.ds.manager,
-      tenantId,
-      `INSERT INTO budget_alerts (tenant_id, period, threshold, utilization) VALUES ($1, $2, $3, $4)
-       ON CONFLICT DO NOTHING RETURNING threshold`,
-      [period, threshold, ratio.toFixed(4)],
-    );
-    this.fired.add(key);
-    if (!inserted.length) return; // another instance fired it
-    this.alertsTotal.inc({ tenant: tenantId, threshold: String(Number(threshold)) });
-    this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
+    const eventId = `alert_${randomUUID()}`;
     const body = JSON.stringify({
-      id: `alert_${randomUUID()}`,
+      id: eventId,
       type: 'budget.threshold_reached',
       data: { tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) },
       createdAt: new Date().toISOString(),
     });
-    await tenantQuery(
+    // One statement: the alert is recorded and its webhook queued together, or neither (another
+    // instance fired it). The webhook's event id is the body's id, the same on every attempt.
+    const [r] = await tenantQuery<{ fired: number }>(
       this.ds.manager,
       tenantId,
-      `INSERT INTO outbound_webhooks (tenant_id, id, url, body, status)
-       SELECT $1, $2, alert_webhook_url, $3, 'pending' FROM tenants WHERE id = $1 AND alert_webhook_url IS NOT NULL`,
-      [randomUUID(), body],
+      `WITH fired AS (
+         INSERT INTO budget_alerts (tenant_id, period, threshold, utilization) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING RETURNING tenant_id),
+       queued AS (
+         INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
+         SELECT $1, $5, $6, alert_webhook_url, $7, 'pending' FROM tenants
+          WHERE id = $1 AND alert_webhook_url IS NOT NULL AND EXISTS (SELECT 1 FROM fired)
+         RETURNING id)
+       SELECT (SELECT count(*) FROM fired)::int AS fired`,
+      [period, threshold, ratio.toFixed(4), randomUUID(), eventId, body],
     );
+    this.fired.add(key);
+    if (!r?.fired) return; // another instance fired it
+    this.alertsTotal.inc({ tenant: tenantId, threshold: String(Number(threshold)) });
+    this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
   }
 }

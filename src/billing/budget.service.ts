@@ -3,21 +3,62 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import { DataSource } from 'typeorm';
 import { ApiError } from '../common/errors';
 import { formatCny, Nanos, parseCny } from '../common/money';
+import { checkWebhookUrl, DestinationRefusedError, HostResolver, vetHost } from '../common/outbound-webhook';
 import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { assertTenantId, tenantQuery } from '../db/tenant-scope';
 import { AlertsService } from './alerts.service';
 import { LEDGER_COLUMNS, LEDGER_COST_PARAM, LEDGER_PARAM_COUNT, LEDGER_PLACEHOLDERS, LedgerEntry, LedgerService, ledgerParams } from './ledger.service';
 import { periodBounds, periodOf } from './periods';
+import { TenantSecretsService } from './tenant-secrets.service';
 
 export interface Reservation {
   id: string;
   tenantId: string;
   period: string;
   amount: Nanos;
+  /** the guard this reservation's call holds */
+  guard?: { key: string; token: string };
 }
 
 export type WhenExhausted = 'offline' | 'reject';
+
+/**
+ * Makes one paid request at most once. The guard is taken (in flight) in the statement that
+ * reserves the budget, only while the job's lease is held; it is answered, with the answer, in the
+ * statement that settles the call. A retry of the same request reuses the answer; while the first
+ * call is in flight (until `inFlightMs` after it started), a retry is told to wait.
+ */
+export interface CallGuard {
+  /** sha-256 hex of what makes the request the same (see GatewayService) */
+  key: string;
+  /** the call may start only while this worker holds this job's lease */
+  lease?: { jobId: string; holder: string };
+  /** how long an unanswered call blocks retries: its deadline */
+  inFlightMs: number;
+}
+
+/** A paid answer kept by its guard. */
+export interface GuardedAnswer {
+  provider: string;
+  model: string;
+  content: string;
+  finishReason: string;
+  inputTokens: number;
+  cachedInputTokens: number;
+  outputTokens: number;
+  costNanos: Nanos;
+}
+
+export type GuardedReservation =
+  | { kind: 'reserved'; reservation: Reservation }
+  | { kind: 'budget' }
+  | { kind: 'answered'; answer: GuardedAnswer }
+  | { kind: 'in_flight'; retryAfterMs: number }
+  | { kind: 'lease_lost' };
+
+/** How long an answered guard is kept for retries before it is swept (the answer is personal data). */
+const GUARD_RETENTION_MS = 3 * 86_400_000;
 
 export interface BudgetSettings {
   timezone: string;
@@ -42,6 +83,8 @@ export interface BudgetView {
 }
 
 const SETTINGS_TTL_MS = 5_000;
+/** How long PUT /v1/budget waits for DNS when it checks an alert URL's host. */
+const URL_CHECK_DNS_MS = 2_000;
 
 /**
  * The monthly budget of each tenant, and the only way money is spent: a call first reserves its
@@ -63,6 +106,8 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     private readonly ledger: LedgerService,
     private readonly alerts: AlertsService,
     @Inject(CONFIG) private readonly config: AppConfig,
+    private readonly secrets: TenantSecretsService,
+    private readonly resolver: HostResolver,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -143,6 +188,74 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     return null;
   }
 
+  /**
+   * reserve(), for a call that must be paid at most once (see CallGuard). One statement takes the
+   * guard (only with the lease held, and only if no answer exists and no other call is in flight)
+   * and reserves the budget; when nothing was reserved, a second look says why.
+   */
+  async reserveGuarded(tenantId: string, amount: Nanos, guard: CallGuard, ttlMs = this.config.llm.reservationTtlMs): Promise<GuardedReservation> {
+    if (amount < 0n) throw new RangeError('a reservation cannot be negative');
+    const period = await this.currentPeriod(tenantId);
+    const id = randomUUID();
+    const token = randomUUID();
+    const lease = `SELECT 1 WHERE $6::uuid IS NULL
+                   UNION ALL
+                   SELECT 1 FROM jobs WHERE tenant_id = $1 AND id = $6 AND locked_by = $7 AND status = 'running' AND locked_until > now()`;
+    const rows = await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `WITH lease AS (${lease}),
+       guard AS (
+         INSERT INTO call_guards (tenant_id, key, state, token, expires_at)
+         SELECT $1, $8, 'in_flight', $9, now() + make_interval(secs => $10::double precision / 1000) WHERE EXISTS (SELECT 1 FROM lease)
+         ON CONFLICT (tenant_id, key) DO UPDATE
+            SET state = 'in_flight', token = EXCLUDED.token, expires_at = EXCLUDED.expires_at, created_at = now()
+          WHERE call_guards.state = 'in_flight' AND call_guards.expires_at < now()
+         RETURNING 1),
+       held AS (
+         UPDATE budget_periods SET reserved_nanos = reserved_nanos + $3, updated_at = now()
+          WHERE tenant_id = $1 AND period = $2 AND spent_nanos + reserved_nanos + $3 <= cap_nanos AND EXISTS (SELECT 1 FROM guard)
+          RETURNING tenant_id, period)
+       INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
+       SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000) FROM held
+       RETURNING id`,
+      [period, amount.toString(), id, ttlMs, guard.lease?.jobId ?? null, guard.lease?.holder ?? null, guard.key, token, guard.inFlightMs],
+    );
+    if (rows.length) return { kind: 'reserved', reservation: { id, tenantId, period, amount, guard: { key: guard.key, token } } };
+
+    // Nothing reserved: why?
+    const [why] = await tenantQuery<Record<string, string | number | null>>(
+      this.ds.manager,
+      tenantId,
+      `SELECT EXISTS (${lease.replace(/\$6/g, '$2').replace(/\$7/g, '$3')}) AS lease_ok,
+              g.state, g.token::text AS token, greatest(0, extract(epoch FROM g.expires_at - now()) * 1000)::bigint AS left_ms,
+              g.provider, g.model, g.content, g.finish_reason, g.input_tokens, g.cached_input_tokens, g.output_tokens, g.cost_nanos
+         FROM (SELECT 1) one LEFT JOIN call_guards g ON g.tenant_id = $1 AND g.key = $4`,
+      [guard.lease?.jobId ?? null, guard.lease?.holder ?? null, guard.key],
+    );
+    if (why.state === 'answered') {
+      return {
+        kind: 'answered',
+        answer: {
+          provider: String(why.provider),
+          model: String(why.model),
+          content: String(why.content ?? ''),
+          finishReason: String(why.finish_reason ?? 'stop'),
+          inputTokens: Number(why.input_tokens ?? 0),
+          cachedInputTokens: Number(why.cached_input_tokens ?? 0),
+          outputTokens: Number(why.output_tokens ?? 0),
+          costNanos: BigInt(why.cost_nanos ?? 0),
+        },
+      };
+    }
+    if (!why.lease_ok) return { kind: 'lease_lost' };
+    if (why.state === 'in_flight' && why.token !== token) return { kind: 'in_flight', retryAfterMs: Number(why.left_ms) };
+    // Our own guard, taken for a call the budget cannot cover: give it back.
+    await tenantQuery(this.ds.manager, tenantId, `DELETE FROM call_guards WHERE tenant_id = $1 AND key = $2 AND token = $3`, [guard.key, token]);
+    await this.refused(tenantId, period);
+    return { kind: 'budget' };
+  }
+
   /** A refused reservation: the budget is used up for calls of this size; alert once. */
   private async refused(tenantId: string, period: string): Promise<void> {
     try {
@@ -164,7 +277,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
    * one transaction, so the ledger always sums to the spend. With no reservation (a cache hit),
    * only the ledger row is written and it must cost nothing.
    */
-  async settle(reservation: Reservation | null, cost: Nanos, entry: LedgerEntry): Promise<void> {
+  async settle(reservation: Reservation | null, cost: Nanos, entry: LedgerEntry, answer?: GuardedAnswer): Promise<void> {
     if (cost < 0n) throw new RangeError('a cost cannot be negative');
     if (!reservation) {
       if (cost !== 0n) throw new Error('a call that costs money must hold a reservation');
@@ -178,11 +291,43 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     // (the call outlived its TTL), nothing is released twice and the cost, real money, is still
     // recorded.
     const params = ledgerParams({ ...entry, tenantId, period, costNanos: cost });
+    const p = (i: number) => `$${LEDGER_PARAM_COUNT + i}`;
+    // A guarded call's answer becomes durable in this same statement (or its guard is given back
+    // when the call failed), so a retry after a crash reuses what was paid for.
+    const guard = reservation.guard;
+    const guardSql = !guard
+      ? ''
+      : answer
+        ? `, answered AS (
+             UPDATE call_guards SET state = 'answered', expires_at = now() + make_interval(secs => ${p(4)}::double precision / 1000),
+                    provider = ${p(5)}, model = ${p(6)}, content = ${p(7)}, finish_reason = ${p(8)},
+                    input_tokens = ${p(9)}, cached_input_tokens = ${p(10)}, output_tokens = ${p(11)}, cost_nanos = ${p(12)}
+              WHERE tenant_id = $1 AND key = ${p(2)} AND token = ${p(3)} RETURNING 1)`
+        : `, given_back AS (DELETE FROM call_guards WHERE tenant_id = $1 AND key = ${p(2)} AND token = ${p(3)} RETURNING 1)`;
+    const guardParams = !guard
+      ? []
+      : [
+          guard.key,
+          guard.token,
+          ...(answer
+            ? [
+                GUARD_RETENTION_MS,
+                answer.provider,
+                answer.model,
+                answer.content,
+                answer.finishReason,
+                answer.inputTokens,
+                answer.cachedInputTokens,
+                answer.outputTokens,
+                answer.costNanos.toString(),
+              ]
+            : []),
+        ];
     const [after] = await tenantQuery<{ spent: string; cap: string }>(
       this.ds.manager,
       tenantId,
       `WITH released AS (
-         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = $${LEDGER_PARAM_COUNT + 1} RETURNING amount_nanos),
+         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${p(1)} RETURNING amount_nanos),
        moved AS (
          UPDATE budget_periods
             SET reserved_nanos = reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0),
@@ -190,8 +335,9 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
           WHERE tenant_id = $1 AND period = $3 RETURNING spent_nanos, cap_nanos),
        ledger AS (
          INSERT INTO llm_calls (${LEDGER_COLUMNS}) SELECT ${LEDGER_PLACEHOLDERS} FROM moved)
+       ${guardSql}
        SELECT spent_nanos AS spent, cap_nanos AS cap FROM moved`,
-      [...params, reservation.id],
+      [...params, reservation.id, ...guardParams],
     );
     if (after && cost > 0n) {
       const { alertThresholds } = await this.settings(tenantId);
@@ -218,6 +364,8 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     );
     const n = Number(rows[0]?.n ?? 0);
     if (n > 0) this.logger.warn({ msg: 'expired budget reservations returned', count: n });
+    // Guards past their time: answers kept for retries, and calls that never came back.
+    await this.ds.query(`DELETE FROM call_guards WHERE expires_at < now() - interval '1 minute'`);
     return n;
   }
 
@@ -265,20 +413,27 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     return BigInt(row?.left ?? 0);
   }
 
-  /** Sets the cap (for the current period too), the exhaustion policy and the alert thresholds. */
+  /**
+   * Sets the cap (for the current period too), the exhaustion policy, the alert thresholds, and the
+   * alert webhook: its URL checked (checkAlertUrl), its secret stored sealed.
+   */
   async update(
     tenantId: string,
     dto: { monthlyCap: string; whenExhausted?: WhenExhausted; alertThresholds?: number[]; alertWebhookUrl?: string | null; alertWebhookSecret?: string },
   ): Promise<BudgetView> {
     const cap = parseCny(dto.monthlyCap);
+    if (typeof dto.alertWebhookUrl === 'string') await this.checkAlertUrl(dto.alertWebhookUrl);
     const period = await this.currentPeriod(tenantId);
+    // A new secret is stored sealed (and a legacy plaintext one dropped); without one, the stored one stays.
+    const sealedSecret = dto.alertWebhookSecret === undefined ? null : this.secrets.seal('alert', tenantId, dto.alertWebhookSecret);
     await this.ds.transaction(async (m) => {
       await m.query(
         `UPDATE tenants SET monthly_cap_nanos = $2,
                 budget_when_exhausted = coalesce($3, budget_when_exhausted),
                 budget_alert_thresholds = coalesce($4::numeric[], budget_alert_thresholds),
                 alert_webhook_url = CASE WHEN $5::boolean THEN $6 ELSE alert_webhook_url END,
-                alert_webhook_secret = coalesce($7, alert_webhook_secret)
+                alert_webhook_secret_enc = coalesce($7, alert_webhook_secret_enc),
+                alert_webhook_secret = CASE WHEN $7::text IS NULL THEN alert_webhook_secret END
           WHERE id = $1`,
         [
           tenantId,
@@ -287,7 +442,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
           dto.alertThresholds ? dto.alertThresholds.map(String) : null,
           dto.alertWebhookUrl !== undefined,
           dto.alertWebhookUrl ?? null,
-          dto.alertWebhookSecret ?? null,
+          sealedSecret,
         ],
       );
       await tenantQuery(m, tenantId, `UPDATE budget_periods SET cap_nanos = $3, updated_at = now() WHERE tenant_id = $1 AND period = $2`, [
@@ -299,6 +454,24 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     this.remainingCache.delete(tenantId);
     this.logger.log({ msg: 'budget updated', tenantId, period });
     return this.view(tenantId);
+  }
+
+  /**
+   * An alert URL must lead to a public https address: refused here with a field message when it
+   * does not, by its form and, for a host name, by every address it resolves to now. A name that
+   * does not resolve yet is accepted; every delivery resolves and checks it again.
+   */
+  private async checkAlertUrl(url: string): Promise<void> {
+    const refuse = (problem: string) => ApiError.validation([{ field: 'alertWebhookUrl', message: `alertWebhookUrl ${problem}` }]);
+    const { allowPrivate } = this.config.webhooks;
+    const checked = checkWebhookUrl(url, allowPrivate);
+    if (!checked.ok) throw refuse(checked.problem);
+    if (checked.literal || allowPrivate) return;
+    try {
+      await vetHost(checked.host, allowPrivate, this.resolver, AbortSignal.timeout(URL_CHECK_DNS_MS));
+    } catch (err) {
+      if (err instanceof DestinationRefusedError) throw refuse(`must point to a public address: ${err.message}`);
+    }
   }
 }
 

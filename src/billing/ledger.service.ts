@@ -5,7 +5,8 @@ import { formatCny, Nanos } from '../common/money';
 import { tenantQuery } from '../db/tenant-scope';
 
 export type CallPurpose = 'chat' | 'grading' | 'deep_review';
-export type CacheStatus = 'hit' | 'miss' | 'bypass';
+/** replay: an answer paid for by an earlier run of the same job, used again at no cost */
+export type CacheStatus = 'hit' | 'miss' | 'bypass' | 'replay';
 
 /** One row of the call ledger: one attempt at a model call, or one answer served from cache. */
 export interface LedgerEntry {

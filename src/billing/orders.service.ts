@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
@@ -7,6 +7,7 @@ import { formatCny, isCnyString, Nanos, parseCny } from '../common/money';
 import { verifySignature } from '../common/signature';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { assertTenantId, tenantQuery } from '../db/tenant-scope';
+import { TenantSecretsService } from './tenant-secrets.service';
 
 export type OrderStatus = 'awaiting_payment' | 'paid' | 'delivered' | 'refunded';
 export type PaymentMode = 'webhook' | 'invoice';
@@ -31,6 +32,8 @@ export interface BillingSettingsView {
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** What a webhook for an unknown tenant is checked against: random, held by no one. */
+const NO_TENANT_SECRET = randomBytes(32).toString('hex');
 
 /**
  * Paid deep reviews. An order is created at the tenant's price; in webhook mode it waits for the
@@ -45,12 +48,14 @@ export class OrdersService {
   constructor(
     private readonly ds: DataSource,
     @Inject(CONFIG) private readonly config: AppConfig,
+    private readonly secrets: TenantSecretsService,
   ) {}
 
   async settings(tenantId: string): Promise<BillingSettingsView> {
     assertTenantId(tenantId);
     const [row] = await this.ds.query(
-      `SELECT deep_review_price_nanos AS price, payment_mode AS mode, payment_webhook_secret IS NOT NULL AS secret FROM tenants WHERE id = $1`,
+      `SELECT deep_review_price_nanos AS price, payment_mode AS mode, (payment_webhook_secret_enc IS NOT NULL OR payment_webhook_secret IS NOT NULL) AS secret
+         FROM tenants WHERE id = $1`,
       [tenantId],
     );
     return { deepReviewPrice: row.price === null ? null : formatCny(BigInt(row.price)), paymentMode: row.mode, webhookSecretSet: row.secret };
@@ -61,9 +66,14 @@ export class OrdersService {
     if (dto.paymentMode === 'webhook' && !dto.webhookSecret && !current.webhookSecretSet) {
       throw ApiError.validation([{ field: 'webhookSecret', message: 'webhook payment mode needs a webhookSecret' }]);
     }
+    // A new secret is stored sealed (and a legacy plaintext one dropped); without one, the stored one stays.
+    const sealed = dto.webhookSecret === undefined ? null : this.secrets.seal('payment', auth.tenantId, dto.webhookSecret);
     await this.ds.query(
-      `UPDATE tenants SET deep_review_price_nanos = $2, payment_mode = $3, payment_webhook_secret = coalesce($4, payment_webhook_secret) WHERE id = $1`,
-      [auth.tenantId, parseCny(dto.deepReviewPrice).toString(), dto.paymentMode, dto.webhookSecret ?? null],
+      `UPDATE tenants SET deep_review_price_nanos = $2, payment_mode = $3,
+              payment_webhook_secret_enc = coalesce($4, payment_webhook_secret_enc),
+              payment_webhook_secret = CASE WHEN $4::text IS NULL THEN payment_webhook_secret END
+        WHERE id = $1`,
+      [auth.tenantId, parseCny(dto.deepReviewPrice).toString(), dto.paymentMode, sealed],
     );
     this.logger.log({ msg: 'billing settings updated', tenantId: auth.tenantId, paymentMode: dto.paymentMode });
     return this.settings(auth.tenantId);
@@ -147,12 +157,13 @@ export class OrdersService {
    */
   async handleWebhook(tenantId: string, rawBody: Buffer | undefined, signature: string | undefined): Promise<{ received: true; duplicate: boolean; order?: OrderView }> {
     const unauthorized = (why: string) => new ApiError('INVALID_SIGNATURE', `Webhook signature refused: ${why}`);
-    if (!UUID.test(tenantId)) throw unauthorized('unknown tenant');
-    const [tenant] = await this.ds.query(`SELECT payment_webhook_secret AS secret FROM tenants WHERE id = $1`, [tenantId]);
-    if (!tenant?.secret) throw unauthorized('unknown tenant, or no webhook secret set');
+    // An unknown tenant, or one without a secret, is checked against a secret nobody holds: its 401
+    // reads exactly like a wrong signature's, so the answer does not tell whether the tenant exists.
+    const secret = UUID.test(tenantId) ? await this.secrets.read('payment', tenantId) : null;
     if (!rawBody) throw unauthorized('empty body');
-    const check = verifySignature(signature, tenant.secret, rawBody);
+    const check = verifySignature(signature, secret || NO_TENANT_SECRET, rawBody);
     if (!check.ok) throw unauthorized(check.reason === 'stale' ? 'timestamp more than 5 minutes away' : `${check.reason} signature`);
+    if (!secret) throw unauthorized('mismatch signature');
 
     let event: { id?: unknown; type?: unknown; data?: { orderId?: unknown; amount?: unknown } };
     try {

@@ -24,7 +24,7 @@ describe('loadConfig', () => {
   });
 
   it('reads typed values', () => {
-    const c = loadConfig({ ...base, PORT: '8080', DATABASE_URL: 'postgres://u@h:5432/db', DEFAULT_MONTHLY_BUDGET: '0.012940' });
+    const c = loadConfig({ ...base, PORT: '8080', DATABASE_URL: 'postgres://u@h:5432/db', INKSTONE_SECRET_KEY: '11'.repeat(32), DEFAULT_MONTHLY_BUDGET: '0.012940' });
     expect(c.port).toBe(8080);
     expect(c.databaseUrl).toBe('postgres://u@h:5432/db');
     expect(c.defaultMonthlyBudget).toBe(12_940_000n);

@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import { MoneyFormatError, Nanos, parseCny } from '../common/money';
 import { Catalog, CatalogError, isRetired, parseTierSpec, retiredMessage, Tier, TierPlan, TIERS } from '../llm/catalog';
 import { ConfigError, EnvReader } from './env-reader';
+import { readSecretKeys, SecretKeyConfig } from './secret-key';
 
 export { ConfigError } from './env-reader';
 
@@ -57,6 +58,19 @@ export interface AppConfig {
   authCacheTtlMs: number;
   llm: LlmConfig;
   grading: GradingConfig;
+  /** The key that seals stored webhook secrets (src/config/secret-key.ts). */
+  secrets: SecretKeyConfig;
+  webhooks: WebhookConfig;
+}
+
+/** Webhooks Inkstone sends to tenants' URLs (budget alerts). */
+export interface WebhookConfig {
+  /** Let http and private addresses through (on-premise installs, tests); metadata addresses stay refused. */
+  allowPrivate: boolean;
+  /** One delivery's deadline, from DNS to the last byte read. */
+  timeoutMs: number;
+  /** Deliveries in flight at once per instance. */
+  concurrency: number;
 }
 
 export interface GradingConfig {
@@ -87,6 +101,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, now: Date = new Date()): AppConfig {
   const e = new EnvReader(env);
   const nodeEnv = e.oneOf('NODE_ENV', ['development', 'production', 'test'] as const, 'development');
+  const dataDir = path.resolve(e.string('INKSTONE_DATA_DIR', { default: './.inkstone' }));
   return {
     nodeEnv,
     host: e.string('HOST', { default: '0.0.0.0' }),
@@ -94,7 +109,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, now: Date = new
     logLevel: e.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
     databaseUrl: e.url('DATABASE_URL', ['postgres', 'postgresql']),
     databasePoolSize: e.int('DATABASE_POOL_SIZE', { min: 1, max: 200, default: 10 }),
-    dataDir: path.resolve(e.string('INKSTONE_DATA_DIR', { default: './.inkstone' })),
+    dataDir,
     adminToken: e.secret('INKSTONE_ADMIN_TOKEN', 16),
     bodyLimitBytes: e.int('BODY_LIMIT_BYTES', { min: 1024, max: 64 * 1024 * 1024, default: 8 * 1024 * 1024 }),
     defaultMonthlyBudget: readCny(e, 'DEFAULT_MONTHLY_BUDGET', '100.00'),
@@ -111,6 +126,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, now: Date = new
       maxAttempts: e.int('JOB_MAX_ATTEMPTS', { min: 1, max: 50, default: 5 }),
       retryBaseMs: e.int('JOB_RETRY_BASE_MS', { min: 0, max: 3_600_000, default: 5_000 }),
       shutdownGraceMs: e.int('SHUTDOWN_GRACE_MS', { min: 0, max: 600_000, default: 15_000 }),
+    },
+    secrets: readSecretKeys(e, dataDir),
+    webhooks: {
+      allowPrivate: e.bool('ALLOW_PRIVATE_WEBHOOKS', false),
+      timeoutMs: e.int('WEBHOOK_TIMEOUT_MS', { min: 100, max: 120_000, default: 10_000 }),
+      concurrency: e.int('WEBHOOK_CONCURRENCY', { min: 1, max: 1000, default: 16 }),
     },
   };
 }

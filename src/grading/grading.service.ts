@@ -63,7 +63,18 @@ export interface GradingSettings {
   reuseResubmissionGrades: boolean;
 }
 
-export class RetryableGradingError extends Error {}
+export class RetryableGradingError extends Error {
+  constructor(
+    message: string,
+    /** wait at least this long before the retry */
+    readonly retryAfterMs = 0,
+  ) {
+    super(message);
+  }
+}
+
+/** This worker no longer holds the job (its lease ran out while it was starved): it must stop. */
+export class LeaseLostError extends Error {}
 
 /**
  * Grades one essay: prompt-injection and near-duplicate checks, then the model through the
@@ -149,7 +160,7 @@ export class GradingService {
     }
 
     if (!grade) {
-      const result = await this.gradeWithModel(essay, rubric, flags, signal);
+      const result = await this.gradeWithModel(essay, rubric, flags, { job, signal });
       if (result.kind === 'failed') return this.finishFailed(job, essay, result.code, result.reason, flags);
       grade = result.grade;
       costNanos = result.costNanos;
@@ -197,7 +208,7 @@ export class GradingService {
     }
     const rubric = await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version);
     // On an essay graded already, the premium model writes the deep part only; otherwise a full deep grade.
-    const result = await this.gradeWithModel(row, rubric, new Set(), signal, 'deep', row.model_grade ?? undefined, true);
+    const result = await this.gradeWithModel(row, rubric, new Set(), { job, signal, tier: 'deep', base: row.model_grade ?? undefined, ordered: true });
     if (result.kind === 'failed') {
       await this.refundOrder(job, `${result.code}: ${result.reason}`);
       return result;
@@ -205,8 +216,10 @@ export class GradingService {
     const done = await this.queue.completeWith(
       job,
       [
+        // Stored only for an order still paid: one refunded while the review ran is not delivered.
         `UPDATE essays SET deep_grade = $6, cost_nanos = cost_nanos + $7, updated_at = now()
-          WHERE tenant_id = $1 AND id = $5 AND EXISTS (SELECT 1 FROM held)`,
+          WHERE tenant_id = $1 AND id = $5 AND EXISTS (SELECT 1 FROM held)
+            AND EXISTS (SELECT 1 FROM orders WHERE tenant_id = $1 AND id = $8 AND status = 'paid')`,
         `UPDATE orders SET status = 'delivered', delivered_at = now()
           WHERE tenant_id = $1 AND id = $8 AND status = 'paid' AND EXISTS (SELECT 1 FROM held)`,
       ],
@@ -283,13 +296,18 @@ export class GradingService {
     essay: EssayRow,
     rubric: Rubric,
     flags: Set<string>,
-    signal?: AbortSignal,
-    tier: Tier = essay.tier,
-    /** For a deep review: the standard grade it builds on (the premium model writes only the deep part). */
-    base?: StoredGrade,
-    /** a paid deep review, which can wait for the provider's Batch API */
-    ordered = false,
+    opts: {
+      /** the job this grading runs for: its provider calls are paid once, and only while its lease is held */
+      job: Job;
+      signal?: AbortSignal;
+      tier?: Tier;
+      /** For a deep review: the standard grade it builds on (the premium model writes only the deep part). */
+      base?: StoredGrade;
+      /** a paid deep review, which can wait for the provider's Batch API */
+      ordered?: boolean;
+    },
   ): Promise<{ kind: 'ok'; grade: StoredGrade; costNanos: bigint } | { kind: 'failed'; code: string; reason: string }> {
+    const { job, signal, tier = essay.tier, base, ordered = false } = opts;
     const variant: Variant = base ? 'deep_review' : tier === 'deep' ? 'deep' : 'standard';
     const validate = (content: string): Validation<ValidatedGrade> => {
       if (!base) return validateGrade(content, rubric, essay.text, variant);
@@ -339,10 +357,13 @@ export class GradingService {
         validate,
         repair: (_content, problem) => repairMessages(essay.language, problem),
         batch: ordered && this.config.grading.deepReviewBatch,
+        once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder: this.queue.workerId } },
         signal,
       });
     } catch (err) {
       if (!(err instanceof GatewayError) || signal?.aborted) throw err;
+      if (err.code === 'LEASE_LOST') throw new LeaseLostError(err.message);
+      if (err.code === 'CALL_IN_FLIGHT') throw new RetryableGradingError(err.message, err.retryAfterMs);
       if (err.code === 'BUDGET_EXHAUSTED') {
         const { whenExhausted } = await this.budget.settings(essay.tenant_id);
         if (tier === 'standard' && whenExhausted === 'offline') return offline('budget_exhausted');

@@ -1,7 +1,7 @@
 import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { EssayEvents } from './essay-events';
-import { GradingService } from './grading.service';
+import { GradingService, LeaseLostError, RetryableGradingError } from './grading.service';
 import { Job, JobQueue } from './job-queue';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -107,9 +107,15 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     } catch (err) {
       if (signal.aborted) return; // shutting down: the job is returned to the queue
       const message = (err as Error)?.message ?? String(err);
+      if (err instanceof LeaseLostError) {
+        // Another worker holds the job now; it will finish it. Nothing here is written or paid.
+        this.logger.warn({ msg: 'stopped a grading whose lease ran out', tenantId: job.tenantId, essayId: job.essayId, jobId: job.id });
+        return;
+      }
       // Anything unexpected (a database hiccup, every deep-tier provider down) is tried again later.
       if (job.attempts < job.maxAttempts) {
-        const delay = this.config.grading.retryBaseMs * 2 ** (job.attempts - 1) * (0.75 + Math.random() / 2);
+        const backoff = this.config.grading.retryBaseMs * 2 ** (job.attempts - 1) * (0.75 + Math.random() / 2);
+        const delay = Math.max(backoff, err instanceof RetryableGradingError ? err.retryAfterMs : 0);
         const requeued = await this.queue.retryLater(job, message, delay).catch(() => false);
         if (requeued && job.kind === 'grade') await this.grading.setStatus(job.tenantId, job.essayId, 'queued').catch(() => undefined);
         this.logger.warn({ msg: 'grading failed, will retry', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts, err: message });

@@ -1,6 +1,6 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import { BudgetService, Reservation } from '../billing/budget.service';
+import { BudgetService, GuardedAnswer, Reservation } from '../billing/budget.service';
 import { CallPurpose, LedgerEntry } from '../billing/ledger.service';
 import { Clock } from '../common/clock';
 import { Nanos } from '../common/money';
@@ -42,6 +42,11 @@ export interface GatewayRequest<T = string> extends Sampling {
   uncompressed?: ChatMessage[];
   /** The call can wait: send it through the provider's Batch API, at its batch price, where offered. */
   batch?: boolean;
+  /**
+   * Pay for each distinct request of this scope at most once (a job's grading): a retry reuses a
+   * paid answer, waits while the first call is in flight, and calls only while the lease is held.
+   */
+  once?: { scope: string; lease?: { jobId: string; holder: string } };
   signal?: AbortSignal;
 }
 
@@ -62,7 +67,16 @@ export interface GatewayResult<T = string> {
   latencyMs: number;
 }
 
-export type GatewayErrorCode = 'BUDGET_EXHAUSTED' | 'NO_PROVIDER_AVAILABLE' | 'CONTENT_REJECTED' | 'INVALID_REQUEST' | 'MODEL_NOT_FOUND';
+export type GatewayErrorCode =
+  | 'BUDGET_EXHAUSTED'
+  | 'NO_PROVIDER_AVAILABLE'
+  | 'CONTENT_REJECTED'
+  | 'INVALID_REQUEST'
+  | 'MODEL_NOT_FOUND'
+  /** the same request (see GatewayRequest.once) is already at a provider: try again after retryAfterMs */
+  | 'CALL_IN_FLIGHT'
+  /** the job's lease is no longer held by the caller: it must not call a provider for it */
+  | 'LEASE_LOST';
 
 /** Why the gateway could not answer, after trying every candidate it was allowed to. */
 export class GatewayError extends Error {
@@ -70,6 +84,7 @@ export class GatewayError extends Error {
     readonly code: GatewayErrorCode,
     message: string,
     readonly tried: string[] = [],
+    readonly retryAfterMs?: number,
   ) {
     super(message);
     this.name = 'GatewayError';
@@ -445,7 +460,12 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     messages: ChatMessage[],
     batch = false,
     ttlMs?: number,
-  ): Promise<{ kind: 'go'; reservation: Reservation; estimate: number; saved: number; params: ChatParams } | AttemptOutcome<T>> {
+  ): Promise<
+    | { kind: 'go'; reservation: Reservation; estimate: number; saved: number; params: ChatParams }
+    | { kind: 'replay'; answer: GuardedAnswer }
+    | { kind: 'budget' }
+    | { kind: 'skip'; reason: string }
+  > {
     const r = ctx.req;
     const estimate = estimatePromptTokens(messages, model.tokenizer);
     const maxTokens = Math.min(r.maxTokens ?? this.config.llm.defaultMaxTokens, model.maxOutputTokens);
@@ -454,14 +474,6 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     }
     // The highest price the call could be billed at, whichever window it lands in.
     const pricing: Pricing = batch ? model.batchPricing! : model.ceiling;
-    const reservation = await this.budget.reserve(r.tenantId, worstCaseCost(estimate, maxTokens, pricing), ttlMs);
-    if (!reservation) {
-      ctx.budgetRefused = true;
-      await this.budget.settle(null, 0n, this.entry(ctx, model, { outcome: 'budget_exhausted', estimatedInputTokens: estimate }));
-      return { kind: 'budget' };
-    }
-    ctx.attempt++;
-    ctx.tried.push(model.key);
     const params: ChatParams = {
       messages,
       maxTokens,
@@ -469,6 +481,32 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       jsonMode: r.jsonMode,
       stream: false,
     };
+    const amount = worstCaseCost(estimate, maxTokens, pricing);
+    let reservation: Reservation | null;
+    if (r.once) {
+      const llm = this.config.llm;
+      const guarded = await this.budget.reserveGuarded(
+        r.tenantId,
+        amount,
+        { key: guardKey(r.once.scope, model, batch, params), lease: r.once.lease, inFlightMs: (ttlMs ?? llm.totalTimeoutMs) + 5_000 },
+        ttlMs,
+      );
+      if (guarded.kind === 'answered') return { kind: 'replay', answer: guarded.answer };
+      if (guarded.kind === 'lease_lost') throw new GatewayError('LEASE_LOST', 'the job was taken over by another worker: no provider call is made for it here', ctx.tried);
+      if (guarded.kind === 'in_flight') {
+        throw new GatewayError('CALL_IN_FLIGHT', 'the same request is already at a provider for this job', ctx.tried, guarded.retryAfterMs);
+      }
+      reservation = guarded.kind === 'reserved' ? guarded.reservation : null;
+    } else {
+      reservation = await this.budget.reserve(r.tenantId, amount, ttlMs);
+    }
+    if (!reservation) {
+      ctx.budgetRefused = true;
+      await this.budget.settle(null, 0n, this.entry(ctx, model, { outcome: 'budget_exhausted', estimatedInputTokens: estimate }));
+      return { kind: 'budget' };
+    }
+    ctx.attempt++;
+    ctx.tried.push(model.key);
     const saved = r.uncompressed ? Math.max(0, estimatePromptTokens(r.uncompressed, model.tokenizer) - estimate) : 0;
     return { kind: 'go', reservation, estimate, saved, params };
   }
@@ -488,6 +526,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const batch = this.batchable(ctx, model);
     const llm = this.config.llm;
     const admitted = await this.admitAttempt(ctx, model, messages, batch, batch ? llm.batchMaxWaitMs + llm.reservationTtlMs : undefined);
+    if (admitted.kind === 'replay') return this.replay(ctx, model, admitted.answer);
     if (admitted.kind !== 'go') return admitted;
     const { reservation, estimate, saved, params } = admitted;
     const { pricing, window: priceWindow } = priceAt(model, this.clock.now(), batch);
@@ -501,7 +540,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     } catch (err) {
       const e = toProviderError(err);
       const usage = e.extra.usage ?? null;
-      await this.settle(reservation, usage ? costOf(usage, pricing) : 0n, this.entry(ctx, model, {
+      await this.settle(reservation, usage ? costOf(usage, pricing) : 0n, undefined, this.entry(ctx, model, {
         outcome: e.errorClass,
         errorReason: e.reason,
         estimatedInputTokens: estimate,
@@ -526,7 +565,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const validation: Validation<T> = ctx.req.validate
       ? ctx.req.validate(completion.content, model)
       : { ok: true, value: completion.content as unknown as T };
-    await this.settle(reservation, cost, this.entry(ctx, model, {
+    const paid: GuardedAnswer = { provider: model.provider, model: model.id, content: completion.content, finishReason: completion.finishReason, ...usage, costNanos: cost };
+    await this.settle(reservation, cost, paid, this.entry(ctx, model, {
       outcome: validation.ok ? 'ok' : 'invalid_output',
       errorReason: validation.ok ? undefined : validation.problem.slice(0, 200),
       estimatedInputTokens: estimate,
@@ -538,11 +578,38 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       costNanos: cost,
     }));
     this.metrics.spend(ctx.req.tenantId, model, cost, usage);
-    if (completion.usage && completion.usage.inputTokens > estimate) {
-      this.logger.warn({ msg: 'token estimate was below the billed input', model: model.key, estimate, billed: completion.usage.inputTokens });
+    return this.conclude(ctx, model, completion.content, validation, completion.finishReason, usage, cost, estimate);
+  }
+
+  /**
+   * An answer paid for by an earlier run of the same job (its settlement kept it): used again at
+   * no cost. The ledger gets a row that costs nothing, so the books still show every step.
+   */
+  private async replay<T>(ctx: CallContext<T>, model: CatalogModel, answer: GuardedAnswer): Promise<AttemptOutcome<T>> {
+    ctx.attempt++;
+    ctx.tried.push(model.key);
+    await this.budget.settle(null, 0n, this.entry(ctx, model, { outcome: 'replayed', cacheStatus: 'replay' }));
+    const usage: Usage = { inputTokens: answer.inputTokens, cachedInputTokens: answer.cachedInputTokens, outputTokens: answer.outputTokens };
+    const validation: Validation<T> = ctx.req.validate ? ctx.req.validate(answer.content, model) : { ok: true, value: answer.content as unknown as T };
+    return this.conclude(ctx, model, answer.content, validation, answer.finishReason, usage, answer.costNanos);
+  }
+
+  /** After a paid (or replayed) answer: an invalid one goes to repair, a valid one is the result. */
+  private async conclude<T>(
+    ctx: CallContext<T>,
+    model: CatalogModel,
+    content: string,
+    validation: Validation<T>,
+    finishReason: string,
+    usage: Usage,
+    cost: Nanos,
+    estimate?: number,
+  ): Promise<AttemptOutcome<T>> {
+    if (estimate !== undefined && usage.inputTokens > estimate) {
+      this.logger.warn({ msg: 'token estimate was below the billed input', model: model.key, estimate, billed: usage.inputTokens });
     }
-    if (!validation.ok) return { kind: 'invalid', content: completion.content, problem: validation.problem };
-    const result = this.answered(ctx, model, completion.content, validation.value, completion.finishReason, usage, cost);
+    if (!validation.ok) return { kind: 'invalid', content, problem: validation.problem };
+    const result = this.answered(ctx, model, content, validation.value, finishReason, usage, cost);
     await this.store(ctx, result);
     return { kind: 'ok', result };
   }
@@ -582,10 +649,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   }
 
   /** Settles with a few retries: a provider was paid; losing that record would break the ledger. */
-  private async settle(reservation: Reservation, cost: Nanos, entry: LedgerEntry): Promise<void> {
+  private async settle(reservation: Reservation, cost: Nanos, answer: GuardedAnswer | undefined, entry: LedgerEntry): Promise<void> {
     for (let i = 0; ; i++) {
       try {
-        return await this.budget.settle(reservation, cost, entry);
+        return await this.budget.settle(reservation, cost, entry, answer);
       } catch (err) {
         if (i >= 2) {
           this.logger.error({ msg: 'could not settle a model call', tenantId: entry.tenantId, reservationId: reservation.id, cost: cost.toString(), err: (err as Error).message });
@@ -647,7 +714,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
           const e = toProviderError(err);
           const u = e.extra.usage ?? usage;
           const cost = u ? costOf(u, pricing) : 0n;
-          await this.settle(reservation, cost, this.entry(ctx, model, {
+          await this.settle(reservation, cost, undefined, this.entry(ctx, model, {
             outcome: e.errorClass,
             errorReason: e.reason,
             estimatedInputTokens: estimate,
@@ -685,7 +752,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
           if (!broken && !finishReason && !usage) broken = new ProviderError('fatal', 'cancelled', 'the client went away');
           const billed = usage ?? estimatedUsage(estimate, content, model);
           const cost = costOf(billed, pricing);
-          await this.settle(reservation, cost, this.entry(ctx, model, {
+          await this.settle(reservation, cost, undefined, this.entry(ctx, model, {
             outcome: broken ? 'stream_interrupted' : 'ok',
             errorReason: broken?.reason,
             estimatedInputTokens: estimate,
@@ -733,6 +800,12 @@ function usageFields(usage: Usage | null | undefined, source: 'provider' | 'esti
 /** When a provider reports no usage: the input estimate (an upper bound) and the output as produced. */
 function estimatedUsage(estimate: number, content: string, model: CatalogModel): Usage {
   return { inputTokens: estimate, cachedInputTokens: 0, outputTokens: estimateTextTokens(content, model.tokenizer) };
+}
+
+/** What makes two attempts of a guarded call the same request: its scope, the model and the whole body. */
+function guardKey(scope: string, model: CatalogModel, batch: boolean, p: ChatParams): string {
+  const body = { scope, model: model.key, batch, maxTokens: p.maxTokens, jsonMode: p.jsonMode ?? false, sampling: samplingOf(p), messages: p.messages };
+  return createHash('sha256').update(JSON.stringify(body)).digest('hex');
 }
 
 /** Exponential backoff with full jitter, never shorter than the provider's Retry-After. */

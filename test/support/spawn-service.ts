@@ -3,6 +3,13 @@ import * as path from 'node:path';
 
 const ROOT = path.resolve(__dirname, '../..');
 
+/**
+ * The server key test processes seal webhook secrets with (INKSTONE_SECRET_KEY, 32 bytes in hex):
+ * the in-process test apps and the processes started here share it, as the instances of one
+ * install do. A fixed, public value: for tests only.
+ */
+export const TEST_SECRET_KEY = '7e57'.repeat(16);
+
 export interface ServiceProcess {
   child: ChildProcess;
   url: string;
@@ -10,11 +17,16 @@ export interface ServiceProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Runs src/main.ts as its own process, exactly as `npm start` would run the build. */
+/**
+ * Runs src/main.ts as its own process, exactly as `npm start` would run the build. With
+ * DATABASE_URL set it gets TEST_SECRET_KEY unless `env` names INKSTONE_SECRET_KEY itself (as ''
+ * to leave it unset); without, the embedded default makes its own key file.
+ */
 export function runService(env: NodeJS.ProcessEnv): ChildProcess {
+  const key = env.DATABASE_URL && !('INKSTONE_SECRET_KEY' in env) ? { INKSTONE_SECRET_KEY: TEST_SECRET_KEY } : {};
   return spawn(process.execPath, ['-r', 'ts-node/register/transpile-only', path.join(ROOT, 'src/main.ts')], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json'), ...env },
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json'), ...key, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
 }

@@ -3,6 +3,7 @@ import request from 'supertest';
 import { DataSource } from 'typeorm';
 import { createApp } from '../../src/app.factory';
 import { AppConfig, loadConfig } from '../../src/config/app-config';
+import { TEST_SECRET_KEY } from './spawn-service';
 import { createTestDatabase, TestDatabase } from './test-database';
 
 export const OPERATOR_TOKEN = 'test-operator-token-0123456789';
@@ -17,6 +18,7 @@ export function testEnv(databaseUrl: string, extra: Record<string, string> = {})
     PORT: '0',
     HOST: '127.0.0.1',
     SHUTDOWN_GRACE_MS: '2000',
+    INKSTONE_SECRET_KEY: TEST_SECRET_KEY,
     ...extra,
   };
 }

@@ -1,5 +1,5 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsOptional, IsString, IsUrl, Length, Max, Min, ValidateIf } from 'class-validator';
+import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsOptional, IsString, Length, Max, MaxLength, Min, ValidateIf } from 'class-validator';
 import { IsCnyAmount } from '../../common/validation';
 import type { WhenExhausted } from '../budget.service';
 
@@ -22,10 +22,15 @@ export class UpdateBudgetDto {
   @IsIn(['offline', 'reject'])
   whenExhausted?: WhenExhausted;
 
-  @ApiPropertyOptional({ description: 'where alerts are POSTed (signed like payment webhooks); null turns them off', nullable: true })
+  @ApiPropertyOptional({
+    description:
+      'where alerts are POSTed (signed like payment webhooks, with X-Inkstone-Event-Id); an https URL of a public host (checked by the service); null turns them off',
+    nullable: true,
+  })
   @IsOptional()
   @ValidateIf((_, v) => v !== null)
-  @IsUrl({ require_tld: false, protocols: ['http', 'https'], require_protocol: true })
+  @IsString()
+  @MaxLength(2048)
   alertWebhookUrl?: string | null;
 
   @ApiPropertyOptional({ description: 'secret for the X-Inkstone-Signature of alert webhooks (write-only)' })

@@ -1,0 +1,144 @@
+import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { SecretBox, SecretBoxError, sealedKeyId } from '../common/secret-box';
+import type { AppConfig } from '../config/app-config';
+import { ConfigError } from '../config/env-reader';
+import { resolveSecretKeys } from '../config/secret-key';
+import { assertTenantId } from '../db/tenant-scope';
+
+/** The tenant secrets Inkstone reads back: the payment provider's and the alert webhooks' signing secrets. */
+export type TenantSecretKind = 'payment' | 'alert';
+
+const COLUMNS: Record<TenantSecretKind, { sealed: string; legacy: string }> = {
+  payment: { sealed: 'payment_webhook_secret_enc', legacy: 'payment_webhook_secret' },
+  alert: { sealed: 'alert_webhook_secret_enc', legacy: 'alert_webhook_secret' },
+};
+
+/** The SecretBox of this process, from INKSTONE_SECRET_KEY or the embedded default's key file. */
+export function createSecretBox(config: AppConfig): SecretBox {
+  const keys = resolveSecretKeys(config.secrets);
+  if (keys.created) {
+    new Logger('Secrets').log({ msg: 'INKSTONE_SECRET_KEY is not set: generated a key for stored secrets (back it up with the data directory)', keyFile: keys.keyFile });
+  }
+  return new SecretBox(keys.current, keys.previous, keys.keyFile ? `the key file ${keys.keyFile}` : 'INKSTONE_SECRET_KEY');
+}
+
+/**
+ * Tenants' webhook secrets, sealed at rest (AES-256-GCM, see SecretBox) in `*_secret_enc` columns.
+ * Each value is bound to its tenant and column, so a sealed value copied elsewhere does not open.
+ *
+ * At start, before the app takes requests, every stored value is brought to the current key: a
+ * value sealed with a previous key is sealed again, and a legacy plaintext value (from before
+ * secrets were sealed, in the old column) is sealed and the old column emptied, in one statement
+ * guarded by the values read. A value sealed with a key this process does not have stops the start
+ * with one line. A plaintext value that appears later (written by an older instance during a
+ * rolling upgrade) is sealed the first time it is read.
+ */
+@Injectable()
+export class TenantSecretsService implements OnModuleInit {
+  private readonly logger = new Logger(TenantSecretsService.name);
+
+  constructor(
+    private readonly ds: DataSource,
+    private readonly box: SecretBox,
+  ) {}
+
+  async onModuleInit(): Promise<void> {
+    await this.refuseUnknownKeys();
+    await this.sealAll();
+  }
+
+  /** The sealed form of a secret, for the tenant's column of that kind. */
+  seal(kind: TenantSecretKind, tenantId: string, plaintext: string): string {
+    assertTenantId(tenantId);
+    return this.box.seal(plaintext, context(kind, tenantId));
+  }
+
+  /** A tenant's secret in plaintext, or null when none is set. */
+  async read(kind: TenantSecretKind, tenantId: string): Promise<string | null> {
+    assertTenantId(tenantId);
+    const c = COLUMNS[kind];
+    // The tenant's own row: scoped by its primary key.
+    const [row]: Array<{ sealed: string | null; legacy: string | null }> = await this.ds.query(
+      `SELECT ${c.sealed} AS sealed, ${c.legacy} AS legacy FROM tenants WHERE id = $1`,
+      [tenantId],
+    );
+    return row ? this.open(kind, tenantId, row.sealed, row.legacy) : null;
+  }
+
+  /** Opens values a caller selected itself; a legacy plaintext value (the newer one, if both are set) is sealed now. */
+  async open(kind: TenantSecretKind, tenantId: string, sealed: string | null, legacy: string | null): Promise<string | null> {
+    if (legacy !== null) {
+      await this.reseal(kind, tenantId, sealed, legacy, legacy);
+      return legacy;
+    }
+    return sealed === null ? null : this.box.open(sealed, context(kind, tenantId));
+  }
+
+  /** Replaces the stored value (sealed and legacy as read) with `plaintext` sealed under the current key; false if it changed meanwhile. */
+  private async reseal(kind: TenantSecretKind, tenantId: string, sealed: string | null, legacy: string | null, plaintext: string): Promise<boolean> {
+    const c = COLUMNS[kind];
+    const rows: unknown[] = await this.ds.query(
+      `UPDATE tenants SET ${c.sealed} = $2, ${c.legacy} = NULL
+        WHERE id = $1 AND ${c.sealed} IS NOT DISTINCT FROM $3 AND ${c.legacy} IS NOT DISTINCT FROM $4 RETURNING id`,
+      [tenantId, this.seal(kind, tenantId, plaintext), sealed, legacy],
+    );
+    return rows.length > 0;
+  }
+
+  private async refuseUnknownKeys(): Promise<void> {
+    // Maintenance across tenants: counts sealed values by the key that sealed them.
+    const byKey: Array<{ key_id: string; n: number }> = await this.ds.query(
+      `SELECT key_id, count(*)::int AS n FROM (
+         SELECT split_part(payment_webhook_secret_enc, ':', 3) AS key_id FROM tenants WHERE payment_webhook_secret_enc IS NOT NULL
+         UNION ALL
+         SELECT split_part(alert_webhook_secret_enc, ':', 3) FROM tenants WHERE alert_webhook_secret_enc IS NOT NULL) s
+       GROUP BY key_id ORDER BY key_id`,
+    );
+    const unknown = byKey.filter((k) => !this.box.knows(k.key_id));
+    if (unknown.length === 0) return;
+    const list = unknown.map((k) => `${k.n} with key ${k.key_id}`).join(', ');
+    throw new ConfigError(
+      'INKSTONE_SECRET_KEY',
+      `does not open the stored webhook secrets: ${list}, which is neither ${this.box.source} (key ${this.box.currentKeyId}) nor in INKSTONE_SECRET_KEY_PREVIOUS; ` +
+        'start with the key they were sealed with (a key being replaced goes in INKSTONE_SECRET_KEY_PREVIOUS)',
+    );
+  }
+
+  private async sealAll(): Promise<void> {
+    // Maintenance across tenants: only rows with a plaintext value or one sealed with an older key.
+    const rows: Array<Record<string, string | null> & { id: string }> = await this.ds.query(
+      `SELECT id, payment_webhook_secret_enc AS payment_sealed, payment_webhook_secret AS payment_legacy,
+              alert_webhook_secret_enc AS alert_sealed, alert_webhook_secret AS alert_legacy
+         FROM tenants
+        WHERE payment_webhook_secret IS NOT NULL OR alert_webhook_secret IS NOT NULL
+           OR split_part(payment_webhook_secret_enc, ':', 3) <> $1 OR split_part(alert_webhook_secret_enc, ':', 3) <> $1`,
+      [this.box.currentKeyId],
+    );
+    let plaintext = 0;
+    let rotated = 0;
+    for (const row of rows) {
+      for (const kind of ['payment', 'alert'] as const) {
+        const sealed = row[`${kind}_sealed`];
+        const legacy = row[`${kind}_legacy`];
+        if (legacy === null && (sealed === null || this.box.isCurrent(sealed))) continue;
+        try {
+          const value = legacy ?? this.box.open(sealed!, context(kind, row.id));
+          if (await this.reseal(kind, row.id, sealed, legacy, value)) {
+            if (legacy !== null) plaintext++;
+            else rotated++;
+          }
+        } catch (err) {
+          if (!(err instanceof SecretBoxError)) throw err;
+          // One altered value must not keep every tenant from being served; its readers fail clearly.
+          this.logger.error({ msg: 'a stored webhook secret does not open', tenantId: row.id, secret: kind, keyId: sealedKeyId(sealed ?? ''), err: err.message });
+        }
+      }
+    }
+    if (plaintext || rotated) this.logger.log({ msg: 'webhook secrets sealed with the current key', keyId: this.box.currentKeyId, plaintext, rotated });
+  }
+}
+
+function context(kind: TenantSecretKind, tenantId: string): string {
+  return `inkstone:tenants.${COLUMNS[kind].sealed}:${tenantId}`;
+}

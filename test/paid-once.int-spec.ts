@@ -1,0 +1,136 @@
+import { DataSource } from 'typeorm';
+import { BudgetService } from '../src/billing/budget.service';
+import { Job, JobQueue } from '../src/grading/job-queue';
+import { GatewayError, GatewayRequest, GatewayService } from '../src/llm/gateway.service';
+import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { generateEssay } from './support/essays';
+import { providerEnv } from './support/providers';
+import { createTestApp, TestApp } from './support/test-app';
+
+/**
+ * A job's provider calls are paid once: the answer becomes durable in the statement that settles
+ * the call, a retry of the job reuses it, a retry waits while the first call is in flight, and a
+ * worker whose lease ran out cannot start a call at all.
+ */
+describe('paid once: guarded provider calls of a job (real PostgreSQL, fake provider over HTTP)', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let gw: GatewayService;
+  let queue: JobQueue;
+  let ds: DataSource;
+  let tenant: TestTenant;
+  let job: Job;
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+    t = await createTestApp(providerEnv(fake, { WORKERS_ENABLED: 'false', LLM_STANDARD_MODELS: 'dashscope:qwen-flash' }));
+    gw = t.app.get(GatewayService);
+    queue = t.app.get(JobQueue);
+    ds = t.dataSource;
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+  beforeEach(async () => {
+    fake.reset();
+    gw.resetHealth();
+    tenant = await new Factory(t.app).newTenant({ monthlyBudget: '10.00' });
+    await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(7, 'zh').text }).expect(202);
+    [job] = (await queue.claim(1, 60_000)).filter((j) => j.tenantId === tenant.tenantId);
+    expect(job).toBeDefined();
+  });
+
+  const messages = [{ role: 'user' as const, content: '请给这篇作文打分。' }];
+  const call = (holder = queue.workerId, extra: Partial<GatewayRequest> = {}) =>
+    gw.complete({
+      tenantId: tenant.tenantId,
+      essayId: job.essayId,
+      purpose: 'grading',
+      target: { tier: 'standard' },
+      messages,
+      maxTokens: 100,
+      once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder } },
+      ...extra,
+    });
+  /** Another worker takes the job over (the first one's lease ran out while it was starved). */
+  const takeOver = (holder: string) => ds.query(`UPDATE jobs SET locked_by = $2, locked_until = now() + interval '1 minute' WHERE id = $1`, [job.id, holder]);
+  const ledger = () =>
+    ds.query(`SELECT outcome, cache_status, cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`, [tenant.tenantId]);
+  async function expectBooksBalanced() {
+    const [p] = await ds.query(`SELECT spent_nanos::text AS spent, reserved_nanos::text AS reserved FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+    const [l] = await ds.query(`SELECT coalesce(sum(cost_nanos), 0)::text AS total FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(p.reserved).toBe('0');
+    expect(p.spent).toBe(l.total);
+    return BigInt(p.spent);
+  }
+
+  it('reuses the answer a dead worker paid for: the retry makes no provider call and costs nothing more', async () => {
+    const first = await call();
+    expect(fake.requests).toHaveLength(1);
+    const spent = await expectBooksBalanced();
+    // The first worker died before storing the grade; another one runs the job again.
+    await takeOver('second-worker');
+    const again = await call('second-worker');
+    expect(fake.requests).toHaveLength(1);
+    expect(again.content).toBe(first.content);
+    expect(again.costNanos).toBe(first.costNanos); // what the grade cost, paid once
+    expect(await ledger()).toEqual([
+      { outcome: 'ok', cache_status: 'bypass', cost: first.costNanos.toString() },
+      { outcome: 'replayed', cache_status: 'replay', cost: '0' },
+    ]);
+    expect(await expectBooksBalanced()).toBe(spent);
+  });
+
+  it('refuses to call a provider for a worker whose lease is gone, reserving and charging nothing', async () => {
+    await takeOver('second-worker');
+    const err = await call().catch((e) => e);
+    expect(err).toBeInstanceOf(GatewayError);
+    expect(err.code).toBe('LEASE_LOST');
+    expect(fake.requests).toHaveLength(0);
+    expect(await ledger()).toEqual([]);
+    expect(await expectBooksBalanced()).toBe(0n);
+    const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM call_guards WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(n).toBe(0);
+  });
+
+  it('makes a retry wait while the first call is still at the provider, then reuse its answer', async () => {
+    fake.setLatency(1_000);
+    const slow = call(); // the first worker's call, under way
+    await new Promise((r) => setTimeout(r, 300));
+    await takeOver('second-worker');
+    const err = await call('second-worker').catch((e) => e);
+    expect(err).toMatchObject({ code: 'CALL_IN_FLIGHT' });
+    expect(err.retryAfterMs).toBeGreaterThan(0);
+    const first = await slow; // it settles even though its worker lost the job: the money was spent
+    fake.setLatency(0);
+    const again = await call('second-worker');
+    expect(again.content).toBe(first.content);
+    expect(fake.requests).toHaveLength(1);
+    await expectBooksBalanced();
+  });
+
+  it('gives the guard back when the call fails, so the retry may call again', async () => {
+    fake.enqueue('dashscope', Array.from({ length: 3 }, () => ({ kind: 'preset' as const, name: 'server_error' })));
+    await expect(call()).rejects.toMatchObject({ code: 'NO_PROVIDER_AVAILABLE' });
+    expect(fake.requests).toHaveLength(3); // the first try and two retries, each one guarded in turn
+    const failedCalls = fake.requests.length;
+    const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM call_guards WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(n).toBe(0);
+    gw.resetHealth();
+    const ok = await call();
+    expect(ok.content.length).toBeGreaterThan(0);
+    expect(fake.requests.length).toBe(failedCalls + 1);
+    await expectBooksBalanced();
+  });
+
+  it('leaves no guard behind when the budget cannot cover the call', async () => {
+    const budget = t.app.get(BudgetService);
+    await budget.update(tenant.tenantId, { monthlyCap: '0.000001' });
+    await expect(call()).rejects.toMatchObject({ code: 'BUDGET_EXHAUSTED' });
+    const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM call_guards WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(n).toBe(0);
+    expect(fake.requests).toHaveLength(0);
+  });
+});
