@@ -5,7 +5,12 @@ import { FastifyAdapter, NestFastifyApplication } from '@nestjs/platform-fastify
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { Logger } from 'nestjs-pino';
 import { AppModule } from './app.module';
-import { AllExceptionsFilter } from './common/all-exceptions.filter';
+import { Transform } from 'node:stream';
+import { AllExceptionsFilter, sendError } from './common/all-exceptions.filter';
+import { ApiError } from './common/errors';
+import { jsonDepthExceeds } from './common/json-depth';
+import { DEFAULT_BODY_LIMIT, InkstoneRouteConfig } from './common/route-config';
+import { Authenticator } from './tenancy/authenticator';
 import { createValidationPipe } from './common/validation';
 import { AppConfig } from './config/app-config';
 import { MetricsService } from './metrics/metrics.service';
@@ -21,13 +26,29 @@ function requestId(req: IncomingMessage): string {
 }
 
 /** Builds the whole application, initialised but not listening. Used by main.ts and by the tests. */
+/** JSON deeper than this is not a request any route takes: refused before it is parsed. */
+export const MAX_JSON_DEPTH = 32;
+
+/** Routes under these prefixes need a key (the guard then checks the route's roles). */
+function needsKey(url: string): boolean {
+  return url.startsWith('/v1/') || url === '/metrics';
+}
+
+function tooLarge(limit: number): ApiError {
+  return new ApiError('PAYLOAD_TOO_LARGE', `Request body is larger than this route's limit of ${limit} bytes`);
+}
+
 export async function createApp(config: AppConfig): Promise<NestFastifyApplication> {
   const adapter = new FastifyAdapter({
+    // The largest body any route takes; each route has its own, smaller limit (route-config.ts).
     bodyLimit: config.bodyLimitBytes,
     genReqId: requestId,
     requestIdHeader: false,
     logger: false,
     return503OnClosing: true,
+    // A client has this long to send its whole request (not to receive the answer: streams last).
+    requestTimeout: config.http.requestTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
   });
   const app = await NestFactory.create<NestFastifyApplication>(AppModule.forRoot(config), adapter, {
     bufferLogs: true,
@@ -36,14 +57,52 @@ export async function createApp(config: AppConfig): Promise<NestFastifyApplicati
     rawBody: true,
   });
   app.useLogger(app.get(Logger));
+  const logger = app.get(Logger);
+  const fastifyInstance = app.getHttpAdapter().getInstance();
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
+  // JSON bodies: nesting deeper than MAX_JSON_DEPTH is refused before JSON.parse sees it.
+  const parseJson = fastifyInstance.getDefaultJsonParser('error', 'error');
+  app.useBodyParser('application/json', { bodyLimit: config.bodyLimitBytes }, (req, body, done) => {
+    if (jsonDepthExceeds(body, MAX_JSON_DEPTH)) {
+      done(new ApiError('INVALID_JSON', `Request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`), undefined);
+      return;
+    }
+    parseJson(req as never, body as unknown as string, done);
+  });
 
   const metrics = app.get(MetricsService);
-  const fastify = app.getHttpAdapter().getInstance();
-  fastify.addHook('onRequest', (req, reply, done) => {
+  const fastify = fastifyInstance;
+  fastify.server.headersTimeout = config.http.headersTimeoutMs;
+  const authenticator = app.get(Authenticator);
+  // Before the body is read: the request id, and the key. A call without a valid key is answered
+  // 401 here, so it costs no body parsing (an 8 MiB body without a key is refused at once).
+  fastify.addHook('onRequest', async (req, reply) => {
     void reply.header('x-request-id', req.id);
-    done();
+    const route = req.routeOptions;
+    if (!route.url || (route.config as InkstoneRouteConfig)?.public || !needsKey(route.url)) return;
+    try {
+      req.auth = await authenticator.identify(req.headers.authorization);
+    } catch (err) {
+      sendError(reply as never, req as never, err, logger);
+      return reply;
+    }
+  });
+  // Each route's own body limit: a declared length over it is refused before reading; a body
+  // without one is counted as it arrives and cut off at the limit.
+  fastify.addHook('preParsing', async (req, _reply, payload) => {
+    const limit = (req.routeOptions.config as InkstoneRouteConfig)?.bodyLimit ?? DEFAULT_BODY_LIMIT;
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > limit) throw tooLarge(limit);
+    let seen = 0;
+    return payload.pipe(
+      new Transform({
+        transform(chunk: Buffer, _enc, next) {
+          seen += chunk.length;
+          next(seen > limit ? tooLarge(limit) : null, chunk);
+        },
+      }),
+    );
   });
   fastify.addHook('onResponse', (req, reply, done) => {
     metrics.observeHttp(req.method, req.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);

@@ -3,6 +3,7 @@ import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nest
 import type { FastifyRequest } from 'fastify';
 import { Auth, Public, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { BodyLimit, KiB } from '../common/route-config';
 import { SIGNATURE_HEADER } from '../common/signature';
 import { BillingSettingsDto } from './dto/billing-settings.dto';
 import { BillingSettingsView, OrdersService, OrderView } from './orders.service';
@@ -48,6 +49,7 @@ export class OrdersController {
   }
 
   @Post('payments/webhook/:tenantId')
+  @BodyLimit(64 * KiB)
   @HttpCode(200)
   @Public()
   @ApiHeader({ name: SIGNATURE_HEADER, description: 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">' })

@@ -1,4 +1,5 @@
-import { createParamDecorator, ExecutionContext, SetMetadata } from '@nestjs/common';
+import { applyDecorators, createParamDecorator, ExecutionContext, SetMetadata } from '@nestjs/common';
+import { RouteLimits } from './route-config';
 import type { ApiKeyRole } from '../tenancy/api-key.entity';
 
 export type Principal = 'operator' | ApiKeyRole;
@@ -15,7 +16,8 @@ export const PUBLIC_ROUTE = 'public';
 
 /** Declares who may call a route. A route without @Auth or @Public is refused to everyone. */
 export const Auth = (...principals: Principal[]) => SetMetadata(AUTH_METADATA, principals);
-export const Public = () => SetMetadata(AUTH_METADATA, PUBLIC_ROUTE);
+/** No key needed; such a route is also skipped by the key check that runs before the body is read. */
+export const Public = () => applyDecorators(SetMetadata(AUTH_METADATA, PUBLIC_ROUTE), RouteLimits({ public: true }));
 
 declare module 'fastify' {
   interface FastifyRequest {

@@ -52,6 +52,8 @@ export interface AppConfig {
   dataDir: string;
   adminToken: string;
   bodyLimitBytes: number;
+  /** Server timeouts: the whole request must arrive within requestTimeoutMs, its headers within headersTimeoutMs. */
+  http: { requestTimeoutMs: number; headersTimeoutMs: number; keepAliveTimeoutMs: number };
   defaultMonthlyBudget: Nanos;
   defaultTimezone: string;
   /** How long an authenticated key is trusted without asking the database (0: always ask). */
@@ -112,6 +114,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, now: Date = new
     dataDir,
     adminToken: e.secret('INKSTONE_ADMIN_TOKEN', 16),
     bodyLimitBytes: e.int('BODY_LIMIT_BYTES', { min: 1024, max: 64 * 1024 * 1024, default: 8 * 1024 * 1024 }),
+    http: readHttpTimeouts(e),
     defaultMonthlyBudget: readCny(e, 'DEFAULT_MONTHLY_BUDGET', '100.00'),
     defaultTimezone: e.timezone('DEFAULT_TIMEZONE', 'Asia/Shanghai'),
     authCacheTtlMs: e.int('AUTH_CACHE_TTL_MS', { min: 0, max: 300_000, default: 5_000 }),
@@ -195,6 +198,13 @@ function loadLlmConfig(e: EnvReader, now: Date): LlmConfig {
     batchPollMs: e.int('LLM_BATCH_POLL_MS', { min: 10, max: 3_600_000, default: 15_000 }),
     batchMaxWaitMs: e.int('LLM_BATCH_MAX_WAIT_MS', { min: 100, max: 172_800_000, default: 86_400_000 }),
   };
+}
+
+function readHttpTimeouts(e: EnvReader): AppConfig['http'] {
+  const requestTimeoutMs = e.int('HTTP_REQUEST_TIMEOUT_MS', { min: 1_000, max: 600_000, default: 30_000 });
+  const headersTimeoutMs = e.int('HTTP_HEADERS_TIMEOUT_MS', { min: 1_000, max: 600_000, default: 10_000 });
+  if (headersTimeoutMs > requestTimeoutMs) throw new ConfigError('HTTP_HEADERS_TIMEOUT_MS', `must not exceed HTTP_REQUEST_TIMEOUT_MS (${requestTimeoutMs})`);
+  return { requestTimeoutMs, headersTimeoutMs, keepAliveTimeoutMs: e.int('HTTP_KEEP_ALIVE_TIMEOUT_MS', { min: 1_000, max: 600_000, default: 65_000 }) };
 }
 
 function readCny(e: EnvReader, name: string, def: string): Nanos {

@@ -2,6 +2,7 @@ import { Body, Controller, Get, HttpCode, Param, Patch, Post, Query, Req, Res } 
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { BodyLimit, KiB, MiB } from '../common/route-config';
 import { OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
 import { EssayEvents } from './essay-events';
 import { ESSAY_STATUSES, EssaysService, EssayView } from './essays.service';
@@ -19,6 +20,7 @@ export class EssaysController {
   ) {}
 
   @Post()
+  @BodyLimit(256 * KiB)
   @HttpCode(202)
   @ApiOperation({ summary: 'Submit an essay for grading; it is stored durably before this answers' })
   submit(@TenantCaller() auth: TenantAuth, @Body() dto: SubmitEssayDto) {
@@ -26,6 +28,7 @@ export class EssaysController {
   }
 
   @Post('batch')
+  @BodyLimit(8 * MiB)
   @HttpCode(202)
   @ApiOperation({ summary: 'Submit a class set (up to 200 essays) in one go' })
   batch(@TenantCaller() auth: TenantAuth, @Body() dto: SubmitBatchDto) {

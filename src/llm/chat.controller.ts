@@ -4,6 +4,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { renderError } from '../common/error-rendering';
 import { formatCny } from '../common/money';
+import { BodyLimit, MiB } from '../common/route-config';
 import { ChatService, ChatStreamHandle } from './chat.service';
 import { ModelsView, ModelsService } from './models.service';
 
@@ -25,6 +26,7 @@ export class ChatController {
   }
 
   @Post('chat/completions')
+  @BodyLimit(8 * MiB)
   @HttpCode(200)
   @ApiOperation({ summary: "Chat completion (streaming or not) under the tenant's budget, cache, routing and ledger" })
   async complete(

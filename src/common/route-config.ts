@@ -1,0 +1,29 @@
+import { FASTIFY_ROUTE_CONFIG_METADATA } from '@nestjs/platform-fastify/constants';
+
+/**
+ * What Fastify knows about a route before Nest runs: set from decorators on the handler, read by
+ * the request hooks in app.factory.ts (auth before the body is parsed, the route's body limit).
+ */
+export interface InkstoneRouteConfig {
+  /** no key needed (health, the signed payment webhook) */
+  public?: boolean;
+  /** the largest request body the route takes, in bytes */
+  bodyLimit?: number;
+}
+
+/** Adds fields to the handler's Fastify route config, keeping the ones other decorators set. */
+export function RouteLimits(extra: InkstoneRouteConfig): MethodDecorator {
+  return (_target, _key, descriptor: PropertyDescriptor) => {
+    const current = (Reflect.getMetadata(FASTIFY_ROUTE_CONFIG_METADATA, descriptor.value) ?? {}) as InkstoneRouteConfig;
+    Reflect.defineMetadata(FASTIFY_ROUTE_CONFIG_METADATA, { ...current, ...extra }, descriptor.value);
+    return descriptor;
+  };
+}
+
+/** The largest body a route takes; larger ones get 413 before they are read. */
+export const BodyLimit = (bytes: number) => RouteLimits({ bodyLimit: bytes });
+
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+/** Routes that name no limit of their own. */
+export const DEFAULT_BODY_LIMIT = 1 * MiB;

@@ -1,0 +1,124 @@
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { loadConfig } from '../src/config/app-config';
+import { MAX_JSON_DEPTH } from '../src/app.factory';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { generateEssay } from './support/essays';
+import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+
+/** A raw request over loopback: the body as given, chunked when no length is declared. */
+function raw(
+  port: number,
+  opts: { method?: string; path: string; headers?: Record<string, string>; body?: Buffer | string; chunked?: boolean },
+): Promise<{ status: number; body: any; ms: number }> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const body = opts.body === undefined ? undefined : Buffer.isBuffer(opts.body) ? opts.body : Buffer.from(opts.body);
+    const headers: Record<string, string> = { 'content-type': 'application/json', ...opts.headers };
+    if (body && !opts.chunked) headers['content-length'] = String(body.length);
+    const req = http.request({ host: '127.0.0.1', port, method: opts.method ?? 'POST', path: opts.path, headers }, (res) => {
+      let text = '';
+      res.on('data', (c) => (text += c));
+      res.on('end', () => {
+        const json = (res.headers['content-type'] ?? '').includes('json');
+        resolve({ status: res.statusCode!, body: json && text ? JSON.parse(text) : text, ms: performance.now() - t0 });
+      });
+    });
+    // The server may answer and close before it has read the whole body: that is the point.
+    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
+    if (body && opts.chunked) {
+      for (let i = 0; i < body.length; i += 64 * 1024) req.write(body.subarray(i, i + 64 * 1024));
+      req.end();
+    } else req.end(body);
+  });
+}
+
+const nested = (depth: number) => `${'['.repeat(depth)}${']'.repeat(depth)}`;
+
+describe('the HTTP edge: keys before bodies, per-route body limits, nesting, timeouts', () => {
+  let t: TestApp;
+  let port: number;
+  let tenant: TestTenant;
+  let teacherKey: string;
+
+  beforeAll(async () => {
+    t = await createTestApp({ WORKERS_ENABLED: 'false' });
+    await t.app.listen({ port: 0, host: '127.0.0.1' });
+    port = (t.app.getHttpServer().address() as AddressInfo).port;
+    const f = new Factory(t.app);
+    tenant = await f.newTenant();
+    teacherKey = (await f.newKey(tenant, 'teacher')).key;
+  });
+  afterAll(() => t.close());
+
+  const essays = () => t.dataSource.query(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1`, [tenant.tenantId]).then((r) => r[0].n as number);
+
+  it('answers a request without a valid key with 401 before reading its body', async () => {
+    // Not JSON at all: had it been parsed, the answer would be 400 INVALID_JSON.
+    const noKey = await raw(port, { path: '/v1/essays', body: '{ this is not json' });
+    expect(noKey.status).toBe(401);
+    expect(noKey.body.error.code).toBe('UNAUTHENTICATED');
+    const badKey = await raw(port, { path: '/v1/essays', body: '{ this is not json', headers: bearer('isk_not-a-real-key') });
+    expect(badKey.status).toBe(401);
+    // With a key, the same body is parsed and refused as JSON.
+    const withKey = await raw(port, { path: '/v1/essays', body: '{ this is not json', headers: bearer(teacherKey) });
+    expect(withKey.status).toBe(400);
+    expect(withKey.body.error.code).toBe('INVALID_JSON');
+  });
+
+  it('refuses an 8 MiB nested body without a key at once, declared or chunked', async () => {
+    const body = Buffer.from(nested(4 * 1024 * 1024));
+    for (const chunked of [false, true]) {
+      const res = await raw(port, { path: '/v1/essays/batch', body, chunked });
+      expect(res.status).toBe(401);
+    }
+    expect(await essays()).toBe(0);
+  });
+
+  it('takes one essay up to 256 KiB, the payment webhook up to 64 KiB, and refuses more with 413 before parsing', async () => {
+    const big = JSON.stringify({ text: 'a'.repeat(256 * 1024) });
+    const res = await raw(port, { path: '/v1/essays', body: big, headers: bearer(teacherKey) });
+    expect(res.status).toBe(413);
+    expect(res.body.error.code).toBe('PAYLOAD_TOO_LARGE');
+    expect(res.body.error.message).toContain('262144');
+    const chunked = await raw(port, { path: '/v1/essays', body: big, chunked: true, headers: bearer(teacherKey) });
+    expect(chunked.status).toBe(413);
+    const webhook = await raw(port, { path: `/v1/payments/webhook/${tenant.tenantId}`, body: JSON.stringify({ id: 'x'.repeat(65 * 1024) }) });
+    expect(webhook.status).toBe(413);
+    // A class set is bigger than one essay: 100 essays of ~1,200 characters (over 256 KiB) are taken in one batch.
+    const batch = JSON.stringify({ essays: Array.from({ length: 100 }, (_, i) => ({ text: generateEssay(i, 'zh', { targetChars: 1200 }).text })) });
+    expect(Buffer.byteLength(batch)).toBeGreaterThan(256 * 1024);
+    const ok = await raw(port, { path: '/v1/essays/batch', body: batch, headers: bearer(teacherKey) });
+    expect(ok.status).toBe(202);
+    expect(await essays()).toBe(100);
+  });
+
+  it(`refuses JSON nested deeper than ${MAX_JSON_DEPTH} levels without parsing it, and takes ordinary nesting`, async () => {
+    const deep = await raw(port, { path: '/v1/essays', body: `{"text": ${nested(MAX_JSON_DEPTH + 1)}}`, headers: bearer(teacherKey) });
+    expect(deep.status).toBe(400);
+    expect(deep.body.error).toMatchObject({ code: 'INVALID_JSON', message: expect.stringContaining(`deeper than ${MAX_JSON_DEPTH}`) });
+    // Brackets inside strings are text, not nesting.
+    const inString = await raw(port, { path: '/v1/essays', body: JSON.stringify({ text: `${nested(500)} 这是一篇作文。`.repeat(2) }), headers: bearer(teacherKey) });
+    expect(inString.status).toBe(202);
+    const atLimit = await raw(port, { path: '/v1/essays', body: `{"text": ${nested(MAX_JSON_DEPTH - 1)}}`, headers: bearer(teacherKey) });
+    expect(atLimit.status).toBe(400);
+    expect(atLimit.body.error.code).toBe('VALIDATION_FAILED'); // parsed, then refused field by field
+  });
+
+  it('keeps the public routes public and the operator routes behind the operator token', async () => {
+    expect((await raw(port, { method: 'GET', path: '/health' })).status).toBe(200);
+    expect((await raw(port, { method: 'GET', path: '/metrics' })).status).toBe(401);
+    expect((await raw(port, { method: 'GET', path: '/metrics', headers: bearer(OPERATOR_TOKEN) })).status).toBe(200);
+    expect((await raw(port, { method: 'GET', path: '/v1/nothing-here' })).status).toBe(404);
+  });
+
+  it('sets the server timeouts from the configuration, and refuses a headers timeout over the request timeout', () => {
+    const server = t.app.getHttpServer() as http.Server;
+    expect(server.requestTimeout).toBe(30_000);
+    expect(server.headersTimeout).toBe(10_000);
+    expect(server.keepAliveTimeout).toBe(65_000);
+    expect(() => loadConfig({ INKSTONE_ADMIN_TOKEN: OPERATOR_TOKEN, HTTP_REQUEST_TIMEOUT_MS: '5000', HTTP_HEADERS_TIMEOUT_MS: '6000' })).toThrow(
+      /HTTP_HEADERS_TIMEOUT_MS must not exceed HTTP_REQUEST_TIMEOUT_MS/,
+    );
+  });
+});
