@@ -100,6 +100,16 @@ describe('locateQuote', () => {
     expect(locateQuote(text, 'then we left')).toEqual({ start: 28, end: 41 });
     expect(locateQuote(text, 'x')).toBeNull();
   });
+
+  it('ignores whitespace differences wherever they are, and skips places already used', () => {
+    const text = '我 爱\n  我的  祖国。我爱我的祖国。';
+    const used = new Set<string>();
+    const first = locateQuote(text, '我爱 我的祖国', used)!;
+    expect(first).toEqual({ start: 0, end: 12 });
+    used.add(`${first.start}:${first.end}`);
+    expect(locateQuote(text, '我爱 我的祖国', used)).toEqual({ start: 13, end: 19 });
+    expect(locateQuote('a '.repeat(20_000), 'a '.repeat(200) + 'b')).toBeNull();
+  });
 });
 
 describe('the fake provider grades every rubric validly, and breaks on request', () => {

@@ -81,15 +81,56 @@ export function locateQuote(essay: string, quote: string, used: Set<string> = ne
     if (!used.has(`${i}:${i + q.length}`)) return { start: i, end: i + q.length };
     from = i + 1;
   }
-  const parts = q.split(/\s+/).filter(Boolean).map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
-  if (parts.length > 1 || /\s/.test(q)) {
-    const re = new RegExp(parts.join('\\s*'), 'g');
-    for (let m = re.exec(essay); m; m = re.exec(essay)) {
-      const key = `${m.index}:${m.index + m[0].length}`;
-      if (!used.has(key)) return { start: m.index, end: m.index + m[0].length };
+  if (!/\s/.test(q)) return null;
+  // The quote's characters other than whitespace, searched for among the essay's: a plain search
+  // over the essay with its whitespace taken out, mapped back to the essay's offsets. Linear (the
+  // regular expression of the quote's words joined by `\s*` it replaces was not, on long quotes).
+  const needle = q.replace(/\s+/g, '');
+  const { text: hay, offsets } = withoutWhitespace(essay);
+  for (let from = 0; ; ) {
+    const i = hay.indexOf(needle, from);
+    if (i < 0) return null;
+    const start = offsets[i];
+    const end = offsets[i + needle.length - 1] + 1;
+    if (!used.has(`${start}:${end}`)) return { start, end };
+    from = i + 1;
+  }
+}
+
+/** JavaScript's `\s`: Unicode white space, line terminators and the BOM. */
+function isWhitespace(c: number): boolean {
+  return (
+    (c >= 0x09 && c <= 0x0d) ||
+    c === 0x20 ||
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff
+  );
+}
+
+/** The text without its whitespace, and for each character left its offset in the text. */
+function withoutWhitespace(text: string): { text: string; offsets: Int32Array } {
+  const offsets = new Int32Array(text.length);
+  const kept: string[] = [];
+  let n = 0;
+  let runStart = -1;
+  for (let i = 0; i <= text.length; i++) {
+    const ws = i === text.length || isWhitespace(text.charCodeAt(i));
+    if (!ws) {
+      if (runStart < 0) runStart = i;
+      offsets[n++] = i;
+    } else if (runStart >= 0) {
+      kept.push(text.slice(runStart, i));
+      runStart = -1;
     }
   }
-  return null;
+  return { text: kept.join(''), offsets };
 }
 
 /**

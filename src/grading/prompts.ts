@@ -1,6 +1,7 @@
 import { compactJson, normalizeText } from '../llm/compression';
 import type { ChatMessage } from '../llm/types';
 import type { Language, Rubric } from './rubric';
+import { fenceLookalikes } from './text-fold';
 
 /**
  * Grading prompts. The stable part comes first — instructions, output schema and rubric, written
@@ -90,9 +91,26 @@ function rubricForPrompt(r: Rubric): object {
   };
 }
 
-/** Keeps the fence intact: an essay cannot close it early. */
+/**
+ * Student text with everything a model could read as an `<essay>` or `</essay>` tag defused: the
+ * bracket of each look-alike (`< /essay>`, `</ESSAY >`, `＜/essay＞`, `<\u200b/essay>`, Cyrillic
+ * letters…, see fenceLookalikes) is written `&lt;`, as markup writes a literal bracket. One pass.
+ */
+export function defuseFences(text: string): string {
+  const at = fenceLookalikes(text);
+  if (at.length === 0) return text;
+  let out = '';
+  let kept = 0;
+  for (const i of at) {
+    out += text.slice(kept, i) + '&lt;';
+    kept = i + 1;
+  }
+  return out + text.slice(kept);
+}
+
+/** Keeps the fence intact: nothing in the essay can close it early (or open another). */
 function fence(text: string): string {
-  return `<essay>\n${text.replace(/<\/?\s*essay\b[^>]*>/gi, (m) => m.replace('<', '＜'))}\n</essay>`;
+  return `<essay>\n${defuseFences(text)}\n</essay>`;
 }
 
 export interface GradingPromptInput {
@@ -117,8 +135,8 @@ export interface GradingPrompt {
 export function buildGradingPrompt(input: GradingPromptInput): GradingPrompt {
   const system = `${instructions(input.language, input.variant)}\n${input.language === 'zh' ? '评分标准' : 'Rubric'}: ${compactJson(rubricForPrompt(input.rubric))}`;
   const head = [
-    input.assignmentPrompt ? `${input.language === 'zh' ? '题目' : 'Task'}: ${normalizeText(input.assignmentPrompt)}` : '',
-    input.title ? `${input.language === 'zh' ? '标题' : 'Title'}: ${normalizeText(input.title)}` : '',
+    input.assignmentPrompt ? `${input.language === 'zh' ? '题目' : 'Task'}: ${defuseFences(normalizeText(input.assignmentPrompt))}` : '',
+    input.title ? `${input.language === 'zh' ? '标题' : 'Title'}: ${defuseFences(normalizeText(input.title))}` : '',
   ]
     .filter(Boolean)
     .join('\n');

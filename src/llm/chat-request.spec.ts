@@ -39,4 +39,11 @@ describe('parseChatRequest', () => {
   it('normalizes chat content without touching indentation', () => {
     expect(normalizeChatContent('a\u200B  \r\n    indented\t\r\n')).toBe('a\n    indented\n');
   });
+
+  it('drops spaces and tabs only where a line ends, whatever their number', () => {
+    expect(normalizeChatContent('keep  inner \t spaces  \nand\u2028 ')).toBe('keep  inner \t spaces\nand\u2028');
+    expect(normalizeChatContent(' '.repeat(80_000) + 'x')).toBe(' '.repeat(80_000) + 'x');
+    expect(normalizeChatContent('x' + ' \t'.repeat(40_000))).toBe('x');
+    expect(normalizeChatContent('no trailing')).toBe('no trailing');
+  });
 });

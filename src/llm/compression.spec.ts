@@ -1,5 +1,5 @@
 import { Catalog } from './catalog';
-import { compactJson, cutHeadTail, normalizeForKey, normalizeText, tokensSaved } from './compression';
+import { compactJson, cutHeadTail, normalizeBounded, normalizeForKey, normalizeText, tokensSaved } from './compression';
 import { estimateTextTokens } from './tokens';
 
 const qwen = Catalog.load().models.get('dashscope:qwen-flash')!.tokenizer;
@@ -20,6 +20,16 @@ describe('normalizeText', () => {
     expect(normalizeForKey('Hello  world\r\n')).toBe(normalizeForKey('\uFEFFHello world\u200B'));
     expect(normalizeForKey('第一段。\n第二段。')).toBe(normalizeForKey('第一段。\n\n\n第二段。 '));
     expect(normalizeForKey('Hello world')).not.toBe(normalizeForKey('Hello, world'));
+  });
+});
+
+describe('normalizeBounded', () => {
+  it('normalizes as String.prototype.normalize does, with runs of more than 30 combining marks cut to 30', () => {
+    expect(normalizeBounded('e\u0301 ｅ', 'NFKC')).toBe('é e');
+    const zalgo = 'a' + '\u0301\u0316'.repeat(20_000);
+    const out = normalizeBounded(zalgo, 'NFC');
+    expect([...out].length).toBe(1 + 30 - 1); // a and one mark compose; 29 marks stay
+    expect(normalizeBounded('a' + '\u0301'.repeat(30), 'NFD')).toBe('a' + '\u0301'.repeat(30));
   });
 });
 

@@ -16,9 +16,23 @@ import { estimateTextTokens } from './tokens';
 const ZERO_WIDTH = /[\u200B-\u200D\u2060\uFEFF\u00AD]/g;
 const HORIZONTAL_SPACE = /[ \t\u00A0\u3000\u2000-\u200A\u202F\u205F]+/g;
 
+/** The most combining marks kept in a row (Unicode's stream-safe text format allows 30). */
+export const MAX_MARKS_IN_A_ROW = 30;
+const MARK_RUN = /\p{M}+/gu;
+
+/**
+ * `String.prototype.normalize` with runs of combining marks cut to 30 first: reordering a long run
+ * of marks of different classes is quadratic (80,000 of them take seconds), and no writing system
+ * stacks more than a handful on one letter.
+ */
+export function normalizeBounded(text: string, form: 'NFC' | 'NFD' | 'NFKC' | 'NFKD'): string {
+  const cut = text.replace(MARK_RUN, (run) => (run.length > MAX_MARKS_IN_A_ROW ? [...run].slice(0, MAX_MARKS_IN_A_ROW).join('') : run));
+  return cut.normalize(form);
+}
+
 export function normalizeText(text: string, opts: { compatibility?: boolean } = {}): string {
   let t = text.replace(ZERO_WIDTH, '').replace(/\r\n?/g, '\n');
-  t = opts.compatibility ? t.normalize('NFKC') : t.normalize('NFC');
+  t = normalizeBounded(t, opts.compatibility ? 'NFKC' : 'NFC');
   t = t
     .split('\n')
     .map((line) => line.replace(HORIZONTAL_SPACE, ' ').trim())
