@@ -6,6 +6,8 @@ import { BatchCalls1764700000000 } from './1764700000000-BatchCalls';
 import { PriceWindows1764800000000 } from './1764800000000-PriceWindows';
 import { SecretsAtRest1764900000000 } from './1764900000000-SecretsAtRest';
 import { CallGuards1765000000000 } from './1765000000000-CallGuards';
+import { FairShare1765100000000 } from './1765100000000-FairShare';
+import { DirectDeep1765200000000 } from './1765200000000-DirectDeep';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -17,4 +19,6 @@ export const MIGRATIONS = [
   PriceWindows1764800000000,
   SecretsAtRest1764900000000,
   CallGuards1765000000000,
+  FairShare1765100000000,
+  DirectDeep1765200000000,
 ];

@@ -11,6 +11,7 @@ import { ApiError } from './common/errors';
 import { jsonDepthExceeds } from './common/json-depth';
 import { DEFAULT_BODY_LIMIT, InkstoneRouteConfig } from './common/route-config';
 import { Authenticator } from './tenancy/authenticator';
+import { LimitsService, rateLimited } from './tenancy/limits.service';
 import { createValidationPipe } from './common/validation';
 import { AppConfig } from './config/app-config';
 import { MetricsService } from './metrics/metrics.service';
@@ -75,6 +76,7 @@ export async function createApp(config: AppConfig): Promise<NestFastifyApplicati
   const fastify = fastifyInstance;
   fastify.server.headersTimeout = config.http.headersTimeoutMs;
   const authenticator = app.get(Authenticator);
+  const limits = app.get(LimitsService);
   // Before the body is read: the request id, and the key. A call without a valid key is answered
   // 401 here, so it costs no body parsing (an 8 MiB body without a key is refused at once).
   fastify.addHook('onRequest', async (req, reply) => {
@@ -82,7 +84,14 @@ export async function createApp(config: AppConfig): Promise<NestFastifyApplicati
     const route = req.routeOptions;
     if (!route.url || (route.config as InkstoneRouteConfig)?.public || !needsKey(route.url)) return;
     try {
-      req.auth = await authenticator.identify(req.headers.authorization);
+      const auth = await authenticator.identify(req.headers.authorization);
+      req.auth = auth;
+      if (auth.kind === 'tenant') {
+        // Requests per second per key: a token bucket; its state goes on every answer.
+        const taken = limits.takeRequest(auth.keyId, await limits.of(auth.tenantId));
+        void reply.headers({ ...taken.headers });
+        if (!taken.ok) throw rateLimited(`This key sent more than ${taken.headers['ratelimit-limit']} requests in a burst; slow down`, taken.retryAfterS, Number(taken.headers['ratelimit-limit']));
+      }
     } catch (err) {
       sendError(reply as never, req as never, err, logger);
       return reply;

@@ -46,7 +46,7 @@ const EXCLUDED: Record<string, { kind: ExclusionKind; reason: string }> = {
   'HEAD /docs/*': { kind: 'static', reason: 'Swagger UI static assets, no tenant data' },
   // Operator-only routes that take an id go here with kind 'operator': the operator may see every
   // tenant, so they are not cross-tenant; the suite checks that a tenant key is refused (401/403).
-  // There are none today (the operator's routes, POST /v1/tenants and GET /metrics, take no id).
+  'PUT /v1/tenants/:id/limits': { kind: 'operator', reason: "the operator sets any tenant's fair-use limits" },
 };
 
 // ---------------------------------------------------------------------------------------------

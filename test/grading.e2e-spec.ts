@@ -1,5 +1,6 @@
 import { formatCny } from '../src/common/money';
 import { GradingService } from '../src/grading/grading.service';
+import { GradingWorker } from '../src/grading/grading.worker';
 import { builtinRubric, totalScore } from '../src/grading/rubric';
 import { GatewayService } from '../src/llm/gateway.service';
 import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
@@ -172,14 +173,14 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
 
     it('lets only an admin read and change the settings, refuses bad values, and grading follows a change at once', async () => {
       const settings = () => t.http.get('/v1/grading/settings').set(bearer(tenant.adminKey)).expect(200);
-      expect((await settings()).body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: false });
+      expect((await settings()).body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: false, directDeep: false });
       await t.http.get('/v1/grading/settings').set(bearer(teacher)).expect(403);
       await t.http.put('/v1/grading/settings').set(bearer(teacher)).send({ reuseResubmissionGrades: true }).expect(403);
       for (const bad of [{ nearDuplicateThreshold: 1.5 }, { nearDuplicateThreshold: 0 }, { reuseResubmissionGrades: 'yes' }]) {
         const res = await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send(bad).expect(400);
         expect(res.body.error.code).toBe('VALIDATION_FAILED');
       }
-      expect((await settings()).body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: false });
+      expect((await settings()).body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: false, directDeep: false });
 
       // Grading has read (and cached) the defaults: a resubmission is graded again.
       const original = generateEssay(8, 'zh').text;
@@ -189,7 +190,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(fake.requestCount).toBe(2);
       // The change applies to the next grading, without waiting for the cache to expire.
       const changed = await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true }).expect(200);
-      expect(changed.body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: true });
+      expect(changed.body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: true, directDeep: false });
       const reused = await gradeOne({ text: nearCopy(original, 5, 1), studentRef: 'frank' });
       expect(reused.flags).toContain('reused_grade');
       expect(fake.requestCount).toBe(2);
@@ -290,16 +291,33 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       await submit({ text: generateEssay(14, 'zh').text }).expect(202);
     });
 
-    it('fails an essay with BUDGET_EXHAUSTED when the budget runs out between submission and grading (policy reject)', async () => {
-      const texts = [generateEssay(140, 'zh').text, generateEssay(141, 'zh').text];
-      const worst = t.app.get(GradingService).cheapestWorstCase(texts[0], 'zh', builtinRubric('zh-gaokao-60')!, 'standard')!;
-      const cap = worst + worst / 2n; // one grading fits, two do not
+    it('checks a whole class set against the budget at submission (policy reject), storing none when it does not fit', async () => {
+      const texts = [generateEssay(142, 'zh').text, generateEssay(143, 'zh').text];
+      const rubric = builtinRubric('zh-gaokao-60')!;
+      const worst = texts.map((text) => t.app.get(GradingService).cheapestWorstCase(text, 'zh', rubric, 'standard')!);
       await t.http
         .put('/v1/budget')
         .set(bearer(tenant.adminKey))
-        .send({ monthlyCap: formatCny(cap), whenExhausted: 'reject' })
+        .send({ monthlyCap: formatCny(worst[0] + worst[1] - 1n), whenExhausted: 'reject' })
         .expect(200);
+      const res = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: texts.map((text) => ({ text })) }).expect(402);
+      expect(res.body.error).toMatchObject({ code: 'BUDGET_EXHAUSTED', message: expect.stringContaining('these 2 essays') });
+      expect(await storedEssays(t.dataSource, tenant.tenantId)).toEqual([]);
+      // Either one alone fits.
+      await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: [{ text: texts[0] }] }).expect(202);
+    });
+
+    it('fails an essay with BUDGET_EXHAUSTED when the budget runs out between submission and grading (policy reject)', async () => {
+      const texts = [generateEssay(140, 'zh').text, generateEssay(141, 'zh').text];
+      const worst = t.app.get(GradingService).cheapestWorstCase(texts[0], 'zh', builtinRubric('zh-gaokao-60')!, 'standard')!;
+      const worker = t.app.get(GradingWorker);
+      await worker.stop();
+      // Both fit when they are submitted…
+      await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: formatCny(worst * 3n), whenExhausted: 'reject' }).expect(200);
       const res = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: texts.map((text) => ({ text })) }).expect(202);
+      // …then the admin lowers the cap before they are graded: one grading fits, two do not.
+      await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: formatCny(worst + worst / 2n) }).expect(200);
+      worker.start();
       const views = await waitForEssays(t.app, teacher, res.body.ids);
       expect(views.map((v) => v.status).sort()).toEqual(['failed', 'graded']);
       const failed = views.find((v) => v.status === 'failed');
@@ -309,8 +327,23 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
   });
 
   describe('deep tier', () => {
+    it('is reached through an order, unless the admin turned on directDeep, and then only with an admin key', async () => {
+      const body = { text: generateEssay(16, 'zh').text, tier: 'deep' };
+      for (const key of [teacher, tenant.adminKey]) {
+        const res = await t.http.post('/v1/essays').set(bearer(key)).send(body).expect(403);
+        expect(res.body.error).toMatchObject({ code: 'FORBIDDEN', message: expect.stringContaining('deep-review order') });
+      }
+      await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ directDeep: true }).expect(200);
+      await t.http.post('/v1/essays').set(bearer(teacher)).send(body).expect(403);
+      await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: [{ text: body.text }], tier: 'deep' }).expect(400); // a class set is never deep
+      expect(await storedEssays(t.dataSource, tenant.tenantId)).toEqual([]);
+      expect(fake.requestCount).toBe(0);
+    });
+
     it('adds paragraph analysis, rewrites of weak passages and a revision plan, on the premium model', async () => {
-      const view = await gradeOne({ text: generateEssay(15, 'zh').text, tier: 'deep' });
+      await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ directDeep: true }).expect(200);
+      const res = await submit({ text: generateEssay(15, 'zh').text, tier: 'deep' }, tenant.adminKey).expect(202);
+      const [view] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);
       expect(view.grade).toMatchObject({ tier: 'deep', provider: 'dashscope', model: 'qwen3-max' });
       expect(view.grade.deep.paragraphs.length).toBeGreaterThan(0);
       expect(view.grade.deep.revisionPlan.length).toBeGreaterThan(0);
@@ -489,6 +522,7 @@ describe('grading with no provider configured', () => {
 
   it('fails a deep review clearly: the offline grader does not stand in for the premium model', async () => {
     const tenant = await new Factory(t.app).newTenant();
+    await t.app.get(GradingService).updateSettings(tenant.tenantId, { directDeep: true });
     const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(31, 'zh').text, tier: 'deep' }).expect(202);
     const [v] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);
     expect(v.status).toBe('failed');

@@ -1,3 +1,4 @@
+import { GradingService } from '../src/grading/grading.service';
 import { BudgetService } from '../src/billing/budget.service';
 import { rowsOf } from '../src/db/tenant-scope';
 import { GradingWorker } from '../src/grading/grading.worker';
@@ -29,6 +30,7 @@ describe('grading workers', () => {
     const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '100', LLM_DEEP_MODELS: 'dashscope:qwen3-max' });
     try {
       const tenant = await new Factory(t.app).newTenant();
+      await t.app.get(GradingService).updateSettings(tenant.tenantId, { directDeep: true });
       fake.enqueue('dashscope', [{ kind: 'preset', name: 'server_error' }, { kind: 'preset', name: 'server_error' }]);
       const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(1, 'zh').text, tier: 'deep' }).expect(202);
       const [view] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);
@@ -44,6 +46,7 @@ describe('grading workers', () => {
     const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '20', JOB_MAX_ATTEMPTS: '2', LLM_DEEP_MODELS: 'dashscope:qwen3-max' });
     try {
       const tenant = await new Factory(t.app).newTenant();
+      await t.app.get(GradingService).updateSettings(tenant.tenantId, { directDeep: true });
       fake.enqueue('dashscope', Array(4).fill({ kind: 'preset', name: 'server_error' }));
       const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(2, 'zh').text, tier: 'deep' }).expect(202);
       const [view] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);

@@ -6,6 +6,7 @@ import { formatCny, Nanos, parseCny } from '../common/money';
 import { checkWebhookUrl, DestinationRefusedError, HostResolver, vetHost } from '../common/outbound-webhook';
 import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
+import { ClusterBus } from '../db/cluster-bus';
 import { assertTenantId, tenantQuery } from '../db/tenant-scope';
 import { AlertsService } from './alerts.service';
 import { LEDGER_COLUMNS, LEDGER_COST_PARAM, LEDGER_PARAM_COUNT, LEDGER_PLACEHOLDERS, LedgerEntry, LedgerService, ledgerParams } from './ledger.service';
@@ -108,7 +109,14 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     @Inject(CONFIG) private readonly config: AppConfig,
     private readonly secrets: TenantSecretsService,
     private readonly resolver: HostResolver,
-  ) {}
+    private readonly bus: ClusterBus,
+  ) {
+    // A change made on any instance drops the cached settings everywhere.
+    bus.on<{ tenantId: string }>('budget', ({ tenantId }) => {
+      this.settingsCache.delete(tenantId);
+      this.remainingCache.delete(tenantId);
+    });
+  }
 
   onApplicationBootstrap(): void {
     this.sweepTimer = setInterval(() => {
@@ -450,8 +458,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
         cap.toString(),
       ]);
     });
-    this.settingsCache.delete(tenantId);
-    this.remainingCache.delete(tenantId);
+    this.bus.publish('budget', { tenantId });
     this.logger.log({ msg: 'budget updated', tenantId, period });
     return this.view(tenantId);
   }

@@ -6,6 +6,7 @@ import { ApiError } from '../common/errors';
 import { formatCny, isCnyString, Nanos, parseCny } from '../common/money';
 import { verifySignature } from '../common/signature';
 import { AppConfig, CONFIG } from '../config/app-config';
+import { ClusterBus } from '../db/cluster-bus';
 import { assertTenantId, tenantQuery } from '../db/tenant-scope';
 import { TenantSecretsService } from './tenant-secrets.service';
 
@@ -49,6 +50,7 @@ export class OrdersService {
     private readonly ds: DataSource,
     @Inject(CONFIG) private readonly config: AppConfig,
     private readonly secrets: TenantSecretsService,
+    private readonly bus: ClusterBus,
   ) {}
 
   async settings(tenantId: string): Promise<BillingSettingsView> {
@@ -215,6 +217,7 @@ export class OrdersService {
        SELECT (SELECT count(*) FROM ev)::int AS new_event, (SELECT count(*) FROM paid)::int AS paid`,
       [eventId, orderId, amount.toString(), randomUUID(), this.config.grading.maxAttempts],
     );
+    if (r.paid === 1) this.bus.publish('queued', {}); // wake an idle worker on any instance
     return { newEvent: r.new_event === 1, changed: r.paid === 1 };
   }
 

@@ -63,7 +63,28 @@ export interface AppConfig {
   /** The key that seals stored webhook secrets (src/config/secret-key.ts). */
   secrets: SecretKeyConfig;
   webhooks: WebhookConfig;
+  /** Per-tenant fair-use limits: these defaults, or the operator's per-tenant values. */
+  limits: TenantLimits;
 }
+
+/** What one tenant may use of the shared service (SPEC §10). */
+export interface TenantLimits {
+  /** requests a second per API key (refill rate of its token bucket), and the bucket's size */
+  requestsPerSecondPerKey: number;
+  requestBurstPerKey: number;
+  /** essays waiting in the queue */
+  essaysQueued: number;
+  /** essays being graded at once, across instances */
+  essaysGrading: number;
+  /** chat completions in flight, per instance */
+  chatInFlight: number;
+  /** open Server-Sent Event streams, per instance */
+  eventStreams: number;
+  /** model calls at a provider at once, per instance (all purposes) */
+  providerCalls: number;
+}
+
+export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls'] as const;
 
 /** Webhooks Inkstone sends to tenants' URLs (budget alerts). */
 export interface WebhookConfig {
@@ -119,6 +140,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, now: Date = new
     defaultTimezone: e.timezone('DEFAULT_TIMEZONE', 'Asia/Shanghai'),
     authCacheTtlMs: e.int('AUTH_CACHE_TTL_MS', { min: 0, max: 300_000, default: 5_000 }),
     llm: loadLlmConfig(e, now),
+    limits: {
+      requestsPerSecondPerKey: e.int('LIMIT_REQUESTS_PER_SECOND_PER_KEY', { min: 1, max: 1_000_000, default: 20 }),
+      requestBurstPerKey: e.int('LIMIT_REQUEST_BURST_PER_KEY', { min: 1, max: 1_000_000, default: 40 }),
+      essaysQueued: e.int('LIMIT_ESSAYS_QUEUED', { min: 1, max: 10_000_000, default: 20_000 }),
+      essaysGrading: e.int('LIMIT_ESSAYS_GRADING', { min: 1, max: 100_000, default: 64 }),
+      chatInFlight: e.int('LIMIT_CHAT_IN_FLIGHT', { min: 1, max: 100_000, default: 16 }),
+      eventStreams: e.int('LIMIT_EVENT_STREAMS', { min: 1, max: 100_000, default: 100 }),
+      providerCalls: e.int('LIMIT_PROVIDER_CALLS', { min: 1, max: 100_000, default: 64 }),
+    },
     grading: {
       workersEnabled: e.bool('WORKERS_ENABLED', true),
       concurrency: e.int('WORKER_CONCURRENCY', { min: 1, max: 2000, default: 16 }),

@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import { DynamicModule, Global, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
+import { ClusterBus } from './cluster-bus';
 import { createDataSource, migrate } from './data-source';
 import { EmbeddedPostgres } from './embedded-postgres';
 
@@ -62,8 +63,9 @@ export class DatabaseModule {
       providers: [
         { provide: DatabaseConnection, useFactory: (config: AppConfig) => DatabaseConnection.open(config), inject: [CONFIG] },
         { provide: DataSource, useFactory: (c: DatabaseConnection) => c.dataSource, inject: [DatabaseConnection] },
+        ClusterBus,
       ],
-      exports: [DatabaseConnection, DataSource],
+      exports: [DatabaseConnection, DataSource, ClusterBus],
     };
   }
 }

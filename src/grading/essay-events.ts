@@ -1,5 +1,5 @@
-import { EventEmitter } from 'node:events';
-import { Injectable } from '@nestjs/common';
+import { Injectable, OnModuleDestroy } from '@nestjs/common';
+import { ClusterBus } from '../db/cluster-bus';
 
 export interface EssayEvent {
   tenantId: string;
@@ -8,33 +8,52 @@ export interface EssayEvent {
 }
 
 /**
- * Status changes of essays in this process, for Server-Sent Events and to wake the local worker.
- * Changes made by other instances reach SSE clients through polling (see EssaysController).
+ * Status changes of essays, on every instance (through the cluster bus: LISTEN/NOTIFY), for
+ * Server-Sent Events; and "work was queued", to wake idle workers anywhere.
  */
 @Injectable()
-export class EssayEvents {
-  private readonly emitter = new EventEmitter();
+export class EssayEvents implements OnModuleDestroy {
+  /** Subscribers by essay id: one bus subscription serves every stream of this instance. */
+  private readonly byEssay = new Map<string, Set<(e: EssayEvent) => void>>();
+  private readonly unsubscribe: Array<() => void> = [];
 
-  constructor() {
-    this.emitter.setMaxListeners(0);
+  constructor(private readonly bus: ClusterBus) {
+    this.unsubscribe.push(
+      bus.on<EssayEvent>('essay', (e) => {
+        for (const fn of this.byEssay.get(e.essayId) ?? []) fn(e);
+      }),
+    );
+  }
+
+  onModuleDestroy(): void {
+    for (const u of this.unsubscribe) u();
   }
 
   emit(e: EssayEvent): void {
-    this.emitter.emit(`essay:${e.essayId}`, e);
+    this.bus.publish('essay', { tenantId: e.tenantId, essayId: e.essayId, status: e.status });
   }
 
   on(essayId: string, fn: (e: EssayEvent) => void): () => void {
-    this.emitter.on(`essay:${essayId}`, fn);
-    return () => this.emitter.off(`essay:${essayId}`, fn);
+    let set = this.byEssay.get(essayId);
+    if (!set) this.byEssay.set(essayId, (set = new Set()));
+    set.add(fn);
+    return () => {
+      set!.delete(fn);
+      if (!set!.size) this.byEssay.delete(essayId);
+    };
   }
 
-  /** New work was queued here: a worker waiting for the next poll may start now. */
+  /** The bus listener reconnected: events may have been missed meanwhile. */
+  onResync(fn: () => void): () => void {
+    return this.bus.on('resync', fn);
+  }
+
+  /** New work was queued (here or on another instance): a worker waiting for its next poll may start now. */
   queued(): void {
-    this.emitter.emit('queued');
+    this.bus.publish('queued', {});
   }
 
   onQueued(fn: () => void): () => void {
-    this.emitter.on('queued', fn);
-    return () => this.emitter.off('queued', fn);
+    return this.bus.on('queued', fn);
   }
 }

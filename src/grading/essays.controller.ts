@@ -4,10 +4,8 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { BodyLimit, KiB, MiB } from '../common/route-config';
 import { OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
-import { EssayEvents } from './essay-events';
+import { EssayStreamService } from './essay-stream.service';
 import { ESSAY_STATUSES, EssaysService, EssayView } from './essays.service';
-
-const TERMINAL = new Set(['graded', 'failed', 'needs_review']);
 
 @ApiTags('grading')
 @ApiBearerAuth()
@@ -16,7 +14,7 @@ const TERMINAL = new Set(['graded', 'failed', 'needs_review']);
 export class EssaysController {
   constructor(
     private readonly essays: EssaysService,
-    private readonly events: EssayEvents,
+    private readonly streams: EssayStreamService,
   ) {}
 
   @Post()
@@ -74,49 +72,7 @@ export class EssaysController {
 
   @Get(':id/events')
   @ApiOperation({ summary: 'Server-Sent Events: each status change, then the finished grade (event: grade) and event: end' })
-  async stream(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
-    await this.essays.get(auth, id); // 404 for an id that is not this tenant's, before the stream starts
-    reply.hijack();
-    const raw = reply.raw;
-    raw.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      'x-request-id': String(req.id),
-    });
-    let last = '';
-    let closed = false;
-    let chain = Promise.resolve();
-    const send = (event: string, data: unknown) => raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-    const timers: NodeJS.Timeout[] = [];
-    let unsubscribe = () => {};
-    const finish = () => {
-      if (closed) return;
-      closed = true;
-      unsubscribe();
-      for (const t of timers) clearInterval(t);
-      raw.end();
-    };
-    const check = () => {
-      chain = chain.then(async () => {
-        if (closed) return;
-        const view = await this.essays.get(auth, id).catch(() => null);
-        if (!view || closed) return;
-        if (view.status !== last) {
-          last = view.status;
-          send('status', { id, status: view.status, flags: view.flags, failure: view.failure });
-        }
-        if (TERMINAL.has(view.status)) {
-          if (view.grade) send('grade', { id, status: view.status, grade: view.grade });
-          send('end', { id, status: view.status });
-          finish();
-        }
-      });
-    };
-    unsubscribe = this.events.on(id, check);
-    // Changes made by another instance are seen by polling.
-    timers.push(setInterval(check, 1_000), setInterval(() => !closed && raw.write(': keep-alive\n\n'), 15_000));
-    raw.on('close', finish);
-    check();
+  stream(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
+    return this.streams.open(auth, id, req, reply);
   }
 }

@@ -15,6 +15,7 @@ import { BudgetService } from '../billing/budget.service';
 import { OrdersService, OrderView } from '../billing/orders.service';
 import { isOnStep, Language, maxScore, Rubric, totalScore } from './rubric';
 import { RubricsService } from './rubrics.service';
+import { LimitsService } from '../tenancy/limits.service';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const ESSAY_STATUSES = ['queued', 'grading', 'graded', 'failed', 'needs_review'] as const;
@@ -58,6 +59,7 @@ export class EssaysService {
   constructor(
     private readonly ds: DataSource,
     private readonly rubrics: RubricsService,
+    private readonly limits: LimitsService,
     private readonly assignments: AssignmentsService,
     private readonly events: EssayEvents,
     private readonly budget: BudgetService,
@@ -90,21 +92,39 @@ export class EssaysService {
    * Under the budget policy `reject`, an essay that no model could grade within what is left of
    * the month's budget is refused at once with 402.
    */
-  private async refuseIfUnaffordable(tenantId: string, text: string, language: Language, rubric: Rubric, tier: 'standard' | 'deep'): Promise<void> {
+  /** Under policy reject (and always for the premium tier), what is left of the budget must cover every essay sent. */
+  private async refuseIfUnaffordable(tenantId: string, essays: Array<{ text: string; language: Language }>, rubric: Rubric, tier: 'standard' | 'deep'): Promise<void> {
     const { whenExhausted } = await this.budget.settings(tenantId);
     if (whenExhausted !== 'reject' && tier === 'standard') return;
-    const cheapest = this.grading.cheapestWorstCase(text, language, rubric, tier);
-    if (cheapest === null) return; // no provider: graded offline (standard) or failed clearly (deep)
-    if ((await this.budget.remaining(tenantId)) < cheapest) {
-      throw new ApiError('BUDGET_EXHAUSTED', "The tenant's monthly model budget cannot cover grading this essay");
+    let total = 0n;
+    for (const e of essays) {
+      const cheapest = this.grading.cheapestWorstCase(e.text, e.language, rubric, tier);
+      if (cheapest === null) return; // no provider: graded offline (standard) or failed clearly (deep)
+      total += cheapest;
+    }
+    if ((await this.budget.remaining(tenantId)) < total) {
+      const what = essays.length === 1 ? 'this essay' : `these ${essays.length} essays`;
+      throw new ApiError('BUDGET_EXHAUSTED', `The tenant's monthly model budget cannot cover grading ${what}`);
     }
   }
 
+  /** The premium tier is reached through a deep-review order; directly only by an admin, when the admin allowed it. */
+  private async refuseDirectDeep(auth: TenantAuth, tier: string | undefined): Promise<void> {
+    if (tier !== 'deep') return;
+    if (auth.role === 'admin' && (await this.grading.settings(auth.tenantId)).directDeep) return;
+    throw new ApiError(
+      'FORBIDDEN',
+      'The premium tier is reached through a deep-review order (POST /v1/essays/:id/deep-review); submitting tier "deep" needs an admin key and directDeep turned on in the grading settings',
+    );
+  }
+
   async submit(auth: TenantAuth, dto: SubmitEssayDto): Promise<{ id: string; status: 'queued' }> {
+    await this.refuseDirectDeep(auth, dto.tier);
     const text = this.checkText(dto.text, 'text');
     const t = await this.target(auth.tenantId, dto, text);
     const language = t.language ?? (t.rubric.language === 'any' ? detectLanguage(text) : t.rubric.language);
-    await this.refuseIfUnaffordable(auth.tenantId, text, language, t.rubric, dto.tier ?? 'standard');
+    await this.refuseIfUnaffordable(auth.tenantId, [{ text, language }], t.rubric, dto.tier ?? 'standard');
+    await this.limits.admitQueued(auth.tenantId, 1);
     const id = randomUUID();
     await tenantQuery(
       this.ds.manager,
@@ -139,7 +159,8 @@ export class EssaysService {
     if (problems.length) throw ApiError.validation(problems);
     const t = await this.target(auth.tenantId, dto);
     const languages = texts.map((text) => t.language ?? (t.rubric.language === 'any' ? detectLanguage(text) : t.rubric.language));
-    await this.refuseIfUnaffordable(auth.tenantId, texts[0], languages[0], t.rubric, 'standard');
+    await this.refuseIfUnaffordable(auth.tenantId, texts.map((text, i) => ({ text, language: languages[i] })), t.rubric, 'standard');
+    await this.limits.admitQueued(auth.tenantId, texts.length);
     const ids = texts.map(() => randomUUID());
     await tenantQuery(
       this.ds.manager,

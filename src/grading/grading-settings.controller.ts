@@ -16,6 +16,11 @@ export class GradingSettingsDto {
   @IsOptional()
   @IsBoolean()
   reuseResubmissionGrades?: boolean;
+
+  @ApiPropertyOptional({ description: 'let admin keys submit essays with tier "deep" directly, at the premium price, without a deep-review order' })
+  @IsOptional()
+  @IsBoolean()
+  directDeep?: boolean;
 }
 
 class GradingSettingsView {
@@ -24,6 +29,9 @@ class GradingSettingsView {
 
   @ApiProperty()
   reuseResubmissionGrades: boolean;
+
+  @ApiProperty()
+  directDeep: boolean;
 }
 
 @ApiTags('grading')
@@ -34,7 +42,7 @@ export class GradingSettingsController {
   constructor(private readonly grading: GradingService) {}
 
   @Get()
-  @ApiOperation({ summary: "The tenant's near-duplicate threshold and resubmission policy" })
+  @ApiOperation({ summary: "The tenant's near-duplicate threshold, resubmission policy and direct deep grading" })
   get(@TenantCaller() auth: TenantAuth): Promise<GradingSettingsView> {
     return this.grading.settings(auth.tenantId);
   }

@@ -1,9 +1,11 @@
 import { Module } from '@nestjs/common';
 import { BillingModule } from '../billing/billing.module';
 import { LlmModule } from '../llm/llm.module';
+import { TenancyModule } from '../tenancy/tenancy.module';
 import { AssignmentsController } from './assignments.controller';
 import { AssignmentsService } from './assignments.service';
 import { EssayEvents } from './essay-events';
+import { EssayStreamService } from './essay-stream.service';
 import { EssaysController } from './essays.controller';
 import { EssaysService } from './essays.service';
 import { GradingMetrics } from './grading-metrics';
@@ -16,9 +18,9 @@ import { RubricsController } from './rubrics.controller';
 import { RubricsService } from './rubrics.service';
 
 @Module({
-  imports: [LlmModule, BillingModule],
+  imports: [LlmModule, BillingModule, TenancyModule],
   controllers: [RubricsController, AssignmentsController, EssaysController, GradingSettingsController],
-  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayEvents, GradingService, GradingWorker, JobQueue, NearDuplicateIndex],
+  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayStreamService, EssayEvents, GradingService, GradingWorker, JobQueue, NearDuplicateIndex],
   exports: [EssaysService, GradingService, GradingWorker, JobQueue, RubricsService],
 })
 export class GradingModule {}

@@ -5,6 +5,7 @@ import { BudgetService } from '../billing/budget.service';
 import { formatCny } from '../common/money';
 import { ApiError } from '../common/errors';
 import { TtlCache } from '../common/ttl-cache';
+import { ClusterBus } from '../db/cluster-bus';
 import { assertTenantId, tenantQuery } from '../db/tenant-scope';
 import { CatalogModel, Tier } from '../llm/catalog';
 import { cutHeadTail, normalizeForKey } from '../llm/compression';
@@ -61,6 +62,8 @@ export type GradingOutcome = { kind: 'done'; status: string } | { kind: 'failed'
 export interface GradingSettings {
   nearDuplicateThreshold: number;
   reuseResubmissionGrades: boolean;
+  /** admin keys may submit tier "deep" without an order */
+  directDeep: boolean;
 }
 
 export class RetryableGradingError extends Error {
@@ -97,7 +100,11 @@ export class GradingService {
     private readonly events: EssayEvents,
     private readonly metrics: GradingMetrics,
     @Inject(CONFIG) private readonly config: AppConfig,
-  ) {}
+    private readonly bus: ClusterBus,
+  ) {
+    // A change made on any instance drops the cached settings everywhere.
+    bus.on<{ tenantId: string }>('settings', ({ tenantId }) => this.settingsCache.delete(tenantId));
+  }
 
   /** Takes the essay for grading (status → grading) and reads it, in one statement. */
   private async start(tenantId: string, essayId: string): Promise<EssayRow | null> {
@@ -131,7 +138,7 @@ export class GradingService {
     const rubric = await this.rubrics.resolve(job.tenantId, essay.rubric_key, essay.rubric_version);
     const flags = new Set(essay.flags);
 
-    const injection = detectInjection(essay.text);
+    const injection = detectInjection(essay.text, essay.title);
     if (injection.suspected) flags.add('prompt_injection_suspected');
 
     const settings = await this.settingsCache.getOrLoad(job.tenantId, () => this.settings(job.tenantId));
@@ -273,22 +280,23 @@ export class GradingService {
   async settings(tenantId: string): Promise<GradingSettings> {
     assertTenantId(tenantId);
     // The tenant's own row: scoped by its primary key.
-    const [row]: Array<{ t: string; r: boolean }> = await this.ds.query(
-      `SELECT near_duplicate_threshold::text AS t, reuse_resubmission_grades AS r FROM tenants WHERE id = $1`,
+    const [row]: Array<{ t: string; r: boolean; d: boolean }> = await this.ds.query(
+      `SELECT near_duplicate_threshold::text AS t, reuse_resubmission_grades AS r, direct_deep AS d FROM tenants WHERE id = $1`,
       [tenantId],
     );
     if (!row) throw ApiError.notFound('Tenant');
-    return { nearDuplicateThreshold: Number(row.t), reuseResubmissionGrades: row.r };
+    return { nearDuplicateThreshold: Number(row.t), reuseResubmissionGrades: row.r, directDeep: row.d };
   }
 
   async updateSettings(tenantId: string, change: Partial<GradingSettings>): Promise<GradingSettings> {
     assertTenantId(tenantId);
     await this.ds.query(
       `UPDATE tenants SET near_duplicate_threshold = coalesce($2, near_duplicate_threshold),
-              reuse_resubmission_grades = coalesce($3, reuse_resubmission_grades) WHERE id = $1`,
-      [tenantId, change.nearDuplicateThreshold ?? null, change.reuseResubmissionGrades ?? null],
+              reuse_resubmission_grades = coalesce($3, reuse_resubmission_grades),
+              direct_deep = coalesce($4, direct_deep) WHERE id = $1`,
+      [tenantId, change.nearDuplicateThreshold ?? null, change.reuseResubmissionGrades ?? null, change.directDeep ?? null],
     );
-    this.settingsCache.delete(tenantId);
+    this.bus.publish('settings', { tenantId });
     return this.settings(tenantId);
   }
 

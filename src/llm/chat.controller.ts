@@ -5,6 +5,7 @@ import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { renderError } from '../common/error-rendering';
 import { formatCny } from '../common/money';
 import { BodyLimit, MiB } from '../common/route-config';
+import { LimitsService } from '../tenancy/limits.service';
 import { ChatService, ChatStreamHandle } from './chat.service';
 import { ModelsView, ModelsService } from './models.service';
 
@@ -17,6 +18,7 @@ export class ChatController {
   constructor(
     private readonly chat: ChatService,
     private readonly models: ModelsService,
+    private readonly limits: LimitsService,
   ) {}
 
   @Get('models')
@@ -37,19 +39,25 @@ export class ChatController {
   ): Promise<unknown> {
     const noCache = /\bno-cache\b/i.test(String(req.headers['cache-control'] ?? ''));
     const parsed = this.chat.parse(body);
-    if (!parsed.stream) {
-      const { result, response } = await this.chat.complete(auth, parsed, { noCache, requestId: String(req.id) });
-      void reply.headers({
-        'x-inkstone-provider': result.provider,
-        'x-inkstone-model': result.model,
-        'x-inkstone-cache': result.cache,
-        'x-inkstone-cost': formatCny(result.costNanos),
-      });
-      return response;
+    // One of the tenant's chat calls in flight on this instance, or 429 before anything is spent.
+    const release = await this.limits.acquire(auth.tenantId, 'chatInFlight');
+    try {
+      if (!parsed.stream) {
+        const { result, response } = await this.chat.complete(auth, parsed, { noCache, requestId: String(req.id) });
+        void reply.headers({
+          'x-inkstone-provider': result.provider,
+          'x-inkstone-model': result.model,
+          'x-inkstone-cache': result.cache,
+          'x-inkstone-cost': formatCny(result.costNanos),
+        });
+        return response;
+      }
+      const handle = this.chat.stream(auth, parsed, { noCache, requestId: String(req.id) });
+      await this.pipe(handle, req, reply);
+      return undefined;
+    } finally {
+      release();
     }
-    const handle = this.chat.stream(auth, parsed, { noCache, requestId: String(req.id) });
-    await this.pipe(handle, req, reply);
-    return undefined;
   }
 
   /** Writes the stream as Server-Sent Events; a failure before the first token is a normal JSON error. */

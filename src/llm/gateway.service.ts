@@ -15,6 +15,7 @@ import { CachedAnswer, ResponseCache } from './response-cache';
 import { estimatePromptTokens, estimateTextTokens } from './tokens';
 import { ChatMessage, ChatParams, ProviderError, Sampling, samplingOf, Usage } from './types';
 import { GatewayMetrics } from './gateway-metrics';
+import { LimitsService } from '../tenancy/limits.service';
 
 export type GatewayTarget = { tier: Tier } | { model: string };
 
@@ -150,6 +151,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     private readonly cache: ResponseCache,
     private readonly metrics: GatewayMetrics,
     private readonly clock: Clock,
+    private readonly limits: LimitsService,
   ) {
     this.client = new ProviderClient(config.llm);
     this.batches = new BatchCollector(this.client, config.llm);
@@ -533,11 +535,15 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const t0 = performance.now();
     const adapter = ADAPTERS[model.dialect];
     let completion;
+    // One of the tenant's provider-call slots on this instance (a call waiting in a provider batch holds none).
+    let release: (() => void) | undefined;
     try {
+      if (!batch) release = await this.limits.providerSlot(ctx.req.tenantId, ctx.req.signal);
       completion = batch
         ? await this.batches.submit(this.provider(model), adapter, model, params)
         : await this.client.complete(this.provider(model), adapter, model, params, ctx.req.signal);
     } catch (err) {
+      release?.();
       const e = toProviderError(err);
       const usage = e.extra.usage ?? null;
       await this.settle(reservation, usage ? costOf(usage, pricing) : 0n, undefined, this.entry(ctx, model, {
@@ -558,6 +564,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       }
       return { kind: 'error', error: e };
     }
+    release?.();
     if (batch) ctx.realtimeOnly = true;
     const latencyMs = Math.round(performance.now() - t0);
     const usage = completion.usage ?? estimatedUsage(estimate, completion.content, model);
@@ -692,6 +699,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         const { reservation, estimate, saved, params } = admitted;
         const { pricing, window: priceWindow } = priceAt(model, this.clock.now());
         const t0 = performance.now();
+        const release = await this.limits.providerSlot(req.tenantId, req.signal);
         const events = this.client.stream(this.provider(model), ADAPTERS[model.dialect], model, { ...params, stream: true }, req.signal);
         let content = '';
         let usage: Usage | null = null;
@@ -711,6 +719,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
           }
           if (!first) throw new ProviderError('fallback', 'blank_output', 'the stream ended without any content', { usage });
         } catch (err) {
+          release();
           const e = toProviderError(err);
           const u = e.extra.usage ?? usage;
           const cost = u ? costOf(u, pricing) : 0n;
@@ -748,6 +757,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         } catch (err) {
           broken = toProviderError(err);
         } finally {
+          release();
           // Also reached when the client goes away mid-stream (the generator is returned early).
           if (!broken && !finishReason && !usage) broken = new ProviderError('fatal', 'cancelled', 'the client went away');
           const billed = usage ?? estimatedUsage(estimate, content, model);

@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { BillingModule } from '../billing/billing.module';
+import { TenancyModule } from '../tenancy/tenancy.module';
 import { ChatController } from './chat.controller';
 import { ChatService } from './chat.service';
 import { GatewayMetrics } from './gateway-metrics';
@@ -8,7 +9,7 @@ import { ModelsService } from './models.service';
 import { ResponseCache } from './response-cache';
 
 @Module({
-  imports: [BillingModule],
+  imports: [BillingModule, TenancyModule],
   controllers: [ChatController],
   providers: [GatewayService, GatewayMetrics, ResponseCache, ChatService, ModelsService],
   exports: [GatewayService, ResponseCache],

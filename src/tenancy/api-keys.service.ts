@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import { ClusterBus } from '../db/cluster-bus';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { DataSource, EntityManager, IsNull } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
@@ -43,9 +44,11 @@ export class ApiKeysService {
 
   constructor(
     private readonly ds: DataSource,
+    private readonly bus: ClusterBus,
     @Inject(CONFIG) config: AppConfig,
   ) {
     this.authCache = new TtlCache(config.authCacheTtlMs, AUTH_CACHE_MAX);
+    bus.on<{ keyId: string }>('key-revoked', ({ keyId }) => this.authCache.deleteWhere((a) => a.keyId === keyId));
   }
 
   private keys(manager: EntityManager, tenantId: string) {
@@ -101,7 +104,8 @@ export class ApiKeysService {
       await keys.update({ id, revokedAt: IsNull() }, { revokedAt: new Date() });
     });
     this.lastTouched.delete(id);
-    this.authCache.deleteWhere((auth) => auth.keyId === id);
+    // Every instance forgets the key at once (this one now, the others through the bus).
+    this.bus.publish('key-revoked', { keyId: id });
     this.logger.log({ msg: 'api key revoked', tenantId: auth.tenantId, keyId: id });
   }
 

@@ -4,12 +4,14 @@ import { ApiKeysController } from './api-keys.controller';
 import { ApiKeysService } from './api-keys.service';
 import { AuthGuard } from './auth.guard';
 import { Authenticator } from './authenticator';
+import { LimitsController } from './limits.controller';
+import { LimitsService } from './limits.service';
 import { TenantsController } from './tenants.controller';
 import { TenantsService } from './tenants.service';
 
 @Module({
-  controllers: [TenantsController, ApiKeysController],
-  providers: [TenantsService, ApiKeysService, Authenticator, { provide: APP_GUARD, useClass: AuthGuard }],
-  exports: [TenantsService, ApiKeysService, Authenticator],
+  controllers: [TenantsController, ApiKeysController, LimitsController],
+  providers: [TenantsService, ApiKeysService, Authenticator, LimitsService, { provide: APP_GUARD, useClass: AuthGuard }],
+  exports: [TenantsService, ApiKeysService, Authenticator, LimitsService],
 })
 export class TenancyModule {}

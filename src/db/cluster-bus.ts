@@ -1,0 +1,153 @@
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { Client } from 'pg';
+import { DataSource } from 'typeorm';
+import { AppConfig, CONFIG } from '../config/app-config';
+
+/** The PostgreSQL channel every instance listens on. */
+export const BUS_CHANNEL = 'inkstone_bus';
+/** NOTIFY payloads must stay under 8,000 bytes: messages are sent in batches below that. */
+const MAX_PAYLOAD = 7_000;
+const FLUSH_MS = 5;
+
+interface Envelope {
+  /** the instance that sent the batch */
+  o: string;
+  /** [topic, payload] pairs */
+  m: Array<[string, unknown]>;
+}
+
+/**
+ * Events every instance must see within a second: an essay's status changed (SSE streams, idle
+ * workers), a key was revoked, a tenant's settings or limits changed. Published here, delivered
+ * at once to this instance's subscribers and, through PostgreSQL LISTEN/NOTIFY, to every other
+ * instance's. Messages are small (ids, never essay text) and batched into one NOTIFY every few
+ * milliseconds. With the embedded PostgreSQL (one process by construction) the bus stays in process.
+ *
+ * Delivery is at most once: a listener connection that drops loses what was sent meanwhile, and
+ * subscribers are told with the `resync` topic when it is back, so they can re-read what they show.
+ */
+@Injectable()
+export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger(ClusterBus.name);
+  readonly instanceId = randomUUID();
+  private readonly emitter = new EventEmitter();
+  private listener?: Client;
+  private pending: Array<[string, unknown]> = [];
+  private pendingBytes = 0;
+  private flushTimer?: NodeJS.Timeout;
+  private closed = false;
+  private reconnectDelayMs = 250;
+  private reconnecting = false;
+
+  constructor(
+    @Inject(CONFIG) private readonly config: AppConfig,
+    private readonly ds: DataSource,
+  ) {
+    this.emitter.setMaxListeners(0);
+  }
+
+  /** Across instances only with a PostgreSQL server: the embedded one serves one process. */
+  get clustered(): boolean {
+    return !!this.config.databaseUrl;
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    if (this.clustered) await this.listen();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.closed = true;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    await this.flush();
+    await this.listener?.end().catch(() => undefined);
+  }
+
+  /** Delivers to this instance's subscribers now, and to the others' within milliseconds. */
+  publish(topic: string, payload: unknown): void {
+    this.deliver(topic, payload);
+    if (!this.clustered || this.closed) return;
+    const size = JSON.stringify(payload).length + topic.length + 8;
+    if (this.pendingBytes + size > MAX_PAYLOAD) void this.flush();
+    this.pending.push([topic, payload]);
+    this.pendingBytes += size;
+    this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_MS);
+  }
+
+  /** Subscribes to a topic; returns the unsubscribe function. */
+  on<T>(topic: string, fn: (payload: T) => void): () => void {
+    const handler = (p: T) => {
+      try {
+        fn(p);
+      } catch (err) {
+        this.logger.warn({ msg: 'a bus subscriber failed', topic, err: (err as Error).message });
+      }
+    };
+    this.emitter.on(topic, handler);
+    return () => this.emitter.off(topic, handler);
+  }
+
+  private deliver(topic: string, payload: unknown): void {
+    this.emitter.emit(topic, payload);
+  }
+
+  private async flush(): Promise<void> {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    if (!this.pending.length) return;
+    const batch: Envelope = { o: this.instanceId, m: this.pending };
+    this.pending = [];
+    this.pendingBytes = 0;
+    try {
+      await this.ds.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, JSON.stringify(batch)]);
+    } catch (err) {
+      this.logger.warn({ msg: 'could not notify the other instances', count: batch.m.length, err: (err as Error).message });
+    }
+  }
+
+  private async listen(): Promise<void> {
+    const client = new Client({ connectionString: this.config.databaseUrl, application_name: 'inkstone-bus' });
+    client.on('notification', (n) => {
+      if (n.channel !== BUS_CHANNEL || !n.payload) return;
+      let env: Envelope;
+      try {
+        env = JSON.parse(n.payload) as Envelope;
+      } catch {
+        return;
+      }
+      if (env.o === this.instanceId || !Array.isArray(env.m)) return;
+      for (const [topic, payload] of env.m) this.deliver(topic, payload);
+    });
+    client.on('error', (err) => {
+      this.logger.warn({ msg: 'the bus listener connection failed', err: err.message });
+      void this.reconnect(client);
+    });
+    client.on('end', () => void this.reconnect(client));
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${BUS_CHANNEL}`);
+      this.listener = client;
+      this.reconnectDelayMs = 250;
+    } catch (err) {
+      this.logger.warn({ msg: 'could not listen for other instances; retrying', err: (err as Error).message });
+      await client.end().catch(() => undefined);
+      await this.reconnect(client);
+    }
+  }
+
+  private async reconnect(dead: Client): Promise<void> {
+    if (this.closed || this.reconnecting || (this.listener && this.listener !== dead)) return;
+    this.reconnecting = true;
+    this.listener = undefined;
+    try {
+      await new Promise((r) => setTimeout(r, this.reconnectDelayMs).unref());
+      this.reconnectDelayMs = Math.min(this.reconnectDelayMs * 2, 10_000);
+    } finally {
+      this.reconnecting = false;
+    }
+    if (this.closed || this.listener) return;
+    await this.listen();
+    if (this.listener) this.deliver('resync', {});
+  }
+}

@@ -1,0 +1,71 @@
+import { Injectable } from '@nestjs/common';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { TenantAuth } from '../common/auth';
+import { LimitsService } from '../tenancy/limits.service';
+import { EssayEvents } from './essay-events';
+import { EssaysService } from './essays.service';
+
+const TERMINAL = new Set(['graded', 'failed', 'needs_review']);
+const KEEP_ALIVE_MS = 15_000;
+
+/**
+ * GET /v1/essays/:id/events: Server-Sent Events for one essay — each status change, then the
+ * finished grade (`grade`) and `end`. Woken by the essay's events from any instance (the cluster
+ * bus), not by polling; it reads the essay again only when something happened. Each stream holds
+ * one of the tenant's event-stream slots until it closes.
+ */
+@Injectable()
+export class EssayStreamService {
+  constructor(
+    private readonly essays: EssaysService,
+    private readonly events: EssayEvents,
+    private readonly limits: LimitsService,
+  ) {}
+
+  async open(auth: TenantAuth, id: string, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    await this.essays.get(auth, id); // 404 for an id that is not this tenant's, before the stream starts
+    const release = await this.limits.acquire(auth.tenantId, 'eventStreams');
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-request-id': String(req.id),
+    });
+    let last = '';
+    let closed = false;
+    let chain = Promise.resolve();
+    const send = (event: string, data: unknown) => raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const subscriptions: Array<() => void> = [];
+    const keepAlive = setInterval(() => !closed && raw.write(': keep-alive\n\n'), KEEP_ALIVE_MS);
+    const finish = () => {
+      if (closed) return;
+      closed = true;
+      for (const unsubscribe of subscriptions) unsubscribe();
+      clearInterval(keepAlive);
+      release();
+      raw.end();
+    };
+    // Reads the essay and sends what changed; runs one at a time, in order.
+    const check = () => {
+      chain = chain.then(async () => {
+        if (closed) return;
+        const view = await this.essays.get(auth, id).catch(() => null);
+        if (!view || closed) return;
+        if (view.status !== last) {
+          last = view.status;
+          send('status', { id, status: view.status, flags: view.flags, failure: view.failure });
+        }
+        if (TERMINAL.has(view.status)) {
+          if (view.grade) send('grade', { id, status: view.status, grade: view.grade });
+          send('end', { id, status: view.status });
+          finish();
+        }
+      });
+    };
+    subscriptions.push(this.events.on(id, check), this.events.onResync(check));
+    raw.on('close', finish);
+    check();
+  }
+}

@@ -1,0 +1,88 @@
+import { Body, Controller, Get, Param, ParseUUIDPipe, Put } from '@nestjs/common';
+import { ApiBearerAuth, ApiOperation, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
+import { IsInt, IsOptional, Max, Min, ValidateIf } from 'class-validator';
+import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { TenantLimits } from '../config/app-config';
+import { LimitsService, LimitsView } from './limits.service';
+
+/** The operator's values for one tenant; a field left out keeps its value, null returns to the default. */
+export class SetLimitsDto implements Partial<Record<keyof TenantLimits, number | null>> {
+  @ApiPropertyOptional({ nullable: true })
+  @IsOptional()
+  @ValidateIf((_, v) => v !== null)
+  @IsInt()
+  @Min(1)
+  @Max(1_000_000)
+  requestsPerSecondPerKey?: number | null;
+
+  @ApiPropertyOptional({ nullable: true })
+  @IsOptional()
+  @ValidateIf((_, v) => v !== null)
+  @IsInt()
+  @Min(1)
+  @Max(1_000_000)
+  requestBurstPerKey?: number | null;
+
+  @ApiPropertyOptional({ nullable: true })
+  @IsOptional()
+  @ValidateIf((_, v) => v !== null)
+  @IsInt()
+  @Min(1)
+  @Max(10_000_000)
+  essaysQueued?: number | null;
+
+  @ApiPropertyOptional({ nullable: true })
+  @IsOptional()
+  @ValidateIf((_, v) => v !== null)
+  @IsInt()
+  @Min(1)
+  @Max(100_000)
+  essaysGrading?: number | null;
+
+  @ApiPropertyOptional({ nullable: true })
+  @IsOptional()
+  @ValidateIf((_, v) => v !== null)
+  @IsInt()
+  @Min(1)
+  @Max(100_000)
+  chatInFlight?: number | null;
+
+  @ApiPropertyOptional({ nullable: true })
+  @IsOptional()
+  @ValidateIf((_, v) => v !== null)
+  @IsInt()
+  @Min(1)
+  @Max(100_000)
+  eventStreams?: number | null;
+
+  @ApiPropertyOptional({ nullable: true })
+  @IsOptional()
+  @ValidateIf((_, v) => v !== null)
+  @IsInt()
+  @Min(1)
+  @Max(100_000)
+  providerCalls?: number | null;
+}
+
+@ApiTags('limits')
+@ApiBearerAuth()
+@Controller('v1')
+export class LimitsController {
+  constructor(private readonly limits: LimitsService) {}
+
+  @Get('limits')
+  @Auth('admin', 'teacher')
+  @ApiOperation({ summary: "This tenant's fair-use limits and what it uses of them now" })
+  view(@TenantCaller() auth: TenantAuth): Promise<LimitsView> {
+    return this.limits.view(auth.tenantId);
+  }
+
+  @Put('tenants/:id/limits')
+  @Auth('operator')
+  @ApiOperation({ summary: "Set a tenant's limits (operator token); null returns a limit to the default" })
+  async set(@Param('id', new ParseUUIDPipe({ exceptionFactory: () => ApiError.notFound('Tenant') })) id: string, @Body() dto: SetLimitsDto): Promise<LimitsView> {
+    await this.limits.set(id, dto);
+    return this.limits.view(id);
+  }
+}

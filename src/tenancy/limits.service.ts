@@ -1,0 +1,214 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { ApiError } from '../common/errors';
+import { TtlCache } from '../common/ttl-cache';
+import { AppConfig, CONFIG, LIMIT_NAMES, TenantLimits } from '../config/app-config';
+import { ClusterBus } from '../db/cluster-bus';
+import { assertTenantId, rowsOf } from '../db/tenant-scope';
+
+export type LimitName = (typeof LIMIT_NAMES)[number];
+
+/** What a tenant may use and what it uses now, as GET /v1/limits shows it. */
+export interface LimitsView {
+  limits: TenantLimits;
+  usage: { essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number };
+  scope: Record<LimitName, 'per key' | 'per tenant' | 'per tenant, per instance'>;
+}
+
+/** Headers of a rate-limited answer (draft-ietf-httpapi-ratelimit-headers). */
+export interface RateLimitHeaders {
+  'ratelimit-limit': string;
+  'ratelimit-remaining': string;
+  'ratelimit-reset': string;
+}
+
+/** A held slot of a per-instance concurrency limit; release it once. */
+export type Release = () => void;
+
+const BUCKETS_MAX = 100_000;
+const QUEUED_CACHE_MS = 1_000;
+
+/**
+ * Fair use of the shared service (SPEC §10): per-tenant limits (env defaults, overridden per tenant
+ * by the operator), enforced where each resource is spent. Requests per second per key (a token
+ * bucket, per instance), essays queued (counted in PostgreSQL, cached for a second), essays
+ * grading at once (in the queue's claim, across instances), chat calls in flight, open event
+ * streams and provider calls (counted per instance). Over a limit: 429 RATE_LIMITED with
+ * Retry-After and RateLimit-* headers, before anything is stored.
+ */
+@Injectable()
+export class LimitsService {
+  private readonly overrides = new TtlCache<string, Partial<TenantLimits>>(5_000);
+  /** token buckets by API key id; bounded (an evicted key starts again with a full bucket) */
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly inUse = { chatInFlight: new Map<string, number>(), eventStreams: new Map<string, number>(), providerCalls: new Map<string, number>() };
+  private readonly providerWaiters = new Map<string, Array<() => void>>();
+  private readonly queued = new Map<string, { count: number; at: number }>();
+
+  constructor(
+    private readonly ds: DataSource,
+    private readonly bus: ClusterBus,
+    @Inject(CONFIG) private readonly config: AppConfig,
+  ) {
+    bus.on<{ tenantId: string }>('limits', ({ tenantId }) => this.overrides.delete(tenantId));
+  }
+
+  /** The tenant's limits: the env defaults with the operator's values for this tenant over them. */
+  async of(tenantId: string): Promise<TenantLimits> {
+    const own = await this.overrides.getOrLoad(tenantId, async () => {
+      assertTenantId(tenantId);
+      // The tenant's own row: scoped by its primary key.
+      const [row] = await this.ds.query(`SELECT limits FROM tenants WHERE id = $1`, [tenantId]);
+      return (row?.limits ?? {}) as Partial<TenantLimits>;
+    });
+    return { ...this.config.limits, ...own };
+  }
+
+  /** Sets (or, with null, clears) some of a tenant's limits; every instance sees it at once. */
+  async set(tenantId: string, change: Partial<Record<LimitName, number | null>>): Promise<TenantLimits> {
+    assertTenantId(tenantId);
+    const set = Object.fromEntries(Object.entries(change).filter(([, v]) => v !== null && v !== undefined));
+    const cleared = Object.entries(change).filter(([, v]) => v === null).map(([k]) => k);
+    const rows = rowsOf(await this.ds.query(`UPDATE tenants SET limits = (limits - $3::text[]) || $2::jsonb WHERE id = $1 RETURNING id`, [tenantId, JSON.stringify(set), cleared]));
+    if (!rows.length) throw ApiError.notFound('Tenant');
+    this.overrides.delete(tenantId);
+    this.bus.publish('limits', { tenantId });
+    return this.of(tenantId);
+  }
+
+  /**
+   * One request of an API key: a token from its bucket, or RATE_LIMITED. The headers go on every
+   * answer, so a client can slow down before it is refused.
+   */
+  takeRequest(keyId: string, limits: TenantLimits, now = Date.now()): { ok: boolean; headers: RateLimitHeaders; retryAfterS: number } {
+    const rate = limits.requestsPerSecondPerKey;
+    const size = limits.requestBurstPerKey;
+    let b = this.buckets.get(keyId);
+    if (!b) {
+      if (this.buckets.size >= BUCKETS_MAX) this.buckets.delete(this.buckets.keys().next().value!);
+      b = { tokens: size, at: now };
+    } else {
+      this.buckets.delete(keyId); // re-inserted below: the map stays in least-recently-used order
+      b.tokens = Math.min(size, b.tokens + ((now - b.at) / 1000) * rate);
+      b.at = now;
+    }
+    this.buckets.set(keyId, b);
+    const ok = b.tokens >= 1;
+    if (ok) b.tokens -= 1;
+    const retryAfterS = ok ? 0 : Math.max(1, Math.ceil((1 - b.tokens) / rate));
+    return {
+      ok,
+      retryAfterS,
+      headers: {
+        'ratelimit-limit': String(size),
+        'ratelimit-remaining': String(Math.floor(b.tokens)),
+        'ratelimit-reset': String(Math.max(retryAfterS, Math.ceil((size - b.tokens) / rate))),
+      },
+    };
+  }
+
+  /** A slot of a per-instance limit (chat calls in flight, event streams), or RATE_LIMITED at once. */
+  async acquire(tenantId: string, name: 'chatInFlight' | 'eventStreams'): Promise<Release> {
+    const limit = (await this.of(tenantId))[name];
+    const used = this.inUse[name].get(tenantId) ?? 0;
+    if (used >= limit) {
+      throw rateLimited(`This tenant already has ${limit} ${name === 'chatInFlight' ? 'chat completions in flight' : 'event streams open'} on this server`, 1, limit);
+    }
+    return this.hold(name, tenantId);
+  }
+
+  /**
+   * A provider-call slot of the tenant: waits (first come, first served) while the tenant has
+   * `providerCalls` calls at providers on this instance, so one tenant's flood cannot take every
+   * connection, or trip the providers' rate limits and breakers for everyone.
+   */
+  async providerSlot(tenantId: string, signal?: AbortSignal): Promise<Release> {
+    const limit = (await this.of(tenantId)).providerCalls;
+    while ((this.inUse.providerCalls.get(tenantId) ?? 0) >= limit) {
+      if (signal?.aborted) throw signal.reason ?? new Error('aborted');
+      await new Promise<void>((resolve) => {
+        const q = this.providerWaiters.get(tenantId) ?? [];
+        q.push(resolve);
+        this.providerWaiters.set(tenantId, q);
+      });
+    }
+    return this.hold('providerCalls', tenantId);
+  }
+
+  private hold(name: keyof LimitsService['inUse'], tenantId: string): Release {
+    const counts = this.inUse[name];
+    counts.set(tenantId, (counts.get(tenantId) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (counts.get(tenantId) ?? 1) - 1;
+      if (left > 0) counts.set(tenantId, left);
+      else counts.delete(tenantId);
+      if (name === 'providerCalls') {
+        const q = this.providerWaiters.get(tenantId);
+        const next = q?.shift();
+        if (q && !q.length) this.providerWaiters.delete(tenantId);
+        next?.();
+      }
+    };
+  }
+
+  /**
+   * Room for `n` more queued essays, or RATE_LIMITED. The count is read from the queue at most
+   * once a second per tenant (bounded by the limit), plus what this instance queued since.
+   */
+  async admitQueued(tenantId: string, n: number): Promise<void> {
+    const limit = (await this.of(tenantId)).essaysQueued;
+    const now = Date.now();
+    let c = this.queued.get(tenantId);
+    if (!c || now - c.at > QUEUED_CACHE_MS) {
+      c = { count: await this.countQueued(tenantId, limit + 1), at: now };
+      if (this.queued.size >= BUCKETS_MAX) this.queued.delete(this.queued.keys().next().value!);
+      this.queued.set(tenantId, c);
+    }
+    if (c.count + n > limit) {
+      throw rateLimited(`This tenant already has ${c.count} essays waiting to be graded (limit ${limit}); try again when some are done`, 5, limit);
+    }
+    c.count += n;
+  }
+
+  private async countQueued(tenantId: string, cap: number): Promise<number> {
+    const [row] = await this.ds.query(
+      `SELECT count(*)::int AS n FROM (SELECT 1 FROM jobs WHERE kind = 'grade' AND tenant_id = $1 AND status = 'queued' LIMIT $2) q`,
+      [tenantId, cap],
+    );
+    return row.n;
+  }
+
+  async view(tenantId: string): Promise<LimitsView> {
+    const limits = await this.of(tenantId);
+    return {
+      limits,
+      usage: {
+        essaysQueued: await this.countQueued(tenantId, limits.essaysQueued + 1),
+        chatInFlight: this.inUse.chatInFlight.get(tenantId) ?? 0,
+        eventStreams: this.inUse.eventStreams.get(tenantId) ?? 0,
+        providerCalls: this.inUse.providerCalls.get(tenantId) ?? 0,
+      },
+      scope: {
+        requestsPerSecondPerKey: 'per key',
+        requestBurstPerKey: 'per key',
+        essaysQueued: 'per tenant',
+        essaysGrading: 'per tenant',
+        chatInFlight: 'per tenant, per instance',
+        eventStreams: 'per tenant, per instance',
+        providerCalls: 'per tenant, per instance',
+      },
+    };
+  }
+}
+
+export function rateLimited(message: string, retryAfterS: number, limit: number): ApiError {
+  return new ApiError('RATE_LIMITED', message, undefined, {
+    'retry-after': String(retryAfterS),
+    'ratelimit-limit': String(limit),
+    'ratelimit-remaining': '0',
+    'ratelimit-reset': String(retryAfterS),
+  });
+}

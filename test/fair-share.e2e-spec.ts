@@ -1,0 +1,247 @@
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import { BudgetService } from '../src/billing/budget.service';
+import { GradingService } from '../src/grading/grading.service';
+import { JobQueue } from '../src/grading/job-queue';
+import { GatewayService } from '../src/llm/gateway.service';
+import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { generateEssay } from './support/essays';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { storedEssays, waitForEssays } from './support/grading';
+import { providerEnv } from './support/providers';
+import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { waitFor } from './support/wait';
+
+/** Opens an SSE stream and collects its events until it ends or is closed. */
+function openStream(app: NestFastifyApplication, path: string, key: string) {
+  const port = (app.getHttpServer().address() as AddressInfo).port;
+  const events: Array<{ event: string; data: any }> = [];
+  let status = 0;
+  let body = '';
+  const req = http.get({ host: '127.0.0.1', port, path, headers: bearer(key) });
+  const done = new Promise<void>((resolve) => {
+    req.on('response', (res) => {
+      status = res.statusCode!;
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        body += chunk;
+        for (let i = body.indexOf('\n\n'); i >= 0; i = body.indexOf('\n\n')) {
+          const block = body.slice(0, i);
+          body = body.slice(i + 2);
+          const event = /^event: (.*)$/m.exec(block)?.[1];
+          const data = /^data: (.*)$/m.exec(block)?.[1];
+          if (event && data) events.push({ event, data: JSON.parse(data) });
+        }
+      });
+      res.on('end', resolve);
+      res.on('close', resolve);
+    });
+    req.on('error', () => resolve());
+  });
+  return { events, status: () => status, done, close: () => req.destroy() };
+}
+
+describe('fair share: per-tenant limits, a fair queue, and instances that agree', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let f: Factory;
+  let tenant: TestTenant;
+  let teacher: string;
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+    t = await createTestApp(providerEnv(fake, { WORKERS_ENABLED: 'false', LIMIT_REQUESTS_PER_SECOND_PER_KEY: '2', LIMIT_REQUEST_BURST_PER_KEY: '3' }));
+    await t.app.listen({ port: 0, host: '127.0.0.1' });
+    f = new Factory(t.app);
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+  beforeEach(async () => {
+    fake.reset();
+    fake.setLatency(0);
+    tenant = await f.newTenant();
+    teacher = (await f.newKey(tenant, 'teacher')).key;
+    // Generous per-key limits, except in the test of the per-key limit.
+    await t.http.put(`/v1/tenants/${tenant.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send({ requestsPerSecondPerKey: 100000, requestBurstPerKey: 100000 }).expect(200);
+  });
+
+  const setLimits = (limits: Record<string, number | null>) => t.http.put(`/v1/tenants/${tenant.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send(limits).expect(200);
+
+  it('limits requests per key with a token bucket: 429 with Retry-After and RateLimit headers, nothing stored, other keys unaffected', async () => {
+    await setLimits({ requestsPerSecondPerKey: null, requestBurstPerKey: null }); // back to the defaults of this app: 2/s, burst 3
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await t.http.get('/v1/limits').set(bearer(teacher));
+      statuses.push(res.status);
+      expect(res.headers['ratelimit-limit']).toBe('3');
+    }
+    expect(statuses).toEqual([200, 200, 200]);
+    const refused = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(1, 'zh').text }).expect(429);
+    expect(refused.body.error.code).toBe('RATE_LIMITED');
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect(refused.headers['ratelimit-remaining']).toBe('0');
+    expect(Number(refused.headers['ratelimit-reset'])).toBeGreaterThanOrEqual(1);
+    expect(await storedEssays(t.dataSource, tenant.tenantId)).toEqual([]);
+    // The admin's key has a bucket of its own.
+    await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200);
+  });
+
+  it("shows the tenant its limits and usage; the operator sets them per tenant, and null restores the default", async () => {
+    const view = await t.http.get('/v1/limits').set(bearer(teacher)).expect(200);
+    expect(view.body.limits).toMatchObject({ essaysQueued: 20000, essaysGrading: 64, chatInFlight: 16, eventStreams: 100, providerCalls: 64 });
+    expect(view.body.usage).toEqual({ essaysQueued: 0, chatInFlight: 0, eventStreams: 0, providerCalls: 0 });
+    expect(view.body.scope.chatInFlight).toBe('per tenant, per instance');
+    await setLimits({ essaysQueued: 5 });
+    expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.limits.essaysQueued).toBe(5);
+    await setLimits({ essaysQueued: null });
+    expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.limits.essaysQueued).toBe(20000);
+    await t.http.put(`/v1/tenants/${tenant.tenantId}/limits`).set(bearer(tenant.adminKey)).send({ essaysQueued: 1e6 }).expect(403);
+    await t.http.put(`/v1/tenants/${tenant.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send({ essaysQueued: 0 }).expect(400);
+    await t.http.put(`/v1/tenants/00000000-0000-4000-8000-000000000000/limits`).set(bearer(OPERATOR_TOKEN)).send({ essaysQueued: 5 }).expect(404);
+  });
+
+  it('refuses essays over the queued limit with 429, storing none of them', async () => {
+    await setLimits({ essaysQueued: 3 });
+    for (let i = 0; i < 2; i++) await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(10 + i, 'zh').text }).expect(202);
+    const batch = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: [{ text: generateEssay(20, 'zh').text }, { text: generateEssay(21, 'zh').text }] }).expect(429);
+    expect(batch.body.error.code).toBe('RATE_LIMITED');
+    expect(batch.headers['retry-after']).toBeDefined();
+    expect(await storedEssays(t.dataSource, tenant.tenantId)).toHaveLength(2);
+    await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(22, 'zh').text }).expect(202);
+    await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(23, 'zh').text }).expect(429);
+    expect(await storedEssays(t.dataSource, tenant.tenantId)).toHaveLength(3);
+  });
+
+  it('refuses a chat call over the in-flight limit with 429 and charges nothing for it', async () => {
+    await setLimits({ chatInFlight: 1 });
+    fake.setLatency(600);
+    const chat = () => t.http.post('/v1/chat/completions').set(bearer(teacher)).send({ model: 'inkstone-standard', messages: [{ role: 'user', content: '你好' }] });
+    const [a, b] = await Promise.all([chat(), new Promise((r) => setTimeout(r, 150)).then(chat)]);
+    expect([a.status, b.status].sort()).toEqual([200, 429]);
+    expect(fake.requests).toHaveLength(1);
+    const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(n).toBe(1);
+    fake.setLatency(0);
+    await chat().expect(200); // the slot was given back
+  });
+
+  it('refuses an event stream over the limit with 429, and takes one again when a stream closes', async () => {
+    await setLimits({ eventStreams: 1 });
+    const res = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(30, 'zh').text }).expect(202);
+    const first = openStream(t.app, `/v1/essays/${res.body.id}/events`, teacher);
+    await waitFor(() => first.events.length > 0);
+    const second = await t.http.get(`/v1/essays/${res.body.id}/events`).set(bearer(teacher)).expect(429);
+    expect(second.body.error.code).toBe('RATE_LIMITED');
+    first.close();
+    await waitFor(async () => (await t.http.get('/v1/limits').set(bearer(teacher))).body.usage.eventStreams === 0);
+    const third = openStream(t.app, `/v1/essays/${res.body.id}/events`, teacher);
+    await waitFor(() => third.events.length > 0);
+    expect(third.status()).toBe(200);
+    third.close();
+  });
+
+  it("claims round-robin across tenants: one tenant's class set does not hold another's essays back", async () => {
+    const queue = t.app.get(JobQueue);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status = 'queued'`); // earlier tests' essays
+    const other = await f.newTenant();
+    await t.http.put(`/v1/tenants/${other.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send({ requestsPerSecondPerKey: 100000, requestBurstPerKey: 100000 }).expect(200);
+    // Tenant A's class set is queued first, tenant B's few essays after it.
+    const big = Array.from({ length: 60 }, (_, i) => ({ text: generateEssay(100 + i, 'zh').text }));
+    await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: big }).expect(202);
+    const small = await t.http.post('/v1/essays/batch').set(bearer(other.adminKey)).send({ essays: Array.from({ length: 4 }, (_, i) => ({ text: generateEssay(200 + i, 'en').text })) }).expect(202);
+    const claimed = (await queue.claim(10, 60_000)).filter((j) => j.tenantId === tenant.tenantId || j.tenantId === other.tenantId);
+    const ofB = claimed.filter((j) => j.tenantId === other.tenantId).map((j) => j.essayId);
+    expect(ofB.sort()).toEqual([...small.body.ids].sort()); // all four in the first round
+    expect(claimed.filter((j) => j.tenantId === tenant.tenantId)).toHaveLength(6);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = ANY($1)`, [[tenant.tenantId, other.tenantId]]);
+  });
+
+  it('keeps a tenant within its gradings at once, across claims', async () => {
+    const queue = t.app.get(JobQueue);
+    await setLimits({ essaysGrading: 3 });
+    await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: Array.from({ length: 8 }, (_, i) => ({ text: generateEssay(300 + i, 'zh').text })) }).expect(202);
+    const mine = async () => (await queue.claim(10, 60_000)).filter((j) => j.tenantId === tenant.tenantId);
+    const first = await mine();
+    expect(first).toHaveLength(3);
+    expect(await mine()).toHaveLength(0); // still three running
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE id = $1`, [first[0].id]);
+    expect(await mine()).toHaveLength(1);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
+  });
+
+  it("bounds a tenant's calls at providers at once, so its flood waits instead of taking every connection", async () => {
+    await setLimits({ providerCalls: 2 });
+    fake.setLatency(400);
+    const gw = t.app.get(GatewayService);
+    await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        gw.complete({ tenantId: tenant.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: `第${i}个问题` }], maxTokens: 50 }),
+      ),
+    );
+    const at = fake.requests.map((r) => r.at).sort((a, b) => a - b);
+    expect(at).toHaveLength(6);
+    // With 400 ms answers and two calls at a time, no three calls ever arrive within 350 ms of each other.
+    const overlapping = at.map((x) => at.filter((y) => y <= x && y > x - 350).length);
+    expect(Math.max(...overlapping)).toBeLessThanOrEqual(2);
+  });
+});
+
+describe('instances that agree within a second (LISTEN/NOTIFY)', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let second: NestFastifyApplication;
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+    // Long caches: only the bus can make the second instance notice a change this quickly.
+    const env = providerEnv(fake, { AUTH_CACHE_TTL_MS: '300000', WORKERS_ENABLED: 'false' });
+    t = await createTestApp(env);
+    second = await t.another({ WORKERS_ENABLED: 'true', WORKER_POLL_MS: '60000' });
+    await second.listen({ port: 0, host: '127.0.0.1' });
+    await t.app.listen({ port: 0, host: '127.0.0.1' });
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+
+  it('a key revoked on one instance stops working on the other at once', async () => {
+    const f = new Factory(t.app);
+    const tenant = await f.newTenant();
+    const teacher = await f.newKey(tenant, 'teacher');
+    const other = () => (second.getHttpServer().address() as AddressInfo).port;
+    const get = (key: string) =>
+      new Promise<number>((resolve) => http.get({ host: '127.0.0.1', port: other(), path: '/v1/limits', headers: bearer(key) }, (res) => (res.resume(), resolve(res.statusCode!))));
+    expect(await get(teacher.key)).toBe(200); // now cached on the second instance for five minutes
+    await t.http.delete(`/v1/api-keys/${teacher.id}`).set(bearer(tenant.adminKey)).expect(204);
+    await waitFor(async () => (await get(teacher.key)) === 401, 1_000, 'the revocation to reach the other instance');
+  });
+
+  it('settings changed on one instance apply on the other at once', async () => {
+    const tenant = await new Factory(t.app).newTenant({ monthlyBudget: '10.00' });
+    const budget2 = second.get(BudgetService);
+    const grading2 = second.get(GradingService);
+    expect((await budget2.settings(tenant.tenantId)).monthlyCap).toBe(10_000_000_000n); // cached there for 5 s
+    await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '20.00' }).expect(200);
+    await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true }).expect(200);
+    await waitFor(async () => (await budget2.settings(tenant.tenantId)).monthlyCap === 20_000_000_000n, 1_000, 'the budget change');
+    // Grading reads its settings through a cache the bus empties.
+    await waitFor(async () => (await (grading2 as unknown as { settingsCache: { getOrLoad: Function } }).settingsCache.getOrLoad(tenant.tenantId, () => grading2.settings(tenant.tenantId))).reuseResubmissionGrades === true, 1_000, 'the grading settings change');
+  });
+
+  it('streams an essay graded by another instance, woken by its events (no polling), and wakes that instance when work is queued', async () => {
+    const tenant = await new Factory(t.app).newTenant();
+    // Submitted on the first instance (no workers there); the second one's workers poll only once a minute:
+    // it starts at once because the first instance's "queued" event reaches it.
+    const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(400, 'zh').text }).expect(202);
+    const stream = openStream(t.app, `/v1/essays/${res.body.id}/events`, tenant.adminKey);
+    await Promise.race([stream.done, new Promise((r) => setTimeout(r, 15_000))]);
+    expect(stream.events.map((e) => e.event)).toEqual(expect.arrayContaining(['status', 'grade', 'end']));
+    expect(stream.events.at(-1)).toMatchObject({ event: 'end', data: { status: 'graded' } });
+    const [v] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);
+    expect(v.status).toBe('graded');
+  });
+});
