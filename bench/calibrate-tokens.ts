@@ -1,5 +1,5 @@
 /**
- * Calibrates the token estimate (src/llm/tokens.ts) against real tokenizers: for each tokenizer
+ * Measures the margin of the token upper bound (src/llm/tokens.ts: UTF-8 bytes) against real tokenizers: for each tokenizer
  * family in the catalog, the ratio of real tokens to the estimate on generated Chinese and
  * English essays. The estimate must never be below the real count (ratio ≤ 1); the closer to 1
  * the less budget a reservation holds back.

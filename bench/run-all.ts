@@ -7,6 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { runCaseStudy } from './case-study';
 import { runDrill } from './drill';
+import { runFairness } from './fairness';
+import { runHostile } from './hostile';
+import { runInjection } from './injection';
 import { runGateway } from './gateway';
 import { runGradingThroughput } from './grading-throughput';
 import { commit, ensureBuilt, machine, ROOT, writeResult } from './lib/harness';
@@ -41,6 +44,9 @@ async function main(): Promise<void> {
   const gateway = await step('gateway', () => runGateway());
   const caseStudy = await step('case-study', () => runCaseStudy());
   const drill = await step('drill', () => runDrill());
+  const fairness = await step('fairness', () => runFairness());
+  const hostile = await step('hostile', () => runHostile());
+  const injection = await step('injection', () => runInjection());
   const results = {
     command: 'npm run bench',
     date: started.toISOString().slice(0, 10),
@@ -53,12 +59,15 @@ async function main(): Promise<void> {
     gateway,
     caseStudy,
     drill,
+    fairness,
+    hostile,
+    injection,
     previous,
   };
   writeResult('latest.json', results);
   fs.writeFileSync(path.join(ROOT, 'BENCHMARKS.md'), renderBenchmarks(results));
   process.stdout.write(`bench: wrote bench/results/latest.json and BENCHMARKS.md\n`);
-  if (!drill.passed || caseStudy.overspend !== 0 || caseStudy.lostEssays !== 0) process.exit(1);
+  if (!drill.passed || caseStudy.overspend !== 0 || caseStudy.lostEssays !== 0 || !fairness.passed || !hostile.passed || !injection.passed) process.exit(1);
 }
 
 main().catch((err) => {

@@ -8,6 +8,9 @@ import { SecretsAtRest1764900000000 } from './1764900000000-SecretsAtRest';
 import { CallGuards1765000000000 } from './1765000000000-CallGuards';
 import { FairShare1765100000000 } from './1765100000000-FairShare';
 import { DirectDeep1765200000000 } from './1765200000000-DirectDeep';
+import { BudgetIncidents1765500000000 } from './1765500000000-BudgetIncidents';
+import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
+import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -21,4 +24,7 @@ export const MIGRATIONS = [
   CallGuards1765000000000,
   FairShare1765100000000,
   DirectDeep1765200000000,
+  TenantForeignKeys1765300000000,
+  EssaySignatures1765400000000,
+  BudgetIncidents1765500000000,
 ];

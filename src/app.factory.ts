@@ -4,6 +4,7 @@ import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, NestFastifyApplication } from '@nestjs/platform-fastify';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { Logger } from 'nestjs-pino';
+import type { DestinationStream } from 'pino';
 import { AppModule } from './app.module';
 import { Transform } from 'node:stream';
 import { AllExceptionsFilter, sendError } from './common/all-exceptions.filter';
@@ -39,7 +40,12 @@ function tooLarge(limit: number): ApiError {
   return new ApiError('PAYLOAD_TOO_LARGE', `Request body is larger than this route's limit of ${limit} bytes`);
 }
 
-export async function createApp(config: AppConfig): Promise<NestFastifyApplication> {
+export interface CreateAppOptions {
+  /** where log lines go instead of stdout (tests read them) */
+  logDestination?: DestinationStream;
+}
+
+export async function createApp(config: AppConfig, options: CreateAppOptions = {}): Promise<NestFastifyApplication> {
   const adapter = new FastifyAdapter({
     // The largest body any route takes; each route has its own, smaller limit (route-config.ts).
     bodyLimit: config.bodyLimitBytes,
@@ -51,13 +57,17 @@ export async function createApp(config: AppConfig): Promise<NestFastifyApplicati
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
   });
-  const app = await NestFactory.create<NestFastifyApplication>(AppModule.forRoot(config), adapter, {
+  const app = await NestFactory.create<NestFastifyApplication>(AppModule.forRoot(config, options.logDestination), adapter, {
     bufferLogs: true,
     abortOnError: false,
     // Payment webhooks are verified against the exact bytes that were signed.
     rawBody: true,
   });
   app.useLogger(app.get(Logger));
+  // What was logged while the modules were built goes out now, and from here every line goes out
+  // when it is logged. Nest would flush only in listen(): an app that is not listening (the tests,
+  // a start that fails in init) would keep its log lines in memory and never write them.
+  app.flushLogs();
   const logger = app.get(Logger);
   const fastifyInstance = app.getHttpAdapter().getInstance();
   app.useGlobalFilters(new AllExceptionsFilter());

@@ -1,5 +1,6 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { LoggerModule } from 'nestjs-pino';
+import type { DestinationStream } from 'pino';
 import { Clock } from './common/clock';
 import { AppConfig, CONFIG } from './config/app-config';
 import { AdvisorModule } from './advisor/advisor.module';
@@ -14,12 +15,13 @@ import { TenancyModule } from './tenancy/tenancy.module';
 
 @Module({})
 export class AppModule {
-  static forRoot(config: AppConfig): DynamicModule {
+  /** `logDestination`: where log lines go instead of stdout (tests read them). */
+  static forRoot(config: AppConfig, logDestination?: DestinationStream): DynamicModule {
     return {
       module: AppModule,
       global: true,
       imports: [
-        LoggerModule.forRoot({ pinoHttp: pinoHttpOptions(config) }),
+        LoggerModule.forRoot({ pinoHttp: logDestination ? [pinoHttpOptions(config), logDestination] : pinoHttpOptions(config) }),
         DatabaseModule.forRoot(),
         MetricsModule,
         TenancyModule,

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Options } from 'pino-http';
 import type { AppConfig } from './config/app-config';
+import { loggableError } from './common/error-rendering';
 
 /**
  * Structured JSON logs. Requests are logged by id, method, route and status only: no headers (API
@@ -16,7 +17,9 @@ export function pinoHttpOptions(config: AppConfig): Options {
     serializers: {
       req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),
       res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
-      err: (err: Error) => ({ type: err.name, message: err.message }),
+      // Anything under `err` (an Error, what loggableError made, or a bare message) keeps its
+      // name, message and code; a serializer that read only Error fields logged strings as {}.
+      err: (err: unknown) => loggableError(err),
     },
     customLogLevel: (_req: IncomingMessage, res: ServerResponse, err?: Error) =>
       err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info',

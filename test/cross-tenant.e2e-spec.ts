@@ -159,6 +159,17 @@ const RESOURCES: Record<string, Resource> = {
       return key ? rest : null;
     },
   },
+  'incidents/:id': {
+    what: 'a budget incident (a provider that billed past the bound)',
+    make: async (s) => {
+      // The tier's first model is DeepSeek: its next answer reports forty times the real tokens.
+      fake.enqueue('deepseek', { kind: 'ok', inflateUsage: 40 });
+      await ok('POST', '/v1/chat/completions', s.keys.admin, { model: 'inkstone-standard', messages: [{ role: 'user', content: `${s.name} ${MARK_A}` }] });
+      const budget = await ok('GET', '/v1/budget', s.keys.admin);
+      return budget.incidents[0].id;
+    },
+    read: async (s, id) => (await ok('GET', '/v1/budget', s.keys.admin)).incidents.find((i: { id: string }) => i.id === id) ?? null,
+  },
   'rubrics/:key': {
     what: "the tenant's own rubric",
     make: async (s) => (await ok('POST', '/v1/rubrics', s.keys.admin, { key: `ct-${s.name.toLowerCase()}-rubric`, ...rubricBody(`${s.name} ${MARK_A}`) })).key,

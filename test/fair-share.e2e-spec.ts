@@ -159,6 +159,23 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = ANY($1)`, [[tenant.tenantId, other.tenantId]]);
   });
 
+  it('gives a single free worker slot to the tenant with the fewest gradings running, not to the oldest class set', async () => {
+    const queue = t.app.get(JobQueue);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')`);
+    const other = await f.newTenant();
+    await t.http.put(`/v1/tenants/${other.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send({ requestsPerSecondPerKey: 100000, requestBurstPerKey: 100000 }).expect(200);
+    await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: Array.from({ length: 30 }, (_, i) => ({ text: generateEssay(500 + i, 'zh').text })) }).expect(202);
+    const started = await queue.claim(4, 60_000); // tenant A's class set fills the workers
+    expect(started.every((j) => j.tenantId === tenant.tenantId)).toBe(true);
+    await t.http.post('/v1/essays/batch').set(bearer(other.adminKey)).send({ essays: [{ text: generateEssay(600, 'en').text }, { text: generateEssay(601, 'en').text }] }).expect(202);
+    // One slot frees up at a time (a full pool): B, with nothing running, gets it although A's jobs are older.
+    const [next] = await queue.claim(1, 60_000);
+    expect(next.tenantId).toBe(other.tenantId);
+    const [then] = await queue.claim(1, 60_000);
+    expect(then.tenantId).toBe(other.tenantId); // 4 running for A against 1 for B
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = ANY($1)`, [[tenant.tenantId, other.tenantId]]);
+  });
+
   it('keeps a tenant within its gradings at once, across claims', async () => {
     const queue = t.app.get(JobQueue);
     await setLimits({ essaysGrading: 3 });

@@ -170,8 +170,9 @@ describe('foundation over HTTP', () => {
   });
 
   describe('operations', () => {
-    it('reports health with the database check', async () => {
-      const res = await t.http.get('/health').expect(200);
+    it('reports health: the status to anyone, the checks to the operator', async () => {
+      expect((await t.http.get('/health').expect(200)).body).toEqual({ status: 'ok' });
+      const res = await t.http.get('/health').set(operator).expect(200);
       expect(res.body).toMatchObject({ status: 'ok', checks: { database: { status: 'up' } } });
     });
 

@@ -130,6 +130,15 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await expectBooksBalanced(enough.tenantId);
     });
 
+    it('drops NUL from a model answer, which PostgreSQL could not store, and caches the rest', async () => {
+      fake.enqueue('deepseek', { kind: 'ok', content: 'before\u0000after' });
+      const r = await ask('nul', { cache: { key: 'k-nul', lookup: true, store: true } });
+      expect(r.content).toBe('beforeafter');
+      const again = await ask('nul', { cache: { key: 'k-nul', lookup: true, store: true } });
+      expect(again).toMatchObject({ cache: 'hit', content: 'beforeafter' });
+      await expectBooksBalanced();
+    });
+
     it('answers a request for a retired model with its replacement, and never calls the provider', async () => {
       const err = await ask('hi', { target: { model: 'qwen-turbo' } }).catch((e) => e);
       expect(err).toBeInstanceOf(GatewayError);

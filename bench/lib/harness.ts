@@ -139,6 +139,14 @@ export async function startService(env: Record<string, string>): Promise<Proc> {
       INKSTONE_ADMIN_TOKEN: OPERATOR,
       // Webhook secrets are encrypted at rest; a benchmark's throwaway database takes a fixed key.
       INKSTONE_SECRET_KEY: 'be9c'.repeat(16),
+      // Throughput benchmarks measure the machine, not the fair-use limits: one key sends thousands
+      // of requests a second. bench:fairness sets the limits it measures itself.
+      LIMIT_REQUESTS_PER_SECOND_PER_KEY: '1000000',
+      LIMIT_REQUEST_BURST_PER_KEY: '1000000',
+      LIMIT_ESSAYS_QUEUED: '10000000',
+      LIMIT_ESSAYS_GRADING: '100000',
+      LIMIT_CHAT_IN_FLIGHT: '100000',
+      LIMIT_PROVIDER_CALLS: '100000',
       LOG_LEVEL: 'warn',
       HOST: '127.0.0.1',
       PORT: String(port),

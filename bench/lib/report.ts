@@ -1,3 +1,6 @@
+import { renderFairness } from './report-fairness';
+import { renderHostile } from './report-hostile';
+import { renderInjection } from './report-injection';
 /**
  * BENCHMARKS.md, written from the results of `npm run bench` (bench/results/latest.json).
  */
@@ -107,13 +110,20 @@ after ${r.drill.killedAfterSeconds} s and started again; the cap (${r.drill.capC
 |---|---|---|---|---|---|---|---|---|
 | ${r.drill.graded} | ${r.drill.notGraded} | ${r.drill.jobsDone} | ${r.drill.jobsRetriedAfterKill} | ${r.drill.doublePaidGradings} | ${r.drill.withinCap} (${r.drill.spentCny}) | ${r.drill.reservedAfter} | ${r.drill.ledgerEqualsSpend} | **${r.drill.passed}** |
 
-## Token estimate calibration
+${r.fairness ? renderFairness(r.fairness) : ''}
+${r.hostile ? renderHostile(r.hostile) : ''}
+${r.injection ? renderInjection(r.injection) : ''}
+## The token bound's margin
 
 \`npx ts-node --transpile-only bench/calibrate-tokens.ts\` — real tokens (o200k_base, cl100k_base) ÷ the
-upper-bound estimate on 300 generated Chinese and 300 English essays: never above 1; Chinese on
-o200k max 0.927, mean 0.875; English max 0.754.
+upper bound (the prompt's UTF-8 bytes plus the chat template) on 300 generated Chinese and 300
+English essays: never above 1 (the bound is a proof, not a fit); ${TOKEN_MARGIN}
 `;
 }
+
+/** From the last run of bench/calibrate-tokens.ts (it is not part of npm run bench: it measures no speed). */
+const TOKEN_MARGIN =
+  'measured 2026-11-30: Chinese essays use about a third of the bound on o200k (mean ratio 0.324, max 0.343) and half on cl100k (0.494, max 0.518); English essays about a sixth (o200k 0.159, cl100k 0.161, max 0.169). A reservation holds that much more than the call will cost, only while the call is in flight.';
 
 /** How the reference case moved since the run before this one (kept in latest.json as \`previous\`). */
 function movedSincePrevious(r: any): string {

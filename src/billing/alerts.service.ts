@@ -3,6 +3,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import { Counter, Gauge } from 'prom-client';
 import { DataSource } from 'typeorm';
 import { Nanos } from '../common/money';
+import { TtlCache } from '../common/ttl-cache';
 import { tenantQuery } from '../db/tenant-scope';
 import { MetricsService } from '../metrics/metrics.service';
 
@@ -16,15 +17,17 @@ import { MetricsService } from '../metrics/metrics.service';
 export class AlertsService {
   private readonly logger = new Logger(AlertsService.name);
   /** thresholds already fired, so most calls skip the database entirely */
-  private readonly fired = new Set<string>();
+  private readonly fired = new TtlCache<string, true>(86_400_000, 50_000);
   private readonly alertsTotal: Counter<'tenant' | 'threshold'>;
   private readonly utilization: Gauge<'tenant'>;
+  private readonly incidentsTotal: Counter<'tenant' | 'kind'>;
 
   constructor(
     private readonly ds: DataSource,
     metrics: MetricsService,
   ) {
     this.alertsTotal = new Counter({ name: 'inkstone_budget_alerts_total', help: 'Budget alerts fired', labelNames: ['tenant', 'threshold'], registers: [metrics.registry] });
+    this.incidentsTotal = new Counter({ name: 'inkstone_budget_incidents_total', help: 'Calls billed beyond the bound they were admitted with', labelNames: ['tenant', 'kind'], registers: [metrics.registry] });
     this.utilization = new Gauge({ name: 'inkstone_budget_utilization_ratio', help: "Settled spend / cap of the tenant's current period", labelNames: ['tenant'], registers: [metrics.registry] });
   }
 
@@ -41,9 +44,32 @@ export class AlertsService {
     for (const t of thresholds) await this.fire(tenantId, period, t, ratio);
   }
 
+  /**
+   * A budget incident (BudgetService.settle): a provider billed more than the bound the call was
+   * admitted with, or more than the cap could take. Logged as an error, counted, and sent to the
+   * tenant's alert webhook as `budget.incident`.
+   */
+  async onIncident(
+    tenantId: string,
+    period: string,
+    data: { kind: string; provider: string | null; model: string | null; cost: string; charged: string; excess: string; pausesAdmission: boolean },
+  ): Promise<void> {
+    this.incidentsTotal.inc({ tenant: tenantId, kind: data.kind });
+    this.logger.error({ msg: 'budget incident: a call was billed beyond its bound', tenantId, period, ...data });
+    const eventId = `incident_${randomUUID()}`;
+    const body = JSON.stringify({ id: eventId, type: 'budget.incident', data: { tenantId, period, ...data }, createdAt: new Date().toISOString() });
+    await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
+       SELECT $1, $2, $3, alert_webhook_url, $4, 'pending' FROM tenants WHERE id = $1 AND alert_webhook_url IS NOT NULL`,
+      [randomUUID(), eventId, body],
+    );
+  }
+
   private async fire(tenantId: string, period: string, threshold: string, ratio: number): Promise<void> {
     const key = `${tenantId}:${period}:${Number(threshold)}`;
-    if (this.fired.has(key)) return;
+    if (this.fired.get(key)) return;
     const eventId = `alert_${randomUUID()}`;
     const body = JSON.stringify({
       id: eventId,
@@ -67,7 +93,7 @@ export class AlertsService {
        SELECT (SELECT count(*) FROM fired)::int AS fired`,
       [period, threshold, ratio.toFixed(4), randomUUID(), eventId, body],
     );
-    this.fired.add(key);
+    this.fired.set(key, true);
     if (!r?.fired) return; // another instance fired it
     this.alertsTotal.inc({ tenant: tenantId, threshold: String(Number(threshold)) });
     this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });

@@ -1,8 +1,8 @@
-import { Body, Controller, Get, Put, Query } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Put, Query } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
-import { BudgetService, BudgetView } from './budget.service';
+import { BudgetService, BudgetView, IncidentView } from './budget.service';
 import { UpdateBudgetDto } from './dto/update-budget.dto';
 import { LedgerService, USAGE_GROUPS, UsageGroup, UsageRow } from './ledger.service';
 import { isPeriod, periodBounds } from './periods';
@@ -29,6 +29,13 @@ export class BudgetController {
   @ApiOperation({ summary: 'Set the monthly cap, alert thresholds and what happens when the budget runs out' })
   put(@TenantCaller() auth: TenantAuth, @Body() dto: UpdateBudgetDto): Promise<BudgetView> {
     return this.budget.update(auth.tenantId, dto);
+  }
+
+  @Post('budget/incidents/:id/acknowledge')
+  @HttpCode(200)
+  @ApiOperation({ summary: 'Acknowledge a budget incident; admission resumes when none pauses it any more' })
+  acknowledge(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<IncidentView> {
+    return this.budget.acknowledge(auth.tenantId, auth.keyId, id);
   }
 
   @Get('usage')

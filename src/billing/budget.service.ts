@@ -3,13 +3,15 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import { DataSource } from 'typeorm';
 import { ApiError } from '../common/errors';
 import { formatCny, Nanos, parseCny } from '../common/money';
+import { loggableError } from '../common/error-rendering';
 import { checkWebhookUrl, DestinationRefusedError, HostResolver, vetHost } from '../common/outbound-webhook';
 import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { ClusterBus } from '../db/cluster-bus';
 import { assertTenantId, tenantQuery } from '../db/tenant-scope';
 import { AlertsService } from './alerts.service';
-import { LEDGER_COLUMNS, LEDGER_COST_PARAM, LEDGER_PARAM_COUNT, LEDGER_PLACEHOLDERS, LedgerEntry, LedgerService, ledgerParams } from './ledger.service';
+import { LEDGER_COLUMNS, LEDGER_COST_PARAM, LEDGER_PARAM_COUNT, LedgerEntry, LedgerService, ledgerParams, ledgerValues } from './ledger.service';
+import { sqlParams } from '../db/sql-params';
 import { periodBounds, periodOf } from './periods';
 import { TenantSecretsService } from './tenant-secrets.service';
 
@@ -51,6 +53,53 @@ export interface GuardedAnswer {
   costNanos: Nanos;
 }
 
+/** A provider reported more tokens than the bound the call was admitted with (tokens.ts). */
+export interface TokenIncident {
+  estimatedInputTokens: number;
+  reportedInputTokens: number;
+  maxOutputTokens: number;
+  reportedOutputTokens: number;
+}
+
+export interface SettleOptions {
+  /** a guarded call's answer, kept for retries */
+  answer?: GuardedAnswer;
+  /** the usage broke the bound: booked as an incident, and the tenant's admission paused */
+  incident?: TokenIncident;
+}
+
+export interface IncidentView {
+  id: string;
+  kind: 'tokens_over_bound' | 'over_reservation';
+  createdAt: string;
+  provider: string | null;
+  model: string | null;
+  tokens: { boundInput: number | null; reportedInput: number | null; maxOutput: number | null; reportedOutput: number | null };
+  cost: string;
+  charged: string;
+  /** what the provider billed beyond what was charged to the tenant (absorbed by the platform) */
+  excess: string;
+  pausesAdmission: boolean;
+  acknowledgedAt: string | null;
+}
+
+function incidentView(r: Record<string, unknown>): IncidentView {
+  const n = (v: unknown) => (v === null || v === undefined ? null : Number(v));
+  return {
+    id: String(r.id),
+    kind: r.kind as IncidentView['kind'],
+    createdAt: (r.created_at as Date).toISOString(),
+    provider: (r.provider as string | null) ?? null,
+    model: (r.model as string | null) ?? null,
+    tokens: { boundInput: n(r.estimated_input_tokens), reportedInput: n(r.reported_input_tokens), maxOutput: n(r.max_output_tokens), reportedOutput: n(r.reported_output_tokens) },
+    cost: formatCny(BigInt(r.cost_nanos as string)),
+    charged: formatCny(BigInt(r.charged_nanos as string)),
+    excess: formatCny(BigInt(r.excess_nanos as string)),
+    pausesAdmission: r.pauses_admission as boolean,
+    acknowledgedAt: r.acknowledged_at ? (r.acknowledged_at as Date).toISOString() : null,
+  };
+}
+
 export type GuardedReservation =
   | { kind: 'reserved'; reservation: Reservation }
   | { kind: 'budget' }
@@ -81,6 +130,9 @@ export interface BudgetView {
   alertThresholds: number[];
   alertWebhookUrl: string | null;
   forecast: { monthEnd: string; exhaustsOn: string | null };
+  /** true while an unacknowledged incident pauses admission (no call is admitted) */
+  admissionPaused: boolean;
+  incidents: IncidentView[];
 }
 
 const SETTINGS_TTL_MS = 5_000;
@@ -99,7 +151,8 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
   private readonly logger = new Logger(BudgetService.name);
   private readonly settingsCache = new TtlCache<string, BudgetSettings>(SETTINGS_TTL_MS);
   private readonly remainingCache = new TtlCache<string, Nanos>(1_000);
-  private readonly knownPeriods = new Set<string>();
+  /** periods whose row exists: bounded (a forgotten one is only checked again) */
+  private readonly knownPeriods = new TtlCache<string, true>(86_400_000, 50_000);
   private sweepTimer?: NodeJS.Timeout;
 
   constructor(
@@ -120,7 +173,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
 
   onApplicationBootstrap(): void {
     this.sweepTimer = setInterval(() => {
-      this.sweep().catch((err: Error) => this.logger.warn({ msg: 'reservation sweep failed', err: err.message }));
+      this.sweep().catch((err: Error) => this.logger.warn({ msg: 'reservation sweep failed', err: loggableError(err) }));
     }, this.config.llm.sweepIntervalMs);
     this.sweepTimer.unref();
   }
@@ -157,7 +210,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     const { timezone } = await this.settings(tenantId);
     const period = periodOf(at, timezone);
     const key = `${tenantId}:${period}`;
-    if (!this.knownPeriods.has(key)) {
+    if (!this.knownPeriods.get(key)) {
       await tenantQuery(
         this.ds.manager,
         tenantId,
@@ -166,7 +219,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
          ON CONFLICT (tenant_id, period) DO NOTHING`,
         [period],
       );
-      this.knownPeriods.add(key);
+      this.knownPeriods.set(key, true);
     }
     return period;
   }
@@ -185,6 +238,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       `WITH held AS (
          UPDATE budget_periods SET reserved_nanos = reserved_nanos + $3, updated_at = now()
           WHERE tenant_id = $1 AND period = $2 AND spent_nanos + reserved_nanos + $3 <= cap_nanos
+            AND NOT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND admission_paused)
           RETURNING tenant_id, period)
        INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
        SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000) FROM held
@@ -223,6 +277,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
        held AS (
          UPDATE budget_periods SET reserved_nanos = reserved_nanos + $3, updated_at = now()
           WHERE tenant_id = $1 AND period = $2 AND spent_nanos + reserved_nanos + $3 <= cap_nanos AND EXISTS (SELECT 1 FROM guard)
+            AND NOT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND admission_paused)
           RETURNING tenant_id, period)
        INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
        SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000) FROM held
@@ -264,19 +319,70 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     return { kind: 'budget' };
   }
 
+  /** Is the tenant's admission paused by an incident no admin has acknowledged yet? */
+  async isPaused(tenantId: string): Promise<boolean> {
+    assertTenantId(tenantId);
+    // The tenant's own row: scoped by its primary key.
+    const [row] = await this.ds.query(`SELECT admission_paused AS paused FROM tenants WHERE id = $1`, [tenantId]);
+    return !!row?.paused;
+  }
+
+  /** The tenant's incidents, newest first: every open one and the last closed ones. */
+  async incidents(tenantId: string): Promise<IncidentView[]> {
+    const rows = await tenantQuery<Record<string, unknown>>(
+      this.ds.manager,
+      tenantId,
+      `(SELECT * FROM budget_incidents WHERE tenant_id = $1 AND acknowledged_at IS NULL ORDER BY created_at DESC LIMIT 100)
+       UNION ALL
+       (SELECT * FROM budget_incidents WHERE tenant_id = $1 AND acknowledged_at IS NOT NULL ORDER BY created_at DESC LIMIT 10)
+       ORDER BY created_at DESC`,
+      [],
+    );
+    return rows.map(incidentView);
+  }
+
+  /**
+   * An admin has looked at an incident. When no open incident pauses admission any more, calls are
+   * admitted again. Acknowledging twice is harmless; another tenant's incident is not found.
+   */
+  async acknowledge(tenantId: string, keyId: string, incidentId: string): Promise<IncidentView> {
+    if (!/^[0-9a-f-]{36}$/i.test(incidentId)) throw ApiError.notFound('Incident');
+    const [row] = await tenantQuery<Record<string, unknown>>(
+      this.ds.manager,
+      tenantId,
+      `WITH ack AS (
+         UPDATE budget_incidents SET acknowledged_at = coalesce(acknowledged_at, now()), acknowledged_by = coalesce(acknowledged_by, $3)
+          WHERE tenant_id = $1 AND id = $2 RETURNING *),
+       resumed AS (
+         UPDATE tenants SET admission_paused = false
+          WHERE id = $1 AND EXISTS (SELECT 1 FROM ack)
+            AND NOT EXISTS (SELECT 1 FROM budget_incidents i WHERE i.tenant_id = $1 AND i.pauses_admission AND i.acknowledged_at IS NULL AND i.id <> $2)
+          RETURNING 1)
+       SELECT * FROM ack`,
+      [incidentId, keyId],
+    );
+    if (!row) throw ApiError.notFound('Incident');
+    this.bus.publish('budget', { tenantId });
+    this.logger.log({ msg: 'budget incident acknowledged', tenantId, incidentId, keyId });
+    return incidentView(row);
+  }
+
   /** A refused reservation: the budget is used up for calls of this size; alert once. */
   private async refused(tenantId: string, period: string): Promise<void> {
     try {
-      const [row] = await tenantQuery<{ spent: string; cap: string }>(
+      const [row] = await tenantQuery<{ spent: string; cap: string; paused: boolean }>(
         this.ds.manager,
         tenantId,
-        `SELECT spent_nanos AS spent, cap_nanos AS cap FROM budget_periods WHERE tenant_id = $1 AND period = $2`,
+        `SELECT spent_nanos AS spent, cap_nanos AS cap, (SELECT admission_paused FROM tenants WHERE id = $1) AS paused
+           FROM budget_periods WHERE tenant_id = $1 AND period = $2`,
         [period],
       );
+      // Refused because admission is paused (an incident), not because the budget is used up: no threshold fires.
+      if (row?.paused) return;
       const { alertThresholds } = await this.settings(tenantId);
       if (row) await this.alerts.onExhausted(tenantId, period, BigInt(row.spent), BigInt(row.cap), alertThresholds);
     } catch (err) {
-      this.logger.warn({ msg: 'could not record a budget alert', tenantId, err: (err as Error).message });
+      this.logger.warn({ msg: 'could not record a budget alert', tenantId, err: loggableError(err) });
     }
   }
 
@@ -285,77 +391,92 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
    * one transaction, so the ledger always sums to the spend. With no reservation (a cache hit),
    * only the ledger row is written and it must cost nothing.
    */
-  async settle(reservation: Reservation | null, cost: Nanos, entry: LedgerEntry, answer?: GuardedAnswer): Promise<void> {
+  async settle(reservation: Reservation | null, cost: Nanos, entry: LedgerEntry, opts: SettleOptions = {}): Promise<Nanos> {
     if (cost < 0n) throw new RangeError('a cost cannot be negative');
     if (!reservation) {
       if (cost !== 0n) throw new Error('a call that costs money must hold a reservation');
       const period = entry.period ?? (await this.currentPeriod(entry.tenantId));
       await this.ledger.insert(this.ds.manager, { ...entry, period });
-      return;
+      return 0n;
     }
     const { tenantId, period } = reservation;
     // One statement, so one atomic step: release the reservation, move the cost into the spend and
-    // write the ledger row with that same cost. If the sweeper already returned this reservation
-    // (the call outlived its TTL), nothing is released twice and the cost, real money, is still
-    // recorded.
+    // write the ledger row with that same amount. What is charged never takes the spend past the
+    // cap: it is the cost, or (a provider that billed more than the reservation's bound, a call
+    // that outlived its reservation) as much of it as the cap still holds, the rest recorded as an
+    // incident the platform absorbs. A guarded call's answer becomes durable here too (or its
+    // guard is given back when the call failed), so a retry after a crash reuses what was paid for.
     const params = ledgerParams({ ...entry, tenantId, period, costNanos: cost });
-    const p = (i: number) => `$${LEDGER_PARAM_COUNT + i}`;
-    // A guarded call's answer becomes durable in this same statement (or its guard is given back
-    // when the call failed), so a retry after a crash reuses what was paid for.
+    const next = sqlParams(LEDGER_PARAM_COUNT + 1, params);
+    const id = next(reservation.id);
+    const costParam = LEDGER_COST_PARAM;
     const guard = reservation.guard;
-    const guardSql = !guard
-      ? ''
-      : answer
-        ? `, answered AS (
-             UPDATE call_guards SET state = 'answered', expires_at = now() + make_interval(secs => ${p(4)}::double precision / 1000),
-                    provider = ${p(5)}, model = ${p(6)}, content = ${p(7)}, finish_reason = ${p(8)},
-                    input_tokens = ${p(9)}, cached_input_tokens = ${p(10)}, output_tokens = ${p(11)}, cost_nanos = ${p(12)}
-              WHERE tenant_id = $1 AND key = ${p(2)} AND token = ${p(3)} RETURNING 1)`
-        : `, given_back AS (DELETE FROM call_guards WHERE tenant_id = $1 AND key = ${p(2)} AND token = ${p(3)} RETURNING 1)`;
-    const guardParams = !guard
-      ? []
-      : [
-          guard.key,
-          guard.token,
-          ...(answer
-            ? [
-                GUARD_RETENTION_MS,
-                answer.provider,
-                answer.model,
-                answer.content,
-                answer.finishReason,
-                answer.inputTokens,
-                answer.cachedInputTokens,
-                answer.outputTokens,
-                answer.costNanos.toString(),
-              ]
-            : []),
-        ];
-    const [after] = await tenantQuery<{ spent: string; cap: string }>(
+    const answer = opts.answer;
+    let guardSql = '';
+    if (guard && answer) {
+      guardSql = `, answered AS (
+         UPDATE call_guards SET state = 'answered', expires_at = now() + make_interval(secs => ${next(GUARD_RETENTION_MS)}::double precision / 1000),
+                provider = ${next(answer.provider)}, model = ${next(answer.model)}, content = ${next(answer.content)}, finish_reason = ${next(answer.finishReason)},
+                input_tokens = ${next(answer.inputTokens)}, cached_input_tokens = ${next(answer.cachedInputTokens)}, output_tokens = ${next(answer.outputTokens)},
+                cost_nanos = (SELECT charged FROM amount)
+          WHERE tenant_id = $1 AND key = ${next(guard.key)} AND token = ${next(guard.token)} RETURNING 1)`;
+    } else if (guard) {
+      guardSql = `, given_back AS (DELETE FROM call_guards WHERE tenant_id = $1 AND key = ${next(guard.key)} AND token = ${next(guard.token)} RETURNING 1)`;
+    }
+    const i = opts.incident;
+    const incidentSql = `, incident AS (
+         INSERT INTO budget_incidents (tenant_id, id, period, kind, provider, model, call_group, estimated_input_tokens, reported_input_tokens,
+                                       max_output_tokens, reported_output_tokens, reserved_nanos, cost_nanos, charged_nanos, excess_nanos, pauses_admission)
+         SELECT $1, ${next(randomUUID())}, $3, CASE WHEN ${next(i ? 'tokens_over_bound' : null)}::text IS NOT NULL THEN 'tokens_over_bound' ELSE 'over_reservation' END,
+                $11, $12, $5::uuid, ${next(i?.estimatedInputTokens ?? null)}::int, ${next(i?.reportedInputTokens ?? null)}::int,
+                ${next(i?.maxOutputTokens ?? null)}::int, ${next(i?.reportedOutputTokens ?? null)}::int,
+                coalesce((SELECT sum(amount_nanos) FROM released), 0), ${costParam}::bigint, a.charged, ${costParam}::bigint - a.charged, ${next(!!i)}::boolean
+           FROM amount a WHERE ${next(!!i)}::boolean OR ${costParam}::bigint > a.charged
+         RETURNING pauses_admission),
+       paused AS (UPDATE tenants SET admission_paused = true WHERE id = $1 AND EXISTS (SELECT 1 FROM incident WHERE pauses_admission) RETURNING 1)`;
+    const [after] = await tenantQuery<{ spent: string; cap: string; charged: string; incident: number }>(
       this.ds.manager,
       tenantId,
       `WITH released AS (
-         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${p(1)} RETURNING amount_nanos),
+         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${id} RETURNING amount_nanos),
+       amount AS (
+         SELECT least(${costParam}::bigint,
+                      greatest(0, p.cap_nanos - p.spent_nanos - (p.reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0)))) AS charged
+           FROM budget_periods p WHERE p.tenant_id = $1 AND p.period = $3),
        moved AS (
          UPDATE budget_periods
             SET reserved_nanos = reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0),
-                spent_nanos = spent_nanos + ${LEDGER_COST_PARAM}::bigint, updated_at = now()
+                spent_nanos = spent_nanos + (SELECT charged FROM amount), updated_at = now()
           WHERE tenant_id = $1 AND period = $3 RETURNING spent_nanos, cap_nanos),
        ledger AS (
-         INSERT INTO llm_calls (${LEDGER_COLUMNS}) SELECT ${LEDGER_PLACEHOLDERS} FROM moved)
+         INSERT INTO llm_calls (${LEDGER_COLUMNS}) SELECT ${ledgerValues({ cost_nanos: '(SELECT charged FROM amount)' })} FROM moved)
        ${guardSql}
-       SELECT spent_nanos AS spent, cap_nanos AS cap FROM moved`,
-      [...params, reservation.id, ...guardParams],
+       ${incidentSql}
+       SELECT spent_nanos AS spent, cap_nanos AS cap, (SELECT charged FROM amount)::text AS charged, (SELECT count(*) FROM incident)::int AS incident FROM moved`,
+      next.values(),
     );
-    if (after && cost > 0n) {
+    const charged = after ? BigInt(after.charged) : 0n;
+    if (after && charged > 0n) {
       const { alertThresholds } = await this.settings(tenantId);
       await this.alerts.onSpend(tenantId, period, BigInt(after.spent), BigInt(after.cap), alertThresholds).catch((err: Error) =>
-        this.logger.warn({ msg: 'could not check budget alerts', tenantId, err: err.message }),
+        this.logger.warn({ msg: 'could not check budget alerts', tenantId, err: loggableError(err) }),
       );
     }
-    if (cost > reservation.amount) {
-      this.logger.warn({ msg: 'a call cost more than its reservation', tenantId, reserved: formatCny(reservation.amount), cost: formatCny(cost) });
+    if (after?.incident) {
+      await this.alerts
+        .onIncident(tenantId, period, {
+          kind: i ? 'tokens_over_bound' : 'over_reservation',
+          provider: entry.provider ?? null,
+          model: entry.model ?? null,
+          cost: formatCny(cost),
+          charged: formatCny(charged),
+          excess: formatCny(cost - charged),
+          pausesAdmission: !!i,
+        })
+        .catch((err: Error) => this.logger.warn({ msg: 'could not raise a budget incident alert', tenantId, err: loggableError(err) }));
+      if (i) this.bus.publish('budget', { tenantId });
     }
+    return charged;
   }
 
   /** Returns expired reservations (left by a process that died mid-call) to their budgets. */
@@ -402,6 +523,8 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       alertThresholds: settings.alertThresholds.map(Number),
       alertWebhookUrl: settings.alertWebhookUrl,
       forecast: forecast(period, settings.timezone, spent, cap, now),
+      admissionPaused: await this.isPaused(tenantId),
+      incidents: await this.incidents(tenantId),
     };
   }
 

@@ -87,8 +87,18 @@ export const LEDGER_COLUMNS = `tenant_id, id, period, request_id, call_group, at
 /** How many parameters a ledger row takes ($1 … $N); a statement's own parameters follow. */
 export const LEDGER_PARAM_COUNT = 27;
 export const LEDGER_PLACEHOLDERS = Array.from({ length: LEDGER_PARAM_COUNT }, (_, i) => `$${i + 1}`).join(', ');
-/** The placeholder of cost_nanos, for statements that move the same amount in the budget. */
-export const LEDGER_COST_PARAM = '$21';
+
+/**
+ * The VALUES of a ledger row as a SELECT list, with some columns taken from SQL expressions instead
+ * of their parameter (settlement writes the cost it computed in the same statement).
+ */
+export function ledgerValues(expressions: Partial<Record<'cost_nanos', string>>): string {
+  return LEDGER_COLUMN_LIST.map((c, i) => expressions[c as 'cost_nanos'] ?? `$${i + 1}`).join(', ');
+}
+
+const LEDGER_COLUMN_LIST = LEDGER_COLUMNS.split(',').map((c) => c.trim());
+/** The placeholder of the row's cost (the cost the provider's usage priced), for statements that use it again. */
+export const LEDGER_COST_PARAM = `$${LEDGER_COLUMN_LIST.indexOf('cost_nanos') + 1}`;
 
 export function ledgerParams(e: LedgerEntry & { period: string }): unknown[] {
   return [

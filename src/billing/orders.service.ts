@@ -3,6 +3,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { stripControlChars } from '../common/control-chars';
 import { formatCny, isCnyString, Nanos, parseCny } from '../common/money';
 import { verifySignature } from '../common/signature';
 import { AppConfig, CONFIG } from '../config/app-config';
@@ -173,7 +174,10 @@ export class OrdersService {
     } catch {
       throw new ApiError('INVALID_JSON', 'Webhook body is not valid JSON');
     }
+    if (!event || typeof event !== 'object' || Array.isArray(event)) throw ApiError.validation([{ field: 'body', message: 'the body must be an event object' }]);
     const problems = [];
+    // Cleaned like every string the API takes (a NUL would fail the statement that records it).
+    if (typeof event.id === 'string') event.id = stripControlChars(event.id);
     if (typeof event.id !== 'string' || event.id.length === 0 || event.id.length > 200) problems.push({ field: 'id', message: 'id must be the event id' });
     if (event.type !== 'payment.succeeded' && event.type !== 'payment.refunded') {
       problems.push({ field: 'type', message: 'type must be payment.succeeded or payment.refunded' });

@@ -1,5 +1,6 @@
 import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { DataSource } from 'typeorm';
+import { loggableError } from '../common/error-rendering';
 import { SecretBox, SecretBoxError, sealedKeyId } from '../common/secret-box';
 import type { AppConfig } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
@@ -131,7 +132,7 @@ export class TenantSecretsService implements OnModuleInit {
         } catch (err) {
           if (!(err instanceof SecretBoxError)) throw err;
           // One altered value must not keep every tenant from being served; its readers fail clearly.
-          this.logger.error({ msg: 'a stored webhook secret does not open', tenantId: row.id, secret: kind, keyId: sealedKeyId(sealed ?? ''), err: err.message });
+          this.logger.error({ msg: 'a stored webhook secret does not open', tenantId: row.id, secret: kind, keyId: sealedKeyId(sealed ?? ''), err: loggableError(err) });
         }
       }
     }

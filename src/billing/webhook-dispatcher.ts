@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { DataSource } from 'typeorm';
+import { loggableError } from '../common/error-rendering';
 import { DEFAULT_MAX_RESPONSE_BYTES, DestinationRefusedError, HostResolver, OutboundPolicy, postWebhook } from '../common/outbound-webhook';
 import { signPayload, SIGNATURE_HEADER } from '../common/signature';
 import { AppConfig, CONFIG } from '../config/app-config';
@@ -79,7 +80,7 @@ export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationS
     try {
       for (const w of await this.claim(free)) void this.start(w);
     } catch (err) {
-      this.logger.warn({ msg: 'could not claim webhooks', err: (err as Error).message });
+      this.logger.warn({ msg: 'could not claim webhooks', err: loggableError(err) });
     } finally {
       this.claiming = false;
     }
@@ -139,6 +140,7 @@ export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationS
 
   private async deliver(w: ClaimedWebhook & { token: string }): Promise<boolean> {
     let error: string | null = null;
+    let failure: unknown = null;
     let refused = false;
     try {
       const secret = await this.secrets.open('alert', w.tenant_id, w.sealed, w.legacy);
@@ -151,6 +153,7 @@ export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationS
       await postWebhook({ url: w.url, headers, body: w.body }, this.policy, this.resolver);
     } catch (err) {
       refused = err instanceof DestinationRefusedError;
+      failure = err;
       error = (err as Error).message || String(err);
     }
     try {
@@ -175,11 +178,11 @@ export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationS
         webhookId: w.id,
         eventId: w.event_id,
         attempt: w.attempts,
-        err: error,
+        err: loggableError(failure),
       });
     } catch (err) {
       // The lease runs out and the row is tried again.
-      this.logger.warn({ msg: 'could not record a webhook delivery', tenantId: w.tenant_id, webhookId: w.id, err: (err as Error).message });
+      this.logger.warn({ msg: 'could not record a webhook delivery', tenantId: w.tenant_id, webhookId: w.id, err: loggableError(err) });
     }
     return false;
   }

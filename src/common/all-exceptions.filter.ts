@@ -19,7 +19,7 @@ export class AllExceptionsFilter implements ExceptionFilter {
 export function sendError(reply: FastifyReply, req: FastifyRequest, exception: unknown, logger: Pick<Logger, 'error'>): void {
   const rendered = renderError(exception, String(req.id));
   if (rendered.unexpected) {
-    logger.error({ msg: 'unhandled error', requestId: req.id, route: req.routeOptions?.url, err: loggableError(exception) });
+    logger.error({ msg: 'unhandled error', requestId: req.id, route: req.routeOptions?.url, err: loggableError(exception, { stack: true }) });
   }
   if (reply.sent || reply.raw.headersSent) {
     // A streamed answer already started; the stream's own error event told the client.

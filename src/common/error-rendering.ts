@@ -98,11 +98,47 @@ export function renderError(err: unknown, requestId: string): RenderedError {
   return make(500, 'INTERNAL', 'Internal server error', undefined, undefined, true);
 }
 
-/** The parts of an error that are safe to log: no SQL parameters, no request bodies. */
-export function loggableError(err: unknown): Record<string, unknown> {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return { type: err.name, message: err.message, code, stack: err.stack };
+/** An error as a log line carries it (under `err`). */
+export interface LoggedError {
+  name?: string;
+  message: string;
+  code?: string | number;
+  stack?: string;
+}
+
+/**
+ * The parts of an error that are safe to log, as plain data: its name, message and code (no SQL
+ * parameters, no request bodies). Pino writes an Error under any key but `err`, or a string under
+ * `err` through the serializer, as `{}`; every logger call passes `err: loggableError(e)`, and the
+ * `err` serializer (src/logging.ts) is this function too, so whatever reaches it keeps its message.
+ * The code is the error's `code` (pg's SQLSTATE, Node's ECONNREFUSED, an ApiError's code), else a
+ * provider error's stable `reason`. The stack only when asked (unexpected errors).
+ */
+export function loggableError(err: unknown, opts: { stack?: boolean } = {}): LoggedError {
+  if (typeof err === 'string') return { message: err };
+  if (err && typeof err === 'object') {
+    const e = err as { name?: unknown; message?: unknown; code?: unknown; reason?: unknown; stack?: unknown };
+    const code = isCode(e.code) ? e.code : isCode(e.reason) ? e.reason : undefined;
+    const out: LoggedError = {
+      ...(typeof e.name === 'string' ? { name: e.name } : {}),
+      message: typeof e.message === 'string' ? e.message : err instanceof Error ? '' : safeJson(err),
+      ...(code !== undefined ? { code } : {}),
+    };
+    // A stack asked for, or one already picked by an earlier call (the serializer sees both).
+    if (typeof e.stack === 'string' && (opts.stack || !(err instanceof Error))) out.stack = e.stack;
+    return out;
   }
-  return { type: typeof err };
+  return { message: String(err) };
+}
+
+function isCode(v: unknown): v is string | number {
+  return (typeof v === 'string' && v.length > 0 && v.length <= 100) || (typeof v === 'number' && Number.isFinite(v));
+}
+
+function safeJson(v: object): string {
+  try {
+    return JSON.stringify(v).slice(0, 300);
+  } catch {
+    return Object.prototype.toString.call(v);
+  }
 }

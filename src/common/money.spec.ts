@@ -1,4 +1,4 @@
-import { formatCny, parseCny, pricePerMillionToNanosPerToken } from './money';
+import { cnyProblem, formatCny, isCnyString, MAX_CNY, MAX_NANOS, parseCny, pricePerMillionToNanosPerToken } from './money';
 
 describe('money', () => {
   it.each([
@@ -16,6 +16,20 @@ describe('money', () => {
 
   it.each(['-1', '1e3', '1.0000000001', '', ' 5', '5.', 'abc', '1,000'])('rejects %p', (text) => {
     expect(() => parseCny(text)).toThrow(/not a decimal amount/);
+  });
+
+  it('takes amounts up to what a BIGINT of nano-yuan holds, and refuses anything larger', () => {
+    expect(parseCny(MAX_CNY)).toBe(MAX_NANOS);
+    expect(MAX_NANOS).toBe(2n ** 63n - 1n);
+    expect(formatCny(MAX_NANOS)).toBe(MAX_CNY);
+    expect(isCnyString(MAX_CNY)).toBe(true);
+    for (const over of ['9223372036.854775808', '9223372037', '999999999999.999999999']) {
+      expect(() => parseCny(over)).toThrow(/more than the largest amount, 9223372036.854775807 CNY/);
+      expect(isCnyString(over)).toBe(false);
+      expect(cnyProblem(over)).toBe('range');
+    }
+    expect(cnyProblem('abc')).toBe('format');
+    expect(cnyProblem(5)).toBe('format');
   });
 
   it('converts per-million prices to whole nano-yuan per token', () => {

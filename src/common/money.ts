@@ -9,21 +9,39 @@ export const NANOS_PER_CNY = 1_000_000_000n;
 const DECIMALS = 9;
 const CNY_PATTERN = /^(\d{1,12})(?:\.(\d{1,9}))?$/;
 
+/** The largest amount PostgreSQL's BIGINT holds: 2^63 - 1 nano-yuan, 9223372036.854775807 CNY. */
+export const MAX_NANOS: Nanos = 9_223_372_036_854_775_807n;
+export const MAX_CNY = '9223372036.854775807';
+
 export class MoneyFormatError extends Error {}
 
-/** Parses "5000", "5000.00" or "0.012940" into nano-yuan. Rejects signs, exponents and > 9 decimals. */
+function nanosOf(m: RegExpExecArray): Nanos {
+  return BigInt(m[1]) * NANOS_PER_CNY + BigInt((m[2] ?? '').padEnd(DECIMALS, '0'));
+}
+
+/**
+ * Parses "5000", "5000.00" or "0.012940" into nano-yuan. Rejects signs, exponents, > 9 decimals,
+ * and amounts a BIGINT column cannot hold (above MAX_CNY).
+ */
 export function parseCny(text: string): Nanos {
   const m = CNY_PATTERN.exec(text);
   if (!m) {
     throw new MoneyFormatError(`"${text}" is not a decimal amount in CNY with at most 9 decimals`);
   }
-  const whole = BigInt(m[1]);
-  const frac = BigInt((m[2] ?? '').padEnd(DECIMALS, '0'));
-  return whole * NANOS_PER_CNY + frac;
+  const nanos = nanosOf(m);
+  if (nanos > MAX_NANOS) throw new MoneyFormatError(`"${text}" is more than the largest amount, ${MAX_CNY} CNY`);
+  return nanos;
+}
+
+/** Why `text` is not an amount parseCny takes ("format" or "range"), or null when it is one. */
+export function cnyProblem(text: unknown): 'format' | 'range' | null {
+  const m = typeof text === 'string' ? CNY_PATTERN.exec(text) : null;
+  if (!m) return 'format';
+  return nanosOf(m) > MAX_NANOS ? 'range' : null;
 }
 
 export function isCnyString(text: unknown): text is string {
-  return typeof text === 'string' && CNY_PATTERN.test(text);
+  return cnyProblem(text) === null;
 }
 
 /**

@@ -106,20 +106,29 @@ export class HostResolver {
 
 /** A destination refused by the policy: nothing was sent, and trying again will not help. */
 export class DestinationRefusedError extends Error {
+  readonly code = 'DESTINATION_REFUSED';
+
   constructor(message: string) {
     super(message);
     this.name = 'DestinationRefusedError';
   }
 }
 
-/** A delivery that did not get a 2xx: a transport error, a timeout or another status. */
+/**
+ * A delivery that did not get a 2xx: a transport error, a timeout or another status. `code` says
+ * which, for the log: the socket's own code (ECONNREFUSED, UND_ERR_…), HTTP_<status>, TIMEOUT, DNS.
+ */
 export class DeliveryFailedError extends Error {
+  readonly code: string;
+
   constructor(
     message: string,
     readonly status?: number,
+    code?: string,
   ) {
     super(message);
     this.name = 'DeliveryFailedError';
+    this.code = code ?? (status !== undefined ? `HTTP_${status}` : 'DELIVERY_FAILED');
   }
 }
 
@@ -173,9 +182,9 @@ export async function postWebhook(req: WebhookRequest, policy: OutboundPolicy, r
     return status;
   } catch (err) {
     if (err instanceof DeliveryFailedError) throw err;
-    if (deadline.aborted) throw new DeliveryFailedError(`no answer within ${policy.timeoutMs} ms`);
+    if (deadline.aborted) throw new DeliveryFailedError(`no answer within ${policy.timeoutMs} ms`, undefined, 'TIMEOUT');
     const e = err as NodeJS.ErrnoException;
-    throw new DeliveryFailedError(`${e.code ? `${e.code}: ` : ''}${e.message}`.slice(0, 300));
+    throw new DeliveryFailedError(`${e.code ? `${e.code}: ` : ''}${e.message}`.slice(0, 300), undefined, e.code);
   } finally {
     await client.destroy().catch(() => undefined);
   }
@@ -191,10 +200,10 @@ export async function vetHost(host: string, allowPrivate: boolean, resolver: Pic
   try {
     addresses = await abortable(resolver.lookup(host), deadline);
   } catch (err) {
-    if (deadline.aborted) throw new DeliveryFailedError(`could not resolve ${host} in time`);
-    throw new DeliveryFailedError(`could not resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    if (deadline.aborted) throw new DeliveryFailedError(`could not resolve ${host} in time`, undefined, 'TIMEOUT');
+    throw new DeliveryFailedError(`could not resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, undefined, 'DNS');
   }
-  if (addresses.length === 0) throw new DeliveryFailedError(`${host} has no address`);
+  if (addresses.length === 0) throw new DeliveryFailedError(`${host} has no address`, undefined, 'DNS');
   let first: ResolvedAddress | undefined;
   for (const a of addresses) {
     const v = classifyIp(a.address);

@@ -28,11 +28,70 @@ describe('TtlCache', () => {
     expect(cache.get('h3')).toBeUndefined();
   });
 
-  it('holds at most maxEntries, dropping the oldest', () => {
+  it('holds at most maxEntries, dropping the least recently used', () => {
     const cache = new TtlCache<number, number>(60_000, 3);
     for (let i = 0; i < 5; i++) cache.set(i, i * 10);
     expect(cache.size).toBe(3);
     expect([0, 1, 2, 3, 4].map((k) => cache.get(k))).toEqual([undefined, undefined, 20, 30, 40]);
+  });
+
+  it('never drops an entry that is read between stores, however many other keys pass through', () => {
+    const cache = new TtlCache<string, number>(60_000, 3);
+    cache.set('hot', 1);
+    for (let i = 0; i < 1_000; i++) {
+      cache.set(`cold-${i}`, i);
+      expect(cache.get('hot')).toBe(1);
+    }
+    expect(cache.size).toBe(3);
+    // Storing a key again also makes it the most recently used.
+    cache.set('a', 1);
+    cache.set('b', 2);
+    cache.set('a', 10);
+    cache.set('c', 3);
+    expect([cache.get('hot'), cache.get('a'), cache.get('b'), cache.get('c')]).toEqual([undefined, 10, 2, 3]);
+  });
+
+  it('evicts in constant time: storing into a full cache costs about what storing into one with room does', () => {
+    const n = 50_000;
+    /** n stores and n reads into `cache`, after `prefill` stores: milliseconds. */
+    const run = (cache: TtlCache<number, number>, prefill: number) => {
+      for (let i = 0; i < prefill; i++) cache.set(-1 - i, i);
+      const started = performance.now();
+      for (let i = 0; i < n; i++) {
+        cache.set(i, i);
+        cache.get(i - 1);
+      }
+      return performance.now() - started;
+    };
+    const withRoom = run(new TtlCache(60_000, 3 * n), n);
+    const full = new TtlCache<number, number>(60_000, n);
+    const evicting = run(full, n); // every store evicts one
+    // A scan per eviction would be n² = 2.5 × 10⁹ steps: thousands of times slower, not 20.
+    expect(evicting).toBeLessThan(20 * withRoom + 100);
+    expect(full.size).toBe(n);
+    expect(full.get(-1)).toBeUndefined();
+    expect(full.get(n - 1)).toBe(n - 1);
+  });
+
+  it('keeps entries with an infinite TTL until they are evicted, and refuses a bound that is not one', () => {
+    jest.useFakeTimers({ now: 1_000_000 });
+    const cache = new TtlCache<string, number>(Number.POSITIVE_INFINITY, 2);
+    cache.set('a', 1);
+    jest.setSystemTime(1_000_000 + 10 * 365 * 86_400_000);
+    expect(cache.get('a')).toBe(1);
+    cache.set('b', 2);
+    cache.set('c', 3);
+    expect(cache.get('a')).toBeUndefined();
+    for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) expect(() => new TtlCache(1_000, bad)).toThrow(RangeError);
+  });
+
+  it('drops an expired entry when it is read, so it neither answers nor takes room', () => {
+    jest.useFakeTimers({ now: 1_000_000 });
+    const cache = new TtlCache<string, number>(1_000, 10);
+    cache.set('a', 1);
+    jest.setSystemTime(1_001_000);
+    expect(cache.get('a')).toBeUndefined();
+    expect(cache.size).toBe(0);
   });
 
   it('caches nothing with a TTL of 0', async () => {

@@ -1,47 +1,69 @@
 /**
  * A small per-process cache whose entries expire a fixed time after they were stored. It holds at
- * most `maxEntries`; storing one more drops the oldest. A TTL of 0 or less caches nothing.
- * Callers invalidate what they change; other processes see a change within the TTL.
+ * most `maxEntries`; storing one more drops the least recently used (the Map keeps insertion order,
+ * and a hit or a store moves its entry to the end, so reading, storing and evicting are O(1) and a
+ * hot entry is never the one dropped). A TTL of 0 or less caches nothing; `Infinity` keeps entries
+ * until they are evicted or deleted (values that never change). Callers invalidate what they
+ * change; other processes see a change within the TTL.
  */
 export class TtlCache<K, V> {
   private readonly entries = new Map<K, { value: V; until: number }>();
+  /** Bumped by every invalidation: a value loaded before one must not be stored after it. */
+  private invalidations = 0;
 
   constructor(
     private readonly ttlMs: number,
     private readonly maxEntries = 10_000,
-  ) {}
+  ) {
+    if (!Number.isInteger(maxEntries) || maxEntries < 1) throw new RangeError(`maxEntries must be a positive integer (got ${maxEntries})`);
+  }
 
   get(key: K): V | undefined {
     const entry = this.entries.get(key);
     if (!entry) return undefined;
-    if (entry.until <= Date.now()) {
-      this.entries.delete(key);
-      return undefined;
-    }
+    this.entries.delete(key);
+    if (entry.until <= Date.now()) return undefined;
+    this.entries.set(key, entry); // now the most recently used
     return entry.value;
   }
 
   set(key: K, value: V): void {
     if (this.ttlMs <= 0) return;
-    if (!this.entries.has(key) && this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
+    if (!this.entries.delete(key) && this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
     this.entries.set(key, { value, until: Date.now() + this.ttlMs });
   }
 
-  /** The cached value, or what `load` returns (then cached). */
+  /**
+   * The cached value, or what `load` returns — then cached, unless the cache was invalidated while
+   * it loaded (the value may be older than the change that invalidated it: a revoked key, a setting).
+   */
   async getOrLoad(key: K, load: () => Promise<V>): Promise<V> {
     const hit = this.get(key);
     if (hit !== undefined) return hit;
+    const mark = this.invalidations;
     const value = await load();
-    this.set(key, value);
+    this.setIfUnchangedSince(mark, key, value);
     return value;
   }
 
+  /** A mark to pass to setIfUnchangedSince, taken before loading a value. */
+  get mark(): number {
+    return this.invalidations;
+  }
+
+  /** Stores the value only if nothing was invalidated since `mark` was taken. */
+  setIfUnchangedSince(mark: number, key: K, value: V): void {
+    if (mark === this.invalidations) this.set(key, value);
+  }
+
   delete(key: K): void {
+    this.invalidations++;
     this.entries.delete(key);
   }
 
   /** Drops every entry whose value matches (a revoked key cached under several hashes). */
   deleteWhere(matches: (value: V) => boolean): void {
+    this.invalidations++;
     for (const [key, entry] of this.entries) if (matches(entry.value)) this.entries.delete(key);
   }
 

@@ -1,7 +1,8 @@
-import { ValidationError, ValidationPipe } from '@nestjs/common';
-import { registerDecorator, ValidationOptions } from 'class-validator';
+import { ArgumentMetadata, ValidationError, ValidationPipe } from '@nestjs/common';
+import { registerDecorator, ValidationArguments, ValidationOptions, ValidatorOptions } from 'class-validator';
+import { stripControlChars, stripControlStrings } from './control-chars';
 import { isValidTimeZone } from './time-zone';
-import { isCnyString } from './money';
+import { cnyProblem, MAX_CNY } from './money';
 import { ApiError, FieldProblem } from './errors';
 
 /** Flattens class-validator's tree into one problem per bad field, named by its path. */
@@ -19,8 +20,25 @@ export function flattenValidationErrors(errors: ValidationError[], parent = ''):
   return out;
 }
 
+/**
+ * class-validator's pipe, plus: every string taken has its control characters removed before it
+ * is checked (src/common/control-chars.ts) — a query or path parameter here, a DTO's fields once
+ * class-transformer has built it (so @Verbatim() fields, secrets, are known and kept).
+ */
+export class CleaningValidationPipe extends ValidationPipe {
+  override transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
+    const clean = typeof value === 'string' && (metadata.type === 'query' || metadata.type === 'param') ? stripControlChars(value) : value;
+    return super.transform(clean, metadata);
+  }
+
+  protected override validate(object: object, validatorOptions?: ValidatorOptions): Promise<ValidationError[]> | ValidationError[] {
+    stripControlStrings(object);
+    return super.validate(object, validatorOptions);
+  }
+}
+
 export function createValidationPipe(): ValidationPipe {
-  return new ValidationPipe({
+  return new CleaningValidationPipe({
     whitelist: true,
     forbidNonWhitelisted: true,
     transform: true,
@@ -30,15 +48,25 @@ export function createValidationPipe(): ValidationPipe {
   });
 }
 
-/** A money amount: a decimal string in CNY such as "5000.00" or "0.012940" (never a number). */
+/**
+ * A money amount: a decimal string in CNY such as "5000.00" or "0.012940" (never a number), no
+ * larger than a BIGINT count of nano-yuan holds (MAX_CNY), so it is refused here and not by
+ * PostgreSQL.
+ */
 export function IsCnyAmount(options?: ValidationOptions) {
   return (object: object, propertyName: string) =>
     registerDecorator({
       name: 'isCnyAmount',
       target: object.constructor,
       propertyName,
-      options: { message: `${propertyName} must be a decimal string in CNY such as "5000.00"`, ...options },
-      validator: { validate: (v: unknown) => isCnyString(v) },
+      options,
+      validator: {
+        validate: (v: unknown) => cnyProblem(v) === null,
+        defaultMessage: (args?: ValidationArguments) =>
+          cnyProblem(args?.value) === 'range'
+            ? `${propertyName} must be at most ${MAX_CNY} CNY`
+            : `${propertyName} must be a decimal string in CNY such as "5000.00"`,
+      },
     });
 }
 

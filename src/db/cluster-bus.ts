@@ -3,6 +3,7 @@ import { EventEmitter } from 'node:events';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { Client } from 'pg';
 import { DataSource } from 'typeorm';
+import { loggableError } from '../common/error-rendering';
 import { AppConfig, CONFIG } from '../config/app-config';
 
 /** The PostgreSQL channel every instance listens on. */
@@ -81,7 +82,7 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
       try {
         fn(p);
       } catch (err) {
-        this.logger.warn({ msg: 'a bus subscriber failed', topic, err: (err as Error).message });
+        this.logger.warn({ msg: 'a bus subscriber failed', topic, err: loggableError(err) });
       }
     };
     this.emitter.on(topic, handler);
@@ -102,7 +103,7 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
     try {
       await this.ds.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, JSON.stringify(batch)]);
     } catch (err) {
-      this.logger.warn({ msg: 'could not notify the other instances', count: batch.m.length, err: (err as Error).message });
+      this.logger.warn({ msg: 'could not notify the other instances', count: batch.m.length, err: loggableError(err) });
     }
   }
 
@@ -120,7 +121,7 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
       for (const [topic, payload] of env.m) this.deliver(topic, payload);
     });
     client.on('error', (err) => {
-      this.logger.warn({ msg: 'the bus listener connection failed', err: err.message });
+      this.logger.warn({ msg: 'the bus listener connection failed', err: loggableError(err) });
       void this.reconnect(client);
     });
     client.on('end', () => void this.reconnect(client));
@@ -130,7 +131,7 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
       this.listener = client;
       this.reconnectDelayMs = 250;
     } catch (err) {
-      this.logger.warn({ msg: 'could not listen for other instances; retrying', err: (err as Error).message });
+      this.logger.warn({ msg: 'could not listen for other instances; retrying', err: loggableError(err) });
       await client.end().catch(() => undefined);
       await this.reconnect(client);
     }

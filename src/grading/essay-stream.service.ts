@@ -66,6 +66,8 @@ export class EssayStreamService {
     };
     subscriptions.push(this.events.on(id, check), this.events.onResync(check));
     raw.on('close', finish);
+    // The client may have left while the essay was read and the slot taken: then nothing would say so.
+    if (raw.destroyed || req.raw.socket?.destroyed) return finish();
     check();
   }
 }

@@ -5,14 +5,8 @@ export const MAX_ESSAY_CHARS = 20_000;
 /** The most essays in one batch. */
 export const MAX_BATCH = 200;
 
-/**
- * The text as sent, minus control characters: C0 controls other than tab and newline (a CR is
- * dropped, so CRLF becomes LF), DEL, and C1 controls.
- */
-export function stripControlChars(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u0008\u000B-\u001F\u007F-\u009F]/g, '');
-}
+/** Essay text is cleaned like every other string the API takes (src/common/control-chars.ts). */
+export { stripControlChars } from '../common/control-chars';
 
 /** Blank means nothing but whitespace (including the ideographic space and zero-width characters). */
 export function isBlank(text: string): boolean {

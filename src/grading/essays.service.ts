@@ -4,6 +4,7 @@ import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError, FieldProblem } from '../common/errors';
 import { formatCny } from '../common/money';
+import { decodeCursor, encodeCursor, KeysetPosition } from '../common/pagination';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { tenantQuery } from '../db/tenant-scope';
 import { AssignmentsService } from './assignments.service';
@@ -241,28 +242,19 @@ export class EssaysService {
     }
     const limit = q.limit === undefined ? 20 : Number(q.limit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 100) problems.push({ field: 'limit', message: 'limit must be an integer from 1 to 100' });
-    let after: [string, string] | null = null;
-    if (q.cursor !== undefined) {
-      try {
-        const parsed = JSON.parse(Buffer.from(q.cursor, 'base64url').toString('utf8'));
-        if (!Array.isArray(parsed) || !UUID.test(parsed[1]) || !/^\d{4}-\d{2}-\d{2}[ T][\d:.]+([+-]\d{2}(:?\d{2})?|Z)?$/.test(parsed[0])) throw new Error();
-        after = [parsed[0], parsed[1]];
-      } catch {
-        problems.push({ field: 'cursor', message: 'cursor is not one this API gave out' });
-      }
-    }
     if (problems.length) throw ApiError.validation(problems);
+    const after: KeysetPosition | null = q.cursor !== undefined ? decodeCursor(q.cursor) : null;
     const rows = await tenantQuery<Record<string, unknown>>(
       this.ds.manager,
       auth.tenantId,
       `SELECT id, status, tier, language, title, student_ref, assignment_id, flags, cost_nanos, cache_status,
-              grade->'score' AS score, grade->'maxScore' AS max_score, created_at, created_at::text AS cursor_at, graded_at
+              grade->'score' AS score, grade->'maxScore' AS max_score, created_at, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' AS cursor_at, graded_at
          FROM essays
         WHERE tenant_id = $1 AND ($2::uuid IS NULL OR assignment_id = $2) AND ($3::text IS NULL OR status = $3)
           AND ($4::text IS NULL OR student_ref = $4)
           AND ($5::timestamptz IS NULL OR (created_at, id) < ($5::timestamptz, $6::uuid))
         ORDER BY created_at DESC, id DESC LIMIT $7`,
-      [q.assignmentId ?? null, q.status ?? null, q.studentRef ?? null, after?.[0] ?? null, after?.[1] ?? null, limit + 1],
+      [q.assignmentId ?? null, q.status ?? null, q.studentRef ?? null, after?.at ?? null, after?.id ?? null, limit + 1],
     );
     const page = rows.slice(0, limit);
     const last = page[page.length - 1];
@@ -285,7 +277,7 @@ export class EssaysService {
       })),
       nextCursor:
         // The cursor keeps the timestamp exactly as stored (microseconds), not a JS Date's milliseconds.
-        rows.length > limit && last ? Buffer.from(JSON.stringify([last.cursor_at, last.id])).toString('base64url') : null,
+        rows.length > limit && last ? encodeCursor({ at: last.cursor_at as string, id: last.id as string }) : null,
     };
   }
 

@@ -335,7 +335,9 @@ export class GradingService {
     const candidates = this.gateway.candidates({ tier });
     let text = essay.text;
     const probe = buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.prompt ?? undefined, title: essay.title ?? undefined, essay: '' });
-    const room = Math.min(...candidates.map((m) => roomForEssay(m, probe.messages, MAX_OUTPUT_TOKENS[variant])));
+    // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
+    // gateway (a longer window serves it), rather than every model getting a cut essay.
+    const room = Math.max(...candidates.map((m) => roomForEssay(m, probe.messages, MAX_OUTPUT_TOKENS[variant])));
     const cut = cutHeadTail(text, room, candidates[0].tokenizer);
     if (cut.truncated) {
       text = cut.text;
@@ -414,7 +416,10 @@ export class GradingService {
     const { messages } = buildGradingPrompt({ rubric, language, variant, essay: text });
     let best: bigint | null = null;
     for (const m of this.gateway.candidates({ tier })) {
-      const cost = worstCaseCost(estimatePromptTokens(messages, m.tokenizer), Math.min(MAX_OUTPUT_TOKENS[variant], m.maxOutputTokens), m.ceiling);
+      const input = estimatePromptTokens(messages, m.tokenizer);
+      const output = Math.min(MAX_OUTPUT_TOKENS[variant], m.maxOutputTokens);
+      if (input + output > m.contextWindow || input > m.maxInputTokens) continue; // the gateway would skip it
+      const cost = worstCaseCost(input, output, m.ceiling);
       if (best === null || cost < best) best = cost;
     }
     return best;

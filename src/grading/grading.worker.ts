@@ -1,4 +1,5 @@
 import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
+import { loggableError } from '../common/error-rendering';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { EssayEvents } from './essay-events';
 import { GradingService, LeaseLostError, RetryableGradingError } from './grading.service';
@@ -43,7 +44,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     this.unsubscribe = this.events.onQueued(() => this.wake?.());
     this.timers.push(
       setInterval(() => {
-        this.queue.heartbeat([...this.inFlight.keys()], g.leaseMs).catch((err: Error) => this.logger.warn({ msg: 'lease renewal failed', err: err.message }));
+        this.queue.heartbeat([...this.inFlight.keys()], g.leaseMs).catch((err: Error) => this.logger.warn({ msg: 'lease renewal failed', err: loggableError(err) }));
       }, Math.max(500, Math.floor(g.leaseMs / 3))),
       setInterval(() => void this.recover(), Math.max(1_000, Math.min(g.leaseMs, 15_000))),
     );
@@ -74,7 +75,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         try {
           claimed = await this.queue.claim(free, g.leaseMs, kind);
         } catch (err) {
-          this.logger.warn({ msg: 'could not claim jobs', err: (err as Error).message });
+          this.logger.warn({ msg: 'could not claim jobs', err: loggableError(err) });
         }
         for (const job of claimed) this.launch(job);
         if (claimed.length === free) more = true; // there may be more ready now
@@ -118,16 +119,16 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         const delay = Math.max(backoff, err instanceof RetryableGradingError ? err.retryAfterMs : 0);
         const requeued = await this.queue.retryLater(job, message, delay).catch(() => false);
         if (requeued && job.kind === 'grade') await this.grading.setStatus(job.tenantId, job.essayId, 'queued').catch(() => undefined);
-        this.logger.warn({ msg: 'grading failed, will retry', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts, err: message });
+        this.logger.warn({ msg: 'grading failed, will retry', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts, err: loggableError(err) });
       } else if (job.kind === 'deep_review') {
         await this.grading.refundOrder(job, `every premium model failed: ${message}`).catch((e: Error) =>
-          this.logger.error({ msg: 'could not refund an order', orderId: job.orderId, err: e.message }),
+          this.logger.error({ msg: 'could not refund an order', orderId: job.orderId, err: loggableError(e) }),
         );
       } else {
         await this.grading.failEssay(job, 'GRADING_FAILED', message).catch((e: Error) =>
-          this.logger.error({ msg: 'could not record a failed job', jobId: job.id, err: e.message }),
+          this.logger.error({ msg: 'could not record a failed job', jobId: job.id, err: loggableError(e) }),
         );
-        this.logger.error({ msg: 'essay failed after its last attempt', tenantId: job.tenantId, essayId: job.essayId, err: message });
+        this.logger.error({ msg: 'essay failed after its last attempt', tenantId: job.tenantId, essayId: job.essayId, err: loggableError(err) });
       }
     }
   }
@@ -143,7 +144,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       }
       if (requeued) this.wake?.();
     } catch (err) {
-      this.logger.warn({ msg: 'job recovery failed', err: (err as Error).message });
+      this.logger.warn({ msg: 'job recovery failed', err: loggableError(err) });
     }
   }
 

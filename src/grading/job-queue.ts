@@ -37,10 +37,11 @@ export class JobQueue {
 
   /**
    * Claims up to `limit` ready jobs of a kind for this worker, round-robin across tenants: the
-   * tenants with ready jobs are found by a skip scan of the queue index, the `limit` whose oldest
-   * ready job has waited longest take part, and their jobs are taken first-of-each-tenant, then
-   * second-of-each… So a tenant's 5,000-essay class set holds another tenant's essay back by one
-   * claim round at most. A tenant's gradings at once (across instances) stay within its
+   * tenants with ready jobs are found by a skip scan of the queue index; those with the fewest
+   * gradings running (then the oldest waiting job) take part, and their jobs are taken
+   * first-of-each-tenant, then second-of-each… So a tenant whose 5,000-essay class set fills the
+   * workers holds another tenant's essay back by one claim round at most, even when only one
+   * worker slot is free. A tenant's gradings at once (across instances) stay within its
    * `essaysGrading` limit.
    */
   async claim(limit: number, leaseMs: number, kind: Job['kind'] = 'grade'): Promise<Job[]> {
@@ -54,24 +55,24 @@ export class JobQueue {
          SELECT (SELECT j.tenant_id FROM jobs j WHERE j.status = 'queued' AND j.kind = $4 AND j.tenant_id > w.tenant_id ORDER BY j.tenant_id LIMIT 1)
            FROM waiting w WHERE w.tenant_id IS NOT NULL),
        heads AS (
-         SELECT w.tenant_id, h.run_after AS head,
-                CASE WHEN $4 = 'grade' THEN coalesce((t.limits->>'essaysGrading')::int, $5) ELSE $5 END
-                  - (SELECT count(*) FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running') AS room
+         SELECT w.tenant_id, h.run_after AS head, n.running,
+                CASE WHEN $4 = 'grade' THEN coalesce((t.limits->>'essaysGrading')::int, $5) ELSE $5 END - n.running AS room
            FROM waiting w
+           CROSS JOIN LATERAL (SELECT count(*) AS running FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running') n
            JOIN tenants t ON t.id = w.tenant_id
            CROSS JOIN LATERAL (SELECT run_after FROM jobs j WHERE j.tenant_id = w.tenant_id AND j.kind = $4 AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY j.run_after LIMIT 1) h
           WHERE w.tenant_id IS NOT NULL),
-       chosen AS (SELECT tenant_id, room FROM heads WHERE room > 0 ORDER BY head LIMIT $3),
+       chosen AS (SELECT tenant_id, room, running FROM heads WHERE room > 0 ORDER BY running, head LIMIT $3),
        picked AS (
-         SELECT c.id, c.run_after, row_number() OVER (PARTITION BY ch.tenant_id ORDER BY c.run_after) AS turn
+         SELECT c.id, c.run_after, ch.running, row_number() OVER (PARTITION BY ch.tenant_id ORDER BY c.run_after) AS turn
            FROM chosen ch
            CROSS JOIN LATERAL (SELECT j.id, j.run_after FROM jobs j
                                 WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY j.run_after LIMIT least(ch.room, $3) FOR UPDATE SKIP LOCKED) c)
        UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1,
               locked_until = now() + make_interval(secs => $2::double precision / 1000)
-        WHERE id IN (SELECT id FROM picked ORDER BY turn, run_after LIMIT $3)
+        WHERE id IN (SELECT id FROM picked ORDER BY turn, running, run_after LIMIT $3)
         RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts`,
       [this.workerId, leaseMs, limit, kind, cap],
     ));

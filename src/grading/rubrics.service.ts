@@ -2,6 +2,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { TtlCache } from '../common/ttl-cache';
 import { tenantQuery } from '../db/tenant-scope';
 import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
 import { BUILTIN_RUBRICS, builtinRubric, maxScore, Rubric } from './rubric';
@@ -11,16 +12,28 @@ export interface RubricView extends Rubric {
 }
 
 /**
+ * Tenants' rubric versions kept in memory per process. A version is at most ~50 KB (12 dimensions
+ * of 2,000-character descriptions), usually ~2 KB: at most ~25 MB, usually about 1 MB. A miss costs
+ * one primary-key read.
+ */
+export const RUBRIC_CACHE_MAX = 500;
+
+/**
  * Built-in rubrics (in code) and each tenant's own (in the database, versioned: an edit makes a new
  * version, and a grade keeps the version it used). A version never changes once written, so
- * resolved versions are cached for good.
+ * resolved versions need no expiry; the RUBRIC_CACHE_MAX most recently used are kept.
  */
 @Injectable()
 export class RubricsService {
   private readonly logger = new Logger(RubricsService.name);
-  private readonly versions = new Map<string, Rubric>();
+  private readonly versions = new TtlCache<string, Rubric>(Number.POSITIVE_INFINITY, RUBRIC_CACHE_MAX);
 
   constructor(private readonly ds: DataSource) {}
+
+  /** How many tenant rubric versions this process holds (never more than RUBRIC_CACHE_MAX). */
+  get cachedVersions(): number {
+    return this.versions.size;
+  }
 
   async list(auth: TenantAuth): Promise<RubricView[]> {
     const rows = await tenantQuery<{ definition: Rubric }>(

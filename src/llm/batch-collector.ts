@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Logger } from '@nestjs/common';
+import { loggableError } from '../common/error-rendering';
 import type { EnabledProvider, LlmConfig } from '../config/app-config';
 import type { CatalogModel } from './catalog';
 import { ProviderClient, readCompletion } from './provider-client';
@@ -108,7 +109,7 @@ export class BatchCollector {
       }
     } catch (err) {
       const why = err instanceof ProviderError ? `${err.reason}: ${err.message}` : (err as Error).message;
-      this.logger.warn({ msg: 'batch failed', model: key, err: why });
+      this.logger.warn({ msg: 'batch failed', model: key, err: loggableError(err) });
       failAll(why);
     }
   }

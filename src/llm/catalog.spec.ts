@@ -152,7 +152,7 @@ describe('model catalog', () => {
     it('replaces the built-in catalog when it does not extend it', () => {
       const f = file({
         providers: { ollama: { dialect: 'openai', baseUrl: 'http://127.0.0.1:11434/v1' } },
-        tokenizers: { llama: { cjkPerChar: 2, otherPerChar: 0.3, perMessage: 6, perRequest: 8 } },
+        tokenizers: { llama: { kind: 'byte-bpe', perMessage: 6, perRequest: 8 } },
         models: [
           entry({ id: 'qwen2.5:7b', provider: 'ollama', tokenizer: 'llama', pricing: { input: '0', cachedInput: '0', output: '0' }, contextWindow: 32768, maxOutputTokens: 4096, source: 'https://ollama.com/library/qwen2.5' }),
         ],

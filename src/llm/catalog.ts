@@ -38,11 +38,14 @@ export interface PriceWindow {
   pricing: Pricing;
 }
 
-/** Coefficients of the upper-bound token estimate for one tokenizer family (see tokens.ts). */
+/**
+ * One tokenizer family. Every family in the catalog is byte-level BPE (`"kind": "byte-bpe"`): a text
+ * of n UTF-8 bytes is at most n tokens (tokens.ts); the chat template adds `perMessage` tokens per
+ * message and `perRequest` per request.
+ */
 export interface TokenizerProfile {
   name: string;
-  cjkPerChar: number;
-  otherPerChar: number;
+  kind: 'byte-bpe';
   perMessage: number;
   perRequest: number;
 }
@@ -400,11 +403,13 @@ class CatalogParser {
     const out = new Map<string, TokenizerProfile>();
     for (const [name, t0] of Object.entries(raw)) {
       const t = this.object(t0, `tokenizer "${name}"`);
-      this.onlyKeys(t, ['cjkPerChar', 'otherPerChar', 'perMessage', 'perRequest'], `tokenizer "${name}"`);
-      for (const k of ['cjkPerChar', 'otherPerChar', 'perMessage', 'perRequest'] as const) {
-        if (typeof t[k] !== 'number' || !((t[k] as number) >= 0)) this.fail(`tokenizer "${name}" needs a non-negative number "${k}"`);
+      this.onlyKeys(t, ['kind', 'perMessage', 'perRequest', 'notes'], `tokenizer "${name}"`);
+      // Only byte-level BPE has the proven bound admission relies on (a token is at least one byte).
+      if (t.kind !== 'byte-bpe') this.fail(`tokenizer "${name}" needs "kind": "byte-bpe" (the only kind whose token count the byte length bounds)`);
+      for (const k of ['perMessage', 'perRequest'] as const) {
+        if (!Number.isSafeInteger(t[k]) || (t[k] as number) < 0 || (t[k] as number) > 1000) this.fail(`tokenizer "${name}" needs a whole number "${k}" from 0 to 1000`);
       }
-      out.set(name, { name, ...(t as Omit<TokenizerProfile, 'name'>) });
+      out.set(name, { name, kind: 'byte-bpe', perMessage: t.perMessage as number, perRequest: t.perRequest as number });
     }
     return out;
   }

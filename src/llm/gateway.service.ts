@@ -1,9 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import { BudgetService, GuardedAnswer, Reservation } from '../billing/budget.service';
+import { BudgetService, GuardedAnswer, Reservation, SettleOptions, TokenIncident } from '../billing/budget.service';
 import { CallPurpose, LedgerEntry } from '../billing/ledger.service';
 import { Clock } from '../common/clock';
 import { Nanos } from '../common/money';
+import { loggableError } from '../common/error-rendering';
 import { AppConfig, CONFIG, EnabledProvider } from '../config/app-config';
 import { BatchCollector } from './batch-collector';
 import { CatalogModel, isRetired, Pricing, retiredMessage, Tier, TierPlan } from './catalog';
@@ -119,6 +120,8 @@ interface CallContext<T> {
   started: number;
   tried: string[];
   budgetRefused: boolean;
+  /** the refusal was a pause after an incident, not an empty budget */
+  admissionPaused?: boolean;
   contentRejected: boolean;
   /** after a first try through a batch, repairs, retries and fallbacks go in real time */
   realtimeOnly: boolean;
@@ -163,7 +166,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
 
   onApplicationBootstrap(): void {
     this.purgeTimer = setInterval(() => {
-      this.cache.purgeExpired().catch((err: Error) => this.logger.warn({ msg: 'cache purge failed', err: err.message }));
+      this.cache.purgeExpired().catch((err: Error) => this.logger.warn({ msg: 'cache purge failed', err: loggableError(err) }));
     }, 3_600_000);
     this.purgeTimer.unref();
     const llm = this.config.llm;
@@ -372,6 +375,9 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   private failure<T>(ctx: CallContext<T>, candidates: CatalogModel[]): GatewayError {
     const tried = ctx.tried;
     if (ctx.budgetRefused) {
+      if (ctx.admissionPaused) {
+        return new GatewayError('BUDGET_EXHAUSTED', 'Model calls are paused after a billing incident; an admin must acknowledge it (GET /v1/budget)', tried);
+      }
       return new GatewayError('BUDGET_EXHAUSTED', "The tenant's monthly model budget cannot cover this call", tried);
     }
     if (ctx.contentRejected) {
@@ -504,6 +510,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     }
     if (!reservation) {
       ctx.budgetRefused = true;
+      ctx.admissionPaused = await this.budget.isPaused(r.tenantId);
       await this.budget.settle(null, 0n, this.entry(ctx, model, { outcome: 'budget_exhausted', estimatedInputTokens: estimate }));
       return { kind: 'budget' };
     }
@@ -546,7 +553,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       release?.();
       const e = toProviderError(err);
       const usage = e.extra.usage ?? null;
-      await this.settle(reservation, usage ? costOf(usage, pricing) : 0n, undefined, this.entry(ctx, model, {
+      await this.settle(reservation, usage ? costOf(usage, pricing) : 0n, { incident: overBound(usage, estimate, params.maxTokens) }, this.entry(ctx, model, {
         outcome: e.errorClass,
         errorReason: e.reason,
         estimatedInputTokens: estimate,
@@ -573,7 +580,9 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       ? ctx.req.validate(completion.content, model)
       : { ok: true, value: completion.content as unknown as T };
     const paid: GuardedAnswer = { provider: model.provider, model: model.id, content: completion.content, finishReason: completion.finishReason, ...usage, costNanos: cost };
-    await this.settle(reservation, cost, paid, this.entry(ctx, model, {
+    const incident = overBound(completion.usage, estimate, params.maxTokens);
+    // What the tenant is charged: the cost, unless a provider billed past the bound and the cap.
+    const charged = await this.settle(reservation, cost, { answer: paid, incident }, this.entry(ctx, model, {
       outcome: validation.ok ? 'ok' : 'invalid_output',
       errorReason: validation.ok ? undefined : validation.problem.slice(0, 200),
       estimatedInputTokens: estimate,
@@ -584,8 +593,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       ...usageFields(usage, completion.usage ? 'provider' : 'estimated'),
       costNanos: cost,
     }));
-    this.metrics.spend(ctx.req.tenantId, model, cost, usage);
-    return this.conclude(ctx, model, completion.content, validation, completion.finishReason, usage, cost, estimate);
+    this.metrics.spend(ctx.req.tenantId, model, charged, usage);
+    return this.conclude(ctx, model, completion.content, validation, completion.finishReason, usage, charged);
   }
 
   /**
@@ -610,11 +619,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     finishReason: string,
     usage: Usage,
     cost: Nanos,
-    estimate?: number,
   ): Promise<AttemptOutcome<T>> {
-    if (estimate !== undefined && usage.inputTokens > estimate) {
-      this.logger.warn({ msg: 'token estimate was below the billed input', model: model.key, estimate, billed: usage.inputTokens });
-    }
     if (!validation.ok) return { kind: 'invalid', content, problem: validation.problem };
     const result = this.answered(ctx, model, content, validation.value, finishReason, usage, cost);
     await this.store(ctx, result);
@@ -651,18 +656,18 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         this.config.llm.cacheTtlSeconds,
       );
     } catch (err) {
-      this.logger.warn({ msg: 'could not store a cache entry', tenantId: ctx.req.tenantId, err: (err as Error).message });
+      this.logger.warn({ msg: 'could not store a cache entry', tenantId: ctx.req.tenantId, err: loggableError(err) });
     }
   }
 
   /** Settles with a few retries: a provider was paid; losing that record would break the ledger. */
-  private async settle(reservation: Reservation, cost: Nanos, answer: GuardedAnswer | undefined, entry: LedgerEntry): Promise<void> {
+  private async settle(reservation: Reservation, cost: Nanos, opts: SettleOptions, entry: LedgerEntry): Promise<Nanos> {
     for (let i = 0; ; i++) {
       try {
-        return await this.budget.settle(reservation, cost, entry, answer);
+        return await this.budget.settle(reservation, cost, entry, opts);
       } catch (err) {
         if (i >= 2) {
-          this.logger.error({ msg: 'could not settle a model call', tenantId: entry.tenantId, reservationId: reservation.id, cost: cost.toString(), err: (err as Error).message });
+          this.logger.error({ msg: 'could not settle a model call', tenantId: entry.tenantId, reservationId: reservation.id, cost: cost.toString(), err: loggableError(err) });
           throw err;
         }
         await sleep(100 * (i + 1));
@@ -723,7 +728,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
           const e = toProviderError(err);
           const u = e.extra.usage ?? usage;
           const cost = u ? costOf(u, pricing) : 0n;
-          await this.settle(reservation, cost, undefined, this.entry(ctx, model, {
+          await this.settle(reservation, cost, { incident: overBound(u, estimate, params.maxTokens) }, this.entry(ctx, model, {
             outcome: e.errorClass,
             errorReason: e.reason,
             estimatedInputTokens: estimate,
@@ -762,7 +767,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
           if (!broken && !finishReason && !usage) broken = new ProviderError('fatal', 'cancelled', 'the client went away');
           const billed = usage ?? estimatedUsage(estimate, content, model);
           const cost = costOf(billed, pricing);
-          await this.settle(reservation, cost, undefined, this.entry(ctx, model, {
+          const charged = await this.settle(reservation, cost, { incident: overBound(usage, estimate, params.maxTokens) }, this.entry(ctx, model, {
             outcome: broken ? 'stream_interrupted' : 'ok',
             errorReason: broken?.reason,
             estimatedInputTokens: estimate,
@@ -773,7 +778,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
             ...usageFields(billed, usage ? 'provider' : 'estimated'),
             costNanos: cost,
           }));
-          this.metrics.spend(req.tenantId, model, cost, billed);
+          this.metrics.spend(req.tenantId, model, charged, billed);
           if (broken) {
             if (broken.errorClass === 'retryable') this.modelBreaker.failure(model.key);
             this.metrics.providerError(model.provider, broken.errorClass, broken.reason);
@@ -782,7 +787,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
             this.providerBreaker.success(model.provider);
           }
           if (!broken) {
-            const result = this.answered(ctx, model, content, content, finishReason || 'stop', billed, cost);
+            const result = this.answered(ctx, model, content, content, finishReason || 'stop', billed, charged);
             await this.store(ctx, result);
             ended = result;
           }
@@ -810,6 +815,15 @@ function usageFields(usage: Usage | null | undefined, source: 'provider' | 'esti
 /** When a provider reports no usage: the input estimate (an upper bound) and the output as produced. */
 function estimatedUsage(estimate: number, content: string, model: CatalogModel): Usage {
   return { inputTokens: estimate, cachedInputTokens: 0, outputTokens: estimateTextTokens(content, model.tokenizer) };
+}
+
+/**
+ * Provider-reported usage above the bound the call was admitted with: more input tokens than the
+ * prompt's byte bound (tokens.ts), or more output than max_tokens. Such a call is an incident.
+ */
+function overBound(usage: Usage | null | undefined, estimate: number, maxTokens: number): TokenIncident | undefined {
+  if (!usage || (usage.inputTokens <= estimate && usage.outputTokens <= maxTokens)) return undefined;
+  return { estimatedInputTokens: estimate, reportedInputTokens: usage.inputTokens, maxOutputTokens: maxTokens, reportedOutputTokens: usage.outputTokens };
 }
 
 /** What makes two attempts of a guarded call the same request: its scope, the model and the whole body. */

@@ -158,8 +158,8 @@ export class ProviderClient {
             if (adapter.isContentFilterFinish(choice.finish_reason)) {
               throw new ProviderError('content_rejected', 'content_filter', `provider stopped the stream (${choice.finish_reason})`, { status: 200 });
             }
-            const text = choice.delta?.content;
-            if (typeof text === 'string' && text.length > 0) yield { type: 'delta', text };
+            const text = typeof choice.delta?.content === 'string' ? choice.delta.content.replace(/\u0000/g, '') : '';
+            if (text.length > 0) yield { type: 'delta', text };
             if (choice.finish_reason) {
               finished = true;
               yield { type: 'finish', reason: choice.finish_reason };
@@ -210,7 +210,8 @@ export function readCompletion(adapter: DialectAdapter, status: number, text: st
   if (json.error) throw adapter.classifyError(400, json, undefined);
   const usage = adapter.parseUsage(json.usage);
   const choice = json.choices?.[0];
-  const content = typeof choice?.message?.content === 'string' ? choice.message.content : '';
+  // NUL cannot be stored in PostgreSQL text or jsonb: a model that emits one must not break the settlement.
+  const content = typeof choice?.message?.content === 'string' ? choice.message.content.replace(/\u0000/g, '') : '';
   const finishReason = choice?.finish_reason ?? 'stop';
   if (adapter.isContentFilterFinish(finishReason)) {
     throw new ProviderError('content_rejected', 'content_filter', `provider stopped the answer (${finishReason})`, { status: 200, usage });

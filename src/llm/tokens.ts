@@ -2,61 +2,46 @@ import type { TokenizerProfile } from './catalog';
 import type { ChatMessage } from './types';
 
 /**
- * Upper-bound token estimates, used to reserve budget before a call. Each tokenizer family has
- * coefficients in the catalog (tokens per CJK character, per other character, per message, per
- * request), calibrated against real tokenizers on Chinese and English essays (see
- * bench/calibrate-tokens.ts and tokens.spec.ts). After the call, the provider's own count is what
- * is billed; the estimate only has to be high enough, and not much higher.
+ * Upper bounds of the tokens a provider can bill for a prompt, used to reserve budget before a
+ * call. They are proofs, not guesses: every model in the catalog tokenizes with byte-level BPE
+ * (tiktoken's o200k/cl100k for OpenAI; Qwen, DeepSeek and GLM ship byte-level BPE vocabularies
+ * too), which never makes a token of less than one byte of UTF-8, so a text of n bytes is at most
+ * n tokens, whatever it holds — random symbols, base64, emoji, rare Han characters. The chat
+ * template adds a fixed number of tokens per message and per request (the family's perMessage and
+ * perRequest in the catalog). A provider that reports more than this bound is an incident
+ * (GatewayService, BudgetService). The price is a wide margin on ordinary text (about 3× the real
+ * count for Chinese, 4× for English: bench/calibrate-tokens.ts): the reservation is released as soon
+ * as the call is settled at its real cost.
  */
-export interface CharCounts {
-  /** Han, kana, hangul, CJK punctuation and full-width forms */
-  cjk: number;
-  /** ASCII */
-  ascii: number;
-  /** other characters of the Basic Multilingual Plane (accents, Cyrillic, symbols…) */
-  otherBmp: number;
-  /** characters outside the BMP (emoji, rare Han): up to 4 UTF-8 bytes, so up to 4 tokens */
-  astral: number;
-}
 
-export function countChars(text: string): CharCounts {
-  const c: CharCounts = { cjk: 0, ascii: 0, otherBmp: 0, astral: 0 };
+/** The UTF-8 length of a string, counted without encoding it (a lone surrogate encodes as U+FFFD, 3 bytes). */
+export function utf8Bytes(text: string): number {
+  let n = 0;
   for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code < 0x80) c.ascii++;
-    else if (code >= 0xd800 && code <= 0xdbff) {
-      c.astral++;
-      i++; // the low surrogate
-    } else if (isCjk(code)) c.cjk++;
-    else c.otherBmp++;
+    const c = text.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4; // a surrogate pair: one astral code point
+      i++;
+    } else n += 3;
   }
-  return c;
+  return n;
 }
 
-function isCjk(code: number): boolean {
-  return (
-    (code >= 0x4e00 && code <= 0x9fff) || // CJK unified ideographs
-    (code >= 0x3400 && code <= 0x4dbf) || // extension A
-    (code >= 0x3000 && code <= 0x30ff) || // CJK punctuation, hiragana, katakana
-    (code >= 0xff00 && code <= 0xffef) || // full-width forms
-    (code >= 0xac00 && code <= 0xd7af) || // hangul
-    (code >= 0xf900 && code <= 0xfaff) // compatibility ideographs
-  );
+/** At most this many tokens for the text alone. */
+export function estimateTextTokens(text: string, _p?: TokenizerProfile): number {
+  return utf8Bytes(text);
 }
 
-export function estimateTextTokens(text: string, p: TokenizerProfile): number {
-  const c = countChars(text);
-  return Math.ceil(c.cjk * p.cjkPerChar + c.otherBmp * Math.max(p.cjkPerChar, 1) + c.ascii * p.otherPerChar + c.astral * 4);
-}
-
-/** Upper bound of the prompt tokens a chat request will be billed for. */
+/** Upper bound of the prompt tokens a chat request can be billed for. */
 export function estimatePromptTokens(messages: ChatMessage[], p: TokenizerProfile): number {
   let total = p.perRequest;
-  for (const m of messages) total += p.perMessage + estimateTextTokens(m.content, p);
+  for (const m of messages) total += p.perMessage + utf8Bytes(m.content);
   return total;
 }
 
-/** Does the text fit `maxTokens` by the estimate? Used to decide a head-and-tail cut. */
-export function fitsTokens(text: string, maxTokens: number, p: TokenizerProfile): boolean {
+/** Does the text fit `maxTokens` whatever the tokenizer makes of it? Used to decide a head-and-tail cut. */
+export function fitsTokens(text: string, maxTokens: number, p?: TokenizerProfile): boolean {
   return estimateTextTokens(text, p) <= maxTokens;
 }

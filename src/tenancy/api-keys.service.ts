@@ -5,6 +5,7 @@ import { AppConfig, CONFIG } from '../config/app-config';
 import { DataSource, EntityManager, IsNull } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { loggableError } from '../common/error-rendering';
 import { TtlCache } from '../common/ttl-cache';
 import { TenantScopedRepository } from '../db/tenant-scope';
 import { generateApiKey, hashSecret, parseApiKey, secretMatches } from './api-key-secret';
@@ -38,7 +39,8 @@ const AUTH_CACHE_MAX = 10_000;
 @Injectable()
 export class ApiKeysService {
   private readonly logger = new Logger(ApiKeysService.name);
-  private readonly lastTouched = new Map<string, number>();
+  /** When this process last wrote each key's last_used_at: bounded, the oldest forgotten first. */
+  private readonly lastTouched = new TtlCache<string, number>(LAST_USED_RESOLUTION_MS, 10_000);
   /** Recently authenticated keys, by the SHA-256 of the key: saves a query per request. */
   private readonly authCache: TtlCache<string, TenantAuth>;
 
@@ -119,6 +121,8 @@ export class ApiKeysService {
       this.touch(hit.keyId);
       return hit;
     }
+    // A revocation that lands while the key is read must not leave it cached as valid.
+    const mark = this.authCache.mark;
     const rows: Array<{ id: string; tenant_id: string; role: ApiKeyRole; key_hash: Buffer }> = await this.ds.query(
       `SELECT id, tenant_id, role, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL`,
       [parsed.prefix],
@@ -127,7 +131,7 @@ export class ApiKeysService {
     if (!row || !secretMatches(presented, row.key_hash)) return null;
     this.touch(row.id);
     const auth: TenantAuth = { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, role: row.role };
-    this.authCache.set(hash, auth);
+    this.authCache.setIfUnchangedSince(mark, hash, auth);
     return auth;
   }
 
@@ -142,7 +146,7 @@ export class ApiKeysService {
           WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`,
         [keyId],
       )
-      .catch((err: Error) => this.logger.warn({ msg: 'could not record key use', keyId, err: err.message }));
+      .catch((err: Error) => this.logger.warn({ msg: 'could not record key use', keyId, err: loggableError(err) }));
   }
 }
 

@@ -117,7 +117,15 @@ export type Step =
    * the default latency; `blankLinesBefore` sends the headers at once, then that many "\n" lines spread
    * over the latency, then the JSON body (DeepSeek does this under load). Ignored when streaming.
    */
-  | { kind: 'ok'; content?: string; latencyMs?: number; finishReason?: string; blankLinesBefore?: number }
+  | {
+      kind: 'ok';
+      content?: string;
+      latencyMs?: number;
+      finishReason?: string;
+      blankLinesBefore?: number;
+      /** Report this many times the real prompt and completion tokens (a provider that over-bills). */
+      inflateUsage?: number;
+    }
   /** Any status and body; a string body is sent verbatim. Headers default to JSON content type. */
   | { kind: 'error'; status: number; body: unknown; headers?: Record<string, string>; latencyMs?: number }
   /** A real error of this dialect from presets.ts (e.g. 'insufficient_balance'); headers override its own. */
@@ -510,6 +518,7 @@ export function validateStep(d: Dialect, step: unknown): Step {
       optString(step, 'finishReason');
       optNumber(step, 'latencyMs');
       optNumber(step, 'blankLinesBefore');
+      optNumber(step, 'inflateUsage');
       break;
     case 'error':
       if (typeof step.status !== 'number' || !Number.isInteger(step.status) || step.status < 100 || step.status > 599) {
@@ -598,6 +607,7 @@ interface Completion {
   chunkDelayMs?: number;
   cutAfterChunks?: number;
   keepAliveComments?: number;
+  inflateUsage?: number;
 }
 
 type Usage = Record<string, number | Record<string, number>>;
@@ -851,6 +861,7 @@ class FakeProviderServer implements FakeProvider {
           finishReason: step.finishReason ?? 'stop',
           latencyMs: step.latencyMs,
           blankLinesBefore: step.blankLinesBefore,
+          inflateUsage: step.inflateUsage,
         });
       case 'stream':
         return this.completion(call, {
@@ -922,6 +933,12 @@ class FakeProviderServer implements FakeProvider {
   /** A 200 completion: counts the usage (recording the prompt in the prefix cache) and builds the body. */
   private completion(call: Call, c: Completion): Answer {
     const usage = this.usage(call, c.content);
+    if (c.inflateUsage) {
+      const k = c.inflateUsage;
+      for (const f of ['prompt_tokens', 'completion_tokens', 'total_tokens', 'prompt_cache_miss_tokens'] as const) {
+        if (typeof usage[f] === 'number') usage[f] = Math.round((usage[f] as number) * k);
+      }
+    }
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
     const body = {

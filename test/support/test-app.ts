@@ -1,7 +1,7 @@
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import request from 'supertest';
 import { DataSource } from 'typeorm';
-import { createApp } from '../../src/app.factory';
+import { createApp, CreateAppOptions } from '../../src/app.factory';
 import { AppConfig, loadConfig } from '../../src/config/app-config';
 import { TEST_SECRET_KEY } from './spawn-service';
 import { createTestDatabase, TestDatabase } from './test-database';
@@ -38,10 +38,10 @@ export interface TestApp {
 }
 
 /** The whole app, in process, on a database of this test file's own. */
-export async function createTestApp(extra: Record<string, string> = {}): Promise<TestApp> {
+export async function createTestApp(extra: Record<string, string> = {}, options: CreateAppOptions = {}): Promise<TestApp> {
   const db = await createTestDatabase();
   const config = loadConfig(testEnv(db.url, extra));
-  const app = await createApp(config);
+  const app = await createApp(config, options);
   await app.getHttpAdapter().getInstance().ready();
   const others: NestFastifyApplication[] = [];
   return {

@@ -1,5 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { IsIn, IsOptional, IsString, Length } from 'class-validator';
+import { IsIn, IsOptional, IsString, Length, Matches } from 'class-validator';
+import { NO_CONTROL_CHARS, Verbatim } from '../../common/control-chars';
 import { IsCnyAmount } from '../../common/validation';
 
 export class BillingSettingsDto {
@@ -15,5 +16,7 @@ export class BillingSettingsDto {
   @IsOptional()
   @IsString()
   @Length(16, 200)
+  @Verbatim()
+  @Matches(NO_CONTROL_CHARS, { message: 'webhookSecret must not contain control characters' })
   webhookSecret?: string;
 }

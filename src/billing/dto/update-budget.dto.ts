@@ -1,5 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsOptional, IsString, Length, Max, MaxLength, Min, ValidateIf } from 'class-validator';
+import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsOptional, IsString, Length, Matches, Max, MaxLength, Min, ValidateIf } from 'class-validator';
+import { NO_CONTROL_CHARS, Verbatim } from '../../common/control-chars';
 import { IsCnyAmount } from '../../common/validation';
 import type { WhenExhausted } from '../budget.service';
 
@@ -37,5 +38,7 @@ export class UpdateBudgetDto {
   @IsOptional()
   @IsString()
   @Length(16, 200)
+  @Verbatim()
+  @Matches(NO_CONTROL_CHARS, { message: 'alertWebhookSecret must not contain control characters' })
   alertWebhookSecret?: string;
 }

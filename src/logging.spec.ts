@@ -1,0 +1,49 @@
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { ApiError } from './common/errors';
+import { loggableError } from './common/error-rendering';
+import { loadConfig } from './config/app-config';
+import { ProviderError } from './llm/types';
+import { pinoHttpOptions } from './logging';
+
+/** A logger configured as the app's (its serializers), writing JSON lines into an array. */
+function capture() {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l));
+      done();
+    },
+  });
+  const opts = pinoHttpOptions(loadConfig({ INKSTONE_ADMIN_TOKEN: 'test-operator-token-0123456789', DATABASE_URL: 'postgres://x/test', INKSTONE_SECRET_KEY: Buffer.alloc(32, 7).toString('base64') }));
+  const logger = pino({ level: 'info', serializers: opts.serializers as pino.LoggerOptions['serializers'] }, sink);
+  return { logger, lines };
+}
+
+describe('logged errors keep their message and code', () => {
+  const pgError = Object.assign(new Error('terminating connection due to administrator command'), { code: '57P01' });
+
+  it('writes an Error, a bare message, and what loggableError made, never as {}', () => {
+    const { logger, lines } = capture();
+    logger.warn({ msg: 'a', err: pgError });
+    logger.warn({ msg: 'b', err: 'connect ECONNREFUSED 127.0.0.1:1' });
+    logger.warn({ msg: 'c', err: loggableError(new ApiError('CONFLICT', 'already delivered')) });
+    logger.warn({ msg: 'd', err: loggableError(new ProviderError('retryable', 'rate_limited', 'HTTP 429 from dashscope')) });
+    expect(lines.map((l) => l.err)).toEqual([
+      { name: 'Error', message: 'terminating connection due to administrator command', code: '57P01' },
+      { message: 'connect ECONNREFUSED 127.0.0.1:1' },
+      { name: 'ApiError', message: 'already delivered', code: 'CONFLICT' },
+      { name: 'ProviderError', message: 'HTTP 429 from dashscope', code: 'rate_limited' },
+    ]);
+  });
+
+  it('keeps the stack only when asked (unexpected errors), and survives odd values', () => {
+    expect(loggableError(pgError, { stack: true }).stack).toMatch(/^Error: terminating connection/);
+    expect(loggableError(pgError).stack).toBeUndefined();
+    expect(loggableError(undefined)).toEqual({ message: 'undefined' });
+    expect(loggableError({ reason: 'x' })).toEqual({ message: '{"reason":"x"}', code: 'x' });
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    expect(loggableError(cyclic)).toEqual({ message: '[object Object]' });
+  });
+});

@@ -1,0 +1,134 @@
+import { DataSource } from 'typeorm';
+import { BudgetService } from '../src/billing/budget.service';
+import { formatCny } from '../src/common/money';
+import { GatewayService } from '../src/llm/gateway.service';
+import { estimatePromptTokens } from '../src/llm/tokens';
+import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { providerEnv } from './support/providers';
+import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+
+/**
+ * Settled spend never exceeds the cap, without exceptions: admission reserves a proven upper bound
+ * (the prompt's UTF-8 bytes, plus max_tokens of output); a provider that bills beyond it is an
+ * incident — booked within the cap, logged, counted, alerted — and the tenant's admission is paused
+ * until an admin acknowledges it.
+ */
+describe('budget incidents (real PostgreSQL, a provider that over-bills)', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let gw: GatewayService;
+  let budget: BudgetService;
+  let ds: DataSource;
+  let tenant: TestTenant;
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+    t = await createTestApp(providerEnv(fake, { WORKERS_ENABLED: 'false', LLM_STANDARD_MODELS: 'dashscope:qwen-flash' }));
+    gw = t.app.get(GatewayService);
+    budget = t.app.get(BudgetService);
+    ds = t.dataSource;
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+  beforeEach(async () => {
+    fake.reset();
+    gw.resetHealth();
+    tenant = await new Factory(t.app).newTenant({ monthlyBudget: '10.00' });
+  });
+
+  const messages = [{ role: 'user' as const, content: '请用一句话评价这篇作文。' }];
+  const ask = (tenantId = tenant.tenantId) => gw.complete({ tenantId, purpose: 'chat', target: { tier: 'standard' }, messages, maxTokens: 100 });
+  const books = async (tenantId = tenant.tenantId) => {
+    const [p] = await ds.query(`SELECT spent_nanos::text AS spent, reserved_nanos::text AS reserved, cap_nanos::text AS cap FROM budget_periods WHERE tenant_id = $1`, [tenantId]);
+    const [l] = await ds.query(`SELECT coalesce(sum(cost_nanos), 0)::text AS total FROM llm_calls WHERE tenant_id = $1`, [tenantId]);
+    expect(p.reserved).toBe('0');
+    expect(p.spent).toBe(l.total); // the ledger is the spend
+    expect(BigInt(p.spent)).toBeLessThanOrEqual(BigInt(p.cap)); // and never above the cap
+    return { spent: BigInt(p.spent), cap: BigInt(p.cap) };
+  };
+
+  it('books a provider that reports more tokens than the bound as an incident, and pauses admission until an admin acknowledges it', async () => {
+    const model = t.config.llm.catalog.models.get('dashscope:qwen-flash')!;
+    const bound = estimatePromptTokens(messages, model.tokenizer);
+    fake.enqueue('dashscope', { kind: 'ok', inflateUsage: 40 });
+    const r = await ask();
+    expect(r.usage.inputTokens).toBeGreaterThan(bound);
+    const { spent } = await books();
+    expect(spent).toBe(r.costNanos); // the cap had room: charged in full
+
+    const view = await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200);
+    expect(view.body.admissionPaused).toBe(true);
+    expect(view.body.incidents).toHaveLength(1);
+    const incident = view.body.incidents[0];
+    expect(incident).toMatchObject({
+      kind: 'tokens_over_bound',
+      provider: 'dashscope',
+      model: 'qwen-flash',
+      tokens: { boundInput: bound, reportedInput: r.usage.inputTokens, maxOutput: 100 },
+      charged: formatCny(r.costNanos),
+      excess: '0.00',
+      pausesAdmission: true,
+      acknowledgedAt: null,
+    });
+
+    // Paused: the next call is refused before any provider is asked, and no threshold alert fires.
+    const before = fake.requests.length;
+    const err = await ask().catch((e) => e);
+    expect(err).toMatchObject({ code: 'BUDGET_EXHAUSTED', message: expect.stringContaining('paused after a billing incident') });
+    expect(fake.requests.length).toBe(before);
+    const [{ n: alerts }] = await ds.query(`SELECT count(*)::int AS n FROM budget_alerts WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(alerts).toBe(0);
+    const metrics = await t.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200);
+    expect(metrics.text).toContain(`inkstone_budget_incidents_total{tenant="${tenant.tenantId}",kind="tokens_over_bound"} 1`);
+
+    // Only an admin of this tenant acknowledges it; then calls are admitted again.
+    const teacher = await new Factory(t.app).newKey(tenant, 'teacher');
+    await t.http.post(`/v1/budget/incidents/${incident.id}/acknowledge`).set(bearer(teacher.key)).expect(403);
+    const other = await new Factory(t.app).newTenant();
+    await t.http.post(`/v1/budget/incidents/${incident.id}/acknowledge`).set(bearer(other.adminKey)).expect(404);
+    const acked = await t.http.post(`/v1/budget/incidents/${incident.id}/acknowledge`).set(bearer(tenant.adminKey)).expect(200);
+    expect(acked.body.acknowledgedAt).not.toBeNull();
+    expect((await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.admissionPaused).toBe(false);
+    await ask();
+    await books();
+  });
+
+  it('charges no more than the cap holds when a provider bills past it, recording the rest as absorbed', async () => {
+    const model = t.config.llm.catalog.models.get('dashscope:qwen-flash')!;
+    const worst = BigInt(estimatePromptTokens(messages, model.tokenizer)) * model.ceiling.input + 100n * model.ceiling.output;
+    const tight = await new Factory(t.app).newTenant({ monthlyBudget: formatCny(worst) }); // exactly one worst case
+    fake.enqueue('dashscope', { kind: 'ok', inflateUsage: 200 });
+    const r = await ask(tight.tenantId);
+    const { spent, cap } = await books(tight.tenantId);
+    expect(spent).toBe(cap); // all the cap could hold, not a nano-yuan more
+    expect(r.costNanos).toBe(cap);
+    const [incident] = await ds.query(`SELECT kind, cost_nanos::text AS cost, charged_nanos::text AS charged, excess_nanos::text AS excess FROM budget_incidents WHERE tenant_id = $1`, [tight.tenantId]);
+    expect(incident.kind).toBe('tokens_over_bound');
+    expect(BigInt(incident.charged)).toBe(cap);
+    expect(BigInt(incident.excess)).toBe(BigInt(incident.cost) - cap);
+    expect(BigInt(incident.excess)).toBeGreaterThan(0n);
+  });
+
+  it('keeps spend within the cap when a call settles after its reservation was swept and the room was taken', async () => {
+    const cap = 1_000_000n;
+    const small = await new Factory(t.app).newTenant({ monthlyBudget: formatCny(cap) });
+    const first = (await budget.reserve(small.tenantId, 600_000n))!;
+    // The first call outlives its reservation: swept, and another call takes the room.
+    await ds.query(`UPDATE budget_reservations SET expires_at = now() - interval '1 second' WHERE id = $1`, [first.id]);
+    await budget.sweep();
+    const second = (await budget.reserve(small.tenantId, 900_000n))!;
+    expect(second).not.toBeNull();
+    const entry = { tenantId: small.tenantId, callGroup: '00000000-0000-4000-8000-000000000001', attempt: 1, purpose: 'chat' as const, cacheStatus: 'bypass' as const, outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider' as const, costNanos: 500_000n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false };
+    const charged = await budget.settle(first, 500_000n, entry);
+    expect(charged).toBe(100_000n); // the cap less the other call's reservation
+    await budget.settle(second, 0n, { ...entry, costNanos: 0n });
+    const { spent } = await books(small.tenantId);
+    expect(spent).toBe(100_000n);
+    const [incident] = await ds.query(`SELECT kind, excess_nanos::text AS excess, pauses_admission FROM budget_incidents WHERE tenant_id = $1`, [small.tenantId]);
+    expect(incident).toEqual({ kind: 'over_reservation', excess: '400000', pauses_admission: false });
+    expect(await budget.isPaused(small.tenantId)).toBe(false);
+  });
+});

@@ -1,0 +1,273 @@
+/**
+ * Clean edges (issue 10, item 11): money beyond BIGINT, forged cursors, NUL and other control
+ * characters, the public /health, and error log lines that keep their message and code. Each
+ * refusal is a 400 naming the field, never a 500 from PostgreSQL, and stores nothing.
+ */
+import * as net from 'node:net';
+import { randomUUID } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { signPayload } from '../src/common/signature';
+import { DatabaseConnection } from '../src/db/database';
+import { ApiKeysService } from '../src/tenancy/api-keys.service';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { waitFor } from './support/wait';
+
+const operator = bearer(OPERATOR_TOKEN);
+const OVER = '9223372036.854775808'; // one nano-yuan more than a BIGINT holds
+const MAX = '9223372036.854775807';
+
+describe('clean edges', () => {
+  let t: TestApp;
+  let f: Factory;
+  let tenant: TestTenant;
+  let teacher: string;
+  /** every log line the app wrote, parsed */
+  const logs: Array<Record<string, unknown>> = [];
+
+  beforeAll(async () => {
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line));
+        done();
+      },
+    });
+    t = await createTestApp({ LOG_LEVEL: 'warn', WORKERS_ENABLED: 'false', ALLOW_PRIVATE_WEBHOOKS: 'true' }, { logDestination: sink });
+    f = new Factory(t.app);
+    tenant = await f.newTenant({ monthlyBudget: '100.00' });
+    teacher = (await f.newKey(tenant, 'teacher')).key;
+  });
+  afterAll(() => t.close());
+
+  const admin = () => bearer(tenant.adminKey);
+  const one = async <T = Record<string, unknown>>(sql: string, params: unknown[]): Promise<T> => (await t.dataSource.query(sql, params))[0] as T;
+
+  /** A 400 VALIDATION_FAILED whose details name exactly `field` (and its message, when given). */
+  function expectFieldError(res: { status: number; body: { error: { code: string; details?: Array<{ field: string; message: string }> } } }, field: string, message?: RegExp) {
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('VALIDATION_FAILED');
+    expect(res.body.error.details).toEqual([{ field, message: message ? expect.stringMatching(message) : expect.any(String) }]);
+  }
+
+  describe('money beyond what a BIGINT of nano-yuan holds', () => {
+    it('POST /v1/tenants: monthlyBudget over the range is 400 naming it, and no tenant is made; the largest amount is taken exactly', async () => {
+      const name = `Over ${randomUUID()}`;
+      for (const amount of [OVER, '999999999999.999999999']) {
+        const res = await t.http.post('/v1/tenants').set(operator).send({ name, monthlyBudget: amount });
+        expectFieldError(res, 'monthlyBudget', /^monthlyBudget must be at most 9223372036\.854775807 CNY$/);
+      }
+      expect(await one(`SELECT count(*)::int AS n FROM tenants WHERE name = $1`, [name])).toEqual({ n: 0 });
+      const ok = await t.http.post('/v1/tenants').set(operator).send({ name, monthlyBudget: MAX }).expect(201);
+      expect(await one(`SELECT monthly_cap_nanos AS cap FROM tenants WHERE id = $1`, [ok.body.tenant.id])).toEqual({ cap: '9223372036854775807' });
+    });
+
+    it('PUT /v1/budget: monthlyCap over the range is 400 naming it, and the cap is unchanged', async () => {
+      const before = (await t.http.get('/v1/budget').set(admin()).expect(200)).body;
+      expectFieldError(await t.http.put('/v1/budget').set(admin()).send({ monthlyCap: OVER }), 'monthlyCap', /at most 9223372036\.854775807 CNY/);
+      expect((await t.http.get('/v1/budget').set(admin()).expect(200)).body).toEqual(before);
+      expect(await one(`SELECT monthly_cap_nanos AS cap FROM tenants WHERE id = $1`, [tenant.tenantId])).toEqual({ cap: '100000000000' });
+    });
+
+    it('PUT /v1/billing/settings: deepReviewPrice over the range is 400 naming it, and no price is stored', async () => {
+      const res = await t.http.put('/v1/billing/settings').set(admin()).send({ deepReviewPrice: OVER, paymentMode: 'invoice' });
+      expectFieldError(res, 'deepReviewPrice', /at most 9223372036\.854775807 CNY/);
+      expect(await one(`SELECT deep_review_price_nanos AS price, payment_mode AS mode FROM tenants WHERE id = $1`, [tenant.tenantId])).toEqual({ price: null, mode: null });
+    });
+  });
+
+  describe('cursors', () => {
+    let owner: TestTenant;
+    let key: string;
+    beforeAll(async () => {
+      owner = await f.newTenant();
+      key = (await f.newKey(owner, 'teacher')).key;
+      for (let i = 0; i < 3; i++) await t.http.post('/v1/essays').set(bearer(key)).send({ text: `第${i}篇。今天天气很好。` }).expect(202);
+    });
+    const list = (query: string) => t.http.get(`/v1/essays?${query}`).set(bearer(key));
+    const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64url');
+    const id = randomUUID();
+
+    it('pages with the cursors the server gives', async () => {
+      const first = await list('limit=2').expect(200);
+      expect(first.body.data).toHaveLength(2);
+      const second = await list(`limit=2&cursor=${first.body.nextCursor}`).expect(200);
+      expect(second.body.data).toHaveLength(1);
+      expect(second.body.nextCursor).toBeNull();
+      const ids = [...first.body.data, ...second.body.data].map((e: { id: string }) => e.id);
+      expect(new Set(ids).size).toBe(3);
+    });
+
+    it.each([
+      ['bad base64', '!!!not-base64!!!'],
+      ['base64 that is not the canonical encoding', `${b64(JSON.stringify(['2026-12-01 08:00:00+00', id]))}A`],
+      ['bad JSON', b64('["2026-12-01 08:00:00+00", ')],
+      ['an object', b64(JSON.stringify({ at: '2026-12-01 08:00:00+00', id }))],
+      ['nested arrays (read as strings, they look right)', b64(JSON.stringify([['2026-12-01 08:00:00+00'], [id]]))],
+      ['a number for the id', b64(JSON.stringify(['2026-12-01 08:00:00+00', 42]))],
+      ['an extra element', b64(JSON.stringify(['2026-12-01 08:00:00+00', id, 'x']))],
+      ['month 13', b64(JSON.stringify(['2026-13-01 08:00:00+00', id]))],
+      ['February 30th', b64(JSON.stringify(['2026-02-30 08:00:00+00', id]))],
+      ['hour 25', b64(JSON.stringify(['2026-12-01 25:00:00+00', id]))],
+      ['year 0', b64(JSON.stringify(['0000-01-01 00:00:00+00', id]))],
+      ['a time of many colons', b64(JSON.stringify(['2026-12-01 08:00:00:00:00+00', id]))],
+      ['an offset of 99 hours', b64(JSON.stringify(['2026-12-01 08:00:00+99', id]))],
+      ['a huge string', 'A'.repeat(5_000)],
+    ])('refuses a forged cursor (%s) with 400 and a clear message', async (_what, cursor) => {
+      const res = await list(`cursor=${encodeURIComponent(cursor)}`);
+      expectFieldError(res, 'cursor', /^cursor is not one this API gave out \(.+\); pass nextCursor from the previous page unchanged$/);
+    });
+
+    it('refuses a real cursor given twice (the two arrive joined by a comma)', async () => {
+      const { nextCursor } = (await list('limit=1').expect(200)).body;
+      expectFieldError(await list(`cursor=${nextCursor}&cursor=${nextCursor}`), 'cursor', /not base64url/);
+    });
+  });
+
+  describe('control characters in stored strings (PostgreSQL cannot store NUL)', () => {
+    it('removes them from an essay’s title and studentRef, as from its text, and lists by the cleaned studentRef', async () => {
+      const res = await t.http
+        .post('/v1/essays')
+        .set(bearer(teacher))
+        .send({ text: '第一段\u0000。今天天气很好。', title: '我的\u0000作文\u0007', studentRef: 's\u0000-42' })
+        .expect(202);
+      const essay = await one(`SELECT title, student_ref, text FROM essays WHERE id = $1`, [res.body.id]);
+      expect(essay).toEqual({ title: '我的作文', student_ref: 's-42', text: '第一段。今天天气很好。' });
+      const listed = await t.http.get(`/v1/essays?studentRef=${encodeURIComponent('s\u0000-42')}`).set(bearer(teacher)).expect(200);
+      expect(listed.body.data.map((e: { id: string }) => e.id)).toEqual([res.body.id]);
+    });
+
+    it('removes them from a class set’s titles', async () => {
+      const res = await t.http
+        .post('/v1/essays/batch')
+        .set(bearer(teacher))
+        .send({ essays: [{ text: '第一篇。', title: 'A\u0000' }, { text: '第二篇。', title: '\u0001B' }] })
+        .expect(202);
+      const rows = await t.dataSource.query(`SELECT title FROM essays WHERE id = ANY($1) ORDER BY title`, [res.body.ids]);
+      expect(rows).toEqual([{ title: 'A' }, { title: 'B' }]);
+    });
+
+    it('removes them from an assignment’s title and prompt, a rubric’s names, a key’s and a tenant’s name', async () => {
+      const a = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: '单元\u0000作文', prompt: '写一篇\u0000记叙文', rubric: 'zh-gaokao-60' }).expect(201);
+      expect(await one(`SELECT title, prompt FROM assignments WHERE id = $1`, [a.body.id])).toEqual({ title: '单元作文', prompt: '写一篇记叙文' });
+
+      const rubric = {
+        key: 'zh-nul-test',
+        name: '初中\u0000记叙文',
+        language: 'zh',
+        totalRule: 'sum',
+        dimensions: [{ key: 'content', name: '内容\u0000', max: 20, kind: 'content', description: '切合\u0000题意' }],
+      };
+      await t.http.post('/v1/rubrics').set(admin()).send(rubric).expect(201);
+      const stored = await one<{ definition: { name: string; dimensions: Array<{ name: string; description: string }> } }>(
+        `SELECT definition FROM rubrics WHERE tenant_id = $1 AND key = 'zh-nul-test'`,
+        [tenant.tenantId],
+      );
+      expect(stored.definition.name).toBe('初中记叙文');
+      expect(stored.definition.dimensions[0]).toMatchObject({ name: '内容', description: '切合题意' });
+
+      const k = await t.http.post('/v1/api-keys').set(admin()).send({ name: 'Ms.\u0000 Wang', role: 'teacher' }).expect(201);
+      expect(await one(`SELECT name FROM api_keys WHERE id = $1`, [k.body.id])).toEqual({ name: 'Ms. Wang' });
+
+      const created = await t.http.post('/v1/tenants').set(operator).send({ name: '晨光\u0000教育' }).expect(201);
+      expect(await one(`SELECT name FROM tenants WHERE id = $1`, [created.body.tenant.id])).toEqual({ name: '晨光教育' });
+    });
+
+    it('refuses a title of nothing but control characters, naming it, and stores no essay', async () => {
+      const before = await one<{ n: number }>(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1`, [tenant.tenantId]);
+      expectFieldError(await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: '第一段。', title: '\u0000\u0000' }), 'title');
+      expect(await one(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1`, [tenant.tenantId])).toEqual(before);
+    });
+
+    it('refuses a webhook secret with a control character (a secret is kept exactly, never altered), and stores none', async () => {
+      const res = await t.http.put('/v1/billing/settings').set(admin()).send({ deepReviewPrice: '9.90', paymentMode: 'webhook', webhookSecret: 'whsec_0123456789abcdef\u0000' });
+      expectFieldError(res, 'webhookSecret', /control characters/);
+      expect(await one(`SELECT payment_webhook_secret_enc AS s FROM tenants WHERE id = $1`, [tenant.tenantId])).toEqual({ s: null });
+    });
+
+    it('cleans a payment event id the same way: an id of control characters is 400, one with a NUL is read without it', async () => {
+      const secret = 'whsec_clean_edges_0123456789';
+      const payer = await f.newTenant();
+      await t.http.put('/v1/billing/settings').set(bearer(payer.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'webhook', webhookSecret: secret }).expect(200);
+      const send = (body: string) =>
+        t.http.post(`/v1/payments/webhook/${payer.tenantId}`).set('Content-Type', 'application/json').set('X-Inkstone-Signature', signPayload(secret, body)).send(body);
+      const event = (id: string) => JSON.stringify({ id, type: 'payment.succeeded', data: { orderId: randomUUID(), amount: '9.90' } });
+      expectFieldError(await send(event('\u0000\u0000')), 'id');
+      // Cleaned, the id is looked up and the (unknown) order answers 404: not a 500 from PostgreSQL.
+      expect((await send(event('evt_\u0000123')).expect(404)).body.error.code).toBe('NOT_FOUND');
+      expectFieldError(await send('null'), 'body');
+      expect(await one(`SELECT count(*)::int AS n FROM payment_events WHERE tenant_id = $1`, [payer.tenantId])).toEqual({ n: 0 });
+    });
+  });
+
+  describe('/health', () => {
+    it('answers anyone with the status only', async () => {
+      expect((await t.http.get('/health').expect(200)).body).toEqual({ status: 'ok' });
+      expect((await t.http.get('/health').set(bearer(teacher)).expect(200)).body).toEqual({ status: 'ok' });
+      expect((await t.http.get('/health').set(bearer(`${OPERATOR_TOKEN}x`)).expect(200)).body).toEqual({ status: 'ok' });
+    });
+
+    it('gives the operator the checks, latencies, queue depth and workers in flight', async () => {
+      const res = await t.http.get('/health').set(operator).expect(200);
+      expect(res.body).toMatchObject({
+        status: 'ok',
+        checks: { database: { status: 'up', latencyMs: expect.any(Number) }, queue: { status: 'up', workersInFlight: 0 } },
+      });
+    });
+
+    it('answers 503 with the status only when the database does not answer; the operator sees why', async () => {
+      const ping = jest.spyOn(t.app.get(DatabaseConnection), 'ping').mockRejectedValue(new Error('connect ECONNREFUSED 10.0.0.5:5432'));
+      try {
+        const res = await t.http.get('/health').expect(503);
+        expect(res.body).toEqual({ status: 'unavailable' });
+        expect(res.text).not.toContain('ECONNREFUSED');
+        const op = await t.http.get('/health').set(operator).expect(503);
+        expect(op.body.checks.database).toEqual({ status: 'down', error: 'connect ECONNREFUSED 10.0.0.5:5432' });
+      } finally {
+        ping.mockRestore();
+      }
+    });
+  });
+
+  describe('error log lines keep the message and code', () => {
+    it('logs an unexpected error of a request with its name, message, code and stack', async () => {
+      const spy = jest.spyOn(t.app.get(ApiKeysService), 'list').mockRejectedValueOnce(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }));
+      const res = await t.http.get('/v1/api-keys').set(admin()).expect(500);
+      spy.mockRestore();
+      const requestId = res.headers['x-request-id'];
+      await waitFor(() => logs.some((l) => l.msg === 'unhandled error' && l.requestId === requestId), 5_000, 'the log line');
+      const line = logs.find((l) => l.msg === 'unhandled error' && l.requestId === requestId)!;
+      expect(line.err).toEqual({
+        name: 'Error',
+        message: 'canceling statement due to statement timeout',
+        code: '57014',
+        stack: expect.stringContaining('canceling statement due to statement timeout'),
+      });
+    });
+
+    it('logs a failed alert delivery with the socket’s code and message', async () => {
+      // A port nothing listens on: the delivery is refused by the peer.
+      const port = await new Promise<number>((resolve) => {
+        const s = net.createServer().listen(0, '127.0.0.1', () => {
+          const p = (s.address() as net.AddressInfo).port;
+          s.close(() => resolve(p));
+        });
+      });
+      const webhookId = randomUUID();
+      await t.dataSource.query(`INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status) VALUES ($1, $2, $3, $4, '{}', 'pending')`, [
+        tenant.tenantId,
+        webhookId,
+        `alert_${webhookId}`,
+        `http://127.0.0.1:${port}/hook`,
+      ]);
+      await waitFor(() => logs.some((l) => l.webhookId === webhookId), 15_000, 'the delivery log line');
+      const line = logs.find((l) => l.webhookId === webhookId)!;
+      expect(line.msg).toBe('webhook delivery failed, will retry');
+      expect(line.err).toEqual({ name: 'DeliveryFailedError', message: expect.stringContaining('ECONNREFUSED'), code: 'ECONNREFUSED' });
+    });
+
+    it('writes no error as {}', () => {
+      const empty = logs.filter((l) => l.err !== undefined && JSON.stringify(l.err) === '{}');
+      expect(empty).toEqual([]);
+    });
+  });
+});

@@ -1,0 +1,149 @@
+import { randomUUID } from 'node:crypto';
+import { DataSource } from 'typeorm';
+import { bandBuckets, encodeSignature, fingerprint } from '../src/grading/near-duplicate';
+import { MAX_CANDIDATES, NearDuplicateIndex } from '../src/grading/near-duplicate.service';
+import { generateEssay, nearCopy } from './support/essays';
+import { Factory, TestTenant } from './support/factories';
+import { createTestApp, TestApp } from './support/test-app';
+
+/**
+ * The near-duplicate index on a real PostgreSQL: candidates come from the LSH bands, are compared
+ * by the signatures stored when they were indexed (their texts are not read again), and at most
+ * MAX_CANDIDATES of them, the nearest first, however many essays a tenant has.
+ */
+describe('near-duplicate index: stored signatures, bounded candidates (real PostgreSQL)', () => {
+  let t: TestApp;
+  let f: Factory;
+  let ds: DataSource;
+  let index: NearDuplicateIndex;
+  let tenant: TestTenant;
+
+  beforeAll(async () => {
+    t = await createTestApp({ WORKERS_ENABLED: 'false' });
+    f = new Factory(t.app);
+    ds = t.dataSource;
+    index = t.app.get(NearDuplicateIndex);
+  });
+  afterAll(() => t.close());
+  beforeEach(async () => {
+    tenant = await f.newTenant();
+  });
+
+  /** Essays as submitted (queued), created `secondsAgo` before now; returns their ids in order. */
+  async function addEssays(tenantId: string, texts: string[], secondsAgo = 60, ids = texts.map(() => randomUUID())): Promise<string[]> {
+    await ds.query(
+      `INSERT INTO essays (id, tenant_id, rubric_key, rubric_version, language, tier, text, status, created_at)
+       SELECT id, $1, 'zh-gaokao-60', 1, 'zh', 'standard', text, 'queued', now() - make_interval(secs => $4)
+         FROM unnest($2::uuid[], $3::text[]) AS e(id, text)`,
+      [tenantId, ids, texts, secondsAgo],
+    );
+    return ids;
+  }
+  const addEssay = async (tenantId: string, text: string, secondsAgo = 60) => (await addEssays(tenantId, [text], secondsAgo))[0];
+  const signatureRows = (essayId: string) => ds.query(`SELECT tenant_id, shingles FROM essay_signatures WHERE essay_id = $1`, [essayId]);
+
+  it('compares candidates by the signatures stored when they were indexed, not by reading their texts again', async () => {
+    const original = generateEssay(11, 'zh').text;
+    const a = await addEssay(tenant.tenantId, original, 120);
+    expect(await index.indexAndFind(tenant.tenantId, a, original)).toBeNull();
+    // The stored text changes after indexing: the comparison does not see it.
+    await ds.query(`UPDATE essays SET text = $2 WHERE id = $1`, [a, generateEssay(12, 'zh').text]);
+    const copy = nearCopy(original, 2, 3);
+    const b = await addEssay(tenant.tenantId, copy);
+    const found = await index.indexAndFind(tenant.tenantId, b, copy);
+    expect(found).toMatchObject({ essayId: a, studentRef: null, status: 'queued', grade: null });
+    expect(found!.similarity).toBeGreaterThan(0.85);
+    expect(await signatureRows(a)).toEqual([{ tenant_id: tenant.tenantId, shingles: fingerprint(original).shingles }]);
+  });
+
+  it('finds the nearest essay among thousands sharing one band with it, comparing at most MAX_CANDIDATES', async () => {
+    const target = generateEssay(21, 'zh').text;
+    const mine = fingerprint(target);
+    const near = nearCopy(target, 5, 2);
+    // The near copy's id sorts after every other, so a scan in index order meets it last.
+    const nearId = await addEssays(tenant.tenantId, [near], 120, ['ffffffff-ffff-4fff-bfff-ffffffffffff']).then(([id]) => id);
+    await index.indexAndFind(tenant.tenantId, nearId, near);
+    // 1,500 copies of an unrelated essay that an LSH collision put in the target's bucket of band 0.
+    const unrelated = generateEssay(22, 'zh').text;
+    const ids = await addEssays(tenant.tenantId, Array(1_500).fill(unrelated), 120);
+    const decoy = fingerprint(unrelated);
+    await ds.query(`INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id) SELECT $1, 0, $2, unnest($3::uuid[])`, [
+      tenant.tenantId,
+      String(bandBuckets(mine.minhash)[0]),
+      ids,
+    ]);
+    await ds.query(
+      `INSERT INTO essay_signatures (tenant_id, essay_id, minhash, shingles) SELECT $1, * FROM unnest($2::uuid[], $3::bytea[], $4::int[])`,
+      [tenant.tenantId, ids, ids.map(() => encodeSignature(decoy.minhash)), ids.map(() => decoy.shingles)],
+    );
+
+    const me = await addEssay(tenant.tenantId, target);
+    const found = await index.indexAndFind(tenant.tenantId, me, target);
+    expect(found).toMatchObject({ essayId: nearId });
+    expect(found!.similarity).toBeGreaterThan(0.85);
+    const candidates = await index.index(tenant.tenantId, me, mine); // indexed already: nothing changes
+    expect(candidates.length).toBe(MAX_CANDIDATES);
+    expect(candidates[0]).toMatchObject({ essayId: nearId });
+    expect(candidates[0].bands).toBeGreaterThan(1);
+    for (const c of candidates.slice(1)) expect(c.bands).toBe(1);
+  });
+
+  it('a tenant with 3,000 identical essays: one more is compared with 50 of them, in bounded time', async () => {
+    const text = generateEssay(31, 'en').text;
+    const p = fingerprint(text);
+    const buckets = bandBuckets(p.minhash);
+    const ids = await addEssays(tenant.tenantId, Array(3_000).fill(text), 120);
+    await ds.query(
+      `INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id)
+       SELECT $1, b.band, b.bucket, e.id FROM unnest($2::smallint[], $3::bigint[]) AS b(band, bucket) CROSS JOIN unnest($4::uuid[]) AS e(id)`,
+      [tenant.tenantId, buckets.map((_, i) => i), buckets.map(String), ids],
+    );
+    await ds.query(`INSERT INTO essay_signatures (tenant_id, essay_id, minhash, shingles) SELECT $1, unnest($2::uuid[]), $3, $4`, [
+      tenant.tenantId,
+      ids,
+      encodeSignature(p.minhash),
+      p.shingles,
+    ]);
+
+    const me = await addEssay(tenant.tenantId, text);
+    const started = performance.now();
+    const candidates = await index.index(tenant.tenantId, me, p);
+    const ms = performance.now() - started;
+    expect(candidates).toHaveLength(MAX_CANDIDATES);
+    expect(new Set(candidates.map((c) => c.essayId)).size).toBe(MAX_CANDIDATES);
+    for (const c of candidates) expect(c.bands).toBe(32);
+    // Generous: a bounded read (≤ 32 × CANDIDATES_PER_BAND index entries, not 32 × 3,000) takes milliseconds.
+    expect(ms).toBeLessThan(2_000);
+    const found = await index.indexAndFind(tenant.tenantId, me, text);
+    expect(found?.similarity).toBe(1);
+  });
+
+  it('computes the signature of an essay indexed before signatures were stored, once, from its text', async () => {
+    const original = generateEssay(41, 'zh').text;
+    const a = await addEssay(tenant.tenantId, original, 120);
+    await index.indexAndFind(tenant.tenantId, a, original);
+    await ds.query(`DELETE FROM essay_signatures WHERE essay_id = $1`, [a]); // as before the migration
+    const b = await addEssay(tenant.tenantId, nearCopy(original, 1, 2), 90);
+    const first = await index.indexAndFind(tenant.tenantId, b, nearCopy(original, 1, 2));
+    expect(first).toMatchObject({ essayId: a });
+    expect(first!.similarity).toBeGreaterThan(0.85);
+    expect(await signatureRows(a)).toEqual([{ tenant_id: tenant.tenantId, shingles: fingerprint(original).shingles }]);
+    // Stored now: the text is not read for it again.
+    await ds.query(`UPDATE essays SET text = 'x' WHERE id = $1`, [a]);
+    const c = await addEssay(tenant.tenantId, original);
+    const second = await index.indexAndFind(tenant.tenantId, c, original);
+    expect(second!.similarity).toBeGreaterThan(0.85);
+  });
+
+  it("never compares another tenant's essays, nor essays submitted later", async () => {
+    const text = generateEssay(51, 'zh').text;
+    const other = await f.newTenant();
+    const theirs = await addEssay(other.tenantId, text, 120);
+    await index.indexAndFind(other.tenantId, theirs, text);
+    const later = await addEssay(tenant.tenantId, text, 0);
+    await index.indexAndFind(tenant.tenantId, later, text);
+    const mine = await addEssay(tenant.tenantId, text, 60);
+    expect(await index.indexAndFind(tenant.tenantId, mine, text)).toBeNull();
+    expect((await signatureRows(mine))[0].tenant_id).toBe(tenant.tenantId);
+  });
+});
