@@ -173,6 +173,34 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
       expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body.status).toBe('refunded');
     });
+
+    it('does not deliver or store a deep review that was running when its order was refunded', async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(7);
+      const { body: o } = await order(essay.id).expect(202);
+      fake.setLatency(1_500); // the premium model takes its time
+      try {
+        await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+        await waitFor(async () => {
+          const [j] = await t.dataSource.query(`SELECT status FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, o.orderId]);
+          return j?.status === 'running' && fake.requests.length > 0;
+        }, 10_000, 'the deep review to be at the provider');
+        await webhook(event('payment.refunded', o.orderId, '9.90')).expect(200);
+        await waitFor(async () => {
+          const [j] = await t.dataSource.query(`SELECT status FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, o.orderId]);
+          return j?.status === 'done' || j?.status === 'failed';
+        }, 20_000, 'the running deep review to end');
+      } finally {
+        fake.setLatency(0);
+      }
+      const view = await t.http.get(`/v1/essays/${essay.id}`).set(bearer(teacher)).expect(200);
+      expect(view.body.deepGrade).toBeNull();
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body.status).toBe('refunded');
+      // The call itself was made and paid: it is in the ledger, and the books balance.
+      const [p] = await t.dataSource.query(`SELECT spent_nanos::text AS spent FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+      const [l] = await t.dataSource.query(`SELECT coalesce(sum(cost_nanos), 0)::text AS s FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(p.spent).toBe(l.s);
+    });
   });
 
   describe('invoice mode and refunds', () => {
