@@ -1,6 +1,7 @@
 import type { Validation } from '../llm/gateway.service';
 import { ANNOTATION_CATEGORIES, Variant } from './prompts';
 import { isOnStep, maxScore, Rubric, totalScore } from './rubric';
+import { isWhitespace } from './text-fold';
 
 export type AnnotationCategory = (typeof ANNOTATION_CATEGORIES)[number];
 
@@ -97,22 +98,6 @@ export function locateQuote(essay: string, quote: string, used: Set<string> = ne
   }
 }
 
-/** JavaScript's `\s`: Unicode white space, line terminators and the BOM. */
-function isWhitespace(c: number): boolean {
-  return (
-    (c >= 0x09 && c <= 0x0d) ||
-    c === 0x20 ||
-    c === 0xa0 ||
-    c === 0x1680 ||
-    (c >= 0x2000 && c <= 0x200a) ||
-    c === 0x2028 ||
-    c === 0x2029 ||
-    c === 0x202f ||
-    c === 0x205f ||
-    c === 0x3000 ||
-    c === 0xfeff
-  );
-}
 
 /** The text without its whitespace, and for each character left its offset in the text. */
 function withoutWhitespace(text: string): { text: string; offsets: Int32Array } {

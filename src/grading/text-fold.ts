@@ -120,8 +120,8 @@ export function foldText(text: string): string {
 const LT = new Set(['<', '＜', '﹤', '‹', '〈', '〈', '⟨', '❮', '˂', 'ᐸ', '⧼']);
 const SLASH = new Set(['/', '／', '⁄', '∕', '⧸', '╱', '\\', '＼']);
 
-function isSkippable(c: number): boolean {
-  // whitespace (JavaScript's \s), invisible characters and combining marks
+/** JavaScript's `\s`: Unicode white space, line terminators and the BOM. */
+export function isWhitespace(c: number): boolean {
   return (
     (c >= 0x09 && c <= 0x0d) ||
     c === 0x20 ||
@@ -133,6 +133,14 @@ function isSkippable(c: number): boolean {
     c === 0x202f ||
     c === 0x205f ||
     c === 0x3000 ||
+    c === 0xfeff
+  );
+}
+
+function isSkippable(c: number): boolean {
+  // whitespace (JavaScript's \s), invisible characters and combining marks
+  return (
+    isWhitespace(c) ||
     isInvisible(c) ||
     (c >= 0x300 && c <= 0x36f) ||
     (c >= 0x1ab0 && c <= 0x1aff) ||

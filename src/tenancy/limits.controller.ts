@@ -1,4 +1,4 @@
-import { Body, Controller, Get, Param, ParseUUIDPipe, Put } from '@nestjs/common';
+import { applyDecorators, Body, Controller, Get, Param, ParseUUIDPipe, Put } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { IsInt, IsOptional, Max, Min, ValidateIf } from 'class-validator';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
@@ -6,63 +6,19 @@ import { ApiError } from '../common/errors';
 import { TenantLimits } from '../config/app-config';
 import { LimitsService, LimitsView } from './limits.service';
 
+/** One limit in PUT /v1/tenants/:id/limits: a whole number from 1 to `max`, or null for the default. */
+const Limit = (max: number) =>
+  applyDecorators(ApiPropertyOptional({ nullable: true, minimum: 1, maximum: max }), IsOptional(), ValidateIf((_, v) => v !== null), IsInt(), Min(1), Max(max));
+
 /** The operator's values for one tenant; a field left out keeps its value, null returns to the default. */
 export class SetLimitsDto implements Partial<Record<keyof TenantLimits, number | null>> {
-  @ApiPropertyOptional({ nullable: true })
-  @IsOptional()
-  @ValidateIf((_, v) => v !== null)
-  @IsInt()
-  @Min(1)
-  @Max(1_000_000)
-  requestsPerSecondPerKey?: number | null;
-
-  @ApiPropertyOptional({ nullable: true })
-  @IsOptional()
-  @ValidateIf((_, v) => v !== null)
-  @IsInt()
-  @Min(1)
-  @Max(1_000_000)
-  requestBurstPerKey?: number | null;
-
-  @ApiPropertyOptional({ nullable: true })
-  @IsOptional()
-  @ValidateIf((_, v) => v !== null)
-  @IsInt()
-  @Min(1)
-  @Max(10_000_000)
-  essaysQueued?: number | null;
-
-  @ApiPropertyOptional({ nullable: true })
-  @IsOptional()
-  @ValidateIf((_, v) => v !== null)
-  @IsInt()
-  @Min(1)
-  @Max(100_000)
-  essaysGrading?: number | null;
-
-  @ApiPropertyOptional({ nullable: true })
-  @IsOptional()
-  @ValidateIf((_, v) => v !== null)
-  @IsInt()
-  @Min(1)
-  @Max(100_000)
-  chatInFlight?: number | null;
-
-  @ApiPropertyOptional({ nullable: true })
-  @IsOptional()
-  @ValidateIf((_, v) => v !== null)
-  @IsInt()
-  @Min(1)
-  @Max(100_000)
-  eventStreams?: number | null;
-
-  @ApiPropertyOptional({ nullable: true })
-  @IsOptional()
-  @ValidateIf((_, v) => v !== null)
-  @IsInt()
-  @Min(1)
-  @Max(100_000)
-  providerCalls?: number | null;
+  @Limit(1_000_000) requestsPerSecondPerKey?: number | null;
+  @Limit(1_000_000) requestBurstPerKey?: number | null;
+  @Limit(10_000_000) essaysQueued?: number | null;
+  @Limit(100_000) essaysGrading?: number | null;
+  @Limit(100_000) chatInFlight?: number | null;
+  @Limit(100_000) eventStreams?: number | null;
+  @Limit(100_000) providerCalls?: number | null;
 }
 
 @ApiTags('limits')
