@@ -11,6 +11,10 @@ export const BUS_CHANNEL = 'inkstone_bus';
 /** NOTIFY payloads must stay under 8,000 bytes: messages are sent in batches below that. */
 const MAX_PAYLOAD = 7_000;
 const FLUSH_MS = 5;
+const PROBE_MS = 2_000;
+
+/** Every bus of this process (several app instances in one process: tests, the embedded database). */
+const IN_PROCESS = new Set<ClusterBus>();
 
 interface Envelope {
   /** the instance that sent the batch */
@@ -24,7 +28,10 @@ interface Envelope {
  * workers), a key was revoked, a tenant's settings or limits changed. Published here, delivered
  * at once to this instance's subscribers and, through PostgreSQL LISTEN/NOTIFY, to every other
  * instance's. Messages are small (ids, never essay text) and batched into one NOTIFY every few
- * milliseconds. With the embedded PostgreSQL (one process by construction) the bus stays in process.
+ * milliseconds. At start the bus checks that the server delivers a notification to its listening
+ * connection; where it does not (the embedded PostgreSQL, PGlite, is one session shared by every
+ * connection; a pooler in transaction mode drops LISTEN), it shares messages between the instances
+ * of this process only, which is all there can be on one PGlite.
  *
  * Delivery is at most once: a listener connection that drops loses what was sent meanwhile, and
  * subscribers are told with the `resync` topic when it is back, so they can re-read what they show.
@@ -41,34 +48,78 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
   private closed = false;
   private reconnectDelayMs = 250;
   private reconnecting = false;
+  /** true once the server has shown it delivers notifications between connections */
+  private viaPostgres = false;
 
   constructor(
     @Inject(CONFIG) private readonly config: AppConfig,
     private readonly ds: DataSource,
   ) {
     this.emitter.setMaxListeners(0);
+    IN_PROCESS.add(this);
   }
 
-  /** Across instances only with a PostgreSQL server: the embedded one serves one process. */
+  /** Do messages reach instances in other processes (through PostgreSQL)? */
   get clustered(): boolean {
-    return !!this.config.databaseUrl;
+    return this.viaPostgres;
   }
 
   async onApplicationBootstrap(): Promise<void> {
-    if (this.clustered) await this.listen();
+    if (!this.config.databaseUrl) return; // the embedded database: one process
+    await this.listen();
+    if (this.listener && !(await this.probe())) {
+      this.logger.warn({ msg: 'the database does not deliver notifications between connections: events reach the instances of this process only' });
+      const l = this.listener;
+      this.listener = undefined;
+      this.closed = true; // no reconnects
+      await Promise.race([l.end().catch(() => undefined), new Promise((r) => setTimeout(r, 1_000).unref())]);
+      this.closed = false;
+    }
   }
 
   async onApplicationShutdown(): Promise<void> {
     this.closed = true;
+    IN_PROCESS.delete(this);
     if (this.flushTimer) clearTimeout(this.flushTimer);
     await this.flush();
-    await this.listener?.end().catch(() => undefined);
+    const l = this.listener;
+    this.listener = undefined;
+    if (l) await Promise.race([l.end().catch(() => undefined), new Promise((r) => setTimeout(r, 1_000).unref())]);
   }
+
+  /** Sends a probe and waits for it on the listening connection. */
+  private async probe(): Promise<boolean> {
+    const id = randomUUID();
+    const got = new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), PROBE_MS);
+      t.unref();
+      this.probeWaiter = (probeId) => {
+        if (probeId !== id) return;
+        clearTimeout(t);
+        resolve(true);
+      };
+    });
+    try {
+      await this.ds.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, JSON.stringify({ o: 'probe', probe: id, m: [] })]);
+    } catch {
+      return false;
+    }
+    this.viaPostgres = await got;
+    this.probeWaiter = undefined;
+    return this.viaPostgres;
+  }
+
+  private probeWaiter?: (probeId: string) => void;
 
   /** Delivers to this instance's subscribers now, and to the others' within milliseconds. */
   publish(topic: string, payload: unknown): void {
+    if (!this.clustered) {
+      // Every instance of this process, this one included.
+      for (const bus of IN_PROCESS) bus.deliver(topic, payload);
+      return;
+    }
     this.deliver(topic, payload);
-    if (!this.clustered || this.closed) return;
+    if (this.closed) return;
     const size = JSON.stringify(payload).length + topic.length + 8;
     if (this.pendingBytes + size > MAX_PAYLOAD) void this.flush();
     this.pending.push([topic, payload]);
@@ -111,12 +162,13 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
     const client = new Client({ connectionString: this.config.databaseUrl, application_name: 'inkstone-bus' });
     client.on('notification', (n) => {
       if (n.channel !== BUS_CHANNEL || !n.payload) return;
-      let env: Envelope;
+      let env: Envelope & { probe?: string };
       try {
-        env = JSON.parse(n.payload) as Envelope;
+        env = JSON.parse(n.payload) as Envelope & { probe?: string };
       } catch {
         return;
       }
+      if (env.probe) return this.probeWaiter?.(env.probe);
       if (env.o === this.instanceId || !Array.isArray(env.m)) return;
       for (const [topic, payload] of env.m) this.deliver(topic, payload);
     });

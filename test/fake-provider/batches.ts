@@ -1,0 +1,257 @@
+/**
+ * The OpenAI-compatible Batch API of the DashScope, OpenAI and Zhipu dialects (DeepSeek has none):
+ * `POST /files` (multipart upload), `GET /files/:id` and `/files/:id/content`, `POST /batches` and
+ * `GET /batches/:id` under the dialect's base URL; the stored files and batches, the batch latency
+ * and scripted batch failures. Running a batch's lines is batch-run.ts.
+ */
+import { randomUUID } from 'node:crypto';
+import type * as http from 'node:http';
+import { batchObject, runBatch, type BatchRunContext, type BatchState } from './batch-run';
+import type { Completions } from './completions';
+import { apiError, BASE_PATHS, BATCH_COMPLETION_WINDOW, BATCH_DIALECTS, BATCH_ENDPOINT, isDialect } from './dialects';
+import { isRecord, readBody, readBodyBuffer, sendJson } from './http';
+import { parseMultipart } from './multipart';
+import { DIALECTS, materializePreset, PRESETS, type Dialect } from './presets';
+import type { BatchFailure, BatchObject, FileObject, RecordedRequest } from './types';
+
+/** A file of the Batch API with its bytes; a file is only seen under its own dialect. */
+interface StoredFile {
+  dialect: Dialect;
+  info: FileObject;
+  content: Buffer;
+}
+
+export type BatchRoute =
+  | { dialect: Dialect; kind: 'files' | 'batches' }
+  | { dialect: Dialect; kind: 'file' | 'file-content' | 'batch'; id: string };
+
+/** The Batch API route of a path (without a trailing slash), or null. */
+export function batchRoute(path: string): BatchRoute | null {
+  for (const dialect of BATCH_DIALECTS) {
+    const prefix = BASE_PATHS[dialect];
+    if (!path.startsWith(`${prefix}/`)) continue;
+    const rest = path.slice(prefix.length);
+    if (rest === '/files') return { dialect, kind: 'files' };
+    if (rest === '/batches') return { dialect, kind: 'batches' };
+    const m = /^\/(files|batches)\/([^/]+)(\/content)?$/.exec(rest);
+    if (!m || (m[1] === 'batches' && m[3])) return null;
+    let id: string;
+    try {
+      id = decodeURIComponent(m[2]);
+    } catch {
+      return null;
+    }
+    if (m[1] === 'batches') return { dialect, kind: 'batch', id };
+    return { dialect, kind: m[3] ? 'file-content' : 'file', id };
+  }
+  return null;
+}
+
+/** What the Batch API needs from the rest of the fake provider. */
+export interface BatchApiDeps {
+  readonly completions: Completions;
+  /** Records a batch line as a chat request. */
+  record(r: RecordedRequest): void;
+  /** close() was called. */
+  closed(): boolean;
+}
+
+export class BatchApi implements BatchRunContext {
+  private readonly files = new Map<string, StoredFile>();
+  private readonly batchStates = new Map<string, BatchState>();
+  private readonly failures: Record<Dialect, BatchFailure[]> = { deepseek: [], zhipu: [], dashscope: [], openai: [] };
+  /** Least time from a batch's creation to its end, in ms. */
+  latencyMs: number;
+
+  constructor(
+    private readonly deps: BatchApiDeps,
+    private readonly initialLatencyMs: number,
+  ) {
+    this.latencyMs = initialLatencyMs;
+  }
+
+  get completions(): Completions {
+    return this.deps.completions;
+  }
+
+  record(r: RecordedRequest): void {
+    this.deps.record(r);
+  }
+
+  /** The batches in creation order, as `GET /batches/:id` would answer at `now`. */
+  list(now: number): BatchObject[] {
+    return [...this.batchStates.values()].map((b) => batchObject(b, now));
+  }
+
+  setLatency(ms: number): void {
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new TypeError('batch latency must be a number >= 0');
+    this.latencyMs = ms;
+  }
+
+  failNext(d: Dialect, outcome: BatchFailure): void {
+    if (!isDialect(d)) throw new TypeError(`unknown dialect '${String(d)}'`);
+    if (!BATCH_DIALECTS.includes(d)) throw new TypeError(`${d} has no batch API`);
+    if (outcome !== 'failed' && outcome !== 'expired') throw new TypeError("outcome must be 'failed' or 'expired'");
+    this.failures[d].push(outcome);
+  }
+
+  /** Drops files, batches and scripted failures; the latency goes back to its start value. */
+  reset(): void {
+    // A batch still being processed notices it is gone and stops (see runBatch()).
+    this.files.clear();
+    this.batchStates.clear();
+    for (const d of DIALECTS) this.failures[d].length = 0;
+    this.latencyMs = this.initialLatencyMs;
+  }
+
+  /** Answers a request to a Batch API route (the dialect's 401 without a key, 405 for another method). */
+  async handle(req: http.IncomingMessage, res: http.ServerResponse, route: BatchRoute): Promise<void> {
+    const { dialect } = route;
+    const auth = req.headers.authorization ?? '';
+    if (!/^Bearer\s+\S/i.test(auth)) {
+      req.resume();
+      const p = materializePreset(PRESETS[dialect].auth);
+      return sendJson(res, p.status, p.body, p.headers);
+    }
+    const method = route.kind === 'files' || route.kind === 'batches' ? 'POST' : 'GET';
+    if (req.method !== method) {
+      req.resume();
+      return sendJson(res, 405, apiError(`Method ${req.method ?? ''} not allowed`, 'method_not_allowed'), { allow: method });
+    }
+    switch (route.kind) {
+      case 'files':
+        return this.uploadFile(req, res, dialect);
+      case 'batches':
+        return this.createBatch(req, res, dialect, auth);
+      case 'file':
+      case 'file-content': {
+        req.resume();
+        const file = this.files.get(route.id);
+        if (!file || file.dialect !== dialect) return sendJson(res, 404, apiError(`No such File object: ${route.id}`, null, 'id'));
+        if (route.kind === 'file') return sendJson(res, 200, file.info);
+        res.writeHead(200, { 'content-type': 'application/jsonl', 'content-length': file.content.length });
+        res.end(file.content);
+        return;
+      }
+      case 'batch': {
+        req.resume();
+        const b = this.batchStates.get(route.id);
+        if (!b || b.dialect !== dialect) return sendJson(res, 404, apiError(`No such Batch object: ${route.id}`, null, 'batch_id'));
+        return sendJson(res, 200, batchObject(b, Date.now()));
+      }
+    }
+  }
+
+  /** `POST /files`: multipart/form-data with `purpose=batch` and a `file` part. */
+  private async uploadFile(req: http.IncomingMessage, res: http.ServerResponse, dialect: Dialect): Promise<void> {
+    const raw = await readBodyBuffer(req);
+    if (raw === null) return sendJson(res, 413, apiError('Request body too large'));
+    const parts = parseMultipart(req.headers['content-type'], raw);
+    if (!parts) {
+      return sendJson(res, 400, apiError("The body must be multipart/form-data with a 'purpose' field and a 'file' part."));
+    }
+    const file = parts.find((p) => p.name === 'file' && p.filename !== undefined);
+    if (!file) return sendJson(res, 400, apiError("Missing required parameter: 'file'.", null, 'file'));
+    const purpose = parts.find((p) => p.name === 'purpose' && p.filename === undefined)?.data.toString('utf8');
+    if (purpose === undefined) return sendJson(res, 400, apiError("Missing required parameter: 'purpose'.", null, 'purpose'));
+    if (purpose !== 'batch') {
+      return sendJson(res, 400, apiError(`Invalid value for 'purpose': '${purpose}'. Only 'batch' is supported.`, null, 'purpose'));
+    }
+    const info = this.addFile(dialect, 'file-batch-', file.filename || 'file.jsonl', 'batch', Buffer.from(file.data));
+    return sendJson(res, 200, info);
+  }
+
+  addFile(dialect: Dialect, idPrefix: string, filename: string, purpose: FileObject['purpose'], content: Buffer): FileObject {
+    const info: FileObject = {
+      id: `${idPrefix}${randomUUID()}`,
+      object: 'file',
+      bytes: content.length,
+      created_at: Math.floor(Date.now() / 1000),
+      filename,
+      purpose,
+    };
+    this.files.set(info.id, { dialect, info, content });
+    return info;
+  }
+
+  /** `POST /batches` `{input_file_id, endpoint, completion_window, metadata?}`. */
+  private async createBatch(req: http.IncomingMessage, res: http.ServerResponse, dialect: Dialect, auth: string): Promise<void> {
+    const text = await readBody(req);
+    if (text === null) return sendJson(res, 413, apiError('Request body too large'));
+    let input: unknown;
+    try {
+      input = JSON.parse(text) as unknown;
+    } catch {
+      return sendJson(res, 400, apiError('The body must be JSON.'));
+    }
+    if (!isRecord(input)) return sendJson(res, 400, apiError('The body must be a JSON object.'));
+    const { input_file_id: fileId, endpoint, completion_window: window } = input;
+    if (typeof fileId !== 'string' || fileId === '') {
+      return sendJson(res, 400, apiError("Missing required parameter: 'input_file_id'.", null, 'input_file_id'));
+    }
+    if (endpoint !== BATCH_ENDPOINT) {
+      return sendJson(res, 400, apiError(`Invalid value for 'endpoint': only '${BATCH_ENDPOINT}' is supported.`, null, 'endpoint'));
+    }
+    if (window !== BATCH_COMPLETION_WINDOW) {
+      return sendJson(
+        res,
+        400,
+        apiError(`Invalid value for 'completion_window': only '${BATCH_COMPLETION_WINDOW}' is supported.`, null, 'completion_window'),
+      );
+    }
+    const metadata = input.metadata ?? null;
+    if (metadata !== null && (!isRecord(metadata) || Object.values(metadata).some((v) => typeof v !== 'string'))) {
+      return sendJson(res, 400, apiError("Invalid value for 'metadata': an object of strings.", null, 'metadata'));
+    }
+    const file = this.files.get(fileId);
+    if (!file || file.dialect !== dialect) return sendJson(res, 404, apiError(`No such File object: ${fileId}`, null, 'input_file_id'));
+    if (file.info.purpose !== 'batch') {
+      return sendJson(res, 400, apiError(`File ${fileId} has purpose '${file.info.purpose}', not 'batch'.`, null, 'input_file_id'));
+    }
+    const lines = file.content
+      .toString('utf8')
+      .split(/\r?\n/)
+      .filter((l) => l.trim() !== '');
+    if (lines.length === 0) return sendJson(res, 400, apiError(`File ${fileId} contains no requests.`, null, 'input_file_id'));
+
+    const now = Date.now();
+    const b: BatchState = {
+      dialect,
+      id: `batch_${randomUUID()}`,
+      endpoint,
+      inputFileId: fileId,
+      completionWindow: window,
+      metadata: metadata as Record<string, string> | null,
+      headers: { ...req.headers },
+      auth,
+      lines,
+      createdMs: now,
+      latencyMs: this.latencyMs,
+      completed: 0,
+      failed: 0,
+      outputFileId: null,
+      errorFileId: null,
+    };
+    const scripted = this.failures[dialect].shift();
+    if (scripted === 'failed') {
+      b.failure = { outcome: 'failed', code: 'batch_failed', message: 'The batch failed (scripted by the fake provider).', atMs: now };
+    } else if (scripted === 'expired') {
+      b.failure = { outcome: 'expired', code: 'batch_expired', message: 'This batch could not be completed within the 24h time window.', atMs: now };
+    }
+    this.batchStates.set(b.id, b);
+    const created = batchObject(b, now); // 'validating'
+    setImmediate(() => {
+      if (scripted === 'expired') b.startedMs = Date.now(); // it ran out of time while in progress
+      if (scripted) return;
+      runBatch(this, b).catch((err: unknown) => {
+        b.failure = { outcome: 'failed', code: 'server_error', message: `fake provider: ${err instanceof Error ? err.message : String(err)}`, atMs: Date.now() };
+      });
+    });
+    return sendJson(res, 200, created);
+  }
+
+  /** Whether the batch is still there (reset() drops it) and the server still running. */
+  live(b: BatchState): boolean {
+    return !this.deps.closed() && this.batchStates.get(b.id) === b;
+  }
+}
