@@ -12,6 +12,7 @@ import { ApiError } from './common/errors';
 import { jsonDepthExceeds } from './common/json-depth';
 import { DEFAULT_BODY_LIMIT, InkstoneRouteConfig } from './common/route-config';
 import { Authenticator } from './tenancy/authenticator';
+import { LlmModels, resolveLlmModels } from './llm/llm-models';
 import { LimitsService, rateLimited } from './tenancy/limits.service';
 import { createValidationPipe } from './common/validation';
 import { AppConfig } from './config/app-config';
@@ -43,6 +44,8 @@ function tooLarge(limit: number): ApiError {
 export interface CreateAppOptions {
   /** where log lines go instead of stdout (tests read them) */
   logDestination?: DestinationStream;
+  /** the models the gateway may call; resolved from the configuration when not given */
+  models?: LlmModels;
 }
 
 export async function createApp(config: AppConfig, options: CreateAppOptions = {}): Promise<NestFastifyApplication> {
@@ -57,7 +60,7 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
   });
-  const app = await NestFactory.create<NestFastifyApplication>(AppModule.forRoot(config, options.logDestination), adapter, {
+  const app = await NestFactory.create<NestFastifyApplication>(AppModule.forRoot(config, options.models ?? resolveLlmModels(config.llm), options.logDestination), adapter, {
     bufferLogs: true,
     abortOnError: false,
     // Payment webhooks are verified against the exact bytes that were signed.

@@ -8,31 +8,35 @@ import { BillingModule } from './billing/billing.module';
 import { DatabaseModule } from './db/database';
 import { GradingModule } from './grading/grading.module';
 import { HealthController } from './health/health.controller';
+import { JobsModule } from './jobs/jobs.module';
 import { LlmModule } from './llm/llm.module';
+import { LLM_MODELS, LlmModels } from './llm/llm-models';
 import { pinoHttpOptions } from './logging';
 import { MetricsModule } from './metrics/metrics.module';
 import { TenancyModule } from './tenancy/tenancy.module';
+import { ENTITIES } from './tenancy/entities';
 
 @Module({})
 export class AppModule {
   /** `logDestination`: where log lines go instead of stdout (tests read them). */
-  static forRoot(config: AppConfig, logDestination?: DestinationStream): DynamicModule {
+  static forRoot(config: AppConfig, models: LlmModels, logDestination?: DestinationStream): DynamicModule {
     return {
       module: AppModule,
       global: true,
       imports: [
         LoggerModule.forRoot({ pinoHttp: logDestination ? [pinoHttpOptions(config), logDestination] : pinoHttpOptions(config) }),
-        DatabaseModule.forRoot(),
+        DatabaseModule.forRoot(ENTITIES),
         MetricsModule,
         TenancyModule,
+        JobsModule,
         BillingModule,
         LlmModule,
         GradingModule,
         AdvisorModule,
       ],
       controllers: [HealthController],
-      providers: [{ provide: CONFIG, useValue: config }, Clock],
-      exports: [CONFIG, Clock],
+      providers: [{ provide: CONFIG, useValue: config }, { provide: LLM_MODELS, useValue: models }, Clock],
+      exports: [CONFIG, LLM_MODELS, Clock],
     };
   }
 }

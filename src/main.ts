@@ -3,10 +3,12 @@ import { Logger } from 'nestjs-pino';
 import { createApp } from './app.factory';
 import { ConfigError, loadConfig } from './config/app-config';
 import { EmbeddedPostgresLockedError } from './db/embedded-postgres';
+import { resolveLlmModels } from './llm/llm-models';
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  const app = await createApp(config);
+  const models = resolveLlmModels(config.llm); // a bad catalog or tier stops here, in one line
+  const app = await createApp(config, { models });
   const logger = app.get(Logger);
   // A graceful stop: stop taking requests, let workers finish or return their jobs, close the
   // database, then exit 0. A second signal exits at once.

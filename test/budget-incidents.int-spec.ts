@@ -51,7 +51,7 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
   };
 
   it('books a provider that reports more tokens than the bound as an incident, and pauses admission until an admin acknowledges it', async () => {
-    const model = t.config.llm.catalog.models.get('dashscope:qwen-flash')!;
+    const model = t.models.catalog.models.get('dashscope:qwen-flash')!;
     const bound = estimatePromptTokens(messages, model.tokenizer);
     fake.enqueue('dashscope', { kind: 'ok', inflateUsage: 40 });
     const r = await ask();
@@ -97,7 +97,7 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
   });
 
   it('charges no more than the cap holds when a provider bills past it, recording the rest as absorbed', async () => {
-    const model = t.config.llm.catalog.models.get('dashscope:qwen-flash')!;
+    const model = t.models.catalog.models.get('dashscope:qwen-flash')!;
     const worst = BigInt(estimatePromptTokens(messages, model.tokenizer)) * model.ceiling.input + 100n * model.ceiling.output;
     const tight = await new Factory(t.app).newTenant({ monthlyBudget: formatCny(worst) }); // exactly one worst case
     fake.enqueue('dashscope', { kind: 'ok', inflateUsage: 200 });

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { BudgetService } from '../src/billing/budget.service';
 import { GradingService } from '../src/grading/grading.service';
-import { JobQueue } from '../src/grading/job-queue';
+import { JobQueue } from '../src/jobs/job-queue';
 import { GatewayService } from '../src/llm/gateway.service';
 import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
 import { generateEssay } from './support/essays';

@@ -116,7 +116,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
 
     it('reserves at the highest window price, so a call admitted off-peak is covered at peak too', async () => {
       const content = '预算边界';
-      const model = t.config.llm.catalog.models.get('deepseek:deepseek-flash')!;
+      const model = t.models.catalog.models.get('deepseek:deepseek-flash')!;
       const estimate = BigInt(estimatePromptTokens([{ role: 'user', content }], model.tokenizer));
       const offPeakWorst = estimate * PRICE['deepseek-flash'].input + 200n * PRICE['deepseek-flash'].output;
       const peakWorst = estimate * PRICE['deepseek-flash-peak'].input + 200n * PRICE['deepseek-flash-peak'].output;
@@ -147,7 +147,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
     });
 
     it('skips a tier model that retires while the process runs', async () => {
-      const flash = t.config.llm.catalog.models.get('deepseek:deepseek-flash')!;
+      const flash = t.models.catalog.models.get('deepseek:deepseek-flash')!;
       const saved = flash.retiresOn;
       flash.retiresOn = beijing('2026-11-28T09:00:00'); // retired an hour before the pinned clock
       try {
@@ -463,7 +463,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const messages = [{ role: 'user' as const, content: '请评价这句话：春风又绿江南岸。' }];
       const maxTokens = 100;
       // Worst case per call on qwen-flash: estimate × 150 + 100 × 1500 nano-yuan; the cap fits about 20.
-      const probe = t.config.llm.catalog.models.get('dashscope:qwen-flash')!;
+      const probe = t.models.catalog.models.get('dashscope:qwen-flash')!;
       const worst = BigInt(estimatePromptTokens(messages, probe.tokenizer)) * probe.pricing.input + BigInt(maxTokens) * probe.pricing.output;
       const capNanos = worst * 20n + worst / 2n;
       const cap = formatCny(capNanos);

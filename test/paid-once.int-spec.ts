@@ -1,6 +1,6 @@
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
-import { Job, JobQueue } from '../src/grading/job-queue';
+import { Job, JobQueue } from '../src/jobs/job-queue';
 import { GatewayError, GatewayRequest, GatewayService } from '../src/llm/gateway.service';
 import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';

@@ -1,8 +1,8 @@
+import { LLM_MODELS, LlmModels } from '../llm/llm-models';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
-import { AppConfig, CONFIG } from '../config/app-config';
 import { tenantQuery } from '../db/tenant-scope';
 import { CatalogModel, TIERS } from '../llm/catalog';
 import { CostAssumptions, estimateCosts } from './cost-estimate';
@@ -22,7 +22,7 @@ const DEFAULT_TOKENS = { input: 1_800, output: 700 };
 export class AdvisorService {
   constructor(
     private readonly ds: DataSource,
-    @Inject(CONFIG) private readonly config: AppConfig,
+    @Inject(LLM_MODELS) private readonly models: LlmModels,
   ) {}
 
   /** The tenant's own averages from the ledger (grading calls that reached a model, and cache hits). */
@@ -52,7 +52,7 @@ export class AdvisorService {
   }
 
   async costEstimate(auth: TenantAuth, req: CostEstimateRequest) {
-    const llm = this.config.llm;
+    const llm = this.models;
     const m = req.measured ? await this.measured(auth.tenantId) : null;
     const a: CostAssumptions = {
       dailyCalls: req.dailyCalls,

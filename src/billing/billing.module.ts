@@ -2,29 +2,36 @@ import { Module } from '@nestjs/common';
 import { HostResolver } from '../common/outbound-webhook';
 import { SecretBox } from '../common/secret-box';
 import { AppConfig, CONFIG } from '../config/app-config';
+import { JobsModule } from '../jobs/jobs.module';
+import { TenancyModule } from '../tenancy/tenancy.module';
 import { AlertsService } from './alerts.service';
+import { BooksRepository } from './books.repository';
 import { BudgetController } from './budget.controller';
 import { BudgetService } from './budget.service';
 import { LedgerService } from './ledger.service';
 import { OrdersController } from './orders.controller';
+import { OrdersRepository } from './orders.repository';
 import { OrdersService } from './orders.service';
 import { ReportsService } from './reports.service';
 import { createSecretBox, TenantSecretsService } from './tenant-secrets.service';
 import { WebhookDispatcher } from './webhook-dispatcher';
 
 @Module({
+  imports: [TenancyModule, JobsModule],
   controllers: [BudgetController, OrdersController],
   providers: [
     BudgetService,
+    BooksRepository,
     LedgerService,
     AlertsService,
     WebhookDispatcher,
     OrdersService,
+    OrdersRepository,
     ReportsService,
     TenantSecretsService,
     HostResolver,
     { provide: SecretBox, useFactory: (config: AppConfig) => createSecretBox(config), inject: [CONFIG] },
   ],
-  exports: [BudgetService, LedgerService, AlertsService, WebhookDispatcher, OrdersService, TenantSecretsService, HostResolver],
+  exports: [BudgetService, LedgerService, AlertsService, WebhookDispatcher, OrdersService, OrdersRepository, TenantSecretsService, HostResolver],
 })
 export class BillingModule {}

@@ -1,6 +1,5 @@
-import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
-import { DataSource, EntityManager } from 'typeorm';
+import { DataSource } from 'typeorm';
 import { formatCny, Nanos } from '../common/money';
 import { tenantQuery } from '../db/tenant-scope';
 
@@ -80,65 +79,10 @@ export interface UsageRow {
   savedByCache: string;
 }
 
-/** The ledger row's columns, its placeholders ($1 is the tenant), and its parameters after $1. */
-export const LEDGER_COLUMNS = `tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier,
-  provider, model, cache_status, outcome, error_reason, input_tokens, cached_input_tokens, output_tokens,
-  estimated_input_tokens, usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed, batch, price_window`;
-/** How many parameters a ledger row takes ($1 … $N); a statement's own parameters follow. */
-export const LEDGER_PARAM_COUNT = 27;
-export const LEDGER_PLACEHOLDERS = Array.from({ length: LEDGER_PARAM_COUNT }, (_, i) => `$${i + 1}`).join(', ');
-
-/**
- * The VALUES of a ledger row as a SELECT list, with some columns taken from SQL expressions instead
- * of their parameter (settlement writes the cost it computed in the same statement).
- */
-export function ledgerValues(expressions: Partial<Record<'cost_nanos', string>>): string {
-  return LEDGER_COLUMN_LIST.map((c, i) => expressions[c as 'cost_nanos'] ?? `$${i + 1}`).join(', ');
-}
-
-const LEDGER_COLUMN_LIST = LEDGER_COLUMNS.split(',').map((c) => c.trim());
-/** The placeholder of the row's cost (the cost the provider's usage priced), for statements that use it again. */
-export const LEDGER_COST_PARAM = `$${LEDGER_COLUMN_LIST.indexOf('cost_nanos') + 1}`;
-
-export function ledgerParams(e: LedgerEntry & { period: string }): unknown[] {
-  return [
-    randomUUID(),
-    e.period,
-    e.requestId ?? null,
-    e.callGroup,
-    e.attempt,
-    e.apiKeyId ?? null,
-    e.essayId ?? null,
-    e.purpose,
-    e.tier ?? null,
-    e.provider ?? null,
-    e.model ?? null,
-    e.cacheStatus,
-    e.outcome,
-    e.errorReason ?? null,
-    e.inputTokens,
-    e.cachedInputTokens,
-    e.outputTokens,
-    e.estimatedInputTokens ?? null,
-    e.usageSource,
-    e.costNanos.toString(),
-    e.savedNanos.toString(),
-    e.compressionSavedTokens,
-    e.latencyMs,
-    e.streamed,
-    e.batch ?? false,
-    e.priceWindow ?? null,
-  ];
-}
-
+/** The call ledger, read: usage by group and totals. Its rows are written by BooksRepository only. */
 @Injectable()
 export class LedgerService {
   constructor(private readonly ds: DataSource) {}
-
-  /** Writes one ledger row by itself (a cache hit, a refused call: nothing moves in the budget). */
-  async insert(manager: EntityManager, e: LedgerEntry & { period: string }): Promise<void> {
-    await tenantQuery(manager, e.tenantId, `INSERT INTO llm_calls (${LEDGER_COLUMNS}) VALUES (${LEDGER_PLACEHOLDERS})`, ledgerParams(e));
-  }
 
   async usage(tenantId: string, from: Date, to: Date, groupBy: UsageGroup, timeZone: string): Promise<UsageRow[]> {
     const rows = await tenantQuery<Record<string, string>>(

@@ -1,31 +1,16 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { Inject, Injectable, Logger } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { Injectable, Logger } from '@nestjs/common';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { stripControlChars } from '../common/control-chars';
-import { formatCny, isCnyString, Nanos, parseCny } from '../common/money';
+import { formatCny, isCnyString, parseCny } from '../common/money';
 import { verifySignature } from '../common/signature';
-import { AppConfig, CONFIG } from '../config/app-config';
 import { ClusterBus } from '../db/cluster-bus';
-import { assertTenantId, tenantQuery } from '../db/tenant-scope';
+import { TenantSettingsRepository } from '../tenancy/tenant-settings.repository';
+import { OrdersRepository, OrderView, PaymentMode } from './orders.repository';
 import { TenantSecretsService } from './tenant-secrets.service';
 
-export type OrderStatus = 'awaiting_payment' | 'paid' | 'delivered' | 'refunded';
-export type PaymentMode = 'webhook' | 'invoice';
-
-export interface OrderView {
-  orderId: string;
-  essayId: string;
-  status: OrderStatus;
-  price: string;
-  paymentMode: PaymentMode;
-  refundReason: string | null;
-  createdAt: string;
-  paidAt: string | null;
-  deliveredAt: string | null;
-  refundedAt: string | null;
-}
+export type { OrderStatus, OrderView, PaymentMode } from './orders.repository';
 
 export interface BillingSettingsView {
   deepReviewPrice: string | null;
@@ -40,28 +25,24 @@ const NO_TENANT_SECRET = randomBytes(32).toString('hex');
 /**
  * Paid deep reviews. An order is created at the tenant's price; in webhook mode it waits for the
  * payment provider's `payment.succeeded`, in invoice mode it is paid (revenue booked) at once.
- * Paying and queueing the deep review happen in one statement, guarded by the order's state and
- * by the event id, so the same event — even twice at the same moment — charges and delivers once.
+ * Paying and queueing the deep review happen in one transaction (OrdersRepository), guarded by the
+ * order's state and by the event id, so the same event — even twice at the same moment — charges
+ * and delivers once.
  */
 @Injectable()
 export class OrdersService {
   private readonly logger = new Logger(OrdersService.name);
 
   constructor(
-    private readonly ds: DataSource,
-    @Inject(CONFIG) private readonly config: AppConfig,
+    private readonly orders: OrdersRepository,
+    private readonly tenants: TenantSettingsRepository,
     private readonly secrets: TenantSecretsService,
     private readonly bus: ClusterBus,
   ) {}
 
   async settings(tenantId: string): Promise<BillingSettingsView> {
-    assertTenantId(tenantId);
-    const [row] = await this.ds.query(
-      `SELECT deep_review_price_nanos AS price, payment_mode AS mode, (payment_webhook_secret_enc IS NOT NULL OR payment_webhook_secret IS NOT NULL) AS secret
-         FROM tenants WHERE id = $1`,
-      [tenantId],
-    );
-    return { deepReviewPrice: row.price === null ? null : formatCny(BigInt(row.price)), paymentMode: row.mode, webhookSecretSet: row.secret };
+    const s = await this.tenants.billing(tenantId);
+    return { deepReviewPrice: s.deepReviewPriceNanos === null ? null : formatCny(s.deepReviewPriceNanos), paymentMode: s.paymentMode, webhookSecretSet: s.webhookSecretSet };
   }
 
   async updateSettings(auth: TenantAuth, dto: { deepReviewPrice: string; paymentMode: PaymentMode; webhookSecret?: string }): Promise<BillingSettingsView> {
@@ -71,25 +52,17 @@ export class OrdersService {
     }
     // A new secret is stored sealed (and a legacy plaintext one dropped); without one, the stored one stays.
     const sealed = dto.webhookSecret === undefined ? null : this.secrets.seal('payment', auth.tenantId, dto.webhookSecret);
-    await this.ds.query(
-      `UPDATE tenants SET deep_review_price_nanos = $2, payment_mode = $3,
-              payment_webhook_secret_enc = coalesce($4, payment_webhook_secret_enc),
-              payment_webhook_secret = CASE WHEN $4::text IS NULL THEN payment_webhook_secret END
-        WHERE id = $1`,
-      [auth.tenantId, parseCny(dto.deepReviewPrice).toString(), dto.paymentMode, sealed],
-    );
+    await this.tenants.setBilling(auth.tenantId, { price: parseCny(dto.deepReviewPrice), mode: dto.paymentMode, sealedSecret: sealed });
     this.logger.log({ msg: 'billing settings updated', tenantId: auth.tenantId, paymentMode: dto.paymentMode });
     return this.settings(auth.tenantId);
   }
 
   /**
-   * Orders a deep review of an essay. An open order for the same essay is answered again instead
-   * of a second one; a delivered one is a conflict.
+   * Orders a deep review of an essay the caller (EssaysService) has found in this tenant. An open
+   * order for the same essay is answered again instead of a second one; a delivered one is a
+   * conflict.
    */
   async create(auth: TenantAuth, essayId: string): Promise<{ order: OrderView; created: boolean }> {
-    if (!UUID.test(essayId)) throw ApiError.notFound('Essay');
-    const [essay] = await tenantQuery<{ status: string }>(this.ds.manager, auth.tenantId, `SELECT status FROM essays WHERE tenant_id = $1 AND id = $2`, [essayId]);
-    if (!essay) throw ApiError.notFound('Essay');
     const settings = await this.settings(auth.tenantId);
     if (settings.deepReviewPrice === null || settings.paymentMode === null) {
       throw new ApiError('CONFLICT', 'Deep reviews are not on sale: an admin must set PUT /v1/billing/settings first');
@@ -102,18 +75,8 @@ export class OrdersService {
 
     const id = randomUUID();
     const price = parseCny(settings.deepReviewPrice);
-    const invoice = settings.paymentMode === 'invoice';
     try {
-      await tenantQuery(
-        this.ds.manager,
-        auth.tenantId,
-        `WITH o AS (
-           INSERT INTO orders (tenant_id, id, essay_id, price_nanos, payment_mode, status, created_by, paid_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 = 'paid' THEN now() END) RETURNING id, essay_id, status)
-         INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts, order_id)
-         SELECT $1, $8, essay_id, 'deep_review', 'queued', $9, id FROM o WHERE status = 'paid'`,
-        [id, essayId, price.toString(), settings.paymentMode, invoice ? 'paid' : 'awaiting_payment', auth.keyId, randomUUID(), this.config.grading.maxAttempts],
-      );
+      await this.orders.create({ tenantId: auth.tenantId, id, essayId, price, mode: settings.paymentMode, createdBy: auth.keyId });
     } catch (err) {
       // Two requests for the same essay at once: the unique open-order index lets one through.
       if ((err as { code?: string }).code === '23505') {
@@ -126,31 +89,19 @@ export class OrdersService {
     return { order: await this.get(auth.tenantId, id), created: true };
   }
 
-  private async findForEssay(tenantId: string, essayId: string): Promise<OrderView[]> {
-    const rows = await tenantQuery<Record<string, unknown>>(
-      this.ds.manager,
-      tenantId,
-      `SELECT * FROM orders WHERE tenant_id = $1 AND essay_id = $2 ORDER BY created_at DESC`,
-      [essayId],
-    );
-    return rows.map(toView);
+  private findForEssay(tenantId: string, essayId: string): Promise<OrderView[]> {
+    return this.orders.forEssay(tenantId, essayId);
   }
 
   async get(tenantId: string, id: string): Promise<OrderView> {
     if (!UUID.test(id)) throw ApiError.notFound('Order');
-    const [row] = await tenantQuery<Record<string, unknown>>(this.ds.manager, tenantId, `SELECT * FROM orders WHERE tenant_id = $1 AND id = $2`, [id]);
-    if (!row) throw ApiError.notFound('Order');
-    return toView(row);
+    const order = await this.orders.find(tenantId, id);
+    if (!order) throw ApiError.notFound('Order');
+    return order;
   }
 
-  async list(auth: TenantAuth, status?: string): Promise<OrderView[]> {
-    const rows = await tenantQuery<Record<string, unknown>>(
-      this.ds.manager,
-      auth.tenantId,
-      `SELECT * FROM orders WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC LIMIT 500`,
-      [status ?? null],
-    );
-    return rows.map(toView);
+  list(auth: TenantAuth, status?: string): Promise<OrderView[]> {
+    return this.orders.list(auth.tenantId, status);
   }
 
   /**
@@ -191,76 +142,18 @@ export class OrdersService {
     const type = event.type as 'payment.succeeded' | 'payment.refunded';
     const amount = parseCny(amountText as string);
 
-    const seen = await tenantQuery(this.ds.manager, tenantId, `SELECT 1 FROM payment_events WHERE tenant_id = $1 AND event_id = $2`, [eventId]);
-    if (seen.length) return { received: true, duplicate: true };
+    if (await this.orders.seenEvent(tenantId, eventId)) return { received: true, duplicate: true };
     const order = await this.get(tenantId, orderId as string);
     if (amount !== parseCny(order.price)) {
       throw new ApiError('CONFLICT', `Amount ${formatCny(amount)} does not match the order's price ${order.price}`);
     }
-    const applied = type === 'payment.succeeded' ? await this.paid(tenantId, eventId, order.orderId, amount) : await this.refunded(tenantId, eventId, order.orderId, amount);
+    const applied =
+      type === 'payment.succeeded'
+        ? await this.orders.payAndQueue(tenantId, eventId, order.orderId, amount)
+        : await this.orders.refundByEvent(tenantId, eventId, order.orderId, amount);
+    if (applied.changed && type === 'payment.succeeded') this.bus.publish('queued', {}); // wake an idle worker on any instance
     if (!applied.newEvent) return { received: true, duplicate: true };
     this.logger.log({ msg: 'payment event applied', tenantId, orderId: order.orderId, type, changed: applied.changed });
     return { received: true, duplicate: false, order: await this.get(tenantId, order.orderId) };
   }
-
-  /** Records the event and, if the order awaits payment, pays it and queues its deep review: one statement. */
-  private async paid(tenantId: string, eventId: string, orderId: string, amount: Nanos) {
-    const [r] = await tenantQuery<{ new_event: number; paid: number }>(
-      this.ds.manager,
-      tenantId,
-      `WITH ev AS (
-         INSERT INTO payment_events (tenant_id, event_id, type, order_id, amount_nanos, outcome)
-         VALUES ($1, $2, 'payment.succeeded', $3, $4, 'applied') ON CONFLICT DO NOTHING RETURNING event_id),
-       paid AS (
-         UPDATE orders SET status = 'paid', paid_at = now()
-          WHERE tenant_id = $1 AND id = $3 AND status = 'awaiting_payment' AND price_nanos = $4 AND EXISTS (SELECT 1 FROM ev)
-          RETURNING id, essay_id),
-       job AS (
-         INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts, order_id)
-         SELECT $1, $5, essay_id, 'deep_review', 'queued', $6, id FROM paid RETURNING id)
-       SELECT (SELECT count(*) FROM ev)::int AS new_event, (SELECT count(*) FROM paid)::int AS paid`,
-      [eventId, orderId, amount.toString(), randomUUID(), this.config.grading.maxAttempts],
-    );
-    if (r.paid === 1) this.bus.publish('queued', {}); // wake an idle worker on any instance
-    return { newEvent: r.new_event === 1, changed: r.paid === 1 };
-  }
-
-  /** Records the event and refunds the order; a deep review still waiting in the queue is cancelled. */
-  private async refunded(tenantId: string, eventId: string, orderId: string, amount: Nanos) {
-    const [r] = await tenantQuery<{ new_event: number; refunded: number }>(
-      this.ds.manager,
-      tenantId,
-      `WITH ev AS (
-         INSERT INTO payment_events (tenant_id, event_id, type, order_id, amount_nanos, outcome)
-         VALUES ($1, $2, 'payment.refunded', $3, $4, 'applied') ON CONFLICT DO NOTHING RETURNING event_id),
-       refunded AS (
-         UPDATE orders SET status = 'refunded', refunded_at = now(), refund_reason = coalesce(refund_reason, 'refunded by the payment provider')
-          WHERE tenant_id = $1 AND id = $3 AND status <> 'refunded' AND EXISTS (SELECT 1 FROM ev) RETURNING id),
-       cancelled AS (
-         UPDATE jobs SET status = 'failed', finished_at = now(), last_error = 'order refunded'
-          WHERE tenant_id = $1 AND order_id = $3 AND status = 'queued' AND EXISTS (SELECT 1 FROM refunded) RETURNING id)
-       SELECT (SELECT count(*) FROM ev)::int AS new_event, (SELECT count(*) FROM refunded)::int AS refunded`,
-      [eventId, orderId, amount.toString()],
-    );
-    return { newEvent: r.new_event === 1, changed: r.refunded === 1 };
-  }
-}
-
-function iso(v: unknown): string | null {
-  return v ? (v as Date).toISOString() : null;
-}
-
-function toView(r: Record<string, unknown>): OrderView {
-  return {
-    orderId: String(r.id),
-    essayId: String(r.essay_id),
-    status: r.status as OrderStatus,
-    price: formatCny(BigInt(r.price_nanos as string)),
-    paymentMode: r.payment_mode as PaymentMode,
-    refundReason: (r.refund_reason as string | null) ?? null,
-    createdAt: iso(r.created_at)!,
-    paidAt: iso(r.paid_at),
-    deliveredAt: iso(r.delivered_at),
-    refundedAt: iso(r.refunded_at),
-  };
 }

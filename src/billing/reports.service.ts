@@ -1,7 +1,7 @@
+import { LLM_MODELS, LlmModels } from '../llm/llm-models';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { formatCny, Nanos } from '../common/money';
-import { AppConfig, CONFIG } from '../config/app-config';
 import { tenantQuery } from '../db/tenant-scope';
 import { BudgetService, ratio } from './budget.service';
 import { periodBounds } from './periods';
@@ -34,7 +34,7 @@ export class ReportsService {
   constructor(
     private readonly ds: DataSource,
     private readonly budget: BudgetService,
-    @Inject(CONFIG) private readonly config: AppConfig,
+    @Inject(LLM_MODELS) private readonly models: LlmModels,
   ) {}
 
   async month(tenantId: string, period: string) {
@@ -111,13 +111,13 @@ export class ReportsService {
     // Savings are claimed at each model's lowest real-time price (off-peak where it has windows):
     // never more than was really saved.
     // Compression: tokens saved at each model's (uncached) input price.
-    const catalog = this.config.llm.catalog;
+    const catalog = this.models.catalog;
     const savedByCompression = sum((g) => {
       const m = g.provider && g.model ? catalog.models.get(`${g.provider}:${g.model}`) : undefined;
       return m ? BigInt(g.compressionTokens) * m.floor.input : 0n;
     });
     // Routing: what the standard gradings would have cost on the deep tier's first model.
-    const premium = this.config.llm.tiers.deep[0]?.[0]?.model ?? catalog.models.get(catalog.defaultTiers.deep[0] ?? '');
+    const premium = this.models.tiers.deep[0]?.[0]?.model ?? catalog.models.get(catalog.defaultTiers.deep[0] ?? '');
     const savedByRouting = premium
       ? sum(
           (g) => g.uncachedIn * premium.floor.input + g.cachedIn * premium.floor.cachedInput + g.out * premium.floor.output - g.paidCost,

@@ -1,19 +1,17 @@
 import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
-import { DataSource } from 'typeorm';
 import { loggableError } from '../common/error-rendering';
 import { SecretBox, SecretBoxError, sealedKeyId } from '../common/secret-box';
 import type { AppConfig } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
 import { resolveSecretKeys } from '../config/secret-key';
 import { assertTenantId } from '../db/tenant-scope';
+import { TenantSettingsRepository } from '../tenancy/tenant-settings.repository';
 
 /** The tenant secrets Inkstone reads back: the payment provider's and the alert webhooks' signing secrets. */
 export type TenantSecretKind = 'payment' | 'alert';
 
-const COLUMNS: Record<TenantSecretKind, { sealed: string; legacy: string }> = {
-  payment: { sealed: 'payment_webhook_secret_enc', legacy: 'payment_webhook_secret' },
-  alert: { sealed: 'alert_webhook_secret_enc', legacy: 'alert_webhook_secret' },
-};
+/** The column each kind is sealed in: part of the value's binding (a value copied to another column does not open). */
+const SEALED_COLUMN: Record<TenantSecretKind, string> = { payment: 'payment_webhook_secret_enc', alert: 'alert_webhook_secret_enc' };
 
 /** The SecretBox of this process, from INKSTONE_SECRET_KEY or the embedded default's key file. */
 export function createSecretBox(config: AppConfig): SecretBox {
@@ -40,7 +38,7 @@ export class TenantSecretsService implements OnModuleInit {
   private readonly logger = new Logger(TenantSecretsService.name);
 
   constructor(
-    private readonly ds: DataSource,
+    private readonly tenants: TenantSettingsRepository,
     private readonly box: SecretBox,
   ) {}
 
@@ -57,13 +55,7 @@ export class TenantSecretsService implements OnModuleInit {
 
   /** A tenant's secret in plaintext, or null when none is set. */
   async read(kind: TenantSecretKind, tenantId: string): Promise<string | null> {
-    assertTenantId(tenantId);
-    const c = COLUMNS[kind];
-    // The tenant's own row: scoped by its primary key.
-    const [row]: Array<{ sealed: string | null; legacy: string | null }> = await this.ds.query(
-      `SELECT ${c.sealed} AS sealed, ${c.legacy} AS legacy FROM tenants WHERE id = $1`,
-      [tenantId],
-    );
+    const row = await this.tenants.secret(tenantId, kind);
     return row ? this.open(kind, tenantId, row.sealed, row.legacy) : null;
   }
 
@@ -77,28 +69,14 @@ export class TenantSecretsService implements OnModuleInit {
   }
 
   /** Replaces the stored value (sealed and legacy as read) with `plaintext` sealed under the current key; false if it changed meanwhile. */
-  private async reseal(kind: TenantSecretKind, tenantId: string, sealed: string | null, legacy: string | null, plaintext: string): Promise<boolean> {
-    const c = COLUMNS[kind];
-    const rows: unknown[] = await this.ds.query(
-      `UPDATE tenants SET ${c.sealed} = $2, ${c.legacy} = NULL
-        WHERE id = $1 AND ${c.sealed} IS NOT DISTINCT FROM $3 AND ${c.legacy} IS NOT DISTINCT FROM $4 RETURNING id`,
-      [tenantId, this.seal(kind, tenantId, plaintext), sealed, legacy],
-    );
-    return rows.length > 0;
+  private reseal(kind: TenantSecretKind, tenantId: string, sealed: string | null, legacy: string | null, plaintext: string): Promise<boolean> {
+    return this.tenants.reseal(tenantId, kind, this.seal(kind, tenantId, plaintext), { sealed, legacy });
   }
 
   private async refuseUnknownKeys(): Promise<void> {
-    // Maintenance across tenants: counts sealed values by the key that sealed them.
-    const byKey: Array<{ key_id: string; n: number }> = await this.ds.query(
-      `SELECT key_id, count(*)::int AS n FROM (
-         SELECT split_part(payment_webhook_secret_enc, ':', 3) AS key_id FROM tenants WHERE payment_webhook_secret_enc IS NOT NULL
-         UNION ALL
-         SELECT split_part(alert_webhook_secret_enc, ':', 3) FROM tenants WHERE alert_webhook_secret_enc IS NOT NULL) s
-       GROUP BY key_id ORDER BY key_id`,
-    );
-    const unknown = byKey.filter((k) => !this.box.knows(k.key_id));
+    const unknown = (await this.tenants.sealedKeyIds()).filter((k) => !this.box.knows(k.keyId)).sort((a, b) => a.keyId.localeCompare(b.keyId));
     if (unknown.length === 0) return;
-    const list = unknown.map((k) => `${k.n} with key ${k.key_id}`).join(', ');
+    const list = unknown.map((k) => `${k.n} with key ${k.keyId}`).join(', ');
     throw new ConfigError(
       'INKSTONE_SECRET_KEY',
       `does not open the stored webhook secrets: ${list}, which is neither ${this.box.source} (key ${this.box.currentKeyId}) nor in INKSTONE_SECRET_KEY_PREVIOUS; ` +
@@ -107,32 +85,22 @@ export class TenantSecretsService implements OnModuleInit {
   }
 
   private async sealAll(): Promise<void> {
-    // Maintenance across tenants: only rows with a plaintext value or one sealed with an older key.
-    const rows: Array<Record<string, string | null> & { id: string }> = await this.ds.query(
-      `SELECT id, payment_webhook_secret_enc AS payment_sealed, payment_webhook_secret AS payment_legacy,
-              alert_webhook_secret_enc AS alert_sealed, alert_webhook_secret AS alert_legacy
-         FROM tenants
-        WHERE payment_webhook_secret IS NOT NULL OR alert_webhook_secret IS NOT NULL
-           OR split_part(payment_webhook_secret_enc, ':', 3) <> $1 OR split_part(alert_webhook_secret_enc, ':', 3) <> $1`,
-      [this.box.currentKeyId],
-    );
     let plaintext = 0;
     let rotated = 0;
-    for (const row of rows) {
+    for (const row of await this.tenants.secretsToReseal(this.box.currentKeyId)) {
       for (const kind of ['payment', 'alert'] as const) {
-        const sealed = row[`${kind}_sealed`];
-        const legacy = row[`${kind}_legacy`];
+        const { sealed, legacy } = row[kind];
         if (legacy === null && (sealed === null || this.box.isCurrent(sealed))) continue;
         try {
-          const value = legacy ?? this.box.open(sealed!, context(kind, row.id));
-          if (await this.reseal(kind, row.id, sealed, legacy, value)) {
+          const value = legacy ?? this.box.open(sealed!, context(kind, row.tenantId));
+          if (await this.reseal(kind, row.tenantId, sealed, legacy, value)) {
             if (legacy !== null) plaintext++;
             else rotated++;
           }
         } catch (err) {
           if (!(err instanceof SecretBoxError)) throw err;
           // One altered value must not keep every tenant from being served; its readers fail clearly.
-          this.logger.error({ msg: 'a stored webhook secret does not open', tenantId: row.id, secret: kind, keyId: sealedKeyId(sealed ?? ''), err: loggableError(err) });
+          this.logger.error({ msg: 'a stored webhook secret does not open', tenantId: row.tenantId, secret: kind, keyId: sealedKeyId(sealed ?? ''), err: loggableError(err) });
         }
       }
     }
@@ -141,5 +109,5 @@ export class TenantSecretsService implements OnModuleInit {
 }
 
 function context(kind: TenantSecretKind, tenantId: string): string {
-  return `inkstone:tenants.${COLUMNS[kind].sealed}:${tenantId}`;
+  return `inkstone:tenants.${SEALED_COLUMN[kind]}:${tenantId}`;
 }

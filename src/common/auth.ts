@@ -1,6 +1,9 @@
 import { applyDecorators, createParamDecorator, ExecutionContext, SetMetadata } from '@nestjs/common';
 import { RouteLimits } from './route-config';
-import type { ApiKeyRole } from '../tenancy/api-key.entity';
+
+/** The roles of a tenant's API keys. */
+export const API_KEY_ROLES = ['admin', 'teacher'] as const;
+export type ApiKeyRole = (typeof API_KEY_ROLES)[number];
 
 export type Principal = 'operator' | ApiKeyRole;
 

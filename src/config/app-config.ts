@@ -1,24 +1,17 @@
 import * as path from 'node:path';
 import { MoneyFormatError, Nanos, parseCny } from '../common/money';
-import { Catalog, CatalogError, isRetired, parseTierSpec, retiredMessage, Tier, TierPlan, TIERS } from '../llm/catalog';
 import { ConfigError, EnvReader } from './env-reader';
 import { readSecretKeys, SecretKeyConfig } from './secret-key';
 
 export { ConfigError } from './env-reader';
 
-/** A provider that has an API key configured, with the base URL to call. */
-export interface EnabledProvider {
-  name: string;
-  apiKey: string;
-  baseUrl: string;
-}
-
+/**
+ * The gateway's settings. Which models exist, which providers have keys and the tiers are resolved
+ * from `modelEnv` by the llm module (src/llm/llm-models.ts), which knows the catalog.
+ */
 export interface LlmConfig {
-  catalog: Catalog;
-  /** Providers with a key, by name. A provider without a key is never called. */
-  providers: Map<string, EnabledProvider>;
-  /** Each tier's candidates, limited to enabled providers. */
-  tiers: Record<Tier, TierPlan>;
+  /** LLM_CATALOG_FILE, LLM_STANDARD_MODELS, LLM_DEEP_MODELS and every *_API_KEY / *_BASE_URL, as given */
+  modelEnv: Record<string, string | undefined>;
   connectTimeoutMs: number;
   firstByteTimeoutMs: number;
   totalTimeoutMs: number;
@@ -121,7 +114,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
  * Reads and validates the configuration. Throws a ConfigError naming the first bad variable;
  * `main.ts` prints its one-line message and exits.
  */
-export function loadConfig(env: NodeJS.ProcessEnv = process.env, now: Date = new Date()): AppConfig {
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const e = new EnvReader(env);
   const nodeEnv = e.oneOf('NODE_ENV', ['development', 'production', 'test'] as const, 'development');
   const dataDir = path.resolve(e.string('INKSTONE_DATA_DIR', { default: './.inkstone' }));
@@ -139,7 +132,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, now: Date = new
     defaultMonthlyBudget: readCny(e, 'DEFAULT_MONTHLY_BUDGET', '100.00'),
     defaultTimezone: e.timezone('DEFAULT_TIMEZONE', 'Asia/Shanghai'),
     authCacheTtlMs: e.int('AUTH_CACHE_TTL_MS', { min: 0, max: 300_000, default: 5_000 }),
-    llm: loadLlmConfig(e, now),
+    llm: loadLlmConfig(e, env),
     limits: {
       requestsPerSecondPerKey: e.int('LIMIT_REQUESTS_PER_SECOND_PER_KEY', { min: 1, max: 1_000_000, default: 20 }),
       requestBurstPerKey: e.int('LIMIT_REQUEST_BURST_PER_KEY', { min: 1, max: 1_000_000, default: 40 }),
@@ -169,47 +162,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, now: Date = new
   };
 }
 
-function loadLlmConfig(e: EnvReader, now: Date): LlmConfig {
-  let catalog: Catalog;
-  const catalogFile = e.optionalString('LLM_CATALOG_FILE');
-  try {
-    catalog = Catalog.load(catalogFile);
-  } catch (err) {
-    if (err instanceof CatalogError) throw new ConfigError('LLM_CATALOG_FILE', err.message);
-    throw err;
-  }
-  const providers = new Map<string, EnabledProvider>();
-  for (const p of catalog.providers.values()) {
-    const prefix = p.name.toUpperCase();
-    const apiKey = e.optionalSecret(`${prefix}_API_KEY`);
-    const baseUrl = e.url(`${prefix}_BASE_URL`, ['http', 'https'], { default: p.baseUrl });
-    if (apiKey) providers.set(p.name, { name: p.name, apiKey, baseUrl: baseUrl!.replace(/\/+$/, '') });
-  }
-  const tiers = {} as Record<Tier, TierPlan>;
-  for (const tier of TIERS) {
-    const variable = tier === 'standard' ? 'LLM_STANDARD_MODELS' : 'LLM_DEEP_MODELS';
-    const fromEnv = e.optionalString(variable);
-    const spec = fromEnv ?? catalog.defaultTiers[tier].join(',');
-    let plan: TierPlan;
-    try {
-      plan = parseTierSpec(spec, catalog);
-    } catch (err) {
-      if (err instanceof CatalogError) throw new ConfigError(variable, `must list catalog models: ${err.message}`);
-      throw err;
-    }
-    // A tier that names a retired model would fail on every call: refuse to start, naming the replacement.
-    const retired = plan.flat().find((c) => isRetired(c.model, now));
-    if (retired) {
-      const where = fromEnv || !catalogFile ? variable : 'LLM_CATALOG_FILE';
-      throw new ConfigError(where, `names a retired model: ${retiredMessage(retired.model)}${where === variable ? '' : ` (tiers.${tier})`}`);
-    }
-    tiers[tier] = plan.map((g) => g.filter((c) => providers.has(c.model.provider))).filter((g) => g.length > 0);
-  }
+/** The variables the llm module reads when it resolves the catalog, the providers and the tiers. */
+const MODEL_ENV = /^(LLM_CATALOG_FILE|LLM_STANDARD_MODELS|LLM_DEEP_MODELS|[A-Z][A-Z0-9_]*_(API_KEY|BASE_URL))$/;
+
+function loadLlmConfig(e: EnvReader, env: NodeJS.ProcessEnv): LlmConfig {
+  const modelEnv = Object.fromEntries(Object.entries(env).filter(([k]) => MODEL_ENV.test(k)));
   const totalTimeoutMs = e.int('LLM_TOTAL_TIMEOUT_MS', { min: 100, max: 600_000, default: 120_000 });
   return {
-    catalog,
-    providers,
-    tiers,
+    modelEnv,
     connectTimeoutMs: e.int('LLM_CONNECT_TIMEOUT_MS', { min: 50, max: 60_000, default: 5_000 }),
     firstByteTimeoutMs: e.int('LLM_FIRST_BYTE_TIMEOUT_MS', { min: 50, max: 600_000, default: 90_000 }),
     totalTimeoutMs,

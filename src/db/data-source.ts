@@ -1,17 +1,17 @@
 import 'reflect-metadata';
 import { DataSource, DataSourceOptions } from 'typeorm';
 import { MIGRATIONS } from '../../migrations';
-import { ENTITIES } from './entities';
 
 /**
  * The one set of data source options, shared by the app, the tests and the TypeORM CLI.
  * `synchronize` is off everywhere: the schema changes only through reviewed migrations.
  */
-export function dataSourceOptions(url: string, poolSize: number): DataSourceOptions {
+export function dataSourceOptions(url: string, poolSize: number, entities: DataSourceOptions['entities'] = []): DataSourceOptions {
   return {
     type: 'postgres',
     url,
-    entities: ENTITIES,
+    // The app's entities come from the modules that own them (AppModule passes them); migrations need none.
+    entities,
     migrations: MIGRATIONS,
     migrationsTableName: 'typeorm_migrations',
     migrationsTransactionMode: 'each',
@@ -27,8 +27,8 @@ export function dataSourceOptions(url: string, poolSize: number): DataSourceOpti
   };
 }
 
-export function createDataSource(url: string, poolSize: number): DataSource {
-  return new DataSource(dataSourceOptions(url, poolSize));
+export function createDataSource(url: string, poolSize: number, entities: DataSourceOptions['entities'] = []): DataSource {
+  return new DataSource(dataSourceOptions(url, poolSize, entities));
 }
 
 /** Runs pending migrations under an advisory lock so that instances starting together take turns. */

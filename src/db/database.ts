@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 import { DynamicModule, Global, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, DataSourceOptions } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { ClusterBus } from './cluster-bus';
 import { createDataSource, migrate } from './data-source';
@@ -19,7 +19,7 @@ export class DatabaseConnection implements OnApplicationShutdown {
     readonly embedded?: EmbeddedPostgres,
   ) {}
 
-  static async open(config: AppConfig): Promise<DatabaseConnection> {
+  static async open(config: AppConfig, entities: DataSourceOptions['entities'] = []): Promise<DatabaseConnection> {
     let url = config.databaseUrl;
     let embedded: EmbeddedPostgres | undefined;
     if (!url) {
@@ -31,7 +31,7 @@ export class DatabaseConnection implements OnApplicationShutdown {
         listen: url.replace(/^postgres:\/\/[^@]*@/, '').replace(/\/.*$/, ''),
       });
     }
-    const ds = createDataSource(url, config.databasePoolSize);
+    const ds = createDataSource(url, config.databasePoolSize, entities);
     try {
       await ds.initialize();
       const applied = await migrate(ds);
@@ -57,11 +57,11 @@ export class DatabaseConnection implements OnApplicationShutdown {
 @Global()
 @Module({})
 export class DatabaseModule {
-  static forRoot(): DynamicModule {
+  static forRoot(entities: DataSourceOptions['entities'] = []): DynamicModule {
     return {
       module: DatabaseModule,
       providers: [
-        { provide: DatabaseConnection, useFactory: (config: AppConfig) => DatabaseConnection.open(config), inject: [CONFIG] },
+        { provide: DatabaseConnection, useFactory: (config: AppConfig) => DatabaseConnection.open(config, entities), inject: [CONFIG] },
         { provide: DataSource, useFactory: (c: DatabaseConnection) => c.dataSource, inject: [DatabaseConnection] },
         ClusterBus,
       ],

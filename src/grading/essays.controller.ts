@@ -5,7 +5,8 @@ import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { BodyLimit, KiB, MiB } from '../common/route-config';
 import { OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
 import { EssayStreamService } from './essay-stream.service';
-import { ESSAY_STATUSES, EssaysService, EssayView } from './essays.service';
+import { ESSAY_STATUSES } from './essay-lifecycle';
+import { EssaysService, EssayView } from './essays.service';
 
 @ApiTags('grading')
 @ApiBearerAuth()

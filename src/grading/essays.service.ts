@@ -1,15 +1,17 @@
 import { randomUUID } from 'node:crypto';
-import { Inject, Injectable } from '@nestjs/common';
+import { Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError, FieldProblem } from '../common/errors';
 import { formatCny } from '../common/money';
 import { decodeCursor, encodeCursor, KeysetPosition } from '../common/pagination';
-import { AppConfig, CONFIG } from '../config/app-config';
 import { tenantQuery } from '../db/tenant-scope';
 import { AssignmentsService } from './assignments.service';
 import { BatchEssayDto, OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
 import { EssayEvents } from './essay-events';
+import { ESSAY_STATUSES } from './essay-lifecycle';
+import { EssaysRepository, NewEssay } from './essays.repository';
+import { JobQueue } from '../jobs/job-queue';
 import { detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars } from './essay-text';
 import { GradingService, StoredGrade } from './grading.service';
 import { BudgetService } from '../billing/budget.service';
@@ -19,7 +21,6 @@ import { RubricsService } from './rubrics.service';
 import { LimitsService } from '../tenancy/limits.service';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-export const ESSAY_STATUSES = ['queued', 'grading', 'graded', 'failed', 'needs_review'] as const;
 const DEFAULT_RUBRIC: Record<Language, string> = { zh: 'zh-gaokao-60', en: 'en-general-100' };
 
 export interface EssayView {
@@ -66,7 +67,8 @@ export class EssaysService {
     private readonly budget: BudgetService,
     private readonly grading: GradingService,
     private readonly orders: OrdersService,
-    @Inject(CONFIG) private readonly config: AppConfig,
+    private readonly essays: EssaysRepository,
+    private readonly jobs: JobQueue,
   ) {}
 
   /** The assignment's rubric and language, or the named rubric, or the language's default. */
@@ -127,16 +129,7 @@ export class EssaysService {
     await this.refuseIfUnaffordable(auth.tenantId, [{ text, language }], t.rubric, dto.tier ?? 'standard');
     await this.limits.admitQueued(auth.tenantId, 1);
     const id = randomUUID();
-    await tenantQuery(
-      this.ds.manager,
-      auth.tenantId,
-      `WITH e AS (
-         INSERT INTO essays (tenant_id, id, assignment_id, rubric_key, rubric_version, language, tier, title, student_ref, text, status, submitted_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'queued', $11) RETURNING tenant_id, id)
-       INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts)
-       SELECT tenant_id, $12, id, 'grade', 'queued', $13 FROM e`,
-      [id, t.assignmentId, t.rubric.key, t.rubric.version, language, dto.tier ?? 'standard', dto.title ?? null, dto.studentRef ?? null, text, auth.keyId, randomUUID(), this.config.grading.maxAttempts],
-    );
+    await this.store(auth, t, [{ id, text, language, tier: dto.tier ?? 'standard', title: dto.title ?? null, studentRef: dto.studentRef ?? null }]);
     this.events.queued();
     return { id, status: 'queued' };
   }
@@ -163,32 +156,21 @@ export class EssaysService {
     await this.refuseIfUnaffordable(auth.tenantId, texts.map((text, i) => ({ text, language: languages[i] })), t.rubric, 'standard');
     await this.limits.admitQueued(auth.tenantId, texts.length);
     const ids = texts.map(() => randomUUID());
-    await tenantQuery(
-      this.ds.manager,
-      auth.tenantId,
-      `WITH input AS (
-         SELECT * FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::uuid[]) AS t(id, text, title, student_ref, language, job_id)),
-       e AS (
-         INSERT INTO essays (tenant_id, id, assignment_id, rubric_key, rubric_version, language, tier, title, student_ref, text, status, submitted_by)
-         SELECT $1, id, $8, $9, $10, language, 'standard', title, student_ref, text, 'queued', $11 FROM input RETURNING id)
-       INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts)
-       SELECT $1, input.job_id, e.id, 'grade', 'queued', $12 FROM e JOIN input ON input.id = e.id`,
-      [
-        ids,
-        texts,
-        dto.essays.map((e) => e.title ?? null),
-        dto.essays.map((e) => e.studentRef ?? null),
-        languages,
-        ids.map(() => randomUUID()),
-        t.assignmentId,
-        t.rubric.key,
-        t.rubric.version,
-        auth.keyId,
-        this.config.grading.maxAttempts,
-      ],
+    await this.store(
+      auth,
+      t,
+      ids.map((id, i) => ({ id, text: texts[i], language: languages[i], tier: 'standard' as const, title: dto.essays[i].title ?? null, studentRef: dto.essays[i].studentRef ?? null })),
     );
     this.events.queued();
     return { ids, status: 'queued' };
+  }
+
+  /** Stores the essays as queued and queues their gradings, in one transaction. */
+  private async store(auth: TenantAuth, t: Target, essays: NewEssay[]): Promise<void> {
+    await this.ds.transaction(async (tx) => {
+      await this.essays.insertQueued(tx, auth.tenantId, { assignmentId: t.assignmentId, rubricKey: t.rubric.key, rubricVersion: t.rubric.version, submittedBy: auth.keyId }, essays);
+      await this.jobs.enqueue(tx, auth.tenantId, essays.map((e) => ({ essayId: e.id, kind: 'grade' as const })));
+    });
   }
 
   private async row(tenantId: string, id: string): Promise<Record<string, unknown>> {
@@ -224,11 +206,6 @@ export class EssaysService {
     const { order, created } = await this.orders.create(auth, id);
     if (created && order.status === 'paid') this.events.queued();
     return order;
-  }
-
-  /** The current status (for event streams polling changes made by other instances). */
-  async status(tenantId: string, id: string): Promise<string> {
-    return String((await this.row(tenantId, id)).status);
   }
 
   async list(
@@ -294,12 +271,8 @@ export class EssaysService {
     // (the embedded database has a single session).
     const rubric = await this.rubrics.resolve(auth.tenantId, String(current.rubric_key), Number(current.rubric_version));
     await this.ds.transaction(async (m) => {
-      const [row] = await tenantQuery<{ status: string; grade: StoredGrade | null }>(
-        m,
-        auth.tenantId,
-        `SELECT status, grade FROM essays WHERE tenant_id = $1 AND id = $2 FOR UPDATE`,
-        [id],
-      );
+      const row = await this.essays.lockForOverride(m, auth.tenantId, id);
+      if (!row) throw ApiError.notFound('Essay');
       if (!row.grade || !['graded', 'needs_review'].includes(row.status)) {
         throw new ApiError('CONFLICT', `The essay is ${row.status}: only a graded essay can be overridden`);
       }
@@ -331,18 +304,7 @@ export class EssaysService {
         summary: dto.comment ?? before.summary,
         source: 'teacher',
       };
-      await tenantQuery(
-        m,
-        auth.tenantId,
-        `UPDATE essays SET grade = $3, status = 'graded', updated_at = now() WHERE tenant_id = $1 AND id = $2`,
-        [id, JSON.stringify(after)],
-      );
-      await tenantQuery(
-        m,
-        auth.tenantId,
-        `INSERT INTO grade_overrides (tenant_id, id, essay_id, api_key_id, changes, before, after) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-        [randomUUID(), id, auth.keyId, JSON.stringify(dto), JSON.stringify(before), JSON.stringify(after)],
-      );
+      await this.essays.override(m, auth.tenantId, id, auth.keyId, dto, before, after);
     });
     this.events.emit({ tenantId: auth.tenantId, essayId: id, status: 'graded' });
     return this.get(auth, id);

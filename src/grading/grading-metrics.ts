@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { Counter, Gauge } from 'prom-client';
 import { MetricsService } from '../metrics/metrics.service';
-import { JobQueue } from './job-queue';
+import { JobQueue } from '../jobs/job-queue';
 
 /** Grades by outcome, and the job queue's depth (read from PostgreSQL at each scrape). */
 @Injectable()

@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { BillingModule } from '../billing/billing.module';
+import { JobsModule } from '../jobs/jobs.module';
 import { LlmModule } from '../llm/llm.module';
 import { TenancyModule } from '../tenancy/tenancy.module';
 import { AssignmentsController } from './assignments.controller';
@@ -7,20 +8,20 @@ import { AssignmentsService } from './assignments.service';
 import { EssayEvents } from './essay-events';
 import { EssayStreamService } from './essay-stream.service';
 import { EssaysController } from './essays.controller';
+import { EssaysRepository } from './essays.repository';
 import { EssaysService } from './essays.service';
 import { GradingMetrics } from './grading-metrics';
 import { GradingSettingsController } from './grading-settings.controller';
 import { GradingService } from './grading.service';
 import { GradingWorker } from './grading.worker';
-import { JobQueue } from './job-queue';
 import { NearDuplicateIndex } from './near-duplicate.service';
 import { RubricsController } from './rubrics.controller';
 import { RubricsService } from './rubrics.service';
 
 @Module({
-  imports: [LlmModule, BillingModule, TenancyModule],
+  imports: [LlmModule, BillingModule, TenancyModule, JobsModule],
   controllers: [RubricsController, AssignmentsController, EssaysController, GradingSettingsController],
-  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayStreamService, EssayEvents, GradingService, GradingWorker, JobQueue, NearDuplicateIndex],
-  exports: [EssaysService, GradingService, GradingWorker, JobQueue, RubricsService],
+  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayStreamService, EssayEvents, GradingService, GradingWorker, EssaysRepository, NearDuplicateIndex],
+  exports: [EssaysService, GradingService, GradingWorker, RubricsService],
 })
 export class GradingModule {}

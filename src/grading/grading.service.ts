@@ -1,12 +1,10 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { AppConfig, CONFIG } from '../config/app-config';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { BudgetService } from '../billing/budget.service';
 import { formatCny } from '../common/money';
-import { ApiError } from '../common/errors';
 import { TtlCache } from '../common/ttl-cache';
 import { ClusterBus } from '../db/cluster-bus';
-import { assertTenantId, tenantQuery } from '../db/tenant-scope';
 import { CatalogModel, Tier } from '../llm/catalog';
 import { cutHeadTail, normalizeForKey } from '../llm/compression';
 import { GatewayError, GatewayResult, GatewayService, Validation } from '../llm/gateway.service';
@@ -14,11 +12,14 @@ import { ResponseCache } from '../llm/response-cache';
 import { worstCaseCost } from '../llm/pricing';
 import { estimatePromptTokens, estimateTextTokens } from '../llm/tokens';
 import type { ChatMessage } from '../llm/types';
+import { InterruptedJob, Job, JobQueue } from '../jobs/job-queue';
+import { OrdersRepository } from '../billing/orders.repository';
+import { GradingSettingsRow, TenantSettingsRepository } from '../tenancy/tenant-settings.repository';
 import { EssayEvents } from './essay-events';
+import { EssayRow, EssaysRepository } from './essays.repository';
 import { GradingMetrics } from './grading-metrics';
 import { GradeBody, gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from './grade-validation';
 import { detectInjection } from './injection';
-import { Job, JobQueue } from './job-queue';
 import { NearDuplicateIndex } from './near-duplicate.service';
 import { offlineGrade } from './offline-grader';
 import { buildGradingPrompt, MAX_OUTPUT_TOKENS, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
@@ -39,32 +40,12 @@ export interface StoredGrade extends GradeBody {
   gradedAt: string;
 }
 
-interface EssayRow {
-  id: string;
-  tenant_id: string;
-  assignment_id: string | null;
-  rubric_key: string;
-  rubric_version: number;
-  language: Language;
-  tier: Tier;
-  title: string | null;
-  student_ref: string | null;
-  text: string;
-  status: string;
-  flags: string[];
-  prompt: string | null;
-}
-
 export type GradingOutcome = { kind: 'done'; status: string } | { kind: 'failed'; code: string; reason: string };
 
-/** Raised for a failure worth retrying later (every provider down for a deep review, say). */
 /** A tenant's near-duplicate policy (GET/PUT /v1/grading/settings). */
-export interface GradingSettings {
-  nearDuplicateThreshold: number;
-  reuseResubmissionGrades: boolean;
-  /** admin keys may submit tier "deep" without an order */
-  directDeep: boolean;
-}
+export type GradingSettings = GradingSettingsRow;
+
+/** Raised for a failure worth retrying later (every provider down for a deep review, say). */
 
 export class RetryableGradingError extends Error {
   constructor(
@@ -101,37 +82,49 @@ export class GradingService {
     private readonly metrics: GradingMetrics,
     @Inject(CONFIG) private readonly config: AppConfig,
     private readonly bus: ClusterBus,
+    private readonly essays: EssaysRepository,
+    private readonly orders: OrdersRepository,
+    private readonly tenants: TenantSettingsRepository,
   ) {
     // A change made on any instance drops the cached settings everywhere.
     bus.on<{ tenantId: string }>('settings', ({ tenantId }) => this.settingsCache.delete(tenantId));
   }
 
-  /** Takes the essay for grading (status → grading) and reads it, in one statement. */
-  private async start(tenantId: string, essayId: string): Promise<EssayRow | null> {
-    const [row] = await tenantQuery<EssayRow>(
-      this.ds.manager,
-      tenantId,
-      `UPDATE essays e SET status = 'grading', updated_at = now()
-        WHERE tenant_id = $1 AND id = $2 AND status NOT IN ('graded', 'needs_review')
-        RETURNING e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title, e.student_ref,
-                  e.text, e.status, e.flags,
-                  (SELECT a.prompt FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS prompt`,
-      [essayId],
-    );
-    return row ?? null;
+  /** A grading to be tried again: the essay goes back to queued. */
+  async requeue(tenantId: string, essayId: string): Promise<void> {
+    if (await this.essays.requeue(this.ds.manager, tenantId, essayId)) this.events.emit({ tenantId, essayId, status: 'queued' });
   }
 
-  async setStatus(tenantId: string, essayId: string, status: string): Promise<void> {
-    await tenantQuery(this.ds.manager, tenantId, `UPDATE essays SET status = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [essayId, status]);
-    this.events.emit({ tenantId, essayId, status });
+  /**
+   * Jobs of stopped workers go back to the queue; those on their last attempt fail, and with them
+   * their essay (failed) or their order (refunded), in one transaction.
+   */
+  async recoverInterrupted(): Promise<{ requeued: number; failed: InterruptedJob[] }> {
+    const out = await this.ds.transaction(async (tx) => {
+      const r = await this.queue.recover(tx);
+      await this.essays.failInterrupted(tx, r.failed);
+      await this.orders.refundInterrupted(tx, r.failed);
+      return r;
+    });
+    for (const f of out.failed) if (f.kind === 'grade') this.events.emit({ tenantId: f.tenantId, essayId: f.essayId, status: 'failed' });
+    return out;
+  }
+
+  /** Ends the job (done) and writes what it produced, together, only while this worker holds it. */
+  private completeWith(job: Job, write: (tx: EntityManager) => Promise<unknown> = async () => undefined): Promise<boolean> {
+    return this.ds.transaction(async (tx) => {
+      if (!(await this.queue.complete(tx, job))) return false;
+      await write(tx);
+      return true;
+    });
   }
 
   /** Runs the job to its end. Throws RetryableGradingError (or anything unexpected) to retry later. */
   async grade(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
-    const essay = await this.start(job.tenantId, job.essayId);
+    const essay = await this.essays.startGrading(this.ds.manager, job.tenantId, job.essayId);
     if (!essay) {
       // Gone, or already graded by an earlier run of this job whose completion was lost.
-      await this.queue.completeWith(job);
+      await this.completeWith(job);
       return { kind: 'done', status: 'nothing to do' };
     }
     this.events.emit({ tenantId: job.tenantId, essayId: essay.id, status: 'grading' });
@@ -168,20 +161,15 @@ export class GradingService {
 
     if (!grade) {
       const result = await this.gradeWithModel(essay, rubric, flags, { job, signal });
-      if (result.kind === 'failed') return this.finishFailed(job, essay, result.code, result.reason, flags);
+      if (result.kind === 'failed') return this.failEssay(job, result.code, result.reason, [...flags]);
       grade = result.grade;
       costNanos = result.costNanos;
     }
     grade.flags = [...flags];
     const status = flags.has('prompt_injection_suspected') || flags.has('content_rejected') ? 'needs_review' : 'graded';
-    const done = await this.queue.completeWith(
-      job,
-      [
-        `UPDATE essays SET status = $6, grade = $7, model_grade = $7, flags = $8, cost_nanos = cost_nanos + $9, cache_status = $10,
-                similar_essay_id = $11, similarity = $12, failure_code = NULL, failure_reason = NULL, graded_at = now(), updated_at = now()
-          WHERE tenant_id = $1 AND id = $5 AND EXISTS (SELECT 1 FROM held)`,
-      ],
-      [essay.id, status, JSON.stringify(grade), [...flags], costNanos.toString(), grade.cache, similar?.essayId ?? null, similar?.similarity ?? null],
+    const stored = grade;
+    const done = await this.completeWith(job, (tx) =>
+      this.essays.storeGrade(tx, job.tenantId, essay.id, { status, grade: stored, flags: [...flags], costNanos, cache: stored.cache, similar }),
     );
     if (!done) {
       this.logger.warn({ msg: 'grading result discarded: the job was taken over by another worker', tenantId: job.tenantId, essayId: essay.id, jobId: job.id });
@@ -199,18 +187,9 @@ export class GradingService {
    * queue, and refunded when the attempts run out.
    */
   async deepReview(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
-    const [row] = await tenantQuery<EssayRow & { order_status: string; model_grade: StoredGrade | null }>(
-      this.ds.manager,
-      job.tenantId,
-      `SELECT o.status AS order_status, e.model_grade, e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title,
-              e.student_ref, e.text, e.status, e.flags,
-              (SELECT a.prompt FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS prompt
-         FROM orders o JOIN essays e ON e.tenant_id = o.tenant_id AND e.id = o.essay_id
-        WHERE o.tenant_id = $1 AND o.id = $2`,
-      [job.orderId],
-    );
+    const row = job.orderId ? await this.essays.forOrder(job.tenantId, job.orderId) : null;
     if (!row || row.order_status !== 'paid') {
-      await this.queue.completeWith(job); // refunded or delivered meanwhile: nothing to do
+      await this.completeWith(job); // refunded or delivered meanwhile: nothing to do
       return { kind: 'done', status: 'nothing to do' };
     }
     const rubric = await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version);
@@ -220,57 +199,40 @@ export class GradingService {
       await this.refundOrder(job, `${result.code}: ${result.reason}`);
       return result;
     }
-    const done = await this.queue.completeWith(
-      job,
-      [
-        // Stored only for an order still paid: one refunded while the review ran is not delivered.
-        `UPDATE essays SET deep_grade = $6, cost_nanos = cost_nanos + $7, updated_at = now()
-          WHERE tenant_id = $1 AND id = $5 AND EXISTS (SELECT 1 FROM held)
-            AND EXISTS (SELECT 1 FROM orders WHERE tenant_id = $1 AND id = $8 AND status = 'paid')`,
-        `UPDATE orders SET status = 'delivered', delivered_at = now()
-          WHERE tenant_id = $1 AND id = $8 AND status = 'paid' AND EXISTS (SELECT 1 FROM held)`,
-      ],
-      [row.id, JSON.stringify(result.grade), result.costNanos.toString(), job.orderId],
-    );
-    if (done) this.events.emit({ tenantId: job.tenantId, essayId: row.id, status: row.status });
-    return { kind: 'done', status: done ? 'delivered' : 'superseded' };
+    // Stored only for an order still paid: one refunded while the review ran is not delivered.
+    let delivered = false;
+    const done = await this.completeWith(job, async (tx) => {
+      delivered = await this.orders.markDelivered(tx, job.tenantId, job.orderId!);
+      if (delivered) await this.essays.storeDeepGrade(tx, job.tenantId, row.id, result.grade, result.costNanos);
+    });
+    if (delivered) this.events.emit({ tenantId: job.tenantId, essayId: row.id, status: row.status });
+    return { kind: 'done', status: !done ? 'superseded' : delivered ? 'delivered' : 'refunded meanwhile' };
   }
 
   /** The deep review cannot be delivered: the order is refunded and the job ends, together. */
   async refundOrder(job: Job, reason: string): Promise<void> {
-    await this.queue.failWith(
-      job,
-      reason,
-      [
-        `UPDATE orders SET status = 'refunded', refunded_at = now(), refund_reason = $5
-          WHERE tenant_id = $1 AND id = $6 AND status = 'paid' AND EXISTS (SELECT 1 FROM held)`,
-      ],
-      [reason.slice(0, 300), job.orderId],
-    );
+    await this.failWith(job, reason, (tx) => this.orders.refund(tx, job.tenantId, job.orderId!, reason));
     this.logger.warn({ msg: 'deep review refunded', tenantId: job.tenantId, orderId: job.orderId, reason });
   }
 
-  private finishFailed(job: Job, essay: EssayRow, code: string, reason: string, flags: Set<string>): Promise<GradingOutcome> {
-    return this.failEssay(job, code, reason, [...flags]);
-  }
-
   /**
-   * The essay failed: the job ends as failed and the essay says why, in one statement, only while
-   * this worker holds the job. Used for final failures here and by the worker when attempts run out.
+   * The essay failed: the job ends as failed and the essay says why, together, only while this
+   * worker holds the job. Used for final failures here and by the worker when attempts run out.
    */
   async failEssay(job: Job, code: string, reason: string, flags?: string[]): Promise<GradingOutcome> {
-    await this.queue.failWith(
-      job,
-      `${code}: ${reason}`,
-      [
-        `UPDATE essays SET status = 'failed', failure_code = $5, failure_reason = $6, flags = coalesce($7, flags), updated_at = now()
-          WHERE tenant_id = $1 AND id = $8 AND EXISTS (SELECT 1 FROM held)`,
-      ],
-      [code, reason.slice(0, 500), flags ?? null, job.essayId],
-    );
+    await this.failWith(job, `${code}: ${reason}`, (tx) => this.essays.fail(tx, job.tenantId, job.essayId, code, reason, flags));
     this.events.emit({ tenantId: job.tenantId, essayId: job.essayId, status: 'failed' });
     this.metrics.graded('failed', code);
     return { kind: 'failed', code, reason };
+  }
+
+  /** Ends the job as failed and writes what that means, together, only while this worker holds it. */
+  private failWith(job: Job, error: string, write: (tx: EntityManager) => Promise<unknown>): Promise<boolean> {
+    return this.ds.transaction(async (tx) => {
+      if (!(await this.queue.fail(tx, job, error))) return false;
+      await write(tx);
+      return true;
+    });
   }
 
   /**
@@ -278,24 +240,11 @@ export class GradingService {
    * this process drops it on a change, other processes see the change within 5 seconds.
    */
   async settings(tenantId: string): Promise<GradingSettings> {
-    assertTenantId(tenantId);
-    // The tenant's own row: scoped by its primary key.
-    const [row]: Array<{ t: string; r: boolean; d: boolean }> = await this.ds.query(
-      `SELECT near_duplicate_threshold::text AS t, reuse_resubmission_grades AS r, direct_deep AS d FROM tenants WHERE id = $1`,
-      [tenantId],
-    );
-    if (!row) throw ApiError.notFound('Tenant');
-    return { nearDuplicateThreshold: Number(row.t), reuseResubmissionGrades: row.r, directDeep: row.d };
+    return this.tenants.grading(tenantId);
   }
 
   async updateSettings(tenantId: string, change: Partial<GradingSettings>): Promise<GradingSettings> {
-    assertTenantId(tenantId);
-    await this.ds.query(
-      `UPDATE tenants SET near_duplicate_threshold = coalesce($2, near_duplicate_threshold),
-              reuse_resubmission_grades = coalesce($3, reuse_resubmission_grades),
-              direct_deep = coalesce($4, direct_deep) WHERE id = $1`,
-      [tenantId, change.nearDuplicateThreshold ?? null, change.reuseResubmissionGrades ?? null, change.directDeep ?? null],
-    );
+    await this.tenants.setGrading(tenantId, change);
     this.bus.publish('settings', { tenantId });
     return this.settings(tenantId);
   }

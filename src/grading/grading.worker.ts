@@ -3,7 +3,7 @@ import { loggableError } from '../common/error-rendering';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { EssayEvents } from './essay-events';
 import { GradingService, LeaseLostError, RetryableGradingError } from './grading.service';
-import { Job, JobQueue } from './job-queue';
+import { Job, JobQueue } from '../jobs/job-queue';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -118,7 +118,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         const backoff = this.config.grading.retryBaseMs * 2 ** (job.attempts - 1) * (0.75 + Math.random() / 2);
         const delay = Math.max(backoff, err instanceof RetryableGradingError ? err.retryAfterMs : 0);
         const requeued = await this.queue.retryLater(job, message, delay).catch(() => false);
-        if (requeued && job.kind === 'grade') await this.grading.setStatus(job.tenantId, job.essayId, 'queued').catch(() => undefined);
+        if (requeued && job.kind === 'grade') await this.grading.requeue(job.tenantId, job.essayId).catch(() => undefined);
         this.logger.warn({ msg: 'grading failed, will retry', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts, err: loggableError(err) });
       } else if (job.kind === 'deep_review') {
         await this.grading.refundOrder(job, `every premium model failed: ${message}`).catch((e: Error) =>
@@ -136,11 +136,10 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
   /** Jobs of dead workers go back to the queue (or fail, when their attempts are used up). */
   private async recover(): Promise<void> {
     try {
-      const { requeued, failed } = await this.queue.recoverExpired();
+      const { requeued, failed } = await this.grading.recoverInterrupted();
       if (requeued) this.logger.warn({ msg: 'jobs of a stopped worker returned to the queue', count: requeued });
       for (const f of failed) {
         this.logger.error({ msg: 'job failed: its worker stopped on the last attempt', tenantId: f.tenantId, essayId: f.essayId, kind: f.kind });
-        if (f.kind === 'grade') this.events.emit({ tenantId: f.tenantId, essayId: f.essayId, status: 'failed' });
       }
       if (requeued) this.wake?.();
     } catch (err) {
@@ -165,7 +164,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       for (const p of left) p.abort.abort();
       const released = await this.queue.release(left.map((p) => p.job.id)).catch(() => 0);
       for (const p of left) {
-        if (p.job.kind === 'grade') await this.grading.setStatus(p.job.tenantId, p.job.essayId, 'queued').catch(() => undefined);
+        if (p.job.kind === 'grade') await this.grading.requeue(p.job.tenantId, p.job.essayId).catch(() => undefined);
       }
       this.logger.warn({ msg: 'returned unfinished gradings to the queue', count: released });
       await Promise.race([Promise.allSettled(left.map((p) => p.done)), sleep(2_000)]);

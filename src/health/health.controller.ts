@@ -5,7 +5,7 @@ import { Public } from '../common/auth';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { DatabaseConnection } from '../db/database';
 import { GradingWorker } from '../grading/grading.worker';
-import { JobQueue } from '../grading/job-queue';
+import { JobQueue } from '../jobs/job-queue';
 import { GatewayService } from '../llm/gateway.service';
 import { hashSecret, secretMatches } from '../tenancy/api-key-secret';
 

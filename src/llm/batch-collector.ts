@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import { loggableError } from '../common/error-rendering';
-import type { EnabledProvider, LlmConfig } from '../config/app-config';
+import type { LlmConfig } from '../config/app-config';
+import type { EnabledProvider } from './llm-models';
 import type { CatalogModel } from './catalog';
 import { ProviderClient, readCompletion } from './provider-client';
 import type { DialectAdapter } from './providers';

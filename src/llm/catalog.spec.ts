@@ -2,11 +2,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ConfigError, loadConfig } from '../config/app-config';
+import { resolveLlmModels } from './llm-models';
 import { Catalog, CatalogError, isRetired, parseTierSpec } from './catalog';
 import { catalogRows, formatCatalogReport, tierSpecs } from './catalog-report';
 import { worstCaseCost } from './pricing';
 
 const base = { INKSTONE_ADMIN_TOKEN: 'a-long-enough-operator-token' };
+/** The models the service would start with for this environment (at `now`). */
+const modelsFor = (env: NodeJS.ProcessEnv, now?: Date) => resolveLlmModels(loadConfig(env).llm, now);
 const builtinRaw = () => JSON.parse(fs.readFileSync(path.join(__dirname, 'builtin-catalog.json'), 'utf8'));
 const DAY = 86_400_000;
 
@@ -94,31 +97,31 @@ describe('model catalog', () => {
   });
 
   it('limits tiers to providers with a key, and takes tier order from the environment', () => {
-    const none = loadConfig(base);
-    expect(none.llm.providers.size).toBe(0);
-    expect(none.llm.tiers.standard).toEqual([]);
-    const c = loadConfig({ ...base, DEEPSEEK_API_KEY: 'sk-x', ZHIPU_API_KEY: 'z', LLM_STANDARD_MODELS: 'zhipu:glm-5.3-flash,deepseek:deepseek-flash,dashscope:qwen-flash' });
-    expect(c.llm.tiers.standard.map((g) => g[0].model.key)).toEqual(['zhipu:glm-5.3-flash', 'deepseek:deepseek-flash']);
-    expect(c.llm.providers.get('deepseek')!.baseUrl).toBe('https://api.deepseek.com');
-    const o = loadConfig({ ...base, OPENAI_API_KEY: 'ollama', OPENAI_BASE_URL: 'http://127.0.0.1:11434/v1/' });
-    expect(o.llm.providers.get('openai')!.baseUrl).toBe('http://127.0.0.1:11434/v1');
+    const none = modelsFor(base);
+    expect(none.providers.size).toBe(0);
+    expect(none.tiers.standard).toEqual([]);
+    const c = modelsFor({ ...base, DEEPSEEK_API_KEY: 'sk-x', ZHIPU_API_KEY: 'z', LLM_STANDARD_MODELS: 'zhipu:glm-5.3-flash,deepseek:deepseek-flash,dashscope:qwen-flash' });
+    expect(c.tiers.standard.map((g) => g[0].model.key)).toEqual(['zhipu:glm-5.3-flash', 'deepseek:deepseek-flash']);
+    expect(c.providers.get('deepseek')!.baseUrl).toBe('https://api.deepseek.com');
+    const o = modelsFor({ ...base, OPENAI_API_KEY: 'ollama', OPENAI_BASE_URL: 'http://127.0.0.1:11434/v1/' });
+    expect(o.providers.get('openai')!.baseUrl).toBe('http://127.0.0.1:11434/v1');
   });
 
   it('stops at start on a bad tier list or catalog file, naming the variable', () => {
-    expect(() => loadConfig({ ...base, LLM_DEEP_MODELS: 'deepseek:gpt-9' })).toThrow(
+    expect(() => modelsFor({ ...base, LLM_DEEP_MODELS: 'deepseek:gpt-9' })).toThrow(
       new ConfigError('LLM_DEEP_MODELS', 'must list catalog models: "deepseek:gpt-9" is not in the catalog'),
     );
     const raw = builtinRaw();
     raw.models[0].pricing.input = 2.5; // a number, not a decimal string
-    expect(() => loadConfig({ ...base, LLM_CATALOG_FILE: file(raw) })).toThrow(/LLM_CATALOG_FILE .*pricing\.input must be a decimal string/);
-    expect(() => loadConfig({ ...base, LLM_CATALOG_FILE: file('{ not json') })).toThrow(/LLM_CATALOG_FILE cannot be read as JSON/);
+    expect(() => modelsFor({ ...base, LLM_CATALOG_FILE: file(raw) })).toThrow(/LLM_CATALOG_FILE .*pricing\.input must be a decimal string/);
+    expect(() => modelsFor({ ...base, LLM_CATALOG_FILE: file('{ not json') })).toThrow(/LLM_CATALOG_FILE cannot be read as JSON/);
   });
 
   describe('retirement at start', () => {
     it('refuses a configured tier that names a retired model, with its replacement, in one line', () => {
       let err: unknown;
       try {
-        loadConfig({ ...base, DASHSCOPE_API_KEY: 'sk-x', LLM_STANDARD_MODELS: 'dashscope:qwen-flash,dashscope:qwen-turbo' });
+        modelsFor({ ...base, DASHSCOPE_API_KEY: 'sk-x', LLM_STANDARD_MODELS: 'dashscope:qwen-flash,dashscope:qwen-turbo' });
       } catch (e) {
         err = e;
       }
@@ -128,23 +131,23 @@ describe('model catalog', () => {
       );
       expect((err as Error).message).not.toContain('\n');
       // Even with no key for the provider: the list is wrong whatever keys are set.
-      expect(() => loadConfig({ ...base, LLM_DEEP_MODELS: 'deepseek:deepseek-reasoner' })).toThrow(/deepseek:deepseek-reasoner was retired .* 2026-07-24T15:59:00Z; use deepseek:deepseek-flash instead/);
+      expect(() => modelsFor({ ...base, LLM_DEEP_MODELS: 'deepseek:deepseek-reasoner' })).toThrow(/deepseek:deepseek-reasoner was retired .* 2026-07-24T15:59:00Z; use deepseek:deepseek-flash instead/);
     });
 
     it('refuses a catalog file whose default tiers name a retired model, naming LLM_CATALOG_FILE', () => {
       const f = file({ extends: 'builtin', tiers: { standard: ['dashscope:qwen-turbo'] } });
-      expect(() => loadConfig({ ...base, LLM_CATALOG_FILE: f })).toThrow(/^LLM_CATALOG_FILE names a retired model: dashscope:qwen-turbo .*\(tiers.standard\)$/);
+      expect(() => modelsFor({ ...base, LLM_CATALOG_FILE: f })).toThrow(/^LLM_CATALOG_FILE names a retired model: dashscope:qwen-turbo .*\(tiers.standard\)$/);
     });
 
     it('starts with a model that retires later, and reports it within 30 days', () => {
       const f = file({ extends: 'builtin', models: [entry({ retiresOn: '2026-12-20', replacement: 'dashscope:qwen-flash' })], tiers: { standard: ['dashscope:qwen3.8-flash', 'dashscope:qwen-flash'] } });
       const now = new Date('2026-12-01T00:00:00Z');
-      const c = loadConfig({ ...base, DASHSCOPE_API_KEY: 'k', LLM_CATALOG_FILE: f }, now);
-      const notices = c.llm.catalog.retirements(now, 30, c.llm.tiers).filter((r) => r.daysLeft > 0);
+      const c = modelsFor({ ...base, DASHSCOPE_API_KEY: 'k', LLM_CATALOG_FILE: f }, now);
+      const notices = c.catalog.retirements(now, 30, c.tiers).filter((r) => r.daysLeft > 0);
       expect(notices).toEqual([{ model: 'dashscope:qwen3.8-flash', retiresOn: '2026-12-20', daysLeft: 19, replacement: 'dashscope:qwen-flash', tiers: ['standard'] }]);
-      expect(c.llm.catalog.retirements(new Date(now.getTime() - 20 * DAY), 30, c.llm.tiers).filter((r) => r.daysLeft > 0)).toEqual([]);
+      expect(c.catalog.retirements(new Date(now.getTime() - 20 * DAY), 30, c.tiers).filter((r) => r.daysLeft > 0)).toEqual([]);
       // After the date the same configuration is refused.
-      expect(() => loadConfig({ ...base, DASHSCOPE_API_KEY: 'k', LLM_CATALOG_FILE: f }, new Date('2026-12-20T00:00:00Z'))).toThrow(/dashscope:qwen3.8-flash was retired/);
+      expect(() => modelsFor({ ...base, DASHSCOPE_API_KEY: 'k', LLM_CATALOG_FILE: f }, new Date('2026-12-20T00:00:00Z'))).toThrow(/dashscope:qwen3.8-flash was retired/);
     });
   });
 
@@ -158,9 +161,9 @@ describe('model catalog', () => {
         ],
         tiers: { standard: ['ollama:qwen2.5:7b'], deep: [] },
       });
-      const c = loadConfig({ ...base, LLM_CATALOG_FILE: f, OLLAMA_API_KEY: 'none' });
-      expect([...c.llm.catalog.models.keys()]).toEqual(['ollama:qwen2.5:7b']);
-      expect(c.llm.tiers.standard[0][0].model.id).toBe('qwen2.5:7b');
+      const c = modelsFor({ ...base, LLM_CATALOG_FILE: f, OLLAMA_API_KEY: 'none' });
+      expect([...c.catalog.models.keys()]).toEqual(['ollama:qwen2.5:7b']);
+      expect(c.tiers.standard[0][0].model.id).toBe('qwen2.5:7b');
     });
 
     it('extends the built-in catalog: adds a model, overrides one, reorders a tier', () => {
@@ -169,14 +172,14 @@ describe('model catalog', () => {
         models: [entry(), { ...builtinRaw().models.find((m: { id: string }) => m.id === 'qwen-flash'), pricing: { input: '0.12', cachedInput: '0.024', output: '1.2' }, checkedOn: '2026-12-01' }],
         tiers: { standard: ['dashscope:qwen3.8-flash', 'dashscope:qwen-flash'] },
       });
-      const c = loadConfig({ ...base, LLM_CATALOG_FILE: f, DASHSCOPE_API_KEY: 'k' });
-      const cat = c.llm.catalog;
+      const c = modelsFor({ ...base, LLM_CATALOG_FILE: f, DASHSCOPE_API_KEY: 'k' });
+      const cat = c.catalog;
       expect(cat.models.get('dashscope:qwen3.8-flash')!.pricing.text.input).toBe('0.2');
       expect(cat.models.get('dashscope:qwen-flash')!.pricing.input).toBe(120n);
       expect(cat.models.get('dashscope:qwen-flash')!.checkedOn).toBe('2026-12-01');
       expect(cat.models.size).toBe(Catalog.load().models.size + 1); // the rest kept
       expect(cat.models.get('deepseek:deepseek-flash')!.windows).toHaveLength(1);
-      expect(c.llm.tiers.standard.map((g) => g[0].model.key)).toEqual(['dashscope:qwen3.8-flash', 'dashscope:qwen-flash']);
+      expect(c.tiers.standard.map((g) => g[0].model.key)).toEqual(['dashscope:qwen3.8-flash', 'dashscope:qwen-flash']);
       expect(cat.defaultTiers.deep).toEqual(Catalog.load().defaultTiers.deep);
     });
 

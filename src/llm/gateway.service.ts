@@ -5,7 +5,8 @@ import { CallPurpose, LedgerEntry } from '../billing/ledger.service';
 import { Clock } from '../common/clock';
 import { Nanos } from '../common/money';
 import { loggableError } from '../common/error-rendering';
-import { AppConfig, CONFIG, EnabledProvider } from '../config/app-config';
+import { AppConfig, CONFIG } from '../config/app-config';
+import { EnabledProvider, LLM_MODELS, LlmModels } from './llm-models';
 import { BatchCollector } from './batch-collector';
 import { CatalogModel, isRetired, Pricing, retiredMessage, Tier, TierPlan } from './catalog';
 import { CircuitBreaker } from './circuit-breaker';
@@ -150,6 +151,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
 
   constructor(
     @Inject(CONFIG) private readonly config: AppConfig,
+    @Inject(LLM_MODELS) private readonly models: LlmModels,
     private readonly budget: BudgetService,
     private readonly cache: ResponseCache,
     private readonly metrics: GatewayMetrics,
@@ -169,7 +171,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       this.cache.purgeExpired().catch((err: Error) => this.logger.warn({ msg: 'cache purge failed', err: loggableError(err) }));
     }, 3_600_000);
     this.purgeTimer.unref();
-    const llm = this.config.llm;
+    const llm = this.models;
     const describe = (t: Tier) => llm.tiers[t].map((g) => g.map((e) => e.model.key).join('|')).join(', ');
     if (llm.providers.size === 0) {
       this.logger.warn({ msg: 'no model provider has an API key: the offline grader will grade every essay, and chat completions answer 503' });
@@ -184,7 +186,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
    * and holiday calendars that end before today (their schedules then treat holidays as working days).
    */
   catalogWarnings(): string[] {
-    const llm = this.config.llm;
+    const llm = this.models;
     const now = this.clock.now();
     const out: string[] = [];
     for (const r of llm.catalog.retirements(now, RETIREMENT_WARNING_DAYS, llm.tiers)) {
@@ -213,7 +215,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
 
   /** Is any provider configured for this tier? (With none, grading uses the offline grader.) */
   hasProviders(tier: Tier): boolean {
-    return this.config.llm.tiers[tier].length > 0;
+    return this.models.tiers[tier].length > 0;
   }
 
   /** The models a request may try, in the order it will try them. */
@@ -221,11 +223,11 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     let plan: TierPlan;
     const now = this.clock.now();
     if ('tier' in target) {
-      plan = this.config.llm.tiers[target.tier];
+      plan = this.models.tiers[target.tier];
     } else {
-      const model = this.config.llm.catalog.find(target.model);
+      const model = this.models.catalog.find(target.model);
       if (model && isRetired(model, now)) throw new GatewayError('MODEL_NOT_FOUND', retiredMessage(model));
-      if (!model || !this.config.llm.providers.has(model.provider)) {
+      if (!model || !this.models.providers.has(model.provider)) {
         throw new GatewayError('MODEL_NOT_FOUND', `model "${target.model}" is not in the catalog or its provider has no API key`);
       }
       plan = [[{ model, weight: 1 }]];
@@ -298,7 +300,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const r = ctx.req;
     const cached = await this.cache.get(r.tenantId, r.cache!.key);
     if (!cached) return null;
-    const model = this.config.llm.catalog.models.get(`${cached.provider}:${cached.model}`);
+    const model = this.models.catalog.models.get(`${cached.provider}:${cached.model}`);
     let value = cached.content as unknown as T;
     if (r.validate && model) {
       const v = r.validate(cached.content, model);
@@ -521,14 +523,14 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   }
 
   private provider(model: CatalogModel): EnabledProvider {
-    const p = this.config.llm.providers.get(model.provider);
+    const p = this.models.providers.get(model.provider);
     if (!p) throw new GatewayError('MODEL_NOT_FOUND', `provider "${model.provider}" has no API key`);
     return p;
   }
 
   /** Does this call go through the model's provider's Batch API? */
   private batchable<T>(ctx: CallContext<T>, model: CatalogModel): boolean {
-    return !!ctx.req.batch && !ctx.realtimeOnly && !!model.batchPricing && !!this.config.llm.catalog.providers.get(model.provider)?.batch;
+    return !!ctx.req.batch && !ctx.realtimeOnly && !!model.batchPricing && !!this.models.catalog.providers.get(model.provider)?.batch;
   }
 
   private async attempt<T>(ctx: CallContext<T>, model: CatalogModel, messages: ChatMessage[]): Promise<AttemptOutcome<T>> {

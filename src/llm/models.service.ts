@@ -1,7 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { Clock } from '../common/clock';
-import { AppConfig, CONFIG } from '../config/app-config';
 import { CatalogModel, isRetired, Pricing, Tier, TIERS } from './catalog';
+import { LLM_MODELS, LlmModels } from './llm-models';
 import { TIER_ALIASES } from './chat-request';
 
 export interface ModelsView {
@@ -19,12 +19,12 @@ export interface ModelsView {
 @Injectable()
 export class ModelsService {
   constructor(
-    @Inject(CONFIG) private readonly config: AppConfig,
+    @Inject(LLM_MODELS) private readonly llm: LlmModels,
     private readonly clock: Clock,
   ) {}
 
   list(): ModelsView {
-    const llm = this.config.llm;
+    const llm = this.llm;
     const now = this.clock.now();
     const tiersOf = (m: CatalogModel): Tier[] => TIERS.filter((t) => llm.tiers[t].some((g) => g.some((e) => e.model.key === m.key)));
     const idCount = new Map<string, number>();

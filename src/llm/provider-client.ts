@@ -1,6 +1,7 @@
 import { Agent, errors as undiciErrors, fetch as undiciFetch, FormData, request } from 'undici';
 import type { Readable } from 'node:stream';
-import type { EnabledProvider, LlmConfig } from '../config/app-config';
+import type { LlmConfig } from '../config/app-config';
+import type { EnabledProvider } from './llm-models';
 import type { CatalogModel } from './catalog';
 import type { DialectAdapter } from './providers';
 import { ChatParams, Completion, ProviderError, Usage } from './types';

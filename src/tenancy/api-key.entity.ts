@@ -1,7 +1,7 @@
 import { Column, CreateDateColumn, Entity, PrimaryColumn } from 'typeorm';
+import type { ApiKeyRole } from '../common/auth';
 
-export const API_KEY_ROLES = ['admin', 'teacher'] as const;
-export type ApiKeyRole = (typeof API_KEY_ROLES)[number];
+export { API_KEY_ROLES, type ApiKeyRole } from '../common/auth';
 
 @Entity({ name: 'api_keys' })
 export class ApiKeyEntity {

@@ -1,10 +1,10 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
 import { ApiError } from '../common/errors';
 import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG, LIMIT_NAMES, TenantLimits } from '../config/app-config';
 import { ClusterBus } from '../db/cluster-bus';
-import { assertTenantId, rowsOf } from '../db/tenant-scope';
+import { JobQueue } from '../jobs/job-queue';
+import { TenantSettingsRepository } from './tenant-settings.repository';
 
 export type LimitName = (typeof LIMIT_NAMES)[number];
 
@@ -46,7 +46,8 @@ export class LimitsService {
   private readonly queued = new Map<string, { count: number; at: number }>();
 
   constructor(
-    private readonly ds: DataSource,
+    private readonly jobs: JobQueue,
+    private readonly tenants: TenantSettingsRepository,
     private readonly bus: ClusterBus,
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {
@@ -55,22 +56,15 @@ export class LimitsService {
 
   /** The tenant's limits: the env defaults with the operator's values for this tenant over them. */
   async of(tenantId: string): Promise<TenantLimits> {
-    const own = await this.overrides.getOrLoad(tenantId, async () => {
-      assertTenantId(tenantId);
-      // The tenant's own row: scoped by its primary key.
-      const [row] = await this.ds.query(`SELECT limits FROM tenants WHERE id = $1`, [tenantId]);
-      return (row?.limits ?? {}) as Partial<TenantLimits>;
-    });
+    const own = await this.overrides.getOrLoad(tenantId, () => this.tenants.limits<TenantLimits>(tenantId));
     return { ...this.config.limits, ...own };
   }
 
   /** Sets (or, with null, clears) some of a tenant's limits; every instance sees it at once. */
   async set(tenantId: string, change: Partial<Record<LimitName, number | null>>): Promise<TenantLimits> {
-    assertTenantId(tenantId);
-    const set = Object.fromEntries(Object.entries(change).filter(([, v]) => v !== null && v !== undefined));
+    const set = Object.fromEntries(Object.entries(change).filter((e): e is [string, number] => typeof e[1] === 'number'));
     const cleared = Object.entries(change).filter(([, v]) => v === null).map(([k]) => k);
-    const rows = rowsOf(await this.ds.query(`UPDATE tenants SET limits = (limits - $3::text[]) || $2::jsonb WHERE id = $1 RETURNING id`, [tenantId, JSON.stringify(set), cleared]));
-    if (!rows.length) throw ApiError.notFound('Tenant');
+    await this.tenants.setLimits(tenantId, set, cleared); // 404 for an unknown tenant
     this.overrides.delete(tenantId);
     this.bus.publish('limits', { tenantId });
     return this.of(tenantId);
@@ -173,12 +167,8 @@ export class LimitsService {
     c.count += n;
   }
 
-  private async countQueued(tenantId: string, cap: number): Promise<number> {
-    const [row] = await this.ds.query(
-      `SELECT count(*)::int AS n FROM (SELECT 1 FROM jobs WHERE kind = 'grade' AND tenant_id = $1 AND status = 'queued' LIMIT $2) q`,
-      [tenantId, cap],
-    );
-    return row.n;
+  private countQueued(tenantId: string, cap: number): Promise<number> {
+    return this.jobs.queuedGradings(tenantId, cap);
   }
 
   async view(tenantId: string): Promise<LimitsView> {

@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
+import { JobsModule } from '../jobs/jobs.module';
 import { ApiKeysController } from './api-keys.controller';
 import { ApiKeysService } from './api-keys.service';
 import { AuthGuard } from './auth.guard';
@@ -7,11 +8,13 @@ import { Authenticator } from './authenticator';
 import { LimitsController } from './limits.controller';
 import { LimitsService } from './limits.service';
 import { TenantsController } from './tenants.controller';
+import { TenantSettingsRepository } from './tenant-settings.repository';
 import { TenantsService } from './tenants.service';
 
 @Module({
+  imports: [JobsModule],
   controllers: [TenantsController, ApiKeysController, LimitsController],
-  providers: [TenantsService, ApiKeysService, Authenticator, LimitsService, { provide: APP_GUARD, useClass: AuthGuard }],
-  exports: [TenantsService, ApiKeysService, Authenticator, LimitsService],
+  providers: [TenantsService, TenantSettingsRepository, ApiKeysService, Authenticator, LimitsService, { provide: APP_GUARD, useClass: AuthGuard }],
+  exports: [TenantsService, TenantSettingsRepository, ApiKeysService, Authenticator, LimitsService],
 })
 export class TenancyModule {}

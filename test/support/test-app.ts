@@ -3,6 +3,7 @@ import request from 'supertest';
 import { DataSource } from 'typeorm';
 import { createApp, CreateAppOptions } from '../../src/app.factory';
 import { AppConfig, loadConfig } from '../../src/config/app-config';
+import { LLM_MODELS, LlmModels } from '../../src/llm/llm-models';
 import { TEST_SECRET_KEY } from './spawn-service';
 import { createTestDatabase, TestDatabase } from './test-database';
 
@@ -29,6 +30,8 @@ export function testEnv(databaseUrl: string, extra: Record<string, string> = {})
 export interface TestApp {
   app: NestFastifyApplication;
   config: AppConfig;
+  /** the catalog, the providers with a key and the tiers the app runs with */
+  models: LlmModels;
   db: TestDatabase;
   dataSource: DataSource;
   http: ReturnType<typeof request>;
@@ -47,6 +50,7 @@ export async function createTestApp(extra: Record<string, string> = {}, options:
   return {
     app,
     config,
+    models: app.get<LlmModels>(LLM_MODELS),
     db,
     dataSource: app.get(DataSource),
     http: request(app.getHttpServer()),

@@ -1,26 +1,44 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Inject, Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { rowsOf, tenantQuery } from '../db/tenant-scope';
+
+export type JobKind = 'grade' | 'deep_review';
 
 export interface Job {
   id: string;
   tenantId: string;
   essayId: string;
-  kind: 'grade' | 'deep_review';
+  kind: JobKind;
   /** the deep-review order a deep_review job delivers */
   orderId: string | null;
   attempts: number;
   maxAttempts: number;
 }
 
+/** A job to queue: an essay's grading, or the deep review a paid order bought. */
+export interface NewJob {
+  essayId: string;
+  kind: JobKind;
+  orderId?: string;
+}
+
+/** A job whose worker stopped on its last attempt: it failed, and what it was for must be told so. */
+export interface InterruptedJob {
+  tenantId: string;
+  essayId: string;
+  kind: JobKind;
+  orderId: string | null;
+}
+
 /**
- * A durable job queue in PostgreSQL. Workers claim jobs with `FOR UPDATE SKIP LOCKED` and hold them
- * under a lease they keep renewing; a job is completed in the same transaction as its result, and
- * only by the worker that still holds its lease, so each job's result is written exactly once. A
- * lease that runs out (its worker died) puts the job back in the queue.
+ * The durable job queue in PostgreSQL, the only code that writes `jobs`. Workers claim jobs with
+ * `FOR UPDATE SKIP LOCKED` and hold them under a lease they keep renewing. A job ends (complete or
+ * fail) only by the worker that still holds it, inside the caller's transaction, so its result is
+ * written in the same transaction and exactly once. A lease that runs out (its worker died) puts the
+ * job back in the queue.
  *
  * Claiming and lease recovery are maintenance across tenants; everything done for a job is scoped
  * to the job's tenant.
@@ -35,6 +53,21 @@ export class JobQueue {
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
 
+  /** Queues jobs inside the caller's transaction (with the essays or the paid order they are for). */
+  async enqueue(tx: EntityManager, tenantId: string, jobs: NewJob[]): Promise<string[]> {
+    if (!jobs.length) return [];
+    const ids = jobs.map(() => randomUUID());
+    await tenantQuery(
+      tx,
+      tenantId,
+      `INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts, order_id)
+       SELECT $1, t.id, t.essay_id, t.kind, 'queued', $5, t.order_id
+         FROM unnest($2::uuid[], $3::uuid[], $4::text[], $6::uuid[]) AS t(id, essay_id, kind, order_id)`,
+      [ids, jobs.map((j) => j.essayId), jobs.map((j) => j.kind), this.config.grading.maxAttempts, jobs.map((j) => j.orderId ?? null)],
+    );
+    return ids;
+  }
+
   /**
    * Claims up to `limit` ready jobs of a kind for this worker, round-robin across tenants: the
    * tenants with ready jobs are found by a skip scan of the queue index; those with the fewest
@@ -44,7 +77,7 @@ export class JobQueue {
    * worker slot is free. A tenant's gradings at once (across instances) stay within its
    * `essaysGrading` limit.
    */
-  async claim(limit: number, leaseMs: number, kind: Job['kind'] = 'grade'): Promise<Job[]> {
+  async claim(limit: number, leaseMs: number, kind: JobKind = 'grade'): Promise<Job[]> {
     if (limit <= 0) return [];
     // Deep reviews mostly wait on provider batches: they have a pool of their own and no per-tenant cap.
     const cap = kind === 'grade' ? this.config.limits.essaysGrading : 1_000_000;
@@ -80,7 +113,7 @@ export class JobQueue {
       id: String(r.id),
       tenantId: String(r.tenant_id),
       essayId: String(r.essay_id),
-      kind: r.kind as Job['kind'],
+      kind: r.kind as JobKind,
       orderId: (r.order_id as string | null) ?? null,
       attempts: Number(r.attempts),
       maxAttempts: Number(r.max_attempts),
@@ -98,31 +131,28 @@ export class JobQueue {
   }
 
   /**
-   * Marks the job done and writes its result in one statement, only while this worker holds the
-   * job. Each write is an UPDATE whose parameters start at $5 and whose WHERE includes
-   * `EXISTS (SELECT 1 FROM held)`. False when the lease was lost: nothing is written.
+   * Ends the job as done, inside the caller's transaction, only while this worker holds it: the row
+   * stays locked until the transaction ends, so what the caller writes next (the grade) is written
+   * exactly once. False when the lease was lost: the caller must write nothing.
    */
-  async completeWith(job: Job, writes: string[] = [], params: unknown[] = []): Promise<boolean> {
-    return this.finishWith(job, 'done', writes, params);
+  complete(tx: EntityManager, job: Job): Promise<boolean> {
+    return this.finish(tx, job, 'done');
   }
 
-  /** Like completeWith, but the job ends as failed (its result is a refund, a failure reason). */
-  async failWith(job: Job, error: string, writes: string[] = [], params: unknown[] = []): Promise<boolean> {
-    return this.finishWith(job, 'failed', writes, params, error);
+  /** Like complete, but the job ends as failed (its result is a refund, a failure reason). */
+  fail(tx: EntityManager, job: Job, error: string): Promise<boolean> {
+    return this.finish(tx, job, 'failed', error);
   }
 
-  private async finishWith(job: Job, status: 'done' | 'failed', writes: string[], params: unknown[], error?: string): Promise<boolean> {
+  private async finish(tx: EntityManager, job: Job, status: 'done' | 'failed', error?: string): Promise<boolean> {
     const rows = await tenantQuery(
-      this.ds.manager,
+      tx,
       job.tenantId,
-      `WITH held AS (
-         UPDATE jobs SET status = '${status}', finished_at = now(), locked_by = NULL, locked_until = NULL, last_error = coalesce($4, last_error)
-          WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id)
-       ${writes.map((w, i) => `, w${i} AS (${w} RETURNING 1)`).join('\n')}
-       SELECT (SELECT count(*) FROM held)::int AS held`,
-      [job.id, this.workerId, error?.slice(0, 500) ?? null, ...params],
+      `UPDATE jobs SET status = $4, finished_at = now(), locked_by = NULL, locked_until = NULL, last_error = coalesce($5, last_error)
+        WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
+      [job.id, this.workerId, status, error?.slice(0, 500) ?? null],
     );
-    return (rows[0] as { held: number }).held === 1;
+    return rows.length === 1;
   }
 
   /** Puts the job back to run again after `delayMs`, if this worker still holds it. */
@@ -149,43 +179,56 @@ export class JobQueue {
     return Array.isArray(res) && typeof res[1] === 'number' ? res[1] : 0;
   }
 
+  /** Queued jobs of an order are cancelled (the order was refunded before its deep review ran). */
+  async cancelQueuedForOrder(tx: EntityManager, tenantId: string, orderId: string, reason: string): Promise<number> {
+    const rows = await tenantQuery(
+      tx,
+      tenantId,
+      `UPDATE jobs SET status = 'failed', finished_at = now(), last_error = $3
+        WHERE tenant_id = $1 AND order_id = $2 AND status = 'queued' RETURNING id`,
+      [orderId, reason],
+    );
+    return rows.length;
+  }
+
   /**
    * Jobs whose worker stopped (lease expired) go back to the queue; those on their last attempt fail,
-   * and in the same statement their essay fails or their paid order is refunded, so a crash here
-   * cannot leave an essay grading forever or a paid order undelivered and unrefunded.
+   * inside the caller's transaction, which also fails their essay or refunds their order (the caller
+   * owns those), so a crash here cannot leave an essay grading forever or a paid order undelivered
+   * and unrefunded.
    */
-  async recoverExpired(): Promise<{ requeued: number; failed: Array<{ tenantId: string; essayId: string; kind: Job['kind'] }> }> {
-    const requeued: Array<{ n: number }> = await this.ds.query(
+  async recover(tx: EntityManager): Promise<{ requeued: number; failed: InterruptedJob[] }> {
+    // Across tenants by design (a maintenance sweep of expired leases).
+    const requeued: Array<{ n: number }> = await tx.query(
       `WITH r AS (
          UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now(),
                 last_error = 'the worker holding this job stopped'
           WHERE status = 'running' AND locked_until < now() AND attempts < max_attempts RETURNING 1)
        SELECT count(*)::int AS n FROM r`,
     );
-    // Across tenants by design (a maintenance sweep); each write is joined on the job's tenant_id.
-    const failed = rowsOf<{ tenant_id: string; essay_id: string; kind: Job['kind'] }>(
-      await this.ds.query(
-        `WITH f AS (
-           UPDATE jobs SET status = 'failed', locked_by = NULL, locked_until = NULL, finished_at = now(),
-                  last_error = 'the worker holding this job stopped, and its attempts are used up'
-            WHERE status = 'running' AND locked_until < now() AND attempts >= max_attempts
-            RETURNING tenant_id, essay_id, kind, order_id),
-         e AS (
-           UPDATE essays SET status = 'failed', failure_code = 'GRADING_FAILED', failure_reason = 'grading was interrupted too many times', updated_at = now()
-             FROM f WHERE f.kind = 'grade' AND essays.tenant_id = f.tenant_id AND essays.id = f.essay_id
-                      AND essays.status NOT IN ('graded', 'needs_review')
-             RETURNING 1),
-         o AS (
-           UPDATE orders SET status = 'refunded', refunded_at = now(), refund_reason = 'the deep review was interrupted too many times'
-             FROM f WHERE f.kind = 'deep_review' AND orders.tenant_id = f.tenant_id AND orders.id = f.order_id AND orders.status = 'paid'
-             RETURNING 1)
-         SELECT tenant_id, essay_id, kind FROM f`,
+    const failed = rowsOf<{ tenant_id: string; essay_id: string; kind: JobKind; order_id: string | null }>(
+      await tx.query(
+        `UPDATE jobs SET status = 'failed', locked_by = NULL, locked_until = NULL, finished_at = now(),
+                last_error = 'the worker holding this job stopped, and its attempts are used up'
+          WHERE status = 'running' AND locked_until < now() AND attempts >= max_attempts
+          RETURNING tenant_id, essay_id, kind, order_id`,
       ),
     );
     return {
       requeued: requeued[0]?.n ?? 0,
-      failed: failed.map((r) => ({ tenantId: r.tenant_id, essayId: r.essay_id, kind: r.kind })),
+      failed: failed.map((r) => ({ tenantId: r.tenant_id, essayId: r.essay_id, kind: r.kind, orderId: r.order_id })),
     };
+  }
+
+  /** A tenant's gradings waiting in the queue, counted up to `cap` (its essays-queued limit needs no more). */
+  async queuedGradings(tenantId: string, cap: number): Promise<number> {
+    const [row] = await tenantQuery<{ n: number }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT count(*)::int AS n FROM (SELECT 1 FROM jobs WHERE kind = 'grade' AND tenant_id = $1 AND status = 'queued' LIMIT $2) q`,
+      [cap],
+    );
+    return row.n;
   }
 
   async depth(): Promise<Record<'queued' | 'running', number>> {

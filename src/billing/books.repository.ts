@@ -1,0 +1,357 @@
+import { randomUUID } from 'node:crypto';
+import { Injectable } from '@nestjs/common';
+import { DataSource, EntityManager } from 'typeorm';
+import type { Nanos } from '../common/money';
+import { sqlParams } from '../db/sql-params';
+import { tenantQuery } from '../db/tenant-scope';
+import type { LedgerEntry } from './ledger.service';
+
+/** A paid answer kept by its guard, for a retry of the same request. */
+export interface GuardedAnswer {
+  provider: string;
+  model: string;
+  content: string;
+  finishReason: string;
+  inputTokens: number;
+  cachedInputTokens: number;
+  outputTokens: number;
+  costNanos: Nanos;
+}
+
+/** A provider reported more tokens than the bound the call was admitted with (tokens.ts). */
+export interface TokenIncident {
+  estimatedInputTokens: number;
+  reportedInputTokens: number;
+  maxOutputTokens: number;
+  reportedOutputTokens: number;
+}
+
+/** What a guarded reservation found when it could not reserve. */
+export interface GuardState {
+  leaseHeld: boolean;
+  state: 'in_flight' | 'answered' | null;
+  token: string | null;
+  leftMs: number;
+  answer: GuardedAnswer | null;
+}
+
+/** One settled call: what was charged, the period after it, and whether it raised an incident. */
+export interface Settlement {
+  charged: Nanos;
+  spent: Nanos;
+  cap: Nanos;
+  incident: boolean;
+}
+
+/** The lease a guarded call may start under: the job's, held by this worker. */
+export interface Lease {
+  jobId: string;
+  holder: string;
+}
+
+/** How long an answered guard is kept for retries before it is swept (the answer is personal data). */
+const GUARD_RETENTION_MS = 3 * 86_400_000;
+
+/** The ledger row's columns, in the order of its parameters ($1 is the tenant). */
+const LEDGER_COLUMNS = [
+  'tenant_id', 'id', 'period', 'request_id', 'call_group', 'attempt', 'api_key_id', 'essay_id', 'purpose', 'tier',
+  'provider', 'model', 'cache_status', 'outcome', 'error_reason', 'input_tokens', 'cached_input_tokens', 'output_tokens',
+  'estimated_input_tokens', 'usage_source', 'cost_nanos', 'saved_nanos', 'compression_saved_tokens', 'latency_ms', 'streamed', 'batch', 'price_window',
+] as const;
+
+/** A ledger row's values after the tenant ($1), in LEDGER_COLUMNS order. */
+function ledgerValues(e: LedgerEntry & { period: string }): unknown[] {
+  return [
+    randomUUID(),
+    e.period,
+    e.requestId ?? null,
+    e.callGroup,
+    e.attempt,
+    e.apiKeyId ?? null,
+    e.essayId ?? null,
+    e.purpose,
+    e.tier ?? null,
+    e.provider ?? null,
+    e.model ?? null,
+    e.cacheStatus,
+    e.outcome,
+    e.errorReason ?? null,
+    e.inputTokens,
+    e.cachedInputTokens,
+    e.outputTokens,
+    e.estimatedInputTokens ?? null,
+    e.usageSource,
+    e.costNanos.toString(),
+    e.savedNanos.toString(),
+    e.compressionSavedTokens,
+    e.latencyMs,
+    e.streamed,
+    e.batch ?? false,
+    e.priceWindow ?? null,
+  ];
+}
+
+/**
+ * The books of each tenant: budget periods, reservations, call guards, incidents and the call
+ * ledger (`llm_calls`), the only code that writes them. Money moves only here, and every movement
+ * is one statement: a reservation holds budget only while it fits the cap; a settlement releases
+ * the reservation, moves what is charged into the spend and writes the ledger row with that same
+ * amount, so the ledger always sums to the spend.
+ */
+@Injectable()
+export class BooksRepository {
+  constructor(private readonly ds: DataSource) {}
+
+  /** Creates the period's row from the tenant's monthly cap, if it does not exist yet. */
+  async openPeriod(tenantId: string, period: string): Promise<void> {
+    await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `INSERT INTO budget_periods (tenant_id, period, cap_nanos)
+       SELECT $1, $2, monthly_cap_nanos FROM tenants WHERE id = $1
+       ON CONFLICT (tenant_id, period) DO NOTHING`,
+      [period],
+    );
+  }
+
+  /** The period's cap changes with the tenant's (in the caller's transaction). */
+  async setPeriodCap(tx: EntityManager, tenantId: string, period: string, cap: Nanos): Promise<void> {
+    await tenantQuery(tx, tenantId, `UPDATE budget_periods SET cap_nanos = $3, updated_at = now() WHERE tenant_id = $1 AND period = $2`, [period, cap.toString()]);
+  }
+
+  async period(tenantId: string, period: string): Promise<{ cap: Nanos; spent: Nanos; reserved: Nanos } | null> {
+    const [row] = await tenantQuery<{ cap: string; spent: string; reserved: string }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT cap_nanos AS cap, spent_nanos AS spent, reserved_nanos AS reserved FROM budget_periods WHERE tenant_id = $1 AND period = $2`,
+      [period],
+    );
+    return row ? { cap: BigInt(row.cap), spent: BigInt(row.spent), reserved: BigInt(row.reserved) } : null;
+  }
+
+  /**
+   * Holds `amount` against the period's cap: the conditional UPDATE and the reservation row happen
+   * together or not at all, and not while the tenant's admission is paused. False: nothing held.
+   */
+  async reserve(tenantId: string, period: string, id: string, amount: Nanos, ttlMs: number): Promise<boolean> {
+    const rows = await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `WITH held AS (${holdSql()})
+       INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
+       SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000) FROM held
+       RETURNING id`,
+      [period, amount.toString(), id, ttlMs],
+    );
+    return rows.length > 0;
+  }
+
+  /**
+   * reserve(), for a call paid at most once: one statement takes the call's guard (only with the
+   * lease held, and only if no answer exists and no other call is in flight) and reserves.
+   */
+  async reserveGuarded(
+    tenantId: string,
+    period: string,
+    r: { id: string; amount: Nanos; ttlMs: number; key: string; token: string; inFlightMs: number; lease?: Lease },
+  ): Promise<boolean> {
+    const rows = await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `WITH lease AS (${leaseSql('$6', '$7')}),
+       guard AS (
+         INSERT INTO call_guards (tenant_id, key, state, token, expires_at)
+         SELECT $1, $8, 'in_flight', $9, now() + make_interval(secs => $10::double precision / 1000) WHERE EXISTS (SELECT 1 FROM lease)
+         ON CONFLICT (tenant_id, key) DO UPDATE
+            SET state = 'in_flight', token = EXCLUDED.token, expires_at = EXCLUDED.expires_at, created_at = now()
+          WHERE call_guards.state = 'in_flight' AND call_guards.expires_at < now()
+         RETURNING 1),
+       held AS (${holdSql('EXISTS (SELECT 1 FROM guard)')})
+       INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
+       SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000) FROM held
+       RETURNING id`,
+      [period, r.amount.toString(), r.id, r.ttlMs, r.lease?.jobId ?? null, r.lease?.holder ?? null, r.key, r.token, r.inFlightMs],
+    );
+    return rows.length > 0;
+  }
+
+  /** Why a guarded reservation reserved nothing: the lease, and the guard as it is now. */
+  async guardState(tenantId: string, key: string, lease?: Lease): Promise<GuardState> {
+    const [why] = await tenantQuery<Record<string, string | number | null>>(
+      this.ds.manager,
+      tenantId,
+      `SELECT EXISTS (${leaseSql('$2', '$3')}) AS lease_ok,
+              g.state, g.token::text AS token, greatest(0, extract(epoch FROM g.expires_at - now()) * 1000)::bigint AS left_ms,
+              g.provider, g.model, g.content, g.finish_reason, g.input_tokens, g.cached_input_tokens, g.output_tokens, g.cost_nanos
+         FROM (SELECT 1) one LEFT JOIN call_guards g ON g.tenant_id = $1 AND g.key = $4`,
+      [lease?.jobId ?? null, lease?.holder ?? null, key],
+    );
+    const answered = why.state === 'answered';
+    return {
+      leaseHeld: !!why.lease_ok,
+      state: (why.state as GuardState['state']) ?? null,
+      token: (why.token as string | null) ?? null,
+      leftMs: Number(why.left_ms ?? 0),
+      answer: answered
+        ? {
+            provider: String(why.provider),
+            model: String(why.model),
+            content: String(why.content ?? ''),
+            finishReason: String(why.finish_reason ?? 'stop'),
+            inputTokens: Number(why.input_tokens ?? 0),
+            cachedInputTokens: Number(why.cached_input_tokens ?? 0),
+            outputTokens: Number(why.output_tokens ?? 0),
+            costNanos: BigInt(why.cost_nanos ?? 0),
+          }
+        : null,
+    };
+  }
+
+  /** Gives back a guard this process took (the budget could not cover its call). */
+  async releaseGuard(tenantId: string, key: string, token: string): Promise<void> {
+    await tenantQuery(this.ds.manager, tenantId, `DELETE FROM call_guards WHERE tenant_id = $1 AND key = $2 AND token = $3`, [key, token]);
+  }
+
+  /** A ledger row by itself (a cache hit, a refused call, a replay): nothing moves in the budget. */
+  async record(entry: LedgerEntry & { period: string }): Promise<void> {
+    const placeholders = LEDGER_COLUMNS.map((_, i) => `$${i + 1}`).join(', ');
+    await tenantQuery(this.ds.manager, entry.tenantId, `INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')}) VALUES (${placeholders})`, ledgerValues(entry));
+  }
+
+  /**
+   * Ends a reservation in one statement: the reservation is released, what is charged moves into
+   * the spend and the ledger row is written with that same amount. What is charged never takes the
+   * spend past the cap: it is the cost, or (a provider that billed more than the reservation's
+   * bound, a call that outlived its reservation) as much of it as the cap still holds, the rest
+   * recorded as an incident the platform absorbs. A guarded call's answer becomes durable here too
+   * (or its guard is given back when the call failed), so a retry after a crash reuses what was
+   * paid for. Runs in `m` (the caller's transaction when the incident also pauses the tenant).
+   */
+  async settle(
+    m: EntityManager,
+    s: {
+      reservationId: string;
+      guard?: { key: string; token: string };
+      cost: Nanos;
+      entry: LedgerEntry & { tenantId: string; period: string };
+      answer?: GuardedAnswer;
+      incident?: TokenIncident;
+    },
+  ): Promise<Settlement | null> {
+    const { tenantId } = s.entry;
+    const values = ledgerValues({ ...s.entry, costNanos: s.cost });
+    const next = sqlParams(LEDGER_COLUMNS.length + 1, values);
+    const col = (name: (typeof LEDGER_COLUMNS)[number]) => `$${LEDGER_COLUMNS.indexOf(name) + 1}`;
+    const cost = `${col('cost_nanos')}::bigint`;
+    const period = col('period');
+    const rowValues = LEDGER_COLUMNS.map((c) => (c === 'cost_nanos' ? '(SELECT charged FROM amount)' : col(c))).join(', ');
+
+    let guardSql = '';
+    if (s.guard && s.answer) {
+      const a = s.answer;
+      guardSql = `, answered AS (
+         UPDATE call_guards SET state = 'answered', expires_at = now() + make_interval(secs => ${next(GUARD_RETENTION_MS)}::double precision / 1000),
+                provider = ${next(a.provider)}, model = ${next(a.model)}, content = ${next(a.content)}, finish_reason = ${next(a.finishReason)},
+                input_tokens = ${next(a.inputTokens)}, cached_input_tokens = ${next(a.cachedInputTokens)}, output_tokens = ${next(a.outputTokens)},
+                cost_nanos = (SELECT charged FROM amount)
+          WHERE tenant_id = $1 AND key = ${next(s.guard.key)} AND token = ${next(s.guard.token)} RETURNING 1)`;
+    } else if (s.guard) {
+      guardSql = `, given_back AS (DELETE FROM call_guards WHERE tenant_id = $1 AND key = ${next(s.guard.key)} AND token = ${next(s.guard.token)} RETURNING 1)`;
+    }
+    const i = s.incident;
+    const incidentSql = `, incident AS (
+         INSERT INTO budget_incidents (tenant_id, id, period, kind, provider, model, call_group, estimated_input_tokens, reported_input_tokens,
+                                       max_output_tokens, reported_output_tokens, reserved_nanos, cost_nanos, charged_nanos, excess_nanos, pauses_admission)
+         SELECT $1, ${next(randomUUID())}, ${period}, ${next(i ? 'tokens_over_bound' : 'over_reservation')},
+                ${col('provider')}, ${col('model')}, ${col('call_group')}::uuid, ${next(i?.estimatedInputTokens ?? null)}::int, ${next(i?.reportedInputTokens ?? null)}::int,
+                ${next(i?.maxOutputTokens ?? null)}::int, ${next(i?.reportedOutputTokens ?? null)}::int,
+                coalesce((SELECT sum(amount_nanos) FROM released), 0), ${cost}, a.charged, ${cost} - a.charged, ${next(!!i)}::boolean
+           FROM amount a WHERE ${next(!!i)}::boolean OR ${cost} > a.charged
+         RETURNING 1)`;
+    const [after] = await tenantQuery<{ spent: string; cap: string; charged: string; incident: number }>(
+      m,
+      tenantId,
+      `WITH released AS (
+         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${next(s.reservationId)} RETURNING amount_nanos),
+       amount AS (
+         SELECT least(${cost},
+                      greatest(0, p.cap_nanos - p.spent_nanos - (p.reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0)))) AS charged
+           FROM budget_periods p WHERE p.tenant_id = $1 AND p.period = ${period}),
+       moved AS (
+         UPDATE budget_periods
+            SET reserved_nanos = reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0),
+                spent_nanos = spent_nanos + (SELECT charged FROM amount), updated_at = now()
+          WHERE tenant_id = $1 AND period = ${period} RETURNING spent_nanos, cap_nanos),
+       ledger AS (
+         INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')}) SELECT ${rowValues} FROM moved)
+       ${guardSql}
+       ${incidentSql}
+       SELECT spent_nanos AS spent, cap_nanos AS cap, (SELECT charged FROM amount)::text AS charged, (SELECT count(*) FROM incident)::int AS incident FROM moved`,
+      next.values(),
+    );
+    return after ? { charged: BigInt(after.charged), spent: BigInt(after.spent), cap: BigInt(after.cap), incident: after.incident > 0 } : null;
+  }
+
+  /** Returns expired reservations (left by a process that died mid-call) to their budgets; sweeps old guards. */
+  async sweep(): Promise<number> {
+    // Maintenance across tenants: it touches only reservations past their expiry.
+    const rows: Array<{ n: string }> = await this.ds.query(
+      `WITH expired AS (
+         DELETE FROM budget_reservations WHERE expires_at < now() RETURNING tenant_id, period, amount_nanos),
+       totals AS (SELECT tenant_id, period, sum(amount_nanos) AS amount, count(*) AS n FROM expired GROUP BY 1, 2),
+       upd AS (
+         UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - t.amount, updated_at = now()
+           FROM totals t WHERE p.tenant_id = t.tenant_id AND p.period = t.period RETURNING t.n)
+       SELECT coalesce(sum(n), 0)::text AS n FROM upd`,
+    );
+    // Guards past their time: answers kept for retries, and calls that never came back.
+    await this.ds.query(`DELETE FROM call_guards WHERE expires_at < now() - interval '1 minute'`);
+    return Number(rows[0]?.n ?? 0);
+  }
+
+  /** The tenant's incidents, newest first: every open one and the last closed ones. */
+  async incidents(tenantId: string): Promise<Array<Record<string, unknown>>> {
+    return tenantQuery<Record<string, unknown>>(
+      this.ds.manager,
+      tenantId,
+      `(SELECT * FROM budget_incidents WHERE tenant_id = $1 AND acknowledged_at IS NULL ORDER BY created_at DESC LIMIT 100)
+       UNION ALL
+       (SELECT * FROM budget_incidents WHERE tenant_id = $1 AND acknowledged_at IS NOT NULL ORDER BY created_at DESC LIMIT 10)
+       ORDER BY created_at DESC`,
+      [],
+    );
+  }
+
+  /** Marks an incident acknowledged (the first acknowledgement stays); null when it is not this tenant's. */
+  async acknowledge(tx: EntityManager, tenantId: string, incidentId: string, keyId: string): Promise<Record<string, unknown> | null> {
+    const [row] = await tenantQuery<Record<string, unknown>>(
+      tx,
+      tenantId,
+      `UPDATE budget_incidents SET acknowledged_at = coalesce(acknowledged_at, now()), acknowledged_by = coalesce(acknowledged_by, $3)
+        WHERE tenant_id = $1 AND id = $2 RETURNING *`,
+      [incidentId, keyId],
+    );
+    return row ?? null;
+  }
+
+  /** Does an unacknowledged incident still pause the tenant's admission? */
+  async anyPausing(tx: EntityManager, tenantId: string): Promise<boolean> {
+    const rows = await tenantQuery(tx, tenantId, `SELECT 1 FROM budget_incidents WHERE tenant_id = $1 AND pauses_admission AND acknowledged_at IS NULL LIMIT 1`, []);
+    return rows.length > 0;
+  }
+}
+
+/** The conditional hold on the period ($1 tenant, $2 period, $3 amount): within the cap, and not while admission is paused. */
+function holdSql(andAlso = 'true'): string {
+  return `UPDATE budget_periods SET reserved_nanos = reserved_nanos + $3, updated_at = now()
+          WHERE tenant_id = $1 AND period = $2 AND spent_nanos + reserved_nanos + $3 <= cap_nanos AND ${andAlso}
+            AND NOT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND admission_paused)
+          RETURNING tenant_id, period`;
+}
+
+/** One row when the call may start: no lease asked for, or the job's lease held by its holder. */
+function leaseSql(jobId: string, holder: string): string {
+  return `SELECT 1 WHERE ${jobId}::uuid IS NULL
+          UNION ALL
+          SELECT 1 FROM jobs WHERE tenant_id = $1 AND id = ${jobId} AND locked_by = ${holder} AND status = 'running' AND locked_until > now()`;
+}

@@ -1,0 +1,162 @@
+import { Injectable } from '@nestjs/common';
+import { DataSource, EntityManager } from 'typeorm';
+import { formatCny, Nanos } from '../common/money';
+import { tenantQuery } from '../db/tenant-scope';
+import { InterruptedJob, JobQueue } from '../jobs/job-queue';
+
+export type OrderStatus = 'awaiting_payment' | 'paid' | 'delivered' | 'refunded';
+export type PaymentMode = 'webhook' | 'invoice';
+
+export interface OrderView {
+  orderId: string;
+  essayId: string;
+  status: OrderStatus;
+  price: string;
+  paymentMode: PaymentMode;
+  refundReason: string | null;
+  createdAt: string;
+  paidAt: string | null;
+  deliveredAt: string | null;
+  refundedAt: string | null;
+}
+
+/** What a payment event did: a new event (not a repeat), and whether it changed the order. */
+export interface EventOutcome {
+  newEvent: boolean;
+  changed: boolean;
+}
+
+/**
+ * The orders aggregate (deep-review orders and the payment events applied to them): the only code
+ * that writes them. An order is paid and its deep review queued in one transaction, guarded by the
+ * event id (unique) and the order's state (its row lock), so the same event — even twice at the
+ * same moment — pays and queues once.
+ */
+@Injectable()
+export class OrdersRepository {
+  constructor(
+    private readonly ds: DataSource,
+    private readonly jobs: JobQueue,
+  ) {}
+
+  /** A new order; in invoice mode it is paid at once and its deep review queued with it. */
+  async create(o: { tenantId: string; id: string; essayId: string; price: Nanos; mode: PaymentMode; createdBy: string }): Promise<void> {
+    const paid = o.mode === 'invoice';
+    await this.ds.transaction(async (tx) => {
+      await tenantQuery(
+        tx,
+        o.tenantId,
+        `INSERT INTO orders (tenant_id, id, essay_id, price_nanos, payment_mode, status, created_by, paid_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 = 'paid' THEN now() END)`,
+        [o.id, o.essayId, o.price.toString(), o.mode, paid ? 'paid' : 'awaiting_payment', o.createdBy],
+      );
+      if (paid) await this.jobs.enqueue(tx, o.tenantId, [{ essayId: o.essayId, kind: 'deep_review', orderId: o.id }]);
+    });
+  }
+
+  /** `payment.succeeded`: records the event and, if the order awaits exactly this amount, pays it and queues its deep review. */
+  async payAndQueue(tenantId: string, eventId: string, orderId: string, amount: Nanos): Promise<EventOutcome> {
+    return this.ds.transaction(async (tx) => {
+      if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.succeeded', orderId, amount))) return { newEvent: false, changed: false };
+      const [paid] = await tenantQuery<{ essay_id: string }>(
+        tx,
+        tenantId,
+        `UPDATE orders SET status = 'paid', paid_at = now()
+          WHERE tenant_id = $1 AND id = $2 AND status = 'awaiting_payment' AND price_nanos = $3 RETURNING essay_id`,
+        [orderId, amount.toString()],
+      );
+      if (paid) await this.jobs.enqueue(tx, tenantId, [{ essayId: paid.essay_id, kind: 'deep_review', orderId }]);
+      return { newEvent: true, changed: !!paid };
+    });
+  }
+
+  /** `payment.refunded`: records the event and refunds the order; a deep review still waiting in the queue is cancelled. */
+  async refundByEvent(tenantId: string, eventId: string, orderId: string, amount: Nanos): Promise<EventOutcome> {
+    return this.ds.transaction(async (tx) => {
+      if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.refunded', orderId, amount))) return { newEvent: false, changed: false };
+      const refunded = await this.refund(tx, tenantId, orderId, 'refunded by the payment provider', ['awaiting_payment', 'paid', 'delivered']);
+      if (refunded) await this.jobs.cancelQueuedForOrder(tx, tenantId, orderId, 'order refunded');
+      return { newEvent: true, changed: refunded };
+    });
+  }
+
+  private async recordEvent(tx: EntityManager, tenantId: string, eventId: string, type: string, orderId: string, amount: Nanos): Promise<boolean> {
+    const rows = await tenantQuery(
+      tx,
+      tenantId,
+      `INSERT INTO payment_events (tenant_id, event_id, type, order_id, amount_nanos, outcome)
+       VALUES ($1, $2, $3, $4, $5, 'applied') ON CONFLICT DO NOTHING RETURNING event_id`,
+      [eventId, type, orderId, amount.toString()],
+    );
+    return rows.length === 1;
+  }
+
+  /** Has this payment event been applied before? */
+  async seenEvent(tenantId: string, eventId: string): Promise<boolean> {
+    return (await tenantQuery(this.ds.manager, tenantId, `SELECT 1 FROM payment_events WHERE tenant_id = $1 AND event_id = $2`, [eventId])).length > 0;
+  }
+
+  /** The deep review was stored: paid → delivered. False for an order no longer paid (refunded meanwhile). */
+  async markDelivered(tx: EntityManager, tenantId: string, orderId: string): Promise<boolean> {
+    const rows = await tenantQuery(tx, tenantId, `UPDATE orders SET status = 'delivered', delivered_at = now() WHERE tenant_id = $1 AND id = $2 AND status = 'paid' RETURNING id`, [orderId]);
+    return rows.length === 1;
+  }
+
+  /** The order is refunded (by default only a paid one: what could not be delivered), with the reason. */
+  async refund(tx: EntityManager, tenantId: string, orderId: string, reason: string, from: OrderStatus[] = ['paid']): Promise<boolean> {
+    const rows = await tenantQuery(
+      tx,
+      tenantId,
+      `UPDATE orders SET status = 'refunded', refunded_at = now(), refund_reason = coalesce(refund_reason, $3)
+        WHERE tenant_id = $1 AND id = $2 AND status = ANY($4::text[]) RETURNING id`,
+      [orderId, reason.slice(0, 300), from],
+    );
+    return rows.length === 1;
+  }
+
+  /** Orders whose deep reviews' workers stopped on their last attempt are refunded (the queue's recovery). */
+  async refundInterrupted(tx: EntityManager, jobs: InterruptedJob[]): Promise<void> {
+    for (const j of jobs) if (j.kind === 'deep_review' && j.orderId) await this.refund(tx, j.tenantId, j.orderId, 'the deep review was interrupted too many times');
+  }
+
+  async find(tenantId: string, id: string): Promise<OrderView | null> {
+    const [row] = await tenantQuery<Record<string, unknown>>(this.ds.manager, tenantId, `SELECT * FROM orders WHERE tenant_id = $1 AND id = $2`, [id]);
+    return row ? toView(row) : null;
+  }
+
+  async forEssay(tenantId: string, essayId: string): Promise<OrderView[]> {
+    const rows = await tenantQuery<Record<string, unknown>>(this.ds.manager, tenantId, `SELECT * FROM orders WHERE tenant_id = $1 AND essay_id = $2 ORDER BY created_at DESC`, [
+      essayId,
+    ]);
+    return rows.map(toView);
+  }
+
+  async list(tenantId: string, status?: string): Promise<OrderView[]> {
+    const rows = await tenantQuery<Record<string, unknown>>(
+      this.ds.manager,
+      tenantId,
+      `SELECT * FROM orders WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC LIMIT 500`,
+      [status ?? null],
+    );
+    return rows.map(toView);
+  }
+}
+
+function iso(v: unknown): string | null {
+  return v ? (v as Date).toISOString() : null;
+}
+
+function toView(r: Record<string, unknown>): OrderView {
+  return {
+    orderId: String(r.id),
+    essayId: String(r.essay_id),
+    status: r.status as OrderStatus,
+    price: formatCny(BigInt(r.price_nanos as string)),
+    paymentMode: r.payment_mode as PaymentMode,
+    refundReason: (r.refund_reason as string | null) ?? null,
+    createdAt: iso(r.created_at)!,
+    paidAt: iso(r.paid_at),
+    deliveredAt: iso(r.delivered_at),
+    refundedAt: iso(r.refunded_at),
+  };
+}

@@ -1,0 +1,185 @@
+import { randomUUID } from 'node:crypto';
+import { Injectable } from '@nestjs/common';
+import { DataSource, EntityManager } from 'typeorm';
+import { tenantQuery } from '../db/tenant-scope';
+import type { InterruptedJob } from '../jobs/job-queue';
+import { EssayStatus, movableFrom } from './essay-lifecycle';
+import type { StoredGrade } from './grading.service';
+import type { Language } from './rubric';
+
+/** An essay as grading reads it when it takes it. */
+export interface EssayRow {
+  id: string;
+  tenant_id: string;
+  assignment_id: string | null;
+  rubric_key: string;
+  rubric_version: number;
+  language: Language;
+  tier: 'standard' | 'deep';
+  title: string | null;
+  student_ref: string | null;
+  text: string;
+  status: string;
+  flags: string[];
+  prompt: string | null;
+}
+
+export interface NewEssay {
+  id: string;
+  text: string;
+  language: Language;
+  tier: 'standard' | 'deep';
+  title: string | null;
+  studentRef: string | null;
+}
+
+/** What a finished grading stores on the essay. */
+export interface GradeOutcome {
+  status: 'graded' | 'needs_review';
+  grade: StoredGrade;
+  flags: string[];
+  costNanos: bigint;
+  cache: string;
+  similar: { essayId: string; similarity: number } | null;
+}
+
+/**
+ * The essays aggregate (essays and their grade overrides): the only code that writes them. Every
+ * status change goes through `move`, which allows only the moves of essay-lifecycle.ts. Methods
+ * that take `tx` run inside the caller's transaction (with the job that ends or starts with them).
+ */
+@Injectable()
+export class EssaysRepository {
+  constructor(private readonly ds: DataSource) {}
+
+  /**
+   * Moves an essay to `to` (with the fields given), only from a status that may reach it. False when
+   * the essay is not in such a status (or is not this tenant's): nothing was written.
+   */
+  private async move(tx: EntityManager, tenantId: string, essayId: string, to: EssayStatus, set: string, params: unknown[]): Promise<boolean> {
+    const rows = await tenantQuery(
+      tx,
+      tenantId,
+      `UPDATE essays SET status = $3, updated_at = now()${set ? `, ${set}` : ''}
+        WHERE tenant_id = $1 AND id = $2 AND status = ANY($4::text[]) RETURNING id`,
+      [essayId, to, movableFrom(to), ...params],
+    );
+    return rows.length === 1;
+  }
+
+  /** Stores essays as queued (their jobs are queued by the caller in the same transaction). */
+  async insertQueued(tx: EntityManager, tenantId: string, target: { assignmentId: string | null; rubricKey: string; rubricVersion: number; submittedBy: string }, essays: NewEssay[]): Promise<void> {
+    await tenantQuery(
+      tx,
+      tenantId,
+      `INSERT INTO essays (tenant_id, id, assignment_id, rubric_key, rubric_version, language, tier, title, student_ref, text, status, submitted_by)
+       SELECT $1, t.id, $2, $3, $4, t.language, t.tier, t.title, t.student_ref, t.text, 'queued', $5
+         FROM unnest($6::uuid[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) AS t(id, text, language, tier, title, student_ref)`,
+      [
+        target.assignmentId,
+        target.rubricKey,
+        target.rubricVersion,
+        target.submittedBy,
+        essays.map((e) => e.id),
+        essays.map((e) => e.text),
+        essays.map((e) => e.language),
+        essays.map((e) => e.tier),
+        essays.map((e) => e.title),
+        essays.map((e) => e.studentRef),
+      ],
+    );
+  }
+
+  /** Takes the essay for grading (→ grading) and reads it, in one statement; null when it is not to be graded. */
+  async startGrading(tx: EntityManager, tenantId: string, essayId: string): Promise<EssayRow | null> {
+    const [row] = await tenantQuery<EssayRow>(
+      tx,
+      tenantId,
+      `UPDATE essays e SET status = 'grading', updated_at = now()
+        WHERE tenant_id = $1 AND id = $2 AND status = ANY($3::text[])
+        RETURNING e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title, e.student_ref,
+                  e.text, e.status, e.flags,
+                  (SELECT a.prompt FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS prompt`,
+      [essayId, movableFrom('grading')],
+    );
+    return row ?? null;
+  }
+
+  /** The essay a deep-review order is for, with the order's status and the standard grade it builds on. */
+  async forOrder(tenantId: string, orderId: string): Promise<(EssayRow & { order_status: string; model_grade: StoredGrade | null }) | null> {
+    const [row] = await tenantQuery<EssayRow & { order_status: string; model_grade: StoredGrade | null }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT o.status AS order_status, e.model_grade, e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title,
+              e.student_ref, e.text, e.status, e.flags,
+              (SELECT a.prompt FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS prompt
+         FROM orders o JOIN essays e ON e.tenant_id = o.tenant_id AND e.id = o.essay_id
+        WHERE o.tenant_id = $1 AND o.id = $2`,
+      [orderId],
+    );
+    return row ?? null;
+  }
+
+  /** Back to the queue: the grading will be tried again (a retry, or a stopping worker). */
+  requeue(tx: EntityManager, tenantId: string, essayId: string): Promise<boolean> {
+    return this.move(tx, tenantId, essayId, 'queued', '', []);
+  }
+
+  /** The grading's result: graded, or needing a teacher's review. */
+  storeGrade(tx: EntityManager, tenantId: string, essayId: string, g: GradeOutcome): Promise<boolean> {
+    return this.move(
+      tx,
+      tenantId,
+      essayId,
+      g.status,
+      `grade = $5, model_grade = $5, flags = $6, cost_nanos = cost_nanos + $7, cache_status = $8,
+       similar_essay_id = $9, similarity = $10, failure_code = NULL, failure_reason = NULL, graded_at = now()`,
+      [JSON.stringify(g.grade), g.flags, g.costNanos.toString(), g.cache, g.similar?.essayId ?? null, g.similar?.similarity ?? null],
+    );
+  }
+
+  /** The essay failed, and says why. */
+  fail(tx: EntityManager, tenantId: string, essayId: string, code: string, reason: string, flags?: string[]): Promise<boolean> {
+    return this.move(tx, tenantId, essayId, 'failed', `failure_code = $5, failure_reason = $6, flags = coalesce($7, flags)`, [code, reason.slice(0, 500), flags ?? null]);
+  }
+
+  /** Essays whose jobs' workers stopped on their last attempt fail (the queue's recovery). */
+  async failInterrupted(tx: EntityManager, jobs: InterruptedJob[]): Promise<void> {
+    for (const j of jobs.filter((x) => x.kind === 'grade')) {
+      await this.fail(tx, j.tenantId, j.essayId, 'GRADING_FAILED', 'grading was interrupted too many times');
+    }
+  }
+
+  /** A paid deep review, kept beside the standard grade (the status does not change). */
+  async storeDeepGrade(tx: EntityManager, tenantId: string, essayId: string, grade: StoredGrade, costNanos: bigint): Promise<void> {
+    await tenantQuery(tx, tenantId, `UPDATE essays SET deep_grade = $3, cost_nanos = cost_nanos + $4, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [
+      essayId,
+      JSON.stringify(grade),
+      costNanos.toString(),
+    ]);
+  }
+
+  /** The essay's status and current grade, locked until the transaction ends (an override reads, then writes). */
+  async lockForOverride(tx: EntityManager, tenantId: string, essayId: string): Promise<{ status: string; grade: StoredGrade | null } | null> {
+    const [row] = await tenantQuery<{ status: string; grade: StoredGrade | null }>(
+      tx,
+      tenantId,
+      `SELECT status, grade FROM essays WHERE tenant_id = $1 AND id = $2 FOR UPDATE`,
+      [essayId],
+    );
+    return row ?? null;
+  }
+
+  /** A teacher's override: the new grade (the model's stays in model_grade), and who changed what. */
+  async override(tx: EntityManager, tenantId: string, essayId: string, byKey: string, changes: unknown, before: StoredGrade, after: StoredGrade): Promise<boolean> {
+    const moved = await this.move(tx, tenantId, essayId, 'graded', 'grade = $5', [JSON.stringify(after)]);
+    if (!moved) return false;
+    await tenantQuery(
+      tx,
+      tenantId,
+      `INSERT INTO grade_overrides (tenant_id, id, essay_id, api_key_id, changes, before, after) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+      [randomUUID(), essayId, byKey, JSON.stringify(changes), JSON.stringify(before), JSON.stringify(after)],
+    );
+    return true;
+  }
+}

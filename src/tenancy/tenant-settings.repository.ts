@@ -1,0 +1,200 @@
+import { Injectable } from '@nestjs/common';
+import { DataSource, EntityManager } from 'typeorm';
+import { ApiError } from '../common/errors';
+import type { Nanos } from '../common/money';
+import { assertTenantId, rowsOf } from '../db/tenant-scope';
+
+/** A tenant's budget policy, as budgets and alerts read it. */
+export interface BudgetSettingsRow {
+  timezone: string;
+  cap: Nanos;
+  whenExhausted: 'offline' | 'reject';
+  alertThresholds: string[];
+  alertWebhookUrl: string | null;
+}
+
+export interface BillingSettingsRow {
+  deepReviewPriceNanos: Nanos | null;
+  paymentMode: 'webhook' | 'invoice' | null;
+  webhookSecretSet: boolean;
+}
+
+export interface GradingSettingsRow {
+  nearDuplicateThreshold: number;
+  reuseResubmissionGrades: boolean;
+  directDeep: boolean;
+}
+
+/** The two webhook secrets a tenant sets, sealed at rest (src/common/secret-box.ts). */
+export type SecretKind = 'payment' | 'alert';
+const SECRET_COLUMNS: Record<SecretKind, { sealed: string; legacy: string }> = {
+  payment: { sealed: 'payment_webhook_secret_enc', legacy: 'payment_webhook_secret' },
+  alert: { sealed: 'alert_webhook_secret_enc', legacy: 'alert_webhook_secret' },
+};
+
+/**
+ * The tenant settings aggregate: the only code that writes the settings columns of `tenants`
+ * (budget policy, billing, grading, fair-use limits, sealed secrets, the admission pause). Each
+ * module asks here by a typed method; the row is the tenant's own, found by its primary key.
+ */
+@Injectable()
+export class TenantSettingsRepository {
+  constructor(private readonly ds: DataSource) {}
+
+  private async one<R>(tenantId: string, sql: string, params: unknown[] = [], m: EntityManager = this.ds.manager): Promise<R> {
+    assertTenantId(tenantId);
+    const [row] = rowsOf<R>(await m.query(sql, [tenantId, ...params]));
+    if (!row) throw ApiError.notFound('Tenant');
+    return row;
+  }
+
+  async budget(tenantId: string): Promise<BudgetSettingsRow> {
+    const r = await this.one<{ timezone: string; cap: string; when_exhausted: 'offline' | 'reject'; thresholds: string[]; url: string | null }>(
+      tenantId,
+      `SELECT timezone, monthly_cap_nanos AS cap, budget_when_exhausted AS when_exhausted, budget_alert_thresholds::text[] AS thresholds,
+              alert_webhook_url AS url FROM tenants WHERE id = $1`,
+    );
+    return { timezone: r.timezone, cap: BigInt(r.cap), whenExhausted: r.when_exhausted, alertThresholds: r.thresholds, alertWebhookUrl: r.url };
+  }
+
+  /** The budget policy, in the caller's transaction (the current period's cap changes with it). */
+  async setBudget(
+    tx: EntityManager,
+    tenantId: string,
+    s: { cap: Nanos; whenExhausted?: 'offline' | 'reject'; alertThresholds?: number[]; alertWebhookUrl?: string | null; sealedAlertSecret: string | null },
+  ): Promise<void> {
+    await this.one(
+      tenantId,
+      `UPDATE tenants SET monthly_cap_nanos = $2,
+              budget_when_exhausted = coalesce($3, budget_when_exhausted),
+              budget_alert_thresholds = coalesce($4::numeric[], budget_alert_thresholds),
+              alert_webhook_url = CASE WHEN $5::boolean THEN $6 ELSE alert_webhook_url END,
+              alert_webhook_secret_enc = coalesce($7, alert_webhook_secret_enc),
+              alert_webhook_secret = CASE WHEN $7::text IS NULL THEN alert_webhook_secret END
+        WHERE id = $1 RETURNING id`,
+      [
+        s.cap.toString(),
+        s.whenExhausted ?? null,
+        s.alertThresholds ? s.alertThresholds.map(String) : null,
+        s.alertWebhookUrl !== undefined,
+        s.alertWebhookUrl ?? null,
+        s.sealedAlertSecret,
+      ],
+      tx,
+    );
+  }
+
+  async billing(tenantId: string): Promise<BillingSettingsRow> {
+    const r = await this.one<{ price: string | null; mode: 'webhook' | 'invoice' | null; secret: boolean }>(
+      tenantId,
+      `SELECT deep_review_price_nanos AS price, payment_mode AS mode, (payment_webhook_secret_enc IS NOT NULL OR payment_webhook_secret IS NOT NULL) AS secret
+         FROM tenants WHERE id = $1`,
+    );
+    return { deepReviewPriceNanos: r.price === null ? null : BigInt(r.price), paymentMode: r.mode, webhookSecretSet: r.secret };
+  }
+
+  async setBilling(tenantId: string, s: { price: Nanos; mode: 'webhook' | 'invoice'; sealedSecret: string | null }): Promise<void> {
+    await this.one(
+      tenantId,
+      `UPDATE tenants SET deep_review_price_nanos = $2, payment_mode = $3,
+              payment_webhook_secret_enc = coalesce($4, payment_webhook_secret_enc),
+              payment_webhook_secret = CASE WHEN $4::text IS NULL THEN payment_webhook_secret END
+        WHERE id = $1 RETURNING id`,
+      [s.price.toString(), s.mode, s.sealedSecret],
+    );
+  }
+
+  async grading(tenantId: string): Promise<GradingSettingsRow> {
+    const r = await this.one<{ t: string; r: boolean; d: boolean }>(
+      tenantId,
+      `SELECT near_duplicate_threshold::text AS t, reuse_resubmission_grades AS r, direct_deep AS d FROM tenants WHERE id = $1`,
+    );
+    return { nearDuplicateThreshold: Number(r.t), reuseResubmissionGrades: r.r, directDeep: r.d };
+  }
+
+  async setGrading(tenantId: string, change: Partial<GradingSettingsRow>): Promise<void> {
+    await this.one(
+      tenantId,
+      `UPDATE tenants SET near_duplicate_threshold = coalesce($2, near_duplicate_threshold),
+              reuse_resubmission_grades = coalesce($3, reuse_resubmission_grades),
+              direct_deep = coalesce($4, direct_deep) WHERE id = $1 RETURNING id`,
+      [change.nearDuplicateThreshold ?? null, change.reuseResubmissionGrades ?? null, change.directDeep ?? null],
+    );
+  }
+
+  /** The operator's per-tenant fair-use limits (over the env defaults); none for an unknown tenant. */
+  async limits<L>(tenantId: string): Promise<Partial<L>> {
+    assertTenantId(tenantId);
+    const [row] = rowsOf<{ limits: Partial<L> | null }>(await this.ds.query(`SELECT limits FROM tenants WHERE id = $1`, [tenantId]));
+    return row?.limits ?? {};
+  }
+
+  /** Sets some limits and clears others (back to the defaults). */
+  async setLimits(tenantId: string, set: Record<string, number>, cleared: string[]): Promise<void> {
+    await this.one(tenantId, `UPDATE tenants SET limits = (limits - $3::text[]) || $2::jsonb WHERE id = $1 RETURNING id`, [JSON.stringify(set), cleared]);
+  }
+
+  /** A sealed secret and, for rows written before secrets were sealed, the plaintext one. */
+  async secret(tenantId: string, kind: SecretKind): Promise<{ sealed: string | null; legacy: string | null } | null> {
+    assertTenantId(tenantId);
+    const c = SECRET_COLUMNS[kind];
+    const [row] = rowsOf<{ sealed: string | null; legacy: string | null }>(await this.ds.query(`SELECT ${c.sealed} AS sealed, ${c.legacy} AS legacy FROM tenants WHERE id = $1`, [tenantId]));
+    return row ?? null;
+  }
+
+  /**
+   * Replaces a secret, as it was read (`expected`), with its sealed form under the current key, and
+   * drops the plaintext column; false when it changed meanwhile (nothing written).
+   */
+  async reseal(tenantId: string, kind: SecretKind, sealed: string, expected: { sealed: string | null; legacy: string | null }): Promise<boolean> {
+    assertTenantId(tenantId);
+    const c = SECRET_COLUMNS[kind];
+    const rows = rowsOf(
+      await this.ds.query(
+        `UPDATE tenants SET ${c.sealed} = $2, ${c.legacy} = NULL
+          WHERE id = $1 AND ${c.sealed} IS NOT DISTINCT FROM $3 AND ${c.legacy} IS NOT DISTINCT FROM $4 RETURNING id`,
+        [tenantId, sealed, expected.sealed, expected.legacy],
+      ),
+    );
+    return rows.length > 0;
+  }
+
+  /** Every sealed secret's key id, counted (maintenance across tenants: the start-up key check). */
+  async sealedKeyIds(): Promise<Array<{ keyId: string; n: number }>> {
+    const rows: Array<{ key_id: string; n: number }> = await this.ds.query(
+      `SELECT key_id, count(*)::int AS n FROM (
+         SELECT split_part(payment_webhook_secret_enc, ':', 3) AS key_id FROM tenants WHERE payment_webhook_secret_enc IS NOT NULL
+         UNION ALL
+         SELECT split_part(alert_webhook_secret_enc, ':', 3) FROM tenants WHERE alert_webhook_secret_enc IS NOT NULL) s
+       GROUP BY key_id`,
+    );
+    return rows.map((r) => ({ keyId: r.key_id, n: r.n }));
+  }
+
+  /** Tenants with a plaintext secret, or one sealed with a key other than `currentKeyId` (maintenance). */
+  async secretsToReseal(currentKeyId: string): Promise<Array<{ tenantId: string; payment: { sealed: string | null; legacy: string | null }; alert: { sealed: string | null; legacy: string | null } }>> {
+    const rows: Array<Record<string, string | null>> = await this.ds.query(
+      `SELECT id, payment_webhook_secret_enc AS pe, payment_webhook_secret AS pl, alert_webhook_secret_enc AS ae, alert_webhook_secret AS al
+         FROM tenants
+        WHERE payment_webhook_secret IS NOT NULL OR alert_webhook_secret IS NOT NULL
+           OR (payment_webhook_secret_enc IS NOT NULL AND split_part(payment_webhook_secret_enc, ':', 3) <> $1)
+           OR (alert_webhook_secret_enc IS NOT NULL AND split_part(alert_webhook_secret_enc, ':', 3) <> $1)`,
+      [currentKeyId],
+    );
+    return rows.map((r) => ({ tenantId: String(r.id), payment: { sealed: r.pe, legacy: r.pl }, alert: { sealed: r.ae, legacy: r.al } }));
+  }
+
+  async isAdmissionPaused(tenantId: string): Promise<boolean> {
+    return (await this.one<{ paused: boolean }>(tenantId, `SELECT admission_paused AS paused FROM tenants WHERE id = $1`)).paused;
+  }
+
+  /** Locks the tenant's row until the transaction ends: changes to its admission pause take turns. */
+  async lockForAdmission(tx: EntityManager, tenantId: string): Promise<void> {
+    await this.one(tenantId, `SELECT id FROM tenants WHERE id = $1 FOR UPDATE`, [], tx);
+  }
+
+  /** An incident pauses the tenant's admission (in the transaction that records it) or an admin's acknowledgement ends it. */
+  async setAdmissionPaused(tx: EntityManager, tenantId: string, paused: boolean): Promise<void> {
+    await this.one(tenantId, `UPDATE tenants SET admission_paused = $2 WHERE id = $1 RETURNING id`, [paused], tx);
+  }
+}
