@@ -1,9 +1,10 @@
 import { DataSource } from 'typeorm';
 import { GatewayRequest, GatewayService } from '../src/llm/gateway.service';
-import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { FakeProvider } from './fake-provider/fake-provider';
 import { Factory, TestTenant } from './support/factories';
-import { providerEnv } from './support/providers';
-import { createTestApp, TestApp } from './support/test-app';
+import { TestApp } from './support/test-app';
+import { startAppWithFake } from './support/app-with-fake';
+import { expectBooksBalanced } from './support/books';
 
 /** qwen3-max: real time 2.5 / 0.5 / 10 CNY per million tokens; batch 1.25 / 1.25 / 5 (no cache discount in batch). */
 const REALTIME = { input: 2500n, cached: 500n, output: 10_000n };
@@ -17,8 +18,7 @@ describe("calls that can wait go through the provider's Batch API", () => {
   let tenant: TestTenant;
 
   beforeAll(async () => {
-    fake = await startFakeProvider();
-    t = await createTestApp(providerEnv(fake, { LLM_BATCH_WINDOW_MS: '300' }));
+    ({ fake, t } = await startAppWithFake({ LLM_BATCH_WINDOW_MS: '300' }));
     gw = t.app.get(GatewayService);
     ds = t.dataSource;
   });
@@ -38,12 +38,6 @@ describe("calls that can wait go through the provider's Batch API", () => {
   const price = (u: { inputTokens: number; cachedInputTokens: number; outputTokens: number }, p: typeof BATCH) =>
     BigInt(u.inputTokens - u.cachedInputTokens) * p.input + BigInt(u.cachedInputTokens) * p.cached + BigInt(u.outputTokens) * p.output;
 
-  async function books() {
-    const [p] = await ds.query(`SELECT spent_nanos, reserved_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
-    const [l] = await ds.query(`SELECT coalesce(sum(cost_nanos), 0)::text AS s FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
-    return { spent: p.spent_nanos as string, reserved: p.reserved_nanos as string, ledger: l.s as string };
-  }
-
   it('collects concurrent calls into one batch and prices each answer at the batch rate', async () => {
     const [a, b] = await Promise.all([ask('第一篇作文的深度点评'), ask('第二篇作文的深度点评')]);
     const lines = fake.requests.filter((r) => r.batchId);
@@ -59,10 +53,8 @@ describe("calls that can wait go through the provider's Batch API", () => {
       [true, 'ok'],
       [true, 'ok'],
     ]);
-    const after = await books();
-    expect(after.reserved).toBe('0');
-    expect(after.spent).toBe(after.ledger);
-    expect(BigInt(after.spent)).toBe(a.costNanos + b.costNanos);
+    const { spent } = await expectBooksBalanced(ds, tenant.tenantId);
+    expect(spent).toBe(a.costNanos + b.costNanos);
   });
 
   it('makes the call in real time when the batch as a whole fails or expires', async () => {
@@ -80,9 +72,7 @@ describe("calls that can wait go through the provider's Batch API", () => {
       [true, 'retryable', 'batch_failed', true],
       [false, 'ok', null, false],
     ]);
-    const after = await books();
-    expect(after.reserved).toBe('0');
-    expect(after.spent).toBe(after.ledger);
+    await expectBooksBalanced(ds, tenant.tenantId);
   });
 
   it("handles one line's error like any answer of that model (a content rejection goes to the next model)", async () => {

@@ -1,10 +1,11 @@
 import { BudgetService } from '../src/billing/budget.service';
-import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { FakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { providerEnv } from './support/providers';
 import { freePort, hasExited, startService } from './support/spawn-service';
-import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
+import { startAppWithFake } from './support/app-with-fake';
 
 describe('budget, usage and stats over HTTP', () => {
   let fake: FakeProvider;
@@ -14,8 +15,7 @@ describe('budget, usage and stats over HTTP', () => {
   let teacher: string;
 
   beforeAll(async () => {
-    fake = await startFakeProvider();
-    t = await createTestApp(providerEnv(fake));
+    ({ fake, t } = await startAppWithFake());
     f = new Factory(t.app);
   });
   afterAll(async () => {
@@ -121,8 +121,7 @@ describe('a service process killed in the middle of a model call', () => {
   let t: TestApp;
 
   beforeAll(async () => {
-    fake = await startFakeProvider();
-    t = await createTestApp({ ...providerEnv(fake), BUDGET_RESERVATION_TTL_MS: '1000' });
+    ({ fake, t } = await startAppWithFake({ BUDGET_RESERVATION_TTL_MS: '1000' }));
   });
   afterAll(async () => {
     await t.close();

@@ -1,12 +1,14 @@
+import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
 import { formatCny } from '../src/common/money';
 import { GatewayService } from '../src/llm/gateway.service';
 import { estimatePromptTokens } from '../src/llm/tokens';
-import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { FakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
-import { providerEnv } from './support/providers';
-import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { startAppWithFake } from './support/app-with-fake';
+import { expectBooksBalanced } from './support/books';
 
 /**
  * Settled spend never exceeds the cap, without exceptions: admission reserves a proven upper bound
@@ -23,8 +25,7 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
   let tenant: TestTenant;
 
   beforeAll(async () => {
-    fake = await startFakeProvider();
-    t = await createTestApp(providerEnv(fake, { WORKERS_ENABLED: 'false', LLM_STANDARD_MODELS: 'dashscope:qwen-flash' }));
+    ({ fake, t } = await startAppWithFake({ WORKERS_ENABLED: 'false', LLM_STANDARD_MODELS: 'dashscope:qwen-flash' }));
     gw = t.app.get(GatewayService);
     budget = t.app.get(BudgetService);
     ds = t.dataSource;
@@ -41,14 +42,7 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
 
   const messages = [{ role: 'user' as const, content: '请用一句话评价这篇作文。' }];
   const ask = (tenantId = tenant.tenantId) => gw.complete({ tenantId, purpose: 'chat', target: { tier: 'standard' }, messages, maxTokens: 100 });
-  const books = async (tenantId = tenant.tenantId) => {
-    const [p] = await ds.query(`SELECT spent_nanos::text AS spent, reserved_nanos::text AS reserved, cap_nanos::text AS cap FROM budget_periods WHERE tenant_id = $1`, [tenantId]);
-    const [l] = await ds.query(`SELECT coalesce(sum(cost_nanos), 0)::text AS total FROM llm_calls WHERE tenant_id = $1`, [tenantId]);
-    expect(p.reserved).toBe('0');
-    expect(p.spent).toBe(l.total); // the ledger is the spend
-    expect(BigInt(p.spent)).toBeLessThanOrEqual(BigInt(p.cap)); // and never above the cap
-    return { spent: BigInt(p.spent), cap: BigInt(p.cap) };
-  };
+  const books = (tenantId = tenant.tenantId) => expectBooksBalanced(ds, tenantId);
 
   it('books a provider that reports more tokens than the bound as an incident, and pauses admission until an admin acknowledges it', async () => {
     const model = t.models.catalog.models.get('dashscope:qwen-flash')!;
@@ -130,5 +124,29 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
     const [incident] = await ds.query(`SELECT kind, excess_nanos::text AS excess, pauses_admission FROM budget_incidents WHERE tenant_id = $1`, [small.tenantId]);
     expect(incident).toEqual({ kind: 'over_reservation', excess: '400000', pauses_admission: false });
     expect(await budget.isPaused(small.tenantId)).toBe(false);
+  });
+
+  it('resumes admission when the last two open incidents are acknowledged at the same moment', async () => {
+    // Each acknowledgement alone sees the other incident still open; together they must not leave
+    // the tenant paused. Ten tenants, two acknowledgements each, all at once.
+    const tenants = await Promise.all(Array.from({ length: 10 }, () => new Factory(t.app).newTenant({ monthlyBudget: '10.00' })));
+    const pairs = await Promise.all(
+      tenants.map(async (x) => {
+        const ids = [randomUUID(), randomUUID()];
+        for (const id of ids) {
+          await ds.query(
+            `INSERT INTO budget_incidents (tenant_id, id, period, kind, reserved_nanos, cost_nanos, charged_nanos, excess_nanos, pauses_admission)
+             VALUES ($1, $2, '2026-11', 'tokens_over_bound', 0, 0, 0, 0, true)`,
+            [x.tenantId, id],
+          );
+        }
+        await ds.query(`UPDATE tenants SET admission_paused = true WHERE id = $1`, [x.tenantId]);
+        return { x, ids };
+      }),
+    );
+    await Promise.all(pairs.flatMap(({ x, ids }) => ids.map((id) => budget.acknowledge(x.tenantId, x.adminKeyId, id))));
+    for (const { x } of pairs) expect(await budget.isPaused(x.tenantId)).toBe(false);
+    const view = await t.http.get('/v1/budget').set(bearer(pairs[0].x.adminKey)).expect(200);
+    expect(view.body.incidents.map((i: { acknowledgedAt: string | null }) => i.acknowledgedAt)).toEqual([expect.any(String), expect.any(String)]);
   });
 });

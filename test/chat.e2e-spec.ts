@@ -2,10 +2,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import OpenAI from 'openai';
-import { countPromptTokens, FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { countPromptTokens, FakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
-import { providerEnv } from './support/providers';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { startAppWithFake } from './support/app-with-fake';
+import { catalogEntry } from './support/catalog-entry';
 
 /** The OpenAI-compatible gateway, driven by the official openai client over real HTTP. */
 describe('POST /v1/chat/completions and GET /v1/models with the openai client', () => {
@@ -17,8 +18,7 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
   let client: OpenAI;
 
   beforeAll(async () => {
-    fake = await startFakeProvider();
-    t = await createTestApp(providerEnv(fake));
+    ({ fake, t } = await startAppWithFake());
     await t.app.listen(0, '127.0.0.1');
     baseURL = `${await t.app.getUrl()}/v1`;
   });
@@ -214,22 +214,7 @@ describe('catalog warnings for the operator', () => {
       file,
       JSON.stringify({
         extends: 'builtin',
-        models: [
-          {
-            id: 'qwen3.8-flash',
-            provider: 'dashscope',
-            tokenizer: 'qwen',
-            pricing: { input: '0.2', cachedInput: '0.04', output: '2' },
-            contextWindow: 1000000,
-            maxOutputTokens: 65536,
-            jsonMode: true,
-            cacheRules: 'implicit cache, hits at 20% of input',
-            source: 'https://help.aliyun.com/zh/model-studio/models',
-            checkedOn: '2026-12-01',
-            retiresOn: soon,
-            replacement: 'dashscope:qwen-flash',
-          },
-        ],
+        models: [catalogEntry({ retiresOn: soon, replacement: 'dashscope:qwen-flash' })],
       }),
     );
     t = await createTestApp({ LLM_CATALOG_FILE: file, DASHSCOPE_API_KEY: 'sk-x', LLM_STANDARD_MODELS: 'dashscope:qwen3.8-flash,dashscope:qwen-flash' });

@@ -14,13 +14,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import { signPayload } from '../src/common/signature';
-import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { FakeProvider } from './fake-provider/fake-provider';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { waitForEssays } from './support/grading';
-import { providerEnv } from './support/providers';
 import { readRouteTable, RouteInfo, routeTableOfAFreshApp } from './support/route-table';
-import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { startAppWithFake } from './support/app-with-fake';
 
 // ---------------------------------------------------------------------------------------------
 // The route table, read before the tests are declared (jest declares them synchronously).
@@ -218,8 +218,7 @@ function rolesFor(route: RouteInfo): Array<'admin' | 'teacher'> {
 // ---------------------------------------------------------------------------------------------
 
 beforeAll(async () => {
-  fake = await startFakeProvider();
-  t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '50' });
+  ({ fake, t } = await startAppWithFake({ WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '50' }));
   f = new Factory(t.app);
   const side = async (name: 'A' | 'B', secret: string): Promise<Side> => {
     const tenant = await f.newTenant({ name: `${name} ${MARK_A}`, monthlyBudget: '100.00' });

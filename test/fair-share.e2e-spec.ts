@@ -12,6 +12,7 @@ import { storedEssays, waitForEssays } from './support/grading';
 import { providerEnv } from './support/providers';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
+import { startAppWithFake } from './support/app-with-fake';
 
 /** Opens an SSE stream and collects its events until it ends or is closed. */
 function openStream(app: NestFastifyApplication, path: string, key: string) {
@@ -50,8 +51,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
   let teacher: string;
 
   beforeAll(async () => {
-    fake = await startFakeProvider();
-    t = await createTestApp(providerEnv(fake, { WORKERS_ENABLED: 'false', LIMIT_REQUESTS_PER_SECOND_PER_KEY: '2', LIMIT_REQUEST_BURST_PER_KEY: '3' }));
+    ({ fake, t } = await startAppWithFake({ WORKERS_ENABLED: 'false', LIMIT_REQUESTS_PER_SECOND_PER_KEY: '2', LIMIT_REQUEST_BURST_PER_KEY: '3' }));
     await t.app.listen({ port: 0, host: '127.0.0.1' });
     f = new Factory(t.app);
   });

@@ -4,10 +4,12 @@ import { Clock } from '../src/common/clock';
 import { formatCny } from '../src/common/money';
 import { GatewayError, GatewayRequest, GatewayService, StreamInterruptedError } from '../src/llm/gateway.service';
 import { estimatePromptTokens } from '../src/llm/tokens';
-import { countPromptTokens, countTokens, FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { countPromptTokens, countTokens, FakeProvider } from './fake-provider/fake-provider';
 import { Factory, TestTenant } from './support/factories';
 import { providerEnv, quick } from './support/providers';
-import { createTestApp, TestApp } from './support/test-app';
+import { TestApp } from './support/test-app';
+import { startAppWithFake } from './support/app-with-fake';
+import { expectBooksBalanced } from './support/books';
 
 /** Prices of the built-in catalog in nano-yuan per token (CNY per million × 1000); DeepSeek's off-peak. */
 const PRICE = {
@@ -31,8 +33,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
   let clock: jest.SpyInstance<Date, []>;
 
   beforeAll(async () => {
-    fake = await startFakeProvider();
-    t = await createTestApp(providerEnv(fake));
+    ({ fake, t } = await startAppWithFake());
     f = new Factory(t.app);
     gw = t.app.get(GatewayService);
     ds = t.dataSource;
@@ -60,17 +61,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
     );
   }
 
-  /** The books balance: spend equals the ledger, nothing is left reserved, spend is within the cap. */
-  async function expectBooksBalanced(tenantId = tenant.tenantId) {
-    const [p] = await ds.query(`SELECT cap_nanos, spent_nanos, reserved_nanos FROM budget_periods WHERE tenant_id = $1`, [tenantId]);
-    const [l] = await ds.query(`SELECT coalesce(sum(cost_nanos), 0)::text AS total FROM llm_calls WHERE tenant_id = $1`, [tenantId]);
-    const [r] = await ds.query(`SELECT count(*)::int AS n FROM budget_reservations WHERE tenant_id = $1`, [tenantId]);
-    expect(p.reserved_nanos).toBe('0');
-    expect(r.n).toBe(0);
-    expect(p.spent_nanos).toBe(l.total);
-    expect(BigInt(p.spent_nanos)).toBeLessThanOrEqual(BigInt(p.cap_nanos));
-    return { spent: BigInt(p.spent_nanos), cap: BigInt(p.cap_nanos) };
-  }
+  const booksBalanced = (tenantId = tenant.tenantId) => expectBooksBalanced(ds, tenantId);
 
   describe('pricing', () => {
     it('prices a call exactly from the provider-reported usage and the catalog', async () => {
@@ -84,7 +75,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const rows = await ledger();
       expect(rows).toHaveLength(1);
       expect(rows[0]).toMatchObject({ outcome: 'ok', cache_status: 'bypass', cost_nanos: expected.toString(), input_tokens: prompt, output_tokens: output, price_window: null });
-      await expectBooksBalanced();
+      await booksBalanced();
     });
 
     it('prices each call by the time-of-day window it ran in, on either side of a boundary and across a weekend', async () => {
@@ -111,7 +102,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const rows = await ledger();
       expect(rows.map((r: { price_window: string | null }) => r.price_window)).toEqual(cases.map(([, w]) => w));
       expect(costs[0]).toBe(costs[1] * 2n);
-      await expectBooksBalanced();
+      await booksBalanced();
     });
 
     it('reserves at the highest window price, so a call admitted off-peak is covered at peak too', async () => {
@@ -127,7 +118,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const enough = await f.newTenant({ monthlyBudget: formatCny(peakWorst) });
       const r = await gw.complete({ tenantId: enough.tenantId, purpose: 'chat', target: { model: 'deepseek:deepseek-flash' }, messages: [{ role: 'user', content }], maxTokens: 200 });
       expect(r.costNanos).toBeLessThanOrEqual(offPeakWorst);
-      await expectBooksBalanced(enough.tenantId);
+      await booksBalanced(enough.tenantId);
     });
 
     it('drops NUL from a model answer, which PostgreSQL could not store, and caches the rest', async () => {
@@ -136,7 +127,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(r.content).toBe('beforeafter');
       const again = await ask('nul', { cache: { key: 'k-nul', lookup: true, store: true } });
       expect(again).toMatchObject({ cache: 'hit', content: 'beforeafter' });
-      await expectBooksBalanced();
+      await booksBalanced();
     });
 
     it('answers a request for a retired model with its replacement, and never calls the provider', async () => {
@@ -173,7 +164,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       );
       const rows = await ledger();
       expect(rows[1].cached_input_tokens).toBe(cached);
-      await expectBooksBalanced();
+      await booksBalanced();
     });
 
     it('prices a streamed call from the usage chunk', async () => {
@@ -188,7 +179,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const prompt = countPromptTokens([{ content: 'stream me' }]);
       expect(end.result.usage).toEqual({ inputTokens: prompt, cachedInputTokens: 0, outputTokens: countTokens(text) });
       expect(end.result.costNanos).toBe(BigInt(prompt) * PRICE['qwen-flash'].input + BigInt(countTokens(text)) * PRICE['qwen-flash'].output);
-      await expectBooksBalanced();
+      await booksBalanced();
     });
   });
 
@@ -203,7 +194,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         'retryable:server_error',
         'ok:',
       ]);
-      await expectBooksBalanced();
+      await booksBalanced();
     });
 
     it('honours Retry-After before retrying', async () => {
@@ -225,7 +216,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         'dashscope:retryable',
         'dashscope:ok',
       ]);
-      await expectBooksBalanced();
+      await booksBalanced();
     });
 
     it('goes to the next model at once on a context-length error, without retrying', async () => {
@@ -243,7 +234,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await new Promise((r) => setTimeout(r, 350)); // LLM_PROVIDER_PROBE_MS
       expect((await ask('three')).provider).toBe('deepseek'); // the probe succeeds: back in
       expect((await ask('four')).provider).toBe('deepseek');
-      await expectBooksBalanced();
+      await booksBalanced();
     });
 
     it.each([
@@ -274,7 +265,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(err).toBeInstanceOf(GatewayError);
       expect(err.code).toBe('CONTENT_REJECTED');
       expect(err.tried).toEqual(['deepseek:deepseek-flash', 'dashscope:qwen-flash', 'zhipu:glm-5.3-flash']);
-      await expectBooksBalanced();
+      await booksBalanced();
     });
 
     it('stops at once on a request every provider would refuse (fatal)', async () => {
@@ -290,7 +281,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const rows = await ledger();
       expect(rows[0]).toMatchObject({ provider: 'deepseek', outcome: 'fallback', error_reason: 'blank_output' });
       expect(BigInt(rows[0].cost_nanos)).toBeGreaterThan(0n); // the tokens were produced and billed
-      await expectBooksBalanced();
+      await booksBalanced();
     });
 
     it('reads a body that DeepSeek pads with blank lines while it works', async () => {
@@ -304,7 +295,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(r.provider).toBe('dashscope');
       const rows = await ledger();
       expect(rows.filter((x: { error_reason: string }) => x.error_reason === 'timeout').length).toBeGreaterThanOrEqual(1);
-      await expectBooksBalanced();
+      await booksBalanced();
     }, 30_000);
 
     it('survives a connection reset', async () => {
@@ -371,14 +362,14 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const [row] = await ledger();
       expect(row).toMatchObject({ outcome: 'stream_interrupted', error_reason: 'stream_cut' });
       expect(BigInt(row.cost_nanos)).toBeGreaterThan(0n);
-      await expectBooksBalanced();
+      await booksBalanced();
     });
 
     it("treats Zhipu's 'sensitive' stop before any content as a content rejection", async () => {
       fake.enqueue('zhipu', { kind: 'preset', name: 'stream_sensitive' });
       const r = await stream({ target: { model: 'zhipu:glm-5.3-flash' } });
       expect(r.error).toMatchObject({ code: 'CONTENT_REJECTED' });
-      await expectBooksBalanced();
+      await booksBalanced();
     });
   });
 
@@ -399,7 +390,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         ['miss', first.costNanos.toString(), '0'],
         ['hit', '0', first.costNanos.toString()],
       ]);
-      await expectBooksBalanced();
+      await booksBalanced();
     });
 
     it('skips the lookup when asked, and stores only valid answers', async () => {
@@ -423,7 +414,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(new Set(results.map((r) => r.content)).size).toBe(1);
       expect(results.filter((r) => r.cache === 'miss')).toHaveLength(1);
       expect(results.filter((r) => r.cache === 'hit')).toHaveLength(9);
-      const { spent } = await expectBooksBalanced();
+      const { spent } = await booksBalanced();
       expect(spent).toBe(results.find((r) => r.cache === 'miss')!.costNanos);
     });
 
@@ -441,8 +432,8 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       });
       expect(fromB.cache).toBe('miss');
       expect(fake.requests).toHaveLength(2);
-      await expectBooksBalanced(a.tenantId);
-      await expectBooksBalanced(b.tenantId);
+      await booksBalanced(a.tenantId);
+      await booksBalanced(b.tenantId);
     });
   });
 
@@ -456,7 +447,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(fake.requests).toHaveLength(0);
       const rows = await ledger(poor.tenantId);
       expect(rows.every((r: { outcome: string; cost_nanos: string }) => r.outcome === 'budget_exhausted' && r.cost_nanos === '0')).toBe(true);
-      await expectBooksBalanced(poor.tenantId);
+      await booksBalanced(poor.tenantId);
     });
 
     it('keeps settled spend within the cap for 200 concurrent calls through two app instances', async () => {
@@ -480,7 +471,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const refused = results.filter((r) => r.status === 'rejected' && (r.reason as GatewayError).code === 'BUDGET_EXHAUSTED').length;
       expect(ok + refused).toBe(200);
       expect(ok).toBeGreaterThanOrEqual(20); // actual costs are below the worst case, so at least the 20 that fit
-      const { spent, cap: capRow } = await expectBooksBalanced(poor.tenantId);
+      const { spent, cap: capRow } = await booksBalanced(poor.tenantId);
       expect(capRow).toBe(capNanos);
       expect(spent).toBeLessThanOrEqual(capNanos);
       const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND outcome = 'ok'`, [poor.tenantId]);
@@ -494,7 +485,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       // The process holding it "dies": nobody settles. Age the reservation past its expiry.
       await ds.query(`UPDATE budget_reservations SET expires_at = now() - interval '1 second' WHERE id = $1`, [held!.id]);
       expect(await budget.sweep()).toBe(1);
-      await expectBooksBalanced();
+      await booksBalanced();
       expect(await budget.sweep()).toBe(0);
     });
   });

@@ -3,13 +3,13 @@ import { GradingService } from '../src/grading/grading.service';
 import { GradingWorker } from '../src/grading/grading.worker';
 import { builtinRubric, totalScore } from '../src/grading/rubric';
 import { GatewayService } from '../src/llm/gateway.service';
-import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { FakeProvider } from './fake-provider/fake-provider';
 import { gradingAnswer, malformedGrade } from './fake-provider/grading-responder';
 import { generateEssay, nearCopy } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { storedEssays, waitForEssays } from './support/grading';
-import { providerEnv } from './support/providers';
 import { createTestApp, TestApp } from './support/test-app';
+import { startAppWithFake } from './support/app-with-fake';
 
 /** A valid stored grade: totals computed by the rule, scores in range, quotes that are in the text. */
 function expectValidGrade(view: { text: string; grade: any; rubric: { key: string } }) {
@@ -33,8 +33,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
   let teacher: string;
 
   beforeAll(async () => {
-    fake = await startFakeProvider();
-    t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '50', WORKER_CONCURRENCY: '16', JOB_RETRY_BASE_MS: '50' });
+    ({ fake, t } = await startAppWithFake({ WORKER_POLL_MS: '50', WORKER_CONCURRENCY: '16', JOB_RETRY_BASE_MS: '50' }));
     f = new Factory(t.app);
   });
   afterAll(async () => {
@@ -294,7 +293,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
     it('checks a whole class set against the budget at submission (policy reject), storing none when it does not fit', async () => {
       const texts = [generateEssay(142, 'zh').text, generateEssay(143, 'zh').text];
       const rubric = builtinRubric('zh-gaokao-60')!;
-      const worst = texts.map((text) => t.app.get(GradingService).cheapestWorstCase(text, 'zh', rubric, 'standard')!);
+      const worst = texts.map((text) => t.app.get(GradingService).quote(text, 'zh', rubric, 'standard')!);
       await t.http
         .put('/v1/budget')
         .set(bearer(tenant.adminKey))
@@ -309,7 +308,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
 
     it('fails an essay with BUDGET_EXHAUSTED when the budget runs out between submission and grading (policy reject)', async () => {
       const texts = [generateEssay(140, 'zh').text, generateEssay(141, 'zh').text];
-      const worst = t.app.get(GradingService).cheapestWorstCase(texts[0], 'zh', builtinRubric('zh-gaokao-60')!, 'standard')!;
+      const worst = t.app.get(GradingService).quote(texts[0], 'zh', builtinRubric('zh-gaokao-60')!, 'standard')!;
       const worker = t.app.get(GradingWorker);
       await worker.stop();
       // Both fit when they are submitted…
@@ -481,8 +480,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
   describe('tenant isolation', () => {
     it("answers 404 for another tenant's essay on every essay route, and leaves it alone", async () => {
       const other = await f.newTenant();
-      const res = await t.http.post('/v1/essays').set(bearer(other.adminKey)).send({ text: generateEssay(21, 'zh').text }).expect(202);
-      const [theirs] = await waitForEssays(t.app, other.adminKey, [res.body.id]);
+      const theirs = await f.gradedEssay(other.adminKey, { seed: 21 });
       const id = theirs.id;
       await t.http.get(`/v1/essays/${id}`).set(bearer(teacher)).expect(404);
       await t.http.get(`/v1/essays/${id}/events`).set(bearer(teacher)).expect(404);
@@ -523,8 +521,7 @@ describe('grading with no provider configured', () => {
   it('fails a deep review clearly: the offline grader does not stand in for the premium model', async () => {
     const tenant = await new Factory(t.app).newTenant();
     await t.app.get(GradingService).updateSettings(tenant.tenantId, { directDeep: true });
-    const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(31, 'zh').text, tier: 'deep' }).expect(202);
-    const [v] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);
+    const v = await new Factory(t.app).gradedEssay(tenant.adminKey, { seed: 31, tier: 'deep' });
     expect(v.status).toBe('failed');
     expect(v.failure.code).toBe('NO_PROVIDER_AVAILABLE');
   });

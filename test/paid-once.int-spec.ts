@@ -2,11 +2,12 @@ import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
 import { Job, JobQueue } from '../src/jobs/job-queue';
 import { GatewayError, GatewayRequest, GatewayService } from '../src/llm/gateway.service';
-import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { FakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { generateEssay } from './support/essays';
-import { providerEnv } from './support/providers';
-import { createTestApp, TestApp } from './support/test-app';
+import { TestApp } from './support/test-app';
+import { startAppWithFake } from './support/app-with-fake';
+import { expectBooksBalanced } from './support/books';
 
 /**
  * A job's provider calls are paid once: the answer becomes durable in the statement that settles
@@ -23,8 +24,7 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
   let job: Job;
 
   beforeAll(async () => {
-    fake = await startFakeProvider();
-    t = await createTestApp(providerEnv(fake, { WORKERS_ENABLED: 'false', LLM_STANDARD_MODELS: 'dashscope:qwen-flash' }));
+    ({ fake, t } = await startAppWithFake({ WORKERS_ENABLED: 'false', LLM_STANDARD_MODELS: 'dashscope:qwen-flash' }));
     gw = t.app.get(GatewayService);
     queue = t.app.get(JobQueue);
     ds = t.dataSource;
@@ -58,18 +58,12 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
   const takeOver = (holder: string) => ds.query(`UPDATE jobs SET locked_by = $2, locked_until = now() + interval '1 minute' WHERE id = $1`, [job.id, holder]);
   const ledger = () =>
     ds.query(`SELECT outcome, cache_status, cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`, [tenant.tenantId]);
-  async function expectBooksBalanced() {
-    const [p] = await ds.query(`SELECT spent_nanos::text AS spent, reserved_nanos::text AS reserved FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
-    const [l] = await ds.query(`SELECT coalesce(sum(cost_nanos), 0)::text AS total FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
-    expect(p.reserved).toBe('0');
-    expect(p.spent).toBe(l.total);
-    return BigInt(p.spent);
-  }
+  const booksBalanced = async () => (await expectBooksBalanced(ds, tenant.tenantId)).spent;
 
   it('reuses the answer a dead worker paid for: the retry makes no provider call and costs nothing more', async () => {
     const first = await call();
     expect(fake.requests).toHaveLength(1);
-    const spent = await expectBooksBalanced();
+    const spent = await booksBalanced();
     // The first worker died before storing the grade; another one runs the job again.
     await takeOver('second-worker');
     const again = await call('second-worker');
@@ -80,7 +74,7 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
       { outcome: 'ok', cache_status: 'bypass', cost: first.costNanos.toString() },
       { outcome: 'replayed', cache_status: 'replay', cost: '0' },
     ]);
-    expect(await expectBooksBalanced()).toBe(spent);
+    expect(await booksBalanced()).toBe(spent);
   });
 
   it('refuses to call a provider for a worker whose lease is gone, reserving and charging nothing', async () => {
@@ -90,7 +84,7 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
     expect(err.code).toBe('LEASE_LOST');
     expect(fake.requests).toHaveLength(0);
     expect(await ledger()).toEqual([]);
-    expect(await expectBooksBalanced()).toBe(0n);
+    expect(await booksBalanced()).toBe(0n);
     const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM call_guards WHERE tenant_id = $1`, [tenant.tenantId]);
     expect(n).toBe(0);
   });
@@ -108,7 +102,7 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
     const again = await call('second-worker');
     expect(again.content).toBe(first.content);
     expect(fake.requests).toHaveLength(1);
-    await expectBooksBalanced();
+    await booksBalanced();
   });
 
   it('gives the guard back when the call fails, so the retry may call again', async () => {
@@ -122,7 +116,7 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
     const ok = await call();
     expect(ok.content.length).toBeGreaterThan(0);
     expect(fake.requests.length).toBe(failedCalls + 1);
-    await expectBooksBalanced();
+    await booksBalanced();
   });
 
   it('leaves no guard behind when the budget cannot cover the call', async () => {

@@ -3,6 +3,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
+import { AlertsRepository } from '../src/billing/alerts.repository';
 import { TenantSecretsService } from '../src/billing/tenant-secrets.service';
 import { EVENT_ID_HEADER, WebhookDispatcher } from '../src/billing/webhook-dispatcher';
 import { HostResolver, LookupFn } from '../src/common/outbound-webhook';
@@ -50,7 +51,7 @@ describe('outbound webhooks: only to public addresses, pinned, bounded, once', (
   };
 
   const dispatcher = (webhooks: Partial<WebhookConfig> = {}, ds: DataSource = t.dataSource) =>
-    new WebhookDispatcher(ds, { ...t.config, webhooks: { allowPrivate: true, timeoutMs: 5_000, concurrency: 8, ...webhooks } }, resolver, secrets);
+    new WebhookDispatcher(new AlertsRepository(ds), { ...t.config, webhooks: { allowPrivate: true, timeoutMs: 5_000, concurrency: 8, ...webhooks } }, resolver, secrets);
 
   /** A queued alert webhook, as AlertsService queues one (the URL as stored, whatever it is). */
   async function queue(tenantId: string, url: string): Promise<{ id: string; eventId: string }> {

@@ -10,6 +10,7 @@ import { providerEnv } from './support/providers';
 import { freePort, hasExited, startService } from './support/spawn-service';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
+import { expectBooksBalanced } from './support/books';
 
 /** The durable queue: retries, graceful shutdown, and a worker process killed mid-batch. */
 describe('grading workers', () => {
@@ -32,8 +33,7 @@ describe('grading workers', () => {
       const tenant = await new Factory(t.app).newTenant();
       await t.app.get(GradingService).updateSettings(tenant.tenantId, { directDeep: true });
       fake.enqueue('dashscope', [{ kind: 'preset', name: 'server_error' }, { kind: 'preset', name: 'server_error' }]);
-      const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(1, 'zh').text, tier: 'deep' }).expect(202);
-      const [view] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);
+      const view = await new Factory(t.app).gradedEssay(tenant.adminKey, { seed: 1, tier: 'deep' });
       expect(view.status).toBe('graded');
       const [job] = await jobs(t, tenant.tenantId);
       expect(job).toMatchObject({ status: 'done', attempts: 3 });
@@ -48,8 +48,7 @@ describe('grading workers', () => {
       const tenant = await new Factory(t.app).newTenant();
       await t.app.get(GradingService).updateSettings(tenant.tenantId, { directDeep: true });
       fake.enqueue('dashscope', Array(4).fill({ kind: 'preset', name: 'server_error' }));
-      const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(2, 'zh').text, tier: 'deep' }).expect(202);
-      const [view] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);
+      const view = await new Factory(t.app).gradedEssay(tenant.adminKey, { seed: 2, tier: 'deep' });
       expect(view.status).toBe('failed');
       expect(view.failure).toEqual({ code: 'GRADING_FAILED', reason: expect.stringMatching(/No provider could answer/) });
       expect(await jobs(t, tenant.tenantId)).toEqual([{ status: 'failed', attempts: 2, locked_by: null }]);
@@ -181,9 +180,7 @@ describe('grading workers', () => {
         const [p] = await t.dataSource.query(`SELECT reserved_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
         return p.reserved_nanos === '0';
       }, 10_000);
-      const [p] = await t.dataSource.query(`SELECT spent_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
-      const [l] = await t.dataSource.query(`SELECT coalesce(sum(cost_nanos), 0)::text AS s FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
-      expect(p.spent_nanos).toBe(l.s);
+      await expectBooksBalanced(t.dataSource, tenant.tenantId);
       // A grading the killed process had paid for but not stored is not paid for twice: the retry hits the cache.
       const calls = await t.dataSource.query(
         `SELECT essay_id, count(*) FILTER (WHERE cache_status = 'miss' AND outcome = 'ok')::int AS paid FROM llm_calls WHERE tenant_id = $1 GROUP BY essay_id`,

@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { Injectable, Logger } from '@nestjs/common';
 import { Counter, Gauge } from 'prom-client';
-import { DataSource } from 'typeorm';
 import { Nanos } from '../common/money';
 import { TtlCache } from '../common/ttl-cache';
-import { tenantQuery } from '../db/tenant-scope';
+import { AlertsRepository } from './alerts.repository';
 import { MetricsService } from '../metrics/metrics.service';
 
 /**
@@ -23,7 +22,7 @@ export class AlertsService {
   private readonly incidentsTotal: Counter<'tenant' | 'kind'>;
 
   constructor(
-    private readonly ds: DataSource,
+    private readonly alerts: AlertsRepository,
     metrics: MetricsService,
   ) {
     this.alertsTotal = new Counter({ name: 'inkstone_budget_alerts_total', help: 'Budget alerts fired', labelNames: ['tenant', 'threshold'], registers: [metrics.registry] });
@@ -58,13 +57,7 @@ export class AlertsService {
     this.logger.error({ msg: 'budget incident: a call was billed beyond its bound', tenantId, period, ...data });
     const eventId = `incident_${randomUUID()}`;
     const body = JSON.stringify({ id: eventId, type: 'budget.incident', data: { tenantId, period, ...data }, createdAt: new Date().toISOString() });
-    await tenantQuery(
-      this.ds.manager,
-      tenantId,
-      `INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
-       SELECT $1, $2, $3, alert_webhook_url, $4, 'pending' FROM tenants WHERE id = $1 AND alert_webhook_url IS NOT NULL`,
-      [randomUUID(), eventId, body],
-    );
+    await this.alerts.queue(tenantId, eventId, body);
   }
 
   private async fire(tenantId: string, period: string, threshold: string, ratio: number): Promise<void> {
@@ -79,22 +72,9 @@ export class AlertsService {
     });
     // One statement: the alert is recorded and its webhook queued together, or neither (another
     // instance fired it). The webhook's event id is the body's id, the same on every attempt.
-    const [r] = await tenantQuery<{ fired: number }>(
-      this.ds.manager,
-      tenantId,
-      `WITH fired AS (
-         INSERT INTO budget_alerts (tenant_id, period, threshold, utilization) VALUES ($1, $2, $3, $4)
-         ON CONFLICT DO NOTHING RETURNING tenant_id),
-       queued AS (
-         INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
-         SELECT $1, $5, $6, alert_webhook_url, $7, 'pending' FROM tenants
-          WHERE id = $1 AND alert_webhook_url IS NOT NULL AND EXISTS (SELECT 1 FROM fired)
-         RETURNING id)
-       SELECT (SELECT count(*) FROM fired)::int AS fired`,
-      [period, threshold, ratio.toFixed(4), randomUUID(), eventId, body],
-    );
+    const fired = await this.alerts.fireThreshold(tenantId, { period, threshold, ratio: ratio.toFixed(4), eventId, body });
     this.fired.set(key, true);
-    if (!r?.fired) return; // another instance fired it
+    if (!fired) return; // another instance fired it
     this.alertsTotal.inc({ tenant: tenantId, threshold: String(Number(threshold)) });
     this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
   }

@@ -4,8 +4,10 @@ import { SecretBox } from '../common/secret-box';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { JobsModule } from '../jobs/jobs.module';
 import { TenancyModule } from '../tenancy/tenancy.module';
+import { AlertsRepository } from './alerts.repository';
 import { AlertsService } from './alerts.service';
 import { BooksRepository } from './books.repository';
+import { BudgetPolicy } from './budget-policy';
 import { BudgetController } from './budget.controller';
 import { BudgetService } from './budget.service';
 import { LedgerService } from './ledger.service';
@@ -21,9 +23,11 @@ import { WebhookDispatcher } from './webhook-dispatcher';
   controllers: [BudgetController, OrdersController],
   providers: [
     BudgetService,
+    BudgetPolicy,
     BooksRepository,
     LedgerService,
     AlertsService,
+    AlertsRepository,
     WebhookDispatcher,
     OrdersService,
     OrdersRepository,
@@ -32,6 +36,6 @@ import { WebhookDispatcher } from './webhook-dispatcher';
     HostResolver,
     { provide: SecretBox, useFactory: (config: AppConfig) => createSecretBox(config), inject: [CONFIG] },
   ],
-  exports: [BudgetService, LedgerService, AlertsService, WebhookDispatcher, OrdersService, OrdersRepository, TenantSecretsService, HostResolver],
+  exports: [BudgetService, BudgetPolicy, LedgerService, AlertsService, WebhookDispatcher, OrdersService, OrdersRepository, TenantSecretsService, HostResolver],
 })
 export class BillingModule {}

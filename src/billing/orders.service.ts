@@ -8,6 +8,7 @@ import { verifySignature } from '../common/signature';
 import { ClusterBus } from '../db/cluster-bus';
 import { TenantSettingsRepository } from '../tenancy/tenant-settings.repository';
 import { OrdersRepository, OrderView, PaymentMode } from './orders.repository';
+import { BillingError } from './billing-errors';
 import { TenantSecretsService } from './tenant-secrets.service';
 
 export type { OrderStatus, OrderView, PaymentMode } from './orders.repository';
@@ -110,7 +111,7 @@ export class OrdersService {
    * answers 200 and changes nothing.
    */
   async handleWebhook(tenantId: string, rawBody: Buffer | undefined, signature: string | undefined): Promise<{ received: true; duplicate: boolean; order?: OrderView }> {
-    const unauthorized = (why: string) => new ApiError('INVALID_SIGNATURE', `Webhook signature refused: ${why}`);
+    const unauthorized = (why: string) => BillingError.invalidSignature(why);
     // An unknown tenant, or one without a secret, is checked against a secret nobody holds: its 401
     // reads exactly like a wrong signature's, so the answer does not tell whether the tenant exists.
     const secret = UUID.test(tenantId) ? await this.secrets.read('payment', tenantId) : null;

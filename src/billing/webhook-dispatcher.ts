@@ -1,11 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import { DataSource } from 'typeorm';
 import { loggableError } from '../common/error-rendering';
 import { DEFAULT_MAX_RESPONSE_BYTES, DestinationRefusedError, HostResolver, OutboundPolicy, postWebhook } from '../common/outbound-webhook';
 import { signPayload, SIGNATURE_HEADER } from '../common/signature';
 import { AppConfig, CONFIG } from '../config/app-config';
-import { rowsOf } from '../db/tenant-scope';
+import { AlertsRepository, ClaimedWebhook } from './alerts.repository';
 import { TenantSecretsService } from './tenant-secrets.service';
 
 const MAX_ATTEMPTS = 8;
@@ -13,17 +11,6 @@ const BASE_DELAY_S = 2;
 const POLL_MS = 1_000;
 /** The id of the event a delivery carries, the same on every attempt: receivers dedupe on it. */
 export const EVENT_ID_HEADER = 'x-inkstone-event-id';
-
-interface ClaimedWebhook {
-  id: string;
-  tenant_id: string;
-  event_id: string;
-  url: string;
-  body: string;
-  attempts: number;
-  sealed: string | null;
-  legacy: string | null;
-}
 
 /**
  * Delivers queued outgoing webhooks (budget alerts) to tenants' URLs, signed with the tenant's
@@ -51,7 +38,7 @@ export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationS
   private claiming = false;
 
   constructor(
-    private readonly ds: DataSource,
+    private readonly alerts: AlertsRepository,
     @Inject(CONFIG) config: AppConfig,
     private readonly resolver: HostResolver,
     private readonly secrets: TenantSecretsService,
@@ -97,48 +84,17 @@ export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationS
     return outcomes.filter(Boolean).length;
   }
 
-  private start(w: ClaimedWebhook & { token: string }): Promise<boolean> {
+  private start(w: ClaimedWebhook): Promise<boolean> {
     const p = this.deliver(w).finally(() => this.inFlight.delete(p));
     this.inFlight.add(p);
     return p;
   }
 
-  /**
-   * Due rows, at most one per tenant and none of a tenant that has a delivery in flight anywhere,
-   * oldest first; each moved under this claim's lease in the same statement.
-   */
-  private async claim(limit: number): Promise<Array<ClaimedWebhook & { token: string }>> {
-    if (limit <= 0) return [];
-    const token = randomUUID();
-    // Maintenance across tenants: each row carries its tenant and is signed with that tenant's secret.
-    const rows = rowsOf<ClaimedWebhook>(
-      await this.ds.query(
-        `WITH candidates AS (
-           SELECT id FROM (
-             SELECT o.id, o.next_attempt_at, row_number() OVER (PARTITION BY o.tenant_id ORDER BY o.next_attempt_at, o.id) AS rn
-               FROM outbound_webhooks o
-              WHERE o.status = 'pending' AND o.next_attempt_at <= now()
-                AND NOT EXISTS (SELECT 1 FROM outbound_webhooks b
-                                 WHERE b.tenant_id = o.tenant_id AND b.status = 'pending'
-                                   AND b.claim_token IS NOT NULL AND b.next_attempt_at > now())) c
-            WHERE rn = 1 ORDER BY next_attempt_at LIMIT $1),
-         claimed AS (
-           SELECT w.id FROM outbound_webhooks w
-            WHERE w.id IN (SELECT id FROM candidates) AND w.status = 'pending' AND w.next_attempt_at <= now()
-              FOR UPDATE SKIP LOCKED)
-         UPDATE outbound_webhooks w
-            SET attempts = w.attempts + 1, claim_token = $2, next_attempt_at = now() + make_interval(secs => $3)
-           FROM claimed, tenants t
-          WHERE w.id = claimed.id AND t.id = w.tenant_id
-        RETURNING w.id, w.tenant_id, w.event_id, w.url, w.body, w.attempts,
-                  t.alert_webhook_secret_enc AS sealed, t.alert_webhook_secret AS legacy`,
-        [limit, token, this.leaseS],
-      ),
-    );
-    return rows.map((r) => ({ ...r, token }));
+  private claim(limit: number): Promise<ClaimedWebhook[]> {
+    return this.alerts.claimDue(limit, this.leaseS);
   }
 
-  private async deliver(w: ClaimedWebhook & { token: string }): Promise<boolean> {
+  private async deliver(w: ClaimedWebhook): Promise<boolean> {
     let error: string | null = null;
     let failure: unknown = null;
     let refused = false;
@@ -158,20 +114,11 @@ export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationS
     }
     try {
       if (!error) {
-        await this.ds.query(
-          `UPDATE outbound_webhooks SET status = 'delivered', delivered_at = now(), last_error = NULL, claim_token = NULL
-            WHERE id = $1 AND claim_token = $2`,
-          [w.id, w.token],
-        );
+        await this.alerts.delivered(w);
         return true;
       }
       const giveUp = refused || w.attempts >= MAX_ATTEMPTS;
-      await this.ds.query(
-        `UPDATE outbound_webhooks SET status = $3, last_error = $4, claim_token = NULL,
-                next_attempt_at = now() + make_interval(secs => $5)
-          WHERE id = $1 AND claim_token = $2`,
-        [w.id, w.token, giveUp ? 'failed' : 'pending', error.slice(0, 300), BASE_DELAY_S * 2 ** (w.attempts - 1)],
-      );
+      await this.alerts.failed(w, error, giveUp, BASE_DELAY_S * 2 ** (w.attempts - 1));
       this.logger.warn({
         msg: refused ? 'webhook destination refused' : giveUp ? 'webhook abandoned' : 'webhook delivery failed, will retry',
         tenantId: w.tenant_id,

@@ -1,10 +1,10 @@
 import { HttpException } from '@nestjs/common';
-import { ApiError, codeForStatus, ErrorCode } from './errors';
+import { ApiError, codeForStatus } from './errors';
 
 export interface RenderedError {
   status: number;
-  code: ErrorCode;
-  body: { error: { code: ErrorCode; message: string; requestId: string; details?: unknown } };
+  code: string;
+  body: { error: { code: string; message: string; requestId: string; details?: unknown } };
   headers?: Record<string, string>;
   /** True when the cause is ours (a 5xx we did not throw on purpose) and must be logged. */
   unexpected: boolean;
@@ -17,7 +17,7 @@ interface FastifyLikeError {
 }
 
 /** Fastify's own request errors, by code and by the message it gives them. */
-const FASTIFY_CODES: Record<string, { code: ErrorCode; message: string; fastifyMessage: string }> = {
+const FASTIFY_CODES: Record<string, { code: string; message: string; fastifyMessage: string }> = {
   FST_ERR_CTP_BODY_TOO_LARGE: {
     code: 'PAYLOAD_TOO_LARGE',
     message: 'Request body is larger than the limit',
@@ -52,7 +52,7 @@ const FASTIFY_CODES: Record<string, { code: ErrorCode; message: string; fastifyM
 export function renderError(err: unknown, requestId: string): RenderedError {
   const make = (
     status: number,
-    code: ErrorCode,
+    code: string,
     message: string,
     details?: unknown,
     headers?: Record<string, string>,

@@ -1,30 +1,33 @@
 import { HttpStatus } from '@nestjs/common';
 
-/** Every error code the API answers with, and its HTTP status. One table, one filter. */
-export const ERROR_STATUS = {
-  VALIDATION_FAILED: HttpStatus.BAD_REQUEST,
-  INVALID_JSON: HttpStatus.BAD_REQUEST,
-  BAD_REQUEST: HttpStatus.BAD_REQUEST,
-  UNAUTHENTICATED: HttpStatus.UNAUTHORIZED,
-  INVALID_SIGNATURE: HttpStatus.UNAUTHORIZED,
-  BUDGET_EXHAUSTED: HttpStatus.PAYMENT_REQUIRED,
-  PAYMENT_REQUIRED: HttpStatus.PAYMENT_REQUIRED,
-  FORBIDDEN: HttpStatus.FORBIDDEN,
-  NOT_FOUND: HttpStatus.NOT_FOUND,
-  METHOD_NOT_ALLOWED: HttpStatus.METHOD_NOT_ALLOWED,
-  CONFLICT: HttpStatus.CONFLICT,
-  PAYLOAD_TOO_LARGE: HttpStatus.PAYLOAD_TOO_LARGE,
-  UNSUPPORTED_MEDIA_TYPE: HttpStatus.UNSUPPORTED_MEDIA_TYPE,
-  UNPROCESSABLE: HttpStatus.UNPROCESSABLE_ENTITY,
-  CONTENT_REJECTED: HttpStatus.UNPROCESSABLE_ENTITY,
-  RATE_LIMITED: HttpStatus.TOO_MANY_REQUESTS,
-  INTERNAL: HttpStatus.INTERNAL_SERVER_ERROR,
-  BAD_GATEWAY: HttpStatus.BAD_GATEWAY,
-  NO_PROVIDER_AVAILABLE: HttpStatus.SERVICE_UNAVAILABLE,
-  SERVICE_UNAVAILABLE: HttpStatus.SERVICE_UNAVAILABLE,
-} as const;
+/** An error code's HTTP status, and when the API answers with it (the API guide prints this). */
+export interface ErrorSpec {
+  status: number;
+  when: string;
+}
 
-export type ErrorCode = keyof typeof ERROR_STATUS;
+/**
+ * Codes of the HTTP layer, which every module may answer with. A module's own codes are declared
+ * next to its code (`*-errors.ts`: tenancy, billing, llm) and thrown as that module's error class.
+ */
+export const HTTP_ERRORS = {
+  VALIDATION_FAILED: { status: HttpStatus.BAD_REQUEST, when: 'a field is missing or invalid; `details` lists each field and what is wrong with it' },
+  INVALID_JSON: { status: HttpStatus.BAD_REQUEST, when: 'the body is not valid JSON (or is empty with a JSON Content-Type)' },
+  BAD_REQUEST: { status: HttpStatus.BAD_REQUEST, when: 'the request cannot be served as sent (a bad cursor, a bad query value)' },
+  UNAUTHENTICATED: { status: HttpStatus.UNAUTHORIZED, when: 'no API key, or one that is unknown, revoked or expired' },
+  PAYMENT_REQUIRED: { status: HttpStatus.PAYMENT_REQUIRED, when: 'a 402 raised below the application' },
+  FORBIDDEN: { status: HttpStatus.FORBIDDEN, when: "the key's role may not do this (a teacher key on an admin route, say)" },
+  NOT_FOUND: { status: HttpStatus.NOT_FOUND, when: "no such route, or no such resource in this tenant (another tenant's id is not found, never forbidden)" },
+  METHOD_NOT_ALLOWED: { status: HttpStatus.METHOD_NOT_ALLOWED, when: 'the route exists, not with this method' },
+  CONFLICT: { status: HttpStatus.CONFLICT, when: 'the resource is not in a state that allows this (an essay not graded yet, a delivered order)' },
+  PAYLOAD_TOO_LARGE: { status: HttpStatus.PAYLOAD_TOO_LARGE, when: "the body is larger than the route's limit, or an essay or batch is too long" },
+  UNSUPPORTED_MEDIA_TYPE: { status: HttpStatus.UNSUPPORTED_MEDIA_TYPE, when: 'the body is not JSON' },
+  UNPROCESSABLE: { status: HttpStatus.UNPROCESSABLE_ENTITY, when: 'a 422 raised below the application' },
+  INTERNAL: { status: HttpStatus.INTERNAL_SERVER_ERROR, when: 'something failed on our side; the answer carries the request id to report' },
+  SERVICE_UNAVAILABLE: { status: HttpStatus.SERVICE_UNAVAILABLE, when: 'a 503 raised below the application' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type HttpErrorCode = keyof typeof HTTP_ERRORS;
 
 export interface FieldProblem {
   field: string;
@@ -32,21 +35,26 @@ export interface FieldProblem {
 }
 
 /**
- * The one exception type the application throws on purpose. The filter turns it into
- * `{ error: { code, message, requestId, details? } }` with the status from ERROR_STATUS.
+ * The exception type the application throws on purpose: an HTTP-layer code here, a module's own
+ * code through its ModuleError class. The filter turns it into
+ * `{ error: { code, message, requestId, details? } }` with the code's status.
  */
 export class ApiError extends Error {
+  readonly code: string;
   readonly status: number;
 
   constructor(
-    readonly code: ErrorCode,
+    code: HttpErrorCode,
     message: string,
     readonly details?: FieldProblem[] | Record<string, unknown>,
     readonly headers?: Record<string, string>,
+    /** a module's code and status (ModuleError) instead of an HTTP-layer code */
+    own?: { code: string; status: number },
   ) {
     super(message);
     this.name = 'ApiError';
-    this.status = ERROR_STATUS[code];
+    this.code = own?.code ?? code;
+    this.status = own?.status ?? HTTP_ERRORS[code].status;
   }
 
   static notFound(what: string): ApiError {
@@ -59,7 +67,18 @@ export class ApiError extends Error {
   }
 }
 
-export function codeForStatus(status: number): ErrorCode {
+/**
+ * An error of one module, with a code from that module's table (declared in its `*-errors.ts`, next
+ * to the code that throws it).
+ */
+export abstract class ModuleError<C extends string> extends ApiError {
+  protected constructor(table: Record<C, ErrorSpec>, code: C, message: string, details?: FieldProblem[] | Record<string, unknown>, headers?: Record<string, string>) {
+    super('INTERNAL', message, details, headers, { code, status: table[code].status });
+  }
+}
+
+/** The code of an error status raised below the application (Fastify, Nest). */
+export function codeForStatus(status: number): string {
   switch (status) {
     case 400:
       return 'BAD_REQUEST';
@@ -82,7 +101,7 @@ export function codeForStatus(status: number): ErrorCode {
     case 422:
       return 'UNPROCESSABLE';
     case 429:
-      return 'RATE_LIMITED';
+      return 'RATE_LIMITED'; // the same code as the tenancy module's limits answer with
     case 503:
       return 'SERVICE_UNAVAILABLE';
     default:

@@ -14,7 +14,8 @@ import { EssaysRepository, NewEssay } from './essays.repository';
 import { JobQueue } from '../jobs/job-queue';
 import { detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars } from './essay-text';
 import { GradingService, StoredGrade } from './grading.service';
-import { BudgetService } from '../billing/budget.service';
+import { BudgetPolicy } from '../billing/budget-policy';
+import { LlmError } from '../llm/llm-errors';
 import { OrdersService, OrderView } from '../billing/orders.service';
 import { isOnStep, Language, maxScore, Rubric, totalScore } from './rubric';
 import { RubricsService } from './rubrics.service';
@@ -64,7 +65,7 @@ export class EssaysService {
     private readonly limits: LimitsService,
     private readonly assignments: AssignmentsService,
     private readonly events: EssayEvents,
-    private readonly budget: BudgetService,
+    private readonly policy: BudgetPolicy,
     private readonly grading: GradingService,
     private readonly orders: OrdersService,
     private readonly essays: EssaysRepository,
@@ -91,24 +92,23 @@ export class EssaysService {
     return text;
   }
 
-  /**
-   * Under the budget policy `reject`, an essay that no model could grade within what is left of
-   * the month's budget is refused at once with 402.
-   */
-  /** Under policy reject (and always for the premium tier), what is left of the budget must cover every essay sent. */
-  private async refuseIfUnaffordable(tenantId: string, essays: Array<{ text: string; language: Language }>, rubric: Rubric, tier: 'standard' | 'deep'): Promise<void> {
-    const { whenExhausted } = await this.budget.settings(tenantId);
-    if (whenExhausted !== 'reject' && tier === 'standard') return;
-    let total = 0n;
-    for (const e of essays) {
-      const cheapest = this.grading.cheapestWorstCase(e.text, e.language, rubric, tier);
-      if (cheapest === null) return; // no provider: graded offline (standard) or failed clearly (deep)
-      total += cheapest;
-    }
-    if ((await this.budget.remaining(tenantId)) < total) {
-      const what = essays.length === 1 ? 'this essay' : `these ${essays.length} essays`;
-      throw new ApiError('BUDGET_EXHAUSTED', `The tenant's monthly model budget cannot cover grading ${what}`);
-    }
+  /** The budget policy (BudgetPolicy) may refuse the whole set now, with 402, when it cannot be paid for. */
+  private refuseIfUnaffordable(tenantId: string, essays: Array<{ text: string; language: Language }>, rubric: Rubric, tier: 'standard' | 'deep'): Promise<void> {
+    const what = essays.length === 1 ? 'grading this essay' : `grading these ${essays.length} essays`;
+    return this.policy.admit(
+      tenantId,
+      tier,
+      () => {
+        let total = 0n;
+        for (const e of essays) {
+          const worst = this.grading.quote(e.text, e.language, rubric, tier);
+          if (worst === null) return null; // no model: graded offline (standard) or failed clearly (deep)
+          total += worst;
+        }
+        return total;
+      },
+      what,
+    );
   }
 
   /** The premium tier is reached through a deep-review order; directly only by an admin, when the admin allowed it. */
@@ -198,11 +198,9 @@ export class EssaysService {
   async orderDeepReview(auth: TenantAuth, id: string): Promise<OrderView> {
     const row = await this.row(auth.tenantId, id);
     const rubric = await this.rubrics.resolve(auth.tenantId, String(row.rubric_key), Number(row.rubric_version));
-    const cheapest = this.grading.cheapestWorstCase(String(row.text), row.language as Language, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
-    if (cheapest === null) throw new ApiError('NO_PROVIDER_AVAILABLE', 'No premium model is configured for deep reviews');
-    if ((await this.budget.remaining(auth.tenantId)) < cheapest) {
-      throw new ApiError('BUDGET_EXHAUSTED', "The tenant's monthly model budget cannot cover a deep review");
-    }
+    const worst = this.grading.quote(String(row.text), row.language as Language, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
+    if (worst === null) throw new LlmError('NO_PROVIDER_AVAILABLE', 'No premium model is configured for deep reviews');
+    await this.policy.admit(auth.tenantId, 'deep', () => worst, 'a deep review');
     const { order, created } = await this.orders.create(auth, id);
     if (created && order.status === 'paid') this.events.queued();
     return order;

@@ -1,17 +1,14 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { DataSource, EntityManager } from 'typeorm';
-import { BudgetService } from '../billing/budget.service';
-import { formatCny } from '../common/money';
+import { BudgetPolicy } from '../billing/budget-policy';
+import { formatCny, Nanos } from '../common/money';
 import { TtlCache } from '../common/ttl-cache';
 import { ClusterBus } from '../db/cluster-bus';
-import { CatalogModel, Tier } from '../llm/catalog';
+import { Tier } from '../llm/catalog';
 import { cutHeadTail, normalizeForKey } from '../llm/compression';
-import { GatewayError, GatewayResult, GatewayService, Validation } from '../llm/gateway.service';
+import { GatewayError, GatewayRequest, GatewayResult, GatewayService, Validation } from '../llm/gateway.service';
 import { ResponseCache } from '../llm/response-cache';
-import { worstCaseCost } from '../llm/pricing';
-import { estimatePromptTokens, estimateTextTokens } from '../llm/tokens';
-import type { ChatMessage } from '../llm/types';
 import { InterruptedJob, Job, JobQueue } from '../jobs/job-queue';
 import { OrdersRepository } from '../billing/orders.repository';
 import { GradingSettingsRow, TenantSettingsRepository } from '../tenancy/tenant-settings.repository';
@@ -57,6 +54,20 @@ export class RetryableGradingError extends Error {
   }
 }
 
+/** One grading of an essay by a model, for the job that runs it. */
+interface GradingTask {
+  /** its provider calls are paid once, and only while this job's lease is held */
+  job: Job;
+  signal?: AbortSignal;
+  tier?: Tier;
+  /** For a deep review: the standard grade it builds on (the premium model writes only the deep part). */
+  base?: StoredGrade;
+  /** a paid deep review, which can wait for the provider's Batch API */
+  ordered?: boolean;
+}
+
+type ModelGrading = { kind: 'ok'; grade: StoredGrade; costNanos: Nanos } | { kind: 'failed'; code: string; reason: string };
+
 /** This worker no longer holds the job (its lease ran out while it was starved): it must stop. */
 export class LeaseLostError extends Error {}
 
@@ -74,7 +85,7 @@ export class GradingService {
   constructor(
     private readonly ds: DataSource,
     private readonly gateway: GatewayService,
-    private readonly budget: BudgetService,
+    private readonly policy: BudgetPolicy,
     private readonly rubrics: RubricsService,
     private readonly queue: JobQueue,
     private readonly nearDuplicates: NearDuplicateIndex,
@@ -249,129 +260,142 @@ export class GradingService {
     return this.settings(tenantId);
   }
 
-  private async gradeWithModel(
-    essay: EssayRow,
-    rubric: Rubric,
-    flags: Set<string>,
-    opts: {
-      /** the job this grading runs for: its provider calls are paid once, and only while its lease is held */
-      job: Job;
-      signal?: AbortSignal;
-      tier?: Tier;
-      /** For a deep review: the standard grade it builds on (the premium model writes only the deep part). */
-      base?: StoredGrade;
-      /** a paid deep review, which can wait for the provider's Batch API */
-      ordered?: boolean;
-    },
-  ): Promise<{ kind: 'ok'; grade: StoredGrade; costNanos: bigint } | { kind: 'failed'; code: string; reason: string }> {
-    const { job, signal, tier = essay.tier, base, ordered = false } = opts;
+  /**
+   * Grades the essay with a model through the gateway: builds the request, calls, and turns the
+   * answer into the stored grade; a gateway failure becomes an offline grade, a clear failure or a
+   * retry (handleGatewayError).
+   */
+  private async gradeWithModel(essay: EssayRow, rubric: Rubric, flags: Set<string>, task: GradingTask): Promise<ModelGrading> {
+    const tier = task.tier ?? essay.tier;
+    const offline = (reason?: string): ModelGrading => {
+      flags.add('offline_estimate');
+      if (reason) flags.add(reason);
+      return { kind: 'ok', grade: this.offline(essay, rubric, tier), costNanos: 0n };
+    };
+    if (!this.gateway.hasProviders(tier)) {
+      if (tier === 'standard') return offline();
+      return { kind: 'failed', code: 'NO_PROVIDER_AVAILABLE', reason: 'no provider is configured for deep reviews' };
+    }
+    const { request, variant, truncated } = this.gradingRequest(essay, rubric, tier, task);
+    if (truncated) flags.add('truncated');
+    let result: GatewayResult<ValidatedGrade>;
+    try {
+      result = await this.gateway.complete<ValidatedGrade>(request);
+    } catch (err) {
+      const handled = await this.handleGatewayError(err, essay, tier, flags, task.signal);
+      return handled.kind === 'offline' ? offline(handled.reason) : handled;
+    }
+    if (result.value.droppedQuotes > 0) this.logger.log({ msg: 'invented quotes dropped from a grade', essayId: essay.id, dropped: result.value.droppedQuotes });
+    return { kind: 'ok', costNanos: result.costNanos, grade: this.modelGrade(result, tier, variant, rubric) };
+  }
+
+  /**
+   * The gateway request that grades this essay: the prompt of its variant with the essay cut
+   * (head and tail kept) to what the largest model of the tier takes (gateway.fit), the exact-cache
+   * key, the validation of the answer and its one repair. Its provider calls are paid once per job,
+   * and only while the job's lease is held.
+   */
+  private gradingRequest(essay: EssayRow, rubric: Rubric, tier: Tier, task: GradingTask): { request: GatewayRequest<ValidatedGrade>; variant: Variant; truncated: boolean } {
+    const { job, signal, base, ordered = false } = task;
     const variant: Variant = base ? 'deep_review' : tier === 'deep' ? 'deep' : 'standard';
+    const promptOf = (text: string) =>
+      buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.prompt ?? undefined, title: essay.title ?? undefined, essay: text });
+    // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
+    // gateway (a longer window serves it), rather than every model getting a cut essay.
+    const room = this.gateway.fit({ tier }, promptOf('').messages, MAX_OUTPUT_TOKENS[variant]);
+    const cut = room ? cutHeadTail(essay.text, room.tokens, room.tokenizer) : { text: essay.text, truncated: false };
+    const prompt = promptOf(cut.text);
     const validate = (content: string): Validation<ValidatedGrade> => {
       if (!base) return validateGrade(content, rubric, essay.text, variant);
       const review = validateDeepReview(content, essay.text);
       return review.ok ? { ok: true, value: { grade: { ...gradeBodyOf(base), summary: review.value.summary, deep: review.value.deep }, droppedQuotes: 0 } } : review;
     };
-    const offline = (reason: string) => {
-      flags.add('offline_estimate');
-      if (reason) flags.add(reason);
-      return { kind: 'ok' as const, grade: this.offline(essay, rubric, tier), costNanos: 0n };
-    };
-    if (!this.gateway.hasProviders(tier)) {
-      if (tier === 'standard') return offline('');
-      return { kind: 'failed', code: 'NO_PROVIDER_AVAILABLE', reason: 'no provider is configured for deep reviews' };
-    }
-
-    const candidates = this.gateway.candidates({ tier });
-    let text = essay.text;
-    const probe = buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.prompt ?? undefined, title: essay.title ?? undefined, essay: '' });
-    // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
-    // gateway (a longer window serves it), rather than every model getting a cut essay.
-    const room = Math.max(...candidates.map((m) => roomForEssay(m, probe.messages, MAX_OUTPUT_TOKENS[variant])));
-    const cut = cutHeadTail(text, room, candidates[0].tokenizer);
-    if (cut.truncated) {
-      text = cut.text;
-      flags.add('truncated');
-    }
-    const prompt = buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.prompt ?? undefined, title: essay.title ?? undefined, essay: text });
-    const cacheKey = ResponseCache.key({
-      v: PROMPT_VERSIONS[variant],
-      rubric: `${rubric.key}@${rubric.version}`,
-      tier,
-      task: essay.prompt ? normalizeForKey(essay.prompt) : null,
-      essay: normalizeForKey(essay.text),
-    });
-    let result: GatewayResult<ValidatedGrade>;
-    try {
-      result = await this.gateway.complete<ValidatedGrade>({
-        tenantId: essay.tenant_id,
-        essayId: essay.id,
-        purpose: tier === 'deep' ? 'deep_review' : 'grading',
-        target: { tier },
-        messages: prompt.messages,
-        uncompressed: prompt.uncompressed,
-        maxTokens: MAX_OUTPUT_TOKENS[variant],
-        temperature: 0,
-        jsonMode: true,
-        cache: { key: cacheKey, lookup: true, store: true },
-        validate,
-        repair: (_content, problem) => repairMessages(essay.language, problem),
-        batch: ordered && this.config.grading.deepReviewBatch,
-        once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder: this.queue.workerId } },
-        signal,
-      });
-    } catch (err) {
-      if (!(err instanceof GatewayError) || signal?.aborted) throw err;
-      if (err.code === 'LEASE_LOST') throw new LeaseLostError(err.message);
-      if (err.code === 'CALL_IN_FLIGHT') throw new RetryableGradingError(err.message, err.retryAfterMs);
-      if (err.code === 'BUDGET_EXHAUSTED') {
-        const { whenExhausted } = await this.budget.settings(essay.tenant_id);
-        if (tier === 'standard' && whenExhausted === 'offline') return offline('budget_exhausted');
-        return { kind: 'failed', code: 'BUDGET_EXHAUSTED', reason: "the tenant's monthly model budget is used up" };
-      }
-      if (err.code === 'CONTENT_REJECTED') {
-        flags.add('content_rejected');
-        if (tier === 'standard') return offline('');
-        return { kind: 'failed', code: 'CONTENT_REJECTED', reason: "every provider's content filter refused this essay" };
-      }
-      if (tier === 'standard') return offline('providers_unavailable');
-      throw new RetryableGradingError(err.message);
-    }
-    if (result.value.droppedQuotes > 0) this.logger.log({ msg: 'invented quotes dropped from a grade', essayId: essay.id, dropped: result.value.droppedQuotes });
-    return {
-      kind: 'ok',
-      costNanos: result.costNanos,
-      grade: {
-        ...result.value.grade,
-        model: result.model,
-        provider: result.provider,
-        tier,
-        cache: result.cache,
-        cost: formatCny(result.costNanos),
-        flags: [],
-        source: 'model',
-        promptVersion: PROMPT_VERSIONS[variant],
-        rubric: { key: rubric.key, version: rubric.version },
-        gradedAt: new Date().toISOString(),
+    const request: GatewayRequest<ValidatedGrade> = {
+      tenantId: essay.tenant_id,
+      essayId: essay.id,
+      purpose: tier === 'deep' ? 'deep_review' : 'grading',
+      target: { tier },
+      messages: prompt.messages,
+      uncompressed: prompt.uncompressed,
+      maxTokens: MAX_OUTPUT_TOKENS[variant],
+      temperature: 0,
+      jsonMode: true,
+      cache: {
+        key: ResponseCache.key({
+          v: PROMPT_VERSIONS[variant],
+          rubric: `${rubric.key}@${rubric.version}`,
+          tier,
+          task: essay.prompt ? normalizeForKey(essay.prompt) : null,
+          essay: normalizeForKey(essay.text),
+        }),
+        lookup: true,
+        store: true,
       },
+      validate,
+      repair: (_content, problem) => repairMessages(essay.language, problem),
+      batch: ordered && this.config.grading.deepReviewBatch,
+      once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder: this.queue.workerId } },
+      signal,
+    };
+    return { request, variant, truncated: cut.truncated };
+  }
+
+  /**
+   * What the gateway's failure means for this grading. A standard grading falls back to the
+   * offline grader (budget per BudgetPolicy, content refused, every provider down); a deep one
+   * fails clearly, or is retried later when the providers may come back. A lost lease, a call in
+   * flight elsewhere and anything unexpected are thrown for the worker to handle.
+   */
+  private async handleGatewayError(
+    err: unknown,
+    essay: EssayRow,
+    tier: Tier,
+    flags: Set<string>,
+    signal?: AbortSignal,
+  ): Promise<{ kind: 'offline'; reason?: string } | { kind: 'failed'; code: string; reason: string }> {
+    if (!(err instanceof GatewayError) || signal?.aborted) throw err;
+    switch (err.code) {
+      case 'LEASE_LOST':
+        throw new LeaseLostError(err.message);
+      case 'CALL_IN_FLIGHT':
+        throw new RetryableGradingError(err.message, err.retryAfterMs);
+      case 'BUDGET_EXHAUSTED':
+        if ((await this.policy.whenRefused(essay.tenant_id, tier)) === 'offline') return { kind: 'offline', reason: 'budget_exhausted' };
+        return { kind: 'failed', code: 'BUDGET_EXHAUSTED', reason: "the tenant's monthly model budget is used up" };
+      case 'CONTENT_REJECTED':
+        flags.add('content_rejected');
+        if (tier === 'standard') return { kind: 'offline' };
+        return { kind: 'failed', code: 'CONTENT_REJECTED', reason: "every provider's content filter refused this essay" };
+      default:
+        if (tier === 'standard') return { kind: 'offline', reason: 'providers_unavailable' };
+        throw new RetryableGradingError(err.message);
+    }
+  }
+
+  /** A model's answer as a stored grade: the body, where it came from, and what it cost. */
+  private modelGrade(result: GatewayResult<ValidatedGrade>, tier: Tier, variant: Variant, rubric: Rubric): StoredGrade {
+    return {
+      ...result.value.grade,
+      model: result.model,
+      provider: result.provider,
+      tier,
+      cache: result.cache,
+      cost: formatCny(result.costNanos),
+      flags: [],
+      source: 'model',
+      promptVersion: PROMPT_VERSIONS[variant],
+      rubric: { key: rubric.key, version: rubric.version },
+      gradedAt: new Date().toISOString(),
     };
   }
 
   /**
-   * The least a grading of this essay can be admitted for: the smallest worst case among the
-   * tier's models (prompt estimate plus the full output allowance). Null with no provider.
+   * The least a grading of this essay can be admitted for (the gateway's quote of its prompt on
+   * the tier, with the variant's full output allowance). Null with no model for it.
    */
-  cheapestWorstCase(text: string, language: Language, rubric: Rubric, tier: Tier, variant: Variant = tier === 'deep' ? 'deep' : 'standard'): bigint | null {
-    if (!this.gateway.hasProviders(tier)) return null;
+  quote(text: string, language: Language, rubric: Rubric, tier: Tier, variant: Variant = tier === 'deep' ? 'deep' : 'standard'): Nanos | null {
     const { messages } = buildGradingPrompt({ rubric, language, variant, essay: text });
-    let best: bigint | null = null;
-    for (const m of this.gateway.candidates({ tier })) {
-      const input = estimatePromptTokens(messages, m.tokenizer);
-      const output = Math.min(MAX_OUTPUT_TOKENS[variant], m.maxOutputTokens);
-      if (input + output > m.contextWindow || input > m.maxInputTokens) continue; // the gateway would skip it
-      const cost = worstCaseCost(input, output, m.ceiling);
-      if (best === null || cost < best) best = cost;
-    }
-    return best;
+    return this.gateway.quote({ tier }, messages, MAX_OUTPUT_TOKENS[variant]);
   }
 
   private offline(essay: EssayRow, rubric: Rubric, tier: Tier): StoredGrade {
@@ -389,11 +413,4 @@ export class GradingService {
       gradedAt: new Date().toISOString(),
     };
   }
-}
-
-/** How many essay tokens fit a model: its window less the rest of the prompt and the output. */
-function roomForEssay(model: CatalogModel, emptyPrompt: ChatMessage[], maxOutput: number): number {
-  const fixed = estimatePromptTokens(emptyPrompt, model.tokenizer) + estimateTextTokens('\n\n', model.tokenizer);
-  const room = Math.min(model.contextWindow - Math.min(maxOutput, model.maxOutputTokens), model.maxInputTokens) - fixed - 64;
-  return Math.max(200, room);
 }

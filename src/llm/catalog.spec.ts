@@ -6,6 +6,7 @@ import { resolveLlmModels } from './llm-models';
 import { Catalog, CatalogError, isRetired, parseTierSpec } from './catalog';
 import { catalogRows, formatCatalogReport, tierSpecs } from './catalog-report';
 import { worstCaseCost } from './pricing';
+import { catalogEntry } from '../../test/support/catalog-entry';
 
 const base = { INKSTONE_ADMIN_TOKEN: 'a-long-enough-operator-token' };
 /** The models the service would start with for this environment (at `now`). */
@@ -25,20 +26,7 @@ function file(content: unknown): string {
   return f;
 }
 
-/** A complete model entry, for files that add one. */
-const entry = (over: Record<string, unknown> = {}) => ({
-  id: 'qwen3.8-flash',
-  provider: 'dashscope',
-  tokenizer: 'qwen',
-  pricing: { input: '0.2', cachedInput: '0.04', output: '2' },
-  contextWindow: 1000000,
-  maxOutputTokens: 65536,
-  jsonMode: true,
-  cacheRules: 'implicit cache, hits at 20% of input',
-  source: 'https://help.aliyun.com/zh/model-studio/models',
-  checkedOn: '2026-12-01',
-  ...over,
-});
+const entry = catalogEntry;
 
 describe('model catalog', () => {
   const catalog = Catalog.load();

@@ -1,4 +1,6 @@
+import { BillingError } from '../billing/billing-errors';
 import { ApiError } from '../common/errors';
+import { LlmError } from './llm-errors';
 import { GatewayError, StreamInterruptedError } from './gateway.service';
 
 /** How the gateway's failures reach an API caller. */
@@ -7,17 +9,17 @@ export function gatewayToApiError(err: unknown): unknown {
     const details = err.tried.length ? { tried: err.tried } : undefined;
     switch (err.code) {
       case 'BUDGET_EXHAUSTED':
-        return new ApiError('BUDGET_EXHAUSTED', err.message, details);
+        return BillingError.budgetExhausted(err.message, details);
       case 'CONTENT_REJECTED':
-        return new ApiError('CONTENT_REJECTED', err.message, details);
+        return new LlmError('CONTENT_REJECTED', err.message, details);
       case 'MODEL_NOT_FOUND':
         return new ApiError('NOT_FOUND', err.message);
       case 'INVALID_REQUEST':
         return new ApiError('BAD_REQUEST', err.message, details);
       case 'NO_PROVIDER_AVAILABLE':
-        return new ApiError('NO_PROVIDER_AVAILABLE', err.message, details);
+        return new LlmError('NO_PROVIDER_AVAILABLE', err.message, details);
     }
   }
-  if (err instanceof StreamInterruptedError) return new ApiError('BAD_GATEWAY', err.message);
+  if (err instanceof StreamInterruptedError) return new LlmError('BAD_GATEWAY', err.message);
   return err;
 }

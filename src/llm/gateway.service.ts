@@ -8,7 +8,7 @@ import { loggableError } from '../common/error-rendering';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { EnabledProvider, LLM_MODELS, LlmModels } from './llm-models';
 import { BatchCollector } from './batch-collector';
-import { CatalogModel, isRetired, Pricing, retiredMessage, Tier, TierPlan } from './catalog';
+import { CatalogModel, isRetired, Pricing, retiredMessage, Tier, TierPlan, TokenizerProfile } from './catalog';
 import { CircuitBreaker } from './circuit-breaker';
 import { costOf, priceAt, worstCaseCost } from './pricing';
 import { ProviderClient, StreamEvent } from './provider-client';
@@ -107,12 +107,40 @@ export type GatewayStreamEvent<T = string> =
   | { type: 'delta'; text: string }
   | { type: 'end'; result: GatewayResult<T> };
 
-type AttemptOutcome<T> =
-  | { kind: 'ok'; result: GatewayResult<T> }
+type AttemptOutcome<T, R = GatewayResult<T>> =
+  | { kind: 'ok'; result: R }
   | { kind: 'invalid'; content: string; problem: string }
   | { kind: 'error'; error: ProviderError }
   | { kind: 'budget' }
   | { kind: 'skip'; reason: string };
+
+/** An attempt admission let through: its reservation, prompt estimate and parameters. */
+interface Admitted {
+  reservation: Reservation;
+  estimate: number;
+  saved: number;
+  params: ChatParams;
+}
+
+/** An admitted call as it is made: priced at its start, timed, batch or streamed. */
+interface PaidCall extends Admitted {
+  pricing: Pricing;
+  priceWindow: string | null;
+  t0: number;
+  batch: boolean;
+  streamed: boolean;
+}
+
+/** A stream that produced its first token: the model is committed to. */
+interface OpenStream {
+  model: CatalogModel;
+  call: PaidCall;
+  events: AsyncGenerator<StreamEvent>;
+  release: () => void;
+  first: string;
+  usage: Usage | null;
+  finishReason: string;
+}
 
 interface CallContext<T> {
   req: GatewayRequest<T>;
@@ -133,6 +161,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A configured model this close to retirement is warned about at start and on /health. */
 export const RETIREMENT_WARNING_DAYS = 30;
+/** fit(): tokens kept free for what joins the added text to the prompt, and the least room ever answered. */
+const FIT_MARGIN_TOKENS = 64;
+const FIT_FLOOR_TOKENS = 200;
 
 /**
  * Every model call in Inkstone goes through here: exact cache and single flight, routing by tier
@@ -242,6 +273,47 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       for (const { m } of keyed) if (!exclude.includes(m.key)) out.push(m);
     }
     return out;
+  }
+
+  /**
+   * What a call could cost at most on this target: the smallest worst case (prompt bound plus the
+   * full output allowance, at the model's highest price) among the models that could take it,
+   * exactly as admission reserves it. Null when no model could (none configured, or the prompt
+   * fits no model's window).
+   */
+  quote(target: GatewayTarget, messages: ChatMessage[], maxTokens: number): Nanos | null {
+    let best: Nanos | null = null;
+    for (const model of this.candidates(target)) {
+      const b = this.bound(model, messages, maxTokens);
+      if (!b.fits) continue; // admission would skip it
+      const cost = worstCaseCost(b.estimate, b.maxTokens, model.ceiling);
+      if (best === null || cost < best) best = cost;
+    }
+    return best;
+  }
+
+  /**
+   * How many tokens of text may be added to `messages` (the prompt without its variable part) and
+   * still fit a model of the target: the most any candidate takes, in that model's tokenizer, so
+   * a text cut to it is cut for the model that will take it (admission skips the smaller ones).
+   * Null when no model is configured.
+   */
+  fit(target: GatewayTarget, messages: ChatMessage[], maxTokens: number): { tokens: number; tokenizer: TokenizerProfile; model: string } | null {
+    let best: { tokens: number; tokenizer: TokenizerProfile; model: string } | null = null;
+    for (const model of this.candidates(target)) {
+      const b = this.bound(model, messages, maxTokens);
+      const window = Math.min(model.contextWindow - b.maxTokens, model.maxInputTokens);
+      const tokens = Math.max(FIT_FLOOR_TOKENS, window - b.estimate - FIT_MARGIN_TOKENS);
+      if (!best || tokens > best.tokens) best = { tokens, tokenizer: model.tokenizer, model: model.key };
+    }
+    return best;
+  }
+
+  /** The admission bound of a prompt on a model: its token estimate, the output allowance, and whether both fit. */
+  private bound(model: CatalogModel, messages: ChatMessage[], maxTokens: number | undefined): { estimate: number; maxTokens: number; fits: boolean } {
+    const estimate = estimatePromptTokens(messages, model.tokenizer);
+    const allowed = Math.min(maxTokens ?? this.config.llm.defaultMaxTokens, model.maxOutputTokens);
+    return { estimate, maxTokens: allowed, fits: estimate + allowed <= model.contextWindow && estimate <= model.maxInputTokens };
   }
 
   async complete<T = string>(req: GatewayRequest<T>): Promise<GatewayResult<T>> {
@@ -354,11 +426,20 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     );
   }
 
-  private async run<T>(ctx: CallContext<T>): Promise<GatewayResult<T>> {
+  private run<T>(ctx: CallContext<T>): Promise<GatewayResult<T>> {
+    return this.firstAnswer(ctx, (model, messages) => this.attempt(ctx, model, messages));
+  }
+
+  /**
+   * The candidates in order, each behind its breakers, each with its retries and one repair
+   * (tryModel), until one answers: the path of every call, streamed (up to its first token) or
+   * not. Throws the failure that explains why none did.
+   */
+  private async firstAnswer<T, R>(ctx: CallContext<T>, attempt: (model: CatalogModel, messages: ChatMessage[]) => Promise<AttemptOutcome<T, R>>): Promise<R> {
     const candidates = this.candidates(ctx.req.target, ctx.req.exclude);
     for (const model of candidates) {
       if (!this.admit(model)) continue;
-      const outcome = await this.tryModel(ctx, model);
+      const outcome = await this.tryModel(ctx, model, attempt);
       if (outcome.kind === 'ok') return outcome.result;
     }
     throw this.failure(ctx, candidates);
@@ -393,11 +474,15 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   }
 
   /** Retries, one repair, and the breaker bookkeeping for one candidate model. */
-  private async tryModel<T>(ctx: CallContext<T>, model: CatalogModel): Promise<AttemptOutcome<T>> {
+  private async tryModel<T, R>(
+    ctx: CallContext<T>,
+    model: CatalogModel,
+    attempt: (model: CatalogModel, messages: ChatMessage[]) => Promise<AttemptOutcome<T, R>>,
+  ): Promise<AttemptOutcome<T, R>> {
     let messages = ctx.req.messages;
     let repaired = false;
     for (let retry = 0; ; retry++) {
-      const outcome = await this.attempt(ctx, model, messages);
+      const outcome = await attempt(model, messages);
       switch (outcome.kind) {
         case 'ok':
           this.modelBreaker.success(model.key);
@@ -471,17 +556,14 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     batch = false,
     ttlMs?: number,
   ): Promise<
-    | { kind: 'go'; reservation: Reservation; estimate: number; saved: number; params: ChatParams }
+    | ({ kind: 'go' } & Admitted)
     | { kind: 'replay'; answer: GuardedAnswer }
     | { kind: 'budget' }
     | { kind: 'skip'; reason: string }
   > {
     const r = ctx.req;
-    const estimate = estimatePromptTokens(messages, model.tokenizer);
-    const maxTokens = Math.min(r.maxTokens ?? this.config.llm.defaultMaxTokens, model.maxOutputTokens);
-    if (estimate + maxTokens > model.contextWindow || estimate > model.maxInputTokens) {
-      return { kind: 'skip', reason: 'context_length' };
-    }
+    const { estimate, maxTokens, fits } = this.bound(model, messages, r.maxTokens);
+    if (!fits) return { kind: 'skip', reason: 'context_length' };
     // The highest price the call could be billed at, whichever window it lands in.
     const pricing: Pricing = batch ? model.batchPricing! : model.ceiling;
     const params: ChatParams = {
@@ -539,9 +621,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const admitted = await this.admitAttempt(ctx, model, messages, batch, batch ? llm.batchMaxWaitMs + llm.reservationTtlMs : undefined);
     if (admitted.kind === 'replay') return this.replay(ctx, model, admitted.answer);
     if (admitted.kind !== 'go') return admitted;
-    const { reservation, estimate, saved, params } = admitted;
-    const { pricing, window: priceWindow } = priceAt(model, this.clock.now(), batch);
-    const t0 = performance.now();
+    const call = this.paidCall(model, admitted, { batch, streamed: false });
     const adapter = ADAPTERS[model.dialect];
     let completion;
     // One of the tenant's provider-call slots on this instance (a call waiting in a provider batch holds none).
@@ -549,23 +629,12 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     try {
       if (!batch) release = await this.limits.providerSlot(ctx.req.tenantId, ctx.req.signal);
       completion = batch
-        ? await this.batches.submit(this.provider(model), adapter, model, params)
-        : await this.client.complete(this.provider(model), adapter, model, params, ctx.req.signal);
+        ? await this.batches.submit(this.provider(model), adapter, model, call.params)
+        : await this.client.complete(this.provider(model), adapter, model, call.params, ctx.req.signal);
     } catch (err) {
       release?.();
       const e = toProviderError(err);
-      const usage = e.extra.usage ?? null;
-      await this.settle(reservation, usage ? costOf(usage, pricing) : 0n, { incident: overBound(usage, estimate, params.maxTokens) }, this.entry(ctx, model, {
-        outcome: e.errorClass,
-        errorReason: e.reason,
-        estimatedInputTokens: estimate,
-        compressionSavedTokens: saved,
-        latencyMs: Math.round(performance.now() - t0),
-        batch,
-        priceWindow,
-        ...usageFields(usage, 'provider'),
-        costNanos: usage ? costOf(usage, pricing) : 0n,
-      }));
+      await this.settleFailed(ctx, model, call, e, e.extra.usage ?? null);
       if (batch) {
         ctx.realtimeOnly = true;
         // The batch as a whole failed (not this model's answer): make the call in real time now.
@@ -575,28 +644,75 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     }
     release?.();
     if (batch) ctx.realtimeOnly = true;
-    const latencyMs = Math.round(performance.now() - t0);
-    const usage = completion.usage ?? estimatedUsage(estimate, completion.content, model);
-    const cost = costOf(usage, pricing);
     const validation: Validation<T> = ctx.req.validate
       ? ctx.req.validate(completion.content, model)
       : { ok: true, value: completion.content as unknown as T };
-    const paid: GuardedAnswer = { provider: model.provider, model: model.id, content: completion.content, finishReason: completion.finishReason, ...usage, costNanos: cost };
-    const incident = overBound(completion.usage, estimate, params.maxTokens);
-    // What the tenant is charged: the cost, unless a provider billed past the bound and the cap.
-    const charged = await this.settle(reservation, cost, { answer: paid, incident }, this.entry(ctx, model, {
+    const { charged, usage } = await this.settleAnswered(ctx, model, call, {
+      content: completion.content,
+      finishReason: completion.finishReason,
+      reported: completion.usage ?? null,
       outcome: validation.ok ? 'ok' : 'invalid_output',
       errorReason: validation.ok ? undefined : validation.problem.slice(0, 200),
-      estimatedInputTokens: estimate,
-      compressionSavedTokens: saved,
-      latencyMs,
-      batch,
-      priceWindow,
-      ...usageFields(usage, completion.usage ? 'provider' : 'estimated'),
+      keep: true,
+    });
+    return this.conclude(ctx, model, completion.content, validation, completion.finishReason, usage, charged);
+  }
+
+  /** An admitted call, priced now: what settles it needs. */
+  private paidCall(model: CatalogModel, go: Admitted, how: { batch: boolean; streamed: boolean }): PaidCall {
+    const { pricing, window } = priceAt(model, this.clock.now(), how.batch);
+    return { ...go, ...how, pricing, priceWindow: window, t0: performance.now() };
+  }
+
+  /** Settles a call the provider failed: what its error reported it used (if anything) is charged. */
+  private async settleFailed<T>(ctx: CallContext<T>, model: CatalogModel, call: PaidCall, e: ProviderError, usage: Usage | null): Promise<void> {
+    const cost = usage ? costOf(usage, call.pricing) : 0n;
+    await this.settle(call.reservation, cost, { incident: overBound(usage, call.estimate, call.params.maxTokens) }, this.callEntry(ctx, model, call, {
+      outcome: e.errorClass,
+      errorReason: e.reason,
+      ...usageFields(usage, 'provider'),
+      costNanos: cost,
+    }));
+  }
+
+  /**
+   * Settles a call that produced an answer (whole, or a stream that ended or broke): priced from the
+   * provider's usage, or an estimate of what it produced when none came; the answer kept for a
+   * retry of the same job (`keep`). Returns what was charged and the usage it was priced on.
+   */
+  private async settleAnswered<T>(
+    ctx: CallContext<T>,
+    model: CatalogModel,
+    call: PaidCall,
+    a: { content: string; finishReason: string; reported: Usage | null; outcome: string; errorReason?: string; keep: boolean },
+  ): Promise<{ charged: Nanos; usage: Usage }> {
+    const usage = a.reported ?? estimatedUsage(call.estimate, a.content, model);
+    const cost = costOf(usage, call.pricing);
+    const answer: GuardedAnswer | undefined = a.keep
+      ? { provider: model.provider, model: model.id, content: a.content, finishReason: a.finishReason, ...usage, costNanos: cost }
+      : undefined;
+    // What the tenant is charged: the cost, unless a provider billed past the bound and the cap.
+    const charged = await this.settle(call.reservation, cost, { answer, incident: overBound(a.reported, call.estimate, call.params.maxTokens) }, this.callEntry(ctx, model, call, {
+      outcome: a.outcome,
+      errorReason: a.errorReason,
+      ...usageFields(usage, a.reported ? 'provider' : 'estimated'),
       costNanos: cost,
     }));
     this.metrics.spend(ctx.req.tenantId, model, charged, usage);
-    return this.conclude(ctx, model, completion.content, validation, completion.finishReason, usage, charged);
+    return { charged, usage };
+  }
+
+  /** The ledger row of a paid call. */
+  private callEntry<T>(ctx: CallContext<T>, model: CatalogModel, call: PaidCall, fields: Partial<LedgerEntry>): LedgerEntry {
+    return this.entry(ctx, model, {
+      estimatedInputTokens: call.estimate,
+      compressionSavedTokens: call.saved,
+      latencyMs: Math.round(performance.now() - call.t0),
+      batch: call.batch,
+      streamed: call.streamed,
+      priceWindow: call.priceWindow,
+      ...fields,
+    });
   }
 
   /**
@@ -678,9 +794,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   }
 
   /**
-   * A streamed call. Fails over only before the first token; after it, a failure ends the stream
-   * with StreamInterruptedError. Usage is asked for (`stream_options.include_usage`) and priced;
-   * a stream cut before its usage arrives is billed on an estimate of what it produced.
+   * A streamed call. Fails over only before the first token (the same candidate, breaker, retry and
+   * settlement path as a whole call); after it, a failure ends the stream with
+   * StreamInterruptedError. Usage is asked for (`stream_options.include_usage`) and priced; a stream
+   * cut before its usage arrives is billed on an estimate of what it produced.
    */
   async *stream(req: GatewayRequest<string>): AsyncGenerator<GatewayStreamEvent<string>> {
     const ctx = this.context(req);
@@ -693,113 +810,84 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         return;
       }
     }
-    const candidates = this.candidates(req.target, req.exclude);
-    for (const model of candidates) {
-      if (!this.admit(model)) continue;
-      for (let retry = 0; ; retry++) {
-        const admitted = await this.admitAttempt(ctx, model, req.messages);
-        if (admitted.kind !== 'go') {
-          this.modelBreaker.abandon(model.key);
-          this.providerBreaker.abandon(model.provider);
-          break;
+    const opened = await this.firstAnswer(ctx, (model, messages) => this.openStream(ctx, model, messages));
+    yield* this.relay(ctx, opened);
+  }
+
+  /** One attempt at a stream, up to its first token: the stream, committed to, or why not. */
+  private async openStream(ctx: CallContext<string>, model: CatalogModel, messages: ChatMessage[]): Promise<AttemptOutcome<string, OpenStream>> {
+    const admitted = await this.admitAttempt(ctx, model, messages);
+    if (admitted.kind === 'replay') throw new Error('a streamed call is never guarded'); // GatewayRequest.once is for whole calls
+    if (admitted.kind !== 'go') return admitted;
+    const call = this.paidCall(model, admitted, { batch: false, streamed: true });
+    const release = await this.limits.providerSlot(ctx.req.tenantId, ctx.req.signal);
+    const events = this.client.stream(this.provider(model), ADAPTERS[model.dialect], model, { ...call.params, stream: true }, ctx.req.signal);
+    const open: OpenStream = { model, call, events, release, first: '', usage: null, finishReason: '' };
+    try {
+      for (;;) {
+        const next = await events.next();
+        if (next.done) break;
+        if (next.value.type === 'usage') open.usage = next.value.usage;
+        else if (next.value.type === 'finish') open.finishReason = next.value.reason;
+        else {
+          open.first = next.value.text;
+          return { kind: 'ok', result: open };
         }
-        const { reservation, estimate, saved, params } = admitted;
-        const { pricing, window: priceWindow } = priceAt(model, this.clock.now());
-        const t0 = performance.now();
-        const release = await this.limits.providerSlot(req.tenantId, req.signal);
-        const events = this.client.stream(this.provider(model), ADAPTERS[model.dialect], model, { ...params, stream: true }, req.signal);
-        let content = '';
-        let usage: Usage | null = null;
-        let finishReason = '';
-        // Before the first token: any failure may still go to another attempt or model.
-        let first: StreamEvent | undefined;
-        try {
-          for (;;) {
-            const next = await events.next();
-            if (next.done) break;
-            if (next.value.type === 'usage') usage = next.value.usage;
-            else if (next.value.type === 'finish') finishReason = next.value.reason;
-            else {
-              first = next.value;
-              break;
-            }
-          }
-          if (!first) throw new ProviderError('fallback', 'blank_output', 'the stream ended without any content', { usage });
-        } catch (err) {
-          release();
-          const e = toProviderError(err);
-          const u = e.extra.usage ?? usage;
-          const cost = u ? costOf(u, pricing) : 0n;
-          await this.settle(reservation, cost, { incident: overBound(u, estimate, params.maxTokens) }, this.entry(ctx, model, {
-            outcome: e.errorClass,
-            errorReason: e.reason,
-            estimatedInputTokens: estimate,
-            compressionSavedTokens: saved,
-            latencyMs: Math.round(performance.now() - t0),
-            streamed: true,
-            priceWindow,
-            ...usageFields(u, 'provider'),
-            costNanos: cost,
-          }));
-          if ((await this.onError(ctx, model, e, retry)) === 'retry') continue;
-          break; // next candidate
-        }
-        // Committed to this model: tokens are on their way to the client.
-        yield { type: 'start', provider: model.provider, model: model.id, cache: 'miss' };
-        let broken: ProviderError | undefined;
-        let ended: GatewayResult<string> | undefined;
-        try {
-          content += (first as { text: string }).text;
-          yield { type: 'delta', text: (first as { text: string }).text };
-          for (;;) {
-            const next = await events.next();
-            if (next.done) break;
-            const ev = next.value;
-            if (ev.type === 'delta') {
-              content += ev.text;
-              yield { type: 'delta', text: ev.text };
-            } else if (ev.type === 'usage') usage = ev.usage;
-            else finishReason = ev.reason;
-          }
-        } catch (err) {
-          broken = toProviderError(err);
-        } finally {
-          release();
-          // Also reached when the client goes away mid-stream (the generator is returned early).
-          if (!broken && !finishReason && !usage) broken = new ProviderError('fatal', 'cancelled', 'the client went away');
-          const billed = usage ?? estimatedUsage(estimate, content, model);
-          const cost = costOf(billed, pricing);
-          const charged = await this.settle(reservation, cost, { incident: overBound(usage, estimate, params.maxTokens) }, this.entry(ctx, model, {
-            outcome: broken ? 'stream_interrupted' : 'ok',
-            errorReason: broken?.reason,
-            estimatedInputTokens: estimate,
-            compressionSavedTokens: saved,
-            latencyMs: Math.round(performance.now() - t0),
-            streamed: true,
-            priceWindow,
-            ...usageFields(billed, usage ? 'provider' : 'estimated'),
-            costNanos: cost,
-          }));
-          this.metrics.spend(req.tenantId, model, charged, billed);
-          if (broken) {
-            if (broken.errorClass === 'retryable') this.modelBreaker.failure(model.key);
-            this.metrics.providerError(model.provider, broken.errorClass, broken.reason);
-          } else {
-            this.modelBreaker.success(model.key);
-            this.providerBreaker.success(model.provider);
-          }
-          if (!broken) {
-            const result = this.answered(ctx, model, content, content, finishReason || 'stop', billed, charged);
-            await this.store(ctx, result);
-            ended = result;
-          }
-        }
-        if (broken) throw new StreamInterruptedError(broken.reason);
-        yield { type: 'end', result: ended! };
-        return;
+      }
+      throw new ProviderError('fallback', 'blank_output', 'the stream ended without any content', { usage: open.usage });
+    } catch (err) {
+      release();
+      const e = toProviderError(err);
+      await this.settleFailed(ctx, model, call, e, e.extra.usage ?? open.usage);
+      return { kind: 'error', error: e };
+    }
+  }
+
+  /** Relays a committed stream to the client, then settles it, minds the breakers and caches the answer. */
+  private async *relay(ctx: CallContext<string>, s: OpenStream): AsyncGenerator<GatewayStreamEvent<string>> {
+    const { model } = s;
+    yield { type: 'start', provider: model.provider, model: model.id, cache: 'miss' };
+    let content = s.first;
+    let broken: ProviderError | undefined;
+    let ended: GatewayResult<string> | undefined;
+    try {
+      yield { type: 'delta', text: s.first };
+      for (;;) {
+        const next = await s.events.next();
+        if (next.done) break;
+        const ev = next.value;
+        if (ev.type === 'delta') {
+          content += ev.text;
+          yield { type: 'delta', text: ev.text };
+        } else if (ev.type === 'usage') s.usage = ev.usage;
+        else s.finishReason = ev.reason;
+      }
+    } catch (err) {
+      broken = toProviderError(err);
+    } finally {
+      s.release();
+      // Also reached when the client goes away mid-stream (the generator is returned early).
+      if (!broken && !s.finishReason && !s.usage) broken = new ProviderError('fatal', 'cancelled', 'the client went away');
+      const { charged, usage } = await this.settleAnswered(ctx, model, s.call, {
+        content,
+        finishReason: s.finishReason || 'stop',
+        reported: s.usage,
+        outcome: broken ? 'stream_interrupted' : 'ok',
+        errorReason: broken?.reason,
+        keep: false,
+      });
+      if (broken) {
+        if (broken.errorClass === 'retryable') this.modelBreaker.failure(model.key);
+        this.metrics.providerError(model.provider, broken.errorClass, broken.reason);
+      } else {
+        this.modelBreaker.success(model.key);
+        this.providerBreaker.success(model.provider);
+        ended = this.answered(ctx, model, content, content, s.finishReason || 'stop', usage, charged);
+        await this.store(ctx, ended);
       }
     }
-    throw this.failure(ctx, candidates);
+    if (broken) throw new StreamInterruptedError(broken.reason);
+    yield { type: 'end', result: ended! };
   }
 }
 

@@ -1,9 +1,9 @@
 import { Inject, Injectable } from '@nestjs/common';
-import { ApiError } from '../common/errors';
 import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG, LIMIT_NAMES, TenantLimits } from '../config/app-config';
 import { ClusterBus } from '../db/cluster-bus';
 import { JobQueue } from '../jobs/job-queue';
+import { TenancyError } from './tenancy-errors';
 import { TenantSettingsRepository } from './tenant-settings.repository';
 
 export type LimitName = (typeof LIMIT_NAMES)[number];
@@ -194,8 +194,8 @@ export class LimitsService {
   }
 }
 
-export function rateLimited(message: string, retryAfterS: number, limit: number): ApiError {
-  return new ApiError('RATE_LIMITED', message, undefined, {
+export function rateLimited(message: string, retryAfterS: number, limit: number): TenancyError {
+  return new TenancyError('RATE_LIMITED', message, undefined, {
     'retry-after': String(retryAfterS),
     'ratelimit-limit': String(limit),
     'ratelimit-remaining': '0',

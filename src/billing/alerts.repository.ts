@@ -1,0 +1,114 @@
+import { randomUUID } from 'node:crypto';
+import { Injectable } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { rowsOf, tenantQuery } from '../db/tenant-scope';
+
+/** An outgoing webhook claimed for delivery, with the tenant's alert secret as stored. */
+export interface ClaimedWebhook {
+  id: string;
+  tenant_id: string;
+  event_id: string;
+  url: string;
+  body: string;
+  attempts: number;
+  sealed: string | null;
+  legacy: string | null;
+  /** the claim's token: only its holder records the outcome */
+  token: string;
+}
+
+/**
+ * Budget alerts and the outgoing webhooks that carry them: the only code that writes
+ * `budget_alerts` and `outbound_webhooks`. An alert is recorded and its webhook queued in one
+ * statement; a webhook is claimed under a lease and its outcome recorded only by the claim holder.
+ */
+@Injectable()
+export class AlertsRepository {
+  constructor(private readonly ds: DataSource) {}
+
+  /**
+   * Records that a threshold fired this period and queues its webhook to the tenant's alert URL (if
+   * one is set), together; false when it had fired already (on any instance): nothing queued.
+   */
+  async fireThreshold(tenantId: string, a: { period: string; threshold: string; ratio: string; eventId: string; body: string }): Promise<boolean> {
+    const [r] = await tenantQuery<{ fired: number }>(
+      this.ds.manager,
+      tenantId,
+      `WITH fired AS (
+         INSERT INTO budget_alerts (tenant_id, period, threshold, utilization) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING RETURNING tenant_id),
+       queued AS (
+         INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
+         SELECT $1, $5, $6, alert_webhook_url, $7, 'pending' FROM tenants
+          WHERE id = $1 AND alert_webhook_url IS NOT NULL AND EXISTS (SELECT 1 FROM fired)
+         RETURNING id)
+       SELECT (SELECT count(*) FROM fired)::int AS fired`,
+      [a.period, a.threshold, a.ratio, randomUUID(), a.eventId, a.body],
+    );
+    return !!r?.fired;
+  }
+
+  /** Queues a webhook to the tenant's alert URL, if one is set. */
+  async queue(tenantId: string, eventId: string, body: string): Promise<void> {
+    await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
+       SELECT $1, $2, $3, alert_webhook_url, $4, 'pending' FROM tenants WHERE id = $1 AND alert_webhook_url IS NOT NULL`,
+      [randomUUID(), eventId, body],
+    );
+  }
+
+  /**
+   * Due webhooks, at most one per tenant and none of a tenant that has a delivery in flight
+   * anywhere, oldest first; each moved under this claim's lease (`leaseS`) in the same statement.
+   */
+  async claimDue(limit: number, leaseS: number): Promise<ClaimedWebhook[]> {
+    if (limit <= 0) return [];
+    const token = randomUUID();
+    // Maintenance across tenants: each row carries its tenant and is signed with that tenant's secret.
+    const rows = rowsOf<Omit<ClaimedWebhook, 'token'>>(
+      await this.ds.query(
+        `WITH candidates AS (
+           SELECT id FROM (
+             SELECT o.id, o.next_attempt_at, row_number() OVER (PARTITION BY o.tenant_id ORDER BY o.next_attempt_at, o.id) AS rn
+               FROM outbound_webhooks o
+              WHERE o.status = 'pending' AND o.next_attempt_at <= now()
+                AND NOT EXISTS (SELECT 1 FROM outbound_webhooks b
+                                 WHERE b.tenant_id = o.tenant_id AND b.status = 'pending'
+                                   AND b.claim_token IS NOT NULL AND b.next_attempt_at > now())) c
+            WHERE rn = 1 ORDER BY next_attempt_at LIMIT $1),
+         claimed AS (
+           SELECT w.id FROM outbound_webhooks w
+            WHERE w.id IN (SELECT id FROM candidates) AND w.status = 'pending' AND w.next_attempt_at <= now()
+              FOR UPDATE SKIP LOCKED)
+         UPDATE outbound_webhooks w
+            SET attempts = w.attempts + 1, claim_token = $2, next_attempt_at = now() + make_interval(secs => $3)
+           FROM claimed, tenants t
+          WHERE w.id = claimed.id AND t.id = w.tenant_id
+        RETURNING w.id, w.tenant_id, w.event_id, w.url, w.body, w.attempts,
+                  t.alert_webhook_secret_enc AS sealed, t.alert_webhook_secret AS legacy`,
+        [limit, token, leaseS],
+      ),
+    );
+    return rows.map((r) => ({ ...r, token }));
+  }
+
+  async delivered(w: ClaimedWebhook): Promise<void> {
+    await this.ds.query(
+      `UPDATE outbound_webhooks SET status = 'delivered', delivered_at = now(), last_error = NULL, claim_token = NULL
+        WHERE id = $1 AND claim_token = $2`,
+      [w.id, w.token],
+    );
+  }
+
+  /** A failed attempt: tried again after `retryInS`, or given up. */
+  async failed(w: ClaimedWebhook, error: string, giveUp: boolean, retryInS: number): Promise<void> {
+    await this.ds.query(
+      `UPDATE outbound_webhooks SET status = $3, last_error = $4, claim_token = NULL,
+              next_attempt_at = now() + make_interval(secs => $5)
+        WHERE id = $1 AND claim_token = $2`,
+      [w.id, w.token, giveUp ? 'failed' : 'pending', error.slice(0, 300), retryInS],
+    );
+  }
+}

@@ -1,0 +1,37 @@
+import { FakeProvider, startFakeProvider } from '../fake-provider/fake-provider';
+import { Factory } from './factories';
+import { providerEnv } from './providers';
+import { createTestApp, TestApp } from './test-app';
+
+/** An app whose every provider is the fake provider on loopback, with the factory for its data. */
+export interface AppWithFake {
+  fake: FakeProvider;
+  t: TestApp;
+  f: Factory;
+  /** closes the app, then the fake */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the fake provider and an app pointed at it (providerEnv's short timeouts, with `env` over
+ * them); `listen` serves it on a loopback port too (for clients that need a real socket).
+ */
+export async function startAppWithFake(env: Record<string, string> = {}, opts: { listen?: boolean } = {}): Promise<AppWithFake> {
+  const fake = await startFakeProvider();
+  try {
+    const t = await createTestApp(providerEnv(fake, env));
+    if (opts.listen) await t.app.listen({ port: 0, host: '127.0.0.1' });
+    return {
+      fake,
+      t,
+      f: new Factory(t.app),
+      close: async () => {
+        await t.close();
+        await fake.close();
+      },
+    };
+  } catch (err) {
+    await fake.close();
+    throw err;
+  }
+}

@@ -1,0 +1,16 @@
+/** A complete model entry for a catalog file (LLM_CATALOG_FILE), with fields to change or add. */
+export function catalogEntry(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    id: 'qwen3.8-flash',
+    provider: 'dashscope',
+    tokenizer: 'qwen',
+    pricing: { input: '0.2', cachedInput: '0.04', output: '2' },
+    contextWindow: 1000000,
+    maxOutputTokens: 65536,
+    jsonMode: true,
+    cacheRules: 'implicit cache, hits at 20% of input',
+    source: 'https://help.aliyun.com/zh/model-studio/models',
+    checkedOn: '2026-12-01',
+    ...over,
+  };
+}
