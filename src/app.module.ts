@@ -13,6 +13,7 @@ import { LlmModule } from './llm/llm.module';
 import { LLM_MODELS, LlmModels } from './llm/llm-models';
 import { pinoHttpOptions } from './logging';
 import { MetricsModule } from './metrics/metrics.module';
+import { ReportsModule } from './reports/reports.module';
 import { TenancyModule } from './tenancy/tenancy.module';
 import { ENTITIES } from './tenancy/entities';
 
@@ -32,6 +33,7 @@ export class AppModule {
         BillingModule,
         LlmModule,
         GradingModule,
+        ReportsModule,
         AdvisorModule,
       ],
       controllers: [HealthController],

@@ -14,7 +14,6 @@ import { LedgerService } from './ledger.service';
 import { OrdersController } from './orders.controller';
 import { OrdersRepository } from './orders.repository';
 import { OrdersService } from './orders.service';
-import { ReportsService } from './reports.service';
 import { createSecretBox, TenantSecretsService } from './tenant-secrets.service';
 import { WebhookDispatcher } from './webhook-dispatcher';
 
@@ -31,7 +30,6 @@ import { WebhookDispatcher } from './webhook-dispatcher';
     WebhookDispatcher,
     OrdersService,
     OrdersRepository,
-    ReportsService,
     TenantSecretsService,
     HostResolver,
     { provide: SecretBox, useFactory: (config: AppConfig) => createSecretBox(config), inject: [CONFIG] },

@@ -6,7 +6,6 @@ import { BudgetService, BudgetView, IncidentView } from './budget.service';
 import { UpdateBudgetDto } from './dto/update-budget.dto';
 import { LedgerService, USAGE_GROUPS, UsageGroup, UsageRow } from './ledger.service';
 import { isPeriod, periodBounds } from './periods';
-import { ReportsService } from './reports.service';
 
 @ApiTags('billing')
 @ApiBearerAuth()
@@ -16,7 +15,6 @@ export class BudgetController {
   constructor(
     private readonly budget: BudgetService,
     private readonly ledger: LedgerService,
-    private readonly reports: ReportsService,
   ) {}
 
   @Get('budget')
@@ -59,14 +57,6 @@ export class BudgetController {
     if (end <= start) throw ApiError.validation([{ field: 'to', message: 'to must be after from' }]);
     const data = await this.ledger.usage(auth.tenantId, start, end, groupBy as UsageGroup, settings.timezone);
     return { from: start.toISOString(), to: end.toISOString(), groupBy: groupBy as UsageGroup, data };
-  }
-
-  @Get('reports/month')
-  @ApiOperation({ summary: "The month's gradings, deep reviews, model cost, revenue, margin and savings, from the ledger and the orders" })
-  @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: this month)' })
-  async month(@TenantCaller() auth: TenantAuth, @Query('period') period?: string) {
-    if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
-    return this.reports.month(auth.tenantId, period ?? (await this.budget.currentPeriod(auth.tenantId)));
   }
 
   @Get('stats')

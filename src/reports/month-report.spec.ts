@@ -1,0 +1,83 @@
+import { formatCny } from '../common/money';
+import { FloorPrices, LedgerGroup, monthReport, MonthReportInput } from './month-report';
+
+const group = (over: Partial<LedgerGroup>): LedgerGroup => ({
+  purpose: 'grading',
+  batch: false,
+  tier: 'standard',
+  provider: 'dashscope',
+  model: 'qwen-flash',
+  gradings: 0,
+  hits: 0,
+  calls: 0,
+  cost: 0n,
+  saved: 0n,
+  compressionTokens: 0,
+  uncachedIn: 0n,
+  cachedIn: 0n,
+  out: 0n,
+  paidCost: 0n,
+  ...over,
+});
+
+const FLASH: FloorPrices = { input: 1n, cachedInput: 0n, output: 2n };
+const MAX: FloorPrices = { input: 4n, cachedInput: 1n, output: 10n };
+const prices: Record<string, FloorPrices> = { 'dashscope:qwen-flash': FLASH, 'dashscope:qwen3-max': MAX };
+
+const input = (over: Partial<MonthReportInput> = {}): MonthReportInput => ({
+  period: '2026-11',
+  timezone: 'Asia/Shanghai',
+  groups: [
+    group({ gradings: 10, hits: 4, calls: 11, cost: 600n, saved: 400n, compressionTokens: 100, uncachedIn: 1000n, cachedIn: 200n, out: 300n, paidCost: 600n }),
+    group({ purpose: 'deep_review', tier: 'deep', model: 'qwen3-max', batch: true, gradings: 2, calls: 2, cost: 500n, uncachedIn: 100n, out: 50n, paidCost: 500n }),
+    group({ purpose: 'chat', gradings: 3, calls: 3, cost: 30n, uncachedIn: 30n, out: 10n, paidCost: 30n }),
+  ],
+  orders: { ordered: 3, sold: 2, delivered: 2, refunded: 1, revenue: 2000n },
+  offline: 3,
+  floorOf: (key) => prices[key],
+  premium: { key: 'dashscope:qwen3-max', floor: MAX },
+  ...over,
+});
+
+describe('the month report (pure)', () => {
+  it('adds the ledger groups and orders up to the nano-yuan', () => {
+    const r = monthReport(input());
+    expect(r.gradings).toEqual({ total: 15, standard: 10, deep: 2, offline: 3, fromCache: 4 }); // chat is not a grading
+    expect(r.deepReviews).toEqual({ ordered: 3, sold: 2, delivered: 2, refunded: 1 });
+    expect(r.modelCost).toBe(formatCny(1130n));
+    expect(r.modelCostByPurpose).toEqual({ grading: formatCny(600n), deep_review: formatCny(500n), chat: formatCny(30n) });
+    expect(r.revenue).toBe(formatCny(2000n));
+    expect(r.margin).toBe(formatCny(870n)); // revenue − all model cost
+    expect(r.deepReviewMargin).toBe(formatCny(1500n)); // revenue − deep-review cost
+    expect(r.costPerGrading).toBe(formatCny(73n)); // 1,100 of grading cost over 15 gradings, offline ones included, rounded down
+    expect(r.cacheHitRate).toBe('0.3333'); // 4 hits of 12 model gradings
+    expect(r.ledgerCalls).toBe(16);
+  });
+
+  it('claims savings at the floor prices: cache as recorded, compression at input price, routing against the premium model, batch against real time', () => {
+    const r = monthReport(input());
+    expect(r.savedByCache).toBe(formatCny(400n));
+    expect(r.compressionTokensSaved).toBe(100);
+    expect(r.savedByCompression).toBe(formatCny(100n)); // 100 tokens × 1
+    // The standard gradings' paid tokens at qwen3-max: 1000×4 + 200×1 + 300×10 = 7,200, less the 600 paid.
+    expect(r.savedByRouting).toBe(formatCny(6600n));
+    expect(r.routingBaseline).toBe('dashscope:qwen3-max');
+    // The batched deep reviews at real-time prices: 100×4 + 50×10 = 900, less the 500 paid.
+    expect(r.savedByBatch).toBe(formatCny(400n));
+  });
+
+  it('never reports a negative saving, and no routing saving without a premium model', () => {
+    const dear = input({ groups: [group({ batch: true, gradings: 1, calls: 1, cost: 5000n, uncachedIn: 10n, out: 10n, paidCost: 5000n })], premium: null });
+    const r = monthReport(dear);
+    expect(r.savedByBatch).toBe(formatCny(0n));
+    expect(r.savedByRouting).toBe(formatCny(0n));
+    expect(r.routingBaseline).toBeNull();
+  });
+
+  it('answers an empty month with zeros, not a division by zero', () => {
+    const r = monthReport(input({ groups: [], orders: { ordered: 0, sold: 0, delivered: 0, refunded: 0, revenue: 0n }, offline: 0 }));
+    expect(r.costPerGrading).toBe('0.00');
+    expect(r.cacheHitRate).toBe('0.0000');
+    expect(r.gradings.total).toBe(0);
+  });
+});

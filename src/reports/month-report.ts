@@ -1,0 +1,136 @@
+import { formatCny, Nanos } from '../common/money';
+import { ratio } from '../billing/budget.service';
+
+/** Ledger rows of a month, summed by purpose, tier, model and batch (ReportsRepository.ledgerGroups). */
+export interface LedgerGroup {
+  purpose: string;
+  batch: boolean;
+  tier: string | null;
+  provider: string | null;
+  model: string | null;
+  /** answered calls (outcome ok) */
+  gradings: number;
+  hits: number;
+  calls: number;
+  cost: Nanos;
+  saved: Nanos;
+  compressionTokens: number;
+  /** tokens and cost of the answered calls a provider was paid for (not cache hits) */
+  uncachedIn: bigint;
+  cachedIn: bigint;
+  out: bigint;
+  paidCost: Nanos;
+}
+
+/** Deep-review orders in the month (ReportsRepository.orders). */
+export interface OrdersInMonth {
+  ordered: number;
+  sold: number;
+  delivered: number;
+  refunded: number;
+  revenue: Nanos;
+}
+
+/** A model's lowest real-time prices, nano-yuan per token. */
+export interface FloorPrices {
+  input: Nanos;
+  cachedInput: Nanos;
+  output: Nanos;
+}
+
+export interface MonthReportInput {
+  period: string;
+  timezone: string;
+  groups: LedgerGroup[];
+  orders: OrdersInMonth;
+  /** essays graded by the offline grader in the month */
+  offline: number;
+  /** a model's floor prices by catalog key ("provider:model") */
+  floorOf: (key: string) => FloorPrices | undefined;
+  /** the deep tier's first model: what routing's savings are measured against */
+  premium: { key: string; floor: FloorPrices } | null;
+}
+
+export interface MonthReport {
+  period: string;
+  timezone: string;
+  gradings: { total: number; standard: number; deep: number; offline: number; fromCache: number };
+  deepReviews: { ordered: number; sold: number; delivered: number; refunded: number };
+  modelCost: string;
+  modelCostByPurpose: Record<string, string>;
+  revenue: string;
+  margin: string;
+  deepReviewMargin: string;
+  costPerGrading: string;
+  cacheHitRate: string;
+  savedByCache: string;
+  savedByCompression: string;
+  compressionTokensSaved: number;
+  savedByRouting: string;
+  routingBaseline: string | null;
+  savedByBatch: string;
+  ledgerCalls: number;
+}
+
+const isGrading = (g: LedgerGroup) => g.purpose === 'grading' || g.purpose === 'deep_review';
+const keyOf = (g: LedgerGroup) => (g.provider && g.model ? `${g.provider}:${g.model}` : null);
+/** What the paid tokens of a group would have cost at these prices. */
+const at = (g: LedgerGroup, p: FloorPrices) => g.uncachedIn * p.input + g.cachedIn * p.cachedInput + g.out * p.output;
+
+/**
+ * The month's business from its ledger groups and orders, so every figure adds up to them to the
+ * last nano-yuan: gradings by tier, deep reviews sold, model cost, revenue, margin, cost per
+ * grading, cache hit rate, and what the cache, compression, routing and batching saved. Savings are
+ * claimed at each model's lowest real-time price (off-peak where it has windows): never more than
+ * was really saved.
+ */
+export function monthReport(input: MonthReportInput): MonthReport {
+  const { groups, orders, offline, floorOf, premium } = input;
+  const sum = (f: (g: LedgerGroup) => bigint, keep: (g: LedgerGroup) => boolean = () => true) => groups.filter(keep).reduce((a, g) => a + f(g), 0n);
+  const count = (f: (g: LedgerGroup) => number, keep: (g: LedgerGroup) => boolean = () => true) => groups.filter(keep).reduce((a, g) => a + f(g), 0);
+  const floor = (g: LedgerGroup) => {
+    const key = keyOf(g);
+    return key ? floorOf(key) : undefined;
+  };
+
+  const modelCost = sum((g) => g.cost);
+  const gradingCost = sum((g) => g.cost, isGrading);
+  const deepCost = sum((g) => g.cost, (g) => g.purpose === 'deep_review');
+  const standard = count((g) => g.gradings, (g) => isGrading(g) && g.tier === 'standard');
+  const deep = count((g) => g.gradings, (g) => isGrading(g) && g.tier === 'deep');
+  const modelGradings = standard + deep;
+  const all = modelGradings + offline;
+  const hits = count((g) => g.hits, isGrading);
+
+  // Compression: tokens saved at each model's (uncached) input price.
+  const savedByCompression = sum((g) => BigInt(g.compressionTokens) * (floor(g)?.input ?? 0n));
+  // Routing: what the standard gradings would have cost on the deep tier's first model.
+  const savedByRouting = premium ? sum((g) => at(g, premium.floor) - g.paidCost, (g) => isGrading(g) && g.tier === 'standard') : 0n;
+  // Batch: what the batched calls would have cost at the model's real-time prices.
+  const savedByBatch = sum((g) => {
+    const p = floor(g);
+    return p ? at(g, p) - g.paidCost : 0n;
+  }, (g) => g.batch);
+  const atLeastZero = (n: Nanos) => (n > 0n ? n : 0n);
+
+  return {
+    period: input.period,
+    timezone: input.timezone,
+    gradings: { total: all, standard, deep, offline, fromCache: hits },
+    deepReviews: { ordered: orders.ordered, sold: orders.sold, delivered: orders.delivered, refunded: orders.refunded },
+    modelCost: formatCny(modelCost),
+    modelCostByPurpose: Object.fromEntries(['grading', 'deep_review', 'chat'].map((p) => [p, formatCny(sum((g) => g.cost, (g) => g.purpose === p))])),
+    revenue: formatCny(orders.revenue),
+    margin: formatCny(orders.revenue - modelCost),
+    deepReviewMargin: formatCny(orders.revenue - deepCost),
+    costPerGrading: all ? formatCny(gradingCost / BigInt(all)) : '0.00',
+    cacheHitRate: modelGradings ? ratio(BigInt(hits), BigInt(modelGradings)) : '0.0000',
+    savedByCache: formatCny(sum((g) => g.saved)),
+    savedByCompression: formatCny(savedByCompression),
+    compressionTokensSaved: count((g) => g.compressionTokens),
+    savedByRouting: formatCny(atLeastZero(savedByRouting)),
+    routingBaseline: premium ? premium.key : null,
+    savedByBatch: formatCny(atLeastZero(savedByBatch)),
+    ledgerCalls: count((g) => g.calls),
+  };
+}

@@ -1,0 +1,76 @@
+import { Injectable } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { tenantQuery } from '../db/tenant-scope';
+import type { LedgerGroup, OrdersInMonth } from './month-report';
+
+/** The month report's queries (read only): the ledger by group, the orders and the offline gradings of a period. */
+@Injectable()
+export class ReportsRepository {
+  constructor(private readonly ds: DataSource) {}
+
+  async ledgerGroups(tenantId: string, period: string): Promise<LedgerGroup[]> {
+    const rows = await tenantQuery<Record<string, string>>(
+      this.ds.manager,
+      tenantId,
+      `SELECT purpose, tier, provider, model, batch,
+              count(*) FILTER (WHERE outcome = 'ok') AS gradings,
+              count(*) FILTER (WHERE cache_status = 'hit') AS hits,
+              count(*) AS calls,
+              coalesce(sum(cost_nanos), 0) AS cost,
+              coalesce(sum(saved_nanos), 0) AS saved,
+              coalesce(sum(compression_saved_tokens), 0) AS compression_tokens,
+              coalesce(sum(input_tokens - cached_input_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit'), 0) AS uncached_in,
+              coalesce(sum(cached_input_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit'), 0) AS cached_in,
+              coalesce(sum(output_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit'), 0) AS out,
+              coalesce(sum(cost_nanos) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit'), 0) AS paid_cost
+         FROM llm_calls WHERE tenant_id = $1 AND period = $2
+        GROUP BY purpose, tier, provider, model, batch`,
+      [period],
+    );
+    return rows.map((r) => ({
+      purpose: r.purpose,
+      batch: (r.batch as unknown) === true,
+      tier: r.tier,
+      provider: r.provider,
+      model: r.model,
+      gradings: Number(r.gradings),
+      hits: Number(r.hits),
+      calls: Number(r.calls),
+      cost: BigInt(r.cost),
+      saved: BigInt(r.saved),
+      compressionTokens: Number(r.compression_tokens),
+      uncachedIn: BigInt(r.uncached_in),
+      cachedIn: BigInt(r.cached_in),
+      out: BigInt(r.out),
+      paidCost: BigInt(r.paid_cost),
+    }));
+  }
+
+  /** Orders created, sold (paid and not refunded), delivered and refunded in [start, end), and the revenue. */
+  async orders(tenantId: string, start: Date, end: Date): Promise<OrdersInMonth> {
+    const [r] = await tenantQuery<Record<string, string>>(
+      this.ds.manager,
+      tenantId,
+      `SELECT count(*) FILTER (WHERE created_at >= $2 AND created_at < $3) AS ordered,
+              count(*) FILTER (WHERE paid_at >= $2 AND paid_at < $3 AND status <> 'refunded') AS sold,
+              count(*) FILTER (WHERE delivered_at >= $2 AND delivered_at < $3 AND status = 'delivered') AS delivered,
+              count(*) FILTER (WHERE refunded_at >= $2 AND refunded_at < $3) AS refunded,
+              coalesce(sum(price_nanos) FILTER (WHERE paid_at >= $2 AND paid_at < $3 AND status <> 'refunded'), 0) AS revenue
+         FROM orders WHERE tenant_id = $1`,
+      [start, end],
+    );
+    return { ordered: Number(r.ordered), sold: Number(r.sold), delivered: Number(r.delivered), refunded: Number(r.refunded), revenue: BigInt(r.revenue) };
+  }
+
+  /** Essays graded by the offline grader in [start, end). */
+  async offlineGradings(tenantId: string, start: Date, end: Date): Promise<number> {
+    const [r] = await tenantQuery<{ n: number }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT count(*)::int AS n FROM essays
+        WHERE tenant_id = $1 AND graded_at >= $2 AND graded_at < $3 AND 'offline_estimate' = ANY(flags)`,
+      [start, end],
+    );
+    return r.n;
+  }
+}
