@@ -4,7 +4,7 @@ import { DataSource, EntityManager } from 'typeorm';
 import { tenantQuery } from '../db/tenant-scope';
 import type { InterruptedJob } from '../jobs/job-queue';
 import { EssayStatus, movableFrom } from './essay-lifecycle';
-import type { StoredGrade } from './grading.service';
+import type { StoredGrade } from './grading-types';
 import type { Language } from './rubric';
 
 /** An essay as grading reads it when it takes it. */

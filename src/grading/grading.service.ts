@@ -11,65 +11,20 @@ import { GatewayError, GatewayRequest, GatewayResult, GatewayService, Validation
 import { ResponseCache } from '../llm/response-cache';
 import { InterruptedJob, Job, JobQueue } from '../jobs/job-queue';
 import { OrdersRepository } from '../billing/orders.repository';
-import { GradingSettingsRow, TenantSettingsRepository } from '../tenancy/tenant-settings.repository';
+import { TenantSettingsRepository } from '../tenancy/tenant-settings.repository';
 import { EssayEvents } from './essay-events';
 import { EssayRow, EssaysRepository } from './essays.repository';
 import { GradingMetrics } from './grading-metrics';
-import { GradeBody, gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from './grade-validation';
+import { gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from './grade-validation';
 import { detectInjection } from './injection';
 import { NearDuplicateIndex } from './near-duplicate.service';
 import { offlineGrade } from './offline-grader';
 import { buildGradingPrompt, MAX_OUTPUT_TOKENS, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
 import { Language, Rubric } from './rubric';
 import { RubricsService } from './rubrics.service';
+import { GradingOutcome, GradingSettings, GradingTask, LeaseLostError, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
 
-/** A grade as stored and shown: the body, where it came from, and what it cost. */
-export interface StoredGrade extends GradeBody {
-  model: string | null;
-  provider: string | null;
-  tier: Tier;
-  cache: 'hit' | 'miss';
-  cost: string;
-  flags: string[];
-  source: 'model' | 'offline' | 'reused' | 'teacher';
-  promptVersion: string | null;
-  rubric: { key: string; version: number };
-  gradedAt: string;
-}
-
-export type GradingOutcome = { kind: 'done'; status: string } | { kind: 'failed'; code: string; reason: string };
-
-/** A tenant's near-duplicate policy (GET/PUT /v1/grading/settings). */
-export type GradingSettings = GradingSettingsRow;
-
-/** Raised for a failure worth retrying later (every provider down for a deep review, say). */
-
-export class RetryableGradingError extends Error {
-  constructor(
-    message: string,
-    /** wait at least this long before the retry */
-    readonly retryAfterMs = 0,
-  ) {
-    super(message);
-  }
-}
-
-/** One grading of an essay by a model, for the job that runs it. */
-interface GradingTask {
-  /** its provider calls are paid once, and only while this job's lease is held */
-  job: Job;
-  signal?: AbortSignal;
-  tier?: Tier;
-  /** For a deep review: the standard grade it builds on (the premium model writes only the deep part). */
-  base?: StoredGrade;
-  /** a paid deep review, which can wait for the provider's Batch API */
-  ordered?: boolean;
-}
-
-type ModelGrading = { kind: 'ok'; grade: StoredGrade; costNanos: Nanos } | { kind: 'failed'; code: string; reason: string };
-
-/** This worker no longer holds the job (its lease ran out while it was starved): it must stop. */
-export class LeaseLostError extends Error {}
+export * from './grading-types';
 
 /**
  * Grades one essay: prompt-injection and near-duplicate checks, then the model through the

@@ -1,3 +1,6 @@
+// Longer than 400 lines on purpose: over half of it is the detector's rule table (RULES and the
+// Chinese and English phrase parts it is built from), which reads best next to the scan that uses
+// it. Folding the text (width, variants, invisible characters, look-alike fences) is in text-fold.ts.
 import { normalizeBounded } from '../llm/compression';
 import { fenceLookalikes, foldText, stripInvisible } from './text-fold';
 

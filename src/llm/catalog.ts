@@ -1,3 +1,6 @@
+// Longer than 400 lines on purpose: the catalog's file format is parsed and checked here in one
+// place (providers, tokenizers, price schedules, holiday calendars, models, tiers), so each error
+// names the exact field an operator must fix. Price windows are in price-schedule.ts.
 import * as fs from 'node:fs';
 import { MoneyFormatError, Nanos, pricePerMillionToNanosPerToken } from '../common/money';
 import { isValidTimeZone } from '../common/time-zone';

@@ -1,169 +1,38 @@
-import { createHash, randomUUID } from 'node:crypto';
+// Longer than 400 lines on purpose: this is one model call's whole path (cache, candidates,
+// admission, attempt, settlement, stream relay), and every step shares the call's context and the
+// breakers. What stands alone lives beside it: routing, token bounds and prices (model-router.ts),
+// breakers (provider-health.ts), types (gateway-types.ts, gateway-call.ts).
+import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import { BudgetService, GuardedAnswer, Reservation, SettleOptions, TokenIncident } from '../billing/budget.service';
-import { CallPurpose, LedgerEntry } from '../billing/ledger.service';
+import { BudgetService, GuardedAnswer, Reservation, SettleOptions } from '../billing/budget.service';
+import { LedgerEntry } from '../billing/ledger.service';
 import { Clock } from '../common/clock';
 import { Nanos } from '../common/money';
 import { loggableError } from '../common/error-rendering';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { EnabledProvider, LLM_MODELS, LlmModels } from './llm-models';
 import { BatchCollector } from './batch-collector';
-import { CatalogModel, isRetired, Pricing, retiredMessage, Tier, TierPlan, TokenizerProfile } from './catalog';
+import { CatalogModel, Pricing, Tier, TokenizerProfile } from './catalog';
+import { ModelRouter } from './model-router';
+import { ProviderHealth } from './provider-health';
 import { CircuitBreaker } from './circuit-breaker';
 import { costOf, priceAt, worstCaseCost } from './pricing';
-import { ProviderClient, StreamEvent } from './provider-client';
+import { ProviderClient } from './provider-client';
 import { ADAPTERS } from './providers';
 import { CachedAnswer, ResponseCache } from './response-cache';
-import { estimatePromptTokens, estimateTextTokens } from './tokens';
-import { ChatMessage, ChatParams, ProviderError, Sampling, samplingOf, Usage } from './types';
+import { estimatePromptTokens } from './tokens';
+import { ChatMessage, ChatParams, ProviderError, samplingOf, Usage } from './types';
 import { GatewayMetrics } from './gateway-metrics';
 import { LimitsService } from '../tenancy/limits.service';
 
-export type GatewayTarget = { tier: Tier } | { model: string };
+export * from './gateway-types';
 
-export type Validation<T> = { ok: true; value: T } | { ok: false; problem: string };
-
-export interface GatewayRequest<T = string> extends Sampling {
-  tenantId: string;
-  apiKeyId?: string;
-  essayId?: string;
-  requestId?: string;
-  purpose: CallPurpose;
-  target: GatewayTarget;
-  /** model keys ("provider:model") not to try */
-  exclude?: string[];
-  messages: ChatMessage[];
-  maxTokens?: number;
-  jsonMode?: boolean;
-  /** Exact cache: look up first (unless `lookup` is false), store a valid answer after. */
-  cache?: { key: string; lookup: boolean; store: boolean };
-  /** Checks an answer; an invalid one is billed, never cached, repaired once, then the next model. */
-  validate?: (content: string, model: CatalogModel) => Validation<T>;
-  /** The messages of the one repair attempt on the same model. */
-  repair?: (content: string, problem: string) => ChatMessage[];
-  /** The same request before compression (what a naive pipeline would send): tokens saved are recorded. */
-  uncompressed?: ChatMessage[];
-  /** The call can wait: send it through the provider's Batch API, at its batch price, where offered. */
-  batch?: boolean;
-  /**
-   * Pay for each distinct request of this scope at most once (a job's grading): a retry reuses a
-   * paid answer, waits while the first call is in flight, and calls only while the lease is held.
-   */
-  once?: { scope: string; lease?: { jobId: string; holder: string } };
-  signal?: AbortSignal;
-}
-
-export interface GatewayResult<T = string> {
-  content: string;
-  value: T;
-  provider: string;
-  model: string;
-  modelKey: string;
-  finishReason: string;
-  usage: Usage;
-  costNanos: Nanos;
-  /** for a cache hit: what the original call cost */
-  savedNanos: Nanos;
-  cache: 'hit' | 'miss';
-  callGroup: string;
-  attempts: number;
-  latencyMs: number;
-}
-
-export type GatewayErrorCode =
-  | 'BUDGET_EXHAUSTED'
-  | 'NO_PROVIDER_AVAILABLE'
-  | 'CONTENT_REJECTED'
-  | 'INVALID_REQUEST'
-  | 'MODEL_NOT_FOUND'
-  /** the same request (see GatewayRequest.once) is already at a provider: try again after retryAfterMs */
-  | 'CALL_IN_FLIGHT'
-  /** the job's lease is no longer held by the caller: it must not call a provider for it */
-  | 'LEASE_LOST';
-
-/** Why the gateway could not answer, after trying every candidate it was allowed to. */
-export class GatewayError extends Error {
-  constructor(
-    readonly code: GatewayErrorCode,
-    message: string,
-    readonly tried: string[] = [],
-    readonly retryAfterMs?: number,
-  ) {
-    super(message);
-    this.name = 'GatewayError';
-  }
-}
-
-/** A stream that had started (tokens were sent) and then failed: it cannot fail over any more. */
-export class StreamInterruptedError extends Error {
-  constructor(readonly reason: string) {
-    super(`the model's stream broke off: ${reason}`);
-    this.name = 'StreamInterruptedError';
-  }
-}
-
-export type GatewayStreamEvent<T = string> =
-  | { type: 'start'; provider: string; model: string; cache: 'hit' | 'miss' }
-  | { type: 'delta'; text: string }
-  | { type: 'end'; result: GatewayResult<T> };
-
-type AttemptOutcome<T, R = GatewayResult<T>> =
-  | { kind: 'ok'; result: R }
-  | { kind: 'invalid'; content: string; problem: string }
-  | { kind: 'error'; error: ProviderError }
-  | { kind: 'budget' }
-  | { kind: 'skip'; reason: string };
-
-/** An attempt admission let through: its reservation, prompt estimate and parameters. */
-interface Admitted {
-  reservation: Reservation;
-  estimate: number;
-  saved: number;
-  params: ChatParams;
-}
-
-/** An admitted call as it is made: priced at its start, timed, batch or streamed. */
-interface PaidCall extends Admitted {
-  pricing: Pricing;
-  priceWindow: string | null;
-  t0: number;
-  batch: boolean;
-  streamed: boolean;
-}
-
-/** A stream that produced its first token: the model is committed to. */
-interface OpenStream {
-  model: CatalogModel;
-  call: PaidCall;
-  events: AsyncGenerator<StreamEvent>;
-  release: () => void;
-  first: string;
-  usage: Usage | null;
-  finishReason: string;
-}
-
-interface CallContext<T> {
-  req: GatewayRequest<T>;
-  group: string;
-  attempt: number;
-  started: number;
-  tried: string[];
-  budgetRefused: boolean;
-  /** the refusal was a pause after an incident, not an empty budget */
-  admissionPaused?: boolean;
-  contentRejected: boolean;
-  /** after a first try through a batch, repairs, retries and fallbacks go in real time */
-  realtimeOnly: boolean;
-  lastError?: ProviderError;
-}
+import { Admitted, AttemptOutcome, backoff, CallContext, estimatedUsage, guardKey, OpenStream, overBound, PaidCall, toProviderError, usageFields } from './gateway-call';
+import { GatewayError, GatewayRequest, GatewayResult, GatewayStreamEvent, GatewayTarget, StreamInterruptedError, Validation } from './gateway-types';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A configured model this close to retirement is warned about at start and on /health. */
-export const RETIREMENT_WARNING_DAYS = 30;
-/** fit(): tokens kept free for what joins the added text to the prompt, and the least room ever answered. */
-const FIT_MARGIN_TOKENS = 64;
-const FIT_FLOOR_TOKENS = 200;
+
 
 /**
  * Every model call in Inkstone goes through here: exact cache and single flight, routing by tier
@@ -174,10 +43,10 @@ const FIT_FLOOR_TOKENS = 200;
 @Injectable()
 export class GatewayService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(GatewayService.name);
+  private readonly router: ModelRouter;
   private readonly client: ProviderClient;
   private readonly batches: BatchCollector;
-  modelBreaker: CircuitBreaker;
-  providerBreaker: CircuitBreaker;
+  private readonly health: ProviderHealth;
   private readonly flights = new Map<string, Promise<GatewayResult<unknown>>>();
 
   constructor(
@@ -189,10 +58,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     private readonly clock: Clock,
     private readonly limits: LimitsService,
   ) {
+    this.router = new ModelRouter(models, clock, config.llm.defaultMaxTokens);
     this.client = new ProviderClient(config.llm);
     this.batches = new BatchCollector(this.client, config.llm);
-    this.modelBreaker = new CircuitBreaker(config.llm.breakerFailures, config.llm.breakerCooldownMs);
-    this.providerBreaker = new CircuitBreaker(1, config.llm.providerProbeMs);
+    this.health = new ProviderHealth(config.llm);
   }
 
   private purgeTimer?: NodeJS.Timeout;
@@ -214,21 +83,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
 
   /**
    * What an operator should act on in the catalog: configured models that retire within 30 days,
-   * and holiday calendars that end before today (their schedules then treat holidays as working days).
+   * and holiday calendars that end before today.
    */
   catalogWarnings(): string[] {
-    const llm = this.models;
-    const now = this.clock.now();
-    const out: string[] = [];
-    for (const r of llm.catalog.retirements(now, RETIREMENT_WARNING_DAYS, llm.tiers)) {
-      if (r.tiers.length === 0 || r.daysLeft <= 0) continue;
-      const instead = r.replacement ? `; replace it with ${r.replacement}` : '';
-      out.push(`${r.model} (tier ${r.tiers.join(', ')}) retires on ${r.retiresOn}, in ${r.daysLeft} day${r.daysLeft === 1 ? '' : 's'}${instead}`);
-    }
-    for (const c of llm.catalog.staleCalendars(now)) {
-      out.push(`holiday calendar "${c}" ends before today: add this year's holidays to the catalog (until then, holidays are priced as working days)`);
-    }
-    return out;
+    return this.router.catalogWarnings();
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -239,81 +97,36 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
 
   /** Forgets every breaker's state: all models and providers are in again. */
   resetHealth(): void {
-    const llm = this.config.llm;
-    this.modelBreaker = new CircuitBreaker(llm.breakerFailures, llm.breakerCooldownMs);
-    this.providerBreaker = new CircuitBreaker(1, llm.providerProbeMs);
+    this.health.reset();
+  }
+
+  /** The breakers, for tests and tools. */
+  get modelBreaker(): CircuitBreaker {
+    return this.health.models;
+  }
+
+  get providerBreaker(): CircuitBreaker {
+    return this.health.providers;
   }
 
   /** Is any provider configured for this tier? (With none, grading uses the offline grader.) */
   hasProviders(tier: Tier): boolean {
-    return this.models.tiers[tier].length > 0;
+    return this.router.hasProviders(tier);
   }
 
   /** The models a request may try, in the order it will try them. */
   candidates(target: GatewayTarget, exclude: string[] = []): CatalogModel[] {
-    let plan: TierPlan;
-    const now = this.clock.now();
-    if ('tier' in target) {
-      plan = this.models.tiers[target.tier];
-    } else {
-      const model = this.models.catalog.find(target.model);
-      if (model && isRetired(model, now)) throw new GatewayError('MODEL_NOT_FOUND', retiredMessage(model));
-      if (!model || !this.models.providers.has(model.provider)) {
-        throw new GatewayError('MODEL_NOT_FOUND', `model "${target.model}" is not in the catalog or its provider has no API key`);
-      }
-      plan = [[{ model, weight: 1 }]];
-    }
-    const out: CatalogModel[] = [];
-    for (const group of plan) {
-      // A model that retired while this process ran is skipped (its start-up check passed).
-      const live = group.filter((e) => !isRetired(e.model, now));
-      // Weighted random order within a priority group (Efraimidis–Spirakis).
-      const keyed = live.map((e) => ({ m: e.model, k: Math.random() ** (1 / e.weight) }));
-      keyed.sort((a, b) => b.k - a.k);
-      for (const { m } of keyed) if (!exclude.includes(m.key)) out.push(m);
-    }
-    return out;
+    return this.router.candidates(target, exclude);
   }
 
-  /**
-   * What a call could cost at most on this target: the smallest worst case (prompt bound plus the
-   * full output allowance, at the model's highest price) among the models that could take it,
-   * exactly as admission reserves it. Null when no model could (none configured, or the prompt
-   * fits no model's window).
-   */
+  /** What a call could cost at most on this target (see ModelRouter.quote). Null when no model could take it. */
   quote(target: GatewayTarget, messages: ChatMessage[], maxTokens: number): Nanos | null {
-    let best: Nanos | null = null;
-    for (const model of this.candidates(target)) {
-      const b = this.bound(model, messages, maxTokens);
-      if (!b.fits) continue; // admission would skip it
-      const cost = worstCaseCost(b.estimate, b.maxTokens, model.ceiling);
-      if (best === null || cost < best) best = cost;
-    }
-    return best;
+    return this.router.quote(target, messages, maxTokens);
   }
 
-  /**
-   * How many tokens of text may be added to `messages` (the prompt without its variable part) and
-   * still fit a model of the target: the most any candidate takes, in that model's tokenizer, so
-   * a text cut to it is cut for the model that will take it (admission skips the smaller ones).
-   * Null when no model is configured.
-   */
+  /** The room `messages` leave for added text on the model that will take it (see ModelRouter.fit). */
   fit(target: GatewayTarget, messages: ChatMessage[], maxTokens: number): { tokens: number; tokenizer: TokenizerProfile; model: string } | null {
-    let best: { tokens: number; tokenizer: TokenizerProfile; model: string } | null = null;
-    for (const model of this.candidates(target)) {
-      const b = this.bound(model, messages, maxTokens);
-      const window = Math.min(model.contextWindow - b.maxTokens, model.maxInputTokens);
-      const tokens = Math.max(FIT_FLOOR_TOKENS, window - b.estimate - FIT_MARGIN_TOKENS);
-      if (!best || tokens > best.tokens) best = { tokens, tokenizer: model.tokenizer, model: model.key };
-    }
-    return best;
-  }
-
-  /** The admission bound of a prompt on a model: its token estimate, the output allowance, and whether both fit. */
-  private bound(model: CatalogModel, messages: ChatMessage[], maxTokens: number | undefined): { estimate: number; maxTokens: number; fits: boolean } {
-    const estimate = estimatePromptTokens(messages, model.tokenizer);
-    const allowed = Math.min(maxTokens ?? this.config.llm.defaultMaxTokens, model.maxOutputTokens);
-    return { estimate, maxTokens: allowed, fits: estimate + allowed <= model.contextWindow && estimate <= model.maxInputTokens };
+    return this.router.fit(target, messages, maxTokens);
   }
 
   async complete<T = string>(req: GatewayRequest<T>): Promise<GatewayResult<T>> {
@@ -438,21 +251,11 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   private async firstAnswer<T, R>(ctx: CallContext<T>, attempt: (model: CatalogModel, messages: ChatMessage[]) => Promise<AttemptOutcome<T, R>>): Promise<R> {
     const candidates = this.candidates(ctx.req.target, ctx.req.exclude);
     for (const model of candidates) {
-      if (!this.admit(model)) continue;
+      if (!this.health.allow(model)) continue;
       const outcome = await this.tryModel(ctx, model, attempt);
       if (outcome.kind === 'ok') return outcome.result;
     }
     throw this.failure(ctx, candidates);
-  }
-
-  /** Is the model's provider in and its breaker letting calls (or a probe) through? */
-  private admit(model: CatalogModel): boolean {
-    if (!this.providerBreaker.allow(model.provider)) return false;
-    if (!this.modelBreaker.allow(model.key)) {
-      this.providerBreaker.abandon(model.provider);
-      return false;
-    }
-    return true;
   }
 
   private failure<T>(ctx: CallContext<T>, candidates: CatalogModel[]): GatewayError {
@@ -485,13 +288,11 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       const outcome = await attempt(model, messages);
       switch (outcome.kind) {
         case 'ok':
-          this.modelBreaker.success(model.key);
-          this.providerBreaker.success(model.provider);
+          this.health.answered(model);
           return outcome;
         case 'invalid':
           // The provider works; the answer did not. One repair on this model, then the next model.
-          this.modelBreaker.success(model.key);
-          this.providerBreaker.success(model.provider);
+          this.health.answered(model);
           if (ctx.req.repair && !repaired) {
             repaired = true;
             messages = [...ctx.req.messages, { role: 'assistant', content: outcome.content }, ...ctx.req.repair(outcome.content, outcome.problem)];
@@ -501,8 +302,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
           return outcome;
         case 'budget':
         case 'skip':
-          this.modelBreaker.abandon(model.key);
-          this.providerBreaker.abandon(model.provider);
+          this.health.notTried(model);
           return outcome;
         case 'error':
           if ((await this.onError(ctx, model, outcome.error, retry)) === 'retry') continue;
@@ -519,27 +319,19 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const llm = this.config.llm;
     ctx.lastError = e;
     this.metrics.providerError(model.provider, e.errorClass, e.reason);
-    switch (e.errorClass) {
-      case 'retryable':
-        this.modelBreaker.failure(model.key);
-        this.providerBreaker.success(model.provider);
-        if (retry < llm.maxRetries && this.modelBreaker.state(model.key) === 'closed') {
-          const wait = backoff(retry, llm.retryBaseMs, e.extra.retryAfterMs);
-          if (wait <= llm.maxRetryWaitMs) {
-            await sleep(wait);
-            return 'retry';
-          }
-        }
+    switch (this.health.failed(model, e)) {
+      case 'may_retry': {
+        if (retry >= llm.maxRetries) return 'next';
+        const wait = backoff(retry, llm.retryBaseMs, e.extra.retryAfterMs);
+        if (wait > llm.maxRetryWaitMs) return 'next';
+        await sleep(wait);
+        return 'retry';
+      }
+      case 'next':
+        if (e.errorClass === 'provider_down') this.logger.warn({ msg: 'provider taken out until a probe succeeds', provider: model.provider, reason: e.reason });
         return 'next';
-      case 'provider_down':
-        this.providerBreaker.trip(model.provider);
-        this.modelBreaker.abandon(model.key);
-        this.logger.warn({ msg: 'provider taken out until a probe succeeds', provider: model.provider, reason: e.reason });
-        return 'next';
-      default:
+      case 'refused':
         // The model answered; it refused this request (content filter, context, bad output).
-        this.modelBreaker.success(model.key);
-        this.providerBreaker.success(model.provider);
         if (e.errorClass === 'content_rejected') ctx.contentRejected = true;
         if (e.errorClass === 'fatal') {
           throw new GatewayError('INVALID_REQUEST', e.reason === 'cancelled' ? 'The request was cancelled' : `The provider refused the request: ${e.message}`, ctx.tried);
@@ -562,7 +354,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     | { kind: 'skip'; reason: string }
   > {
     const r = ctx.req;
-    const { estimate, maxTokens, fits } = this.bound(model, messages, r.maxTokens);
+    const { estimate, maxTokens, fits } = this.router.bound(model, messages, r.maxTokens);
     if (!fits) return { kind: 'skip', reason: 'context_length' };
     // The highest price the call could be billed at, whichever window it lands in.
     const pricing: Pricing = batch ? model.batchPricing! : model.ceiling;
@@ -877,11 +669,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         keep: false,
       });
       if (broken) {
-        if (broken.errorClass === 'retryable') this.modelBreaker.failure(model.key);
+        this.health.broke(model, broken);
         this.metrics.providerError(model.provider, broken.errorClass, broken.reason);
       } else {
-        this.modelBreaker.success(model.key);
-        this.providerBreaker.success(model.provider);
+        this.health.answered(model);
         ended = this.answered(ctx, model, content, content, s.finishReason || 'stop', usage, charged);
         await this.store(ctx, ended);
       }
@@ -889,42 +680,4 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     if (broken) throw new StreamInterruptedError(broken.reason);
     yield { type: 'end', result: ended! };
   }
-}
-
-function toProviderError(err: unknown): ProviderError {
-  if (err instanceof ProviderError) return err;
-  if (err instanceof GatewayError) throw err;
-  return new ProviderError('retryable', 'unexpected', (err as Error)?.message ?? String(err));
-}
-
-function usageFields(usage: Usage | null | undefined, source: 'provider' | 'estimated'): Partial<LedgerEntry> {
-  if (!usage) return { usageSource: 'none' };
-  return { inputTokens: usage.inputTokens, cachedInputTokens: usage.cachedInputTokens, outputTokens: usage.outputTokens, usageSource: source };
-}
-
-/** When a provider reports no usage: the input estimate (an upper bound) and the output as produced. */
-function estimatedUsage(estimate: number, content: string, model: CatalogModel): Usage {
-  return { inputTokens: estimate, cachedInputTokens: 0, outputTokens: estimateTextTokens(content, model.tokenizer) };
-}
-
-/**
- * Provider-reported usage above the bound the call was admitted with: more input tokens than the
- * prompt's byte bound (tokens.ts), or more output than max_tokens. Such a call is an incident.
- */
-function overBound(usage: Usage | null | undefined, estimate: number, maxTokens: number): TokenIncident | undefined {
-  if (!usage || (usage.inputTokens <= estimate && usage.outputTokens <= maxTokens)) return undefined;
-  return { estimatedInputTokens: estimate, reportedInputTokens: usage.inputTokens, maxOutputTokens: maxTokens, reportedOutputTokens: usage.outputTokens };
-}
-
-/** What makes two attempts of a guarded call the same request: its scope, the model and the whole body. */
-function guardKey(scope: string, model: CatalogModel, batch: boolean, p: ChatParams): string {
-  const body = { scope, model: model.key, batch, maxTokens: p.maxTokens, jsonMode: p.jsonMode ?? false, sampling: samplingOf(p), messages: p.messages };
-  return createHash('sha256').update(JSON.stringify(body)).digest('hex');
-}
-
-/** Exponential backoff with full jitter, never shorter than the provider's Retry-After. */
-export function backoff(retry: number, baseMs: number, retryAfterMs?: number): number {
-  const ceiling = baseMs * 2 ** retry;
-  const jittered = ceiling / 2 + Math.random() * (ceiling / 2);
-  return Math.max(Math.round(jittered), retryAfterMs ?? 0);
 }

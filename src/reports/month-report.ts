@@ -1,5 +1,5 @@
 import { formatCny, Nanos } from '../common/money';
-import { ratio } from '../billing/budget.service';
+import { ratio } from '../billing/budget-view';
 
 /** Ledger rows of a month, summed by purpose, tier, model and batch (ReportsRepository.ledgerGroups). */
 export interface LedgerGroup {

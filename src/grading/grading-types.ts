@@ -1,0 +1,54 @@
+import type { Nanos } from '../common/money';
+import type { Job } from '../jobs/job-queue';
+import type { Tier } from '../llm/catalog';
+import type { GradingSettingsRow } from '../tenancy/tenant-settings.repository';
+import type { GradeBody } from './grade-validation';
+
+/** Grading's types: the stored grade, a grading's outcome, and the errors a worker handles. */
+
+/** A grade as stored and shown: the body, where it came from, and what it cost. */
+export interface StoredGrade extends GradeBody {
+  model: string | null;
+  provider: string | null;
+  tier: Tier;
+  cache: 'hit' | 'miss';
+  cost: string;
+  flags: string[];
+  source: 'model' | 'offline' | 'reused' | 'teacher';
+  promptVersion: string | null;
+  rubric: { key: string; version: number };
+  gradedAt: string;
+}
+
+export type GradingOutcome = { kind: 'done'; status: string } | { kind: 'failed'; code: string; reason: string };
+
+/** A tenant's near-duplicate policy (GET/PUT /v1/grading/settings). */
+export type GradingSettings = GradingSettingsRow;
+
+/** Raised for a failure worth retrying later (every provider down for a deep review, say). */
+export class RetryableGradingError extends Error {
+  constructor(
+    message: string,
+    /** wait at least this long before the retry */
+    readonly retryAfterMs = 0,
+  ) {
+    super(message);
+  }
+}
+
+/** One grading of an essay by a model, for the job that runs it. */
+export interface GradingTask {
+  /** its provider calls are paid once, and only while this job's lease is held */
+  job: Job;
+  signal?: AbortSignal;
+  tier?: Tier;
+  /** For a deep review: the standard grade it builds on (the premium model writes only the deep part). */
+  base?: StoredGrade;
+  /** a paid deep review, which can wait for the provider's Batch API */
+  ordered?: boolean;
+}
+
+export type ModelGrading = { kind: 'ok'; grade: StoredGrade; costNanos: Nanos } | { kind: 'failed'; code: string; reason: string };
+
+/** This worker no longer holds the job (its lease ran out while it was starved): it must stop. */
+export class LeaseLostError extends Error {}

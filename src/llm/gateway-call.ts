@@ -1,0 +1,98 @@
+import { createHash } from 'node:crypto';
+import type { LedgerEntry } from '../billing/ledger.service';
+import type { Reservation, TokenIncident } from '../billing/budget.service';
+import type { CatalogModel, Pricing } from './catalog';
+import { GatewayError, GatewayRequest, GatewayResult } from './gateway-types';
+import type { StreamEvent } from './provider-client';
+import { estimateTextTokens } from './tokens';
+import { ChatParams, ProviderError, samplingOf, Usage } from './types';
+
+/** One gateway call's internal state, and the small rules its attempts are accounted by. */
+
+export type AttemptOutcome<T, R = GatewayResult<T>> =
+  | { kind: 'ok'; result: R }
+  | { kind: 'invalid'; content: string; problem: string }
+  | { kind: 'error'; error: ProviderError }
+  | { kind: 'budget' }
+  | { kind: 'skip'; reason: string };
+
+/** An attempt admission let through: its reservation, prompt estimate and parameters. */
+export interface Admitted {
+  reservation: Reservation;
+  estimate: number;
+  saved: number;
+  params: ChatParams;
+}
+
+/** An admitted call as it is made: priced at its start, timed, batch or streamed. */
+export interface PaidCall extends Admitted {
+  pricing: Pricing;
+  priceWindow: string | null;
+  t0: number;
+  batch: boolean;
+  streamed: boolean;
+}
+
+/** A stream that produced its first token: the model is committed to. */
+export interface OpenStream {
+  model: CatalogModel;
+  call: PaidCall;
+  events: AsyncGenerator<StreamEvent>;
+  release: () => void;
+  first: string;
+  usage: Usage | null;
+  finishReason: string;
+}
+
+export interface CallContext<T> {
+  req: GatewayRequest<T>;
+  group: string;
+  attempt: number;
+  started: number;
+  tried: string[];
+  budgetRefused: boolean;
+  /** the refusal was a pause after an incident, not an empty budget */
+  admissionPaused?: boolean;
+  contentRejected: boolean;
+  /** after a first try through a batch, repairs, retries and fallbacks go in real time */
+  realtimeOnly: boolean;
+  lastError?: ProviderError;
+}
+
+export function toProviderError(err: unknown): ProviderError {
+  if (err instanceof ProviderError) return err;
+  if (err instanceof GatewayError) throw err;
+  return new ProviderError('retryable', 'unexpected', (err as Error)?.message ?? String(err));
+}
+
+export function usageFields(usage: Usage | null | undefined, source: 'provider' | 'estimated'): Partial<LedgerEntry> {
+  if (!usage) return { usageSource: 'none' };
+  return { inputTokens: usage.inputTokens, cachedInputTokens: usage.cachedInputTokens, outputTokens: usage.outputTokens, usageSource: source };
+}
+
+/** When a provider reports no usage: the input estimate (an upper bound) and the output as produced. */
+export function estimatedUsage(estimate: number, content: string, model: CatalogModel): Usage {
+  return { inputTokens: estimate, cachedInputTokens: 0, outputTokens: estimateTextTokens(content, model.tokenizer) };
+}
+
+/**
+ * Provider-reported usage above the bound the call was admitted with: more input tokens than the
+ * prompt's byte bound (tokens.ts), or more output than max_tokens. Such a call is an incident.
+ */
+export function overBound(usage: Usage | null | undefined, estimate: number, maxTokens: number): TokenIncident | undefined {
+  if (!usage || (usage.inputTokens <= estimate && usage.outputTokens <= maxTokens)) return undefined;
+  return { estimatedInputTokens: estimate, reportedInputTokens: usage.inputTokens, maxOutputTokens: maxTokens, reportedOutputTokens: usage.outputTokens };
+}
+
+/** What makes two attempts of a guarded call the same request: its scope, the model and the whole body. */
+export function guardKey(scope: string, model: CatalogModel, batch: boolean, p: ChatParams): string {
+  const body = { scope, model: model.key, batch, maxTokens: p.maxTokens, jsonMode: p.jsonMode ?? false, sampling: samplingOf(p), messages: p.messages };
+  return createHash('sha256').update(JSON.stringify(body)).digest('hex');
+}
+
+/** Exponential backoff with full jitter, never shorter than the provider's Retry-After. */
+export function backoff(retry: number, baseMs: number, retryAfterMs?: number): number {
+  const ceiling = baseMs * 2 ** retry;
+  const jittered = ceiling / 2 + Math.random() * (ceiling / 2);
+  return Math.max(Math.round(jittered), retryAfterMs ?? 0);
+}
