@@ -11,7 +11,7 @@ import { HealthController } from './health/health.controller';
 import { JobsModule } from './jobs/jobs.module';
 import { LlmModule } from './llm/llm.module';
 import { LLM_MODELS, LlmModels } from './llm/llm-models';
-import { pinoHttpOptions } from './logging';
+import { pinoHttpOptions, prettyDestination, wantsPretty } from './logging';
 import { MetricsModule } from './metrics/metrics.module';
 import { ReportsModule } from './reports/reports.module';
 import { TenancyModule } from './tenancy/tenancy.module';
@@ -21,11 +21,13 @@ import { ENTITIES } from './tenancy/entities';
 export class AppModule {
   /** `logDestination`: where log lines go instead of stdout (tests read them). */
   static forRoot(config: AppConfig, models: LlmModels, logDestination?: DestinationStream): DynamicModule {
+    // JSON lines for collectors; pretty lines for a person at a terminal (LOG_FORMAT).
+    const destination = logDestination ?? (wantsPretty(config.logFormat, process.stdout) ? prettyDestination(process.stdout) : undefined);
     return {
       module: AppModule,
       global: true,
       imports: [
-        LoggerModule.forRoot({ pinoHttp: logDestination ? [pinoHttpOptions(config), logDestination] : pinoHttpOptions(config) }),
+        LoggerModule.forRoot({ pinoHttp: destination ? [pinoHttpOptions(config), destination] : pinoHttpOptions(config) }),
         DatabaseModule.forRoot(ENTITIES),
         MetricsModule,
         TenancyModule,

@@ -4,7 +4,7 @@ import { ApiError } from './common/errors';
 import { loggableError } from './common/error-rendering';
 import { loadConfig } from './config/app-config';
 import { ProviderError } from './llm/types';
-import { pinoHttpOptions } from './logging';
+import { pinoHttpOptions, prettyDestination, prettyLine, wantsPretty } from './logging';
 
 /** A logger configured as the app's (its serializers), writing JSON lines into an array. */
 function capture() {
@@ -45,5 +45,44 @@ describe('logged errors keep their message and code', () => {
     const cyclic: Record<string, unknown> = {};
     cyclic.self = cyclic;
     expect(loggableError(cyclic)).toEqual({ message: '[object Object]' });
+  });
+});
+
+describe('logs for people', () => {
+  const line = JSON.stringify({
+    level: 40,
+    time: Date.UTC(2026, 10, 30, 8, 5, 3, 21),
+    pid: 1,
+    hostname: 'h',
+    service: 'inkstone',
+    context: 'GradingWorker',
+    msg: 'grading failed, will retry',
+    tenantId: 't-1',
+    attempt: 2,
+    err: { name: 'Error', message: 'upstream 503', code: 'rate_limited' },
+  });
+
+  it('writes JSON lines pretty: time, level, component, message, fields, error', () => {
+    expect(prettyLine(line)).toBe('08:05:03.021 WARN  [GradingWorker] grading failed, will retry tenantId=t-1 attempt=2 err=upstream 503 (rate_limited)');
+    const request = JSON.stringify({ level: 30, time: 0, req: { id: 'r1', method: 'POST', path: '/v1/essays' }, res: { statusCode: 202 }, responseTime: 12, msg: 'request completed' });
+    expect(prettyLine(request)).toBe('00:00:00.000 INFO  POST /v1/essays 202 12ms request completed');
+    expect(prettyLine('not json')).toBe('not json');
+  });
+
+  it('colours only a terminal, and picks pretty for a terminal under auto', () => {
+    expect(prettyLine(line, true)).toContain('\u001b[33mWARN \u001b[0m');
+    expect(prettyLine(line, false)).not.toContain('\u001b');
+    expect(wantsPretty('auto', { isTTY: true })).toBe(true);
+    expect(wantsPretty('auto', { isTTY: false })).toBe(false);
+    expect(wantsPretty('json', { isTTY: true })).toBe(false);
+    expect(wantsPretty('pretty', {})).toBe(true);
+  });
+
+  it('joins lines split across writes', () => {
+    const out: string[] = [];
+    const dest = prettyDestination({ write: (s: string) => out.push(s), isTTY: false } as never);
+    dest.write(line.slice(0, 20));
+    dest.write(`${line.slice(20)}\n{"level":30,"time":0,"msg":"b"}\n`);
+    expect(out).toEqual([`${prettyLine(line)}\n`, '00:00:00.000 INFO  b\n']);
   });
 });

@@ -1,4 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Writable } from 'node:stream';
+import type { DestinationStream } from 'pino';
 import type { Options } from 'pino-http';
 import type { AppConfig } from './config/app-config';
 import { loggableError } from './common/error-rendering';
@@ -24,5 +26,65 @@ export function pinoHttpOptions(config: AppConfig): Options {
     customLogLevel: (_req: IncomingMessage, res: ServerResponse, err?: Error) =>
       err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info',
     quietReqLogger: true,
+  };
+}
+
+/** Pretty logs for people: on a terminal under LOG_FORMAT=auto, or always under pretty; JSON otherwise. */
+export function wantsPretty(format: AppConfig['logFormat'], out: { isTTY?: boolean }): boolean {
+  return format === 'pretty' || (format === 'auto' && !!out.isTTY);
+}
+
+const LEVELS: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };
+const COLOURS: Record<number, string> = { 10: '90', 20: '90', 30: '32', 40: '33', 50: '31', 60: '35' };
+/** Fields every line has, or that the line's head already shows. */
+const QUIET = new Set(['level', 'time', 'pid', 'hostname', 'service', 'msg', 'context', 'req', 'res', 'responseTime', 'err']);
+
+/**
+ * One JSON log line as a person reads it: time, level, the component, the message, then the other
+ * fields as key=value; a request's method, path, status and time; an error's message and code.
+ * The same fields as the JSON line (nothing more is logged: no essay text, no keys). A line that is
+ * not JSON is passed through.
+ */
+export function prettyLine(line: string, colour = false): string {
+  let o: Record<string, unknown>;
+  try {
+    o = JSON.parse(line);
+  } catch {
+    return line;
+  }
+  if (!o || typeof o !== 'object') return line;
+  const level = typeof o.level === 'number' ? o.level : 30;
+  const time = typeof o.time === 'number' ? new Date(o.time).toISOString().slice(11, 23) : '';
+  const paint = (code: string, text: string) => (colour ? `\u001b[${code}m${text}\u001b[0m` : text);
+  const parts = [paint('90', time), paint(COLOURS[level] ?? '0', LEVELS[level] ?? String(level))];
+  if (typeof o.context === 'string') parts.push(paint('36', `[${o.context}]`));
+  const req = o.req as { method?: string; path?: string } | undefined;
+  const res = o.res as { statusCode?: number } | undefined;
+  if (req?.method) parts.push(`${req.method} ${req.path ?? ''}${res?.statusCode ? ` ${res.statusCode}` : ''}${typeof o.responseTime === 'number' ? ` ${o.responseTime}ms` : ''}`);
+  if (o.msg !== undefined) parts.push(String(o.msg));
+  for (const [k, v] of Object.entries(o)) {
+    if (QUIET.has(k) || v === undefined) continue;
+    parts.push(`${paint('90', `${k}=`)}${typeof v === 'string' ? v : JSON.stringify(v)}`);
+  }
+  const err = o.err as { message?: string; code?: string | number; stack?: string } | undefined;
+  if (err?.message) parts.push(paint('31', `err=${err.message}${err.code !== undefined ? ` (${err.code})` : ''}`));
+  let out = parts.filter(Boolean).join(' ');
+  if (err?.stack) out += `\n${err.stack}`;
+  return out;
+}
+
+/** A pino destination that writes each line pretty to `out` (a terminal). */
+export function prettyDestination(out: Writable & { isTTY?: boolean }): DestinationStream {
+  let pending = '';
+  return {
+    write(chunk: string): void {
+      pending += chunk;
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        if (line) out.write(`${prettyLine(line, !!out.isTTY)}\n`);
+      }
+    },
   };
 }

@@ -39,6 +39,8 @@ export interface AppConfig {
   host: string;
   port: number;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** `json` (one object a line, for collectors), `pretty` (for people), or `auto`: pretty on a terminal, else JSON */
+  logFormat: 'json' | 'pretty' | 'auto';
   /** Unset: the service starts an embedded PostgreSQL under `dataDir`. */
   databaseUrl?: string;
   databasePoolSize: number;
@@ -123,6 +125,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     host: e.string('HOST', { default: '0.0.0.0' }),
     port: e.int('PORT', { min: 0, max: 65535, default: 3000 }),
     logLevel: e.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
+    logFormat: e.oneOf('LOG_FORMAT', ['json', 'pretty', 'auto'] as const, 'auto'),
     databaseUrl: e.url('DATABASE_URL', ['postgres', 'postgresql']),
     databasePoolSize: e.int('DATABASE_POOL_SIZE', { min: 1, max: 200, default: 10 }),
     dataDir,

@@ -1,4 +1,3 @@
-import type { CatalogModel } from './catalog';
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';
@@ -60,8 +59,4 @@ export class ProviderError extends Error {
     super(message);
     this.name = 'ProviderError';
   }
-}
-
-export interface Candidate {
-  model: CatalogModel;
 }
