@@ -8,7 +8,7 @@ import { ConfigError } from '../src/config/env-reader';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { collect, exited, freePort, runService, TEST_SECRET_KEY } from './support/spawn-service';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
-import { TenantSettingsRepository } from '../src/tenancy/tenant-settings.repository';
+import { TenantsRepository } from '../src/tenancy/tenants.repository';
 
 const TEST_KEY = Buffer.from(TEST_SECRET_KEY, 'hex');
 const PAY = 'whsec_payment_secret_at_rest_0123456789';
@@ -122,7 +122,7 @@ describe('rotating INKSTONE_SECRET_KEY, and starting with the wrong one', () => 
 
     // Reading: a process holding the new key and the previous one opens the old value.
     const rotatedBox = new SecretBox(next, [TEST_KEY]);
-    expect(await new TenantSecretsService(new TenantSettingsRepository(t.dataSource), rotatedBox).open('payment', tenant.tenantId, sealed, null)).toBe(PAY);
+    expect(await new TenantSecretsService(new TenantsRepository(t.dataSource), rotatedBox).open('payment', tenant.tenantId, sealed, null)).toBe(PAY);
 
     // Starting with the new key (the old one as previous) seals every value with the new key.
     const rotated = await t.another({ INKSTONE_SECRET_KEY: next.toString('base64'), INKSTONE_SECRET_KEY_PREVIOUS: TEST_SECRET_KEY });
@@ -137,7 +137,7 @@ describe('rotating INKSTONE_SECRET_KEY, and starting with the wrong one', () => 
       .expect(404); // signature accepted; the order is unknown
 
     // The old key alone no longer opens them: a start with it is refused, naming the key ids.
-    const stale = new TenantSecretsService(new TenantSettingsRepository(t.dataSource), new SecretBox(TEST_KEY));
+    const stale = new TenantSecretsService(new TenantsRepository(t.dataSource), new SecretBox(TEST_KEY));
     await expect(stale.onModuleInit()).rejects.toThrow(ConfigError);
     await expect(stale.onModuleInit()).rejects.toThrow(
       new RegExp(`^INKSTONE_SECRET_KEY does not open the stored webhook secrets: \\d+ with key ${keyIdOf(next)}, which is neither INKSTONE_SECRET_KEY \\(key ${keyIdOf(TEST_KEY)}\\)`),

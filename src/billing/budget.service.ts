@@ -9,7 +9,7 @@ import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { ClusterBus } from '../db/cluster-bus';
 import { AlertsService } from './alerts.service';
-import { TenantSettingsRepository } from '../tenancy/tenant-settings.repository';
+import { TenantsRepository } from '../tenancy/tenants.repository';
 import { BooksRepository, GuardedAnswer, TokenIncident } from './books.repository';
 import type { LedgerEntry } from './ledger.service';
 import { BudgetView, forecast, IncidentView, incidentView, ratio, WhenExhausted } from './budget-view';
@@ -90,7 +90,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
   constructor(
     private readonly ds: DataSource,
     private readonly books: BooksRepository,
-    private readonly tenants: TenantSettingsRepository,
+    private readonly tenants: TenantsRepository,
     private readonly alerts: AlertsService,
     @Inject(CONFIG) private readonly config: AppConfig,
     private readonly secrets: TenantSecretsService,

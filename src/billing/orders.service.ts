@@ -6,7 +6,7 @@ import { stripControlChars } from '../common/control-chars';
 import { formatCny, isCnyString, parseCny } from '../common/money';
 import { verifySignature } from '../common/signature';
 import { ClusterBus } from '../db/cluster-bus';
-import { TenantSettingsRepository } from '../tenancy/tenant-settings.repository';
+import { TenantsRepository } from '../tenancy/tenants.repository';
 import { OrdersRepository, OrderView, PaymentMode } from './orders.repository';
 import { BillingError } from './billing-errors';
 import { TenantSecretsService } from './tenant-secrets.service';
@@ -36,7 +36,7 @@ export class OrdersService {
 
   constructor(
     private readonly orders: OrdersRepository,
-    private readonly tenants: TenantSettingsRepository,
+    private readonly tenants: TenantsRepository,
     private readonly secrets: TenantSecretsService,
     private readonly bus: ClusterBus,
   ) {}

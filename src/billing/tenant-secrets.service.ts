@@ -5,7 +5,7 @@ import type { AppConfig } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
 import { resolveSecretKeys } from '../config/secret-key';
 import { assertTenantId } from '../db/tenant-scope';
-import { TenantSettingsRepository } from '../tenancy/tenant-settings.repository';
+import { TenantsRepository } from '../tenancy/tenants.repository';
 
 /** The tenant secrets Inkstone reads back: the payment provider's and the alert webhooks' signing secrets. */
 export type TenantSecretKind = 'payment' | 'alert';
@@ -38,7 +38,7 @@ export class TenantSecretsService implements OnModuleInit {
   private readonly logger = new Logger(TenantSecretsService.name);
 
   constructor(
-    private readonly tenants: TenantSettingsRepository,
+    private readonly tenants: TenantsRepository,
     private readonly box: SecretBox,
   ) {}
 

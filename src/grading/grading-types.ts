@@ -1,7 +1,7 @@
 import type { Nanos } from '../common/money';
 import type { Job } from '../jobs/job-queue';
 import type { Tier } from '../llm/catalog';
-import type { GradingSettingsRow } from '../tenancy/tenant-settings.repository';
+import type { GradingSettingsRow } from '../tenancy/tenants.repository';
 import type { GradeBody } from './grade-validation';
 
 /** Grading's types: the stored grade, a grading's outcome, and the errors a worker handles. */

@@ -11,7 +11,7 @@ import { GatewayError, GatewayRequest, GatewayResult, GatewayService, Validation
 import { ResponseCache } from '../llm/response-cache';
 import { InterruptedJob, Job, JobQueue } from '../jobs/job-queue';
 import { OrdersRepository } from '../billing/orders.repository';
-import { TenantSettingsRepository } from '../tenancy/tenant-settings.repository';
+import { TenantsRepository } from '../tenancy/tenants.repository';
 import { EssayEvents } from './essay-events';
 import { EssayRow, EssaysRepository } from './essays.repository';
 import { GradingMetrics } from './grading-metrics';
@@ -50,7 +50,7 @@ export class GradingService {
     private readonly bus: ClusterBus,
     private readonly essays: EssaysRepository,
     private readonly orders: OrdersRepository,
-    private readonly tenants: TenantSettingsRepository,
+    private readonly tenants: TenantsRepository,
   ) {
     // A change made on any instance drops the cached settings everywhere.
     bus.on<{ tenantId: string }>('settings', ({ tenantId }) => this.settingsCache.delete(tenantId));

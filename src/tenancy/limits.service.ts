@@ -4,7 +4,7 @@ import { AppConfig, CONFIG, LIMIT_NAMES, TenantLimits } from '../config/app-conf
 import { ClusterBus } from '../db/cluster-bus';
 import { JobQueue } from '../jobs/job-queue';
 import { TenancyError } from './tenancy-errors';
-import { TenantSettingsRepository } from './tenant-settings.repository';
+import { TenantsRepository } from './tenants.repository';
 
 export type LimitName = (typeof LIMIT_NAMES)[number];
 
@@ -24,6 +24,28 @@ export interface RateLimitHeaders {
 
 /** A held slot of a per-instance concurrency limit; release it once. */
 export type Release = () => void;
+
+/** Where each limit is counted. */
+export const LIMIT_SCOPES: Record<LimitName, 'per key' | 'per tenant' | 'per tenant, per instance'> = {
+  requestsPerSecondPerKey: 'per key',
+  requestBurstPerKey: 'per key',
+  essaysQueued: 'per tenant',
+  essaysGrading: 'per tenant',
+  chatInFlight: 'per tenant, per instance',
+  eventStreams: 'per tenant, per instance',
+  providerCalls: 'per tenant, per instance',
+};
+
+/** What each limit bounds, as the API guide says it. */
+export const LIMIT_MEANINGS: Record<LimitName, string> = {
+  requestsPerSecondPerKey: "requests per second per API key: a token bucket's refill rate (its state is in every answer's RateLimit-* headers)",
+  requestBurstPerKey: "the most requests one key may send at once: the token bucket's size",
+  essaysQueued: 'essays waiting to be graded',
+  essaysGrading: 'essays being graded at once, across instances (enforced in the queue’s claim)',
+  chatInFlight: 'chat completions in flight',
+  eventStreams: 'open event streams (SSE)',
+  providerCalls: 'model calls at providers at once, all purposes; more wait their turn',
+};
 
 const BUCKETS_MAX = 100_000;
 const QUEUED_CACHE_MS = 1_000;
@@ -47,7 +69,7 @@ export class LimitsService {
 
   constructor(
     private readonly jobs: JobQueue,
-    private readonly tenants: TenantSettingsRepository,
+    private readonly tenants: TenantsRepository,
     private readonly bus: ClusterBus,
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {
@@ -181,15 +203,7 @@ export class LimitsService {
         eventStreams: this.inUse.eventStreams.get(tenantId) ?? 0,
         providerCalls: this.inUse.providerCalls.get(tenantId) ?? 0,
       },
-      scope: {
-        requestsPerSecondPerKey: 'per key',
-        requestBurstPerKey: 'per key',
-        essaysQueued: 'per tenant',
-        essaysGrading: 'per tenant',
-        chatInFlight: 'per tenant, per instance',
-        eventStreams: 'per tenant, per instance',
-        providerCalls: 'per tenant, per instance',
-      },
+      scope: LIMIT_SCOPES,
     };
   }
 }

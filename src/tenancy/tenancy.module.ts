@@ -8,13 +8,13 @@ import { Authenticator } from './authenticator';
 import { LimitsController } from './limits.controller';
 import { LimitsService } from './limits.service';
 import { TenantsController } from './tenants.controller';
-import { TenantSettingsRepository } from './tenant-settings.repository';
+import { TenantsRepository } from './tenants.repository';
 import { TenantsService } from './tenants.service';
 
 @Module({
   imports: [JobsModule],
   controllers: [TenantsController, ApiKeysController, LimitsController],
-  providers: [TenantsService, TenantSettingsRepository, ApiKeysService, Authenticator, LimitsService, { provide: APP_GUARD, useClass: AuthGuard }],
-  exports: [TenantsService, TenantSettingsRepository, ApiKeysService, Authenticator, LimitsService],
+  providers: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, LimitsService, { provide: APP_GUARD, useClass: AuthGuard }],
+  exports: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, LimitsService],
 })
 export class TenancyModule {}

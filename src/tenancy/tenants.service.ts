@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
@@ -6,6 +5,7 @@ import { formatCny, parseCny } from '../common/money';
 import { ApiKeysService } from './api-keys.service';
 import { CreateTenantDto } from './dto/create-tenant.dto';
 import { TenantEntity } from './tenant.entity';
+import { TenantsRepository } from './tenants.repository';
 
 export interface TenantView {
   id: string;
@@ -28,6 +28,7 @@ export class TenantsService {
 
   constructor(
     private readonly ds: DataSource,
+    private readonly tenants: TenantsRepository,
     private readonly apiKeys: ApiKeysService,
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
@@ -35,14 +36,11 @@ export class TenantsService {
   /** Creates a tenant and its first admin key in one transaction. */
   async create(dto: CreateTenantDto): Promise<CreatedTenant> {
     return this.ds.transaction(async (m) => {
-      const tenant = await m.getRepository(TenantEntity).save(
-        m.getRepository(TenantEntity).create({
-          id: randomUUID(),
-          name: dto.name,
-          timezone: dto.timezone ?? this.config.defaultTimezone,
-          monthlyCapNanos: dto.monthlyBudget !== undefined ? parseCny(dto.monthlyBudget) : this.config.defaultMonthlyBudget,
-        }),
-      );
+      const tenant = await this.tenants.create(m, {
+        name: dto.name,
+        timezone: dto.timezone ?? this.config.defaultTimezone,
+        cap: dto.monthlyBudget !== undefined ? parseCny(dto.monthlyBudget) : this.config.defaultMonthlyBudget,
+      });
       const key = await this.apiKeys.issue(m, tenant.id, 'Initial admin key', 'admin');
       this.logger.log({ msg: 'tenant created', tenantId: tenant.id });
       return { tenant: toTenantView(tenant), adminKey: key.key, adminKeyId: key.id };

@@ -1,8 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import { ApiError } from '../common/errors';
 import type { Nanos } from '../common/money';
 import { assertTenantId, rowsOf } from '../db/tenant-scope';
+import { TenantEntity } from './tenant.entity';
 
 /** A tenant's budget policy, as budgets and alerts read it. */
 export interface BudgetSettingsRow {
@@ -33,12 +35,12 @@ const SECRET_COLUMNS: Record<SecretKind, { sealed: string; legacy: string }> = {
 };
 
 /**
- * The tenant settings aggregate: the only code that writes the settings columns of `tenants`
+ * The tenants aggregate: the only code that writes `tenants` — a new tenant, and its settings
  * (budget policy, billing, grading, fair-use limits, sealed secrets, the admission pause). Each
  * module asks here by a typed method; the row is the tenant's own, found by its primary key.
  */
 @Injectable()
-export class TenantSettingsRepository {
+export class TenantsRepository {
   constructor(private readonly ds: DataSource) {}
 
   private async one<R>(tenantId: string, sql: string, params: unknown[] = [], m: EntityManager = this.ds.manager): Promise<R> {
@@ -46,6 +48,12 @@ export class TenantSettingsRepository {
     const [row] = rowsOf<R>(await m.query(sql, [tenantId, ...params]));
     if (!row) throw ApiError.notFound('Tenant');
     return row;
+  }
+
+  /** A new tenant, in the caller's transaction (with its first admin key). */
+  async create(tx: EntityManager, t: { name: string; timezone: string; cap: Nanos }): Promise<TenantEntity> {
+    const repo = tx.getRepository(TenantEntity);
+    return repo.save(repo.create({ id: randomUUID(), name: t.name, timezone: t.timezone, monthlyCapNanos: t.cap }));
   }
 
   async budget(tenantId: string): Promise<BudgetSettingsRow> {
