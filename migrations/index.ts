@@ -9,6 +9,7 @@ import { CallGuards1765000000000 } from './1765000000000-CallGuards';
 import { FairShare1765100000000 } from './1765100000000-FairShare';
 import { DirectDeep1765200000000 } from './1765200000000-DirectDeep';
 import { BudgetIncidents1765500000000 } from './1765500000000-BudgetIncidents';
+import { QualityLabels1765600000000 } from './1765600000000-QualityLabels';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -27,4 +28,5 @@ export const MIGRATIONS = [
   TenantForeignKeys1765300000000,
   EssaySignatures1765400000000,
   BudgetIncidents1765500000000,
+  QualityLabels1765600000000,
 ];

@@ -13,6 +13,7 @@ import { LlmModule } from './llm/llm.module';
 import { LLM_MODELS, LlmModels } from './llm/llm-models';
 import { pinoHttpOptions, prettyDestination, wantsPretty } from './logging';
 import { MetricsModule } from './metrics/metrics.module';
+import { QualityModule } from './quality/quality.module';
 import { ReportsModule } from './reports/reports.module';
 import { TenancyModule } from './tenancy/tenancy.module';
 import { ENTITIES } from './tenancy/entities';
@@ -36,6 +37,7 @@ export class AppModule {
         LlmModule,
         GradingModule,
         ReportsModule,
+        QualityModule,
         AdvisorModule,
       ],
       controllers: [HealthController],

@@ -22,6 +22,6 @@ import { RubricsService } from './rubrics.service';
   imports: [LlmModule, BillingModule, TenancyModule, JobsModule],
   controllers: [RubricsController, AssignmentsController, EssaysController, GradingSettingsController],
   providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayStreamService, EssayEvents, GradingService, GradingWorker, EssaysRepository, NearDuplicateIndex],
-  exports: [EssaysService, GradingService, GradingWorker, RubricsService],
+  exports: [EssaysService, GradingService, GradingWorker, RubricsService, AssignmentsService],
 })
 export class GradingModule {}

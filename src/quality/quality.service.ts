@@ -1,0 +1,100 @@
+import { Injectable } from '@nestjs/common';
+import { AssignmentsService } from '../grading/assignments.service';
+import { Rubric } from '../grading/rubric';
+import { RubricsService } from '../grading/rubrics.service';
+import { agreement, Agreement, Scale } from './agreement';
+import { LabelCell, LabelFilter, QualityGroup, QualityRepository } from './quality.repository';
+
+export interface DimensionAgreement extends Agreement {
+  key: string;
+  name: string;
+}
+
+/** Agreement of one group of labels, all on one rubric's scale. */
+export interface GroupAgreement extends Agreement {
+  group: string;
+  rubric: { key: string; version: number; maxScore: number };
+  byDimension: DimensionAgreement[];
+}
+
+export interface AssignmentAgreement extends Agreement {
+  assignmentId: string;
+  rubric: { key: string; version: number; maxScore: number };
+  byDimension: DimensionAgreement[];
+}
+
+export interface QualityView {
+  from: string | null;
+  to: string | null;
+  groupBy: QualityGroup;
+  /** one entry per group and rubric: figures on different scales are never pooled */
+  groups: GroupAgreement[];
+}
+
+/** The step of a rubric's total: half bands for mean_half_band, else the finest dimension step. */
+export function totalScale(r: Rubric): Scale {
+  const max = r.totalRule === 'mean_half_band' ? Math.max(...r.dimensions.map((d) => d.max)) : r.dimensions.reduce((s, d) => s + d.max, 0);
+  const step = r.totalRule === 'mean_half_band' ? 0.5 : Math.min(...r.dimensions.map((d) => d.step));
+  return { step, max };
+}
+
+/**
+ * Agreement between the grader and the teachers (SPEC §9): every override is a label; the grader's
+ * original total (and each dimension) is compared with the teacher's on the rubric's score steps.
+ */
+@Injectable()
+export class QualityService {
+  constructor(
+    private readonly labels: QualityRepository,
+    private readonly rubrics: RubricsService,
+    private readonly assignments: AssignmentsService,
+  ) {}
+
+  async forAssignment(tenantId: string, assignmentId: string): Promise<AssignmentAgreement> {
+    const a = await this.assignments.get(tenantId, assignmentId);
+    const rubric = await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version);
+    const cells = (await this.labels.cells(tenantId, 'rubric', { assignmentId })).filter(
+      (c) => c.rubricKey === rubric.key && c.rubricVersion === rubric.version,
+    );
+    const g = this.group(rubric, 'all', cells);
+    return { assignmentId: a.id, ...withoutGroup(g) };
+  }
+
+  async overview(tenantId: string, groupBy: QualityGroup, f: LabelFilter): Promise<QualityView> {
+    const cells = await this.labels.cells(tenantId, groupBy, f);
+    const byGroup = new Map<string, LabelCell[]>();
+    for (const c of cells) {
+      const k = JSON.stringify([c.group, c.rubricKey, c.rubricVersion]);
+      const list = byGroup.get(k) ?? [];
+      list.push(c);
+      byGroup.set(k, list);
+    }
+    const groups: GroupAgreement[] = [];
+    for (const list of byGroup.values()) {
+      const { group, rubricKey, rubricVersion } = list[0];
+      const rubric = await this.rubrics.resolve(tenantId, rubricKey, rubricVersion).catch(() => null);
+      if (rubric) groups.push(this.group(rubric, group, list));
+    }
+    groups.sort((x, y) => x.group.localeCompare(y.group) || x.rubric.key.localeCompare(y.rubric.key) || x.rubric.version - y.rubric.version);
+    return { from: f.from?.toISOString() ?? null, to: f.to?.toISOString() ?? null, groupBy, groups };
+  }
+
+  private group(rubric: Rubric, group: string, cells: LabelCell[]): GroupAgreement {
+    const scale = totalScale(rubric);
+    return {
+      group,
+      rubric: { key: rubric.key, version: rubric.version, maxScore: scale.max },
+      ...agreement(cells.filter((c) => c.dimension === null), scale),
+      byDimension: rubric.dimensions.map((d) => ({
+        key: d.key,
+        name: d.name,
+        ...agreement(cells.filter((c) => c.dimension === d.key), { step: d.step, max: d.max }),
+      })),
+    };
+  }
+}
+
+function withoutGroup(g: GroupAgreement): Omit<GroupAgreement, 'group'> {
+  const { group: _group, ...rest } = g;
+  return rest;
+}

@@ -1,0 +1,106 @@
+import { quadraticWeightedKappa, tabulate } from '../src/quality/agreement';
+import { generateEssay } from './support/essays';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { waitForEssays } from './support/grading';
+import { createTestApp, TestApp } from './support/test-app';
+
+/**
+ * Agreement with the teachers (SPEC §9) through the HTTP API, on a real database: essays graded by
+ * the offline grader (no provider configured), some overridden by a teacher; only those count.
+ */
+describe('quality: agreement from overrides (real PostgreSQL)', () => {
+  let t: TestApp;
+  let f: Factory;
+  let tenant: TestTenant;
+  let teacher: string;
+  let assignmentId: string;
+  let views: any[];
+  /** [grader's original total, teacher's total] of each overridden essay */
+  const pairs: Array<[number, number]> = [];
+
+  beforeAll(async () => {
+    t = await createTestApp({ WORKER_POLL_MS: '50' });
+    f = new Factory(t.app);
+    tenant = await f.newTenant({ monthlyBudget: '10.00' });
+    teacher = (await f.newKey(tenant, 'teacher')).key;
+    assignmentId = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: '记一次', prompt: '以“那一刻”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
+    const ids: string[] = [];
+    for (let i = 0; i < 7; i++) {
+      const res = await t.http.post('/v1/essays').set(bearer(teacher)).send({ assignmentId, text: generateEssay(300 + i, 'zh').text }).expect(202);
+      ids.push(res.body.id);
+    }
+    views = await waitForEssays(t.app, teacher, ids);
+    expect(views.map((v) => v.status)).toEqual(Array(7).fill('graded'));
+    // The teacher overrides five of the seven: totals, and one by a dimension only.
+    const teacherTotals = [30, 41, 52, 38];
+    for (let i = 0; i < 4; i++) {
+      await t.http.patch(`/v1/essays/${views[i].id}/grade`).set(bearer(teacher)).send({ score: teacherTotals[i] }).expect(200);
+      pairs.push([views[i].grade.score, teacherTotals[i]]);
+    }
+    const dims = views[4].grade.dimensions;
+    const changed = dims[0].score === 20 ? 19 : dims[0].score + 1;
+    const after = (await t.http.patch(`/v1/essays/${views[4].id}/grade`).set(bearer(teacher)).send({ dimensions: [{ key: dims[0].key, score: changed }] }).expect(200)).body;
+    pairs.push([views[4].grade.score, after.grade.score]);
+    // Overridden twice: the label is the teacher's last grade against the grader's original.
+    await t.http.patch(`/v1/essays/${views[0].id}/grade`).set(bearer(teacher)).send({ score: 33 }).expect(200);
+    pairs[0] = [views[0].grade.score, 33];
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('reports n, QWK, exact and adjacent agreement and bias over the overridden essays only', async () => {
+    const res = await t.http.get(`/v1/assignments/${assignmentId}/agreement`).set(bearer(teacher)).expect(200);
+    const a = res.body;
+    expect(a.assignmentId).toBe(assignmentId);
+    expect(a.rubric).toEqual({ key: 'zh-gaokao-60', version: 1, maxScore: 60 });
+    expect(a.n).toBe(5);
+    const diffs = pairs.map(([m, tt]) => m - tt);
+    expect(a.exact).toBeCloseTo(diffs.filter((d) => d === 0).length / 5, 4);
+    expect(a.adjacent).toBeCloseTo(diffs.filter((d) => Math.abs(d) <= 6).length / 5, 4);
+    expect(a.bias).toBeCloseTo(diffs.reduce((s, d) => s + d, 0) / 5, 4);
+    const qwk = quadraticWeightedKappa(tabulate(pairs), { step: 1, max: 60 });
+    if (qwk === null) expect(a.qwk).toBeNull();
+    else expect(a.qwk).toBeCloseTo(qwk, 4);
+  });
+
+  it('reports every dimension of the rubric, with the dimension a teacher changed disagreeing', async () => {
+    const a = (await t.http.get(`/v1/assignments/${assignmentId}/agreement`).set(bearer(teacher)).expect(200)).body;
+    expect(a.byDimension.map((d: { key: string }) => d.key)).toEqual(['content', 'expression', 'development']);
+    for (const d of a.byDimension) expect(d.n).toBe(5);
+    // Totals overridden directly leave the dimensions as the grader gave them: only essay 4's first dimension differs.
+    expect(a.byDimension[0].exact).toBeCloseTo(4 / 5, 4);
+    expect(a.byDimension[1].exact).toBe(1);
+  });
+
+  it('groups the tenant\'s labels by source, tier, model and rubric, and filters by date', async () => {
+    const bySource = (await t.http.get('/v1/quality?groupBy=source').set(bearer(teacher)).expect(200)).body;
+    expect(bySource.groups).toHaveLength(1);
+    expect(bySource.groups[0]).toMatchObject({ group: 'offline', n: 5, rubric: { key: 'zh-gaokao-60', version: 1 } });
+    const byModel = (await t.http.get('/v1/quality?groupBy=model').set(bearer(tenant.adminKey)).expect(200)).body;
+    expect(byModel.groups[0]).toMatchObject({ group: 'offline', n: 5 });
+    const byTier = (await t.http.get('/v1/quality?groupBy=tier').set(bearer(teacher)).expect(200)).body;
+    expect(byTier.groups[0]).toMatchObject({ group: 'standard', n: 5 });
+    const byRubric = (await t.http.get('/v1/quality').set(bearer(teacher)).expect(200)).body;
+    expect(byRubric).toMatchObject({ groupBy: 'rubric', groups: [{ group: 'zh-gaokao-60', n: 5 }] });
+    const future = (await t.http.get('/v1/quality?from=2999-01-01').set(bearer(teacher)).expect(200)).body;
+    expect(future.groups).toEqual([]);
+  });
+
+  it('refuses a bad groupBy or date with 400, and another tenant sees neither the assignment nor the labels', async () => {
+    const bad = await t.http.get('/v1/quality?groupBy=student').set(bearer(teacher)).expect(400);
+    expect(bad.body.error.code).toBe('VALIDATION_FAILED');
+    await t.http.get('/v1/quality?from=yesterday').set(bearer(teacher)).expect(400);
+    const other = await f.newTenant();
+    const otherTeacher = (await f.newKey(other, 'teacher')).key;
+    const nf = await t.http.get(`/v1/assignments/${assignmentId}/agreement`).set(bearer(otherTeacher)).expect(404);
+    expect(nf.body.error.code).toBe('NOT_FOUND');
+    expect((await t.http.get('/v1/quality').set(bearer(otherTeacher)).expect(200)).body.groups).toEqual([]);
+  });
+
+  it('has no figures for an assignment without overrides', async () => {
+    const empty = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'B', prompt: 'P', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
+    const a = (await t.http.get(`/v1/assignments/${empty}/agreement`).set(bearer(teacher)).expect(200)).body;
+    expect(a).toMatchObject({ n: 0, qwk: null, exact: null, adjacent: null, bias: null });
+  });
+});
