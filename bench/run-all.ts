@@ -14,13 +14,22 @@ import { runGateway } from './gateway';
 import { runGradingThroughput } from './grading-throughput';
 import { commit, ensureBuilt, machine, ROOT, writeResult } from './lib/harness';
 import { renderBenchmarks } from './lib/report';
+import { runQuality } from './quality';
 import { runSubmissions } from './submissions';
 
-/** The case study of the last run, to show in BENCHMARKS.md how the figures moved. */
+/** The last run's figures, to show in BENCHMARKS.md how they moved (with BENCH_CHANGE_NOTE saying why). */
 function previousRun(): unknown {
   try {
     const last = JSON.parse(fs.readFileSync(path.join(ROOT, 'bench/results/latest.json'), 'utf8'));
-    return { commit: last.commit, date: last.date, caseStudy: last.caseStudy, note: process.env.BENCH_CHANGE_NOTE };
+    return {
+      commit: last.commit,
+      date: last.date,
+      caseStudy: last.caseStudy,
+      submissions: last.submissions,
+      grading: last.grading,
+      gateway: last.gateway,
+      note: process.env.BENCH_CHANGE_NOTE,
+    };
   } catch {
     return undefined;
   }
@@ -31,6 +40,8 @@ async function main(): Promise<void> {
   const previous = previousRun();
   process.env.BENCH_SKIP_BUILD = '1';
   const started = new Date();
+  // The build measured is the commit checked out now (later commits are not in it).
+  const builtFrom = commit();
   const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
     const t0 = Date.now();
     process.stdout.write(`bench: ${name}…\n`);
@@ -47,11 +58,12 @@ async function main(): Promise<void> {
   const fairness = await step('fairness', () => runFairness());
   const hostile = await step('hostile', () => runHostile());
   const injection = await step('injection', () => runInjection());
+  const quality = await step('quality', () => runQuality());
   const results = {
     command: 'npm run bench',
     date: started.toISOString().slice(0, 10),
     startedAt: started.toISOString(),
-    commit: commit(),
+    commit: builtFrom,
     machine: machine(),
     database: 'PostgreSQL 15, default settings',
     submissions,
@@ -62,6 +74,7 @@ async function main(): Promise<void> {
     fairness,
     hostile,
     injection,
+    quality,
     previous,
   };
   writeResult('latest.json', results);

@@ -10,6 +10,7 @@ import { FairShare1765100000000 } from './1765100000000-FairShare';
 import { DirectDeep1765200000000 } from './1765200000000-DirectDeep';
 import { BudgetIncidents1765500000000 } from './1765500000000-BudgetIncidents';
 import { QualityLabels1765600000000 } from './1765600000000-QualityLabels';
+import { Calibrations1765700000000 } from './1765700000000-Calibrations';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -29,4 +30,5 @@ export const MIGRATIONS = [
   EssaySignatures1765400000000,
   BudgetIncidents1765500000000,
   QualityLabels1765600000000,
+  Calibrations1765700000000,
 ];

@@ -177,6 +177,36 @@ const RESOURCES: Record<string, Resource> = {
   },
 };
 
+/**
+ * An assignment with a calibration in force: 20 essays graded by the fake provider, each overridden
+ * by a teacher 8 points below the grader (a bias that the isotonic map learns), then calibrated.
+ */
+async function calibratedAssignment(s: Side): Promise<string> {
+  const id = (await ok('POST', '/v1/assignments', s.teacher, { title: `${s.name} ${MARK_A}`, prompt: '以“那一刻”为题作文', rubric: 'zh-gaokao-60' })).id;
+  const essays = Array.from({ length: 20 }, (_, i) => ({ text: generateEssay(700 + i, 'zh').text }));
+  const { ids } = await ok('POST', '/v1/essays/batch', s.teacher, { assignmentId: id, essays });
+  for (const view of await waitForEssays(t.app, s.teacher, ids)) {
+    await ok('PATCH', `/v1/essays/${view.id}/grade`, s.teacher, { score: Math.max(0, view.grade.score - 8) });
+  }
+  const fit = await ok('POST', `/v1/assignments/${id}/calibration`, s.teacher);
+  if (!fit.active) throw new Error(`${s.name}'s calibration was not switched on: ${JSON.stringify(fit)}`);
+  return id;
+}
+
+const calibrated: Resource = {
+  what: 'an assignment with a calibration in force',
+  make: calibratedAssignment,
+  read: (s, id) => ok('GET', `/v1/assignments/${id}/calibration`, s.keys.admin),
+};
+
+/** Routes whose parameter needs more than its segment says (a calibration needs labelled essays). */
+const ROUTE_RESOURCES: Record<string, { key: string; resource: Resource }> = {
+  'GET /v1/assignments/:id/calibration': { key: 'calibrated', resource: calibrated },
+  'HEAD /v1/assignments/:id/calibration': { key: 'calibrated', resource: calibrated },
+  'POST /v1/assignments/:id/calibration': { key: 'calibrated', resource: calibrated },
+  'DELETE /v1/assignments/:id/calibration': { key: 'calibrated-consumed', resource: { ...calibrated, consumable: true } },
+};
+
 /** A valid body for each route whose OpenAPI operation takes one. */
 const BODIES: Record<string, unknown> = {
   'PATCH /v1/essays/:id/grade': { score: 30, comment: 'overridden by tenant B' },
@@ -184,6 +214,7 @@ const BODIES: Record<string, unknown> = {
 };
 
 function bindingOf(route: RouteInfo): { key: string; resource: Resource } {
+  if (ROUTE_RESOURCES[route.label]) return ROUTE_RESOURCES[route.label];
   if (route.params.length !== 1) {
     throw new Error(`${route.label}: ${route.params.length} path parameters; RESOURCES binds one per route: extend the suite for it, or list it in EXCLUDED with a reason`);
   }

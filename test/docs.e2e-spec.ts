@@ -7,6 +7,7 @@ import { OpenApiLike, renderApiGuide } from '../src/docs/api-guide';
 import { LLM_ERRORS } from '../src/llm/llm-errors';
 import { LIMIT_MEANINGS, LIMIT_SCOPES } from '../src/tenancy/limits.service';
 import { TENANCY_ERRORS } from '../src/tenancy/tenancy-errors';
+import { QUALITY_ERRORS } from '../src/quality/quality-errors';
 import { readRouteTable } from './support/route-table';
 import { createTestApp, TestApp } from './support/test-app';
 
@@ -35,6 +36,7 @@ describe('the API guide (docs/api.md)', () => {
         { module: 'tenancy', table: TENANCY_ERRORS },
         { module: 'billing', table: BILLING_ERRORS },
         { module: 'model gateway', table: LLM_ERRORS },
+        { module: 'quality', table: QUALITY_ERRORS },
       ],
       limits: LIMIT_NAMES.map((name) => ({
         name,

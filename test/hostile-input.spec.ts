@@ -9,6 +9,7 @@ import { extractJson, locateQuote } from '../src/grading/grade-validation';
 import { detectLanguage, essayLength, isBlank, stripControlChars } from '../src/grading/essay-text';
 import { detectInjection } from '../src/grading/injection';
 import { minhash, shingles } from '../src/grading/near-duplicate';
+import { offlineGrade } from '../src/grading/offline-grader';
 import { buildGradingPrompt } from '../src/grading/prompts';
 import { builtinRubric } from '../src/grading/rubric';
 import { Catalog } from '../src/llm/catalog';
@@ -18,6 +19,7 @@ import { estimatePromptTokens } from '../src/llm/tokens';
 import { benignText, hostileInputs } from './support/hostile-inputs';
 
 const rubric = builtinRubric('zh-gaokao-60')!;
+const englishRubric = builtinRubric('en-general-100')!;
 const tokenizer = Catalog.load().models.get('dashscope:qwen-flash')!.tokenizer;
 
 /**
@@ -41,6 +43,7 @@ const SUBJECTS: Array<[string, (text: string) => unknown]> = [
   ['normalizeText + normalizeForKey (compression)', (t) => [normalizeText(t), normalizeForKey(t)]],
   ['cutHeadTail (compression)', (t) => cutHeadTail(t, 800, tokenizer)],
   ['estimatePromptTokens (tokens)', (t) => estimatePromptTokens([{ role: 'user', content: t }], tokenizer)],
+  ['offlineGrade, its features and annotations (offline-grader)', (t) => [offlineGrade(t, rubric, 'zh'), offlineGrade(t, englishRubric, 'en')]],
 ];
 
 function timed(fn: (t: string) => unknown, text: string): number {

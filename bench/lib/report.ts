@@ -1,6 +1,7 @@
 import { renderFairness } from './report-fairness';
 import { renderHostile } from './report-hostile';
 import { renderInjection } from './report-injection';
+import { renderQuality } from './report-quality';
 /**
  * BENCHMARKS.md, written from the results of `npm run bench` (bench/results/latest.json).
  */
@@ -20,7 +21,7 @@ timed assertions in tests.
 |---|---|
 | command | \`${r.command}\` |
 | date | ${r.date} |
-| commit | \`${r.commit}\` |
+| commit | \`${r.commit}\`${r.commitNote ? ` (${r.commitNote})` : ''} |
 | machine | ${r.machine.cpus} vCPU (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB, ${r.machine.platform}, Node.js ${r.machine.node} |
 | database | PostgreSQL on the same machine (${r.database}) |
 
@@ -113,6 +114,7 @@ after ${r.drill.killedAfterSeconds} s and started again; the cap (${r.drill.capC
 ${r.fairness ? renderFairness(r.fairness) : ''}
 ${r.hostile ? renderHostile(r.hostile) : ''}
 ${r.injection ? renderInjection(r.injection) : ''}
+${r.quality ? renderQuality(r.quality) : ''}
 ## The token bound's margin
 
 \`npx ts-node --transpile-only bench/calibrate-tokens.ts\` — real tokens (o200k_base, cl100k_base) ÷ the
@@ -141,5 +143,21 @@ ${row('cost per grading, Inkstone', `${p.inkstone.costPerGrading} CNY`, `${cs.in
 ${row('cost per grading, naive', `${p.naive.costPerGrading} CNY`, `${cs.naive.costPerGrading} CNY`)}
 ${row('monthly cost at full scale, Inkstone', `${p.inkstone.monthlyCostFullScale} CNY`, `${cs.inkstone.monthlyCostFullScale} CNY`)}
 ${row('costRatioVsNaive', p.costRatioVsNaive, cs.costRatioVsNaive)}
+${speedRows(r, row)}
 ${r.previous.note ? `\n${r.previous.note}\n` : ''}`;
+}
+
+/** The speed figures of the previous run beside this one's, where the previous run measured them. */
+function speedRows(r: any, row: (what: string, before: string | number, after: string | number) => string): string {
+  const p = r.previous ?? {};
+  const rows: string[] = [];
+  const add = (what: string, before: unknown, after: unknown) => {
+    if (before !== undefined && after !== undefined) rows.push(row(what, String(before), String(after)));
+  };
+  add('submissions, single (per s, p50)', p.submissions && `${p.submissions.single.perSecond} / ${p.submissions.single.p50Ms} ms`, r.submissions && `${r.submissions.single.perSecond} / ${r.submissions.single.p50Ms} ms`);
+  add('submissions, class sets (essays per s)', p.submissions?.batch.essaysPerSecond, r.submissions?.batch.essaysPerSecond);
+  add('grading throughput (essays per s)', p.grading?.essaysPerSecond, r.grading?.essaysPerSecond);
+  add('gateway, no cache (per s, p50)', p.gateway && `${p.gateway.throughInkstone.perSecond} / ${p.gateway.throughInkstone.p50Ms} ms`, r.gateway && `${r.gateway.throughInkstone.perSecond} / ${r.gateway.throughInkstone.p50Ms} ms`);
+  add('gateway, cache hits (per s)', p.gateway?.cacheHit.perSecond, r.gateway?.cacheHit.perSecond);
+  return rows.join('\n');
 }

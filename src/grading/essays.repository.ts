@@ -150,6 +150,22 @@ export class EssaysRepository {
     }
   }
 
+  /**
+   * A regrade's grade for an essay no teacher overrode (its status unchanged): the grade and the
+   * grader's original both become it (the raw scores stay inside, see calibration-model.ts). False
+   * when the essay is not graded or a teacher overrode it meanwhile.
+   */
+  async replaceGrade(tenantId: string, essayId: string, grade: StoredGrade): Promise<boolean> {
+    const rows = await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `UPDATE essays SET grade = $3, model_grade = $3, updated_at = now()
+        WHERE tenant_id = $1 AND id = $2 AND status IN ('graded', 'needs_review') AND grade->>'source' <> 'teacher' RETURNING id`,
+      [essayId, JSON.stringify(grade)],
+    );
+    return rows.length === 1;
+  }
+
   /** A paid deep review, kept beside the standard grade (the status does not change). */
   async storeDeepGrade(tx: EntityManager, tenantId: string, essayId: string, grade: StoredGrade, costNanos: bigint): Promise<void> {
     await tenantQuery(tx, tenantId, `UPDATE essays SET deep_grade = $3, cost_nanos = cost_nanos + $4, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [

@@ -2,6 +2,7 @@ import type { Nanos } from '../common/money';
 import type { Job } from '../jobs/job-queue';
 import type { Tier } from '../llm/catalog';
 import type { GradingSettingsRow } from '../tenancy/tenants.repository';
+import type { GradeCalibration } from './calibration-model';
 import type { GradeBody } from './grade-validation';
 
 /** Grading's types: the stored grade, a grading's outcome, and the errors a worker handles. */
@@ -18,6 +19,8 @@ export interface StoredGrade extends GradeBody {
   promptVersion: string | null;
   rubric: { key: string; version: number };
   gradedAt: string;
+  /** set when the assignment's calibration moved the grade: its version and the grader's own scores */
+  calibration?: GradeCalibration;
 }
 
 export type GradingOutcome = { kind: 'done'; status: string } | { kind: 'failed'; code: string; reason: string };

@@ -5,6 +5,7 @@ import { LlmModule } from '../llm/llm.module';
 import { TenancyModule } from '../tenancy/tenancy.module';
 import { AssignmentsController } from './assignments.controller';
 import { AssignmentsService } from './assignments.service';
+import { CalibrationsRepository } from './calibrations.repository';
 import { EssayEvents } from './essay-events';
 import { EssayStreamService } from './essay-stream.service';
 import { EssaysController } from './essays.controller';
@@ -21,7 +22,7 @@ import { RubricsService } from './rubrics.service';
 @Module({
   imports: [LlmModule, BillingModule, TenancyModule, JobsModule],
   controllers: [RubricsController, AssignmentsController, EssaysController, GradingSettingsController],
-  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayStreamService, EssayEvents, GradingService, GradingWorker, EssaysRepository, NearDuplicateIndex],
-  exports: [EssaysService, GradingService, GradingWorker, RubricsService, AssignmentsService],
+  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayStreamService, EssayEvents, GradingService, GradingWorker, EssaysRepository, NearDuplicateIndex, CalibrationsRepository],
+  exports: [EssaysService, GradingService, GradingWorker, RubricsService, AssignmentsService, CalibrationsRepository, EssaysRepository],
 })
 export class GradingModule {}

@@ -19,6 +19,8 @@ import { gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from '
 import { detectInjection } from './injection';
 import { NearDuplicateIndex } from './near-duplicate.service';
 import { offlineGrade } from './offline-grader';
+import { calibrateGrade } from './calibration-model';
+import { CalibrationsRepository } from './calibrations.repository';
 import { buildGradingPrompt, MAX_OUTPUT_TOKENS, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
 import { Language, Rubric } from './rubric';
 import { RubricsService } from './rubrics.service';
@@ -51,6 +53,7 @@ export class GradingService {
     private readonly essays: EssaysRepository,
     private readonly orders: OrdersRepository,
     private readonly tenants: TenantsRepository,
+    private readonly calibrations: CalibrationsRepository,
   ) {
     // A change made on any instance drops the cached settings everywhere.
     bus.on<{ tenantId: string }>('settings', ({ tenantId }) => this.settingsCache.delete(tenantId));
@@ -130,6 +133,10 @@ export class GradingService {
       if (result.kind === 'failed') return this.failEssay(job, result.code, result.reason, [...flags]);
       grade = result.grade;
       costNanos = result.costNanos;
+    }
+    if (essay.assignment_id && grade.source !== 'reused') {
+      const calibration = await this.calibrations.activeModel(job.tenantId, essay.assignment_id);
+      if (calibration) grade = calibrateGrade(grade, rubric, calibration, essay);
     }
     grade.flags = [...flags];
     const status = flags.has('prompt_injection_suspected') || flags.has('content_rejected') ? 'needs_review' : 'graded';

@@ -50,4 +50,46 @@ describe('offline grader', () => {
     const fEn = essayFeatures('i think so .It is good,really. It is good,really.', 'en');
     expect(fEn.punctuationIssues.map((p) => p.note)).toEqual(expect.arrayContaining(['"I" should be capitalized', 'missing space after punctuation']));
   });
+
+  it('caps content and development far below the expected length: a 139-character answer to an 800-character task', () => {
+    const rubric = BUILTIN_RUBRICS[0];
+    const short = '那一刻，我终于明白了母亲的辛苦。她每天早出晚归，为了这个家操碎了心。我望着她花白的头发，心里一阵酸楚，眼泪不由自主地流了下来。从那以后，我暗下决心，一定要好好学习，用优异的成绩报答她的养育之恩。母亲的爱像一盏明灯，照亮我前进的道路，让我在风雨中不再迷茫，勇敢前行。';
+    expect(short.length).toBeGreaterThan(120);
+    expect(short.length).toBeLessThan(160);
+    const g = offlineGrade(short, rubric, 'zh');
+    const long = offlineGrade(generateEssay(11, 'zh', { targetChars: 1000 }).text, rubric, 'zh');
+    const byKey = Object.fromEntries(g.dimensions.map((d) => [d.key, d]));
+    // At most 20 + 60% × ratio of the dimension: about 5 of 20 here.
+    expect(byKey.content.score).toBeLessThanOrEqual(6);
+    expect(byKey.development.score).toBeLessThanOrEqual(6);
+    expect(byKey.content.comment).toMatch(/上限/);
+    expect(g.score).toBeLessThan(30);
+    expect(long.score).toBeGreaterThan(g.score + 10);
+    expect(g.improvements.join()).toMatch(/至少 800 字/);
+  });
+
+  it('finds idioms, quotations, parallel clauses and connectives, and shows the teacher where', () => {
+    const text =
+      '我们要自强不息，要持之以恒。鲁迅说过：“其实地上本没有路，走的人多了，也便成了路。”因此，青春是奋斗的，青春是拼搏的，青春是无悔的。然而成长并不容易，但是只要坚持，总会坚持不懈。\n\n' +
+      '总之，我们应当全力以赴。';
+    const f = essayFeatures(text, 'zh');
+    expect(f.idioms.map((i) => i.text)).toEqual(expect.arrayContaining(['自强不息', '持之以恒', '坚持不懈', '全力以赴']));
+    for (const i of f.idioms) expect(text.slice(i.start, i.end)).toBe(i.text);
+    expect(f.quotations).toHaveLength(1);
+    expect(text.slice(f.quotations[0].start, f.quotations[0].end)).toMatch(/^“其实.*路。”$/);
+    expect(f.parallels).toHaveLength(1);
+    expect(text.slice(f.parallels[0].start, f.parallels[0].end)).toBe('青春是奋斗的，青春是拼搏的，青春是无悔的');
+    expect(f.connectives).toBeGreaterThanOrEqual(4); // 因此 然而 但是 只要 总之
+    const g = offlineGrade(text, BUILTIN_RUBRICS[0], 'zh');
+    expect(g.strengths.join()).toMatch(/自强不息/);
+    expect(g.annotations.filter((a) => a.category === 'highlight').map((a) => a.quote)).toEqual(expect.arrayContaining(['自强不息', '青春是奋斗的，青春是拼搏的，青春是无悔的']));
+    for (const a of g.annotations) expect(text.slice(a.start, a.end)).toBe(a.quote);
+  });
+
+  it('ranks longer, richer essays above shorter, plainer ones without any calibration', () => {
+    const rubric = BUILTIN_RUBRICS[0];
+    const plain = '今天我去了学校。我上了课。我回家了。我吃了饭。我写了作业。我睡觉了。'.repeat(8);
+    const rich = generateEssay(21, 'zh', { targetChars: 1000 }).text;
+    expect(offlineGrade(rich, rubric, 'zh').score).toBeGreaterThan(offlineGrade(plain, rubric, 'zh').score);
+  });
 });

@@ -1,151 +1,72 @@
-import { Jieba } from '@node-rs/jieba';
-import { dict } from '@node-rs/jieba/dict';
-import { essayLength } from './essay-text';
 import type { Annotation, GradeBody } from './grade-validation';
+import { EssayFeatures, essayFeatures } from './offline-features';
 import { DimensionKind, Language, maxScore, Rubric, totalScore } from './rubric';
 
+export { essayFeatures, EssayFeatures } from './offline-features';
+
 /**
- * The offline grader: deterministic and feature-based, no model. It measures length against the
- * rubric's expectation, paragraphs, sentence-length variety, vocabulary diversity (jieba word
- * segmentation for Chinese), punctuation misuse and repetition, and turns them into a score for
- * every dimension of any rubric by the dimension's kind. Its grades say they are estimates.
+ * The offline grader: deterministic and feature-based, no model (SPEC §6). It measures the essay
+ * (offline-features.ts), turns each feature into a quality in [0, 1], scores every dimension of any
+ * rubric from the qualities its kind weighs, and caps content and development when the essay is
+ * far shorter than the task asks. Everything it tells the teacher comes from a feature it measured,
+ * with quotes located in the text. Its grades say they are estimates.
  */
-let jieba: Jieba | undefined;
-function segmenter(): Jieba {
-  jieba ??= Jieba.withDict(dict);
-  return jieba;
-}
 
-export interface EssayFeatures {
-  length: number;
-  paragraphs: number;
-  sentences: number;
-  /** coefficient of variation of sentence lengths */
-  sentenceVariety: number;
-  /** moving-average type-token ratio over windows of 50 words */
-  diversity: number;
-  punctuationIssues: Array<{ start: number; end: number; note: string }>;
-  /** share of sentences that repeat an earlier one, plus repeated phrases */
-  repetition: number;
-  repeatedSentences: Array<{ start: number; end: number }>;
-}
+const clamp01 = (x: number) => Math.max(0, Math.min(1, x));
 
-const ZH_SENTENCE = /[^。！？!?；;\n]+[。！？!?；;]*/g;
-const EN_SENTENCE = /[^.!?\n]+[.!?]*/g;
-
-function words(text: string, language: Language): string[] {
-  if (language === 'zh') {
-    return segmenter()
-      .cut(text, false)
-      .filter((w) => /[\p{L}\p{N}]/u.test(w));
-  }
-  return (text.toLowerCase().match(/[a-z]+(?:'[a-z]+)?/g) ?? []).filter(Boolean);
-}
-
-function mattr(tokens: string[], window = 50): number {
-  if (tokens.length === 0) return 0;
-  if (tokens.length <= window) return new Set(tokens).size / tokens.length;
-  let sum = 0;
-  let n = 0;
-  const counts = new Map<string, number>();
-  for (let i = 0; i < tokens.length; i++) {
-    counts.set(tokens[i], (counts.get(tokens[i]) ?? 0) + 1);
-    if (i >= window) {
-      const out = tokens[i - window];
-      const c = counts.get(out)! - 1;
-      if (c === 0) counts.delete(out);
-      else counts.set(out, c);
-    }
-    if (i >= window - 1) {
-      sum += counts.size / window;
-      n++;
-    }
-  }
-  return sum / n;
-}
-
-function punctuationIssues(text: string, language: Language): EssayFeatures['punctuationIssues'] {
-  const out: EssayFeatures['punctuationIssues'] = [];
-  const add = (re: RegExp, note: string) => {
-    for (let m = re.exec(text); m && out.length < 50; m = re.exec(text)) out.push({ start: m.index, end: m.index + m[0].length, note });
-  };
-  if (language === 'zh') {
-    add(/[\u4e00-\u9fff][,.;:?!][\u4e00-\u9fff]?/g, '中文句子里用了英文标点');
-    add(/([，。！？、；])\1+/g, '标点重复');
-    add(/[，、][。！？]|[。！？][，、]/g, '标点连用');
-  } else {
-    add(/[,;:][A-Za-z]/g, 'missing space after punctuation');
-    add(/ [,.;:!?]/g, 'space before punctuation');
-    add(/[.!?] +[a-z]/g, 'sentence starts with a lower-case letter');
-    add(/\bi\b/g, '"I" should be capitalized');
-    add(/([!?.,])\1{2,}/g, 'repeated punctuation');
-  }
-  return out.sort((a, b) => a.start - b.start);
-}
-
-export function essayFeatures(text: string, language: Language): EssayFeatures {
-  const paragraphs = text.split(/\n+/).filter((p) => p.trim().length > 0).length;
-  const sentenceRe = language === 'zh' ? ZH_SENTENCE : EN_SENTENCE;
-  const sentences: Array<{ text: string; start: number }> = [];
-  for (let m = sentenceRe.exec(text); m; m = sentenceRe.exec(text)) {
-    const s = m[0].trim();
-    if (s.length >= 2) sentences.push({ text: s, start: m.index + m[0].indexOf(s) });
-  }
-  const lengths = sentences.map((s) => (language === 'zh' ? s.text.length : s.text.split(/\s+/).length));
-  const mean = lengths.reduce((a, b) => a + b, 0) / Math.max(1, lengths.length);
-  const sd = Math.sqrt(lengths.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, lengths.length));
-  const seen = new Set<string>();
-  const repeatedSentences: EssayFeatures['repeatedSentences'] = [];
-  for (const s of sentences) {
-    const key = s.text.replace(/\s+/g, '').toLowerCase();
-    if (key.length >= 6 && seen.has(key)) repeatedSentences.push({ start: s.start, end: s.start + s.text.length });
-    seen.add(key);
-  }
-  const tokens = words(text, language);
-  // Repeated phrases: word 4-grams that occur more than once, as a share of all 4-grams.
-  const grams = new Map<string, number>();
-  for (let i = 0; i + 4 <= tokens.length; i++) {
-    const g = tokens.slice(i, i + 4).join(' ');
-    grams.set(g, (grams.get(g) ?? 0) + 1);
-  }
-  const repeatedGrams = [...grams.values()].filter((c) => c > 1).reduce((a, c) => a + c - 1, 0);
-  const gramShare = grams.size ? repeatedGrams / Math.max(1, tokens.length - 3) : 0;
-  return {
-    length: essayLength(text, language),
-    paragraphs,
-    sentences: sentences.length,
-    sentenceVariety: mean > 0 ? sd / mean : 0,
-    diversity: mattr(tokens),
-    punctuationIssues: punctuationIssues(text, language),
-    repetition: Math.min(1, repeatedSentences.length / Math.max(1, sentences.length) + gramShare),
-    repeatedSentences,
-  };
-}
-
-/** Each feature as a quality in [0, 1]. */
-function qualities(f: EssayFeatures, rubric: Rubric, language: Language): Record<string, number> {
+/** Each feature as a quality in [0, 1]; ranges from what students' essays show (bench/quality.ts). */
+export function qualities(f: EssayFeatures, rubric: Rubric, language: Language): Record<string, number> {
   const { min, max } = rubric.expectedLength;
-  const length = f.length < min ? (f.length / min) ** 1.5 : f.length > max * 1.5 ? Math.max(0.4, (max * 1.5) / f.length) : 1;
-  const idealParagraphs = language === 'zh' ? [4, 8] : [4, 6];
-  const paragraphs =
-    f.paragraphs < idealParagraphs[0] ? f.paragraphs / idealParagraphs[0] : f.paragraphs > idealParagraphs[1] * 2 ? 0.6 : 1;
-  const variety = f.sentences < 3 ? 0.3 : Math.min(1, 0.4 + f.sentenceVariety * 1.2);
-  const diversity = Math.max(0, Math.min(1, (f.diversity - 0.45) / 0.35));
-  const punctuation = Math.max(0, 1 - (f.punctuationIssues.length / Math.max(1, f.sentences)) * 2);
-  const repetition = Math.max(0, 1 - f.repetition * 2.5);
-  return { length, paragraphs, variety, diversity, punctuation, repetition };
+  // Length rises smoothly (in log) from half the minimum to a little over the maximum, and falls back
+  // gently past twice the maximum: longer is better within the task, padding is not.
+  const rise = clamp01((Math.log(Math.max(1, f.length)) - Math.log(min * 0.5)) / (Math.log(max * 1.2) - Math.log(min * 0.5)));
+  const length = f.length > max * 2 ? rise * Math.max(0.6, (max * 2) / f.length) : rise;
+  const idealParagraphs = language === 'zh' ? [4, 10] : [4, 6];
+  const paragraphs = f.paragraphs < idealParagraphs[0] ? f.paragraphs / idealParagraphs[0] : f.paragraphs > idealParagraphs[1] * 2 ? 0.6 : 1;
+  const per = (n: number, unit: number) => (n * unit) / Math.max(1, f.length);
+  return {
+    length,
+    paragraphs,
+    variety: f.sentences < 3 ? 0.3 : clamp01(0.4 + f.sentenceVariety * 1.2),
+    diversity: clamp01((f.diversity - 0.45) / 0.4),
+    sophistication: language === 'zh' ? clamp01((f.sophistication - 0.1) / 0.3) : clamp01((f.sophistication - 0.05) / 0.2),
+    idioms: language === 'zh' ? clamp01(per(f.idioms.length, 1000) / 12) : 0.5,
+    quotations: clamp01(per(f.quotations.length, 1000) / 8),
+    connectives: clamp01(per(f.connectives, 100) / (language === 'zh' ? 1 : 2)),
+    figures: clamp01(per(f.figures, 1000) / 5),
+    punctuation: clamp01(1 - (f.punctuationIssues.length / Math.max(1, f.sentences)) * 2),
+    repetition: clamp01(1 - f.repetition * 2.5),
+  };
 }
 
+/**
+ * How much each quality weighs in each kind of dimension, before any calibration. Chosen so that
+ * the total ranks essays at least as well as their length alone on human-scored essays
+ * (bench/quality.ts); connectives and quotations are measured and shown to the teacher but carry no
+ * weight here: on those essays they go with lower scores as often as with higher (a calibration
+ * learns their weight from the teacher's own scores).
+ */
 const WEIGHTS: Record<DimensionKind, Record<string, number>> = {
-  content: { length: 0.45, diversity: 0.2, paragraphs: 0.15, repetition: 0.2 },
-  organization: { paragraphs: 0.45, variety: 0.25, length: 0.15, repetition: 0.15 },
-  language: { diversity: 0.45, variety: 0.3, punctuation: 0.1, repetition: 0.15 },
-  mechanics: { punctuation: 0.6, variety: 0.15, repetition: 0.25 },
-  development: { diversity: 0.35, length: 0.25, variety: 0.2, paragraphs: 0.2 },
+  content: { length: 0.45, sophistication: 0.35, repetition: 0.2 },
+  organization: { paragraphs: 0.35, length: 0.3, variety: 0.2, repetition: 0.15 },
+  language: { sophistication: 0.45, diversity: 0.15, idioms: 0.15, variety: 0.15, punctuation: 0.1 },
+  mechanics: { punctuation: 0.6, repetition: 0.25, variety: 0.15 },
+  development: { length: 0.4, sophistication: 0.35, idioms: 0.15, figures: 0.1 },
 };
 
+/**
+ * The most a dimension may get, as a share of its maximum, for an essay of this length: content and
+ * development are capped hard far below the expected length (a 139-character answer to an
+ * 800-character task cannot be well developed), the other kinds mildly.
+ */
+export function lengthCap(kind: DimensionKind, length: number, rubric: Rubric): number {
+  const ratio = Math.min(1, length / Math.max(1, rubric.expectedLength.min));
+  if (ratio >= 0.8) return 1;
+  return kind === 'content' || kind === 'development' ? 0.2 + 0.6 * ratio : 0.5 + 0.5 * ratio;
+}
+
 function roundToStep(value: number, step: number, max: number): number {
-  return Math.min(max, Math.max(0, Math.round(value / step) * step));
+  return Math.min(max, Math.max(0, Math.floor(value / step + 1e-9) * step));
 }
 
 const TEXT = {
@@ -155,15 +76,21 @@ const TEXT = {
     paragraphs: (n: number) => `${n} 段`,
     diversity: (d: number) => `词汇丰富度 ${(d * 100).toFixed(0)}%`,
     issues: (n: number) => `标点问题 ${n} 处`,
-    tooShort: '篇幅不足，内容需要充实。',
-    fewParagraphs: '分段较少，层次可以更清楚。',
+    tooShort: (n: number, r: Rubric) => `篇幅不足：约 ${n} 字，题目要求至少 ${r.expectedLength.min} 字，内容需要充实。`,
+    fewParagraphs: (n: number) => `只有 ${n} 段，分段可以更清楚。`,
     varied: '句式长短有变化。',
-    rich: '用词较丰富。',
+    rich: '用词丰富，不少词语较为少见。',
+    idioms: (list: string[]) => `恰当运用了成语：${list.join('、')}。`,
+    quotes: (n: number) => `引用了 ${n} 处名言或语句。`,
+    parallel: '运用了排比句式。',
     punct: '注意中文标点的规范使用。',
     repeat: '有重复的句子或词组，注意避免。',
     comment: (kind: DimensionKind) =>
-      ({ content: '依据篇幅、词汇与重复情况估算', organization: '依据分段与句式估算', language: '依据用词丰富度与句式变化估算', mechanics: '依据标点与重复情况估算', development: '依据用词、篇幅与结构估算' })[kind],
+      ({ content: '依据篇幅、用词与重复情况估算', organization: '依据分段、关联词与句式估算', language: '依据用词、成语与句式变化估算', mechanics: '依据标点与重复情况估算', development: '依据篇幅、用词、修辞与引用估算' })[kind],
+    capped: '（篇幅远低于要求，此项有上限）',
     repeated: '这句话与前文重复',
+    idiom: '成语运用',
+    parallelNote: '排比',
   },
   en: {
     estimate: 'Offline estimate (no model was used): ',
@@ -171,15 +98,21 @@ const TEXT = {
     paragraphs: (n: number) => `${n} paragraphs`,
     diversity: (d: number) => `vocabulary diversity ${(d * 100).toFixed(0)}%`,
     issues: (n: number) => `${n} punctuation issues`,
-    tooShort: 'The essay is too short; develop the ideas further.',
-    fewParagraphs: 'Use more paragraphs to organize the argument.',
+    tooShort: (n: number, r: Rubric) => `The essay is too short: about ${n} words where the task asks for at least ${r.expectedLength.min}; develop the ideas further.`,
+    fewParagraphs: (n: number) => `Only ${n} paragraph(s): use more paragraphs to organize the argument.`,
     varied: 'Sentence lengths are varied.',
-    rich: 'The vocabulary is varied.',
+    rich: 'The vocabulary is varied, with some less common words.',
+    idioms: (list: string[]) => `Idioms used: ${list.join(', ')}.`,
+    quotes: (n: number) => `${n} quotation(s) used.`,
+    parallel: 'Uses parallel structure.',
     punct: 'Check punctuation and capitalization.',
     repeat: 'Some sentences or phrases are repeated.',
     comment: (kind: DimensionKind) =>
-      ({ content: 'estimated from length, vocabulary and repetition', organization: 'estimated from paragraphs and sentence variety', language: 'estimated from vocabulary diversity and sentence variety', mechanics: 'estimated from punctuation and repetition', development: 'estimated from vocabulary, length and structure' })[kind],
+      ({ content: 'estimated from length, vocabulary and repetition', organization: 'estimated from paragraphs, connectives and sentence variety', language: 'estimated from vocabulary and sentence variety', mechanics: 'estimated from punctuation and repetition', development: 'estimated from length, vocabulary, figures of speech and quotations' })[kind],
+    capped: ' (capped: far shorter than the task asks)',
     repeated: 'This sentence repeats an earlier one',
+    idiom: 'idiom',
+    parallelNote: 'parallel structure',
   },
 };
 
@@ -193,37 +126,30 @@ export function offlineGrade(text: string, rubric: Rubric, language: Language): 
     const w = WEIGHTS[d.kind];
     const total = Object.values(w).reduce((a, b) => a + b, 0);
     const quality = Object.entries(w).reduce((a, [k, wt]) => a + q[k] * wt, 0) / total;
-    // Estimates stay away from the extremes: 30% to 95% of the dimension's range.
-    const score = roundToStep(d.max * (0.3 + 0.65 * quality), d.step, d.max);
+    // Estimates stay away from the extremes: 30% to 95% of the dimension's range, then the length cap.
+    const cap = lengthCap(d.kind, f.length, rubric);
+    const score = roundToStep(d.max * Math.min(0.3 + 0.65 * quality, cap), d.step, d.max);
     scores[d.key] = score;
-    return { key: d.key, name: d.name, score, max: d.max, comment: `${t.comment(d.kind)}${language === 'zh' ? '。' : '.'}` };
+    return { key: d.key, name: d.name, score, max: d.max, comment: `${t.comment(d.kind)}${cap < 1 ? t.capped : ''}${language === 'zh' ? '。' : '.'}` };
   });
   const strengths: string[] = [];
   const improvements: string[] = [];
   if (q.variety >= 0.8) strengths.push(t.varied);
-  if (q.diversity >= 0.7) strengths.push(t.rich);
-  if (q.length < 0.8) improvements.push(t.tooShort);
-  if (q.paragraphs < 0.8) improvements.push(t.fewParagraphs);
+  if (q.sophistication >= 0.6 && q.diversity >= 0.6) strengths.push(t.rich);
+  if (f.idioms.length > 0) strengths.push(t.idioms([...new Set(f.idioms.map((i) => i.text))].slice(0, 5)));
+  if (f.quotations.length > 0) strengths.push(t.quotes(f.quotations.length));
+  if (f.parallels.length > 0) strengths.push(t.parallel);
+  if (f.length < rubric.expectedLength.min * 0.8) improvements.push(t.tooShort(f.length, rubric));
+  if (q.paragraphs < 0.8) improvements.push(t.fewParagraphs(f.paragraphs));
   if (f.punctuationIssues.length > 0) improvements.push(t.punct);
   if (f.repetition > 0.05) improvements.push(t.repeat);
+  const at = (s: { start: number; end: number }) => ({ start: s.start, end: s.end, quote: text.slice(s.start, s.end) });
   const annotations: Annotation[] = [
-    ...f.punctuationIssues.slice(0, 8).map((p) => ({
-      start: p.start,
-      end: p.end,
-      quote: text.slice(p.start, p.end),
-      category: 'punctuation' as const,
-      suggestion: '',
-      explanation: p.note,
-    })),
-    ...f.repeatedSentences.slice(0, 3).map((r) => ({
-      start: r.start,
-      end: r.end,
-      quote: text.slice(r.start, r.end),
-      category: 'style' as const,
-      suggestion: '',
-      explanation: t.repeated,
-    })),
-  ].sort((a, b) => a.start - b.start);
+    ...f.punctuationIssues.slice(0, 8).map((p) => ({ ...at(p), category: 'punctuation' as const, suggestion: '', explanation: p.note })),
+    ...f.repeatedSentences.slice(0, 3).map((r) => ({ ...at(r), category: 'style' as const, suggestion: '', explanation: t.repeated })),
+    ...f.idioms.slice(0, 5).map((i) => ({ ...at(i), category: 'highlight' as const, suggestion: '', explanation: t.idiom })),
+    ...f.parallels.slice(0, 2).map((p) => ({ ...at(p), category: 'highlight' as const, suggestion: '', explanation: t.parallelNote })),
+  ].sort((a, b) => a.start - b.start || a.end - b.end);
   const sep = language === 'zh' ? '，' : ', ';
   return {
     score: totalScore(rubric, scores),

@@ -1,8 +1,9 @@
-import { Controller, Get, Param, Query } from '@nestjs/common';
+import { Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError, FieldProblem } from '../common/errors';
 import { QUALITY_GROUPS, QualityGroup } from './quality.repository';
+import { CalibrationService, CalibrationView } from './calibration.service';
 import { AssignmentAgreement, QualityService, QualityView } from './quality.service';
 
 function parseDate(value: string | undefined, field: string, problems: FieldProblem[]): Date | undefined {
@@ -17,7 +18,40 @@ function parseDate(value: string | undefined, field: string, problems: FieldProb
 @Controller('v1')
 @Auth('admin', 'teacher')
 export class QualityController {
-  constructor(private readonly quality: QualityService) {}
+  constructor(
+    private readonly quality: QualityService,
+    private readonly calibration: CalibrationService,
+  ) {}
+
+  @Post('assignments/:id/calibration')
+  @HttpCode(201)
+  @ApiOperation({
+    summary:
+      "Fit a calibration from this assignment's teacher-overridden essays (at least 20): isotonic for model grades, ridge over the offline grader's features for offline grades; 5-fold cross-validated before/after; switched on only if it does no worse than none",
+  })
+  fit(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<CalibrationView> {
+    return this.calibration.fit(auth, id);
+  }
+
+  @Get('assignments/:id/calibration')
+  @ApiOperation({ summary: "The assignment's calibration in force (404 when none)" })
+  current(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<CalibrationView> {
+    return this.calibration.current(auth.tenantId, id);
+  }
+
+  @Delete('assignments/:id/calibration')
+  @HttpCode(204)
+  @ApiOperation({ summary: "Turn the assignment's calibration off (kept; regrade to apply)" })
+  async remove(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<void> {
+    await this.calibration.remove(auth.tenantId, id);
+  }
+
+  @Post('assignments/:id/regrade')
+  @HttpCode(202)
+  @ApiOperation({ summary: 'Apply the calibration in force (or none) to every graded essay of the assignment no teacher overrode: no model call, no cost' })
+  regrade(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<{ essays: number; calibration: number | null }> {
+    return this.calibration.regrade(auth, id);
+  }
 
   @Get('assignments/:id/agreement')
   @ApiOperation({ summary: "Agreement between the grader's original grades and the teachers' overrides on this assignment: n, QWK, exact, adjacent, bias, per dimension" })

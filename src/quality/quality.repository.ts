@@ -1,7 +1,25 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { tenantQuery } from '../db/tenant-scope';
+import type { StoredGrade } from '../grading/grading-types';
+import type { Language } from '../grading/rubric';
 import type { Cell } from './agreement';
+
+/** An overridden essay: what the grader gave and what the teacher gave. */
+export interface LabelRow {
+  id: string;
+  text: string;
+  language: Language;
+  graderGrade: StoredGrade;
+  teacherScore: number;
+}
+
+export interface RegradeRow {
+  id: string;
+  text: string;
+  language: Language;
+  grade: StoredGrade;
+}
 
 export const QUALITY_GROUPS = ['rubric', 'tier', 'model', 'source'] as const;
 export type QualityGroup = (typeof QUALITY_GROUPS)[number];
@@ -72,6 +90,35 @@ export class QualityRepository {
       n: Number(r.n),
     });
     return [...totals.map((r) => cell(r, null)), ...dims.map((r) => cell(r, String(r.dim)))];
+  }
+
+  /** The assignment's labels for a calibration, newest first, at most `limit`. */
+  async labels(tenantId: string, assignmentId: string, limit: number): Promise<LabelRow[]> {
+    return tenantQuery<LabelRow>(
+      this.ds.manager,
+      tenantId,
+      `SELECT e.id, e.text, e.language, e.model_grade AS "graderGrade", (e.grade->>'score')::float8 AS "teacherScore"
+         FROM essays e
+        WHERE e.tenant_id = $1 AND e.assignment_id = $2 AND e.model_grade IS NOT NULL AND e.grade->>'source' = 'teacher'
+        ORDER BY e.created_at DESC, e.id DESC
+        LIMIT $3`,
+      [assignmentId, limit],
+    );
+  }
+
+  /** Graded essays of the assignment that no teacher overrode, after `afterId` in id order (a regrade's pages). */
+  async regradable(tenantId: string, assignmentId: string, afterId: string, limit: number): Promise<RegradeRow[]> {
+    return tenantQuery<RegradeRow>(
+      this.ds.manager,
+      tenantId,
+      `SELECT e.id, e.text, e.language, e.grade
+         FROM essays e
+        WHERE e.tenant_id = $1 AND e.assignment_id = $2 AND e.status IN ('graded', 'needs_review') AND e.grade IS NOT NULL
+          AND e.grade->>'source' <> 'teacher' AND e.id > $3
+        ORDER BY e.id
+        LIMIT $4`,
+      [assignmentId, afterId, limit],
+    );
   }
 
   private where(f: LabelFilter): { where: string; params: unknown[] } {

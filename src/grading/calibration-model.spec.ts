@@ -1,0 +1,78 @@
+import { calibrateGrade, CalibrationModel, scaleDimensions } from './calibration-model';
+import type { StoredGrade } from './grading-types';
+import { builtinRubric, isOnStep, totalScore } from './rubric';
+
+const gaokao = builtinRubric('zh-gaokao-60')!;
+const ielts = builtinRubric('en-ielts-task2')!;
+
+function grade(rubric: typeof gaokao, scores: number[], source: StoredGrade['source'] = 'model'): StoredGrade {
+  const dims = rubric.dimensions.map((d, i) => ({ key: d.key, name: d.name, score: scores[i], max: d.max, comment: 'c' }));
+  return {
+    score: totalScore(rubric, Object.fromEntries(dims.map((d) => [d.key, d.score]))),
+    maxScore: 60,
+    dimensions: dims,
+    summary: 's',
+    strengths: [],
+    improvements: [],
+    annotations: [],
+    model: 'm',
+    provider: 'p',
+    tier: 'standard',
+    cache: 'miss',
+    cost: '0.00',
+    flags: [],
+    source,
+    promptVersion: null,
+    rubric: { key: rubric.key, version: 1 },
+    gradedAt: '2026-11-30T00:00:00.000Z',
+  };
+}
+
+/** A grader 10 points too generous on 30–60: the map takes 10 off. */
+const minusTen: CalibrationModel = { version: 3, isotonic: { xs: [30, 60], ys: [20, 50] }, ridge: null };
+const essay = { text: '一篇作文。', language: 'zh' as const };
+
+describe('calibrateGrade', () => {
+  it('moves a model grade by the map, keeps the raw scores, and keeps dimensions consistent and in range', () => {
+    const g = calibrateGrade(grade(gaokao, [16, 15, 14]), gaokao, minusTen, essay);
+    expect(g.score).toBe(35);
+    expect(totalScore(gaokao, Object.fromEntries(g.dimensions.map((d) => [d.key, d.score])))).toBe(35);
+    for (const d of g.dimensions) expect(d.score).toBeLessThanOrEqual(20);
+    expect(g.calibration).toEqual({ version: 3, rawScore: 45, rawDimensions: [{ key: 'content', score: 16 }, { key: 'expression', score: 15 }, { key: 'development', score: 14 }] });
+  });
+
+  it('recalibrates from the raw scores, never from an already calibrated grade', () => {
+    const once = calibrateGrade(grade(gaokao, [16, 15, 14]), gaokao, minusTen, essay);
+    const twice = calibrateGrade(once, gaokao, { ...minusTen, version: 4 }, essay);
+    expect(twice.score).toBe(35);
+    expect(twice.calibration!.rawScore).toBe(45);
+  });
+
+  it('leaves an offline grade alone when the calibration has no offline part', () => {
+    const g = grade(gaokao, [16, 15, 14], 'offline');
+    expect(calibrateGrade(g, gaokao, minusTen, essay)).toBe(g);
+  });
+
+  it('keeps half bands: an IELTS grade mapped to a band its criteria average to', () => {
+    const up: CalibrationModel = { version: 1, isotonic: { xs: [0, 9], ys: [0.5, 9] }, ridge: null };
+    const g = calibrateGrade(grade(ielts, [6, 6, 5, 5]), ielts, up, { text: 'x', language: 'en' });
+    expect(g.score).toBe(totalScore(ielts, Object.fromEntries(g.dimensions.map((d) => [d.key, d.score]))));
+    for (const d of g.dimensions) expect(isOnStep(d.score, 1)).toBe(true);
+  });
+});
+
+describe('scaleDimensions', () => {
+  it('reaches any total on the rubric\'s steps, from any dimensions', () => {
+    for (let target = 0; target <= 60; target++) {
+      const s = scaleDimensions(gaokao, [{ key: 'content', score: 20 }, { key: 'expression', score: 2 }, { key: 'development', score: 9 }], target);
+      expect(totalScore(gaokao, s)).toBe(target);
+      for (const d of gaokao.dimensions) expect(s[d.key]).toBeGreaterThanOrEqual(0);
+      for (const d of gaokao.dimensions) expect(s[d.key]).toBeLessThanOrEqual(d.max);
+    }
+  });
+
+  it('spreads a total over zero dimensions by their maxima', () => {
+    const s = scaleDimensions(gaokao, [{ key: 'content', score: 0 }, { key: 'expression', score: 0 }, { key: 'development', score: 0 }], 30);
+    expect(Object.values(s)).toEqual([10, 10, 10]);
+  });
+});

@@ -1,0 +1,136 @@
+import type { GradeBody } from './grade-validation';
+import type { StoredGrade } from './grading-types';
+import { essayFeatures, featureVector } from './offline-features';
+import { isOnStep, Language, maxScore, Rubric, totalScore } from './rubric';
+
+/**
+ * An assignment's calibration (SPEC §9) as grading applies it: a monotone map from a model's total
+ * to the teachers' (isotonic), and for offline grades a regression over the offline grader's
+ * features (ridge, its predictions spread to the teachers' spread). Fitted by the quality module
+ * from the teachers' overrides; applied here when an essay of the assignment is graded, and by a
+ * regrade. The dimension scores are moved with the total, within the rubric; the grade keeps
+ * `calibration: {version, rawScore, rawDimensions}`, so the uncalibrated grade is never lost.
+ */
+
+/** A monotone non-decreasing step map, from the points (x, y) it was fitted on. */
+export interface IsotonicMap {
+  /** the fitted blocks' upper x bounds and their values, ascending */
+  xs: number[];
+  ys: number[];
+}
+
+/** The map at x: linear between fitted points, flat beyond the ends. */
+export function applyIsotonic(m: IsotonicMap, x: number): number {
+  const { xs, ys } = m;
+  if (xs.length === 0) return x;
+  if (x <= xs[0]) return ys[0];
+  if (x >= xs[xs.length - 1]) return ys[ys.length - 1];
+  let lo = 0;
+  let hi = xs.length - 1;
+  while (hi - lo > 1) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid] <= x) lo = mid;
+    else hi = mid;
+  }
+  const t = (x - xs[lo]) / (xs[hi] - xs[lo]);
+  return ys[lo] + t * (ys[hi] - ys[lo]);
+}
+
+/** A linear model over standardized features: y = intercept + Σ weight·(x − mean)/sd. */
+export interface RidgeModel {
+  intercept: number;
+  weights: number[];
+  means: number[];
+  sds: number[];
+}
+
+export function predictRidge(m: RidgeModel, x: number[]): number {
+  return m.weights.reduce((s, w, j) => s + (w * (x[j] - m.means[j])) / m.sds[j], m.intercept);
+}
+
+
+export interface CalibrationModel {
+  version: number;
+  /** for grades a model made (and reused ones): its total → the teachers' */
+  isotonic: IsotonicMap | null;
+  /** for offline grades: the features → the teachers' total, then `offset + factor × prediction` */
+  ridge: (RidgeModel & { offset: number; factor: number }) | null;
+}
+
+/** What a grade carries once calibrated: the version and the grader's own total and dimensions. */
+export interface GradeCalibration {
+  version: number;
+  rawScore: number;
+  rawDimensions: Array<{ key: string; score: number }>;
+}
+
+/** The step of a rubric's total: half bands for mean_half_band, else the finest dimension step. */
+export function totalStep(r: Rubric): number {
+  return r.totalRule === 'mean_half_band' ? 0.5 : Math.min(...r.dimensions.map((d) => d.step));
+}
+
+/** The calibrated total for a grade, or null when this calibration has no part for its source. */
+export function calibratedTotal(model: CalibrationModel, raw: { score: number; source: string }, features: () => number[]): number | null {
+  if (raw.source === 'offline') {
+    if (!model.ridge) return null;
+    const r = model.ridge;
+    return r.offset + r.factor * predictRidge(r, features());
+  }
+  return model.isotonic ? applyIsotonic(model.isotonic, raw.score) : null;
+}
+
+/**
+ * Dimension scores moved so that the rubric's total of them is `target` (on the total's step,
+ * within 0..max): each dimension scaled by target/raw, then nudged a step at a time, the one
+ * furthest from its exact share first, until the total is reached.
+ */
+export function scaleDimensions(rubric: Rubric, dims: Array<{ key: string; score: number }>, target: number): Record<string, number> {
+  const raw = totalScore(rubric, Object.fromEntries(dims.map((d) => [d.key, d.score])));
+  const top = maxScore(rubric);
+  const exact: Record<string, number> = {};
+  const out: Record<string, number> = {};
+  for (const d of rubric.dimensions) {
+    const s = dims.find((x) => x.key === d.key)?.score ?? 0;
+    exact[d.key] = raw > 0 ? Math.min(d.max, (s * target) / raw) : (d.max * target) / top;
+    out[d.key] = Math.max(0, Math.min(d.max, Math.floor(exact[d.key] / d.step + 1e-9) * d.step));
+  }
+  const limit = rubric.dimensions.reduce((n, d) => n + d.max / d.step, 0) + rubric.dimensions.length;
+  for (let i = 0; i < limit; i++) {
+    const total = totalScore(rubric, out);
+    if (total === target) break;
+    const up = total < target;
+    const movable = rubric.dimensions.filter((d) => (up ? out[d.key] + d.step <= d.max : out[d.key] - d.step >= 0));
+    if (!movable.length) break;
+    movable.sort((a, b) => (up ? exact[b.key] - out[b.key] - (exact[a.key] - out[a.key]) : out[b.key] - exact[b.key] - (out[a.key] - exact[a.key])));
+    const d = movable[0];
+    out[d.key] += up ? d.step : -d.step;
+  }
+  return out;
+}
+
+/**
+ * The grade with the calibration applied (the raw one kept inside it), or the grade unchanged when
+ * the calibration has no part for its source. `text` and `language` are the essay's (the offline
+ * part reads its features).
+ */
+export function calibrateGrade<G extends GradeBody & { source: StoredGrade['source']; calibration?: GradeCalibration }>(
+  grade: G,
+  rubric: Rubric,
+  model: CalibrationModel,
+  essay: { text: string; language: Language },
+): G {
+  const rawScore = grade.calibration?.rawScore ?? grade.score;
+  const rawDimensions = grade.calibration?.rawDimensions ?? grade.dimensions.map((d) => ({ key: d.key, score: d.score }));
+  const predicted = calibratedTotal(model, { score: rawScore, source: grade.source }, () => featureVector(essayFeatures(essay.text, essay.language), rubric));
+  if (predicted === null || !Number.isFinite(predicted)) return grade;
+  const step = totalStep(rubric);
+  const target = Math.max(0, Math.min(maxScore(rubric), Math.round(predicted / step) * step));
+  const scores = scaleDimensions(rubric, rawDimensions, target);
+  for (const d of rubric.dimensions) if (!isOnStep(scores[d.key], d.step)) throw new Error(`calibration put ${d.key} off its step`);
+  return {
+    ...grade,
+    score: totalScore(rubric, scores),
+    dimensions: grade.dimensions.map((d) => ({ ...d, score: scores[d.key] ?? d.score })),
+    calibration: { version: model.version, rawScore, rawDimensions },
+  };
+}

@@ -1,0 +1,210 @@
+import { Injectable } from '@nestjs/common';
+import type { TenantAuth } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { AssignmentsService } from '../grading/assignments.service';
+import { calibratedTotal, calibrateGrade, CalibrationModel, totalStep } from '../grading/calibration-model';
+import { CalibrationRecord, CalibrationsRepository } from '../grading/calibrations.repository';
+import { EssaysRepository } from '../grading/essays.repository';
+import type { StoredGrade } from '../grading/grading-types';
+import { essayFeatures, featureVector } from '../grading/offline-features';
+import { offlineGrade } from '../grading/offline-grader';
+import { Language, maxScore, Rubric } from '../grading/rubric';
+import { RubricsService } from '../grading/rubrics.service';
+import { agreement, Agreement, tabulate } from './agreement';
+import { crossValidated, fitIsotonic, fitRidge, predictRidge } from './calibration';
+import { QualityError } from './quality-errors';
+import { LabelRow, QualityRepository } from './quality.repository';
+
+/** A calibration is fitted from at least this many overridden essays of its source. */
+export const MIN_LABELS = 20;
+/** …and from at most this many (the newest): a fit reads their text for the offline features. */
+const MAX_LABELS = 2_000;
+const FOLDS = 5;
+/** The ridge penalty on standardized features (the offline part). */
+const LAMBDA = 10;
+/** Essays re-scored between two turns of the event loop, by a fit or a regrade. */
+const CHUNK = 50;
+
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+export interface CalibrationView {
+  assignmentId: string;
+  version: number;
+  essays: number;
+  method: string;
+  active: boolean;
+  /** why it was not switched on (it did no better than no calibration) */
+  reason?: string;
+  before: Pick<Agreement, 'qwk' | 'exact' | 'adjacent'>;
+  after: Pick<Agreement, 'qwk' | 'exact' | 'adjacent'>;
+  createdAt: string;
+}
+
+interface Label {
+  raw: number;
+  teacher: number;
+  source: 'model' | 'offline';
+  features: number[] | null;
+}
+
+const view = (c: CalibrationRecord, reason?: string): CalibrationView => ({
+  assignmentId: c.assignmentId,
+  version: c.version,
+  essays: c.essays,
+  method: c.method,
+  active: c.active,
+  ...(reason ? { reason } : {}),
+  before: c.before as CalibrationView['before'],
+  after: c.after as CalibrationView['after'],
+  createdAt: c.createdAt,
+});
+
+const figures = (a: Agreement) => ({ qwk: a.qwk, exact: a.exact, adjacent: a.adjacent });
+
+/**
+ * Calibration from teachers (SPEC §9): fits, from an assignment's overridden essays, an isotonic
+ * map for model grades and a ridge regression over the offline grader's features for offline
+ * grades; measures both by 5-fold cross-validation against no calibration; switches the result on
+ * only when it agrees with the teachers at least as well; and regrades the assignment with it.
+ */
+@Injectable()
+export class CalibrationService {
+  constructor(
+    private readonly labelsRepo: QualityRepository,
+    private readonly calibrations: CalibrationsRepository,
+    private readonly essays: EssaysRepository,
+    private readonly assignments: AssignmentsService,
+    private readonly rubrics: RubricsService,
+  ) {}
+
+  private async target(tenantId: string, assignmentId: string): Promise<{ id: string; rubric: Rubric }> {
+    const a = await this.assignments.get(tenantId, assignmentId);
+    return { id: a.id, rubric: await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version) };
+  }
+
+  async current(tenantId: string, assignmentId: string): Promise<CalibrationView> {
+    await this.assignments.get(tenantId, assignmentId);
+    const c = await this.calibrations.current(tenantId, assignmentId);
+    if (!c) throw ApiError.notFound('Calibration');
+    return view(c);
+  }
+
+  async remove(tenantId: string, assignmentId: string): Promise<void> {
+    await this.assignments.get(tenantId, assignmentId);
+    if (!(await this.calibrations.deactivate(tenantId, assignmentId))) throw ApiError.notFound('Calibration');
+  }
+
+  async fit(auth: TenantAuth, assignmentId: string): Promise<CalibrationView> {
+    const { id, rubric } = await this.target(auth.tenantId, assignmentId);
+    const rows = await this.labelsRepo.labels(auth.tenantId, id, MAX_LABELS);
+    const labels = await this.toLabels(rows, rubric);
+    const model = labels.filter((l) => l.source === 'model');
+    const offline = labels.filter((l) => l.source === 'offline');
+    if (model.length < MIN_LABELS && offline.length < MIN_LABELS) {
+      throw new QualityError(
+        'NOT_ENOUGH_LABELS',
+        `A calibration needs at least ${MIN_LABELS} essays of the assignment that a teacher overrode, graded by a model or all offline; this one has ${model.length} graded by a model and ${offline.length} offline`,
+        { needed: MIN_LABELS, model: model.length, offline: offline.length },
+      );
+    }
+    const used = [...(model.length >= MIN_LABELS ? model : []), ...(offline.length >= MIN_LABELS ? offline : [])];
+    const fitted: CalibrationModel = {
+      version: 0,
+      isotonic: model.length >= MIN_LABELS ? fitIsotonic(model.map((l) => ({ x: l.raw, y: l.teacher }))) : null,
+      ridge: offline.length >= MIN_LABELS ? ridgeFor(offline) : null,
+    };
+    const before = agreement(tabulate(used.map((l) => [l.raw, l.teacher])), scaleOf(rubric));
+    const predicted = [
+      ...(fitted.isotonic ? crossValidated(model, FOLDS, (train, test) => test.map((l) => calibratedTotal({ ...fitted, isotonic: fitIsotonic(train.map((t) => ({ x: t.raw, y: t.teacher }))) }, { score: l.raw, source: 'model' }, () => [])!)) : []),
+      ...(fitted.ridge ? crossValidated(offline, FOLDS, (train, test) => test.map((l) => calibratedTotal({ ...fitted, ridge: ridgeFor(train) }, { score: l.raw, source: 'offline' }, () => l.features!)!)) : []),
+    ];
+    const step = totalStep(rubric);
+    const top = maxScore(rubric);
+    const after = agreement(
+      tabulate(used.map((l, i) => [Math.max(0, Math.min(top, Math.round(predicted[i] / step) * step)), l.teacher])),
+      scaleOf(rubric),
+    );
+    const better = after.qwk !== null && (before.qwk === null || after.qwk >= before.qwk);
+    const method = [fitted.isotonic ? 'isotonic' : null, fitted.ridge ? 'ridge' : null].filter(Boolean).join('+');
+    const saved = await this.calibrations.add(
+      auth.tenantId,
+      id,
+      { method, model: fitted, essays: used.length, before: figures(before), after: figures(after), active: better },
+      auth.keyId,
+    );
+    return view(
+      saved,
+      better ? undefined : `Not switched on: cross-validated, it agrees with the teachers less (QWK ${after.qwk ?? 'undefined'}) than no calibration (QWK ${before.qwk ?? 'undefined'})`,
+    );
+  }
+
+  /**
+   * Applies the active calibration (none: the grader's own scores) to every graded essay of the
+   * assignment that no teacher overrode: offline grades are re-scored by today's offline grader,
+   * model grades re-mapped from their stored raw scores. No model call, no cost.
+   */
+  async regrade(auth: TenantAuth, assignmentId: string): Promise<{ essays: number; calibration: number | null }> {
+    const { id, rubric } = await this.target(auth.tenantId, assignmentId);
+    const model = (await this.calibrations.current(auth.tenantId, id))?.model ?? null;
+    let after = '00000000-0000-0000-0000-000000000000';
+    let changed = 0;
+    for (;;) {
+      const page = await this.labelsRepo.regradable(auth.tenantId, id, after, CHUNK);
+      if (!page.length) break;
+      for (const e of page) {
+        const regraded = this.regraded(e.grade, rubric, model, e);
+        if (await this.essays.replaceGrade(auth.tenantId, e.id, regraded)) changed++;
+      }
+      after = page[page.length - 1].id;
+      await turn();
+    }
+    return { essays: changed, calibration: model?.version ?? null };
+  }
+
+  private regraded(grade: StoredGrade, rubric: Rubric, model: CalibrationModel | null, essay: { text: string; language: Language }): StoredGrade {
+    const { calibration, ...uncalibrated } = grade;
+    let raw: StoredGrade = uncalibrated;
+    if (grade.source === 'offline') raw = { ...uncalibrated, ...offlineGrade(essay.text, rubric, essay.language) };
+    else if (calibration) {
+      const scores = new Map(calibration.rawDimensions.map((d) => [d.key, d.score]));
+      raw = { ...uncalibrated, score: calibration.rawScore, dimensions: grade.dimensions.map((d) => ({ ...d, score: scores.get(d.key) ?? d.score })) };
+    }
+    return model ? calibrateGrade(raw, rubric, model, essay) : raw;
+  }
+
+  private async toLabels(rows: LabelRow[], rubric: Rubric): Promise<Label[]> {
+    const out: Label[] = [];
+    for (let i = 0; i < rows.length; i++) {
+      const r = rows[i];
+      const g = r.graderGrade;
+      const offline = g.source === 'offline';
+      out.push({
+        raw: g.calibration?.rawScore ?? g.score,
+        teacher: Number(r.teacherScore),
+        source: offline ? 'offline' : 'model',
+        features: offline ? featureVector(essayFeatures(r.text, r.language), rubric) : null,
+      });
+      if (offline && i % CHUNK === CHUNK - 1) await turn();
+    }
+    return out;
+  }
+}
+
+function scaleOf(rubric: Rubric) {
+  return { step: totalStep(rubric), max: maxScore(rubric) };
+}
+
+/** The ridge part: fitted on standardized features, its predictions spread to the teachers' spread. */
+function ridgeFor(labels: Label[]): NonNullable<CalibrationModel['ridge']> {
+  const m = fitRidge(labels.map((l) => l.features!), labels.map((l) => l.teacher), LAMBDA);
+  const fitted = labels.map((l) => predictRidge(m, l.features!));
+  const [mf, sf] = meanSd(fitted);
+  const [mt, st] = meanSd(labels.map((l) => l.teacher));
+  const factor = sf > 1e-9 ? st / sf : 1;
+  return { ...m, factor, offset: mt - factor * mf };
+}
+
+function meanSd(xs: number[]): [number, number] {
+  const m = xs.reduce((a, b) => a + b, 0) / xs.length;
+  return [m, Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / xs.length)];
+}

@@ -1,0 +1,60 @@
+import { applyIsotonic, crossValidated, fitIsotonic, fitRidge, predictRidge, spearman } from './calibration';
+
+describe('isotonic regression', () => {
+  it('pools adjacent violators into a non-decreasing map', () => {
+    // y: 1, 3, 2, 4 at x 1..4: (3, 2) violate and pool to 2.5.
+    const m = fitIsotonic([{ x: 1, y: 1 }, { x: 2, y: 3 }, { x: 3, y: 2 }, { x: 4, y: 4 }]);
+    expect(m.ys).toEqual([1, 2.5, 4]);
+    expect(m.xs).toEqual([1, 3, 4]);
+    for (let i = 1; i < m.ys.length; i++) expect(m.ys[i]).toBeGreaterThanOrEqual(m.ys[i - 1]);
+  });
+
+  it('maps between fitted points linearly and flat beyond them', () => {
+    const m = fitIsotonic([{ x: 10, y: 20 }, { x: 20, y: 40 }]);
+    expect(applyIsotonic(m, 15)).toBe(30);
+    expect(applyIsotonic(m, 0)).toBe(20);
+    expect(applyIsotonic(m, 99)).toBe(40);
+  });
+
+  it('learns a grader that is 10 points too generous', () => {
+    const pts = Array.from({ length: 30 }, (_, i) => ({ x: 30 + i, y: 20 + i }));
+    const m = fitIsotonic(pts);
+    expect(applyIsotonic(m, 45)).toBeCloseTo(35, 9);
+  });
+});
+
+describe('ridge regression', () => {
+  it('recovers a linear rule from clean data (small penalty)', () => {
+    const x = Array.from({ length: 40 }, (_, i) => [i % 7, (i * 3) % 11]);
+    const y = x.map(([a, b]) => 5 + 2 * a - 0.5 * b);
+    const m = fitRidge(x, y, 1e-6);
+    expect(predictRidge(m, [3, 4])).toBeCloseTo(5 + 6 - 2, 4);
+  });
+
+  it('shrinks weights as the penalty grows', () => {
+    const x = Array.from({ length: 20 }, (_, i) => [i]);
+    const y = x.map(([a]) => a);
+    expect(Math.abs(fitRidge(x, y, 100).weights[0])).toBeLessThan(Math.abs(fitRidge(x, y, 0.01).weights[0]));
+  });
+});
+
+describe('cross-validation and rank correlation', () => {
+  it('predicts every item from a model that never saw it', () => {
+    const items = [1, 2, 3, 4, 5, 6];
+    const seen: number[][] = [];
+    const out = crossValidated(items, 3, (train, test) => {
+      seen.push(train);
+      for (const t of test) expect(train).not.toContain(t);
+      return test.map((t) => t * 10);
+    });
+    expect(out).toEqual([10, 20, 30, 40, 50, 60]);
+    expect(seen).toHaveLength(3);
+  });
+
+  it('computes Spearman with ties', () => {
+    expect(spearman([1, 2, 3, 4], [10, 20, 30, 40])).toBeCloseTo(1, 12);
+    expect(spearman([1, 2, 3, 4], [4, 3, 2, 1])).toBeCloseTo(-1, 12);
+    // ranks a: 1, 2.5, 2.5, 4; b: 1, 2, 3, 4 → r = 4.5 / sqrt(4.5 · 5) = 0.948683…
+    expect(spearman([1, 2, 2, 3], [1, 2, 3, 4])).toBeCloseTo(4.5 / Math.sqrt(22.5), 9);
+  });
+});

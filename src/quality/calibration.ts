@@ -1,0 +1,112 @@
+/**
+ * The fitting behind calibration (SPEC §9), pure and deterministic: a monotone map from a grader's
+ * total to the teacher's (isotonic regression, pool-adjacent-violators), a ridge regression over
+ * the offline grader's features, and k-fold cross-validation to tell whether either does better
+ * than no calibration at all.
+ */
+import type { IsotonicMap, RidgeModel } from '../grading/calibration-model';
+
+export { applyIsotonic, predictRidge } from '../grading/calibration-model';
+export type { IsotonicMap, RidgeModel } from '../grading/calibration-model';
+
+/** Pool adjacent violators over the points sorted by x (ties pooled first). */
+export function fitIsotonic(points: Array<{ x: number; y: number }>): IsotonicMap {
+  const sorted = [...points].sort((a, b) => a.x - b.x);
+  const blocks: Array<{ x: number; sum: number; n: number }> = [];
+  for (const p of sorted) {
+    const last = blocks[blocks.length - 1];
+    if (last && last.x === p.x) {
+      last.sum += p.y;
+      last.n++;
+    } else blocks.push({ x: p.x, sum: p.y, n: 1 });
+    // Merge backwards while the means decrease.
+    while (blocks.length >= 2) {
+      const b = blocks[blocks.length - 1];
+      const a = blocks[blocks.length - 2];
+      if (a.sum / a.n <= b.sum / b.n) break;
+      blocks.splice(blocks.length - 2, 2, { x: b.x, sum: a.sum + b.sum, n: a.n + b.n });
+    }
+  }
+  return { xs: blocks.map((b) => b.x), ys: blocks.map((b) => b.sum / b.n) };
+}
+
+/** Solves A·x = b (A square, symmetric positive definite here) by Gaussian elimination with pivoting. */
+function solve(a: number[][], b: number[]): number[] {
+  const n = b.length;
+  const m = a.map((row, i) => [...row, b[i]]);
+  for (let c = 0; c < n; c++) {
+    let p = c;
+    for (let r = c + 1; r < n; r++) if (Math.abs(m[r][c]) > Math.abs(m[p][c])) p = r;
+    [m[c], m[p]] = [m[p], m[c]];
+    for (let r = c + 1; r < n; r++) {
+      const k = m[r][c] / m[c][c];
+      for (let j = c; j <= n; j++) m[r][j] -= k * m[c][j];
+    }
+  }
+  const x = new Array<number>(n).fill(0);
+  for (let r = n - 1; r >= 0; r--) {
+    let s = m[r][n];
+    for (let j = r + 1; j < n; j++) s -= m[r][j] * x[j];
+    x[r] = s / m[r][r];
+  }
+  return x;
+}
+
+/** Ridge regression: standardized features, penalty `lambda` on the weights (not the intercept). */
+export function fitRidge(x: number[][], y: number[], lambda = 1): RidgeModel {
+  const n = x.length;
+  const d = x[0]?.length ?? 0;
+  const means = Array.from({ length: d }, (_, j) => x.reduce((s, r) => s + r[j], 0) / n);
+  const sds = Array.from({ length: d }, (_, j) => Math.sqrt(x.reduce((s, r) => s + (r[j] - means[j]) ** 2, 0) / n) || 1);
+  const z = x.map((r) => r.map((v, j) => (v - means[j]) / sds[j]));
+  const yMean = y.reduce((s, v) => s + v, 0) / n;
+  const a = Array.from({ length: d }, (_, i) => Array.from({ length: d }, (_, j) => z.reduce((s, r) => s + r[i] * r[j], 0) + (i === j ? lambda : 0)));
+  const b = Array.from({ length: d }, (_, j) => z.reduce((s, r, k) => s + r[j] * (y[k] - yMean), 0));
+  return { intercept: yMean, weights: solve(a, b), means, sds };
+}
+
+/**
+ * Every item predicted by a model fitted on the other folds (k folds, items dealt in turn so that
+ * the folds are the same on every run). Returns the predictions in the items' order.
+ */
+export function crossValidated<T>(items: T[], k: number, fitAndPredict: (train: T[], test: T[]) => number[]): number[] {
+  const out = new Array<number>(items.length);
+  for (let fold = 0; fold < k; fold++) {
+    const test: number[] = [];
+    const train: T[] = [];
+    items.forEach((it, i) => (i % k === fold ? test.push(i) : train.push(it)));
+    if (!test.length) continue;
+    const predicted = fitAndPredict(train, test.map((i) => items[i]));
+    test.forEach((i, j) => (out[i] = predicted[j]));
+  }
+  return out;
+}
+
+/** Spearman's rank correlation (ties get their mean rank). */
+export function spearman(a: number[], b: number[]): number {
+  const rank = (x: number[]) => {
+    const idx = x.map((v, i) => [v, i] as const).sort((p, q) => p[0] - q[0]);
+    const r = new Array<number>(x.length);
+    for (let i = 0; i < idx.length; ) {
+      let j = i;
+      while (j + 1 < idx.length && idx[j + 1][0] === idx[i][0]) j++;
+      for (let k = i; k <= j; k++) r[idx[k][1]] = (i + j) / 2;
+      i = j + 1;
+    }
+    return r;
+  };
+  const ra = rank(a);
+  const rb = rank(b);
+  const n = a.length;
+  const ma = ra.reduce((s, v) => s + v, 0) / n;
+  const mb = rb.reduce((s, v) => s + v, 0) / n;
+  let c = 0;
+  let va = 0;
+  let vb = 0;
+  for (let i = 0; i < n; i++) {
+    c += (ra[i] - ma) * (rb[i] - mb);
+    va += (ra[i] - ma) ** 2;
+    vb += (rb[i] - mb) ** 2;
+  }
+  return va && vb ? c / Math.sqrt(va * vb) : 0;
+}

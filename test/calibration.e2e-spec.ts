@@ -1,0 +1,110 @@
+import { builtinRubric, totalScore } from '../src/grading/rubric';
+import { generateEssay } from './support/essays';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { waitForEssays } from './support/grading';
+import { createTestApp, TestApp } from './support/test-app';
+
+/**
+ * Calibration from teachers (SPEC §9) through the HTTP API on a real database, with the offline
+ * grader (no provider configured): fit from overrides, cross-validated before/after, refused when
+ * it would do worse, applied to new gradings and by a regrade, turned off.
+ */
+describe('quality: calibration from teachers (real PostgreSQL)', () => {
+  let t: TestApp;
+  let f: Factory;
+  let tenant: TestTenant;
+  let teacher: string;
+  const rubric = builtinRubric('zh-gaokao-60')!;
+
+  beforeAll(async () => {
+    t = await createTestApp({ WORKER_POLL_MS: '50', WORKER_CONCURRENCY: '8' });
+    f = new Factory(t.app);
+    tenant = await f.newTenant({ monthlyBudget: '10.00' });
+    teacher = (await f.newKey(tenant, 'teacher')).key;
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  async function assignmentWith(n: number, seed: number): Promise<{ id: string; views: any[] }> {
+    const id = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: `A${seed}`, prompt: '以“成长”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
+    const ids: string[] = [];
+    for (let i = 0; i < n; i++) {
+      const text = generateEssay(seed + i, 'zh', { targetChars: 300 + ((i * 137) % 1100) }).text;
+      ids.push((await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: id, essays: [{ text }] }).expect(202)).body.ids[0]);
+    }
+    const views = await waitForEssays(t.app, teacher, ids);
+    expect(views.every((v) => v.status === 'graded' && v.grade.source === 'offline')).toBe(true);
+    return { id, views };
+  }
+  const override = (id: string, score: number) => t.http.patch(`/v1/essays/${id}/grade`).set(bearer(teacher)).send({ score }).expect(200);
+  /** A strict teacher whose score follows the essay's length, on a scale the grader does not use. */
+  const strict = (text: string) => Math.max(0, Math.min(60, Math.round(10 + text.length / 60)));
+  const expectConsistent = (g: any) => {
+    expect(g.score).toBe(totalScore(rubric, Object.fromEntries(g.dimensions.map((d: any) => [d.key, d.score]))));
+    for (const d of g.dimensions) expect(d.score).toBeGreaterThanOrEqual(0);
+    for (const d of g.dimensions) expect(d.score).toBeLessThanOrEqual(d.max);
+  };
+
+  it('refuses with 422 NOT_ENOUGH_LABELS under 20 overridden essays, and 404 for another tenant', async () => {
+    const { id, views } = await assignmentWith(6, 100);
+    for (const v of views.slice(0, 5)) await override(v.id, strict(v.text));
+    const res = await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(422);
+    expect(res.body.error.code).toBe('NOT_ENOUGH_LABELS');
+    expect(res.body.error.message).toMatch(/at least 20/);
+    await t.http.get(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(404);
+    const other = await f.newTenant();
+    await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(other.adminKey)).expect(404);
+    await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(other.adminKey)).expect(404);
+  });
+
+  it('fits from the overrides, switches on when it agrees better, grades new essays with it, regrades the rest, and turns off', async () => {
+    const { id, views } = await assignmentWith(30, 200);
+    const labelled = views.slice(0, 24);
+    for (const v of labelled) await override(v.id, strict(v.text));
+    const fit = await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201);
+    expect(fit.body).toMatchObject({ assignmentId: id, version: 1, essays: 24, method: 'ridge', active: true });
+    expect(fit.body.after.qwk).toBeGreaterThan(fit.body.before.qwk);
+    expect((await t.http.get(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(200)).body.version).toBe(1);
+
+    // A new essay of the assignment is graded with it; the grader's own total is kept.
+    const text = generateEssay(999, 'zh', { targetChars: 1200 }).text;
+    const [fresh] = await waitForEssays(t.app, teacher, [(await t.http.post('/v1/essays').set(bearer(teacher)).send({ assignmentId: id, text }).expect(202)).body.id]);
+    expect(fresh.grade.calibration).toMatchObject({ version: 1 });
+    expect(typeof fresh.grade.calibration.rawScore).toBe('number');
+    expectConsistent(fresh.grade);
+
+    // Regrade: the six graded essays no teacher overrode (and the new one); overridden ones stay the teacher's.
+    const regrade = await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202);
+    expect(regrade.body).toEqual({ essays: 7, calibration: 1 });
+    for (const v of views.slice(24)) {
+      const after = (await t.http.get(`/v1/essays/${v.id}`).set(bearer(teacher)).expect(200)).body;
+      expect(after.grade.calibration.version).toBe(1);
+      expect(after.grade.calibration.rawScore).toBe(v.grade.score);
+      expectConsistent(after.grade);
+      expect(after.cost).toBe(v.cost);
+    }
+    const kept = (await t.http.get(`/v1/essays/${labelled[0].id}`).set(bearer(teacher)).expect(200)).body;
+    expect(kept.grade.source).toBe('teacher');
+    expect(kept.grade.score).toBe(strict(labelled[0].text));
+
+    // Off: nothing in force; a regrade puts back the grader's own scores.
+    await t.http.delete(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(204);
+    await t.http.get(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(404);
+    expect((await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202)).body).toEqual({ essays: 7, calibration: null });
+    const back = (await t.http.get(`/v1/essays/${views[25].id}`).set(bearer(teacher)).expect(200)).body;
+    expect(back.grade.calibration).toBeUndefined();
+    expect(back.grade.score).toBe(views[25].grade.score);
+  });
+
+  it('keeps a calibration that would do worse than none switched off, and says why', async () => {
+    const { id, views } = await assignmentWith(20, 400);
+    // A teacher who agrees with every grade exactly: no calibration can do better.
+    for (const v of views) await override(v.id, v.grade.score);
+    const fit = await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201);
+    expect(fit.body.before.qwk).toBe(1);
+    expect(fit.body.active).toBe(false);
+    expect(fit.body.reason).toMatch(/Not switched on/);
+    await t.http.get(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(404);
+  });
+});
