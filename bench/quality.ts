@@ -16,7 +16,7 @@ import { essayFeatures, featureVector, FEATURE_NAMES } from '../src/grading/offl
 import { offlineGrade } from '../src/grading/offline-grader';
 import { builtinRubric } from '../src/grading/rubric';
 import { agreement, Agreement, tabulate } from '../src/quality/agreement';
-import { applyIsotonic, crossValidated, fitIsotonic, fitRidge, predictRidge, spearman } from '../src/quality/calibration';
+import { applyIsotonic, crossValidated, fitIsotonic, fitOfflinePart, fitRidge, predictRidge, RIDGE_LAMBDA, spearman } from '../src/quality/calibration';
 import { commit, runMain } from './lib/harness';
 
 interface Row {
@@ -44,23 +44,10 @@ export interface QualityResult {
 
 const DATA = path.join(__dirname, 'data/zh-aes-300/essays.jsonl');
 const FOLDS = 5;
-const LAMBDA = 30;
 
 function scored(predicted: number[], truth: number[], max: number): Agreement & { spearman: number } {
   const rounded = predicted.map((p) => Math.max(0, Math.min(max, Math.round(p))));
   return { ...agreement(tabulate(rounded.map((p, i) => [p, truth[i]])), { step: 1, max }), spearman: Math.round(spearman(predicted, truth) * 10_000) / 10_000 };
-}
-
-function meanSd(xs: number[]): [number, number] {
-  const m = xs.reduce((a, b) => a + b, 0) / xs.length;
-  return [m, Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / xs.length) || 1];
-}
-
-/** The linear map that gives `from` the mean and standard deviation of `to`. */
-function spreadTo(from: number[], to: number[]): (x: number) => number {
-  const [mf, sf] = meanSd(from);
-  const [mt, st] = meanSd(to);
-  return (x) => mt + ((x - mf) / sf) * st;
 }
 
 export async function runQuality(): Promise<QualityResult> {
@@ -81,15 +68,12 @@ export async function runQuality(): Promise<QualityResult> {
       const m = fitIsotonic(train.map((i) => ({ x: xs[i], y: truth[i] })));
       return test.map((i) => applyIsotonic(m, xs[i]));
     });
-  // A regression's predictions huddle round the mean, which kappa punishes: they are spread to the
-  // teachers' spread on the training folds (mean and standard deviation matched), as AES work does.
+  // The offline part exactly as POST /v1/assignments/:id/calibration fits it.
   const ridge = crossValidated(idx, FOLDS, (train, test) => {
-    const m = fitRidge(train.map((i) => features[i]), train.map((i) => truth[i]), LAMBDA);
-    const fitted = train.map((i) => predictRidge(m, features[i]));
-    const spread = spreadTo(fitted, train.map((i) => truth[i]));
-    return test.map((i) => spread(predictRidge(m, features[i])));
+    const m = fitOfflinePart(train.map((i) => features[i]), train.map((i) => truth[i]));
+    return test.map((i) => m.offset + m.factor * predictRidge(m, features[i]));
   });
-  const all = fitRidge(features, truth, LAMBDA);
+  const all = fitRidge(features, truth, RIDGE_LAMBDA);
   return {
     commit: commit(),
     date: new Date().toISOString().slice(0, 10),
@@ -100,7 +84,7 @@ export async function runQuality(): Promise<QualityResult> {
     lengthBaseline: { spearman: Math.round(spearman(lengths, truth) * 10_000) / 10_000, calibrated: scored(isoOf(lengths), truth, max) },
     uncalibrated: scored(offline, truth, max),
     isotonic: scored(isoOf(offline), truth, max),
-    ridge: { ...scored(ridge, truth, max), lambda: LAMBDA },
+    ridge: { ...scored(ridge, truth, max), lambda: RIDGE_LAMBDA },
     weights: FEATURE_NAMES.map((feature, j) => ({ feature, weight: Math.round(all.weights[j] * 100) / 100 })).sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)),
     msPerEssay: Math.round(msPerEssay * 100) / 100,
   };

@@ -11,7 +11,7 @@ import { offlineGrade } from '../grading/offline-grader';
 import { Language, maxScore, Rubric } from '../grading/rubric';
 import { RubricsService } from '../grading/rubrics.service';
 import { agreement, Agreement, tabulate } from './agreement';
-import { crossValidated, fitIsotonic, fitRidge, predictRidge } from './calibration';
+import { crossValidated, fitIsotonic, fitOfflinePart } from './calibration';
 import { QualityError } from './quality-errors';
 import { LabelRow, QualityRepository } from './quality.repository';
 
@@ -20,8 +20,6 @@ export const MIN_LABELS = 20;
 /** …and from at most this many (the newest): a fit reads their text for the offline features. */
 const MAX_LABELS = 2_000;
 const FOLDS = 5;
-/** The ridge penalty on standardized features (the offline part). */
-const LAMBDA = 10;
 /** Essays re-scored between two turns of the event loop, by a fit or a regrade. */
 const CHUNK = 50;
 
@@ -194,17 +192,4 @@ function scaleOf(rubric: Rubric) {
   return { step: totalStep(rubric), max: maxScore(rubric) };
 }
 
-/** The ridge part: fitted on standardized features, its predictions spread to the teachers' spread. */
-function ridgeFor(labels: Label[]): NonNullable<CalibrationModel['ridge']> {
-  const m = fitRidge(labels.map((l) => l.features!), labels.map((l) => l.teacher), LAMBDA);
-  const fitted = labels.map((l) => predictRidge(m, l.features!));
-  const [mf, sf] = meanSd(fitted);
-  const [mt, st] = meanSd(labels.map((l) => l.teacher));
-  const factor = sf > 1e-9 ? st / sf : 1;
-  return { ...m, factor, offset: mt - factor * mf };
-}
-
-function meanSd(xs: number[]): [number, number] {
-  const m = xs.reduce((a, b) => a + b, 0) / xs.length;
-  return [m, Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / xs.length)];
-}
+const ridgeFor = (labels: Label[]) => fitOfflinePart(labels.map((l) => l.features!), labels.map((l) => l.teacher));

@@ -4,6 +4,7 @@
  * the offline grader's features, and k-fold cross-validation to tell whether either does better
  * than no calibration at all.
  */
+import { predictRidge } from '../grading/calibration-model';
 import type { IsotonicMap, RidgeModel } from '../grading/calibration-model';
 
 export { applyIsotonic, predictRidge } from '../grading/calibration-model';
@@ -63,6 +64,28 @@ export function fitRidge(x: number[][], y: number[], lambda = 1): RidgeModel {
   const a = Array.from({ length: d }, (_, i) => Array.from({ length: d }, (_, j) => z.reduce((s, r) => s + r[i] * r[j], 0) + (i === j ? lambda : 0)));
   const b = Array.from({ length: d }, (_, j) => z.reduce((s, r, k) => s + r[j] * (y[k] - yMean), 0));
   return { intercept: yMean, weights: solve(a, b), means, sds };
+}
+
+/** The ridge penalty on standardized features for the offline part of a calibration. */
+export const RIDGE_LAMBDA = 10;
+
+/**
+ * The offline part of a calibration: a ridge regression from the offline grader's features to the
+ * teachers' totals, its predictions then spread to the teachers' spread (mean and standard
+ * deviation matched on the fitting set): a regression's predictions huddle round the mean, which
+ * kappa punishes.
+ */
+export function fitOfflinePart(x: number[][], y: number[], lambda = RIDGE_LAMBDA): RidgeModel & { offset: number; factor: number } {
+  const m = fitRidge(x, y, lambda);
+  const [mf, sf] = meanSd(x.map((r) => predictRidge(m, r)));
+  const [mt, st] = meanSd(y);
+  const factor = sf > 1e-9 ? st / sf : 1;
+  return { ...m, factor, offset: mt - factor * mf };
+}
+
+function meanSd(xs: number[]): [number, number] {
+  const m = xs.reduce((a, b) => a + b, 0) / xs.length;
+  return [m, Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / xs.length)];
 }
 
 /**
