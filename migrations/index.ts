@@ -11,6 +11,8 @@ import { DirectDeep1765200000000 } from './1765200000000-DirectDeep';
 import { BudgetIncidents1765500000000 } from './1765500000000-BudgetIncidents';
 import { QualityLabels1765600000000 } from './1765600000000-QualityLabels';
 import { Calibrations1765700000000 } from './1765700000000-Calibrations';
+import { AssignmentQuality1765800000000 } from './1765800000000-AssignmentQuality';
+import { ShadowGrading1765900000000 } from './1765900000000-ShadowGrading';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -31,4 +33,6 @@ export const MIGRATIONS = [
   BudgetIncidents1765500000000,
   QualityLabels1765600000000,
   Calibrations1765700000000,
+  AssignmentQuality1765800000000,
+  ShadowGrading1765900000000,
 ];

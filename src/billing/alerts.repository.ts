@@ -59,6 +59,19 @@ export class AlertsRepository {
     );
   }
 
+  /** Queues an alert webhook unless one with this event id was queued already (an alert that fires once). */
+  async queueOnce(tenantId: string, eventId: string, body: string): Promise<void> {
+    await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
+       SELECT $1, $2, $3, alert_webhook_url, $4, 'pending' FROM tenants
+        WHERE id = $1 AND alert_webhook_url IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM outbound_webhooks w WHERE w.tenant_id = $1 AND w.event_id = $3)`,
+      [randomUUID(), eventId, body],
+    );
+  }
+
   /**
    * Due webhooks, at most one per tenant and none of a tenant that has a delivery in flight
    * anywhere, oldest first; each moved under this claim's lease (`leaseS`) in the same statement.

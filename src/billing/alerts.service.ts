@@ -20,6 +20,7 @@ export class AlertsService {
   private readonly alertsTotal: Counter<'tenant' | 'threshold'>;
   private readonly utilization: Gauge<'tenant'>;
   private readonly incidentsTotal: Counter<'tenant' | 'kind'>;
+  private readonly qualityAlertsTotal: Counter<'tenant'>;
 
   constructor(
     private readonly alerts: AlertsRepository,
@@ -27,6 +28,7 @@ export class AlertsService {
   ) {
     this.alertsTotal = new Counter({ name: 'inkstone_budget_alerts_total', help: 'Budget alerts fired', labelNames: ['tenant', 'threshold'], registers: [metrics.registry] });
     this.incidentsTotal = new Counter({ name: 'inkstone_budget_incidents_total', help: 'Calls billed beyond the bound they were admitted with', labelNames: ['tenant', 'kind'], registers: [metrics.registry] });
+    this.qualityAlertsTotal = new Counter({ name: 'inkstone_quality_alerts_total', help: 'Shadow-agreement alerts fired', labelNames: ['tenant'], registers: [metrics.registry] });
     this.utilization = new Gauge({ name: 'inkstone_budget_utilization_ratio', help: "Settled spend / cap of the tenant's current period", labelNames: ['tenant'], registers: [metrics.registry] });
   }
 
@@ -58,6 +60,22 @@ export class AlertsService {
     const eventId = `incident_${randomUUID()}`;
     const body = JSON.stringify({ id: eventId, type: 'budget.incident', data: { tenantId, period, ...data }, createdAt: new Date().toISOString() });
     await this.alerts.queue(tenantId, eventId, body);
+  }
+
+  /**
+   * Shadow evaluation found the standard tier agreeing with the deep tier less than the admin
+   * accepts (SPEC §9): logged, counted, and sent to the alert webhook as
+   * `quality.shadow_agreement_low`, once per rubric and month.
+   */
+  async onShadowAgreementLow(tenantId: string, data: { period: string; rubric: string; n: number; qwk: number; threshold: number }): Promise<void> {
+    const key = `shadow:${tenantId}:${data.period}:${data.rubric}`;
+    if (this.fired.get(key)) return;
+    this.fired.set(key, true);
+    this.qualityAlertsTotal.inc({ tenant: tenantId });
+    this.logger.warn({ msg: 'shadow agreement under the threshold', tenantId, ...data });
+    const eventId = `shadow_low_${data.period}_${data.rubric}`;
+    const body = JSON.stringify({ id: eventId, type: 'quality.shadow_agreement_low', data: { tenantId, ...data }, createdAt: new Date().toISOString() });
+    await this.alerts.queueOnce(tenantId, eventId, body);
   }
 
   private async fire(tenantId: string, period: string, threshold: string, ratio: number): Promise<void> {

@@ -3,7 +3,8 @@ import { DataSource } from 'typeorm';
 import { formatCny, Nanos } from '../common/money';
 import { tenantQuery } from '../db/tenant-scope';
 
-export type CallPurpose = 'chat' | 'grading' | 'deep_review';
+/** What a model call was for: chat, a grading, a paid deep review, a re-grading on escalation, a shadow grading. */
+export type CallPurpose = 'chat' | 'grading' | 'deep_review' | 'escalation' | 'shadow';
 /** replay: an answer paid for by an earlier run of the same job, used again at no cost */
 export type CacheStatus = 'hit' | 'miss' | 'bypass' | 'replay';
 

@@ -1,8 +1,8 @@
-import { Body, Controller, Get, HttpCode, Param, Post } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Patch, Post } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { Assignment, AssignmentsService } from './assignments.service';
-import { CreateAssignmentDto } from './dto/assignment.dto';
+import { AssignmentQualityDto, CreateAssignmentDto } from './dto/assignment.dto';
 
 @ApiTags('grading')
 @ApiBearerAuth()
@@ -28,5 +28,11 @@ export class AssignmentsController {
   @ApiOperation({ summary: 'An assignment with essay counts by status and the score distribution' })
   get(@TenantCaller() auth: TenantAuth, @Param('id') id: string) {
     return this.assignments.detail(auth, id);
+  }
+
+  @Patch(':id')
+  @ApiOperation({ summary: "Change how the assignment's grades are checked: escalate (off | flag | deep), passMark, expectedLength (null clears)" })
+  update(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Body() dto: AssignmentQualityDto): Promise<Assignment> {
+    return this.assignments.update(auth, id, dto);
   }
 }

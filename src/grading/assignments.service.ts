@@ -4,9 +4,9 @@ import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { tenantQuery } from '../db/tenant-scope';
-import { CreateAssignmentDto } from './dto/assignment.dto';
+import { AssignmentQualityDto, CreateAssignmentDto, Escalation } from './dto/assignment.dto';
 import { detectLanguage } from './essay-text';
-import { maxScore } from './rubric';
+import { maxScore, Rubric } from './rubric';
 import { RubricsService } from './rubrics.service';
 
 export interface Assignment {
@@ -15,6 +15,12 @@ export interface Assignment {
   prompt: string;
   rubric: { key: string; version: number };
   language: 'zh' | 'en';
+  /** a low-confidence standard grade: left alone, flagged for review, or graded again on the deep tier */
+  escalate: Escalation;
+  /** the total at which an essay passes (a grade within one step of it is low-confidence), or null */
+  passMark: number | null;
+  /** the length the task asks for; null: the rubric's */
+  expectedLength: { min: number; max: number } | null;
   createdAt: string;
 }
 
@@ -30,24 +36,56 @@ export class AssignmentsService {
 
   async create(auth: TenantAuth, dto: CreateAssignmentDto): Promise<Assignment> {
     const rubric = await this.rubrics.resolve(auth.tenantId, dto.rubric);
+    this.check(dto, rubric);
     const language = dto.language ?? (rubric.language === 'any' ? detectLanguage(dto.prompt) : rubric.language);
     const id = randomUUID();
     await tenantQuery(
       this.ds.manager,
       auth.tenantId,
-      `INSERT INTO assignments (tenant_id, id, title, prompt, rubric_key, rubric_version, language, created_by)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-      [id, dto.title, dto.prompt, rubric.key, rubric.version, language, auth.keyId],
+      `INSERT INTO assignments (tenant_id, id, title, prompt, rubric_key, rubric_version, language, created_by, escalate, pass_mark, expected_length_min, expected_length_max)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+      [id, dto.title, dto.prompt, rubric.key, rubric.version, language, auth.keyId, dto.escalate ?? 'off', dto.passMark ?? null, dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null],
     );
     return this.get(auth.tenantId, id);
   }
 
+  /** Changes how the assignment's grades are checked (escalate, passMark, expectedLength); null clears one. */
+  async update(auth: TenantAuth, id: string, dto: AssignmentQualityDto): Promise<Assignment> {
+    const a = await this.get(auth.tenantId, id);
+    this.check(dto, await this.rubrics.resolve(auth.tenantId, a.rubric.key, a.rubric.version));
+    const has = (k: keyof AssignmentQualityDto) => Object.prototype.hasOwnProperty.call(dto, k) && dto[k] !== undefined;
+    await tenantQuery(
+      this.ds.manager,
+      auth.tenantId,
+      `UPDATE assignments SET
+          escalate = CASE WHEN $3 THEN $4 ELSE escalate END,
+          pass_mark = CASE WHEN $5 THEN $6::numeric ELSE pass_mark END,
+          expected_length_min = CASE WHEN $7 THEN $8::int ELSE expected_length_min END,
+          expected_length_max = CASE WHEN $7 THEN $9::int ELSE expected_length_max END
+        WHERE tenant_id = $1 AND id = $2`,
+      [id, has('escalate'), dto.escalate ?? 'off', has('passMark'), dto.passMark ?? null, has('expectedLength'), dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null],
+    );
+    return this.get(auth.tenantId, id);
+  }
+
+  private check(dto: AssignmentQualityDto, rubric: Rubric): void {
+    const top = maxScore(rubric);
+    if (dto.passMark !== undefined && dto.passMark !== null && dto.passMark > top) {
+      throw ApiError.validation([{ field: 'passMark', message: `passMark must be 0–${top} (the rubric's maximum)` }]);
+    }
+    if (dto.expectedLength && dto.expectedLength.min > dto.expectedLength.max) {
+      throw ApiError.validation([{ field: 'expectedLength', message: 'expectedLength.min must not be above expectedLength.max' }]);
+    }
+  }
+
   async get(tenantId: string, id: string): Promise<Assignment> {
     if (!UUID.test(id)) throw ApiError.notFound('Assignment');
-    const [row] = await tenantQuery<Record<string, string | number | Date>>(
+    const [row] = await tenantQuery<Record<string, string | number | Date | null>>(
       this.ds.manager,
       tenantId,
-      `SELECT id, title, prompt, rubric_key, rubric_version, language, created_at FROM assignments WHERE tenant_id = $1 AND id = $2`,
+      `SELECT id, title, prompt, rubric_key, rubric_version, language, escalate, pass_mark::float8 AS pass_mark,
+              expected_length_min, expected_length_max, created_at
+         FROM assignments WHERE tenant_id = $1 AND id = $2`,
       [id],
     );
     if (!row) throw ApiError.notFound('Assignment');
@@ -57,6 +95,9 @@ export class AssignmentsService {
       prompt: String(row.prompt),
       rubric: { key: String(row.rubric_key), version: Number(row.rubric_version) },
       language: row.language as 'zh' | 'en',
+      escalate: row.escalate as Escalation,
+      passMark: row.pass_mark === null ? null : Number(row.pass_mark),
+      expectedLength: row.expected_length_min === null ? null : { min: Number(row.expected_length_min), max: Number(row.expected_length_max) },
       createdAt: (row.created_at as Date).toISOString(),
     };
   }

@@ -1,7 +1,7 @@
 import type { GradeBody } from './grade-validation';
 import type { StoredGrade } from './grading-types';
 import { essayFeatures, featureVector } from './offline-features';
-import { isOnStep, Language, maxScore, Rubric, totalScore } from './rubric';
+import { isOnStep, Language, maxScore, Rubric, totalScore, totalStep } from './rubric';
 
 /**
  * An assignment's calibration (SPEC §9) as grading applies it: a monotone map from a model's total
@@ -62,11 +62,6 @@ export interface GradeCalibration {
   version: number;
   rawScore: number;
   rawDimensions: Array<{ key: string; score: number }>;
-}
-
-/** The step of a rubric's total: half bands for mean_half_band, else the finest dimension step. */
-export function totalStep(r: Rubric): number {
-  return r.totalRule === 'mean_half_band' ? 0.5 : Math.min(...r.dimensions.map((d) => d.step));
 }
 
 /** The calibrated total for a grade, or null when this calibration has no part for its source. */

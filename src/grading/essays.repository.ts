@@ -22,7 +22,23 @@ export interface EssayRow {
   status: string;
   flags: string[];
   prompt: string | null;
+  /** what the essay's assignment says about its grading (null without an assignment) */
+  task: EssayTask | null;
 }
+
+/** An assignment's grading settings, as the grading of one of its essays reads them. */
+export interface EssayTask {
+  escalate: 'off' | 'flag' | 'deep';
+  passMark: number | null;
+  expectedLength: { min: number; max: number } | null;
+}
+
+/** The essay's assignment as EssayRow reads it (`prompt`, `task`), for a query over `essays e`. */
+const ASSIGNMENT_OF_ESSAY = `(SELECT a.prompt FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS prompt,
+       (SELECT jsonb_build_object('escalate', a.escalate, 'passMark', a.pass_mark::float8,
+               'expectedLength', CASE WHEN a.expected_length_min IS NULL THEN NULL
+                                      ELSE jsonb_build_object('min', a.expected_length_min, 'max', a.expected_length_max) END)
+          FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS task`;
 
 export interface NewEssay {
   id: string;
@@ -99,7 +115,7 @@ export class EssaysRepository {
         WHERE tenant_id = $1 AND id = $2 AND status = ANY($3::text[])
         RETURNING e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title, e.student_ref,
                   e.text, e.status, e.flags,
-                  (SELECT a.prompt FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS prompt`,
+                  ${ASSIGNMENT_OF_ESSAY}`,
       [essayId, movableFrom('grading')],
     );
     return row ?? null;
@@ -111,13 +127,30 @@ export class EssaysRepository {
       this.ds.manager,
       tenantId,
       `SELECT o.status AS order_status, e.model_grade, e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title,
-              e.student_ref, e.text, e.status, e.flags,
-              (SELECT a.prompt FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS prompt
+              e.student_ref, e.text, e.status, e.flags, ${ASSIGNMENT_OF_ESSAY}
          FROM orders o JOIN essays e ON e.tenant_id = o.tenant_id AND e.id = o.essay_id
         WHERE o.tenant_id = $1 AND o.id = $2`,
       [orderId],
     );
     return row ?? null;
+  }
+
+  /** An essay to grade in the shadow of its standard grade (SPEC §9): the row and the grade it has. */
+  async forShadow(tenantId: string, essayId: string): Promise<(EssayRow & { model_grade: StoredGrade | null }) | null> {
+    const [row] = await tenantQuery<EssayRow & { model_grade: StoredGrade | null }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT e.model_grade, e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title,
+              e.student_ref, e.text, e.status, e.flags, ${ASSIGNMENT_OF_ESSAY}
+         FROM essays e WHERE e.tenant_id = $1 AND e.id = $2`,
+      [essayId],
+    );
+    return row ?? null;
+  }
+
+  /** The deep tier's shadow grade, kept beside the essay: compared with its grade, never shown as it. */
+  async storeShadowGrade(tx: EntityManager, tenantId: string, essayId: string, grade: StoredGrade): Promise<void> {
+    await tenantQuery(tx, tenantId, `UPDATE essays SET shadow_grade = $3 WHERE tenant_id = $1 AND id = $2`, [essayId, JSON.stringify(grade)]);
   }
 
   /** Back to the queue: the grading will be tried again (a retry, or a stopping worker). */

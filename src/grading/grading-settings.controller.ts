@@ -21,6 +21,20 @@ export class GradingSettingsDto {
   @IsOptional()
   @IsBoolean()
   directDeep?: boolean;
+
+  @ApiPropertyOptional({ example: 0.05, description: 'shadow evaluation: the share (0–0.2) of standard model gradings also graded on the deep tier in the background (batch price where the provider has one, inside the budget, ledger purpose shadow), never shown as the grade' })
+  @IsOptional()
+  @IsNumber({ maxDecimalPlaces: 3 })
+  @Min(0)
+  @Max(0.2)
+  shadowRate?: number;
+
+  @ApiPropertyOptional({ example: 0.6, nullable: true, description: 'alert (webhook quality.shadow_agreement_low) when standard-versus-deep QWK over the last 30 days falls under this, with at least 20 shadow gradings of a rubric; null: no alert' })
+  @IsOptional()
+  @IsNumber({ maxDecimalPlaces: 3 })
+  @Min(-1)
+  @Max(1)
+  shadowAlertQwk?: number | null;
 }
 
 class GradingSettingsView {
@@ -32,6 +46,12 @@ class GradingSettingsView {
 
   @ApiProperty()
   directDeep: boolean;
+
+  @ApiProperty()
+  shadowRate: number;
+
+  @ApiProperty({ nullable: true, type: Number })
+  shadowAlertQwk: number | null;
 }
 
 @ApiTags('grading')
@@ -42,13 +62,13 @@ export class GradingSettingsController {
   constructor(private readonly grading: GradingService) {}
 
   @Get()
-  @ApiOperation({ summary: "The tenant's near-duplicate threshold, resubmission policy and direct deep grading" })
+  @ApiOperation({ summary: "The tenant's near-duplicate threshold, resubmission policy, direct deep grading and shadow evaluation" })
   get(@TenantCaller() auth: TenantAuth): Promise<GradingSettingsView> {
     return this.grading.settings(auth.tenantId);
   }
 
   @Put()
-  @ApiOperation({ summary: "Set the tenant's near-duplicate threshold and resubmission policy" })
+  @ApiOperation({ summary: "Set the tenant's near-duplicate threshold, resubmission policy, direct deep grading and shadow evaluation" })
   put(@TenantCaller() auth: TenantAuth, @Body() dto: GradingSettingsDto): Promise<GradingSettingsView> {
     return this.grading.updateSettings(auth.tenantId, dto);
   }

@@ -21,6 +21,8 @@ export interface StoredGrade extends GradeBody {
   gradedAt: string;
   /** set when the assignment's calibration moved the grade: its version and the grader's own scores */
   calibration?: GradeCalibration;
+  /** the model's first answer was invalid; this grade came from its repair */
+  repaired?: boolean;
 }
 
 export type GradingOutcome = { kind: 'done'; status: string } | { kind: 'failed'; code: string; reason: string };
@@ -49,6 +51,8 @@ export interface GradingTask {
   base?: StoredGrade;
   /** a paid deep review, which can wait for the provider's Batch API */
   ordered?: boolean;
+  /** the ledger purpose when it is not the tier's own (a re-grading on escalation, a shadow grading) */
+  purpose?: 'escalation' | 'shadow';
 }
 
 export type ModelGrading = { kind: 'ok'; grade: StoredGrade; costNanos: Nanos } | { kind: 'failed'; code: string; reason: string };

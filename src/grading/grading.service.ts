@@ -19,10 +19,11 @@ import { gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from '
 import { detectInjection } from './injection';
 import { NearDuplicateIndex } from './near-duplicate.service';
 import { offlineGrade } from './offline-grader';
+import { lowConfidence } from './escalation';
 import { calibrateGrade } from './calibration-model';
 import { CalibrationsRepository } from './calibrations.repository';
 import { buildGradingPrompt, MAX_OUTPUT_TOKENS, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
-import { Language, Rubric } from './rubric';
+import { Language, Rubric, withExpectedLength } from './rubric';
 import { RubricsService } from './rubrics.service';
 import { GradingOutcome, GradingSettings, GradingTask, LeaseLostError, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
 
@@ -97,7 +98,7 @@ export class GradingService {
       return { kind: 'done', status: 'nothing to do' };
     }
     this.events.emit({ tenantId: job.tenantId, essayId: essay.id, status: 'grading' });
-    const rubric = await this.rubrics.resolve(job.tenantId, essay.rubric_key, essay.rubric_version);
+    const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, essay.rubric_key, essay.rubric_version), essay.task?.expectedLength);
     const flags = new Set(essay.flags);
 
     const injection = detectInjection(essay.text, essay.title);
@@ -138,12 +139,18 @@ export class GradingService {
       const calibration = await this.calibrations.activeModel(job.tenantId, essay.assignment_id);
       if (calibration) grade = calibrateGrade(grade, rubric, calibration, essay);
     }
+    const escalated = await this.escalate(essay, rubric, grade, flags, { job, signal });
+    grade = escalated.grade;
+    costNanos += escalated.costNanos;
     grade.flags = [...flags];
-    const status = flags.has('prompt_injection_suspected') || flags.has('content_rejected') ? 'needs_review' : 'graded';
+    const status = flags.has('prompt_injection_suspected') || flags.has('content_rejected') || flags.has('low_confidence') ? 'needs_review' : 'graded';
     const stored = grade;
-    const done = await this.completeWith(job, (tx) =>
-      this.essays.storeGrade(tx, job.tenantId, essay.id, { status, grade: stored, flags: [...flags], costNanos, cache: stored.cache, similar }),
-    );
+    // Shadow evaluation: a share of the standard model grades is graded again on the deep tier, later.
+    const shadow = stored.source === 'model' && stored.tier === 'standard' && !flags.has('escalated') && inShadowSample(essay.id, settings.shadowRate);
+    const done = await this.completeWith(job, async (tx) => {
+      await this.essays.storeGrade(tx, job.tenantId, essay.id, { status, grade: stored, flags: [...flags], costNanos, cache: stored.cache, similar });
+      if (shadow) await this.queue.enqueue(tx, job.tenantId, [{ essayId: essay.id, kind: 'shadow' }]);
+    });
     if (!done) {
       this.logger.warn({ msg: 'grading result discarded: the job was taken over by another worker', tenantId: job.tenantId, essayId: essay.id, jobId: job.id });
       return { kind: 'done', status: 'superseded' };
@@ -151,6 +158,44 @@ export class GradingService {
     this.events.emit({ tenantId: job.tenantId, essayId: essay.id, status });
     this.metrics.graded(status, grade.cache === 'hit' && grade.source === 'model' ? 'cache' : grade.source);
     return { kind: 'done', status };
+  }
+
+  /**
+   * Escalation (SPEC §9): a standard grade is low-confidence when its answer needed a repair, when
+   * its total is within one step of the assignment's pass mark, or when it is flagged (suspected
+   * injection, possible copy). The assignment says what then: nothing (off), `needs_review` with
+   * the flag `low_confidence` (flag), or a grading on the deep tier, paid from the budget under the
+   * ledger purpose `escalation`, whose grade replaces it (flag `escalated`); when the deep tier
+   * cannot grade it (no provider, budget, an offline grade to begin with), it is flagged instead.
+   */
+  private async escalate(
+    essay: EssayRow,
+    rubric: Rubric,
+    grade: StoredGrade,
+    flags: Set<string>,
+    task: Pick<GradingTask, 'job' | 'signal'>,
+  ): Promise<{ grade: StoredGrade; costNanos: Nanos }> {
+    const mode = essay.task?.escalate ?? 'off';
+    const unchanged = { grade, costNanos: 0n };
+    if (mode === 'off' || grade.tier !== 'standard' || grade.source === 'reused') return unchanged;
+    const why = lowConfidence(grade, rubric, flags, essay.task?.passMark ?? null);
+    if (!why.length) return unchanged;
+    flags.add('low_confidence');
+    if (mode === 'flag' || grade.source !== 'model') return unchanged;
+    let deep: ModelGrading;
+    try {
+      deep = await this.gradeWithModel(essay, rubric, new Set(), { ...task, tier: 'deep', purpose: 'escalation' });
+    } catch (err) {
+      if (!(err instanceof RetryableGradingError)) throw err;
+      deep = { kind: 'failed', code: 'NO_PROVIDER_AVAILABLE', reason: err.message };
+    }
+    if (deep.kind === 'failed') {
+      this.logger.log({ msg: 'escalation to the deep tier failed: the grade is flagged for review', tenantId: essay.tenant_id, essayId: essay.id, code: deep.code });
+      return unchanged;
+    }
+    flags.delete('low_confidence');
+    flags.add('escalated');
+    return { grade: deep.grade, costNanos: deep.costNanos };
   }
 
   /**
@@ -180,6 +225,35 @@ export class GradingService {
     });
     if (delivered) this.events.emit({ tenantId: job.tenantId, essayId: row.id, status: row.status });
     return { kind: 'done', status: !done ? 'superseded' : delivered ? 'delivered' : 'refunded meanwhile' };
+  }
+
+  /**
+   * A shadow grading (SPEC §9): the essay graded on the deep tier in the background, at the batch
+   * price where the provider has one, paid from the budget under the ledger purpose `shadow`, and
+   * kept beside the essay for /v1/quality to compare; the essay's grade and status do not change.
+   * When the budget or the providers cannot take it, the job ends with nothing stored.
+   */
+  async shadow(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
+    const row = await this.essays.forShadow(job.tenantId, job.essayId);
+    if (!row || !row.model_grade || row.model_grade.source !== 'model') {
+      await this.completeWith(job);
+      return { kind: 'done', status: 'nothing to do' };
+    }
+    const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength);
+    const result = await this.gradeWithModel(row, rubric, new Set(), { job, signal, tier: 'deep', purpose: 'shadow', ordered: true });
+    if (result.kind === 'failed') {
+      await this.completeWith(job);
+      this.logger.log({ msg: 'shadow grading skipped', tenantId: job.tenantId, essayId: job.essayId, code: result.code });
+      return { kind: 'done', status: 'skipped' };
+    }
+    const done = await this.completeWith(job, (tx) => this.essays.storeShadowGrade(tx, job.tenantId, row.id, result.grade));
+    if (done) this.bus.publish('shadow-graded', { tenantId: job.tenantId });
+    return { kind: 'done', status: done ? 'shadowed' : 'superseded' };
+  }
+
+  /** A shadow grading that ran out of attempts: the job fails; the essay is not touched. */
+  async failShadow(job: Job, reason: string): Promise<void> {
+    await this.failWith(job, reason, async () => undefined);
   }
 
   /** The deep review cannot be delivered: the order is refunded and the job ends, together. */
@@ -275,7 +349,7 @@ export class GradingService {
     const request: GatewayRequest<ValidatedGrade> = {
       tenantId: essay.tenant_id,
       essayId: essay.id,
-      purpose: tier === 'deep' ? 'deep_review' : 'grading',
+      purpose: task.purpose ?? (tier === 'deep' ? 'deep_review' : 'grading'),
       target: { tier },
       messages: prompt.messages,
       uncompressed: prompt.uncompressed,
@@ -348,6 +422,7 @@ export class GradingService {
       promptVersion: PROMPT_VERSIONS[variant],
       rubric: { key: rubric.key, version: rubric.version },
       gradedAt: new Date().toISOString(),
+      ...(result.repaired ? { repaired: true } : {}),
     };
   }
 
@@ -375,4 +450,10 @@ export class GradingService {
       gradedAt: new Date().toISOString(),
     };
   }
+}
+
+/** Whether an essay is in a tenant's shadow sample: a fixed share of essays by their (random) ids. */
+export function inShadowSample(essayId: string, rate: number): boolean {
+  if (rate <= 0) return false;
+  return parseInt(essayId.replace(/-/g, '').slice(0, 8), 16) / 0x1_0000_0000 < rate;
 }

@@ -53,7 +53,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     this.logger.log({ msg: 'grading workers started', worker: this.queue.workerId, concurrency: g.concurrency });
   }
 
-  /** Jobs in flight of a kind: gradings and deep reviews have pools of their own. */
+  /** Jobs in flight of a kind: gradings, deep reviews and shadow gradings have pools of their own. */
   private count(kind: Job['kind']): number {
     let n = 0;
     for (const f of this.inFlight.values()) if (f.job.kind === kind) n++;
@@ -65,6 +65,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     const pools: Array<[Job['kind'], number]> = [
       ['grade', g.concurrency],
       ['deep_review', g.deepReviewConcurrency],
+      ['shadow', g.deepReviewConcurrency],
     ];
     while (this.running) {
       let more = false;
@@ -103,7 +104,8 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
 
   private async process(job: Job, signal: AbortSignal): Promise<void> {
     try {
-      const outcome = job.kind === 'deep_review' ? await this.grading.deepReview(job, signal) : await this.grading.grade(job, signal);
+      const outcome =
+        job.kind === 'deep_review' ? await this.grading.deepReview(job, signal) : job.kind === 'shadow' ? await this.grading.shadow(job, signal) : await this.grading.grade(job, signal);
       if (outcome.kind === 'failed') this.logger.warn({ msg: 'essay failed', tenantId: job.tenantId, essayId: job.essayId, code: outcome.code });
     } catch (err) {
       if (signal.aborted) return; // shutting down: the job is returned to the queue
@@ -120,6 +122,8 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         const requeued = await this.queue.retryLater(job, message, delay).catch(() => false);
         if (requeued && job.kind === 'grade') await this.grading.requeue(job.tenantId, job.essayId).catch(() => undefined);
         this.logger.warn({ msg: 'grading failed, will retry', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts, err: loggableError(err) });
+      } else if (job.kind === 'shadow') {
+        await this.grading.failShadow(job, message).catch((e: Error) => this.logger.error({ msg: 'could not record a failed job', jobId: job.id, err: loggableError(e) }));
       } else if (job.kind === 'deep_review') {
         await this.grading.refundOrder(job, `every premium model failed: ${message}`).catch((e: Error) =>
           this.logger.error({ msg: 'could not refund an order', orderId: job.orderId, err: loggableError(e) }),

@@ -50,6 +50,16 @@ export function totalScore(r: Rubric, scores: Record<string, number>): number {
   return Math.floor((2 * sumHalves + n) / (2 * n)) / 2;
 }
 
+/** The rubric with the length an assignment asks for in place of its own (null: the rubric's). */
+export function withExpectedLength(r: Rubric, expected: { min: number; max: number } | null | undefined): Rubric {
+  return expected ? { ...r, expectedLength: expected } : r;
+}
+
+/** The step of a rubric's total: half bands for mean_half_band, else the finest dimension step. */
+export function totalStep(r: Rubric): number {
+  return r.totalRule === 'mean_half_band' ? 0.5 : Math.min(...r.dimensions.map((d) => d.step));
+}
+
 export function isOnStep(value: number, step: 1 | 0.5): boolean {
   return Number.isFinite(value) && Number.isInteger(value / step);
 }

@@ -5,7 +5,8 @@ import { DataSource, EntityManager } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { rowsOf, tenantQuery } from '../db/tenant-scope';
 
-export type JobKind = 'grade' | 'deep_review';
+/** A grading, a paid deep review, or a shadow grading on the deep tier (SPEC §9). */
+export type JobKind = 'grade' | 'deep_review' | 'shadow';
 
 export interface Job {
   id: string;

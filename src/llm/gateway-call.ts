@@ -57,6 +57,8 @@ export interface CallContext<T> {
   /** after a first try through a batch, repairs, retries and fallbacks go in real time */
   realtimeOnly: boolean;
   lastError?: ProviderError;
+  /** the answer that succeeded came after a repair (the model's first answer was invalid) */
+  repairedAnswer?: boolean;
 }
 
 export function toProviderError(err: unknown): ProviderError {

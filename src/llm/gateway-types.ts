@@ -54,6 +54,8 @@ export interface GatewayResult<T = string> {
   callGroup: string;
   attempts: number;
   latencyMs: number;
+  /** the model's first answer was invalid and this one came from its repair */
+  repaired?: boolean;
 }
 
 export type GatewayErrorCode =

@@ -285,6 +285,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     let messages = ctx.req.messages;
     let repaired = false;
     for (let retry = 0; ; retry++) {
+      // Read when the attempt builds its result: an answer to the repair prompt is a repaired one.
+      ctx.repairedAnswer = repaired;
       const outcome = await attempt(model, messages);
       switch (outcome.kind) {
         case 'ok':
@@ -552,6 +554,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       callGroup: ctx.group,
       attempts: ctx.attempt,
       latencyMs: Math.round(performance.now() - ctx.started),
+      repaired: ctx.repairedAnswer === true,
     };
   }
 

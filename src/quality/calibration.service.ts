@@ -2,13 +2,13 @@ import { Injectable } from '@nestjs/common';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { AssignmentsService } from '../grading/assignments.service';
-import { calibratedTotal, calibrateGrade, CalibrationModel, totalStep } from '../grading/calibration-model';
+import { calibratedTotal, calibrateGrade, CalibrationModel } from '../grading/calibration-model';
 import { CalibrationRecord, CalibrationsRepository } from '../grading/calibrations.repository';
 import { EssaysRepository } from '../grading/essays.repository';
 import type { StoredGrade } from '../grading/grading-types';
 import { essayFeatures, featureVector } from '../grading/offline-features';
 import { offlineGrade } from '../grading/offline-grader';
-import { Language, maxScore, Rubric } from '../grading/rubric';
+import { Language, maxScore, Rubric, totalStep, withExpectedLength } from '../grading/rubric';
 import { RubricsService } from '../grading/rubrics.service';
 import { agreement, Agreement, tabulate } from './agreement';
 import { crossValidated, fitIsotonic, fitOfflinePart } from './calibration';
@@ -77,7 +77,7 @@ export class CalibrationService {
 
   private async target(tenantId: string, assignmentId: string): Promise<{ id: string; rubric: Rubric }> {
     const a = await this.assignments.get(tenantId, assignmentId);
-    return { id: a.id, rubric: await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version) };
+    return { id: a.id, rubric: withExpectedLength(await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), a.expectedLength) };
   }
 
   async current(tenantId: string, assignmentId: string): Promise<CalibrationView> {

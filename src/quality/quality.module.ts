@@ -1,5 +1,7 @@
 import { Module } from '@nestjs/common';
+import { BillingModule } from '../billing/billing.module';
 import { GradingModule } from '../grading/grading.module';
+import { ShadowAlerts } from './shadow-alerts';
 import { CalibrationService } from './calibration.service';
 import { QualityController } from './quality.controller';
 import { QualityRepository } from './quality.repository';
@@ -10,8 +12,8 @@ import { QualityService } from './quality.service';
  * labels itself; calibrations and regraded essays are written through grading's repositories.
  */
 @Module({
-  imports: [GradingModule],
+  imports: [GradingModule, BillingModule],
   controllers: [QualityController],
-  providers: [QualityService, QualityRepository, CalibrationService],
+  providers: [QualityService, QualityRepository, CalibrationService, ShadowAlerts],
 })
 export class QualityModule {}

@@ -55,16 +55,23 @@ export interface LabelCell extends Cell {
 export class QualityRepository {
   constructor(private readonly ds: DataSource) {}
 
-  async cells(tenantId: string, groupBy: QualityGroup, f: LabelFilter): Promise<LabelCell[]> {
+  /**
+   * Contingency tables of the grader's original (model_grade) against the teacher's grade (labels),
+   * or against the deep tier's shadow grade (shadow evaluation), by group and rubric, for the total
+   * and for each dimension.
+   */
+  async cells(tenantId: string, groupBy: QualityGroup, f: LabelFilter, against: 'teacher' | 'shadow' = 'teacher'): Promise<LabelCell[]> {
     const { where, params } = this.where(f);
     const grp = GROUP_SQL[groupBy];
+    const other = against === 'teacher' ? 'e.grade' : 'e.shadow_grade';
+    const which = against === 'teacher' ? `e.model_grade IS NOT NULL AND e.grade->>'source' = 'teacher'` : `e.model_grade IS NOT NULL AND e.shadow_grade IS NOT NULL`;
     const totals = await tenantQuery<Record<string, string | number>>(
       this.ds.manager,
       tenantId,
       `SELECT ${grp} AS grp, e.rubric_key, e.rubric_version,
-              (e.model_grade->>'score')::numeric AS a, (e.grade->>'score')::numeric AS b, count(*)::int AS n
+              (e.model_grade->>'score')::numeric AS a, (${other}->>'score')::numeric AS b, count(*)::int AS n
          FROM essays e
-        WHERE e.tenant_id = $1 AND e.model_grade IS NOT NULL AND e.grade->>'source' = 'teacher' ${where}
+        WHERE e.tenant_id = $1 AND ${which} ${where}
         GROUP BY 1, 2, 3, 4, 5`,
       params,
     );
@@ -75,8 +82,8 @@ export class QualityRepository {
               (md->>'score')::numeric AS a, (td->>'score')::numeric AS b, count(*)::int AS n
          FROM essays e
          CROSS JOIN LATERAL jsonb_array_elements(e.model_grade->'dimensions') md
-         JOIN LATERAL jsonb_array_elements(e.grade->'dimensions') td ON td->>'key' = md->>'key'
-        WHERE e.tenant_id = $1 AND e.model_grade IS NOT NULL AND e.grade->>'source' = 'teacher' ${where}
+         JOIN LATERAL jsonb_array_elements(${other}->'dimensions') td ON td->>'key' = md->>'key'
+        WHERE e.tenant_id = $1 AND ${which} ${where}
         GROUP BY 1, 2, 3, 4, 5, 6`,
       params,
     );

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { AssignmentsService } from '../grading/assignments.service';
-import { Rubric } from '../grading/rubric';
+import { maxScore, Rubric, totalStep } from '../grading/rubric';
 import { RubricsService } from '../grading/rubrics.service';
 import { agreement, Agreement, Scale } from './agreement';
 import { LabelCell, LabelFilter, QualityGroup, QualityRepository } from './quality.repository';
@@ -29,13 +29,13 @@ export interface QualityView {
   groupBy: QualityGroup;
   /** one entry per group and rubric: figures on different scales are never pooled */
   groups: GroupAgreement[];
+  /** shadow evaluation: the standard grade against the deep tier's, per group and rubric */
+  shadow: GroupAgreement[];
 }
 
-/** The step of a rubric's total: half bands for mean_half_band, else the finest dimension step. */
+/** A rubric's total as a scale: its step and its maximum. */
 export function totalScale(r: Rubric): Scale {
-  const max = r.totalRule === 'mean_half_band' ? Math.max(...r.dimensions.map((d) => d.max)) : r.dimensions.reduce((s, d) => s + d.max, 0);
-  const step = r.totalRule === 'mean_half_band' ? 0.5 : Math.min(...r.dimensions.map((d) => d.step));
-  return { step, max };
+  return { step: totalStep(r), max: maxScore(r) };
 }
 
 /**
@@ -61,7 +61,21 @@ export class QualityService {
   }
 
   async overview(tenantId: string, groupBy: QualityGroup, f: LabelFilter): Promise<QualityView> {
-    const cells = await this.labels.cells(tenantId, groupBy, f);
+    return {
+      from: f.from?.toISOString() ?? null,
+      to: f.to?.toISOString() ?? null,
+      groupBy,
+      groups: await this.grouped(tenantId, await this.labels.cells(tenantId, groupBy, f, 'teacher')),
+      shadow: await this.grouped(tenantId, await this.labels.cells(tenantId, groupBy, f, 'shadow')),
+    };
+  }
+
+  /** Standard-versus-deep agreement per rubric over the shadow gradings of essays submitted since `from`. */
+  async shadowByRubric(tenantId: string, from: Date): Promise<GroupAgreement[]> {
+    return this.grouped(tenantId, await this.labels.cells(tenantId, 'rubric', { from }, 'shadow'));
+  }
+
+  private async grouped(tenantId: string, cells: LabelCell[]): Promise<GroupAgreement[]> {
     const byGroup = new Map<string, LabelCell[]>();
     for (const c of cells) {
       const k = JSON.stringify([c.group, c.rubricKey, c.rubricVersion]);
@@ -75,8 +89,7 @@ export class QualityService {
       const rubric = await this.rubrics.resolve(tenantId, rubricKey, rubricVersion).catch(() => null);
       if (rubric) groups.push(this.group(rubric, group, list));
     }
-    groups.sort((x, y) => x.group.localeCompare(y.group) || x.rubric.key.localeCompare(y.rubric.key) || x.rubric.version - y.rubric.version);
-    return { from: f.from?.toISOString() ?? null, to: f.to?.toISOString() ?? null, groupBy, groups };
+    return groups.sort((x, y) => x.group.localeCompare(y.group) || x.rubric.key.localeCompare(y.rubric.key) || x.rubric.version - y.rubric.version);
   }
 
   private group(rubric: Rubric, group: string, cells: LabelCell[]): GroupAgreement {

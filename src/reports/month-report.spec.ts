@@ -45,13 +45,25 @@ describe('the month report (pure)', () => {
     expect(r.gradings).toEqual({ total: 15, standard: 10, deep: 2, offline: 3, fromCache: 4 }); // chat is not a grading
     expect(r.deepReviews).toEqual({ ordered: 3, sold: 2, delivered: 2, refunded: 1 });
     expect(r.modelCost).toBe(formatCny(1130n));
-    expect(r.modelCostByPurpose).toEqual({ grading: formatCny(600n), deep_review: formatCny(500n), chat: formatCny(30n) });
+    expect(r.modelCostByPurpose).toEqual({ grading: formatCny(600n), deep_review: formatCny(500n), escalation: formatCny(0n), shadow: formatCny(0n), chat: formatCny(30n) });
     expect(r.revenue).toBe(formatCny(2000n));
     expect(r.margin).toBe(formatCny(870n)); // revenue − all model cost
     expect(r.deepReviewMargin).toBe(formatCny(1500n)); // revenue − deep-review cost
     expect(r.costPerGrading).toBe(formatCny(73n)); // 1,100 of grading cost over 15 gradings, offline ones included, rounded down
     expect(r.cacheHitRate).toBe('0.3333'); // 4 hits of 12 model gradings
     expect(r.ledgerCalls).toBe(16);
+  });
+
+  it('counts escalations and shadow gradings in the cost of grading, never as gradings', () => {
+    const more = input().groups.concat([
+      group({ purpose: 'escalation', tier: 'deep', model: 'qwen3-max', gradings: 1, calls: 1, cost: 150n, uncachedIn: 10n, out: 5n, paidCost: 150n }),
+      group({ purpose: 'shadow', tier: 'deep', model: 'qwen3-max', batch: true, gradings: 2, calls: 2, cost: 250n, uncachedIn: 20n, out: 10n, paidCost: 250n }),
+    ]);
+    const r = monthReport(input({ groups: more }));
+    expect(r.gradings).toEqual({ total: 15, standard: 10, deep: 2, offline: 3, fromCache: 4 });
+    expect(r.modelCostByPurpose).toMatchObject({ escalation: formatCny(150n), shadow: formatCny(250n) });
+    expect(r.modelCost).toBe(formatCny(1530n));
+    expect(r.costPerGrading).toBe(formatCny(100n)); // (1,100 + 150 + 250) over the same 15 gradings
   });
 
   it('claims savings at the floor prices: cache as recorded, compression at input price, routing against the premium model, batch against real time', () => {

@@ -72,7 +72,10 @@ export interface MonthReport {
   ledgerCalls: number;
 }
 
+/** The calls that are gradings (counted as such): standard gradings and deep reviews. */
 const isGrading = (g: LedgerGroup) => g.purpose === 'grading' || g.purpose === 'deep_review';
+/** The calls spent on grading essays: gradings, and the re-gradings and shadow gradings that check them (not counted as gradings). */
+const isGradingCost = (g: LedgerGroup) => isGrading(g) || g.purpose === 'escalation' || g.purpose === 'shadow';
 const keyOf = (g: LedgerGroup) => (g.provider && g.model ? `${g.provider}:${g.model}` : null);
 /** What the paid tokens of a group would have cost at these prices. */
 const at = (g: LedgerGroup, p: FloorPrices) => g.uncachedIn * p.input + g.cachedIn * p.cachedInput + g.out * p.output;
@@ -94,7 +97,7 @@ export function monthReport(input: MonthReportInput): MonthReport {
   };
 
   const modelCost = sum((g) => g.cost);
-  const gradingCost = sum((g) => g.cost, isGrading);
+  const gradingCost = sum((g) => g.cost, isGradingCost);
   const deepCost = sum((g) => g.cost, (g) => g.purpose === 'deep_review');
   const standard = count((g) => g.gradings, (g) => isGrading(g) && g.tier === 'standard');
   const deep = count((g) => g.gradings, (g) => isGrading(g) && g.tier === 'deep');
@@ -119,7 +122,7 @@ export function monthReport(input: MonthReportInput): MonthReport {
     gradings: { total: all, standard, deep, offline, fromCache: hits },
     deepReviews: { ordered: orders.ordered, sold: orders.sold, delivered: orders.delivered, refunded: orders.refunded },
     modelCost: formatCny(modelCost),
-    modelCostByPurpose: Object.fromEntries(['grading', 'deep_review', 'chat'].map((p) => [p, formatCny(sum((g) => g.cost, (g) => g.purpose === p))])),
+    modelCostByPurpose: Object.fromEntries(['grading', 'deep_review', 'escalation', 'shadow', 'chat'].map((p) => [p, formatCny(sum((g) => g.cost, (g) => g.purpose === p))])),
     revenue: formatCny(orders.revenue),
     margin: formatCny(orders.revenue - modelCost),
     deepReviewMargin: formatCny(orders.revenue - deepCost),

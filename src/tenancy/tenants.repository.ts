@@ -25,6 +25,10 @@ export interface GradingSettingsRow {
   nearDuplicateThreshold: number;
   reuseResubmissionGrades: boolean;
   directDeep: boolean;
+  /** the share (0–0.2) of standard model gradings also graded on the deep tier in the background */
+  shadowRate: number;
+  /** standard-versus-deep QWK under which an alert fires (null: never) */
+  shadowAlertQwk: number | null;
 }
 
 /** The two webhook secrets a tenant sets, sealed at rest (src/common/secret-box.ts). */
@@ -113,20 +117,38 @@ export class TenantsRepository {
   }
 
   async grading(tenantId: string): Promise<GradingSettingsRow> {
-    const r = await this.one<{ t: string; r: boolean; d: boolean }>(
+    const r = await this.one<{ t: string; r: boolean; d: boolean; rate: string; alert: string | null }>(
       tenantId,
-      `SELECT near_duplicate_threshold::text AS t, reuse_resubmission_grades AS r, direct_deep AS d FROM tenants WHERE id = $1`,
+      `SELECT near_duplicate_threshold::text AS t, reuse_resubmission_grades AS r, direct_deep AS d,
+              shadow_rate::text AS rate, shadow_alert_qwk::text AS alert FROM tenants WHERE id = $1`,
     );
-    return { nearDuplicateThreshold: Number(r.t), reuseResubmissionGrades: r.r, directDeep: r.d };
+    return {
+      nearDuplicateThreshold: Number(r.t),
+      reuseResubmissionGrades: r.r,
+      directDeep: r.d,
+      shadowRate: Number(r.rate),
+      shadowAlertQwk: r.alert === null ? null : Number(r.alert),
+    };
   }
 
+  /** Changes the settings given (undefined: unchanged; shadowAlertQwk null: no alert). */
   async setGrading(tenantId: string, change: Partial<GradingSettingsRow>): Promise<void> {
     await this.one(
       tenantId,
       `UPDATE tenants SET near_duplicate_threshold = coalesce($2, near_duplicate_threshold),
               reuse_resubmission_grades = coalesce($3, reuse_resubmission_grades),
-              direct_deep = coalesce($4, direct_deep) WHERE id = $1 RETURNING id`,
-      [change.nearDuplicateThreshold ?? null, change.reuseResubmissionGrades ?? null, change.directDeep ?? null],
+              direct_deep = coalesce($4, direct_deep),
+              shadow_rate = coalesce($5, shadow_rate),
+              shadow_alert_qwk = CASE WHEN $6 THEN $7::numeric ELSE shadow_alert_qwk END
+        WHERE id = $1 RETURNING id`,
+      [
+        change.nearDuplicateThreshold ?? null,
+        change.reuseResubmissionGrades ?? null,
+        change.directDeep ?? null,
+        change.shadowRate ?? null,
+        change.shadowAlertQwk !== undefined,
+        change.shadowAlertQwk ?? null,
+      ],
     );
   }
 

@@ -1,7 +1,33 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { IsIn, IsOptional, IsString, Length } from 'class-validator';
+import { Type } from 'class-transformer';
+import { IsIn, IsNumber, IsOptional, IsString, Length, Max, Min, ValidateNested } from 'class-validator';
+import { ExpectedLengthDto } from './rubric.dto';
 
-export class CreateAssignmentDto {
+export const ESCALATIONS = ['off', 'flag', 'deep'] as const;
+export type Escalation = (typeof ESCALATIONS)[number];
+
+/** How an assignment's standard grades are checked (SPEC §9); each field optional. */
+export class AssignmentQualityDto {
+  @ApiPropertyOptional({ enum: ESCALATIONS, description: 'a low-confidence standard grade: left alone (off, the default), marked needs_review (flag), or graded again on the deep tier within the budget (deep)' })
+  @IsOptional()
+  @IsIn(ESCALATIONS)
+  escalate?: Escalation;
+
+  @ApiPropertyOptional({ description: "the total at which an essay passes; a grade within one step of it is low-confidence (null: none)", nullable: true, example: 36 })
+  @IsOptional()
+  @IsNumber({ maxDecimalPlaces: 2 })
+  @Min(0)
+  @Max(100_000)
+  passMark?: number | null;
+
+  @ApiPropertyOptional({ type: ExpectedLengthDto, nullable: true, description: "the length the task asks for (characters for Chinese, words for English); default the rubric's" })
+  @IsOptional()
+  @ValidateNested()
+  @Type(() => ExpectedLengthDto)
+  expectedLength?: ExpectedLengthDto | null;
+}
+
+export class CreateAssignmentDto extends AssignmentQualityDto {
   @ApiProperty({ example: '九年级上学期 第三单元作文' })
   @IsString()
   @Length(1, 200)

@@ -1,0 +1,55 @@
+import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
+import { AlertsService } from '../billing/alerts.service';
+import { loggableError } from '../common/error-rendering';
+import { TtlCache } from '../common/ttl-cache';
+import { ClusterBus } from '../db/cluster-bus';
+import { GradingService } from '../grading/grading.service';
+import { MIN_LABELS } from './calibration.service';
+import { QualityService } from './quality.service';
+
+/** How often one tenant's shadow agreement is looked at, at most (per instance). */
+const CHECK_EVERY_MS = 60_000;
+const WINDOW_MS = 30 * 86_400_000;
+
+/**
+ * Watches shadow evaluation (SPEC §9): after shadow gradings land, the tenant's standard-versus-deep
+ * agreement over the last 30 days is computed per rubric; under the admin's threshold, with at
+ * least 20 shadow gradings of the rubric, an alert fires (AlertsService).
+ */
+@Injectable()
+export class ShadowAlerts implements OnModuleDestroy {
+  private readonly logger = new Logger(ShadowAlerts.name);
+  private readonly checked = new TtlCache<string, true>(CHECK_EVERY_MS, 50_000);
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    bus: ClusterBus,
+    private readonly quality: QualityService,
+    private readonly grading: GradingService,
+    private readonly alerts: AlertsService,
+  ) {
+    this.unsubscribe = bus.on<{ tenantId: string }>('shadow-graded', ({ tenantId }) => {
+      if (this.checked.get(tenantId)) return;
+      this.checked.set(tenantId, true);
+      this.check(tenantId).catch((err: Error) => this.logger.warn({ msg: 'shadow agreement check failed', tenantId, err: loggableError(err) }));
+    });
+  }
+
+  onModuleDestroy(): void {
+    this.unsubscribe();
+  }
+
+  /** Fires the alert for every rubric whose shadow agreement is under the tenant's threshold; the rubrics it fired for. */
+  async check(tenantId: string, now = new Date()): Promise<string[]> {
+    const { shadowAlertQwk } = await this.grading.settings(tenantId);
+    if (shadowAlertQwk === null) return [];
+    const fired: string[] = [];
+    for (const g of await this.quality.shadowByRubric(tenantId, new Date(now.getTime() - WINDOW_MS))) {
+      if (g.n < MIN_LABELS || g.qwk === null || g.qwk >= shadowAlertQwk) continue;
+      const rubric = `${g.rubric.key}@${g.rubric.version}`;
+      await this.alerts.onShadowAgreementLow(tenantId, { period: now.toISOString().slice(0, 7), rubric, n: g.n, qwk: g.qwk, threshold: shadowAlertQwk });
+      fired.push(rubric);
+    }
+    return fired;
+  }
+}
