@@ -1,30 +1,33 @@
 /**
  * How well the offline grader agrees with teachers, on 300 human-scored Chinese essays
- * (bench/data/zh-aes-300, MIT; scores out of 100). In process, no service: the grader is a pure
- * function. Reported beside the baseline every grader must beat, the essay's length alone:
+ * (bench/data/zh-aes-300, MIT; scores out of 100), beside the baseline every grader must beat: the
+ * essay's length alone.
  *
- * - uncalibrated: the offline grader's total (on zh-gaokao-60, scaled to 100) — Spearman against
- *   the teachers, and QWK / exact / adjacent / bias as it stands;
- * - calibrated, 5-fold cross-validated (each essay scored by a model fitted on the other four
- *   folds): an isotonic map of the offline total, and a ridge regression over the grader's features.
+ * Through the API of the built service (no provider key: every essay is graded offline), with the
+ * same code as `npm run eval:quality`:
+ * - uncalibrated: the set graded on zh-gaokao-60, its totals scaled to 100;
+ * - calibrated, 5-fold cross-validated: for each fold, a tenant grades all 300 essays, a teacher
+ *   overrides the 240 outside the fold with their human scores, the assignment is calibrated
+ *   (POST /calibration: the ridge over the offline grader's features) and regraded, and the fold's
+ *   60 essays are read back — so every essay is scored by a calibration that never saw it.
+ * In process (the grader is a pure function): the feature weights of a ridge fitted on all 300, the
+ * isotonic map of the offline total (5-fold), and the grader's time per essay.
+ * And the speed of agreement: GET /v1/quality and GET /v1/assignments/:id/agreement over 100,000
+ * teacher overrides (rows generated in the database).
  *
  *   npm run bench:quality
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { essayFeatures, featureVector, FEATURE_NAMES } from '../src/grading/offline-features';
 import { offlineGrade } from '../src/grading/offline-grader';
 import { builtinRubric } from '../src/grading/rubric';
 import { agreement, Agreement, tabulate } from '../src/quality/agreement';
-import { applyIsotonic, crossValidated, fitIsotonic, fitOfflinePart, fitRidge, predictRidge, RIDGE_LAMBDA, spearman } from '../src/quality/calibration';
-import { commit, runMain } from './lib/harness';
+import { applyIsotonic, crossValidated, fitIsotonic, fitRidge, RIDGE_LAMBDA, spearman } from '../src/quality/calibration';
+import { backfillAgreementCells } from '../migrations/1766000000000-AgreementCells';
+import { evaluateQuality, EvalRow, InkstoneClient, readRows } from '../scripts/eval-quality';
+import { commit, dropDatabase, ensureBuilt, freshDatabase, newTenant, runMain, startService } from './lib/harness';
 
-interface Row {
-  id: string;
-  text: string;
-  score: number;
-  maxScore: number;
-}
+type Figures = Agreement & { spearman: number | null };
 
 export interface QualityResult {
   commit: string;
@@ -33,61 +36,157 @@ export interface QualityResult {
   essays: number;
   rubric: string;
   folds: number;
-  lengthBaseline: { spearman: number; calibrated: Agreement & { spearman: number } };
-  uncalibrated: Agreement & { spearman: number };
-  isotonic: Agreement & { spearman: number };
-  ridge: Agreement & { spearman: number; lambda: number };
-  /** standardized ridge weights on all essays: points of the 100-point score per standard deviation */
-  weights: Array<{ feature: string; weight: number }>;
-  msPerEssay: number;
+  lengthBaseline: { spearman: number | null };
+  /** through the API: the offline grader as it stands, and calibrated by the service (5-fold) */
+  api: { uncalibrated: Figures; calibrated: Figures; calibrationMethod: string; activeFolds: number; seconds: number; costPerEssay: string };
+  /** in process: the isotonic map of the offline total (5-fold), the ridge weights on all essays */
+  inProcess: { isotonic: Figures; lambda: number; weights: Array<{ feature: string; weight: number }>; msPerEssay: number };
+  /** GET /v1/quality and the assignment's agreement over this many overrides: median of 5, ms */
+  agreementSpeed: { overrides: number; qualityMs: number; assignmentMs: number };
 }
 
 const DATA = path.join(__dirname, 'data/zh-aes-300/essays.jsonl');
 const FOLDS = 5;
+const RUBRIC = 'zh-gaokao-60';
+const round4 = (x: number) => Math.round(x * 10_000) / 10_000;
 
-function scored(predicted: number[], truth: number[], max: number): Agreement & { spearman: number } {
+function figures(predicted: number[], truth: number[], max: number): Figures {
   const rounded = predicted.map((p) => Math.max(0, Math.min(max, Math.round(p))));
-  return { ...agreement(tabulate(rounded.map((p, i) => [p, truth[i]])), { step: 1, max }), spearman: Math.round(spearman(predicted, truth) * 10_000) / 10_000 };
+  return { ...agreement(tabulate(rounded.map((p, i) => [p, truth[i]])), { step: 1, max }), spearman: round4(spearman(predicted, truth)) };
+}
+
+/** One fold through the API: the other folds' essays overridden with their human scores, calibrated, regraded. */
+async function fold(url: string, rows: EvalRow[], f: number): Promise<{ predictions: Map<string, number>; method: string; active: boolean }> {
+  const tenant = await newTenant(url);
+  const api = new InkstoneClient(url, tenant.teacherKey);
+  const a = await api.call<{ id: string }>('POST', '/v1/assignments', { title: `fold ${f}`, prompt: '记叙文或议论文', rubric: RUBRIC });
+  const ids = await api.submit(a.id, rows);
+  const graded = new Map((await api.settled(a.id, rows.length, 300, 600_000)).map((e) => [e.id, e]));
+  const train = rows.filter((_, i) => i % FOLDS !== f);
+  for (const r of train) {
+    const e = graded.get(ids.get(r.id)!)!;
+    await api.call('PATCH', `/v1/essays/${e.id}/grade`, { score: Math.round((r.score / (r.maxScore ?? 100)) * Number(e.maxScore) * 2) / 2 });
+  }
+  const c = await api.call<{ method: string; active: boolean }>('POST', `/v1/assignments/${a.id}/calibration`);
+  await api.call('POST', `/v1/assignments/${a.id}/regrade`);
+  const after = new Map((await api.essays(a.id)).map((e) => [e.id, e]));
+  const predictions = new Map<string, number>();
+  rows.forEach((r, i) => {
+    if (i % FOLDS !== f) return;
+    const e = after.get(ids.get(r.id)!)!;
+    predictions.set(r.id, (Number(e.score) / Number(e.maxScore)) * (r.maxScore ?? 100));
+  });
+  return { predictions, method: c.method, active: c.active };
+}
+
+/** 100,000 teacher overrides in one assignment, generated in the database; the agreement endpoints timed. */
+async function agreementSpeed(url: string, databaseUrl: string, overrides: number): Promise<QualityResult['agreementSpeed']> {
+  const tenant = await newTenant(url);
+  const api = new InkstoneClient(url, tenant.adminKey);
+  const a = await api.call<{ id: string }>('POST', '/v1/assignments', { title: 'labels', prompt: '记叙文', rubric: RUBRIC });
+  const { Client } = await import('pg');
+  const c = new Client({ connectionString: databaseUrl });
+  await c.connect();
+  try {
+    // The grader's grade and the teacher's, with dimensions, as an override leaves them.
+    await c.query(
+      `INSERT INTO essays (tenant_id, id, assignment_id, rubric_key, rubric_version, language, tier, text, status, grade, model_grade, created_at)
+       SELECT $1, gen_random_uuid(), $2, $3, 1, 'zh', 'standard', '作文', 'graded',
+              jsonb_build_object('score', t.s, 'source', 'teacher', 'dimensions', jsonb_build_array(
+                jsonb_build_object('key', 'content', 'score', t.s / 3), jsonb_build_object('key', 'expression', 'score', t.s / 3), jsonb_build_object('key', 'development', 'score', t.s - 2 * (t.s / 3)))),
+              jsonb_build_object('score', m.s, 'source', 'model', 'tier', 'standard', 'provider', 'dashscope', 'model', 'qwen-flash', 'dimensions', jsonb_build_array(
+                jsonb_build_object('key', 'content', 'score', m.s / 3), jsonb_build_object('key', 'expression', 'score', m.s / 3), jsonb_build_object('key', 'development', 'score', m.s - 2 * (m.s / 3)))),
+              now() - (g % 60) * interval '1 day'
+         FROM generate_series(1, $4) g
+         CROSS JOIN LATERAL (SELECT 20 + (g * 7919) % 40 AS s) t
+         CROSS JOIN LATERAL (SELECT least(60, greatest(0, t.s + (g % 7) - 3)) AS s) m`,
+      [tenant.tenantId, a.id, RUBRIC, overrides],
+    );
+    // Counted as the overrides would have counted them.
+    await backfillAgreementCells(c, [tenant.tenantId]);
+    await c.query('ANALYZE essays');
+    await c.query('ANALYZE agreement_cells');
+  } finally {
+    await c.end();
+  }
+  const time = async (p: string) => {
+    const ms: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      const t0 = performance.now();
+      await api.call('GET', p);
+      if (i > 0) ms.push(performance.now() - t0); // the first warms the caches
+    }
+    return Math.round(ms.sort((x, y) => x - y)[2]);
+  };
+  return { overrides, qualityMs: await time('/v1/quality?groupBy=model'), assignmentMs: await time(`/v1/assignments/${a.id}/agreement`) };
 }
 
 export async function runQuality(): Promise<QualityResult> {
-  const rows: Row[] = fs.readFileSync(DATA, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  const rubric = builtinRubric('zh-gaokao-60')!;
-  const max = rows[0].maxScore;
+  ensureBuilt();
+  const rows = readRows(DATA);
   const truth = rows.map((r) => r.score);
-  const t0 = performance.now();
-  const grades = rows.map((r) => offlineGrade(r.text, rubric, 'zh'));
-  const msPerEssay = (performance.now() - t0) / rows.length;
-  const features = rows.map((r) => featureVector(essayFeatures(r.text, 'zh'), rubric));
-  const lengths = rows.map((r) => essayFeatures(r.text, 'zh').length);
-  const offline = grades.map((g) => (g.score / g.maxScore) * max);
+  const max = rows[0].maxScore ?? 100;
+  const rubric = builtinRubric(RUBRIC)!;
 
+  // In process first: the grader alone.
+  const t0 = performance.now();
+  const offline = rows.map((r) => {
+    const g = offlineGrade(r.text, rubric, 'zh');
+    return (g.score / g.maxScore) * max;
+  });
+  const msPerEssay = round4((performance.now() - t0) / rows.length);
+  const features = rows.map((r) => featureVector(essayFeatures(r.text, 'zh'), rubric));
   const idx = rows.map((_, i) => i);
-  const isoOf = (xs: number[]) =>
-    crossValidated(idx, FOLDS, (train, test) => {
-      const m = fitIsotonic(train.map((i) => ({ x: xs[i], y: truth[i] })));
-      return test.map((i) => applyIsotonic(m, xs[i]));
-    });
-  // The offline part exactly as POST /v1/assignments/:id/calibration fits it.
-  const ridge = crossValidated(idx, FOLDS, (train, test) => {
-    const m = fitOfflinePart(train.map((i) => features[i]), train.map((i) => truth[i]));
-    return test.map((i) => m.offset + m.factor * predictRidge(m, features[i]));
+  const isotonic = crossValidated(idx, FOLDS, (train, test) => {
+    const m = fitIsotonic(train.map((i) => ({ x: offline[i], y: truth[i] })));
+    return test.map((i) => applyIsotonic(m, offline[i]));
   });
   const all = fitRidge(features, truth, RIDGE_LAMBDA);
-  return {
-    commit: commit(),
-    date: new Date().toISOString().slice(0, 10),
-    data: 'zh-aes-300 (300 Chinese high-school essays, teachers\' scores out of 100, MIT)',
-    essays: rows.length,
-    rubric: rubric.key,
-    folds: FOLDS,
-    lengthBaseline: { spearman: Math.round(spearman(lengths, truth) * 10_000) / 10_000, calibrated: scored(isoOf(lengths), truth, max) },
-    uncalibrated: scored(offline, truth, max),
-    isotonic: scored(isoOf(offline), truth, max),
-    ridge: { ...scored(ridge, truth, max), lambda: RIDGE_LAMBDA },
-    weights: FEATURE_NAMES.map((feature, j) => ({ feature, weight: Math.round(all.weights[j] * 100) / 100 })).sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)),
-    msPerEssay: Math.round(msPerEssay * 100) / 100,
-  };
+
+  const dbName = 'inkstone_bench_quality';
+  const databaseUrl = await freshDatabase(dbName);
+  // No provider key: every essay is graded by the offline grader.
+  const service = await startService({ DATABASE_URL: databaseUrl, DATABASE_POOL_SIZE: '10', WORKER_POLL_MS: '100' });
+  try {
+    const tenant = await newTenant(service.url);
+    const uncalibrated = await evaluateQuality({ url: service.url, key: tenant.teacherKey, rubric: RUBRIC, rows, pollMs: 300 });
+    const predicted = new Map<string, number>();
+    const methods = new Set<string>();
+    let activeFolds = 0;
+    for (let f = 0; f < FOLDS; f++) {
+      const r = await fold(service.url, rows, f);
+      r.predictions.forEach((v, k) => predicted.set(k, v));
+      methods.add(r.method);
+      if (r.active) activeFolds++;
+    }
+    return {
+      commit: commit(),
+      date: new Date().toISOString().slice(0, 10),
+      data: "zh-aes-300 (300 Chinese high-school essays, teachers' scores out of 100, MIT)",
+      essays: rows.length,
+      rubric: RUBRIC,
+      folds: FOLDS,
+      lengthBaseline: uncalibrated.lengthBaseline,
+      api: {
+        uncalibrated: uncalibrated.agreement,
+        calibrated: figures(rows.map((r) => predicted.get(r.id)!), truth, max),
+        calibrationMethod: [...methods].join(', '),
+        activeFolds,
+        seconds: uncalibrated.seconds,
+        costPerEssay: uncalibrated.costPerEssay,
+      },
+      inProcess: {
+        isotonic: figures(isotonic, truth, max),
+        lambda: RIDGE_LAMBDA,
+        weights: FEATURE_NAMES.map((feature, j) => ({ feature, weight: Math.round(all.weights[j] * 100) / 100 })).sort((a, b) => Math.abs(b.weight) - Math.abs(a.weight)),
+        msPerEssay,
+      },
+      agreementSpeed: await agreementSpeed(service.url, databaseUrl, 100_000),
+    };
+  } finally {
+    await service.stop();
+    await dropDatabase(dbName);
+  }
 }
 
 if (require.main === module) runMain('quality.json', runQuality);

@@ -13,6 +13,7 @@ import { QualityLabels1765600000000 } from './1765600000000-QualityLabels';
 import { Calibrations1765700000000 } from './1765700000000-Calibrations';
 import { AssignmentQuality1765800000000 } from './1765800000000-AssignmentQuality';
 import { ShadowGrading1765900000000 } from './1765900000000-ShadowGrading';
+import { AgreementCells1766000000000 } from './1766000000000-AgreementCells';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -35,4 +36,5 @@ export const MIGRATIONS = [
   Calibrations1765700000000,
   AssignmentQuality1765800000000,
   ShadowGrading1765900000000,
+  AgreementCells1766000000000,
 ];

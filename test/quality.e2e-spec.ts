@@ -1,3 +1,4 @@
+import { backfillAgreementCells } from '../migrations/1766000000000-AgreementCells';
 import { quadraticWeightedKappa, tabulate } from '../src/quality/agreement';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
@@ -102,5 +103,21 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     const empty = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'B', prompt: 'P', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
     const a = (await t.http.get(`/v1/assignments/${empty}/agreement`).set(bearer(teacher)).expect(200)).body;
     expect(a).toMatchObject({ n: 0, qwk: null, exact: null, adjacent: null, bias: null });
+  });
+
+  it('keeps the same cells as the migration counts from the essays (an override replaced by another counted once)', async () => {
+    const read = async () =>
+      (
+        await t.dataSource.query(
+          `SELECT against, day::text, assignment_id, rubric_key, rubric_version, tier, model, source, dimension, a::text, b::text, n
+             FROM agreement_cells WHERE tenant_id = $1 AND n <> 0 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11`,
+          [tenant.tenantId],
+        )
+      ).map((r: Record<string, unknown>) => JSON.stringify(r));
+    const kept = await read();
+    expect(kept.length).toBeGreaterThan(0);
+    await t.dataSource.query(`DELETE FROM agreement_cells WHERE tenant_id = $1`, [tenant.tenantId]);
+    await backfillAgreementCells(t.dataSource, [tenant.tenantId]);
+    expect(await read()).toEqual(kept);
   });
 });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { parseCny } from '../src/common/money';
+import { EssaysRepository } from '../src/grading/essays.repository';
 import { inShadowSample } from '../src/grading/grading.service';
 import { ShadowAlerts } from '../src/quality/shadow-alerts';
 import { FakeProvider } from './fake-provider/fake-provider';
@@ -102,11 +103,14 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
             { key: 'development', score: Math.floor(score / 3), max: 20 },
           ],
         });
+        const id = randomUUID();
         await t.dataSource.query(
-          `INSERT INTO essays (tenant_id, id, rubric_key, rubric_version, language, tier, text, status, grade, model_grade, shadow_grade)
-           VALUES ($1, $2, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'graded', $3, $3, $4)`,
-          [tenant.tenantId, randomUUID(), JSON.stringify(grade(std)), JSON.stringify(grade(80 - std))],
+          `INSERT INTO essays (tenant_id, id, rubric_key, rubric_version, language, tier, text, status, grade, model_grade)
+           VALUES ($1, $2, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'graded', $3, $3)`,
+          [tenant.tenantId, id, JSON.stringify(grade(std))],
         );
+        // Stored as a shadow job stores it (the agreement cells counted with it).
+        await t.app.get(EssaysRepository).storeShadowGrade(t.dataSource.manager, tenant.tenantId, id, grade(80 - std) as never);
       }
     };
     const alerts = t.app.get(ShadowAlerts);

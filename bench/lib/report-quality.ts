@@ -1,29 +1,40 @@
 /** The quality section of BENCHMARKS.md, from bench/quality.ts's result. */
 export function renderQuality(q: any): string {
-  const row = (what: string, a: any, spearman = a.spearman) =>
-    `| ${what} | ${spearman ?? '—'} | ${a.qwk ?? '—'} | ${a.exact ?? '—'} | ${a.adjacent ?? '—'} | ${a.bias ?? '—'} |`;
-  const top = q.weights.slice(0, 5).map((w: any) => `${w.feature} (${w.weight > 0 ? '+' : ''}${w.weight})`).join(', ');
+  const row = (what: string, a: any) => `| ${what} | ${a.n ?? '—'} | ${a.spearman ?? '—'} | ${a.qwk ?? '—'} | ${a.exact ?? '—'} | ${a.adjacent ?? '—'} | ${a.bias ?? '—'} |`;
+  const top = q.inProcess.weights
+    .slice(0, 5)
+    .map((w: any) => `${w.feature} (${w.weight > 0 ? '+' : ''}${w.weight})`)
+    .join(', ');
   return `## Agreement with teachers: the offline grader (\`npm run bench:quality\`)
 
-${q.essays} essays of ${q.data}, graded by the offline grader in process (no model) on
-\`${q.rubric}\`, its total scaled to 100; QWK, exact and adjacent on the teachers' 100-point scale (adjacent:
-within 10 points), bias = grader − teacher in points. "Calibrated" rows are ${q.folds}-fold
-cross-validated: each essay is scored by a calibration fitted on the other folds, never on itself.
-The baseline every grader must beat is the essay's length alone.${q.commit ? ` Commit \`${q.commit}\`, ${q.date}.` : ''}
+${q.essays} essays of ${q.data}. Through the API of the built service with no provider key, so every
+essay is graded by the offline grader, with the code of \`npm run eval:quality\`: graded on
+\`${q.rubric}\`, totals scaled to 100. "Calibrated" is ${q.folds}-fold cross-validated through the API:
+per fold, a tenant grades all ${q.essays} essays, a teacher overrides the essays outside the fold with
+their human scores, \`POST /v1/assignments/:id/calibration\` fits (${q.api.calibrationMethod}; switched on in
+${q.api.activeFolds} of ${q.folds} folds) and \`/regrade\` applies it, and the fold's essays are read back —
+each scored by a calibration that never saw it. QWK, exact and adjacent on the teachers' 100-point scale
+(adjacent: within 10 points); bias = grader − teacher in points. The baseline every grader must beat is
+the essay's length alone. Commit \`${q.commit}\`, ${q.date}.
 
-| | Spearman | QWK | exact | adjacent | bias |
-|---|---|---|---|---|---|
-${row('length alone (rank only)', { spearman: q.lengthBaseline.spearman })}
-${row('length alone, calibrated (isotonic)', q.lengthBaseline.calibrated)}
-${row('offline grader, uncalibrated', q.uncalibrated)}
-${row('offline grader, calibrated (isotonic on its total)', q.isotonic)}
-${row(`offline grader, calibrated (ridge over its features, λ = ${q.ridge.lambda}, spread to the teachers')`, q.ridge)}
+| | n | Spearman | QWK | exact | adjacent | bias |
+|---|---|---|---|---|---|---|
+${row('length alone (rank only)', { n: q.essays, spearman: q.lengthBaseline.spearman })}
+${row('offline grader, uncalibrated (API)', q.api.uncalibrated)}
+${row('offline grader, calibrated by the service, 5-fold (API)', q.api.calibrated)}
+${row('offline grader, isotonic map of its total, 5-fold (in process)', q.inProcess.isotonic)}
 
-The features that weigh most in the ridge fitted on all essays (points per standard deviation): ${top}.
-${q.msPerEssay} ms per essay. On this set the teachers' scores are bunched (mean about 83, most between
-80 and 90) and only weakly related to anything measurable in the text (length: Spearman
-${q.lengthBaseline.spearman}); the set's own README calls agreement figures on it indicative. The
-uncalibrated grader ranks essays better than length alone; no calibration reaches the QWK ≈ 0.7 of
-published feature-based scorers here.
+${q.essays} essays graded through the API in ${q.api.seconds} s (the offline grader: ${q.inProcess.msPerEssay} ms an
+essay in process), at ${q.api.costPerEssay} CNY an essay. The features that weigh most in a ridge
+(λ = ${q.inProcess.lambda}) fitted on all essays, in points per standard deviation: ${top}.
+
+On this set the teachers' scores are bunched (mean about 83, most between 80 and 90) and only
+weakly related to anything measurable in the text (length: Spearman ${q.lengthBaseline.spearman}); the set's own
+README calls agreement figures on it indicative. The uncalibrated grader ranks essays at least as well as
+length alone; no calibration comes near the QWK ≈ 0.7 of published feature-based scorers here.
+
+Agreement is cheap to ask for: over ${q.agreementSpeed.overrides.toLocaleString('en')} teacher overrides (generated in the database),
+\`GET /v1/quality?groupBy=model\` answers in ${q.agreementSpeed.qualityMs} ms and \`GET /v1/assignments/:id/agreement\` in
+${q.agreementSpeed.assignmentMs} ms (median of 5, after one warm-up).
 `;
 }

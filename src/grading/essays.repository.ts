@@ -150,7 +150,11 @@ export class EssaysRepository {
 
   /** The deep tier's shadow grade, kept beside the essay: compared with its grade, never shown as it. */
   async storeShadowGrade(tx: EntityManager, tenantId: string, essayId: string, grade: StoredGrade): Promise<void> {
-    await tenantQuery(tx, tenantId, `UPDATE essays SET shadow_grade = $3 WHERE tenant_id = $1 AND id = $2`, [essayId, JSON.stringify(grade)]);
+    const rows = await tenantQuery(tx, tenantId, `UPDATE essays SET shadow_grade = $3 WHERE tenant_id = $1 AND id = $2 AND shadow_grade IS NULL RETURNING id`, [
+      essayId,
+      JSON.stringify(grade),
+    ]);
+    if (rows.length) await this.countAgreement(tx, tenantId, essayId, 'shadow', grade, null);
   }
 
   /** Back to the queue: the grading will be tried again (a retry, or a stopping worker). */
@@ -219,7 +223,11 @@ export class EssaysRepository {
     return row ?? null;
   }
 
-  /** A teacher's override: the new grade (the model's stays in model_grade), and who changed what. */
+  /**
+   * A teacher's override: the new grade (the model's stays in model_grade), who changed what, and
+   * the label it makes (agreement_cells: this grade against the grader's, replacing the label of an
+   * earlier override of the essay).
+   */
   async override(tx: EntityManager, tenantId: string, essayId: string, byKey: string, changes: unknown, before: StoredGrade, after: StoredGrade): Promise<boolean> {
     const moved = await this.move(tx, tenantId, essayId, 'graded', 'grade = $5', [JSON.stringify(after)]);
     if (!moved) return false;
@@ -229,6 +237,49 @@ export class EssaysRepository {
       `INSERT INTO grade_overrides (tenant_id, id, essay_id, api_key_id, changes, before, after) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
       [randomUUID(), essayId, byKey, JSON.stringify(changes), JSON.stringify(before), JSON.stringify(after)],
     );
+    await this.countAgreement(tx, tenantId, essayId, 'teacher', after, before.source === 'teacher' ? before : null);
     return true;
+  }
+
+  /**
+   * Adds the pair (the grader's grade, `grade`) to the essay's agreement cells, for the total and each
+   * dimension, and takes away the pair of `replaced` (an earlier override). Nothing for an essay
+   * without the grader's grade.
+   */
+  private async countAgreement(tx: EntityManager, tenantId: string, essayId: string, against: 'teacher' | 'shadow', grade: StoredGrade, replaced: StoredGrade | null): Promise<void> {
+    const [row] = await tenantQuery<{ model_grade: StoredGrade | null }>(tx, tenantId, `SELECT model_grade FROM essays WHERE tenant_id = $1 AND id = $2`, [essayId]);
+    const grader = row?.model_grade;
+    if (!grader) return;
+    const deltas = new Map<string, { dimension: string; a: number; b: number; n: number }>();
+    const add = (g: StoredGrade, n: number) => {
+      const pairs: Array<[string, number, number]> = [['', grader.score, g.score]];
+      for (const d of grader.dimensions) {
+        const other = g.dimensions.find((x) => x.key === d.key);
+        if (other) pairs.push([d.key, d.score, other.score]);
+      }
+      for (const [dimension, a, b] of pairs) {
+        const k = `${dimension}|${a}|${b}`;
+        const cell = deltas.get(k) ?? { dimension, a, b, n: 0 };
+        cell.n += n;
+        deltas.set(k, cell);
+      }
+    };
+    add(grade, 1);
+    if (replaced) add(replaced, -1);
+    const cells = [...deltas.values()].filter((c) => c.n !== 0);
+    if (!cells.length) return;
+    await tenantQuery(
+      tx,
+      tenantId,
+      `INSERT INTO agreement_cells (tenant_id, against, day, assignment_id, rubric_key, rubric_version, tier, model, source, dimension, a, b, n)
+       SELECT $1, $3, (e.created_at AT TIME ZONE 'UTC')::date, coalesce(e.assignment_id, '00000000-0000-0000-0000-000000000000'), e.rubric_key, e.rubric_version,
+              coalesce(e.model_grade->>'tier', e.tier), coalesce(nullif(concat_ws(':', e.model_grade->>'provider', e.model_grade->>'model'), ''), 'offline'),
+              coalesce(e.model_grade->>'source', 'model'), c.dimension, c.a, c.b, c.n
+         FROM essays e, unnest($4::text[], $5::numeric[], $6::numeric[], $7::int[]) AS c(dimension, a, b, n)
+        WHERE e.tenant_id = $1 AND e.id = $2
+       ON CONFLICT (tenant_id, against, day, assignment_id, rubric_key, rubric_version, tier, model, source, dimension, a, b)
+       DO UPDATE SET n = agreement_cells.n + EXCLUDED.n`,
+      [essayId, against, cells.map((c) => c.dimension), cells.map((c) => c.a), cells.map((c) => c.b), cells.map((c) => c.n)],
+    );
   }
 }

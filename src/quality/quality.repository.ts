@@ -24,12 +24,12 @@ export interface RegradeRow {
 export const QUALITY_GROUPS = ['rubric', 'tier', 'model', 'source'] as const;
 export type QualityGroup = (typeof QUALITY_GROUPS)[number];
 
-/** What each grouping reads from the grader's original grade (fixed SQL: never user text). */
-const GROUP_SQL: Record<QualityGroup, string> = {
-  rubric: `e.rubric_key`,
-  tier: `coalesce(e.model_grade->>'tier', e.tier)`,
-  model: `coalesce(nullif(concat_ws(':', e.model_grade->>'provider', e.model_grade->>'model'), ''), 'offline')`,
-  source: `coalesce(e.model_grade->>'source', 'model')`,
+/** The column of agreement_cells each grouping reads (fixed SQL: never user text). */
+const GROUP_COLUMN: Record<QualityGroup, string> = {
+  rubric: 'rubric_key',
+  tier: 'tier',
+  model: 'model',
+  source: 'source',
 };
 
 export interface LabelFilter {
@@ -47,45 +47,31 @@ export interface LabelCell extends Cell {
 }
 
 /**
- * The labels (SPEC §9): essays a teacher overrode, the grader's original total beside the
- * teacher's. Read only; the database groups them into contingency tables, so the work is one
- * scan of the partial index essays_labels_idx however many labels a tenant has.
+ * The labels (SPEC §9), read only: the agreement cells the overrides and shadow gradings keep
+ * (written with them by EssaysRepository), and an assignment's overridden essays for a calibration
+ * (the partial index essays_labels_idx).
  */
 @Injectable()
 export class QualityRepository {
   constructor(private readonly ds: DataSource) {}
 
   /**
-   * Contingency tables of the grader's original (model_grade) against the teacher's grade (labels),
-   * or against the deep tier's shadow grade (shadow evaluation), by group and rubric, for the total
-   * and for each dimension.
+   * Contingency tables of the grader's original grade against the teacher's (labels) or against the
+   * deep tier's shadow grade, by group and rubric, for the total and each dimension: sums of the
+   * cells the overrides and shadow gradings keep (agreement_cells), so the cost does not grow with
+   * the number of labels.
    */
   async cells(tenantId: string, groupBy: QualityGroup, f: LabelFilter, against: 'teacher' | 'shadow' = 'teacher'): Promise<LabelCell[]> {
     const { where, params } = this.where(f);
-    const grp = GROUP_SQL[groupBy];
-    const other = against === 'teacher' ? 'e.grade' : 'e.shadow_grade';
-    const which = against === 'teacher' ? `e.model_grade IS NOT NULL AND e.grade->>'source' = 'teacher'` : `e.model_grade IS NOT NULL AND e.shadow_grade IS NOT NULL`;
-    const totals = await tenantQuery<Record<string, string | number>>(
+    const rows = await tenantQuery<Record<string, string | number>>(
       this.ds.manager,
       tenantId,
-      `SELECT ${grp} AS grp, e.rubric_key, e.rubric_version,
-              (e.model_grade->>'score')::numeric AS a, (${other}->>'score')::numeric AS b, count(*)::int AS n
-         FROM essays e
-        WHERE e.tenant_id = $1 AND ${which} ${where}
-        GROUP BY 1, 2, 3, 4, 5`,
-      params,
-    );
-    const dims = await tenantQuery<Record<string, string | number>>(
-      this.ds.manager,
-      tenantId,
-      `SELECT ${grp} AS grp, e.rubric_key, e.rubric_version, md->>'key' AS dim,
-              (md->>'score')::numeric AS a, (td->>'score')::numeric AS b, count(*)::int AS n
-         FROM essays e
-         CROSS JOIN LATERAL jsonb_array_elements(e.model_grade->'dimensions') md
-         JOIN LATERAL jsonb_array_elements(${other}->'dimensions') td ON td->>'key' = md->>'key'
-        WHERE e.tenant_id = $1 AND ${which} ${where}
-        GROUP BY 1, 2, 3, 4, 5, 6`,
-      params,
+      `SELECT ${GROUP_COLUMN[groupBy]} AS grp, rubric_key, rubric_version, dimension AS dim, a, b, sum(n)::int AS n
+         FROM agreement_cells
+        WHERE tenant_id = $1 AND against = $2 ${where}
+        GROUP BY 1, 2, 3, 4, 5, 6
+       HAVING sum(n) > 0`,
+      [against, ...params],
     );
     const cell = (r: Record<string, string | number>, dimension: string | null): LabelCell => ({
       group: String(r.grp),
@@ -96,7 +82,7 @@ export class QualityRepository {
       b: Number(r.b),
       n: Number(r.n),
     });
-    return [...totals.map((r) => cell(r, null)), ...dims.map((r) => cell(r, String(r.dim)))];
+    return rows.map((r) => cell(r, r.dim === '' ? null : String(r.dim)));
   }
 
   /** The assignment's labels for a calibration, newest first, at most `limit`. */
@@ -128,16 +114,19 @@ export class QualityRepository {
     );
   }
 
+  /** The filter's clauses over agreement_cells, their parameters numbered from $3. */
   private where(f: LabelFilter): { where: string; params: unknown[] } {
     const params: unknown[] = [];
     const clauses: string[] = [];
     const add = (sql: (p: string) => string, value: unknown) => {
       params.push(value);
-      clauses.push(sql(`$${params.length + 1}`));
+      clauses.push(sql(`$${params.length + 2}`));
     };
-    if (f.assignmentId) add((p) => `e.assignment_id = ${p}`, f.assignmentId);
-    if (f.from) add((p) => `e.created_at >= ${p}`, f.from);
-    if (f.to) add((p) => `e.created_at < ${p}`, f.to);
+    if (f.assignmentId) add((p) => `assignment_id = ${p}`, f.assignmentId);
+    // Submission days in UTC: from the day of \`from\`, before the day of \`to\`.
+    if (f.from) add((p) => `day >= (${p}::timestamptz AT TIME ZONE 'UTC')::date`, f.from);
+    if (f.to) add((p) => `day < (${p}::timestamptz AT TIME ZONE 'UTC')::date`, f.to);
     return { where: clauses.map((c) => `AND ${c}`).join(' '), params };
   }
+
 }
