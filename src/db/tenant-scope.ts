@@ -91,11 +91,23 @@ export async function tenantQuery<R = Record<string, unknown>>(
   sql: string,
   params: unknown[] = [],
 ): Promise<R[]> {
+  const s = tenantStatement(tenantId, sql, params);
+  return rowsOf<R>(await manager.query(s.sql, s.params));
+}
+
+/** One tenant's statement, checked as tenantQuery checks it, to run later (runAtomically). */
+export interface TenantStatement {
+  readonly sql: string;
+  /** the tenant id first ($1), then the statement's own parameters */
+  readonly params: unknown[];
+}
+
+export function tenantStatement(tenantId: string, sql: string, params: unknown[] = []): TenantStatement {
   assertTenantId(tenantId, 'a tenant query');
   if (!FILTERS_TENANT.test(sql) && !INSERTS_TENANT.test(sql)) {
     throw new MissingTenantError('SQL that does not filter on tenant_id = $1');
   }
-  return rowsOf<R>(await manager.query(sql, [tenantId, ...params]));
+  return { sql, params: [tenantId, ...params] };
 }
 
 /** TypeORM's postgres driver answers UPDATE/DELETE … RETURNING with [rows, count]; this takes the rows. */

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
-import { tenantQuery } from '../db/tenant-scope';
+import { tenantQuery, tenantStatement, TenantStatement } from '../db/tenant-scope';
 import type { InterruptedJob } from '../jobs/job-queue';
 import { EssayStatus, movableFrom } from './essay-lifecycle';
 import type { StoredGrade } from './grading-types';
@@ -83,10 +83,9 @@ export class EssaysRepository {
     return rows.length === 1;
   }
 
-  /** Stores essays as queued (their jobs are queued by the caller in the same transaction). */
-  async insertQueued(tx: EntityManager, tenantId: string, target: { assignmentId: string | null; rubricKey: string; rubricVersion: number; submittedBy: string }, essays: NewEssay[]): Promise<void> {
-    await tenantQuery(
-      tx,
+  /** The statement that stores essays as queued; the caller runs it with their jobs' (runAtomically). */
+  insertQueuedStatement(tenantId: string, target: { assignmentId: string | null; rubricKey: string; rubricVersion: number; submittedBy: string }, essays: NewEssay[]): TenantStatement {
+    return tenantStatement(
       tenantId,
       `INSERT INTO essays (tenant_id, id, assignment_id, rubric_key, rubric_version, language, tier, title, student_ref, text, status, submitted_by)
        SELECT $1, t.id, $2, $3, $4, t.language, t.tier, t.title, t.student_ref, t.text, 'queued', $5

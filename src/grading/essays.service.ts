@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
+import { runAtomically } from '../db/run-atomically';
 import type { TenantAuth } from '../common/auth';
 import { ApiError, FieldProblem } from '../common/errors';
 import { formatCny } from '../common/money';
@@ -165,12 +166,12 @@ export class EssaysService {
     return { ids, status: 'queued' };
   }
 
-  /** Stores the essays as queued and queues their gradings, in one transaction. */
+  /** Stores the essays as queued and queues their gradings, in one transaction and one round trip. */
   private async store(auth: TenantAuth, t: Target, essays: NewEssay[]): Promise<void> {
-    await this.ds.transaction(async (tx) => {
-      await this.essays.insertQueued(tx, auth.tenantId, { assignmentId: t.assignmentId, rubricKey: t.rubric.key, rubricVersion: t.rubric.version, submittedBy: auth.keyId }, essays);
-      await this.jobs.enqueue(tx, auth.tenantId, essays.map((e) => ({ essayId: e.id, kind: 'grade' as const })));
-    });
+    await runAtomically(this.ds, [
+      this.essays.insertQueuedStatement(auth.tenantId, { assignmentId: t.assignmentId, rubricKey: t.rubric.key, rubricVersion: t.rubric.version, submittedBy: auth.keyId }, essays),
+      this.jobs.enqueueStatement(auth.tenantId, essays.map((e) => ({ essayId: e.id, kind: 'grade' as const }))).statement,
+    ]);
   }
 
   private async row(tenantId: string, id: string): Promise<Record<string, unknown>> {

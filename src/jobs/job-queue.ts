@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
-import { rowsOf, tenantQuery } from '../db/tenant-scope';
+import { rowsOf, tenantQuery, tenantStatement, TenantStatement } from '../db/tenant-scope';
 
 /** A grading, a paid deep review, or a shadow grading on the deep tier (SPEC §9). */
 export type JobKind = 'grade' | 'deep_review' | 'shadow';
@@ -54,19 +54,25 @@ export class JobQueue {
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
 
-  /** Queues jobs inside the caller's transaction (with the essays or the paid order they are for). */
+  /** Queues jobs inside the caller's transaction (with the paid order they are for). */
   async enqueue(tx: EntityManager, tenantId: string, jobs: NewJob[]): Promise<string[]> {
     if (!jobs.length) return [];
+    const { statement, ids } = this.enqueueStatement(tenantId, jobs);
+    await tx.query(statement.sql, statement.params);
+    return ids;
+  }
+
+  /** The statement that queues jobs, for the caller to run with the essays they are for (runAtomically). */
+  enqueueStatement(tenantId: string, jobs: NewJob[]): { statement: TenantStatement; ids: string[] } {
     const ids = jobs.map(() => randomUUID());
-    await tenantQuery(
-      tx,
+    const statement = tenantStatement(
       tenantId,
       `INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts, order_id)
        SELECT $1, t.id, t.essay_id, t.kind, 'queued', $5, t.order_id
          FROM unnest($2::uuid[], $3::uuid[], $4::text[], $6::uuid[]) AS t(id, essay_id, kind, order_id)`,
       [ids, jobs.map((j) => j.essayId), jobs.map((j) => j.kind), this.config.grading.maxAttempts, jobs.map((j) => j.orderId ?? null)],
     );
-    return ids;
+    return { statement, ids };
   }
 
   /**
