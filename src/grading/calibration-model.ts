@@ -1,6 +1,6 @@
 import type { GradeBody } from './grade-validation';
 import type { StoredGrade } from './grading-types';
-import { essayFeatures, featureVector } from './offline-features';
+import { essayFeatures, FEATURE_NAMES, featureVector } from './offline-features';
 import { isOnStep, Language, maxScore, Rubric, totalScore, totalStep } from './rubric';
 
 /**
@@ -53,8 +53,8 @@ export interface CalibrationModel {
   version: number;
   /** for grades a model made (and reused ones): its total → the teachers' */
   isotonic: IsotonicMap | null;
-  /** for offline grades: the features → the teachers' total, then `offset + factor × prediction` */
-  ridge: (RidgeModel & { offset: number; factor: number }) | null;
+  /** for offline grades: the features (by name) → the teachers' total, then `offset + factor × prediction` */
+  ridge: (RidgeModel & { offset: number; factor: number; features?: string[] }) | null;
 }
 
 /** What a grade carries once calibrated: the version and the grader's own total and dimensions. */
@@ -69,7 +69,10 @@ export function calibratedTotal(model: CalibrationModel, raw: { score: number; s
   if (raw.source === 'offline') {
     if (!model.ridge) return null;
     const r = model.ridge;
-    return r.offset + r.factor * predictRidge(r, features());
+    // The features the model was fitted on, by name: a grader that measures more still fits it.
+    const all = features();
+    const x = r.features ? r.features.map((n) => all[(FEATURE_NAMES as readonly string[]).indexOf(n)] ?? 0) : all.slice(0, r.weights.length);
+    return r.offset + r.factor * predictRidge(r, x);
   }
   return model.isotonic ? applyIsotonic(model.isotonic, raw.score) : null;
 }

@@ -1,12 +1,14 @@
 import { Jieba } from '@node-rs/jieba';
 import { dict } from '@node-rs/jieba/dict';
 import { essayLength } from './essay-text';
+import { isSpelledRight, isUncommonWord } from './english-lexicon';
 import type { Language, Rubric } from './rubric';
 
 /**
  * What the offline grader measures in an essay, each feature something a teacher can be shown:
  * length against the task, paragraphs, sentences, vocabulary diversity and sophistication (word
- * frequency from jieba's dictionary for Chinese), idioms (成语, as that dictionary tags them),
+ * frequency from jieba's dictionary for Chinese and SUBTLEX-US for English), spelling (Hunspell's
+ * en_US dictionary), idioms (成语, as jieba's dictionary tags them),
  * quotations, connectives, figures of speech, punctuation and repetition. Every pattern here runs
  * in linear time on any input (test/hostile-input.spec.ts feeds them hostile text).
  */
@@ -51,8 +53,12 @@ export interface EssayFeatures {
   sentenceVariety: number;
   /** moving-average type-token ratio over windows of 50 words */
   diversity: number;
-  /** share of words of two or more characters that are uncommon (Chinese: jieba frequency; English: length ≥ 8) */
+  /** share of words that are uncommon (Chinese, of two or more characters: jieba's frequency; English, of three or more letters: SUBTLEX-US) */
   sophistication: number;
+  /** English: words the dictionary does not know (a capitalized word inside a sentence is taken for a name) */
+  misspellings: Array<Span & { text: string }>;
+  /** misspelled words as a share of the words checked */
+  misspelledShare: number;
   /** idioms (成语) used, with where */
   idioms: Array<Span & { text: string }>;
   /** quotations in quotation marks (“…” of 4 or more characters) */
@@ -167,6 +173,22 @@ function parallels(text: string): Span[] {
   return out;
 }
 
+/** English words the dictionary does not know; a capitalized word not opening a sentence is a name, not checked. */
+function misspelled(text: string): { spans: Array<Span & { text: string }>; checked: number } {
+  const spans: Array<Span & { text: string }> = [];
+  let checked = 0;
+  for (const m of text.matchAll(/[A-Za-z]+(?:'[A-Za-z]+)?/g)) {
+    const w = m[0];
+    if (w.length < 2) continue;
+    const before = text.slice(Math.max(0, m.index! - 3), m.index!);
+    const opensSentence = m.index === 0 || /[.!?\n]\s*$/.test(before);
+    if (/^[A-Z]/.test(w) && !opensSentence) continue;
+    checked++;
+    if (!isSpelledRight(w)) spans.push({ start: m.index!, end: m.index! + w.length, text: w });
+  }
+  return { spans, checked };
+}
+
 export function essayFeatures(text: string, language: Language): EssayFeatures {
   const paragraphs = text.split(/\n+/).filter((p) => p.trim().length > 0).length;
   const sentenceRe = language === 'zh' ? ZH_SENTENCE : EN_SENTENCE;
@@ -200,8 +222,9 @@ export function essayFeatures(text: string, language: Language): EssayFeatures {
     const lex = words();
     for (const w of long) if ((lex.get(w)?.freq ?? 0) < RARE_BELOW) rare++;
   } else {
-    for (const w of long) if (w.length >= 8) rare++;
+    for (const w of long) if (isUncommonWord(w)) rare++;
   }
+  const misspellings = language === 'en' ? misspelled(text) : { spans: [], checked: 0 };
   const quotations: Span[] = [];
   for (const m of text.matchAll(/“([^“”\n]{4,300})”|"([^"\n]{4,300})"/g)) quotations.push({ start: m.index!, end: m.index! + m[0].length });
   let connectives = 0;
@@ -221,6 +244,8 @@ export function essayFeatures(text: string, language: Language): EssayFeatures {
     diversity: mattr(list),
     sophistication: long.length ? rare / long.length : 0,
     idioms: language === 'zh' ? idioms(text, list) : [],
+    misspellings: misspellings.spans.slice(0, 50),
+    misspelledShare: misspellings.checked ? misspellings.spans.length / misspellings.checked : 0,
     quotations,
     connectives,
     figures: similes + par.length,
@@ -246,6 +271,7 @@ export const FEATURE_NAMES = [
   'figuresPer1000',
   'punctuationPerSentence',
   'repetition',
+  'misspelledShare',
 ] as const;
 
 /** The features as numbers, lengths taken against the rubric's expectation. */
@@ -265,5 +291,6 @@ export function featureVector(f: EssayFeatures, rubric: Rubric): number[] {
     per(f.figures, 1000),
     f.punctuationIssues.length / Math.max(1, f.sentences),
     f.repetition,
+    f.misspelledShare,
   ];
 }

@@ -92,4 +92,29 @@ describe('offline grader', () => {
     const rich = generateEssay(21, 'zh', { targetChars: 1000 }).text;
     expect(offlineGrade(rich, rubric, 'zh').score).toBeGreaterThan(offlineGrade(plain, rubric, 'zh').score);
   });
+
+  it('checks English spelling against the dictionary, takes capitalized words inside a sentence for names, and marks each typo in the text', () => {
+    const text = 'I beleive that Zhang Wei is right. Becuase reading matters, we should read every day.\n\nIn conclusion, reading is important.';
+    const f = essayFeatures(text, 'en');
+    expect(f.misspellings.map((m) => m.text)).toEqual(['beleive', 'Becuase']);
+    expect(f.misspelledShare).toBeGreaterThan(0);
+    const g = offlineGrade(text, BUILTIN_RUBRICS[2], 'en');
+    const typos = g.annotations.filter((a) => a.category === 'typo');
+    expect(typos.map((a) => a.quote)).toEqual(['beleive', 'Becuase']);
+    for (const a of typos) expect(text.slice(a.start, a.end)).toBe(a.quote);
+    expect(g.improvements.join(' ')).toMatch(/beleive/);
+    // Misspelling words of a long enough essay costs mechanics points.
+    const essay = generateEssay(5, 'en', { targetWords: 300 }).text;
+    const words = [...new Set(essay.match(/\b[a-z]{6,}\b/g)!)].slice(0, 12);
+    const typoed = words.reduce((t, w) => t.split(w).join(w.slice(0, 2) + w[3] + w[2] + w.slice(4)), essay);
+    const mech = (x: string) => offlineGrade(x, BUILTIN_RUBRICS[2], 'en').dimensions.find((d) => d.key === 'mechanics')!.score;
+    expect(essayFeatures(typoed, 'en').misspellings.length).toBeGreaterThan(10);
+    expect(mech(essay)).toBeGreaterThan(mech(typoed));
+  });
+
+  it('counts uncommon English words by their frequency, not their length', () => {
+    const plain = essayFeatures('The children went to the school and they played with their friends in the afternoon.', 'en');
+    const rich = essayFeatures('The meticulous curator scrutinized the ephemeral exhibits with unwavering diligence.', 'en');
+    expect(rich.sophistication).toBeGreaterThan(plain.sophistication + 0.2);
+  });
 });

@@ -36,6 +36,8 @@ export function qualities(f: EssayFeatures, rubric: Rubric, language: Language):
     figures: clamp01(per(f.figures, 1000) / 5),
     punctuation: clamp01(1 - (f.punctuationIssues.length / Math.max(1, f.sentences)) * 2),
     repetition: clamp01(1 - f.repetition * 2.5),
+    // One word in ten misspelled is as bad as it gets; Chinese is not spell-checked (punctuation stands in).
+    spelling: language === 'en' ? clamp01(1 - f.misspelledShare * 10) : clamp01(1 - (f.punctuationIssues.length / Math.max(1, f.sentences)) * 2),
   };
 }
 
@@ -49,8 +51,8 @@ export function qualities(f: EssayFeatures, rubric: Rubric, language: Language):
 const WEIGHTS: Record<DimensionKind, Record<string, number>> = {
   content: { length: 0.45, sophistication: 0.35, repetition: 0.2 },
   organization: { paragraphs: 0.35, length: 0.3, variety: 0.2, repetition: 0.15 },
-  language: { sophistication: 0.45, diversity: 0.15, idioms: 0.15, variety: 0.15, punctuation: 0.1 },
-  mechanics: { punctuation: 0.6, repetition: 0.25, variety: 0.15 },
+  language: { sophistication: 0.4, diversity: 0.15, idioms: 0.1, variety: 0.15, punctuation: 0.1, spelling: 0.1 },
+  mechanics: { punctuation: 0.35, spelling: 0.35, repetition: 0.15, variety: 0.15 },
   development: { length: 0.4, sophistication: 0.35, idioms: 0.15, figures: 0.1 },
 };
 
@@ -85,6 +87,8 @@ const TEXT = {
     parallel: '运用了排比句式。',
     punct: '注意中文标点的规范使用。',
     repeat: '有重复的句子或词组，注意避免。',
+    spelling: (list: string[]) => `注意拼写：${list.join('、')}。`,
+    typo: '词典里没有这个词，请检查拼写',
     comment: (kind: DimensionKind) =>
       ({ content: '依据篇幅、用词与重复情况估算', organization: '依据分段、关联词与句式估算', language: '依据用词、成语与句式变化估算', mechanics: '依据标点与重复情况估算', development: '依据篇幅、用词、修辞与引用估算' })[kind],
     capped: '（篇幅远低于要求，此项有上限）',
@@ -107,8 +111,10 @@ const TEXT = {
     parallel: 'Uses parallel structure.',
     punct: 'Check punctuation and capitalization.',
     repeat: 'Some sentences or phrases are repeated.',
+    spelling: (list: string[]) => `Check the spelling of: ${list.join(', ')}.`,
+    typo: 'not in the dictionary: check the spelling',
     comment: (kind: DimensionKind) =>
-      ({ content: 'estimated from length, vocabulary and repetition', organization: 'estimated from paragraphs, connectives and sentence variety', language: 'estimated from vocabulary and sentence variety', mechanics: 'estimated from punctuation and repetition', development: 'estimated from length, vocabulary, figures of speech and quotations' })[kind],
+      ({ content: 'estimated from length, vocabulary and repetition', organization: 'estimated from paragraphs, connectives and sentence variety', language: 'estimated from vocabulary, spelling and sentence variety', mechanics: 'estimated from spelling, punctuation and repetition', development: 'estimated from length, vocabulary, figures of speech and quotations' })[kind],
     capped: ' (capped: far shorter than the task asks)',
     repeated: 'This sentence repeats an earlier one',
     idiom: 'idiom',
@@ -143,12 +149,14 @@ export function offlineGrade(text: string, rubric: Rubric, language: Language): 
   if (q.paragraphs < 0.8) improvements.push(t.fewParagraphs(f.paragraphs));
   if (f.punctuationIssues.length > 0) improvements.push(t.punct);
   if (f.repetition > 0.05) improvements.push(t.repeat);
+  if (f.misspellings.length > 0) improvements.push(t.spelling([...new Set(f.misspellings.map((m) => m.text))].slice(0, 8)));
   const at = (s: { start: number; end: number }) => ({ start: s.start, end: s.end, quote: text.slice(s.start, s.end) });
   const annotations: Annotation[] = [
     ...f.punctuationIssues.slice(0, 8).map((p) => ({ ...at(p), category: 'punctuation' as const, suggestion: '', explanation: p.note })),
     ...f.repeatedSentences.slice(0, 3).map((r) => ({ ...at(r), category: 'style' as const, suggestion: '', explanation: t.repeated })),
     ...f.idioms.slice(0, 5).map((i) => ({ ...at(i), category: 'highlight' as const, suggestion: '', explanation: t.idiom })),
     ...f.parallels.slice(0, 2).map((p) => ({ ...at(p), category: 'highlight' as const, suggestion: '', explanation: t.parallelNote })),
+    ...f.misspellings.slice(0, 10).map((m) => ({ ...at(m), category: 'typo' as const, suggestion: '', explanation: t.typo })),
   ].sort((a, b) => a.start - b.start || a.end - b.end);
   const sep = language === 'zh' ? '，' : ', ';
   return {

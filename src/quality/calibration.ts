@@ -5,6 +5,7 @@
  * than no calibration at all.
  */
 import { predictRidge } from '../grading/calibration-model';
+import { FEATURE_NAMES } from '../grading/offline-features';
 import type { IsotonicMap, RidgeModel } from '../grading/calibration-model';
 
 export { applyIsotonic, predictRidge } from '../grading/calibration-model';
@@ -75,12 +76,12 @@ export const RIDGE_LAMBDA = 10;
  * deviation matched on the fitting set): a regression's predictions huddle round the mean, which
  * kappa punishes.
  */
-export function fitOfflinePart(x: number[][], y: number[], lambda = RIDGE_LAMBDA): RidgeModel & { offset: number; factor: number } {
+export function fitOfflinePart(x: number[][], y: number[], lambda = RIDGE_LAMBDA): RidgeModel & { offset: number; factor: number; features: string[] } {
   const m = fitRidge(x, y, lambda);
   const [mf, sf] = meanSd(x.map((r) => predictRidge(m, r)));
   const [mt, st] = meanSd(y);
   const factor = sf > 1e-9 ? st / sf : 1;
-  return { ...m, factor, offset: mt - factor * mf };
+  return { ...m, factor, offset: mt - factor * mf, features: [...FEATURE_NAMES] };
 }
 
 function meanSd(xs: number[]): [number, number] {
