@@ -19,7 +19,7 @@ import { Catalog } from '../src/llm/catalog';
 import { costOf } from '../src/llm/pricing';
 import { ADAPTERS } from '../src/llm/providers';
 import { buildGradingPrompt, MAX_OUTPUT_TOKENS } from '../src/grading/prompts';
-import { builtinRubric } from '../src/grading/rubric';
+import { builtinRubric, maxScore } from '../src/grading/rubric';
 import { generateEssay, nearCopy, rng } from '../test/support/essays';
 import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, sleep, startFake, startService, runMain } from './lib/harness';
 
@@ -102,7 +102,8 @@ interface RunFigures {
   seconds: number;
 }
 
-async function runMonth(traffic: Submission[], scale: number, capCny: string, fakeUrl: string, label: string): Promise<RunFigures> {
+/** The built service on a database of its own, its providers the fake one, the case's tiers. */
+async function caseService(fakeUrl: string, label: string) {
   const dbName = `inkstone_bench_case_${label}`;
   const databaseUrl = await freshDatabase(dbName);
   const service = await startService({
@@ -119,6 +120,11 @@ async function runMonth(traffic: Submission[], scale: number, capCny: string, fa
   });
   const db = new Client({ connectionString: databaseUrl });
   await db.connect();
+  return { dbName, service, db };
+}
+
+async function runMonth(traffic: Submission[], scale: number, capCny: string, fakeUrl: string, label: string): Promise<RunFigures> {
+  const { dbName, service, db } = await caseService(fakeUrl, label);
   const t0 = Date.now();
   let peak = 0;
   try {
@@ -223,6 +229,67 @@ async function runMonth(traffic: Submission[], scale: number, capCny: string, fa
   }
 }
 
+/**
+ * What escalation costs (SPEC §9). At its default (`escalate: off`) nothing. Turned on as a school
+ * would (`deep`, the pass mark at 60% of the rubric's maximum), on the first days of the same
+ * traffic, each rubric's essays in an assignment: the share of standard grades found low-confidence
+ * and graded again on the deep tier, and what that adds to the cost of a grading.
+ */
+export async function escalationRun(traffic: Submission[], fakeUrl: string, days: number) {
+  const { dbName, service, db } = await caseService(fakeUrl, 'escalation');
+  try {
+    const tenant = await newTenant(service.url, '100000.00');
+    const key = tenant.teacherKey;
+    const assignments = new Map<string, string>();
+    for (const rubric of new Set(traffic.map((s) => s.rubric))) {
+      const max = maxScore(builtinRubric(rubric)!);
+      const a = await json<{ id: string }>(`${service.url}/v1/assignments`, {
+        key,
+        body: { title: rubric, prompt: '作文 / essay', rubric, escalate: 'deep', passMark: Math.round(max * 0.6 * 2) / 2 },
+      });
+      assignments.set(rubric, a.id);
+    }
+    const sent = traffic.filter((s) => s.day <= days && s.kind !== 'repeat');
+    for (const [rubric, id] of assignments) {
+      const mine = sent.filter((s) => s.rubric === rubric);
+      for (let i = 0; i < mine.length; i += 200) {
+        await json(`${service.url}/v1/essays/batch`, { key, body: { assignmentId: id, essays: mine.slice(i, i + 200).map((s) => ({ text: s.text, studentRef: `u${s.user}` })) } });
+      }
+    }
+    await drain(db);
+    const [c] = (
+      await db.query(`SELECT count(*)::int AS essays,
+                             count(*) FILTER (WHERE 'escalated' = ANY(flags))::int AS escalated,
+                             count(*) FILTER (WHERE 'low_confidence' = ANY(flags))::int AS flagged,
+                             count(*) FILTER (WHERE status = 'failed')::int AS failed
+                        FROM essays`)
+    ).rows;
+    const [cost] = (
+      await db.query(`SELECT coalesce(sum(cost_nanos) FILTER (WHERE purpose = 'grading'), 0)::text AS grading,
+                             coalesce(sum(cost_nanos) FILTER (WHERE purpose = 'escalation'), 0)::text AS escalation
+                        FROM llm_calls`)
+    ).rows;
+    const grading = BigInt(cost.grading);
+    const escalation = BigInt(cost.escalation);
+    const n = BigInt(Math.max(1, c.essays));
+    return {
+      days,
+      essays: c.essays,
+      failed: c.failed,
+      escalated: c.escalated,
+      escalatedShare: (c.escalated / Math.max(1, c.essays)).toFixed(4),
+      leftFlagged: c.flagged,
+      costPerGradingWithout: formatCny(grading / n),
+      escalationCostPerGrading: formatCny(escalation / n),
+      addsToGradingCost: grading > 0n ? (Number((escalation * 1_000_000n) / grading) / 1_000_000).toFixed(4) : null,
+    };
+  } finally {
+    await db.end();
+    await service.stop();
+    await dropDatabase(dbName);
+  }
+}
+
 /** Waits until the queue is empty (every essay and deep review of the day done). */
 async function drain(db: Client): Promise<void> {
   for (;;) {
@@ -302,6 +369,8 @@ export async function runCaseStudy() {
     const capB = formatCny(thousand < forty ? thousand : forty);
     await json(`${fake.url}/_fake/reset`, { body: {} });
     const b = await runMonth(traffic, scale, capB, fake.url, 'b');
+    await json(`${fake.url}/_fake/reset`, { body: {} });
+    const escalation = await escalationRun(traffic, fake.url, Number(process.env.CASE_STUDY_ESCALATION_DAYS ?? 3));
     const ours = parseCny(a.costPerGrading);
     const result = {
       scale,
@@ -329,6 +398,7 @@ export async function runCaseStudy() {
       overspend: b.overspend === '0.00' && a.overspend === '0.00' ? 0 : Number(parseCny(b.overspend) > parseCny(a.overspend) ? b.overspend : a.overspend),
       lostEssays: a.lostEssays + b.lostEssays,
       tightCap: b,
+      escalation,
       capNote:
         thousand < forty
           ? 'run B cap: 1,000 CNY a month, scaled'

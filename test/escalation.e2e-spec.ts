@@ -1,11 +1,9 @@
 import { parseCny } from '../src/common/money';
 import { gradingAnswer, malformedGrade } from './fake-provider/grading-responder';
-import { FakeProvider } from './fake-provider/fake-provider';
-import { startAppWithFake } from './support/app-with-fake';
+import { appWithFakeForSuite } from './support/app-with-fake';
 import { generateEssay } from './support/essays';
-import { bearer, Factory, TestTenant } from './support/factories';
+import { bearer, TestTenant } from './support/factories';
 import { waitForEssays } from './support/grading';
-import { TestApp } from './support/test-app';
 
 /**
  * Escalation (SPEC §9) through the HTTP API with the fake provider: a low-confidence standard grade
@@ -13,35 +11,23 @@ import { TestApp } from './support/test-app';
  * paid from the budget under its own ledger purpose; when the deep tier cannot, it is flagged.
  */
 describe('escalation of low-confidence grades (fake provider, real PostgreSQL)', () => {
-  let fake: FakeProvider;
-  let t: TestApp;
-  let f: Factory;
+  const app = appWithFakeForSuite({ WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '50' });
   let tenant: TestTenant;
   let teacher: string;
-
-  beforeAll(async () => {
-    ({ fake, t } = await startAppWithFake({ WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '50' }));
-    f = new Factory(t.app);
-  });
-  afterAll(async () => {
-    await t.close();
-    await fake.close();
-  });
   const asNewTenant = async () => {
-    tenant = await f.newTenant({ monthlyBudget: '100.00' });
-    teacher = (await f.newKey(tenant, 'teacher')).key;
+    ({ tenant, teacher } = await app.tenantWithTeacher());
   };
   beforeEach(async () => {
-    fake.setResponder(null);
+    app.fake.setResponder(null);
     await asNewTenant();
   });
 
   const assignment = async (body: Record<string, unknown>) =>
-    (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'T', prompt: '以“成长”为题', rubric: 'zh-gaokao-60', ...body }).expect(201)).body;
+    (await app.t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'T', prompt: '以“成长”为题', rubric: 'zh-gaokao-60', ...body }).expect(201)).body;
   const grade = async (assignmentId: string, text: string) =>
-    (await waitForEssays(t.app, teacher, [(await t.http.post('/v1/essays').set(bearer(teacher)).send({ assignmentId, text }).expect(202)).body.id]))[0];
+    (await waitForEssays(app.t.app, teacher, [(await app.t.http.post('/v1/essays').set(bearer(teacher)).send({ assignmentId, text }).expect(202)).body.id]))[0];
   const ledger = async () =>
-    (await t.dataSource.query(`SELECT purpose, tier, outcome, cost_nanos FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`, [tenant.tenantId])) as Array<{
+    (await app.t.dataSource.query(`SELECT purpose, tier, outcome, cost_nanos FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`, [tenant.tenantId])) as Array<{
       purpose: string;
       tier: string;
       outcome: string;
@@ -73,7 +59,7 @@ describe('escalation of low-confidence grades (fake provider, real PostgreSQL)',
 
   it('grades a repaired answer again on the deep tier under deep, paid as an escalation', async () => {
     let calls = 0;
-    fake.setResponder(({ messages }) => (++calls === 1 ? malformedGrade(messages, 'out_of_range') : gradingAnswer(messages)!));
+    app.fake.setResponder(({ messages }) => (++calls === 1 ? malformedGrade(messages, 'out_of_range') : gradingAnswer(messages)!));
     const a = await assignment({ escalate: 'deep' });
     const view = await grade(a.id, generateEssay(32, 'zh').text);
     expect(view.status).toBe('graded');
@@ -85,7 +71,7 @@ describe('escalation of low-confidence grades (fake provider, real PostgreSQL)',
     const total = rows.reduce((s, r) => s + BigInt(r.cost_nanos), 0n);
     expect(total).toBeGreaterThan(0n);
     // Everything paid is in the budget's spend; nothing is reserved once the essay is graded.
-    const budget = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
+    const budget = (await app.t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
     expect(parseCny(budget.spent)).toBe(total);
     expect(parseCny(budget.reserved)).toBe(0n);
   });
@@ -95,7 +81,7 @@ describe('escalation of low-confidence grades (fake provider, real PostgreSQL)',
     const score = (await grade((await assignment({})).id, text)).grade.score;
     await asNewTenant();
     // Enough for the standard grading, far too little for the premium model's worst case.
-    await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '0.01' }).expect(200);
+    await app.t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '0.01' }).expect(200);
     const view = await grade((await assignment({ escalate: 'deep', passMark: score })).id, text);
     expect(view.status).toBe('needs_review');
     expect(view.flags).toContain('low_confidence');
@@ -108,11 +94,11 @@ describe('escalation of low-confidence grades (fake provider, real PostgreSQL)',
   it('sets and clears escalate, passMark and expectedLength, within the rubric', async () => {
     const a = await assignment({ escalate: 'flag', passMark: 36, expectedLength: { min: 600, max: 900 } });
     expect(a).toMatchObject({ escalate: 'flag', passMark: 36, expectedLength: { min: 600, max: 900 } });
-    const cleared = (await t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ passMark: null, expectedLength: null }).expect(200)).body;
+    const cleared = (await app.t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ passMark: null, expectedLength: null }).expect(200)).body;
     expect(cleared).toMatchObject({ escalate: 'flag', passMark: null, expectedLength: null });
-    const bad = await t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ passMark: 61 }).expect(400);
+    const bad = await app.t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ passMark: 61 }).expect(400);
     expect(bad.body.error.details[0].field).toBe('passMark');
-    await t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ escalate: 'sometimes' }).expect(400);
-    await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'T', prompt: 'P', rubric: 'zh-gaokao-60', expectedLength: { min: 900, max: 600 } }).expect(400);
+    await app.t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ escalate: 'sometimes' }).expect(400);
+    await app.t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'T', prompt: 'P', rubric: 'zh-gaokao-60', expectedLength: { min: 900, max: 600 } }).expect(400);
   });
 });

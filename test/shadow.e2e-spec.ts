@@ -3,12 +3,10 @@ import { parseCny } from '../src/common/money';
 import { EssaysRepository } from '../src/grading/essays.repository';
 import { inShadowSample } from '../src/grading/grading.service';
 import { ShadowAlerts } from '../src/quality/shadow-alerts';
-import { FakeProvider } from './fake-provider/fake-provider';
-import { startAppWithFake } from './support/app-with-fake';
+import { appWithFakeForSuite } from './support/app-with-fake';
 import { generateEssay } from './support/essays';
-import { bearer, Factory, TestTenant } from './support/factories';
+import { bearer, TestTenant } from './support/factories';
 import { waitForEssays } from './support/grading';
-import { TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
 
 /**
@@ -18,56 +16,44 @@ import { waitFor } from './support/wait';
  * under the admin's threshold fires one alert per rubric and month.
  */
 describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
-  let fake: FakeProvider;
-  let t: TestApp;
-  let f: Factory;
+  const app = appWithFakeForSuite({ WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '50', ALLOW_PRIVATE_WEBHOOKS: 'true' });
   let tenant: TestTenant;
   let teacher: string;
-
-  beforeAll(async () => {
-    ({ fake, t } = await startAppWithFake({ WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '50', ALLOW_PRIVATE_WEBHOOKS: 'true' }));
-    f = new Factory(t.app);
-  });
-  afterAll(async () => {
-    await t.close();
-    await fake.close();
-  });
   beforeEach(async () => {
-    tenant = await f.newTenant({ monthlyBudget: '100.00' });
-    teacher = (await f.newKey(tenant, 'teacher')).key;
+    ({ tenant, teacher } = await app.tenantWithTeacher());
   });
 
   it('grades the sampled share on the deep tier in the background, under its own purpose, without touching the grade', async () => {
-    await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowRate: 0.2 }).expect(200);
+    await app.t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowRate: 0.2 }).expect(200);
     // Submit until the sample holds two essays and two are outside it (the sample is fixed by the essays' ids).
     const ids: string[] = [];
     for (let i = 0; i < 80 && (ids.filter((id) => inShadowSample(id, 0.2)).length < 2 || ids.filter((id) => !inShadowSample(id, 0.2)).length < 2); i++) {
-      ids.push((await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(500 + i, 'zh').text }).expect(202)).body.id);
+      ids.push((await app.t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(500 + i, 'zh').text }).expect(202)).body.id);
     }
     const sampled = ids.filter((id) => inShadowSample(id, 0.2));
     expect(sampled.length).toBeGreaterThanOrEqual(2);
-    const views = await waitForEssays(t.app, teacher, ids);
+    const views = await waitForEssays(app.t.app, teacher, ids);
     for (const v of views) {
       expect(v.status).toBe('graded');
       expect(v.grade.tier).toBe('standard');
       expect(v).not.toHaveProperty('shadowGrade');
     }
     await waitFor(async () => {
-      const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'shadow' AND status = 'done'`, [tenant.tenantId]);
+      const [{ n }] = await app.t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'shadow' AND status = 'done'`, [tenant.tenantId]);
       return n === sampled.length;
     }, 20_000);
-    const shadowed = await t.dataSource.query(`SELECT id FROM essays WHERE tenant_id = $1 AND shadow_grade IS NOT NULL ORDER BY id`, [tenant.tenantId]);
+    const shadowed = await app.t.dataSource.query(`SELECT id FROM essays WHERE tenant_id = $1 AND shadow_grade IS NOT NULL ORDER BY id`, [tenant.tenantId]);
     expect(shadowed.map((r: { id: string }) => r.id)).toEqual([...sampled].sort());
-    const calls = await t.dataSource.query(`SELECT essay_id, purpose, tier, outcome, cost_nanos FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    const calls = await app.t.dataSource.query(`SELECT essay_id, purpose, tier, outcome, cost_nanos FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
     const shadowCalls = calls.filter((c: { purpose: string }) => c.purpose === 'shadow');
     expect(shadowCalls.map((c: { essay_id: string }) => c.essay_id).sort()).toEqual([...sampled].sort());
     for (const c of shadowCalls) expect(c.tier).toBe('deep');
     // The grades shown did not change; everything paid is in the budget.
-    for (const v of await waitForEssays(t.app, teacher, ids)) expect(v.grade).toEqual(views.find((w) => w.id === v.id).grade);
-    const budget = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
+    for (const v of await waitForEssays(app.t.app, teacher, ids)) expect(v.grade).toEqual(views.find((w) => w.id === v.id).grade);
+    const budget = (await app.t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
     expect(parseCny(budget.spent)).toBe(calls.reduce((s: bigint, c: { cost_nanos: string }) => s + BigInt(c.cost_nanos), 0n));
     // /v1/quality compares the standard grades with the deep ones.
-    const q = (await t.http.get('/v1/quality').set(bearer(tenant.adminKey)).expect(200)).body;
+    const q = (await app.t.http.get('/v1/quality').set(bearer(tenant.adminKey)).expect(200)).body;
     expect(q.groups).toEqual([]);
     expect(q.shadow).toHaveLength(1);
     expect(q.shadow[0]).toMatchObject({ group: 'zh-gaokao-60', n: sampled.length });
@@ -75,20 +61,20 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
 
   it('shadows nothing at rate 0 (the default)', async () => {
     const ids = [];
-    for (let i = 0; i < 6; i++) ids.push((await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(600 + i, 'zh').text }).expect(202)).body.id);
-    await waitForEssays(t.app, teacher, ids);
-    const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'shadow'`, [tenant.tenantId]);
+    for (let i = 0; i < 6; i++) ids.push((await app.t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(600 + i, 'zh').text }).expect(202)).body.id);
+    await waitForEssays(app.t.app, teacher, ids);
+    const [{ n }] = await app.t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'shadow'`, [tenant.tenantId]);
     expect(n).toBe(0);
   });
 
   it('fires one alert per rubric and month when the agreement falls under the threshold, with at least 20 shadow gradings', async () => {
     const received: string[] = [];
-    await t.http
+    await app.t.http
       .put('/v1/budget')
       .set(bearer(tenant.adminKey))
       .send({ monthlyCap: '100.00', alertWebhookUrl: 'http://127.0.0.1:9/alerts', alertWebhookSecret: 'alert-secret-0123456789' })
       .expect(200);
-    await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowAlertQwk: 0.5 }).expect(200);
+    await app.t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowAlertQwk: 0.5 }).expect(200);
     // Shadow gradings that disagree: the deep tier gives the opposite of the standard grade.
     const seed = async (n: number) => {
       for (let i = 0; i < n; i++) {
@@ -104,22 +90,22 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
           ],
         });
         const id = randomUUID();
-        await t.dataSource.query(
+        await app.t.dataSource.query(
           `INSERT INTO essays (tenant_id, id, rubric_key, rubric_version, language, tier, text, status, grade, model_grade)
            VALUES ($1, $2, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'graded', $3, $3)`,
           [tenant.tenantId, id, JSON.stringify(grade(std))],
         );
         // Stored as a shadow job stores it (the agreement cells counted with it).
-        await t.app.get(EssaysRepository).storeShadowGrade(t.dataSource.manager, tenant.tenantId, id, grade(80 - std) as never);
+        await app.t.app.get(EssaysRepository).storeShadowGrade(app.t.dataSource.manager, tenant.tenantId, id, grade(80 - std) as never);
       }
     };
-    const alerts = t.app.get(ShadowAlerts);
+    const alerts = app.t.app.get(ShadowAlerts);
     await seed(19);
     expect(await alerts.check(tenant.tenantId)).toEqual([]); // 19: too few to judge
     await seed(1);
     expect(await alerts.check(tenant.tenantId)).toEqual(['zh-gaokao-60@1']);
     await alerts.check(tenant.tenantId);
-    const queued = await t.dataSource.query(`SELECT body FROM outbound_webhooks WHERE tenant_id = $1`, [tenant.tenantId]);
+    const queued = await app.t.dataSource.query(`SELECT body FROM outbound_webhooks WHERE tenant_id = $1`, [tenant.tenantId]);
     received.push(...queued.map((r: { body: string }) => r.body));
     expect(received).toHaveLength(1);
     const event = JSON.parse(received[0]);
@@ -127,7 +113,7 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
     expect(event.data).toMatchObject({ rubric: 'zh-gaokao-60@1', n: 20, threshold: 0.5 });
     expect(event.data.qwk).toBeLessThan(0);
     // No threshold, no alert.
-    await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowAlertQwk: null }).expect(200);
+    await app.t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowAlertQwk: null }).expect(200);
     expect(await alerts.check(tenant.tenantId)).toEqual([]);
   });
 });

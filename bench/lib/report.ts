@@ -66,7 +66,7 @@ By part: standard gradings at ${pct(cs.standardGradingRatioVsNaive)} of naive, d
 overspend **${b.overspend}**, budget peak ${b.budgetPeakUtilization}; ${b.gradings.offline} essays graded by the
 offline grader after exhaustion; of ${b.deepReviews.ordered} deep reviews ordered, ${b.deepReviews.refusedAtOrder} refused at
 ordering (402) and ${b.deepReviews.refunded} refunded, ${b.deepReviews.delivered} delivered; lost essays **${b.lostEssays}**; ledger = spend: ${b.ledgerEqualsSpend}.
-${movedSincePrevious(r)}
+${cs.escalation ? renderEscalation(cs.escalation) : ''}${movedSincePrevious(r)}
 ## Submissions accepted per second (\`npm run bench:submissions\`)
 
 API-only service (\`WORKERS_ENABLED=false\`), autocannon, ${r.submissions.single.durationS} s per case; every accepted essay is
@@ -160,4 +160,18 @@ function speedRows(r: any, row: (what: string, before: string | number, after: s
   add('gateway, no cache (per s, p50)', p.gateway && `${p.gateway.throughInkstone.perSecond} / ${p.gateway.throughInkstone.p50Ms} ms`, r.gateway && `${r.gateway.throughInkstone.perSecond} / ${r.gateway.throughInkstone.p50Ms} ms`);
   add('gateway, cache hits (per s)', p.gateway?.cacheHit.perSecond, r.gateway?.cacheHit.perSecond);
   return rows.join('\n');
+}
+
+/** What escalation costs, from the case study's escalation run. */
+function renderEscalation(e: any): string {
+  const pct = (x: string | null) => (x === null ? '—' : `${(Number(x) * 100).toFixed(1)}%`);
+  return `
+**Escalation** (SPEC §9): at its default (\`escalate: off\`) it costs nothing. Turned on as \`deep\` with the
+pass mark at 60% of each rubric's maximum, on the first ${e.days} days of the same traffic (${e.essays} essays, exact
+repeats left out, each rubric's essays in an assignment): ${e.escalated} standard grades (${pct(e.escalatedShare)}) were
+low-confidence — within one step of the pass mark, repaired, or flagged — and graded again on the deep
+tier; ${e.leftFlagged} were left flagged for review. That adds ${e.escalationCostPerGrading} CNY to the
+${e.costPerGradingWithout} CNY of a standard grading: **${pct(e.addsToGradingCost)}** more, because one deep grading
+costs as much as many standard ones.
+`;
 }

@@ -14,6 +14,7 @@ import { agreement, Agreement, tabulate } from './agreement';
 import { crossValidated, fitIsotonic, fitOfflinePart } from './calibration';
 import { QualityError } from './quality-errors';
 import { LabelRow, QualityRepository } from './quality.repository';
+import { totalScale } from './quality.service';
 
 /** A calibration is fitted from at least this many overridden essays of its source. */
 export const MIN_LABELS = 20;
@@ -111,7 +112,7 @@ export class CalibrationService {
       isotonic: model.length >= MIN_LABELS ? fitIsotonic(model.map((l) => ({ x: l.raw, y: l.teacher }))) : null,
       ridge: offline.length >= MIN_LABELS ? ridgeFor(offline) : null,
     };
-    const before = agreement(tabulate(used.map((l) => [l.raw, l.teacher])), scaleOf(rubric));
+    const before = agreement(tabulate(used.map((l) => [l.raw, l.teacher])), totalScale(rubric));
     const predicted = [
       ...(fitted.isotonic ? crossValidated(model, FOLDS, (train, test) => test.map((l) => calibratedTotal({ ...fitted, isotonic: fitIsotonic(train.map((t) => ({ x: t.raw, y: t.teacher }))) }, { score: l.raw, source: 'model' }, () => [])!)) : []),
       ...(fitted.ridge ? crossValidated(offline, FOLDS, (train, test) => test.map((l) => calibratedTotal({ ...fitted, ridge: ridgeFor(train) }, { score: l.raw, source: 'offline' }, () => l.features!)!)) : []),
@@ -120,7 +121,7 @@ export class CalibrationService {
     const top = maxScore(rubric);
     const after = agreement(
       tabulate(used.map((l, i) => [Math.max(0, Math.min(top, Math.round(predicted[i] / step) * step)), l.teacher])),
-      scaleOf(rubric),
+      totalScale(rubric),
     );
     const better = after.qwk !== null && (before.qwk === null || after.qwk >= before.qwk);
     const method = [fitted.isotonic ? 'isotonic' : null, fitted.ridge ? 'ridge' : null].filter(Boolean).join('+');
@@ -186,10 +187,6 @@ export class CalibrationService {
     }
     return out;
   }
-}
-
-function scaleOf(rubric: Rubric) {
-  return { step: totalStep(rubric), max: maxScore(rubric) };
 }
 
 const ridgeFor = (labels: Label[]) => fitOfflinePart(labels.map((l) => l.features!), labels.map((l) => l.teacher));

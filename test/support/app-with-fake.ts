@@ -1,5 +1,5 @@
 import { FakeProvider, startFakeProvider } from '../fake-provider/fake-provider';
-import { Factory } from './factories';
+import { Factory, TestTenant } from './factories';
 import { providerEnv } from './providers';
 import { createTestApp, TestApp } from './test-app';
 
@@ -34,4 +34,24 @@ export async function startAppWithFake(env: Record<string, string> = {}, opts: {
     await fake.close();
     throw err;
   }
+}
+
+/**
+ * The app with the fake provider for a whole test file: started before its tests, closed after
+ * them. Its fields are there once the tests run; `tenantWithTeacher` makes a tenant and a teacher key.
+ */
+export function appWithFakeForSuite(env: Record<string, string> = {}): AppWithFake & { tenantWithTeacher(monthlyBudget?: string): Promise<{ tenant: TestTenant; teacher: string }> } {
+  const suite = {
+    async tenantWithTeacher(monthlyBudget = '100.00') {
+      const tenant = await suite.f.newTenant({ monthlyBudget });
+      return { tenant, teacher: (await suite.f.newKey(tenant, 'teacher')).key };
+    },
+  } as AppWithFake & { tenantWithTeacher(monthlyBudget?: string): Promise<{ tenant: TestTenant; teacher: string }> };
+  beforeAll(async () => {
+    Object.assign(suite, await startAppWithFake(env));
+  });
+  afterAll(async () => {
+    await suite.close?.();
+  });
+  return suite;
 }
