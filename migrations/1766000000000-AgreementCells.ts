@@ -2,7 +2,8 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
 
 /**
  * Agreement, kept incrementally (SPEC §9): how many essays the grader scored `a` and a teacher (or
- * the deep tier's shadow grading) scored `b`, by tenant, submission day, assignment, rubric, the
+ * the deep tier's shadow grading) scored `b`, by tenant, submission day (in the tenant's time
+ * zone), assignment, rubric, the
  * grader's tier, model and source, and dimension ('' for the total). An override adds one to its
  * cell (and takes one from the cell of the override it replaces); a shadow grading adds one. An
  * essay without an assignment counts under the nil uuid. So
@@ -46,26 +47,28 @@ export class AgreementCells1766000000000 implements MigrationInterface {
 export async function backfillAgreementCells(q: { query(sql: string, params?: unknown[]): Promise<unknown> }, tenantIds?: string[]): Promise<void> {
   const only = tenantIds ? `AND e.tenant_id = ANY($1::uuid[])` : '';
   const params = tenantIds ? [tenantIds] : [];
-  for (const [against, other, which] of [
-    ['teacher', 'e.grade', `e.grade->>'source' = 'teacher'`],
-    ['shadow', 'e.shadow_grade', 'e.shadow_grade IS NOT NULL'],
+  // A teacher's grade counts only the dimensions the teacher scored (labelledDimensions).
+  for (const [against, other, which, dims] of [
+    ['teacher', 'e.grade', `e.grade->>'source' = 'teacher'`, `AND coalesce(e.grade->'labelledDimensions', '[]'::jsonb) ? (md->>'key')`],
+    ['shadow', 'e.shadow_grade', 'e.shadow_grade IS NOT NULL', ''],
   ]) {
-    const keys = `e.tenant_id, '${against}', (e.created_at AT TIME ZONE 'UTC')::date, coalesce(e.assignment_id, '00000000-0000-0000-0000-000000000000'),
+    const keys = `e.tenant_id, '${against}', (e.created_at AT TIME ZONE t.timezone)::date, coalesce(e.assignment_id, '00000000-0000-0000-0000-000000000000'),
                   e.rubric_key, e.rubric_version, coalesce(e.model_grade->>'tier', e.tier),
                   coalesce(nullif(concat_ws(':', e.model_grade->>'provider', e.model_grade->>'model'), ''), 'offline'),
                   coalesce(e.model_grade->>'source', 'model')`;
     await q.query(`
       INSERT INTO agreement_cells (tenant_id, against, day, assignment_id, rubric_key, rubric_version, tier, model, source, dimension, a, b, n)
       SELECT ${keys}, '', (e.model_grade->>'score')::numeric, (${other}->>'score')::numeric, count(*)
-        FROM essays e WHERE e.model_grade IS NOT NULL AND ${which} ${only}
+        FROM essays e JOIN tenants t ON t.id = e.tenant_id WHERE e.model_grade IS NOT NULL AND ${which} ${only}
        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12`, params);
     await q.query(`
       INSERT INTO agreement_cells (tenant_id, against, day, assignment_id, rubric_key, rubric_version, tier, model, source, dimension, a, b, n)
       SELECT ${keys}, md->>'key', (md->>'score')::numeric, (td->>'score')::numeric, count(*)
         FROM essays e
+        JOIN tenants t ON t.id = e.tenant_id
         CROSS JOIN LATERAL jsonb_array_elements(e.model_grade->'dimensions') md
         JOIN LATERAL jsonb_array_elements(${other}->'dimensions') td ON td->>'key' = md->>'key'
-       WHERE e.model_grade IS NOT NULL AND ${which} ${only}
+       WHERE e.model_grade IS NOT NULL AND ${which} ${dims} ${only}
        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12`, params);
   }
 }

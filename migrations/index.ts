@@ -14,6 +14,7 @@ import { Calibrations1765700000000 } from './1765700000000-Calibrations';
 import { AssignmentQuality1765800000000 } from './1765800000000-AssignmentQuality';
 import { ShadowGrading1765900000000 } from './1765900000000-ShadowGrading';
 import { AgreementCells1766000000000 } from './1766000000000-AgreementCells';
+import { QualitySignals1766100000000 } from './1766100000000-QualitySignals';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -37,4 +38,5 @@ export const MIGRATIONS = [
   AssignmentQuality1765800000000,
   ShadowGrading1765900000000,
   AgreementCells1766000000000,
+  QualitySignals1766100000000,
 ];

@@ -162,7 +162,8 @@ export async function evaluateQuality(o: EvalOptions): Promise<EvalReport> {
   const started = Date.now();
   const a = await api.call<{ id: string; maxScore?: number }>('POST', '/v1/assignments', {
     title: `quality evaluation ${new Date().toISOString().slice(0, 16)}`,
-    prompt: rows[0].title ? `题目：${rows[0].title}` : 'An evaluation set of human-scored essays',
+    // Each essay is graded against its own title (sent with it), not one task for all.
+    prompt: '按每篇作文的题目写作 / Write on the title given with each essay',
     rubric: o.rubric,
   });
   log(`assignment ${a.id}: submitting ${rows.length} essays`);

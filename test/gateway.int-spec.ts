@@ -130,6 +130,22 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await booksBalanced();
     });
 
+    it('says when an answer came from its repair, and a cache hit of it says so too', async () => {
+      fake.enqueue('deepseek', [{ kind: 'ok', content: 'not json' }, { kind: 'ok', content: '{"ok":true}' }]);
+      const request = {
+        cache: { key: 'k-repaired', lookup: true, store: true },
+        validate: (c: string) => (c.startsWith('{') ? { ok: true as const, value: c } : { ok: false as const, problem: 'not JSON' }),
+        repair: () => [{ role: 'user' as const, content: 'answer in JSON' }],
+      };
+      const first = await ask('repair me', request);
+      expect(first).toMatchObject({ content: '{"ok":true}', repaired: true, cache: 'miss' });
+      const hit = await ask('repair me', request);
+      expect(hit).toMatchObject({ cache: 'hit', repaired: true });
+      fake.enqueue('deepseek', { kind: 'ok', content: '{"clean":true}' });
+      expect(await ask('clean', { ...request, cache: { key: 'k-clean', lookup: true, store: true } })).toMatchObject({ repaired: false });
+      await booksBalanced();
+    });
+
     it('answers a request for a retired model with its replacement, and never calls the provider', async () => {
       const err = await ask('hi', { target: { model: 'qwen-turbo' } }).catch((e) => e);
       expect(err).toBeInstanceOf(GatewayError);

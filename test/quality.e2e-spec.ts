@@ -65,13 +65,14 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     else expect(a.qwk).toBeCloseTo(qwk, 4);
   });
 
-  it('reports every dimension of the rubric, with the dimension a teacher changed disagreeing', async () => {
+  it('reports every dimension of the rubric, counting only the dimensions a teacher scored', async () => {
     const a = (await t.http.get(`/v1/assignments/${assignmentId}/agreement`).set(bearer(teacher)).expect(200)).body;
     expect(a.byDimension.map((d: { key: string }) => d.key)).toEqual(['content', 'expression', 'development']);
-    for (const d of a.byDimension) expect(d.n).toBe(5);
-    // Totals overridden directly leave the dimensions as the grader gave them: only essay 4's first dimension differs.
-    expect(a.byDimension[0].exact).toBeCloseTo(4 / 5, 4);
-    expect(a.byDimension[1].exact).toBe(1);
+    // Four overrides set only the total: they say nothing of the dimensions. One set the first
+    // dimension, one point away from the grader's.
+    expect(a.byDimension[0]).toMatchObject({ key: 'content', n: 1, exact: 0 });
+    expect(a.byDimension[1]).toMatchObject({ key: 'expression', n: 0, qwk: null });
+    expect(a.byDimension[2]).toMatchObject({ key: 'development', n: 0, qwk: null });
   });
 
   it('groups the tenant\'s labels by source, tier, model and rubric, and filters by date', async () => {
@@ -92,6 +93,10 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     const bad = await t.http.get('/v1/quality?groupBy=student').set(bearer(teacher)).expect(400);
     expect(bad.body.error.code).toBe('VALIDATION_FAILED');
     await t.http.get('/v1/quality?from=yesterday').set(bearer(teacher)).expect(400);
+    // Agreement is kept by day: a time of day would be cut silently, so it is refused.
+    const timed = await t.http.get('/v1/quality?from=2026-03-01T08:00:00%2B08:00').set(bearer(teacher)).expect(400);
+    expect(timed.body.error.details[0]).toMatchObject({ field: 'from' });
+    await t.http.get('/v1/quality?to=2026-02-30').set(bearer(teacher)).expect(400);
     const other = await f.newTenant();
     const otherTeacher = (await f.newKey(other, 'teacher')).key;
     const nf = await t.http.get(`/v1/assignments/${assignmentId}/agreement`).set(bearer(otherTeacher)).expect(404);

@@ -104,7 +104,10 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
     expect(await alerts.check(tenant.tenantId)).toEqual([]); // 19: too few to judge
     await seed(1);
     expect(await alerts.check(tenant.tenantId)).toEqual(['zh-gaokao-60@1']);
-    await alerts.check(tenant.tenantId);
+    // Once per rubric and month: checking again (as another instance would) fires nothing.
+    expect(await alerts.check(tenant.tenantId)).toEqual([]);
+    const [{ n: recorded }] = await app.t.dataSource.query(`SELECT count(*)::int AS n FROM quality_alerts WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(recorded).toBe(1);
     const queued = await app.t.dataSource.query(`SELECT body FROM outbound_webhooks WHERE tenant_id = $1`, [tenant.tenantId]);
     received.push(...queued.map((r: { body: string }) => r.body));
     expect(received).toHaveLength(1);
@@ -115,5 +118,24 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
     // No threshold, no alert.
     await app.t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowAlertQwk: null }).expect(200);
     expect(await alerts.check(tenant.tenantId)).toEqual([]);
+  });
+
+  it('moves a shadow pair with the grader\'s grade when a regrade changes it (the cells stay what the essays say)', async () => {
+    const repo = app.t.app.get(EssaysRepository);
+    const g = (score: number) =>
+      ({ score, source: 'model', tier: 'standard', dimensions: [{ key: 'content', score: 10, max: 20 }], flags: [] }) as never;
+    const id = randomUUID();
+    await app.t.dataSource.query(
+      `INSERT INTO essays (tenant_id, id, rubric_key, rubric_version, language, tier, text, status, grade, model_grade)
+       VALUES ($1, $2, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'graded', $3, $3)`,
+      [tenant.tenantId, id, JSON.stringify(g(40))],
+    );
+    await repo.storeShadowGrade(app.t.dataSource.manager, tenant.tenantId, id, g(35));
+    expect(await repo.replaceGrade(tenant.tenantId, id, g(36))).toBe(true);
+    const cells = await app.t.dataSource.query(
+      `SELECT a::text, b::text, n FROM agreement_cells WHERE tenant_id = $1 AND against = 'shadow' AND dimension = '' AND n <> 0`,
+      [tenant.tenantId],
+    );
+    expect(cells).toEqual([{ a: '36.00', b: '35.00', n: 1 }]);
   });
 });

@@ -59,17 +59,26 @@ export class AlertsRepository {
     );
   }
 
-  /** Queues an alert webhook unless one with this event id was queued already (an alert that fires once). */
-  async queueOnce(tenantId: string, eventId: string, body: string): Promise<void> {
-    await tenantQuery(
+  /**
+   * Records a shadow-agreement alert and queues its webhook, in one statement, unless it fired
+   * already this month for this rubric (on this instance or another); whether it fired now.
+   */
+  async fireShadowAlert(tenantId: string, a: { period: string; rubric: string; qwk: number; n: number; threshold: number; eventId: string; body: string }): Promise<boolean> {
+    const [r] = await tenantQuery<{ fired: number }>(
       this.ds.manager,
       tenantId,
-      `INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
-       SELECT $1, $2, $3, alert_webhook_url, $4, 'pending' FROM tenants
-        WHERE id = $1 AND alert_webhook_url IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM outbound_webhooks w WHERE w.tenant_id = $1 AND w.event_id = $3)`,
-      [randomUUID(), eventId, body],
+      `WITH fired AS (
+         INSERT INTO quality_alerts (tenant_id, period, rubric, qwk, n, threshold) VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT DO NOTHING RETURNING tenant_id),
+       queued AS (
+         INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
+         SELECT $1, $7, $8, alert_webhook_url, $9, 'pending' FROM tenants
+          WHERE id = $1 AND alert_webhook_url IS NOT NULL AND EXISTS (SELECT 1 FROM fired)
+         RETURNING id)
+       SELECT (SELECT count(*) FROM fired)::int AS fired`,
+      [a.period, a.rubric, a.qwk, a.n, a.threshold, randomUUID(), a.eventId, a.body],
     );
+    return !!r?.fired;
   }
 
   /**

@@ -67,15 +67,17 @@ export class AlertsService {
    * accepts (SPEC §9): logged, counted, and sent to the alert webhook as
    * `quality.shadow_agreement_low`, once per rubric and month.
    */
-  async onShadowAgreementLow(tenantId: string, data: { period: string; rubric: string; n: number; qwk: number; threshold: number }): Promise<void> {
+  async onShadowAgreementLow(tenantId: string, data: { period: string; rubric: string; n: number; qwk: number; threshold: number }): Promise<boolean> {
     const key = `shadow:${tenantId}:${data.period}:${data.rubric}`;
-    if (this.fired.get(key)) return;
-    this.fired.set(key, true);
-    this.qualityAlertsTotal.inc({ tenant: tenantId });
-    this.logger.warn({ msg: 'shadow agreement under the threshold', tenantId, ...data });
+    if (this.fired.get(key)) return false;
     const eventId = `shadow_low_${data.period}_${data.rubric}`;
     const body = JSON.stringify({ id: eventId, type: 'quality.shadow_agreement_low', data: { tenantId, ...data }, createdAt: new Date().toISOString() });
-    await this.alerts.queueOnce(tenantId, eventId, body);
+    const fired = await this.alerts.fireShadowAlert(tenantId, { ...data, eventId, body });
+    this.fired.set(key, true);
+    if (!fired) return false; // fired already (here or on another instance)
+    this.qualityAlertsTotal.inc({ tenant: tenantId });
+    this.logger.warn({ msg: 'shadow agreement under the threshold', tenantId, ...data });
+    return true;
   }
 
   private async fire(tenantId: string, period: string, threshold: string, ratio: number): Promise<void> {

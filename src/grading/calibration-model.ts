@@ -12,9 +12,9 @@ import { isOnStep, Language, maxScore, Rubric, totalScore, totalStep } from './r
  * `calibration: {version, rawScore, rawDimensions}`, so the uncalibrated grade is never lost.
  */
 
-/** A monotone non-decreasing step map, from the points (x, y) it was fitted on. */
+/** A monotone non-decreasing map: knots at both ends of each fitted block, linear between them. */
 export interface IsotonicMap {
-  /** the fitted blocks' upper x bounds and their values, ascending */
+  /** the knots' x, ascending (a block from lo to hi has a knot at each) */
   xs: number[];
   ys: number[];
 }
@@ -71,7 +71,13 @@ export function calibratedTotal(model: CalibrationModel, raw: { score: number; s
     const r = model.ridge;
     // The features the model was fitted on, by name: a grader that measures more still fits it.
     const all = features();
-    const x = r.features ? r.features.map((n) => all[(FEATURE_NAMES as readonly string[]).indexOf(n)] ?? 0) : all.slice(0, r.weights.length);
+    // A feature the grader no longer measures takes its mean: it moves the prediction by nothing.
+    const x = r.features
+      ? r.features.map((n, j) => {
+          const i = (FEATURE_NAMES as readonly string[]).indexOf(n);
+          return i >= 0 ? all[i] : r.means[j];
+        })
+      : all.slice(0, r.weights.length);
     return r.offset + r.factor * predictRidge(r, x);
   }
   return model.isotonic ? applyIsotonic(model.isotonic, raw.score) : null;

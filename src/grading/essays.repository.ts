@@ -149,11 +149,12 @@ export class EssaysRepository {
 
   /** The deep tier's shadow grade, kept beside the essay: compared with its grade, never shown as it. */
   async storeShadowGrade(tx: EntityManager, tenantId: string, essayId: string, grade: StoredGrade): Promise<void> {
-    const rows = await tenantQuery(tx, tenantId, `UPDATE essays SET shadow_grade = $3 WHERE tenant_id = $1 AND id = $2 AND shadow_grade IS NULL RETURNING id`, [
+    const rows = await tenantQuery(tx, tenantId, `UPDATE essays SET shadow_grade = $3 WHERE tenant_id = $1 AND id = $2 AND shadow_grade IS NULL RETURNING model_grade`, [
       essayId,
       JSON.stringify(grade),
     ]);
-    if (rows.length) await this.countAgreement(tx, tenantId, essayId, 'shadow', grade, null);
+    const [row] = rows as Array<{ model_grade: StoredGrade | null }>;
+    if (row?.model_grade) await this.countAgreement(tx, tenantId, essayId, 'shadow', [{ grader: row.model_grade, other: grade, n: 1 }]);
   }
 
   /** Back to the queue: the grading will be tried again (a retry, or a stopping worker). */
@@ -192,14 +193,25 @@ export class EssaysRepository {
    * when the essay is not graded or a teacher overrode it meanwhile.
    */
   async replaceGrade(tenantId: string, essayId: string, grade: StoredGrade): Promise<boolean> {
-    const rows = await tenantQuery(
-      this.ds.manager,
-      tenantId,
-      `UPDATE essays SET grade = $3, model_grade = $3, updated_at = now()
-        WHERE tenant_id = $1 AND id = $2 AND status IN ('graded', 'needs_review') AND grade->>'source' <> 'teacher' RETURNING id`,
-      [essayId, JSON.stringify(grade)],
-    );
-    return rows.length === 1;
+    return this.ds.transaction(async (tx) => {
+      const [old] = await tenantQuery<{ model_grade: StoredGrade | null; shadow_grade: StoredGrade | null }>(
+        tx,
+        tenantId,
+        `SELECT model_grade, shadow_grade FROM essays
+          WHERE tenant_id = $1 AND id = $2 AND status IN ('graded', 'needs_review') AND grade->>'source' <> 'teacher' FOR UPDATE`,
+        [essayId],
+      );
+      if (!old) return false;
+      await tenantQuery(tx, tenantId, `UPDATE essays SET grade = $3, model_grade = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [essayId, JSON.stringify(grade)]);
+      // A shadow pair compares the grader's grade: it moves with it.
+      if (old.shadow_grade && old.model_grade) {
+        await this.countAgreement(tx, tenantId, essayId, 'shadow', [
+          { grader: old.model_grade, other: old.shadow_grade, n: -1 },
+          { grader: grade, other: old.shadow_grade, n: 1 },
+        ]);
+      }
+      return true;
+    });
   }
 
   /** A paid deep review, kept beside the standard grade (the status does not change). */
@@ -236,49 +248,61 @@ export class EssaysRepository {
       `INSERT INTO grade_overrides (tenant_id, id, essay_id, api_key_id, changes, before, after) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
       [randomUUID(), essayId, byKey, JSON.stringify(changes), JSON.stringify(before), JSON.stringify(after)],
     );
-    await this.countAgreement(tx, tenantId, essayId, 'teacher', after, before.source === 'teacher' ? before : null);
+    const [{ model_grade: grader }] = await tenantQuery<{ model_grade: StoredGrade | null }>(tx, tenantId, `SELECT model_grade FROM essays WHERE tenant_id = $1 AND id = $2`, [essayId]);
+    if (grader) {
+      await this.countAgreement(tx, tenantId, essayId, 'teacher', [
+        { grader, other: after, n: 1 },
+        ...(before.source === 'teacher' ? [{ grader, other: before, n: -1 as const }] : []),
+      ]);
+    }
     return true;
   }
 
   /**
-   * Adds the pair (the grader's grade, `grade`) to the essay's agreement cells, for the total and each
-   * dimension, and takes away the pair of `replaced` (an earlier override). Nothing for an essay
-   * without the grader's grade.
+   * Counts pairs into the essay's agreement cells (a grader's grade against a teacher's, or
+   * against the deep tier's shadow grade), for the total and each dimension, each with +1 or −1
+   * (an override replaces an earlier one; a regrade moves the grader's side of a shadow pair).
+   * A teacher's pair counts only the dimensions the teacher scored. The cells are keyed by the
+   * essay's submission day in the tenant's time zone, its assignment, rubric, and the grader's
+   * tier, model and source (read from the essay as it now is).
    */
-  private async countAgreement(tx: EntityManager, tenantId: string, essayId: string, against: 'teacher' | 'shadow', grade: StoredGrade, replaced: StoredGrade | null): Promise<void> {
-    const [row] = await tenantQuery<{ model_grade: StoredGrade | null }>(tx, tenantId, `SELECT model_grade FROM essays WHERE tenant_id = $1 AND id = $2`, [essayId]);
-    const grader = row?.model_grade;
-    if (!grader) return;
+  private async countAgreement(
+    tx: EntityManager,
+    tenantId: string,
+    essayId: string,
+    against: 'teacher' | 'shadow',
+    changes: Array<{ grader: StoredGrade; other: StoredGrade; n: 1 | -1 }>,
+  ): Promise<void> {
     const deltas = new Map<string, { dimension: string; a: number; b: number; n: number }>();
-    const add = (g: StoredGrade, n: number) => {
-      const pairs: Array<[string, number, number]> = [['', grader.score, g.score]];
-      for (const d of grader.dimensions) {
-        const other = g.dimensions.find((x) => x.key === d.key);
-        if (other) pairs.push([d.key, d.score, other.score]);
-      }
-      for (const [dimension, a, b] of pairs) {
-        const k = `${dimension}|${a}|${b}`;
-        const cell = deltas.get(k) ?? { dimension, a, b, n: 0 };
-        cell.n += n;
-        deltas.set(k, cell);
-      }
+    const add = (dimension: string, a: number, b: number, n: number) => {
+      const k = `${dimension}|${a}|${b}`;
+      const cell = deltas.get(k) ?? { dimension, a, b, n: 0 };
+      cell.n += n;
+      deltas.set(k, cell);
     };
-    add(grade, 1);
-    if (replaced) add(replaced, -1);
+    for (const { grader, other, n } of changes) {
+      add('', grader.score, other.score, n);
+      const labelled = against === 'teacher' ? new Set(other.labelledDimensions ?? []) : null;
+      for (const d of grader.dimensions) {
+        const o = other.dimensions.find((x) => x.key === d.key);
+        if (o && (!labelled || labelled.has(d.key))) add(d.key, d.score, o.score, n);
+      }
+    }
     const cells = [...deltas.values()].filter((c) => c.n !== 0);
     if (!cells.length) return;
     await tenantQuery(
       tx,
       tenantId,
       `INSERT INTO agreement_cells (tenant_id, against, day, assignment_id, rubric_key, rubric_version, tier, model, source, dimension, a, b, n)
-       SELECT $1, $3, (e.created_at AT TIME ZONE 'UTC')::date, coalesce(e.assignment_id, '00000000-0000-0000-0000-000000000000'), e.rubric_key, e.rubric_version,
+       SELECT $1, $3, (e.created_at AT TIME ZONE t.timezone)::date, coalesce(e.assignment_id, '00000000-0000-0000-0000-000000000000'), e.rubric_key, e.rubric_version,
               coalesce(e.model_grade->>'tier', e.tier), coalesce(nullif(concat_ws(':', e.model_grade->>'provider', e.model_grade->>'model'), ''), 'offline'),
               coalesce(e.model_grade->>'source', 'model'), c.dimension, c.a, c.b, c.n
-         FROM essays e, unnest($4::text[], $5::numeric[], $6::numeric[], $7::int[]) AS c(dimension, a, b, n)
+         FROM essays e JOIN tenants t ON t.id = e.tenant_id, unnest($4::text[], $5::numeric[], $6::numeric[], $7::int[]) AS c(dimension, a, b, n)
         WHERE e.tenant_id = $1 AND e.id = $2
        ON CONFLICT (tenant_id, against, day, assignment_id, rubric_key, rubric_version, tier, model, source, dimension, a, b)
        DO UPDATE SET n = agreement_cells.n + EXCLUDED.n`,
       [essayId, against, cells.map((c) => c.dimension), cells.map((c) => c.a), cells.map((c) => c.b), cells.map((c) => c.n)],
     );
   }
+
 }

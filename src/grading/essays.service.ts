@@ -296,12 +296,15 @@ export class EssaysService {
       }
       if (problems.length) throw ApiError.validation(problems);
       const computed = totalScore(rubric, Object.fromEntries(dimensions.map((d) => [d.key, d.score])));
+      // Which dimensions are the teacher's: those scored now, and those scored in earlier overrides.
+      const scored = new Set([...(before.source === 'teacher' ? (before.labelledDimensions ?? []) : []), ...(dto.dimensions ?? []).filter((o) => o.score !== undefined).map((o) => o.key)]);
       const after: StoredGrade = {
         ...before,
         dimensions,
         score: dto.score ?? computed,
         summary: dto.comment ?? before.summary,
         source: 'teacher',
+        labelledDimensions: rubric.dimensions.map((d) => d.key).filter((k) => scored.has(k)),
       };
       await this.essays.override(m, auth.tenantId, id, auth.keyId, dto, before, after);
     });

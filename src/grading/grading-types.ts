@@ -23,6 +23,8 @@ export interface StoredGrade extends GradeBody {
   calibration?: GradeCalibration;
   /** the model's first answer was invalid; this grade came from its repair */
   repaired?: boolean;
+  /** a teacher's grade: the dimensions a teacher scored (the others are the grader's, carried over) */
+  labelledDimensions?: string[];
 }
 
 export type GradingOutcome = { kind: 'done'; status: string } | { kind: 'failed'; code: string; reason: string };
@@ -36,6 +38,8 @@ export class RetryableGradingError extends Error {
     message: string,
     /** wait at least this long before the retry */
     readonly retryAfterMs = 0,
+    /** the same paid call is still at a provider (a retry after a crash): the job must wait for it, not give up on it */
+    readonly callInFlight = false,
   ) {
     super(message);
   }

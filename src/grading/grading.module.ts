@@ -6,6 +6,7 @@ import { TenancyModule } from '../tenancy/tenancy.module';
 import { AssignmentsController } from './assignments.controller';
 import { AssignmentsService } from './assignments.service';
 import { CalibrationsRepository } from './calibrations.repository';
+import { ModelGrader } from './model-grader';
 import { EssayEvents } from './essay-events';
 import { EssayStreamService } from './essay-stream.service';
 import { EssaysController } from './essays.controller';
@@ -22,7 +23,7 @@ import { RubricsService } from './rubrics.service';
 @Module({
   imports: [LlmModule, BillingModule, TenancyModule, JobsModule],
   controllers: [RubricsController, AssignmentsController, EssaysController, GradingSettingsController],
-  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayStreamService, EssayEvents, GradingService, GradingWorker, EssaysRepository, NearDuplicateIndex, CalibrationsRepository],
+  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayStreamService, EssayEvents, GradingService, GradingWorker, EssaysRepository, NearDuplicateIndex, CalibrationsRepository, ModelGrader],
   exports: [EssaysService, GradingService, GradingWorker, RubricsService, AssignmentsService, CalibrationsRepository, EssaysRepository],
 })
 export class GradingModule {}

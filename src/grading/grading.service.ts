@@ -1,39 +1,34 @@
-import { Inject, Injectable, Logger } from '@nestjs/common';
-import { AppConfig, CONFIG } from '../config/app-config';
+import { Injectable, Logger } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
-import { BudgetPolicy } from '../billing/budget-policy';
-import { formatCny, Nanos } from '../common/money';
+import { Nanos } from '../common/money';
 import { TtlCache } from '../common/ttl-cache';
 import { ClusterBus } from '../db/cluster-bus';
 import { Tier } from '../llm/catalog';
-import { cutHeadTail, normalizeForKey } from '../llm/compression';
-import { GatewayError, GatewayRequest, GatewayResult, GatewayService, Validation } from '../llm/gateway.service';
-import { ResponseCache } from '../llm/response-cache';
 import { InterruptedJob, Job, JobQueue } from '../jobs/job-queue';
 import { OrdersRepository } from '../billing/orders.repository';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { EssayEvents } from './essay-events';
 import { EssayRow, EssaysRepository } from './essays.repository';
 import { GradingMetrics } from './grading-metrics';
-import { gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from './grade-validation';
 import { detectInjection } from './injection';
 import { NearDuplicateIndex } from './near-duplicate.service';
-import { offlineGrade } from './offline-grader';
 import { lowConfidence } from './escalation';
 import { calibrateGrade } from './calibration-model';
 import { CalibrationsRepository } from './calibrations.repository';
-import { buildGradingPrompt, MAX_OUTPUT_TOKENS, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
+import { ModelGrader } from './model-grader';
+import { Variant } from './prompts';
 import { Language, Rubric, withExpectedLength } from './rubric';
 import { RubricsService } from './rubrics.service';
-import { GradingOutcome, GradingSettings, GradingTask, LeaseLostError, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
+import { GradingOutcome, GradingSettings, GradingTask, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
 
 export * from './grading-types';
 
 /**
- * Grades one essay: prompt-injection and near-duplicate checks, then the model through the
- * gateway (exact cache, validation, one repair, fallback), or the offline grader when no provider
- * is configured, every provider fails, or the budget policy says so. The grade and the job's
- * completion are written in one transaction.
+ * Runs a job's grading to its end: prompt-injection and near-duplicate checks, a reused grade or a
+ * grading by a model (ModelGrader: the gateway, or the offline grader when no provider is
+ * configured, every provider fails, or the budget policy says so), calibration, escalation, and the
+ * shadow sample; deep reviews and shadow gradings too. The grade and the job's completion are
+ * written in one transaction.
  */
 @Injectable()
 export class GradingService {
@@ -42,14 +37,12 @@ export class GradingService {
 
   constructor(
     private readonly ds: DataSource,
-    private readonly gateway: GatewayService,
-    private readonly policy: BudgetPolicy,
+    private readonly grader: ModelGrader,
     private readonly rubrics: RubricsService,
     private readonly queue: JobQueue,
     private readonly nearDuplicates: NearDuplicateIndex,
     private readonly events: EssayEvents,
     private readonly metrics: GradingMetrics,
-    @Inject(CONFIG) private readonly config: AppConfig,
     private readonly bus: ClusterBus,
     private readonly essays: EssaysRepository,
     private readonly orders: OrdersRepository,
@@ -130,12 +123,12 @@ export class GradingService {
     }
 
     if (!grade) {
-      const result = await this.gradeWithModel(essay, rubric, flags, { job, signal });
+      const result = await this.grader.grade(essay, rubric, flags, { job, signal });
       if (result.kind === 'failed') return this.failEssay(job, result.code, result.reason, [...flags]);
       grade = result.grade;
       costNanos = result.costNanos;
     }
-    if (essay.assignment_id && grade.source !== 'reused') {
+    if (essay.assignment_id && grade.source !== 'reused' && grade.tier === 'standard') {
       const calibration = await this.calibrations.activeModel(job.tenantId, essay.assignment_id);
       if (calibration) grade = calibrateGrade(grade, rubric, calibration, essay);
     }
@@ -184,9 +177,11 @@ export class GradingService {
     if (mode === 'flag' || grade.source !== 'model') return unchanged;
     let deep: ModelGrading;
     try {
-      deep = await this.gradeWithModel(essay, rubric, new Set(), { ...task, tier: 'deep', purpose: 'escalation' });
+      deep = await this.grader.grade(essay, rubric, new Set(), { ...task, tier: 'deep', purpose: 'escalation' });
     } catch (err) {
-      if (!(err instanceof RetryableGradingError)) throw err;
+      // Every deep provider down: flag it. A deep call still in flight (this job's earlier attempt):
+      // wait for it (the worker retries the job and the answer is replayed), never pay for it twice.
+      if (!(err instanceof RetryableGradingError) || err.callInFlight) throw err;
       deep = { kind: 'failed', code: 'NO_PROVIDER_AVAILABLE', reason: err.message };
     }
     if (deep.kind === 'failed') {
@@ -212,7 +207,7 @@ export class GradingService {
     }
     const rubric = await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version);
     // On an essay graded already, the premium model writes the deep part only; otherwise a full deep grade.
-    const result = await this.gradeWithModel(row, rubric, new Set(), { job, signal, tier: 'deep', base: row.model_grade ?? undefined, ordered: true });
+    const result = await this.grader.grade(row, rubric, new Set(), { job, signal, tier: 'deep', base: row.model_grade ?? undefined, ordered: true });
     if (result.kind === 'failed') {
       await this.refundOrder(job, `${result.code}: ${result.reason}`);
       return result;
@@ -240,7 +235,7 @@ export class GradingService {
       return { kind: 'done', status: 'nothing to do' };
     }
     const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength);
-    const result = await this.gradeWithModel(row, rubric, new Set(), { job, signal, tier: 'deep', purpose: 'shadow', ordered: true });
+    const result = await this.grader.grade(row, rubric, new Set(), { job, signal, tier: 'deep', purpose: 'shadow', ordered: true });
     if (result.kind === 'failed') {
       await this.completeWith(job);
       this.logger.log({ msg: 'shadow grading skipped', tenantId: job.tenantId, essayId: job.essayId, code: result.code });
@@ -296,160 +291,11 @@ export class GradingService {
     return this.settings(tenantId);
   }
 
-  /**
-   * Grades the essay with a model through the gateway: builds the request, calls, and turns the
-   * answer into the stored grade; a gateway failure becomes an offline grade, a clear failure or a
-   * retry (handleGatewayError).
-   */
-  private async gradeWithModel(essay: EssayRow, rubric: Rubric, flags: Set<string>, task: GradingTask): Promise<ModelGrading> {
-    const tier = task.tier ?? essay.tier;
-    const offline = (reason?: string): ModelGrading => {
-      flags.add('offline_estimate');
-      if (reason) flags.add(reason);
-      return { kind: 'ok', grade: this.offline(essay, rubric, tier), costNanos: 0n };
-    };
-    if (!this.gateway.hasProviders(tier)) {
-      if (tier === 'standard') return offline();
-      return { kind: 'failed', code: 'NO_PROVIDER_AVAILABLE', reason: 'no provider is configured for deep reviews' };
-    }
-    const { request, variant, truncated } = this.gradingRequest(essay, rubric, tier, task);
-    if (truncated) flags.add('truncated');
-    let result: GatewayResult<ValidatedGrade>;
-    try {
-      result = await this.gateway.complete<ValidatedGrade>(request);
-    } catch (err) {
-      const handled = await this.handleGatewayError(err, essay, tier, flags, task.signal);
-      return handled.kind === 'offline' ? offline(handled.reason) : handled;
-    }
-    if (result.value.droppedQuotes > 0) this.logger.log({ msg: 'invented quotes dropped from a grade', essayId: essay.id, dropped: result.value.droppedQuotes });
-    return { kind: 'ok', costNanos: result.costNanos, grade: this.modelGrade(result, tier, variant, rubric) };
+  /** What a grading of this essay can cost at most on the tier (ModelGrader.quote). */
+  quote(text: string, language: Language, rubric: Rubric, tier: Tier, variant?: Variant): Nanos | null {
+    return this.grader.quote(text, language, rubric, tier, variant);
   }
 
-  /**
-   * The gateway request that grades this essay: the prompt of its variant with the essay cut
-   * (head and tail kept) to what the largest model of the tier takes (gateway.fit), the exact-cache
-   * key, the validation of the answer and its one repair. Its provider calls are paid once per job,
-   * and only while the job's lease is held.
-   */
-  private gradingRequest(essay: EssayRow, rubric: Rubric, tier: Tier, task: GradingTask): { request: GatewayRequest<ValidatedGrade>; variant: Variant; truncated: boolean } {
-    const { job, signal, base, ordered = false } = task;
-    const variant: Variant = base ? 'deep_review' : tier === 'deep' ? 'deep' : 'standard';
-    const promptOf = (text: string) =>
-      buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.prompt ?? undefined, title: essay.title ?? undefined, essay: text });
-    // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
-    // gateway (a longer window serves it), rather than every model getting a cut essay.
-    const room = this.gateway.fit({ tier }, promptOf('').messages, MAX_OUTPUT_TOKENS[variant]);
-    const cut = room ? cutHeadTail(essay.text, room.tokens, room.tokenizer) : { text: essay.text, truncated: false };
-    const prompt = promptOf(cut.text);
-    const validate = (content: string): Validation<ValidatedGrade> => {
-      if (!base) return validateGrade(content, rubric, essay.text, variant);
-      const review = validateDeepReview(content, essay.text);
-      return review.ok ? { ok: true, value: { grade: { ...gradeBodyOf(base), summary: review.value.summary, deep: review.value.deep }, droppedQuotes: 0 } } : review;
-    };
-    const request: GatewayRequest<ValidatedGrade> = {
-      tenantId: essay.tenant_id,
-      essayId: essay.id,
-      purpose: task.purpose ?? (tier === 'deep' ? 'deep_review' : 'grading'),
-      target: { tier },
-      messages: prompt.messages,
-      uncompressed: prompt.uncompressed,
-      maxTokens: MAX_OUTPUT_TOKENS[variant],
-      temperature: 0,
-      jsonMode: true,
-      cache: {
-        key: ResponseCache.key({
-          v: PROMPT_VERSIONS[variant],
-          rubric: `${rubric.key}@${rubric.version}`,
-          tier,
-          task: essay.prompt ? normalizeForKey(essay.prompt) : null,
-          essay: normalizeForKey(essay.text),
-        }),
-        lookup: true,
-        store: true,
-      },
-      validate,
-      repair: (_content, problem) => repairMessages(essay.language, problem),
-      batch: ordered && this.config.grading.deepReviewBatch,
-      once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder: this.queue.workerId } },
-      signal,
-    };
-    return { request, variant, truncated: cut.truncated };
-  }
-
-  /**
-   * What the gateway's failure means for this grading. A standard grading falls back to the
-   * offline grader (budget per BudgetPolicy, content refused, every provider down); a deep one
-   * fails clearly, or is retried later when the providers may come back. A lost lease, a call in
-   * flight elsewhere and anything unexpected are thrown for the worker to handle.
-   */
-  private async handleGatewayError(
-    err: unknown,
-    essay: EssayRow,
-    tier: Tier,
-    flags: Set<string>,
-    signal?: AbortSignal,
-  ): Promise<{ kind: 'offline'; reason?: string } | { kind: 'failed'; code: string; reason: string }> {
-    if (!(err instanceof GatewayError) || signal?.aborted) throw err;
-    switch (err.code) {
-      case 'LEASE_LOST':
-        throw new LeaseLostError(err.message);
-      case 'CALL_IN_FLIGHT':
-        throw new RetryableGradingError(err.message, err.retryAfterMs);
-      case 'BUDGET_EXHAUSTED':
-        if ((await this.policy.whenRefused(essay.tenant_id, tier)) === 'offline') return { kind: 'offline', reason: 'budget_exhausted' };
-        return { kind: 'failed', code: 'BUDGET_EXHAUSTED', reason: "the tenant's monthly model budget is used up" };
-      case 'CONTENT_REJECTED':
-        flags.add('content_rejected');
-        if (tier === 'standard') return { kind: 'offline' };
-        return { kind: 'failed', code: 'CONTENT_REJECTED', reason: "every provider's content filter refused this essay" };
-      default:
-        if (tier === 'standard') return { kind: 'offline', reason: 'providers_unavailable' };
-        throw new RetryableGradingError(err.message);
-    }
-  }
-
-  /** A model's answer as a stored grade: the body, where it came from, and what it cost. */
-  private modelGrade(result: GatewayResult<ValidatedGrade>, tier: Tier, variant: Variant, rubric: Rubric): StoredGrade {
-    return {
-      ...result.value.grade,
-      model: result.model,
-      provider: result.provider,
-      tier,
-      cache: result.cache,
-      cost: formatCny(result.costNanos),
-      flags: [],
-      source: 'model',
-      promptVersion: PROMPT_VERSIONS[variant],
-      rubric: { key: rubric.key, version: rubric.version },
-      gradedAt: new Date().toISOString(),
-      ...(result.repaired ? { repaired: true } : {}),
-    };
-  }
-
-  /**
-   * The least a grading of this essay can be admitted for (the gateway's quote of its prompt on
-   * the tier, with the variant's full output allowance). Null with no model for it.
-   */
-  quote(text: string, language: Language, rubric: Rubric, tier: Tier, variant: Variant = tier === 'deep' ? 'deep' : 'standard'): Nanos | null {
-    const { messages } = buildGradingPrompt({ rubric, language, variant, essay: text });
-    return this.gateway.quote({ tier }, messages, MAX_OUTPUT_TOKENS[variant]);
-  }
-
-  private offline(essay: EssayRow, rubric: Rubric, tier: Tier): StoredGrade {
-    return {
-      ...offlineGrade(essay.text, rubric, essay.language),
-      model: null,
-      provider: null,
-      tier,
-      cache: 'miss',
-      cost: '0.00',
-      flags: [],
-      source: 'offline',
-      promptVersion: null,
-      rubric: { key: rubric.key, version: rubric.version },
-      gradedAt: new Date().toISOString(),
-    };
-  }
 }
 
 /** Whether an essay is in a tenant's shadow sample: a fixed share of essays by their (random) ids. */

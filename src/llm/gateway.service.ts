@@ -226,6 +226,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       callGroup: ctx.group,
       attempts: 0,
       latencyMs,
+      repaired: cached.repaired === true,
     };
   }
 
@@ -565,7 +566,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       await this.cache.put(
         ctx.req.tenantId,
         c.key,
-        { content: result.content, provider: result.provider, model: result.model, finishReason: result.finishReason, usage: result.usage, costNanos: result.costNanos },
+        { content: result.content, provider: result.provider, model: result.model, finishReason: result.finishReason, usage: result.usage, costNanos: result.costNanos, repaired: result.repaired },
         this.config.llm.cacheTtlSeconds,
       );
     } catch (err) {

@@ -14,6 +14,8 @@ export interface CachedAnswer {
   usage: Usage;
   /** what the original call cost: a hit saves this much */
   costNanos: Nanos;
+  /** the answer came from a repair (the model's first answer was invalid) */
+  repaired?: boolean;
 }
 
 /**
@@ -38,7 +40,7 @@ export class ResponseCache {
       tenantId,
       `UPDATE llm_cache SET hits = hits + 1
         WHERE tenant_id = $1 AND cache_key = $2 AND expires_at > now()
-        RETURNING content, provider, model, finish_reason, input_tokens, cached_input_tokens, output_tokens, cost_nanos`,
+        RETURNING content, provider, model, finish_reason, input_tokens, cached_input_tokens, output_tokens, cost_nanos, repaired`,
       [key],
     );
     const r = rows[0];
@@ -50,6 +52,7 @@ export class ResponseCache {
       finishReason: String(r.finish_reason),
       usage: { inputTokens: Number(r.input_tokens), cachedInputTokens: Number(r.cached_input_tokens), outputTokens: Number(r.output_tokens) },
       costNanos: BigInt(r.cost_nanos),
+      repaired: (r.repaired as unknown) === true,
     };
   }
 
@@ -58,13 +61,13 @@ export class ResponseCache {
       this.ds.manager,
       tenantId,
       `INSERT INTO llm_cache (tenant_id, cache_key, content, provider, model, finish_reason, input_tokens, cached_input_tokens,
-                              output_tokens, cost_nanos, expires_at)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11))
+                              output_tokens, cost_nanos, expires_at, repaired)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), $12)
        ON CONFLICT (tenant_id, cache_key) DO UPDATE
          SET content = EXCLUDED.content, provider = EXCLUDED.provider, model = EXCLUDED.model,
              finish_reason = EXCLUDED.finish_reason, input_tokens = EXCLUDED.input_tokens,
              cached_input_tokens = EXCLUDED.cached_input_tokens, output_tokens = EXCLUDED.output_tokens,
-             cost_nanos = EXCLUDED.cost_nanos, created_at = now(), expires_at = EXCLUDED.expires_at, hits = 0`,
+             cost_nanos = EXCLUDED.cost_nanos, created_at = now(), expires_at = EXCLUDED.expires_at, hits = 0, repaired = EXCLUDED.repaired`,
       [
         key,
         answer.content,
@@ -76,6 +79,7 @@ export class ResponseCache {
         answer.usage.outputTokens,
         answer.costNanos.toString(),
         ttlSeconds,
+        answer.repaired === true,
       ],
     );
   }

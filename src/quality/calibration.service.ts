@@ -95,7 +95,11 @@ export class CalibrationService {
 
   async fit(auth: TenantAuth, assignmentId: string): Promise<CalibrationView> {
     const { id, rubric } = await this.target(auth.tenantId, assignmentId);
-    const rows = await this.labelsRepo.labels(auth.tenantId, id, MAX_LABELS);
+    // The labels of standard grades made by a model or offline: what a calibration is applied to
+    // (not deep-tier grades — escalated or direct — nor grades reused from an earlier essay).
+    const rows = (await this.labelsRepo.labels(auth.tenantId, id, MAX_LABELS)).filter(
+      (r) => (r.graderGrade.tier ?? 'standard') === 'standard' && (r.graderGrade.source === 'model' || r.graderGrade.source === 'offline'),
+    );
     const labels = await this.toLabels(rows, rubric);
     const model = labels.filter((l) => l.source === 'model');
     const offline = labels.filter((l) => l.source === 'offline');
@@ -139,8 +143,9 @@ export class CalibrationService {
 
   /**
    * Applies the active calibration (none: the grader's own scores) to every graded essay of the
-   * assignment that no teacher overrode: offline grades are re-scored by today's offline grader,
-   * model grades re-mapped from their stored raw scores. No model call, no cost.
+   * assignment that no teacher overrode, of the standard tier, graded by a model or offline:
+   * offline grades are re-scored by today's offline grader, model grades re-mapped from their
+   * stored raw scores. No model call, no cost.
    */
   async regrade(auth: TenantAuth, assignmentId: string): Promise<{ essays: number; calibration: number | null }> {
     const { id, rubric } = await this.target(auth.tenantId, assignmentId);

@@ -4,9 +4,17 @@ describe('isotonic regression', () => {
   it('pools adjacent violators into a non-decreasing map', () => {
     // y: 1, 3, 2, 4 at x 1..4: (3, 2) violate and pool to 2.5.
     const m = fitIsotonic([{ x: 1, y: 1 }, { x: 2, y: 3 }, { x: 3, y: 2 }, { x: 4, y: 4 }]);
-    expect(m.ys).toEqual([1, 2.5, 4]);
-    expect(m.xs).toEqual([1, 3, 4]);
+    expect(m.ys).toEqual([1, 2.5, 2.5, 4]);
+    expect(m.xs).toEqual([1, 2, 3, 4]);
     for (let i = 1; i < m.ys.length; i++) expect(m.ys[i]).toBeGreaterThanOrEqual(m.ys[i - 1]);
+  });
+
+  it('reproduces its own fit: flat across a pooled block, not interpolated into it', () => {
+    const m = fitIsotonic([{ x: 1, y: 1 }, { x: 2, y: 3 }, { x: 3, y: 2 }, { x: 4, y: 4 }]);
+    expect(applyIsotonic(m, 2)).toBe(2.5);
+    expect(applyIsotonic(m, 3)).toBe(2.5);
+    expect(applyIsotonic(m, 2.5)).toBe(2.5);
+    expect(applyIsotonic(m, 1.5)).toBe(1.75); // between blocks: linear
   });
 
   it('maps between fitted points linearly and flat beyond them', () => {

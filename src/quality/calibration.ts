@@ -11,25 +11,40 @@ import type { IsotonicMap, RidgeModel } from '../grading/calibration-model';
 export { applyIsotonic, predictRidge } from '../grading/calibration-model';
 export type { IsotonicMap, RidgeModel } from '../grading/calibration-model';
 
-/** Pool adjacent violators over the points sorted by x (ties pooled first). */
+/**
+ * Pool adjacent violators over the points sorted by x (ties pooled first). Each pooled block is
+ * flat from its lowest x to its highest: the map has a knot at both ends of every block, so it
+ * reproduces its own fit and is linear only between blocks.
+ */
 export function fitIsotonic(points: Array<{ x: number; y: number }>): IsotonicMap {
   const sorted = [...points].sort((a, b) => a.x - b.x);
-  const blocks: Array<{ x: number; sum: number; n: number }> = [];
+  const blocks: Array<{ lo: number; hi: number; sum: number; n: number }> = [];
   for (const p of sorted) {
     const last = blocks[blocks.length - 1];
-    if (last && last.x === p.x) {
+    if (last && last.hi === p.x) {
       last.sum += p.y;
       last.n++;
-    } else blocks.push({ x: p.x, sum: p.y, n: 1 });
+    } else blocks.push({ lo: p.x, hi: p.x, sum: p.y, n: 1 });
     // Merge backwards while the means decrease.
     while (blocks.length >= 2) {
       const b = blocks[blocks.length - 1];
       const a = blocks[blocks.length - 2];
       if (a.sum / a.n <= b.sum / b.n) break;
-      blocks.splice(blocks.length - 2, 2, { x: b.x, sum: a.sum + b.sum, n: a.n + b.n });
+      blocks.splice(blocks.length - 2, 2, { lo: a.lo, hi: b.hi, sum: a.sum + b.sum, n: a.n + b.n });
     }
   }
-  return { xs: blocks.map((b) => b.x), ys: blocks.map((b) => b.sum / b.n) };
+  const xs: number[] = [];
+  const ys: number[] = [];
+  for (const b of blocks) {
+    const y = b.sum / b.n;
+    xs.push(b.lo);
+    ys.push(y);
+    if (b.hi !== b.lo) {
+      xs.push(b.hi);
+      ys.push(y);
+    }
+  }
+  return { xs, ys };
 }
 
 /** Solves A·x = b (A square, symmetric positive definite here) by Gaussian elimination with pivoting. */

@@ -6,11 +6,12 @@ import { QUALITY_GROUPS, QualityGroup } from './quality.repository';
 import { CalibrationService, CalibrationView } from './calibration.service';
 import { AssignmentAgreement, QualityService, QualityView } from './quality.service';
 
-function parseDate(value: string | undefined, field: string, problems: FieldProblem[]): Date | undefined {
+/** A day, YYYY-MM-DD (agreement is kept by the day an essay was submitted, in the tenant's time zone). */
+function parseDay(value: string | undefined, field: string, problems: FieldProblem[]): string | undefined {
   if (value === undefined) return undefined;
-  const d = /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2})?)?$/.test(value) ? new Date(value) : new Date(NaN);
-  if (Number.isNaN(d.getTime())) problems.push({ field, message: `${field} must be a date (YYYY-MM-DD) or an ISO timestamp` });
-  return d;
+  const ok = /^\d{4}-\d{2}-\d{2}$/.test(value) && !Number.isNaN(new Date(`${value}T00:00:00Z`).getTime()) && new Date(`${value}T00:00:00Z`).toISOString().startsWith(value);
+  if (!ok) problems.push({ field, message: `${field} must be a day, YYYY-MM-DD` });
+  return value;
 }
 
 @ApiTags('quality')
@@ -62,8 +63,8 @@ export class QualityController {
   @Get('quality')
   @ApiOperation({ summary: "Agreement with the teachers' overrides across the tenant, by rubric, tier, model or source (one row per group and rubric)" })
   @ApiQuery({ name: 'groupBy', required: false, enum: QUALITY_GROUPS, description: 'default rubric' })
-  @ApiQuery({ name: 'from', required: false, description: 'essays submitted from this date (inclusive)' })
-  @ApiQuery({ name: 'to', required: false, description: 'essays submitted before this date' })
+  @ApiQuery({ name: 'from', required: false, description: "YYYY-MM-DD: essays submitted on or after this day (the tenant's time zone)" })
+  @ApiQuery({ name: 'to', required: false, description: 'YYYY-MM-DD: essays submitted before this day' })
   overview(
     @TenantCaller() auth: TenantAuth,
     @Query('groupBy') groupBy?: string,
@@ -74,7 +75,7 @@ export class QualityController {
     if (groupBy !== undefined && !(QUALITY_GROUPS as readonly string[]).includes(groupBy)) {
       problems.push({ field: 'groupBy', message: `groupBy must be one of ${QUALITY_GROUPS.join(', ')}` });
     }
-    const f = { from: parseDate(from, 'from', problems), to: parseDate(to, 'to', problems) };
+    const f = { from: parseDay(from, 'from', problems), to: parseDay(to, 'to', problems) };
     if (problems.length) throw ApiError.validation(problems);
     return this.quality.overview(auth.tenantId, (groupBy as QualityGroup | undefined) ?? 'rubric', f);
   }

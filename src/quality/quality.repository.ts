@@ -34,8 +34,10 @@ const GROUP_COLUMN: Record<QualityGroup, string> = {
 
 export interface LabelFilter {
   assignmentId?: string;
-  from?: Date;
-  to?: Date;
+  /** YYYY-MM-DD: essays submitted on or after this day (the tenant's days) */
+  from?: string;
+  /** YYYY-MM-DD: essays submitted before this day */
+  to?: string;
 }
 
 /** One cell of a contingency table, with the group and rubric it belongs to (and the dimension). */
@@ -99,7 +101,7 @@ export class QualityRepository {
     );
   }
 
-  /** Graded essays of the assignment that no teacher overrode, after `afterId` in id order (a regrade's pages). */
+  /** Standard, model or offline grades of the assignment that no teacher overrode, after `afterId` in id order (a regrade's pages). */
   async regradable(tenantId: string, assignmentId: string, afterId: string, limit: number): Promise<RegradeRow[]> {
     return tenantQuery<RegradeRow>(
       this.ds.manager,
@@ -107,7 +109,7 @@ export class QualityRepository {
       `SELECT e.id, e.text, e.language, e.grade
          FROM essays e
         WHERE e.tenant_id = $1 AND e.assignment_id = $2 AND e.status IN ('graded', 'needs_review') AND e.grade IS NOT NULL
-          AND e.grade->>'source' <> 'teacher' AND e.id > $3
+          AND e.grade->>'source' IN ('model', 'offline') AND coalesce(e.grade->>'tier', 'standard') = 'standard' AND e.id > $3
         ORDER BY e.id
         LIMIT $4`,
       [assignmentId, afterId, limit],
@@ -123,9 +125,9 @@ export class QualityRepository {
       clauses.push(sql(`$${params.length + 2}`));
     };
     if (f.assignmentId) add((p) => `assignment_id = ${p}`, f.assignmentId);
-    // Submission days in UTC: from the day of \`from\`, before the day of \`to\`.
-    if (f.from) add((p) => `day >= (${p}::timestamptz AT TIME ZONE 'UTC')::date`, f.from);
-    if (f.to) add((p) => `day < (${p}::timestamptz AT TIME ZONE 'UTC')::date`, f.to);
+    // Days of submission in the tenant's time zone (the cells are kept by them).
+    if (f.from) add((p) => `day >= ${p}::date`, f.from);
+    if (f.to) add((p) => `day < ${p}::date`, f.to);
     return { where: clauses.map((c) => `AND ${c}`).join(' '), params };
   }
 

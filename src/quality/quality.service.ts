@@ -62,16 +62,16 @@ export class QualityService {
 
   async overview(tenantId: string, groupBy: QualityGroup, f: LabelFilter): Promise<QualityView> {
     return {
-      from: f.from?.toISOString() ?? null,
-      to: f.to?.toISOString() ?? null,
+      from: f.from ?? null,
+      to: f.to ?? null,
       groupBy,
       groups: await this.grouped(tenantId, await this.labels.cells(tenantId, groupBy, f, 'teacher')),
       shadow: await this.grouped(tenantId, await this.labels.cells(tenantId, groupBy, f, 'shadow')),
     };
   }
 
-  /** Standard-versus-deep agreement per rubric over the shadow gradings of essays submitted since `from`. */
-  async shadowByRubric(tenantId: string, from: Date): Promise<GroupAgreement[]> {
+  /** Standard-versus-deep agreement per rubric over the shadow gradings of essays submitted since the day `from` (YYYY-MM-DD). */
+  async shadowByRubric(tenantId: string, from: string): Promise<GroupAgreement[]> {
     return this.grouped(tenantId, await this.labels.cells(tenantId, 'rubric', { from }, 'shadow'));
   }
 

@@ -1,7 +1,6 @@
 import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
 import { AlertsService } from '../billing/alerts.service';
 import { loggableError } from '../common/error-rendering';
-import { TtlCache } from '../common/ttl-cache';
 import { ClusterBus } from '../db/cluster-bus';
 import { GradingService } from '../grading/grading.service';
 import { MIN_LABELS } from './calibration.service';
@@ -19,7 +18,8 @@ const WINDOW_MS = 30 * 86_400_000;
 @Injectable()
 export class ShadowAlerts implements OnModuleDestroy {
   private readonly logger = new Logger(ShadowAlerts.name);
-  private readonly checked = new TtlCache<string, true>(CHECK_EVERY_MS, 50_000);
+  /** tenants checked within the last minute, and whether more shadow gradings landed since */
+  private readonly recent = new Map<string, { more: boolean; timer: NodeJS.Timeout }>();
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -28,27 +28,48 @@ export class ShadowAlerts implements OnModuleDestroy {
     private readonly grading: GradingService,
     private readonly alerts: AlertsService,
   ) {
-    this.unsubscribe = bus.on<{ tenantId: string }>('shadow-graded', ({ tenantId }) => {
-      if (this.checked.get(tenantId)) return;
-      this.checked.set(tenantId, true);
-      this.check(tenantId).catch((err: Error) => this.logger.warn({ msg: 'shadow agreement check failed', tenantId, err: loggableError(err) }));
-    });
+    this.unsubscribe = bus.on<{ tenantId: string }>('shadow-graded', ({ tenantId }) => this.landed(tenantId));
   }
 
   onModuleDestroy(): void {
     this.unsubscribe();
+    for (const r of this.recent.values()) clearTimeout(r.timer);
+    this.recent.clear();
   }
 
-  /** Fires the alert for every rubric whose shadow agreement is under the tenant's threshold; the rubrics it fired for. */
+  /**
+   * A shadow grading landed: the tenant is checked now, then at most once a minute while more land
+   * (a batch's answers arrive together), with a last check after the last of them.
+   */
+  private landed(tenantId: string): void {
+    const r = this.recent.get(tenantId);
+    if (r) {
+      r.more = true;
+      return;
+    }
+    this.run(tenantId);
+  }
+
+  private run(tenantId: string): void {
+    const timer = setTimeout(() => {
+      const r = this.recent.get(tenantId);
+      this.recent.delete(tenantId);
+      if (r?.more) this.run(tenantId);
+    }, CHECK_EVERY_MS);
+    timer.unref();
+    this.recent.set(tenantId, { more: false, timer });
+    this.check(tenantId).catch((err: Error) => this.logger.warn({ msg: 'shadow agreement check failed', tenantId, err: loggableError(err) }));
+  }
+
+  /** Fires the alert for every rubric whose shadow agreement is under the tenant's threshold; the rubrics it fired for now. */
   async check(tenantId: string, now = new Date()): Promise<string[]> {
     const { shadowAlertQwk } = await this.grading.settings(tenantId);
     if (shadowAlertQwk === null) return [];
     const fired: string[] = [];
-    for (const g of await this.quality.shadowByRubric(tenantId, new Date(now.getTime() - WINDOW_MS))) {
+    for (const g of await this.quality.shadowByRubric(tenantId, new Date(now.getTime() - WINDOW_MS).toISOString().slice(0, 10))) {
       if (g.n < MIN_LABELS || g.qwk === null || g.qwk >= shadowAlertQwk) continue;
       const rubric = `${g.rubric.key}@${g.rubric.version}`;
-      await this.alerts.onShadowAgreementLow(tenantId, { period: now.toISOString().slice(0, 7), rubric, n: g.n, qwk: g.qwk, threshold: shadowAlertQwk });
-      fired.push(rubric);
+      if (await this.alerts.onShadowAgreementLow(tenantId, { period: now.toISOString().slice(0, 7), rubric, n: g.n, qwk: g.qwk, threshold: shadowAlertQwk })) fired.push(rubric);
     }
     return fired;
   }

@@ -1,0 +1,189 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { BudgetPolicy } from '../billing/budget-policy';
+import { formatCny, Nanos } from '../common/money';
+import { AppConfig, CONFIG } from '../config/app-config';
+import { JobQueue } from '../jobs/job-queue';
+import { Tier } from '../llm/catalog';
+import { cutHeadTail, normalizeForKey } from '../llm/compression';
+import { GatewayError, GatewayRequest, GatewayResult, GatewayService, Validation } from '../llm/gateway.service';
+import { ResponseCache } from '../llm/response-cache';
+import { EssayRow } from './essays.repository';
+import { gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from './grade-validation';
+import { GradingTask, LeaseLostError, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
+import { offlineGrade } from './offline-grader';
+import { buildGradingPrompt, MAX_OUTPUT_TOKENS, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
+import { Language, Rubric } from './rubric';
+
+/**
+ * One grading of an essay by a model through the gateway: the request (the prompt of its variant,
+ * the essay cut to what the tier's largest model takes, the exact-cache key, validation and one
+ * repair, paid once per job), what a gateway failure means (an offline grade, a clear failure, or a
+ * retry), and the stored grade it makes. GradingService decides which gradings to run and stores
+ * them; this runs one.
+ */
+@Injectable()
+export class ModelGrader {
+  private readonly logger = new Logger(ModelGrader.name);
+
+  constructor(
+    private readonly gateway: GatewayService,
+    private readonly policy: BudgetPolicy,
+    private readonly queue: JobQueue,
+    @Inject(CONFIG) private readonly config: AppConfig,
+  ) {}
+
+  /**
+   * Grades the essay with a model through the gateway: builds the request, calls, and turns the
+   * answer into the stored grade; a gateway failure becomes an offline grade, a clear failure or a
+   * retry (handleGatewayError).
+   */
+  async grade(essay: EssayRow, rubric: Rubric, flags: Set<string>, task: GradingTask): Promise<ModelGrading> {
+    const tier = task.tier ?? essay.tier;
+    const offline = (reason?: string): ModelGrading => {
+      flags.add('offline_estimate');
+      if (reason) flags.add(reason);
+      return { kind: 'ok', grade: this.offline(essay, rubric, tier), costNanos: 0n };
+    };
+    if (!this.gateway.hasProviders(tier)) {
+      if (tier === 'standard') return offline();
+      return { kind: 'failed', code: 'NO_PROVIDER_AVAILABLE', reason: 'no provider is configured for deep reviews' };
+    }
+    const { request, variant, truncated } = this.gradingRequest(essay, rubric, tier, task);
+    if (truncated) flags.add('truncated');
+    let result: GatewayResult<ValidatedGrade>;
+    try {
+      result = await this.gateway.complete<ValidatedGrade>(request);
+    } catch (err) {
+      const handled = await this.handleGatewayError(err, essay, tier, flags, task.signal);
+      return handled.kind === 'offline' ? offline(handled.reason) : handled;
+    }
+    if (result.value.droppedQuotes > 0) this.logger.log({ msg: 'invented quotes dropped from a grade', essayId: essay.id, dropped: result.value.droppedQuotes });
+    return { kind: 'ok', costNanos: result.costNanos, grade: this.modelGrade(result, tier, variant, rubric) };
+  }
+
+  /**
+   * The gateway request that grades this essay: the prompt of its variant with the essay cut
+   * (head and tail kept) to what the largest model of the tier takes (gateway.fit), the exact-cache
+   * key, the validation of the answer and its one repair. Its provider calls are paid once per job,
+   * and only while the job's lease is held.
+   */
+  private gradingRequest(essay: EssayRow, rubric: Rubric, tier: Tier, task: GradingTask): { request: GatewayRequest<ValidatedGrade>; variant: Variant; truncated: boolean } {
+    const { job, signal, base, ordered = false } = task;
+    const variant: Variant = base ? 'deep_review' : tier === 'deep' ? 'deep' : 'standard';
+    const promptOf = (text: string) =>
+      buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.prompt ?? undefined, title: essay.title ?? undefined, essay: text });
+    // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
+    // gateway (a longer window serves it), rather than every model getting a cut essay.
+    const room = this.gateway.fit({ tier }, promptOf('').messages, MAX_OUTPUT_TOKENS[variant]);
+    const cut = room ? cutHeadTail(essay.text, room.tokens, room.tokenizer) : { text: essay.text, truncated: false };
+    const prompt = promptOf(cut.text);
+    const validate = (content: string): Validation<ValidatedGrade> => {
+      if (!base) return validateGrade(content, rubric, essay.text, variant);
+      const review = validateDeepReview(content, essay.text);
+      return review.ok ? { ok: true, value: { grade: { ...gradeBodyOf(base), summary: review.value.summary, deep: review.value.deep }, droppedQuotes: 0 } } : review;
+    };
+    const request: GatewayRequest<ValidatedGrade> = {
+      tenantId: essay.tenant_id,
+      essayId: essay.id,
+      purpose: task.purpose ?? (tier === 'deep' ? 'deep_review' : 'grading'),
+      target: { tier },
+      messages: prompt.messages,
+      uncompressed: prompt.uncompressed,
+      maxTokens: MAX_OUTPUT_TOKENS[variant],
+      temperature: 0,
+      jsonMode: true,
+      cache: {
+        key: ResponseCache.key({
+          v: PROMPT_VERSIONS[variant],
+          rubric: `${rubric.key}@${rubric.version}`,
+          tier,
+          task: essay.prompt ? normalizeForKey(essay.prompt) : null,
+          essay: normalizeForKey(essay.text),
+        }),
+        lookup: true,
+        store: true,
+      },
+      validate,
+      repair: (_content, problem) => repairMessages(essay.language, problem),
+      batch: ordered && this.config.grading.deepReviewBatch,
+      once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder: this.queue.workerId } },
+      signal,
+    };
+    return { request, variant, truncated: cut.truncated };
+  }
+
+  /**
+   * What the gateway's failure means for this grading. A standard grading falls back to the
+   * offline grader (budget per BudgetPolicy, content refused, every provider down); a deep one
+   * fails clearly, or is retried later when the providers may come back. A lost lease, a call in
+   * flight elsewhere and anything unexpected are thrown for the worker to handle.
+   */
+  private async handleGatewayError(
+    err: unknown,
+    essay: EssayRow,
+    tier: Tier,
+    flags: Set<string>,
+    signal?: AbortSignal,
+  ): Promise<{ kind: 'offline'; reason?: string } | { kind: 'failed'; code: string; reason: string }> {
+    if (!(err instanceof GatewayError) || signal?.aborted) throw err;
+    switch (err.code) {
+      case 'LEASE_LOST':
+        throw new LeaseLostError(err.message);
+      case 'CALL_IN_FLIGHT':
+        throw new RetryableGradingError(err.message, err.retryAfterMs, true);
+      case 'BUDGET_EXHAUSTED':
+        if ((await this.policy.whenRefused(essay.tenant_id, tier)) === 'offline') return { kind: 'offline', reason: 'budget_exhausted' };
+        return { kind: 'failed', code: 'BUDGET_EXHAUSTED', reason: "the tenant's monthly model budget is used up" };
+      case 'CONTENT_REJECTED':
+        flags.add('content_rejected');
+        if (tier === 'standard') return { kind: 'offline' };
+        return { kind: 'failed', code: 'CONTENT_REJECTED', reason: "every provider's content filter refused this essay" };
+      default:
+        if (tier === 'standard') return { kind: 'offline', reason: 'providers_unavailable' };
+        throw new RetryableGradingError(err.message);
+    }
+  }
+
+  /** A model's answer as a stored grade: the body, where it came from, and what it cost. */
+  private modelGrade(result: GatewayResult<ValidatedGrade>, tier: Tier, variant: Variant, rubric: Rubric): StoredGrade {
+    return {
+      ...result.value.grade,
+      model: result.model,
+      provider: result.provider,
+      tier,
+      cache: result.cache,
+      cost: formatCny(result.costNanos),
+      flags: [],
+      source: 'model',
+      promptVersion: PROMPT_VERSIONS[variant],
+      rubric: { key: rubric.key, version: rubric.version },
+      gradedAt: new Date().toISOString(),
+      ...(result.repaired ? { repaired: true } : {}),
+    };
+  }
+
+  /**
+   * The least a grading of this essay can be admitted for (the gateway's quote of its prompt on
+   * the tier, with the variant's full output allowance). Null with no model for it.
+   */
+  quote(text: string, language: Language, rubric: Rubric, tier: Tier, variant: Variant = tier === 'deep' ? 'deep' : 'standard'): Nanos | null {
+    const { messages } = buildGradingPrompt({ rubric, language, variant, essay: text });
+    return this.gateway.quote({ tier }, messages, MAX_OUTPUT_TOKENS[variant]);
+  }
+
+  private offline(essay: EssayRow, rubric: Rubric, tier: Tier): StoredGrade {
+    return {
+      ...offlineGrade(essay.text, rubric, essay.language),
+      model: null,
+      provider: null,
+      tier,
+      cache: 'miss',
+      cost: '0.00',
+      flags: [],
+      source: 'offline',
+      promptVersion: null,
+      rubric: { key: rubric.key, version: rubric.version },
+      gradedAt: new Date().toISOString(),
+    };
+  }
+}
