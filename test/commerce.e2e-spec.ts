@@ -79,6 +79,9 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       const essay = await gradedEssay(2);
       const created = await order(essay.id).expect(202);
       expect(created.body).toMatchObject({ status: 'awaiting_payment', price: '9.90', paymentMode: 'webhook' });
+      // The essay's own view shows its order and state.
+      const waiting = (await t.http.get(`/v1/essays/${essay.id}`).set(bearer(teacher)).expect(200)).body;
+      expect(waiting.deepReview).toEqual({ orderId: created.body.orderId, status: 'awaiting_payment', price: '9.90', refundReason: null });
       // Ordering again answers the same open order.
       expect((await order(essay.id).expect(202)).body.orderId).toBe(created.body.orderId);
       const paid = await webhook(event('payment.succeeded', created.body.orderId, '9.90')).expect(200);
@@ -86,6 +89,7 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await waitOrder(created.body.orderId, 'delivered');
       const view = await t.http.get(`/v1/essays/${essay.id}`).set(bearer(teacher)).expect(200);
       expect(view.body.grade).toEqual(essay.grade); // the standard grade is untouched
+      expect(view.body.deepReview).toMatchObject({ orderId: created.body.orderId, status: 'delivered' });
       expect(view.body.deepGrade).toMatchObject({ tier: 'deep', provider: 'dashscope', model: 'qwen3-max' });
       expect(view.body.deepGrade.deep.revisionPlan.length).toBeGreaterThan(0);
       // The premium model wrote the deep part only; the scores are the standard grade's.

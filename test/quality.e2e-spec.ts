@@ -125,4 +125,28 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     await backfillAgreementCells(t.dataSource, [tenant.tenantId]);
     expect(await read()).toEqual(kept);
   });
+
+  it('exports an assignment\'s grades as CSV that Excel reads: BOM, Chinese headers, formulas kept as text, another tenant refused', async () => {
+    const a = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: '导出', prompt: 'P', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
+    const id = (await t.http.post('/v1/essays').set(bearer(teacher)).send({ assignmentId: a, studentRef: '-42', title: '=1+1,2', text: generateEssay(390, 'zh').text }).expect(202)).body.id;
+    const [graded] = await waitForEssays(t.app, teacher, [id]);
+    const res = await t.http.get(`/v1/assignments/${a}/grades.csv`).set(bearer(teacher)).buffer(true).parse((r, done) => {
+      const chunks: Buffer[] = [];
+      r.on('data', (c: Buffer) => chunks.push(c));
+      r.on('end', () => done(null, Buffer.concat(chunks)));
+    });
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toMatch(/^text\/csv; charset=utf-8/);
+    const bytes = res.body as Buffer;
+    expect([...bytes.subarray(0, 3)]).toEqual([0xef, 0xbb, 0xbf]); // the UTF-8 BOM
+    const lines = bytes.toString('utf8').slice(1).split('\r\n');
+    expect(lines[0]).toBe('studentRef,title,status,score,maxScore,内容,表达,发展,gradedBy,calibration,flags,gradedAt (Asia/Shanghai)');
+    // A student id and a title that look like formulas stay text; the comma in the title is quoted.
+    expect(lines[1].startsWith(`'-42,"'=1+1,2",graded,${graded.grade.score},60,`)).toBe(true);
+    const cells = lines[1].replace(`"'=1+1,2"`, 'title').split(',');
+    expect(cells[8]).toBe('offline');
+    expect(lines[2]).toBe('');
+    const other = await f.newTenant();
+    await t.http.get(`/v1/assignments/${a}/grades.csv`).set(bearer(other.adminKey)).expect(404);
+  });
 });

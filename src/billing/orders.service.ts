@@ -94,6 +94,11 @@ export class OrdersService {
     return this.orders.forEssay(tenantId, essayId);
   }
 
+  /** The essay's latest deep-review order (its state), or null when none was ordered. */
+  async latestForEssay(tenantId: string, essayId: string): Promise<OrderView | null> {
+    return (await this.orders.forEssay(tenantId, essayId))[0] ?? null;
+  }
+
   async get(tenantId: string, id: string): Promise<OrderView> {
     if (!UUID.test(id)) throw ApiError.notFound('Order');
     const order = await this.orders.find(tenantId, id);

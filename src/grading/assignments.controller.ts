@@ -1,4 +1,4 @@
-import { Body, Controller, Get, HttpCode, Param, Patch, Post } from '@nestjs/common';
+import { Body, Controller, Get, Header, HttpCode, Param, Patch, Post } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { Assignment, AssignmentsService } from './assignments.service';
@@ -34,5 +34,13 @@ export class AssignmentsController {
   @ApiOperation({ summary: "Change how the assignment's grades are checked: escalate (off | flag | deep), passMark, expectedLength (null clears)" })
   update(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Body() dto: AssignmentQualityDto): Promise<Assignment> {
     return this.assignments.update(auth, id, dto);
+  }
+
+  @Get(':id/grades.csv')
+  @Header('content-type', 'text/csv; charset=utf-8')
+  @Header('content-disposition', 'attachment; filename="grades.csv"')
+  @ApiOperation({ summary: "The assignment's grades as CSV that opens in Excel (UTF-8 with BOM): student, total, each dimension, who graded it, calibration, flags, time graded" })
+  gradesCsv(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<string> {
+    return this.assignments.gradesCsv(auth, id);
   }
 }

@@ -8,6 +8,10 @@ import { AssignmentQualityDto, CreateAssignmentDto, Escalation } from './dto/ass
 import { detectLanguage } from './essay-text';
 import { maxScore, Rubric } from './rubric';
 import { RubricsService } from './rubrics.service';
+import { TenantsRepository } from '../tenancy/tenants.repository';
+import { csvTable } from '../common/csv';
+import { localDate, localParts } from '../common/time-zone';
+import type { StoredGrade } from './grading-types';
 
 export interface Assignment {
   id: string;
@@ -32,6 +36,7 @@ export class AssignmentsService {
   constructor(
     private readonly ds: DataSource,
     private readonly rubrics: RubricsService,
+    private readonly tenants: TenantsRepository,
   ) {}
 
   async create(auth: TenantAuth, dto: CreateAssignmentDto): Promise<Assignment> {
@@ -109,6 +114,49 @@ export class AssignmentsService {
       `SELECT id FROM assignments WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 200`,
     );
     return Promise.all(rows.map((r) => this.get(auth.tenantId, r.id)));
+  }
+
+  /**
+   * The assignment's grades as CSV for Excel (UTF-8 with BOM): one row per essay, oldest first —
+   * student, title, status, total and maximum, each dimension, who graded it (model, offline,
+   * reused, teacher), the calibration version, flags, and when it was graded in the tenant's time
+   * zone. At most 20,000 essays.
+   */
+  async gradesCsv(auth: TenantAuth, id: string): Promise<string> {
+    const a = await this.get(auth.tenantId, id);
+    const rubric = await this.rubrics.resolve(auth.tenantId, a.rubric.key, a.rubric.version);
+    const { timezone } = await this.tenants.budget(auth.tenantId);
+    const rows = await tenantQuery<{ student_ref: string | null; title: string | null; status: string; grade: StoredGrade | null; graded_at: Date | null }>(
+      this.ds.manager,
+      auth.tenantId,
+      `SELECT student_ref, title, status, grade, graded_at FROM essays
+        WHERE tenant_id = $1 AND assignment_id = $2 ORDER BY created_at, id LIMIT 20000`,
+      [id],
+    );
+    const when = (d: Date | null) => {
+      if (!d) return null;
+      const p = localParts(d, timezone);
+      return `${localDate(p)} ${String(p.hour).padStart(2, '0')}:${String(p.minute).padStart(2, '0')}`;
+    };
+    return csvTable(
+      ['studentRef', 'title', 'status', 'score', 'maxScore', ...rubric.dimensions.map((d) => d.name), 'gradedBy', 'calibration', 'flags', `gradedAt (${timezone})`],
+      rows.map((r) => {
+        const g = r.grade;
+        const dims = new Map((g?.dimensions ?? []).map((d) => [d.key, d.score]));
+        return [
+          r.student_ref,
+          r.title,
+          r.status,
+          g?.score ?? null,
+          g?.maxScore ?? null,
+          ...rubric.dimensions.map((d) => dims.get(d.key) ?? null),
+          g?.source ?? null,
+          g?.calibration?.version ?? null,
+          (g?.flags ?? []).join(' '),
+          when(r.graded_at),
+        ];
+      }),
+    );
   }
 
   /** The assignment with its essays counted by status and the distribution of their scores. */

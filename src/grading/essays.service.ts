@@ -44,6 +44,8 @@ export interface EssayView {
   originalGrade: StoredGrade | null;
   /** the paid deep review, kept beside the standard grade */
   deepGrade: StoredGrade | null;
+  /** the latest deep-review order of the essay and its state (awaiting_payment, paid, delivered, refunded), or null */
+  deepReview: { orderId: string; status: string; price: string; refundReason: string | null } | null;
   overrides: Array<{ by: string | null; at: string; changes: unknown }>;
   failure: { code: string; reason: string } | null;
   createdAt: string;
@@ -189,7 +191,8 @@ export class EssaysService {
       `SELECT api_key_id, created_at, changes FROM grade_overrides WHERE tenant_id = $1 AND essay_id = $2 ORDER BY created_at`,
       [id],
     );
-    return toView(row, overrides);
+    const order = await this.orders.latestForEssay(auth.tenantId, id);
+    return toView(row, overrides, order);
   }
 
   /**
@@ -313,7 +316,7 @@ export class EssaysService {
   }
 }
 
-function toView(row: Record<string, unknown>, overrides: Array<{ api_key_id: string | null; created_at: Date; changes: unknown }>): EssayView {
+function toView(row: Record<string, unknown>, overrides: Array<{ api_key_id: string | null; created_at: Date; changes: unknown }>, order: OrderView | null): EssayView {
   const grade = (row.grade as StoredGrade | null) ?? null;
   return {
     id: String(row.id),
@@ -332,6 +335,7 @@ function toView(row: Record<string, unknown>, overrides: Array<{ api_key_id: str
     grade,
     originalGrade: overrides.length ? ((row.model_grade as StoredGrade | null) ?? null) : null,
     deepGrade: (row.deep_grade as StoredGrade | null) ?? null,
+    deepReview: order ? { orderId: order.orderId, status: order.status, price: order.price, refundReason: order.refundReason } : null,
     overrides: overrides.map((o) => ({ by: o.api_key_id, at: o.created_at.toISOString(), changes: o.changes })),
     failure: row.failure_code ? { code: String(row.failure_code), reason: String(row.failure_reason) } : null,
     createdAt: (row.created_at as Date).toISOString(),

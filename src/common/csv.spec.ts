@@ -1,0 +1,30 @@
+import { CSV_BOM, csvCell, csvTable } from './csv';
+
+describe('csv', () => {
+  it('starts with a BOM and ends lines with CRLF, so Excel reads UTF-8 Chinese', () => {
+    const t = csvTable(['学生', '分数'], [['张伟', 48]]);
+    expect(t.startsWith(CSV_BOM)).toBe(true);
+    expect(t).toBe('\uFEFF学生,分数\r\n张伟,48\r\n');
+  });
+
+  it('quotes commas, quotes and line breaks, and doubles quotes', () => {
+    expect(csvCell('a,b')).toBe('"a,b"');
+    expect(csvCell('他说"好"')).toBe('"他说""好"""');
+    expect(csvCell('line\nbreak')).toBe('"line\nbreak"');
+    expect(csvCell(' padded')).toBe('" padded"');
+  });
+
+  it('keeps a formula as text', () => {
+    expect(csvCell('=HYPERLINK("http://x","y")')).toBe(`"'=HYPERLINK(""http://x"",""y"")"`);
+    expect(csvCell('+1')).toBe("'+1");
+    expect(csvCell('-2')).toBe("'-2");
+    expect(csvCell('@SUM(A1)')).toBe("'@SUM(A1)");
+    expect(csvCell(-2)).toBe('-2'); // a number is a number
+  });
+
+  it('writes nothing for missing values', () => {
+    expect(csvCell(null)).toBe('');
+    expect(csvCell(undefined)).toBe('');
+    expect(csvCell(Number.NaN)).toBe('');
+  });
+});
