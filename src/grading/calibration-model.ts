@@ -1,5 +1,5 @@
 import type { GradeBody } from './grade-validation';
-import type { StoredGrade } from './grading-types';
+import type { GradeCalibration, StoredGrade } from './grading-types';
 import { essayFeatures, FEATURE_NAMES, featureVector } from './offline-features';
 import { isOnStep, Language, maxScore, Rubric, totalScore, totalStep } from './rubric';
 
@@ -57,12 +57,7 @@ export interface CalibrationModel {
   ridge: (RidgeModel & { offset: number; factor: number; features?: string[] }) | null;
 }
 
-/** What a grade carries once calibrated: the version and the grader's own total and dimensions. */
-export interface GradeCalibration {
-  version: number;
-  rawScore: number;
-  rawDimensions: Array<{ key: string; score: number }>;
-}
+export type { GradeCalibration } from './grading-types';
 
 /** The calibrated total for a grade, or null when this calibration has no part for its source. */
 export function calibratedTotal(model: CalibrationModel, raw: { score: number; source: string }, features: () => number[]): number | null {

@@ -2,10 +2,16 @@ import type { Nanos } from '../common/money';
 import type { Job } from '../jobs/job-queue';
 import type { Tier } from '../llm/catalog';
 import type { GradingSettingsRow } from '../tenancy/tenants.repository';
-import type { GradeCalibration } from './calibration-model';
 import type { GradeBody } from './grade-validation';
 
 /** Grading's types: the stored grade, a grading's outcome, and the errors a worker handles. */
+
+/** What a grade carries once calibrated: the version and the grader's own total and dimensions. */
+export interface GradeCalibration {
+  version: number;
+  rawScore: number;
+  rawDimensions: Array<{ key: string; score: number }>;
+}
 
 /** A grade as stored and shown: the body, where it came from, and what it cost. */
 export interface StoredGrade extends GradeBody {
