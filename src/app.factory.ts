@@ -97,7 +97,7 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
     const route = req.routeOptions;
     if (!route.url || (route.config as InkstoneRouteConfig)?.public || !needsKey(route.url)) return;
     try {
-      const auth = await authenticator.identify(req.headers.authorization);
+      const auth = await authenticator.identify(req);
       req.auth = auth;
       if (auth.kind === 'tenant') {
         // Requests per second per key: a token bucket; its state goes on every answer.

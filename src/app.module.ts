@@ -13,6 +13,7 @@ import { LlmModule } from './llm/llm.module';
 import { LLM_MODELS, LlmModels } from './llm/llm-models';
 import { pinoHttpOptions, prettyDestination, wantsPretty } from './logging';
 import { MetricsModule } from './metrics/metrics.module';
+import { ConsoleModule } from './console/console.module';
 import { QualityModule } from './quality/quality.module';
 import { ReportsModule } from './reports/reports.module';
 import { TenancyModule } from './tenancy/tenancy.module';
@@ -38,6 +39,7 @@ export class AppModule {
         GradingModule,
         ReportsModule,
         QualityModule,
+        ConsoleModule,
         AdvisorModule,
       ],
       controllers: [HealthController],

@@ -57,14 +57,14 @@ describe('the architecture', () => {
   it('keeps lower layers free of higher ones', () => {
     // module → modules it must not import (directly)
     const below: Record<string, string[]> = {
-      common: ['config', 'db', 'tenancy', 'jobs', 'llm', 'billing', 'grading', 'reports', 'quality', 'advisor'],
-      config: ['db', 'tenancy', 'jobs', 'llm', 'billing', 'grading', 'reports', 'quality', 'advisor'],
-      db: ['tenancy', 'jobs', 'llm', 'billing', 'grading', 'reports', 'quality', 'advisor'],
-      jobs: ['tenancy', 'llm', 'billing', 'grading', 'reports', 'quality', 'advisor'],
-      tenancy: ['llm', 'billing', 'grading', 'reports', 'quality', 'advisor'],
-      billing: ['grading', 'reports', 'quality', 'advisor'],
-      llm: ['grading', 'reports', 'quality', 'advisor'],
-      grading: ['reports', 'quality', 'advisor'],
+      common: ['config', 'db', 'tenancy', 'jobs', 'llm', 'billing', 'grading', 'reports', 'quality', 'advisor', 'console'],
+      config: ['db', 'tenancy', 'jobs', 'llm', 'billing', 'grading', 'reports', 'quality', 'advisor', 'console'],
+      db: ['tenancy', 'jobs', 'llm', 'billing', 'grading', 'reports', 'quality', 'advisor', 'console'],
+      jobs: ['tenancy', 'llm', 'billing', 'grading', 'reports', 'quality', 'advisor', 'console'],
+      tenancy: ['llm', 'billing', 'grading', 'reports', 'quality', 'advisor', 'console'],
+      billing: ['grading', 'reports', 'quality', 'advisor', 'console'],
+      llm: ['grading', 'reports', 'quality', 'advisor', 'console'],
+      grading: ['reports', 'quality', 'advisor', 'console'],
     };
     const wrong: string[] = [];
     for (const f of sources(SRC)) {

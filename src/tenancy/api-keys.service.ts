@@ -135,6 +135,29 @@ export class ApiKeysService {
     return auth;
   }
 
+  /** The tenant caller an active key stands for, by its id (a console session names its key so); null when revoked or unknown. */
+  async activeById(keyId: string): Promise<TenantAuth | null> {
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(keyId)) return null;
+    const cacheKey = `id:${keyId}`;
+    const hit = this.authCache.get(cacheKey);
+    if (hit) {
+      this.touch(hit.keyId);
+      return hit;
+    }
+    const mark = this.authCache.mark;
+    // By id across tenants: the id comes from a session cookie this service signed.
+    const rows: Array<{ id: string; tenant_id: string; role: ApiKeyRole }> = await this.ds.query(
+      `SELECT id, tenant_id, role FROM api_keys WHERE id = $1 AND revoked_at IS NULL`,
+      [keyId],
+    );
+    const row = rows[0];
+    if (!row) return null;
+    this.touch(row.id);
+    const auth: TenantAuth = { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, role: row.role };
+    this.authCache.setIfUnchangedSince(mark, cacheKey, auth);
+    return auth;
+  }
+
   private touch(keyId: string): void {
     const now = Date.now();
     const last = this.lastTouched.get(keyId);

@@ -24,7 +24,7 @@ export class AuthGuard implements CanActivate {
     ]);
     if (allowed === PUBLIC_ROUTE) return true;
     const req = ctx.switchToHttp().getRequest<FastifyRequest>();
-    const auth = req.auth ?? (await this.authenticator.identify(req.headers.authorization));
+    const auth = req.auth ?? (await this.authenticator.identify(req));
     if (!allowed || !allowed.includes(auth.kind === 'operator' ? 'operator' : auth.role)) {
       throw new ApiError('FORBIDDEN', 'This key is not allowed to do that');
     }

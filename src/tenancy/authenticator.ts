@@ -4,9 +4,12 @@ import { ApiError } from '../common/errors';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { hashSecret, secretMatches } from './api-key-secret';
 import { ApiKeysService } from './api-keys.service';
+import { ConsoleSessions, CSRF_HEADER } from './console-sessions';
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /**
- * Who is calling, from the Authorization header: the operator (INKSTONE_ADMIN_TOKEN) or a tenant's
+ * Who is calling, from the Authorization header (or a console session cookie): the operator (INKSTONE_ADMIN_TOKEN) or a tenant's
  * API key. Runs in Fastify's onRequest hook, before the body is read, so a request without a valid
  * key costs no parsing; the AuthGuard then checks the route's roles.
  */
@@ -16,12 +19,25 @@ export class Authenticator {
 
   constructor(
     private readonly apiKeys: ApiKeysService,
+    private readonly sessions: ConsoleSessions,
     @Inject(CONFIG) config: AppConfig,
   ) {
     this.operatorTokenHash = hashSecret(config.adminToken);
   }
 
-  async identify(header: string | undefined): Promise<AuthContext> {
+  /**
+   * The caller of a request: by its Authorization header, or, without one, by a console session
+   * cookie (ConsoleSessions) whose key is still active; a state-changing request made with the
+   * cookie must carry the session's CSRF token.
+   */
+  async identify(req: { method: string; headers: Record<string, string | string[] | undefined> }): Promise<AuthContext> {
+    const header = req.headers.authorization as string | undefined;
+    const cookie = header ? undefined : ConsoleSessions.fromCookieHeader(req.headers.cookie as string | undefined);
+    if (cookie !== undefined) return this.fromSession(cookie, req);
+    return this.fromHeader(header);
+  }
+
+  private async fromHeader(header: string | undefined): Promise<AuthContext> {
     if (!header) throw new ApiError('UNAUTHENTICATED', 'Missing Authorization: Bearer <key>');
     if (header.length > 512) throw new ApiError('UNAUTHENTICATED', 'Authorization must be "Bearer <key>"');
     const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
@@ -30,6 +46,17 @@ export class Authenticator {
     if (secretMatches(token, this.operatorTokenHash)) return { kind: 'operator' };
     const tenant = await this.apiKeys.authenticate(token);
     if (!tenant) throw new ApiError('UNAUTHENTICATED', 'Invalid or revoked API key');
+    return tenant;
+  }
+
+  private async fromSession(cookie: string, req: { method: string; headers: Record<string, string | string[] | undefined> }): Promise<AuthContext> {
+    const session = this.sessions.read(cookie);
+    if (!session) throw new ApiError('UNAUTHENTICATED', 'The console session is not valid or has expired: sign in again');
+    const tenant = await this.apiKeys.activeById(session.keyId);
+    if (!tenant) throw new ApiError('UNAUTHENTICATED', "The console session's API key was revoked: sign in again");
+    if (!SAFE_METHODS.has(req.method) && !this.sessions.csrfMatches(session, req.headers[CSRF_HEADER] as string | undefined)) {
+      throw new ApiError('FORBIDDEN', `A change made with the console session needs its CSRF token in the ${CSRF_HEADER} header`);
+    }
     return tenant;
   }
 }

@@ -5,6 +5,7 @@ import { ApiKeysController } from './api-keys.controller';
 import { ApiKeysService } from './api-keys.service';
 import { AuthGuard } from './auth.guard';
 import { Authenticator } from './authenticator';
+import { ConsoleSessions } from './console-sessions';
 import { LimitsController } from './limits.controller';
 import { LimitsService } from './limits.service';
 import { TenantsController } from './tenants.controller';
@@ -14,7 +15,7 @@ import { TenantsService } from './tenants.service';
 @Module({
   imports: [JobsModule],
   controllers: [TenantsController, ApiKeysController, LimitsController],
-  providers: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, LimitsService, { provide: APP_GUARD, useClass: AuthGuard }],
-  exports: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, LimitsService],
+  providers: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService, { provide: APP_GUARD, useClass: AuthGuard }],
+  exports: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService],
 })
 export class TenancyModule {}

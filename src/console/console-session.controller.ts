@@ -1,0 +1,76 @@
+import { Body, Controller, Delete, Get, HttpCode, Post, Req, Res } from '@nestjs/common';
+import { ApiOperation, ApiProperty, ApiTags } from '@nestjs/swagger';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { IsString, Length } from 'class-validator';
+import { Auth, Public, TenantAuth, TenantCaller } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { BodyLimit, KiB } from '../common/route-config';
+import { ApiKeysService } from '../tenancy/api-keys.service';
+import { ConsoleSessions } from '../tenancy/console-sessions';
+
+export class OpenSessionDto {
+  @ApiProperty({ description: 'a tenant API key (admin or teacher); it is exchanged for a session cookie and never stored in the page' })
+  @IsString()
+  @Length(1, 512)
+  key: string;
+}
+
+interface SessionView {
+  tenantId: string;
+  keyId: string;
+  role: string;
+  expiresAt: string;
+  /** send it as X-CSRF-Token with every POST, PUT, PATCH and DELETE made with the session */
+  csrfToken: string;
+}
+
+/** Over HTTPS (or behind a proxy that says so) the cookie is Secure. */
+function secure(req: FastifyRequest): boolean {
+  return req.protocol === 'https' || req.headers['x-forwarded-proto'] === 'https';
+}
+
+/**
+ * Console sign-in and sign-out (SPEC §11): an API key for a short-lived, HttpOnly,
+ * SameSite=Strict session cookie bound to that key; see ConsoleSessions.
+ */
+@ApiTags('console')
+@Controller('v1/console/session')
+export class ConsoleSessionController {
+  constructor(
+    private readonly sessions: ConsoleSessions,
+    private readonly apiKeys: ApiKeysService,
+  ) {}
+
+  @Post()
+  @Public()
+  @BodyLimit(4 * KiB)
+  @HttpCode(201)
+  @ApiOperation({ summary: 'Sign in to the console: an API key for a session cookie (HttpOnly, SameSite=Strict, 8 hours) and its CSRF token' })
+  async open(@Body() dto: OpenSessionDto, @Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<SessionView> {
+    const auth = await this.apiKeys.authenticate(dto.key.trim());
+    if (!auth) throw new ApiError('UNAUTHENTICATED', 'Invalid or revoked API key');
+    const { token, session } = this.sessions.open(auth);
+    void reply.header('set-cookie', ConsoleSessions.cookie(token, secure(req)));
+    void reply.header('cache-control', 'no-store');
+    return { tenantId: auth.tenantId, keyId: auth.keyId, role: auth.role, expiresAt: session.expiresAt.toISOString(), csrfToken: session.csrfToken };
+  }
+
+  @Get()
+  @Auth('admin', 'teacher')
+  @ApiOperation({ summary: "The console session's caller and its CSRF token (after a reload)" })
+  current(@TenantCaller() auth: TenantAuth, @Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): SessionView {
+    const cookie = ConsoleSessions.fromCookieHeader(req.headers.cookie);
+    const session = cookie ? this.sessions.read(cookie) : null;
+    if (!session) throw new ApiError('UNAUTHENTICATED', 'No console session: sign in with POST /v1/console/session');
+    void reply.header('cache-control', 'no-store');
+    return { tenantId: auth.tenantId, keyId: auth.keyId, role: auth.role, expiresAt: session.expiresAt.toISOString(), csrfToken: session.csrfToken };
+  }
+
+  @Delete()
+  @Public()
+  @HttpCode(204)
+  @ApiOperation({ summary: 'Sign out: the session cookie is cleared' })
+  close(@Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): void {
+    void reply.header('set-cookie', ConsoleSessions.cookie('', secure(req)));
+  }
+}

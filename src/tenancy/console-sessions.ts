@@ -1,0 +1,105 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { Inject, Injectable } from '@nestjs/common';
+import type { TenantAuth } from '../common/auth';
+import { AppConfig, CONFIG } from '../config/app-config';
+
+/** The console's session cookie. */
+export const SESSION_COOKIE = 'inkstone_session';
+/** The header a state-changing request made with the session cookie must carry. */
+export const CSRF_HEADER = 'x-csrf-token';
+/** How long a console session lasts. */
+export const SESSION_TTL_S = 8 * 3600;
+
+interface SessionClaims {
+  /** the API key the session stands for (its id: never the key itself) */
+  k: string;
+  t: string;
+  /** expiry, seconds since the epoch */
+  e: number;
+  /** random: what the CSRF token is derived from */
+  n: string;
+}
+
+export interface ConsoleSession {
+  keyId: string;
+  tenantId: string;
+  expiresAt: Date;
+  csrfToken: string;
+}
+
+const b64url = (b: Buffer) => b.toString('base64url');
+
+/**
+ * Console sessions (SPEC §11): a person pastes an API key once and gets a signed, short-lived
+ * cookie that stands for that key, so the page never holds the key. The cookie names the key by its
+ * id; every request made with it checks that the key is still active, so revoking the key ends its
+ * sessions. State-changing requests must also carry the session's CSRF token (double submit, on top
+ * of SameSite=Strict). The signing key is derived from INKSTONE_ADMIN_TOKEN, which every instance
+ * shares: a session works on any instance, and changing the token ends every session.
+ */
+@Injectable()
+export class ConsoleSessions {
+  private readonly key: Buffer;
+
+  constructor(@Inject(CONFIG) config: AppConfig) {
+    this.key = createHmac('sha256', config.adminToken).update('inkstone console session v1').digest();
+  }
+
+  private mac(text: string): Buffer {
+    return createHmac('sha256', this.key).update(text).digest();
+  }
+
+  /** A new session for a key the caller has just authenticated; the cookie's value and the session. */
+  open(auth: TenantAuth, now = Date.now()): { token: string; session: ConsoleSession } {
+    const claims: SessionClaims = { k: auth.keyId, t: auth.tenantId, e: Math.floor(now / 1000) + SESSION_TTL_S, n: b64url(randomBytes(16)) };
+    const body = b64url(Buffer.from(JSON.stringify(claims)));
+    return { token: `${body}.${b64url(this.mac(body))}`, session: this.sessionOf(claims) };
+  }
+
+  /** The session a cookie value stands for, or null when it is forged, malformed or expired. */
+  read(token: string, now = Date.now()): ConsoleSession | null {
+    if (token.length > 1024) return null;
+    const [body, sig, extra] = token.split('.');
+    if (!body || !sig || extra !== undefined) return null;
+    const given = Buffer.from(sig, 'base64url');
+    const expected = this.mac(body);
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
+    let claims: SessionClaims;
+    try {
+      claims = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as SessionClaims;
+    } catch {
+      return null;
+    }
+    if (typeof claims.k !== 'string' || typeof claims.t !== 'string' || typeof claims.n !== 'string' || typeof claims.e !== 'number') return null;
+    if (claims.e * 1000 <= now) return null;
+    return this.sessionOf(claims);
+  }
+
+  /** Whether a request's CSRF header is its session's token. */
+  csrfMatches(session: ConsoleSession, header: string | undefined): boolean {
+    if (!header) return false;
+    const a = Buffer.from(header);
+    const b = Buffer.from(session.csrfToken);
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+
+  private sessionOf(c: SessionClaims): ConsoleSession {
+    return { keyId: c.k, tenantId: c.t, expiresAt: new Date(c.e * 1000), csrfToken: b64url(this.mac(`csrf:${c.n}`)) };
+  }
+
+  /** The Set-Cookie value: HttpOnly, SameSite=Strict, Secure over HTTPS; an empty token clears it. */
+  static cookie(token: string, secure: boolean): string {
+    const age = token ? SESSION_TTL_S : 0;
+    return `${SESSION_COOKIE}=${token}; Path=/; Max-Age=${age}; HttpOnly; SameSite=Strict${secure ? '; Secure' : ''}`;
+  }
+
+  /** The session cookie's value in a Cookie header, or undefined. */
+  static fromCookieHeader(header: string | undefined): string | undefined {
+    if (!header || header.length > 8192) return undefined;
+    for (const part of header.split(';')) {
+      const i = part.indexOf('=');
+      if (i > 0 && part.slice(0, i).trim() === SESSION_COOKIE) return part.slice(i + 1).trim();
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,99 @@
+import { ConsoleSessions, SESSION_TTL_S } from '../src/tenancy/console-sessions';
+import { generateEssay } from './support/essays';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { createTestApp, TestApp } from './support/test-app';
+
+/**
+ * Console sign-in (SPEC §11): an API key exchanged for a session cookie bound to it. The page never
+ * holds the key; state-changing calls need the CSRF token; revoking the key ends the session.
+ */
+describe('console sessions (real PostgreSQL)', () => {
+  let t: TestApp;
+  let f: Factory;
+  let tenant: TestTenant;
+  let teacher: { id: string; key: string };
+
+  beforeAll(async () => {
+    t = await createTestApp({ WORKERS_ENABLED: 'false' });
+    f = new Factory(t.app);
+    tenant = await f.newTenant();
+    teacher = await f.newKey(tenant, 'teacher');
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  async function signIn(key: string) {
+    const res = await t.http.post('/v1/console/session').send({ key }).expect(201);
+    const setCookie = String(res.headers['set-cookie']);
+    const cookie = setCookie.split(';')[0];
+    return { res, setCookie, cookie, csrf: res.body.csrfToken as string };
+  }
+
+  it('exchanges a key for an HttpOnly, SameSite=Strict cookie that does not contain the key', async () => {
+    const { res, setCookie, cookie } = await signIn(teacher.key);
+    expect(setCookie).toMatch(/^inkstone_session=[^;]+; Path=\/; Max-Age=28800; HttpOnly; SameSite=Strict$/);
+    expect(cookie).not.toContain(teacher.key);
+    expect(res.body).toMatchObject({ tenantId: tenant.tenantId, keyId: teacher.id, role: 'teacher' });
+    expect(typeof res.body.csrfToken).toBe('string');
+    expect(res.headers['cache-control']).toBe('no-store');
+    // Over HTTPS (here: a proxy saying so) the cookie is Secure too.
+    const viaTls = await t.http.post('/v1/console/session').set('x-forwarded-proto', 'https').send({ key: teacher.key }).expect(201);
+    expect(String(viaTls.headers['set-cookie'])).toMatch(/; Secure$/);
+  });
+
+  it('authenticates reads with the cookie, and changes only with the CSRF token', async () => {
+    const { cookie, csrf } = await signIn(teacher.key);
+    await t.http.get('/v1/essays').set('cookie', cookie).expect(200);
+    const me = await t.http.get('/v1/console/session').set('cookie', cookie).expect(200);
+    expect(me.body).toMatchObject({ keyId: teacher.id, csrfToken: csrf });
+    const text = generateEssay(1, 'zh').text;
+    const refused = await t.http.post('/v1/essays').set('cookie', cookie).send({ text }).expect(403);
+    expect(refused.body.error.message).toMatch(/CSRF/);
+    await t.http.post('/v1/essays').set('cookie', cookie).set('x-csrf-token', 'x'.repeat(csrf.length)).send({ text }).expect(403);
+    await t.http.post('/v1/essays').set('cookie', cookie).set('x-csrf-token', csrf).send({ text }).expect(202);
+    // Another session's token does not fit this one.
+    const other = await signIn(teacher.key);
+    await t.http.post('/v1/essays').set('cookie', cookie).set('x-csrf-token', other.csrf).send({ text }).expect(403);
+  });
+
+  it('keeps the roles of the key: a teacher session cannot open admin routes', async () => {
+    const { cookie } = await signIn(teacher.key);
+    await t.http.get('/v1/budget').set('cookie', cookie).expect(403);
+    const admin = await signIn(tenant.adminKey);
+    await t.http.get('/v1/budget').set('cookie', admin.cookie).expect(200);
+  });
+
+  it('refuses a wrong key, a forged or expired cookie, and a session whose key was revoked', async () => {
+    const bad = await t.http.post('/v1/console/session').send({ key: 'ink_not_a_real_key' }).expect(401);
+    expect(bad.body.error.code).toBe('UNAUTHENTICATED');
+    await t.http.post('/v1/console/session').send({}).expect(400);
+    const { cookie } = await signIn(teacher.key);
+    const [name, value] = cookie.split('=');
+    const [body, sig] = value.split('.');
+    // Another key's id in the claims, the signature unchanged: forged.
+    const claims = JSON.parse(Buffer.from(body, 'base64url').toString());
+    const forged = Buffer.from(JSON.stringify({ ...claims, k: tenant.adminKeyId })).toString('base64url');
+    await t.http.get('/v1/budget').set('cookie', `${name}=${forged}.${sig}`).expect(401);
+    await t.http.get('/v1/essays').set('cookie', `${name}=garbage`).expect(401);
+    // Signed by this service, but past its time.
+    const sessions = t.app.get(ConsoleSessions);
+    const old = sessions.open({ kind: 'tenant', tenantId: tenant.tenantId, keyId: teacher.id, role: 'teacher' }, Date.now() - (SESSION_TTL_S + 1) * 1000);
+    const expired = await t.http.get('/v1/essays').set('cookie', `inkstone_session=${old.token}`).expect(401);
+    expect(expired.body.error.message).toMatch(/expired/);
+    // Revoking the key ends the session.
+    const doomed = await f.newKey(tenant, 'teacher');
+    const s = await signIn(doomed.key);
+    await t.http.get('/v1/essays').set('cookie', s.cookie).expect(200);
+    await t.http.delete(`/v1/api-keys/${doomed.id}`).set(bearer(tenant.adminKey)).expect(204);
+    const gone = await t.http.get('/v1/essays').set('cookie', s.cookie).expect(401);
+    expect(gone.body.error.message).toMatch(/revoked/);
+  });
+
+  it('lets the Authorization header win over a cookie, and signs out by clearing the cookie', async () => {
+    const { cookie } = await signIn(teacher.key);
+    await t.http.get('/v1/budget').set('cookie', cookie).set(bearer(tenant.adminKey)).expect(200);
+    const out = await t.http.delete('/v1/console/session').set('cookie', cookie).expect(204);
+    expect(String(out.headers['set-cookie'])).toMatch(/^inkstone_session=; Path=\/; Max-Age=0; HttpOnly; SameSite=Strict/);
+  });
+});
