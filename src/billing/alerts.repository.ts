@@ -30,20 +30,36 @@ export class AlertsRepository {
    * Records that a threshold fired this period and queues its webhook to the tenant's alert URL (if
    * one is set), together; false when it had fired already (on any instance): nothing queued.
    */
-  async fireThreshold(tenantId: string, a: { period: string; threshold: string; ratio: string; eventId: string; body: string }): Promise<boolean> {
+  fireThreshold(tenantId: string, a: { period: string; threshold: string; ratio: string; eventId: string; body: string }): Promise<boolean> {
+    return this.fireOnce(tenantId, `INSERT INTO budget_alerts (tenant_id, period, threshold, utilization) VALUES ($1, $4, $5, $6)`, [a.period, a.threshold, a.ratio], a);
+  }
+
+  /** The same for a shadow-agreement alert: once per tenant, month and rubric. */
+  fireShadowAlert(tenantId: string, a: { period: string; rubric: string; qwk: number; n: number; threshold: number; eventId: string; body: string }): Promise<boolean> {
+    return this.fireOnce(
+      tenantId,
+      `INSERT INTO quality_alerts (tenant_id, period, rubric, qwk, n, threshold) VALUES ($1, $4, $5, $6, $7, $8)`,
+      [a.period, a.rubric, a.qwk, a.n, a.threshold],
+      a,
+    );
+  }
+
+  /**
+   * One statement: the alert's record (an INSERT into a table whose key says "once", its own
+   * parameters from $4) and, only when that inserted a row, its webhook; whether it fired now.
+   */
+  private async fireOnce(tenantId: string, record: string, params: unknown[], w: { eventId: string; body: string }): Promise<boolean> {
     const [r] = await tenantQuery<{ fired: number }>(
       this.ds.manager,
       tenantId,
-      `WITH fired AS (
-         INSERT INTO budget_alerts (tenant_id, period, threshold, utilization) VALUES ($1, $2, $3, $4)
-         ON CONFLICT DO NOTHING RETURNING tenant_id),
+      `WITH fired AS (${record} ON CONFLICT DO NOTHING RETURNING tenant_id),
        queued AS (
          INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
-         SELECT $1, $5, $6, alert_webhook_url, $7, 'pending' FROM tenants
+         SELECT $1, $2, $3, alert_webhook_url, $${params.length + 4}, 'pending' FROM tenants
           WHERE id = $1 AND alert_webhook_url IS NOT NULL AND EXISTS (SELECT 1 FROM fired)
          RETURNING id)
        SELECT (SELECT count(*) FROM fired)::int AS fired`,
-      [a.period, a.threshold, a.ratio, randomUUID(), a.eventId, a.body],
+      [randomUUID(), w.eventId, ...params, w.body],
     );
     return !!r?.fired;
   }
@@ -57,28 +73,6 @@ export class AlertsRepository {
        SELECT $1, $2, $3, alert_webhook_url, $4, 'pending' FROM tenants WHERE id = $1 AND alert_webhook_url IS NOT NULL`,
       [randomUUID(), eventId, body],
     );
-  }
-
-  /**
-   * Records a shadow-agreement alert and queues its webhook, in one statement, unless it fired
-   * already this month for this rubric (on this instance or another); whether it fired now.
-   */
-  async fireShadowAlert(tenantId: string, a: { period: string; rubric: string; qwk: number; n: number; threshold: number; eventId: string; body: string }): Promise<boolean> {
-    const [r] = await tenantQuery<{ fired: number }>(
-      this.ds.manager,
-      tenantId,
-      `WITH fired AS (
-         INSERT INTO quality_alerts (tenant_id, period, rubric, qwk, n, threshold) VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT DO NOTHING RETURNING tenant_id),
-       queued AS (
-         INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
-         SELECT $1, $7, $8, alert_webhook_url, $9, 'pending' FROM tenants
-          WHERE id = $1 AND alert_webhook_url IS NOT NULL AND EXISTS (SELECT 1 FROM fired)
-         RETURNING id)
-       SELECT (SELECT count(*) FROM fired)::int AS fired`,
-      [a.period, a.rubric, a.qwk, a.n, a.threshold, randomUUID(), a.eventId, a.body],
-    );
-    return !!r?.fired;
   }
 
   /**

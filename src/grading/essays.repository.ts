@@ -21,21 +21,21 @@ export interface EssayRow {
   text: string;
   status: string;
   flags: string[];
-  prompt: string | null;
-  /** what the essay's assignment says about its grading (null without an assignment) */
+  /** the essay's assignment: its prompt and what it says about grading (null without an assignment) */
   task: EssayTask | null;
 }
 
-/** An assignment's grading settings, as the grading of one of its essays reads them. */
+/** An essay's assignment, as its grading reads it. */
 export interface EssayTask {
+  /** the essay prompt (作文题目) */
+  prompt: string;
   escalate: 'off' | 'flag' | 'deep';
   passMark: number | null;
   expectedLength: { min: number; max: number } | null;
 }
 
-/** The essay's assignment as EssayRow reads it (`prompt`, `task`), for a query over `essays e`. */
-const ASSIGNMENT_OF_ESSAY = `(SELECT a.prompt FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS prompt,
-       (SELECT jsonb_build_object('escalate', a.escalate, 'passMark', a.pass_mark::float8,
+/** The essay's assignment as EssayRow reads it (`task`), one lookup, for a query over `essays e`. */
+const ASSIGNMENT_OF_ESSAY = `(SELECT jsonb_build_object('prompt', a.prompt, 'escalate', a.escalate, 'passMark', a.pass_mark::float8,
                'expectedLength', CASE WHEN a.expected_length_min IS NULL THEN NULL
                                       ELSE jsonb_build_object('min', a.expected_length_min, 'max', a.expected_length_max) END)
           FROM assignments a WHERE a.tenant_id = e.tenant_id AND a.id = e.assignment_id) AS task`;
@@ -224,11 +224,11 @@ export class EssaysRepository {
   }
 
   /** The essay's status and current grade, locked until the transaction ends (an override reads, then writes). */
-  async lockForOverride(tx: EntityManager, tenantId: string, essayId: string): Promise<{ status: string; grade: StoredGrade | null } | null> {
-    const [row] = await tenantQuery<{ status: string; grade: StoredGrade | null }>(
+  async lockForOverride(tx: EntityManager, tenantId: string, essayId: string): Promise<{ status: string; grade: StoredGrade | null; model_grade: StoredGrade | null } | null> {
+    const [row] = await tenantQuery<{ status: string; grade: StoredGrade | null; model_grade: StoredGrade | null }>(
       tx,
       tenantId,
-      `SELECT status, grade FROM essays WHERE tenant_id = $1 AND id = $2 FOR UPDATE`,
+      `SELECT status, grade, model_grade FROM essays WHERE tenant_id = $1 AND id = $2 FOR UPDATE`,
       [essayId],
     );
     return row ?? null;
@@ -239,7 +239,15 @@ export class EssaysRepository {
    * the label it makes (agreement_cells: this grade against the grader's, replacing the label of an
    * earlier override of the essay).
    */
-  async override(tx: EntityManager, tenantId: string, essayId: string, byKey: string, changes: unknown, before: StoredGrade, after: StoredGrade): Promise<boolean> {
+  async override(
+    tx: EntityManager,
+    tenantId: string,
+    essayId: string,
+    byKey: string,
+    changes: unknown,
+    grades: { before: StoredGrade; after: StoredGrade; grader: StoredGrade | null },
+  ): Promise<boolean> {
+    const { before, after, grader } = grades;
     const moved = await this.move(tx, tenantId, essayId, 'graded', 'grade = $5', [JSON.stringify(after)]);
     if (!moved) return false;
     await tenantQuery(
@@ -248,7 +256,6 @@ export class EssaysRepository {
       `INSERT INTO grade_overrides (tenant_id, id, essay_id, api_key_id, changes, before, after) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
       [randomUUID(), essayId, byKey, JSON.stringify(changes), JSON.stringify(before), JSON.stringify(after)],
     );
-    const [{ model_grade: grader }] = await tenantQuery<{ model_grade: StoredGrade | null }>(tx, tenantId, `SELECT model_grade FROM essays WHERE tenant_id = $1 AND id = $2`, [essayId]);
     if (grader) {
       await this.countAgreement(tx, tenantId, essayId, 'teacher', [
         { grader, other: after, n: 1 },

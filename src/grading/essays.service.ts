@@ -309,7 +309,7 @@ export class EssaysService {
         source: 'teacher',
         labelledDimensions: rubric.dimensions.map((d) => d.key).filter((k) => scored.has(k)),
       };
-      await this.essays.override(m, auth.tenantId, id, auth.keyId, dto, before, after);
+      await this.essays.override(m, auth.tenantId, id, auth.keyId, dto, { before, after, grader: row.model_grade });
     });
     this.events.emit({ tenantId: auth.tenantId, essayId: id, status: 'graded' });
     return this.get(auth, id);

@@ -71,7 +71,7 @@ export class ModelGrader {
     const { job, signal, base, ordered = false } = task;
     const variant: Variant = base ? 'deep_review' : tier === 'deep' ? 'deep' : 'standard';
     const promptOf = (text: string) =>
-      buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.prompt ?? undefined, title: essay.title ?? undefined, essay: text });
+      buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.task?.prompt, title: essay.title ?? undefined, essay: text });
     // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
     // gateway (a longer window serves it), rather than every model getting a cut essay.
     const room = this.gateway.fit({ tier }, promptOf('').messages, MAX_OUTPUT_TOKENS[variant]);
@@ -97,7 +97,7 @@ export class ModelGrader {
           v: PROMPT_VERSIONS[variant],
           rubric: `${rubric.key}@${rubric.version}`,
           tier,
-          task: essay.prompt ? normalizeForKey(essay.prompt) : null,
+          task: essay.task ? normalizeForKey(essay.task.prompt) : null,
           essay: normalizeForKey(essay.text),
         }),
         lookup: true,

@@ -9,7 +9,9 @@ import { AssignmentAgreement, QualityService, QualityView } from './quality.serv
 /** A day, YYYY-MM-DD (agreement is kept by the day an essay was submitted, in the tenant's time zone). */
 function parseDay(value: string | undefined, field: string, problems: FieldProblem[]): string | undefined {
   if (value === undefined) return undefined;
-  const ok = /^\d{4}-\d{2}-\d{2}$/.test(value) && !Number.isNaN(new Date(`${value}T00:00:00Z`).getTime()) && new Date(`${value}T00:00:00Z`).toISOString().startsWith(value);
+  const at = /^\d{4}-\d{2}-\d{2}$/.test(value) ? new Date(`${value}T00:00:00Z`) : null;
+  // A real calendar day: 2026-02-30 parses to 2 March, so it must read back the same.
+  const ok = at !== null && !Number.isNaN(at.getTime()) && at.toISOString().slice(0, 10) === value;
   if (!ok) problems.push({ field, message: `${field} must be a day, YYYY-MM-DD` });
   return value;
 }

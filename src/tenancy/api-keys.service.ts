@@ -112,45 +112,44 @@ export class ApiKeysService {
   }
 
   /** The tenant caller a presented key stands for, or null if it is unknown, malformed or revoked. */
-  async authenticate(presented: string): Promise<TenantAuth | null> {
+  authenticate(presented: string): Promise<TenantAuth | null> {
     const parsed = parseApiKey(presented);
-    if (!parsed) return null;
-    const hash = hashSecret(presented).toString('hex');
-    const hit = this.authCache.get(hash);
-    if (hit) {
-      this.touch(hit.keyId);
-      return hit;
-    }
-    // A revocation that lands while the key is read must not leave it cached as valid.
-    const mark = this.authCache.mark;
-    const rows: Array<{ id: string; tenant_id: string; role: ApiKeyRole; key_hash: Buffer }> = await this.ds.query(
-      `SELECT id, tenant_id, role, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL`,
-      [parsed.prefix],
-    );
-    const row = rows[0];
-    if (!row || !secretMatches(presented, row.key_hash)) return null;
-    this.touch(row.id);
-    const auth: TenantAuth = { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, role: row.role };
-    this.authCache.setIfUnchangedSince(mark, hash, auth);
-    return auth;
+    if (!parsed) return Promise.resolve(null);
+    return this.lookup(hashSecret(presented).toString('hex'), async () => {
+      const rows: Array<{ id: string; tenant_id: string; role: ApiKeyRole; key_hash: Buffer }> = await this.ds.query(
+        `SELECT id, tenant_id, role, key_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL`,
+        [parsed.prefix],
+      );
+      const row = rows[0];
+      return row && secretMatches(presented, row.key_hash) ? row : undefined;
+    });
   }
 
   /** The tenant caller an active key stands for, by its id (a console session names its key so); null when revoked or unknown. */
-  async activeById(keyId: string): Promise<TenantAuth | null> {
-    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(keyId)) return null;
-    const cacheKey = `id:${keyId}`;
+  activeById(keyId: string): Promise<TenantAuth | null> {
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(keyId)) return Promise.resolve(null);
+    return this.lookup(`id:${keyId}`, async () => {
+      // By id across tenants: the id comes from a session cookie this service signed.
+      const rows: Array<{ id: string; tenant_id: string; role: ApiKeyRole }> = await this.ds.query(
+        `SELECT id, tenant_id, role FROM api_keys WHERE id = $1 AND revoked_at IS NULL`,
+        [keyId],
+      );
+      return rows[0];
+    });
+  }
+
+  /**
+   * An active key from the auth cache, or read by `load` and cached; its use is recorded. A
+   * revocation that lands while the key is read must not leave it cached as valid.
+   */
+  private async lookup(cacheKey: string, load: () => Promise<{ id: string; tenant_id: string; role: ApiKeyRole } | undefined>): Promise<TenantAuth | null> {
     const hit = this.authCache.get(cacheKey);
     if (hit) {
       this.touch(hit.keyId);
       return hit;
     }
     const mark = this.authCache.mark;
-    // By id across tenants: the id comes from a session cookie this service signed.
-    const rows: Array<{ id: string; tenant_id: string; role: ApiKeyRole }> = await this.ds.query(
-      `SELECT id, tenant_id, role FROM api_keys WHERE id = $1 AND revoked_at IS NULL`,
-      [keyId],
-    );
-    const row = rows[0];
+    const row = await load();
     if (!row) return null;
     this.touch(row.id);
     const auth: TenantAuth = { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, role: row.role };
