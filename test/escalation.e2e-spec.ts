@@ -1,4 +1,5 @@
 import { parseCny } from '../src/common/money';
+import { GatewayService } from '../src/llm/gateway.service';
 import { gradingAnswer, malformedGrade } from './fake-provider/grading-responder';
 import { appWithFakeForSuite } from './support/app-with-fake';
 import { generateEssay } from './support/essays';
@@ -100,5 +101,31 @@ describe('escalation of low-confidence grades (fake provider, real PostgreSQL)',
     expect(bad.body.error.details[0].field).toBe('passMark');
     await app.t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ escalate: 'sometimes' }).expect(400);
     await app.t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'T', prompt: 'P', rubric: 'zh-gaokao-60', expectedLength: { min: 900, max: 600 } }).expect(400);
+  });
+
+  it('flags instead when every deep provider fails, and keeps the standard grade and the books whole', async () => {
+    const text = generateEssay(34, 'zh').text;
+    const score = (await grade((await assignment({})).id, text)).grade.score;
+    await asNewTenant();
+    // The deep tier (DashScope qwen3-max, then Zhipu glm-5.3) answers 500 to every try.
+    app.fake.enqueue('dashscope', Array(12).fill({ kind: 'preset', name: 'server_error' }));
+    app.fake.enqueue('zhipu', Array(12).fill({ kind: 'preset', name: 'server_error' }));
+    try {
+      const view = await grade((await assignment({ escalate: 'deep', passMark: score })).id, text);
+      expect(view.status).toBe('needs_review');
+      expect(view.flags).toContain('low_confidence');
+      expect(view.flags).not.toContain('escalated');
+      expect(view.grade).toMatchObject({ tier: 'standard', score });
+      const rows = await ledger();
+      expect(rows.filter((r) => r.purpose === 'grading' && r.outcome === 'ok')).toHaveLength(1);
+      expect(rows.filter((r) => r.purpose === 'escalation' && r.outcome === 'ok')).toEqual([]);
+      expect(rows.filter((r) => r.purpose === 'escalation').every((r) => BigInt(r.cost_nanos) === 0n)).toBe(true);
+      const budget = (await app.t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
+      expect(parseCny(budget.spent)).toBe(rows.reduce((s, r) => s + BigInt(r.cost_nanos), 0n));
+      expect(parseCny(budget.reserved)).toBe(0n);
+    } finally {
+      app.fake.reset();
+      app.t.app.get(GatewayService).resetHealth();
+    }
   });
 });

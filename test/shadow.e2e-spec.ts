@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { parseCny } from '../src/common/money';
+import { formatCny, parseCny } from '../src/common/money';
+import { GradingService } from '../src/grading/grading.service';
+import { builtinRubric } from '../src/grading/rubric';
 import { EssaysRepository } from '../src/grading/essays.repository';
 import { inShadowSample } from '../src/grading/grading.service';
 import { ShadowAlerts } from '../src/quality/shadow-alerts';
@@ -137,5 +139,39 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
       [tenant.tenantId],
     );
     expect(cells).toEqual([{ a: '36.00', b: '35.00', n: 1 }]);
+  });
+
+  it('skips a shadow grading the budget cannot pay for: nothing stored, the grade and the books untouched', async () => {
+    await app.t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowRate: 0.2 }).expect(200);
+    // Before each essay the cap is set to what is spent plus twice a standard grading's worst case:
+    // every standard grading fits, the premium model's worst case never does.
+    const rubric = builtinRubric('zh-gaokao-60')!;
+    const quote = (text: string, tier: 'standard' | 'deep') => app.t.app.get(GradingService).quote(text, 'zh', rubric, tier)!;
+    const ids: string[] = [];
+    for (let i = 0; i < 60 && !ids.some((id) => inShadowSample(id, 0.2)); i++) {
+      const text = generateEssay(800 + i, 'zh').text;
+      expect(quote(text, 'deep')).toBeGreaterThan(3n * quote(text, 'standard'));
+      const spent = parseCny((await app.t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.spent);
+      await app.t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: formatCny(spent + 2n * quote(text, 'standard')) }).expect(200);
+      const id = (await app.t.http.post('/v1/essays').set(bearer(teacher)).send({ text }).expect(202)).body.id;
+      await waitForEssays(app.t.app, teacher, [id]);
+      ids.push(id);
+    }
+    const sampled = ids.filter((id) => inShadowSample(id, 0.2));
+    expect(sampled).toHaveLength(1);
+    const views = await waitForEssays(app.t.app, teacher, ids);
+    for (const v of views) expect(v.status).toBe('graded');
+    await waitFor(async () => {
+      const [{ n }] = await app.t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'shadow' AND status = 'done'`, [tenant.tenantId]);
+      return n === 1;
+    }, 20_000);
+    const [row] = await app.t.dataSource.query(`SELECT shadow_grade, grade FROM essays WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, sampled[0]]);
+    expect(row.shadow_grade).toBeNull();
+    expect(row.grade).toEqual(views.find((v) => v.id === sampled[0]).grade);
+    const calls = await app.t.dataSource.query(`SELECT purpose, outcome, cost_nanos FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(calls.filter((c: { purpose: string; outcome: string }) => c.purpose === 'shadow' && c.outcome === 'ok')).toEqual([]);
+    const budget = (await app.t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
+    expect(parseCny(budget.spent)).toBe(calls.reduce((s: bigint, c: { cost_nanos: string }) => s + BigInt(c.cost_nanos), 0n));
+    expect(parseCny(budget.reserved)).toBe(0n);
   });
 });
