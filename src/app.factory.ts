@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, NestFastifyApplication } from '@nestjs/platform-fastify';
-import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import { DocumentBuilder, OpenAPIObject, SwaggerModule } from '@nestjs/swagger';
 import { Logger } from 'nestjs-pino';
 import type { DestinationStream } from 'pino';
 import { AppModule } from './app.module';
@@ -17,6 +17,7 @@ import { LimitsService, rateLimited } from './tenancy/limits.service';
 import { createValidationPipe } from './common/validation';
 import { AppConfig } from './config/app-config';
 import { MetricsService } from './metrics/metrics.service';
+import { VIEW_SCHEMAS } from './docs/api-view';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -35,6 +36,21 @@ export const MAX_JSON_DEPTH = 32;
 /** Routes under these prefixes need a key (the guard then checks the route's roles). */
 function needsKey(url: string): boolean {
   return url.startsWith('/v1/') || url === '/metrics';
+}
+
+/**
+ * The view schemas (the answers' types, generated: src/docs/view-schemas.json) join the DTO
+ * schemas Nest made from the classes. A DTO's schema is never replaced: a view of the same name
+ * is refused here, to be renamed in scripts/view-schemas.ts (RENAMED).
+ */
+export function addViewSchemas(document: OpenAPIObject): OpenAPIObject {
+  const schemas = (document.components ??= {}).schemas ?? {};
+  for (const [name, schema] of Object.entries(VIEW_SCHEMAS)) {
+    if (schemas[name]) throw new Error(`OpenAPI: the view schema ${name} has the name of a DTO schema; rename it in scripts/view-schemas.ts (RENAMED) and run npm run docs:views`);
+    schemas[name] = schema;
+  }
+  document.components.schemas = schemas;
+  return document;
 }
 
 function tooLarge(limit: number): ApiError {
@@ -56,6 +72,8 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
     requestIdHeader: false,
     logger: false,
     return503OnClosing: true,
+    // /console and /console/ reach the console's page (it redirects the first to the second)
+    routerOptions: { ignoreTrailingSlash: true },
     // A client has this long to send its whole request (not to receive the answer: streams last).
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
@@ -140,6 +158,7 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
       .addBearerAuth()
       .build(),
   );
+  addViewSchemas(document);
   SwaggerModule.setup('docs', app, document, { jsonDocumentUrl: 'docs-json' });
 
   await app.init();

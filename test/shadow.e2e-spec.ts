@@ -54,6 +54,14 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
     for (const v of await waitForEssays(app.t.app, teacher, ids)) expect(v.grade).toEqual(views.find((w) => w.id === v.id).grade);
     const budget = (await app.t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
     expect(parseCny(budget.spent)).toBe(calls.reduce((s: bigint, c: { cost_nanos: string }) => s + BigInt(c.cost_nanos), 0n));
+    // Usage by teacher: every call of these gradings (shadow ones too) is the submitting key's, and
+    // the cost per grading counts the shadow cost over the standard gradings.
+    const [{ submitted_by: teacherKeyId }] = await app.t.dataSource.query(`SELECT DISTINCT submitted_by FROM essays WHERE tenant_id = $1`, [tenant.tenantId]);
+    const byTeacher = (await app.t.http.get('/v1/usage?groupBy=teacher').set(bearer(tenant.adminKey)).expect(200)).body.data;
+    const total = calls.reduce((s: bigint, c: { cost_nanos: string }) => s + BigInt(c.cost_nanos), 0n);
+    expect(byTeacher).toEqual([
+      expect.objectContaining({ key: teacherKeyId, calls: calls.length, gradings: ids.length, cost: formatCny(total), costPerGrading: formatCny(total / BigInt(ids.length)) }),
+    ]);
     // /v1/quality compares the standard grades with the deep ones.
     const q = (await app.t.http.get('/v1/quality').set(bearer(tenant.adminKey)).expect(200)).body;
     expect(q.groups).toEqual([]);

@@ -28,11 +28,13 @@ export class BusinessValueDto {
 }
 
 class TokensPerCallDto {
+  @ApiProperty({ minimum: 1, maximum: 1_000_000 })
   @IsInt()
   @Min(1)
   @Max(1_000_000)
   input: number;
 
+  @ApiProperty({ minimum: 0, maximum: 1_000_000 })
   @IsInt()
   @Min(0)
   @Max(1_000_000)

@@ -2,10 +2,19 @@ import { Body, Controller, Get, HttpCode, Param, Post, Put, Query } from '@nestj
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { ApiView } from '../docs/api-view';
 import { BudgetService, BudgetView, IncidentView } from './budget.service';
 import { UpdateBudgetDto } from './dto/update-budget.dto';
-import { LedgerService, USAGE_GROUPS, UsageGroup, UsageRow } from './ledger.service';
+import { LedgerService, LedgerStats, USAGE_GROUPS, UsageGroup, UsageRow } from './ledger.service';
 import { isPeriod, periodBounds } from './periods';
+
+/** GET /v1/usage: the ledger's calls from `from` to `to` (exclusive), one row per group. */
+export interface UsageView {
+  from: string;
+  to: string;
+  groupBy: UsageGroup;
+  data: UsageRow[];
+}
 
 @ApiTags('billing')
 @ApiBearerAuth()
@@ -19,12 +28,14 @@ export class BudgetController {
 
   @Get('budget')
   @ApiOperation({ summary: "This month's cap, spend, reservations, remaining budget and forecast" })
+  @ApiView('BudgetView')
   get(@TenantCaller() auth: TenantAuth): Promise<BudgetView> {
     return this.budget.view(auth.tenantId);
   }
 
   @Put('budget')
   @ApiOperation({ summary: 'Set the monthly cap, alert thresholds and what happens when the budget runs out' })
+  @ApiView('BudgetView')
   put(@TenantCaller() auth: TenantAuth, @Body() dto: UpdateBudgetDto): Promise<BudgetView> {
     return this.budget.update(auth.tenantId, dto);
   }
@@ -32,6 +43,7 @@ export class BudgetController {
   @Post('budget/incidents/:id/acknowledge')
   @HttpCode(200)
   @ApiOperation({ summary: 'Acknowledge a budget incident; admission resumes when none pauses it any more' })
+  @ApiView('IncidentView')
   acknowledge(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<IncidentView> {
     return this.budget.acknowledge(auth.tenantId, auth.keyId, id);
   }
@@ -41,12 +53,13 @@ export class BudgetController {
   @ApiQuery({ name: 'from', required: false, description: 'ISO date or time (default: start of this month)' })
   @ApiQuery({ name: 'to', required: false, description: 'ISO date or time, exclusive (default: now)' })
   @ApiQuery({ name: 'groupBy', required: false, enum: USAGE_GROUPS })
+  @ApiView('UsageView')
   async usage(
     @TenantCaller() auth: TenantAuth,
     @Query('from') from?: string,
     @Query('to') to?: string,
     @Query('groupBy') groupBy: string = 'day',
-  ): Promise<{ from: string; to: string; groupBy: UsageGroup; data: UsageRow[] }> {
+  ): Promise<UsageView> {
     if (!(USAGE_GROUPS as readonly string[]).includes(groupBy)) {
       throw ApiError.validation([{ field: 'groupBy', message: `groupBy must be one of ${USAGE_GROUPS.join(', ')}` }]);
     }
@@ -62,7 +75,8 @@ export class BudgetController {
   @Get('stats')
   @ApiOperation({ summary: 'Totals from the ledger: calls, cache hits, tokens, cost, savings' })
   @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: all time)' })
-  stats(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<Record<string, unknown>> {
+  @ApiView('LedgerStats')
+  stats(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<LedgerStats> {
     if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
     return this.ledger.stats(auth.tenantId, period);
   }

@@ -73,11 +73,35 @@ export interface UsageRow {
   calls: number;
   cacheHits: number;
   failures: number;
+  /** gradings finished by a model call (standard gradings and deep reviews, one per call group) */
+  gradings: number;
+  /** the cost of the calls spent on grading (gradings, deep reviews, escalations, shadow gradings) per grading; null without gradings */
+  costPerGrading: string | null;
   inputTokens: number;
   cachedInputTokens: number;
   outputTokens: number;
   cost: string;
   savedByCache: string;
+}
+
+/** GET /v1/stats: totals from the ledger for a month (period) or all time (period null). */
+export interface LedgerStats {
+  period: string | null;
+  totalCalls: number;
+  cacheHits: number;
+  providerCalls: number;
+  failedCalls: number;
+  cacheHitRate: number;
+  totalTokens: number;
+  inputTokens: number;
+  cachedInputTokens: number;
+  outputTokens: number;
+  cost: string;
+  savedByCache: string;
+  compressionSavedTokens: number;
+  averageLatencyMs: number;
+  /** calls by outcome (ok and each kind of failure) */
+  outcomes: Record<string, number>;
 }
 
 /** The call ledger, read: usage by group and totals. Its rows are written by BooksRepository only. */
@@ -93,6 +117,8 @@ export class LedgerService {
               count(*) AS calls,
               count(*) FILTER (WHERE cache_status = 'hit') AS cache_hits,
               count(*) FILTER (WHERE outcome <> 'ok') AS failures,
+              count(DISTINCT call_group) FILTER (WHERE purpose IN ('grading', 'deep_review') AND outcome = 'ok') AS gradings,
+              coalesce(sum(cost_nanos) FILTER (WHERE purpose IN ('grading', 'deep_review', 'escalation', 'shadow')), 0) AS grading_cost,
               ${TOTALS_SQL}
          FROM llm_calls
         WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND $4::text IS NOT NULL -- $4 (the time zone) is typed even when the grouping does not use it
@@ -104,11 +130,13 @@ export class LedgerService {
       calls: Number(r.calls),
       cacheHits: Number(r.cache_hits),
       failures: Number(r.failures),
+      gradings: Number(r.gradings),
+      costPerGrading: Number(r.gradings) > 0 ? formatCny(BigInt(r.grading_cost) / BigInt(r.gradings)) : null,
       ...totalsOf(r),
     }));
   }
 
-  async stats(tenantId: string, period?: string): Promise<Record<string, unknown>> {
+  async stats(tenantId: string, period?: string): Promise<LedgerStats> {
     const [r] = await tenantQuery<Record<string, string>>(
       this.ds.manager,
       tenantId,

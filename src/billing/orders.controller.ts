@@ -3,10 +3,16 @@ import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nest
 import type { FastifyRequest } from 'fastify';
 import { Auth, Public, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { ApiView } from '../docs/api-view';
 import { BodyLimit, KiB } from '../common/route-config';
 import { SIGNATURE_HEADER } from '../common/signature';
 import { BillingSettingsDto } from './dto/billing-settings.dto';
 import { BillingSettingsView, OrdersService, OrderView } from './orders.service';
+
+/** GET /v1/orders */
+export interface OrderList {
+  data: OrderView[];
+}
 
 const ORDER_STATUSES = ['awaiting_payment', 'paid', 'delivered', 'refunded'];
 
@@ -19,6 +25,7 @@ export class OrdersController {
   @Get('billing/settings')
   @Auth('admin')
   @ApiOperation({ summary: 'Deep-review price and payment mode (the webhook secret is never shown)' })
+  @ApiView('BillingSettingsView')
   settings(@TenantCaller() auth: TenantAuth): Promise<BillingSettingsView> {
     return this.orders.settings(auth.tenantId);
   }
@@ -26,6 +33,7 @@ export class OrdersController {
   @Put('billing/settings')
   @Auth('admin')
   @ApiOperation({ summary: 'Set the deep-review price, the payment mode and the webhook secret' })
+  @ApiView('BillingSettingsView')
   updateSettings(@TenantCaller() auth: TenantAuth, @Body() dto: BillingSettingsDto): Promise<BillingSettingsView> {
     return this.orders.updateSettings(auth, dto);
   }
@@ -34,7 +42,8 @@ export class OrdersController {
   @Auth('admin', 'teacher')
   @ApiQuery({ name: 'status', required: false, enum: ORDER_STATUSES })
   @ApiOperation({ summary: 'Deep-review orders, newest first' })
-  async list(@TenantCaller() auth: TenantAuth, @Query('status') status?: string): Promise<{ data: OrderView[] }> {
+  @ApiView('OrderList')
+  async list(@TenantCaller() auth: TenantAuth, @Query('status') status?: string): Promise<OrderList> {
     if (status !== undefined && !ORDER_STATUSES.includes(status)) {
       throw ApiError.validation([{ field: 'status', message: `status must be one of ${ORDER_STATUSES.join(', ')}` }]);
     }
@@ -44,6 +53,7 @@ export class OrdersController {
   @Get('orders/:id')
   @Auth('admin', 'teacher')
   @ApiOperation({ summary: 'One deep-review order' })
+  @ApiView('OrderView')
   get(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<OrderView> {
     return this.orders.get(auth.tenantId, id);
   }

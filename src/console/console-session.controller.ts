@@ -7,6 +7,8 @@ import { ApiError } from '../common/errors';
 import { BodyLimit, KiB } from '../common/route-config';
 import { ApiKeysService } from '../tenancy/api-keys.service';
 import { ConsoleSessions } from '../tenancy/console-sessions';
+import { TenantsRepository } from '../tenancy/tenants.repository';
+import { ApiView } from '../docs/api-view';
 
 export class OpenSessionDto {
   @ApiProperty({ description: 'a tenant API key (admin or teacher); it is exchanged for a session cookie and never stored in the page' })
@@ -15,10 +17,12 @@ export class OpenSessionDto {
   key: string;
 }
 
-interface SessionView {
+export interface SessionView {
   tenantId: string;
   keyId: string;
   role: string;
+  /** the tenant's time zone (IANA): the console shows dates in it */
+  timezone: string;
   expiresAt: string;
   /** send it as X-CSRF-Token with every POST, PUT, PATCH and DELETE made with the session */
   csrfToken: string;
@@ -39,12 +43,19 @@ export class ConsoleSessionController {
   constructor(
     private readonly sessions: ConsoleSessions,
     private readonly apiKeys: ApiKeysService,
+    private readonly tenants: TenantsRepository,
   ) {}
+
+  private async view(auth: TenantAuth, session: { expiresAt: Date; csrfToken: string }): Promise<SessionView> {
+    const { timezone } = await this.tenants.budget(auth.tenantId);
+    return { tenantId: auth.tenantId, keyId: auth.keyId, role: auth.role, timezone, expiresAt: session.expiresAt.toISOString(), csrfToken: session.csrfToken };
+  }
 
   @Post()
   @Public()
   @BodyLimit(4 * KiB)
   @HttpCode(201)
+  @ApiView('SessionView', { status: 201 })
   @ApiOperation({ summary: 'Sign in to the console: an API key for a session cookie (HttpOnly, SameSite=Strict, 8 hours) and its CSRF token' })
   async open(@Body() dto: OpenSessionDto, @Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<SessionView> {
     const auth = await this.apiKeys.authenticate(dto.key.trim());
@@ -52,18 +63,19 @@ export class ConsoleSessionController {
     const { token, session } = this.sessions.open(auth);
     void reply.header('set-cookie', ConsoleSessions.cookie(token, secure(req)));
     void reply.header('cache-control', 'no-store');
-    return { tenantId: auth.tenantId, keyId: auth.keyId, role: auth.role, expiresAt: session.expiresAt.toISOString(), csrfToken: session.csrfToken };
+    return this.view(auth, session);
   }
 
   @Get()
   @Auth('admin', 'teacher')
   @ApiOperation({ summary: "The console session's caller and its CSRF token (after a reload)" })
-  current(@TenantCaller() auth: TenantAuth, @Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): SessionView {
+  @ApiView('SessionView')
+  async current(@TenantCaller() auth: TenantAuth, @Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<SessionView> {
     const cookie = ConsoleSessions.fromCookieHeader(req.headers.cookie);
     const session = cookie ? this.sessions.read(cookie) : null;
     if (!session) throw new ApiError('UNAUTHENTICATED', 'No console session: sign in with POST /v1/console/session');
     void reply.header('cache-control', 'no-store');
-    return { tenantId: auth.tenantId, keyId: auth.keyId, role: auth.role, expiresAt: session.expiresAt.toISOString(), csrfToken: session.csrfToken };
+    return this.view(auth, session);
   }
 
   @Delete()

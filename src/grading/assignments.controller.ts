@@ -1,8 +1,14 @@
 import { Body, Controller, Get, Header, HttpCode, Param, Patch, Post } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiView } from '../docs/api-view';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
-import { Assignment, AssignmentsService } from './assignments.service';
+import { Assignment, AssignmentDetail, AssignmentsService, AssignmentSummary } from './assignments.service';
 import { AssignmentQualityDto, CreateAssignmentDto } from './dto/assignment.dto';
+
+/** GET /v1/assignments */
+export interface AssignmentList {
+  data: AssignmentSummary[];
+}
 
 @ApiTags('grading')
 @ApiBearerAuth()
@@ -14,24 +20,28 @@ export class AssignmentsController {
   @Post()
   @HttpCode(201)
   @ApiOperation({ summary: 'Create an assignment: title, essay prompt (作文题目), rubric and language' })
+  @ApiView('Assignment', { status: 201 })
   create(@TenantCaller() auth: TenantAuth, @Body() dto: CreateAssignmentDto): Promise<Assignment> {
     return this.assignments.create(auth, dto);
   }
 
   @Get()
   @ApiOperation({ summary: 'The latest assignments' })
-  async list(@TenantCaller() auth: TenantAuth): Promise<{ data: Assignment[] }> {
+  @ApiView('AssignmentList')
+  async list(@TenantCaller() auth: TenantAuth): Promise<AssignmentList> {
     return { data: await this.assignments.list(auth) };
   }
 
   @Get(':id')
   @ApiOperation({ summary: 'An assignment with essay counts by status and the score distribution' })
-  get(@TenantCaller() auth: TenantAuth, @Param('id') id: string) {
+  @ApiView('AssignmentDetail')
+  get(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<AssignmentDetail> {
     return this.assignments.detail(auth, id);
   }
 
   @Patch(':id')
   @ApiOperation({ summary: "Change how the assignment's grades are checked: escalate (off | flag | deep), passMark, expectedLength (null clears)" })
+  @ApiView('Assignment')
   update(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Body() dto: AssignmentQualityDto): Promise<Assignment> {
     return this.assignments.update(auth, id, dto);
   }

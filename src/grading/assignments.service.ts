@@ -28,6 +28,28 @@ export interface Assignment {
   createdAt: string;
 }
 
+/** GET /v1/assignments/:id: the assignment, its essays counted by status and the distribution of their scores. */
+/** An assignment in the list: its essays counted by status. */
+export interface AssignmentSummary extends Assignment {
+  counts: { total: number; queued: number; grading: number; graded: number; failed: number; needs_review: number };
+}
+
+export interface AssignmentDetail extends Assignment {
+  /** the rubric's highest total */
+  maxScore: number;
+  /** essays by status (queued, grading, graded, failed, needs_review) and in all */
+  counts: { total: number; [status: string]: number };
+  scores: {
+    count: number;
+    mean: number | null;
+    median: number | null;
+    min: number | null;
+    max: number | null;
+    /** ten equal buckets from 0 to maxScore */
+    distribution: Array<{ from: number; to: number; count: number }>;
+  };
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** An assignment pins its rubric's version when it is created: later edits do not move its grades. */
@@ -94,26 +116,32 @@ export class AssignmentsService {
       [id],
     );
     if (!row) throw ApiError.notFound('Assignment');
-    return {
-      id: String(row.id),
-      title: String(row.title),
-      prompt: String(row.prompt),
-      rubric: { key: String(row.rubric_key), version: Number(row.rubric_version) },
-      language: row.language as 'zh' | 'en',
-      escalate: row.escalate as Escalation,
-      passMark: row.pass_mark === null ? null : Number(row.pass_mark),
-      expectedLength: row.expected_length_min === null ? null : { min: Number(row.expected_length_min), max: Number(row.expected_length_max) },
-      createdAt: (row.created_at as Date).toISOString(),
-    };
+    return toAssignment(row);
   }
 
-  async list(auth: TenantAuth): Promise<Assignment[]> {
-    const rows = await tenantQuery<{ id: string }>(
+  /** The latest 200 assignments, each with its essays counted by status (one statement). */
+  async list(auth: TenantAuth): Promise<AssignmentSummary[]> {
+    const rows = await tenantQuery<Record<string, string | number | Date | null>>(
       this.ds.manager,
       auth.tenantId,
-      `SELECT id FROM assignments WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 200`,
+      `SELECT a.id, a.title, a.prompt, a.rubric_key, a.rubric_version, a.language, a.escalate, a.pass_mark::float8 AS pass_mark,
+              a.expected_length_min, a.expected_length_max, a.created_at, c.*
+         FROM assignments a
+         LEFT JOIN LATERAL (
+           SELECT count(*)::int AS total,
+                  count(*) FILTER (WHERE status = 'queued')::int AS queued,
+                  count(*) FILTER (WHERE status = 'grading')::int AS grading,
+                  count(*) FILTER (WHERE status = 'graded')::int AS graded,
+                  count(*) FILTER (WHERE status = 'failed')::int AS failed,
+                  count(*) FILTER (WHERE status = 'needs_review')::int AS needs_review
+             FROM essays e WHERE e.tenant_id = a.tenant_id AND e.assignment_id = a.id
+         ) c ON true
+        WHERE a.tenant_id = $1 ORDER BY a.created_at DESC LIMIT 200`,
     );
-    return Promise.all(rows.map((r) => this.get(auth.tenantId, r.id)));
+    return rows.map((row) => ({
+      ...toAssignment(row),
+      counts: { total: Number(row.total), queued: Number(row.queued), grading: Number(row.grading), graded: Number(row.graded), failed: Number(row.failed), needs_review: Number(row.needs_review) },
+    }));
   }
 
   /**
@@ -160,7 +188,7 @@ export class AssignmentsService {
   }
 
   /** The assignment with its essays counted by status and the distribution of their scores. */
-  async detail(auth: TenantAuth, id: string) {
+  async detail(auth: TenantAuth, id: string): Promise<AssignmentDetail> {
     const a = await this.get(auth.tenantId, id);
     const rubric = await this.rubrics.resolve(auth.tenantId, a.rubric.key, a.rubric.version);
     const counts = await tenantQuery<{ status: string; n: number }>(
@@ -211,4 +239,18 @@ function round2(n: number): number {
 function median(sorted: number[]): number {
   const m = Math.floor(sorted.length / 2);
   return sorted.length % 2 ? sorted[m] : round2((sorted[m - 1] + sorted[m]) / 2);
+}
+
+function toAssignment(row: Record<string, string | number | Date | null>): Assignment {
+  return {
+    id: String(row.id),
+    title: String(row.title),
+    prompt: String(row.prompt),
+    rubric: { key: String(row.rubric_key), version: Number(row.rubric_version) },
+    language: row.language as 'zh' | 'en',
+    escalate: row.escalate as Escalation,
+    passMark: row.pass_mark === null ? null : Number(row.pass_mark),
+    expectedLength: row.expected_length_min === null ? null : { min: Number(row.expected_length_min), max: Number(row.expected_length_max) },
+    createdAt: (row.created_at as Date).toISOString(),
+  };
 }

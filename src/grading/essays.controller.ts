@@ -1,12 +1,14 @@
 import { Body, Controller, Get, HttpCode, Param, Patch, Post, Query, Req, Res } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { ApiView } from '../docs/api-view';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { BodyLimit, KiB, MiB } from '../common/route-config';
 import { OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
 import { EssayStreamService } from './essay-stream.service';
 import { ESSAY_STATUSES } from './essay-lifecycle';
-import { EssaysService, EssayView } from './essays.service';
+import { OrderView } from '../billing/orders.service';
+import { EssayPage, EssaysService, EssayView, SubmittedBatch, SubmittedEssay } from './essays.service';
 
 @ApiTags('grading')
 @ApiBearerAuth()
@@ -22,7 +24,8 @@ export class EssaysController {
   @BodyLimit(256 * KiB)
   @HttpCode(202)
   @ApiOperation({ summary: 'Submit an essay for grading; it is stored durably before this answers' })
-  submit(@TenantCaller() auth: TenantAuth, @Body() dto: SubmitEssayDto) {
+  @ApiView('SubmittedEssay', { status: 202 })
+  submit(@TenantCaller() auth: TenantAuth, @Body() dto: SubmitEssayDto): Promise<SubmittedEssay> {
     return this.essays.submit(auth, dto);
   }
 
@@ -30,16 +33,18 @@ export class EssaysController {
   @BodyLimit(8 * MiB)
   @HttpCode(202)
   @ApiOperation({ summary: 'Submit a class set (up to 200 essays) in one go' })
-  batch(@TenantCaller() auth: TenantAuth, @Body() dto: SubmitBatchDto) {
+  @ApiView('SubmittedBatch', { status: 202 })
+  batch(@TenantCaller() auth: TenantAuth, @Body() dto: SubmitBatchDto): Promise<SubmittedBatch> {
     return this.essays.submitBatch(auth, dto);
   }
 
   @Get()
   @ApiOperation({ summary: 'Essays, newest first, with cursor pagination' })
+  @ApiView('EssayPage')
   @ApiQuery({ name: 'assignmentId', required: false })
   @ApiQuery({ name: 'status', required: false, enum: ESSAY_STATUSES })
   @ApiQuery({ name: 'studentRef', required: false })
-  @ApiQuery({ name: 'limit', required: false, description: '1-100, default 20' })
+  @ApiQuery({ name: 'limit', required: false, type: Number, minimum: 1, maximum: 100, description: '1-100, default 20' })
   @ApiQuery({ name: 'cursor', required: false, description: 'nextCursor of the previous page' })
   list(
     @TenantCaller() auth: TenantAuth,
@@ -48,12 +53,13 @@ export class EssaysController {
     @Query('studentRef') studentRef?: string,
     @Query('limit') limit?: string,
     @Query('cursor') cursor?: string,
-  ) {
+  ): Promise<EssayPage> {
     return this.essays.list(auth, { assignmentId, status, studentRef, limit, cursor });
   }
 
   @Get(':id')
   @ApiOperation({ summary: 'An essay with its status, grade, flags and cost' })
+  @ApiView('EssayView')
   get(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<EssayView> {
     return this.essays.get(auth, id);
   }
@@ -61,12 +67,14 @@ export class EssaysController {
   @Post(':id/deep-review')
   @HttpCode(202)
   @ApiOperation({ summary: 'Order a deep review: awaiting_payment (webhook mode) or paid and queued at once (invoice mode)' })
-  async deepReview(@TenantCaller() auth: TenantAuth, @Param('id') id: string) {
+  @ApiView('OrderView', { status: 202 })
+  async deepReview(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<OrderView> {
     return this.essays.orderDeepReview(auth, id);
   }
 
   @Patch(':id/grade')
   @ApiOperation({ summary: "A teacher's override of the total, dimension scores or comment (the model's grade is kept)" })
+  @ApiView('EssayView')
   override(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Body() dto: OverrideGradeDto): Promise<EssayView> {
     return this.essays.override(auth, id, dto);
   }

@@ -21,6 +21,8 @@ export interface EssayRow {
   text: string;
   status: string;
   flags: string[];
+  /** the API key that submitted it: the ledger's teacher for its model calls */
+  submitted_by?: string | null;
   /** the essay's assignment: its prompt and what it says about grading (null without an assignment) */
   task: EssayTask | null;
 }
@@ -113,7 +115,7 @@ export class EssaysRepository {
       `UPDATE essays e SET status = 'grading', updated_at = now()
         WHERE tenant_id = $1 AND id = $2 AND status = ANY($3::text[])
         RETURNING e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title, e.student_ref,
-                  e.text, e.status, e.flags,
+                  e.text, e.status, e.flags, e.submitted_by,
                   ${ASSIGNMENT_OF_ESSAY}`,
       [essayId, movableFrom('grading')],
     );
@@ -126,7 +128,7 @@ export class EssaysRepository {
       this.ds.manager,
       tenantId,
       `SELECT o.status AS order_status, e.model_grade, e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title,
-              e.student_ref, e.text, e.status, e.flags, ${ASSIGNMENT_OF_ESSAY}
+              e.student_ref, e.text, e.status, e.flags, e.submitted_by, ${ASSIGNMENT_OF_ESSAY}
          FROM orders o JOIN essays e ON e.tenant_id = o.tenant_id AND e.id = o.essay_id
         WHERE o.tenant_id = $1 AND o.id = $2`,
       [orderId],
@@ -140,7 +142,7 @@ export class EssaysRepository {
       this.ds.manager,
       tenantId,
       `SELECT e.model_grade, e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title,
-              e.student_ref, e.text, e.status, e.flags, ${ASSIGNMENT_OF_ESSAY}
+              e.student_ref, e.text, e.status, e.flags, e.submitted_by, ${ASSIGNMENT_OF_ESSAY}
          FROM essays e WHERE e.tenant_id = $1 AND e.id = $2`,
       [essayId],
     );

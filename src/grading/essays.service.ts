@@ -53,6 +53,42 @@ export interface EssayView {
   gradedAt: string | null;
 }
 
+/** What POST /v1/essays answers: the essay is stored and queued. */
+export interface SubmittedEssay {
+  id: string;
+  status: 'queued';
+}
+
+/** What POST /v1/essays/batch answers: the class set's ids, in the order sent. */
+export interface SubmittedBatch {
+  ids: string[];
+  status: 'queued';
+}
+
+/** One essay in GET /v1/essays: without its text and grade details. */
+export interface EssaySummary {
+  id: string;
+  status: string;
+  tier: string;
+  language: string;
+  title: string | null;
+  studentRef: string | null;
+  assignmentId: string | null;
+  score: number | null;
+  maxScore: number | null;
+  flags: string[];
+  cost: string;
+  cache: string | null;
+  createdAt: string;
+  gradedAt: string | null;
+}
+
+/** A page of GET /v1/essays, newest first; nextCursor is null on the last page. */
+export interface EssayPage {
+  data: EssaySummary[];
+  nextCursor: string | null;
+}
+
 interface Target {
   rubric: Rubric;
   assignmentId: string | null;
@@ -124,7 +160,7 @@ export class EssaysService {
     );
   }
 
-  async submit(auth: TenantAuth, dto: SubmitEssayDto): Promise<{ id: string; status: 'queued' }> {
+  async submit(auth: TenantAuth, dto: SubmitEssayDto): Promise<SubmittedEssay> {
     await this.refuseDirectDeep(auth, dto.tier);
     const text = this.checkText(dto.text, 'text');
     const t = await this.target(auth.tenantId, dto, text);
@@ -138,7 +174,7 @@ export class EssaysService {
   }
 
   /** A class set in one transaction: every essay is checked first; one bad essay stores none. */
-  async submitBatch(auth: TenantAuth, dto: SubmitBatchDto): Promise<{ ids: string[]; status: 'queued' }> {
+  async submitBatch(auth: TenantAuth, dto: SubmitBatchDto): Promise<SubmittedBatch> {
     if (dto.essays.length === 0) throw ApiError.validation([{ field: 'essays', message: 'essays must not be empty' }]);
     if (dto.essays.length > MAX_BATCH) {
       throw new ApiError('PAYLOAD_TOO_LARGE', `A batch holds at most ${MAX_BATCH} essays (got ${dto.essays.length}); split it`);
@@ -213,7 +249,7 @@ export class EssaysService {
   async list(
     auth: TenantAuth,
     q: { assignmentId?: string; status?: string; studentRef?: string; limit?: string; cursor?: string },
-  ): Promise<{ data: Array<Record<string, unknown>>; nextCursor: string | null }> {
+  ): Promise<EssayPage> {
     const problems: FieldProblem[] = [];
     if (q.assignmentId !== undefined && !UUID.test(q.assignmentId)) problems.push({ field: 'assignmentId', message: 'assignmentId must be a UUID' });
     if (q.status !== undefined && !(ESSAY_STATUSES as readonly string[]).includes(q.status)) {
@@ -239,18 +275,18 @@ export class EssaysService {
     const last = page[page.length - 1];
     return {
       data: page.map((r) => ({
-        id: r.id,
-        status: r.status,
-        tier: r.tier,
-        language: r.language,
-        title: r.title,
-        studentRef: r.student_ref,
-        assignmentId: r.assignment_id,
-        score: r.score ?? null,
-        maxScore: r.max_score ?? null,
-        flags: r.flags,
+        id: r.id as string,
+        status: r.status as string,
+        tier: r.tier as string,
+        language: r.language as string,
+        title: r.title as string | null,
+        studentRef: r.student_ref as string | null,
+        assignmentId: r.assignment_id as string | null,
+        score: (r.score as number | null) ?? null,
+        maxScore: (r.max_score as number | null) ?? null,
+        flags: r.flags as string[],
         cost: formatCny(BigInt(r.cost_nanos as string)),
-        cache: r.cache_status,
+        cache: r.cache_status as string | null,
         createdAt: (r.created_at as Date).toISOString(),
         gradedAt: r.graded_at ? (r.graded_at as Date).toISOString() : null,
       })),

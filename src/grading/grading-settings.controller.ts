@@ -2,6 +2,7 @@ import { Body, Controller, Get, Put } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { IsBoolean, IsNumber, IsOptional, Max, Min } from 'class-validator';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { ApiView } from '../docs/api-view';
 import { GradingService } from './grading.service';
 
 export class GradingSettingsDto {
@@ -29,7 +30,7 @@ export class GradingSettingsDto {
   @Max(0.2)
   shadowRate?: number;
 
-  @ApiPropertyOptional({ example: 0.6, nullable: true, description: 'alert (webhook quality.shadow_agreement_low) when standard-versus-deep QWK over the last 30 days falls under this, with at least 20 shadow gradings of a rubric; null: no alert' })
+  @ApiPropertyOptional({ type: Number, example: 0.6, nullable: true, description: 'alert (webhook quality.shadow_agreement_low) when standard-versus-deep QWK over the last 30 days falls under this, with at least 20 shadow gradings of a rubric; null: no alert' })
   @IsOptional()
   @IsNumber({ maxDecimalPlaces: 3 })
   @Min(-1)
@@ -37,7 +38,8 @@ export class GradingSettingsDto {
   shadowAlertQwk?: number | null;
 }
 
-class GradingSettingsView {
+/** GET/PUT /v1/grading/settings */
+export class GradingSettingsView {
   @ApiProperty()
   nearDuplicateThreshold: number;
 
@@ -63,12 +65,14 @@ export class GradingSettingsController {
 
   @Get()
   @ApiOperation({ summary: "The tenant's near-duplicate threshold, resubmission policy, direct deep grading and shadow evaluation" })
+  @ApiView('GradingSettingsView')
   get(@TenantCaller() auth: TenantAuth): Promise<GradingSettingsView> {
     return this.grading.settings(auth.tenantId);
   }
 
   @Put()
   @ApiOperation({ summary: "Set the tenant's near-duplicate threshold, resubmission policy, direct deep grading and shadow evaluation" })
+  @ApiView('GradingSettingsView')
   put(@TenantCaller() auth: TenantAuth, @Body() dto: GradingSettingsDto): Promise<GradingSettingsView> {
     return this.grading.updateSettings(auth.tenantId, dto);
   }

@@ -85,6 +85,7 @@ export class ModelGrader {
     const request: GatewayRequest<ValidatedGrade> = {
       tenantId: essay.tenant_id,
       essayId: essay.id,
+      apiKeyId: essay.submitted_by ?? undefined,
       purpose: task.purpose ?? (tier === 'deep' ? 'deep_review' : 'grading'),
       target: { tier },
       messages: prompt.messages,

@@ -2,8 +2,14 @@ import { Body, Controller, Get, HttpCode, Param, Post, Put, Query } from '@nestj
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { ApiView } from '../docs/api-view';
 import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
 import { RubricsService, RubricView } from './rubrics.service';
+
+/** GET /v1/rubrics */
+export interface RubricList {
+  data: RubricView[];
+}
 
 @ApiTags('grading')
 @ApiBearerAuth()
@@ -14,7 +20,8 @@ export class RubricsController {
   @Get()
   @Auth('admin', 'teacher')
   @ApiOperation({ summary: "Built-in rubrics and the tenant's own (latest versions)" })
-  async list(@TenantCaller() auth: TenantAuth): Promise<{ data: RubricView[] }> {
+  @ApiView('RubricList')
+  async list(@TenantCaller() auth: TenantAuth): Promise<RubricList> {
     return { data: await this.rubrics.list(auth) };
   }
 
@@ -22,6 +29,7 @@ export class RubricsController {
   @Auth('admin', 'teacher')
   @ApiQuery({ name: 'version', required: false })
   @ApiOperation({ summary: 'One rubric (latest version unless one is named)' })
+  @ApiView('RubricView')
   get(@TenantCaller() auth: TenantAuth, @Param('key') key: string, @Query('version') version?: string): Promise<RubricView> {
     if (version !== undefined && !/^\d{1,6}$/.test(version)) throw ApiError.validation([{ field: 'version', message: 'version must be a positive integer' }]);
     return this.rubrics.get(auth, key, version === undefined ? undefined : Number(version));
@@ -31,6 +39,7 @@ export class RubricsController {
   @HttpCode(201)
   @Auth('admin')
   @ApiOperation({ summary: "Create the tenant's own rubric (version 1)" })
+  @ApiView('RubricView', { status: 201 })
   create(@TenantCaller() auth: TenantAuth, @Body() dto: CreateRubricDto): Promise<RubricView> {
     return this.rubrics.create(auth, dto);
   }
@@ -38,6 +47,7 @@ export class RubricsController {
   @Put(':key')
   @Auth('admin')
   @ApiOperation({ summary: 'Edit a rubric: writes its next version; existing grades keep theirs' })
+  @ApiView('RubricView')
   update(@TenantCaller() auth: TenantAuth, @Param('key') key: string, @Body() dto: RubricBodyDto): Promise<RubricView> {
     return this.rubrics.update(auth, key, dto);
   }

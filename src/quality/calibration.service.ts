@@ -39,6 +39,12 @@ export interface CalibrationView {
   createdAt: string;
 }
 
+/** What POST /v1/assignments/:id/regrade answers: essays whose grade changed, and the calibration applied (null: none). */
+export interface RegradeResult {
+  essays: number;
+  calibration: number | null;
+}
+
 interface Label {
   raw: number;
   teacher: number;
@@ -147,7 +153,7 @@ export class CalibrationService {
    * offline grades are re-scored by today's offline grader, model grades re-mapped from their
    * stored raw scores. No model call, no cost.
    */
-  async regrade(auth: TenantAuth, assignmentId: string): Promise<{ essays: number; calibration: number | null }> {
+  async regrade(auth: TenantAuth, assignmentId: string): Promise<RegradeResult> {
     const { id, rubric } = await this.target(auth.tenantId, assignmentId);
     const model = (await this.calibrations.current(auth.tenantId, id))?.model ?? null;
     let after = '00000000-0000-0000-0000-000000000000';

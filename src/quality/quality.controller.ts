@@ -2,8 +2,9 @@ import { Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/c
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError, FieldProblem } from '../common/errors';
+import { ApiView } from '../docs/api-view';
 import { QUALITY_GROUPS, QualityGroup } from './quality.repository';
-import { CalibrationService, CalibrationView } from './calibration.service';
+import { CalibrationService, CalibrationView, RegradeResult } from './calibration.service';
 import { AssignmentAgreement, QualityService, QualityView } from './quality.service';
 
 /** A day, YYYY-MM-DD (agreement is kept by the day an essay was submitted, in the tenant's time zone). */
@@ -32,12 +33,14 @@ export class QualityController {
     summary:
       "Fit a calibration from this assignment's teacher-overridden essays (at least 20): isotonic for model grades, ridge over the offline grader's features for offline grades; 5-fold cross-validated before/after; switched on only if it does no worse than none",
   })
+  @ApiView('CalibrationView', { status: 201 })
   fit(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<CalibrationView> {
     return this.calibration.fit(auth, id);
   }
 
   @Get('assignments/:id/calibration')
   @ApiOperation({ summary: "The assignment's calibration in force (404 when none)" })
+  @ApiView('CalibrationView')
   current(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<CalibrationView> {
     return this.calibration.current(auth.tenantId, id);
   }
@@ -52,12 +55,14 @@ export class QualityController {
   @Post('assignments/:id/regrade')
   @HttpCode(202)
   @ApiOperation({ summary: 'Apply the calibration in force (or none) to every graded essay of the assignment no teacher overrode: no model call, no cost' })
-  regrade(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<{ essays: number; calibration: number | null }> {
+  @ApiView('RegradeResult', { status: 202 })
+  regrade(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<RegradeResult> {
     return this.calibration.regrade(auth, id);
   }
 
   @Get('assignments/:id/agreement')
   @ApiOperation({ summary: "Agreement between the grader's original grades and the teachers' overrides on this assignment: n, QWK, exact, adjacent, bias, per dimension" })
+  @ApiView('AssignmentAgreement')
   agreement(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<AssignmentAgreement> {
     return this.quality.forAssignment(auth.tenantId, id);
   }
@@ -67,6 +72,7 @@ export class QualityController {
   @ApiQuery({ name: 'groupBy', required: false, enum: QUALITY_GROUPS, description: 'default rubric' })
   @ApiQuery({ name: 'from', required: false, description: "YYYY-MM-DD: essays submitted on or after this day (the tenant's time zone)" })
   @ApiQuery({ name: 'to', required: false, description: 'YYYY-MM-DD: essays submitted before this day' })
+  @ApiView('QualityView')
   overview(
     @TenantCaller() auth: TenantAuth,
     @Query('groupBy') groupBy?: string,

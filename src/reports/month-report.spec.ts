@@ -1,5 +1,5 @@
 import { formatCny } from '../common/money';
-import { FloorPrices, LedgerGroup, monthReport, MonthReportInput } from './month-report';
+import { FloorPrices, LedgerGroup, monthReport, monthReportCsv, MonthReportInput } from './month-report';
 
 const group = (over: Partial<LedgerGroup>): LedgerGroup => ({
   purpose: 'grading',
@@ -40,6 +40,18 @@ const input = (over: Partial<MonthReportInput> = {}): MonthReportInput => ({
 });
 
 describe('the month report (pure)', () => {
+  it('exports as CSV for Excel: a BOM, one row per figure by its dotted name, money exactly as the API gives it', () => {
+    const r = monthReport(input());
+    const csv = monthReportCsv(r);
+    expect(csv.startsWith('\uFEFFfigure,value\r\n')).toBe(true);
+    const rows = new Map(csv.slice(1).trim().split('\r\n').slice(1).map((line) => line.split(',') as [string, string]));
+    expect(rows.get('modelCost')).toBe(r.modelCost);
+    expect(rows.get('gradings.total')).toBe(String(r.gradings.total));
+    expect(rows.get('modelCostByPurpose.deep_review')).toBe(r.modelCostByPurpose.deep_review);
+    expect(rows.get('routingBaseline')).toBe(r.routingBaseline ?? '');
+    expect(rows.size).toBe(csv.trim().split('\r\n').length - 1);
+  });
+
   it('adds the ledger groups and orders up to the nano-yuan', () => {
     const r = monthReport(input());
     expect(r.gradings).toEqual({ total: 15, standard: 10, deep: 2, offline: 3, fromCache: 4 }); // chat is not a grading

@@ -1,3 +1,4 @@
+import { csvTable } from '../common/csv';
 import { formatCny, Nanos } from '../common/money';
 import { ratio } from '../billing/budget-view';
 
@@ -136,4 +137,19 @@ export function monthReport(input: MonthReportInput): MonthReport {
     savedByBatch: formatCny(atLeastZero(savedByBatch)),
     ledgerCalls: count((g) => g.calls),
   };
+}
+
+/**
+ * The month's report as CSV for Excel (src/common/csv.ts): one row per figure, its dotted name and
+ * its value as the API gives it (money as CNY decimal strings, never rounded).
+ */
+export function monthReportCsv(report: MonthReport): string {
+  const rows: Array<[string, string | number | null]> = [];
+  const walk = (prefix: string, value: unknown) => {
+    if (value !== null && typeof value === 'object') {
+      for (const [k, v] of Object.entries(value as Record<string, unknown>)) walk(prefix ? `${prefix}.${k}` : k, v);
+    } else rows.push([prefix, value as string | number | null]);
+  };
+  walk('', report);
+  return csvTable(['figure', 'value'], rows);
 }

@@ -1,10 +1,11 @@
-import { Controller, Get, Query } from '@nestjs/common';
+import { Controller, Get, Header, Query } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { BudgetService } from '../billing/budget.service';
 import { isPeriod } from '../billing/periods';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
-import type { MonthReport } from './month-report';
+import { ApiView } from '../docs/api-view';
+import { MonthReport, monthReportCsv } from './month-report';
 import { ReportsService } from './reports.service';
 
 @ApiTags('billing')
@@ -20,8 +21,18 @@ export class ReportsController {
   @Get('reports/month')
   @ApiOperation({ summary: "The month's gradings, deep reviews, model cost, revenue, margin and savings, from the ledger and the orders" })
   @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: this month)' })
+  @ApiView('MonthReport')
   async month(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<MonthReport> {
     if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
     return this.reports.month(auth.tenantId, period ?? (await this.budget.currentPeriod(auth.tenantId)));
+  }
+
+  @Get('reports/month.csv')
+  @Header('content-type', 'text/csv; charset=utf-8')
+  @Header('content-disposition', 'attachment; filename="month-report.csv"')
+  @ApiOperation({ summary: 'The monthly report as CSV that opens in Excel (UTF-8 with BOM): one row per figure, money as CNY decimal strings' })
+  @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: this month)' })
+  async monthCsv(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<string> {
+    return monthReportCsv(await this.month(auth, period));
   }
 }

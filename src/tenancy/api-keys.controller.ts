@@ -1,8 +1,14 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { ApiView } from '../docs/api-view';
 import { ApiKeysService, ApiKeyView, CreatedApiKey } from './api-keys.service';
 import { CreateApiKeyDto } from './dto/create-api-key.dto';
+
+/** GET /v1/api-keys */
+export interface ApiKeyList {
+  data: ApiKeyView[];
+}
 
 @ApiTags('keys')
 @ApiBearerAuth()
@@ -14,13 +20,15 @@ export class ApiKeysController {
   @Post()
   @HttpCode(201)
   @ApiOperation({ summary: 'Create an API key; the key is shown only in this answer' })
+  @ApiView('CreatedApiKey', { status: 201 })
   create(@TenantCaller() auth: TenantAuth, @Body() dto: CreateApiKeyDto): Promise<CreatedApiKey> {
     return this.keys.create(auth, dto);
   }
 
   @Get()
   @ApiOperation({ summary: "List the tenant's API keys (never the keys themselves)" })
-  async list(@TenantCaller() auth: TenantAuth): Promise<{ data: ApiKeyView[] }> {
+  @ApiView('ApiKeyList')
+  async list(@TenantCaller() auth: TenantAuth): Promise<ApiKeyList> {
     return { data: await this.keys.list(auth) };
   }
 

@@ -9,7 +9,7 @@ export class UpdateBudgetDto {
   @IsCnyAmount()
   monthlyCap: string;
 
-  @ApiPropertyOptional({ example: [0.8, 1.0], description: 'Fractions of the cap at which to alert (each in (0, 1])' })
+  @ApiPropertyOptional({ type: [Number], example: [0.8, 1.0], description: 'Fractions of the cap at which to alert (each in (0, 1])' })
   @IsOptional()
   @IsArray()
   @ArrayMaxSize(10)
@@ -24,6 +24,7 @@ export class UpdateBudgetDto {
   whenExhausted?: WhenExhausted;
 
   @ApiPropertyOptional({
+    type: String,
     description:
       'where alerts are POSTed (signed like payment webhooks, with X-Inkstone-Event-Id); an https URL of a public host (checked by the service); null turns them off',
     nullable: true,

@@ -13,7 +13,7 @@ export class AssignmentQualityDto {
   @IsIn(ESCALATIONS)
   escalate?: Escalation;
 
-  @ApiPropertyOptional({ description: "the total at which an essay passes; a grade within one step of it is low-confidence (null: none)", nullable: true, example: 36 })
+  @ApiPropertyOptional({ type: Number, description: "the total at which an essay passes; a grade within one step of it is low-confidence (null: none)", nullable: true, example: 36 })
   @IsOptional()
   @IsNumber({ maxDecimalPlaces: 2 })
   @Min(0)

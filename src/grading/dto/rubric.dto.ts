@@ -35,11 +35,13 @@ export class RubricDimensionDto {
 }
 
 export class ExpectedLengthDto {
+  @ApiProperty({ minimum: 1, maximum: 100_000 })
   @IsInt()
   @Min(1)
   @Max(100_000)
   min: number;
 
+  @ApiProperty({ minimum: 1, maximum: 100_000 })
   @IsInt()
   @Min(1)
   @Max(100_000)
