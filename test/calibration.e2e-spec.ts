@@ -35,6 +35,9 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     }
     const views = await waitForEssays(t.app, teacher, ids);
     expect(views.every((v) => v.status === 'graded' && v.grade.source === 'offline')).toBe(true);
+    // the assignment list counts its essays by status
+    const listed = (await t.http.get('/v1/assignments').set(bearer(teacher)).expect(200)).body.data.find((a: { id: string }) => a.id === id);
+    expect(listed.counts).toEqual({ total: n, queued: 0, grading: 0, graded: n, failed: 0, needs_review: 0 });
     return { id, views };
   }
   const override = (id: string, score: number) => t.http.patch(`/v1/essays/${id}/grade`).set(bearer(teacher)).send({ score }).expect(200);

@@ -349,6 +349,19 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(BigInt(parseNanos(r.savedByCompression))).toBeGreaterThan(0n);
       await t.http.get('/v1/reports/month?period=2026-13').set(admin()).expect(400);
       await t.http.get('/v1/reports/month').set(bearer(teacher)).expect(403);
+      // The same report as CSV for Excel: a BOM, one row per figure, the same decimal strings.
+      const csv = await t.http.get(`/v1/reports/month.csv?period=${budget.body.period}`).set(admin()).buffer(true).parse((res, done) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => done(null, Buffer.concat(chunks).toString('utf8')));
+      }).expect(200);
+      expect(csv.headers['content-type']).toBe('text/csv; charset=utf-8');
+      const lines = (csv.body as string).split('\r\n');
+      expect(lines[0]).toBe('\uFEFFfigure,value');
+      expect(lines).toContain(`modelCost,${r.modelCost}`);
+      expect(lines).toContain(`gradings.deep,2`);
+      await t.http.get('/v1/reports/month.csv?period=2026-13').set(admin()).expect(400);
+      await t.http.get('/v1/reports/month.csv').set(bearer(teacher)).expect(403);
     }, 60_000);
   });
 

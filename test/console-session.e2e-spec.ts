@@ -34,7 +34,7 @@ describe('console sessions (real PostgreSQL)', () => {
     const { res, setCookie, cookie } = await signIn(teacher.key);
     expect(setCookie).toMatch(/^inkstone_session=[^;]+; Path=\/; Max-Age=28800; HttpOnly; SameSite=Strict$/);
     expect(cookie).not.toContain(teacher.key);
-    expect(res.body).toMatchObject({ tenantId: tenant.tenantId, keyId: teacher.id, role: 'teacher' });
+    expect(res.body).toMatchObject({ tenantId: tenant.tenantId, keyId: teacher.id, role: 'teacher', timezone: 'Asia/Shanghai' });
     expect(typeof res.body.csrfToken).toBe('string');
     expect(res.headers['cache-control']).toBe('no-store');
     // Over HTTPS (here: a proxy saying so) the cookie is Secure too.
