@@ -1,10 +1,11 @@
 import { Module } from '@nestjs/common';
 import { TenancyModule } from '../tenancy/tenancy.module';
+import { ConsoleAssetsController } from './console-assets.controller';
 import { ConsoleSessionController } from './console-session.controller';
 
-/** The web console (SPEC §11). So far: its sign-in, a session cookie for an API key. */
+/** The web console (SPEC §11): its page and assets at /console/, and its sign-in (a session cookie for an API key). */
 @Module({
   imports: [TenancyModule],
-  controllers: [ConsoleSessionController],
+  controllers: [ConsoleSessionController, ConsoleAssetsController],
 })
 export class ConsoleModule {}

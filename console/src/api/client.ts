@@ -1,0 +1,68 @@
+/**
+ * The console's API client: typed by `schema.d.ts`, which `npm run console:api` generates from the
+ * service's OpenAPI document (docs/openapi.json), so a route, parameter or field the API does not
+ * have is a compile error here. Calls carry the session cookie; changes carry the CSRF token.
+ */
+import createClient, { type Middleware } from 'openapi-fetch';
+import type { components, paths } from './schema';
+
+export type Schemas = components['schemas'];
+
+let csrfToken = '';
+export function setCsrfToken(token: string): void {
+  csrfToken = token;
+}
+
+/** Called when the session is gone (signed out elsewhere, expired, key revoked). */
+let onUnauthenticated: () => void = () => undefined;
+export function whenUnauthenticated(handler: () => void): void {
+  onUnauthenticated = handler;
+}
+
+const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+const session: Middleware = {
+  onRequest({ request }) {
+    if (!SAFE.has(request.method)) request.headers.set('x-csrf-token', csrfToken);
+    return request;
+  },
+  onResponse({ response, request }) {
+    if (response.status === 401 && !request.url.endsWith('/v1/console/session')) onUnauthenticated();
+    return response;
+  },
+};
+
+export const api = createClient<paths>({ baseUrl: globalThis.location?.origin ?? 'http://localhost', credentials: 'same-origin' });
+api.use(session);
+
+/** An API error as the service reports it: its code, message and field problems. */
+export class ApiFailure extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+interface ErrorBody {
+  error?: { code?: string; message?: string; details?: unknown };
+}
+
+/** The data of a call, or an ApiFailure with the service's own message. */
+export async function ok<T>(call: Promise<{ data?: T; error?: unknown; response: Response }>): Promise<T> {
+  const { data, error, response } = await call;
+  if (response.ok) return data as T;
+  const body = (error ?? {}) as ErrorBody;
+  throw new ApiFailure(response.status, body.error?.code ?? `HTTP_${response.status}`, body.error?.message ?? response.statusText, body.error?.details);
+}
+
+/** Field problems of a VALIDATION_FAILED answer, as "field: message" lines. */
+export function problems(err: unknown): string {
+  if (!(err instanceof ApiFailure)) return err instanceof Error ? err.message : String(err);
+  const details = err.details as Array<{ field?: string; message?: string }> | undefined;
+  if (Array.isArray(details) && details.length) return details.map((d) => (d.field ? `${d.field}: ${d.message}` : d.message)).join('; ');
+  return err.message;
+}

@@ -1,0 +1,35 @@
+import { cny, cnySmall, day, percent } from './format';
+
+describe('console money and dates', () => {
+  it('formats CNY decimal strings by string arithmetic, rounding half away from zero', () => {
+    expect(cny('12345.678901')).toBe('¥12,345.68');
+    expect(cny('0.005')).toBe('¥0.01');
+    expect(cny('0.004999')).toBe('¥0.00');
+    expect(cny('999.995')).toBe('¥1,000.00');
+    expect(cny('-3.10')).toBe('-¥3.10');
+    expect(cny('-0.001')).toBe('¥0.00');
+    expect(cny('5000')).toBe('¥5,000.00');
+    // beyond a float's 15–17 significant digits nothing is lost
+    expect(cny('123456789012345678.125')).toBe('¥123,456,789,012,345,678.13');
+    expect(cny(null)).toBe('—');
+    expect(cny('abc')).toBe('abc');
+  });
+
+  it('keeps significant digits of small amounts', () => {
+    expect(cnySmall('0.000613')).toBe('¥0.000613');
+    expect(cnySmall('0.0061584')).toBe('¥0.00616');
+    expect(cnySmall('2.5')).toBe('¥2.50');
+    expect(cnySmall('0')).toBe('¥0.00');
+  });
+
+  it('shows ratios as percentages', () => {
+    expect(percent('0.4375')).toBe('43.8%');
+    expect(percent('1.0000')).toBe('100.0%');
+    expect(percent('0')).toBe('0.0%');
+  });
+
+  it('shows a calendar day without moving it across a time zone', () => {
+    expect(day('2026-11-30', 'en-US')).toBe('Nov 30, 2026');
+    expect(day('2026-11-30', 'zh-CN')).toBe('2026年11月30日');
+  });
+});

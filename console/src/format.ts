@@ -1,0 +1,70 @@
+/**
+ * Money and dates for display. Money arrives as decimal strings (CNY) and stays strings: grouped
+ * and rounded by string arithmetic, never through a float. Dates are shown in the tenant's zone.
+ */
+
+const MONEY = /^(-?)(\d+)(?:\.(\d+))?$/;
+
+/** "12345.678901" → "¥12,345.68" (half away from zero, at `places`). Unparseable input is shown as is. */
+export function cny(amount: string | null | undefined, places = 2): string {
+  if (amount === null || amount === undefined) return '—';
+  const m = MONEY.exec(amount.trim());
+  if (!m) return amount;
+  const [, sign, whole, frac = ''] = m;
+  let digits = (whole + frac.padEnd(places, '0').slice(0, places)).replace(/^0+(?=\d)/, '');
+  if (Number(frac[places] ?? '0') >= 5) digits = increment(digits);
+  digits = digits.padStart(places + 1, '0');
+  const intPart = digits.slice(0, digits.length - places);
+  const fracPart = places ? `.${digits.slice(digits.length - places)}` : '';
+  const grouped = intPart.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+  const isZero = /^[0,]*$/.test(grouped) && /^\.?0*$/.test(fracPart);
+  return `${sign && !isZero ? '-' : ''}¥${grouped}${fracPart}`;
+}
+
+/** Adds one to a string of decimal digits. */
+function increment(digits: string): string {
+  const out = digits.split('');
+  for (let i = out.length - 1; i >= 0; i--) {
+    if (out[i] !== '9') {
+      out[i] = String(Number(out[i]) + 1);
+      return out.join('');
+    }
+    out[i] = '0';
+  }
+  return `1${out.join('')}`;
+}
+
+/** Small amounts (cost per grading) keep significant digits: 0.000613 → "¥0.000613". */
+export function cnySmall(amount: string | null | undefined): string {
+  if (amount === null || amount === undefined) return '—';
+  const m = MONEY.exec(amount.trim());
+  if (!m) return amount;
+  const [, sign, whole, frac = ''] = m;
+  if (whole.replace(/^0+/, '') !== '') return cny(amount, 2);
+  const firstSignificant = frac.search(/[1-9]/);
+  if (firstSignificant < 0) return cny(amount, 2);
+  return cny(`${sign}${whole}.${frac}`, Math.min(8, Math.max(2, firstSignificant + 3)));
+}
+
+/** "0.4375" (a 0–1 ratio as a decimal string) → "43.8%"; by string arithmetic. */
+export function percent(ratio: string | null | undefined, places = 1): string {
+  if (ratio === null || ratio === undefined) return '—';
+  const m = MONEY.exec(ratio.trim());
+  if (!m) return ratio;
+  const [, sign, whole, frac = ''] = m;
+  const shifted = `${whole}${frac.padEnd(2, '0').slice(0, 2)}.${frac.slice(2) || '0'}`;
+  return `${cny(`${sign}${shifted}`, places).replace('¥', '')}%`;
+}
+
+/** A date-time in the tenant's time zone, in the console's language. */
+export function dateTime(iso: string | null | undefined, timeZone: string, locale: string): string {
+  if (!iso) return '—';
+  return new Intl.DateTimeFormat(locale, { timeZone, dateStyle: 'medium', timeStyle: 'short' }).format(new Date(iso));
+}
+
+/** A calendar date (YYYY-MM-DD, already in the tenant's zone) in the console's language. */
+export function day(isoDay: string | null | undefined, locale: string): string {
+  if (!isoDay) return '—';
+  const [y, mo, d] = isoDay.split('-').map(Number);
+  return new Intl.DateTimeFormat(locale, { timeZone: 'UTC', dateStyle: 'medium' }).format(new Date(Date.UTC(y, mo - 1, d)));
+}

@@ -1,0 +1,186 @@
+import { render } from 'preact';
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import { api, ok, problems, setCsrfToken, whenUnauthenticated } from './api/client';
+import { AppContext, AppContextValue, Session, useApp } from './app-context';
+import { initialLocale, intlLocale, Locale, MessageKey, rememberLocale, translate } from './i18n';
+import { ADMIN_ROUTES, href, Route, useRoute } from './router';
+import { AssignmentPage } from './pages/assignment';
+import { AssignmentsPage } from './pages/assignments';
+import { EssayPage } from './pages/essay';
+import { DashboardPage } from './pages/dashboard';
+import { KeysPage } from './pages/keys';
+import { SettingsPage } from './pages/settings';
+import { ReportPage } from './pages/report';
+import { QualityPage } from './pages/quality';
+
+type SessionAnswer = { tenantId: string; keyId: string; role: string; timezone: string; expiresAt: string; csrfToken: string };
+
+function toSession(s: SessionAnswer): Session {
+  setCsrfToken(s.csrfToken);
+  return { tenantId: s.tenantId, keyId: s.keyId, role: s.role, timezone: s.timezone, expiresAt: s.expiresAt };
+}
+
+function SignIn({ locale, onSignedIn }: { locale: Locale; onSignedIn: (s: Session) => void }) {
+  const t = (k: MessageKey) => translate(locale, k);
+  const [key, setKey] = useState('');
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      const s = await ok(api.POST('/v1/console/session', { body: { key } }));
+      setKey('');
+      onSignedIn(toSession(s as SessionAnswer));
+    } catch (err) {
+      setError(problems(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <main class="signin">
+      <h1>{t('signInTitle')}</h1>
+      <p>{t('signInHelp')}</p>
+      <form onSubmit={submit}>
+        <label class="field">
+          <span class="label">{t('apiKey')}</span>
+          <input name="key" type="password" autocomplete="off" required value={key} onInput={(e) => setKey(e.currentTarget.value)} />
+        </label>
+        <button type="submit" disabled={busy || !key}>
+          {t('signIn')}
+        </button>
+        {error && (
+          <p class="error" role="alert">
+            {error}
+          </p>
+        )}
+      </form>
+    </main>
+  );
+}
+
+function Page({ route }: { route: Route }) {
+  const { session, t } = useApp();
+  if (ADMIN_ROUTES.has(route.name) && session.role !== 'admin') {
+    return (
+      <p class="error" role="alert" data-test="not-allowed">
+        {t('notAllowed')}
+      </p>
+    );
+  }
+  switch (route.name) {
+    case 'assignments':
+      return <AssignmentsPage />;
+    case 'assignment':
+      return <AssignmentPage id={route.id!} />;
+    case 'essay':
+      return <EssayPage id={route.id!} print={false} />;
+    case 'print':
+      return <EssayPage id={route.id!} print />;
+    case 'dashboard':
+      return <DashboardPage />;
+    case 'keys':
+      return <KeysPage />;
+    case 'settings':
+      return <SettingsPage />;
+    case 'report':
+      return <ReportPage />;
+    case 'quality':
+      return <QualityPage />;
+    default:
+      return <p>{t('notFound')}</p>;
+  }
+}
+
+function App() {
+  const [locale, setLocale] = useState<Locale>(initialLocale);
+  const [session, setSession] = useState<Session | null | undefined>(undefined);
+  const route = useRoute();
+
+  useEffect(() => {
+    document.documentElement.lang = locale === 'zh' ? 'zh-CN' : 'en';
+    rememberLocale(locale);
+  }, [locale]);
+  useEffect(() => {
+    whenUnauthenticated(() => setSession(null));
+    api.GET('/v1/console/session').then(
+      ({ data, response }) => setSession(response.ok && data ? toSession(data as SessionAnswer) : null),
+      () => setSession(null),
+    );
+  }, []);
+
+  const value = useMemo<AppContextValue | null>(
+    () => (session ? { locale, intl: intlLocale(locale), t: (k, vars) => translate(locale, k, vars), session } : null),
+    [locale, session],
+  );
+
+  const signOut = async () => {
+    await api.DELETE('/v1/console/session');
+    setCsrfToken('');
+    setSession(null);
+    location.hash = '';
+  };
+
+  const switcher = (
+    <label class="lang">
+      <span class="sr-only">{translate(locale, 'language')}</span>
+      <select value={locale} onChange={(e) => setLocale(e.currentTarget.value as Locale)} aria-label={translate(locale, 'language')}>
+        <option value="zh">中文</option>
+        <option value="en">English</option>
+      </select>
+    </label>
+  );
+
+  if (session === undefined) return <p aria-busy="true">{translate(locale, 'loading')}</p>;
+  if (!session || !value) {
+    return (
+      <>
+        <header class="top">
+          <span class="brand">{translate(locale, 'appName')}</span>
+          {switcher}
+        </header>
+        <SignIn locale={locale} onSignedIn={setSession} />
+      </>
+    );
+  }
+  const t = value.t;
+  const isAdmin = session.role === 'admin';
+  const nav: Array<[string, MessageKey, boolean]> = [
+    [href.assignments(), 'navAssignments', true],
+    [href.quality(), 'navQuality', true],
+    [href.dashboard(), 'navDashboard', isAdmin],
+    [href.report(), 'navReport', isAdmin],
+    [href.keys(), 'navKeys', isAdmin],
+    [href.settings(), 'navSettings', isAdmin],
+  ];
+  return (
+    <AppContext.Provider value={value}>
+      <header class={`top ${route.name === 'print' ? 'no-print' : ''}`}>
+        <span class="brand">{t('appName')}</span>
+        <nav aria-label="main">
+          {nav
+            .filter(([, , shown]) => shown)
+            .map(([link, label]) => (
+              <a href={link} aria-current={location.hash.startsWith(link) ? 'page' : undefined}>
+                {t(label)}
+              </a>
+            ))}
+        </nav>
+        <span class="who" data-test="who">
+          {t('signedInAs')}: {isAdmin ? t('roleAdmin') : t('roleTeacher')}
+        </span>
+        {switcher}
+        <button type="button" class="link" onClick={signOut}>
+          {t('signOut')}
+        </button>
+      </header>
+      <main id="main">
+        <Page route={route} />
+      </main>
+    </AppContext.Provider>
+  );
+}
+
+render(<App />, document.getElementById('app')!);

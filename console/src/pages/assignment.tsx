@@ -1,0 +1,323 @@
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { api, ok, problems, type Schemas } from '../api/client';
+import { useApp } from '../app-context';
+import { ChartView } from '../chart';
+import { dateTime } from '../format';
+import { hasMessage } from '../i18n';
+import { href } from '../router';
+import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
+import { readFiles, type UploadEssay } from '../upload';
+
+type Essay = Schemas['EssaySummary'];
+
+const TERMINAL = new Set(['graded', 'failed', 'needs_review']);
+/** Essays followed over SSE at once; the rest are polled (the tenant has a cap on open streams). */
+const MAX_STREAMS = 20;
+/** Essays submitted at once while a class set uploads. */
+const UPLOAD_PARALLEL = 4;
+
+export function AssignmentPage({ id }: { id: string }) {
+  const { t } = useApp();
+  const detail = useLoad(() => ok(api.GET('/v1/assignments/{id}', { params: { path: { id } } })), [id]);
+  const [uploaded, setUploaded] = useState(0);
+  if (!detail.data) return <Loading error={detail.error} />;
+  const a = detail.data;
+  return (
+    <>
+      <p>
+        <a href={href.assignments()}>← {t('back')}</a>
+      </p>
+      <h1>{a.title}</h1>
+      <p class="prompt">{a.prompt}</p>
+      <div class="grid">
+        <Section title={t('scoreDistribution')} id="distribution">
+          <p>
+            {t('essays')}: {a.counts.total} · {t('graded')}: {a.counts.graded} · {t('mean')}: {a.scores.mean ?? '—'} · {t('median')}: {a.scores.median ?? '—'}
+          </p>
+          <ChartView
+            testId="histogram"
+            summary={a.scores.distribution.map((b) => `${b.from}–${b.to}: ${b.count}`).join(', ')}
+            config={{
+              type: 'bar',
+              data: {
+                labels: a.scores.distribution.map((b) => `${b.from}–${b.to}`),
+                datasets: [{ label: t('essays'), data: a.scores.distribution.map((b) => b.count), backgroundColor: '#3b6ea5' }],
+              },
+              options: { plugins: { legend: { display: false } }, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
+            }}
+          />
+        </Section>
+        <Upload assignmentId={id} onDone={() => (setUploaded((n) => n + 1), detail.reload())} />
+      </div>
+      <EssayList assignmentId={id} refresh={uploaded} onFinished={detail.reload} />
+      <AgreementPanel assignmentId={id} />
+    </>
+  );
+}
+
+function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => void }) {
+  const { t } = useApp();
+  const [studentRef, setStudentRef] = useState('');
+  const [text, setText] = useState('');
+  const [progress, setProgress] = useState<{ done: number; total: number; ok: number } | null>(null);
+  const [errors, setErrors] = useState<string[]>([]);
+  const files = useRef<HTMLInputElement>(null);
+
+  const send = async (essays: UploadEssay[], readProblems: string[]) => {
+    setErrors(readProblems);
+    setProgress({ done: 0, total: essays.length, ok: 0 });
+    let next = 0;
+    let okCount = 0;
+    let done = 0;
+    const failures: string[] = [];
+    const worker = async () => {
+      while (next < essays.length) {
+        const e = essays[next++];
+        try {
+          await ok(api.POST('/v1/essays', { body: { assignmentId, text: e.text, ...(e.studentRef ? { studentRef: e.studentRef } : {}) } }));
+          okCount++;
+        } catch (err) {
+          failures.push(t('fileError', { file: e.source, message: problems(err) }));
+        }
+        done++;
+        setProgress({ done, total: essays.length, ok: okCount });
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(UPLOAD_PARALLEL, essays.length) }, worker));
+    setErrors([...readProblems, ...failures]);
+    onDone();
+  };
+
+  const submitPaste = async (e: Event) => {
+    e.preventDefault();
+    if (!text.trim()) return;
+    await send([{ source: studentRef || t('uploadPaste'), studentRef: studentRef.trim() || undefined, text }], []);
+    setText('');
+    setStudentRef('');
+  };
+
+  const submitFiles = async (e: Event) => {
+    e.preventDefault();
+    const list = Array.from(files.current?.files ?? []);
+    if (!list.length) return;
+    const read = await readFiles(list);
+    const readProblems = read.problems.map((p) => t('fileError', { file: p.file, message: t(p.message, p.vars) }));
+    await send(read.essays, readProblems);
+    if (files.current) files.current.value = '';
+  };
+
+  return (
+    <Section title={t('upload')} id="upload">
+      <form onSubmit={submitFiles} class="stack" data-test="upload-files">
+        <Field label={t('uploadFiles')}>
+          <input ref={files} name="files" type="file" multiple accept=".txt,.docx,.csv,text/plain,text/csv,application/vnd.openxmlformats-officedocument.wordprocessingml.document" />
+        </Field>
+        <button type="submit">{t('submit')}</button>
+      </form>
+      <details>
+        <summary>{t('uploadPaste')}</summary>
+        <form onSubmit={submitPaste} class="stack">
+          <Field label={t('studentRef')}>
+            <input name="studentRef" maxLength={100} value={studentRef} onInput={(e) => setStudentRef(e.currentTarget.value)} />
+          </Field>
+          <Field label={t('essayText')}>
+            <textarea name="text" rows={8} required value={text} onInput={(e) => setText(e.currentTarget.value)} />
+          </Field>
+          <button type="submit">{t('submit')}</button>
+        </form>
+      </details>
+      {progress && (
+        <div class="progress" data-test="upload-progress">
+          <progress max={Math.max(1, progress.total)} value={progress.done} aria-label={t('submitting')} />
+          <span role="status">{t('uploadDone', { ok: progress.ok, total: progress.total })}</span>
+        </div>
+      )}
+      {errors.length > 0 && (
+        <ul class="errors" role="alert" data-test="upload-errors">
+          {errors.map((e) => (
+            <li>{e}</li>
+          ))}
+        </ul>
+      )}
+    </Section>
+  );
+}
+
+/** The assignment's essays; those still being graded are followed live over Server-Sent Events. */
+function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string; refresh: number; onFinished: () => void }) {
+  const { t, session, intl } = useApp();
+  const [essays, setEssays] = useState<Essay[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+
+  useEffect(() => {
+    let live = true;
+    ok(api.GET('/v1/essays', { params: { query: { assignmentId, limit: 100 } } })).then(
+      (page) => live && setEssays(page.data),
+      (err) => live && setError(problems(err)),
+    );
+    return () => {
+      live = false;
+    };
+  }, [assignmentId, refresh]);
+
+  const pending = (essays ?? []).filter((e) => !TERMINAL.has(e.status)).map((e) => e.id);
+  const pendingKey = pending.join(',');
+  // One stream per essay still being graded, open until its `end` (not tied to renders).
+  const streams = useRef(new Map<string, EventSource>());
+  useEffect(
+    () => () => {
+      streams.current.forEach((source) => source.close());
+      streams.current.clear();
+    },
+    [assignmentId],
+  );
+  useEffect(() => {
+    const update = (id: string, patch: Partial<Essay>) => setEssays((list) => list && list.map((e) => (e.id === id ? { ...e, ...patch } : e)));
+    for (const id of pending) {
+      if (streams.current.has(id) || streams.current.size >= MAX_STREAMS) continue;
+      const source = new EventSource(`/v1/essays/${id}/events`);
+      streams.current.set(id, source);
+      source.addEventListener('status', (ev) => {
+        const d = JSON.parse((ev as MessageEvent).data) as { status: string; flags: string[] };
+        update(id, { status: d.status, flags: d.flags });
+      });
+      source.addEventListener('grade', (ev) => {
+        const d = JSON.parse((ev as MessageEvent).data) as { status: string; grade: { score: number; maxScore: number } };
+        update(id, { status: d.status, score: d.grade.score, maxScore: d.grade.maxScore });
+      });
+      source.addEventListener('end', () => {
+        source.close();
+        streams.current.delete(id);
+        onFinished();
+      });
+    }
+    // Past the cap on open streams: read the rest again every few seconds.
+    const polled = pending.filter((id) => !streams.current.has(id));
+    if (!polled.length) return;
+    const timer = setInterval(() => {
+      for (const id of polled) {
+        void ok(api.GET('/v1/essays/{id}', { params: { path: { id } } })).then((e) => {
+          update(id, { status: e.status, flags: e.flags, score: e.grade?.score ?? null, maxScore: e.grade?.maxScore ?? null });
+          if (TERMINAL.has(e.status)) onFinished();
+        }, () => undefined);
+      }
+    }, 3000);
+    return () => clearInterval(timer);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [pendingKey]);
+
+  return (
+    <Section title={t('liveList')} id="essays">
+      <p>
+        <a class="button" href={`/v1/assignments/${assignmentId}/grades.csv`} download data-test="export-csv">
+          {t('exportCsv')}
+        </a>
+      </p>
+      {!essays ? (
+        <Loading error={error} />
+      ) : essays.length === 0 ? (
+        <p>{t('noEssays')}</p>
+      ) : (
+        <div class="table-wrap">
+          <table data-test="essay-list">
+            <thead>
+              <tr>
+                <th scope="col">{t('studentRef')}</th>
+                <th scope="col">{t('status')}</th>
+                <th scope="col" class="num">{t('score')}</th>
+                <th scope="col">{t('flagsLabel')}</th>
+                <th scope="col">{t('created')}</th>
+              </tr>
+            </thead>
+            <tbody>
+              {essays.map((e) => (
+                <tr data-essay={e.id} data-status={e.status}>
+                  <td>
+                    <a href={href.essay(e.id)}>{e.studentRef ?? e.id.slice(0, 8)}</a>
+                  </td>
+                  <td>
+                    <span class={`status status-${e.status}`}>{hasMessage(`status_${e.status}`) ? t(`status_${e.status}` as never) : e.status}</span>
+                  </td>
+                  <td class="num">{e.score !== null ? `${e.score} / ${e.maxScore}` : '—'}</td>
+                  <td>{e.flags.length ? e.flags.join(', ') : ''}</td>
+                  <td>{dateTime(e.createdAt, session.timezone, intl)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </Section>
+  );
+}
+
+function fmt(x: number | null | undefined, digits = 3): string {
+  return x === null || x === undefined ? '—' : x.toFixed(digits);
+}
+
+function AgreementPanel({ assignmentId }: { assignmentId: string }) {
+  const { t } = useApp();
+  const agreement = useLoad(() => ok(api.GET('/v1/assignments/{id}/agreement', { params: { path: { id: assignmentId } } })), [assignmentId]);
+  const calibration = useLoad(async () => {
+    const { data, response } = await api.GET('/v1/assignments/{id}/calibration', { params: { path: { id: assignmentId } } });
+    return response.status === 404 ? null : (data ?? null);
+  }, [assignmentId]);
+  const action = useAction();
+  const a = agreement.data;
+  const c = calibration.data;
+  return (
+    <Section title={t('agreement')} id="agreement">
+      <p>{t('agreementHelp')}</p>
+      {!a ? (
+        <Loading error={agreement.error} />
+      ) : (
+        <div class="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col"></th>
+                <th scope="col" class="num">{t('overrides')}</th>
+                <th scope="col" class="num">{t('qwk')}</th>
+                <th scope="col" class="num">{t('exact')}</th>
+                <th scope="col" class="num">{t('adjacent')}</th>
+                <th scope="col" class="num">{t('bias')}</th>
+              </tr>
+            </thead>
+            <tbody>
+              {[{ key: 'total', name: t('total'), ...a }, ...a.byDimension].map((d) => (
+                <tr>
+                  <th scope="row">{d.name}</th>
+                  <td class="num">{d.n}</td>
+                  <td class="num">{fmt(d.qwk)}</td>
+                  <td class="num">{fmt(d.exact, 2)}</td>
+                  <td class="num">{fmt(d.adjacent, 2)}</td>
+                  <td class="num">{fmt(d.bias, 2)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      <h3>{t('calibration')}</h3>
+      <p data-test="calibration">
+        {c
+          ? t('calibrationInForce', { version: c.version, n: c.essays, before: fmt(c.before.qwk), after: fmt(c.after.qwk) }) + (c.active ? '' : ` — ${c.reason ?? ''}`)
+          : t('calibrationNone')}
+      </p>
+      <div class="row">
+        <button type="button" disabled={action.busy} onClick={() => action.run(async () => (await ok(api.POST('/v1/assignments/{id}/calibration', { params: { path: { id: assignmentId } } })), calibration.reload(), t('saved')))}>
+          {t('calibrate')}
+        </button>
+        <button type="button" disabled={action.busy} onClick={() => action.run(async () => `${(await ok(api.POST('/v1/assignments/{id}/regrade', { params: { path: { id: assignmentId } } }))).essays} ✓`)}>
+          {t('regrade')}
+        </button>
+        {c?.active && (
+          <button type="button" class="secondary" disabled={action.busy} onClick={() => action.run(async () => (await ok(api.DELETE('/v1/assignments/{id}/calibration', { params: { path: { id: assignmentId } } })), calibration.reload(), t('saved')))}>
+            {t('calibrationOff')}
+          </button>
+        )}
+      </div>
+      <Outcome message={action.message} failed={action.failed} />
+    </Section>
+  );
+}

@@ -1,0 +1,101 @@
+import { useState } from 'preact/hooks';
+import { api, ok } from '../api/client';
+import { useApp } from '../app-context';
+import { dateTime } from '../format';
+import { href } from '../router';
+import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
+
+/** A teacher's assignments: the list with counts, and a new one. */
+export function AssignmentsPage() {
+  const { t, session, intl } = useApp();
+  const list = useLoad(() => ok(api.GET('/v1/assignments')), []);
+  const rubrics = useLoad(() => ok(api.GET('/v1/rubrics')), []);
+  const [title, setTitle] = useState('');
+  const [prompt, setPrompt] = useState('');
+  const [rubric, setRubric] = useState('');
+  const [language, setLanguage] = useState('');
+  const action = useAction();
+  // the rubric chosen, or the first one for the chosen language
+  const fitting = (rubrics.data?.data ?? []).filter((r) => !language || r.language === language || r.language === 'any');
+  const chosenRubric = rubric && fitting.some((r) => r.key === rubric) ? rubric : (fitting[0]?.key ?? '');
+
+  const create = (e: Event) => {
+    e.preventDefault();
+    void action.run(async () => {
+      const created = await ok(
+        api.POST('/v1/assignments', {
+          body: { title, prompt, rubric: chosenRubric, ...(language ? { language: language as 'zh' | 'en' } : {}) },
+        }),
+      );
+      location.hash = href.assignment(created.id);
+    });
+  };
+
+  return (
+    <>
+      <h1>{t('navAssignments')}</h1>
+      <Section title={t('navAssignments')} id="assignment-list">
+        {!list.data ? (
+          <Loading error={list.error} />
+        ) : list.data.data.length === 0 ? (
+          <p>{t('noAssignments')}</p>
+        ) : (
+          <div class="table-wrap">
+            <table>
+              <thead>
+                <tr>
+                  <th scope="col">{t('title')}</th>
+                  <th scope="col" class="num">{t('essays')}</th>
+                  <th scope="col" class="num">{t('graded')}</th>
+                  <th scope="col">{t('created')}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {list.data.data.map((a) => (
+                  <tr>
+                    <td>
+                      <a href={href.assignment(a.id)}>{a.title}</a>
+                    </td>
+                    <td class="num">{a.counts.total}</td>
+                    <td class="num">{a.counts.graded}</td>
+                    <td>{dateTime(a.createdAt, session.timezone, intl)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </Section>
+      <Section title={t('newAssignment')} id="new-assignment">
+        <form onSubmit={create} class="stack">
+          <Field label={t('title')}>
+            <input name="title" required maxLength={200} value={title} onInput={(e) => setTitle(e.currentTarget.value)} />
+          </Field>
+          <Field label={t('prompt')}>
+            <textarea name="prompt" required rows={3} value={prompt} onInput={(e) => setPrompt(e.currentTarget.value)} />
+          </Field>
+          <Field label={t('languageOfEssays')}>
+            <select name="language" value={language} onChange={(e) => setLanguage(e.currentTarget.value)}>
+              <option value="">{t('langAuto')}</option>
+              <option value="zh">{t('langZh')}</option>
+              <option value="en">{t('langEn')}</option>
+            </select>
+          </Field>
+          <Field label={t('rubric')}>
+            <select name="rubric" required value={chosenRubric} onChange={(e) => setRubric(e.currentTarget.value)}>
+              {fitting.map((r) => (
+                <option value={r.key}>
+                  {r.name} ({r.key})
+                </option>
+              ))}
+            </select>
+          </Field>
+          <button type="submit" disabled={action.busy}>
+            {t('create')}
+          </button>
+          <Outcome message={action.message} failed={action.failed} />
+        </form>
+      </Section>
+    </>
+  );
+}

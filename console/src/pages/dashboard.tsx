@@ -1,0 +1,171 @@
+import { api, ok } from '../api/client';
+import { useApp } from '../app-context';
+import { ChartView } from '../chart';
+import { cny, cnySmall, day, percent } from '../format';
+import { Loading, Section, useLoad } from '../ui';
+
+/** Drawing only: a decimal string as a number of yuan for a chart's geometry (labels use the string). */
+const draw = (amount: string | null | undefined) => (amount ? Number(amount) : 0);
+
+function daysOf(period: string): string[] {
+  const [y, m] = period.split('-').map(Number);
+  const n = new Date(Date.UTC(y, m, 0)).getUTCDate();
+  return Array.from({ length: n }, (_, i) => `${period}-${String(i + 1).padStart(2, '0')}`);
+}
+
+/** A tenant admin's month: the budget gauge, spend per day with the forecast, cost per grading and cache hits, usage by model and teacher. */
+export function DashboardPage() {
+  const { t, intl } = useApp();
+  const budget = useLoad(() => ok(api.GET('/v1/budget')), []);
+  const byDay = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'day' } } })), []);
+  const last30 = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'day', from: new Date(Date.now() - 30 * 86_400_000).toISOString() } } })), []);
+  const byModel = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'model' } } })), []);
+  const byTeacher = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'teacher' } } })), []);
+  const keys = useLoad(() => ok(api.GET('/v1/api-keys')), []);
+
+  if (!budget.data) return <Loading error={budget.error} />;
+  const b = budget.data;
+  const days = daysOf(b.period);
+  const spentByDay = new Map((byDay.data?.data ?? []).map((r) => [r.key, r.cost]));
+  let running = 0;
+  const cumulative = days.map((d) => (d <= (byDay.data?.data.at(-1)?.key ?? '') ? (running += draw(spentByDay.get(d))) : null));
+  const lastIndex = cumulative.reduce<number>((at, v, i) => (v !== null ? i : at), -1);
+  const forecastLine = days.map((_, i) => {
+    if (lastIndex < 0 || i < lastIndex) return null;
+    const from = cumulative[lastIndex] ?? 0;
+    return from + ((draw(b.forecast.monthEnd) - from) * (i - lastIndex)) / Math.max(1, days.length - 1 - lastIndex);
+  });
+  const keyName = new Map((keys.data?.data ?? []).map((k) => [k.id, k.name]));
+
+  return (
+    <>
+      <h1>{t('navDashboard')}</h1>
+      <div class="grid">
+        <Section title={t('budget')} id="budget">
+          <div class="gauge-wrap">
+            <ChartView
+              testId="gauge"
+              summary={`${t('spent')} ${cny(b.spent)}, ${t('reserved')} ${cny(b.reserved)}, ${t('cap')} ${cny(b.monthlyCap)}`}
+              config={{
+                type: 'doughnut',
+                data: {
+                  labels: [t('spent'), t('reserved'), t('remaining')],
+                  datasets: [{ data: [draw(b.spent), draw(b.reserved), draw(b.remaining)], backgroundColor: ['#c2410c', '#f59e0b', '#d1d5db'] }],
+                },
+                options: { rotation: -90, circumference: 180, cutout: '65%', plugins: { legend: { position: 'bottom' } } },
+              }}
+            />
+          </div>
+          <dl class="figures" data-test="budget-figures">
+            <dt>{t('spent')}</dt>
+            <dd data-test="spent">{cnySmall(b.spent)}</dd>
+            <dt>{t('reserved')}</dt>
+            <dd>{cnySmall(b.reserved)}</dd>
+            <dt>{t('cap')}</dt>
+            <dd data-test="cap">{cny(b.monthlyCap)}</dd>
+            <dt>{t('remaining')}</dt>
+            <dd>
+              {cny(b.remaining)} ({percent(b.utilization)} {t('spent').toLowerCase()})
+            </dd>
+            <dt>{t('forecastMonthEnd')}</dt>
+            <dd>{cnySmall(b.forecast.monthEnd)}</dd>
+          </dl>
+          <p data-test="exhausts">{b.forecast.exhaustsOn ? t('runsOutOn', { day: day(b.forecast.exhaustsOn, intl) }) : t('doesNotRunOut')}</p>
+        </Section>
+        <Section title={t('spendPerDay')} id="spend">
+          {!byDay.data ? (
+            <Loading error={byDay.error} />
+          ) : (
+            <ChartView
+              testId="spend-chart"
+              summary={`${t('spendPerDay')}: ${(byDay.data.data ?? []).map((r) => `${r.key} ${cnySmall(r.cost)}`).join(', ')}`}
+              config={{
+                type: 'bar',
+                data: {
+                  labels: days.map((d) => d.slice(8)),
+                  datasets: [
+                    { type: 'bar', label: t('spendPerDay'), data: days.map((d) => draw(spentByDay.get(d))), backgroundColor: '#3b6ea5', yAxisID: 'y' },
+                    { type: 'line', label: t('spent'), data: cumulative, borderColor: '#c2410c', pointRadius: 0, yAxisID: 'y1' },
+                    { type: 'line', label: t('forecast'), data: forecastLine, borderColor: '#c2410c', borderDash: [6, 4], pointRadius: 0, yAxisID: 'y1' },
+                    { type: 'line', label: t('cap'), data: days.map(() => draw(b.monthlyCap)), borderColor: '#6b7280', pointRadius: 0, yAxisID: 'y1' },
+                  ],
+                },
+                options: { scales: { y: { beginAtZero: true, position: 'left' }, y1: { beginAtZero: true, position: 'right', grid: { drawOnChartArea: false } } } },
+              }}
+            />
+          )}
+        </Section>
+      </div>
+      <Section title={`${t('costPerGrading')} · ${t('cacheHitRate')}`} id="trend">
+        {!last30.data ? (
+          <Loading error={last30.error} />
+        ) : (
+          <ChartView
+            testId="trend-chart"
+            summary={last30.data.data.map((r) => `${r.key}: ${cnySmall(r.costPerGrading)}, ${r.calls ? Math.round((100 * r.cacheHits) / r.calls) : 0}%`).join('; ')}
+            config={{
+              type: 'line',
+              data: {
+                labels: last30.data.data.map((r) => r.key.slice(5)),
+                datasets: [
+                  { label: t('costPerGrading'), data: last30.data.data.map((r) => (r.costPerGrading === null ? null : draw(r.costPerGrading))), borderColor: '#3b6ea5', yAxisID: 'y' },
+                  { label: `${t('cacheHitRate')} (%)`, data: last30.data.data.map((r) => (r.calls ? (100 * r.cacheHits) / r.calls : 0)), borderColor: '#15803d', yAxisID: 'y1' },
+                ],
+              },
+              options: { scales: { y: { beginAtZero: true }, y1: { beginAtZero: true, max: 100, position: 'right', grid: { drawOnChartArea: false } } } },
+            }}
+          />
+        )}
+      </Section>
+      <div class="grid">
+        <UsageTable title={t('usageByModel')} column={t('model')} rows={byModel.data?.data} error={byModel.error} name={(k) => k} />
+        <UsageTable title={t('usageByTeacher')} column={t('teacherKey')} rows={byTeacher.data?.data} error={byTeacher.error} name={(k) => keyName.get(k) ?? k} />
+      </div>
+    </>
+  );
+}
+
+interface UsageRowLike {
+  key: string;
+  calls: number;
+  cacheHits: number;
+  gradings: number;
+  cost: string;
+  costPerGrading: string | null;
+}
+
+function UsageTable({ title, column, rows, error, name }: { title: string; column: string; rows: UsageRowLike[] | undefined; error: string | null; name: (key: string) => string }) {
+  const { t } = useApp();
+  return (
+    <Section title={title}>
+      {!rows ? (
+        <Loading error={error} />
+      ) : (
+        <div class="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">{column}</th>
+                <th scope="col" class="num">{t('calls')}</th>
+                <th scope="col" class="num">{t('gradings')}</th>
+                <th scope="col" class="num">{t('cost')}</th>
+                <th scope="col" class="num">{t('costPerGrading')}</th>
+              </tr>
+            </thead>
+            <tbody>
+              {rows.map((r) => (
+                <tr>
+                  <th scope="row">{name(r.key)}</th>
+                  <td class="num">{r.calls}</td>
+                  <td class="num">{r.gradings}</td>
+                  <td class="num">{cnySmall(r.cost)}</td>
+                  <td class="num">{cnySmall(r.costPerGrading)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </Section>
+  );
+}

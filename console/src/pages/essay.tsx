@@ -1,0 +1,279 @@
+import { useState } from 'preact/hooks';
+import { api, ok, type Schemas } from '../api/client';
+import { runs } from '../annotate';
+import { useApp } from '../app-context';
+import { cny, dateTime } from '../format';
+import { hasMessage, type MessageKey } from '../i18n';
+import { href } from '../router';
+import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
+
+type Essay = Schemas['EssayView'];
+type Grade = NonNullable<Essay['grade']>;
+
+/** A graded essay: its text with the annotations drawn on it, scores, comments, flags, override, deep review. */
+export function EssayPage({ id, print }: { id: string; print: boolean }) {
+  const { t } = useApp();
+  const essay = useLoad(() => ok(api.GET('/v1/essays/{id}', { params: { path: { id } } })), [id]);
+  if (!essay.data) return <Loading error={essay.error} />;
+  const e = essay.data;
+  if (print) return <PrintView essay={e} />;
+  return (
+    <>
+      <p class="row">
+        {e.assignmentId && <a href={href.assignment(e.assignmentId)}>← {t('back')}</a>}
+        <a href={href.print(e.id)}>{t('print')}</a>
+      </p>
+      <h1>
+        {e.studentRef ?? t('essay')} {e.title ? `· ${e.title}` : ''}
+      </h1>
+      <p>
+        {t('status')}: <span class={`status status-${e.status}`}>{hasMessage(`status_${e.status}`) ? t(`status_${e.status}` as MessageKey) : e.status}</span>
+        {e.failure && <span class="error"> · {t('failure', { reason: e.failure.reason })}</span>}
+      </p>
+      <Flags essay={e} />
+      <div class="essay-layout">
+        <Section title={t('essay')} id="essay-text">
+          <AnnotatedText text={e.text} grade={e.grade} />
+        </Section>
+        <div>
+          {e.grade && <GradeView grade={e.grade} />}
+          {e.grade && <Override essay={e} onSaved={essay.reload} />}
+          {e.originalGrade && (
+            <Section title={t('originalGrade')} id="original-grade">
+              <p data-test="original-score">
+                {t('total')}: {e.originalGrade.score} / {e.originalGrade.maxScore}
+              </p>
+              <p>{e.originalGrade.summary}</p>
+            </Section>
+          )}
+          <DeepReview essay={e} onChanged={essay.reload} />
+        </div>
+      </div>
+    </>
+  );
+}
+
+const CATEGORIES = ['typo', 'grammar', 'word_choice', 'punctuation', 'logic', 'structure', 'style', 'highlight'] as const;
+
+/** The essay's text with each annotation marked in its category's colour; its suggestion shows on hover, focus or tap. */
+function AnnotatedText({ text, grade }: { text: string; grade: Grade | null }) {
+  const { t } = useApp();
+  const annotations = grade?.annotations ?? [];
+  const used = CATEGORIES.filter((c) => annotations.some((a) => a.category === c));
+  return (
+    <>
+      {used.length > 0 && (
+        <p class="legend" aria-label={t('legend')}>
+          {used.map((c) => (
+            <span class={`mark cat-${c}`}>{t(`cat_${c}` as MessageKey)}</span>
+          ))}
+        </p>
+      )}
+      <div class="essay-text" data-test="essay-text">
+        {runs(text, annotations).map((r) => {
+          if (r.mark === undefined) return r.text;
+          const a = annotations[r.mark];
+          return (
+            <mark class={`mark cat-${a.category}`} tabIndex={0} data-start={a.start} data-end={a.end} data-category={a.category} aria-describedby={`tip-${r.mark}`}>
+              {r.text}
+              <span class="tip" role="tooltip" id={`tip-${r.mark}`}>
+                <strong>{hasMessage(`cat_${a.category}`) ? t(`cat_${a.category}` as MessageKey) : a.category}</strong>
+                {a.suggestion && (
+                  <>
+                    {' '}
+                    {t('suggestion')}: {a.suggestion}
+                  </>
+                )}
+                {a.explanation && <> — {a.explanation}</>}
+              </span>
+            </mark>
+          );
+        })}
+      </div>
+    </>
+  );
+}
+
+function Flags({ essay }: { essay: Essay }) {
+  const { t } = useApp();
+  if (!essay.flags.length) return null;
+  return (
+    <ul class="flags" data-test="flags">
+      {essay.flags.map((f) => (
+        <li>
+          {hasMessage(`flag_${f}`) ? t(`flag_${f}` as MessageKey) : t('flag_other', { flag: f })}
+          {f === 'possible_copy' && essay.similarTo && (
+            <>
+              {' '}
+              <a href={href.essay(essay.similarTo.essayId)}>{t('similarEssay', { pct: `${Math.round(essay.similarTo.similarity * 100)}%` })}</a>
+            </>
+          )}
+        </li>
+      ))}
+    </ul>
+  );
+}
+
+function GradeView({ grade }: { grade: Grade }) {
+  const { t, session, intl } = useApp();
+  return (
+    <Section title={t('dimensions')} id="grade">
+      <p class="total" data-test="total">
+        {t('total')}: <strong>{grade.score}</strong> / {grade.maxScore}
+        {grade.source === 'teacher' && <span class="badge"> {t('overridden')}</span>}
+      </p>
+      <div class="table-wrap">
+        <table>
+          <tbody>
+            {grade.dimensions.map((d) => (
+              <tr>
+                <th scope="row">{d.name}</th>
+                <td class="num">
+                  {d.score} / {d.max}
+                </td>
+                <td>{d.comment}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+      <h3>{t('summary')}</h3>
+      <p>{grade.summary}</p>
+      {grade.strengths.length > 0 && (
+        <>
+          <h3>{t('strengths')}</h3>
+          <ul>
+            {grade.strengths.map((s) => (
+              <li>{s}</li>
+            ))}
+          </ul>
+        </>
+      )}
+      {grade.improvements.length > 0 && (
+        <>
+          <h3>{t('improvements')}</h3>
+          <ul>
+            {grade.improvements.map((s) => (
+              <li>{s}</li>
+            ))}
+          </ul>
+        </>
+      )}
+      <p class="muted">
+        {t('gradedBy', { source: grade.model ?? grade.source })} · {dateTime(grade.gradedAt, session.timezone, intl)} · {cny(grade.cost, 6)}
+      </p>
+    </Section>
+  );
+}
+
+function Override({ essay, onSaved }: { essay: Essay; onSaved: () => void }) {
+  const { t } = useApp();
+  const grade = essay.grade!;
+  const [dims, setDims] = useState<Record<string, string>>(() => Object.fromEntries(grade.dimensions.map((d) => [d.key, String(d.score)])));
+  const [comment, setComment] = useState('');
+  const action = useAction();
+  const save = (e: Event) => {
+    e.preventDefault();
+    void action.run(async () => {
+      const changed = grade.dimensions.filter((d) => dims[d.key] !== String(d.score)).map((d) => ({ key: d.key, score: Number(dims[d.key]) }));
+      await ok(
+        api.PATCH('/v1/essays/{id}/grade', {
+          params: { path: { id: essay.id } },
+          body: { ...(changed.length ? { dimensions: changed } : {}), ...(comment.trim() ? { comment: comment.trim() } : {}) },
+        }),
+      );
+      onSaved();
+      return t('saved');
+    });
+  };
+  return (
+    <Section title={t('override')} id="override">
+      <p>{t('overrideHelp')}</p>
+      <form onSubmit={save} class="stack" data-test="override">
+        {grade.dimensions.map((d) => (
+          <Field label={`${d.name} (0–${d.max})`}>
+            <input type="number" name={`dim-${d.key}`} min={0} max={d.max} step="any" required value={dims[d.key]} onInput={(e) => setDims({ ...dims, [d.key]: e.currentTarget.value })} />
+          </Field>
+        ))}
+        <Field label={t('comment')}>
+          <textarea name="comment" rows={3} maxLength={4000} value={comment} onInput={(e) => setComment(e.currentTarget.value)} />
+        </Field>
+        <button type="submit" disabled={action.busy}>
+          {t('save')}
+        </button>
+        <Outcome message={action.message} failed={action.failed} />
+      </form>
+    </Section>
+  );
+}
+
+function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void }) {
+  const { t } = useApp();
+  const action = useAction();
+  const order = essay.deepReview;
+  const deep = essay.deepGrade?.deep;
+  return (
+    <Section title={t('deepReview')} id="deep-review">
+      {order ? (
+        <p data-test="deep-state">
+          {t('deepReviewState', { status: hasMessage(`deep_${order.status}`) ? t(`deep_${order.status}` as MessageKey) : order.status })} · {cny(order.price)}
+          {order.refundReason ? ` · ${order.refundReason}` : ''}
+        </p>
+      ) : (
+        essay.status !== 'queued' &&
+        essay.status !== 'grading' && (
+          <button type="button" disabled={action.busy} onClick={() => action.run(async () => (await ok(api.POST('/v1/essays/{id}/deep-review', { params: { path: { id: essay.id } } })), onChanged()))}>
+            {t('orderDeepReview')}
+          </button>
+        )
+      )}
+      <Outcome message={action.message} failed={action.failed} />
+      {deep && (
+        <>
+          {deep.revisionPlan.length > 0 && (
+            <>
+              <h3>{t('deepRevisionPlan')}</h3>
+              <ol>
+                {deep.revisionPlan.map((s) => (
+                  <li>{s}</li>
+                ))}
+              </ol>
+            </>
+          )}
+          {deep.rewrites.length > 0 && (
+            <>
+              <h3>{t('deepRewrites')}</h3>
+              <ul>
+                {deep.rewrites.map((r) => (
+                  <li>
+                    <q>{r.quote}</q> → <q>{r.rewrite}</q> — {r.reason}
+                  </li>
+                ))}
+              </ul>
+            </>
+          )}
+        </>
+      )}
+    </Section>
+  );
+}
+
+/** One graded essay laid out for paper: text with marks, scores, comments; the browser's print dialog prints it. */
+function PrintView({ essay }: { essay: Essay }) {
+  const { t } = useApp();
+  return (
+    <article class="print-view">
+      <p class="no-print row">
+        <a href={href.essay(essay.id)}>← {t('back')}</a>
+        <button type="button" onClick={() => print()}>
+          {t('print')}
+        </button>
+      </p>
+      <h1>
+        {essay.studentRef ?? ''} {essay.title ?? ''}
+      </h1>
+      <AnnotatedText text={essay.text} grade={essay.grade} />
+      {essay.grade && <GradeView grade={essay.grade} />}
+    </article>
+  );
+}

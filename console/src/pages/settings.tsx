@@ -1,0 +1,173 @@
+import { useEffect, useState } from 'preact/hooks';
+import { api, ok } from '../api/client';
+import { useApp } from '../app-context';
+import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
+
+/** "50, 80, 100" (percent) ⇄ [0.5, 0.8, 1] (the API's fractions). */
+export function thresholdsToText(fractions: number[]): string {
+  return fractions.map((f) => String(Math.round(f * 10_000) / 100)).join(', ');
+}
+export function thresholdsFromText(text: string): number[] {
+  return text
+    .split(/[,，\s]+/)
+    .filter(Boolean)
+    .map((p) => Math.round(Number(p) * 100) / 10_000);
+}
+
+/** Budget policy and alerts, billing, grading policy. */
+export function SettingsPage() {
+  const { t } = useApp();
+  return (
+    <>
+      <h1>{t('navSettings')}</h1>
+      <BudgetPolicy />
+      <Billing />
+      <Grading />
+    </>
+  );
+}
+
+function BudgetPolicy() {
+  const { t } = useApp();
+  const budget = useLoad(() => ok(api.GET('/v1/budget')), []);
+  const [cap, setCap] = useState('');
+  const [when, setWhen] = useState<'offline' | 'reject'>('offline');
+  const [thresholds, setThresholds] = useState('');
+  const [webhook, setWebhook] = useState('');
+  const action = useAction();
+  useEffect(() => {
+    if (!budget.data) return;
+    setCap(budget.data.monthlyCap);
+    setWhen(budget.data.whenExhausted);
+    setThresholds(thresholdsToText(budget.data.alertThresholds));
+    setWebhook(budget.data.alertWebhookUrl ?? '');
+  }, [budget.data]);
+  if (!budget.data) return <Loading error={budget.error} />;
+  const save = (e: Event) => {
+    e.preventDefault();
+    void action.run(async () => {
+      await ok(api.PUT('/v1/budget', { body: { monthlyCap: cap.trim(), whenExhausted: when, alertThresholds: thresholdsFromText(thresholds), alertWebhookUrl: webhook.trim() || null } }));
+      budget.reload();
+      return t('saved');
+    });
+  };
+  return (
+    <Section title={t('budgetPolicy')} id="budget-policy">
+      <form onSubmit={save} class="stack" data-test="budget-form">
+        <Field label={t('monthlyCap')}>
+          <input name="monthlyCap" inputMode="decimal" required pattern="\d+(\.\d{1,9})?" value={cap} onInput={(e) => setCap(e.currentTarget.value)} />
+        </Field>
+        <Field label={t('whenExhausted')}>
+          <select name="whenExhausted" value={when} onChange={(e) => setWhen(e.currentTarget.value as 'offline' | 'reject')}>
+            <option value="offline">{t('whenExhausted_offline')}</option>
+            <option value="reject">{t('whenExhausted_reject')}</option>
+          </select>
+        </Field>
+        <Field label={t('alertThresholds')}>
+          <input name="alertThresholds" value={thresholds} onInput={(e) => setThresholds(e.currentTarget.value)} />
+        </Field>
+        <Field label={t('alertWebhookUrl')}>
+          <input name="alertWebhookUrl" type="url" value={webhook} onInput={(e) => setWebhook(e.currentTarget.value)} />
+        </Field>
+        <button type="submit" disabled={action.busy}>
+          {t('save')}
+        </button>
+        <Outcome message={action.message} failed={action.failed} />
+      </form>
+    </Section>
+  );
+}
+
+function Billing() {
+  const { t } = useApp();
+  const settings = useLoad(() => ok(api.GET('/v1/billing/settings')), []);
+  const [price, setPrice] = useState('');
+  const [mode, setMode] = useState<'invoice' | 'webhook'>('invoice');
+  const [secret, setSecret] = useState('');
+  const action = useAction();
+  useEffect(() => {
+    if (!settings.data) return;
+    setPrice(settings.data.deepReviewPrice ?? '');
+    setMode(settings.data.paymentMode ?? 'invoice');
+  }, [settings.data]);
+  if (!settings.data) return <Loading error={settings.error} />;
+  const save = (e: Event) => {
+    e.preventDefault();
+    void action.run(async () => {
+      await ok(api.PUT('/v1/billing/settings', { body: { deepReviewPrice: price.trim(), paymentMode: mode, ...(secret ? { webhookSecret: secret } : {}) } }));
+      setSecret('');
+      settings.reload();
+      return t('saved');
+    });
+  };
+  return (
+    <Section title={t('billingSettings')} id="billing">
+      <form onSubmit={save} class="stack">
+        <Field label={t('deepReviewPrice')}>
+          <input name="deepReviewPrice" inputMode="decimal" required value={price} onInput={(e) => setPrice(e.currentTarget.value)} />
+        </Field>
+        <Field label={t('paymentMode')}>
+          <select name="paymentMode" value={mode} onChange={(e) => setMode(e.currentTarget.value as 'invoice' | 'webhook')}>
+            <option value="invoice">{t('paymentMode_invoice')}</option>
+            <option value="webhook">{t('paymentMode_webhook')}</option>
+          </select>
+        </Field>
+        {mode === 'webhook' && (
+          <Field label={t('webhookSecret')}>
+            <input name="webhookSecret" type="password" autocomplete="off" value={secret} onInput={(e) => setSecret(e.currentTarget.value)} />
+          </Field>
+        )}
+        <button type="submit" disabled={action.busy}>
+          {t('save')}
+        </button>
+        <Outcome message={action.message} failed={action.failed} />
+      </form>
+    </Section>
+  );
+}
+
+function Grading() {
+  const { t } = useApp();
+  const settings = useLoad(() => ok(api.GET('/v1/grading/settings')), []);
+  const [form, setForm] = useState<{ nearDuplicateThreshold: string; reuseResubmissionGrades: boolean; directDeep: boolean; shadowRate: string } | null>(null);
+  const action = useAction();
+  useEffect(() => {
+    const s = settings.data;
+    if (s) setForm({ nearDuplicateThreshold: String(s.nearDuplicateThreshold), reuseResubmissionGrades: s.reuseResubmissionGrades, directDeep: s.directDeep, shadowRate: String(s.shadowRate) });
+  }, [settings.data]);
+  if (!settings.data || !form) return <Loading error={settings.error} />;
+  const save = (e: Event) => {
+    e.preventDefault();
+    void action.run(async () => {
+      await ok(
+        api.PUT('/v1/grading/settings', {
+          body: { nearDuplicateThreshold: Number(form.nearDuplicateThreshold), reuseResubmissionGrades: form.reuseResubmissionGrades, directDeep: form.directDeep, shadowRate: Number(form.shadowRate) },
+        }),
+      );
+      settings.reload();
+      return t('saved');
+    });
+  };
+  return (
+    <Section title={t('gradingSettings')} id="grading-settings">
+      <form onSubmit={save} class="stack">
+        <Field label="nearDuplicateThreshold (0–1)">
+          <input name="nearDuplicateThreshold" type="number" min={0} max={1} step="0.01" value={form.nearDuplicateThreshold} onInput={(e) => setForm({ ...form, nearDuplicateThreshold: e.currentTarget.value })} />
+        </Field>
+        <Field label="shadowRate (0–0.2)">
+          <input name="shadowRate" type="number" min={0} max={0.2} step="0.01" value={form.shadowRate} onInput={(e) => setForm({ ...form, shadowRate: e.currentTarget.value })} />
+        </Field>
+        <label class="check">
+          <input type="checkbox" name="reuseResubmissionGrades" checked={form.reuseResubmissionGrades} onChange={(e) => setForm({ ...form, reuseResubmissionGrades: e.currentTarget.checked })} /> reuseResubmissionGrades
+        </label>
+        <label class="check">
+          <input type="checkbox" name="directDeep" checked={form.directDeep} onChange={(e) => setForm({ ...form, directDeep: e.currentTarget.checked })} /> directDeep
+        </label>
+        <button type="submit" disabled={action.busy}>
+          {t('save')}
+        </button>
+        <Outcome message={action.message} failed={action.failed} />
+      </form>
+    </Section>
+  );
+}

@@ -1,0 +1,290 @@
+/// <reference lib="dom" />
+/// <reference lib="dom.iterable" />
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Browser, BrowserContext, Page } from 'puppeteer-core';
+import { buildConsole } from '../scripts/build-console';
+import { cnySmall } from '../console/src/format';
+import { makeDocx } from './support/docx';
+import { generateEssay } from './support/essays';
+import { waitForEssays } from './support/grading';
+import { collectProblems, launchBrowser, screenshot } from './support/browser';
+import { AppWithFake, startAppWithFake } from './support/app-with-fake';
+import type { TestTenant } from './support/factories';
+
+/**
+ * The console in a real browser (Debian's chromium, driven by puppeteer-core), against the service
+ * on loopback with its workers grading on the fake provider: what a teacher and a tenant admin do.
+ */
+describe('the web console in a browser', () => {
+  let s: AppWithFake;
+  let base: string;
+  let browser: Browser;
+  let tenant: TestTenant;
+  let teacherKey: string;
+  const files = fs.mkdtempSync(path.join(os.tmpdir(), 'inkstone-console-'));
+
+  beforeAll(async () => {
+    await buildConsole();
+    s = await startAppWithFake({}, { listen: true });
+    base = `http://127.0.0.1:${(s.t.app.getHttpServer().address() as AddressInfo).port}`;
+    tenant = await s.f.newTenant({ monthlyBudget: '100.00', timezone: 'Asia/Shanghai' });
+    teacherKey = (await s.f.newKey(tenant, 'teacher')).key;
+    browser = await launchBrowser();
+  }, 120_000);
+  afterAll(async () => {
+    await browser?.close();
+    await s?.close();
+    fs.rmSync(files, { recursive: true, force: true });
+  });
+
+  const api = (key: string) => ({
+    get: (url: string) => s.t.http.get(url).set('authorization', `Bearer ${key}`),
+  });
+
+  /** A fresh browser profile (its own cookies) on a page of the console, watched for problems. */
+  async function openConsole(width = 1280): Promise<{ ctx: BrowserContext; page: Page; problems: string[] }> {
+    const ctx = await browser.createBrowserContext();
+    const page = await ctx.newPage();
+    await page.setViewport({ width, height: 900 });
+    await page.setExtraHTTPHeaders({ 'accept-language': 'en-US,en' });
+    const problems = collectProblems(page);
+    await page.goto(`${base}/console/`, { waitUntil: 'networkidle0' });
+    return { ctx, page, problems };
+  }
+
+  /** Signs in with the keyboard only: tab to the labelled key field, type, Enter. */
+  async function signIn(page: Page, key: string): Promise<void> {
+    await page.waitForSelector('input[name=key]');
+    await page.focus('input[name=key]');
+    await page.keyboard.type(key);
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('[data-test=who]');
+  }
+
+  const text = (page: Page, selector: string) => page.$eval(selector, (el) => el.textContent ?? '');
+
+  it('serves the page with a Content-Security-Policy that allows no inline script, and the page has none', async () => {
+    const res = await s.t.http.get('/console/').expect(200);
+    expect(res.headers['content-security-policy']).toContain("script-src 'self'");
+    expect(res.headers['content-security-policy']).not.toContain('unsafe-inline');
+    expect(res.headers['x-frame-options']).toBe('DENY');
+    expect(res.text).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/);
+    await s.t.http.get('/console').expect(308).expect('location', '/console/');
+    await s.t.http.get('/console/nope.js').expect(404);
+  });
+
+  it('a teacher signs in, uploads a class set of three files, watches them finish, opens one, sees its annotations, overrides it and exports CSV', async () => {
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, teacherKey);
+      // the key is not kept anywhere in the page
+      expect(await page.evaluate(() => JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie)).not.toContain(teacherKey.slice(-12));
+
+      // a new assignment
+      await page.type('input[name=title]', '春天 · 三年二班');
+      await page.type('textarea[name=prompt]', '以“春天”为题，写一篇不少于六百字的记叙文。');
+      await page.select('select[name=language]', 'zh');
+      await Promise.all([page.waitForFunction(() => location.hash.startsWith('#/assignments/')), page.click('#new-assignment button[type=submit]')]);
+      const assignmentId = await page.evaluate(() => location.hash.split('/')[2]);
+
+      // three files: a .txt, a .docx and a .csv of studentRef,text (plus one the page must refuse)
+      const essay = (n: number) => `春天来了，小草从地里探出头来。第${n}段，我们去公园放风筝，风筝飞得很高。\n\n妈妈说，春天是播种的季节。我门要珍惜时间，努力学习，像小树一样长大。`;
+      fs.writeFileSync(path.join(files, '张三.txt'), essay(1));
+      fs.writeFileSync(path.join(files, '李四.docx'), await makeDocx(essay(2).split('\n\n')));
+      fs.writeFileSync(path.join(files, 'class.csv'), `studentRef,text\r\n王五,"${essay(3).replace(/"/g, '""')}"\r\n`);
+      fs.writeFileSync(path.join(files, 'photo.png'), 'not an essay');
+      const input = await page.waitForSelector('input[type=file]');
+      await input!.uploadFile(...['张三.txt', '李四.docx', 'class.csv', 'photo.png'].map((f) => path.join(files, f)));
+      await page.click('[data-test=upload-files] button[type=submit]');
+      await page
+        .waitForFunction(() => document.querySelector('[data-test=upload-progress] [role=status]')?.textContent?.includes('3 of 3'), { timeout: 30_000 })
+        .catch(async (err) => {
+          throw new Error(`${err}: the upload says ${await text(page, '#upload')}; the page: ${problems.join('; ')}`);
+        });
+      expect(await text(page, '[data-test=upload-errors]')).toContain('photo.png: only .txt, .docx and .csv files are read');
+      expect(await page.$eval('[data-test=upload-progress] progress', (p) => [(p as HTMLProgressElement).value, (p as HTMLProgressElement).max])).toEqual([3, 3]);
+
+      // the live list: three rows whose statuses move to a finished state over SSE
+      await page.waitForFunction(() => document.querySelectorAll('[data-test=essay-list] tbody tr').length === 3, { timeout: 30_000 });
+      await page.waitForFunction(
+        () => [...document.querySelectorAll('[data-test=essay-list] tbody tr')].every((tr) => ['graded', 'needs_review'].includes(tr.getAttribute('data-status') ?? '')),
+        { timeout: 60_000 },
+      );
+      const students = await page.$$eval('[data-test=essay-list] tbody tr td:first-child', (tds) => tds.map((td) => td.textContent).sort());
+      expect(students).toEqual(['张三', '李四', '王五'].sort());
+      const listed = (await api(teacherKey).get(`/v1/essays?assignmentId=${assignmentId}`).expect(200)).body.data as Array<{ id: string; studentRef: string }>;
+      expect(listed.map((e) => e.studentRef).sort()).toEqual(students);
+      // the score distribution follows: the histogram is drawn again with the three scores
+      await page.waitForFunction(() => /Mean: \d/.test(document.querySelector('#distribution')?.textContent ?? ''), { timeout: 10_000 });
+      await screenshot(page, 'teacher-assignment');
+
+      // open 李四's essay (the .docx one): its text is the document's, and its annotations are drawn at the API's characters
+      const docxEssay = listed.find((e) => e.studentRef === '李四')!;
+      await page.click(`tr[data-essay="${docxEssay.id}"] a`);
+      await page.waitForSelector('[data-test=essay-text]');
+      const view = (await api(teacherKey).get(`/v1/essays/${docxEssay.id}`).expect(200)).body as { text: string; grade: { annotations: Array<{ start: number; end: number; quote: string; category: string }> } };
+      expect(view.text).toBe(essay(2));
+      expect(view.grade.annotations.length).toBeGreaterThan(0);
+      const marks = await page.$$eval('[data-test=essay-text] mark', (ms) =>
+        ms.map((m) => ({ start: Number(m.getAttribute('data-start')), end: Number(m.getAttribute('data-end')), category: m.getAttribute('data-category'), text: m.firstChild?.textContent ?? '' })),
+      );
+      expect(marks.length).toBeGreaterThan(0);
+      for (const m of marks) {
+        expect(m.text).toBe(view.text.slice(m.start, m.end));
+        expect(view.grade.annotations).toContainEqual(expect.objectContaining({ start: m.start, end: m.end, category: m.category }));
+      }
+      // every character of the essay is on the page, in order
+      expect(await page.$eval('[data-test=essay-text]', (el) => [...el.childNodes].map((n) => (n.nodeType === 3 ? n.textContent : n.firstChild?.textContent)).join(''))).toBe(view.text);
+      // the suggestion shows on hover
+      await page.hover('[data-test=essay-text] mark');
+      expect(await page.$eval('[data-test=essay-text] mark .tip', (tip) => getComputedStyle(tip).display)).toBe('block');
+      expect(await text(page, '[data-test=essay-text] mark .tip')).toContain('Suggestion');
+      const before = await page.$eval('[data-test=total] strong', (el) => Number(el.textContent));
+
+      // override the first dimension: the new total shows, the model's original is kept
+      const firstDim = await page.$eval('[data-test=override] input[type=number]', (el) => ({ name: el.getAttribute('name')!, max: Number(el.getAttribute('max')), value: Number((el as HTMLInputElement).value) }));
+      const newScore = firstDim.value === firstDim.max ? firstDim.max - 1 : firstDim.max;
+      await page.$eval(`[data-test=override] input[name="${firstDim.name}"]`, (el) => ((el as HTMLInputElement).value = ''));
+      await page.type(`[data-test=override] input[name="${firstDim.name}"]`, String(newScore));
+      await page.type('[data-test=override] textarea[name=comment]', '细节描写很生动，注意错别字。');
+      await page.click('[data-test=override] button[type=submit]');
+      await page.waitForSelector('[data-test=original-score]');
+      const after = (await api(teacherKey).get(`/v1/essays/${docxEssay.id}`).expect(200)).body as { grade: { score: number; source: string; summary: string }; originalGrade: { score: number } };
+      expect(after.grade.source).toBe('teacher');
+      expect(after.originalGrade.score).toBe(before);
+      expect(after.grade.score).toBe(before + newScore - firstDim.value);
+      expect(await page.$eval('[data-test=total] strong', (el) => Number(el.textContent))).toBe(after.grade.score);
+      expect(await text(page, '[data-test=original-score]')).toContain(String(before));
+      await screenshot(page, 'teacher-essay');
+
+      // CSV export over the session: UTF-8 with a BOM, every student, the teacher's total
+      await page.goto(`${base}/console/#/assignments/${assignmentId}`, { waitUntil: 'networkidle0' });
+      const csvHref = await (await page.waitForSelector('[data-test=export-csv]'))!.evaluate((a) => a.getAttribute('href'));
+      const csv = await page.evaluate(async (url) => {
+        const res = await fetch(url!);
+        return { status: res.status, type: res.headers.get('content-type'), bytes: [...new Uint8Array(await res.arrayBuffer())] };
+      }, csvHref);
+      expect(csv.status).toBe(200);
+      expect(csv.type).toContain('text/csv');
+      expect(csv.bytes.slice(0, 3)).toEqual([0xef, 0xbb, 0xbf]);
+      const body = Buffer.from(csv.bytes).toString('utf8');
+      for (const name of ['张三', '李四', '王五']) expect(body).toContain(name);
+      expect(body).toContain(String(after.grade.score));
+
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 180_000);
+
+  it('an admin sets a budget and sees the gauge and the spend chart', async () => {
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, tenant.adminKey);
+      await page.goto(`${base}/console/#/admin/settings`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=budget-form] input[name=monthlyCap]');
+      await page.$eval('input[name=monthlyCap]', (el) => ((el as HTMLInputElement).value = ''));
+      await page.type('input[name=monthlyCap]', '5000.00');
+      await page.click('[data-test=budget-form] button[type=submit]');
+      await page.waitForFunction(() => document.querySelector('#budget-policy [role=status]')?.textContent === 'Saved');
+      expect((await api(tenant.adminKey).get('/v1/budget').expect(200)).body.monthlyCap).toBe('5000.00');
+
+      await page.goto(`${base}/console/#/admin`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=gauge] canvas');
+      await page.waitForSelector('[data-test=spend-chart] canvas');
+      const budget = (await api(tenant.adminKey).get('/v1/budget').expect(200)).body as { spent: string };
+      expect(await text(page, '[data-test=cap]')).toBe('¥5,000.00');
+      expect(await text(page, '[data-test=spent]')).toBe(cnySmall(budget.spent));
+      // the charts were drawn (a canvas with pixels that are not all blank)
+      for (const chart of ['gauge', 'spend-chart', 'trend-chart']) {
+        const painted = await page.$eval(`[data-test=${chart}] canvas`, (c) => {
+          const canvas = c as HTMLCanvasElement;
+          const data = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data;
+          for (let i = 3; i < data.length; i += 4) if (data[i] !== 0) return true;
+          return false;
+        });
+        expect({ chart, painted }).toEqual({ chart, painted: true });
+      }
+      await screenshot(page, 'admin-dashboard');
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 120_000);
+
+  it('a teacher key cannot open admin pages', async () => {
+    const { ctx, page } = await openConsole();
+    try {
+      await signIn(page, teacherKey);
+      expect(await page.$$eval('nav a', (as) => as.map((a) => a.getAttribute('href')))).not.toContain('#/admin');
+      await page.goto(`${base}/console/#/admin`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=not-allowed]');
+      // nor can its session read what those pages show
+      expect(await page.evaluate(async () => (await fetch('/v1/budget')).status)).toBe(403);
+      await screenshot(page, 'teacher-not-allowed');
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+
+  it("a revoked key's session stops working, and signing out ends a session", async () => {
+    const key = await s.f.newKey(tenant, 'teacher');
+    const { ctx, page } = await openConsole();
+    try {
+      await signIn(page, key.key);
+      expect(await page.evaluate(async () => (await fetch('/v1/assignments')).status)).toBe(200);
+      await s.t.http.delete(`/v1/api-keys/${key.id}`).set('authorization', `Bearer ${tenant.adminKey}`).expect((r) => expect([200, 204]).toContain(r.status));
+      expect(await page.evaluate(async () => (await fetch('/v1/assignments')).status)).toBe(401);
+      await page.reload({ waitUntil: 'networkidle0' });
+      await page.waitForSelector('input[name=key]');
+      await screenshot(page, 'revoked-session');
+
+      // sign out: the cookie is cleared and the session's calls are refused
+      await signIn(page, teacherKey);
+      await page.click('header button.link');
+      await page.waitForSelector('input[name=key]');
+      expect(await page.evaluate(async () => (await fetch('/v1/assignments')).status)).toBe(401);
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+
+  it('works on a phone-width screen, with every input labelled, in Chinese when the browser prefers it', async () => {
+    const ctx = await browser.createBrowserContext();
+    const page = await ctx.newPage();
+    try {
+      await page.setViewport({ width: 390, height: 844, isMobile: true, hasTouch: true });
+      await page.evaluateOnNewDocument(() => Object.defineProperty(navigator, 'languages', { get: () => ['zh-CN', 'zh'] }));
+      await page.goto(`${base}/console/`, { waitUntil: 'networkidle0' });
+      expect(await text(page, 'h1')).toBe('登录 Inkstone');
+      await signIn(page, teacherKey);
+      const submitted = await s.t.http.post('/v1/essays').set('authorization', `Bearer ${teacherKey}`).send({ studentRef: '赵六', text: generateEssay(61, 'zh').text }).expect(202);
+      const [essay] = await waitForEssays(s.t.app, teacherKey, [submitted.body.id]);
+      for (const hash of ['#/assignments', `#/essays/${essay.id}`]) {
+        await page.goto(`${base}/console/${hash}`, { waitUntil: 'networkidle0' });
+        await page.waitForSelector('main h1');
+        const fit = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: innerWidth }));
+        expect({ hash, ...fit }).toEqual({ hash, scroll: fit.width, width: fit.width });
+        const unlabelled = await page.$$eval('input, select, textarea', (els) =>
+          els.filter((el) => !(el as HTMLInputElement).labels?.length && !el.getAttribute('aria-label')).map((el) => el.outerHTML.slice(0, 80)),
+        );
+        expect(unlabelled).toEqual([]);
+      }
+      expect(await text(page, 'nav a')).toBe('作文任务');
+      // tapping an annotation shows its suggestion
+      await page.tap('[data-test=essay-text] mark');
+      expect(await page.$eval('[data-test=essay-text] mark .tip', (tip) => getComputedStyle(tip).display)).toBe('block');
+      await screenshot(page, 'phone-essay');
+      // the language can be switched, and stays switched
+      await page.select('header select', 'en');
+      await page.waitForFunction(() => document.querySelector('nav a')?.textContent === 'Assignments');
+      await page.reload({ waitUntil: 'networkidle0' });
+      await page.waitForFunction(() => document.querySelector('nav a')?.textContent === 'Assignments');
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+});
