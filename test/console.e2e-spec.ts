@@ -74,6 +74,22 @@ describe('the web console in a browser', () => {
     expect(res.text).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/);
     await s.t.http.get('/console').expect(308).expect('location', '/console/');
     await s.t.http.get('/console/nope.js').expect(404);
+    // In the browser the policy holds: an inline script slipped into the page does not run.
+    const { ctx, page } = await openConsole();
+    try {
+      await page.waitForSelector('input[name=key]');
+      const ran = await page.evaluate(async () => {
+        const script = document.createElement('script');
+        script.textContent = 'window.__injected = true';
+        document.body.appendChild(script);
+        await new Promise((r) => setTimeout(r, 50));
+        return (window as unknown as { __injected?: boolean }).__injected === true;
+      });
+      expect(ran).toBe(false);
+      await screenshot(page, 'sign-in');
+    } finally {
+      await ctx.close();
+    }
   });
 
   it('a teacher signs in, uploads a class set of three files, watches them finish, opens one, sees its annotations, overrides it and exports CSV', async () => {
