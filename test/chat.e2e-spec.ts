@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import OpenAI from 'openai';
+import { parseCny } from '../src/common/money';
 import { countPromptTokens, FakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
@@ -95,6 +96,47 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
       })(),
     ).rejects.toThrow(/stream broke off/);
     expect(text.length).toBeGreaterThan(0);
+  });
+
+  it('in JSON mode, takes an answer that is not JSON as a failed attempt: billed, and the next provider answers', async () => {
+    fake.enqueue('deepseek', { kind: 'invalid-json' });
+    const { data, response } = await client.chat.completions
+      .create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'Answer in json: the capital of France' }], response_format: { type: 'json_object' } })
+      .withResponse();
+    expect(response.headers.get('x-inkstone-provider')).toBe('dashscope');
+    expect(JSON.parse(data.choices[0].message.content!)).toEqual(expect.any(Object));
+    const rows = await t.dataSource.query(`SELECT provider, outcome, error_reason, cost_nanos FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`, [tenant.tenantId]);
+    expect(rows.map((r: { provider: string; outcome: string }) => [r.provider, r.outcome])).toEqual([
+      ['deepseek', 'invalid_output'],
+      ['dashscope', 'ok'],
+    ]);
+    expect(BigInt(rows[0].cost_nanos)).toBeGreaterThan(0n); // its tokens were produced: billed once
+    const spent = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.spent;
+    expect(parseCny(spent)).toBe(rows.reduce((a: bigint, r: { cost_nanos: string }) => a + BigInt(r.cost_nanos), 0n));
+    // streamed, the same: the answer that reaches the client is JSON
+    fake.enqueue('deepseek', { kind: 'invalid-json', content: 'Sure! {"answer": ' });
+    const stream = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'json again, streamed' }], response_format: { type: 'json_object' }, stream: true });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+    expect(JSON.parse(text)).toEqual(expect.any(Object));
+  });
+
+  it('in JSON mode, never answers 200 with content that is not JSON: when every provider fails it is a 503 that says why', async () => {
+    for (const d of ['deepseek', 'dashscope', 'zhipu'] as const) fake.enqueue(d, { kind: 'invalid-json' });
+    const res = await t.http
+      .post('/v1/chat/completions')
+      .set(bearer(teacherKey))
+      .send({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'json please' }], response_format: { type: 'json_object' } })
+      .expect(503);
+    expect(res.body.error).toMatchObject({ code: 'NO_PROVIDER_AVAILABLE', message: expect.stringContaining('invalid_output') });
+    const streamed = await t.http
+      .post('/v1/chat/completions')
+      .set(bearer(teacherKey))
+      .send({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'json please, streamed' }], response_format: { type: 'json_object' }, stream: true });
+    // (the fake answers JSON again once its script is used up, so this one succeeds as JSON)
+    expect(streamed.status).toBe(200);
+    const rows = await t.dataSource.query(`SELECT outcome FROM llm_calls WHERE tenant_id = $1 AND outcome = 'invalid_output'`, [tenant.tenantId]);
+    expect(rows).toHaveLength(3);
   });
 
   it('answers 402 BUDGET_EXHAUSTED when the call cannot fit the budget, streaming or not', async () => {

@@ -5,6 +5,7 @@ import { GatewayResult, GatewayService } from './gateway.service';
 import { gatewayToApiError } from './gateway-errors';
 import { ResponseCache } from './response-cache';
 import { samplingOf } from './types';
+import type { GatewayRequest, GatewayStreamEvent, Validation } from './gateway-types';
 
 /** A chat stream as the controller writes it: each event with its SSE `data:` payloads. */
 export interface ChatStreamHandle {
@@ -50,6 +51,8 @@ export class ChatService {
       maxTokens: req.maxTokens,
       ...samplingOf(req),
       jsonMode: req.jsonMode,
+      // JSON mode: an answer that is not JSON is a failed attempt (the next candidate is tried), never a 200
+      validate: req.jsonMode ? validJson : undefined,
       cache: { key, lookup: !opts.noCache, store: true },
       uncompressed: req.messages,
       signal,
@@ -68,7 +71,10 @@ export class ChatService {
 
   stream(auth: TenantAuth, req: ChatCompletionRequest, opts: { noCache: boolean; requestId: string }): ChatStreamHandle {
     const abort = new AbortController();
-    const source = this.gateway.stream(this.gatewayRequest(auth, req, opts, abort.signal));
+    const request = this.gatewayRequest(auth, req, opts, abort.signal);
+    // JSON mode is answered whole and checked before its first byte is sent (then relayed as one
+    // chunk): a stream commits at its first token, and an answer that is not JSON must never be a 200.
+    const source = req.jsonMode ? wholeAnswer(this.gateway, request) : this.gateway.stream(request);
     const created = Math.floor(Date.now() / 1000);
     async function* events(): ChatStreamHandle['events'] {
       let provider = '';
@@ -100,6 +106,25 @@ export class ChatService {
     }
     return { events: events(), abort: () => abort.abort(), toApiError: gatewayToApiError };
   }
+}
+
+/** JSON mode's promise: the content parses as JSON (an object or array, as the providers' JSON modes give). */
+export function validJson(content: string): Validation<string> {
+  try {
+    const v: unknown = JSON.parse(content);
+    if (v !== null && typeof v === 'object') return { ok: true, value: content };
+    return { ok: false, problem: 'JSON mode: the answer is a JSON scalar, not an object' };
+  } catch {
+    return { ok: false, problem: 'JSON mode: the answer is not valid JSON' };
+  }
+}
+
+/** A whole answer as the events of a stream: start, its content in one delta, end. */
+async function* wholeAnswer(gateway: GatewayService, request: GatewayRequest<string>): AsyncGenerator<GatewayStreamEvent<string>> {
+  const r = await gateway.complete(request);
+  yield { type: 'start', provider: r.provider, model: r.model, cache: r.cache };
+  yield { type: 'delta', text: r.content };
+  yield { type: 'end', result: r };
 }
 
 function usageBody(r: GatewayResult<string>) {

@@ -296,6 +296,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         case 'invalid':
           // The provider works; the answer did not. One repair on this model, then the next model.
           this.health.answered(model);
+          ctx.lastError = new ProviderError('fallback', 'invalid_output', outcome.problem);
           if (ctx.req.repair && !repaired) {
             repaired = true;
             messages = [...ctx.req.messages, { role: 'assistant', content: outcome.content }, ...ctx.req.repair(outcome.content, outcome.problem)];
