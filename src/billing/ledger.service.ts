@@ -43,13 +43,28 @@ export interface LedgerEntry {
 export const USAGE_GROUPS = ['day', 'model', 'provider', 'tier', 'teacher'] as const;
 export type UsageGroup = (typeof USAGE_GROUPS)[number];
 
-const GROUP_SQL: Record<UsageGroup, string> = {
-  day: `to_char(created_at AT TIME ZONE $4, 'YYYY-MM-DD')`,
-  model: `coalesce(provider || ':' || model, 'none')`,
-  provider: `coalesce(provider, 'none')`,
-  tier: `coalesce(tier, 'none')`,
-  teacher: `coalesce(api_key_id::text, 'none')`,
+/** How each grouping reads the ledger's rows (raw) and its daily roll-up (ledger_daily: '' and the nil uuid for none). */
+const GROUP_SQL: Record<UsageGroup, { raw: string; daily: string }> = {
+  day: { raw: `to_char(created_at AT TIME ZONE $4, 'YYYY-MM-DD')`, daily: `to_char(day, 'YYYY-MM-DD')` },
+  model: { raw: `coalesce(provider || ':' || model, 'none')`, daily: `coalesce(nullif(provider, '') || ':' || nullif(model, ''), 'none')` },
+  provider: { raw: `coalesce(provider, 'none')`, daily: `coalesce(nullif(provider, ''), 'none')` },
+  tier: { raw: `coalesce(tier, 'none')`, daily: `coalesce(nullif(tier, ''), 'none')` },
+  teacher: { raw: `coalesce(api_key_id::text, 'none')`, daily: `coalesce(nullif(api_key_id, '00000000-0000-0000-0000-000000000000')::text, 'none')` },
 };
+
+const GRADING = `purpose IN ('grading', 'deep_review')`;
+const GRADING_COST = `purpose IN ('grading', 'deep_review', 'escalation', 'shadow')`;
+
+/**
+ * A usage group's figures over rows that each count `n` calls: `count(*)` over the ledger, `calls`
+ * over its roll-up. A grading is its one answered call (a call group has one ok row).
+ */
+const usageColumns = (n: string) => `sum(${n}) AS calls,
+              coalesce(sum(${n}) FILTER (WHERE cache_status = 'hit'), 0) AS cache_hits,
+              coalesce(sum(${n}) FILTER (WHERE outcome <> 'ok'), 0) AS failures,
+              coalesce(sum(${n}) FILTER (WHERE ${GRADING} AND outcome = 'ok'), 0) AS gradings,
+              coalesce(sum(cost_nanos) FILTER (WHERE ${GRADING_COST}), 0) AS grading_cost,
+              ${TOTALS_SQL}`;
 
 /** Token and money totals over a set of ledger rows, as SQL columns and as the API shows them. */
 const TOTALS_SQL = `coalesce(sum(input_tokens), 0) AS input_tokens,
@@ -109,21 +124,42 @@ export interface LedgerStats {
 export class LedgerService {
   constructor(private readonly ds: DataSource) {}
 
+  /**
+   * Usage in [from, to) by group: whole days of the tenant's zone from the daily roll-up, the part
+   * days at either end (today, say) from the ledger's own rows, in one statement.
+   */
   async usage(tenantId: string, from: Date, to: Date, groupBy: UsageGroup, timeZone: string): Promise<UsageRow[]> {
+    // The whole days inside [from, to) in the tenant's zone (no table is read).
+    const [b]: Array<{ d1: string; d2: string; t1: Date; t2: Date }> = await this.ds.query(
+      `WITH local AS (SELECT $1::timestamptz AT TIME ZONE $3 AS f, $2::timestamptz AT TIME ZONE $3 AS t),
+            days AS (SELECT CASE WHEN f = date_trunc('day', f) THEN f::date ELSE f::date + 1 END AS d1, t::date AS d2 FROM local)
+       SELECT to_char(d1, 'YYYY-MM-DD') AS d1, to_char(d2, 'YYYY-MM-DD') AS d2,
+              d1::timestamp AT TIME ZONE $3 AS t1, d2::timestamp AT TIME ZONE $3 AS t2
+         FROM days`,
+      [from, to, timeZone],
+    );
+    const wholeDays = b.d1 < b.d2;
+    // The ledger's rows outside the whole days: [from, t1) and [t2, to), or all of [from, to).
+    const [r1, r2] = wholeDays ? [[from, b.t1], [b.t2, to]] : [[from, to], [to, to]];
+    const g = GROUP_SQL[groupBy];
     const rows = await tenantQuery<Record<string, string>>(
       this.ds.manager,
       tenantId,
-      `SELECT ${GROUP_SQL[groupBy]} AS key,
-              count(*) AS calls,
-              count(*) FILTER (WHERE cache_status = 'hit') AS cache_hits,
-              count(*) FILTER (WHERE outcome <> 'ok') AS failures,
-              count(DISTINCT call_group) FILTER (WHERE purpose IN ('grading', 'deep_review') AND outcome = 'ok') AS gradings,
-              coalesce(sum(cost_nanos) FILTER (WHERE purpose IN ('grading', 'deep_review', 'escalation', 'shadow')), 0) AS grading_cost,
-              ${TOTALS_SQL}
-         FROM llm_calls
-        WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND $4::text IS NOT NULL -- $4 (the time zone) is typed even when the grouping does not use it
-        GROUP BY 1 ORDER BY 1`,
-      [from, to, timeZone],
+      `WITH parts AS (
+         SELECT ${g.daily} AS key, ${usageColumns('calls')}
+           FROM ledger_daily WHERE tenant_id = $1 AND day >= $5::date AND day < $6::date
+          GROUP BY 1
+         UNION ALL
+         SELECT ${g.raw} AS key, ${usageColumns('1')}
+           FROM llm_calls
+          WHERE tenant_id = $1 AND ((created_at >= $2 AND created_at < $3) OR (created_at >= $7 AND created_at < $8))
+          GROUP BY 1)
+       SELECT key, sum(calls) AS calls, sum(cache_hits) AS cache_hits, sum(failures) AS failures, sum(gradings) AS gradings,
+              sum(grading_cost) AS grading_cost, sum(input_tokens) AS input_tokens, sum(cached_input_tokens) AS cached_input_tokens,
+              sum(output_tokens) AS output_tokens, sum(cost) AS cost, sum(saved) AS saved
+         FROM parts WHERE $4::text IS NOT NULL -- $4 (the time zone) is typed even when the grouping does not use it
+        GROUP BY key ORDER BY key`,
+      [r1[0], r1[1], timeZone, wholeDays ? b.d1 : '1970-01-01', wholeDays ? b.d2 : '1970-01-01', r2[0], r2[1]],
     );
     return rows.map((r) => ({
       key: r.key,
@@ -136,25 +172,27 @@ export class LedgerService {
     }));
   }
 
+  /** Totals for a period (or all time), from the daily roll-up. */
   async stats(tenantId: string, period?: string): Promise<LedgerStats> {
     const [r] = await tenantQuery<Record<string, string>>(
       this.ds.manager,
       tenantId,
-      `SELECT count(*) AS total_calls,
-              count(*) FILTER (WHERE cache_status = 'hit') AS cache_hits,
-              count(*) FILTER (WHERE cache_status <> 'hit') AS provider_calls,
-              count(*) FILTER (WHERE outcome <> 'ok') AS failed_calls,
+      `SELECT coalesce(sum(calls), 0) AS total_calls,
+              coalesce(sum(calls) FILTER (WHERE cache_status = 'hit'), 0) AS cache_hits,
+              coalesce(sum(calls) FILTER (WHERE cache_status <> 'hit'), 0) AS provider_calls,
+              coalesce(sum(calls) FILTER (WHERE outcome <> 'ok'), 0) AS failed_calls,
               coalesce(sum(input_tokens + output_tokens), 0) AS total_tokens,
               ${TOTALS_SQL},
               coalesce(sum(compression_saved_tokens), 0) AS compression_saved_tokens,
-              coalesce(avg(latency_ms) FILTER (WHERE cache_status <> 'hit' AND outcome = 'ok'), 0) AS avg_latency
-         FROM llm_calls WHERE tenant_id = $1 AND ($2::text IS NULL OR period = $2)`,
+              coalesce(sum(latency_ms) FILTER (WHERE cache_status <> 'hit' AND outcome = 'ok'), 0) AS latency_sum,
+              coalesce(sum(calls) FILTER (WHERE cache_status <> 'hit' AND outcome = 'ok'), 0) AS latency_n
+         FROM ledger_daily WHERE tenant_id = $1 AND ($2::text IS NULL OR period = $2)`,
       [period ?? null],
     );
     const outcomes = await tenantQuery<{ outcome: string; n: string }>(
       this.ds.manager,
       tenantId,
-      `SELECT outcome, count(*) AS n FROM llm_calls WHERE tenant_id = $1 AND ($2::text IS NULL OR period = $2) GROUP BY outcome ORDER BY outcome`,
+      `SELECT outcome, sum(calls) AS n FROM ledger_daily WHERE tenant_id = $1 AND ($2::text IS NULL OR period = $2) GROUP BY outcome ORDER BY outcome`,
       [period ?? null],
     );
     const total = Number(r.total_calls);
@@ -169,7 +207,7 @@ export class LedgerService {
       totalTokens: Number(r.total_tokens),
       ...totalsOf(r),
       compressionSavedTokens: Number(r.compression_saved_tokens),
-      averageLatencyMs: Math.round(Number(r.avg_latency)),
+      averageLatencyMs: Number(r.latency_n) > 0 ? Math.round(Number(r.latency_sum) / Number(r.latency_n)) : 0,
       outcomes: Object.fromEntries(outcomes.map((o) => [o.outcome, Number(o.n)])),
     };
   }

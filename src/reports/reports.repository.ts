@@ -3,7 +3,7 @@ import { DataSource } from 'typeorm';
 import { tenantQuery } from '../db/tenant-scope';
 import type { LedgerGroup, OrdersInMonth } from './month-report';
 
-/** The month report's queries (read only): the ledger by group, the orders and the offline gradings of a period. */
+/** The month report's queries (read only): the ledger by group (from its daily roll-up), the orders and the offline gradings of a period. */
 @Injectable()
 export class ReportsRepository {
   constructor(private readonly ds: DataSource) {}
@@ -12,10 +12,10 @@ export class ReportsRepository {
     const rows = await tenantQuery<Record<string, string>>(
       this.ds.manager,
       tenantId,
-      `SELECT purpose, tier, provider, model, batch,
-              count(*) FILTER (WHERE outcome = 'ok') AS gradings,
-              count(*) FILTER (WHERE cache_status = 'hit') AS hits,
-              count(*) AS calls,
+      `SELECT purpose, nullif(tier, '') AS tier, nullif(provider, '') AS provider, nullif(model, '') AS model, batch,
+              coalesce(sum(calls) FILTER (WHERE outcome = 'ok'), 0) AS gradings,
+              coalesce(sum(calls) FILTER (WHERE cache_status = 'hit'), 0) AS hits,
+              sum(calls) AS calls,
               coalesce(sum(cost_nanos), 0) AS cost,
               coalesce(sum(saved_nanos), 0) AS saved,
               coalesce(sum(compression_saved_tokens), 0) AS compression_tokens,
@@ -23,8 +23,8 @@ export class ReportsRepository {
               coalesce(sum(cached_input_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit'), 0) AS cached_in,
               coalesce(sum(output_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit'), 0) AS out,
               coalesce(sum(cost_nanos) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit'), 0) AS paid_cost
-         FROM llm_calls WHERE tenant_id = $1 AND period = $2
-        GROUP BY purpose, tier, provider, model, batch`,
+         FROM ledger_daily WHERE tenant_id = $1 AND period = $2
+        GROUP BY 1, 2, 3, 4, 5`,
       [period],
     );
     return rows.map((r) => ({

@@ -1,0 +1,137 @@
+import { randomUUID } from 'node:crypto';
+import { formatCny } from '../src/common/money';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { createTestApp, TestApp } from './support/test-app';
+
+/**
+ * The ledger's daily roll-up (ledger_daily, kept by a statement trigger on llm_calls) answers
+ * usage, stats and the monthly report exactly as a scan of the ledger would: for whole days, part
+ * days at either end, every grouping, a time zone far from UTC, and multi-row inserts.
+ */
+describe('the daily roll-up of the ledger', () => {
+  let t: TestApp;
+  let tenant: TestTenant;
+  let other: TestTenant;
+  const TZ = 'America/Los_Angeles';
+  const keys = [randomUUID(), randomUUID()];
+
+  beforeAll(async () => {
+    t = await createTestApp({ WORKERS_ENABLED: 'false' });
+    const f = new Factory(t.app);
+    tenant = await f.newTenant({ timezone: TZ });
+    other = await f.newTenant();
+    // 600 calls over 45 days ending now, in statements of 1 to 40 rows; another tenant's calls beside them.
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const purposes = ['grading', 'grading', 'deep_review', 'chat', 'escalation', 'shadow'];
+    const models = [['deepseek', 'deepseek-flash', 'standard'], ['dashscope', 'qwen-flash', 'standard'], ['dashscope', 'qwen3-max', 'deep'], [null, null, null]];
+    const now = Date.now();
+    for (const who of [tenant, other]) {
+      let left = who === tenant ? 600 : 50;
+      while (left > 0) {
+        const n = Math.min(left, 1 + Math.floor(rnd() * 40));
+        left -= n;
+        const rows: unknown[][] = [];
+        for (let i = 0; i < n; i++) {
+          const at = new Date(now - Math.floor(rnd() * 45 * 86_400_000));
+          const [provider, model, tier] = models[Math.floor(rnd() * models.length)];
+          const hit = provider !== null && rnd() < 0.2;
+          const ok = provider === null || rnd() < 0.9;
+          const input = Math.floor(rnd() * 2000);
+          rows.push([
+            who.tenantId, randomUUID(), `${at.getUTCFullYear()}-${String(at.getUTCMonth() + 1).padStart(2, '0')}`, at.toISOString(), randomUUID(), 1,
+            rnd() < 0.2 ? null : keys[Math.floor(rnd() * keys.length)], purposes[Math.floor(rnd() * purposes.length)], tier, provider, model,
+            provider === null ? 'bypass' : hit ? 'hit' : 'miss', ok ? 'ok' : 'fallback', input, Math.floor(input / 3), Math.floor(rnd() * 800),
+            hit ? 0 : Math.floor(rnd() * 5_000_000), hit ? Math.floor(rnd() * 3_000_000) : 0, Math.floor(rnd() * 100), Math.floor(rnd() * 3000), rnd() < 0.1,
+          ]);
+        }
+        const cols = 21;
+        await t.dataSource.query(
+          `INSERT INTO llm_calls (tenant_id, id, period, created_at, call_group, attempt, api_key_id, purpose, tier, provider, model, cache_status, outcome,
+                                  input_tokens, cached_input_tokens, output_tokens, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, batch)
+           VALUES ${rows.map((_, r) => `(${Array.from({ length: cols }, (__, c) => `$${r * cols + c + 1}`).join(', ')})`).join(', ')}`,
+          rows.flat(),
+        );
+      }
+    }
+  });
+  afterAll(() => t.close());
+
+  const GROUP = {
+    day: `to_char(created_at AT TIME ZONE '${TZ}', 'YYYY-MM-DD')`,
+    model: `coalesce(provider || ':' || model, 'none')`,
+    provider: `coalesce(provider, 'none')`,
+    tier: `coalesce(tier, 'none')`,
+    teacher: `coalesce(api_key_id::text, 'none')`,
+  };
+
+  /** What a scan of the ledger says, in the API's shape. */
+  async function scanned(groupBy: keyof typeof GROUP, from: Date, to: Date) {
+    const rows = await t.dataSource.query(
+      `SELECT ${GROUP[groupBy]} AS key, count(*)::int AS calls, count(*) FILTER (WHERE cache_status = 'hit')::int AS "cacheHits",
+              count(*) FILTER (WHERE outcome <> 'ok')::int AS failures,
+              count(*) FILTER (WHERE purpose IN ('grading', 'deep_review') AND outcome = 'ok')::int AS gradings,
+              coalesce(sum(cost_nanos) FILTER (WHERE purpose IN ('grading', 'deep_review', 'escalation', 'shadow')), 0)::text AS grading_cost,
+              sum(input_tokens)::int AS "inputTokens", sum(cached_input_tokens)::int AS "cachedInputTokens", sum(output_tokens)::int AS "outputTokens",
+              sum(cost_nanos)::text AS cost, sum(saved_nanos)::text AS saved
+         FROM llm_calls WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY 1 ORDER BY 1`,
+      [tenant.tenantId, from, to],
+    );
+    return rows.map(({ grading_cost, cost, saved, ...r }: Record<string, string & number>) => ({
+      ...r,
+      costPerGrading: r.gradings > 0 ? formatCny(BigInt(grading_cost) / BigInt(r.gradings)) : null,
+      cost: formatCny(BigInt(cost)),
+      savedByCache: formatCny(BigInt(saved)),
+    }));
+  }
+
+  it('answers usage for every grouping and window exactly as a scan of the ledger', async () => {
+    const now = Date.now();
+    const windows: Array<[Date, Date]> = [
+      [new Date(now - 50 * 86_400_000), new Date(now + 1000)], // all of it
+      [new Date(now - 20.3 * 86_400_000), new Date(now - 3.7 * 86_400_000)], // part days at both ends
+      [new Date(now - 5.2 * 86_400_000), new Date(now - 4.9 * 86_400_000)], // inside one or two days, no whole day
+      [new Date('2020-01-01T00:00:00Z'), new Date('2020-02-01T00:00:00Z')], // nothing
+    ];
+    for (const [from, to] of windows) {
+      for (const groupBy of Object.keys(GROUP) as Array<keyof typeof GROUP>) {
+        const res = await t.http.get(`/v1/usage?groupBy=${groupBy}&from=${from.toISOString()}&to=${to.toISOString()}`).set(bearer(tenant.adminKey)).expect(200);
+        expect({ groupBy, from, data: res.body.data }).toEqual({ groupBy, from, data: await scanned(groupBy, from, to) });
+      }
+    }
+  });
+
+  it('answers usage over whole local days from the roll-up (midnight in the tenant zone to midnight)', async () => {
+    const [{ from, to }] = await t.dataSource.query(
+      `SELECT ((now() AT TIME ZONE $1)::date - 10)::timestamp AT TIME ZONE $1 AS from, ((now() AT TIME ZONE $1)::date - 2)::timestamp AT TIME ZONE $1 AS to`,
+      [TZ],
+    );
+    const res = await t.http.get(`/v1/usage?groupBy=day&from=${from.toISOString()}&to=${to.toISOString()}`).set(bearer(tenant.adminKey)).expect(200);
+    expect(res.body.data).toHaveLength(8);
+    expect(res.body.data).toEqual(await scanned('day', from, to));
+  });
+
+  it('answers stats and the monthly report from the roll-up, equal to the ledger', async () => {
+    const [p] = await t.dataSource.query(`SELECT period FROM llm_calls WHERE tenant_id = $1 GROUP BY 1 ORDER BY count(*) DESC LIMIT 1`, [tenant.tenantId]);
+    const [raw] = await t.dataSource.query(
+      `SELECT count(*)::int AS calls, count(*) FILTER (WHERE cache_status = 'hit')::int AS hits, count(*) FILTER (WHERE outcome <> 'ok')::int AS failed,
+              sum(cost_nanos)::text AS cost, sum(compression_saved_tokens)::int AS comp,
+              round(avg(latency_ms) FILTER (WHERE cache_status <> 'hit' AND outcome = 'ok'))::int AS latency
+         FROM llm_calls WHERE tenant_id = $1 AND period = $2`,
+      [tenant.tenantId, p.period],
+    );
+    const stats = (await t.http.get(`/v1/stats?period=${p.period}`).set(bearer(tenant.adminKey)).expect(200)).body;
+    expect(stats).toMatchObject({ totalCalls: raw.calls, cacheHits: raw.hits, failedCalls: raw.failed, cost: formatCny(BigInt(raw.cost)), compressionSavedTokens: raw.comp });
+    expect(Math.abs(stats.averageLatencyMs - raw.latency)).toBeLessThanOrEqual(1);
+    const all = (await t.http.get('/v1/stats').set(bearer(tenant.adminKey)).expect(200)).body;
+    expect(all.totalCalls).toBe(600);
+    const report = (await t.http.get(`/v1/reports/month?period=${p.period}`).set(bearer(tenant.adminKey)).expect(200)).body;
+    expect(report.modelCost).toBe(formatCny(BigInt(raw.cost)));
+    expect(report.ledgerCalls).toBe(raw.calls);
+  });
+
+  it("keeps another tenant's calls out", async () => {
+    const mine = (await t.http.get('/v1/stats').set(bearer(other.adminKey)).expect(200)).body;
+    expect(mine.totalCalls).toBe(50);
+  });
+});
