@@ -17,6 +17,7 @@ import { LimitsService, rateLimited } from './tenancy/limits.service';
 import { createValidationPipe } from './common/validation';
 import { AppConfig } from './config/app-config';
 import { MetricsService } from './metrics/metrics.service';
+import { ConsoleAssets } from './console/console-assets.controller';
 import { VIEW_SCHEMAS } from './docs/api-view';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -72,8 +73,6 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
     requestIdHeader: false,
     logger: false,
     return503OnClosing: true,
-    // /console and /console/ reach the console's page (it redirects the first to the second)
-    routerOptions: { ignoreTrailingSlash: true },
     // A client has this long to send its whole request (not to receive the answer: streams last).
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
@@ -144,6 +143,9 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
       }),
     );
   });
+  // The console's page (Nest's routes carry no trailing slash; its assets are under /console/).
+  const consoleAssets = app.get(ConsoleAssets);
+  fastify.get('/console/', (req, reply) => consoleAssets.send('index.html', req, reply));
   fastify.addHook('onResponse', (req, reply, done) => {
     metrics.observeHttp(req.method, req.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
     done();

@@ -30,12 +30,13 @@ const PARAMETERISED = TABLE.routes.filter((r) => r.params.length > 0);
 const isTenantRoute = (r: RouteInfo) => Array.isArray(r.auth) && (r.auth.includes('admin') || r.auth.includes('teacher'));
 const isOperatorOnly = (r: RouteInfo) => Array.isArray(r.auth) && r.auth.includes('operator') && !isTenantRoute(r);
 
-type ExclusionKind = 'signature' | 'operator' | 'static';
+type ExclusionKind = 'signature' | 'operator' | 'static' | 'asset';
 
 /**
  * Parameterised routes that are not cross-tenant, each with the reason. Each kind is still tested:
  * `signature` below (another tenant's secret answers exactly like an unknown tenant), `operator`
- * (tenant keys are refused), `static` (not served by any controller).
+ * (tenant keys are refused), `static` (not served by any controller), `asset` (a public route of
+ * the console's built files: its parameter names a file of the build, never a tenant's record).
  */
 const EXCLUDED: Record<string, { kind: ExclusionKind; reason: string }> = {
   // The payment provider calls it without a key; it authenticates by the tenant's webhook
@@ -44,6 +45,8 @@ const EXCLUDED: Record<string, { kind: ExclusionKind; reason: string }> = {
   // Swagger UI's static files (@nestjs/swagger registers them on Fastify): public, the same for everyone.
   'GET /docs/*': { kind: 'static', reason: 'Swagger UI static assets, no tenant data' },
   'HEAD /docs/*': { kind: 'static', reason: 'Swagger UI static assets, no tenant data' },
+  'GET /console/:file': { kind: 'asset', reason: "the web console's page, script and stylesheet, no tenant data" },
+  'HEAD /console/:file': { kind: 'asset', reason: "the web console's page, script and stylesheet, no tenant data" },
   // Operator-only routes that take an id go here with kind 'operator': the operator may see every
   // tenant, so they are not cross-tenant; the suite checks that a tenant key is refused (401/403).
   'PUT /v1/tenants/:id/limits': { kind: 'operator', reason: "the operator sets any tenant's fair-use limits" },
@@ -288,6 +291,7 @@ describe('the route table', () => {
       if (kind === 'signature') expect(route.auth).toBe('public');
       if (kind === 'operator' && !isOperatorOnly(route)) throw new Error(`${label} is excluded as operator-only but tenant keys may call it (${JSON.stringify(route.auth)})`);
       if (kind === 'static') expect(route.auth).toBeNull();
+      if (kind === 'asset') expect(route.auth).toBe('public');
     }
   });
 });

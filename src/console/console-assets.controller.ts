@@ -1,29 +1,24 @@
-import { Controller, Get, Param, Req, Res } from '@nestjs/common';
+import { Controller, Get, Injectable, Param, Req, Res } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Public } from '../common/auth';
-import { ApiError } from '../common/errors';
 import { ConsoleAsset, CONSOLE_HEADERS, defaultConsoleDir, loadConsoleAssets } from './console-assets';
 
-/**
- * GET /console/: the web console's page and its script and stylesheet, from the build. Public:
- * the page holds no data; everything it shows comes from the API with the session cookie.
- */
-@ApiExcludeController()
-@Controller('console')
-export class ConsoleAssetsController {
+/** The built console's files, read once, sent with their type, ETag and the console's security headers. */
+@Injectable()
+export class ConsoleAssets {
   private assets: Map<string, ConsoleAsset> | null = null;
   private readonly dir = process.env.CONSOLE_DIR || defaultConsoleDir();
 
-  private asset(name: string): ConsoleAsset {
+  /** Sends a file of the console: 404 for a name it does not have, 503 while it is not built. */
+  send(name: string, req: FastifyRequest, reply: FastifyReply): void {
     this.assets ??= loadConsoleAssets(this.dir);
-    if (!this.assets) throw new ApiError('SERVICE_UNAVAILABLE', 'The console is not built: run npm run build');
-    const asset = this.assets.get(name);
-    if (!asset) throw new ApiError('NOT_FOUND', 'No such console file');
-    return asset;
-  }
-
-  private send(reply: FastifyReply, req: FastifyRequest, asset: ConsoleAsset): void {
+    const asset = this.assets?.get(name);
+    if (!asset) {
+      const [status, code, message] = this.assets ? [404, 'NOT_FOUND', 'No such console file'] : [503, 'SERVICE_UNAVAILABLE', 'The console is not built: run npm run build'];
+      void reply.code(status).send({ error: { code, message, requestId: String(req.id) } });
+      return;
+    }
     void reply.headers({ ...CONSOLE_HEADERS, etag: asset.etag });
     if (req.headers['if-none-match'] === asset.etag) {
       void reply.code(304).send();
@@ -31,21 +26,28 @@ export class ConsoleAssetsController {
     }
     void reply.type(asset.type).send(asset.body);
   }
+}
 
+/**
+ * GET /console (→ /console/) and /console/<file>: the web console's page, script and stylesheet.
+ * Public: the page holds no data; everything it shows comes from the API with the session cookie.
+ * The page itself, /console/, is routed in app.factory.ts (a route with a trailing slash).
+ */
+@ApiExcludeController()
+@Controller('console')
+export class ConsoleAssetsController {
+  constructor(private readonly assets: ConsoleAssets) {}
+
+  /** The page's assets are relative to /console/: /console goes there. */
   @Get()
   @Public()
-  index(@Req() req: FastifyRequest, @Res() reply: FastifyReply): void {
-    // The page's assets are relative: /console must be /console/.
-    if (!req.url.split('?')[0].endsWith('/')) {
-      void reply.code(308).header('location', '/console/').send();
-      return;
-    }
-    this.send(reply, req, this.asset('index.html'));
+  index(@Res() reply: FastifyReply): void {
+    void reply.code(308).header('location', '/console/').send();
   }
 
   @Get(':file')
   @Public()
   file(@Param('file') file: string, @Req() req: FastifyRequest, @Res() reply: FastifyReply): void {
-    this.send(reply, req, this.asset(file));
+    this.assets.send(file || 'index.html', req, reply);
   }
 }
