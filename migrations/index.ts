@@ -16,6 +16,7 @@ import { ShadowGrading1765900000000 } from './1765900000000-ShadowGrading';
 import { AgreementCells1766000000000 } from './1766000000000-AgreementCells';
 import { QualitySignals1766100000000 } from './1766100000000-QualitySignals';
 import { LedgerDaily1766200000000 } from './1766200000000-LedgerDaily';
+import { TenantKeys1766300000000 } from './1766300000000-TenantKeys';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -41,4 +42,5 @@ export const MIGRATIONS = [
   AgreementCells1766000000000,
   QualitySignals1766100000000,
   LedgerDaily1766200000000,
+  TenantKeys1766300000000,
 ];

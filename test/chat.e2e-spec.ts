@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import OpenAI from 'openai';
+import request from 'supertest';
 import { parseCny } from '../src/common/money';
 import { countPromptTokens, FakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
@@ -84,6 +85,33 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     const third = await ask({ 'Cache-Control': 'no-cache' });
     expect(third.response.headers.get('x-inkstone-cache')).toBe('miss');
     expect(fake.requests).toHaveLength(2);
+  });
+
+  it("answers a repeat from this instance's memory without the database, and another instance from the database", async () => {
+    const body = { model: 'inkstone-standard', messages: [{ role: 'user', content: 'remember me' }], temperature: 0 };
+    const first = await t.http.post('/v1/chat/completions').set(bearer(teacherKey)).send(body).expect(200);
+    expect(first.headers['x-inkstone-cache']).toBe('miss');
+    const other = await t.another();
+    const otherHttp = request(other.getHttpServer());
+    // The other instance has never seen it: its repeat is a database hit (which it then holds too).
+    expect((await otherHttp.post('/v1/chat/completions').set(bearer(teacherKey)).send(body).expect(200)).headers['x-inkstone-cache']).toBe('hit');
+    const [{ hits }] = await t.dataSource.query(`SELECT hits FROM llm_cache WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(hits).toBe(1);
+    // With the row gone from the database, both instances still answer it from memory: no provider call, hits not counted there.
+    await t.dataSource.query(`UPDATE llm_cache SET expires_at = now() - interval '1 second' WHERE tenant_id = $1`, [tenant.tenantId]);
+    for (const http of [t.http, otherHttp]) {
+      const res = await http.post('/v1/chat/completions').set(bearer(teacherKey)).send(body).expect(200);
+      expect(res.headers['x-inkstone-cache']).toBe('hit');
+      expect(res.body.choices[0].message.content).toBe(first.body.choices[0].message.content);
+    }
+    expect(fake.requests).toHaveLength(1);
+    // Each hit is in the ledger, free.
+    const rows = await t.dataSource.query(`SELECT cache_status, cost_nanos FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at`, [tenant.tenantId]);
+    expect(rows.map((r: { cache_status: string }) => r.cache_status)).toEqual(['miss', 'hit', 'hit', 'hit']);
+    // Another tenant asking the same is a miss: memory is per tenant.
+    const f = new Factory(t.app);
+    const stranger = await f.newTenant({ monthlyBudget: '50.00' });
+    expect((await t.http.post('/v1/chat/completions').set(bearer(stranger.adminKey)).send(body).expect(200)).headers['x-inkstone-cache']).toBe('miss');
   });
 
   it('reports a stream that breaks after its first token as an error, not a success', async () => {

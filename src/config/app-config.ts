@@ -22,6 +22,9 @@ export interface LlmConfig {
   breakerCooldownMs: number;
   providerProbeMs: number;
   cacheTtlSeconds: number;
+  /** The in-process tier of the answer cache: bytes in all, and per tenant. */
+  cacheMemoryBytes: number;
+  cacheMemoryBytesPerTenant: number;
   /** How long a reservation may live before the sweeper returns it (a crashed call). */
   reservationTtlMs: number;
   sweepIntervalMs: number;
@@ -183,6 +186,8 @@ function loadLlmConfig(e: EnvReader, env: NodeJS.ProcessEnv): LlmConfig {
     breakerCooldownMs: e.int('LLM_BREAKER_COOLDOWN_MS', { min: 10, max: 3_600_000, default: 30_000 }),
     providerProbeMs: e.int('LLM_PROVIDER_PROBE_MS', { min: 10, max: 3_600_000, default: 60_000 }),
     cacheTtlSeconds: e.int('LLM_CACHE_TTL_SECONDS', { min: 1, max: 365 * 86_400, default: 30 * 86_400 }),
+    cacheMemoryBytes: e.int('LLM_CACHE_MEMORY_MB', { min: 0, max: 16_384, default: 64 }) * 2 ** 20,
+    cacheMemoryBytesPerTenant: e.int('LLM_CACHE_MEMORY_TENANT_MB', { min: 0, max: 16_384, default: 8 }) * 2 ** 20,
     reservationTtlMs: e.int('BUDGET_RESERVATION_TTL_MS', { min: 1_000, max: 86_400_000, default: totalTimeoutMs * 3 + 60_000 }),
     sweepIntervalMs: e.int('BUDGET_SWEEP_INTERVAL_MS', { min: 100, max: 3_600_000, default: 30_000 }),
     defaultMaxTokens: e.int('LLM_DEFAULT_MAX_TOKENS', { min: 1, max: 200_000, default: 2048 }),

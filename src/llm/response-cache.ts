@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
-import { Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { Nanos } from '../common/money';
 import { tenantQuery } from '../db/tenant-scope';
 import { compactJson } from './compression';
 import type { Usage } from './types';
+import { AppConfig, CONFIG } from '../config/app-config';
+import { MemoryCache } from './memory-cache';
 
 export interface CachedAnswer {
   content: string;
@@ -23,37 +25,59 @@ export interface CachedAnswer {
  * the caller says makes two requests the same (grading: rubric version, prompt version, tier and
  * the normalized essay; chat: the normalized request). Only successful, valid answers are stored.
  * Never a semantic cache: similar-looking essays must not share a grade.
+ *
+ * In front of the table, a bounded in-process tier (memory-cache.ts) answers the answers this
+ * instance served or stored lately without a round trip; it is filled on a database hit and on a
+ * store, emptied of a key on delete. A hit from memory is not counted in llm_cache.hits (the ledger
+ * counts every hit). Two instances may hold different answers for one key for a while (both valid
+ * answers to the same request) when one stores after the other read.
  */
 @Injectable()
 export class ResponseCache {
   private readonly logger = new Logger(ResponseCache.name);
 
-  constructor(private readonly ds: DataSource) {}
+  private readonly memory: MemoryCache<CachedAnswer>;
+
+  constructor(
+    private readonly ds: DataSource,
+    @Inject(CONFIG) config: AppConfig,
+  ) {
+    this.memory = new MemoryCache({ maxBytes: config.llm.cacheMemoryBytes, maxBytesPerTenant: config.llm.cacheMemoryBytesPerTenant });
+  }
+
+  /** About what an answer takes in memory: its text (UTF-16) and its fields. */
+  private static bytes(a: CachedAnswer): number {
+    return 2 * (a.content.length + a.provider.length + a.model.length + a.finishReason.length) + 200;
+  }
 
   static key(parts: unknown): string {
     return createHash('sha256').update(compactJson(parts)).digest('hex');
   }
 
   async get(tenantId: string, key: string): Promise<CachedAnswer | null> {
-    const rows = await tenantQuery<Record<string, string | number>>(
+    const held = this.memory.get(tenantId, key);
+    if (held) return held;
+    const rows = await tenantQuery<Record<string, string | number | Date>>(
       this.ds.manager,
       tenantId,
       `UPDATE llm_cache SET hits = hits + 1
         WHERE tenant_id = $1 AND cache_key = $2 AND expires_at > now()
-        RETURNING content, provider, model, finish_reason, input_tokens, cached_input_tokens, output_tokens, cost_nanos, repaired`,
+        RETURNING content, provider, model, finish_reason, input_tokens, cached_input_tokens, output_tokens, cost_nanos, repaired, expires_at`,
       [key],
     );
     const r = rows[0];
     if (!r) return null;
-    return {
+    const answer: CachedAnswer = {
       content: String(r.content),
       provider: String(r.provider),
       model: String(r.model),
       finishReason: String(r.finish_reason),
       usage: { inputTokens: Number(r.input_tokens), cachedInputTokens: Number(r.cached_input_tokens), outputTokens: Number(r.output_tokens) },
-      costNanos: BigInt(r.cost_nanos),
+      costNanos: BigInt(r.cost_nanos as string),
       repaired: (r.repaired as unknown) === true,
     };
+    this.memory.set(tenantId, key, answer, ResponseCache.bytes(answer), (r.expires_at as Date).getTime() - Date.now());
+    return answer;
   }
 
   async put(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number): Promise<void> {
@@ -82,9 +106,11 @@ export class ResponseCache {
         answer.repaired === true,
       ],
     );
+    this.memory.set(tenantId, key, answer, ResponseCache.bytes(answer), ttlSeconds * 1000);
   }
 
   async delete(tenantId: string, key: string): Promise<void> {
+    this.memory.delete(tenantId, key);
     await tenantQuery(this.ds.manager, tenantId, `DELETE FROM llm_cache WHERE tenant_id = $1 AND cache_key = $2`, [key]);
   }
 
