@@ -43,7 +43,7 @@ async function insertRows(db: Client, tenantId: string, keys: string[], n: numbe
             CASE WHEN i % 5 = 0 THEN 'hit' ELSE 'miss' END, CASE WHEN i % 23 = 0 THEN 'fallback' ELSE 'ok' END,
             900 + (i % 700), (i % 300), 250 + (i % 400), 'provider',
             CASE WHEN i % 5 = 0 THEN 0 ELSE 400000 + (i % 900000) END, CASE WHEN i % 5 = 0 THEN 700000 ELSE 0 END, i % 50, 300 + (i % 2000)
-       FROM (SELECT i, now() - make_interval(secs => $4 * 86400 + random() * ($3 - $4) * 86400) AS at FROM generate_series(1, $5) AS i) g`,
+       FROM (SELECT i, now() - make_interval(secs => $4::float8 * 86400 + random() * ($3::float8 - $4::float8) * 86400) AS at FROM generate_series(1, $5::int) AS i) g`,
     [tenantId, keys, fromDaysAgo, toDaysAgo, n],
   );
 }

@@ -94,6 +94,19 @@ function stopper(child: ChildProcess) {
     });
 }
 
+/** Any server as a child process (`node <args>`), up once `healthUrl` answers 200. */
+export async function startNode(args: string[], healthUrl: (port: number) => string, env: Record<string, string> = {}): Promise<Proc & { port: number }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, args.map((a) => a.replace('{port}', String(port))), {
+    cwd: ROOT,
+    env: { ...process.env, TS_NODE_PROJECT: path.join(ROOT, 'tsconfig.json'), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output = track(child);
+  await waitHttp(healthUrl(port), child, output);
+  return { child, url: `http://127.0.0.1:${port}`, output, stop: stopper(child), port };
+}
+
 /** Builds the service once (dist/) so benchmarks run what `npm start` runs. */
 export function ensureBuilt(): void {
   if (process.env.BENCH_SKIP_BUILD === '1' && fs.existsSync(path.join(ROOT, 'dist/src/main.js'))) return;

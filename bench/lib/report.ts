@@ -2,6 +2,18 @@ import { renderFairness } from './report-fairness';
 import { renderHostile } from './report-hostile';
 import { renderInjection } from './report-injection';
 import { renderQuality } from './report-quality';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { renderLedger, renderPeers } from './report-growth';
+
+/** The results of the benchmarks run on their own (bench:ledger, bench:peers), added to `results` when there are any. */
+export function withSeparateRuns(results: any, root: string): any {
+  for (const name of ['ledger', 'peers']) {
+    const file = path.join(root, `bench/results/${name}.json`);
+    if (fs.existsSync(file)) results[name] = JSON.parse(fs.readFileSync(file, 'utf8'));
+  }
+  return results;
+}
 /**
  * BENCHMARKS.md, written from the results of `npm run bench` (bench/results/latest.json).
  */
@@ -115,6 +127,8 @@ ${r.fairness ? renderFairness(r.fairness) : ''}
 ${r.hostile ? renderHostile(r.hostile) : ''}
 ${r.injection ? renderInjection(r.injection) : ''}
 ${r.quality ? renderQuality(r.quality) : ''}
+${r.peers ? renderPeers(r.peers) : ''}
+${r.ledger ? renderLedger(r.ledger) : ''}
 ## The token bound's margin
 
 \`npx ts-node --transpile-only bench/calibrate-tokens.ts\` — real tokens (o200k_base, cl100k_base) ÷ the

@@ -1,0 +1,52 @@
+/** The sections of BENCHMARKS.md for bench/ledger.ts and bench/peers.ts. */
+
+export function renderLedger(l: any): string {
+  const rows = l.endpoints.map((e: any) => `| ${e.name} | \`${e.path}\` | ${e.p50Ms} ms | **${e.p95Ms} ms** | ${e.maxMs} ms | ${e.scanMs.toLocaleString('en')} ms |`).join('\n');
+  return `## The reports over a 10-million-row ledger (\`npm run bench:ledger\`)
+
+A generated ledger of ${l.rows.toLocaleString('en')} rows for one tenant, ${l.monthRows.toLocaleString('en')} of them in the
+current month (and 10,000 of another tenant beside them), inserted as the service writes its ledger
+(${l.insertSeconds} s), so the daily roll-up (\`ledger_daily\`) was kept by its trigger as they went in:
+${l.rollupRows.toLocaleString('en')} roll-up rows for the tenant. Each endpoint through the built service's HTTP API,
+30 requests after 3 warm-ups, one at a time. "A scan" is the query the endpoint ran before the
+roll-up, timed once in SQL on the same database. Commit \`${l.commit}\`, ${l.date}, ${l.machine.cpus} vCPU
+(${l.machine.cpuModel}), PostgreSQL on the same machine.
+
+| report | path | p50 | p95 | max | a scan of the ledger |
+|---|---|---|---|---|---|
+${rows}
+
+Target: under 500 ms p95 each — **${l.passed ? 'met' : 'not met'}**.
+`;
+}
+
+export function renderPeers(p: any): string {
+  const r = (what: string, x: any) => `| ${what} | ${x.perSecond.toLocaleString('en')} | ${x.p50Ms} ms | ${x.p99Ms} ms | ${x.non2xx + x.errors} |`;
+  const yes = (b: boolean) => (b ? 'met' : '**not met**');
+  return `## Beside Portkey: the gateway's own cost (\`npm run bench:peers\`)
+
+A trivial OpenAI-compatible upstream (its own process; one small fixed answer with usage) called at
+${p.connections} connections for ${p.durationS} s each: directly; through the open-source Portkey gateway
+(\`@portkey-ai/gateway\` ${p.portkeyVersion}, no budget, no database, no cache: provider \`openai\`, the upstream as
+its custom host); and through Inkstone as \`npm start\` runs it with everything on (key auth, limits,
+the tenant's budget reservation and settlement, the ledger row, the answer cache looked up and
+written). Every prompt differs, so each call through Inkstone misses its cache and reaches the
+upstream, as each call through Portkey does; the hit row repeats one prompt. Commit \`${p.commit}\`,
+${p.date}, ${p.machine.cpus} vCPU (${p.machine.cpuModel}); the upstream, the gateways, PostgreSQL and the load
+generator share the two cores.
+
+| | requests/s | p50 | p99 | errors |
+|---|---|---|---|---|
+${r('upstream directly', p.direct)}
+${r('through Portkey', p.portkey)}
+${r('through Inkstone, cache miss (budget, ledger, cache write)', p.inkstoneMiss)}
+${r('through Inkstone, cache hit', p.inkstoneHit)}
+
+Inkstone on the miss path: ${p.inkstoneOverPortkey}× Portkey's requests per second; p99 added over the upstream's
+own: ${p.inkstoneAddedP99Ms} ms (Portkey: ${p.portkeyAddedP99Ms} ms). Inkstone's peak RSS: ${p.inkstoneRssMb} MB. Ledger rows written
+during the miss run: ${p.upstreamCalls.seen.toLocaleString('en')} for ${p.upstreamCalls.expected.toLocaleString('en')} answered calls.
+
+Targets (issue 14): added p99 ≤ 10 ms — ${yes(p.targets.addedP99)}; miss path ≥ 1,500/s — ${yes(p.targets.miss1500)};
+at least twice Portkey — ${yes(p.targets.twicePortkey)}; hits ≥ 4,000/s — ${yes(p.targets.hits4000)}; RSS ≤ 300 MB — ${yes(p.targets.rss300)}.
+`;
+}

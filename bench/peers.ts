@@ -1,0 +1,142 @@
+/**
+ * Inkstone beside the gateway people would otherwise pick, on the same traffic, at 50 connections:
+ * a trivial OpenAI-compatible upstream (bench/lib/trivial-upstream.ts, its own process) called
+ *  - directly,
+ *  - through the open-source Portkey gateway (`@portkey-ai/gateway`, a dev dependency: no budget,
+ *    no database, no cache; provider "openai" with the upstream as its custom host),
+ *  - through Inkstone as `npm start` runs it, with everything on: key auth, the tenant's budget
+ *    (reservation and settlement), the ledger, the answer cache (looked up and written), limits.
+ * Each prompt differs (a counter in the message), so every call through Inkstone misses its cache
+ * and reaches the upstream, like every call through Portkey. Then the cache-hit path: one prompt,
+ * repeated. Inkstone's RSS is read from /proc after the runs (VmHWM: its peak).
+ *
+ *   npm run bench:peers
+ */
+import * as fs from 'node:fs';
+import autocannon from 'autocannon';
+import { commit, dropDatabase, ensureBuilt, freshDatabase, json, machine, newTenant, runMain, startNode, startService } from './lib/harness';
+
+const CONNECTIONS = 50;
+
+interface Row {
+  perSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  non2xx: number;
+  errors: number;
+}
+
+export interface PeersResult {
+  commit: string;
+  date: string;
+  machine: Record<string, string | number>;
+  connections: number;
+  durationS: number;
+  portkeyVersion: string;
+  direct: Row;
+  portkey: Row;
+  inkstoneMiss: Row;
+  inkstoneHit: Row;
+  /** Inkstone's p99 less the upstream's own, on the miss path */
+  inkstoneAddedP99Ms: number;
+  portkeyAddedP99Ms: number;
+  inkstoneOverPortkey: number;
+  inkstoneRssMb: number;
+  upstreamCalls: { expected: number; seen: number };
+  targets: { addedP99: boolean; miss1500: boolean; twicePortkey: boolean; hits4000: boolean; rss300: boolean };
+}
+
+function row(r: autocannon.Result): Row {
+  return { perSecond: Math.round(r.requests.average), p50Ms: r.latency.p50, p99Ms: r.latency.p99, non2xx: r.non2xx, errors: r.errors };
+}
+
+/** `durationS` of POSTs, each with its own prompt when `unique` (a counter in the message). */
+function load(url: string, headers: Record<string, string>, model: string, durationS: number, unique: boolean): Promise<autocannon.Result> {
+  let n = 0;
+  const body = (i: number) => JSON.stringify({ model, messages: [{ role: 'user', content: `用一句话说明为什么要多读书。(${unique ? i : 'same'})` }], max_tokens: 64, temperature: 0 });
+  return autocannon({
+    url,
+    method: 'POST',
+    connections: CONNECTIONS,
+    duration: durationS,
+    headers: { 'content-type': 'application/json', ...headers },
+    body: body(0),
+    requests: [{ setupRequest: (req) => ({ ...req, body: body(n++) }) }],
+  });
+}
+
+function rssMb(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return Math.round(kb / 1024);
+}
+
+async function main(): Promise<PeersResult> {
+  const durationS = Number(process.env.BENCH_DURATION_S ?? 10);
+  ensureBuilt();
+  const upstream = await startNode(['-r', 'ts-node/register/transpile-only', 'bench/lib/trivial-upstream.ts', '--port', '{port}'], (p) => `http://127.0.0.1:${p}/health`);
+  const portkey = await startNode(['node_modules/@portkey-ai/gateway/build/start-server.js', '--port={port}', '--headless'], (p) => `http://127.0.0.1:${p}/`, { NODE_ENV: 'production' });
+  const dbName = 'inkstone_bench_peers';
+  const databaseUrl = await freshDatabase(dbName);
+  const service = await startService({
+    DATABASE_URL: databaseUrl,
+    DATABASE_POOL_SIZE: '20',
+    WORKERS_ENABLED: 'false',
+    DEEPSEEK_API_KEY: 'bench',
+    DEEPSEEK_BASE_URL: upstream.url,
+    LLM_STANDARD_MODELS: 'deepseek:deepseek-flash',
+  });
+  try {
+    const tenant = await newTenant(service.url, '1000000.00');
+    const inkstone = (unique: boolean) => load(`${service.url}/v1/chat/completions`, { authorization: `Bearer ${tenant.teacherKey}` }, 'inkstone-standard', durationS, unique);
+    const viaPortkey = () =>
+      load(`${portkey.url}/v1/chat/completions`, { authorization: 'Bearer bench', 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${upstream.url}/v1` }, 'deepseek-flash', durationS, true);
+    const direct = () => load(`${upstream.url}/v1/chat/completions`, { authorization: 'Bearer bench' }, 'deepseek-flash', durationS, true);
+    // Warm-ups (JIT, pools), not counted.
+    for (const warm of [direct, viaPortkey, () => inkstone(true)]) await warm();
+    const before = await json<{ totalCalls: number }>(`${service.url}/v1/stats`, { key: tenant.adminKey });
+    const d = row(await direct());
+    const p = row(await viaPortkey());
+    const missRun = await inkstone(true);
+    const m = row(missRun);
+    const after = await json<{ totalCalls: number; providerCalls: number }>(`${service.url}/v1/stats`, { key: tenant.adminKey });
+    // The hit path: one prompt, answered from the cache after its first call.
+    await json(`${service.url}/v1/chat/completions`, { key: tenant.teacherKey, body: { model: 'inkstone-standard', messages: [{ role: 'user', content: '用一句话说明为什么要多读书。(same)' }], max_tokens: 64, temperature: 0 } });
+    const h = row(await inkstone(false));
+    const version = JSON.parse(fs.readFileSync('node_modules/@portkey-ai/gateway/package.json', 'utf8')).version as string;
+    const inkstoneAddedP99Ms = m.p99Ms - d.p99Ms;
+    const rss = rssMb(service.child.pid!);
+    return {
+      commit: commit(),
+      date: new Date().toISOString().slice(0, 10),
+      machine: machine(),
+      connections: CONNECTIONS,
+      durationS,
+      portkeyVersion: version,
+      direct: d,
+      portkey: p,
+      inkstoneMiss: m,
+      inkstoneHit: h,
+      inkstoneAddedP99Ms,
+      portkeyAddedP99Ms: p.p99Ms - d.p99Ms,
+      inkstoneOverPortkey: Math.round((m.perSecond / Math.max(1, p.perSecond)) * 100) / 100,
+      inkstoneRssMb: rss,
+      // every 2xx of the miss run is one ledger row and one upstream call
+      upstreamCalls: { expected: missRun.requests.total - m.non2xx, seen: after.totalCalls - before.totalCalls },
+      targets: {
+        addedP99: inkstoneAddedP99Ms <= 10,
+        miss1500: m.perSecond >= 1500,
+        twicePortkey: m.perSecond >= 2 * p.perSecond,
+        hits4000: h.perSecond >= 4000,
+        rss300: rss <= 300,
+      },
+    };
+  } finally {
+    await service.stop();
+    await portkey.stop();
+    await upstream.stop();
+    await dropDatabase(dbName);
+  }
+}
+
+if (require.main === module) runMain('peers.json', main);
