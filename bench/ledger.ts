@@ -29,7 +29,10 @@ export interface LedgerResult {
   passed: boolean;
 }
 
-/** Inserts `n` ledger rows for a tenant between `fromDaysAgo` and `toDaysAgo`, in one statement. */
+/**
+ * Inserts `n` ledger rows for a tenant from `fromDaysAgo` to `toDaysAgo`, evenly spaced and in time
+ * order (as the service appends them), in one statement.
+ */
 async function insertRows(db: Client, tenantId: string, keys: string[], n: number, fromDaysAgo: number, toDaysAgo: number): Promise<void> {
   await db.query(
     `INSERT INTO llm_calls (tenant_id, id, period, created_at, call_group, attempt, api_key_id, purpose, tier, provider, model, cache_status, outcome,
@@ -43,7 +46,8 @@ async function insertRows(db: Client, tenantId: string, keys: string[], n: numbe
             CASE WHEN i % 5 = 0 THEN 'hit' ELSE 'miss' END, CASE WHEN i % 23 = 0 THEN 'fallback' ELSE 'ok' END,
             900 + (i % 700), (i % 300), 250 + (i % 400), 'provider',
             CASE WHEN i % 5 = 0 THEN 0 ELSE 400000 + (i % 900000) END, CASE WHEN i % 5 = 0 THEN 700000 ELSE 0 END, i % 50, 300 + (i % 2000)
-       FROM (SELECT i, now() - make_interval(secs => $4::float8 * 86400 + random() * ($3::float8 - $4::float8) * 86400) AS at FROM generate_series(1, $5::int) AS i) g`,
+       FROM (SELECT i, now() - make_interval(secs => ($3::float8 - ($3::float8 - $4::float8) * i / $5::int) * 86400) AS at
+               FROM generate_series(1, $5::int) AS i ORDER BY i) g`,
     [tenantId, keys, fromDaysAgo, toDaysAgo, n],
   );
 }
@@ -74,16 +78,19 @@ async function main(): Promise<LedgerResult> {
     const monthDays = Math.max(0.01, Number(day_of_month));
     const t0 = performance.now();
     let done = 0;
-    // This month's rows, then the rest over the 90 days before it.
-    for (let left = MONTH_ROWS; left > 0; left -= CHUNK) {
-      await insertRows(db, big.tenantId, keys, Math.min(CHUNK, left), monthDays, 0);
-      done += Math.min(CHUNK, left);
-      process.stderr.write(`\rbench:ledger: ${done.toLocaleString('en')} rows`);
-    }
-    for (let left = ROWS - MONTH_ROWS; left > 0; left -= CHUNK) {
-      await insertRows(db, big.tenantId, keys, Math.min(CHUNK, left), monthDays + 90, monthDays + 0.01);
-      done += Math.min(CHUNK, left);
-      process.stderr.write(`\rbench:ledger: ${done.toLocaleString('en')} rows`);
+    // Oldest first, as the ledger grows: the 90 days before this month, then this month's rows.
+    for (const [rows, from, to] of [
+      [ROWS - MONTH_ROWS, monthDays + 90, monthDays + 0.001],
+      [MONTH_ROWS, monthDays, 0],
+    ]) {
+      const chunks = Math.max(1, Math.ceil(rows / CHUNK));
+      for (let c = 0; c < chunks; c++) {
+        const n = Math.round(rows / chunks);
+        const span = (from - to) / chunks;
+        await insertRows(db, big.tenantId, keys, n, from - c * span, from - (c + 1) * span);
+        done += n;
+        process.stderr.write(`\rbench:ledger: ${done.toLocaleString('en')} rows`);
+      }
     }
     await insertRows(db, small.tenantId, keys, 10_000, 30, 0);
     const insertSeconds = Math.round((performance.now() - t0) / 100) / 10;

@@ -17,6 +17,7 @@ import { AgreementCells1766000000000 } from './1766000000000-AgreementCells';
 import { QualitySignals1766100000000 } from './1766100000000-QualitySignals';
 import { LedgerDaily1766200000000 } from './1766200000000-LedgerDaily';
 import { TenantKeys1766300000000 } from './1766300000000-TenantKeys';
+import { BudgetLeases1766400000000 } from './1766400000000-BudgetLeases';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -43,4 +44,5 @@ export const MIGRATIONS = [
   QualitySignals1766100000000,
   LedgerDaily1766200000000,
   TenantKeys1766300000000,
+  BudgetLeases1766400000000,
 ];

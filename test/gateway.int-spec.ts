@@ -1,5 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
+import { BooksRepository } from '../src/billing/books.repository';
+import { ClusterBus } from '../src/db/cluster-bus';
+import { waitFor } from './support/wait';
 import { Clock } from '../src/common/clock';
 import { formatCny } from '../src/common/money';
 import { GatewayError, GatewayRequest, GatewayService, StreamInterruptedError } from '../src/llm/gateway.service';
@@ -494,10 +498,92 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(n).toBe(ok);
     }, 60_000);
 
-    it('returns the reservation of a call that died to the budget when it expires', async () => {
+    it('admits on a budget lease and writes settlements together: a few lease statements, fewer settlement statements than calls, each answer after its ledger row', async () => {
+      const rich = await f.newTenant({ monthlyBudget: '1000.00' });
+      const books = t.app.get(BooksRepository);
+      const takes = jest.spyOn(books, 'takeLease');
+      const settles = jest.spyOn(books, 'settleLeased');
+      const reserves = jest.spyOn(books, 'reserve');
+      fake.setLatency(20);
+      try {
+        const rowsAtAnswer = await Promise.all(
+          Array.from({ length: 60 }, (_, i) =>
+            gw
+              .complete({ tenantId: rich.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: `lease ${i}` }], maxTokens: 50 })
+              .then(async (r) => (await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND call_group = $2`, [rich.tenantId, r.callGroup]))[0].n),
+          ),
+        );
+        // Every answer left after its ledger row was written.
+        expect(rowsAtAnswer).toEqual(Array(60).fill(1));
+        const leaseCalls = takes.mock.calls.filter((c) => c[0] === rich.tenantId).length;
+        const settleCalls = settles.mock.calls.filter((c) => c[0] === rich.tenantId);
+        expect(leaseCalls).toBeGreaterThanOrEqual(1);
+        expect(leaseCalls).toBeLessThan(10);
+        expect(settleCalls.reduce((n, c) => n + c[3].length, 0)).toBe(60);
+        expect(settleCalls.length).toBeLessThan(60);
+        expect(reserves.mock.calls.filter((c) => c[0] === rich.tenantId)).toHaveLength(0);
+        const { leased } = await booksBalanced(rich.tenantId);
+        expect(leased).toBeGreaterThan(0n);
+        // Given back on shutdown: another instance's slice is returned when it closes.
+        const other = await t.another(providerEnv(fake));
+        await other.get(GatewayService).complete({ tenantId: rich.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: 'other' }], maxTokens: 50 });
+        const instance = other.get(BudgetService).leases!.instanceId;
+        const [before] = await ds.query(`SELECT amount_nanos FROM budget_leases WHERE instance_id = $1`, [instance]);
+        expect(BigInt(before.amount_nanos)).toBeGreaterThan(0n);
+        await other.close();
+        const [after] = await ds.query(`SELECT coalesce(sum(amount_nanos), 0)::text AS held FROM budget_leases WHERE instance_id = $1`, [instance]);
+        expect(after.held).toBe('0');
+        await booksBalanced(rich.tenantId);
+      } finally {
+        takes.mockRestore();
+        settles.mockRestore();
+        reserves.mockRestore();
+      }
+    });
+
+    it('stops admitting on a lease when the tenant is paused, and gives it back', async () => {
+      const paused = await f.newTenant({ monthlyBudget: '1000.00' });
+      const ask = (content: string) => gw.complete({ tenantId: paused.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content }], maxTokens: 50 });
+      await ask('before the pause');
       const budget = t.app.get(BudgetService);
+      expect(budget.leases!.holding(paused.tenantId).available).toBeGreaterThan(0n);
+      await ds.query(`UPDATE tenants SET admission_paused = true WHERE id = $1`, [paused.tenantId]);
+      t.app.get(ClusterBus).publish('budget', { tenantId: paused.tenantId });
+      await waitFor(async () => {
+        const err = await ask(`after the pause ${randomUUID()}`).catch((e) => e);
+        return err instanceof GatewayError && err.code === 'BUDGET_EXHAUSTED';
+      }, 5_000, 'admission to stop');
+      expect(budget.leases!.holding(paused.tenantId).available).toBe(0n);
+      const { leased } = await booksBalanced(paused.tenantId);
+      expect(leased).toBe(0n);
+    });
+
+    it('returns the budget lease of an instance that died to the budget when it expires, and a stalled instance settles without it', async () => {
+      const other = await t.another(providerEnv(fake));
+      const budget = other.get(BudgetService);
+      const held = await budget.reserve(tenant.tenantId, 1_000_000n);
+      expect(held).toMatchObject({ leased: true });
+      const [lease] = await ds.query(`SELECT amount_nanos FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2`, [tenant.tenantId, budget.leases!.instanceId]);
+      expect(BigInt(lease.amount_nanos)).toBeGreaterThanOrEqual(1_000_000n);
+      // The instance "dies": it stops renewing. Age its lease past its expiry: the sweeper gives it back.
+      await ds.query(`UPDATE budget_leases SET expires_at = now() - interval '1 second' WHERE instance_id = $1`, [budget.leases!.instanceId]);
+      expect(await budget.sweep()).toBe(1);
+      const [after] = await ds.query(`SELECT count(*)::int AS n FROM budget_leases WHERE instance_id = $1`, [budget.leases!.instanceId]);
+      expect(after.n).toBe(0);
+      await booksBalanced();
+      expect(await budget.sweep()).toBe(0);
+      // It was only stalled: the call it admitted settles anyway, within the cap, in the ledger.
+      const entry = { tenantId: tenant.tenantId, callGroup: randomUUID(), attempt: 1, purpose: 'chat' as const, cacheStatus: 'miss' as const, outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider' as const, costNanos: 400_000n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 5, streamed: false };
+      expect(await budget.settle(held, 400_000n, entry)).toBe(400_000n);
+      await booksBalanced();
+    });
+
+    it('returns the reservation of a call that died to the budget when it expires (leases off)', async () => {
+      const other = await t.another(providerEnv(fake, { BUDGET_LEASES: 'false' }));
+      const budget = other.get(BudgetService);
       const held = await budget.reserve(tenant.tenantId, 1_000_000n);
       expect(held).not.toBeNull();
+      expect(held!.leased).toBeUndefined();
       // The process holding it "dies": nobody settles. Age the reservation past its expiry.
       await ds.query(`UPDATE budget_reservations SET expires_at = now() - interval '1 second' WHERE id = $1`, [held!.id]);
       expect(await budget.sweep()).toBe(1);

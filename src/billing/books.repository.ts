@@ -59,6 +59,14 @@ const LEDGER_COLUMNS = [
   'estimated_input_tokens', 'usage_source', 'cost_nanos', 'saved_nanos', 'compression_saved_tokens', 'latency_ms', 'streamed', 'batch', 'price_window',
 ] as const;
 
+/** Each ledger column's type, for rows given as VALUES (whose parameters are otherwise text). */
+const LEDGER_TYPES: Record<(typeof LEDGER_COLUMNS)[number], string> = {
+  tenant_id: 'uuid', id: 'uuid', period: 'text', request_id: 'text', call_group: 'uuid', attempt: 'int', api_key_id: 'uuid', essay_id: 'uuid',
+  purpose: 'text', tier: 'text', provider: 'text', model: 'text', cache_status: 'text', outcome: 'text', error_reason: 'text',
+  input_tokens: 'int', cached_input_tokens: 'int', output_tokens: 'int', estimated_input_tokens: 'int', usage_source: 'text',
+  cost_nanos: 'bigint', saved_nanos: 'bigint', compression_saved_tokens: 'int', latency_ms: 'int', streamed: 'boolean', batch: 'boolean', price_window: 'text',
+};
+
 /** A ledger row's values after the tenant ($1), in LEDGER_COLUMNS order. */
 function ledgerValues(e: LedgerEntry & { period: string }): unknown[] {
   return [
@@ -292,6 +300,111 @@ export class BooksRepository {
     return after ? { charged: BigInt(after.charged), spent: BigInt(after.spent), cap: BigInt(after.cap), incident: after.incident > 0 } : null;
   }
 
+  /**
+   * Takes a slice of the period's free budget as this instance's lease (budget_leases), counted in
+   * reserved_nanos, in one statement: at least `need` (else nothing), at most `want`, and at most a
+   * quarter of what is free beyond `need`, so instances share what is left; not while the tenant's
+   * admission is paused. Returns what was taken (0n: nothing).
+   */
+  async takeLease(tenantId: string, period: string, instanceId: string, need: Nanos, want: Nanos, ttlMs: number): Promise<Nanos> {
+    const [row] = await tenantQuery<{ taken: string | null }>(
+      this.ds.manager,
+      tenantId,
+      `WITH free AS (
+         SELECT least($4::bigint, greatest($5::bigint, (cap_nanos - spent_nanos - reserved_nanos) / 4)) AS amount
+           FROM budget_periods
+          WHERE tenant_id = $1 AND period = $2 AND cap_nanos - spent_nanos - reserved_nanos >= $5::bigint
+            AND NOT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND admission_paused)
+          FOR UPDATE),
+       held AS (
+         UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos + f.amount, updated_at = now()
+           FROM free f WHERE p.tenant_id = $1 AND p.period = $2 RETURNING f.amount),
+       lease AS (
+         INSERT INTO budget_leases (tenant_id, period, instance_id, amount_nanos, expires_at)
+         SELECT $1, $2, $3, amount, now() + make_interval(secs => $6::double precision / 1000) FROM held
+         ON CONFLICT (tenant_id, period, instance_id)
+           DO UPDATE SET amount_nanos = budget_leases.amount_nanos + EXCLUDED.amount_nanos, expires_at = EXCLUDED.expires_at
+         RETURNING 1)
+       SELECT (SELECT amount FROM held)::text AS taken`,
+      [period, instanceId, want.toString(), need.toString(), ttlMs],
+    );
+    return row?.taken ? BigInt(row.taken) : 0n;
+  }
+
+  /** Gives `amount` of this instance's lease back to the period's free budget. */
+  async returnLease(tenantId: string, period: string, instanceId: string, amount: Nanos): Promise<void> {
+    if (amount <= 0n) return;
+    await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `WITH lease AS (
+         UPDATE budget_leases SET amount_nanos = amount_nanos - $4::bigint
+          WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 AND amount_nanos >= $4::bigint RETURNING 1)
+       UPDATE budget_periods SET reserved_nanos = reserved_nanos - $4::bigint, updated_at = now()
+        WHERE tenant_id = $1 AND period = $2 AND EXISTS (SELECT 1 FROM lease)`,
+      [period, instanceId, amount.toString()],
+    );
+  }
+
+  /**
+   * Settles calls admitted on this instance's lease, together (group commit): every ledger row
+   * written and what they were charged moved from the lease into the spend, in one statement, so the
+   * ledger still sums to the spend. Null (nothing written) when the lease is gone: swept as a dead
+   * instance's.
+   */
+  async settleLeased(tenantId: string, period: string, instanceId: string, calls: Array<LedgerEntry & { period: string }>): Promise<{ spent: Nanos; cap: Nanos } | null> {
+    const total = calls.reduce((a, c) => a + c.costNanos, 0n);
+    const values: unknown[] = [period, instanceId, total.toString()];
+    const types = LEDGER_COLUMNS.slice(1).map((c) => LEDGER_TYPES[c]);
+    const tuples = calls.map((c) => {
+      const row = ledgerValues({ ...c, tenantId, period });
+      const at = values.length + 2; // $1 is the tenant; this row's values follow what is there
+      values.push(...row);
+      return `($1::uuid, ${row.map((_, i) => `$${at + i}::${types[i]}`).join(', ')})`;
+    });
+    const [row] = await tenantQuery<{ spent: string; cap: string }>(
+      this.ds.manager,
+      tenantId,
+      `WITH lease AS (
+         UPDATE budget_leases SET amount_nanos = amount_nanos - $4::bigint
+          WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 RETURNING 1),
+       moved AS (
+         UPDATE budget_periods SET spent_nanos = spent_nanos + $4::bigint, reserved_nanos = reserved_nanos - $4::bigint, updated_at = now()
+          WHERE tenant_id = $1 AND period = $2 AND EXISTS (SELECT 1 FROM lease) RETURNING spent_nanos, cap_nanos),
+       ledger AS (
+         INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
+         SELECT * FROM (VALUES ${tuples.join(', ')}) AS v(${LEDGER_COLUMNS.join(', ')}) WHERE EXISTS (SELECT 1 FROM moved))
+       SELECT spent_nanos::text AS spent, cap_nanos::text AS cap FROM moved`,
+      values,
+    );
+    return row ? { spent: BigInt(row.spent), cap: BigInt(row.cap) } : null;
+  }
+
+  /**
+   * Moves `amount` of this instance's lease into a reservation (an incident, a guarded answer or a
+   * cost beyond the admitted bound settles the classic way); reserved_nanos does not change.
+   */
+  async leaseToReservation(tenantId: string, period: string, instanceId: string, reservationId: string, amount: Nanos, ttlMs: number): Promise<boolean> {
+    const rows = await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `WITH lease AS (
+         UPDATE budget_leases SET amount_nanos = amount_nanos - $4::bigint
+          WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 AND amount_nanos >= $4::bigint RETURNING 1)
+       INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
+       SELECT $5, $1, $2, $4::bigint, now() + make_interval(secs => $6::double precision / 1000) FROM lease
+       RETURNING id`,
+      [period, instanceId, amount.toString(), reservationId, ttlMs],
+    );
+    return rows.length > 0;
+  }
+
+  /** This instance is alive: its leases (of every tenant) live on. */
+  async renewLeases(instanceId: string, ttlMs: number): Promise<void> {
+    // Maintenance of this instance's own rows across tenants.
+    await this.ds.query(`UPDATE budget_leases SET expires_at = now() + make_interval(secs => $2::double precision / 1000) WHERE instance_id = $1`, [instanceId, ttlMs]);
+  }
+
   /** Returns expired reservations (left by a process that died mid-call) to their budgets; sweeps old guards. */
   async sweep(): Promise<number> {
     // Maintenance across tenants: it touches only reservations past their expiry.
@@ -304,9 +417,19 @@ export class BooksRepository {
            FROM totals t WHERE p.tenant_id = t.tenant_id AND p.period = t.period RETURNING t.n)
        SELECT coalesce(sum(n), 0)::text AS n FROM upd`,
     );
+    // Leases of instances that stopped renewing them (dead): what they held goes back.
+    const leases: Array<{ n: string }> = await this.ds.query(
+      `WITH expired AS (
+         DELETE FROM budget_leases WHERE expires_at < now() RETURNING tenant_id, period, amount_nanos),
+       totals AS (SELECT tenant_id, period, sum(amount_nanos) AS amount, count(*) FILTER (WHERE amount_nanos > 0) AS n FROM expired GROUP BY 1, 2),
+       upd AS (
+         UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - t.amount, updated_at = now()
+           FROM totals t WHERE p.tenant_id = t.tenant_id AND p.period = t.period RETURNING t.n)
+       SELECT coalesce(sum(n), 0)::text AS n FROM upd`,
+    );
     // Guards past their time: answers kept for retries, and calls that never came back.
     await this.ds.query(`DELETE FROM call_guards WHERE expires_at < now() - interval '1 minute'`);
-    return Number(rows[0]?.n ?? 0);
+    return Number(rows[0]?.n ?? 0) + Number(leases[0]?.n ?? 0);
   }
 
   /** The tenant's incidents, newest first: every open one and the last closed ones. */

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import { ApiError } from '../common/errors';
 import { formatCny, Nanos, parseCny } from '../common/money';
@@ -13,6 +13,7 @@ import { TenantsRepository } from '../tenancy/tenants.repository';
 import { BooksRepository, GuardedAnswer, TokenIncident } from './books.repository';
 import type { LedgerEntry } from './ledger.service';
 import { BudgetView, forecast, IncidentView, incidentView, ratio, WhenExhausted } from './budget-view';
+import { BudgetLeases } from './budget-leases';
 import { periodOf } from './periods';
 import { TenantSecretsService } from './tenant-secrets.service';
 
@@ -23,6 +24,8 @@ export interface Reservation {
   amount: Nanos;
   /** the guard this reservation's call holds */
   guard?: { key: string; token: string };
+  /** admitted on this instance's budget lease (in memory, no reservation row) */
+  leased?: boolean;
 }
 
 export type { BudgetView, IncidentView, WhenExhausted } from './budget-view';
@@ -79,13 +82,15 @@ const URL_CHECK_DNS_MS = 2_000;
  * Reservations of a crashed process expire and are swept back.
  */
 @Injectable()
-export class BudgetService implements OnApplicationBootstrap, OnApplicationShutdown {
+export class BudgetService implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly logger = new Logger(BudgetService.name);
   private readonly settingsCache = new TtlCache<string, BudgetSettings>(SETTINGS_TTL_MS);
   private readonly remainingCache = new TtlCache<string, Nanos>(1_000);
   /** periods whose row exists: bounded (a forgotten one is only checked again) */
   private readonly knownPeriods = new TtlCache<string, true>(86_400_000, 50_000);
   private sweepTimer?: NodeJS.Timeout;
+  /** this instance's budget leases, when they are on (BUDGET_LEASES) */
+  readonly leases: BudgetLeases | null;
 
   constructor(
     private readonly ds: DataSource,
@@ -97,10 +102,21 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     private readonly resolver: HostResolver,
     private readonly bus: ClusterBus,
   ) {
-    // A change made on any instance drops the cached settings everywhere.
+    this.leases = config.llm.budgetLeases
+      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushMs: 2, flushRows: 64, idleMs: 10_000 }, (entry) =>
+          // As a settlement whose reservation is gone: charged within the cap, any excess an incident.
+          this.books.settle(this.ds.manager, { reservationId: randomUUID(), cost: entry.costNanos, entry: { ...entry, tenantId: entry.tenantId } }).then((s) => {
+            if (!s) throw new Error('the budget period is missing');
+            return { spent: s.spent, cap: s.cap };
+          }),
+        )
+      : null;
+    // A change made on any instance drops the cached settings everywhere; a lease stops admitting
+    // (a pause, a new cap) until the database says again what may be taken.
     bus.on<{ tenantId: string }>('budget', ({ tenantId }) => {
       this.settingsCache.delete(tenantId);
       this.remainingCache.delete(tenantId);
+      this.leases?.revoke(tenantId);
     });
   }
 
@@ -109,6 +125,12 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       this.sweep().catch((err: Error) => this.logger.warn({ msg: 'reservation sweep failed', err: loggableError(err) }));
     }, this.config.llm.sweepIntervalMs);
     this.sweepTimer.unref();
+    this.leases?.start();
+  }
+
+  /** Before the database goes: pending settlements written, leases given back. */
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.leases?.close();
   }
 
   onApplicationShutdown(): void {
@@ -144,6 +166,12 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     if (amount < 0n) throw new RangeError('a reservation cannot be negative');
     const period = await this.currentPeriod(tenantId);
     const id = randomUUID();
+    if (this.leases) {
+      if (await this.leases.admit(tenantId, period, amount)) return { id, tenantId, period, amount, leased: true };
+      // Near the cap, slices held here would strand budget a call could use: give them back and
+      // reserve this call exactly, as without leases.
+      await this.leases.release(tenantId, period);
+    }
     if (await this.books.reserve(tenantId, period, id, amount, ttlMs)) return { id, tenantId, period, amount };
     await this.refused(tenantId, period);
     return null;
@@ -230,6 +258,20 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
       return 0n;
     }
     const { tenantId, period } = reservation;
+    if (reservation.leased && this.leases) {
+      // (A leased call is never guarded: an answer kept for a guard's retries does not apply to it.)
+      if (!opts.incident && cost <= reservation.amount) {
+        // The common case: written with the other calls due (group commit) before the answer leaves.
+        const after = await this.leases.settle(reservation, cost, { ...entry, tenantId, period });
+        if (cost > 0n) await this.checkAlerts(tenantId, period, after.spent, after.cap);
+        return cost;
+      }
+      // An incident, or a cost beyond the admitted bound: its worst case leaves the lease as a reservation, settled as one.
+      if (!(await this.leases.toReservation(reservation, reservation.id, this.config.llm.reservationTtlMs))) {
+        throw new Error('the budget lease is gone: the call cannot be settled on it');
+      }
+      reservation = { ...reservation, leased: false };
+    }
     const i = opts.incident;
     const settle = (m: EntityManager) =>
       this.books.settle(m, { reservationId: reservation.id, guard: reservation.guard, cost, entry: { ...entry, tenantId, period }, answer: opts.answer, incident: i });
@@ -241,12 +283,7 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
         })
       : await settle(this.ds.manager);
     const charged = after?.charged ?? 0n;
-    if (after && charged > 0n) {
-      const { alertThresholds } = await this.settings(tenantId);
-      await this.alerts.onSpend(tenantId, period, after.spent, after.cap, alertThresholds).catch((err: Error) =>
-        this.logger.warn({ msg: 'could not check budget alerts', tenantId, err: loggableError(err) }),
-      );
-    }
+    if (after && charged > 0n) await this.checkAlerts(tenantId, period, after.spent, after.cap);
     if (after?.incident) {
       await this.alerts
         .onIncident(tenantId, period, {
@@ -264,7 +301,14 @@ export class BudgetService implements OnApplicationBootstrap, OnApplicationShutd
     return charged;
   }
 
-  /** Returns expired reservations (left by a process that died mid-call) to their budgets. */
+  private async checkAlerts(tenantId: string, period: string, spent: Nanos, cap: Nanos): Promise<void> {
+    const { alertThresholds } = await this.settings(tenantId);
+    await this.alerts.onSpend(tenantId, period, spent, cap, alertThresholds).catch((err: Error) =>
+      this.logger.warn({ msg: 'could not check budget alerts', tenantId, err: loggableError(err) }),
+    );
+  }
+
+  /** Returns expired reservations and leases (left by a process that died mid-call) to their budgets. */
   async sweep(): Promise<number> {
     const n = await this.books.sweep();
     if (n > 0) this.logger.warn({ msg: 'expired budget reservations returned', count: n });

@@ -27,6 +27,9 @@ export interface LlmConfig {
   cacheMemoryBytesPerTenant: number;
   /** How long a reservation may live before the sweeper returns it (a crashed call). */
   reservationTtlMs: number;
+  /** Budget leases (BudgetLeases): on, and how long one lives without renewal. */
+  budgetLeases: boolean;
+  leaseTtlMs: number;
   sweepIntervalMs: number;
   defaultMaxTokens: number;
   /** Batch API: how long requests are collected, how many at most, how often and how long a batch is awaited. */
@@ -189,6 +192,8 @@ function loadLlmConfig(e: EnvReader, env: NodeJS.ProcessEnv): LlmConfig {
     cacheMemoryBytes: e.int('LLM_CACHE_MEMORY_MB', { min: 0, max: 16_384, default: 64 }) * 2 ** 20,
     cacheMemoryBytesPerTenant: e.int('LLM_CACHE_MEMORY_TENANT_MB', { min: 0, max: 16_384, default: 8 }) * 2 ** 20,
     reservationTtlMs: e.int('BUDGET_RESERVATION_TTL_MS', { min: 1_000, max: 86_400_000, default: totalTimeoutMs * 3 + 60_000 }),
+    budgetLeases: e.bool('BUDGET_LEASES', true),
+    leaseTtlMs: e.int('BUDGET_LEASE_TTL_MS', { min: 300, max: 3_600_000, default: Math.min(30_000, e.int('BUDGET_RESERVATION_TTL_MS', { min: 1_000, max: 86_400_000, default: totalTimeoutMs * 3 + 60_000 })) }),
     sweepIntervalMs: e.int('BUDGET_SWEEP_INTERVAL_MS', { min: 100, max: 3_600_000, default: 30_000 }),
     defaultMaxTokens: e.int('LLM_DEFAULT_MAX_TOKENS', { min: 1, max: 200_000, default: 2048 }),
     batchWindowMs: e.int('LLM_BATCH_WINDOW_MS', { min: 10, max: 3_600_000, default: 5_000 }),
