@@ -349,8 +349,8 @@ export class BooksRepository {
   /**
    * Settles calls admitted on this instance's lease, together (group commit): every ledger row
    * written and what they were charged moved from the lease into the spend, in one statement, so the
-   * ledger still sums to the spend. Null (nothing written) when the lease is gone: swept as a dead
-   * instance's.
+   * ledger still sums to the spend (rows that cost nothing, cache hits, need no lease). Null (nothing
+   * written) when the lease is gone: swept as a dead instance's.
    */
   async settleLeased(tenantId: string, period: string, instanceId: string, calls: Array<LedgerEntry & { period: string }>): Promise<{ spent: Nanos; cap: Nanos } | null> {
     const total = calls.reduce((a, c) => a + c.costNanos, 0n);
@@ -370,7 +370,7 @@ export class BooksRepository {
           WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 RETURNING 1),
        moved AS (
          UPDATE budget_periods SET spent_nanos = spent_nanos + $4::bigint, reserved_nanos = reserved_nanos - $4::bigint, updated_at = now()
-          WHERE tenant_id = $1 AND period = $2 AND EXISTS (SELECT 1 FROM lease) RETURNING spent_nanos, cap_nanos),
+          WHERE tenant_id = $1 AND period = $2 AND (EXISTS (SELECT 1 FROM lease) OR $4::bigint = 0) RETURNING spent_nanos, cap_nanos),
        ledger AS (
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
          SELECT * FROM (VALUES ${tuples.join(', ')}) AS v(${LEDGER_COLUMNS.join(', ')}) WHERE EXISTS (SELECT 1 FROM moved))

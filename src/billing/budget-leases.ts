@@ -147,14 +147,22 @@ export class BudgetLeases {
     const l = this.leases.get(`${ticket.tenantId}:${ticket.period}`);
     // What the call did not use is free for the next one at once; what it cost leaves the lease when written.
     if (l) l.available += ticket.amount - cost;
+    return this.enqueue(`${ticket.tenantId}:${ticket.period}`, { ...entry, costNanos: cost });
+  }
+
+  private enqueue(key: string, entry: LedgerEntry & { period: string }): Promise<{ spent: Nanos; cap: Nanos }> {
     return new Promise((resolve, reject) => {
-      const key = `${ticket.tenantId}:${ticket.period}`;
       const queue = this.queues.get(key) ?? [];
       this.queues.set(key, queue);
-      queue.push({ entry: { ...entry, costNanos: cost }, resolve, reject });
+      queue.push({ entry, resolve, reject });
       if (queue.length >= this.opts.flushRows) this.flush(key);
       else if (!this.timers.has(key)) this.timers.set(key, setTimeout(() => this.flush(key), this.opts.flushMs));
     });
+  }
+
+  /** A ledger row that costs nothing (a cache hit, a refused call), written with the calls due. */
+  async record(entry: LedgerEntry & { period: string }): Promise<void> {
+    await this.enqueue(`${entry.tenantId}:${entry.period}`, { ...entry, costNanos: 0n });
   }
 
   /** The ticket's worst case leaves the lease (it settles the classic way: incident, guarded answer). */

@@ -254,7 +254,9 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     if (!reservation) {
       if (cost !== 0n) throw new Error('a call that costs money must hold a reservation');
       const period = entry.period ?? (await this.currentPeriod(entry.tenantId));
-      await this.books.record({ ...entry, period });
+      // With leases, written with the calls due (group commit); the answer still waits for its row.
+      if (this.leases) await this.leases.record({ ...entry, period, costNanos: 0n });
+      else await this.books.record({ ...entry, period });
       return 0n;
     }
     const { tenantId, period } = reservation;
