@@ -85,7 +85,7 @@ async function main(): Promise<LedgerResult> {
     ]) {
       const chunks = Math.max(1, Math.ceil(rows / CHUNK));
       for (let c = 0; c < chunks; c++) {
-        const n = Math.round(rows / chunks);
+        const n = Math.floor((rows * (c + 1)) / chunks) - Math.floor((rows * c) / chunks);
         const span = (from - to) / chunks;
         await insertRows(db, big.tenantId, keys, n, from - c * span, from - (c + 1) * span);
         done += n;
@@ -129,7 +129,7 @@ async function main(): Promise<LedgerResult> {
       commit: commit(),
       date: new Date().toISOString().slice(0, 10),
       machine: machine(),
-      rows: ROWS,
+      rows: done,
       monthRows: MONTH_ROWS,
       rollupRows,
       insertSeconds,

@@ -12,6 +12,7 @@
  *
  *   npm run bench:peers
  */
+import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import autocannon from 'autocannon';
 import { commit, dropDatabase, ensureBuilt, freshDatabase, json, machine, newTenant, runMain, startNode, startService } from './lib/harness';
@@ -42,7 +43,8 @@ export interface PeersResult {
   portkeyAddedP99Ms: number;
   inkstoneOverPortkey: number;
   inkstoneRssMb: number;
-  upstreamCalls: { expected: number; seen: number };
+  /** the miss run, once quiet: completions the upstream served through Inkstone, and Inkstone's ledger rows that reached a provider */
+  reconciliation: { upstreamServed: number; ledgerProviderCalls: number };
   targets: { addedP99: boolean; miss1500: boolean; twicePortkey: boolean; hits4000: boolean; rss300: boolean };
 }
 
@@ -53,7 +55,9 @@ function row(r: autocannon.Result): Row {
 /** `durationS` of POSTs, each with its own prompt when `unique` (a counter in the message). */
 function load(url: string, headers: Record<string, string>, model: string, durationS: number, unique: boolean): Promise<autocannon.Result> {
   let n = 0;
-  const body = (i: number) => JSON.stringify({ model, messages: [{ role: 'user', content: `用一句话说明为什么要多读书。(${unique ? i : 'same'})` }], max_tokens: 64, temperature: 0 });
+  // A prompt never sent before (not in an earlier run either, so no run is answered from the cache).
+  const run = randomUUID().slice(0, 8);
+  const body = (i: number) => JSON.stringify({ model, messages: [{ role: 'user', content: `用一句话说明为什么要多读书。(${unique ? `${run}-${i}` : 'same'})` }], max_tokens: 64, temperature: 0 });
   return autocannon({
     url,
     method: 'POST',
@@ -94,12 +98,17 @@ async function main(): Promise<PeersResult> {
     const direct = () => load(`${upstream.url}/v1/chat/completions`, { authorization: 'Bearer bench' }, 'deepseek-flash', durationS, true);
     // Warm-ups (JIT, pools), not counted.
     for (const warm of [direct, viaPortkey, () => inkstone(true)]) await warm();
-    const before = await json<{ totalCalls: number }>(`${service.url}/v1/stats`, { key: tenant.adminKey });
     const d = row(await direct());
     const p = row(await viaPortkey());
-    const missRun = await inkstone(true);
-    const m = row(missRun);
-    const after = await json<{ totalCalls: number; providerCalls: number }>(`${service.url}/v1/stats`, { key: tenant.adminKey });
+    // When a run stops, up to `connections` requests are still in flight: the server completes and
+    // records them. The counts are read once everything is quiet.
+    const quiet = () => new Promise((r) => setTimeout(r, 1_000));
+    const served = async () => (await json<{ requests: number }>(`${upstream.url}/count`)).requests;
+    await quiet();
+    const before = { upstream: await served(), ledger: (await json<{ providerCalls: number }>(`${service.url}/v1/stats`, { key: tenant.adminKey })).providerCalls };
+    const m = row(await inkstone(true));
+    await quiet();
+    const after = { upstream: await served(), ledger: (await json<{ providerCalls: number }>(`${service.url}/v1/stats`, { key: tenant.adminKey })).providerCalls };
     // The hit path: one prompt, answered from the cache after its first call.
     await json(`${service.url}/v1/chat/completions`, { key: tenant.teacherKey, body: { model: 'inkstone-standard', messages: [{ role: 'user', content: '用一句话说明为什么要多读书。(same)' }], max_tokens: 64, temperature: 0 } });
     const h = row(await inkstone(false));
@@ -121,8 +130,7 @@ async function main(): Promise<PeersResult> {
       portkeyAddedP99Ms: p.p99Ms - d.p99Ms,
       inkstoneOverPortkey: Math.round((m.perSecond / Math.max(1, p.perSecond)) * 100) / 100,
       inkstoneRssMb: rss,
-      // every 2xx of the miss run is one ledger row and one upstream call
-      upstreamCalls: { expected: missRun.requests.total - m.non2xx, seen: after.totalCalls - before.totalCalls },
+      reconciliation: { upstreamServed: after.upstream - before.upstream, ledgerProviderCalls: after.ledger - before.ledger },
       targets: {
         addedP99: inkstoneAddedP99Ms <= 10,
         miss1500: m.perSecond >= 1500,

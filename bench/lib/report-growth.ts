@@ -43,8 +43,8 @@ ${r('through Inkstone, cache miss (budget, ledger, cache write)', p.inkstoneMiss
 ${r('through Inkstone, cache hit', p.inkstoneHit)}
 
 Inkstone on the miss path: ${p.inkstoneOverPortkey}× Portkey's requests per second; p99 added over the upstream's
-own: ${p.inkstoneAddedP99Ms} ms (Portkey: ${p.portkeyAddedP99Ms} ms). Inkstone's peak RSS: ${p.inkstoneRssMb} MB. Ledger rows written
-during the miss run: ${p.upstreamCalls.seen.toLocaleString('en')} for ${p.upstreamCalls.expected.toLocaleString('en')} answered calls.
+own: ${p.inkstoneAddedP99Ms} ms (Portkey: ${p.portkeyAddedP99Ms} ms). Inkstone's peak RSS: ${p.inkstoneRssMb} MB. During the miss run (counted once quiet)
+the upstream served ${p.reconciliation.upstreamServed.toLocaleString('en')} completions and Inkstone's ledger recorded ${p.reconciliation.ledgerProviderCalls.toLocaleString('en')} provider calls.
 
 Targets (issue 14): added p99 ≤ 10 ms — ${yes(p.targets.addedP99)}; miss path ≥ 1,500/s — ${yes(p.targets.miss1500)};
 at least twice Portkey — ${yes(p.targets.twicePortkey)}; hits ≥ 4,000/s — ${yes(p.targets.hits4000)}; RSS ≤ 300 MB — ${yes(p.targets.rss300)}.

@@ -25,6 +25,10 @@ export async function startTrivialUpstream(port = 0): Promise<{ url: string; clo
         res.writeHead(200).end('ok');
         return;
       }
+      if (req.method === 'GET' && req.url === '/count') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ requests: count }));
+        return;
+      }
       if (req.method !== 'POST' || !req.url?.endsWith('/chat/completions')) {
         res.writeHead(404).end();
         return;

@@ -34,6 +34,7 @@ function BudgetPolicy() {
   const [when, setWhen] = useState<'offline' | 'reject'>('offline');
   const [thresholds, setThresholds] = useState('');
   const [webhook, setWebhook] = useState('');
+  const [webhookSecret, setWebhookSecret] = useState('');
   const action = useAction();
   useEffect(() => {
     if (!budget.data) return;
@@ -46,7 +47,18 @@ function BudgetPolicy() {
   const save = (e: Event) => {
     e.preventDefault();
     void action.run(async () => {
-      await ok(api.PUT('/v1/budget', { body: { monthlyCap: cap.trim(), whenExhausted: when, alertThresholds: thresholdsFromText(thresholds), alertWebhookUrl: webhook.trim() || null } }));
+      await ok(
+        api.PUT('/v1/budget', {
+          body: {
+            monthlyCap: cap.trim(),
+            whenExhausted: when,
+            alertThresholds: thresholdsFromText(thresholds),
+            alertWebhookUrl: webhook.trim() || null,
+            ...(webhookSecret ? { alertWebhookSecret: webhookSecret } : {}),
+          },
+        }),
+      );
+      setWebhookSecret('');
       budget.reload();
       return t('saved');
     });
@@ -68,6 +80,9 @@ function BudgetPolicy() {
         </Field>
         <Field label={t('alertWebhookUrl')}>
           <input name="alertWebhookUrl" type="url" value={webhook} onInput={(e) => setWebhook(e.currentTarget.value)} />
+        </Field>
+        <Field label={t('webhookSecret')}>
+          <input name="alertWebhookSecret" type="password" autocomplete="off" minLength={16} value={webhookSecret} onInput={(e) => setWebhookSecret(e.currentTarget.value)} />
         </Field>
         <button type="submit" disabled={action.busy}>
           {t('save')}
