@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import autocannon from 'autocannon';
-import { commit, dropDatabase, ensureBuilt, freshDatabase, json, machine, newTenant, runMain, startNode, startService } from './lib/harness';
+import { commit, dropDatabase, ensureBuilt, freshDatabase, json, machine, newTenant, OPERATOR, runMain, startNode, startService } from './lib/harness';
 
 const CONNECTIONS = 50;
 
@@ -37,6 +37,9 @@ export interface PeersResult {
   direct: Row;
   portkey: Row;
   inkstoneMiss: Row;
+  /** the miss path with its requests spread over `manyTenants` active tenants, each with its own budget, leases and cache */
+  manyTenants: number;
+  inkstoneMissManyTenants: Row;
   inkstoneHit: Row;
   /** Inkstone's p99 less the upstream's own, on the miss path */
   inkstoneAddedP99Ms: number;
@@ -45,15 +48,18 @@ export interface PeersResult {
   inkstoneRssMb: number;
   /** the miss run, once quiet: completions the upstream served through Inkstone, and Inkstone's ledger rows that reached a provider */
   reconciliation: { upstreamServed: number; ledgerProviderCalls: number };
-  targets: { addedP99: boolean; miss1500: boolean; twicePortkey: boolean; hits4000: boolean; rss300: boolean };
+  targets: { addedP99: boolean; miss1500: boolean; twicePortkey: boolean; hits4000: boolean; rss300: boolean; manyTenantsWithin10pc: boolean };
 }
 
 function row(r: autocannon.Result): Row {
   return { perSecond: Math.round(r.requests.average), p50Ms: r.latency.p50, p99Ms: r.latency.p99, non2xx: r.non2xx, errors: r.errors };
 }
 
-/** `durationS` of POSTs, each with its own prompt when `unique` (a counter in the message). */
-function load(url: string, headers: Record<string, string>, model: string, durationS: number, unique: boolean): Promise<autocannon.Result> {
+/**
+ * `durationS` of POSTs, each with its own prompt when `unique` (a counter in the message); with
+ * `keys`, each request from the next tenant's key in turn (requests spread over every tenant).
+ */
+function load(url: string, headers: Record<string, string>, model: string, durationS: number, unique: boolean, keys?: string[]): Promise<autocannon.Result> {
   let n = 0;
   // A prompt never sent before (not in an earlier run either, so no run is answered from the cache).
   const run = randomUUID().slice(0, 8);
@@ -65,7 +71,14 @@ function load(url: string, headers: Record<string, string>, model: string, durat
     duration: durationS,
     headers: { 'content-type': 'application/json', ...headers },
     body: body(0),
-    requests: [{ setupRequest: (req) => ({ ...req, body: body(n++) }) }],
+    requests: [
+      {
+        setupRequest: (req) => {
+          const i = n++;
+          return { ...req, body: body(i), ...(keys ? { headers: { ...req.headers, authorization: `Bearer ${keys[i % keys.length]}` } } : {}) };
+        },
+      },
+    ],
   });
 }
 
@@ -112,6 +125,22 @@ async function main(): Promise<PeersResult> {
     // The hit path: one prompt, answered from the cache after its first call.
     await json(`${service.url}/v1/chat/completions`, { key: tenant.teacherKey, body: { model: 'inkstone-standard', messages: [{ role: 'user', content: '用一句话说明为什么要多读书。(same)' }], max_tokens: 64, temperature: 0 } });
     const h = row(await inkstone(false));
+    // Growth: the same miss path with every request from the next of MANY tenants (each its own
+    // budget period, leases, cache and limits), after one warm-up pass so each tenant is known.
+    const many = Number(process.env.PEERS_TENANTS ?? 10_000);
+    const keys: string[] = [];
+    for (let i = 0; i < many; i += 20) {
+      keys.push(
+        ...(await Promise.all(
+          Array.from({ length: Math.min(20, many - i) }, async () =>
+            (await json<{ adminKey: string }>(`${service.url}/v1/tenants`, { key: OPERATOR, body: { name: 'Bench School', monthlyBudget: '1000.00', timezone: 'Asia/Shanghai' } })).adminKey,
+          ),
+        )),
+      );
+    }
+    const spread = () => load(`${service.url}/v1/chat/completions`, {}, 'inkstone-standard', durationS, true, keys);
+    await spread();
+    const mt = row(await spread());
     const version = JSON.parse(fs.readFileSync('node_modules/@portkey-ai/gateway/package.json', 'utf8')).version as string;
     const inkstoneAddedP99Ms = m.p99Ms - d.p99Ms;
     const rss = rssMb(service.child.pid!);
@@ -125,6 +154,8 @@ async function main(): Promise<PeersResult> {
       direct: d,
       portkey: p,
       inkstoneMiss: m,
+      manyTenants: many,
+      inkstoneMissManyTenants: mt,
       inkstoneHit: h,
       inkstoneAddedP99Ms,
       portkeyAddedP99Ms: p.p99Ms - d.p99Ms,
@@ -137,6 +168,7 @@ async function main(): Promise<PeersResult> {
         twicePortkey: m.perSecond >= 2 * p.perSecond,
         hits4000: h.perSecond >= 4000,
         rss300: rss <= 300,
+        manyTenantsWithin10pc: mt.perSecond >= m.perSecond * 0.9,
       },
     };
   } finally {
