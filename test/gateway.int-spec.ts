@@ -562,9 +562,11 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const other = await t.another(providerEnv(fake));
       const budget = other.get(BudgetService);
       const held = await budget.reserve(tenant.tenantId, 1_000_000n);
+      const overBilled = await budget.reserve(tenant.tenantId, 1_000_000n);
       expect(held).toMatchObject({ leased: true });
+      expect(overBilled).toMatchObject({ leased: true });
       const [lease] = await ds.query(`SELECT amount_nanos FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2`, [tenant.tenantId, budget.leases!.instanceId]);
-      expect(BigInt(lease.amount_nanos)).toBeGreaterThanOrEqual(1_000_000n);
+      expect(BigInt(lease.amount_nanos)).toBeGreaterThanOrEqual(2_000_000n);
       // The instance "dies": it stops renewing. Age its lease past its expiry: the sweeper gives it back.
       await ds.query(`UPDATE budget_leases SET expires_at = now() - interval '1 second' WHERE instance_id = $1`, [budget.leases!.instanceId]);
       expect(await budget.sweep()).toBe(1);
@@ -576,6 +578,31 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const entry = { tenantId: tenant.tenantId, callGroup: randomUUID(), attempt: 1, purpose: 'chat' as const, cacheStatus: 'miss' as const, outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider' as const, costNanos: 400_000n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 5, streamed: false };
       expect(await budget.settle(held, 400_000n, entry)).toBe(400_000n);
       await booksBalanced();
+      // And one whose provider billed past its bound: settled the classic way with no lease to move, an incident booked.
+      const incident = { estimatedInputTokens: 10, reportedInputTokens: 5_000, maxOutputTokens: 10, reportedOutputTokens: 10 };
+      expect(await budget.settle(overBilled, 1_500_000n, { ...entry, callGroup: randomUUID(), costNanos: 1_500_000n }, { incident })).toBe(1_500_000n);
+      const [booked] = await ds.query(`SELECT kind, charged_nanos::text AS charged FROM budget_incidents WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 1`, [tenant.tenantId]);
+      expect(booked).toEqual({ kind: 'tokens_over_bound', charged: '1500000' });
+      await booksBalanced();
+      await ds.query(`UPDATE tenants SET admission_paused = false WHERE id = $1`, [tenant.tenantId]);
+    });
+
+    it('retries a group commit that failed: one ledger row, nothing credited twice, the books balanced', async () => {
+      const shaky = await f.newTenant({ monthlyBudget: '100.00' });
+      const books = t.app.get(BooksRepository);
+      const leases = t.app.get(BudgetService).leases!;
+      const failOnce = jest.spyOn(books, 'settleLeased').mockRejectedValueOnce(new Error('connection reset'));
+      try {
+        const r = await gw.complete({ tenantId: shaky.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: 'retry my settlement' }], maxTokens: 50 });
+        expect(failOnce).toHaveBeenCalledTimes(2);
+        const rows = await ds.query(`SELECT cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1 AND call_group = $2`, [shaky.tenantId, r.callGroup]);
+        expect(rows).toEqual([{ cost: String(r.costNanos) }]);
+        const { leased } = await booksBalanced(shaky.tenantId);
+        // What this instance may still admit is exactly what its lease row holds (nothing in flight now).
+        expect(leases.holding(shaky.tenantId)).toEqual({ available: leased, held: leased });
+      } finally {
+        failOnce.mockRestore();
+      }
     });
 
     it('returns the reservation of a call that died to the budget when it expires (leases off)', async () => {

@@ -1,24 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import { Client } from 'pg';
-import { createTestDatabase, TestDatabase } from './support/test-database';
+import { clientForSuite } from './support/test-database';
 
 /**
  * Foreign keys between tenant tables carry tenant_id on both sides, so the database itself refuses
  * a row of one tenant that points at another tenant's row (migration 1765300000000).
  */
 describe('foreign keys between tenant tables include tenant_id (real PostgreSQL)', () => {
-  let db: TestDatabase;
-  let c: Client;
-
-  beforeAll(async () => {
-    db = await createTestDatabase({ maxConnections: 4 });
-    c = new Client({ connectionString: db.url });
-    await c.connect();
-  });
-  afterAll(async () => {
-    await c.end();
-    await db.drop();
-  });
+  const suite = clientForSuite();
 
   interface Fk {
     name: string;
@@ -29,7 +17,7 @@ describe('foreign keys between tenant tables include tenant_id (real PostgreSQL)
   }
 
   async function tenantForeignKeys(): Promise<Fk[]> {
-    const { rows } = await c.query<Fk>(
+    const { rows } = await suite.client.query<Fk>(
       `SELECT k.conname AS name, k.conrelid::regclass::text AS from, k.confrelid::regclass::text AS to,
               (SELECT array_agg(a.attname::text ORDER BY u.i) FROM unnest(k.conkey) WITH ORDINALITY u(n, i)
                  JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.n) AS "fromCols",
@@ -72,22 +60,22 @@ describe('foreign keys between tenant tables include tenant_id (real PostgreSQL)
   async function twoTenants() {
     const make = async () => {
       const t = { tenant: randomUUID(), assignment: randomUUID(), essay: randomUUID(), order: randomUUID() };
-      await c.query(`INSERT INTO tenants (id, name, timezone, monthly_cap_nanos) VALUES ($1, 'School', 'Asia/Shanghai', 0)`, [t.tenant]);
-      await c.query(
+      await suite.client.query(`INSERT INTO tenants (id, name, timezone, monthly_cap_nanos) VALUES ($1, 'School', 'Asia/Shanghai', 0)`, [t.tenant]);
+      await suite.client.query(
         `INSERT INTO assignments (tenant_id, id, title, prompt, rubric_key, rubric_version, language) VALUES ($1, $2, 'T', 'P', 'zh-gaokao-60', 1, 'zh')`,
         [t.tenant, t.assignment],
       );
-      await c.query(
+      await suite.client.query(
         `INSERT INTO essays (tenant_id, id, assignment_id, rubric_key, rubric_version, language, tier, text, status)
          VALUES ($1, $2, $3, 'zh-gaokao-60', 1, 'zh', 'standard', '文', 'queued')`,
         [t.tenant, t.essay, t.assignment],
       );
-      await c.query(`INSERT INTO orders (tenant_id, id, essay_id, price_nanos, payment_mode, status) VALUES ($1, $2, $3, 1, 'webhook', 'awaiting_payment')`, [
+      await suite.client.query(`INSERT INTO orders (tenant_id, id, essay_id, price_nanos, payment_mode, status) VALUES ($1, $2, $3, 1, 'webhook', 'awaiting_payment')`, [
         t.tenant,
         t.order,
         t.essay,
       ]);
-      await c.query(`INSERT INTO budget_periods (tenant_id, period, cap_nanos) VALUES ($1, '2026-12', 0)`, [t.tenant]);
+      await suite.client.query(`INSERT INTO budget_periods (tenant_id, period, cap_nanos) VALUES ($1, '2026-12', 0)`, [t.tenant]);
       return t;
     };
     return { a: await make(), b: await make() };
@@ -102,7 +90,7 @@ describe('foreign keys between tenant tables include tenant_id (real PostgreSQL)
     {
       name: 'an essay of another tenant’s assignment',
       insert: (b, x) =>
-        c.query(
+        suite.client.query(
           `INSERT INTO essays (tenant_id, id, assignment_id, rubric_key, rubric_version, language, tier, text, status)
            VALUES ($1, $2, $3, 'zh-gaokao-60', 1, 'zh', 'standard', '文', 'queued')`,
           [b.tenant, randomUUID(), x.assignment],
@@ -111,13 +99,13 @@ describe('foreign keys between tenant tables include tenant_id (real PostgreSQL)
     },
     {
       name: 'a job for another tenant’s essay',
-      insert: (b, x) => c.query(`INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts) VALUES ($1, $2, $3, 'grade', 'queued', 5)`, [b.tenant, randomUUID(), x.essay]),
+      insert: (b, x) => suite.client.query(`INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts) VALUES ($1, $2, $3, 'grade', 'queued', 5)`, [b.tenant, randomUUID(), x.essay]),
       count: (b) => countWhere('jobs', 'tenant_id = $1', [b.tenant]),
     },
     {
       name: 'a job for another tenant’s order',
       insert: (b, x) =>
-        c.query(`INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts, order_id) VALUES ($1, $2, $3, 'deep_review', 'queued', 5, $4)`, [
+        suite.client.query(`INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts, order_id) VALUES ($1, $2, $3, 'deep_review', 'queued', 5, $4)`, [
           b.tenant,
           randomUUID(),
           b.essay,
@@ -128,24 +116,24 @@ describe('foreign keys between tenant tables include tenant_id (real PostgreSQL)
     {
       name: 'an order for another tenant’s essay',
       insert: (b, x) =>
-        c.query(`INSERT INTO orders (tenant_id, id, essay_id, price_nanos, payment_mode, status) VALUES ($1, $2, $3, 1, 'invoice', 'delivered')`, [b.tenant, randomUUID(), x.essay]),
+        suite.client.query(`INSERT INTO orders (tenant_id, id, essay_id, price_nanos, payment_mode, status) VALUES ($1, $2, $3, 1, 'invoice', 'delivered')`, [b.tenant, randomUUID(), x.essay]),
       count: (b) => countWhere('orders', 'tenant_id = $1 AND id <> $2', [b.tenant, b.order]),
     },
     {
       name: 'a grade override of another tenant’s essay',
       insert: (b, x) =>
-        c.query(`INSERT INTO grade_overrides (tenant_id, id, essay_id, changes, before, after) VALUES ($1, $2, $3, '{}', '{}', '{}')`, [b.tenant, randomUUID(), x.essay]),
+        suite.client.query(`INSERT INTO grade_overrides (tenant_id, id, essay_id, changes, before, after) VALUES ($1, $2, $3, '{}', '{}', '{}')`, [b.tenant, randomUUID(), x.essay]),
       count: (b) => countWhere('grade_overrides', 'tenant_id = $1', [b.tenant]),
     },
     {
       name: 'a near-duplicate bucket of another tenant’s essay',
-      insert: (b, x) => c.query(`INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id) VALUES ($1, 1, 42, $2)`, [b.tenant, x.essay]),
+      insert: (b, x) => suite.client.query(`INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id) VALUES ($1, 1, 42, $2)`, [b.tenant, x.essay]),
       count: (b) => countWhere('essay_lsh', 'tenant_id = $1', [b.tenant]),
     },
     {
       name: 'a payment event for another tenant’s order',
       insert: (b, x) =>
-        c.query(`INSERT INTO payment_events (tenant_id, event_id, type, order_id, amount_nanos, outcome) VALUES ($1, $2, 'payment.succeeded', $3, 1, 'applied')`, [
+        suite.client.query(`INSERT INTO payment_events (tenant_id, event_id, type, order_id, amount_nanos, outcome) VALUES ($1, $2, 'payment.succeeded', $3, 1, 'applied')`, [
           b.tenant,
           `evt_${randomUUID()}`,
           x.order,
@@ -155,7 +143,7 @@ describe('foreign keys between tenant tables include tenant_id (real PostgreSQL)
   ];
 
   async function countWhere(table: string, where: string, params: unknown[]): Promise<number> {
-    const { rows } = await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE ${where}`, params);
+    const { rows } = await suite.client.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table} WHERE ${where}`, params);
     return rows[0].n;
   }
 
@@ -170,24 +158,24 @@ describe('foreign keys between tenant tables include tenant_id (real PostgreSQL)
 
   it('keeps each key’s ON DELETE: an assignment’s essays keep their tenant, an essay takes its jobs and orders, an event keeps its record', async () => {
     const { a } = await twoTenants();
-    await c.query(`INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts, order_id) VALUES ($1, $2, $3, 'deep_review', 'queued', 5, $4)`, [
+    await suite.client.query(`INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts, order_id) VALUES ($1, $2, $3, 'deep_review', 'queued', 5, $4)`, [
       a.tenant,
       randomUUID(),
       a.essay,
       a.order,
     ]);
-    await c.query(`INSERT INTO payment_events (tenant_id, event_id, type, order_id, amount_nanos, outcome) VALUES ($1, 'evt_1', 'payment.succeeded', $2, 1, 'applied')`, [
+    await suite.client.query(`INSERT INTO payment_events (tenant_id, event_id, type, order_id, amount_nanos, outcome) VALUES ($1, 'evt_1', 'payment.succeeded', $2, 1, 'applied')`, [
       a.tenant,
       a.order,
     ]);
-    await c.query(`DELETE FROM assignments WHERE id = $1`, [a.assignment]);
-    const { rows: essays } = await c.query(`SELECT tenant_id, assignment_id FROM essays WHERE id = $1`, [a.essay]);
+    await suite.client.query(`DELETE FROM assignments WHERE id = $1`, [a.assignment]);
+    const { rows: essays } = await suite.client.query(`SELECT tenant_id, assignment_id FROM essays WHERE id = $1`, [a.essay]);
     expect(essays).toEqual([{ tenant_id: a.tenant, assignment_id: null }]);
 
-    await c.query(`DELETE FROM essays WHERE id = $1`, [a.essay]);
+    await suite.client.query(`DELETE FROM essays WHERE id = $1`, [a.essay]);
     expect(await countWhere('jobs', 'tenant_id = $1', [a.tenant])).toBe(0);
     expect(await countWhere('orders', 'tenant_id = $1', [a.tenant])).toBe(0);
-    const { rows: events } = await c.query(`SELECT tenant_id, order_id FROM payment_events WHERE tenant_id = $1`, [a.tenant]);
+    const { rows: events } = await suite.client.query(`SELECT tenant_id, order_id FROM payment_events WHERE tenant_id = $1`, [a.tenant]);
     expect(events).toEqual([{ tenant_id: a.tenant, order_id: null }]);
   });
 });

@@ -1,5 +1,4 @@
-import { Client } from 'pg';
-import { createTestDatabase, TestDatabase } from './support/test-database';
+import { clientForSuite } from './support/test-database';
 
 /**
  * Every tenant table can be distributed by tenant (docs/scaling.md): its primary key and each of its
@@ -15,21 +14,10 @@ const DIRECTORY: Record<string, string> = {
 };
 
 describe('the keys of tenant tables lead with tenant_id (real PostgreSQL)', () => {
-  let db: TestDatabase;
-  let c: Client;
-
-  beforeAll(async () => {
-    db = await createTestDatabase({ maxConnections: 4 });
-    c = new Client({ connectionString: db.url });
-    await c.connect();
-  });
-  afterAll(async () => {
-    await c.end();
-    await db.drop();
-  });
+  const suite = clientForSuite();
 
   it('has a primary key, and every primary and unique key (constraint or index) starts with tenant_id', async () => {
-    const { rows: tables } = await c.query<{ table: string }>(
+    const { rows: tables } = await suite.client.query<{ table: string }>(
       `SELECT c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
           AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
@@ -37,7 +25,7 @@ describe('the keys of tenant tables lead with tenant_id (real PostgreSQL)', () =
     );
     expect(tables.length).toBeGreaterThan(15);
     for (const t of Object.keys(DIRECTORY)) expect(tables.map((x) => x.table)).toContain(t); // no stale exemption
-    const { rows: keys } = await c.query<{ table: string; index: string; primary: boolean; first: string | null }>(
+    const { rows: keys } = await suite.client.query<{ table: string; index: string; primary: boolean; first: string | null }>(
       `SELECT t.relname AS table, i.relname AS index, x.indisprimary AS primary,
               (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = t.oid AND a.attnum = x.indkey[0]) AS first
          FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid JOIN pg_class i ON i.oid = x.indexrelid

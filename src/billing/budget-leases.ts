@@ -37,8 +37,8 @@ interface Lease {
   refill: Promise<Nanos> | null;
   /** the worst cases of the calls waiting for a refill */
   waiting: Nanos;
-  /** admissions of the last rateWindowMs: [time, amount] */
-  recent: Array<[number, Nanos]>;
+  /** what was admitted in the current rate window and in the one before (two counters, however many calls) */
+  rate: { since: number; current: Nanos; previous: Nanos };
   lastUsed: number;
   /** no more admissions (the tenant was paused, its cap changed): what is left goes back */
   revoked: boolean;
@@ -46,6 +46,8 @@ interface Lease {
 
 interface Pending {
   entry: LedgerEntry & { period: string };
+  /** the part of the call's admitted worst case it did not cost: back to `available` once written */
+  unused: Nanos;
   resolve(v: { spent: Nanos; cap: Nanos }): void;
   reject(err: unknown): void;
 }
@@ -93,7 +95,7 @@ export class BudgetLeases {
     const key = `${tenantId}:${period}`;
     let l = this.leases.get(key);
     if (!l) {
-      l = { tenantId, period, available: 0n, held: 0n, refill: null, waiting: 0n, recent: [], lastUsed: Date.now(), revoked: false };
+      l = { tenantId, period, available: 0n, held: 0n, refill: null, waiting: 0n, rate: { since: Date.now(), current: 0n, previous: 0n }, lastUsed: Date.now(), revoked: false };
       this.leases.set(key, l);
     }
     if (l.revoked) {
@@ -107,7 +109,8 @@ export class BudgetLeases {
         l.available -= amount;
         const now = Date.now();
         l.lastUsed = now;
-        l.recent.push([now, amount]);
+        this.rotate(l, now);
+        l.rate.current += amount;
         return { tenantId, period, amount };
       }
       // One refill at a time per lease; the others wait for it and look again.
@@ -127,10 +130,18 @@ export class BudgetLeases {
     }
   }
 
+  /** Starts a new rate window when the current one is over (the one before is forgotten). */
+  private rotate(l: Lease, now: number): void {
+    const elapsed = now - l.rate.since;
+    if (elapsed < this.opts.rateWindowMs) return;
+    l.rate = { since: now, current: 0n, previous: elapsed < 2 * this.opts.rateWindowMs ? l.rate.current : 0n };
+  }
+
   private async refill(l: Lease, amount: Nanos): Promise<Nanos> {
     const now = Date.now();
-    l.recent = l.recent.filter(([t]) => now - t < this.opts.rateWindowMs);
-    const rate = l.recent.reduce((a, [, x]) => a + x, 0n);
+    this.rotate(l, now);
+    // about one window's admissions: the whole previous window, or the current one if busier
+    const rate = l.rate.current > l.rate.previous ? l.rate.current : l.rate.previous;
     const need = amount - l.available;
     // A yield first, so the calls that arrive together are counted in this refill.
     await new Promise((r) => setImmediate(r));
@@ -144,17 +155,16 @@ export class BudgetLeases {
   /** A call admitted on a lease is over: its ledger row written (with the others due) and its cost spent. */
   settle(ticket: LeaseTicket, cost: Nanos, entry: LedgerEntry & { period: string }): Promise<{ spent: Nanos; cap: Nanos }> {
     if (cost > ticket.amount) throw new RangeError('a leased call costs at most what it was admitted for');
-    const l = this.leases.get(`${ticket.tenantId}:${ticket.period}`);
-    // What the call did not use is free for the next one at once; what it cost leaves the lease when written.
-    if (l) l.available += ticket.amount - cost;
-    return this.enqueue(`${ticket.tenantId}:${ticket.period}`, { ...entry, costNanos: cost });
+    // Once written: what it cost leaves the lease, what it did not use is free for the next call. (A
+    // settlement retried after a failed write credits nothing twice: nothing was credited.)
+    return this.enqueue(`${ticket.tenantId}:${ticket.period}`, { ...entry, costNanos: cost }, ticket.amount - cost);
   }
 
-  private enqueue(key: string, entry: LedgerEntry & { period: string }): Promise<{ spent: Nanos; cap: Nanos }> {
+  private enqueue(key: string, entry: LedgerEntry & { period: string }, unused: Nanos): Promise<{ spent: Nanos; cap: Nanos }> {
     return new Promise((resolve, reject) => {
       const queue = this.queues.get(key) ?? [];
       this.queues.set(key, queue);
-      queue.push({ entry, resolve, reject });
+      queue.push({ entry, unused, resolve, reject });
       if (queue.length >= this.opts.flushRows) this.flush(key);
       else if (!this.timers.has(key)) this.timers.set(key, setTimeout(() => this.flush(key), this.opts.flushMs));
     });
@@ -162,7 +172,7 @@ export class BudgetLeases {
 
   /** A ledger row that costs nothing (a cache hit, a refused call), written with the calls due. */
   async record(entry: LedgerEntry & { period: string }): Promise<void> {
-    await this.enqueue(`${entry.tenantId}:${entry.period}`, { ...entry, costNanos: 0n });
+    await this.enqueue(`${entry.tenantId}:${entry.period}`, { ...entry, costNanos: 0n }, 0n);
   }
 
   /** The ticket's worst case leaves the lease (it settles the classic way: incident, guarded answer). */
@@ -188,7 +198,10 @@ export class BudgetLeases {
       .then(async (after) => {
         const l = this.leases.get(key);
         if (after) {
-          if (l) l.held -= total;
+          if (l) {
+            l.held -= total;
+            for (const p of batch) l.available += p.unused;
+          }
           for (const p of batch) p.resolve(after);
           return;
         }

@@ -268,10 +268,11 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
         if (cost > 0n) await this.checkAlerts(tenantId, period, after.spent, after.cap);
         return cost;
       }
-      // An incident, or a cost beyond the admitted bound: its worst case leaves the lease as a reservation, settled as one.
-      if (!(await this.leases.toReservation(reservation, reservation.id, this.config.llm.reservationTtlMs))) {
-        throw new Error('the budget lease is gone: the call cannot be settled on it');
-      }
+      // An incident, or a cost beyond the admitted bound: its worst case leaves the lease as a
+      // reservation, settled as one. When the lease is gone (swept while this instance stalled),
+      // there is no reservation to release: the settlement charges what the cap still holds and
+      // books the rest as an incident, as for any reservation swept before its call settled.
+      await this.leases.toReservation(reservation, reservation.id, this.config.llm.reservationTtlMs);
       reservation = { ...reservation, leased: false };
     }
     const i = opts.incident;

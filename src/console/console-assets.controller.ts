@@ -8,7 +8,7 @@ import { ConsoleAsset, CONSOLE_HEADERS, defaultConsoleDir, loadConsoleAssets } f
 @Injectable()
 export class ConsoleAssets {
   private assets: Map<string, ConsoleAsset> | null = null;
-  private readonly dir = process.env.CONSOLE_DIR || defaultConsoleDir();
+  private readonly dir = defaultConsoleDir();
 
   /** Sends a file of the console: 404 for a name it does not have, 503 while it is not built. */
   send(name: string, req: FastifyRequest, reply: FastifyReply): void {

@@ -184,3 +184,22 @@ export function startEmbeddedChild(dumpFile: string, maxConnections: number): Pr
     });
   });
 }
+
+/**
+ * A migrated database of its own for a test file, with one plain `pg` client on it (for specs that
+ * read the catalog or write rows as SQL): opened before the file's tests, closed and dropped after.
+ */
+export function clientForSuite(): { readonly client: import('pg').Client } {
+  const suite = {} as { client: import('pg').Client; db: TestDatabase };
+  beforeAll(async () => {
+    const { Client } = await import('pg');
+    suite.db = await createTestDatabase({ maxConnections: 4 });
+    suite.client = new Client({ connectionString: suite.db.url });
+    await suite.client.connect();
+  });
+  afterAll(async () => {
+    await suite.client?.end();
+    await suite.db?.drop();
+  });
+  return suite;
+}

@@ -1,5 +1,6 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, ok, problems, type Schemas } from '../api/client';
+import { AgreementTable, figure } from '../agreement';
 import { useApp } from '../app-context';
 import { ChartView } from '../chart';
 import { dateTime } from '../format';
@@ -251,10 +252,6 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
   );
 }
 
-function fmt(x: number | null | undefined, digits = 3): string {
-  return x === null || x === undefined ? '—' : x.toFixed(digits);
-}
-
 function AgreementPanel({ assignmentId }: { assignmentId: string }) {
   const { t } = useApp();
   const agreement = useLoad(() => ok(api.GET('/v1/assignments/{id}/agreement', { params: { path: { id: assignmentId } } })), [assignmentId]);
@@ -271,37 +268,12 @@ function AgreementPanel({ assignmentId }: { assignmentId: string }) {
       {!a ? (
         <Loading error={agreement.error} />
       ) : (
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col"></th>
-                <th scope="col" class="num">{t('overrides')}</th>
-                <th scope="col" class="num">{t('qwk')}</th>
-                <th scope="col" class="num">{t('exact')}</th>
-                <th scope="col" class="num">{t('adjacent')}</th>
-                <th scope="col" class="num">{t('bias')}</th>
-              </tr>
-            </thead>
-            <tbody>
-              {[{ key: 'total', name: t('total'), ...a }, ...a.byDimension].map((d) => (
-                <tr>
-                  <th scope="row">{d.name}</th>
-                  <td class="num">{d.n}</td>
-                  <td class="num">{fmt(d.qwk)}</td>
-                  <td class="num">{fmt(d.exact, 2)}</td>
-                  <td class="num">{fmt(d.adjacent, 2)}</td>
-                  <td class="num">{fmt(d.bias, 2)}</td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <AgreementTable labels={['']} count={t('overrides')} rows={[{ key: 'total', name: t('total'), ...a }, ...a.byDimension].map((d) => ({ cells: [d.name], a: d }))} />
       )}
       <h3>{t('calibration')}</h3>
       <p data-test="calibration">
         {c
-          ? t('calibrationInForce', { version: c.version, n: c.essays, before: fmt(c.before.qwk), after: fmt(c.after.qwk) }) + (c.active ? '' : ` — ${c.reason ?? ''}`)
+          ? t('calibrationInForce', { version: c.version, n: c.essays, before: figure(c.before.qwk), after: figure(c.after.qwk) }) + (c.active ? '' : ` — ${c.reason ?? ''}`)
           : t('calibrationNone')}
       </p>
       <div class="row">
