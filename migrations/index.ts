@@ -18,6 +18,7 @@ import { QualitySignals1766100000000 } from './1766100000000-QualitySignals';
 import { LedgerDaily1766200000000 } from './1766200000000-LedgerDaily';
 import { TenantKeys1766300000000 } from './1766300000000-TenantKeys';
 import { BudgetLeases1766400000000 } from './1766400000000-BudgetLeases';
+import { Scheduling1766500000000 } from './1766500000000-Scheduling';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -45,4 +46,5 @@ export const MIGRATIONS = [
   LedgerDaily1766200000000,
   TenantKeys1766300000000,
   BudgetLeases1766400000000,
+  Scheduling1766500000000,
 ];

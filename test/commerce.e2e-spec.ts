@@ -81,7 +81,7 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(created.body).toMatchObject({ status: 'awaiting_payment', price: '9.90', paymentMode: 'webhook' });
       // The essay's own view shows its order and state.
       const waiting = (await t.http.get(`/v1/essays/${essay.id}`).set(bearer(teacher)).expect(200)).body;
-      expect(waiting.deepReview).toEqual({ orderId: created.body.orderId, status: 'awaiting_payment', price: '9.90', refundReason: null });
+      expect(waiting.deepReview).toEqual({ orderId: created.body.orderId, status: 'awaiting_payment', price: '9.90', refundReason: null, schedule: null });
       // Ordering again answers the same open order.
       expect((await order(essay.id).expect(202)).body.orderId).toBe(created.body.orderId);
       const paid = await webhook(event('payment.succeeded', created.body.orderId, '9.90')).expect(200);

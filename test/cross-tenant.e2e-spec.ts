@@ -213,6 +213,7 @@ const ROUTE_RESOURCES: Record<string, { key: string; resource: Resource }> = {
 /** A valid body for each route whose OpenAPI operation takes one. */
 const BODIES: Record<string, unknown> = {
   'PATCH /v1/essays/:id/grade': { score: 30, comment: 'overridden by tenant B' },
+  'POST /v1/essays/:id/deep-review': { dueBy: 'tomorrow_morning' },
   'PATCH /v1/assignments/:id': { escalate: 'flag', passMark: 30, expectedLength: { min: 100, max: 200 } },
   'PUT /v1/rubrics/:key': rubricBody('edited by tenant B'),
 };

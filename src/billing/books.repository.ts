@@ -57,6 +57,7 @@ const LEDGER_COLUMNS = [
   'tenant_id', 'id', 'period', 'request_id', 'call_group', 'attempt', 'api_key_id', 'essay_id', 'purpose', 'tier',
   'provider', 'model', 'cache_status', 'outcome', 'error_reason', 'input_tokens', 'cached_input_tokens', 'output_tokens',
   'estimated_input_tokens', 'usage_source', 'cost_nanos', 'saved_nanos', 'compression_saved_tokens', 'latency_ms', 'streamed', 'batch', 'price_window',
+  'schedule_saved_nanos',
 ] as const;
 
 /** Each ledger column's type, for rows given as VALUES (whose parameters are otherwise text). */
@@ -65,6 +66,7 @@ const LEDGER_TYPES: Record<(typeof LEDGER_COLUMNS)[number], string> = {
   purpose: 'text', tier: 'text', provider: 'text', model: 'text', cache_status: 'text', outcome: 'text', error_reason: 'text',
   input_tokens: 'int', cached_input_tokens: 'int', output_tokens: 'int', estimated_input_tokens: 'int', usage_source: 'text',
   cost_nanos: 'bigint', saved_nanos: 'bigint', compression_saved_tokens: 'int', latency_ms: 'int', streamed: 'boolean', batch: 'boolean', price_window: 'text',
+  schedule_saved_nanos: 'bigint',
 };
 
 /** A ledger row's values after the tenant ($1), in LEDGER_COLUMNS order. */
@@ -96,6 +98,7 @@ function ledgerValues(e: LedgerEntry & { period: string }): unknown[] {
     e.streamed,
     e.batch ?? false,
     e.priceWindow ?? null,
+    e.scheduleSavedNanos?.toString() ?? null,
   ];
 }
 

@@ -38,6 +38,8 @@ export interface LedgerEntry {
   batch?: boolean;
   /** the time-of-day price window the call was priced in; unset for the base or batch price */
   priceWindow?: string | null;
+  /** scheduled work: what the call cost less than at the real-time price when it was submitted */
+  scheduleSavedNanos?: Nanos;
 }
 
 export const USAGE_GROUPS = ['day', 'model', 'provider', 'tier', 'teacher'] as const;

@@ -14,6 +14,8 @@ export interface OrderView {
   price: string;
   paymentMode: PaymentMode;
   refundReason: string | null;
+  /** when the review is needed by (it runs where it costs least and still in time); null: within the Batch API's turnaround */
+  dueBy: string | null;
   createdAt: string;
   paidAt: string | null;
   deliveredAt: string | null;
@@ -40,17 +42,17 @@ export class OrdersRepository {
   ) {}
 
   /** A new order; in invoice mode it is paid at once and its deep review queued with it. */
-  async create(o: { tenantId: string; id: string; essayId: string; price: Nanos; mode: PaymentMode; createdBy: string }): Promise<void> {
+  async create(o: { tenantId: string; id: string; essayId: string; price: Nanos; mode: PaymentMode; createdBy: string; dueBy?: Date | null }): Promise<void> {
     const paid = o.mode === 'invoice';
     await this.ds.transaction(async (tx) => {
       await tenantQuery(
         tx,
         o.tenantId,
-        `INSERT INTO orders (tenant_id, id, essay_id, price_nanos, payment_mode, status, created_by, paid_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 = 'paid' THEN now() END)`,
-        [o.id, o.essayId, o.price.toString(), o.mode, paid ? 'paid' : 'awaiting_payment', o.createdBy],
+        `INSERT INTO orders (tenant_id, id, essay_id, price_nanos, payment_mode, status, created_by, paid_at, due_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 = 'paid' THEN now() END, $8)`,
+        [o.id, o.essayId, o.price.toString(), o.mode, paid ? 'paid' : 'awaiting_payment', o.createdBy, o.dueBy?.toISOString() ?? null],
       );
-      if (paid) await this.jobs.enqueue(tx, o.tenantId, [{ essayId: o.essayId, kind: 'deep_review', orderId: o.id }]);
+      if (paid) await this.jobs.enqueue(tx, o.tenantId, [{ essayId: o.essayId, kind: 'deep_review', orderId: o.id, dueBy: o.dueBy ?? null }]);
     });
   }
 
@@ -58,14 +60,16 @@ export class OrdersRepository {
   async payAndQueue(tenantId: string, eventId: string, orderId: string, amount: Nanos): Promise<EventOutcome> {
     return this.ds.transaction(async (tx) => {
       if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.succeeded', orderId, amount))) return { newEvent: false, changed: false };
-      const [paid] = await tenantQuery<{ essay_id: string }>(
+      const [paid] = await tenantQuery<{ essay_id: string; due_by: Date | null }>(
         tx,
         tenantId,
         `UPDATE orders SET status = 'paid', paid_at = now()
-          WHERE tenant_id = $1 AND id = $2 AND status = 'awaiting_payment' AND price_nanos = $3 RETURNING essay_id`,
+          WHERE tenant_id = $1 AND id = $2 AND status = 'awaiting_payment' AND price_nanos = $3 RETURNING essay_id, due_by`,
         [orderId, amount.toString()],
       );
-      if (paid) await this.jobs.enqueue(tx, tenantId, [{ essayId: paid.essay_id, kind: 'deep_review', orderId }]);
+      // (A deadline that passed while the order awaited payment is kept: the plan is then real time at once.)
+      const dueBy = paid?.due_by ? new Date(paid.due_by) : null;
+      if (paid) await this.jobs.enqueue(tx, tenantId, [{ essayId: paid.essay_id, kind: 'deep_review', orderId, dueBy }]);
       return { newEvent: true, changed: !!paid };
     });
   }
@@ -154,6 +158,7 @@ function toView(r: Record<string, unknown>): OrderView {
     price: formatCny(BigInt(r.price_nanos as string)),
     paymentMode: r.payment_mode as PaymentMode,
     refundReason: (r.refund_reason as string | null) ?? null,
+    dueBy: iso(r.due_by),
     createdAt: iso(r.created_at)!,
     paidAt: iso(r.paid_at),
     deliveredAt: iso(r.delivered_at),

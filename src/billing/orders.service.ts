@@ -63,7 +63,7 @@ export class OrdersService {
    * order for the same essay is answered again instead of a second one; a delivered one is a
    * conflict.
    */
-  async create(auth: TenantAuth, essayId: string): Promise<{ order: OrderView; created: boolean }> {
+  async create(auth: TenantAuth, essayId: string, dueBy: Date | null = null): Promise<{ order: OrderView; created: boolean }> {
     const settings = await this.settings(auth.tenantId);
     if (settings.deepReviewPrice === null || settings.paymentMode === null) {
       throw new ApiError('CONFLICT', 'Deep reviews are not on sale: an admin must set PUT /v1/billing/settings first');
@@ -77,7 +77,7 @@ export class OrdersService {
     const id = randomUUID();
     const price = parseCny(settings.deepReviewPrice);
     try {
-      await this.orders.create({ tenantId: auth.tenantId, id, essayId, price, mode: settings.paymentMode, createdBy: auth.keyId });
+      await this.orders.create({ tenantId: auth.tenantId, id, essayId, price, mode: settings.paymentMode, createdBy: auth.keyId, dueBy });
     } catch (err) {
       // Two requests for the same essay at once: the unique open-order index lets one through.
       if ((err as { code?: string }).code === '23505') {

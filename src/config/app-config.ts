@@ -37,6 +37,8 @@ export interface LlmConfig {
   batchMaxRequests: number;
   batchPollMs: number;
   batchMaxWaitMs: number;
+  /** scheduled work (a deadline) starts at least this long before its deadline: time for a real-time run and its retries */
+  scheduleMarginMs: number;
 }
 
 /** Everything the service reads from its environment, typed and validated once at start. */
@@ -200,6 +202,7 @@ function loadLlmConfig(e: EnvReader, env: NodeJS.ProcessEnv): LlmConfig {
     batchMaxRequests: e.int('LLM_BATCH_MAX_REQUESTS', { min: 1, max: 50_000, default: 500 }),
     batchPollMs: e.int('LLM_BATCH_POLL_MS', { min: 10, max: 3_600_000, default: 15_000 }),
     batchMaxWaitMs: e.int('LLM_BATCH_MAX_WAIT_MS', { min: 100, max: 172_800_000, default: 86_400_000 }),
+    scheduleMarginMs: e.int('SCHEDULE_MARGIN_MS', { min: 0, max: 86_400_000, default: 30 * 60_000 }),
   };
 }
 

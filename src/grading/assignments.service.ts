@@ -11,6 +11,8 @@ import { RubricsService } from './rubrics.service';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { csvTable } from '../common/csv';
 import { localDate, localParts } from '../common/time-zone';
+import { deadlineProblem } from './deadline';
+import { Clock } from '../common/clock';
 import type { StoredGrade } from './grading-types';
 
 export interface Assignment {
@@ -25,6 +27,8 @@ export interface Assignment {
   passMark: number | null;
   /** the length the task asks for; null: the rubric's */
   expectedLength: { min: number; max: number } | null;
+  /** the class set is graded by then, where it costs least (off-peak scheduling); null: at once */
+  dueBy: string | null;
   createdAt: string;
 }
 
@@ -59,6 +63,7 @@ export class AssignmentsService {
     private readonly ds: DataSource,
     private readonly rubrics: RubricsService,
     private readonly tenants: TenantsRepository,
+    private readonly clock: Clock,
   ) {}
 
   async create(auth: TenantAuth, dto: CreateAssignmentDto): Promise<Assignment> {
@@ -69,9 +74,9 @@ export class AssignmentsService {
     await tenantQuery(
       this.ds.manager,
       auth.tenantId,
-      `INSERT INTO assignments (tenant_id, id, title, prompt, rubric_key, rubric_version, language, created_by, escalate, pass_mark, expected_length_min, expected_length_max)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-      [id, dto.title, dto.prompt, rubric.key, rubric.version, language, auth.keyId, dto.escalate ?? 'off', dto.passMark ?? null, dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null],
+      `INSERT INTO assignments (tenant_id, id, title, prompt, rubric_key, rubric_version, language, created_by, escalate, pass_mark, expected_length_min, expected_length_max, due_by)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+      [id, dto.title, dto.prompt, rubric.key, rubric.version, language, auth.keyId, dto.escalate ?? 'off', dto.passMark ?? null, dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy ?? null],
     );
     return this.get(auth.tenantId, id);
   }
@@ -88,9 +93,10 @@ export class AssignmentsService {
           escalate = CASE WHEN $3 THEN $4 ELSE escalate END,
           pass_mark = CASE WHEN $5 THEN $6::numeric ELSE pass_mark END,
           expected_length_min = CASE WHEN $7 THEN $8::int ELSE expected_length_min END,
-          expected_length_max = CASE WHEN $7 THEN $9::int ELSE expected_length_max END
+          expected_length_max = CASE WHEN $7 THEN $9::int ELSE expected_length_max END,
+          due_by = CASE WHEN $10 THEN $11::timestamptz ELSE due_by END
         WHERE tenant_id = $1 AND id = $2`,
-      [id, has('escalate'), dto.escalate ?? 'off', has('passMark'), dto.passMark ?? null, has('expectedLength'), dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null],
+      [id, has('escalate'), dto.escalate ?? 'off', has('passMark'), dto.passMark ?? null, has('expectedLength'), dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy !== undefined, dto.dueBy ?? null],
     );
     return this.get(auth.tenantId, id);
   }
@@ -103,6 +109,10 @@ export class AssignmentsService {
     if (dto.expectedLength && dto.expectedLength.min > dto.expectedLength.max) {
       throw ApiError.validation([{ field: 'expectedLength', message: 'expectedLength.min must not be above expectedLength.max' }]);
     }
+    if (dto.dueBy) {
+      const problem = deadlineProblem(dto.dueBy, this.clock.now());
+      if (problem) throw ApiError.validation([{ field: 'dueBy', message: problem }]);
+    }
   }
 
   async get(tenantId: string, id: string): Promise<Assignment> {
@@ -111,7 +121,7 @@ export class AssignmentsService {
       this.ds.manager,
       tenantId,
       `SELECT id, title, prompt, rubric_key, rubric_version, language, escalate, pass_mark::float8 AS pass_mark,
-              expected_length_min, expected_length_max, created_at
+              expected_length_min, expected_length_max, due_by, created_at
          FROM assignments WHERE tenant_id = $1 AND id = $2`,
       [id],
     );
@@ -125,7 +135,7 @@ export class AssignmentsService {
       this.ds.manager,
       auth.tenantId,
       `SELECT a.id, a.title, a.prompt, a.rubric_key, a.rubric_version, a.language, a.escalate, a.pass_mark::float8 AS pass_mark,
-              a.expected_length_min, a.expected_length_max, a.created_at, c.*
+              a.expected_length_min, a.expected_length_max, a.due_by, a.created_at, c.*
          FROM assignments a
          LEFT JOIN LATERAL (
            SELECT count(*)::int AS total,
@@ -251,6 +261,7 @@ function toAssignment(row: Record<string, string | number | Date | null>): Assig
     escalate: row.escalate as Escalation,
     passMark: row.pass_mark === null ? null : Number(row.pass_mark),
     expectedLength: row.expected_length_min === null ? null : { min: Number(row.expected_length_min), max: Number(row.expected_length_max) },
+    dueBy: row.due_by ? (row.due_by as Date).toISOString() : null,
     createdAt: (row.created_at as Date).toISOString(),
   };
 }

@@ -4,7 +4,7 @@ import { ApiView } from '../docs/api-view';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { BodyLimit, KiB, MiB } from '../common/route-config';
-import { OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
+import { OrderDeepReviewDto, OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
 import { EssayStreamService } from './essay-stream.service';
 import { ESSAY_STATUSES } from './essay-lifecycle';
 import { OrderView } from '../billing/orders.service';
@@ -68,8 +68,8 @@ export class EssaysController {
   @HttpCode(202)
   @ApiOperation({ summary: 'Order a deep review: awaiting_payment (webhook mode) or paid and queued at once (invoice mode)' })
   @ApiView('OrderView', { status: 202 })
-  async deepReview(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<OrderView> {
-    return this.essays.orderDeepReview(auth, id);
+  async deepReview(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Body() dto: OrderDeepReviewDto = {}): Promise<OrderView> {
+    return this.essays.orderDeepReview(auth, id, dto?.dueBy);
   }
 
   @Patch(':id/grade')

@@ -136,8 +136,8 @@ export class EssaysRepository {
     return row ?? null;
   }
 
-  /** An essay to grade in the shadow of its standard grade (SPEC §9): the row and the grade it has. */
-  async forShadow(tenantId: string, essayId: string): Promise<(EssayRow & { model_grade: StoredGrade | null }) | null> {
+  /** An essay as it is, with the grade it has (a shadow grading reads it; so does scheduling, before a grading starts). */
+  async read(tenantId: string, essayId: string): Promise<(EssayRow & { model_grade: StoredGrade | null }) | null> {
     const [row] = await tenantQuery<EssayRow & { model_grade: StoredGrade | null }>(
       this.ds.manager,
       tenantId,

@@ -12,7 +12,10 @@ import { BatchEssayDto, OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from 
 import { EssayEvents } from './essay-events';
 import { ESSAY_STATUSES } from './essay-lifecycle';
 import { EssaysRepository, NewEssay } from './essays.repository';
-import { JobQueue } from '../jobs/job-queue';
+import { JobPlan, JobQueue, ScheduledJob } from '../jobs/job-queue';
+import { TenantsRepository } from '../tenancy/tenants.repository';
+import { Clock } from '../common/clock';
+import { resolveDeadline, TOMORROW_MORNING } from './deadline';
 import { detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars } from './essay-text';
 import { GradingService, StoredGrade } from './grading.service';
 import { BudgetPolicy } from '../billing/budget-policy';
@@ -45,12 +48,23 @@ export interface EssayView {
   /** the paid deep review, kept beside the standard grade */
   deepGrade: StoredGrade | null;
   /** the latest deep-review order of the essay and its state (awaiting_payment, paid, delivered, refunded), or null */
-  deepReview: { orderId: string; status: string; price: string; refundReason: string | null } | null;
+  deepReview: { orderId: string; status: string; price: string; refundReason: string | null; schedule: WorkSchedule | null } | null;
+  /**
+   * The grading's deadline (its assignment's dueBy) and the plan it runs on: now, batch, or off_peak
+   * from startAt. Null when it was not scheduled. What it saved is in grade.schedule once graded.
+   */
+  schedule: WorkSchedule | null;
   overrides: Array<{ by: string | null; at: string; changes: unknown }>;
   failure: { code: string; reason: string } | null;
   createdAt: string;
   updatedAt: string;
   gradedAt: string | null;
+}
+
+/** Work with a deadline: when it is due and the plan it runs on (null until a worker has planned it). */
+export interface WorkSchedule {
+  dueBy: string;
+  plan: JobPlan | null;
 }
 
 /** What POST /v1/essays answers: the essay is stored and queued. */
@@ -93,6 +107,8 @@ interface Target {
   rubric: Rubric;
   assignmentId: string | null;
   language?: Language;
+  /** the assignment's deadline, while it is ahead: its essays are scheduled (see GradingService.scheduleOf) */
+  dueBy: Date | null;
 }
 
 /** Teachers' essays: submitted and durably queued, read, listed and overridden, always per tenant. */
@@ -109,17 +125,20 @@ export class EssaysService {
     private readonly orders: OrdersService,
     private readonly essays: EssaysRepository,
     private readonly jobs: JobQueue,
+    private readonly tenants: TenantsRepository,
+    private readonly clock: Clock,
   ) {}
 
   /** The assignment's rubric and language, or the named rubric, or the language's default. */
   private async target(tenantId: string, dto: { assignmentId?: string; rubric?: string; language?: Language }, text?: string): Promise<Target> {
     if (dto.assignmentId) {
       const a = await this.assignments.get(tenantId, dto.assignmentId);
-      return { rubric: await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), assignmentId: a.id, language: dto.language ?? a.language };
+      const dueBy = a.dueBy && Date.parse(a.dueBy) > this.clock.now().getTime() ? new Date(a.dueBy) : null;
+      return { rubric: await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), assignmentId: a.id, language: dto.language ?? a.language, dueBy };
     }
     const language = dto.language ?? (text !== undefined ? detectLanguage(text) : undefined);
     const key = dto.rubric ?? DEFAULT_RUBRIC[language ?? 'zh'];
-    return { rubric: await this.rubrics.resolve(tenantId, key), assignmentId: null, language };
+    return { rubric: await this.rubrics.resolve(tenantId, key), assignmentId: null, language, dueBy: null };
   }
 
   private checkText(raw: string, field: string): string {
@@ -208,7 +227,7 @@ export class EssaysService {
   private async store(auth: TenantAuth, t: Target, essays: NewEssay[]): Promise<void> {
     await runAtomically(this.ds, [
       this.essays.insertQueuedStatement(auth.tenantId, { assignmentId: t.assignmentId, rubricKey: t.rubric.key, rubricVersion: t.rubric.version, submittedBy: auth.keyId }, essays),
-      this.jobs.enqueueStatement(auth.tenantId, essays.map((e) => ({ essayId: e.id, kind: 'grade' as const }))).statement,
+      this.jobs.enqueueStatement(auth.tenantId, essays.map((e) => ({ essayId: e.id, kind: 'grade' as const, dueBy: t.dueBy }))).statement,
     ]);
   }
 
@@ -228,20 +247,34 @@ export class EssaysService {
       [id],
     );
     const order = await this.orders.latestForEssay(auth.tenantId, id);
-    return toView(row, overrides, order);
+    const scheduled = await this.jobs.scheduledFor(auth.tenantId, id);
+    const scheduleOf = (j: ScheduledJob | undefined): WorkSchedule | null => (j ? { dueBy: j.dueBy.toISOString(), plan: j.plan } : null);
+    return toView(
+      row,
+      overrides,
+      order,
+      scheduleOf(scheduled.find((j) => j.kind === 'grade')),
+      scheduleOf(scheduled.find((j) => j.kind === 'deep_review' && j.orderId === order?.orderId)),
+    );
   }
 
   /**
    * Orders a deep review of the essay. One that the premium tier cannot deliver within the budget
    * is refused now (402), before anyone pays for it.
    */
-  async orderDeepReview(auth: TenantAuth, id: string): Promise<OrderView> {
+  async orderDeepReview(auth: TenantAuth, id: string, dueByInput?: string): Promise<OrderView> {
+    let dueBy: Date | null = null;
+    if (dueByInput !== undefined) {
+      const d = resolveDeadline(dueByInput, this.clock.now(), (await this.tenants.budget(auth.tenantId)).timezone);
+      if ('problem' in d) throw ApiError.validation([{ field: 'dueBy', message: `${d.problem} (or "${TOMORROW_MORNING}")` }]);
+      dueBy = d.dueBy;
+    }
     const row = await this.row(auth.tenantId, id);
     const rubric = await this.rubrics.resolve(auth.tenantId, String(row.rubric_key), Number(row.rubric_version));
     const worst = this.grading.quote(String(row.text), row.language as Language, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
     if (worst === null) throw new LlmError('NO_PROVIDER_AVAILABLE', 'No premium model is configured for deep reviews');
     await this.policy.admit(auth.tenantId, 'deep', () => worst, 'a deep review');
-    const { order, created } = await this.orders.create(auth, id);
+    const { order, created } = await this.orders.create(auth, id, dueBy);
     if (created && order.status === 'paid') this.events.queued();
     return order;
   }
@@ -352,7 +385,13 @@ export class EssaysService {
   }
 }
 
-function toView(row: Record<string, unknown>, overrides: Array<{ api_key_id: string | null; created_at: Date; changes: unknown }>, order: OrderView | null): EssayView {
+function toView(
+  row: Record<string, unknown>,
+  overrides: Array<{ api_key_id: string | null; created_at: Date; changes: unknown }>,
+  order: OrderView | null,
+  schedule: WorkSchedule | null = null,
+  deepSchedule: WorkSchedule | null = null,
+): EssayView {
   const grade = (row.grade as StoredGrade | null) ?? null;
   return {
     id: String(row.id),
@@ -371,7 +410,8 @@ function toView(row: Record<string, unknown>, overrides: Array<{ api_key_id: str
     grade,
     originalGrade: overrides.length ? ((row.model_grade as StoredGrade | null) ?? null) : null,
     deepGrade: (row.deep_grade as StoredGrade | null) ?? null,
-    deepReview: order ? { orderId: order.orderId, status: order.status, price: order.price, refundReason: order.refundReason } : null,
+    deepReview: order ? { orderId: order.orderId, status: order.status, price: order.price, refundReason: order.refundReason, schedule: deepSchedule } : null,
+    schedule,
     overrides: overrides.map((o) => ({ by: o.api_key_id, at: o.created_at.toISOString(), changes: o.changes })),
     failure: row.failure_code ? { code: String(row.failure_code), reason: String(row.failure_reason) } : null,
     createdAt: (row.created_at as Date).toISOString(),

@@ -31,6 +31,27 @@ export interface StoredGrade extends GradeBody {
   repaired?: boolean;
   /** a teacher's grade: the dimensions a teacher scored (the others are the grader's, carried over) */
   labelledDimensions?: string[];
+  /** work with a deadline: how it ran and what that saved against real time when it was submitted */
+  schedule?: GradeSchedule;
+}
+
+/**
+ * How scheduled work ran (off-peak scheduling): its deadline, the plan (now, batch, off_peak) and
+ * what its provider calls cost less than the same usage at the real-time price of the moment it
+ * was submitted (CNY, decimal string; "0.00" for a cache hit or an offline grade).
+ */
+export interface GradeSchedule {
+  dueBy: string;
+  mode: 'now' | 'batch' | 'off_peak';
+  saved: string;
+}
+
+/** The schedule a job's provider calls run on: through the Batch API or not, compared with real time then. */
+export interface CallSchedule {
+  dueBy: Date;
+  mode: GradeSchedule['mode'];
+  batch: boolean;
+  priceAsOf: Date;
 }
 
 export type GradingOutcome = { kind: 'done'; status: string } | { kind: 'failed'; code: string; reason: string };
@@ -63,6 +84,8 @@ export interface GradingTask {
   ordered?: boolean;
   /** the ledger purpose when it is not the tier's own (a re-grading on escalation, a shadow grading) */
   purpose?: 'escalation' | 'shadow';
+  /** work with a deadline: the plan its calls run on (see GradingService.scheduleOf) */
+  schedule?: CallSchedule;
 }
 
 export type ModelGrading = { kind: 'ok'; grade: StoredGrade; costNanos: Nanos } | { kind: 'failed'; code: string; reason: string };

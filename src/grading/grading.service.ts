@@ -4,7 +4,7 @@ import { Nanos } from '../common/money';
 import { TtlCache } from '../common/ttl-cache';
 import { ClusterBus } from '../db/cluster-bus';
 import { Tier } from '../llm/catalog';
-import { InterruptedJob, Job, JobQueue } from '../jobs/job-queue';
+import { InterruptedJob, Job, JobPlan, JobQueue } from '../jobs/job-queue';
 import { OrdersRepository } from '../billing/orders.repository';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { EssayEvents } from './essay-events';
@@ -19,7 +19,7 @@ import { ModelGrader } from './model-grader';
 import { Variant } from './prompts';
 import { Language, Rubric, withExpectedLength } from './rubric';
 import { RubricsService } from './rubrics.service';
-import { GradingOutcome, GradingSettings, GradingTask, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
+import { CallSchedule, GradingOutcome, GradingSettings, GradingTask, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
 
 export * from './grading-types';
 
@@ -82,8 +82,47 @@ export class GradingService {
     });
   }
 
+  /**
+   * Work with a deadline (an assignment's dueBy, a deep review ordered "by tomorrow morning") runs
+   * where it costs least and still meets it (planWork): now in real time, now through the
+   * provider's Batch API, or at the start of a cheaper window, for which the job goes back to wait
+   * ('deferred'; waiting is not an attempt). Its plan is kept on the job. Work without a deadline,
+   * or with no model to run on, is not scheduled (undefined).
+   */
+  private async scheduleOf(job: Job, row: EssayRow, rubric: Rubric, tier: Tier, variant: Variant): Promise<CallSchedule | 'deferred' | undefined> {
+    if (!job.dueBy) return undefined;
+    const plan = this.grader.plan(row, rubric, tier, variant, job.dueBy);
+    if (!plan) return undefined;
+    const recorded: JobPlan = {
+      mode: plan.mode,
+      startAt: plan.startAt.toISOString(),
+      model: plan.model,
+      window: plan.window,
+      plannedAt: plan.plannedAt.toISOString(),
+      firstPlannedAt: job.plan?.firstPlannedAt ?? plan.plannedAt.toISOString(),
+    };
+    // (off_peak is only ever a later start: when now is the cheapest, the plan is 'now'.)
+    if (plan.mode === 'off_peak') {
+      await this.queue.defer(job, recorded);
+      this.logger.log({ msg: 'scheduled work waits for a cheaper window', tenantId: job.tenantId, essayId: job.essayId, jobId: job.id, startAt: recorded.startAt });
+      return 'deferred';
+    }
+    await this.queue.recordPlan(job, recorded);
+    return { dueBy: job.dueBy, mode: plan.mode, batch: plan.mode === 'batch', priceAsOf: new Date(recorded.firstPlannedAt) };
+  }
+
   /** Runs the job to its end. Throws RetryableGradingError (or anything unexpected) to retry later. */
   async grade(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
+    let schedule: CallSchedule | undefined;
+    if (job.dueBy) {
+      const row = await this.essays.read(job.tenantId, job.essayId);
+      if (row && (row.status === 'queued' || row.status === 'grading')) {
+        const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength);
+        const s = await this.scheduleOf(job, row, rubric, row.tier, row.tier === 'deep' ? 'deep' : 'standard');
+        if (s === 'deferred') return { kind: 'done', status: 'deferred' };
+        schedule = s;
+      }
+    }
     const essay = await this.essays.startGrading(this.ds.manager, job.tenantId, job.essayId);
     if (!essay) {
       // Gone, or already graded by an earlier run of this job whose completion was lost.
@@ -123,7 +162,7 @@ export class GradingService {
     }
 
     if (!grade) {
-      const result = await this.grader.grade(essay, rubric, flags, { job, signal });
+      const result = await this.grader.grade(essay, rubric, flags, { job, signal, schedule });
       if (result.kind === 'failed') return this.failEssay(job, result.code, result.reason, [...flags]);
       grade = result.grade;
       costNanos = result.costNanos;
@@ -206,8 +245,10 @@ export class GradingService {
       return { kind: 'done', status: 'nothing to do' };
     }
     const rubric = await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version);
+    const schedule = await this.scheduleOf(job, row, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
+    if (schedule === 'deferred') return { kind: 'done', status: 'deferred' };
     // On an essay graded already, the premium model writes the deep part only; otherwise a full deep grade.
-    const result = await this.grader.grade(row, rubric, new Set(), { job, signal, tier: 'deep', base: row.model_grade ?? undefined, ordered: true });
+    const result = await this.grader.grade(row, rubric, new Set(), { job, signal, tier: 'deep', base: row.model_grade ?? undefined, ordered: true, schedule });
     if (result.kind === 'failed') {
       await this.refundOrder(job, `${result.code}: ${result.reason}`);
       return result;
@@ -229,7 +270,7 @@ export class GradingService {
    * When the budget or the providers cannot take it, the job ends with nothing stored.
    */
   async shadow(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
-    const row = await this.essays.forShadow(job.tenantId, job.essayId);
+    const row = await this.essays.read(job.tenantId, job.essayId);
     if (!row || !row.model_grade || row.model_grade.source !== 'model') {
       await this.completeWith(job);
       return { kind: 'done', status: 'nothing to do' };

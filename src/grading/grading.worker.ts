@@ -53,28 +53,32 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     this.logger.log({ msg: 'grading workers started', worker: this.queue.workerId, concurrency: g.concurrency });
   }
 
-  /** Jobs in flight of a kind: gradings, deep reviews and shadow gradings have pools of their own. */
-  private count(kind: Job['kind']): number {
+  /**
+   * Jobs in flight of a kind: gradings, gradings with a deadline (which may wait on a provider
+   * batch), deep reviews and shadow gradings have pools of their own.
+   */
+  private count(kind: Job['kind'], scheduled: boolean): number {
     let n = 0;
-    for (const f of this.inFlight.values()) if (f.job.kind === kind) n++;
+    for (const f of this.inFlight.values()) if (f.job.kind === kind && (kind !== 'grade' || (f.job.dueBy !== null) === scheduled)) n++;
     return n;
   }
 
   private async run(): Promise<void> {
     const g = this.config.grading;
-    const pools: Array<[Job['kind'], number]> = [
-      ['grade', g.concurrency],
-      ['deep_review', g.deepReviewConcurrency],
-      ['shadow', g.deepReviewConcurrency],
+    const pools: Array<[Job['kind'], number, boolean]> = [
+      ['grade', g.concurrency, false],
+      ['grade', g.deepReviewConcurrency, true],
+      ['deep_review', g.deepReviewConcurrency, false],
+      ['shadow', g.deepReviewConcurrency, false],
     ];
     while (this.running) {
       let more = false;
-      for (const [kind, size] of pools) {
-        const free = size - this.count(kind);
+      for (const [kind, size, scheduled] of pools) {
+        const free = size - this.count(kind, scheduled);
         if (free <= 0) continue;
         let claimed: Job[] = [];
         try {
-          claimed = await this.queue.claim(free, g.leaseMs, kind);
+          claimed = await this.queue.claim(free, g.leaseMs, kind, scheduled);
         } catch (err) {
           this.logger.warn({ msg: 'could not claim jobs', err: loggableError(err) });
         }

@@ -7,6 +7,7 @@ import { Tier } from '../llm/catalog';
 import { cutHeadTail, normalizeForKey } from '../llm/compression';
 import { GatewayError, GatewayRequest, GatewayResult, GatewayService, Validation } from '../llm/gateway.service';
 import { ResponseCache } from '../llm/response-cache';
+import type { WorkPlan } from '../llm/work-planner';
 import { EssayRow } from './essays.repository';
 import { gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from './grade-validation';
 import { GradingTask, LeaseLostError, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
@@ -58,7 +59,9 @@ export class ModelGrader {
       return handled.kind === 'offline' ? offline(handled.reason) : handled;
     }
     if (result.value.droppedQuotes > 0) this.logger.log({ msg: 'invented quotes dropped from a grade', essayId: essay.id, dropped: result.value.droppedQuotes });
-    return { kind: 'ok', costNanos: result.costNanos, grade: this.modelGrade(result, tier, variant, rubric) };
+    const grade = this.modelGrade(result, tier, variant, rubric);
+    if (task.schedule) grade.schedule = { dueBy: task.schedule.dueBy.toISOString(), mode: task.schedule.mode, saved: formatCny(result.scheduleSavedNanos ?? 0n) };
+    return { kind: 'ok', costNanos: result.costNanos, grade };
   }
 
   /**
@@ -106,7 +109,9 @@ export class ModelGrader {
       },
       validate,
       repair: (_content, problem) => repairMessages(essay.language, problem),
-      batch: ordered && this.config.grading.deepReviewBatch,
+      // Scheduled work runs on its plan; a deep review without a deadline goes to the Batch API as before.
+      batch: task.schedule ? task.schedule.batch : ordered && this.config.grading.deepReviewBatch,
+      priceAsOf: task.schedule?.priceAsOf,
       once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder: this.queue.workerId } },
       signal,
     };
@@ -170,6 +175,16 @@ export class ModelGrader {
   quote(text: string, language: Language, rubric: Rubric, tier: Tier, variant: Variant = tier === 'deep' ? 'deep' : 'standard'): Nanos | null {
     const { messages } = buildGradingPrompt({ rubric, language, variant, essay: text });
     return this.gateway.quote({ tier }, messages, MAX_OUTPUT_TOKENS[variant]);
+  }
+
+  /**
+   * When this grading, due by `dueBy`, costs least (the gateway's plan for its prompt on the tier).
+   * Null with no model for it (an offline grade runs at once).
+   */
+  plan(essay: EssayRow, rubric: Rubric, tier: Tier, variant: Variant, dueBy: Date): WorkPlan | null {
+    if (!this.gateway.hasProviders(tier)) return null;
+    const { messages } = buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.task?.prompt, title: essay.title ?? undefined, essay: essay.text });
+    return this.gateway.plan({ tier }, messages, MAX_OUTPUT_TOKENS[variant], dueBy);
   }
 
   private offline(essay: EssayRow, rubric: Rubric, tier: Tier): StoredGrade {

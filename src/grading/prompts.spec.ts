@@ -59,12 +59,16 @@ describe('grading prompts', () => {
     expect(defuseFences(essay)).toBe(essay);
   });
 
-  it('is smaller than the naive, uncompressed prompt, which puts the essay first', () => {
+  it('is smaller than the naive, uncompressed prompt, which has the same natural layout (instructions first, essay last)', () => {
     const essay = '\u3000\u3000正文  内容。\r\n\r\n\r\n下一段。';
-    const p = buildGradingPrompt({ rubric, language: 'zh', variant: 'standard', essay });
+    const p = buildGradingPrompt({ rubric, language: 'zh', variant: 'standard', essay, assignmentPrompt: '那一刻' });
     const total = (m: Array<{ content: string }>) => m.reduce((n, x) => n + x.content.length, 0);
     expect(total(p.messages)).toBeLessThan(total(p.uncompressed));
-    expect(p.uncompressed).toHaveLength(1);
-    expect(p.uncompressed[0].content.startsWith(`<essay>\n${essay}`)).toBe(true);
+    expect(p.uncompressed.map((m) => m.role)).toEqual(['system', 'user']);
+    // The same instructions lead both; the naive one prints the rubric with indentation.
+    expect(p.uncompressed[0].content.startsWith(p.messages[0].content.split('\n评分标准')[0])).toBe(true);
+    expect(p.uncompressed[0].content).toContain('\n  "dimensions": [');
+    // The raw essay last, as the teacher pasted it.
+    expect(p.uncompressed[1].content).toBe(`题目: 那一刻\n<essay>\n${essay}\n</essay>`);
   });
 });

@@ -125,9 +125,10 @@ export interface GradingPromptInput {
 export interface GradingPrompt {
   messages: ChatMessage[];
   /**
-   * The same request as a naive pipeline writes it, without compression: one message, the raw
-   * essay first, then the instructions and the pretty-printed rubric — no stable prefix for a
-   * provider's cache to reuse. Used to measure what compression saves, and by the case study.
+   * The same request as a straightforward pipeline writes it, without compression, in the natural
+   * layout (the same instructions first, with the rubric pretty-printed; the task and the raw essay
+   * last), so a provider's prefix cache serves it as well as it can. Used to estimate what
+   * compression saves, and by the case study as the naive side's prompt.
    */
   uncompressed: ChatMessage[];
 }
@@ -141,15 +142,21 @@ export function buildGradingPrompt(input: GradingPromptInput): GradingPrompt {
     .filter(Boolean)
     .join('\n');
   const user = `${head ? `${head}\n` : ''}${fence(normalizeText(input.essay))}`;
-  const verbose =
-    `${head ? `${head}\n` : ''}<essay>\n${input.essay}\n</essay>\n` +
-    `${instructions(input.language, input.variant)}\n${input.language === 'zh' ? '评分标准' : 'Rubric'}: ${JSON.stringify(rubricForPrompt(input.rubric), null, 2)}`;
+  const rawHead = [
+    input.assignmentPrompt ? `${input.language === 'zh' ? '题目' : 'Task'}: ${input.assignmentPrompt}` : '',
+    input.title ? `${input.language === 'zh' ? '标题' : 'Title'}: ${input.title}` : '',
+  ]
+    .filter(Boolean)
+    .join('\n');
   return {
     messages: [
       { role: 'system', content: system },
       { role: 'user', content: user },
     ],
-    uncompressed: [{ role: 'user', content: verbose }],
+    uncompressed: [
+      { role: 'system', content: `${instructions(input.language, input.variant)}\n${input.language === 'zh' ? '评分标准' : 'Rubric'}: ${JSON.stringify(rubricForPrompt(input.rubric), null, 2)}` },
+      { role: 'user', content: `${rawHead ? `${rawHead}\n` : ''}<essay>\n${input.essay}\n</essay>` },
+    ],
   };
 }
 

@@ -17,6 +17,32 @@ export interface Job {
   orderId: string | null;
   attempts: number;
   maxAttempts: number;
+  /** the work may wait until shortly before this (off-peak scheduling); null: run at once */
+  dueBy: Date | null;
+  /** the plan a scheduled job was last given (see GradingService.scheduleOf), or null */
+  plan: JobPlan | null;
+}
+
+/**
+ * The plan a scheduled job runs on (see planWork): kept on the job, shown with the essay or order.
+ * Amounts are decimal CNY strings.
+ */
+export interface JobPlan {
+  mode: 'now' | 'batch' | 'off_peak';
+  startAt: string;
+  model: string;
+  window: string | null;
+  plannedAt: string;
+  /** when the job was first planned (as good as submitted): its work is compared with real time then */
+  firstPlannedAt: string;
+}
+
+/** An essay's job with a deadline, as its view shows it. */
+export interface ScheduledJob {
+  kind: JobKind;
+  orderId: string | null;
+  dueBy: Date;
+  plan: JobPlan | null;
 }
 
 /** A job to queue: an essay's grading, or the deep review a paid order bought. */
@@ -24,6 +50,8 @@ export interface NewJob {
   essayId: string;
   kind: JobKind;
   orderId?: string;
+  /** may wait until shortly before this, to run where it costs least */
+  dueBy?: Date | null;
 }
 
 /** A job whose worker stopped on its last attempt: it failed, and what it was for must be told so. */
@@ -67,10 +95,10 @@ export class JobQueue {
     const ids = jobs.map(() => randomUUID());
     const statement = tenantStatement(
       tenantId,
-      `INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts, order_id)
-       SELECT $1, t.id, t.essay_id, t.kind, 'queued', $5, t.order_id
-         FROM unnest($2::uuid[], $3::uuid[], $4::text[], $6::uuid[]) AS t(id, essay_id, kind, order_id)`,
-      [ids, jobs.map((j) => j.essayId), jobs.map((j) => j.kind), this.config.grading.maxAttempts, jobs.map((j) => j.orderId ?? null)],
+      `INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts, order_id, due_by)
+       SELECT $1, t.id, t.essay_id, t.kind, 'queued', $5, t.order_id, t.due_by
+         FROM unnest($2::uuid[], $3::uuid[], $4::text[], $6::uuid[], $7::timestamptz[]) AS t(id, essay_id, kind, order_id, due_by)`,
+      [ids, jobs.map((j) => j.essayId), jobs.map((j) => j.kind), this.config.grading.maxAttempts, jobs.map((j) => j.orderId ?? null), jobs.map((j) => j.dueBy?.toISOString() ?? null)],
     );
     return { statement, ids };
   }
@@ -83,24 +111,30 @@ export class JobQueue {
    * workers holds another tenant's essay back by one claim round at most, even when only one
    * worker slot is free. A tenant's gradings at once (across instances) stay within its
    * `essaysGrading` limit.
+   *
+   * Gradings with a deadline (`scheduled`) are claimed apart from the others: they may wait on a
+   * provider batch for hours, so like deep reviews they have a pool of their own and no per-tenant
+   * cap (their provider calls are still bounded per tenant by the gateway).
    */
-  async claim(limit: number, leaseMs: number, kind: JobKind = 'grade'): Promise<Job[]> {
+  async claim(limit: number, leaseMs: number, kind: JobKind = 'grade', scheduled = false): Promise<Job[]> {
     if (limit <= 0) return [];
     // Deep reviews mostly wait on provider batches: they have a pool of their own and no per-tenant cap.
-    const cap = kind === 'grade' ? this.config.limits.essaysGrading : 1_000_000;
+    const cap = kind === 'grade' && !scheduled ? this.config.limits.essaysGrading : 1_000_000;
+    // Gradings are claimed by lane (with a deadline or not), on an index that leads with it.
+    const lane = (t: string) => (kind === 'grade' ? `AND (${t}.due_by IS NOT NULL) = ${scheduled ? 'true' : 'false'}` : '');
     const rows = rowsOf<Record<string, string | number>>(await this.ds.query(
       `WITH RECURSIVE waiting AS (
-         (SELECT tenant_id FROM jobs WHERE status = 'queued' AND kind = $4 ORDER BY tenant_id LIMIT 1)
+         (SELECT tenant_id FROM jobs WHERE status = 'queued' AND kind = $4 ${lane('jobs')} ORDER BY tenant_id LIMIT 1)
          UNION ALL
-         SELECT (SELECT j.tenant_id FROM jobs j WHERE j.status = 'queued' AND j.kind = $4 AND j.tenant_id > w.tenant_id ORDER BY j.tenant_id LIMIT 1)
+         SELECT (SELECT j.tenant_id FROM jobs j WHERE j.status = 'queued' AND j.kind = $4 ${lane('j')} AND j.tenant_id > w.tenant_id ORDER BY j.tenant_id LIMIT 1)
            FROM waiting w WHERE w.tenant_id IS NOT NULL),
        heads AS (
          SELECT w.tenant_id, h.run_after AS head, n.running,
-                CASE WHEN $4 = 'grade' THEN coalesce((t.limits->>'essaysGrading')::int, $5) ELSE $5 END - n.running AS room
+                CASE WHEN $4 = 'grade' AND NOT $6::boolean THEN coalesce((t.limits->>'essaysGrading')::int, $5) ELSE $5 END - n.running AS room
            FROM waiting w
-           CROSS JOIN LATERAL (SELECT count(*) AS running FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running') n
+           CROSS JOIN LATERAL (SELECT count(*) AS running FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running' ${lane('r')}) n
            JOIN tenants t ON t.id = w.tenant_id
-           CROSS JOIN LATERAL (SELECT run_after FROM jobs j WHERE j.tenant_id = w.tenant_id AND j.kind = $4 AND j.status = 'queued' AND j.run_after <= now()
+           CROSS JOIN LATERAL (SELECT run_after FROM jobs j WHERE j.tenant_id = w.tenant_id AND j.kind = $4 ${lane('j')} AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY j.run_after LIMIT 1) h
           WHERE w.tenant_id IS NOT NULL),
        chosen AS (SELECT tenant_id, room, running FROM heads WHERE room > 0 ORDER BY running, head LIMIT $3),
@@ -108,13 +142,13 @@ export class JobQueue {
          SELECT c.id, c.run_after, ch.running, row_number() OVER (PARTITION BY ch.tenant_id ORDER BY c.run_after) AS turn
            FROM chosen ch
            CROSS JOIN LATERAL (SELECT j.id, j.run_after FROM jobs j
-                                WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 AND j.status = 'queued' AND j.run_after <= now()
+                                WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 ${lane('j')} AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY j.run_after LIMIT least(ch.room, $3) FOR UPDATE SKIP LOCKED) c)
        UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1,
               locked_until = now() + make_interval(secs => $2::double precision / 1000)
         WHERE id IN (SELECT id FROM picked ORDER BY turn, running, run_after LIMIT $3)
-        RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts`,
-      [this.workerId, leaseMs, limit, kind, cap],
+        RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts, due_by, plan`,
+      [this.workerId, leaseMs, limit, kind, cap, scheduled],
     ));
     return rows.map((r) => ({
       id: String(r.id),
@@ -124,6 +158,8 @@ export class JobQueue {
       orderId: (r.order_id as string | null) ?? null,
       attempts: Number(r.attempts),
       maxAttempts: Number(r.max_attempts),
+      dueBy: r.due_by ? new Date(r.due_by as unknown as string) : null,
+      plan: (r.plan as unknown as JobPlan | null) ?? null,
     }));
   }
 
@@ -171,6 +207,43 @@ export class JobQueue {
               run_after = now() + make_interval(secs => $5::double precision / 1000)
         WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
       [job.id, this.workerId, error.slice(0, 500), delayMs],
+    );
+    return rows.length === 1;
+  }
+
+  /** The essay's jobs with a deadline, latest first (for its view). */
+  async scheduledFor(tenantId: string, essayId: string): Promise<ScheduledJob[]> {
+    const rows = await tenantQuery<{ kind: JobKind; order_id: string | null; due_by: Date; plan: JobPlan | null }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT kind, order_id, due_by, plan FROM jobs WHERE tenant_id = $1 AND essay_id = $2 AND due_by IS NOT NULL ORDER BY created_at DESC`,
+      [essayId],
+    );
+    return rows.map((r) => ({ kind: r.kind, orderId: r.order_id, dueBy: new Date(r.due_by), plan: r.plan }));
+  }
+
+  /** Records the plan a scheduled job runs on (shown with its essay or order), while this worker holds it. */
+  async recordPlan(job: Job, plan: JobPlan): Promise<void> {
+    await tenantQuery(
+      this.ds.manager,
+      job.tenantId,
+      `UPDATE jobs SET plan = $4::jsonb WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3`,
+      [job.id, this.workerId, JSON.stringify(plan)],
+    );
+  }
+
+  /**
+   * Puts a scheduled job back to wait for the start of its plan (a cheaper window), if this worker
+   * still holds it. Waiting is not an attempt.
+   */
+  async defer(job: Job, plan: JobPlan): Promise<boolean> {
+    const rows = await tenantQuery(
+      this.ds.manager,
+      job.tenantId,
+      `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0),
+              run_after = $4::timestamptz, plan = $5::jsonb
+        WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
+      [job.id, this.workerId, plan.startAt, JSON.stringify(plan)],
     );
     return rows.length === 1;
   }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { LedgerEntry } from '../billing/ledger.service';
 import type { Reservation, TokenIncident } from '../billing/budget.service';
+import type { Nanos } from '../common/money';
 import type { CatalogModel, Pricing } from './catalog';
 import { GatewayError, GatewayRequest, GatewayResult } from './gateway-types';
 import type { StreamEvent } from './provider-client';
@@ -56,6 +57,8 @@ export interface CallContext<T> {
   contentRejected: boolean;
   /** after a first try through a batch, repairs, retries and fallbacks go in real time */
   realtimeOnly: boolean;
+  /** with req.priceAsOf: what the paid calls so far cost less than in real time then */
+  scheduleSaved: Nanos;
   lastError?: ProviderError;
   /** the answer that succeeded came after a repair (the model's first answer was invalid) */
   repairedAnswer?: boolean;

@@ -32,6 +32,12 @@ export interface GatewayRequest<T = string> extends Sampling {
   /** The call can wait: send it through the provider's Batch API, at its batch price, where offered. */
   batch?: boolean;
   /**
+   * Work that was scheduled to save money (off-peak, batch): each paid call also records what it
+   * would have cost in real time at this moment (when the work was submitted), and the result says
+   * what the schedule saved (scheduleSavedNanos).
+   */
+  priceAsOf?: Date;
+  /**
    * Pay for each distinct request of this scope at most once (a job's grading): a retry reuses a
    * paid answer, waits while the first call is in flight, and calls only while the lease is held.
    */
@@ -51,6 +57,8 @@ export interface GatewayResult<T = string> {
   /** for a cache hit: what the original call cost */
   savedNanos: Nanos;
   cache: 'hit' | 'miss';
+  /** with priceAsOf: what the request's paid calls cost less than in real time at that moment (may be negative) */
+  scheduleSavedNanos?: Nanos;
   callGroup: string;
   attempts: number;
   latencyMs: number;

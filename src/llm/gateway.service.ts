@@ -14,6 +14,7 @@ import { EnabledProvider, LLM_MODELS, LlmModels } from './llm-models';
 import { BatchCollector } from './batch-collector';
 import { CatalogModel, Pricing, Tier, TokenizerProfile } from './catalog';
 import { ModelRouter } from './model-router';
+import type { WorkPlan } from './work-planner';
 import { ProviderHealth } from './provider-health';
 import { CircuitBreaker } from './circuit-breaker';
 import { costOf, priceAt, worstCaseCost } from './pricing';
@@ -129,6 +130,12 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     return this.router.fit(target, messages, maxTokens);
   }
 
+  /** When work due by `dueBy` should run: now, through the Batch API, or in a cheaper window later (see planWork). */
+  plan(target: GatewayTarget, messages: ChatMessage[], maxTokens: number, dueBy: Date): WorkPlan | null {
+    const llm = this.config.llm;
+    return this.router.plan(target, messages, maxTokens, dueBy, { batchTurnaroundMs: llm.batchMaxWaitMs, marginMs: llm.scheduleMarginMs });
+  }
+
   async complete<T = string>(req: GatewayRequest<T>): Promise<GatewayResult<T>> {
     const ctx = this.context(req);
     if (req.cache?.lookup) {
@@ -149,7 +156,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   }
 
   private context<T>(req: GatewayRequest<T>): CallContext<T> {
-    return { req, group: randomUUID(), attempt: 0, started: performance.now(), tried: [], budgetRefused: false, contentRejected: false, realtimeOnly: false };
+    return { req, group: randomUUID(), attempt: 0, started: performance.now(), tried: [], budgetRefused: false, contentRejected: false, realtimeOnly: false, scheduleSaved: 0n };
   }
 
   private entry<T>(ctx: CallContext<T>, model: CatalogModel | undefined, fields: Partial<LedgerEntry>): LedgerEntry {
@@ -500,7 +507,16 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
 
   /** The ledger row of a paid call. */
   private callEntry<T>(ctx: CallContext<T>, model: CatalogModel, call: PaidCall, fields: Partial<LedgerEntry>): LedgerEntry {
+    let scheduleSavedNanos: Nanos | undefined;
+    const asOf = ctx.req.priceAsOf;
+    if (asOf && fields.costNanos !== undefined && fields.inputTokens !== undefined) {
+      // The same usage at the real-time price of the moment the work was submitted.
+      const usage = { inputTokens: fields.inputTokens, cachedInputTokens: fields.cachedInputTokens ?? 0, outputTokens: fields.outputTokens ?? 0 };
+      scheduleSavedNanos = costOf(usage, priceAt(model, asOf).pricing) - fields.costNanos;
+      ctx.scheduleSaved += scheduleSavedNanos;
+    }
     return this.entry(ctx, model, {
+      scheduleSavedNanos,
       estimatedInputTokens: call.estimate,
       compressionSavedTokens: call.saved,
       latencyMs: Math.round(performance.now() - call.t0),
@@ -553,6 +569,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       costNanos: cost,
       savedNanos: 0n,
       cache: 'miss',
+      scheduleSavedNanos: ctx.req.priceAsOf ? ctx.scheduleSaved : undefined,
       callGroup: ctx.group,
       attempts: ctx.attempt,
       latencyMs: Math.round(performance.now() - ctx.started),

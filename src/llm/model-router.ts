@@ -5,6 +5,7 @@ import { GatewayError, GatewayTarget } from './gateway-types';
 import type { LlmModels } from './llm-models';
 import { worstCaseCost } from './pricing';
 import { estimatePromptTokens } from './tokens';
+import { planWork, WorkPlan } from './work-planner';
 import type { ChatMessage } from './types';
 
 /** A configured model this close to retirement is warned about at start and on /health. */
@@ -88,6 +89,19 @@ export class ModelRouter {
       if (!best || tokens > best.tokens) best = { tokens, tokenizer: model.tokenizer, model: model.key };
     }
     return best;
+  }
+
+  /**
+   * When work due by `dueBy` should run (see planWork): priced on the first model the call would go
+   * to, for this prompt's admission bound. Null when no model could take it.
+   */
+  plan(target: GatewayTarget, messages: ChatMessage[], maxTokens: number, dueBy: Date, timing: { batchTurnaroundMs: number; marginMs: number }): WorkPlan | null {
+    for (const model of this.candidates(target)) {
+      const b = this.bound(model, messages, maxTokens);
+      if (!b.fits) continue;
+      return planWork({ model, now: this.clock.now(), dueBy, inputTokens: b.estimate, outputTokens: b.maxTokens, ...timing });
+    }
+    return null;
   }
 
   /** The admission bound of a prompt on a model: its token estimate, the output allowance, and whether both fit. */

@@ -781,6 +781,12 @@ export interface components {
             passMark?: number | null;
             /** @description the length the task asks for (characters for Chinese, words for English); default the rubric's */
             expectedLength?: components["schemas"]["ExpectedLengthDto"] | null;
+            /**
+             * Format: date-time
+             * @description when the class set must be graded by (ISO 8601, with its offset). Its essays are then graded where it costs least and still in time: now, through the provider's Batch API, or in a cheaper off-peak window; each grade says what that saved. Null or absent: graded at once, as always
+             * @example 2026-12-03T08:00:00+08:00
+             */
+            dueBy?: string | null;
             /** @example 九年级上学期 第三单元作文 */
             title: string;
             /**
@@ -809,6 +815,12 @@ export interface components {
             passMark?: number | null;
             /** @description the length the task asks for (characters for Chinese, words for English); default the rubric's */
             expectedLength?: components["schemas"]["ExpectedLengthDto"] | null;
+            /**
+             * Format: date-time
+             * @description when the class set must be graded by (ISO 8601, with its offset). Its essays are then graded where it costs least and still in time: now, through the provider's Batch API, or in a cheaper off-peak window; each grade says what that saved. Null or absent: graded at once, as always
+             * @example 2026-12-03T08:00:00+08:00
+             */
+            dueBy?: string | null;
         };
         SubmitEssayDto: {
             /** @description the essay, as written (up to 20,000 characters) */
@@ -845,6 +857,13 @@ export interface components {
             language?: "zh" | "en";
             /** @description up to 200 essays */
             essays: components["schemas"]["BatchEssayDto"][];
+        };
+        OrderDeepReviewDto: {
+            /**
+             * @description when the deep review is needed by: an ISO 8601 date-time with its offset, or "tomorrow_morning" (08:00 tomorrow in the tenant's time zone). It then runs where it costs least and still in time (real time now, the provider's Batch API when its whole turnaround fits, or a cheaper off-peak window). Absent: through the Batch API, within its turnaround, as before
+             * @example tomorrow_morning
+             */
+            dueBy?: string;
         };
         DimensionOverrideDto: {
             key: string;
@@ -949,6 +968,8 @@ export interface components {
         };
         Assignment: {
             createdAt: string;
+            /** @description the class set is graded by then, where it costs least (off-peak scheduling); null: at once */
+            dueBy: string | null;
             /** @description a low-confidence standard grade: left alone, flagged for review, or graded again on the deep tier */
             escalate: components["schemas"]["Escalation"];
             /** @description the length the task asks for; null: the rubric's */
@@ -994,6 +1015,8 @@ export interface components {
                 [key: string]: number;
             };
             createdAt: string;
+            /** @description the class set is graded by then, where it costs least (off-peak scheduling); null: at once */
+            dueBy: string | null;
             /** @description a low-confidence standard grade: left alone, flagged for review, or graded again on the deep tier */
             escalate: components["schemas"]["Escalation"];
             /** @description the length the task asks for; null: the rubric's */
@@ -1043,6 +1066,8 @@ export interface components {
                 total: number;
             };
             createdAt: string;
+            /** @description the class set is graded by then, where it costs least (off-peak scheduling); null: at once */
+            dueBy: string | null;
             /** @description a low-confidence standard grade: left alone, flagged for review, or graded again on the deep tier */
             escalate: components["schemas"]["Escalation"];
             /** @description the length the task asks for; null: the rubric's */
@@ -1192,6 +1217,7 @@ export interface components {
                 orderId: string;
                 price: string;
                 refundReason: string | null;
+                schedule: components["schemas"]["WorkSchedule"] | null;
                 status: string;
             } | null;
             failure: {
@@ -1214,6 +1240,8 @@ export interface components {
                 key: string;
                 version: number;
             };
+            /** @description The grading's deadline (its assignment's dueBy) and the plan it runs on: now, batch, or off_peak from startAt. Null when it was not scheduled. What it saved is in grade.schedule once graded. */
+            schedule: components["schemas"]["WorkSchedule"] | null;
             similarTo: {
                 essayId: string;
                 similarity: number;
@@ -1233,6 +1261,13 @@ export interface components {
             }[];
             rawScore: number;
             version: number;
+        };
+        /** @description How scheduled work ran (off-peak scheduling): its deadline, the plan (now, batch, off_peak) and what its provider calls cost less than the same usage at the real-time price of the moment it was submitted (CNY, decimal string; "0.00" for a cache hit or an offline grade). */
+        GradeSchedule: {
+            dueBy: string;
+            /** @enum {string} */
+            mode: "now" | "batch" | "off_peak";
+            saved: string;
         };
         /** @description GET/PUT /v1/grading/settings */
         GradingSettingsView: {
@@ -1280,6 +1315,17 @@ export interface components {
                 reportedInput: number | null;
                 reportedOutput: number | null;
             };
+        };
+        /** @description The plan a scheduled job runs on (see planWork): kept on the job, shown with the essay or order. Amounts are decimal CNY strings. */
+        JobPlan: {
+            /** @description when the job was first planned (as good as submitted): its work is compared with real time then */
+            firstPlannedAt: string;
+            /** @enum {string} */
+            mode: "now" | "batch" | "off_peak";
+            model: string;
+            plannedAt: string;
+            startAt: string;
+            window: string | null;
         };
         /** @enum {string} */
         Language: "zh" | "en";
@@ -1372,6 +1418,8 @@ export interface components {
         OrderView: {
             createdAt: string;
             deliveredAt: string | null;
+            /** @description when the review is needed by (it runs where it costs least and still in time); null: within the Batch API's turnaround */
+            dueBy: string | null;
             essayId: string;
             orderId: string;
             paidAt: string | null;
@@ -1466,6 +1514,8 @@ export interface components {
                 key: string;
                 version: number;
             };
+            /** @description work with a deadline: how it ran and what that saved against real time when it was submitted */
+            schedule?: components["schemas"]["GradeSchedule"];
             score: number;
             /** @enum {string} */
             source: "model" | "offline" | "reused" | "teacher";
@@ -1537,6 +1587,11 @@ export interface components {
          * @enum {string}
          */
         WhenExhausted: "offline" | "reject";
+        /** @description Work with a deadline: when it is due and the plan it runs on (null until a worker has planned it). */
+        WorkSchedule: {
+            dueBy: string;
+            plan: components["schemas"]["JobPlan"] | null;
+        };
     };
     responses: never;
     parameters: never;
@@ -2264,7 +2319,11 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["OrderDeepReviewDto"];
+            };
+        };
         responses: {
             /** @description Accepted */
             202: {

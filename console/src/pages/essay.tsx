@@ -222,7 +222,7 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
       ) : (
         essay.status !== 'queued' &&
         essay.status !== 'grading' && (
-          <button type="button" disabled={action.busy} onClick={() => action.run(async () => (await ok(api.POST('/v1/essays/{id}/deep-review', { params: { path: { id: essay.id } } })), onChanged()))}>
+          <button type="button" disabled={action.busy} onClick={() => action.run(async () => (await ok(api.POST('/v1/essays/{id}/deep-review', { params: { path: { id: essay.id } }, body: {} })), onChanged()))}>
             {t('orderDeepReview')}
           </button>
         )

@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { IsIn, IsNumber, IsOptional, IsString, Length, Max, Min, ValidateNested } from 'class-validator';
+import { IsIn, IsISO8601, IsNumber, IsOptional, IsString, Length, Max, Min, ValidateNested } from 'class-validator';
 import { ExpectedLengthDto } from './rubric.dto';
 
 export const ESCALATIONS = ['off', 'flag', 'deep'] as const;
@@ -25,6 +25,18 @@ export class AssignmentQualityDto {
   @ValidateNested()
   @Type(() => ExpectedLengthDto)
   expectedLength?: ExpectedLengthDto | null;
+
+  @ApiPropertyOptional({
+    type: String,
+    format: 'date-time',
+    nullable: true,
+    example: '2026-12-03T08:00:00+08:00',
+    description:
+      "when the class set must be graded by (ISO 8601, with its offset). Its essays are then graded where it costs least and still in time: now, through the provider's Batch API, or in a cheaper off-peak window; each grade says what that saved. Null or absent: graded at once, as always",
+  })
+  @IsOptional()
+  @IsISO8601({ strict: true })
+  dueBy?: string | null;
 }
 
 export class CreateAssignmentDto extends AssignmentQualityDto {

@@ -121,3 +121,17 @@ export class OverrideGradeDto {
   @Length(0, 4000)
   comment?: string;
 }
+
+/** POST /v1/essays/:id/deep-review: optional; with no body the review runs as before (through the Batch API, within a day). */
+export class OrderDeepReviewDto {
+  @ApiPropertyOptional({
+    type: String,
+    example: 'tomorrow_morning',
+    description:
+      "when the deep review is needed by: an ISO 8601 date-time with its offset, or \"tomorrow_morning\" (08:00 tomorrow in the tenant's time zone). It then runs where it costs least and still in time (real time now, the provider's Batch API when its whole turnaround fits, or a cheaper off-peak window). Absent: through the Batch API, within its turnaround, as before",
+  })
+  @IsOptional()
+  @IsString()
+  @Length(1, 64)
+  dueBy?: string;
+}

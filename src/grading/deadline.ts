@@ -1,0 +1,33 @@
+import { localParts, zonedTime } from '../common/time-zone';
+
+/**
+ * Deadlines for work that may wait (off-peak scheduling): an assignment's `dueBy`, a deep review's
+ * `dueBy` or "tomorrow_morning". A deadline is in the future and at most MAX_DEADLINE_DAYS ahead
+ * (a plan looks a week ahead at most; further deadlines simply leave more room).
+ */
+export const MAX_DEADLINE_DAYS = 60;
+/** A deep review ordered "by tomorrow morning" is due at this local time of the next day (the tenant's zone). */
+export const MORNING_MINUTE = 8 * 60;
+export const TOMORROW_MORNING = 'tomorrow_morning';
+
+/** Why `text` is not a usable deadline at `now`, or null when it is. */
+export function deadlineProblem(text: string, now: Date): string | null {
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) return 'dueBy must be an ISO 8601 date-time, e.g. 2026-12-03T08:00:00+08:00';
+  if (t <= now.getTime()) return 'dueBy must be in the future';
+  if (t > now.getTime() + MAX_DEADLINE_DAYS * 86_400_000) return `dueBy must be within ${MAX_DEADLINE_DAYS} days`;
+  return null;
+}
+
+/** 08:00 of the day after `now`, in `timeZone`. */
+export function tomorrowMorning(now: Date, timeZone: string): Date {
+  const p = localParts(now, timeZone);
+  return zonedTime(p.year, p.month, p.day + 1, timeZone, MORNING_MINUTE);
+}
+
+/** A deadline as given (ISO 8601, or "tomorrow_morning" in the tenant's zone), or why it cannot be one. */
+export function resolveDeadline(input: string, now: Date, timeZone: string): { dueBy: Date } | { problem: string } {
+  if (input === TOMORROW_MORNING) return { dueBy: tomorrowMorning(now, timeZone) };
+  const problem = deadlineProblem(input, now);
+  return problem ? { problem } : { dueBy: new Date(input) };
+}

@@ -1,0 +1,208 @@
+import { DataSource } from 'typeorm';
+import { Clock } from '../src/common/clock';
+import { parseCny } from '../src/common/money';
+import { GatewayService } from '../src/llm/gateway.service';
+import { FakeProvider } from './fake-provider/fake-provider';
+import { generateEssay } from './support/essays';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { TestApp } from './support/test-app';
+import { startAppWithFake } from './support/app-with-fake';
+import { waitFor } from './support/wait';
+import { expectBooksBalanced } from './support/books';
+
+/**
+ * Off-peak scheduling: work with a deadline runs where it costs least and still in time. The
+ * standard tier here is DeepSeek's flash model (peak Monday–Friday 09–12 and 14–18 Beijing time at
+ * double price); the deep tier is qwen3-max (half price through the Batch API, 24-hour turnaround).
+ * The app's clock is set to a Tuesday morning at peak; the database's clock cannot be moved, so
+ * "time passing" is the test moving the waiting job's run_after to now.
+ */
+const beijing = (local: string) => new Date(`${local}+08:00`);
+const TUESDAY_PEAK = beijing('2026-12-01T10:15:00');
+const LUNCH_OFF_PEAK = beijing('2026-12-01T12:00:30');
+/** qwen3-max in real time, nano-yuan per token: input, cached input, output */
+const QWEN3_MAX = { input: 2500n, cached: 500n, output: 10_000n };
+
+describe('off-peak scheduling: class sets and deep reviews with a deadline', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let f: Factory;
+  let ds: DataSource;
+  let tenant: TestTenant;
+  let teacher: string;
+  let clock: jest.SpyInstance<Date, []>;
+
+  beforeAll(async () => {
+    ({ fake, t } = await startAppWithFake({
+      LLM_STANDARD_MODELS: 'deepseek:deepseek-flash',
+      LLM_DEEP_MODELS: 'dashscope:qwen3-max',
+      LLM_BATCH_WINDOW_MS: '200',
+      LLM_BATCH_POLL_MS: '50',
+      // The providers' promise: a batch finishes within 24 hours (the plan counts on all of it).
+      LLM_BATCH_MAX_WAIT_MS: '86400000',
+      WORKER_POLL_MS: '50',
+    }));
+    f = new Factory(t.app);
+    ds = t.dataSource;
+    clock = jest.spyOn(t.app.get(Clock), 'now');
+  });
+  afterAll(async () => {
+    clock.mockRestore();
+    await t.close();
+    await fake.close();
+  });
+  beforeEach(async () => {
+    clock.mockImplementation(() => new Date(TUESDAY_PEAK));
+    fake.reset();
+    t.app.get(GatewayService).resetHealth();
+    tenant = await f.newTenant({ monthlyBudget: '100.00', timezone: 'Asia/Shanghai' });
+    teacher = (await f.newKey(tenant, 'teacher')).key;
+  });
+
+  const assignment = async (dueBy?: string | null) =>
+    (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: '第三单元', prompt: '以“那一刻”为题写一篇记叙文', rubric: 'zh-gaokao-60', dueBy }).expect(201)).body;
+  const submit = async (assignmentId: string, seeds: number[]) =>
+    (await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId, essays: seeds.map((s) => ({ text: generateEssay(s, 'zh').text })) }).expect(202)).body.ids as string[];
+  const view = async (id: string) => (await t.http.get(`/v1/essays/${id}`).set(bearer(teacher)).expect(200)).body;
+  const jobsOf = (ids: string[]) =>
+    ds.query(`SELECT essay_id, kind, status, attempts, run_after, plan FROM jobs WHERE tenant_id = $1 AND essay_id = ANY($2::uuid[]) ORDER BY created_at`, [tenant.tenantId, ids]);
+  const ledger = () =>
+    ds.query(`SELECT essay_id, purpose, batch, price_window, cost_nanos, schedule_saved_nanos, input_tokens, cached_input_tokens, output_tokens, outcome FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at`, [
+      tenant.tenantId,
+    ]);
+  const waitGraded = (ids: string[]) =>
+    waitFor(async () => (await Promise.all(ids.map(view))).every((v) => v.status === 'graded' || v.status === 'needs_review'), 20_000, 'essays graded');
+
+  it('waits for the off-peak window when the class set is due tomorrow, and says per essay what that saved', async () => {
+    const a = await assignment('2026-12-02T08:00:00+08:00');
+    expect(a.dueBy).toBe(beijing('2026-12-02T08:00:00').toISOString());
+    const ids = await submit(a.id, [11, 12]);
+
+    // A worker plans each: 10:15 is peak; the 12:00 window is half the price and well before the deadline.
+    await waitFor(async () => (await jobsOf(ids)).every((j: { plan: unknown; status: string }) => j.plan && j.status === 'queued'), 10_000, 'jobs planned');
+    for (const j of await jobsOf(ids)) {
+      expect(j.plan).toMatchObject({ mode: 'off_peak', startAt: beijing('2026-12-01T12:00:00').toISOString(), model: 'deepseek:deepseek-flash', firstPlannedAt: TUESDAY_PEAK.toISOString() });
+      expect(new Date(j.run_after).toISOString()).toBe(beijing('2026-12-01T12:00:00').toISOString());
+      expect(j.attempts).toBe(0); // waiting is not an attempt
+    }
+    const waiting = await view(ids[0]);
+    expect(waiting.status).toBe('queued');
+    expect(waiting.schedule).toMatchObject({ dueBy: a.dueBy, plan: { mode: 'off_peak', startAt: beijing('2026-12-01T12:00:00').toISOString() } });
+    expect(fake.requests).toHaveLength(0); // no provider call, nothing charged while it waits
+    expect((await ledger()).length).toBe(0);
+
+    // Lunchtime: the window is open.
+    clock.mockImplementation(() => new Date(LUNCH_OFF_PEAK));
+    await ds.query(`UPDATE jobs SET run_after = now() WHERE tenant_id = $1 AND status = 'queued'`, [tenant.tenantId]);
+    await waitGraded(ids);
+
+    const rows = await ledger();
+    expect(rows).toHaveLength(2);
+    for (const id of ids) {
+      const v = await view(id);
+      const row = rows.find((r: { essay_id: string }) => r.essay_id === id);
+      expect(row.price_window).toBeNull(); // the base (off-peak) price
+      // At peak every DeepSeek price is double: the same usage would have cost twice as much at 10:15.
+      expect(row.schedule_saved_nanos).toBe(row.cost_nanos);
+      expect(v.grade.schedule).toEqual({ dueBy: a.dueBy, mode: 'now', saved: v.grade.cost });
+      expect(parseCny(v.grade.schedule.saved)).toBe(BigInt(row.cost_nanos));
+      expect(v.schedule.plan.mode).toBe('now');
+    }
+    for (const j of await jobsOf(ids)) expect([j.status, j.attempts]).toEqual(['done', 1]);
+    await expectBooksBalanced(ds, tenant.tenantId);
+  });
+
+  it('without a deadline, grades at once as before (peak price, no schedule)', async () => {
+    const a = await assignment();
+    expect(a.dueBy).toBeNull();
+    const [id] = await submit(a.id, [13]);
+    await waitGraded([id]);
+    const v = await view(id);
+    expect(v.schedule).toBeNull();
+    expect(v.grade.schedule).toBeUndefined();
+    const [row] = await ledger();
+    expect(row.price_window).toBe('peak');
+    expect(row.schedule_saved_nanos).toBeNull();
+  });
+
+  it('never misses a deadline to save money: due before the window (less the margin) grades now, at peak', async () => {
+    const a = await assignment('2026-12-01T12:20:00+08:00'); // 12:20 − 30 min margin is before 12:00
+    const [id] = await submit(a.id, [14]);
+    await waitGraded([id]);
+    const v = await view(id);
+    expect(v.schedule.plan.mode).toBe('now');
+    expect(v.grade.schedule).toEqual({ dueBy: a.dueBy, mode: 'now', saved: '0.00' });
+    const [row] = await ledger();
+    expect(row.price_window).toBe('peak');
+  });
+
+  it('refuses a deadline in the past or too far ahead, and clears one with null', async () => {
+    const past = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: '2026-11-01T08:00:00+08:00' }).expect(400);
+    expect(past.body.error.details[0]).toEqual({ field: 'dueBy', message: 'dueBy must be in the future' });
+    await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: '2027-06-01T08:00:00+08:00' }).expect(400);
+    await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: 'tomorrow' }).expect(400);
+    const a = await assignment('2026-12-02T08:00:00+08:00');
+    const cleared = await t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ dueBy: null }).expect(200);
+    expect(cleared.body.dueBy).toBeNull();
+    const [id] = await submit(a.id, [15]);
+    await waitGraded([id]);
+    expect((await view(id)).schedule).toBeNull();
+  });
+
+  describe('deep reviews', () => {
+    const sell = () => t.http.put('/v1/billing/settings').set(bearer(tenant.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'invoice' }).expect(200);
+    const gradedEssay = async (seed: number) => {
+      const a = await assignment();
+      const [id] = await submit(a.id, [seed]);
+      await waitGraded([id]);
+      return id;
+    };
+    const waitDelivered = (id: string) => waitFor(async () => (await view(id)).deepReview?.status === 'delivered', 20_000, 'deep review delivered');
+    const deepCalls = async () => (await ledger()).filter((r: { purpose: string }) => r.purpose === 'deep_review');
+
+    it('"by tomorrow morning" runs in real time when the 24-hour batch could not finish by then', async () => {
+      await sell();
+      const id = await gradedEssay(21);
+      fake.reset();
+      const order = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: 'tomorrow_morning' }).expect(202);
+      expect(order.body.dueBy).toBe(beijing('2026-12-02T08:00:00').toISOString()); // 08:00 tomorrow, the tenant's zone
+      await waitDelivered(id);
+      expect(fake.requests.filter((r) => r.batchId)).toHaveLength(0);
+      const [call] = await deepCalls();
+      expect([call.batch, call.outcome]).toEqual([false, 'ok']);
+      const v = await view(id);
+      expect(v.deepReview.schedule.plan.mode).toBe('now');
+      expect(v.deepGrade.schedule).toEqual({ dueBy: order.body.dueBy, mode: 'now', saved: '0.00' });
+    });
+
+    it('due in three days goes through the Batch API and saves what the batch price saves', async () => {
+      await sell();
+      const id = await gradedEssay(22);
+      fake.reset();
+      const order = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: '2026-12-04T08:00:00+08:00' }).expect(202);
+      await waitDelivered(id);
+      expect(fake.requests.filter((r) => r.batchId).length).toBeGreaterThan(0);
+      const [call] = await deepCalls();
+      expect(call.batch).toBe(true);
+      const realtime =
+        BigInt(call.input_tokens - call.cached_input_tokens) * QWEN3_MAX.input + BigInt(call.cached_input_tokens) * QWEN3_MAX.cached + BigInt(call.output_tokens) * QWEN3_MAX.output;
+      expect(BigInt(call.schedule_saved_nanos)).toBe(realtime - BigInt(call.cost_nanos));
+      expect(BigInt(call.schedule_saved_nanos)).toBeGreaterThan(0n);
+      const v = await view(id);
+      expect(v.deepGrade.schedule).toMatchObject({ dueBy: order.body.dueBy, mode: 'batch' });
+      expect(parseCny(v.deepGrade.schedule.saved)).toBe(BigInt(call.schedule_saved_nanos));
+      await expectBooksBalanced(ds, tenant.tenantId);
+    });
+
+    it('refuses a deadline it cannot read, before anything is ordered', async () => {
+      await sell();
+      const id = await gradedEssay(23);
+      const bad = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: 'next week' }).expect(400);
+      expect(bad.body.error.details[0].field).toBe('dueBy');
+      expect((await view(id)).deepReview).toBeNull();
+      // No body at all: ordered as before (through the Batch API, no deadline).
+      const plain = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).expect(202);
+      expect(plain.body.dueBy).toBeNull();
+    });
+  });
+});
