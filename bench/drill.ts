@@ -2,7 +2,11 @@
  * The two-process drill: two service processes on one PostgreSQL, essays submitted to both, one
  * killed with SIGKILL in the middle of the run and started again. Afterwards every essay must be
  * graded exactly once, settled spend must be within the cap with nothing left reserved, and the
- * ledger must sum to the spend.
+ * ledger must sum to the spend. The provider's side is reconciled too: every answer the fake
+ * provider sent whole (what a provider bills) must be in the ledger, and no prompt may have been
+ * answered twice (a grading paid twice). Calls the killed process had in flight, whose answers
+ * never arrived, are counted and reported: no ledger can record what its process did not live to
+ * see, and a real provider may bill them.
  *
  *   npm run bench:drill
  */
@@ -19,6 +23,15 @@ export interface DrillResult {
   jobsDone: number;
   jobsRetriedAfterKill: number;
   doublePaidGradings: number;
+  /** the fake provider's side: requests received, answers sent whole (billed), prompts answered twice */
+  provider: { requests: number; answered: number; answeredAgain: number };
+  /** ledger rows of calls a provider answered (ok or invalid output), and of every provider call */
+  ledgerAnswered: number;
+  ledgerProviderCalls: number;
+  /** answers the provider sent that the ledger does not have (must be 0) */
+  unrecordedAnswers: number;
+  /** requests the provider received that the ledger never recorded: calls in flight when a process was killed */
+  callsLostInFlight: number;
   capCny: string;
   spentCny: string;
   withinCap: boolean;
@@ -84,6 +97,11 @@ export async function runDrill(): Promise<DrillResult> {
     const [dbl] = (
       await db.query(`SELECT count(*)::int AS n FROM (SELECT essay_id FROM llm_calls WHERE outcome = 'ok' AND cache_status = 'miss' GROUP BY essay_id, purpose HAVING count(*) > 1) x`)
     ).rows;
+    const fakeSide = await json<{ count: number; answered: number; answeredAgain: number }>(`${fake.url}/_fake/requests`);
+    const [calls] = (
+      await db.query(`SELECT count(*) FILTER (WHERE outcome IN ('ok', 'invalid_output'))::int AS answered, count(*)::int AS provider_calls
+                        FROM llm_calls WHERE provider IS NOT NULL AND cache_status = 'miss' AND outcome <> 'budget_exhausted'`)
+    ).rows;
     const [books] = (
       await db.query(`SELECT spent_nanos::text AS spent, reserved_nanos::text AS reserved, cap_nanos::text AS cap,
                              (SELECT coalesce(sum(cost_nanos), 0) FROM llm_calls)::text AS ledger FROM budget_periods`)
@@ -97,7 +115,12 @@ export async function runDrill(): Promise<DrillResult> {
       notGraded: s.not_graded,
       jobsDone: j.done,
       jobsRetriedAfterKill: j.retried,
-      doublePaidGradings: dbl.n,
+      doublePaidGradings: dbl.n + fakeSide.answeredAgain,
+      provider: { requests: fakeSide.count, answered: fakeSide.answered, answeredAgain: fakeSide.answeredAgain },
+      ledgerAnswered: calls.answered,
+      ledgerProviderCalls: calls.provider_calls,
+      unrecordedAnswers: fakeSide.answered - calls.answered,
+      callsLostInFlight: fakeSide.count - calls.provider_calls,
       capCny,
       spentCny: (Number(books.spent) / 1e9).toFixed(6),
       withinCap,
@@ -108,7 +131,14 @@ export async function runDrill(): Promise<DrillResult> {
     };
     // A grading paid for twice fails the drill, like a lost essay or an overspend.
     result.passed =
-      result.graded === essays && result.notGraded === 0 && result.jobsDone === essays && result.doublePaidGradings === 0 && withinCap && books.reserved === '0' && result.ledgerEqualsSpend;
+      result.graded === essays &&
+      result.notGraded === 0 &&
+      result.jobsDone === essays &&
+      result.doublePaidGradings === 0 &&
+      result.unrecordedAnswers === 0 &&
+      withinCap &&
+      books.reserved === '0' &&
+      result.ledgerEqualsSpend;
     return result;
   } finally {
     await db.end();

@@ -236,3 +236,19 @@ describe('prefix caching', () => {
     expect((await chat('deepseek', messages, {}, 'Bearer key-a')).usage.prompt_cache_hit_tokens).toBe(0);
   });
 });
+
+describe('what it would bill', () => {
+  it('counts the answers it sent whole, and the prompts answered more than once (a call paid twice)', async () => {
+    const once: Msg[] = [{ role: 'user', content: 'Grade essay A' }];
+    const twice: Msg[] = [{ role: 'user', content: 'Grade essay B' }];
+    await chat('deepseek', once);
+    await chat('deepseek', twice);
+    await chat('dashscope', twice);
+    // Refused (401): not billed.
+    expect((await post('deepseek', { model: MODEL.deepseek, messages: once }, { auth: null })).status).toBe(401);
+    const listed = (await (await fetch(`${fake.url}/_fake/requests`)).json()) as Json;
+    expect(listed).toMatchObject({ count: 4, answered: 3, answeredAgain: 1 });
+    fake.reset();
+    expect(((await (await fetch(`${fake.url}/_fake/requests`)).json()) as Json).answered).toBe(0);
+  });
+});

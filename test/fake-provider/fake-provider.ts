@@ -72,7 +72,8 @@ export type {
  * - `POST /_fake/batch-latency` `{ms}`
  * - `POST /_fake/batch-failure` `{dialect, outcome: 'failed' | 'expired'}`
  * - `POST /_fake/reset`
- * - `GET /_fake/requests` → `{count, requests}` (count since reset; the last 100, without bodies or
+ * - `GET /_fake/requests` → `{count, answered, answeredAgain, requests}` (count since reset; real-time
+ *   answers sent whole with 200, and prompts answered more than once; the last 100, without bodies or
  *   headers; batch lines with their `batchId`)
  * - `GET /_fake/health` → `{status: 'ok', url, baseUrls}`
  */

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 /**
  * The fake provider's HTTP server: listening and closing, routing (chat routes, the Batch API, the
  * `/_fake/*` control endpoints), request recording and the settings behind the public
@@ -18,6 +19,9 @@ import type { BatchFailure, BatchObject, FakeProvider, RecordedRequest, Responde
 export class FakeProviderServer implements FakeProvider {
   url = '';
   readonly requests: RecordedRequest[] = [];
+  /** real-time chat answers sent whole with status 200 (billed), and how often each prompt was answered */
+  private answered = 0;
+  private readonly answeredPrompts = new Map<string, number>();
   private received = 0;
   private readonly sleeper = new Sleeper();
   private readonly completions: Completions;
@@ -104,6 +108,8 @@ export class FakeProviderServer implements FakeProvider {
   reset(): void {
     this.requests.length = 0;
     this.received = 0;
+    this.answered = 0;
+    this.answeredPrompts.clear();
     this.completions.reset(this.initialLatencyMs);
     this.batchApi.reset();
   }
@@ -150,7 +156,16 @@ export class FakeProviderServer implements FakeProvider {
     this.record({ dialect, path, model: body.model, body, headers: { ...req.headers }, at: Date.now() });
 
     const call = makeCall(dialect, body, valid, req.headers.authorization ?? '');
-    return this.delivery.deliver(req, res, call, await this.completions.answer(call, 'http'));
+    await this.delivery.deliver(req, res, call, await this.completions.answer(call, 'http'));
+    // What a real provider bills: an answer it finished sending, whether or not the caller lived to read it.
+    if (res.statusCode === 200 && res.writableFinished) this.tally(body);
+  }
+
+  /** Counts a billed answer, and how often the same prompt has been answered (a call paid twice). */
+  private tally(body: { messages?: unknown }): void {
+    this.answered++;
+    const key = createHash('sha256').update(JSON.stringify(body.messages ?? null)).digest('base64');
+    this.answeredPrompts.set(key, (this.answeredPrompts.get(key) ?? 0) + 1);
   }
 
   private record(r: RecordedRequest): void {
@@ -189,7 +204,9 @@ export class FakeProviderServer implements FakeProvider {
           at: r.at,
           ...(r.batchId === undefined ? {} : { batchId: r.batchId }),
         }));
-        return sendJson(res, 200, { count: this.received, requests });
+        let answeredAgain = 0;
+        for (const n of this.answeredPrompts.values()) if (n > 1) answeredAgain++;
+        return sendJson(res, 200, { count: this.received, answered: this.answered, answeredAgain, requests });
       }
       return sendJson(res, 404, { error: { message: `Not found: ${route}` } });
     }
