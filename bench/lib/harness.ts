@@ -227,7 +227,7 @@ export function runMain<T extends object>(file: string, fn: () => Promise<T>, pa
   fn()
     .then((r) => {
       console.log(JSON.stringify(r, null, 2));
-      writeResult(file, { at: new Date().toISOString(), ...r });
+      writeResult(file, { at: new Date().toISOString(), commit: commit(), ...r });
       if (!passed(r)) process.exit(1);
     })
     .catch((err) => {

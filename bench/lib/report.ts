@@ -2,15 +2,17 @@ import { renderFairness } from './report-fairness';
 import { renderHostile } from './report-hostile';
 import { renderInjection } from './report-injection';
 import { renderQuality } from './report-quality';
+import { caseHeadline, renderCaseStudy } from './report-case-study';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { renderLedger, renderPeers } from './report-growth';
 
-/** The results of the benchmarks run on their own (bench:ledger, bench:peers), added to `results` when there are any. */
+/** The results of the benchmarks run on their own (bench:ledger, bench:peers, and the latest bench:case-study and bench:drill), laid over `results`. */
 export function withSeparateRuns(results: any, root: string): any {
-  for (const name of ['ledger', 'peers']) {
-    const file = path.join(root, `bench/results/${name}.json`);
-    if (fs.existsSync(file)) results[name] = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const separate: Array<[string, string]> = [['ledger', 'ledger'], ['peers', 'peers'], ['case-study', 'caseStudy'], ['drill', 'drill']];
+  for (const [file, key] of separate) {
+    const at = path.join(root, `bench/results/${file}.json`);
+    if (fs.existsSync(at)) results[key] = JSON.parse(fs.readFileSync(at, 'utf8'));
   }
   return results;
 }
@@ -19,10 +21,6 @@ export function withSeparateRuns(results: any, root: string): any {
  */
 export function renderBenchmarks(r: any): string {
   const cs = r.caseStudy;
-  const a = cs.inkstone;
-  const n = cs.naive;
-  const b = cs.tightCap;
-  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
   return `# Benchmarks
 
 Written by \`npm run bench\` (\`bench/run-all.ts\`) from its results in \`bench/results/latest.json\`;
@@ -40,45 +38,7 @@ timed assertions in tests.
 The service (the build, as \`npm start\` runs it), PostgreSQL, the fake provider and the load
 generator share the two cores, so these are floors, not ceilings.
 
-## The reference case (\`npm run bench:case-study\`)
-
-A month of an essay service with 20,000 users, about 10 essays each, sent through the HTTP API
-(\`bench/case-study.ts\`): ${pct(cs.traffic.exactRepeats / cs.essaysSubmitted)} exact repeats,
-${pct(cs.traffic.resubmissionsWithEdits / cs.essaysSubmitted)} resubmissions with a word or two
-changed, ${pct(cs.traffic.chinese / cs.essaysSubmitted)} Chinese (600–1,000 characters) and the rest
-English (250–400 words), ${pct(cs.traffic.deepReviewsBought / cs.essaysSubmitted)} deep reviews
-bought (invoice mode). **Scale ${cs.scale}**: ${cs.users} users, ${cs.essaysSubmitted} essays; costs
-are given as measured and scaled back to the full month (× ${Math.round(1 / cs.scale)}). Time is
-compressed: the month runs in minutes. Prices are the built-in catalog's; the fake provider counts
-tokens with o200k and prices DashScope's implicit prefix cache (cached input from 1,024 tokens, in
-64-token units). Inkstone: standard tier \`${cs.models.standard}\`, deep tier \`${cs.models.deep}\`, exact cache,
-compact prompts with a stable prefix, resubmissions by the same student reusing the earlier grade,
-deep reviews written by the premium model on top of the standard grade and sent through the
-provider's Batch API at its batch price (half). The naive pipeline:
-every grading (each essay, and each deep review) one call to \`${cs.models.naive}\` with the
-uncompressed prompt (the raw essay first, then the instructions and the pretty-printed rubric), no
-cache, no reuse — sent to the same fake provider.
-
-| | Inkstone | naive pipeline |
-|---|---|---|
-| gradings delivered | ${a.gradings.total} (${a.gradings.standard} standard, ${a.gradings.deep} deep, ${a.gradings.offline} offline) + ${a.gradings.reused} reused | ${n.gradings} |
-| **cost per grading** (all model cost ÷ all gradings) | **${a.costPerGrading} CNY** | ${n.costPerGrading} CNY |
-| cost per standard grading | ${a.costPerStandardGrading} CNY | ${n.costPerStandardGrading} CNY |
-| cost per deep review | ${a.costPerDeepReview} CNY | ${n.costPerDeepReview} CNY |
-| monthly cost, full scale | ${a.monthlyCostFullScale} CNY | ${n.monthlyCostFullScale} CNY |
-| cache hit rate (of model gradings) | ${a.cacheHitRate} | 0 |
-| saved by the cache / compression / routing / batching (measured) | ${a.savedByCache} / ${a.savedByCompression} / ${a.savedByRouting} / ${a.savedByBatch} CNY | — |
-| budget peak (spent + reserved ÷ cap ${a.capCny} CNY) | ${a.budgetPeakUtilization} | — |
-| overspend / lost essays / ledger = spend | ${a.overspend} / ${a.lostEssays} / ${a.ledgerEqualsSpend} | — |
-
-**costRatioVsNaive = ${cs.costRatioVsNaive}** (cost per grading ÷ the naive pipeline's): ${pct(1 - cs.costRatioVsNaive)} less.
-By part: standard gradings at ${pct(cs.standardGradingRatioVsNaive)} of naive, deep reviews at ${pct(cs.deepReviewRatioVsNaive)}.
-
-**Run B — the cap lowered** (${cs.capNote}): cap ${b.capCny} CNY at this scale. Spent ${b.spent} CNY,
-overspend **${b.overspend}**, budget peak ${b.budgetPeakUtilization}; ${b.gradings.offline} essays graded by the
-offline grader after exhaustion; of ${b.deepReviews.ordered} deep reviews ordered, ${b.deepReviews.refusedAtOrder} refused at
-ordering (402) and ${b.deepReviews.refunded} refunded, ${b.deepReviews.delivered} delivered; lost essays **${b.lostEssays}**; ledger = spend: ${b.ledgerEqualsSpend}.
-${cs.escalation ? renderEscalation(cs.escalation) : ''}${movedSincePrevious(r)}
+${renderCaseStudy(cs)}${cs.escalation ? renderEscalation(cs.escalation) : ''}${movedSincePrevious(r)}
 ## Submissions accepted per second (\`npm run bench:submissions\`)
 
 API-only service (\`WORKERS_ENABLED=false\`), autocannon, ${r.submissions.single.durationS} s per case; every accepted essay is
@@ -122,7 +82,13 @@ after ${r.drill.killedAfterSeconds} s and started again; the cap (${r.drill.capC
 | graded | not graded | jobs done | retried after the kill | paid twice | spent ≤ cap | reserved after | ledger = spend | passed |
 |---|---|---|---|---|---|---|---|---|
 | ${r.drill.graded} | ${r.drill.notGraded} | ${r.drill.jobsDone} | ${r.drill.jobsRetriedAfterKill} | ${r.drill.doublePaidGradings} | ${r.drill.withinCap} (${r.drill.spentCny}) | ${r.drill.reservedAfter} | ${r.drill.ledgerEqualsSpend} | **${r.drill.passed}** |
-
+${r.drill.provider ? `
+The provider's side, reconciled with the ledger: the fake provider received ${r.drill.provider.requests} requests and sent
+${r.drill.provider.answered} answers whole (what a provider bills); the ledger holds ${r.drill.ledgerAnswered} answered calls
+(${r.drill.unrecordedAnswers} answers missing from it) and ${r.drill.ledgerProviderCalls} provider calls in all; prompts answered
+twice: ${r.drill.provider.answeredAgain} (counted in "paid twice"). ${r.drill.callsLostInFlight} requests were in flight in the killed process
+and never answered to it: no ledger can record what its process did not live to see; a real provider may bill them.
+` : ''}
 ${r.fairness ? renderFairness(r.fairness) : ''}
 ${r.hostile ? renderHostile(r.hostile) : ''}
 ${r.injection ? renderInjection(r.injection) : ''}
@@ -143,20 +109,18 @@ const TOKEN_MARGIN =
 
 /** How the reference case moved since the run before this one (kept in latest.json as \`previous\`). */
 function movedSincePrevious(r: any): string {
-  const p = r.previous?.caseStudy;
-  if (!p) return '';
-  const cs = r.caseStudy;
+  const before = caseHeadline(r.previous?.caseStudy);
+  const after = caseHeadline(r.caseStudy);
+  if (!before || !after) return '';
   const row = (what: string, before: string | number, after: string | number) => `| ${what} | ${before} | ${after} |`;
   return `
 **Since the previous run** (commit \`${r.previous.commit}\`, ${r.previous.date}):
 
 | | before | now |
 |---|---|---|
-${row('models (standard / deep / naive)', `\`${p.models.standard}\` / \`${p.models.deep}\` / \`${p.models.naive}\``, `\`${cs.models.standard}\` / \`${cs.models.deep}\` / \`${cs.models.naive}\``)}
-${row('cost per grading, Inkstone', `${p.inkstone.costPerGrading} CNY`, `${cs.inkstone.costPerGrading} CNY`)}
-${row('cost per grading, naive', `${p.naive.costPerGrading} CNY`, `${cs.naive.costPerGrading} CNY`)}
-${row('monthly cost at full scale, Inkstone', `${p.inkstone.monthlyCostFullScale} CNY`, `${cs.inkstone.monthlyCostFullScale} CNY`)}
-${row('costRatioVsNaive', p.costRatioVsNaive, cs.costRatioVsNaive)}
+${row('cost per grading, Inkstone (headline run)', `${before!.costPerGrading} CNY`, `${after!.costPerGrading} CNY`)}
+${row('cost per grading, naive', `${before!.naive} CNY`, `${after!.naive} CNY`)}
+${row('costRatioVsNaive', before!.ratio, after!.ratio)}
 ${speedRows(r, row)}
 ${r.previous.note ? `\n${r.previous.note}\n` : ''}`;
 }
