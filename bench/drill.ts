@@ -4,9 +4,9 @@
  * graded exactly once, settled spend must be within the cap with nothing left reserved, and the
  * ledger must sum to the spend. The provider's side is reconciled too: every answer the fake
  * provider sent whole (what a provider bills) must be in the ledger, and no prompt may have been
- * answered twice (a grading paid twice). Calls the killed process had in flight, whose answers
- * never arrived, are counted and reported: no ledger can record what its process did not live to
- * see, and a real provider may bill them.
+ * answered twice (a grading paid twice), and every request the provider received must have its
+ * ledger row: a call the killed process had in flight is charged by the sweeper at its worst case
+ * (outcome lost_in_flight), since the provider may have billed it.
  *
  *   npm run bench:drill
  */
@@ -25,13 +25,14 @@ export interface DrillResult {
   doublePaidGradings: number;
   /** the fake provider's side: requests received, answers sent whole (billed), prompts answered twice */
   provider: { requests: number; answered: number; answeredAgain: number };
-  /** ledger rows of calls a provider answered (ok or invalid output), and of every provider call */
+  /** ledger rows: calls a provider answered (ok or invalid output), calls lost in flight (charged at their worst case), every provider call */
   ledgerAnswered: number;
+  ledgerLostInFlight: number;
   ledgerProviderCalls: number;
-  /** answers the provider sent that the ledger does not have (must be 0) */
+  /** answers the provider sent that the ledger has no row for, answered or lost (must be 0) */
   unrecordedAnswers: number;
-  /** requests the provider received that the ledger never recorded: calls in flight when a process was killed */
-  callsLostInFlight: number;
+  /** requests the provider received that have no ledger row (must be 0) */
+  requestsWithoutLedgerRow: number;
   capCny: string;
   spentCny: string;
   withinCap: boolean;
@@ -99,7 +100,8 @@ export async function runDrill(): Promise<DrillResult> {
     ).rows;
     const fakeSide = await json<{ count: number; answered: number; answeredAgain: number }>(`${fake.url}/_fake/requests`);
     const [calls] = (
-      await db.query(`SELECT count(*) FILTER (WHERE outcome IN ('ok', 'invalid_output'))::int AS answered, count(*)::int AS provider_calls
+      await db.query(`SELECT count(*) FILTER (WHERE outcome IN ('ok', 'invalid_output'))::int AS answered, count(*) FILTER (WHERE outcome = 'lost_in_flight')::int AS lost,
+                             count(*)::int AS provider_calls
                         FROM llm_calls WHERE provider IS NOT NULL AND cache_status = 'miss' AND outcome <> 'budget_exhausted'`)
     ).rows;
     const [books] = (
@@ -118,9 +120,10 @@ export async function runDrill(): Promise<DrillResult> {
       doublePaidGradings: dbl.n + fakeSide.answeredAgain,
       provider: { requests: fakeSide.count, answered: fakeSide.answered, answeredAgain: fakeSide.answeredAgain },
       ledgerAnswered: calls.answered,
+      ledgerLostInFlight: calls.lost,
       ledgerProviderCalls: calls.provider_calls,
-      unrecordedAnswers: fakeSide.answered - calls.answered,
-      callsLostInFlight: fakeSide.count - calls.provider_calls,
+      unrecordedAnswers: Math.max(0, fakeSide.answered - calls.answered - calls.lost),
+      requestsWithoutLedgerRow: Math.max(0, fakeSide.count - calls.provider_calls),
       capCny,
       spentCny: (Number(books.spent) / 1e9).toFixed(6),
       withinCap,
@@ -136,6 +139,7 @@ export async function runDrill(): Promise<DrillResult> {
       result.jobsDone === essays &&
       result.doublePaidGradings === 0 &&
       result.unrecordedAnswers === 0 &&
+      result.requestsWithoutLedgerRow === 0 &&
       withinCap &&
       books.reserved === '0' &&
       result.ledgerEqualsSpend;

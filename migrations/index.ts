@@ -19,6 +19,7 @@ import { LedgerDaily1766200000000 } from './1766200000000-LedgerDaily';
 import { TenantKeys1766300000000 } from './1766300000000-TenantKeys';
 import { BudgetLeases1766400000000 } from './1766400000000-BudgetLeases';
 import { Scheduling1766500000000 } from './1766500000000-Scheduling';
+import { LostCalls1766600000000 } from './1766600000000-LostCalls';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -47,4 +48,5 @@ export const MIGRATIONS = [
   TenantKeys1766300000000,
   BudgetLeases1766400000000,
   Scheduling1766500000000,
+  LostCalls1766600000000,
 ];

@@ -84,10 +84,12 @@ after ${r.drill.killedAfterSeconds} s and started again; the cap (${r.drill.capC
 | ${r.drill.graded} | ${r.drill.notGraded} | ${r.drill.jobsDone} | ${r.drill.jobsRetriedAfterKill} | ${r.drill.doublePaidGradings} | ${r.drill.withinCap} (${r.drill.spentCny}) | ${r.drill.reservedAfter} | ${r.drill.ledgerEqualsSpend} | **${r.drill.passed}** |
 ${r.drill.provider ? `
 The provider's side, reconciled with the ledger: the fake provider received ${r.drill.provider.requests} requests and sent
-${r.drill.provider.answered} answers whole (what a provider bills); the ledger holds ${r.drill.ledgerAnswered} answered calls
-(${r.drill.unrecordedAnswers} answers missing from it) and ${r.drill.ledgerProviderCalls} provider calls in all; prompts answered
-twice: ${r.drill.provider.answeredAgain} (counted in "paid twice"). ${r.drill.callsLostInFlight} requests were in flight in the killed process
-and never answered to it: no ledger can record what its process did not live to see; a real provider may bill them.
+${r.drill.provider.answered} answers whole (what a provider bills). The ledger holds ${r.drill.ledgerProviderCalls} provider calls: ${r.drill.ledgerAnswered} answered,
+${r.drill.ledgerLostInFlight} lost in flight with the killed process (charged by the sweeper at the most they could cost, since the
+provider may have billed them), the rest failed; requests without a ledger row: ${r.drill.requestsWithoutLedgerRow}; answers without one:
+${r.drill.unrecordedAnswers}. Prompts the provider answered twice: ${r.drill.provider.answeredAgain} (counted in "paid twice": a call answered
+to a process that died before it could record the answer is made again by the job's retry, and no provider
+takes an idempotency key that would let the retry fetch the first answer instead).
 ` : ''}
 ${r.fairness ? renderFairness(r.fairness) : ''}
 ${r.hostile ? renderHostile(r.hostile) : ''}

@@ -49,6 +49,42 @@ export interface Lease {
   holder: string;
 }
 
+/**
+ * The call a reservation holds budget for, as its ledger row will name it: if its process dies
+ * before settling, the sweeper charges the reservation and writes this row (outcome lost_in_flight).
+ */
+export interface ReservedCall {
+  requestId?: string;
+  callGroup: string;
+  attempt: number;
+  apiKeyId?: string;
+  essayId?: string;
+  purpose: string;
+  tier?: string;
+  provider?: string;
+  model?: string;
+  estimatedInputTokens?: number;
+  batch?: boolean;
+}
+
+/** A reserved call as the reservation's `call` column keeps it (the ledger's column names). */
+function callJson(c: ReservedCall | undefined): string | null {
+  if (!c) return null;
+  return JSON.stringify({
+    request_id: c.requestId ?? null,
+    call_group: c.callGroup,
+    attempt: c.attempt,
+    api_key_id: c.apiKeyId ?? null,
+    essay_id: c.essayId ?? null,
+    purpose: c.purpose,
+    tier: c.tier ?? null,
+    provider: c.provider ?? null,
+    model: c.model ?? null,
+    estimated_input_tokens: c.estimatedInputTokens ?? null,
+    batch: c.batch ?? false,
+  });
+}
+
 /** How long an answered guard is kept for retries before it is swept (the answer is personal data). */
 const GUARD_RETENTION_MS = 3 * 86_400_000;
 
@@ -144,15 +180,15 @@ export class BooksRepository {
    * Holds `amount` against the period's cap: the conditional UPDATE and the reservation row happen
    * together or not at all, and not while the tenant's admission is paused. False: nothing held.
    */
-  async reserve(tenantId: string, period: string, id: string, amount: Nanos, ttlMs: number): Promise<boolean> {
+  async reserve(tenantId: string, period: string, id: string, amount: Nanos, ttlMs: number, call?: ReservedCall): Promise<boolean> {
     const rows = await tenantQuery(
       this.ds.manager,
       tenantId,
       `WITH held AS (${holdSql()})
-       INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
-       SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000) FROM held
+       INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at, call)
+       SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000), $6::jsonb FROM held
        RETURNING id`,
-      [period, amount.toString(), id, ttlMs],
+      [period, amount.toString(), id, ttlMs, callJson(call)],
     );
     return rows.length > 0;
   }
@@ -164,7 +200,7 @@ export class BooksRepository {
   async reserveGuarded(
     tenantId: string,
     period: string,
-    r: { id: string; amount: Nanos; ttlMs: number; key: string; token: string; inFlightMs: number; lease?: Lease },
+    r: { id: string; amount: Nanos; ttlMs: number; key: string; token: string; inFlightMs: number; lease?: Lease; call?: ReservedCall },
   ): Promise<boolean> {
     const rows = await tenantQuery(
       this.ds.manager,
@@ -178,10 +214,10 @@ export class BooksRepository {
           WHERE call_guards.state = 'in_flight' AND call_guards.expires_at < now()
          RETURNING 1),
        held AS (${holdSql('EXISTS (SELECT 1 FROM guard)')})
-       INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
-       SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000) FROM held
+       INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at, call)
+       SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000), $11::jsonb FROM held
        RETURNING id`,
-      [period, r.amount.toString(), r.id, r.ttlMs, r.lease?.jobId ?? null, r.lease?.holder ?? null, r.key, r.token, r.inFlightMs],
+      [period, r.amount.toString(), r.id, r.ttlMs, r.lease?.jobId ?? null, r.lease?.holder ?? null, r.key, r.token, r.inFlightMs, callJson(r.call)],
     );
     return rows.length > 0;
   }
@@ -256,6 +292,7 @@ export class BooksRepository {
     const cost = `${col('cost_nanos')}::bigint`;
     const period = col('period');
     const rowValues = LEDGER_COLUMNS.map((c) => (c === 'cost_nanos' ? '(SELECT charged FROM amount)' : col(c))).join(', ');
+    const reservation = `${next(s.reservationId)}::uuid`;
 
     let guardSql = '';
     if (s.guard && s.answer) {
@@ -277,16 +314,20 @@ export class BooksRepository {
                 ${col('provider')}, ${col('model')}, ${col('call_group')}::uuid, ${next(i?.estimatedInputTokens ?? null)}::int, ${next(i?.reportedInputTokens ?? null)}::int,
                 ${next(i?.maxOutputTokens ?? null)}::int, ${next(i?.reportedOutputTokens ?? null)}::int,
                 coalesce((SELECT sum(amount_nanos) FROM released), 0), ${cost}, a.charged, ${cost} - a.charged, ${next(!!i)}::boolean
-           FROM amount a WHERE ${next(!!i)}::boolean OR ${cost} > a.charged
+           FROM amount a WHERE ${next(!!i)}::boolean OR (${cost} > a.charged AND NOT EXISTS (SELECT 1 FROM lost))
          RETURNING 1)`;
     const [after] = await tenantQuery<{ spent: string; cap: string; charged: string; incident: number }>(
       m,
       tenantId,
       `WITH released AS (
-         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${next(s.reservationId)} RETURNING amount_nanos),
+         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${reservation} RETURNING amount_nanos),
+       lost AS (
+         SELECT 1 FROM llm_calls WHERE tenant_id = $1 AND id = ${reservation} AND outcome = 'lost_in_flight' AND NOT EXISTS (SELECT 1 FROM released)),
        amount AS (
-         SELECT least(${cost},
-                      greatest(0, p.cap_nanos - p.spent_nanos - (p.reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0)))) AS charged
+         -- A call the sweeper already charged at its worst case (its process looked dead): nothing more.
+         SELECT CASE WHEN EXISTS (SELECT 1 FROM lost) THEN 0
+                     ELSE least(${cost},
+                                greatest(0, p.cap_nanos - p.spent_nanos - (p.reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0)))) END AS charged
            FROM budget_periods p WHERE p.tenant_id = $1 AND p.period = ${period}),
        moved AS (
          UPDATE budget_periods
@@ -408,16 +449,34 @@ export class BooksRepository {
     await this.ds.query(`UPDATE budget_leases SET expires_at = now() + make_interval(secs => $2::double precision / 1000) WHERE instance_id = $1`, [instanceId, ttlMs]);
   }
 
-  /** Returns expired reservations (left by a process that died mid-call) to their budgets; sweeps old guards. */
+  /**
+   * Ends expired reservations, left by a process that died mid-call: a reservation for a provider
+   * call is charged (the worst case it held: the provider may have answered, and billed, a process
+   * that did not live to record it) with its ledger row, outcome lost_in_flight, in the same
+   * statement; any other is returned to its budget. Sweeps old guards.
+   */
   async sweep(): Promise<number> {
     // Maintenance across tenants: it touches only reservations past their expiry.
     const rows: Array<{ n: string }> = await this.ds.query(
       `WITH expired AS (
-         DELETE FROM budget_reservations WHERE expires_at < now() RETURNING tenant_id, period, amount_nanos),
-       totals AS (SELECT tenant_id, period, sum(amount_nanos) AS amount, count(*) AS n FROM expired GROUP BY 1, 2),
+         DELETE FROM budget_reservations WHERE expires_at < now() RETURNING id, tenant_id, period, amount_nanos, call, created_at),
+       totals AS (SELECT tenant_id, period, sum(amount_nanos) AS amount, coalesce(sum(amount_nanos) FILTER (WHERE call IS NOT NULL), 0) AS lost, count(*) AS n
+                    FROM expired GROUP BY 1, 2),
        upd AS (
-         UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - t.amount, updated_at = now()
-           FROM totals t WHERE p.tenant_id = t.tenant_id AND p.period = t.period RETURNING t.n)
+         UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - t.amount, spent_nanos = p.spent_nanos + t.lost, updated_at = now()
+           FROM totals t WHERE p.tenant_id = t.tenant_id AND p.period = t.period RETURNING t.n),
+       ledger AS (
+         INSERT INTO llm_calls (tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier, provider, model,
+                                cache_status, outcome, error_reason, input_tokens, cached_input_tokens, output_tokens, estimated_input_tokens,
+                                usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed, batch)
+         SELECT e.tenant_id, e.id, e.period, c.request_id, c.call_group, c.attempt, c.api_key_id, c.essay_id, c.purpose, c.tier, c.provider, c.model,
+                'miss', 'lost_in_flight', 'the process making the call stopped before recording its answer; charged at the most it could cost',
+                0, 0, 0, c.estimated_input_tokens, 'none', e.amount_nanos, 0, 0,
+                least(extract(epoch FROM now() - e.created_at) * 1000, 2147483647)::int, false, coalesce(c.batch, false)
+           FROM expired e
+           CROSS JOIN LATERAL jsonb_to_record(e.call) AS c(request_id text, call_group uuid, attempt int, api_key_id uuid, essay_id uuid, purpose text,
+                                                          tier text, provider text, model text, estimated_input_tokens int, batch boolean)
+          WHERE e.call IS NOT NULL)
        SELECT coalesce(sum(n), 0)::text AS n FROM upd`,
     );
     // Leases of instances that stopped renewing them (dead): what they held goes back.

@@ -10,7 +10,7 @@ import { AppConfig, CONFIG } from '../config/app-config';
 import { ClusterBus } from '../db/cluster-bus';
 import { AlertsService } from './alerts.service';
 import { TenantsRepository } from '../tenancy/tenants.repository';
-import { BooksRepository, GuardedAnswer, TokenIncident } from './books.repository';
+import { BooksRepository, GuardedAnswer, ReservedCall, TokenIncident } from './books.repository';
 import type { LedgerEntry } from './ledger.service';
 import { BudgetView, forecast, IncidentView, incidentView, ratio, WhenExhausted } from './budget-view';
 import { BudgetLeases } from './budget-leases';
@@ -46,7 +46,7 @@ export interface CallGuard {
   inFlightMs: number;
 }
 
-export type { GuardedAnswer, TokenIncident } from './books.repository';
+export type { GuardedAnswer, ReservedCall, TokenIncident } from './books.repository';
 
 export interface SettleOptions {
   /** a guarded call's answer, kept for retries */
@@ -162,7 +162,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
    * Holds `amount` against the tenant's cap, or returns null when it does not fit (or the tenant's
    * admission is paused).
    */
-  async reserve(tenantId: string, amount: Nanos, ttlMs = this.config.llm.reservationTtlMs): Promise<Reservation | null> {
+  async reserve(tenantId: string, amount: Nanos, ttlMs = this.config.llm.reservationTtlMs, call?: ReservedCall): Promise<Reservation | null> {
     if (amount < 0n) throw new RangeError('a reservation cannot be negative');
     const period = await this.currentPeriod(tenantId);
     const id = randomUUID();
@@ -172,7 +172,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       // reserve this call exactly, as without leases.
       await this.leases.release(tenantId, period);
     }
-    if (await this.books.reserve(tenantId, period, id, amount, ttlMs)) return { id, tenantId, period, amount };
+    if (await this.books.reserve(tenantId, period, id, amount, ttlMs, call)) return { id, tenantId, period, amount };
     await this.refused(tenantId, period);
     return null;
   }
@@ -182,12 +182,12 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
    * guard (only with the lease held, and only if no answer exists and no other call is in flight)
    * and reserves the budget; when nothing was reserved, a second look says why.
    */
-  async reserveGuarded(tenantId: string, amount: Nanos, guard: CallGuard, ttlMs = this.config.llm.reservationTtlMs): Promise<GuardedReservation> {
+  async reserveGuarded(tenantId: string, amount: Nanos, guard: CallGuard, ttlMs = this.config.llm.reservationTtlMs, call?: ReservedCall): Promise<GuardedReservation> {
     if (amount < 0n) throw new RangeError('a reservation cannot be negative');
     const period = await this.currentPeriod(tenantId);
     const id = randomUUID();
     const token = randomUUID();
-    if (await this.books.reserveGuarded(tenantId, period, { id, amount, ttlMs, key: guard.key, token, inFlightMs: guard.inFlightMs, lease: guard.lease })) {
+    if (await this.books.reserveGuarded(tenantId, period, { id, amount, ttlMs, key: guard.key, token, inFlightMs: guard.inFlightMs, lease: guard.lease, call })) {
       return { kind: 'reserved', reservation: { id, tenantId, period, amount, guard: { key: guard.key, token } } };
     }
     // Nothing reserved: why?

@@ -4,7 +4,7 @@
 // breakers (provider-health.ts), types (gateway-types.ts, gateway-call.ts).
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import { BudgetService, GuardedAnswer, Reservation, SettleOptions } from '../billing/budget.service';
+import { BudgetService, GuardedAnswer, Reservation, ReservedCall, SettleOptions } from '../billing/budget.service';
 import { LedgerEntry } from '../billing/ledger.service';
 import { Clock } from '../common/clock';
 import { Nanos } from '../common/money';
@@ -377,6 +377,20 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       stream: false,
     };
     const amount = worstCaseCost(estimate, maxTokens, pricing);
+    // The call, as its ledger row would name it if this process died before settling it.
+    const call: ReservedCall = {
+      requestId: r.requestId,
+      callGroup: ctx.group,
+      attempt: ctx.attempt + 1,
+      apiKeyId: r.apiKeyId,
+      essayId: r.essayId,
+      purpose: r.purpose,
+      tier: 'tier' in r.target ? r.target.tier : undefined,
+      provider: model.provider,
+      model: model.id,
+      estimatedInputTokens: estimate,
+      batch,
+    };
     let reservation: Reservation | null;
     if (r.once) {
       const llm = this.config.llm;
@@ -385,6 +399,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         amount,
         { key: guardKey(r.once.scope, model, batch, params), lease: r.once.lease, inFlightMs: (ttlMs ?? llm.totalTimeoutMs) + 5_000 },
         ttlMs,
+        call,
       );
       if (guarded.kind === 'answered') return { kind: 'replay', answer: guarded.answer };
       if (guarded.kind === 'lease_lost') throw new GatewayError('LEASE_LOST', 'the job was taken over by another worker: no provider call is made for it here', ctx.tried);
@@ -393,7 +408,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       }
       reservation = guarded.kind === 'reserved' ? guarded.reservation : null;
     } else {
-      reservation = await this.budget.reserve(r.tenantId, amount, ttlMs);
+      reservation = await this.budget.reserve(r.tenantId, amount, ttlMs, call);
     }
     if (!reservation) {
       ctx.budgetRefused = true;
