@@ -5,8 +5,8 @@
  * ledger must sum to the spend. The provider's side is reconciled too: every answer the fake
  * provider sent whole (what a provider bills) must be in the ledger, and no prompt may have been
  * answered twice (a grading paid twice), and every request the provider received must have its
- * ledger row: a call the killed process had in flight is charged by the sweeper at its worst case
- * (outcome lost_in_flight), since the provider may have billed it.
+ * ledger row: a call the killed process had in flight is recorded by the sweeper (outcome
+ * lost_in_flight, an incident the platform absorbs; the tenant is not charged for it).
  *
  *   npm run bench:drill
  */
@@ -25,7 +25,7 @@ export interface DrillResult {
   doublePaidGradings: number;
   /** the fake provider's side: requests received, answers sent whole (billed), prompts answered twice */
   provider: { requests: number; answered: number; answeredAgain: number };
-  /** ledger rows: calls a provider answered (ok or invalid output), calls lost in flight (charged at their worst case), every provider call */
+  /** ledger rows: calls a provider answered (ok or invalid output), calls lost in flight (recorded by the sweeper), every provider call */
   ledgerAnswered: number;
   ledgerLostInFlight: number;
   ledgerProviderCalls: number;

@@ -224,10 +224,12 @@ export function writeResult(file: string, result: unknown): void {
 
 /** The entry point of one benchmark script: run it, print and save its result, exit 1 on failure. */
 export function runMain<T extends object>(file: string, fn: () => Promise<T>, passed: (r: T) => boolean = () => true): void {
+  // The commit the run started from (and built), not whatever HEAD is when it ends.
+  const startedAt = commit();
   fn()
     .then((r) => {
       console.log(JSON.stringify(r, null, 2));
-      writeResult(file, { at: new Date().toISOString(), commit: commit(), ...r });
+      writeResult(file, { at: new Date().toISOString(), commit: startedAt, ...r });
       if (!passed(r)) process.exit(1);
     })
     .catch((err) => {

@@ -85,8 +85,8 @@ after ${r.drill.killedAfterSeconds} s and started again; the cap (${r.drill.capC
 ${r.drill.provider ? `
 The provider's side, reconciled with the ledger: the fake provider received ${r.drill.provider.requests} requests and sent
 ${r.drill.provider.answered} answers whole (what a provider bills). The ledger holds ${r.drill.ledgerProviderCalls} provider calls: ${r.drill.ledgerAnswered} answered,
-${r.drill.ledgerLostInFlight} lost in flight with the killed process (charged by the sweeper at the most they could cost, since the
-provider may have billed them), the rest failed; requests without a ledger row: ${r.drill.requestsWithoutLedgerRow}; answers without one:
+${r.drill.ledgerLostInFlight} lost in flight with the killed process (recorded by the sweeper, with incidents whose worst case the
+platform absorbs: the provider may have billed them; the tenant is not charged for them), the rest failed; requests without a ledger row: ${r.drill.requestsWithoutLedgerRow}; answers without one:
 ${r.drill.unrecordedAnswers}. Prompts the provider answered twice: ${r.drill.provider.answeredAgain} (counted in "paid twice": a call answered
 to a process that died before it could record the answer is made again by the job's retry, and no provider
 takes an idempotency key that would let the retry fetch the first answer instead).

@@ -51,7 +51,7 @@ export interface Lease {
 
 /**
  * The call a reservation holds budget for, as its ledger row will name it: if its process dies
- * before settling, the sweeper charges the reservation and writes this row (outcome lost_in_flight).
+ * before settling, the sweeper writes this row (outcome lost_in_flight) and an incident.
  */
 export interface ReservedCall {
   requestId?: string;
@@ -64,6 +64,7 @@ export interface ReservedCall {
   provider?: string;
   model?: string;
   estimatedInputTokens?: number;
+  maxOutputTokens?: number;
   batch?: boolean;
 }
 
@@ -81,6 +82,7 @@ function callJson(c: ReservedCall | undefined): string | null {
     provider: c.provider ?? null,
     model: c.model ?? null,
     estimated_input_tokens: c.estimatedInputTokens ?? null,
+    max_output_tokens: c.maxOutputTokens ?? null,
     batch: c.batch ?? false,
   });
 }
@@ -292,7 +294,6 @@ export class BooksRepository {
     const cost = `${col('cost_nanos')}::bigint`;
     const period = col('period');
     const rowValues = LEDGER_COLUMNS.map((c) => (c === 'cost_nanos' ? '(SELECT charged FROM amount)' : col(c))).join(', ');
-    const reservation = `${next(s.reservationId)}::uuid`;
 
     let guardSql = '';
     if (s.guard && s.answer) {
@@ -314,20 +315,16 @@ export class BooksRepository {
                 ${col('provider')}, ${col('model')}, ${col('call_group')}::uuid, ${next(i?.estimatedInputTokens ?? null)}::int, ${next(i?.reportedInputTokens ?? null)}::int,
                 ${next(i?.maxOutputTokens ?? null)}::int, ${next(i?.reportedOutputTokens ?? null)}::int,
                 coalesce((SELECT sum(amount_nanos) FROM released), 0), ${cost}, a.charged, ${cost} - a.charged, ${next(!!i)}::boolean
-           FROM amount a WHERE ${next(!!i)}::boolean OR (${cost} > a.charged AND NOT EXISTS (SELECT 1 FROM lost))
+           FROM amount a WHERE ${next(!!i)}::boolean OR ${cost} > a.charged
          RETURNING 1)`;
     const [after] = await tenantQuery<{ spent: string; cap: string; charged: string; incident: number }>(
       m,
       tenantId,
       `WITH released AS (
-         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${reservation} RETURNING amount_nanos),
-       lost AS (
-         SELECT 1 FROM llm_calls WHERE tenant_id = $1 AND id = ${reservation} AND outcome = 'lost_in_flight' AND NOT EXISTS (SELECT 1 FROM released)),
+         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${next(s.reservationId)} RETURNING amount_nanos),
        amount AS (
-         -- A call the sweeper already charged at its worst case (its process looked dead): nothing more.
-         SELECT CASE WHEN EXISTS (SELECT 1 FROM lost) THEN 0
-                     ELSE least(${cost},
-                                greatest(0, p.cap_nanos - p.spent_nanos - (p.reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0)))) END AS charged
+         SELECT least(${cost},
+                      greatest(0, p.cap_nanos - p.spent_nanos - (p.reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0)))) AS charged
            FROM budget_periods p WHERE p.tenant_id = $1 AND p.period = ${period}),
        moved AS (
          UPDATE budget_periods
@@ -450,33 +447,43 @@ export class BooksRepository {
   }
 
   /**
-   * Ends expired reservations, left by a process that died mid-call: a reservation for a provider
-   * call is charged (the worst case it held: the provider may have answered, and billed, a process
-   * that did not live to record it) with its ledger row, outcome lost_in_flight, in the same
-   * statement; any other is returned to its budget. Sweeps old guards.
+   * Returns expired reservations, left by a process that died mid-call, to their budgets: the
+   * tenant is not charged for the platform's crash (the job's retry is its one charge). A provider
+   * may still have answered, and billed, the call the dead process never recorded: in the same
+   * statement each such call gets its ledger row (costing the tenant nothing, outcome
+   * lost_in_flight) and an incident of kind lost_in_flight whose excess, the most it could have
+   * cost, the platform absorbs. Sweeps old guards.
    */
   async sweep(): Promise<number> {
     // Maintenance across tenants: it touches only reservations past their expiry.
     const rows: Array<{ n: string }> = await this.ds.query(
       `WITH expired AS (
          DELETE FROM budget_reservations WHERE expires_at < now() RETURNING id, tenant_id, period, amount_nanos, call, created_at),
-       totals AS (SELECT tenant_id, period, sum(amount_nanos) AS amount, coalesce(sum(amount_nanos) FILTER (WHERE call IS NOT NULL), 0) AS lost, count(*) AS n
-                    FROM expired GROUP BY 1, 2),
+       totals AS (SELECT tenant_id, period, sum(amount_nanos) AS amount, count(*) AS n FROM expired GROUP BY 1, 2),
        upd AS (
-         UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - t.amount, spent_nanos = p.spent_nanos + t.lost, updated_at = now()
+         UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - t.amount, updated_at = now()
            FROM totals t WHERE p.tenant_id = t.tenant_id AND p.period = t.period RETURNING t.n),
+       lost AS (
+         SELECT e.id, e.tenant_id, e.period, e.amount_nanos, e.created_at, c.*
+           FROM expired e
+           CROSS JOIN LATERAL jsonb_to_record(e.call) AS c(request_id text, call_group uuid, attempt int, api_key_id uuid, essay_id uuid, purpose text,
+                                                          tier text, provider text, model text, estimated_input_tokens int, max_output_tokens int, batch boolean)
+          WHERE e.call IS NOT NULL),
+       incident AS (
+         INSERT INTO budget_incidents (tenant_id, id, period, kind, provider, model, call_group, estimated_input_tokens, max_output_tokens,
+                                       reserved_nanos, cost_nanos, charged_nanos, excess_nanos, pauses_admission)
+         SELECT tenant_id, gen_random_uuid(), period, 'lost_in_flight', provider, model, call_group, estimated_input_tokens, max_output_tokens,
+                amount_nanos, amount_nanos, 0, amount_nanos, false
+           FROM lost),
        ledger AS (
          INSERT INTO llm_calls (tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier, provider, model,
                                 cache_status, outcome, error_reason, input_tokens, cached_input_tokens, output_tokens, estimated_input_tokens,
                                 usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed, batch)
-         SELECT e.tenant_id, e.id, e.period, c.request_id, c.call_group, c.attempt, c.api_key_id, c.essay_id, c.purpose, c.tier, c.provider, c.model,
-                'miss', 'lost_in_flight', 'the process making the call stopped before recording its answer; charged at the most it could cost',
-                0, 0, 0, c.estimated_input_tokens, 'none', e.amount_nanos, 0, 0,
-                least(extract(epoch FROM now() - e.created_at) * 1000, 2147483647)::int, false, coalesce(c.batch, false)
-           FROM expired e
-           CROSS JOIN LATERAL jsonb_to_record(e.call) AS c(request_id text, call_group uuid, attempt int, api_key_id uuid, essay_id uuid, purpose text,
-                                                          tier text, provider text, model text, estimated_input_tokens int, batch boolean)
-          WHERE e.call IS NOT NULL)
+         SELECT tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier, provider, model,
+                'miss', 'lost_in_flight', 'the process making the call stopped before recording it; the platform absorbs what the provider billed',
+                0, 0, 0, estimated_input_tokens, 'none', 0, 0, 0,
+                least(extract(epoch FROM now() - created_at) * 1000, 2147483647)::int, false, coalesce(batch, false)
+           FROM lost)
        SELECT coalesce(sum(n), 0)::text AS n FROM upd`,
     );
     // Leases of instances that stopped renewing them (dead): what they held goes back.

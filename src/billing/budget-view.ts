@@ -24,7 +24,8 @@ export interface BudgetView {
 
 export interface IncidentView {
   id: string;
-  kind: 'tokens_over_bound' | 'over_reservation';
+  /** lost_in_flight: a call whose process died before recording it (the provider may have billed it; the tenant is not charged) */
+  kind: 'tokens_over_bound' | 'over_reservation' | 'lost_in_flight';
   createdAt: string;
   provider: string | null;
   model: string | null;

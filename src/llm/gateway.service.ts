@@ -389,6 +389,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       provider: model.provider,
       model: model.id,
       estimatedInputTokens: estimate,
+      maxOutputTokens: maxTokens,
       batch,
     };
     let reservation: Reservation | null;

@@ -1304,8 +1304,11 @@ export interface components {
             /** @description what the provider billed beyond what was charged to the tenant (absorbed by the platform) */
             excess: string;
             id: string;
-            /** @enum {string} */
-            kind: "tokens_over_bound" | "over_reservation";
+            /**
+             * @description lost_in_flight: a call whose process died before recording it (the provider may have billed it; the tenant is not charged)
+             * @enum {string}
+             */
+            kind: "tokens_over_bound" | "over_reservation" | "lost_in_flight";
             model: string | null;
             pausesAdmission: boolean;
             provider: string | null;
