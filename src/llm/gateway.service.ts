@@ -93,6 +93,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   async onApplicationShutdown(): Promise<void> {
     if (this.purgeTimer) clearInterval(this.purgeTimer);
     await this.batches.close();
+    await this.cache.drain();
     await this.client.close();
   }
 

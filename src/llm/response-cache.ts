@@ -7,6 +7,7 @@ import { compactJson } from './compression';
 import type { Usage } from './types';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { MemoryCache } from './memory-cache';
+import { KeyedBatcher } from '../common/keyed-batcher';
 
 export interface CachedAnswer {
   content: string;
@@ -30,13 +31,17 @@ export interface CachedAnswer {
  * instance served or stored lately without a round trip; it is filled on a database hit and on a
  * store, emptied of a key on delete. A hit from memory is not counted in llm_cache.hits (the ledger
  * counts every hit). Two instances may hold different answers for one key for a while (both valid
- * answers to the same request) when one stores after the other read.
+ * answers to the same request) when one stores after the other read. The lookups (and the stores)
+ * of one tenant made at the same moment go to the database as one statement.
  */
 @Injectable()
 export class ResponseCache {
   private readonly logger = new Logger(ResponseCache.name);
 
   private readonly memory: MemoryCache<CachedAnswer>;
+  /** lookups and stores of one tenant at one moment go to the database together (KeyedBatcher) */
+  private readonly lookups = new KeyedBatcher<string, { answer: CachedAnswer; expiresAt: number } | null>((tenantId, keys) => this.lookupMany(tenantId, keys));
+  private readonly writes = new KeyedBatcher<{ key: string; answer: CachedAnswer; ttlSeconds: number }, void>((tenantId, items) => this.writeMany(tenantId, items));
 
   constructor(
     private readonly ds: DataSource,
@@ -57,56 +62,84 @@ export class ResponseCache {
   async get(tenantId: string, key: string): Promise<CachedAnswer | null> {
     const held = this.memory.get(tenantId, key);
     if (held) return held;
+    const found = await this.lookups.submit(tenantId, key);
+    if (!found) return null;
+    this.memory.set(tenantId, key, found.answer, ResponseCache.bytes(found.answer), found.expiresAt - Date.now());
+    return found.answer;
+  }
+
+  /** Stores an answer; answered once its row is written (with the others stored at the same moment). */
+  async put(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number): Promise<void> {
+    await this.writes.submit(tenantId, { key, answer, ttlSeconds });
+    this.memory.set(tenantId, key, answer, ResponseCache.bytes(answer), ttlSeconds * 1000);
+  }
+
+  /** The tenant's lookups of one moment, in one statement (each found row counts a hit). */
+  private async lookupMany(tenantId: string, keys: string[]): Promise<Array<{ answer: CachedAnswer; expiresAt: number } | null>> {
     const rows = await tenantQuery<Record<string, string | number | Date>>(
       this.ds.manager,
       tenantId,
       `UPDATE llm_cache SET hits = hits + 1
-        WHERE tenant_id = $1 AND cache_key = $2 AND expires_at > now()
-        RETURNING content, provider, model, finish_reason, input_tokens, cached_input_tokens, output_tokens, cost_nanos, repaired, expires_at`,
-      [key],
+        WHERE tenant_id = $1 AND cache_key = ANY($2::text[]) AND expires_at > now()
+        RETURNING cache_key, content, provider, model, finish_reason, input_tokens, cached_input_tokens, output_tokens, cost_nanos, repaired, expires_at`,
+      [[...new Set(keys)]],
     );
-    const r = rows[0];
-    if (!r) return null;
-    const answer: CachedAnswer = {
-      content: String(r.content),
-      provider: String(r.provider),
-      model: String(r.model),
-      finishReason: String(r.finish_reason),
-      usage: { inputTokens: Number(r.input_tokens), cachedInputTokens: Number(r.cached_input_tokens), outputTokens: Number(r.output_tokens) },
-      costNanos: BigInt(r.cost_nanos as string),
-      repaired: (r.repaired as unknown) === true,
-    };
-    this.memory.set(tenantId, key, answer, ResponseCache.bytes(answer), (r.expires_at as Date).getTime() - Date.now());
-    return answer;
+    const byKey = new Map(
+      rows.map((r) => [
+        String(r.cache_key),
+        {
+          answer: {
+            content: String(r.content),
+            provider: String(r.provider),
+            model: String(r.model),
+            finishReason: String(r.finish_reason),
+            usage: { inputTokens: Number(r.input_tokens), cachedInputTokens: Number(r.cached_input_tokens), outputTokens: Number(r.output_tokens) },
+            costNanos: BigInt(r.cost_nanos as string),
+            repaired: (r.repaired as unknown) === true,
+          } satisfies CachedAnswer,
+          expiresAt: (r.expires_at as Date).getTime(),
+        },
+      ]),
+    );
+    return keys.map((k) => byKey.get(k) ?? null);
   }
 
-  async put(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number): Promise<void> {
+  /** The tenant's answers stored at one moment, in one statement (the last one of a key wins). */
+  private async writeMany(tenantId: string, items: Array<{ key: string; answer: CachedAnswer; ttlSeconds: number }>): Promise<void[]> {
+    const rows = [...new Map(items.map((i) => [i.key, i])).values()];
     await tenantQuery(
       this.ds.manager,
       tenantId,
       `INSERT INTO llm_cache (tenant_id, cache_key, content, provider, model, finish_reason, input_tokens, cached_input_tokens,
                               output_tokens, cost_nanos, expires_at, repaired)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11), $12)
+       SELECT $1, t.k, t.content, t.provider, t.model, t.finish, t.input, t.cached, t.output, t.cost, now() + make_interval(secs => t.ttl), t.repaired
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::int[], $10::bigint[], $11::double precision[], $12::boolean[])
+              AS t(k, content, provider, model, finish, input, cached, output, cost, ttl, repaired)
        ON CONFLICT (tenant_id, cache_key) DO UPDATE
          SET content = EXCLUDED.content, provider = EXCLUDED.provider, model = EXCLUDED.model,
              finish_reason = EXCLUDED.finish_reason, input_tokens = EXCLUDED.input_tokens,
              cached_input_tokens = EXCLUDED.cached_input_tokens, output_tokens = EXCLUDED.output_tokens,
              cost_nanos = EXCLUDED.cost_nanos, created_at = now(), expires_at = EXCLUDED.expires_at, hits = 0, repaired = EXCLUDED.repaired`,
       [
-        key,
-        answer.content,
-        answer.provider,
-        answer.model,
-        answer.finishReason,
-        answer.usage.inputTokens,
-        answer.usage.cachedInputTokens,
-        answer.usage.outputTokens,
-        answer.costNanos.toString(),
-        ttlSeconds,
-        answer.repaired === true,
+        rows.map((r) => r.key),
+        rows.map((r) => r.answer.content),
+        rows.map((r) => r.answer.provider),
+        rows.map((r) => r.answer.model),
+        rows.map((r) => r.answer.finishReason),
+        rows.map((r) => r.answer.usage.inputTokens),
+        rows.map((r) => r.answer.usage.cachedInputTokens),
+        rows.map((r) => r.answer.usage.outputTokens),
+        rows.map((r) => r.answer.costNanos.toString()),
+        rows.map((r) => r.ttlSeconds),
+        rows.map((r) => r.answer.repaired === true),
       ],
     );
-    this.memory.set(tenantId, key, answer, ResponseCache.bytes(answer), ttlSeconds * 1000);
+    return items.map(() => undefined);
+  }
+
+  /** Waits for the stores under way (shutdown). */
+  drain(): Promise<void> {
+    return this.writes.drain();
   }
 
   async delete(tenantId: string, key: string): Promise<void> {
