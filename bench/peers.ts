@@ -59,7 +59,7 @@ function row(r: autocannon.Result): Row {
  * `durationS` of POSTs, each with its own prompt when `unique` (a counter in the message); with
  * `keys`, each request from the next tenant's key in turn (requests spread over every tenant).
  */
-function load(url: string, headers: Record<string, string>, model: string, durationS: number, unique: boolean, keys?: string[]): Promise<autocannon.Result> {
+function load(url: string, headers: Record<string, string>, model: string, durationS: number, unique: boolean, keys?: string[], amount?: number): Promise<autocannon.Result> {
   let n = 0;
   // A prompt never sent before (not in an earlier run either, so no run is answered from the cache).
   const run = randomUUID().slice(0, 8);
@@ -68,7 +68,7 @@ function load(url: string, headers: Record<string, string>, model: string, durat
     url,
     method: 'POST',
     connections: CONNECTIONS,
-    duration: durationS,
+    ...(amount ? { amount } : { duration: durationS }),
     headers: { 'content-type': 'application/json', ...headers },
     body: body(0),
     requests: [
@@ -128,6 +128,7 @@ async function main(): Promise<PeersResult> {
     // Growth: the same miss path with every request from the next of MANY tenants (each its own
     // budget period, leases, cache and limits), after one warm-up pass so each tenant is known.
     const many = Number(process.env.PEERS_TENANTS ?? 10_000);
+    // (The first tenant's key is the one the runs above used; these are the others.)
     const keys: string[] = [];
     for (let i = 0; i < many; i += 20) {
       keys.push(
@@ -138,8 +139,9 @@ async function main(): Promise<PeersResult> {
         )),
       );
     }
-    const spread = () => load(`${service.url}/v1/chat/completions`, {}, 'inkstone-standard', durationS, true, keys);
-    await spread();
+    const spread = (amount?: number) => load(`${service.url}/v1/chat/completions`, {}, 'inkstone-standard', durationS, true, keys, amount);
+    // The warm-up pass: one request from every tenant (each has its budget period, settings and lease).
+    await spread(keys.length);
     const mt = row(await spread());
     const version = JSON.parse(fs.readFileSync('node_modules/@portkey-ai/gateway/package.json', 'utf8')).version as string;
     const inkstoneAddedP99Ms = m.p99Ms - d.p99Ms;

@@ -229,6 +229,11 @@ export class BudgetLeases {
     for (const l of this.leases.values()) if (l.tenantId === tenantId) l.revoked = true;
   }
 
+  /** revoke() for every tenant (the bus reconnected: a pause or a new cap may have been missed). */
+  revokeAll(): void {
+    for (const l of this.leases.values()) l.revoked = true;
+  }
+
   private async giveBack(l: Lease): Promise<void> {
     const amount = l.available;
     if (amount <= 0n) return;

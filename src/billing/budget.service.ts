@@ -70,7 +70,8 @@ export interface BudgetSettings {
   alertWebhookUrl: string | null;
 }
 
-const SETTINGS_TTL_MS = 5_000;
+/** A change is announced on the bus (and everything is dropped when the bus reconnects): held a minute. */
+const SETTINGS_TTL_MS = 60_000;
 /** How long PUT /v1/budget waits for DNS when it checks an alert URL's host. */
 const URL_CHECK_DNS_MS = 2_000;
 
@@ -84,8 +85,8 @@ const URL_CHECK_DNS_MS = 2_000;
 @Injectable()
 export class BudgetService implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly logger = new Logger(BudgetService.name);
-  private readonly settingsCache = new TtlCache<string, BudgetSettings>(SETTINGS_TTL_MS);
-  private readonly remainingCache = new TtlCache<string, Nanos>(1_000);
+  private readonly settingsCache = new TtlCache<string, BudgetSettings>(SETTINGS_TTL_MS, 100_000);
+  private readonly remainingCache = new TtlCache<string, Nanos>(1_000, 100_000);
   /** periods whose row exists: bounded (a forgotten one is only checked again) */
   private readonly knownPeriods = new TtlCache<string, true>(86_400_000, 50_000);
   private sweepTimer?: NodeJS.Timeout;
@@ -103,7 +104,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     private readonly bus: ClusterBus,
   ) {
     this.leases = config.llm.budgetLeases
-      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushMs: 2, flushRows: 64, idleMs: 10_000 }, (entry) =>
+      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushMs: 2, flushRows: 64, idleMs: 60_000 }, (entry) =>
           // As a settlement whose reservation is gone: charged within the cap, any excess an incident.
           this.books.settle(this.ds.manager, { reservationId: randomUUID(), cost: entry.costNanos, entry: { ...entry, tenantId: entry.tenantId } }).then((s) => {
             if (!s) throw new Error('the budget period is missing');
@@ -117,6 +118,12 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       this.settingsCache.delete(tenantId);
       this.remainingCache.delete(tenantId);
       this.leases?.revoke(tenantId);
+    });
+    // Back after the bus was down: a change may have been missed.
+    bus.on('resync', () => {
+      this.settingsCache.clear();
+      this.remainingCache.clear();
+      this.leases?.revokeAll();
     });
   }
 

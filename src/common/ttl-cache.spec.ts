@@ -103,3 +103,18 @@ describe('TtlCache', () => {
     expect(cache.size).toBe(0);
   });
 });
+
+describe('TtlCache.clear', () => {
+  it('drops every entry, and a value loaded before it is not stored after it', async () => {
+    const cache = new TtlCache<string, number>(60_000);
+    cache.set('a', 1);
+    cache.set('b', 2);
+    let finish: (n: number) => void = () => undefined;
+    const loading = cache.getOrLoad('c', () => new Promise<number>((r) => (finish = r)));
+    cache.clear();
+    expect([cache.get('a'), cache.get('b'), cache.size]).toEqual([undefined, undefined, 0]);
+    finish(3);
+    expect(await loading).toBe(3);
+    expect(cache.get('c')).toBeUndefined();
+  });
+});

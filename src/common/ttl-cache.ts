@@ -67,6 +67,12 @@ export class TtlCache<K, V> {
     for (const [key, entry] of this.entries) if (matches(entry.value)) this.entries.delete(key);
   }
 
+  /** Drops everything (the cluster bus reconnected: invalidations may have been missed). */
+  clear(): void {
+    this.invalidations++;
+    this.entries.clear();
+  }
+
   get size(): number {
     return this.entries.size;
   }

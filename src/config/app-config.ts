@@ -142,7 +142,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     http: readHttpTimeouts(e),
     defaultMonthlyBudget: readCny(e, 'DEFAULT_MONTHLY_BUDGET', '100.00'),
     defaultTimezone: e.timezone('DEFAULT_TIMEZONE', 'Asia/Shanghai'),
-    authCacheTtlMs: e.int('AUTH_CACHE_TTL_MS', { min: 0, max: 300_000, default: 5_000 }),
+    authCacheTtlMs: e.int('AUTH_CACHE_TTL_MS', { min: 0, max: 300_000, default: 60_000 }),
     llm: loadLlmConfig(e, env),
     limits: {
       requestsPerSecondPerKey: e.int('LIMIT_REQUESTS_PER_SECOND_PER_KEY', { min: 1, max: 1_000_000, default: 20 }),

@@ -110,6 +110,20 @@ function poolOf(manager: EntityManager): PgPool | null {
   return pool && typeof pool.query === 'function' ? pool : null;
 }
 
+/**
+ * One statement for rows of many tenants at once (a group commit of the same moment's cache
+ * lookups): `$1` is a uuid[] with each row's tenant, paired by position with the other arrays, and
+ * the statement must match every row on that tenant (`unnest($1::uuid[], …)` joined on tenant_id).
+ * Each row stays its own tenant's: nothing is read or written by key alone.
+ */
+export async function perRowTenantQuery<R = Record<string, unknown>>(manager: EntityManager, tenantIds: string[], sql: string, params: unknown[] = []): Promise<R[]> {
+  for (const id of tenantIds) assertTenantId(id, 'a per-row tenant query');
+  if (!/unnest\(\s*\$1::uuid\[\]/.test(sql) || !/tenant_id/.test(sql)) throw new MissingTenantError('SQL that does not pair each row with its tenant ($1::uuid[])');
+  const pool = manager.queryRunner ? null : poolOf(manager);
+  if (pool) return (await pool.query(sql, [tenantIds, ...params])).rows as R[];
+  return rowsOf<R>(await manager.query(sql, [tenantIds, ...params]));
+}
+
 /** One tenant's statement, checked as tenantQuery checks it, to run later (runAtomically). */
 export interface TenantStatement {
   readonly sql: string;

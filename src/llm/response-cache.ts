@@ -2,12 +2,15 @@ import { createHash } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { Nanos } from '../common/money';
-import { tenantQuery } from '../db/tenant-scope';
+import { assertTenantId, perRowTenantQuery, tenantQuery } from '../db/tenant-scope';
 import { compactJson } from './compression';
 import type { Usage } from './types';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { MemoryCache } from './memory-cache';
 import { KeyedBatcher } from '../common/keyed-batcher';
+
+/** The one queue of cache statements (each row carries its tenant). */
+const BATCH = 'all';
 
 export interface CachedAnswer {
   content: string;
@@ -32,16 +35,18 @@ export interface CachedAnswer {
  * store, emptied of a key on delete. A hit from memory is not counted in llm_cache.hits (the ledger
  * counts every hit). Two instances may hold different answers for one key for a while (both valid
  * answers to the same request) when one stores after the other read. The lookups (and the stores)
- * of one tenant made at the same moment go to the database as one statement.
+ * made at the same moment go to the database as one statement, every key paired with its tenant
+ * (perRowTenantQuery): with thousands of schools each sending now and then, that is what keeps the
+ * cache to a fraction of a statement per call.
  */
 @Injectable()
 export class ResponseCache {
   private readonly logger = new Logger(ResponseCache.name);
 
   private readonly memory: MemoryCache<CachedAnswer>;
-  /** lookups and stores of one tenant at one moment go to the database together (KeyedBatcher) */
-  private readonly lookups = new KeyedBatcher<string, { answer: CachedAnswer; expiresAt: number } | null>((tenantId, keys) => this.lookupMany(tenantId, keys));
-  private readonly writes = new KeyedBatcher<{ key: string; answer: CachedAnswer; ttlSeconds: number }, void>((tenantId, items) => this.writeMany(tenantId, items));
+  /** the lookups, and the stores, of one moment go to the database together (KeyedBatcher), each row with its tenant */
+  private readonly lookups = new KeyedBatcher<{ tenantId: string; key: string }, { answer: CachedAnswer; expiresAt: number } | null>((_, items) => this.lookupMany(items));
+  private readonly writes = new KeyedBatcher<{ tenantId: string; key: string; answer: CachedAnswer; ttlSeconds: number }, void>((_, items) => this.writeMany(items));
 
   constructor(
     private readonly ds: DataSource,
@@ -62,7 +67,8 @@ export class ResponseCache {
   async get(tenantId: string, key: string): Promise<CachedAnswer | null> {
     const held = this.memory.get(tenantId, key);
     if (held) return held;
-    const found = await this.lookups.submit(tenantId, key);
+    assertTenantId(tenantId, 'a cache lookup'); // before it joins others' in a statement
+    const found = await this.lookups.submit(BATCH, { tenantId, key });
     if (!found) return null;
     this.memory.set(tenantId, key, found.answer, ResponseCache.bytes(found.answer), found.expiresAt - Date.now());
     return found.answer;
@@ -70,23 +76,29 @@ export class ResponseCache {
 
   /** Stores an answer; answered once its row is written (with the others stored at the same moment). */
   async put(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number): Promise<void> {
-    await this.writes.submit(tenantId, { key, answer, ttlSeconds });
+    assertTenantId(tenantId, 'a cache store');
+    await this.writes.submit(BATCH, { tenantId, key, answer, ttlSeconds });
     this.memory.set(tenantId, key, answer, ResponseCache.bytes(answer), ttlSeconds * 1000);
   }
 
-  /** The tenant's lookups of one moment, in one statement (each found row counts a hit). */
-  private async lookupMany(tenantId: string, keys: string[]): Promise<Array<{ answer: CachedAnswer; expiresAt: number } | null>> {
-    const rows = await tenantQuery<Record<string, string | number | Date>>(
+  /**
+   * The lookups of one moment, of every tenant, in one statement: each key matched with its own
+   * tenant (a key of one tenant never finds another's row); each row found counts a hit.
+   */
+  private async lookupMany(items: Array<{ tenantId: string; key: string }>): Promise<Array<{ answer: CachedAnswer; expiresAt: number } | null>> {
+    const rows = await perRowTenantQuery<Record<string, string | number | Date>>(
       this.ds.manager,
-      tenantId,
-      `UPDATE llm_cache SET hits = hits + 1
-        WHERE tenant_id = $1 AND cache_key = ANY($2::text[]) AND expires_at > now()
-        RETURNING cache_key, content, provider, model, finish_reason, input_tokens, cached_input_tokens, output_tokens, cost_nanos, repaired, expires_at`,
-      [[...new Set(keys)]],
+      items.map((i) => i.tenantId),
+      `UPDATE llm_cache c SET hits = c.hits + 1
+         FROM (SELECT DISTINCT tenant_id, cache_key FROM unnest($1::uuid[], $2::text[]) AS k(tenant_id, cache_key)) k
+        WHERE c.tenant_id = k.tenant_id AND c.cache_key = k.cache_key AND c.expires_at > now()
+        RETURNING c.tenant_id, c.cache_key, c.content, c.provider, c.model, c.finish_reason, c.input_tokens, c.cached_input_tokens, c.output_tokens,
+                  c.cost_nanos, c.repaired, c.expires_at`,
+      [items.map((i) => i.key)],
     );
-    const byKey = new Map(
+    const found = new Map(
       rows.map((r) => [
-        String(r.cache_key),
+        `${String(r.tenant_id)}:${String(r.cache_key)}`,
         {
           answer: {
             content: String(r.content),
@@ -101,20 +113,21 @@ export class ResponseCache {
         },
       ]),
     );
-    return keys.map((k) => byKey.get(k) ?? null);
+    return items.map((i) => found.get(`${i.tenantId}:${i.key}`) ?? null);
   }
 
-  /** The tenant's answers stored at one moment, in one statement (the last one of a key wins). */
-  private async writeMany(tenantId: string, items: Array<{ key: string; answer: CachedAnswer; ttlSeconds: number }>): Promise<void[]> {
-    const rows = [...new Map(items.map((i) => [i.key, i])).values()];
-    await tenantQuery(
+  /** The answers stored at one moment, of every tenant, in one statement (each row its tenant's; the last of a key wins). */
+  private async writeMany(items: Array<{ tenantId: string; key: string; answer: CachedAnswer; ttlSeconds: number }>): Promise<void[]> {
+    const rows = [...new Map(items.map((i) => [`${i.tenantId}:${i.key}`, i])).values()];
+    await perRowTenantQuery(
       this.ds.manager,
-      tenantId,
+      rows.map((r) => r.tenantId),
       `INSERT INTO llm_cache (tenant_id, cache_key, content, provider, model, finish_reason, input_tokens, cached_input_tokens,
                               output_tokens, cost_nanos, expires_at, repaired)
-       SELECT $1, t.k, t.content, t.provider, t.model, t.finish, t.input, t.cached, t.output, t.cost, now() + make_interval(secs => t.ttl), t.repaired
-         FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::int[], $10::bigint[], $11::double precision[], $12::boolean[])
-              AS t(k, content, provider, model, finish, input, cached, output, cost, ttl, repaired)
+       SELECT t.tenant_id, t.k, t.content, t.provider, t.model, t.finish, t.input, t.cached, t.output, t.cost, now() + make_interval(secs => t.ttl), t.repaired
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::int[], $10::bigint[],
+                     $11::double precision[], $12::boolean[])
+              AS t(tenant_id, k, content, provider, model, finish, input, cached, output, cost, ttl, repaired)
        ON CONFLICT (tenant_id, cache_key) DO UPDATE
          SET content = EXCLUDED.content, provider = EXCLUDED.provider, model = EXCLUDED.model,
              finish_reason = EXCLUDED.finish_reason, input_tokens = EXCLUDED.input_tokens,

@@ -34,13 +34,14 @@ export interface ApiKeyView {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** last_used_at is written at most this often per key, so authentication stays a read. */
 const LAST_USED_RESOLUTION_MS = 60_000;
-const AUTH_CACHE_MAX = 10_000;
+/** Keys held at once (about 200 bytes each): more than the active keys of 10,000 schools, so a sweep over them all does not thrash. */
+const AUTH_CACHE_MAX = 100_000;
 
 @Injectable()
 export class ApiKeysService {
   private readonly logger = new Logger(ApiKeysService.name);
   /** When this process last wrote each key's last_used_at: bounded, the oldest forgotten first. */
-  private readonly lastTouched = new TtlCache<string, number>(LAST_USED_RESOLUTION_MS, 10_000);
+  private readonly lastTouched = new TtlCache<string, number>(LAST_USED_RESOLUTION_MS, AUTH_CACHE_MAX);
   /** Recently authenticated keys, by the SHA-256 of the key: saves a query per request. */
   private readonly authCache: TtlCache<string, TenantAuth>;
 
@@ -51,6 +52,8 @@ export class ApiKeysService {
   ) {
     this.authCache = new TtlCache(config.authCacheTtlMs, AUTH_CACHE_MAX);
     bus.on<{ keyId: string }>('key-revoked', ({ keyId }) => this.authCache.deleteWhere((a) => a.keyId === keyId));
+    // Back after the bus was down: a revocation may have been missed, so every key is checked again.
+    bus.on('resync', () => this.authCache.clear());
   }
 
   private keys(manager: EntityManager, tenantId: string) {

@@ -60,7 +60,8 @@ const QUEUED_CACHE_MS = 1_000;
  */
 @Injectable()
 export class LimitsService {
-  private readonly overrides = new TtlCache<string, Partial<TenantLimits>>(5_000);
+  /** the operator's limits per tenant: a change is announced on the bus, so they are held a minute */
+  private readonly overrides = new TtlCache<string, Partial<TenantLimits>>(60_000, 100_000);
   /** token buckets by API key id; bounded (an evicted key starts again with a full bucket) */
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
   private readonly inUse = { chatInFlight: new Map<string, number>(), eventStreams: new Map<string, number>(), providerCalls: new Map<string, number>() };
@@ -74,6 +75,7 @@ export class LimitsService {
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {
     bus.on<{ tenantId: string }>('limits', ({ tenantId }) => this.overrides.delete(tenantId));
+    bus.on('resync', () => this.overrides.clear());
   }
 
   /** The tenant's limits: the env defaults with the operator's values for this tenant over them. */

@@ -1,0 +1,116 @@
+/**
+ * Where the miss path's CPU goes: the built service with budget, ledger and cache on in front of the
+ * trivial upstream, loaded at 50 connections for BENCH_DURATION_S, with the CPU time of each process
+ * (the service, PostgreSQL's backends, the upstream, this load generator) read from /proc before and
+ * after, per request. A diagnostic, not a benchmark of record.
+ *
+ *   npx ts-node --transpile-only bench/probe-miss.ts
+ */
+import * as fs from 'node:fs';
+import { execSync } from 'node:child_process';
+import autocannon from 'autocannon';
+import { Client } from 'pg';
+import { dropDatabase, ensureBuilt, freshDatabase, newTenant, startNode, startService } from './lib/harness';
+
+const TICK = 100; // clock ticks per second on Linux
+
+function cpuOf(pid: number): number {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / TICK; // utime + stime, seconds
+  } catch {
+    return 0;
+  }
+}
+
+function postgresCpu(): number {
+  const pids = execSync(`pgrep -f '^postgres' || true`).toString().trim().split('\n').filter(Boolean).map(Number);
+  return pids.reduce((a, p) => a + cpuOf(p), 0);
+}
+
+async function main() {
+  const durationS = Number(process.env.BENCH_DURATION_S ?? 10);
+  ensureBuilt();
+  const upstream = await startNode(['-r', 'ts-node/register/transpile-only', 'bench/lib/trivial-upstream.ts', '--port', '{port}'], (p) => `http://127.0.0.1:${p}/health`);
+  const dbName = 'inkstone_bench_probe';
+  const databaseUrl = await freshDatabase(dbName);
+  const service = await startService({
+    DATABASE_URL: databaseUrl,
+    DATABASE_POOL_SIZE: '20',
+    WORKERS_ENABLED: 'false',
+    DEEPSEEK_API_KEY: 'bench',
+    DEEPSEEK_BASE_URL: upstream.url,
+    LLM_STANDARD_MODELS: 'deepseek:deepseek-flash',
+    ...(process.env.PROBE_ENV ? JSON.parse(process.env.PROBE_ENV) : {}),
+  });
+  try {
+    const tenant = await newTenant(service.url, '1000000.00');
+    // PROBE_TENANTS=N: each request from the next of N tenants (their admin keys).
+    const keys: string[] = [tenant.teacherKey];
+    for (let i = 1; i < Number(process.env.PROBE_TENANTS ?? 1); i += 20) {
+      keys.push(
+        ...(await Promise.all(
+          Array.from({ length: 20 }, async () => (await newTenant(service.url, '1000.00')).adminKey),
+        )),
+      );
+    }
+    const db = new Client({ connectionString: databaseUrl });
+    await db.connect();
+    const xacts = async () => Number((await db.query(`SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`)).rows[0].xact_commit);
+    let n = 0;
+    const run = (seconds: number) =>
+      autocannon({
+        url: `${service.url}/v1/chat/completions`,
+        connections: 50,
+        duration: seconds,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        requests: [
+          {
+            setupRequest: (r: any) => {
+              const i = ++n;
+              return {
+                ...r,
+                headers: { ...r.headers, authorization: `Bearer ${keys[i % keys.length]}` },
+                body: JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: `probe ${process.pid} ${i}` }], max_tokens: 64 }),
+              };
+            },
+          },
+        ],
+      });
+    await run(Number(process.env.PROBE_WARM_S ?? 3));
+    const x0 = await xacts();
+    const before = { service: cpuOf(service.child.pid!), pg: postgresCpu(), upstream: cpuOf(upstream.child.pid!), me: process.cpuUsage() };
+    const r = await run(durationS);
+    const x1 = await xacts();
+    const after = { service: cpuOf(service.child.pid!), pg: postgresCpu(), upstream: cpuOf(upstream.child.pid!), me: process.cpuUsage(before.me) };
+    const reqs = r.requests.total;
+    const ms = (s: number) => Number(((s * 1000) / reqs).toFixed(3));
+    console.log(
+      JSON.stringify(
+        {
+          perSecond: Math.round(r.requests.average),
+          p50: r.latency.p50,
+          p99: r.latency.p99,
+          non2xx: r.non2xx,
+          transactionsPerRequest: Number(((x1 - x0) / r.requests.total).toFixed(3)),
+          cpuMsPerRequest: {
+            service: ms(after.service - before.service),
+            postgres: ms(after.pg - before.pg),
+            upstream: ms(after.upstream - before.upstream),
+            loadGenerator: ms((after.me.user + after.me.system) / 1e6),
+          },
+        },
+        null,
+        2,
+      ),
+    );
+    await db.end();
+  } finally {
+    await service.stop();
+    await upstream.stop();
+    await dropDatabase(dbName);
+  }
+}
+
+void main();
