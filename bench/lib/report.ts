@@ -77,7 +77,7 @@ Overhead of the gateway: ${r.gateway.overheadP50Ms} ms at p50, ${r.gateway.overh
 ## The two-process drill (\`npm run bench:drill\`)
 
 Two service processes on one PostgreSQL, ${r.drill.essays} essays submitted to both; one killed with SIGKILL
-after ${r.drill.killedAfterSeconds} s and started again; the cap (${r.drill.capCny} CNY) binds.
+after ${r.drill.killedAfterSeconds} s and started again; the cap (${r.drill.capCny} CNY) binds.${r.drill.commit ? ` Run ${r.drill.at}, commit \`${r.drill.commit}\`.` : ''}
 
 | graded | not graded | jobs done | retried after the kill | paid twice | spent ≤ cap | reserved after | ledger = spend | passed |
 |---|---|---|---|---|---|---|---|---|
