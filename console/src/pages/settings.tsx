@@ -35,6 +35,8 @@ function BudgetPolicy() {
   const [thresholds, setThresholds] = useState('');
   const [webhook, setWebhook] = useState('');
   const [webhookSecret, setWebhookSecret] = useState('');
+  // The form shows once its fields hold the loaded values, so nothing typed is overwritten by them.
+  const [filled, setFilled] = useState(false);
   const action = useAction();
   useEffect(() => {
     if (!budget.data) return;
@@ -42,8 +44,9 @@ function BudgetPolicy() {
     setWhen(budget.data.whenExhausted);
     setThresholds(thresholdsToText(budget.data.alertThresholds));
     setWebhook(budget.data.alertWebhookUrl ?? '');
+    setFilled(true);
   }, [budget.data]);
-  if (!budget.data) return <Loading error={budget.error} />;
+  if (!budget.data || !filled) return <Loading error={budget.error} />;
   const save = (e: Event) => {
     e.preventDefault();
     void action.run(async () => {
@@ -99,13 +102,15 @@ function Billing() {
   const [price, setPrice] = useState('');
   const [mode, setMode] = useState<'invoice' | 'webhook'>('invoice');
   const [secret, setSecret] = useState('');
+  const [filled, setFilled] = useState(false);
   const action = useAction();
   useEffect(() => {
     if (!settings.data) return;
     setPrice(settings.data.deepReviewPrice ?? '');
     setMode(settings.data.paymentMode ?? 'invoice');
+    setFilled(true);
   }, [settings.data]);
-  if (!settings.data) return <Loading error={settings.error} />;
+  if (!settings.data || !filled) return <Loading error={settings.error} />;
   const save = (e: Event) => {
     e.preventDefault();
     void action.run(async () => {
