@@ -516,10 +516,11 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         // Every answer left after its ledger row was written.
         expect(rowsAtAnswer).toEqual(Array(60).fill(1));
         const leaseCalls = takes.mock.calls.filter((c) => c[0] === rich.tenantId).length;
-        const settleCalls = settles.mock.calls.filter((c) => c[0] === rich.tenantId);
+        // Statements that settled some of this tenant's calls, and how many calls each.
+        const settleCalls = settles.mock.calls.map((c) => c[1].filter((g) => g.tenantId === rich.tenantId)).filter((gs) => gs.length > 0);
         expect(leaseCalls).toBeGreaterThanOrEqual(1);
         expect(leaseCalls).toBeLessThan(10);
-        expect(settleCalls.reduce((n, c) => n + c[3].length, 0)).toBe(60);
+        expect(settleCalls.reduce((n, gs) => n + gs.reduce((m, g) => m + g.calls.length, 0), 0)).toBe(60);
         expect(settleCalls.length).toBeLessThan(60);
         expect(reserves.mock.calls.filter((c) => c[0] === rich.tenantId)).toHaveLength(0);
         const { leased } = await booksBalanced(rich.tenantId);
@@ -585,6 +586,36 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(booked).toEqual({ kind: 'tokens_over_bound', charged: '1500000' });
       await booksBalanced();
       await ds.query(`UPDATE tenants SET admission_paused = false WHERE id = $1`, [tenant.tenantId]);
+    });
+
+    it("settles calls of several tenants in one statement, each row in its own tenant's books, and a swept lease's calls apart", async () => {
+      const books = t.app.get(BooksRepository);
+      const leases = t.app.get(BudgetService).leases!;
+      const [a, b, c] = await Promise.all([f.newTenant({ monthlyBudget: '100.00' }), f.newTenant({ monthlyBudget: '100.00' }), f.newTenant({ monthlyBudget: '100.00' })]);
+      const ask = (tenantId: string, i: number) =>
+        gw.complete({ tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: `several ${tenantId} ${i}` }], maxTokens: 50 });
+      // Warm each tenant's lease, then take C's away as the sweeper would from a stalled instance.
+      await Promise.all([ask(a.tenantId, 0), ask(b.tenantId, 0), ask(c.tenantId, 0)]);
+      await ds.query(`UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - l.amount_nanos FROM budget_leases l
+                       WHERE l.tenant_id = $1 AND l.instance_id = $2 AND p.tenant_id = l.tenant_id AND p.period = l.period`, [c.tenantId, leases.instanceId]);
+      await ds.query(`DELETE FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2`, [c.tenantId, leases.instanceId]);
+      const settles = jest.spyOn(books, 'settleLeased');
+      fake.setLatency(20);
+      try {
+        const results = await Promise.all([a, b, c].flatMap((x) => Array.from({ length: 10 }, (_, i) => ask(x.tenantId, i + 1))));
+        expect(results).toHaveLength(30);
+        // Some statement carried more than one tenant's calls.
+        expect(settles.mock.calls.some((call) => new Set(call[1].map((g) => g.tenantId)).size > 1)).toBe(true);
+      } finally {
+        settles.mockRestore();
+        fake.setLatency(0);
+      }
+      for (const x of [a, b, c]) {
+        const { spent } = await booksBalanced(x.tenantId);
+        const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND outcome = 'ok'`, [x.tenantId]);
+        expect(n).toBe(11);
+        expect(spent).toBeGreaterThan(0n);
+      }
     });
 
     it('retries a group commit that failed: one ledger row, nothing credited twice, the books balanced', async () => {

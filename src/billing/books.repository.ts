@@ -3,7 +3,7 @@ import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import type { Nanos } from '../common/money';
 import { sqlParams } from '../db/sql-params';
-import { tenantQuery } from '../db/tenant-scope';
+import { perRowTenantQuery, tenantQuery } from '../db/tenant-scope';
 import type { LedgerEntry } from './ledger.service';
 
 /** A paid answer kept by its guard, for a retry of the same request. */
@@ -388,37 +388,50 @@ export class BooksRepository {
   }
 
   /**
-   * Settles calls admitted on this instance's lease, together (group commit): every ledger row
-   * written and what they were charged moved from the lease into the spend, in one statement, so the
-   * ledger still sums to the spend (rows that cost nothing, cache hits, need no lease). Null (nothing
-   * written) when the lease is gone: swept as a dead instance's.
+   * Settles calls admitted on this instance's leases, of any number of tenants and periods, in one
+   * statement: for each (tenant, period) group, what its calls cost leaves the instance's lease and
+   * moves into that period's spend, and its ledger rows are written. Every row is matched with its
+   * own tenant (perRowTenantQuery). A group whose lease row is gone (swept while this instance was
+   * stalled) moves nothing and writes nothing: its answer is null, and the caller settles its calls
+   * another way. Answers are in the order of `groups` (each group's tenant and period once).
    */
-  async settleLeased(tenantId: string, period: string, instanceId: string, calls: Array<LedgerEntry & { period: string }>): Promise<{ spent: Nanos; cap: Nanos } | null> {
-    const total = calls.reduce((a, c) => a + c.costNanos, 0n);
-    const values: unknown[] = [period, instanceId, total.toString()];
-    const types = LEDGER_COLUMNS.slice(1).map((c) => LEDGER_TYPES[c]);
-    const tuples = calls.map((c) => {
-      const row = ledgerValues({ ...c, tenantId, period });
-      const at = values.length + 2; // $1 is the tenant; this row's values follow what is there
-      values.push(...row);
-      return `($1::uuid, ${row.map((_, i) => `$${at + i}::${types[i]}`).join(', ')})`;
-    });
-    const [row] = await tenantQuery<{ spent: string; cap: string }>(
+  async settleLeased(
+    instanceId: string,
+    groups: Array<{ tenantId: string; period: string; calls: Array<LedgerEntry & { period: string }> }>,
+  ): Promise<Array<{ spent: Nanos; cap: Nanos } | null>> {
+    const totals = groups.map((g) => g.calls.reduce((a, c) => a + c.costNanos, 0n));
+    const values: unknown[] = [groups.map((g) => g.period), totals.map(String), instanceId];
+    const types = LEDGER_COLUMNS.map((c) => LEDGER_TYPES[c]);
+    const tuples: string[] = [];
+    for (const g of groups) {
+      for (const c of g.calls) {
+        const row = [g.tenantId, ...ledgerValues({ ...c, tenantId: g.tenantId, period: g.period })];
+        const at = values.length + 2; // $1 is the groups' tenants; this row's values follow what is there
+        values.push(...row);
+        tuples.push(`(${row.map((_, i) => `$${at + i}::${types[i]}`).join(', ')})`);
+      }
+    }
+    const rows = await perRowTenantQuery<{ tenant_id: string; period: string; spent: string; cap: string }>(
       this.ds.manager,
-      tenantId,
-      `WITH lease AS (
-         UPDATE budget_leases SET amount_nanos = amount_nanos - $4::bigint
-          WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 RETURNING 1),
+      groups.map((g) => g.tenantId),
+      `WITH g AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
+       lease AS (
+         UPDATE budget_leases l SET amount_nanos = l.amount_nanos - g.total
+           FROM g WHERE l.tenant_id = g.tenant_id AND l.period = g.period AND l.instance_id = $4 RETURNING l.tenant_id, l.period),
        moved AS (
-         UPDATE budget_periods SET spent_nanos = spent_nanos + $4::bigint, reserved_nanos = reserved_nanos - $4::bigint, updated_at = now()
-          WHERE tenant_id = $1 AND period = $2 AND (EXISTS (SELECT 1 FROM lease) OR $4::bigint = 0) RETURNING spent_nanos, cap_nanos),
+         UPDATE budget_periods p SET spent_nanos = p.spent_nanos + g.total, reserved_nanos = p.reserved_nanos - g.total, updated_at = now()
+           FROM g WHERE p.tenant_id = g.tenant_id AND p.period = g.period
+            AND (g.total = 0 OR EXISTS (SELECT 1 FROM lease WHERE lease.tenant_id = g.tenant_id AND lease.period = g.period))
+         RETURNING p.tenant_id, p.period, p.spent_nanos, p.cap_nanos),
        ledger AS (
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
-         SELECT * FROM (VALUES ${tuples.join(', ')}) AS v(${LEDGER_COLUMNS.join(', ')}) WHERE EXISTS (SELECT 1 FROM moved))
-       SELECT spent_nanos::text AS spent, cap_nanos::text AS cap FROM moved`,
+         SELECT v.* FROM (VALUES ${tuples.join(', ')}) AS v(${LEDGER_COLUMNS.join(', ')})
+          WHERE EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = v.tenant_id AND m.period = v.period))
+       SELECT tenant_id, period, spent_nanos::text AS spent, cap_nanos::text AS cap FROM moved`,
       values,
     );
-    return row ? { spent: BigInt(row.spent), cap: BigInt(row.cap) } : null;
+    const after = new Map(rows.map((r) => [`${r.tenant_id}:${r.period}`, { spent: BigInt(r.spent), cap: BigInt(r.cap) }]));
+    return groups.map((g) => after.get(`${g.tenantId}:${g.period}`) ?? null);
   }
 
   /**

@@ -5,6 +5,7 @@ import type { Nanos } from '../common/money';
 import { loggableError } from '../common/error-rendering';
 import type { BooksRepository } from './books.repository';
 import type { LedgerEntry } from './ledger.service';
+import { KeyedBatcher } from '../common/keyed-batcher';
 
 /** A call admitted on this instance's lease: its worst case, held in memory, not in the database. */
 export interface LeaseTicket {
@@ -18,9 +19,7 @@ export interface LeaseOptions {
   ttlMs: number;
   /** the window whose admissions size the next slice */
   rateWindowMs: number;
-  /** a group commit waits at most this long for company */
-  flushMs: number;
-  /** and writes at most this many calls in one statement */
+  /** a group commit writes at most this many calls in one statement */
   flushRows: number;
   /** an unused lease is given back after this long */
   idleMs: number;
@@ -48,9 +47,10 @@ interface Pending {
   entry: LedgerEntry & { period: string };
   /** the part of the call's admitted worst case it did not cost: back to `available` once written */
   unused: Nanos;
-  resolve(v: { spent: Nanos; cap: Nanos }): void;
-  reject(err: unknown): void;
 }
+
+/** The one queue of settlements (each row carries its tenant). */
+const SETTLEMENTS = 'all';
 
 /**
  * Budget leases and group commit (SPEC §5): admission and accounting of model calls that cost
@@ -61,9 +61,10 @@ interface Pending {
  *   A slice is sized from what the instance admitted for the tenant over the last few seconds
  *   (at least 8 calls' worth), never more than a quarter of what is free beyond the call, so
  *   instances share what is left; when the budget is nearly used up, each call takes exactly its need.
- * - Settlements are written together (one statement per tenant and period every few milliseconds,
- *   or every `flushRows` calls): the ledger rows, and what they cost moved from the lease into the
- *   spend. A call's answer leaves only after its ledger row is written.
+ * - Settlements are written together: the calls that end while a settlement statement runs go in
+ *   the next one (at most `flushRows`), whatever their tenants, each row with its own tenant — the
+ *   ledger rows, and what they cost moved from each lease into each spend. One statement at a time
+ *   per instance. A call's answer leaves only after its ledger row is written.
  * - A lease is renewed while the instance lives, given back when unused, when the tenant is paused
  *   and on shutdown; the sweeper returns the lease of an instance that died.
  */
@@ -71,9 +72,8 @@ export class BudgetLeases {
   private readonly logger = new Logger(BudgetLeases.name);
   readonly instanceId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private readonly leases = new Map<string, Lease>();
-  private readonly queues = new Map<string, Pending[]>();
-  private readonly timers = new Map<string, NodeJS.Timeout>();
-  private readonly flushing = new Set<Promise<void>>();
+  /** each call's settlement, or why it failed (a call settled without its lease may fail alone) */
+  private readonly settlements: KeyedBatcher<Pending, { spent: Nanos; cap: Nanos } | { failed: unknown }>;
   private renewTimer?: NodeJS.Timeout;
   private closed = false;
 
@@ -82,7 +82,9 @@ export class BudgetLeases {
     private readonly opts: LeaseOptions,
     /** settles one call whose lease is gone (swept while this instance was stalled): within the cap, the rest an incident */
     private readonly settleWithoutLease: (entry: LedgerEntry & { period: string }) => Promise<{ spent: Nanos; cap: Nanos }>,
-  ) {}
+  ) {
+    this.settlements = new KeyedBatcher((_, batch) => this.write(batch), opts.flushRows);
+  }
 
   start(): void {
     this.renewTimer = setInterval(() => void this.housekeeping(), Math.max(50, Math.floor(this.opts.ttlMs / 3)));
@@ -157,22 +159,18 @@ export class BudgetLeases {
     if (cost > ticket.amount) throw new RangeError('a leased call costs at most what it was admitted for');
     // Once written: what it cost leaves the lease, what it did not use is free for the next call. (A
     // settlement retried after a failed write credits nothing twice: nothing was credited.)
-    return this.enqueue(`${ticket.tenantId}:${ticket.period}`, { ...entry, costNanos: cost }, ticket.amount - cost);
+    return this.enqueue({ ...entry, costNanos: cost }, ticket.amount - cost);
   }
 
-  private enqueue(key: string, entry: LedgerEntry & { period: string }, unused: Nanos): Promise<{ spent: Nanos; cap: Nanos }> {
-    return new Promise((resolve, reject) => {
-      const queue = this.queues.get(key) ?? [];
-      this.queues.set(key, queue);
-      queue.push({ entry, unused, resolve, reject });
-      if (queue.length >= this.opts.flushRows) this.flush(key);
-      else if (!this.timers.has(key)) this.timers.set(key, setTimeout(() => this.flush(key), this.opts.flushMs));
-    });
+  private async enqueue(entry: LedgerEntry & { period: string }, unused: Nanos): Promise<{ spent: Nanos; cap: Nanos }> {
+    const settled = await this.settlements.submit(SETTLEMENTS, { entry, unused });
+    if ('failed' in settled) throw settled.failed;
+    return settled;
   }
 
   /** A ledger row that costs nothing (a cache hit, a refused call), written with the calls due. */
   async record(entry: LedgerEntry & { period: string }): Promise<void> {
-    await this.enqueue(`${entry.tenantId}:${entry.period}`, { ...entry, costNanos: 0n }, 0n);
+    await this.enqueue({ ...entry, costNanos: 0n }, 0n);
   }
 
   /** The ticket's worst case leaves the lease (it settles the classic way: incident, guarded answer). */
@@ -183,39 +181,47 @@ export class BudgetLeases {
     return moved;
   }
 
-  private flush(key: string): void {
-    const timer = this.timers.get(key);
-    if (timer) clearTimeout(timer);
-    this.timers.delete(key);
-    const batch = (this.queues.get(key) ?? []).splice(0, this.opts.flushRows);
-    if ((this.queues.get(key)?.length ?? 0) > 0) this.timers.set(key, setTimeout(() => this.flush(key), 0));
-    else this.queues.delete(key);
-    if (!batch.length) return;
-    const [tenantId, period] = [batch[0].entry.tenantId, batch[0].entry.period];
-    const total = batch.reduce((a, p) => a + p.entry.costNanos, 0n);
-    const run = this.books
-      .settleLeased(tenantId, period, this.instanceId, batch.map((p) => p.entry))
-      .then(async (after) => {
-        const l = this.leases.get(key);
-        if (after) {
-          if (l) {
-            l.held -= total;
-            for (const p of batch) l.available += p.unused;
-          }
-          for (const p of batch) p.resolve(after);
-          return;
+  /**
+   * One settlement statement for a batch of calls of any tenants: each (tenant, period) group's
+   * cost leaves its lease; what the calls did not use is free again. A group whose lease was swept
+   * (this instance stalled past its expiry) is settled call by call without it.
+   */
+  private async write(batch: Pending[]): Promise<Array<{ spent: Nanos; cap: Nanos } | { failed: unknown }>> {
+    const groups = new Map<string, { tenantId: string; period: string; items: Pending[] }>();
+    for (const p of batch) {
+      const key = `${p.entry.tenantId}:${p.entry.period}`;
+      const g = groups.get(key) ?? { tenantId: p.entry.tenantId, period: p.entry.period, items: [] };
+      g.items.push(p);
+      groups.set(key, g);
+    }
+    const list = [...groups.entries()];
+    let after: Array<{ spent: Nanos; cap: Nanos } | null>;
+    try {
+      after = await this.books.settleLeased(
+        this.instanceId,
+        list.map(([, g]) => ({ tenantId: g.tenantId, period: g.period, calls: g.items.map((p) => p.entry) })),
+      );
+    } catch (err) {
+      this.logger.error({ msg: 'a group commit of leased calls failed', calls: batch.length, tenants: list.length, err: loggableError(err) });
+      throw err;
+    }
+    const out = new Map<Pending, { spent: Nanos; cap: Nanos } | { failed: unknown }>();
+    for (const [i, [key, g]] of list.entries()) {
+      const l = this.leases.get(key);
+      const settled = after[i];
+      if (settled) {
+        if (l) {
+          l.held -= g.items.reduce((a, p) => a + p.entry.costNanos, 0n);
+          for (const p of g.items) l.available += p.unused;
         }
-        // The lease was swept (this instance stalled past its expiry): it holds nothing any more.
-        this.logger.error({ msg: 'a budget lease was swept while its instance lived: its calls are settled without it', tenantId, calls: batch.length });
-        if (l) ((l.available = 0n), (l.held = 0n));
-        for (const p of batch) await this.settleWithoutLease(p.entry).then(p.resolve, p.reject);
-      })
-      .catch((err: unknown) => {
-        this.logger.error({ msg: 'a group commit of leased calls failed', tenantId, calls: batch.length, err: loggableError(err) });
-        for (const p of batch) p.reject(err);
-      });
-    const tracked = run.finally(() => this.flushing.delete(tracked));
-    this.flushing.add(tracked);
+        for (const p of g.items) out.set(p, settled);
+        continue;
+      }
+      this.logger.error({ msg: 'a budget lease was swept while its instance lived: its calls are settled without it', tenantId: g.tenantId, calls: g.items.length });
+      if (l) ((l.available = 0n), (l.held = 0n));
+      for (const p of g.items) out.set(p, await this.settleWithoutLease(p.entry).catch((failed: unknown) => ({ failed })));
+    }
+    return batch.map((p) => out.get(p)!);
   }
 
   /** Gives back what this instance's lease for the period holds unpromised (a refill found too little). */
@@ -268,8 +274,7 @@ export class BudgetLeases {
   async close(): Promise<void> {
     this.closed = true;
     if (this.renewTimer) clearInterval(this.renewTimer);
-    for (const key of [...this.queues.keys()]) this.flush(key);
-    while (this.flushing.size) await Promise.allSettled([...this.flushing]);
+    await this.settlements.drain();
     for (const l of this.leases.values()) await this.giveBack(l);
   }
 

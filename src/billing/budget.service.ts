@@ -104,7 +104,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     private readonly bus: ClusterBus,
   ) {
     this.leases = config.llm.budgetLeases
-      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushMs: 2, flushRows: 64, idleMs: 60_000 }, (entry) =>
+      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000 }, (entry) =>
           // As a settlement whose reservation is gone: charged within the cap, any excess an incident.
           this.books.settle(this.ds.manager, { reservationId: randomUUID(), cost: entry.costNanos, entry: { ...entry, tenantId: entry.tenantId } }).then((s) => {
             if (!s) throw new Error('the budget period is missing');
