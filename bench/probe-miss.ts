@@ -23,6 +23,13 @@ function cpuOf(pid: number): number {
   }
 }
 
+/** The service's resident memory now and at its peak (VmRSS, VmHWM), in MB. */
+function rss(pid: number): { now: number; peak: number } {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { now: Math.round(kb('VmRSS') / 1024), peak: Math.round(kb('VmHWM') / 1024) };
+}
+
 function postgresCpu(): number {
   const pids = execSync(`pgrep -f '^postgres' || true`).toString().trim().split('\n').filter(Boolean).map(Number);
   return pids.reduce((a, p) => a + cpuOf(p), 0);
@@ -94,6 +101,7 @@ async function main() {
           p99: r.latency.p99,
           non2xx: r.non2xx,
           transactionsPerRequest: Number(((x1 - x0) / r.requests.total).toFixed(3)),
+          serviceRssMb: rss(service.child.pid!),
           cpuMsPerRequest: {
             service: ms(after.service - before.service),
             postgres: ms(after.pg - before.pg),

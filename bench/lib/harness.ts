@@ -139,11 +139,17 @@ export function fakeProviderEnv(fakeUrl: string): Record<string, string> {
   };
 }
 
+/** The node flags `npm start` runs the service with (package.json's start script): the same here. */
+const START_NODE_ARGS: string[] = (() => {
+  const start = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start;
+  return start.split(/\s+/).filter((a) => a.startsWith('--'));
+})();
+
 export async function startService(env: Record<string, string>): Promise<Proc> {
   const port = await freePort();
   // BENCH_CPU_PROF=<dir> writes a V8 CPU profile of the service to that directory when it stops.
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  const child = spawn(process.execPath, [...prof, 'dist/src/main.js'], {
+  const child = spawn(process.execPath, [...prof, ...START_NODE_ARGS, 'dist/src/main.js'], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH,
