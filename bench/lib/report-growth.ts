@@ -28,7 +28,7 @@ export function renderPeers(p: any): string {
 A trivial OpenAI-compatible upstream (its own process; one small fixed answer with usage) called at
 ${p.connections} connections for ${p.durationS} s each: directly; through the open-source Portkey gateway
 (\`@portkey-ai/gateway\` ${p.portkeyVersion}, no budget, no database, no cache: provider \`openai\`, the upstream as
-its custom host); and through Inkstone as \`npm start\` runs it with everything on (key auth, limits,
+its custom host); and through Inkstone as \`npm start\` runs it (its heap capped at 256 MB) with everything on (key auth, limits,
 the tenant's budget reservation and settlement, the ledger row, the answer cache looked up and
 written). Every prompt differs, so each call through Inkstone misses its cache and reaches the
 upstream, as each call through Portkey does; the hit row repeats one prompt. Commit \`${p.commit}\`,
