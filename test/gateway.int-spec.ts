@@ -618,6 +618,34 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       }
     });
 
+    it('settles the same tenants from two instances at once without a failed statement (the periods are locked in one order)', async () => {
+      const tenants = await Promise.all(Array.from({ length: 5 }, () => f.newTenant({ monthlyBudget: '100.00' })));
+      const second = await t.another(providerEnv(fake));
+      const gw2 = second.get(GatewayService);
+      const failures: unknown[] = [];
+      const watch = (books: BooksRepository) => {
+        const real = books.settleLeased.bind(books);
+        return jest.spyOn(books, 'settleLeased').mockImplementation((...args) => real(...args).catch((err: unknown) => { failures.push(err); throw err; }));
+      };
+      // (Both instances share the test's repository only if they are one module graph: watch each.)
+      const spies = [watch(t.app.get(BooksRepository)), ...(second.get(BooksRepository) === t.app.get(BooksRepository) ? [] : [watch(second.get(BooksRepository))])];
+      fake.setLatency(5);
+      try {
+        const results = await Promise.all(
+          Array.from({ length: 120 }, (_, i) =>
+            (i % 2 ? gw2 : gw).complete({ tenantId: tenants[(i * 7) % 5].tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: `overlap ${i}` }], maxTokens: 30 }),
+          ),
+        );
+        expect(results).toHaveLength(120);
+        expect(failures).toEqual([]);
+      } finally {
+        for (const s of spies) s.mockRestore();
+        fake.setLatency(0);
+      }
+      await second.close();
+      for (const x of tenants) await booksBalanced(x.tenantId);
+    });
+
     it('retries a group commit that failed: one ledger row, nothing credited twice, the books balanced', async () => {
       const shaky = await f.newTenant({ monthlyBudget: '100.00' });
       const books = t.app.get(BooksRepository);

@@ -415,12 +415,17 @@ export class BooksRepository {
       this.ds.manager,
       groups.map((g) => g.tenantId),
       `WITH g AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
+       -- The periods' rows locked in one order, so two instances settling overlapping tenants wait, never deadlock.
+       locked AS MATERIALIZED (
+         SELECT p.tenant_id, p.period FROM budget_periods p JOIN g ON p.tenant_id = g.tenant_id AND p.period = g.period
+          ORDER BY p.tenant_id, p.period FOR UPDATE OF p),
        lease AS (
          UPDATE budget_leases l SET amount_nanos = l.amount_nanos - g.total
            FROM g WHERE l.tenant_id = g.tenant_id AND l.period = g.period AND l.instance_id = $4 RETURNING l.tenant_id, l.period),
        moved AS (
          UPDATE budget_periods p SET spent_nanos = p.spent_nanos + g.total, reserved_nanos = p.reserved_nanos - g.total, updated_at = now()
            FROM g WHERE p.tenant_id = g.tenant_id AND p.period = g.period
+            AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = g.tenant_id AND locked.period = g.period)
             AND (g.total = 0 OR EXISTS (SELECT 1 FROM lease WHERE lease.tenant_id = g.tenant_id AND lease.period = g.period))
          RETURNING p.tenant_id, p.period, p.spent_nanos, p.cap_nanos),
        ledger AS (
