@@ -101,8 +101,12 @@ function App() {
 
   useEffect(() => {
     document.documentElement.lang = locale === 'zh' ? 'zh-CN' : 'en';
-    rememberLocale(locale);
   }, [locale]);
+  // Remembered when chosen (an effect runs after paint: a reload right after the switch could miss it).
+  const chooseLocale = (next: Locale) => {
+    rememberLocale(next);
+    setLocale(next);
+  };
   useEffect(() => {
     whenUnauthenticated(() => setSession(null));
     api.GET('/v1/console/session').then(
@@ -126,7 +130,7 @@ function App() {
   const switcher = (
     <label class="lang">
       <span class="sr-only">{translate(locale, 'language')}</span>
-      <select value={locale} onChange={(e) => setLocale(e.currentTarget.value as Locale)} aria-label={translate(locale, 'language')}>
+      <select value={locale} onChange={(e) => chooseLocale(e.currentTarget.value as Locale)} aria-label={translate(locale, 'language')}>
         <option value="zh">中文</option>
         <option value="en">English</option>
       </select>
