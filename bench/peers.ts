@@ -15,7 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import autocannon from 'autocannon';
-import { commit, dropDatabase, ensureBuilt, freshDatabase, json, machine, newTenant, OPERATOR, runMain, startNode, startService } from './lib/harness';
+import { commit, ensureBuilt, json, machine, newTenant, newTenantKeys, runMain, startGatewayOverTrivialUpstream, startNode } from './lib/harness';
 
 const CONNECTIONS = 50;
 
@@ -91,18 +91,9 @@ function rssMb(pid: number): number {
 async function main(): Promise<PeersResult> {
   const durationS = Number(process.env.BENCH_DURATION_S ?? 10);
   ensureBuilt();
-  const upstream = await startNode(['-r', 'ts-node/register/transpile-only', 'bench/lib/trivial-upstream.ts', '--port', '{port}'], (p) => `http://127.0.0.1:${p}/health`);
+  const gateway = await startGatewayOverTrivialUpstream('inkstone_bench_peers');
+  const { upstream, service } = gateway;
   const portkey = await startNode(['node_modules/@portkey-ai/gateway/build/start-server.js', '--port={port}', '--headless'], (p) => `http://127.0.0.1:${p}/`, { NODE_ENV: 'production' });
-  const dbName = 'inkstone_bench_peers';
-  const databaseUrl = await freshDatabase(dbName);
-  const service = await startService({
-    DATABASE_URL: databaseUrl,
-    DATABASE_POOL_SIZE: '20',
-    WORKERS_ENABLED: 'false',
-    DEEPSEEK_API_KEY: 'bench',
-    DEEPSEEK_BASE_URL: upstream.url,
-    LLM_STANDARD_MODELS: 'deepseek:deepseek-flash',
-  });
   try {
     const tenant = await newTenant(service.url, '1000000.00');
     const inkstone = (unique: boolean) => load(`${service.url}/v1/chat/completions`, { authorization: `Bearer ${tenant.teacherKey}` }, 'inkstone-standard', durationS, unique);
@@ -128,20 +119,10 @@ async function main(): Promise<PeersResult> {
     // Growth: the same miss path with every request from the next of MANY tenants (each its own
     // budget period, leases, cache and limits), after one warm-up pass so each tenant is known.
     const many = Number(process.env.PEERS_TENANTS ?? 10_000);
-    // (The first tenant's key is the one the runs above used; these are the others.)
-    const keys: string[] = [];
-    for (let i = 0; i < many; i += 20) {
-      keys.push(
-        ...(await Promise.all(
-          Array.from({ length: Math.min(20, many - i) }, async () =>
-            (await json<{ adminKey: string }>(`${service.url}/v1/tenants`, { key: OPERATOR, body: { name: 'Bench School', monthlyBudget: '1000.00', timezone: 'Asia/Shanghai' } })).adminKey,
-          ),
-        )),
-      );
-    }
+    const keys = await newTenantKeys(service.url, many);
     const spread = (amount?: number) => load(`${service.url}/v1/chat/completions`, {}, 'inkstone-standard', durationS, true, keys, amount);
     // The warm-up pass: one request from every tenant (each has its budget period, settings and lease).
-    await spread(keys.length);
+    await spread(Math.max(keys.length, CONNECTIONS)); // (autocannon sends at least one request per connection)
     const mt = row(await spread());
     const version = JSON.parse(fs.readFileSync('node_modules/@portkey-ai/gateway/package.json', 'utf8')).version as string;
     const inkstoneAddedP99Ms = m.p99Ms - d.p99Ms;
@@ -174,10 +155,8 @@ async function main(): Promise<PeersResult> {
       },
     };
   } finally {
-    await service.stop();
+    await gateway.stop();
     await portkey.stop();
-    await upstream.stop();
-    await dropDatabase(dbName);
   }
 }
 

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import { execSync } from 'node:child_process';
 import autocannon from 'autocannon';
 import { Client } from 'pg';
-import { dropDatabase, ensureBuilt, freshDatabase, newTenant, startNode, startService } from './lib/harness';
+import { ensureBuilt, newTenant, newTenantKeys, startGatewayOverTrivialUpstream } from './lib/harness';
 
 const TICK = 100; // clock ticks per second on Linux
 
@@ -38,29 +38,12 @@ function postgresCpu(): number {
 async function main() {
   const durationS = Number(process.env.BENCH_DURATION_S ?? 10);
   ensureBuilt();
-  const upstream = await startNode(['-r', 'ts-node/register/transpile-only', 'bench/lib/trivial-upstream.ts', '--port', '{port}'], (p) => `http://127.0.0.1:${p}/health`);
-  const dbName = 'inkstone_bench_probe';
-  const databaseUrl = await freshDatabase(dbName);
-  const service = await startService({
-    DATABASE_URL: databaseUrl,
-    DATABASE_POOL_SIZE: '20',
-    WORKERS_ENABLED: 'false',
-    DEEPSEEK_API_KEY: 'bench',
-    DEEPSEEK_BASE_URL: upstream.url,
-    LLM_STANDARD_MODELS: 'deepseek:deepseek-flash',
-    ...(process.env.PROBE_ENV ? JSON.parse(process.env.PROBE_ENV) : {}),
-  });
+  const gateway = await startGatewayOverTrivialUpstream('inkstone_bench_probe', process.env.PROBE_ENV ? JSON.parse(process.env.PROBE_ENV) : {});
+  const { upstream, service, databaseUrl } = gateway;
   try {
     const tenant = await newTenant(service.url, '1000000.00');
     // PROBE_TENANTS=N: each request from the next of N tenants (their admin keys).
-    const keys: string[] = [tenant.teacherKey];
-    for (let i = 1; i < Number(process.env.PROBE_TENANTS ?? 1); i += 20) {
-      keys.push(
-        ...(await Promise.all(
-          Array.from({ length: 20 }, async () => (await newTenant(service.url, '1000.00')).adminKey),
-        )),
-      );
-    }
+    const keys = [tenant.teacherKey, ...(await newTenantKeys(service.url, Number(process.env.PROBE_TENANTS ?? 1) - 1))];
     const db = new Client({ connectionString: databaseUrl });
     await db.connect();
     const xacts = async () => Number((await db.query(`SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`)).rows[0].xact_commit);
@@ -115,9 +98,7 @@ async function main() {
     );
     await db.end();
   } finally {
-    await service.stop();
-    await upstream.stop();
-    await dropDatabase(dbName);
+    await gateway.stop();
   }
 }
 

@@ -189,6 +189,23 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
   });
 
+  it('keeps a tenant within its gradings at once in the lane of gradings with a deadline too', async () => {
+    const queue = t.app.get(JobQueue);
+    await setLimits({ essaysGrading: 3 });
+    // Requests per second are limited in this suite: the assignment and the set, then the claims.
+    const a = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'due', prompt: '作文', rubric: 'zh-gaokao-60', dueBy: new Date(Date.now() + 3 * 86_400_000).toISOString() }).expect(201);
+    await new Promise((r) => setTimeout(r, 1_000));
+    await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: a.body.id, essays: Array.from({ length: 8 }, (_, i) => ({ text: generateEssay(700 + i, 'zh').text })) }).expect(202);
+    const scheduled = async () => (await queue.claim(10, 60_000, 'grade', true)).filter((j) => j.tenantId === tenant.tenantId);
+    const first = await scheduled();
+    expect(first).toHaveLength(3);
+    expect(first.every((j) => j.dueBy !== null)).toBe(true);
+    expect(await scheduled()).toHaveLength(0); // still three running in this lane
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE id = $1`, [first[0].id]);
+    expect(await scheduled()).toHaveLength(1);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
+  });
+
   it("bounds a tenant's calls at providers at once, so its flood waits instead of taking every connection", async () => {
     await setLimits({ providerCalls: 2 });
     fake.setLatency(400);

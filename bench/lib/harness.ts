@@ -200,6 +200,49 @@ export async function newTenant(serviceUrl: string, monthlyBudget = '100000.00',
   return { tenantId: t.tenant.id, adminKey: t.adminKey, teacherKey: teacher.key };
 }
 
+/** `n` more tenants made through the operator API, 20 at a time: their admin keys. */
+export async function newTenantKeys(serviceUrl: string, n: number, monthlyBudget = '1000.00'): Promise<string[]> {
+  const keys: string[] = [];
+  for (let i = 0; i < n; i += 20) {
+    keys.push(
+      ...(await Promise.all(
+        Array.from({ length: Math.min(20, n - i) }, async () =>
+          (await json<{ adminKey: string }>(`${serviceUrl}/v1/tenants`, { key: OPERATOR, body: { name: 'Bench School', monthlyBudget, timezone: 'Asia/Shanghai' } })).adminKey,
+        ),
+      )),
+    );
+  }
+  return keys;
+}
+
+/**
+ * The trivial OpenAI-compatible upstream (its own process) and the built service in front of it,
+ * chat only (no workers), on a fresh database: what bench:peers and bench/probe-miss.ts load.
+ */
+export async function startGatewayOverTrivialUpstream(dbName: string, env: Record<string, string> = {}) {
+  const upstream = await startNode(['-r', 'ts-node/register/transpile-only', 'bench/lib/trivial-upstream.ts', '--port', '{port}'], (p) => `http://127.0.0.1:${p}/health`);
+  const databaseUrl = await freshDatabase(dbName);
+  const service = await startService({
+    DATABASE_URL: databaseUrl,
+    DATABASE_POOL_SIZE: '20',
+    WORKERS_ENABLED: 'false',
+    DEEPSEEK_API_KEY: 'bench',
+    DEEPSEEK_BASE_URL: upstream.url,
+    LLM_STANDARD_MODELS: 'deepseek:deepseek-flash',
+    ...env,
+  });
+  return {
+    upstream,
+    service,
+    databaseUrl,
+    stop: async () => {
+      await service.stop();
+      await upstream.stop();
+      await dropDatabase(dbName);
+    },
+  };
+}
+
 export function machine(): Record<string, string | number> {
   return {
     cpus: os.cpus().length,

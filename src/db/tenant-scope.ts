@@ -92,11 +92,18 @@ export async function tenantQuery<R = Record<string, unknown>>(
   params: unknown[] = [],
 ): Promise<R[]> {
   const s = tenantStatement(tenantId, sql, params);
-  // Outside a transaction, straight to the driver's pool: the same statement without TypeORM's
-  // query-runner round (on the gateway's hot path that round costs more than the statement).
+  return run<R>(manager, s.sql, s.params);
+}
+
+/**
+ * Runs a checked statement. Outside a transaction it goes straight to the driver's pool: the same
+ * statement without TypeORM's query-runner round (on the gateway's hot path that round costs more
+ * than the statement); inside one, through the transaction's manager.
+ */
+async function run<R>(manager: EntityManager, sql: string, params: unknown[]): Promise<R[]> {
   const pool = manager.queryRunner ? null : poolOf(manager);
-  if (pool) return (await pool.query(s.sql, s.params)).rows as R[];
-  return rowsOf<R>(await manager.query(s.sql, s.params));
+  if (pool) return (await pool.query(sql, params)).rows as R[];
+  return rowsOf<R>(await manager.query(sql, params));
 }
 
 interface PgPool {
@@ -111,17 +118,15 @@ function poolOf(manager: EntityManager): PgPool | null {
 }
 
 /**
- * One statement for rows of many tenants at once (a group commit of the same moment's cache
- * lookups): `$1` is a uuid[] with each row's tenant, paired by position with the other arrays, and
+ * One statement for rows of many tenants at once (a group commit: the answer cache's lookups and
+ * stores, the settlement of leased calls): `$1` is a uuid[] with each row's tenant, paired by position with the other arrays, and
  * the statement must match every row on that tenant (`unnest($1::uuid[], …)` joined on tenant_id).
  * Each row stays its own tenant's: nothing is read or written by key alone.
  */
 export async function perRowTenantQuery<R = Record<string, unknown>>(manager: EntityManager, tenantIds: string[], sql: string, params: unknown[] = []): Promise<R[]> {
   for (const id of tenantIds) assertTenantId(id, 'a per-row tenant query');
   if (!/unnest\(\s*\$1::uuid\[\]/.test(sql) || !/tenant_id/.test(sql)) throw new MissingTenantError('SQL that does not pair each row with its tenant ($1::uuid[])');
-  const pool = manager.queryRunner ? null : poolOf(manager);
-  if (pool) return (await pool.query(sql, [tenantIds, ...params])).rows as R[];
-  return rowsOf<R>(await manager.query(sql, [tenantIds, ...params]));
+  return run<R>(manager, sql, [tenantIds, ...params]);
 }
 
 /** One tenant's statement, checked as tenantQuery checks it, to run later (runAtomically). */

@@ -23,10 +23,7 @@ export interface Job {
   plan: JobPlan | null;
 }
 
-/**
- * The plan a scheduled job runs on (see planWork): kept on the job, shown with the essay or order.
- * Amounts are decimal CNY strings.
- */
+/** The plan a scheduled job runs on (see planWork): kept on the job, shown with its essay. */
 export interface JobPlan {
   mode: 'now' | 'batch' | 'off_peak';
   startAt: string;
@@ -113,13 +110,13 @@ export class JobQueue {
    * `essaysGrading` limit.
    *
    * Gradings with a deadline (`scheduled`) are claimed apart from the others: they may wait on a
-   * provider batch for hours, so like deep reviews they have a pool of their own and no per-tenant
-   * cap (their provider calls are still bounded per tenant by the gateway).
+   * provider batch for hours, so they have a pool of their own, where a tenant again holds at most
+   * its `essaysGrading` (counted in that lane): a class set due next week cannot take every slot.
    */
   async claim(limit: number, leaseMs: number, kind: JobKind = 'grade', scheduled = false): Promise<Job[]> {
     if (limit <= 0) return [];
     // Deep reviews mostly wait on provider batches: they have a pool of their own and no per-tenant cap.
-    const cap = kind === 'grade' && !scheduled ? this.config.limits.essaysGrading : 1_000_000;
+    const cap = kind === 'grade' ? this.config.limits.essaysGrading : 1_000_000;
     // Gradings are claimed by lane (with a deadline or not), on an index that leads with it.
     const lane = (t: string) => (kind === 'grade' ? `AND (${t}.due_by IS NOT NULL) = ${scheduled ? 'true' : 'false'}` : '');
     const rows = rowsOf<Record<string, string | number>>(await this.ds.query(
@@ -130,7 +127,7 @@ export class JobQueue {
            FROM waiting w WHERE w.tenant_id IS NOT NULL),
        heads AS (
          SELECT w.tenant_id, h.run_after AS head, n.running,
-                CASE WHEN $4 = 'grade' AND NOT $6::boolean THEN coalesce((t.limits->>'essaysGrading')::int, $5) ELSE $5 END - n.running AS room
+                CASE WHEN $4 = 'grade' THEN coalesce((t.limits->>'essaysGrading')::int, $5) ELSE $5 END - n.running AS room
            FROM waiting w
            CROSS JOIN LATERAL (SELECT count(*) AS running FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running' ${lane('r')}) n
            JOIN tenants t ON t.id = w.tenant_id
@@ -148,7 +145,7 @@ export class JobQueue {
               locked_until = now() + make_interval(secs => $2::double precision / 1000)
         WHERE id IN (SELECT id FROM picked ORDER BY turn, running, run_after LIMIT $3)
         RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts, due_by, plan`,
-      [this.workerId, leaseMs, limit, kind, cap, scheduled],
+      [this.workerId, leaseMs, limit, kind, cap],
     ));
     return rows.map((r) => ({
       id: String(r.id),
