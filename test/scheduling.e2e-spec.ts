@@ -136,6 +136,24 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     expect(row.price_window).toBe('peak');
   });
 
+  it('when the budget is gone by the time the window opens, grades offline as any grading would: nothing charged, nothing lost', async () => {
+    const a = await assignment('2026-12-02T08:00:00+08:00');
+    const [id] = await submit(a.id, [16]);
+    await waitFor(async () => (await jobsOf([id]))[0]?.plan?.mode === 'off_peak', 10_000, 'deferred');
+    // Meanwhile the admin lowers the cap to nothing (policy offline, the default).
+    await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '0.00' }).expect(200);
+    clock.mockImplementation(() => new Date(LUNCH_OFF_PEAK));
+    await ds.query(`UPDATE jobs SET run_after = now() WHERE tenant_id = $1 AND status = 'queued'`, [tenant.tenantId]);
+    await waitGraded([id]);
+    const v = await view(id);
+    expect(v.grade.source).toBe('offline');
+    expect(v.flags).toEqual(expect.arrayContaining(['offline_estimate', 'budget_exhausted']));
+    expect(v.grade.schedule).toBeUndefined(); // no provider call, nothing saved or spent
+    expect(fake.requests).toHaveLength(0);
+    const { spent } = await expectBooksBalanced(ds, tenant.tenantId);
+    expect(spent).toBe(0n);
+  });
+
   it('refuses a deadline in the past or too far ahead, and clears one with null', async () => {
     const past = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: '2026-11-01T08:00:00+08:00' }).expect(400);
     expect(past.body.error.details[0]).toEqual({ field: 'dueBy', message: 'dueBy must be in the future' });
@@ -191,6 +209,25 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       const v = await view(id);
       expect(v.deepGrade.schedule).toMatchObject({ dueBy: order.body.dueBy, mode: 'batch' });
       expect(parseCny(v.deepGrade.schedule.saved)).toBe(BigInt(call.schedule_saved_nanos));
+      await expectBooksBalanced(ds, tenant.tenantId);
+    });
+
+    it('makes a scheduled batch call in real time when the batch fails, and still delivers once', async () => {
+      await sell();
+      const id = await gradedEssay(24);
+      fake.reset();
+      fake.failNextBatch('dashscope', 'failed');
+      await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: '2026-12-04T08:00:00+08:00' }).expect(202);
+      await waitDelivered(id);
+      const calls = await deepCalls();
+      expect(calls.map((c: { batch: boolean; outcome: string }) => [c.batch, c.outcome])).toEqual([
+        [true, 'retryable'],
+        [false, 'ok'],
+      ]);
+      // Planned for the batch, paid at the real-time price: it saved nothing, and says so.
+      const v = await view(id);
+      expect(v.deepGrade.schedule).toMatchObject({ mode: 'batch', saved: '0.00' });
+      expect(v.deepReview.status).toBe('delivered');
       await expectBooksBalanced(ds, tenant.tenantId);
     });
 
