@@ -23,6 +23,14 @@ describe('planWork: the cheapest start that still meets the deadline', () => {
     expect(p.expectedNanos * 2n).toBe(p.nowNanos);
   });
 
+  it('finds the same minute from any moment, and the same plan when asked again (the prices remembered)', () => {
+    const odd = plan({ now: beijing('2026-12-01T10:17:23.456') });
+    expect(odd.startAt.toISOString()).toBe(beijing('2026-12-01T12:00:00').toISOString());
+    expect(plan({ now: beijing('2026-12-01T10:17:23.456') })).toEqual(odd);
+    // A window that opens between two grid points of the clock: 11:58 is on no 5-minute mark.
+    expect(plan({ now: beijing('2026-12-01T11:56:10') }).startAt.toISOString()).toBe(beijing('2026-12-01T12:00:00').toISOString());
+  });
+
   it('runs now when now is already the cheapest (off-peak)', () => {
     const p = plan({ now: beijing('2026-12-01T20:00:00') });
     expect(p.mode).toBe('now');
@@ -65,7 +73,8 @@ describe('planWork: the cheapest start that still meets the deadline', () => {
 
   it('never plans a start after the deadline, over a grid of times and deadlines', () => {
     for (let h = 0; h < 48; h += 1.25) {
-      const now = new Date(beijing('2026-12-01T00:00:00').getTime() + h * HOUR);
+      // (off the clock's 5-minute marks by an odd number of milliseconds)
+      const now = new Date(beijing('2026-12-01T00:00:00').getTime() + h * HOUR + 437_123);
       for (const ahead of [0.2, 0.6, 1, 2.5, 7, 30]) {
         const dueBy = new Date(now.getTime() + ahead * HOUR);
         const p = plan({ now, dueBy, model: h % 2 ? flash : qwen });

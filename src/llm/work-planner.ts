@@ -42,14 +42,33 @@ export interface PlanInput {
   marginMs: number;
 }
 
-/** Windows are looked for on this grid and their exact start found to the minute. */
+/** Windows are looked for on this grid (whole 5 minutes of the clock) and their exact start found to the minute. */
 const STEP_MS = 5 * 60_000;
 /** No plan looks further ahead than this (a week holds every weekly window). */
 const HORIZON_MS = 8 * 86_400_000;
 
+/**
+ * A model's price at a moment is the same for every job that asks: remembered per model and moment
+ * (the grid is the clock's, so jobs share it), so a class set's plans cost a map lookup per grid point
+ * instead of a time-zone conversion each. Bounded: emptied when it grows past this many moments.
+ */
+const PRICE_MEMO_MAX = 200_000;
+const priceMemo = new Map<string, Pricing>();
+
+function priceOf(model: CatalogModel, t: number): Pricing {
+  const key = `${model.key}@${t}`;
+  let pricing = priceMemo.get(key);
+  if (!pricing) {
+    if (priceMemo.size >= PRICE_MEMO_MAX) priceMemo.clear();
+    pricing = priceAt(model, new Date(t)).pricing;
+    priceMemo.set(key, pricing);
+  }
+  return pricing;
+}
+
 export function planWork(p: PlanInput): WorkPlan {
   const cost = (pricing: Pricing) => costOf({ inputTokens: p.inputTokens, cachedInputTokens: 0, outputTokens: p.outputTokens }, pricing);
-  const costAt = (t: number) => cost(priceAt(p.model, new Date(t)).pricing);
+  const costAt = (t: number) => cost(priceOf(p.model, t));
   const now = p.now.getTime();
   const nowPrice = priceAt(p.model, p.now);
   const nowNanos = cost(nowPrice.pricing);
@@ -58,14 +77,15 @@ export function planWork(p: PlanInput): WorkPlan {
   if (latestStart <= now) return best;
 
   // A later, cheaper window: walk the grid; where the price drops, find the minute it drops at.
-  for (let t = now + STEP_MS; t <= latestStart; t += STEP_MS) {
+  let previous = now;
+  for (let t = (Math.floor(now / STEP_MS) + 1) * STEP_MS; t <= latestStart; previous = t, t += STEP_MS) {
     const c = costAt(t);
     if (c >= best.expectedNanos) continue;
-    // The grid point before cost more (at least the best so far): the drop is in between.
-    let lo = t - STEP_MS;
+    // The point before cost more (at least the best so far): the drop is in between.
+    let lo = previous;
     let hi = t;
     while (hi - lo > 60_000) {
-      const mid = lo + Math.floor((hi - lo) / 120_000) * 60_000;
+      const mid = lo + Math.max(1, Math.floor((hi - lo) / 120_000)) * 60_000; // a whole minute on at least: it ends
       if (costAt(mid) <= c) hi = mid;
       else lo = mid;
     }

@@ -1319,7 +1319,7 @@ export interface components {
                 reportedOutput: number | null;
             };
         };
-        /** @description The plan a scheduled job runs on (see planWork): kept on the job, shown with the essay or order. Amounts are decimal CNY strings. */
+        /** @description The plan a scheduled job runs on (see planWork): kept on the job, shown with its essay. */
         JobPlan: {
             /** @description when the job was first planned (as good as submitted): its work is compared with real time then */
             firstPlannedAt: string;
