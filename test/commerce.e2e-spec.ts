@@ -212,6 +212,32 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await waitOrder(o.orderId, 'delivered');
     });
 
+    it('answers a deep review of a text reviewed before from the cache: no premium call, nothing spent, the order still delivered', async () => {
+      await sell('invoice');
+      const first = await gradedEssay(17);
+      const { body: o1 } = await order(first.id).expect(202);
+      await waitOrder(o1.orderId, 'delivered');
+      const premiumCalls = () => fake.requests.filter((r) => r.model === 'qwen3-max').length;
+      const before = premiumCalls();
+      // The same essay handed in again (a copied model essay), graded from the cache, then reviewed.
+      const again = await gradedEssay(17);
+      const { body: o2 } = await order(again.id).expect(202);
+      await waitOrder(o2.orderId, 'delivered');
+      expect(premiumCalls()).toBe(before);
+      const rows = await t.dataSource.query(
+        `SELECT essay_id, cache_status, cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1 AND purpose = 'deep_review' ORDER BY created_at`,
+        [tenant.tenantId],
+      );
+      expect(rows).toEqual([
+        { essay_id: first.id, cache_status: 'miss', cost: expect.not.stringMatching(/^0$/) },
+        { essay_id: again.id, cache_status: 'hit', cost: '0' },
+      ]);
+      const a = (await t.http.get(`/v1/essays/${first.id}`).set(bearer(teacher))).body.deepGrade;
+      const b = (await t.http.get(`/v1/essays/${again.id}`).set(bearer(teacher))).body.deepGrade;
+      expect(b.deep).toEqual(a.deep);
+      await expectBooksBalanced(t.dataSource, tenant.tenantId);
+    });
+
     it('refunds a deep review when every premium model fails', async () => {
       await sell('invoice');
       const essay = await gradedEssay(8);

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
-import { bandBuckets, encodeSignature, fingerprint } from '../src/grading/near-duplicate';
-import { MAX_CANDIDATES, NearDuplicateIndex } from '../src/grading/near-duplicate.service';
+import { bandBuckets, encodeSignature, fingerprint, signatureSimilarity } from '../src/grading/near-duplicate';
+import { MAX_CANDIDATES, NearDuplicateIndex, REUSE_SIMILARITY } from '../src/grading/near-duplicate.service';
 import { generateEssay, nearCopy } from './support/essays';
 import { Factory, TestTenant } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
@@ -133,6 +133,36 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     const c = await addEssay(tenant.tenantId, original);
     const second = await index.indexAndFind(tenant.tenantId, c, original);
     expect(second!.similarity).toBeGreaterThan(0.85);
+  });
+
+  it("finds a student's own earlier version when another student's copy is nearer, and only a graded one of the same student", async () => {
+    // A model essay everyone copies: student A handed in a copy with a word changed; B the essay as is.
+    const model = generateEssay(61, 'zh').text;
+    const mineBefore = nearCopy(model, 3, 1);
+    expect(signatureSimilarity(fingerprint(model), fingerprint(mineBefore))).toBeGreaterThanOrEqual(REUSE_SIMILARITY);
+    const insert = async (text: string, studentRef: string, status: string, secondsAgo: number) => {
+      const [{ id }] = await ds.query(
+        `INSERT INTO essays (id, tenant_id, rubric_key, rubric_version, language, tier, text, status, student_ref, grade, created_at)
+         VALUES ($7, $1, 'zh-gaokao-60', 1, 'zh', 'standard', $2, $3, $4, $5, now() - make_interval(secs => $6)) RETURNING id`,
+        [tenant.tenantId, text, status, studentRef, status === 'graded' ? { score: 40, by: studentRef } : null, secondsAgo, randomUUID()],
+      );
+      await index.indexAndFind(tenant.tenantId, id, text);
+      return id as string;
+    };
+    const ownEarlier = await insert(mineBefore, 'student-a', 'graded', 300);
+    const theirs = await insert(model, 'student-b', 'graded', 200);
+    // A hands in the model essay itself now: B's copy is the nearest (identical), A's own is found too.
+    const resubmission = await insert(model, 'student-a', 'queued', 0);
+    await ds.query(`DELETE FROM essay_lsh WHERE essay_id = $1`, [resubmission]); // indexed again below
+    const found = await index.indexAndFind(tenant.tenantId, resubmission, model, 'student-a');
+    expect(found).toMatchObject({ essayId: theirs, similarity: 1, studentRef: 'student-b' });
+    expect(found!.earlierOwn).toMatchObject({ essayId: ownEarlier, grade: { score: 40, by: 'student-a' } });
+    // Another student, or no student named: nothing of A's is offered.
+    expect((await index.indexAndFind(tenant.tenantId, resubmission, model, 'student-c'))!.earlierOwn).toBeNull();
+    expect((await index.indexAndFind(tenant.tenantId, resubmission, model))!.earlierOwn).toBeNull();
+    // A's earlier version not graded (still queued, or failed): not offered either.
+    await ds.query(`UPDATE essays SET status = 'failed' WHERE id = $1`, [ownEarlier]);
+    expect((await index.indexAndFind(tenant.tenantId, resubmission, model, 'student-a'))!.earlierOwn).toBeNull();
   });
 
   it("never compares another tenant's essays, nor essays submitted later", async () => {

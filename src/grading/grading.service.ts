@@ -137,7 +137,7 @@ export class GradingService {
     if (injection.suspected) flags.add('prompt_injection_suspected');
 
     const settings = await this.settingsCache.getOrLoad(job.tenantId, () => this.settings(job.tenantId));
-    const near = await this.nearDuplicates.indexAndFind(job.tenantId, essay.id, essay.text);
+    const near = await this.nearDuplicates.indexAndFind(job.tenantId, essay.id, essay.text, essay.student_ref);
     let similar: { essayId: string; similarity: number } | null = null;
     if (near && near.similarity >= settings.nearDuplicateThreshold) {
       flags.add('possible_copy');
@@ -147,16 +147,8 @@ export class GradingService {
     let grade: StoredGrade | null = null;
     let costNanos = 0n;
     // A resubmission by the same student with trivial edits may take the earlier grade.
-    if (
-      near &&
-      settings.reuseResubmissionGrades &&
-      near.similarity >= 0.95 &&
-      essay.student_ref &&
-      near.studentRef === essay.student_ref &&
-      near.grade &&
-      (near.status === 'graded' || near.status === 'needs_review')
-    ) {
-      const earlier = near.grade as StoredGrade;
+    if (near?.earlierOwn && settings.reuseResubmissionGrades) {
+      const earlier = near.earlierOwn.grade as StoredGrade;
       flags.add('reused_grade');
       grade = { ...earlier, cache: 'hit', cost: '0.00', source: 'reused', gradedAt: new Date().toISOString() };
     }

@@ -9,7 +9,17 @@ export interface NearDuplicate {
   studentRef: string | null;
   status: string;
   grade: unknown;
+  /**
+   * The same student's earlier essay at REUSE_SIMILARITY or more, graded, the nearest of those
+   * (it may be the nearest essay itself): what a resubmission may take its grade from. A student's
+   * copy of a model essay many have handed in has its nearest twin in another student's hands;
+   * the student's own earlier version is found all the same.
+   */
+  earlierOwn: { essayId: string; similarity: number; grade: unknown } | null;
 }
+
+/** A resubmission whose text is at least this similar to the same student's graded essay may take its grade. */
+export const REUSE_SIMILARITY = 0.95;
 
 /** An earlier essay sharing at least one LSH band with the one being indexed. */
 export interface Candidate extends Fingerprint {
@@ -51,23 +61,42 @@ const BACKFILL_CHUNK = 10;
 export class NearDuplicateIndex {
   constructor(private readonly ds: DataSource) {}
 
-  /** Indexes the essay and returns the most similar earlier essay of the tenant, if any. */
-  async indexAndFind(tenantId: string, essayId: string, text: string): Promise<NearDuplicate | null> {
+  /**
+   * Indexes the essay and returns the most similar earlier essay of the tenant, if any, with the
+   * student's own nearest graded one when it is at REUSE_SIMILARITY or more (see NearDuplicate).
+   */
+  async indexAndFind(tenantId: string, essayId: string, text: string, studentRef: string | null = null): Promise<NearDuplicate | null> {
     const mine = fingerprint(text);
-    let best: { essayId: string; similarity: number } | null = null;
-    for (const c of await this.index(tenantId, essayId, mine)) {
-      const similarity = signatureSimilarity(mine, c);
-      if (!best || similarity > best.similarity) best = { essayId: c.essayId, similarity };
-    }
-    if (!best) return null;
-    // Only the essay that is kept is read: its grade may be reused.
-    const [row] = await tenantQuery<{ student_ref: string | null; status: string; grade: unknown }>(
+    const compared = (await this.index(tenantId, essayId, mine))
+      .map((c) => ({ essayId: c.essayId, similarity: signatureSimilarity(mine, c) }))
+      .sort((a, b) => b.similarity - a.similarity);
+    if (compared.length === 0) return null;
+    const best = compared[0];
+    // The nearest essay and, for a named student, the candidates near enough to be a resubmission
+    // (at most MAX_CANDIDATES): one read, grades only of the nearest and of the student's graded ones.
+    const near = studentRef ? compared.filter((c) => c.similarity >= REUSE_SIMILARITY) : [];
+    const rows = await tenantQuery<{ id: string; student_ref: string | null; status: string; grade: unknown }>(
       this.ds.manager,
       tenantId,
-      `SELECT student_ref, status, grade FROM essays WHERE tenant_id = $1 AND id = $2`,
-      [best.essayId],
+      `SELECT id, student_ref, status,
+              CASE WHEN id = $3 OR (student_ref = $4 AND status IN ('graded', 'needs_review')) THEN grade END AS grade
+         FROM essays WHERE tenant_id = $1 AND id = ANY($2::uuid[])`,
+      [[best.essayId, ...near.map((c) => c.essayId)], best.essayId, studentRef],
     );
-    return row ? { ...best, studentRef: row.student_ref, status: row.status, grade: row.grade } : null;
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const nearest = byId.get(best.essayId);
+    if (!nearest) return null;
+    const own = near.find((c) => {
+      const r = byId.get(c.essayId);
+      return r && r.student_ref === studentRef && r.grade && (r.status === 'graded' || r.status === 'needs_review');
+    });
+    return {
+      ...best,
+      studentRef: nearest.student_ref,
+      status: nearest.status,
+      grade: nearest.grade,
+      earlierOwn: own ? { ...own, grade: byId.get(own.essayId)!.grade } : null,
+    };
   }
 
   /**
