@@ -95,6 +95,7 @@ interface RunFigures {
   essays: number;
   gradings: { total: number; standard: number; deep: number; offline: number; fromCache: number; reused: number };
   deepReviews: { ordered: number; refusedAtOrder: number; delivered: number; refunded: number };
+  deepReviewsFromCache: number;
   measuredCost: string;
   monthlyCostFullScale: string;
   costPerGrading: string;
@@ -253,6 +254,9 @@ async function runMonth(
                              count(*) FILTER (WHERE 'reused_grade' = ANY(flags))::int AS reused
                         FROM essays`)
     ).rows;
+    const [{ n: deepReviewsFromCache }] = (
+      await db.query(`SELECT count(*)::int AS n FROM llm_calls WHERE purpose = 'deep_review' AND cache_status = 'hit'`)
+    ).rows;
     const [orders] = (
       await db.query(`SELECT count(*) FILTER (WHERE status = 'delivered')::int AS delivered, count(*) FILTER (WHERE status = 'refunded')::int AS refunded FROM orders`)
     ).rows;
@@ -281,6 +285,7 @@ async function runMonth(
       essays: counts.essays,
       gradings: { ...report.gradings, reused: counts.reused },
       deepReviews: { ordered, refusedAtOrder, delivered: orders.delivered, refunded: orders.refunded },
+      deepReviewsFromCache,
       measuredCost: formatCny(spent),
       monthlyCostFullScale: formatCny(scaleUp(spent, scale)),
       costPerGrading: report.costPerGrading,
@@ -412,7 +417,7 @@ async function naive(traffic: Submission[], fakeUrl: string, scale: number) {
       while (next < jobs.length) {
         const { i, variant } = jobs[next++];
         const s = traffic[i];
-        const prompt = buildGradingPrompt({ rubric: builtinRubric(s.rubric)!, language: s.lang, variant, assignmentPrompt: TASK[s.lang], essay: s.text }).uncompressed;
+        const prompt = buildGradingPrompt({ rubric: builtinRubric(s.rubric)!, language: s.lang, variant, assignmentPrompt: TASK[s.lang], essay: s.text }).naive;
         const res = await fetch(`${fakeUrl}/dashscope/compatible-mode/v1/chat/completions`, {
           method: 'POST',
           headers: { authorization: 'Bearer naive', 'content-type': 'application/json' },
@@ -464,7 +469,9 @@ type Naive = Awaited<ReturnType<typeof naive>>;
  *    model's input price;
  *  - prefix cache: the difference in provider-cached input tokens, at that model's cache discount;
  *  - batch / off-peak: Inkstone's usage at real-time prices minus what it was billed;
- *  - other: the rest (different output lengths, repairs and retries): naive − Inkstone − the above.
+ *  - output: the output tokens Inkstone's answers did not need (naive's − Inkstone's, repairs
+ *    included), at that model's output price: sentences pointed at by number instead of copied;
+ *  - other: the rest (rounding, a job answered by more than one model): naive − Inkstone − the above.
  * Each in CNY and as points of the naive total; they add up to the difference exactly.
  */
 function levers(traffic: Submission[], n: Naive, run: RunFigures) {
@@ -477,7 +484,7 @@ function levers(traffic: Submission[], n: Naive, run: RunFigures) {
     const k = `${i}|${c.purpose === 'deep_review' ? 'deep' : 'standard'}`;
     byJob.set(k, [...(byJob.get(k) ?? []), c]);
   }
-  const out = { cacheAndReuse: 0n, routing: 0n, compression: 0n, prefixCache: 0n, batchAndOffPeak: 0n, other: 0n };
+  const out = { cacheAndReuse: 0n, routing: 0n, compression: 0n, prefixCache: 0n, batchAndOffPeak: 0n, output: 0n, other: 0n };
   let inkstone = 0n;
   const job = (k: string, naiveCall: NaiveCall) => {
     const calls = byJob.get(k) ?? [];
@@ -494,12 +501,13 @@ function levers(traffic: Submission[], n: Naive, run: RunFigures) {
     out.compression += BigInt(u.inputTokens - ink.in) * p.input;
     out.prefixCache += BigInt(ink.cached - u.cachedInputTokens) * (p.input - p.cachedInput);
     out.batchAndOffPeak += inkRealtime - ink.cost;
+    out.output += BigInt(u.outputTokens - ink.out) * p.output;
     inkstone += ink.cost;
   };
   traffic.forEach((_, i) => job(`${i}|standard`, n.standard[i]));
   for (const [i, call] of n.deep) job(`${i}|deep`, call);
   // (Deep reviews Inkstone refused or refunded are not in naive's favour here: run A's cap does not bind.)
-  const explained = out.cacheAndReuse + out.routing + out.compression + out.prefixCache + out.batchAndOffPeak;
+  const explained = out.cacheAndReuse + out.routing + out.compression + out.prefixCache + out.batchAndOffPeak + out.output;
   out.other = n.total - inkstone - explained;
   const points = (x: Nanos) => Number((Number((x * 1_000_000n) / n.total) / 10_000).toFixed(2));
   return {

@@ -95,7 +95,7 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       // The premium model wrote the deep part only; the scores are the standard grade's.
       expect(view.body.deepGrade.dimensions).toEqual(essay.grade.dimensions);
       expect(view.body.deepGrade.score).toBe(essay.grade.score);
-      expect(view.body.deepGrade.promptVersion).toBe('deep-review-1');
+      expect(view.body.deepGrade.promptVersion).toBe('deep-review-2');
       const premiumPrompt = fake.requests.find((r) => r.model === 'qwen3-max')!.body.messages[0].content as string;
       expect(premiumPrompt).not.toContain('"dimensions":[{"key":"<dimension key>"'); // no scores asked for
       // It went through the provider's Batch API, at the batch price.

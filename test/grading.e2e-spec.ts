@@ -56,7 +56,8 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
 
   describe('essays', () => {
     it('grades a Chinese essay: dimension scores with reasons, a computed total, annotations that quote the text', async () => {
-      const { text } = generateEssay(1, 'zh');
+      // As pasted from a word processor: indented with full-width spaces, trailing spaces, blank lines.
+      const text = generateEssay(1, 'zh').text.split('\n').map((line) => `\u3000\u3000${line}  `).join('\n\n\n');
       const view = await gradeOne({ text, studentRef: 's-001', title: '成长的滋味' });
       expect(view).toMatchObject({ status: 'graded', tier: 'standard', language: 'zh', rubric: { key: 'zh-gaokao-60', version: 1 }, cache: 'miss', studentRef: 's-001' });
       expect(view.text).toBe(text);
@@ -65,6 +66,9 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(view.grade.annotations.length).toBeGreaterThan(0);
       expect(view.cost).toBe(view.grade.cost);
       expect(Number(view.cost)).toBeGreaterThan(0);
+      for (const a of view.grade.annotations) expect(text.slice(a.start, a.end)).toBe(a.quote);
+      // The model read the essay with its sentences numbered, pointed at them, and the server quoted the text.
+      expect(fake.requests[0].body.messages[1].content).toMatch(/<essay>\n\[1\]/);
       const [call] = await t.dataSource.query(`SELECT purpose, essay_id, compression_saved_tokens FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
       expect(call).toMatchObject({ purpose: 'grading', essay_id: view.id });
       expect(call.compression_saved_tokens).toBeGreaterThan(0);
@@ -266,7 +270,9 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
     it('drops invented quotes but keeps the grade', async () => {
       fake.setResponder(({ messages }) => malformedGrade(messages, 'invented_quotes'));
       const view = await gradeOne({ text: generateEssay(12, 'zh').text });
-      expect(view.grade.annotations.some((a: { quote: string }) => a.quote.includes('根本不在'))).toBe(false);
+      expect(view.grade.annotations.some((a: { quote: string }) => a.quote.includes('根本不在') || a.quote.includes('根本不存在'))).toBe(false);
+      // The four real annotations stay: a sentence number past the last and words not in the essay are dropped, not guessed.
+      expect(view.grade.annotations).toHaveLength(4);
       expectValidGrade(view);
     });
   });

@@ -3,10 +3,11 @@
 const LEVERS: Array<[string, string]> = [
   ['cacheAndReuse', 'exact cache and resubmission reuse (jobs answered with no provider call)'],
   ['routing', "routing: the standard model instead of the premium one, on naive's own tokens"],
-  ['compression', 'compression: prompt tokens not sent, measured (provider-reported counts on both sides)'],
+  ['compression', 'compression: prompt tokens not sent, measured (provider-reported counts on both sides; the sentence numbers Inkstone adds count against it)'],
   ['prefixCache', "provider prefix cache: more of Inkstone's input served cached than of naive's"],
   ['batchAndOffPeak', 'batch price / off-peak: real-time price of the same usage minus what was billed'],
-  ['other', 'other: output lengths, repairs and retries (the rest, so the rows add up)'],
+  ['output', "shorter answers: sentences pointed at by number instead of copied (naive's output tokens − Inkstone's, at the output price)"],
+  ['other', 'other: repairs, retries and rounding (the rest, so the rows add up)'],
 ];
 
 const RUNS: Array<[string, string]> = [
@@ -49,8 +50,10 @@ the same deep-review prompt. Every class set is an assignment with the same task
   in the natural layout (instructions and the pretty-printed rubric first, the task and the raw
   essay last, so the provider's prefix cache serves the common part: ${pct(n.cachedInputShare)} of its
   input tokens were served cached), at real-time prices, with no cache or reuse of its own.
-- **Inkstone**: standard tier \`${cs.models.standard}\`, deep tier \`${cs.models.deep}\`, exact cache, compact prompts,
-  resubmissions by the same student reusing the earlier grade; run three times on the same traffic.
+- **Inkstone**: standard tier \`${cs.models.standard}\`, deep tier \`${cs.models.deep}\`, exact cache, compact prompts
+  with the essay's sentences numbered so that annotations and rewrites point at them instead of
+  copying them (the server puts the exact words back), resubmissions by the same student reusing
+  the earlier grade; run three times on the same traffic.
 
 ${head}
 ${sep}
@@ -61,6 +64,7 @@ ${row('ratio to naive, total cost of the month', (r) => String(r.likeForLike.rat
 ${row('month at this scale (full scale)', (r) => `${r.spent} (${r.monthlyCostFullScale}) CNY`, `${n.measuredCost} (${n.monthlyCostFullScale}) CNY`)}
 ${row('cost per standard grading / per deep review', (r) => `${r.costPerStandardGrading} / ${r.costPerDeepReview}`, `${n.costPerStandardGrading} / ${n.costPerDeepReview}`)}
 ${row('cache hit rate (of model gradings)', (r) => r.cacheHitRate, '0')}
+${row('deep reviews answered from the cache / resubmissions given their earlier grade', (r) => `${r.deepReviewsFromCache ?? '—'} / ${r.gradings.reused}`, '0 / 0')}
 ${row('overspend / lost essays / ledger = spend', (r) => `${r.overspend} / ${r.lostEssays} / ${r.ledgerEqualsSpend}`, '—')}
 
 **Where each point comes from** (naive = 100 points; each lever in CNY at this scale and in points of

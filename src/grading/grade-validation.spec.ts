@@ -1,5 +1,5 @@
 import { gradingAnswer, malformedGrade } from '../../test/fake-provider/grading-responder';
-import { extractJson, locateQuote, validateGrade } from './grade-validation';
+import { extractJson, locateQuote, validateDeepReview, validateGrade } from './grade-validation';
 import { buildGradingPrompt } from './prompts';
 import { builtinRubric } from './rubric';
 
@@ -118,13 +118,80 @@ describe('the fake provider grades every rubric validly, and breaks on request',
     const text = rubric.language === 'zh' ? essay : 'Technology changes schools. Some students learn faster online. Others miss their friends. In the end, balance matters.';
     for (const variant of ['standard', 'deep'] as const) {
       const prompt = buildGradingPrompt({ rubric, language: rubric.language as 'zh' | 'en', variant, essay: text });
-      const v = validateGrade(gradingAnswer(prompt.messages)!, rubric, text, variant);
+      const v = validateGrade(gradingAnswer(prompt.messages)!, rubric, text, variant, prompt.sentences);
       if (!v.ok) throw new Error(v.problem);
       expect(v.value.droppedQuotes).toBe(0);
+      expect(v.value.grade.annotations.length).toBeGreaterThan(0);
+      for (const a of v.value.grade.annotations) expect(text.slice(a.start, a.end)).toBe(a.quote);
+      // An answer in the quoting layout (the naive prompt) reads as well.
+      const quoted = validateGrade(gradingAnswer(prompt.naive)!, rubric, text, variant);
+      if (!quoted.ok) throw new Error(quoted.problem);
+      expect(quoted.value.droppedQuotes).toBe(0);
+      expect(quoted.value.grade.annotations).toHaveLength(v.value.grade.annotations.length);
       for (const kind of ['out_of_range', 'missing_dimension', 'not_json', 'off_step'] as const) {
-        expect(validateGrade(malformedGrade(prompt.messages, kind), rubric, text, variant).ok).toBe(false);
+        expect(validateGrade(malformedGrade(prompt.messages, kind), rubric, text, variant, prompt.sentences).ok).toBe(false);
       }
+      const invented = validateGrade(malformedGrade(prompt.messages, 'invented_quotes'), rubric, text, variant, prompt.sentences);
+      if (!invented.ok) throw new Error(invented.problem);
+      expect(invented.value.droppedQuotes).toBe(rubric.language === 'zh' ? 2 : 1); // pointing: a number past the last and words found nowhere
+      expect(invented.value.grade.annotations).toEqual(v.value.grade.annotations);
     }
     expect(ielts.totalRule).toBe('mean_half_band');
+  });
+});
+
+describe('pointers: sentences by number, words inside them', () => {
+  const text = '　　那天放学后，天空下起了大雨。\n　　妈妈撑着伞在校门口等我。我的心里涌起一股暖流。';
+  const { sentences } = buildGradingPrompt({ rubric: gaokao, language: 'zh', variant: 'standard', essay: text });
+  const grade = (annotations: unknown[]) => {
+    const v = validateGrade(good({ annotations }), gaokao, text, 'standard', sentences);
+    if (!v.ok) throw new Error(v.problem);
+    return v.value;
+  };
+
+  it('puts the sentence back from the text, exactly, and narrows to the words of a word-level remark', () => {
+    expect(sentences).toEqual(['那天放学后，天空下起了大雨。', '妈妈撑着伞在校门口等我。', '我的心里涌起一股暖流。']);
+    const v = grade([
+      { s: 3, category: 'highlight', suggestion: '', explanation: '真挚' },
+      { s: 2, words: '撑着伞', category: 'word_choice', suggestion: '打着伞', explanation: '口语' },
+      { s: '1', words: '，', category: 'punctuation', suggestion: '。', explanation: '断句' },
+    ]);
+    expect(v.droppedQuotes).toBe(0);
+    expect(v.grade.annotations.map((a) => a.quote)).toEqual(['，', '撑着伞', '我的心里涌起一股暖流。']);
+    for (const a of v.grade.annotations) expect(text.slice(a.start, a.end)).toBe(a.quote);
+  });
+
+  it('drops a number past the last sentence and words found nowhere; finds words of a miscounted sentence elsewhere', () => {
+    const v = grade([
+      { s: 9, category: 'logic', suggestion: '', explanation: '' },
+      { s: 0, category: 'logic', suggestion: '', explanation: '' },
+      { s: 1.5, category: 'logic', suggestion: '', explanation: '' },
+      { s: 1, words: '不存在的词', category: 'typo', suggestion: '', explanation: '' },
+      { s: 1, words: '暖流', category: 'word_choice', suggestion: '热流', explanation: '' },
+    ]);
+    expect(v.droppedQuotes).toBe(4);
+    expect(v.grade.annotations.map((a) => a.quote)).toEqual(['暖流']);
+  });
+
+  it('still reads a copied quote (an answer in the quoting layout, or one with no number)', () => {
+    const v = grade([{ quote: '妈妈撑着伞', category: 'style', suggestion: '', explanation: '' }]);
+    expect(v.grade.annotations[0]).toMatchObject({ quote: '妈妈撑着伞', start: text.indexOf('妈妈') });
+  });
+
+  it('points rewrites of a deep review at sentences too', () => {
+    const review = JSON.stringify({
+      summary: '先理清思路',
+      paragraphs: [{ index: 1, analysis: '开头简洁' }],
+      rewrites: [
+        { s: 2, rewrite: '妈妈撑着伞，早早等在校门口。', reason: '更具体' },
+        { s: 42, rewrite: '不存在', reason: '' },
+      ],
+      revisionPlan: ['补充细节'],
+    });
+    const v = validateDeepReview(review, text, sentences);
+    if (!v.ok) throw new Error(v.problem);
+    expect(v.value.deep.rewrites).toEqual([{ start: text.indexOf('妈妈'), end: text.indexOf('我的'), quote: '妈妈撑着伞在校门口等我。', rewrite: '妈妈撑着伞，早早等在校门口。', reason: '更具体' }]);
+    const none = validateDeepReview(review.replace('"s":2', '"s":99'), text, sentences);
+    expect(none.ok).toBe(false);
   });
 });

@@ -119,12 +119,39 @@ function withoutWhitespace(text: string): { text: string; offsets: Int32Array } 
 }
 
 /**
+ * Where an answer's pointer into the essay stands: `s`, a sentence number of the prompt
+ * (`sentences[s - 1]`), narrowed to `words` when it gives words found in that sentence; or a
+ * copied `quote` (an answer in the quoting layout, or one with no usable number). Words not in
+ * their sentence are looked for in the whole essay (a miscounted sentence), else the pointer is
+ * invented: null, as for a quote the essay does not contain.
+ */
+export function locatePointer(essay: string, sentences: readonly string[], p: Record<string, unknown> | undefined, used: Set<string>, maxQuote: number): { start: number; end: number } | null {
+  const s = typeof p?.s === 'string' && /^\d+$/.test(p.s) ? Number(p.s) : p?.s;
+  const sentence = typeof s === 'number' && Number.isInteger(s) && s >= 1 && s <= sentences.length ? sentences[s - 1] : null;
+  if (!sentence) return locateQuote(essay, str(p?.quote, maxQuote), used);
+  const words = str(p?.words, maxQuote);
+  const at = locateQuote(essay, sentence, words ? new Set() : used);
+  if (!words) return at;
+  if (at) {
+    const span = essay.slice(at.start, at.end);
+    const one = words.length === 1 ? span.indexOf(words) : -1;
+    const inner = words.length === 1 ? (one >= 0 ? { start: one, end: one + 1 } : null) : locateQuote(span, words);
+    if (inner) {
+      const found = { start: at.start + inner.start, end: at.start + inner.end };
+      if (!used.has(`${found.start}:${found.end}`)) return found;
+    }
+  }
+  return locateQuote(essay, words, used);
+}
+
+/**
  * Checks a model's grade against the schema and the rubric before anything is stored: every
  * dimension once, with a reason, a score within its range and on its step (never clamped). The
- * total is computed here. Annotations keep only quotes found in the essay, with offsets repaired
- * from the text itself; invented quotes are dropped.
+ * total is computed here. Annotations point at sentences of the prompt by number (`sentences`,
+ * see src/grading/sentences.ts) or quote the essay; they keep only passages found in the essay,
+ * with offsets taken from the text itself; invented ones are dropped.
  */
-export function validateGrade(content: string, rubric: Rubric, essay: string, variant: Variant): Validation<ValidatedGrade> {
+export function validateGrade(content: string, rubric: Rubric, essay: string, variant: Variant, sentences: readonly string[] = []): Validation<ValidatedGrade> {
   const raw = extractJson(content) as Record<string, unknown> | undefined;
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return { ok: false, problem: 'the answer is not a JSON object' };
   if (!Array.isArray(raw.dimensions)) return { ok: false, problem: '"dimensions" must be a list' };
@@ -157,8 +184,7 @@ export function validateGrade(content: string, rubric: Rubric, essay: string, va
   let dropped = 0;
   const annotations: Annotation[] = [];
   for (const a of Array.isArray(raw.annotations) ? (raw.annotations as Array<Record<string, unknown>>) : []) {
-    const quote = str(a?.quote, 500);
-    const at = locateQuote(essay, quote, used);
+    const at = locatePointer(essay, sentences, a, used, 500);
     if (!at) {
       dropped++;
       continue;
@@ -180,14 +206,14 @@ export function validateGrade(content: string, rubric: Rubric, essay: string, va
     annotations,
   };
   if (variant === 'deep') {
-    const deep = validateDeep(raw, essay);
+    const deep = validateDeep(raw, essay, sentences);
     if (!deep.ok) return deep;
     grade.deep = deep.value;
   }
   return { ok: true, value: { grade, droppedQuotes: dropped } };
 }
 
-function validateDeep(raw: Record<string, unknown>, essay: string): Validation<DeepAnalysis> {
+function validateDeep(raw: Record<string, unknown>, essay: string, sentences: readonly string[]): Validation<DeepAnalysis> {
   const paragraphs = (Array.isArray(raw.paragraphs) ? raw.paragraphs : [])
     .map((p: Record<string, unknown>) => ({ index: Number(p?.index), analysis: str(p?.analysis) }))
     .filter((p) => Number.isInteger(p.index) && p.index >= 1 && p.analysis);
@@ -195,25 +221,25 @@ function validateDeep(raw: Record<string, unknown>, essay: string): Validation<D
   const used = new Set<string>();
   const rewrites: DeepAnalysis['rewrites'] = [];
   for (const r of Array.isArray(raw.rewrites) ? (raw.rewrites as Array<Record<string, unknown>>) : []) {
-    const at = locateQuote(essay, str(r?.quote, 1000), used);
+    const at = locatePointer(essay, sentences, r, used, 1000);
     const rewrite = str(r?.rewrite, 2000);
     if (!at || !rewrite) continue;
     used.add(`${at.start}:${at.end}`);
     rewrites.push({ ...at, quote: essay.slice(at.start, at.end), rewrite, reason: str(r?.reason, 1000) });
   }
-  if (rewrites.length === 0) return { ok: false, problem: '"rewrites" needs at least one passage quoted exactly from the essay' };
+  if (rewrites.length === 0) return { ok: false, problem: '"rewrites" needs at least one passage of the essay, by its sentence number' };
   const revisionPlan = strings(raw.revisionPlan, 12);
   if (revisionPlan.length === 0) return { ok: false, problem: '"revisionPlan" is missing' };
   return { ok: true, value: { paragraphs, rewrites, revisionPlan } };
 }
 
 /** A deep review written on top of a standard grade: the summary and the deep parts only. */
-export function validateDeepReview(content: string, essay: string): Validation<{ summary: string; deep: DeepAnalysis }> {
+export function validateDeepReview(content: string, essay: string, sentences: readonly string[] = []): Validation<{ summary: string; deep: DeepAnalysis }> {
   const raw = extractJson(content) as Record<string, unknown> | undefined;
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return { ok: false, problem: 'the answer is not a JSON object' };
   const summary = str(raw.summary);
   if (!summary) return { ok: false, problem: '"summary" is missing' };
-  const deep = validateDeep(raw, essay);
+  const deep = validateDeep(raw, essay, sentences);
   return deep.ok ? { ok: true, value: { summary, deep: deep.value } } : deep;
 }
 

@@ -12,7 +12,8 @@ import { EssayRow } from './essays.repository';
 import { gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from './grade-validation';
 import { GradingTask, LeaseLostError, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
 import { offlineGrade } from './offline-grader';
-import { buildGradingPrompt, MAX_OUTPUT_TOKENS, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
+import { buildGradingPrompt, MAX_OUTPUT_TOKENS, pointsBySentence, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
+import { numberingTokens } from './sentences';
 import { Language, Rubric } from './rubric';
 
 /**
@@ -78,11 +79,13 @@ export class ModelGrader {
     // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
     // gateway (a longer window serves it), rather than every model getting a cut essay.
     const room = this.gateway.fit({ tier }, promptOf('').messages, MAX_OUTPUT_TOKENS[variant]);
-    const cut = room ? cutHeadTail(essay.text, room.tokens, room.tokenizer) : { text: essay.text, truncated: false };
+    // The sentence numbers written into the essay take room too.
+    const numbers = pointsBySentence(essay.language) ? numberingTokens(essay.text) : 0;
+    const cut = room ? cutHeadTail(essay.text, Math.max(0, room.tokens - numbers), room.tokenizer) : { text: essay.text, truncated: false };
     const prompt = promptOf(cut.text);
     const validate = (content: string): Validation<ValidatedGrade> => {
-      if (!base) return validateGrade(content, rubric, essay.text, variant);
-      const review = validateDeepReview(content, essay.text);
+      if (!base) return validateGrade(content, rubric, essay.text, variant, prompt.sentences);
+      const review = validateDeepReview(content, essay.text, prompt.sentences);
       return review.ok ? { ok: true, value: { grade: { ...gradeBodyOf(base), summary: review.value.summary, deep: review.value.deep }, droppedQuotes: 0 } } : review;
     };
     const request: GatewayRequest<ValidatedGrade> = {

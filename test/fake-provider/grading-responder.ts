@@ -15,7 +15,14 @@ interface PromptRubric {
 
 export interface GradingPromptParts {
   rubric: PromptRubric;
+  /** the essay as written (sentence numbers taken out) */
   essay: string;
+  /**
+   * The sentences as the prompt numbered them, when it asks for sentence numbers (`"s":`) rather
+   * than copied quotes; the answer then points at them by number, with a few exact words for a
+   * word-level remark, as the instructions say.
+   */
+  numbered: string[] | null;
   deep: boolean;
   /** a deep review of an essay graded already: the deep part only, no scores */
   reviewOnly: boolean;
@@ -38,7 +45,11 @@ export function parseGradingPrompt(messages: ReadonlyArray<{ role: string; conte
   }
   if (!Array.isArray(rubric.dimensions)) return null;
   const deep = system.includes('revisionPlan');
-  return { rubric, essay: essay[1], deep, reviewOnly: deep && system.includes('{"summary":'), language: system.includes('评分标准') ? 'zh' : 'en' };
+  const refs = system.includes('"s":<');
+  // "[n]" before each sentence: the sentence runs to the next number (line breaks and spaces between them are not part of it).
+  const numbered = refs ? essay[1].split(/\[\d+\]/).slice(1).map((x) => x.replace(/\s+$/, '')) : null;
+  const text = refs ? essay[1].replace(/\[\d+\]/g, '') : essay[1];
+  return { rubric, essay: text, numbered, deep, reviewOnly: deep && system.includes('{"summary":'), language: system.includes('评分标准') ? 'zh' : 'en' };
 }
 
 function hash(text: string, salt = 0): number {
@@ -65,7 +76,9 @@ export function gradeFor(parts: GradingPromptParts): Record<string, unknown> {
       score,
     };
   });
-  const all = sentences(essay);
+  // Quoting, the sentences it finds itself; pointing, the prompt's numbered ones (same choice of sentences).
+  const all = parts.numbered ? parts.numbered.filter((x) => x.length >= 6) : sentences(essay);
+  const numberOf = (sentence: string) => parts.numbered!.indexOf(sentence) + 1;
   const pick = (n: number, salt: number) => {
     const out: string[] = [];
     for (let i = 0; i < all.length && out.length < n; i++) {
@@ -75,12 +88,20 @@ export function gradeFor(parts: GradingPromptParts): Record<string, unknown> {
     return out;
   };
   const categories = ['highlight', 'word_choice', 'grammar', 'punctuation', 'logic', 'style'];
-  const annotations = pick(4, 99).map((quote, i) => ({
-    quote: quote.length > 40 ? quote.slice(0, 40) : quote,
-    category: categories[(hash(quote) + i) % categories.length],
-    suggestion: zh ? '可以换一种更准确的说法。' : 'Consider a more precise wording.',
-    explanation: zh ? '这里的表达可以更具体。' : 'This could be more specific.',
-  }));
+  // A word-level remark names a few words: a Chinese word of two characters, or two English words.
+  const wordsIn = (sentence: string) => (zh ? sentence.slice(2, 4) : sentence.split(/\s+/).slice(1, 3).join(' '));
+  const annotations = pick(4, 99).map((quote, i) => {
+    const category = categories[(hash(quote) + i) % categories.length];
+    const at = parts.numbered
+      ? { s: numberOf(quote), ...(category === 'word_choice' || category === 'punctuation' ? { words: wordsIn(quote) } : {}) }
+      : { quote: quote.length > 40 ? quote.slice(0, 40) : quote };
+    return {
+      ...at,
+      category,
+      suggestion: zh ? '可以换一种更准确的说法。' : 'Consider a more precise wording.',
+      explanation: zh ? '这里的表达可以更具体。' : 'This could be more specific.',
+    };
+  });
   const grade: Record<string, unknown> = {
     dimensions,
     summary: zh ? '文章结构基本完整，语言较为通顺，细节描写可以更加丰富。' : 'A clear essay with a sensible structure; develop the examples further.',
@@ -96,7 +117,7 @@ export function gradeFor(parts: GradingPromptParts): Record<string, unknown> {
     }
     grade.paragraphs = paragraphs.map((_, i) => ({ index: i + 1, analysis: zh ? `第${i + 1}段内容集中，可以加强与上下文的衔接。` : `Paragraph ${i + 1} is focused; link it more clearly to the next.` }));
     grade.rewrites = pick(2, 7).map((quote) => ({
-      quote,
+      ...(parts.numbered ? { s: numberOf(quote) } : { quote }),
       rewrite: zh ? `${quote}（改写：更生动地描写）` : `${quote} (rewritten with a concrete example)`,
       reason: zh ? '更具体，更有画面感。' : 'More concrete and vivid.',
     }));
@@ -117,7 +138,7 @@ export type Malformation = 'out_of_range' | 'missing_dimension' | 'not_json' | '
 export function malformedGrade(messages: ReadonlyArray<{ role: string; content: string }>, kind: Malformation): string {
   const parts = parseGradingPrompt(messages);
   if (!parts) throw new Error('not a grading prompt');
-  const g = gradeFor({ ...parts, reviewOnly: false }) as { dimensions: Array<{ key: string; score: number }>; annotations: Array<{ quote: string }> };
+  const g = gradeFor({ ...parts, reviewOnly: false }) as { dimensions: Array<{ key: string; score: number }>; annotations: Array<Record<string, unknown>> };
   switch (kind) {
     case 'out_of_range':
       g.dimensions[0].score = parts.rubric.dimensions[0].max + 5;
@@ -129,7 +150,10 @@ export function malformedGrade(messages: ReadonlyArray<{ role: string; content: 
       g.dimensions.pop();
       break;
     case 'invented_quotes':
-      g.annotations = [{ ...g.annotations[0], quote: '这句话根本不在作文里 and never was' }, ...g.annotations];
+      // A quote the essay does not contain; pointing, also a sentence number past the last and words not in the essay.
+      g.annotations = parts.numbered
+        ? [{ ...g.annotations[0], s: parts.numbered.length + 7, quote: '这句话根本不在作文里 and never was' }, { ...g.annotations[0], words: '根本不存在的词语' }, ...g.annotations]
+        : [{ ...g.annotations[0], quote: '这句话根本不在作文里 and never was' }, ...g.annotations];
       break;
     case 'not_json':
       return `好的，下面是评分：${JSON.stringify(g).slice(0, 80)}`;
