@@ -78,8 +78,8 @@ ${row("**Inkstone's cost**", (r) => `**${r.levers.inkstoneTotal} CNY (${r.levers
 Headline (class sets due next day): **${headline.ratioPerGrading}** of naive per grading, target ≤ ${cs.target}:
 ${headline.ratioPerGrading <= cs.target ? '**met**' : '**not met**'}. By job, in that run: a standard grading costs ${part(off.costPerStandardGrading, n.costPerStandardGrading)} of
 naive's, a deep review ${part(off.costPerDeepReview, n.costPerDeepReview)} of naive's — the deep reviews (the same premium model on
-both sides, so only the batch price and compression apply) are most of what is left.
-
+both sides, so only the batch price, compression and shorter answers apply) are most of what is left.
+${cs.note ? `\n${cs.note}\n` : ''}
 **Run B — the cap lowered** (${cs.capNote}): cap ${b.capCny} CNY at this scale. Spent ${b.spent} CNY,
 overspend **${b.overspend}**, budget peak ${b.budgetPeakUtilization}; ${b.gradings.offline} essays graded by the
 offline grader after exhaustion; of ${b.deepReviews.ordered} deep reviews ordered, ${b.deepReviews.refusedAtOrder} refused at
