@@ -9,7 +9,10 @@
  * - calibrated, 5-fold cross-validated: for each fold, a tenant grades all 300 essays, a teacher
  *   overrides the 240 outside the fold with their human scores, the assignment is calibrated
  *   (POST /calibration: the ridge over the offline grader's features) and regraded, and the fold's
- *   60 essays are read back — so every essay is scored by a calibration that never saw it.
+ *   60 essays are read back — so every essay is scored by a calibration that never saw it. Twice:
+ *   folds dealt in turn, and folds of 60 consecutive essays (the file comes in runs from different
+ *   sources with different mean scores: a calibration that has seen an essay's run partly learns
+ *   the run, which no assignment's calibration could).
  * In process (the grader is a pure function): the feature weights of a ridge fitted on all 300, the
  * isotonic map of the offline total (5-fold), and the grader's time per essay.
  * And the speed of agreement: GET /v1/quality and GET /v1/assignments/:id/agreement over 100,000
@@ -37,8 +40,23 @@ export interface QualityResult {
   rubric: string;
   folds: number;
   lengthBaseline: { spearman: number | null };
-  /** through the API: the offline grader as it stands, and calibrated by the service (5-fold) */
-  api: { uncalibrated: Figures; calibrated: Figures; calibrationMethod: string; activeFolds: number; seconds: number; costPerEssay: string };
+  /**
+   * through the API: the offline grader as it stands, and calibrated by the service (5-fold): folds
+   * dealt in turn (every fold has essays from every part of the file), and folds of consecutive
+   * essays (each fold's part of the file, with its own sources and mean score, unseen by its calibration)
+   */
+  api: {
+    uncalibrated: Figures;
+    calibrated: Figures;
+    calibratedConsecutive?: Figures;
+    calibrationMethod: string;
+    activeFolds: number;
+    activeFoldsConsecutive?: number;
+    seconds: number;
+    costPerEssay: string;
+  };
+  /** the teachers' mean score in each run of 30 consecutive essays of the file */
+  runMeans?: number[];
   /** in process: the isotonic map of the offline total (5-fold), the ridge weights on all essays */
   inProcess: { isotonic: Figures; lambda: number; weights: Array<{ feature: string; weight: number }>; msPerEssay: number };
   /** GET /v1/quality and the assignment's agreement over this many overrides: median of 5, ms */
@@ -56,13 +74,13 @@ function figures(predicted: number[], truth: number[], max: number): Figures {
 }
 
 /** One fold through the API: the other folds' essays overridden with their human scores, calibrated, regraded. */
-async function fold(url: string, rows: EvalRow[], f: number): Promise<{ predictions: Map<string, number>; method: string; active: boolean }> {
+async function fold(url: string, rows: EvalRow[], f: number, inFold: (i: number) => boolean): Promise<{ predictions: Map<string, number>; method: string; active: boolean }> {
   const tenant = await newTenant(url);
   const api = new InkstoneClient(url, tenant.teacherKey);
   const a = await api.call<{ id: string }>('POST', '/v1/assignments', { title: `fold ${f}`, prompt: '记叙文或议论文', rubric: RUBRIC });
   const ids = await api.submit(a.id, rows);
   const graded = new Map((await api.settled(a.id, rows.length, 300, 600_000)).map((e) => [e.id, e]));
-  const train = rows.filter((_, i) => i % FOLDS !== f);
+  const train = rows.filter((_, i) => !inFold(i));
   for (const r of train) {
     const e = graded.get(ids.get(r.id)!)!;
     await api.call('PATCH', `/v1/essays/${e.id}/grade`, { score: Math.round((r.score / (r.maxScore ?? 100)) * Number(e.maxScore) * 2) / 2 });
@@ -72,7 +90,7 @@ async function fold(url: string, rows: EvalRow[], f: number): Promise<{ predicti
   const after = new Map((await api.essays(a.id)).map((e) => [e.id, e]));
   const predictions = new Map<string, number>();
   rows.forEach((r, i) => {
-    if (i % FOLDS !== f) return;
+    if (!inFold(i)) return;
     const e = after.get(ids.get(r.id)!)!;
     predictions.set(r.id, (Number(e.score) / Number(e.maxScore)) * (r.maxScore ?? 100));
   });
@@ -150,15 +168,21 @@ export async function runQuality(): Promise<QualityResult> {
   try {
     const tenant = await newTenant(service.url);
     const uncalibrated = await evaluateQuality({ url: service.url, key: tenant.teacherKey, rubric: RUBRIC, rows, pollMs: 300 });
-    const predicted = new Map<string, number>();
-    const methods = new Set<string>();
-    let activeFolds = 0;
-    for (let f = 0; f < FOLDS; f++) {
-      const r = await fold(service.url, rows, f);
-      r.predictions.forEach((v, k) => predicted.set(k, v));
-      methods.add(r.method);
-      if (r.active) activeFolds++;
-    }
+    const calibrate = async (inFold: (i: number, f: number) => boolean) => {
+      const predicted = new Map<string, number>();
+      const methods = new Set<string>();
+      let active = 0;
+      for (let f = 0; f < FOLDS; f++) {
+        const r = await fold(service.url, rows, f, (i) => inFold(i, f));
+        r.predictions.forEach((v, k) => predicted.set(k, v));
+        methods.add(r.method);
+        if (r.active) active++;
+      }
+      return { figures: figures(rows.map((r) => predicted.get(r.id)!), truth, max), methods: [...methods].join(', '), active };
+    };
+    const dealt = await calibrate((i, f) => i % FOLDS === f);
+    const per = Math.ceil(rows.length / FOLDS);
+    const consecutive = await calibrate((i, f) => Math.floor(i / per) === f);
     return {
       commit: commit(),
       date: new Date().toISOString().slice(0, 10),
@@ -167,11 +191,17 @@ export async function runQuality(): Promise<QualityResult> {
       rubric: RUBRIC,
       folds: FOLDS,
       lengthBaseline: uncalibrated.lengthBaseline,
+      runMeans: Array.from({ length: Math.ceil(rows.length / 30) }, (_, k) => {
+        const run = truth.slice(k * 30, k * 30 + 30);
+        return Math.round((run.reduce((a, b) => a + b, 0) / run.length) * 10) / 10;
+      }),
       api: {
         uncalibrated: uncalibrated.agreement,
-        calibrated: figures(rows.map((r) => predicted.get(r.id)!), truth, max),
-        calibrationMethod: [...methods].join(', '),
-        activeFolds,
+        calibrated: dealt.figures,
+        calibratedConsecutive: consecutive.figures,
+        calibrationMethod: dealt.methods,
+        activeFolds: dealt.active,
+        activeFoldsConsecutive: consecutive.active,
         seconds: uncalibrated.seconds,
         costPerEssay: uncalibrated.costPerEssay,
       },

@@ -178,6 +178,35 @@ describe('pointers: sentences by number, words inside them', () => {
     expect(v.grade.annotations[0]).toMatchObject({ quote: '妈妈撑着伞', start: text.indexOf('妈妈') });
   });
 
+  it('finds a repeated sentence at the occurrence the number gives, and keeps two remarks on one sentence', () => {
+    const refrain = '　　从那以后，我长大了。今天下雨。\n　　从那以后，我长大了。明天晴天。';
+    const p = buildGradingPrompt({ rubric: gaokao, language: 'zh', variant: 'standard', essay: refrain });
+    expect(p.sentences).toEqual(['从那以后，我长大了。', '今天下雨。', '从那以后，我长大了。', '明天晴天。']);
+    const v = validateGrade(
+      good({
+        annotations: [
+          { s: 3, category: 'style', suggestion: '', explanation: '重复' },
+          { s: 1, category: 'highlight', suggestion: '', explanation: '' },
+          { s: 3, words: '长大', category: 'word_choice', suggestion: '成长', explanation: '' },
+          { s: 3, category: 'logic', suggestion: '', explanation: '' },
+        ],
+      }),
+      gaokao,
+      refrain,
+      'standard',
+      p.sentences,
+    );
+    if (!v.ok) throw new Error(v.problem);
+    const second = refrain.lastIndexOf('从那以后');
+    expect(v.value.droppedQuotes).toBe(0);
+    expect(v.value.grade.annotations.map((a) => [a.start, a.category])).toEqual([
+      [2, 'highlight'],
+      [second, 'style'],
+      [second, 'logic'],
+      [refrain.lastIndexOf('长大'), 'word_choice'],
+    ]);
+  });
+
   it('points rewrites of a deep review at sentences too', () => {
     const review = JSON.stringify({
       summary: '先理清思路',
@@ -193,5 +222,18 @@ describe('pointers: sentences by number, words inside them', () => {
     expect(v.value.deep.rewrites).toEqual([{ start: text.indexOf('妈妈'), end: text.indexOf('我的'), quote: '妈妈撑着伞在校门口等我。', rewrite: '妈妈撑着伞，早早等在校门口。', reason: '更具体' }]);
     const none = validateDeepReview(review.replace('"s":2', '"s":99'), text, sentences);
     expect(none.ok).toBe(false);
+  });
+});
+
+describe('pointers on hostile text', () => {
+  it('finds the last of 6,000 identical sentences in linear time, for each of 30 annotations', () => {
+    const text = '好。'.repeat(6_000);
+    const p = buildGradingPrompt({ rubric: gaokao, language: 'zh', variant: 'standard', essay: text });
+    expect(p.sentences).toHaveLength(6_000);
+    const annotations = Array.from({ length: 40 }, () => ({ s: 6_000, category: 'style', suggestion: '', explanation: '' }));
+    const v = validateGrade(good({ annotations }), gaokao, text, 'standard', p.sentences);
+    if (!v.ok) throw new Error(v.problem);
+    expect(v.value.grade.annotations).toHaveLength(30);
+    expect(v.value.grade.annotations[0]).toMatchObject({ start: 11_998, end: 12_000, quote: '好。' });
   });
 });

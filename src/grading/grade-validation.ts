@@ -120,28 +120,44 @@ function withoutWhitespace(text: string): { text: string; offsets: Int32Array } 
 
 /**
  * Where an answer's pointer into the essay stands: `s`, a sentence number of the prompt
- * (`sentences[s - 1]`), narrowed to `words` when it gives words found in that sentence; or a
- * copied `quote` (an answer in the quoting layout, or one with no usable number). Words not in
- * their sentence are looked for in the whole essay (a miscounted sentence), else the pointer is
- * invented: null, as for a quote the essay does not contain.
+ * (`sentences[s - 1]`, found at the same occurrence when the essay repeats that sentence; two
+ * remarks may point at one sentence), narrowed to `words` when it gives words found in that
+ * sentence; or a copied `quote` (an answer in the quoting layout, or one with no usable number).
+ * Words not in their sentence are looked for in the whole essay (a miscounted sentence), else the
+ * pointer is invented: null, as for a quote the essay does not contain.
  */
 export function locatePointer(essay: string, sentences: readonly string[], p: Record<string, unknown> | undefined, used: Set<string>, maxQuote: number): { start: number; end: number } | null {
   const s = typeof p?.s === 'string' && /^\d+$/.test(p.s) ? Number(p.s) : p?.s;
   const sentence = typeof s === 'number' && Number.isInteger(s) && s >= 1 && s <= sentences.length ? sentences[s - 1] : null;
   if (!sentence) return locateQuote(essay, str(p?.quote, maxQuote), used);
+  const at = sentenceAt(essay, sentences, s as number);
   const words = str(p?.words, maxQuote);
-  const at = locateQuote(essay, sentence, words ? new Set() : used);
   if (!words) return at;
   if (at) {
     const span = essay.slice(at.start, at.end);
     const one = words.length === 1 ? span.indexOf(words) : -1;
     const inner = words.length === 1 ? (one >= 0 ? { start: one, end: one + 1 } : null) : locateQuote(span, words);
-    if (inner) {
-      const found = { start: at.start + inner.start, end: at.start + inner.end };
-      if (!used.has(`${found.start}:${found.end}`)) return found;
-    }
+    if (inner) return { start: at.start + inner.start, end: at.start + inner.end };
   }
   return locateQuote(essay, words, used);
+}
+
+/**
+ * The s-th sentence of the prompt in the essay: the same occurrence of its text as in the prompt's
+ * list, found by successive searches (linear however often the essay repeats it); else its first
+ * occurrence, whitespace aside.
+ */
+function sentenceAt(essay: string, sentences: readonly string[], s: number): { start: number; end: number } | null {
+  const text = sentences[s - 1];
+  let occurrence = 0;
+  for (let i = 0; i < s - 1; i++) if (sentences[i] === text) occurrence++;
+  let at = -1;
+  for (let k = 0, from = 0; k <= occurrence; k++) {
+    at = essay.indexOf(text, from);
+    if (at < 0) break;
+    from = at + text.length;
+  }
+  return at >= 0 ? { start: at, end: at + text.length } : locateQuote(essay, text);
 }
 
 /**
