@@ -588,6 +588,58 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await ds.query(`UPDATE tenants SET admission_paused = false WHERE id = $1`, [tenant.tenantId]);
     });
 
+    it("takes the leases of several tenants in one statement, each from its own tenant's free budget; a paused tenant, one without room and a period asked twice are not over-given", async () => {
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const [a, b, paused, poor] = await Promise.all([
+        f.newTenant({ monthlyBudget: '100.00' }),
+        f.newTenant({ monthlyBudget: '50.00' }),
+        f.newTenant({ monthlyBudget: '100.00' }),
+        f.newTenant({ monthlyBudget: '0.001000' }),
+      ]);
+      const periods = await Promise.all([a, b, paused, poor].map((x) => budget.currentPeriod(x.tenantId)));
+      await ds.query(`UPDATE tenants SET admission_paused = true WHERE id = $1`, [paused.tenantId]);
+      const statements: string[] = [];
+      const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
+      const query = pool.query.bind(pool);
+      const watch = jest.spyOn(pool, 'query').mockImplementation((...args: unknown[]) => {
+        if (typeof args[0] === 'string' && args[0].includes('INSERT INTO budget_leases')) statements.push(args[0]);
+        return query(...args);
+      });
+      const instance = `test:${randomUUID()}`;
+      const M = 1_000_000_000n; // 1 CNY
+      let taken: bigint[];
+      try {
+        taken = await Promise.all([
+          books.takeLease(a.tenantId, periods[0], instance, 2n * M, 10n * M, 60_000),
+          books.takeLease(b.tenantId, periods[1], instance, 2n * M, 40n * M, 60_000),
+          books.takeLease(paused.tenantId, periods[2], instance, 2n * M, 10n * M, 60_000),
+          books.takeLease(poor.tenantId, periods[3], instance, 2n * M, 10n * M, 60_000),
+          // B's period again in the same moment: after the first take, from what is left.
+          books.takeLease(b.tenantId, periods[1], instance, 2n * M, 40n * M, 60_000),
+        ]);
+      } finally {
+        watch.mockRestore();
+      }
+      // A: at most `want`; B: a quarter of 50 (12.5), then a quarter of the 37.5 left; the paused and the poor nothing.
+      expect(taken).toEqual([10n * M, 12_500_000_000n, 0n, 0n, 9_375_000_000n]);
+      // One statement for the four periods, a second for the period asked twice.
+      expect(statements).toHaveLength(2);
+      for (const [x, expected] of [
+        [a, 10n * M],
+        [b, 21_875_000_000n],
+        [paused, 0n],
+        [poor, 0n],
+      ] as const) {
+        const [p] = await ds.query(`SELECT reserved_nanos::text AS reserved FROM budget_periods WHERE tenant_id = $1`, [x.tenantId]);
+        const [l] = await ds.query(`SELECT coalesce(sum(amount_nanos), 0)::text AS held FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2`, [x.tenantId, instance]);
+        expect([BigInt(p.reserved), BigInt(l.held)]).toEqual([expected, expected]);
+      }
+      for (const x of [a, b]) await books.returnLease(x.tenantId, periods[x === a ? 0 : 1], instance, x === a ? 10n * M : 21_875_000_000n);
+      await ds.query(`UPDATE tenants SET admission_paused = false WHERE id = $1`, [paused.tenantId]);
+      for (const x of [a, b, paused, poor]) await booksBalanced(x.tenantId);
+    });
+
     it("settles calls of several tenants in one statement, each row in its own tenant's books, and a swept lease's calls apart", async () => {
       const books = t.app.get(BooksRepository);
       const leases = t.app.get(BudgetService).leases!;

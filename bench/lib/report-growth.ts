@@ -54,5 +54,5 @@ Targets (issue 14): added p99 ≤ 10 ms — ${yes(p.targets.addedP99)}; miss pat
 at least twice Portkey — ${yes(p.targets.twicePortkey)}; hits ≥ 4,000/s — ${yes(p.targets.hits4000)}; RSS ≤ 300 MB — ${yes(p.targets.rss300)}${
     p.targets.manyTenantsWithin10pc === undefined ? '' : `; the miss path over ${p.manyTenants.toLocaleString('en')} tenants within 10% of one tenant's — ${yes(p.targets.manyTenantsWithin10pc)}`
   }.
-`;
+${p.note ? `\n${p.note}\n` : ''}`;
 }

@@ -2,8 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import type { Nanos } from '../common/money';
+import { KeyedBatcher } from '../common/keyed-batcher';
 import { sqlParams } from '../db/sql-params';
-import { perRowTenantQuery, tenantQuery } from '../db/tenant-scope';
+import { assertTenantId, perRowTenantQuery, tenantQuery } from '../db/tenant-scope';
 import type { LedgerEntry } from './ledger.service';
 
 /** A paid answer kept by its guard, for a retry of the same request. */
@@ -147,20 +148,42 @@ function ledgerValues(e: LedgerEntry & { period: string }): unknown[] {
  * the reservation, moves what is charged into the spend and writes the ledger row with that same
  * amount, so the ledger always sums to the spend.
  */
+/** A slice of a tenant's free budget asked for by an instance (BooksRepository.takeLease). */
+interface LeaseTake {
+  tenantId: string;
+  period: string;
+  instanceId: string;
+  need: Nanos;
+  want: Nanos;
+  ttlMs: number;
+}
+
 @Injectable()
 export class BooksRepository {
+  /** Periods opened at one moment, of any tenants, in one statement (each row paired with its tenant). */
+  private readonly opening = new KeyedBatcher<{ tenantId: string; period: string }, void>(async (_, asked) => {
+    const items = [...new Map(asked.map((i) => [`${i.tenantId}|${i.period}`, i])).values()];
+    await perRowTenantQuery(
+      this.ds.manager,
+      items.map((i) => i.tenantId),
+      `INSERT INTO budget_periods (tenant_id, period, cap_nanos)
+       SELECT t.id, x.period, t.monthly_cap_nanos
+         FROM unnest($1::uuid[], $2::text[]) AS x(tenant_id, period) JOIN tenants t ON t.id = x.tenant_id
+       ON CONFLICT (tenant_id, period) DO NOTHING`,
+      [items.map((i) => i.period)],
+    );
+    return asked.map(() => undefined);
+  }, 500);
+
+  /** Lease takes of a moment, of any tenants, in one statement (takeLeases). */
+  private readonly leasing = new KeyedBatcher<LeaseTake, Nanos>((_, takes) => this.takeLeases(takes), 500);
+
   constructor(private readonly ds: DataSource) {}
 
   /** Creates the period's row from the tenant's monthly cap, if it does not exist yet. */
-  async openPeriod(tenantId: string, period: string): Promise<void> {
-    await tenantQuery(
-      this.ds.manager,
-      tenantId,
-      `INSERT INTO budget_periods (tenant_id, period, cap_nanos)
-       SELECT $1, $2, monthly_cap_nanos FROM tenants WHERE id = $1
-       ON CONFLICT (tenant_id, period) DO NOTHING`,
-      [period],
-    );
+  openPeriod(tenantId: string, period: string): Promise<void> {
+    assertTenantId(tenantId);
+    return this.opening.submit('', { tenantId, period });
   }
 
   /** The period's cap changes with the tenant's (in the caller's transaction). */
@@ -347,29 +370,69 @@ export class BooksRepository {
    * quarter of what is free beyond `need`, so instances share what is left; not while the tenant's
    * admission is paused. Returns what was taken (0n: nothing).
    */
-  async takeLease(tenantId: string, period: string, instanceId: string, need: Nanos, want: Nanos, ttlMs: number): Promise<Nanos> {
-    const [row] = await tenantQuery<{ taken: string | null }>(
-      this.ds.manager,
-      tenantId,
-      `WITH free AS (
-         SELECT least($4::bigint, greatest($5::bigint, (cap_nanos - spent_nanos - reserved_nanos) / 4)) AS amount
-           FROM budget_periods
-          WHERE tenant_id = $1 AND period = $2 AND cap_nanos - spent_nanos - reserved_nanos >= $5::bigint
-            AND NOT EXISTS (SELECT 1 FROM tenants WHERE id = $1 AND admission_paused)
-          FOR UPDATE),
-       held AS (
-         UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos + f.amount, updated_at = now()
-           FROM free f WHERE p.tenant_id = $1 AND p.period = $2 RETURNING f.amount),
-       lease AS (
-         INSERT INTO budget_leases (tenant_id, period, instance_id, amount_nanos, expires_at)
-         SELECT $1, $2, $3, amount, now() + make_interval(secs => $6::double precision / 1000) FROM held
-         ON CONFLICT (tenant_id, period, instance_id)
-           DO UPDATE SET amount_nanos = budget_leases.amount_nanos + EXCLUDED.amount_nanos, expires_at = EXCLUDED.expires_at
-         RETURNING 1)
-       SELECT (SELECT amount FROM held)::text AS taken`,
-      [period, instanceId, want.toString(), need.toString(), ttlMs],
-    );
-    return row?.taken ? BigInt(row.taken) : 0n;
+  takeLease(tenantId: string, period: string, instanceId: string, need: Nanos, want: Nanos, ttlMs: number): Promise<Nanos> {
+    assertTenantId(tenantId);
+    return this.leasing.submit('', { tenantId, period, instanceId, need, want, ttlMs });
+  }
+
+  /**
+   * Lease takes of a moment, of any tenants, in one statement (see takeLease; each row paired with
+   * its tenant, the periods locked in key order as settlements lock them). A period asked for twice
+   * goes in the next statement: two takes in one would each see the same free budget. (The update
+   * and the insert run whether or not the final select reads them, as PostgreSQL runs every
+   * data-modifying WITH.)
+   */
+  private async takeLeases(asked: LeaseTake[]): Promise<Nanos[]> {
+    const out = new Array<Nanos>(asked.length).fill(0n);
+    let left = asked.map((take, i) => ({ take, i }));
+    while (left.length) {
+      const seen = new Set<string>();
+      const now: typeof left = [];
+      const later: typeof left = [];
+      for (const x of left) {
+        // One take per period a statement: two would each see the same free budget.
+        const k = `${x.take.tenantId}|${x.take.period}`;
+        (seen.has(k) ? later : now).push(x);
+        seen.add(k);
+      }
+      const rows = await perRowTenantQuery<{ n: number; taken: string }>(
+        this.ds.manager,
+        now.map((x) => x.take.tenantId),
+        `WITH x AS (
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::float8[], $7::int[])
+             AS x(tenant_id, period, instance_id, want, need, ttl_ms, n)),
+         free AS (
+           SELECT x.n, p.tenant_id, p.period, x.instance_id, x.ttl_ms,
+                  least(x.want, greatest(x.need, (p.cap_nanos - p.spent_nanos - p.reserved_nanos) / 4)) AS amount
+             FROM x JOIN budget_periods p ON p.tenant_id = x.tenant_id AND p.period = x.period
+            WHERE p.cap_nanos - p.spent_nanos - p.reserved_nanos >= x.need
+              AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = x.tenant_id AND t.admission_paused)
+            ORDER BY p.tenant_id, p.period
+            FOR UPDATE OF p),
+         per_period AS (SELECT tenant_id, period, sum(amount) AS amount FROM free GROUP BY tenant_id, period),
+         held AS (
+           UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos + f.amount, updated_at = now()
+             FROM per_period f WHERE p.tenant_id = f.tenant_id AND p.period = f.period RETURNING 1),
+         lease AS (
+           INSERT INTO budget_leases (tenant_id, period, instance_id, amount_nanos, expires_at)
+           SELECT tenant_id, period, instance_id, amount, now() + make_interval(secs => ttl_ms / 1000) FROM free
+           ON CONFLICT (tenant_id, period, instance_id)
+             DO UPDATE SET amount_nanos = budget_leases.amount_nanos + EXCLUDED.amount_nanos, expires_at = EXCLUDED.expires_at
+           RETURNING 1)
+         SELECT n, amount::text AS taken FROM free`,
+        [
+          now.map((x) => x.take.period),
+          now.map((x) => x.take.instanceId),
+          now.map((x) => x.take.want.toString()),
+          now.map((x) => x.take.need.toString()),
+          now.map((x) => x.take.ttlMs),
+          now.map((_, j) => j),
+        ],
+      );
+      for (const r of rows) out[now[r.n].i] = BigInt(r.taken);
+      left = later;
+    }
+    return out;
   }
 
   /** Gives `amount` of this instance's lease back to the period's free budget. */

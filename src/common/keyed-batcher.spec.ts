@@ -1,4 +1,4 @@
-import { KeyedBatcher } from './keyed-batcher';
+import { BatchLoader, KeyedBatcher } from './keyed-batcher';
 
 describe('KeyedBatcher: group commit per key, with no fixed window', () => {
   it('sends a lone item at once, and what arrives while a batch runs in the next one', async () => {
@@ -49,5 +49,35 @@ describe('KeyedBatcher: group commit per key, with no fixed window', () => {
     await Promise.allSettled(failed);
     expect(await b.submit('t', 'z')).toBe('Z');
     await b.drain();
+  });
+});
+
+describe('BatchLoader: reads of one moment in one statement', () => {
+  it('reads the ids asked for together once each, answers undefined for one not found, and a later read reads again', async () => {
+    const reads: string[][] = [];
+    const rows = new Map([
+      ['a', 1],
+      ['b', 2],
+    ]);
+    const loader = new BatchLoader<number>(async (ids) => {
+      reads.push(ids);
+      return new Map(ids.filter((id) => rows.has(id)).map((id) => [id, rows.get(id)!]));
+    });
+    expect(await Promise.all([loader.get('a'), loader.get('b'), loader.get('a'), loader.get('zz')])).toEqual([1, 2, 1, undefined]);
+    expect(reads).toEqual([['a', 'b', 'zz']]);
+    rows.set('a', 10);
+    expect(await loader.get('a')).toBe(10); // not a cache: what was written since is read
+    expect(reads).toHaveLength(2);
+  });
+
+  it('fails every read of a statement that fails, and reads again after', async () => {
+    let fail = true;
+    const loader = new BatchLoader<number>(async (ids) => {
+      if (fail) throw new Error('down');
+      return new Map(ids.map((id) => [id, 1]));
+    });
+    await expect(Promise.all([loader.get('a'), loader.get('b')])).rejects.toThrow('down');
+    fail = false;
+    expect(await loader.get('a')).toBe(1);
   });
 });

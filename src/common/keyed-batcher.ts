@@ -60,3 +60,24 @@ export class KeyedBatcher<I, O> {
     }
   }
 }
+
+/**
+ * Reads of one kind by id, gathered as KeyedBatcher gathers writes: the ids asked for while a read
+ * runs (or in the same tick) go in the next one, each id once. A lone read adds no wait; under load,
+ * say thousands of tenants each making its first call, one statement serves them all. `load`
+ * answers the ids it found; an id it did not find gets undefined.
+ */
+export class BatchLoader<V> {
+  private readonly batcher: KeyedBatcher<string, V | undefined>;
+
+  constructor(load: (ids: string[]) => Promise<Map<string, V>>, maxBatch = 500) {
+    this.batcher = new KeyedBatcher(async (_, ids) => {
+      const found = await load([...new Set(ids)]);
+      return ids.map((id) => found.get(id));
+    }, maxBatch);
+  }
+
+  get(id: string): Promise<V | undefined> {
+    return this.batcher.submit('', id);
+  }
+}
