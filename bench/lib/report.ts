@@ -90,7 +90,7 @@ platform absorbs: the provider may have billed them; the tenant is not charged f
 ${r.drill.unrecordedAnswers}. Prompts the provider answered twice: ${r.drill.provider.answeredAgain} (counted in "paid twice": a call answered
 to a process that died before it could record the answer is made again by the job's retry, and no provider
 takes an idempotency key that would let the retry fetch the first answer instead).
-` : ''}
+` : ''}${r.drill.note ? `\n${r.drill.note}\n` : ''}
 ${r.fairness ? renderFairness(r.fairness) : ''}
 ${r.hostile ? renderHostile(r.hostile) : ''}
 ${r.injection ? renderInjection(r.injection) : ''}
