@@ -29,7 +29,7 @@ import type { Usage } from '../src/llm/types';
 import { Catalog } from '../src/llm/catalog';
 import { costOf } from '../src/llm/pricing';
 import { ADAPTERS } from '../src/llm/providers';
-import { buildGradingPrompt, MAX_OUTPUT_TOKENS } from '../src/grading/prompts';
+import { MAX_OUTPUT_TOKENS, naivePrompt } from '../src/grading/prompts';
 import { builtinRubric, maxScore } from '../src/grading/rubric';
 import { generateEssay, nearCopy, rng } from '../test/support/essays';
 import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, sleep, startFake, startService, runMain } from './lib/harness';
@@ -417,7 +417,7 @@ async function naive(traffic: Submission[], fakeUrl: string, scale: number) {
       while (next < jobs.length) {
         const { i, variant } = jobs[next++];
         const s = traffic[i];
-        const prompt = buildGradingPrompt({ rubric: builtinRubric(s.rubric)!, language: s.lang, variant, assignmentPrompt: TASK[s.lang], essay: s.text }).naive;
+        const prompt = naivePrompt({ rubric: builtinRubric(s.rubric)!, language: s.lang, variant, assignmentPrompt: TASK[s.lang], essay: s.text });
         const res = await fetch(`${fakeUrl}/dashscope/compatible-mode/v1/chat/completions`, {
           method: 'POST',
           headers: { authorization: 'Bearer naive', 'content-type': 'application/json' },

@@ -3,6 +3,7 @@ import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
 import { BooksRepository } from '../src/billing/books.repository';
 import { ClusterBus } from '../src/db/cluster-bus';
+import { TenantsRepository } from '../src/tenancy/tenants.repository';
 import { waitFor } from './support/wait';
 import { Clock } from '../src/common/clock';
 import { formatCny } from '../src/common/money';
@@ -635,6 +636,16 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         const [l] = await ds.query(`SELECT coalesce(sum(amount_nanos), 0)::text AS held FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2`, [x.tenantId, instance]);
         expect([BigInt(p.reserved), BigInt(l.held)]).toEqual([expected, expected]);
       }
+      // The first reads of a moment share a statement too: a tenant id that is nobody's is refused
+      // (NOT_FOUND) without failing the others read with it, and no period is opened for it.
+      const tenants = t.app.get(TenantsRepository);
+      const nobody = randomUUID();
+      const [mine, missing, limits] = await Promise.allSettled([tenants.budget(a.tenantId), tenants.budget(nobody), tenants.limits(b.tenantId)]);
+      expect(mine).toMatchObject({ status: 'fulfilled', value: { cap: 100n * M } });
+      expect(missing).toMatchObject({ status: 'rejected', reason: { code: 'NOT_FOUND' } });
+      expect(limits).toMatchObject({ status: 'fulfilled', value: {} });
+      await Promise.all([books.openPeriod(nobody, periods[0]), books.openPeriod(a.tenantId, periods[0])]);
+      expect(await ds.query(`SELECT count(*)::int AS n FROM budget_periods WHERE tenant_id = $1`, [nobody])).toEqual([{ n: 0 }]);
       for (const x of [a, b]) await books.returnLease(x.tenantId, periods[x === a ? 0 : 1], instance, x === a ? 10n * M : 21_875_000_000n);
       await ds.query(`UPDATE tenants SET admission_paused = false WHERE id = $1`, [paused.tenantId]);
       for (const x of [a, b, paused, poor]) await booksBalanced(x.tenantId);

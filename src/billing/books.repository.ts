@@ -141,13 +141,6 @@ function ledgerValues(e: LedgerEntry & { period: string }): unknown[] {
   ];
 }
 
-/**
- * The books of each tenant: budget periods, reservations, call guards, incidents and the call
- * ledger (`llm_calls`), the only code that writes them. Money moves only here, and every movement
- * is one statement: a reservation holds budget only while it fits the cap; a settlement releases
- * the reservation, moves what is charged into the spend and writes the ledger row with that same
- * amount, so the ledger always sums to the spend.
- */
 /** A slice of a tenant's free budget asked for by an instance (BooksRepository.takeLease). */
 interface LeaseTake {
   tenantId: string;
@@ -158,6 +151,13 @@ interface LeaseTake {
   ttlMs: number;
 }
 
+/**
+ * The books of each tenant: budget periods, reservations, call guards, incidents and the call
+ * ledger (`llm_calls`), the only code that writes them. Money moves only here, and every movement
+ * is one statement: a reservation holds budget only while it fits the cap; a settlement releases
+ * the reservation, moves what is charged into the spend and writes the ledger row with that same
+ * amount, so the ledger always sums to the spend.
+ */
 @Injectable()
 export class BooksRepository {
   /** Periods opened at one moment, of any tenants, in one statement (each row paired with its tenant). */

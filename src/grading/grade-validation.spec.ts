@@ -1,6 +1,6 @@
 import { gradingAnswer, malformedGrade } from '../../test/fake-provider/grading-responder';
 import { extractJson, locateQuote, validateDeepReview, validateGrade } from './grade-validation';
-import { buildGradingPrompt } from './prompts';
+import { buildGradingPrompt, naivePrompt } from './prompts';
 import { builtinRubric } from './rubric';
 
 const gaokao = builtinRubric('zh-gaokao-60')!;
@@ -124,7 +124,7 @@ describe('the fake provider grades every rubric validly, and breaks on request',
       expect(v.value.grade.annotations.length).toBeGreaterThan(0);
       for (const a of v.value.grade.annotations) expect(text.slice(a.start, a.end)).toBe(a.quote);
       // An answer in the quoting layout (the naive prompt) reads as well.
-      const quoted = validateGrade(gradingAnswer(prompt.naive)!, rubric, text, variant);
+      const quoted = validateGrade(gradingAnswer(naivePrompt({ rubric, language: rubric.language as 'zh' | 'en', variant, essay: text }))!, rubric, text, variant);
       if (!quoted.ok) throw new Error(quoted.problem);
       expect(quoted.value.droppedQuotes).toBe(0);
       expect(quoted.value.grade.annotations).toHaveLength(v.value.grade.annotations.length);

@@ -80,8 +80,8 @@ export class ModelGrader {
     // gateway (a longer window serves it), rather than every model getting a cut essay.
     const room = this.gateway.fit({ tier }, promptOf('').messages, MAX_OUTPUT_TOKENS[variant]);
     // The sentence numbers written into the essay take room too.
-    const numbers = pointsBySentence(essay.language) ? numberingTokens(essay.text) : 0;
-    const cut = room ? cutHeadTail(essay.text, Math.max(0, room.tokens - numbers), room.tokenizer) : { text: essay.text, truncated: false };
+    const numbers = () => (pointsBySentence(essay.language) ? numberingTokens(essay.text) : 0);
+    const cut = room ? cutHeadTail(essay.text, Math.max(0, room.tokens - numbers()), room.tokenizer) : { text: essay.text, truncated: false };
     const prompt = promptOf(cut.text);
     const validate = (content: string): Validation<ValidatedGrade> => {
       if (!base) return validateGrade(content, rubric, essay.text, variant, prompt.sentences);

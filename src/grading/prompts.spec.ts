@@ -1,4 +1,4 @@
-import { buildGradingPrompt, defuseFences, pointsBySentence } from './prompts';
+import { buildGradingPrompt, defuseFences, naivePrompt, pointsBySentence } from './prompts';
 import { builtinRubric } from './rubric';
 import { fenceLookalikes } from './text-fold';
 
@@ -73,10 +73,11 @@ describe('grading prompts', () => {
     // The essay as pasted, its sentences numbered alike.
     expect(p.uncompressed[1].content).toBe(`题目: 那一刻\n<essay>\n\u3000\u3000[1]正文  内容。\r\n\r\n\r\n[2]下一段。\n</essay>`);
     // The naive pipeline's prompt: the same layout, asking for copied quotes, the raw essay last.
-    expect(p.naive[0].content.split('\n')[0]).toBe(p.messages[0].content.split('\n')[0]);
-    expect(p.naive[0].content).toContain('quote 必须逐字摘自作文原文');
-    expect(p.naive[0].content).not.toContain('"s":<');
-    expect(p.naive[1].content).toBe(`题目: 那一刻\n<essay>\n${essay}\n</essay>`);
+    const naive = naivePrompt({ rubric, language: 'zh', variant: 'standard', essay, assignmentPrompt: '那一刻' });
+    expect(naive[0].content.split('\n')[0]).toBe(p.messages[0].content.split('\n')[0]);
+    expect(naive[0].content).toContain('quote 必须逐字摘自作文原文');
+    expect(naive[0].content).not.toContain('"s":<');
+    expect(naive[1].content).toBe(`题目: 那一刻\n<essay>\n${essay}\n</essay>`);
   });
 
   it('numbers the sentences the model reads, and never inside a fence look-alike it defuses', () => {

@@ -24,9 +24,9 @@ export const MAX_OUTPUT_TOKENS: Record<Variant, number> = { standard: 1500, deep
 export const ANNOTATION_CATEGORIES = ['typo', 'grammar', 'word_choice', 'punctuation', 'logic', 'structure', 'style', 'highlight'] as const;
 
 /**
- * How a grade points into the essay. `refs` (Inkstone's prompts): by the sentence numbers written
- * into the essay (src/grading/sentences.ts), with the exact words only for a word-level remark;
- * the server puts the words back. `quotes` (the straightforward layout of `uncompressed`): the
+ * How a grade points into the essay. `refs` (Inkstone's prompts for Chinese): by the sentence
+ * numbers written into the essay (src/grading/sentences.ts), with the exact words only for a
+ * word-level remark; the server puts the words back. `quotes` (English, and naivePrompt): the
  * model copies each passage.
  */
 type Pointing = 'refs' | 'quotes';
@@ -165,13 +165,6 @@ export interface GradingPrompt {
    * measured against it.
    */
   uncompressed: ChatMessage[];
-  /**
-   * The request as a straightforward pipeline writes it: the natural layout of `uncompressed`
-   * (instructions first, the raw essay last, so a provider's prefix cache serves it as well as it
-   * can), asking the model to copy each quote instead of giving sentence numbers. The case study's
-   * naive side sends it.
-   */
-  naive: ChatMessage[];
   /** the essay's sentences as numbered in `messages`: what an answer's `s` points at (the first is s = 1); none when the prompt asks for quotes */
   sentences: string[];
 }
@@ -187,28 +180,46 @@ export function buildGradingPrompt(input: GradingPromptInput): GradingPrompt {
     .join('\n');
   const numbered = pointing === 'refs' ? numberSentences(normalizeText(input.essay)) : { text: normalizeText(input.essay), sentences: [] };
   const user = `${head ? `${head}\n` : ''}${fence(numbered.text)}`;
-  const rawHead = [
-    input.assignmentPrompt ? `${input.language === 'zh' ? '题目' : 'Task'}: ${input.assignmentPrompt}` : '',
-    input.title ? `${input.language === 'zh' ? '标题' : 'Title'}: ${input.title}` : '',
-  ]
-    .filter(Boolean)
-    .join('\n');
-  const pretty = (p: Pointing) => `${instructions(input.language, input.variant, p)}\n${input.language === 'zh' ? '评分标准' : 'Rubric'}: ${JSON.stringify(rubricForPrompt(input.rubric), null, 2)}`;
   return {
     messages: [
       { role: 'system', content: system },
       { role: 'user', content: user },
     ],
     uncompressed: [
-      { role: 'system', content: pretty(pointing) },
-      { role: 'user', content: `${rawHead ? `${rawHead}\n` : ''}<essay>\n${pointing === 'refs' ? numberSentences(input.essay).text : input.essay}\n</essay>` },
-    ],
-    naive: [
-      { role: 'system', content: pretty('quotes') },
-      { role: 'user', content: `${rawHead ? `${rawHead}\n` : ''}<essay>\n${input.essay}\n</essay>` },
+      { role: 'system', content: prettySystem(input, pointing) },
+      { role: 'user', content: rawUser(input, pointing === 'refs' ? numberSentences(input.essay).text : input.essay) },
     ],
     sentences: numbered.sentences,
   };
+}
+
+/**
+ * The request as a straightforward pipeline writes it: the natural layout of `uncompressed`
+ * (instructions first, the raw essay last, so a provider's prefix cache serves it as well as it
+ * can), asking the model to copy each quote instead of giving sentence numbers. The case study's
+ * naive side sends it; the service never builds it.
+ */
+export function naivePrompt(input: GradingPromptInput): ChatMessage[] {
+  return [
+    { role: 'system', content: prettySystem(input, 'quotes') },
+    { role: 'user', content: rawUser(input, input.essay) },
+  ];
+}
+
+/** The instructions with the rubric pretty-printed, as a straightforward pipeline writes them. */
+function prettySystem(input: GradingPromptInput, p: Pointing): string {
+  return `${instructions(input.language, input.variant, p)}\n${input.language === 'zh' ? '评分标准' : 'Rubric'}: ${JSON.stringify(rubricForPrompt(input.rubric), null, 2)}`;
+}
+
+/** The task, the title and the essay as pasted, the essay last. */
+function rawUser(input: GradingPromptInput, essay: string): string {
+  const head = [
+    input.assignmentPrompt ? `${input.language === 'zh' ? '题目' : 'Task'}: ${input.assignmentPrompt}` : '',
+    input.title ? `${input.language === 'zh' ? '标题' : 'Title'}: ${input.title}` : '',
+  ]
+    .filter(Boolean)
+    .join('\n');
+  return `${head ? `${head}\n` : ''}<essay>\n${essay}\n</essay>`;
 }
 
 export function repairMessages(language: Language, problem: string): ChatMessage[] {

@@ -39,11 +39,6 @@ const SECRET_COLUMNS: Record<SecretKind, { sealed: string; legacy: string }> = {
   alert: { sealed: 'alert_webhook_secret_enc', legacy: 'alert_webhook_secret' },
 };
 
-/**
- * The tenants aggregate: the only code that writes `tenants` — a new tenant, and its settings
- * (budget policy, billing, grading, fair-use limits, sealed secrets, the admission pause). Each
- * module asks here by a typed method; the row is the tenant's own, found by its primary key.
- */
 /** What the hot path reads of a tenant: its budget policy and fair-use limits. */
 interface HotRow {
   timezone: string;
@@ -54,15 +49,21 @@ interface HotRow {
   limits: unknown;
 }
 
+/**
+ * The tenants aggregate: the only code that writes `tenants` — a new tenant, and its settings
+ * (budget policy, billing, grading, fair-use limits, sealed secrets, the admission pause). Each
+ * module asks here by a typed method; the row is the tenant's own, found by its primary key.
+ */
 @Injectable()
 export class TenantsRepository {
   /**
    * The settings every model call reads (budget policy, fair-use limits), for the tenants asked
    * about at one moment in one statement: each row is the tenant's own, found by its primary key.
-   * Cached above (60 s); this is what 10,000 tenants' first calls cost.
+   * Cached above them (60 s); this is what 10,000 tenants' first calls cost. Not a cache: a read
+   * asked for after a write starts after it.
    */
   private readonly hot = new BatchLoader<HotRow>(async (ids) => {
-    ids.forEach((id) => assertTenantId(id));
+    // Each id was checked by its caller (budget, limits) before it joined the statement.
     const rows = rowsOf<HotRow & { id: string }>(
       await this.ds.query(
         `SELECT id, timezone, monthly_cap_nanos AS cap, budget_when_exhausted AS when_exhausted, budget_alert_thresholds::text[] AS thresholds,
