@@ -470,7 +470,8 @@ type Naive = Awaited<ReturnType<typeof naive>>;
  *  - prefix cache: the difference in provider-cached input tokens, at that model's cache discount;
  *  - batch / off-peak: Inkstone's usage at real-time prices minus what it was billed;
  *  - output: the output tokens Inkstone's answers did not need (naive's − Inkstone's, repairs
- *    included), at that model's output price: sentences pointed at by number instead of copied;
+ *    included), at that model's output price: sentences pointed at by number instead of copied,
+ *    paragraph analyses given in order instead of each with its number;
  *  - other: the rest (rounding, a job answered by more than one model): naive − Inkstone − the above.
  * Each in CNY and as points of the naive total; they add up to the difference exactly.
  */

@@ -6,6 +6,7 @@ import { formatCny } from '../src/common/money';
 import { signPayload, verifySignature } from '../src/common/signature';
 import { GradingService } from '../src/grading/grading.service';
 import { GradingWorker } from '../src/grading/grading.worker';
+import { PROMPT_VERSIONS } from '../src/grading/prompts';
 import { builtinRubric } from '../src/grading/rubric';
 import { GatewayService } from '../src/llm/gateway.service';
 import { FakeProvider } from './fake-provider/fake-provider';
@@ -95,7 +96,11 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       // The premium model wrote the deep part only; the scores are the standard grade's.
       expect(view.body.deepGrade.dimensions).toEqual(essay.grade.dimensions);
       expect(view.body.deepGrade.score).toBe(essay.grade.score);
-      expect(view.body.deepGrade.promptVersion).toBe('deep-review-2');
+      expect(view.body.deepGrade.promptVersion).toBe(PROMPT_VERSIONS.deep_review);
+      // The model gave one analysis a paragraph, in order; the server numbered them.
+      const paragraphs = view.body.deepGrade.deep.paragraphs as Array<{ index: number; analysis: string }>;
+      expect(paragraphs.map((p) => p.index)).toEqual(paragraphs.map((_, i) => i + 1));
+      expect(paragraphs.length).toBeGreaterThan(1);
       const premiumPrompt = fake.requests.find((r) => r.model === 'qwen3-max')!.body.messages[0].content as string;
       expect(premiumPrompt).not.toContain('"dimensions":[{"key":"<dimension key>"'); // no scores asked for
       // It went through the provider's Batch API, at the batch price.

@@ -6,7 +6,7 @@ const LEVERS: Array<[string, string]> = [
   ['compression', 'compression: prompt tokens not sent, measured (provider-reported counts on both sides; the sentence numbers Inkstone adds count against it)'],
   ['prefixCache', "provider prefix cache: more of Inkstone's input served cached than of naive's"],
   ['batchAndOffPeak', 'batch price / off-peak: real-time price of the same usage minus what was billed'],
-  ['output', "shorter answers: sentences pointed at by number instead of copied (naive's output tokens − Inkstone's, at the output price)"],
+  ['output', "shorter answers: sentences pointed at by number instead of copied, paragraph analyses placed in order instead of numbered (naive's output tokens − Inkstone's, at the output price)"],
   ['other', 'other: repairs, retries and rounding (the rest, so the rows add up)'],
 ];
 

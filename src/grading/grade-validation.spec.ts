@@ -223,6 +223,20 @@ describe('pointers: sentences by number, words inside them', () => {
     const none = validateDeepReview(review.replace('"s":2', '"s":99'), text, sentences);
     expect(none.ok).toBe(false);
   });
+
+  it('numbers paragraph analyses given as a list of strings by their place, a blank one keeping its place', () => {
+    const review = (paragraphs: unknown[]) =>
+      JSON.stringify({ summary: '先理清思路', paragraphs, rewrites: [{ s: 2, rewrite: '妈妈撑着伞，早早等在校门口。', reason: '更具体' }], revisionPlan: ['补充细节'] });
+    const v = validateDeepReview(review(['开头简洁', '', '结尾点题', 7]), text, sentences);
+    if (!v.ok) throw new Error(v.problem);
+    expect(v.value.deep.paragraphs).toEqual([
+      { index: 1, analysis: '开头简洁' },
+      { index: 3, analysis: '结尾点题' },
+    ]);
+    // Nothing usable in either form: the answer fails (and is repaired or retried).
+    const empty = validateDeepReview(review(['', null, { index: 0, analysis: 'x' }]), text, sentences);
+    expect(empty).toEqual({ ok: false, problem: '"paragraphs" needs an analysis of each paragraph' });
+  });
 });
 
 describe('pointers on hostile text', () => {

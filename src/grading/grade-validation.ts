@@ -230,8 +230,10 @@ export function validateGrade(content: string, rubric: Rubric, essay: string, va
 }
 
 function validateDeep(raw: Record<string, unknown>, essay: string, sentences: readonly string[]): Validation<DeepAnalysis> {
-  const paragraphs = (Array.isArray(raw.paragraphs) ? raw.paragraphs : [])
-    .map((p: Record<string, unknown>) => ({ index: Number(p?.index), analysis: str(p?.analysis) }))
+  // Inkstone's prompts ask for one string a paragraph, in order (the place is the number); an answer
+  // in the indexed form ({"index","analysis"}) is read as well.
+  const paragraphs = (Array.isArray(raw.paragraphs) ? (raw.paragraphs as unknown[]) : [])
+    .map((p, i) => (typeof p === 'string' ? { index: i + 1, analysis: str(p) } : { index: Number((p as Record<string, unknown>)?.index), analysis: str((p as Record<string, unknown>)?.analysis) }))
     .filter((p) => Number.isInteger(p.index) && p.index >= 1 && p.analysis);
   if (paragraphs.length === 0) return { ok: false, problem: '"paragraphs" needs an analysis of each paragraph' };
   const used = new Set<string>();

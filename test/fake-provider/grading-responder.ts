@@ -26,6 +26,8 @@ export interface GradingPromptParts {
   deep: boolean;
   /** a deep review of an essay graded already: the deep part only, no scores */
   reviewOnly: boolean;
+  /** the format asks for the paragraph analyses as a list of strings (`"paragraphs":["`), not as `{"index","analysis"}` objects */
+  paragraphsInOrder: boolean;
   language: 'zh' | 'en';
 }
 
@@ -49,7 +51,7 @@ export function parseGradingPrompt(messages: ReadonlyArray<{ role: string; conte
   // "[n]" before each sentence: the sentence runs to the next number (line breaks and spaces between them are not part of it).
   const numbered = refs ? essay[1].split(/\[\d+\]/).slice(1).map((x) => x.replace(/\s+$/, '')) : null;
   const text = refs ? essay[1].replace(/\[\d+\]/g, '') : essay[1];
-  return { rubric, essay: text, numbered, deep, reviewOnly: deep && system.includes('{"summary":'), language: system.includes('评分标准') ? 'zh' : 'en' };
+  return { rubric, essay: text, numbered, deep, reviewOnly: deep && system.includes('{"summary":'), paragraphsInOrder: system.includes('"paragraphs":["'), language: system.includes('评分标准') ? 'zh' : 'en' };
 }
 
 function hash(text: string, salt = 0): number {
@@ -115,7 +117,9 @@ export function gradeFor(parts: GradingPromptParts): Record<string, unknown> {
       for (const k of Object.keys(grade)) if (k !== 'summary') delete grade[k];
       grade.summary = zh ? '先把每段的中心说清楚，再补充细节。' : 'Make each paragraph’s point clear first, then add detail.';
     }
-    grade.paragraphs = paragraphs.map((_, i) => ({ index: i + 1, analysis: zh ? `第${i + 1}段内容集中，可以加强与上下文的衔接。` : `Paragraph ${i + 1} is focused; link it more clearly to the next.` }));
+    const analysis = (i: number) => (zh ? `第${i + 1}段内容集中，可以加强与上下文的衔接。` : `Paragraph ${i + 1} is focused; link it more clearly to the next.`);
+    // A list of strings, one a paragraph, when the prompt's format asks for it; else numbered objects.
+    grade.paragraphs = paragraphs.map((_, i) => (parts.paragraphsInOrder ? analysis(i) : { index: i + 1, analysis: analysis(i) }));
     grade.rewrites = pick(2, 7).map((quote) => ({
       ...(parts.numbered ? { s: numberOf(quote) } : { quote }),
       rewrite: zh ? `${quote}（改写：更生动地描写）` : `${quote} (rewritten with a concrete example)`,
