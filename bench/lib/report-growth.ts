@@ -20,6 +20,11 @@ Target: under 500 ms p95 each — **${l.passed ? 'met' : 'not met'}**.
 `;
 }
 
+/** Mean time in a closed loop of `connections` clients at `perSecond` (Little's law), in ms. */
+function littleMs(connections: number, perSecond: number): number {
+  return Math.round((connections / perSecond) * 1000);
+}
+
 export function renderPeers(p: any): string {
   const r = (what: string, x: any) => `| ${what} | ${x.perSecond.toLocaleString('en')} | ${x.p50Ms} ms | ${x.p99Ms} ms | ${x.non2xx + x.errors} |`;
   const yes = (b: boolean) => (b ? 'met' : '**not met**');
@@ -49,6 +54,13 @@ ${p.inkstoneMissManyTenants ? r(`through Inkstone, cache miss, spread over ${p.m
 Inkstone on the miss path: ${p.inkstoneOverPortkey}× Portkey's requests per second; p99 added over the upstream's
 own: ${p.inkstoneAddedP99Ms} ms (Portkey: ${p.portkeyAddedP99Ms} ms). Inkstone's peak RSS: ${p.inkstoneRssMb} MB. During the miss run (counted once quiet)
 the upstream served ${p.reconciliation.upstreamServed.toLocaleString('en')} completions and Inkstone's ledger recorded ${p.reconciliation.ledgerProviderCalls.toLocaleString('en')} provider calls.
+
+What the latency target asks of this load: each of the ${p.connections} connections sends its next request when the
+answer to the last arrives, so requests/s × mean latency ≈ ${p.connections} (Little's law). At Inkstone's
+${p.inkstoneMiss.perSecond.toLocaleString('en')}/s a request spends about ${littleMs(p.connections, p.inkstoneMiss.perSecond)} ms in the system on average, at Portkey's ${p.portkey.perSecond.toLocaleString('en')}/s about
+${littleMs(p.connections, p.portkey.perSecond)} ms: mostly waiting for one of the two cores that the gateway, PostgreSQL, the upstream and the
+load generator share, not work done for it. A p99 under 10 ms means a mean under 10 ms, which at ${p.connections}
+connections needs more than ${(p.connections / 0.01).toLocaleString('en')} requests/s (${p.connections} / 10 ms) through the gateway: ${(p.connections / 0.01 / p.portkey.perSecond).toFixed(1)}× Portkey's rate in this run.
 
 Targets (issue 14): added p99 ≤ 10 ms — ${yes(p.targets.addedP99)}; miss path ≥ 1,500/s — ${yes(p.targets.miss1500)};
 at least twice Portkey — ${yes(p.targets.twicePortkey)}; hits ≥ 4,000/s — ${yes(p.targets.hits4000)}; RSS ≤ 300 MB — ${yes(p.targets.rss300)}${
