@@ -12,7 +12,9 @@
  *   60 essays are read back — so every essay is scored by a calibration that never saw it. Twice:
  *   folds dealt in turn, and folds of 60 consecutive essays (the file comes in runs from different
  *   sources with different mean scores: a calibration that has seen an essay's run partly learns
- *   the run, which no assignment's calibration could).
+ *   the run, which no assignment's calibration could); and per class set: each run of 30 an
+ *   assignment of its own, calibrated from 20 of its essays and read back on the other 10, three
+ *   times round — how a school calibrates.
  * In process (the grader is a pure function): the feature weights of a ridge fitted on all 300, the
  * isotonic map of the offline total (5-fold), and the grader's time per essay.
  * And the speed of agreement: GET /v1/quality and GET /v1/assignments/:id/agreement over 100,000
@@ -49,6 +51,16 @@ export interface QualityResult {
     uncalibrated: Figures;
     calibrated: Figures;
     calibratedConsecutive?: Figures;
+    /**
+     * calibrated as a school would: each run of CLASS_SET consecutive essays (one source, one
+     * teachers' mean) an assignment of its own, two thirds of it overridden and calibrated, the
+     * other third read back, three times round so that every essay is predicted once
+     */
+    calibratedPerClassSet?: Figures;
+    /** the methods the per-class-set calibrations chose, with how many of each */
+    perClassSetMethods?: Record<string, number>;
+    /** how many of them were switched on, of how many */
+    perClassSetActive?: { on: number; of: number };
     calibrationMethod: string;
     activeFolds: number;
     activeFoldsConsecutive?: number;
@@ -95,6 +107,34 @@ async function fold(url: string, rows: EvalRow[], f: number, inFold: (i: number)
     predictions.set(r.id, (Number(e.score) / Number(e.maxScore)) * (r.maxScore ?? 100));
   });
   return { predictions, method: c.method, active: c.active };
+}
+
+/** Essays of one source in the file: a class set, as an assignment of its own. */
+const CLASS_SET = 30;
+const CLASS_FOLDS = 3;
+
+/**
+ * Calibration as an assignment gets it: each class set (run of CLASS_SET essays) calibrated from
+ * its own overrides only — for each of CLASS_FOLDS rotations, the rest of the set overridden
+ * (20 of 30: the minimum a calibration takes), and the rotation's essays read back.
+ */
+async function perClassSet(url: string, rows: EvalRow[]) {
+  const truth = rows.map((r) => r.score);
+  const predicted = new Map<string, number>();
+  const methods: Record<string, number> = {};
+  let on = 0;
+  let of = 0;
+  for (let start = 0; start < rows.length; start += CLASS_SET) {
+    const set = rows.slice(start, start + CLASS_SET);
+    for (let f = 0; f < CLASS_FOLDS; f++) {
+      const r = await fold(url, set, f, (i) => i % CLASS_FOLDS === f);
+      r.predictions.forEach((v, k) => predicted.set(k, v));
+      methods[r.method] = (methods[r.method] ?? 0) + 1;
+      of++;
+      if (r.active) on++;
+    }
+  }
+  return { figures: figures(rows.map((r) => predicted.get(r.id)!), truth, rows[0].maxScore ?? 100), methods, active: { on, of } };
 }
 
 /** 100,000 teacher overrides in one assignment, generated in the database; the agreement endpoints timed. */
@@ -183,6 +223,7 @@ export async function runQuality(): Promise<QualityResult> {
     const dealt = await calibrate((i, f) => i % FOLDS === f);
     const per = Math.ceil(rows.length / FOLDS);
     const consecutive = await calibrate((i, f) => Math.floor(i / per) === f);
+    const perClass = await perClassSet(service.url, rows);
     return {
       commit: commit(),
       date: new Date().toISOString().slice(0, 10),
@@ -202,6 +243,9 @@ export async function runQuality(): Promise<QualityResult> {
         calibrationMethod: dealt.methods,
         activeFolds: dealt.active,
         activeFoldsConsecutive: consecutive.active,
+        calibratedPerClassSet: perClass.figures,
+        perClassSetMethods: perClass.methods,
+        perClassSetActive: perClass.active,
         seconds: uncalibrated.seconds,
         costPerEssay: uncalibrated.costPerEssay,
       },

@@ -100,6 +100,24 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     expect(back.grade.score).toBe(views[25].grade.score);
   });
 
+  it('shifts the offline grader\'s totals when the teacher only grades higher, and new essays get the shift', async () => {
+    const { id, views } = await assignmentWith(22, 600);
+    // A lenient teacher: the grader's order, eight points higher (within the rubric).
+    const lenient = (score: number) => Math.min(60, score + 8);
+    for (const v of views) await override(v.id, lenient(v.grade.score));
+    const fit = await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201);
+    expect(fit.body).toMatchObject({ essays: 22, method: 'shift', active: true });
+    expect(fit.body.after.qwk).toBeGreaterThan(fit.body.before.qwk);
+    const text = generateEssay(777, 'zh', { targetChars: 700 }).text;
+    const [fresh] = await waitForEssays(t.app, teacher, [(await t.http.post('/v1/essays').set(bearer(teacher)).send({ assignmentId: id, text }).expect(202)).body.id]);
+    expect(fresh.grade.calibration.version).toBe(fit.body.version);
+    // The shift is the teachers' mean over the grader's, near 8 (less where the top capped it).
+    const moved = fresh.grade.score - fresh.grade.calibration.rawScore;
+    expect(moved).toBeGreaterThanOrEqual(6);
+    expect(moved).toBeLessThanOrEqual(8);
+    expectConsistent(fresh.grade);
+  });
+
   it('keeps a calibration that would do worse than none switched off, and says why', async () => {
     const { id, views } = await assignmentWith(20, 400);
     // A teacher who agrees with every grade exactly: no calibration can do better.

@@ -21,7 +21,9 @@ the essay's length alone. Commit \`${q.commit}\`, ${q.date}.
 |---|---|---|---|---|---|---|
 ${row('length alone (rank only)', { n: q.essays, spearman: q.lengthBaseline.spearman })}
 ${row('offline grader, uncalibrated (API)', q.api.uncalibrated)}
-${row('offline grader, calibrated by the service, 5 folds dealt in turn (API)', q.api.calibrated)}${q.api.calibratedConsecutive ? `\n${row('offline grader, calibrated by the service, 5 folds of consecutive essays (API)', q.api.calibratedConsecutive)}` : ''}
+${row('offline grader, calibrated by the service, 5 folds dealt in turn (API)', q.api.calibrated)}${q.api.calibratedConsecutive ? `\n${row('offline grader, calibrated by the service, 5 folds of consecutive essays (API)', q.api.calibratedConsecutive)}` : ''}${
+    q.api.calibratedPerClassSet ? `\n${row('offline grader, calibrated per class set: each run of 30 its own assignment, 20 overridden, 10 read back, 3 times round (API)', q.api.calibratedPerClassSet)}` : ''
+  }
 ${row('offline grader, isotonic map of its total, 5-fold (in process)', q.inProcess.isotonic)}
 
 ${q.essays} essays graded through the API in ${q.api.seconds} s (the offline grader: ${q.inProcess.msPerEssay} ms an
@@ -41,7 +43,21 @@ Folds of consecutive essays hold each run out${q.api.calibratedConsecutive ? ` (
 is the honest one for essays from a source the calibration never saw. (Checked outside the product
 with scikit-learn: a ridge over character 1–3-grams reached QWK 0.42 with folds dealt at random and
 0.04–0.08 with consecutive folds; a ridge over the offline grader's features 0.16 and 0.07.)
-` : ''}
+` : ''}${
+    q.api.calibratedPerClassSet
+      ? `
+The per-class-set row is calibration as a school uses it: an assignment is one class set with one
+teacher, calibrated from that teacher's overrides of it. Each run of 30 essays of the file (one source, one teachers' mean)
+is an assignment of its own; 20 of its essays are overridden (the minimum a calibration takes), the
+assignment is calibrated and regraded, and the other 10 are read back; three times round, so every
+essay is scored once by a calibration that never saw it (${q.api.perClassSetActive.on} of ${q.api.perClassSetActive.of} calibrations switched on;
+methods chosen: ${Object.entries(q.api.perClassSetMethods)
+          .map(([m, n]) => `${m} ${n}`)
+          .join(', ')}). Most of what it gains is each teacher's own level${q.runMeans ? ` (the runs' means span ${(Math.max(...q.runMeans) - Math.min(...q.runMeans)).toFixed(1)} points)` : ''}; within a class set the grader's order is kept by the shift, and that order agrees with
+the teachers only weakly.
+`
+      : ''
+  }
 
 Agreement is cheap to ask for: over ${q.agreementSpeed.overrides.toLocaleString('en')} teacher overrides (generated in the database),
 \`GET /v1/quality?groupBy=model\` answers in ${q.agreementSpeed.qualityMs} ms and \`GET /v1/assignments/:id/agreement\` in

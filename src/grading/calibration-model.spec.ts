@@ -53,6 +53,18 @@ describe('calibrateGrade', () => {
     expect(calibrateGrade(g, gaokao, minusTen, essay)).toBe(g);
   });
 
+  it('moves an offline grade by its shift, within the rubric, and leaves model grades to the isotonic part', () => {
+    const shifted: CalibrationModel = { version: 4, isotonic: null, ridge: null, shift: 8 };
+    const g = calibrateGrade(grade(gaokao, [16, 15, 14], 'offline'), gaokao, shifted, essay);
+    expect(g.score).toBe(45 + 8);
+    expect(g.calibration).toEqual({ version: 4, rawScore: 45, rawDimensions: [{ key: 'content', score: 16 }, { key: 'expression', score: 15 }, { key: 'development', score: 14 }] });
+    expect(g.score).toBe(totalScore(gaokao, Object.fromEntries(g.dimensions.map((d) => [d.key, d.score]))));
+    // near the top, the total stops at the rubric's maximum
+    expect(calibrateGrade(grade(gaokao, [20, 19, 19], 'offline'), gaokao, shifted, essay).score).toBe(60);
+    const model = grade(gaokao, [16, 15, 14]);
+    expect(calibrateGrade(model, gaokao, shifted, essay)).toBe(model);
+  });
+
   it('keeps half bands: an IELTS grade mapped to a band its criteria average to', () => {
     const up: CalibrationModel = { version: 1, isotonic: { xs: [0, 9], ys: [0.5, 9] }, ridge: null };
     const g = calibrateGrade(grade(ielts, [6, 6, 5, 5]), ielts, up, { text: 'x', language: 'en' });

@@ -6,7 +6,8 @@ import { isOnStep, Language, maxScore, Rubric, totalScore, totalStep } from './r
 /**
  * An assignment's calibration (SPEC §9) as grading applies it: a monotone map from a model's total
  * to the teachers' (isotonic), and for offline grades a regression over the offline grader's
- * features (ridge, its predictions spread to the teachers' spread). Fitted by the quality module
+ * features (ridge, its predictions spread to the teachers' spread) or, when that cross-validates
+ * worse, the grader's total shifted to the teachers' mean. Fitted by the quality module
  * from the teachers' overrides; applied here when an essay of the assignment is graded, and by a
  * regrade. The dimension scores are moved with the total, within the rubric; the grade keeps
  * `calibration: {version, rawScore, rawDimensions}`, so the uncalibrated grade is never lost.
@@ -55,6 +56,11 @@ export interface CalibrationModel {
   isotonic: IsotonicMap | null;
   /** for offline grades: the features (by name) → the teachers' total, then `offset + factor × prediction` */
   ridge: (RidgeModel & { offset: number; factor: number; features?: string[] }) | null;
+  /**
+   * for offline grades, instead of `ridge` when it cross-validated better: the grader's own total
+   * moved by this many points (the teachers' mean minus the grader's), keeping the grader's order
+   */
+  shift?: number | null;
 }
 
 export type { GradeCalibration } from './grading-types';
@@ -62,7 +68,7 @@ export type { GradeCalibration } from './grading-types';
 /** The calibrated total for a grade, or null when this calibration has no part for its source. */
 export function calibratedTotal(model: CalibrationModel, raw: { score: number; source: string }, features: () => number[]): number | null {
   if (raw.source === 'offline') {
-    if (!model.ridge) return null;
+    if (!model.ridge) return typeof model.shift === 'number' ? raw.score + model.shift : null;
     const r = model.ridge;
     // The features the model was fitted on, by name: a grader that measures more still fits it.
     const all = features();

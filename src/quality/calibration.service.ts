@@ -11,7 +11,7 @@ import { offlineGrade } from '../grading/offline-grader';
 import { Language, maxScore, Rubric, totalStep, withExpectedLength } from '../grading/rubric';
 import { RubricsService } from '../grading/rubrics.service';
 import { agreement, Agreement, tabulate } from './agreement';
-import { crossValidated, fitIsotonic, fitOfflinePart } from './calibration';
+import { crossValidated, fitIsotonic, fitOfflineCalibration, OfflineLabel } from './calibration';
 import { QualityError } from './quality-errors';
 import { LabelRow, QualityRepository } from './quality.repository';
 import { totalScale } from './quality.service';
@@ -68,9 +68,10 @@ const figures = (a: Agreement) => ({ qwk: a.qwk, exact: a.exact, adjacent: a.adj
 
 /**
  * Calibration from teachers (SPEC §9): fits, from an assignment's overridden essays, an isotonic
- * map for model grades and a ridge regression over the offline grader's features for offline
- * grades; measures both by 5-fold cross-validation against no calibration; switches the result on
- * only when it agrees with the teachers at least as well; and regrades the assignment with it.
+ * map for model grades and, for offline grades, a ridge regression over the offline grader's
+ * features or a shift of its total, whichever cross-validates better; measures the result by
+ * 5-fold cross-validation against no calibration; switches the result on
+ * only when it agrees with the teachers better; and regrades the assignment with it.
  */
 @Injectable()
 export class CalibrationService {
@@ -117,24 +118,30 @@ export class CalibrationService {
       );
     }
     const used = [...(model.length >= MIN_LABELS ? model : []), ...(offline.length >= MIN_LABELS ? offline : [])];
+    const step = totalStep(rubric);
+    const top = maxScore(rubric);
+    /** agreement of (cross-validated) predictions with the teachers, on the rubric's total steps */
+    const agreementOf = (labels: ReadonlyArray<{ teacher: number }>, predicted: number[]) =>
+      agreement(
+        tabulate(labels.map((l, i) => [Math.max(0, Math.min(top, Math.round(predicted[i] / step) * step)), l.teacher])),
+        totalScale(rubric),
+      );
+    const offlineLabels: OfflineLabel[] = offline.map((l) => ({ raw: l.raw, teacher: l.teacher, features: l.features! }));
+    const offlinePart = offline.length >= MIN_LABELS ? fitOfflineCalibration(offlineLabels, FOLDS, (p) => agreementOf(offlineLabels, p).qwk) : null;
     const fitted: CalibrationModel = {
       version: 0,
       isotonic: model.length >= MIN_LABELS ? fitIsotonic(model.map((l) => ({ x: l.raw, y: l.teacher }))) : null,
-      ridge: offline.length >= MIN_LABELS ? ridgeFor(offline) : null,
+      ridge: offlinePart?.ridge ?? null,
+      shift: offlinePart?.shift ?? null,
     };
     const before = agreement(tabulate(used.map((l) => [l.raw, l.teacher])), totalScale(rubric));
     const predicted = [
       ...(fitted.isotonic ? crossValidated(model, FOLDS, (train, test) => test.map((l) => calibratedTotal({ ...fitted, isotonic: fitIsotonic(train.map((t) => ({ x: t.raw, y: t.teacher }))) }, { score: l.raw, source: 'model' }, () => [])!)) : []),
-      ...(fitted.ridge ? crossValidated(offline, FOLDS, (train, test) => test.map((l) => calibratedTotal({ ...fitted, ridge: ridgeFor(train) }, { score: l.raw, source: 'offline' }, () => l.features!)!)) : []),
+      ...(offlinePart?.predicted ?? []),
     ];
-    const step = totalStep(rubric);
-    const top = maxScore(rubric);
-    const after = agreement(
-      tabulate(used.map((l, i) => [Math.max(0, Math.min(top, Math.round(predicted[i] / step) * step)), l.teacher])),
-      totalScale(rubric),
-    );
-    const better = after.qwk !== null && (before.qwk === null || after.qwk >= before.qwk);
-    const method = [fitted.isotonic ? 'isotonic' : null, fitted.ridge ? 'ridge' : null].filter(Boolean).join('+');
+    const after = agreementOf(used, predicted);
+    const better = after.qwk !== null && (before.qwk === null || after.qwk > before.qwk);
+    const method = [fitted.isotonic ? 'isotonic' : null, offlinePart?.method ?? null].filter(Boolean).join('+');
     const saved = await this.calibrations.add(
       auth.tenantId,
       id,
@@ -143,7 +150,7 @@ export class CalibrationService {
     );
     return view(
       saved,
-      better ? undefined : `Not switched on: cross-validated, it agrees with the teachers less (QWK ${after.qwk ?? 'undefined'}) than no calibration (QWK ${before.qwk ?? 'undefined'})`,
+      better ? undefined : `Not switched on: cross-validated, it agrees with the teachers no better (QWK ${after.qwk ?? 'undefined'}) than no calibration (QWK ${before.qwk ?? 'undefined'})`,
     );
   }
 
@@ -199,5 +206,3 @@ export class CalibrationService {
     return out;
   }
 }
-
-const ridgeFor = (labels: Label[]) => fitOfflinePart(labels.map((l) => l.features!), labels.map((l) => l.teacher));

@@ -1,4 +1,4 @@
-import { applyIsotonic, crossValidated, fitIsotonic, fitRidge, predictRidge, spearman } from './calibration';
+import { applyIsotonic, crossValidated, fitIsotonic, fitOfflineCalibration, fitRidge, fitShift, predictRidge, spearman } from './calibration';
 
 describe('isotonic regression', () => {
   it('pools adjacent violators into a non-decreasing map', () => {
@@ -43,6 +43,36 @@ describe('ridge regression', () => {
     const x = Array.from({ length: 20 }, (_, i) => [i]);
     const y = x.map(([a]) => a);
     expect(Math.abs(fitRidge(x, y, 100).weights[0])).toBeLessThan(Math.abs(fitRidge(x, y, 0.01).weights[0]));
+  });
+});
+
+describe('the offline part: ridge or shift, whichever cross-validates better', () => {
+  // Deterministic noise in [0, 1).
+  const noise = (i: number, salt: number) => ((Math.imul(i + 1, 2654435761) ^ Math.imul(salt, 40503)) >>> 0) / 2 ** 32;
+  const features = (i: number) => Array.from({ length: 6 }, (_, j) => noise(i, j) * 10);
+  /** higher is better: minus the mean absolute error against the teachers */
+  const closeness = (labels: Array<{ teacher: number }>) => (p: number[]) => -labels.reduce((s, l, i) => s + Math.abs(p[i] - l.teacher), 0) / labels.length;
+
+  it('shifts the grader\'s total when the teacher is the grader plus seven and the features say nothing more', () => {
+    const labels = Array.from({ length: 24 }, (_, i) => ({ raw: 20 + ((i * 7) % 30), features: features(i), teacher: 0 }));
+    for (const l of labels) l.teacher = l.raw + 7;
+    expect(fitShift(labels)).toBe(7);
+    const part = fitOfflineCalibration(labels, 5, closeness(labels));
+    expect(part).toMatchObject({ method: 'shift', ridge: null, shift: 7 });
+    // held out, each prediction is exact: every fold's shift is 7 too
+    expect(part.predicted).toEqual(labels.map((l) => l.teacher));
+  });
+
+  it('takes the ridge when the teacher follows a feature the grader\'s total ignores', () => {
+    const labels = Array.from({ length: 40 }, (_, i) => {
+      const f = features(i);
+      return { raw: 30 + noise(i, 99) * 4, features: f, teacher: 10 + 4 * f[2] };
+    });
+    const part = fitOfflineCalibration(labels, 5, closeness(labels));
+    expect(part.method).toBe('ridge');
+    expect(part.shift).toBeNull();
+    expect(part.ridge).not.toBeNull();
+    expect(closeness(labels)(part.predicted)).toBeGreaterThan(-2);
   });
 });
 

@@ -1,8 +1,8 @@
 /**
  * The fitting behind calibration (SPEC §9), pure and deterministic: a monotone map from a grader's
  * total to the teacher's (isotonic regression, pool-adjacent-violators), a ridge regression over
- * the offline grader's features, and k-fold cross-validation to tell whether either does better
- * than no calibration at all.
+ * the offline grader's features or a shift of its total, and k-fold cross-validation to choose
+ * between those and to tell whether the result does better than no calibration at all.
  */
 import { predictRidge } from '../grading/calibration-model';
 import { FEATURE_NAMES } from '../grading/offline-features';
@@ -102,6 +102,54 @@ export function fitOfflinePart(x: number[][], y: number[], lambda = RIDGE_LAMBDA
 function meanSd(xs: number[]): [number, number] {
   const m = xs.reduce((a, b) => a + b, 0) / xs.length;
   return [m, Math.sqrt(xs.reduce((a, b) => a + (b - m) ** 2, 0) / xs.length)];
+}
+
+/** One overridden offline grade: the grader's total, the teacher's, and the grader's features. */
+export interface OfflineLabel {
+  raw: number;
+  teacher: number;
+  features: number[];
+}
+
+/** The offline part of a calibration, its name, and each label's cross-validated prediction. */
+export interface OfflinePart {
+  method: 'ridge' | 'shift';
+  ridge: ReturnType<typeof fitOfflinePart> | null;
+  shift: number | null;
+  predicted: number[];
+}
+
+/** The teachers' mean minus the grader's: what the grader's total is moved by. */
+export function fitShift(labels: ReadonlyArray<Pick<OfflineLabel, 'raw' | 'teacher'>>): number {
+  return labels.reduce((s, l) => s + l.teacher - l.raw, 0) / labels.length;
+}
+
+/**
+ * The offline part of a calibration: the ridge over the grader's features, or the grader's own
+ * total shifted to the teachers' mean — whichever agrees with the teachers better under k-fold
+ * cross-validation (`agreementOf` scores the held-out predictions, higher is better; a tie goes to
+ * the shift, which has one parameter where the ridge has one a feature). With a few dozen labels
+ * whose features say little about the teacher's score, the ridge fits noise and its spread
+ * stretches it; the shift only corrects the grader's bias and keeps its order.
+ */
+export function fitOfflineCalibration(labels: OfflineLabel[], k: number, agreementOf: (predicted: number[]) => number | null): OfflinePart {
+  const ridgeCv = crossValidated(labels, k, (train, test) => {
+    const m = fitOfflinePart(
+      train.map((l) => l.features),
+      train.map((l) => l.teacher),
+    );
+    return test.map((l) => m.offset + m.factor * predictRidge(m, l.features));
+  });
+  const shiftCv = crossValidated(labels, k, (train, test) => {
+    const shift = fitShift(train);
+    return test.map((l) => l.raw + shift);
+  });
+  const ridgeScore = agreementOf(ridgeCv) ?? -Infinity;
+  const shiftScore = agreementOf(shiftCv) ?? -Infinity;
+  if (ridgeScore > shiftScore) {
+    return { method: 'ridge', ridge: fitOfflinePart(labels.map((l) => l.features), labels.map((l) => l.teacher)), shift: null, predicted: ridgeCv };
+  }
+  return { method: 'shift', ridge: null, shift: fitShift(labels), predicted: shiftCv };
 }
 
 /**
