@@ -39,7 +39,7 @@ The file is not one population: its essays come in runs with different teachers'
 each run of 30 consecutive essays: ${q.runMeans.join(', ')}). A calibration fitted on folds dealt in turn has
 seen every run and partly learns which run an essay belongs to (its vocabulary, its topics), which is
 worth agreement here and nothing to a school: an assignment's calibration is fitted on its own class.
-Folds of consecutive essays hold each run out${q.api.calibratedConsecutive ? ` (switched on in ${q.api.activeFoldsConsecutive} of ${q.folds} folds: the service refuses a calibration that does worse than none in its own cross-validation)` : ''}; that row
+Folds of consecutive essays hold each run out${q.api.calibratedConsecutive ? ` (switched on in ${q.api.activeFoldsConsecutive} of ${q.folds} folds: the service switches on only a calibration that does better than none in its own cross-validation)` : ''}; that row
 is the honest one for essays from a source the calibration never saw. (Checked outside the product
 with scikit-learn: a ridge over character 1–3-grams reached QWK 0.42 with folds dealt at random and
 0.04–0.08 with consecutive folds; a ridge over the offline grader's features 0.16 and 0.07.)
@@ -58,7 +58,7 @@ the teachers only weakly.
 `
       : ''
   }
-
+${q.note ? `\n${q.note}\n` : ''}
 Agreement is cheap to ask for: over ${q.agreementSpeed.overrides.toLocaleString('en')} teacher overrides (generated in the database),
 \`GET /v1/quality?groupBy=model\` answers in ${q.agreementSpeed.qualityMs} ms and \`GET /v1/assignments/:id/agreement\` in
 ${q.agreementSpeed.assignmentMs} ms (median of 5, after one warm-up).
