@@ -62,11 +62,11 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
   });
 
   it('fits from the overrides, switches on when it agrees better, grades new essays with it, regrades the rest, and turns off', async () => {
-    const { id, views } = await assignmentWith(30, 200);
-    const labelled = views.slice(0, 24);
+    const { id, views } = await assignmentWith(66, 200);
+    const labelled = views.slice(0, 60);
     for (const v of labelled) await override(v.id, strict(v.text));
     const fit = await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201);
-    expect(fit.body).toMatchObject({ assignmentId: id, version: 1, essays: 24, method: 'ridge', active: true });
+    expect(fit.body).toMatchObject({ assignmentId: id, version: 1, essays: 60, method: 'ridge', active: true });
     expect(fit.body.after.qwk).toBeGreaterThan(fit.body.before.qwk);
     expect((await t.http.get(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(200)).body.version).toBe(1);
 
@@ -80,7 +80,7 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     // Regrade: the six graded essays no teacher overrode (and the new one); overridden ones stay the teacher's.
     const regrade = await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202);
     expect(regrade.body).toEqual({ essays: 7, calibration: 1 });
-    for (const v of views.slice(24)) {
+    for (const v of views.slice(60)) {
       const after = (await t.http.get(`/v1/essays/${v.id}`).set(bearer(teacher)).expect(200)).body;
       expect(after.grade.calibration.version).toBe(1);
       expect(after.grade.calibration.rawScore).toBe(v.grade.score);
@@ -95,9 +95,9 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     await t.http.delete(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(204);
     await t.http.get(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(404);
     expect((await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202)).body).toEqual({ essays: 7, calibration: null });
-    const back = (await t.http.get(`/v1/essays/${views[25].id}`).set(bearer(teacher)).expect(200)).body;
+    const back = (await t.http.get(`/v1/essays/${views[61].id}`).set(bearer(teacher)).expect(200)).body;
     expect(back.grade.calibration).toBeUndefined();
-    expect(back.grade.score).toBe(views[25].grade.score);
+    expect(back.grade.score).toBe(views[61].grade.score);
   });
 
   it('shifts the offline grader\'s totals when the teacher only grades higher, and new essays get the shift', async () => {

@@ -53,8 +53,8 @@ describe('calibrateGrade', () => {
     expect(calibrateGrade(g, gaokao, minusTen, essay)).toBe(g);
   });
 
-  it('moves an offline grade by its shift, within the rubric, and leaves model grades to the isotonic part', () => {
-    const shifted: CalibrationModel = { version: 4, isotonic: null, ridge: null, shift: 8 };
+  it('moves an offline grade by its linear map (here a shift), within the rubric, and leaves model grades to the isotonic part', () => {
+    const shifted: CalibrationModel = { version: 4, isotonic: null, ridge: null, linear: { intercept: 8, slope: 1 } };
     const g = calibrateGrade(grade(gaokao, [16, 15, 14], 'offline'), gaokao, shifted, essay);
     expect(g.score).toBe(45 + 8);
     expect(g.calibration).toEqual({ version: 4, rawScore: 45, rawDimensions: [{ key: 'content', score: 16 }, { key: 'expression', score: 15 }, { key: 'development', score: 14 }] });

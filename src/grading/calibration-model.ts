@@ -7,7 +7,7 @@ import { isOnStep, Language, maxScore, Rubric, totalScore, totalStep } from './r
  * An assignment's calibration (SPEC §9) as grading applies it: a monotone map from a model's total
  * to the teachers' (isotonic), and for offline grades a regression over the offline grader's
  * features (ridge, its predictions spread to the teachers' spread) or, when that cross-validates
- * worse, the grader's total shifted to the teachers' mean. Fitted by the quality module
+ * worse or there are too few labels for it, a linear map of the grader's own total. Fitted by the quality module
  * from the teachers' overrides; applied here when an essay of the assignment is graded, and by a
  * regrade. The dimension scores are moved with the total, within the rubric; the grade keeps
  * `calibration: {version, rawScore, rawDimensions}`, so the uncalibrated grade is never lost.
@@ -58,9 +58,10 @@ export interface CalibrationModel {
   ridge: (RidgeModel & { offset: number; factor: number; features?: string[] }) | null;
   /**
    * for offline grades, instead of `ridge` when it cross-validated better: the grader's own total
-   * moved by this many points (the teachers' mean minus the grader's), keeping the grader's order
+   * mapped linearly, `intercept + slope × total` — a shift (slope 1: the teachers' mean minus the
+   * grader's) or a least-squares line — keeping the grader's order
    */
-  shift?: number | null;
+  linear?: { intercept: number; slope: number } | null;
 }
 
 export type { GradeCalibration } from './grading-types';
@@ -68,7 +69,7 @@ export type { GradeCalibration } from './grading-types';
 /** The calibrated total for a grade, or null when this calibration has no part for its source. */
 export function calibratedTotal(model: CalibrationModel, raw: { score: number; source: string }, features: () => number[]): number | null {
   if (raw.source === 'offline') {
-    if (!model.ridge) return typeof model.shift === 'number' ? raw.score + model.shift : null;
+    if (!model.ridge) return model.linear ? model.linear.intercept + model.linear.slope * raw.score : null;
     const r = model.ridge;
     // The features the model was fitted on, by name: a grader that measures more still fits it.
     const all = features();

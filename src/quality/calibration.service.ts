@@ -69,7 +69,7 @@ const figures = (a: Agreement) => ({ qwk: a.qwk, exact: a.exact, adjacent: a.adj
 /**
  * Calibration from teachers (SPEC §9): fits, from an assignment's overridden essays, an isotonic
  * map for model grades and, for offline grades, a ridge regression over the offline grader's
- * features or a shift of its total, whichever cross-validates better; measures the result by
+ * features (from 60 labels), a shift or a line from its total, whichever cross-validates best; measures the result by
  * 5-fold cross-validation against no calibration; switches the result on
  * only when it agrees with the teachers better; and regrades the assignment with it.
  */
@@ -132,7 +132,7 @@ export class CalibrationService {
       version: 0,
       isotonic: model.length >= MIN_LABELS ? fitIsotonic(model.map((l) => ({ x: l.raw, y: l.teacher }))) : null,
       ridge: offlinePart?.ridge ?? null,
-      shift: offlinePart?.shift ?? null,
+      linear: offlinePart?.linear ?? null,
     };
     const before = agreement(tabulate(used.map((l) => [l.raw, l.teacher])), totalScale(rubric));
     const predicted = [

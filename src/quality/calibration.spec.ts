@@ -1,4 +1,4 @@
-import { applyIsotonic, crossValidated, fitIsotonic, fitOfflineCalibration, fitRidge, fitShift, predictRidge, spearman } from './calibration';
+import { applyIsotonic, crossValidated, fitIsotonic, fitLine, fitOfflineCalibration, fitRidge, fitShift, predictRidge, RIDGE_MIN_LABELS, spearman } from './calibration';
 
 describe('isotonic regression', () => {
   it('pools adjacent violators into a non-decreasing map', () => {
@@ -46,7 +46,7 @@ describe('ridge regression', () => {
   });
 });
 
-describe('the offline part: ridge or shift, whichever cross-validates better', () => {
+describe('the offline part: shift, line or ridge, whichever cross-validates best', () => {
   // Deterministic noise in [0, 1).
   const noise = (i: number, salt: number) => ((Math.imul(i + 1, 2654435761) ^ Math.imul(salt, 40503)) >>> 0) / 2 ** 32;
   const features = (i: number) => Array.from({ length: 6 }, (_, j) => noise(i, j) * 10);
@@ -56,23 +56,34 @@ describe('the offline part: ridge or shift, whichever cross-validates better', (
   it('shifts the grader\'s total when the teacher is the grader plus seven and the features say nothing more', () => {
     const labels = Array.from({ length: 24 }, (_, i) => ({ raw: 20 + ((i * 7) % 30), features: features(i), teacher: 0 }));
     for (const l of labels) l.teacher = l.raw + 7;
-    expect(fitShift(labels)).toBe(7);
+    expect(fitShift(labels)).toEqual({ intercept: 7, slope: 1 });
     const part = fitOfflineCalibration(labels, 5, closeness(labels));
-    expect(part).toMatchObject({ method: 'shift', ridge: null, shift: 7 });
+    // the line fits as well; the tie goes to the simpler shift
+    expect(part).toMatchObject({ method: 'shift', ridge: null, linear: { intercept: 7, slope: 1 } });
     // held out, each prediction is exact: every fold's shift is 7 too
     expect(part.predicted).toEqual(labels.map((l) => l.teacher));
   });
 
-  it('takes the ridge when the teacher follows a feature the grader\'s total ignores', () => {
-    const labels = Array.from({ length: 40 }, (_, i) => {
+  it('draws a line when the teacher spreads the grader\'s order twice as wide', () => {
+    const labels = Array.from({ length: 24 }, (_, i) => ({ raw: 20 + ((i * 7) % 30), features: features(i), teacher: 0 }));
+    for (const l of labels) l.teacher = 2 * l.raw - 25;
+    const line = fitLine(labels);
+    expect(line.slope).toBeCloseTo(2, 9);
+    expect(line.intercept).toBeCloseTo(-25, 9);
+    expect(fitOfflineCalibration(labels, 5, closeness(labels)).method).toBe('linear');
+  });
+
+  it('takes the ridge, from 60 labels, when the teacher follows a feature the grader\'s total ignores; under 60 it is not tried', () => {
+    const labels = Array.from({ length: RIDGE_MIN_LABELS }, (_, i) => {
       const f = features(i);
       return { raw: 30 + noise(i, 99) * 4, features: f, teacher: 10 + 4 * f[2] };
     });
     const part = fitOfflineCalibration(labels, 5, closeness(labels));
     expect(part.method).toBe('ridge');
-    expect(part.shift).toBeNull();
+    expect(part.linear).toBeNull();
     expect(part.ridge).not.toBeNull();
     expect(closeness(labels)(part.predicted)).toBeGreaterThan(-2);
+    expect(fitOfflineCalibration(labels.slice(1), 5, closeness(labels.slice(1))).method).not.toBe('ridge');
   });
 });
 

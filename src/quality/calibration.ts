@@ -113,43 +113,71 @@ export interface OfflineLabel {
 
 /** The offline part of a calibration, its name, and each label's cross-validated prediction. */
 export interface OfflinePart {
-  method: 'ridge' | 'shift';
+  method: 'shift' | 'linear' | 'ridge';
   ridge: ReturnType<typeof fitOfflinePart> | null;
-  shift: number | null;
+  linear: { intercept: number; slope: number } | null;
   predicted: number[];
 }
 
-/** The teachers' mean minus the grader's: what the grader's total is moved by. */
-export function fitShift(labels: ReadonlyArray<Pick<OfflineLabel, 'raw' | 'teacher'>>): number {
-  return labels.reduce((s, l) => s + l.teacher - l.raw, 0) / labels.length;
+/**
+ * The ridge weighs 14 features: it is a candidate only from this many labels up (about four a
+ * weight). Under it, a fit on a class set's 20-odd overrides learns the noise of those essays.
+ */
+export const RIDGE_MIN_LABELS = 60;
+
+type Line = { intercept: number; slope: number };
+
+/** The grader's total moved by the teachers' mean minus the grader's (slope 1). */
+export function fitShift(labels: ReadonlyArray<Pick<OfflineLabel, 'raw' | 'teacher'>>): Line {
+  return { intercept: labels.reduce((s, l) => s + l.teacher - l.raw, 0) / labels.length, slope: 1 };
+}
+
+/** The least-squares line from the grader's total to the teacher's (a shift when the totals do not vary). */
+export function fitLine(labels: ReadonlyArray<Pick<OfflineLabel, 'raw' | 'teacher'>>): Line {
+  const n = labels.length;
+  const mx = labels.reduce((s, l) => s + l.raw, 0) / n;
+  const my = labels.reduce((s, l) => s + l.teacher, 0) / n;
+  const sxx = labels.reduce((s, l) => s + (l.raw - mx) ** 2, 0);
+  const slope = sxx > 1e-9 ? labels.reduce((s, l) => s + (l.raw - mx) * (l.teacher - my), 0) / sxx : 1;
+  return { intercept: my - slope * mx, slope };
 }
 
 /**
- * The offline part of a calibration: the ridge over the grader's features, or the grader's own
- * total shifted to the teachers' mean — whichever agrees with the teachers better under k-fold
- * cross-validation (`agreementOf` scores the held-out predictions, higher is better; a tie goes to
- * the shift, which has one parameter where the ridge has one a feature). With a few dozen labels
- * whose features say little about the teacher's score, the ridge fits noise and its spread
- * stretches it; the shift only corrects the grader's bias and keeps its order.
+ * The offline part of a calibration, the candidate that agrees with the teachers best under k-fold
+ * cross-validation (`agreementOf` scores held-out predictions, higher is better), a tie going to
+ * the simpler: the grader's total shifted to the teachers' mean (one parameter: corrects the
+ * grader's bias, keeps its order and spread), a least-squares line from it (two: a teacher who
+ * spreads scores wider or narrower), or, from RIDGE_MIN_LABELS labels, the ridge over the
+ * grader's features (one a feature: a teacher who weighs what the grader measures differently).
  */
 export function fitOfflineCalibration(labels: OfflineLabel[], k: number, agreementOf: (predicted: number[]) => number | null): OfflinePart {
-  const ridgeCv = crossValidated(labels, k, (train, test) => {
-    const m = fitOfflinePart(
-      train.map((l) => l.features),
-      train.map((l) => l.teacher),
-    );
-    return test.map((l) => m.offset + m.factor * predictRidge(m, l.features));
-  });
-  const shiftCv = crossValidated(labels, k, (train, test) => {
-    const shift = fitShift(train);
-    return test.map((l) => l.raw + shift);
-  });
-  const ridgeScore = agreementOf(ridgeCv) ?? -Infinity;
-  const shiftScore = agreementOf(shiftCv) ?? -Infinity;
-  if (ridgeScore > shiftScore) {
-    return { method: 'ridge', ridge: fitOfflinePart(labels.map((l) => l.features), labels.map((l) => l.teacher)), shift: null, predicted: ridgeCv };
+  const lineCv = (fit: (train: OfflineLabel[]) => Line) =>
+    crossValidated(labels, k, (train, test) => {
+      const m = fit(train);
+      return test.map((l) => m.intercept + m.slope * l.raw);
+    });
+  const candidates: Array<{ method: OfflinePart['method']; predicted: number[]; fit: () => Pick<OfflinePart, 'ridge' | 'linear'> }> = [
+    { method: 'shift', predicted: lineCv(fitShift), fit: () => ({ ridge: null, linear: fitShift(labels) }) },
+    { method: 'linear', predicted: lineCv(fitLine), fit: () => ({ ridge: null, linear: fitLine(labels) }) },
+  ];
+  if (labels.length >= RIDGE_MIN_LABELS) {
+    const ridge = (train: OfflineLabel[]) => fitOfflinePart(train.map((l) => l.features), train.map((l) => l.teacher));
+    candidates.push({
+      method: 'ridge',
+      predicted: crossValidated(labels, k, (train, test) => {
+        const m = ridge(train);
+        return test.map((l) => m.offset + m.factor * predictRidge(m, l.features));
+      }),
+      fit: () => ({ ridge: ridge(labels), linear: null }),
+    });
   }
-  return { method: 'shift', ridge: null, shift: fitShift(labels), predicted: shiftCv };
+  let best = candidates[0];
+  let bestScore = agreementOf(best.predicted) ?? -Infinity;
+  for (const c of candidates.slice(1)) {
+    const score = agreementOf(c.predicted) ?? -Infinity;
+    if (score > bestScore) [best, bestScore] = [c, score];
+  }
+  return { method: best.method, ...best.fit(), predicted: best.predicted };
 }
 
 /**

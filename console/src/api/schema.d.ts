@@ -536,7 +536,7 @@ export interface paths {
         /** The assignment's calibration in force (404 when none) */
         get: operations["QualityController_current"];
         put?: never;
-        /** Fit a calibration from this assignment's teacher-overridden essays (at least 20): isotonic for model grades; for offline grades, ridge over the offline grader's features or a shift of its total, whichever cross-validates better; 5-fold cross-validated before/after; switched on only if it does better than none */
+        /** Fit a calibration from this assignment's teacher-overridden essays (at least 20): isotonic for model grades; for offline grades, a shift or a line from the offline grader's total or (from 60 labels) a ridge over its features, whichever cross-validates best; 5-fold cross-validated before/after; switched on only if it does better than none */
         post: operations["QualityController_fit"];
         /** Turn the assignment's calibration off (kept; regrade to apply) */
         delete: operations["QualityController_remove"];
