@@ -7,8 +7,8 @@ import { isOnStep, Language, maxScore, Rubric, totalScore, totalStep } from './r
  * An assignment's calibration (SPEC §9) as grading applies it: a monotone map from a model's total
  * to the teachers' (isotonic), and for offline grades a regression over the offline grader's
  * features (ridge, its predictions spread to the teachers' spread) or, when that cross-validates
- * worse or there are too few labels for it, a linear map of the grader's own total. Fitted by the quality module
- * from the teachers' overrides; applied here when an essay of the assignment is graded, and by a
+ * worse or there are too few labels for it, a linear map of the grader's own total. Fitted by the
+ * quality module from the teachers' overrides; applied here when an essay of the assignment is graded, and by a
  * regrade. The dimension scores are moved with the total, within the rubric; the grade keeps
  * `calibration: {version, rawScore, rawDimensions}`, so the uncalibrated grade is never lost.
  */
@@ -57,9 +57,9 @@ export interface CalibrationModel {
   /** for offline grades: the features (by name) → the teachers' total, then `offset + factor × prediction` */
   ridge: (RidgeModel & { offset: number; factor: number; features?: string[] }) | null;
   /**
-   * for offline grades, instead of `ridge` when it cross-validated better: the grader's own total
-   * mapped linearly, `intercept + slope × total` — a shift (slope 1: the teachers' mean minus the
-   * grader's) or a least-squares line — keeping the grader's order
+   * for offline grades, instead of `ridge` (when that cross-validated worse, or was not tried: under
+   * 60 labels): the grader's own total mapped `intercept + slope × total` — a shift (slope 1: the
+   * teachers' mean minus the grader's) or a least-squares line (slope ≥ 0) — keeping its order
    */
   linear?: { intercept: number; slope: number } | null;
 }

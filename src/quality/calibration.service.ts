@@ -68,10 +68,10 @@ const figures = (a: Agreement) => ({ qwk: a.qwk, exact: a.exact, adjacent: a.adj
 
 /**
  * Calibration from teachers (SPEC §9): fits, from an assignment's overridden essays, an isotonic
- * map for model grades and, for offline grades, a ridge regression over the offline grader's
- * features (from 60 labels), a shift or a line from its total, whichever cross-validates best; measures the result by
- * 5-fold cross-validation against no calibration; switches the result on
- * only when it agrees with the teachers better; and regrades the assignment with it.
+ * map for model grades and, for offline grades, a shift or a line from the offline grader's total
+ * or (from 60 labels) a ridge regression over its features, whichever cross-validates best;
+ * measures the result by 5-fold cross-validation against no calibration; switches it on only when
+ * it agrees with the teachers better; and regrades the assignment with it.
  */
 @Injectable()
 export class CalibrationService {

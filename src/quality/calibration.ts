@@ -1,8 +1,8 @@
 /**
  * The fitting behind calibration (SPEC §9), pure and deterministic: a monotone map from a grader's
  * total to the teacher's (isotonic regression, pool-adjacent-violators), a ridge regression over
- * the offline grader's features or a shift of its total, and k-fold cross-validation to choose
- * between those and to tell whether the result does better than no calibration at all.
+ * the offline grader's features or a shift or a line from its total, and k-fold cross-validation
+ * to choose among those and to tell whether the result does better than no calibration at all.
  */
 import { predictRidge } from '../grading/calibration-model';
 import { FEATURE_NAMES } from '../grading/offline-features';
@@ -120,8 +120,9 @@ export interface OfflinePart {
 }
 
 /**
- * The ridge weighs 14 features: it is a candidate only from this many labels up (about four a
- * weight). Under it, a fit on a class set's 20-odd overrides learns the noise of those essays.
+ * The ridge has a weight for each of the offline grader's features (FEATURE_NAMES, 14 today): it
+ * is a candidate only from this many labels up, about four a weight. Under it, a fit on a class
+ * set's 20-odd overrides learns the noise of those essays.
  */
 export const RIDGE_MIN_LABELS = 60;
 
@@ -132,13 +133,17 @@ export function fitShift(labels: ReadonlyArray<Pick<OfflineLabel, 'raw' | 'teach
   return { intercept: labels.reduce((s, l) => s + l.teacher - l.raw, 0) / labels.length, slope: 1 };
 }
 
-/** The least-squares line from the grader's total to the teacher's (a shift when the totals do not vary). */
+/**
+ * The least-squares line from the grader's total to the teacher's (a shift when the totals do not
+ * vary). Never falling: a line that put the grader's essays in reverse order would not calibrate
+ * the grader but replace it, so a negative slope is taken as flat (every essay the teachers' mean).
+ */
 export function fitLine(labels: ReadonlyArray<Pick<OfflineLabel, 'raw' | 'teacher'>>): Line {
   const n = labels.length;
   const mx = labels.reduce((s, l) => s + l.raw, 0) / n;
   const my = labels.reduce((s, l) => s + l.teacher, 0) / n;
   const sxx = labels.reduce((s, l) => s + (l.raw - mx) ** 2, 0);
-  const slope = sxx > 1e-9 ? labels.reduce((s, l) => s + (l.raw - mx) * (l.teacher - my), 0) / sxx : 1;
+  const slope = sxx > 1e-9 ? Math.max(0, labels.reduce((s, l) => s + (l.raw - mx) * (l.teacher - my), 0) / sxx) : 1;
   return { intercept: my - slope * mx, slope };
 }
 
