@@ -118,13 +118,14 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     expectConsistent(fresh.grade);
   });
 
-  it('keeps a calibration that would do worse than none switched off, and says why', async () => {
+  it('keeps a calibration that would do no better than none switched off, and says why', async () => {
     const { id, views } = await assignmentWith(20, 400);
     // A teacher who agrees with every grade exactly: no calibration can do better.
     for (const v of views) await override(v.id, v.grade.score);
     const fit = await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201);
     expect(fit.body.before.qwk).toBe(1);
     expect(fit.body.active).toBe(false);
+    expect(fit.body.method).toBe('shift'); // what was fitted (a shift of 0), not in force
     expect(fit.body.reason).toMatch(/Not switched on/);
     await t.http.get(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(404);
   });

@@ -103,6 +103,7 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(paragraphs.length).toBeGreaterThan(1);
       const premiumPrompt = fake.requests.find((r) => r.model === 'qwen3-max')!.body.messages[0].content as string;
       expect(premiumPrompt).not.toContain('"dimensions":[{"key":"<dimension key>"'); // no scores asked for
+      expect(premiumPrompt).toContain('"paragraphs":["'); // the analyses asked for in order, not numbered
       // It went through the provider's Batch API, at the batch price.
       const [call] = await t.dataSource.query(`SELECT batch, outcome FROM llm_calls WHERE tenant_id = $1 AND purpose = 'deep_review'`, [tenant.tenantId]);
       expect(call).toEqual({ batch: true, outcome: 'ok' });

@@ -65,6 +65,20 @@ describe('calibrateGrade', () => {
     expect(calibrateGrade(model, gaokao, shifted, essay)).toBe(model);
   });
 
+  it('applies a stored ridge before any line, and a line that is not two finite numbers not at all', () => {
+    // A ridge with no weights predicts its intercept: offset + factor × 30 = 40.
+    const ridge = { intercept: 30, weights: [], means: [], sds: [], offset: 10, factor: 1, features: [] };
+    const both: CalibrationModel = { version: 5, isotonic: null, ridge, linear: { intercept: 8, slope: 1 } };
+    expect(calibrateGrade(grade(gaokao, [16, 15, 14], 'offline'), gaokao, both, essay).score).toBe(40);
+    // A model stored before lines existed has no `linear` key at all.
+    const before: CalibrationModel = { version: 2, isotonic: null, ridge };
+    expect(calibrateGrade(grade(gaokao, [16, 15, 14], 'offline'), gaokao, before, essay).score).toBe(40);
+    // JSON keeps NaN as null.
+    const broken = { version: 6, isotonic: null, ridge: null, linear: { intercept: null, slope: null } } as unknown as CalibrationModel;
+    const g = grade(gaokao, [16, 15, 14], 'offline');
+    expect(calibrateGrade(g, gaokao, broken, essay)).toBe(g);
+  });
+
   it('keeps half bands: an IELTS grade mapped to a band its criteria average to', () => {
     const up: CalibrationModel = { version: 1, isotonic: { xs: [0, 9], ys: [0.5, 9] }, ridge: null };
     const g = calibrateGrade(grade(ielts, [6, 6, 5, 5]), ielts, up, { text: 'x', language: 'en' });

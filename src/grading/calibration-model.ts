@@ -59,7 +59,7 @@ export interface CalibrationModel {
   /**
    * for offline grades, instead of `ridge` (when that cross-validated worse, or was not tried: under
    * 60 labels): the grader's own total mapped `intercept + slope × total` — a shift (slope 1: the
-   * teachers' mean minus the grader's) or a least-squares line (slope ≥ 0) — keeping its order
+   * teachers' mean minus the grader's) or a rising least-squares line — keeping its order
    */
   linear?: { intercept: number; slope: number } | null;
 }
@@ -69,7 +69,11 @@ export type { GradeCalibration } from './grading-types';
 /** The calibrated total for a grade, or null when this calibration has no part for its source. */
 export function calibratedTotal(model: CalibrationModel, raw: { score: number; source: string }, features: () => number[]): number | null {
   if (raw.source === 'offline') {
-    if (!model.ridge) return model.linear ? model.linear.intercept + model.linear.slope * raw.score : null;
+    if (!model.ridge) {
+      // A stored line that is not two finite numbers (JSON keeps NaN as null) is no line.
+      const line = model.linear;
+      return line && Number.isFinite(line.intercept) && Number.isFinite(line.slope) ? line.intercept + line.slope * raw.score : null;
+    }
     const r = model.ridge;
     // The features the model was fitted on, by name: a grader that measures more still fits it.
     const all = features();

@@ -233,6 +233,13 @@ describe('pointers: sentences by number, words inside them', () => {
       { index: 1, analysis: '开头简洁' },
       { index: 3, analysis: '结尾点题' },
     ]);
+    // Mixed forms: a paragraph analysed twice keeps its first analysis; numbers past 200 are dropped,
+    // and so is everything after the first 200 entries.
+    const mixed = validateDeepReview(review(['开头简洁', { index: 1, analysis: '重复' }, { index: 1e15, analysis: '太大' }, ...Array.from({ length: 500 }, () => '同上')]), text, sentences);
+    if (!mixed.ok) throw new Error(mixed.problem);
+    expect(mixed.value.deep.paragraphs[0]).toEqual({ index: 1, analysis: '开头简洁' });
+    // entries 4 to 200 are the strings at places 4 to 200; the rest are never read
+    expect(mixed.value.deep.paragraphs.map((p) => p.index)).toEqual([1, ...Array.from({ length: 197 }, (_, i) => i + 4)]);
     // Nothing usable in either form: the answer fails (and is repaired or retried).
     const empty = validateDeepReview(review(['', null, { index: 0, analysis: 'x' }]), text, sentences);
     expect(empty).toEqual({ ok: false, problem: '"paragraphs" needs an analysis of each paragraph' });

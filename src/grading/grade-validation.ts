@@ -47,6 +47,8 @@ export interface ValidatedGrade {
 }
 
 const MAX_ANNOTATIONS = 30;
+/** paragraph analyses read from a deep answer, and the highest paragraph number taken */
+const MAX_PARAGRAPHS = 200;
 
 /** Takes the JSON object out of a model's answer (code fences and chatter around it are tolerated). */
 export function extractJson(content: string): unknown {
@@ -231,10 +233,13 @@ export function validateGrade(content: string, rubric: Rubric, essay: string, va
 
 function validateDeep(raw: Record<string, unknown>, essay: string, sentences: readonly string[]): Validation<DeepAnalysis> {
   // Inkstone's prompts ask for one string a paragraph, in order (the place is the number); an answer
-  // in the indexed form ({"index","analysis"}) is read as well.
+  // in the indexed form ({"index","analysis"}) is read as well. A paragraph analysed twice keeps
+  // its first analysis; at most MAX_PARAGRAPHS are read.
+  const seen = new Set<number>();
   const paragraphs = (Array.isArray(raw.paragraphs) ? (raw.paragraphs as unknown[]) : [])
+    .slice(0, MAX_PARAGRAPHS)
     .map((p, i) => (typeof p === 'string' ? { index: i + 1, analysis: str(p) } : { index: Number((p as Record<string, unknown>)?.index), analysis: str((p as Record<string, unknown>)?.analysis) }))
-    .filter((p) => Number.isInteger(p.index) && p.index >= 1 && p.analysis);
+    .filter((p) => Number.isInteger(p.index) && p.index >= 1 && p.index <= MAX_PARAGRAPHS && p.analysis && !seen.has(p.index) && seen.add(p.index));
   if (paragraphs.length === 0) return { ok: false, problem: '"paragraphs" needs an analysis of each paragraph' };
   const used = new Set<string>();
   const rewrites: DeepAnalysis['rewrites'] = [];

@@ -126,22 +126,43 @@ export class CalibrationService {
         tabulate(labels.map((l, i) => [Math.max(0, Math.min(top, Math.round(predicted[i] / step) * step)), l.teacher])),
         totalScale(rubric),
       );
+    /** whether cross-validated predictions agree with the teachers better than the grader's own totals */
+    const beats = (labels: Label[], predicted: number[]) => {
+      const calibrated = agreementOf(labels, predicted).qwk;
+      const raw = agreementOf(labels, labels.map((l) => l.raw)).qwk;
+      return calibrated !== null && (raw === null || calibrated > raw);
+    };
+    // Each source's part is fitted and cross-validated on its own labels and kept only when it beats
+    // that source's uncalibrated grades: a map that helps the model grades must not carry in one
+    // that harms the offline grades, or the reverse.
+    const isotonicHeldOut =
+      model.length >= MIN_LABELS
+        ? crossValidated(model, FOLDS, (train, test) => {
+            const m: CalibrationModel = { version: 0, isotonic: fitIsotonic(train.map((t) => ({ x: t.raw, y: t.teacher }))), ridge: null };
+            return test.map((l) => calibratedTotal(m, { score: l.raw, source: 'model' }, () => [])!);
+          })
+        : null;
     const offlineLabels: OfflineLabel[] = offline.map((l) => ({ raw: l.raw, teacher: l.teacher, features: l.features! }));
     const offlinePart = offline.length >= MIN_LABELS ? fitOfflineCalibration(offlineLabels, FOLDS, (p) => agreementOf(offlineLabels, p).qwk) : null;
+    const keepIsotonic = isotonicHeldOut !== null && beats(model, isotonicHeldOut);
+    const keepOffline = offlinePart !== null && beats(offline, offlinePart.predicted);
     const fitted: CalibrationModel = {
       version: 0,
-      isotonic: model.length >= MIN_LABELS ? fitIsotonic(model.map((l) => ({ x: l.raw, y: l.teacher }))) : null,
-      ridge: offlinePart?.ridge ?? null,
-      linear: offlinePart?.linear ?? null,
+      isotonic: keepIsotonic ? fitIsotonic(model.map((l) => ({ x: l.raw, y: l.teacher }))) : null,
+      ridge: keepOffline ? offlinePart.ridge : null,
+      linear: keepOffline ? offlinePart.linear : null,
     };
     const before = agreement(tabulate(used.map((l) => [l.raw, l.teacher])), totalScale(rubric));
+    // A part not kept leaves its grades as they are.
     const predicted = [
-      ...(fitted.isotonic ? crossValidated(model, FOLDS, (train, test) => test.map((l) => calibratedTotal({ ...fitted, isotonic: fitIsotonic(train.map((t) => ({ x: t.raw, y: t.teacher }))) }, { score: l.raw, source: 'model' }, () => [])!)) : []),
-      ...(offlinePart?.predicted ?? []),
+      ...(isotonicHeldOut ? (keepIsotonic ? isotonicHeldOut : model.map((l) => l.raw)) : []),
+      ...(offlinePart ? (keepOffline ? offlinePart.predicted : offline.map((l) => l.raw)) : []),
     ];
     const after = agreementOf(used, predicted);
-    const better = after.qwk !== null && (before.qwk === null || after.qwk > before.qwk);
-    const method = [fitted.isotonic ? 'isotonic' : null, offlinePart?.method ?? null].filter(Boolean).join('+');
+    const better = (keepIsotonic || keepOffline) && after.qwk !== null && (before.qwk === null || after.qwk > before.qwk);
+    const names = (iso: boolean, off: boolean) => [iso ? 'isotonic' : null, off ? offlinePart!.method : null].filter(Boolean).join('+');
+    // The parts in force, or, when none is, what was fitted.
+    const method = keepIsotonic || keepOffline ? names(keepIsotonic, keepOffline) : names(isotonicHeldOut !== null, offlinePart !== null);
     const saved = await this.calibrations.add(
       auth.tenantId,
       id,

@@ -4,7 +4,7 @@
  * the offline grader's features or a shift or a line from its total, and k-fold cross-validation
  * to choose among those and to tell whether the result does better than no calibration at all.
  */
-import { predictRidge } from '../grading/calibration-model';
+import { calibratedTotal, predictRidge } from '../grading/calibration-model';
 import { FEATURE_NAMES } from '../grading/offline-features';
 import type { IsotonicMap, RidgeModel } from '../grading/calibration-model';
 
@@ -134,17 +134,18 @@ export function fitShift(labels: ReadonlyArray<Pick<OfflineLabel, 'raw' | 'teach
 }
 
 /**
- * The least-squares line from the grader's total to the teacher's (a shift when the totals do not
- * vary). Never falling: a line that put the grader's essays in reverse order would not calibrate
- * the grader but replace it, so a negative slope is taken as flat (every essay the teachers' mean).
+ * The least-squares line from the grader's total to the teacher's. Only a rising line: one that
+ * is flat or falls would give every essay the same score or put the grader's order backwards —
+ * not a calibration of the grader but a replacement for it — so then (and when the grader's totals
+ * do not vary) the line is the shift.
  */
 export function fitLine(labels: ReadonlyArray<Pick<OfflineLabel, 'raw' | 'teacher'>>): Line {
   const n = labels.length;
   const mx = labels.reduce((s, l) => s + l.raw, 0) / n;
   const my = labels.reduce((s, l) => s + l.teacher, 0) / n;
   const sxx = labels.reduce((s, l) => s + (l.raw - mx) ** 2, 0);
-  const slope = sxx > 1e-9 ? Math.max(0, labels.reduce((s, l) => s + (l.raw - mx) * (l.teacher - my), 0) / sxx) : 1;
-  return { intercept: my - slope * mx, slope };
+  const slope = sxx > 1e-9 ? labels.reduce((s, l) => s + (l.raw - mx) * (l.teacher - my), 0) / sxx : 0;
+  return slope > 0 ? { intercept: my - slope * mx, slope } : fitShift(labels);
 }
 
 /**
@@ -156,33 +157,28 @@ export function fitLine(labels: ReadonlyArray<Pick<OfflineLabel, 'raw' | 'teache
  * grader's features (one a feature: a teacher who weighs what the grader measures differently).
  */
 export function fitOfflineCalibration(labels: OfflineLabel[], k: number, agreementOf: (predicted: number[]) => number | null): OfflinePart {
-  const lineCv = (fit: (train: OfflineLabel[]) => Line) =>
-    crossValidated(labels, k, (train, test) => {
-      const m = fit(train);
-      return test.map((l) => m.intercept + m.slope * l.raw);
-    });
-  const candidates: Array<{ method: OfflinePart['method']; predicted: number[]; fit: () => Pick<OfflinePart, 'ridge' | 'linear'> }> = [
-    { method: 'shift', predicted: lineCv(fitShift), fit: () => ({ ridge: null, linear: fitShift(labels) }) },
-    { method: 'linear', predicted: lineCv(fitLine), fit: () => ({ ridge: null, linear: fitLine(labels) }) },
+  type Fitted = Pick<OfflinePart, 'ridge' | 'linear'>;
+  const candidates: Array<{ method: OfflinePart['method']; fit: (train: OfflineLabel[]) => Fitted }> = [
+    { method: 'shift', fit: (train) => ({ ridge: null, linear: fitShift(train) }) },
+    { method: 'linear', fit: (train) => ({ ridge: null, linear: fitLine(train) }) },
   ];
   if (labels.length >= RIDGE_MIN_LABELS) {
-    const ridge = (train: OfflineLabel[]) => fitOfflinePart(train.map((l) => l.features), train.map((l) => l.teacher));
-    candidates.push({
-      method: 'ridge',
-      predicted: crossValidated(labels, k, (train, test) => {
-        const m = ridge(train);
-        return test.map((l) => m.offset + m.factor * predictRidge(m, l.features));
-      }),
-      fit: () => ({ ridge: ridge(labels), linear: null }),
+    candidates.push({ method: 'ridge', fit: (train) => ({ ridge: fitOfflinePart(train.map((l) => l.features), train.map((l) => l.teacher)), linear: null }) });
+  }
+  // Each fold's fit applied as grading applies it (calibratedTotal), so what is measured is what runs.
+  const heldOut = (fit: (train: OfflineLabel[]) => Fitted) =>
+    crossValidated(labels, k, (train, test) => {
+      const model = { version: 0, isotonic: null, ...fit(train) };
+      return test.map((l) => calibratedTotal(model, { score: l.raw, source: 'offline' }, () => l.features) ?? l.raw);
     });
+  let best: { method: OfflinePart['method']; fit: (train: OfflineLabel[]) => Fitted; predicted: number[] } | null = null;
+  let bestScore = -Infinity;
+  for (const c of candidates) {
+    const predicted = heldOut(c.fit);
+    const score = agreementOf(predicted) ?? -Infinity;
+    if (!best || score > bestScore) [best, bestScore] = [{ ...c, predicted }, score];
   }
-  let best = candidates[0];
-  let bestScore = agreementOf(best.predicted) ?? -Infinity;
-  for (const c of candidates.slice(1)) {
-    const score = agreementOf(c.predicted) ?? -Infinity;
-    if (score > bestScore) [best, bestScore] = [c, score];
-  }
-  return { method: best.method, ...best.fit(), predicted: best.predicted };
+  return { method: best!.method, ...best!.fit(labels), predicted: best!.predicted };
 }
 
 /**
