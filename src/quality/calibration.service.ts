@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { AssignmentsService } from '../grading/assignments.service';
-import { calibratedTotal, calibrateGrade, CalibrationModel } from '../grading/calibration-model';
+import { calibrateGrade, CalibrationModel } from '../grading/calibration-model';
 import { CalibrationRecord, CalibrationsRepository } from '../grading/calibrations.repository';
 import { EssaysRepository } from '../grading/essays.repository';
 import type { StoredGrade } from '../grading/grading-types';
@@ -11,7 +11,7 @@ import { offlineGrade } from '../grading/offline-grader';
 import { Language, maxScore, Rubric, totalStep, withExpectedLength } from '../grading/rubric';
 import { RubricsService } from '../grading/rubrics.service';
 import { agreement, Agreement, tabulate } from './agreement';
-import { crossValidated, fitIsotonic, fitOfflineCalibration, OfflineLabel } from './calibration';
+import { CalibrationLabel, fitCalibration } from './calibration';
 import { QualityError } from './quality-errors';
 import { LabelRow, QualityRepository } from './quality.repository';
 import { totalScale } from './quality.service';
@@ -43,13 +43,6 @@ export interface CalibrationView {
 export interface RegradeResult {
   essays: number;
   calibration: number | null;
-}
-
-interface Label {
-  raw: number;
-  teacher: number;
-  source: 'model' | 'offline';
-  features: number[] | null;
 }
 
 const view = (c: CalibrationRecord, reason?: string): CalibrationView => ({
@@ -117,56 +110,19 @@ export class CalibrationService {
         { needed: MIN_LABELS, model: model.length, offline: offline.length },
       );
     }
-    const used = [...(model.length >= MIN_LABELS ? model : []), ...(offline.length >= MIN_LABELS ? offline : [])];
     const step = totalStep(rubric);
     const top = maxScore(rubric);
-    /** agreement of (cross-validated) predictions with the teachers, on the rubric's total steps */
-    const agreementOf = (labels: ReadonlyArray<{ teacher: number }>, predicted: number[]) =>
-      agreement(
-        tabulate(labels.map((l, i) => [Math.max(0, Math.min(top, Math.round(predicted[i] / step) * step)), l.teacher])),
-        totalScale(rubric),
-      );
-    /** whether cross-validated predictions agree with the teachers better than the grader's own totals */
-    const beats = (labels: Label[], predicted: number[]) => {
-      const calibrated = agreementOf(labels, predicted).qwk;
-      const raw = agreementOf(labels, labels.map((l) => l.raw)).qwk;
-      return calibrated !== null && (raw === null || calibrated > raw);
-    };
-    // Each source's part is fitted and cross-validated on its own labels and kept only when it beats
-    // that source's uncalibrated grades: a map that helps the model grades must not carry in one
-    // that harms the offline grades, or the reverse.
-    const isotonicHeldOut =
-      model.length >= MIN_LABELS
-        ? crossValidated(model, FOLDS, (train, test) => {
-            const m: CalibrationModel = { version: 0, isotonic: fitIsotonic(train.map((t) => ({ x: t.raw, y: t.teacher }))), ridge: null };
-            return test.map((l) => calibratedTotal(m, { score: l.raw, source: 'model' }, () => [])!);
-          })
-        : null;
-    const offlineLabels: OfflineLabel[] = offline.map((l) => ({ raw: l.raw, teacher: l.teacher, features: l.features! }));
-    const offlinePart = offline.length >= MIN_LABELS ? fitOfflineCalibration(offlineLabels, FOLDS, (p) => agreementOf(offlineLabels, p).qwk) : null;
-    const keepIsotonic = isotonicHeldOut !== null && beats(model, isotonicHeldOut);
-    const keepOffline = offlinePart !== null && beats(offline, offlinePart.predicted);
-    const fitted: CalibrationModel = {
-      version: 0,
-      isotonic: keepIsotonic ? fitIsotonic(model.map((l) => ({ x: l.raw, y: l.teacher }))) : null,
-      ridge: keepOffline ? offlinePart.ridge : null,
-      linear: keepOffline ? offlinePart.linear : null,
-    };
-    const before = agreement(tabulate(used.map((l) => [l.raw, l.teacher])), totalScale(rubric));
-    // A part not kept leaves its grades as they are.
-    const predicted = [
-      ...(isotonicHeldOut ? (keepIsotonic ? isotonicHeldOut : model.map((l) => l.raw)) : []),
-      ...(offlinePart ? (keepOffline ? offlinePart.predicted : offline.map((l) => l.raw)) : []),
-    ];
-    const after = agreementOf(used, predicted);
-    const better = (keepIsotonic || keepOffline) && after.qwk !== null && (before.qwk === null || after.qwk > before.qwk);
-    const names = (iso: boolean, off: boolean) => [iso ? 'isotonic' : null, off ? offlinePart!.method : null].filter(Boolean).join('+');
-    // The parts in force, or, when none is, what was fitted.
-    const method = keepIsotonic || keepOffline ? names(keepIsotonic, keepOffline) : names(isotonicHeldOut !== null, offlinePart !== null);
+    const fit = fitCalibration(labels, {
+      minLabels: MIN_LABELS,
+      folds: FOLDS,
+      // on the rubric's total steps and scale, as a grade would carry it
+      agreement: (predicted, teacher) => agreement(tabulate(predicted.map((p, i) => [Math.max(0, Math.min(top, Math.round(p / step) * step)), teacher[i]])), totalScale(rubric)),
+    });
+    const { before, after, active: better } = fit;
     const saved = await this.calibrations.add(
       auth.tenantId,
       id,
-      { method, model: fitted, essays: used.length, before: figures(before), after: figures(after), active: better },
+      { method: fit.method, model: fit.model, essays: fit.essays, before: figures(before), after: figures(after), active: better },
       auth.keyId,
     );
     return view(
@@ -210,8 +166,8 @@ export class CalibrationService {
     return model ? calibrateGrade(raw, rubric, model, essay) : raw;
   }
 
-  private async toLabels(rows: LabelRow[], rubric: Rubric): Promise<Label[]> {
-    const out: Label[] = [];
+  private async toLabels(rows: LabelRow[], rubric: Rubric): Promise<CalibrationLabel[]> {
+    const out: CalibrationLabel[] = [];
     for (let i = 0; i < rows.length; i++) {
       const r = rows[i];
       const g = r.graderGrade;

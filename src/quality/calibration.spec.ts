@@ -1,4 +1,5 @@
-import { applyIsotonic, crossValidated, fitIsotonic, fitLine, fitOfflineCalibration, fitRidge, fitShift, predictRidge, RIDGE_MIN_LABELS, spearman } from './calibration';
+import { agreement, tabulate } from './agreement';
+import { applyIsotonic, CalibrationLabel, crossValidated, fitCalibration, fitIsotonic, fitLine, fitOfflineCalibration, fitRidge, fitShift, predictRidge, RIDGE_MIN_LABELS, spearman } from './calibration';
 
 describe('isotonic regression', () => {
   it('pools adjacent violators into a non-decreasing map', () => {
@@ -88,6 +89,47 @@ describe('the offline part: shift, line or ridge, whichever cross-validates best
     expect(part.ridge).not.toBeNull();
     expect(closeness(labels)(part.predicted)).toBeGreaterThan(-2);
     expect(fitOfflineCalibration(labels.slice(1), 5, closeness(labels.slice(1))).method).not.toBe('ridge');
+  });
+});
+
+describe('a calibration from both sources: each part kept only when it beats its own grades', () => {
+  const scale = { step: 1, max: 60 };
+  const opts = {
+    minLabels: 20,
+    folds: 5,
+    agreement: (predicted: number[], teacher: number[]) => agreement(tabulate(predicted.map((p, i) => [Math.max(0, Math.min(60, Math.round(p))), teacher[i]])), scale),
+  };
+  const graded = (source: 'model' | 'offline', n: number, teacher: (raw: number) => number): CalibrationLabel[] =>
+    Array.from({ length: n }, (_, i) => {
+      const raw = 20 + ((i * 7) % 30);
+      return { raw, teacher: teacher(raw), source, features: source === 'offline' ? [raw, i % 3] : null };
+    });
+
+  it('keeps the model grades\' map and leaves out an offline part when the teacher agrees with the offline grades exactly', () => {
+    const labels = [...graded('model', 24, (raw) => raw - 10), ...graded('offline', 24, (raw) => raw)];
+    const fit = fitCalibration(labels, opts);
+    expect(fit.method).toBe('isotonic');
+    expect(fit.model.isotonic).not.toBeNull();
+    expect(fit.model.ridge).toBeNull();
+    expect(fit.model.linear).toBeNull();
+    expect(fit.active).toBe(true);
+    expect(fit.essays).toBe(48);
+    expect(fit.after.qwk!).toBeGreaterThan(fit.before.qwk!);
+  });
+
+  it('keeps both parts when both help, and none (switched off, naming what was fitted) when neither does', () => {
+    const both = fitCalibration([...graded('model', 24, (raw) => raw - 10), ...graded('offline', 24, (raw) => raw + 8)], opts);
+    expect(both.method).toBe('isotonic+shift');
+    expect(both.model.linear).toEqual({ intercept: 8, slope: 1 });
+    expect(both.active).toBe(true);
+    const neither = fitCalibration([...graded('model', 24, (raw) => raw), ...graded('offline', 24, (raw) => raw)], opts);
+    expect(neither).toMatchObject({ method: 'isotonic+shift', active: false, model: { isotonic: null, ridge: null, linear: null } });
+    expect(neither.before.qwk).toBe(1);
+  });
+
+  it('measures only the sources with enough labels', () => {
+    const fit = fitCalibration([...graded('model', 5, (raw) => raw - 10), ...graded('offline', 24, (raw) => raw + 8)], opts);
+    expect(fit).toMatchObject({ method: 'shift', essays: 24, active: true, model: { isotonic: null } });
   });
 });
 

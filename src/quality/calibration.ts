@@ -4,7 +4,8 @@
  * the offline grader's features or a shift or a line from its total, and k-fold cross-validation
  * to choose among those and to tell whether the result does better than no calibration at all.
  */
-import { calibratedTotal, predictRidge } from '../grading/calibration-model';
+import { calibratedTotal, CalibrationModel, predictRidge } from '../grading/calibration-model';
+import type { Agreement } from './agreement';
 import { FEATURE_NAMES } from '../grading/offline-features';
 import type { IsotonicMap, RidgeModel } from '../grading/calibration-model';
 
@@ -179,6 +180,81 @@ export function fitOfflineCalibration(labels: OfflineLabel[], k: number, agreeme
     if (!best || score > bestScore) [best, bestScore] = [{ ...c, predicted }, score];
   }
   return { method: best!.method, ...best!.fit(labels), predicted: best!.predicted };
+}
+
+/** A teacher's override of a standard grade: the grader's total, the teacher's, and an offline grade's features. */
+export interface CalibrationLabel {
+  raw: number;
+  teacher: number;
+  source: 'model' | 'offline';
+  features: number[] | null;
+}
+
+/** A calibration as fitted, before it is stored: its model, what it is called, and how it did. */
+export interface FittedCalibration {
+  model: CalibrationModel;
+  /** the parts in force (`isotonic`, `shift`, `linear`, `ridge`, joined by `+`), or, when none is, what was fitted */
+  method: string;
+  /** the labels it was measured on: those of each source with enough of them */
+  essays: number;
+  before: Agreement;
+  after: Agreement;
+  /** switched on: some part kept, and better than no calibration overall */
+  active: boolean;
+}
+
+/**
+ * A calibration from teachers' overrides: for a source with at least `minLabels` of them, an
+ * isotonic map (model grades) or the best offline part (fitOfflineCalibration), each fitted and
+ * cross-validated on its own source's labels and kept only when it beats that source's grades
+ * uncalibrated — a map that helps the model grades must not carry in one that harms the offline
+ * grades, or the reverse. `agreement` scores predictions against the teachers (higher QWK is
+ * better). The caller checks that some source has enough labels.
+ */
+export function fitCalibration(
+  labels: CalibrationLabel[],
+  opts: { minLabels: number; folds: number; agreement: (predicted: number[], teacher: number[]) => Agreement },
+): FittedCalibration {
+  const model = labels.filter((l) => l.source === 'model');
+  const offline = labels.filter((l) => l.source === 'offline');
+  const agreementOf = (ls: ReadonlyArray<{ teacher: number }>, predicted: number[]) => opts.agreement(predicted, ls.map((l) => l.teacher));
+  const beats = (ls: CalibrationLabel[], predicted: number[]) => {
+    const calibrated = agreementOf(ls, predicted).qwk;
+    const raw = agreementOf(ls, ls.map((l) => l.raw)).qwk;
+    return calibrated !== null && (raw === null || calibrated > raw);
+  };
+  const isotonicHeldOut =
+    model.length >= opts.minLabels
+      ? crossValidated(model, opts.folds, (train, test) => {
+          const m: CalibrationModel = { version: 0, isotonic: fitIsotonic(train.map((t) => ({ x: t.raw, y: t.teacher }))), ridge: null };
+          return test.map((l) => calibratedTotal(m, { score: l.raw, source: 'model' }, () => [])!);
+        })
+      : null;
+  const offlineLabels: OfflineLabel[] = offline.map((l) => ({ raw: l.raw, teacher: l.teacher, features: l.features ?? [] }));
+  const offlinePart = offline.length >= opts.minLabels ? fitOfflineCalibration(offlineLabels, opts.folds, (p) => agreementOf(offlineLabels, p).qwk) : null;
+  const keepIsotonic = isotonicHeldOut !== null && beats(model, isotonicHeldOut);
+  const keepOffline = offlinePart !== null && beats(offline, offlinePart.predicted);
+  const used = [...(isotonicHeldOut ? model : []), ...(offlinePart ? offline : [])];
+  const before = agreementOf(used, used.map((l) => l.raw));
+  // A part not kept leaves its grades as they are.
+  const after = agreementOf(used, [
+    ...(isotonicHeldOut ? (keepIsotonic ? isotonicHeldOut : model.map((l) => l.raw)) : []),
+    ...(offlinePart ? (keepOffline ? offlinePart.predicted : offline.map((l) => l.raw)) : []),
+  ]);
+  const names = (iso: boolean, off: boolean) => [iso ? 'isotonic' : null, off ? offlinePart!.method : null].filter(Boolean).join('+');
+  return {
+    model: {
+      version: 0,
+      isotonic: keepIsotonic ? fitIsotonic(model.map((l) => ({ x: l.raw, y: l.teacher }))) : null,
+      ridge: keepOffline ? offlinePart.ridge : null,
+      linear: keepOffline ? offlinePart.linear : null,
+    },
+    method: keepIsotonic || keepOffline ? names(keepIsotonic, keepOffline) : names(isotonicHeldOut !== null, offlinePart !== null),
+    essays: used.length,
+    before,
+    after,
+    active: (keepIsotonic || keepOffline) && after.qwk !== null && (before.qwk === null || after.qwk > before.qwk),
+  };
 }
 
 /**
