@@ -235,11 +235,13 @@ function validateDeep(raw: Record<string, unknown>, essay: string, sentences: re
   // Inkstone's prompts ask for one string a paragraph, in order (the place is the number); an answer
   // in the indexed form ({"index","analysis"}) is read as well. A paragraph analysed twice keeps
   // its first analysis; at most MAX_PARAGRAPHS are read.
-  const seen = new Set<number>();
-  const paragraphs = (Array.isArray(raw.paragraphs) ? (raw.paragraphs as unknown[]) : [])
-    .slice(0, MAX_PARAGRAPHS)
-    .map((p, i) => (typeof p === 'string' ? { index: i + 1, analysis: str(p) } : { index: Number((p as Record<string, unknown>)?.index), analysis: str((p as Record<string, unknown>)?.analysis) }))
-    .filter((p) => Number.isInteger(p.index) && p.index >= 1 && p.index <= MAX_PARAGRAPHS && p.analysis && !seen.has(p.index) && seen.add(p.index));
+  const byIndex = new Map<number, string>();
+  (Array.isArray(raw.paragraphs) ? (raw.paragraphs as unknown[]) : []).slice(0, MAX_PARAGRAPHS).forEach((p, i) => {
+    const entry = typeof p === 'string' ? { index: i + 1, analysis: str(p) } : { index: Number((p as Record<string, unknown>)?.index), analysis: str((p as Record<string, unknown>)?.analysis) };
+    const usable = Number.isInteger(entry.index) && entry.index >= 1 && entry.index <= MAX_PARAGRAPHS && entry.analysis;
+    if (usable && !byIndex.has(entry.index)) byIndex.set(entry.index, entry.analysis);
+  });
+  const paragraphs = [...byIndex].map(([index, analysis]) => ({ index, analysis }));
   if (paragraphs.length === 0) return { ok: false, problem: '"paragraphs" needs an analysis of each paragraph' };
   const used = new Set<string>();
   const rewrites: DeepAnalysis['rewrites'] = [];

@@ -4,10 +4,10 @@
  * the offline grader's features or a shift or a line from its total, and k-fold cross-validation
  * to choose among those and to tell whether the result does better than no calibration at all.
  */
-import { calibratedTotal, CalibrationModel, predictRidge } from '../grading/calibration-model';
-import type { Agreement } from './agreement';
+import { calibratedTotal, predictRidge } from '../grading/calibration-model';
+import type { CalibrationModel, IsotonicMap, RidgeModel } from '../grading/calibration-model';
 import { FEATURE_NAMES } from '../grading/offline-features';
-import type { IsotonicMap, RidgeModel } from '../grading/calibration-model';
+import type { Agreement } from './agreement';
 
 export { applyIsotonic, predictRidge } from '../grading/calibration-model';
 export type { IsotonicMap, RidgeModel } from '../grading/calibration-model';
@@ -87,12 +87,12 @@ export function fitRidge(x: number[][], y: number[], lambda = 1): RidgeModel {
 export const RIDGE_LAMBDA = 10;
 
 /**
- * The offline part of a calibration: a ridge regression from the offline grader's features to the
+ * The ridge candidate of a calibration's offline part: a ridge regression from the offline grader's features to the
  * teachers' totals, its predictions then spread to the teachers' spread (mean and standard
  * deviation matched on the fitting set): a regression's predictions huddle round the mean, which
  * kappa punishes.
  */
-export function fitOfflinePart(x: number[][], y: number[], lambda = RIDGE_LAMBDA): RidgeModel & { offset: number; factor: number; features: string[] } {
+export function fitOfflineRidge(x: number[][], y: number[], lambda = RIDGE_LAMBDA): RidgeModel & { offset: number; factor: number; features: string[] } {
   const m = fitRidge(x, y, lambda);
   const [mf, sf] = meanSd(x.map((r) => predictRidge(m, r)));
   const [mt, st] = meanSd(y);
@@ -115,7 +115,7 @@ export interface OfflineLabel {
 /** The offline part of a calibration, its name, and each label's cross-validated prediction. */
 export interface OfflinePart {
   method: 'shift' | 'linear' | 'ridge';
-  ridge: ReturnType<typeof fitOfflinePart> | null;
+  ridge: ReturnType<typeof fitOfflineRidge> | null;
   linear: { intercept: number; slope: number } | null;
   predicted: number[];
 }
@@ -164,7 +164,7 @@ export function fitOfflineCalibration(labels: OfflineLabel[], k: number, agreeme
     { method: 'linear', fit: (train) => ({ ridge: null, linear: fitLine(train) }) },
   ];
   if (labels.length >= RIDGE_MIN_LABELS) {
-    candidates.push({ method: 'ridge', fit: (train) => ({ ridge: fitOfflinePart(train.map((l) => l.features), train.map((l) => l.teacher)), linear: null }) });
+    candidates.push({ method: 'ridge', fit: (train) => ({ ridge: fitOfflineRidge(train.map((l) => l.features), train.map((l) => l.teacher)), linear: null }) });
   }
   // Each fold's fit applied as grading applies it (calibratedTotal), so what is measured is what runs.
   const heldOut = (fit: (train: OfflineLabel[]) => Fitted) =>
