@@ -1,5 +1,5 @@
 /**
- * Where the miss path's CPU goes: the built service with budget, ledger and cache on in front of the
+ * Where the miss path's (PROBE_HITS=1: the hit path's) CPU goes: the built service with budget, ledger and cache on in front of the
  * trivial upstream, loaded at 50 connections for BENCH_DURATION_S, with the CPU time of each process
  * (the service, PostgreSQL's backends, the upstream, this load generator) read from /proc before and
  * after, per request. A diagnostic, not a benchmark of record.
@@ -42,7 +42,9 @@ async function main() {
   const { upstream, service, databaseUrl } = gateway;
   try {
     const tenant = await newTenant(service.url, '1000000.00');
-    // PROBE_TENANTS=N: each request from the next of N tenants (their admin keys).
+    // PROBE_TENANTS=N: each request from the next of N tenants (their admin keys). PROBE_HITS=1: every
+    // request the same, so after the first each is a cache hit (the hit path instead of the miss path).
+    const hits = process.env.PROBE_HITS === '1';
     const keys = [tenant.teacherKey, ...(await newTenantKeys(service.url, Number(process.env.PROBE_TENANTS ?? 1) - 1))];
     const db = new Client({ connectionString: databaseUrl });
     await db.connect();
@@ -62,7 +64,7 @@ async function main() {
               return {
                 ...r,
                 headers: { ...r.headers, authorization: `Bearer ${keys[i % keys.length]}` },
-                body: JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: `probe ${process.pid} ${i}` }], max_tokens: 64 }),
+                body: JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: hits ? 'probe the same' : `probe ${process.pid} ${i}` }], max_tokens: 64 }),
               };
             },
           },

@@ -1,5 +1,8 @@
+import { IncomingMessage, ServerResponse } from 'node:http';
+import { Socket } from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
+import pinoHttp from 'pino-http';
 import { ApiError } from './common/errors';
 import { loggableError } from './common/error-rendering';
 import { loadConfig } from './config/app-config';
@@ -45,6 +48,35 @@ describe('logged errors keep their message and code', () => {
     const cyclic: Record<string, unknown> = {};
     cyclic.self = cyclic;
     expect(loggableError(cyclic)).toEqual({ message: '[object Object]' });
+  });
+});
+
+describe('request logs', () => {
+  it('name the service and the request (id, method, path), never its headers, query or body', () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const sink = { write: (chunk: string) => chunk.split('\n').forEach((l) => l && lines.push(JSON.parse(l))) };
+    const config = loadConfig({ INKSTONE_ADMIN_TOKEN: 'test-operator-token-0123456789', DATABASE_URL: 'postgres://x/test', INKSTONE_SECRET_KEY: Buffer.alloc(32, 7).toString('base64'), LOG_LEVEL: 'info' });
+    const middleware = pinoHttp(pinoHttpOptions(config), sink as never);
+    const req = Object.assign(new IncomingMessage(new Socket()), { id: 'req-7', method: 'POST', url: '/v1/essays?text=secret-essay-text' });
+    req.headers = { authorization: 'Bearer ink_live_secret-key' };
+    const res = new ServerResponse(req);
+    middleware(req, res, () => undefined);
+    (req as IncomingMessage & { log: pino.Logger }).log.warn({ msg: 'grading failed', essayId: 'e-1' });
+    res.writeHead(202).end();
+    res.emit('finish');
+    expect(lines).toEqual([
+      expect.objectContaining({ level: 40, service: 'inkstone', req: { id: 'req-7', method: 'POST', path: '/v1/essays' }, msg: 'grading failed', essayId: 'e-1' }),
+      expect.objectContaining({ level: 30, service: 'inkstone', req: { id: 'req-7', method: 'POST', path: '/v1/essays' }, res: { statusCode: 202 }, msg: 'request completed' }),
+    ]);
+    expect(JSON.stringify(lines)).not.toMatch(/secret|authorization/);
+  });
+
+  it('name the service outside requests too', () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const sink = { write: (chunk: string) => chunk.split('\n').forEach((l) => l && lines.push(JSON.parse(l))) };
+    const config = loadConfig({ INKSTONE_ADMIN_TOKEN: 'test-operator-token-0123456789', DATABASE_URL: 'postgres://x/test', INKSTONE_SECRET_KEY: Buffer.alloc(32, 7).toString('base64'), LOG_LEVEL: 'info' });
+    pinoHttp(pinoHttpOptions(config), sink as never).logger.info({ msg: 'model gateway ready' });
+    expect(lines).toEqual([expect.objectContaining({ service: 'inkstone', pid: process.pid, msg: 'model gateway ready' })]);
   });
 });
 

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { hostname } from 'node:os';
 import type { Writable } from 'node:stream';
 import type { DestinationStream } from 'pino';
 import type { Options } from 'pino-http';
@@ -8,14 +9,19 @@ import { loggableError } from './common/error-rendering';
 /**
  * Structured JSON logs. Requests are logged by id, method, route and status only: no headers (API
  * keys), no bodies (students' essays), no query strings beyond the path's own.
+ *
+ * Every line names the service from the logger's base fields, and a line written while a request
+ * is handled carries that request (`req`: its id, method and path): one child logger a request.
+ * (Per-request `customProps` and `quietReqLogger` made three, plus one more when the request
+ * ended: about 65 µs of every request on the benchmark machine, whether a line was written or not.)
  */
 export function pinoHttpOptions(config: AppConfig): Options {
   return {
     level: config.logLevel,
+    base: { pid: process.pid, hostname: hostname(), service: 'inkstone' },
     // The id fastify assigned (see requestId in app.factory.ts), so every log line and the
     // response's x-request-id agree.
     genReqId: (req: IncomingMessage) => (req as IncomingMessage & { id?: string }).id ?? 'unknown',
-    customProps: () => ({ service: 'inkstone' }),
     serializers: {
       req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),
       res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
@@ -25,7 +31,6 @@ export function pinoHttpOptions(config: AppConfig): Options {
     },
     customLogLevel: (_req: IncomingMessage, res: ServerResponse, err?: Error) =>
       err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info',
-    quietReqLogger: true,
   };
 }
 

@@ -99,7 +99,7 @@ const LEDGER_COLUMNS = [
   'schedule_saved_nanos',
 ] as const;
 
-/** Each ledger column's type, for rows given as VALUES (whose parameters are otherwise text). */
+/** Each ledger column's type, for rows given as arrays (SETTLE_LEASED_SQL) or VALUES (whose parameters are otherwise text). */
 const LEDGER_TYPES: Record<(typeof LEDGER_COLUMNS)[number], string> = {
   tenant_id: 'uuid', id: 'uuid', period: 'text', request_id: 'text', call_group: 'uuid', attempt: 'int', api_key_id: 'uuid', essay_id: 'uuid',
   purpose: 'text', tier: 'text', provider: 'text', model: 'text', cache_status: 'text', outcome: 'text', error_reason: 'text',
@@ -107,6 +107,31 @@ const LEDGER_TYPES: Record<(typeof LEDGER_COLUMNS)[number], string> = {
   cost_nanos: 'bigint', saved_nanos: 'bigint', compression_saved_tokens: 'int', latency_ms: 'int', streamed: 'boolean', batch: 'boolean', price_window: 'text',
   schedule_saved_nanos: 'bigint',
 };
+
+/**
+ * Settles the calls of many (tenant, period) groups on this instance's leases in one statement
+ * (settleLeased): $1–$3 the groups (tenant, period, total), $4 the instance, then each ledger
+ * column's values as one array ($5 on), one element a call.
+ */
+const SETTLE_LEASED_SQL = `WITH g AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
+       -- The periods' rows locked in one order, so two instances settling overlapping tenants wait, never deadlock.
+       locked AS MATERIALIZED (
+         SELECT p.tenant_id, p.period FROM budget_periods p JOIN g ON p.tenant_id = g.tenant_id AND p.period = g.period
+          ORDER BY p.tenant_id, p.period FOR UPDATE OF p),
+       lease AS (
+         UPDATE budget_leases l SET amount_nanos = l.amount_nanos - g.total
+           FROM g WHERE l.tenant_id = g.tenant_id AND l.period = g.period AND l.instance_id = $4 RETURNING l.tenant_id, l.period),
+       moved AS (
+         UPDATE budget_periods p SET spent_nanos = p.spent_nanos + g.total, reserved_nanos = p.reserved_nanos - g.total, updated_at = now()
+           FROM g WHERE p.tenant_id = g.tenant_id AND p.period = g.period
+            AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = g.tenant_id AND locked.period = g.period)
+            AND (g.total = 0 OR EXISTS (SELECT 1 FROM lease WHERE lease.tenant_id = g.tenant_id AND lease.period = g.period))
+         RETURNING p.tenant_id, p.period, p.spent_nanos, p.cap_nanos),
+       ledger AS (
+         INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
+         SELECT v.* FROM unnest(${LEDGER_COLUMNS.map((c, i) => `$${i + 5}::${LEDGER_TYPES[c]}[]`).join(', ')}) AS v(${LEDGER_COLUMNS.join(', ')})
+          WHERE EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = v.tenant_id AND m.period = v.period))
+       SELECT tenant_id, period, spent_nanos::text AS spent, cap_nanos::text AS cap FROM moved`;
 
 /** A ledger row's values after the tenant ($1), in LEDGER_COLUMNS order. */
 function ledgerValues(e: LedgerEntry & { period: string }): unknown[] {
@@ -463,40 +488,17 @@ export class BooksRepository {
     groups: Array<{ tenantId: string; period: string; calls: Array<LedgerEntry & { period: string }> }>,
   ): Promise<Array<{ spent: Nanos; cap: Nanos } | null>> {
     const totals = groups.map((g) => g.calls.reduce((a, c) => a + c.costNanos, 0n));
-    const values: unknown[] = [groups.map((g) => g.period), totals.map(String), instanceId];
-    const types = LEDGER_COLUMNS.map((c) => LEDGER_TYPES[c]);
-    const tuples: string[] = [];
+    // The ledger rows as one array a column ($5 on): the statement's text is the same for any
+    // number of calls (one entry in pg_stat_statements), with 32 parameters however many rows.
+    const columns: unknown[][] = LEDGER_COLUMNS.map(() => []);
     for (const g of groups) {
-      for (const c of g.calls) {
-        const row = [g.tenantId, ...ledgerValues({ ...c, tenantId: g.tenantId, period: g.period })];
-        const at = values.length + 2; // $1 is the groups' tenants; this row's values follow what is there
-        values.push(...row);
-        tuples.push(`(${row.map((_, i) => `$${at + i}::${types[i]}`).join(', ')})`);
-      }
+      for (const c of g.calls) [g.tenantId, ...ledgerValues({ ...c, tenantId: g.tenantId, period: g.period })].forEach((v, i) => columns[i].push(v));
     }
     const rows = await perRowTenantQuery<{ tenant_id: string; period: string; spent: string; cap: string }>(
       this.ds.manager,
       groups.map((g) => g.tenantId),
-      `WITH g AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
-       -- The periods' rows locked in one order, so two instances settling overlapping tenants wait, never deadlock.
-       locked AS MATERIALIZED (
-         SELECT p.tenant_id, p.period FROM budget_periods p JOIN g ON p.tenant_id = g.tenant_id AND p.period = g.period
-          ORDER BY p.tenant_id, p.period FOR UPDATE OF p),
-       lease AS (
-         UPDATE budget_leases l SET amount_nanos = l.amount_nanos - g.total
-           FROM g WHERE l.tenant_id = g.tenant_id AND l.period = g.period AND l.instance_id = $4 RETURNING l.tenant_id, l.period),
-       moved AS (
-         UPDATE budget_periods p SET spent_nanos = p.spent_nanos + g.total, reserved_nanos = p.reserved_nanos - g.total, updated_at = now()
-           FROM g WHERE p.tenant_id = g.tenant_id AND p.period = g.period
-            AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = g.tenant_id AND locked.period = g.period)
-            AND (g.total = 0 OR EXISTS (SELECT 1 FROM lease WHERE lease.tenant_id = g.tenant_id AND lease.period = g.period))
-         RETURNING p.tenant_id, p.period, p.spent_nanos, p.cap_nanos),
-       ledger AS (
-         INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
-         SELECT v.* FROM (VALUES ${tuples.join(', ')}) AS v(${LEDGER_COLUMNS.join(', ')})
-          WHERE EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = v.tenant_id AND m.period = v.period))
-       SELECT tenant_id, period, spent_nanos::text AS spent, cap_nanos::text AS cap FROM moved`,
-      values,
+      SETTLE_LEASED_SQL,
+      [groups.map((g) => g.period), totals.map(String), instanceId, ...columns],
     );
     const after = new Map(rows.map((r) => [`${r.tenant_id}:${r.period}`, { spent: BigInt(r.spent), cap: BigInt(r.cap) }]));
     return groups.map((g) => after.get(`${g.tenantId}:${g.period}`) ?? null);

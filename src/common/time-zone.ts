@@ -33,9 +33,20 @@ export interface LocalParts {
 
 const WEEKDAYS: Record<string, number> = { Sun: 0, Mon: 1, Tue: 2, Wed: 3, Thu: 4, Fri: 5, Sat: 6 };
 
-export function localParts(at: Date, timeZone: string): LocalParts {
+/** Each time zone's parts of the last whole second asked about. */
+const lastSecond = new Map<string, { second: number; parts: Readonly<LocalParts> }>();
+
+/**
+ * The wall-clock time of `at` in `timeZone`, to the second. Every model call asks (its budget
+ * period, its price window) and Intl takes microseconds, so each zone's answer is kept for the
+ * rest of its second: every zone's offset is whole seconds, so nothing here changes within one.
+ */
+export function localParts(at: Date, timeZone: string): Readonly<LocalParts> {
+  const second = Math.floor(at.getTime() / 1000);
+  const held = lastSecond.get(timeZone);
+  if (held?.second === second) return held.parts;
   const parts = Object.fromEntries(formatter(timeZone).formatToParts(at).map((p) => [p.type, p.value]));
-  return {
+  const local: Readonly<LocalParts> = Object.freeze({
     year: Number(parts.year),
     month: Number(parts.month),
     day: Number(parts.day),
@@ -43,7 +54,11 @@ export function localParts(at: Date, timeZone: string): LocalParts {
     minute: Number(parts.minute),
     second: Number(parts.second),
     weekday: WEEKDAYS[parts.weekday],
-  };
+  });
+  // Zones are few (each named one was checked by Intl above); the bound only stops a hostile spread.
+  if (!held && lastSecond.size >= 1000) lastSecond.clear();
+  lastSecond.set(timeZone, { second, parts: local });
+  return local;
 }
 
 /** "YYYY-MM-DD" of the local date. */

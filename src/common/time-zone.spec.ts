@@ -1,0 +1,30 @@
+import { localParts, zonedTime } from './time-zone';
+
+describe('local wall-clock time', () => {
+  it('is read to the second, in each zone, whatever was asked just before', () => {
+    const at = (iso: string) => new Date(iso);
+    // The same second twice (kept), then the next second, then another zone in that second.
+    expect(localParts(at('2026-11-30T15:59:58.100Z'), 'Asia/Shanghai')).toMatchObject({ day: 30, hour: 23, minute: 59, second: 58 });
+    expect(localParts(at('2026-11-30T15:59:58.900Z'), 'Asia/Shanghai')).toMatchObject({ day: 30, hour: 23, minute: 59, second: 58 });
+    expect(localParts(at('2026-11-30T15:59:59.999Z'), 'Asia/Shanghai')).toMatchObject({ day: 30, hour: 23, minute: 59, second: 59 });
+    expect(localParts(at('2026-11-30T16:00:00.000Z'), 'Asia/Shanghai')).toEqual({ year: 2026, month: 12, day: 1, hour: 0, minute: 0, second: 0, weekday: 2 });
+    expect(localParts(at('2026-11-30T16:00:00.000Z'), 'UTC')).toMatchObject({ month: 11, day: 30, hour: 16 });
+    // Back in time (a test clock), and before 1970.
+    expect(localParts(at('2026-11-30T15:59:58.500Z'), 'Asia/Shanghai')).toMatchObject({ month: 11, second: 58 });
+    expect(localParts(at('1969-12-31T23:59:59.500Z'), 'UTC')).toMatchObject({ year: 1969, second: 59 });
+    expect(localParts(at('1970-01-01T00:00:00.000Z'), 'UTC')).toMatchObject({ year: 1970, second: 0 });
+  });
+
+  it('cannot be changed by a caller (the answer is shared for its second)', () => {
+    const p = localParts(new Date('2026-03-08T06:59:59Z'), 'America/New_York');
+    expect(() => Object.assign(p, { hour: 99 })).toThrow(TypeError);
+    expect(localParts(new Date('2026-03-08T06:59:59Z'), 'America/New_York').hour).toBe(1);
+    // DST starts at 02:00 local: one second later it is 03:00.
+    expect(localParts(new Date('2026-03-08T07:00:00Z'), 'America/New_York').hour).toBe(3);
+    expect(zonedTime(2026, 3, 9, 'America/New_York').toISOString()).toBe('2026-03-09T04:00:00.000Z');
+  });
+
+  it('refuses a zone that does not exist', () => {
+    expect(() => localParts(new Date(), 'Mars/Olympus_Mons')).toThrow(RangeError);
+  });
+});
