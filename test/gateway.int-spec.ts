@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
 import { BooksRepository } from '../src/billing/books.repository';
+import { LedgerEntry } from '../src/billing/ledger.service';
 import { ClusterBus } from '../src/db/cluster-bus';
 import { TenantsRepository } from '../src/tenancy/tenants.repository';
 import { waitFor } from './support/wait';
@@ -691,7 +692,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       for (const [i, x] of [a, b].entries()) expect(await books.takeLease(x.tenantId, periods[i], instance, M, 10n * M, 60_000)).toBe(10n * M);
       const base = { callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'miss', outcome: 'ok', inputTokens: 0, cachedInputTokens: 0, outputTokens: 0, usageSource: 'none', costNanos: 0n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 0, streamed: false } as const;
       const awkward = 'he said "no", {x} \\ NULL\u00e9 ,';
-      const calls = [
+      const calls: Array<LedgerEntry & { period: string }> = [
         { ...base, tenantId: a.tenantId, period: periods[0], requestId: 'NULL', errorReason: awkward, provider: 'deepseek', model: 'deepseek-chat', tier: 'standard', inputTokens: 120, cachedInputTokens: 64, outputTokens: 7, estimatedInputTokens: 130, usageSource: 'provider', costNanos: 2_000_000_001n, savedNanos: 9_000_000_000_000_000_000n, latencyMs: 17, streamed: true, batch: true, priceWindow: 'off-peak', scheduleSavedNanos: -5n, outcome: 'invalid_output' },
         { ...base, tenantId: a.tenantId, period: periods[0], errorReason: '', apiKeyId: randomUUID(), essayId: randomUUID() },
         { ...base, tenantId: b.tenantId, period: periods[1], costNanos: 3n },

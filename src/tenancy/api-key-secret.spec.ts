@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { generateApiKey, hashSecret, parseApiKey, secretMatches } from './api-key-secret';
+import { generateApiKey, hashMatches, hashSecret, parseApiKey, secretMatches } from './api-key-secret';
 
 describe('API key secrets', () => {
   it('generates keys of 32 random bytes behind a lookup prefix', () => {
@@ -25,6 +25,10 @@ describe('API key secrets', () => {
     expect(secretMatches(tampered, k.hash)).toBe(false);
     expect(secretMatches(k.key, Buffer.alloc(16))).toBe(false); // wrong digest length: no throw
     expect(secretMatches('', hashSecret('x'))).toBe(false);
+    // The same, from a digest computed once by the caller.
+    expect(hashMatches(hashSecret(k.key), k.hash)).toBe(true);
+    expect(hashMatches(hashSecret(tampered), k.hash)).toBe(false);
+    expect(hashMatches(hashSecret(k.key), Buffer.alloc(16))).toBe(false);
   });
 
   it('rejects malformed keys before any lookup', () => {

@@ -32,6 +32,10 @@ export function parseApiKey(presented: string): { prefix: string } | null {
 
 /** Constant-time comparison of a presented secret against a stored SHA-256 digest. */
 export function secretMatches(presented: string, storedHash: Buffer): boolean {
-  const h = hashSecret(presented);
-  return storedHash.length === h.length && timingSafeEqual(h, storedHash);
+  return hashMatches(hashSecret(presented), storedHash);
+}
+
+/** Constant-time comparison of two SHA-256 digests (a presented secret's, hashed once, and a stored one). */
+export function hashMatches(presentedHash: Buffer, storedHash: Buffer): boolean {
+  return storedHash.length === presentedHash.length && timingSafeEqual(presentedHash, storedHash);
 }

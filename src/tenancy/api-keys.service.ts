@@ -9,7 +9,7 @@ import { BatchLoader, KeyedBatcher } from '../common/keyed-batcher';
 import { loggableError } from '../common/error-rendering';
 import { TtlCache } from '../common/ttl-cache';
 import { TenantScopedRepository } from '../db/tenant-scope';
-import { generateApiKey, hashSecret, parseApiKey, secretMatches } from './api-key-secret';
+import { generateApiKey, hashSecret, parseApiKey, hashMatches } from './api-key-secret';
 import { ApiKeyEntity, ApiKeyRole } from './api-key.entity';
 import { CreateApiKeyDto } from './dto/create-api-key.dto';
 
@@ -141,13 +141,17 @@ export class ApiKeysService {
     return this.touches.drain();
   }
 
-  /** The tenant caller a presented key stands for, or null if it is unknown, malformed or revoked. */
-  authenticate(presented: string): Promise<TenantAuth | null> {
+  /**
+   * The tenant caller a presented key stands for, or null if it is unknown, malformed or revoked.
+   * `presentedHash` is its SHA-256 when the caller has it already.
+   */
+  authenticate(presented: string, presentedHash?: Buffer): Promise<TenantAuth | null> {
     const parsed = parseApiKey(presented);
     if (!parsed) return Promise.resolve(null);
-    return this.lookup(hashSecret(presented).toString('hex'), async () => {
+    const hash = presentedHash ?? hashSecret(presented);
+    return this.lookup(hash.toString('hex'), async () => {
       const rows = (await this.byPrefix.get(parsed.prefix)) ?? [];
-      return rows.find((row) => secretMatches(presented, row.key_hash));
+      return rows.find((row) => hashMatches(hash, row.key_hash));
     });
   }
 

@@ -2,7 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { AuthContext } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { AppConfig, CONFIG } from '../config/app-config';
-import { hashSecret, secretMatches } from './api-key-secret';
+import { hashMatches, hashSecret } from './api-key-secret';
 import { ApiKeysService } from './api-keys.service';
 import { ConsoleSessions, CSRF_HEADER } from './console-sessions';
 
@@ -43,8 +43,9 @@ export class Authenticator {
     const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
     if (!m) throw new ApiError('UNAUTHENTICATED', 'Authorization must be "Bearer <key>"');
     const token = m[1];
-    if (secretMatches(token, this.operatorTokenHash)) return { kind: 'operator' };
-    const tenant = await this.apiKeys.authenticate(token);
+    const hash = hashSecret(token); // once: compared with the operator's, then the key cache's key
+    if (hashMatches(hash, this.operatorTokenHash)) return { kind: 'operator' };
+    const tenant = await this.apiKeys.authenticate(token, hash);
     if (!tenant) throw new ApiError('UNAUTHENTICATED', 'Invalid or revoked API key');
     return tenant;
   }
