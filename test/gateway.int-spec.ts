@@ -10,6 +10,7 @@ import { Clock } from '../src/common/clock';
 import { formatCny } from '../src/common/money';
 import { GatewayError, GatewayRequest, GatewayService, StreamInterruptedError } from '../src/llm/gateway.service';
 import { estimatePromptTokens } from '../src/llm/tokens';
+import { ResponseCache } from '../src/llm/response-cache';
 import { countPromptTokens, countTokens, FakeProvider } from './fake-provider/fake-provider';
 import { Factory, TestTenant } from './support/factories';
 import { providerEnv, quick } from './support/providers';
@@ -440,6 +441,74 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(spent).toBe(results.find((r) => r.cache === 'miss')!.costNanos);
     });
 
+    it('keeps an answer in the cache with the statement that settles its call: one round trip, the row saving what was charged', async () => {
+      const books = t.app.get(BooksRepository);
+      const cache = t.app.get(ResponseCache);
+      const settles = jest.spyOn(books, 'settleLeased');
+      const puts = jest.spyOn(cache, 'put');
+      let first;
+      try {
+        first = await cached('cache me with my settlement', 'k-together');
+        expect(puts).not.toHaveBeenCalled();
+        const carried = settles.mock.calls.flatMap((c) => c[1].flatMap((g) => g.calls)).filter((c) => c.cache);
+        expect(carried).toEqual([expect.objectContaining({ cache: expect.objectContaining({ key: 'k-together', content: first.content, costNanos: first.costNanos }) })]);
+      } finally {
+        settles.mockRestore();
+        puts.mockRestore();
+      }
+      const [row] = await ds.query(`SELECT content, cost_nanos::text AS cost, repaired, expires_at > now() + interval '1 minute' AS lives FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'k-together'`, [tenant.tenantId]);
+      expect(row).toEqual({ content: first.content, cost: first.costNanos.toString(), repaired: false, lives: true });
+      // Another instance (its memory empty) finds it in the database.
+      const other = await t.another(providerEnv(fake));
+      const hit = await other.get(GatewayService).complete({ tenantId: tenant.tenantId, purpose: 'chat', target: { tier: 'standard' }, messages: [{ role: 'user', content: 'cache me with my settlement' }], maxTokens: 200, cache: { key: 'k-together', lookup: true, store: true } });
+      expect(hit).toMatchObject({ cache: 'hit', content: first.content, savedNanos: first.costNanos });
+      await other.close();
+      expect(fake.requests).toHaveLength(1);
+      await booksBalanced();
+    });
+
+    it('writes no cache row when the settlement fails, and the call fails with it', async () => {
+      const books = t.app.get(BooksRepository);
+      const failing = jest.spyOn(books, 'settleLeased').mockRejectedValue(new Error('connection reset'));
+      try {
+        await expect(cached('settle me never', 'k-unsettled')).rejects.toThrow('connection reset');
+      } finally {
+        failing.mockRestore();
+      }
+      const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'k-unsettled'`, [tenant.tenantId]);
+      expect(n).toBe(0);
+      // Nothing answered from memory either: the same request goes to the provider again.
+      expect((await cached('settle me never', 'k-unsettled')).cache).toBe('miss');
+    });
+
+    it('keeps the answer of a call settled the classic way (leases off) with what was charged', async () => {
+      const other = await t.another(providerEnv(fake, { BUDGET_LEASES: 'false' }));
+      const r = await other.get(GatewayService).complete({ tenantId: tenant.tenantId, purpose: 'chat', target: { tier: 'standard' }, messages: [{ role: 'user', content: 'classic' }], maxTokens: 200, cache: { key: 'k-classic', lookup: true, store: true } });
+      const [row] = await ds.query(`SELECT content, cost_nanos::text AS cost FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'k-classic'`, [tenant.tenantId]);
+      expect(row).toEqual({ content: r.content, cost: r.costNanos.toString() });
+      await other.close();
+      expect((await cached('classic', 'k-classic')).cache).toBe('hit');
+      await booksBalanced();
+    });
+
+    it('stores two answers to one key settled in one statement as one row (the last), without failing the statement', async () => {
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const period = await budget.currentPeriod(tenant.tenantId);
+      const instance = `test:${randomUUID()}`;
+      expect(await books.takeLease(tenant.tenantId, period, instance, 10n, 100n, 60_000)).toBe(100n);
+      const call = (content: string, cost: bigint) => ({
+        tenantId: tenant.tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat' as const, cacheStatus: 'miss', outcome: 'ok', inputTokens: 1, cachedInputTokens: 0,
+        outputTokens: 1, usageSource: 'provider' as const, costNanos: cost, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false,
+        cache: { key: 'k-twice', content, provider: 'deepseek', model: 'deepseek-chat', finishReason: 'stop', inputTokens: 1, cachedInputTokens: 0, outputTokens: 1, costNanos: cost, repaired: false, ttlSeconds: 60 },
+      });
+      const after = await books.settleLeased(instance, [{ tenantId: tenant.tenantId, period, calls: [call('first', 10n), call('second', 20n)] }]);
+      expect(after).toEqual([{ spent: 30n, cap: 100_000_000_000n }]);
+      expect(await ds.query(`SELECT content, cost_nanos::text AS cost FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'k-twice'`, [tenant.tenantId])).toEqual([{ content: 'second', cost: '20' }]);
+      await books.returnLease(tenant.tenantId, period, instance, 70n);
+      await booksBalanced();
+    });
+
     it("never answers tenant B from tenant A's cache", async () => {
       const a = tenant;
       const b = await f.newTenant({ monthlyBudget: '10.00' });
@@ -657,7 +726,14 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const leases = t.app.get(BudgetService).leases!;
       const [a, b, c] = await Promise.all([f.newTenant({ monthlyBudget: '100.00' }), f.newTenant({ monthlyBudget: '100.00' }), f.newTenant({ monthlyBudget: '100.00' })]);
       const ask = (tenantId: string, i: number) =>
-        gw.complete({ tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: `several ${tenantId} ${i}` }], maxTokens: 50 });
+        gw.complete({
+          tenantId,
+          purpose: 'chat',
+          target: { model: 'dashscope:qwen-flash' },
+          messages: [{ role: 'user', content: `several ${tenantId} ${i}` }],
+          maxTokens: 50,
+          cache: { key: `several-${i}`, lookup: false, store: true },
+        });
       // Warm each tenant's lease, then take C's away as the sweeper would from a stalled instance.
       await Promise.all([ask(a.tenantId, 0), ask(b.tenantId, 0), ask(c.tenantId, 0)]);
       await ds.query(`UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - l.amount_nanos FROM budget_leases l
@@ -679,6 +755,10 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND outcome = 'ok'`, [x.tenantId]);
         expect(n).toBe(11);
         expect(spent).toBeGreaterThan(0n);
+        // Each answer kept in its own tenant's cache, C's by the settlements made without its lease.
+        const cachedRows = await ds.query(`SELECT cache_key, content FROM llm_cache WHERE tenant_id = $1 ORDER BY cache_key`, [x.tenantId]);
+        expect(cachedRows).toHaveLength(11);
+        expect(cachedRows.every((r: { content: string }) => r.content.length > 0)).toBe(true);
       }
     });
 

@@ -5,6 +5,7 @@ import type { Nanos } from '../common/money';
 import { KeyedBatcher } from '../common/keyed-batcher';
 import { sqlParams } from '../db/sql-params';
 import { assertTenantId, perRowTenantQuery, tenantQuery } from '../db/tenant-scope';
+import { CACHE_ROWS_PARAMS, CacheEntry, cacheRowsParams, cacheRowsSql } from './answer-cache-rows';
 import type { LedgerEntry } from './ledger.service';
 
 /** A paid answer kept by its guard, for a retry of the same request. */
@@ -111,9 +112,11 @@ const LEDGER_TYPES: Record<(typeof LEDGER_COLUMNS)[number], string> = {
 /**
  * Settles the calls of many (tenant, period) groups on this instance's leases in one statement
  * (settleLeased): $1–$3 the groups (tenant, period, total), $4 the instance, then each ledger
- * column's values as one array ($5 on), one element a call.
+ * column's values as one array ($5 on), one element a call; with `cacheRows`, the answers to keep
+ * in the answer cache follow as cacheRowsSql's arrays, written for the tenants whose calls settled.
  */
-const SETTLE_LEASED_SQL = `WITH g AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
+const LEDGER_ARRAYS_END = 5 + LEDGER_COLUMNS.length;
+const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
        -- The periods' rows locked in one order, so two instances settling overlapping tenants wait, never deadlock.
        locked AS MATERIALIZED (
          SELECT p.tenant_id, p.period FROM budget_periods p JOIN g ON p.tenant_id = g.tenant_id AND p.period = g.period
@@ -131,7 +134,22 @@ const SETTLE_LEASED_SQL = `WITH g AS (SELECT * FROM unnest($1::uuid[], $2::text[
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
          SELECT v.* FROM unnest(${LEDGER_COLUMNS.map((c, i) => `$${i + 5}::${LEDGER_TYPES[c]}[]`).join(', ')}) AS v(${LEDGER_COLUMNS.join(', ')})
           WHERE EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = v.tenant_id AND m.period = v.period))
+       ${
+         cacheRows
+           ? `, cached AS (${cacheRowsSql(
+               Array.from({ length: CACHE_ROWS_PARAMS }, (_, i) => `$${LEDGER_ARRAYS_END + i}`),
+               // (A tenant's calls of one batch are of one period, but at a month's turn; a call whose
+               // group did not settle here is settled alone, and writes its answer then.)
+               { where: 'EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = t.tenant_id)' },
+             )})`
+           : ''
+       }
        SELECT tenant_id, period, spent_nanos::text AS spent, cap_nanos::text AS cap FROM moved`;
+const SETTLE_LEASED_SQL = settleLeasedSql(false);
+const SETTLE_LEASED_CACHING_SQL = settleLeasedSql(true);
+
+/** A call to settle: its ledger row, and the answer to keep in the answer cache when it gave one to keep. */
+export type SettlingCall = LedgerEntry & { period: string; cache?: CacheEntry };
 
 /** A ledger row's values after the tenant ($1), in LEDGER_COLUMNS order. */
 function ledgerValues(e: LedgerEntry & { period: string }): unknown[] {
@@ -333,6 +351,8 @@ export class BooksRepository {
       entry: LedgerEntry & { tenantId: string; period: string };
       answer?: GuardedAnswer;
       incident?: TokenIncident;
+      /** the answer to keep in the answer cache (saving what was charged), written when the call settles */
+      cache?: CacheEntry;
     },
   ): Promise<Settlement | null> {
     const { tenantId } = s.entry;
@@ -365,6 +385,9 @@ export class BooksRepository {
                 coalesce((SELECT sum(amount_nanos) FROM released), 0), ${cost}, a.charged, ${cost} - a.charged, ${next(!!i)}::boolean
            FROM amount a WHERE ${next(!!i)}::boolean OR ${cost} > a.charged
          RETURNING 1)`;
+    const cacheSql = s.cache
+      ? `, cached AS (${cacheRowsSql(cacheRowsParams([{ ...s.cache, tenantId }]).map((a) => next(a)), { cost: '(SELECT charged FROM amount)', where: 'EXISTS (SELECT 1 FROM moved)' })})`
+      : '';
     const [after] = await tenantQuery<{ spent: string; cap: string; charged: string; incident: number }>(
       m,
       tenantId,
@@ -383,6 +406,7 @@ export class BooksRepository {
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')}) SELECT ${rowValues} FROM moved)
        ${guardSql}
        ${incidentSql}
+       ${cacheSql}
        SELECT spent_nanos AS spent, cap_nanos AS cap, (SELECT charged FROM amount)::text AS charged, (SELECT count(*) FROM incident)::int AS incident FROM moved`,
       next.values(),
     );
@@ -485,7 +509,7 @@ export class BooksRepository {
    */
   async settleLeased(
     instanceId: string,
-    groups: Array<{ tenantId: string; period: string; calls: Array<LedgerEntry & { period: string }> }>,
+    groups: Array<{ tenantId: string; period: string; calls: SettlingCall[] }>,
   ): Promise<Array<{ spent: Nanos; cap: Nanos } | null>> {
     const totals = groups.map((g) => g.calls.reduce((a, c) => a + c.costNanos, 0n));
     // The ledger rows as one array a column ($5 on): the statement's text is the same for any
@@ -494,11 +518,12 @@ export class BooksRepository {
     for (const g of groups) {
       for (const c of g.calls) [g.tenantId, ...ledgerValues({ ...c, tenantId: g.tenantId, period: g.period })].forEach((v, i) => columns[i].push(v));
     }
+    const cacheRows = groups.flatMap((g) => g.calls.flatMap((c) => (c.cache ? [{ ...c.cache, tenantId: g.tenantId }] : [])));
     const rows = await perRowTenantQuery<{ tenant_id: string; period: string; spent: string; cap: string }>(
       this.ds.manager,
       groups.map((g) => g.tenantId),
-      SETTLE_LEASED_SQL,
-      [groups.map((g) => g.period), totals.map(String), instanceId, ...columns],
+      cacheRows.length ? SETTLE_LEASED_CACHING_SQL : SETTLE_LEASED_SQL,
+      [groups.map((g) => g.period), totals.map(String), instanceId, ...columns, ...(cacheRows.length ? cacheRowsParams(cacheRows) : [])],
     );
     const after = new Map(rows.map((r) => [`${r.tenant_id}:${r.period}`, { spent: BigInt(r.spent), cap: BigInt(r.cap) }]));
     return groups.map((g) => after.get(`${g.tenantId}:${g.period}`) ?? null);

@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { Logger } from '@nestjs/common';
 import type { Nanos } from '../common/money';
 import { loggableError } from '../common/error-rendering';
-import type { BooksRepository } from './books.repository';
+import type { BooksRepository, SettlingCall } from './books.repository';
 import type { LedgerEntry } from './ledger.service';
 import { KeyedBatcher } from '../common/keyed-batcher';
 
@@ -44,7 +44,7 @@ interface Lease {
 }
 
 interface Pending {
-  entry: LedgerEntry & { period: string };
+  entry: SettlingCall;
   /** the part of the call's admitted worst case it did not cost: back to `available` once written */
   unused: Nanos;
 }
@@ -81,7 +81,7 @@ export class BudgetLeases {
     private readonly books: BooksRepository,
     private readonly opts: LeaseOptions,
     /** settles one call whose lease is gone (swept while this instance was stalled): within the cap, the rest an incident */
-    private readonly settleWithoutLease: (entry: LedgerEntry & { period: string }) => Promise<{ spent: Nanos; cap: Nanos }>,
+    private readonly settleWithoutLease: (entry: SettlingCall) => Promise<{ spent: Nanos; cap: Nanos }>,
   ) {
     this.settlements = new KeyedBatcher((_, batch) => this.write(batch), opts.flushRows);
   }
@@ -154,15 +154,18 @@ export class BudgetLeases {
     return taken;
   }
 
-  /** A call admitted on a lease is over: its ledger row written (with the others due) and its cost spent. */
-  settle(ticket: LeaseTicket, cost: Nanos, entry: LedgerEntry & { period: string }): Promise<{ spent: Nanos; cap: Nanos }> {
+  /**
+   * A call admitted on a lease is over: its ledger row written (with the others due), its cost
+   * spent, and its answer (`entry.cache`) kept in the answer cache by the same statement.
+   */
+  settle(ticket: LeaseTicket, cost: Nanos, entry: SettlingCall): Promise<{ spent: Nanos; cap: Nanos }> {
     if (cost > ticket.amount) throw new RangeError('a leased call costs at most what it was admitted for');
     // Once written: what it cost leaves the lease, what it did not use is free for the next call. (A
     // settlement retried after a failed write credits nothing twice: nothing was credited.)
     return this.enqueue({ ...entry, costNanos: cost }, ticket.amount - cost);
   }
 
-  private async enqueue(entry: LedgerEntry & { period: string }, unused: Nanos): Promise<{ spent: Nanos; cap: Nanos }> {
+  private async enqueue(entry: SettlingCall, unused: Nanos): Promise<{ spent: Nanos; cap: Nanos }> {
     const settled = await this.settlements.submit(SETTLEMENTS, { entry, unused });
     if ('failed' in settled) throw settled.failed;
     return settled;

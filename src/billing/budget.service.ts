@@ -14,6 +14,7 @@ import { BooksRepository, GuardedAnswer, ReservedCall, TokenIncident } from './b
 import type { LedgerEntry } from './ledger.service';
 import { BudgetView, forecast, IncidentView, incidentView, ratio, WhenExhausted } from './budget-view';
 import { BudgetLeases } from './budget-leases';
+import type { CacheEntry } from './answer-cache-rows';
 import { periodOf } from './periods';
 import { TenantSecretsService } from './tenant-secrets.service';
 
@@ -51,6 +52,8 @@ export type { GuardedAnswer, ReservedCall, TokenIncident } from './books.reposit
 export interface SettleOptions {
   /** a guarded call's answer, kept for retries */
   answer?: GuardedAnswer;
+  /** the call's answer to keep in the answer cache, written by the statement that settles it */
+  cache?: CacheEntry;
   /** the usage broke the bound: booked as an incident, and the tenant's admission paused */
   incident?: TokenIncident;
 }
@@ -106,7 +109,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     this.leases = config.llm.budgetLeases
       ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000 }, (entry) =>
           // As a settlement whose reservation is gone: charged within the cap, any excess an incident.
-          this.books.settle(this.ds.manager, { reservationId: randomUUID(), cost: entry.costNanos, entry: { ...entry, tenantId: entry.tenantId } }).then((s) => {
+          this.books.settle(this.ds.manager, { reservationId: randomUUID(), cost: entry.costNanos, entry: { ...entry, tenantId: entry.tenantId }, cache: entry.cache }).then((s) => {
             if (!s) throw new Error('the budget period is missing');
             return { spent: s.spent, cap: s.cap };
           }),
@@ -271,7 +274,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       // (A leased call is never guarded: an answer kept for a guard's retries does not apply to it.)
       if (!opts.incident && cost <= reservation.amount) {
         // The common case: written with the other calls due (group commit) before the answer leaves.
-        const after = await this.leases.settle(reservation, cost, { ...entry, tenantId, period });
+        const after = await this.leases.settle(reservation, cost, { ...entry, tenantId, period, cache: opts.cache });
         if (cost > 0n) await this.checkAlerts(tenantId, period, after.spent, after.cap);
         return cost;
       }
@@ -284,7 +287,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     }
     const i = opts.incident;
     const settle = (m: EntityManager) =>
-      this.books.settle(m, { reservationId: reservation.id, guard: reservation.guard, cost, entry: { ...entry, tenantId, period }, answer: opts.answer, incident: i });
+      this.books.settle(m, { reservationId: reservation.id, guard: reservation.guard, cost, entry: { ...entry, tenantId, period }, answer: opts.answer, incident: i, cache: opts.cache });
     const after = i
       ? await this.ds.transaction(async (tx) => {
           const settled = await settle(tx);

@@ -467,15 +467,16 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const validation: Validation<T> = ctx.req.validate
       ? ctx.req.validate(completion.content, model)
       : { ok: true, value: completion.content as unknown as T };
-    const { charged, usage } = await this.settleAnswered(ctx, model, call, {
+    const { charged, usage, cached } = await this.settleAnswered(ctx, model, call, {
       content: completion.content,
       finishReason: completion.finishReason,
       reported: completion.usage ?? null,
       outcome: validation.ok ? 'ok' : 'invalid_output',
       errorReason: validation.ok ? undefined : validation.problem.slice(0, 200),
       keep: true,
+      cache: validation.ok,
     });
-    return this.conclude(ctx, model, completion.content, validation, completion.finishReason, usage, charged);
+    return this.conclude(ctx, model, completion.content, validation, completion.finishReason, usage, charged, cached);
   }
 
   /** An admitted call, priced now: what settles it needs. */
@@ -498,28 +499,43 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   /**
    * Settles a call that produced an answer (whole, or a stream that ended or broke): priced from the
    * provider's usage, or an estimate of what it produced when none came; the answer kept for a
-   * retry of the same job (`keep`). Returns what was charged and the usage it was priced on.
+   * retry of the same job (`keep`), and, when it is a valid whole answer (`cache`) to a request that
+   * stores, in the answer cache by the same statement. Returns what was charged, the usage it was
+   * priced on, and whether the answer is now cached.
    */
   private async settleAnswered<T>(
     ctx: CallContext<T>,
     model: CatalogModel,
     call: PaidCall,
-    a: { content: string; finishReason: string; reported: Usage | null; outcome: string; errorReason?: string; keep: boolean },
-  ): Promise<{ charged: Nanos; usage: Usage }> {
+    a: { content: string; finishReason: string; reported: Usage | null; outcome: string; errorReason?: string; keep: boolean; cache: boolean },
+  ): Promise<{ charged: Nanos; usage: Usage; cached: boolean }> {
     const usage = a.reported ?? estimatedUsage(call.estimate, a.content, model);
     const cost = costOf(usage, call.pricing);
     const answer: GuardedAnswer | undefined = a.keep
       ? { provider: model.provider, model: model.id, content: a.content, finishReason: a.finishReason, ...usage, costNanos: cost }
       : undefined;
+    const c = ctx.req.cache;
+    const toCache: CachedAnswer | undefined =
+      a.cache && c?.store && a.finishReason === 'stop'
+        ? { content: a.content, provider: model.provider, model: model.id, finishReason: a.finishReason, usage, costNanos: cost, repaired: ctx.repairedAnswer === true }
+        : undefined;
+    const ttl = this.config.llm.cacheTtlSeconds;
     // What the tenant is charged: the cost, unless a provider billed past the bound and the cap.
-    const charged = await this.settle(call.reservation, cost, { answer, incident: overBound(a.reported, call.estimate, call.params.maxTokens) }, this.callEntry(ctx, model, call, {
-      outcome: a.outcome,
-      errorReason: a.errorReason,
-      ...usageFields(usage, a.reported ? 'provider' : 'estimated'),
-      costNanos: cost,
-    }));
+    const charged = await this.settle(
+      call.reservation,
+      cost,
+      { answer, incident: overBound(a.reported, call.estimate, call.params.maxTokens), cache: toCache && ResponseCache.entry(c!.key, toCache, ttl) },
+      this.callEntry(ctx, model, call, {
+        outcome: a.outcome,
+        errorReason: a.errorReason,
+        ...usageFields(usage, a.reported ? 'provider' : 'estimated'),
+        costNanos: cost,
+      }),
+    );
+    // The row keeps what was charged (what a hit saves); so does this instance's memory.
+    if (toCache) this.cache.remember(ctx.req.tenantId, c!.key, { ...toCache, costNanos: charged }, ttl);
     this.metrics.spend(ctx.req.tenantId, model, charged, usage);
-    return { charged, usage };
+    return { charged, usage, cached: toCache !== undefined };
   }
 
   /** The ledger row of a paid call. */
@@ -554,10 +570,13 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     await this.budget.settle(null, 0n, this.entry(ctx, model, { outcome: 'replayed', cacheStatus: 'replay' }));
     const usage: Usage = { inputTokens: answer.inputTokens, cachedInputTokens: answer.cachedInputTokens, outputTokens: answer.outputTokens };
     const validation: Validation<T> = ctx.req.validate ? ctx.req.validate(answer.content, model) : { ok: true, value: answer.content as unknown as T };
-    return this.conclude(ctx, model, answer.content, validation, answer.finishReason, usage, answer.costNanos);
+    return this.conclude(ctx, model, answer.content, validation, answer.finishReason, usage, answer.costNanos, false);
   }
 
-  /** After a paid (or replayed) answer: an invalid one goes to repair, a valid one is the result. */
+  /**
+   * After a paid (or replayed) answer: an invalid one goes to repair, a valid one is the result
+   * (stored in the answer cache unless its settlement did that: `cached`).
+   */
   private async conclude<T>(
     ctx: CallContext<T>,
     model: CatalogModel,
@@ -566,10 +585,11 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     finishReason: string,
     usage: Usage,
     cost: Nanos,
+    cached: boolean,
   ): Promise<AttemptOutcome<T>> {
     if (!validation.ok) return { kind: 'invalid', content, problem: validation.problem };
     const result = this.answered(ctx, model, content, validation.value, finishReason, usage, cost);
-    await this.store(ctx, result);
+    if (!cached) await this.store(ctx, result);
     return { kind: 'ok', result };
   }
 
@@ -706,6 +726,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         outcome: broken ? 'stream_interrupted' : 'ok',
         errorReason: broken?.reason,
         keep: false,
+        cache: !broken,
       });
       if (broken) {
         this.health.broke(model, broken);
@@ -713,7 +734,6 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       } else {
         this.health.answered(model);
         ended = this.answered(ctx, model, content, content, s.finishReason || 'stop', usage, charged);
-        await this.store(ctx, ended);
       }
     }
     if (broken) throw new StreamInterruptedError(broken.reason);

@@ -8,6 +8,7 @@ import type { Usage } from './types';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { MemoryCache } from './memory-cache';
 import { KeyedBatcher } from '../common/keyed-batcher';
+import { CACHE_ROWS_PARAMS, CacheEntry, cacheRowsParams, cacheRowsSql } from '../billing/answer-cache-rows';
 
 /** The one queue of cache statements (each row carries its tenant). */
 const BATCH = 'all';
@@ -78,7 +79,7 @@ export class ResponseCache {
   async put(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number): Promise<void> {
     assertTenantId(tenantId, 'a cache store');
     await this.writes.submit(BATCH, { tenantId, key, answer, ttlSeconds });
-    this.memory.set(tenantId, key, answer, ResponseCache.bytes(answer), ttlSeconds * 1000);
+    this.remember(tenantId, key, answer, ttlSeconds);
   }
 
   /**
@@ -118,36 +119,34 @@ export class ResponseCache {
 
   /** The answers stored at one moment, of every tenant, in one statement (each row its tenant's; the last of a key wins). */
   private async writeMany(items: Array<{ tenantId: string; key: string; answer: CachedAnswer; ttlSeconds: number }>): Promise<void[]> {
-    const rows = [...new Map(items.map((i) => [`${i.tenantId}:${i.key}`, i])).values()];
-    await perRowTenantQuery(
-      this.ds.manager,
-      rows.map((r) => r.tenantId),
-      `INSERT INTO llm_cache (tenant_id, cache_key, content, provider, model, finish_reason, input_tokens, cached_input_tokens,
-                              output_tokens, cost_nanos, expires_at, repaired)
-       SELECT t.tenant_id, t.k, t.content, t.provider, t.model, t.finish, t.input, t.cached, t.output, t.cost, now() + make_interval(secs => t.ttl), t.repaired
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::int[], $10::bigint[],
-                     $11::double precision[], $12::boolean[])
-              AS t(tenant_id, k, content, provider, model, finish, input, cached, output, cost, ttl, repaired)
-       ON CONFLICT (tenant_id, cache_key) DO UPDATE
-         SET content = EXCLUDED.content, provider = EXCLUDED.provider, model = EXCLUDED.model,
-             finish_reason = EXCLUDED.finish_reason, input_tokens = EXCLUDED.input_tokens,
-             cached_input_tokens = EXCLUDED.cached_input_tokens, output_tokens = EXCLUDED.output_tokens,
-             cost_nanos = EXCLUDED.cost_nanos, created_at = now(), expires_at = EXCLUDED.expires_at, hits = 0, repaired = EXCLUDED.repaired`,
-      [
-        rows.map((r) => r.key),
-        rows.map((r) => r.answer.content),
-        rows.map((r) => r.answer.provider),
-        rows.map((r) => r.answer.model),
-        rows.map((r) => r.answer.finishReason),
-        rows.map((r) => r.answer.usage.inputTokens),
-        rows.map((r) => r.answer.usage.cachedInputTokens),
-        rows.map((r) => r.answer.usage.outputTokens),
-        rows.map((r) => r.answer.costNanos.toString()),
-        rows.map((r) => r.ttlSeconds),
-        rows.map((r) => r.answer.repaired === true),
-      ],
-    );
+    const [tenants, ...arrays] = cacheRowsParams(items.map((i) => ({ tenantId: i.tenantId, ...ResponseCache.entry(i.key, i.answer, i.ttlSeconds) })));
+    await perRowTenantQuery(this.ds.manager, tenants as string[], cacheRowsSql(Array.from({ length: CACHE_ROWS_PARAMS }, (_, i) => `$${i + 1}`)), arrays);
     return items.map(() => undefined);
+  }
+
+  /** An answer as the row that keeps it (cacheRowsSql). */
+  static entry(key: string, a: CachedAnswer, ttlSeconds: number): CacheEntry {
+    return {
+      key,
+      content: a.content,
+      provider: a.provider,
+      model: a.model,
+      finishReason: a.finishReason,
+      inputTokens: a.usage.inputTokens,
+      cachedInputTokens: a.usage.cachedInputTokens,
+      outputTokens: a.usage.outputTokens,
+      costNanos: a.costNanos,
+      repaired: a.repaired === true,
+      ttlSeconds,
+    };
+  }
+
+  /**
+   * An answer whose row was written elsewhere (with the settlement of the call that paid for it):
+   * kept in the in-process tier too, as put() keeps what it stores.
+   */
+  remember(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number): void {
+    this.memory.set(tenantId, key, answer, ResponseCache.bytes(answer), ttlSeconds * 1000);
   }
 
   /** Waits for the stores under way (shutdown). */
