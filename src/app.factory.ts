@@ -133,6 +133,9 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
     const limit = (req.routeOptions.config as InkstoneRouteConfig)?.bodyLimit ?? DEFAULT_BODY_LIMIT;
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > limit) throw tooLarge(limit);
+    // A declared length within the limit is the body's length (Node's parser reads that many bytes
+    // and refuses a request that also says chunked): nothing to count. A chunked body is counted.
+    if (req.headers['content-length'] !== undefined && req.headers['transfer-encoding'] === undefined) return payload;
     let seen = 0;
     return payload.pipe(
       new Transform({

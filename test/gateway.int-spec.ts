@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
-import { BooksRepository } from '../src/billing/books.repository';
+import { BooksRepository, SettlingCall } from '../src/billing/books.repository';
 import { LedgerEntry } from '../src/billing/ledger.service';
 import { ClusterBus } from '../src/db/cluster-bus';
 import { TenantsRepository } from '../src/tenancy/tenants.repository';
@@ -497,9 +497,9 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const period = await budget.currentPeriod(tenant.tenantId);
       const instance = `test:${randomUUID()}`;
       expect(await books.takeLease(tenant.tenantId, period, instance, 10n, 100n, 60_000)).toBe(100n);
-      const call = (content: string, cost: bigint) => ({
-        tenantId: tenant.tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat' as const, cacheStatus: 'miss', outcome: 'ok', inputTokens: 1, cachedInputTokens: 0,
-        outputTokens: 1, usageSource: 'provider' as const, costNanos: cost, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false,
+      const call = (content: string, cost: bigint): SettlingCall => ({
+        tenantId: tenant.tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'miss', outcome: 'ok', inputTokens: 1, cachedInputTokens: 0,
+        outputTokens: 1, usageSource: 'provider', costNanos: cost, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false,
         cache: { key: 'k-twice', content, provider: 'deepseek', model: 'deepseek-chat', finishReason: 'stop', inputTokens: 1, cachedInputTokens: 0, outputTokens: 1, costNanos: cost, repaired: false, ttlSeconds: 60 },
       });
       const after = await books.settleLeased(instance, [{ tenantId: tenant.tenantId, period, calls: [call('first', 10n), call('second', 20n)] }]);

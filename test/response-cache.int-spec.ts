@@ -63,4 +63,17 @@ describe('the answer cache, batched across tenants', () => {
     expect(bad.status).toBe('rejected');
     expect(good.status).toBe('fulfilled');
   });
+
+  it('forgets a deleted answer and, as maintenance, the expired ones of every tenant (and only those)', async () => {
+    const cache = t.app.get(ResponseCache);
+    await Promise.all([cache.put(a.tenantId, 'old-a', answer('old'), 60), cache.put(b.tenantId, 'old-b', answer('old'), 60), cache.put(a.tenantId, 'live-a', answer('live'), 60)]);
+    await t.dataSource.query(`UPDATE llm_cache SET expires_at = now() - interval '1 second' WHERE cache_key IN ('old-a', 'old-b')`);
+    expect(await cache.get(a.tenantId, 'old-a')).toBeNull(); // expired: not answered even before the purge
+    expect(await cache.purgeExpired()).toBe(2);
+    expect(await cache.purgeExpired()).toBe(0);
+    expect((await cache.get(a.tenantId, 'live-a'))?.content).toBe('live');
+    await cache.delete(a.tenantId, 'live-a');
+    expect(await cache.get(a.tenantId, 'live-a')).toBeNull();
+    expect(await t.dataSource.query(`SELECT cache_key FROM llm_cache WHERE cache_key IN ('old-a', 'old-b', 'live-a')`)).toEqual([]);
+  });
 });

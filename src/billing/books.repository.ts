@@ -5,7 +5,7 @@ import type { Nanos } from '../common/money';
 import { KeyedBatcher } from '../common/keyed-batcher';
 import { sqlParams } from '../db/sql-params';
 import { assertTenantId, perRowTenantQuery, tenantQuery } from '../db/tenant-scope';
-import { CACHE_ROWS_PARAMS, CacheEntry, cacheRowsParams, cacheRowsSql } from './answer-cache-rows';
+import { CACHE_ROWS_PARAMS, CacheEntry, cacheRowsParams, cacheRowsSql } from './answer-cache.repository';
 import type { LedgerEntry } from './ledger.service';
 
 /** A paid answer kept by its guard, for a retry of the same request. */

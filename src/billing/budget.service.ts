@@ -14,7 +14,7 @@ import { BooksRepository, GuardedAnswer, ReservedCall, TokenIncident } from './b
 import type { LedgerEntry } from './ledger.service';
 import { BudgetView, forecast, IncidentView, incidentView, ratio, WhenExhausted } from './budget-view';
 import { BudgetLeases } from './budget-leases';
-import type { CacheEntry } from './answer-cache-rows';
+import type { CacheEntry } from './answer-cache.repository';
 import { periodOf } from './periods';
 import { TenantSecretsService } from './tenant-secrets.service';
 

@@ -2,13 +2,13 @@ import { createHash } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { Nanos } from '../common/money';
-import { assertTenantId, perRowTenantQuery, tenantQuery } from '../db/tenant-scope';
+import { assertTenantId } from '../db/tenant-scope';
 import { compactJson } from './compression';
 import type { Usage } from './types';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { MemoryCache } from './memory-cache';
 import { KeyedBatcher } from '../common/keyed-batcher';
-import { CACHE_ROWS_PARAMS, CacheEntry, cacheRowsParams, cacheRowsSql } from '../billing/answer-cache-rows';
+import { CacheEntry, deleteAnswer, deleteExpiredAnswers, findAnswers, storeAnswers } from '../billing/answer-cache.repository';
 
 /** The one queue of cache statements (each row carries its tenant). */
 const BATCH = 'all';
@@ -82,45 +82,32 @@ export class ResponseCache {
     this.remember(tenantId, key, answer, ttlSeconds);
   }
 
-  /**
-   * The lookups of one moment, of every tenant, in one statement: each key matched with its own
-   * tenant (a key of one tenant never finds another's row); each row found counts a hit.
-   */
+  /** The lookups of one moment, of every tenant, in one statement (findAnswers); each row found counts a hit. */
   private async lookupMany(items: Array<{ tenantId: string; key: string }>): Promise<Array<{ answer: CachedAnswer; expiresAt: number } | null>> {
-    const rows = await perRowTenantQuery<Record<string, string | number | Date>>(
-      this.ds.manager,
-      items.map((i) => i.tenantId),
-      `UPDATE llm_cache c SET hits = c.hits + 1
-         FROM (SELECT DISTINCT tenant_id, cache_key FROM unnest($1::uuid[], $2::text[]) AS k(tenant_id, cache_key)) k
-        WHERE c.tenant_id = k.tenant_id AND c.cache_key = k.cache_key AND c.expires_at > now()
-        RETURNING c.tenant_id, c.cache_key, c.content, c.provider, c.model, c.finish_reason, c.input_tokens, c.cached_input_tokens, c.output_tokens,
-                  c.cost_nanos, c.repaired, c.expires_at`,
-      [items.map((i) => i.key)],
+    return (await findAnswers(this.ds.manager, items)).map((r) =>
+      r
+        ? {
+            answer: {
+              content: r.content,
+              provider: r.provider,
+              model: r.model,
+              finishReason: r.finishReason,
+              usage: { inputTokens: r.inputTokens, cachedInputTokens: r.cachedInputTokens, outputTokens: r.outputTokens },
+              costNanos: r.costNanos,
+              repaired: r.repaired,
+            },
+            expiresAt: r.expiresAt.getTime(),
+          }
+        : null,
     );
-    const found = new Map(
-      rows.map((r) => [
-        `${String(r.tenant_id)}:${String(r.cache_key)}`,
-        {
-          answer: {
-            content: String(r.content),
-            provider: String(r.provider),
-            model: String(r.model),
-            finishReason: String(r.finish_reason),
-            usage: { inputTokens: Number(r.input_tokens), cachedInputTokens: Number(r.cached_input_tokens), outputTokens: Number(r.output_tokens) },
-            costNanos: BigInt(r.cost_nanos as string),
-            repaired: (r.repaired as unknown) === true,
-          } satisfies CachedAnswer,
-          expiresAt: (r.expires_at as Date).getTime(),
-        },
-      ]),
-    );
-    return items.map((i) => found.get(`${i.tenantId}:${i.key}`) ?? null);
   }
 
-  /** The answers stored at one moment, of every tenant, in one statement (each row its tenant's; the last of a key wins). */
+  /** The answers stored at one moment, of every tenant, in one statement (storeAnswers). */
   private async writeMany(items: Array<{ tenantId: string; key: string; answer: CachedAnswer; ttlSeconds: number }>): Promise<void[]> {
-    const [tenants, ...arrays] = cacheRowsParams(items.map((i) => ({ tenantId: i.tenantId, ...ResponseCache.entry(i.key, i.answer, i.ttlSeconds) })));
-    await perRowTenantQuery(this.ds.manager, tenants as string[], cacheRowsSql(Array.from({ length: CACHE_ROWS_PARAMS }, (_, i) => `$${i + 1}`)), arrays);
+    await storeAnswers(
+      this.ds.manager,
+      items.map((i) => ({ tenantId: i.tenantId, ...ResponseCache.entry(i.key, i.answer, i.ttlSeconds) })),
+    );
     return items.map(() => undefined);
   }
 
@@ -156,13 +143,12 @@ export class ResponseCache {
 
   async delete(tenantId: string, key: string): Promise<void> {
     this.memory.delete(tenantId, key);
-    await tenantQuery(this.ds.manager, tenantId, `DELETE FROM llm_cache WHERE tenant_id = $1 AND cache_key = $2`, [key]);
+    await deleteAnswer(this.ds.manager, tenantId, key);
   }
 
   /** Drops expired entries of every tenant (maintenance). */
   async purgeExpired(): Promise<number> {
-    const res = await this.ds.query(`DELETE FROM llm_cache WHERE expires_at < now()`);
-    const n = Array.isArray(res) && typeof res[1] === 'number' ? res[1] : 0;
+    const n = await deleteExpiredAnswers(this.ds.manager);
     if (n) this.logger.log({ msg: 'expired cache entries removed', count: n });
     return n;
   }
