@@ -85,6 +85,7 @@ async function main() {
           p50: r.latency.p50,
           p99: r.latency.p99,
           non2xx: r.non2xx,
+          statusCodes: (r as unknown as { statusCodeStats?: unknown }).statusCodeStats,
           transactionsPerRequest: Number(((x1 - x0) / r.requests.total).toFixed(3)),
           serviceRssMb: rss(service.child.pid!),
           cpuMsPerRequest: {
@@ -98,6 +99,8 @@ async function main() {
         2,
       ),
     );
+    // What the service logged at warn or above (a request that did not answer 200 says why here).
+    if (r.non2xx || r.errors) process.stderr.write(`${service.output().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-20).join('\n')}\n`);
     await db.end();
   } finally {
     await gateway.stop();

@@ -4,6 +4,7 @@ import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter, NestFastifyApplication } from '@nestjs/platform-fastify';
 import { DocumentBuilder, OpenAPIObject, SwaggerModule } from '@nestjs/swagger';
 import { Logger } from 'nestjs-pino';
+import { requestLogging, rootLogger } from './logging';
 import type { DestinationStream } from 'pino';
 import { AppModule } from './app.module';
 import { Transform } from 'node:stream';
@@ -77,7 +78,8 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
   });
-  const app = await NestFactory.create<NestFastifyApplication>(AppModule.forRoot(config, options.models ?? resolveLlmModels(config.llm), options.logDestination), adapter, {
+  const root = rootLogger(config, options.logDestination);
+  const app = await NestFactory.create<NestFastifyApplication>(AppModule.forRoot(config, options.models ?? resolveLlmModels(config.llm), root), adapter, {
     bufferLogs: true,
     abortOnError: false,
     // Payment webhooks are verified against the exact bytes that were signed.
@@ -90,6 +92,8 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   app.flushLogs();
   const logger = app.get(Logger);
   const fastifyInstance = app.getHttpAdapter().getInstance();
+  // First of the hooks: a request refused by the ones after it is logged too.
+  requestLogging(fastifyInstance, config, root);
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
   // JSON bodies: nesting deeper than MAX_JSON_DEPTH is refused before JSON.parse sees it.

@@ -1,6 +1,6 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { LoggerModule } from 'nestjs-pino';
-import type { DestinationStream } from 'pino';
+import type { Logger } from 'pino';
 import { Clock } from './common/clock';
 import { AppConfig, CONFIG } from './config/app-config';
 import { AdvisorModule } from './advisor/advisor.module';
@@ -11,7 +11,7 @@ import { HealthController } from './health/health.controller';
 import { JobsModule } from './jobs/jobs.module';
 import { LlmModule } from './llm/llm.module';
 import { LLM_MODELS, LlmModels } from './llm/llm-models';
-import { pinoHttpOptions, prettyDestination, wantsPretty } from './logging';
+import { pinoHttpOptions } from './logging';
 import { MetricsModule } from './metrics/metrics.module';
 import { ConsoleModule } from './console/console.module';
 import { QualityModule } from './quality/quality.module';
@@ -21,15 +21,15 @@ import { ENTITIES } from './tenancy/entities';
 
 @Module({})
 export class AppModule {
-  /** `logDestination`: where log lines go instead of stdout (tests read them). */
-  static forRoot(config: AppConfig, models: LlmModels, logDestination?: DestinationStream): DynamicModule {
-    // JSON lines for collectors; pretty lines for a person at a terminal (LOG_FORMAT).
-    const destination = logDestination ?? (wantsPretty(config.logFormat, process.stdout) ? prettyDestination(process.stdout) : undefined);
+  /** `logger`: the root logger (rootLogger in logging.ts), which the request log hook writes through too. */
+  static forRoot(config: AppConfig, models: LlmModels, logger: Logger): DynamicModule {
     return {
       module: AppModule,
       global: true,
       imports: [
-        LoggerModule.forRoot({ pinoHttp: destination ? [pinoHttpOptions(config), destination] : pinoHttpOptions(config) }),
+        // The root logger only: requests are logged by a Fastify hook (requestLogging in logging.ts),
+        // not by this module's middleware, which binds each request's logger through AsyncLocalStorage.
+        LoggerModule.forRoot({ pinoHttp: { ...pinoHttpOptions(config), logger }, forRoutes: [] }),
         DatabaseModule.forRoot(ENTITIES),
         MetricsModule,
         TenancyModule,

@@ -1,8 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import type { Writable } from 'node:stream';
-import type { DestinationStream } from 'pino';
-import type { Options } from 'pino-http';
+import type { FastifyInstance } from 'fastify';
+import pino, { type DestinationStream, type Logger } from 'pino';
+import { pinoHttp, type Options } from 'pino-http';
 import type { AppConfig } from './config/app-config';
 import { loggableError } from './common/error-rendering';
 
@@ -10,10 +11,10 @@ import { loggableError } from './common/error-rendering';
  * Structured JSON logs. Requests are logged by id, method, route and status only: no headers (API
  * keys), no bodies (students' essays), no query strings beyond the path's own.
  *
- * Every line names the service from the logger's base fields, and a line written while a request
- * is handled carries that request (`req`: its id, method and path): one child logger a request.
- * (Per-request `customProps` and `quietReqLogger` made three, plus one more when the request
- * ended: about 65 µs of every request on the benchmark machine, whether a line was written or not.)
+ * Every line names the service from the logger's base fields; a request's line carries it (`req`:
+ * its id, method and path), from one child logger a request. (Per-request `customProps` and
+ * `quietReqLogger` made three, plus one more when the request ended: about 65 µs of every request
+ * on the benchmark machine, whether a line was written or not.)
  */
 export function pinoHttpOptions(config: AppConfig): Options {
   return {
@@ -32,6 +33,33 @@ export function pinoHttpOptions(config: AppConfig): Options {
     customLogLevel: (_req: IncomingMessage, res: ServerResponse, err?: Error) =>
       err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info',
   };
+}
+
+/**
+ * The process's root logger: JSON lines for collectors, pretty lines for a person at a terminal
+ * (LOG_FORMAT), or into `destination` (tests read them). Nest's logger (nestjs-pino) and the
+ * request lines both write through it.
+ */
+export function rootLogger(config: AppConfig, destination?: DestinationStream): Logger {
+  const out = destination ?? (wantsPretty(config.logFormat, process.stdout) ? prettyDestination(process.stdout) : undefined);
+  const { level, base, serializers } = pinoHttpOptions(config);
+  return out ? pino({ level, base, serializers }, out) : pino({ level, base, serializers });
+}
+
+/**
+ * One line when each request ends (pino-http), from a Fastify hook that runs before any other.
+ * Not through nestjs-pino's middleware: that one also makes each request's logger the ambient one
+ * for everything logged while the request runs, through AsyncLocalStorage, which on Node 20 puts an
+ * async hook on every promise of the process (measured: 16% of the gateway's CPU a call). Lines the
+ * services write name what they are about themselves (tenant, essay, request ids).
+ */
+export function requestLogging(fastify: FastifyInstance, config: AppConfig, root: Logger): void {
+  // (pino-http logs through a child of `root`: the same destination, level and fields.)
+  const log = pinoHttp({ ...pinoHttpOptions(config), logger: root });
+  fastify.addHook('onRequest', (req, reply, done) => {
+    log(req.raw, reply.raw);
+    done();
+  });
 }
 
 /** Pretty logs for people: on a terminal under LOG_FORMAT=auto, or always under pretty; JSON otherwise. */

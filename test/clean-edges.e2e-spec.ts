@@ -228,6 +228,17 @@ describe('clean edges', () => {
     });
   });
 
+  describe('request log lines', () => {
+    it('log a refused request once, by id, method, path and status, never its key or query', async () => {
+      const res = await t.http.get('/v1/api-keys?secret=shh').set({ authorization: 'Bearer isk_not-a-real-key-at-all' }).expect(401);
+      const requestId = res.headers['x-request-id'];
+      await waitFor(() => logs.some((l) => (l.req as { id?: string } | undefined)?.id === requestId), 5_000, 'the request line');
+      const lines = logs.filter((l) => (l.req as { id?: string } | undefined)?.id === requestId);
+      expect(lines).toEqual([expect.objectContaining({ level: 40, service: 'inkstone', req: { id: requestId, method: 'GET', path: '/v1/api-keys' }, res: { statusCode: 401 } })]);
+      expect(JSON.stringify(lines)).not.toMatch(/isk_|shh|authorization/i);
+    });
+  });
+
   describe('error log lines keep the message and code', () => {
     it('logs an unexpected error of a request with its name, message, code and stack', async () => {
       const spy = jest.spyOn(t.app.get(ApiKeysService), 'list').mockRejectedValueOnce(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }));
