@@ -26,9 +26,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** A caller's X-Request-Id when it is sane, otherwise a new UUID. */
 function requestId(req: IncomingMessage): string {
   const h = req.headers['x-request-id'];
-  const id = typeof h === 'string' && REQUEST_ID.test(h) ? h : randomUUID();
-  (req as IncomingMessage & { id?: string }).id = id; // for pino-http, which sees the raw request
-  return id;
+  return typeof h === 'string' && REQUEST_ID.test(h) ? h : randomUUID();
 }
 
 /** Builds the whole application, initialised but not listening. Used by main.ts and by the tests. */
@@ -93,7 +91,7 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   const logger = app.get(Logger);
   const fastifyInstance = app.getHttpAdapter().getInstance();
   // First of the hooks: a request refused by the ones after it is logged too.
-  requestLogging(fastifyInstance, config, root);
+  requestLogging(fastifyInstance, root);
   app.useGlobalFilters(new AllExceptionsFilter());
   app.useGlobalPipes(createValidationPipe());
   // JSON bodies: nesting deeper than MAX_JSON_DEPTH is refused before JSON.parse sees it.

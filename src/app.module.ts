@@ -11,7 +11,6 @@ import { HealthController } from './health/health.controller';
 import { JobsModule } from './jobs/jobs.module';
 import { LlmModule } from './llm/llm.module';
 import { LLM_MODELS, LlmModels } from './llm/llm-models';
-import { pinoHttpOptions } from './logging';
 import { MetricsModule } from './metrics/metrics.module';
 import { ConsoleModule } from './console/console.module';
 import { QualityModule } from './quality/quality.module';
@@ -27,9 +26,10 @@ export class AppModule {
       module: AppModule,
       global: true,
       imports: [
-        // The root logger only: requests are logged by a Fastify hook (requestLogging in logging.ts),
-        // not by this module's middleware, which binds each request's logger through AsyncLocalStorage.
-        LoggerModule.forRoot({ pinoHttp: { ...pinoHttpOptions(config), logger }, forRoutes: [] }),
+        // Nest's lines through the root logger; requests are logged by a Fastify hook (requestLogging
+        // in logging.ts), not by this module's middleware (on no route), which binds each request's
+        // logger through AsyncLocalStorage.
+        LoggerModule.forRoot({ pinoHttp: { logger }, forRoutes: [] }),
         DatabaseModule.forRoot(ENTITIES),
         MetricsModule,
         TenancyModule,

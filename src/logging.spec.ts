@@ -1,13 +1,11 @@
-import { IncomingMessage, ServerResponse } from 'node:http';
-import { Socket } from 'node:net';
 import { Writable } from 'node:stream';
+import fastify from 'fastify';
 import pino from 'pino';
-import pinoHttp from 'pino-http';
 import { ApiError } from './common/errors';
 import { loggableError } from './common/error-rendering';
 import { loadConfig } from './config/app-config';
 import { ProviderError } from './llm/types';
-import { pinoHttpOptions, prettyDestination, prettyLine, wantsPretty } from './logging';
+import { loggerOptions, prettyDestination, prettyLine, requestLogging, rootLogger, wantsPretty } from './logging';
 
 /** A logger configured as the app's (its serializers), writing JSON lines into an array. */
 function capture() {
@@ -18,7 +16,7 @@ function capture() {
       done();
     },
   });
-  const opts = pinoHttpOptions(loadConfig({ INKSTONE_ADMIN_TOKEN: 'test-operator-token-0123456789', DATABASE_URL: 'postgres://x/test', INKSTONE_SECRET_KEY: Buffer.alloc(32, 7).toString('base64') }));
+  const opts = loggerOptions(loadConfig({ INKSTONE_ADMIN_TOKEN: 'test-operator-token-0123456789', DATABASE_URL: 'postgres://x/test', INKSTONE_SECRET_KEY: Buffer.alloc(32, 7).toString('base64') }));
   const logger = pino({ level: 'info', serializers: opts.serializers as pino.LoggerOptions['serializers'] }, sink);
   return { logger, lines };
 }
@@ -52,30 +50,75 @@ describe('logged errors keep their message and code', () => {
 });
 
 describe('request logs', () => {
-  it('name the service and the request (id, method, path), never its headers, query or body', () => {
+  const config = (level = 'info') =>
+    loadConfig({ INKSTONE_ADMIN_TOKEN: 'test-operator-token-0123456789', DATABASE_URL: 'postgres://x/test', INKSTONE_SECRET_KEY: Buffer.alloc(32, 7).toString('base64'), LOG_LEVEL: level });
+
+  /** A Fastify server with the request hook, over real HTTP, its lines parsed. */
+  async function server(level = 'info') {
     const lines: Array<Record<string, unknown>> = [];
     const sink = { write: (chunk: string) => chunk.split('\n').forEach((l) => l && lines.push(JSON.parse(l))) };
-    const config = loadConfig({ INKSTONE_ADMIN_TOKEN: 'test-operator-token-0123456789', DATABASE_URL: 'postgres://x/test', INKSTONE_SECRET_KEY: Buffer.alloc(32, 7).toString('base64'), LOG_LEVEL: 'info' });
-    const middleware = pinoHttp(pinoHttpOptions(config), sink as never);
-    const req = Object.assign(new IncomingMessage(new Socket()), { id: 'req-7', method: 'POST', url: '/v1/essays?text=secret-essay-text' });
-    req.headers = { authorization: 'Bearer ink_live_secret-key' };
-    const res = new ServerResponse(req);
-    middleware(req, res, () => undefined);
-    (req as IncomingMessage & { log: pino.Logger }).log.warn({ msg: 'grading failed', essayId: 'e-1' });
-    res.writeHead(202).end();
-    res.emit('finish');
-    expect(lines).toEqual([
-      expect.objectContaining({ level: 40, service: 'inkstone', req: { id: 'req-7', method: 'POST', path: '/v1/essays' }, msg: 'grading failed', essayId: 'e-1' }),
-      expect.objectContaining({ level: 30, service: 'inkstone', req: { id: 'req-7', method: 'POST', path: '/v1/essays' }, res: { statusCode: 202 }, msg: 'request completed' }),
-    ]);
-    expect(JSON.stringify(lines)).not.toMatch(/secret|authorization/);
+    const app = fastify({ genReqId: () => `req-${lines.length}-${Math.random().toString(36).slice(2, 8)}` });
+    requestLogging(app, rootLogger(config(level), sink as never));
+    app.post('/v1/essays', async (_req, reply) => reply.code(202).send({ ok: true }));
+    app.get('/boom', async (_req, reply) => reply.code(503).send({ error: 'x' }));
+    app.get('/slow', async () => new Promise((r) => setTimeout(() => r({ late: true }), 600)));
+    app.get('/stream', (_req, reply) => {
+      reply.hijack();
+      reply.raw.writeHead(200, { 'content-type': 'text/event-stream' });
+      reply.raw.write('data: 1\n\n');
+      setTimeout(() => reply.raw.end('data: [DONE]\n\n'), 20);
+    });
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    return { app, url, lines };
+  }
+
+  it('write one line a request when it is over: id, method, path (no query), status, time; never its headers or body', async () => {
+    const { app, url, lines } = await server();
+    try {
+      const res = await fetch(`${url}/v1/essays?text=secret-essay-text`, { method: 'POST', headers: { authorization: 'Bearer isk_secret-key', 'content-type': 'application/json' }, body: JSON.stringify({ text: 'secret-essay-text' }) });
+      expect(res.status).toBe(202);
+      await (await fetch(`${url}/boom`)).text();
+      await (await fetch(`${url}/stream`)).text(); // a hijacked reply, logged when it ends
+      await new Promise((r) => setTimeout(r, 50));
+      expect(lines).toEqual([
+        expect.objectContaining({ level: 30, service: 'inkstone', req: { id: expect.any(String), method: 'POST', path: '/v1/essays' }, res: { statusCode: 202 }, responseTime: expect.any(Number), msg: 'request completed' }),
+        expect.objectContaining({ level: 50, req: expect.objectContaining({ path: '/boom' }), res: { statusCode: 503 }, msg: 'request completed' }),
+        expect.objectContaining({ level: 30, req: expect.objectContaining({ path: '/stream' }), res: { statusCode: 200 }, msg: 'request completed' }),
+      ]);
+      expect(JSON.stringify(lines)).not.toMatch(/secret|authorization/);
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('say when the client went away before its answer, and write nothing under the configured level', async () => {
+    const { app, url, lines } = await server();
+    try {
+      const gone = new AbortController();
+      const asked = fetch(`${url}/slow`, { signal: gone.signal }).catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 100));
+      gone.abort();
+      await asked;
+      await new Promise((r) => setTimeout(r, 100));
+      expect(lines).toEqual([expect.objectContaining({ level: 40, req: expect.objectContaining({ path: '/slow' }), msg: 'request aborted' })]);
+    } finally {
+      await app.close();
+    }
+    const quiet = await server('warn');
+    try {
+      await (await fetch(`${quiet.url}/v1/essays`, { method: 'POST' })).text();
+      await (await fetch(`${quiet.url}/boom`)).text();
+      await new Promise((r) => setTimeout(r, 50));
+      expect(quiet.lines).toEqual([expect.objectContaining({ level: 50, res: { statusCode: 503 } })]);
+    } finally {
+      await quiet.app.close();
+    }
   });
 
   it('name the service outside requests too', () => {
     const lines: Array<Record<string, unknown>> = [];
     const sink = { write: (chunk: string) => chunk.split('\n').forEach((l) => l && lines.push(JSON.parse(l))) };
-    const config = loadConfig({ INKSTONE_ADMIN_TOKEN: 'test-operator-token-0123456789', DATABASE_URL: 'postgres://x/test', INKSTONE_SECRET_KEY: Buffer.alloc(32, 7).toString('base64'), LOG_LEVEL: 'info' });
-    pinoHttp(pinoHttpOptions(config), sink as never).logger.info({ msg: 'model gateway ready' });
+    rootLogger(config(), sink as never).info({ msg: 'model gateway ready' });
     expect(lines).toEqual([expect.objectContaining({ service: 'inkstone', pid: process.pid, msg: 'model gateway ready' })]);
   });
 });

@@ -1,37 +1,24 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { hostname } from 'node:os';
 import type { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import pino, { type DestinationStream, type Logger } from 'pino';
-import { pinoHttp, type Options } from 'pino-http';
 import type { AppConfig } from './config/app-config';
 import { loggableError } from './common/error-rendering';
 
 /**
- * Structured JSON logs. Requests are logged by id, method, route and status only: no headers (API
- * keys), no bodies (students' essays), no query strings beyond the path's own.
- *
- * Every line names the service from the logger's base fields; a request's line carries it (`req`:
- * its id, method and path), from one child logger a request. (Per-request `customProps` and
- * `quietReqLogger` made three, plus one more when the request ended: about 65 µs of every request
- * on the benchmark machine, whether a line was written or not.)
+ * Structured JSON logs. Requests are logged by id, method, path and status only: no headers (API
+ * keys), no bodies (students' essays), no query strings. Every line names the service (the root
+ * logger's base fields).
  */
-export function pinoHttpOptions(config: AppConfig): Options {
+export function loggerOptions(config: AppConfig): pino.LoggerOptions {
   return {
     level: config.logLevel,
     base: { pid: process.pid, hostname: hostname(), service: 'inkstone' },
-    // The id fastify assigned (see requestId in app.factory.ts), so every log line and the
-    // response's x-request-id agree.
-    genReqId: (req: IncomingMessage) => (req as IncomingMessage & { id?: string }).id ?? 'unknown',
     serializers: {
-      req: (req: { id: string; method: string; url: string }) => ({ id: req.id, method: req.method, path: req.url.split('?')[0] }),
-      res: (res: { statusCode: number }) => ({ statusCode: res.statusCode }),
       // Anything under `err` (an Error, what loggableError made, or a bare message) keeps its
       // name, message and code; a serializer that read only Error fields logged strings as {}.
       err: (err: unknown) => loggableError(err),
     },
-    customLogLevel: (_req: IncomingMessage, res: ServerResponse, err?: Error) =>
-      err || res.statusCode >= 500 ? 'error' : res.statusCode >= 400 ? 'warn' : 'info',
   };
 }
 
@@ -42,22 +29,41 @@ export function pinoHttpOptions(config: AppConfig): Options {
  */
 export function rootLogger(config: AppConfig, destination?: DestinationStream): Logger {
   const out = destination ?? (wantsPretty(config.logFormat, process.stdout) ? prettyDestination(process.stdout) : undefined);
-  const { level, base, serializers } = pinoHttpOptions(config);
-  return out ? pino({ level, base, serializers }, out) : pino({ level, base, serializers });
+  return out ? pino(loggerOptions(config), out) : pino(loggerOptions(config));
 }
 
 /**
- * One line when each request ends (pino-http), from a Fastify hook that runs before any other.
- * Not through nestjs-pino's middleware: that one also makes each request's logger the ambient one
- * for everything logged while the request runs, through AsyncLocalStorage, which on Node 20 puts an
+ * One line when each request is over, from a Fastify hook that runs before any other (so a request
+ * the later hooks refuse is logged too): `req` (id, method, path), `res` (status), `responseTime`
+ * in ms; at error for a 5xx, warn for a 4xx or a request the client gave up on before its answer
+ * was sent ("request aborted"), info otherwise. Written when the response closes, so a stream
+ * (a hijacked reply) is logged when it ends.
+ *
+ * Neither pino-http nor nestjs-pino's middleware: the first made a child logger (its request
+ * serialized) for every request, logged or not; the second also made that logger the ambient one
+ * for everything logged while the request ran, through AsyncLocalStorage, which on Node 20 puts an
  * async hook on every promise of the process (measured: 16% of the gateway's CPU a call). Lines the
  * services write name what they are about themselves (tenant, essay, request ids).
  */
-export function requestLogging(fastify: FastifyInstance, config: AppConfig, root: Logger): void {
-  // (pino-http logs through a child of `root`: the same destination, level and fields.)
-  const log = pinoHttp({ ...pinoHttpOptions(config), logger: root });
+export function requestLogging(fastify: FastifyInstance, root: Logger): void {
   fastify.addHook('onRequest', (req, reply, done) => {
-    log(req.raw, reply.raw);
+    const started = performance.now();
+    const res = reply.raw;
+    res.once('close', () => {
+      const aborted = !res.writableFinished;
+      const status = res.statusCode;
+      const level = status >= 500 ? 'error' : status >= 400 || aborted ? 'warn' : 'info';
+      if (!root.isLevelEnabled(level)) return;
+      const q = req.url.indexOf('?');
+      root[level](
+        {
+          req: { id: req.id, method: req.method, path: q < 0 ? req.url : req.url.slice(0, q) },
+          res: { statusCode: status },
+          responseTime: Math.round(performance.now() - started),
+        },
+        aborted ? 'request aborted' : 'request completed',
+      );
+    });
     done();
   });
 }
