@@ -100,7 +100,7 @@ const LEDGER_COLUMNS = [
   'schedule_saved_nanos',
 ] as const;
 
-/** Each ledger column's type, for rows given as arrays (SETTLE_LEASED_SQL) or VALUES (whose parameters are otherwise text). */
+/** Each ledger column's type, for rows given as one array a column (settleLeasedSql). */
 const LEDGER_TYPES: Record<(typeof LEDGER_COLUMNS)[number], string> = {
   tenant_id: 'uuid', id: 'uuid', period: 'text', request_id: 'text', call_group: 'uuid', attempt: 'int', api_key_id: 'uuid', essay_id: 'uuid',
   purpose: 'text', tier: 'text', provider: 'text', model: 'text', cache_status: 'text', outcome: 'text', error_reason: 'text',
@@ -115,7 +115,8 @@ const LEDGER_TYPES: Record<(typeof LEDGER_COLUMNS)[number], string> = {
  * column's values as one array ($5 on), one element a call; with `cacheRows`, the answers to keep
  * in the answer cache follow as cacheRowsSql's arrays, written for the tenants whose calls settled.
  */
-const LEDGER_ARRAYS_END = 5 + LEDGER_COLUMNS.length;
+const LEDGER_ARRAYS_START = 5;
+const LEDGER_ARRAYS_END = LEDGER_ARRAYS_START + LEDGER_COLUMNS.length;
 const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
        -- The periods' rows locked in one order, so two instances settling overlapping tenants wait, never deadlock.
        locked AS MATERIALIZED (
@@ -132,7 +133,7 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest
          RETURNING p.tenant_id, p.period, p.spent_nanos, p.cap_nanos),
        ledger AS (
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
-         SELECT v.* FROM unnest(${LEDGER_COLUMNS.map((c, i) => `$${i + 5}::${LEDGER_TYPES[c]}[]`).join(', ')}) AS v(${LEDGER_COLUMNS.join(', ')})
+         SELECT v.* FROM unnest(${LEDGER_COLUMNS.map((c, i) => `$${LEDGER_ARRAYS_START + i}::${LEDGER_TYPES[c]}[]`).join(', ')}) AS v(${LEDGER_COLUMNS.join(', ')})
           WHERE EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = v.tenant_id AND m.period = v.period))
        ${
          cacheRows
