@@ -1,4 +1,5 @@
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { loadConfig } from '../src/config/app-config';
 import { MAX_JSON_DEPTH } from '../src/app.factory';
@@ -91,6 +92,27 @@ describe('the HTTP edge: keys before bodies, per-route body limits, nesting, tim
     const ok = await raw(port, { path: '/v1/essays/batch', body: batch, headers: bearer(teacherKey) });
     expect(ok.status).toBe(202);
     expect(await essays()).toBe(100);
+  });
+
+  it('takes no more body than a request declares (a declared length is not counted again), and refuses a length that also says chunked', async () => {
+    /** Bytes as written, over a socket of their own; the status lines the server answered with. */
+    const exchange = (bytes: string) =>
+      new Promise<string[]>((resolve, reject) => {
+        const sock = net.connect(port, '127.0.0.1', () => sock.end(bytes));
+        let text = '';
+        sock.on('data', (c) => (text += c));
+        sock.on('close', () => resolve([...text.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => m[1])));
+        sock.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? resolve([...text.matchAll(/^HTTP\/1\.1 (\d{3})/gm)].map((m) => m[1])) : reject(err)));
+      });
+    const head = (extra: string) => `POST /v1/essays HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${teacherKey}\r\nContent-Type: application/json\r\nConnection: close\r\n${extra}\r\n`;
+    const big = JSON.stringify({ text: 'a'.repeat(300 * 1024) });
+    const before = await t.dataSource.query(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1`, [tenant.tenantId]);
+    // 20 bytes declared, 300 KiB sent: the body is the 20 (not JSON: 400), the rest never an essay.
+    const short = await exchange(`${head('Content-Length: 20\r\n')}${big}`);
+    expect(short[0]).toBe('400');
+    // Both a length and chunked: refused by the HTTP parser before any route sees it.
+    expect(await exchange(`${head('Content-Length: 20\r\nTransfer-Encoding: chunked\r\n')}${big}`)).toEqual(['400']);
+    expect(await t.dataSource.query(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1`, [tenant.tenantId])).toEqual(before);
   });
 
   it(`refuses JSON nested deeper than ${MAX_JSON_DEPTH} levels without parsing it, and takes ordinary nesting`, async () => {
