@@ -20,6 +20,7 @@ import { TenantKeys1766300000000 } from './1766300000000-TenantKeys';
 import { BudgetLeases1766400000000 } from './1766400000000-BudgetLeases';
 import { Scheduling1766500000000 } from './1766500000000-Scheduling';
 import { LostCalls1766600000000 } from './1766600000000-LostCalls';
+import { LeaseKeys1766700000000 } from './1766700000000-LeaseKeys';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -49,4 +50,5 @@ export const MIGRATIONS = [
   BudgetLeases1766400000000,
   Scheduling1766500000000,
   LostCalls1766600000000,
+  LeaseKeys1766700000000,
 ];

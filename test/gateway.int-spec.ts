@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
+import { BudgetLeases } from '../src/billing/budget-leases';
 import { BooksRepository, SettlingCall } from '../src/billing/books.repository';
 import { LedgerEntry } from '../src/billing/ledger.service';
 import { ClusterBus } from '../src/db/cluster-bus';
@@ -759,6 +760,108 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         const cachedRows = await ds.query(`SELECT cache_key, content FROM llm_cache WHERE tenant_id = $1 ORDER BY cache_key`, [x.tenantId]);
         expect(cachedRows).toHaveLength(11);
         expect(cachedRows.every((r: { content: string }) => r.content.length > 0)).toBe(true);
+      }
+    });
+
+    it("settles, renews and gives back an instance's leases by their keys, reading none of its other leases (10,000 tenants stay as fast as one)", async () => {
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const [a, filler] = await Promise.all([f.newTenant({ monthlyBudget: '100.00' }), f.newTenant({ monthlyBudget: '100.00' })]);
+      const period = await budget.currentPeriod(a.tenantId);
+      const instance = `test:${randomUUID()}`;
+      const M = 1_000_000_000n;
+      expect(await books.takeLease(a.tenantId, period, instance, M, 10n * M, 60_000)).toBe(10n * M);
+      // The instance also holds 3,000 other leases (another tenant's, empty), added since the table's
+      // statistics were taken (as when a new instance warms up faster than autovacuum analyses).
+      await ds.query(`ANALYZE budget_leases`);
+      await ds.query(
+        `INSERT INTO budget_leases (tenant_id, period, instance_id, amount_nanos, expires_at)
+         SELECT $1, 'filler-' || i, $2, 0, now() + interval '1 minute' FROM generate_series(1, 3000) i`,
+        [filler.tenantId, instance],
+      );
+      const statements: Array<{ sql: string; params: unknown[] }> = [];
+      const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
+      const query = pool.query.bind(pool);
+      const watch = jest.spyOn(pool, 'query').mockImplementation((...args: unknown[]) => {
+        if (typeof args[0] === 'string' && /budget_leases/.test(args[0])) statements.push({ sql: args[0], params: args[1] as unknown[] });
+        return query(...args);
+      });
+      const entry = { tenantId: a.tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'miss', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider', costNanos: 5n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false } as const;
+      try {
+        expect(await books.settleLeased(instance, [{ tenantId: a.tenantId, period, calls: [entry] }])).toEqual([{ spent: 5n, cap: 100n * M }]);
+        await books.renewLeases(instance, 120_000, [{ tenantId: a.tenantId, period }]);
+        await books.returnLease(a.tenantId, period, instance, M);
+      } finally {
+        watch.mockRestore();
+      }
+      expect(statements).toHaveLength(3);
+      // Each statement again under EXPLAIN ANALYZE (rolled back): how many lease rows it read.
+      const leaseRowsRead = async ({ sql, params }: { sql: string; params: unknown[] }) => {
+        const qr = ds.createQueryRunner();
+        await qr.startTransaction();
+        try {
+          await qr.query(`DELETE FROM llm_calls WHERE tenant_id = $1 AND call_group = $2`, [a.tenantId, entry.callGroup]); // (the settlement writes it again)
+          const [row] = await qr.query(`EXPLAIN (ANALYZE, FORMAT JSON) ${sql}`, params);
+          const plan = row['QUERY PLAN'];
+          let read = 0;
+          const walk = (n: Record<string, unknown>) => {
+            if (n['Relation Name'] === 'budget_leases' && String(n['Node Type']).includes('Scan')) {
+              read += (Number(n['Actual Rows']) + Number(n['Rows Removed by Filter'] ?? 0) + Number(n['Rows Removed by Index Recheck'] ?? 0)) * Number(n['Actual Loops']);
+            }
+            for (const c of (n.Plans as Array<Record<string, unknown>>) ?? []) walk(c);
+          };
+          walk((typeof plan === 'string' ? JSON.parse(plan) : plan)[0].Plan);
+          return read;
+        } finally {
+          await qr.rollbackTransaction();
+          await qr.release();
+        }
+      };
+      for (const s of statements) expect({ sql: s.sql.slice(0, 60), read: await leaseRowsRead(s) }).toEqual({ sql: s.sql.slice(0, 60), read: 1 });
+      // What they did: 5 nano-yuan spent from the lease, the lease renewed, 1 CNY of it given back.
+      const [l] = await ds.query(`SELECT amount_nanos::text AS held, expires_at > now() + interval '90 seconds' AS renewed FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2`, [a.tenantId, instance]);
+      expect(l).toEqual({ held: String(9n * M - 5n), renewed: true });
+      await books.returnLease(a.tenantId, period, instance, 9n * M - 5n);
+      await ds.query(`DELETE FROM budget_leases WHERE instance_id = $1`, [instance]);
+      await booksBalanced(a.tenantId);
+    });
+
+    it("gives back every tenant's lease in one statement when an instance closes, and renews them in one while it lives", async () => {
+      const books = t.app.get(BooksRepository);
+      const tenants = await Promise.all([1, 2, 3].map(() => f.newTenant({ monthlyBudget: '100.00' })));
+      const leases = new BudgetLeases(books, { ttlMs: 3_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000 }, () => Promise.reject(new Error('no lease is swept here')));
+      const budget = t.app.get(BudgetService);
+      const periods = await Promise.all(tenants.map((x) => budget.currentPeriod(x.tenantId)));
+      for (const [i, x] of tenants.entries()) expect(await leases.admit(x.tenantId, periods[i], 1_000_000n)).toMatchObject({ tenantId: x.tenantId });
+      for (const x of tenants) expect(leases.holding(x.tenantId).available).toBeGreaterThan(0n);
+      const statements: string[] = [];
+      const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
+      const query = pool.query.bind(pool);
+      const watch = jest.spyOn(pool, 'query').mockImplementation((...args: unknown[]) => {
+        if (typeof args[0] === 'string' && /budget_leases/.test(args[0])) statements.push(args[0]);
+        return query(...args);
+      });
+      try {
+        // Renewal: one statement for the three leases (run by the timer every third of the TTL, 1 s).
+        leases.start();
+        await waitFor(async () => statements.length > 0, 30_000, 'a renewal');
+        await leases.close();
+      } finally {
+        watch.mockRestore();
+      }
+      const kinds = statements.map((s) => (/^\s*UPDATE budget_leases l SET expires_at/.test(s) ? 'renew' : /WITH x AS/.test(s) ? 'return' : s.slice(0, 40)));
+      // (a slow machine may renew twice before the close)
+      expect(kinds.slice(-1)).toEqual(['return']);
+      expect(new Set(kinds.slice(0, -1))).toEqual(new Set(['renew']));
+      // Each lease keeps the worst case of its call still in flight, nothing more.
+      for (const [i, x] of tenants.entries()) {
+        expect(leases.holding(x.tenantId)).toEqual({ available: 0n, held: 1_000_000n });
+        expect((await booksBalanced(x.tenantId)).leased).toBe(1_000_000n);
+        expect(await books.returnLease(x.tenantId, periods[i], leases.instanceId, 1_000_000n)).toBe(true);
+        expect((await booksBalanced(x.tenantId)).leased).toBe(0n);
+        // What a lease does not hold is not given back (nor taken from the period's reserved budget).
+        expect(await books.returnLease(x.tenantId, periods[i], leases.instanceId, 1n)).toBe(false);
+        expect((await booksBalanced(x.tenantId)).leased).toBe(0n);
       }
     });
 

@@ -122,9 +122,12 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest
        locked AS MATERIALIZED (
          SELECT p.tenant_id, p.period FROM budget_periods p JOIN g ON p.tenant_id = g.tenant_id AND p.period = g.period
           ORDER BY p.tenant_id, p.period FOR UPDATE OF p),
+       -- Each lease by its key, after its period is locked (the order lease takes and returns lock in too).
        lease AS (
          UPDATE budget_leases l SET amount_nanos = l.amount_nanos - g.total
-           FROM g WHERE l.tenant_id = g.tenant_id AND l.period = g.period AND l.instance_id = $4 RETURNING l.tenant_id, l.period),
+           FROM g WHERE l.tenant_id = g.tenant_id AND l.period = g.period AND l.instance_id = $4
+            AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = g.tenant_id AND locked.period = g.period)
+         RETURNING l.tenant_id, l.period),
        moved AS (
          UPDATE budget_periods p SET spent_nanos = p.spent_nanos + g.total, reserved_nanos = p.reserved_nanos - g.total, updated_at = now()
            FROM g WHERE p.tenant_id = g.tenant_id AND p.period = g.period
@@ -195,6 +198,17 @@ interface LeaseTake {
   ttlMs: number;
 }
 
+/** What an instance gives back of a lease (BooksRepository.returnLease). */
+interface LeaseReturn {
+  tenantId: string;
+  period: string;
+  instanceId: string;
+  amount: Nanos;
+}
+
+/** Leases renewed in one statement, at most (an instance may hold one for each of 100,000 tenants). */
+const RENEWALS_A_STATEMENT = 10_000;
+
 /**
  * The books of each tenant: budget periods, reservations, call guards, incidents and the call
  * ledger (`llm_calls`), the only code that writes them. Money moves only here, and every movement
@@ -221,6 +235,9 @@ export class BooksRepository {
 
   /** Lease takes of a moment, of any tenants, in one statement (takeLeases). */
   private readonly leasing = new KeyedBatcher<LeaseTake, Nanos>((_, takes) => this.takeLeases(takes), 500);
+
+  /** Lease returns of a moment (an instance closing gives back every lease at once), in one statement (returnLeases). */
+  private readonly returning = new KeyedBatcher<LeaseReturn, boolean>((_, gives) => this.returnLeases(gives), 500);
 
   constructor(private readonly ds: DataSource) {}
 
@@ -485,19 +502,57 @@ export class BooksRepository {
     return out;
   }
 
-  /** Gives `amount` of this instance's lease back to the period's free budget. */
-  async returnLease(tenantId: string, period: string, instanceId: string, amount: Nanos): Promise<void> {
-    if (amount <= 0n) return;
-    await tenantQuery(
-      this.ds.manager,
-      tenantId,
-      `WITH lease AS (
-         UPDATE budget_leases SET amount_nanos = amount_nanos - $4::bigint
-          WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 AND amount_nanos >= $4::bigint RETURNING 1)
-       UPDATE budget_periods SET reserved_nanos = reserved_nanos - $4::bigint, updated_at = now()
-        WHERE tenant_id = $1 AND period = $2 AND EXISTS (SELECT 1 FROM lease)`,
-      [period, instanceId, amount.toString()],
-    );
+  /**
+   * Gives `amount` of this instance's lease back to the period's free budget (false: the lease did
+   * not hold it). The returns of a moment, of any tenants, go in one statement (returnLeases).
+   */
+  returnLease(tenantId: string, period: string, instanceId: string, amount: Nanos): Promise<boolean> {
+    assertTenantId(tenantId);
+    if (amount <= 0n) return Promise.resolve(true);
+    return this.returning.submit('', { tenantId, period, instanceId, amount });
+  }
+
+  /**
+   * Lease returns in one statement, each row with its tenant: the periods locked in key order
+   * first (as settlements and takes lock them), then each lease by its key. A lease returned twice
+   * in one moment goes in the next statement (one update a row a statement).
+   */
+  private async returnLeases(asked: LeaseReturn[]): Promise<boolean[]> {
+    const out = new Array<boolean>(asked.length).fill(false);
+    let left = asked.map((give, i) => ({ give, i }));
+    while (left.length) {
+      const seen = new Set<string>();
+      const now: typeof left = [];
+      const later: typeof left = [];
+      for (const x of left) {
+        const k = `${x.give.tenantId}|${x.give.period}|${x.give.instanceId}`;
+        (seen.has(k) ? later : now).push(x);
+        seen.add(k);
+      }
+      const rows = await perRowTenantQuery<{ n: number }>(
+        this.ds.manager,
+        now.map((x) => x.give.tenantId),
+        `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[]) AS x(tenant_id, period, instance_id, amount, n)),
+         locked AS MATERIALIZED (
+           SELECT p.tenant_id, p.period FROM budget_periods p
+            WHERE (p.tenant_id, p.period) IN (SELECT tenant_id, period FROM x)
+            ORDER BY p.tenant_id, p.period FOR UPDATE OF p),
+         lease AS (
+           UPDATE budget_leases l SET amount_nanos = l.amount_nanos - x.amount
+             FROM x WHERE l.tenant_id = x.tenant_id AND l.period = x.period AND l.instance_id = x.instance_id AND l.amount_nanos >= x.amount
+              AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = x.tenant_id AND locked.period = x.period)
+           RETURNING x.n, x.tenant_id, x.period, x.amount),
+         per_period AS (SELECT tenant_id, period, sum(amount) AS amount FROM lease GROUP BY tenant_id, period),
+         freed AS (
+           UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - f.amount, updated_at = now()
+             FROM per_period f WHERE p.tenant_id = f.tenant_id AND p.period = f.period RETURNING 1)
+         SELECT n FROM lease`,
+        [now.map((x) => x.give.period), now.map((x) => x.give.instanceId), now.map((x) => x.give.amount.toString()), now.map((_, j) => j)],
+      );
+      for (const r of rows) out[now[r.n].i] = true;
+      left = later;
+    }
+    return out;
   }
 
   /**
@@ -549,10 +604,19 @@ export class BooksRepository {
     return rows.length > 0;
   }
 
-  /** This instance is alive: its leases (of every tenant) live on. */
-  async renewLeases(instanceId: string, ttlMs: number): Promise<void> {
-    // Maintenance of this instance's own rows across tenants.
-    await this.ds.query(`UPDATE budget_leases SET expires_at = now() + make_interval(secs => $2::double precision / 1000) WHERE instance_id = $1`, [instanceId, ttlMs]);
+  /** This instance is alive: the leases it holds live on (each named by its key, each row with its tenant). */
+  async renewLeases(instanceId: string, ttlMs: number, leases: Array<{ tenantId: string; period: string }>): Promise<void> {
+    for (let i = 0; i < leases.length; i += RENEWALS_A_STATEMENT) {
+      const some = leases.slice(i, i + RENEWALS_A_STATEMENT);
+      await perRowTenantQuery(
+        this.ds.manager,
+        some.map((l) => l.tenantId),
+        `UPDATE budget_leases l SET expires_at = now() + make_interval(secs => $4::double precision / 1000)
+           FROM unnest($1::uuid[], $2::text[]) AS k(tenant_id, period)
+          WHERE l.tenant_id = k.tenant_id AND l.period = k.period AND l.instance_id = $3`,
+        [some.map((l) => l.period), instanceId, ttlMs],
+      );
+    }
   }
 
   /**
@@ -595,10 +659,18 @@ export class BooksRepository {
            FROM lost)
        SELECT coalesce(sum(n), 0)::text AS n FROM upd`,
     );
-    // Leases of instances that stopped renewing them (dead): what they held goes back.
+    // Leases of instances that stopped renewing them (dead): what they held goes back. Their periods
+    // are locked first, in key order, as settlements, takes and returns lock them (a stalled instance
+    // may be settling on the lease being swept: no lock cycle between them).
     const leases: Array<{ n: string }> = await this.ds.query(
-      `WITH expired AS (
-         DELETE FROM budget_leases WHERE expires_at < now() RETURNING tenant_id, period, amount_nanos),
+      `WITH locked AS MATERIALIZED (
+         SELECT p.tenant_id, p.period FROM budget_periods p
+          WHERE (p.tenant_id, p.period) IN (SELECT tenant_id, period FROM budget_leases WHERE expires_at < now())
+          ORDER BY p.tenant_id, p.period FOR UPDATE OF p),
+       expired AS (
+         DELETE FROM budget_leases l WHERE l.expires_at < now()
+            AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = l.tenant_id AND locked.period = l.period)
+         RETURNING l.tenant_id, l.period, l.amount_nanos),
        totals AS (SELECT tenant_id, period, sum(amount_nanos) AS amount, count(*) FILTER (WHERE amount_nanos > 0) AS n FROM expired GROUP BY 1, 2),
        upd AS (
          UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - t.amount, updated_at = now()

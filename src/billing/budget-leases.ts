@@ -248,7 +248,9 @@ export class BudgetLeases {
     if (amount <= 0n) return;
     l.available = 0n;
     try {
-      await this.books.returnLease(l.tenantId, l.period, this.instanceId, amount);
+      const held = await this.books.returnLease(l.tenantId, l.period, this.instanceId, amount);
+      // Not held: the sweeper took the lease (this instance stalled past its TTL) and freed it already.
+      if (!held) this.logger.warn({ msg: 'a budget lease to give back was gone (swept)', tenantId: l.tenantId });
       l.held -= amount;
     } catch (err) {
       l.available += amount;
@@ -259,15 +261,16 @@ export class BudgetLeases {
   /** Renews this instance's leases; gives back the unused and the revoked. */
   private async housekeeping(): Promise<void> {
     try {
-      if (this.leases.size) await this.books.renewLeases(this.instanceId, this.opts.ttlMs);
+      if (this.leases.size) await this.books.renewLeases(this.instanceId, this.opts.ttlMs, [...this.leases.values()]);
       const now = Date.now();
-      for (const [key, l] of this.leases) {
-        if (l.refill) continue;
-        if (l.revoked || now - l.lastUsed > this.opts.idleMs) {
+      const idle = [...this.leases].filter(([, l]) => !l.refill && (l.revoked || now - l.lastUsed > this.opts.idleMs));
+      // Given back together: the returns of a moment go in one statement.
+      await Promise.all(
+        idle.map(async ([key, l]) => {
           await this.giveBack(l);
-          if (l.held === 0n) this.leases.delete(key);
-        }
-      }
+          if (l.held === 0n && !l.refill && this.leases.get(key) === l) this.leases.delete(key);
+        }),
+      );
     } catch (err) {
       this.logger.warn({ msg: 'budget lease housekeeping failed', err: loggableError(err) });
     }
@@ -278,7 +281,7 @@ export class BudgetLeases {
     this.closed = true;
     if (this.renewTimer) clearInterval(this.renewTimer);
     await this.settlements.drain();
-    for (const l of this.leases.values()) await this.giveBack(l);
+    await Promise.all([...this.leases.values()].map((l) => this.giveBack(l)));
   }
 
   /** For tests and /metrics: what this instance holds for a tenant. */
