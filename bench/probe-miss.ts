@@ -3,6 +3,9 @@
  * trivial upstream, loaded at 50 connections for BENCH_DURATION_S, with the CPU time of each process
  * (the service, PostgreSQL's backends, the upstream, this load generator) read from /proc before and
  * after, per request. A diagnostic, not a benchmark of record.
+ * PROBE_TENANTS=N spreads the requests over N tenants (after a warm-up pass of one request from
+ * each, as bench:peers does); BENCH_CPU_PROF also prints where the measured run lies in the
+ * service's profile (ms after its start).
  *
  *   npx ts-node --transpile-only bench/probe-miss.ts
  */
@@ -38,6 +41,7 @@ function postgresCpu(): number {
 async function main() {
   const durationS = Number(process.env.BENCH_DURATION_S ?? 10);
   ensureBuilt();
+  const tStart = Date.now();
   const gateway = await startGatewayOverTrivialUpstream('inkstone_bench_probe', process.env.PROBE_ENV ? JSON.parse(process.env.PROBE_ENV) : {});
   const { upstream, service, databaseUrl } = gateway;
   try {
@@ -50,11 +54,11 @@ async function main() {
     await db.connect();
     const xacts = async () => Number((await db.query(`SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`)).rows[0].xact_commit);
     let n = 0;
-    const run = (seconds: number) =>
+    const run = (seconds: number, amount?: number) =>
       autocannon({
         url: `${service.url}/v1/chat/completions`,
         connections: 50,
-        duration: seconds,
+        ...(amount ? { amount } : { duration: seconds }),
         method: 'POST',
         headers: { 'content-type': 'application/json' },
         requests: [
@@ -71,9 +75,14 @@ async function main() {
         ],
       });
     await run(Number(process.env.PROBE_WARM_S ?? 3));
+    // With many tenants, one more warm-up pass of one request from every tenant (as bench:peers does),
+    // so the measured run sees tenants that are known, each with its budget period and lease.
+    if (keys.length > 1) await run(0, Math.max(keys.length, 50));
     const x0 = await xacts();
     const before = { service: cpuOf(service.child.pid!), pg: postgresCpu(), upstream: cpuOf(upstream.child.pid!), me: process.cpuUsage() };
+    const t0 = Date.now();
     const r = await run(durationS);
+    const t1 = Date.now();
     const x1 = await xacts();
     const after = { service: cpuOf(service.child.pid!), pg: postgresCpu(), upstream: cpuOf(upstream.child.pid!), me: process.cpuUsage(before.me) };
     const reqs = r.requests.total;
@@ -102,6 +111,8 @@ async function main() {
     // What the service logged at warn or above (a request that did not answer 200 says why here).
     if (r.non2xx || r.errors) process.stderr.write(`${service.output().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-20).join('\n')}\n`);
     await db.end();
+    // For a CPU profile (BENCH_CPU_PROF): where the measured run lies, in ms after the service was started (about).
+    if (process.env.BENCH_CPU_PROF) console.log(JSON.stringify({ measuredMsAfterStart: [t0 - tStart, t1 - tStart] }));
   } finally {
     await gateway.stop();
   }
