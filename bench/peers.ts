@@ -9,12 +9,16 @@
  * Each prompt differs (a counter in the message), so every call through Inkstone misses its cache
  * and reaches the upstream, like every call through Portkey. Then the cache-hit path: one prompt,
  * repeated. Inkstone's RSS is read from /proc after the runs (VmHWM: its peak).
+ * Then the three again at one fixed offered load below saturation (an open loop, bench/lib/open-loop.ts,
+ * the same for each: half the rate Portkey served saturated, or PEERS_RATE): at saturation a closed
+ * loop's latency is mostly queueing for the two cores (Little's law), below it what each adds.
  *
  *   npm run bench:peers
  */
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import autocannon from 'autocannon';
+import { openLoop, OpenLoopResult } from './lib/open-loop';
 import { commit, ensureBuilt, json, machine, newTenant, newTenantKeys, runMain, startGatewayOverTrivialUpstream, startNode } from './lib/harness';
 
 const CONNECTIONS = 50;
@@ -46,9 +50,11 @@ export interface PeersResult {
   portkeyAddedP99Ms: number;
   inkstoneOverPortkey: number;
   inkstoneRssMb: number;
+  /** the miss path of each at one offered load (requests/s over all connections), below saturation */
+  atRate: { offered: number; direct: OpenLoopResult; portkey: OpenLoopResult; inkstone: OpenLoopResult; inkstoneAddedP50Ms: number; inkstoneAddedP99Ms: number; portkeyAddedP99Ms: number };
   /** the miss run, once quiet: completions the upstream served through Inkstone, and Inkstone's ledger rows that reached a provider */
   reconciliation: { upstreamServed: number; ledgerProviderCalls: number };
-  targets: { addedP99: boolean; miss1500: boolean; twicePortkey: boolean; hits4000: boolean; rss300: boolean; manyTenantsWithin10pc: boolean };
+  targets: { addedP99: boolean; addedP99BelowSaturation: boolean; miss1500: boolean; twicePortkey: boolean; hits4000: boolean; rss300: boolean; manyTenantsWithin10pc: boolean };
 }
 
 function row(r: autocannon.Result): Row {
@@ -59,11 +65,15 @@ function row(r: autocannon.Result): Row {
  * `durationS` of POSTs, each with its own prompt when `unique` (a counter in the message); with
  * `keys`, each request from the next tenant's key in turn (requests spread over every tenant).
  */
+/** A prompt never sent before (not in an earlier run either, so no run is answered from the cache). */
+function bodies(model: string, unique: boolean): (i: number) => string {
+  const run = randomUUID().slice(0, 8);
+  return (i) => JSON.stringify({ model, messages: [{ role: 'user', content: `用一句话说明为什么要多读书。(${unique ? `${run}-${i}` : 'same'})` }], max_tokens: 64, temperature: 0 });
+}
+
 function load(url: string, headers: Record<string, string>, model: string, durationS: number, unique: boolean, keys?: string[], amount?: number): Promise<autocannon.Result> {
   let n = 0;
-  // A prompt never sent before (not in an earlier run either, so no run is answered from the cache).
-  const run = randomUUID().slice(0, 8);
-  const body = (i: number) => JSON.stringify({ model, messages: [{ role: 'user', content: `用一句话说明为什么要多读书。(${unique ? `${run}-${i}` : 'same'})` }], max_tokens: 64, temperature: 0 });
+  const body = bodies(model, unique);
   return autocannon({
     url,
     method: 'POST',
@@ -96,10 +106,16 @@ async function main(): Promise<PeersResult> {
   const portkey = await startNode(['node_modules/@portkey-ai/gateway/build/start-server.js', '--port={port}', '--headless'], (p) => `http://127.0.0.1:${p}/`, { NODE_ENV: 'production' });
   try {
     const tenant = await newTenant(service.url, '1000000.00');
-    const inkstone = (unique: boolean) => load(`${service.url}/v1/chat/completions`, { authorization: `Bearer ${tenant.teacherKey}` }, 'inkstone-standard', durationS, unique);
-    const viaPortkey = () =>
-      load(`${portkey.url}/v1/chat/completions`, { authorization: 'Bearer bench', 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${upstream.url}/v1` }, 'deepseek-flash', durationS, true);
-    const direct = () => load(`${upstream.url}/v1/chat/completions`, { authorization: 'Bearer bench' }, 'deepseek-flash', durationS, true);
+    const sides = {
+      inkstone: { url: service.url, headers: { authorization: `Bearer ${tenant.teacherKey}` }, model: 'inkstone-standard' },
+      portkey: { url: portkey.url, headers: { authorization: 'Bearer bench', 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${upstream.url}/v1` }, model: 'deepseek-flash' },
+      direct: { url: upstream.url, headers: { authorization: 'Bearer bench' }, model: 'deepseek-flash' },
+    };
+    const inkstone = (unique: boolean) => load(`${sides.inkstone.url}/v1/chat/completions`, sides.inkstone.headers, sides.inkstone.model, durationS, unique);
+    const viaPortkey = () => load(`${sides.portkey.url}/v1/chat/completions`, sides.portkey.headers, sides.portkey.model, durationS, true);
+    const direct = () => load(`${sides.direct.url}/v1/chat/completions`, sides.direct.headers, sides.direct.model, durationS, true);
+    const atLoad = (side: keyof typeof sides, rate: number) =>
+      openLoop({ url: sides[side].url, path: '/v1/chat/completions', headers: sides[side].headers, body: bodies(sides[side].model, true), rate, durationS, connections: CONNECTIONS });
     // Warm-ups (JIT, pools), not counted.
     for (const warm of [direct, viaPortkey, () => inkstone(true)]) await warm();
     const d = row(await direct());
@@ -116,6 +132,11 @@ async function main(): Promise<PeersResult> {
     // The hit path: one prompt, answered from the cache after its first call.
     await json(`${service.url}/v1/chat/completions`, { key: tenant.teacherKey, body: { model: 'inkstone-standard', messages: [{ role: 'user', content: '用一句话说明为什么要多读书。(same)' }], max_tokens: 64, temperature: 0 } });
     const h = row(await inkstone(false));
+    // Below saturation: the same offered load through each, half of what Portkey served saturated.
+    const offered = Number(process.env.PEERS_RATE ?? Math.max(100, Math.round(p.perSecond / 2 / 50) * 50));
+    const rd = await atLoad('direct', offered);
+    const rp = await atLoad('portkey', offered);
+    const ri = await atLoad('inkstone', offered);
     // Growth: the same miss path with every request from the next of MANY tenants (each its own
     // budget period, leases, cache and limits), after one warm-up pass so each tenant is known.
     const many = Number(process.env.PEERS_TENANTS ?? 10_000);
@@ -144,9 +165,19 @@ async function main(): Promise<PeersResult> {
       portkeyAddedP99Ms: p.p99Ms - d.p99Ms,
       inkstoneOverPortkey: Math.round((m.perSecond / Math.max(1, p.perSecond)) * 100) / 100,
       inkstoneRssMb: rss,
+      atRate: {
+        offered,
+        direct: rd,
+        portkey: rp,
+        inkstone: ri,
+        inkstoneAddedP50Ms: Math.round((ri.p50Ms - rd.p50Ms) * 10) / 10,
+        inkstoneAddedP99Ms: Math.round((ri.p99Ms - rd.p99Ms) * 10) / 10,
+        portkeyAddedP99Ms: Math.round((rp.p99Ms - rd.p99Ms) * 10) / 10,
+      },
       reconciliation: { upstreamServed: after.upstream - before.upstream, ledgerProviderCalls: after.ledger - before.ledger },
       targets: {
         addedP99: inkstoneAddedP99Ms <= 10,
+        addedP99BelowSaturation: ri.p99Ms - rd.p99Ms <= 10,
         miss1500: m.perSecond >= 1500,
         twicePortkey: m.perSecond >= 2 * p.perSecond,
         hits4000: h.perSecond >= 4000,

@@ -149,7 +149,9 @@ export async function startService(env: Record<string, string>): Promise<Proc> {
   const port = await freePort();
   // BENCH_CPU_PROF=<dir> writes a V8 CPU profile of the service to that directory when it stops.
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  const child = spawn(process.execPath, [...prof, ...START_NODE_ARGS, 'dist/src/main.js'], {
+  // BENCH_NODE_ARGS: more flags for the service's node (a diagnostic, e.g. --trace-gc).
+  const extra = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
+  const child = spawn(process.execPath, [...prof, ...extra, ...START_NODE_ARGS, 'dist/src/main.js'], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH,

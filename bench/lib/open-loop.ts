@@ -1,0 +1,91 @@
+/**
+ * An open-loop load: requests sent on a fixed schedule (one every 1/rate s, whether or not earlier
+ * ones have answered) over a pool of `connections` keep-alive connections, each request's latency
+ * counted from the moment it was due, not from when a connection was free to send it. A closed
+ * loop (autocannon's default) measures mostly the queue its own clients build; autocannon's
+ * `overallRate` sends each second's quota in a burst at the start of the second and then corrects
+ * for coordinated omission with a 1 ms expected interval, which adds synthetic samples to every
+ * answer slower than 1 ms. Neither says what a gateway adds at a load it can carry; this does.
+ */
+import { Pool } from 'undici';
+
+export interface OpenLoopOptions {
+  url: string;
+  path: string;
+  headers: Record<string, string>;
+  /** the body of the i-th request */
+  body: (i: number) => string;
+  /** requests a second, spread evenly */
+  rate: number;
+  durationS: number;
+  connections: number;
+}
+
+export interface OpenLoopResult {
+  sent: number;
+  /** answered 2xx within the run and its drain */
+  ok: number;
+  non2xx: number;
+  errors: number;
+  /** answered requests a second over the scheduled duration */
+  perSecond: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+function percentile(sorted: number[], q: number): number {
+  if (!sorted.length) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+}
+
+export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
+  const pool = new Pool(o.url, { connections: o.connections, pipelining: 1 });
+  const total = Math.round(o.rate * o.durationS);
+  const latencies: number[] = [];
+  let non2xx = 0;
+  let errors = 0;
+  const inFlight: Array<Promise<void>> = [];
+  const send = (i: number, due: number) =>
+    pool
+      .request({ path: o.path, method: 'POST', headers: { 'content-type': 'application/json', ...o.headers }, body: o.body(i) })
+      .then(async (res) => {
+        await res.body.dump();
+        const ms = performance.now() - due;
+        if (res.statusCode >= 200 && res.statusCode < 300) latencies.push(ms);
+        else non2xx++;
+      })
+      .catch(() => {
+        errors++;
+      });
+  const start = performance.now() + 5;
+  let next = 0;
+  await new Promise<void>((done) => {
+    const tick = () => {
+      const now = performance.now();
+      // Every request whose time has come (a late timer sends the overdue ones at once; their
+      // latency still counts from when each was due).
+      while (next < total && start + (next * 1000) / o.rate <= now) {
+        inFlight.push(send(next, start + (next * 1000) / o.rate));
+        next++;
+      }
+      if (next >= total) return done();
+      setTimeout(tick, Math.max(0, start + (next * 1000) / o.rate - performance.now()));
+    };
+    setTimeout(tick, 5);
+  });
+  await Promise.all(inFlight);
+  await pool.close();
+  latencies.sort((a, b) => a - b);
+  const round = (ms: number) => Math.round(ms * 10) / 10;
+  return {
+    sent: total,
+    ok: latencies.length,
+    non2xx,
+    errors,
+    perSecond: Math.round(latencies.length / o.durationS),
+    p50Ms: round(percentile(latencies, 0.5)),
+    p99Ms: round(percentile(latencies, 0.99)),
+    maxMs: round(latencies[latencies.length - 1] ?? 0),
+  };
+}

@@ -1,0 +1,61 @@
+/**
+ * Where the miss path's latency tail comes from below saturation (a diagnostic, not a benchmark of
+ * record): the built service over the trivial upstream, one tenant, an open loop of RATE requests/s
+ * (default 550) for 10 s after 5 s of warm-up (bench/lib/open-loop.ts), then its p50/p99 and, when the
+ * service runs with BENCH_NODE_ARGS=--trace-gc, the garbage collections of the measured run.
+ * RATE=0: one request at a time instead, back to back, directly and through Inkstone.
+ *
+ *   BENCH_NODE_ARGS=--trace-gc RATE=200 npx ts-node --transpile-only bench/probe-tail.ts
+ */
+import { Pool } from 'undici';
+import { openLoop } from './lib/open-loop';
+import { ensureBuilt, newTenant, startGatewayOverTrivialUpstream } from './lib/harness';
+async function main() {
+  ensureBuilt();
+  const g = await startGatewayOverTrivialUpstream('inkstone_bench_tail', process.env.PROBE_ENV ? JSON.parse(process.env.PROBE_ENV) : {});
+  try {
+    const t = await newTenant(g.service.url, '1000000.00');
+    const rate = Number(process.env.RATE ?? 550);
+    if (rate === 0) {
+      // RATE=0: one request at a time, back to back, on one connection (unloaded latency), directly and through Inkstone.
+      for (const [name, url, h, model] of [
+        ['direct', g.upstream.url, { authorization: 'Bearer bench' }, 'deepseek-flash'],
+        ['inkstone', g.service.url, { authorization: `Bearer ${t.teacherKey}` }, 'inkstone-standard'],
+      ] as const) {
+        const pool = new Pool(url, { connections: 1 });
+        const ms: number[] = [];
+        for (let i = 0; i < 600; i++) {
+          const t0 = performance.now();
+          const res = await pool.request({ path: '/v1/chat/completions', method: 'POST', headers: { 'content-type': 'application/json', ...h }, body: JSON.stringify({ model, messages: [{ role: 'user', content: `q ${process.pid}-${i}-${Math.random()}` }], max_tokens: 64 }) });
+          await res.body.dump();
+          if (i >= 100) ms.push(performance.now() - t0); // after 100 of warm-up
+        }
+        await pool.close();
+        ms.sort((a, b) => a - b);
+        console.log(JSON.stringify({ side: name, p50Ms: ms[250].toFixed(2), p99Ms: ms[495].toFixed(2) }));
+      }
+      return;
+    }
+    const body = (i: number) => JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: `q ${process.pid}-${i}-${Math.random()}` }], max_tokens: 64 });
+    const headers = { authorization: `Bearer ${t.teacherKey}` };
+    await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 5, connections: 50 });
+    const mark = g.service.output().length;
+    // HEAP_SNAP=1 (with BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2): a heap snapshot before and after the run.
+    const snap = async () => {
+      if (!process.env.HEAP_SNAP) return;
+      g.service.child.kill('SIGUSR2');
+      await new Promise((res) => setTimeout(res, 8_000));
+    };
+    await snap();
+    console.log(JSON.stringify(await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50 })));
+    await snap();
+    const gc = g.service.output().slice(mark).split('\n').filter((l) => /Mark-Compact|Scavenge/.test(l));
+    // "…, 5.11 / 0.07 ms": the pause on the main thread
+    const pauses = gc.map((l) => Number(/([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0));
+    console.log('gc events', gc.length, 'scavenges', gc.filter((l) => /Scavenge/.test(l)).length, 'mark-compacts', gc.filter((l) => /Mark-Compact/.test(l)).length, 'max pause', Math.max(0, ...pauses), 'total ms', Math.round(pauses.reduce((a, b) => a + b, 0)));
+    console.log(gc.filter((l) => /Mark-Compact/.test(l)).slice(0, 3).join('\n'));
+  } finally {
+    await g.stop();
+  }
+}
+void main();
