@@ -3,13 +3,15 @@
  * record): the built service over the trivial upstream, one tenant, an open loop of RATE requests/s
  * (default 550) for 10 s after 5 s of warm-up (bench/lib/open-loop.ts), then its p50/p99 and, when the
  * service runs with BENCH_NODE_ARGS=--trace-gc, the garbage collections of the measured run.
- * RATE=0: one request at a time instead, back to back, directly and through Inkstone.
+ * RATE=0: one request at a time instead, back to back, directly and through Inkstone. It prints the
+ * service's event-loop delay and request-duration histogram; HEAP_SNAP=1 with
+ * BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2 writes heap snapshots before and after the run.
  *
  *   BENCH_NODE_ARGS=--trace-gc RATE=200 npx ts-node --transpile-only bench/probe-tail.ts
  */
 import { Pool } from 'undici';
 import { openLoop } from './lib/open-loop';
-import { ensureBuilt, newTenant, startGatewayOverTrivialUpstream } from './lib/harness';
+import { ensureBuilt, newTenant, OPERATOR, startGatewayOverTrivialUpstream } from './lib/harness';
 async function main() {
   ensureBuilt();
   const g = await startGatewayOverTrivialUpstream('inkstone_bench_tail', process.env.PROBE_ENV ? JSON.parse(process.env.PROBE_ENV) : {});
@@ -49,6 +51,9 @@ async function main() {
     await snap();
     console.log(JSON.stringify(await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50 })));
     await snap();
+    // The service's own view: event-loop delay and the chat route's server-side duration.
+    const metrics = await (await fetch(`${g.service.url}/metrics`, { headers: { authorization: `Bearer ${OPERATOR}` } })).text();
+    console.log(metrics.split('\n').filter((l) => /eventloop_lag_(p50|p90|p99|max)_seconds |http_request_duration_seconds_bucket.*chat\/completions/.test(l)).join('\n'));
     const gc = g.service.output().slice(mark).split('\n').filter((l) => /Mark-Compact|Scavenge/.test(l));
     // "…, 5.11 / 0.07 ms": the pause on the main thread
     const pauses = gc.map((l) => Number(/([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0));
