@@ -151,7 +151,10 @@ export async function startService(env: Record<string, string>): Promise<Proc> {
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
   // BENCH_NODE_ARGS: more flags for the service's node (a diagnostic, e.g. --trace-gc).
   const extra = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
-  const child = spawn(process.execPath, [...prof, ...extra, ...START_NODE_ARGS, 'dist/src/main.js'], {
+  // BENCH_SERVICE_CPUS=0: the service on those cores only (taskset execs node, so the pid is node's).
+  const pin = process.env.BENCH_SERVICE_CPUS ? ['taskset', '-c', process.env.BENCH_SERVICE_CPUS] : [];
+  const argv = [...pin, process.execPath, ...prof, ...extra, ...START_NODE_ARGS, 'dist/src/main.js'];
+  const child = spawn(argv[0], argv.slice(1), {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH,
