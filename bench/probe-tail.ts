@@ -57,6 +57,8 @@ async function main() {
     const gc = g.service.output().slice(mark).split('\n').filter((l) => /Mark-Compact|Scavenge/.test(l));
     // "…, 5.11 / 0.07 ms": the pause on the main thread
     const pauses = gc.map((l) => Number(/([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0));
+    const status = require('node:fs').readFileSync(`/proc/${g.service.child.pid}/status`, 'utf8') as string;
+    console.log('service peak RSS MB', Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024));
     console.log('gc events', gc.length, 'scavenges', gc.filter((l) => /Scavenge/.test(l)).length, 'mark-compacts', gc.filter((l) => /Mark-Compact/.test(l)).length, 'max pause', Math.max(0, ...pauses), 'total ms', Math.round(pauses.reduce((a, b) => a + b, 0)));
     console.log(gc.filter((l) => /Mark-Compact/.test(l)).slice(0, 3).join('\n'));
   } finally {

@@ -153,7 +153,7 @@ export async function startService(env: Record<string, string>): Promise<Proc> {
   const extra = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
   // BENCH_SERVICE_CPUS=0: the service on those cores only (taskset execs node, so the pid is node's).
   const pin = process.env.BENCH_SERVICE_CPUS ? ['taskset', '-c', process.env.BENCH_SERVICE_CPUS] : [];
-  const argv = [...pin, process.execPath, ...prof, ...extra, ...START_NODE_ARGS, 'dist/src/main.js'];
+  const argv = [...pin, process.execPath, ...prof, ...START_NODE_ARGS, ...extra, 'dist/src/main.js'];
   const child = spawn(argv[0], argv.slice(1), {
     cwd: ROOT,
     env: {
