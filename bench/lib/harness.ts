@@ -149,7 +149,8 @@ export async function startService(env: Record<string, string>): Promise<Proc> {
   const port = await freePort();
   // BENCH_CPU_PROF=<dir> writes a V8 CPU profile of the service to that directory when it stops.
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  // BENCH_NODE_ARGS: more flags for the service's node (a diagnostic, e.g. --trace-gc).
+  // BENCH_NODE_ARGS: more flags for the service's node (a diagnostic, e.g. --trace-gc), after the
+  // start flags so that they override them (--max-old-space-size).
   const extra = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
   // BENCH_SERVICE_CPUS=0: the service on those cores only (taskset execs node, so the pid is node's).
   const pin = process.env.BENCH_SERVICE_CPUS ? ['taskset', '-c', process.env.BENCH_SERVICE_CPUS] : [];
