@@ -71,6 +71,18 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
 
   const booksBalanced = (tenantId = tenant.tenantId) => expectBooksBalanced(ds, tenantId);
 
+  /** Records the statements (and their parameters) that reach the pool and match `pattern`, until stop(). */
+  function watchStatements(pattern: RegExp) {
+    const statements: Array<{ sql: string; params: unknown[] }> = [];
+    const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
+    const query = pool.query.bind(pool);
+    const spy = jest.spyOn(pool, 'query').mockImplementation((...args: unknown[]) => {
+      if (typeof args[0] === 'string' && pattern.test(args[0])) statements.push({ sql: args[0], params: args[1] as unknown[] });
+      return query(...args);
+    });
+    return { statements, stop: () => spy.mockRestore() };
+  }
+
   describe('pricing', () => {
     it('prices a call exactly from the provider-reported usage and the catalog', async () => {
       const r = await ask('请用一句话介绍长城。');
@@ -671,13 +683,8 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       ]);
       const periods = await Promise.all([a, b, paused, poor].map((x) => budget.currentPeriod(x.tenantId)));
       await ds.query(`UPDATE tenants SET admission_paused = true WHERE id = $1`, [paused.tenantId]);
-      const statements: string[] = [];
-      const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
-      const query = pool.query.bind(pool);
-      const watch = jest.spyOn(pool, 'query').mockImplementation((...args: unknown[]) => {
-        if (typeof args[0] === 'string' && args[0].includes('INSERT INTO budget_leases')) statements.push(args[0]);
-        return query(...args);
-      });
+      const watch = watchStatements(/INSERT INTO budget_leases/);
+      const statements = watch.statements;
       const instance = `test:${randomUUID()}`;
       const M = 1_000_000_000n; // 1 CNY
       let taken: bigint[];
@@ -691,7 +698,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
           books.takeLease(b.tenantId, periods[1], instance, 2n * M, 40n * M, 60_000),
         ]);
       } finally {
-        watch.mockRestore();
+        watch.stop();
       }
       // A: at most `want`; B: a quarter of 50 (12.5), then a quarter of the 37.5 left; the paused and the poor nothing.
       expect(taken).toEqual([10n * M, 12_500_000_000n, 0n, 0n, 9_375_000_000n]);
@@ -779,20 +786,15 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
          SELECT $1, 'filler-' || i, $2, 0, now() + interval '1 minute' FROM generate_series(1, 3000) i`,
         [filler.tenantId, instance],
       );
-      const statements: Array<{ sql: string; params: unknown[] }> = [];
-      const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
-      const query = pool.query.bind(pool);
-      const watch = jest.spyOn(pool, 'query').mockImplementation((...args: unknown[]) => {
-        if (typeof args[0] === 'string' && /budget_leases/.test(args[0])) statements.push({ sql: args[0], params: args[1] as unknown[] });
-        return query(...args);
-      });
+      const watch = watchStatements(/budget_leases/);
+      const statements = watch.statements;
       const entry = { tenantId: a.tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'miss', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider', costNanos: 5n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false } as const;
       try {
         expect(await books.settleLeased(instance, [{ tenantId: a.tenantId, period, calls: [entry] }])).toEqual([{ spent: 5n, cap: 100n * M }]);
         await books.renewLeases(instance, 120_000, [{ tenantId: a.tenantId, period }]);
         await books.returnLease(a.tenantId, period, instance, M);
       } finally {
-        watch.mockRestore();
+        watch.stop();
       }
       expect(statements).toHaveLength(3);
       // Each statement again under EXPLAIN ANALYZE (rolled back): how many lease rows it read.
@@ -834,22 +836,17 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const periods = await Promise.all(tenants.map((x) => budget.currentPeriod(x.tenantId)));
       for (const [i, x] of tenants.entries()) expect(await leases.admit(x.tenantId, periods[i], 1_000_000n)).toMatchObject({ tenantId: x.tenantId });
       for (const x of tenants) expect(leases.holding(x.tenantId).available).toBeGreaterThan(0n);
-      const statements: string[] = [];
-      const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
-      const query = pool.query.bind(pool);
-      const watch = jest.spyOn(pool, 'query').mockImplementation((...args: unknown[]) => {
-        if (typeof args[0] === 'string' && /budget_leases/.test(args[0])) statements.push(args[0]);
-        return query(...args);
-      });
+      const watch = watchStatements(/budget_leases/);
+      const statements = watch.statements;
       try {
         // Renewal: one statement for the three leases (run by the timer every third of the TTL, 1 s).
         leases.start();
         await waitFor(async () => statements.length > 0, 30_000, 'a renewal');
         await leases.close();
       } finally {
-        watch.mockRestore();
+        watch.stop();
       }
-      const kinds = statements.map((s) => (/^\s*UPDATE budget_leases l SET expires_at/.test(s) ? 'renew' : /WITH x AS/.test(s) ? 'return' : s.slice(0, 40)));
+      const kinds = statements.map(({ sql }) => (/^\s*UPDATE budget_leases l SET expires_at/.test(sql) ? 'renew' : /WITH x AS/.test(sql) ? 'return' : sql.slice(0, 40)));
       // (a slow machine may renew twice before the close)
       expect(kinds.slice(-1)).toEqual(['return']);
       expect(new Set(kinds.slice(0, -1))).toEqual(new Set(['renew']));

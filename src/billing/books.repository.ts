@@ -206,6 +206,30 @@ interface LeaseReturn {
   amount: Nanos;
 }
 
+/**
+ * Runs `run` over `items` in rounds whose keys are distinct (an item whose key is already in a
+ * round goes in the next: one statement cannot update a row twice, nor see its own first update);
+ * `run` answers each item of its round in order, and so does this.
+ */
+async function inDistinctRounds<T, R>(items: T[], key: (item: T) => string, run: (round: T[]) => Promise<R[]>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let left = items.map((item, i) => ({ item, i }));
+  while (left.length) {
+    const seen = new Set<string>();
+    const round: typeof left = [];
+    const later: typeof left = [];
+    for (const x of left) {
+      const k = key(x.item);
+      (seen.has(k) ? later : round).push(x);
+      seen.add(k);
+    }
+    const answers = await run(round.map((x) => x.item));
+    round.forEach((x, j) => (out[x.i] = answers[j]));
+    left = later;
+  }
+  return out;
+}
+
 /** Leases renewed in one statement, at most (an instance may hold one for each of 100,000 tenants). */
 const RENEWALS_A_STATEMENT = 10_000;
 
@@ -449,22 +473,12 @@ export class BooksRepository {
    * and the insert run whether or not the final select reads them, as PostgreSQL runs every
    * data-modifying WITH.)
    */
-  private async takeLeases(asked: LeaseTake[]): Promise<Nanos[]> {
-    const out = new Array<Nanos>(asked.length).fill(0n);
-    let left = asked.map((take, i) => ({ take, i }));
-    while (left.length) {
-      const seen = new Set<string>();
-      const now: typeof left = [];
-      const later: typeof left = [];
-      for (const x of left) {
-        // One take per period a statement: two would each see the same free budget.
-        const k = `${x.take.tenantId}|${x.take.period}`;
-        (seen.has(k) ? later : now).push(x);
-        seen.add(k);
-      }
+  private takeLeases(asked: LeaseTake[]): Promise<Nanos[]> {
+    // One take per period a statement: two would each see the same free budget.
+    return inDistinctRounds(asked, (t) => `${t.tenantId}|${t.period}`, async (now) => {
       const rows = await perRowTenantQuery<{ n: number; taken: string }>(
         this.ds.manager,
-        now.map((x) => x.take.tenantId),
+        now.map((t) => t.tenantId),
         `WITH x AS (
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::float8[], $7::int[])
              AS x(tenant_id, period, instance_id, want, need, ttl_ms, n)),
@@ -487,19 +501,12 @@ export class BooksRepository {
              DO UPDATE SET amount_nanos = budget_leases.amount_nanos + EXCLUDED.amount_nanos, expires_at = EXCLUDED.expires_at
            RETURNING 1)
          SELECT n, amount::text AS taken FROM free`,
-        [
-          now.map((x) => x.take.period),
-          now.map((x) => x.take.instanceId),
-          now.map((x) => x.take.want.toString()),
-          now.map((x) => x.take.need.toString()),
-          now.map((x) => x.take.ttlMs),
-          now.map((_, j) => j),
-        ],
+        [now.map((t) => t.period), now.map((t) => t.instanceId), now.map((t) => t.want.toString()), now.map((t) => t.need.toString()), now.map((t) => t.ttlMs), now.map((_, j) => j)],
       );
-      for (const r of rows) out[now[r.n].i] = BigInt(r.taken);
-      left = later;
-    }
-    return out;
+      const taken = new Array<Nanos>(now.length).fill(0n);
+      for (const r of rows) taken[r.n] = BigInt(r.taken);
+      return taken;
+    });
   }
 
   /**
@@ -517,21 +524,11 @@ export class BooksRepository {
    * first (as settlements and takes lock them), then each lease by its key. A lease returned twice
    * in one moment goes in the next statement (one update a row a statement).
    */
-  private async returnLeases(asked: LeaseReturn[]): Promise<boolean[]> {
-    const out = new Array<boolean>(asked.length).fill(false);
-    let left = asked.map((give, i) => ({ give, i }));
-    while (left.length) {
-      const seen = new Set<string>();
-      const now: typeof left = [];
-      const later: typeof left = [];
-      for (const x of left) {
-        const k = `${x.give.tenantId}|${x.give.period}|${x.give.instanceId}`;
-        (seen.has(k) ? later : now).push(x);
-        seen.add(k);
-      }
+  private returnLeases(asked: LeaseReturn[]): Promise<boolean[]> {
+    return inDistinctRounds(asked, (g) => `${g.tenantId}|${g.period}|${g.instanceId}`, async (now) => {
       const rows = await perRowTenantQuery<{ n: number }>(
         this.ds.manager,
-        now.map((x) => x.give.tenantId),
+        now.map((g) => g.tenantId),
         `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[]) AS x(tenant_id, period, instance_id, amount, n)),
          locked AS MATERIALIZED (
            SELECT p.tenant_id, p.period FROM budget_periods p
@@ -547,12 +544,12 @@ export class BooksRepository {
            UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - f.amount, updated_at = now()
              FROM per_period f WHERE p.tenant_id = f.tenant_id AND p.period = f.period RETURNING 1)
          SELECT n FROM lease`,
-        [now.map((x) => x.give.period), now.map((x) => x.give.instanceId), now.map((x) => x.give.amount.toString()), now.map((_, j) => j)],
+        [now.map((g) => g.period), now.map((g) => g.instanceId), now.map((g) => g.amount.toString()), now.map((_, j) => j)],
       );
-      for (const r of rows) out[now[r.n].i] = true;
-      left = later;
-    }
-    return out;
+      const held = new Array<boolean>(now.length).fill(false);
+      for (const r of rows) held[r.n] = true;
+      return held;
+    });
   }
 
   /**
