@@ -862,6 +862,30 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       }
     });
 
+    it('gives nothing back twice when an instance closes after its lease was swept: the sweeper already freed it', async () => {
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const x = await f.newTenant({ monthlyBudget: '100.00' });
+      const period = await budget.currentPeriod(x.tenantId);
+      const leases = new BudgetLeases(books, { ttlMs: 60_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000 }, () => Promise.reject(new Error('not settled here')));
+      const ticket = await leases.admit(x.tenantId, period, 1_000_000n);
+      expect(ticket).not.toBeNull();
+      const held = leases.holding(x.tenantId);
+      expect(held.available).toBeGreaterThan(0n);
+      expect((await booksBalanced(x.tenantId)).leased).toBe(held.held);
+      // The instance stalls past its lease's expiry: the sweeper returns the whole lease to the budget.
+      await ds.query(`UPDATE budget_leases SET expires_at = now() - interval '1 second' WHERE tenant_id = $1 AND instance_id = $2`, [x.tenantId, leases.instanceId]);
+      expect(await books.sweep()).toBeGreaterThanOrEqual(1);
+      const [before] = await ds.query(`SELECT reserved_nanos::text AS reserved FROM budget_periods WHERE tenant_id = $1 AND period = $2`, [x.tenantId, period]);
+      expect(before.reserved).toBe('0');
+      // Closing gives back what it thinks it holds: the lease is gone, so nothing moves (reserved stays 0, never negative).
+      await leases.close();
+      expect(leases.holding(x.tenantId).available).toBe(0n);
+      const [after] = await ds.query(`SELECT reserved_nanos::text AS reserved FROM budget_periods WHERE tenant_id = $1 AND period = $2`, [x.tenantId, period]);
+      expect(after.reserved).toBe('0');
+      expect((await booksBalanced(x.tenantId)).leased).toBe(0n);
+    });
+
     it('writes every ledger column of a group commit as given: awkward text, nulls, booleans and large amounts survive the arrays', async () => {
       const books = t.app.get(BooksRepository);
       const budget = t.app.get(BudgetService);
