@@ -2,6 +2,7 @@ import { DataSource } from 'typeorm';
 import { ApiError } from '../src/common/errors';
 import { MissingTenantError, TenantScopedRepository, tenantQuery } from '../src/db/tenant-scope';
 import { ApiKeyEntity } from '../src/tenancy/api-key.entity';
+import { generateApiKey } from '../src/tenancy/api-key-secret';
 import { ApiKeysService } from '../src/tenancy/api-keys.service';
 import { Factory } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
@@ -80,6 +81,29 @@ describe('tenants and API keys (real PostgreSQL)', () => {
     const wrongSecret = tenant.adminKey.slice(0, -4) + 'AAAA';
     expect(await keys.authenticate(wrongSecret)).toBeNull();
     expect(await keys.authenticate('isk_nothing')).toBeNull();
+  });
+
+  it('refuses a revoked or unknown key again without reading the database', async () => {
+    const tenant = await f.newTenant();
+    const teacher = await f.newKey(tenant, 'teacher');
+    const unknown = generateApiKey().key;
+    const reads = jest.spyOn(ds, 'query');
+    const prefixReads = () => reads.mock.calls.filter(([sql]) => /FROM api_keys WHERE prefix/.test(String(sql))).length;
+    try {
+      for (let i = 0; i < 5; i++) expect(await keys.authenticate(unknown)).toBeNull();
+      expect(prefixReads()).toBe(1);
+      expect(await keys.authenticate(teacher.key)).toEqual(teacher.auth);
+      await keys.revoke(tenant.admin, teacher.id);
+      const before = prefixReads();
+      for (let i = 0; i < 5; i++) expect(await keys.authenticate(teacher.key)).toBeNull();
+      expect(prefixReads() - before).toBe(1);
+      // The tenant's other keys, and a key issued now, are not touched by the refusals.
+      expect(await keys.authenticate(tenant.adminKey)).toEqual(tenant.admin);
+      const next = await f.newKey(tenant, 'teacher');
+      expect(await keys.authenticate(next.key)).toEqual(next.auth);
+    } finally {
+      reads.mockRestore();
+    }
   });
 
   describe('the tenant-scoped data access helper', () => {

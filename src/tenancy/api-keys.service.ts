@@ -37,6 +37,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const LAST_USED_RESOLUTION_MS = 60_000;
 /** Keys held at once (about 200 bytes each): more than the active keys of 10,000 schools, so a sweep over them all does not thrash. */
 const AUTH_CACHE_MAX = 100_000;
+/** Refused keys held at once: a flood of distinct made-up keys only cycles through them (each read is batched by prefix anyway). */
+const REFUSED_CACHE_MAX = 10_000;
 
 @Injectable()
 export class ApiKeysService {
@@ -45,6 +47,13 @@ export class ApiKeysService {
   private readonly lastTouched = new TtlCache<string, number>(LAST_USED_RESOLUTION_MS, AUTH_CACHE_MAX);
   /** Recently authenticated keys, by the SHA-256 of the key: saves a query per request. */
   private readonly authCache: TtlCache<string, TenantAuth>;
+  /**
+   * Keys refused lately (unknown or revoked), by the same cache key: a client that keeps presenting
+   * a revoked key (a forgotten script, a hostile caller) costs no query per request. A refusal never
+   * hides a key that becomes valid: a new key's secret is random, so nobody presented it before it
+   * was issued, and a revoked key stays revoked.
+   */
+  private readonly refused: TtlCache<string, true>;
   /**
    * Keys not in the auth cache, read by prefix for all the callers of a moment in one statement
    * (10,000 tenants' first calls would otherwise be 10,000 reads), and their use recorded the same way.
@@ -73,6 +82,7 @@ export class ApiKeysService {
     @Inject(CONFIG) config: AppConfig,
   ) {
     this.authCache = new TtlCache(config.authCacheTtlMs, AUTH_CACHE_MAX);
+    this.refused = new TtlCache(config.authCacheTtlMs, REFUSED_CACHE_MAX);
     bus.on<{ keyId: string }>('key-revoked', ({ keyId }) => this.authCache.deleteWhere((a) => a.keyId === keyId));
     // Back after the bus was down: a revocation may have been missed, so every key is checked again.
     bus.on('resync', () => this.authCache.clear());
@@ -170,7 +180,8 @@ export class ApiKeysService {
 
   /**
    * An active key from the auth cache, or read by `load` and cached; its use is recorded. A
-   * revocation that lands while the key is read must not leave it cached as valid.
+   * revocation that lands while the key is read must not leave it cached as valid. A key refused
+   * lately is refused again without a read.
    */
   private async lookup(cacheKey: string, load: () => Promise<{ id: string; tenant_id: string; role: ApiKeyRole } | undefined>): Promise<TenantAuth | null> {
     const hit = this.authCache.get(cacheKey);
@@ -178,9 +189,13 @@ export class ApiKeysService {
       this.touch(hit.keyId);
       return hit;
     }
+    if (this.refused.get(cacheKey)) return null;
     const mark = this.authCache.mark;
     const row = await load();
-    if (!row) return null;
+    if (!row) {
+      this.refused.set(cacheKey, true);
+      return null;
+    }
     this.touch(row.id);
     const auth: TenantAuth = { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, role: row.role };
     this.authCache.setIfUnchangedSince(mark, cacheKey, auth);
