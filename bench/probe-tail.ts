@@ -49,7 +49,13 @@ async function main() {
       await new Promise((res) => setTimeout(res, 8_000));
     };
     await snap();
-    console.log(JSON.stringify(await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50 })));
+    // Slow answers (over 20 ms) by 100 ms window of when they were due: a few dense windows at a
+    // regular spacing are pauses of the service (compare the mark-compacts' spacing below), slow
+    // answers spread evenly are queueing.
+    const slow = new Map<number, number>();
+    const onAnswer = (dueMs: number, ms: number) => ms > 20 && slow.set(Math.floor(dueMs / 100), (slow.get(Math.floor(dueMs / 100)) ?? 0) + 1);
+    console.log(JSON.stringify(await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50, onAnswer })));
+    console.log('answers over 20 ms by 100 ms window (s: count):', [...slow].map(([w, n]) => `${(w / 10).toFixed(1)}: ${n}`).join(', ') || 'none');
     await snap();
     // The service's own view: event-loop delay and the chat route's server-side duration.
     const metrics = await (await fetch(`${g.service.url}/metrics`, { headers: { authorization: `Bearer ${OPERATOR}` } })).text();
@@ -60,6 +66,9 @@ async function main() {
     const status = require('node:fs').readFileSync(`/proc/${g.service.child.pid}/status`, 'utf8') as string;
     console.log('service peak RSS MB', Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024));
     console.log('gc events', gc.length, 'scavenges', gc.filter((l) => /Scavenge/.test(l)).length, 'mark-compacts', gc.filter((l) => /Mark-Compact/.test(l)).length, 'max pause', Math.max(0, ...pauses), 'total ms', Math.round(pauses.reduce((a, b) => a + b, 0)));
+    // "[pid:addr]  7132 ms: Mark-Compact …": when, in ms since the service started
+    const mcAt = gc.filter((l) => /Mark-Compact/.test(l)).map((l) => Number(/\s(\d+) ms: /.exec(l)?.[1] ?? NaN));
+    if (mcAt.length > 1) console.log('mark-compacts every (s):', mcAt.slice(1).map((t, i) => ((t - mcAt[i]) / 1000).toFixed(2)).join(', '));
     console.log(gc.filter((l) => /Mark-Compact/.test(l)).slice(0, 3).join('\n'));
   } finally {
     await g.stop();

@@ -63,7 +63,7 @@ function track(child: ChildProcess): () => string {
   let out = '';
   const keep = (d: Buffer) => {
     out += d.toString();
-    if (out.length > 200_000) out = out.slice(-100_000);
+    if (out.length > 8_000_000) out = out.slice(-4_000_000); // room for a run under --trace-gc
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);

@@ -19,6 +19,8 @@ export interface OpenLoopOptions {
   rate: number;
   durationS: number;
   connections: number;
+  /** each 2xx answer: when it was due (ms after the run's start) and its latency */
+  onAnswer?: (dueMs: number, latencyMs: number) => void;
 }
 
 export interface OpenLoopResult {
@@ -52,8 +54,10 @@ export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
       .then(async (res) => {
         await res.body.dump();
         const ms = performance.now() - due;
-        if (res.statusCode >= 200 && res.statusCode < 300) latencies.push(ms);
-        else non2xx++;
+        if (res.statusCode >= 200 && res.statusCode < 300) {
+          latencies.push(ms);
+          o.onAnswer?.(due - start, ms);
+        } else non2xx++;
       })
       .catch(() => {
         errors++;
