@@ -6,9 +6,12 @@
  * `run` answers each item in the order given (or throws, which fails every item of that batch).
  */
 export class KeyedBatcher<I, O> {
-  private readonly queues = new Map<string, Array<{ item: I; resolve(o: O): void; reject(e: unknown): void }>>();
-  private readonly busy = new Set<string>();
-  private readonly running = new Set<Promise<void>>();
+  /**
+   * Each key's state, kept once made: keys are few and fixed (a kind of statement), and a Map whose
+   * entries come and go per batch would leave V8 hash tables behind that promote what they held
+   * (see TransientMap).
+   */
+  private readonly keys = new Map<string, KeyState<I, O>>();
 
   constructor(
     private readonly run: (key: string, items: I[]) => Promise<O[]>,
@@ -16,26 +19,29 @@ export class KeyedBatcher<I, O> {
   ) {}
 
   submit(key: string, item: I): Promise<O> {
+    let k = this.keys.get(key);
+    if (!k) this.keys.set(key, (k = { queue: [], busy: false, running: null }));
+    const state = k;
     return new Promise<O>((resolve, reject) => {
-      let queue = this.queues.get(key);
-      if (!queue) this.queues.set(key, (queue = []));
-      queue.push({ item, resolve, reject });
-      if (!this.busy.has(key)) {
-        this.busy.add(key);
-        setImmediate(() => this.flush(key));
+      state.queue.push({ item, resolve, reject });
+      if (!state.busy) {
+        state.busy = true;
+        setImmediate(() => this.flush(key, state));
       }
     });
   }
 
-  private flush(key: string): void {
-    const queue = this.queues.get(key) ?? [];
-    const batch = queue.splice(0, this.maxBatch);
-    if (queue.length === 0) this.queues.delete(key);
-    if (batch.length === 0) {
-      this.busy.delete(key);
+  private flush(key: string, k: KeyState<I, O>): void {
+    if (k.queue.length === 0) {
+      k.busy = false;
       return;
     }
-    const done = this.run(
+    let batch: Array<Pending<I, O>>;
+    if (k.queue.length <= this.maxBatch) {
+      batch = k.queue;
+      k.queue = [];
+    } else batch = k.queue.splice(0, this.maxBatch);
+    k.running = this.run(
       key,
       batch.map((b) => b.item),
     )
@@ -44,21 +50,35 @@ export class KeyedBatcher<I, O> {
         (err: unknown) => batch.forEach((b) => b.reject(err)),
       )
       .finally(() => {
-        this.running.delete(done);
+        k.running = null;
         // What arrived meanwhile goes now; the key stays busy until its queue is empty.
-        if (this.queues.has(key)) this.flush(key);
-        else this.busy.delete(key);
+        this.flush(key, k);
       });
-    this.running.add(done);
   }
 
   /** Waits until everything submitted so far is written (shutdown). */
   async drain(): Promise<void> {
-    while (this.running.size || this.queues.size) {
-      await Promise.allSettled([...this.running]);
-      if (!this.running.size && this.queues.size) await new Promise((r) => setImmediate(r));
+    for (;;) {
+      const states = [...this.keys.values()];
+      const running = states.map((k) => k.running).filter((p): p is Promise<void> => p !== null);
+      if (running.length) await Promise.allSettled(running);
+      else if (states.some((k) => k.busy)) await new Promise((r) => setImmediate(r));
+      else return;
     }
   }
+}
+
+interface Pending<I, O> {
+  item: I;
+  resolve(o: O): void;
+  reject(e: unknown): void;
+}
+
+interface KeyState<I, O> {
+  queue: Array<Pending<I, O>>;
+  /** a flush is due or running; items wait for it */
+  busy: boolean;
+  running: Promise<void> | null;
 }
 
 /**

@@ -28,7 +28,7 @@ describe('TtlCache', () => {
     expect(cache.get('h3')).toBeUndefined();
   });
 
-  it('holds at most maxEntries, dropping the least recently used', () => {
+  it('holds at most maxEntries, dropping the oldest not used since', () => {
     const cache = new TtlCache<number, number>(60_000, 3);
     for (let i = 0; i < 5; i++) cache.set(i, i * 10);
     expect(cache.size).toBe(3);
@@ -80,7 +80,9 @@ describe('TtlCache', () => {
     jest.setSystemTime(1_000_000 + 10 * 365 * 86_400_000);
     expect(cache.get('a')).toBe(1);
     cache.set('b', 2);
-    cache.set('c', 3);
+    cache.set('c', 3); // a was read since it was stored: b goes instead
+    expect(cache.get('b')).toBeUndefined();
+    cache.set('d', 4); // a has been passed over once since: now it goes
     expect(cache.get('a')).toBeUndefined();
     for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) expect(() => new TtlCache(1_000, bad)).toThrow(RangeError);
   });

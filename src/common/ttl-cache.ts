@@ -1,13 +1,19 @@
 /**
  * A small per-process cache whose entries expire a fixed time after they were stored. It holds at
- * most `maxEntries`; storing one more drops the least recently used (the Map keeps insertion order,
- * and a hit or a store moves its entry to the end, so reading, storing and evicting are O(1) and a
- * hot entry is never the one dropped). A TTL of 0 or less caches nothing; `Infinity` keeps entries
- * until they are evicted or deleted (values that never change). Callers invalidate what they
- * change; other processes see a change within the TTL.
+ * most `maxEntries`; storing one more drops one by "second chance" (the clock algorithm, close to
+ * least recently used): the oldest stored entry goes, unless it was read or stored again since it
+ * was last passed over, in which case it goes to the back, unmarked, and the next oldest is
+ * considered. So a hot entry is never the one dropped, and reading, storing and evicting are O(1)
+ * (amortized). A read only marks its entry: the Map is not reordered on every hit, because V8
+ * rebuilds a Map's hash table as keys are deleted and added, and in a long-lived Map the tables
+ * left behind are promoted with what they held (see TransientMap) — a delete and re-insert per
+ * read made a small table of garbage for the old generation on every cached lookup.
+ * A TTL of 0 or less caches nothing; `Infinity` keeps entries until they are evicted or deleted
+ * (values that never change). Callers invalidate what they change; other processes see a change
+ * within the TTL.
  */
 export class TtlCache<K, V> {
-  private readonly entries = new Map<K, { value: V; until: number }>();
+  private readonly entries = new Map<K, { value: V; until: number; used: boolean }>();
   /** Bumped by every invalidation: a value loaded before one must not be stored after it. */
   private invalidations = 0;
 
@@ -21,16 +27,37 @@ export class TtlCache<K, V> {
   get(key: K): V | undefined {
     const entry = this.entries.get(key);
     if (!entry) return undefined;
-    this.entries.delete(key);
-    if (entry.until <= Date.now()) return undefined;
-    this.entries.set(key, entry); // now the most recently used
+    if (entry.until <= Date.now()) {
+      this.entries.delete(key);
+      return undefined;
+    }
+    entry.used = true;
     return entry.value;
   }
 
   set(key: K, value: V): void {
     if (this.ttlMs <= 0) return;
-    if (!this.entries.delete(key) && this.entries.size >= this.maxEntries) this.entries.delete(this.entries.keys().next().value!);
-    this.entries.set(key, { value, until: Date.now() + this.ttlMs });
+    const until = Date.now() + this.ttlMs;
+    const entry = this.entries.get(key);
+    if (entry) {
+      entry.value = value;
+      entry.until = until;
+      entry.used = true;
+      return;
+    }
+    if (this.entries.size >= this.maxEntries) this.evictOne();
+    this.entries.set(key, { value, until, used: false });
+  }
+
+  /** The oldest entry not used since it was last passed over; the used ones it passes go to the back, unmarked. */
+  private evictOne(): void {
+    for (;;) {
+      const [key, entry] = this.entries.entries().next().value!;
+      this.entries.delete(key);
+      if (!entry.used) return;
+      entry.used = false;
+      this.entries.set(key, entry);
+    }
   }
 
   /**

@@ -63,7 +63,7 @@ export class LimitsService {
   /** the operator's limits per tenant: a change is announced on the bus, so they are held a minute */
   private readonly overrides = new TtlCache<string, Partial<TenantLimits>>(60_000, 100_000);
   /** token buckets by API key id; bounded (an evicted key starts again with a full bucket) */
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly buckets = new TtlCache<string, { tokens: number; at: number }>(Number.POSITIVE_INFINITY, BUCKETS_MAX);
   private readonly inUse = { chatInFlight: new Map<string, number>(), eventStreams: new Map<string, number>(), providerCalls: new Map<string, number>() };
   private readonly providerWaiters = new Map<string, Array<() => void>>();
   private readonly queued = new Map<string, { count: number; at: number }>();
@@ -103,14 +103,12 @@ export class LimitsService {
     const size = limits.requestBurstPerKey;
     let b = this.buckets.get(keyId);
     if (!b) {
-      if (this.buckets.size >= BUCKETS_MAX) this.buckets.delete(this.buckets.keys().next().value!);
       b = { tokens: size, at: now };
+      this.buckets.set(keyId, b);
     } else {
-      this.buckets.delete(keyId); // re-inserted below: the map stays in least-recently-used order
       b.tokens = Math.min(size, b.tokens + ((now - b.at) / 1000) * rate);
       b.at = now;
     }
-    this.buckets.set(keyId, b);
     const ok = b.tokens >= 1;
     if (ok) b.tokens -= 1;
     const retryAfterS = ok ? 0 : Math.max(1, Math.ceil((1 - b.tokens) / rate));
