@@ -12,6 +12,45 @@ export type StreamEvent =
   | { type: 'usage'; usage: Usage };
 
 /**
+ * The total timeout of one provider call, and the caller's own cancellation, as one signal that
+ * ends with the call: `clear()` on every path. (Not AbortSignal.timeout: its timer runs for the
+ * whole timeout, two minutes, after every call, holding the signal through a WeakRef, which V8's
+ * young-generation collections treat as strong, so each call's signal was promoted.)
+ */
+export class CallDeadline {
+  private readonly controller = new AbortController();
+  private readonly timer: NodeJS.Timeout;
+  timedOut = false;
+  callerWentAway = false;
+
+  constructor(
+    ms: number,
+    private readonly caller?: AbortSignal,
+  ) {
+    this.timer = setTimeout(() => {
+      this.timedOut = true;
+      this.controller.abort(new DOMException('the call took longer than its total timeout', 'TimeoutError'));
+    }, ms);
+    if (caller?.aborted) this.onCallerAbort();
+    else caller?.addEventListener('abort', this.onCallerAbort);
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  private readonly onCallerAbort = () => {
+    this.callerWentAway = true;
+    this.controller.abort(this.caller?.reason);
+  };
+
+  clear(): void {
+    clearTimeout(this.timer);
+    this.caller?.removeEventListener('abort', this.onCallerAbort);
+  }
+}
+
+/**
  * HTTP to the providers over undici: one keep-alive connection pool per origin, a connect timeout,
  * a first-byte timeout (response headers), a body-idle timeout and a total timeout per call. Every
  * failure comes out as a ProviderError with its class.
@@ -48,10 +87,8 @@ export class ProviderClient {
     adapter: DialectAdapter,
     model: CatalogModel,
     params: ChatParams,
-    signal?: AbortSignal,
+    deadline: CallDeadline,
   ): Promise<{ statusCode: number; headers: Record<string, string | string[] | undefined>; body: Readable & { text(): Promise<string> } }> {
-    const total = AbortSignal.timeout(this.cfg.totalTimeoutMs);
-    const combined = signal ? AbortSignal.any([signal, total]) : total;
     try {
       const res = await request(`${provider.baseUrl}${adapter.chatPath}`, {
         method: 'POST',
@@ -62,41 +99,50 @@ export class ProviderClient {
           accept: params.stream ? 'text/event-stream' : 'application/json',
         },
         body: JSON.stringify(adapter.buildBody(model, params)),
-        signal: combined,
+        signal: deadline.signal,
       });
       return res as never;
     } catch (err) {
-      throw networkError(err, total, signal);
+      throw networkError(err, deadline);
     }
   }
 
   /** One non-streaming call. Blank or unparseable content is an error that still carries usage. */
   async complete(provider: EnabledProvider, adapter: DialectAdapter, model: CatalogModel, params: ChatParams, signal?: AbortSignal): Promise<Completion> {
-    const res = await this.send(provider, adapter, model, { ...params, stream: false }, signal);
-    let text: string;
+    const deadline = new CallDeadline(this.cfg.totalTimeoutMs, signal);
     try {
-      text = await res.body.text();
-    } catch (err) {
-      throw networkError(err, undefined, signal);
+      const res = await this.send(provider, adapter, model, { ...params, stream: false }, deadline);
+      let text: string;
+      try {
+        text = await res.body.text();
+      } catch (err) {
+        throw networkError(err, deadline);
+      }
+      return readCompletion(adapter, res.statusCode, text, retryAfterMs(res.headers));
+    } finally {
+      deadline.clear();
     }
-    return readCompletion(adapter, res.statusCode, text, retryAfterMs(res.headers));
   }
 
   /** A request to the provider's Batch API (OpenAI-compatible files and batches), as JSON. */
   private async batchApi<T>(provider: EnabledProvider, adapter: DialectAdapter, path: string, init: { method: string; body?: unknown; form?: FormData }): Promise<T> {
+    const deadline = new CallDeadline(this.cfg.totalTimeoutMs);
     let res;
+    let text: string;
     try {
       res = await undiciFetch(`${provider.baseUrl}${path}`, {
         method: init.method,
         dispatcher: this.agent,
         headers: { authorization: `Bearer ${provider.apiKey}`, ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}) },
         body: init.form ?? (init.body !== undefined ? JSON.stringify(init.body) : undefined),
-        signal: AbortSignal.timeout(this.cfg.totalTimeoutMs),
+        signal: deadline.signal,
       } as never);
+      text = await res.text();
     } catch (err) {
-      throw networkError(err);
+      throw networkError(err, deadline);
+    } finally {
+      deadline.clear();
     }
-    const text = await res.text();
     if (res.status >= 400) throw adapter.classifyError(res.status, parseJson(text) ?? text, undefined);
     return (path.endsWith('/content') ? text : parseJson(text)) as T;
   }
@@ -126,7 +172,16 @@ export class ProviderClient {
    * first `next()`, so the caller can still fail over; one after is thrown mid-iteration.
    */
   async *stream(provider: EnabledProvider, adapter: DialectAdapter, model: CatalogModel, params: ChatParams, signal?: AbortSignal): AsyncGenerator<StreamEvent> {
-    const res = await this.send(provider, adapter, model, { ...params, stream: true }, signal);
+    const deadline = new CallDeadline(this.cfg.totalTimeoutMs, signal);
+    try {
+      yield* this.streamWithin(provider, adapter, model, params, deadline);
+    } finally {
+      deadline.clear();
+    }
+  }
+
+  private async *streamWithin(provider: EnabledProvider, adapter: DialectAdapter, model: CatalogModel, params: ChatParams, deadline: CallDeadline): AsyncGenerator<StreamEvent> {
+    const res = await this.send(provider, adapter, model, { ...params, stream: true }, deadline);
     if (res.statusCode >= 400) {
       const text = await res.body.text().catch(() => '');
       throw adapter.classifyError(res.statusCode, parseJson(text) ?? text, retryAfterMs(res.headers));
@@ -174,7 +229,7 @@ export class ProviderClient {
       }
     } catch (err) {
       if (err instanceof ProviderError) throw err;
-      const e = networkError(err, undefined, signal);
+      const e = networkError(err, deadline);
       // The connection broke while the answer was streaming in.
       if (e.reason === 'network') throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
       throw e;
@@ -242,11 +297,11 @@ export function retryAfterMs(headers: Record<string, string | string[] | undefin
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
-function networkError(err: unknown, total?: AbortSignal, caller?: AbortSignal): ProviderError {
+function networkError(err: unknown, deadline?: CallDeadline): ProviderError {
   if (err instanceof ProviderError) return err;
   const e = err as { code?: string; name?: string; message?: string };
-  if (caller?.aborted) return new ProviderError('fatal', 'cancelled', 'the caller went away');
-  if (total?.aborted || e.name === 'TimeoutError') return new ProviderError('retryable', 'timeout', 'the call took longer than LLM_TOTAL_TIMEOUT_MS');
+  if (deadline?.callerWentAway) return new ProviderError('fatal', 'cancelled', 'the caller went away');
+  if (deadline?.timedOut || e.name === 'TimeoutError') return new ProviderError('retryable', 'timeout', 'the call took longer than LLM_TOTAL_TIMEOUT_MS');
   if (err instanceof undiciErrors.ConnectTimeoutError) return new ProviderError('retryable', 'connect_timeout', 'could not connect in time');
   if (err instanceof undiciErrors.HeadersTimeoutError) return new ProviderError('retryable', 'timeout', 'no answer within LLM_FIRST_BYTE_TIMEOUT_MS');
   if (err instanceof undiciErrors.BodyTimeoutError) return new ProviderError('retryable', 'timeout', 'the answer stalled');
