@@ -2,7 +2,8 @@
  * Where the miss path's latency tail comes from below saturation (a diagnostic, not a benchmark of
  * record): the built service over the trivial upstream, one tenant, an open loop of RATE requests/s
  * (default 550) for 10 s after 5 s of warm-up (bench/lib/open-loop.ts), then its p50/p99 and, when the
- * service runs with BENCH_NODE_ARGS=--trace-gc, the garbage collections of the measured run.
+ * service runs with BENCH_NODE_ARGS=--trace-gc, the garbage collections of the measured run (with
+ * --trace-gc-nvp, what its scavenges promoted to the old generation, a request).
  * RATE=0: one request at a time instead, back to back, directly and through Inkstone. It prints the
  * service's event-loop delay and request-duration histogram; HEAP_SNAP=1 with
  * BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2 writes heap snapshots before and after the run.
@@ -63,6 +64,9 @@ async function main() {
     const gc = g.service.output().slice(mark).split('\n').filter((l) => /Mark-Compact|Scavenge/.test(l));
     // "…, 5.11 / 0.07 ms": the pause on the main thread
     const pauses = gc.map((l) => Number(/([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0));
+    // With BENCH_NODE_ARGS=--trace-gc-nvp: what the scavenges promoted to the old generation in the run, a request.
+    const promoted = g.service.output().slice(mark).split('\n').map((l) => /\bgc=s\b.*\bpromoted=(\d+)/.exec(l)?.[1]).filter((v): v is string => v !== undefined);
+    if (promoted.length) console.log('promoted by scavenges: KB a request', (promoted.reduce((a, v) => a + Number(v), 0) / 1024 / (rate * 10)).toFixed(2), 'in', promoted.length, 'scavenges');
     const status = require('node:fs').readFileSync(`/proc/${g.service.child.pid}/status`, 'utf8') as string;
     console.log('service peak RSS MB', Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024));
     console.log('gc events', gc.length, 'scavenges', gc.filter((l) => /Scavenge/.test(l)).length, 'mark-compacts', gc.filter((l) => /Mark-Compact/.test(l)).length, 'max pause', Math.max(0, ...pauses), 'total ms', Math.round(pauses.reduce((a, b) => a + b, 0)));
