@@ -66,6 +66,8 @@ async function main() {
     const pauses = gc.map((l) => Number(/([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0));
     // With BENCH_NODE_ARGS=--trace-gc-nvp: what the scavenges promoted to the old generation in the run, a request.
     const promoted = g.service.output().slice(mark).split('\n').map((l) => /\bgc=s\b.*\bpromoted=(\d+)/.exec(l)?.[1]).filter((v): v is string => v !== undefined);
+    const rates = g.service.output().slice(mark).split('\n').map((l) => /\bgc=s\b.*\bpromotion_rate=([\d.]+)%/.exec(l)?.[1]).filter((v): v is string => v !== undefined).map(Number).sort((a, b) => a - b);
+    if (rates.length) console.log('scavenges: median share of the last survivors promoted (%)', rates[rates.length >> 1]);
     if (promoted.length) console.log('promoted by scavenges: KB a request', (promoted.reduce((a, v) => a + Number(v), 0) / 1024 / (rate * 10)).toFixed(2), 'in', promoted.length, 'scavenges');
     const status = require('node:fs').readFileSync(`/proc/${g.service.child.pid}/status`, 'utf8') as string;
     console.log('service peak RSS MB', Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024));
