@@ -1,5 +1,6 @@
 /**
- * Why a long-lived Map whose keys come and go must not hold request objects (src/common/transient-map.ts):
+ * Why a long-lived Map whose keys come and go should not hold request objects (src/common/ttl-cache.ts,
+ * src/common/keyed-batcher.ts):
  * one Map made at start (so it is in the old generation), one short-lived ~30 KB object a request
  * stored in it for 5 ms and deleted ("map"), against the same object held in a variable ("plain").
  * V8 rebuilds the Map's hash table as keys come and go and leaves the old tables linked, with their

@@ -9,7 +9,7 @@ export class KeyedBatcher<I, O> {
   /**
    * Each key's state, kept once made: keys are few and fixed (a kind of statement), and a Map whose
    * entries come and go per batch would leave V8 hash tables behind that promote what they held
-   * (see TransientMap).
+   * (bench/probe-map-churn.js).
    */
   private readonly keys = new Map<string, KeyState<I, O>>();
 

@@ -6,7 +6,7 @@
  * considered. So a hot entry is never the one dropped, and reading, storing and evicting are O(1)
  * (amortized). A read only marks its entry: the Map is not reordered on every hit, because V8
  * rebuilds a Map's hash table as keys are deleted and added, and in a long-lived Map the tables
- * left behind are promoted with what they held (see TransientMap) — a delete and re-insert per
+ * left behind are promoted with what they held (bench/probe-map-churn.js) — a delete and re-insert per
  * read made a small table of garbage for the old generation on every cached lookup.
  * A TTL of 0 or less caches nothing; `Infinity` keeps entries until they are evicted or deleted
  * (values that never change). Callers invalidate what they change; other processes see a change

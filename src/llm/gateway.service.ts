@@ -25,7 +25,6 @@ import { estimatePromptTokens } from './tokens';
 import { ChatMessage, ChatParams, ProviderError, samplingOf, Usage } from './types';
 import { GatewayMetrics } from './gateway-metrics';
 import { LimitsService } from '../tenancy/limits.service';
-import { TransientMap } from '../common/transient-map';
 
 export * from './gateway-types';
 
@@ -49,7 +48,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   private readonly client: ProviderClient;
   private readonly batches: BatchCollector;
   private readonly health: ProviderHealth;
-  private readonly flights = new TransientMap<string, Promise<GatewayResult<unknown>>>();
+  private readonly flights = new Map<string, Promise<GatewayResult<unknown>>>();
 
   constructor(
     @Inject(CONFIG) private readonly config: AppConfig,
