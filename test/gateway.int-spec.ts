@@ -334,6 +334,33 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await booksBalanced();
     }, 30_000);
 
+    it('times out a provider whose answer trickles in past the total timeout and falls back', async () => {
+      // Headers at once, then a blank line every 500 ms: neither the first-byte (1.5 s) nor the body-idle
+      // timeout fires, only the total one (LLM_TOTAL_TIMEOUT_MS, 4 s in tests).
+      fake.enqueue('deepseek', Array(3).fill({ kind: 'ok', content: 'too late', latencyMs: 6_000, blankLinesBefore: 12 }));
+      const r = await ask('slowly?', { maxTokens: 50 });
+      expect(r.provider).toBe('dashscope');
+      expect(r.content).not.toBe('too late');
+      const rows = await ledger();
+      expect(rows.filter((x: { provider: string; error_reason: string }) => x.provider === 'deepseek' && x.error_reason === 'timeout').length).toBeGreaterThanOrEqual(1);
+      await booksBalanced();
+    }, 40_000);
+
+    it('stops at once, without failing over, when the caller goes away during the call', async () => {
+      fake.enqueue('deepseek', { kind: 'hang' });
+      const caller = new AbortController();
+      setTimeout(() => caller.abort(new Error('client closed')), 300);
+      const err = await ask('never mind', { signal: caller.signal }).catch((e) => e);
+      expect(err).toBeInstanceOf(GatewayError);
+      expect(err.message).toMatch(/cancelled/);
+      expect(fake.requests.filter((x) => x.dialect !== 'deepseek')).toHaveLength(0); // no failover
+      // One attempt, ended by the caller (not by a timeout first), and nothing charged for it.
+      const rows = await ledger();
+      expect(rows).toHaveLength(1);
+      expect(rows[0]).toMatchObject({ provider: 'deepseek', outcome: 'fatal', error_reason: 'cancelled', cost_nanos: '0' });
+      await booksBalanced();
+    });
+
     it('survives a connection reset', async () => {
       fake.enqueue('deepseek', { kind: 'reset' });
       const r = await ask('reset');
