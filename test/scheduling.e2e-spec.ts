@@ -17,7 +17,17 @@ import { expectBooksBalanced } from './support/books';
  * The app's clock is set to a Tuesday morning at peak; the database's clock cannot be moved, so
  * "time passing" is the test moving the waiting job's run_after to now.
  */
-const beijing = (local: string) => new Date(`${local}+08:00`);
+/**
+ * The scenario's dates, moved forward by whole 52-week steps until they are in the future: the
+ * queue compares a job's run_after with the database's real clock, so a scenario day that has
+ * passed would make the waiting jobs due at once. 364 days keep the weekday (a Tuesday around
+ * 1 December, no public holiday near it).
+ */
+const STEP_MS = 364 * 86_400_000;
+const SHIFT_MS = STEP_MS * Math.max(0, Math.ceil((Date.now() + 3 * 86_400_000 - Date.parse('2026-12-01T10:15:00+08:00')) / STEP_MS));
+const beijing = (local: string) => new Date(Date.parse(`${local}+08:00`) + SHIFT_MS);
+/** The same, as a deadline to send: an ISO string. */
+const due = (local: string) => beijing(local).toISOString();
 const TUESDAY_PEAK = beijing('2026-12-01T10:15:00');
 const LUNCH_OFF_PEAK = beijing('2026-12-01T12:00:30');
 /** qwen3-max in real time, nano-yuan per token: input, cached input, output */
@@ -74,7 +84,7 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     waitFor(async () => (await Promise.all(ids.map(view))).every((v) => v.status === 'graded' || v.status === 'needs_review'), 20_000, 'essays graded');
 
   it('waits for the off-peak window when the class set is due tomorrow, and says per essay what that saved', async () => {
-    const a = await assignment('2026-12-02T08:00:00+08:00');
+    const a = await assignment(due('2026-12-02T08:00:00'));
     expect(a.dueBy).toBe(beijing('2026-12-02T08:00:00').toISOString());
     const ids = await submit(a.id, [11, 12]);
 
@@ -126,7 +136,7 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
   });
 
   it('never misses a deadline to save money: due before the window (less the margin) grades now, at peak', async () => {
-    const a = await assignment('2026-12-01T12:20:00+08:00'); // 12:20 − 30 min margin is before 12:00
+    const a = await assignment(due('2026-12-01T12:20:00')); // 12:20 − 30 min margin is before 12:00
     const [id] = await submit(a.id, [14]);
     await waitGraded([id]);
     const v = await view(id);
@@ -137,7 +147,7 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
   });
 
   it('when the budget is gone by the time the window opens, grades offline as any grading would: nothing charged, nothing lost', async () => {
-    const a = await assignment('2026-12-02T08:00:00+08:00');
+    const a = await assignment(due('2026-12-02T08:00:00'));
     const [id] = await submit(a.id, [16]);
     await waitFor(async () => (await jobsOf([id]))[0]?.plan?.mode === 'off_peak', 10_000, 'deferred');
     // Meanwhile the admin lowers the cap to nothing (policy offline, the default).
@@ -155,11 +165,11 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
   });
 
   it('refuses a deadline in the past or too far ahead, and clears one with null', async () => {
-    const past = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: '2026-11-01T08:00:00+08:00' }).expect(400);
+    const past = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: due('2026-11-01T08:00:00') }).expect(400);
     expect(past.body.error.details[0]).toEqual({ field: 'dueBy', message: 'dueBy must be in the future' });
-    await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: '2027-06-01T08:00:00+08:00' }).expect(400);
+    await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: due('2027-06-01T08:00:00') }).expect(400);
     await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: 'tomorrow' }).expect(400);
-    const a = await assignment('2026-12-02T08:00:00+08:00');
+    const a = await assignment(due('2026-12-02T08:00:00'));
     const cleared = await t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ dueBy: null }).expect(200);
     expect(cleared.body.dueBy).toBeNull();
     const [id] = await submit(a.id, [15]);
@@ -197,7 +207,7 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       await sell();
       const id = await gradedEssay(22);
       fake.reset();
-      const order = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: '2026-12-04T08:00:00+08:00' }).expect(202);
+      const order = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: due('2026-12-04T08:00:00') }).expect(202);
       await waitDelivered(id);
       expect(fake.requests.filter((r) => r.batchId).length).toBeGreaterThan(0);
       const [call] = await deepCalls();
@@ -217,7 +227,7 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       const id = await gradedEssay(24);
       fake.reset();
       fake.failNextBatch('dashscope', 'failed');
-      await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: '2026-12-04T08:00:00+08:00' }).expect(202);
+      await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: due('2026-12-04T08:00:00') }).expect(202);
       await waitDelivered(id);
       const calls = await deepCalls();
       expect(calls.map((c: { batch: boolean; outcome: string }) => [c.batch, c.outcome])).toEqual([
