@@ -4,6 +4,8 @@
  *  - directly,
  *  - through the open-source Portkey gateway (`@portkey-ai/gateway`, a dev dependency: no budget,
  *    no database, no cache; provider "openai" with the upstream as its custom host),
+ *  - through a bare forwarder (bench/lib/bare-forwarder.js: Fastify + undici, the JSON parsed and
+ *    forwarded, nothing else): the floor, what the shared machine charges any Node gateway here,
  *  - through Inkstone as `npm start` runs it, with everything on: key auth, the tenant's budget
  *    (reservation and settlement), the ledger, the answer cache (looked up and written), limits.
  * Each prompt differs (a counter in the message), so every call through Inkstone misses its cache
@@ -40,6 +42,8 @@ export interface PeersResult {
   portkeyVersion: string;
   direct: Row;
   portkey: Row;
+  /** the bare forwarder: the floor */
+  floor: Row;
   inkstoneMiss: Row;
   /** the miss path with its requests spread over `manyTenants` active tenants, each with its own budget, leases and cache */
   manyTenants: number;
@@ -48,10 +52,21 @@ export interface PeersResult {
   /** Inkstone's p99 less the upstream's own, on the miss path */
   inkstoneAddedP99Ms: number;
   portkeyAddedP99Ms: number;
+  floorAddedP99Ms: number;
   inkstoneOverPortkey: number;
   inkstoneRssMb: number;
   /** the miss path of each at one offered load (requests/s over all connections), below saturation */
-  atRate: { offered: number; direct: OpenLoopResult; portkey: OpenLoopResult; inkstone: OpenLoopResult; inkstoneAddedP50Ms: number; inkstoneAddedP99Ms: number; portkeyAddedP99Ms: number };
+  atRate: {
+    offered: number;
+    direct: OpenLoopResult;
+    portkey: OpenLoopResult;
+    floor: OpenLoopResult;
+    inkstone: OpenLoopResult;
+    inkstoneAddedP50Ms: number;
+    inkstoneAddedP99Ms: number;
+    portkeyAddedP99Ms: number;
+    floorAddedP99Ms: number;
+  };
   /** the miss run, once quiet: completions the upstream served through Inkstone, and Inkstone's ledger rows that reached a provider */
   reconciliation: { upstreamServed: number; ledgerProviderCalls: number };
   targets: { addedP99: boolean; addedP99BelowSaturation: boolean; miss1500: boolean; twicePortkey: boolean; hits4000: boolean; rss300: boolean; manyTenantsWithin10pc: boolean };
@@ -104,22 +119,26 @@ async function main(): Promise<PeersResult> {
   const gateway = await startGatewayOverTrivialUpstream('inkstone_bench_peers');
   const { upstream, service } = gateway;
   const portkey = await startNode(['node_modules/@portkey-ai/gateway/build/start-server.js', '--port={port}', '--headless'], (p) => `http://127.0.0.1:${p}/`, { NODE_ENV: 'production' });
+  const forwarder = await startNode(['bench/lib/bare-forwarder.js', '{port}', upstream.url], (p) => `http://127.0.0.1:${p}/`, { NODE_ENV: 'production' });
   try {
     const tenant = await newTenant(service.url, '1000000.00');
     const sides = {
       inkstone: { url: service.url, headers: { authorization: `Bearer ${tenant.teacherKey}` }, model: 'inkstone-standard' },
       portkey: { url: portkey.url, headers: { authorization: 'Bearer bench', 'x-portkey-provider': 'openai', 'x-portkey-custom-host': `${upstream.url}/v1` }, model: 'deepseek-flash' },
       direct: { url: upstream.url, headers: { authorization: 'Bearer bench' }, model: 'deepseek-flash' },
+      floor: { url: forwarder.url, headers: { authorization: 'Bearer bench' }, model: 'deepseek-flash' },
     };
     const inkstone = (unique: boolean) => load(`${sides.inkstone.url}/v1/chat/completions`, sides.inkstone.headers, sides.inkstone.model, durationS, unique);
     const viaPortkey = () => load(`${sides.portkey.url}/v1/chat/completions`, sides.portkey.headers, sides.portkey.model, durationS, true);
     const direct = () => load(`${sides.direct.url}/v1/chat/completions`, sides.direct.headers, sides.direct.model, durationS, true);
+    const viaFloor = () => load(`${sides.floor.url}/v1/chat/completions`, sides.floor.headers, sides.floor.model, durationS, true);
     const atLoad = (side: keyof typeof sides, rate: number) =>
       openLoop({ url: sides[side].url, path: '/v1/chat/completions', headers: sides[side].headers, body: bodies(sides[side].model, true), rate, durationS, connections: CONNECTIONS });
     // Warm-ups (JIT, pools), not counted.
-    for (const warm of [direct, viaPortkey, () => inkstone(true)]) await warm();
+    for (const warm of [direct, viaPortkey, viaFloor, () => inkstone(true)]) await warm();
     const d = row(await direct());
     const p = row(await viaPortkey());
+    const f = row(await viaFloor());
     // When a run stops, up to `connections` requests are still in flight: the server completes and
     // records them. The counts are read once everything is quiet.
     const quiet = () => new Promise((r) => setTimeout(r, 1_000));
@@ -136,6 +155,7 @@ async function main(): Promise<PeersResult> {
     const offered = Number(process.env.PEERS_RATE ?? Math.max(100, Math.round(p.perSecond / 2 / 50) * 50));
     const rd = await atLoad('direct', offered);
     const rp = await atLoad('portkey', offered);
+    const rf = await atLoad('floor', offered);
     const ri = await atLoad('inkstone', offered);
     // Growth: the same miss path with every request from the next of MANY tenants (each its own
     // budget period, leases, cache and limits), after one warm-up pass so each tenant is known.
@@ -157,22 +177,26 @@ async function main(): Promise<PeersResult> {
       portkeyVersion: version,
       direct: d,
       portkey: p,
+      floor: f,
       inkstoneMiss: m,
       manyTenants: many,
       inkstoneMissManyTenants: mt,
       inkstoneHit: h,
       inkstoneAddedP99Ms,
       portkeyAddedP99Ms: p.p99Ms - d.p99Ms,
+      floorAddedP99Ms: f.p99Ms - d.p99Ms,
       inkstoneOverPortkey: Math.round((m.perSecond / Math.max(1, p.perSecond)) * 100) / 100,
       inkstoneRssMb: rss,
       atRate: {
         offered,
         direct: rd,
         portkey: rp,
+        floor: rf,
         inkstone: ri,
         inkstoneAddedP50Ms: Math.round((ri.p50Ms - rd.p50Ms) * 10) / 10,
         inkstoneAddedP99Ms: Math.round((ri.p99Ms - rd.p99Ms) * 10) / 10,
         portkeyAddedP99Ms: Math.round((rp.p99Ms - rd.p99Ms) * 10) / 10,
+        floorAddedP99Ms: Math.round((rf.p99Ms - rd.p99Ms) * 10) / 10,
       },
       reconciliation: { upstreamServed: after.upstream - before.upstream, ledgerProviderCalls: after.ledger - before.ledger },
       targets: {
@@ -188,6 +212,7 @@ async function main(): Promise<PeersResult> {
   } finally {
     await gateway.stop();
     await portkey.stop();
+    await forwarder.stop();
   }
 }
 

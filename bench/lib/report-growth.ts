@@ -41,9 +41,11 @@ synthetic samples for every answer slower than 1 ms: not used.)
 |---|---|---|---|---|
 ${r('upstream directly', a.direct)}
 ${r('through Portkey', a.portkey)}
-${r('through Inkstone, cache miss (budget, ledger, cache write)', a.inkstone)}
+${a.floor ? r('through a bare forwarder (the floor)', a.floor) + '\n' : ''}${r('through Inkstone, cache miss (budget, ledger, cache write)', a.inkstone)}
 
-Added over the upstream's own at this load: Inkstone p50 ${a.inkstoneAddedP50Ms} ms, p99 ${a.inkstoneAddedP99Ms} ms; Portkey p99 ${a.portkeyAddedP99Ms} ms.
+Added over the upstream's own at this load: Inkstone p50 ${a.inkstoneAddedP50Ms} ms, p99 ${a.inkstoneAddedP99Ms} ms; Portkey p99 ${a.portkeyAddedP99Ms} ms${
+    a.floor ? `; the bare forwarder p99 ${a.floorAddedP99Ms} ms` : ''
+  }.
 
 `;
   return intro + table;
@@ -57,7 +59,13 @@ export function renderPeers(p: any): string {
 A trivial OpenAI-compatible upstream (its own process; one small fixed answer with usage) called at
 ${p.connections} connections for ${p.durationS} s each: directly; through the open-source Portkey gateway
 (\`@portkey-ai/gateway\` ${p.portkeyVersion}, no budget, no database, no cache: provider \`openai\`, the upstream as
-its custom host); and through Inkstone as \`npm start\` runs it (its heap capped at 256 MB) with everything on (key auth, limits,
+its custom host);${
+    p.floor
+      ? ` through a bare forwarder (\`bench/lib/bare-forwarder.js\`: Fastify takes the request and parses its JSON, undici
+forwards it over a keep-alive pool, the answer is parsed and sent back; no auth, budget, ledger, cache or logging: the floor, what
+this shared machine charges any Node gateway on Inkstone's stack before it does any work);`
+      : ''
+  } and through Inkstone as \`npm start\` runs it (its heap capped at 256 MB) with everything on (key auth, limits,
 the tenant's budget reservation and settlement, the ledger row, the answer cache looked up and
 written). Every prompt differs, so each call through Inkstone misses its cache and reaches the
 upstream, as each call through Portkey does; the hit row repeats one prompt. Commit \`${p.commit}\`,
@@ -72,11 +80,11 @@ settings and lease), then spreads the measured run over them all, each request f
 |---|---|---|---|---|
 ${r('upstream directly', p.direct)}
 ${r('through Portkey', p.portkey)}
-${r('through Inkstone, cache miss (budget, ledger, cache write)', p.inkstoneMiss)}
+${p.floor ? r('through a bare forwarder (the floor)', p.floor) + '\n' : ''}${r('through Inkstone, cache miss (budget, ledger, cache write)', p.inkstoneMiss)}
 ${p.inkstoneMissManyTenants ? r(`through Inkstone, cache miss, spread over ${p.manyTenants.toLocaleString('en')} tenants`, p.inkstoneMissManyTenants) + '\n' : ''}${r('through Inkstone, cache hit', p.inkstoneHit)}
 
 Inkstone on the miss path: ${p.inkstoneOverPortkey}× Portkey's requests per second; p99 added over the upstream's
-own: ${p.inkstoneAddedP99Ms} ms (Portkey: ${p.portkeyAddedP99Ms} ms). Inkstone's peak RSS: ${p.inkstoneRssMb} MB. During the miss run (counted once quiet)
+own: ${p.inkstoneAddedP99Ms} ms (Portkey: ${p.portkeyAddedP99Ms} ms${p.floor ? `; the bare forwarder: ${p.floorAddedP99Ms} ms` : ''}). Inkstone's peak RSS: ${p.inkstoneRssMb} MB. During the miss run (counted once quiet)
 the upstream served ${p.reconciliation.upstreamServed.toLocaleString('en')} completions and Inkstone's ledger recorded ${p.reconciliation.ledgerProviderCalls.toLocaleString('en')} provider calls.
 
 ${p.atRate ? renderAtRate(p) : ''}What the latency target asks of this load: each of the ${p.connections} connections sends its next request when the
