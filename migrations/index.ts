@@ -21,6 +21,7 @@ import { BudgetLeases1766400000000 } from './1766400000000-BudgetLeases';
 import { Scheduling1766500000000 } from './1766500000000-Scheduling';
 import { LostCalls1766600000000 } from './1766600000000-LostCalls';
 import { LeaseKeys1766700000000 } from './1766700000000-LeaseKeys';
+import { LedgerDailySchedule1766800000000 } from './1766800000000-LedgerDailySchedule';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -51,4 +52,5 @@ export const MIGRATIONS = [
   Scheduling1766500000000,
   LostCalls1766600000000,
   LeaseKeys1766700000000,
+  LedgerDailySchedule1766800000000,
 ];

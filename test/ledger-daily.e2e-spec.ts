@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { LedgerDailySchedule1766800000000 } from '../migrations/1766800000000-LedgerDailySchedule';
 import { formatCny } from '../src/common/money';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
@@ -43,12 +44,15 @@ describe('the daily roll-up of the ledger', () => {
             rnd() < 0.2 ? null : keys[Math.floor(rnd() * keys.length)], purposes[Math.floor(rnd() * purposes.length)], tier, provider, model,
             provider === null ? 'bypass' : hit ? 'hit' : 'miss', ok ? 'ok' : 'fallback', input, Math.floor(input / 3), Math.floor(rnd() * 800),
             hit ? 0 : Math.floor(rnd() * 5_000_000), hit ? Math.floor(rnd() * 3_000_000) : 0, Math.floor(rnd() * 100), Math.floor(rnd() * 3000), rnd() < 0.1,
+            // a third of the paid calls scheduled: what waiting saved (now and then a little more expensive)
+            !hit && provider !== null && rnd() < 0.35 ? Math.floor(rnd() * 2_000_000) - 200_000 : null,
           ]);
         }
-        const cols = 21;
+        const cols = 22;
         await t.dataSource.query(
           `INSERT INTO llm_calls (tenant_id, id, period, created_at, call_group, attempt, api_key_id, purpose, tier, provider, model, cache_status, outcome,
-                                  input_tokens, cached_input_tokens, output_tokens, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, batch)
+                                  input_tokens, cached_input_tokens, output_tokens, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, batch,
+                                  schedule_saved_nanos)
            VALUES ${rows.map((_, r) => `(${Array.from({ length: cols }, (__, c) => `$${r * cols + c + 1}`).join(', ')})`).join(', ')}`,
           rows.flat(),
         );
@@ -116,6 +120,7 @@ describe('the daily roll-up of the ledger', () => {
     const [raw] = await t.dataSource.query(
       `SELECT count(*)::int AS calls, count(*) FILTER (WHERE cache_status = 'hit')::int AS hits, count(*) FILTER (WHERE outcome <> 'ok')::int AS failed,
               sum(cost_nanos)::text AS cost, sum(compression_saved_tokens)::int AS comp,
+              coalesce(sum(schedule_saved_nanos) FILTER (WHERE NOT batch), 0)::text AS scheduled,
               round(avg(latency_ms) FILTER (WHERE cache_status <> 'hit' AND outcome = 'ok'))::int AS latency
          FROM llm_calls WHERE tenant_id = $1 AND period = $2`,
       [tenant.tenantId, p.period],
@@ -128,6 +133,27 @@ describe('the daily roll-up of the ledger', () => {
     const report = (await t.http.get(`/v1/reports/month?period=${p.period}`).set(bearer(tenant.adminKey)).expect(200)).body;
     expect(report.modelCost).toBe(formatCny(BigInt(raw.cost)));
     expect(report.ledgerCalls).toBe(raw.calls);
+    expect(BigInt(raw.scheduled)).toBeGreaterThan(0n);
+    expect(report.savedByScheduling).toBe(formatCny(BigInt(raw.scheduled)));
+  });
+
+  it('fills in what scheduling saved for the days rolled up before the roll-up kept it (its migration, down and up again)', async () => {
+    const period = async () => (await t.dataSource.query(`SELECT period FROM llm_calls WHERE tenant_id = $1 GROUP BY 1 ORDER BY count(*) DESC LIMIT 1`, [tenant.tenantId]))[0].period;
+    const p = await period();
+    const before = (await t.http.get(`/v1/reports/month?period=${p}`).set(bearer(tenant.adminKey)).expect(200)).body;
+    const q = t.dataSource.createQueryRunner();
+    try {
+      const m = new LedgerDailySchedule1766800000000();
+      await m.down(q);
+      const columns = await q.query(`SELECT 1 FROM information_schema.columns WHERE table_name = 'ledger_daily' AND column_name = 'schedule_saved_nanos'`);
+      expect(columns).toHaveLength(0);
+      await m.up(q);
+    } finally {
+      await q.release();
+    }
+    const after = (await t.http.get(`/v1/reports/month?period=${p}`).set(bearer(tenant.adminKey)).expect(200)).body;
+    expect(after.savedByScheduling).not.toBe('0.00');
+    expect(after).toEqual(before);
   });
 
   it("keeps another tenant's calls out", async () => {

@@ -80,6 +80,11 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     ds.query(`SELECT essay_id, purpose, batch, price_window, cost_nanos, schedule_saved_nanos, input_tokens, cached_input_tokens, output_tokens, outcome FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at`, [
       tenant.tenantId,
     ]);
+  /** The tenant's monthly report for the month of its (one) ledger period. */
+  const monthReport = async () => {
+    const [{ period }] = await ds.query(`SELECT DISTINCT period FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    return (await t.http.get(`/v1/reports/month?period=${period}`).set(bearer(tenant.adminKey)).expect(200)).body;
+  };
   const waitGraded = (ids: string[]) =>
     waitFor(async () => (await Promise.all(ids.map(view))).every((v) => v.status === 'graded' || v.status === 'needs_review'), 20_000, 'essays graded');
 
@@ -119,6 +124,10 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       expect(v.schedule.plan.mode).toBe('now');
     }
     for (const j of await jobsOf(ids)) expect([j.status, j.attempts]).toEqual(['done', 1]);
+    // The month's report says what scheduling saved: the essays' savings, to the nano-yuan.
+    const report = await monthReport();
+    expect(parseCny(report.savedByScheduling)).toBe(rows.reduce((a: bigint, r: { schedule_saved_nanos: string }) => a + BigInt(r.schedule_saved_nanos), 0n));
+    expect(report.savedByScheduling).not.toBe('0.00');
     await expectBooksBalanced(ds, tenant.tenantId);
   });
 
@@ -219,6 +228,10 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       const v = await view(id);
       expect(v.deepGrade.schedule).toMatchObject({ dueBy: order.body.dueBy, mode: 'batch' });
       expect(parseCny(v.deepGrade.schedule.saved)).toBe(BigInt(call.schedule_saved_nanos));
+      // Claimed once in the month's report: as what the batch saved, not again as scheduling.
+      const report = await monthReport();
+      expect(report.savedByScheduling).toBe('0.00');
+      expect(parseCny(report.savedByBatch)).toBeGreaterThan(0n);
       await expectBooksBalanced(ds, tenant.tenantId);
     });
 

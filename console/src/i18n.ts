@@ -186,6 +186,7 @@ const en = {
   savedByCompression: 'Saved by compression',
   savedByRouting: 'Saved by routing',
   savedByBatch: 'Saved by batch',
+  savedByScheduling: 'Saved by off-peak scheduling',
   quality: 'Quality',
   groupBy: 'Group by',
 };
@@ -370,6 +371,7 @@ const zh: Dictionary = {
   savedByCompression: '压缩节省',
   savedByRouting: '路由节省',
   savedByBatch: '批量节省',
+  savedByScheduling: '错峰节省',
   quality: '评分质量',
   groupBy: '分组',
 };

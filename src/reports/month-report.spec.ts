@@ -13,6 +13,7 @@ const group = (over: Partial<LedgerGroup>): LedgerGroup => ({
   cost: 0n,
   saved: 0n,
   compressionTokens: 0,
+  scheduleSaved: 0n,
   uncachedIn: 0n,
   cachedIn: 0n,
   out: 0n,
@@ -90,12 +91,29 @@ describe('the month report (pure)', () => {
     expect(r.savedByBatch).toBe(formatCny(400n));
   });
 
+  it("claims what scheduling saved from the real-time calls that waited for an off-peak window, a batched call's only as batch", () => {
+    const r = monthReport(
+      input({
+        groups: [
+          group({ gradings: 5, calls: 5, cost: 300n, uncachedIn: 500n, out: 100n, paidCost: 300n, scheduleSaved: 120n }),
+          group({ gradings: 2, calls: 2, cost: 100n, uncachedIn: 100n, out: 10n, paidCost: 100n, scheduleSaved: -20n, model: 'qwen3-max' }),
+          // batched: 100×1 + 50×2 = 200 at real time, 80 paid; its schedule saving (150) is not claimed again
+          group({ batch: true, gradings: 1, calls: 1, cost: 80n, uncachedIn: 100n, out: 50n, paidCost: 80n, scheduleSaved: 150n }),
+        ],
+      }),
+    );
+    expect(r.savedByScheduling).toBe(formatCny(100n));
+    expect(r.savedByBatch).toBe(formatCny(120n));
+    expect(monthReport(input()).savedByScheduling).toBe(formatCny(0n));
+  });
+
   it('never reports a negative saving, and no routing saving without a premium model', () => {
     const dear = input({ groups: [group({ batch: true, gradings: 1, calls: 1, cost: 5000n, uncachedIn: 10n, out: 10n, paidCost: 5000n })], premium: null });
     const r = monthReport(dear);
     expect(r.savedByBatch).toBe(formatCny(0n));
     expect(r.savedByRouting).toBe(formatCny(0n));
     expect(r.routingBaseline).toBeNull();
+    expect(monthReport(input({ groups: [group({ gradings: 1, calls: 1, scheduleSaved: -50n })] })).savedByScheduling).toBe(formatCny(0n));
   });
 
   it('answers an empty month with zeros, not a division by zero', () => {

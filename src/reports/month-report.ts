@@ -16,6 +16,8 @@ export interface LedgerGroup {
   cost: Nanos;
   saved: Nanos;
   compressionTokens: number;
+  /** what scheduled calls cost less than in real time when their work was submitted (ledger schedule_saved_nanos) */
+  scheduleSaved: Nanos;
   /** tokens and cost of the answered calls a provider was paid for (not cache hits) */
   uncachedIn: bigint;
   cachedIn: bigint;
@@ -70,6 +72,8 @@ export interface MonthReport {
   savedByRouting: string;
   routingBaseline: string | null;
   savedByBatch: string;
+  /** what work with a deadline saved by running in an off-peak window instead of when it was submitted (batched calls: savedByBatch) */
+  savedByScheduling: string;
   ledgerCalls: number;
 }
 
@@ -84,9 +88,12 @@ const at = (g: LedgerGroup, p: FloorPrices) => g.uncachedIn * p.input + g.cached
 /**
  * The month's business from its ledger groups and orders, so every figure adds up to them to the
  * last nano-yuan: gradings by tier, deep reviews sold, model cost, revenue, margin, cost per
- * grading, cache hit rate, and what the cache, compression, routing and batching saved. Savings are
- * claimed at each model's lowest real-time price (off-peak where it has windows): never more than
- * was really saved.
+ * grading, cache hit rate, and what the cache, compression, routing, batching and scheduling saved.
+ * Savings are claimed at each model's lowest real-time price (off-peak where it has windows): never
+ * more than was really saved. Scheduling's are the real-time calls that waited for an off-peak
+ * window, against the price when their work was submitted; a scheduled call that ran in a provider
+ * batch is claimed once, in savedByBatch (against the lowest real-time price, so what waiting saved
+ * beyond it is not claimed).
  */
 export function monthReport(input: MonthReportInput): MonthReport {
   const { groups, orders, offline, floorOf, premium } = input;
@@ -115,6 +122,8 @@ export function monthReport(input: MonthReportInput): MonthReport {
     const p = floor(g);
     return p ? at(g, p) - g.paidCost : 0n;
   }, (g) => g.batch);
+  // Scheduling: the off-peak windows' savings of the calls not batched (a batched call is counted above).
+  const savedByScheduling = sum((g) => g.scheduleSaved, (g) => !g.batch);
   const atLeastZero = (n: Nanos) => (n > 0n ? n : 0n);
 
   return {
@@ -135,6 +144,7 @@ export function monthReport(input: MonthReportInput): MonthReport {
     savedByRouting: formatCny(atLeastZero(savedByRouting)),
     routingBaseline: premium ? premium.key : null,
     savedByBatch: formatCny(atLeastZero(savedByBatch)),
+    savedByScheduling: formatCny(atLeastZero(savedByScheduling)),
     ledgerCalls: count((g) => g.calls),
   };
 }

@@ -1410,6 +1410,8 @@ export interface components {
             savedByCache: string;
             savedByCompression: string;
             savedByRouting: string;
+            /** @description what work with a deadline saved by running in an off-peak window instead of when it was submitted (batched calls: savedByBatch) */
+            savedByScheduling: string;
             timezone: string;
         };
         /** @description GET /v1/orders */

@@ -23,6 +23,7 @@ export function ReportPage() {
         [t('savedByCompression'), cny(r.savedByCompression)],
         [t('savedByRouting'), cny(r.savedByRouting)],
         [t('savedByBatch'), cny(r.savedByBatch)],
+        [t('savedByScheduling'), cny(r.savedByScheduling)],
       ]
     : [];
   return (
