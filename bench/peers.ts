@@ -11,7 +11,7 @@
  * Each prompt differs (a counter in the message), so every call through Inkstone misses its cache
  * and reaches the upstream, like every call through Portkey. Then the cache-hit path: one prompt,
  * repeated. Inkstone's RSS is read from /proc after the runs (VmHWM: its peak).
- * Then the three again at one fixed offered load below saturation (an open loop, bench/lib/open-loop.ts,
+ * Then the four again at one fixed offered load below saturation (an open loop, bench/lib/open-loop.ts,
  * the same for each: half the rate Portkey served saturated, or PEERS_RATE): at saturation a closed
  * loop's latency is mostly queueing for the two cores (Little's law), below it what each adds.
  *

@@ -25,7 +25,7 @@ function littleMs(connections: number, perSecond: number): number {
   return Math.round((connections / perSecond) * 1000);
 }
 
-/** The three at one offered load below saturation (bench/peers.ts `atRate`). */
+/** The sides at one offered load below saturation (bench/peers.ts `atRate`). */
 function renderAtRate(p: any): string {
   const a = p.atRate;
   const r = (what: string, x: any) => `| ${what} | ${x.perSecond.toLocaleString('en')} | ${x.p50Ms} ms | ${x.p99Ms} ms | ${x.non2xx + x.errors} |`;
