@@ -5,14 +5,19 @@
  * Whatever it adds over the upstream's own latency is what the machine (two cores shared with
  * PostgreSQL, the upstream and the load generator) charges any gateway before it does any work.
  *
- *   node bench/lib/bare-forwarder.js <port> <upstream url>
+ * With a database URL as a third argument (bench/probe-floor.ts), each answer leaves only after one
+ * row about the call is committed to PostgreSQL (an INSERT a call, on a pool of 10): the least a
+ * gateway that keeps a durable ledger pays.
+ *
+ *   node bench/lib/bare-forwarder.js <port> <upstream url> [<database url>]
  */
 'use strict';
 const Fastify = require('fastify');
 const { Pool } = require('undici');
 
-const [port, upstream] = [Number(process.argv[2]), process.argv[3]];
+const [port, upstream, databaseUrl] = [Number(process.argv[2]), process.argv[3], process.argv[4]];
 const pool = new Pool(upstream, { connections: 64 });
+const db = databaseUrl ? new (require('pg').Pool)({ connectionString: databaseUrl, max: 10 }) : null;
 const app = Fastify({ logger: false });
 
 app.get('/', async () => 'ok');
@@ -24,10 +29,13 @@ app.post('/v1/chat/completions', async (req, reply) => {
     body: JSON.stringify(req.body),
   });
   const answer = await res.body.json();
+  if (db) await db.query('INSERT INTO floor_calls (model, tokens) VALUES ($1, $2)', [answer.model ?? '', answer.usage?.total_tokens ?? 0]);
   return reply.code(res.statusCode).send(answer);
 });
 
-app.listen({ port, host: '127.0.0.1' }).catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+(db ? db.query('CREATE TABLE IF NOT EXISTS floor_calls (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), model text NOT NULL, tokens int NOT NULL)') : Promise.resolve())
+  .then(() => app.listen({ port, host: '127.0.0.1' }))
+  .catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
