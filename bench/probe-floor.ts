@@ -6,6 +6,7 @@
  *  - the upstream directly,
  *  - the bare forwarder (bench/lib/bare-forwarder.js: Fastify + undici, nothing else),
  *  - the bare forwarder that commits one row a call to PostgreSQL before it answers,
+ *  - the same with the rows written by group commit (one multi-row INSERT at a time),
  *  - Inkstone's miss path (budget, ledger, cache), as bench:peers runs it,
  * each after 5 s of warm-up, 10 s measured; p50 and p99 of each, and what each adds at p99 over the
  * upstream's own in the same round.
@@ -24,6 +25,7 @@ async function main() {
   const health = (p: number) => `http://127.0.0.1:${p}/`;
   const bare = await startNode(['bench/lib/bare-forwarder.js', '{port}', g.upstream.url], health, { NODE_ENV: 'production' });
   const durable = await startNode(['bench/lib/bare-forwarder.js', '{port}', g.upstream.url, floorDb], health, { NODE_ENV: 'production' });
+  const grouped = await startNode(['bench/lib/bare-forwarder.js', '{port}', g.upstream.url, floorDb, 'group'], health, { NODE_ENV: 'production' });
   try {
     const t = await newTenant(g.service.url, '1000000.00');
     const upstreamSide = { headers: { authorization: 'Bearer bench' }, model: 'deepseek-flash' };
@@ -31,6 +33,7 @@ async function main() {
       { name: 'upstream directly', url: g.upstream.url, ...upstreamSide },
       { name: 'bare forwarder', url: bare.url, ...upstreamSide },
       { name: 'bare forwarder + one committed row a call', url: durable.url, ...upstreamSide },
+      { name: 'bare forwarder + the row by group commit', url: grouped.url, ...upstreamSide },
       { name: 'Inkstone, cache miss', url: g.service.url, headers: { authorization: `Bearer ${t.teacherKey}` }, model: 'inkstone-standard' },
     ];
     for (let round = 1; round <= rounds; round++) {
@@ -47,6 +50,7 @@ async function main() {
   } finally {
     await bare.stop();
     await durable.stop();
+    await grouped.stop();
     await g.stop();
     await dropDatabase('inkstone_bench_floor_rows');
   }
