@@ -61,6 +61,8 @@ async function main() {
     // The service's own view: event-loop delay and the chat route's server-side duration.
     const metrics = await (await fetch(`${g.service.url}/metrics`, { headers: { authorization: `Bearer ${OPERATOR}` } })).text();
     console.log(metrics.split('\n').filter((l) => /eventloop_lag_(p50|p90|p99|max)_seconds |http_request_duration_seconds_bucket.*chat\/completions/.test(l)).join('\n'));
+    // PROBE_GC_LOG=<file>: the service's output over the measured run (its GC trace lines) kept there.
+    if (process.env.PROBE_GC_LOG) require('node:fs').writeFileSync(process.env.PROBE_GC_LOG, g.service.output().slice(mark));
     const gc = g.service.output().slice(mark).split('\n').filter((l) => /Mark-Compact|Scavenge/.test(l));
     // "…, 5.11 / 0.07 ms": the pause on the main thread
     const pauses = gc.map((l) => Number(/([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0));
