@@ -3,13 +3,19 @@ import { MigrationInterface, QueryRunner } from 'typeorm';
 const NIL = `'00000000-0000-0000-0000-000000000000'::uuid`;
 
 /** The roll-up's key: the columns every report groups or filters by ('' and the nil uuid for none). */
-const KEY = ['tenant_id', 'day', 'period', 'purpose', 'tier', 'provider', 'model', 'batch', 'api_key_id', 'cache_status', 'outcome'];
-const SUMS = ['calls', 'input_tokens', 'cached_input_tokens', 'output_tokens', 'cost_nanos', 'saved_nanos', 'compression_saved_tokens', 'latency_ms'];
+export const LEDGER_DAILY_KEY = ['tenant_id', 'day', 'period', 'purpose', 'tier', 'provider', 'model', 'batch', 'api_key_id', 'cache_status', 'outcome'];
+/** The roll-up's sums, as this migration made them (later ones add to the end). */
+export const LEDGER_DAILY_SUMS = ['calls', 'input_tokens', 'cached_input_tokens', 'output_tokens', 'cost_nanos', 'saved_nanos', 'compression_saved_tokens', 'latency_ms'];
+const KEY = LEDGER_DAILY_KEY;
+const SUMS = LEDGER_DAILY_SUMS;
+
+/** The key of a set of llm_calls rows `c` joined to their tenants `t`, in KEY order. */
+export const LEDGER_DAILY_KEY_SELECT = `c.tenant_id, (c.created_at AT TIME ZONE t.timezone)::date, c.period, c.purpose, coalesce(c.tier, ''), coalesce(c.provider, ''),
+         coalesce(c.model, ''), c.batch, coalesce(c.api_key_id, ${NIL}), c.cache_status, c.outcome`;
 
 /** The roll-up of a set of llm_calls rows `c` joined to their tenants `t`, in KEY then SUMS order. */
 export const LEDGER_DAILY_SELECT = `
-  SELECT c.tenant_id, (c.created_at AT TIME ZONE t.timezone)::date, c.period, c.purpose, coalesce(c.tier, ''), coalesce(c.provider, ''),
-         coalesce(c.model, ''), c.batch, coalesce(c.api_key_id, ${NIL}), c.cache_status, c.outcome,
+  SELECT ${LEDGER_DAILY_KEY_SELECT},
          count(*), sum(c.input_tokens), sum(c.cached_input_tokens), sum(c.output_tokens), sum(c.cost_nanos), sum(c.saved_nanos),
          sum(c.compression_saved_tokens), sum(c.latency_ms)`;
 export const LEDGER_DAILY_GROUP = `GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11`;

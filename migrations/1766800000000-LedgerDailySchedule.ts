@@ -1,42 +1,28 @@
 import { MigrationInterface, QueryRunner } from 'typeorm';
+import {
+  LEDGER_DAILY_GROUP,
+  LEDGER_DAILY_KEY,
+  LEDGER_DAILY_KEY_SELECT,
+  LEDGER_DAILY_SELECT,
+  LEDGER_DAILY_SUMS,
+  LEDGER_DAILY_UPSERT,
+} from './1766200000000-LedgerDaily';
 
-const NIL = `'00000000-0000-0000-0000-000000000000'::uuid`;
-
-/** The roll-up's key (as LedgerDaily1766200000000 made it). */
-const KEY = ['tenant_id', 'day', 'period', 'purpose', 'tier', 'provider', 'model', 'batch', 'api_key_id', 'cache_status', 'outcome'];
-
-/** The roll-up's key columns of a set of llm_calls rows `c` joined to their tenants `t`, in KEY order. */
-const KEY_SELECT = `c.tenant_id, (c.created_at AT TIME ZONE t.timezone)::date, c.period, c.purpose, coalesce(c.tier, ''), coalesce(c.provider, ''),
-         coalesce(c.model, ''), c.batch, coalesce(c.api_key_id, ${NIL}), c.cache_status, c.outcome`;
-const GROUP = `GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11`;
-
-/** The sums, each with what it adds up: the ones LedgerDaily1766200000000 kept, then what schedules saved. */
-const sums = (withSchedule: boolean) => [
-  ['calls', 'count(*)'],
-  ['input_tokens', 'sum(c.input_tokens)'],
-  ['cached_input_tokens', 'sum(c.cached_input_tokens)'],
-  ['output_tokens', 'sum(c.output_tokens)'],
-  ['cost_nanos', 'sum(c.cost_nanos)'],
-  ['saved_nanos', 'sum(c.saved_nanos)'],
-  ['compression_saved_tokens', 'sum(c.compression_saved_tokens)'],
-  ['latency_ms', 'sum(c.latency_ms)'],
-  ...(withSchedule ? [['schedule_saved_nanos', 'coalesce(sum(c.schedule_saved_nanos), 0)']] : []),
-];
-
-const trigger = (withSchedule: boolean) => {
-  const s = sums(withSchedule);
-  return `
+/**
+ * The roll-up's trigger function: LedgerDaily1766200000000's, and with `withSchedule` its sums
+ * followed by what schedules saved.
+ */
+const trigger = (withSchedule: boolean) => `
       CREATE OR REPLACE FUNCTION ledger_daily_add() RETURNS trigger LANGUAGE plpgsql AS $fn$
       BEGIN
-        INSERT INTO ledger_daily (${[...KEY, ...s.map(([c]) => c)].join(', ')})
-        SELECT ${KEY_SELECT}, ${s.map(([, e]) => e).join(', ')}
+        INSERT INTO ledger_daily (${[...LEDGER_DAILY_KEY, ...LEDGER_DAILY_SUMS, ...(withSchedule ? ['schedule_saved_nanos'] : [])].join(', ')})
+        ${LEDGER_DAILY_SELECT}${withSchedule ? ', coalesce(sum(c.schedule_saved_nanos), 0)' : ''}
           FROM new_rows c JOIN tenants t ON t.id = c.tenant_id
-        ${GROUP}
-        ON CONFLICT (${KEY.join(', ')}) DO UPDATE SET ${s.map(([c]) => `${c} = ledger_daily.${c} + EXCLUDED.${c}`).join(', ')};
+        ${LEDGER_DAILY_GROUP}
+        ${LEDGER_DAILY_UPSERT}${withSchedule ? ', schedule_saved_nanos = ledger_daily.schedule_saved_nanos + EXCLUDED.schedule_saved_nanos' : ''};
         RETURN NULL;
       END
       $fn$`;
-};
 
 /**
  * What off-peak scheduling saved, in the daily roll-up: ledger_daily gets the sum of the ledger
@@ -54,11 +40,11 @@ export class LedgerDailySchedule1766800000000 implements MigrationInterface {
     await q.query(trigger(true));
     await q.query(`
       UPDATE ledger_daily d SET schedule_saved_nanos = s.saved
-        FROM (SELECT ${KEY_SELECT}, sum(c.schedule_saved_nanos) AS saved
+        FROM (SELECT ${LEDGER_DAILY_KEY_SELECT}, sum(c.schedule_saved_nanos) AS saved
                 FROM llm_calls c JOIN tenants t ON t.id = c.tenant_id
                WHERE c.schedule_saved_nanos IS NOT NULL
-               ${GROUP}) AS s(${KEY.join(', ')}, saved)
-       WHERE ${KEY.map((k) => `d.${k} = s.${k}`).join(' AND ')}`);
+               ${LEDGER_DAILY_GROUP}) AS s(${LEDGER_DAILY_KEY.join(', ')}, saved)
+       WHERE ${LEDGER_DAILY_KEY.map((k) => `d.${k} = s.${k}`).join(' AND ')}`);
   }
 
   public async down(q: QueryRunner): Promise<void> {
