@@ -913,11 +913,11 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect((await booksBalanced(x.tenantId)).leased).toBe(0n);
     });
 
-    it('writes every ledger column of a group commit as given: awkward text, nulls, booleans and large amounts survive the arrays', async () => {
+    it('writes every ledger column of a group commit as given: awkward text, nulls, booleans and large amounts survive the JSON; a lone surrogate becomes U+FFFD; a group on no lease writes nothing', async () => {
       const books = t.app.get(BooksRepository);
       const budget = t.app.get(BudgetService);
-      const [a, b] = await Promise.all([f.newTenant({ monthlyBudget: '100.00' }), f.newTenant({ monthlyBudget: '100.00' })]);
-      const periods = await Promise.all([a, b].map((x) => budget.currentPeriod(x.tenantId)));
+      const [a, b, c] = await Promise.all([f.newTenant({ monthlyBudget: '100.00' }), f.newTenant({ monthlyBudget: '100.00' }), f.newTenant({ monthlyBudget: '100.00' })]);
+      const periods = await Promise.all([a, b, c].map((x) => budget.currentPeriod(x.tenantId)));
       const instance = `test:${randomUUID()}`;
       const M = 1_000_000_000n;
       for (const [i, x] of [a, b].entries()) expect(await books.takeLease(x.tenantId, periods[i], instance, M, 10n * M, 60_000)).toBe(10n * M);
@@ -926,27 +926,31 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const calls: Array<LedgerEntry & { period: string }> = [
         { ...base, tenantId: a.tenantId, period: periods[0], requestId: 'NULL', errorReason: awkward, provider: 'deepseek', model: 'deepseek-chat', tier: 'standard', inputTokens: 120, cachedInputTokens: 64, outputTokens: 7, estimatedInputTokens: 130, usageSource: 'provider', costNanos: 2_000_000_001n, savedNanos: 9_000_000_000_000_000_000n, latencyMs: 17, streamed: true, batch: true, priceWindow: 'off-peak', scheduleSavedNanos: -5n, outcome: 'invalid_output' },
         { ...base, tenantId: a.tenantId, period: periods[0], errorReason: '', apiKeyId: randomUUID(), essayId: randomUUID() },
-        { ...base, tenantId: b.tenantId, period: periods[1], costNanos: 3n },
+        // A provider's message cut at 200 characters through an emoji leaves half of it (a lone surrogate).
+        { ...base, tenantId: b.tenantId, period: periods[1], costNanos: 3n, errorReason: `${'句'.repeat(3)}\ud83d`, requestId: 'r\udc00' },
+        // c holds no lease of this instance: its group settles nothing and writes no row.
+        { ...base, tenantId: c.tenantId, period: periods[2], costNanos: 4n },
       ];
       const after = await books.settleLeased(instance, [
         { tenantId: a.tenantId, period: periods[0], calls: calls.slice(0, 2) },
-        { tenantId: b.tenantId, period: periods[1], calls: calls.slice(2) },
+        { tenantId: b.tenantId, period: periods[1], calls: calls.slice(2, 3) },
+        { tenantId: c.tenantId, period: periods[2], calls: calls.slice(3) },
       ]);
-      expect(after).toEqual([{ spent: 2_000_000_001n, cap: 100n * M }, { spent: 3n, cap: 100n * M }]);
+      expect(after).toEqual([{ spent: 2_000_000_001n, cap: 100n * M }, { spent: 3n, cap: 100n * M }, null]);
       const rows = await ds.query(
         `SELECT tenant_id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier, provider, model, cache_status, outcome, error_reason,
                 input_tokens, cached_input_tokens, output_tokens, estimated_input_tokens, usage_source, cost_nanos::text, saved_nanos::text,
                 compression_saved_tokens, latency_ms, streamed, batch, price_window, schedule_saved_nanos::text
            FROM llm_calls WHERE call_group = $1 AND tenant_id = ANY($2::uuid[]) ORDER BY llm_calls.cost_nanos DESC`,
-        [base.callGroup, [a.tenantId, b.tenantId]],
+        [base.callGroup, [a.tenantId, b.tenantId, c.tenantId]],
       );
       expect(rows).toEqual([
         expect.objectContaining({ tenant_id: a.tenantId, request_id: 'NULL', error_reason: awkward, tier: 'standard', input_tokens: 120, cached_input_tokens: 64, output_tokens: 7, estimated_input_tokens: 130, usage_source: 'provider', cost_nanos: '2000000001', saved_nanos: '9000000000000000000', latency_ms: 17, streamed: true, batch: true, price_window: 'off-peak', schedule_saved_nanos: '-5', outcome: 'invalid_output' }),
-        expect.objectContaining({ tenant_id: b.tenantId, period: periods[1], cost_nanos: '3', error_reason: null, request_id: null, batch: false, schedule_saved_nanos: null }),
+        expect.objectContaining({ tenant_id: b.tenantId, period: periods[1], cost_nanos: '3', error_reason: '句句句\ufffd', request_id: 'r\ufffd', batch: false, schedule_saved_nanos: null }),
         expect.objectContaining({ tenant_id: a.tenantId, error_reason: '', api_key_id: calls[1].apiKeyId, essay_id: calls[1].essayId, tier: null, provider: null, estimated_input_tokens: null, cost_nanos: '0' }),
       ]);
       for (const [i, x] of [a, b].entries()) await books.returnLease(x.tenantId, periods[i], instance, 10n * M - (i === 0 ? 2_000_000_001n : 3n));
-      for (const x of [a, b]) await booksBalanced(x.tenantId);
+      for (const x of [a, b, c]) await booksBalanced(x.tenantId);
     });
 
     it('settles the same tenants from two instances at once without a failed statement (the periods are locked in one order)', async () => {

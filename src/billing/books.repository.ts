@@ -100,7 +100,7 @@ const LEDGER_COLUMNS = [
   'schedule_saved_nanos',
 ] as const;
 
-/** Each ledger column's type, for rows given as one array a column (settleLeasedSql). */
+/** Each ledger column's type, for rows given as JSON (settleLeasedSql). */
 const LEDGER_TYPES: Record<(typeof LEDGER_COLUMNS)[number], string> = {
   tenant_id: 'uuid', id: 'uuid', period: 'text', request_id: 'text', call_group: 'uuid', attempt: 'int', api_key_id: 'uuid', essay_id: 'uuid',
   purpose: 'text', tier: 'text', provider: 'text', model: 'text', cache_status: 'text', outcome: 'text', error_reason: 'text',
@@ -111,12 +111,13 @@ const LEDGER_TYPES: Record<(typeof LEDGER_COLUMNS)[number], string> = {
 
 /**
  * Settles the calls of many (tenant, period) groups on this instance's leases in one statement
- * (settleLeased): $1–$3 the groups (tenant, period, total), $4 the instance, then each ledger
- * column's values as one array ($5 on), one element a call; with `cacheRows`, the answers to keep
- * in the answer cache follow as cacheRowsSql's arrays, written for the tenants whose calls settled.
+ * (settleLeased): $1–$3 the groups (tenant, period, total), $4 the instance, $5 the ledger rows as
+ * one JSON array of arrays (each a row's values in LEDGER_COLUMNS order; one parameter, where one
+ * array a column made the driver encode 28 arrays a settlement); with `cacheRows`, the answers to
+ * keep in the answer cache follow as cacheRowsSql's arrays, written for the tenants whose calls settled.
  */
-const LEDGER_ARRAYS_START = 5;
-const LEDGER_ARRAYS_END = LEDGER_ARRAYS_START + LEDGER_COLUMNS.length;
+const LEDGER_JSON = 5;
+const CACHE_ARRAYS_START = LEDGER_JSON + 1;
 const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
        -- The periods' rows locked in one order, so two instances settling overlapping tenants wait, never deadlock.
        locked AS MATERIALIZED (
@@ -136,12 +137,13 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest
          RETURNING p.tenant_id, p.period, p.spent_nanos, p.cap_nanos),
        ledger AS (
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
-         SELECT v.* FROM unnest(${LEDGER_COLUMNS.map((c, i) => `$${LEDGER_ARRAYS_START + i}::${LEDGER_TYPES[c]}[]`).join(', ')}) AS v(${LEDGER_COLUMNS.join(', ')})
-          WHERE EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = v.tenant_id AND m.period = v.period))
+         SELECT ${LEDGER_COLUMNS.map((c, i) => `(r->>${i})::${LEDGER_TYPES[c]}`).join(', ')}
+           FROM jsonb_array_elements($${LEDGER_JSON}::jsonb) AS r
+          WHERE EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = (r->>0)::uuid AND m.period = r->>2))
        ${
          cacheRows
            ? `, cached AS (${cacheRowsSql(
-               Array.from({ length: CACHE_ROWS_PARAMS }, (_, i) => `$${LEDGER_ARRAYS_END + i}`),
+               Array.from({ length: CACHE_ROWS_PARAMS }, (_, i) => `$${CACHE_ARRAYS_START + i}`),
                // (A tenant's calls of one batch are of one period, but at a month's turn; a call whose
                // group did not settle here is settled alone, and writes its answer then.)
                { where: 'EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = t.tenant_id)' },
@@ -155,12 +157,16 @@ const SETTLE_LEASED_CACHING_SQL = settleLeasedSql(true);
 /** A call to settle: its ledger row, and the answer to keep in the answer cache when it gave one to keep. */
 export type SettlingCall = LedgerEntry & { period: string; cache?: CacheEntry };
 
-/** A ledger row's values after the tenant ($1), in LEDGER_COLUMNS order. */
-function ledgerValues(e: LedgerEntry & { period: string }): unknown[] {
+/**
+ * A ledger row's values after the tenant ($1), in LEDGER_COLUMNS order. Text that may come from
+ * outside (a request id, a provider's error) is made well-formed: the settlement sends rows as JSON,
+ * which PostgreSQL refuses with a lone surrogate in it (a 200-character cut through an emoji).
+ */
+function ledgerValues(e: LedgerEntry, period: string): unknown[] {
   return [
     randomUUID(),
-    e.period,
-    e.requestId ?? null,
+    period,
+    e.requestId?.toWellFormed() ?? null,
     e.callGroup,
     e.attempt,
     e.apiKeyId ?? null,
@@ -171,7 +177,7 @@ function ledgerValues(e: LedgerEntry & { period: string }): unknown[] {
     e.model ?? null,
     e.cacheStatus,
     e.outcome,
-    e.errorReason ?? null,
+    e.errorReason?.toWellFormed() ?? null,
     e.inputTokens,
     e.cachedInputTokens,
     e.outputTokens,
@@ -372,7 +378,7 @@ export class BooksRepository {
   /** A ledger row by itself (a cache hit, a refused call, a replay): nothing moves in the budget. */
   async record(entry: LedgerEntry & { period: string }): Promise<void> {
     const placeholders = LEDGER_COLUMNS.map((_, i) => `$${i + 1}`).join(', ');
-    await tenantQuery(this.ds.manager, entry.tenantId, `INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')}) VALUES (${placeholders})`, ledgerValues(entry));
+    await tenantQuery(this.ds.manager, entry.tenantId, `INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')}) VALUES (${placeholders})`, ledgerValues(entry, entry.period));
   }
 
   /**
@@ -398,7 +404,7 @@ export class BooksRepository {
     },
   ): Promise<Settlement | null> {
     const { tenantId } = s.entry;
-    const values = ledgerValues({ ...s.entry, costNanos: s.cost });
+    const values = ledgerValues({ ...s.entry, costNanos: s.cost }, s.entry.period);
     const next = sqlParams(LEDGER_COLUMNS.length + 1, values);
     const col = (name: (typeof LEDGER_COLUMNS)[number]) => `$${LEDGER_COLUMNS.indexOf(name) + 1}`;
     const cost = `${col('cost_nanos')}::bigint`;
@@ -565,21 +571,19 @@ export class BooksRepository {
     groups: Array<{ tenantId: string; period: string; calls: SettlingCall[] }>,
   ): Promise<Array<{ spent: Nanos; cap: Nanos } | null>> {
     const totals = groups.map((g) => g.calls.reduce((a, c) => a + c.costNanos, 0n));
-    // The ledger rows as one array a column ($5 on): the statement's text is the same for any
-    // number of calls (one entry in pg_stat_statements), with 32 parameters however many rows.
-    const columns: unknown[][] = LEDGER_COLUMNS.map(() => []);
-    for (const g of groups) {
-      for (const c of g.calls) [g.tenantId, ...ledgerValues({ ...c, tenantId: g.tenantId, period: g.period })].forEach((v, i) => columns[i].push(v));
-    }
+    // The ledger rows as one JSON parameter ($5): the statement's text is the same for any number
+    // of calls (one entry in pg_stat_statements), with 5 parameters (17 with answers) however many rows.
+    const rows: unknown[][] = [];
+    for (const g of groups) for (const c of g.calls) rows.push([g.tenantId, ...ledgerValues(c, g.period)]);
     const cacheRows = groups.flatMap((g) => g.calls.flatMap((c) => (c.cache ? [{ ...c.cache, tenantId: g.tenantId }] : [])));
-    const rows = await perRowTenantQuery<{ tenant_id: string; period: string; spent: string; cap: string }>(
+    const after = await perRowTenantQuery<{ tenant_id: string; period: string; spent: string; cap: string }>(
       this.ds.manager,
       groups.map((g) => g.tenantId),
       cacheRows.length ? SETTLE_LEASED_CACHING_SQL : SETTLE_LEASED_SQL,
-      [groups.map((g) => g.period), totals.map(String), instanceId, ...columns, ...(cacheRows.length ? cacheRowsParams(cacheRows) : [])],
+      [groups.map((g) => g.period), totals.map(String), instanceId, JSON.stringify(rows), ...(cacheRows.length ? cacheRowsParams(cacheRows) : [])],
     );
-    const after = new Map(rows.map((r) => [`${r.tenant_id}:${r.period}`, { spent: BigInt(r.spent), cap: BigInt(r.cap) }]));
-    return groups.map((g) => after.get(`${g.tenantId}:${g.period}`) ?? null);
+    const byKey = new Map(after.map((r) => [`${r.tenant_id}:${r.period}`, { spent: BigInt(r.spent), cap: BigInt(r.cap) }]));
+    return groups.map((g) => byKey.get(`${g.tenantId}:${g.period}`) ?? null);
   }
 
   /**
