@@ -4,6 +4,8 @@
  * (default 550) for 10 s after 5 s of warm-up (bench/lib/open-loop.ts), then its p50/p99 and, when the
  * service runs with BENCH_NODE_ARGS=--trace-gc, the garbage collections of the measured run (with
  * --trace-gc-nvp, what its scavenges promoted to the old generation, a request).
+ * It also prints where the service's main thread was over the run (Linux schedstat): on a core, or
+ * ready and waiting for one while another process ran there, and how busy the machine's cores were.
  * RATE=0: one request at a time instead, back to back, directly and through Inkstone. It prints the
  * service's event-loop delay and request-duration histogram; HEAP_SNAP=1 with
  * BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2 writes heap snapshots before and after the run.
@@ -12,6 +14,7 @@
  */
 import { Pool } from 'undici';
 import { openLoop } from './lib/open-loop';
+import { readSched, schedBetween } from './lib/schedstat';
 import { ensureBuilt, newTenant, OPERATOR, startGatewayOverTrivialUpstream } from './lib/harness';
 async function main() {
   ensureBuilt();
@@ -55,7 +58,10 @@ async function main() {
     // answers spread evenly are queueing.
     const slow = new Map<number, number>();
     const onAnswer = (dueMs: number, ms: number) => ms > 20 && slow.set(Math.floor(dueMs / 100), (slow.get(Math.floor(dueMs / 100)) ?? 0) + 1);
+    const sched0 = readSched(g.service.child.pid!);
     console.log(JSON.stringify(await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50, onAnswer })));
+    // Where the service's main thread was over the run: on a core, or ready but waiting for one.
+    console.log(JSON.stringify({ serviceMainThread: schedBetween(sched0, readSched(g.service.child.pid!), rate * 10) }));
     console.log('answers over 20 ms by 100 ms window (s: count):', [...slow].map(([w, n]) => `${(w / 10).toFixed(1)}: ${n}`).join(', ') || 'none');
     await snap();
     // The service's own view: event-loop delay and the chat route's server-side duration.
