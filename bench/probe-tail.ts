@@ -44,7 +44,8 @@ async function main() {
     }
     const body = (i: number) => JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: `q ${process.pid}-${i}-${Math.random()}` }], max_tokens: 64 });
     const headers = { authorization: `Bearer ${t.teacherKey}` };
-    await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 5, connections: 50 });
+    // Warm-up: WARM_S seconds (default 5) at WARM_RATE requests/s (default RATE).
+    await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate: Number(process.env.WARM_RATE ?? rate), durationS: Number(process.env.WARM_S ?? 5), connections: 50 });
     const mark = g.service.output().length;
     // HEAP_SNAP=1 (with BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2): a heap snapshot before and after the run.
     const snap = async () => {
