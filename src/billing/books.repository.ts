@@ -137,9 +137,9 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest
          RETURNING p.tenant_id, p.period, p.spent_nanos, p.cap_nanos),
        ledger AS (
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
-         SELECT ${LEDGER_COLUMNS.map((c, i) => `(r->>${i})::${LEDGER_TYPES[c]}`).join(', ')}
-           FROM jsonb_array_elements($${LEDGER_JSON}::jsonb) AS r
-          WHERE EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = (r->>0)::uuid AND m.period = r->>2))
+         SELECT v.* FROM (SELECT ${LEDGER_COLUMNS.map((c, i) => `(r->>${i})::${LEDGER_TYPES[c]} AS ${c}`).join(', ')}
+                            FROM jsonb_array_elements($${LEDGER_JSON}::jsonb) AS r) AS v
+          WHERE EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = v.tenant_id AND m.period = v.period))
        ${
          cacheRows
            ? `, cached AS (${cacheRowsSql(
