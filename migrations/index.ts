@@ -22,6 +22,7 @@ import { Scheduling1766500000000 } from './1766500000000-Scheduling';
 import { LostCalls1766600000000 } from './1766600000000-LostCalls';
 import { LeaseKeys1766700000000 } from './1766700000000-LeaseKeys';
 import { LedgerDailySchedule1766800000000 } from './1766800000000-LedgerDailySchedule';
+import { CacheIndex1766900000000 } from './1766900000000-CacheIndex';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -53,4 +54,5 @@ export const MIGRATIONS = [
   LostCalls1766600000000,
   LeaseKeys1766700000000,
   LedgerDailySchedule1766800000000,
+  CacheIndex1766900000000,
 ];

@@ -527,6 +527,8 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const [row] = await ds.query(`SELECT content, cost_nanos::text AS cost FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'k-classic'`, [tenant.tenantId]);
       expect(row).toEqual({ content: r.content, cost: r.costNanos.toString() });
       await other.close();
+      // This instance learns what another stored at its cache index's next read (every LLM_CACHE_INDEX_POLL_MS).
+      await t.app.get(ResponseCache).index.poll();
       expect((await cached('classic', 'k-classic')).cache).toBe('hit');
       await booksBalanced();
     });

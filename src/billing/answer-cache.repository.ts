@@ -64,7 +64,8 @@ export function cacheRowsSql(refs: string[], opts: { cost?: string; where?: stri
        SET content = EXCLUDED.content, provider = EXCLUDED.provider, model = EXCLUDED.model,
            finish_reason = EXCLUDED.finish_reason, input_tokens = EXCLUDED.input_tokens,
            cached_input_tokens = EXCLUDED.cached_input_tokens, output_tokens = EXCLUDED.output_tokens,
-           cost_nanos = EXCLUDED.cost_nanos, created_at = now(), expires_at = EXCLUDED.expires_at, hits = 0, repaired = EXCLUDED.repaired`;
+           cost_nanos = EXCLUDED.cost_nanos, created_at = now(), expires_at = EXCLUDED.expires_at, hits = 0, repaired = EXCLUDED.repaired,
+           stored_xid = pg_current_xact_id()`;
 }
 
 /**
@@ -143,4 +144,68 @@ export async function deleteAnswer(m: EntityManager, tenantId: string, key: stri
 export async function deleteExpiredAnswers(m: EntityManager): Promise<number> {
   const res: unknown = await m.query(`DELETE FROM llm_cache WHERE expires_at < now()`);
   return Array.isArray(res) && typeof res[1] === 'number' ? res[1] : 0;
+}
+
+/** A key of the answer cache, with its tenant (the cache index's unit). */
+export interface AnswerKey {
+  tenantId: string;
+  key: string;
+}
+
+/**
+ * A moment in the order of transactions (a snapshot's `xmax` and in-progress `xip`): the rows not
+ * yet visible then are the ones written by a transaction at or after `xmax`, or in `xip`.
+ */
+export interface KeyHorizon {
+  xmax: string;
+  xip: string[];
+}
+
+/** Now, as a KeyHorizon: the rows committed from here on are what answerKeysSince(now) reads. */
+export async function answerKeyHorizon(m: EntityManager): Promise<KeyHorizon> {
+  const [row] = (await m.query(
+    `SELECT pg_snapshot_xmax(s)::text AS xmax, ARRAY(SELECT x::text FROM pg_snapshot_xip(s) x) AS xip FROM pg_current_snapshot() s`,
+  )) as Array<KeyHorizon>;
+  return row;
+}
+
+/**
+ * One page of the live keys of every tenant, after `after` in key order (maintenance: the cache
+ * index's build). Walks the primary key.
+ */
+export async function liveAnswerKeys(m: EntityManager, after: AnswerKey | null, limit: number): Promise<AnswerKey[]> {
+  const rows = (await m.query(
+    `SELECT tenant_id, cache_key FROM llm_cache
+      WHERE expires_at > now() ${after ? 'AND (tenant_id, cache_key) > ($2::uuid, $3::text)' : ''}
+      ORDER BY tenant_id, cache_key LIMIT $1`,
+    after ? [limit, after.tenantId, after.key] : [limit],
+  )) as Array<{ tenant_id: string; cache_key: string }>;
+  return rows.map((r) => ({ tenantId: r.tenant_id, key: r.cache_key }));
+}
+
+/** How many live answers there are, of every tenant (maintenance: sizing the cache index). */
+export async function countLiveAnswers(m: EntityManager): Promise<number> {
+  const [row] = (await m.query(`SELECT count(*)::text AS n FROM llm_cache WHERE expires_at > now()`)) as Array<{ n: string }>;
+  return Number(row.n);
+}
+
+/**
+ * The live keys of every tenant that were not yet committed at `since` (written by a transaction
+ * at or after its xmax, or in progress then), and the horizon of this read, in one snapshot: read
+ * again from that horizon, every row committed after this read is found, and only the rows of
+ * transactions that were running then are read twice. A transaction that stays open for hours
+ * costs one id in the list, not a re-read of what was written after it.
+ */
+export async function answerKeysSince(m: EntityManager, since: KeyHorizon): Promise<{ keys: AnswerKey[]; horizon: KeyHorizon }> {
+  const rows = (await m.query(
+    `SELECT pg_snapshot_xmax(s)::text AS xmax, ARRAY(SELECT x::text FROM pg_snapshot_xip(s) x) AS xip, c.tenant_id, c.cache_key
+       FROM pg_current_snapshot() s
+       LEFT JOIN LATERAL (SELECT tenant_id, cache_key FROM llm_cache
+                           WHERE (stored_xid >= $1::xid8 OR stored_xid = ANY($2::xid8[])) AND expires_at > now()) c ON true`,
+    [since.xmax, since.xip],
+  )) as Array<KeyHorizon & { tenant_id: string | null; cache_key: string | null }>;
+  return {
+    horizon: { xmax: rows[0].xmax, xip: rows[0].xip },
+    keys: rows.filter((r) => r.tenant_id !== null).map((r) => ({ tenantId: r.tenant_id!, key: r.cache_key! })),
+  };
 }

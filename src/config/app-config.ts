@@ -25,6 +25,9 @@ export interface LlmConfig {
   /** The in-process tier of the answer cache: bytes in all, and per tenant. */
   cacheMemoryBytes: number;
   cacheMemoryBytesPerTenant: number;
+  /** The answer cache's index (cache-index.ts): how often it reads what other instances stored (0: off), and at most how many keys. */
+  cacheIndexPollMs: number;
+  cacheIndexMaxKeys: number;
   /** How long a reservation may live before the sweeper returns it (a crashed call). */
   reservationTtlMs: number;
   /** Budget leases (BudgetLeases): on, and how long one lives without renewal. */
@@ -193,6 +196,8 @@ function loadLlmConfig(e: EnvReader, env: NodeJS.ProcessEnv): LlmConfig {
     cacheTtlSeconds: e.int('LLM_CACHE_TTL_SECONDS', { min: 1, max: 365 * 86_400, default: 30 * 86_400 }),
     cacheMemoryBytes: e.int('LLM_CACHE_MEMORY_MB', { min: 0, max: 16_384, default: 64 }) * 2 ** 20,
     cacheMemoryBytesPerTenant: e.int('LLM_CACHE_MEMORY_TENANT_MB', { min: 0, max: 16_384, default: 8 }) * 2 ** 20,
+    cacheIndexPollMs: e.int('LLM_CACHE_INDEX_POLL_MS', { min: 0, max: 60_000, default: 250 }),
+    cacheIndexMaxKeys: e.int('LLM_CACHE_INDEX_MAX_KEYS', { min: 1, max: 200_000_000, default: 20_000_000 }),
     reservationTtlMs: e.int('BUDGET_RESERVATION_TTL_MS', { min: 1_000, max: 86_400_000, default: totalTimeoutMs * 3 + 60_000 }),
     budgetLeases: e.bool('BUDGET_LEASES', true),
     leaseTtlMs: e.int('BUDGET_LEASE_TTL_MS', { min: 300, max: 3_600_000, default: Math.min(30_000, e.int('BUDGET_RESERVATION_TTL_MS', { min: 1_000, max: 86_400_000, default: totalTimeoutMs * 3 + 60_000 })) }),

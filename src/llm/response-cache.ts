@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Inject, Injectable, Logger } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { Nanos } from '../common/money';
 import { assertTenantId } from '../db/tenant-scope';
@@ -7,6 +7,7 @@ import { compactJson } from './compression';
 import type { Usage } from './types';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { MemoryCache } from './memory-cache';
+import { CacheIndex } from './cache-index';
 import { KeyedBatcher } from '../common/keyed-batcher';
 import { CacheEntry, deleteAnswer, deleteExpiredAnswers, findAnswers, storeAnswers } from '../billing/answer-cache.repository';
 
@@ -39,12 +40,18 @@ export interface CachedAnswer {
  * made at the same moment go to the database as one statement, every key paired with its tenant
  * (perRowTenantQuery): with thousands of schools each sending now and then, that is what keeps the
  * cache to a fraction of a statement per call.
+ *
+ * And in front of the lookup, the cache's index (cache-index.ts): a key no instance has stored is
+ * a miss without a statement at all. A key another instance stored less than LLM_CACHE_INDEX_POLL_MS
+ * ago may be missed (paid again, as two identical calls at the same moment are).
  */
 @Injectable()
-export class ResponseCache {
+export class ResponseCache implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(ResponseCache.name);
 
   private readonly memory: MemoryCache<CachedAnswer>;
+  /** which keys the table may hold: a miss of a key no instance stored asks no statement */
+  readonly index: CacheIndex;
   /** the lookups, and the stores, of one moment go to the database together (KeyedBatcher), each row with its tenant */
   private readonly lookups = new KeyedBatcher<{ tenantId: string; key: string }, { answer: CachedAnswer; expiresAt: number } | null>((_, items) => this.lookupMany(items));
   private readonly writes = new KeyedBatcher<{ tenantId: string; key: string; answer: CachedAnswer; ttlSeconds: number }, void>((_, items) => this.writeMany(items));
@@ -54,6 +61,15 @@ export class ResponseCache {
     @Inject(CONFIG) config: AppConfig,
   ) {
     this.memory = new MemoryCache({ maxBytes: config.llm.cacheMemoryBytes, maxBytesPerTenant: config.llm.cacheMemoryBytesPerTenant });
+    this.index = new CacheIndex(ds, { pollMs: config.llm.cacheIndexPollMs, maxKeys: config.llm.cacheIndexMaxKeys });
+  }
+
+  onApplicationBootstrap(): void {
+    this.index.start();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.index.stop();
   }
 
   /** About what an answer takes in memory: its text (UTF-16) and its fields. */
@@ -69,6 +85,7 @@ export class ResponseCache {
     const held = this.memory.get(tenantId, key);
     if (held) return held;
     assertTenantId(tenantId, 'a cache lookup'); // before it joins others' in a statement
+    if (!this.index.mayHold(tenantId, key)) return null;
     const found = await this.lookups.submit(BATCH, { tenantId, key });
     if (!found) return null;
     this.memory.set(tenantId, key, found.answer, ResponseCache.bytes(found.answer), found.expiresAt - Date.now());
@@ -133,6 +150,7 @@ export class ResponseCache {
    * kept in the in-process tier too, as put() keeps what it stores.
    */
   remember(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number): void {
+    this.index.add(tenantId, key);
     this.memory.set(tenantId, key, answer, ResponseCache.bytes(answer), ttlSeconds * 1000);
   }
 

@@ -1,0 +1,39 @@
+import { randomUUID } from 'node:crypto';
+import { KeyFilter } from './key-filter';
+
+describe('KeyFilter', () => {
+  const tenants = [randomUUID(), randomUUID(), randomUUID()];
+  const key = (i: number) => `${i.toString(16).padStart(8, '0')}-answer`;
+
+  it('never forgets a pair it was given, and says "maybe" of about 1% of the others at capacity', () => {
+    const f = new KeyFilter(200_000);
+    for (let i = 0; i < 200_000; i++) f.add(tenants[i % 3], key(i));
+    let forgotten = 0;
+    for (let i = 0; i < 200_000; i++) if (!f.mayHold(tenants[i % 3], key(i))) forgotten++;
+    expect(forgotten).toBe(0);
+    let maybe = 0;
+    for (let i = 200_000; i < 300_000; i++) if (f.mayHold(tenants[i % 3], key(i))) maybe++;
+    expect(maybe / 100_000).toBeLessThan(0.02);
+    expect(f.full).toBe(false);
+    f.add(tenants[0], 'one more');
+    expect(f.full).toBe(true);
+    expect(f.count).toBe(200_001);
+  });
+
+  it("keeps one tenant's key apart from another's (and from a split of the same text)", () => {
+    const f = new KeyFilter(1_000);
+    for (let i = 0; i < 1_000; i++) f.add(tenants[0], key(i));
+    let crossed = 0;
+    for (let i = 0; i < 1_000; i++) if (f.mayHold(tenants[1], key(i))) crossed++;
+    expect(crossed).toBeLessThan(20);
+    const g = new KeyFilter(10);
+    g.add('ab', 'c');
+    expect(g.mayHold('ab', 'c')).toBe(true);
+    expect(g.mayHold('a', 'bc')).toBe(false);
+  });
+
+  it('takes at least 128 KiB, and 10 bits a pair past that', () => {
+    expect(new KeyFilter(0).bytes).toBe(2 ** 17);
+    expect(new KeyFilter(10_000_000).bytes).toBe(12_500_000);
+  });
+});
