@@ -1,4 +1,5 @@
 import { Client } from 'pg';
+import { DataSource } from 'typeorm';
 import { CacheIndex } from '../src/llm/cache-index';
 import { ResponseCache } from '../src/llm/response-cache';
 import { Factory, TestTenant } from './support/factories';
@@ -108,6 +109,38 @@ describe('the answer cache index', () => {
     await small.rebuild();
     expect(small.trusted).toBe(false);
     expect(small.mayHold(a.tenantId, 'never-stored')).toBe(true);
+  });
+
+  it('asks the database for every miss while it cannot read the table, and builds again soon after a build failed', async () => {
+    // A data source that has not connected: every statement fails, as when the database is away.
+    const ds = new DataSource({ type: 'postgres', url: t.db.url, extra: { max: 1 } });
+    let now = Date.now();
+    const index = new CacheIndex(ds, { pollMs: 250, maxKeys: 1_000_000, now: () => now });
+    try {
+      await index.refresh(); // the build is due: it fails
+      expect(index.trusted).toBe(false);
+      expect(index.mayHold(a.tenantId, 'never-stored')).toBe(true);
+      await ds.initialize();
+      now += 4_000;
+      await index.refresh(); // not yet: the next build is due 5 s after the failed one
+      expect(index.trusted).toBe(false);
+      now += 1_001;
+      await index.refresh();
+      expect(index.trusted).toBe(true);
+      expect(index.mayHold(a.tenantId, 'stored-elsewhere')).toBe(true);
+      expect(index.mayHold(a.tenantId, 'never-stored')).toBe(false);
+      // The database goes away after the build: the reads fail, and once the last good one is
+      // too old (2 s here), every miss asks the database again.
+      await ds.destroy();
+      await index.refresh();
+      expect(index.mayHold(a.tenantId, 'never-stored')).toBe(false);
+      now += 2_001;
+      await index.refresh();
+      expect(index.trusted).toBe(false);
+      expect(index.mayHold(a.tenantId, 'never-stored')).toBe(true);
+    } finally {
+      if (ds.isInitialized) await ds.destroy();
+    }
   });
 
   it('builds from a table larger than one page', async () => {

@@ -30,7 +30,7 @@ export interface CacheIndexOptions {
  *   go to the database as before.
  * - It is trusted only while a read has succeeded lately (four polls, at least 2 s). Before the
  *   first build, when the database does not answer, or past `maxKeys`, every miss asks the
- *   database, as without an index.
+ *   database, as without an index. A build that failed is tried again after ten polls (5 s at least).
  * - Rebuilt when full (twice the size; at most once a minute) and every hour (forgetting expired and
  *   deleted keys). A build reads the table a page at a time and the old filter serves meanwhile.
  */
@@ -44,7 +44,11 @@ export class CacheIndex {
   private timer?: NodeJS.Timeout;
   private polling = false;
   private building: Promise<void> | null = null;
+  /** when the last build started, and when the next is due (hourly; soon after one that failed) */
   private builtAt = -Infinity;
+  private nextBuildAt = -Infinity;
+  /** the reads are failing (warned once, until one succeeds) */
+  private failing = false;
   /** keys added while a build runs: they go into the new filter too */
   private addedDuringBuild: AnswerKey[] | null = null;
 
@@ -91,7 +95,7 @@ export class CacheIndex {
   start(): void {
     if (!this.enabled || this.timer) return;
     this.rebuild();
-    this.timer = setInterval(() => void this.tick(), this.opts.pollMs);
+    this.timer = setInterval(() => void this.refresh(), this.opts.pollMs);
     this.timer.unref();
   }
 
@@ -101,14 +105,23 @@ export class CacheIndex {
     await this.building;
   }
 
-  private async tick(): Promise<void> {
-    if (this.now() - this.builtAt > 3_600_000) void this.rebuild();
+  /** One round of upkeep (every `pollMs`): the build when one is due, and a read; resolves when both are done. */
+  async refresh(): Promise<void> {
+    const build = this.now() >= this.nextBuildAt ? this.rebuild() : undefined;
+    await this.read();
+    await build;
+  }
+
+  private async read(): Promise<void> {
     if (this.polling) return;
     this.polling = true;
     try {
       await this.poll();
+      if (this.failing) this.logger.log({ msg: 'cache index reads again' });
+      this.failing = false;
     } catch (err) {
-      this.logger.warn({ msg: 'cache index read failed: misses ask the database until one succeeds', err: loggableError(err as Error) });
+      if (!this.failing) this.logger.warn({ msg: 'cache index read failed: misses ask the database until one succeeds', err: loggableError(err as Error) });
+      this.failing = true;
     } finally {
       this.polling = false;
     }
@@ -131,7 +144,10 @@ export class CacheIndex {
   /** Starts a build unless one runs; resolves when it is done. */
   rebuild(): Promise<void> {
     this.building ??= this.build()
-      .catch((err: Error) => this.logger.warn({ msg: 'cache index build failed: misses ask the database', err: loggableError(err) }))
+      .catch((err: Error) => {
+        this.nextBuildAt = this.now() + Math.max(10 * this.opts.pollMs, 5_000);
+        this.logger.warn({ msg: 'cache index build failed: misses ask the database until one succeeds', err: loggableError(err) });
+      })
       .finally(() => {
         this.building = null;
         this.addedDuringBuild = null;
@@ -141,6 +157,7 @@ export class CacheIndex {
 
   private async build(): Promise<void> {
     this.builtAt = this.now();
+    this.nextBuildAt = this.builtAt + 3_600_000;
     const startedAt = this.now();
     // The horizon first: every row committed after it is read by the polls that follow.
     const horizon = await answerKeyHorizon(this.ds.manager);
