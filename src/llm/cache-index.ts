@@ -42,7 +42,8 @@ export class CacheIndex {
   /** when the last successful read (poll or build) took its snapshot */
   private readAt = -Infinity;
   private timer?: NodeJS.Timeout;
-  private polling = false;
+  /** the read under way, if any (one at a time) */
+  private reading: Promise<void> | null = null;
   private building: Promise<void> | null = null;
   /** when the last build started, and when the next is due (hourly; soon after one that failed) */
   private builtAt = -Infinity;
@@ -94,15 +95,16 @@ export class CacheIndex {
   /** Builds the index, then reads every `pollMs`. */
   start(): void {
     if (!this.enabled || this.timer) return;
-    this.rebuild();
+    void this.rebuild();
     this.timer = setInterval(() => void this.refresh(), this.opts.pollMs);
     this.timer.unref();
   }
 
+  /** Stops reading; resolves once the read and the build under way are done (before the pool closes). */
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
-    await this.building;
+    await Promise.all([this.reading, this.building]);
   }
 
   /** One round of upkeep (every `pollMs`): the build when one is due, and a read; resolves when both are done. */
@@ -112,19 +114,20 @@ export class CacheIndex {
     await build;
   }
 
-  private async read(): Promise<void> {
-    if (this.polling) return;
-    this.polling = true;
-    try {
-      await this.poll();
-      if (this.failing) this.logger.log({ msg: 'cache index reads again' });
-      this.failing = false;
-    } catch (err) {
-      if (!this.failing) this.logger.warn({ msg: 'cache index read failed: misses ask the database until one succeeds', err: loggableError(err as Error) });
-      this.failing = true;
-    } finally {
-      this.polling = false;
-    }
+  private read(): Promise<void> {
+    this.reading ??= this.poll()
+      .then(() => {
+        if (this.failing) this.logger.log({ msg: 'cache index reads again' });
+        this.failing = false;
+      })
+      .catch((err: Error) => {
+        if (!this.failing) this.logger.warn({ msg: 'cache index read failed: misses ask the database until one succeeds', err: loggableError(err) });
+        this.failing = true;
+      })
+      .finally(() => {
+        this.reading = null;
+      });
+    return this.reading;
   }
 
   /** Reads the keys stored since the last read (by any instance) into the filter. */
