@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { Nanos } from '../common/money';
 import { assertTenantId } from '../db/tenant-scope';
@@ -46,7 +46,7 @@ export interface CachedAnswer {
  * ago may be missed (paid again, as two identical calls at the same moment are).
  */
 @Injectable()
-export class ResponseCache implements OnApplicationBootstrap, OnApplicationShutdown {
+export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger(ResponseCache.name);
 
   private readonly memory: MemoryCache<CachedAnswer>;
@@ -68,8 +68,9 @@ export class ResponseCache implements OnApplicationBootstrap, OnApplicationShutd
     this.index.start();
   }
 
-  async onApplicationShutdown(): Promise<void> {
-    await this.index.stop();
+  /** The index stops before the pool closes (modules are destroyed before the application shuts down). */
+  onModuleDestroy(): Promise<void> {
+    return this.index.stop();
   }
 
   /** About what an answer takes in memory: its text (UTF-16) and its fields. */
