@@ -21,7 +21,11 @@ export class KeyFilter {
     this.words = new Uint32Array(this.bits / 32);
   }
 
-  /** How many pairs were added (a pair added twice counts twice). */
+  /**
+   * How many different pairs were added. A pair added again does not count: this instance adds its
+   * own stores at once and reads them back from the table later. (Nor does a new pair whose bits
+   * were all set already, a false positive: about 1% at capacity.)
+   */
   get count(): number {
     return this.added;
   }
@@ -37,23 +41,28 @@ export class KeyFilter {
   }
 
   add(tenantId: string, key: string): void {
-    const h1 = hashPair(tenantId, key, 0x9747b28c);
-    const h2 = hashPair(tenantId, key, 0x5bd1e995) | 1;
-    for (let i = 0, bit = h1; i < PROBES; i++, bit = (bit + h2) >>> 0) {
-      const at = bit % this.bits;
-      this.words[at >>> 5] |= 1 << (at & 31);
-    }
-    this.added++;
+    if (this.probe(tenantId, key, true)) this.added++;
   }
 
   mayHold(tenantId: string, key: string): boolean {
+    return !this.probe(tenantId, key, false);
+  }
+
+  /** Whether any of the pair's bits was clear; with `set`, sets them all. */
+  private probe(tenantId: string, key: string, set: boolean): boolean {
     const h1 = hashPair(tenantId, key, 0x9747b28c);
     const h2 = hashPair(tenantId, key, 0x5bd1e995) | 1;
+    let clear = false;
     for (let i = 0, bit = h1; i < PROBES; i++, bit = (bit + h2) >>> 0) {
       const at = bit % this.bits;
-      if ((this.words[at >>> 5] & (1 << (at & 31))) === 0) return false;
+      const mask = 1 << (at & 31);
+      if ((this.words[at >>> 5] & mask) === 0) {
+        if (!set) return true;
+        clear = true;
+        this.words[at >>> 5] |= mask;
+      }
     }
-    return true;
+    return clear;
   }
 }
 
