@@ -52,6 +52,8 @@ describe('the answer cache index', () => {
     // Another tenant's lookup of the same key is still a miss, and a key nobody stored too.
     expect(await here.get(b.tenantId, 'stored-elsewhere')).toBeNull();
     expect(await here.get(a.tenantId, 'stored-by-nobody')).toBeNull();
+    // A tenant id that is not one is refused, not answered "not cached" by the index.
+    await expect(here.get('not-a-tenant', 'stored-by-nobody')).rejects.toThrow('refusing to run a cache lookup without a tenant id');
   });
 
   // The embedded PostgreSQL runs one session, where one transaction cannot be open while another

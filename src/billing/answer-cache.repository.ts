@@ -161,11 +161,12 @@ export interface KeyHorizon {
   xip: string[];
 }
 
+/** The statement's snapshot `s` as a KeyHorizon's columns. */
+const HORIZON_COLUMNS = `pg_snapshot_xmax(s)::text AS xmax, ARRAY(SELECT x::text FROM pg_snapshot_xip(s) x) AS xip`;
+
 /** Now, as a KeyHorizon: the rows committed from here on are what answerKeysSince(now) reads. */
 export async function answerKeyHorizon(m: EntityManager): Promise<KeyHorizon> {
-  const [row] = (await m.query(
-    `SELECT pg_snapshot_xmax(s)::text AS xmax, ARRAY(SELECT x::text FROM pg_snapshot_xip(s) x) AS xip FROM pg_current_snapshot() s`,
-  )) as Array<KeyHorizon>;
+  const [row] = (await m.query(`SELECT ${HORIZON_COLUMNS} FROM pg_current_snapshot() s`)) as Array<KeyHorizon>;
   return row;
 }
 
@@ -198,7 +199,7 @@ export async function countLiveAnswers(m: EntityManager): Promise<number> {
  */
 export async function answerKeysSince(m: EntityManager, since: KeyHorizon): Promise<{ keys: AnswerKey[]; horizon: KeyHorizon }> {
   const rows = (await m.query(
-    `SELECT pg_snapshot_xmax(s)::text AS xmax, ARRAY(SELECT x::text FROM pg_snapshot_xip(s) x) AS xip, c.tenant_id, c.cache_key
+    `SELECT ${HORIZON_COLUMNS}, c.tenant_id, c.cache_key
        FROM pg_current_snapshot() s
        LEFT JOIN LATERAL (SELECT tenant_id, cache_key FROM llm_cache
                            WHERE (stored_xid >= $1::xid8 OR stored_xid = ANY($2::xid8[])) AND expires_at > now()) c ON true`,
