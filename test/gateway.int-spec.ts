@@ -6,6 +6,7 @@ import { BooksRepository, SettlingCall } from '../src/billing/books.repository';
 import { LedgerEntry } from '../src/billing/ledger.service';
 import { ClusterBus } from '../src/db/cluster-bus';
 import { TenantsRepository } from '../src/tenancy/tenants.repository';
+import { serverUrl } from './support/test-database';
 import { waitFor } from './support/wait';
 import { Clock } from '../src/common/clock';
 import { formatCny } from '../src/common/money';
@@ -73,11 +74,14 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
 
   /** Records the statements (and their parameters) that reach the pool and match `pattern`, until stop(). */
   function watchStatements(pattern: RegExp) {
-    const statements: Array<{ sql: string; params: unknown[] }> = [];
+    const statements: Array<{ sql: string; params: unknown[]; name?: string }> = [];
     const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
     const query = pool.query.bind(pool);
     const spy = jest.spyOn(pool, 'query').mockImplementation((...args: unknown[]) => {
-      if (typeof args[0] === 'string' && pattern.test(args[0])) statements.push({ sql: args[0], params: args[1] as unknown[] });
+      // A statement as text and parameters, or as a named prepared statement's { name, text, values }.
+      const named = typeof args[0] === 'object' && args[0] !== null ? (args[0] as { name: string; text: string; values: unknown[] }) : undefined;
+      const sql = named ? named.text : args[0];
+      if (typeof sql === 'string' && pattern.test(sql)) statements.push({ sql, params: named ? named.values : (args[1] as unknown[]), name: named?.name });
       return query(...args);
     });
     return { statements, stop: () => spy.mockRestore() };
@@ -826,6 +830,9 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         watch.stop();
       }
       expect(statements).toHaveLength(3);
+      // The settlement runs as a named prepared statement on a PostgreSQL server (planned once a
+      // connection), as plain text on PGlite (tenancy.int-spec.ts has why); renewal and return as text.
+      expect(statements.map((s) => s.name)).toEqual([serverUrl() ? 'inkstone_settle_leased' : undefined, undefined, undefined]);
       // Each statement again under EXPLAIN ANALYZE (rolled back): how many lease rows it read.
       const leaseRowsRead = async ({ sql, params }: { sql: string; params: unknown[] }) => {
         const qr = ds.createQueryRunner();

@@ -1,11 +1,13 @@
 import { DataSource } from 'typeorm';
 import { ApiError } from '../src/common/errors';
-import { MissingTenantError, TenantScopedRepository, tenantQuery } from '../src/db/tenant-scope';
+import { createDataSource } from '../src/db/data-source';
+import { MissingTenantError, perRowTenantQuery, preparesStatements, TenantScopedRepository, tenantQuery, usePreparedStatements } from '../src/db/tenant-scope';
 import { ApiKeyEntity } from '../src/tenancy/api-key.entity';
 import { generateApiKey } from '../src/tenancy/api-key-secret';
 import { ApiKeysService } from '../src/tenancy/api-keys.service';
 import { Factory } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
+import { serverUrl } from './support/test-database';
 import { waitFor } from './support/wait';
 
 describe('tenants and API keys (real PostgreSQL)', () => {
@@ -135,5 +137,40 @@ describe('tenants and API keys (real PostgreSQL)', () => {
       expect(rows.map((r) => r.id)).toEqual([a.adminKeyId]);
     });
   });
-});
 
+  describe('named prepared statements (the settlement)', () => {
+    it('are used with a PostgreSQL server unless turned off, never with PGlite, whose connections share one session', async () => {
+      expect(preparesStatements(ds)).toBe(serverUrl() !== undefined);
+      const off = await t.another({ DATABASE_PREPARED_STATEMENTS: 'false' });
+      expect(preparesStatements(off.get(DataSource))).toBe(false);
+    });
+
+    it('prepare a named statement once a connection and run it with any parameters, only where the data source allows it', async () => {
+      const [a, b] = await Promise.all([f.newTenant(), f.newTenant()]);
+      const SQL = `SELECT t.id::text AS id, t.name FROM unnest($1::uuid[]) AS k(tenant_id) JOIN tenants t ON t.id = k.tenant_id ORDER BY t.name`;
+      const NAME = 'inkstone_test_named';
+      const prepared = async (d: DataSource) => (await d.query(`SELECT name FROM pg_prepared_statements WHERE name = $1`, [NAME])).length;
+      // One connection each, so that the statement and the check run in one session.
+      const plain = createDataSource(t.db.url, 1);
+      const named = createDataSource(t.db.url, 1);
+      await Promise.all([plain.initialize(), named.initialize()]);
+      usePreparedStatements(named);
+      try {
+        // Not allowed: the name is ignored.
+        expect(await perRowTenantQuery(plain.manager, [a.tenantId], SQL, [], { preparedAs: NAME })).toEqual([{ id: a.tenantId, name: expect.any(String) }]);
+        expect(await prepared(plain)).toBe(0);
+        // Allowed: prepared on the first run, then bound with other parameters, each run answering its own.
+        for (const ids of [[a.tenantId], [b.tenantId], [a.tenantId, b.tenantId]]) {
+          const rows = await perRowTenantQuery<{ id: string }>(named.manager, ids, SQL, [], { preparedAs: NAME });
+          expect(rows.map((r) => r.id).sort()).toEqual([...ids].sort());
+        }
+        expect(await prepared(named)).toBe(1);
+        // The tenant checks still come first.
+        await expect(perRowTenantQuery(named.manager, ['not-a-tenant'], SQL, [], { preparedAs: NAME })).rejects.toThrow(MissingTenantError);
+      } finally {
+        await named.query(`DEALLOCATE ${NAME}`); // (PGlite's one session outlives the connection)
+        await Promise.all([plain.destroy(), named.destroy()]);
+      }
+    });
+  });
+});

@@ -581,6 +581,8 @@ export class BooksRepository {
       groups.map((g) => g.tenantId),
       cacheRows.length ? SETTLE_LEASED_CACHING_SQL : SETTLE_LEASED_SQL,
       [groups.map((g) => g.period), totals.map(String), instanceId, JSON.stringify(rows), ...(cacheRows.length ? cacheRowsParams(cacheRows) : [])],
+      // Planning it took longer than running it (pg_stat_statements at 300 calls/s: 0.95 ms against 0.7 ms).
+      { preparedAs: cacheRows.length ? 'inkstone_settle_leased_caching' : 'inkstone_settle_leased' },
     );
     const byKey = new Map(after.map((r) => [`${r.tenant_id}:${r.period}`, { spent: BigInt(r.spent), cap: BigInt(r.cap) }]));
     return groups.map((g) => byKey.get(`${g.tenantId}:${g.period}`) ?? null);

@@ -55,6 +55,13 @@ export interface AppConfig {
   /** Unset: the service starts an embedded PostgreSQL under `dataDir`. */
   databaseUrl?: string;
   databasePoolSize: number;
+  /**
+   * The gateway's settlement (its one statement a group of calls) runs as a named prepared
+   * statement, planned once a connection instead of every time. Off for a pooler that does not keep
+   * prepared statements (PgBouncer in transaction mode before 1.21); never used with the embedded
+   * PostgreSQL, whose one session all connections share.
+   */
+  databasePreparedStatements: boolean;
   dataDir: string;
   adminToken: string;
   bodyLimitBytes: number;
@@ -139,6 +146,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     logFormat: e.oneOf('LOG_FORMAT', ['json', 'pretty', 'auto'] as const, 'auto'),
     databaseUrl: e.url('DATABASE_URL', ['postgres', 'postgresql']),
     databasePoolSize: e.int('DATABASE_POOL_SIZE', { min: 1, max: 200, default: 10 }),
+    databasePreparedStatements: e.bool('DATABASE_PREPARED_STATEMENTS', true),
     dataDir,
     adminToken: e.secret('INKSTONE_ADMIN_TOKEN', 16),
     bodyLimitBytes: e.int('BODY_LIMIT_BYTES', { min: 1024, max: 64 * 1024 * 1024, default: 8 * 1024 * 1024 }),

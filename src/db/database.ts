@@ -5,6 +5,7 @@ import { AppConfig, CONFIG } from '../config/app-config';
 import { ClusterBus } from './cluster-bus';
 import { createDataSource, migrate } from './data-source';
 import { EmbeddedPostgres } from './embedded-postgres';
+import { usePreparedStatements } from './tenant-scope';
 
 /**
  * The app's one connection pool, opened at start: to DATABASE_URL when it is set, otherwise to an
@@ -34,6 +35,7 @@ export class DatabaseConnection implements OnApplicationShutdown {
     const ds = createDataSource(url, config.databasePoolSize, entities);
     try {
       await ds.initialize();
+      if (config.databasePreparedStatements && !(await sharesOneSession(ds))) usePreparedStatements(ds);
       const applied = await migrate(ds);
       if (applied.length) this.logger.log({ msg: 'migrations applied', migrations: applied });
     } catch (err) {
@@ -52,6 +54,16 @@ export class DatabaseConnection implements OnApplicationShutdown {
     if (this.dataSource.isInitialized) await this.dataSource.destroy();
     await this.embedded?.stop();
   }
+}
+
+/**
+ * PGlite (the embedded PostgreSQL, here or behind a URL as the tests use it) serves every
+ * connection from its one session, where a statement name prepared on one connection would clash
+ * on the next: named prepared statements need a server with a session a connection.
+ */
+async function sharesOneSession(ds: DataSource): Promise<boolean> {
+  const [{ version }]: Array<{ version: string }> = await ds.query('SELECT version()');
+  return /PGlite/i.test(version);
 }
 
 @Global()

@@ -96,18 +96,39 @@ export async function tenantQuery<R = Record<string, unknown>>(
 }
 
 /**
+ * The data sources whose hot statements may run as named prepared statements (DatabaseConnection
+ * marks its own unless DATABASE_PREPARED_STATEMENTS is off or the database is the embedded one).
+ */
+const PREPARING = new WeakSet<object>();
+
+export function usePreparedStatements(ds: object): void {
+  PREPARING.add(ds);
+}
+
+export function preparesStatements(ds: object): boolean {
+  return PREPARING.has(ds);
+}
+
+/**
  * Runs a checked statement. Outside a transaction it goes straight to the driver's pool: the same
  * statement without TypeORM's query-runner round (on the gateway's hot path that round costs more
- * than the statement); inside one, through the transaction's manager.
+ * than the statement); inside one, through the transaction's manager. With `name`, where the data
+ * source allows it, the statement is prepared under that name once a connection and then only bound
+ * and run: for a statement whose planning costs more than its run (the settlement), that is most of
+ * its database time. The driver keeps each connection's names; a name must always carry one text.
  */
-async function run<R>(manager: EntityManager, sql: string, params: unknown[]): Promise<R[]> {
+async function run<R>(manager: EntityManager, sql: string, params: unknown[], name?: string): Promise<R[]> {
   const pool = manager.queryRunner ? null : poolOf(manager);
-  if (pool) return (await pool.query(sql, params)).rows as R[];
+  if (pool) {
+    const res = name && preparesStatements(manager.connection) ? await pool.query({ name, text: sql, values: params }) : await pool.query(sql, params);
+    return res.rows as R[];
+  }
   return rowsOf<R>(await manager.query(sql, params));
 }
 
 interface PgPool {
   query(sql: string, params: unknown[]): Promise<{ rows: unknown[] }>;
+  query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[] }>;
 }
 
 /** The postgres driver's connection pool (node-postgres), when the manager's data source has one. */
@@ -123,10 +144,16 @@ function poolOf(manager: EntityManager): PgPool | null {
  * the statement must match every row on that tenant (`unnest($1::uuid[], …)` joined on tenant_id).
  * Each row stays its own tenant's: nothing is read or written by key alone.
  */
-export async function perRowTenantQuery<R = Record<string, unknown>>(manager: EntityManager, tenantIds: string[], sql: string, params: unknown[] = []): Promise<R[]> {
+export async function perRowTenantQuery<R = Record<string, unknown>>(
+  manager: EntityManager,
+  tenantIds: string[],
+  sql: string,
+  params: unknown[] = [],
+  opts: { preparedAs?: string } = {},
+): Promise<R[]> {
   for (const id of tenantIds) assertTenantId(id, 'a per-row tenant query');
   if (!/unnest\(\s*\$1::uuid\[\]/.test(sql) || !/tenant_id/.test(sql)) throw new MissingTenantError('SQL that does not pair each row with its tenant ($1::uuid[])');
-  return run<R>(manager, sql, [tenantIds, ...params]);
+  return run<R>(manager, sql, [tenantIds, ...params], opts.preparedAs);
 }
 
 /** One tenant's statement, checked as tenantQuery checks it, to run later (runAtomically). */
