@@ -5,6 +5,8 @@
  * minor and major collections freed (`--heap-prof` keeps only what is still alive). Prints the KB
  * allocated a request (sampled every ALLOC_INTERVAL bytes, default 4096) by file and by function,
  * and writes the profile to ALLOC_PROFILE (default /tmp/alloc.heapprofile, for Chrome's DevTools).
+ * ALLOC_MINOR=0: only what outlived the young generation (promoted, then freed by a major collection
+ * or still alive at the end), which is what makes mark-compacts.
  * The sampling slows the service: its latencies here mean nothing.
  *
  *   BENCH_SKIP_BUILD=1 npx ts-node --transpile-only bench/probe-alloc.ts
@@ -48,7 +50,7 @@ async function main() {
         ws.send(JSON.stringify({ id: i, method, params }));
       });
     await call('HeapProfiler.enable');
-    const started = await call('HeapProfiler.startSampling', { samplingInterval: interval, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+    const started = await call('HeapProfiler.startSampling', { samplingInterval: interval, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: process.env.ALLOC_MINOR !== '0' });
     if (started.error) throw new Error(JSON.stringify(started.error));
     const n = rate * 10;
     const r = await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50 });

@@ -9,6 +9,8 @@
  * RATE=0: one request at a time instead, back to back, directly and through Inkstone. It prints the
  * service's event-loop delay and request-duration histogram; HEAP_SNAP=1 with
  * BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2 writes heap snapshots before and after the run.
+ * POOL_WARM_S=2: the measured run's own connections carry that many seconds of the load first (the
+ * run then starts on open connections; by default it opens them in its first second).
  *
  *   BENCH_NODE_ARGS=--trace-gc RATE=200 npx ts-node --transpile-only bench/probe-tail.ts
  */
@@ -60,7 +62,7 @@ async function main() {
     const slow = new Map<number, number>();
     const onAnswer = (dueMs: number, ms: number) => ms > 20 && slow.set(Math.floor(dueMs / 100), (slow.get(Math.floor(dueMs / 100)) ?? 0) + 1);
     const sched0 = readSched(g.service.child.pid!);
-    console.log(JSON.stringify(await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50, onAnswer })));
+    console.log(JSON.stringify(await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50, onAnswer, warmUpS: Number(process.env.POOL_WARM_S ?? 0) })));
     // Where the service's main thread was over the run: on a core, or ready but waiting for one.
     console.log(JSON.stringify({ serviceMainThread: schedBetween(sched0, readSched(g.service.child.pid!), rate * 10) }));
     console.log('answers over 20 ms by 100 ms window (s: count):', [...slow].map(([w, n]) => `${(w / 10).toFixed(1)}: ${n}`).join(', ') || 'none');

@@ -21,6 +21,12 @@ export interface OpenLoopOptions {
   connections: number;
   /** each 2xx answer: when it was due (ms after the run's start) and its latency */
   onAnswer?: (dueMs: number, latencyMs: number) => void;
+  /**
+   * Seconds of the same load on the same connections before the measured run, not counted (default
+   * 0): the run then starts on open keep-alive connections, as a client in steady state would,
+   * instead of opening its connections in its first second.
+   */
+  warmUpS?: number;
 }
 
 export interface OpenLoopResult {
@@ -43,6 +49,15 @@ function percentile(sorted: number[], q: number): number {
 
 export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
   const pool = new Pool(o.url, { connections: o.connections, pipelining: 1 });
+  try {
+    if (o.warmUpS) await schedule(pool, { ...o, durationS: o.warmUpS, onAnswer: undefined });
+    return await schedule(pool, o);
+  } finally {
+    await pool.close();
+  }
+}
+
+async function schedule(pool: Pool, o: OpenLoopOptions): Promise<OpenLoopResult> {
   const total = Math.round(o.rate * o.durationS);
   const latencies: number[] = [];
   let non2xx = 0;
@@ -79,7 +94,6 @@ export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
     setTimeout(tick, 5);
   });
   await Promise.all(inFlight);
-  await pool.close();
   latencies.sort((a, b) => a - b);
   const round = (ms: number) => Math.round(ms * 10) / 10;
   return {
