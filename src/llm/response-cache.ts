@@ -14,6 +14,14 @@ import { CacheEntry, deleteAnswer, deleteExpiredAnswers, findAnswers, storeAnswe
 /** The one queue of cache statements (each row carries its tenant). */
 const BATCH = 'all';
 
+/** A string on V8's heap: a header, then one byte a character when all are Latin-1, else two. */
+function heapBytes(s: string): number {
+  return 16 + (/[^\u0000-\u00ff]/.test(s) ? 2 : 1) * s.length;
+}
+
+/** An answer's bookkeeping in the in-process tier beyond its strings (ResponseCache.heldBytes). */
+const HELD_ANSWER_BYTES = 560;
+
 export interface CachedAnswer {
   content: string;
   provider: string;
@@ -73,9 +81,15 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
     return this.index.stop();
   }
 
-  /** About what an answer takes in memory: its text (UTF-16) and its fields. */
-  private static bytes(a: CachedAnswer): number {
-    return 2 * (a.content.length + a.provider.length + a.model.length + a.finishReason.length) + 200;
+  /**
+   * About what an answer held in the in-process tier takes on the heap: its strings, and
+   * HELD_ANSWER_BYTES for the rest (the answer object, its usage and cost, the tier's id for it
+   * with the key, its entry and a slot in each of its two maps), measured by
+   * `node --expose-gc bench/probe-memory-cache.js`. The tier's bound (LLM_CACHE_MEMORY_MB) is then
+   * a bound on heap, whatever the answers' length (a short answer costs mostly its bookkeeping).
+   */
+  static heldBytes(a: CachedAnswer): number {
+    return heapBytes(a.content) + heapBytes(a.provider) + heapBytes(a.model) + heapBytes(a.finishReason) + HELD_ANSWER_BYTES;
   }
 
   static key(parts: unknown): string {
@@ -89,7 +103,7 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
     if (!this.index.mayHold(tenantId, key)) return null;
     const found = await this.lookups.submit(BATCH, { tenantId, key });
     if (!found) return null;
-    this.memory.set(tenantId, key, found.answer, ResponseCache.bytes(found.answer), found.expiresAt - Date.now());
+    this.memory.set(tenantId, key, found.answer, ResponseCache.heldBytes(found.answer), found.expiresAt - Date.now());
     return found.answer;
   }
 
@@ -152,7 +166,7 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
    */
   remember(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number): void {
     this.index.add(tenantId, key);
-    this.memory.set(tenantId, key, answer, ResponseCache.bytes(answer), ttlSeconds * 1000);
+    this.memory.set(tenantId, key, answer, ResponseCache.heldBytes(answer), ttlSeconds * 1000);
   }
 
   /** Waits for the stores under way (shutdown). */
