@@ -14,6 +14,9 @@
  * Then the four again at one fixed offered load below saturation (an open loop, bench/lib/open-loop.ts,
  * the same for each: half the rate Portkey served saturated, or PEERS_RATE): at saturation a closed
  * loop's latency is mostly queueing for the two cores (Little's law), below it what each adds.
+ * Every side runs PEERS_ROUNDS times (default 3), the sides in turn in each round (the many-tenant
+ * miss path right after the one-tenant one); the result keeps each round's figures and reports the
+ * median round.
  *
  *   npm run bench:peers
  */
@@ -39,6 +42,8 @@ export interface PeersResult {
   machine: Record<string, string | number>;
   connections: number;
   durationS: number;
+  /** every side was measured this many times, in turn (PEERS_ROUNDS) */
+  rounds: number;
   portkeyVersion: string;
   direct: Row;
   portkey: Row;
@@ -67,7 +72,16 @@ export interface PeersResult {
     portkeyAddedP99Ms: number;
     floorAddedP99Ms: number;
   };
-  /** the miss run, once quiet: completions the upstream served through Inkstone, and Inkstone's ledger rows that reached a provider */
+  /** each round's own figures (the rows above are the median rounds, the ratios and differences the median of these) */
+  perRound: {
+    requestsPerSecond: Record<'direct' | 'portkey' | 'floor' | 'inkstoneMiss' | 'inkstoneHit' | 'inkstoneMissManyTenants', number[]>;
+    inkstoneOverPortkey: number[];
+    /** the many-tenant miss path's requests/s over the one-tenant one's, in the same round */
+    manyTenantsOverOne: number[];
+    inkstoneAddedP99Ms: number[];
+    atRate: { inkstoneAddedP50Ms: number[]; inkstoneAddedP99Ms: number[]; portkeyAddedP99Ms: number[]; floorAddedP99Ms: number[] };
+  };
+  /** the miss runs, each once quiet, summed: completions the upstream served through Inkstone, and Inkstone's ledger rows that reached a provider */
   reconciliation: { upstreamServed: number; ledgerProviderCalls: number };
   targets: { addedP99: boolean; addedP99BelowSaturation: boolean; miss1500: boolean; twicePortkey: boolean; hits4000: boolean; rss300: boolean; manyTenantsWithin10pc: boolean };
 }
@@ -107,6 +121,22 @@ function load(url: string, headers: Record<string, string>, model: string, durat
   });
 }
 
+/** The middle value (the lower middle of an even count). */
+function median(xs: number[]): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[(sorted.length - 1) >> 1];
+}
+
+/** The round with the median requests/s: a real run, its latencies with it. */
+function medianRow(rows: Row[]): Row {
+  return [...rows].sort((a, b) => a.perSecond - b.perSecond)[(rows.length - 1) >> 1];
+}
+
+/** At a fixed offered load every side keeps up: the round with the median p99. */
+function medianOpen(runs: OpenLoopResult[]): OpenLoopResult {
+  return [...runs].sort((a, b) => a.p99Ms - b.p99Ms)[(runs.length - 1) >> 1];
+}
+
 function rssMb(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
@@ -136,27 +166,13 @@ async function main(): Promise<PeersResult> {
       openLoop({ url: sides[side].url, path: '/v1/chat/completions', headers: sides[side].headers, body: bodies(sides[side].model, true), rate, durationS, connections: CONNECTIONS });
     // Warm-ups (JIT, pools), not counted.
     for (const warm of [direct, viaPortkey, viaFloor, () => inkstone(true)]) await warm();
-    const d = row(await direct());
-    const p = row(await viaPortkey());
-    const f = row(await viaFloor());
     // When a run stops, up to `connections` requests are still in flight: the server completes and
     // records them. The counts are read once everything is quiet.
     const quiet = () => new Promise((r) => setTimeout(r, 1_000));
     const served = async () => (await json<{ requests: number }>(`${upstream.url}/count`)).requests;
-    await quiet();
-    const before = { upstream: await served(), ledger: (await json<{ providerCalls: number }>(`${service.url}/v1/stats`, { key: tenant.adminKey })).providerCalls };
-    const m = row(await inkstone(true));
-    await quiet();
-    const after = { upstream: await served(), ledger: (await json<{ providerCalls: number }>(`${service.url}/v1/stats`, { key: tenant.adminKey })).providerCalls };
+    const providerCalls = async () => (await json<{ providerCalls: number }>(`${service.url}/v1/stats`, { key: tenant.adminKey })).providerCalls;
     // The hit path: one prompt, answered from the cache after its first call.
     await json(`${service.url}/v1/chat/completions`, { key: tenant.teacherKey, body: { model: 'inkstone-standard', messages: [{ role: 'user', content: '用一句话说明为什么要多读书。(same)' }], max_tokens: 64, temperature: 0 } });
-    const h = row(await inkstone(false));
-    // Below saturation: the same offered load through each, half of what Portkey served saturated.
-    const offered = Number(process.env.PEERS_RATE ?? Math.max(100, Math.round(p.perSecond / 2 / 50) * 50));
-    const rd = await atLoad('direct', offered);
-    const rp = await atLoad('portkey', offered);
-    const rf = await atLoad('floor', offered);
-    const ri = await atLoad('inkstone', offered);
     // Growth: the same miss path with every request from the next of MANY tenants (each its own
     // budget period, leases, cache and limits), after one warm-up pass so each tenant is known.
     const many = Number(process.env.PEERS_TENANTS ?? 10_000);
@@ -164,16 +180,50 @@ async function main(): Promise<PeersResult> {
     const spread = (amount?: number) => load(`${service.url}/v1/chat/completions`, {}, 'inkstone-standard', durationS, true, keys, amount);
     // The warm-up pass: one request from every tenant (each has its budget period, settings and lease).
     await spread(Math.max(keys.length, CONNECTIONS)); // (autocannon sends at least one request per connection)
-    const mt = row(await spread());
+    const manyRuns: Row[] = [];
+    // ROUNDS rounds of every side in turn, so that each side meets the machine's drift as the
+    // others do (on this shared virtual machine one side's rate moves by half from one minute to
+    // the next); each row is the median round by requests/s, each ratio and difference the median
+    // of the rounds' own (each round's sides measured seconds apart).
+    const rounds = Number(process.env.PEERS_ROUNDS ?? 3);
+    const saturated = { direct: [] as Row[], portkey: [] as Row[], floor: [] as Row[], miss: [] as Row[], hit: [] as Row[] };
+    const reconciliation = { upstreamServed: 0, ledgerProviderCalls: 0 };
+    for (let r = 0; r < rounds; r++) {
+      saturated.direct.push(row(await direct()));
+      saturated.portkey.push(row(await viaPortkey()));
+      saturated.floor.push(row(await viaFloor()));
+      await quiet();
+      const before = { upstream: await served(), ledger: await providerCalls() };
+      saturated.miss.push(row(await inkstone(true)));
+      await quiet();
+      reconciliation.upstreamServed += (await served()) - before.upstream;
+      reconciliation.ledgerProviderCalls += (await providerCalls()) - before.ledger;
+      manyRuns.push(row(await spread()));
+      saturated.hit.push(row(await inkstone(false)));
+    }
+    const [d, p, f, m, h] = [saturated.direct, saturated.portkey, saturated.floor, saturated.miss, saturated.hit].map(medianRow);
+    const perRound = (fn: (i: number) => number) => Array.from({ length: rounds }, (_, i) => fn(i));
+    const overPortkey = perRound((i) => Math.round((saturated.miss[i].perSecond / Math.max(1, saturated.portkey[i].perSecond)) * 100) / 100);
+    const addedP99 = perRound((i) => saturated.miss[i].p99Ms - saturated.direct[i].p99Ms);
+    const manyOverOne = perRound((i) => Math.round((manyRuns[i].perSecond / Math.max(1, saturated.miss[i].perSecond)) * 100) / 100);
+    // Below saturation: the same offered load through each, half of what Portkey served saturated.
+    const offered = Number(process.env.PEERS_RATE ?? Math.max(100, Math.round(p.perSecond / 2 / 50) * 50));
+    const open = { direct: [] as OpenLoopResult[], portkey: [] as OpenLoopResult[], floor: [] as OpenLoopResult[], inkstone: [] as OpenLoopResult[] };
+    for (let r = 0; r < rounds; r++) for (const side of ['direct', 'portkey', 'floor', 'inkstone'] as const) open[side].push(await atLoad(side, offered));
+    const added = (side: 'portkey' | 'floor' | 'inkstone', q: 'p50Ms' | 'p99Ms') => perRound((i) => Math.round((open[side][i][q] - open.direct[i][q]) * 10) / 10);
+    const atRateAdded = { inkstoneP50: added('inkstone', 'p50Ms'), inkstoneP99: added('inkstone', 'p99Ms'), portkeyP99: added('portkey', 'p99Ms'), floorP99: added('floor', 'p99Ms') };
+    const mt = medianRow(manyRuns);
     const version = JSON.parse(fs.readFileSync('node_modules/@portkey-ai/gateway/package.json', 'utf8')).version as string;
-    const inkstoneAddedP99Ms = m.p99Ms - d.p99Ms;
+    const inkstoneAddedP99Ms = median(addedP99);
     const rss = rssMb(service.child.pid!);
+    const inkstoneOverPortkey = median(overPortkey);
     return {
       commit: commit(),
       date: new Date().toISOString().slice(0, 10),
       machine: machine(),
       connections: CONNECTIONS,
       durationS,
+      rounds,
       portkeyVersion: version,
       direct: d,
       portkey: p,
@@ -183,30 +233,44 @@ async function main(): Promise<PeersResult> {
       inkstoneMissManyTenants: mt,
       inkstoneHit: h,
       inkstoneAddedP99Ms,
-      portkeyAddedP99Ms: p.p99Ms - d.p99Ms,
-      floorAddedP99Ms: f.p99Ms - d.p99Ms,
-      inkstoneOverPortkey: Math.round((m.perSecond / Math.max(1, p.perSecond)) * 100) / 100,
+      portkeyAddedP99Ms: median(perRound((i) => saturated.portkey[i].p99Ms - saturated.direct[i].p99Ms)),
+      floorAddedP99Ms: median(perRound((i) => saturated.floor[i].p99Ms - saturated.direct[i].p99Ms)),
+      inkstoneOverPortkey,
       inkstoneRssMb: rss,
       atRate: {
         offered,
-        direct: rd,
-        portkey: rp,
-        floor: rf,
-        inkstone: ri,
-        inkstoneAddedP50Ms: Math.round((ri.p50Ms - rd.p50Ms) * 10) / 10,
-        inkstoneAddedP99Ms: Math.round((ri.p99Ms - rd.p99Ms) * 10) / 10,
-        portkeyAddedP99Ms: Math.round((rp.p99Ms - rd.p99Ms) * 10) / 10,
-        floorAddedP99Ms: Math.round((rf.p99Ms - rd.p99Ms) * 10) / 10,
+        direct: medianOpen(open.direct),
+        portkey: medianOpen(open.portkey),
+        floor: medianOpen(open.floor),
+        inkstone: medianOpen(open.inkstone),
+        inkstoneAddedP50Ms: median(atRateAdded.inkstoneP50),
+        inkstoneAddedP99Ms: median(atRateAdded.inkstoneP99),
+        portkeyAddedP99Ms: median(atRateAdded.portkeyP99),
+        floorAddedP99Ms: median(atRateAdded.floorP99),
       },
-      reconciliation: { upstreamServed: after.upstream - before.upstream, ledgerProviderCalls: after.ledger - before.ledger },
+      perRound: {
+        requestsPerSecond: {
+          direct: saturated.direct.map((x) => x.perSecond),
+          portkey: saturated.portkey.map((x) => x.perSecond),
+          floor: saturated.floor.map((x) => x.perSecond),
+          inkstoneMiss: saturated.miss.map((x) => x.perSecond),
+          inkstoneHit: saturated.hit.map((x) => x.perSecond),
+          inkstoneMissManyTenants: manyRuns.map((x) => x.perSecond),
+        },
+        inkstoneOverPortkey: overPortkey,
+        manyTenantsOverOne: manyOverOne,
+        inkstoneAddedP99Ms: addedP99,
+        atRate: { inkstoneAddedP50Ms: atRateAdded.inkstoneP50, inkstoneAddedP99Ms: atRateAdded.inkstoneP99, portkeyAddedP99Ms: atRateAdded.portkeyP99, floorAddedP99Ms: atRateAdded.floorP99 },
+      },
+      reconciliation,
       targets: {
         addedP99: inkstoneAddedP99Ms <= 10,
-        addedP99BelowSaturation: ri.p99Ms - rd.p99Ms <= 10,
+        addedP99BelowSaturation: median(atRateAdded.inkstoneP99) <= 10,
         miss1500: m.perSecond >= 1500,
-        twicePortkey: m.perSecond >= 2 * p.perSecond,
+        twicePortkey: inkstoneOverPortkey >= 2,
         hits4000: h.perSecond >= 4000,
         rss300: rss <= 300,
-        manyTenantsWithin10pc: mt.perSecond >= m.perSecond * 0.9,
+        manyTenantsWithin10pc: median(manyOverOne) >= 0.9,
       },
     };
   } finally {

@@ -51,6 +51,26 @@ Added over the upstream's own at this load: Inkstone p50 ${a.inkstoneAddedP50Ms}
   return intro + table;
 }
 
+const list = (xs: number[], unit = '') => xs.map((x) => `${x.toLocaleString('en')}${unit}`).join(', ');
+
+/** How the rows were taken when the run had rounds (bench/peers.ts PEERS_ROUNDS), and each round's figures. */
+function renderRounds(p: any): string {
+  const r = p.perRound;
+  const a = r.atRate;
+  return `
+Each side ran ${p.rounds} times, the sides in turn in each round (direct, Portkey, the floor, Inkstone's miss
+path for one tenant and then over ${p.manyTenants.toLocaleString('en')}, its hit path; then the four at the offered load below),
+so that each meets the machine's drift as the others do. Each row below is the median round by requests/s (at the
+offered load, by p99); each ratio and added latency is the median of the rounds' own, each round's sides
+measured seconds apart. The rounds, requests/s: upstream directly ${list(r.requestsPerSecond.direct)}; Portkey
+${list(r.requestsPerSecond.portkey)}; the floor ${list(r.requestsPerSecond.floor)}; Inkstone's miss path ${list(r.requestsPerSecond.inkstoneMiss)}
+(${list(r.inkstoneOverPortkey, '×')} Portkey's in the same round; added p99 ${list(r.inkstoneAddedP99Ms, ' ms')}); over
+${p.manyTenants.toLocaleString('en')} tenants ${list(r.requestsPerSecond.inkstoneMissManyTenants)} (${list(r.manyTenantsOverOne.map((x: number) => Math.round(x * 100)), '%')} of one tenant's in the same round); hits ${list(r.requestsPerSecond.inkstoneHit)}. At the offered load, added
+over the upstream's own in each round: Inkstone p50 ${list(a.inkstoneAddedP50Ms, ' ms')}, p99 ${list(a.inkstoneAddedP99Ms, ' ms')}; Portkey p99
+${list(a.portkeyAddedP99Ms, ' ms')}; the floor p99 ${list(a.floorAddedP99Ms, ' ms')}.
+`;
+}
+
 export function renderPeers(p: any): string {
   const r = (what: string, x: any) => `| ${what} | ${x.perSecond.toLocaleString('en')} | ${x.p50Ms} ms | ${x.p99Ms} ms | ${x.non2xx + x.errors} |`;
   const yes = (b: boolean) => (b ? 'met' : '**not met**');
@@ -75,7 +95,7 @@ and one day, to the next (the upstream alone served 11,181/s in the run of commi
 ${p.direct.perSecond.toLocaleString('en')}/s in this one): the rows of one run, measured minutes apart, are what compare. The
 many-tenant row sends one request from every tenant first (so each has its budget period,
 settings and lease), then spreads the measured run over them all, each request from the next.
-
+${p.perRound ? renderRounds(p) : ''}
 | | requests/s | p50 | p99 | errors |
 |---|---|---|---|---|
 ${r('upstream directly', p.direct)}
@@ -84,7 +104,7 @@ ${p.floor ? r('through a bare forwarder (the floor)', p.floor) + '\n' : ''}${r('
 ${p.inkstoneMissManyTenants ? r(`through Inkstone, cache miss, spread over ${p.manyTenants.toLocaleString('en')} tenants`, p.inkstoneMissManyTenants) + '\n' : ''}${r('through Inkstone, cache hit', p.inkstoneHit)}
 
 Inkstone on the miss path: ${p.inkstoneOverPortkey}× Portkey's requests per second; p99 added over the upstream's
-own: ${p.inkstoneAddedP99Ms} ms (Portkey: ${p.portkeyAddedP99Ms} ms${p.floor ? `; the bare forwarder: ${p.floorAddedP99Ms} ms` : ''}). Inkstone's peak RSS: ${p.inkstoneRssMb} MB. During the miss run (counted once quiet)
+own: ${p.inkstoneAddedP99Ms} ms (Portkey: ${p.portkeyAddedP99Ms} ms${p.floor ? `; the bare forwarder: ${p.floorAddedP99Ms} ms` : ''}). Inkstone's peak RSS: ${p.inkstoneRssMb} MB. During the miss ${p.rounds ? 'runs (each counted once quiet, summed)' : 'run (counted once quiet)'}
 the upstream served ${p.reconciliation.upstreamServed.toLocaleString('en')} completions and Inkstone's ledger recorded ${p.reconciliation.ledgerProviderCalls.toLocaleString('en')} provider calls.
 
 ${p.atRate ? renderAtRate(p) : ''}What the latency target asks of this load: each of the ${p.connections} connections sends its next request when the
