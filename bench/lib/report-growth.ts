@@ -94,7 +94,7 @@ generator share the two cores. Absolute figures on this virtual machine move a l
 and one day, to the next (the upstream alone served 11,181/s in the run of commit b1aba03 and
 ${p.direct.perSecond.toLocaleString('en')}/s in this one): the rows of one run, measured minutes apart, are what compare. The
 many-tenant row sends one request from every tenant first (so each has its budget period,
-settings and lease), then spreads the measured run over them all, each request from the next.
+settings and lease${p.rounds ? ', before each of its runs' : ''}), then spreads the measured run over them all, each request from the next.
 ${p.perRound ? renderRounds(p) : ''}
 | | requests/s | p50 | p99 | errors |
 |---|---|---|---|---|
