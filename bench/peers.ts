@@ -146,7 +146,8 @@ function rssMb(pid: number): number {
 async function main(): Promise<PeersResult> {
   const durationS = Number(process.env.BENCH_DURATION_S ?? 10);
   ensureBuilt();
-  const gateway = await startGatewayOverTrivialUpstream('inkstone_bench_peers');
+  // PEERS_SERVICE_ENV='{"LLM_CACHE_MEMORY_MB":"32"}': more environment for Inkstone (a diagnostic; the record runs without).
+  const gateway = await startGatewayOverTrivialUpstream('inkstone_bench_peers', process.env.PEERS_SERVICE_ENV ? JSON.parse(process.env.PEERS_SERVICE_ENV) : {});
   const { upstream, service } = gateway;
   const portkey = await startNode(['node_modules/@portkey-ai/gateway/build/start-server.js', '--port={port}', '--headless'], (p) => `http://127.0.0.1:${p}/`, { NODE_ENV: 'production' });
   const forwarder = await startNode(['bench/lib/bare-forwarder.js', '{port}', upstream.url], (p) => `http://127.0.0.1:${p}/`, { NODE_ENV: 'production' });
