@@ -172,5 +172,42 @@ describe('tenants and API keys (real PostgreSQL)', () => {
         await Promise.all([plain.destroy(), named.destroy()]);
       }
     });
+
+    it('run once as plain text when the server lost the name or already has it (a pooler), and stop naming statements on that data source', async () => {
+      const tenant = await f.newTenant();
+      // A statement that changes something, to show that the named attempt ran nothing: each run appends one mark.
+      const SQL = `UPDATE tenants t SET name = t.name || '+' FROM unnest($1::uuid[]) AS k(tenant_id) WHERE t.id = k.tenant_id RETURNING t.name`;
+      const NAME = 'inkstone_test_lost';
+      const name = async () => ((await ds.query(`SELECT name FROM tenants WHERE id = $1`, [tenant.tenantId])) as Array<{ name: string }>)[0].name;
+      const lose = {
+        // The name is gone (26000): prepared by a first run, then deallocated behind the driver's back.
+        gone: async (d: DataSource) => {
+          await perRowTenantQuery(d.manager, [tenant.tenantId], SQL, [], { preparedAs: NAME });
+          await d.query(`DEALLOCATE ${NAME}`);
+        },
+        // The name is taken (42P05): prepared on the server by someone else before the driver's first use.
+        taken: (d: DataSource) => d.query(`PREPARE ${NAME} AS SELECT 1`),
+      };
+      for (const how of ['gone', 'taken'] as const) {
+        const d = createDataSource(t.db.url, 1);
+        await d.initialize();
+        usePreparedStatements(d);
+        try {
+          await lose[how](d);
+          const before = await name();
+          const rows = await perRowTenantQuery<{ name: string }>(d.manager, [tenant.tenantId], SQL, [], { preparedAs: NAME });
+          expect({ how, rows }).toEqual({ how, rows: [{ name: `${before}+` }] }); // run once, not twice
+          expect(await name()).toBe(`${before}+`);
+          expect(preparesStatements(d)).toBe(false);
+          // From then on plain text: nothing new is prepared.
+          await perRowTenantQuery(d.manager, [tenant.tenantId], SQL, [], { preparedAs: 'inkstone_test_after' });
+          expect(await d.query(`SELECT name FROM pg_prepared_statements WHERE name = 'inkstone_test_after'`)).toEqual([]);
+          expect(await name()).toBe(`${before}++`);
+        } finally {
+          await d.query(`DEALLOCATE ALL`);
+          await d.destroy();
+        }
+      }
+    });
   });
 });

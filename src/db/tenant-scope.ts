@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import {
   DeepPartial,
   EntityManager,
@@ -110,20 +111,40 @@ export function preparesStatements(ds: object): boolean {
 }
 
 /**
+ * What the server answers when a connection's named statements are not what its driver expects:
+ * the name is gone (26000, invalid_sql_statement_name) or already taken (42P05,
+ * duplicate_prepared_statement). A pooler that hands each transaction a different server session
+ * (PgBouncer in transaction mode before 1.21), or a DEALLOCATE/DISCARD behind the driver's back,
+ * does that. The error comes at Parse or Bind, before anything runs.
+ */
+const LOST_STATEMENT = new Set(['26000', '42P05']);
+const logger = new Logger('Database');
+
+/**
  * Runs a checked statement. Outside a transaction it goes straight to the driver's pool: the same
  * statement without TypeORM's query-runner round (on the gateway's hot path that round costs more
  * than the statement); inside one, through the transaction's manager. With `name`, where the data
  * source allows it, the statement is prepared under that name once a connection and then only bound
  * and run: for a statement whose planning costs more than its run (the settlement), that is most of
  * its database time. The driver keeps each connection's names; a name must always carry one text.
+ * When the server does not keep them (LOST_STATEMENT), the statement runs again as plain text (the
+ * named attempt ran nothing) and the data source stops naming statements.
  */
 async function run<R>(manager: EntityManager, sql: string, params: unknown[], name?: string): Promise<R[]> {
   const pool = manager.queryRunner ? null : poolOf(manager);
-  if (pool) {
-    const res = name && preparesStatements(manager.connection) ? await pool.query({ name, text: sql, values: params }) : await pool.query(sql, params);
-    return res.rows as R[];
+  if (!pool) return rowsOf<R>(await manager.query(sql, params));
+  if (name && preparesStatements(manager.connection)) {
+    try {
+      return (await pool.query({ name, text: sql, values: params })).rows as R[];
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (typeof code !== 'string' || !LOST_STATEMENT.has(code)) throw err;
+      if (PREPARING.delete(manager.connection)) {
+        logger.warn({ msg: 'the database does not keep prepared statements (a pooler?): running them as plain statements; set DATABASE_PREPARED_STATEMENTS=false', statement: name, code });
+      }
+    }
   }
-  return rowsOf<R>(await manager.query(sql, params));
+  return (await pool.query(sql, params)).rows as R[];
 }
 
 interface PgPool {
