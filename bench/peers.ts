@@ -121,21 +121,16 @@ function load(url: string, headers: Record<string, string>, model: string, durat
   });
 }
 
-/** The middle value (the lower middle of an even count). */
-function median(xs: number[]): number {
-  const sorted = [...xs].sort((a, b) => a - b);
-  return sorted[(sorted.length - 1) >> 1];
+/** The middle one by `by` (the lower middle of an even count): a real round, its other figures with it. */
+function middle<T>(xs: T[], by: (x: T) => number): T {
+  return [...xs].sort((a, b) => by(a) - by(b))[(xs.length - 1) >> 1];
 }
 
-/** The round with the median requests/s: a real run, its latencies with it. */
-function medianRow(rows: Row[]): Row {
-  return [...rows].sort((a, b) => a.perSecond - b.perSecond)[(rows.length - 1) >> 1];
-}
-
+const median = (xs: number[]) => middle(xs, (x) => x);
+/** The round with the median requests/s. */
+const medianRow = (rows: Row[]) => middle(rows, (r) => r.perSecond);
 /** At a fixed offered load every side keeps up: the round with the median p99. */
-function medianOpen(runs: OpenLoopResult[]): OpenLoopResult {
-  return [...runs].sort((a, b) => a.p99Ms - b.p99Ms)[(runs.length - 1) >> 1];
-}
+const medianOpen = (runs: OpenLoopResult[]) => middle(runs, (r) => r.p99Ms);
 
 function rssMb(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
