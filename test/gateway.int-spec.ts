@@ -494,7 +494,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       try {
         first = await cached('cache me with my settlement', 'k-together');
         expect(puts).not.toHaveBeenCalled();
-        const carried = settles.mock.calls.flatMap((c) => c[1].flatMap((g) => g.calls)).filter((c) => c.cache);
+        const carried = settles.mock.calls.flatMap((c) => c[2].flatMap((g) => g.calls)).filter((c) => c.cache);
         expect(carried).toEqual([expect.objectContaining({ cache: expect.objectContaining({ key: 'k-together', content: first.content, costNanos: first.costNanos }) })]);
       } finally {
         settles.mockRestore();
@@ -548,7 +548,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         outputTokens: 1, usageSource: 'provider', costNanos: cost, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false,
         cache: { key: 'k-twice', content, provider: 'deepseek', model: 'deepseek-chat', finishReason: 'stop', inputTokens: 1, cachedInputTokens: 0, outputTokens: 1, costNanos: cost, repaired: false, ttlSeconds: 60 },
       });
-      const after = await books.settleLeased(instance, [{ tenantId: tenant.tenantId, period, calls: [call('first', 10n), call('second', 20n)] }]);
+      const after = await books.settleLeased(instance, 60_000, [{ tenantId: tenant.tenantId, period, calls: [call('first', 10n), call('second', 20n)] }]);
       expect(after).toEqual([{ spent: 30n, cap: 100_000_000_000n }]);
       expect(await ds.query(`SELECT content, cost_nanos::text AS cost FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'k-twice'`, [tenant.tenantId])).toEqual([{ content: 'second', cost: '20' }]);
       await books.returnLease(tenant.tenantId, period, instance, 70n);
@@ -634,7 +634,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         expect(rowsAtAnswer).toEqual(Array(60).fill(1));
         const leaseCalls = takes.mock.calls.filter((c) => c[0] === rich.tenantId).length;
         // Statements that settled some of this tenant's calls, and how many calls each.
-        const settleCalls = settles.mock.calls.map((c) => c[1].filter((g) => g.tenantId === rich.tenantId)).filter((gs) => gs.length > 0);
+        const settleCalls = settles.mock.calls.map((c) => c[2].filter((g) => g.tenantId === rich.tenantId)).filter((gs) => gs.length > 0);
         expect(leaseCalls).toBeGreaterThanOrEqual(1);
         expect(leaseCalls).toBeLessThan(10);
         expect(settleCalls.reduce((n, gs) => n + gs.reduce((m, g) => m + g.calls.length, 0), 0)).toBe(60);
@@ -786,7 +786,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         const results = await Promise.all([a, b, c].flatMap((x) => Array.from({ length: 10 }, (_, i) => ask(x.tenantId, i + 1))));
         expect(results).toHaveLength(30);
         // Some statement carried more than one tenant's calls.
-        expect(settles.mock.calls.some((call) => new Set(call[1].map((g) => g.tenantId)).size > 1)).toBe(true);
+        expect(settles.mock.calls.some((call) => new Set(call[2].map((g) => g.tenantId)).size > 1)).toBe(true);
       } finally {
         settles.mockRestore();
         fake.setLatency(0);
@@ -823,7 +823,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const statements = watch.statements;
       const entry = { tenantId: a.tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'miss', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider', costNanos: 5n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false } as const;
       try {
-        expect(await books.settleLeased(instance, [{ tenantId: a.tenantId, period, calls: [entry] }])).toEqual([{ spent: 5n, cap: 100n * M }]);
+        expect(await books.settleLeased(instance, 60_000, [{ tenantId: a.tenantId, period, calls: [entry] }])).toEqual([{ spent: 5n, cap: 100n * M }]);
         await books.renewLeases(instance, 120_000, [{ tenantId: a.tenantId, period }]);
         await books.returnLease(a.tenantId, period, instance, M);
       } finally {
@@ -898,6 +898,64 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       }
     });
 
+    it('renews a lease with each settlement that writes it, never shortening it', async () => {
+      const books = t.app.get(BooksRepository);
+      const x = await f.newTenant({ monthlyBudget: '100.00' });
+      const period = await t.app.get(BudgetService).currentPeriod(x.tenantId);
+      const instance = `test:${randomUUID()}`;
+      const M = 1_000_000_000n;
+      const expiresIn = async () => Number((await ds.query(`SELECT extract(epoch FROM expires_at - now())::float8 AS s FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2`, [x.tenantId, instance]))[0].s);
+      expect(await books.takeLease(x.tenantId, period, instance, M, M, 2_000)).toBe(M);
+      expect(await expiresIn()).toBeLessThan(3);
+      const entry = (cost: bigint) => ({ tenantId: x.tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'miss', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider', costNanos: cost, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false }) as const;
+      expect(await books.settleLeased(instance, 120_000, [{ tenantId: x.tenantId, period, calls: [entry(5n)] }])).toEqual([{ spent: 5n, cap: 100n * M }]);
+      expect(await expiresIn()).toBeGreaterThan(100);
+      // A settlement with a shorter time to live leaves the later expiry.
+      await books.settleLeased(instance, 1_000, [{ tenantId: x.tenantId, period, calls: [entry(5n)] }]);
+      expect(await expiresIn()).toBeGreaterThan(100);
+      await books.returnLease(x.tenantId, period, instance, M - 10n);
+      await ds.query(`DELETE FROM budget_leases WHERE instance_id = $1`, [instance]);
+      await booksBalanced(x.tenantId);
+    });
+
+    it("renews on its timer only the leases no settlement renewed lately: a busy tenant's lease is left to its settlements, an idle one's is renewed", async () => {
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const [busy, idle] = await Promise.all([1, 2].map(() => f.newTenant({ monthlyBudget: '100.00' })));
+      const [busyPeriod, idlePeriod] = await Promise.all([busy, idle].map((x) => budget.currentPeriod(x.tenantId)));
+      // A time to live of 6 s: the timer runs every 2 s and renews what no statement renewed in the last 1 s.
+      const leases = new BudgetLeases(books, { ttlMs: 6_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000 }, () => Promise.reject(new Error('no lease is swept here')));
+      const idleTicket = await leases.admit(idle.tenantId, idlePeriod, 1_000_000n);
+      expect(idleTicket).toMatchObject({ tenantId: idle.tenantId });
+      const watch = watchStatements(/UPDATE budget_leases l SET expires_at/);
+      let settled = 0;
+      try {
+        leases.start();
+        // The busy tenant's calls, one after another, for two and a half renewal periods.
+        const until = Date.now() + 5_000;
+        while (Date.now() < until) {
+          const ticket = await leases.admit(busy.tenantId, busyPeriod, 1_000_000n);
+          expect(ticket).not.toBeNull();
+          await leases.settle(ticket!, 1_000n, { tenantId: busy.tenantId, period: busyPeriod, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'miss', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider', costNanos: 1_000n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false });
+          settled++;
+        }
+        // The busy lease lives on: its last settlement set it a full time to live ahead.
+        const [row] = await ds.query(`SELECT extract(epoch FROM expires_at - now())::float8 AS s FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2`, [busy.tenantId, leases.instanceId]);
+        expect(row.s).toBeGreaterThan(4);
+      } finally {
+        watch.stop();
+        await leases.close();
+      }
+      expect(settled).toBeGreaterThan(10);
+      // (this instance's renewals: the app's own instance renews its leases too)
+      const renewed = watch.statements.filter((s) => s.params[2] === leases.instanceId).map((s) => s.params[0] as string[]);
+      expect(renewed.length).toBeGreaterThanOrEqual(1);
+      for (const tenants of renewed) expect(tenants).toEqual([idle.tenantId]);
+      // The idle tenant's call is still in flight: its worst case stays leased until it is returned here.
+      expect(await books.returnLease(idle.tenantId, idlePeriod, leases.instanceId, 1_000_000n)).toBe(true);
+      for (const x of [busy, idle]) expect((await booksBalanced(x.tenantId)).leased).toBe(0n);
+    });
+
     it('gives nothing back twice when an instance closes after its lease was swept: the sweeper already freed it', async () => {
       const books = t.app.get(BooksRepository);
       const budget = t.app.get(BudgetService);
@@ -940,7 +998,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         // c holds no lease of this instance: its group settles nothing and writes no row.
         { ...base, tenantId: c.tenantId, period: periods[2], costNanos: 4n },
       ];
-      const after = await books.settleLeased(instance, [
+      const after = await books.settleLeased(instance, 60_000, [
         { tenantId: a.tenantId, period: periods[0], calls: calls.slice(0, 2) },
         { tenantId: b.tenantId, period: periods[1], calls: calls.slice(2, 3) },
         { tenantId: c.tenantId, period: periods[2], calls: calls.slice(3) },

@@ -39,6 +39,12 @@ interface Lease {
   /** what was admitted in the current rate window and in the one before (two counters, however many calls) */
   rate: { since: number; current: Nanos; previous: Nanos };
   lastUsed: number;
+  /**
+   * when a statement that set the lease's expiry to at least then + ttl was sent (a take, a
+   * settlement of calls that cost something, a renewal): housekeeping renews only the leases no
+   * statement renewed lately
+   */
+  renewedAt: number;
   /** no more admissions (the tenant was paused, its cap changed): what is left goes back */
   revoked: boolean;
 }
@@ -97,7 +103,7 @@ export class BudgetLeases {
     const key = `${tenantId}:${period}`;
     let l = this.leases.get(key);
     if (!l) {
-      l = { tenantId, period, available: 0n, held: 0n, refill: null, waiting: 0n, rate: { since: Date.now(), current: 0n, previous: 0n }, lastUsed: Date.now(), revoked: false };
+      l = { tenantId, period, available: 0n, held: 0n, refill: null, waiting: 0n, rate: { since: Date.now(), current: 0n, previous: 0n }, lastUsed: Date.now(), renewedAt: -Infinity, revoked: false };
       this.leases.set(key, l);
     }
     if (l.revoked) {
@@ -148,9 +154,11 @@ export class BudgetLeases {
     // A yield first, so the calls that arrive together are counted in this refill.
     await new Promise((r) => setImmediate(r));
     const want = [need, amount * 8n, rate, l.waiting + amount].reduce((a, b) => (b > a ? b : a));
+    const sentAt = Date.now();
     const taken = await this.books.takeLease(l.tenantId, l.period, this.instanceId, need, want, this.opts.ttlMs);
     l.available += taken;
     l.held += taken;
+    if (taken > 0n) l.renewedAt = Math.max(l.renewedAt, sentAt);
     return taken;
   }
 
@@ -199,9 +207,11 @@ export class BudgetLeases {
     }
     const list = [...groups.entries()];
     let after: Array<{ spent: Nanos; cap: Nanos } | null>;
+    const sentAt = Date.now();
     try {
       after = await this.books.settleLeased(
         this.instanceId,
+        this.opts.ttlMs,
         list.map(([, g]) => ({ tenantId: g.tenantId, period: g.period, calls: g.items.map((p) => p.entry) })),
       );
     } catch (err) {
@@ -214,8 +224,11 @@ export class BudgetLeases {
       const settled = after[i];
       if (settled) {
         if (l) {
-          l.held -= g.items.reduce((a, p) => a + p.entry.costNanos, 0n);
+          const cost = g.items.reduce((a, p) => a + p.entry.costNanos, 0n);
+          l.held -= cost;
           for (const p of g.items) l.available += p.unused;
+          // Calls that cost something settle only on the lease's row, which the statement renewed.
+          if (cost > 0n) l.renewedAt = Math.max(l.renewedAt, sentAt);
         }
         for (const p of g.items) out.set(p, settled);
         continue;
@@ -258,10 +271,20 @@ export class BudgetLeases {
     }
   }
 
-  /** Renews this instance's leases; gives back the unused and the revoked. */
+  /**
+   * Renews this instance's leases that no take or settlement renewed lately (a busy tenant's lease
+   * is renewed by its own settlements, and a renewal never waits on them); gives back the unused
+   * and the revoked. Runs every third of the time to live; a lease renewed within the last sixth is
+   * left to the next run, which still comes half the time to live before it would expire.
+   */
   private async housekeeping(): Promise<void> {
     try {
-      if (this.leases.size) await this.books.renewLeases(this.instanceId, this.opts.ttlMs, [...this.leases.values()]);
+      const sentAt = Date.now();
+      const due = [...this.leases.values()].filter((l) => sentAt - l.renewedAt >= this.opts.ttlMs / 6);
+      if (due.length) {
+        await this.books.renewLeases(this.instanceId, this.opts.ttlMs, due);
+        for (const l of due) l.renewedAt = Math.max(l.renewedAt, sentAt);
+      }
       const now = Date.now();
       const idle = [...this.leases].filter(([, l]) => !l.refill && (l.revoked || now - l.lastUsed > this.opts.idleMs));
       // Given back together: the returns of a moment go in one statement.
