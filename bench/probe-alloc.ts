@@ -7,6 +7,9 @@
  * and writes the profile to ALLOC_PROFILE (default /tmp/alloc.heapprofile, for Chrome's DevTools).
  * ALLOC_MINOR=0: only what outlived the young generation (promoted, then freed by a major collection
  * or still alive at the end), which is what makes mark-compacts.
+ * PROBE_TENANTS=N: each request from the next of N tenants, after one warm-up request from each.
+ * Also prints the large objects (128 KB and more: V8 puts them in their own space, in the old
+ * generation from birth, freed only by a mark-compact) by where they were made.
  * The sampling slows the service: its latencies here mean nothing.
  *
  *   BENCH_SKIP_BUILD=1 npx ts-node --transpile-only bench/probe-alloc.ts
@@ -14,13 +17,48 @@
 import * as fs from 'node:fs';
 import { WebSocket } from 'undici';
 import { openLoop } from './lib/open-loop';
-import { ensureBuilt, newTenant, startGatewayOverTrivialUpstream } from './lib/harness';
+import { ensureBuilt, newTenant, newTenantKeys, startGatewayOverTrivialUpstream } from './lib/harness';
 
 /** A node of V8's sampling heap profile. */
 interface ProfileNode {
+  id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
   selfSize: number;
   children: ProfileNode[];
+}
+
+/** V8's largest regular object (kMaxRegularHeapObjectSize): anything bigger is a large object. */
+const LARGE = 128 * 1024;
+
+const frameName = (cf: ProfileNode['callFrame']) => `${cf.functionName || '(anon)'} ${String(cf.url).replace(/.*node_modules\//, 'nm/').replace(/.*\/dist\//, 'dist/')}:${cf.lineNumber}`;
+
+/** The sampled large objects by their four innermost frames: MB, count, mean size. */
+function largeObjects(p: { head: ProfileNode; samples: Array<{ size: number; nodeId: number }> }): string {
+  const node = new Map<number, ProfileNode>();
+  const parent = new Map<number, number>();
+  const index = (n: ProfileNode): void => {
+    node.set(n.id, n);
+    for (const c of n.children) {
+      parent.set(c.id, n.id);
+      index(c);
+    }
+  };
+  index(p.head);
+  const bySite = new Map<string, { n: number; bytes: number }>();
+  for (const s of p.samples.filter((x) => x.size >= LARGE)) {
+    const frames: string[] = [];
+    for (let id: number | undefined = s.nodeId; id !== undefined && frames.length < 4; id = parent.get(id)) frames.push(frameName(node.get(id)!.callFrame));
+    const k = frames.join(' < ');
+    const a = bySite.get(k) ?? { n: 0, bytes: 0 };
+    a.n++;
+    a.bytes += s.size;
+    bySite.set(k, a);
+  }
+  const total = [...bySite.values()].reduce((a, b) => a + b.bytes, 0);
+  return [
+    `large objects: ${(total / 2 ** 20).toFixed(1)} MB in ${[...bySite.values()].reduce((a, b) => a + b.n, 0)}`,
+    ...[...bySite].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, 12).map(([k, a]) => `${(a.bytes / 2 ** 20).toFixed(1).padStart(6)} MB ${String(a.n).padStart(4)} × ${Math.round(a.bytes / a.n / 1024)} KB  ${k}`),
+  ].join('\n');
 }
 
 async function main() {
@@ -32,7 +70,9 @@ async function main() {
   try {
     const t = await newTenant(g.service.url, '1000000.00');
     const body = (i: number) => JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: `q ${process.pid}-${i}-${Math.random()}` }], max_tokens: 64 });
-    const headers = { authorization: `Bearer ${t.teacherKey}` };
+    const keys = [t.teacherKey, ...(await newTenantKeys(g.service.url, Number(process.env.PROBE_TENANTS ?? 1) - 1))];
+    const headers = (i: number) => ({ authorization: `Bearer ${keys[i % keys.length]}` });
+    if (keys.length > 1) await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: keys.length / rate, connections: 50 });
     await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 5, connections: 50 });
     const list = (await (await fetch('http://127.0.0.1:9339/json/list')).json()) as Array<{ webSocketDebuggerUrl: string }>;
     const ws = new WebSocket(list[0].webSocketDebuggerUrl);
@@ -56,14 +96,13 @@ async function main() {
     const r = await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50 });
     const prof = await call('HeapProfiler.stopSampling');
     console.log(JSON.stringify(r));
-    const p = prof.result?.profile as { head: ProfileNode };
+    const p = prof.result?.profile as { head: ProfileNode; samples: Array<{ size: number; nodeId: number }> };
     const self = new Map<string, number>();
     const byFile = new Map<string, number>();
     let total = 0;
     const walk = (node: ProfileNode): void => {
       const cf = node.callFrame;
-      const url = String(cf.url).replace(/.*node_modules\//, 'nm/').replace(/.*\/dist\//, 'dist/');
-      const k = `${cf.functionName || '(anon)'} ${url}:${cf.lineNumber}`;
+      const k = frameName(cf);
       self.set(k, (self.get(k) ?? 0) + node.selfSize);
       const f = String(cf.url).includes('node_modules/') ? String(cf.url).replace(/.*node_modules\/((@[^/]+\/)?[^/]+).*/, '$1') : String(cf.url).includes('/dist/') ? String(cf.url).replace(/.*\/dist\//, 'dist/') : cf.url || cf.functionName;
       byFile.set(f, (byFile.get(f) ?? 0) + node.selfSize);
@@ -77,6 +116,8 @@ async function main() {
     console.log(top(byFile, 25));
     console.log('---');
     console.log(top(self, 45));
+    console.log('---');
+    console.log(largeObjects(p));
     fs.writeFileSync(process.env.ALLOC_PROFILE ?? '/tmp/alloc.heapprofile', JSON.stringify(p));
     ws.close();
   } finally {

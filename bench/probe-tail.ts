@@ -11,13 +11,17 @@
  * BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2 writes heap snapshots before and after the run.
  * POOL_WARM_S=2: the measured run's own connections carry that many seconds of the load first (the
  * run then starts on open connections; by default it opens them in its first second).
+ * WARM_TENANTS=10000: after the warm-up, that many more tenants make one call each (at WARM_RATE), as
+ * bench:peers' many-tenant runs leave the service before its open-loop runs.
+ * IDLE_S=40: that many seconds with no traffic between the warm-up and the measured run (as in
+ * bench:peers, where the other sides run between Inkstone's).
  *
  *   BENCH_NODE_ARGS=--trace-gc RATE=200 npx ts-node --transpile-only bench/probe-tail.ts
  */
 import { Pool } from 'undici';
 import { openLoop } from './lib/open-loop';
 import { readSched, schedBetween } from './lib/schedstat';
-import { ensureBuilt, newTenant, OPERATOR, startGatewayOverTrivialUpstream } from './lib/harness';
+import { ensureBuilt, newTenant, newTenantKeys, OPERATOR, startGatewayOverTrivialUpstream } from './lib/harness';
 async function main() {
   ensureBuilt();
   const g = await startGatewayOverTrivialUpstream('inkstone_bench_tail', process.env.PROBE_ENV ? JSON.parse(process.env.PROBE_ENV) : {});
@@ -48,6 +52,9 @@ async function main() {
     const headers = { authorization: `Bearer ${t.teacherKey}` };
     // Warm-up: WARM_S seconds (default 5) at WARM_RATE requests/s (default RATE).
     await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate: Number(process.env.WARM_RATE ?? rate), durationS: Number(process.env.WARM_S ?? 5), connections: 50 });
+    const others = await newTenantKeys(g.service.url, Number(process.env.WARM_TENANTS ?? 0));
+    if (others.length) await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers: (i) => ({ authorization: `Bearer ${others[i % others.length]}` }), body, rate: Number(process.env.WARM_RATE ?? rate), durationS: others.length / Number(process.env.WARM_RATE ?? rate), connections: 50 });
+    await new Promise((res) => setTimeout(res, Number(process.env.IDLE_S ?? 0) * 1000));
     const mark = g.service.output().length;
     // HEAP_SNAP=1 (with BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2): a heap snapshot before and after the run.
     const snap = async () => {

@@ -12,7 +12,8 @@ import { Pool } from 'undici';
 export interface OpenLoopOptions {
   url: string;
   path: string;
-  headers: Record<string, string>;
+  /** the headers of every request, or of the i-th (e.g. the next of many tenants' keys) */
+  headers: Record<string, string> | ((i: number) => Record<string, string>);
   /** the body of the i-th request */
   body: (i: number) => string;
   /** requests a second, spread evenly */
@@ -65,7 +66,7 @@ async function schedule(pool: Pool, o: OpenLoopOptions): Promise<OpenLoopResult>
   const inFlight: Array<Promise<void>> = [];
   const send = (i: number, due: number) =>
     pool
-      .request({ path: o.path, method: 'POST', headers: { 'content-type': 'application/json', ...o.headers }, body: o.body(i) })
+      .request({ path: o.path, method: 'POST', headers: { 'content-type': 'application/json', ...(typeof o.headers === 'function' ? o.headers(i) : o.headers) }, body: o.body(i) })
       .then(async (res) => {
         await res.body.dump();
         const ms = performance.now() - due;
