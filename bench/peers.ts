@@ -24,7 +24,7 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import autocannon from 'autocannon';
 import { openLoop, OpenLoopResult } from './lib/open-loop';
-import { commit, ensureBuilt, json, machine, newTenant, newTenantKeys, runMain, startGatewayOverTrivialUpstream, startNode } from './lib/harness';
+import { commit, ensureBuilt, json, machine, newTenant, newTenantKeys, runMain, serviceNodeArgs, startGatewayOverTrivialUpstream, startNode } from './lib/harness';
 
 const CONNECTIONS = 50;
 
@@ -45,6 +45,8 @@ export interface PeersResult {
   /** every side was measured this many times, in turn (PEERS_ROUNDS) */
   rounds: number;
   portkeyVersion: string;
+  /** the node flags Inkstone ran with (npm start's, then BENCH_NODE_ARGS) */
+  serviceNodeArgs?: string[];
   direct: Row;
   portkey: Row;
   /** the bare forwarder: the floor */
@@ -223,6 +225,7 @@ async function main(): Promise<PeersResult> {
       durationS,
       rounds,
       portkeyVersion: version,
+      serviceNodeArgs: serviceNodeArgs(),
       direct: d,
       portkey: p,
       floor: f,

@@ -140,10 +140,15 @@ export function fakeProviderEnv(fakeUrl: string): Record<string, string> {
 }
 
 /** The node flags `npm start` runs the service with (package.json's start script): the same here. */
-const START_NODE_ARGS: string[] = (() => {
+export const START_NODE_ARGS: string[] = (() => {
   const start = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start;
   return start.split(/\s+/).filter((a) => a.startsWith('--'));
 })();
+
+/** The node flags the built service runs with here: `npm start`'s, then BENCH_NODE_ARGS. */
+export function serviceNodeArgs(): string[] {
+  return [...START_NODE_ARGS, ...(process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [])];
+}
 
 export async function startService(env: Record<string, string>): Promise<Proc> {
   const port = await freePort();
@@ -151,7 +156,7 @@ export async function startService(env: Record<string, string>): Promise<Proc> {
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
   // BENCH_NODE_ARGS: more flags for the service's node (a diagnostic, e.g. --trace-gc), after the
   // start flags so that they override them (--max-old-space-size).
-  const extra = process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [];
+  const extra = serviceNodeArgs().slice(START_NODE_ARGS.length);
   // BENCH_SERVICE_CPUS=0: the service on those cores only (taskset execs node, so the pid is node's).
   const pin = process.env.BENCH_SERVICE_CPUS ? ['taskset', '-c', process.env.BENCH_SERVICE_CPUS] : [];
   const argv = [...pin, process.execPath, ...prof, ...START_NODE_ARGS, ...extra, 'dist/src/main.js'];

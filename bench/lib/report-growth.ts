@@ -85,7 +85,7 @@ its custom host);${
 forwards it over a keep-alive pool, the answer is parsed and sent back; no auth, budget, ledger, cache or logging: the floor, what
 this shared machine charges any Node gateway on Inkstone's stack before it does any work);`
       : ''
-  } and through Inkstone as \`npm start\` runs it (its heap capped at 256 MB) with everything on (key auth, limits,
+  } and through Inkstone as \`npm start\` runs it (\`node ${(p.serviceNodeArgs ?? ['--max-old-space-size=256']).join(' ')}\`) with everything on (key auth, limits,
 the tenant's budget reservation and settlement, the ledger row, the answer cache looked up (from
 \`821d0fe\` its index answers a key no instance stored, without a statement) and written). Every prompt differs, so each call through Inkstone misses its cache and reaches the
 upstream, as each call through Portkey does; the hit row repeats one prompt. Commit \`${p.commit}\`,
