@@ -4,7 +4,7 @@ import { Counter, Gauge } from 'prom-client';
 import { Nanos } from '../common/money';
 import { TtlCache } from '../common/ttl-cache';
 import { AlertsRepository } from './alerts.repository';
-import { MetricsService } from '../metrics/metrics.service';
+import { MetricsService, OTHER_TENANTS } from '../metrics/metrics.service';
 
 /**
  * Budget alerts: each threshold fires once per tenant per period, as a log line, a metric and,
@@ -24,7 +24,7 @@ export class AlertsService {
 
   constructor(
     private readonly alerts: AlertsRepository,
-    metrics: MetricsService,
+    private readonly metrics: MetricsService,
   ) {
     this.alertsTotal = new Counter({ name: 'inkstone_budget_alerts_total', help: 'Budget alerts fired', labelNames: ['tenant', 'threshold'], registers: [metrics.registry] });
     this.incidentsTotal = new Counter({ name: 'inkstone_budget_incidents_total', help: 'Calls billed beyond the bound they were admitted with', labelNames: ['tenant', 'kind'], registers: [metrics.registry] });
@@ -35,7 +35,9 @@ export class AlertsService {
   /** After a settlement: fire every threshold the spend has reached. */
   async onSpend(tenantId: string, period: string, spent: Nanos, cap: Nanos, thresholds: string[]): Promise<void> {
     const ratio = cap === 0n ? 1 : Number((spent * 1_000_000n) / cap) / 1_000_000;
-    this.utilization.set({ tenant: tenantId }, ratio);
+    // (a tenant past METRICS_TENANT_SERIES has no gauge: one ratio for many tenants would mean nothing)
+    const label = this.metrics.tenantLabel(tenantId);
+    if (label !== OTHER_TENANTS) this.utilization.set({ tenant: label }, ratio);
     for (const t of thresholds) if (ratio >= Number(t)) await this.fire(tenantId, period, t, ratio);
   }
 
@@ -55,7 +57,7 @@ export class AlertsService {
     period: string,
     data: { kind: string; provider: string | null; model: string | null; cost: string; charged: string; excess: string; pausesAdmission: boolean },
   ): Promise<void> {
-    this.incidentsTotal.inc({ tenant: tenantId, kind: data.kind });
+    this.incidentsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId), kind: data.kind });
     this.logger.error({ msg: 'budget incident: a call was billed beyond its bound', tenantId, period, ...data });
     const eventId = `incident_${randomUUID()}`;
     const body = JSON.stringify({ id: eventId, type: 'budget.incident', data: { tenantId, period, ...data }, createdAt: new Date().toISOString() });
@@ -75,7 +77,7 @@ export class AlertsService {
     const fired = await this.alerts.fireShadowAlert(tenantId, { ...data, eventId, body });
     this.fired.set(key, true);
     if (!fired) return false; // fired already (here or on another instance)
-    this.qualityAlertsTotal.inc({ tenant: tenantId });
+    this.qualityAlertsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId) });
     this.logger.warn({ msg: 'shadow agreement under the threshold', tenantId, ...data });
     return true;
   }
@@ -95,7 +97,7 @@ export class AlertsService {
     const fired = await this.alerts.fireThreshold(tenantId, { period, threshold, ratio: ratio.toFixed(4), eventId, body });
     this.fired.set(key, true);
     if (!fired) return; // another instance fired it
-    this.alertsTotal.inc({ tenant: tenantId, threshold: String(Number(threshold)) });
+    this.alertsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId), threshold: String(Number(threshold)) });
     this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
   }
 }

@@ -12,7 +12,7 @@ export class GatewayMetrics {
   private readonly spendNanos: Counter<'tenant' | 'provider' | 'model'>;
   private readonly tokens: Counter<'provider' | 'model' | 'kind'>;
 
-  constructor(metrics: MetricsService) {
+  constructor(private readonly metrics: MetricsService) {
     const registers = [metrics.registry];
     this.errors = new Counter({ name: 'inkstone_llm_provider_errors_total', help: 'Failed model calls by provider and error class', labelNames: ['provider', 'class', 'reason'], registers });
     this.hits = new Counter({ name: 'inkstone_llm_cache_hits_total', help: 'Answers served from the exact cache', labelNames: ['purpose'], registers });
@@ -30,7 +30,7 @@ export class GatewayMetrics {
 
   spend(tenant: string, model: CatalogModel, nanos: bigint, usage: Usage): void {
     const labels = { provider: model.provider, model: model.id };
-    if (nanos > 0n) this.spendNanos.inc({ tenant, ...labels }, Number(nanos));
+    if (nanos > 0n) this.spendNanos.inc({ tenant: this.metrics.tenantLabel(tenant), ...labels }, Number(nanos));
     this.tokens.inc({ ...labels, kind: 'input' }, usage.inputTokens - usage.cachedInputTokens);
     this.tokens.inc({ ...labels, kind: 'cached_input' }, usage.cachedInputTokens);
     this.tokens.inc({ ...labels, kind: 'output' }, usage.outputTokens);

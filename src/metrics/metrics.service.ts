@@ -1,5 +1,9 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable, Optional } from '@nestjs/common';
 import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { AppConfig, CONFIG } from '../config/app-config';
+
+/** The tenant label of the tenants past METRICS_TENANT_SERIES: their series are one. */
+export const OTHER_TENANTS = '_other';
 
 /**
  * One Prometheus registry per app instance (not prom-client's global one), so that several
@@ -17,8 +21,25 @@ export class MetricsService {
     registers: [this.registry],
   });
 
-  constructor() {
+  /** the tenants with series of their own (METRICS_TENANT_SERIES at most, the first seen) */
+  private readonly labelled = new Set<string>();
+  private readonly tenantSeries: number;
+
+  constructor(@Optional() @Inject(CONFIG) config?: AppConfig) {
     collectDefaultMetrics({ register: this.registry, prefix: 'inkstone_' });
+    this.tenantSeries = config?.metricsTenantSeries ?? 1_000;
+  }
+
+  /**
+   * A tenant's label value for the series labelled by tenant: its id while fewer than
+   * METRICS_TENANT_SERIES tenants have their own, else OTHER_TENANTS. A scrape renders every series
+   * on the event loop, so their number is bounded whatever the number of tenants.
+   */
+  tenantLabel(tenantId: string): string {
+    if (this.labelled.has(tenantId)) return tenantId;
+    if (this.labelled.size >= this.tenantSeries) return OTHER_TENANTS;
+    this.labelled.add(tenantId);
+    return tenantId;
   }
 
   observeHttp(method: string, route: string, status: number, seconds: number): void {
