@@ -16,7 +16,7 @@
  */
 import * as fs from 'node:fs';
 import { WebSocket } from 'undici';
-import { openLoop } from './lib/open-loop';
+import { oneCallFromEach, openLoop } from './lib/open-loop';
 import { ensureBuilt, newTenant, newTenantKeys, startGatewayOverTrivialUpstream } from './lib/harness';
 
 /** A node of V8's sampling heap profile. */
@@ -72,7 +72,7 @@ async function main() {
     const body = (i: number) => JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: `q ${process.pid}-${i}-${Math.random()}` }], max_tokens: 64 });
     const keys = [t.teacherKey, ...(await newTenantKeys(g.service.url, Number(process.env.PROBE_TENANTS ?? 1) - 1))];
     const headers = (i: number) => ({ authorization: `Bearer ${keys[i % keys.length]}` });
-    if (keys.length > 1) await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: keys.length / rate, connections: 50 });
+    if (keys.length > 1) await oneCallFromEach(g.service.url, keys, body, rate);
     await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 5, connections: 50 });
     const list = (await (await fetch('http://127.0.0.1:9339/json/list')).json()) as Array<{ webSocketDebuggerUrl: string }>;
     const ws = new WebSocket(list[0].webSocketDebuggerUrl);

@@ -6,7 +6,7 @@
  *
  *   BENCH_SKIP_BUILD=1 npx ts-node --transpile-only bench/probe-scrape.ts
  */
-import { openLoop } from './lib/open-loop';
+import { oneCallFromEach } from './lib/open-loop';
 import { ensureBuilt, newTenantKeys, OPERATOR, startGatewayOverTrivialUpstream } from './lib/harness';
 
 async function main() {
@@ -16,7 +16,7 @@ async function main() {
     const n = Number(process.env.PROBE_TENANTS ?? 10_000);
     const keys = await newTenantKeys(g.service.url, n);
     const body = (i: number) => JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: `q ${process.pid}-${i}-${Math.random()}` }], max_tokens: 64 });
-    await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers: (i) => ({ authorization: `Bearer ${keys[i % keys.length]}` }), body, rate: 1000, durationS: n / 1000, connections: 50 });
+    await oneCallFromEach(g.service.url, keys, body, 1000);
     for (let i = 0; i < 5; i++) {
       const t0 = performance.now();
       const text = await (await fetch(`${g.service.url}/metrics`, { headers: { authorization: `Bearer ${OPERATOR}` } })).text();

@@ -19,7 +19,7 @@
  *   BENCH_NODE_ARGS=--trace-gc RATE=200 npx ts-node --transpile-only bench/probe-tail.ts
  */
 import { Pool } from 'undici';
-import { openLoop } from './lib/open-loop';
+import { oneCallFromEach, openLoop } from './lib/open-loop';
 import { readSched, schedBetween } from './lib/schedstat';
 import { ensureBuilt, newTenant, newTenantKeys, OPERATOR, startGatewayOverTrivialUpstream } from './lib/harness';
 async function main() {
@@ -53,7 +53,7 @@ async function main() {
     // Warm-up: WARM_S seconds (default 5) at WARM_RATE requests/s (default RATE).
     await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate: Number(process.env.WARM_RATE ?? rate), durationS: Number(process.env.WARM_S ?? 5), connections: 50 });
     const others = await newTenantKeys(g.service.url, Number(process.env.WARM_TENANTS ?? 0));
-    if (others.length) await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers: (i) => ({ authorization: `Bearer ${others[i % others.length]}` }), body, rate: Number(process.env.WARM_RATE ?? rate), durationS: others.length / Number(process.env.WARM_RATE ?? rate), connections: 50 });
+    await oneCallFromEach(g.service.url, others, body, Number(process.env.WARM_RATE ?? rate));
     await new Promise((res) => setTimeout(res, Number(process.env.IDLE_S ?? 0) * 1000));
     const mark = g.service.output().length;
     // HEAP_SNAP=1 (with BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2): a heap snapshot before and after the run.

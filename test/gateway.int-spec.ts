@@ -73,6 +73,12 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
   const booksBalanced = (tenantId = tenant.tenantId) => expectBooksBalanced(ds, tenantId);
 
   /** Records the statements (and their parameters) that reach the pool and match `pattern`, until stop(). */
+  /** A paid chat call's ledger entry, to settle on a lease directly. */
+  const paidEntry = (tenantId: string, period: string, costNanos: bigint): SettlingCall => ({
+    tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'miss', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10,
+    usageSource: 'provider', costNanos, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false,
+  });
+
   function watchStatements(pattern: RegExp) {
     const statements: Array<{ sql: string; params: unknown[]; name?: string }> = [];
     const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
@@ -821,7 +827,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       );
       const watch = watchStatements(/budget_leases/);
       const statements = watch.statements;
-      const entry = { tenantId: a.tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'miss', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider', costNanos: 5n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false } as const;
+      const entry = paidEntry(a.tenantId, period, 5n);
       try {
         expect(await books.settleLeased(instance, 60_000, [{ tenantId: a.tenantId, period, calls: [entry] }])).toEqual([{ spent: 5n, cap: 100n * M }]);
         await books.renewLeases(instance, 120_000, [{ tenantId: a.tenantId, period }]);
@@ -907,7 +913,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const expiresIn = async () => Number((await ds.query(`SELECT extract(epoch FROM expires_at - now())::float8 AS s FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2`, [x.tenantId, instance]))[0].s);
       expect(await books.takeLease(x.tenantId, period, instance, M, M, 2_000)).toBe(M);
       expect(await expiresIn()).toBeLessThan(3);
-      const entry = (cost: bigint) => ({ tenantId: x.tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'miss', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider', costNanos: cost, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false }) as const;
+      const entry = (cost: bigint) => paidEntry(x.tenantId, period, cost);
       expect(await books.settleLeased(instance, 120_000, [{ tenantId: x.tenantId, period, calls: [entry(5n)] }])).toEqual([{ spent: 5n, cap: 100n * M }]);
       expect(await expiresIn()).toBeGreaterThan(100);
       // A settlement with a shorter time to live leaves the later expiry.
@@ -936,7 +942,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         while (Date.now() < until) {
           const ticket = await leases.admit(busy.tenantId, busyPeriod, 1_000_000n);
           expect(ticket).not.toBeNull();
-          await leases.settle(ticket!, 1_000n, { tenantId: busy.tenantId, period: busyPeriod, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'miss', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider', costNanos: 1_000n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false });
+          await leases.settle(ticket!, 1_000n, paidEntry(busy.tenantId, busyPeriod, 1_000n));
           settled++;
         }
         // The busy lease lives on: its last settlement set it a full time to live ahead.

@@ -140,12 +140,15 @@ export function fakeProviderEnv(fakeUrl: string): Record<string, string> {
 }
 
 /** The node flags `npm start` runs the service with (package.json's start script): the same here. */
-export const START_NODE_ARGS: string[] = (() => {
+const START_NODE_ARGS: string[] = (() => {
   const start = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start;
   return start.split(/\s+/).filter((a) => a.startsWith('--'));
 })();
 
-/** The node flags the built service runs with here: `npm start`'s, then BENCH_NODE_ARGS. */
+/**
+ * The node flags the built service runs with here: `npm start`'s, then BENCH_NODE_ARGS (a
+ * diagnostic, e.g. --trace-gc), after them so that they override them (--max-old-space-size).
+ */
 export function serviceNodeArgs(): string[] {
   return [...START_NODE_ARGS, ...(process.env.BENCH_NODE_ARGS ? process.env.BENCH_NODE_ARGS.split(' ') : [])];
 }
@@ -154,12 +157,9 @@ export async function startService(env: Record<string, string>): Promise<Proc> {
   const port = await freePort();
   // BENCH_CPU_PROF=<dir> writes a V8 CPU profile of the service to that directory when it stops.
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  // BENCH_NODE_ARGS: more flags for the service's node (a diagnostic, e.g. --trace-gc), after the
-  // start flags so that they override them (--max-old-space-size).
-  const extra = serviceNodeArgs().slice(START_NODE_ARGS.length);
   // BENCH_SERVICE_CPUS=0: the service on those cores only (taskset execs node, so the pid is node's).
   const pin = process.env.BENCH_SERVICE_CPUS ? ['taskset', '-c', process.env.BENCH_SERVICE_CPUS] : [];
-  const argv = [...pin, process.execPath, ...prof, ...START_NODE_ARGS, ...extra, 'dist/src/main.js'];
+  const argv = [...pin, process.execPath, ...prof, ...serviceNodeArgs(), 'dist/src/main.js'];
   const child = spawn(argv[0], argv.slice(1), {
     cwd: ROOT,
     env: {

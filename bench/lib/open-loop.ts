@@ -43,6 +43,15 @@ export interface OpenLoopResult {
   maxMs: number;
 }
 
+/**
+ * One chat completion from each of `keys` (each its tenant's), `rate` a second at 50 connections: the
+ * tenants are then active (budget period, settings, lease), as after bench:peers' warm-up pass.
+ */
+export async function oneCallFromEach(serviceUrl: string, keys: string[], body: (i: number) => string, rate: number): Promise<void> {
+  if (!keys.length) return;
+  await openLoop({ url: serviceUrl, path: '/v1/chat/completions', headers: (i) => ({ authorization: `Bearer ${keys[i % keys.length]}` }), body, rate, durationS: keys.length / rate, connections: 50 });
+}
+
 function percentile(sorted: number[], q: number): number {
   if (!sorted.length) return 0;
   return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];

@@ -1,4 +1,4 @@
-import { Inject, Injectable, Optional } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import { AppConfig, CONFIG } from '../config/app-config';
 
@@ -23,11 +23,9 @@ export class MetricsService {
 
   /** the tenants with series of their own (METRICS_TENANT_SERIES at most, the first seen) */
   private readonly labelled = new Set<string>();
-  private readonly tenantSeries: number;
 
-  constructor(@Optional() @Inject(CONFIG) config?: AppConfig) {
+  constructor(@Inject(CONFIG) private readonly config: AppConfig) {
     collectDefaultMetrics({ register: this.registry, prefix: 'inkstone_' });
-    this.tenantSeries = config?.metricsTenantSeries ?? 1_000;
   }
 
   /**
@@ -37,7 +35,7 @@ export class MetricsService {
    */
   tenantLabel(tenantId: string): string {
     if (this.labelled.has(tenantId)) return tenantId;
-    if (this.labelled.size >= this.tenantSeries) return OTHER_TENANTS;
+    if (this.labelled.size >= this.config.metricsTenantSeries) return OTHER_TENANTS;
     this.labelled.add(tenantId);
     return tenantId;
   }
