@@ -54,7 +54,10 @@ async function main() {
     await db.connect();
     const xacts = async () => Number((await db.query(`SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`)).rows[0].xact_commit);
     let n = 0;
-    const run = (seconds: number, amount?: number) =>
+    // PROBE_OTHER_TENANTS=N: N more tenants make one miss each first (bench:peers' hit run follows its
+    // 10,000-tenant run); the measured run stays with the tenants above.
+    const others = await newTenantKeys(service.url, Number(process.env.PROBE_OTHER_TENANTS ?? 0));
+    const run = (seconds: number, amount?: number, from = keys, unique = !hits) =>
       autocannon({
         url: `${service.url}/v1/chat/completions`,
         connections: 50,
@@ -67,8 +70,8 @@ async function main() {
               const i = ++n;
               return {
                 ...r,
-                headers: { ...r.headers, authorization: `Bearer ${keys[i % keys.length]}` },
-                body: JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: hits ? 'probe the same' : `probe ${process.pid} ${i}` }], max_tokens: 64 }),
+                headers: { ...r.headers, authorization: `Bearer ${from[i % from.length]}` },
+                body: JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: unique ? `probe ${process.pid} ${i}` : 'probe the same' }], max_tokens: 64 }),
               };
             },
           },
@@ -78,6 +81,7 @@ async function main() {
     // With many tenants, one more warm-up pass of one request from every tenant (as bench:peers does),
     // so the measured run sees tenants that are known, each with its budget period and lease.
     if (keys.length > 1) await run(0, Math.max(keys.length, 50));
+    if (others.length) await run(0, Math.max(others.length, 50), others, true);
     const x0 = await xacts();
     const before = { service: cpuOf(service.child.pid!), pg: postgresCpu(), upstream: cpuOf(upstream.child.pid!), me: process.cpuUsage() };
     const t0 = Date.now();

@@ -50,4 +50,48 @@ describe('the in-process answer cache', () => {
     expect(c.get('a', 'k')).toBeUndefined();
     expect(c.size()).toEqual({ entries: 0, bytes: 0 });
   });
+
+  it('gives an entry read since it was last passed over a second chance, in the tenant order as in the whole', () => {
+    const c = cache();
+    for (const k of ['k0', 'k1', 'k2', 'k3']) c.set('t', k, k, 10, 60_000);
+    c.get('t', 'k0');
+    c.set('t', 'k4', 'k4', 10, 60_000); // k0 was read: it goes to the back, k1 goes
+    expect(c.get('t', 'k1')).toBeUndefined();
+    expect(c.get('t', 'k0')).toBe('k0'); // (read again: marked again)
+    c.set('t', 'k5', 'k5', 10, 60_000); // k2 (never read) goes, then k3
+    c.set('t', 'k6', 'k6', 10, 60_000);
+    expect([c.get('t', 'k2'), c.get('t', 'k3')]).toEqual([undefined, undefined]);
+    expect(c.size('t')).toEqual({ entries: 4, bytes: 40 });
+    expect(['k0', 'k4', 'k5', 'k6'].map((k) => c.get('t', k))).toEqual(['k0', 'k4', 'k5', 'k6']);
+  });
+
+  it('moves nothing on a hit or a second store of the same key (a hot key must not grow a hash chain)', () => {
+    const c = cache();
+    c.set('a', 'hot', 'v1', 10, 60_000);
+    c.set('a', 'cold', 'c', 10, 60_000);
+    const deletes = [jest.spyOn(Map.prototype, 'delete'), jest.spyOn(Set.prototype, 'delete')];
+    try {
+      for (let i = 0; i < 3; i++) expect(c.get('a', 'hot')).toBe('v1');
+      c.set('a', 'hot', 'v2', 12, 60_000);
+      for (const d of deletes) expect(d).not.toHaveBeenCalled();
+    } finally {
+      for (const d of deletes) d.mockRestore();
+    }
+    expect(c.get('a', 'hot')).toBe('v2');
+    expect(c.size('a')).toEqual({ entries: 2, bytes: 22 });
+    expect(c.size()).toEqual({ entries: 2, bytes: 22 });
+  });
+
+  it('makes room when an entry stored again grows: the others go, not the one just stored', () => {
+    const c = cache();
+    for (const k of ['k0', 'k1', 'k2']) c.set('t', k, k, 10, 60_000);
+    c.set('t', 'k0', 'bigger', 25, 60_000); // 45 > 40: k1 goes (k0 is passed over, it was just stored)
+    expect(c.get('t', 'k0')).toBe('bigger');
+    expect(c.get('t', 'k1')).toBeUndefined();
+    expect(c.get('t', 'k2')).toBe('k2');
+    expect(c.size('t')).toEqual({ entries: 2, bytes: 35 });
+    c.set('t', 'k0', 'too big', 41, 60_000); // over the share: not kept (and not left stale)
+    expect(c.get('t', 'k0')).toBeUndefined();
+    expect(c.size()).toEqual({ entries: 1, bytes: 10 });
+  });
 });

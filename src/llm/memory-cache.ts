@@ -2,8 +2,16 @@
  * A bounded in-process tier in front of the PostgreSQL answer cache: the answers this instance
  * served or stored lately, answered without a database round trip. Bounded twice: by bytes in all
  * (LLM_CACHE_MEMORY_MB), and by bytes per tenant (LLM_CACHE_MEMORY_TENANT_MB), so one tenant's
- * traffic cannot push every other tenant's answers out. Least recently used goes first. An entry
- * lives no longer than its database row.
+ * traffic cannot push every other tenant's answers out. An entry lives no longer than its database
+ * row.
+ *
+ * What goes first is chosen by "second chance" (the clock algorithm, close to least recently used,
+ * as in TtlCache): the oldest entry goes unless it was read or stored again since it was last
+ * passed over; then it goes to the back, unmarked, and the next oldest is considered. A hit only
+ * marks its entry. It must not move the entry in the Maps: V8 leaves a deleted key's slot in its
+ * hash bucket's chain until the table is rebuilt, so deleting and re-adding one hot key on every
+ * hit grows that key's chain, and each lookup walks it — 26 µs a hit with 10,000 answers held and
+ * 78 µs with 60,000 (bench/probe-map-holes.js), where a marked hit stays at about 0.1 µs.
  */
 export interface MemoryCacheOptions {
   maxBytes: number;
@@ -16,12 +24,14 @@ interface Entry<V> {
   value: V;
   bytes: number;
   expiresAt: number;
+  /** read or stored again since eviction last passed over it */
+  used: boolean;
 }
 
 export class MemoryCache<V> {
-  /** every entry, least recently used first (a Map keeps insertion order; a hit moves it to the end) */
+  /** every entry, oldest first (insertion order, and the back for one given a second chance) */
   private readonly entries = new Map<string, Entry<V>>();
-  /** each tenant's keys, least recently used first, and its bytes */
+  /** each tenant's keys in the same order, and its bytes */
   private readonly tenants = new Map<string, { keys: Set<string>; bytes: number }>();
   private bytes = 0;
   private readonly now: () => number;
@@ -42,30 +52,62 @@ export class MemoryCache<V> {
       this.remove(id);
       return undefined;
     }
-    // most recently used: to the end of both orders
-    this.entries.delete(id);
-    this.entries.set(id, e);
-    const t = this.tenants.get(tenantId)!;
-    t.keys.delete(id);
-    t.keys.add(id);
+    e.used = true;
     return e.value;
   }
 
   /** Keeps `value` (of about `bytes`) until `ttlMs` from now; one bigger than a tenant's share is not kept. */
   set(tenantId: string, key: string, value: V, bytes: number, ttlMs: number): void {
     const id = this.id(tenantId, key);
-    this.remove(id);
-    if (bytes > this.opts.maxBytesPerTenant || bytes > this.opts.maxBytes || ttlMs <= 0) return;
+    if (bytes > this.opts.maxBytesPerTenant || bytes > this.opts.maxBytes || ttlMs <= 0) {
+      this.remove(id);
+      return;
+    }
+    const old = this.entries.get(id);
+    if (old) {
+      // Stored again: changed in place and marked, not moved (see the class comment); if it grew,
+      // others make room, and it is passed over once like any entry read lately.
+      const t = this.tenants.get(tenantId)!;
+      const grew = bytes - old.bytes;
+      Object.assign(old, { value, bytes, expiresAt: this.now() + ttlMs, used: true });
+      t.bytes += grew;
+      this.bytes += grew;
+      while (t.bytes > this.opts.maxBytesPerTenant) this.evictFrom(() => t.keys.values().next().value as string);
+      while (this.bytes > this.opts.maxBytes) this.evictFrom(this.oldest);
+      return;
+    }
     let t = this.tenants.get(tenantId);
     if (!t) this.tenants.set(tenantId, (t = { keys: new Set(), bytes: 0 }));
-    while (t.bytes + bytes > this.opts.maxBytesPerTenant) this.remove(t.keys.values().next().value as string);
-    while (this.bytes + bytes > this.opts.maxBytes) this.remove(this.entries.keys().next().value as string);
+    while (t.bytes + bytes > this.opts.maxBytesPerTenant) this.evictFrom(() => t.keys.values().next().value as string);
+    while (this.bytes + bytes > this.opts.maxBytes) this.evictFrom(this.oldest);
     // (removing the tenant's last entry forgets the tenant: take it again)
     if (!this.tenants.has(tenantId)) this.tenants.set(tenantId, t);
-    this.entries.set(id, { tenantId, value, bytes, expiresAt: this.now() + ttlMs });
+    this.entries.set(id, { tenantId, value, bytes, expiresAt: this.now() + ttlMs, used: false });
     t.keys.add(id);
     t.bytes += bytes;
     this.bytes += bytes;
+  }
+
+  private readonly oldest = () => this.entries.keys().next().value as string;
+
+  /**
+   * Removes the oldest entry of an order (all entries, or one tenant's) not used since it was last
+   * passed over; the used ones it passes go to the back of both orders, unmarked. At most one pass:
+   * each entry passed over is unmarked.
+   */
+  private evictFrom(oldest: () => string): void {
+    const now = this.now();
+    for (;;) {
+      const id = oldest();
+      const e = this.entries.get(id)!;
+      if (!e.used || e.expiresAt <= now) return this.remove(id);
+      e.used = false;
+      this.entries.delete(id);
+      this.entries.set(id, e);
+      const keys = this.tenants.get(e.tenantId)!.keys;
+      keys.delete(id);
+      keys.add(id);
+    }
   }
 
   delete(tenantId: string, key: string): void {
