@@ -51,5 +51,16 @@ function memoryCache(n) {
   return perHit(() => c.get('t'.repeat(36), hot));
 }
 
-const rows = [10, 1_000, 10_000, 30_000, 60_000, 100_000].map((n) => ({ entries: n, moveOnHitNs: moveOnHit(n), markOnHitNs: markOnHit(n), memoryCacheGetNs: memoryCache(n) }));
+function queue(n, kept) {
+  const m = new Map();
+  let k = 0;
+  for (; k < n; k++) m.set(key(k), k);
+  const it = kept ? m.keys() : null;
+  return perHit(() => {
+    m.delete(kept ? it.next().value : m.keys().next().value);
+    m.set(key(k), k++);
+  });
+}
+
+const rows = [10, 1_000, 10_000, 30_000, 60_000, 100_000].map((n) => ({ entries: n, moveOnHitNs: moveOnHit(n), markOnHitNs: markOnHit(n), memoryCacheGetNs: memoryCache(n), evictNewIteratorNs: queue(n, false), evictKeptIteratorNs: queue(n, true) }));
 console.log(JSON.stringify({ node: process.version, hits: HITS, rows }, null, 2));

@@ -1,10 +1,12 @@
+import { OldestFirst } from './oldest-first';
+
 /**
  * A small per-process cache whose entries expire a fixed time after they were stored. It holds at
  * most `maxEntries`; storing one more drops one by "second chance" (the clock algorithm, close to
  * least recently used): the oldest stored entry goes, unless it was read or stored again since it
  * was last passed over, in which case it goes to the back, unmarked, and the next oldest is
  * considered. So a hot entry is never the one dropped, and reading, storing and evicting are O(1)
- * (amortized). A read only marks its entry: the Map is not reordered on every hit, because V8
+ * (amortized; the oldest is found through one kept iterator, OldestFirst). A read only marks its entry: the Map is not reordered on every hit, because V8
  * rebuilds a Map's hash table as keys are deleted and added, and in a long-lived Map the tables
  * left behind are promoted with what they held (bench/probe-map-churn.js) — a delete and re-insert per
  * read made a small table of garbage for the old generation on every cached lookup.
@@ -14,6 +16,8 @@
  */
 export class TtlCache<K, V> {
   private readonly entries = new Map<K, { value: V; until: number; used: boolean }>();
+  /** the oldest entry, through one kept iterator (see OldestFirst) */
+  private readonly oldest = new OldestFirst(this.entries);
   /** Bumped by every invalidation: a value loaded before one must not be stored after it. */
   private invalidations = 0;
 
@@ -52,7 +56,8 @@ export class TtlCache<K, V> {
   /** The oldest entry not used since it was last passed over; the used ones it passes go to the back, unmarked. */
   private evictOne(): void {
     for (;;) {
-      const [key, entry] = this.entries.entries().next().value!;
+      const key = this.oldest.next()!;
+      const entry = this.entries.get(key)!;
       this.entries.delete(key);
       if (!entry.used) return;
       entry.used = false;

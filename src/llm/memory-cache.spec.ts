@@ -94,4 +94,20 @@ describe('the in-process answer cache', () => {
     expect(c.get('t', 'k0')).toBeUndefined();
     expect(c.size()).toEqual({ entries: 1, bytes: 10 });
   });
+
+  it('evicts through one kept iterator per order, not a new one each time (each would walk the deleted slots at the front)', () => {
+    const c = new MemoryCache<string>({ maxBytes: 1_000, maxBytesPerTenant: 500, now: () => clock });
+    for (let i = 0; i < 100; i++) c.set(`t${i % 2}`, `k${i}`, 'v', 10, 60_000); // 50 a tenant: each tenant's share is full
+    const iterators = [jest.spyOn(Map.prototype, 'keys'), jest.spyOn(Set.prototype, 'keys'), jest.spyOn(Set.prototype, 'values')];
+    try {
+      for (let i = 100; i < 300; i++) c.set(`t${i % 2}`, `k${i}`, 'v', 10, 60_000); // each evicts its tenant's oldest
+      expect(iterators.reduce((n, s) => n + s.mock.calls.length, 0)).toBeLessThanOrEqual(2);
+    } finally {
+      for (const s of iterators) s.mockRestore();
+    }
+    expect(c.size()).toEqual({ entries: 100, bytes: 1_000 });
+    // each tenant keeps its newest 50
+    expect([c.get('t0', 'k200'), c.get('t0', 'k298'), c.get('t1', 'k201'), c.get('t1', 'k299')]).toEqual(['v', 'v', 'v', 'v']);
+    expect([c.get('t0', 'k198'), c.get('t1', 'k199')]).toEqual([undefined, undefined]);
+  });
 });

@@ -1,3 +1,5 @@
+import { OldestFirst } from '../common/oldest-first';
+
 /**
  * A bounded in-process tier in front of the PostgreSQL answer cache: the answers this instance
  * served or stored lately, answered without a database round trip. Bounded twice: by bytes in all
@@ -31,8 +33,9 @@ interface Entry<V> {
 export class MemoryCache<V> {
   /** every entry, oldest first (insertion order, and the back for one given a second chance) */
   private readonly entries = new Map<string, Entry<V>>();
+  private readonly oldest = new OldestFirst(this.entries);
   /** each tenant's keys in the same order, and its bytes */
-  private readonly tenants = new Map<string, { keys: Set<string>; bytes: number }>();
+  private readonly tenants = new Map<string, { keys: Set<string>; oldest: OldestFirst<string>; bytes: number }>();
   private bytes = 0;
   private readonly now: () => number;
 
@@ -72,13 +75,16 @@ export class MemoryCache<V> {
       Object.assign(old, { value, bytes, expiresAt: this.now() + ttlMs, used: true });
       t.bytes += grew;
       this.bytes += grew;
-      while (t.bytes > this.opts.maxBytesPerTenant) this.evictFrom(() => t.keys.values().next().value as string);
+      while (t.bytes > this.opts.maxBytesPerTenant) this.evictFrom(t.oldest);
       while (this.bytes > this.opts.maxBytes) this.evictFrom(this.oldest);
       return;
     }
     let t = this.tenants.get(tenantId);
-    if (!t) this.tenants.set(tenantId, (t = { keys: new Set(), bytes: 0 }));
-    while (t.bytes + bytes > this.opts.maxBytesPerTenant) this.evictFrom(() => t.keys.values().next().value as string);
+    if (!t) {
+      const keys = new Set<string>();
+      this.tenants.set(tenantId, (t = { keys, oldest: new OldestFirst(keys), bytes: 0 }));
+    }
+    while (t.bytes + bytes > this.opts.maxBytesPerTenant) this.evictFrom(t.oldest);
     while (this.bytes + bytes > this.opts.maxBytes) this.evictFrom(this.oldest);
     // (removing the tenant's last entry forgets the tenant: take it again)
     if (!this.tenants.has(tenantId)) this.tenants.set(tenantId, t);
@@ -88,17 +94,15 @@ export class MemoryCache<V> {
     this.bytes += bytes;
   }
 
-  private readonly oldest = () => this.entries.keys().next().value as string;
-
   /**
    * Removes the oldest entry of an order (all entries, or one tenant's) not used since it was last
    * passed over; the used ones it passes go to the back of both orders, unmarked. At most one pass:
    * each entry passed over is unmarked.
    */
-  private evictFrom(oldest: () => string): void {
+  private evictFrom(order: OldestFirst<string>): void {
     const now = this.now();
     for (;;) {
-      const id = oldest();
+      const id = order.next()!;
       const e = this.entries.get(id)!;
       if (!e.used || e.expiresAt <= now) return this.remove(id);
       e.used = false;
