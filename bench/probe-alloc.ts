@@ -8,6 +8,7 @@
  * ALLOC_MINOR=0: only what outlived the young generation (promoted, then freed by a major collection
  * or still alive at the end), which is what makes mark-compacts.
  * PROBE_TENANTS=N: each request from the next of N tenants, after one warm-up request from each.
+ * PROBE_HITS=1: every request the same prompt, so the hit path (each tenant's first is a miss).
  * Also prints the large objects (128 KB and more: V8 puts them in their own space, in the old
  * generation from birth, freed only by a mark-compact) by where they were made.
  * The sampling slows the service: its latencies here mean nothing.
@@ -69,7 +70,9 @@ async function main() {
   const g = await startGatewayOverTrivialUpstream('inkstone_bench_alloc');
   try {
     const t = await newTenant(g.service.url, '1000000.00');
-    const body = (i: number) => JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: `q ${process.pid}-${i}-${Math.random()}` }], max_tokens: 64 });
+    // PROBE_HITS=1: every measured request the same prompt (the hit path after its first call).
+    const hits = process.env.PROBE_HITS === '1';
+    const body = (i: number) => JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: hits ? 'q the same' : `q ${process.pid}-${i}-${Math.random()}` }], max_tokens: 64 });
     const keys = [t.teacherKey, ...(await newTenantKeys(g.service.url, Number(process.env.PROBE_TENANTS ?? 1) - 1))];
     const headers = (i: number) => ({ authorization: `Bearer ${keys[i % keys.length]}` });
     if (keys.length > 1) await oneCallFromEach(g.service.url, keys, body, rate);
