@@ -466,6 +466,34 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await booksBalanced();
     });
 
+    it("writes a hit's ledger row without locking or writing the tenant's budget period or lease (a hit never waits behind a paid settlement)", async () => {
+      const first = await cached('what is 3+3?', 'k-nolock');
+      // The row versions as they stand: an UPDATE makes a new one (xmin), a FOR UPDATE lock marks it (xmax).
+      const versions = () =>
+        ds.query(
+          `SELECT 'period' AS what, xmin::text, xmax::text, spent_nanos::text AS amount FROM budget_periods WHERE tenant_id = $1
+            UNION ALL SELECT 'lease', xmin::text, xmax::text, amount_nanos::text FROM budget_leases WHERE tenant_id = $1 ORDER BY 1`,
+          [tenant.tenantId],
+        );
+      const before = await versions();
+      expect(before.map((r: { what: string }) => r.what)).toEqual(['lease', 'period']);
+      const hits = await Promise.all([1, 2, 3].map(() => cached('what is 3+3?', 'k-nolock')));
+      expect(hits.map((h) => h.cache)).toEqual(['hit', 'hit', 'hit']);
+      expect(await versions()).toEqual(before);
+      const rows = await ledger();
+      expect(rows.map((r: { cache_status: string; cost_nanos: string }) => [r.cache_status, r.cost_nanos])).toEqual([
+        ['miss', first.costNanos.toString()],
+        ['hit', '0'],
+        ['hit', '0'],
+        ['hit', '0'],
+      ]);
+      // A paid call still settles on both.
+      await cached('what is 4+4?', 'k-nolock-2');
+      const after = await versions();
+      expect(after.map((r: { xmin: string }) => r.xmin)).not.toEqual(before.map((r: { xmin: string }) => r.xmin));
+      await booksBalanced();
+    });
+
     it('skips the lookup when asked, and stores only valid answers', async () => {
       await cached('q', 'k-skip');
       const fresh = await cached('q', 'k-skip', false);

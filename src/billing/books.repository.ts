@@ -122,8 +122,11 @@ const LEDGER_JSON = 6;
 const CACHE_ARRAYS_START = LEDGER_JSON + 1;
 const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
        -- The periods' rows locked in one order, so two instances settling overlapping tenants wait, never deadlock.
+       -- Only the groups that cost something: calls that cost nothing (cache hits) change no budget, so
+       -- they neither lock a period nor wait behind a paid settlement that holds it.
        locked AS MATERIALIZED (
          SELECT p.tenant_id, p.period FROM budget_periods p JOIN g ON p.tenant_id = g.tenant_id AND p.period = g.period
+          WHERE g.total <> 0
           ORDER BY p.tenant_id, p.period FOR UPDATE OF p),
        -- Each lease by its key, after its period is locked (the order lease takes and returns lock in too).
        -- A settlement renews the lease it writes: the instance is alive (BudgetLeases renews only the
@@ -138,24 +141,29 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest
          UPDATE budget_periods p SET spent_nanos = p.spent_nanos + g.total, reserved_nanos = p.reserved_nanos - g.total, updated_at = now()
            FROM g WHERE p.tenant_id = g.tenant_id AND p.period = g.period
             AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = g.tenant_id AND locked.period = g.period)
-            AND (g.total = 0 OR EXISTS (SELECT 1 FROM lease WHERE lease.tenant_id = g.tenant_id AND lease.period = g.period))
+            AND EXISTS (SELECT 1 FROM lease WHERE lease.tenant_id = g.tenant_id AND lease.period = g.period)
          RETURNING p.tenant_id, p.period, p.spent_nanos, p.cap_nanos),
+       -- The groups that cost nothing: their period is read, not written (it must exist, as for any call).
+       unchanged AS (
+         SELECT p.tenant_id, p.period, p.spent_nanos, p.cap_nanos FROM budget_periods p JOIN g ON p.tenant_id = g.tenant_id AND p.period = g.period
+          WHERE g.total = 0),
+       settled AS (SELECT * FROM moved UNION ALL SELECT * FROM unchanged),
        ledger AS (
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
          SELECT v.* FROM (SELECT ${LEDGER_COLUMNS.map((c, i) => `(r->>${i})::${LEDGER_TYPES[c]} AS ${c}`).join(', ')}
                             FROM jsonb_array_elements($${LEDGER_JSON}::jsonb) AS r) AS v
-          WHERE EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = v.tenant_id AND m.period = v.period))
+          WHERE EXISTS (SELECT 1 FROM settled m WHERE m.tenant_id = v.tenant_id AND m.period = v.period))
        ${
          cacheRows
            ? `, cached AS (${cacheRowsSql(
                Array.from({ length: CACHE_ROWS_PARAMS }, (_, i) => `$${CACHE_ARRAYS_START + i}`),
                // (A tenant's calls of one batch are of one period, but at a month's turn; a call whose
                // group did not settle here is settled alone, and writes its answer then.)
-               { where: 'EXISTS (SELECT 1 FROM moved m WHERE m.tenant_id = t.tenant_id)' },
+               { where: 'EXISTS (SELECT 1 FROM settled m WHERE m.tenant_id = t.tenant_id)' },
              )})`
            : ''
        }
-       SELECT tenant_id, period, spent_nanos::text AS spent, cap_nanos::text AS cap FROM moved`;
+       SELECT tenant_id, period, spent_nanos::text AS spent, cap_nanos::text AS cap FROM settled`;
 const SETTLE_LEASED_SQL = settleLeasedSql(false);
 const SETTLE_LEASED_CACHING_SQL = settleLeasedSql(true);
 
