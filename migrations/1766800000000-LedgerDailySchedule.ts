@@ -10,15 +10,16 @@ import {
 
 /**
  * The roll-up's trigger function: LedgerDaily1766200000000's, and with `withSchedule` its sums
- * followed by what schedules saved.
+ * followed by what schedules saved; `ordered` (LedgerDailyOrder1767000000000) writes the roll-up
+ * rows in key order.
  */
-const trigger = (withSchedule: boolean) => `
+export const ledgerDailyTrigger = (withSchedule: boolean, ordered = false) => `
       CREATE OR REPLACE FUNCTION ledger_daily_add() RETURNS trigger LANGUAGE plpgsql AS $fn$
       BEGIN
         INSERT INTO ledger_daily (${[...LEDGER_DAILY_KEY, ...LEDGER_DAILY_SUMS, ...(withSchedule ? ['schedule_saved_nanos'] : [])].join(', ')})
         ${LEDGER_DAILY_SELECT}${withSchedule ? ', coalesce(sum(c.schedule_saved_nanos), 0)' : ''}
           FROM new_rows c JOIN tenants t ON t.id = c.tenant_id
-        ${LEDGER_DAILY_GROUP}
+        ${LEDGER_DAILY_GROUP}${ordered ? `\n        ORDER BY ${LEDGER_DAILY_KEY.map((_, i) => i + 1).join(', ')}` : ''}
         ${LEDGER_DAILY_UPSERT}${withSchedule ? ', schedule_saved_nanos = ledger_daily.schedule_saved_nanos + EXCLUDED.schedule_saved_nanos' : ''};
         RETURN NULL;
       END
@@ -37,7 +38,7 @@ export class LedgerDailySchedule1766800000000 implements MigrationInterface {
 
   public async up(q: QueryRunner): Promise<void> {
     await q.query(`ALTER TABLE ledger_daily ADD COLUMN schedule_saved_nanos bigint NOT NULL DEFAULT 0`);
-    await q.query(trigger(true));
+    await q.query(ledgerDailyTrigger(true));
     await q.query(`
       UPDATE ledger_daily d SET schedule_saved_nanos = s.saved
         FROM (SELECT ${LEDGER_DAILY_KEY_SELECT}, sum(c.schedule_saved_nanos) AS saved
@@ -48,7 +49,7 @@ export class LedgerDailySchedule1766800000000 implements MigrationInterface {
   }
 
   public async down(q: QueryRunner): Promise<void> {
-    await q.query(trigger(false));
+    await q.query(ledgerDailyTrigger(false));
     await q.query(`ALTER TABLE ledger_daily DROP COLUMN schedule_saved_nanos`);
   }
 }

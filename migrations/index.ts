@@ -23,6 +23,7 @@ import { LostCalls1766600000000 } from './1766600000000-LostCalls';
 import { LeaseKeys1766700000000 } from './1766700000000-LeaseKeys';
 import { LedgerDailySchedule1766800000000 } from './1766800000000-LedgerDailySchedule';
 import { CacheIndex1766900000000 } from './1766900000000-CacheIndex';
+import { LedgerDailyOrder1767000000000 } from './1767000000000-LedgerDailyOrder';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -55,4 +56,5 @@ export const MIGRATIONS = [
   LeaseKeys1766700000000,
   LedgerDailySchedule1766800000000,
   CacheIndex1766900000000,
+  LedgerDailyOrder1767000000000,
 ];

@@ -1082,6 +1082,42 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       for (const x of tenants) await booksBalanced(x.tenantId);
     });
 
+    it("settles the same tenants' cache hits from two instances at once without a failed statement (hits lock no period; the roll-up is written in key order)", async () => {
+      const tenants = await Promise.all(Array.from({ length: 6 }, () => f.newTenant({ monthlyBudget: '100.00' })));
+      const second = await t.another(providerEnv(fake));
+      const gws = [gw, second.get(GatewayService)];
+      const failures: unknown[] = [];
+      const watch = (books: BooksRepository) => {
+        const real = books.settleLeased.bind(books);
+        return jest.spyOn(books, 'settleLeased').mockImplementation((...args) => real(...args).catch((err: unknown) => { failures.push(err); throw err; }));
+      };
+      const spies = [watch(t.app.get(BooksRepository)), ...(second.get(BooksRepository) === t.app.get(BooksRepository) ? [] : [watch(second.get(BooksRepository))])];
+      const hit = (g: GatewayService, tenantId: string) =>
+        g.complete({ tenantId, purpose: 'chat', target: { tier: 'standard' }, messages: [{ role: 'user', content: 'the same question' }], maxTokens: 30, cache: { key: 'k-shared-hits', lookup: true, store: true } });
+      try {
+        // Each instance's first call of each tenant stores (or finds) the answer; then only hits, each
+        // tenant's from both instances, the tenants in a different order on each.
+        for (const g of gws) for (const x of tenants) await hit(g, x.tenantId);
+        const results = await Promise.all(
+          Array.from({ length: 600 }, (_, i) => {
+            const order = i % 2 ? i % 6 : 5 - (i % 6);
+            return hit(gws[i % 2], tenants[order].tenantId);
+          }),
+        );
+        expect(results.every((r) => r.cache === 'hit')).toBe(true);
+        expect(failures).toEqual([]);
+      } finally {
+        for (const s of spies) s.mockRestore();
+      }
+      await second.close();
+      for (const x of tenants) await booksBalanced(x.tenantId);
+      const rows = await ds.query(`SELECT tenant_id, sum(calls)::int AS calls FROM ledger_daily WHERE tenant_id = ANY($1) AND cache_status = 'hit' GROUP BY tenant_id`, [tenants.map((x) => x.tenantId)]);
+      expect(rows.reduce((a: number, r: { calls: number }) => a + r.calls, 0)).toBeGreaterThanOrEqual(600);
+      // What keeps two such statements from deadlocking on the roll-up's rows: it writes them in key order.
+      const [{ def }] = await ds.query(`SELECT pg_get_functiondef('ledger_daily_add'::regproc) AS def`);
+      expect(def).toMatch(/GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11\s+ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11\s+ON CONFLICT/);
+    });
+
     it('retries a group commit that failed: one ledger row, nothing credited twice, the books balanced', async () => {
       const shaky = await f.newTenant({ monthlyBudget: '100.00' });
       const books = t.app.get(BooksRepository);
