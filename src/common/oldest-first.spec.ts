@@ -27,6 +27,9 @@ describe('OldestFirst', () => {
     m.set('f', 6);
     m.set('g', 7);
     expect(o.next()).toBe('f');
+    m.clear(); // (TtlCache.clear) what comes after is the oldest
+    m.set('h', 8);
+    expect(o.next()).toBe('h');
   });
 
   it('works on a Set, and asks the collection for one iterator while it is not exhausted', () => {
