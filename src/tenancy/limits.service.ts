@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { OldestFirst } from '../common/oldest-first';
 import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG, LIMIT_NAMES, TenantLimits } from '../config/app-config';
 import { ClusterBus } from '../db/cluster-bus';
@@ -67,6 +68,7 @@ export class LimitsService {
   private readonly inUse = { chatInFlight: new Map<string, number>(), eventStreams: new Map<string, number>(), providerCalls: new Map<string, number>() };
   private readonly providerWaiters = new Map<string, Array<() => void>>();
   private readonly queued = new Map<string, { count: number; at: number }>();
+  private readonly oldestQueued = new OldestFirst(this.queued);
 
   constructor(
     private readonly jobs: JobQueue,
@@ -180,7 +182,7 @@ export class LimitsService {
     let c = this.queued.get(tenantId);
     if (!c || now - c.at > QUEUED_CACHE_MS) {
       c = { count: await this.countQueued(tenantId, limit + 1), at: now };
-      if (this.queued.size >= BUCKETS_MAX) this.queued.delete(this.queued.keys().next().value!);
+      if (this.queued.size >= BUCKETS_MAX) this.queued.delete(this.oldestQueued.next()!);
       this.queued.set(tenantId, c);
     }
     if (c.count + n > limit) {
