@@ -79,6 +79,18 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
     usageSource: 'provider', costNanos, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false,
   });
 
+  /** Every settlement statement that fails, on this app and on `second` (another instance). */
+  function watchSettlementFailures(second: { get: TestApp['app']['get'] }) {
+    const failures: unknown[] = [];
+    const watch = (books: BooksRepository) => {
+      const real = books.settleLeased.bind(books);
+      return jest.spyOn(books, 'settleLeased').mockImplementation((...args) => real(...args).catch((err: unknown) => { failures.push(err); throw err; }));
+    };
+    // (Both instances share the test's repository only if they are one module graph: watch each.)
+    const spies = [watch(t.app.get(BooksRepository)), ...(second.get(BooksRepository) === t.app.get(BooksRepository) ? [] : [watch(second.get(BooksRepository))])];
+    return { failures, spies };
+  }
+
   function watchStatements(pattern: RegExp) {
     const statements: Array<{ sql: string; params: unknown[]; name?: string }> = [];
     const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
@@ -1058,13 +1070,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const tenants = await Promise.all(Array.from({ length: 5 }, () => f.newTenant({ monthlyBudget: '100.00' })));
       const second = await t.another(providerEnv(fake));
       const gw2 = second.get(GatewayService);
-      const failures: unknown[] = [];
-      const watch = (books: BooksRepository) => {
-        const real = books.settleLeased.bind(books);
-        return jest.spyOn(books, 'settleLeased').mockImplementation((...args) => real(...args).catch((err: unknown) => { failures.push(err); throw err; }));
-      };
-      // (Both instances share the test's repository only if they are one module graph: watch each.)
-      const spies = [watch(t.app.get(BooksRepository)), ...(second.get(BooksRepository) === t.app.get(BooksRepository) ? [] : [watch(second.get(BooksRepository))])];
+      const { failures, spies } = watchSettlementFailures(second);
       fake.setLatency(5);
       try {
         const results = await Promise.all(
@@ -1086,12 +1092,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const tenants = await Promise.all(Array.from({ length: 6 }, () => f.newTenant({ monthlyBudget: '100.00' })));
       const second = await t.another(providerEnv(fake));
       const gws = [gw, second.get(GatewayService)];
-      const failures: unknown[] = [];
-      const watch = (books: BooksRepository) => {
-        const real = books.settleLeased.bind(books);
-        return jest.spyOn(books, 'settleLeased').mockImplementation((...args) => real(...args).catch((err: unknown) => { failures.push(err); throw err; }));
-      };
-      const spies = [watch(t.app.get(BooksRepository)), ...(second.get(BooksRepository) === t.app.get(BooksRepository) ? [] : [watch(second.get(BooksRepository))])];
+      const { failures, spies } = watchSettlementFailures(second);
       const hit = (g: GatewayService, tenantId: string) =>
         g.complete({ tenantId, purpose: 'chat', target: { tier: 'standard' }, messages: [{ role: 'user', content: 'the same question' }], maxTokens: 30, cache: { key: 'k-shared-hits', lookup: true, store: true } });
       try {

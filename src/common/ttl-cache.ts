@@ -6,8 +6,8 @@ import { OldestFirst } from './oldest-first';
  * least recently used): the oldest stored entry goes, unless it was read or stored again since it
  * was last passed over, in which case it goes to the back, unmarked, and the next oldest is
  * considered. So a hot entry is never the one dropped, and reading, storing and evicting are O(1)
- * (amortized; the oldest is found through one kept iterator, OldestFirst). A read only marks its entry: the Map is not reordered on every hit, because V8
- * rebuilds a Map's hash table as keys are deleted and added, and in a long-lived Map the tables
+ * (amortized; the oldest is found through one kept iterator, OldestFirst). A read only marks its
+ * entry: the Map is not reordered on every hit, because V8 rebuilds a Map's hash table as keys are deleted and added, and in a long-lived Map the tables
  * left behind are promoted with what they held (bench/probe-map-churn.js) — a delete and re-insert per
  * read made a small table of garbage for the old generation on every cached lookup.
  * A TTL of 0 or less caches nothing; `Infinity` keeps entries until they are evicted or deleted
