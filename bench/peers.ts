@@ -10,7 +10,9 @@
  *    (reservation and settlement), the ledger, the answer cache (looked up and written), limits.
  * Each prompt differs (a counter in the message), so every call through Inkstone misses its cache
  * and reaches the upstream, like every call through Portkey. Then the cache-hit path: one prompt,
- * repeated. Inkstone's RSS is read from /proc after the runs (VmHWM: its peak).
+ * repeated (one request the load generator builds once; a quiet second before it, as before each
+ * miss run). The machine's CPU is read before and over the run: how busy it was, and how much its
+ * other processes (its other services) took. Inkstone's RSS is read from /proc after the runs (VmHWM: its peak).
  * Then the four again at one fixed offered load below saturation (an open loop, bench/lib/open-loop.ts,
  * the same for each: half the rate Portkey served saturated, or PEERS_RATE): at saturation a closed
  * loop's latency is mostly queueing for the two cores (Little's law), below it what each adds.
@@ -24,6 +26,7 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import autocannon from 'autocannon';
 import { openLoop, OpenLoopResult } from './lib/open-loop';
+import { readShare, shareBetween } from './lib/schedstat';
 import { commit, ensureBuilt, json, machine, newTenant, newTenantKeys, runMain, serviceNodeArgs, startGatewayOverTrivialUpstream, startNode } from './lib/harness';
 
 const CONNECTIONS = 50;
@@ -85,6 +88,12 @@ export interface PeersResult {
   };
   /** the miss runs, each once quiet, summed: completions the upstream served through Inkstone, and Inkstone's ledger rows that reached a provider */
   reconciliation: { upstreamServed: number; ledgerProviderCalls: number };
+  /**
+   * The machine's CPU over 3 s before anything started, and over the whole run: how busy, and the
+   * part taken by processes other than the bench's own (node, postgres): the machine's other
+   * services (RabbitMQ, Mosquitto, NATS, MariaDB here) and the kernel's threads.
+   */
+  machineLoad?: { before: { busyPct: number; othersPct: number }; during: { busyPct: number; othersPct: number } };
   targets: { addedP99: boolean; addedP99BelowSaturation: boolean; miss1500: boolean; twicePortkey: boolean; hits4000: boolean; rss300: boolean; manyTenantsWithin10pc: boolean };
 }
 
@@ -96,6 +105,9 @@ function row(r: autocannon.Result): Row {
  * `durationS` of POSTs, each with its own prompt when `unique` (a counter in the message); with
  * `keys`, each request from the next tenant's key in turn (requests spread over every tenant).
  */
+/** The bench's own processes, by name: every other process on the machine is another's. */
+const OURS = ['node', 'postgres'];
+
 /** A prompt never sent before (not in an earlier run either, so no run is answered from the cache). */
 function bodies(model: string, unique: boolean): (i: number) => string {
   const run = randomUUID().slice(0, 8);
@@ -105,6 +117,10 @@ function bodies(model: string, unique: boolean): (i: number) => string {
 function load(url: string, headers: Record<string, string>, model: string, durationS: number, unique: boolean, keys?: string[], amount?: number): Promise<autocannon.Result> {
   let n = 0;
   const body = bodies(model, unique);
+  // One request repeated (the hit run) is built once, as autocannon does by default; the others
+  // are built request by request. (A built request costs the load generator, on the same two
+  // cores, about a third less CPU: bench/probe-loadgen.ts.)
+  const each = unique || keys;
   return autocannon({
     url,
     method: 'POST',
@@ -112,14 +128,18 @@ function load(url: string, headers: Record<string, string>, model: string, durat
     ...(amount ? { amount } : { duration: durationS }),
     headers: { 'content-type': 'application/json', ...headers },
     body: body(0),
-    requests: [
-      {
-        setupRequest: (req) => {
-          const i = n++;
-          return { ...req, body: body(i), ...(keys ? { headers: { ...req.headers, authorization: `Bearer ${keys[i % keys.length]}` } } : {}) };
-        },
-      },
-    ],
+    ...(each
+      ? {
+          requests: [
+            {
+              setupRequest: (req: autocannon.Request) => {
+                const i = n++;
+                return { ...req, body: body(i), ...(keys ? { headers: { ...req.headers, authorization: `Bearer ${keys[i % keys.length]}` } } : {}) };
+              },
+            },
+          ],
+        }
+      : {}),
   });
 }
 
@@ -143,6 +163,10 @@ function rssMb(pid: number): number {
 async function main(): Promise<PeersResult> {
   const durationS = Number(process.env.BENCH_DURATION_S ?? 10);
   ensureBuilt();
+  const idle = readShare(OURS);
+  await new Promise((r) => setTimeout(r, 3_000));
+  const start = readShare(OURS);
+  const machineBefore = shareBetween(idle, start);
   // PEERS_SERVICE_ENV='{"LLM_CACHE_MEMORY_MB":"32"}': more environment for Inkstone (a diagnostic; the record runs without).
   const gateway = await startGatewayOverTrivialUpstream('inkstone_bench_peers', process.env.PEERS_SERVICE_ENV ? JSON.parse(process.env.PEERS_SERVICE_ENV) : {});
   const { upstream, service } = gateway;
@@ -199,6 +223,7 @@ async function main(): Promise<PeersResult> {
       reconciliation.ledgerProviderCalls += (await providerCalls()) - before.ledger;
       await warmTenants();
       manyRuns.push(row(await spread()));
+      await quiet();
       saturated.hit.push(row(await inkstone(false)));
     }
     const [d, p, f, m, h] = [saturated.direct, saturated.portkey, saturated.floor, saturated.miss, saturated.hit].map(medianRow);
@@ -216,6 +241,7 @@ async function main(): Promise<PeersResult> {
     const version = JSON.parse(fs.readFileSync('node_modules/@portkey-ai/gateway/package.json', 'utf8')).version as string;
     const inkstoneAddedP99Ms = median(addedP99);
     const rss = rssMb(service.child.pid!);
+    const during = shareBetween(start, readShare(OURS));
     const inkstoneOverPortkey = median(overPortkey);
     return {
       commit: commit(),
@@ -264,6 +290,7 @@ async function main(): Promise<PeersResult> {
         atRate: { inkstoneAddedP50Ms: atRateAdded.inkstoneP50, inkstoneAddedP99Ms: atRateAdded.inkstoneP99, portkeyAddedP99Ms: atRateAdded.portkeyP99, floorAddedP99Ms: atRateAdded.floorP99 },
       },
       reconciliation,
+      machineLoad: { before: machineBefore, during },
       targets: {
         addedP99: inkstoneAddedP99Ms <= 10,
         addedP99BelowSaturation: median(atRateAdded.inkstoneP99) <= 10,

@@ -3,6 +3,7 @@
  * trivial upstream, loaded at 50 connections for BENCH_DURATION_S, with the CPU time of each process
  * (the service, PostgreSQL's backends, the upstream, this load generator) read from /proc before and
  * after, per request. A diagnostic, not a benchmark of record.
+ * PROBE_OTHER_TENANTS=N and PROBE_SPREAD_S: see below.
  * PROBE_TENANTS=N spreads the requests over N tenants (after a warm-up pass of one request from
  * each, as bench:peers does); BENCH_CPU_PROF also prints where the measured run lies in the
  * service's profile (ms after its start).
@@ -10,32 +11,16 @@
  *   npx ts-node --transpile-only bench/probe-miss.ts
  */
 import * as fs from 'node:fs';
-import { execSync } from 'node:child_process';
 import autocannon from 'autocannon';
 import { Client } from 'pg';
+import { cpuOf, postgresCpu } from './lib/schedstat';
 import { ensureBuilt, newTenant, newTenantKeys, startGatewayOverTrivialUpstream } from './lib/harness';
-
-const TICK = 100; // clock ticks per second on Linux
-
-function cpuOf(pid: number): number {
-  try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(f[11]) + Number(f[12])) / TICK; // utime + stime, seconds
-  } catch {
-    return 0;
-  }
-}
 
 /** The service's resident memory now and at its peak (VmRSS, VmHWM), in MB. */
 function rss(pid: number): { now: number; peak: number } {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
   return { now: Math.round(kb('VmRSS') / 1024), peak: Math.round(kb('VmHWM') / 1024) };
-}
-
-function postgresCpu(): number {
-  const pids = execSync(`pgrep -f '^postgres' || true`).toString().trim().split('\n').filter(Boolean).map(Number);
-  return pids.reduce((a, p) => a + cpuOf(p), 0);
 }
 
 async function main() {
@@ -82,12 +67,20 @@ async function main() {
     // so the measured run sees tenants that are known, each with its budget period and lease.
     if (keys.length > 1) await run(0, Math.max(keys.length, 50));
     if (others.length) await run(0, Math.max(others.length, 50), others, true);
+    // PROBE_SPREAD_S=10: then that many seconds of misses spread over those tenants at 50 connections
+    // (bench:peers' 10,000-tenant run, which its hit run follows with no pause).
+    if (others.length && process.env.PROBE_SPREAD_S) await run(Number(process.env.PROBE_SPREAD_S), undefined, others, true);
+    // Autovacuum and autoanalyze runs on this database's tables (started before, or during, the measured run).
+    const autovacuums = async () => (await db.query(`SELECT relname, autovacuum_count + autoanalyze_count AS n FROM pg_stat_user_tables WHERE autovacuum_count + autoanalyze_count > 0`)).rows.map((r) => `${r.relname}:${r.n}`).join(' ');
+    const av0 = await autovacuums();
     const x0 = await xacts();
     const before = { service: cpuOf(service.child.pid!), pg: postgresCpu(), upstream: cpuOf(upstream.child.pid!), me: process.cpuUsage() };
     const t0 = Date.now();
     const r = await run(durationS);
     const t1 = Date.now();
     const x1 = await xacts();
+    await new Promise((r) => setTimeout(r, 500)); // the statistics collector's reports
+    const av1 = await autovacuums();
     const after = { service: cpuOf(service.child.pid!), pg: postgresCpu(), upstream: cpuOf(upstream.child.pid!), me: process.cpuUsage(before.me) };
     const reqs = r.requests.total;
     const ms = (s: number) => Number(((s * 1000) / reqs).toFixed(3));
@@ -99,6 +92,7 @@ async function main() {
           p99: r.latency.p99,
           non2xx: r.non2xx,
           statusCodes: (r as unknown as { statusCodeStats?: unknown }).statusCodeStats,
+          autovacuumsBeforeAndAfter: [av0, av1],
           transactionsPerRequest: Number(((x1 - x0) / r.requests.total).toFixed(3)),
           serviceRssMb: rss(service.child.pid!),
           cpuMsPerRequest: {

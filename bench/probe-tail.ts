@@ -20,10 +20,11 @@
  */
 import { Pool } from 'undici';
 import { oneCallFromEach, openLoop } from './lib/open-loop';
-import { readSched, schedBetween } from './lib/schedstat';
+import { cpuOf, postgresCpu, readSched, schedBetween } from './lib/schedstat';
 import { ensureBuilt, newTenant, newTenantKeys, OPERATOR, startGatewayOverTrivialUpstream } from './lib/harness';
 async function main() {
   ensureBuilt();
+  const tStart = Date.now();
   const g = await startGatewayOverTrivialUpstream('inkstone_bench_tail', process.env.PROBE_ENV ? JSON.parse(process.env.PROBE_ENV) : {});
   try {
     const t = await newTenant(g.service.url, '1000000.00');
@@ -69,9 +70,17 @@ async function main() {
     const slow = new Map<number, number>();
     const onAnswer = (dueMs: number, ms: number) => ms > 20 && slow.set(Math.floor(dueMs / 100), (slow.get(Math.floor(dueMs / 100)) ?? 0) + 1);
     const sched0 = readSched(g.service.child.pid!);
+    const cpu = () => ({ service: cpuOf(g.service.child.pid!), postgres: postgresCpu(), upstream: cpuOf(g.upstream.child.pid!), loadGenerator: cpuOf(process.pid) });
+    const cpu0 = cpu();
+    const t0 = Date.now();
     console.log(JSON.stringify(await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50, onAnswer, warmUpS: Number(process.env.POOL_WARM_S ?? 0) })));
+    // For a CPU profile (BENCH_CPU_PROF): where the measured run lies, in ms after the service was started (about).
+    if (process.env.BENCH_CPU_PROF) console.log(JSON.stringify({ measuredMsAfterStart: [t0 - tStart, Date.now() - tStart] }));
     // Where the service's main thread was over the run: on a core, or ready but waiting for one.
     console.log(JSON.stringify({ serviceMainThread: schedBetween(sched0, readSched(g.service.child.pid!), rate * 10) }));
+    // Each process's CPU (all its threads) a request over the run, in ms.
+    const cpu1 = cpu();
+    console.log(JSON.stringify({ cpuMsPerRequest: Object.fromEntries(Object.entries(cpu1).map(([k, v]) => [k, Number((((v - cpu0[k as keyof typeof cpu0]) * 1000) / (rate * 10)).toFixed(3))])) }));
     console.log('answers over 20 ms by 100 ms window (s: count):', [...slow].map(([w, n]) => `${(w / 10).toFixed(1)}: ${n}`).join(', ') || 'none');
     await snap();
     // The service's own view: event-loop delay and the chat route's server-side duration.

@@ -88,13 +88,22 @@ this shared machine charges any Node gateway on Inkstone's stack before it does 
   } and through Inkstone as \`npm start\` runs it (\`node ${(p.serviceNodeArgs ?? ['--max-old-space-size=256']).join(' ')}\`) with everything on (key auth, limits,
 the tenant's budget reservation and settlement, the ledger row, the answer cache looked up (from
 \`821d0fe\` its index answers a key no instance stored, without a statement) and written). Every prompt differs, so each call through Inkstone misses its cache and reaches the
-upstream, as each call through Portkey does; the hit row repeats one prompt. Commit \`${p.commit}\`,
+upstream, as each call through Portkey does; the hit row repeats one prompt${
+    p.machineLoad ? ' (one request, which the load generator builds once where it builds each of the others anew, after a quiet second as before each miss run)' : ''
+  }. Commit \`${p.commit}\`,
 ${p.date}, ${p.machine.cpus} vCPU (${p.machine.cpuModel}); the upstream, the gateways, PostgreSQL and the load
 generator share the two cores. Absolute figures on this virtual machine move a lot from one run,
 and one day, to the next (the upstream alone served 11,181/s in the run of commit b1aba03 and
 ${p.direct.perSecond.toLocaleString('en')}/s in this one): the rows of one run, measured minutes apart, are what compare. The
 many-tenant row sends one request from every tenant first (so each has its budget period,
-settings and lease${p.rounds ? ', before each of its runs' : ''}), then spreads the measured run over them all, each request from the next.
+settings and lease${p.rounds ? ', before each of its runs' : ''}), then spreads the measured run over them all, each request from the next.${
+    p.machineLoad
+      ? `
+The machine's other work: over 3 s before the bench started it was ${p.machineLoad.before.busyPct}% busy, and over the
+bench its processes other than the bench's own (node, postgres: its other services, RabbitMQ, Mosquitto,
+NATS and MariaDB, and the kernel's threads) took ${p.machineLoad.during.othersPct}% of its CPU (it was ${p.machineLoad.during.busyPct}% busy in all).`
+      : ''
+  }
 ${p.perRound ? renderRounds(p) : ''}
 | | requests/s | p50 | p99 | errors |
 |---|---|---|---|---|

@@ -1,4 +1,23 @@
 import * as fs from 'node:fs';
+import { execSync } from 'node:child_process';
+
+const TICK = 100; // clock ticks per second on Linux
+
+/** A process's CPU time so far, all its threads (utime + stime), in seconds; 0 once it is gone. */
+export function cpuOf(pid: number): number {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(f[11]) + Number(f[12])) / TICK;
+  } catch {
+    return 0;
+  }
+}
+
+/** The CPU time so far of every PostgreSQL process now running (backends and the server's own), in seconds. */
+export function postgresCpu(): number {
+  const pids = execSync(`pgrep -f '^postgres' || true`).toString().trim().split('\n').filter(Boolean).map(Number);
+  return pids.reduce((a, p) => a + cpuOf(p), 0);
+}
 
 /** A reading of one process's main thread (Linux schedstat) and of the machine's CPU time. */
 export interface SchedReading {
@@ -30,4 +49,45 @@ export function schedBetween(a: SchedReading, b: SchedReading, requests: number)
     scheduledPerRequest: +((b.slices - a.slices) / requests).toFixed(2),
     machineBusyPct: +(100 * (1 - (b.idle - a.idle) / (b.total - a.total))).toFixed(1),
   };
+}
+
+/** A reading of the machine's CPU time and of the part taken by processes of the given names (jiffies). */
+export interface ShareReading {
+  total: number;
+  busy: number;
+  named: number;
+}
+
+/**
+ * The machine's CPU time so far (all cores: busy, and in all), and the part of it taken by the
+ * processes whose name is one of `names` (their threads, and their children already reaped, such
+ * as PostgreSQL backends that have ended).
+ */
+export function readShare(names: string[]): ShareReading {
+  const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = cpu.reduce((a, b) => a + b, 0);
+  let named = 0;
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      if (!names.includes(comm)) continue;
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      named += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]); // utime stime cutime cstime
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return { total, busy: total - cpu[3] - cpu[4], named };
+}
+
+/**
+ * Between two readings, in % of the machine (all cores): how busy it was, and how much of that the
+ * processes not named took (on this machine: the other services it runs, the kernel's own threads).
+ * A process of another name that started and ended in between counts as not named.
+ */
+export function shareBetween(a: ShareReading, b: ShareReading): { busyPct: number; othersPct: number } {
+  const total = b.total - a.total;
+  const busy = b.busy - a.busy;
+  return { busyPct: +((100 * busy) / total).toFixed(1), othersPct: +((100 * Math.max(0, busy - (b.named - a.named))) / total).toFixed(1) };
 }
