@@ -124,10 +124,14 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest
        -- The periods' rows locked in one order, so two instances settling overlapping tenants wait, never deadlock.
        -- Only the groups that cost something: calls that cost nothing (cache hits) change no budget, so
        -- they neither lock a period nor wait behind a paid settlement that holds it.
+       -- Each period is found by its key, one group after the other (a LATERAL subquery that locks is
+       -- never flattened into a join): a plan cached while the table was small would otherwise scan
+       -- every tenant's periods and hash them, on every settlement, until the table is next analyzed.
        locked AS MATERIALIZED (
-         SELECT p.tenant_id, p.period FROM budget_periods p JOIN g ON p.tenant_id = g.tenant_id AND p.period = g.period
-          WHERE g.total <> 0
-          ORDER BY p.tenant_id, p.period FOR UPDATE OF p),
+         SELECT p.tenant_id, p.period
+           FROM (SELECT tenant_id, period FROM g WHERE total <> 0 ORDER BY tenant_id, period) k
+           CROSS JOIN LATERAL (SELECT tenant_id, period FROM budget_periods
+                                WHERE tenant_id = k.tenant_id AND period = k.period FOR UPDATE) p),
        -- Each lease by its key, after its period is locked (the order lease takes and returns lock in too).
        -- A settlement renews the lease it writes: the instance is alive (BudgetLeases renews only the
        -- leases no statement has lately, so its renewal never waits on a busy tenant's settlements).
@@ -144,8 +148,11 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest
             AND EXISTS (SELECT 1 FROM lease WHERE lease.tenant_id = g.tenant_id AND lease.period = g.period)
          RETURNING p.tenant_id, p.period, p.spent_nanos, p.cap_nanos),
        -- The groups that cost nothing: their period is read, not written (it must exist, as for any call).
+       -- (By key too: OFFSET 0 keeps the subquery from being flattened into a join.)
        unchanged AS (
-         SELECT p.tenant_id, p.period, p.spent_nanos, p.cap_nanos FROM budget_periods p JOIN g ON p.tenant_id = g.tenant_id AND p.period = g.period
+         SELECT p.tenant_id, p.period, p.spent_nanos, p.cap_nanos
+           FROM g CROSS JOIN LATERAL (SELECT tenant_id, period, spent_nanos, cap_nanos FROM budget_periods
+                                       WHERE tenant_id = g.tenant_id AND period = g.period OFFSET 0) p
           WHERE g.total = 0),
        settled AS (SELECT * FROM moved UNION ALL SELECT * FROM unchanged),
        ledger AS (
@@ -166,6 +173,60 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest
        SELECT tenant_id, period, spent_nanos::text AS spent, cap_nanos::text AS cap FROM settled`;
 const SETTLE_LEASED_SQL = settleLeasedSql(false);
 const SETTLE_LEASED_CACHING_SQL = settleLeasedSql(true);
+
+/** Takes leases (takeLeases): $1–$7 each take's tenant, period, instance, want, need, time to live (ms) and index. */
+const TAKE_LEASES_SQL = `WITH x AS (
+       SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::float8[], $7::int[])
+         AS x(tenant_id, period, instance_id, want, need, ttl_ms, n)),
+     -- Each period locked by its key, in key order (as the settlement locks them), then read as locked.
+     free AS (
+       SELECT x.n, p.tenant_id, p.period, x.instance_id, x.ttl_ms,
+              least(x.want, greatest(x.need, (p.cap_nanos - p.spent_nanos - p.reserved_nanos) / 4)) AS amount
+         FROM (SELECT * FROM x ORDER BY tenant_id, period) x
+         CROSS JOIN LATERAL (SELECT tenant_id, period, cap_nanos, spent_nanos, reserved_nanos FROM budget_periods
+                              WHERE tenant_id = x.tenant_id AND period = x.period FOR UPDATE) p
+        WHERE p.cap_nanos - p.spent_nanos - p.reserved_nanos >= x.need
+          AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = x.tenant_id AND t.admission_paused)),
+     per_period AS (SELECT tenant_id, period, sum(amount) AS amount FROM free GROUP BY tenant_id, period),
+     held AS (
+       UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos + f.amount, updated_at = now()
+         FROM per_period f WHERE p.tenant_id = f.tenant_id AND p.period = f.period RETURNING 1),
+     lease AS (
+       INSERT INTO budget_leases (tenant_id, period, instance_id, amount_nanos, expires_at)
+       SELECT tenant_id, period, instance_id, amount, now() + make_interval(secs => ttl_ms / 1000) FROM free
+       ON CONFLICT (tenant_id, period, instance_id)
+         DO UPDATE SET amount_nanos = budget_leases.amount_nanos + EXCLUDED.amount_nanos, expires_at = EXCLUDED.expires_at
+       RETURNING 1)
+     SELECT n, amount::text AS taken FROM free`;
+
+/** Returns leases (returnLeases): $1–$5 each return's tenant, period, instance, amount and index. */
+const RETURN_LEASES_SQL = `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[]) AS x(tenant_id, period, instance_id, amount, n)),
+     locked AS MATERIALIZED (
+       SELECT p.tenant_id, p.period
+         FROM (SELECT DISTINCT tenant_id, period FROM x ORDER BY tenant_id, period) k
+         CROSS JOIN LATERAL (SELECT tenant_id, period FROM budget_periods
+                              WHERE tenant_id = k.tenant_id AND period = k.period FOR UPDATE) p),
+     lease AS (
+       UPDATE budget_leases l SET amount_nanos = l.amount_nanos - x.amount
+         FROM x WHERE l.tenant_id = x.tenant_id AND l.period = x.period AND l.instance_id = x.instance_id AND l.amount_nanos >= x.amount
+          AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = x.tenant_id AND locked.period = x.period)
+       RETURNING x.n, x.tenant_id, x.period, x.amount),
+     per_period AS (SELECT tenant_id, period, sum(amount) AS amount FROM lease GROUP BY tenant_id, period),
+     freed AS (
+       UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - f.amount, updated_at = now()
+         FROM per_period f WHERE p.tenant_id = f.tenant_id AND p.period = f.period RETURNING 1)
+     SELECT n FROM lease`;
+
+/**
+ * The statements that lock a batch of tenants' budget periods, by name: each must find a period by
+ * its key, never by scanning the table (test/books-plans.int-spec.ts reads their plans).
+ */
+export const PERIOD_LOCKING_SQL = {
+  settleLeased: SETTLE_LEASED_SQL,
+  settleLeasedCaching: SETTLE_LEASED_CACHING_SQL,
+  takeLeases: TAKE_LEASES_SQL,
+  returnLeases: RETURN_LEASES_SQL,
+} as const;
 
 /** A call to settle: its ledger row, and the answer to keep in the answer cache when it gave one to keep. */
 export type SettlingCall = LedgerEntry & { period: string; cache?: CacheEntry };
@@ -503,28 +564,7 @@ export class BooksRepository {
       const rows = await perRowTenantQuery<{ n: number; taken: string }>(
         this.ds.manager,
         now.map((t) => t.tenantId),
-        `WITH x AS (
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::float8[], $7::int[])
-             AS x(tenant_id, period, instance_id, want, need, ttl_ms, n)),
-         free AS (
-           SELECT x.n, p.tenant_id, p.period, x.instance_id, x.ttl_ms,
-                  least(x.want, greatest(x.need, (p.cap_nanos - p.spent_nanos - p.reserved_nanos) / 4)) AS amount
-             FROM x JOIN budget_periods p ON p.tenant_id = x.tenant_id AND p.period = x.period
-            WHERE p.cap_nanos - p.spent_nanos - p.reserved_nanos >= x.need
-              AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = x.tenant_id AND t.admission_paused)
-            ORDER BY p.tenant_id, p.period
-            FOR UPDATE OF p),
-         per_period AS (SELECT tenant_id, period, sum(amount) AS amount FROM free GROUP BY tenant_id, period),
-         held AS (
-           UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos + f.amount, updated_at = now()
-             FROM per_period f WHERE p.tenant_id = f.tenant_id AND p.period = f.period RETURNING 1),
-         lease AS (
-           INSERT INTO budget_leases (tenant_id, period, instance_id, amount_nanos, expires_at)
-           SELECT tenant_id, period, instance_id, amount, now() + make_interval(secs => ttl_ms / 1000) FROM free
-           ON CONFLICT (tenant_id, period, instance_id)
-             DO UPDATE SET amount_nanos = budget_leases.amount_nanos + EXCLUDED.amount_nanos, expires_at = EXCLUDED.expires_at
-           RETURNING 1)
-         SELECT n, amount::text AS taken FROM free`,
+        TAKE_LEASES_SQL,
         [now.map((t) => t.period), now.map((t) => t.instanceId), now.map((t) => t.want.toString()), now.map((t) => t.need.toString()), now.map((t) => t.ttlMs), now.map((_, j) => j)],
       );
       const taken = new Array<Nanos>(now.length).fill(0n);
@@ -553,21 +593,7 @@ export class BooksRepository {
       const rows = await perRowTenantQuery<{ n: number }>(
         this.ds.manager,
         now.map((g) => g.tenantId),
-        `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::int[]) AS x(tenant_id, period, instance_id, amount, n)),
-         locked AS MATERIALIZED (
-           SELECT p.tenant_id, p.period FROM budget_periods p
-            WHERE (p.tenant_id, p.period) IN (SELECT tenant_id, period FROM x)
-            ORDER BY p.tenant_id, p.period FOR UPDATE OF p),
-         lease AS (
-           UPDATE budget_leases l SET amount_nanos = l.amount_nanos - x.amount
-             FROM x WHERE l.tenant_id = x.tenant_id AND l.period = x.period AND l.instance_id = x.instance_id AND l.amount_nanos >= x.amount
-              AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = x.tenant_id AND locked.period = x.period)
-           RETURNING x.n, x.tenant_id, x.period, x.amount),
-         per_period AS (SELECT tenant_id, period, sum(amount) AS amount FROM lease GROUP BY tenant_id, period),
-         freed AS (
-           UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - f.amount, updated_at = now()
-             FROM per_period f WHERE p.tenant_id = f.tenant_id AND p.period = f.period RETURNING 1)
-         SELECT n FROM lease`,
+        RETURN_LEASES_SQL,
         [now.map((g) => g.period), now.map((g) => g.instanceId), now.map((g) => g.amount.toString()), now.map((_, j) => j)],
       );
       const held = new Array<boolean>(now.length).fill(false);
