@@ -9,18 +9,24 @@ import {
 } from './1766200000000-LedgerDaily';
 
 /**
- * The roll-up's trigger function: LedgerDaily1766200000000's, and with `withSchedule` its sums
- * followed by what schedules saved; `ordered` (LedgerDailyOrder1767000000000) writes the roll-up
- * rows in key order.
+ * The roll-up's statement, as the trigger function runs it on the statement's new ledger rows
+ * (`new_rows`): LedgerDaily1766200000000's, and with `withSchedule` its sums followed by what
+ * schedules saved; `ordered` (LedgerDailyOrder1767000000000) writes the roll-up rows in key order;
+ * `tenantByKey` (LedgerDailyTenantByKey1767100000000) finds each row's tenant (its time zone) by its
+ * key: PL/pgSQL keeps a statement's plan, and one made while \`tenants\` was small joined by
+ * scanning every tenant, on every settlement, until the table was next analyzed.
  */
-export const ledgerDailyTrigger = (withSchedule: boolean, ordered = false) => `
-      CREATE OR REPLACE FUNCTION ledger_daily_add() RETURNS trigger LANGUAGE plpgsql AS $fn$
-      BEGIN
+export const ledgerDailyInsert = (withSchedule: boolean, ordered = false, tenantByKey = false) => `
         INSERT INTO ledger_daily (${[...LEDGER_DAILY_KEY, ...LEDGER_DAILY_SUMS, ...(withSchedule ? ['schedule_saved_nanos'] : [])].join(', ')})
         ${LEDGER_DAILY_SELECT}${withSchedule ? ', coalesce(sum(c.schedule_saved_nanos), 0)' : ''}
-          FROM new_rows c JOIN tenants t ON t.id = c.tenant_id
+          FROM new_rows c ${tenantByKey ? 'CROSS JOIN LATERAL (SELECT timezone FROM tenants WHERE id = c.tenant_id OFFSET 0) t' : 'JOIN tenants t ON t.id = c.tenant_id'}
         ${LEDGER_DAILY_GROUP}${ordered ? `\n        ORDER BY ${LEDGER_DAILY_KEY.map((_, i) => i + 1).join(', ')}` : ''}
-        ${LEDGER_DAILY_UPSERT}${withSchedule ? ', schedule_saved_nanos = ledger_daily.schedule_saved_nanos + EXCLUDED.schedule_saved_nanos' : ''};
+        ${LEDGER_DAILY_UPSERT}${withSchedule ? ', schedule_saved_nanos = ledger_daily.schedule_saved_nanos + EXCLUDED.schedule_saved_nanos' : ''}`;
+
+/** The roll-up's trigger function, running ledgerDailyInsert. */
+export const ledgerDailyTrigger = (withSchedule: boolean, ordered = false, tenantByKey = false) => `
+      CREATE OR REPLACE FUNCTION ledger_daily_add() RETURNS trigger LANGUAGE plpgsql AS $fn$
+      BEGIN${ledgerDailyInsert(withSchedule, ordered, tenantByKey)};
         RETURN NULL;
       END
       $fn$`;

@@ -24,6 +24,7 @@ import { LeaseKeys1766700000000 } from './1766700000000-LeaseKeys';
 import { LedgerDailySchedule1766800000000 } from './1766800000000-LedgerDailySchedule';
 import { CacheIndex1766900000000 } from './1766900000000-CacheIndex';
 import { LedgerDailyOrder1767000000000 } from './1767000000000-LedgerDailyOrder';
+import { LedgerDailyTenantByKey1767100000000 } from './1767100000000-LedgerDailyTenantByKey';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -57,4 +58,5 @@ export const MIGRATIONS = [
   LedgerDailySchedule1766800000000,
   CacheIndex1766900000000,
   LedgerDailyOrder1767000000000,
+  LedgerDailyTenantByKey1767100000000,
 ];

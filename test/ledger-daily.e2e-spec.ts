@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { LedgerDailySchedule1766800000000 } from '../migrations/1766800000000-LedgerDailySchedule';
 import { LedgerDailyOrder1767000000000 } from '../migrations/1767000000000-LedgerDailyOrder';
+import { LedgerDailyTenantByKey1767100000000 } from '../migrations/1767100000000-LedgerDailyTenantByKey';
 import { formatCny } from '../src/common/money';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
@@ -138,7 +139,7 @@ describe('the daily roll-up of the ledger', () => {
     expect(report.savedByScheduling).toBe(formatCny(BigInt(raw.scheduled)));
   });
 
-  it('fills in what scheduling saved for the days rolled up before the roll-up kept it (its migration, down and up again, with the roll-up key order undone before and redone after)', async () => {
+  it('fills in what scheduling saved for the days rolled up before the roll-up kept it (its migration, down and up again, with the roll-up key order and its tenant looked up by key undone before and redone after)', async () => {
     const period = async () => (await t.dataSource.query(`SELECT period FROM llm_calls WHERE tenant_id = $1 GROUP BY 1 ORDER BY count(*) DESC LIMIT 1`, [tenant.tenantId]))[0].period;
     const p = await period();
     const before = (await t.http.get(`/v1/reports/month?period=${p}`).set(bearer(tenant.adminKey)).expect(200)).body;
@@ -146,7 +147,12 @@ describe('the daily roll-up of the ledger', () => {
     try {
       const m = new LedgerDailySchedule1766800000000();
       const ordered = new LedgerDailyOrder1767000000000();
+      const byKey = new LedgerDailyTenantByKey1767100000000();
       const triggerSql = async () => (await q.query(`SELECT pg_get_functiondef('ledger_daily_add'::regproc) AS def`))[0].def as string;
+      expect(await triggerSql()).toContain('ORDER BY');
+      expect(await triggerSql()).toContain('CROSS JOIN LATERAL');
+      await byKey.down(q);
+      expect(await triggerSql()).not.toContain('CROSS JOIN LATERAL');
       expect(await triggerSql()).toContain('ORDER BY');
       await ordered.down(q);
       expect(await triggerSql()).not.toContain('ORDER BY');
@@ -156,6 +162,8 @@ describe('the daily roll-up of the ledger', () => {
       await m.up(q);
       await ordered.up(q);
       expect(await triggerSql()).toContain('ORDER BY');
+      await byKey.up(q);
+      expect(await triggerSql()).toContain('CROSS JOIN LATERAL');
     } finally {
       await q.release();
     }
