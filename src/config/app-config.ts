@@ -62,6 +62,8 @@ export interface AppConfig {
    * PostgreSQL, whose one session all connections share.
    */
   databasePreparedStatements: boolean;
+  /** how often this instance vacuums and analyzes the database when nothing else does (autovacuum off, or the embedded PostgreSQL); 0: never */
+  databaseVacuumIntervalMs: number;
   dataDir: string;
   adminToken: string;
   bodyLimitBytes: number;
@@ -153,6 +155,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     databaseUrl: e.url('DATABASE_URL', ['postgres', 'postgresql']),
     databasePoolSize: e.int('DATABASE_POOL_SIZE', { min: 1, max: 200, default: 10 }),
     databasePreparedStatements: e.bool('DATABASE_PREPARED_STATEMENTS', true),
+    databaseVacuumIntervalMs: e.int('DATABASE_VACUUM_INTERVAL_MS', { min: 0, max: 86_400_000, default: 600_000 }),
     dataDir,
     adminToken: e.secret('INKSTONE_ADMIN_TOKEN', 16),
     bodyLimitBytes: e.int('BODY_LIMIT_BYTES', { min: 1024, max: 64 * 1024 * 1024, default: 8 * 1024 * 1024 }),

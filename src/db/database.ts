@@ -3,8 +3,9 @@ import { DynamicModule, Global, Logger, Module, OnApplicationShutdown } from '@n
 import { DataSource, DataSourceOptions } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { ClusterBus } from './cluster-bus';
+import { DatabaseMaintenance } from './maintenance';
 import { createDataSource, migrate } from './data-source';
-import { EmbeddedPostgres } from './embedded-postgres';
+import { EmbeddedPostgres, sharesOneSession } from './embedded-postgres';
 import { usePreparedStatements } from './tenant-scope';
 
 /**
@@ -56,16 +57,6 @@ export class DatabaseConnection implements OnApplicationShutdown {
   }
 }
 
-/**
- * PGlite (the embedded PostgreSQL, here or behind a URL as the tests use it) serves every
- * connection from its one session, where a statement name prepared on one connection would clash
- * on the next: named prepared statements need a server with a session a connection.
- */
-async function sharesOneSession(ds: DataSource): Promise<boolean> {
-  const [{ version }]: Array<{ version: string }> = await ds.query('SELECT version()');
-  return /PGlite/i.test(version);
-}
-
 @Global()
 @Module({})
 export class DatabaseModule {
@@ -76,8 +67,9 @@ export class DatabaseModule {
         { provide: DatabaseConnection, useFactory: (config: AppConfig) => DatabaseConnection.open(config, entities), inject: [CONFIG] },
         { provide: DataSource, useFactory: (c: DatabaseConnection) => c.dataSource, inject: [DatabaseConnection] },
         ClusterBus,
+        DatabaseMaintenance,
       ],
-      exports: [DatabaseConnection, DataSource, ClusterBus],
+      exports: [DatabaseConnection, DataSource, ClusterBus, DatabaseMaintenance],
     };
   }
 }

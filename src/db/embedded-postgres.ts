@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import type { PGLiteSocketServer } from '@electric-sql/pglite-socket';
+import type { DataSource } from 'typeorm';
 import { PgliteSessionQueue } from './pglite-session-queue';
 
 export interface EmbeddedPostgresOptions {
@@ -103,4 +104,14 @@ function isAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * PGlite (the embedded PostgreSQL, here or behind a URL as the tests use it) serves every
+ * connection from its one session, where a statement name prepared on one connection would clash
+ * on the next: named prepared statements need a server with a session a connection.
+ */
+export async function sharesOneSession(ds: DataSource): Promise<boolean> {
+  const [{ version }]: Array<{ version: string }> = await ds.query('SELECT version()');
+  return /PGlite/i.test(version);
 }
