@@ -3,20 +3,27 @@ import { execSync } from 'node:child_process';
 
 const TICK = 100; // clock ticks per second on Linux
 
-/** A process's CPU time so far, all its threads (utime + stime), in seconds; 0 once it is gone. */
-export function cpuOf(pid: number): number {
+/**
+ * A process's CPU time so far, all its threads (utime + stime), in seconds; with `reaped`, also
+ * that of its children that have ended (cutime + cstime); 0 once it is gone.
+ */
+export function cpuOf(pid: number, reaped = false): number {
   try {
     const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(f[11]) + Number(f[12])) / TICK;
+    return (Number(f[11]) + Number(f[12]) + (reaped ? Number(f[13]) + Number(f[14]) : 0)) / TICK;
   } catch {
     return 0;
   }
 }
 
-/** The CPU time so far of every PostgreSQL process now running (backends and the server's own), in seconds. */
+/**
+ * The CPU time so far of PostgreSQL's processes (backends and the server's own), in seconds, the
+ * backends that have ended included (the server's reaped children), so a connection the pool
+ * closes during a run does not take its CPU time out of the sum.
+ */
 export function postgresCpu(): number {
   const pids = execSync(`pgrep -f '^postgres' || true`).toString().trim().split('\n').filter(Boolean).map(Number);
-  return pids.reduce((a, p) => a + cpuOf(p), 0);
+  return pids.reduce((a, p) => a + cpuOf(p, true), 0);
 }
 
 /** A reading of one process's main thread (Linux schedstat) and of the machine's CPU time. */
