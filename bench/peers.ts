@@ -30,6 +30,8 @@ import { readShare, shareBetween } from './lib/schedstat';
 import { commit, ensureBuilt, json, machine, newTenant, newTenantKeys, runMain, serviceNodeArgs, startGatewayOverTrivialUpstream, startNode } from './lib/harness';
 
 const CONNECTIONS = 50;
+/** The bench's own processes, by name: every other process on the machine is another's. */
+const OURS = ['node', 'postgres'];
 
 interface Row {
   perSecond: number;
@@ -101,19 +103,16 @@ function row(r: autocannon.Result): Row {
   return { perSecond: Math.round(r.requests.average), p50Ms: r.latency.p50, p99Ms: r.latency.p99, non2xx: r.non2xx, errors: r.errors };
 }
 
-/**
- * `durationS` of POSTs, each with its own prompt when `unique` (a counter in the message); with
- * `keys`, each request from the next tenant's key in turn (requests spread over every tenant).
- */
-/** The bench's own processes, by name: every other process on the machine is another's. */
-const OURS = ['node', 'postgres'];
-
 /** A prompt never sent before (not in an earlier run either, so no run is answered from the cache). */
 function bodies(model: string, unique: boolean): (i: number) => string {
   const run = randomUUID().slice(0, 8);
   return (i) => JSON.stringify({ model, messages: [{ role: 'user', content: `用一句话说明为什么要多读书。(${unique ? `${run}-${i}` : 'same'})` }], max_tokens: 64, temperature: 0 });
 }
 
+/**
+ * `durationS` of POSTs, each with its own prompt when `unique` (a counter in the message); with
+ * `keys`, each request from the next tenant's key in turn (requests spread over every tenant).
+ */
 function load(url: string, headers: Record<string, string>, model: string, durationS: number, unique: boolean, keys?: string[], amount?: number): Promise<autocannon.Result> {
   let n = 0;
   const body = bodies(model, unique);

@@ -3,17 +3,35 @@ import { execSync } from 'node:child_process';
 
 const TICK = 100; // clock ticks per second on Linux
 
+/** A process's name and the fields of /proc/<pid>/stat after it (utime is [11]), or null once it is gone. */
+function procStat(pid: number | string): { comm: string; f: string[] } | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const end = stat.lastIndexOf(')');
+    return { comm: stat.slice(stat.indexOf('(') + 1, end), f: stat.slice(end + 2).split(' ') };
+  } catch {
+    return null;
+  }
+}
+
+/** Clock ticks of a process's own CPU (utime + stime) and of its children that have ended (cutime + cstime). */
+function ticksOf(f: string[], reaped: boolean): number {
+  return Number(f[11]) + Number(f[12]) + (reaped ? Number(f[13]) + Number(f[14]) : 0);
+}
+
+/** The machine's CPU time so far, all cores, in clock ticks: idle (with I/O wait) and in all. */
+function machineTicks(): { idle: number; total: number } {
+  const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return { idle: cpu[3] + cpu[4], total: cpu.reduce((a, b) => a + b, 0) };
+}
+
 /**
  * A process's CPU time so far, all its threads (utime + stime), in seconds; with `reaped`, also
  * that of its children that have ended (cutime + cstime); 0 once it is gone.
  */
 export function cpuOf(pid: number, reaped = false): number {
-  try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-    return (Number(f[11]) + Number(f[12]) + (reaped ? Number(f[13]) + Number(f[14]) : 0)) / TICK;
-  } catch {
-    return 0;
-  }
+  const p = procStat(pid);
+  return p ? ticksOf(p.f, reaped) / TICK : 0;
 }
 
 /**
@@ -39,8 +57,7 @@ export interface SchedReading {
 /** The main thread's time on a core, its time ready but waiting for one (ms) and how often it was scheduled; the machine's CPU jiffies. */
 export function readSched(pid: number): SchedReading {
   const [cpuNs, waitNs, slices] = fs.readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number);
-  const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  return { at: performance.now(), cpuMs: cpuNs / 1e6, waitMs: waitNs / 1e6, slices, idle: cpu[3] + cpu[4], total: cpu.reduce((a, b) => a + b, 0) };
+  return { at: performance.now(), cpuMs: cpuNs / 1e6, waitMs: waitNs / 1e6, slices, ...machineTicks() };
 }
 
 /**
@@ -71,21 +88,13 @@ export interface ShareReading {
  * as PostgreSQL backends that have ended).
  */
 export function readShare(names: string[]): ShareReading {
-  const cpu = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-  const total = cpu.reduce((a, b) => a + b, 0);
+  const { idle, total } = machineTicks();
   let named = 0;
   for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      if (!names.includes(comm)) continue;
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      named += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]); // utime stime cutime cstime
-    } catch {
-      /* gone meanwhile */
-    }
+    const p = procStat(pid);
+    if (p && names.includes(p.comm)) named += ticksOf(p.f, true);
   }
-  return { total, busy: total - cpu[3] - cpu[4], named };
+  return { total, busy: total - idle, named };
 }
 
 /**
