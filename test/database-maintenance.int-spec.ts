@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import type { AppConfig } from '../src/config/app-config';
 import { createDataSource } from '../src/db/data-source';
-import { DatabaseMaintenance, vacuumsOnItsOwn } from '../src/db/maintenance';
-import { createTestDatabase, TestDatabase } from './support/test-database';
+import { DatabaseMaintenance, VACUUM_LOCK, vacuumsOnItsOwn } from '../src/db/maintenance';
+import { createTestDatabase, serverUrl, TestDatabase } from './support/test-database';
 
 /**
  * A database that does not vacuum on its own (this machine's server runs with autovacuum off; the
@@ -81,5 +81,21 @@ describe('database maintenance when nothing else vacuums (real PostgreSQL)', () 
       query.mockRestore();
     }
     expect(await m.runOnce()).toBe(true);
+  });
+
+  // Two instances: one vacuums, the other finds the lock taken and leaves it. (On a server only: the
+  // embedded PostgreSQL serves every connection from one session, where the lock is the same holder's.)
+  (serverUrl() ? it : it.skip)('leaves the vacuum to the instance that holds the lock', async () => {
+    const other = ds.createQueryRunner();
+    await other.connect();
+    try {
+      const [{ locked }] = await other.query('SELECT pg_try_advisory_lock($1) AS locked', [VACUUM_LOCK]);
+      expect(locked).toBe(true);
+      expect(await new DatabaseMaintenance(config, ds).runOnce()).toBe(false);
+      await other.query('SELECT pg_advisory_unlock($1)', [VACUUM_LOCK]);
+      expect(await new DatabaseMaintenance(config, ds).runOnce()).toBe(true);
+    } finally {
+      await other.release();
+    }
   });
 });

@@ -5,7 +5,7 @@ import { loggableError } from '../common/error-rendering';
 import { sharesOneSession } from './embedded-postgres';
 
 /** One instance at a time vacuums (a session-level advisory lock; any 64-bit number of ours). */
-const VACUUM_LOCK = 7263849502;
+export const VACUUM_LOCK = 7263849502;
 
 /**
  * Whether the database vacuums and analyzes its tables on its own: a PostgreSQL server with
