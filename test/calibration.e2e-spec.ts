@@ -118,6 +118,25 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     expectConsistent(fresh.grade);
   });
 
+  it('fits the same calibration from the same labels, whatever ids the essays of one batch drew', async () => {
+    // One batch: its essays share their submission time, and their ids are random. The folds of the
+    // cross-validation are dealt in an order of the texts, so two assignments of the same essays and
+    // the same teacher's scores measure the same calibration (before, the ids dealt the folds).
+    const texts = Array.from({ length: 30 }, (_, i) => generateEssay(800 + i, 'zh', { targetChars: 300 + ((i * 211) % 1200) }).text);
+    const fits = [];
+    for (const title of ['B1', 'B2']) {
+      const id = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title, prompt: '以“成长”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
+      const ids: string[] = (await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: id, essays: texts.map((text) => ({ text })) }).expect(202)).body.ids;
+      const views = await waitForEssays(t.app, teacher, ids);
+      // the strict teacher, with some noise that the text decides, so that the folds matter
+      for (const v of views) await override(v.id, Math.max(0, Math.min(60, strict(v.text) + (v.text.length % 13) - 6)));
+      const fit = (await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201)).body;
+      fits.push({ method: fit.method, active: fit.active, essays: fit.essays, before: fit.before, after: fit.after });
+    }
+    expect(fits[0].essays).toBe(30);
+    expect(fits[1]).toEqual(fits[0]);
+  });
+
   it('keeps a calibration that would do no better than none switched off, and says why', async () => {
     const { id, views } = await assignmentWith(20, 400);
     // A teacher who agrees with every grade exactly: no calibration can do better.

@@ -87,7 +87,11 @@ export class QualityRepository {
     return rows.map((r) => cell(r, r.dim === '' ? null : String(r.dim)));
   }
 
-  /** The assignment's labels for a calibration, newest first, at most `limit`. */
+  /**
+   * The assignment's labels for a calibration, newest first, at most `limit`. Essays of one batch
+   * share their time: among them the order follows the text (then the id, for the same text), not
+   * the random ids, so that the same labels deal the same cross-validation folds on every run.
+   */
   async labels(tenantId: string, assignmentId: string, limit: number): Promise<LabelRow[]> {
     return tenantQuery<LabelRow>(
       this.ds.manager,
@@ -95,7 +99,7 @@ export class QualityRepository {
       `SELECT e.id, e.text, e.language, e.model_grade AS "graderGrade", (e.grade->>'score')::float8 AS "teacherScore"
          FROM essays e
         WHERE e.tenant_id = $1 AND e.assignment_id = $2 AND e.model_grade IS NOT NULL AND e.grade->>'source' = 'teacher'
-        ORDER BY e.created_at DESC, e.id DESC
+        ORDER BY e.created_at DESC, md5(e.text), e.id DESC
         LIMIT $3`,
       [assignmentId, limit],
     );
