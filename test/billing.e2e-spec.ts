@@ -82,6 +82,7 @@ describe('budget, usage and stats over HTTP', () => {
     await chat(tenant.adminKey, 'two', 'qwen-flash').expect(200);
     fake.enqueue('deepseek', { kind: 'preset', name: 'context_length' });
     await chat(teacher, 'three').expect(200); // a failed attempt, then dashscope
+    await t.app.get(BudgetService).ledgerWritten(); // (the hit's row is written behind its answer)
 
     const budget = await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200);
     const stats = await t.http.get('/v1/stats').set(bearer(tenant.adminKey)).expect(200);

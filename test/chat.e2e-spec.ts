@@ -3,6 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import OpenAI from 'openai';
 import request from 'supertest';
+import { BudgetService } from '../src/billing/budget.service';
 import { parseCny } from '../src/common/money';
 import { countPromptTokens, FakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
@@ -105,7 +106,8 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
       expect(res.body.choices[0].message.content).toBe(first.body.choices[0].message.content);
     }
     expect(fake.requests).toHaveLength(1);
-    // Each hit is in the ledger, free.
+    // Each hit is in the ledger, free (written behind its answer, on each instance).
+    for (const app of [t.app, other]) await app.get(BudgetService).ledgerWritten();
     const rows = await t.dataSource.query(`SELECT cache_status, cost_nanos FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at`, [tenant.tenantId]);
     expect(rows.map((r: { cache_status: string }) => r.cache_status)).toEqual(['miss', 'hit', 'hit', 'hit']);
     // Another tenant asking the same is a miss: memory is per tenant.

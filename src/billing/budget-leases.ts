@@ -23,6 +23,8 @@ export interface LeaseOptions {
   flushRows: number;
   /** an unused lease is given back after this long */
   idleMs: number;
+  /** at most this many cache hits' rows waiting to be written behind their answers (then a hit waits for its row) */
+  maxBehind: number;
 }
 
 interface Lease {
@@ -70,7 +72,9 @@ const SETTLEMENTS = 'all';
  * - Settlements are written together: the calls that end while a settlement statement runs go in
  *   the next one (at most `flushRows`), whatever their tenants, each row with its own tenant — the
  *   ledger rows, and what they cost moved from each lease into each spend. One statement at a time
- *   per instance. A call's answer leaves only after its ledger row is written.
+ *   per instance. A call's answer leaves only after its ledger row is written — except a cache
+ *   hit's, which costs nothing: its row goes with the next statement after the answer has left
+ *   (`recordBehind`), at most `maxBehind` of them waiting, and is written before shutdown.
  * - A lease is renewed while the instance lives, given back when unused, when the tenant is paused
  *   and on shutdown; the sweeper returns the lease of an instance that died.
  */
@@ -82,6 +86,8 @@ export class BudgetLeases {
   private readonly settlements: KeyedBatcher<Pending, { spent: Nanos; cap: Nanos } | { failed: unknown }>;
   private renewTimer?: NodeJS.Timeout;
   private closed = false;
+  /** cache hits' rows submitted behind their answers and not yet written */
+  private behind = 0;
 
   constructor(
     private readonly books: BooksRepository,
@@ -182,6 +188,34 @@ export class BudgetLeases {
   /** A ledger row that costs nothing (a cache hit, a refused call), written with the calls due. */
   async record(entry: LedgerEntry & { period: string }): Promise<void> {
     await this.enqueue({ ...entry, costNanos: 0n }, 0n);
+  }
+
+  /**
+   * A cache hit's row (it costs nothing, so no spend depends on it): submitted with the calls due
+   * and not waited for, so the answer leaves without a round trip. When `maxBehind` rows are
+   * already waiting (the database is slow or away), or on shutdown, it is written as record() does,
+   * and the hit waits: the queue stays bounded. A failed write is tried once more, then the row is
+   * lost and logged (what it counts: a hit and what it saved, in the reports).
+   */
+  recordBehind(entry: LedgerEntry & { period: string }): Promise<void> {
+    if (this.closed || this.behind >= this.opts.maxBehind) return this.record(entry);
+    this.behind++;
+    const row: SettlingCall = { ...entry, costNanos: 0n };
+    const written = (tries: number): Promise<void> =>
+      this.enqueue(row, 0n).then(
+        () => undefined,
+        (err: unknown) => {
+          if (tries < 2 && !this.closed) return written(tries + 1);
+          this.logger.error({ msg: "a cache hit's ledger row could not be written (its answer had left)", tenantId: entry.tenantId, callGroup: entry.callGroup, err: loggableError(err) });
+        },
+      );
+    void written(1).finally(() => this.behind--);
+    return Promise.resolve();
+  }
+
+  /** Waits until every row submitted so far, written behind or not, is written. */
+  async written(): Promise<void> {
+    await this.settlements.drain();
   }
 
   /** The ticket's worst case leaves the lease (it settles the classic way: incident, guarded answer). */

@@ -56,6 +56,8 @@ export interface SettleOptions {
   cache?: CacheEntry;
   /** the usage broke the bound: booked as an incident, and the tenant's admission paused */
   incident?: TokenIncident;
+  /** a cache hit (no cost): with leases, its row is written behind its answer (BudgetLeases.recordBehind) */
+  behind?: boolean;
 }
 
 export type GuardedReservation =
@@ -107,7 +109,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     private readonly bus: ClusterBus,
   ) {
     this.leases = config.llm.budgetLeases
-      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000 }, (entry) =>
+      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024 }, (entry) =>
           // As a settlement whose reservation is gone: charged within the cap, any excess an incident.
           this.books.settle(this.ds.manager, { reservationId: randomUUID(), cost: entry.costNanos, entry: { ...entry, tenantId: entry.tenantId }, cache: entry.cache }).then((s) => {
             if (!s) throw new Error('the budget period is missing');
@@ -157,6 +159,11 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   /** The current period of a tenant, its row created on first use from the tenant's monthly cap. */
+  /** Waits until every ledger row this instance has submitted so far is written (cache hits' included). */
+  async ledgerWritten(): Promise<void> {
+    await this.leases?.written();
+  }
+
   async currentPeriod(tenantId: string, at = new Date()): Promise<string> {
     const { timezone } = await this.settings(tenantId);
     const period = periodOf(at, timezone);
@@ -264,8 +271,9 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     if (!reservation) {
       if (cost !== 0n) throw new Error('a call that costs money must hold a reservation');
       const period = entry.period ?? (await this.currentPeriod(entry.tenantId));
-      // With leases, written with the calls due (group commit); the answer still waits for its row.
-      if (this.leases) await this.leases.record({ ...entry, period, costNanos: 0n });
+      // With leases, written with the calls due (group commit); the answer waits for its row, unless
+      // it is a cache hit's (nothing was spent: it is written behind the answer, before shutdown).
+      if (this.leases) await (opts.behind ? this.leases.recordBehind({ ...entry, period }) : this.leases.record({ ...entry, period, costNanos: 0n }));
       else await this.books.record({ ...entry, period });
       return 0n;
     }

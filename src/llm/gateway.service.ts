@@ -218,6 +218,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         savedNanos: cached.costNanos,
         latencyMs,
       }),
+      // A chat completion's row is written behind its answer (the API's hot path; nothing was spent).
+      // A grading's is written before the worker marks the essay graded: no client waits on it, and
+      // an essay graded has its rows.
+      { behind: ctx.req.purpose === 'chat' },
     );
     this.metrics.cacheHit(ctx.req.purpose);
     return {

@@ -1,0 +1,191 @@
+import { randomUUID } from 'node:crypto';
+import { Logger } from '@nestjs/common';
+import { DataSource, QueryRunner } from 'typeorm';
+import { BudgetService } from '../src/billing/budget.service';
+import { BudgetLeases } from '../src/billing/budget-leases';
+import { BooksRepository } from '../src/billing/books.repository';
+import { LedgerEntry } from '../src/billing/ledger.service';
+import { GatewayService } from '../src/llm/gateway.service';
+import { startAppWithFake } from './support/app-with-fake';
+import { expectBooksBalanced } from './support/books';
+import { Factory, TestTenant } from './support/factories';
+import { serverUrl } from './support/test-database';
+import { TestApp } from './support/test-app';
+import { FakeProvider } from './fake-provider/fake-provider';
+
+/**
+ * A cache hit costs nothing, so its ledger row is written behind its answer (BudgetLeases.recordBehind):
+ * the answer does not wait for the group commit; the row follows with the next statement, is
+ * written before the instance shuts down, and no more than `maxBehind` rows wait at once (then a
+ * hit waits for its row). A failed write is tried once more, then logged. Real PostgreSQL (or the
+ * embedded one); the lock that holds writes back needs a second session, so a server.
+ */
+describe('cache hits: ledger rows written behind their answers (real PostgreSQL)', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let f: Factory;
+  let ds: DataSource;
+  let budget: BudgetService;
+  let tenant: TestTenant;
+  let period: string;
+
+  beforeAll(async () => {
+    ({ fake, t } = await startAppWithFake());
+    f = new Factory(t.app);
+    ds = t.dataSource;
+    budget = t.app.get(BudgetService);
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+  beforeEach(async () => {
+    tenant = await f.newTenant({ monthlyBudget: '100.00' });
+    period = await budget.currentPeriod(tenant.tenantId);
+  });
+
+  const hitEntry = (savedNanos = 7n): LedgerEntry & { period: string } => ({
+    tenantId: tenant.tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'hit', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0,
+    outputTokens: 10, usageSource: 'provider', costNanos: 0n, savedNanos, compressionSavedTokens: 0, latencyMs: 0, streamed: false,
+  });
+  const rows = async (tenantId = tenant.tenantId): Promise<Array<{ cache_status: string; cost: string; saved: string }>> =>
+    ds.query(`SELECT cache_status, cost_nanos::text AS cost, saved_nanos::text AS saved FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, id`, [tenantId]);
+  const leasesOf = (maxBehind = 1_024) =>
+    new BudgetLeases(t.app.get(BooksRepository), { ttlMs: 60_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind }, () => Promise.reject(new Error('no lease is swept here')));
+  /** Another session holds back every insert into the ledger until release(). */
+  async function holdLedger(): Promise<{ release(): Promise<void> }> {
+    const qr: QueryRunner = ds.createQueryRunner();
+    await qr.connect();
+    await qr.startTransaction();
+    await qr.query('LOCK TABLE llm_calls IN EXCLUSIVE MODE');
+    return {
+      release: async () => {
+        await qr.commitTransaction();
+        await qr.release();
+      },
+    };
+  }
+  /** Whether `p` settles within `ms` (it is not waiting on the database). */
+  const settlesWithin = (p: Promise<unknown>, ms: number) => Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+  const onServer = serverUrl() ? it : it.skip;
+
+  onServer('answers a hit while the ledger is held back, and writes its row once it is free: the books balance', async () => {
+    const gw = t.app.get(GatewayService);
+    const ask = () =>
+      gw.complete({ tenantId: tenant.tenantId, purpose: 'chat', target: { tier: 'standard' }, messages: [{ role: 'user', content: 'what is 6+6?' }], maxTokens: 200, cache: { key: 'k-behind', lookup: true, store: true } });
+    const first = await ask();
+    expect(first.cache).toBe('miss');
+    const held = await holdLedger();
+    let hit: Awaited<ReturnType<typeof ask>> | undefined;
+    try {
+      const answer = ask().then((r) => (hit = r));
+      expect(await settlesWithin(answer, 5_000)).toBe(true);
+      expect(hit).toMatchObject({ cache: 'hit', costNanos: 0n, savedNanos: first.costNanos, content: first.content });
+      // Its row waits behind the lock.
+      expect((await rows()).map((r) => r.cache_status)).toEqual(['miss']);
+    } finally {
+      await held.release();
+    }
+    await budget.ledgerWritten();
+    expect(await rows()).toEqual([
+      { cache_status: 'miss', cost: first.costNanos.toString(), saved: '0' },
+      { cache_status: 'hit', cost: '0', saved: first.costNanos.toString() },
+    ]);
+    expect(fake.requests).toHaveLength(1);
+    await expectBooksBalanced(ds, tenant.tenantId);
+  });
+
+  it('writes the rows still waiting before the instance shuts down', async () => {
+    const leases = leasesOf();
+    // Not awaited one by one: all five are waiting when the close begins.
+    const submitted = [1n, 2n, 3n, 4n, 5n].map((n) => leases.recordBehind(hitEntry(n)));
+    await leases.close();
+    await Promise.all(submitted);
+    expect((await rows()).map((r) => [r.cache_status, r.cost, r.saved])).toEqual(
+      expect.arrayContaining([1, 2, 3, 4, 5].map((n) => ['hit', '0', String(n)])),
+    );
+    expect(await rows()).toHaveLength(5);
+    // After the close, a hit's row is written before its answer leaves.
+    await leases.recordBehind(hitEntry(6n));
+    expect(await rows()).toHaveLength(6);
+    await expectBooksBalanced(ds, tenant.tenantId);
+  });
+
+  onServer('keeps at most maxBehind rows waiting: the next hit waits for its row, and every row is written once the ledger is free', async () => {
+    const leases = leasesOf(2);
+    const held = await holdLedger();
+    let third: Promise<void>;
+    try {
+      expect(await settlesWithin(leases.recordBehind(hitEntry(1n)), 2_000)).toBe(true);
+      expect(await settlesWithin(leases.recordBehind(hitEntry(2n)), 2_000)).toBe(true);
+      third = leases.recordBehind(hitEntry(3n));
+      expect(await settlesWithin(third, 1_000)).toBe(false);
+      expect(await rows()).toEqual([]);
+    } finally {
+      await held.release();
+    }
+    await third!;
+    await leases.written();
+    expect((await rows()).map((r) => r.saved).sort()).toEqual(['1', '2', '3']);
+    // With the first two written, hits are answered at once again.
+    expect(await settlesWithin(leases.recordBehind(hitEntry(4n)), 2_000)).toBe(true);
+    await leases.close();
+    expect(await rows()).toHaveLength(4);
+  });
+
+  describe('when the write fails', () => {
+    let errors: jest.SpyInstance;
+    /** The next `times` inserts of the tenant's ledger rows fail (a sequence: its count survives the rollback). */
+    async function failNext(times: number): Promise<void> {
+      const id = tenant.tenantId.replace(/-/g, '');
+      await ds.query(`CREATE SEQUENCE fail_${id}`);
+      await ds.query(
+        `CREATE FUNCTION fail_${id}() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF nextval('fail_${id}') <= ${times} THEN RAISE EXCEPTION 'injected: the ledger refuses this row'; END IF; RETURN NEW; END $$`,
+      );
+      await ds.query(`CREATE TRIGGER fail_${id} BEFORE INSERT ON llm_calls FOR EACH ROW WHEN (NEW.tenant_id = '${tenant.tenantId}') EXECUTE FUNCTION fail_${id}()`);
+    }
+    beforeEach(() => {
+      errors = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    });
+    afterEach(async () => {
+      errors.mockRestore();
+      const id = tenant.tenantId.replace(/-/g, '');
+      await ds.query(`DROP TRIGGER IF EXISTS fail_${id} ON llm_calls`);
+      await ds.query(`DROP FUNCTION IF EXISTS fail_${id}()`);
+      await ds.query(`DROP SEQUENCE IF EXISTS fail_${id}`);
+    });
+    const lost = () => errors.mock.calls.filter(([m]) => typeof m === 'object' && /cache hit's ledger row could not be written/.test((m as { msg: string }).msg));
+
+    it('tries a failed write once more and the row is written', async () => {
+      await failNext(1);
+      const leases = leasesOf();
+      const entry = hitEntry(9n);
+      await leases.recordBehind(entry);
+      await leases.written();
+      expect(await rows()).toEqual([{ cache_status: 'hit', cost: '0', saved: '9' }]);
+      expect(lost()).toHaveLength(0);
+      // The failed statement was logged, by its count of calls, with no essay text.
+      expect(errors.mock.calls.some(([m]) => (m as { msg?: string }).msg === 'a group commit of leased calls failed')).toBe(true);
+      await leases.close();
+      await expectBooksBalanced(ds, tenant.tenantId);
+    });
+
+    it('gives up after the second failure: the answer had left, the row is lost and logged by its ids, nothing is charged', async () => {
+      await failNext(2);
+      const leases = leasesOf();
+      const entry = hitEntry(9n);
+      await leases.recordBehind(entry);
+      await leases.written();
+      expect(await rows()).toEqual([]);
+      expect(lost()).toEqual([[expect.objectContaining({ tenantId: tenant.tenantId, callGroup: entry.callGroup })]]);
+      // The next hit is written (the trigger lets it through).
+      await leases.recordBehind(hitEntry(10n));
+      await leases.close();
+      expect(await rows()).toEqual([{ cache_status: 'hit', cost: '0', saved: '10' }]);
+      const [p] = await ds.query(`SELECT spent_nanos::text AS spent, reserved_nanos::text AS reserved FROM budget_periods WHERE tenant_id = $1 AND period = $2`, [tenant.tenantId, period]);
+      expect(p).toEqual({ spent: '0', reserved: '0' });
+      await expectBooksBalanced(ds, tenant.tenantId);
+    });
+  });
+});
