@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { ledgerDailyInsert } from '../migrations/1766800000000-LedgerDailySchedule';
+import { ANSWER_KEYS_SINCE_SQL } from '../src/billing/answer-cache.repository';
 import { PERIOD_LOCKING_SQL } from '../src/billing/books.repository';
 import { createDataSource } from '../src/db/data-source';
 import { createTestDatabase, TestDatabase } from './support/test-database';
@@ -63,6 +64,22 @@ describe('hot statements find budget periods and tenants by their keys (real Pos
     const reads = readsOf(plan, 'budget_periods');
     expect(reads.length).toBeGreaterThan(0);
     expect(reads.filter((l) => !/Index (Only )?Scan using budget_periods_pkey on budget_periods\b/.test(l))).toEqual([]);
+  });
+
+  it("the cache index's poll reads llm_cache through its stored_xid index alone, not every live key through the expiry index", async () => {
+    // Not a prepared statement: planned on each run, from the table's size (5,000 live answers,
+    // never analyzed) and the horizon of a read a moment ago.
+    const [{ id: tenantId }] = await ds.query(`SELECT id FROM tenants LIMIT 1`);
+    await ds.query(
+      `INSERT INTO llm_cache (tenant_id, cache_key, content, provider, model, finish_reason, input_tokens, cached_input_tokens, output_tokens, cost_nanos, expires_at)
+       SELECT $1, 'plans-' || i, 'an answer', 'deepseek', 'deepseek-flash', 'stop', 10, 0, 10, 5, now() + interval '1 day' FROM generate_series(1, 5000) i`,
+      [tenantId],
+    );
+    const [h] = await ds.query(`SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS xmax`);
+    const rows: Array<{ 'QUERY PLAN': string }> = await ds.query(`EXPLAIN ${ANSWER_KEYS_SINCE_SQL}`, [h.xmax, []]);
+    const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+    expect(plan).toContain('Index Scan on llm_cache_stored_xid_idx');
+    expect(plan).not.toMatch(/llm_cache_expiry_idx|llm_cache_pkey|Seq Scan on llm_cache\b/);
   });
 
   it('the roll-up trigger runs its statement as built, and it reads tenants by their primary key only', async () => {
