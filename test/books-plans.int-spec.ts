@@ -19,7 +19,7 @@ import { createTestDatabase, TestDatabase } from './support/test-database';
  * daily roll-up's trigger, whose statement PL/pgSQL plans once and keeps: it finds each new ledger
  * row's tenant by its key.
  */
-describe('hot statements find budget periods and tenants by their keys (real PostgreSQL)', () => {
+describe('hot statements find budget periods, leases and tenants by their keys (real PostgreSQL)', () => {
   let db: TestDatabase;
   let ds: DataSource;
 
@@ -59,11 +59,17 @@ describe('hot statements find budget periods and tenants by their keys (real Pos
   /** How each read of `table` in a plan finds its rows. */
   const readsOf = (plan: string, table: string) => plan.split('\n').filter((l) => new RegExp(`Scan\\b.*\\bon ${table}\\b`).test(l));
 
-  it.each(Object.keys(PERIOD_LOCKING_SQL) as Array<keyof typeof PERIOD_LOCKING_SQL>)('%s reads budget_periods by its primary key only', async (name) => {
+  it.each(Object.keys(PERIOD_LOCKING_SQL) as Array<keyof typeof PERIOD_LOCKING_SQL>)('%s reads budget_periods and budget_leases by their keys', async (name) => {
     const plan = await genericPlan(PERIOD_LOCKING_SQL[name]);
     const reads = readsOf(plan, 'budget_periods');
     expect(reads.length).toBeGreaterThan(0);
     expect(reads.filter((l) => !/Index (Only )?Scan using budget_periods_pkey on budget_periods\b/.test(l))).toEqual([]);
+    // The leases they write are found through their key's first column (the tenant), not by
+    // reading every lease, or every lease of the instance through the key's last column.
+    const lines = plan.split('\n');
+    const leaseScans = lines.flatMap((l, i) => (/Scan\b.*\bon budget_leases/.test(l) ? [`${l.trim()} | ${(lines[i + 1] ?? '').trim()}`] : []));
+    expect(leaseScans.filter((l) => /Seq Scan/.test(l) || (/budget_leases_pkey/.test(l) && !/Cond: \(+tenant_id = /.test(l)))).toEqual([]);
+    if (name !== 'takeLeases') expect(leaseScans.length).toBeGreaterThan(0); // (a take inserts, through the key's conflict)
   });
 
   it("the cache index's poll reads llm_cache through its stored_xid index alone, not every live key through the expiry index", async () => {

@@ -135,10 +135,13 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest
        -- Each lease by its key, after its period is locked (the order lease takes and returns lock in too).
        -- A settlement renews the lease it writes: the instance is alive (BudgetLeases renews only the
        -- leases no statement has lately, so its renewal never waits on a busy tenant's settlements).
+       -- (An UPDATE cannot reach its rows through a LATERAL subquery: the tenants' list, the key's
+       -- first column, gives the plan its way into the key, where without statistics it read every
+       -- lease of the instance — 10,000 with as many tenants — through the key's last column.)
        lease AS (
          UPDATE budget_leases l SET amount_nanos = l.amount_nanos - g.total,
                 expires_at = greatest(l.expires_at, now() + make_interval(secs => $${LEASE_TTL}::double precision / 1000))
-           FROM g WHERE l.tenant_id = g.tenant_id AND l.period = g.period AND l.instance_id = $4
+           FROM g WHERE l.tenant_id = g.tenant_id AND l.period = g.period AND l.instance_id = $4 AND l.tenant_id = ANY($1::uuid[])
             AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = g.tenant_id AND locked.period = g.period)
          RETURNING l.tenant_id, l.period),
        moved AS (
@@ -209,6 +212,7 @@ const RETURN_LEASES_SQL = `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[
      lease AS (
        UPDATE budget_leases l SET amount_nanos = l.amount_nanos - x.amount
          FROM x WHERE l.tenant_id = x.tenant_id AND l.period = x.period AND l.instance_id = x.instance_id AND l.amount_nanos >= x.amount
+          AND l.tenant_id = ANY($1::uuid[]) -- (the way into the key, as in the settlement's lease)
           AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = x.tenant_id AND locked.period = x.period)
        RETURNING x.n, x.tenant_id, x.period, x.amount),
      per_period AS (SELECT tenant_id, period, sum(amount) AS amount FROM lease GROUP BY tenant_id, period),
