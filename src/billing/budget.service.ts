@@ -158,12 +158,12 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     return { timezone: s.timezone, monthlyCap: s.cap, whenExhausted: s.whenExhausted, alertThresholds: s.alertThresholds, alertWebhookUrl: s.alertWebhookUrl };
   }
 
-  /** The current period of a tenant, its row created on first use from the tenant's monthly cap. */
   /** Waits until every ledger row this instance has submitted so far is written (cache hits' included). */
   async ledgerWritten(): Promise<void> {
     await this.leases?.written();
   }
 
+  /** The current period of a tenant, its row created on first use from the tenant's monthly cap. */
   async currentPeriod(tenantId: string, at = new Date()): Promise<string> {
     const { timezone } = await this.settings(tenantId);
     const period = periodOf(at, timezone);
