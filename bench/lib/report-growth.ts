@@ -90,7 +90,7 @@ the tenant's budget reservation and settlement, the ledger row, the answer cache
 \`821d0fe\` its index answers a key no instance stored, without a statement) and written). Every prompt differs, so each call through Inkstone misses its cache and reaches the
 upstream, as each call through Portkey does; the hit row repeats one prompt${
     p.machineLoad ? ' (one request, which the load generator builds once where it builds each of the others anew, after a quiet second as before each miss run)' : ''
-  }. Commit \`${p.commit}\`,
+  }; from \`00df945\` a hit's ledger row, which costs nothing, goes with the next group commit after its answer has left (before, each hit waited for it). Commit \`${p.commit}\`,
 ${p.date}, ${p.machine.cpus} vCPU (${p.machine.cpuModel}); the upstream, the gateways, PostgreSQL and the load
 generator share the two cores. Absolute figures on this virtual machine move a lot from one run,
 and one day, to the next (the upstream alone served 11,181/s in the run of commit b1aba03 and
