@@ -6,6 +6,7 @@ import { BudgetLeases } from '../src/billing/budget-leases';
 import { BooksRepository } from '../src/billing/books.repository';
 import { LedgerEntry } from '../src/billing/ledger.service';
 import { GatewayService } from '../src/llm/gateway.service';
+import { MetricsService } from '../src/metrics/metrics.service';
 import { startAppWithFake } from './support/app-with-fake';
 import { expectBooksBalanced } from './support/books';
 import { Factory, TestTenant } from './support/factories';
@@ -50,8 +51,15 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
   });
   const rows = async (tenantId = tenant.tenantId): Promise<Array<{ cache_status: string; cost: string; saved: string }>> =>
     ds.query(`SELECT cache_status, cost_nanos::text AS cost, saved_nanos::text AS saved FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, id`, [tenantId]);
+  /** rows given up, as each BudgetLeases of the test counted them */
+  let lostCount = 0;
   const leasesOf = (maxBehind = 1_024) =>
-    new BudgetLeases(t.app.get(BooksRepository), { ttlMs: 60_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind }, () => Promise.reject(new Error('no lease is swept here')));
+    new BudgetLeases(
+      t.app.get(BooksRepository),
+      { ttlMs: 60_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind },
+      () => Promise.reject(new Error('no lease is swept here')),
+      () => lostCount++,
+    );
   /** Another session holds back every insert into the ledger until release(). */
   async function holdLedger(): Promise<{ release(): Promise<void> }> {
     const qr: QueryRunner = ds.createQueryRunner();
@@ -158,6 +166,7 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
     const lost = () => errors.mock.calls.filter(([m]) => typeof m === 'object' && /cache hit's ledger row could not be written/.test((m as { msg: string }).msg));
 
     it('tries a failed write once more and the row is written', async () => {
+      lostCount = 0;
       await failNext(1);
       const leases = leasesOf();
       const entry = hitEntry(9n);
@@ -165,13 +174,15 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
       await leases.written();
       expect(await rows()).toEqual([{ cache_status: 'hit', cost: '0', saved: '9' }]);
       expect(lost()).toHaveLength(0);
+      expect(lostCount).toBe(0);
       // The failed statement was logged, by its count of calls, with no essay text.
       expect(errors.mock.calls.some(([m]) => (m as { msg?: string }).msg === 'a group commit of leased calls failed')).toBe(true);
       await leases.close();
       await expectBooksBalanced(ds, tenant.tenantId);
     });
 
-    it('gives up after the second failure: the answer had left, the row is lost and logged by its ids, nothing is charged', async () => {
+    it('gives up after the second failure: the answer had left, the row is lost, logged by its ids and counted, nothing is charged', async () => {
+      lostCount = 0;
       await failNext(2);
       const leases = leasesOf();
       const entry = hitEntry(9n);
@@ -179,6 +190,14 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
       await leases.written();
       expect(await rows()).toEqual([]);
       expect(lost()).toEqual([[expect.objectContaining({ tenantId: tenant.tenantId, callGroup: entry.callGroup })]]);
+      expect(lostCount).toBe(1);
+      // The service's own instance counts what it gives up, for /metrics.
+      const counted = async () => (await t.app.get(MetricsService).registry.getSingleMetricAsString('inkstone_ledger_hit_rows_lost_total')).match(/^inkstone_ledger_hit_rows_lost_total (\d+)$/m)?.[1];
+      const before = Number(await counted());
+      await ds.query(`ALTER SEQUENCE fail_${tenant.tenantId.replace(/-/g, '')} RESTART`);
+      await budget.leases!.recordBehind(hitEntry(11n));
+      await budget.ledgerWritten();
+      expect(Number(await counted())).toBe(before + 1);
       // The next hit is written (the trigger lets it through).
       await leases.recordBehind(hitEntry(10n));
       await leases.close();

@@ -94,6 +94,8 @@ export class BudgetLeases {
     private readonly opts: LeaseOptions,
     /** settles one call whose lease is gone (swept while this instance was stalled): within the cap, the rest an incident */
     private readonly settleWithoutLease: (entry: SettlingCall) => Promise<{ spent: Nanos; cap: Nanos }>,
+    /** a cache hit's row written behind its answer was given up (counted for /metrics) */
+    private readonly hitRowLost: () => void = () => undefined,
   ) {
     this.settlements = new KeyedBatcher((_, batch) => this.write(batch), opts.flushRows);
   }
@@ -195,7 +197,7 @@ export class BudgetLeases {
    * and not waited for, so the answer leaves without a round trip. When `maxBehind` rows are
    * already waiting (the database is slow or away), or on shutdown, it is written as record() does,
    * and the hit waits: the queue stays bounded. A failed write is tried once more, then the row is
-   * lost and logged (what it counts: a hit and what it saved, in the reports).
+   * lost, logged and counted (`hitRowLost`; what it counts: a hit and what it saved, in the reports).
    */
   recordBehind(entry: LedgerEntry & { period: string }): Promise<void> {
     if (this.closed || this.behind >= this.opts.maxBehind) return this.record(entry);
@@ -206,6 +208,7 @@ export class BudgetLeases {
         () => undefined,
         (err: unknown) => {
           if (tries < 2 && !this.closed) return written(tries + 1);
+          this.hitRowLost();
           this.logger.error({ msg: "a cache hit's ledger row could not be written (its answer had left)", tenantId: entry.tenantId, callGroup: entry.callGroup, err: loggableError(err) });
         },
       );

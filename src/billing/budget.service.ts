@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { Counter } from 'prom-client';
 import { DataSource, EntityManager } from 'typeorm';
 import { ApiError } from '../common/errors';
 import { formatCny, Nanos, parseCny } from '../common/money';
@@ -8,6 +9,7 @@ import { checkWebhookUrl, DestinationRefusedError, HostResolver, vetHost } from 
 import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { ClusterBus } from '../db/cluster-bus';
+import { MetricsService } from '../metrics/metrics.service';
 import { AlertsService } from './alerts.service';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { BooksRepository, GuardedAnswer, ReservedCall, TokenIncident } from './books.repository';
@@ -107,7 +109,13 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     private readonly secrets: TenantSecretsService,
     private readonly resolver: HostResolver,
     private readonly bus: ClusterBus,
+    metrics: MetricsService,
   ) {
+    const hitRowsLost = new Counter({
+      name: 'inkstone_ledger_hit_rows_lost_total',
+      help: "Cache hits' ledger rows given up after their answers had left (each a hit and what it saved in the reports; never spend)",
+      registers: [metrics.registry],
+    });
     this.leases = config.llm.budgetLeases
       ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024 }, (entry) =>
           // As a settlement whose reservation is gone: charged within the cap, any excess an incident.
@@ -115,6 +123,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
             if (!s) throw new Error('the budget period is missing');
             return { spent: s.spent, cap: s.cap };
           }),
+          () => hitRowsLost.inc(),
         )
       : null;
     // A change made on any instance drops the cached settings everywhere; a lease stops admitting
