@@ -135,7 +135,7 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest
        -- Each lease by its key, after its period is locked (the order lease takes and returns lock in too).
        -- A settlement renews the lease it writes: the instance is alive (BudgetLeases renews only the
        -- leases no statement has lately, so its renewal never waits on a busy tenant's settlements).
-       -- (An UPDATE cannot reach its rows through a LATERAL subquery: the tenants' list, the key's
+       -- (An update cannot reach its rows through a LATERAL subquery: the tenants' list, the key's
        -- first column, gives the plan its way into the key, where without statistics it read every
        -- lease of the instance — 10,000 with as many tenants — through the key's last column.)
        lease AS (
