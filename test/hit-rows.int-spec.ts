@@ -143,9 +143,11 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
 
   describe('when the write fails', () => {
     let errors: jest.SpyInstance;
+    /** The name of the test tenant's trigger, its function and its sequence. */
+    const failing = () => `fail_${tenant.tenantId.replace(/-/g, '')}`;
     /** The next `times` inserts of the tenant's ledger rows fail (a sequence: its count survives the rollback). */
     async function failNext(times: number): Promise<void> {
-      const id = tenant.tenantId.replace(/-/g, '');
+      const id = failing().slice('fail_'.length);
       await ds.query(`CREATE SEQUENCE fail_${id}`);
       await ds.query(
         `CREATE FUNCTION fail_${id}() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -158,20 +160,24 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
     });
     afterEach(async () => {
       errors.mockRestore();
-      const id = tenant.tenantId.replace(/-/g, '');
-      await ds.query(`DROP TRIGGER IF EXISTS fail_${id} ON llm_calls`);
-      await ds.query(`DROP FUNCTION IF EXISTS fail_${id}()`);
-      await ds.query(`DROP SEQUENCE IF EXISTS fail_${id}`);
+      await ds.query(`DROP TRIGGER IF EXISTS ${failing()} ON llm_calls`);
+      await ds.query(`DROP FUNCTION IF EXISTS ${failing()}()`);
+      await ds.query(`DROP SEQUENCE IF EXISTS ${failing()}`);
     });
-    const lost = () => errors.mock.calls.filter(([m]) => typeof m === 'object' && /cache hit's ledger row could not be written/.test((m as { msg: string }).msg));
-
-    it('tries a failed write once more and the row is written', async () => {
+    /** One hit's row written behind on a new instance whose next `failures` writes fail, until all of them are over. */
+    async function hitWithFailures(failures: number): Promise<{ leases: BudgetLeases; entry: LedgerEntry & { period: string } }> {
       lostCount = 0;
-      await failNext(1);
+      await failNext(failures);
       const leases = leasesOf();
       const entry = hitEntry(9n);
       await leases.recordBehind(entry);
       await leases.written();
+      return { leases, entry };
+    }
+    const lost = () => errors.mock.calls.filter(([m]) => typeof m === 'object' && /cache hit's ledger row could not be written/.test((m as { msg: string }).msg));
+
+    it('tries a failed write once more and the row is written', async () => {
+      const { leases } = await hitWithFailures(1);
       expect(await rows()).toEqual([{ cache_status: 'hit', cost: '0', saved: '9' }]);
       expect(lost()).toHaveLength(0);
       expect(lostCount).toBe(0);
@@ -182,19 +188,14 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
     });
 
     it('gives up after the second failure: the answer had left, the row is lost, logged by its ids and counted, nothing is charged', async () => {
-      lostCount = 0;
-      await failNext(2);
-      const leases = leasesOf();
-      const entry = hitEntry(9n);
-      await leases.recordBehind(entry);
-      await leases.written();
+      const { leases, entry } = await hitWithFailures(2);
       expect(await rows()).toEqual([]);
       expect(lost()).toEqual([[expect.objectContaining({ tenantId: tenant.tenantId, callGroup: entry.callGroup })]]);
       expect(lostCount).toBe(1);
       // The service's own instance counts what it gives up, for /metrics.
       const counted = async () => (await t.app.get(MetricsService).registry.getSingleMetricAsString('inkstone_ledger_hit_rows_lost_total')).match(/^inkstone_ledger_hit_rows_lost_total (\d+)$/m)?.[1];
       const before = Number(await counted());
-      await ds.query(`ALTER SEQUENCE fail_${tenant.tenantId.replace(/-/g, '')} RESTART`);
+      await ds.query(`ALTER SEQUENCE ${failing()} RESTART`);
       await budget.leases!.recordBehind(hitEntry(11n));
       await budget.ledgerWritten();
       expect(Number(await counted())).toBe(before + 1);

@@ -204,7 +204,7 @@ export const ANSWER_KEYS_SINCE_SQL = `SELECT ${HORIZON_COLUMNS}, c.tenant_id, c.
        FROM pg_current_snapshot() s
        LEFT JOIN LATERAL (SELECT tenant_id, cache_key
                             FROM (SELECT tenant_id, cache_key, expires_at FROM llm_cache
-                                   WHERE stored_xid >= $1::xid8 AND stored_xid < pg_snapshot_xmax(pg_current_snapshot()) OR stored_xid = ANY($2::xid8[])
+                                   WHERE (stored_xid >= $1::xid8 AND stored_xid < pg_snapshot_xmax(pg_current_snapshot())) OR stored_xid = ANY($2::xid8[])
                                   OFFSET 0) written
                            WHERE expires_at > now()) c ON true`;
 

@@ -202,18 +202,23 @@ export class BudgetLeases {
   recordBehind(entry: LedgerEntry & { period: string }): Promise<void> {
     if (this.closed || this.behind >= this.opts.maxBehind) return this.record(entry);
     this.behind++;
-    const row: SettlingCall = { ...entry, costNanos: 0n };
-    const written = (tries: number): Promise<void> =>
-      this.enqueue(row, 0n).then(
-        () => undefined,
-        (err: unknown) => {
-          if (tries < 2 && !this.closed) return written(tries + 1);
-          this.hitRowLost();
-          this.logger.error({ msg: "a cache hit's ledger row could not be written (its answer had left)", tenantId: entry.tenantId, callGroup: entry.callGroup, err: loggableError(err) });
-        },
-      );
-    void written(1).finally(() => this.behind--);
+    void this.writeBehind({ ...entry, costNanos: 0n }).finally(() => this.behind--);
     return Promise.resolve();
+  }
+
+  /** recordBehind's write: two tries (one after shutdown began), then the row is given up. */
+  private async writeBehind(row: SettlingCall): Promise<void> {
+    for (let tries = 1; ; tries++) {
+      try {
+        await this.enqueue(row, 0n);
+        return;
+      } catch (err) {
+        if (tries < 2 && !this.closed) continue;
+        this.hitRowLost();
+        this.logger.error({ msg: "a cache hit's ledger row could not be written (its answer had left)", tenantId: row.tenantId, callGroup: row.callGroup, err: loggableError(err) });
+        return;
+      }
+    }
   }
 
   /** Waits until every row submitted so far, written behind or not, is written. */
