@@ -916,7 +916,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
     it("gives back every tenant's lease in one statement when an instance closes, and renews them in one while it lives", async () => {
       const books = t.app.get(BooksRepository);
       const tenants = await Promise.all([1, 2, 3].map(() => f.newTenant({ monthlyBudget: '100.00' })));
-      const leases = new BudgetLeases(books, { ttlMs: 3_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024 }, () => Promise.reject(new Error('no lease is swept here')));
+      const leases = new BudgetLeases(books, { ttlMs: 3_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024, maxBehindPerTenant: 128 }, () => Promise.reject(new Error('no lease is swept here')));
       const budget = t.app.get(BudgetService);
       const periods = await Promise.all(tenants.map((x) => budget.currentPeriod(x.tenantId)));
       for (const [i, x] of tenants.entries()) expect(await leases.admit(x.tenantId, periods[i], 1_000_000n)).toMatchObject({ tenantId: x.tenantId });
@@ -973,7 +973,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const [busy, idle] = await Promise.all([1, 2].map(() => f.newTenant({ monthlyBudget: '100.00' })));
       const [busyPeriod, idlePeriod] = await Promise.all([busy, idle].map((x) => budget.currentPeriod(x.tenantId)));
       // A time to live of 6 s: the timer runs every 2 s and renews what no statement renewed in the last 1 s.
-      const leases = new BudgetLeases(books, { ttlMs: 6_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024 }, () => Promise.reject(new Error('no lease is swept here')));
+      const leases = new BudgetLeases(books, { ttlMs: 6_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024, maxBehindPerTenant: 128 }, () => Promise.reject(new Error('no lease is swept here')));
       const idleTicket = await leases.admit(idle.tenantId, idlePeriod, 1_000_000n);
       expect(idleTicket).toMatchObject({ tenantId: idle.tenantId });
       const watch = watchStatements(/UPDATE budget_leases l SET expires_at/);
@@ -1010,7 +1010,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const budget = t.app.get(BudgetService);
       const x = await f.newTenant({ monthlyBudget: '100.00' });
       const period = await budget.currentPeriod(x.tenantId);
-      const leases = new BudgetLeases(books, { ttlMs: 60_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024 }, () => Promise.reject(new Error('not settled here')));
+      const leases = new BudgetLeases(books, { ttlMs: 60_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024, maxBehindPerTenant: 128 }, () => Promise.reject(new Error('not settled here')));
       const ticket = await leases.admit(x.tenantId, period, 1_000_000n);
       expect(ticket).not.toBeNull();
       const held = leases.holding(x.tenantId);

@@ -45,18 +45,18 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
     period = await budget.currentPeriod(tenant.tenantId);
   });
 
-  const hitEntry = (savedNanos = 7n): LedgerEntry & { period: string } => ({
-    tenantId: tenant.tenantId, period, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'hit', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0,
+  const hitEntry = (savedNanos = 7n, of = { tenantId: tenant.tenantId, period }): LedgerEntry & { period: string } => ({
+    tenantId: of.tenantId, period: of.period, callGroup: randomUUID(), attempt: 1, purpose: 'chat', cacheStatus: 'hit', outcome: 'ok', inputTokens: 10, cachedInputTokens: 0,
     outputTokens: 10, usageSource: 'provider', costNanos: 0n, savedNanos, compressionSavedTokens: 0, latencyMs: 0, streamed: false,
   });
   const rows = async (tenantId = tenant.tenantId): Promise<Array<{ cache_status: string; cost: string; saved: string }>> =>
     ds.query(`SELECT cache_status, cost_nanos::text AS cost, saved_nanos::text AS saved FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, id`, [tenantId]);
   /** rows given up, as each BudgetLeases of the test counted them */
   let lostCount = 0;
-  const leasesOf = (maxBehind = 1_024) =>
+  const leasesOf = (maxBehind = 1_024, maxBehindPerTenant = 128) =>
     new BudgetLeases(
       t.app.get(BooksRepository),
-      { ttlMs: 60_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind },
+      { ttlMs: 60_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind, maxBehindPerTenant },
       () => Promise.reject(new Error('no lease is swept here')),
       () => lostCount++,
     );
@@ -139,6 +139,37 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
     expect(await settlesWithin(leases.recordBehind(hitEntry(4n)), 2_000)).toBe(true);
     await leases.close();
     expect(await rows()).toHaveLength(4);
+  });
+
+  onServer('keeps at most maxBehindPerTenant of one tenant waiting: its next hit waits, another tenant still goes behind', async () => {
+    const leases = leasesOf(1_024, 2);
+    const other = await f.newTenant({ monthlyBudget: '100.00' });
+    const otherPeriod = await budget.currentPeriod(other.tenantId);
+    const otherHit = (n: bigint) => hitEntry(n, { tenantId: other.tenantId, period: otherPeriod });
+    const held = await holdLedger();
+    let third: Promise<void>;
+    try {
+      expect(await settlesWithin(leases.recordBehind(hitEntry(1n)), 2_000)).toBe(true);
+      expect(await settlesWithin(leases.recordBehind(hitEntry(2n)), 2_000)).toBe(true);
+      third = leases.recordBehind(hitEntry(3n));
+      expect(await settlesWithin(third, 1_000)).toBe(false);
+      // The flood is the first tenant's: the other's hits still leave at once.
+      expect(await settlesWithin(leases.recordBehind(otherHit(10n)), 2_000)).toBe(true);
+      expect(await settlesWithin(leases.recordBehind(otherHit(11n)), 2_000)).toBe(true);
+      expect(await rows()).toEqual([]);
+    } finally {
+      await held.release();
+    }
+    await third!;
+    await leases.written();
+    expect((await rows()).map((r) => r.saved).sort()).toEqual(['1', '2', '3']);
+    expect((await rows(other.tenantId)).map((r) => r.saved).sort()).toEqual(['10', '11']);
+    // Its rows written, the first tenant's hits go behind again.
+    expect(await settlesWithin(leases.recordBehind(hitEntry(4n)), 2_000)).toBe(true);
+    await leases.close();
+    expect(await rows()).toHaveLength(4);
+    await expectBooksBalanced(ds, tenant.tenantId);
+    await expectBooksBalanced(ds, other.tenantId);
   });
 
   describe('when the write fails', () => {

@@ -25,6 +25,8 @@ export interface LeaseOptions {
   idleMs: number;
   /** at most this many cache hits' rows waiting to be written behind their answers (then a hit waits for its row) */
   maxBehind: number;
+  /** of those, at most this many of one tenant's (a tenant's flood of hits waits for its own rows, not everyone's) */
+  maxBehindPerTenant: number;
 }
 
 interface Lease {
@@ -74,7 +76,8 @@ const SETTLEMENTS = 'all';
  *   ledger rows, and what they cost moved from each lease into each spend. One statement at a time
  *   per instance. A call's answer leaves only after its ledger row is written — except a cache
  *   hit's, which costs nothing: its row goes with the next statement after the answer has left
- *   (`recordBehind`), at most `maxBehind` of them waiting, and is written before shutdown.
+ *   (`recordBehind`), at most `maxBehind` of them waiting (`maxBehindPerTenant` of one tenant's),
+ *   and is written before shutdown.
  * - A lease is renewed while the instance lives, given back when unused, when the tenant is paused
  *   and on shutdown; the sweeper returns the lease of an instance that died.
  */
@@ -88,6 +91,8 @@ export class BudgetLeases {
   private closed = false;
   /** cache hits' rows submitted behind their answers and not yet written */
   private behind = 0;
+  /** the same, by tenant (a tenant with none has no entry) */
+  private readonly behindOf = new Map<string, number>();
 
   constructor(
     private readonly books: BooksRepository,
@@ -195,14 +200,23 @@ export class BudgetLeases {
   /**
    * A cache hit's row (it costs nothing, so no spend depends on it): submitted with the calls due
    * and not waited for, so the answer leaves without a round trip. When `maxBehind` rows are
-   * already waiting (the database is slow or away), or on shutdown, it is written as record() does,
-   * and the hit waits: the queue stays bounded. A failed write is tried once more, then the row is
+   * already waiting (the database is slow or away), or `maxBehindPerTenant` of this tenant's (one
+   * tenant's flood does not fill the queue for all), or on shutdown, it is written as record()
+   * does, and the hit waits: the queue stays bounded. A failed write is tried once more, then the row is
    * lost, logged and counted (`hitRowLost`; what it counts: a hit and what it saved, in the reports).
    */
   recordBehind(entry: LedgerEntry & { period: string }): Promise<void> {
-    if (this.closed || this.behind >= this.opts.maxBehind) return this.record(entry);
+    const { tenantId } = entry;
+    const own = this.behindOf.get(tenantId) ?? 0;
+    if (this.closed || this.behind >= this.opts.maxBehind || own >= this.opts.maxBehindPerTenant) return this.record(entry);
     this.behind++;
-    void this.writeBehind({ ...entry, costNanos: 0n }).finally(() => this.behind--);
+    this.behindOf.set(tenantId, own + 1);
+    void this.writeBehind({ ...entry, costNanos: 0n }).finally(() => {
+      this.behind--;
+      const left = this.behindOf.get(tenantId)! - 1;
+      if (left === 0) this.behindOf.delete(tenantId);
+      else this.behindOf.set(tenantId, left);
+    });
     return Promise.resolve();
   }
 

@@ -117,7 +117,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       registers: [metrics.registry],
     });
     this.leases = config.llm.budgetLeases
-      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024 }, (entry) =>
+      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024, maxBehindPerTenant: 128 }, (entry) =>
           // As a settlement whose reservation is gone: charged within the cap, any excess an incident.
           this.books.settle(this.ds.manager, { reservationId: randomUUID(), cost: entry.costNanos, entry: { ...entry, tenantId: entry.tenantId }, cache: entry.cache }).then((s) => {
             if (!s) throw new Error('the budget period is missing');
