@@ -52,6 +52,8 @@ export interface PeersResult {
   portkeyVersion: string;
   /** the node flags Inkstone ran with (npm start's, then BENCH_NODE_ARGS) */
   serviceNodeArgs?: string[];
+  /** the node flags Portkey and the floor ran with (PEERS_PEER_NODE_ARGS; absent: none) */
+  peerNodeArgs?: string[];
   direct: Row;
   portkey: Row;
   /** the bare forwarder: the floor */
@@ -169,8 +171,11 @@ async function main(): Promise<PeersResult> {
   // PEERS_SERVICE_ENV='{"LLM_CACHE_MEMORY_MB":"32"}': more environment for Inkstone (a diagnostic; the record runs without).
   const gateway = await startGatewayOverTrivialUpstream('inkstone_bench_peers', process.env.PEERS_SERVICE_ENV ? JSON.parse(process.env.PEERS_SERVICE_ENV) : {});
   const { upstream, service } = gateway;
-  const portkey = await startNode(['node_modules/@portkey-ai/gateway/build/start-server.js', '--port={port}', '--headless'], (p) => `http://127.0.0.1:${p}/`, { NODE_ENV: 'production' });
-  const forwarder = await startNode(['bench/lib/bare-forwarder.js', '{port}', upstream.url], (p) => `http://127.0.0.1:${p}/`, { NODE_ENV: 'production' });
+  // PEERS_PEER_NODE_ARGS: node flags for Portkey and the floor too (by default they run as their
+  // packages ship: no flags), e.g. Inkstone's `--v8-pool-size=1`, to see what they gain from it.
+  const peerArgs = process.env.PEERS_PEER_NODE_ARGS ? process.env.PEERS_PEER_NODE_ARGS.split(' ') : [];
+  const portkey = await startNode([...peerArgs, 'node_modules/@portkey-ai/gateway/build/start-server.js', '--port={port}', '--headless'], (p) => `http://127.0.0.1:${p}/`, { NODE_ENV: 'production' });
+  const forwarder = await startNode([...peerArgs, 'bench/lib/bare-forwarder.js', '{port}', upstream.url], (p) => `http://127.0.0.1:${p}/`, { NODE_ENV: 'production' });
   try {
     const tenant = await newTenant(service.url, '1000000.00');
     const sides = {
@@ -251,6 +256,7 @@ async function main(): Promise<PeersResult> {
       rounds,
       portkeyVersion: version,
       serviceNodeArgs: serviceNodeArgs(),
+      ...(peerArgs.length ? { peerNodeArgs: peerArgs } : {}),
       direct: d,
       portkey: p,
       floor: f,

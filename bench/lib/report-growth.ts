@@ -79,7 +79,7 @@ export function renderPeers(p: any): string {
 A trivial OpenAI-compatible upstream (its own process; one small fixed answer with usage) called at
 ${p.connections} connections for ${p.durationS} s each: directly; through the open-source Portkey gateway
 (\`@portkey-ai/gateway\` ${p.portkeyVersion}, no budget, no database, no cache: provider \`openai\`, the upstream as
-its custom host);${
+its custom host; ${p.peerNodeArgs ? `run, like the floor, with \`node ${p.peerNodeArgs.join(' ')}\`` : 'run, like the floor, with no node flags, as its package ships'});${
     p.floor
       ? ` through a bare forwarder (\`bench/lib/bare-forwarder.js\`: Fastify takes the request and parses its JSON, undici
 forwards it over a keep-alive pool, the answer is parsed and sent back; no auth, budget, ledger, cache or logging: the floor, what
