@@ -3,6 +3,8 @@ import { DataSource } from 'typeorm';
 import { ledgerDailyInsert } from '../migrations/1766800000000-LedgerDailySchedule';
 import { ANSWER_KEYS_SINCE_SQL } from '../src/billing/answer-cache.repository';
 import { PERIOD_LOCKING_SQL } from '../src/billing/books.repository';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { createDataSource } from '../src/db/data-source';
 import { createTestDatabase, TestDatabase } from './support/test-database';
 
@@ -105,5 +107,21 @@ describe('hot statements find budget periods, leases and tenants by their keys (
       await runner.query(`DROP TABLE IF EXISTS new_rows`);
       await runner.release();
     }
+  });
+
+  it('a lease update can be a HOT update: no index of budget_leases covers a column any update of it writes', async () => {
+    // Every UPDATE of budget_leases in the repository, and the columns its SET writes.
+    const source = fs.readFileSync(path.join(__dirname, '../src/billing/books.repository.ts'), 'utf8');
+    const sets = [...source.matchAll(/UPDATE budget_leases\b(?:\s+\w+)?\s+SET\s+([\s\S]*?)\s(?:FROM|WHERE)\s/g)].map((m) => m[1]);
+    expect(sets.length).toBeGreaterThanOrEqual(4);
+    const written = new Set(sets.flatMap((set) => [...`, ${set}`.matchAll(/,\s*(?:\w+\.)?(\w+)\s*=(?!>)/g)].map((m) => m[1])));
+    expect([...written].sort()).toEqual(expect.arrayContaining(['amount_nanos', 'expires_at']));
+    const indexes: Array<{ indexdef: string }> = await ds.query(`SELECT indexdef FROM pg_indexes WHERE tablename = 'budget_leases'`);
+    expect(indexes.length).toBeGreaterThan(0);
+    const covering = indexes.filter((i) => [...written].some((c) => new RegExp(`\\b${c}\\b`).test(i.indexdef.replace(/^.*? ON /, ''))));
+    expect(covering).toEqual([]);
+    // And half of each page is left free for the next version of a row.
+    const [rel] = await ds.query(`SELECT reloptions FROM pg_class WHERE relname = 'budget_leases'`);
+    expect(rel.reloptions).toEqual(['fillfactor=50']);
   });
 });
