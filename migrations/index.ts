@@ -26,6 +26,7 @@ import { CacheIndex1766900000000 } from './1766900000000-CacheIndex';
 import { LedgerDailyOrder1767000000000 } from './1767000000000-LedgerDailyOrder';
 import { LedgerDailyTenantByKey1767100000000 } from './1767100000000-LedgerDailyTenantByKey';
 import { LeaseUpdatesInPlace1767200000000 } from './1767200000000-LeaseUpdatesInPlace';
+import { LedgerDailyRoom1767300000000 } from './1767300000000-LedgerDailyRoom';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -61,4 +62,5 @@ export const MIGRATIONS = [
   LedgerDailyOrder1767000000000,
   LedgerDailyTenantByKey1767100000000,
   LeaseUpdatesInPlace1767200000000,
+  LedgerDailyRoom1767300000000,
 ];

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
+import { LEDGER_DAILY_SUMS } from '../migrations/1766200000000-LedgerDaily';
 import { ledgerDailyInsert } from '../migrations/1766800000000-LedgerDailySchedule';
 import { ANSWER_KEYS_SINCE_SQL } from '../src/billing/answer-cache.repository';
 import { PERIOD_LOCKING_SQL } from '../src/billing/books.repository';
@@ -123,5 +124,15 @@ describe('hot statements find budget periods, leases and tenants by their keys (
     // And half of each page is left free for the next version of a row.
     const [rel] = await ds.query(`SELECT reloptions FROM pg_class WHERE relname = 'budget_leases'`);
     expect(rel.reloptions).toEqual(['fillfactor=50']);
+  });
+
+  it("the day's roll-up rows, updated by every settlement, land in pages with room left for their next versions", async () => {
+    // Its indexes cover only the key, which an update never writes; what it lacked was room.
+    const [rel] = await ds.query(`SELECT reloptions FROM pg_class WHERE relname = 'ledger_daily'`);
+    const fill = Number(/^fillfactor=(\d+)$/.exec((rel.reloptions ?? []).join(','))?.[1] ?? 100);
+    expect(fill).toBeLessThan(100);
+    const indexes: Array<{ indexdef: string }> = await ds.query(`SELECT indexdef FROM pg_indexes WHERE tablename = 'ledger_daily'`);
+    const counters = [...LEDGER_DAILY_SUMS, 'schedule_saved_nanos'];
+    expect(indexes.filter((i) => counters.some((c) => new RegExp(`\\b${c}\\b`).test(i.indexdef.replace(/^.*? ON /, ''))))).toEqual([]);
   });
 });
