@@ -119,8 +119,12 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
     await expectBooksBalanced(ds, tenant.tenantId);
   });
 
-  onServer('keeps at most maxBehind rows waiting: the next hit waits for its row, and every row is written once the ledger is free', async () => {
-    const leases = leasesOf(2);
+  /**
+   * Floods one tenant's hits past a bound of 2 while the ledger is held: the first two go behind,
+   * the third waits; `duringHold` runs before the release. Then every row is written (1–3), and
+   * with them written a fourth hit goes behind again.
+   */
+  async function floodPastBound(leases: BudgetLeases, duringHold: (leases: BudgetLeases) => Promise<void> = async () => {}) {
     const held = await holdLedger();
     let third: Promise<void>;
     try {
@@ -128,6 +132,7 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
       expect(await settlesWithin(leases.recordBehind(hitEntry(2n)), 2_000)).toBe(true);
       third = leases.recordBehind(hitEntry(3n));
       expect(await settlesWithin(third, 1_000)).toBe(false);
+      await duringHold(leases);
       expect(await rows()).toEqual([]);
     } finally {
       await held.release();
@@ -135,39 +140,26 @@ describe('cache hits: ledger rows written behind their answers (real PostgreSQL)
     await third!;
     await leases.written();
     expect((await rows()).map((r) => r.saved).sort()).toEqual(['1', '2', '3']);
-    // With the first two written, hits are answered at once again.
     expect(await settlesWithin(leases.recordBehind(hitEntry(4n)), 2_000)).toBe(true);
     await leases.close();
     expect(await rows()).toHaveLength(4);
+  }
+
+  onServer('keeps at most maxBehind rows waiting: the next hit waits for its row, and every row is written once the ledger is free', async () => {
+    await floodPastBound(leasesOf(2));
+    await expectBooksBalanced(ds, tenant.tenantId);
   });
 
   onServer('keeps at most maxBehindPerTenant of one tenant waiting: its next hit waits, another tenant still goes behind', async () => {
-    const leases = leasesOf(1_024, 2);
     const other = await f.newTenant({ monthlyBudget: '100.00' });
     const otherPeriod = await budget.currentPeriod(other.tenantId);
     const otherHit = (n: bigint) => hitEntry(n, { tenantId: other.tenantId, period: otherPeriod });
-    const held = await holdLedger();
-    let third: Promise<void>;
-    try {
-      expect(await settlesWithin(leases.recordBehind(hitEntry(1n)), 2_000)).toBe(true);
-      expect(await settlesWithin(leases.recordBehind(hitEntry(2n)), 2_000)).toBe(true);
-      third = leases.recordBehind(hitEntry(3n));
-      expect(await settlesWithin(third, 1_000)).toBe(false);
+    await floodPastBound(leasesOf(1_024, 2), async (leases) => {
       // The flood is the first tenant's: the other's hits still leave at once.
       expect(await settlesWithin(leases.recordBehind(otherHit(10n)), 2_000)).toBe(true);
       expect(await settlesWithin(leases.recordBehind(otherHit(11n)), 2_000)).toBe(true);
-      expect(await rows()).toEqual([]);
-    } finally {
-      await held.release();
-    }
-    await third!;
-    await leases.written();
-    expect((await rows()).map((r) => r.saved).sort()).toEqual(['1', '2', '3']);
+    });
     expect((await rows(other.tenantId)).map((r) => r.saved).sort()).toEqual(['10', '11']);
-    // Its rows written, the first tenant's hits go behind again.
-    expect(await settlesWithin(leases.recordBehind(hitEntry(4n)), 2_000)).toBe(true);
-    await leases.close();
-    expect(await rows()).toHaveLength(4);
     await expectBooksBalanced(ds, tenant.tenantId);
     await expectBooksBalanced(ds, other.tenantId);
   });
