@@ -5,7 +5,8 @@
  * current month, plus another tenant's rows beside them. The rows are inserted as the service
  * writes them, so the daily roll-up (ledger_daily) is kept by its trigger as they go in. Beside
  * each answer: the same figures by a scan of the ledger (what the reports did before the roll-up),
- * timed once, in SQL.
+ * timed once, in SQL. LEDGER_KEEP_DB=1 keeps the database (bench_ledger) afterwards, to read the
+ * statements' plans.
  *
  *   npm run bench:ledger
  */
@@ -139,7 +140,7 @@ async function main(): Promise<LedgerResult> {
   } finally {
     await db.end();
     await service.stop();
-    await dropDatabase(dbName);
+    if (process.env.LEDGER_KEEP_DB !== '1') await dropDatabase(dbName);
   }
 }
 

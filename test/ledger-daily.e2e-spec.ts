@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { LedgerDailySchedule1766800000000 } from '../migrations/1766800000000-LedgerDailySchedule';
 import { LedgerDailyOrder1767000000000 } from '../migrations/1767000000000-LedgerDailyOrder';
 import { LedgerDailyTenantByKey1767100000000 } from '../migrations/1767100000000-LedgerDailyTenantByKey';
+import { DataSource } from 'typeorm';
+import { LedgerService } from '../src/billing/ledger.service';
 import { formatCny } from '../src/common/money';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
@@ -115,6 +117,61 @@ describe('the daily roll-up of the ledger', () => {
     const res = await t.http.get(`/v1/usage?groupBy=day&from=${from.toISOString()}&to=${to.toISOString()}`).set(bearer(tenant.adminKey)).expect(200);
     expect(res.body.data).toHaveLength(8);
     expect(res.body.data).toEqual(await scanned('day', from, to));
+  });
+
+  it('reads the day to falls in from the roll-up while to is still ahead of the clock, from the ledger once it has passed', async () => {
+    const busy = await new Factory(t.app).newTenant({ timezone: 'Asia/Shanghai' });
+    // Today's calls, written as the service writes them (created_at is the database's clock).
+    await t.dataSource.query(
+      `INSERT INTO llm_calls (tenant_id, id, period, call_group, attempt, purpose, tier, provider, model, cache_status, outcome,
+                              input_tokens, cached_input_tokens, output_tokens, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, batch)
+       SELECT $1, gen_random_uuid(), to_char(now() AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM'), gen_random_uuid(), 1, 'grading', 'standard', 'deepseek',
+              'deepseek-flash', 'miss', 'ok', 100, 0, 50, 1000, 0, 0, 10, false
+         FROM generate_series(1, 30)`,
+      [busy.tenantId],
+    );
+    const [{ passed }] = await t.dataSource.query(`SELECT clock_timestamp() AS passed`);
+    // The roll-up told apart from the ledger: its rows for today say 1,000 calls more than the ledger holds.
+    const [tampered] = await t.dataSource.query(
+      `WITH u AS (UPDATE ledger_daily SET calls = calls + 1000 WHERE tenant_id = $1 AND day = (now() AT TIME ZONE 'Asia/Shanghai')::date RETURNING 1)
+       SELECT count(*)::int AS n FROM u`,
+      [busy.tenantId],
+    );
+    expect(tampered.n).toBe(1);
+    const calls = async (query: string) => {
+      const res = await t.http.get(`/v1/usage?groupBy=model${query}`).set(bearer(busy.adminKey)).expect(200);
+      return res.body.data.map((r: { key: string; calls: number }) => [r.key, r.calls]);
+    };
+    // Until now (the default, and a to ahead of the clock): today from the roll-up.
+    expect(await calls('')).toEqual([['deepseek:deepseek-flash', 1030]]);
+    expect(await calls(`&to=${new Date(Date.now() + 3_600_000).toISOString()}`)).toEqual([['deepseek:deepseek-flash', 1030]]);
+    // A to the clock has passed: today's part from the ledger's own rows.
+    expect(await calls(`&to=${new Date(passed).toISOString()}`)).toEqual([['deepseek:deepseek-flash', 30]]);
+    // The clock passing to between the service's two statements (the first made to see it ahead):
+    // the second sees it has passed and today is read again from the ledger.
+    const ledger = t.app.get(LedgerService);
+    const ds = t.app.get(DataSource);
+    const query = ds.query.bind(ds);
+    const spy = jest.spyOn(ds, 'query').mockImplementationOnce(async (sql: string, params?: any) => {
+      const [bounds] = await query(sql, params);
+      expect(bounds.open).toBe(false);
+      return [{ ...bounds, open: true }];
+    });
+    try {
+      const raced = await ledger.usage(busy.tenantId, new Date(Date.now() - 40 * 86_400_000), new Date(passed), 'model', 'Asia/Shanghai');
+      expect(spy).toHaveBeenCalled();
+      expect(raced.map((r) => [r.key, r.calls])).toEqual([['deepseek:deepseek-flash', 30]]);
+    } finally {
+      spy.mockRestore();
+    }
+    // from an hour ago: inside today (not at midnight), no day of the roll-up fits and the ledger's rows
+    // answer, the clock ahead or not; in the first hour of the day, from falls yesterday and today is rolled up.
+    const hourAgo = new Date(Date.now() - 3_600_000).toISOString();
+    const [{ sameDay }] = await t.dataSource.query(
+      `SELECT ($1::timestamptz AT TIME ZONE 'Asia/Shanghai')::date = (now() AT TIME ZONE 'Asia/Shanghai')::date AS "sameDay"`,
+      [hourAgo],
+    );
+    expect(await calls(`&from=${hourAgo}`)).toEqual([['deepseek:deepseek-flash', sameDay ? 30 : 1030]]);
   });
 
   it('answers stats and the monthly report from the roll-up, equal to the ledger', async () => {

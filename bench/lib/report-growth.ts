@@ -17,7 +17,7 @@ roll-up, timed once in SQL on the same database. Commit \`${l.commit}\`, ${l.dat
 ${rows}
 
 Target: under 500 ms p95 each — **${l.passed ? 'met' : 'not met'}**.
-`;
+${l.note ? `\n${l.note}\n` : ''}`;
 }
 
 /** Mean time in a closed loop of `connections` clients at `perSecond` (Little's law), in ms. */

@@ -121,6 +121,37 @@ export interface LedgerStats {
   outcomes: Record<string, number>;
 }
 
+/** Where usage reads the day `to` falls in (d2): its roll-up rows, or the ledger's rows in [t2, to). */
+type LastDay = 'rolled up' | 'from the ledger';
+
+/**
+ * Usage in one statement, $2–$8: [from, t1) from the ledger, the roll-up's days from d1 ($5) to
+ * before d2 ($6), and the last day d2 either from the roll-up (while `to`, $8, is ahead of the
+ * clock; the `open` column says whether it still was, read once after the statement's snapshot) or
+ * from the ledger in [t2, to) ($7, $8). Two shapes, not one with both branches behind a flag: the
+ * planner would cost the branch that does not run (a busy day's million rows) and compile it.
+ */
+function usageSql(g: { raw: string; daily: string }, lastDay: LastDay): string {
+  const rolled = lastDay === 'rolled up';
+  return `WITH o AS MATERIALIZED (SELECT ${rolled ? '$8::timestamptz > clock_timestamp()' : 'NULL::boolean'} AS open),
+       parts AS (
+         SELECT ${g.daily} AS key, ${usageColumns('calls')}
+           FROM ledger_daily
+          WHERE tenant_id = $1 AND day >= $5::date AND ${rolled ? 'day <= $6::date' : 'day < $6::date'}
+          GROUP BY 1
+         UNION ALL
+         SELECT ${g.raw} AS key, ${usageColumns('1')}
+           FROM llm_calls
+          WHERE tenant_id = $1 AND ((created_at >= $2 AND created_at < $3) ${rolled ? '' : 'OR (created_at >= $7 AND created_at < $8)'})
+          GROUP BY 1)
+       SELECT key, sum(calls) AS calls, sum(cache_hits) AS cache_hits, sum(failures) AS failures, sum(gradings) AS gradings,
+              sum(grading_cost) AS grading_cost, sum(input_tokens) AS input_tokens, sum(cached_input_tokens) AS cached_input_tokens,
+              sum(output_tokens) AS output_tokens, sum(cost) AS cost, sum(saved) AS saved, (SELECT open FROM o) AS open
+         FROM parts
+        WHERE $4::text IS NOT NULL AND $7::timestamptz IS NOT NULL AND $8::timestamptz IS NOT NULL -- typed whether used or not
+        GROUP BY key ORDER BY key`;
+}
+
 /** The call ledger, read: usage by group and totals. Its rows are written by BooksRepository only. */
 @Injectable()
 export class LedgerService {
@@ -128,41 +159,30 @@ export class LedgerService {
 
   /**
    * Usage in [from, to) by group: whole days of the tenant's zone from the daily roll-up, the part
-   * days at either end (today, say) from the ledger's own rows, in one statement.
+   * days at either end from the ledger's own rows, in one statement. When `to` is still ahead of the
+   * database's clock (the default "until now"), the last day is read from the roll-up too: the
+   * roll-up is written by the statements that write the ledger, and every row a statement can see
+   * was written before it read the clock, so that day's roll-up rows hold exactly its rows in
+   * [t2, to). A busy tenant's today then costs a few roll-up rows, not a read of all its calls.
    */
   async usage(tenantId: string, from: Date, to: Date, groupBy: UsageGroup, timeZone: string): Promise<UsageRow[]> {
-    // The whole days inside [from, to) in the tenant's zone (no table is read).
-    const [b]: Array<{ d1: string; d2: string; t1: Date; t2: Date }> = await this.ds.query(
+    // The whole days inside [from, to) in the tenant's zone (no table is read): d1 is the first
+    // midnight at or after from (t1), d2 the day to falls in, starting at t2.
+    const [b]: Array<{ d1: string; d2: string; t1: Date; t2: Date; open: boolean }> = await this.ds.query(
       `WITH local AS (SELECT $1::timestamptz AT TIME ZONE $3 AS f, $2::timestamptz AT TIME ZONE $3 AS t),
             days AS (SELECT CASE WHEN f = date_trunc('day', f) THEN f::date ELSE f::date + 1 END AS d1, t::date AS d2 FROM local)
        SELECT to_char(d1, 'YYYY-MM-DD') AS d1, to_char(d2, 'YYYY-MM-DD') AS d2,
-              d1::timestamp AT TIME ZONE $3 AS t1, d2::timestamp AT TIME ZONE $3 AS t2
+              d1::timestamp AT TIME ZONE $3 AS t1, d2::timestamp AT TIME ZONE $3 AS t2, $2::timestamptz > clock_timestamp() AS open
          FROM days`,
       [from, to, timeZone],
     );
-    const wholeDays = b.d1 < b.d2;
-    // The ledger's rows outside the whole days: [from, t1) and [t2, to), or all of [from, to).
-    const [r1, r2] = wholeDays ? [[from, b.t1], [b.t2, to]] : [[from, to], [to, to]];
     const g = GROUP_SQL[groupBy];
-    const rows = await tenantQuery<Record<string, string>>(
-      this.ds.manager,
-      tenantId,
-      `WITH parts AS (
-         SELECT ${g.daily} AS key, ${usageColumns('calls')}
-           FROM ledger_daily WHERE tenant_id = $1 AND day >= $5::date AND day < $6::date
-          GROUP BY 1
-         UNION ALL
-         SELECT ${g.raw} AS key, ${usageColumns('1')}
-           FROM llm_calls
-          WHERE tenant_id = $1 AND ((created_at >= $2 AND created_at < $3) OR (created_at >= $7 AND created_at < $8))
-          GROUP BY 1)
-       SELECT key, sum(calls) AS calls, sum(cache_hits) AS cache_hits, sum(failures) AS failures, sum(gradings) AS gradings,
-              sum(grading_cost) AS grading_cost, sum(input_tokens) AS input_tokens, sum(cached_input_tokens) AS cached_input_tokens,
-              sum(output_tokens) AS output_tokens, sum(cost) AS cost, sum(saved) AS saved
-         FROM parts WHERE $4::text IS NOT NULL -- $4 (the time zone) is typed even when the grouping does not use it
-        GROUP BY key ORDER BY key`,
-      [r1[0], r1[1], timeZone, wholeDays ? b.d1 : '1970-01-01', wholeDays ? b.d2 : '1970-01-01', r2[0], r2[1]],
-    );
+    // from and to inside one day, from not at its midnight: no day of the roll-up fits, all of [from, to) is raw.
+    const params = b.d1 <= b.d2 ? [from, b.t1, timeZone, b.d1, b.d2, b.t2, to] : [from, to, timeZone, '1970-01-01', '1970-01-01', to, to];
+    const read = (lastDay: LastDay) => tenantQuery<Record<string, string>>(this.ds.manager, tenantId, usageSql(g, lastDay), params);
+    let rows = b.open && b.d1 <= b.d2 ? await read('rolled up') : await read('from the ledger');
+    // The clock passed `to` between the two statements: the last day from the ledger after all.
+    if (rows.length > 0 && (rows[0] as Record<string, unknown>).open === false) rows = await read('from the ledger');
     return rows.map((r) => ({
       key: r.key,
       calls: Number(r.calls),
