@@ -4,6 +4,7 @@ import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { BudgetService } from '../src/billing/budget.service';
 import { GradingService } from '../src/grading/grading.service';
 import { JobQueue } from '../src/jobs/job-queue';
+import { LimitsService } from '../src/tenancy/limits.service';
 import { GatewayService } from '../src/llm/gateway.service';
 import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
 import { generateEssay } from './support/essays';
@@ -92,7 +93,8 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
   it("shows the tenant its limits and usage; the operator sets them per tenant, and null restores the default", async () => {
     const view = await t.http.get('/v1/limits').set(bearer(teacher)).expect(200);
     expect(view.body.limits).toMatchObject({ essaysQueued: 20000, essaysGrading: 64, chatInFlight: 16, eventStreams: 100, providerCalls: 64 });
-    expect(view.body.usage).toEqual({ essaysQueued: 0, chatInFlight: 0, eventStreams: 0, providerCalls: 0 });
+    expect(view.body.limits.reportsInFlight).toBe(3);
+    expect(view.body.usage).toEqual({ essaysQueued: 0, chatInFlight: 0, eventStreams: 0, providerCalls: 0, reportsInFlight: 0 });
     expect(view.body.scope.chatInFlight).toBe('per tenant, per instance');
     await setLimits({ essaysQueued: 5 });
     expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.limits.essaysQueued).toBe(5);
@@ -141,6 +143,30 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await waitFor(() => third.events.length > 0);
     expect(third.status()).toBe(200);
     third.close();
+  });
+
+  it('reads at most reportsInFlight of a tenant ledger reports at once: more wait their turn, another tenant does not wait', async () => {
+    await setLimits({ reportsInFlight: 1 });
+    const limits = t.app.get(LimitsService);
+    const other = await f.newTenant();
+    const answered = (req: PromiseLike<unknown>, ms: number) => Promise.race([Promise.resolve(req).then(() => true), new Promise((r) => setTimeout(() => r(false), ms))]);
+    // The tenant's one slot taken, as by a long report.
+    const release = await limits.reportSlot(tenant.tenantId);
+    const waiting = ['/v1/usage?groupBy=model', '/v1/stats', '/v1/reports/month'].map((path) => t.http.get(path).set(bearer(tenant.adminKey)).then((r) => r));
+    try {
+      expect((await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.reportsInFlight).toBe(1);
+      expect(await answered(Promise.all(waiting), 800)).toBe(false);
+      // Another tenant's reports do not wait behind them.
+      expect(await answered(t.http.get('/v1/usage').set(bearer(other.adminKey)).expect(200), 5_000)).toBe(true);
+      expect(await answered(t.http.get('/v1/reports/month').set(bearer(other.adminKey)).expect(200), 5_000)).toBe(true);
+    } finally {
+      release();
+    }
+    // Freed, the waiting reports are read one after the other, each answered.
+    const done = await Promise.all(waiting);
+    expect(done.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect((await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.reportsInFlight).toBe(0);
+    await setLimits({ reportsInFlight: null });
   });
 
   it("claims round-robin across tenants: one tenant's class set does not hold another's essays back", async () => {

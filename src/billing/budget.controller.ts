@@ -3,6 +3,7 @@ import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger'
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { ApiView } from '../docs/api-view';
+import { LimitsService } from '../tenancy/limits.service';
 import { BudgetService, BudgetView, IncidentView } from './budget.service';
 import { UpdateBudgetDto } from './dto/update-budget.dto';
 import { LedgerService, LedgerStats, USAGE_GROUPS, UsageGroup, UsageRow } from './ledger.service';
@@ -24,6 +25,7 @@ export class BudgetController {
   constructor(
     private readonly budget: BudgetService,
     private readonly ledger: LedgerService,
+    private readonly limits: LimitsService,
   ) {}
 
   @Get('budget')
@@ -68,7 +70,7 @@ export class BudgetController {
     const start = from ? parseInstant(from, 'from') : periodBounds(period, settings.timezone).start;
     const end = to ? parseInstant(to, 'to') : new Date(Date.now() + 1000);
     if (end <= start) throw ApiError.validation([{ field: 'to', message: 'to must be after from' }]);
-    const data = await this.ledger.usage(auth.tenantId, start, end, groupBy as UsageGroup, settings.timezone);
+    const data = await this.limits.report(auth.tenantId, () => this.ledger.usage(auth.tenantId, start, end, groupBy as UsageGroup, settings.timezone));
     return { from: start.toISOString(), to: end.toISOString(), groupBy: groupBy as UsageGroup, data };
   }
 
@@ -78,7 +80,7 @@ export class BudgetController {
   @ApiView('LedgerStats')
   stats(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<LedgerStats> {
     if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
-    return this.ledger.stats(auth.tenantId, period);
+    return this.limits.report(auth.tenantId, () => this.ledger.stats(auth.tenantId, period));
   }
 }
 

@@ -103,9 +103,11 @@ export interface TenantLimits {
   eventStreams: number;
   /** model calls at a provider at once, per instance (all purposes) */
   providerCalls: number;
+  /** ledger reports (usage, stats, the monthly report) being read at once, per instance; more wait their turn */
+  reportsInFlight: number;
 }
 
-export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls'] as const;
+export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls', 'reportsInFlight'] as const;
 
 /** Webhooks Inkstone sends to tenants' URLs (budget alerts). */
 export interface WebhookConfig {
@@ -173,6 +175,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       chatInFlight: e.int('LIMIT_CHAT_IN_FLIGHT', { min: 1, max: 100_000, default: 16 }),
       eventStreams: e.int('LIMIT_EVENT_STREAMS', { min: 1, max: 100_000, default: 100 }),
       providerCalls: e.int('LIMIT_PROVIDER_CALLS', { min: 1, max: 100_000, default: 64 }),
+      reportsInFlight: e.int('LIMIT_REPORTS_IN_FLIGHT', { min: 1, max: 100_000, default: 3 }),
     },
     grading: {
       workersEnabled: e.bool('WORKERS_ENABLED', true),

@@ -5,6 +5,7 @@ import { isPeriod } from '../billing/periods';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { ApiView } from '../docs/api-view';
+import { LimitsService } from '../tenancy/limits.service';
 import { MonthReport, monthReportCsv } from './month-report';
 import { ReportsService } from './reports.service';
 
@@ -16,6 +17,7 @@ export class ReportsController {
   constructor(
     private readonly reports: ReportsService,
     private readonly budget: BudgetService,
+    private readonly limits: LimitsService,
   ) {}
 
   @Get('reports/month')
@@ -24,7 +26,8 @@ export class ReportsController {
   @ApiView('MonthReport')
   async month(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<MonthReport> {
     if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
-    return this.reports.month(auth.tenantId, period ?? (await this.budget.currentPeriod(auth.tenantId)));
+    const p = period ?? (await this.budget.currentPeriod(auth.tenantId));
+    return this.limits.report(auth.tenantId, () => this.reports.month(auth.tenantId, p));
   }
 
   @Get('reports/month.csv')

@@ -20,6 +20,7 @@ export class SetLimitsDto implements Partial<Record<keyof TenantLimits, number |
   @Limit(100_000) chatInFlight?: number | null;
   @Limit(100_000) eventStreams?: number | null;
   @Limit(100_000) providerCalls?: number | null;
+  @Limit(100_000) reportsInFlight?: number | null;
 }
 
 @ApiTags('limits')

@@ -12,7 +12,7 @@ export type LimitName = (typeof LIMIT_NAMES)[number];
 /** What a tenant may use and what it uses now, as GET /v1/limits shows it. */
 export interface LimitsView {
   limits: TenantLimits;
-  usage: { essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number };
+  usage: { essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number; reportsInFlight: number };
   scope: Record<LimitName, 'per key' | 'per tenant' | 'per tenant, per instance'>;
 }
 
@@ -35,6 +35,7 @@ export const LIMIT_SCOPES: Record<LimitName, 'per key' | 'per tenant' | 'per ten
   chatInFlight: 'per tenant, per instance',
   eventStreams: 'per tenant, per instance',
   providerCalls: 'per tenant, per instance',
+  reportsInFlight: 'per tenant, per instance',
 };
 
 /** What each limit bounds, as the API guide says it. */
@@ -46,6 +47,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   chatInFlight: 'chat completions in flight',
   eventStreams: 'open event streams (SSE)',
   providerCalls: 'model calls at providers at once, all purposes; more wait their turn',
+  reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn',
 };
 
 const BUCKETS_MAX = 100_000;
@@ -65,8 +67,14 @@ export class LimitsService {
   private readonly overrides = new TtlCache<string, Partial<TenantLimits>>(60_000, 100_000);
   /** token buckets by API key id; bounded (an evicted key starts again with a full bucket) */
   private readonly buckets = new TtlCache<string, { tokens: number; at: number }>(Number.POSITIVE_INFINITY, BUCKETS_MAX);
-  private readonly inUse = { chatInFlight: new Map<string, number>(), eventStreams: new Map<string, number>(), providerCalls: new Map<string, number>() };
-  private readonly providerWaiters = new Map<string, Array<() => void>>();
+  private readonly inUse = {
+    chatInFlight: new Map<string, number>(),
+    eventStreams: new Map<string, number>(),
+    providerCalls: new Map<string, number>(),
+    reportsInFlight: new Map<string, number>(),
+  };
+  /** who waits for a slot of the limits that queue (by tenant, first come first served) */
+  private readonly waiters = { providerCalls: new Map<string, Array<() => void>>(), reportsInFlight: new Map<string, Array<() => void>>() };
   private readonly queued = new Map<string, { count: number; at: number }>();
   private readonly oldestQueued = new OldestFirst(this.queued);
 
@@ -140,17 +148,41 @@ export class LimitsService {
    * `providerCalls` calls at providers on this instance, so one tenant's flood cannot take every
    * connection, or trip the providers' rate limits and breakers for everyone.
    */
-  async providerSlot(tenantId: string, signal?: AbortSignal): Promise<Release> {
-    const limit = (await this.of(tenantId)).providerCalls;
-    while ((this.inUse.providerCalls.get(tenantId) ?? 0) >= limit) {
+  providerSlot(tenantId: string, signal?: AbortSignal): Promise<Release> {
+    return this.slot('providerCalls', tenantId, signal);
+  }
+
+  /**
+   * A slot to read the tenant's ledger reports (usage, stats, the monthly report): waits while the
+   * tenant has `reportsInFlight` of them reading on this instance, so one tenant's reports (a part
+   * day read from the ledger can be a busy day's rows) never hold more than that many of the
+   * instance's database connections.
+   */
+  reportSlot(tenantId: string): Promise<Release> {
+    return this.slot('reportsInFlight', tenantId);
+  }
+
+  /** Reads a ledger report within the tenant's reportSlot. */
+  async report<T>(tenantId: string, read: () => Promise<T>): Promise<T> {
+    const release = await this.reportSlot(tenantId);
+    try {
+      return await read();
+    } finally {
+      release();
+    }
+  }
+
+  private async slot(name: keyof LimitsService['waiters'], tenantId: string, signal?: AbortSignal): Promise<Release> {
+    const limit = (await this.of(tenantId))[name];
+    while ((this.inUse[name].get(tenantId) ?? 0) >= limit) {
       if (signal?.aborted) throw signal.reason ?? new Error('aborted');
       await new Promise<void>((resolve) => {
-        const q = this.providerWaiters.get(tenantId) ?? [];
+        const q = this.waiters[name].get(tenantId) ?? [];
         q.push(resolve);
-        this.providerWaiters.set(tenantId, q);
+        this.waiters[name].set(tenantId, q);
       });
     }
-    return this.hold('providerCalls', tenantId);
+    return this.hold(name, tenantId);
   }
 
   private hold(name: keyof LimitsService['inUse'], tenantId: string): Release {
@@ -163,10 +195,10 @@ export class LimitsService {
       const left = (counts.get(tenantId) ?? 1) - 1;
       if (left > 0) counts.set(tenantId, left);
       else counts.delete(tenantId);
-      if (name === 'providerCalls') {
-        const q = this.providerWaiters.get(tenantId);
+      if (name === 'providerCalls' || name === 'reportsInFlight') {
+        const q = this.waiters[name].get(tenantId);
         const next = q?.shift();
-        if (q && !q.length) this.providerWaiters.delete(tenantId);
+        if (q && !q.length) this.waiters[name].delete(tenantId);
         next?.();
       }
     };
@@ -204,6 +236,7 @@ export class LimitsService {
         chatInFlight: this.inUse.chatInFlight.get(tenantId) ?? 0,
         eventStreams: this.inUse.eventStreams.get(tenantId) ?? 0,
         providerCalls: this.inUse.providerCalls.get(tenantId) ?? 0,
+        reportsInFlight: this.inUse.reportsInFlight.get(tenantId) ?? 0,
       },
       scope: LIMIT_SCOPES,
     };

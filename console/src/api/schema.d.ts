@@ -681,6 +681,7 @@ export interface components {
             chatInFlight?: number | null;
             eventStreams?: number | null;
             providerCalls?: number | null;
+            reportsInFlight?: number | null;
         };
         UpdateBudgetDto: {
             /**
