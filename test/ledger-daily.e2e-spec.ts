@@ -8,6 +8,9 @@ import { formatCny } from '../src/common/money';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
 
+/** The calendar day `n` days after `day` (YYYY-MM-DD). */
+const shiftDay = (day: string, n: number) => new Date(Date.parse(`${day}T00:00:00Z`) + n * 86_400_000).toISOString().slice(0, 10);
+
 /**
  * The ledger's daily roll-up (ledger_daily, kept by a statement trigger on llm_calls) answers
  * usage, stats and the monthly report exactly as a scan of the ledger would: for whole days, part
@@ -117,6 +120,22 @@ describe('the daily roll-up of the ledger', () => {
     const res = await t.http.get(`/v1/usage?groupBy=day&from=${from.toISOString()}&to=${to.toISOString()}`).set(bearer(tenant.adminKey)).expect(200);
     expect(res.body.data).toHaveLength(8);
     expect(res.body.data).toEqual(await scanned('day', from, to));
+  });
+
+  it('takes a date alone as midnight in the tenant zone: whole local days, each from the roll-up', async () => {
+    const [{ d1, d2, from, to }] = await t.dataSource.query(
+      `SELECT to_char((now() AT TIME ZONE $1)::date - 10, 'YYYY-MM-DD') AS d1, to_char((now() AT TIME ZONE $1)::date - 2, 'YYYY-MM-DD') AS d2,
+              ((now() AT TIME ZONE $1)::date - 10)::timestamp AT TIME ZONE $1 AS from, ((now() AT TIME ZONE $1)::date - 2)::timestamp AT TIME ZONE $1 AS to`,
+      [TZ],
+    );
+    const res = await t.http.get(`/v1/usage?groupBy=day&from=${d1}&to=${d2}`).set(bearer(tenant.adminKey)).expect(200);
+    expect(res.body.from).toBe(new Date(from).toISOString());
+    expect(res.body.to).toBe(new Date(to).toISOString());
+    expect(res.body.data.map((r: { key: string }) => r.key)).toEqual(Array.from({ length: 8 }, (_, i) => shiftDay(d1, i)));
+    expect(res.body.data).toEqual(await scanned('day', from, to));
+    // Not a day of the calendar: refused.
+    const bad = await t.http.get('/v1/usage?from=2026-02-30').set(bearer(tenant.adminKey)).expect(400);
+    expect(bad.body.error.details[0]).toMatchObject({ field: 'from' });
   });
 
   it('reads the day to falls in from the roll-up while to is still ahead of the clock, from the ledger once it has passed', async () => {

@@ -7,6 +7,7 @@ import { LimitsService } from '../tenancy/limits.service';
 import { BudgetService, BudgetView, IncidentView } from './budget.service';
 import { UpdateBudgetDto } from './dto/update-budget.dto';
 import { LedgerService, LedgerStats, USAGE_GROUPS, UsageGroup, UsageRow } from './ledger.service';
+import { zonedTime } from '../common/time-zone';
 import { isPeriod, periodBounds } from './periods';
 
 /** GET /v1/usage: the ledger's calls from `from` to `to` (exclusive), one row per group. */
@@ -52,8 +53,8 @@ export class BudgetController {
 
   @Get('usage')
   @ApiOperation({ summary: 'Model calls from the ledger, grouped by day, model, provider, tier or teacher key' })
-  @ApiQuery({ name: 'from', required: false, description: 'ISO date or time (default: start of this month)' })
-  @ApiQuery({ name: 'to', required: false, description: 'ISO date or time, exclusive (default: now)' })
+  @ApiQuery({ name: 'from', required: false, description: "ISO date (midnight in the tenant's time zone) or time (default: start of this month)" })
+  @ApiQuery({ name: 'to', required: false, description: "ISO date (midnight in the tenant's time zone) or time, exclusive (default: now)" })
   @ApiQuery({ name: 'groupBy', required: false, enum: USAGE_GROUPS })
   @ApiView('UsageView')
   async usage(
@@ -67,8 +68,8 @@ export class BudgetController {
     }
     const settings = await this.budget.settings(auth.tenantId);
     const period = await this.budget.currentPeriod(auth.tenantId);
-    const start = from ? parseInstant(from, 'from') : periodBounds(period, settings.timezone).start;
-    const end = to ? parseInstant(to, 'to') : new Date(Date.now() + 1000);
+    const start = from ? parseInstant(from, 'from', settings.timezone) : periodBounds(period, settings.timezone).start;
+    const end = to ? parseInstant(to, 'to', settings.timezone) : new Date(Date.now() + 1000);
     if (end <= start) throw ApiError.validation([{ field: 'to', message: 'to must be after from' }]);
     const data = await this.limits.report(auth.tenantId, () => this.ledger.usage(auth.tenantId, start, end, groupBy as UsageGroup, settings.timezone));
     return { from: start.toISOString(), to: end.toISOString(), groupBy: groupBy as UsageGroup, data };
@@ -84,8 +85,21 @@ export class BudgetController {
   }
 }
 
-function parseInstant(text: string, field: string): Date {
-  const d = /^\d{4}-\d{2}-\d{2}/.test(text) ? new Date(text) : new Date(NaN);
+/**
+ * A time given with the date (ISO 8601), or a date alone: the tenant's midnight of that day, as the
+ * tenant's days are counted in its reports (and read whole from the daily roll-up).
+ */
+function parseInstant(text: string, field: string, timeZone: string): Date {
+  const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text);
+  if (day) {
+    const [y, m, dd] = day.slice(1).map(Number);
+    const utc = new Date(Date.UTC(y, m - 1, dd));
+    if (utc.getUTCFullYear() !== y || utc.getUTCMonth() !== m - 1 || utc.getUTCDate() !== dd) {
+      throw ApiError.validation([{ field, message: `${field} must be an ISO date such as 2026-11-01` }]);
+    }
+    return zonedTime(y, m, dd, timeZone);
+  }
+  const d = /^\d{4}-\d{2}-\d{2}[T ]/.test(text) ? new Date(text) : new Date(NaN);
   if (Number.isNaN(d.getTime())) throw ApiError.validation([{ field, message: `${field} must be an ISO date such as 2026-11-01` }]);
   return d;
 }

@@ -1823,9 +1823,9 @@ export interface operations {
     BudgetController_usage: {
         parameters: {
             query?: {
-                /** @description ISO date or time (default: start of this month) */
+                /** @description ISO date (midnight in the tenant's time zone) or time (default: start of this month) */
                 from?: string;
-                /** @description ISO date or time, exclusive (default: now) */
+                /** @description ISO date (midnight in the tenant's time zone) or time, exclusive (default: now) */
                 to?: string;
                 groupBy?: "day" | "model" | "provider" | "tier" | "teacher";
             };

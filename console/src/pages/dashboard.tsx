@@ -7,6 +7,9 @@ import { Loading, Section, useLoad } from '../ui';
 /** Drawing only: a decimal string as a number of yuan for a chart's geometry (labels use the string). */
 const draw = (amount: string | null | undefined) => (amount ? Number(amount) : 0);
 
+/** The browser's calendar date of `at` (YYYY-MM-DD). */
+const localDate = (at: Date) => `${at.getFullYear()}-${String(at.getMonth() + 1).padStart(2, '0')}-${String(at.getDate()).padStart(2, '0')}`;
+
 function daysOf(period: string): string[] {
   const [y, m] = period.split('-').map(Number);
   const n = new Date(Date.UTC(y, m, 0)).getUTCDate();
@@ -18,7 +21,8 @@ export function DashboardPage() {
   const { t, intl } = useApp();
   const budget = useLoad(() => ok(api.GET('/v1/budget')), []);
   const byDay = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'day' } } })), []);
-  const last30 = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'day', from: new Date(Date.now() - 30 * 86_400_000).toISOString() } } })), []);
+  // From midnight 30 days ago (a date alone is the tenant's midnight): whole days, the first one too.
+  const last30 = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'day', from: localDate(new Date(Date.now() - 30 * 86_400_000)) } } })), []);
   const byModel = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'model' } } })), []);
   const byTeacher = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'teacher' } } })), []);
   const keys = useLoad(() => ok(api.GET('/v1/api-keys')), []);
