@@ -1369,6 +1369,8 @@ export interface components {
                 /** @enum {string} */
                 providerCalls: "per key" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
+                reportsInFlight: "per key" | "per tenant" | "per tenant, per instance";
+                /** @enum {string} */
                 requestBurstPerKey: "per key" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
                 requestsPerSecondPerKey: "per key" | "per tenant" | "per tenant, per instance";
@@ -1378,6 +1380,7 @@ export interface components {
                 essaysQueued: number;
                 eventStreams: number;
                 providerCalls: number;
+                reportsInFlight: number;
             };
         };
         MonthReport: {
@@ -1553,6 +1556,8 @@ export interface components {
             eventStreams: number;
             /** @description model calls at a provider at once, per instance (all purposes) */
             providerCalls: number;
+            /** @description ledger reports (usage, stats, the monthly report) being read at once, per instance; more wait their turn */
+            reportsInFlight: number;
             requestBurstPerKey: number;
             /** @description requests a second per API key (refill rate of its token bucket), and the bucket's size */
             requestsPerSecondPerKey: number;
