@@ -7,7 +7,7 @@ import { LimitsService } from '../tenancy/limits.service';
 import { BudgetService, BudgetView, IncidentView } from './budget.service';
 import { UpdateBudgetDto } from './dto/update-budget.dto';
 import { LedgerService, LedgerStats, USAGE_GROUPS, UsageGroup, UsageRow } from './ledger.service';
-import { zonedTime } from '../common/time-zone';
+import { isCalendarDay, zonedTime } from '../common/time-zone';
 import { isPeriod, periodBounds } from './periods';
 
 /** GET /v1/usage: the ledger's calls from `from` to `to` (exclusive), one row per group. */
@@ -90,13 +90,8 @@ export class BudgetController {
  * tenant's days are counted in its reports (and read whole from the daily roll-up).
  */
 function parseInstant(text: string, field: string, timeZone: string): Date {
-  const day = /^(\d{4})-(\d{2})-(\d{2})$/.exec(text);
-  if (day) {
-    const [y, m, dd] = day.slice(1).map(Number);
-    const utc = new Date(Date.UTC(y, m - 1, dd));
-    if (utc.getUTCFullYear() !== y || utc.getUTCMonth() !== m - 1 || utc.getUTCDate() !== dd) {
-      throw ApiError.validation([{ field, message: `${field} must be an ISO date such as 2026-11-01` }]);
-    }
+  if (isCalendarDay(text)) {
+    const [y, m, dd] = text.split('-').map(Number);
     return zonedTime(y, m, dd, timeZone);
   }
   const d = /^\d{4}-\d{2}-\d{2}[T ]/.test(text) ? new Date(text) : new Date(NaN);

@@ -1,4 +1,4 @@
-import { localParts, zonedTime } from './time-zone';
+import { isCalendarDay, localParts, zonedTime } from './time-zone';
 
 describe('local wall-clock time', () => {
   it('is read to the second, in each zone, whatever was asked just before', () => {
@@ -22,6 +22,11 @@ describe('local wall-clock time', () => {
     // DST starts at 02:00 local: one second later it is 03:00.
     expect(localParts(new Date('2026-03-08T07:00:00Z'), 'America/New_York').hour).toBe(3);
     expect(zonedTime(2026, 3, 9, 'America/New_York').toISOString()).toBe('2026-03-09T04:00:00.000Z');
+  });
+
+  it('tells a day of the calendar from text that only looks like one', () => {
+    expect(['2026-11-01', '2028-02-29', '1969-12-31'].map(isCalendarDay)).toEqual([true, true, true]);
+    expect(['2026-02-30', '2027-02-29', '2026-13-01', '2026-11-1', '2026-11-01T00:00:00Z', ' 2026-11-01', ''].map(isCalendarDay)).toEqual([false, false, false, false, false, false, false]);
   });
 
   it('refuses a zone that does not exist', () => {

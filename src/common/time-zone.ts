@@ -66,6 +66,13 @@ export function localDate(p: Pick<LocalParts, 'year' | 'month' | 'day'>): string
   return `${p.year}-${String(p.month).padStart(2, '0')}-${String(p.day).padStart(2, '0')}`;
 }
 
+/** "YYYY-MM-DD" naming a day of the calendar (2026-02-30 parses to 2 March, so it must read back the same). */
+export function isCalendarDay(text: string): boolean {
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(text)) return false;
+  const at = new Date(`${text}T00:00:00Z`);
+  return !Number.isNaN(at.getTime()) && at.toISOString().slice(0, 10) === text;
+}
+
 /** The instant a local wall-clock time happens in `timeZone` (two passes settle DST offsets). */
 export function zonedTime(year: number, month: number, day: number, timeZone: string, minuteOfDay = 0): Date {
   const guess = Date.UTC(year, month - 1, day) + minuteOfDay * 60_000;

@@ -1,4 +1,4 @@
-import { localDate, localParts } from '../common/time-zone';
+import { isCalendarDay, localDate, localParts } from '../common/time-zone';
 
 /**
  * When a time-of-day price applies. A schedule is weekdays and hours of the day in a time zone,
@@ -56,7 +56,7 @@ export function expandDates(entry: string): string[] | null {
   const from = Date.parse(`${m[1]}T00:00:00Z`);
   const to = Date.parse(`${m[2] ?? m[1]}T00:00:00Z`);
   if (Number.isNaN(from) || Number.isNaN(to) || to < from || to - from > 31 * 86_400_000) return null;
-  if (new Date(from).toISOString().slice(0, 10) !== m[1]) return null; // 2026-02-30
+  if (!isCalendarDay(m[1]) || !isCalendarDay(m[2] ?? m[1])) return null; // 2026-02-30
   const out: string[] = [];
   for (let t = from; t <= to; t += 86_400_000) out.push(new Date(t).toISOString().slice(0, 10));
   return out;

@@ -2,6 +2,7 @@ import { Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/c
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError, FieldProblem } from '../common/errors';
+import { isCalendarDay } from '../common/time-zone';
 import { ApiView } from '../docs/api-view';
 import { QUALITY_GROUPS, QualityGroup } from './quality.repository';
 import { CalibrationService, CalibrationView, RegradeResult } from './calibration.service';
@@ -10,10 +11,7 @@ import { AssignmentAgreement, QualityService, QualityView } from './quality.serv
 /** A day, YYYY-MM-DD (agreement is kept by the day an essay was submitted, in the tenant's time zone). */
 function parseDay(value: string | undefined, field: string, problems: FieldProblem[]): string | undefined {
   if (value === undefined) return undefined;
-  const at = /^\d{4}-\d{2}-\d{2}$/.test(value) ? new Date(`${value}T00:00:00Z`) : null;
-  // A real calendar day: 2026-02-30 parses to 2 March, so it must read back the same.
-  const ok = at !== null && !Number.isNaN(at.getTime()) && at.toISOString().slice(0, 10) === value;
-  if (!ok) problems.push({ field, message: `${field} must be a day, YYYY-MM-DD` });
+  if (!isCalendarDay(value)) problems.push({ field, message: `${field} must be a day, YYYY-MM-DD` });
   return value;
 }
 

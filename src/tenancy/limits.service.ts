@@ -195,12 +195,12 @@ export class LimitsService {
       const left = (counts.get(tenantId) ?? 1) - 1;
       if (left > 0) counts.set(tenantId, left);
       else counts.delete(tenantId);
-      if (name === 'providerCalls' || name === 'reportsInFlight') {
-        const q = this.waiters[name].get(tenantId);
-        const next = q?.shift();
-        if (q && !q.length) this.waiters[name].delete(tenantId);
-        next?.();
-      }
+      // The limits that queue wake the tenant's next waiter.
+      const waiting = name in this.waiters ? this.waiters[name as keyof LimitsService['waiters']] : undefined;
+      const q = waiting?.get(tenantId);
+      const next = q?.shift();
+      if (q && !q.length) waiting!.delete(tenantId);
+      next?.();
     };
   }
 
