@@ -169,6 +169,26 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await setLimits({ reportsInFlight: null });
   });
 
+  it('refuses a report with 429 when 32 of the tenant reports already wait, and gives back the slot of a report that fails', async () => {
+    await setLimits({ reportsInFlight: 1 });
+    const limits = t.app.get(LimitsService);
+    const inFlight = async () => (await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.reportsInFlight;
+    const held = await limits.reportSlot(tenant.tenantId);
+    const waiting = Array.from({ length: 32 }, () => limits.reportSlot(tenant.tenantId));
+    const refused = await t.http.get('/v1/stats').set(bearer(tenant.adminKey)).expect(429);
+    expect(refused.body.error.code).toBe('RATE_LIMITED');
+    expect(refused.headers['retry-after']).toBe('1');
+    // The waiting ones are served in turn, each when the one before gives its slot back.
+    held();
+    for (const w of waiting) (await w)();
+    expect(await inFlight()).toBe(0);
+    // A report that fails gives its slot back: the error is the read's, and the next report is read.
+    await expect(limits.report(tenant.tenantId, async () => Promise.reject(new Error('the database went away')))).rejects.toThrow('the database went away');
+    expect(await inFlight()).toBe(0);
+    await t.http.get('/v1/stats').set(bearer(tenant.adminKey)).expect(200);
+    await setLimits({ reportsInFlight: null });
+  });
+
   it("claims round-robin across tenants: one tenant's class set does not hold another's essays back", async () => {
     const queue = t.app.get(JobQueue);
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status = 'queued'`); // earlier tests' essays

@@ -47,10 +47,12 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   chatInFlight: 'chat completions in flight',
   eventStreams: 'open event streams (SSE)',
   providerCalls: 'model calls at providers at once, all purposes; more wait their turn',
-  reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn',
+  reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn, 32 at most, then 429',
 };
 
 const BUCKETS_MAX = 100_000;
+/** Reports of one tenant that may wait for a slot on an instance; more are refused (a flood holds no memory). */
+const REPORTS_WAITING_MAX = 32;
 const QUEUED_CACHE_MS = 1_000;
 
 /**
@@ -159,7 +161,7 @@ export class LimitsService {
    * instance's database connections.
    */
   reportSlot(tenantId: string): Promise<Release> {
-    return this.slot('reportsInFlight', tenantId);
+    return this.slot('reportsInFlight', tenantId, undefined, REPORTS_WAITING_MAX);
   }
 
   /** Reads a ledger report within the tenant's reportSlot. */
@@ -172,10 +174,14 @@ export class LimitsService {
     }
   }
 
-  private async slot(name: keyof LimitsService['waiters'], tenantId: string, signal?: AbortSignal): Promise<Release> {
+  /** A slot of a limit that queues; with `maxWaiting`, RATE_LIMITED when that many of the tenant's already wait. */
+  private async slot(name: keyof LimitsService['waiters'], tenantId: string, signal?: AbortSignal, maxWaiting = Number.POSITIVE_INFINITY): Promise<Release> {
     const limit = (await this.of(tenantId))[name];
     while ((this.inUse[name].get(tenantId) ?? 0) >= limit) {
       if (signal?.aborted) throw signal.reason ?? new Error('aborted');
+      if ((this.waiters[name].get(tenantId)?.length ?? 0) >= maxWaiting) {
+        throw rateLimited(`This tenant already has ${maxWaiting} requests waiting for a slot of ${name} on this server`, 1, limit);
+      }
       await new Promise<void>((resolve) => {
         const q = this.waiters[name].get(tenantId) ?? [];
         q.push(resolve);
