@@ -24,6 +24,15 @@ describe('local wall-clock time', () => {
     expect(zonedTime(2026, 3, 9, 'America/New_York').toISOString()).toBe('2026-03-09T04:00:00.000Z');
   });
 
+  it('finds midnight in the years 0-99 as in any other (Date.UTC would put them in the 1900s)', () => {
+    expect(zonedTime(1, 1, 1, 'UTC').toISOString()).toBe('0001-01-01T00:00:00.000Z');
+    expect(zonedTime(99, 12, 31, 'UTC', 90).toISOString()).toBe('0099-12-31T01:30:00.000Z');
+    // In a zone, the instant found reads back as that zone's midnight of that day.
+    const at = zonedTime(50, 6, 15, 'Asia/Shanghai');
+    expect(localParts(at, 'Asia/Shanghai')).toMatchObject({ year: 50, month: 6, day: 15, hour: 0, minute: 0 });
+    expect(at.getUTCFullYear()).toBe(50);
+  });
+
   it('tells a day of the calendar from text that only looks like one', () => {
     expect(['2026-11-01', '2028-02-29', '1969-12-31'].map(isCalendarDay)).toEqual([true, true, true]);
     expect(['2026-02-30', '2027-02-29', '2026-13-01', '2026-11-1', '2026-11-01T00:00:00Z', ' 2026-11-01', ''].map(isCalendarDay)).toEqual([false, false, false, false, false, false, false]);

@@ -73,13 +73,21 @@ export function isCalendarDay(text: string): boolean {
   return !Number.isNaN(at.getTime()) && at.toISOString().slice(0, 10) === text;
 }
 
+/** Date.UTC for every year: Date.UTC reads the years 0–99 as 1900–1999. */
+function utcMs(year: number, monthIndex: number, day: number, hour = 0, minute = 0, second = 0): number {
+  const at = new Date(0);
+  at.setUTCFullYear(year, monthIndex, day);
+  at.setUTCHours(hour, minute, second, 0);
+  return at.getTime();
+}
+
 /** The instant a local wall-clock time happens in `timeZone` (two passes settle DST offsets). */
 export function zonedTime(year: number, month: number, day: number, timeZone: string, minuteOfDay = 0): Date {
-  const guess = Date.UTC(year, month - 1, day) + minuteOfDay * 60_000;
+  const guess = utcMs(year, month - 1, day) + minuteOfDay * 60_000;
   let t = guess;
   for (let i = 0; i < 2; i++) {
     const p = localParts(new Date(t), timeZone);
-    const asUtc = Date.UTC(p.year, p.month - 1, p.day, p.hour, p.minute, p.second);
+    const asUtc = utcMs(p.year, p.month - 1, p.day, p.hour, p.minute, p.second);
     t = guess - (asUtc - t);
   }
   return new Date(t);
