@@ -189,6 +189,55 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await setLimits({ reportsInFlight: null });
   });
 
+  it('takes a report out of the queue when its client goes away, so it holds no place there and is never read', async () => {
+    await setLimits({ reportsInFlight: 1 });
+    const limits = t.app.get(LimitsService);
+    const port = (t.app.getHttpServer().address() as AddressInfo).port;
+    const settled = (p: Promise<unknown>) => Promise.race([p.then(() => 'taken', () => 'refused'), new Promise((r) => setTimeout(() => r('waiting'), 100))]);
+    const held = await limits.reportSlot(tenant.tenantId);
+    const waiting = Array.from({ length: 31 }, () => limits.reportSlot(tenant.tenantId));
+    // The 32nd waiter: a client's report, which then goes away.
+    const req = http.get({ host: '127.0.0.1', port, path: '/v1/stats', headers: bearer(tenant.adminKey) });
+    req.on('error', () => undefined);
+    await waitFor(async () => (await t.http.get('/v1/stats').set(bearer(tenant.adminKey))).status === 429, 5_000, 'the client report waiting');
+    req.destroy();
+    // Its place is given up: a 32nd waiter is taken again (it was refused while the report waited).
+    let last: Promise<() => void> | undefined;
+    await waitFor(async () => {
+      const attempt = limits.reportSlot(tenant.tenantId);
+      attempt.catch(() => undefined);
+      if ((await settled(attempt)) !== 'waiting') return false;
+      last = attempt;
+      return true;
+    }, 5_000, 'a place in the queue given up');
+    // Every waiter is served in turn; none waits for the report of the client that left.
+    held();
+    for (const w of [...waiting, last!]) (await w)();
+    expect((await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.reportsInFlight).toBe(0);
+    await setLimits({ reportsInFlight: null });
+  });
+
+  it('passes a freed provider slot to the next caller when the caller before it gave up waiting (no wake lost)', async () => {
+    await setLimits({ providerCalls: 1 });
+    const limits = t.app.get(LimitsService);
+    const held = await limits.providerSlot(tenant.tenantId);
+    const gaveUp = new AbortController();
+    const queued = () => new Promise((r) => setTimeout(r, 50));
+    const first = limits.providerSlot(tenant.tenantId, gaveUp.signal);
+    await queued();
+    const second = limits.providerSlot(tenant.tenantId);
+    await queued();
+    // The first gives up while it waits in the queue, the second behind it.
+    gaveUp.abort(new Error('the caller went away'));
+    // It leaves at once (it does not wait to be woken to find out).
+    expect(await Promise.race([first.then(() => 'taken', (e: Error) => e.message), new Promise((r) => setTimeout(() => r('still waiting'), 2_000))])).toBe('the caller went away');
+    held();
+    const next = await Promise.race([second, new Promise<null>((r) => setTimeout(() => r(null), 2_000))]);
+    expect(next).not.toBeNull();
+    next!();
+    await setLimits({ providerCalls: null });
+  });
+
   it("claims round-robin across tenants: one tenant's class set does not hold another's essays back", async () => {
     const queue = t.app.get(JobQueue);
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status = 'queued'`); // earlier tests' essays

@@ -1,6 +1,7 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Put, Query } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { ClientGone } from '../common/client-gone';
 import { ApiError } from '../common/errors';
 import { ApiView } from '../docs/api-view';
 import { LimitsService } from '../tenancy/limits.service';
@@ -62,6 +63,7 @@ export class BudgetController {
     @Query('from') from?: string,
     @Query('to') to?: string,
     @Query('groupBy') groupBy: string = 'day',
+    @ClientGone() gone?: AbortSignal,
   ): Promise<UsageView> {
     if (!(USAGE_GROUPS as readonly string[]).includes(groupBy)) {
       throw ApiError.validation([{ field: 'groupBy', message: `groupBy must be one of ${USAGE_GROUPS.join(', ')}` }]);
@@ -71,7 +73,7 @@ export class BudgetController {
     const start = from ? parseInstant(from, 'from', settings.timezone) : periodBounds(period, settings.timezone).start;
     const end = to ? parseInstant(to, 'to', settings.timezone) : new Date(Date.now() + 1000);
     if (end <= start) throw ApiError.validation([{ field: 'to', message: 'to must be after from' }]);
-    const data = await this.limits.report(auth.tenantId, () => this.ledger.usage(auth.tenantId, start, end, groupBy as UsageGroup, settings.timezone));
+    const data = await this.limits.report(auth.tenantId, () => this.ledger.usage(auth.tenantId, start, end, groupBy as UsageGroup, settings.timezone), gone);
     return { from: start.toISOString(), to: end.toISOString(), groupBy: groupBy as UsageGroup, data };
   }
 
@@ -79,9 +81,9 @@ export class BudgetController {
   @ApiOperation({ summary: 'Totals from the ledger: calls, cache hits, tokens, cost, savings' })
   @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: all time)' })
   @ApiView('LedgerStats')
-  stats(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<LedgerStats> {
+  stats(@TenantCaller() auth: TenantAuth, @Query('period') period?: string, @ClientGone() gone?: AbortSignal): Promise<LedgerStats> {
     if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
-    return this.limits.report(auth.tenantId, () => this.ledger.stats(auth.tenantId, period));
+    return this.limits.report(auth.tenantId, () => this.ledger.stats(auth.tenantId, period), gone);
   }
 }
 

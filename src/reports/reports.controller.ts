@@ -3,6 +3,7 @@ import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger'
 import { BudgetService } from '../billing/budget.service';
 import { isPeriod } from '../billing/periods';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { ClientGone } from '../common/client-gone';
 import { ApiError } from '../common/errors';
 import { ApiView } from '../docs/api-view';
 import { LimitsService } from '../tenancy/limits.service';
@@ -24,10 +25,10 @@ export class ReportsController {
   @ApiOperation({ summary: "The month's gradings, deep reviews, model cost, revenue, margin and savings, from the ledger and the orders" })
   @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: this month)' })
   @ApiView('MonthReport')
-  async month(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<MonthReport> {
+  async month(@TenantCaller() auth: TenantAuth, @Query('period') period?: string, @ClientGone() gone?: AbortSignal): Promise<MonthReport> {
     if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
     const p = period ?? (await this.budget.currentPeriod(auth.tenantId));
-    return this.limits.report(auth.tenantId, () => this.reports.month(auth.tenantId, p));
+    return this.limits.report(auth.tenantId, () => this.reports.month(auth.tenantId, p), gone);
   }
 
   @Get('reports/month.csv')
@@ -35,7 +36,7 @@ export class ReportsController {
   @Header('content-disposition', 'attachment; filename="month-report.csv"')
   @ApiOperation({ summary: 'The monthly report as CSV that opens in Excel (UTF-8 with BOM): one row per figure, money as CNY decimal strings' })
   @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: this month)' })
-  async monthCsv(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<string> {
-    return monthReportCsv(await this.month(auth, period));
+  async monthCsv(@TenantCaller() auth: TenantAuth, @Query('period') period?: string, @ClientGone() gone?: AbortSignal): Promise<string> {
+    return monthReportCsv(await this.month(auth, period, gone));
   }
 }

@@ -47,7 +47,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   chatInFlight: 'chat completions in flight',
   eventStreams: 'open event streams (SSE)',
   providerCalls: 'model calls at providers at once, all purposes; more wait their turn',
-  reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn, 32 at most, then 429',
+  reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn, 32 at most, then 429 (one whose client closes the connection leaves the queue unread)',
 };
 
 const BUCKETS_MAX = 100_000;
@@ -160,13 +160,21 @@ export class LimitsService {
    * day read from the ledger can be a busy day's rows) never hold more than that many of the
    * instance's database connections.
    */
-  reportSlot(tenantId: string): Promise<Release> {
-    return this.slot('reportsInFlight', tenantId, undefined, REPORTS_WAITING_MAX);
+  reportSlot(tenantId: string, signal?: AbortSignal): Promise<Release> {
+    return this.slot('reportsInFlight', tenantId, signal, REPORTS_WAITING_MAX);
   }
 
-  /** Reads a ledger report within the tenant's reportSlot. */
-  async report<T>(tenantId: string, read: () => Promise<T>): Promise<T> {
-    const release = await this.reportSlot(tenantId);
+  /**
+   * Reads a ledger report within the tenant's reportSlot. With `signal` (the client went away),
+   * a report still waiting for its slot leaves the queue and is not read.
+   */
+  async report<T>(tenantId: string, read: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const release = await this.reportSlot(tenantId, signal);
+    if (signal?.aborted) {
+      // Gone while its turn came: the slot passes to the next.
+      release();
+      signal.throwIfAborted();
+    }
     try {
       return await read();
     } finally {
@@ -174,21 +182,45 @@ export class LimitsService {
     }
   }
 
-  /** A slot of a limit that queues; with `maxWaiting`, RATE_LIMITED when that many of the tenant's already wait. */
+  /**
+   * A slot of a limit that queues; with `maxWaiting`, RATE_LIMITED when that many of the tenant's
+   * already wait. A waiter whose `signal` aborts leaves the queue at once, with the signal's reason.
+   */
   private async slot(name: keyof LimitsService['waiters'], tenantId: string, signal?: AbortSignal, maxWaiting = Number.POSITIVE_INFINITY): Promise<Release> {
     const limit = (await this.of(tenantId))[name];
     while ((this.inUse[name].get(tenantId) ?? 0) >= limit) {
-      if (signal?.aborted) throw signal.reason ?? new Error('aborted');
+      signal?.throwIfAborted();
       if ((this.waiters[name].get(tenantId)?.length ?? 0) >= maxWaiting) {
         throw rateLimited(`This tenant already has ${maxWaiting} requests waiting for a slot of ${name} on this server`, 1, limit);
       }
-      await new Promise<void>((resolve) => {
-        const q = this.waiters[name].get(tenantId) ?? [];
-        q.push(resolve);
-        this.waiters[name].set(tenantId, q);
-      });
+      await this.waitTurn(this.waiters[name], tenantId, signal);
     }
     return this.hold(name, tenantId);
+  }
+
+  /**
+   * Waits to be woken by a release of the tenant's slot. An abort takes the waiter out of the
+   * queue (a woken waiter is out of it already: it goes on to take the slot, so no wake is lost).
+   */
+  private waitTurn(waiters: Map<string, Array<() => void>>, tenantId: string, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        const q = waiters.get(tenantId);
+        const at = q ? q.indexOf(wake) : -1;
+        if (at < 0) return; // woken already
+        q!.splice(at, 1);
+        if (!q!.length) waiters.delete(tenantId);
+        reject(signal!.reason);
+      };
+      const wake = () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const q = waiters.get(tenantId) ?? [];
+      q.push(wake);
+      waiters.set(tenantId, q);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   private hold(name: keyof LimitsService['inUse'], tenantId: string): Release {
