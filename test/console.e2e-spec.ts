@@ -133,6 +133,14 @@ describe('the web console in a browser', () => {
       expect(students).toEqual(['张三', '李四', '王五'].sort());
       const listed = (await api(teacherKey).get(`/v1/essays?assignmentId=${assignmentId}`).expect(200)).body.data as Array<{ id: string; studentRef: string }>;
       expect(listed.map((e) => e.studentRef).sort()).toEqual(students);
+      // each essay's flags read as words in the list, never as the API's codes
+      const flagged = (await api(teacherKey).get(`/v1/essays?assignmentId=${assignmentId}`).expect(200)).body.data as Array<{ studentRef: string; flags: string[] }>;
+      const flagCells = Object.fromEntries(await page.$$eval('[data-test=essay-list] tbody tr', (trs) => trs.map((tr) => [tr.querySelector('td:first-child')?.textContent, tr.querySelector('td:nth-child(4)')?.textContent ?? ''])));
+      for (const e of flagged) {
+        expect(flagCells[e.studentRef]).not.toMatch(/[a-z]_[a-z]/);
+        if (e.flags.includes('possible_copy')) expect(flagCells[e.studentRef]).toContain('Possible copy');
+      }
+      expect(flagged.some((e) => e.flags.length > 0)).toBe(true);
       // the score distribution follows: the histogram is drawn again with the three scores
       await page.waitForFunction(() => /Mean: \d/.test(document.querySelector('#distribution')?.textContent ?? ''), { timeout: 10_000 });
       await screenshot(page, 'teacher-assignment');
@@ -224,6 +232,9 @@ describe('the web console in a browser', () => {
         });
         expect({ chart, painted }).toEqual({ chart, painted: true });
       }
+      // Every table fits its card at a desktop width (none cut off behind a scroll bar).
+      const overflowing = await page.$$eval('.table-wrap', (wraps) => wraps.filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => w.closest('section, .card')?.querySelector('h2')?.textContent));
+      expect(overflowing).toEqual([]);
       await screenshot(page, 'admin-dashboard');
       expect(problems).toEqual([]);
     } finally {

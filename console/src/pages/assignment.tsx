@@ -4,7 +4,7 @@ import { AgreementTable, figure } from '../agreement';
 import { useApp } from '../app-context';
 import { ChartView } from '../chart';
 import { dateTime } from '../format';
-import { hasMessage } from '../i18n';
+import { hasMessage, type MessageKey } from '../i18n';
 import { href } from '../router';
 import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
 import { readFiles, type UploadEssay } from '../upload';
@@ -240,7 +240,7 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
                     <span class={`status status-${e.status}`}>{hasMessage(`status_${e.status}`) ? t(`status_${e.status}` as never) : e.status}</span>
                   </td>
                   <td class="num">{e.score !== null ? `${e.score} / ${e.maxScore}` : '—'}</td>
-                  <td>{e.flags.length ? e.flags.join(', ') : ''}</td>
+                  <td>{e.flags.map((f) => (hasMessage(`flagShort_${f}`) ? t(`flagShort_${f}` as MessageKey) : f)).join(', ')}</td>
                   <td>{dateTime(e.createdAt, session.timezone, intl)}</td>
                 </tr>
               ))}

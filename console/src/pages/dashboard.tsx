@@ -144,6 +144,8 @@ function UsageTable({ title, column, rows, error, name }: { title: string; colum
     <Section title={title}>
       {!rows ? (
         <Loading error={error} />
+      ) : rows.length === 0 ? (
+        <p class="muted">{t('noUsageYet')}</p>
       ) : (
         <div class="table-wrap">
           <table>
