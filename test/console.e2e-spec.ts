@@ -204,7 +204,7 @@ describe('the web console in a browser', () => {
     }
   }, 180_000);
 
-  it('an admin sets a budget and sees the gauge and the spend chart', async () => {
+  it('an admin sets a budget, sees the gauge and the spend chart, and finds each page marked in the menu and labelled in words', async () => {
     const { ctx, page, problems } = await openConsole();
     try {
       await signIn(page, tenant.adminKey);
@@ -236,6 +236,21 @@ describe('the web console in a browser', () => {
       const overflowing = await page.$$eval('.table-wrap', (wraps) => wraps.filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => w.closest('section, .card')?.querySelector('h2')?.textContent));
       expect(overflowing).toEqual([]);
       await screenshot(page, 'admin-dashboard');
+
+      // The other admin pages: the menu marks the page itself only, and labels are words, not the API's field names.
+      const currentNav = () => page.$$eval('nav[aria-label=main] a[aria-current=page]', (as) => as.map((a) => a.textContent));
+      expect(await currentNav()).toEqual(['Budget & usage']);
+      await page.goto(`${base}/console/#/admin/keys`, { waitUntil: 'networkidle0' });
+      expect(await currentNav()).toEqual(['API keys']);
+      await page.goto(`${base}/console/#/admin/settings`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('#grading-settings input[name=shadowRate]');
+      expect(await currentNav()).toEqual(['Settings']);
+      expect(await text(page, '#grading-settings')).not.toMatch(/nearDuplicateThreshold|shadowRate|reuseResubmissionGrades|directDeep/);
+      await page.goto(`${base}/console/#/quality`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('#quality h3');
+      expect(await currentNav()).toEqual(['Quality']);
+      expect(await page.$$eval('#quality select[name=groupBy] option', (os) => os.map((o) => o.textContent))).toEqual(['Rubric', 'Tier', 'Model', 'Source of the grade']);
+      expect(await page.$$eval('#quality h3', (hs) => hs.map((h) => h.textContent))).toEqual(["The grader against the teachers' overrides", 'Shadow evaluation: the standard grade against the deep tier']);
       expect(problems).toEqual([]);
     } finally {
       await ctx.close();

@@ -159,6 +159,10 @@ const en = {
   usageByModel: 'Usage by model',
   usageByTeacher: 'Usage by teacher key',
   noUsageYet: 'No model calls this month yet.',
+  nearDuplicateThresholdLabel: 'Flag a possible copy at this similarity or more (0–1)',
+  shadowRateLabel: 'Share of gradings checked again on the deep tier to measure agreement (0–0.2)',
+  reuseResubmissionGradesLabel: "A student's resubmission of the same text keeps its earlier grade (no cost)",
+  directDeepLabel: 'Admin keys may submit essays straight to the deep tier (at its price)',
   calls: 'Calls',
   cost: 'Cost',
   model: 'Model',
@@ -198,6 +202,11 @@ const en = {
   savedByScheduling: 'Saved by off-peak scheduling',
   quality: 'Quality',
   groupBy: 'Group by',
+  groupTier: 'Tier',
+  groupSource: 'Source of the grade',
+  agreementTeachers: "The grader against the teachers' overrides",
+  agreementShadow: 'Shadow evaluation: the standard grade against the deep tier',
+  noAgreementYet: 'Nothing to compare yet.',
 };
 
 export type MessageKey = keyof typeof en;
@@ -353,6 +362,10 @@ const zh: Dictionary = {
   usageByModel: '按模型统计',
   usageByTeacher: '按教师密钥统计',
   noUsageYet: '本月还没有模型调用。',
+  nearDuplicateThresholdLabel: '相似度达到此值即提示疑似抄袭（0–1）',
+  shadowRateLabel: '用高级模型复评以衡量一致性的批改比例（0–0.2）',
+  reuseResubmissionGradesLabel: '学生重复提交相同正文时沿用之前的分数（不产生费用）',
+  directDeepLabel: '允许管理员密钥直接用高级模型批改作文（按其价格）',
   calls: '调用次数',
   cost: '费用',
   model: '模型',
@@ -392,6 +405,11 @@ const zh: Dictionary = {
   savedByScheduling: '错峰节省',
   quality: '评分质量',
   groupBy: '分组',
+  groupTier: '档位',
+  groupSource: '评分来源',
+  agreementTeachers: '模型评分与教师修改的比较',
+  agreementShadow: '影子评估：标准评分与高级模型评分的比较',
+  noAgreementYet: '暂无可比较的数据。',
 };
 
 export type Locale = 'zh' | 'en';

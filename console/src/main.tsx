@@ -159,6 +159,12 @@ function App() {
     [href.keys(), 'navKeys', isAdmin],
     [href.settings(), 'navSettings', isAdmin],
   ];
+  // The page's own entry: the longest link the address is at or under (#/admin/keys is API keys, not Budget & usage).
+  const here = location.hash;
+  const current = nav
+    .map(([link]) => link)
+    .filter((link) => here === link || here.startsWith(`${link}/`))
+    .reduce<string | undefined>((best, link) => (!best || link.length > best.length ? link : best), undefined);
   return (
     <AppContext.Provider value={value}>
       <header class={`top ${route.name === 'print' ? 'no-print' : ''}`}>
@@ -167,7 +173,7 @@ function App() {
           {nav
             .filter(([, , shown]) => shown)
             .map(([link, label]) => (
-              <a href={link} aria-current={location.hash.startsWith(link) ? 'page' : undefined}>
+              <a href={link} aria-current={link === current ? 'page' : undefined}>
                 {t(label)}
               </a>
             ))}

@@ -2,9 +2,12 @@ import { useState } from 'preact/hooks';
 import { api, ok } from '../api/client';
 import { AgreementTable } from '../agreement';
 import { useApp } from '../app-context';
+import type { MessageKey } from '../i18n';
 import { Field, Loading, Section, useLoad } from '../ui';
 
 const GROUPS = ['rubric', 'tier', 'model', 'source'] as const;
+/** Each grouping's name, as a column and as a choice. */
+const GROUP_LABELS: Record<(typeof GROUPS)[number], MessageKey> = { rubric: 'rubric', tier: 'groupTier', model: 'model', source: 'groupSource' };
 
 /** Agreement with the teachers' overrides across the tenant (SPEC §9), and the shadow evaluation. */
 export function QualityPage() {
@@ -19,24 +22,30 @@ export function QualityPage() {
         <Field label={t('groupBy')}>
           <select name="groupBy" value={groupBy} onChange={(e) => setGroupBy(e.currentTarget.value as (typeof GROUPS)[number])}>
             {GROUPS.map((g) => (
-              <option value={g}>{g}</option>
+              <option value={g}>{t(GROUP_LABELS[g])}</option>
             ))}
           </select>
         </Field>
         {!q ? (
           <Loading error={quality.error} />
         ) : (
-          [
-            ['teacher', q.groups],
-            ['shadow (standard vs deep)', q.shadow],
-          ].map(([label, groups]) => (
+          (
+            [
+              ['agreementTeachers', q.groups],
+              ['agreementShadow', q.shadow],
+            ] as const
+          ).map(([label, groups]) => (
             <>
-              <h3>{label as string}</h3>
-              <AgreementTable
-                labels={[groupBy, t('rubric')]}
-                count="n"
-                rows={(groups as typeof q.groups).map((g) => ({ cells: [g.group, `${g.rubric.key} v${g.rubric.version}`], a: g }))}
-              />
+              <h3>{t(label)}</h3>
+              {groups.length === 0 ? (
+                <p class="muted">{t('noAgreementYet')}</p>
+              ) : (
+                <AgreementTable
+                  labels={groupBy === 'rubric' ? [t('rubric')] : [t(GROUP_LABELS[groupBy]), t('rubric')]}
+                  count={t('essays')}
+                  rows={groups.map((g) => ({ cells: groupBy === 'rubric' ? [`${g.rubric.key} v${g.rubric.version}`] : [g.group, `${g.rubric.key} v${g.rubric.version}`], a: g }))}
+                />
+              )}
             </>
           ))
         )}

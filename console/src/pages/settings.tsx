@@ -171,17 +171,17 @@ function Grading() {
   return (
     <Section title={t('gradingSettings')} id="grading-settings">
       <form onSubmit={save} class="stack">
-        <Field label="nearDuplicateThreshold (0–1)">
+        <Field label={t('nearDuplicateThresholdLabel')}>
           <input name="nearDuplicateThreshold" type="number" min={0} max={1} step="0.01" value={form.nearDuplicateThreshold} onInput={(e) => setForm({ ...form, nearDuplicateThreshold: e.currentTarget.value })} />
         </Field>
-        <Field label="shadowRate (0–0.2)">
+        <Field label={t('shadowRateLabel')}>
           <input name="shadowRate" type="number" min={0} max={0.2} step="0.01" value={form.shadowRate} onInput={(e) => setForm({ ...form, shadowRate: e.currentTarget.value })} />
         </Field>
         <label class="check">
-          <input type="checkbox" name="reuseResubmissionGrades" checked={form.reuseResubmissionGrades} onChange={(e) => setForm({ ...form, reuseResubmissionGrades: e.currentTarget.checked })} /> reuseResubmissionGrades
+          <input type="checkbox" name="reuseResubmissionGrades" checked={form.reuseResubmissionGrades} onChange={(e) => setForm({ ...form, reuseResubmissionGrades: e.currentTarget.checked })} /> {t('reuseResubmissionGradesLabel')}
         </label>
         <label class="check">
-          <input type="checkbox" name="directDeep" checked={form.directDeep} onChange={(e) => setForm({ ...form, directDeep: e.currentTarget.checked })} /> directDeep
+          <input type="checkbox" name="directDeep" checked={form.directDeep} onChange={(e) => setForm({ ...form, directDeep: e.currentTarget.checked })} /> {t('directDeepLabel')}
         </label>
         <button type="submit" disabled={action.busy}>
           {t('save')}
