@@ -246,6 +246,19 @@ describe('the web console in a browser', () => {
       await page.waitForSelector('#grading-settings input[name=shadowRate]');
       expect(await currentNav()).toEqual(['Settings']);
       expect(await text(page, '#grading-settings')).not.toMatch(/nearDuplicateThreshold|shadowRate|reuseResubmissionGrades|directDeep/);
+      await page.goto(`${base}/console/#/admin/report`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=report] tr');
+      expect(await currentNav()).toEqual(['Monthly report']);
+      const month = (await api(tenant.adminKey).get('/v1/reports/month').expect(200)).body as { gradings: { total: number }; deepReviews: Record<string, number>; deepReviewMargin: string };
+      const figures = Object.fromEntries(await page.$$eval('[data-test=report] tr', (trs) => trs.map((tr) => [tr.querySelector('th')?.textContent, tr.querySelector('td')?.textContent])));
+      expect(figures).toMatchObject({
+        Gradings: String(month.gradings.total),
+        'Deep reviews ordered': String(month.deepReviews.ordered),
+        'Deep reviews paid (not refunded)': String(month.deepReviews.sold),
+        'Deep reviews delivered': String(month.deepReviews.delivered),
+        'Deep reviews refunded': String(month.deepReviews.refunded),
+      });
+      expect(figures['Deep-review margin (revenue less their model cost)']).toMatch(/^-?¥/);
       await page.goto(`${base}/console/#/quality`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('#quality h3');
       expect(await currentNav()).toEqual(['Quality']);

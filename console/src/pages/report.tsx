@@ -13,10 +13,14 @@ export function ReportPage() {
   const rows: Array<[string, string]> = r
     ? [
         [t('gradings'), String(r.gradings.total)],
-        [t('deepReview'), `${r.deepReviews.sold} / ${r.deepReviews.ordered}`],
+        [t('deepReviewsOrdered'), String(r.deepReviews.ordered)],
+        [t('deepReviewsSold'), String(r.deepReviews.sold)],
+        [t('deepReviewsDelivered'), String(r.deepReviews.delivered)],
+        [t('deepReviewsRefunded'), String(r.deepReviews.refunded)],
         [t('modelCost'), cny(r.modelCost)],
         [t('revenue'), cny(r.revenue)],
         [t('margin'), cny(r.margin)],
+        [t('deepReviewMargin'), cny(r.deepReviewMargin)],
         [t('costPerGrading'), cnySmall(r.costPerGrading)],
         [t('cacheHitRate'), percent(r.cacheHitRate)],
         [t('savedByCache'), cny(r.savedByCache)],
