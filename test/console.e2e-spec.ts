@@ -259,6 +259,8 @@ describe('the web console in a browser', () => {
         'Deep reviews refunded': String(month.deepReviews.refunded),
       });
       expect(figures['Deep-review margin (revenue less their model cost)']).toMatch(/^-?¥/);
+      // the model cost by purpose, each purpose named in words
+      for (const purpose of ['grading', 'deep reviews', 'shadow evaluation']) expect(figures[`… of which ${purpose}`]).toMatch(/^¥/);
       await page.goto(`${base}/console/#/quality`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('#quality h3');
       expect(await currentNav()).toEqual(['Quality']);

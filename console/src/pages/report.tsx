@@ -2,6 +2,7 @@ import { useState } from 'preact/hooks';
 import { api, ok } from '../api/client';
 import { useApp } from '../app-context';
 import { cny, cnySmall, percent } from '../format';
+import { hasMessage, type MessageKey } from '../i18n';
 import { Field, Loading, Section, useLoad } from '../ui';
 
 /** The month's business from the ledger and the orders, and its CSV. */
@@ -18,6 +19,10 @@ export function ReportPage() {
         [t('deepReviewsDelivered'), String(r.deepReviews.delivered)],
         [t('deepReviewsRefunded'), String(r.deepReviews.refunded)],
         [t('modelCost'), cny(r.modelCost)],
+        ...Object.entries(r.modelCostByPurpose).map(([purpose, cost]): [string, string] => [
+          t('modelCostFor', { purpose: hasMessage(`purpose_${purpose}`) ? t(`purpose_${purpose}` as MessageKey) : purpose }),
+          cny(cost),
+        ]),
         [t('revenue'), cny(r.revenue)],
         [t('margin'), cny(r.margin)],
         [t('deepReviewMargin'), cny(r.deepReviewMargin)],
