@@ -15,6 +15,8 @@ export interface AppContextValue {
   /** Intl tag for the locale */
   intl: string;
   t: (key: MessageKey, vars?: Record<string, string | number>) => string;
+  /** an API code in words (translateCode) */
+  code: (prefix: string, code: string, fallback?: string) => string;
   session: Session;
 }
 

@@ -462,3 +462,13 @@ export function intlLocale(locale: Locale): string {
 export function hasMessage(key: string): key is MessageKey {
   return key in en;
 }
+
+/**
+ * A code the API answers with (a status, a flag, a category, a purpose) in words: the message
+ * `<prefix>_<code>` when there is one, else `fallback` (by default the code itself, so a code newer
+ * than the console still shows).
+ */
+export function translateCode(locale: Locale, prefix: string, code: string, fallback = code): string {
+  const key = `${prefix}_${code}`;
+  return hasMessage(key) ? translate(locale, key) : fallback;
+}

@@ -2,7 +2,7 @@ import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api, ok, problems, setCsrfToken, whenUnauthenticated } from './api/client';
 import { AppContext, AppContextValue, Session, useApp } from './app-context';
-import { initialLocale, intlLocale, Locale, MessageKey, rememberLocale, translate } from './i18n';
+import { initialLocale, intlLocale, Locale, MessageKey, rememberLocale, translate, translateCode } from './i18n';
 import { ADMIN_ROUTES, href, Route, useRoute } from './router';
 import { AssignmentPage } from './pages/assignment';
 import { AssignmentsPage } from './pages/assignments';
@@ -116,7 +116,7 @@ function App() {
   }, []);
 
   const value = useMemo<AppContextValue | null>(
-    () => (session ? { locale, intl: intlLocale(locale), t: (k, vars) => translate(locale, k, vars), session } : null),
+    () => (session ? { locale, intl: intlLocale(locale), t: (k, vars) => translate(locale, k, vars), code: (p, c, f) => translateCode(locale, p, c, f), session } : null),
     [locale, session],
   );
 

@@ -4,7 +4,6 @@ import { AgreementTable, figure } from '../agreement';
 import { useApp } from '../app-context';
 import { ChartView } from '../chart';
 import { dateTime } from '../format';
-import { hasMessage, type MessageKey } from '../i18n';
 import { href } from '../router';
 import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
 import { readFiles, type UploadEssay } from '../upload';
@@ -146,7 +145,7 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
 
 /** The assignment's essays; those still being graded are followed live over Server-Sent Events. */
 function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string; refresh: number; onFinished: () => void }) {
-  const { t, session, intl } = useApp();
+  const { t, code, session, intl } = useApp();
   const [essays, setEssays] = useState<Essay[] | null>(null);
   const [error, setError] = useState<string | null>(null);
 
@@ -237,10 +236,10 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
                     <a href={href.essay(e.id)}>{e.studentRef ?? e.id.slice(0, 8)}</a>
                   </td>
                   <td>
-                    <span class={`status status-${e.status}`}>{hasMessage(`status_${e.status}`) ? t(`status_${e.status}` as never) : e.status}</span>
+                    <span class={`status status-${e.status}`}>{code('status', e.status)}</span>
                   </td>
                   <td class="num">{e.score !== null ? `${e.score} / ${e.maxScore}` : '—'}</td>
-                  <td>{e.flags.map((f) => (hasMessage(`flagShort_${f}`) ? t(`flagShort_${f}` as MessageKey) : f)).join(', ')}</td>
+                  <td>{e.flags.map((f) => code('flagShort', f)).join(', ')}</td>
                   <td>{dateTime(e.createdAt, session.timezone, intl)}</td>
                 </tr>
               ))}

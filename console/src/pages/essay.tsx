@@ -3,7 +3,7 @@ import { api, ok, type Schemas } from '../api/client';
 import { runs } from '../annotate';
 import { useApp } from '../app-context';
 import { cny, dateTime } from '../format';
-import { hasMessage, type MessageKey } from '../i18n';
+import type { MessageKey } from '../i18n';
 import { href } from '../router';
 import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
 
@@ -12,7 +12,7 @@ type Grade = NonNullable<Essay['grade']>;
 
 /** A graded essay: its text with the annotations drawn on it, scores, comments, flags, override, deep review. */
 export function EssayPage({ id, print }: { id: string; print: boolean }) {
-  const { t } = useApp();
+  const { t, code } = useApp();
   const essay = useLoad(() => ok(api.GET('/v1/essays/{id}', { params: { path: { id } } })), [id]);
   if (!essay.data) return <Loading error={essay.error} />;
   const e = essay.data;
@@ -27,7 +27,7 @@ export function EssayPage({ id, print }: { id: string; print: boolean }) {
         {e.studentRef ?? t('essay')} {e.title ? `· ${e.title}` : ''}
       </h1>
       <p>
-        {t('status')}: <span class={`status status-${e.status}`}>{hasMessage(`status_${e.status}`) ? t(`status_${e.status}` as MessageKey) : e.status}</span>
+        {t('status')}: <span class={`status status-${e.status}`}>{code('status', e.status)}</span>
         {e.failure && <span class="error"> · {t('failure', { reason: e.failure.reason })}</span>}
       </p>
       <Flags essay={e} />
@@ -57,7 +57,7 @@ const CATEGORIES = ['typo', 'grammar', 'word_choice', 'punctuation', 'logic', 's
 
 /** The essay's text with each annotation marked in its category's colour; its suggestion shows on hover, focus or tap. */
 function AnnotatedText({ text, grade }: { text: string; grade: Grade | null }) {
-  const { t } = useApp();
+  const { t, code } = useApp();
   const annotations = grade?.annotations ?? [];
   const used = CATEGORIES.filter((c) => annotations.some((a) => a.category === c));
   return (
@@ -77,7 +77,7 @@ function AnnotatedText({ text, grade }: { text: string; grade: Grade | null }) {
             <mark class={`mark cat-${a.category}`} tabIndex={0} data-start={a.start} data-end={a.end} data-category={a.category} aria-describedby={`tip-${r.mark}`}>
               {r.text}
               <span class="tip" role="tooltip" id={`tip-${r.mark}`}>
-                <strong>{hasMessage(`cat_${a.category}`) ? t(`cat_${a.category}` as MessageKey) : a.category}</strong>
+                <strong>{code('cat', a.category)}</strong>
                 {a.suggestion && (
                   <>
                     {' '}
@@ -95,13 +95,13 @@ function AnnotatedText({ text, grade }: { text: string; grade: Grade | null }) {
 }
 
 function Flags({ essay }: { essay: Essay }) {
-  const { t } = useApp();
+  const { t, code } = useApp();
   if (!essay.flags.length) return null;
   return (
     <ul class="flags" data-test="flags">
       {essay.flags.map((f) => (
         <li>
-          {hasMessage(`flag_${f}`) ? t(`flag_${f}` as MessageKey) : t('flag_other', { flag: f })}
+          {code('flag', f, t('flag_other', { flag: f }))}
           {f === 'possible_copy' && essay.similarTo && (
             <>
               {' '}
@@ -208,7 +208,7 @@ function Override({ essay, onSaved }: { essay: Essay; onSaved: () => void }) {
 }
 
 function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void }) {
-  const { t } = useApp();
+  const { t, code } = useApp();
   const action = useAction();
   const order = essay.deepReview;
   const deep = essay.deepGrade?.deep;
@@ -216,7 +216,7 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
     <Section title={t('deepReview')} id="deep-review">
       {order ? (
         <p data-test="deep-state">
-          {t('deepReviewState', { status: hasMessage(`deep_${order.status}`) ? t(`deep_${order.status}` as MessageKey) : order.status })} · {cny(order.price)}
+          {t('deepReviewState', { status: code('deep', order.status) })} · {cny(order.price)}
           {order.refundReason ? ` · ${order.refundReason}` : ''}
         </p>
       ) : (

@@ -15,6 +15,8 @@ export function QualityPage() {
   const [groupBy, setGroupBy] = useState<(typeof GROUPS)[number]>('rubric');
   const quality = useLoad(() => ok(api.GET('/v1/quality', { params: { query: { groupBy } } })), [groupBy]);
   const q = quality.data;
+  // Grouped by rubric, the group is the rubric: one column says it.
+  const byRubric = groupBy === 'rubric';
   return (
     <>
       <h1>{t('quality')}</h1>
@@ -41,9 +43,12 @@ export function QualityPage() {
                 <p class="muted">{t('noAgreementYet')}</p>
               ) : (
                 <AgreementTable
-                  labels={groupBy === 'rubric' ? [t('rubric')] : [t(GROUP_LABELS[groupBy]), t('rubric')]}
+                  labels={byRubric ? [t('rubric')] : [t(GROUP_LABELS[groupBy]), t('rubric')]}
                   count={t('essays')}
-                  rows={groups.map((g) => ({ cells: groupBy === 'rubric' ? [`${g.rubric.key} v${g.rubric.version}`] : [g.group, `${g.rubric.key} v${g.rubric.version}`], a: g }))}
+                  rows={groups.map((g) => {
+                    const rubric = `${g.rubric.key} v${g.rubric.version}`;
+                    return { cells: byRubric ? [rubric] : [g.group, rubric], a: g };
+                  })}
                 />
               )}
             </>

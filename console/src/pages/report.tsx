@@ -2,12 +2,11 @@ import { useState } from 'preact/hooks';
 import { api, ok } from '../api/client';
 import { useApp } from '../app-context';
 import { cny, cnySmall, percent } from '../format';
-import { hasMessage, type MessageKey } from '../i18n';
 import { Field, Loading, Section, useLoad } from '../ui';
 
 /** The month's business from the ledger and the orders, and its CSV. */
 export function ReportPage() {
-  const { t } = useApp();
+  const { t, code } = useApp();
   const [period, setPeriod] = useState('');
   const report = useLoad(() => ok(api.GET('/v1/reports/month', { params: { query: period ? { period } : {} } })), [period]);
   const r = report.data;
@@ -20,7 +19,7 @@ export function ReportPage() {
         [t('deepReviewsRefunded'), String(r.deepReviews.refunded)],
         [t('modelCost'), cny(r.modelCost)],
         ...Object.entries(r.modelCostByPurpose).map(([purpose, cost]): [string, string] => [
-          t('modelCostFor', { purpose: hasMessage(`purpose_${purpose}`) ? t(`purpose_${purpose}` as MessageKey) : purpose }),
+          t('modelCostFor', { purpose: code('purpose', purpose) }),
           cny(cost),
         ]),
         [t('revenue'), cny(r.revenue)],

@@ -1,0 +1,15 @@
+import { translateCode } from './i18n';
+
+describe('an API code in words', () => {
+  it('reads the message for the code in the locale', () => {
+    expect(translateCode('en', 'flagShort', 'possible_copy')).toBe('Possible copy');
+    expect(translateCode('zh', 'flagShort', 'possible_copy')).toBe('疑似抄袭');
+    expect(translateCode('en', 'purpose', 'deep_review')).toBe('deep reviews');
+  });
+
+  it('shows a code it has no message for as it came, or as the fallback given', () => {
+    expect(translateCode('en', 'flagShort', 'new_flag_2027')).toBe('new_flag_2027');
+    expect(translateCode('zh', 'purpose', 'toString')).toBe('toString');
+    expect(translateCode('en', 'flag', 'new_flag_2027', 'Flag: new_flag_2027')).toBe('Flag: new_flag_2027');
+  });
+});
