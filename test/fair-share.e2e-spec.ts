@@ -238,6 +238,48 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await setLimits({ providerCalls: null });
   });
 
+  it('drops a chat call whose client leaves while it waits for a provider slot: never sent, nothing charged or held, no model marked failing', async () => {
+    const limits = t.app.get(LimitsService);
+    const leases = t.app.get(BudgetService).leases!;
+    const port = (t.app.getHttpServer().address() as AddressInfo).port;
+    const chat = (content: string, stream: boolean) => {
+      const req = http.request({ host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', headers: { ...bearer(teacher), 'content-type': 'application/json' } });
+      req.on('error', () => undefined);
+      req.end(JSON.stringify({ model: 'inkstone-standard', stream, max_tokens: 50, messages: [{ role: 'user', content }] }));
+      return req;
+    };
+    // The model that answers this tier when all is well.
+    const before = await t.http.post('/v1/chat/completions').set(bearer(teacher)).send({ model: 'inkstone-standard', max_tokens: 50, messages: [{ role: 'user', content: '离开之前' }] }).expect(200);
+    fake.reset();
+    await t.app.get(BudgetService).ledgerWritten();
+    const charged = async () => (await t.dataSource.query(`SELECT COALESCE(SUM(cost_nanos), 0)::text AS cost FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]))[0].cost as string;
+    const chargedBefore = await charged();
+    await setLimits({ providerCalls: 1 });
+    const held = await limits.providerSlot(tenant.tenantId);
+    expect(leases.holding(tenant.tenantId).available).toBe(leases.holding(tenant.tenantId).held); // nothing in flight yet
+    // More callers than the model breaker's failures (5) queue for the slot, streamed and not, then leave.
+    const waiting = () => (limits as unknown as { waiters: { providerCalls: Map<string, unknown[]> } }).waiters.providerCalls.get(tenant.tenantId)?.length ?? 0;
+    const gone = Array.from({ length: 8 }, (_, i) => chat(`离开的问题 ${i}`, i % 2 === 0));
+    await waitFor(() => waiting() === 8, 10_000, 'eight calls waiting for the provider slot');
+    gone.forEach((req) => req.destroy());
+    await waitFor(() => waiting() === 0, 10_000, 'the calls whose clients left are out of the queue');
+    held();
+    // None holds any of the tenant's budget (each gave its reservation back), none reached the provider, none is charged.
+    const inFlight = () => leases.holding(tenant.tenantId).held - leases.holding(tenant.tenantId).available; // admitted, not settled
+    await waitFor(() => inFlight() === 0n, 10_000, 'the reservations given back');
+    await t.app.get(BudgetService).ledgerWritten();
+    expect(fake.requests).toHaveLength(0);
+    expect(await charged()).toBe(chargedBefore);
+    // Clients leaving are not the provider failing: the tier is still answered by its first model.
+    const after = await t.http.post('/v1/chat/completions').set(bearer(teacher)).send({ model: 'inkstone-standard', max_tokens: 50, messages: [{ role: 'user', content: '离开之后' }] }).expect(200);
+    expect(after.headers['x-inkstone-model']).toBe(before.headers['x-inkstone-model']);
+    expect(fake.requests).toHaveLength(1);
+    // Nor are they counted as provider errors on /metrics.
+    const metrics = await t.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200);
+    expect(metrics.text.split('\n').filter((l) => l.startsWith('inkstone_llm_provider_errors_total') && l.includes('reason="cancelled"'))).toEqual([]);
+    await setLimits({ providerCalls: null });
+  });
+
   it("claims round-robin across tenants: one tenant's class set does not hold another's essays back", async () => {
     const queue = t.app.get(JobQueue);
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status = 'queued'`); // earlier tests' essays

@@ -2,6 +2,7 @@ import { Body, Controller, Get, HttpCode, Post, Req, Res } from '@nestjs/common'
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { clientGoneSignal } from '../common/client-gone';
 import { renderError } from '../common/error-rendering';
 import { formatCny } from '../common/money';
 import { BodyLimit, MiB } from '../common/route-config';
@@ -43,7 +44,7 @@ export class ChatController {
     const release = await this.limits.acquire(auth.tenantId, 'chatInFlight');
     try {
       if (!parsed.stream) {
-        const { result, response } = await this.chat.complete(auth, parsed, { noCache, requestId: String(req.id) });
+        const { result, response } = await this.chat.complete(auth, parsed, { noCache, requestId: String(req.id), clientGone: clientGoneSignal(reply) });
         void reply.headers({
           'x-inkstone-provider': result.provider,
           'x-inkstone-model': result.model,

@@ -59,10 +59,11 @@ export class ChatService {
     };
   }
 
-  async complete(auth: TenantAuth, req: ChatCompletionRequest, opts: { noCache: boolean; requestId: string }) {
+  /** A whole answer; `clientGone` drops the call while it still waits for a provider slot (it is then never sent). */
+  async complete(auth: TenantAuth, req: ChatCompletionRequest, opts: { noCache: boolean; requestId: string; clientGone?: AbortSignal }) {
     let result: GatewayResult<string>;
     try {
-      result = await this.gateway.complete(this.gatewayRequest(auth, req, opts));
+      result = await this.gateway.complete({ ...this.gatewayRequest(auth, req, opts), waitSignal: opts.clientGone });
     } catch (err) {
       throw gatewayToApiError(err);
     }

@@ -42,7 +42,14 @@ export interface GatewayRequest<T = string> extends Sampling {
    * paid answer, waits while the first call is in flight, and calls only while the lease is held.
    */
   once?: { scope: string; lease?: { jobId: string; holder: string } };
+  /** Aborts the call wherever it is (a stream whose client went away), the provider's request too. */
   signal?: AbortSignal;
+  /**
+   * Gives up only while the call waits for one of the tenant's provider slots (a whole answer whose
+   * client went away): it is then never sent. A call already sent runs to its end, is charged and
+   * its answer cached, as the provider charges for it anyway.
+   */
+  waitSignal?: AbortSignal;
 }
 
 export interface GatewayResult<T = string> {

@@ -334,6 +334,11 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   private async onError<T>(ctx: CallContext<T>, model: CatalogModel, e: ProviderError, retry: number): Promise<'retry' | 'next'> {
     const llm = this.config.llm;
     ctx.lastError = e;
+    if (e.reason === 'cancelled') {
+      // The caller went away: says nothing of the provider's health, and nothing more is tried.
+      this.health.notTried(model);
+      throw new GatewayError('INVALID_REQUEST', 'The request was cancelled', ctx.tried);
+    }
     this.metrics.providerError(model.provider, e.errorClass, e.reason);
     switch (this.health.failed(model, e)) {
       case 'may_retry': {
@@ -350,7 +355,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         // The model answered; it refused this request (content filter, context, bad output).
         if (e.errorClass === 'content_rejected') ctx.contentRejected = true;
         if (e.errorClass === 'fatal') {
-          throw new GatewayError('INVALID_REQUEST', e.reason === 'cancelled' ? 'The request was cancelled' : `The provider refused the request: ${e.message}`, ctx.tried);
+          throw new GatewayError('INVALID_REQUEST', `The provider refused the request: ${e.message}`, ctx.tried);
         }
         return 'next';
     }
@@ -434,6 +439,20 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     return p;
   }
 
+  /**
+   * One of the tenant's provider-call slots on this instance. A caller that gives up while it
+   * waits (its signal, or its waitSignal) is cancelled: the call is never sent.
+   */
+  private async providerSlot<T>(ctx: CallContext<T>): Promise<() => void> {
+    const signal = ctx.req.signal ?? ctx.req.waitSignal;
+    try {
+      return await this.limits.providerSlot(ctx.req.tenantId, signal);
+    } catch (err) {
+      if (signal?.aborted) throw new ProviderError('fatal', 'cancelled', 'the caller went away while the call waited for a provider slot');
+      throw err;
+    }
+  }
+
   /** Does this call go through the model's provider's Batch API? */
   private batchable<T>(ctx: CallContext<T>, model: CatalogModel): boolean {
     return !!ctx.req.batch && !ctx.realtimeOnly && !!model.batchPricing && !!this.models.catalog.providers.get(model.provider)?.batch;
@@ -451,7 +470,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     // One of the tenant's provider-call slots on this instance (a call waiting in a provider batch holds none).
     let release: (() => void) | undefined;
     try {
-      if (!batch) release = await this.limits.providerSlot(ctx.req.tenantId, ctx.req.signal);
+      if (!batch) release = await this.providerSlot(ctx);
       completion = batch
         ? await this.batches.submit(this.provider(model), adapter, model, call.params)
         : await this.client.complete(this.provider(model), adapter, model, call.params, ctx.req.signal);
@@ -675,10 +694,12 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     if (admitted.kind === 'replay') throw new Error('a streamed call is never guarded'); // GatewayRequest.once is for whole calls
     if (admitted.kind !== 'go') return admitted;
     const call = this.paidCall(model, admitted, { batch: false, streamed: true });
-    const release = await this.limits.providerSlot(ctx.req.tenantId, ctx.req.signal);
-    const events = this.client.stream(this.provider(model), ADAPTERS[model.dialect], model, { ...call.params, stream: true }, ctx.req.signal);
-    const open: OpenStream = { model, call, events, release, first: '', usage: null, finishReason: '' };
+    let release: (() => void) | undefined;
+    let open: OpenStream | undefined;
     try {
+      release = await this.providerSlot(ctx);
+      const events = this.client.stream(this.provider(model), ADAPTERS[model.dialect], model, { ...call.params, stream: true }, ctx.req.signal);
+      open = { model, call, events, release, first: '', usage: null, finishReason: '' };
       for (;;) {
         const next = await events.next();
         if (next.done) break;
@@ -691,9 +712,9 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       }
       throw new ProviderError('fallback', 'blank_output', 'the stream ended without any content', { usage: open.usage });
     } catch (err) {
-      release();
+      release?.();
       const e = toProviderError(err);
-      await this.settleFailed(ctx, model, call, e, e.extra.usage ?? open.usage);
+      await this.settleFailed(ctx, model, call, e, e.extra.usage ?? open?.usage ?? null);
       return { kind: 'error', error: e };
     }
   }

@@ -46,7 +46,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   essaysGrading: 'essays being graded at once, across instances (enforced in the queue’s claim)',
   chatInFlight: 'chat completions in flight',
   eventStreams: 'open event streams (SSE)',
-  providerCalls: 'model calls at providers at once, all purposes; more wait their turn',
+  providerCalls: 'model calls at providers at once, all purposes; more wait their turn (a chat call whose client closes the connection while it waits is never sent, and charged nothing)',
   reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn, 32 at most, then 429 (one whose client closes the connection leaves the queue unread)',
 };
 
