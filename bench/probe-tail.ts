@@ -81,7 +81,7 @@ async function main() {
     // Each process's CPU (all its threads) a request over the run, in ms.
     const cpu1 = cpu();
     console.log(JSON.stringify({ cpuMsPerRequest: Object.fromEntries(Object.entries(cpu1).map(([k, v]) => [k, Number((((v - cpu0[k as keyof typeof cpu0]) * 1000) / (rate * 10)).toFixed(3))])) }));
-    console.log('answers over 20 ms by 100 ms window (s: count):', [...slow].map(([w, n]) => `${(w / 10).toFixed(1)}: ${n}`).join(', ') || 'none');
+    console.log(`answers over 20 ms by 100 ms window (s after ${new Date(t0).toISOString()}: count):`, [...slow].map(([w, n]) => `${(w / 10).toFixed(1)}: ${n}`).join(', ') || 'none');
     await snap();
     // The service's own view: event-loop delay and the chat route's server-side duration.
     const metrics = await (await fetch(`${g.service.url}/metrics`, { headers: { authorization: `Bearer ${OPERATOR}` } })).text();
