@@ -10,6 +10,7 @@ import { bearer, Factory, TestTenant } from './support/factories';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { startAppWithFake } from './support/app-with-fake';
 import { catalogEntry } from './support/catalog-entry';
+import { waitFor } from './support/wait';
 
 /** The OpenAI-compatible gateway, driven by the official openai client over real HTTP. */
 describe('POST /v1/chat/completions and GET /v1/models with the openai client', () => {
@@ -126,6 +127,44 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
       })(),
     ).rejects.toThrow(/stream broke off/);
     expect(text.length).toBeGreaterThan(0);
+  });
+
+  it('charges a stream whose client leaves mid-way for what it produced, once; caches none of it and frees its slots', async () => {
+    fake.enqueue('deepseek', { kind: 'stream', content: 'one two three four five six seven eight nine ten', chunks: 10, chunkDelayMs: 150 });
+    const leave = new AbortController();
+    const question = { model: 'inkstone-standard', messages: [{ role: 'user' as const, content: 'leave half way' }], stream: true as const };
+    const stream = await client.chat.completions.create(question, { signal: leave.signal });
+    let text = '';
+    try {
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta?.content ?? '';
+        if (text.trim().split(' ').length >= 2) leave.abort(); // the client goes away after two words
+      }
+    } catch {
+      // (the client's own abort)
+    }
+    expect(text.trim().split(' ').length).toBeLessThan(10);
+    const row = async () => (await t.dataSource.query(`SELECT outcome, error_reason, cost_nanos, output_tokens FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId])) as Array<Record<string, string>>;
+    await waitFor(async () => (await row()).length > 0, 10_000, 'the interrupted stream settled');
+    await t.app.get(BudgetService).ledgerWritten();
+    // One row: cut by its client, charged for the input and the words produced (the provider bills them), not for the whole answer.
+    const rows = await row();
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ outcome: 'stream_interrupted', error_reason: 'cancelled' });
+    expect(BigInt(rows[0].cost_nanos)).toBeGreaterThan(0n);
+    expect(Number(rows[0].output_tokens)).toBeLessThan(countPromptTokens([{ content: 'one two three four five six seven eight nine ten' }]));
+    const spent = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.spent;
+    expect(parseCny(spent)).toBe(BigInt(rows[0].cost_nanos));
+    // Its slots are free and nothing of it is held; the part answer is not cached.
+    const limits = await t.http.get('/v1/limits').set(bearer(teacherKey)).expect(200);
+    expect(limits.body.usage).toMatchObject({ chatInFlight: 0, providerCalls: 0 });
+    const { held, available } = t.app.get(BudgetService).leases!.holding(tenant.tenantId);
+    expect(held).toBe(available);
+    const again = await client.chat.completions.create({ ...question, stream: false }).withResponse();
+    expect(again.response.headers.get('x-inkstone-cache')).toBe('miss');
+    // A client leaving is not a provider error.
+    const metrics = await t.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200);
+    expect(metrics.text.split('\n').filter((l) => l.startsWith('inkstone_llm_provider_errors_total') && l.includes('reason="cancelled"'))).toEqual([]);
   });
 
   it('in JSON mode, takes an answer that is not JSON as a failed attempt: billed, and the next provider answers', async () => {

@@ -755,7 +755,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       });
       if (broken) {
         this.health.broke(model, broken);
-        this.metrics.providerError(model.provider, broken.errorClass, broken.reason);
+        // (a client that went away is not a provider error)
+        if (broken.reason !== 'cancelled') this.metrics.providerError(model.provider, broken.errorClass, broken.reason);
       } else {
         this.health.answered(model);
         ended = this.answered(ctx, model, content, content, s.finishReason || 'stop', usage, charged);
