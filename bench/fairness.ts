@@ -399,6 +399,8 @@ export async function runFairness(): Promise<FairnessResult> {
     // The product's default limits (src/config/app-config.ts), not the harness's raised ones.
     LIMIT_REQUESTS_PER_SECOND_PER_KEY: '20',
     LIMIT_REQUEST_BURST_PER_KEY: '40',
+    LIMIT_REQUESTS_PER_SECOND_PER_TENANT: '200',
+    LIMIT_REQUEST_BURST_PER_TENANT: '400',
     LIMIT_ESSAYS_QUEUED: '20000',
     LIMIT_ESSAYS_GRADING: '64',
     LIMIT_CHAT_IN_FLIGHT: '16',

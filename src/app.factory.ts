@@ -119,10 +119,14 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
       const auth = await authenticator.identify(req);
       req.auth = auth;
       if (auth.kind === 'tenant') {
-        // Requests per second per key: a token bucket; its state goes on every answer.
-        const taken = limits.takeRequest(auth.keyId, await limits.of(auth.tenantId));
+        // Requests per second per key and per tenant: token buckets; their state goes on every answer.
+        const own = await limits.of(auth.tenantId);
+        const taken = limits.takeRequest(auth.keyId, auth.tenantId, own);
         void reply.headers({ ...taken.headers });
-        if (!taken.ok) throw rateLimited(`This key sent more than ${taken.headers['ratelimit-limit']} requests in a burst; slow down`, taken.retryAfterS, Number(taken.headers['ratelimit-limit']));
+        if (taken.refusedBy === 'tenant') {
+          throw rateLimited(`This tenant's keys together sent more than ${own.requestBurstPerTenant} requests in a burst to this server; slow down`, taken.retryAfterS, own.requestBurstPerTenant);
+        }
+        if (taken.refusedBy === 'key') throw rateLimited(`This key sent more than ${own.requestBurstPerKey} requests in a burst; slow down`, taken.retryAfterS, own.requestBurstPerKey);
       }
     } catch (err) {
       sendError(reply as never, req as never, err, logger);

@@ -90,6 +90,31 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200);
   });
 
+  it('limits requests per tenant across all its keys: more keys buy no larger share; another tenant is unaffected', async () => {
+    await setLimits({ requestsPerSecondPerTenant: 1, requestBurstPerTenant: 4, requestsPerSecondPerKey: 1, requestBurstPerKey: 3 });
+    const keys = [teacher, ...(await Promise.all([f.newKey(tenant, 'teacher'), f.newKey(tenant, 'teacher')])).map((k) => k.key)];
+    // Two requests from each of three keys, each key well within its own bucket: the tenant's holds four.
+    const answers = [];
+    for (const key of [...keys, ...keys]) answers.push(await t.http.get('/v1/limits').set(bearer(key)));
+    expect(answers.map((r) => r.status)).toEqual([200, 200, 200, 200, 429, 429]);
+    // The headers were the tenant's bucket, nearer to refusing than any key's.
+    expect(answers[3].headers['ratelimit-limit']).toBe('4');
+    expect(answers[3].headers['ratelimit-remaining']).toBe('0');
+    const refused = answers[4];
+    expect(refused.body.error).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringContaining("tenant's keys together") });
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    // Another tenant's requests go on.
+    const other = await f.newTenant();
+    await t.http.get('/v1/limits').set(bearer(other.adminKey)).expect(200);
+    // A refused request took no token from its key: with the tenant's limit lifted, the key that was
+    // refused once still has two of its three (it spent one), then its own bucket refuses.
+    await setLimits({ requestsPerSecondPerTenant: null, requestBurstPerTenant: null });
+    const again = [];
+    for (let i = 0; i < 3; i++) again.push(await t.http.get('/v1/limits').set(bearer(keys[1])));
+    expect(again.map((r) => r.status)).toEqual([200, 200, 429]);
+    expect(again[2].body.error.message).toContain('This key sent');
+  });
+
   it("shows the tenant its limits and usage; the operator sets them per tenant, and null restores the default", async () => {
     const view = await t.http.get('/v1/limits').set(bearer(teacher)).expect(200);
     expect(view.body.limits).toMatchObject({ essaysQueued: 20000, essaysGrading: 64, chatInFlight: 16, eventStreams: 100, providerCalls: 64 });

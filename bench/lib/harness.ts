@@ -173,6 +173,8 @@ export async function startService(env: Record<string, string>): Promise<Proc> {
       // of requests a second. bench:fairness sets the limits it measures itself.
       LIMIT_REQUESTS_PER_SECOND_PER_KEY: '1000000',
       LIMIT_REQUEST_BURST_PER_KEY: '1000000',
+      LIMIT_REQUESTS_PER_SECOND_PER_TENANT: '1000000',
+      LIMIT_REQUEST_BURST_PER_TENANT: '1000000',
       LIMIT_ESSAYS_QUEUED: '10000000',
       LIMIT_ESSAYS_GRADING: '100000',
       LIMIT_CHAT_IN_FLIGHT: '100000',

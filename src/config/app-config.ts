@@ -93,6 +93,9 @@ export interface TenantLimits {
   /** requests a second per API key (refill rate of its token bucket), and the bucket's size */
   requestsPerSecondPerKey: number;
   requestBurstPerKey: number;
+  /** requests a second of all the tenant's keys together, per instance, and that bucket's size */
+  requestsPerSecondPerTenant: number;
+  requestBurstPerTenant: number;
   /** essays waiting in the queue */
   essaysQueued: number;
   /** essays being graded at once, across instances */
@@ -107,7 +110,7 @@ export interface TenantLimits {
   reportsInFlight: number;
 }
 
-export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls', 'reportsInFlight'] as const;
+export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'requestsPerSecondPerTenant', 'requestBurstPerTenant', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls', 'reportsInFlight'] as const;
 
 /** Webhooks Inkstone sends to tenants' URLs (budget alerts). */
 export interface WebhookConfig {
@@ -170,6 +173,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     limits: {
       requestsPerSecondPerKey: e.int('LIMIT_REQUESTS_PER_SECOND_PER_KEY', { min: 1, max: 1_000_000, default: 20 }),
       requestBurstPerKey: e.int('LIMIT_REQUEST_BURST_PER_KEY', { min: 1, max: 1_000_000, default: 40 }),
+      requestsPerSecondPerTenant: e.int('LIMIT_REQUESTS_PER_SECOND_PER_TENANT', { min: 1, max: 1_000_000, default: 200 }),
+      requestBurstPerTenant: e.int('LIMIT_REQUEST_BURST_PER_TENANT', { min: 1, max: 1_000_000, default: 400 }),
       essaysQueued: e.int('LIMIT_ESSAYS_QUEUED', { min: 1, max: 10_000_000, default: 20_000 }),
       essaysGrading: e.int('LIMIT_ESSAYS_GRADING', { min: 1, max: 100_000, default: 64 }),
       chatInFlight: e.int('LIMIT_CHAT_IN_FLIGHT', { min: 1, max: 100_000, default: 16 }),

@@ -15,6 +15,8 @@ const Limit = (max: number) =>
 export class SetLimitsDto implements Partial<Record<keyof TenantLimits, number | null>> {
   @Limit(1_000_000) requestsPerSecondPerKey?: number | null;
   @Limit(1_000_000) requestBurstPerKey?: number | null;
+  @Limit(1_000_000) requestsPerSecondPerTenant?: number | null;
+  @Limit(1_000_000) requestBurstPerTenant?: number | null;
   @Limit(10_000_000) essaysQueued?: number | null;
   @Limit(100_000) essaysGrading?: number | null;
   @Limit(100_000) chatInFlight?: number | null;

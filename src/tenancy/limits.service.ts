@@ -30,6 +30,8 @@ export type Release = () => void;
 export const LIMIT_SCOPES: Record<LimitName, 'per key' | 'per tenant' | 'per tenant, per instance'> = {
   requestsPerSecondPerKey: 'per key',
   requestBurstPerKey: 'per key',
+  requestsPerSecondPerTenant: 'per tenant, per instance',
+  requestBurstPerTenant: 'per tenant, per instance',
   essaysQueued: 'per tenant',
   essaysGrading: 'per tenant',
   chatInFlight: 'per tenant, per instance',
@@ -42,6 +44,8 @@ export const LIMIT_SCOPES: Record<LimitName, 'per key' | 'per tenant' | 'per ten
 export const LIMIT_MEANINGS: Record<LimitName, string> = {
   requestsPerSecondPerKey: "requests per second per API key: a token bucket's refill rate (its state is in every answer's RateLimit-* headers)",
   requestBurstPerKey: "the most requests one key may send at once: the token bucket's size",
+  requestsPerSecondPerTenant: "requests per second of all the tenant's keys together: a second token bucket, so a tenant's share of a server does not grow with the keys it makes",
+  requestBurstPerTenant: "the most requests all the tenant's keys together may send at once: that bucket's size",
   essaysQueued: 'essays waiting to be graded',
   essaysGrading: 'essays being graded at once, across instances (enforced in the queue’s claim)',
   chatInFlight: 'chat completions in flight',
@@ -51,6 +55,24 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
 };
 
 const BUCKETS_MAX = 100_000;
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+/** A token bucket brought up to `now` (a new one starts full). */
+function refill(buckets: TtlCache<string, Bucket>, id: string, rate: number, size: number, now: number): Bucket {
+  let b = buckets.get(id);
+  if (!b) {
+    b = { tokens: size, at: now };
+    buckets.set(id, b);
+  } else {
+    b.tokens = Math.min(size, b.tokens + ((now - b.at) / 1000) * rate);
+    b.at = now;
+  }
+  return b;
+}
 /** Reports of one tenant that may wait for a slot on an instance; more are refused (a flood holds no memory). */
 const REPORTS_WAITING_MAX = 32;
 const QUEUED_CACHE_MS = 1_000;
@@ -67,8 +89,9 @@ const QUEUED_CACHE_MS = 1_000;
 export class LimitsService {
   /** the operator's limits per tenant: a change is announced on the bus, so they are held a minute */
   private readonly overrides = new TtlCache<string, Partial<TenantLimits>>(60_000, 100_000);
-  /** token buckets by API key id; bounded (an evicted key starts again with a full bucket) */
-  private readonly buckets = new TtlCache<string, { tokens: number; at: number }>(Number.POSITIVE_INFINITY, BUCKETS_MAX);
+  /** token buckets by API key id, and by tenant; bounded (an evicted one starts again full) */
+  private readonly buckets = new TtlCache<string, Bucket>(Number.POSITIVE_INFINITY, BUCKETS_MAX);
+  private readonly tenantBuckets = new TtlCache<string, Bucket>(Number.POSITIVE_INFINITY, BUCKETS_MAX);
   private readonly inUse = {
     chatInFlight: new Map<string, number>(),
     eventStreams: new Map<string, number>(),
@@ -107,30 +130,31 @@ export class LimitsService {
   }
 
   /**
-   * One request of an API key: a token from its bucket, or RATE_LIMITED. The headers go on every
-   * answer, so a client can slow down before it is refused.
+   * One request of an API key: a token from its bucket and one from its tenant's (all its keys
+   * together, so making more keys does not buy a larger share of the server), or RATE_LIMITED,
+   * taking neither. The headers, on every answer, are the bucket nearer to refusing, so a client
+   * can slow down before it is refused.
    */
-  takeRequest(keyId: string, limits: TenantLimits, now = Date.now()): { ok: boolean; headers: RateLimitHeaders; retryAfterS: number } {
-    const rate = limits.requestsPerSecondPerKey;
-    const size = limits.requestBurstPerKey;
-    let b = this.buckets.get(keyId);
-    if (!b) {
-      b = { tokens: size, at: now };
-      this.buckets.set(keyId, b);
-    } else {
-      b.tokens = Math.min(size, b.tokens + ((now - b.at) / 1000) * rate);
-      b.at = now;
+  takeRequest(keyId: string, tenantId: string, limits: TenantLimits, now = Date.now()): { ok: boolean; headers: RateLimitHeaders; retryAfterS: number; refusedBy: 'key' | 'tenant' | null } {
+    const key = refill(this.buckets, keyId, limits.requestsPerSecondPerKey, limits.requestBurstPerKey, now);
+    const tenant = refill(this.tenantBuckets, tenantId, limits.requestsPerSecondPerTenant, limits.requestBurstPerTenant, now);
+    const refusedBy = key.tokens < 1 ? 'key' : tenant.tokens < 1 ? 'tenant' : null;
+    if (!refusedBy) {
+      key.tokens -= 1;
+      tenant.tokens -= 1;
     }
-    const ok = b.tokens >= 1;
-    if (ok) b.tokens -= 1;
-    const retryAfterS = ok ? 0 : Math.max(1, Math.ceil((1 - b.tokens) / rate));
+    const shown =
+      tenant.tokens < key.tokens ? { b: tenant, rate: limits.requestsPerSecondPerTenant, size: limits.requestBurstPerTenant } : { b: key, rate: limits.requestsPerSecondPerKey, size: limits.requestBurstPerKey };
+    const wait = (b: Bucket, rate: number) => (b.tokens >= 1 ? 0 : Math.max(1, Math.ceil((1 - b.tokens) / rate)));
+    const retryAfterS = refusedBy ? Math.max(wait(key, limits.requestsPerSecondPerKey), wait(tenant, limits.requestsPerSecondPerTenant)) : 0;
     return {
-      ok,
+      ok: !refusedBy,
       retryAfterS,
+      refusedBy,
       headers: {
-        'ratelimit-limit': String(size),
-        'ratelimit-remaining': String(Math.floor(b.tokens)),
-        'ratelimit-reset': String(Math.max(retryAfterS, Math.ceil((size - b.tokens) / rate))),
+        'ratelimit-limit': String(shown.size),
+        'ratelimit-remaining': String(Math.floor(shown.b.tokens)),
+        'ratelimit-reset': String(Math.max(retryAfterS, Math.ceil((shown.size - shown.b.tokens) / shown.rate))),
       },
     };
   }

@@ -19,9 +19,11 @@ export function testEnv(databaseUrl: string, extra: Record<string, string> = {})
     PORT: '0',
     HOST: '127.0.0.1',
     SHUTDOWN_GRACE_MS: '2000',
-    // Tests send bursts a person would not: the per-key rate limit is tested on its own.
+    // Tests send bursts a person would not: the per-key and per-tenant rate limits are tested on their own.
     LIMIT_REQUESTS_PER_SECOND_PER_KEY: '100000',
     LIMIT_REQUEST_BURST_PER_KEY: '100000',
+    LIMIT_REQUESTS_PER_SECOND_PER_TENANT: '100000',
+    LIMIT_REQUEST_BURST_PER_TENANT: '100000',
     INKSTONE_SECRET_KEY: TEST_SECRET_KEY,
     ...extra,
   };

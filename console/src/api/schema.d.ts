@@ -676,6 +676,8 @@ export interface components {
         SetLimitsDto: {
             requestsPerSecondPerKey?: number | null;
             requestBurstPerKey?: number | null;
+            requestsPerSecondPerTenant?: number | null;
+            requestBurstPerTenant?: number | null;
             essaysQueued?: number | null;
             essaysGrading?: number | null;
             chatInFlight?: number | null;
@@ -1373,7 +1375,11 @@ export interface components {
                 /** @enum {string} */
                 requestBurstPerKey: "per key" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
+                requestBurstPerTenant: "per key" | "per tenant" | "per tenant, per instance";
+                /** @enum {string} */
                 requestsPerSecondPerKey: "per key" | "per tenant" | "per tenant, per instance";
+                /** @enum {string} */
+                requestsPerSecondPerTenant: "per key" | "per tenant" | "per tenant, per instance";
             };
             usage: {
                 chatInFlight: number;
@@ -1559,8 +1565,11 @@ export interface components {
             /** @description ledger reports (usage, stats, the monthly report) being read at once, per instance; more wait their turn */
             reportsInFlight: number;
             requestBurstPerKey: number;
+            requestBurstPerTenant: number;
             /** @description requests a second per API key (refill rate of its token bucket), and the bucket's size */
             requestsPerSecondPerKey: number;
+            /** @description requests a second of all the tenant's keys together, per instance, and that bucket's size */
+            requestsPerSecondPerTenant: number;
         };
         /** @enum {string} */
         Tier: "standard" | "deep";
