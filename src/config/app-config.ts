@@ -96,6 +96,8 @@ export interface TenantLimits {
   /** requests a second of all the tenant's keys together, per instance, and that bucket's size */
   requestsPerSecondPerTenant: number;
   requestBurstPerTenant: number;
+  /** active (not revoked) API keys */
+  apiKeys: number;
   /** essays waiting in the queue */
   essaysQueued: number;
   /** essays being graded at once, across instances */
@@ -110,7 +112,7 @@ export interface TenantLimits {
   reportsInFlight: number;
 }
 
-export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'requestsPerSecondPerTenant', 'requestBurstPerTenant', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls', 'reportsInFlight'] as const;
+export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'requestsPerSecondPerTenant', 'requestBurstPerTenant', 'apiKeys', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls', 'reportsInFlight'] as const;
 
 /** Webhooks Inkstone sends to tenants' URLs (budget alerts). */
 export interface WebhookConfig {
@@ -175,6 +177,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       requestBurstPerKey: e.int('LIMIT_REQUEST_BURST_PER_KEY', { min: 1, max: 1_000_000, default: 40 }),
       requestsPerSecondPerTenant: e.int('LIMIT_REQUESTS_PER_SECOND_PER_TENANT', { min: 1, max: 1_000_000, default: 200 }),
       requestBurstPerTenant: e.int('LIMIT_REQUEST_BURST_PER_TENANT', { min: 1, max: 1_000_000, default: 400 }),
+      apiKeys: e.int('LIMIT_API_KEYS', { min: 1, max: 1_000_000, default: 2_000 }),
       essaysQueued: e.int('LIMIT_ESSAYS_QUEUED', { min: 1, max: 10_000_000, default: 20_000 }),
       essaysGrading: e.int('LIMIT_ESSAYS_GRADING', { min: 1, max: 100_000, default: 64 }),
       chatInFlight: e.int('LIMIT_CHAT_IN_FLIGHT', { min: 1, max: 100_000, default: 16 }),

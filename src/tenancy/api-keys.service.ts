@@ -12,6 +12,8 @@ import { TenantScopedRepository } from '../db/tenant-scope';
 import { generateApiKey, hashSecret, parseApiKey, hashMatches } from './api-key-secret';
 import { ApiKeyEntity, ApiKeyRole } from './api-key.entity';
 import { CreateApiKeyDto } from './dto/create-api-key.dto';
+import { LimitsService } from './limits.service';
+import { TenantsRepository } from './tenants.repository';
 
 export interface CreatedApiKey {
   id: string;
@@ -80,6 +82,8 @@ export class ApiKeysService {
     private readonly ds: DataSource,
     private readonly bus: ClusterBus,
     @Inject(CONFIG) config: AppConfig,
+    private readonly limits: LimitsService,
+    private readonly tenants: TenantsRepository,
   ) {
     this.authCache = new TtlCache(config.authCacheTtlMs, AUTH_CACHE_MAX);
     this.refused = new TtlCache(config.authCacheTtlMs, REFUSED_CACHE_MAX);
@@ -92,8 +96,19 @@ export class ApiKeysService {
     return new TenantScopedRepository(manager, ApiKeyEntity, tenantId);
   }
 
-  create(auth: TenantAuth, dto: CreateApiKeyDto): Promise<CreatedApiKey> {
-    return this.issue(this.ds.manager, auth.tenantId, dto.name, dto.role);
+  /**
+   * A new key, within the tenant's `apiKeys` limit of active keys (409 past it: revoke one first).
+   * The tenant's row is locked while its keys are counted, so keys made at once by several admins
+   * or instances cannot together pass the limit.
+   */
+  async create(auth: TenantAuth, dto: CreateApiKeyDto): Promise<CreatedApiKey> {
+    const max = (await this.limits.of(auth.tenantId)).apiKeys;
+    return this.ds.transaction(async (m) => {
+      await m.query(`SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [auth.tenantId]);
+      const active = await this.tenants.activeKeys(auth.tenantId, m);
+      if (active >= max) throw new ApiError('CONFLICT', `This tenant already has ${active} active API keys, its limit; revoke one before making another`);
+      return this.issue(m, auth.tenantId, dto.name, dto.role);
+    });
   }
 
   /** Creates a key inside the caller's transaction (tenant creation issues the first admin key). */

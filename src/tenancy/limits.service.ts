@@ -12,7 +12,7 @@ export type LimitName = (typeof LIMIT_NAMES)[number];
 /** What a tenant may use and what it uses now, as GET /v1/limits shows it. */
 export interface LimitsView {
   limits: TenantLimits;
-  usage: { essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number; reportsInFlight: number };
+  usage: { apiKeys: number; essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number; reportsInFlight: number };
   scope: Record<LimitName, 'per key' | 'per tenant' | 'per tenant, per instance'>;
 }
 
@@ -32,6 +32,7 @@ export const LIMIT_SCOPES: Record<LimitName, 'per key' | 'per tenant' | 'per ten
   requestBurstPerKey: 'per key',
   requestsPerSecondPerTenant: 'per tenant, per instance',
   requestBurstPerTenant: 'per tenant, per instance',
+  apiKeys: 'per tenant',
   essaysQueued: 'per tenant',
   essaysGrading: 'per tenant',
   chatInFlight: 'per tenant, per instance',
@@ -46,6 +47,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   requestBurstPerKey: "the most requests one key may send at once: the token bucket's size",
   requestsPerSecondPerTenant: "requests per second of all the tenant's keys together: a second token bucket, so a tenant's share of a server does not grow with the keys it makes",
   requestBurstPerTenant: "the most requests all the tenant's keys together may send at once: that bucket's size",
+  apiKeys: 'active (not revoked) API keys; past it, making one is refused with 409 until one is revoked',
   essaysQueued: 'essays waiting to be graded',
   essaysGrading: 'essays being graded at once, across instances (enforced in the queue’s claim)',
   chatInFlight: 'chat completions in flight',
@@ -294,6 +296,7 @@ export class LimitsService {
     return {
       limits,
       usage: {
+        apiKeys: await this.tenants.activeKeys(tenantId),
         essaysQueued: await this.countQueued(tenantId, limits.essaysQueued + 1),
         chatInFlight: this.inUse.chatInFlight.get(tenantId) ?? 0,
         eventStreams: this.inUse.eventStreams.get(tenantId) ?? 0,

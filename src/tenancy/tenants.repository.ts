@@ -187,6 +187,13 @@ export class TenantsRepository {
   }
 
   /** Sets some limits and clears others (back to the defaults). */
+  /** The tenant's active (not revoked) API keys, counted (in `manager`'s transaction, if given). */
+  async activeKeys(tenantId: string, manager: EntityManager = this.ds.manager): Promise<number> {
+    assertTenantId(tenantId);
+    const [row] = rowsOf<{ n: number }>(await manager.query(`SELECT count(*)::int AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL`, [tenantId]));
+    return row.n;
+  }
+
   async setLimits(tenantId: string, set: Record<string, number>, cleared: string[]): Promise<void> {
     await this.one(tenantId, `UPDATE tenants SET limits = (limits - $3::text[]) || $2::jsonb WHERE id = $1 RETURNING id`, [JSON.stringify(set), cleared]);
   }

@@ -678,6 +678,7 @@ export interface components {
             requestBurstPerKey?: number | null;
             requestsPerSecondPerTenant?: number | null;
             requestBurstPerTenant?: number | null;
+            apiKeys?: number | null;
             essaysQueued?: number | null;
             essaysGrading?: number | null;
             chatInFlight?: number | null;
@@ -1361,6 +1362,8 @@ export interface components {
             limits: components["schemas"]["TenantLimits"];
             scope: {
                 /** @enum {string} */
+                apiKeys: "per key" | "per tenant" | "per tenant, per instance";
+                /** @enum {string} */
                 chatInFlight: "per key" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
                 essaysGrading: "per key" | "per tenant" | "per tenant, per instance";
@@ -1382,6 +1385,7 @@ export interface components {
                 requestsPerSecondPerTenant: "per key" | "per tenant" | "per tenant, per instance";
             };
             usage: {
+                apiKeys: number;
                 chatInFlight: number;
                 essaysQueued: number;
                 eventStreams: number;
@@ -1552,6 +1556,8 @@ export interface components {
         };
         /** @description What one tenant may use of the shared service (SPEC §10). */
         TenantLimits: {
+            /** @description active (not revoked) API keys */
+            apiKeys: number;
             /** @description chat completions in flight, per instance */
             chatInFlight: number;
             /** @description essays being graded at once, across instances */
