@@ -6,6 +6,7 @@ import { BooksRepository, SettlingCall } from '../src/billing/books.repository';
 import { LedgerEntry } from '../src/billing/ledger.service';
 import { ClusterBus } from '../src/db/cluster-bus';
 import { TenantsRepository } from '../src/tenancy/tenants.repository';
+import { LimitsService } from '../src/tenancy/limits.service';
 import { serverUrl } from './support/test-database';
 import { waitFor } from './support/wait';
 import { Clock } from '../src/common/clock';
@@ -239,6 +240,22 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const prompt = countPromptTokens([{ content: 'stream me' }]);
       expect(end.result.usage).toEqual({ inputTokens: prompt, cachedInputTokens: 0, outputTokens: countTokens(text) });
       expect(end.result.costNanos).toBe(BigInt(prompt) * PRICE['qwen-flash'].input + BigInt(countTokens(text)) * PRICE['qwen-flash'].output);
+      await booksBalanced();
+    });
+
+    it('settles a stream its reader abandons at its first event: the provider slot freed, the reservation settled, one row', async () => {
+      fake.enqueue('dashscope', { kind: 'stream', content: 'one two three four', chunks: 4, chunkDelayMs: 50 });
+      const limits = t.app.get(LimitsService);
+      const stream = gw.stream({ tenantId: tenant.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: 'left at the start' }], maxTokens: 100 });
+      const first = await stream.next();
+      expect(first.value).toMatchObject({ type: 'start', cache: 'miss' });
+      await stream.return(undefined); // the reader stops there (its loop broke or threw)
+      const rows = await ledger();
+      expect(rows).toHaveLength(1);
+      expect(rows[0]).toMatchObject({ outcome: 'stream_interrupted', error_reason: 'cancelled' });
+      expect((await limits.view(tenant.tenantId)).usage.providerCalls).toBe(0);
+      const { held, available } = t.app.get(BudgetService).leases!.holding(tenant.tenantId);
+      expect(held).toBe(available);
       await booksBalanced();
     });
   });

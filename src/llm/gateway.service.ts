@@ -722,11 +722,12 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   /** Relays a committed stream to the client, then settles it, minds the breakers and caches the answer. */
   private async *relay(ctx: CallContext<string>, s: OpenStream): AsyncGenerator<GatewayStreamEvent<string>> {
     const { model } = s;
-    yield { type: 'start', provider: model.provider, model: model.id, cache: 'miss' };
     let content = s.first;
     let broken: ProviderError | undefined;
     let ended: GatewayResult<string> | undefined;
     try {
+      // (inside the try: a reader that stops at any event, the first too, still settles the call)
+      yield { type: 'start', provider: model.provider, model: model.id, cache: 'miss' };
       yield { type: 'delta', text: s.first };
       for (;;) {
         const next = await s.events.next();
@@ -741,6 +742,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     } catch (err) {
       broken = toProviderError(err);
     } finally {
+      // A reader that stopped early leaves the provider's stream open: close it (a no-op once it ended).
+      await s.events.return(undefined).catch(() => undefined);
       s.release();
       // Also reached when the client goes away mid-stream (the generator is returned early).
       if (!broken && !s.finishReason && !s.usage) broken = new ProviderError('fatal', 'cancelled', 'the client went away');
