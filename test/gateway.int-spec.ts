@@ -95,14 +95,14 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
   }
 
   function watchStatements(pattern: RegExp) {
-    const statements: Array<{ sql: string; params: unknown[]; name?: string }> = [];
+    const statements: Array<{ sql: string; params: unknown[]; name?: string; at: number }> = [];
     const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
     const query = pool.query.bind(pool);
     const spy = jest.spyOn(pool, 'query').mockImplementation((...args: unknown[]) => {
       // A statement as text and parameters, or as a named prepared statement's { name, text, values }.
       const named = typeof args[0] === 'object' && args[0] !== null ? (args[0] as { name: string; text: string; values: unknown[] }) : undefined;
       const sql = named ? named.text : args[0];
-      if (typeof sql === 'string' && pattern.test(sql)) statements.push({ sql, params: named ? named.values : (args[1] as unknown[]), name: named?.name });
+      if (typeof sql === 'string' && pattern.test(sql)) statements.push({ sql, params: named ? named.values : (args[1] as unknown[]), name: named?.name, at: Date.now() });
       return query(...args);
     });
     return { statements, stop: () => spy.mockRestore() };
@@ -962,6 +962,34 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         expect(await books.returnLease(x.tenantId, periods[i], leases.instanceId, 1n)).toBe(false);
         expect((await booksBalanced(x.tenantId)).leased).toBe(0n);
       }
+    });
+
+    it('gives idle leases back a few a statement with a pause between (renewals go on); one used again meanwhile stays', async () => {
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const tenants = await Promise.all([1, 2, 3, 4, 5].map(() => f.newTenant({ monthlyBudget: '100.00' })));
+      const periods = await Promise.all(tenants.map((x) => budget.currentPeriod(x.tenantId)));
+      const opts = { ttlMs: 3_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 1_000, maxBehind: 1_024, maxBehindPerTenant: 128, returnChunk: 2, returnPauseMs: 400 };
+      const leases = new BudgetLeases(books, opts, () => Promise.reject(new Error('no lease is swept here')));
+      // Each tenant makes a call that costs nothing, then goes quiet past idleMs.
+      for (const [i, x] of tenants.entries()) await leases.settle((await leases.admit(x.tenantId, periods[i], 1_000_000n))!, 0n, paidEntry(x.tenantId, periods[i], 0n));
+      await new Promise((r) => setTimeout(r, 1_100));
+      const watch = watchStatements(/budget_leases/);
+      const returns = () => watch.statements.filter((x) => /^\s*WITH x AS/.test(x.sql));
+      try {
+        leases.start();
+        await waitFor(() => returns().length >= 1, 30_000, 'a first return');
+        // The last tenant calls again while the first chunks go back: its lease is not idle when its chunk comes.
+        expect(await leases.admit(tenants[4].tenantId, periods[4], 1_000n)).not.toBeNull();
+        await waitFor(() => tenants.slice(0, 4).every((x) => leases.holding(x.tenantId).held === 0n), 30_000, 'four idle leases given back');
+        expect(returns().map((x) => (x.params[0] as unknown[]).length)).toEqual([2, 2]);
+        expect(returns()[1].at - returns()[0].at).toBeGreaterThanOrEqual(400);
+        expect(leases.holding(tenants[4].tenantId).available).toBeGreaterThan(0n);
+      } finally {
+        watch.stop();
+        await leases.close();
+      }
+      for (const x of tenants) expect((await booksBalanced(x.tenantId)).leased).toBe(x === tenants[4] ? 1_000n : 0n);
     });
 
     it('renews a lease with each settlement that writes it, never shortening it', async () => {

@@ -27,6 +27,14 @@ export interface LeaseOptions {
   maxBehind: number;
   /** of those, at most this many of one tenant's (a tenant's flood of hits waits for its own rows, not everyone's) */
   maxBehindPerTenant: number;
+  /**
+   * Idle leases go back at most this many a statement (default 100), with `returnPauseMs` (default
+   * 25) between statements: when thousands of tenants go idle together, giving their leases back
+   * never holds the database for long at a stretch (the calls of the tenants still working wait
+   * behind it). An instance closing gives every lease back at once.
+   */
+  returnChunk?: number;
+  returnPauseMs?: number;
 }
 
 interface Lease {
@@ -89,6 +97,8 @@ export class BudgetLeases {
   private readonly settlements: KeyedBatcher<Pending, { spent: Nanos; cap: Nanos } | { failed: unknown }>;
   private renewTimer?: NodeJS.Timeout;
   private closed = false;
+  /** idle leases being given back, a chunk at a time (one such pass at once; renewals go on meanwhile) */
+  private returningIdle: Promise<void> | null = null;
   /** cache hits' rows submitted behind their answers and not yet written */
   private behind = 0;
   /** the same, by tenant (a tenant with none has no entry) */
@@ -341,17 +351,33 @@ export class BudgetLeases {
         await this.books.renewLeases(this.instanceId, this.opts.ttlMs, due);
         for (const l of due) l.renewedAt = Math.max(l.renewedAt, sentAt);
       }
+    } catch (err) {
+      this.logger.warn({ msg: 'budget lease housekeeping failed', err: loggableError(err) });
+    }
+    this.returningIdle ??= this.returnIdle().finally(() => (this.returningIdle = null));
+  }
+
+  private isIdle(l: Lease, now: number): boolean {
+    return !l.refill && (l.revoked || now - l.lastUsed > this.opts.idleMs);
+  }
+
+  /** Gives back the idle and the revoked leases, `returnChunk` a statement, paced (see LeaseOptions). */
+  private async returnIdle(): Promise<void> {
+    const chunk = this.opts.returnChunk ?? 100;
+    const pause = this.opts.returnPauseMs ?? 25;
+    const idle = [...this.leases].filter(([, l]) => this.isIdle(l, Date.now()));
+    for (let i = 0; i < idle.length && !this.closed; i += chunk) {
+      if (i > 0) await new Promise((r) => setTimeout(r, pause));
       const now = Date.now();
-      const idle = [...this.leases].filter(([, l]) => !l.refill && (l.revoked || now - l.lastUsed > this.opts.idleMs));
-      // Given back together: the returns of a moment go in one statement.
+      // Given back together: the returns of a moment go in one statement. (One used again during
+      // the pause stays.)
       await Promise.all(
-        idle.map(async ([key, l]) => {
+        idle.slice(i, i + chunk).map(async ([key, l]) => {
+          if (!this.isIdle(l, now)) return;
           await this.giveBack(l);
           if (l.held === 0n && !l.refill && this.leases.get(key) === l) this.leases.delete(key);
         }),
       );
-    } catch (err) {
-      this.logger.warn({ msg: 'budget lease housekeeping failed', err: loggableError(err) });
     }
   }
 
@@ -359,6 +385,7 @@ export class BudgetLeases {
   async close(): Promise<void> {
     this.closed = true;
     if (this.renewTimer) clearInterval(this.renewTimer);
+    await this.returningIdle; // (it stops after its chunk in hand)
     await this.settlements.drain();
     await Promise.all([...this.leases.values()].map((l) => this.giveBack(l)));
   }
