@@ -115,7 +115,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     expect(again[2].body.error.message).toContain('This key sent');
   });
 
-  it('keeps a tenant within its active API keys: 409 past the limit, even for keys asked for at once; a revoked key makes room', async () => {
+  it('keeps a tenant within its active API keys: 429 past the limit, even for keys asked for at once; a revoked key makes room', async () => {
     // The tenant has two keys (its first admin key and the teacher's).
     expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.usage.apiKeys).toBe(2);
     await setLimits({ apiKeys: 5 });
@@ -123,15 +123,16 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     const asked = await Promise.all(Array.from({ length: 8 }, (_, i) => t.http.post('/v1/api-keys').set(bearer(tenant.adminKey)).send({ name: `burst ${i}`, role: 'teacher' })));
     expect(asked.filter((r) => r.status === 201)).toHaveLength(3);
     const refused = asked.filter((r) => r.status !== 201);
-    expect(refused.map((r) => r.status)).toEqual([409, 409, 409, 409, 409]);
-    expect(refused[0].body.error).toMatchObject({ code: 'CONFLICT', message: expect.stringContaining('revoke one') });
+    expect(refused.map((r) => r.status)).toEqual([429, 429, 429, 429, 429]);
+    expect(refused[0].body.error).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringContaining('revoke one') });
+    expect(refused[0].headers['retry-after']).toBeDefined();
     const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL`, [tenant.tenantId]);
     expect(n).toBe(5);
     expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.usage.apiKeys).toBe(5);
     // Revoking one makes room for one.
     await t.http.delete(`/v1/api-keys/${asked.find((r) => r.status === 201)!.body.id}`).set(bearer(tenant.adminKey)).expect(204);
     await t.http.post('/v1/api-keys').set(bearer(tenant.adminKey)).send({ name: 'after a revocation', role: 'teacher' }).expect(201);
-    await t.http.post('/v1/api-keys').set(bearer(tenant.adminKey)).send({ name: 'one too many', role: 'teacher' }).expect(409);
+    await t.http.post('/v1/api-keys').set(bearer(tenant.adminKey)).send({ name: 'one too many', role: 'teacher' }).expect(429);
     // Another tenant's keys are its own count.
     const other = await f.newTenant();
     await t.http.post('/v1/api-keys').set(bearer(other.adminKey)).send({ name: 'other school', role: 'teacher' }).expect(201);

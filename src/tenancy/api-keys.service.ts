@@ -12,7 +12,7 @@ import { TenantScopedRepository } from '../db/tenant-scope';
 import { generateApiKey, hashSecret, parseApiKey, hashMatches } from './api-key-secret';
 import { ApiKeyEntity, ApiKeyRole } from './api-key.entity';
 import { CreateApiKeyDto } from './dto/create-api-key.dto';
-import { LimitsService } from './limits.service';
+import { LimitsService, rateLimited } from './limits.service';
 import { TenantsRepository } from './tenants.repository';
 
 export interface CreatedApiKey {
@@ -97,7 +97,8 @@ export class ApiKeysService {
   }
 
   /**
-   * A new key, within the tenant's `apiKeys` limit of active keys (409 past it: revoke one first).
+   * A new key, within the tenant's `apiKeys` limit of active keys (past it, 429 as over any limit,
+   * SPEC §10: nothing is stored; revoking a key makes room).
    * The tenant's row is locked while its keys are counted, so keys made at once by several admins
    * or instances cannot together pass the limit.
    */
@@ -106,7 +107,7 @@ export class ApiKeysService {
     return this.ds.transaction(async (m) => {
       await m.query(`SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [auth.tenantId]);
       const active = await this.tenants.activeKeys(auth.tenantId, m);
-      if (active >= max) throw new ApiError('CONFLICT', `This tenant already has ${active} active API keys, its limit; revoke one before making another`);
+      if (active >= max) throw rateLimited(`This tenant already has ${active} active API keys (limit ${max}); revoke one before making another`, 60, max);
       return this.issue(m, auth.tenantId, dto.name, dto.role);
     });
   }

@@ -47,7 +47,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   requestBurstPerKey: "the most requests one key may send at once: the token bucket's size",
   requestsPerSecondPerTenant: "requests per second of all the tenant's keys together: a second token bucket, so a tenant's share of a server does not grow with the keys it makes",
   requestBurstPerTenant: "the most requests all the tenant's keys together may send at once: that bucket's size",
-  apiKeys: 'active (not revoked) API keys; past it, making one is refused with 409 until one is revoked',
+  apiKeys: 'active (not revoked) API keys; past it, making one is refused (429) until one is revoked',
   essaysQueued: 'essays waiting to be graded',
   essaysGrading: 'essays being graded at once, across instances (enforced in the queue’s claim)',
   chatInFlight: 'chat completions in flight',
