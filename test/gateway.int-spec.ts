@@ -992,6 +992,21 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       for (const x of tenants) expect((await booksBalanced(x.tenantId)).leased).toBe(x === tenants[4] ? 1_000n : 0n);
     });
 
+    it('renews leases 500 a statement with the pause it is given between statements', async () => {
+      const books = t.app.get(BooksRepository);
+      const watch = watchStatements(/^\s*UPDATE budget_leases l SET expires_at/);
+      try {
+        // (rows no instance holds: each statement renews none, which is all this test needs)
+        await books.renewLeases(`test:${randomUUID()}`, 3_000, Array.from({ length: 1_001 }, () => ({ tenantId: randomUUID(), period: '2026-12' })), 150);
+      } finally {
+        watch.stop();
+      }
+      const renewals = watch.statements;
+      expect(renewals.map((x) => (x.params[0] as unknown[]).length)).toEqual([500, 500, 1]);
+      expect(renewals[1].at - renewals[0].at).toBeGreaterThanOrEqual(150);
+      expect(renewals[2].at - renewals[1].at).toBeGreaterThanOrEqual(150);
+    });
+
     it('renews a lease with each settlement that writes it, never shortening it', async () => {
       const books = t.app.get(BooksRepository);
       const x = await f.newTenant({ monthlyBudget: '100.00' });

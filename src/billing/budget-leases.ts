@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { Logger } from '@nestjs/common';
 import type { Nanos } from '../common/money';
 import { loggableError } from '../common/error-rendering';
-import type { BooksRepository, SettlingCall } from './books.repository';
+import { RENEWALS_A_STATEMENT, type BooksRepository, type SettlingCall } from './books.repository';
 import type { LedgerEntry } from './ledger.service';
 import { KeyedBatcher } from '../common/keyed-batcher';
 
@@ -348,7 +348,11 @@ export class BudgetLeases {
       const sentAt = Date.now();
       const due = [...this.leases.values()].filter((l) => sentAt - l.renewedAt >= this.opts.ttlMs / 6);
       if (due.length) {
-        await this.books.renewLeases(this.instanceId, this.opts.ttlMs, due);
+        // Paced as the returns are, within a sixth of the time to live in all (a lease is due a sixth
+        // after its last renewal and lives a whole one: the pacing never makes one expire).
+        const statements = Math.ceil(due.length / RENEWALS_A_STATEMENT);
+        const pause = Math.min(this.opts.returnPauseMs ?? 25, Math.floor(this.opts.ttlMs / 6 / statements));
+        await this.books.renewLeases(this.instanceId, this.opts.ttlMs, due, pause);
         for (const l of due) l.renewedAt = Math.max(l.renewedAt, sentAt);
       }
     } catch (err) {
