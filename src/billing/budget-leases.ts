@@ -358,7 +358,9 @@ export class BudgetLeases {
     } catch (err) {
       this.logger.warn({ msg: 'budget lease housekeeping failed', err: loggableError(err) });
     }
-    this.returningIdle ??= this.returnIdle().finally(() => (this.returningIdle = null));
+    this.returningIdle ??= this.returnIdle()
+      .catch((err: unknown) => this.logger.warn({ msg: 'giving idle budget leases back failed', err: loggableError(err) }))
+      .finally(() => (this.returningIdle = null));
   }
 
   private isIdle(l: Lease, now: number): boolean {
