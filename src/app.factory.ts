@@ -123,10 +123,10 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
         const own = await limits.of(auth.tenantId);
         const taken = limits.takeRequest(auth.keyId, auth.tenantId, own);
         void reply.headers({ ...taken.headers });
-        if (taken.refusedBy === 'tenant') {
-          throw rateLimited(`This tenant's keys together sent more than ${own.requestBurstPerTenant} requests in a burst to this server; slow down`, taken.retryAfterS, own.requestBurstPerTenant);
+        if (taken.refusedBy) {
+          const [who, burst] = taken.refusedBy === 'tenant' ? ["This tenant's keys together", own.requestBurstPerTenant] : ['This key', own.requestBurstPerKey];
+          throw rateLimited(`${who} sent more than ${burst} requests in a burst to this server; slow down`, taken.retryAfterS, burst);
         }
-        if (taken.refusedBy === 'key') throw rateLimited(`This key sent more than ${own.requestBurstPerKey} requests in a burst; slow down`, taken.retryAfterS, own.requestBurstPerKey);
       }
     } catch (err) {
       sendError(reply as never, req as never, err, logger);

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import type { Nanos } from '../common/money';
@@ -662,7 +663,7 @@ export class BooksRepository {
    */
   async renewLeases(instanceId: string, ttlMs: number, leases: Array<{ tenantId: string; period: string }>, pauseMs = 0): Promise<void> {
     for (let i = 0; i < leases.length; i += RENEWALS_A_STATEMENT) {
-      if (i > 0 && pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
+      if (i > 0 && pauseMs > 0) await sleep(pauseMs);
       const some = leases.slice(i, i + RENEWALS_A_STATEMENT);
       await perRowTenantQuery(
         this.ds.manager,

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Logger } from '@nestjs/common';
 import type { Nanos } from '../common/money';
 import { loggableError } from '../common/error-rendering';
@@ -31,7 +32,8 @@ export interface LeaseOptions {
    * Idle leases go back at most this many a statement (default 100), with `returnPauseMs` (default
    * 25) between statements: when thousands of tenants go idle together, giving their leases back
    * never holds the database for long at a stretch (the calls of the tenants still working wait
-   * behind it). An instance closing gives every lease back at once.
+   * behind it). An instance closing gives every lease back at once. The renewals (500 a statement)
+   * take the same pause, less if the pauses would pass a sixth of the time to live.
    */
   returnChunk?: number;
   returnPauseMs?: number;
@@ -373,7 +375,7 @@ export class BudgetLeases {
     const pause = this.opts.returnPauseMs ?? 25;
     const idle = [...this.leases].filter(([, l]) => this.isIdle(l, Date.now()));
     for (let i = 0; i < idle.length && !this.closed; i += chunk) {
-      if (i > 0) await new Promise((r) => setTimeout(r, pause));
+      if (i > 0) await sleep(pause);
       const now = Date.now();
       // Given back together: the returns of a moment go in one statement. (One used again during
       // the pause stays.)

@@ -27,7 +27,7 @@ export class ChatService {
     return parseChatRequest(body);
   }
 
-  private gatewayRequest(auth: TenantAuth, req: ChatCompletionRequest, opts: { noCache: boolean; requestId: string }, signal?: AbortSignal) {
+  private gatewayRequest(auth: TenantAuth, req: ChatCompletionRequest, opts: { noCache: boolean; requestId: string; clientGone?: AbortSignal }, signal?: AbortSignal) {
     const messages = req.messages.map((m) => ({ role: m.role, content: normalizeChatContent(m.content) }));
     const key = ResponseCache.key({
       v: 1,
@@ -56,6 +56,7 @@ export class ChatService {
       cache: { key, lookup: !opts.noCache, store: true },
       uncompressed: req.messages,
       signal,
+      waitSignal: opts.clientGone,
     };
   }
 
@@ -63,7 +64,7 @@ export class ChatService {
   async complete(auth: TenantAuth, req: ChatCompletionRequest, opts: { noCache: boolean; requestId: string; clientGone?: AbortSignal }) {
     let result: GatewayResult<string>;
     try {
-      result = await this.gateway.complete({ ...this.gatewayRequest(auth, req, opts), waitSignal: opts.clientGone });
+      result = await this.gateway.complete(this.gatewayRequest(auth, req, opts));
     } catch (err) {
       throw gatewayToApiError(err);
     }

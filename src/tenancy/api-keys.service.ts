@@ -105,7 +105,7 @@ export class ApiKeysService {
   async create(auth: TenantAuth, dto: CreateApiKeyDto): Promise<CreatedApiKey> {
     const max = (await this.limits.of(auth.tenantId)).apiKeys;
     return this.ds.transaction(async (m) => {
-      await m.query(`SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [auth.tenantId]);
+      await this.tenants.lockForKeys(m, auth.tenantId);
       const active = await this.tenants.activeKeys(auth.tenantId, m);
       if (active >= max) throw rateLimited(`This tenant already has ${active} active API keys (limit ${max}); revoke one before making another`, 60, max);
       return this.issue(m, auth.tenantId, dto.name, dto.role);

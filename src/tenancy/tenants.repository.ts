@@ -186,7 +186,6 @@ export class TenantsRepository {
     return ((await this.hot.get(tenantId))?.limits as Partial<L> | null) ?? {};
   }
 
-  /** Sets some limits and clears others (back to the defaults). */
   /** The tenant's active (not revoked) API keys, counted (in `manager`'s transaction, if given). */
   async activeKeys(tenantId: string, manager: EntityManager = this.ds.manager): Promise<number> {
     assertTenantId(tenantId);
@@ -194,6 +193,15 @@ export class TenantsRepository {
     return row.n;
   }
 
+  /**
+   * Locks the tenant's row until the transaction ends, so keys made at once are counted in turn
+   * (FOR NO KEY UPDATE: the key-share checks of rows that refer to the tenant do not wait on it).
+   */
+  async lockForKeys(tx: EntityManager, tenantId: string): Promise<void> {
+    await this.one(tenantId, `SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [], tx);
+  }
+
+  /** Sets some limits and clears others (back to the defaults). */
   async setLimits(tenantId: string, set: Record<string, number>, cleared: string[]): Promise<void> {
     await this.one(tenantId, `UPDATE tenants SET limits = (limits - $3::text[]) || $2::jsonb WHERE id = $1 RETURNING id`, [JSON.stringify(set), cleared]);
   }
