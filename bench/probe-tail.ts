@@ -72,6 +72,16 @@ async function main() {
     const sched0 = readSched(g.service.child.pid!);
     const cpu = () => ({ service: cpuOf(g.service.child.pid!), postgres: postgresCpu(), upstream: cpuOf(g.upstream.child.pid!), loadGenerator: cpuOf(process.pid) });
     const cpu0 = cpu();
+    // The chat route's server-side duration histogram, before the run (diffed with the one after it).
+    const chatBuckets = async () =>
+      new Map(
+        (await (await fetch(`${g.service.url}/metrics`, { headers: { authorization: `Bearer ${OPERATOR}` } })).text())
+          .split('\n')
+          .map((l) => /^inkstone_http_request_duration_seconds_bucket\{le="([^"]+)",method="POST",route="\/v1\/chat\/completions",status="200"\} (\d+)/.exec(l))
+          .filter((m): m is RegExpExecArray => m !== null)
+          .map((m) => [m[1], Number(m[2])] as const),
+      );
+    const buckets0 = await chatBuckets();
     const t0 = Date.now();
     console.log(JSON.stringify(await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50, onAnswer, warmUpS: Number(process.env.POOL_WARM_S ?? 0) })));
     // For a CPU profile (BENCH_CPU_PROF): where the measured run lies, in ms after the service was started (about).
@@ -84,10 +94,16 @@ async function main() {
     console.log(`answers over 20 ms by 100 ms window (s after ${new Date(t0).toISOString()}: count):`, [...slow].map(([w, n]) => `${(w / 10).toFixed(1)}: ${n}`).join(', ') || 'none');
     await snap();
     // The service's own view: event-loop delay and the chat route's server-side duration.
+    // The measured run's answers as the service timed them (from its request to its reply), by bucket:
+    // slow answers here are the service's; slow answers only above are before or after it.
+    const buckets1 = await chatBuckets();
+    console.log('service-side durations in the run (le seconds: count):', [...buckets1].map(([le, n]) => `${le}: ${n - (buckets0.get(le) ?? 0)}`).join(', '));
     const metrics = await (await fetch(`${g.service.url}/metrics`, { headers: { authorization: `Bearer ${OPERATOR}` } })).text();
     console.log(metrics.split('\n').filter((l) => /eventloop_lag_(p50|p90|p99|max)_seconds |http_request_duration_seconds_bucket.*chat\/completions/.test(l)).join('\n'));
     // PROBE_GC_LOG=<file>: the service's output over the measured run (its GC trace lines) kept there.
     if (process.env.PROBE_GC_LOG) require('node:fs').writeFileSync(process.env.PROBE_GC_LOG, g.service.output().slice(mark));
+    // PROBE_FULL_LOG=<file>: all of the service's output, with the offset where the measured run began.
+    if (process.env.PROBE_FULL_LOG) require('node:fs').writeFileSync(process.env.PROBE_FULL_LOG, `measured run from offset ${mark}\n${g.service.output()}`);
     const gc = g.service.output().slice(mark).split('\n').filter((l) => /Mark-Compact|Scavenge/.test(l));
     // "…, 5.11 / 0.07 ms": the pause on the main thread
     const pauses = gc.map((l) => Number(/([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0));
