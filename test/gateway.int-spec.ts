@@ -1009,6 +1009,40 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(renewals[2].at - renewals[1].at).toBeGreaterThanOrEqual(150);
     });
 
+    // (a row lock held by another connection: PGlite's connections share one session)
+    (serverUrl() ? it : it.skip)('sends one renewal pass at a time: a tick during a slow pass renews nothing again', async () => {
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const tenants = await Promise.all([1, 2].map(() => f.newTenant({ monthlyBudget: '100.00' })));
+      const periods = await Promise.all(tenants.map((x) => budget.currentPeriod(x.tenantId)));
+      // Ticks every 200 ms; a lease is due 100 ms after its last renewal.
+      const leases = new BudgetLeases(books, { ttlMs: 600, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024, maxBehindPerTenant: 128 }, () => Promise.reject(new Error('no lease is swept here')));
+      for (const [i, x] of tenants.entries()) expect(await leases.admit(x.tenantId, periods[i], 1_000n)).not.toBeNull();
+      // Another connection holds the first lease's row: the renewal statement waits for it (a slow database).
+      const holder = ds.createQueryRunner();
+      await holder.connect();
+      await holder.startTransaction();
+      await holder.query(`SELECT 1 FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2 FOR UPDATE`, [tenants[0].tenantId, leases.instanceId]);
+      const watch = watchStatements(/^\s*UPDATE budget_leases l SET expires_at/);
+      const mine = () => watch.statements.filter((x) => x.params[2] === leases.instanceId);
+      try {
+        leases.start();
+        await waitFor(() => mine().length >= 1, 30_000, 'a renewal');
+        // Five more ticks while it waits: none sends the renewal again.
+        await new Promise((r) => setTimeout(r, 1_000));
+        expect(mine()).toHaveLength(1);
+        await holder.rollbackTransaction();
+        // Once it is through, the next passes renew as before.
+        await waitFor(() => mine().length >= 2, 30_000, 'the next renewal');
+      } finally {
+        if (holder.isTransactionActive) await holder.rollbackTransaction();
+        await holder.release();
+        watch.stop();
+        await leases.close();
+      }
+      for (const x of tenants) expect((await booksBalanced(x.tenantId)).leased).toBe(1_000n);
+    });
+
     it('renews a lease with each settlement that writes it, never shortening it', async () => {
       const books = t.app.get(BooksRepository);
       const x = await f.newTenant({ monthlyBudget: '100.00' });

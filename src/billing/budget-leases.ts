@@ -101,6 +101,8 @@ export class BudgetLeases {
   private closed = false;
   /** idle leases being given back, a chunk at a time (one such pass at once; renewals go on meanwhile) */
   private returningIdle: Promise<void> | null = null;
+  /** a renewal pass under way: a tick that comes during it renews nothing (it would renew the same leases again) */
+  private renewing = false;
   /** cache hits' rows submitted behind their answers and not yet written */
   private behind = 0;
   /** the same, by tenant (a tenant with none has no entry) */
@@ -346,6 +348,19 @@ export class BudgetLeases {
    * left to the next run, which still comes half the time to live before it would expire.
    */
   private async housekeeping(): Promise<void> {
+    if (!this.renewing) await this.renewDue();
+    this.returningIdle ??= this.returnIdle()
+      .catch((err: unknown) => this.logger.warn({ msg: 'giving idle budget leases back failed', err: loggableError(err) }))
+      .finally(() => (this.returningIdle = null));
+  }
+
+  /**
+   * One renewal pass. One at a time: when the database is slow (or the leases are very many) a
+   * pass can outlast the tick, and the next tick would send the same leases' renewals again, more
+   * load on a database already slow; the pass under way renews them (within a sixth of the TTL).
+   */
+  private async renewDue(): Promise<void> {
+    this.renewing = true;
     try {
       const sentAt = Date.now();
       const due = [...this.leases.values()].filter((l) => sentAt - l.renewedAt >= this.opts.ttlMs / 6);
@@ -359,10 +374,9 @@ export class BudgetLeases {
       }
     } catch (err) {
       this.logger.warn({ msg: 'budget lease housekeeping failed', err: loggableError(err) });
+    } finally {
+      this.renewing = false;
     }
-    this.returningIdle ??= this.returnIdle()
-      .catch((err: unknown) => this.logger.warn({ msg: 'giving idle budget leases back failed', err: loggableError(err) }))
-      .finally(() => (this.returningIdle = null));
   }
 
   private isIdle(l: Lease, now: number): boolean {
