@@ -138,11 +138,39 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.http.post('/v1/api-keys').set(bearer(other.adminKey)).send({ name: 'other school', role: 'teacher' }).expect(201);
   });
 
+  it('keeps a tenant within its rubric versions: making or editing a rubric past the limit is 429, even at once; another tenant is its own count', async () => {
+    const school = await f.newTenant();
+    await t.http.put(`/v1/tenants/${school.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send({ rubricVersions: 4, requestsPerSecondPerKey: 1000, requestBurstPerKey: 1000 }).expect(200); // (this app's key bucket holds 3)
+    const rubric = (key: string) => ({ key, name: '初中作文', language: 'zh', totalRule: 'sum', dimensions: [{ key: 'content', name: '内容', max: 30, kind: 'content', description: '中心明确' }] });
+    const admin = bearer(school.adminKey);
+    await t.http.post('/v1/rubrics').set(admin).send(rubric('junior')).expect(201);
+    // Edits are versions too: one edit, then six asked for at once (three new rubrics, three edits): two fit.
+    const { key: _k, ...body } = rubric('junior');
+    await t.http.put('/v1/rubrics/junior').set(admin).send(body).expect(200);
+    const asked = await Promise.all([
+      ...[1, 2, 3].map((i) => t.http.post('/v1/rubrics').set(admin).send(rubric(`burst-${i}`))),
+      ...[1, 2, 3].map(() => t.http.put('/v1/rubrics/junior').set(admin).send(body)),
+    ]);
+    expect(asked.filter((r) => r.status === 201 || r.status === 200)).toHaveLength(2);
+    const refused = asked.filter((r) => r.status !== 201 && r.status !== 200);
+    expect(refused.map((r) => r.status)).toEqual([429, 429, 429, 429]);
+    expect(refused[0].body.error).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringContaining('rubric versions (limit 4)') });
+    const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM rubrics WHERE tenant_id = $1`, [school.tenantId]);
+    expect(n).toBe(4);
+    expect((await t.http.get('/v1/limits').set(admin).expect(200)).body.usage.rubricVersions).toBe(4);
+    // What was written is whole: the versions of "junior" run on without a gap.
+    const [{ versions }] = await t.dataSource.query(`SELECT array_agg(version ORDER BY version) AS versions FROM rubrics WHERE tenant_id = $1 AND key = 'junior'`, [school.tenantId]);
+    expect(versions).toEqual(Array.from({ length: versions.length }, (_, i) => i + 1));
+    // Another tenant makes its own.
+    const other = await f.newTenant();
+    await t.http.post('/v1/rubrics').set(bearer(other.adminKey)).send(rubric('junior')).expect(201);
+  });
+
   it("shows the tenant its limits and usage; the operator sets them per tenant, and null restores the default", async () => {
     const view = await t.http.get('/v1/limits').set(bearer(teacher)).expect(200);
     expect(view.body.limits).toMatchObject({ requestsPerSecondPerTenant: 100000, apiKeys: 2000, essaysQueued: 20000, essaysGrading: 64, chatInFlight: 16, eventStreams: 100, providerCalls: 64 });
     expect(view.body.limits.reportsInFlight).toBe(3);
-    expect(view.body.usage).toEqual({ apiKeys: 2, essaysQueued: 0, chatInFlight: 0, eventStreams: 0, providerCalls: 0, reportsInFlight: 0 });
+    expect(view.body.usage).toEqual({ apiKeys: 2, rubricVersions: 0, essaysQueued: 0, chatInFlight: 0, eventStreams: 0, providerCalls: 0, reportsInFlight: 0 });
     expect(view.body.scope.chatInFlight).toBe('per tenant, per instance');
     await setLimits({ essaysQueued: 5 });
     expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.limits.essaysQueued).toBe(5);

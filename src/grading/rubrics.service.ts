@@ -4,6 +4,8 @@ import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { TtlCache } from '../common/ttl-cache';
 import { tenantQuery } from '../db/tenant-scope';
+import { LimitsService, rateLimited } from '../tenancy/limits.service';
+import { TenantsRepository } from '../tenancy/tenants.repository';
 import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
 import { BUILTIN_RUBRICS, builtinRubric, maxScore, Rubric } from './rubric';
 
@@ -28,7 +30,11 @@ export class RubricsService {
   private readonly logger = new Logger(RubricsService.name);
   private readonly versions = new TtlCache<string, Rubric>(Number.POSITIVE_INFINITY, RUBRIC_CACHE_MAX);
 
-  constructor(private readonly ds: DataSource) {}
+  constructor(
+    private readonly ds: DataSource,
+    private readonly limits: LimitsService,
+    private readonly tenants: TenantsRepository,
+  ) {}
 
   /** How many tenant rubric versions this process holds (never more than RUBRIC_CACHE_MAX). */
   get cachedVersions(): number {
@@ -102,16 +108,24 @@ export class RubricsService {
       expectedLength: dto.expectedLength ?? (language === 'en' ? { min: 150, max: 600 } : { min: 600, max: 1200 }),
       builtIn: false,
     };
-    const rows = await tenantQuery<{ version: number }>(
-      this.ds.manager,
-      auth.tenantId,
-      `INSERT INTO rubrics (tenant_id, key, version, definition, created_by)
-       SELECT $1, $2, v, jsonb_set($3::jsonb, '{version}', to_jsonb(v)), $4
-         FROM (SELECT coalesce(max(version), 0) + 1 AS v FROM rubrics WHERE tenant_id = $1 AND key = $2) next
-        WHERE ($5 = 'create') = (next.v = 1)
-       RETURNING version`,
-      [key, JSON.stringify(rubric), auth.keyId, mode],
-    ).catch((err: Error & { code?: string }) => {
+    // Every version is kept (grades name the one they were made with), so a tenant's versions are
+    // bounded (`rubricVersions`), counted with the tenant's row locked so that writes at once take turns.
+    const max = (await this.limits.of(auth.tenantId)).rubricVersions;
+    const rows = await this.ds.transaction(async (m) => {
+      await this.tenants.lockForCounting(m, auth.tenantId);
+      const kept = await this.tenants.rubricVersions(auth.tenantId, m);
+      if (kept >= max) throw rateLimited(`This tenant already keeps ${kept} rubric versions (limit ${max}); an operator can raise the limit`, 60, max);
+      return tenantQuery<{ version: number }>(
+        m,
+        auth.tenantId,
+        `INSERT INTO rubrics (tenant_id, key, version, definition, created_by)
+         SELECT $1, $2, v, jsonb_set($3::jsonb, '{version}', to_jsonb(v)), $4
+           FROM (SELECT coalesce(max(version), 0) + 1 AS v FROM rubrics WHERE tenant_id = $1 AND key = $2) next
+          WHERE ($5 = 'create') = (next.v = 1)
+         RETURNING version`,
+        [key, JSON.stringify(rubric), auth.keyId, mode],
+      );
+    }).catch((err: Error & { code?: string }) => {
       if (err.code === '23505') throw new ApiError('CONFLICT', 'Someone else changed this rubric at the same moment; try again');
       throw err;
     });

@@ -105,7 +105,7 @@ export class ApiKeysService {
   async create(auth: TenantAuth, dto: CreateApiKeyDto): Promise<CreatedApiKey> {
     const max = (await this.limits.of(auth.tenantId)).apiKeys;
     return this.ds.transaction(async (m) => {
-      await this.tenants.lockForKeys(m, auth.tenantId);
+      await this.tenants.lockForCounting(m, auth.tenantId);
       const active = await this.tenants.activeKeys(auth.tenantId, m);
       if (active >= max) throw rateLimited(`This tenant already has ${active} active API keys (limit ${max}); revoke one before making another`, 60, max);
       return this.issue(m, auth.tenantId, dto.name, dto.role);

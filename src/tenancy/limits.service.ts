@@ -12,7 +12,7 @@ export type LimitName = (typeof LIMIT_NAMES)[number];
 /** What a tenant may use and what it uses now, as GET /v1/limits shows it. */
 export interface LimitsView {
   limits: TenantLimits;
-  usage: { apiKeys: number; essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number; reportsInFlight: number };
+  usage: { apiKeys: number; rubricVersions: number; essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number; reportsInFlight: number };
   scope: Record<LimitName, 'per key' | 'per tenant' | 'per tenant, per instance'>;
 }
 
@@ -33,6 +33,7 @@ export const LIMIT_SCOPES: Record<LimitName, 'per key' | 'per tenant' | 'per ten
   requestsPerSecondPerTenant: 'per tenant, per instance',
   requestBurstPerTenant: 'per tenant, per instance',
   apiKeys: 'per tenant',
+  rubricVersions: 'per tenant',
   essaysQueued: 'per tenant',
   essaysGrading: 'per tenant',
   chatInFlight: 'per tenant, per instance',
@@ -48,6 +49,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   requestsPerSecondPerTenant: "requests per second of all the tenant's keys together: a second token bucket, so a tenant's share of a server does not grow with the keys it makes",
   requestBurstPerTenant: "the most requests all the tenant's keys together may send at once: that bucket's size",
   apiKeys: 'active (not revoked) API keys; past it, making one is refused (429) until one is revoked',
+  rubricVersions: "rubric versions kept: each rubric made and each edit of one (PUT) is a version, kept for the grades made with it; past it, making or editing a rubric is refused (429)",
   essaysQueued: 'essays waiting to be graded',
   essaysGrading: 'essays being graded at once, across instances (enforced in the queue’s claim)',
   chatInFlight: 'chat completions in flight',
@@ -297,6 +299,7 @@ export class LimitsService {
       limits,
       usage: {
         apiKeys: await this.tenants.activeKeys(tenantId),
+        rubricVersions: await this.tenants.rubricVersions(tenantId),
         essaysQueued: await this.countQueued(tenantId, limits.essaysQueued + 1),
         chatInFlight: this.inUse.chatInFlight.get(tenantId) ?? 0,
         eventStreams: this.inUse.eventStreams.get(tenantId) ?? 0,

@@ -193,11 +193,19 @@ export class TenantsRepository {
     return row.n;
   }
 
+  /** The tenant's rubric versions (the built-in rubrics are none of them). */
+  async rubricVersions(tenantId: string, manager: EntityManager = this.ds.manager): Promise<number> {
+    assertTenantId(tenantId);
+    const [row] = rowsOf<{ n: number }>(await manager.query(`SELECT count(*)::int AS n FROM rubrics WHERE tenant_id = $1`, [tenantId]));
+    return row.n;
+  }
+
   /**
-   * Locks the tenant's row until the transaction ends, so keys made at once are counted in turn
-   * (FOR NO KEY UPDATE: the key-share checks of rows that refer to the tenant do not wait on it).
+   * Locks the tenant's row until the transaction ends, so what is counted against a limit (API
+   * keys, rubric versions) and made at once is counted in turn (FOR NO KEY UPDATE: the key-share
+   * checks of rows that refer to the tenant do not wait on it).
    */
-  async lockForKeys(tx: EntityManager, tenantId: string): Promise<void> {
+  async lockForCounting(tx: EntityManager, tenantId: string): Promise<void> {
     await this.one(tenantId, `SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [], tx);
   }
 

@@ -679,6 +679,7 @@ export interface components {
             requestsPerSecondPerTenant?: number | null;
             requestBurstPerTenant?: number | null;
             apiKeys?: number | null;
+            rubricVersions?: number | null;
             essaysQueued?: number | null;
             essaysGrading?: number | null;
             chatInFlight?: number | null;
@@ -1383,6 +1384,8 @@ export interface components {
                 requestsPerSecondPerKey: "per key" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
                 requestsPerSecondPerTenant: "per key" | "per tenant" | "per tenant, per instance";
+                /** @enum {string} */
+                rubricVersions: "per key" | "per tenant" | "per tenant, per instance";
             };
             usage: {
                 apiKeys: number;
@@ -1391,6 +1394,7 @@ export interface components {
                 eventStreams: number;
                 providerCalls: number;
                 reportsInFlight: number;
+                rubricVersions: number;
             };
         };
         MonthReport: {
@@ -1576,6 +1580,8 @@ export interface components {
             requestsPerSecondPerKey: number;
             /** @description requests a second of all the tenant's keys together, per instance, and that bucket's size */
             requestsPerSecondPerTenant: number;
+            /** @description rubric versions kept (each rubric and each edit of one is a version) */
+            rubricVersions: number;
         };
         /** @enum {string} */
         Tier: "standard" | "deep";
