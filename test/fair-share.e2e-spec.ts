@@ -166,11 +166,30 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.http.post('/v1/rubrics').set(bearer(other.adminKey)).send(rubric('junior')).expect(201);
   });
 
+  it('keeps a tenant within its assignments: past the limit 429, even for several made at once, and nothing stored', async () => {
+    const school = await f.newTenant();
+    await t.http.put(`/v1/tenants/${school.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send({ assignments: 3, requestsPerSecondPerKey: 1000, requestBurstPerKey: 1000 }).expect(200);
+    const admin = bearer(school.adminKey);
+    const assignment = (i: number) => ({ title: `第${i}单元作文`, prompt: '以“那一刻，我长大了”为题，写一篇记叙文。', rubric: 'zh-gaokao-60' });
+    await t.http.post('/v1/assignments').set(admin).send(assignment(0)).expect(201);
+    const asked = await Promise.all([1, 2, 3, 4, 5].map((i) => t.http.post('/v1/assignments').set(admin).send(assignment(i))));
+    expect(asked.filter((r) => r.status === 201)).toHaveLength(2);
+    const refused = asked.filter((r) => r.status !== 201);
+    expect(refused.map((r) => r.status)).toEqual([429, 429, 429]);
+    expect(refused[0].body.error).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringContaining('assignments (limit 3)') });
+    const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM assignments WHERE tenant_id = $1`, [school.tenantId]);
+    expect(n).toBe(3);
+    expect((await t.http.get('/v1/limits').set(admin).expect(200)).body.usage.assignments).toBe(3);
+    // Another tenant's are its own count.
+    const other = await f.newTenant();
+    await t.http.post('/v1/assignments').set(bearer(other.adminKey)).send(assignment(1)).expect(201);
+  });
+
   it("shows the tenant its limits and usage; the operator sets them per tenant, and null restores the default", async () => {
     const view = await t.http.get('/v1/limits').set(bearer(teacher)).expect(200);
     expect(view.body.limits).toMatchObject({ requestsPerSecondPerTenant: 100000, apiKeys: 2000, essaysQueued: 20000, essaysGrading: 64, chatInFlight: 16, eventStreams: 100, providerCalls: 64 });
     expect(view.body.limits.reportsInFlight).toBe(3);
-    expect(view.body.usage).toEqual({ apiKeys: 2, rubricVersions: 0, essaysQueued: 0, chatInFlight: 0, eventStreams: 0, providerCalls: 0, reportsInFlight: 0 });
+    expect(view.body.usage).toEqual({ apiKeys: 2, rubricVersions: 0, assignments: 0, essaysQueued: 0, chatInFlight: 0, eventStreams: 0, providerCalls: 0, reportsInFlight: 0 });
     expect(view.body.scope.chatInFlight).toBe('per tenant, per instance');
     await setLimits({ essaysQueued: 5 });
     expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.limits.essaysQueued).toBe(5);

@@ -100,6 +100,8 @@ export interface TenantLimits {
   apiKeys: number;
   /** rubric versions kept (each rubric and each edit of one is a version) */
   rubricVersions: number;
+  /** assignments kept */
+  assignments: number;
   /** essays waiting in the queue */
   essaysQueued: number;
   /** essays being graded at once, across instances */
@@ -114,7 +116,7 @@ export interface TenantLimits {
   reportsInFlight: number;
 }
 
-export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'requestsPerSecondPerTenant', 'requestBurstPerTenant', 'apiKeys', 'rubricVersions', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls', 'reportsInFlight'] as const;
+export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'requestsPerSecondPerTenant', 'requestBurstPerTenant', 'apiKeys', 'rubricVersions', 'assignments', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls', 'reportsInFlight'] as const;
 
 /** Webhooks Inkstone sends to tenants' URLs (budget alerts). */
 export interface WebhookConfig {
@@ -181,6 +183,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       requestBurstPerTenant: e.int('LIMIT_REQUEST_BURST_PER_TENANT', { min: 1, max: 1_000_000, default: 400 }),
       apiKeys: e.int('LIMIT_API_KEYS', { min: 1, max: 1_000_000, default: 2_000 }),
       rubricVersions: e.int('LIMIT_RUBRIC_VERSIONS', { min: 1, max: 1_000_000, default: 5_000 }),
+      assignments: e.int('LIMIT_ASSIGNMENTS', { min: 1, max: 10_000_000, default: 100_000 }),
       essaysQueued: e.int('LIMIT_ESSAYS_QUEUED', { min: 1, max: 10_000_000, default: 20_000 }),
       essaysGrading: e.int('LIMIT_ESSAYS_GRADING', { min: 1, max: 100_000, default: 64 }),
       chatInFlight: e.int('LIMIT_CHAT_IN_FLIGHT', { min: 1, max: 100_000, default: 16 }),

@@ -9,6 +9,7 @@ import { detectLanguage } from './essay-text';
 import { maxScore, Rubric } from './rubric';
 import { RubricsService } from './rubrics.service';
 import { TenantsRepository } from '../tenancy/tenants.repository';
+import { LimitsService } from '../tenancy/limits.service';
 import { csvTable } from '../common/csv';
 import { localDate, localParts } from '../common/time-zone';
 import { deadlineProblem } from './deadline';
@@ -64,6 +65,7 @@ export class AssignmentsService {
     private readonly rubrics: RubricsService,
     private readonly tenants: TenantsRepository,
     private readonly clock: Clock,
+    private readonly limits: LimitsService,
   ) {}
 
   async create(auth: TenantAuth, dto: CreateAssignmentDto): Promise<Assignment> {
@@ -71,12 +73,20 @@ export class AssignmentsService {
     this.check(dto, rubric);
     const language = dto.language ?? (rubric.language === 'any' ? detectLanguage(dto.prompt) : rubric.language);
     const id = randomUUID();
-    await tenantQuery(
-      this.ds.manager,
+    // Assignments are kept (their essays and grades refer to them): a tenant's are bounded (`assignments`).
+    await this.limits.withinCount(
       auth.tenantId,
-      `INSERT INTO assignments (tenant_id, id, title, prompt, rubric_key, rubric_version, language, created_by, escalate, pass_mark, expected_length_min, expected_length_max, due_by)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-      [id, dto.title, dto.prompt, rubric.key, rubric.version, language, auth.keyId, dto.escalate ?? 'off', dto.passMark ?? null, dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy ?? null],
+      'assignments',
+      (tx) => this.tenants.assignments(auth.tenantId, tx),
+      (n, max) => `This tenant already has ${n} assignments (limit ${max}); an operator can raise the limit`,
+      (tx) =>
+        tenantQuery(
+          tx,
+          auth.tenantId,
+          `INSERT INTO assignments (tenant_id, id, title, prompt, rubric_key, rubric_version, language, created_by, escalate, pass_mark, expected_length_min, expected_length_max, due_by)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+          [id, dto.title, dto.prompt, rubric.key, rubric.version, language, auth.keyId, dto.escalate ?? 'off', dto.passMark ?? null, dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy ?? null],
+        ),
     );
     return this.get(auth.tenantId, id);
   }

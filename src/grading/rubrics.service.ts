@@ -1,10 +1,10 @@
 import { Injectable, Logger } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { TtlCache } from '../common/ttl-cache';
 import { tenantQuery } from '../db/tenant-scope';
-import { LimitsService, rateLimited } from '../tenancy/limits.service';
+import { LimitsService } from '../tenancy/limits.service';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
 import { BUILTIN_RUBRICS, builtinRubric, maxScore, Rubric } from './rubric';
@@ -110,13 +110,9 @@ export class RubricsService {
     };
     // Every version is kept (grades name the one they were made with), so a tenant's versions are
     // bounded (`rubricVersions`), counted with the tenant's row locked so that writes at once take turns.
-    const max = (await this.limits.of(auth.tenantId)).rubricVersions;
-    const rows = await this.ds.transaction(async (m) => {
-      await this.tenants.lockForCounting(m, auth.tenantId);
-      const kept = await this.tenants.rubricVersions(auth.tenantId, m);
-      if (kept >= max) throw rateLimited(`This tenant already keeps ${kept} rubric versions (limit ${max}); an operator can raise the limit`, 60, max);
-      return tenantQuery<{ version: number }>(
-        m,
+    const insert = (tx: EntityManager) =>
+      tenantQuery<{ version: number }>(
+        tx,
         auth.tenantId,
         `INSERT INTO rubrics (tenant_id, key, version, definition, created_by)
          SELECT $1, $2, v, jsonb_set($3::jsonb, '{version}', to_jsonb(v)), $4
@@ -125,7 +121,9 @@ export class RubricsService {
          RETURNING version`,
         [key, JSON.stringify(rubric), auth.keyId, mode],
       );
-    }).catch((err: Error & { code?: string }) => {
+    const count = (tx: EntityManager) => this.tenants.rubricVersions(auth.tenantId, tx);
+    const refusal = (n: number, max: number) => `This tenant already keeps ${n} rubric versions (limit ${max}); an operator can raise the limit`;
+    const rows = await this.limits.withinCount(auth.tenantId, 'rubricVersions', count, refusal, insert).catch((err: Error & { code?: string }) => {
       if (err.code === '23505') throw new ApiError('CONFLICT', 'Someone else changed this rubric at the same moment; try again');
       throw err;
     });

@@ -12,7 +12,7 @@ import { TenantScopedRepository } from '../db/tenant-scope';
 import { generateApiKey, hashSecret, parseApiKey, hashMatches } from './api-key-secret';
 import { ApiKeyEntity, ApiKeyRole } from './api-key.entity';
 import { CreateApiKeyDto } from './dto/create-api-key.dto';
-import { LimitsService, rateLimited } from './limits.service';
+import { LimitsService } from './limits.service';
 import { TenantsRepository } from './tenants.repository';
 
 export interface CreatedApiKey {
@@ -103,13 +103,13 @@ export class ApiKeysService {
    * or instances cannot together pass the limit.
    */
   async create(auth: TenantAuth, dto: CreateApiKeyDto): Promise<CreatedApiKey> {
-    const max = (await this.limits.of(auth.tenantId)).apiKeys;
-    return this.ds.transaction(async (m) => {
-      await this.tenants.lockForCounting(m, auth.tenantId);
-      const active = await this.tenants.activeKeys(auth.tenantId, m);
-      if (active >= max) throw rateLimited(`This tenant already has ${active} active API keys (limit ${max}); revoke one before making another`, 60, max);
-      return this.issue(m, auth.tenantId, dto.name, dto.role);
-    });
+    return this.limits.withinCount(
+      auth.tenantId,
+      'apiKeys',
+      (tx) => this.tenants.activeKeys(auth.tenantId, tx),
+      (n, max) => `This tenant already has ${n} active API keys (limit ${max}); revoke one before making another`,
+      (tx) => this.issue(tx, auth.tenantId, dto.name, dto.role),
+    );
   }
 
   /** Creates a key inside the caller's transaction (tenant creation issues the first admin key). */

@@ -19,6 +19,7 @@ export class SetLimitsDto implements Partial<Record<keyof TenantLimits, number |
   @Limit(1_000_000) requestBurstPerTenant?: number | null;
   @Limit(1_000_000) apiKeys?: number | null;
   @Limit(1_000_000) rubricVersions?: number | null;
+  @Limit(10_000_000) assignments?: number | null;
   @Limit(10_000_000) essaysQueued?: number | null;
   @Limit(100_000) essaysGrading?: number | null;
   @Limit(100_000) chatInFlight?: number | null;

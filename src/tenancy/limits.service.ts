@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import type { EntityManager } from 'typeorm';
 import { OldestFirst } from '../common/oldest-first';
 import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG, LIMIT_NAMES, TenantLimits } from '../config/app-config';
@@ -12,7 +13,7 @@ export type LimitName = (typeof LIMIT_NAMES)[number];
 /** What a tenant may use and what it uses now, as GET /v1/limits shows it. */
 export interface LimitsView {
   limits: TenantLimits;
-  usage: { apiKeys: number; rubricVersions: number; essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number; reportsInFlight: number };
+  usage: { apiKeys: number; rubricVersions: number; assignments: number; essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number; reportsInFlight: number };
   scope: Record<LimitName, 'per key' | 'per tenant' | 'per tenant, per instance'>;
 }
 
@@ -34,6 +35,7 @@ export const LIMIT_SCOPES: Record<LimitName, 'per key' | 'per tenant' | 'per ten
   requestBurstPerTenant: 'per tenant, per instance',
   apiKeys: 'per tenant',
   rubricVersions: 'per tenant',
+  assignments: 'per tenant',
   essaysQueued: 'per tenant',
   essaysGrading: 'per tenant',
   chatInFlight: 'per tenant, per instance',
@@ -49,6 +51,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   requestsPerSecondPerTenant: "requests per second of all the tenant's keys together: a second token bucket, so a tenant's share of a server does not grow with the keys it makes",
   requestBurstPerTenant: "the most requests all the tenant's keys together may send at once: that bucket's size",
   apiKeys: 'active (not revoked) API keys; past it, making one is refused (429) until one is revoked',
+  assignments: 'assignments kept; past it, making one is refused (429)',
   rubricVersions: "rubric versions kept: each rubric made and each edit of one (PUT) is a version, kept for the grades made with it; past it, making or editing a rubric is refused (429)",
   essaysQueued: 'essays waiting to be graded',
   essaysGrading: 'essays being graded at once, across instances (enforced in the queue’s claim)',
@@ -300,6 +303,7 @@ export class LimitsService {
       usage: {
         apiKeys: await this.tenants.activeKeys(tenantId),
         rubricVersions: await this.tenants.rubricVersions(tenantId),
+        assignments: await this.tenants.assignments(tenantId),
         essaysQueued: await this.countQueued(tenantId, limits.essaysQueued + 1),
         chatInFlight: this.inUse.chatInFlight.get(tenantId) ?? 0,
         eventStreams: this.inUse.eventStreams.get(tenantId) ?? 0,
@@ -308,6 +312,26 @@ export class LimitsService {
       },
       scope: LIMIT_SCOPES,
     };
+  }
+
+  /**
+   * Makes one thing counted against a per-tenant limit (API keys, rubric versions, assignments):
+   * counted with the tenant's row locked, so that things made at once are counted in turn; past
+   * the limit, 429 RATE_LIMITED (SPEC §10) and nothing made.
+   */
+  async withinCount<T>(
+    tenantId: string,
+    limit: 'apiKeys' | 'rubricVersions' | 'assignments',
+    count: (tx: EntityManager) => Promise<number>,
+    refusal: (n: number, max: number) => string,
+    make: (tx: EntityManager) => Promise<T>,
+  ): Promise<T> {
+    const max = (await this.of(tenantId))[limit];
+    return this.tenants.inTurn(tenantId, async (tx) => {
+      const n = await count(tx);
+      if (n >= max) throw rateLimited(refusal(n, max), 60, max);
+      return make(tx);
+    });
   }
 }
 

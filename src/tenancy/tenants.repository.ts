@@ -200,13 +200,23 @@ export class TenantsRepository {
     return row.n;
   }
 
+  /** The tenant's assignments. */
+  async assignments(tenantId: string, manager: EntityManager = this.ds.manager): Promise<number> {
+    assertTenantId(tenantId);
+    const [row] = rowsOf<{ n: number }>(await manager.query(`SELECT count(*)::int AS n FROM assignments WHERE tenant_id = $1`, [tenantId]));
+    return row.n;
+  }
+
   /**
-   * Locks the tenant's row until the transaction ends, so what is counted against a limit (API
-   * keys, rubric versions) and made at once is counted in turn (FOR NO KEY UPDATE: the key-share
-   * checks of rows that refer to the tenant do not wait on it).
+   * Runs `work` in a transaction with the tenant's row locked, so that what is counted against a
+   * limit (API keys, rubric versions, assignments) and made at once is counted in turn (FOR NO KEY
+   * UPDATE: the key-share checks of rows that refer to the tenant do not wait on it).
    */
-  async lockForCounting(tx: EntityManager, tenantId: string): Promise<void> {
-    await this.one(tenantId, `SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [], tx);
+  inTurn<T>(tenantId: string, work: (tx: EntityManager) => Promise<T>): Promise<T> {
+    return this.ds.transaction(async (tx) => {
+      await this.one(tenantId, `SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [], tx);
+      return work(tx);
+    });
   }
 
   /** Sets some limits and clears others (back to the defaults). */

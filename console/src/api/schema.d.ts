@@ -680,6 +680,7 @@ export interface components {
             requestBurstPerTenant?: number | null;
             apiKeys?: number | null;
             rubricVersions?: number | null;
+            assignments?: number | null;
             essaysQueued?: number | null;
             essaysGrading?: number | null;
             chatInFlight?: number | null;
@@ -1365,6 +1366,8 @@ export interface components {
                 /** @enum {string} */
                 apiKeys: "per key" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
+                assignments: "per key" | "per tenant" | "per tenant, per instance";
+                /** @enum {string} */
                 chatInFlight: "per key" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
                 essaysGrading: "per key" | "per tenant" | "per tenant, per instance";
@@ -1389,6 +1392,7 @@ export interface components {
             };
             usage: {
                 apiKeys: number;
+                assignments: number;
                 chatInFlight: number;
                 essaysQueued: number;
                 eventStreams: number;
@@ -1562,6 +1566,8 @@ export interface components {
         TenantLimits: {
             /** @description active (not revoked) API keys */
             apiKeys: number;
+            /** @description assignments kept */
+            assignments: number;
             /** @description chat completions in flight, per instance */
             chatInFlight: number;
             /** @description essays being graded at once, across instances */
