@@ -15,6 +15,10 @@
  * bench:peers' many-tenant runs leave the service before its open-loop runs.
  * IDLE_S=40: that many seconds with no traffic between the warm-up and the measured run (as in
  * bench:peers, where the other sides run between Inkstone's).
+ * DIRECT_FIRST=1: after that quiet spell, 3 s of the same open loop straight at the upstream first (is the
+ * load generator itself slow after a quiet spell?). It also prints the measured run's answers as the
+ * service timed them (its chat route's histogram diffed over the run); PROBE_FULL_LOG=<file> keeps all
+ * of the service's output.
  *
  *   BENCH_NODE_ARGS=--trace-gc RATE=200 npx ts-node --transpile-only bench/probe-tail.ts
  */
@@ -56,6 +60,13 @@ async function main() {
     const others = await newTenantKeys(g.service.url, Number(process.env.WARM_TENANTS ?? 0));
     await oneCallFromEach(g.service.url, others, body, Number(process.env.WARM_RATE ?? rate));
     await new Promise((res) => setTimeout(res, Number(process.env.IDLE_S ?? 0) * 1000));
+    // DIRECT_FIRST=1: after the quiet spell, the same open loop straight at the upstream for 3 s first
+    // (the load generator's own first second after the quiet, with the service still idle).
+    if (process.env.DIRECT_FIRST) {
+      const slowDirect = new Map<number, number>();
+      const direct = await openLoop({ url: g.upstream.url, path: '/v1/chat/completions', headers: { authorization: 'Bearer bench' }, body: (i) => JSON.stringify({ model: 'deepseek-flash', messages: [{ role: 'user', content: `d ${i}` }], max_tokens: 64 }), rate, durationS: 3, connections: 50, onAnswer: (dueMs, ms) => ms > 20 && slowDirect.set(Math.floor(dueMs / 100), (slowDirect.get(Math.floor(dueMs / 100)) ?? 0) + 1) });
+      console.log('direct first:', JSON.stringify(direct), 'over 20 ms by 100 ms window:', [...slowDirect].map(([w, n]) => `${(w / 10).toFixed(1)}: ${n}`).join(', ') || 'none');
+    }
     const mark = g.service.output().length;
     // HEAP_SNAP=1 (with BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2): a heap snapshot before and after the run.
     const snap = async () => {
