@@ -154,7 +154,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     expect(asked.filter((r) => r.status === 201 || r.status === 200)).toHaveLength(2);
     const refused = asked.filter((r) => r.status !== 201 && r.status !== 200);
     expect(refused.map((r) => r.status)).toEqual([429, 429, 429, 429]);
-    expect(refused[0].body.error).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringContaining('rubric versions (limit 4)') });
+    expect(refused[0].body.error).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringContaining('its limit of 4 rubric versions') });
     const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM rubrics WHERE tenant_id = $1`, [school.tenantId]);
     expect(n).toBe(4);
     expect((await t.http.get('/v1/limits').set(admin).expect(200)).body.usage.rubricVersions).toBe(4);
@@ -176,10 +176,14 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     expect(asked.filter((r) => r.status === 201)).toHaveLength(2);
     const refused = asked.filter((r) => r.status !== 201);
     expect(refused.map((r) => r.status)).toEqual([429, 429, 429]);
-    expect(refused[0].body.error).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringContaining('assignments (limit 3)') });
+    expect(refused[0].body.error).toMatchObject({ code: 'RATE_LIMITED', message: expect.stringContaining('its limit of 3 assignments') });
     const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM assignments WHERE tenant_id = $1`, [school.tenantId]);
     expect(n).toBe(3);
     expect((await t.http.get('/v1/limits').set(admin).expect(200)).body.usage.assignments).toBe(3);
+    // Counted up to the limit only: lowered below what the tenant has, usage shows the limit, and a new one is refused.
+    await t.http.put(`/v1/tenants/${school.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send({ assignments: 2 }).expect(200);
+    expect((await t.http.get('/v1/limits').set(admin).expect(200)).body.usage.assignments).toBe(2);
+    expect((await t.http.post('/v1/assignments').set(admin).send(assignment(9)).expect(429)).body.error.message).toContain('its limit of 2 assignments');
     // Another tenant's are its own count.
     const other = await f.newTenant();
     await t.http.post('/v1/assignments').set(bearer(other.adminKey)).send(assignment(1)).expect(201);

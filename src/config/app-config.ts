@@ -183,7 +183,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       requestBurstPerTenant: e.int('LIMIT_REQUEST_BURST_PER_TENANT', { min: 1, max: 1_000_000, default: 400 }),
       apiKeys: e.int('LIMIT_API_KEYS', { min: 1, max: 1_000_000, default: 2_000 }),
       rubricVersions: e.int('LIMIT_RUBRIC_VERSIONS', { min: 1, max: 1_000_000, default: 5_000 }),
-      assignments: e.int('LIMIT_ASSIGNMENTS', { min: 1, max: 10_000_000, default: 100_000 }),
+      assignments: e.int('LIMIT_ASSIGNMENTS', { min: 1, max: 10_000_000, default: 20_000 }),
       essaysQueued: e.int('LIMIT_ESSAYS_QUEUED', { min: 1, max: 10_000_000, default: 20_000 }),
       essaysGrading: e.int('LIMIT_ESSAYS_GRADING', { min: 1, max: 100_000, default: 64 }),
       chatInFlight: e.int('LIMIT_CHAT_IN_FLIGHT', { min: 1, max: 100_000, default: 16 }),

@@ -77,8 +77,7 @@ export class AssignmentsService {
     await this.limits.withinCount(
       auth.tenantId,
       'assignments',
-      (tx) => this.tenants.assignments(auth.tenantId, tx),
-      (n, max) => `This tenant already has ${n} assignments (limit ${max}); an operator can raise the limit`,
+      (max) => `This tenant has its limit of ${max} assignments; an operator can raise it`,
       (tx) =>
         tenantQuery(
           tx,

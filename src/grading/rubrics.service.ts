@@ -5,7 +5,6 @@ import { ApiError } from '../common/errors';
 import { TtlCache } from '../common/ttl-cache';
 import { tenantQuery } from '../db/tenant-scope';
 import { LimitsService } from '../tenancy/limits.service';
-import { TenantsRepository } from '../tenancy/tenants.repository';
 import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
 import { BUILTIN_RUBRICS, builtinRubric, maxScore, Rubric } from './rubric';
 
@@ -33,7 +32,6 @@ export class RubricsService {
   constructor(
     private readonly ds: DataSource,
     private readonly limits: LimitsService,
-    private readonly tenants: TenantsRepository,
   ) {}
 
   /** How many tenant rubric versions this process holds (never more than RUBRIC_CACHE_MAX). */
@@ -121,9 +119,8 @@ export class RubricsService {
          RETURNING version`,
         [key, JSON.stringify(rubric), auth.keyId, mode],
       );
-    const count = (tx: EntityManager) => this.tenants.rubricVersions(auth.tenantId, tx);
-    const refusal = (n: number, max: number) => `This tenant already keeps ${n} rubric versions (limit ${max}); an operator can raise the limit`;
-    const rows = await this.limits.withinCount(auth.tenantId, 'rubricVersions', count, refusal, insert).catch((err: Error & { code?: string }) => {
+    const refusal = (max: number) => `This tenant keeps its limit of ${max} rubric versions; an operator can raise it`;
+    const rows = await this.limits.withinCount(auth.tenantId, 'rubricVersions', refusal, insert).catch((err: Error & { code?: string }) => {
       if (err.code === '23505') throw new ApiError('CONFLICT', 'Someone else changed this rubric at the same moment; try again');
       throw err;
     });

@@ -13,7 +13,6 @@ import { generateApiKey, hashSecret, parseApiKey, hashMatches } from './api-key-
 import { ApiKeyEntity, ApiKeyRole } from './api-key.entity';
 import { CreateApiKeyDto } from './dto/create-api-key.dto';
 import { LimitsService } from './limits.service';
-import { TenantsRepository } from './tenants.repository';
 
 export interface CreatedApiKey {
   id: string;
@@ -83,7 +82,6 @@ export class ApiKeysService {
     private readonly bus: ClusterBus,
     @Inject(CONFIG) config: AppConfig,
     private readonly limits: LimitsService,
-    private readonly tenants: TenantsRepository,
   ) {
     this.authCache = new TtlCache(config.authCacheTtlMs, AUTH_CACHE_MAX);
     this.refused = new TtlCache(config.authCacheTtlMs, REFUSED_CACHE_MAX);
@@ -106,8 +104,7 @@ export class ApiKeysService {
     return this.limits.withinCount(
       auth.tenantId,
       'apiKeys',
-      (tx) => this.tenants.activeKeys(auth.tenantId, tx),
-      (n, max) => `This tenant already has ${n} active API keys (limit ${max}); revoke one before making another`,
+      (max) => `This tenant has its limit of ${max} active API keys; revoke one before making another`,
       (tx) => this.issue(tx, auth.tenantId, dto.name, dto.role),
     );
   }

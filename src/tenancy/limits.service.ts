@@ -6,7 +6,7 @@ import { AppConfig, CONFIG, LIMIT_NAMES, TenantLimits } from '../config/app-conf
 import { ClusterBus } from '../db/cluster-bus';
 import { JobQueue } from '../jobs/job-queue';
 import { TenancyError } from './tenancy-errors';
-import { TenantsRepository } from './tenants.repository';
+import { CountedLimit, TenantsRepository } from './tenants.repository';
 
 export type LimitName = (typeof LIMIT_NAMES)[number];
 
@@ -301,9 +301,9 @@ export class LimitsService {
     return {
       limits,
       usage: {
-        apiKeys: await this.tenants.activeKeys(tenantId),
-        rubricVersions: await this.tenants.rubricVersions(tenantId),
-        assignments: await this.tenants.assignments(tenantId),
+        apiKeys: await this.tenants.countUpTo(tenantId, 'apiKeys', limits.apiKeys),
+        rubricVersions: await this.tenants.countUpTo(tenantId, 'rubricVersions', limits.rubricVersions),
+        assignments: await this.tenants.countUpTo(tenantId, 'assignments', limits.assignments),
         essaysQueued: await this.countQueued(tenantId, limits.essaysQueued + 1),
         chatInFlight: this.inUse.chatInFlight.get(tenantId) ?? 0,
         eventStreams: this.inUse.eventStreams.get(tenantId) ?? 0,
@@ -321,15 +321,14 @@ export class LimitsService {
    */
   async withinCount<T>(
     tenantId: string,
-    limit: 'apiKeys' | 'rubricVersions' | 'assignments',
-    count: (tx: EntityManager) => Promise<number>,
-    refusal: (n: number, max: number) => string,
+    limit: CountedLimit,
+    refusal: (max: number) => string,
     make: (tx: EntityManager) => Promise<T>,
   ): Promise<T> {
     const max = (await this.of(tenantId))[limit];
     return this.tenants.inTurn(tenantId, async (tx) => {
-      const n = await count(tx);
-      if (n >= max) throw rateLimited(refusal(n, max), 60, max);
+      const n = await this.tenants.countUpTo(tenantId, limit, max, tx);
+      if (n >= max) throw rateLimited(refusal(max), 60, max);
       return make(tx);
     });
   }

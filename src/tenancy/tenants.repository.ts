@@ -7,6 +7,14 @@ import { assertTenantId, rowsOf } from '../db/tenant-scope';
 import { BatchLoader } from '../common/keyed-batcher';
 import { TenantEntity } from './tenant.entity';
 
+/** What a per-tenant count limit counts: the tenant's rows of each kind (`$1` its id). */
+const COUNTED = {
+  apiKeys: `api_keys WHERE tenant_id = $1 AND revoked_at IS NULL`,
+  rubricVersions: `rubrics WHERE tenant_id = $1`,
+  assignments: `assignments WHERE tenant_id = $1`,
+} as const;
+export type CountedLimit = keyof typeof COUNTED;
+
 /** A tenant's budget policy, as budgets and alerts read it. */
 export interface BudgetSettingsRow {
   timezone: string;
@@ -186,24 +194,14 @@ export class TenantsRepository {
     return ((await this.hot.get(tenantId))?.limits as Partial<L> | null) ?? {};
   }
 
-  /** The tenant's active (not revoked) API keys, counted (in `manager`'s transaction, if given). */
-  async activeKeys(tenantId: string, manager: EntityManager = this.ds.manager): Promise<number> {
+  /**
+   * How many of the things a per-tenant limit counts the tenant has, counted up to `cap` (the
+   * limit: at most that many index entries read, so a tenant at its limit costs the same read
+   * however the rows grew). Built-in rubrics are no rubric versions; revoked keys are not counted.
+   */
+  async countUpTo(tenantId: string, what: CountedLimit, cap: number, manager: EntityManager = this.ds.manager): Promise<number> {
     assertTenantId(tenantId);
-    const [row] = rowsOf<{ n: number }>(await manager.query(`SELECT count(*)::int AS n FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL`, [tenantId]));
-    return row.n;
-  }
-
-  /** The tenant's rubric versions (the built-in rubrics are none of them). */
-  async rubricVersions(tenantId: string, manager: EntityManager = this.ds.manager): Promise<number> {
-    assertTenantId(tenantId);
-    const [row] = rowsOf<{ n: number }>(await manager.query(`SELECT count(*)::int AS n FROM rubrics WHERE tenant_id = $1`, [tenantId]));
-    return row.n;
-  }
-
-  /** The tenant's assignments. */
-  async assignments(tenantId: string, manager: EntityManager = this.ds.manager): Promise<number> {
-    assertTenantId(tenantId);
-    const [row] = rowsOf<{ n: number }>(await manager.query(`SELECT count(*)::int AS n FROM assignments WHERE tenant_id = $1`, [tenantId]));
+    const [row] = rowsOf<{ n: number }>(await manager.query(`SELECT count(*)::int AS n FROM (SELECT 1 FROM ${COUNTED[what]} LIMIT $2) x`, [tenantId, cap]));
     return row.n;
   }
 
