@@ -25,7 +25,7 @@
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import autocannon from 'autocannon';
-import { openLoop, OpenLoopResult } from './lib/open-loop';
+import { openLoop, OpenLoopResult, slowWindows } from './lib/open-loop';
 import { readShare, shareBetween } from './lib/schedstat';
 import { commit, ensureBuilt, json, machine, newTenant, newTenantKeys, runMain, serviceNodeArgs, startGatewayOverTrivialUpstream, startNode } from './lib/harness';
 
@@ -89,6 +89,11 @@ export interface PeersResult {
     manyTenantsOverOne: number[];
     inkstoneAddedP99Ms: number[];
     atRate: { inkstoneAddedP50Ms: number[]; inkstoneAddedP99Ms: number[]; portkeyAddedP99Ms: number[]; floorAddedP99Ms: number[] };
+    /**
+     * each side's at-rate runs, by round: its answers over 20 ms by 100 ms window of when they were
+     * due ("0.5: 80, 2.7: 12", seconds after the run's start: count), where its p99 came from
+     */
+    atRateSlowWindows?: Record<'direct' | 'portkey' | 'floor' | 'inkstone', string[]>;
   };
   /** the miss runs, each once quiet, summed: completions the upstream served through Inkstone, and Inkstone's ledger rows that reached a provider */
   reconciliation: { upstreamServed: number; ledgerProviderCalls: number };
@@ -188,8 +193,13 @@ async function main(): Promise<PeersResult> {
     const viaPortkey = () => load(`${sides.portkey.url}/v1/chat/completions`, sides.portkey.headers, sides.portkey.model, durationS, true);
     const direct = () => load(`${sides.direct.url}/v1/chat/completions`, sides.direct.headers, sides.direct.model, durationS, true);
     const viaFloor = () => load(`${sides.floor.url}/v1/chat/completions`, sides.floor.headers, sides.floor.model, durationS, true);
-    const atLoad = (side: keyof typeof sides, rate: number) =>
-      openLoop({ url: sides[side].url, path: '/v1/chat/completions', headers: sides[side].headers, body: bodies(sides[side].model, true), rate, durationS, connections: CONNECTIONS });
+    const atRateSlowWindows = { direct: [] as string[], portkey: [] as string[], floor: [] as string[], inkstone: [] as string[] };
+    const atLoad = async (side: keyof typeof sides, rate: number) => {
+      const slow = slowWindows();
+      const result = await openLoop({ url: sides[side].url, path: '/v1/chat/completions', headers: sides[side].headers, body: bodies(sides[side].model, true), rate, durationS, connections: CONNECTIONS, onAnswer: slow.onAnswer });
+      atRateSlowWindows[side].push(slow.summary());
+      return result;
+    };
     // Warm-ups (JIT, pools), not counted.
     for (const warm of [direct, viaPortkey, viaFloor, () => inkstone(true)]) await warm();
     // When a run stops, up to `connections` requests are still in flight: the server completes and
@@ -293,6 +303,7 @@ async function main(): Promise<PeersResult> {
         manyTenantsOverOne: manyOverOne,
         inkstoneAddedP99Ms: addedP99,
         atRate: { inkstoneAddedP50Ms: atRateAdded.inkstoneP50, inkstoneAddedP99Ms: atRateAdded.inkstoneP99, portkeyAddedP99Ms: atRateAdded.portkeyP99, floorAddedP99Ms: atRateAdded.floorP99 },
+        atRateSlowWindows,
       },
       reconciliation,
       machineLoad: { before: machineBefore, during },

@@ -23,7 +23,7 @@
  *   BENCH_NODE_ARGS=--trace-gc RATE=200 npx ts-node --transpile-only bench/probe-tail.ts
  */
 import { Pool } from 'undici';
-import { oneCallFromEach, openLoop } from './lib/open-loop';
+import { oneCallFromEach, openLoop, slowWindows } from './lib/open-loop';
 import { cpuOf, postgresCpu, readSched, schedBetween } from './lib/schedstat';
 import { ensureBuilt, newTenant, newTenantKeys, OPERATOR, startGatewayOverTrivialUpstream } from './lib/harness';
 async function main() {
@@ -63,9 +63,9 @@ async function main() {
     // DIRECT_FIRST=1: after the quiet spell, the same open loop straight at the upstream for 3 s first
     // (the load generator's own first second after the quiet, with the service still idle).
     if (process.env.DIRECT_FIRST) {
-      const slowDirect = new Map<number, number>();
-      const direct = await openLoop({ url: g.upstream.url, path: '/v1/chat/completions', headers: { authorization: 'Bearer bench' }, body: (i) => JSON.stringify({ model: 'deepseek-flash', messages: [{ role: 'user', content: `d ${i}` }], max_tokens: 64 }), rate, durationS: 3, connections: 50, onAnswer: (dueMs, ms) => ms > 20 && slowDirect.set(Math.floor(dueMs / 100), (slowDirect.get(Math.floor(dueMs / 100)) ?? 0) + 1) });
-      console.log('direct first:', JSON.stringify(direct), 'over 20 ms by 100 ms window:', [...slowDirect].map(([w, n]) => `${(w / 10).toFixed(1)}: ${n}`).join(', ') || 'none');
+      const slowDirect = slowWindows();
+      const direct = await openLoop({ url: g.upstream.url, path: '/v1/chat/completions', headers: { authorization: 'Bearer bench' }, body: (i) => JSON.stringify({ model: 'deepseek-flash', messages: [{ role: 'user', content: `d ${i}` }], max_tokens: 64 }), rate, durationS: 3, connections: 50, onAnswer: slowDirect.onAnswer });
+      console.log('direct first:', JSON.stringify(direct), 'over 20 ms by 100 ms window:', slowDirect.summary());
     }
     const mark = g.service.output().length;
     // HEAP_SNAP=1 (with BENCH_NODE_ARGS=--heapsnapshot-signal=SIGUSR2): a heap snapshot before and after the run.
@@ -75,11 +75,8 @@ async function main() {
       await new Promise((res) => setTimeout(res, 8_000));
     };
     await snap();
-    // Slow answers (over 20 ms) by 100 ms window of when they were due: a few dense windows at a
-    // regular spacing are pauses of the service (compare the mark-compacts' spacing below), slow
-    // answers spread evenly are queueing.
-    const slow = new Map<number, number>();
-    const onAnswer = (dueMs: number, ms: number) => ms > 20 && slow.set(Math.floor(dueMs / 100), (slow.get(Math.floor(dueMs / 100)) ?? 0) + 1);
+    // Slow answers by 100 ms window (compare dense windows with the mark-compacts' spacing below).
+    const slow = slowWindows();
     const sched0 = readSched(g.service.child.pid!);
     const cpu = () => ({ service: cpuOf(g.service.child.pid!), postgres: postgresCpu(), upstream: cpuOf(g.upstream.child.pid!), loadGenerator: cpuOf(process.pid) });
     const cpu0 = cpu();
@@ -94,7 +91,7 @@ async function main() {
       );
     const buckets0 = await chatBuckets();
     const t0 = Date.now();
-    console.log(JSON.stringify(await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50, onAnswer, warmUpS: Number(process.env.POOL_WARM_S ?? 0) })));
+    console.log(JSON.stringify(await openLoop({ url: g.service.url, path: '/v1/chat/completions', headers, body, rate, durationS: 10, connections: 50, onAnswer: slow.onAnswer, warmUpS: Number(process.env.POOL_WARM_S ?? 0) })));
     // For a CPU profile (BENCH_CPU_PROF): where the measured run lies, in ms after the service was started (about).
     if (process.env.BENCH_CPU_PROF) console.log(JSON.stringify({ measuredMsAfterStart: [t0 - tStart, Date.now() - tStart] }));
     // Where the service's main thread was over the run: on a core, or ready but waiting for one.
@@ -102,7 +99,7 @@ async function main() {
     // Each process's CPU (all its threads) a request over the run, in ms.
     const cpu1 = cpu();
     console.log(JSON.stringify({ cpuMsPerRequest: Object.fromEntries(Object.entries(cpu1).map(([k, v]) => [k, Number((((v - cpu0[k as keyof typeof cpu0]) * 1000) / (rate * 10)).toFixed(3))])) }));
-    console.log(`answers over 20 ms by 100 ms window (s after ${new Date(t0).toISOString()}: count):`, [...slow].map(([w, n]) => `${(w / 10).toFixed(1)}: ${n}`).join(', ') || 'none');
+    console.log(`answers over 20 ms by 100 ms window (s after ${new Date(t0).toISOString()}: count):`, slow.summary());
     await snap();
     // The service's own view: event-loop delay and the chat route's server-side duration.
     // The measured run's answers as the service timed them (from its request to its reply), by bucket:

@@ -30,6 +30,24 @@ export interface OpenLoopOptions {
   warmUpS?: number;
 }
 
+/**
+ * Slow answers (over `overMs`, 20 by default) by 100 ms window of when they were due: a few dense
+ * windows are pauses of the server (a collection, a recompile after a quiet spell), slow answers
+ * spread evenly are queueing. Pass `onAnswer` to openLoop; `summary()` reads "0.5: 80, 2.7: 12"
+ * (seconds after the run's start: count), or "none".
+ */
+export function slowWindows(overMs = 20): { onAnswer: (dueMs: number, latencyMs: number) => void; summary: () => string } {
+  const slow = new Map<number, number>();
+  return {
+    onAnswer: (dueMs, ms) => {
+      if (ms <= overMs) return;
+      const w = Math.floor(dueMs / 100);
+      slow.set(w, (slow.get(w) ?? 0) + 1);
+    },
+    summary: () => [...slow].map(([w, n]) => `${(w / 10).toFixed(1)}: ${n}`).join(', ') || 'none',
+  };
+}
+
 export interface OpenLoopResult {
   sent: number;
   /** answered 2xx within the run and its drain */
