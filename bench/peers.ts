@@ -196,6 +196,7 @@ async function main(): Promise<PeersResult> {
     const atRateSlowWindows = { direct: [] as string[], portkey: [] as string[], floor: [] as string[], inkstone: [] as string[] };
     const atLoad = async (side: keyof typeof sides, rate: number) => {
       const slow = slowWindows();
+      console.error(`at ${rate}/s: ${side} from ${new Date().toISOString()}`);
       const result = await openLoop({ url: sides[side].url, path: '/v1/chat/completions', headers: sides[side].headers, body: bodies(sides[side].model, true), rate, durationS, connections: CONNECTIONS, onAnswer: slow.onAnswer });
       atRateSlowWindows[side].push(slow.summary());
       return result;
@@ -318,6 +319,9 @@ async function main(): Promise<PeersResult> {
       },
     };
   } finally {
+    // PEERS_SERVICE_LOG=<file>: Inkstone's whole output (its log lines carry their times), to set
+    // beside the at-rate runs' start times printed below (a diagnostic).
+    if (process.env.PEERS_SERVICE_LOG) fs.writeFileSync(process.env.PEERS_SERVICE_LOG, service.output());
     await gateway.stop();
     await portkey.stop();
     await forwarder.stop();
