@@ -77,3 +77,34 @@ describe('the answer cache, batched across tenants', () => {
     expect(await t.dataSource.query(`SELECT cache_key FROM llm_cache WHERE cache_key IN ('old-a', 'old-b', 'live-a')`)).toEqual([]);
   });
 });
+
+describe('the in-process tier of the answer cache', () => {
+  let t: TestApp;
+  let a: TestTenant;
+
+  beforeAll(async () => {
+    t = await createTestApp({ LLM_CACHE_MEMORY_MB: '8', LLM_CACHE_MEMORY_TENANT_MB: '1' });
+    a = await new Factory(t.app).newTenant();
+  });
+  afterAll(() => t.close());
+
+  const answer = (content: string) => ({ content, provider: 'dashscope', model: 'qwen-flash', finishReason: 'stop', usage: { inputTokens: 10, cachedInputTokens: 0, outputTokens: 5 }, costNanos: 123n });
+  const expire = (key: string) => t.dataSource.query(`UPDATE llm_cache SET expires_at = now() - interval '1 second' WHERE tenant_id = $1 AND cache_key = $2`, [a.tenantId, key]);
+
+  it('holds an answer from its first read, not from its store (one never asked for again takes no heap)', async () => {
+    const cache = t.app.get(ResponseCache);
+    await cache.put(a.tenantId, 'never-read', answer('stored only'), 60);
+    await cache.put(a.tenantId, 'read-once', answer('read again'), 60);
+    // The first read finds the row in the database, and the tier takes it.
+    expect((await cache.get(a.tenantId, 'read-once'))?.content).toBe('read again');
+    // With both rows expired in the database: the one read is answered from memory, the one only
+    // stored is not held anywhere.
+    await expire('never-read');
+    await expire('read-once');
+    expect((await cache.get(a.tenantId, 'read-once'))?.content).toBe('read again');
+    expect(await cache.get(a.tenantId, 'never-read')).toBeNull();
+    // The memory answer was not a database hit: the row counts the one read that reached it.
+    const [{ hits }] = await t.dataSource.query(`SELECT hits FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'read-once'`, [a.tenantId]);
+    expect(hits).toBe(1);
+  });
+});

@@ -555,8 +555,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         costNanos: cost,
       }),
     );
-    // The row keeps what was charged (what a hit saves); so does this instance's memory.
-    if (toCache) this.cache.remember(ctx.req.tenantId, c!.key, { ...toCache, costNanos: charged }, ttl);
+    // The row keeps what was charged (what a hit saves); the index learns its key.
+    if (toCache) this.cache.stored(ctx.req.tenantId, c!.key);
     this.metrics.spend(ctx.req.tenantId, model, charged, usage);
     return { charged, usage, cached: toCache !== undefined };
   }

@@ -107,11 +107,14 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
     return found.answer;
   }
 
-  /** Stores an answer; answered once its row is written (with the others stored at the same moment). */
+  /**
+   * Stores an answer; answered once its row is written (with the others stored at the same moment).
+   * The in-process tier takes it on its first read (see stored()), not here.
+   */
   async put(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number): Promise<void> {
     assertTenantId(tenantId, 'a cache store');
     await this.writes.submit(BATCH, { tenantId, key, answer, ttlSeconds });
-    this.remember(tenantId, key, answer, ttlSeconds);
+    this.stored(tenantId, key);
   }
 
   /** The lookups of one moment, of every tenant, in one statement (findAnswers); each row found counts a hit. */
@@ -161,12 +164,16 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
   }
 
   /**
-   * An answer whose row was written elsewhere (with the settlement of the call that paid for it):
-   * kept in the in-process tier too, as put() keeps what it stores.
+   * An answer's row is written (by put(), or with the settlement of the call that paid for it): the
+   * index learns its key. The in-process tier does not take the answer now but when a lookup first
+   * finds its row (get()): most answers stored are never asked for again (every essay is
+   * different), and holding each from its store filled the tier with them, 50 MB of heap that every
+   * mark-compact walked and that was replaced as fast as calls came (bench:peers, BENCHMARKS.md).
+   * An answer asked for again costs one database lookup (batched with the moment's others), then
+   * none while the tier holds it.
    */
-  remember(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number): void {
+  stored(tenantId: string, key: string): void {
     this.index.add(tenantId, key);
-    this.memory.set(tenantId, key, answer, ResponseCache.heldBytes(answer), ttlSeconds * 1000);
   }
 
   /** Waits for the stores under way (shutdown). */
