@@ -2,7 +2,8 @@ import { OldestFirst } from '../common/oldest-first';
 
 /**
  * A bounded in-process tier in front of the PostgreSQL answer cache: the answers this instance
- * served or stored lately, answered without a database round trip. Bounded twice: by bytes in all
+ * read from the table lately (ResponseCache takes an answer on its first read, not its store),
+ * answered again without a database round trip. Bounded twice: by bytes in all
  * (LLM_CACHE_MEMORY_MB), and by bytes per tenant (LLM_CACHE_MEMORY_TENANT_MB), so one tenant's
  * traffic cannot push every other tenant's answers out. An entry lives no longer than its database
  * row.

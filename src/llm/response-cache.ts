@@ -40,9 +40,9 @@ export interface CachedAnswer {
  * the normalized essay; chat: the normalized request). Only successful, valid answers are stored.
  * Never a semantic cache: similar-looking essays must not share a grade.
  *
- * In front of the table, a bounded in-process tier (memory-cache.ts) answers the answers this
- * instance served or stored lately without a round trip; it is filled on a database hit and on a
- * store, emptied of a key on delete. A hit from memory is not counted in llm_cache.hits (the ledger
+ * In front of the table, a bounded in-process tier (memory-cache.ts) answers again the answers
+ * this instance read lately without a round trip; it is filled on a database hit (not on a store:
+ * see stored()), emptied of a key on delete. A hit from memory is not counted in llm_cache.hits (the ledger
  * counts every hit). Two instances may hold different answers for one key for a while (both valid
  * answers to the same request) when one stores after the other read. The lookups (and the stores)
  * made at the same moment go to the database as one statement, every key paired with its tenant
