@@ -4,8 +4,8 @@ import * as path from 'node:path';
 
 /**
  * The service starts the same way from `npm start` and from the image: the same node flags (the
- * heap cap, V8's worker threads, bytecode kept through quiet spells), so what the benchmarks measure (they run npm start's) is what
- * the image ships.
+ * heap cap, V8's worker threads, bytecode kept through quiet spells), so what the benchmarks
+ * measure (they run npm start's) is what the image ships.
  */
 describe('deployment: npm start and the image run the service alike', () => {
   const root = path.resolve(__dirname, '..');

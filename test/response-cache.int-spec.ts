@@ -107,4 +107,15 @@ describe('the in-process tier of the answer cache', () => {
     const [{ hits }] = await t.dataSource.query(`SELECT hits FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'read-once'`, [a.tenantId]);
     expect(hits).toBe(1);
   });
+
+  it('answers with the new answer after a key it holds is stored again, not the one it held', async () => {
+    const cache = t.app.get(ResponseCache);
+    await cache.put(a.tenantId, 'replaced', answer('old answer'), 60);
+    expect((await cache.get(a.tenantId, 'replaced'))?.content).toBe('old answer'); // now held in memory
+    await cache.put(a.tenantId, 'replaced', answer('new answer'), 60);
+    expect((await cache.get(a.tenantId, 'replaced'))?.content).toBe('new answer');
+    // ...which the tier then holds: with the row expired, still the new one.
+    await expire('replaced');
+    expect((await cache.get(a.tenantId, 'replaced'))?.content).toBe('new answer');
+  });
 });

@@ -170,10 +170,13 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
    * different), and holding each from its store filled the tier with them, 50 MB of heap that every
    * mark-compact walked and that was replaced as fast as calls came (bench:peers, BENCHMARKS.md).
    * An answer asked for again costs one database lookup (batched with the moment's others), then
-   * none while the tier holds it.
+   * none while the tier holds it. A key the tier already holds (a request sent again with
+   * Cache-Control: no-cache, whose new answer replaced the row) is dropped from it, so that this
+   * instance's next read takes the new answer from the row.
    */
   stored(tenantId: string, key: string): void {
     this.index.add(tenantId, key);
+    this.memory.delete(tenantId, key);
   }
 
   /** Waits for the stores under way (shutdown). */
