@@ -36,9 +36,8 @@ export const MAX_CANDIDATES = 50;
  * bounded sample of each of the 32 buckets bounds the database's work per essay (≤ 32 × 64 index
  * entries and essay lookups) as MAX_CANDIDATES bounds the comparisons; an essay sharing many
  * bands is in many samples, and a bucket only overflows with essays that agree on that band
- * anyway. The sample is taken before essays submitted later are left out, so that filter cannot
- * make the read unbounded; the price is that an old essay graded again after 64 later essays
- * identical in a band were indexed may not see its earlier twins in that band.
+ * anyway. The price: an essay indexed after 64 others identical in a band may not see, in that
+ * band, an older twin (it shares the other bands with it).
  */
 export const CANDIDATES_PER_BAND = 64;
 /** Essays indexed before signatures were stored have theirs computed from the text this many at a time. */
@@ -46,8 +45,15 @@ const BACKFILL_CHUNK = 10;
 
 /**
  * The MinHash LSH index in PostgreSQL: one row per essay per band (essay_lsh), and each essay's
- * signature (essay_signatures). Candidates are the tenant's earlier essays sharing a band bucket;
- * at most MAX_CANDIDATES of them, the nearest first, are compared with this essay by signature.
+ * signature (essay_signatures). Candidates are the tenant's essays already indexed that share a
+ * band bucket; at most MAX_CANDIDATES of them, the nearest first, are compared with this essay by
+ * signature.
+ *
+ * Essays are indexed when they are graded, and a class set's essays are graded side by side. So
+ * that two near copies are found whatever order they are graded in, and even when their workers
+ * index them in the same millisecond, a tenant's essays are indexed one at a time (a transaction
+ * advisory lock per tenant, held for the one statement that indexes and looks up): whichever of
+ * two is indexed second sees the first, earlier or later submitted. Other tenants never wait.
  *
  * Why signatures and not exact Jaccard of stored shingle sets: a signature is 512 bytes whatever
  * the essay's length, where a shingle set grows with it (up to ~1 MB for a 256 KiB essay), so
@@ -101,32 +107,35 @@ export class NearDuplicateIndex {
 
   /**
    * Indexes the essay (its bands and its signature) and returns the candidates it is compared
-   * with: earlier essays of the tenant sharing a band, at most MAX_CANDIDATES, most shared bands
-   * first, each with its stored signature. Indexing again (a retried job) changes nothing.
+   * with: the tenant's other indexed essays sharing a band, at most MAX_CANDIDATES, most shared
+   * bands first, each with its stored signature. Indexing again (a retried job) adds nothing.
    */
   async index(tenantId: string, essayId: string, mine: Fingerprint): Promise<Candidate[]> {
     const buckets = bandBuckets(mine.minhash);
-    const rows = await tenantQuery<{ essay_id: string; bands: number; minhash: Buffer | null; shingles: number | null }>(
-      this.ds.manager,
-      tenantId,
-      `WITH bands AS (SELECT * FROM unnest($3::smallint[], $4::bigint[]) AS t(b, k)),
-       indexed AS (
-         INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id) SELECT $1, b, k, $2 FROM bands ON CONFLICT DO NOTHING),
-       signed AS (
-         INSERT INTO essay_signatures (tenant_id, essay_id, minhash, shingles) VALUES ($1, $2, $5, $6) ON CONFLICT DO NOTHING),
-       hits AS (
-         SELECT x.essay_id FROM bands CROSS JOIN LATERAL (
-           SELECT l.essay_id FROM essay_lsh l
-            WHERE l.tenant_id = $1 AND l.band = bands.b AND l.bucket = bands.k AND l.essay_id <> $2 LIMIT $7) x),
-       nearest AS (
-         SELECT h.essay_id, count(*)::int AS bands FROM hits h JOIN essays e ON e.tenant_id = $1 AND e.id = h.essay_id
-          WHERE e.created_at <= (SELECT created_at FROM essays WHERE tenant_id = $1 AND id = $2)
-          GROUP BY h.essay_id ORDER BY bands DESC, h.essay_id LIMIT $8)
-       SELECT n.essay_id, n.bands, s.minhash, s.shingles
-         FROM nearest n LEFT JOIN essay_signatures s ON s.tenant_id = $1 AND s.essay_id = n.essay_id
-        ORDER BY n.bands DESC, n.essay_id`,
-      [essayId, buckets.map((_, i) => i), buckets.map(String), encodeSignature(mine.minhash), mine.shingles, CANDIDATES_PER_BAND, MAX_CANDIDATES],
-    );
+    const rows = await this.ds.transaction(async (m) => {
+      // One essay of this tenant at a time: the statement below starts after the last one committed.
+      await m.query(`SELECT pg_advisory_xact_lock(hashtextextended('essay_lsh:' || $1, 0))`, [tenantId]);
+      return tenantQuery<{ essay_id: string; bands: number; minhash: Buffer | null; shingles: number | null }>(
+        m,
+        tenantId,
+        `WITH bands AS (SELECT * FROM unnest($3::smallint[], $4::bigint[]) AS t(b, k)),
+         indexed AS (
+           INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id) SELECT $1, b, k, $2 FROM bands ON CONFLICT DO NOTHING),
+         signed AS (
+           INSERT INTO essay_signatures (tenant_id, essay_id, minhash, shingles) VALUES ($1, $2, $5, $6) ON CONFLICT DO NOTHING),
+         hits AS (
+           SELECT x.essay_id FROM bands CROSS JOIN LATERAL (
+             SELECT l.essay_id FROM essay_lsh l
+              WHERE l.tenant_id = $1 AND l.band = bands.b AND l.bucket = bands.k AND l.essay_id <> $2 LIMIT $7) x),
+         nearest AS (
+           SELECT h.essay_id, count(*)::int AS bands FROM hits h JOIN essays e ON e.tenant_id = $1 AND e.id = h.essay_id
+            GROUP BY h.essay_id ORDER BY bands DESC, h.essay_id LIMIT $8)
+         SELECT n.essay_id, n.bands, s.minhash, s.shingles
+           FROM nearest n LEFT JOIN essay_signatures s ON s.tenant_id = $1 AND s.essay_id = n.essay_id
+          ORDER BY n.bands DESC, n.essay_id`,
+        [essayId, buckets.map((_, i) => i), buckets.map(String), encodeSignature(mine.minhash), mine.shingles, CANDIDATES_PER_BAND, MAX_CANDIDATES],
+      );
+    });
     const out: Candidate[] = [];
     const unsigned: Array<{ essayId: string; bands: number }> = [];
     for (const r of rows) {
