@@ -5,6 +5,7 @@ import { MAX_CANDIDATES, NearDuplicateIndex, REUSE_SIMILARITY } from '../src/gra
 import { generateEssay, nearCopy } from './support/essays';
 import { Factory, TestTenant } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
+import { serverUrl } from './support/test-database';
 
 /**
  * The near-duplicate index on a real PostgreSQL: candidates come from the LSH bands, are compared
@@ -183,12 +184,39 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     expect(await index.indexAndFind(tenant.tenantId, earlier, text)).toMatchObject({ essayId: later });
   });
 
-  it('a class set of near copies indexed all at once (as side-by-side workers do): every one but the first indexed finds another', async () => {
+  it('a class set of near copies indexed all at once by workers of two instances: every one but the first indexed finds another', async () => {
     const text = generateEssay(53, 'zh').text;
     const copies = Array.from({ length: 8 }, (_, i) => nearCopy(text, 2, i + 1));
     const ids = await addEssays(tenant.tenantId, copies, 60);
-    const found = await Promise.all(ids.map((id, i) => index.indexAndFind(tenant.tenantId, id, copies[i])));
+    // Two instances on one database: only the database's lock keeps them apart.
+    const instances = [index, new NearDuplicateIndex(ds)];
+    const found = await Promise.all(ids.map((id, i) => instances[i % 2].indexAndFind(tenant.tenantId, id, copies[i])));
     expect(found.filter((x) => x === null)).toHaveLength(1);
     for (const [i, x] of found.entries()) if (x) expect(ids.filter((id) => id !== ids[i])).toContain(x.essayId);
+  });
+
+  (serverUrl() ? it : it.skip)("one instance's workers indexing a tenant's class set hold one pooled connection waiting on the tenant's lock, not one each", async () => {
+    const text = generateEssay(54, 'zh').text;
+    const ids = await addEssays(tenant.tenantId, [0, 1, 2, 3, 4].map((i) => nearCopy(text, 4, i + 1)), 60);
+    const waiting = async () =>
+      Number(
+        (await ds.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory' AND datname = current_database()`))[0].n,
+      );
+    // Another instance holds the tenant's lock.
+    const holder = ds.createQueryRunner();
+    await holder.startTransaction();
+    try {
+      await holder.query(`SELECT pg_advisory_xact_lock(hashtextextended('essay_lsh:' || $1, 0))`, [tenant.tenantId]);
+      const all = Promise.all(ids.map((id, i) => index.indexAndFind(tenant.tenantId, id, nearCopy(text, 4, i + 1))));
+      const until = Date.now() + 10_000;
+      while ((await waiting()) < 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await waiting()).toBe(1);
+      await holder.commitTransaction();
+      expect((await all).filter((x) => x === null)).toHaveLength(1);
+    } finally {
+      if (holder.isTransactionActive) await holder.rollbackTransaction();
+      await holder.release();
+    }
   });
 });

@@ -65,6 +65,12 @@ const BACKFILL_CHUNK = 10;
  */
 @Injectable()
 export class NearDuplicateIndex {
+  /**
+   * Each tenant's last indexing in this instance: the next one starts after it, so that one
+   * tenant's class set never holds more than one pooled connection waiting on its lock.
+   */
+  private readonly turns = new Map<string, Promise<unknown>>();
+
   constructor(private readonly ds: DataSource) {}
 
   /**
@@ -112,7 +118,7 @@ export class NearDuplicateIndex {
    */
   async index(tenantId: string, essayId: string, mine: Fingerprint): Promise<Candidate[]> {
     const buckets = bandBuckets(mine.minhash);
-    const rows = await this.ds.transaction(async (m) => {
+    const rows = await this.inTurn(tenantId, () => this.ds.transaction(async (m) => {
       // One essay of this tenant at a time: the statement below starts after the last one committed.
       await m.query(`SELECT pg_advisory_xact_lock(hashtextextended('essay_lsh:' || $1, 0))`, [tenantId]);
       return tenantQuery<{ essay_id: string; bands: number; minhash: Buffer | null; shingles: number | null }>(
@@ -135,7 +141,7 @@ export class NearDuplicateIndex {
           ORDER BY n.bands DESC, n.essay_id`,
         [essayId, buckets.map((_, i) => i), buckets.map(String), encodeSignature(mine.minhash), mine.shingles, CANDIDATES_PER_BAND, MAX_CANDIDATES],
       );
-    });
+    }));
     const out: Candidate[] = [];
     const unsigned: Array<{ essayId: string; bands: number }> = [];
     for (const r of rows) {
@@ -145,6 +151,17 @@ export class NearDuplicateIndex {
     }
     if (unsigned.length) out.push(...(await this.backfill(tenantId, unsigned)));
     return out.sort((a, b) => b.bands - a.bands || (a.essayId < b.essayId ? -1 : 1));
+  }
+
+  /** Runs `fn` after this tenant's indexing before it in this instance, whether that succeeded or not. */
+  private inTurn<T>(tenantId: string, fn: () => Promise<T>): Promise<T> {
+    const run = (this.turns.get(tenantId) ?? Promise.resolve()).then(fn, fn);
+    const settled = run.catch(() => undefined);
+    this.turns.set(tenantId, settled);
+    void settled.then(() => {
+      if (this.turns.get(tenantId) === settled) this.turns.delete(tenantId);
+    });
+    return run;
   }
 
   /**
