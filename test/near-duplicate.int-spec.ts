@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { bandBuckets, encodeSignature, fingerprint, signatureSimilarity } from '../src/grading/near-duplicate';
-import { MAX_CANDIDATES, NearDuplicateIndex, REUSE_SIMILARITY } from '../src/grading/near-duplicate.service';
+import { INDEX_LOCK_SQL, MAX_CANDIDATES, NearDuplicateIndex, REUSE_SIMILARITY } from '../src/grading/near-duplicate.service';
 import { generateEssay, nearCopy } from './support/essays';
 import { Factory, TestTenant } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
@@ -195,6 +195,18 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     for (const [i, x] of found.entries()) if (x) expect(ids.filter((id) => id !== ids[i])).toContain(x.essayId);
   });
 
+  it("an indexing that fails (its essay gone) writes nothing, and the tenant's next indexing still takes its turn", async () => {
+    const text = generateEssay(55, 'zh').text;
+    const gone = randomUUID(); // deleted between its job's claim and its indexing
+    const [mine] = await addEssays(tenant.tenantId, [nearCopy(text, 5, 1)], 60);
+    const [failed, next] = await Promise.allSettled([index.indexAndFind(tenant.tenantId, gone, text), index.indexAndFind(tenant.tenantId, mine, nearCopy(text, 5, 1))]);
+    expect(failed.status).toBe('rejected');
+    expect(String((failed as PromiseRejectedResult).reason)).toMatch(/foreign key/);
+    expect(next).toEqual({ status: 'fulfilled', value: null });
+    expect(await ds.query(`SELECT 1 FROM essay_lsh WHERE essay_id = $1 UNION ALL SELECT 1 FROM essay_signatures WHERE essay_id = $1`, [gone])).toEqual([]);
+    expect(await signatureRows(mine)).toHaveLength(1);
+  });
+
   (serverUrl() ? it : it.skip)("one instance's workers indexing a tenant's class set hold one pooled connection waiting on the tenant's lock, not one each", async () => {
     const text = generateEssay(54, 'zh').text;
     const ids = await addEssays(tenant.tenantId, [0, 1, 2, 3, 4].map((i) => nearCopy(text, 4, i + 1)), 60);
@@ -206,7 +218,7 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     const holder = ds.createQueryRunner();
     await holder.startTransaction();
     try {
-      await holder.query(`SELECT pg_advisory_xact_lock(hashtextextended('essay_lsh:' || $1, 0))`, [tenant.tenantId]);
+      await holder.query(INDEX_LOCK_SQL, [tenant.tenantId]);
       const all = Promise.all(ids.map((id, i) => index.indexAndFind(tenant.tenantId, id, nearCopy(text, 4, i + 1))));
       const until = Date.now() + 10_000;
       while ((await waiting()) < 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { tenantQuery } from '../db/tenant-scope';
 import { bandBuckets, decodeSignature, encodeSignature, Fingerprint, fingerprint, signatureSimilarity } from './near-duplicate';
 
@@ -42,6 +42,8 @@ export const MAX_CANDIDATES = 50;
 export const CANDIDATES_PER_BAND = 64;
 /** Essays indexed before signatures were stored have theirs computed from the text this many at a time. */
 const BACKFILL_CHUNK = 10;
+/** Taken in the transaction that indexes an essay ($1 the tenant): that tenant's essays are indexed one at a time. */
+export const INDEX_LOCK_SQL = `SELECT pg_advisory_xact_lock(hashtextextended('essay_lsh:' || $1, 0))`;
 
 /**
  * The MinHash LSH index in PostgreSQL: one row per essay per band (essay_lsh), and each essay's
@@ -69,7 +71,7 @@ export class NearDuplicateIndex {
    * Each tenant's last indexing in this instance: the next one starts after it, so that one
    * tenant's class set never holds more than one pooled connection waiting on its lock.
    */
-  private readonly turns = new Map<string, Promise<unknown>>();
+  private readonly turns = new Map<string, Promise<void>>();
 
   constructor(private readonly ds: DataSource) {}
 
@@ -117,31 +119,13 @@ export class NearDuplicateIndex {
    * bands first, each with its stored signature. Indexing again (a retried job) adds nothing.
    */
   async index(tenantId: string, essayId: string, mine: Fingerprint): Promise<Candidate[]> {
-    const buckets = bandBuckets(mine.minhash);
-    const rows = await this.inTurn(tenantId, () => this.ds.transaction(async (m) => {
-      // One essay of this tenant at a time: the statement below starts after the last one committed.
-      await m.query(`SELECT pg_advisory_xact_lock(hashtextextended('essay_lsh:' || $1, 0))`, [tenantId]);
-      return tenantQuery<{ essay_id: string; bands: number; minhash: Buffer | null; shingles: number | null }>(
-        m,
-        tenantId,
-        `WITH bands AS (SELECT * FROM unnest($3::smallint[], $4::bigint[]) AS t(b, k)),
-         indexed AS (
-           INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id) SELECT $1, b, k, $2 FROM bands ON CONFLICT DO NOTHING),
-         signed AS (
-           INSERT INTO essay_signatures (tenant_id, essay_id, minhash, shingles) VALUES ($1, $2, $5, $6) ON CONFLICT DO NOTHING),
-         hits AS (
-           SELECT x.essay_id FROM bands CROSS JOIN LATERAL (
-             SELECT l.essay_id FROM essay_lsh l
-              WHERE l.tenant_id = $1 AND l.band = bands.b AND l.bucket = bands.k AND l.essay_id <> $2 LIMIT $7) x),
-         nearest AS (
-           SELECT h.essay_id, count(*)::int AS bands FROM hits h JOIN essays e ON e.tenant_id = $1 AND e.id = h.essay_id
-            GROUP BY h.essay_id ORDER BY bands DESC, h.essay_id LIMIT $8)
-         SELECT n.essay_id, n.bands, s.minhash, s.shingles
-           FROM nearest n LEFT JOIN essay_signatures s ON s.tenant_id = $1 AND s.essay_id = n.essay_id
-          ORDER BY n.bands DESC, n.essay_id`,
-        [essayId, buckets.map((_, i) => i), buckets.map(String), encodeSignature(mine.minhash), mine.shingles, CANDIDATES_PER_BAND, MAX_CANDIDATES],
-      );
-    }));
+    const rows = await this.inTurn(tenantId, () =>
+      this.ds.transaction(async (m) => {
+        // One essay of this tenant at a time: the statement below starts after the last one committed.
+        await m.query(INDEX_LOCK_SQL, [tenantId]);
+        return this.indexAndLookUp(m, tenantId, essayId, mine);
+      }),
+    );
     const out: Candidate[] = [];
     const unsigned: Array<{ essayId: string; bands: number }> = [];
     for (const r of rows) {
@@ -153,10 +137,39 @@ export class NearDuplicateIndex {
     return out.sort((a, b) => b.bands - a.bands || (a.essayId < b.essayId ? -1 : 1));
   }
 
+  /** The one statement: stores the essay's bands and signature, and reads the candidates sharing its bands. */
+  private indexAndLookUp(m: EntityManager, tenantId: string, essayId: string, mine: Fingerprint) {
+    const buckets = bandBuckets(mine.minhash);
+    return tenantQuery<{ essay_id: string; bands: number; minhash: Buffer | null; shingles: number | null }>(
+      m,
+      tenantId,
+      `WITH bands AS (SELECT * FROM unnest($3::smallint[], $4::bigint[]) AS t(b, k)),
+       indexed AS (
+         INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id) SELECT $1, b, k, $2 FROM bands ON CONFLICT DO NOTHING),
+       signed AS (
+         INSERT INTO essay_signatures (tenant_id, essay_id, minhash, shingles) VALUES ($1, $2, $5, $6) ON CONFLICT DO NOTHING),
+       hits AS (
+         SELECT x.essay_id FROM bands CROSS JOIN LATERAL (
+           SELECT l.essay_id FROM essay_lsh l
+            WHERE l.tenant_id = $1 AND l.band = bands.b AND l.bucket = bands.k AND l.essay_id <> $2 LIMIT $7) x),
+       nearest AS (
+         SELECT h.essay_id, count(*)::int AS bands FROM hits h JOIN essays e ON e.tenant_id = $1 AND e.id = h.essay_id
+          GROUP BY h.essay_id ORDER BY bands DESC, h.essay_id LIMIT $8)
+       SELECT n.essay_id, n.bands, s.minhash, s.shingles
+         FROM nearest n LEFT JOIN essay_signatures s ON s.tenant_id = $1 AND s.essay_id = n.essay_id
+        ORDER BY n.bands DESC, n.essay_id`,
+      [essayId, buckets.map((_, i) => i), buckets.map(String), encodeSignature(mine.minhash), mine.shingles, CANDIDATES_PER_BAND, MAX_CANDIDATES],
+    );
+  }
+
   /** Runs `fn` after this tenant's indexing before it in this instance, whether that succeeded or not. */
   private inTurn<T>(tenantId: string, fn: () => Promise<T>): Promise<T> {
-    const run = (this.turns.get(tenantId) ?? Promise.resolve()).then(fn, fn);
-    const settled = run.catch(() => undefined);
+    const run = (this.turns.get(tenantId) ?? Promise.resolve()).then(fn);
+    // What the next one waits for: settles when this one does, and never rejects.
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
     this.turns.set(tenantId, settled);
     void settled.then(() => {
       if (this.turns.get(tenantId) === settled) this.turns.delete(tenantId);
