@@ -2,6 +2,8 @@ import { GradingService } from '../src/grading/grading.service';
 import { BudgetService } from '../src/billing/budget.service';
 import { rowsOf } from '../src/db/tenant-scope';
 import { GradingWorker } from '../src/grading/grading.worker';
+import { JobQueue } from '../src/jobs/job-queue';
+import { EssayEvents } from '../src/grading/essay-events';
 import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
 import { generateEssay } from './support/essays';
 import { bearer, Factory } from './support/factories';
@@ -25,6 +27,65 @@ describe('grading workers', () => {
   async function jobs(t: TestApp, tenantId: string) {
     return t.dataSource.query(`SELECT status, attempts, locked_by FROM jobs WHERE tenant_id = $1`, [tenantId]);
   }
+
+  it('a wake while the loop is claiming is not lost, and a stop during a claim does not wait out the poll interval', async () => {
+    // Polls once a minute: only wakes start a claim, and a lost one shows as a minute's wait.
+    const t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '60000' });
+    try {
+      const tenant = await new Factory(t.app).newTenant();
+      const queue = t.app.get(JobQueue);
+      const real = queue.claim.bind(queue);
+      // The next claim is held after it has read the queue, until released.
+      let held: { entered: boolean; release: () => void } | null = null;
+      const holdNext = () => {
+        let release!: () => void;
+        const gate = new Promise<void>((r) => (release = r));
+        const h = { entered: false, release };
+        held = h;
+        return { h, gate };
+      };
+      let gate: Promise<void> | null = null;
+      jest.spyOn(queue, 'claim').mockImplementation(async (...args: Parameters<JobQueue['claim']>) => {
+        const jobs = await real(...args);
+        const h = held;
+        if (h && gate) {
+          const g = gate;
+          held = null;
+          gate = null;
+          h.entered = true;
+          await g;
+        }
+        return jobs;
+      });
+      const submit = async (seed: number) =>
+        (await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(seed, 'zh').text }).expect(202)).body.id as string;
+
+      const events = t.app.get(EssayEvents);
+      // 1. A wake with nothing queued (as a finished job's or another instance's is): the claim finds
+      // nothing and is held after reading the queue. An essay queued meanwhile wakes the loop mid-claim.
+      let hold = holdNext();
+      gate = hold.gate;
+      events.queued();
+      await waitFor(() => hold.h.entered, 10_000, 'the claim to be under way');
+      const first = await submit(301);
+      hold.h.release();
+      // Lost, that wake would leave the essay for the next poll, a minute away.
+      const [view] = await waitForEssays(t.app, tenant.adminKey, [first], 20_000);
+      expect(view.status).toBe('graded');
+
+      // 2. A stop asked for while a claim that finds nothing is held: the worker stops once the claim is back.
+      hold = holdNext();
+      gate = hold.gate;
+      events.queued();
+      await waitFor(() => hold.h.entered, 10_000, 'the claim to be under way');
+      const stopping = t.app.get(GradingWorker).stop();
+      hold.h.release();
+      const outcome = await Promise.race([stopping.then(() => 'stopped'), new Promise((r) => setTimeout(() => r('still waiting after 20 s'), 20_000))]);
+      expect(outcome).toBe('stopped');
+    } finally {
+      await t.close();
+    }
+  }, 60_000);
 
   it('retries a failed grading with backoff and then succeeds', async () => {
     // Deep tier: no offline fallback, so a provider outage is retried by the queue.

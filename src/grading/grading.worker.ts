@@ -18,7 +18,10 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
   private readonly inFlight = new Map<string, { job: Job; abort: AbortController; done: Promise<void> }>();
   private running = false;
   private loop?: Promise<void>;
-  private wake?: () => void;
+  /** Set by wake(): the loop's pass under way claims again before it waits (a wake is never lost). */
+  private woken = false;
+  /** Ends the loop's wait, while it waits. */
+  private sleeping?: () => void;
   private timers: NodeJS.Timeout[] = [];
   private unsubscribe?: () => void;
 
@@ -41,7 +44,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     if (this.running) return;
     this.running = true;
     const g = this.config.grading;
-    this.unsubscribe = this.events.onQueued(() => this.wake?.());
+    this.unsubscribe = this.events.onQueued(() => this.wake());
     this.timers.push(
       setInterval(() => {
         this.queue.heartbeat([...this.inFlight.keys()], g.leaseMs).catch((err: Error) => this.logger.warn({ msg: 'lease renewal failed', err: loggableError(err) }));
@@ -72,6 +75,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       ['shadow', g.deepReviewConcurrency, false],
     ];
     while (this.running) {
+      this.woken = false;
       let more = false;
       for (const [kind, size, scheduled] of pools) {
         const free = size - this.count(kind, scheduled);
@@ -85,23 +89,31 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         for (const job of claimed) this.launch(job);
         if (claimed.length === free) more = true; // there may be more ready now
       }
-      if (more) continue;
+      // Woken while claiming (work queued, a slot freed, or stop()): no wait. A stop during a claim
+      // used to wait out a whole poll interval here, and hold the shutdown that long.
+      if (more || this.woken || !this.running) continue;
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, g.pollMs);
-        this.wake = () => {
+        this.sleeping = () => {
           clearTimeout(t);
           resolve();
         };
       });
-      this.wake = undefined;
+      this.sleeping = undefined;
     }
+  }
+
+  /** The loop claims again now: at once if it waits, after its pass if it is claiming. */
+  private wake(): void {
+    this.woken = true;
+    this.sleeping?.();
   }
 
   private launch(job: Job): void {
     const abort = new AbortController();
     const done = this.process(job, abort.signal).finally(() => {
       this.inFlight.delete(job.id);
-      this.wake?.();
+      this.wake();
     });
     this.inFlight.set(job.id, { job, abort, done });
   }
@@ -149,7 +161,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       for (const f of failed) {
         this.logger.error({ msg: 'job failed: its worker stopped on the last attempt', tenantId: f.tenantId, essayId: f.essayId, kind: f.kind });
       }
-      if (requeued) this.wake?.();
+      if (requeued) this.wake();
     } catch (err) {
       this.logger.warn({ msg: 'job recovery failed', err: loggableError(err) });
     }
@@ -160,7 +172,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     if (!this.running) return;
     this.running = false;
     this.unsubscribe?.();
-    this.wake?.();
+    this.wake();
     await this.loop;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
