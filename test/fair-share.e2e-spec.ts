@@ -57,8 +57,11 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     f = new Factory(t.app);
   });
   afterAll(async () => {
-    await t.close();
-    await fake.close();
+    try {
+      await t.close();
+    } finally {
+      await fake.close();
+    }
   });
   beforeEach(async () => {
     fake.reset();
@@ -474,8 +477,11 @@ describe('instances that agree within a second (LISTEN/NOTIFY)', () => {
     await t.app.listen({ port: 0, host: '127.0.0.1' });
   });
   afterAll(async () => {
-    await t.close();
-    await fake.close();
+    try {
+      await t.close();
+    } finally {
+      await fake.close();
+    }
   });
 
   it('a key revoked on one instance stops working on the other at once', async () => {

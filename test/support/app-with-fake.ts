@@ -26,8 +26,11 @@ export async function startAppWithFake(env: Record<string, string> = {}, opts: {
       t,
       f: new Factory(t.app),
       close: async () => {
-        await t.close();
-        await fake.close();
+        try {
+          await t.close();
+        } finally {
+          await fake.close(); // even when the app's close fails: a server left open keeps jest from exiting
+        }
       },
     };
   } catch (err) {
