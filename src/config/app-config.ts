@@ -64,6 +64,12 @@ export interface AppConfig {
   databasePreparedStatements: boolean;
   /** how often this instance vacuums and analyzes the database when nothing else does (autovacuum off, or the embedded PostgreSQL); 0: never */
   databaseVacuumIntervalMs: number;
+  /**
+   * PostgreSQL ends a session of this instance's that has sat this long inside a transaction
+   * without sending anything (a frozen or stalled instance), so the rows it locked (a tenant's
+   * budget period) are free again for every other instance; 0: never.
+   */
+  databaseIdleInTransactionTimeoutMs: number;
   dataDir: string;
   adminToken: string;
   bodyLimitBytes: number;
@@ -167,6 +173,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     databasePoolSize: e.int('DATABASE_POOL_SIZE', { min: 1, max: 200, default: 10 }),
     databasePreparedStatements: e.bool('DATABASE_PREPARED_STATEMENTS', true),
     databaseVacuumIntervalMs: e.int('DATABASE_VACUUM_INTERVAL_MS', { min: 0, max: 86_400_000, default: 600_000 }),
+    databaseIdleInTransactionTimeoutMs: e.int('DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS', { min: 0, max: 86_400_000, default: 60_000 }),
     dataDir,
     adminToken: e.secret('INKSTONE_ADMIN_TOKEN', 16),
     bodyLimitBytes: e.int('BODY_LIMIT_BYTES', { min: 1024, max: 64 * 1024 * 1024, default: 8 * 1024 * 1024 }),

@@ -33,7 +33,7 @@ export class DatabaseConnection implements OnApplicationShutdown {
         listen: url.replace(/^postgres:\/\/[^@]*@/, '').replace(/\/.*$/, ''),
       });
     }
-    const ds = createDataSource(url, config.databasePoolSize, entities);
+    const ds = createDataSource(url, config.databasePoolSize, entities, { idleInTransactionTimeoutMs: config.databaseIdleInTransactionTimeoutMs });
     try {
       await ds.initialize();
       if (config.databasePreparedStatements && !(await sharesOneSession(ds))) usePreparedStatements(ds);
