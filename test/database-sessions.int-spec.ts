@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { Client } from 'pg';
-import type { DataSource, QueryRunner } from 'typeorm';
+import type { QueryRunner } from 'typeorm';
 import { loadConfig } from '../src/config/app-config';
 import { DatabaseConnection } from '../src/db/database';
+import { TEST_SECRET_KEY } from './support/spawn-service';
 import { createTestDatabase, serverUrl, TestDatabase } from './support/test-database';
+import { OPERATOR_TOKEN } from './support/test-app';
 
 /**
  * An instance that freezes inside a transaction (stopped, starved, partitioned from its clients but
@@ -16,15 +18,11 @@ describe('the sessions the app opens', () => {
   let db: TestDatabase;
   const onServer = serverUrl() ? it : it.skip;
   const onEmbedded = serverUrl() ? it.skip : it;
+  const base = { INKSTONE_ADMIN_TOKEN: OPERATOR_TOKEN };
+  /** The app's own pool, opened as the app opens it, with the timeout set to `timeoutMs`. */
   const open = (timeoutMs: string) =>
     DatabaseConnection.open(
-      loadConfig({
-        INKSTONE_ADMIN_TOKEN: 'x'.repeat(32),
-        INKSTONE_SECRET_KEY: 'ab'.repeat(32),
-        DATABASE_URL: db.url,
-        DATABASE_POOL_SIZE: '2',
-        DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: timeoutMs,
-      }),
+      loadConfig({ ...base, INKSTONE_SECRET_KEY: TEST_SECRET_KEY, DATABASE_URL: db.url, DATABASE_POOL_SIZE: '2', DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: timeoutMs }),
     );
 
   beforeAll(async () => {
@@ -35,9 +33,9 @@ describe('the sessions the app opens', () => {
   });
 
   it('ends a session idle in a transaction after a minute by default; 0 turns it off', () => {
-    expect(loadConfig({ INKSTONE_ADMIN_TOKEN: 'x'.repeat(32) }).databaseIdleInTransactionTimeoutMs).toBe(60_000);
-    expect(loadConfig({ INKSTONE_ADMIN_TOKEN: 'x'.repeat(32), DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: '0' }).databaseIdleInTransactionTimeoutMs).toBe(0);
-    expect(() => loadConfig({ INKSTONE_ADMIN_TOKEN: 'x'.repeat(32), DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: '-1' })).toThrow(/DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS/);
+    expect(loadConfig(base).databaseIdleInTransactionTimeoutMs).toBe(60_000);
+    expect(loadConfig({ ...base, DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: '0' }).databaseIdleInTransactionTimeoutMs).toBe(0);
+    expect(() => loadConfig({ ...base, DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS: '-1' })).toThrow(/DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS/);
   });
 
   onServer('sets the timeout on each connection it opens, and nothing with 0', async () => {
@@ -68,7 +66,7 @@ describe('the sessions the app opens', () => {
       await seed.query(`INSERT INTO tenants (id, name, timezone, monthly_cap_nanos) VALUES ($1, 'frozen', 'Asia/Shanghai', 1000)`, [tenant]);
       await seed.query(`INSERT INTO budget_periods (tenant_id, period, cap_nanos) VALUES ($1, '2026-12', 1000)`, [tenant]);
       // The frozen instance: inside a transaction, the period locked and changed, then nothing more.
-      held = (frozen.dataSource as DataSource).createQueryRunner();
+      held = frozen.dataSource.createQueryRunner();
       await held.connect();
       await held.startTransaction();
       await held.query(`UPDATE budget_periods SET spent_nanos = spent_nanos + 7 WHERE tenant_id = $1`, [tenant]);
