@@ -27,6 +27,7 @@ import { LedgerDailyOrder1767000000000 } from './1767000000000-LedgerDailyOrder'
 import { LedgerDailyTenantByKey1767100000000 } from './1767100000000-LedgerDailyTenantByKey';
 import { LeaseUpdatesInPlace1767200000000 } from './1767200000000-LeaseUpdatesInPlace';
 import { LedgerDailyRoom1767300000000 } from './1767300000000-LedgerDailyRoom';
+import { EssayErasure1767400000000 } from './1767400000000-EssayErasure';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -63,4 +64,5 @@ export const MIGRATIONS = [
   LedgerDailyTenantByKey1767100000000,
   LeaseUpdatesInPlace1767200000000,
   LedgerDailyRoom1767300000000,
+  EssayErasure1767400000000,
 ];

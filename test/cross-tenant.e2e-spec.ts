@@ -208,6 +208,8 @@ const ROUTE_RESOURCES: Record<string, { key: string; resource: Resource }> = {
   'HEAD /v1/assignments/:id/calibration': { key: 'calibrated', resource: calibrated },
   'POST /v1/assignments/:id/calibration': { key: 'calibrated', resource: calibrated },
   'DELETE /v1/assignments/:id/calibration': { key: 'calibrated-consumed', resource: { ...calibrated, consumable: true } },
+  // Erasure uses the essay up: B's control call erases one of B's own, made for it.
+  'DELETE /v1/essays/:id': { key: 'essays/:id-consumed', resource: { ...RESOURCES['essays/:id'], consumable: true } },
 };
 
 /** A valid body for each route whose OpenAPI operation takes one. */

@@ -25,6 +25,8 @@ export interface CacheEntry {
   /** the answer came from a repair (the model's first answer was invalid) */
   repaired: boolean;
   ttlSeconds: number;
+  /** the essay whose grading asked for it (erasing the essay deletes the answer); none for a chat call */
+  essayId?: string | null;
 }
 
 /** The arrays the rows go in, in this order (each one element a row). */
@@ -41,6 +43,7 @@ const ARRAYS = [
   ['cost', 'bigint'],
   ['ttl', 'double precision'],
   ['repaired', 'boolean'],
+  ['essay', 'uuid'],
 ] as const;
 
 /** How many parameters cacheRowsSql reads (cacheRowsParams gives them). */
@@ -55,9 +58,9 @@ export const CACHE_ROWS_PARAMS = ARRAYS.length;
 export function cacheRowsSql(refs: string[], opts: { cost?: string; where?: string } = {}): string {
   if (refs.length !== ARRAYS.length) throw new Error(`the answer cache's rows take ${ARRAYS.length} arrays`);
   return `INSERT INTO llm_cache (tenant_id, cache_key, content, provider, model, finish_reason, input_tokens, cached_input_tokens,
-                            output_tokens, cost_nanos, expires_at, repaired)
+                            output_tokens, cost_nanos, expires_at, repaired, essay_id)
      SELECT t.tenant_id, t.k, t.content, t.provider, t.model, t.finish, t.input, t.cached, t.output, ${opts.cost ?? 't.cost'},
-            now() + make_interval(secs => t.ttl), t.repaired
+            now() + make_interval(secs => t.ttl), t.repaired, t.essay
        FROM unnest(${refs.map((r, i) => `${r}::${ARRAYS[i][1]}[]`).join(', ')}) AS t(${ARRAYS.map(([name]) => name).join(', ')})
       ${opts.where ? `WHERE ${opts.where}` : ''}
      ON CONFLICT (tenant_id, cache_key) DO UPDATE
@@ -65,6 +68,7 @@ export function cacheRowsSql(refs: string[], opts: { cost?: string; where?: stri
            finish_reason = EXCLUDED.finish_reason, input_tokens = EXCLUDED.input_tokens,
            cached_input_tokens = EXCLUDED.cached_input_tokens, output_tokens = EXCLUDED.output_tokens,
            cost_nanos = EXCLUDED.cost_nanos, created_at = now(), expires_at = EXCLUDED.expires_at, hits = 0, repaired = EXCLUDED.repaired,
+           essay_id = EXCLUDED.essay_id,
            stored_xid = pg_current_xact_id()`;
 }
 
@@ -87,6 +91,7 @@ export function cacheRowsParams(rows: Array<CacheEntry & { tenantId: string }>):
     last.map((r) => r.costNanos.toString()),
     last.map((r) => r.ttlSeconds),
     last.map((r) => r.repaired),
+    last.map((r) => r.essayId ?? null),
   ];
 }
 
@@ -138,6 +143,15 @@ export async function findAnswers(m: EntityManager, items: Array<{ tenantId: str
 /** Forgets one tenant's answer to a key. */
 export async function deleteAnswer(m: EntityManager, tenantId: string, key: string): Promise<void> {
   await tenantQuery(m, tenantId, `DELETE FROM llm_cache WHERE tenant_id = $1 AND cache_key = $2`, [key]);
+}
+
+/**
+ * Deletes the answers the essay's gradings stored (erasure), returning their keys so that every
+ * instance can drop them from its in-process tier.
+ */
+export async function deleteEssayAnswers(m: EntityManager, tenantId: string, essayId: string): Promise<string[]> {
+  const rows = await tenantQuery<{ cache_key: string }>(m, tenantId, `DELETE FROM llm_cache WHERE tenant_id = $1 AND essay_id = $2 RETURNING cache_key`, [essayId]);
+  return rows.map((r) => r.cache_key);
 }
 
 /** Drops expired answers of every tenant (maintenance); returns how many. */

@@ -34,6 +34,6 @@ import { WebhookDispatcher } from './webhook-dispatcher';
     HostResolver,
     { provide: SecretBox, useFactory: (config: AppConfig) => createSecretBox(config), inject: [CONFIG] },
   ],
-  exports: [BudgetService, BudgetPolicy, LedgerService, AlertsService, WebhookDispatcher, OrdersService, OrdersRepository, TenantSecretsService, HostResolver],
+  exports: [BudgetService, BudgetPolicy, LedgerService, AlertsService, WebhookDispatcher, OrdersService, OrdersRepository, BooksRepository, TenantSecretsService, HostResolver],
 })
 export class BillingModule {}

@@ -407,19 +407,25 @@ export class BooksRepository {
       tenantId,
       `WITH lease AS (${leaseSql('$6', '$7')}),
        guard AS (
-         INSERT INTO call_guards (tenant_id, key, state, token, expires_at)
-         SELECT $1, $8, 'in_flight', $9, now() + make_interval(secs => $10::double precision / 1000) WHERE EXISTS (SELECT 1 FROM lease)
+         INSERT INTO call_guards (tenant_id, key, state, token, expires_at, essay_id)
+         SELECT $1, $8, 'in_flight', $9, now() + make_interval(secs => $10::double precision / 1000), $12::uuid WHERE EXISTS (SELECT 1 FROM lease)
          ON CONFLICT (tenant_id, key) DO UPDATE
-            SET state = 'in_flight', token = EXCLUDED.token, expires_at = EXCLUDED.expires_at, created_at = now()
+            SET state = 'in_flight', token = EXCLUDED.token, expires_at = EXCLUDED.expires_at, created_at = now(), essay_id = EXCLUDED.essay_id
           WHERE call_guards.state = 'in_flight' AND call_guards.expires_at < now()
          RETURNING 1),
        held AS (${holdSql('EXISTS (SELECT 1 FROM guard)')})
        INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at, call)
        SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000), $11::jsonb FROM held
        RETURNING id`,
-      [period, r.amount.toString(), r.id, r.ttlMs, r.lease?.jobId ?? null, r.lease?.holder ?? null, r.key, r.token, r.inFlightMs, callJson(r.call)],
+      [period, r.amount.toString(), r.id, r.ttlMs, r.lease?.jobId ?? null, r.lease?.holder ?? null, r.key, r.token, r.inFlightMs, callJson(r.call), r.call?.essayId ?? null],
     );
     return rows.length > 0;
+  }
+
+  /** The essay was erased: the answers its calls' guards keep for a replay go (in the erasure's transaction). */
+  async deleteEssayGuards(tx: EntityManager, tenantId: string, essayId: string): Promise<number> {
+    const rows = await tenantQuery(tx, tenantId, `DELETE FROM call_guards WHERE tenant_id = $1 AND essay_id = $2 RETURNING key`, [essayId]);
+    return rows.length;
   }
 
   /** Why a guarded reservation reserved nothing: the lease, and the guard as it is now. */

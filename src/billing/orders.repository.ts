@@ -118,6 +118,18 @@ export class OrdersRepository {
     return rows.length === 1;
   }
 
+  /** The essay's orders not yet delivered (awaiting payment, or paid) are refunded with the reason; returns how many. */
+  async refundOpenForEssay(tx: EntityManager, tenantId: string, essayId: string, reason: string): Promise<number> {
+    const rows = await tenantQuery(
+      tx,
+      tenantId,
+      `UPDATE orders SET status = 'refunded', refunded_at = now(), refund_reason = coalesce(refund_reason, $3)
+        WHERE tenant_id = $1 AND essay_id = $2 AND status IN ('awaiting_payment', 'paid') RETURNING id`,
+      [essayId, reason.slice(0, 300)],
+    );
+    return rows.length;
+  }
+
   /** Orders whose deep reviews' workers stopped on their last attempt are refunded (the queue's recovery). */
   async refundInterrupted(tx: EntityManager, jobs: InterruptedJob[]): Promise<void> {
     for (const j of jobs) if (j.kind === 'deep_review' && j.orderId) await this.refund(tx, j.tenantId, j.orderId, 'the deep review was interrupted too many times');

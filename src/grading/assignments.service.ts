@@ -153,7 +153,7 @@ export class AssignmentsService {
                   count(*) FILTER (WHERE status = 'graded')::int AS graded,
                   count(*) FILTER (WHERE status = 'failed')::int AS failed,
                   count(*) FILTER (WHERE status = 'needs_review')::int AS needs_review
-             FROM essays e WHERE e.tenant_id = a.tenant_id AND e.assignment_id = a.id
+             FROM essays e WHERE e.tenant_id = a.tenant_id AND e.assignment_id = a.id AND e.erased_at IS NULL
          ) c ON true
         WHERE a.tenant_id = $1 ORDER BY a.created_at DESC LIMIT 200`,
     );
@@ -177,7 +177,7 @@ export class AssignmentsService {
       this.ds.manager,
       auth.tenantId,
       `SELECT student_ref, title, status, grade, graded_at FROM essays
-        WHERE tenant_id = $1 AND assignment_id = $2 ORDER BY created_at, id LIMIT 20000`,
+        WHERE tenant_id = $1 AND assignment_id = $2 AND erased_at IS NULL ORDER BY created_at, id LIMIT 20000`,
       [id],
     );
     const when = (d: Date | null) => {
@@ -213,7 +213,7 @@ export class AssignmentsService {
     const counts = await tenantQuery<{ status: string; n: number }>(
       this.ds.manager,
       auth.tenantId,
-      `SELECT status, count(*)::int AS n FROM essays WHERE tenant_id = $1 AND assignment_id = $2 GROUP BY status`,
+      `SELECT status, count(*)::int AS n FROM essays WHERE tenant_id = $1 AND assignment_id = $2 AND erased_at IS NULL GROUP BY status`,
       [id],
     );
     const scores = (

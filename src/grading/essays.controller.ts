@@ -1,10 +1,11 @@
-import { Body, Controller, Get, HttpCode, Param, Patch, Post, Query, Req, Res } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Req, Res } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { ApiView } from '../docs/api-view';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { BodyLimit, KiB, MiB } from '../common/route-config';
 import { OrderDeepReviewDto, OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
+import { EssayErasure, ErasedEssay } from './essay-erasure.service';
 import { EssayStreamService } from './essay-stream.service';
 import { ESSAY_STATUSES } from './essay-lifecycle';
 import { OrderView } from '../billing/orders.service';
@@ -18,6 +19,7 @@ export class EssaysController {
   constructor(
     private readonly essays: EssaysService,
     private readonly streams: EssayStreamService,
+    private readonly erasure: EssayErasure,
   ) {}
 
   @Post()
@@ -62,6 +64,16 @@ export class EssaysController {
   @ApiView('EssayView')
   get(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<EssayView> {
     return this.essays.get(auth, id);
+  }
+
+  @Delete(':id')
+  @ApiOperation({
+    summary:
+      "Erase the essay's personal data (text, title, student, grades, overrides, cached answers); its cost stays in the books. 409 while it is being graded",
+  })
+  @ApiView('ErasedEssay')
+  erase(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<ErasedEssay> {
+    return this.erasure.erase(auth, id);
   }
 
   @Post(':id/deep-review')

@@ -225,12 +225,49 @@ export class EssaysRepository {
     ]);
   }
 
-  /** The essay's status and current grade, locked until the transaction ends (an override reads, then writes). */
-  async lockForOverride(tx: EntityManager, tenantId: string, essayId: string): Promise<{ status: string; grade: StoredGrade | null; model_grade: StoredGrade | null } | null> {
-    const [row] = await tenantQuery<{ status: string; grade: StoredGrade | null; model_grade: StoredGrade | null }>(
+  /** The essay, locked until the transaction ends (erasure); null when the tenant has no such essay. */
+  async lockForErasure(tx: EntityManager, tenantId: string, essayId: string): Promise<{ status: string; erased_at: Date | null } | null> {
+    const [row] = await tenantQuery<{ status: string; erased_at: Date | null }>(
       tx,
       tenantId,
-      `SELECT status, grade, model_grade FROM essays WHERE tenant_id = $1 AND id = $2 FOR UPDATE`,
+      `SELECT status, erased_at FROM essays WHERE tenant_id = $1 AND id = $2 FOR UPDATE`,
+      [essayId],
+    );
+    return row ?? null;
+  }
+
+  /**
+   * Erases the essay's personal data and keeps its tombstone: the text, title, student reference,
+   * grades and failure reason are cleared and the teachers' overrides deleted (their comments are
+   * about the student); what it cost, its flags and times stay, because the books and reports count
+   * them. An essay erased while queued is failed with ERASED. Returns when it was erased.
+   */
+  async erase(tx: EntityManager, tenantId: string, essayId: string, keyId: string | null): Promise<Date> {
+    const [row] = await tenantQuery<{ erased_at: Date }>(
+      tx,
+      tenantId,
+      `UPDATE essays SET text = '', title = NULL, student_ref = NULL, grade = NULL, model_grade = NULL, deep_grade = NULL, shadow_grade = NULL,
+              failure_reason = CASE WHEN status = 'queued' THEN 'the essay was erased before it was graded' END,
+              failure_code = CASE WHEN status = 'queued' THEN 'ERASED' ELSE failure_code END,
+              status = CASE WHEN status = 'queued' THEN 'failed' ELSE status END,
+              erased_at = now(), erased_by = $3, updated_at = now()
+        WHERE tenant_id = $1 AND id = $2 RETURNING erased_at`,
+      [essayId, keyId],
+    );
+    await tenantQuery(tx, tenantId, `DELETE FROM grade_overrides WHERE tenant_id = $1 AND essay_id = $2`, [essayId]);
+    return row.erased_at;
+  }
+
+  /** The essay's status and current grade, locked until the transaction ends (an override reads, then writes). */
+  async lockForOverride(
+    tx: EntityManager,
+    tenantId: string,
+    essayId: string,
+  ): Promise<{ status: string; grade: StoredGrade | null; model_grade: StoredGrade | null; erased_at: Date | null } | null> {
+    const [row] = await tenantQuery<{ status: string; grade: StoredGrade | null; model_grade: StoredGrade | null; erased_at: Date | null }>(
+      tx,
+      tenantId,
+      `SELECT status, grade, model_grade, erased_at FROM essays WHERE tenant_id = $1 AND id = $2 FOR UPDATE`,
       [essayId],
     );
     return row ?? null;

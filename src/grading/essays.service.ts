@@ -235,6 +235,7 @@ export class EssaysService {
     if (!UUID.test(id)) throw ApiError.notFound('Essay');
     const [row] = await tenantQuery(this.ds.manager, tenantId, `SELECT * FROM essays WHERE tenant_id = $1 AND id = $2`, [id]);
     if (!row) throw ApiError.notFound('Essay');
+    if (row.erased_at) throw new ApiError('NOT_FOUND', `The essay was erased at ${(row.erased_at as Date).toISOString()}`);
     return row;
   }
 
@@ -298,7 +299,7 @@ export class EssaysService {
       `SELECT id, status, tier, language, title, student_ref, assignment_id, flags, cost_nanos, cache_status,
               grade->'score' AS score, grade->'maxScore' AS max_score, created_at, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' AS cursor_at, graded_at
          FROM essays
-        WHERE tenant_id = $1 AND ($2::uuid IS NULL OR assignment_id = $2) AND ($3::text IS NULL OR status = $3)
+        WHERE tenant_id = $1 AND erased_at IS NULL AND ($2::uuid IS NULL OR assignment_id = $2) AND ($3::text IS NULL OR status = $3)
           AND ($4::text IS NULL OR student_ref = $4)
           AND ($5::timestamptz IS NULL OR (created_at, id) < ($5::timestamptz, $6::uuid))
         ORDER BY created_at DESC, id DESC LIMIT $7`,
@@ -343,7 +344,7 @@ export class EssaysService {
     const rubric = await this.rubrics.resolve(auth.tenantId, String(current.rubric_key), Number(current.rubric_version));
     await this.ds.transaction(async (m) => {
       const row = await this.essays.lockForOverride(m, auth.tenantId, id);
-      if (!row) throw ApiError.notFound('Essay');
+      if (!row || row.erased_at) throw ApiError.notFound('Essay');
       if (!row.grade || !['graded', 'needs_review'].includes(row.status)) {
         throw new ApiError('CONFLICT', `The essay is ${row.status}: only a graded essay can be overridden`);
       }

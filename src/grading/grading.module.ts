@@ -7,6 +7,7 @@ import { AssignmentsController } from './assignments.controller';
 import { AssignmentsService } from './assignments.service';
 import { CalibrationsRepository } from './calibrations.repository';
 import { ModelGrader } from './model-grader';
+import { EssayErasure } from './essay-erasure.service';
 import { EssayEvents } from './essay-events';
 import { EssayStreamService } from './essay-stream.service';
 import { EssaysController } from './essays.controller';
@@ -23,7 +24,7 @@ import { RubricsService } from './rubrics.service';
 @Module({
   imports: [LlmModule, BillingModule, TenancyModule, JobsModule],
   controllers: [RubricsController, AssignmentsController, EssaysController, GradingSettingsController],
-  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayStreamService, EssayEvents, GradingService, GradingWorker, EssaysRepository, NearDuplicateIndex, CalibrationsRepository, ModelGrader],
+  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayErasure, EssayStreamService, EssayEvents, GradingService, GradingWorker, EssaysRepository, NearDuplicateIndex, CalibrationsRepository, ModelGrader],
   exports: [EssaysService, GradingService, GradingWorker, RubricsService, AssignmentsService, CalibrationsRepository, EssaysRepository],
 })
 export class GradingModule {}

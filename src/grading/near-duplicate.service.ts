@@ -94,7 +94,7 @@ export class NearDuplicateIndex {
       tenantId,
       `SELECT id, student_ref, status,
               CASE WHEN id = $3 OR (student_ref = $4 AND status IN ('graded', 'needs_review')) THEN grade END AS grade
-         FROM essays WHERE tenant_id = $1 AND id = ANY($2::uuid[])`,
+         FROM essays WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND erased_at IS NULL`,
       [[best.essayId, ...near.map((c) => c.essayId)], best.essayId, studentRef],
     );
     const byId = new Map(rows.map((r) => [r.id, r]));
@@ -111,6 +111,17 @@ export class NearDuplicateIndex {
       grade: nearest.grade,
       earlierOwn: own ? { ...own, grade: byId.get(own.essayId)!.grade } : null,
     };
+  }
+
+  /**
+   * The essay was erased: its bands and signature go, in the erasure's transaction, after any
+   * indexing of the tenant under way has committed (the index's lock), so that no later essay is
+   * compared with it.
+   */
+  async forget(tx: EntityManager, tenantId: string, essayId: string): Promise<void> {
+    await tx.query(INDEX_LOCK_SQL, [tenantId]);
+    await tenantQuery(tx, tenantId, `DELETE FROM essay_lsh WHERE tenant_id = $1 AND essay_id = $2`, [essayId]);
+    await tenantQuery(tx, tenantId, `DELETE FROM essay_signatures WHERE tenant_id = $1 AND essay_id = $2`, [essayId]);
   }
 
   /**
@@ -188,7 +199,7 @@ export class NearDuplicateIndex {
       const texts = await tenantQuery<{ id: string; text: string }>(
         this.ds.manager,
         tenantId,
-        `SELECT id, text FROM essays WHERE tenant_id = $1 AND id = ANY($2::uuid[])`,
+        `SELECT id, text FROM essays WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND erased_at IS NULL`,
         [chunk.map((c) => c.essayId)],
       );
       const bands = new Map(chunk.map((c) => [c.essayId, c.bands]));

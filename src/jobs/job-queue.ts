@@ -256,6 +256,28 @@ export class JobQueue {
     return Array.isArray(res) && typeof res[1] === 'number' ? res[1] : 0;
   }
 
+  /** The essay's unfinished jobs, locked until the transaction ends: a worker skips a locked job when it claims (erasure). */
+  async lockUnfinishedForEssay(tx: EntityManager, tenantId: string, essayId: string): Promise<Array<{ id: string; status: 'queued' | 'running' }>> {
+    return tenantQuery<{ id: string; status: 'queued' | 'running' }>(
+      tx,
+      tenantId,
+      `SELECT id, status FROM jobs WHERE tenant_id = $1 AND essay_id = $2 AND status IN ('queued', 'running') FOR UPDATE`,
+      [essayId],
+    );
+  }
+
+  /** The essay's queued jobs are cancelled (it was erased before they ran). */
+  async cancelQueuedForEssay(tx: EntityManager, tenantId: string, essayId: string, reason: string): Promise<number> {
+    const rows = await tenantQuery(
+      tx,
+      tenantId,
+      `UPDATE jobs SET status = 'failed', finished_at = now(), last_error = $3
+        WHERE tenant_id = $1 AND essay_id = $2 AND status = 'queued' RETURNING id`,
+      [essayId, reason],
+    );
+    return rows.length;
+  }
+
   /** Queued jobs of an order are cancelled (the order was refunded before its deep review ran). */
   async cancelQueuedForOrder(tx: EntityManager, tenantId: string, orderId: string, reason: string): Promise<number> {
     const rows = await tenantQuery(

@@ -547,7 +547,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const charged = await this.settle(
       call.reservation,
       cost,
-      { answer, incident: overBound(a.reported, call.estimate, call.params.maxTokens), cache: toCache && ResponseCache.entry(c!.key, toCache, ttl) },
+      { answer, incident: overBound(a.reported, call.estimate, call.params.maxTokens), cache: toCache && ResponseCache.entry(c!.key, toCache, ttl, ctx.req.essayId) },
       this.callEntry(ctx, model, call, {
         outcome: a.outcome,
         errorReason: a.errorReason,
@@ -646,6 +646,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         c.key,
         { content: result.content, provider: result.provider, model: result.model, finishReason: result.finishReason, usage: result.usage, costNanos: result.costNanos, repaired: result.repaired },
         this.config.llm.cacheTtlSeconds,
+        ctx.req.essayId,
       );
     } catch (err) {
       this.logger.warn({ msg: 'could not store a cache entry', tenantId: ctx.req.tenantId, err: loggableError(err) });

@@ -131,6 +131,13 @@ export class MemoryCache<V> {
     this.remove(this.id(tenantId, key));
   }
 
+  /** Forgets every entry (what an instance does when it may have missed an erasure). */
+  clear(): void {
+    this.entries.clear();
+    this.tenants.clear();
+    this.bytes = 0;
+  }
+
   private remove(id: string): void {
     const e = this.entries.get(id);
     if (!e) return;

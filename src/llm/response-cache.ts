@@ -9,6 +9,7 @@ import { AppConfig, CONFIG } from '../config/app-config';
 import { MemoryCache } from './memory-cache';
 import { CacheIndex } from './cache-index';
 import { KeyedBatcher } from '../common/keyed-batcher';
+import { ClusterBus } from '../db/cluster-bus';
 import { CacheEntry, deleteAnswer, deleteExpiredAnswers, findAnswers, storeAnswers } from '../billing/answer-cache.repository';
 
 /** The one queue of cache statements (each row carries its tenant). */
@@ -53,6 +54,10 @@ export interface CachedAnswer {
  * a miss without a statement at all. A key another instance stored less than LLM_CACHE_INDEX_POLL_MS
  * ago may be missed (paid again, as two identical calls at the same moment are).
  */
+/** The bus topic of erased answers' keys, and how many keys a message carries (NOTIFY payloads stay small). */
+const FORGET_TOPIC = 'answers-erased';
+const FORGET_BATCH = 50;
+
 @Injectable()
 export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
   private readonly logger = new Logger(ResponseCache.name);
@@ -62,14 +67,27 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
   readonly index: CacheIndex;
   /** the lookups, and the stores, of one moment go to the database together (KeyedBatcher), each row with its tenant */
   private readonly lookups = new KeyedBatcher<{ tenantId: string; key: string }, { answer: CachedAnswer; expiresAt: number } | null>((_, items) => this.lookupMany(items));
-  private readonly writes = new KeyedBatcher<{ tenantId: string; key: string; answer: CachedAnswer; ttlSeconds: number }, void>((_, items) => this.writeMany(items));
+  private readonly writes = new KeyedBatcher<{ tenantId: string; key: string; answer: CachedAnswer; ttlSeconds: number; essayId?: string }, void>((_, items) => this.writeMany(items));
+
+  /** how many erasures this instance has heard of: a lookup that began before one does not fill the tier */
+  private forgets = 0;
 
   constructor(
     private readonly ds: DataSource,
     @Inject(CONFIG) config: AppConfig,
+    private readonly bus: ClusterBus,
   ) {
     this.memory = new MemoryCache({ maxBytes: config.llm.cacheMemoryBytes, maxBytesPerTenant: config.llm.cacheMemoryBytesPerTenant });
     this.index = new CacheIndex(ds, { pollMs: config.llm.cacheIndexPollMs, maxKeys: config.llm.cacheIndexMaxKeys });
+    bus.on<{ tenantId: string; keys: string[] }>(FORGET_TOPIC, ({ tenantId, keys }) => {
+      this.forgets++;
+      for (const key of keys) this.memory.delete(tenantId, key);
+    });
+    // Delivery is at most once: a listener that was cut off may have missed an erasure.
+    bus.on('resync', () => {
+      this.forgets++;
+      this.memory.clear();
+    });
   }
 
   onApplicationBootstrap(): void {
@@ -101,9 +119,11 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
     if (held) return held;
     assertTenantId(tenantId, 'a cache lookup'); // before it joins others' in a statement
     if (!this.index.mayHold(tenantId, key)) return null;
+    const forgets = this.forgets;
     const found = await this.lookups.submit(BATCH, { tenantId, key });
     if (!found) return null;
-    this.memory.set(tenantId, key, found.answer, ResponseCache.heldBytes(found.answer), found.expiresAt - Date.now());
+    // An erasure heard meanwhile may have deleted this row after it was read: it is not held.
+    if (forgets === this.forgets) this.memory.set(tenantId, key, found.answer, ResponseCache.heldBytes(found.answer), found.expiresAt - Date.now());
     return found.answer;
   }
 
@@ -111,9 +131,9 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
    * Stores an answer; answered once its row is written (with the others stored at the same moment).
    * The in-process tier takes it on its first read (see stored()), not here.
    */
-  async put(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number): Promise<void> {
+  async put(tenantId: string, key: string, answer: CachedAnswer, ttlSeconds: number, essayId?: string): Promise<void> {
     assertTenantId(tenantId, 'a cache store');
-    await this.writes.submit(BATCH, { tenantId, key, answer, ttlSeconds });
+    await this.writes.submit(BATCH, { tenantId, key, answer, ttlSeconds, essayId });
     this.stored(tenantId, key);
   }
 
@@ -138,18 +158,19 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
   }
 
   /** The answers stored at one moment, of every tenant, in one statement (storeAnswers). */
-  private async writeMany(items: Array<{ tenantId: string; key: string; answer: CachedAnswer; ttlSeconds: number }>): Promise<void[]> {
+  private async writeMany(items: Array<{ tenantId: string; key: string; answer: CachedAnswer; ttlSeconds: number; essayId?: string }>): Promise<void[]> {
     await storeAnswers(
       this.ds.manager,
-      items.map((i) => ({ tenantId: i.tenantId, ...ResponseCache.entry(i.key, i.answer, i.ttlSeconds) })),
+      items.map((i) => ({ tenantId: i.tenantId, ...ResponseCache.entry(i.key, i.answer, i.ttlSeconds, i.essayId) })),
     );
     return items.map(() => undefined);
   }
 
   /** An answer as the row that keeps it (cacheRowsSql). */
-  static entry(key: string, a: CachedAnswer, ttlSeconds: number): CacheEntry {
+  static entry(key: string, a: CachedAnswer, ttlSeconds: number, essayId?: string): CacheEntry {
     return {
       key,
+      essayId: essayId ?? null,
       content: a.content,
       provider: a.provider,
       model: a.model,
@@ -182,6 +203,14 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
   /** Waits for the stores under way (shutdown). */
   drain(): Promise<void> {
     return this.writes.drain();
+  }
+
+  /**
+   * An essay was erased: its answers' rows are deleted (deleteEssayAnswers, in the erasure's
+   * transaction); after it commits, every instance drops those keys from its in-process tier.
+   */
+  forget(tenantId: string, keys: string[]): void {
+    for (let i = 0; i < keys.length; i += FORGET_BATCH) this.bus.publish(FORGET_TOPIC, { tenantId, keys: keys.slice(i, i + FORGET_BATCH) });
   }
 
   async delete(tenantId: string, key: string): Promise<void> {

@@ -417,7 +417,8 @@ export interface paths {
         get: operations["EssaysController_get"];
         put?: never;
         post?: never;
-        delete?: never;
+        /** Erase the essay's personal data (text, title, student, grades, overrides, cached answers); its cost stays in the books. 409 while it is being graded */
+        delete: operations["EssaysController_erase"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1186,6 +1187,11 @@ export interface components {
             max: number;
             name: string;
             score: number;
+        };
+        /** @description What DELETE /v1/essays/:id answers: the essay's id and when its personal data was erased. */
+        ErasedEssay: {
+            erasedAt: string;
+            id: string;
         };
         /** @enum {string} */
         Escalation: "off" | "flag" | "deep";
@@ -2344,6 +2350,28 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["EssayView"];
+                };
+            };
+        };
+    };
+    EssaysController_erase: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErasedEssay"];
                 };
             };
         };

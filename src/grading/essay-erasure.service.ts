@@ -1,0 +1,87 @@
+import { Injectable, Logger } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import type { TenantAuth } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { deleteEssayAnswers } from '../billing/answer-cache.repository';
+import { BooksRepository } from '../billing/books.repository';
+import { OrdersRepository } from '../billing/orders.repository';
+import { JobQueue } from '../jobs/job-queue';
+import { ResponseCache } from '../llm/response-cache';
+import { EssaysRepository } from './essays.repository';
+import { NearDuplicateIndex } from './near-duplicate.service';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** What DELETE /v1/essays/:id answers: the essay's id and when its personal data was erased. */
+export interface ErasedEssay {
+  id: string;
+  erasedAt: string;
+}
+
+/**
+ * Erases a student's essay: what a school must be able to do when a student or parent asks.
+ *
+ * The essay's row stays as a tombstone. Its ledger rows, its orders and the month's roll-ups are
+ * money, and they stay exact, so reports and budgets do not move. What goes, in one transaction:
+ * - the essay's text, title, student reference, grades and failure reason (EssaysRepository.erase);
+ * - teachers' overrides of its grade (their comments are about the student);
+ * - its near-duplicate signature and bands, so no later essay is compared with it;
+ * - the answers its gradings left in the answer cache, and those its calls' guards keep for a
+ *   replay (each row names the essay it was made for);
+ * - its queued gradings and deep reviews (failed with the reason), and its orders not yet
+ *   delivered (refunded with the reason).
+ * After the commit, every instance drops those answers from its in-process tier (the cluster bus;
+ * an instance whose listener was cut off drops its whole tier when it is back).
+ *
+ * An essay whose grading is running now (a worker or a provider batch holds it) is refused with
+ * 409: its answer could land after the erasure. Erase it once the grading ends. Erasing an essay
+ * twice answers the first erasure again. Another tenant's essay is not found.
+ */
+@Injectable()
+export class EssayErasure {
+  private readonly logger = new Logger(EssayErasure.name);
+
+  constructor(
+    private readonly ds: DataSource,
+    private readonly essays: EssaysRepository,
+    private readonly jobs: JobQueue,
+    private readonly orders: OrdersRepository,
+    private readonly books: BooksRepository,
+    private readonly nearDuplicates: NearDuplicateIndex,
+    private readonly cache: ResponseCache,
+  ) {}
+
+  async erase(auth: TenantAuth, id: string): Promise<ErasedEssay> {
+    if (!UUID.test(id)) throw ApiError.notFound('Essay');
+    const { tenantId } = auth;
+    const done = await this.ds.transaction(async (m) => {
+      const essay = await this.essays.lockForErasure(m, tenantId, id);
+      if (!essay) throw ApiError.notFound('Essay');
+      if (essay.erased_at) return { erasedAt: essay.erased_at, answers: [] as string[], again: true };
+      const unfinished = await this.jobs.lockUnfinishedForEssay(m, tenantId, id);
+      if (unfinished.some((j) => j.status === 'running')) {
+        throw new ApiError('CONFLICT', 'The essay is being graded right now; erase it once its grading ends (GET /v1/essays/:id shows when)');
+      }
+      const cancelled = await this.jobs.cancelQueuedForEssay(m, tenantId, id, 'the essay was erased');
+      const refunded = await this.orders.refundOpenForEssay(m, tenantId, id, 'the essay was erased before its deep review was delivered');
+      const erasedAt = await this.essays.erase(m, tenantId, id, auth.keyId);
+      await this.nearDuplicates.forget(m, tenantId, id);
+      const answers = await deleteEssayAnswers(m, tenantId, id);
+      const guards = await this.books.deleteEssayGuards(m, tenantId, id);
+      return { erasedAt, answers, again: false, cancelled, refunded, guards };
+    });
+    if (done.again) return { id, erasedAt: done.erasedAt.toISOString() };
+    this.cache.forget(tenantId, done.answers);
+    this.logger.log({
+      msg: 'essay erased',
+      tenantId,
+      essayId: id,
+      keyId: auth.keyId,
+      jobsCancelled: done.cancelled,
+      ordersRefunded: done.refunded,
+      answersDeleted: done.answers.length,
+      guardsDeleted: done.guards,
+    });
+    return { id, erasedAt: done.erasedAt.toISOString() };
+  }
+}

@@ -1,0 +1,198 @@
+import { NestFastifyApplication } from '@nestjs/platform-fastify';
+import { GradingWorker } from '../src/grading/grading.worker';
+import { GatewayService } from '../src/llm/gateway.service';
+import { ResponseCache } from '../src/llm/response-cache';
+import { FakeProvider } from './fake-provider/fake-provider';
+import { expectBooksBalanced } from './support/books';
+import { generateEssay } from './support/essays';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { waitForEssays } from './support/grading';
+import { startAppWithFake } from './support/app-with-fake';
+import { TestApp } from './support/test-app';
+import { waitFor } from './support/wait';
+
+/**
+ * DELETE /v1/essays/:id erases a student's essay: its personal data and everything derived from
+ * its text go (grades, overrides, near-duplicate index, cached answers in every instance, replay
+ * guards); the money stays (ledger, spend, orders delivered), and queued work is cancelled.
+ */
+describe('erasing an essay (fake provider, real PostgreSQL)', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let f: Factory;
+  let close: () => Promise<void>;
+  let tenant: TestTenant;
+  let teacher: string;
+
+  beforeAll(async () => {
+    ({ fake, t, f, close } = await startAppWithFake({ WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '50' }));
+  });
+  afterAll(() => close());
+  beforeEach(async () => {
+    fake.reset();
+    t.app.get(GatewayService).resetHealth();
+    tenant = await f.newTenant({ monthlyBudget: '100.00' });
+    teacher = (await f.newKey(tenant, 'teacher')).key;
+  });
+
+  const erase = (id: string, key = teacher) => t.http.delete(`/v1/essays/${id}`).set(bearer(key));
+  const q = async (sql: string, params: unknown[] = []) => (await t.dataSource.query(sql, params)) as Array<Record<string, any>>;
+  const count = async (table: string, essayId: string) =>
+    (await q(`SELECT count(*)::int AS n FROM ${table} WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essayId]))[0].n as number;
+  const ledger = () =>
+    q(`SELECT count(*)::int AS n, coalesce(sum(cost_nanos), 0)::text AS cost FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]).then((r) => r[0]);
+
+  it('erases the text, the grades, the overrides, the index and the cached answers, and keeps the money', async () => {
+    const text = generateEssay(41, 'zh').text;
+    const first = await f.gradedEssay(teacher, { text, studentRef: 's-041', title: '我的母亲' });
+    expect(first.status).toBe('graded');
+    await t.http.patch(`/v1/essays/${first.id}/grade`).set(bearer(teacher)).send({ comment: '王小明同学，结尾再具体些' }).expect(200);
+    // The same text again is answered from the cache: the row is read, and this instance's tier now holds it.
+    const again = await f.gradedEssay(teacher, { text });
+    expect(again.cache).toBe('hit');
+    expect(fake.requests).toHaveLength(1);
+    expect(await count('llm_cache', first.id)).toBe(1);
+    expect(await count('essay_signatures', first.id)).toBe(1);
+    expect(await count('essay_lsh', first.id)).toBeGreaterThan(0);
+    expect(await count('grade_overrides', first.id)).toBe(1);
+    const before = await ledger();
+    const { spent } = await expectBooksBalanced(t.dataSource, tenant.tenantId);
+
+    const res = await erase(first.id).expect(200);
+    expect(res.body).toEqual({ id: first.id, erasedAt: expect.any(String) });
+
+    const [row] = await q(`SELECT * FROM essays WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, first.id]);
+    expect(row).toMatchObject({ text: '', title: null, student_ref: null, grade: null, model_grade: null, deep_grade: null, shadow_grade: null, status: 'graded' });
+    expect(row.erased_at.toISOString()).toBe(res.body.erasedAt);
+    for (const table of ['llm_cache', 'essay_signatures', 'essay_lsh', 'grade_overrides', 'call_guards']) expect([table, await count(table, first.id)]).toEqual([table, 0]);
+    expect(await q(`SELECT 1 FROM llm_cache WHERE tenant_id = $1`, [tenant.tenantId])).toEqual([]);
+    // The money stays: every ledger row, the spend, the balance.
+    expect(await ledger()).toEqual(before);
+    expect((await expectBooksBalanced(t.dataSource, tenant.tenantId)).spent).toBe(spent);
+
+    // Gone from every view; the other essay is untouched.
+    const got = await t.http.get(`/v1/essays/${first.id}`).set(bearer(teacher)).expect(404);
+    expect(got.body.error.message).toContain('erased');
+    const list = await t.http.get('/v1/essays').set(bearer(teacher)).expect(200);
+    expect(list.body.data.map((e: { id: string }) => e.id)).toEqual([again.id]);
+    expect((await t.http.get(`/v1/essays/${again.id}`).set(bearer(teacher)).expect(200)).body.text).toBe(text);
+    await t.http.patch(`/v1/essays/${first.id}/grade`).set(bearer(teacher)).send({ comment: 'x' }).expect(404);
+
+    // Erasing again answers the first erasure.
+    expect((await erase(first.id).expect(200)).body).toEqual(res.body);
+
+    // The text sent again is a miss: no instance's tier kept the answer, no row was left.
+    const third = await f.gradedEssay(teacher, { text });
+    expect(third.cache).toBe('miss');
+    expect(fake.requests).toHaveLength(2);
+  });
+
+  it('keeps the cost on the tombstone', async () => {
+    const essay = await f.gradedEssay(teacher, { seed: 42 });
+    const [{ cost_nanos: cost }] = await q(`SELECT cost_nanos FROM essays WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, essay.id]);
+    expect(BigInt(cost)).toBeGreaterThan(0n);
+    await erase(essay.id).expect(200);
+    expect((await q(`SELECT cost_nanos FROM essays WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, essay.id]))[0].cost_nanos).toBe(cost);
+  });
+
+  it("drops the answer from another instance's in-process tier", async () => {
+    const other: NestFastifyApplication = await t.another({ WORKERS_ENABLED: 'false' });
+    const essay = await f.gradedEssay(teacher, { seed: 43 });
+    const [{ cache_key: key }] = await q(`SELECT cache_key FROM llm_cache WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essay.id]);
+    const otherCache = other.get(ResponseCache);
+    // Once its cache index has seen the key, the other instance reads the row, and its tier then holds the answer.
+    await waitFor(async () => (await otherCache.get(tenant.tenantId, key)) !== null, 5_000, 'the other instance to read the answer');
+    await q(`UPDATE llm_cache SET content = 'changed under the tier' WHERE tenant_id = $1 AND cache_key = $2`, [tenant.tenantId, key]);
+    expect((await otherCache.get(tenant.tenantId, key))?.content).not.toBe('changed under the tier'); // answered from its tier
+    await erase(essay.id).expect(200);
+    await waitFor(async () => (await otherCache.get(tenant.tenantId, key)) === null, 5_000, "the other instance's tier to drop the answer");
+  });
+
+  it("answers 404 for another tenant's essay and erases nothing", async () => {
+    const essay = await f.gradedEssay(teacher, { seed: 44 });
+    const other = await f.newTenant();
+    const res = await erase(essay.id, other.adminKey).expect(404);
+    expect(res.body.error.code).toBe('NOT_FOUND');
+    await erase('not-a-uuid').expect(404);
+    await erase('00000000-0000-4000-8000-000000000000').expect(404);
+    const view = await t.http.get(`/v1/essays/${essay.id}`).set(bearer(teacher)).expect(200);
+    expect(view.body.text.length).toBeGreaterThan(0);
+    expect(view.body.grade).not.toBeNull();
+  });
+
+  it('refuses with 409 while the essay is at the provider, and erases it once graded', async () => {
+    fake.setLatency(1_500);
+    let id: string;
+    try {
+      id = await f.essay(teacher, { seed: 45 });
+      await waitFor(async () => {
+        const [j] = await q(`SELECT status FROM jobs WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, id]);
+        return j?.status === 'running' && fake.requests.length > 0;
+      }, 10_000, 'the grading to be at the provider');
+      const res = await erase(id).expect(409);
+      expect(res.body.error.code).toBe('CONFLICT');
+      const [row] = await q(`SELECT text, erased_at FROM essays WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, id]);
+      expect(row.erased_at).toBeNull();
+      expect(row.text.length).toBeGreaterThan(0);
+    } finally {
+      fake.setLatency(0);
+    }
+    const [graded] = await waitForEssays(t.app, teacher, [id!]);
+    expect(graded.status).toBe('graded');
+    await erase(id!).expect(200);
+    expect(await count('llm_cache', id!)).toBe(0);
+  });
+
+  describe('queued work', () => {
+    const stopWorkers = () => t.app.get(GradingWorker).stop(0);
+    const startWorkers = () => t.app.get(GradingWorker).start();
+
+    it('fails a queued grading with ERASED: no provider call, nothing spent', async () => {
+      await stopWorkers();
+      let id: string;
+      try {
+        id = await f.essay(teacher, { seed: 46, studentRef: 's-046' });
+        await erase(id).expect(200);
+      } finally {
+        startWorkers();
+      }
+      const [row] = await q(`SELECT status, failure_code, text, student_ref FROM essays WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, id!]);
+      expect(row).toEqual({ status: 'failed', failure_code: 'ERASED', text: '', student_ref: null });
+      expect(await q(`SELECT status, last_error FROM jobs WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, id!])).toEqual([
+        { status: 'failed', last_error: 'the essay was erased' },
+      ]);
+      // A worker that starts now finds nothing to do for it.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(fake.requests).toHaveLength(0);
+      expect((await ledger()).n).toBe(0);
+    });
+
+    it('refunds a paid deep review not yet delivered and cancels its job; a delivered one stays delivered and its replay guard goes', async () => {
+      await t.http.put('/v1/billing/settings').set(bearer(tenant.adminKey)).send({ deepReviewPrice: '5.00', paymentMode: 'invoice' }).expect(200);
+      // Delivered: the deep review ran, its call's guard keeps the answer for a replay.
+      const delivered = await f.gradedEssay(teacher, { seed: 47 });
+      const { body: done } = await t.http.post(`/v1/essays/${delivered.id}/deep-review`).set(bearer(teacher)).expect(202);
+      await waitFor(async () => (await t.http.get(`/v1/orders/${done.orderId}`).set(bearer(teacher))).body.status === 'delivered', 20_000, 'the deep review');
+      expect(await count('call_guards', delivered.id)).toBeGreaterThan(0);
+      // Paid and waiting: the worker is stopped before it can run.
+      const waiting = await f.gradedEssay(teacher, { seed: 48 });
+      await stopWorkers();
+      try {
+        const { body: open } = await t.http.post(`/v1/essays/${waiting.id}/deep-review`).set(bearer(teacher)).expect(202);
+        expect(open.status).toBe('paid');
+        await erase(waiting.id).expect(200);
+        const order = (await t.http.get(`/v1/orders/${open.orderId}`).set(bearer(teacher)).expect(200)).body;
+        expect(order).toMatchObject({ status: 'refunded', refundReason: 'the essay was erased before its deep review was delivered' });
+        expect(await q(`SELECT status, last_error FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, open.orderId])).toEqual([
+          { status: 'failed', last_error: 'the essay was erased' },
+        ]);
+      } finally {
+        startWorkers();
+      }
+      await erase(delivered.id).expect(200);
+      expect(await count('call_guards', delivered.id)).toBe(0);
+      expect((await t.http.get(`/v1/orders/${done.orderId}`).set(bearer(teacher)).expect(200)).body.status).toBe('delivered');
+      await expectBooksBalanced(t.dataSource, tenant.tenantId);
+    });
+  });
+});
