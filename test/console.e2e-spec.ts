@@ -272,6 +272,40 @@ describe('the web console in a browser', () => {
     }
   }, 120_000);
 
+  it("a teacher erases a student's essay: asked twice, back at its assignment, gone from it and from the API", async () => {
+    const http = s.t.http;
+    const auth = { authorization: `Bearer ${teacherKey}` };
+    const assignment = (await http.post('/v1/assignments').set(auth).send({ title: '删除测试', prompt: '写一篇记叙文', rubric: 'zh-gaokao-60' }).expect(201)).body as { id: string };
+    const ids = (
+      await http
+        .post('/v1/essays/batch')
+        .set(auth)
+        .send({ assignmentId: assignment.id, essays: [{ text: generateEssay(71, 'zh').text, studentRef: '赵六' }, { text: generateEssay(72, 'zh').text, studentRef: '钱七' }] })
+        .expect(202)
+    ).body.ids as string[];
+    await waitForEssays(s.t.app, teacherKey, ids);
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, teacherKey);
+      await page.goto(`${base}/console/#/essays/${ids[0]}`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=essay-text]');
+      await page.click('[data-test=erase]');
+      // Asked again on the page before anything is erased.
+      await api(teacherKey).get(`/v1/essays/${ids[0]}`).expect(200);
+      await page.waitForSelector('[data-test=erase-confirm]');
+      await screenshot(page, 'teacher-erase');
+      await page.click('[data-test=erase-confirm]');
+      await page.waitForFunction((a) => location.hash === `#/assignments/${a}`, {}, assignment.id);
+      await page.waitForSelector(`tr[data-essay="${ids[1]}"]`);
+      expect(await page.$(`tr[data-essay="${ids[0]}"]`)).toBeNull();
+      await api(teacherKey).get(`/v1/essays/${ids[0]}`).expect(404);
+      await api(teacherKey).get(`/v1/essays/${ids[1]}`).expect(200);
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 90_000);
+
   it('a teacher key cannot open admin pages', async () => {
     const { ctx, page } = await openConsole();
     try {

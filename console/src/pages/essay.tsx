@@ -47,6 +47,7 @@ export function EssayPage({ id, print }: { id: string; print: boolean }) {
             </Section>
           )}
           <DeepReview essay={e} onChanged={essay.reload} />
+          <Erase essay={e} />
         </div>
       </div>
     </>
@@ -254,6 +255,41 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
           )}
         </>
       )}
+    </Section>
+  );
+}
+
+/**
+ * Erasing the essay (a student's or a parent's request): its text, student, title and grades go for
+ * good, its cost stays in the books. Asked twice, on the page; then back to its assignment.
+ */
+function Erase({ essay }: { essay: Essay }) {
+  const { t } = useApp();
+  const action = useAction();
+  const [asked, setAsked] = useState(false);
+  const erase = () =>
+    action.run(async () => {
+      await ok(api.DELETE('/v1/essays/{id}', { params: { path: { id: essay.id } } }));
+      location.hash = essay.assignmentId ? href.assignment(essay.assignmentId) : href.assignments();
+    });
+  return (
+    <Section title={t('eraseTitle')} id="erase">
+      <p>{t('eraseExplain')}</p>
+      {asked ? (
+        <p class="row">
+          <button type="button" class="secondary" data-test="erase-confirm" disabled={action.busy} onClick={erase}>
+            {t('eraseConfirm')}
+          </button>
+          <button type="button" disabled={action.busy} onClick={() => setAsked(false)}>
+            {t('cancel')}
+          </button>
+        </p>
+      ) : (
+        <button type="button" data-test="erase" onClick={() => setAsked(true)}>
+          {t('erase')}
+        </button>
+      )}
+      <Outcome message={action.message} failed={action.failed} />
     </Section>
   );
 }
