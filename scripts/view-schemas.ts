@@ -29,6 +29,7 @@ export const VIEWS: ReadonlyArray<{ name: string; file: string }> = [
   { name: 'SubmittedEssay', file: 'src/grading/essays.service.ts' },
   { name: 'SubmittedBatch', file: 'src/grading/essays.service.ts' },
   { name: 'ErasedEssay', file: 'src/grading/essay-erasure.service.ts' },
+  { name: 'ErasedStudent', file: 'src/grading/essay-erasure.service.ts' },
   { name: 'GradingSettingsView', file: 'src/grading/grading-settings.controller.ts' },
   { name: 'RubricView', file: 'src/grading/rubrics.service.ts' },
   { name: 'RubricList', file: 'src/grading/rubrics.controller.ts' },

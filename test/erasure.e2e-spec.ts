@@ -143,6 +143,35 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     expect(await count('llm_cache', id!)).toBe(0);
   });
 
+  it("erases every essay of one student (admin only), lists one being graded as busy, and leaves other students' alone", async () => {
+    const a1 = await f.gradedEssay(teacher, { seed: 51, studentRef: 'stu-51' });
+    const a2 = await f.gradedEssay(teacher, { seed: 52, studentRef: 'stu-51' });
+    const other = await f.gradedEssay(teacher, { seed: 53, studentRef: 'stu-53' });
+    const eraseStudent = (studentRef: unknown, key = tenant.adminKey) => t.http.post('/v1/essays/erase').set(bearer(key)).send({ studentRef });
+    await eraseStudent('stu-51', teacher).expect(403);
+    await eraseStudent('has spaces').expect(400);
+    await eraseStudent(undefined).expect(400);
+    fake.setLatency(1_500);
+    let a3: string;
+    try {
+      a3 = await f.essay(teacher, { seed: 54, studentRef: 'stu-51' });
+      await waitFor(async () => (await q(`SELECT status FROM jobs WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, a3]))[0]?.status === 'running', 10_000, 'the grading to run');
+      const res = await eraseStudent('stu-51').expect(200);
+      expect(res.body).toEqual({ studentRef: 'stu-51', erased: [a1.id, a2.id], busy: [a3], more: false });
+    } finally {
+      fake.setLatency(0);
+    }
+    await waitForEssays(t.app, teacher, [a3!]);
+    expect((await eraseStudent('stu-51').expect(200)).body).toEqual({ studentRef: 'stu-51', erased: [a3!], busy: [], more: false });
+    expect((await eraseStudent('stu-51').expect(200)).body.erased).toEqual([]);
+    const left = await q(`SELECT id, student_ref FROM essays WHERE tenant_id = $1 AND erased_at IS NULL`, [tenant.tenantId]);
+    expect(left).toEqual([{ id: other.id, student_ref: 'stu-53' }]);
+    // Another tenant's student of the same id is not touched.
+    const otherTenant = await f.newTenant();
+    expect((await eraseStudent('stu-53', otherTenant.adminKey).expect(200)).body.erased).toEqual([]);
+    await t.http.get(`/v1/essays/${other.id}`).set(bearer(teacher)).expect(200);
+  });
+
   describe('queued work', () => {
     const stopWorkers = () => t.app.get(GradingWorker).stop(0);
     const startWorkers = () => t.app.get(GradingWorker).start();

@@ -18,6 +18,20 @@ export interface ErasedEssay {
   erasedAt: string;
 }
 
+/** What POST /v1/essays/erase answers: the student's essays erased now, and those it could not erase yet. */
+export interface ErasedStudent {
+  studentRef: string;
+  /** the essays erased by this call, oldest first */
+  erased: string[];
+  /** essays being graded right now (409 each): erase them again once their grading ends */
+  busy: string[];
+  /** the student has more essays than one call erases (MAX_PER_CALL): call again */
+  more: boolean;
+}
+
+/** How many of a student's essays one call erases: each is a transaction of its own. */
+export const MAX_PER_CALL = 500;
+
 /**
  * Erases a student's essay: what a school must be able to do when a student or parent asks.
  *
@@ -83,5 +97,25 @@ export class EssayErasure {
       guardsDeleted: done.guards,
     });
     return { id, erasedAt: done.erasedAt.toISOString() };
+  }
+
+  /**
+   * Every essay of one student (by the school's student id), each erased as erase() does, one after
+   * another. Essays being graded right now are listed as busy, not waited for; an essay erased
+   * already is not counted again, so calling again finishes the job.
+   */
+  async eraseStudent(auth: TenantAuth, studentRef: string): Promise<ErasedStudent> {
+    const ids = await this.essays.unerasedOfStudent(auth.tenantId, studentRef, MAX_PER_CALL + 1);
+    const out: ErasedStudent = { studentRef, erased: [], busy: [], more: ids.length > MAX_PER_CALL };
+    for (const id of ids.slice(0, MAX_PER_CALL)) {
+      try {
+        await this.erase(auth, id);
+        out.erased.push(id);
+      } catch (err) {
+        if (!(err instanceof ApiError && err.code === 'CONFLICT')) throw err;
+        out.busy.push(id);
+      }
+    }
+    return out;
   }
 }

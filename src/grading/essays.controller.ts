@@ -4,8 +4,8 @@ import { ApiView } from '../docs/api-view';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { BodyLimit, KiB, MiB } from '../common/route-config';
-import { OrderDeepReviewDto, OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
-import { EssayErasure, ErasedEssay } from './essay-erasure.service';
+import { EraseStudentDto, OrderDeepReviewDto, OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
+import { EssayErasure, ErasedEssay, ErasedStudent } from './essay-erasure.service';
 import { EssayStreamService } from './essay-stream.service';
 import { ESSAY_STATUSES } from './essay-lifecycle';
 import { OrderView } from '../billing/orders.service';
@@ -38,6 +38,15 @@ export class EssaysController {
   @ApiView('SubmittedBatch', { status: 202 })
   batch(@TenantCaller() auth: TenantAuth, @Body() dto: SubmitBatchDto): Promise<SubmittedBatch> {
     return this.essays.submitBatch(auth, dto);
+  }
+
+  @Post('erase')
+  @Auth('admin')
+  @HttpCode(200)
+  @ApiOperation({ summary: "Erase every essay of one student (admin): as DELETE /v1/essays/:id does for each; those being graded are listed as busy" })
+  @ApiView('ErasedStudent')
+  eraseStudent(@TenantCaller() auth: TenantAuth, @Body() dto: EraseStudentDto): Promise<ErasedStudent> {
+    return this.erasure.eraseStudent(auth, dto.studentRef);
   }
 
   @Get()

@@ -225,6 +225,17 @@ export class EssaysRepository {
     ]);
   }
 
+  /** Ids of the student's essays not erased yet, oldest first, at most `limit`. */
+  async unerasedOfStudent(tenantId: string, studentRef: string, limit: number): Promise<string[]> {
+    const rows = await tenantQuery<{ id: string }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT id FROM essays WHERE tenant_id = $1 AND student_ref = $2 AND erased_at IS NULL ORDER BY created_at, id LIMIT $3`,
+      [studentRef, limit],
+    );
+    return rows.map((r) => r.id);
+  }
+
   /** The essay, locked until the transaction ends (erasure); null when the tenant has no such essay. */
   async lockForErasure(tx: EntityManager, tenantId: string, essayId: string): Promise<{ status: string; erased_at: Date | null } | null> {
     const [row] = await tenantQuery<{ status: string; erased_at: Date | null }>(

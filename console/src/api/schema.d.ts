@@ -406,6 +406,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/essays/erase": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Erase every essay of one student (admin): as DELETE /v1/essays/:id does for each; those being graded are listed as busy */
+        post: operations["EssaysController_eraseStudent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/essays/{id}": {
         parameters: {
             query?: never;
@@ -865,6 +882,10 @@ export interface components {
             /** @description up to 200 essays */
             essays: components["schemas"]["BatchEssayDto"][];
         };
+        EraseStudentDto: {
+            /** @description the school's own student id, as the essays were submitted with it */
+            studentRef: string;
+        };
         OrderDeepReviewDto: {
             /**
              * @description when the deep review is needed by: an ISO 8601 date-time with its offset, or "tomorrow_morning" (08:00 tomorrow in the tenant's time zone). It then runs where it costs least and still in time (real time now, the provider's Batch API when its whole turnaround fits, or a cheaper off-peak window). Absent: through the Batch API, within its turnaround, as before
@@ -1192,6 +1213,16 @@ export interface components {
         ErasedEssay: {
             erasedAt: string;
             id: string;
+        };
+        /** @description What POST /v1/essays/erase answers: the student's essays erased now, and those it could not erase yet. */
+        ErasedStudent: {
+            /** @description essays being graded right now (409 each): erase them again once their grading ends */
+            busy: string[];
+            /** @description the essays erased by this call, oldest first */
+            erased: string[];
+            /** @description the student has more essays than one call erases (MAX_PER_CALL): call again */
+            more: boolean;
+            studentRef: string;
         };
         /** @enum {string} */
         Escalation: "off" | "flag" | "deep";
@@ -2328,6 +2359,30 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SubmittedBatch"];
+                };
+            };
+        };
+    };
+    EssaysController_eraseStudent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EraseStudentDto"];
+            };
+        };
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErasedStudent"];
                 };
             };
         };

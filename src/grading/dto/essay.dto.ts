@@ -135,3 +135,10 @@ export class OrderDeepReviewDto {
   @Length(1, 64)
   dueBy?: string;
 }
+
+/** POST /v1/essays/erase: every essay of one student. */
+export class EraseStudentDto {
+  @ApiProperty({ description: "the school's own student id, as the essays were submitted with it" })
+  @IsStudentRef()
+  studentRef: string;
+}
