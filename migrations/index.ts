@@ -28,6 +28,7 @@ import { LedgerDailyTenantByKey1767100000000 } from './1767100000000-LedgerDaily
 import { LeaseUpdatesInPlace1767200000000 } from './1767200000000-LeaseUpdatesInPlace';
 import { LedgerDailyRoom1767300000000 } from './1767300000000-LedgerDailyRoom';
 import { EssayErasure1767400000000 } from './1767400000000-EssayErasure';
+import { EssayRetention1767500000000 } from './1767500000000-EssayRetention';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -65,4 +66,5 @@ export const MIGRATIONS = [
   LeaseUpdatesInPlace1767200000000,
   LedgerDailyRoom1767300000000,
   EssayErasure1767400000000,
+  EssayRetention1767500000000,
 ];

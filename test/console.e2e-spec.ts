@@ -245,7 +245,20 @@ describe('the web console in a browser', () => {
       await page.goto(`${base}/console/#/admin/settings`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('#grading-settings input[name=shadowRate]');
       expect(await currentNav()).toEqual(['Settings']);
-      expect(await text(page, '#grading-settings')).not.toMatch(/nearDuplicateThreshold|shadowRate|reuseResubmissionGrades|directDeep/);
+      expect(await text(page, '#grading-settings')).not.toMatch(/nearDuplicateThreshold|shadowRate|reuseResubmissionGrades|directDeep|essayRetentionDays/);
+      // A retention rule is set in days, and an empty field keeps essays until erased.
+      const retention = async (value: string) => {
+        await page.click('#grading-settings input[name=essayRetentionDays]', { clickCount: 3 });
+        await page.keyboard.press('Backspace');
+        if (value) await page.type('#grading-settings input[name=essayRetentionDays]', value);
+        const saved = page.waitForResponse((r) => r.url().endsWith('/v1/grading/settings') && r.request().method() === 'PUT');
+        await page.click('#grading-settings button[type=submit]');
+        expect((await saved).status()).toBe(200);
+        return (await api(tenant.adminKey).get('/v1/grading/settings').expect(200)).body.essayRetentionDays as number | null;
+      };
+      expect(await retention('365')).toBe(365);
+      expect(await page.$eval('#grading-settings input[name=essayRetentionDays]', (el) => (el as HTMLInputElement).value)).toBe('365');
+      expect(await retention('')).toBeNull();
       await page.goto(`${base}/console/#/admin/report`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('[data-test=report] tr');
       expect(await currentNav()).toEqual(['Monthly report']);

@@ -1,4 +1,5 @@
 import { NestFastifyApplication } from '@nestjs/platform-fastify';
+import { EssayRetention } from '../src/grading/essay-retention';
 import { GradingWorker } from '../src/grading/grading.worker';
 import { GatewayService } from '../src/llm/gateway.service';
 import { ResponseCache } from '../src/llm/response-cache';
@@ -170,6 +171,47 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     const otherTenant = await f.newTenant();
     expect((await eraseStudent('stu-53', otherTenant.adminKey).expect(200)).body.erased).toEqual([]);
     await t.http.get(`/v1/essays/${other.id}`).set(bearer(teacher)).expect(200);
+  });
+
+  describe('retention', () => {
+    const settings = (body: Record<string, unknown>, key = tenant.adminKey) => t.http.put('/v1/grading/settings').set(bearer(key)).send(body);
+
+    it('is a grading setting: whole days from 1 to 3650, or null to keep essays until erased; admin only', async () => {
+      expect((await t.http.get('/v1/grading/settings').set(bearer(tenant.adminKey)).expect(200)).body.essayRetentionDays).toBeNull();
+      expect((await settings({ essayRetentionDays: 365 }).expect(200)).body.essayRetentionDays).toBe(365);
+      // Another setting changed alone leaves it as it is.
+      expect((await settings({ directDeep: false }).expect(200)).body.essayRetentionDays).toBe(365);
+      for (const bad of [0, 3651, 1.5, '30', -1]) await settings({ essayRetentionDays: bad }).expect(400);
+      await settings({ essayRetentionDays: 30 }, teacher).expect(403);
+      expect((await settings({ essayRetentionDays: null }).expect(200)).body.essayRetentionDays).toBeNull();
+    });
+
+    it("erases the tenant's essays older than its retention, oldest first, and nothing of a tenant that keeps its essays", async () => {
+      const old1 = await f.gradedEssay(teacher, { seed: 61, studentRef: 'stu-61' });
+      const old2 = await f.gradedEssay(teacher, { seed: 62 });
+      const recent = await f.gradedEssay(teacher, { seed: 63 });
+      const keeper = await f.newTenant();
+      const keeperTeacher = (await f.newKey(keeper, 'teacher')).key;
+      const kept = await f.gradedEssay(keeperTeacher, { seed: 64 });
+      const backdate = (tenantId: string, id: string, days: number) =>
+        q(`UPDATE essays SET created_at = now() - make_interval(days => $3) WHERE tenant_id = $1 AND id = $2`, [tenantId, id, days]);
+      await backdate(tenant.tenantId, old1.id, 45);
+      await backdate(tenant.tenantId, old2.id, 31);
+      await backdate(tenant.tenantId, recent.id, 29);
+      await backdate(keeper.tenantId, kept.id, 400);
+      await settings({ essayRetentionDays: 30 }).expect(200);
+
+      const sweep = await t.app.get(EssayRetention).sweep();
+      expect(sweep).toEqual({ erased: 2, busy: 0 });
+      const rows = await q(`SELECT id, erased_at IS NOT NULL AS erased, erased_by, text = '' AS blank FROM essays WHERE tenant_id = $1 ORDER BY created_at`, [tenant.tenantId]);
+      expect(rows).toEqual([
+        { id: old1.id, erased: true, erased_by: null, blank: true },
+        { id: old2.id, erased: true, erased_by: null, blank: true },
+        { id: recent.id, erased: false, erased_by: null, blank: false },
+      ]);
+      await t.http.get(`/v1/essays/${kept.id}`).set(bearer(keeperTeacher)).expect(200);
+      expect(await t.app.get(EssayRetention).sweep()).toEqual({ erased: 0, busy: 0 });
+    });
   });
 
   describe('queued work', () => {

@@ -176,14 +176,14 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
 
     it('lets only an admin read and change the settings, refuses bad values, and grading follows a change at once', async () => {
       const settings = () => t.http.get('/v1/grading/settings').set(bearer(tenant.adminKey)).expect(200);
-      expect((await settings()).body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: false, directDeep: false, shadowRate: 0, shadowAlertQwk: null });
+      expect((await settings()).body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: false, directDeep: false, shadowRate: 0, shadowAlertQwk: null, essayRetentionDays: null });
       await t.http.get('/v1/grading/settings').set(bearer(teacher)).expect(403);
       await t.http.put('/v1/grading/settings').set(bearer(teacher)).send({ reuseResubmissionGrades: true }).expect(403);
       for (const bad of [{ nearDuplicateThreshold: 1.5 }, { nearDuplicateThreshold: 0 }, { reuseResubmissionGrades: 'yes' }, { shadowRate: 0.5 }, { shadowRate: -0.1 }, { shadowAlertQwk: 2 }]) {
         const res = await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send(bad).expect(400);
         expect(res.body.error.code).toBe('VALIDATION_FAILED');
       }
-      expect((await settings()).body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: false, directDeep: false, shadowRate: 0, shadowAlertQwk: null });
+      expect((await settings()).body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: false, directDeep: false, shadowRate: 0, shadowAlertQwk: null, essayRetentionDays: null });
 
       // Grading has read (and cached) the defaults: a resubmission is graded again.
       const original = generateEssay(8, 'zh').text;
@@ -193,7 +193,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(fake.requestCount).toBe(2);
       // The change applies to the next grading, without waiting for the cache to expire.
       const changed = await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true }).expect(200);
-      expect(changed.body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: true, directDeep: false, shadowRate: 0, shadowAlertQwk: null });
+      expect(changed.body).toEqual({ nearDuplicateThreshold: 0.5, reuseResubmissionGrades: true, directDeep: false, shadowRate: 0, shadowAlertQwk: null, essayRetentionDays: null });
       const reused = await gradeOne({ text: nearCopy(original, 5, 1), studentRef: 'frank' });
       expect(reused.flags).toContain('reused_grade');
       expect(fake.requestCount).toBe(2);

@@ -65,9 +65,16 @@ export class EssayErasure {
     private readonly cache: ResponseCache,
   ) {}
 
-  async erase(auth: TenantAuth, id: string): Promise<ErasedEssay> {
+  erase(auth: TenantAuth, id: string): Promise<ErasedEssay> {
+    return this.eraseFor(auth.tenantId, id, auth.keyId, 'request');
+  }
+
+  /**
+   * Erases one essay of the tenant: `keyId` is who asked (null for the retention sweep), `why` goes
+   * to the log line.
+   */
+  async eraseFor(tenantId: string, id: string, keyId: string | null, why: 'request' | 'retention'): Promise<ErasedEssay> {
     if (!UUID.test(id)) throw ApiError.notFound('Essay');
-    const { tenantId } = auth;
     const done = await this.ds.transaction(async (m) => {
       const essay = await this.essays.lockForErasure(m, tenantId, id);
       if (!essay) throw ApiError.notFound('Essay');
@@ -78,7 +85,7 @@ export class EssayErasure {
       }
       const cancelled = await this.jobs.cancelQueuedForEssay(m, tenantId, id, 'the essay was erased');
       const refunded = await this.orders.refundOpenForEssay(m, tenantId, id, 'the essay was erased before its deep review was delivered');
-      const erasedAt = await this.essays.erase(m, tenantId, id, auth.keyId);
+      const erasedAt = await this.essays.erase(m, tenantId, id, keyId);
       await this.nearDuplicates.forget(m, tenantId, id);
       const answers = await deleteEssayAnswers(m, tenantId, id);
       const guards = await this.books.deleteEssayGuards(m, tenantId, id);
@@ -88,9 +95,10 @@ export class EssayErasure {
     this.cache.forget(tenantId, done.answers);
     this.logger.log({
       msg: 'essay erased',
+      why,
       tenantId,
       essayId: id,
-      keyId: auth.keyId,
+      keyId,
       jobsCancelled: done.cancelled,
       ordersRefunded: done.refunded,
       answersDeleted: done.answers.length,

@@ -225,6 +225,26 @@ export class EssaysRepository {
     ]);
   }
 
+  /**
+   * Essays past their tenant's retention (tenants.essay_retention_days), oldest first, at most
+   * `limit`. Across tenants by design: the retention sweep's read (EssayRetention); each essay is
+   * then erased in its tenant's scope.
+   */
+  async pastRetention(limit: number): Promise<Array<{ tenantId: string; id: string }>> {
+    const rows: Array<{ tenant_id: string; id: string }> = await this.ds.query(
+      `SELECT e.tenant_id, e.id
+         FROM tenants t
+        CROSS JOIN LATERAL (SELECT e.tenant_id, e.id, e.created_at FROM essays e
+                             WHERE e.tenant_id = t.id AND e.erased_at IS NULL
+                               AND e.created_at < now() - make_interval(days => t.essay_retention_days)
+                             ORDER BY e.created_at, e.id LIMIT $1) e
+        WHERE t.essay_retention_days IS NOT NULL
+        ORDER BY e.created_at, e.id LIMIT $1`,
+      [limit],
+    );
+    return rows.map((r) => ({ tenantId: r.tenant_id, id: r.id }));
+  }
+
   /** Ids of the student's essays not erased yet, oldest first, at most `limit`. */
   async unerasedOfStudent(tenantId: string, studentRef: string, limit: number): Promise<string[]> {
     const rows = await tenantQuery<{ id: string }>(

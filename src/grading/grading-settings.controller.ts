@@ -1,6 +1,6 @@
 import { Body, Controller, Get, Put } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
-import { IsBoolean, IsNumber, IsOptional, Max, Min } from 'class-validator';
+import { IsBoolean, IsInt, IsNumber, IsOptional, Max, Min } from 'class-validator';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiView } from '../docs/api-view';
 import { GradingService } from './grading.service';
@@ -36,6 +36,18 @@ export class GradingSettingsDto {
   @Min(-1)
   @Max(1)
   shadowAlertQwk?: number | null;
+
+  @ApiPropertyOptional({
+    type: Number,
+    example: 365,
+    nullable: true,
+    description: "essays older than this many days (1–3650) are erased as DELETE /v1/essays/:id erases one (text, student, grades, cached answers; their cost stays in the books); null: kept until erased",
+  })
+  @IsOptional()
+  @IsInt()
+  @Min(1)
+  @Max(3650)
+  essayRetentionDays?: number | null;
 }
 
 /** GET/PUT /v1/grading/settings */
@@ -54,6 +66,9 @@ export class GradingSettingsView {
 
   @ApiProperty({ nullable: true, type: Number })
   shadowAlertQwk: number | null;
+
+  @ApiProperty({ nullable: true, type: Number })
+  essayRetentionDays: number | null;
 }
 
 @ApiTags('grading')
@@ -64,14 +79,14 @@ export class GradingSettingsController {
   constructor(private readonly grading: GradingService) {}
 
   @Get()
-  @ApiOperation({ summary: "The tenant's near-duplicate threshold, resubmission policy, direct deep grading and shadow evaluation" })
+  @ApiOperation({ summary: "The tenant's near-duplicate threshold, resubmission policy, direct deep grading, shadow evaluation and essay retention" })
   @ApiView('GradingSettingsView')
   get(@TenantCaller() auth: TenantAuth): Promise<GradingSettingsView> {
     return this.grading.settings(auth.tenantId);
   }
 
   @Put()
-  @ApiOperation({ summary: "Set the tenant's near-duplicate threshold, resubmission policy, direct deep grading and shadow evaluation" })
+  @ApiOperation({ summary: "Set the tenant's near-duplicate threshold, resubmission policy, direct deep grading, shadow evaluation and essay retention" })
   @ApiView('GradingSettingsView')
   put(@TenantCaller() auth: TenantAuth, @Body() dto: GradingSettingsDto): Promise<GradingSettingsView> {
     return this.grading.updateSettings(auth.tenantId, dto);

@@ -9,6 +9,7 @@ import { CalibrationsRepository } from './calibrations.repository';
 import { ModelGrader } from './model-grader';
 import { EssayErasure } from './essay-erasure.service';
 import { EssayEvents } from './essay-events';
+import { EssayRetention } from './essay-retention';
 import { EssayStreamService } from './essay-stream.service';
 import { EssaysController } from './essays.controller';
 import { EssaysRepository } from './essays.repository';
@@ -24,7 +25,7 @@ import { RubricsService } from './rubrics.service';
 @Module({
   imports: [LlmModule, BillingModule, TenancyModule, JobsModule],
   controllers: [RubricsController, AssignmentsController, EssaysController, GradingSettingsController],
-  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayErasure, EssayStreamService, EssayEvents, GradingService, GradingWorker, EssaysRepository, NearDuplicateIndex, CalibrationsRepository, ModelGrader],
+  providers: [GradingMetrics, RubricsService, AssignmentsService, EssaysService, EssayErasure, EssayRetention, EssayStreamService, EssayEvents, GradingService, GradingWorker, EssaysRepository, NearDuplicateIndex, CalibrationsRepository, ModelGrader],
   exports: [EssaysService, GradingService, GradingWorker, RubricsService, AssignmentsService, CalibrationsRepository, EssaysRepository],
 })
 export class GradingModule {}

@@ -38,6 +38,8 @@ export interface GradingSettingsRow {
   shadowRate: number;
   /** standard-versus-deep QWK under which an alert fires (null: never) */
   shadowAlertQwk: number | null;
+  /** essays older than this many days are erased (null: kept until erased) */
+  essayRetentionDays: number | null;
 }
 
 /** The two webhook secrets a tenant sets, sealed at rest (src/common/secret-box.ts). */
@@ -153,10 +155,10 @@ export class TenantsRepository {
   }
 
   async grading(tenantId: string): Promise<GradingSettingsRow> {
-    const r = await this.one<{ t: string; r: boolean; d: boolean; rate: string; alert: string | null }>(
+    const r = await this.one<{ t: string; r: boolean; d: boolean; rate: string; alert: string | null; keep: number | null }>(
       tenantId,
       `SELECT near_duplicate_threshold::text AS t, reuse_resubmission_grades AS r, direct_deep AS d,
-              shadow_rate::text AS rate, shadow_alert_qwk::text AS alert FROM tenants WHERE id = $1`,
+              shadow_rate::text AS rate, shadow_alert_qwk::text AS alert, essay_retention_days AS keep FROM tenants WHERE id = $1`,
     );
     return {
       nearDuplicateThreshold: Number(r.t),
@@ -164,10 +166,11 @@ export class TenantsRepository {
       directDeep: r.d,
       shadowRate: Number(r.rate),
       shadowAlertQwk: r.alert === null ? null : Number(r.alert),
+      essayRetentionDays: r.keep,
     };
   }
 
-  /** Changes the settings given (undefined: unchanged; shadowAlertQwk null: no alert). */
+  /** Changes the settings given (undefined: unchanged; shadowAlertQwk null: no alert; essayRetentionDays null: kept). */
   async setGrading(tenantId: string, change: Partial<GradingSettingsRow>): Promise<void> {
     await this.one(
       tenantId,
@@ -175,7 +178,8 @@ export class TenantsRepository {
               reuse_resubmission_grades = coalesce($3, reuse_resubmission_grades),
               direct_deep = coalesce($4, direct_deep),
               shadow_rate = coalesce($5, shadow_rate),
-              shadow_alert_qwk = CASE WHEN $6 THEN $7::numeric ELSE shadow_alert_qwk END
+              shadow_alert_qwk = CASE WHEN $6 THEN $7::numeric ELSE shadow_alert_qwk END,
+              essay_retention_days = CASE WHEN $8 THEN $9::int ELSE essay_retention_days END
         WHERE id = $1 RETURNING id`,
       [
         change.nearDuplicateThreshold ?? null,
@@ -184,6 +188,8 @@ export class TenantsRepository {
         change.shadowRate ?? null,
         change.shadowAlertQwk !== undefined,
         change.shadowAlertQwk ?? null,
+        change.essayRetentionDays !== undefined,
+        change.essayRetentionDays ?? null,
       ],
     );
   }

@@ -499,9 +499,9 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The tenant's near-duplicate threshold, resubmission policy, direct deep grading and shadow evaluation */
+        /** The tenant's near-duplicate threshold, resubmission policy, direct deep grading, shadow evaluation and essay retention */
         get: operations["GradingSettingsController_get"];
-        /** Set the tenant's near-duplicate threshold, resubmission policy, direct deep grading and shadow evaluation */
+        /** Set the tenant's near-duplicate threshold, resubmission policy, direct deep grading, shadow evaluation and essay retention */
         put: operations["GradingSettingsController_put"];
         post?: never;
         delete?: never;
@@ -925,6 +925,11 @@ export interface components {
              * @example 0.6
              */
             shadowAlertQwk?: number | null;
+            /**
+             * @description essays older than this many days (1–3650) are erased as DELETE /v1/essays/:id erases one (text, student, grades, cached answers; their cost stays in the books); null: kept until erased
+             * @example 365
+             */
+            essayRetentionDays?: number | null;
         };
         OpenSessionDto: {
             /** @description a tenant API key (admin or teacher); it is exchanged for a session cookie and never stored in the page */
@@ -1315,6 +1320,7 @@ export interface components {
         /** @description GET/PUT /v1/grading/settings */
         GradingSettingsView: {
             directDeep: boolean;
+            essayRetentionDays: number | null;
             nearDuplicateThreshold: number;
             reuseResubmissionGrades: boolean;
             shadowAlertQwk: number | null;

@@ -149,11 +149,18 @@ function Billing() {
 function Grading() {
   const { t } = useApp();
   const settings = useLoad(() => ok(api.GET('/v1/grading/settings')), []);
-  const [form, setForm] = useState<{ nearDuplicateThreshold: string; reuseResubmissionGrades: boolean; directDeep: boolean; shadowRate: string } | null>(null);
+  const [form, setForm] = useState<{ nearDuplicateThreshold: string; reuseResubmissionGrades: boolean; directDeep: boolean; shadowRate: string; essayRetentionDays: string } | null>(null);
   const action = useAction();
   useEffect(() => {
     const s = settings.data;
-    if (s) setForm({ nearDuplicateThreshold: String(s.nearDuplicateThreshold), reuseResubmissionGrades: s.reuseResubmissionGrades, directDeep: s.directDeep, shadowRate: String(s.shadowRate) });
+    if (s)
+      setForm({
+        nearDuplicateThreshold: String(s.nearDuplicateThreshold),
+        reuseResubmissionGrades: s.reuseResubmissionGrades,
+        directDeep: s.directDeep,
+        shadowRate: String(s.shadowRate),
+        essayRetentionDays: s.essayRetentionDays === null ? '' : String(s.essayRetentionDays),
+      });
   }, [settings.data]);
   if (!settings.data || !form) return <Loading error={settings.error} />;
   const save = (e: Event) => {
@@ -161,7 +168,14 @@ function Grading() {
     void action.run(async () => {
       await ok(
         api.PUT('/v1/grading/settings', {
-          body: { nearDuplicateThreshold: Number(form.nearDuplicateThreshold), reuseResubmissionGrades: form.reuseResubmissionGrades, directDeep: form.directDeep, shadowRate: Number(form.shadowRate) },
+          body: {
+            nearDuplicateThreshold: Number(form.nearDuplicateThreshold),
+            reuseResubmissionGrades: form.reuseResubmissionGrades,
+            directDeep: form.directDeep,
+            shadowRate: Number(form.shadowRate),
+            // empty: keep essays until erased
+            essayRetentionDays: form.essayRetentionDays.trim() === '' ? null : Number(form.essayRetentionDays),
+          },
         }),
       );
       settings.reload();
@@ -176,6 +190,9 @@ function Grading() {
         </Field>
         <Field label={t('shadowRateLabel')}>
           <input name="shadowRate" type="number" min={0} max={0.2} step="0.01" value={form.shadowRate} onInput={(e) => setForm({ ...form, shadowRate: e.currentTarget.value })} />
+        </Field>
+        <Field label={t('essayRetentionDaysLabel')}>
+          <input name="essayRetentionDays" type="number" min={1} max={3650} step="1" value={form.essayRetentionDays} onInput={(e) => setForm({ ...form, essayRetentionDays: e.currentTarget.value })} />
         </Field>
         <label class="check">
           <input type="checkbox" name="reuseResubmissionGrades" checked={form.reuseResubmissionGrades} onChange={(e) => setForm({ ...form, reuseResubmissionGrades: e.currentTarget.checked })} /> {t('reuseResubmissionGradesLabel')}
