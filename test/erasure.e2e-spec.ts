@@ -1,11 +1,15 @@
 import { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { EssayRetention } from '../src/grading/essay-retention';
 import { GradingWorker } from '../src/grading/grading.worker';
+import { EssaysRepository } from '../src/grading/essays.repository';
+import { OrdersRepository } from '../src/billing/orders.repository';
+import { ClusterBus } from '../src/db/cluster-bus';
 import { GatewayService } from '../src/llm/gateway.service';
 import { ResponseCache } from '../src/llm/response-cache';
+import { randomUUID } from 'node:crypto';
 import { FakeProvider } from './fake-provider/fake-provider';
 import { expectBooksBalanced } from './support/books';
-import { generateEssay } from './support/essays';
+import { generateEssay, nearCopy } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { waitForEssays } from './support/grading';
 import { startAppWithFake } from './support/app-with-fake';
@@ -56,6 +60,7 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     expect(await count('essay_signatures', first.id)).toBe(1);
     expect(await count('essay_lsh', first.id)).toBeGreaterThan(0);
     expect(await count('grade_overrides', first.id)).toBe(1);
+    expect(await count('call_guards', first.id)).toBe(1); // the grading's replay guard, with the answer
     const before = await ledger();
     const { spent } = await expectBooksBalanced(t.dataSource, tenant.tenantId);
 
@@ -103,8 +108,9 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     const otherCache = other.get(ResponseCache);
     // Once its cache index has seen the key, the other instance reads the row, and its tier then holds the answer.
     await waitFor(async () => (await otherCache.get(tenant.tenantId, key)) !== null, 5_000, 'the other instance to read the answer');
+    const [{ content }] = await q(`SELECT content FROM llm_cache WHERE tenant_id = $1 AND cache_key = $2`, [tenant.tenantId, key]);
     await q(`UPDATE llm_cache SET content = 'changed under the tier' WHERE tenant_id = $1 AND cache_key = $2`, [tenant.tenantId, key]);
-    expect((await otherCache.get(tenant.tenantId, key))?.content).not.toBe('changed under the tier'); // answered from its tier
+    expect((await otherCache.get(tenant.tenantId, key))?.content).toBe(content); // answered from its tier, not the row
     await erase(essay.id).expect(200);
     await waitFor(async () => (await otherCache.get(tenant.tenantId, key)) === null, 5_000, "the other instance's tier to drop the answer");
   });
@@ -173,6 +179,81 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     await t.http.get(`/v1/essays/${other.id}`).set(bearer(teacher)).expect(200);
   });
 
+  describe('what an erased essay leaves', () => {
+    it('is out of its assignment: counts, distribution and the grades CSV', async () => {
+      const a = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: '删除后', prompt: '写一篇记叙文', rubric: 'zh-gaokao-60' }).expect(201)).body;
+      const kept = await f.gradedEssay(teacher, { seed: 81, assignmentId: a.id, studentRef: 'stu-keep' });
+      const gone = await f.gradedEssay(teacher, { seed: 82, assignmentId: a.id, studentRef: 'stu-gone' });
+      await erase(gone.id).expect(200);
+      const detail = (await t.http.get(`/v1/assignments/${a.id}`).set(bearer(teacher)).expect(200)).body;
+      expect(detail.counts).toMatchObject({ total: 1, graded: 1 });
+      const listed = (await t.http.get('/v1/assignments').set(bearer(teacher)).expect(200)).body.data.find((x: { id: string }) => x.id === a.id);
+      expect(listed.counts.total).toBe(1);
+      const csv = (await t.http.get(`/v1/assignments/${a.id}/grades.csv`).set(bearer(teacher)).expect(200)).text;
+      expect(csv).toContain('stu-keep');
+      expect(csv).not.toContain('stu-gone');
+      expect(kept.status).toBe('graded');
+    });
+
+    it('is no near-duplicate of a later essay, nor its grade reused', async () => {
+      await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true }).expect(200);
+      const text = generateEssay(83, 'zh').text;
+      const first = await f.gradedEssay(teacher, { text, studentRef: 'stu-83' });
+      // Before the erasure, a near copy by the same student is flagged and takes the earlier grade.
+      const copy = await f.gradedEssay(teacher, { text: nearCopy(text, 1, 1), studentRef: 'stu-83' });
+      expect(copy.flags).toContain('possible_copy');
+      expect(copy.similarTo?.essayId).toBe(first.id);
+      await erase(first.id).expect(200);
+      await erase(copy.id).expect(200);
+      const later = await f.gradedEssay(teacher, { text: nearCopy(text, 2, 1), studentRef: 'stu-83' });
+      expect(later.flags).not.toContain('possible_copy');
+      expect(later.similarTo).toBeNull();
+      expect(later.flags).not.toContain('reused_grade');
+    });
+
+    it('takes no deep-review order, and no worker writes to it', async () => {
+      await t.http.put('/v1/billing/settings').set(bearer(tenant.adminKey)).send({ deepReviewPrice: '5.00', paymentMode: 'invoice' }).expect(200);
+      const essay = await f.gradedEssay(teacher, { seed: 84 });
+      await erase(essay.id).expect(200);
+      await t.http.post(`/v1/essays/${essay.id}/deep-review`).set(bearer(teacher)).expect(404);
+      // The order's own check, for an erasure that commits between the essay's read and the order.
+      const orders = t.app.get(OrdersRepository);
+      const created = await orders.create({ tenantId: tenant.tenantId, id: randomUUID(), essayId: essay.id, price: 5_000_000_000n, mode: 'invoice', createdBy: tenant.adminKeyId });
+      expect(created).toBe(false);
+      expect(await count('orders', essay.id)).toBe(0);
+      expect(await count('jobs', essay.id)).toBe(1); // its grading's, done
+      // A worker whose job outlived its lease finds nothing to grade or store.
+      const essays = t.app.get(EssaysRepository);
+      expect(await essays.startGrading(t.dataSource.manager, tenant.tenantId, essay.id)).toBeNull();
+      expect(await essays.read(tenant.tenantId, essay.id)).toBeNull();
+      const [row] = await q(`SELECT status, text, grade FROM essays WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, essay.id]);
+      expect(row).toEqual({ status: 'graded', text: '', grade: null });
+    });
+
+    it('refunds an order still awaiting payment (webhook mode), with the reason', async () => {
+      await t.http.put('/v1/billing/settings').set(bearer(tenant.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'webhook', webhookSecret: 'whsec_erasure_test_0123456789' }).expect(200);
+      const essay = await f.gradedEssay(teacher, { seed: 85 });
+      const { body: o } = await t.http.post(`/v1/essays/${essay.id}/deep-review`).set(bearer(teacher)).expect(202);
+      expect(o.status).toBe('awaiting_payment');
+      await erase(essay.id).expect(200);
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body).toMatchObject({
+        status: 'refunded',
+        refundReason: 'the essay was erased before its deep review was delivered',
+      });
+    });
+
+    it("a bus that lost messages (resync) drops its whole in-process tier", async () => {
+      const essay = await f.gradedEssay(teacher, { seed: 86 });
+      const [{ cache_key: key, content }] = await q(`SELECT cache_key, content FROM llm_cache WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essay.id]);
+      const cache = t.app.get(ResponseCache);
+      await waitFor(async () => (await cache.get(tenant.tenantId, key)) !== null, 5_000, 'the answer to be read');
+      await q(`UPDATE llm_cache SET content = 'changed under the tier' WHERE tenant_id = $1 AND cache_key = $2`, [tenant.tenantId, key]);
+      expect((await cache.get(tenant.tenantId, key))?.content).toBe(content);
+      (t.app.get(ClusterBus) as unknown as { deliver(topic: string, payload: unknown): void }).deliver('resync', {});
+      expect((await cache.get(tenant.tenantId, key))?.content).toBe('changed under the tier');
+    });
+  });
+
   describe('retention', () => {
     const settings = (body: Record<string, unknown>, key = tenant.adminKey) => t.http.put('/v1/grading/settings').set(bearer(key)).send(body);
 
@@ -202,7 +283,7 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
       await settings({ essayRetentionDays: 30 }).expect(200);
 
       const sweep = await t.app.get(EssayRetention).sweep();
-      expect(sweep).toEqual({ erased: 2, busy: 0 });
+      expect(sweep).toEqual({ erased: 2, busy: 0, failed: 0, lateRows: 0, skipped: false });
       const rows = await q(`SELECT id, erased_at IS NOT NULL AS erased, erased_by, text = '' AS blank FROM essays WHERE tenant_id = $1 ORDER BY created_at`, [tenant.tenantId]);
       expect(rows).toEqual([
         { id: old1.id, erased: true, erased_by: null, blank: true },
@@ -210,7 +291,34 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
         { id: recent.id, erased: false, erased_by: null, blank: false },
       ]);
       await t.http.get(`/v1/essays/${kept.id}`).set(bearer(keeperTeacher)).expect(200);
-      expect(await t.app.get(EssayRetention).sweep()).toEqual({ erased: 0, busy: 0 });
+      expect(await t.app.get(EssayRetention).sweep()).toEqual({ erased: 0, busy: 0, failed: 0, lateRows: 0, skipped: false });
+    });
+  });
+
+  describe('the sweep after erasures', () => {
+    it("removes what a grading that outlived its lease wrote for an essay after its erasure, from every table and every instance's tier", async () => {
+      const essay = await f.gradedEssay(teacher, { seed: 91 });
+      const [cached] = await q(`SELECT * FROM llm_cache WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essay.id]);
+      const [guard] = await q(`SELECT * FROM call_guards WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essay.id]);
+      const [signature] = await q(`SELECT * FROM essay_signatures WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essay.id]);
+      const lsh = await q(`SELECT * FROM essay_lsh WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essay.id]);
+      await erase(essay.id).expect(200);
+      // What the late grading writes once the erasure has committed: its settlement's cache row and
+      // guard, its near-duplicate rows (put back as they were), and a read that fills this instance's tier.
+      const columns = (row: Record<string, any>) => Object.keys(row).filter((c) => row[c] !== null);
+      const putBack = (table: string, row: Record<string, any>) =>
+        q(`INSERT INTO ${table} (${columns(row).join(', ')}) VALUES (${columns(row).map((_, i) => `$${i + 1}`).join(', ')})`, columns(row).map((c) => row[c]));
+      await putBack('llm_cache', cached);
+      await putBack('call_guards', guard);
+      await putBack('essay_signatures', signature);
+      for (const row of lsh) await putBack('essay_lsh', row);
+      const cache = t.app.get(ResponseCache);
+      await waitFor(async () => (await cache.get(tenant.tenantId, cached.cache_key)) !== null, 5_000, 'the late answer to be read');
+
+      const sweep = await t.app.get(EssayRetention).sweep();
+      expect(sweep).toEqual({ erased: 0, busy: 0, failed: 0, lateRows: 3 + lsh.length, skipped: false });
+      for (const table of ['llm_cache', 'call_guards', 'essay_signatures', 'essay_lsh']) expect([table, await count(table, essay.id)]).toEqual([table, 0]);
+      expect(await cache.get(tenant.tenantId, cached.cache_key)).toBeNull();
     });
   });
 

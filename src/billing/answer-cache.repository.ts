@@ -1,6 +1,6 @@
 import type { EntityManager } from 'typeorm';
 import type { Nanos } from '../common/money';
-import { perRowTenantQuery, tenantQuery } from '../db/tenant-scope';
+import { perRowTenantQuery, rowsOf, tenantQuery } from '../db/tenant-scope';
 
 /**
  * The answer cache's table (llm_cache), every statement that writes it: the gateway's ResponseCache
@@ -152,6 +152,21 @@ export async function deleteAnswer(m: EntityManager, tenantId: string, key: stri
 export async function deleteEssayAnswers(m: EntityManager, tenantId: string, essayId: string): Promise<string[]> {
   const rows = await tenantQuery<{ cache_key: string }>(m, tenantId, `DELETE FROM llm_cache WHERE tenant_id = $1 AND essay_id = $2 RETURNING cache_key`, [essayId]);
   return rows.map((r) => r.cache_key);
+}
+
+/**
+ * Deletes answers stored for essays erased in the last `hours` (a grading that outlived its lease
+ * can settle after the erasure); across tenants by design (EssayRetention's cleanup). Returns them.
+ */
+export async function deleteAnswersOfErased(m: EntityManager, hours: number): Promise<AnswerKey[]> {
+  const res: unknown = await m.query(
+    `DELETE FROM llm_cache c USING essays e
+      WHERE e.erased_at > now() - make_interval(hours => $1) AND c.tenant_id = e.tenant_id AND c.essay_id = e.id
+      RETURNING c.tenant_id, c.cache_key`,
+    [hours],
+  );
+  const rows = rowsOf<{ tenant_id: string; cache_key: string }>(res);
+  return rows.map((r) => ({ tenantId: r.tenant_id, key: r.cache_key }));
 }
 
 /** Drops expired answers of every tenant (maintenance); returns how many. */

@@ -5,7 +5,7 @@ import { DataSource, EntityManager } from 'typeorm';
 import type { Nanos } from '../common/money';
 import { KeyedBatcher } from '../common/keyed-batcher';
 import { sqlParams } from '../db/sql-params';
-import { assertTenantId, perRowTenantQuery, tenantQuery } from '../db/tenant-scope';
+import { assertTenantId, perRowTenantQuery, rowsOf, tenantQuery } from '../db/tenant-scope';
 import { CACHE_ROWS_PARAMS, CacheEntry, cacheRowsParams, cacheRowsSql } from './answer-cache.repository';
 import type { LedgerEntry } from './ledger.service';
 
@@ -426,6 +426,16 @@ export class BooksRepository {
   async deleteEssayGuards(tx: EntityManager, tenantId: string, essayId: string): Promise<number> {
     const rows = await tenantQuery(tx, tenantId, `DELETE FROM call_guards WHERE tenant_id = $1 AND essay_id = $2 RETURNING key`, [essayId]);
     return rows.length;
+  }
+
+  /** Guards kept for essays erased in the last `hours` (written by a call that outlived its job's lease); across tenants by design (EssayRetention's cleanup). */
+  async deleteGuardsOfErased(tx: EntityManager, hours: number): Promise<number> {
+    const res: unknown = await tx.query(
+      `DELETE FROM call_guards g USING essays e
+        WHERE e.erased_at > now() - make_interval(hours => $1) AND g.tenant_id = e.tenant_id AND g.essay_id = e.id RETURNING g.key`,
+      [hours],
+    );
+    return rowsOf(res).length;
   }
 
   /** Why a guarded reservation reserved nothing: the lease, and the guard as it is now. */

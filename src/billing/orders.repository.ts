@@ -41,10 +41,16 @@ export class OrdersRepository {
     private readonly jobs: JobQueue,
   ) {}
 
-  /** A new order; in invoice mode it is paid at once and its deep review queued with it. */
-  async create(o: { tenantId: string; id: string; essayId: string; price: Nanos; mode: PaymentMode; createdBy: string; dueBy?: Date | null }): Promise<void> {
+  /**
+   * A new order; in invoice mode it is paid at once and its deep review queued with it. False, and
+   * nothing written, when the essay is gone or erased: its row is read under a share lock, so an
+   * erasure under way is waited for, and one that follows sees this order and refunds it.
+   */
+  async create(o: { tenantId: string; id: string; essayId: string; price: Nanos; mode: PaymentMode; createdBy: string; dueBy?: Date | null }): Promise<boolean> {
     const paid = o.mode === 'invoice';
-    await this.ds.transaction(async (tx) => {
+    return this.ds.transaction(async (tx) => {
+      const [essay] = await tenantQuery(tx, o.tenantId, `SELECT 1 FROM essays WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL FOR SHARE`, [o.essayId]);
+      if (!essay) return false;
       await tenantQuery(
         tx,
         o.tenantId,
@@ -53,6 +59,7 @@ export class OrdersRepository {
         [o.id, o.essayId, o.price.toString(), o.mode, paid ? 'paid' : 'awaiting_payment', o.createdBy, o.dueBy?.toISOString() ?? null],
       );
       if (paid) await this.jobs.enqueue(tx, o.tenantId, [{ essayId: o.essayId, kind: 'deep_review', orderId: o.id, dueBy: o.dueBy ?? null }]);
+      return true;
     });
   }
 

@@ -77,7 +77,9 @@ export class OrdersService {
     const id = randomUUID();
     const price = parseCny(settings.deepReviewPrice);
     try {
-      await this.orders.create({ tenantId: auth.tenantId, id, essayId, price, mode: settings.paymentMode, createdBy: auth.keyId, dueBy });
+      if (!(await this.orders.create({ tenantId: auth.tenantId, id, essayId, price, mode: settings.paymentMode, createdBy: auth.keyId, dueBy }))) {
+        throw ApiError.notFound('Essay'); // erased since the caller found it
+      }
     } catch (err) {
       // Two requests for the same essay at once: the unique open-order index lets one through.
       if ((err as { code?: string }).code === '23505') {

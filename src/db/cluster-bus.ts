@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { Client } from 'pg';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { loggableError } from '../common/error-rendering';
 import { AppConfig, CONFIG } from '../config/app-config';
 
@@ -125,6 +125,19 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
     this.pending.push([topic, payload]);
     this.pendingBytes += size;
     this.flushTimer ??= setTimeout(() => void this.flush(), FLUSH_MS);
+  }
+
+  /**
+   * Publishes with a transaction (`m`): the other processes' instances are told by a NOTIFY sent in
+   * it, which PostgreSQL delivers when, and only if, it commits, so the message cannot be lost
+   * between the commit and a later send. The returned function delivers it to this process's
+   * instances; call it after the commit. For what must reach every instance (an erasure).
+   */
+  async publishWith(m: EntityManager, topic: string, payload: unknown): Promise<() => void> {
+    if (!this.clustered) return () => this.publish(topic, payload);
+    const envelope: Envelope = { o: this.instanceId, m: [[topic, payload]] };
+    await m.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, JSON.stringify(envelope)]);
+    return () => this.deliver(topic, payload);
   }
 
   /** Subscribes to a topic; returns the unsubscribe function. */

@@ -65,20 +65,26 @@ export class EssayErasure {
     private readonly cache: ResponseCache,
   ) {}
 
-  erase(auth: TenantAuth, id: string): Promise<ErasedEssay> {
-    return this.eraseFor(auth.tenantId, id, auth.keyId, 'request');
+  async erase(auth: TenantAuth, id: string): Promise<ErasedEssay> {
+    const done = await this.eraseFor(auth.tenantId, id, auth.keyId, 'request');
+    return { id, erasedAt: done.erasedAt.toISOString() };
   }
 
   /**
    * Erases one essay of the tenant: `keyId` is who asked (null for the retention sweep), `why` goes
-   * to the log line.
+   * to the log line. `again`: it had been erased before (nothing was done now).
    */
-  async eraseFor(tenantId: string, id: string, keyId: string | null, why: 'request' | 'retention'): Promise<ErasedEssay> {
+  async eraseFor(tenantId: string, id: string, keyId: string | null, why: 'request' | 'retention'): Promise<{ erasedAt: Date; again: boolean }> {
     if (!UUID.test(id)) throw ApiError.notFound('Essay');
+    let delivered: (() => void) | undefined;
     const done = await this.ds.transaction(async (m) => {
+      // The essay's jobs are locked before the essay, in the order a worker finishing a job takes
+      // them (the job, then the essay): the two never wait on each other in a circle.
+      await this.jobs.lockUnfinishedForEssay(m, tenantId, id);
       const essay = await this.essays.lockForErasure(m, tenantId, id);
       if (!essay) throw ApiError.notFound('Essay');
-      if (essay.erased_at) return { erasedAt: essay.erased_at, answers: [] as string[], again: true };
+      if (essay.erased_at) return { erasedAt: essay.erased_at, again: true };
+      // Read again under the essay's lock: a job a deep-review order queued just before is seen too.
       const unfinished = await this.jobs.lockUnfinishedForEssay(m, tenantId, id);
       if (unfinished.some((j) => j.status === 'running')) {
         throw new ApiError('CONFLICT', 'The essay is being graded right now; erase it once its grading ends (GET /v1/essays/:id shows when)');
@@ -89,10 +95,11 @@ export class EssayErasure {
       await this.nearDuplicates.forget(m, tenantId, id);
       const answers = await deleteEssayAnswers(m, tenantId, id);
       const guards = await this.books.deleteEssayGuards(m, tenantId, id);
-      return { erasedAt, answers, again: false, cancelled, refunded, guards };
+      delivered = await this.cache.forget(m, tenantId, answers);
+      return { erasedAt, again: false, cancelled, refunded, answers: answers.length, guards };
     });
-    if (done.again) return { id, erasedAt: done.erasedAt.toISOString() };
-    this.cache.forget(tenantId, done.answers);
+    if (done.again) return done;
+    delivered?.();
     this.logger.log({
       msg: 'essay erased',
       why,
@@ -101,10 +108,10 @@ export class EssayErasure {
       keyId,
       jobsCancelled: done.cancelled,
       ordersRefunded: done.refunded,
-      answersDeleted: done.answers.length,
+      answersDeleted: done.answers,
       guardsDeleted: done.guards,
     });
-    return { id, erasedAt: done.erasedAt.toISOString() };
+    return done;
   }
 
   /**
@@ -117,8 +124,7 @@ export class EssayErasure {
     const out: ErasedStudent = { studentRef, erased: [], busy: [], more: ids.length > MAX_PER_CALL };
     for (const id of ids.slice(0, MAX_PER_CALL)) {
       try {
-        await this.erase(auth, id);
-        out.erased.push(id);
+        if (!(await this.eraseFor(auth.tenantId, id, auth.keyId, 'request')).again) out.erased.push(id);
       } catch (err) {
         if (!(err instanceof ApiError && err.code === 'CONFLICT')) throw err;
         out.busy.push(id);

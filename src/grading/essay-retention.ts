@@ -1,30 +1,62 @@
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { DataSource } from 'typeorm';
 import { ApiError } from '../common/errors';
 import { loggableError } from '../common/error-rendering';
 import { AppConfig, CONFIG } from '../config/app-config';
+import { BooksRepository } from '../billing/books.repository';
+import { ResponseCache } from '../llm/response-cache';
 import { EssayErasure } from './essay-erasure.service';
 import { EssaysRepository } from './essays.repository';
+import { NearDuplicateIndex } from './near-duplicate.service';
 
-/** Essays one sweep erases at most (each its own transaction); the rest wait for the next sweep. */
+/** Essays read at a time by a sweep (each then erased in a transaction of its own). */
 export const RETENTION_BATCH = 500;
+/** One sweep erases for at most this long; what is left waits for the next. */
+export const SWEEP_BUDGET_MS = 5 * 60_000;
+/** How far back the cleanup looks for essays erased lately: longer than any grading can outlive its lease (a provider batch takes a day). */
+export const LATE_ROWS_HOURS = 48;
+/** One process sweeps at a time (a session-level advisory lock; any 64-bit number of ours). */
+export const RETENTION_LOCK = 7263849503;
+
+export interface SweepOutcome {
+  /** essays this sweep erased */
+  erased: number;
+  /** essays being graded right now, left for the next sweep */
+  busy: number;
+  /** essays whose erasure failed (logged by id), left for the next sweep */
+  failed: number;
+  /** rows a grading that outlived its lease wrote for an essay after its erasure, removed now */
+  lateRows: number;
+  /** another process was sweeping: this one did nothing */
+  skipped: boolean;
+}
 
 /**
- * A school's retention rule (essayRetentionDays in the grading settings): every
- * ESSAY_RETENTION_SWEEP_MS, each process that runs grading workers erases the essays older than
- * their tenant's retention, oldest first, as DELETE /v1/essays/:id erases one (EssayErasure).
- * Several processes may sweep at once: each essay's erasure locks its row, and an essay erased
- * already is left as it is. An essay being graded right now is left for the next sweep.
+ * A school's retention rule (essayRetentionDays in the grading settings), and the cleanup after
+ * erasures. Every ESSAY_RETENTION_SWEEP_MS, in processes that run grading workers, one process at a
+ * time:
+ * - erases the essays older than their tenant's retention, oldest first, as DELETE /v1/essays/:id
+ *   erases one (EssayErasure), for up to SWEEP_BUDGET_MS; an essay being graded, or whose erasure
+ *   fails, is left for the next sweep;
+ * - deletes the answer-cache rows, call guards and near-duplicate rows that a grading which outlived
+ *   its lease (its worker stalled, its job went back to the queue and the essay was erased) wrote
+ *   after the erasure, for essays erased in the last LATE_ROWS_HOURS.
  */
 @Injectable()
 export class EssayRetention implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger(EssayRetention.name);
   private timer?: NodeJS.Timeout;
-  private running: Promise<{ erased: number; busy: number }> | null = null;
+  private running: Promise<SweepOutcome> | null = null;
+  private stopping = false;
 
   constructor(
     @Inject(CONFIG) private readonly config: AppConfig,
+    private readonly ds: DataSource,
     private readonly essays: EssaysRepository,
     private readonly erasure: EssayErasure,
+    private readonly cache: ResponseCache,
+    private readonly books: BooksRepository,
+    private readonly nearDuplicates: NearDuplicateIndex,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -36,32 +68,68 @@ export class EssayRetention implements OnApplicationBootstrap, OnApplicationShut
 
   async onApplicationShutdown(): Promise<void> {
     clearInterval(this.timer);
+    this.stopping = true;
     await this.running;
   }
 
-  /** One sweep (one at a time in this process): how many essays it erased, and how many it left because they were being graded. */
-  sweep(): Promise<{ erased: number; busy: number }> {
-    this.running ??= this.sweepOnce().finally(() => (this.running = null));
+  /** One sweep (one at a time in this process, and across processes). */
+  sweep(budgetMs = SWEEP_BUDGET_MS): Promise<SweepOutcome> {
+    this.running ??= this.sweepOnce(budgetMs).finally(() => (this.running = null));
     return this.running;
   }
 
-  private async sweepOnce(): Promise<{ erased: number; busy: number }> {
-    const out = { erased: 0, busy: 0 };
+  private async sweepOnce(budgetMs: number): Promise<SweepOutcome> {
+    const out: SweepOutcome = { erased: 0, busy: 0, failed: 0, lateRows: 0, skipped: false };
+    const runner = this.ds.createQueryRunner();
     try {
-      for (const { tenantId, id } of await this.essays.pastRetention(RETENTION_BATCH)) {
-        try {
-          await this.erasure.eraseFor(tenantId, id, null, 'retention');
-          out.erased++;
-        } catch (err) {
-          if (!(err instanceof ApiError && err.code === 'CONFLICT')) throw err;
-          out.busy++;
-        }
+      await runner.connect();
+      const [{ locked }]: Array<{ locked: boolean }> = await runner.query('SELECT pg_try_advisory_lock($1) AS locked', [RETENTION_LOCK]);
+      if (!locked) return { ...out, skipped: true };
+      try {
+        await this.eraseExpired(out, Date.now() + budgetMs);
+        out.lateRows = await this.removeLateRows();
+      } finally {
+        await runner.query('SELECT pg_advisory_unlock($1)', [RETENTION_LOCK]);
       }
     } catch (err) {
       this.logger.warn({ msg: 'the retention sweep stopped', ...out, err: loggableError(err) });
       return out;
+    } finally {
+      await runner.release();
     }
-    if (out.erased || out.busy) this.logger.log({ msg: 'essays past their retention erased', ...out });
+    if (out.erased || out.busy || out.failed || out.lateRows) this.logger.log({ msg: 'retention sweep', ...out });
     return out;
+  }
+
+  private async eraseExpired(out: SweepOutcome, until: number): Promise<void> {
+    const skip: string[] = [];
+    while (!this.stopping && Date.now() < until) {
+      const batch = await this.essays.pastRetention(RETENTION_BATCH, skip);
+      if (!batch.length) return;
+      for (const { tenantId, id } of batch) {
+        if (this.stopping || Date.now() >= until) return;
+        try {
+          if (!(await this.erasure.eraseFor(tenantId, id, null, 'retention')).again) out.erased++;
+        } catch (err) {
+          skip.push(id);
+          if (err instanceof ApiError && err.code === 'CONFLICT') out.busy++;
+          else {
+            out.failed++;
+            this.logger.warn({ msg: 'an essay past its retention could not be erased', tenantId, essayId: id, err: loggableError(err) });
+          }
+        }
+      }
+    }
+  }
+
+  private async removeLateRows(): Promise<number> {
+    let deliver = () => {};
+    const n = await this.ds.transaction(async (m) => {
+      const answers = await this.cache.forgetErased(m, LATE_ROWS_HOURS);
+      deliver = answers.deliver;
+      return answers.count + (await this.books.deleteGuardsOfErased(m, LATE_ROWS_HOURS)) + (await this.nearDuplicates.forgetErased(m, LATE_ROWS_HOURS));
+    });
+    deliver();
+    return n;
   }
 }

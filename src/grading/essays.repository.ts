@@ -79,7 +79,7 @@ export class EssaysRepository {
       tx,
       tenantId,
       `UPDATE essays SET status = $3, updated_at = now()${set ? `, ${set}` : ''}
-        WHERE tenant_id = $1 AND id = $2 AND status = ANY($4::text[]) RETURNING id`,
+        WHERE tenant_id = $1 AND id = $2 AND status = ANY($4::text[]) AND erased_at IS NULL RETURNING id`,
       [essayId, to, movableFrom(to), ...params],
     );
     return rows.length === 1;
@@ -113,7 +113,7 @@ export class EssaysRepository {
       tx,
       tenantId,
       `UPDATE essays e SET status = 'grading', updated_at = now()
-        WHERE tenant_id = $1 AND id = $2 AND status = ANY($3::text[])
+        WHERE tenant_id = $1 AND id = $2 AND status = ANY($3::text[]) AND erased_at IS NULL
         RETURNING e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title, e.student_ref,
                   e.text, e.status, e.flags, e.submitted_by,
                   ${ASSIGNMENT_OF_ESSAY}`,
@@ -130,7 +130,7 @@ export class EssaysRepository {
       `SELECT o.status AS order_status, e.model_grade, e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title,
               e.student_ref, e.text, e.status, e.flags, e.submitted_by, ${ASSIGNMENT_OF_ESSAY}
          FROM orders o JOIN essays e ON e.tenant_id = o.tenant_id AND e.id = o.essay_id
-        WHERE o.tenant_id = $1 AND o.id = $2`,
+        WHERE o.tenant_id = $1 AND o.id = $2 AND e.erased_at IS NULL`,
       [orderId],
     );
     return row ?? null;
@@ -143,7 +143,7 @@ export class EssaysRepository {
       tenantId,
       `SELECT e.model_grade, e.id, e.tenant_id, e.assignment_id, e.rubric_key, e.rubric_version, e.language, e.tier, e.title,
               e.student_ref, e.text, e.status, e.flags, e.submitted_by, ${ASSIGNMENT_OF_ESSAY}
-         FROM essays e WHERE e.tenant_id = $1 AND e.id = $2`,
+         FROM essays e WHERE e.tenant_id = $1 AND e.id = $2 AND e.erased_at IS NULL`,
       [essayId],
     );
     return row ?? null;
@@ -151,7 +151,7 @@ export class EssaysRepository {
 
   /** The deep tier's shadow grade, kept beside the essay: compared with its grade, never shown as it. */
   async storeShadowGrade(tx: EntityManager, tenantId: string, essayId: string, grade: StoredGrade): Promise<void> {
-    const rows = await tenantQuery(tx, tenantId, `UPDATE essays SET shadow_grade = $3 WHERE tenant_id = $1 AND id = $2 AND shadow_grade IS NULL RETURNING model_grade`, [
+    const rows = await tenantQuery(tx, tenantId, `UPDATE essays SET shadow_grade = $3 WHERE tenant_id = $1 AND id = $2 AND shadow_grade IS NULL AND erased_at IS NULL RETURNING model_grade`, [
       essayId,
       JSON.stringify(grade),
     ]);
@@ -200,7 +200,7 @@ export class EssaysRepository {
         tx,
         tenantId,
         `SELECT model_grade, shadow_grade FROM essays
-          WHERE tenant_id = $1 AND id = $2 AND status IN ('graded', 'needs_review') AND grade->>'source' <> 'teacher' FOR UPDATE`,
+          WHERE tenant_id = $1 AND id = $2 AND status IN ('graded', 'needs_review') AND grade->>'source' <> 'teacher' AND erased_at IS NULL FOR UPDATE`,
         [essayId],
       );
       if (!old) return false;
@@ -218,7 +218,7 @@ export class EssaysRepository {
 
   /** A paid deep review, kept beside the standard grade (the status does not change). */
   async storeDeepGrade(tx: EntityManager, tenantId: string, essayId: string, grade: StoredGrade, costNanos: bigint): Promise<void> {
-    await tenantQuery(tx, tenantId, `UPDATE essays SET deep_grade = $3, cost_nanos = cost_nanos + $4, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [
+    await tenantQuery(tx, tenantId, `UPDATE essays SET deep_grade = $3, cost_nanos = cost_nanos + $4, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL`, [
       essayId,
       JSON.stringify(grade),
       costNanos.toString(),
@@ -227,20 +227,20 @@ export class EssaysRepository {
 
   /**
    * Essays past their tenant's retention (tenants.essay_retention_days), oldest first, at most
-   * `limit`. Across tenants by design: the retention sweep's read (EssayRetention); each essay is
-   * then erased in its tenant's scope.
+   * `limit`, leaving out `skip` (those the sweep could not erase). Across tenants by design: the
+   * retention sweep's read (EssayRetention); each essay is then erased in its tenant's scope.
    */
-  async pastRetention(limit: number): Promise<Array<{ tenantId: string; id: string }>> {
+  async pastRetention(limit: number, skip: string[] = []): Promise<Array<{ tenantId: string; id: string }>> {
     const rows: Array<{ tenant_id: string; id: string }> = await this.ds.query(
       `SELECT e.tenant_id, e.id
          FROM tenants t
         CROSS JOIN LATERAL (SELECT e.tenant_id, e.id, e.created_at FROM essays e
-                             WHERE e.tenant_id = t.id AND e.erased_at IS NULL
+                             WHERE e.tenant_id = t.id AND e.erased_at IS NULL AND e.id <> ALL($2::uuid[])
                                AND e.created_at < now() - make_interval(days => t.essay_retention_days)
                              ORDER BY e.created_at, e.id LIMIT $1) e
         WHERE t.essay_retention_days IS NOT NULL
         ORDER BY e.created_at, e.id LIMIT $1`,
-      [limit],
+      [limit, skip],
     );
     return rows.map((r) => ({ tenantId: r.tenant_id, id: r.id }));
   }
@@ -271,16 +271,17 @@ export class EssaysRepository {
    * Erases the essay's personal data and keeps its tombstone: the text, title, student reference,
    * grades and failure reason are cleared and the teachers' overrides deleted (their comments are
    * about the student); what it cost, its flags and times stay, because the books and reports count
-   * them. An essay erased while queued is failed with ERASED. Returns when it was erased.
+   * them. An essay erased before it was graded (queued, or left grading by a worker whose job went
+   * back to the queue) is failed with ERASED. Returns when it was erased.
    */
   async erase(tx: EntityManager, tenantId: string, essayId: string, keyId: string | null): Promise<Date> {
     const [row] = await tenantQuery<{ erased_at: Date }>(
       tx,
       tenantId,
       `UPDATE essays SET text = '', title = NULL, student_ref = NULL, grade = NULL, model_grade = NULL, deep_grade = NULL, shadow_grade = NULL,
-              failure_reason = CASE WHEN status = 'queued' THEN 'the essay was erased before it was graded' END,
-              failure_code = CASE WHEN status = 'queued' THEN 'ERASED' ELSE failure_code END,
-              status = CASE WHEN status = 'queued' THEN 'failed' ELSE status END,
+              failure_reason = CASE WHEN status IN ('queued', 'grading') THEN 'the essay was erased before it was graded' END,
+              failure_code = CASE WHEN status IN ('queued', 'grading') THEN 'ERASED' ELSE failure_code END,
+              status = CASE WHEN status IN ('queued', 'grading') THEN 'failed' ELSE status END,
               erased_at = now(), erased_by = $3, updated_at = now()
         WHERE tenant_id = $1 AND id = $2 RETURNING erased_at`,
       [essayId, keyId],

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
-import { tenantQuery } from '../db/tenant-scope';
+import { rowsOf, tenantQuery } from '../db/tenant-scope';
 import { bandBuckets, decodeSignature, encodeSignature, Fingerprint, fingerprint, signatureSimilarity } from './near-duplicate';
 
 export interface NearDuplicate {
@@ -122,6 +122,19 @@ export class NearDuplicateIndex {
     await tx.query(INDEX_LOCK_SQL, [tenantId]);
     await tenantQuery(tx, tenantId, `DELETE FROM essay_lsh WHERE tenant_id = $1 AND essay_id = $2`, [essayId]);
     await tenantQuery(tx, tenantId, `DELETE FROM essay_signatures WHERE tenant_id = $1 AND essay_id = $2`, [essayId]);
+  }
+
+  /** Bands and signatures of essays erased in the last `hours` (indexed by a grading that outlived its lease); across tenants by design (EssayRetention's cleanup). */
+  async forgetErased(tx: EntityManager, hours: number): Promise<number> {
+    const lsh: unknown = await tx.query(
+      `DELETE FROM essay_lsh l USING essays e WHERE e.erased_at > now() - make_interval(hours => $1) AND l.tenant_id = e.tenant_id AND l.essay_id = e.id RETURNING 1`,
+      [hours],
+    );
+    const signatures: unknown = await tx.query(
+      `DELETE FROM essay_signatures s USING essays e WHERE e.erased_at > now() - make_interval(hours => $1) AND s.tenant_id = e.tenant_id AND s.essay_id = e.id RETURNING 1`,
+      [hours],
+    );
+    return rowsOf(lsh).length + rowsOf(signatures).length;
   }
 
   /**

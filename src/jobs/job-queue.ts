@@ -266,8 +266,13 @@ export class JobQueue {
     );
   }
 
-  /** The essay's queued jobs are cancelled (it was erased before they ran). */
+  /**
+   * The essay's queued jobs are cancelled (it was erased before they ran), and its finished jobs'
+   * errors cleared (a provider's error text is not the essay's, but nothing of its grading needs to
+   * stay but the ledger's).
+   */
   async cancelQueuedForEssay(tx: EntityManager, tenantId: string, essayId: string, reason: string): Promise<number> {
+    await tenantQuery(tx, tenantId, `UPDATE jobs SET last_error = NULL WHERE tenant_id = $1 AND essay_id = $2 AND last_error IS NOT NULL AND status <> 'running'`, [essayId]);
     const rows = await tenantQuery(
       tx,
       tenantId,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnModuleDestroy } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { Nanos } from '../common/money';
 import { assertTenantId } from '../db/tenant-scope';
 import { compactJson } from './compression';
@@ -10,7 +10,7 @@ import { MemoryCache } from './memory-cache';
 import { CacheIndex } from './cache-index';
 import { KeyedBatcher } from '../common/keyed-batcher';
 import { ClusterBus } from '../db/cluster-bus';
-import { CacheEntry, deleteAnswer, deleteExpiredAnswers, findAnswers, storeAnswers } from '../billing/answer-cache.repository';
+import { CacheEntry, deleteAnswer, deleteAnswersOfErased, deleteExpiredAnswers, findAnswers, storeAnswers } from '../billing/answer-cache.repository';
 
 /** The one queue of cache statements (each row carries its tenant). */
 const BATCH = 'all';
@@ -206,11 +206,28 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
   }
 
   /**
-   * An essay was erased: its answers' rows are deleted (deleteEssayAnswers, in the erasure's
-   * transaction); after it commits, every instance drops those keys from its in-process tier.
+   * An essay is being erased: its answers' rows are deleted in the erasure's transaction (`m`,
+   * deleteEssayAnswers) and the instances of other processes are told in it too (a NOTIFY that
+   * PostgreSQL delivers at the commit: ClusterBus.publishWith). Call the returned function after the
+   * commit: this process's instances then drop the keys from their in-process tiers.
    */
-  forget(tenantId: string, keys: string[]): void {
-    for (let i = 0; i < keys.length; i += FORGET_BATCH) this.bus.publish(FORGET_TOPIC, { tenantId, keys: keys.slice(i, i + FORGET_BATCH) });
+  async forget(m: EntityManager, tenantId: string, keys: string[]): Promise<() => void> {
+    const after: Array<() => void> = [];
+    for (let i = 0; i < keys.length; i += FORGET_BATCH) after.push(await this.bus.publishWith(m, FORGET_TOPIC, { tenantId, keys: keys.slice(i, i + FORGET_BATCH) }));
+    return () => after.forEach((deliver) => deliver());
+  }
+
+  /**
+   * Deletes, in the transaction `m`, the answers stored for essays erased in the last `hours` (a
+   * grading that outlived its lease can settle after the erasure); the returned function, called
+   * after the commit, drops them from this process's tiers (other processes hear at the commit).
+   */
+  async forgetErased(m: EntityManager, hours: number): Promise<{ count: number; deliver: () => void }> {
+    const byTenant = new Map<string, string[]>();
+    for (const k of await deleteAnswersOfErased(m, hours)) byTenant.set(k.tenantId, [...(byTenant.get(k.tenantId) ?? []), k.key]);
+    const after: Array<() => void> = [];
+    for (const [tenantId, keys] of byTenant) after.push(await this.forget(m, tenantId, keys));
+    return { count: [...byTenant.values()].reduce((n, keys) => n + keys.length, 0), deliver: () => after.forEach((d) => d()) };
   }
 
   async delete(tenantId: string, key: string): Promise<void> {
