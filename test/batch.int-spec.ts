@@ -5,6 +5,7 @@ import { Factory, TestTenant } from './support/factories';
 import { TestApp } from './support/test-app';
 import { startAppWithFake } from './support/app-with-fake';
 import { expectBooksBalanced } from './support/books';
+import { waitFor } from './support/wait';
 
 /** qwen3-max: real time 2.5 / 0.5 / 10 CNY per million tokens; batch 1.25 / 1.25 / 5 (no cache discount in batch). */
 const REALTIME = { input: 2500n, cached: 500n, output: 10_000n };
@@ -55,6 +56,9 @@ describe("calls that can wait go through the provider's Batch API", () => {
     ]);
     const { spent } = await expectBooksBalanced(ds, tenant.tenantId);
     expect(spent).toBe(a.costNanos + b.costNanos);
+    // The batch's files (the requests uploaded, the answers) are deleted at the provider once read.
+    expect(fake.batches[0].input_file_id).toEqual(expect.any(String));
+    await waitFor(() => fake.files.length === 0, 5_000, 'the batch files to be deleted');
   });
 
   it('makes the call in real time when the batch as a whole fails or expires', async () => {
@@ -64,6 +68,7 @@ describe("calls that can wait go through the provider's Batch API", () => {
       const r = await ask(`batch ${outcome}`);
       expect(r.costNanos).toBe(price(r.usage, REALTIME));
       expect(fake.requests.filter((x) => !x.batchId)).toHaveLength(1);
+      await waitFor(() => fake.files.length === 0, 5_000, `the ${outcome} batch's upload to be deleted`);
     }
     const rows = await ds.query(`SELECT batch, outcome, error_reason, cost_nanos FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at`, [tenant.tenantId]);
     expect(rows.map((r: { batch: boolean; outcome: string; error_reason: string | null; cost_nanos: string }) => [r.batch, r.outcome, r.error_reason, r.cost_nanos === '0'])).toEqual([

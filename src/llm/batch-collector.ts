@@ -4,7 +4,7 @@ import { loggableError } from '../common/error-rendering';
 import type { LlmConfig } from '../config/app-config';
 import type { EnabledProvider } from './llm-models';
 import type { CatalogModel } from './catalog';
-import { ProviderClient, readCompletion } from './provider-client';
+import { BatchObject, ProviderClient, readCompletion } from './provider-client';
 import type { DialectAdapter } from './providers';
 import { ChatParams, Completion, ProviderError } from './types';
 
@@ -71,9 +71,10 @@ export class BatchCollector {
     const failAll = (reason: string) => {
       for (const e of p.entries) e.reject(new ProviderError('retryable', 'batch_failed', reason));
     };
+    let batch: BatchObject | undefined;
     try {
       const jsonl = p.entries.map((e) => JSON.stringify({ custom_id: e.customId, method: 'POST', url: '/v1/chat/completions', body: e.body })).join('\n');
-      let batch = await this.client.createBatch(p.provider, p.adapter, jsonl);
+      batch = await this.client.createBatch(p.provider, p.adapter, jsonl);
       this.logger.log({ msg: 'batch submitted', model: key, batchId: batch.id, requests: p.entries.length });
       const until = Date.now() + this.cfg.batchMaxWaitMs;
       while (!TERMINAL.has(batch.status)) {
@@ -112,6 +113,24 @@ export class BatchCollector {
       const why = err instanceof ProviderError ? `${err.reason}: ${err.message}` : (err as Error).message;
       this.logger.warn({ msg: 'batch failed', model: key, err: loggableError(err) });
       failAll(why);
+    } finally {
+      if (batch && TERMINAL.has(batch.status)) await this.deleteFiles(key, p, batch);
+    }
+  }
+
+  /**
+   * A batch that ended leaves its files at the provider: the requests uploaded (students' essays)
+   * and the answers. They are deleted once read (students' data is not left where no one needs it);
+   * a file that cannot be deleted is logged by id and left to the provider's own expiry.
+   */
+  private async deleteFiles(key: string, p: Pending, batch: BatchObject): Promise<void> {
+    const ids = [batch.input_file_id, batch.output_file_id, batch.error_file_id].filter((id): id is string => typeof id === 'string' && id.length > 0);
+    for (const id of ids) {
+      try {
+        await this.client.deleteFile(p.provider, p.adapter, id);
+      } catch (err) {
+        this.logger.warn({ msg: 'could not delete a batch file', model: key, batchId: batch.id, fileId: id, err: loggableError(err) });
+      }
     }
   }
 

@@ -167,6 +167,11 @@ export class ProviderClient {
     return this.batchApi<string>(provider, adapter, `/files/${encodeURIComponent(id)}/content`, { method: 'GET' });
   }
 
+  /** Deletes a file of the Batch API (`DELETE /files/:id`): the requests uploaded, or a batch's results. */
+  async deleteFile(provider: EnabledProvider, adapter: DialectAdapter, id: string): Promise<void> {
+    await this.batchApi<unknown>(provider, adapter, `/files/${encodeURIComponent(id)}`, { method: 'DELETE' });
+  }
+
   /**
    * A streaming call. Yields deltas as they arrive. An error before any delta is thrown from the
    * first `next()`, so the caller can still fail over; one after is thrown mid-iteration.
@@ -243,6 +248,7 @@ export class ProviderClient {
 export interface BatchObject {
   id: string;
   status: string;
+  input_file_id?: string | null;
   output_file_id?: string | null;
   error_file_id?: string | null;
   errors?: unknown;

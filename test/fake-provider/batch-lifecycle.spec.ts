@@ -254,5 +254,11 @@ describe('batch API (files + batches)', () => {
 
     const missing = await client.batches.retrieve('batch_missing').catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(OpenAI.NotFoundError);
+
+    // Files are deleted as OpenAI deletes them; a deleted file is then not found.
+    for (const id of [file.id, current.output_file_id!, current.error_file_id!]) expect(await client.files.delete(id)).toEqual({ id, object: 'file', deleted: true });
+    expect(fake.files).toEqual([]);
+    expect(await client.files.retrieve(file.id).catch((e: unknown) => e)).toBeInstanceOf(OpenAI.NotFoundError);
+    expect(await client.files.delete(file.id).catch((e: unknown) => e)).toBeInstanceOf(OpenAI.NotFoundError);
   });
 });

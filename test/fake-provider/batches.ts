@@ -1,6 +1,6 @@
 /**
  * The OpenAI-compatible Batch API of the DashScope, OpenAI and Zhipu dialects (DeepSeek has none):
- * `POST /files` (multipart upload), `GET /files/:id` and `/files/:id/content`, `POST /batches` and
+ * `POST /files` (multipart upload), `GET` and `DELETE /files/:id`, `GET /files/:id/content`, `POST /batches` and
  * `GET /batches/:id` under the dialect's base URL; the stored files and batches, the batch latency
  * and scripted batch failures. Running a batch's lines is batch-run.ts.
  */
@@ -79,6 +79,11 @@ export class BatchApi implements BatchRunContext {
   }
 
   /** The batches in creation order, as `GET /batches/:id` would answer at `now`. */
+  /** The files stored now (uploads and results not deleted), by id. */
+  fileIds(): string[] {
+    return [...this.files.keys()];
+  }
+
   list(now: number): BatchObject[] {
     return [...this.batchStates.values()].map((b) => batchObject(b, now));
   }
@@ -113,10 +118,10 @@ export class BatchApi implements BatchRunContext {
       const p = materializePreset(PRESETS[dialect].auth);
       return sendJson(res, p.status, p.body, p.headers);
     }
-    const method = route.kind === 'files' || route.kind === 'batches' ? 'POST' : 'GET';
-    if (req.method !== method) {
+    const methods = route.kind === 'files' || route.kind === 'batches' ? ['POST'] : route.kind === 'file' ? ['GET', 'DELETE'] : ['GET'];
+    if (!methods.includes(req.method ?? '')) {
       req.resume();
-      return sendJson(res, 405, apiError(`Method ${req.method ?? ''} not allowed`, 'method_not_allowed'), { allow: method });
+      return sendJson(res, 405, apiError(`Method ${req.method ?? ''} not allowed`, 'method_not_allowed'), { allow: methods.join(', ') });
     }
     switch (route.kind) {
       case 'files':
@@ -128,6 +133,11 @@ export class BatchApi implements BatchRunContext {
         req.resume();
         const file = this.files.get(route.id);
         if (!file || file.dialect !== dialect) return sendJson(res, 404, apiError(`No such File object: ${route.id}`, null, 'id'));
+        if (req.method === 'DELETE') {
+          // `DELETE /files/:id`, as OpenAI answers it (DashScope's and Zhipu's compatible APIs answer alike).
+          this.files.delete(route.id);
+          return sendJson(res, 200, { id: route.id, object: 'file', deleted: true });
+        }
         if (route.kind === 'file') return sendJson(res, 200, file.info);
         res.writeHead(200, { 'content-type': 'application/jsonl', 'content-length': file.content.length });
         res.end(file.content);

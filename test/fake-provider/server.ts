@@ -62,6 +62,10 @@ export class FakeProviderServer implements FakeProvider {
     return this.batchApi.list(Date.now());
   }
 
+  get files(): readonly string[] {
+    return this.batchApi.fileIds();
+  }
+
   async listen(port: number, host: string): Promise<void> {
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);

@@ -157,6 +157,8 @@ export interface FakeProvider {
   failNextBatch(d: Dialect, outcome: BatchFailure): void;
   /** The batches since start or the last reset(), in creation order, each as `GET /batches/:id` would answer now. */
   readonly batches: readonly BatchObject[];
+  /** The Batch API files it holds now (uploads and batch results that no `DELETE /files/:id` removed), by id. */
+  readonly files: readonly string[];
   /**
    * Clears queues, requests, prefix caches, responder, context windows, latency (to the start value),
    * files, batches, scripted batch failures and the batch latency (to the start value).
