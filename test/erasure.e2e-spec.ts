@@ -128,7 +128,7 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
   });
 
   it('refuses with 409 while the essay is at the provider, and erases it once graded', async () => {
-    fake.setLatency(1_500);
+    fake.setLatency(3_000); // time enough to erase while it is at the provider, even on a loaded machine
     let id: string;
     try {
       id = await f.essay(teacher, { seed: 45 });
@@ -158,7 +158,7 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     await eraseStudent('stu-51', teacher).expect(403);
     await eraseStudent('has spaces').expect(400);
     await eraseStudent(undefined).expect(400);
-    fake.setLatency(1_500);
+    fake.setLatency(3_000); // time enough to erase while it is at the provider, even on a loaded machine
     let a3: string;
     try {
       a3 = await f.essay(teacher, { seed: 54, studentRef: 'stu-51' });
