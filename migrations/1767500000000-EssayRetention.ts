@@ -14,9 +14,12 @@ export class EssayRetention1767500000000 implements MigrationInterface {
     await q.query(`ALTER TABLE tenants ADD COLUMN essay_retention_days int CHECK (essay_retention_days BETWEEN 1 AND 3650)`);
     await q.query(`CREATE INDEX essays_tenant_unerased_idx ON essays (tenant_id, created_at, id) WHERE erased_at IS NULL`);
     await q.query(`CREATE INDEX essays_erased_idx ON essays (erased_at) WHERE erased_at IS NOT NULL`);
+    // An essay's bands by the essay (its erasure deletes them; the key leads with the band).
+    await q.query(`CREATE INDEX essay_lsh_essay_idx ON essay_lsh (tenant_id, essay_id)`);
   }
 
   public async down(q: QueryRunner): Promise<void> {
+    await q.query(`DROP INDEX essay_lsh_essay_idx`);
     await q.query(`DROP INDEX essays_erased_idx`);
     await q.query(`DROP INDEX essays_tenant_unerased_idx`);
     await q.query(`ALTER TABLE tenants DROP COLUMN essay_retention_days`);

@@ -1,5 +1,9 @@
 import { DataSource } from 'typeorm';
 import { GatewayRequest, GatewayService } from '../src/llm/gateway.service';
+import { BatchCollector } from '../src/llm/batch-collector';
+import { ProviderClient } from '../src/llm/provider-client';
+import { ADAPTERS } from '../src/llm/providers';
+import { ProviderError } from '../src/llm/types';
 import { FakeProvider } from './fake-provider/fake-provider';
 import { Factory, TestTenant } from './support/factories';
 import { TestApp } from './support/test-app';
@@ -86,6 +90,33 @@ describe("calls that can wait go through the provider's Batch API", () => {
     expect(r.provider).toBe('zhipu'); // the deep tier's next model
     const rows = await ds.query(`SELECT provider, batch, outcome FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at`, [tenant.tenantId]);
     expect(rows[0]).toEqual({ provider: 'dashscope', batch: true, outcome: 'content_rejected' });
+  });
+
+  it("deletes the upload of a batch it gives up on, and of a batch the provider would not create: no essay is left at the provider", async () => {
+    const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
+    const provider = t.models.providers.get('dashscope')!;
+    const params = { messages: [{ role: 'user' as const, content: '一篇作文' }], maxTokens: 50, stream: false };
+    // Given up: the batch outlasts the wait (the provider's batch takes 10 s, the wait is 300 ms).
+    fake.setBatchLatency(10_000);
+    const client = new ProviderClient(t.config.llm);
+    const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 10, batchPollMs: 50, batchMaxWaitMs: 300 });
+    try {
+      const err = await collector.submit(provider, ADAPTERS.dashscope, model, params).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ProviderError);
+      expect((err as ProviderError).reason).toBe('batch_failed');
+      expect(fake.batches).toHaveLength(1);
+      const upload = fake.batches[0].input_file_id;
+      expect(fake.files).toContain(upload);
+      await waitFor(() => !fake.files.includes(upload), 5_000, "the abandoned batch's upload to be deleted");
+      // Not created: the upload went through, the batch was refused (its input holds no request).
+      const before = fake.files.length;
+      const refused = await client.createBatch(provider, ADAPTERS.dashscope, '\n').catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(ProviderError);
+      expect(fake.files).toHaveLength(before);
+    } finally {
+      await collector.close();
+      await client.close();
+    }
   });
 
   it('uses real time for models without batch prices or when the call cannot wait', async () => {

@@ -283,7 +283,7 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
       await settings({ essayRetentionDays: 30 }).expect(200);
 
       const sweep = await t.app.get(EssayRetention).sweep();
-      expect(sweep).toEqual({ erased: 2, busy: 0, failed: 0, lateRows: 0, skipped: false });
+      expect(sweep).toEqual({ erased: 2, busy: 0, failed: 0, lateRows: 0 });
       const rows = await q(`SELECT id, erased_at IS NOT NULL AS erased, erased_by, text = '' AS blank FROM essays WHERE tenant_id = $1 ORDER BY created_at`, [tenant.tenantId]);
       expect(rows).toEqual([
         { id: old1.id, erased: true, erased_by: null, blank: true },
@@ -291,7 +291,7 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
         { id: recent.id, erased: false, erased_by: null, blank: false },
       ]);
       await t.http.get(`/v1/essays/${kept.id}`).set(bearer(keeperTeacher)).expect(200);
-      expect(await t.app.get(EssayRetention).sweep()).toEqual({ erased: 0, busy: 0, failed: 0, lateRows: 0, skipped: false });
+      expect(await t.app.get(EssayRetention).sweep()).toEqual({ erased: 0, busy: 0, failed: 0, lateRows: 0 });
     });
   });
 
@@ -316,7 +316,7 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
       await waitFor(async () => (await cache.get(tenant.tenantId, cached.cache_key)) !== null, 5_000, 'the late answer to be read');
 
       const sweep = await t.app.get(EssayRetention).sweep();
-      expect(sweep).toEqual({ erased: 0, busy: 0, failed: 0, lateRows: 3 + lsh.length, skipped: false });
+      expect(sweep).toEqual({ erased: 0, busy: 0, failed: 0, lateRows: 3 + lsh.length });
       for (const table of ['llm_cache', 'call_guards', 'essay_signatures', 'essay_lsh']) expect([table, await count(table, essay.id)]).toEqual([table, 0]);
       expect(await cache.get(tenant.tenantId, cached.cache_key)).toBeNull();
     });

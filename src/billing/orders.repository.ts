@@ -43,13 +43,14 @@ export class OrdersRepository {
 
   /**
    * A new order; in invoice mode it is paid at once and its deep review queued with it. False, and
-   * nothing written, when the essay is gone or erased: its row is read under a share lock, so an
+   * nothing written, when the essay is gone or erased: its row is read under a key-share lock, so an
    * erasure under way is waited for, and one that follows sees this order and refunds it.
    */
   async create(o: { tenantId: string; id: string; essayId: string; price: Nanos; mode: PaymentMode; createdBy: string; dueBy?: Date | null }): Promise<boolean> {
     const paid = o.mode === 'invoice';
     return this.ds.transaction(async (tx) => {
-      const [essay] = await tenantQuery(tx, o.tenantId, `SELECT 1 FROM essays WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL FOR SHARE`, [o.essayId]);
+      // FOR KEY SHARE: it waits for an erasure (FOR UPDATE), not for a worker's update of the essay.
+      const [essay] = await tenantQuery(tx, o.tenantId, `SELECT 1 FROM essays WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL FOR KEY SHARE`, [o.essayId]);
       if (!essay) return false;
       await tenantQuery(
         tx,
@@ -67,6 +68,16 @@ export class OrdersRepository {
   async payAndQueue(tenantId: string, eventId: string, orderId: string, amount: Nanos): Promise<EventOutcome> {
     return this.ds.transaction(async (tx) => {
       if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.succeeded', orderId, amount))) return { newEvent: false, changed: false };
+      // The essay first, as an erasure takes it before the order (an erasure under way is waited
+      // for, and refunds the order): an erased essay's order is not paid.
+      const [essay] = await tenantQuery(
+        tx,
+        tenantId,
+        `SELECT 1 FROM orders o JOIN essays e ON e.tenant_id = o.tenant_id AND e.id = o.essay_id
+          WHERE o.tenant_id = $1 AND o.id = $2 AND e.erased_at IS NULL FOR KEY SHARE OF e`,
+        [orderId],
+      );
+      if (!essay) return { newEvent: true, changed: false };
       const [paid] = await tenantQuery<{ essay_id: string; due_by: Date | null }>(
         tx,
         tenantId,
@@ -85,6 +96,8 @@ export class OrdersRepository {
   async refundByEvent(tenantId: string, eventId: string, orderId: string, amount: Nanos): Promise<EventOutcome> {
     return this.ds.transaction(async (tx) => {
       if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.refunded', orderId, amount))) return { newEvent: false, changed: false };
+      // The order's jobs before the order, in the order an erasure takes them.
+      await this.jobs.lockQueuedForOrder(tx, tenantId, orderId);
       const refunded = await this.refund(tx, tenantId, orderId, 'refunded by the payment provider', ['awaiting_payment', 'paid', 'delivered']);
       if (refunded) await this.jobs.cancelQueuedForOrder(tx, tenantId, orderId, 'order refunded');
       return { newEvent: true, changed: refunded };

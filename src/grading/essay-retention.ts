@@ -1,4 +1,4 @@
-import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
+import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { ApiError } from '../common/errors';
 import { loggableError } from '../common/error-rendering';
@@ -15,8 +15,6 @@ export const RETENTION_BATCH = 500;
 export const SWEEP_BUDGET_MS = 5 * 60_000;
 /** How far back the cleanup looks for essays erased lately: longer than any grading can outlive its lease (a provider batch takes a day). */
 export const LATE_ROWS_HOURS = 48;
-/** One process sweeps at a time (a session-level advisory lock; any 64-bit number of ours). */
-export const RETENTION_LOCK = 7263849503;
 
 export interface SweepOutcome {
   /** essays this sweep erased */
@@ -27,23 +25,23 @@ export interface SweepOutcome {
   failed: number;
   /** rows a grading that outlived its lease wrote for an essay after its erasure, removed now */
   lateRows: number;
-  /** another process was sweeping: this one did nothing */
-  skipped: boolean;
 }
 
 /**
  * A school's retention rule (essayRetentionDays in the grading settings), and the cleanup after
- * erasures. Every ESSAY_RETENTION_SWEEP_MS, in processes that run grading workers, one process at a
- * time:
+ * erasures. Every ESSAY_RETENTION_SWEEP_MS, in each process that runs grading workers:
  * - erases the essays older than their tenant's retention, oldest first, as DELETE /v1/essays/:id
  *   erases one (EssayErasure), for up to SWEEP_BUDGET_MS; an essay being graded, or whose erasure
  *   fails, is left for the next sweep;
  * - deletes the answer-cache rows, call guards and near-duplicate rows that a grading which outlived
  *   its lease (its worker stalled, its job went back to the queue and the essay was erased) wrote
  *   after the erasure, for essays erased in the last LATE_ROWS_HOURS.
+ * Several processes may sweep at once, with no lock held between statements (none to leak behind a
+ * pooler, no connection kept idle): each essay's erasure locks its row, and a process that finds an
+ * essay erased meanwhile moves on without counting it.
  */
 @Injectable()
-export class EssayRetention implements OnApplicationBootstrap, OnApplicationShutdown {
+export class EssayRetention implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(EssayRetention.name);
   private timer?: NodeJS.Timeout;
   private running: Promise<SweepOutcome> | null = null;
@@ -66,36 +64,27 @@ export class EssayRetention implements OnApplicationBootstrap, OnApplicationShut
     this.timer.unref();
   }
 
-  async onApplicationShutdown(): Promise<void> {
+  /** Stops before the database closes: the sweep under way ends after the essay it is erasing. */
+  async beforeApplicationShutdown(): Promise<void> {
     clearInterval(this.timer);
     this.stopping = true;
     await this.running;
   }
 
-  /** One sweep (one at a time in this process, and across processes). */
+  /** One sweep (one at a time in this process). */
   sweep(budgetMs = SWEEP_BUDGET_MS): Promise<SweepOutcome> {
     this.running ??= this.sweepOnce(budgetMs).finally(() => (this.running = null));
     return this.running;
   }
 
   private async sweepOnce(budgetMs: number): Promise<SweepOutcome> {
-    const out: SweepOutcome = { erased: 0, busy: 0, failed: 0, lateRows: 0, skipped: false };
-    const runner = this.ds.createQueryRunner();
+    const out: SweepOutcome = { erased: 0, busy: 0, failed: 0, lateRows: 0 };
     try {
-      await runner.connect();
-      const [{ locked }]: Array<{ locked: boolean }> = await runner.query('SELECT pg_try_advisory_lock($1) AS locked', [RETENTION_LOCK]);
-      if (!locked) return { ...out, skipped: true };
-      try {
-        await this.eraseExpired(out, Date.now() + budgetMs);
-        out.lateRows = await this.removeLateRows();
-      } finally {
-        await runner.query('SELECT pg_advisory_unlock($1)', [RETENTION_LOCK]);
-      }
+      await this.eraseExpired(out, Date.now() + budgetMs);
+      if (!this.stopping) out.lateRows = await this.removeLateRows();
     } catch (err) {
       this.logger.warn({ msg: 'the retention sweep stopped', ...out, err: loggableError(err) });
       return out;
-    } finally {
-      await runner.release();
     }
     if (out.erased || out.busy || out.failed || out.lateRows) this.logger.log({ msg: 'retention sweep', ...out });
     return out;

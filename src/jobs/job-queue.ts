@@ -283,6 +283,11 @@ export class JobQueue {
     return rows.length;
   }
 
+  /** An order's queued jobs, locked until the transaction ends (a refund takes them before the order, as an erasure does). */
+  async lockQueuedForOrder(tx: EntityManager, tenantId: string, orderId: string): Promise<void> {
+    await tenantQuery(tx, tenantId, `SELECT id FROM jobs WHERE tenant_id = $1 AND order_id = $2 AND status = 'queued' FOR UPDATE`, [orderId]);
+  }
+
   /** Queued jobs of an order are cancelled (the order was refunded before its deep review ran). */
   async cancelQueuedForOrder(tx: EntityManager, tenantId: string, orderId: string, reason: string): Promise<number> {
     const rows = await tenantQuery(

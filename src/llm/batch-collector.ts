@@ -114,14 +114,16 @@ export class BatchCollector {
       this.logger.warn({ msg: 'batch failed', model: key, err: loggableError(err) });
       failAll(why);
     } finally {
-      if (batch && TERMINAL.has(batch.status)) await this.deleteFiles(key, p, batch);
+      // A batch given up before it ended (its wait ran out, or a shutdown) keeps running at the
+      // provider: its upload is deleted now, its results are left to the provider's expiry.
+      if (batch) await this.deleteFiles(key, p, TERMINAL.has(batch.status) ? batch : { ...batch, output_file_id: null, error_file_id: null });
     }
   }
 
   /**
-   * A batch that ended leaves its files at the provider: the requests uploaded (students' essays)
-   * and the answers. They are deleted once read (students' data is not left where no one needs it);
-   * a file that cannot be deleted is logged by id and left to the provider's own expiry.
+   * A batch leaves its files at the provider: the requests uploaded (students' essays) and the
+   * answers. They are deleted once read (students' data is not left where no one needs it); a file
+   * that cannot be deleted is logged by id and left to the provider's own expiry.
    */
   private async deleteFiles(key: string, p: Pending, batch: BatchObject): Promise<void> {
     const ids = [batch.input_file_id, batch.output_file_id, batch.error_file_id].filter((id): id is string => typeof id === 'string' && id.length > 0);

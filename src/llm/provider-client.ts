@@ -153,10 +153,16 @@ export class ProviderClient {
     form.append('purpose', 'batch');
     form.append('file', new Blob([jsonl], { type: 'application/jsonl' }), 'requests.jsonl');
     const file = await this.batchApi<{ id: string }>(provider, adapter, '/files', { method: 'POST', form });
-    return this.batchApi<BatchObject>(provider, adapter, '/batches', {
-      method: 'POST',
-      body: { input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' },
-    });
+    try {
+      return await this.batchApi<BatchObject>(provider, adapter, '/batches', {
+        method: 'POST',
+        body: { input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' },
+      });
+    } catch (err) {
+      // No batch will read the upload (students' essays): it is not left at the provider.
+      await this.deleteFile(provider, adapter, file.id).catch(() => undefined);
+      throw err;
+    }
   }
 
   getBatch(provider: EnabledProvider, adapter: DialectAdapter, id: string): Promise<BatchObject> {

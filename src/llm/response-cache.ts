@@ -224,7 +224,11 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
    */
   async forgetErased(m: EntityManager, hours: number): Promise<{ count: number; deliver: () => void }> {
     const byTenant = new Map<string, string[]>();
-    for (const k of await deleteAnswersOfErased(m, hours)) byTenant.set(k.tenantId, [...(byTenant.get(k.tenantId) ?? []), k.key]);
+    for (const k of await deleteAnswersOfErased(m, hours)) {
+      const keys = byTenant.get(k.tenantId) ?? [];
+      keys.push(k.key);
+      byTenant.set(k.tenantId, keys);
+    }
     const after: Array<() => void> = [];
     for (const [tenantId, keys] of byTenant) after.push(await this.forget(m, tenantId, keys));
     return { count: [...byTenant.values()].reduce((n, keys) => n + keys.length, 0), deliver: () => after.forEach((d) => d()) };

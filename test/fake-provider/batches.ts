@@ -78,12 +78,12 @@ export class BatchApi implements BatchRunContext {
     this.deps.record(r);
   }
 
-  /** The batches in creation order, as `GET /batches/:id` would answer at `now`. */
   /** The files stored now (uploads and results not deleted), by id. */
   fileIds(): string[] {
     return [...this.files.keys()];
   }
 
+  /** The batches in creation order, as `GET /batches/:id` would answer at `now`. */
   list(now: number): BatchObject[] {
     return [...this.batchStates.values()].map((b) => batchObject(b, now));
   }
