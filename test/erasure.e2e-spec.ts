@@ -4,6 +4,7 @@ import { GradingWorker } from '../src/grading/grading.worker';
 import { EssaysRepository } from '../src/grading/essays.repository';
 import { OrdersRepository } from '../src/billing/orders.repository';
 import { ClusterBus } from '../src/db/cluster-bus';
+import { signPayload } from '../src/common/signature';
 import { GatewayService } from '../src/llm/gateway.service';
 import { ResponseCache } from '../src/llm/response-cache';
 import { randomUUID } from 'node:crypto';
@@ -240,6 +241,16 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
         status: 'refunded',
         refundReason: 'the essay was erased before its deep review was delivered',
       });
+      // A payment that arrives afterwards is recorded and changes nothing: no deep review is queued.
+      const body = JSON.stringify({ id: `evt_${randomUUID()}`, type: 'payment.succeeded', data: { orderId: o.orderId, amount: '9.90' } });
+      await t.http
+        .post(`/v1/payments/webhook/${tenant.tenantId}`)
+        .set('Content-Type', 'application/json')
+        .set('X-Inkstone-Signature', signPayload('whsec_erasure_test_0123456789', body))
+        .send(body)
+        .expect(200);
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body.status).toBe('refunded');
+      expect(await q(`SELECT kind, status FROM jobs WHERE tenant_id = $1 AND essay_id = $2 ORDER BY created_at`, [tenant.tenantId, essay.id])).toEqual([{ kind: 'grade', status: 'done' }]);
     });
 
     it("a bus that lost messages (resync) drops its whole in-process tier", async () => {
