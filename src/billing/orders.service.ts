@@ -10,6 +10,7 @@ import { TenantsRepository } from '../tenancy/tenants.repository';
 import { OrdersRepository, OrderView, PaymentMode } from './orders.repository';
 import { BillingError } from './billing-errors';
 import { TenantSecretsService } from './tenant-secrets.service';
+import { UUID } from '../common/ids';
 
 export type { OrderStatus, OrderView, PaymentMode } from './orders.repository';
 
@@ -19,7 +20,6 @@ export interface BillingSettingsView {
   webhookSecretSet: boolean;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** What a webhook for an unknown tenant is checked against: random, held by no one. */
 const NO_TENANT_SECRET = randomBytes(32).toString('hex');
 

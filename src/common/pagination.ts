@@ -1,4 +1,5 @@
 import { ApiError } from './errors';
+import { UUID } from './ids';
 
 /**
  * Keyset cursors: the position after the last row of a page, as (timestamp as PostgreSQL printed
@@ -19,7 +20,6 @@ export interface KeysetPosition {
 export const MAX_CURSOR_LENGTH = 256;
 
 const BASE64URL = /^[A-Za-z0-9_-]+$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** timestamptz as PostgreSQL prints it (DateStyle ISO): `2026-12-01 08:00:00.123456+00`, `…+05:30`. */
 const PG_TIMESTAMPTZ = /^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.\d{1,6})?[+-](\d{2})(?::(\d{2}))?(?::(\d{2}))?$/;
 

@@ -15,6 +15,7 @@ import { localDate, localParts } from '../common/time-zone';
 import { deadlineProblem } from './deadline';
 import { Clock } from '../common/clock';
 import type { StoredGrade } from './grading-types';
+import { UUID } from '../common/ids';
 
 export interface Assignment {
   id: string;
@@ -55,7 +56,6 @@ export interface AssignmentDetail extends Assignment {
   };
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** An assignment pins its rubric's version when it is created: later edits do not move its grades. */
 @Injectable()

@@ -9,8 +9,8 @@ import { JobQueue } from '../jobs/job-queue';
 import { ResponseCache } from '../llm/response-cache';
 import { EssaysRepository } from './essays.repository';
 import { NearDuplicateIndex } from './near-duplicate.service';
+import { UUID } from '../common/ids';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** What DELETE /v1/essays/:id answers: the essay's id and when its personal data was erased. */
 export interface ErasedEssay {

@@ -24,8 +24,8 @@ import { OrdersService, OrderView } from '../billing/orders.service';
 import { isOnStep, Language, maxScore, Rubric, totalScore } from './rubric';
 import { RubricsService } from './rubrics.service';
 import { LimitsService } from '../tenancy/limits.service';
+import { UUID } from '../common/ids';
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const DEFAULT_RUBRIC: Record<Language, string> = { zh: 'zh-gaokao-60', en: 'en-general-100' };
 
 export interface EssayView {

@@ -13,6 +13,7 @@ import { generateApiKey, hashSecret, parseApiKey, hashMatches } from './api-key-
 import { ApiKeyEntity, ApiKeyRole } from './api-key.entity';
 import { CreateApiKeyDto } from './dto/create-api-key.dto';
 import { LimitsService } from './limits.service';
+import { UUID } from '../common/ids';
 
 export interface CreatedApiKey {
   id: string;
@@ -33,7 +34,6 @@ export interface ApiKeyView {
   revokedAt: string | null;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** last_used_at is written at most this often per key, so authentication stays a read. */
 const LAST_USED_RESOLUTION_MS = 60_000;
 /** Keys held at once (about 200 bytes each): more than the active keys of 10,000 schools, so a sweep over them all does not thrash. */
@@ -180,7 +180,7 @@ export class ApiKeysService {
 
   /** The tenant caller an active key stands for, by its id (a console session names its key so); null when revoked or unknown. */
   activeById(keyId: string): Promise<TenantAuth | null> {
-    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(keyId)) return Promise.resolve(null);
+    if (!UUID.test(keyId)) return Promise.resolve(null);
     return this.lookup(`id:${keyId}`, async () => {
       // By id across tenants: the id comes from a session cookie this service signed.
       const rows: Array<{ id: string; tenant_id: string; role: ApiKeyRole }> = await this.ds.query(
