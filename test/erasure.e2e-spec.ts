@@ -357,6 +357,27 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
       expect((await ledger()).n).toBe(0);
     });
 
+    it("lets a tenant erase one student's essays at a time on an instance: a second call meanwhile is 429, and nothing is lost", async () => {
+      await stopWorkers();
+      try {
+        const essays = Array.from({ length: 60 }, (_, i) => ({ text: generateEssay(700 + i, 'zh').text, studentRef: 'stu-flood' }));
+        const ids = (await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays }).expect(202)).body.ids as string[];
+        const call = () => t.http.post('/v1/essays/erase').set(bearer(tenant.adminKey)).send({ studentRef: 'stu-flood' });
+        const both = await Promise.all([call(), new Promise((r) => setTimeout(r, 20)).then(call)]);
+        expect(both.map((r) => r.status).sort()).toEqual([200, 429]);
+        const first = both.find((r) => r.status === 200)!;
+        const second = both.find((r) => r.status === 429)!;
+        expect(second.body.error.code).toBe('RATE_LIMITED');
+        expect(second.headers['retry-after']).toBe('1');
+        // The call that went through erased them all; once it ended, a call goes through again and finds nothing left.
+        expect([...first.body.erased].sort()).toEqual([...ids].sort());
+        expect((await call().expect(200)).body.erased).toEqual([]);
+        expect(await q(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1 AND student_ref IS NOT NULL`, [tenant.tenantId])).toEqual([{ n: 0 }]);
+      } finally {
+        startWorkers();
+      }
+    });
+
     it('refunds a paid deep review not yet delivered and cancels its job; a delivered one stays delivered and its replay guard goes', async () => {
       await t.http.put('/v1/billing/settings').set(bearer(tenant.adminKey)).send({ deepReviewPrice: '5.00', paymentMode: 'invoice' }).expect(200);
       // Delivered: the deep review ran, its call's guard keeps the answer for a replay.

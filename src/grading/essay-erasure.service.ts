@@ -2,6 +2,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { rateLimited } from '../tenancy/limits.service';
 import { deleteEssayAnswers } from '../billing/answer-cache.repository';
 import { BooksRepository } from '../billing/books.repository';
 import { OrdersRepository } from '../billing/orders.repository';
@@ -54,6 +55,8 @@ export const MAX_PER_CALL = 500;
 @Injectable()
 export class EssayErasure {
   private readonly logger = new Logger(EssayErasure.name);
+  /** tenants erasing a student's essays on this instance now (eraseStudent) */
+  private readonly erasingStudents = new Set<string>();
 
   constructor(
     private readonly ds: DataSource,
@@ -89,6 +92,7 @@ export class EssayErasure {
       if (unfinished.some((j) => j.status === 'running')) {
         throw new ApiError('CONFLICT', 'The essay is being graded right now; erase it once its grading ends (GET /v1/essays/:id shows when)');
       }
+      await this.jobs.clearErrorsOfEssay(m, tenantId, id);
       const cancelled = await this.jobs.cancelQueuedForEssay(m, tenantId, id, 'the essay was erased');
       const refunded = await this.orders.refundOpenForEssay(m, tenantId, id, 'the essay was erased before its deep review was delivered');
       const erasedAt = await this.essays.erase(m, tenantId, id, keyId);
@@ -120,16 +124,36 @@ export class EssayErasure {
    * already is not counted again, so calling again finishes the job.
    */
   async eraseStudent(auth: TenantAuth, studentRef: string): Promise<ErasedStudent> {
-    const ids = await this.essays.unerasedOfStudent(auth.tenantId, studentRef, MAX_PER_CALL + 1);
-    const out: ErasedStudent = { studentRef, erased: [], busy: [], more: ids.length > MAX_PER_CALL };
-    for (const id of ids.slice(0, MAX_PER_CALL)) {
-      try {
-        if (!(await this.eraseFor(auth.tenantId, id, auth.keyId, 'request')).again) out.erased.push(id);
-      } catch (err) {
-        if (!(err instanceof ApiError && err.code === 'CONFLICT')) throw err;
-        out.busy.push(id);
-      }
+    // One student's erasure at a time per tenant on an instance: each call is up to MAX_PER_CALL
+    // transactions one after another, and a flood of them must not hold the pool's connections.
+    if (this.erasingStudents.has(auth.tenantId)) {
+      throw rateLimited("This tenant is already erasing a student's essays on this server; try again when it ends", 1, 1);
     }
-    return out;
+    this.erasingStudents.add(auth.tenantId);
+    try {
+      const ids = await this.essays.unerasedOfStudent(auth.tenantId, studentRef, MAX_PER_CALL + 1);
+      const out: ErasedStudent = { studentRef, erased: [], busy: [], more: ids.length > MAX_PER_CALL };
+      for (const id of ids.slice(0, MAX_PER_CALL)) {
+        const outcome = await this.tryErase(auth.tenantId, id, auth.keyId, 'request');
+        if (outcome === 'erased') out.erased.push(id);
+        else if (outcome === 'busy') out.busy.push(id);
+      }
+      return out;
+    } finally {
+      this.erasingStudents.delete(auth.tenantId);
+    }
+  }
+
+  /**
+   * One essay of many (a student's, or the retention sweep's): erased now, erased before (`again`),
+   * or `busy` (being graded: 409). Any other failure is thrown.
+   */
+  async tryErase(tenantId: string, id: string, keyId: string | null, why: 'request' | 'retention'): Promise<'erased' | 'again' | 'busy'> {
+    try {
+      return (await this.eraseFor(tenantId, id, keyId, why)).again ? 'again' : 'erased';
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 'CONFLICT') return 'busy';
+      throw err;
+    }
   }
 }

@@ -1,6 +1,5 @@
 import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { DataSource } from 'typeorm';
-import { ApiError } from '../common/errors';
 import { loggableError } from '../common/error-rendering';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { BooksRepository } from '../billing/books.repository';
@@ -98,14 +97,16 @@ export class EssayRetention implements OnApplicationBootstrap, BeforeApplication
       for (const { tenantId, id } of batch) {
         if (this.stopping || Date.now() >= until) return;
         try {
-          if (!(await this.erasure.eraseFor(tenantId, id, null, 'retention')).again) out.erased++;
+          const outcome = await this.erasure.tryErase(tenantId, id, null, 'retention');
+          if (outcome === 'erased') out.erased++;
+          if (outcome === 'busy') {
+            out.busy++;
+            skip.push(id);
+          }
         } catch (err) {
           skip.push(id);
-          if (err instanceof ApiError && err.code === 'CONFLICT') out.busy++;
-          else {
-            out.failed++;
-            this.logger.warn({ msg: 'an essay past its retention could not be erased', tenantId, essayId: id, err: loggableError(err) });
-          }
+          out.failed++;
+          this.logger.warn({ msg: 'an essay past its retention could not be erased', tenantId, essayId: id, err: loggableError(err) });
         }
       }
     }

@@ -266,21 +266,14 @@ export class JobQueue {
     );
   }
 
-  /**
-   * The essay's queued jobs are cancelled (it was erased before they ran), and its finished jobs'
-   * errors cleared (a provider's error text is not the essay's, but nothing of its grading needs to
-   * stay but the ledger's).
-   */
-  async cancelQueuedForEssay(tx: EntityManager, tenantId: string, essayId: string, reason: string): Promise<number> {
+  /** The essay's queued jobs are cancelled (it was erased before they ran). */
+  cancelQueuedForEssay(tx: EntityManager, tenantId: string, essayId: string, reason: string): Promise<number> {
+    return this.cancelQueued(tx, tenantId, 'essay_id', essayId, reason);
+  }
+
+  /** The essay's finished jobs' error texts are cleared (it was erased: nothing of its grading stays but the ledger's). */
+  async clearErrorsOfEssay(tx: EntityManager, tenantId: string, essayId: string): Promise<void> {
     await tenantQuery(tx, tenantId, `UPDATE jobs SET last_error = NULL WHERE tenant_id = $1 AND essay_id = $2 AND last_error IS NOT NULL AND status <> 'running'`, [essayId]);
-    const rows = await tenantQuery(
-      tx,
-      tenantId,
-      `UPDATE jobs SET status = 'failed', finished_at = now(), last_error = $3
-        WHERE tenant_id = $1 AND essay_id = $2 AND status = 'queued' RETURNING id`,
-      [essayId, reason],
-    );
-    return rows.length;
   }
 
   /** An order's queued jobs, locked until the transaction ends (a refund takes them before the order, as an erasure does). */
@@ -289,13 +282,18 @@ export class JobQueue {
   }
 
   /** Queued jobs of an order are cancelled (the order was refunded before its deep review ran). */
-  async cancelQueuedForOrder(tx: EntityManager, tenantId: string, orderId: string, reason: string): Promise<number> {
+  cancelQueuedForOrder(tx: EntityManager, tenantId: string, orderId: string, reason: string): Promise<number> {
+    return this.cancelQueued(tx, tenantId, 'order_id', orderId, reason);
+  }
+
+  /** Queued jobs of one essay or one order fail with the reason; how many. */
+  private async cancelQueued(tx: EntityManager, tenantId: string, by: 'essay_id' | 'order_id', id: string, reason: string): Promise<number> {
     const rows = await tenantQuery(
       tx,
       tenantId,
       `UPDATE jobs SET status = 'failed', finished_at = now(), last_error = $3
-        WHERE tenant_id = $1 AND order_id = $2 AND status = 'queued' RETURNING id`,
-      [orderId, reason],
+        WHERE tenant_id = $1 AND ${by} = $2 AND status = 'queued' RETURNING id`,
+      [id, reason],
     );
     return rows.length;
   }
