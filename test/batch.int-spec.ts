@@ -108,6 +108,14 @@ describe("calls that can wait go through the provider's Batch API", () => {
       const upload = fake.batches[0].input_file_id;
       expect(fake.files).toContain(upload);
       await waitFor(() => !fake.files.includes(upload), 5_000, "the abandoned batch's upload to be deleted");
+      // A file that cannot be deleted (gone already: 404) is logged and passed over; the caller's answer is the batch's.
+      const pending = collector.submit(provider, ADAPTERS.dashscope, model, params).catch((e: unknown) => e);
+      await waitFor(() => fake.batches.length === 2, 5_000, 'the second batch');
+      await client.deleteFile(provider, ADAPTERS.dashscope, fake.batches[1].input_file_id);
+      const second = await pending;
+      expect(second).toBeInstanceOf(ProviderError);
+      expect((second as ProviderError).reason).toBe('batch_failed');
+      await collector.close(); // returns: the failed delete did not throw out of the batch's run
       // Not created: the upload went through, the batch was refused (its input holds no request).
       const before = fake.files.length;
       const refused = await client.createBatch(provider, ADAPTERS.dashscope, '\n').catch((e: unknown) => e);
