@@ -95,7 +95,22 @@ export function renderError(err: unknown, requestId: string): RenderedError {
   if (err instanceof SyntaxError && /JSON/.test(err.message)) {
     return make(400, 'INVALID_JSON', 'Request body is not valid JSON');
   }
+  if (isDatabaseTimeout(err)) {
+    // Logged (an operator wants to know), but the client is told what happened and when to try again.
+    return make(503, 'DATABASE_BUSY', 'The database did not answer in time; nothing was stored. Try again shortly', undefined, { 'retry-after': '5' }, true);
+  }
   return make(500, 'INTERNAL', 'Internal server error', undefined, undefined, true);
+}
+
+/**
+ * A statement PostgreSQL cancelled at the session's `statement_timeout` (SQLSTATE 57014, kept by
+ * TypeORM's QueryFailedError), or no connection free in the pool within its connection timeout
+ * (node-postgres' pool says so only in its message). The transaction it was in is rolled back.
+ */
+export function isDatabaseTimeout(err: unknown): boolean {
+  if (!err || typeof err !== 'object') return false;
+  const e = err as { code?: unknown; message?: unknown };
+  return e.code === '57014' || (typeof e.message === 'string' && e.message.startsWith('timeout exceeded when trying to connect'));
 }
 
 /** An error as a log line carries it (under `err`). */

@@ -25,6 +25,10 @@ export const HTTP_ERRORS = {
   UNPROCESSABLE: { status: HttpStatus.UNPROCESSABLE_ENTITY, when: 'a 422 raised below the application' },
   INTERNAL: { status: HttpStatus.INTERNAL_SERVER_ERROR, when: 'something failed on our side; the answer carries the request id to report' },
   SERVICE_UNAVAILABLE: { status: HttpStatus.SERVICE_UNAVAILABLE, when: 'a 503 raised below the application' },
+  DATABASE_BUSY: {
+    status: HttpStatus.SERVICE_UNAVAILABLE,
+    when: 'a database statement ran or waited longer than `DATABASE_STATEMENT_TIMEOUT_MS`, or no database connection came free in time; nothing of the request was stored: send it again after `Retry-After`',
+  },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type HttpErrorCode = keyof typeof HTTP_ERRORS;

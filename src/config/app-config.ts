@@ -70,6 +70,8 @@ export interface AppConfig {
    * budget period) are free again for every other instance; 0: never.
    */
   databaseIdleInTransactionTimeoutMs: number;
+  /** PostgreSQL cancels any one statement of the app's that runs (or waits for a lock) longer; 0: never. Not migrations nor vacuum. */
+  databaseStatementTimeoutMs: number;
   dataDir: string;
   adminToken: string;
   bodyLimitBytes: number;
@@ -176,6 +178,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     databasePreparedStatements: e.bool('DATABASE_PREPARED_STATEMENTS', true),
     databaseVacuumIntervalMs: e.int('DATABASE_VACUUM_INTERVAL_MS', { min: 0, max: 86_400_000, default: 600_000 }),
     databaseIdleInTransactionTimeoutMs: e.int('DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS', { min: 0, max: 86_400_000, default: 60_000 }),
+    databaseStatementTimeoutMs: e.int('DATABASE_STATEMENT_TIMEOUT_MS', { min: 0, max: 86_400_000, default: 120_000 }),
     dataDir,
     adminToken: e.secret('INKSTONE_ADMIN_TOKEN', 16),
     bodyLimitBytes: e.int('BODY_LIMIT_BYTES', { min: 1024, max: 64 * 1024 * 1024, default: 8 * 1024 * 1024 }),

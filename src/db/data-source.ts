@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { DataSource, DataSourceOptions } from 'typeorm';
+import { DataSource, DataSourceOptions, MigrationExecutor, QueryRunner } from 'typeorm';
 import { MIGRATIONS } from '../../migrations';
 
 /** What the app sets on each of its connections beyond the pool's size. */
@@ -10,6 +10,12 @@ export interface SessionOptions {
    * PostgreSQL (PGlite) ignores it: its connections share one session, in this process.
    */
   idleInTransactionTimeoutMs?: number;
+  /**
+   * PostgreSQL cancels a statement that runs, or waits for a lock, longer than this (SQLSTATE
+   * 57014; the API answers 503 DATABASE_BUSY); 0 or unset: never. Migrations and vacuums lift it
+   * for their own session (`withoutStatementTimeout`). The embedded PostgreSQL ignores it.
+   */
+  statementTimeoutMs?: number;
 }
 
 /**
@@ -35,6 +41,7 @@ export function dataSourceOptions(url: string, poolSize: number, entities: DataS
       application_name: 'inkstone',
       // Sent at connect as the session's setting (node-postgres); absent, the server's default.
       ...(session.idleInTransactionTimeoutMs ? { idle_in_transaction_session_timeout: session.idleInTransactionTimeoutMs } : {}),
+      ...(session.statementTimeoutMs ? { statement_timeout: session.statementTimeoutMs } : {}),
     },
   };
 }
@@ -43,16 +50,41 @@ export function createDataSource(url: string, poolSize: number, entities: DataSo
   return new DataSource(dataSourceOptions(url, poolSize, entities, session));
 }
 
-/** Runs pending migrations under an advisory lock so that instances starting together take turns. */
+/**
+ * Runs `work` on one connection with no statement timeout (what a migration or a vacuum of a large
+ * table needs, and a wait for another instance's migrations), then gives the connection back to the
+ * pool with the session's own setting again.
+ */
+export async function withoutStatementTimeout<T>(runner: QueryRunner, work: () => Promise<T>): Promise<T> {
+  await runner.query('SET statement_timeout = 0');
+  try {
+    return await work();
+  } finally {
+    await runner.query('RESET statement_timeout').catch(() => undefined);
+  }
+}
+
+/**
+ * Runs pending migrations under an advisory lock so that instances starting together take turns,
+ * on one connection with no statement timeout: a migration may rebuild a large table, and an
+ * instance may wait for another's migrations for as long as they take.
+ */
 export async function migrate(ds: DataSource): Promise<string[]> {
   const runner = ds.createQueryRunner();
   await runner.connect();
   try {
-    await runner.query('SELECT pg_advisory_lock(7263849501)');
-    const done = await ds.runMigrations({ transaction: 'each' });
-    return done.map((m) => m.name);
+    return await withoutStatementTimeout(runner, async () => {
+      await runner.query('SELECT pg_advisory_lock(7263849501)');
+      try {
+        const executor = new MigrationExecutor(ds, runner);
+        executor.transaction = 'each';
+        const done = await executor.executePendingMigrations();
+        return done.map((m) => m.name);
+      } finally {
+        await runner.query('SELECT pg_advisory_unlock(7263849501)').catch(() => undefined);
+      }
+    });
   } finally {
-    await runner.query('SELECT pg_advisory_unlock(7263849501)').catch(() => undefined);
     await runner.release();
   }
 }

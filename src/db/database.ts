@@ -33,7 +33,10 @@ export class DatabaseConnection implements OnApplicationShutdown {
         listen: url.replace(/^postgres:\/\/[^@]*@/, '').replace(/\/.*$/, ''),
       });
     }
-    const ds = createDataSource(url, config.databasePoolSize, entities, { idleInTransactionTimeoutMs: config.databaseIdleInTransactionTimeoutMs });
+    const ds = createDataSource(url, config.databasePoolSize, entities, {
+      idleInTransactionTimeoutMs: config.databaseIdleInTransactionTimeoutMs,
+      statementTimeoutMs: config.databaseStatementTimeoutMs,
+    });
     try {
       await ds.initialize();
       if (config.databasePreparedStatements && !(await sharesOneSession(ds))) usePreparedStatements(ds);

@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdo
 import { DataSource } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { loggableError } from '../common/error-rendering';
+import { withoutStatementTimeout } from './data-source';
 import { sharesOneSession } from './embedded-postgres';
 
 /** One instance at a time vacuums (a session-level advisory lock; any 64-bit number of ours). */
@@ -64,7 +65,7 @@ export class DatabaseMaintenance implements OnApplicationBootstrap, OnApplicatio
       const [{ locked }]: Array<{ locked: boolean }> = await runner.query('SELECT pg_try_advisory_lock($1) AS locked', [VACUUM_LOCK]);
       if (!locked) return false;
       try {
-        await runner.query('VACUUM (ANALYZE)');
+        await withoutStatementTimeout(runner, () => runner.query('VACUUM (ANALYZE)'));
       } finally {
         await runner.query('SELECT pg_advisory_unlock($1)', [VACUUM_LOCK]);
       }
