@@ -274,8 +274,13 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
       alias: true,
       candidates: ['deepseek:deepseek-flash', 'dashscope:qwen-flash', 'zhipu:glm-5.3-flash'],
       first: 'deepseek:deepseek-flash',
+      provider: 'deepseek',
+      tiers: ['standard'],
       pricing: { input: '1', cachedInput: '0.02', output: '4' },
+      contextWindow: 1000000,
     });
+    // Every entry, aliases included, has the fields SPEC §2 lists.
+    for (const m of page.data as unknown as Array<{ inkstone: object }>) expect(Object.keys(m.inkstone)).toEqual(expect.arrayContaining(['provider', 'tiers', 'pricing', 'contextWindow']));
   });
 
   it('answers 404 for a retired model, naming its replacement', async () => {
@@ -311,6 +316,22 @@ describe('the gateway with no provider configured', () => {
     expect(res.body.error.code).toBe('NO_PROVIDER_AVAILABLE');
     const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM llm_calls`);
     expect(n).toBe(0);
+  });
+
+  it('lists the tier aliases with no candidate: provider, pricing and context window are null', async () => {
+    const tenant = await new Factory(t.app).newTenant();
+    const res = await t.http.get('/v1/models').set(bearer(tenant.adminKey)).expect(200);
+    expect(res.body.data.map((m: { id: string }) => m.id)).toEqual(['inkstone-standard', 'inkstone-deep']);
+    expect(res.body.data[0].inkstone).toEqual({
+      alias: true,
+      provider: null,
+      tiers: ['standard'],
+      candidates: [],
+      first: null,
+      pricing: null,
+      pricingUnit: 'CNY per million tokens',
+      contextWindow: null,
+    });
   });
 });
 

@@ -397,6 +397,26 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       const total = await t.http.patch(`/v1/essays/${view.id}/grade`).set(bearer(teacher)).send({ score: 50 }).expect(200);
       expect(total.body.grade.score).toBe(50);
       expect(total.body.overrides).toHaveLength(2);
+      // A later comment alone keeps the teacher's total (and the label with it)…
+      const commented = await t.http.patch(`/v1/essays/${view.id}/grade`).set(bearer(teacher)).send({ comment: '再补充一句。' }).expect(200);
+      expect(commented.body.grade).toMatchObject({ score: 50, summary: '再补充一句。', source: 'teacher' });
+      const again = await t.http.patch(`/v1/essays/${view.id}/grade`).set(bearer(teacher)).send({ dimensions: [{ key: 'content', comment: '立意新颖' }] }).expect(200);
+      expect(again.body.grade.score).toBe(50);
+      // …and a dimension scored anew makes the total follow the dimensions again.
+      const rescored = await t.http.patch(`/v1/essays/${view.id}/grade`).set(bearer(teacher)).send({ dimensions: [{ key: 'content', score: 18 }] }).expect(200);
+      expect(rescored.body.grade.score).toBe(18 + view.grade.dimensions[1].score + view.grade.dimensions[2].score);
+      expect(rescored.body.originalGrade.score).toBe(view.grade.score);
+    });
+
+    it("refuses a total the rubric cannot give: whole points on 高考 60, half bands on IELTS", async () => {
+      const zh = await gradeOne({ text: generateEssay(21, 'zh').text });
+      const half = await t.http.patch(`/v1/essays/${zh.id}/grade`).set(bearer(teacher)).send({ score: 18.5 }).expect(400);
+      expect(half.body.error.details).toEqual([{ field: 'score', message: 'score must be 0–60 in steps of 1' }]);
+      expect((await t.http.get(`/v1/essays/${zh.id}`).set(bearer(teacher)).expect(200)).body.grade.source).not.toBe('teacher');
+      const en = await gradeOne({ text: generateEssay(22, 'en').text, rubric: 'en-ielts-task2' });
+      await t.http.patch(`/v1/essays/${en.id}/grade`).set(bearer(teacher)).send({ score: 6.5 }).expect(200);
+      const quarter = await t.http.patch(`/v1/essays/${en.id}/grade`).set(bearer(teacher)).send({ score: 6.25 }).expect(400);
+      expect(quarter.body.error.details).toEqual([{ field: 'score', message: 'score must be 0–9 in steps of 0.5' }]);
     });
 
     it('refuses an override outside the rubric, or of an essay not graded yet', async () => {

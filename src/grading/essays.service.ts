@@ -21,7 +21,7 @@ import { GradingService, StoredGrade } from './grading.service';
 import { BudgetPolicy } from '../billing/budget-policy';
 import { LlmError } from '../llm/llm-errors';
 import { OrdersService, OrderView } from '../billing/orders.service';
-import { isOnStep, Language, maxScore, Rubric, totalScore } from './rubric';
+import { isOnStep, Language, maxScore, Rubric, totalScore, totalStep } from './rubric';
 import { RubricsService } from './rubrics.service';
 import { LimitsService } from '../tenancy/limits.service';
 import { UUID } from '../common/ids';
@@ -363,18 +363,24 @@ export class EssaysService {
         }
         if (o.comment !== undefined) target.comment = o.comment;
       });
+      // The total is on the rubric's own scale: whole points for a sum of whole-point dimensions
+      // (高考 60), half bands for IELTS; a mark the rubric cannot give is no label either.
       const top = maxScore(rubric);
-      if (dto.score !== undefined && (dto.score < 0 || dto.score > top || !isOnStep(dto.score, 0.5))) {
-        problems.push({ field: 'score', message: `score must be 0–${top} in steps of 0.5` });
+      const step = totalStep(rubric) as 1 | 0.5;
+      if (dto.score !== undefined && (dto.score < 0 || dto.score > top || !isOnStep(dto.score, step))) {
+        problems.push({ field: 'score', message: `score must be 0–${top} in steps of ${step}` });
       }
       if (problems.length) throw ApiError.validation(problems);
-      const computed = totalScore(rubric, Object.fromEntries(dimensions.map((d) => [d.key, d.score])));
+      // The total follows the dimensions only when this override scores some; a comment alone keeps
+      // the total as it stands (a total the teacher set earlier included).
+      const rescored = (dto.dimensions ?? []).some((o) => o.score !== undefined);
+      const total = dto.score ?? (rescored ? totalScore(rubric, Object.fromEntries(dimensions.map((d) => [d.key, d.score]))) : before.score);
       // Which dimensions are the teacher's: those scored now, and those scored in earlier overrides.
       const scored = new Set([...(before.source === 'teacher' ? (before.labelledDimensions ?? []) : []), ...(dto.dimensions ?? []).filter((o) => o.score !== undefined).map((o) => o.key)]);
       const after: StoredGrade = {
         ...before,
         dimensions,
-        score: dto.score ?? computed,
+        score: total,
         summary: dto.comment ?? before.summary,
         source: 'teacher',
         labelledDimensions: rubric.dimensions.map((d) => d.key).filter((k) => scored.has(k)),

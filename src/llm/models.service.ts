@@ -29,19 +29,26 @@ export class ModelsService {
     const tiersOf = (m: CatalogModel): Tier[] => TIERS.filter((t) => llm.tiers[t].some((g) => g.some((e) => e.model.key === m.key)));
     const idCount = new Map<string, number>();
     for (const m of llm.catalog.models.values()) idCount.set(m.id, (idCount.get(m.id) ?? 0) + 1);
-    const aliases = Object.entries(TIER_ALIASES).map(([alias, tier]) => ({
-      id: alias,
-      object: 'model' as const,
-      created: 0,
-      owned_by: 'inkstone',
-      inkstone: {
-        alias: true,
-        tiers: [tier],
-        candidates: llm.tiers[tier].map((g) => g.map((e) => (e.weight === 1 ? e.model.key : `${e.model.key}*${e.weight}`)).join('|')),
-        // What a call costs when the first candidate answers it.
-        ...(llm.tiers[tier][0]?.[0] ? { first: llm.tiers[tier][0][0].model.key, ...priceView(llm.tiers[tier][0][0].model) } : {}),
-      },
-    }));
+    const aliases = Object.entries(TIER_ALIASES).map(([alias, tier]) => {
+      // What a call is served by, and costs, when the first candidate answers it; every field of a
+      // model's entry is there, null when the tier has no candidate (no provider configured).
+      const first = llm.tiers[tier][0]?.[0]?.model;
+      return {
+        id: alias,
+        object: 'model' as const,
+        created: 0,
+        owned_by: 'inkstone',
+        inkstone: {
+          alias: true,
+          provider: first?.provider ?? null,
+          tiers: [tier],
+          candidates: llm.tiers[tier].map((g) => g.map((e) => (e.weight === 1 ? e.model.key : `${e.model.key}*${e.weight}`)).join('|')),
+          first: first?.key ?? null,
+          ...(first ? priceView(first) : { pricing: null, pricingUnit: 'CNY per million tokens' }),
+          contextWindow: first?.contextWindow ?? null,
+        },
+      };
+    });
     const models = [...llm.catalog.models.values()]
       .filter((m) => llm.providers.has(m.provider) && !isRetired(m, now))
       .map((m) => ({
