@@ -85,8 +85,14 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     expect(byTier.groups[0]).toMatchObject({ group: 'standard', n: 5 });
     const byRubric = (await t.http.get('/v1/quality').set(bearer(teacher)).expect(200)).body;
     expect(byRubric).toMatchObject({ groupBy: 'rubric', groups: [{ group: 'zh-gaokao-60', n: 5 }] });
+    // SPEC §2's figures at the top: on one rubric, every label pooled, as the assignment's own.
+    const assignment = (await t.http.get(`/v1/assignments/${assignmentId}/agreement`).set(bearer(teacher)).expect(200)).body;
+    for (const view of [byRubric, byTier, bySource]) {
+      expect(view).toMatchObject({ n: 5, qwk: assignment.qwk, exact: assignment.exact, adjacent: assignment.adjacent, bias: assignment.bias, rubric: assignment.rubric });
+      expect(view.byDimension).toEqual(assignment.byDimension);
+    }
     const future = (await t.http.get('/v1/quality?from=2999-01-01').set(bearer(teacher)).expect(200)).body;
-    expect(future.groups).toEqual([]);
+    expect(future).toMatchObject({ n: 0, qwk: null, exact: null, adjacent: null, bias: null, rubric: null, byDimension: [], groups: [] });
   });
 
   it('refuses a bad groupBy or date with 400, and another tenant sees neither the assignment nor the labels', async () => {
@@ -124,6 +130,18 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     await t.dataSource.query(`DELETE FROM agreement_cells WHERE tenant_id = $1`, [tenant.tenantId]);
     await backfillAgreementCells(t.dataSource, [tenant.tenantId]);
     expect(await read()).toEqual(kept);
+  });
+
+  it('never pools figures across rubrics at the top: with labels on two rubrics it counts them and leaves the figures to the groups', async () => {
+    const ielts = (await t.http.post('/v1/essays').set(bearer(teacher)).send({ rubric: 'en-ielts-task2', text: generateEssay(391, 'en').text }).expect(202)).body.id;
+    await waitForEssays(t.app, teacher, [ielts]);
+    await t.http.patch(`/v1/essays/${ielts}/grade`).set(bearer(teacher)).send({ score: 6.5 }).expect(200);
+    const view = (await t.http.get('/v1/quality').set(bearer(teacher)).expect(200)).body;
+    expect(view.groups.map((g: { group: string; n: number }) => [g.group, g.n])).toEqual([
+      ['en-ielts-task2', 1],
+      ['zh-gaokao-60', 5],
+    ]);
+    expect(view).toMatchObject({ n: 6, qwk: null, exact: null, adjacent: null, bias: null, rubric: null, byDimension: [] });
   });
 
   it('exports an assignment\'s grades as CSV that Excel reads: BOM, Chinese headers, formulas kept as text, another tenant refused', async () => {

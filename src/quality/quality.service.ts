@@ -23,7 +23,16 @@ export interface AssignmentAgreement extends Agreement {
   byDimension: DimensionAgreement[];
 }
 
-export interface QualityView {
+/**
+ * GET /v1/quality: SPEC §2's `{n, qwk, exact, adjacent, bias, byDimension}` over every teacher label
+ * in range, then the same per group. The top-level figures pool the labels only when they are all
+ * on one rubric (version); over several rubrics they are null (scales are never pooled) and `n`
+ * still counts every label.
+ */
+export interface QualityView extends Agreement {
+  /** the one rubric every label in range is on; null when there are several (or none) */
+  rubric: { key: string; version: number; maxScore: number } | null;
+  byDimension: DimensionAgreement[];
   from: string | null;
   to: string | null;
   groupBy: QualityGroup;
@@ -61,13 +70,27 @@ export class QualityService {
   }
 
   async overview(tenantId: string, groupBy: QualityGroup, f: LabelFilter): Promise<QualityView> {
+    const cells = await this.labels.cells(tenantId, groupBy, f, 'teacher');
+    const groups = await this.grouped(tenantId, cells);
     return {
+      ...(await this.overall(tenantId, cells, groups)),
       from: f.from ?? null,
       to: f.to ?? null,
       groupBy,
-      groups: await this.grouped(tenantId, await this.labels.cells(tenantId, groupBy, f, 'teacher')),
+      groups,
       shadow: await this.grouped(tenantId, await this.labels.cells(tenantId, groupBy, f, 'shadow')),
     };
+  }
+
+  /** Every label in range together: pooled across the groups when they share one rubric. */
+  private async overall(tenantId: string, cells: LabelCell[], groups: GroupAgreement[]): Promise<Agreement & Pick<QualityView, 'rubric' | 'byDimension'>> {
+    const rubrics = new Set(groups.map((g) => `${g.rubric.key}@${g.rubric.version}`));
+    if (rubrics.size === 1) {
+      const rubric = await this.rubrics.resolve(tenantId, groups[0].rubric.key, groups[0].rubric.version);
+      return withoutGroup(this.group(rubric, 'all', cells.filter((c) => c.rubricKey === rubric.key && c.rubricVersion === rubric.version)));
+    }
+    const n = groups.reduce((sum, g) => sum + g.n, 0);
+    return { n, qwk: null, exact: null, adjacent: null, bias: null, rubric: null, byDimension: [] };
   }
 
   /** Standard-versus-deep agreement per rubric over the shadow gradings of essays submitted since the day `from` (YYYY-MM-DD). */

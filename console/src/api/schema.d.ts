@@ -1503,11 +1503,28 @@ export interface components {
         PaymentMode: "webhook" | "invoice";
         /** @enum {string} */
         QualityGroup: "rubric" | "tier" | "model" | "source";
+        /** @description GET /v1/quality: SPEC §2's `{n, qwk, exact, adjacent, bias, byDimension}` over every teacher label in range, then the same per group. The top-level figures pool the labels only when they are all on one rubric (version); over several rubrics they are null (scales are never pooled) and `n` still counts every label. */
         QualityView: {
+            /** @description share within one step, or 10% of the maximum, whichever is larger */
+            adjacent: number | null;
+            /** @description mean of grader − teacher, in points (positive: the grader is more generous) */
+            bias: number | null;
+            byDimension: components["schemas"]["DimensionAgreement"][];
+            /** @description share of essays where both gave the same score */
+            exact: number | null;
             from: string | null;
             groupBy: components["schemas"]["QualityGroup"];
             /** @description one entry per group and rubric: figures on different scales are never pooled */
             groups: components["schemas"]["GroupAgreement"][];
+            n: number;
+            /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) */
+            qwk: number | null;
+            /** @description the one rubric every label in range is on; null when there are several (or none) */
+            rubric: {
+                key: string;
+                maxScore: number;
+                version: number;
+            } | null;
             /** @description shadow evaluation: the standard grade against the deep tier's, per group and rubric */
             shadow: components["schemas"]["GroupAgreement"][];
             to: string | null;
