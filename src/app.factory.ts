@@ -12,6 +12,7 @@ import { AllExceptionsFilter, sendError } from './common/all-exceptions.filter';
 import { ApiError } from './common/errors';
 import { jsonDepthExceeds } from './common/json-depth';
 import { DEFAULT_BODY_LIMIT, InkstoneRouteConfig } from './common/route-config';
+import { RouteMethods } from './common/route-methods';
 import { Authenticator } from './tenancy/authenticator';
 import { LlmModels, resolveLlmModels } from './llm/llm-models';
 import { LimitsService, rateLimited } from './tenancy/limits.service';
@@ -90,9 +91,12 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   app.flushLogs();
   const logger = app.get(Logger);
   const fastifyInstance = app.getHttpAdapter().getInstance();
+  // Every route as it is registered (Nest's in init, below): a path with routes of other methods is 405.
+  const routeMethods = new RouteMethods();
+  fastifyInstance.addHook('onRoute', (route) => routeMethods.add(route.method, route.url));
   // First of the hooks: a request refused by the ones after it is logged too.
   requestLogging(fastifyInstance, root);
-  app.useGlobalFilters(new AllExceptionsFilter());
+  app.useGlobalFilters(new AllExceptionsFilter(routeMethods));
   app.useGlobalPipes(createValidationPipe());
   // JSON bodies: nesting deeper than MAX_JSON_DEPTH is refused before JSON.parse sees it.
   const parseJson = fastifyInstance.getDefaultJsonParser('error', 'error');

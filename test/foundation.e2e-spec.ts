@@ -150,6 +150,20 @@ describe('foundation over HTTP', () => {
       expectErrorShape(res.body, 'NOT_FOUND');
     });
 
+    it('answers a route that exists with another method 405, naming the methods it takes in Allow', async () => {
+      const put = await t.http.put('/v1/essays').set(operator).send({}).expect(405);
+      expectErrorShape(put.body, 'METHOD_NOT_ALLOWED');
+      expect(put.headers.allow).toBe('GET, HEAD, POST');
+      expect(put.body.error.message).toBe('PUT is not a method of /v1/essays; it takes GET, HEAD, POST');
+      const del = await t.http.delete('/v1/budget').expect(405);
+      expect(del.headers.allow).toBe('GET, HEAD, PUT');
+      // With a parameter in the path, and before any key is asked for (the route is not known).
+      const post = await t.http.post('/v1/essays/0b5a2f8e-0000-4000-8000-000000000000/grade').send({}).expect(405);
+      expect(post.headers.allow).toBe('PATCH');
+      // A path no route has stays 404.
+      await t.http.put('/v1/essays/a/b/c').expect(404);
+    });
+
     it('leaks nothing from a 500', async () => {
       const spy = jest
         .spyOn(t.app.get(ApiKeysService), 'list')

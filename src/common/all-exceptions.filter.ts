@@ -1,18 +1,31 @@
-import { ArgumentsHost, Catch, ExceptionFilter, Logger } from '@nestjs/common';
+import { ArgumentsHost, Catch, ExceptionFilter, Logger, NotFoundException } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { ApiError } from './errors';
 import { loggableError, renderError } from './error-rendering';
+import { RouteMethods } from './route-methods';
 
 /** The one exception filter: every error leaves the API in the shape `{ error: {...} }`. */
 @Catch()
 export class AllExceptionsFilter implements ExceptionFilter {
   private readonly logger = new Logger('Errors');
 
+  /** `routes`: the app's routes and their methods, for 405 instead of 404 on a path that exists. */
+  constructor(private readonly routes?: RouteMethods) {}
+
   catch(exception: unknown, host: ArgumentsHost): void {
     if (host.getType() !== 'http') throw exception;
     const http = host.switchToHttp();
     const req = http.getRequest<FastifyRequest>();
     const reply = http.getResponse<FastifyReply>();
-    sendError(reply, req, exception, this.logger);
+    sendError(reply, req, this.methodNotAllowed(req, exception) ?? exception, this.logger);
+  }
+
+  /** No route matched (Nest's not-found handler), but the path has routes with other methods. */
+  private methodNotAllowed(req: FastifyRequest, exception: unknown): ApiError | null {
+    if (!this.routes || !(exception instanceof NotFoundException) || req.routeOptions?.url) return null;
+    const allowed = this.routes.allowed(req.url);
+    if (!allowed.length) return null;
+    return new ApiError('METHOD_NOT_ALLOWED', `${req.method} is not a method of ${req.url.split('?')[0]}; it takes ${allowed.join(', ')}`, undefined, { allow: allowed.join(', ') });
   }
 }
 
