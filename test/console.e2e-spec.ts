@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Browser, BrowserContext, Page } from 'puppeteer-core';
 import { buildConsole } from '../scripts/build-console';
-import { cnySmall } from '../console/src/format';
+import { cnyExact, cnySmall } from '../console/src/format';
 import { makeDocx } from './support/docx';
 import { generateEssay } from './support/essays';
 import { waitForEssays } from './support/grading';
@@ -274,6 +274,15 @@ describe('the web console in a browser', () => {
       expect(figures['Deep-review margin (revenue less their model cost)']).toMatch(/^-?¥/);
       // the model cost by purpose, each purpose named in words
       for (const purpose of ['grading', 'deep reviews', 'shadow evaluation']) expect(figures[`… of which ${purpose}`]).toMatch(/^¥/);
+      // how the month's gradings were made, and the model cost to its last digit (the books)
+      const kinds = month.gradings as unknown as Record<string, number>;
+      expect(figures['… of which on the standard model']).toBe(String(kinds.standard));
+      expect(figures['… of which by the offline grader (free, an estimate)']).toBe(String(kinds.offline));
+      expect(figures['… of which answered from the cache']).toBe(String(kinds.fromCache));
+      const modelCost = (month as unknown as { modelCost: string }).modelCost;
+      expect(figures['Model cost']).toBe(cnyExact(modelCost));
+      const digits = (x: string) => x.replace(/[¥,]/g, '').replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '');
+      expect(digits(figures['Model cost']!)).toBe(digits(modelCost));
       await page.goto(`${base}/console/#/quality`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('#quality h3');
       expect(await currentNav()).toEqual(['Quality']);
@@ -313,6 +322,72 @@ describe('the web console in a browser', () => {
       expect(await page.$(`tr[data-essay="${ids[0]}"]`)).toBeNull();
       await api(teacherKey).get(`/v1/essays/${ids[0]}`).expect(404);
       await api(teacherKey).get(`/v1/essays/${ids[1]}`).expect(200);
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 90_000);
+
+  it('a teacher orders a deep review: asked first, then the page follows it to delivery and shows every part of it, at its exact price', async () => {
+    const http = s.t.http;
+    await http.put('/v1/billing/settings').set('authorization', `Bearer ${tenant.adminKey}`).send({ deepReviewPrice: '9.999', paymentMode: 'invoice' }).expect(200);
+    const id = (await http.post('/v1/essays').set('authorization', `Bearer ${teacherKey}`).send({ text: generateEssay(81, 'zh').text, studentRef: '孙八' }).expect(202)).body.id as string;
+    await waitForEssays(s.t.app, teacherKey, [id]);
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, teacherKey);
+      await page.goto(`${base}/console/#/essays/${id}`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=deep-order]');
+      await page.click('[data-test=deep-order]');
+      // Nothing is ordered until the teacher confirms on the page.
+      await page.waitForSelector('[data-test=deep-confirm]');
+      expect((await api(teacherKey).get(`/v1/essays/${id}`).expect(200)).body.deepReview).toBeNull();
+      await page.click('[data-test=deep-confirm]');
+      // No reload: the page looks again until the review is delivered.
+      await page.waitForFunction(() => document.querySelector('[data-test=deep-state]')?.textContent?.includes('delivered'), { timeout: 30_000 });
+      const view = (await api(teacherKey).get(`/v1/essays/${id}`).expect(200)).body as {
+        deepReview: { status: string; price: string };
+        deepGrade: { summary: string; annotations: unknown[]; deep: { paragraphs: unknown[] } };
+      };
+      expect(view.deepReview).toMatchObject({ status: 'delivered', price: '9.999' });
+      expect(await text(page, '[data-test=deep-state]')).toContain('¥9.999');
+      expect(await text(page, '[data-test=deep-summary]')).toBe(view.deepGrade.summary);
+      expect(await page.$$eval('[data-test=deep-paragraphs] dd', (dds) => dds.length)).toBe(view.deepGrade.deep.paragraphs.length);
+      expect(view.deepGrade.deep.paragraphs.length).toBeGreaterThan(0);
+      const first = (view.deepGrade.deep.paragraphs as Array<{ index: number }>)[0];
+      expect(await text(page, '[data-test=deep-paragraphs] dt')).toBe(`Paragraph ${first.index}`);
+      expect(await page.$$eval('[data-test=deep-notes] li', (lis) => lis.length)).toBe(view.deepGrade.annotations.length);
+      await screenshot(page, 'teacher-deep-review');
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 90_000);
+
+  it("an admin sees a budget incident that paused the school's model calls on the dashboard, and acknowledges it there", async () => {
+    const school = await s.f.newTenant({ monthlyBudget: '50.00' });
+    // A provider bills far more tokens than the call was admitted for: an incident, admission paused.
+    s.fake.enqueue('deepseek', { kind: 'ok', inflateUsage: 200 });
+    await s.t.http
+      .post('/v1/chat/completions')
+      .set('authorization', `Bearer ${school.adminKey}`)
+      .send({ model: 'inkstone-standard', messages: [{ role: 'user', content: '你好' }], max_tokens: 50 })
+      .expect(200);
+    const before = (await api(school.adminKey).get('/v1/budget').expect(200)).body as { admissionPaused: boolean; incidents: Array<{ id: string; acknowledgedAt: string | null }> };
+    expect(before.admissionPaused).toBe(true);
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, school.adminKey);
+      await page.goto(`${base}/console/#/admin`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=admission-paused]');
+      expect(await page.$$eval('[data-test=incidents] li', (lis) => lis.map((li) => li.getAttribute('data-incident')))).toEqual([before.incidents[0].id]);
+      expect(await text(page, '[data-test=incidents] li')).toContain('a provider reported more tokens than the call was admitted for');
+      await screenshot(page, 'admin-incident');
+      await page.click('[data-test=acknowledge]');
+      await page.waitForFunction(() => !document.querySelector('[data-test=incidents]'));
+      const after = (await api(school.adminKey).get('/v1/budget').expect(200)).body as { admissionPaused: boolean; incidents: Array<{ acknowledgedAt: string | null }> };
+      expect(after.admissionPaused).toBe(false);
+      expect(after.incidents[0].acknowledgedAt).toEqual(expect.any(String));
       expect(problems).toEqual([]);
     } finally {
       await ctx.close();

@@ -1,6 +1,17 @@
-import { cny, cnySmall, day, percent } from './format';
+import { cny, cnyExact, cnySmall, day, percent } from './format';
 
 describe('console money and dates', () => {
+  it('shows a charged or booked amount with every digit the API gave, never rounded', () => {
+    expect(cnyExact('9.999')).toBe('¥9.999');
+    expect(cnyExact('0.0026025')).toBe('¥0.0026025');
+    expect(cnyExact('5000')).toBe('¥5,000.00');
+    expect(cnyExact('12345.600000')).toBe('¥12,345.60');
+    expect(cnyExact('-0.000001')).toBe('-¥0.000001');
+    expect(cnyExact('0.000000')).toBe('¥0.00');
+    expect(cnyExact(null)).toBe('—');
+    expect(cnyExact('abc')).toBe('abc');
+  });
+
   it('formats CNY decimal strings by string arithmetic, rounding half away from zero', () => {
     expect(cny('12345.678901')).toBe('¥12,345.68');
     expect(cny('0.005')).toBe('¥0.01');

@@ -21,6 +21,19 @@ export function cny(amount: string | null | undefined, places = 2): string {
   return `${sign && !isZero ? '-' : ''}¥${grouped}${fracPart}`;
 }
 
+/**
+ * "9.999" → "¥9.999", "0.0026025" → "¥0.0026025", "5000" → "¥5,000.00": every digit the API gave
+ * (at least `places` decimals, trailing zeros beyond them dropped), for what is charged or booked
+ * (an order's price, the month's report), where a rounded figure would disagree with the books.
+ */
+export function cnyExact(amount: string | null | undefined, places = 2): string {
+  if (amount === null || amount === undefined) return '—';
+  const m = MONEY.exec(amount.trim());
+  if (!m) return amount;
+  const frac = (m[3] ?? '').replace(/0+$/, '');
+  return cny(amount, Math.max(places, frac.length));
+}
+
 /** Adds one to a string of decimal digits. */
 function increment(digits: string): string {
   const out = digits.split('');

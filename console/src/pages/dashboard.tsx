@@ -1,8 +1,8 @@
-import { api, ok } from '../api/client';
+import { api, ok, type Schemas } from '../api/client';
 import { useApp } from '../app-context';
 import { ChartView } from '../chart';
-import { cny, cnySmall, day, percent } from '../format';
-import { Loading, Section, useLoad } from '../ui';
+import { cny, cnyExact, cnySmall, dateTime, day, percent } from '../format';
+import { Loading, Outcome, Section, useAction, useLoad } from '../ui';
 
 /** Drawing only: a decimal string as a number of yuan for a chart's geometry (labels use the string). */
 const draw = (amount: string | null | undefined) => (amount ? Number(amount) : 0);
@@ -40,10 +40,16 @@ export function DashboardPage() {
     return from + ((draw(b.forecast.monthEnd) - from) * (i - lastIndex)) / Math.max(1, days.length - 1 - lastIndex);
   });
   const keyName = new Map((keys.data?.data ?? []).map((k) => [k.id, k.name]));
+  // The cap is drawn only when the month's spend (forecast included) comes near it: a cap many
+  // times the spend would flatten the spent and forecast lines onto the axis. The caption says so.
+  const reach = Math.max(draw(b.forecast.monthEnd), running);
+  const capInView = draw(b.monthlyCap) <= 3 * reach;
+  const yuan = (v: string | number) => `¥${v}`;
 
   return (
     <>
       <h1>{t('navDashboard')}</h1>
+      <Incidents budget={b} onChanged={budget.reload} />
       <div class="grid">
         <Section title={t('budget')} id="budget">
           <div class="gauge-wrap">
@@ -91,13 +97,26 @@ export function DashboardPage() {
                     { type: 'bar', label: t('spendPerDay'), data: days.map((d) => draw(spentByDay.get(d))), backgroundColor: '#3b6ea5', yAxisID: 'y' },
                     { type: 'line', label: t('spent'), data: cumulative, borderColor: '#c2410c', pointRadius: 0, yAxisID: 'y1' },
                     { type: 'line', label: t('forecast'), data: forecastLine, borderColor: '#c2410c', borderDash: [6, 4], pointRadius: 0, yAxisID: 'y1' },
-                    { type: 'line', label: t('cap'), data: days.map(() => draw(b.monthlyCap)), borderColor: '#6b7280', pointRadius: 0, yAxisID: 'y1' },
+                    ...(capInView ? [{ type: 'line' as const, label: t('cap'), data: days.map(() => draw(b.monthlyCap)), borderColor: '#6b7280', pointRadius: 0, yAxisID: 'y1' }] : []),
                   ],
                 },
-                options: { scales: { y: { beginAtZero: true, position: 'left' }, y1: { beginAtZero: true, position: 'right', grid: { drawOnChartArea: false } } } },
+                options: {
+                  scales: {
+                    y: { beginAtZero: true, position: 'left', ticks: { callback: yuan } },
+                    y1: { beginAtZero: true, position: 'right', grid: { drawOnChartArea: false }, ticks: { callback: yuan } },
+                  },
+                  // A day's bar tells its spend as the API gave it (the lines are drawn, not told).
+                  plugins: {
+                    tooltip: {
+                      filter: (item) => item.datasetIndex === 0,
+                      callbacks: { label: (item) => `${t('spendPerDay')}: ${cnySmall(spentByDay.get(days[item.dataIndex]) ?? '0')}` },
+                    },
+                  },
+                },
               }}
             />
           )}
+          {!capInView && <p class="muted" data-test="cap-off-scale">{t('capOffScale', { cap: cny(b.monthlyCap) })}</p>}
         </Section>
       </div>
       <Section title={`${t('costPerGrading')} · ${t('cacheHitRate')}`} id="trend">
@@ -173,5 +192,57 @@ function UsageTable({ title, column, rows, error, name }: { title: string; colum
         </div>
       )}
     </Section>
+  );
+}
+
+type Budget = Schemas['BudgetView'];
+
+/**
+ * Budget incidents not yet acknowledged, on top of the page: one that pauses admission stops every
+ * model call of the school until an admin acknowledges it here (POST /v1/budget/incidents/:id/acknowledge).
+ */
+function Incidents({ budget, onChanged }: { budget: Budget; onChanged: () => void }) {
+  const { t, code, session, intl } = useApp();
+  const action = useAction();
+  const open = budget.incidents.filter((i) => !i.acknowledgedAt);
+  if (!open.length && !budget.admissionPaused) return null;
+  return (
+    <section class="card alert" id="incidents" data-test="incidents" role="alert">
+      <h2>{t('incidentsTitle')}</h2>
+      {budget.admissionPaused && <p data-test="admission-paused">{t('incidentsPaused')}</p>}
+      {open.length > 0 && (
+        <>
+          <p>{t('incidentsOpen')}</p>
+          <ul>
+            {open.map((i) => (
+              <li data-incident={i.id}>
+                {t('incidentLine', {
+                  when: dateTime(i.createdAt, session.timezone, intl),
+                  kind: code('incidentKind', i.kind),
+                  model: i.model ?? '—',
+                  charged: cnyExact(i.charged),
+                  excess: cnyExact(i.excess),
+                })}{' '}
+                <button
+                  type="button"
+                  data-test="acknowledge"
+                  disabled={action.busy}
+                  onClick={() =>
+                    action.run(async () => {
+                      await ok(api.POST('/v1/budget/incidents/{id}/acknowledge', { params: { path: { id: i.id } } }));
+                      onChanged();
+                      return t('acknowledged');
+                    })
+                  }
+                >
+                  {t('acknowledge')}
+                </button>
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
+      <Outcome message={action.message} failed={action.failed} />
+    </section>
   );
 }

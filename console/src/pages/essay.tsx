@@ -1,8 +1,8 @@
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { api, ok, type Schemas } from '../api/client';
 import { runs } from '../annotate';
 import { useApp } from '../app-context';
-import { cny, dateTime } from '../format';
+import { cny, cnyExact, dateTime } from '../format';
 import type { MessageKey } from '../i18n';
 import { href } from '../router';
 import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
@@ -43,6 +43,13 @@ export function EssayPage({ id, print }: { id: string; print: boolean }) {
               <p data-test="original-score">
                 {t('total')}: {e.originalGrade.score} / {e.originalGrade.maxScore}
               </p>
+              <ul data-test="original-dimensions">
+                {e.originalGrade.dimensions.map((d) => (
+                  <li>
+                    {d.name}: {d.score} / {d.max}
+                  </li>
+                ))}
+              </ul>
               <p>{e.originalGrade.summary}</p>
             </Section>
           )}
@@ -172,6 +179,7 @@ function Override({ essay, onSaved }: { essay: Essay; onSaved: () => void }) {
   const grade = essay.grade!;
   const [dims, setDims] = useState<Record<string, string>>(() => Object.fromEntries(grade.dimensions.map((d) => [d.key, String(d.score)])));
   const [comment, setComment] = useState('');
+  const [total, setTotal] = useState('');
   const action = useAction();
   const save = (e: Event) => {
     e.preventDefault();
@@ -180,9 +188,14 @@ function Override({ essay, onSaved }: { essay: Essay; onSaved: () => void }) {
       await ok(
         api.PATCH('/v1/essays/{id}/grade', {
           params: { path: { id: essay.id } },
-          body: { ...(changed.length ? { dimensions: changed } : {}), ...(comment.trim() ? { comment: comment.trim() } : {}) },
+          body: {
+            ...(changed.length ? { dimensions: changed } : {}),
+            ...(total.trim() ? { score: Number(total) } : {}),
+            ...(comment.trim() ? { comment: comment.trim() } : {}),
+          },
         }),
       );
+      setTotal('');
       onSaved();
       return t('saved');
     });
@@ -196,6 +209,9 @@ function Override({ essay, onSaved }: { essay: Essay; onSaved: () => void }) {
             <input type="number" name={`dim-${d.key}`} min={0} max={d.max} step="any" required value={dims[d.key]} onInput={(e) => setDims({ ...dims, [d.key]: e.currentTarget.value })} />
           </Field>
         ))}
+        <Field label={`${t('overrideTotal')} (0–${grade.maxScore})`}>
+          <input type="number" name="total" min={0} max={grade.maxScore} step="any" value={total} onInput={(e) => setTotal(e.currentTarget.value)} />
+        </Field>
         <Field label={t('comment')}>
           <textarea name="comment" rows={3} maxLength={4000} value={comment} onInput={(e) => setComment(e.currentTarget.value)} />
         </Field>
@@ -211,24 +227,71 @@ function Override({ essay, onSaved }: { essay: Essay; onSaved: () => void }) {
 function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void }) {
   const { t, code } = useApp();
   const action = useAction();
+  const [asked, setAsked] = useState(false);
   const order = essay.deepReview;
-  const deep = essay.deepGrade?.deep;
+  const deepGrade = essay.deepGrade;
+  const deep = deepGrade?.deep;
+  // A paid order is being delivered: look again every few seconds until it is (or is refunded).
+  const pending = order?.status === 'paid' || order?.status === 'awaiting_payment';
+  useEffect(() => {
+    if (!pending) return;
+    const timer = setInterval(onChanged, 4000);
+    return () => clearInterval(timer);
+  }, [pending, onChanged]);
+  const place = () =>
+    action.run(async () => {
+      await ok(api.POST('/v1/essays/{id}/deep-review', { params: { path: { id: essay.id } }, body: {} }));
+      setAsked(false);
+      onChanged();
+    });
   return (
     <Section title={t('deepReview')} id="deep-review">
       {order ? (
         <p data-test="deep-state">
-          {t('deepReviewState', { status: code('deep', order.status) })} · {cny(order.price)}
+          {t('deepReviewState', { status: code('deep', order.status) })} · {cnyExact(order.price)}
           {order.refundReason ? ` · ${order.refundReason}` : ''}
         </p>
       ) : (
         essay.status !== 'queued' &&
-        essay.status !== 'grading' && (
-          <button type="button" disabled={action.busy} onClick={() => action.run(async () => (await ok(api.POST('/v1/essays/{id}/deep-review', { params: { path: { id: essay.id } }, body: {} })), onChanged()))}>
+        essay.status !== 'grading' &&
+        (asked ? (
+          <>
+            <p>{t('deepOrderExplain')}</p>
+            <p class="row">
+              <button type="button" data-test="deep-confirm" disabled={action.busy} onClick={place}>
+                {t('deepOrderConfirm')}
+              </button>
+              <button type="button" class="secondary" disabled={action.busy} onClick={() => setAsked(false)}>
+                {t('cancel')}
+              </button>
+            </p>
+          </>
+        ) : (
+          <button type="button" data-test="deep-order" onClick={() => setAsked(true)}>
             {t('orderDeepReview')}
           </button>
-        )
+        ))
       )}
       <Outcome message={action.message} failed={action.failed} />
+      {deepGrade && deepGrade.summary && (
+        <>
+          <h3>{t('deepSummary')}</h3>
+          <p data-test="deep-summary">{deepGrade.summary}</p>
+        </>
+      )}
+      {deep && deep.paragraphs.length > 0 && (
+        <>
+          <h3>{t('deepParagraphs')}</h3>
+          <dl data-test="deep-paragraphs">
+            {deep.paragraphs.map((p) => (
+              <>
+                <dt>{t('deepParagraph', { n: p.index })}</dt>
+                <dd>{p.analysis}</dd>
+              </>
+            ))}
+          </dl>
+        </>
+      )}
       {deep && (
         <>
           {deep.revisionPlan.length > 0 && (
@@ -247,7 +310,7 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
               <ul>
                 {deep.rewrites.map((r) => (
                   <li>
-                    <q>{r.quote}</q> → <q>{r.rewrite}</q> — {r.reason}
+                    <q>{unquoted(r.quote)}</q> → <q>{unquoted(r.rewrite)}</q> — {r.reason}
                   </li>
                 ))}
               </ul>
@@ -255,8 +318,28 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
           )}
         </>
       )}
+      {deepGrade && deepGrade.annotations.length > 0 && (
+        <>
+          <h3>{t('deepNotes')}</h3>
+          <ul data-test="deep-notes">
+            {deepGrade.annotations.map((a) => (
+              <li>
+                <q>{unquoted(a.quote)}</q> · {code('cat', a.category)}
+                {a.suggestion ? ` → ${a.suggestion}` : ''}
+                {a.explanation ? ` — ${a.explanation}` : ''}
+              </li>
+            ))}
+          </ul>
+        </>
+      )}
     </Section>
   );
+}
+
+/** A quotation shown in <q> (which draws its own marks) without the marks the text itself opens and closes with. */
+export function unquoted(text: string): string {
+  const m = /^\s*["“「『'‘](.*)["”」』'’]\s*$/su.exec(text);
+  return m ? m[1] : text;
 }
 
 /**

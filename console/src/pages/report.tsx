@@ -1,7 +1,7 @@
 import { useState } from 'preact/hooks';
 import { api, ok } from '../api/client';
 import { useApp } from '../app-context';
-import { cny, cnySmall, percent } from '../format';
+import { cnyExact, cnySmall, percent } from '../format';
 import { Field, Loading, Section, useLoad } from '../ui';
 
 /** The month's business from the ledger and the orders, and its CSV. */
@@ -13,25 +13,30 @@ export function ReportPage() {
   const rows: Array<[string, string]> = r
     ? [
         [t('gradings'), String(r.gradings.total)],
+        // How they were graded: a month graded offline (no provider, or the budget's policy) costs nothing, and says so.
+        ...(['standard', 'deep', 'offline', 'fromCache'] as const).map((kind): [string, string] => [
+          t('gradingsOf', { kind: code('gradingKind', kind) }),
+          String(r.gradings[kind]),
+        ]),
         [t('deepReviewsOrdered'), String(r.deepReviews.ordered)],
         [t('deepReviewsSold'), String(r.deepReviews.sold)],
         [t('deepReviewsDelivered'), String(r.deepReviews.delivered)],
         [t('deepReviewsRefunded'), String(r.deepReviews.refunded)],
-        [t('modelCost'), cny(r.modelCost)],
+        [t('modelCost'), cnyExact(r.modelCost)],
         ...Object.entries(r.modelCostByPurpose).map(([purpose, cost]): [string, string] => [
           t('modelCostFor', { purpose: code('purpose', purpose) }),
-          cny(cost),
+          cnyExact(cost),
         ]),
-        [t('revenue'), cny(r.revenue)],
-        [t('margin'), cny(r.margin)],
-        [t('deepReviewMargin'), cny(r.deepReviewMargin)],
+        [t('revenue'), cnyExact(r.revenue)],
+        [t('margin'), cnyExact(r.margin)],
+        [t('deepReviewMargin'), cnyExact(r.deepReviewMargin)],
         [t('costPerGrading'), cnySmall(r.costPerGrading)],
         [t('cacheHitRate'), percent(r.cacheHitRate)],
-        [t('savedByCache'), cny(r.savedByCache)],
-        [t('savedByCompression'), cny(r.savedByCompression)],
-        [t('savedByRouting'), cny(r.savedByRouting)],
-        [t('savedByBatch'), cny(r.savedByBatch)],
-        [t('savedByScheduling'), cny(r.savedByScheduling)],
+        [t('savedByCache'), cnyExact(r.savedByCache)],
+        [t('savedByCompression'), cnyExact(r.savedByCompression)],
+        [t('savedByRouting'), cnyExact(r.savedByRouting)],
+        [t('savedByBatch'), cnyExact(r.savedByBatch)],
+        [t('savedByScheduling'), cnyExact(r.savedByScheduling)],
       ]
     : [];
   return (
