@@ -338,6 +338,12 @@ describe('the web console in a browser', () => {
       await signIn(page, teacherKey);
       await page.goto(`${base}/console/#/essays/${id}`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('[data-test=deep-order]');
+      // The teacher sets the total alone: it is kept as given, and the model's original is shown with its dimensions.
+      await page.type('[data-test=override] input[name=total]', '41');
+      await page.click('[data-test=override] button[type=submit]');
+      await page.waitForSelector('[data-test=original-dimensions] li');
+      expect((await api(teacherKey).get(`/v1/essays/${id}`).expect(200)).body.grade).toMatchObject({ score: 41, source: 'teacher' });
+      expect(await text(page, '[data-test=total]')).toContain('41');
       await page.click('[data-test=deep-order]');
       // Nothing is ordered until the teacher confirms on the page.
       await page.waitForSelector('[data-test=deep-confirm]');
