@@ -145,6 +145,20 @@ describe('foundation over HTTP', () => {
       expect(after[0].n).toBe(before[0].n);
     });
 
+    it('refuses a name, title or prompt of spaces only (full-width ones too) with 400 naming the field, and stores nothing', async () => {
+      const blank = ' \u3000\t ';
+      const noName = await t.http.post('/v1/tenants').set(operator).send({ name: blank }).expect(400);
+      expect(noName.body.error.details).toEqual([{ field: 'name', message: 'name must not be blank' }]);
+      const a = await newTenant();
+      const key = await t.http.post('/v1/api-keys').set(bearer(a.adminKey)).send({ name: blank, role: 'teacher' }).expect(400);
+      expect(key.body.error.details).toEqual([{ field: 'name', message: 'name must not be blank' }]);
+      const assignment = await t.http.post('/v1/assignments').set(bearer(a.adminKey)).send({ title: blank, prompt: blank, rubric: 'zh-gaokao-60' }).expect(400);
+      expect(assignment.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual(['prompt', 'title']);
+      expect((await t.http.get('/v1/api-keys').set(bearer(a.adminKey)).expect(200)).body.data).toHaveLength(1);
+      // Text around the spaces is fine.
+      await t.http.post('/v1/api-keys').set(bearer(a.adminKey)).send({ name: ' 王老师 ', role: 'teacher' }).expect(201);
+    });
+
     it('answers an unknown route with 404 in the same shape', async () => {
       const res = await t.http.get('/v1/nothing-here').expect(404);
       expectErrorShape(res.body, 'NOT_FOUND');

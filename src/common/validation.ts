@@ -80,3 +80,15 @@ export function IsTimeZone(options?: ValidationOptions) {
       validator: { validate: (v: unknown) => typeof v === 'string' && isValidTimeZone(v) },
     });
 }
+
+/** A name, title or prompt that says something: not empty and not only spaces (a list of "   " keys helps nobody). */
+export function HasText(options?: ValidationOptions) {
+  return (object: object, propertyName: string) =>
+    registerDecorator({
+      name: 'hasText',
+      target: object.constructor,
+      propertyName,
+      options: { message: `${propertyName} must not be blank`, ...options },
+      validator: { validate: (v: unknown) => typeof v !== 'string' || /\S/u.test(v) },
+    });
+}

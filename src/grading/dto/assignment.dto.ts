@@ -1,6 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { IsIn, IsISO8601, IsNumber, IsOptional, IsString, Length, Max, Min, ValidateNested } from 'class-validator';
+import { HasText } from '../../common/validation';
 import { ExpectedLengthDto } from './rubric.dto';
 
 export const ESCALATIONS = ['off', 'flag', 'deep'] as const;
@@ -43,11 +44,13 @@ export class CreateAssignmentDto extends AssignmentQualityDto {
   @ApiProperty({ example: '九年级上学期 第三单元作文' })
   @IsString()
   @Length(1, 200)
+  @HasText()
   title: string;
 
   @ApiProperty({ example: '以“那一刻，我长大了”为题，写一篇不少于600字的记叙文。', description: 'the essay prompt (作文题目)' })
   @IsString()
   @Length(1, 4000)
+  @HasText()
   prompt: string;
 
   @ApiProperty({ example: 'zh-gaokao-60' })

@@ -1,6 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { ArrayMaxSize, ArrayMinSize, IsIn, IsInt, IsOptional, IsString, Length, Matches, Max, Min, ValidateNested } from 'class-validator';
+import { HasText } from '../../common/validation';
 import { DIMENSION_KINDS, DimensionKind } from '../rubric';
 
 export class RubricDimensionDto {
@@ -11,6 +12,7 @@ export class RubricDimensionDto {
   @ApiProperty({ example: '内容' })
   @IsString()
   @Length(1, 100)
+  @HasText()
   name: string;
 
   @ApiProperty({ example: 20 })
@@ -52,6 +54,7 @@ export class RubricBodyDto {
   @ApiProperty({ example: '初中记叙文（50分）' })
   @IsString()
   @Length(1, 200)
+  @HasText()
   name: string;
 
   @ApiProperty({ enum: ['zh', 'en', 'any'] })
