@@ -388,6 +388,7 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
         res.on('end', () => done(null, Buffer.concat(chunks).toString('utf8')));
       }).expect(200);
       expect(csv.headers['content-type']).toBe('text/csv; charset=utf-8');
+      expect(csv.headers['content-disposition']).toBe(`attachment; filename="month-report-${budget.body.period}.csv"`);
       const lines = (csv.body as string).split('\r\n');
       expect(lines[0]).toBe('\uFEFFfigure,value');
       expect(lines).toContain(`modelCost,${r.modelCost}`);

@@ -158,11 +158,13 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     const bytes = res.body as Buffer;
     expect([...bytes.subarray(0, 3)]).toEqual([0xef, 0xbb, 0xbf]); // the UTF-8 BOM
     const lines = bytes.toString('utf8').slice(1).split('\r\n');
-    expect(lines[0]).toBe('studentRef,title,status,score,maxScore,内容,表达,发展,gradedBy,calibration,flags,gradedAt (Asia/Shanghai)');
+    expect(lines[0]).toBe('studentRef,title,status,score,maxScore,内容,表达,发展,comment,gradedBy,calibration,flags,gradedAt (Asia/Shanghai)');
     // A student id and a title that look like formulas stay text; the comma in the title is quoted.
     expect(lines[1].startsWith(`'-42,"'=1+1,2",graded,${graded.grade.score},60,`)).toBe(true);
-    const cells = lines[1].replace(`"'=1+1,2"`, 'title').split(',');
-    expect(cells[8]).toBe('offline');
+    // The grade's comment (the teacher's when overridden), then who graded it.
+    expect(lines[1]).toContain(`,${graded.grade.summary},offline,`);
+    // Named after the assignment, in UTF-8 for browsers, with an ASCII fallback.
+    expect(res.headers['content-disposition']).toBe(`attachment; filename="grades.csv"; filename*=UTF-8''${encodeURIComponent('导出 grades.csv')}`);
     expect(lines[2]).toBe('');
     const other = await f.newTenant();
     await t.http.get(`/v1/assignments/${a}/grades.csv`).set(bearer(other.adminKey)).expect(404);

@@ -1,6 +1,14 @@
-import { CSV_BOM, csvCell, csvTable } from './csv';
+import { attachment, CSV_BOM, csvCell, csvTable } from './csv';
 
 describe('csv', () => {
+  it('names a download after a title: UTF-8 for browsers, ASCII for old clients, nothing a file system or a header refuses', () => {
+    expect(attachment('Unit 3 grades.csv', 'grades.csv')).toBe(`attachment; filename="Unit 3 grades.csv"; filename*=UTF-8''Unit%203%20grades.csv`);
+    expect(attachment('九年级/作文 grades.csv', 'grades.csv')).toBe(`attachment; filename="grades.csv"; filename*=UTF-8''${encodeURIComponent('九年级 作文 grades.csv')}`);
+    // Quotes, control characters and line breaks (a header injection) are dropped.
+    expect(attachment('a"b\r\nSet-Cookie: x\u0000 grades.csv', 'grades.csv')).toBe(`attachment; filename="a b Set-Cookie x grades.csv"; filename*=UTF-8''a%20b%20Set-Cookie%20x%20grades.csv`);
+    expect(attachment('\u200b\u200b', 'grades.csv')).toBe(`attachment; filename="grades.csv"; filename*=UTF-8''grades.csv`);
+  });
+
   it('starts with a BOM and ends lines with CRLF, so Excel reads UTF-8 Chinese', () => {
     const t = csvTable(['学生', '分数'], [['张伟', 48]]);
     expect(t.startsWith(CSV_BOM)).toBe(true);

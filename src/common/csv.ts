@@ -18,3 +18,14 @@ export function csvCell(value: string | number | null | undefined): string {
 export function csvTable(header: string[], rows: Array<Array<string | number | null | undefined>>): string {
   return CSV_BOM + [header, ...rows].map((r) => r.map(csvCell).join(',')).join('\r\n') + '\r\n';
 }
+
+/**
+ * A Content-Disposition for a download named after something a person wrote (an assignment's
+ * title): an ASCII `filename` for old clients and the UTF-8 one (RFC 6266/5987) for the rest, with
+ * the characters no file system takes, and control characters, left out.
+ */
+export function attachment(name: string, fallback: string): string {
+  const safe = name.replace(/[\\/:*?"<>|\p{Cc}\p{Cf}]+/gu, ' ').replace(/\s+/g, ' ').trim().slice(0, 80) || fallback;
+  const ascii = /^[\x20-\x7e]+$/.test(safe) ? safe : fallback;
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(safe)}`;
+}

@@ -1,7 +1,9 @@
-import { Body, Controller, Get, Header, HttpCode, Param, Patch, Post } from '@nestjs/common';
+import { Body, Controller, Get, Header, HttpCode, Param, Patch, Post, Res } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
+import type { FastifyReply } from 'fastify';
 import { ApiView } from '../docs/api-view';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { attachment } from '../common/csv';
 import { Assignment, AssignmentDetail, AssignmentsService, AssignmentSummary } from './assignments.service';
 import { AssignmentQualityDto, CreateAssignmentDto } from './dto/assignment.dto';
 
@@ -48,9 +50,12 @@ export class AssignmentsController {
 
   @Get(':id/grades.csv')
   @Header('content-type', 'text/csv; charset=utf-8')
-  @Header('content-disposition', 'attachment; filename="grades.csv"')
-  @ApiOperation({ summary: "The assignment's grades as CSV that opens in Excel (UTF-8 with BOM): student, total, each dimension, who graded it, calibration, flags, time graded" })
-  gradesCsv(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<string> {
-    return this.assignments.gradesCsv(auth, id);
+  @ApiOperation({
+    summary: "The assignment's grades as CSV that opens in Excel (UTF-8 with BOM), named after the assignment: student, total, each dimension, comment, who graded it, calibration, flags, time graded",
+  })
+  async gradesCsv(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Res({ passthrough: true }) reply: FastifyReply): Promise<string> {
+    const { csv, title } = await this.assignments.gradesCsv(auth, id);
+    void reply.header('content-disposition', attachment(`${title} grades.csv`, 'grades.csv'));
+    return csv;
   }
 }

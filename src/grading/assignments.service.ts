@@ -169,7 +169,7 @@ export class AssignmentsService {
    * reused, teacher), the calibration version, flags, and when it was graded in the tenant's time
    * zone. At most 20,000 essays.
    */
-  async gradesCsv(auth: TenantAuth, id: string): Promise<string> {
+  async gradesCsv(auth: TenantAuth, id: string): Promise<{ csv: string; title: string }> {
     const a = await this.get(auth.tenantId, id);
     const rubric = await this.rubrics.resolve(auth.tenantId, a.rubric.key, a.rubric.version);
     const { timezone } = await this.tenants.budget(auth.tenantId);
@@ -185,8 +185,8 @@ export class AssignmentsService {
       const p = localParts(d, timezone);
       return `${localDate(p)} ${String(p.hour).padStart(2, '0')}:${String(p.minute).padStart(2, '0')}`;
     };
-    return csvTable(
-      ['studentRef', 'title', 'status', 'score', 'maxScore', ...rubric.dimensions.map((d) => d.name), 'gradedBy', 'calibration', 'flags', `gradedAt (${timezone})`],
+    const csv = csvTable(
+      ['studentRef', 'title', 'status', 'score', 'maxScore', ...rubric.dimensions.map((d) => d.name), 'comment', 'gradedBy', 'calibration', 'flags', `gradedAt (${timezone})`],
       rows.map((r) => {
         const g = r.grade;
         const dims = new Map((g?.dimensions ?? []).map((d) => [d.key, d.score]));
@@ -197,6 +197,7 @@ export class AssignmentsService {
           g?.score ?? null,
           g?.maxScore ?? null,
           ...rubric.dimensions.map((d) => dims.get(d.key) ?? null),
+          g?.summary ?? null,
           g?.source ?? null,
           g?.calibration?.version ?? null,
           (g?.flags ?? []).join(' '),
@@ -204,6 +205,7 @@ export class AssignmentsService {
         ];
       }),
     );
+    return { csv, title: a.title };
   }
 
   /** The assignment with its essays counted by status and the distribution of their scores. */

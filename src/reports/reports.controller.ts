@@ -1,5 +1,6 @@
-import { Controller, Get, Header, Query } from '@nestjs/common';
+import { Controller, Get, Header, Query, Res } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import type { FastifyReply } from 'fastify';
 import { BudgetService } from '../billing/budget.service';
 import { isPeriod } from '../billing/periods';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
@@ -33,10 +34,16 @@ export class ReportsController {
 
   @Get('reports/month.csv')
   @Header('content-type', 'text/csv; charset=utf-8')
-  @Header('content-disposition', 'attachment; filename="month-report.csv"')
   @ApiOperation({ summary: 'The monthly report as CSV that opens in Excel (UTF-8 with BOM): one row per figure, money as CNY decimal strings' })
   @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: this month)' })
-  async monthCsv(@TenantCaller() auth: TenantAuth, @Query('period') period?: string, @ClientGone() gone?: AbortSignal): Promise<string> {
-    return monthReportCsv(await this.month(auth, period, gone));
+  async monthCsv(
+    @TenantCaller() auth: TenantAuth,
+    @Res({ passthrough: true }) reply: FastifyReply,
+    @Query('period') period?: string,
+    @ClientGone() gone?: AbortSignal,
+  ): Promise<string> {
+    const report = await this.month(auth, period, gone);
+    void reply.header('content-disposition', `attachment; filename="month-report-${report.period}.csv"`);
+    return monthReportCsv(report);
   }
 }

@@ -361,7 +361,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The assignment's grades as CSV that opens in Excel (UTF-8 with BOM): student, total, each dimension, who graded it, calibration, flags, time graded */
+        /** The assignment's grades as CSV that opens in Excel (UTF-8 with BOM), named after the assignment: student, total, each dimension, comment, who graded it, calibration, flags, time graded */
         get: operations["AssignmentsController_gradesCsv"];
         put?: never;
         post?: never;
