@@ -6,7 +6,7 @@ import { ApiError } from '../common/errors';
 import { tenantQuery } from '../db/tenant-scope';
 import { AssignmentQualityDto, CreateAssignmentDto, Escalation } from './dto/assignment.dto';
 import { detectLanguage } from './essay-text';
-import { maxScore, Rubric } from './rubric';
+import { maxScore, Rubric, totalStep } from './rubric';
 import { RubricsService } from './rubrics.service';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { LimitsService } from '../tenancy/limits.service';
@@ -51,7 +51,7 @@ export interface AssignmentDetail extends Assignment {
     median: number | null;
     min: number | null;
     max: number | null;
-    /** ten equal buckets from 0 to maxScore */
+    /** at most ten buckets from 0 to maxScore, each a whole number of the rubric's score steps wide (scoreBuckets) */
     distribution: Array<{ from: number; to: number; count: number }>;
   };
 }
@@ -228,13 +228,7 @@ export class AssignmentsService {
       )
     ).map((r) => Number(r.score));
     const top = maxScore(rubric);
-    const buckets = 10;
-    const distribution = Array.from({ length: buckets }, (_, i) => ({
-      from: round2((top * i) / buckets),
-      to: round2((top * (i + 1)) / buckets),
-      count: 0,
-    }));
-    for (const s of scores) distribution[Math.min(buckets - 1, Math.floor((s / top) * buckets))].count++;
+    const distribution = scoreBuckets(top, totalStep(rubric), scores);
     const byStatus = Object.fromEntries(['queued', 'grading', 'graded', 'failed', 'needs_review'].map((s) => [s, 0]));
     for (const c of counts) byStatus[c.status] = c.n;
     return {
@@ -251,6 +245,19 @@ export class AssignmentsService {
       },
     };
   }
+}
+
+/**
+ * At most ten buckets from 0 to the rubric's maximum, each a whole number of its score steps wide
+ * (高考 60: 6 points; IELTS: a whole band, not 0.9 of one), so that no bucket boundary falls between
+ * two marks the rubric can give. A bucket holds `from` ≤ score < `to`; the last one holds `to` too.
+ */
+export function scoreBuckets(top: number, step: number, scores: number[]): Array<{ from: number; to: number; count: number }> {
+  const width = Math.max(step, Math.ceil(top / 10 / step - 1e-9) * step);
+  const n = Math.max(1, Math.ceil(top / width - 1e-9));
+  const buckets = Array.from({ length: n }, (_, i) => ({ from: round2(width * i), to: round2(Math.min(top, width * (i + 1))), count: 0 }));
+  for (const s of scores) buckets[Math.min(n - 1, Math.max(0, Math.floor(s / width + 1e-9)))].count++;
+  return buckets;
 }
 
 function round2(n: number): number {

@@ -1071,7 +1071,7 @@ export interface components {
             };
             scores: {
                 count: number;
-                /** @description ten equal buckets from 0 to maxScore */
+                /** @description at most ten buckets from 0 to maxScore, each a whole number of the rubric's score steps wide (scoreBuckets) */
                 distribution: {
                     count: number;
                     from: number;
