@@ -30,11 +30,35 @@ function frequencies(): Map<string, number> {
   return counts;
 }
 
-/** Whether the dictionary knows the word as written (or capitalized as a sentence's first word). */
+/**
+ * Whether the dictionary knows the word as written (or capitalized as a sentence's first word), or
+ * as its American spelling: the dictionary is en_US, and students in China are often taught British
+ * English (colour, practise, organise, centre, travelled, programme, defence, catalogue, analyse).
+ */
 export function isSpelledRight(word: string): boolean {
   if (word.length > LONGEST_WORD || !/^[A-Za-z]+(?:'[A-Za-z]+)?$/.test(word)) return true;
   const s = spell();
-  return s.check(word) || s.check(word.toLowerCase());
+  if (s.check(word) || s.check(word.toLowerCase())) return true;
+  return americanSpellings(word.toLowerCase()).some((w) => s.check(w));
+}
+
+/** British → American spelling rules, each tried on its own; only asked about a word the dictionary does not know. */
+const BRITISH: Array<[RegExp, string]> = [
+  [/is(e|es|ed|ing|ation|ations|er|ers)$/, 'iz$1'],
+  [/ys(e|es|ed|ing)$/, 'yz$1'],
+  [/our/, 'or'],
+  [/tre(s?)$/, 'ter$1'],
+  [/ll(ed|ing|er|ers)$/, 'l$1'],
+  [/ogue(s?)$/, 'og$1'],
+  [/ence(s?)$/, 'ense$1'],
+  [/ise(s|d)?$/, 'ice$1'],
+  [/mme(s?)$/, 'm$1'],
+  [/ae/, 'e'],
+  [/grey/, 'gray'],
+];
+
+function americanSpellings(word: string): string[] {
+  return BRITISH.filter(([re]) => re.test(word)).map(([re, to]) => word.replace(re, to));
 }
 
 /** How often the word occurs in SUBTLEX-US (0 when it does not). */

@@ -59,6 +59,8 @@ export interface EssayFeatures {
   misspellings: Array<Span & { text: string }>;
   /** misspelled words as a share of the words checked */
   misspelledShare: number;
+  /** English: slips a rule can name for sure (`would of`, `they says`, `more better`), with the fix; not a feature the score uses */
+  grammarSlips: Array<Span & { text: string; suggestion: string }>;
   /** idioms (成语) used, with where */
   idioms: Array<Span & { text: string }>;
   /** quotations in quotation marks (“…” of 4 or more characters) */
@@ -189,6 +191,26 @@ function misspelled(text: string): { spans: Array<Span & { text: string }>; chec
   return { spans, checked };
 }
 
+/** Verbs of the third person singular after I/you/we/they, and their plain form. */
+const PLAIN: Record<string, string> = { says: 'say', goes: 'go', does: 'do', has: 'have', wants: 'want', likes: 'like', thinks: 'think', needs: 'need', makes: 'make', gets: 'get' };
+
+/**
+ * Grammar slips that a rule can name with no doubt about the sentence around them: a modal before
+ * `of` (would of → would have), a verb of the third person after I/you/we/they (they says), `is`/`was`
+ * after you/we/they, `don't`/`are` after he/she/it, and a doubled comparative (more better).
+ */
+function grammarSlips(text: string): Array<Span & { text: string; suggestion: string }> {
+  const out: Array<Span & { text: string; suggestion: string }> = [];
+  const keep = (m: RegExpMatchArray, suggestion: string) => out.push({ start: m.index!, end: m.index! + m[0].length, text: m[0], suggestion });
+  const cased = (from: string, to: string) => (/^[A-Z]/.test(from) ? to[0].toUpperCase() + to.slice(1) : to);
+  for (const m of text.matchAll(/\b(would|could|should|must|might)\s+of\b/gi)) keep(m, `${m[1]} have`);
+  for (const m of text.matchAll(/\b(I|you|we|they)\s+(says|goes|does|has|wants|likes|thinks|needs|makes|gets)\b/gi)) keep(m, `${m[1]} ${PLAIN[m[2].toLowerCase()]}`);
+  for (const m of text.matchAll(/\b(you|we|they)\s+(is|was)\b/gi)) keep(m, `${m[1]} ${m[2].toLowerCase() === 'is' ? 'are' : 'were'}`);
+  for (const m of text.matchAll(/\b(he|she|it)\s+(don't|are)\b/gi)) keep(m, `${m[1]} ${m[2].toLowerCase() === 'are' ? 'is' : "doesn't"}`);
+  for (const m of text.matchAll(/\bmore\s+(better|worse|easier|harder|bigger|smaller|faster|happier)\b/gi)) keep(m, cased(m[0], m[1].toLowerCase()));
+  return out.sort((a, b) => a.start - b.start).slice(0, 20);
+}
+
 export function essayFeatures(text: string, language: Language): EssayFeatures {
   const paragraphs = text.split(/\n+/).filter((p) => p.trim().length > 0).length;
   const sentenceRe = language === 'zh' ? ZH_SENTENCE : EN_SENTENCE;
@@ -246,6 +268,7 @@ export function essayFeatures(text: string, language: Language): EssayFeatures {
     idioms: language === 'zh' ? idioms(text, list) : [],
     misspellings: misspellings.spans.slice(0, 50),
     misspelledShare: misspellings.checked ? misspellings.spans.length / misspellings.checked : 0,
+    grammarSlips: language === 'en' ? grammarSlips(text) : [],
     quotations,
     connectives,
     figures: similes + par.length,

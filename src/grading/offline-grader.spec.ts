@@ -112,6 +112,33 @@ describe('offline grader', () => {
     expect(mech(essay)).toBeGreaterThan(mech(typoed));
   });
 
+  it('takes British spellings for right (the dictionary is American), and still catches a misspelling of one', () => {
+    const text = 'We practise every day. My favourite colour is grey. The theatre centre organised a programme; we travelled there to analyse the catalogue in its defence.';
+    expect(essayFeatures(text, 'en').misspellings.map((m) => m.text)).toEqual([]);
+    expect(essayFeatures('My favourate colur is blue.', 'en').misspellings.map((m) => m.text)).toEqual(['favourate', 'colur']);
+  });
+
+  it('names English grammar slips a rule can be sure of, with the fix, and leaves correct English alone', () => {
+    const text = 'They says it is easy. I would of gone, but you was late. He don\'t care, and it are more better now.';
+    const f = essayFeatures(text, 'en');
+    expect(f.grammarSlips.map((g) => [g.text, g.suggestion])).toEqual([
+      ['They says', 'They say'],
+      ['would of', 'would have'],
+      ['you was', 'you were'],
+      ["He don't", "He doesn't"],
+      ['it are', 'it is'],
+      ['more better', 'better'],
+    ]);
+    const g = offlineGrade(text, BUILTIN_RUBRICS[2], 'en');
+    const slips = g.annotations.filter((a) => a.category === 'grammar');
+    expect(slips.map((a) => a.suggestion)).toEqual(['They say', 'would have', 'you were', "He doesn't", 'it is', 'better']);
+    for (const a of slips) expect(text.slice(a.start, a.end)).toBe(a.quote);
+    expect(g.improvements.join(' ')).toMatch(/would of → would have/);
+    // Correct sentences near the same words are not slips; Chinese essays are not read for them.
+    expect(essayFeatures('They say he has gone. If it were easy, we would have done more. Does he have time? She does not.', 'en').grammarSlips).toEqual([]);
+    expect(essayFeatures('They says 我们 would of 去', 'zh').grammarSlips).toEqual([]);
+  });
+
   it('counts uncommon English words by their frequency, not their length', () => {
     const plain = essayFeatures('The children went to the school and they played with their friends in the afternoon.', 'en');
     const rich = essayFeatures('The meticulous curator scrutinized the ephemeral exhibits with unwavering diligence.', 'en');

@@ -88,7 +88,9 @@ const TEXT = {
     punct: '注意中文标点的规范使用。',
     repeat: '有重复的句子或词组，注意避免。',
     spelling: (list: string[]) => `注意拼写：${list.join('、')}。`,
+    grammarSlips: (list: string[]) => `注意语法：${list.join('；')}。`,
     typo: '词典里没有这个词，请检查拼写',
+    grammar: '语法：主谓一致或固定搭配有误',
     comment: (kind: DimensionKind) =>
       ({ content: '依据篇幅、用词与重复情况估算', organization: '依据分段、关联词与句式估算', language: '依据用词、成语与句式变化估算', mechanics: '依据标点与重复情况估算', development: '依据篇幅、用词、修辞与引用估算' })[kind],
     capped: '（篇幅远低于要求，此项有上限）',
@@ -112,7 +114,9 @@ const TEXT = {
     punct: 'Check punctuation and capitalization.',
     repeat: 'Some sentences or phrases are repeated.',
     spelling: (list: string[]) => `Check the spelling of: ${list.join(', ')}.`,
+    grammarSlips: (list: string[]) => `Check the grammar: ${list.join('; ')}.`,
     typo: 'not in the dictionary: check the spelling',
+    grammar: 'grammar: the verb does not agree with its subject, or the phrase is not idiomatic',
     comment: (kind: DimensionKind) =>
       ({ content: 'estimated from length, vocabulary and repetition', organization: 'estimated from paragraphs, connectives and sentence variety', language: 'estimated from vocabulary, spelling and sentence variety', mechanics: 'estimated from spelling, punctuation and repetition', development: 'estimated from length, vocabulary, figures of speech and quotations' })[kind],
     capped: ' (capped: far shorter than the task asks)',
@@ -150,6 +154,7 @@ export function offlineGrade(text: string, rubric: Rubric, language: Language): 
   if (f.punctuationIssues.length > 0) improvements.push(t.punct);
   if (f.repetition > 0.05) improvements.push(t.repeat);
   if (f.misspellings.length > 0) improvements.push(t.spelling([...new Set(f.misspellings.map((m) => m.text))].slice(0, 8)));
+  if (f.grammarSlips.length > 0) improvements.push(t.grammarSlips(f.grammarSlips.slice(0, 5).map((g) => `${g.text} → ${g.suggestion}`)));
   const at = (s: { start: number; end: number }) => ({ start: s.start, end: s.end, quote: text.slice(s.start, s.end) });
   const annotations: Annotation[] = [
     ...f.punctuationIssues.slice(0, 8).map((p) => ({ ...at(p), category: 'punctuation' as const, suggestion: '', explanation: p.note })),
@@ -157,6 +162,7 @@ export function offlineGrade(text: string, rubric: Rubric, language: Language): 
     ...f.idioms.slice(0, 5).map((i) => ({ ...at(i), category: 'highlight' as const, suggestion: '', explanation: t.idiom })),
     ...f.parallels.slice(0, 2).map((p) => ({ ...at(p), category: 'highlight' as const, suggestion: '', explanation: t.parallelNote })),
     ...f.misspellings.slice(0, 10).map((m) => ({ ...at(m), category: 'typo' as const, suggestion: '', explanation: t.typo })),
+    ...f.grammarSlips.slice(0, 10).map((g) => ({ ...at(g), category: 'grammar' as const, suggestion: g.suggestion, explanation: t.grammar })),
   ].sort((a, b) => a.start - b.start || a.end - b.end);
   const sep = language === 'zh' ? '，' : ', ';
   return {
