@@ -25,7 +25,7 @@
 import * as path from 'node:path';
 import { essayFeatures, featureVector, FEATURE_NAMES } from '../src/grading/offline-features';
 import { offlineGrade } from '../src/grading/offline-grader';
-import { builtinRubric } from '../src/grading/rubric';
+import { builtinRubric, totalStep } from '../src/grading/rubric';
 import { agreement, Agreement, tabulate } from '../src/quality/agreement';
 import { applyIsotonic, crossValidated, fitIsotonic, fitRidge, RIDGE_LAMBDA, spearman } from '../src/quality/calibration';
 import { backfillAgreementCells } from '../migrations/1766000000000-AgreementCells';
@@ -95,7 +95,9 @@ async function fold(url: string, rows: EvalRow[], f: number, inFold: (i: number)
   const train = rows.filter((_, i) => !inFold(i));
   for (const r of train) {
     const e = graded.get(ids.get(r.id)!)!;
-    await api.call('PATCH', `/v1/essays/${e.id}/grade`, { score: Math.round((r.score / (r.maxScore ?? 100)) * Number(e.maxScore) * 2) / 2 });
+    // The human score on the rubric's scale and its own step (whole points on 高考 60): the only marks an override takes.
+    const step = totalStep(builtinRubric(RUBRIC)!);
+    await api.call('PATCH', `/v1/essays/${e.id}/grade`, { score: Math.round((r.score / (r.maxScore ?? 100)) * Number(e.maxScore) / step) * step });
   }
   const c = await api.call<{ method: string; active: boolean }>('POST', `/v1/assignments/${a.id}/calibration`);
   await api.call('POST', `/v1/assignments/${a.id}/regrade`);

@@ -192,14 +192,23 @@ export async function evaluateQuality(o: EvalOptions): Promise<EvalReport> {
     costPerEssay: formatCny(cost / BigInt(rows.length)),
     seconds,
   };
-  if (o.calibrate) report.calibrated = await calibrateAndCompare(api, a.id, rows, ids, byEssay, o.calibrate, humanMax, step, log);
+  if (o.calibrate) report.calibrated = await calibrateAndCompare(api, a.id, o.rubric, rows, ids, byEssay, o.calibrate, humanMax, step, log);
   return report;
+}
+
+/** The step of a rubric's total, as GET /v1/rubrics describes it: half bands for mean_half_band, else its finest dimension's. */
+async function rubricStep(api: InkstoneClient, key: string): Promise<number> {
+  const rubrics = await api.call<{ data: Array<{ key: string; totalRule: string; dimensions: Array<{ step: number }> }> }>('GET', '/v1/rubrics');
+  const r = rubrics.data.find((x) => x.key === key);
+  if (!r) throw new Error(`rubric ${key} is not among the tenant's rubrics`);
+  return r.totalRule === 'mean_half_band' ? 0.5 : Math.min(...r.dimensions.map((d) => d.step));
 }
 
 /** Overrides the first K essays with the human scores, calibrates, regrades, and compares on the rest. */
 async function calibrateAndCompare(
   api: InkstoneClient,
   assignmentId: string,
+  rubric: string,
   rows: EvalRow[],
   ids: Map<string, string>,
   before: Map<string, EssayItem>,
@@ -210,12 +219,13 @@ async function calibrateAndCompare(
 ): Promise<NonNullable<EvalReport['calibrated']>> {
   const labelled = rows.slice(0, k);
   const rest = rows.slice(k);
+  const mark = await rubricStep(api, rubric);
   log(`overriding ${labelled.length} essays with their human scores`);
   for (const r of labelled) {
     const e = before.get(ids.get(r.id)!);
     if (!e || e.maxScore == null) continue;
-    // The human score on the rubric's scale, in the half points an override takes.
-    const score = Math.round(((r.score / humanMax) * Number(e.maxScore)) * 2) / 2;
+    // The human score on the rubric's scale, on the rubric's own step (an override takes no other mark).
+    const score = Math.round((r.score / humanMax) * Number(e.maxScore) / mark) * mark;
     await api.call('PATCH', `/v1/essays/${e.id}/grade`, { score });
   }
   const calibration = await api.call<Record<string, unknown>>('POST', `/v1/assignments/${assignmentId}/calibration`);

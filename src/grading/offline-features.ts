@@ -76,8 +76,10 @@ export interface EssayFeatures {
   repeatedSentences: Span[];
 }
 
-const ZH_SENTENCE = /[^。！？!?；;\n]+[。！？!?；;]*/g;
-const EN_SENTENCE = /[^.!?\n]+[.!?]*/g;
+// A sentence ends at its terminal mark and takes the closing quotes and brackets after it
+// (他说：“快走吧。”), which would otherwise open the next sentence.
+const ZH_SENTENCE = /[^。！？!?；;\n]+[。！？!?；;]*[”’」』）)"']*/g;
+const EN_SENTENCE = /[^.!?\n]+[.!?]*["'”’)\]]*/g;
 const ZH_CONNECTIVES = [
   '因为', '所以', '因此', '然而', '但是', '可是', '不过', '虽然', '尽管', '即使', '如果', '假如', '只要', '只有', '无论', '不仅', '而且', '并且',
   '首先', '其次', '再次', '最后', '总之', '综上所述', '总而言之', '例如', '比如', '譬如', '换言之', '也就是说', '由此可见', '可见', '于是', '从而',

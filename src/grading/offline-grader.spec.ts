@@ -112,6 +112,13 @@ describe('offline grader', () => {
     expect(mech(essay)).toBeGreaterThan(mech(typoed));
   });
 
+  it('ends a Chinese sentence after its closing quote: a mark never starts at the previous sentence\'s ”', () => {
+    const text = '妈妈说：“快走吧。”我就说：“好好好！”后来我们出发了。\n妈妈说：“快走吧。”我就说：“好好好！”';
+    const repeated = offlineGrade(text, BUILTIN_RUBRICS[0], 'zh').annotations.filter((a) => a.category === 'style');
+    expect(repeated.map((a) => a.quote)).toEqual(['妈妈说：“快走吧。”', '我就说：“好好好！”']);
+    for (const a of repeated) expect(text.slice(a.start, a.end)).toBe(a.quote);
+  });
+
   it('takes British spellings for right (the dictionary is American), and still catches a misspelling of one', () => {
     const text = 'We practise every day. My favourite colour is grey. The theatre centre organised a programme; we travelled there to analyse the catalogue in its defence.';
     expect(essayFeatures(text, 'en').misspellings.map((m) => m.text)).toEqual([]);
