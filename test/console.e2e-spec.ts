@@ -238,7 +238,7 @@ describe('the web console in a browser', () => {
       await screenshot(page, 'admin-dashboard');
 
       // The other admin pages: the menu marks the page itself only, and labels are words, not the API's field names.
-      const currentNav = () => page.$$eval('nav[aria-label=main] a[aria-current=page]', (as) => as.map((a) => a.textContent));
+      const currentNav = () => page.$$eval('header nav a[aria-current=page]', (as) => as.map((a) => a.textContent));
       expect(await currentNav()).toEqual(['Budget & usage']);
       await page.goto(`${base}/console/#/admin/keys`, { waitUntil: 'networkidle0' });
       expect(await currentNav()).toEqual(['API keys']);
