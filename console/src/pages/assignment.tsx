@@ -247,8 +247,15 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
                     <span class={`status status-${e.status}`}>{code('status', e.status)}</span>
                   </td>
                   <td class="num">{e.score !== null ? `${e.score} / ${e.maxScore}` : '—'}</td>
-                  <td>{e.flags.map((f) => code('flagShort', f)).join(', ')}</td>
-                  <td>{dateTime(e.createdAt, session.timezone, intl)}</td>
+                  <td>
+                    {e.flags.map((f, i) => (
+                      <>
+                        {i > 0 && ', '}
+                        <span class="flag">{code('flagShort', f)}</span>
+                      </>
+                    ))}
+                  </td>
+                  <td class="time">{dateTime(e.createdAt, session.timezone, intl)}</td>
                 </tr>
               ))}
             </tbody>
