@@ -238,10 +238,24 @@ describe('the web console in a browser', () => {
       await screenshot(page, 'admin-dashboard');
 
       // The other admin pages: the menu marks the page itself only, and labels are words, not the API's field names.
-      const currentNav = () => page.$$eval('nav[aria-label=main] a[aria-current=page]', (as) => as.map((a) => a.textContent));
+      const currentNav = () => page.$$eval('header nav a[aria-current=page]', (as) => as.map((a) => a.textContent));
       expect(await currentNav()).toEqual(['Budget & usage']);
+      const spare = await s.f.newKey(tenant, 'teacher');
       await page.goto(`${base}/console/#/admin/keys`, { waitUntil: 'networkidle0' });
       expect(await currentNav()).toEqual(['API keys']);
+      // The key this session runs on cannot be revoked here, and its button says why.
+      await page.waitForSelector(`tr[data-key="${spare.id}"] [data-test=revoke]`);
+      expect(await page.$$eval('[data-test=revoke-cell] button[disabled]', (bs) => bs.map((b) => b.getAttribute('title')))).toEqual([
+        'You are signed in with this key: sign in with another admin key to revoke it.',
+      ]);
+      // Revoking is asked again on the row before anything happens; the outcome is told on that row.
+      const revokedAt = async () => ((await api(tenant.adminKey).get('/v1/api-keys').expect(200)).body.data as Array<{ id: string; revokedAt: string | null }>).find((k) => k.id === spare.id)?.revokedAt;
+      await page.click(`tr[data-key="${spare.id}"] [data-test=revoke]`);
+      await page.waitForSelector(`tr[data-key="${spare.id}"] [data-test=revoke-confirm]`);
+      expect(await revokedAt()).toBeNull();
+      await page.click(`tr[data-key="${spare.id}"] [data-test=revoke-confirm]`);
+      await page.waitForFunction((id) => document.querySelector(`tr[data-key="${id}"] [role=status]`)?.textContent?.endsWith('is revoked.'), { timeout: 10_000 }, spare.id);
+      expect(await revokedAt()).toEqual(expect.any(String));
       await page.goto(`${base}/console/#/admin/settings`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('#grading-settings input[name=shadowRate]');
       expect(await currentNav()).toEqual(['Settings']);
@@ -436,6 +450,107 @@ describe('the web console in a browser', () => {
       await ctx.close();
     }
   }, 60_000);
+
+  it('fits a 390 px window in Chinese (the new-assignment form, an assignment page with a pasted class), tells errors and codes in words, and prints the annotations', async () => {
+    const ctx = await browser.createBrowserContext();
+    const page = await ctx.newPage();
+    const problems = collectProblems(page);
+    // A window 390 px wide, not a mobile emulation: a phone browser zooms out to show a page wider
+    // than its screen, which would hide the overflow from innerWidth.
+    const fits = async (where: string) => {
+      const fit = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: innerWidth }));
+      expect({ where, width: fit.width, fits: fit.scroll <= fit.width ? true : `scrollWidth ${fit.scroll}` }).toEqual({ where, width: 390, fits: true });
+    };
+    /** How many lines an element's text takes. */
+    const lines = (selector: string) =>
+      page.$$eval(selector, (els) =>
+        els.map((el) => {
+          const range = document.createRange();
+          range.selectNodeContents(el);
+          return new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top))).size;
+        }),
+      );
+    try {
+      await page.setViewport({ width: 390, height: 844 });
+      await page.evaluateOnNewDocument(() => Object.defineProperty(navigator, 'languages', { get: () => ['zh-CN', 'zh'] }));
+      await page.goto(`${base}/console/`, { waitUntil: 'networkidle0' });
+      // a key that is not valid: said in Chinese, not as the API's English
+      await page.type('input[name=key]', 'isk_live_not_a_real_key_0000000000');
+      await page.keyboard.press('Enter');
+      await page.waitForSelector('.signin [role=alert]');
+      expect(await text(page, '.signin [role=alert]')).toBe('密钥无效或已吊销。');
+      await page.$eval('input[name=key]', (el) => ((el as HTMLInputElement).value = ''));
+      await signIn(page, teacherKey);
+      expect(await page.$eval('header nav', (nav) => nav.getAttribute('aria-label'))).toBe('主导航');
+      // the header: sign-out on the first line, the menu below it
+      const [signOutTop, navTop] = await page.evaluate(() => [document.querySelector('header button.link')!.getBoundingClientRect().top, document.querySelector('header nav')!.getBoundingClientRect().top]);
+      expect(signOutTop).toBeLessThan(navTop);
+
+      // the assignments page with the new-assignment form, its rubric list loaded
+      await page.goto(`${base}/console/#/assignments`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('#new-assignment select[name=rubric] option');
+      await fits('#/assignments');
+      const [buttonRight, cardRight] = await page.evaluate(() => [document.querySelector('#new-assignment button[type=submit]')!.getBoundingClientRect().right, document.querySelector('#new-assignment')!.getBoundingClientRect().right]);
+      expect(buttonRight).toBeLessThanOrEqual(cardRight);
+      expect(new Set(await lines('#assignment-list td.time'))).toEqual(new Set([1]));
+
+      // an assignment page: a whole class pasted at once, separated by lines ---, each naming its student
+      const assignment = (await s.t.http.post('/v1/assignments').set('authorization', `Bearer ${teacherKey}`).send({ title: '手机宽度', prompt: '写一篇记叙文', rubric: 'zh-gaokao-60' }).expect(201)).body as { id: string };
+      await page.goto(`${base}/console/#/assignments/${assignment.id}`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('#upload');
+      await fits('#/assignments/:id');
+      await page.click('#upload details summary');
+      const pasted = `学号：s390-1\n${generateEssay(81, 'zh').text}\n---\n学号：s390-2\n${generateEssay(82, 'zh').text}\n`;
+      await page.$eval('[data-test=upload-paste] textarea[name=text]', (el, v) => ((el as HTMLTextAreaElement).value = v as string) && el.dispatchEvent(new Event('input', { bubbles: true })), pasted);
+      await page.click('[data-test=upload-paste] button[type=submit]');
+      await page.waitForFunction(() => document.querySelector('[data-test=upload-progress] [role=status]')?.textContent === '已提交 2 / 2', { timeout: 30_000 });
+      await page.waitForFunction(() => document.querySelectorAll('[data-test=essay-list] tbody tr').length === 2, { timeout: 30_000 });
+      expect((await page.$$eval('[data-test=essay-list] tbody tr td:first-child', (tds) => tds.map((td) => td.textContent))).sort()).toEqual(['s390-1', 's390-2']);
+      await page.waitForFunction(() => [...document.querySelectorAll('[data-test=essay-list] tbody tr')].every((tr) => ['graded', 'needs_review', 'failed'].includes(tr.getAttribute('data-status') ?? '')), { timeout: 60_000 });
+      await fits('#/assignments/:id with its essays');
+      // status badges, flags and times on one line each (not one character per line)
+      for (const selector of ['[data-test=essay-list] .status', '[data-test=essay-list] .flag', '[data-test=essay-list] td.time', '#agreement tbody th']) {
+        const counts = await lines(selector);
+        expect({ selector, lines: [...new Set(counts)] }).toEqual({ selector, lines: counts.length ? [1] : [] });
+      }
+      await screenshot(page, 'phone-assignment-zh');
+      // a paste with nothing in it says so, not "已提交 0 / 0"
+      await page.$eval('[data-test=upload-paste] textarea[name=text]', (el) => ((el as HTMLTextAreaElement).value = '---\n') && el.dispatchEvent(new Event('input', { bubbles: true })));
+      await page.click('[data-test=upload-paste] button[type=submit]');
+      await page.waitForSelector('[data-test=upload-errors]');
+      expect(await text(page, '[data-test=upload-errors]')).toContain('没有找到可提交的作文。');
+      expect(await page.$('[data-test=upload-progress]')).toBeNull();
+
+      // the quality page: groups and rubrics in words, not the API's codes and keys
+      await page.goto(`${base}/console/#/quality`, { waitUntil: 'networkidle0' });
+      await page.select('#quality select[name=groupBy]', 'source');
+      // grouped by source, the first table has a column more (the group, then the rubric)
+      await page.waitForFunction(() => document.querySelector('#quality thead tr')?.children.length === 7 && document.querySelectorAll('#quality tbody tr').length > 0, { timeout: 10_000 });
+      const cells = await page.$$eval('#quality tbody tr', (trs) => trs.map((tr) => [...tr.querySelectorAll('th, td')].slice(0, 2).map((c) => c.textContent ?? '')));
+      for (const [group, rubric] of cells) {
+        expect(group).not.toMatch(/^(model|offline|teacher|reused)$/);
+        expect(rubric).not.toMatch(/^[a-z0-9-]+ v\d+$/);
+      }
+
+      // a graded essay at a desktop width: dimension names on one line; on paper, each annotation's suggestion follows its mark
+      const [first] = (await api(teacherKey).get(`/v1/essays?assignmentId=${assignment.id}`).expect(200)).body.data as Array<{ id: string }>;
+      await page.setViewport({ width: 1280, height: 900 });
+      await page.goto(`${base}/console/#/essays/${first.id}`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('#grade tbody th');
+      expect(new Set(await lines('#grade tbody th'))).toEqual(new Set([1]));
+      await page.goto(`${base}/console/#/essays/${first.id}/print`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=essay-text]');
+      await page.emulateMediaType('print');
+      const tips = await page.$$eval('[data-test=essay-text] mark .tip', (ts) => ts.map((tip) => ({ display: getComputedStyle(tip).display, text: (tip as HTMLElement).innerText })));
+      expect(tips.length).toBeGreaterThan(0);
+      for (const tip of tips) expect(tip).toEqual({ display: 'inline', text: expect.stringMatching(/\S/) });
+      expect(await page.$$eval('.cost', (els) => els.filter((el) => getComputedStyle(el).display !== 'none').length)).toBe(0);
+      await page.emulateMediaType('screen');
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 150_000);
 
   it('works on a phone-width screen, with every input labelled, in Chinese when the browser prefers it', async () => {
     const ctx = await browser.createBrowserContext();

@@ -22,7 +22,7 @@ export function AgreementTable({ labels, count, rows }: { labels: string[]; coun
   const { t } = useApp();
   return (
     <div class="table-wrap">
-      <table>
+      <table class="agreement">
         <thead>
           <tr>
             {labels.map((l) => (

@@ -1,6 +1,6 @@
 import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { api, ok, problems, setCsrfToken, whenUnauthenticated } from './api/client';
+import { api, ok, problems, setCsrfToken, setErrorLocale, whenUnauthenticated } from './api/client';
 import { AppContext, AppContextValue, Session, useApp } from './app-context';
 import { initialLocale, intlLocale, Locale, MessageKey, rememberLocale, translate, translateCode } from './i18n';
 import { ADMIN_ROUTES, href, Route, useRoute } from './router';
@@ -23,7 +23,8 @@ function toSession(s: SessionAnswer): Session {
 function SignIn({ locale, onSignedIn }: { locale: Locale; onSignedIn: (s: Session) => void }) {
   const t = (k: MessageKey) => translate(locale, k);
   const [key, setKey] = useState('');
-  const [error, setError] = useState<string | null>(null);
+  // kept as it came, put in words when shown (the language can change meanwhile)
+  const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   const submit = async (e: Event) => {
     e.preventDefault();
@@ -34,7 +35,7 @@ function SignIn({ locale, onSignedIn }: { locale: Locale; onSignedIn: (s: Sessio
       setKey('');
       onSignedIn(toSession(s as SessionAnswer));
     } catch (err) {
-      setError(problems(err));
+      setError(err ?? new Error('failed'));
     } finally {
       setBusy(false);
     }
@@ -51,9 +52,9 @@ function SignIn({ locale, onSignedIn }: { locale: Locale; onSignedIn: (s: Sessio
         <button type="submit" disabled={busy || !key}>
           {t('signIn')}
         </button>
-        {error && (
+        {error !== null && (
           <p class="error" role="alert">
-            {error}
+            {problems(error, locale)}
           </p>
         )}
       </form>
@@ -99,6 +100,8 @@ function App() {
   const [session, setSession] = useState<Session | null | undefined>(undefined);
   const route = useRoute();
 
+  // Errors told outside a page's hooks (problems() without a locale) follow the console's language.
+  setErrorLocale(locale);
   useEffect(() => {
     document.documentElement.lang = locale === 'zh' ? 'zh-CN' : 'en';
   }, [locale]);
@@ -169,7 +172,7 @@ function App() {
     <AppContext.Provider value={value}>
       <header class={`top ${route.name === 'print' ? 'no-print' : ''}`}>
         <span class="brand">{t('appName')}</span>
-        <nav aria-label="main">
+        <nav aria-label={t('navMain')}>
           {nav
             .filter(([, , shown]) => shown)
             .map(([link, label]) => (

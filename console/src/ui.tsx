@@ -1,25 +1,32 @@
 import type { ComponentChildren } from 'preact';
-import { useCallback, useEffect, useState } from 'preact/hooks';
+import { useCallback, useContext, useEffect, useState } from 'preact/hooks';
 import { problems } from './api/client';
-import { useApp } from './app-context';
+import { AppContext, useApp } from './app-context';
+
+/** An error kept as it came and put in words when shown, so that it follows the language switch. */
+function useErrorWords(): (err: unknown) => string | null {
+  const locale = useContext(AppContext)?.locale;
+  return (err) => (err === null ? null : problems(err, locale));
+}
 
 /** Loads data, with its error; `reload` fetches again. */
 export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T | undefined; error: string | null; reload: () => void } {
   const [data, setData] = useState<T | undefined>(undefined);
-  const [error, setError] = useState<string | null>(null);
+  const [error, setError] = useState<unknown>(null);
   const [tick, setTick] = useState(0);
+  const words = useErrorWords();
   useEffect(() => {
     let live = true;
     load().then(
       (d) => live && (setData(d), setError(null)),
-      (e) => live && setError(problems(e)),
+      (e) => live && setError(e ?? new Error('failed')),
     );
     return () => {
       live = false;
     };
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [...deps, tick]);
-  return { data, error, reload: useCallback(() => setTick((n) => n + 1), []) };
+  return { data, error: words(error), reload: useCallback(() => setTick((n) => n + 1), []) };
 }
 
 export function Loading({ error }: { error?: string | null }) {
@@ -57,22 +64,25 @@ export function Field({ label, children, hint }: { label: string; children: Comp
 export function useAction(): { busy: boolean; message: string | null; failed: boolean; run: (fn: () => Promise<string | void>) => Promise<void> } {
   const [busy, setBusy] = useState(false);
   const [message, setMessage] = useState<string | null>(null);
+  const [failure, setFailure] = useState<unknown>(null);
   const [failed, setFailed] = useState(false);
+  const words = useErrorWords();
   const run = useCallback(async (fn: () => Promise<string | void>) => {
     setBusy(true);
     setMessage(null);
+    setFailure(null);
     try {
       const done = await fn();
       setFailed(false);
       setMessage(done ?? null);
     } catch (err) {
       setFailed(true);
-      setMessage(problems(err));
+      setFailure(err ?? new Error('failed'));
     } finally {
       setBusy(false);
     }
   }, []);
-  return { busy, message, failed, run };
+  return { busy, message: failed ? words(failure) : message, failed, run };
 }
 
 export function Outcome({ message, failed }: { message: string | null; failed: boolean }) {

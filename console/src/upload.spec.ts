@@ -1,4 +1,5 @@
-import { decodeUtf8, essaysFromCsv, parseCsv, readFiles, studentRefFromName } from './upload';
+import { translate } from './i18n';
+import { decodeText, decodeUtf8, essaysFromCsv, essaysFromPaste, parseCsv, problemText, readFiles, studentRefFromName } from './upload';
 
 const file = (name: string, content: string | Uint8Array) => ({
   name,
@@ -21,10 +22,11 @@ describe('class-set upload', () => {
     const out = essaysFromCsv('class.csv', 'studentRef,text\ns1,第一篇\ns 2,bad ref\ns3,\n');
     expect(out.essays).toEqual([{ source: 'class.csv, row 2', studentRef: 's1', text: '第一篇' }]);
     expect(out.problems).toEqual([
-      { file: 'class.csv', message: 'csvRow', vars: { row: 3, message: expect.stringContaining('studentRef') } },
-      { file: 'class.csv', message: 'csvRow', vars: { row: 4, message: 'text is empty' } },
+      { file: 'class.csv', message: 'csvRow', vars: { row: 3 }, detail: 'csvBadStudentRef' },
+      { file: 'class.csv', message: 'csvRow', vars: { row: 4 }, detail: 'csvTextEmpty' },
     ]);
-    expect(essaysFromCsv('x.csv', 'name,essay\na,b').problems).toEqual([{ file: 'x.csv', message: 'csvHeader' }]);
+    expect(out.problems.map((p) => problemText(p, (k, v) => translate('zh', k, v)))).toEqual(['class.csv：第 3 行：学生须为 1–100 个字母、数字或 ._:@-/', 'class.csv：第 4 行：正文为空']);
+    expect(essaysFromCsv('x.csv', 'name,body\na,b').problems).toEqual([{ file: 'x.csv', message: 'csvHeaderAliases' }]);
   });
 
   it('takes the student from the file name and refuses what it cannot read', async () => {
@@ -32,14 +34,57 @@ describe('class-set upload', () => {
     expect(studentRefFromName('  .txt')).toBeUndefined();
     expect(decodeUtf8(new Uint8Array([0xef, 0xbb, 0xbf, 0x61]))).toBe('a');
     expect(decodeUtf8(new Uint8Array([0xff, 0xfe, 0x00]))).toBeNull();
+    expect(decodeText(new Uint8Array([0xff, 0xfe, 0x00]))).toBeNull();
     const out = await readFiles([file('李四.txt', '  春天来了。 '), file('empty.txt', '  \n'), file('gbk.txt', new Uint8Array([0xb4, 0xba, 0xcc])), file('photo.png', 'x'), file('broken.docx', 'not a zip')]);
     expect(out.essays).toEqual([{ source: '李四.txt', studentRef: '李四', text: '春天来了。' }]);
     expect(out.problems.map((p) => [p.file, p.message])).toEqual([
       ['empty.txt', 'emptyFile'],
-      ['gbk.txt', 'notUtf8'],
+      ['gbk.txt', 'notTextFile'],
       ['photo.png', 'unsupportedFile'],
       ['broken.docx', 'docxUnreadable'],
     ]);
   });
+  it('takes the columns by their usual names, in English or Chinese, in any order, with a title', () => {
+    const out = essaysFromCsv('class.csv', '\uFEFF 姓名 ,标题, 作文 \n张三,春天,春天来了。\n');
+    expect(out).toEqual({ essays: [{ source: 'class.csv, row 2', studentRef: '张三', title: '春天', text: '春天来了。' }], problems: [] });
+    for (const [student, text] of [['Student', 'Essay'], ['学号', '正文'], ['学生', '内容'], ['STUDENTREF', 'TEXT']]) {
+      expect(essaysFromCsv('c.csv', `${text},${student}\nsome text,s1`).essays).toEqual([{ source: 'c.csv, row 2', studentRef: 's1', text: 'some text' }]);
+    }
+  });
+
+  it('reads a CSV that Chinese Excel saved as GBK, and says to save as CSV UTF-8 when it is neither', async () => {
+    // "学号,作文\r\n张三,春天来了。\r\n" in GBK
+    const gbk = new Uint8Array([0xd1, 0xa7, 0xba, 0xc5, 0x2c, 0xd7, 0xf7, 0xce, 0xc4, 0x0d, 0x0a, 0xd5, 0xc5, 0xc8, 0xfd, 0x2c, 0xb4, 0xba, 0xcc, 0xec, 0xc0, 0xb4, 0xc1, 0xcb, 0xa1, 0xa3, 0x0d, 0x0a]);
+    expect(decodeUtf8(gbk)).toBeNull();
+    const out = await readFiles([file('class.csv', gbk), file('bad.csv', new Uint8Array([0x81, 0x20, 0xff]))]);
+    expect(out.essays).toEqual([{ source: 'class.csv, row 2', studentRef: '张三', text: '春天来了。' }]);
+    expect(out.problems.map((p) => problemText(p, (k, v) => translate('en', k, v)))).toEqual([expect.stringMatching(/^bad\.csv: .*CSV UTF-8/)]);
+  });
+
+  it('says where a quote is never closed, instead of an empty text', () => {
+    const out = essaysFromCsv('class.csv', 'studentRef,text\ns1,第一篇\ns2,"他说：你好\n第二段\n');
+    expect(out.essays).toEqual([{ source: 'class.csv, row 2', studentRef: 's1', text: '第一篇' }]);
+    expect(out.problems).toEqual([{ file: 'class.csv', message: 'csvUnclosedQuote', vars: { line: 3 } }]);
+    expect(problemText(out.problems[0], (k, v) => translate('zh', k, v))).toBe('class.csv：第 3 行开始的引号没有闭合');
+  });
+
+  it('reads a pasted class: essays between lines ---, each maybe naming its student', () => {
+    const name = (n: number) => `pasted essay ${n}`;
+    const pasted = '学号：s01\r\n春天来了。\n\n第二段。\n---\nstudentRef: s02\n夏天到了。\n ===\n秋天的故事——落叶。\n---\n学号：s 04\n冬天。\n---\n学号: s05\n';
+    const out = essaysFromPaste(pasted, 'ignored', name);
+    expect(out.essays).toEqual([
+      { source: 's01', studentRef: 's01', text: '春天来了。\n\n第二段。' },
+      { source: 's02', studentRef: 's02', text: '夏天到了。' },
+      { source: 'pasted essay 3', studentRef: undefined, text: '秋天的故事——落叶。' },
+    ]);
+    expect(out.problems).toEqual([
+      { file: 'pasted essay 4', message: 'csvBadStudentRef' },
+      { file: 'pasted essay 5', message: 'csvTextEmpty' },
+    ]);
+    // one essay, no separator: as before, the form's student field names it
+    expect(essaysFromPaste('  一篇作文。\n-- 不是分隔线\n', ' 张三 ', name).essays).toEqual([{ source: '张三', studentRef: '张三', text: '一篇作文。\n-- 不是分隔线' }]);
+    expect(essaysFromPaste(' \n---\n ', '', name)).toEqual({ essays: [], problems: [] });
+  });
+
   // A real .docx is read in the browser (mammoth's browser build) by test/console.e2e-spec.ts.
 });

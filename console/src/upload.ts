@@ -1,7 +1,9 @@
 /**
- * A class set from files: .txt (UTF-8), .docx (read by mammoth, in the browser) and .csv with the
- * columns studentRef,text (one essay per row). Each file gives essays or a problem that says what
- * was wrong with it; nothing is sent until every file is read.
+ * A class set from files: .txt (UTF-8, or GB18030/GBK as Chinese Windows saves it), .docx (read by
+ * mammoth, in the browser) and .csv with a student column and a text column (one essay per row;
+ * studentRef/student/学号/姓名/学生 and text/essay/作文/正文/内容, optionally title/标题), or from
+ * a paste of one essay or of several separated by a line `---`. Each file gives essays or a problem
+ * that says what was wrong with it; nothing is sent until every file is read.
  */
 import type { MessageKey } from './i18n';
 
@@ -9,6 +11,7 @@ export interface UploadEssay {
   /** where it came from: "class.csv, row 3", "张三.docx" */
   source: string;
   studentRef?: string;
+  title?: string;
   text: string;
 }
 
@@ -16,6 +19,14 @@ export interface UploadProblem {
   file: string;
   message: MessageKey;
   vars?: Record<string, string | number>;
+  /** what was wrong, in words, put in `vars.message` when shown (a CSV row's problem) */
+  detail?: MessageKey;
+}
+
+/** A problem in words: `t` is the console's translate. */
+export function problemText(p: UploadProblem, t: (key: MessageKey, vars?: Record<string, string | number>) => string): string {
+  const vars = p.detail ? { ...p.vars, message: t(p.detail) } : p.vars;
+  return t('fileError', { file: p.file, message: t(p.message, vars) });
 }
 
 export interface ReadFiles {
@@ -38,29 +49,57 @@ export function studentRefFromName(name: string): string | undefined {
 
 /** UTF-8 text without its byte-order mark; null when the bytes are not UTF-8. */
 export function decodeUtf8(bytes: Uint8Array): string | null {
+  return decode('utf-8', bytes);
+}
+
+function decode(encoding: string, bytes: Uint8Array): string | null {
   try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(bytes).replace(/^\uFEFF/, '');
+    return new TextDecoder(encoding, { fatal: true }).decode(bytes).replace(/^\uFEFF/, '');
   } catch {
     return null;
   }
 }
 
+/**
+ * The text of a .txt or .csv: UTF-8, else GB18030 (a superset of GBK, which Chinese Excel and
+ * Notepad save by default); null when it is neither.
+ */
+export function decodeText(bytes: Uint8Array): string | null {
+  return decode('utf-8', bytes) ?? decode('gb18030', bytes);
+}
+
+export interface ParsedCsv {
+  rows: string[][];
+  /** the line a quoted field opened on and never closed (its row is left out) */
+  unclosedQuoteLine?: number;
+}
+
 /** RFC 4180 CSV: quoted fields with "" escapes, commas and newlines inside quotes, CRLF or LF. */
 export function parseCsv(text: string): string[][] {
+  return parseCsvChecked(text).rows;
+}
+
+/** parseCsv, saying where a quote was opened and never closed. */
+export function parseCsvChecked(text: string): ParsedCsv {
   const rows: string[][] = [];
   let row: string[] = [];
   let field = '';
   let quoted = false;
+  let line = 1;
+  let quoteLine = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
+    if (c === '\n' || (c === '\r' && text[i + 1] !== '\n')) line++;
     if (quoted) {
       if (c === '"' && text[i + 1] === '"') {
         field += '"';
         i++;
       } else if (c === '"') quoted = false;
       else field += c;
-    } else if (c === '"' && field === '') quoted = true;
-    else if (c === ',') {
+    } else if (c === '"' && field === '') {
+      quoted = true;
+      quoteLine = line;
+    } else if (c === ',') {
       row.push(field);
       field = '';
     } else if (c === '\n' || c === '\r') {
@@ -71,28 +110,68 @@ export function parseCsv(text: string): string[][] {
       field = '';
     } else field += c;
   }
+  if (quoted) return { rows: rows.filter((r) => r.some((f) => f.trim() !== '')), unclosedQuoteLine: quoteLine };
   if (field !== '' || row.length) {
     row.push(field);
     rows.push(row);
   }
-  return rows.filter((r) => r.some((f) => f.trim() !== ''));
+  return { rows: rows.filter((r) => r.some((f) => f.trim() !== '')) };
 }
 
-/** The essays of a studentRef,text CSV, or the problems of its rows. */
+/** The names a column may have in the first row (compared trimmed, in lower case). */
+const STUDENT_COLUMN = ['studentref', 'student', '学号', '姓名', '学生'];
+const TEXT_COLUMN = ['text', 'essay', '作文', '正文', '内容'];
+const TITLE_COLUMN = ['title', '标题'];
+
+/** The essays of a CSV with a student and a text column (and maybe a title), or the problems of its rows. */
 export function essaysFromCsv(file: string, text: string): ReadFiles {
-  const rows = parseCsv(text);
-  const header = rows[0]?.map((h) => h.trim().toLowerCase());
-  if (!header || header.length < 2 || header[0] !== 'studentref' || header[1] !== 'text') {
-    return { essays: [], problems: [{ file, message: 'csvHeader' }] };
+  const { rows, unclosedQuoteLine } = parseCsvChecked(text);
+  const header = rows[0]?.map((h) => h.replace(/^\uFEFF/, '').trim().toLowerCase());
+  const column = (names: string[]) => header?.findIndex((h) => names.includes(h)) ?? -1;
+  const [student, body, title] = [column(STUDENT_COLUMN), column(TEXT_COLUMN), column(TITLE_COLUMN)];
+  if (student < 0 || body < 0) {
+    return { essays: [], problems: [{ file, message: 'csvHeaderAliases' }] };
   }
   const out: ReadFiles = { essays: [], problems: [] };
   rows.slice(1).forEach((r, i) => {
     const line = i + 2;
-    const ref = (r[0] ?? '').trim();
-    const body = (r[1] ?? '').trim();
-    if (!body) out.problems.push({ file, message: 'csvRow', vars: { row: line, message: 'text is empty' } });
-    else if (ref && !STUDENT_REF.test(ref)) out.problems.push({ file, message: 'csvRow', vars: { row: line, message: 'studentRef must be 1-100 letters, digits or ._:@-/' } });
-    else out.essays.push({ source: `${file}, row ${line}`, studentRef: ref || undefined, text: body });
+    const ref = (r[student] ?? '').trim();
+    const essay = (r[body] ?? '').trim();
+    const essayTitle = title >= 0 ? (r[title] ?? '').trim() : '';
+    if (!essay) out.problems.push({ file, message: 'csvRow', vars: { row: line }, detail: 'csvTextEmpty' });
+    else if (ref && !STUDENT_REF.test(ref)) out.problems.push({ file, message: 'csvRow', vars: { row: line }, detail: 'csvBadStudentRef' });
+    else out.essays.push({ source: `${file}, row ${line}`, studentRef: ref || undefined, ...(essayTitle ? { title: essayTitle.slice(0, 200) } : {}), text: essay });
+  });
+  if (unclosedQuoteLine !== undefined) out.problems.push({ file, message: 'csvUnclosedQuote', vars: { line: unclosedQuoteLine } });
+  return out;
+}
+
+/** A line that separates two pasted essays: only --- or === (three or more). */
+const SEPARATOR = /^[ \t]*(?:-{3,}|={3,})[ \t]*$/m;
+/** An essay's first line naming its student: "学号：12", "studentRef: s-12", "姓名: 张三". */
+const STUDENT_LINE = /^[ \t]*(?:studentref|student|学号|姓名|学生)[ \t]*[:：][ \t]*(\S.*?)[ \t]*$/i;
+
+/**
+ * Pasted text: one essay, or a whole class separated by lines `---` (or `===`), each maybe starting
+ * with a line naming its student. `studentRef` (the form's field) is the student of a single essay
+ * that names none. Problems are named "pasted essay 2" (by `name`).
+ */
+export function essaysFromPaste(text: string, studentRef: string, name: (n: number) => string): ReadFiles {
+  const parts = text
+    .replace(/\r\n?/g, '\n')
+    .split(SEPARATOR)
+    .map((p) => p.trim())
+    .filter((p) => p !== '');
+  const out: ReadFiles = { essays: [], problems: [] };
+  parts.forEach((part, i) => {
+    const source = name(i + 1);
+    const lines = part.split('\n');
+    const named = STUDENT_LINE.exec(lines[0]);
+    const essay = (named ? lines.slice(1).join('\n') : part).trim();
+    const ref = named ? named[1] : parts.length === 1 ? studentRef.trim() : '';
+    if (!essay) out.problems.push({ file: source, message: 'csvTextEmpty' });
+    else if (ref && !STUDENT_REF.test(ref)) out.problems.push({ file: source, message: 'csvBadStudentRef' });
+    else out.essays.push({ source: ref || source, studentRef: ref || undefined, text: essay });
   });
   return out;
 }
@@ -113,9 +192,9 @@ export async function readFiles(files: Array<{ name: string; arrayBuffer(): Prom
     const ext = f.name.toLowerCase().split('.').pop();
     const buffer = await f.arrayBuffer();
     if (ext === 'txt' || ext === 'csv') {
-      const text = decodeUtf8(new Uint8Array(buffer));
+      const text = decodeText(new Uint8Array(buffer));
       if (text === null) {
-        out.problems.push({ file: f.name, message: 'notUtf8' });
+        out.problems.push({ file: f.name, message: 'notTextFile' });
         continue;
       }
       if (ext === 'csv') {

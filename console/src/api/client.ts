@@ -5,6 +5,8 @@
  */
 import createClient, { type Middleware } from 'openapi-fetch';
 import type { components, paths } from './schema';
+import { describeError } from '../errors';
+import type { Locale } from '../i18n';
 
 export type Schemas = components['schemas'];
 
@@ -42,13 +44,15 @@ export class ApiFailure extends Error {
     readonly code: string,
     message: string,
     readonly details?: unknown,
+    /** the request's id, to report an INTERNAL error */
+    readonly requestId?: string,
   ) {
     super(message);
   }
 }
 
 interface ErrorBody {
-  error?: { code?: string; message?: string; details?: unknown };
+  error?: { code?: string; message?: string; details?: unknown; requestId?: string };
 }
 
 /** The data of a call, or an ApiFailure with the service's own message. */
@@ -56,13 +60,20 @@ export async function ok<T>(call: Promise<{ data?: T; error?: unknown; response:
   const { data, error, response } = await call;
   if (response.ok) return data as T;
   const body = (error ?? {}) as ErrorBody;
-  throw new ApiFailure(response.status, body.error?.code ?? `HTTP_${response.status}`, body.error?.message ?? response.statusText, body.error?.details);
+  throw new ApiFailure(response.status, body.error?.code ?? `HTTP_${response.status}`, body.error?.message ?? response.statusText, body.error?.details, body.error?.requestId);
 }
 
-/** Field problems of a VALIDATION_FAILED answer, as "field: message" lines. */
-export function problems(err: unknown): string {
-  if (!(err instanceof ApiFailure)) return err instanceof Error ? err.message : String(err);
-  const details = err.details as Array<{ field?: string; message?: string }> | undefined;
-  if (Array.isArray(details) && details.length) return details.map((d) => (d.field ? `${d.field}: ${d.message}` : d.message)).join('; ');
-  return err.message;
+/** The language errors are told in: the console's, set by the app when it changes. */
+let errorLocale: Locale = 'en';
+export function setErrorLocale(locale: Locale): void {
+  errorLocale = locale;
+}
+
+/**
+ * An error in words, in the console's language (src/errors.ts): the common API codes translated
+ * (the service's message kept beside them when it is specific), a VALIDATION_FAILED answer as each
+ * field by its label and what is wrong with it.
+ */
+export function problems(err: unknown, locale: Locale = errorLocale): string {
+  return describeError(locale, err, (e): e is ApiFailure => e instanceof ApiFailure);
 }

@@ -6,7 +6,7 @@ import { ChartView } from '../chart';
 import { dateTime } from '../format';
 import { href } from '../router';
 import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
-import { readFiles, type UploadEssay } from '../upload';
+import { essaysFromPaste, problemText, readFiles, type UploadEssay } from '../upload';
 
 type Essay = Schemas['EssaySummary'];
 
@@ -63,7 +63,13 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
   const [errors, setErrors] = useState<string[]>([]);
   const files = useRef<HTMLInputElement>(null);
 
-  const send = async (essays: UploadEssay[], readProblems: string[]) => {
+  /** Sends what was read; false when there was nothing to send (said so, with what was wrong). */
+  const send = async (essays: UploadEssay[], readProblems: string[]): Promise<boolean> => {
+    if (!essays.length) {
+      setProgress(null);
+      setErrors([t('nothingToUpload'), ...readProblems]);
+      return false;
+    }
     setErrors(readProblems);
     setProgress({ done: 0, total: essays.length, ok: 0 });
     let next = 0;
@@ -74,7 +80,7 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
       while (next < essays.length) {
         const e = essays[next++];
         try {
-          await ok(api.POST('/v1/essays', { body: { assignmentId, text: e.text, ...(e.studentRef ? { studentRef: e.studentRef } : {}) } }));
+          await ok(api.POST('/v1/essays', { body: { assignmentId, text: e.text, ...(e.studentRef ? { studentRef: e.studentRef } : {}), ...(e.title ? { title: e.title } : {}) } }));
           okCount++;
         } catch (err) {
           failures.push(t('fileError', { file: e.source, message: problems(err) }));
@@ -86,12 +92,15 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     await Promise.all(Array.from({ length: Math.min(UPLOAD_PARALLEL, essays.length) }, worker));
     setErrors([...readProblems, ...failures]);
     onDone();
+    return true;
   };
 
   const submitPaste = async (e: Event) => {
     e.preventDefault();
     if (!text.trim()) return;
-    await send([{ source: studentRef || t('uploadPaste'), studentRef: studentRef.trim() || undefined, text }], []);
+    // one essay, or a class separated by lines --- (each maybe starting "学号：…")
+    const read = essaysFromPaste(text, studentRef, (n) => t('pastedEssay', { n }));
+    if (!(await send(read.essays, read.problems.map((p) => problemText(p, t))))) return;
     setText('');
     setStudentRef('');
   };
@@ -101,26 +110,25 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     const list = Array.from(files.current?.files ?? []);
     if (!list.length) return;
     const read = await readFiles(list);
-    const readProblems = read.problems.map((p) => t('fileError', { file: p.file, message: t(p.message, p.vars) }));
-    await send(read.essays, readProblems);
-    if (files.current) files.current.value = '';
+    const readProblems = read.problems.map((p) => problemText(p, t));
+    if ((await send(read.essays, readProblems)) && files.current) files.current.value = '';
   };
 
   return (
     <Section title={t('upload')} id="upload">
       <form onSubmit={submitFiles} class="stack" data-test="upload-files">
-        <Field label={t('uploadFiles')}>
+        <Field label={t('uploadFilesAny')}>
           <input ref={files} name="files" type="file" multiple accept=".txt,.docx,.csv,text/plain,text/csv,application/vnd.openxmlformats-officedocument.wordprocessingml.document" />
         </Field>
         <button type="submit">{t('submit')}</button>
       </form>
       <details>
-        <summary>{t('uploadPaste')}</summary>
-        <form onSubmit={submitPaste} class="stack">
+        <summary>{t('uploadPasteMany')}</summary>
+        <form onSubmit={submitPaste} class="stack" data-test="upload-paste">
           <Field label={t('studentRef')}>
             <input name="studentRef" maxLength={100} value={studentRef} onInput={(e) => setStudentRef(e.currentTarget.value)} />
           </Field>
-          <Field label={t('essayText')}>
+          <Field label={t('pasteLabel')} hint={t('pasteHelp')}>
             <textarea name="text" rows={8} required value={text} onInput={(e) => setText(e.currentTarget.value)} />
           </Field>
           <button type="submit">{t('submit')}</button>
@@ -239,8 +247,15 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
                     <span class={`status status-${e.status}`}>{code('status', e.status)}</span>
                   </td>
                   <td class="num">{e.score !== null ? `${e.score} / ${e.maxScore}` : '—'}</td>
-                  <td>{e.flags.map((f) => code('flagShort', f)).join(', ')}</td>
-                  <td>{dateTime(e.createdAt, session.timezone, intl)}</td>
+                  <td>
+                    {e.flags.map((f, i) => (
+                      <>
+                        {i > 0 && ', '}
+                        <span class="flag">{code('flagShort', f)}</span>
+                      </>
+                    ))}
+                  </td>
+                  <td class="time">{dateTime(e.createdAt, session.timezone, intl)}</td>
                 </tr>
               ))}
             </tbody>

@@ -58,7 +58,7 @@ export function AssignmentsPage() {
                     </td>
                     <td class="num">{a.counts.total}</td>
                     <td class="num">{a.counts.graded}</td>
-                    <td>{dateTime(a.createdAt, session.timezone, intl)}</td>
+                    <td class="time">{dateTime(a.createdAt, session.timezone, intl)}</td>
                   </tr>
                 ))}
               </tbody>

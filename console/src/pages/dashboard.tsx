@@ -75,7 +75,7 @@ export function DashboardPage() {
             <dd data-test="cap">{cny(b.monthlyCap)}</dd>
             <dt>{t('remaining')}</dt>
             <dd>
-              {cny(b.remaining)} ({percent(b.utilization)} {t('spent').toLowerCase()})
+              {t('remainingSpent', { remaining: cny(b.remaining), pct: percent(b.utilization) })}
             </dd>
             <dt>{t('forecastMonthEnd')}</dt>
             <dd>{cnySmall(b.forecast.monthEnd)}</dd>

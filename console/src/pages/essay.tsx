@@ -123,7 +123,7 @@ function Flags({ essay }: { essay: Essay }) {
 }
 
 function GradeView({ grade }: { grade: Grade }) {
-  const { t, session, intl } = useApp();
+  const { t, code, session, intl } = useApp();
   return (
     <Section title={t('dimensions')} id="grade">
       <p class="total" data-test="total">
@@ -168,7 +168,8 @@ function GradeView({ grade }: { grade: Grade }) {
         </>
       )}
       <p class="muted">
-        {t('gradedBy', { source: grade.model ?? grade.source })} · {dateTime(grade.gradedAt, session.timezone, intl)} · {cny(grade.cost, 6)}
+        {t('gradedBy', { source: grade.model ?? code('source', grade.source) })} · {dateTime(grade.gradedAt, session.timezone, intl)}
+        <span class="cost"> · {cny(grade.cost, 6)}</span>
       </p>
     </Section>
   );

@@ -12,6 +12,10 @@ export function KeysPage() {
   const [role, setRole] = useState<'teacher' | 'admin'>('teacher');
   const [created, setCreated] = useState<string | null>(null);
   const action = useAction();
+  // Revoking is asked twice, on the row; its outcome is told on that row.
+  const revoking = useAction();
+  const [asked, setAsked] = useState<string | null>(null);
+  const [acted, setActed] = useState<string | null>(null);
 
   const create = (e: Event) => {
     e.preventDefault();
@@ -22,12 +26,15 @@ export function KeysPage() {
       keys.reload();
     });
   };
-  const revoke = (id: string) =>
-    action.run(async () => {
+  const revoke = (id: string, name: string) => {
+    setActed(id);
+    return revoking.run(async () => {
       await ok(api.DELETE('/v1/api-keys/{id}', { params: { path: { id } } }));
+      setAsked(null);
       keys.reload();
-      return t('revoked');
+      return t('revokedName', { name });
     });
+  };
 
   return (
     <>
@@ -76,16 +83,37 @@ export function KeysPage() {
                       {k.name} <code>{k.prefix}…</code>
                     </th>
                     <td>{k.role === 'admin' ? t('roleAdmin') : t('roleTeacher')}</td>
-                    <td>{dateTime(k.createdAt, session.timezone, intl)}</td>
-                    <td>{dateTime(k.lastUsedAt, session.timezone, intl)}</td>
-                    <td>
+                    <td class="time">{dateTime(k.createdAt, session.timezone, intl)}</td>
+                    <td class="time">{dateTime(k.lastUsedAt, session.timezone, intl)}</td>
+                    <td data-test="revoke-cell">
                       {k.revokedAt ? (
                         t('revoked')
+                      ) : k.id === session.keyId ? (
+                        // Not the key this session runs on: say why, on hover and to a screen reader.
+                        <span title={t('ownKeyNoRevoke')}>
+                          <button type="button" class="secondary" disabled title={t('ownKeyNoRevoke')} aria-describedby={`own-${k.id}`}>
+                            {t('revoke')}
+                          </button>
+                          <span class="sr-only" id={`own-${k.id}`}>
+                            {t('ownKeyNoRevoke')}
+                          </span>
+                        </span>
+                      ) : asked === k.id ? (
+                        <span class="confirm">
+                          <span>{t('revokeAsk', { name: k.name })}</span>{' '}
+                          <button type="button" class="secondary" data-test="revoke-confirm" disabled={revoking.busy} onClick={() => revoke(k.id, k.name)}>
+                            {t('revokeConfirm')}
+                          </button>{' '}
+                          <button type="button" disabled={revoking.busy} onClick={() => setAsked(null)}>
+                            {t('cancel')}
+                          </button>
+                        </span>
                       ) : (
-                        <button type="button" class="secondary" disabled={action.busy || k.id === session.keyId} onClick={() => revoke(k.id)} aria-label={`${t('revoke')} ${k.name}`}>
+                        <button type="button" class="secondary" data-test="revoke" disabled={revoking.busy} onClick={() => (setAsked(k.id), setActed(null))} aria-label={`${t('revoke')} ${k.name}`}>
                           {t('revoke')}
                         </button>
                       )}
+                      {acted === k.id && revoking.message && <Outcome message={revoking.message} failed={revoking.failed} />}
                     </td>
                   </tr>
                 ))}

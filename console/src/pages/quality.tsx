@@ -9,11 +9,28 @@ const GROUPS = ['rubric', 'tier', 'model', 'source'] as const;
 /** Each grouping's name, as a column and as a choice. */
 const GROUP_LABELS: Record<(typeof GROUPS)[number], MessageKey> = { rubric: 'rubric', tier: 'groupTier', model: 'model', source: 'groupSource' };
 
+/**
+ * A group's value in words: a tier (standard, deep), a grade's source (model, offline, teacher,
+ * reused), "offline" among models; a model keeps its name.
+ */
+export function groupValue(code: (prefix: string, value: string) => string, groupBy: (typeof GROUPS)[number], value: string): string {
+  if (groupBy === 'tier') return code('tier', value);
+  if (groupBy === 'source') return code('source', value);
+  if (groupBy === 'model') return code('model', value);
+  return value;
+}
+
 /** Agreement with the teachers' overrides across the tenant (SPEC §9), and the shadow evaluation. */
 export function QualityPage() {
-  const { t } = useApp();
+  const { t, code } = useApp();
   const [groupBy, setGroupBy] = useState<(typeof GROUPS)[number]>('rubric');
   const quality = useLoad(() => ok(api.GET('/v1/quality', { params: { query: { groupBy } } })), [groupBy]);
+  // Rubrics by their names (GET /v1/rubrics); one the list does not have keeps its key.
+  const rubrics = useLoad(() => ok(api.GET('/v1/rubrics')), []);
+  const rubricName = (key: string, version: number) => {
+    const r = rubrics.data?.data.find((x) => x.key === key);
+    return r ? (r.version === version ? r.name : `${r.name} (v${version})`) : `${key} v${version}`;
+  };
   const q = quality.data;
   // Grouped by rubric, the group is the rubric: one column says it.
   const byRubric = groupBy === 'rubric';
@@ -46,8 +63,8 @@ export function QualityPage() {
                   labels={byRubric ? [t('rubric')] : [t(GROUP_LABELS[groupBy]), t('rubric')]}
                   count={t('essays')}
                   rows={groups.map((g) => {
-                    const rubric = `${g.rubric.key} v${g.rubric.version}`;
-                    return { cells: byRubric ? [rubric] : [g.group, rubric], a: g };
+                    const rubric = <span title={`${g.rubric.key} v${g.rubric.version}`}>{rubricName(g.rubric.key, g.rubric.version)}</span>;
+                    return { cells: byRubric ? [rubric] : [groupValue(code, groupBy, g.group), rubric], a: g };
                   })}
                 />
               )}

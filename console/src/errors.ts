@@ -1,0 +1,78 @@
+/**
+ * An API error in the console's language: the common codes in words (the service's own message,
+ * English, kept beside them when it says something specific), and a VALIDATION_FAILED answer as
+ * each field by its label ("第 1 项维度分数：must not be greater than 20"), not the API's path.
+ */
+import { hasMessage, translate, type Locale } from './i18n';
+
+/** What the service answered: `{ error: { code, message, requestId, details } }` and the status. */
+export interface FailureLike {
+  status: number;
+  code: string;
+  message: string;
+  details?: unknown;
+  requestId?: string;
+}
+
+/** Codes whose message says nothing the words do not (or says it with internals): the words alone. */
+const GENERIC = new Set(['UNAUTHENTICATED', 'FORBIDDEN', 'DATABASE_BUSY', 'INTERNAL', 'SERVICE_UNAVAILABLE']);
+
+function message(locale: Locale, key: string): string | undefined {
+  return hasMessage(key) ? translate(locale, key) : undefined;
+}
+
+/**
+ * An API field path by its label: `alertWebhookUrl` → "提醒 Webhook 地址", `dimensions[0].score` →
+ * "第 1 项维度分数" / "dimension 1 score"; a field the console has no label for keeps its name.
+ */
+export function fieldLabel(locale: Locale, field: string): string {
+  const item = /^(\w+)\[(\d+)\](?:\.(\w+))?$/.exec(field);
+  if (item) {
+    const [, list, index, sub] = item;
+    const itemKey = `fieldItem_${list}`;
+    if (!hasMessage(itemKey)) return field;
+    const named = translate(locale, itemKey, { n: Number(index) + 1 });
+    // a dimension's key names the dimension itself
+    if (!sub || sub === 'key') return named;
+    const subLabel = message(locale, `fieldSub_${sub}`) ?? message(locale, `field_${sub}`) ?? sub;
+    return translate(locale, 'fieldItemSub', { item: named, sub: subLabel });
+  }
+  return message(locale, `field_${field}`) ?? field;
+}
+
+/** The service's message without the field name it starts with ("title must be …" → "must be …"). */
+function withoutField(field: string, text: string): string {
+  const last = field.replace(/^.*[.\]]/, '');
+  for (const name of [field, last]) {
+    if (name && text.startsWith(`${name} `)) return text.slice(name.length + 1);
+  }
+  return text;
+}
+
+/** The error in words, in the locale. */
+export function describeFailure(locale: Locale, f: FailureLike): string {
+  if (f.code === 'VALIDATION_FAILED' && Array.isArray(f.details) && f.details.length) {
+    return (f.details as Array<{ field?: unknown; message?: unknown }>)
+      .map((d) => {
+        const text = typeof d.message === 'string' ? d.message : '';
+        const field = typeof d.field === 'string' ? d.field : '';
+        // "body" is the request as a whole: its message is the problem
+        if (!field || field === 'body') return text;
+        return translate(locale, 'fieldProblem', { field: fieldLabel(locale, field), message: withoutField(field, text) });
+      })
+      .join(translate(locale, 'listSeparator'));
+  }
+  const words = message(locale, `err_${f.code}`);
+  if (!words) return f.message;
+  if (f.code === 'INTERNAL' && f.requestId) return translate(locale, 'errorDetail', { message: words, detail: translate(locale, 'errorRequestId', { id: f.requestId }) });
+  if (GENERIC.has(f.code) || !f.message || f.message === words) return words;
+  return translate(locale, 'errorDetail', { message: words, detail: f.message });
+}
+
+/** Any error (an API failure, a network failure, something else) in words. */
+export function describeError(locale: Locale, err: unknown, isFailure: (e: unknown) => e is FailureLike): string {
+  if (isFailure(err)) return describeFailure(locale, err);
+  // fetch rejects with a TypeError when the service cannot be reached
+  if (err instanceof TypeError && /fetch|network/i.test(err.message)) return translate(locale, 'errNetwork');
+  return err instanceof Error ? err.message : String(err);
+}
