@@ -241,7 +241,7 @@ describe('clean edges', () => {
 
   describe('error log lines keep the message and code', () => {
     it('logs an unexpected error of a request with its name, message, code and stack', async () => {
-      const spy = jest.spyOn(t.app.get(ApiKeysService), 'list').mockRejectedValueOnce(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }));
+      const spy = jest.spyOn(t.app.get(ApiKeysService), 'list').mockRejectedValueOnce(Object.assign(new Error('relation "api_keys" does not exist'), { code: '42P01' }));
       const res = await t.http.get('/v1/api-keys').set(admin()).expect(500);
       spy.mockRestore();
       const requestId = res.headers['x-request-id'];
@@ -249,10 +249,23 @@ describe('clean edges', () => {
       const line = logs.find((l) => l.msg === 'unhandled error' && l.requestId === requestId)!;
       expect(line.err).toEqual({
         name: 'Error',
-        message: 'canceling statement due to statement timeout',
-        code: '57014',
-        stack: expect.stringContaining('canceling statement due to statement timeout'),
+        message: 'relation "api_keys" does not exist',
+        code: '42P01',
+        stack: expect.stringContaining('relation "api_keys" does not exist'),
       });
+      expect(res.body.error).toMatchObject({ code: 'INTERNAL', message: 'Internal server error' });
+    });
+
+    it('logs a statement the database cancelled at its timeout the same way, and tells the client 503 DATABASE_BUSY, not 500', async () => {
+      const spy = jest.spyOn(t.app.get(ApiKeysService), 'list').mockRejectedValueOnce(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }));
+      const res = await t.http.get('/v1/api-keys').set(admin()).expect(503);
+      spy.mockRestore();
+      expect(res.body.error.code).toBe('DATABASE_BUSY');
+      expect(res.headers['retry-after']).toBe('5');
+      const requestId = res.headers['x-request-id'];
+      await waitFor(() => logs.some((l) => l.msg === 'unhandled error' && l.requestId === requestId), 5_000, 'the log line');
+      const line = logs.find((l) => l.msg === 'unhandled error' && l.requestId === requestId)!;
+      expect(line.err).toMatchObject({ message: 'canceling statement due to statement timeout', code: '57014' });
     });
 
     it('logs a failed alert delivery with the socket’s code and message', async () => {
