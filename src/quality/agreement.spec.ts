@@ -61,4 +61,9 @@ describe('agreement', () => {
   it('has no figures without labels', () => {
     expect(agreement([], { step: 1, max: 60 })).toEqual({ n: 0, qwk: null, exact: null, adjacent: null, bias: null });
   });
+
+  it('gives no kappa for one essay (it would read 0, "no agreement", for a single disagreement), but its other figures', () => {
+    expect(agreement(tabulate([[18, 21]]), { step: 1, max: 60 })).toEqual({ n: 1, qwk: null, exact: 0, adjacent: 1, bias: -3 });
+    expect(agreement(tabulate([[18, 21], [30, 30]]), { step: 1, max: 60 }).qwk).not.toBeNull();
+  });
 });

@@ -23,7 +23,7 @@ export interface Cell {
 
 export interface Agreement {
   n: number;
-  /** quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) */
+  /** quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) or says nothing (one essay) */
   qwk: number | null;
   /** share of essays where both gave the same score */
   exact: number | null;
@@ -64,7 +64,8 @@ export function quadraticWeightedKappa(cells: Cell[], scale: Scale): number | nu
     sbb += j * j * c.n;
     observed += (i - j) ** 2 * c.n;
   }
-  if (n === 0) return null;
+  // One essay tells no agreement beyond chance (its κ is 0 or undefined whatever the scores): none is given.
+  if (n < 2) return null;
   const expected = saa + sbb - (2 * sa * sb) / n;
   if (expected <= 1e-12) return null;
   return 1 - observed / expected;

@@ -1032,7 +1032,7 @@ export interface components {
             /** @description share of essays where both gave the same score */
             exact: number | null;
             n: number;
-            /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) */
+            /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) or says nothing (one essay) */
             qwk: number | null;
             rubric: {
                 key: string;
@@ -1151,7 +1151,7 @@ export interface components {
                 adjacent: number | null;
                 /** @description share of essays where both gave the same score */
                 exact: number | null;
-                /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) */
+                /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) or says nothing (one essay) */
                 qwk: number | null;
             };
             assignmentId: string;
@@ -1160,7 +1160,7 @@ export interface components {
                 adjacent: number | null;
                 /** @description share of essays where both gave the same score */
                 exact: number | null;
-                /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) */
+                /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) or says nothing (one essay) */
                 qwk: number | null;
             };
             createdAt: string;
@@ -1202,7 +1202,7 @@ export interface components {
             key: string;
             n: number;
             name: string;
-            /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) */
+            /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) or says nothing (one essay) */
             qwk: number | null;
         };
         /** @enum {string} */
@@ -1337,7 +1337,7 @@ export interface components {
             exact: number | null;
             group: string;
             n: number;
-            /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) */
+            /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) or says nothing (one essay) */
             qwk: number | null;
             rubric: {
                 key: string;
@@ -1517,7 +1517,7 @@ export interface components {
             /** @description one entry per group and rubric: figures on different scales are never pooled */
             groups: components["schemas"]["GroupAgreement"][];
             n: number;
-            /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) */
+            /** @description quadratic weighted kappa on the scale's steps; null when it is undefined (both raters constant) or says nothing (one essay) */
             qwk: number | null;
             /** @description the one rubric every label in range is on; null when there are several (or none) */
             rubric: {
