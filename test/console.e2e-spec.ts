@@ -437,15 +437,21 @@ describe('the web console in a browser', () => {
       expect(await page.evaluate(async () => (await fetch('/v1/assignments')).status)).toBe(200);
       await s.t.http.delete(`/v1/api-keys/${key.id}`).set('authorization', `Bearer ${tenant.adminKey}`).expect((r) => expect([200, 204]).toContain(r.status));
       expect(await page.evaluate(async () => (await fetch('/v1/assignments')).status)).toBe(401);
+      // The next page the teacher opens is refused: back at sign-in, told why.
+      await page.evaluate(() => (location.hash = '#/quality'));
+      await page.waitForSelector('[data-test=session-ended]');
+      expect(await text(page, '[data-test=session-ended]')).toContain('your key was revoked or the session expired');
+      await screenshot(page, 'revoked-session');
       await page.reload({ waitUntil: 'networkidle0' });
       await page.waitForSelector('input[name=key]');
-      await screenshot(page, 'revoked-session');
 
       // sign out: the cookie is cleared and the session's calls are refused
       await signIn(page, teacherKey);
       await page.click('header button.link');
       await page.waitForSelector('input[name=key]');
       expect(await page.evaluate(async () => (await fetch('/v1/assignments')).status)).toBe(401);
+      // Signing out is no ended session: nothing to explain.
+      expect(await page.$('[data-test=session-ended]')).toBeNull();
     } finally {
       await ctx.close();
     }

@@ -20,7 +20,7 @@ function toSession(s: SessionAnswer): Session {
   return { tenantId: s.tenantId, keyId: s.keyId, role: s.role, timezone: s.timezone, expiresAt: s.expiresAt };
 }
 
-function SignIn({ locale, onSignedIn }: { locale: Locale; onSignedIn: (s: Session) => void }) {
+function SignIn({ locale, onSignedIn, ended }: { locale: Locale; onSignedIn: (s: Session) => void; ended?: boolean }) {
   const t = (k: MessageKey) => translate(locale, k);
   const [key, setKey] = useState('');
   // kept as it came, put in words when shown (the language can change meanwhile)
@@ -43,6 +43,11 @@ function SignIn({ locale, onSignedIn }: { locale: Locale; onSignedIn: (s: Sessio
   return (
     <main class="signin">
       <h1>{t('signInTitle')}</h1>
+      {ended && (
+        <p class="error" role="alert" data-test="session-ended">
+          {t('sessionEnded')}
+        </p>
+      )}
       <p>{t('signInHelp')}</p>
       <form onSubmit={submit}>
         <label class="field">
@@ -98,6 +103,8 @@ function Page({ route }: { route: Route }) {
 function App() {
   const [locale, setLocale] = useState<Locale>(initialLocale);
   const [session, setSession] = useState<Session | null | undefined>(undefined);
+  // The service refused the session mid-use (its key revoked, or it expired): the sign-in page says so.
+  const [ended, setEnded] = useState(false);
   const route = useRoute();
 
   // Errors told outside a page's hooks (problems() without a locale) follow the console's language.
@@ -111,7 +118,12 @@ function App() {
     setLocale(next);
   };
   useEffect(() => {
-    whenUnauthenticated(() => setSession(null));
+    whenUnauthenticated(() => {
+      setSession((was) => {
+        if (was) setEnded(true);
+        return null;
+      });
+    });
     api.GET('/v1/console/session').then(
       ({ data, response }) => setSession(response.ok && data ? toSession(data as SessionAnswer) : null),
       () => setSession(null),
@@ -148,7 +160,14 @@ function App() {
           <span class="brand">{translate(locale, 'appName')}</span>
           {switcher}
         </header>
-        <SignIn locale={locale} onSignedIn={setSession} />
+        <SignIn
+          locale={locale}
+          ended={ended}
+          onSignedIn={(s) => {
+            setEnded(false);
+            setSession(s);
+          }}
+        />
       </>
     );
   }
