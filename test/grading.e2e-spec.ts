@@ -320,8 +320,11 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       // Both fit when they are submitted…
       await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: formatCny(worst * 3n), whenExhausted: 'reject' }).expect(200);
       const res = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: texts.map((text) => ({ text })) }).expect(202);
-      // …then the admin lowers the cap before they are graded: one grading fits, two do not.
-      await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: formatCny(worst + worst / 2n) }).expect(200);
+      // …then the admin lowers the cap before they are graded to one worst case and a nano-yuan: one
+      // grading fits, and the other does not, whether it reserves while the first is at the provider
+      // or after the first has settled its (non-zero) cost. (With half a worst case to spare, a second
+      // grading started after the first had settled fitted, on a machine slow enough to serialize them.)
+      await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: formatCny(worst + 1n) }).expect(200);
       worker.start();
       const views = await waitForEssays(t.app, teacher, res.body.ids);
       expect(views.map((v) => v.status).sort()).toEqual(['failed', 'graded']);
