@@ -197,6 +197,10 @@ describe('the web console in a browser', () => {
       const body = Buffer.from(csv.bytes).toString('utf8');
       for (const name of ['张三', '李四', '王五']) expect(body).toContain(name);
       expect(body).toContain(String(after.grade.score));
+      // One override is far from a calibration: the button waits, and the page says how far.
+      await page.waitForSelector('[data-test=calibrate-needs]');
+      expect(await text(page, '[data-test=calibrate-needs]')).toContain('at least 20 essays a teacher overrode; this assignment has 1');
+      expect(await page.$eval('[data-test=calibrate]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
 
       expect(problems).toEqual([]);
     } finally {

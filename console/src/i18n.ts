@@ -165,6 +165,8 @@ const en = {
   calibrationNone: 'No calibration in force.',
   calibrate: 'Fit a calibration',
   regrade: 'Apply to ungraded-by-teacher essays',
+  calibrateNeeds: 'A calibration learns from at least {min} essays a teacher overrode; this assignment has {n}.',
+  regraded: '{n} essays regraded with the calibration in force.',
   calibrationOff: 'Turn calibration off',
   calibrationInForce: 'Version {version}, fitted on {n} essays: QWK {before} → {after}',
   // admin
@@ -485,6 +487,8 @@ const zh: Dictionary = {
   calibrationNone: '当前没有启用校准。',
   calibrate: '拟合校准',
   regrade: '应用到未经教师修改的作文',
+  calibrateNeeds: '校准至少需要 {min} 篇经教师修改的作文；本作业目前有 {n} 篇。',
+  regraded: '已按当前校准重新评分 {n} 篇作文。',
   calibrationOff: '关闭校准',
   calibrationInForce: '第 {version} 版，基于 {n} 篇作文拟合：QWK {before} → {after}',
   budget: '本月预算',

@@ -266,6 +266,9 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
   );
 }
 
+/** Labels a calibration needs at least (the service's MIN_LABELS). */
+const MIN_LABELS = 20;
+
 function AgreementPanel({ assignmentId }: { assignmentId: string }) {
   const { t } = useApp();
   const agreement = useLoad(() => ok(api.GET('/v1/assignments/{id}/agreement', { params: { path: { id: assignmentId } } })), [assignmentId]);
@@ -290,11 +293,22 @@ function AgreementPanel({ assignmentId }: { assignmentId: string }) {
           ? t('calibrationInForce', { version: c.version, n: c.essays, before: figure(c.before.qwk), after: figure(c.after.qwk) }) + (c.active ? '' : ` — ${c.reason ?? ''}`)
           : t('calibrationNone')}
       </p>
+      {/* The service's minimum (MIN_LABELS in src/quality/calibration.service.ts); it answers 422 in words below it anyway. */}
+      {a && a.n < MIN_LABELS && (
+        <p class="muted" data-test="calibrate-needs">
+          {t('calibrateNeeds', { min: MIN_LABELS, n: a.n })}
+        </p>
+      )}
       <div class="row">
-        <button type="button" disabled={action.busy} onClick={() => action.run(async () => (await ok(api.POST('/v1/assignments/{id}/calibration', { params: { path: { id: assignmentId } } })), calibration.reload(), t('saved')))}>
+        <button
+          type="button"
+          data-test="calibrate"
+          disabled={action.busy || !a || a.n < MIN_LABELS}
+          onClick={() => action.run(async () => (await ok(api.POST('/v1/assignments/{id}/calibration', { params: { path: { id: assignmentId } } })), calibration.reload(), t('saved')))}
+        >
           {t('calibrate')}
         </button>
-        <button type="button" disabled={action.busy} onClick={() => action.run(async () => `${(await ok(api.POST('/v1/assignments/{id}/regrade', { params: { path: { id: assignmentId } } }))).essays} ✓`)}>
+        <button type="button" disabled={action.busy} onClick={() => action.run(async () => t('regraded', { n: (await ok(api.POST('/v1/assignments/{id}/regrade', { params: { path: { id: assignmentId } } }))).essays }))}>
           {t('regrade')}
         </button>
         {c?.active && (
