@@ -17,6 +17,7 @@
 import * as fs from 'node:fs';
 import { formatCny, parseCny } from '../src/common/money';
 import { detectLanguage, essayLength } from '../src/grading/essay-text';
+import { Rubric, totalStep } from '../src/grading/rubric';
 import { Agreement, agreement, tabulate } from '../src/quality/agreement';
 import { spearman } from '../src/quality/calibration';
 
@@ -196,12 +197,12 @@ export async function evaluateQuality(o: EvalOptions): Promise<EvalReport> {
   return report;
 }
 
-/** The step of a rubric's total, as GET /v1/rubrics describes it: half bands for mean_half_band, else its finest dimension's. */
+/** The step of a rubric's total (the rule of src/grading/rubric.ts), for the rubric as GET /v1/rubrics describes it. */
 async function rubricStep(api: InkstoneClient, key: string): Promise<number> {
-  const rubrics = await api.call<{ data: Array<{ key: string; totalRule: string; dimensions: Array<{ step: number }> }> }>('GET', '/v1/rubrics');
+  const rubrics = await api.call<{ data: Rubric[] }>('GET', '/v1/rubrics');
   const r = rubrics.data.find((x) => x.key === key);
   if (!r) throw new Error(`rubric ${key} is not among the tenant's rubrics`);
-  return r.totalRule === 'mean_half_band' ? 0.5 : Math.min(...r.dimensions.map((d) => d.step));
+  return totalStep(r);
 }
 
 /** Overrides the first K essays with the human scores, calibrates, regrades, and compares on the rest. */

@@ -366,7 +366,7 @@ export class EssaysService {
       // The total is on the rubric's own scale: whole points for a sum of whole-point dimensions
       // (高考 60), half bands for IELTS; a mark the rubric cannot give is no label either.
       const top = maxScore(rubric);
-      const step = totalStep(rubric) as 1 | 0.5;
+      const step = totalStep(rubric);
       if (dto.score !== undefined && (dto.score < 0 || dto.score > top || !isOnStep(dto.score, step))) {
         problems.push({ field: 'score', message: `score must be 0–${top} in steps of ${step}` });
       }

@@ -60,7 +60,7 @@ export function totalStep(r: Rubric): number {
   return r.totalRule === 'mean_half_band' ? 0.5 : Math.min(...r.dimensions.map((d) => d.step));
 }
 
-export function isOnStep(value: number, step: 1 | 0.5): boolean {
+export function isOnStep(value: number, step: number): boolean {
   return Number.isFinite(value) && Number.isInteger(value / step);
 }
 
