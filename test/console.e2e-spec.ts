@@ -266,9 +266,15 @@ describe('the web console in a browser', () => {
       expect(await text(page, '#grading-settings')).not.toMatch(/nearDuplicateThreshold|shadowRate|reuseResubmissionGrades|directDeep|essayRetentionDays/);
       // A retention rule is set in days, and an empty field keeps essays until erased.
       const retention = async (value: string) => {
-        await page.click('#grading-settings input[name=essayRetentionDays]', { clickCount: 3 });
+        // Emptied and typed into as a person would, then checked to hold exactly that before saving
+        // (a triple click under a loaded CI machine did not always select the whole field).
+        const field = '#grading-settings input[name=essayRetentionDays]';
+        await page.focus(field);
+        await page.$eval(field, (el) => (el as HTMLInputElement).select());
         await page.keyboard.press('Backspace');
-        if (value) await page.type('#grading-settings input[name=essayRetentionDays]', value);
+        await page.waitForFunction((f) => (document.querySelector(f) as HTMLInputElement).value === '', {}, field);
+        if (value) await page.type(field, value);
+        await page.waitForFunction((f, v) => (document.querySelector(f) as HTMLInputElement).value === v, {}, field, value);
         const saved = page.waitForResponse((r) => r.url().endsWith('/v1/grading/settings') && r.request().method() === 'PUT');
         await page.click('#grading-settings button[type=submit]');
         expect((await saved).status()).toBe(200);
