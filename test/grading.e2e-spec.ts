@@ -275,6 +275,29 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(view.grade.annotations).toHaveLength(4);
       expectValidGrade(view);
     });
+    it('estimates an essay far shorter than the task offline, at no cost, without calling a model', async () => {
+      // 高考 asks for 800 characters: 30 is under a tenth of it.
+      const text = '我的妈妈是一个很好的人。她每天都很忙，我爱她。';
+      const view = await gradeOne({ text, rubric: 'zh-gaokao-60' });
+      expect(view).toMatchObject({ status: 'graded', cost: '0.00' });
+      expect(view.flags).toEqual(expect.arrayContaining(['offline_estimate', 'too_short']));
+      expect(view.flags).not.toContain('providers_unavailable');
+      expect(view.grade).toMatchObject({ source: 'offline', provider: null, cost: '0.00' });
+      expectValidGrade(view);
+      expect(fake.requestCount).toBe(0);
+      const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(n).toBe(0);
+      // An assignment that asks for a short answer is graded by the model as usual.
+      const a = await t.http
+        .post('/v1/assignments')
+        .set(bearer(teacher))
+        .send({ title: '一句话', prompt: '用一段话介绍你的妈妈。', rubric: 'zh-gaokao-60', expectedLength: { min: 20, max: 100 } })
+        .expect(201);
+      const short = await gradeOne({ text, assignmentId: a.body.id });
+      expect(short.flags).not.toContain('too_short');
+      expect(short.grade.source).toBe('model');
+      expect(fake.requestCount).toBe(1);
+    });
   });
 
   describe('budget policy', () => {

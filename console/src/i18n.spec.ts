@@ -1,3 +1,4 @@
+import { GRADE_FLAGS } from '../../src/grading/grade-flags';
 import { translateCode } from './i18n';
 
 describe('an API code in words', () => {
@@ -11,5 +12,16 @@ describe('an API code in words', () => {
     expect(translateCode('en', 'flagShort', 'new_flag_2027')).toBe('new_flag_2027');
     expect(translateCode('zh', 'purpose', 'toString')).toBe('toString');
     expect(translateCode('en', 'flag', 'new_flag_2027', 'Flag: new_flag_2027')).toBe('Flag: new_flag_2027');
+  });
+});
+
+describe('grade flags', () => {
+  it('has a sentence and a short label for every flag the server sets, in both languages', () => {
+    for (const flag of Object.keys(GRADE_FLAGS)) {
+      for (const locale of ['en', 'zh'] as const) {
+        expect(translateCode(locale, 'flag', flag, 'missing')).not.toBe('missing');
+        expect(translateCode(locale, 'flagShort', flag, 'missing')).not.toBe('missing');
+      }
+    }
   });
 });

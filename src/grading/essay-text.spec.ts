@@ -1,4 +1,4 @@
-import { detectLanguage, essayLength, isBlank, stripControlChars } from './essay-text';
+import { detectLanguage, essayLength, isBlank, stripControlChars, tooShortForModel } from './essay-text';
 
 describe('essay text', () => {
   it('keeps the text as sent, control characters aside', () => {
@@ -19,5 +19,21 @@ describe('essay text', () => {
   it('measures length in characters for Chinese and words for English', () => {
     expect(essayLength('我爱北京，天安门。', 'zh')).toBe(7);
     expect(essayLength("It's a well-known fact.", 'en')).toBe(4);
+  });
+});
+
+describe('tooShortForModel', () => {
+  it('is under a tenth of the shortest length the task asks for, in its own unit', () => {
+    expect(tooShortForModel('好'.repeat(79), 'zh', { min: 800 })).toBe(true);
+    expect(tooShortForModel('好'.repeat(80), 'zh', { min: 800 })).toBe(false);
+    // English counts words, not letters.
+    expect(tooShortForModel('word '.repeat(24), 'en', { min: 250 })).toBe(true);
+    expect(tooShortForModel('word '.repeat(25), 'en', { min: 250 })).toBe(false);
+    expect(tooShortForModel('a'.repeat(500), 'en', { min: 250 })).toBe(true);
+  });
+
+  it('never holds back an essay from a task with no minimum', () => {
+    expect(tooShortForModel('好', 'zh', { min: 0 })).toBe(false);
+    expect(tooShortForModel('hi', 'en', { min: 5 })).toBe(false);
   });
 });

@@ -43,3 +43,15 @@ export function detectLanguage(text: string): Language {
 export function essayLength(text: string, language: Language): number {
   return language === 'zh' ? (text.match(CJK) ?? []).length : (text.match(LATIN_WORD) ?? []).length;
 }
+
+/**
+ * Far too short for a model grade: under a tenth of the shortest length the task asks for (under 80
+ * characters for an 800-character 高考 task, under 25 words for IELTS Task 2). A model would spend
+ * the school's budget to say what the offline grader says for free (it caps content and development
+ * far below the expected length), so a standard grading of such an essay is estimated offline and
+ * flagged `too_short`.
+ */
+export function tooShortForModel(text: string, language: Language, expectedLength: { min: number }): boolean {
+  const floor = Math.ceil(expectedLength.min / 10);
+  return floor > 0 && essayLength(text, language) < floor;
+}

@@ -8,6 +8,8 @@ import { cutHeadTail, normalizeForKey } from '../llm/compression';
 import { GatewayError, GatewayRequest, GatewayResult, GatewayService, Validation } from '../llm/gateway.service';
 import { ResponseCache } from '../llm/response-cache';
 import type { WorkPlan } from '../llm/work-planner';
+import { tooShortForModel } from './essay-text';
+import type { GradeFlag } from './grade-flags';
 import { EssayRow } from './essays.repository';
 import { gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from './grade-validation';
 import { GradingTask, LeaseLostError, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
@@ -41,11 +43,13 @@ export class ModelGrader {
    */
   async grade(essay: EssayRow, rubric: Rubric, flags: Set<string>, task: GradingTask): Promise<ModelGrading> {
     const tier = task.tier ?? essay.tier;
-    const offline = (reason?: string): ModelGrading => {
+    const offline = (reason?: GradeFlag): ModelGrading => {
       flags.add('offline_estimate');
       if (reason) flags.add(reason);
       return { kind: 'ok', grade: this.offline(essay, rubric, tier), costNanos: 0n };
     };
+    // Far too short to be worth a model's price: the offline grader says as much, for free.
+    if (tier === 'standard' && !task.base && tooShortForModel(essay.text, essay.language, rubric.expectedLength)) return offline('too_short');
     if (!this.gateway.hasProviders(tier)) {
       if (tier === 'standard') return offline();
       return { kind: 'failed', code: 'NO_PROVIDER_AVAILABLE', reason: 'no provider is configured for deep reviews' };
@@ -133,7 +137,7 @@ export class ModelGrader {
     tier: Tier,
     flags: Set<string>,
     signal?: AbortSignal,
-  ): Promise<{ kind: 'offline'; reason?: string } | { kind: 'failed'; code: string; reason: string }> {
+  ): Promise<{ kind: 'offline'; reason?: GradeFlag } | { kind: 'failed'; code: string; reason: string }> {
     if (!(err instanceof GatewayError) || signal?.aborted) throw err;
     switch (err.code) {
       case 'LEASE_LOST':
@@ -186,6 +190,7 @@ export class ModelGrader {
    */
   plan(essay: EssayRow, rubric: Rubric, tier: Tier, variant: Variant, dueBy: Date): WorkPlan | null {
     if (!this.gateway.hasProviders(tier)) return null;
+    if (tier === 'standard' && variant !== 'deep_review' && tooShortForModel(essay.text, essay.language, rubric.expectedLength)) return null;
     const { messages } = buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.task?.prompt, title: essay.title ?? undefined, essay: essay.text });
     return this.gateway.plan({ tier }, messages, MAX_OUTPUT_TOKENS[variant], dueBy);
   }

@@ -1,0 +1,20 @@
+/**
+ * Every flag a grading can set on an essay, and what it means. The console has a message for each
+ * (console/src/i18n.spec.ts checks it). No imports: the console's type check reads this file too.
+ */
+export const GRADE_FLAGS = {
+  possible_copy: 'very similar to another essay of the tenant (near-duplicate index)',
+  reused_grade: "a resubmission with trivial edits took the same student's earlier grade, at no cost",
+  prompt_injection_suspected: 'the essay holds instructions aimed at the grader; they were ignored (needs_review)',
+  content_rejected: "the provider refused the essay's content (needs_review)",
+  offline_estimate: 'graded by the offline grader, at no cost',
+  too_short: 'under a tenth of the expected length: estimated offline rather than by a model',
+  budget_exhausted: 'the budget was used up (with offline_estimate)',
+  providers_unavailable: 'every provider failed (with offline_estimate)',
+  truncated: 'longer than the model reads: its middle was cut, head and tail graded',
+  low_confidence: 'near the pass mark, repaired, or flagged: a teacher should check it (needs_review)',
+  escalated: 'graded again on the deep tier because the standard grade was uncertain',
+} as const;
+
+/** A flag's name. */
+export type GradeFlag = keyof typeof GRADE_FLAGS;
