@@ -1239,6 +1239,59 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       }
     });
 
+    it('charges a leased call once when its group commit committed but the answer was lost: the retry finds its row', async () => {
+      const lost = await f.newTenant({ monthlyBudget: '100.00' });
+      const books = t.app.get(BooksRepository);
+      const leases = t.app.get(BudgetService).leases!;
+      const real = books.settleLeased.bind(books);
+      let dropped = 0;
+      // The statement commits; its answer never reaches the instance (a connection reset at commit).
+      const lossy = jest.spyOn(books, 'settleLeased').mockImplementation(async (...args) => {
+        const out = await real(...args);
+        if (dropped++ === 0) throw new Error('connection reset after commit');
+        return out;
+      });
+      try {
+        const r = await gw.complete({ tenantId: lost.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: 'lose my answer' }], maxTokens: 50 });
+        expect(lossy).toHaveBeenCalledTimes(2);
+        expect(r.costNanos).toBeGreaterThan(0n);
+        const rows = await ds.query(`SELECT cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1 AND call_group = $2`, [lost.tenantId, r.callGroup]);
+        expect(rows).toEqual([{ cost: String(r.costNanos) }]);
+        const [{ spent }] = await ds.query(`SELECT spent_nanos::text AS spent FROM budget_periods WHERE tenant_id = $1`, [lost.tenantId]);
+        expect(spent).toBe(String(r.costNanos));
+        const { leased } = await booksBalanced(lost.tenantId);
+        expect(leases.holding(lost.tenantId)).toEqual({ available: leased, held: leased });
+      } finally {
+        lossy.mockRestore();
+      }
+    });
+
+    it('charges a call once when its settlement committed but the answer was lost (leases off): the retry answers what was charged', async () => {
+      const other = await t.another(providerEnv(fake, { BUDGET_LEASES: 'false' }));
+      const lost = await f.newTenant({ monthlyBudget: '100.00' });
+      const books = other.get(BooksRepository);
+      const real = books.settle.bind(books);
+      let dropped = 0;
+      const lossy = jest.spyOn(books, 'settle').mockImplementation(async (...args) => {
+        const out = await real(...args);
+        if (dropped++ === 0) throw new Error('connection reset after commit');
+        return out;
+      });
+      try {
+        const r = await other.get(GatewayService).complete({ tenantId: lost.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: 'lose my answer too' }], maxTokens: 50 });
+        expect(lossy).toHaveBeenCalledTimes(2);
+        expect(r.costNanos).toBeGreaterThan(0n);
+        const rows = await ds.query(`SELECT cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1 AND call_group = $2`, [lost.tenantId, r.callGroup]);
+        expect(rows).toEqual([{ cost: String(r.costNanos) }]);
+        const [{ spent, reserved }] = await ds.query(`SELECT spent_nanos::text AS spent, reserved_nanos::text AS reserved FROM budget_periods WHERE tenant_id = $1`, [lost.tenantId]);
+        expect({ spent, reserved }).toEqual({ spent: String(r.costNanos), reserved: '0' });
+        await booksBalanced(lost.tenantId);
+      } finally {
+        lossy.mockRestore();
+        await other.close();
+      }
+    });
+
     it('returns the reservation of a call that died to the budget when it expires (leases off)', async () => {
       const other = await t.another(providerEnv(fake, { BUDGET_LEASES: 'false' }));
       const budget = other.get(BudgetService);

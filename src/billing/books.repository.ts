@@ -121,7 +121,16 @@ const LEDGER_TYPES: Record<(typeof LEDGER_COLUMNS)[number], string> = {
 const LEASE_TTL = 5;
 const LEDGER_JSON = 6;
 const CACHE_ARRAYS_START = LEDGER_JSON + 1;
-const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
+const settleLeasedSql = (cacheRows: boolean) => `WITH asked AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
+       rows AS (SELECT ${LEDGER_COLUMNS.map((c, i) => `(r->>${i})::${LEDGER_TYPES[c]} AS ${c}`).join(', ')}
+                  FROM jsonb_array_elements($${LEDGER_JSON}::jsonb) AS r),
+       -- Rows already written: a group commit retried after its first attempt committed and its answer
+       -- was lost. They are neither charged nor written again. (A first attempt still running is waited
+       -- for at the ledger's key, and the retry fails with a key conflict; its next try sees the rows.)
+       written AS (
+         SELECT v.tenant_id, v.period, sum(v.cost_nanos) AS cost FROM rows v
+          WHERE EXISTS (SELECT 1 FROM llm_calls c WHERE c.tenant_id = v.tenant_id AND c.id = v.id) GROUP BY v.tenant_id, v.period),
+       g AS (SELECT a.tenant_id, a.period, a.total - coalesce(w.cost, 0) AS total FROM asked a LEFT JOIN written w USING (tenant_id, period)),
        -- The periods' rows locked in one order, so two instances settling overlapping tenants wait, never deadlock.
        -- Only the groups that cost something: calls that cost nothing (cache hits) change no budget, so
        -- they neither lock a period nor wait behind a paid settlement that holds it.
@@ -161,9 +170,9 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH g AS (SELECT * FROM unnest
        settled AS (SELECT * FROM moved UNION ALL SELECT * FROM unchanged),
        ledger AS (
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
-         SELECT v.* FROM (SELECT ${LEDGER_COLUMNS.map((c, i) => `(r->>${i})::${LEDGER_TYPES[c]} AS ${c}`).join(', ')}
-                            FROM jsonb_array_elements($${LEDGER_JSON}::jsonb) AS r) AS v
-          WHERE EXISTS (SELECT 1 FROM settled m WHERE m.tenant_id = v.tenant_id AND m.period = v.period))
+         SELECT v.* FROM rows v
+          WHERE EXISTS (SELECT 1 FROM settled m WHERE m.tenant_id = v.tenant_id AND m.period = v.period)
+            AND NOT EXISTS (SELECT 1 FROM llm_calls c WHERE c.tenant_id = v.tenant_id AND c.id = v.id))
        ${
          cacheRows
            ? `, cached AS (${cacheRowsSql(
@@ -243,7 +252,7 @@ export type SettlingCall = LedgerEntry & { period: string; cache?: CacheEntry };
  */
 function ledgerValues(e: LedgerEntry, period: string): unknown[] {
   return [
-    randomUUID(),
+    e.id ?? randomUUID(),
     period,
     e.requestId?.toWellFormed() ?? null,
     e.callGroup,
@@ -478,7 +487,8 @@ export class BooksRepository {
   /** A ledger row by itself (a cache hit, a refused call, a replay): nothing moves in the budget. */
   async record(entry: LedgerEntry & { period: string }): Promise<void> {
     const placeholders = LEDGER_COLUMNS.map((_, i) => `$${i + 1}`).join(', ');
-    await tenantQuery(this.ds.manager, entry.tenantId, `INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')}) VALUES (${placeholders})`, ledgerValues(entry, entry.period));
+    // (A row written by an earlier try whose answer was lost is kept as it is.)
+    await tenantQuery(this.ds.manager, entry.tenantId, `INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')}) VALUES (${placeholders}) ON CONFLICT DO NOTHING`, ledgerValues(entry, entry.period));
   }
 
   /**
@@ -531,7 +541,7 @@ export class BooksRepository {
                 ${col('provider')}, ${col('model')}, ${col('call_group')}::uuid, ${next(i?.estimatedInputTokens ?? null)}::int, ${next(i?.reportedInputTokens ?? null)}::int,
                 ${next(i?.maxOutputTokens ?? null)}::int, ${next(i?.reportedOutputTokens ?? null)}::int,
                 coalesce((SELECT sum(amount_nanos) FROM released), 0), ${cost}, a.charged, ${cost} - a.charged, ${next(!!i)}::boolean
-           FROM amount a WHERE ${next(!!i)}::boolean OR ${cost} > a.charged
+           FROM amount a WHERE (${next(!!i)}::boolean OR ${cost} > a.charged) AND NOT EXISTS (SELECT 1 FROM prior)
          RETURNING 1)`;
     const cacheSql = s.cache
       ? `, cached AS (${cacheRowsSql(cacheRowsParams([{ ...s.cache, tenantId }]).map((a) => next(a)), { cost: '(SELECT charged FROM amount)', where: 'EXISTS (SELECT 1 FROM moved)' })})`
@@ -539,8 +549,13 @@ export class BooksRepository {
     const [after] = await tenantQuery<{ spent: string; cap: string; charged: string; incident: number }>(
       m,
       tenantId,
-      `WITH released AS (
-         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${next(s.reservationId)} RETURNING amount_nanos),
+      // prior: this settlement's own ledger row, already written (a retry after the first attempt
+      // committed and its answer was lost): then nothing is released, charged or recorded again, and
+      // what the first attempt charged is the answer. (A first attempt still running is waited for
+      // at the ledger row's key, and the retry fails with a key conflict; the caller's next try sees it.)
+      `WITH prior AS (SELECT cost_nanos FROM llm_calls WHERE tenant_id = $1 AND id = ${col('id')}::uuid),
+       released AS (
+         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${next(s.reservationId)} AND NOT EXISTS (SELECT 1 FROM prior) RETURNING amount_nanos),
        amount AS (
          SELECT least(${cost},
                       greatest(0, p.cap_nanos - p.spent_nanos - (p.reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0)))) AS charged
@@ -549,13 +564,15 @@ export class BooksRepository {
          UPDATE budget_periods
             SET reserved_nanos = reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0),
                 spent_nanos = spent_nanos + (SELECT charged FROM amount), updated_at = now()
-          WHERE tenant_id = $1 AND period = ${period} RETURNING spent_nanos, cap_nanos),
+          WHERE tenant_id = $1 AND period = ${period} AND NOT EXISTS (SELECT 1 FROM prior) RETURNING spent_nanos, cap_nanos),
        ledger AS (
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')}) SELECT ${rowValues} FROM moved)
        ${guardSql}
        ${incidentSql}
        ${cacheSql}
-       SELECT spent_nanos AS spent, cap_nanos AS cap, (SELECT charged FROM amount)::text AS charged, (SELECT count(*) FROM incident)::int AS incident FROM moved`,
+       SELECT spent_nanos AS spent, cap_nanos AS cap, (SELECT charged FROM amount)::text AS charged, (SELECT count(*) FROM incident)::int AS incident FROM moved
+       UNION ALL
+       SELECT p.spent_nanos, p.cap_nanos, prior.cost_nanos::text, 0 FROM prior JOIN budget_periods p ON p.tenant_id = $1 AND p.period = ${period}`,
       next.values(),
     );
     return after ? { charged: BigInt(after.charged), spent: BigInt(after.spent), cap: BigInt(after.cap), incident: after.incident > 0 } : null;

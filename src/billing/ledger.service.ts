@@ -10,6 +10,11 @@ export type CacheStatus = 'hit' | 'miss' | 'bypass' | 'replay';
 
 /** One row of the call ledger: one attempt at a model call, or one answer served from cache. */
 export interface LedgerEntry {
+  /**
+   * The ledger row's id, set when the entry is made: a settlement retried after its first attempt
+   * committed (its answer lost) finds its row and charges nothing twice. Absent: a new id each write.
+   */
+  id?: string;
   tenantId: string;
   period?: string;
   requestId?: string;

@@ -163,6 +163,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   private entry<T>(ctx: CallContext<T>, model: CatalogModel | undefined, fields: Partial<LedgerEntry>): LedgerEntry {
     const r = ctx.req;
     return {
+      id: randomUUID(),
       tenantId: r.tenantId,
       requestId: r.requestId,
       callGroup: ctx.group,
