@@ -771,6 +771,28 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await ds.query(`UPDATE tenants SET admission_paused = false WHERE id = $1`, [tenant.tenantId]);
     });
 
+    it('never lets a leased call take the spend past a cap lowered while it ran: charged within the cap, the rest an incident', async () => {
+      const lowered = await f.newTenant({ monthlyBudget: '100.00' });
+      const budget = t.app.get(BudgetService);
+      const held = await budget.reserve(lowered.tenantId, 10_000_000_000n); // 10 CNY, admitted on a lease
+      expect(held).toMatchObject({ leased: true });
+      // The admin cuts the cap to 1 CNY while the call runs.
+      await budget.update(lowered.tenantId, { monthlyCap: '1.00' });
+      const entry = { ...paidEntry(lowered.tenantId, held!.period, 5_000_000_000n) };
+      const charged = await budget.settle(held, 5_000_000_000n, entry);
+      expect(charged).toBe(1_000_000_000n);
+      const [p] = await ds.query(`SELECT spent_nanos::text AS spent, cap_nanos::text AS cap FROM budget_periods WHERE tenant_id = $1`, [lowered.tenantId]);
+      expect(p).toEqual({ spent: '1000000000', cap: '1000000000' });
+      const rows = await ds.query(`SELECT cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1 AND call_group = $2`, [lowered.tenantId, entry.callGroup]);
+      expect(rows).toEqual([{ cost: '1000000000' }]);
+      const [booked] = await ds.query(`SELECT kind, cost_nanos::text AS cost, charged_nanos::text AS charged, excess_nanos::text AS excess FROM budget_incidents WHERE tenant_id = $1`, [lowered.tenantId]);
+      expect(booked).toEqual({ kind: 'over_reservation', cost: '5000000000', charged: '1000000000', excess: '4000000000' });
+      // Nothing is left reserved for the settled call, and the lease admits no more.
+      const { leased } = await booksBalanced(lowered.tenantId);
+      expect(budget.leases!.holding(lowered.tenantId)).toEqual({ available: leased, held: leased });
+      expect(await budget.reserve(lowered.tenantId, 1_000_000n)).toBeNull();
+    });
+
     it("takes the leases of several tenants in one statement, each from its own tenant's free budget; a paused tenant, one without room and a period asked twice are not over-given", async () => {
       const books = t.app.get(BooksRepository);
       const budget = t.app.get(BudgetService);

@@ -137,10 +137,13 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH asked AS (SELECT * FROM un
        -- Each period is found by its key, one group after the other (a LATERAL subquery that locks is
        -- never flattened into a join): a plan cached while the table was small would otherwise scan
        -- every tenant's periods and hash them, on every settlement, until the table is next analyzed.
+       -- fits: the period's invariant holds (spent + reserved ≤ cap), read as locked. It does not after
+       -- the cap was lowered below what was already reserved: then the group's calls settle the
+       -- classic way, each charged within the cap and the rest booked as an incident (its answer is null).
        locked AS MATERIALIZED (
-         SELECT p.tenant_id, p.period
+         SELECT p.tenant_id, p.period, p.fits
            FROM (SELECT tenant_id, period FROM g WHERE total <> 0 ORDER BY tenant_id, period) k
-           CROSS JOIN LATERAL (SELECT tenant_id, period FROM budget_periods
+           CROSS JOIN LATERAL (SELECT tenant_id, period, spent_nanos + reserved_nanos <= cap_nanos AS fits FROM budget_periods
                                 WHERE tenant_id = k.tenant_id AND period = k.period FOR UPDATE) p),
        -- Each lease by its key, after its period is locked (the order lease takes and returns lock in too).
        -- A settlement renews the lease it writes: the instance is alive (BudgetLeases renews only the
@@ -152,7 +155,7 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH asked AS (SELECT * FROM un
          UPDATE budget_leases l SET amount_nanos = l.amount_nanos - g.total,
                 expires_at = greatest(l.expires_at, now() + make_interval(secs => $${LEASE_TTL}::double precision / 1000))
            FROM g WHERE l.tenant_id = g.tenant_id AND l.period = g.period AND l.instance_id = $4 AND l.tenant_id = ANY($1::uuid[])
-            AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = g.tenant_id AND locked.period = g.period)
+            AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = g.tenant_id AND locked.period = g.period AND locked.fits)
          RETURNING l.tenant_id, l.period),
        moved AS (
          UPDATE budget_periods p SET spent_nanos = p.spent_nanos + g.total, reserved_nanos = p.reserved_nanos - g.total, updated_at = now()

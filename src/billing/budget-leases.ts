@@ -63,6 +63,13 @@ interface Lease {
   revoked: boolean;
 }
 
+/** A call's settlement: what it was charged (its cost, or within a cap lowered since), and the period's spend and cap after. */
+export interface LeasedSettlement {
+  charged: Nanos;
+  spent: Nanos;
+  cap: Nanos;
+}
+
 interface Pending {
   entry: SettlingCall;
   /** the part of the call's admitted worst case it did not cost: back to `available` once written */
@@ -96,7 +103,7 @@ export class BudgetLeases {
   readonly instanceId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   private readonly leases = new Map<string, Lease>();
   /** each call's settlement, or why it failed (a call settled without its lease may fail alone) */
-  private readonly settlements: KeyedBatcher<Pending, { spent: Nanos; cap: Nanos } | { failed: unknown }>;
+  private readonly settlements: KeyedBatcher<Pending, LeasedSettlement | { failed: unknown }>;
   private renewTimer?: NodeJS.Timeout;
   private closed = false;
   /** idle leases being given back, a chunk at a time (one such pass at once; renewals go on meanwhile) */
@@ -111,8 +118,11 @@ export class BudgetLeases {
   constructor(
     private readonly books: BooksRepository,
     private readonly opts: LeaseOptions,
-    /** settles one call whose lease is gone (swept while this instance was stalled): within the cap, the rest an incident */
-    private readonly settleWithoutLease: (entry: SettlingCall) => Promise<{ spent: Nanos; cap: Nanos }>,
+    /**
+     * settles one call the classic way, releasing `reservationId` (its worst case moved out of the
+     * lease) or, without one (the lease was swept), none: within the cap, the rest an incident
+     */
+    private readonly settleWithoutLease: (entry: SettlingCall, reservationId?: string) => Promise<LeasedSettlement>,
     /** a cache hit's row written behind its answer was given up (counted for /metrics) */
     private readonly hitRowLost: () => void = () => undefined,
   ) {
@@ -193,14 +203,14 @@ export class BudgetLeases {
    * A call admitted on a lease is over: its ledger row written (with the others due), its cost
    * spent, and its answer (`entry.cache`) kept in the answer cache by the same statement.
    */
-  settle(ticket: LeaseTicket, cost: Nanos, entry: SettlingCall): Promise<{ spent: Nanos; cap: Nanos }> {
+  settle(ticket: LeaseTicket, cost: Nanos, entry: SettlingCall): Promise<LeasedSettlement> {
     if (cost > ticket.amount) throw new RangeError('a leased call costs at most what it was admitted for');
     // Once written: what it cost leaves the lease, what it did not use is free for the next call. (A
     // settlement retried after a failed write credits nothing twice: nothing was credited.)
     return this.enqueue({ ...entry, costNanos: cost }, ticket.amount - cost);
   }
 
-  private async enqueue(entry: SettlingCall, unused: Nanos): Promise<{ spent: Nanos; cap: Nanos }> {
+  private async enqueue(entry: SettlingCall, unused: Nanos): Promise<LeasedSettlement> {
     const settled = await this.settlements.submit(SETTLEMENTS, { entry, unused });
     if ('failed' in settled) throw settled.failed;
     return settled;
@@ -267,7 +277,7 @@ export class BudgetLeases {
    * cost leaves its lease; what the calls did not use is free again. A group whose lease was swept
    * (this instance stalled past its expiry) is settled call by call without it.
    */
-  private async write(batch: Pending[]): Promise<Array<{ spent: Nanos; cap: Nanos } | { failed: unknown }>> {
+  private async write(batch: Pending[]): Promise<Array<LeasedSettlement | { failed: unknown }>> {
     const groups = new Map<string, { tenantId: string; period: string; items: Pending[] }>();
     for (const p of batch) {
       const key = `${p.entry.tenantId}:${p.entry.period}`;
@@ -288,7 +298,7 @@ export class BudgetLeases {
       this.logger.error({ msg: 'a group commit of leased calls failed', calls: batch.length, tenants: list.length, err: loggableError(err) });
       throw err;
     }
-    const out = new Map<Pending, { spent: Nanos; cap: Nanos } | { failed: unknown }>();
+    const out = new Map<Pending, LeasedSettlement | { failed: unknown }>();
     for (const [i, [key, g]] of list.entries()) {
       const l = this.leases.get(key);
       const settled = after[i];
@@ -300,12 +310,28 @@ export class BudgetLeases {
           // Calls that cost something settle only on the lease's row, which the statement renewed.
           if (cost > 0n) l.renewedAt = Math.max(l.renewedAt, sentAt);
         }
-        for (const p of g.items) out.set(p, settled);
+        for (const p of g.items) out.set(p, { ...settled, charged: p.entry.costNanos });
         continue;
       }
-      this.logger.error({ msg: 'a budget lease was swept while its instance lived: its calls are settled without it', tenantId: g.tenantId, calls: g.items.length });
-      if (l) ((l.available = 0n), (l.held = 0n));
-      for (const p of g.items) out.set(p, await this.settleWithoutLease(p.entry).catch((failed: unknown) => ({ failed })));
+      // Not settled on the lease: the cap was lowered below what was reserved, or the lease was swept
+      // while this instance stalled. The lease admits no more and what it holds unpromised goes
+      // back; each call's admitted worst case leaves the lease as a reservation (when the lease still
+      // holds it) and the call settles the classic way: charged within the cap, the rest an incident.
+      this.logger.warn({ msg: 'leased calls did not fit the cap or their lease was gone: settled the classic way', tenantId: g.tenantId, calls: g.items.length });
+      if (l) {
+        l.revoked = true;
+        await this.giveBack(l);
+      }
+      let swept = false;
+      for (const p of g.items) {
+        const ticket = p.entry.costNanos + p.unused;
+        const reservationId = randomUUID();
+        const moved: boolean = !swept && (await this.books.leaseToReservation(g.tenantId, g.period, this.instanceId, reservationId, ticket, this.opts.ttlMs).catch(() => false));
+        if (moved && l) l.held -= ticket;
+        swept ||= !moved;
+        out.set(p, await this.settleWithoutLease(p.entry, moved ? reservationId : undefined).catch((failed: unknown) => ({ failed })));
+      }
+      if (swept && l) ((l.available = 0n), (l.held = 0n));
     }
     return batch.map((p) => out.get(p)!);
   }

@@ -117,11 +117,11 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       registers: [metrics.registry],
     });
     this.leases = config.llm.budgetLeases
-      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024, maxBehindPerTenant: 128 }, (entry) =>
-          // As a settlement whose reservation is gone: charged within the cap, any excess an incident.
-          this.books.settle(this.ds.manager, { reservationId: randomUUID(), cost: entry.costNanos, entry: { ...entry, tenantId: entry.tenantId }, cache: entry.cache }).then((s) => {
+      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024, maxBehindPerTenant: 128 }, (entry, reservationId) =>
+          // As a classic settlement (of a reservation gone, without one): charged within the cap, any excess an incident.
+          this.books.settle(this.ds.manager, { reservationId: reservationId ?? randomUUID(), cost: entry.costNanos, entry: { ...entry, tenantId: entry.tenantId }, cache: entry.cache }).then((s) => {
             if (!s) throw new Error('the budget period is missing');
-            return { spent: s.spent, cap: s.cap };
+            return { charged: s.charged, spent: s.spent, cap: s.cap };
           }),
           () => hitRowsLost.inc(),
         )
@@ -292,8 +292,8 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       if (!opts.incident && cost <= reservation.amount) {
         // The common case: written with the other calls due (group commit) before the answer leaves.
         const after = await this.leases.settle(reservation, cost, { ...entry, tenantId, period, cache: opts.cache });
-        if (cost > 0n) await this.checkAlerts(tenantId, period, after.spent, after.cap);
-        return cost;
+        if (after.charged > 0n) await this.checkAlerts(tenantId, period, after.spent, after.cap);
+        return after.charged;
       }
       // An incident, or a cost beyond the admitted bound: its worst case leaves the lease as a
       // reservation, settled as one. When the lease is gone (swept while this instance stalled),
