@@ -25,7 +25,11 @@ describe('csv', () => {
   it('keeps a formula as text', () => {
     expect(csvCell('=HYPERLINK("http://x","y")')).toBe(`"'=HYPERLINK(""http://x"",""y"")"`);
     expect(csvCell('+1')).toBe("'+1");
-    expect(csvCell('-2')).toBe("'-2");
+    expect(csvCell('-2+3+cmd|\' /C calc\'!A0')).toBe("'-2+3+cmd|' /C calc'!A0");
+    expect(csvCell('-1e5')).toBe("'-1e5");
+    // A plain decimal (a negative margin in the month report) is a number Excel can sum, not a formula.
+    expect(csvCell('-2')).toBe('-2');
+    expect(csvCell('-2.445')).toBe('-2.445');
     expect(csvCell('@SUM(A1)')).toBe("'@SUM(A1)");
     expect(csvCell(-2)).toBe('-2'); // a number is a number
   });
