@@ -98,6 +98,9 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   requestLogging(fastifyInstance, root);
   app.useGlobalFilters(new AllExceptionsFilter(routeMethods));
   app.useGlobalPipes(createValidationPipe());
+  // The API takes JSON only: Fastify's own text/plain parser would hand a JSON body sent as text to
+  // the validation as a string ("text must be a string") where 415 says what is wrong.
+  fastifyInstance.removeContentTypeParser('text/plain');
   // JSON bodies: nesting deeper than MAX_JSON_DEPTH is refused before JSON.parse sees it.
   const parseJson = fastifyInstance.getDefaultJsonParser('error', 'error');
   app.useBodyParser('application/json', { bodyLimit: config.bodyLimitBytes }, (req, body, done) => {

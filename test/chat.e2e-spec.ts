@@ -231,6 +231,23 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect(res.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual(['messages[0].role', 'temperature']);
   });
 
+  it('answers 400 CONTEXT_LENGTH_EXCEEDED for a prompt longer than every candidate takes: not a 503 to retry, nothing charged', async () => {
+    const listed = await client.models.list();
+    const flash = listed.data.find((m) => m.id === 'qwen-flash') as unknown as { inkstone: { contextWindow: number } };
+    const content = 'word '.repeat(flash.inkstone.contextWindow + 1);
+    for (const stream of [false, true]) {
+      const err = await client.chat.completions.create({ model: 'dashscope:qwen-flash', messages: [{ role: 'user', content }], max_tokens: 10, stream }).catch((e) => e);
+      expect(err).toBeInstanceOf(OpenAI.APIError);
+      expect(err.status).toBe(400);
+      expect(err.error).toMatchObject({ code: 'CONTEXT_LENGTH_EXCEEDED', message: expect.stringContaining(String(flash.inkstone.contextWindow)) });
+    }
+    expect(fake.requests).toHaveLength(0);
+    const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND cost_nanos > 0`, [tenant.tenantId]);
+    expect(n).toBe(0);
+    // The same prompt, short enough, is answered.
+    await client.chat.completions.create({ model: 'dashscope:qwen-flash', messages: [{ role: 'user', content: 'word '.repeat(100) }], max_tokens: 10 });
+  });
+
   it('answers 422 when every provider refuses the content', async () => {
     fake.enqueue('deepseek', { kind: 'preset', name: 'content_risk' });
     fake.enqueue('dashscope', { kind: 'preset', name: 'data_inspection_failed' });

@@ -120,6 +120,9 @@ describe('foundation over HTTP', () => {
     it('answers a body that is not JSON with 415', async () => {
       const res = await t.http.post('/v1/tenants').set(operator).set('Content-Type', 'text/csv').send('name\nx').expect(415);
       expectErrorShape(res.body, 'UNSUPPORTED_MEDIA_TYPE');
+      // JSON sent as text/plain too: not a string for the validation to refuse field by field.
+      const plain = await t.http.post('/v1/tenants').set(operator).set('Content-Type', 'text/plain').send('{"name":"x","monthlyBudget":"1.00"}').expect(415);
+      expectErrorShape(plain.body, 'UNSUPPORTED_MEDIA_TYPE');
     });
 
     it('names each field of the wrong type', async () => {
@@ -174,8 +177,9 @@ describe('foundation over HTTP', () => {
       // With a parameter in the path, and before any key is asked for (the route is not known).
       const post = await t.http.post('/v1/essays/0b5a2f8e-0000-4000-8000-000000000000/grade').send({}).expect(405);
       expect(post.headers.allow).toBe('PATCH');
-      // A path no route has stays 404.
+      // A path no route has stays 404, a trailing slash too (no route serves it, whatever the method).
       await t.http.put('/v1/essays/a/b/c').expect(404);
+      expectErrorShape((await t.http.get('/v1/essays/').set(operator).expect(404)).body, 'NOT_FOUND');
     });
 
     it('leaks nothing from a 500', async () => {

@@ -13,7 +13,7 @@ export interface ErrorSpec {
 export const HTTP_ERRORS = {
   VALIDATION_FAILED: { status: HttpStatus.BAD_REQUEST, when: 'a field is missing or invalid; `details` lists each field and what is wrong with it' },
   INVALID_JSON: { status: HttpStatus.BAD_REQUEST, when: 'the body is not valid JSON (or is empty with a JSON Content-Type)' },
-  BAD_REQUEST: { status: HttpStatus.BAD_REQUEST, when: 'the request cannot be served as sent (a bad cursor, a bad query value)' },
+  BAD_REQUEST: { status: HttpStatus.BAD_REQUEST, when: 'the request cannot be served as sent (a chat request no model can take, say); a bad field, query value or cursor is VALIDATION_FAILED' },
   UNAUTHENTICATED: { status: HttpStatus.UNAUTHORIZED, when: 'no API key, or one that is unknown, revoked or expired' },
   PAYMENT_REQUIRED: { status: HttpStatus.PAYMENT_REQUIRED, when: 'a 402 raised below the application' },
   FORBIDDEN: { status: HttpStatus.FORBIDDEN, when: "the key's role may not do this (a teacher key on an admin route, say)" },

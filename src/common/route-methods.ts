@@ -29,5 +29,6 @@ function toPattern(url: string): RegExp {
     if (seg.startsWith(':')) return '[^/]+';
     return seg.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   });
-  return new RegExp(`^${parts.join('/')}/?$`);
+  // (Exactly the path: Fastify does not route `/v1/essays/` to `/v1/essays`, so neither is it a 405.)
+  return new RegExp(`^${parts.join('/')}$`);
 }

@@ -151,6 +151,10 @@ export class ModelGrader {
         flags.add('content_rejected');
         if (tier === 'standard') return { kind: 'offline' };
         return { kind: 'failed', code: 'CONTENT_REJECTED', reason: "every provider's content filter refused this essay" };
+      case 'CONTEXT_LENGTH_EXCEEDED':
+        // (The essay is cut to what the tier's largest model takes: only a prompt longer than every window gets here.)
+        if (tier === 'standard') return { kind: 'offline', reason: 'providers_unavailable' };
+        return { kind: 'failed', code: 'CONTEXT_LENGTH_EXCEEDED', reason: err.message };
       default:
         if (tier === 'standard') return { kind: 'offline', reason: 'providers_unavailable' };
         throw new RetryableGradingError(err.message);

@@ -55,6 +55,8 @@ export interface CallContext<T> {
   /** the refusal was a pause after an incident, not an empty budget */
   admissionPaused?: boolean;
   contentRejected: boolean;
+  /** candidates passed over because the request does not fit their context window */
+  tooLong?: number;
   /** after a first try through a batch, repairs, retries and fallbacks go in real time */
   realtimeOnly: boolean;
   /** with req.priceAsOf: what the paid calls so far cost less than in real time then */

@@ -16,6 +16,8 @@ export function gatewayToApiError(err: unknown): unknown {
         return new ApiError('NOT_FOUND', err.message);
       case 'INVALID_REQUEST':
         return new ApiError('BAD_REQUEST', err.message, details);
+      case 'CONTEXT_LENGTH_EXCEEDED':
+        return new LlmError('CONTEXT_LENGTH_EXCEEDED', err.message, details);
       case 'NO_PROVIDER_AVAILABLE':
         return new LlmError('NO_PROVIDER_AVAILABLE', err.message, details);
     }

@@ -79,6 +79,8 @@ export type GatewayErrorCode =
   | 'CONTENT_REJECTED'
   | 'INVALID_REQUEST'
   | 'MODEL_NOT_FOUND'
+  /** every candidate's context window is too small for the request (its messages and output) */
+  | 'CONTEXT_LENGTH_EXCEEDED'
   /** the same request (see GatewayRequest.once) is already at a provider: try again after retryAfterMs */
   | 'CALL_IN_FLIGHT'
   /** the job's lease is no longer held by the caller: it must not call a provider for it */

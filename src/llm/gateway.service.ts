@@ -286,6 +286,11 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     if (candidates.length === 0) {
       return new GatewayError('NO_PROVIDER_AVAILABLE', 'No model provider is configured for this request', tried);
     }
+    // Too long for every candidate: no retry will change that (not a 503 to come back after).
+    if (ctx.tooLong === candidates.length) {
+      const window = Math.max(...candidates.map((m) => m.contextWindow));
+      return new GatewayError('CONTEXT_LENGTH_EXCEEDED', `The request is longer than any model for it takes: at most ${window} tokens, its messages and max_tokens together`, tried);
+    }
     const why = ctx.lastError ? ` (last error: ${ctx.lastError.reason})` : ' (all candidates are cooling down after failures)';
     return new GatewayError('NO_PROVIDER_AVAILABLE', `No provider could answer${why}`, tried);
   }
@@ -320,6 +325,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         case 'budget':
         case 'skip':
           this.health.notTried(model);
+          if (outcome.kind === 'skip' && outcome.reason === 'context_length') ctx.tooLong = (ctx.tooLong ?? 0) + 1;
           return outcome;
         case 'error':
           if ((await this.onError(ctx, model, outcome.error, retry)) === 'retry') continue;
