@@ -229,6 +229,13 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
       .send({ model: 'inkstone-standard', messages: [{ role: 'wizard', content: 'x' }], temperature: 'hot' })
       .expect(400);
     expect(res.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual(['messages[0].role', 'temperature']);
+    // Tools are refused by name, not dropped: after the same prompt without tools (now cached), no text answer comes back as if it were one.
+    await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'weather in Beijing?' }] });
+    const tools = await client.chat.completions
+      .create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'weather in Beijing?' }], tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: {} } } }], tool_choice: 'required' })
+      .catch((e) => e);
+    expect(tools.status).toBe(400);
+    expect(tools.error.details.map((d: { field: string }) => d.field)).toEqual(['tools', 'tool_choice']);
   });
 
   it('answers 400 CONTEXT_LENGTH_EXCEEDED for a prompt longer than every candidate takes: not a 503 to retry, nothing charged', async () => {

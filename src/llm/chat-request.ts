@@ -3,7 +3,10 @@ import { TIERS, Tier } from './catalog';
 import type { GatewayTarget } from './gateway.service';
 import type { ChatMessage, Sampling } from './types';
 
-/** An OpenAI chat completion request, checked field by field (unknown fields are ignored, as OpenAI does). */
+/**
+ * An OpenAI chat completion request, checked field by field. Unknown fields are ignored, as OpenAI
+ * does; known ones this gateway does not honour (tools, log-probabilities, penalties) are refused by name.
+ */
 export interface ChatCompletionRequest extends Sampling {
   target: GatewayTarget;
   requestedModel: string;
@@ -87,6 +90,24 @@ export function parseChatRequest(body: unknown): ChatCompletionRequest {
       problems.push({ field: 'response_format', message: 'response_format.type must be "text" or "json_object"' });
     } else jsonMode = rf.type === 'json_object';
   }
+
+  // What this gateway does not do is refused by name, never ignored: an answer without the tool call,
+  // the log-probabilities or the sampling asked for (and a cached answer shared with a request that
+  // did not ask) would look like success. Their neutral values are taken (clients send them by default).
+  const unsupported = (field: string, what: string) => problems.push({ field, message: `${field} is not supported by this gateway (${what})` });
+  for (const field of ['tools', 'functions'] as const) {
+    const v = b[field];
+    if (v !== undefined && v !== null && !(Array.isArray(v) && v.length === 0)) unsupported(field, 'no tool or function calling');
+  }
+  if (b.tool_choice !== undefined && b.tool_choice !== null && b.tool_choice !== 'none' && b.tool_choice !== 'auto') unsupported('tool_choice', 'no tool calling');
+  if (b.function_call !== undefined && b.function_call !== null && b.function_call !== 'none' && b.function_call !== 'auto') unsupported('function_call', 'no function calling');
+  if (b.logprobs !== undefined && b.logprobs !== null && b.logprobs !== false) unsupported('logprobs', 'no log-probabilities');
+  for (const field of ['presence_penalty', 'frequency_penalty'] as const) {
+    const v = b[field];
+    if (v !== undefined && v !== null && v !== 0) unsupported(field, 'only 0');
+  }
+  const bias = b.logit_bias;
+  if (bias !== undefined && bias !== null && !(typeof bias === 'object' && !Array.isArray(bias) && Object.keys(bias).length === 0)) unsupported('logit_bias', 'no token biases');
 
   if (b.stream !== undefined && b.stream !== null && typeof b.stream !== 'boolean') {
     problems.push({ field: 'stream', message: 'stream must be true or false' });
