@@ -305,6 +305,13 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     });
     // Every entry, aliases included, has the fields SPEC §2 lists.
     for (const m of page.data as unknown as Array<{ inkstone: object }>) expect(Object.keys(m.inkstone)).toEqual(expect.arrayContaining(['provider', 'tiers', 'pricing', 'contextWindow']));
+    // The openai client's models.retrieve: one entry as listed, by its id or its provider:id key.
+    expect(await client.models.retrieve('inkstone-standard')).toEqual(page.data.find((m) => m.id === 'inkstone-standard'));
+    expect(await client.models.retrieve('dashscope:qwen-flash')).toEqual(page.data.find((m) => m.id === 'qwen-flash'));
+    const retired = await client.models.retrieve('qwen-turbo').catch((e) => e);
+    expect(retired.status).toBe(404);
+    expect(retired.error.message).toBe('dashscope:qwen-turbo was retired by its provider on 2026-10-10; use dashscope:qwen-flash instead');
+    expect((await client.models.retrieve('gpt-99').catch((e) => e)).status).toBe(404);
   });
 
   it('answers 404 for a retired model, naming its replacement', async () => {

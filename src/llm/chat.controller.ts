@@ -1,4 +1,4 @@
-import { Body, Controller, Get, HttpCode, Post, Req, Res } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Req, Res } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
@@ -26,6 +26,12 @@ export class ChatController {
   @ApiOperation({ summary: 'Models and tier aliases, in OpenAI list shape, with Inkstone pricing in CNY per million tokens' })
   list(): ModelsView {
     return this.models.list();
+  }
+
+  @Get('models/:id')
+  @ApiOperation({ summary: 'One model or tier alias, by its listed id or its provider:id key (OpenAI retrieve shape)' })
+  retrieve(@Param('id') id: string): ModelsView['data'][number] {
+    return this.models.retrieve(id);
   }
 
   @Post('chat/completions')

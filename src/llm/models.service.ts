@@ -1,6 +1,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { Clock } from '../common/clock';
-import { CatalogModel, isRetired, Pricing, Tier, TIERS } from './catalog';
+import { ApiError } from '../common/errors';
+import { CatalogModel, isRetired, Pricing, retiredMessage, Tier, TIERS } from './catalog';
 import { LLM_MODELS, LlmModels } from './llm-models';
 import { TIER_ALIASES } from './chat-request';
 
@@ -22,6 +23,18 @@ export class ModelsService {
     @Inject(LLM_MODELS) private readonly llm: LlmModels,
     private readonly clock: Clock,
   ) {}
+
+  /**
+   * GET /v1/models/:id: one entry of the list, by its listed id or its catalog key (`provider:id`);
+   * a retired model is 404 naming its replacement, as a call to it is.
+   */
+  retrieve(id: string): ModelsView['data'][number] {
+    const listed = this.list().data.find((m) => m.id === id || `${m.owned_by}:${m.id}` === id);
+    if (listed) return listed;
+    const model = this.llm.catalog.find(id);
+    if (model && isRetired(model, this.clock.now())) throw new ApiError('NOT_FOUND', retiredMessage(model));
+    throw new ApiError('NOT_FOUND', `model "${id}" is not in the catalog (GET /v1/models lists the models and tier aliases)`);
+  }
 
   list(): ModelsView {
     const llm = this.llm;
