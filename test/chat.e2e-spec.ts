@@ -199,6 +199,8 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
       .send({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'json please' }], response_format: { type: 'json_object' } })
       .expect(503);
     expect(res.body.error).toMatchObject({ code: 'NO_PROVIDER_AVAILABLE', message: expect.stringContaining('invalid_output') });
+    // When to come back: at least a second (the providers answered; their breakers are closed).
+    expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
     const streamed = await t.http
       .post('/v1/chat/completions')
       .set(bearer(teacherKey))
@@ -345,6 +347,8 @@ describe('the gateway with no provider configured', () => {
       .send({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'x' }] })
       .expect(503);
     expect(res.body.error.code).toBe('NO_PROVIDER_AVAILABLE');
+    // No provider is configured: coming back later changes nothing, so no Retry-After.
+    expect(res.headers['retry-after']).toBeUndefined();
     const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM llm_calls`);
     expect(n).toBe(0);
   });

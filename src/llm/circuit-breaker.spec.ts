@@ -58,3 +58,17 @@ describe('CircuitBreaker', () => {
     expect(b.allow('b')).toBe(true);
   });
 });
+
+describe('CircuitBreaker.reopensInMs', () => {
+  it('says how long an open breaker stays shut, and 0 when calls may go', () => {
+    let now = 1_000;
+    const b = new CircuitBreaker(1, 30_000, () => now);
+    expect(b.reopensInMs('m')).toBe(0);
+    b.failure('m');
+    expect(b.reopensInMs('m')).toBe(30_000);
+    now += 12_000;
+    expect(b.reopensInMs('m')).toBe(18_000);
+    now += 18_000;
+    expect(b.reopensInMs('m')).toBe(0);
+  });
+});

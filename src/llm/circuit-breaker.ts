@@ -41,6 +41,13 @@ export class CircuitBreaker {
     return s.state;
   }
 
+  /** How long until `key` lets a call (or a probe) through again: 0 when it does now. */
+  reopensInMs(key: string): number {
+    const s = this.states.get(key);
+    if (!s || s.state !== 'open') return 0;
+    return Math.max(0, this.cooldownMs - (this.now() - s.openedAt));
+  }
+
   success(key: string): void {
     const s = this.get(key);
     s.state = 'closed';

@@ -19,7 +19,8 @@ export function gatewayToApiError(err: unknown): unknown {
       case 'CONTEXT_LENGTH_EXCEEDED':
         return new LlmError('CONTEXT_LENGTH_EXCEEDED', err.message, details);
       case 'NO_PROVIDER_AVAILABLE':
-        return new LlmError('NO_PROVIDER_AVAILABLE', err.message, details);
+        // Retry-After when the providers failed (their breakers say when to come back); none when none is configured.
+        return new LlmError('NO_PROVIDER_AVAILABLE', err.message, details, err.retryAfterMs ? { 'retry-after': String(Math.ceil(err.retryAfterMs / 1000)) } : undefined);
     }
   }
   if (err instanceof StreamInterruptedError) return new LlmError('BAD_GATEWAY', err.message);

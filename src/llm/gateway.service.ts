@@ -292,7 +292,9 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       return new GatewayError('CONTEXT_LENGTH_EXCEEDED', `The request is longer than any model for it takes: at most ${window} tokens, its messages and max_tokens together`, tried);
     }
     const why = ctx.lastError ? ` (last error: ${ctx.lastError.reason})` : ' (all candidates are cooling down after failures)';
-    return new GatewayError('NO_PROVIDER_AVAILABLE', `No provider could answer${why}`, tried);
+    // When to come back: the first candidate's breaker lets calls through again (at least a second).
+    const retryAfterMs = Math.max(1_000, Math.min(...candidates.map((m) => this.health.reopensInMs(m))));
+    return new GatewayError('NO_PROVIDER_AVAILABLE', `No provider could answer${why}`, tried, retryAfterMs);
   }
 
   /** Retries, one repair, and the breaker bookkeeping for one candidate model. */

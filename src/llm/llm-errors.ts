@@ -11,7 +11,7 @@ export const LLM_ERRORS = {
 export type LlmErrorCode = keyof typeof LLM_ERRORS;
 
 export class LlmError extends ModuleError<LlmErrorCode> {
-  constructor(code: LlmErrorCode, message: string, details?: FieldProblem[] | Record<string, unknown>) {
-    super(LLM_ERRORS, code, message, details);
+  constructor(code: LlmErrorCode, message: string, details?: FieldProblem[] | Record<string, unknown>, headers?: Record<string, string>) {
+    super(LLM_ERRORS, code, message, details, headers);
   }
 }

@@ -35,6 +35,11 @@ export class ProviderHealth {
     return true;
   }
 
+  /** How long until the model may be tried again (its provider's and its own breaker): 0 now. */
+  reopensInMs(model: CatalogModel): number {
+    return Math.max(this.providers.reopensInMs(model.provider), this.models.reopensInMs(model.key));
+  }
+
   /** The model answered (even an answer that failed validation: the provider works). */
   answered(model: CatalogModel): void {
     this.models.success(model.key);
