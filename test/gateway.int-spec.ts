@@ -184,8 +184,15 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       };
       const first = await ask('repair me', request);
       expect(first).toMatchObject({ content: '{"ok":true}', repaired: true, cache: 'miss' });
+      // Its cost is what the call was charged: the invalid answer and the repair, as the ledger has them.
+      const rows: Array<{ cost: string }> = await ds.query(`SELECT cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1 AND call_group = $2`, [tenant.tenantId, first.callGroup]);
+      expect(rows).toHaveLength(2);
+      expect(first.costNanos).toBe(rows.reduce((a, r) => a + BigInt(r.cost), 0n));
+      // What a hit on the answer saves is the answer's own cost, not the failed attempt's too.
+      const [kept] = await ds.query(`SELECT cost_nanos::text AS cost FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'k-repaired'`, [tenant.tenantId]);
+      expect(BigInt(kept.cost)).toBeLessThan(first.costNanos);
       const hit = await ask('repair me', request);
-      expect(hit).toMatchObject({ cache: 'hit', repaired: true });
+      expect(hit).toMatchObject({ cache: 'hit', repaired: true, savedNanos: BigInt(kept.cost) });
       fake.enqueue('deepseek', { kind: 'ok', content: '{"clean":true}' });
       expect(await ask('clean', { ...request, cache: { key: 'k-clean', lookup: true, store: true } })).toMatchObject({ repaired: false });
       await booksBalanced();

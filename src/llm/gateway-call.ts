@@ -62,6 +62,8 @@ export interface CallContext<T> {
   /** with req.priceAsOf: what the paid calls so far cost less than in real time then */
   scheduleSaved: Nanos;
   lastError?: ProviderError;
+  /** what this call's earlier attempts were charged (failures a provider billed, invalid answers): its cost adds them */
+  charged: Nanos;
   /** the answer that succeeded came after a repair (the model's first answer was invalid) */
   repairedAnswer?: boolean;
 }

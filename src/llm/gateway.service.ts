@@ -157,7 +157,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   }
 
   private context<T>(req: GatewayRequest<T>): CallContext<T> {
-    return { req, group: randomUUID(), attempt: 0, started: performance.now(), tried: [], budgetRefused: false, contentRejected: false, realtimeOnly: false, scheduleSaved: 0n };
+    return { req, group: randomUUID(), attempt: 0, started: performance.now(), tried: [], budgetRefused: false, contentRejected: false, realtimeOnly: false, scheduleSaved: 0n, charged: 0n };
   }
 
   private entry<T>(ctx: CallContext<T>, model: CatalogModel | undefined, fields: Partial<LedgerEntry>): LedgerEntry {
@@ -520,7 +520,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   /** Settles a call the provider failed: what its error reported it used (if anything) is charged. */
   private async settleFailed<T>(ctx: CallContext<T>, model: CatalogModel, call: PaidCall, e: ProviderError, usage: Usage | null): Promise<void> {
     const cost = usage ? costOf(usage, call.pricing) : 0n;
-    await this.settle(call.reservation, cost, { incident: overBound(usage, call.estimate, call.params.maxTokens) }, this.callEntry(ctx, model, call, {
+    ctx.charged += await this.settle(call.reservation, cost, { incident: overBound(usage, call.estimate, call.params.maxTokens) }, this.callEntry(ctx, model, call, {
       outcome: e.errorClass,
       errorReason: e.reason,
       ...usageFields(usage, 'provider'),
@@ -619,13 +619,20 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     cost: Nanos,
     cached: boolean,
   ): Promise<AttemptOutcome<T>> {
-    if (!validation.ok) return { kind: 'invalid', content, problem: validation.problem };
+    if (!validation.ok) {
+      ctx.charged += cost;
+      return { kind: 'invalid', content, problem: validation.problem };
+    }
     const result = this.answered(ctx, model, content, validation.value, finishReason, usage, cost);
-    if (!cached) await this.store(ctx, result);
+    // (The answer cache keeps what this answer cost: what a hit on it saves.)
+    if (!cached) await this.store(ctx, { ...result, costNanos: cost });
     return { kind: 'ok', result };
   }
 
-  /** The result of a call a provider answered (not from the cache). */
+  /**
+   * The result of a call a provider answered (not from the cache). Its cost is everything the call
+   * was charged: this answer's and its earlier attempts' (failures a provider billed, invalid answers).
+   */
   private answered<T>(ctx: CallContext<T>, model: CatalogModel, content: string, value: T, finishReason: string, usage: Usage, cost: Nanos): GatewayResult<T> {
     return {
       content,
@@ -635,7 +642,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       modelKey: model.key,
       finishReason,
       usage,
-      costNanos: cost,
+      costNanos: ctx.charged + cost,
       savedNanos: 0n,
       cache: 'miss',
       scheduleSavedNanos: ctx.req.priceAsOf ? ctx.scheduleSaved : undefined,
