@@ -29,6 +29,7 @@ import { LeaseUpdatesInPlace1767200000000 } from './1767200000000-LeaseUpdatesIn
 import { LedgerDailyRoom1767300000000 } from './1767300000000-LedgerDailyRoom';
 import { EssayErasure1767400000000 } from './1767400000000-EssayErasure';
 import { EssayRetention1767500000000 } from './1767500000000-EssayRetention';
+import { OrderCancelled1767600000000 } from './1767600000000-OrderCancelled';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -67,4 +68,5 @@ export const MIGRATIONS = [
   LedgerDailyRoom1767300000000,
   EssayErasure1767400000000,
   EssayRetention1767500000000,
+  OrderCancelled1767600000000,
 ];

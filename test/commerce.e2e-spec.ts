@@ -142,6 +142,13 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(again.body).toEqual({ received: true, duplicate: true });
       const jobs = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
       expect(jobs[0].n).toBe(1);
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body.unappliedPayments).toBe('0.00');
+      // A second payment under a new event id (the payer was charged twice) is no replay: nothing is
+      // delivered again, and the order shows the money to return.
+      const second = await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+      expect(second.body).toMatchObject({ duplicate: false, order: { status: 'delivered', unappliedPayments: '9.90' } });
+      const [deep] = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+      expect(deep.n).toBe(1);
     });
 
     it('charges and delivers once when the same event arrives twice at the same moment', async () => {

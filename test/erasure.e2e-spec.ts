@@ -231,16 +231,22 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
       expect(row).toEqual({ status: 'graded', text: '', grade: null });
     });
 
-    it('refunds an order still awaiting payment (webhook mode), with the reason', async () => {
+    it('cancels an order still awaiting payment (webhook mode), with the reason; a payment that comes after is shown as money to return', async () => {
       await t.http.put('/v1/billing/settings').set(bearer(tenant.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'webhook', webhookSecret: 'whsec_erasure_test_0123456789' }).expect(200);
       const essay = await f.gradedEssay(teacher, { seed: 85 });
       const { body: o } = await t.http.post(`/v1/essays/${essay.id}/deep-review`).set(bearer(teacher)).expect(202);
       expect(o.status).toBe('awaiting_payment');
       await erase(essay.id).expect(200);
       expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body).toMatchObject({
-        status: 'refunded',
+        status: 'cancelled',
         refundReason: 'the essay was erased before its deep review was delivered',
+        cancelledAt: expect.any(String),
+        refundedAt: null,
+        unappliedPayments: '0.00',
       });
+      // Nothing was paid: the month report counts no refund.
+      const report = (await t.http.get('/v1/reports/month').set(bearer(tenant.adminKey)).expect(200)).body;
+      expect(report.deepReviews).toMatchObject({ sold: 0, refunded: 0 });
       // A payment that arrives afterwards is recorded and changes nothing: no deep review is queued.
       const body = JSON.stringify({ id: `evt_${randomUUID()}`, type: 'payment.succeeded', data: { orderId: o.orderId, amount: '9.90' } });
       await t.http
@@ -249,7 +255,8 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
         .set('X-Inkstone-Signature', signPayload('whsec_erasure_test_0123456789', body))
         .send(body)
         .expect(200);
-      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body.status).toBe('refunded');
+      // The money came in for nothing: the order shows it, to be returned to the payer.
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body).toMatchObject({ status: 'cancelled', unappliedPayments: '9.90' });
       expect(await q(`SELECT kind, status FROM jobs WHERE tenant_id = $1 AND essay_id = $2 ORDER BY created_at`, [tenant.tenantId, essay.id])).toEqual([{ kind: 'grade', status: 'done' }]);
     });
 

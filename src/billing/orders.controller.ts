@@ -14,7 +14,7 @@ export interface OrderList {
   data: OrderView[];
 }
 
-const ORDER_STATUSES = ['awaiting_payment', 'paid', 'delivered', 'refunded'];
+const ORDER_STATUSES = ['awaiting_payment', 'paid', 'delivered', 'refunded', 'cancelled'];
 
 @ApiTags('billing')
 @ApiBearerAuth()

@@ -4,7 +4,7 @@ import { formatCny, Nanos } from '../common/money';
 import { tenantQuery } from '../db/tenant-scope';
 import { InterruptedJob, JobQueue } from '../jobs/job-queue';
 
-export type OrderStatus = 'awaiting_payment' | 'paid' | 'delivered' | 'refunded';
+export type OrderStatus = 'awaiting_payment' | 'paid' | 'delivered' | 'refunded' | 'cancelled';
 export type PaymentMode = 'webhook' | 'invoice';
 
 export interface OrderView {
@@ -13,13 +13,21 @@ export interface OrderView {
   status: OrderStatus;
   price: string;
   paymentMode: PaymentMode;
+  /** why the order was refunded, or cancelled */
   refundReason: string | null;
+  /**
+   * payments that came for this order when it could no longer take them (cancelled, already paid,
+   * refunded): money to check with the payment provider and return to the payer. "0.00" normally.
+   */
+  unappliedPayments: string;
   /** when the review is needed by (it runs where it costs least and still in time); null: within the Batch API's turnaround */
   dueBy: string | null;
   createdAt: string;
   paidAt: string | null;
   deliveredAt: string | null;
   refundedAt: string | null;
+  /** closed before it was paid (its essay erased): nothing was paid, nothing refunded */
+  cancelledAt: string | null;
 }
 
 /** What a payment event did: a new event (not a repeat), and whether it changed the order. */
@@ -27,6 +35,10 @@ export interface EventOutcome {
   newEvent: boolean;
   changed: boolean;
 }
+
+/** An order's columns, and what came for it that it could not take (payments recorded `unapplied`). */
+const ORDER_COLUMNS = `o.*, (SELECT coalesce(sum(pe.amount_nanos), 0) FROM payment_events pe
+   WHERE pe.tenant_id = o.tenant_id AND pe.order_id = o.id AND pe.type = 'payment.succeeded' AND pe.outcome = 'unapplied')::text AS unapplied_nanos`;
 
 /**
  * The orders aggregate (deep-review orders and the payment events applied to them): the only code
@@ -77,7 +89,7 @@ export class OrdersRepository {
           WHERE o.tenant_id = $1 AND o.id = $2 AND e.erased_at IS NULL FOR KEY SHARE OF e`,
         [orderId],
       );
-      if (!essay) return { newEvent: true, changed: false };
+      if (!essay) return this.unapplied(tx, tenantId, eventId);
       const [paid] = await tenantQuery<{ essay_id: string; due_by: Date | null }>(
         tx,
         tenantId,
@@ -87,9 +99,19 @@ export class OrdersRepository {
       );
       // (A deadline that passed while the order awaited payment is kept: the plan is then real time at once.)
       const dueBy = paid?.due_by ? new Date(paid.due_by) : null;
-      if (paid) await this.jobs.enqueue(tx, tenantId, [{ essayId: paid.essay_id, kind: 'deep_review', orderId, dueBy }]);
-      return { newEvent: true, changed: !!paid };
+      if (!paid) return this.unapplied(tx, tenantId, eventId);
+      await this.jobs.enqueue(tx, tenantId, [{ essayId: paid.essay_id, kind: 'deep_review', orderId, dueBy }]);
+      return { newEvent: true, changed: true };
     });
+  }
+
+  /**
+   * A payment the order could not take (cancelled, already paid, refunded, or its amount is not the
+   * price): kept with the outcome `unapplied`, so the order shows it as money to return.
+   */
+  private async unapplied(tx: EntityManager, tenantId: string, eventId: string): Promise<EventOutcome> {
+    await tenantQuery(tx, tenantId, `UPDATE payment_events SET outcome = 'unapplied' WHERE tenant_id = $1 AND event_id = $2`, [eventId]);
+    return { newEvent: true, changed: false };
   }
 
   /** `payment.refunded`: records the event and refunds the order; a deep review still waiting in the queue is cancelled. */
@@ -138,16 +160,22 @@ export class OrdersRepository {
     return rows.length === 1;
   }
 
-  /** The essay's orders not yet delivered (awaiting payment, or paid) are refunded with the reason; returns how many. */
-  async refundOpenForEssay(tx: EntityManager, tenantId: string, essayId: string, reason: string): Promise<number> {
-    const rows = await tenantQuery(
+  /**
+   * The essay's orders not yet delivered, with the reason: a paid one is refunded, one awaiting
+   * payment is cancelled (nothing was paid). Returns how many of each.
+   */
+  async closeOpenForEssay(tx: EntityManager, tenantId: string, essayId: string, reason: string): Promise<{ refunded: number; cancelled: number }> {
+    const rows = await tenantQuery<{ status: string }>(
       tx,
       tenantId,
-      `UPDATE orders SET status = 'refunded', refunded_at = now(), refund_reason = coalesce(refund_reason, $3)
-        WHERE tenant_id = $1 AND essay_id = $2 AND status IN ('awaiting_payment', 'paid') RETURNING id`,
+      `UPDATE orders SET status = CASE WHEN status = 'paid' THEN 'refunded' ELSE 'cancelled' END,
+              refunded_at = CASE WHEN status = 'paid' THEN now() END,
+              cancelled_at = CASE WHEN status = 'paid' THEN NULL ELSE now() END,
+              refund_reason = coalesce(refund_reason, $3)
+        WHERE tenant_id = $1 AND essay_id = $2 AND status IN ('awaiting_payment', 'paid') RETURNING status`,
       [essayId, reason.slice(0, 300)],
     );
-    return rows.length;
+    return { refunded: rows.filter((r) => r.status === 'refunded').length, cancelled: rows.filter((r) => r.status === 'cancelled').length };
   }
 
   /** Orders whose deep reviews' workers stopped on their last attempt are refunded (the queue's recovery). */
@@ -156,12 +184,12 @@ export class OrdersRepository {
   }
 
   async find(tenantId: string, id: string): Promise<OrderView | null> {
-    const [row] = await tenantQuery<Record<string, unknown>>(this.ds.manager, tenantId, `SELECT * FROM orders WHERE tenant_id = $1 AND id = $2`, [id]);
+    const [row] = await tenantQuery<Record<string, unknown>>(this.ds.manager, tenantId, `SELECT ${ORDER_COLUMNS} FROM orders o WHERE o.tenant_id = $1 AND o.id = $2`, [id]);
     return row ? toView(row) : null;
   }
 
   async forEssay(tenantId: string, essayId: string): Promise<OrderView[]> {
-    const rows = await tenantQuery<Record<string, unknown>>(this.ds.manager, tenantId, `SELECT * FROM orders WHERE tenant_id = $1 AND essay_id = $2 ORDER BY created_at DESC`, [
+    const rows = await tenantQuery<Record<string, unknown>>(this.ds.manager, tenantId, `SELECT ${ORDER_COLUMNS} FROM orders o WHERE o.tenant_id = $1 AND o.essay_id = $2 ORDER BY o.created_at DESC`, [
       essayId,
     ]);
     return rows.map(toView);
@@ -171,7 +199,7 @@ export class OrdersRepository {
     const rows = await tenantQuery<Record<string, unknown>>(
       this.ds.manager,
       tenantId,
-      `SELECT * FROM orders WHERE tenant_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY created_at DESC LIMIT 500`,
+      `SELECT ${ORDER_COLUMNS} FROM orders o WHERE o.tenant_id = $1 AND ($2::text IS NULL OR o.status = $2) ORDER BY o.created_at DESC LIMIT 500`,
       [status ?? null],
     );
     return rows.map(toView);
@@ -195,5 +223,7 @@ function toView(r: Record<string, unknown>): OrderView {
     paidAt: iso(r.paid_at),
     deliveredAt: iso(r.delivered_at),
     refundedAt: iso(r.refunded_at),
+    cancelledAt: iso(r.cancelled_at),
+    unappliedPayments: formatCny(BigInt((r.unapplied_nanos as string | undefined) ?? '0')),
   };
 }

@@ -161,6 +161,11 @@ export class OrdersService {
         : await this.orders.refundByEvent(tenantId, eventId, order.orderId, amount);
     if (applied.changed && type === 'payment.succeeded') this.bus.publish('queued', {}); // wake an idle worker on any instance
     if (!applied.newEvent) return { received: true, duplicate: true };
+    if (type === 'payment.succeeded' && !applied.changed) {
+      // Money came for an order that could not take it (cancelled, paid already, refunded): it shows
+      // on the order as unappliedPayments, to be returned to the payer.
+      this.logger.warn({ msg: 'a payment came for an order that could not take it: return it to the payer', tenantId, orderId: order.orderId, status: order.status });
+    }
     this.logger.log({ msg: 'payment event applied', tenantId, orderId: order.orderId, type, changed: applied.changed });
     return { received: true, duplicate: false, order: await this.get(tenantId, order.orderId) };
   }

@@ -44,7 +44,7 @@ export const MAX_PER_CALL = 500;
  * - the answers its gradings left in the answer cache, and those its calls' guards keep for a
  *   replay (each row names the essay it was made for);
  * - its queued gradings and deep reviews (failed with the reason), and its orders not yet
- *   delivered (refunded with the reason).
+ *   delivered (a paid one refunded, one awaiting payment cancelled, with the reason).
  * After the commit, every instance drops those answers from its in-process tier (the cluster bus;
  * an instance whose listener was cut off drops its whole tier when it is back).
  *
@@ -94,13 +94,13 @@ export class EssayErasure {
       }
       await this.jobs.clearErrorsOfEssay(m, tenantId, id);
       const cancelled = await this.jobs.cancelQueuedForEssay(m, tenantId, id, 'the essay was erased');
-      const refunded = await this.orders.refundOpenForEssay(m, tenantId, id, 'the essay was erased before its deep review was delivered');
+      const orders = await this.orders.closeOpenForEssay(m, tenantId, id, 'the essay was erased before its deep review was delivered');
       const erasedAt = await this.essays.erase(m, tenantId, id, keyId);
       await this.nearDuplicates.forget(m, tenantId, id);
       const answers = await deleteEssayAnswers(m, tenantId, id);
       const guards = await this.books.deleteEssayGuards(m, tenantId, id);
       delivered = await this.cache.forget(m, tenantId, answers);
-      return { erasedAt, again: false, cancelled, refunded, answers: answers.length, guards };
+      return { erasedAt, again: false, cancelled, orders, answers: answers.length, guards };
     });
     if (done.again) return done;
     delivered?.();
@@ -111,7 +111,8 @@ export class EssayErasure {
       essayId: id,
       keyId,
       jobsCancelled: done.cancelled,
-      ordersRefunded: done.refunded,
+      ordersRefunded: done.orders?.refunded ?? 0,
+      ordersCancelled: done.orders?.cancelled ?? 0,
       answersDeleted: done.answers,
       guardsDeleted: done.guards,
     });

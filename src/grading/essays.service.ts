@@ -47,7 +47,7 @@ export interface EssayView {
   originalGrade: StoredGrade | null;
   /** the paid deep review, kept beside the standard grade */
   deepGrade: StoredGrade | null;
-  /** the latest deep-review order of the essay and its state (awaiting_payment, paid, delivered, refunded), or null */
+  /** the latest deep-review order of the essay and its state (awaiting_payment, paid, delivered, refunded, cancelled), or null */
   deepReview: { orderId: string; status: string; price: string; refundReason: string | null; schedule: WorkSchedule | null } | null;
   /**
    * The grading's deadline (its assignment's dueBy) and the plan it runs on: now, batch, or off_peak

@@ -265,6 +265,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/models/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One model or tier alias, by its listed id or its provider:id key (OpenAI retrieve shape) */
+        get: operations["ChatController_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/chat/completions": {
         parameters: {
             query?: never;
@@ -1260,7 +1277,7 @@ export interface components {
             createdAt: string;
             /** @description the paid deep review, kept beside the standard grade */
             deepGrade: components["schemas"]["StoredGrade"] | null;
-            /** @description the latest deep-review order of the essay and its state (awaiting_payment, paid, delivered, refunded), or null */
+            /** @description the latest deep-review order of the essay and its state (awaiting_payment, paid, delivered, refunded, cancelled), or null */
             deepReview: {
                 orderId: string;
                 price: string;
@@ -1484,8 +1501,10 @@ export interface components {
             data: components["schemas"]["OrderView"][];
         };
         /** @enum {string} */
-        OrderStatus: "awaiting_payment" | "paid" | "delivered" | "refunded";
+        OrderStatus: "awaiting_payment" | "paid" | "delivered" | "refunded" | "cancelled";
         OrderView: {
+            /** @description closed before it was paid (its essay erased): nothing was paid, nothing refunded */
+            cancelledAt: string | null;
             createdAt: string;
             deliveredAt: string | null;
             /** @description when the review is needed by (it runs where it costs least and still in time); null: within the Batch API's turnaround */
@@ -1495,9 +1514,12 @@ export interface components {
             paidAt: string | null;
             paymentMode: components["schemas"]["PaymentMode"];
             price: string;
+            /** @description why the order was refunded, or cancelled */
             refundReason: string | null;
             refundedAt: string | null;
             status: components["schemas"]["OrderStatus"];
+            /** @description payments that came for this order when it could no longer take them (cancelled, already paid, refunded): money to check with the payment provider and return to the payer. "0.00" normally. */
+            unappliedPayments: string;
         };
         /** @enum {string} */
         PaymentMode: "webhook" | "invoice";
@@ -2008,7 +2030,7 @@ export interface operations {
     OrdersController_list: {
         parameters: {
             query?: {
-                status?: "awaiting_payment" | "paid" | "delivered" | "refunded";
+                status?: "awaiting_payment" | "paid" | "delivered" | "refunded" | "cancelled";
             };
             header?: never;
             path?: never;
@@ -2076,6 +2098,25 @@ export interface operations {
             query?: never;
             header?: never;
             path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    ChatController_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
             cookie?: never;
         };
         requestBody?: never;
