@@ -1,3 +1,4 @@
+import { OrdersRepository } from '../src/billing/orders.repository';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
@@ -381,6 +382,7 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(r.margin).toBe(formatCny(13_200_000_000n - BigInt(ledger.cost)));
       expect(r.gradings).toEqual({ total: 5, standard: 3, deep: 2, offline: 0, fromCache: 1 });
       expect(r.deepReviews).toEqual({ ordered: 2, sold: 2, delivered: 2, refunded: 0 });
+      expect(r.refunds).toBe('0.00');
       expect(r.cacheHitRate).toBe('0.2000');
       const sumByPurpose = Object.values(r.modelCostByPurpose as Record<string, string>).reduce((a, c) => a + parseNanos(c), 0n);
       expect(formatCny(sumByPurpose)).toBe(r.modelCost);
@@ -388,6 +390,21 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(BigInt(parseNanos(r.savedByCompression))).toBeGreaterThan(0n);
       await t.http.get('/v1/reports/month?period=2026-13').set(admin()).expect(400);
       await t.http.get('/v1/reports/month').set(bearer(teacher)).expect(403);
+
+      // A month that is over stays as it was: the first order is moved back 40 days (sold and
+      // delivered a month or two ago), then refunded now. That month keeps its sale; this one books the refund.
+      await t.dataSource.query(
+        `UPDATE orders SET created_at = created_at - interval '40 days', paid_at = paid_at - interval '40 days', delivered_at = delivered_at - interval '40 days' WHERE tenant_id = $1 AND id = $2`,
+        [tenant.tenantId, o.orderId],
+      );
+      // (40 days back from today may be two months back in the first days of a month.)
+      const [{ period: soldIn }] = await t.dataSource.query(`SELECT to_char(paid_at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM') AS period FROM orders WHERE id = $1`, [o.orderId]);
+      const before = (await t.http.get(`/v1/reports/month?period=${soldIn}`).set(admin()).expect(200)).body;
+      expect(before).toMatchObject({ revenue: '6.60', refunds: '0.00', deepReviews: { sold: 1, refunded: 0 } });
+      await t.dataSource.transaction((tx) => t.app.get(OrdersRepository).refund(tx, tenant.tenantId, o.orderId, 'refunded by the school', ['delivered']));
+      expect((await t.http.get(`/v1/reports/month?period=${soldIn}`).set(admin()).expect(200)).body).toEqual(before);
+      const now = (await t.http.get(`/v1/reports/month?period=${budget.body.period}`).set(admin()).expect(200)).body;
+      expect(now).toMatchObject({ refunds: '6.60', revenue: '0.00', deepReviews: { sold: 1, refunded: 1 } });
       // The same report as CSV for Excel: a BOM, one row per figure, the same decimal strings.
       const csv = await t.http.get(`/v1/reports/month.csv?period=${budget.body.period}`).set(admin()).buffer(true).parse((res, done) => {
         const chunks: Buffer[] = [];

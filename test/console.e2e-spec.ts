@@ -291,7 +291,7 @@ describe('the web console in a browser', () => {
       expect(figures).toMatchObject({
         Gradings: String(month.gradings.total),
         'Deep reviews ordered': String(month.deepReviews.ordered),
-        'Deep reviews paid (not refunded)': String(month.deepReviews.sold),
+        'Deep reviews paid': String(month.deepReviews.sold),
         'Deep reviews delivered': String(month.deepReviews.delivered),
         'Deep reviews refunded': String(month.deepReviews.refunded),
       });

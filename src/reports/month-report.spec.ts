@@ -33,7 +33,7 @@ const input = (over: Partial<MonthReportInput> = {}): MonthReportInput => ({
     group({ purpose: 'deep_review', tier: 'deep', model: 'qwen3-max', batch: true, gradings: 2, calls: 2, cost: 500n, uncachedIn: 100n, out: 50n, paidCost: 500n }),
     group({ purpose: 'chat', gradings: 3, calls: 3, cost: 30n, uncachedIn: 30n, out: 10n, paidCost: 30n }),
   ],
-  orders: { ordered: 3, sold: 2, delivered: 2, refunded: 1, revenue: 2000n },
+  orders: { ordered: 3, sold: 2, delivered: 2, refunded: 1, sales: 2500n, refunds: 500n },
   offline: 3,
   floorOf: (key) => prices[key],
   premium: { key: 'dashscope:qwen3-max', floor: MAX },
@@ -59,7 +59,8 @@ describe('the month report (pure)', () => {
     expect(r.deepReviews).toEqual({ ordered: 3, sold: 2, delivered: 2, refunded: 1 });
     expect(r.modelCost).toBe(formatCny(1130n));
     expect(r.modelCostByPurpose).toEqual({ grading: formatCny(600n), deep_review: formatCny(500n), escalation: formatCny(0n), shadow: formatCny(0n), chat: formatCny(30n) });
-    expect(r.revenue).toBe(formatCny(2000n));
+    expect(r.revenue).toBe(formatCny(2000n)); // sales less refunds
+    expect(r.refunds).toBe(formatCny(500n));
     expect(r.margin).toBe(formatCny(870n)); // revenue − all model cost
     expect(r.deepReviewMargin).toBe(formatCny(1500n)); // revenue − deep-review cost
     expect(r.costPerGrading).toBe(formatCny(73n)); // 1,100 of grading cost over 15 gradings, offline ones included, rounded down
@@ -117,7 +118,7 @@ describe('the month report (pure)', () => {
   });
 
   it('answers an empty month with zeros, not a division by zero', () => {
-    const r = monthReport(input({ groups: [], orders: { ordered: 0, sold: 0, delivered: 0, refunded: 0, revenue: 0n }, offline: 0 }));
+    const r = monthReport(input({ groups: [], orders: { ordered: 0, sold: 0, delivered: 0, refunded: 0, sales: 0n, refunds: 0n }, offline: 0 }));
     expect(r.costPerGrading).toBe('0.00');
     expect(r.cacheHitRate).toBe('0.0000');
     expect(r.gradings.total).toBe(0);

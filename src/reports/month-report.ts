@@ -31,7 +31,10 @@ export interface OrdersInMonth {
   sold: number;
   delivered: number;
   refunded: number;
-  revenue: Nanos;
+  /** the prices of the orders paid in the month */
+  sales: Nanos;
+  /** the prices of the paid orders refunded in the month (whenever they were paid) */
+  refunds: Nanos;
 }
 
 /** A model's lowest real-time prices, nano-yuan per token. */
@@ -61,6 +64,9 @@ export interface MonthReport {
   deepReviews: { ordered: number; sold: number; delivered: number; refunded: number };
   modelCost: string;
   modelCostByPurpose: Record<string, string>;
+  /** what the month's refunds gave back (orders paid in this month or before) */
+  refunds: string;
+  /** the month's sales less its refunds: negative when more came back than was sold */
   revenue: string;
   margin: string;
   deepReviewMargin: string;
@@ -125,6 +131,7 @@ export function monthReport(input: MonthReportInput): MonthReport {
   // Scheduling: the off-peak windows' savings of the calls not batched (a batched call is counted above).
   const savedByScheduling = sum((g) => g.scheduleSaved, (g) => !g.batch);
   const atLeastZero = (n: Nanos) => (n > 0n ? n : 0n);
+  const revenue = orders.sales - orders.refunds;
 
   return {
     period: input.period,
@@ -133,9 +140,10 @@ export function monthReport(input: MonthReportInput): MonthReport {
     deepReviews: { ordered: orders.ordered, sold: orders.sold, delivered: orders.delivered, refunded: orders.refunded },
     modelCost: formatCny(modelCost),
     modelCostByPurpose: Object.fromEntries(['grading', 'deep_review', 'escalation', 'shadow', 'chat'].map((p) => [p, formatCny(sum((g) => g.cost, (g) => g.purpose === p))])),
-    revenue: formatCny(orders.revenue),
-    margin: formatCny(orders.revenue - modelCost),
-    deepReviewMargin: formatCny(orders.revenue - deepCost),
+    refunds: formatCny(orders.refunds),
+    revenue: formatCny(revenue),
+    margin: formatCny(revenue - modelCost),
+    deepReviewMargin: formatCny(revenue - deepCost),
     costPerGrading: all ? formatCny(gradingCost / BigInt(all)) : '0.00',
     cacheHitRate: modelGradings ? ratio(BigInt(hits), BigInt(modelGradings)) : '0.0000',
     savedByCache: formatCny(sum((g) => g.saved)),

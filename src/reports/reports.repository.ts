@@ -48,20 +48,25 @@ export class ReportsRepository {
     }));
   }
 
-  /** Orders created, sold (paid and not refunded), delivered and refunded in [start, end), and the revenue. */
+  /**
+   * Orders created, sold (paid), delivered and refunded in [start, end), and the money: each sale is
+   * booked in the month it was paid, each refund (of a paid order) in the month it was refunded, so
+   * a month's figures never change once it is over (a refund in December does not rewrite October).
+   */
   async orders(tenantId: string, start: Date, end: Date): Promise<OrdersInMonth> {
     const [r] = await tenantQuery<Record<string, string>>(
       this.ds.manager,
       tenantId,
       `SELECT count(*) FILTER (WHERE created_at >= $2 AND created_at < $3) AS ordered,
-              count(*) FILTER (WHERE paid_at >= $2 AND paid_at < $3 AND status <> 'refunded') AS sold,
-              count(*) FILTER (WHERE delivered_at >= $2 AND delivered_at < $3 AND status = 'delivered') AS delivered,
-              count(*) FILTER (WHERE refunded_at >= $2 AND refunded_at < $3) AS refunded,
-              coalesce(sum(price_nanos) FILTER (WHERE paid_at >= $2 AND paid_at < $3 AND status <> 'refunded'), 0) AS revenue
+              count(*) FILTER (WHERE paid_at >= $2 AND paid_at < $3) AS sold,
+              count(*) FILTER (WHERE delivered_at >= $2 AND delivered_at < $3) AS delivered,
+              count(*) FILTER (WHERE refunded_at >= $2 AND refunded_at < $3 AND paid_at IS NOT NULL) AS refunded,
+              coalesce(sum(price_nanos) FILTER (WHERE paid_at >= $2 AND paid_at < $3), 0) AS sales,
+              coalesce(sum(price_nanos) FILTER (WHERE refunded_at >= $2 AND refunded_at < $3 AND paid_at IS NOT NULL), 0) AS refunds
          FROM orders WHERE tenant_id = $1`,
       [start, end],
     );
-    return { ordered: Number(r.ordered), sold: Number(r.sold), delivered: Number(r.delivered), refunded: Number(r.refunded), revenue: BigInt(r.revenue) };
+    return { ordered: Number(r.ordered), sold: Number(r.sold), delivered: Number(r.delivered), refunded: Number(r.refunded), sales: BigInt(r.sales), refunds: BigInt(r.refunds) };
   }
 
   /** Essays graded by the offline grader in [start, end). */

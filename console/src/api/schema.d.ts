@@ -1486,6 +1486,9 @@ export interface components {
                 [key: string]: string;
             };
             period: string;
+            /** @description what the month's refunds gave back (orders paid in this month or before) */
+            refunds: string;
+            /** @description the month's sales less its refunds: negative when more came back than was sold */
             revenue: string;
             routingBaseline: string | null;
             savedByBatch: string;

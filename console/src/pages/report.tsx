@@ -27,6 +27,7 @@ export function ReportPage() {
           t('modelCostFor', { purpose: code('purpose', purpose) }),
           cnyExact(cost),
         ]),
+        [t('refunds'), cnyExact(r.refunds)],
         [t('revenue'), cnyExact(r.revenue)],
         [t('margin'), cnyExact(r.margin)],
         [t('deepReviewMargin'), cnyExact(r.deepReviewMargin)],
