@@ -52,8 +52,8 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     const copy = nearCopy(original, 2, 3);
     const b = await addEssay(tenant.tenantId, copy);
     const found = await index.indexAndFind(tenant.tenantId, b, copy);
-    expect(found).toMatchObject({ essayId: a, studentRef: null, status: 'queued', grade: null });
-    expect(found!.similarity).toBeGreaterThan(0.85);
+    expect(found!.nearest).toMatchObject({ essayId: a, studentRef: null, status: 'queued' });
+    expect(found!.nearest!.similarity).toBeGreaterThan(0.85);
     expect(await signatureRows(a)).toEqual([{ tenant_id: tenant.tenantId, shingles: fingerprint(original).shingles }]);
   });
 
@@ -80,8 +80,8 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
 
     const me = await addEssay(tenant.tenantId, target);
     const found = await index.indexAndFind(tenant.tenantId, me, target);
-    expect(found).toMatchObject({ essayId: nearId });
-    expect(found!.similarity).toBeGreaterThan(0.85);
+    expect(found!.nearest).toMatchObject({ essayId: nearId });
+    expect(found!.nearest!.similarity).toBeGreaterThan(0.85);
     const candidates = await index.index(tenant.tenantId, me, mine); // indexed already: nothing changes
     expect(candidates.length).toBe(MAX_CANDIDATES);
     expect(candidates[0]).toMatchObject({ essayId: nearId });
@@ -116,7 +116,7 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     // Generous: a bounded read (≤ 32 × CANDIDATES_PER_BAND index entries, not 32 × 3,000) takes milliseconds.
     expect(ms).toBeLessThan(2_000);
     const found = await index.indexAndFind(tenant.tenantId, me, text);
-    expect(found?.similarity).toBe(1);
+    expect(found?.nearest?.similarity).toBe(1);
   });
 
   it('computes the signature of an essay indexed before signatures were stored, once, from its text', async () => {
@@ -126,14 +126,14 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     await ds.query(`DELETE FROM essay_signatures WHERE essay_id = $1`, [a]); // as before the migration
     const b = await addEssay(tenant.tenantId, nearCopy(original, 1, 2), 90);
     const first = await index.indexAndFind(tenant.tenantId, b, nearCopy(original, 1, 2));
-    expect(first).toMatchObject({ essayId: a });
-    expect(first!.similarity).toBeGreaterThan(0.85);
+    expect(first!.nearest).toMatchObject({ essayId: a });
+    expect(first!.nearest!.similarity).toBeGreaterThan(0.85);
     expect(await signatureRows(a)).toEqual([{ tenant_id: tenant.tenantId, shingles: fingerprint(original).shingles }]);
     // Stored now: the text is not read for it again.
     await ds.query(`UPDATE essays SET text = 'x' WHERE id = $1`, [a]);
     const c = await addEssay(tenant.tenantId, original);
     const second = await index.indexAndFind(tenant.tenantId, c, original);
-    expect(second!.similarity).toBeGreaterThan(0.85);
+    expect(second!.nearest!.similarity).toBeGreaterThan(0.85);
   });
 
   it("finds a student's own earlier version when another student's copy is nearer, and only a graded one of the same student", async () => {
@@ -156,7 +156,7 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     const resubmission = await insert(model, 'student-a', 'queued', 0);
     await ds.query(`DELETE FROM essay_lsh WHERE essay_id = $1`, [resubmission]); // indexed again below
     const found = await index.indexAndFind(tenant.tenantId, resubmission, model, 'student-a');
-    expect(found).toMatchObject({ essayId: theirs, similarity: 1, studentRef: 'student-b' });
+    expect(found!.nearest).toMatchObject({ essayId: theirs, similarity: 1, studentRef: 'student-b' });
     expect(found!.earlierOwn).toMatchObject({ essayId: ownEarlier, grade: { score: 40, by: 'student-a' } });
     // Another student, or no student named: nothing of A's is offered.
     expect((await index.indexAndFind(tenant.tenantId, resubmission, model, 'student-c'))!.earlierOwn).toBeNull();
@@ -164,6 +164,33 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     // A's earlier version not graded (still queued, or failed): not offered either.
     await ds.query(`UPDATE essays SET status = 'failed' WHERE id = $1`, [ownEarlier]);
     expect((await index.indexAndFind(tenant.tenantId, resubmission, model, 'student-a'))!.earlierOwn).toBeNull();
+  });
+
+  it("does not take a student's own earlier version for a copy: the nearest is another student's, or none", async () => {
+    const text = generateEssay(62, 'zh').text;
+    const insert = async (body: string, studentRef: string | null, status: string) => {
+      const [{ id }] = await ds.query(
+        `INSERT INTO essays (id, tenant_id, rubric_key, rubric_version, language, tier, text, status, student_ref, grade)
+         VALUES ($6, $1, 'zh-gaokao-60', 1, 'zh', 'standard', $2, $3, $4, $5) RETURNING id`,
+        [tenant.tenantId, body, status, studentRef, status === 'graded' ? { score: 30 } : null, randomUUID()],
+      );
+      return id as string;
+    };
+    const draft = await insert(text, 'student-d', 'graded');
+    await index.indexAndFind(tenant.tenantId, draft, text, 'student-d');
+    // D hands in a revised draft: no copy, but the earlier grade is there to reuse.
+    const revised = nearCopy(text, 2, 1);
+    const second = await insert(revised, 'student-d', 'queued');
+    const mine = await index.indexAndFind(tenant.tenantId, second, revised, 'student-d');
+    expect(mine!.nearest).toBeNull();
+    expect(mine!.earlierOwn).toMatchObject({ essayId: draft, grade: { score: 30 } });
+    // E hands in a near copy of D's: D's essays are E's nearest.
+    const copy = nearCopy(text, 3, 1);
+    const e = await insert(copy, 'student-e', 'queued');
+    const theirs = await index.indexAndFind(tenant.tenantId, e, copy, 'student-e');
+    expect([draft, second]).toContain(theirs!.nearest!.essayId);
+    expect(theirs!.nearest!.studentRef).toBe('student-d');
+    expect(theirs!.earlierOwn).toBeNull();
   });
 
   it("never compares another tenant's essays", async () => {
@@ -181,7 +208,7 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     const [earlier, later] = await addEssays(tenant.tenantId, [text, nearCopy(text, 3, 1)], 60);
     await ds.query(`UPDATE essays SET created_at = created_at + interval '1 second' WHERE id = $1`, [later]);
     expect(await index.indexAndFind(tenant.tenantId, later, nearCopy(text, 3, 1))).toBeNull();
-    expect(await index.indexAndFind(tenant.tenantId, earlier, text)).toMatchObject({ essayId: later });
+    expect(await index.indexAndFind(tenant.tenantId, earlier, text)).toMatchObject({ nearest: { essayId: later } });
   });
 
   it('a class set of near copies indexed all at once by workers of two instances: every one but the first indexed finds another', async () => {
@@ -192,7 +219,7 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     const instances = [index, new NearDuplicateIndex(ds)];
     const found = await Promise.all(ids.map((id, i) => instances[i % 2].indexAndFind(tenant.tenantId, id, copies[i])));
     expect(found.filter((x) => x === null)).toHaveLength(1);
-    for (const [i, x] of found.entries()) if (x) expect(ids.filter((id) => id !== ids[i])).toContain(x.essayId);
+    for (const [i, x] of found.entries()) if (x) expect(ids.filter((id) => id !== ids[i])).toContain(x.nearest!.essayId);
   });
 
   it("an indexing that fails (its essay gone) writes nothing, and the tenant's next indexing still takes its turn", async () => {

@@ -139,9 +139,10 @@ export class GradingService {
     const settings = await this.settingsCache.getOrLoad(job.tenantId, () => this.settings(job.tenantId));
     const near = await this.nearDuplicates.indexAndFind(job.tenantId, essay.id, essay.text, essay.student_ref);
     let similar: { essayId: string; similarity: number } | null = null;
-    if (near && near.similarity >= settings.nearDuplicateThreshold) {
+    // (A student's own earlier version is no copy: a resubmission may take its grade, below.)
+    if (near?.nearest && near.nearest.similarity >= settings.nearDuplicateThreshold) {
       flags.add('possible_copy');
-      similar = { essayId: near.essayId, similarity: Math.round(near.similarity * 10_000) / 10_000 };
+      similar = { essayId: near.nearest.essayId, similarity: Math.round(near.nearest.similarity * 10_000) / 10_000 };
     }
 
     let grade: StoredGrade | null = null;

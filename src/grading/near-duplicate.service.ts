@@ -4,11 +4,12 @@ import { rowsOf, tenantQuery } from '../db/tenant-scope';
 import { bandBuckets, decodeSignature, encodeSignature, Fingerprint, fingerprint, signatureSimilarity } from './near-duplicate';
 
 export interface NearDuplicate {
-  essayId: string;
-  similarity: number;
-  studentRef: string | null;
-  status: string;
-  grade: unknown;
+  /**
+   * The most similar earlier essay of another student (or either essay names no student): what a
+   * possible copy is measured against. A student's own earlier version is no copy (a resubmission,
+   * a revised draft): it is `earlierOwn`. Null when every candidate is the student's own.
+   */
+  nearest: { essayId: string; similarity: number; studentRef: string | null; status: string } | null;
   /**
    * The same student's earlier essay at REUSE_SIMILARITY or more, graded, the nearest of those
    * (it may be the nearest essay itself): what a resubmission may take its grade from. A student's
@@ -76,8 +77,8 @@ export class NearDuplicateIndex {
   constructor(private readonly ds: DataSource) {}
 
   /**
-   * Indexes the essay and returns the most similar earlier essay of the tenant, if any, with the
-   * student's own nearest graded one when it is at REUSE_SIMILARITY or more (see NearDuplicate).
+   * Indexes the essay and returns the most similar earlier essay of another student, if any, with
+   * the student's own nearest graded one when it is at REUSE_SIMILARITY or more (see NearDuplicate).
    */
   async indexAndFind(tenantId: string, essayId: string, text: string, studentRef: string | null = null): Promise<NearDuplicate | null> {
     const mine = fingerprint(text);
@@ -86,29 +87,29 @@ export class NearDuplicateIndex {
       .sort((a, b) => b.similarity - a.similarity);
     if (compared.length === 0) return null;
     const best = compared[0];
-    // The nearest essay and, for a named student, the candidates near enough to be a resubmission
-    // (at most MAX_CANDIDATES): one read, grades only of the nearest and of the student's graded ones.
-    const near = studentRef ? compared.filter((c) => c.similarity >= REUSE_SIMILARITY) : [];
+    // Without a student: the nearest essay. For a named student, every candidate's student (at most
+    // MAX_CANDIDATES, one read by key): the nearest of another student, and the grades of the
+    // student's own graded ones near enough to be a resubmission.
+    const ids = studentRef ? compared.map((c) => c.essayId) : [best.essayId];
     const rows = await tenantQuery<{ id: string; student_ref: string | null; status: string; grade: unknown }>(
       this.ds.manager,
       tenantId,
       `SELECT id, student_ref, status,
-              CASE WHEN id = $3 OR (student_ref = $4 AND status IN ('graded', 'needs_review')) THEN grade END AS grade
+              CASE WHEN student_ref = $3 AND status IN ('graded', 'needs_review') THEN grade END AS grade
          FROM essays WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND erased_at IS NULL`,
-      [[best.essayId, ...near.map((c) => c.essayId)], best.essayId, studentRef],
+      [ids, studentRef],
     );
     const byId = new Map(rows.map((r) => [r.id, r]));
-    const nearest = byId.get(best.essayId);
-    if (!nearest) return null;
-    const own = near.find((c) => {
+    const isOwn = (r: { student_ref: string | null }) => studentRef !== null && r.student_ref === studentRef;
+    const other = compared.find((c) => byId.has(c.essayId) && !isOwn(byId.get(c.essayId)!));
+    const own = compared.find((c) => {
       const r = byId.get(c.essayId);
-      return r && r.student_ref === studentRef && r.grade && (r.status === 'graded' || r.status === 'needs_review');
+      return c.similarity >= REUSE_SIMILARITY && r && isOwn(r) && r.grade;
     });
+    if (!other && !own) return null;
+    const o = other ? byId.get(other.essayId)! : null;
     return {
-      ...best,
-      studentRef: nearest.student_ref,
-      status: nearest.status,
-      grade: nearest.grade,
+      nearest: other && o ? { ...other, studentRef: o.student_ref, status: o.status } : null,
       earlierOwn: own ? { ...own, grade: byId.get(own.essayId)!.grade } : null,
     };
   }
