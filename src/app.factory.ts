@@ -50,7 +50,37 @@ export function addViewSchemas(document: OpenAPIObject): OpenAPIObject {
     if (schemas[name]) throw new Error(`OpenAPI: the view schema ${name} has the name of a DTO schema; rename it in scripts/view-schemas.ts (RENAMED) and run npm run docs:views`);
     schemas[name] = schema;
   }
+  // Every error, whatever the route, has one shape (src/common/error-rendering.ts): each operation
+  // says so for its 4xx and 5xx answers, with the codes in the API guide's tables.
+  schemas.ApiErrorBody = {
+    type: 'object',
+    required: ['error'],
+    properties: {
+      error: {
+        type: 'object',
+        required: ['code', 'message', 'type', 'param', 'requestId'],
+        properties: {
+          code: { type: 'string', description: "the error's code (docs/api.md lists each with its status)" },
+          message: { type: 'string' },
+          type: { type: 'string', enum: ['invalid_request_error', 'authentication_error', 'permission_error', 'insufficient_quota', 'rate_limit_error', 'api_error'], description: "OpenAI's class of the error" },
+          param: { type: 'string', nullable: true, description: 'the first field at fault, or null' },
+          requestId: { type: 'string', description: 'the x-request-id of the answer: quote it when reporting a problem' },
+          details: { description: 'VALIDATION_FAILED: each field at fault and what is wrong with it; some codes carry more (NO_PROVIDER_AVAILABLE: the models tried)' },
+        },
+      },
+    },
+  };
   document.components.schemas = schemas;
+  const errorAnswer = (description: string) => ({ description, content: { 'application/json': { schema: { $ref: '#/components/schemas/ApiErrorBody' } } } });
+  for (const item of Object.values(document.paths)) {
+    for (const op of Object.values(item) as Array<{ responses?: Record<string, unknown> }>) {
+      if (!op || typeof op !== 'object' || !op.responses) continue;
+      op.responses['4XX'] ??= errorAnswer('A refused request: the code says why (docs/api.md, Errors)');
+      op.responses['5XX'] ??= errorAnswer('A failure on our side or a provider\'s, or the database busy: see Retry-After when present');
+    }
+  }
+  const bearer = document.components.securitySchemes?.bearer as { bearerFormat?: string } | undefined;
+  if (bearer) bearer.bearerFormat = 'a tenant API key (isk_…) or the operator token';
   return document;
 }
 

@@ -217,6 +217,8 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect(err).toBeInstanceOf(OpenAI.APIError);
     expect(err.status).toBe(402);
     expect(err.error).toMatchObject({ code: 'BUDGET_EXHAUSTED' });
+    // The openai client reads the error's class as from OpenAI.
+    expect(err.type).toBe('insufficient_quota');
     const streamErr = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'x' }], stream: true }).catch((e) => e);
     expect(streamErr.status).toBe(402);
     expect(fake.requests).toHaveLength(0);

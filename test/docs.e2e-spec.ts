@@ -155,6 +155,13 @@ describe('the API guide (docs/api.md) and the OpenAPI document (docs/openapi.jso
     // A declared answer is at the status Nest answers with (an @ApiView status that is not the route's @HttpCode would mislead a client).
     const wrongStatus = [...declaredAnswers(t)].filter(([, a]) => !a.declared.includes(String(a.answered))).map(([label, a]) => `${label}: declared ${a.declared.join(', ')}, answers ${a.answered}`);
     expect(wrongStatus).toEqual([]);
+    // Every operation describes its errors: the one error shape, for 4xx and 5xx.
+    const errorless = Object.entries(doc.paths).flatMap(([p, item]) =>
+      Object.entries(item as Record<string, { responses?: Record<string, { content?: Record<string, { schema?: { $ref?: string } }> }> }>)
+        .filter(([, op]) => ['4XX', '5XX'].some((s) => op.responses?.[s]?.content?.['application/json']?.schema?.$ref !== '#/components/schemas/ApiErrorBody'))
+        .map(([m]) => `${m.toUpperCase()} ${p}`),
+    );
+    expect(errorless).toEqual([]);
     const schemas = doc.components?.schemas ?? {};
     const dangling = [...new Set(refs(doc))].filter((r) => !r.startsWith('#/components/schemas/') || !schemas[r.slice('#/components/schemas/'.length)]);
     expect(dangling).toEqual([]);

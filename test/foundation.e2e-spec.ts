@@ -46,6 +46,7 @@ describe('foundation over HTTP', () => {
     it('refuses tenant creation without the operator token', async () => {
       const res = await t.http.post('/v1/tenants').send({ name: 'x' }).expect(401);
       expectErrorShape(res.body, 'UNAUTHENTICATED');
+      expect(res.body.error).toMatchObject({ type: 'authentication_error', param: null });
       await t.http.post('/v1/tenants').set(bearer('wrong-operator-token-xxxx')).send({ name: 'x' }).expect(401);
       const tenant = await newTenant();
       const res2 = await t.http.post('/v1/tenants').set(bearer(tenant.adminKey)).send({ name: 'x' }).expect(403);
@@ -130,6 +131,8 @@ describe('foundation over HTTP', () => {
       expectErrorShape(res.body, 'VALIDATION_FAILED');
       const fields = res.body.error.details.map((d: { field: string }) => d.field).sort();
       expect(fields).toEqual(['monthlyBudget', 'name', 'timezone']);
+      // As OpenAI's clients read an error: its class, and the (first) field at fault.
+      expect(res.body.error).toMatchObject({ type: 'invalid_request_error', param: res.body.error.details[0].field });
       expect(res.body.error.message).toContain('monthlyBudget');
     });
 
@@ -189,7 +192,7 @@ describe('foundation over HTTP', () => {
       const tenant = await newTenant();
       const res = await t.http.get('/v1/api-keys').set(bearer(tenant.adminKey)).expect(500);
       spy.mockRestore();
-      expect(res.body).toEqual({ error: { code: 'INTERNAL', message: 'Internal server error', requestId: res.headers['x-request-id'] } });
+      expect(res.body).toEqual({ error: { code: 'INTERNAL', message: 'Internal server error', type: 'api_error', param: null, requestId: res.headers['x-request-id'] } });
     });
 
     it('puts a request id on every response, and honours a sane one from the caller', async () => {

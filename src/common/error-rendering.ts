@@ -4,7 +4,7 @@ import { ApiError, codeForStatus } from './errors';
 export interface RenderedError {
   status: number;
   code: string;
-  body: { error: { code: string; message: string; requestId: string; details?: unknown } };
+  body: { error: { code: string; message: string; type: string; param: string | null; requestId: string; details?: unknown } };
   headers?: Record<string, string>;
   /** True when the cause is ours (a 5xx we did not throw on purpose) and must be logged. */
   unexpected: boolean;
@@ -49,6 +49,24 @@ const FASTIFY_CODES: Record<string, { code: string; message: string; fastifyMess
  * Turns anything thrown while serving a request into the one error shape of the API. Nothing of an
  * unexpected error (message, stack, SQL) reaches the client: it gets a 500 and the request id.
  */
+/**
+ * OpenAI's error class for a status, so its clients and the tools built on them (which branch on
+ * `error.type`) read Inkstone's errors as they read OpenAI's.
+ */
+export function openAiErrorType(status: number): string {
+  if (status === 401) return 'authentication_error';
+  if (status === 402) return 'insufficient_quota';
+  if (status === 403) return 'permission_error';
+  if (status === 429) return 'rate_limit_error';
+  return status >= 500 ? 'api_error' : 'invalid_request_error';
+}
+
+/** The field at fault, as OpenAI's `param`: the first of a VALIDATION_FAILED answer's, else null. */
+function paramOf(details: unknown): string | null {
+  const first = Array.isArray(details) ? (details[0] as { field?: unknown } | undefined) : undefined;
+  return typeof first?.field === 'string' && first.field !== 'body' ? first.field : null;
+}
+
 export function renderError(err: unknown, requestId: string): RenderedError {
   const make = (
     status: number,
@@ -60,7 +78,7 @@ export function renderError(err: unknown, requestId: string): RenderedError {
   ): RenderedError => ({
     status,
     code,
-    body: { error: { code, message, requestId, ...(details !== undefined ? { details } : {}) } },
+    body: { error: { code, message, type: openAiErrorType(status), param: paramOf(details), requestId, ...(details !== undefined ? { details } : {}) } },
     headers,
     unexpected,
   });

@@ -41,7 +41,7 @@ export interface FieldProblem {
 /**
  * The exception type the application throws on purpose: an HTTP-layer code here, a module's own
  * code through its ModuleError class. The filter turns it into
- * `{ error: { code, message, requestId, details? } }` with the code's status.
+ * `{ error: { code, message, type, param, requestId, details? } }` with the code's status.
  */
 export class ApiError extends Error {
   readonly code: string;

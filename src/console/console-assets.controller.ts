@@ -2,6 +2,7 @@ import { Controller, Get, Injectable, Param, Req, Res } from '@nestjs/common';
 import { ApiExcludeController } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Public } from '../common/auth';
+import { openAiErrorType } from '../common/error-rendering';
 import { ConsoleAsset, CONSOLE_HEADERS, defaultConsoleDir, loadConsoleAssets } from './console-assets';
 
 /** The built console's files, read once, sent with their type, ETag and the console's security headers. */
@@ -16,7 +17,7 @@ export class ConsoleAssets {
     const asset = this.assets?.get(name);
     if (!asset) {
       const [status, code, message] = this.assets ? [404, 'NOT_FOUND', 'No such console file'] : [503, 'SERVICE_UNAVAILABLE', 'The console is not built: run npm run build'];
-      void reply.code(status).send({ error: { code, message, requestId: String(req.id) } });
+      void reply.code(status).send({ error: { code, message, type: openAiErrorType(status), param: null, requestId: String(req.id) } });
       return;
     }
     void reply.headers({ ...CONSOLE_HEADERS, etag: asset.etag });

@@ -1715,6 +1715,24 @@ export interface components {
             dueBy: string;
             plan: components["schemas"]["JobPlan"] | null;
         };
+        ApiErrorBody: {
+            error: {
+                /** @description the error's code (docs/api.md lists each with its status) */
+                code: string;
+                message: string;
+                /**
+                 * @description OpenAI's class of the error
+                 * @enum {string}
+                 */
+                type: "invalid_request_error" | "authentication_error" | "permission_error" | "insufficient_quota" | "rate_limit_error" | "api_error";
+                /** @description the first field at fault, or null */
+                param: string | null;
+                /** @description the x-request-id of the answer: quote it when reporting a problem */
+                requestId: string;
+                /** @description VALIDATION_FAILED: each field at fault and what is wrong with it; some codes carry more (NO_PROVIDER_AVAILABLE: the models tried) */
+                details?: unknown;
+            };
+        };
     };
     responses: never;
     parameters: never;
@@ -1739,6 +1757,24 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     TenantsController_create: {
@@ -1760,6 +1796,24 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     ApiKeysController_list: {
@@ -1778,6 +1832,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ApiKeyList"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -1804,6 +1876,24 @@ export interface operations {
                     "application/json": components["schemas"]["CreatedApiKey"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     ApiKeysController_revoke: {
@@ -1823,6 +1913,24 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     LimitsController_view: {
@@ -1841,6 +1949,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LimitsView"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -1869,6 +1995,24 @@ export interface operations {
                     "application/json": components["schemas"]["LimitsView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     BudgetController_get: {
@@ -1887,6 +2031,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["BudgetView"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -1913,6 +2075,24 @@ export interface operations {
                     "application/json": components["schemas"]["BudgetView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     BudgetController_acknowledge: {
@@ -1933,6 +2113,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["IncidentView"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -1961,6 +2159,24 @@ export interface operations {
                     "application/json": components["schemas"]["UsageView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     BudgetController_stats: {
@@ -1984,6 +2200,24 @@ export interface operations {
                     "application/json": components["schemas"]["LedgerStats"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     OrdersController_settings: {
@@ -2002,6 +2236,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["BillingSettingsView"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2028,6 +2280,24 @@ export interface operations {
                     "application/json": components["schemas"]["BillingSettingsView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     OrdersController_list: {
@@ -2048,6 +2318,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["OrderList"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2072,6 +2360,24 @@ export interface operations {
                     "application/json": components["schemas"]["OrderView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     OrdersController_webhook: {
@@ -2094,6 +2400,24 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     ChatController_list: {
@@ -2110,6 +2434,24 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
             };
         };
     };
@@ -2130,6 +2472,24 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     ChatController_complete: {
@@ -2146,6 +2506,24 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
             };
         };
     };
@@ -2165,6 +2543,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RubricList"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2191,6 +2587,24 @@ export interface operations {
                     "application/json": components["schemas"]["RubricView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     RubricsController_get: {
@@ -2213,6 +2627,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RubricView"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2241,6 +2673,24 @@ export interface operations {
                     "application/json": components["schemas"]["RubricView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     AssignmentsController_list: {
@@ -2259,6 +2709,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AssignmentList"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2285,6 +2753,24 @@ export interface operations {
                     "application/json": components["schemas"]["Assignment"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     AssignmentsController_get: {
@@ -2305,6 +2791,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AssignmentDetail"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2333,6 +2837,24 @@ export interface operations {
                     "application/json": components["schemas"]["Assignment"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     AssignmentsController_gradesCsv: {
@@ -2351,6 +2873,24 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
             };
         };
     };
@@ -2380,6 +2920,24 @@ export interface operations {
                     "application/json": components["schemas"]["EssayPage"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     EssaysController_submit: {
@@ -2402,6 +2960,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SubmittedEssay"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2428,6 +3004,24 @@ export interface operations {
                     "application/json": components["schemas"]["SubmittedBatch"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     EssaysController_eraseStudent: {
@@ -2452,6 +3046,24 @@ export interface operations {
                     "application/json": components["schemas"]["ErasedStudent"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     EssaysController_get: {
@@ -2474,6 +3086,24 @@ export interface operations {
                     "application/json": components["schemas"]["EssayView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     EssaysController_erase: {
@@ -2494,6 +3124,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErasedEssay"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2522,6 +3170,24 @@ export interface operations {
                     "application/json": components["schemas"]["OrderView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     EssaysController_override: {
@@ -2548,6 +3214,24 @@ export interface operations {
                     "application/json": components["schemas"]["EssayView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     EssaysController_stream: {
@@ -2567,6 +3251,24 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     GradingSettingsController_get: {
@@ -2585,6 +3287,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["GradingSettingsView"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2611,6 +3331,24 @@ export interface operations {
                     "application/json": components["schemas"]["GradingSettingsView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     ReportsController_month: {
@@ -2634,6 +3372,24 @@ export interface operations {
                     "application/json": components["schemas"]["MonthReport"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     ReportsController_monthCsv: {
@@ -2653,6 +3409,24 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
             };
         };
     };
@@ -2674,6 +3448,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CalibrationView"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2698,6 +3490,24 @@ export interface operations {
                     "application/json": components["schemas"]["CalibrationView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     QualityController_remove: {
@@ -2716,6 +3526,24 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
             };
         };
     };
@@ -2739,6 +3567,24 @@ export interface operations {
                     "application/json": components["schemas"]["RegradeResult"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     QualityController_agreement: {
@@ -2759,6 +3605,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AssignmentAgreement"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2788,6 +3652,24 @@ export interface operations {
                     "application/json": components["schemas"]["QualityView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     ConsoleSessionController_current: {
@@ -2806,6 +3688,24 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SessionView"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
                 };
             };
         };
@@ -2832,6 +3732,24 @@ export interface operations {
                     "application/json": components["schemas"]["SessionView"];
                 };
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     ConsoleSessionController_close: {
@@ -2848,6 +3766,24 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
             };
         };
     };
@@ -2870,6 +3806,24 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
         };
     };
     AdvisorController_costEstimate: {
@@ -2890,6 +3844,24 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
             };
         };
     };
