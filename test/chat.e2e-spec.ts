@@ -55,12 +55,17 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
   });
 
   it('streams, with a usage chunk when asked, and ends with [DONE]', async () => {
-    const stream = await client.chat.completions.create({
-      model: 'deepseek-flash',
-      messages: [{ role: 'user', content: 'stream please' }],
-      stream: true,
-      stream_options: { include_usage: true },
-    });
+    const { data: stream, response } = await client.chat.completions
+      .create({
+        model: 'deepseek-flash',
+        messages: [{ role: 'user', content: 'stream please' }],
+        stream: true,
+        stream_options: { include_usage: true },
+      })
+      .withResponse();
+    // The key's rate-limit state comes with a stream as with every answer.
+    expect(response.headers.get('ratelimit-limit')).toMatch(/^\d+$/);
+    expect(response.headers.get('ratelimit-remaining')).toMatch(/^\d+$/);
     let text = '';
     let usage: OpenAI.CompletionUsage | undefined;
     let finish: string | null = null;
@@ -221,6 +226,7 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect(err.type).toBe('insufficient_quota');
     const streamErr = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'x' }], stream: true }).catch((e) => e);
     expect(streamErr.status).toBe(402);
+    expect(streamErr.headers.get('ratelimit-limit')).toMatch(/^\d+$/);
     expect(fake.requests).toHaveLength(0);
   });
 

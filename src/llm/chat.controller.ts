@@ -69,6 +69,9 @@ export class ChatController {
 
   /** Writes the stream as Server-Sent Events; a failure before the first token is a normal JSON error. */
   private async pipe(handle: ChatStreamHandle, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    // What the request's hooks set on the reply (the key's RateLimit-* headers, say) goes out with
+    // the stream's own headers: a hijacked reply writes only what it is given.
+    const set = Object.fromEntries(Object.entries(reply.getHeaders()).filter((e): e is [string, string | number | string[]] => e[1] !== undefined));
     reply.hijack();
     const raw = reply.raw;
     raw.on('close', () => {
@@ -80,6 +83,7 @@ export class ChatController {
         if (ev.type === 'start') {
           started = true;
           raw.writeHead(200, {
+            ...set,
             'content-type': 'text/event-stream; charset=utf-8',
             'cache-control': 'no-cache',
             connection: 'keep-alive',
@@ -96,7 +100,7 @@ export class ChatController {
     } catch (err) {
       const rendered = renderError(handle.toApiError(err), String(req.id));
       if (!started) {
-        raw.writeHead(rendered.status, { 'content-type': 'application/json; charset=utf-8', 'x-request-id': String(req.id) });
+        raw.writeHead(rendered.status, { ...set, ...rendered.headers, 'content-type': 'application/json; charset=utf-8', 'x-request-id': String(req.id) });
         raw.end(JSON.stringify(rendered.body));
       } else {
         // Tokens were sent already: end with an error event, never a silent success.
