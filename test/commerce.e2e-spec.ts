@@ -178,6 +178,9 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
         await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
         const res = await webhook(event('payment.refunded', o.orderId, '9.90')).expect(200);
         expect(res.body.order.status).toBe('refunded');
+        // The provider refunded it: the school is not told again.
+        const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM outbound_webhooks WHERE tenant_id = $1 AND body::jsonb->>'type' = 'order.refunded'`, [tenant.tenantId]);
+        expect(n).toBe(0);
         const jobs = await t.dataSource.query(`SELECT status, last_error FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, o.orderId]);
         expect(jobs).toEqual([{ status: 'failed', last_error: 'order refunded' }]);
       } finally {
@@ -252,8 +255,9 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await expectBooksBalanced(t.dataSource, tenant.tenantId);
     });
 
-    it('refunds a deep review when every premium model fails', async () => {
+    it('refunds a deep review when every premium model fails, and tells the school (order.refunded to its alert webhook)', async () => {
       await sell('invoice');
+      await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = 'https://school.example/alerts' WHERE id = $1`, [tenant.tenantId]);
       const essay = await gradedEssay(8);
       fake.enqueue('dashscope', Array(10).fill({ kind: 'preset', name: 'server_error' }));
       fake.enqueue('zhipu', Array(10).fill({ kind: 'preset', name: 'server_error' }));
@@ -262,6 +266,14 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       const refunded = (await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body;
       expect(refunded.refundReason).toMatch(/premium model/);
       expect((await t.http.get(`/v1/essays/${essay.id}`).set(bearer(teacher))).body.deepGrade).toBeNull();
+      const sent = await t.dataSource.query(`SELECT url, body FROM outbound_webhooks WHERE tenant_id = $1 AND body::jsonb->>'type' = 'order.refunded'`, [tenant.tenantId]);
+      expect(sent).toHaveLength(1);
+      expect(sent[0].url).toBe('https://school.example/alerts');
+      expect(JSON.parse(sent[0].body)).toMatchObject({
+        id: `order_refunded_${o.orderId}`,
+        type: 'order.refunded',
+        data: { orderId: o.orderId, essayId: essay.id, amount: refunded.price, paymentMode: 'invoice', reason: refunded.refundReason },
+      });
     });
 
     it('refuses an order the budget cannot cover (402), and refunds one whose budget ran out before delivery', async () => {

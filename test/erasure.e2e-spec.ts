@@ -200,12 +200,16 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
       await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true }).expect(200);
       const text = generateEssay(83, 'zh').text;
       const first = await f.gradedEssay(teacher, { text, studentRef: 'stu-83' });
-      // Before the erasure, a near copy by the same student is flagged and takes the earlier grade.
+      // Before the erasure, a near copy by the same student takes the earlier grade, and one by
+      // another student is flagged against it.
       const copy = await f.gradedEssay(teacher, { text: nearCopy(text, 1, 1), studentRef: 'stu-83' });
-      expect(copy.flags).toContain('possible_copy');
-      expect(copy.similarTo?.essayId).toBe(first.id);
+      expect(copy.flags).toContain('reused_grade');
+      const theirs = await f.gradedEssay(teacher, { text: nearCopy(text, 3, 1), studentRef: 'stu-84' });
+      expect(theirs.flags).toContain('possible_copy');
+      expect([first.id, copy.id]).toContain(theirs.similarTo?.essayId);
       await erase(first.id).expect(200);
       await erase(copy.id).expect(200);
+      await erase(theirs.id).expect(200);
       const later = await f.gradedEssay(teacher, { text: nearCopy(text, 2, 1), studentRef: 'stu-83' });
       expect(later.flags).not.toContain('possible_copy');
       expect(later.similarTo).toBeNull();

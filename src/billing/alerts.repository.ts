@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { rowsOf, tenantQuery } from '../db/tenant-scope';
 
 /** An outgoing webhook claimed for delivery, with the tenant's alert secret as stored. */
@@ -65,9 +65,9 @@ export class AlertsRepository {
   }
 
   /** Queues a webhook to the tenant's alert URL, if one is set. */
-  async queue(tenantId: string, eventId: string, body: string): Promise<void> {
+  async queue(tenantId: string, eventId: string, body: string, m: EntityManager = this.ds.manager): Promise<void> {
     await tenantQuery(
-      this.ds.manager,
+      m,
       tenantId,
       `INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status)
        SELECT $1, $2, $3, alert_webhook_url, $4, 'pending' FROM tenants WHERE id = $1 AND alert_webhook_url IS NOT NULL`,

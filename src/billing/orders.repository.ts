@@ -3,6 +3,7 @@ import { DataSource, EntityManager } from 'typeorm';
 import { formatCny, Nanos } from '../common/money';
 import { tenantQuery } from '../db/tenant-scope';
 import { InterruptedJob, JobQueue } from '../jobs/job-queue';
+import { AlertsRepository } from './alerts.repository';
 
 export type OrderStatus = 'awaiting_payment' | 'paid' | 'delivered' | 'refunded' | 'cancelled';
 export type PaymentMode = 'webhook' | 'invoice';
@@ -36,6 +37,17 @@ export interface EventOutcome {
   changed: boolean;
 }
 
+/** What a refund tells the school about the order. */
+interface RefundedRow {
+  id: string;
+  essay_id: string;
+  price_nanos: string;
+  payment_mode: string;
+  paid_at: Date | null;
+  refund_reason: string | null;
+}
+const REFUNDED_COLUMNS = 'id, essay_id, price_nanos, payment_mode, paid_at, refund_reason';
+
 /** An order's columns, and what came for it that it could not take (payments recorded `unapplied`). */
 const ORDER_COLUMNS = `o.*, (SELECT coalesce(sum(pe.amount_nanos), 0) FROM payment_events pe
    WHERE pe.tenant_id = o.tenant_id AND pe.order_id = o.id AND pe.type = 'payment.succeeded' AND pe.outcome = 'unapplied')::text AS unapplied_nanos`;
@@ -51,6 +63,7 @@ export class OrdersRepository {
   constructor(
     private readonly ds: DataSource,
     private readonly jobs: JobQueue,
+    private readonly alerts: AlertsRepository,
   ) {}
 
   /**
@@ -120,7 +133,8 @@ export class OrdersRepository {
       if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.refunded', orderId, amount))) return { newEvent: false, changed: false };
       // The order's jobs before the order, in the order an erasure takes them.
       await this.jobs.lockQueuedForOrder(tx, tenantId, orderId);
-      const refunded = await this.refund(tx, tenantId, orderId, 'refunded by the payment provider', ['awaiting_payment', 'paid', 'delivered']);
+      // (The provider refunded it: nothing to tell the school it does not know.)
+      const refunded = await this.refund(tx, tenantId, orderId, 'refunded by the payment provider', ['awaiting_payment', 'paid', 'delivered'], false);
       if (refunded) await this.jobs.cancelQueuedForOrder(tx, tenantId, orderId, 'order refunded');
       return { newEvent: true, changed: refunded };
     });
@@ -148,16 +162,31 @@ export class OrdersRepository {
     return rows.length === 1;
   }
 
-  /** The order is refunded (by default only a paid one: what could not be delivered), with the reason. */
-  async refund(tx: EntityManager, tenantId: string, orderId: string, reason: string, from: OrderStatus[] = ['paid']): Promise<boolean> {
-    const rows = await tenantQuery(
+  /**
+   * The order is refunded (by default only a paid one: what could not be delivered), with the
+   * reason; when Inkstone refunds money it took (`notify`), the school's alert webhook gets an
+   * `order.refunded` event in the same transaction, to pay it back through its payment provider.
+   */
+  async refund(tx: EntityManager, tenantId: string, orderId: string, reason: string, from: OrderStatus[] = ['paid'], notify = true): Promise<boolean> {
+    const rows = await tenantQuery<RefundedRow>(
       tx,
       tenantId,
       `UPDATE orders SET status = 'refunded', refunded_at = now(), refund_reason = coalesce(refund_reason, $3)
-        WHERE tenant_id = $1 AND id = $2 AND status = ANY($4::text[]) RETURNING id`,
+        WHERE tenant_id = $1 AND id = $2 AND status = ANY($4::text[]) RETURNING ${REFUNDED_COLUMNS}`,
       [orderId, reason.slice(0, 300), from],
     );
+    if (notify) await this.notifyRefunded(tx, tenantId, rows);
     return rows.length === 1;
+  }
+
+  /** `order.refunded` to the school's alert webhook (if set) for each order refunded that had been paid. */
+  private async notifyRefunded(tx: EntityManager, tenantId: string, rows: RefundedRow[]): Promise<void> {
+    for (const r of rows) {
+      if (!r.paid_at) continue;
+      const eventId = `order_refunded_${r.id}`;
+      const data = { tenantId, orderId: r.id, essayId: r.essay_id, amount: formatCny(BigInt(r.price_nanos)), paymentMode: r.payment_mode, reason: r.refund_reason };
+      await this.alerts.queue(tenantId, eventId, JSON.stringify({ id: eventId, type: 'order.refunded', data, createdAt: new Date().toISOString() }), tx);
+    }
   }
 
   /**
@@ -165,16 +194,17 @@ export class OrdersRepository {
    * payment is cancelled (nothing was paid). Returns how many of each.
    */
   async closeOpenForEssay(tx: EntityManager, tenantId: string, essayId: string, reason: string): Promise<{ refunded: number; cancelled: number }> {
-    const rows = await tenantQuery<{ status: string }>(
+    const rows = await tenantQuery<RefundedRow & { status: string }>(
       tx,
       tenantId,
       `UPDATE orders SET status = CASE WHEN status = 'paid' THEN 'refunded' ELSE 'cancelled' END,
               refunded_at = CASE WHEN status = 'paid' THEN now() END,
               cancelled_at = CASE WHEN status = 'paid' THEN NULL ELSE now() END,
               refund_reason = coalesce(refund_reason, $3)
-        WHERE tenant_id = $1 AND essay_id = $2 AND status IN ('awaiting_payment', 'paid') RETURNING status`,
+        WHERE tenant_id = $1 AND essay_id = $2 AND status IN ('awaiting_payment', 'paid') RETURNING status, ${REFUNDED_COLUMNS}`,
       [essayId, reason.slice(0, 300)],
     );
+    await this.notifyRefunded(tx, tenantId, rows.filter((r) => r.status === 'refunded'));
     return { refunded: rows.filter((r) => r.status === 'refunded').length, cancelled: rows.filter((r) => r.status === 'cancelled').length };
   }
 
