@@ -30,6 +30,7 @@ import { LedgerDailyRoom1767300000000 } from './1767300000000-LedgerDailyRoom';
 import { EssayErasure1767400000000 } from './1767400000000-EssayErasure';
 import { EssayRetention1767500000000 } from './1767500000000-EssayRetention';
 import { OrderCancelled1767600000000 } from './1767600000000-OrderCancelled';
+import { IdempotencyKeys1767700000000 } from './1767700000000-IdempotencyKeys';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -69,4 +70,5 @@ export const MIGRATIONS = [
   EssayErasure1767400000000,
   EssayRetention1767500000000,
   OrderCancelled1767600000000,
+  IdempotencyKeys1767700000000,
 ];

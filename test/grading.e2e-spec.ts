@@ -48,6 +48,10 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
   });
 
   const submit = (body: Record<string, unknown>, key = teacher) => t.http.post('/v1/essays').set(bearer(key)).send(body);
+  const expectFieldErrorCode = (res: { status: number; body: any }, field: string) => {
+    expect(res.status).toBe(400);
+    expect(res.body.error.details.map((d: { field: string }) => d.field)).toEqual([field]);
+  };
   const gradeOne = async (body: Record<string, unknown>) => {
     const res = await submit(body).expect(202);
     expect(res.body).toEqual({ id: expect.any(String), status: 'queued' });
@@ -279,6 +283,41 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(view.grade.annotations).toHaveLength(4);
       expectValidGrade(view);
     });
+    it('takes an Idempotency-Key: a retry gets the first answer, not a second essay; another body with the key is 422', async () => {
+      const body = { text: generateEssay(15, 'zh').text, studentRef: 's-idem' };
+      const key = `retry-${Date.now()}`;
+      const first = await submit(body).set('Idempotency-Key', key).expect(202);
+      const again = await submit(body).set('Idempotency-Key', key).expect(202);
+      expect(again.body).toEqual(first.body);
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect(first.headers['idempotent-replayed']).toBeUndefined();
+      // Three at once with a new key: one essay; the others get its answer or are told to come back.
+      const key2 = `race-${Date.now()}`;
+      const body2 = { text: generateEssay(16, 'zh').text };
+      const raced = await Promise.all([1, 2, 3].map(() => submit(body2).set('Idempotency-Key', key2)));
+      for (const r of raced) expect([202, 409]).toContain(r.status);
+      for (const r of raced.filter((x) => x.status === 409)) {
+        expect(r.body.error.code).toBe('IDEMPOTENCY_KEY_IN_USE');
+        expect(r.headers['retry-after']).toBe('1');
+      }
+      expect(new Set(raced.filter((r) => r.status === 202).map((r) => r.body.id)).size).toBe(1);
+      const reused = await submit({ ...body, text: `${body.text}。` }).set('Idempotency-Key', key).expect(422);
+      expect(reused.body.error.code).toBe('IDEMPOTENCY_KEY_REUSED');
+      // A request refused (a bad field) frees its key for the corrected one.
+      await submit({ text: body.text, tier: 'premium' }).set('Idempotency-Key', 'fix-me').expect(400);
+      await submit(body2).set('Idempotency-Key', 'fix-me').expect(202);
+      expectFieldErrorCode(await submit(body).set('Idempotency-Key', 'has spaces in it'), 'Idempotency-Key');
+      const stored = await storedEssays(t.dataSource, tenant.tenantId);
+      // body once, body2 once (the race), body2 again under 'fix-me': three essays.
+      expect(stored).toHaveLength(3);
+      // Another tenant's request with the same key is its own.
+      const other = await f.newTenant({ monthlyBudget: '100.00' });
+      const otherTeacher = (await f.newKey(other, 'teacher')).key;
+      const theirs = await submit(body, otherTeacher).set('Idempotency-Key', key).expect(202);
+      expect(theirs.body.id).not.toBe(first.body.id);
+      await waitForEssays(t.app, teacher, [first.body.id]);
+    });
+
     it('estimates an essay far shorter than the task offline, at no cost, without calling a model', async () => {
       // 高考 asks for 800 characters: 30 is under a tenth of it.
       const text = '我的妈妈是一个很好的人。她每天都很忙，我爱她。';

@@ -1,9 +1,10 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Req, Res } from '@nestjs/common';
-import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, Req, Res, UseInterceptors } from '@nestjs/common';
+import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { ApiView } from '../docs/api-view';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { BodyLimit, KiB, MiB } from '../common/route-config';
+import { IdempotencyInterceptor } from '../tenancy/idempotency.interceptor';
 import { EraseStudentDto, OrderDeepReviewDto, OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
 import { EssayErasure, ErasedEssay, ErasedStudent } from './essay-erasure.service';
 import { EssayStreamService } from './essay-stream.service';
@@ -25,6 +26,8 @@ export class EssaysController {
   @Post()
   @BodyLimit(256 * KiB)
   @HttpCode(202)
+  @UseInterceptors(IdempotencyInterceptor)
+  @ApiHeader({ name: 'Idempotency-Key', required: false, description: 'A retry with the same key and body within 24 hours gets the first answer, not a second essay' })
   @ApiOperation({ summary: 'Submit an essay for grading; it is stored durably before this answers' })
   @ApiView('SubmittedEssay', { status: 202 })
   submit(@TenantCaller() auth: TenantAuth, @Body() dto: SubmitEssayDto): Promise<SubmittedEssay> {
@@ -34,6 +37,8 @@ export class EssaysController {
   @Post('batch')
   @BodyLimit(8 * MiB)
   @HttpCode(202)
+  @UseInterceptors(IdempotencyInterceptor)
+  @ApiHeader({ name: 'Idempotency-Key', required: false, description: 'A retry with the same key and body within 24 hours gets the first answer, not a second class set' })
   @ApiOperation({ summary: 'Submit a class set (up to 200 essays) in one go' })
   @ApiView('SubmittedBatch', { status: 202 })
   batch(@TenantCaller() auth: TenantAuth, @Body() dto: SubmitBatchDto): Promise<SubmittedBatch> {

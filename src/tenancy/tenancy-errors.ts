@@ -1,7 +1,15 @@
 import { ErrorSpec, ModuleError } from '../common/errors';
 
-/** The tenancy module's error codes: fair-use limits. */
+/** The tenancy module's error codes: fair-use limits, idempotency keys. */
 export const TENANCY_ERRORS = {
+  IDEMPOTENCY_KEY_REUSED: {
+    status: 422,
+    when: 'the `Idempotency-Key` was used in the last 24 hours for a different request (another route or another body)',
+  },
+  IDEMPOTENCY_KEY_IN_USE: {
+    status: 409,
+    when: 'a request with this `Idempotency-Key` is still being answered; send it again after `Retry-After` to get its answer',
+  },
   RATE_LIMITED: {
     status: 429,
     when: 'a per-key or per-tenant limit is reached (GET /v1/limits); `Retry-After` says when to try again, `RateLimit-*` how much is left',
@@ -11,7 +19,7 @@ export const TENANCY_ERRORS = {
 export type TenancyErrorCode = keyof typeof TENANCY_ERRORS;
 
 export class TenancyError extends ModuleError<TenancyErrorCode> {
-  constructor(code: TenancyErrorCode, message: string, details: Record<string, unknown> | undefined, headers: Record<string, string>) {
+  constructor(code: TenancyErrorCode, message: string, details?: Record<string, unknown>, headers?: Record<string, string>) {
     super(TENANCY_ERRORS, code, message, details, headers);
   }
 }

@@ -11,11 +11,13 @@ import { LimitsService } from './limits.service';
 import { TenantsController } from './tenants.controller';
 import { TenantsRepository } from './tenants.repository';
 import { TenantsService } from './tenants.service';
+import { IdempotencyInterceptor } from './idempotency.interceptor';
+import { IdempotencyRepository } from './idempotency.repository';
 
 @Module({
   imports: [JobsModule],
   controllers: [TenantsController, ApiKeysController, LimitsController],
-  providers: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService, { provide: APP_GUARD, useClass: AuthGuard }],
-  exports: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService],
+  providers: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService, IdempotencyRepository, IdempotencyInterceptor, { provide: APP_GUARD, useClass: AuthGuard }],
+  exports: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService, IdempotencyRepository, IdempotencyInterceptor],
 })
 export class TenancyModule {}

@@ -2943,7 +2943,10 @@ export interface operations {
     EssaysController_submit: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A retry with the same key and body within 24 hours gets the first answer, not a second essay */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2985,7 +2988,10 @@ export interface operations {
     EssaysController_batch: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A retry with the same key and body within 24 hours gets the first answer, not a second class set */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };

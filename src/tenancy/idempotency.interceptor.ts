@@ -1,0 +1,54 @@
+import { createHash } from 'node:crypto';
+import { CallHandler, ExecutionContext, Injectable, NestInterceptor } from '@nestjs/common';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { from, Observable, of } from 'rxjs';
+import { catchError, mergeMap } from 'rxjs/operators';
+import type { AuthContext } from '../common/auth';
+import { ApiError } from '../common/errors';
+import { IdempotencyRepository } from './idempotency.repository';
+import { TenancyError } from './tenancy-errors';
+
+/** A key: 1–200 visible ASCII characters (a UUID, say). */
+const KEY = /^[\x21-\x7e]{1,200}$/;
+
+/**
+ * `Idempotency-Key` (a request header) on a route that creates something: the first request with a
+ * key is served and its answer kept for 24 hours; a retry with the same key and the same request
+ * (route, path and body) gets that answer again, with `Idempotent-Replayed: true`, and nothing is
+ * created twice. The same key with another request is 422 `IDEMPOTENCY_KEY_REUSED`; while the
+ * first is still being answered, 409 `IDEMPOTENCY_KEY_IN_USE`. A request that fails frees its key.
+ * Keys are the tenant's: two tenants may use the same one. Without the header, nothing changes.
+ */
+@Injectable()
+export class IdempotencyInterceptor implements NestInterceptor {
+  constructor(private readonly keys: IdempotencyRepository) {}
+
+  async intercept(ctx: ExecutionContext, next: CallHandler): Promise<Observable<unknown>> {
+    const req = ctx.switchToHttp().getRequest<FastifyRequest & { auth?: AuthContext }>();
+    const reply = ctx.switchToHttp().getResponse<FastifyReply>();
+    const header = req.headers['idempotency-key'];
+    if (header === undefined || req.auth?.kind !== 'tenant') return next.handle();
+    if (typeof header !== 'string' || !KEY.test(header)) {
+      throw ApiError.validation([{ field: 'Idempotency-Key', message: 'Idempotency-Key must be 1 to 200 visible ASCII characters' }]);
+    }
+    const tenantId = req.auth.tenantId;
+    const hash = createHash('sha256')
+      .update(JSON.stringify([req.method, req.routeOptions.url ?? '', req.params ?? {}, req.body ?? null]))
+      .digest('hex');
+    const claim = await this.keys.claim(tenantId, header, hash);
+    switch (claim.kind) {
+      case 'mismatch':
+        throw new TenancyError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was used for a different request in the last 24 hours; use a new key for a new request');
+      case 'in_progress':
+        throw new TenancyError('IDEMPOTENCY_KEY_IN_USE', 'A request with this Idempotency-Key is still being answered', undefined, { 'retry-after': '1' });
+      case 'replay':
+        void reply.status(claim.status).header('idempotent-replayed', 'true');
+        return of(claim.body);
+      case 'new':
+        return next.handle().pipe(
+          mergeMap((body) => from(this.keys.answer(tenantId, header, reply.statusCode, body).then(() => body))),
+          catchError((err: unknown) => from(this.keys.release(tenantId, header).then(() => Promise.reject(err)))),
+        );
+    }
+  }
+}
