@@ -107,7 +107,7 @@ describe('the web console in a browser', () => {
       const assignmentId = await page.evaluate(() => location.hash.split('/')[2]);
 
       // three files: a .txt, a .docx and a .csv of studentRef,text (plus one the page must refuse)
-      const essay = (n: number) => `春天来了，小草从地里探出头来。第${n}段，我们去公园放风筝，风筝飞得很高。\n\n妈妈说，春天是播种的季节。我门要珍惜时间，努力学习，像小树一样长大。`;
+      const essay = (n: number) => `春天来了，小草从地里探出头来。第${n}段，我们去公园放风筝，风筝飞得很高。柳树发芽了，桃花也开了，小鸟在枝头唱歌，小朋友们在草地上跑来跑去，玩得真开心。\n\n妈妈说，春天是播种的季节。我门要珍惜时间，努力学习，像小树一样长大。`;
       fs.writeFileSync(path.join(files, '张三.txt'), essay(1));
       fs.writeFileSync(path.join(files, '李四.docx'), await makeDocx(essay(2).split('\n\n')));
       fs.writeFileSync(path.join(files, 'class.csv'), `studentRef,text\r\n王五,"${essay(3).replace(/"/g, '""')}"\r\n`);
