@@ -7,14 +7,20 @@ const validation = (...details: Array<{ field: string; message: string }>) =>
 describe('an API error in the console’s language', () => {
   it('names each invalid field by its label, not by the API’s path, in the locale', () => {
     const err = validation({ field: 'alertWebhookUrl', message: 'alertWebhookUrl must use https://' }, { field: 'dimensions[0].score', message: 'must not be greater than 20' });
-    expect(problems(err, 'zh')).toBe('提醒 Webhook 地址：must use https://；第 1 项维度分数：must not be greater than 20');
+    expect(problems(err, 'zh')).toBe('提醒 Webhook 地址：须以 https:// 开头；第 1 项维度分数：不能大于 20');
     expect(problems(err, 'en')).toBe('Alert webhook URL: must use https://; dimension 1 score: must not be greater than 20');
     expect(problems(err, 'zh')).not.toMatch(/alertWebhookUrl|dimensions\[/);
   });
 
   it('reads the request-wide problem ("body") as its message, and an unknown field by its name', () => {
     expect(problems(validation({ field: 'body', message: 'give a score, dimensions or a comment' }), 'zh')).toBe('give a score, dimensions or a comment');
-    expect(problems(validation({ field: 'someNewField', message: 'must be a string' }), 'zh')).toBe('someNewField：must be a string');
+    expect(problems(validation({ field: 'someNewField', message: 'must be a string' }), 'zh')).toBe('someNewField：须为文本');
+    // The validation's phrasings in Chinese, after the field's name; one it does not know stays as written.
+    expect(problems(validation({ field: 'title', message: 'title must be shorter than or equal to 200 characters' }), 'zh')).toBe('标题：最多 200 个字符');
+    expect(problems(validation({ field: 'name', message: 'name must not be blank' }), 'zh')).toMatch(/：不能为空白$/);
+    expect(problems(validation({ field: 'paymentMode', message: 'paymentMode must be one of the following values: invoice, webhook' }), 'zh')).toMatch(/：须为以下之一：invoice, webhook$/);
+    expect(problems(validation({ field: 'studentRef', message: 'studentRef must be 1-100 letters, digits or ._:@-/' }), 'zh')).toMatch(/：must be 1-100 letters, digits or \._:@-\/$/);
+    expect(problems(validation({ field: 'title', message: 'title must be shorter than or equal to 200 characters' }), 'en')).toBe('Title: must be shorter than or equal to 200 characters');
   });
 
   it('labels the fields the console’s forms send', () => {

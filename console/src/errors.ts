@@ -49,6 +49,41 @@ function withoutField(field: string, text: string): string {
   return text;
 }
 
+/**
+ * The validation's own phrasings (class-validator's and the service's), after the field name, in
+ * Chinese; a message none of them matches stays as the service wrote it.
+ */
+const ZH_PROBLEMS: Array<[RegExp, (m: RegExpExecArray) => string]> = [
+  [/^must not be greater than (-?[\d.]+)$/, (m) => `不能大于 ${m[1]}`],
+  [/^must not be less than (-?[\d.]+)$/, (m) => `不能小于 ${m[1]}`],
+  [/^must be longer than or equal to (\d+) characters?$/, (m) => `至少 ${m[1]} 个字符`],
+  [/^must be shorter than or equal to (\d+) characters?$/, (m) => `最多 ${m[1]} 个字符`],
+  [/^must be longer than or equal to (\d+) and shorter than or equal to (\d+) characters$/, (m) => `须为 ${m[1]} 到 ${m[2]} 个字符`],
+  [/^must not be blank$/, () => '不能为空白'],
+  [/^should not be empty$/, () => '不能为空'],
+  [/^must be a string$/, () => '须为文本'],
+  [/^must be an integer number$/, () => '须为整数'],
+  [/^must be a number conforming to the specified constraints$/, () => '须为数字'],
+  [/^must be a boolean value$/, () => '须为是或否'],
+  [/^must be an array$/, () => '须为列表'],
+  [/^must contain no more than (\d+) elements$/, (m) => `最多 ${m[1]} 项`],
+  [/^must contain at least (\d+) elements?$/, (m) => `至少 ${m[1]} 项`],
+  [/^must be one of the following values: (.+)$/, (m) => `须为以下之一：${m[1]}`],
+  [/^must be a UUID$/, () => '须为有效的编号'],
+  [/^must be a valid ISO 8601 date string$/, () => '须为有效的日期时间'],
+  [/^must use https:\/\/$/, () => '须以 https:// 开头'],
+];
+
+/** A field's problem in the locale (Chinese for the phrasings above). */
+export function problemText(locale: Locale, text: string): string {
+  if (locale !== 'zh') return text;
+  for (const [pattern, zh] of ZH_PROBLEMS) {
+    const m = pattern.exec(text);
+    if (m) return zh(m);
+  }
+  return text;
+}
+
 /** The error in words, in the locale. */
 export function describeFailure(locale: Locale, f: FailureLike): string {
   if (f.code === 'VALIDATION_FAILED' && Array.isArray(f.details) && f.details.length) {
@@ -58,7 +93,7 @@ export function describeFailure(locale: Locale, f: FailureLike): string {
         const field = typeof d.field === 'string' ? d.field : '';
         // "body" is the request as a whole: its message is the problem
         if (!field || field === 'body') return text;
-        return translate(locale, 'fieldProblem', { field: fieldLabel(locale, field), message: withoutField(field, text) });
+        return translate(locale, 'fieldProblem', { field: fieldLabel(locale, field), message: problemText(locale, withoutField(field, text)) });
       })
       .join(translate(locale, 'listSeparator'));
   }
