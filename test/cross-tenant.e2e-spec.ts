@@ -30,13 +30,14 @@ const PARAMETERISED = TABLE.routes.filter((r) => r.params.length > 0);
 const isTenantRoute = (r: RouteInfo) => Array.isArray(r.auth) && (r.auth.includes('admin') || r.auth.includes('teacher'));
 const isOperatorOnly = (r: RouteInfo) => Array.isArray(r.auth) && r.auth.includes('operator') && !isTenantRoute(r);
 
-type ExclusionKind = 'signature' | 'operator' | 'static' | 'asset';
+type ExclusionKind = 'signature' | 'operator' | 'static' | 'asset' | 'catalog';
 
 /**
  * Parameterised routes that are not cross-tenant, each with the reason. Each kind is still tested:
  * `signature` below (another tenant's secret answers exactly like an unknown tenant), `operator`
  * (tenant keys are refused), `static` (not served by any controller), `asset` (a public route of
- * the console's built files: its parameter names a file of the build, never a tenant's record).
+ * the console's built files: its parameter names a file of the build, never a tenant's record),
+ * `catalog` (the model catalog every tenant shares: its parameter names a model, not a record).
  */
 const EXCLUDED: Record<string, { kind: ExclusionKind; reason: string }> = {
   // The payment provider calls it without a key; it authenticates by the tenant's webhook
@@ -50,6 +51,8 @@ const EXCLUDED: Record<string, { kind: ExclusionKind; reason: string }> = {
   // Operator-only routes that take an id go here with kind 'operator': the operator may see every
   // tenant, so they are not cross-tenant; the suite checks that a tenant key is refused (401/403).
   'PUT /v1/tenants/:id/limits': { kind: 'operator', reason: "the operator sets any tenant's fair-use limits" },
+  'GET /v1/models/:id': { kind: 'catalog', reason: 'one entry of the model catalog every tenant shares; the id names a model, not a record' },
+  'HEAD /v1/models/:id': { kind: 'catalog', reason: 'one entry of the model catalog every tenant shares; the id names a model, not a record' },
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -295,6 +298,7 @@ describe('the route table', () => {
       if (kind === 'operator' && !isOperatorOnly(route)) throw new Error(`${label} is excluded as operator-only but tenant keys may call it (${JSON.stringify(route.auth)})`);
       if (kind === 'static') expect(route.auth).toBeNull();
       if (kind === 'asset') expect(route.auth).toBe('public');
+      if (kind === 'catalog') expect(route.path.startsWith('/v1/models/') && isTenantRoute(route)).toBe(true);
     }
   });
 });

@@ -146,7 +146,7 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
 
   it('exports an assignment\'s grades as CSV that Excel reads: BOM, Chinese headers, formulas kept as text, another tenant refused', async () => {
     const a = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: '导出', prompt: 'P', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
-    const id = (await t.http.post('/v1/essays').set(bearer(teacher)).send({ assignmentId: a, studentRef: '-42', title: '=1+1,2', text: generateEssay(390, 'zh').text }).expect(202)).body.id;
+    const id = (await t.http.post('/v1/essays').set(bearer(teacher)).send({ assignmentId: a, studentRef: '-4-2', title: '=1+1,2', text: generateEssay(390, 'zh').text }).expect(202)).body.id;
     const [graded] = await waitForEssays(t.app, teacher, [id]);
     const res = await t.http.get(`/v1/assignments/${a}/grades.csv`).set(bearer(teacher)).buffer(true).parse((r, done) => {
       const chunks: Buffer[] = [];
@@ -160,7 +160,7 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     const lines = bytes.toString('utf8').slice(1).split('\r\n');
     expect(lines[0]).toBe('studentRef,title,status,score,maxScore,内容,表达,发展,comment,gradedBy,calibration,flags,gradedAt (Asia/Shanghai)');
     // A student id and a title that look like formulas stay text; the comma in the title is quoted.
-    expect(lines[1].startsWith(`'-42,"'=1+1,2",graded,${graded.grade.score},60,`)).toBe(true);
+    expect(lines[1].startsWith(`'-4-2,"'=1+1,2",graded,${graded.grade.score},60,`)).toBe(true);
     // The grade's comment (the teacher's when overridden), then who graded it.
     expect(lines[1]).toContain(`,${graded.grade.summary},offline,`);
     // Named after the assignment, in UTF-8 for browsers, with an ASCII fallback.
