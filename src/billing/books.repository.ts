@@ -122,14 +122,17 @@ const LEASE_TTL = 5;
 const LEDGER_JSON = 6;
 const CACHE_ARRAYS_START = LEDGER_JSON + 1;
 const settleLeasedSql = (cacheRows: boolean) => `WITH asked AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
-       rows AS (SELECT ${LEDGER_COLUMNS.map((c, i) => `(r->>${i})::${LEDGER_TYPES[c]} AS ${c}`).join(', ')}
+       rows AS (SELECT ${LEDGER_COLUMNS.map((c, i) => `(r->>${i})::${LEDGER_TYPES[c]} AS ${c}`).join(', ')}, (r->>${LEDGER_COLUMNS.length})::boolean AS retried
                   FROM jsonb_array_elements($${LEDGER_JSON}::jsonb) AS r),
        -- Rows already written: a group commit retried after its first attempt committed and its answer
        -- was lost. They are neither charged nor written again. (A first attempt still running is waited
        -- for at the ledger's key, and the retry fails with a key conflict; its next try sees the rows.)
-       written AS (
-         SELECT v.tenant_id, v.period, sum(v.cost_nanos) AS cost FROM rows v
-          WHERE EXISTS (SELECT 1 FROM llm_calls c WHERE c.tenant_id = v.tenant_id AND c.id = v.id) GROUP BY v.tenant_id, v.period),
+       -- Only a retried call's row is looked for (each by the ledger's key, one after the other: OFFSET
+       -- 0 keeps the lookup from being flattened into a join): a first attempt's row is new.
+       written_ids AS MATERIALIZED (
+         SELECT v.id, v.tenant_id, v.period, v.cost_nanos FROM (SELECT * FROM rows WHERE retried) v
+          CROSS JOIN LATERAL (SELECT 1 FROM llm_calls c WHERE c.tenant_id = v.tenant_id AND c.id = v.id OFFSET 0) c),
+       written AS (SELECT tenant_id, period, sum(cost_nanos) AS cost FROM written_ids GROUP BY tenant_id, period),
        g AS (SELECT a.tenant_id, a.period, a.total - coalesce(w.cost, 0) AS total FROM asked a LEFT JOIN written w USING (tenant_id, period)),
        -- The periods' rows locked in one order, so two instances settling overlapping tenants wait, never deadlock.
        -- Only the groups that cost something: calls that cost nothing (cache hits) change no budget, so
@@ -173,9 +176,9 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH asked AS (SELECT * FROM un
        settled AS (SELECT * FROM moved UNION ALL SELECT * FROM unchanged),
        ledger AS (
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')})
-         SELECT v.* FROM rows v
+         SELECT ${LEDGER_COLUMNS.map((c) => `v.${c}`).join(', ')} FROM rows v
           WHERE EXISTS (SELECT 1 FROM settled m WHERE m.tenant_id = v.tenant_id AND m.period = v.period)
-            AND NOT EXISTS (SELECT 1 FROM llm_calls c WHERE c.tenant_id = v.tenant_id AND c.id = v.id))
+            AND NOT EXISTS (SELECT 1 FROM written_ids w WHERE w.id = v.id))
        ${
          cacheRows
            ? `, cached AS (${cacheRowsSql(
@@ -556,7 +559,7 @@ export class BooksRepository {
       // committed and its answer was lost): then nothing is released, charged or recorded again, and
       // what the first attempt charged is the answer. (A first attempt still running is waited for
       // at the ledger row's key, and the retry fails with a key conflict; the caller's next try sees it.)
-      `WITH prior AS (SELECT cost_nanos FROM llm_calls WHERE tenant_id = $1 AND id = ${col('id')}::uuid),
+      `WITH prior AS (SELECT cost_nanos FROM llm_calls WHERE ${next(s.entry.retried === true)}::boolean AND tenant_id = $1 AND id = ${col('id')}::uuid),
        released AS (
          DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${next(s.reservationId)} AND NOT EXISTS (SELECT 1 FROM prior) RETURNING amount_nanos),
        amount AS (
@@ -660,7 +663,7 @@ export class BooksRepository {
     // The ledger rows as one JSON parameter ($6): the statement's text is the same for any number
     // of calls (one entry in pg_stat_statements), with 6 parameters (18 with answers) however many rows.
     const rows: unknown[][] = [];
-    for (const g of groups) for (const c of g.calls) rows.push([g.tenantId, ...ledgerValues(c, g.period)]);
+    for (const g of groups) for (const c of g.calls) rows.push([g.tenantId, ...ledgerValues(c, g.period), c.retried === true]);
     const cacheRows = groups.flatMap((g) => g.calls.flatMap((c) => (c.cache ? [{ ...c.cache, tenantId: g.tenantId }] : [])));
     const after = await perRowTenantQuery<{ tenant_id: string; period: string; spent: string; cap: string }>(
       this.ds.manager,

@@ -248,7 +248,7 @@ export class BudgetLeases {
   private async writeBehind(row: SettlingCall): Promise<void> {
     for (let tries = 1; ; tries++) {
       try {
-        await this.enqueue(row, 0n);
+        await this.enqueue(tries > 1 ? { ...row, retried: true } : row, 0n);
         return;
       } catch (err) {
         if (tries < 2 && !this.closed) continue;

@@ -15,6 +15,11 @@ export interface LedgerEntry {
    * committed (its answer lost) finds its row and charges nothing twice. Absent: a new id each write.
    */
   id?: string;
+  /**
+   * Sent again after an attempt that failed: its row may have been written by that attempt (the
+   * answer lost), so the settlement looks for it first. Only retries look: the lookup is not free.
+   */
+  retried?: boolean;
   tenantId: string;
   period?: string;
   requestId?: string;

@@ -673,7 +673,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   private async settle(reservation: Reservation, cost: Nanos, opts: SettleOptions, entry: LedgerEntry): Promise<Nanos> {
     for (let i = 0; ; i++) {
       try {
-        return await this.budget.settle(reservation, cost, entry, opts);
+        // (A retry looks for the row its earlier attempt may have written: the same id, charged once.)
+        return await this.budget.settle(reservation, cost, i > 0 ? { ...entry, retried: true } : entry, opts);
       } catch (err) {
         if (i >= 2) {
           this.logger.error({ msg: 'could not settle a model call', tenantId: entry.tenantId, reservationId: reservation.id, cost: cost.toString(), err: loggableError(err) });
