@@ -359,6 +359,11 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       const res = await submit({ text: generateEssay(14, 'zh').text }).expect(402);
       expect(res.body.error.code).toBe('BUDGET_EXHAUSTED');
       expect(await storedEssays(t.dataSource, tenant.tenantId)).toEqual([]);
+      // An essay far too short for a model costs nothing: it is taken, and estimated offline.
+      const short = await gradeOne({ text: '我的妈妈很好，我爱她。' });
+      expect(short).toMatchObject({ status: 'graded', cost: '0.00' });
+      expect(short.flags).toContain('too_short');
+      await storedEssays(t.dataSource, tenant.tenantId).then((rows) => expect(rows).toHaveLength(1));
       // Under policy offline the same essay is accepted and graded offline.
       await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '0.000010', whenExhausted: 'offline' }).expect(200);
       await submit({ text: generateEssay(14, 'zh').text }).expect(202);

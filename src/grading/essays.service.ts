@@ -16,12 +16,12 @@ import { JobPlan, JobQueue, ScheduledJob } from '../jobs/job-queue';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { Clock } from '../common/clock';
 import { resolveDeadline, TOMORROW_MORNING } from './deadline';
-import { detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars } from './essay-text';
+import { detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars, tooShortForModel } from './essay-text';
 import { GradingService, StoredGrade } from './grading.service';
 import { BudgetPolicy } from '../billing/budget-policy';
 import { LlmError } from '../llm/llm-errors';
 import { OrdersService, OrderView } from '../billing/orders.service';
-import { isOnStep, Language, maxScore, Rubric, totalScore, totalStep } from './rubric';
+import { isOnStep, Language, maxScore, Rubric, totalScore, totalStep, withExpectedLength } from './rubric';
 import { RubricsService } from './rubrics.service';
 import { LimitsService } from '../tenancy/limits.service';
 import { UUID } from '../common/ids';
@@ -134,7 +134,9 @@ export class EssaysService {
     if (dto.assignmentId) {
       const a = await this.assignments.get(tenantId, dto.assignmentId);
       const dueBy = a.dueBy && Date.parse(a.dueBy) > this.clock.now().getTime() ? new Date(a.dueBy) : null;
-      return { rubric: await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), assignmentId: a.id, language: dto.language ?? a.language, dueBy };
+      // (With the length the assignment asks for: what a grading of it will be measured against.)
+      const rubric = withExpectedLength(await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), a.expectedLength);
+      return { rubric, assignmentId: a.id, language: dto.language ?? a.language, dueBy };
     }
     const language = dto.language ?? (text !== undefined ? detectLanguage(text) : undefined);
     const key = dto.rubric ?? DEFAULT_RUBRIC[language ?? 'zh'];
@@ -159,6 +161,8 @@ export class EssaysService {
       () => {
         let total = 0n;
         for (const e of essays) {
+          // An essay far too short for a model is estimated offline, for nothing (ModelGrader).
+          if (tier === 'standard' && tooShortForModel(e.text, e.language, rubric.expectedLength)) continue;
           const worst = this.grading.quote(e.text, e.language, rubric, tier);
           if (worst === null) return null; // no model: graded offline (standard) or failed clearly (deep)
           total += worst;
