@@ -82,6 +82,20 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
     usageSource: 'provider', costNanos, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false,
   });
 
+  /**
+   * The first call of `books[method]` runs (its statement commits) and then throws as a connection
+   * reset at commit would: the caller never learns it succeeded. Later calls run as usual.
+   */
+  function answerLostOnce<M extends 'settle' | 'settleLeased'>(books: BooksRepository, method: M) {
+    const real = (books[method] as (...a: unknown[]) => Promise<unknown>).bind(books);
+    let dropped = 0;
+    return jest.spyOn(books, method as 'settle').mockImplementation((async (...args: unknown[]) => {
+      const out = await real(...args);
+      if (dropped++ === 0) throw new Error('connection reset after commit');
+      return out;
+    }) as never);
+  }
+
   /** Every settlement statement that fails, on this app and on `second` (another instance). */
   function watchSettlementFailures(second: { get: TestApp['app']['get'] }) {
     const failures: unknown[] = [];
@@ -1272,14 +1286,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const lost = await f.newTenant({ monthlyBudget: '100.00' });
       const books = t.app.get(BooksRepository);
       const leases = t.app.get(BudgetService).leases!;
-      const real = books.settleLeased.bind(books);
-      let dropped = 0;
-      // The statement commits; its answer never reaches the instance (a connection reset at commit).
-      const lossy = jest.spyOn(books, 'settleLeased').mockImplementation(async (...args) => {
-        const out = await real(...args);
-        if (dropped++ === 0) throw new Error('connection reset after commit');
-        return out;
-      });
+      const lossy = answerLostOnce(books, 'settleLeased');
       try {
         const r = await gw.complete({ tenantId: lost.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: 'lose my answer' }], maxTokens: 50 });
         expect(lossy).toHaveBeenCalledTimes(2);
@@ -1299,13 +1306,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const other = await t.another(providerEnv(fake, { BUDGET_LEASES: 'false' }));
       const lost = await f.newTenant({ monthlyBudget: '100.00' });
       const books = other.get(BooksRepository);
-      const real = books.settle.bind(books);
-      let dropped = 0;
-      const lossy = jest.spyOn(books, 'settle').mockImplementation(async (...args) => {
-        const out = await real(...args);
-        if (dropped++ === 0) throw new Error('connection reset after commit');
-        return out;
-      });
+      const lossy = answerLostOnce(books, 'settle');
       try {
         const r = await other.get(GatewayService).complete({ tenantId: lost.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: 'lose my answer too' }], maxTokens: 50 });
         expect(lossy).toHaveBeenCalledTimes(2);

@@ -22,6 +22,11 @@ export interface ClaimedWebhook {
  * `budget_alerts` and `outbound_webhooks`. An alert is recorded and its webhook queued in one
  * statement; a webhook is claimed under a lease and its outcome recorded only by the claim holder.
  */
+/** A webhook event's body, as every event the tenant's alert URL receives is shaped: `{id, type, data, createdAt}`. */
+export function alertEvent(id: string, type: string, data: Record<string, unknown>): string {
+  return JSON.stringify({ id, type, data, createdAt: new Date().toISOString() });
+}
+
 @Injectable()
 export class AlertsRepository {
   constructor(private readonly ds: DataSource) {}

@@ -3,7 +3,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import { Counter, Gauge } from 'prom-client';
 import { Nanos } from '../common/money';
 import { TtlCache } from '../common/ttl-cache';
-import { AlertsRepository } from './alerts.repository';
+import { alertEvent, AlertsRepository } from './alerts.repository';
 import { MetricsService, OTHER_TENANTS } from '../metrics/metrics.service';
 
 /**
@@ -60,7 +60,7 @@ export class AlertsService {
     this.incidentsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId), kind: data.kind });
     this.logger.error({ msg: 'budget incident: a call was billed beyond its bound', tenantId, period, ...data });
     const eventId = `incident_${randomUUID()}`;
-    const body = JSON.stringify({ id: eventId, type: 'budget.incident', data: { tenantId, period, ...data }, createdAt: new Date().toISOString() });
+    const body = alertEvent(eventId, 'budget.incident', { tenantId, period, ...data });
     await this.alerts.queue(tenantId, eventId, body);
   }
 
@@ -73,7 +73,7 @@ export class AlertsService {
     const key = `shadow:${tenantId}:${data.period}:${data.rubric}`;
     if (this.fired.get(key)) return false;
     const eventId = `shadow_low_${data.period}_${data.rubric}`;
-    const body = JSON.stringify({ id: eventId, type: 'quality.shadow_agreement_low', data: { tenantId, ...data }, createdAt: new Date().toISOString() });
+    const body = alertEvent(eventId, 'quality.shadow_agreement_low', { tenantId, ...data });
     const fired = await this.alerts.fireShadowAlert(tenantId, { ...data, eventId, body });
     this.fired.set(key, true);
     if (!fired) return false; // fired already (here or on another instance)
@@ -86,12 +86,7 @@ export class AlertsService {
     const key = `${tenantId}:${period}:${Number(threshold)}`;
     if (this.fired.get(key)) return;
     const eventId = `alert_${randomUUID()}`;
-    const body = JSON.stringify({
-      id: eventId,
-      type: 'budget.threshold_reached',
-      data: { tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) },
-      createdAt: new Date().toISOString(),
-    });
+    const body = alertEvent(eventId, 'budget.threshold_reached', { tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
     // One statement: the alert is recorded and its webhook queued together, or neither (another
     // instance fired it). The webhook's event id is the body's id, the same on every attempt.
     const fired = await this.alerts.fireThreshold(tenantId, { period, threshold, ratio: ratio.toFixed(4), eventId, body });

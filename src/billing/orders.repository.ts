@@ -3,7 +3,7 @@ import { DataSource, EntityManager } from 'typeorm';
 import { formatCny, Nanos } from '../common/money';
 import { tenantQuery } from '../db/tenant-scope';
 import { InterruptedJob, JobQueue } from '../jobs/job-queue';
-import { AlertsRepository } from './alerts.repository';
+import { alertEvent, AlertsRepository } from './alerts.repository';
 
 export type OrderStatus = 'awaiting_payment' | 'paid' | 'delivered' | 'refunded' | 'cancelled';
 export type PaymentMode = 'webhook' | 'invoice';
@@ -185,7 +185,7 @@ export class OrdersRepository {
       if (!r.paid_at) continue;
       const eventId = `order_refunded_${r.id}`;
       const data = { tenantId, orderId: r.id, essayId: r.essay_id, amount: formatCny(BigInt(r.price_nanos)), paymentMode: r.payment_mode, reason: r.refund_reason };
-      await this.alerts.queue(tenantId, eventId, JSON.stringify({ id: eventId, type: 'order.refunded', data, createdAt: new Date().toISOString() }), tx);
+      await this.alerts.queue(tenantId, eventId, alertEvent(eventId, 'order.refunded', data), tx);
     }
   }
 

@@ -16,7 +16,7 @@ import { JobPlan, JobQueue, ScheduledJob } from '../jobs/job-queue';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { Clock } from '../common/clock';
 import { resolveDeadline, TOMORROW_MORNING } from './deadline';
-import { detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars, tooShortForModel } from './essay-text';
+import { detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars } from './essay-text';
 import { GradingService, StoredGrade } from './grading.service';
 import { BudgetPolicy } from '../billing/budget-policy';
 import { LlmError } from '../llm/llm-errors';
@@ -161,8 +161,6 @@ export class EssaysService {
       () => {
         let total = 0n;
         for (const e of essays) {
-          // An essay far too short for a model is estimated offline, for nothing (ModelGrader).
-          if (tier === 'standard' && tooShortForModel(e.text, e.language, rubric.expectedLength)) continue;
           const worst = this.grading.quote(e.text, e.language, rubric, tier);
           if (worst === null) return null; // no model: graded offline (standard) or failed clearly (deep)
           total += worst;

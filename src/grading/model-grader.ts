@@ -49,7 +49,7 @@ export class ModelGrader {
       return { kind: 'ok', grade: this.offline(essay, rubric, tier), costNanos: 0n };
     };
     // Far too short to be worth a model's price: the offline grader says as much, for free.
-    if (tier === 'standard' && !task.base && tooShortForModel(essay.text, essay.language, rubric.expectedLength)) return offline('too_short');
+    if (offlineForLength(essay.text, essay.language, rubric, tier, task.base ? 'deep_review' : 'standard')) return offline('too_short');
     if (!this.gateway.hasProviders(tier)) {
       if (tier === 'standard') return offline();
       return { kind: 'failed', code: 'NO_PROVIDER_AVAILABLE', reason: 'no provider is configured for deep reviews' };
@@ -184,6 +184,7 @@ export class ModelGrader {
    * the tier, with the variant's full output allowance). Null with no model for it.
    */
   quote(text: string, language: Language, rubric: Rubric, tier: Tier, variant: Variant = tier === 'deep' ? 'deep' : 'standard'): Nanos | null {
+    if (offlineForLength(text, language, rubric, tier, variant)) return 0n; // estimated offline, for nothing
     const { messages } = buildGradingPrompt({ rubric, language, variant, essay: text });
     return this.gateway.quote({ tier }, messages, MAX_OUTPUT_TOKENS[variant]);
   }
@@ -194,7 +195,7 @@ export class ModelGrader {
    */
   plan(essay: EssayRow, rubric: Rubric, tier: Tier, variant: Variant, dueBy: Date): WorkPlan | null {
     if (!this.gateway.hasProviders(tier)) return null;
-    if (tier === 'standard' && variant !== 'deep_review' && tooShortForModel(essay.text, essay.language, rubric.expectedLength)) return null;
+    if (offlineForLength(essay.text, essay.language, rubric, tier, variant)) return null;
     const { messages } = buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.task?.prompt, title: essay.title ?? undefined, essay: essay.text });
     return this.gateway.plan({ tier }, messages, MAX_OUTPUT_TOKENS[variant], dueBy);
   }
@@ -214,4 +215,12 @@ export class ModelGrader {
       gradedAt: new Date().toISOString(),
     };
   }
+}
+
+/**
+ * A standard grading of an essay far too short for a model (tooShortForModel) is estimated by the
+ * offline grader: no model call, no quote, no plan. Deep reviews and the deep tier still go to the model.
+ */
+function offlineForLength(text: string, language: Language, rubric: Rubric, tier: Tier, variant: Variant): boolean {
+  return tier === 'standard' && variant === 'standard' && tooShortForModel(text, language, rubric.expectedLength);
 }
