@@ -31,6 +31,7 @@ import { EssayErasure1767400000000 } from './1767400000000-EssayErasure';
 import { EssayRetention1767500000000 } from './1767500000000-EssayRetention';
 import { OrderCancelled1767600000000 } from './1767600000000-OrderCancelled';
 import { IdempotencyKeys1767700000000 } from './1767700000000-IdempotencyKeys';
+import { BudgetCallRefused1767800000000 } from './1767800000000-BudgetCallRefused';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -71,4 +72,5 @@ export const MIGRATIONS = [
   EssayRetention1767500000000,
   OrderCancelled1767600000000,
   IdempotencyKeys1767700000000,
+  BudgetCallRefused1767800000000,
 ];

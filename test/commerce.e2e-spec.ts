@@ -3,7 +3,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { WebhookDispatcher } from '../src/billing/webhook-dispatcher';
-import { formatCny } from '../src/common/money';
+import { formatCny, parseCny } from '../src/common/money';
 import { signPayload, verifySignature } from '../src/common/signature';
 import { GradingService } from '../src/grading/grading.service';
 import { GradingWorker } from '../src/grading/grading.worker';
@@ -342,12 +342,13 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
         const dispatcher = t.app.get(WebhookDispatcher);
         await waitFor(async () => {
           await dispatcher.deliverDue();
-          return received.length >= 2;
+          return received.length >= 3;
         }, 20_000);
-        const alerts = await t.dataSource.query(`SELECT threshold::text AS t FROM budget_alerts WHERE tenant_id = $1 ORDER BY threshold`, [tenant.tenantId]);
-        expect(alerts.map((a: { t: string }) => Number(a.t))).toEqual([0.2, 0.4]);
-        const thresholds = received.map((r) => JSON.parse(r.body).data.threshold).sort();
-        expect(thresholds).toEqual([0.2, 0.4]);
+        const alerts = await t.dataSource.query(`SELECT kind, threshold::text AS t FROM budget_alerts WHERE tenant_id = $1 ORDER BY kind, threshold`, [tenant.tenantId]);
+        expect(alerts.map((a: { kind: string; t: string }) => `${a.kind} ${Number(a.t)}`)).toEqual(['call_refused 1', 'threshold 0.2', 'threshold 0.4']);
+        const events = received.map((r) => JSON.parse(r.body));
+        expect(events.filter((e) => e.type === 'budget.threshold_reached').map((e) => e.data.threshold).sort()).toEqual([0.2, 0.4]);
+        expect(events.filter((e) => e.type === 'budget.call_refused')).toHaveLength(1); // the budget ran out: the rest were refused
         for (const r of received) expect(verifySignature(r.signature, 'alert-secret-0123456789', r.body)).toEqual({ ok: true });
         const [retried] = await t.dataSource.query(`SELECT max(attempts)::int AS n FROM outbound_webhooks WHERE tenant_id = $1`, [tenant.tenantId]);
         expect(retried.n).toBe(2); // the first delivery failed and was retried
@@ -356,6 +357,52 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
         expect(metrics.text).toMatch(new RegExp(`inkstone_budget_utilization_ratio\\{tenant="${tenant.tenantId}"\\} 0\\.\\d+`));
         expect(metrics.text).toMatch(/inkstone_grades_total\{outcome="graded",source="offline"\} \d+/);
         expect(metrics.text).toMatch(/inkstone_queue_jobs\{status="queued"\} \d+/);
+      } finally {
+        server.close();
+      }
+    }, 60_000);
+
+    it('alerts a refused call once a period as budget.call_refused, and fires no threshold the spend has not reached', async () => {
+      const received: string[] = [];
+      const server = http.createServer((req, res) => {
+        let body = '';
+        req.on('data', (c) => (body += c));
+        req.on('end', () => {
+          received.push(body);
+          res.end('ok');
+        });
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/alerts`;
+      try {
+        const school = await f.newTenant();
+        const worst = t.app.get(GradingService).quote(generateEssay(60, 'zh').text, 'zh', builtinRubric('zh-gaokao-60')!, 'standard')!;
+        const cap = formatCny(worst / 5n); // no grading fits: every call is refused at 0% spent
+        await t.http
+          .put('/v1/budget')
+          .set(bearer(school.adminKey))
+          .send({ monthlyCap: cap, alertThresholds: [0.5, 1], whenExhausted: 'offline', alertWebhookUrl: url, alertWebhookSecret: 'alert-secret-0123456789' })
+          .expect(200);
+        for (const seed of [60, 61]) {
+          const essay = await f.gradedEssay(school.adminKey, { seed });
+          expect(essay.grade.flags).toEqual(expect.arrayContaining(['offline_estimate', 'budget_exhausted']));
+        }
+        const dispatcher = t.app.get(WebhookDispatcher);
+        await waitFor(async () => {
+          await dispatcher.deliverDue();
+          return received.length >= 1;
+        }, 20_000);
+        const alerts = await t.dataSource.query(`SELECT kind, threshold::text AS t, utilization::text AS u FROM budget_alerts WHERE tenant_id = $1`, [school.tenantId]);
+        expect(alerts).toEqual([{ kind: 'call_refused', t: '1.0000', u: '0.0000' }]);
+        const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM outbound_webhooks WHERE tenant_id = $1`, [school.tenantId]);
+        expect(n).toBe(1); // the second refusal alerted nothing
+        const event = JSON.parse(received[0]);
+        expect(event).toMatchObject({ type: 'budget.call_refused', data: { tenantId: school.tenantId, utilization: 0, spent: formatCny(0n), cap } });
+        expect(parseCny(event.data.needed) > parseCny(cap)).toBe(true);
+        const metrics = await t.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200);
+        const refusals = metrics.text.match(new RegExp(`inkstone_budget_refusals_total\\{tenant="${school.tenantId}"\\} (\\d+)`));
+        expect(Number(refusals?.[1])).toBeGreaterThanOrEqual(2);
+        expect(metrics.text).not.toContain(`inkstone_budget_alerts_total{tenant="${school.tenantId}"`);
       } finally {
         server.close();
       }

@@ -17,16 +17,16 @@ export interface ClaimedWebhook {
   token: string;
 }
 
-/**
- * Budget alerts and the outgoing webhooks that carry them: the only code that writes
- * `budget_alerts` and `outbound_webhooks`. An alert is recorded and its webhook queued in one
- * statement; a webhook is claimed under a lease and its outcome recorded only by the claim holder.
- */
 /** A webhook event's body, as every event the tenant's alert URL receives is shaped: `{id, type, data, createdAt}`. */
 export function alertEvent(id: string, type: string, data: Record<string, unknown>): string {
   return JSON.stringify({ id, type, data, createdAt: new Date().toISOString() });
 }
 
+/**
+ * Budget alerts and the outgoing webhooks that carry them: the only code that writes
+ * `budget_alerts` and `outbound_webhooks`. An alert is recorded and its webhook queued in one
+ * statement; a webhook is claimed under a lease and its outcome recorded only by the claim holder.
+ */
 @Injectable()
 export class AlertsRepository {
   constructor(private readonly ds: DataSource) {}
@@ -36,7 +36,17 @@ export class AlertsRepository {
    * one is set), together; false when it had fired already (on any instance): nothing queued.
    */
   fireThreshold(tenantId: string, a: { period: string; threshold: string; ratio: string; eventId: string; body: string }): Promise<boolean> {
-    return this.fireOnce(tenantId, `INSERT INTO budget_alerts (tenant_id, period, threshold, utilization) VALUES ($1, $4, $5, $6)`, [a.period, a.threshold, a.ratio], a);
+    return this.fireOnce(tenantId, `INSERT INTO budget_alerts (tenant_id, period, kind, threshold, utilization) VALUES ($1, $4, 'threshold', $5, $6)`, [a.period, a.threshold, a.ratio], a);
+  }
+
+  /** The same for a refused call (`budget.call_refused`): once per tenant and period. */
+  fireCallRefused(tenantId: string, a: { period: string; ratio: string; eventId: string; body: string }): Promise<boolean> {
+    return this.fireOnce(
+      tenantId,
+      `INSERT INTO budget_alerts (tenant_id, period, kind, threshold, utilization) VALUES ($1, $4, 'call_refused', 1, $5)`,
+      [a.period, a.ratio],
+      a,
+    );
   }
 
   /** The same for a shadow-agreement alert: once per tenant, month and rubric. */

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Injectable, Logger } from '@nestjs/common';
 import { Counter, Gauge } from 'prom-client';
-import { Nanos } from '../common/money';
+import { formatCny, Nanos } from '../common/money';
 import { TtlCache } from '../common/ttl-cache';
 import { alertEvent, AlertsRepository } from './alerts.repository';
 import { MetricsService, OTHER_TENANTS } from '../metrics/metrics.service';
@@ -9,8 +9,10 @@ import { MetricsService, OTHER_TENANTS } from '../metrics/metrics.service';
 /**
  * Budget alerts: each threshold fires once per tenant per period, as a log line, a metric and,
  * when the tenant has set a URL, a signed webhook (queued with the alert in one statement, delivered
- * and retried with backoff by the WebhookDispatcher). A refused reservation means the budget is used up for practical purposes:
- * every threshold not yet fired fires then.
+ * and retried with backoff by the WebhookDispatcher). Thresholds fire from settled spend only. A
+ * refused call is its own alert, `budget.call_refused`, once per period: a call can be refused well
+ * below the cap (a class set's worst-case reservations in flight, a deep review larger than what is
+ * left), and "the cap is reached" would then be wrong and keep the real crossing silent.
  */
 @Injectable()
 export class AlertsService {
@@ -21,6 +23,7 @@ export class AlertsService {
   private readonly utilization: Gauge<'tenant'>;
   private readonly incidentsTotal: Counter<'tenant' | 'kind'>;
   private readonly qualityAlertsTotal: Counter<'tenant'>;
+  private readonly refusalsTotal: Counter<'tenant'>;
 
   constructor(
     private readonly alerts: AlertsRepository,
@@ -28,23 +31,42 @@ export class AlertsService {
   ) {
     this.alertsTotal = new Counter({ name: 'inkstone_budget_alerts_total', help: 'Budget alerts fired', labelNames: ['tenant', 'threshold'], registers: [metrics.registry] });
     this.incidentsTotal = new Counter({ name: 'inkstone_budget_incidents_total', help: 'Calls billed beyond the bound they were admitted with', labelNames: ['tenant', 'kind'], registers: [metrics.registry] });
+    this.refusalsTotal = new Counter({ name: 'inkstone_budget_refusals_total', help: 'Calls that did not fit under the cap', labelNames: ['tenant'], registers: [metrics.registry] });
     this.qualityAlertsTotal = new Counter({ name: 'inkstone_quality_alerts_total', help: 'Shadow-agreement alerts fired', labelNames: ['tenant'], registers: [metrics.registry] });
     this.utilization = new Gauge({ name: 'inkstone_budget_utilization_ratio', help: "Settled spend / cap of the tenant's current period", labelNames: ['tenant'], registers: [metrics.registry] });
   }
 
   /** After a settlement: fire every threshold the spend has reached. */
   async onSpend(tenantId: string, period: string, spent: Nanos, cap: Nanos, thresholds: string[]): Promise<void> {
-    const ratio = cap === 0n ? 1 : Number((spent * 1_000_000n) / cap) / 1_000_000;
+    const ratio = utilization(spent, cap);
     // (a tenant past METRICS_TENANT_SERIES has no gauge: one ratio for many tenants would mean nothing)
     const label = this.metrics.tenantLabel(tenantId);
     if (label !== OTHER_TENANTS) this.utilization.set({ tenant: label }, ratio);
     for (const t of thresholds) if (ratio >= Number(t)) await this.fire(tenantId, period, t, ratio);
   }
 
-  /** A reservation was refused: the budget cannot cover calls any more. */
-  async onExhausted(tenantId: string, period: string, spent: Nanos, cap: Nanos, thresholds: string[]): Promise<void> {
-    const ratio = cap === 0n ? 1 : Number((spent * 1_000_000n) / cap) / 1_000_000;
-    for (const t of thresholds) await this.fire(tenantId, period, t, ratio);
+  /**
+   * A call did not fit under the cap: counted every time, and alerted once per period (a warning
+   * log line and `budget.call_refused` to the alert webhook) with what the period held then.
+   */
+  async onRefused(tenantId: string, period: string, at: { spent: Nanos; reserved: Nanos; cap: Nanos; needed: Nanos }): Promise<void> {
+    this.refusalsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId) });
+    const key = `${tenantId}:${period}:refused`;
+    if (this.fired.get(key)) return;
+    const ratio = utilization(at.spent, at.cap);
+    const data = {
+      tenantId,
+      period,
+      utilization: Number(ratio.toFixed(4)),
+      spent: formatCny(at.spent),
+      reserved: formatCny(at.reserved),
+      cap: formatCny(at.cap),
+      needed: formatCny(at.needed),
+    };
+    const eventId = `refused_${randomUUID()}`;
+    const fired = await this.alerts.fireCallRefused(tenantId, { period, ratio: ratio.toFixed(4), eventId, body: alertEvent(eventId, 'budget.call_refused', data) });
+    this.fired.set(key, true);
+    if (fired) this.logger.warn({ msg: 'budget alert: a call did not fit under the cap', ...data });
   }
 
   /**
@@ -95,4 +117,9 @@ export class AlertsService {
     this.alertsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId), threshold: String(Number(threshold)) });
     this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
   }
+}
+
+/** Spend over cap, to six places (a cap of zero is used up). */
+function utilization(spent: Nanos, cap: Nanos): number {
+  return cap === 0n ? 1 : Number((spent * 1_000_000n) / cap) / 1_000_000;
 }

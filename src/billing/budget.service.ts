@@ -199,7 +199,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       await this.leases.release(tenantId, period);
     }
     if (await this.books.reserve(tenantId, period, id, amount, ttlMs, call)) return { id, tenantId, period, amount };
-    await this.refused(tenantId, period);
+    await this.refused(tenantId, period, amount);
     return null;
   }
 
@@ -223,7 +223,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     if (why.state === 'in_flight' && why.token !== token) return { kind: 'in_flight', retryAfterMs: why.leftMs };
     // Our own guard, taken for a call the budget cannot cover: give it back.
     await this.books.releaseGuard(tenantId, guard.key, token);
-    await this.refused(tenantId, period);
+    await this.refused(tenantId, period, amount);
     return { kind: 'budget' };
   }
 
@@ -256,14 +256,13 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     return incidentView(row);
   }
 
-  /** A refused reservation: the budget is used up for calls of this size; alert once. */
-  private async refused(tenantId: string, period: string): Promise<void> {
+  /** A refused reservation: the budget cannot take a call of this size now; alert once a period. */
+  private async refused(tenantId: string, period: string, needed: Nanos): Promise<void> {
     try {
-      // Refused because admission is paused (an incident), not because the budget is used up: no threshold fires.
+      // Refused because admission is paused (an incident), not because of the budget: the incident alerted.
       if (await this.tenants.isAdmissionPaused(tenantId)) return;
       const row = await this.books.period(tenantId, period);
-      const { alertThresholds } = await this.settings(tenantId);
-      if (row) await this.alerts.onExhausted(tenantId, period, row.spent, row.cap, alertThresholds);
+      if (row) await this.alerts.onRefused(tenantId, period, { ...row, needed });
     } catch (err) {
       this.logger.warn({ msg: 'could not record a budget alert', tenantId, err: loggableError(err) });
     }
