@@ -32,6 +32,7 @@ import { EssayRetention1767500000000 } from './1767500000000-EssayRetention';
 import { OrderCancelled1767600000000 } from './1767600000000-OrderCancelled';
 import { IdempotencyKeys1767700000000 } from './1767700000000-IdempotencyKeys';
 import { BudgetCallRefused1767800000000 } from './1767800000000-BudgetCallRefused';
+import { PartialRefunds1767900000000 } from './1767900000000-PartialRefunds';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 
@@ -73,4 +74,5 @@ export const MIGRATIONS = [
   OrderCancelled1767600000000,
   IdempotencyKeys1767700000000,
   BudgetCallRefused1767800000000,
+  PartialRefunds1767900000000,
 ];

@@ -112,7 +112,7 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await order(essay.id).expect(409); // delivered already
     });
 
-    it('refuses a bad, a missing and a stale signature with 401, and an amount that differs with 409', async () => {
+    it('refuses a bad, a missing and a stale signature with 401; keeps a payment of another amount as money to return', async () => {
       await sell('webhook');
       const essay = await gradedEssay(3);
       const { body: o } = await order(essay.id).expect(202);
@@ -123,13 +123,17 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       const stale = signPayload(SECRET, good, Math.floor(Date.now() / 1000) - 301);
       expect((await webhook(good, stale).expect(401)).body.error.message).toMatch(/5 minutes/);
       await webhook(good.replace('9.90', '9.91'), signPayload(SECRET, good)).expect(401); // body changed after signing
-      const wrongAmount = event('payment.succeeded', o.orderId, '0.99');
-      expect((await webhook(wrongAmount).expect(409)).body.error.code).toBe('CONFLICT');
       await webhook(event('payment.succeeded', '00000000-0000-4000-8000-000000000000', '9.90')).expect(404);
       await webhook('{"id": "evt_x", "type": "payment.unknown"', signPayload(SECRET, '{"id": "evt_x", "type": "payment.unknown"')).expect(400);
       expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body.status).toBe('awaiting_payment');
       const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM payment_events WHERE tenant_id = $1`, [tenant.tenantId]);
       expect(n).toBe(0);
+      // Another amount than the price: not refused (the provider would retry it for ever), not
+      // applied; the money shows on the order, to go back to the payer.
+      const wrong = await webhook(event('payment.succeeded', o.orderId, '0.99')).expect(200);
+      expect(wrong.body.order).toMatchObject({ status: 'awaiting_payment', unappliedPayments: '0.99' });
+      const events = await t.dataSource.query(`SELECT outcome FROM payment_events WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(events).toEqual([{ outcome: 'unapplied' }]);
     });
 
     it('answers a replayed event with 200 and changes nothing', async () => {
@@ -150,6 +154,48 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(second.body).toMatchObject({ duplicate: false, order: { status: 'delivered', unappliedPayments: '9.90' } });
       const [deep] = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
       expect(deep.n).toBe(1);
+      // The school returns the second payment through the provider: its refund gives that money
+      // back, and the delivered review stays paid.
+      const returned = await webhook(event('payment.refunded', o.orderId, '9.90')).expect(200);
+      expect(returned.body.order).toMatchObject({ status: 'delivered', unappliedPayments: '0.00', partialRefunds: '0.00' });
+    });
+
+    it('keeps a partial refund on the order, refunds the order with the rest, and books each refund in its month', async () => {
+      await sell('webhook');
+      const period = (await t.http.get('/v1/budget').set(admin()).expect(200)).body.period;
+      const report = async () => (await t.http.get(`/v1/reports/month?period=${period}`).set(admin()).expect(200)).body;
+      const essay = await gradedEssay(12);
+      const { body: o } = await order(essay.id).expect(202);
+      await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+      await waitOrder(o.orderId, 'delivered');
+      expect(await report()).toMatchObject({ revenue: '9.90', refunds: '0.00' });
+
+      const partial = await webhook(event('payment.refunded', o.orderId, '3.00')).expect(200);
+      expect(partial.body.order).toMatchObject({ status: 'delivered', partialRefunds: '3.00', refundedAt: null });
+      expect(await report()).toMatchObject({ revenue: '6.90', refunds: '3.00', deepReviews: { sold: 1, refunded: 0 } });
+      // More than is left (6.90) is not applied; the order is as it was.
+      const tooMuch = await webhook(event('payment.refunded', o.orderId, '7.00')).expect(200);
+      expect(tooMuch.body.order).toMatchObject({ status: 'delivered', partialRefunds: '3.00' });
+      // The rest refunds the order; the month gives back 9.90 in all, not 3.00 + 9.90.
+      const rest = await webhook(event('payment.refunded', o.orderId, '6.90')).expect(200);
+      expect(rest.body.order).toMatchObject({ status: 'refunded', partialRefunds: '3.00' });
+      expect(await report()).toMatchObject({ revenue: '0.00', refunds: '9.90', deepReviews: { sold: 1, refunded: 1 } });
+      const events = await t.dataSource.query(`SELECT amount_nanos::text AS a, outcome FROM payment_events WHERE tenant_id = $1 AND type = 'payment.refunded' ORDER BY received_at`, [
+        tenant.tenantId,
+      ]);
+      expect(events.map((e: { a: string; outcome: string }) => `${formatCny(BigInt(e.a))} ${e.outcome}`)).toEqual(['3.00 partial', '7.00 unapplied', '6.90 applied']);
+
+      // A refund Inkstone makes after a partial one tells the school to give back what is left.
+      await t.http.put('/v1/budget').set(admin()).send({ monthlyCap: '100.00', alertWebhookUrl: 'http://127.0.0.1:9/alerts', alertWebhookSecret: 'alert-secret-0123456789' }).expect(200);
+      const second = await gradedEssay(13);
+      const { body: o2 } = await order(second.id).expect(202);
+      await webhook(event('payment.succeeded', o2.orderId, '9.90')).expect(200);
+      await waitOrder(o2.orderId, 'delivered');
+      await webhook(event('payment.refunded', o2.orderId, '2.00')).expect(200);
+      await t.dataSource.transaction((tx) => t.app.get(OrdersRepository).refund(tx, tenant.tenantId, o2.orderId, 'refunded by the school', ['delivered']));
+      const [told] = await t.dataSource.query(`SELECT body FROM outbound_webhooks WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(JSON.parse(told.body)).toMatchObject({ type: 'order.refunded', data: { orderId: o2.orderId, amount: '7.90' } });
+      expect(await report()).toMatchObject({ revenue: '0.00', refunds: '19.80', deepReviews: { sold: 2, refunded: 2 } });
     });
 
     it('charges and delivers once when the same event arrives twice at the same moment', async () => {

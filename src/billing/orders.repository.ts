@@ -21,6 +21,11 @@ export interface OrderView {
    * refunded): money to check with the payment provider and return to the payer. "0.00" normally.
    */
   unappliedPayments: string;
+  /**
+   * what the payment provider has given back of the price so far while the order stays paid or
+   * delivered (partial refunds): "0.00" normally. A refund of the rest refunds the order.
+   */
+  partialRefunds: string;
   /** when the review is needed by (it runs where it costs least and still in time); null: within the Batch API's turnaround */
   dueBy: string | null;
   createdAt: string;
@@ -31,10 +36,15 @@ export interface OrderView {
   cancelledAt: string | null;
 }
 
-/** What a payment event did: a new event (not a repeat), and whether it changed the order. */
+/**
+ * What a payment event did: a new event (not a repeat), whether it changed the order, and how it
+ * was recorded: `applied`; `partial` (a refund of part of the price); `returned` (a refund giving
+ * back a payment the order could not take); `unapplied` (nothing the order could take).
+ */
 export interface EventOutcome {
   newEvent: boolean;
   changed: boolean;
+  outcome?: 'applied' | 'partial' | 'returned' | 'unapplied';
 }
 
 /** What a refund tells the school about the order. */
@@ -45,12 +55,18 @@ interface RefundedRow {
   payment_mode: string;
   paid_at: Date | null;
   refund_reason: string | null;
+  partially_refunded_nanos: string;
 }
-const REFUNDED_COLUMNS = 'id, essay_id, price_nanos, payment_mode, paid_at, refund_reason';
+const REFUNDED_COLUMNS = 'id, essay_id, price_nanos, payment_mode, paid_at, refund_reason, partially_refunded_nanos';
 
-/** An order's columns, and what came for it that it could not take (payments recorded `unapplied`). */
-const ORDER_COLUMNS = `o.*, (SELECT coalesce(sum(pe.amount_nanos), 0) FROM payment_events pe
-   WHERE pe.tenant_id = o.tenant_id AND pe.order_id = o.id AND pe.type = 'payment.succeeded' AND pe.outcome = 'unapplied')::text AS unapplied_nanos`;
+/**
+ * An order's columns, and what came for it that it could not take and has not gone back yet
+ * (payments recorded `unapplied`, less refunds recorded `returned`).
+ */
+const UNAPPLIED_NANOS = `(SELECT coalesce(sum(CASE WHEN pe.type = 'payment.succeeded' THEN pe.amount_nanos ELSE -pe.amount_nanos END), 0) FROM payment_events pe
+   WHERE pe.tenant_id = o.tenant_id AND pe.order_id = o.id
+     AND ((pe.type = 'payment.succeeded' AND pe.outcome = 'unapplied') OR (pe.type = 'payment.refunded' AND pe.outcome = 'returned')))`;
+const ORDER_COLUMNS = `o.*, ${UNAPPLIED_NANOS}::text AS unapplied_nanos`;
 
 /**
  * The orders aggregate (deep-review orders and the payment events applied to them): the only code
@@ -114,29 +130,66 @@ export class OrdersRepository {
       const dueBy = paid?.due_by ? new Date(paid.due_by) : null;
       if (!paid) return this.unapplied(tx, tenantId, eventId);
       await this.jobs.enqueue(tx, tenantId, [{ essayId: paid.essay_id, kind: 'deep_review', orderId, dueBy }]);
-      return { newEvent: true, changed: true };
+      return { newEvent: true, changed: true, outcome: 'applied' };
     });
   }
 
   /**
-   * A payment the order could not take (cancelled, already paid, refunded, or its amount is not the
-   * price): kept with the outcome `unapplied`, so the order shows it as money to return.
+   * A payment event the order could not take (a payment: cancelled, already paid, refunded, or its
+   * amount is not the price; a refund: see refundByEvent): kept with the outcome `unapplied`, so a
+   * payment shows on the order as money to return.
    */
   private async unapplied(tx: EntityManager, tenantId: string, eventId: string): Promise<EventOutcome> {
     await tenantQuery(tx, tenantId, `UPDATE payment_events SET outcome = 'unapplied' WHERE tenant_id = $1 AND event_id = $2`, [eventId]);
-    return { newEvent: true, changed: false };
+    return { newEvent: true, changed: false, outcome: 'unapplied' };
   }
 
-  /** `payment.refunded`: records the event and refunds the order; a deep review still waiting in the queue is cancelled. */
+  /**
+   * `payment.refunded`: records the event and applies it, in this order:
+   * - no more than the order's unapplied payments (money it could not take): that money went back
+   *   (`returned`), the order is unchanged;
+   * - the rest of the price (all of it, without earlier partial refunds): the order is refunded and
+   *   a deep review still waiting in the queue cancelled; on an order refunded already (Inkstone
+   *   refunded it and the school paid it back), recorded as applied, nothing changed;
+   * - less than the rest, on a paid or delivered order: a partial refund the order keeps (`partial`);
+   * - anything else (more than is left, nothing, an order never paid): kept `unapplied`.
+   */
   async refundByEvent(tenantId: string, eventId: string, orderId: string, amount: Nanos): Promise<EventOutcome> {
     return this.ds.transaction(async (tx) => {
       if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.refunded', orderId, amount))) return { newEvent: false, changed: false };
       // The order's jobs before the order, in the order an erasure takes them.
       await this.jobs.lockQueuedForOrder(tx, tenantId, orderId);
-      // (The provider refunded it: nothing to tell the school it does not know.)
-      const refunded = await this.refund(tx, tenantId, orderId, 'refunded by the payment provider', ['awaiting_payment', 'paid', 'delivered'], false);
-      if (refunded) await this.jobs.cancelQueuedForOrder(tx, tenantId, orderId, 'order refunded');
-      return { newEvent: true, changed: refunded };
+      const [o] = await tenantQuery<{ status: OrderStatus; price_nanos: string; partially_refunded_nanos: string; unapplied_nanos: string }>(
+        tx,
+        tenantId,
+        `SELECT status, price_nanos, partially_refunded_nanos, ${UNAPPLIED_NANOS}::text AS unapplied_nanos
+           FROM orders o WHERE tenant_id = $1 AND id = $2 FOR UPDATE`,
+        [orderId],
+      );
+      if (!o || amount <= 0n) return this.unapplied(tx, tenantId, eventId);
+      const mark = (outcome: string) =>
+        tenantQuery(tx, tenantId, `UPDATE payment_events SET outcome = $3 WHERE tenant_id = $1 AND event_id = $2`, [eventId, outcome]);
+      if (amount <= BigInt(o.unapplied_nanos)) {
+        await mark('returned');
+        return { newEvent: true, changed: false, outcome: 'returned' };
+      }
+      const left = BigInt(o.price_nanos) - BigInt(o.partially_refunded_nanos);
+      if (amount === left && o.status === 'refunded') return { newEvent: true, changed: false, outcome: 'applied' };
+      if (amount === left && (o.status === 'awaiting_payment' || o.status === 'paid' || o.status === 'delivered')) {
+        // (The provider refunded it: nothing to tell the school it does not know.)
+        await this.refund(tx, tenantId, orderId, 'refunded by the payment provider', [o.status], false);
+        await this.jobs.cancelQueuedForOrder(tx, tenantId, orderId, 'order refunded');
+        return { newEvent: true, changed: true, outcome: 'applied' };
+      }
+      if (amount < left && (o.status === 'paid' || o.status === 'delivered')) {
+        await tenantQuery(tx, tenantId, `UPDATE orders SET partially_refunded_nanos = partially_refunded_nanos + $3 WHERE tenant_id = $1 AND id = $2`, [
+          orderId,
+          amount.toString(),
+        ]);
+        await mark('partial');
+        return { newEvent: true, changed: true, outcome: 'partial' };
+      }
+      return this.unapplied(tx, tenantId, eventId);
     });
   }
 
@@ -184,7 +237,9 @@ export class OrdersRepository {
     for (const r of rows) {
       if (!r.paid_at) continue;
       const eventId = `order_refunded_${r.id}`;
-      const data = { tenantId, orderId: r.id, essayId: r.essay_id, amount: formatCny(BigInt(r.price_nanos)), paymentMode: r.payment_mode, reason: r.refund_reason };
+      // What is left to give back: the price less what the provider refunded of it already.
+      const amount = formatCny(BigInt(r.price_nanos) - BigInt(r.partially_refunded_nanos));
+      const data = { tenantId, orderId: r.id, essayId: r.essay_id, amount, paymentMode: r.payment_mode, reason: r.refund_reason };
       await this.alerts.queue(tenantId, eventId, alertEvent(eventId, 'order.refunded', data), tx);
     }
   }
@@ -255,5 +310,6 @@ function toView(r: Record<string, unknown>): OrderView {
     refundedAt: iso(r.refunded_at),
     cancelledAt: iso(r.cancelled_at),
     unappliedPayments: formatCny(BigInt((r.unapplied_nanos as string | undefined) ?? '0')),
+    partialRefunds: formatCny(BigInt(r.partially_refunded_nanos as string)),
   };
 }

@@ -152,21 +152,24 @@ export class OrdersService {
 
     if (await this.orders.seenEvent(tenantId, eventId)) return { received: true, duplicate: true };
     const order = await this.get(tenantId, orderId as string);
-    if (amount !== parseCny(order.price)) {
-      throw new ApiError('CONFLICT', `Amount ${formatCny(amount)} does not match the order's price ${order.price}`);
-    }
+    // An amount that is not the price is not refused (the provider would retry it for ever and the
+    // money would leave no trace): a payment is kept as unapplied, a refund applied as a partial one
+    // when it can be (OrdersRepository.refundByEvent).
     const applied =
       type === 'payment.succeeded'
         ? await this.orders.payAndQueue(tenantId, eventId, order.orderId, amount)
         : await this.orders.refundByEvent(tenantId, eventId, order.orderId, amount);
     if (applied.changed && type === 'payment.succeeded') this.bus.publish('queued', {}); // wake an idle worker on any instance
     if (!applied.newEvent) return { received: true, duplicate: true };
-    if (type === 'payment.succeeded' && !applied.changed) {
-      // Money came for an order that could not take it (cancelled, paid already, refunded): it shows
-      // on the order as unappliedPayments, to be returned to the payer.
-      this.logger.warn({ msg: 'a payment came for an order that could not take it: return it to the payer', tenantId, orderId: order.orderId, status: order.status });
+    const amounts = { amount: formatCny(amount), price: order.price, status: order.status };
+    if (applied.outcome === 'unapplied' && type === 'payment.succeeded') {
+      // Money came for an order that could not take it (cancelled, paid already, refunded, another
+      // amount): it shows on the order as unappliedPayments, to be returned to the payer.
+      this.logger.warn({ msg: 'a payment came for an order that could not take it: return it to the payer', tenantId, orderId: order.orderId, ...amounts });
+    } else if (applied.outcome === 'unapplied') {
+      this.logger.warn({ msg: 'a refund came that the order could not take: kept unapplied, check it with the payment provider', tenantId, orderId: order.orderId, ...amounts });
     }
-    this.logger.log({ msg: 'payment event applied', tenantId, orderId: order.orderId, type, changed: applied.changed });
+    this.logger.log({ msg: 'payment event recorded', tenantId, orderId: order.orderId, type, outcome: applied.outcome, changed: applied.changed });
     return { received: true, duplicate: false, order: await this.get(tenantId, order.orderId) };
   }
 }

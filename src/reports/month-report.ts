@@ -33,7 +33,7 @@ export interface OrdersInMonth {
   refunded: number;
   /** the prices of the orders paid in the month */
   sales: Nanos;
-  /** the prices of the paid orders refunded in the month (whenever they were paid) */
+  /** what refunds gave back in the month (whenever the orders were paid): whole refunds, less what partial ones gave back before, and partial ones */
   refunds: Nanos;
 }
 
@@ -64,7 +64,7 @@ export interface MonthReport {
   deepReviews: { ordered: number; sold: number; delivered: number; refunded: number };
   modelCost: string;
   modelCostByPurpose: Record<string, string>;
-  /** what the month's refunds gave back (orders paid in this month or before) */
+  /** what the month's refunds gave back, partial ones included (orders paid in this month or before) */
   refunds: string;
   /** the month's sales less its refunds: negative when more came back than was sold */
   revenue: string;

@@ -1486,7 +1486,7 @@ export interface components {
                 [key: string]: string;
             };
             period: string;
-            /** @description what the month's refunds gave back (orders paid in this month or before) */
+            /** @description what the month's refunds gave back, partial ones included (orders paid in this month or before) */
             refunds: string;
             /** @description the month's sales less its refunds: negative when more came back than was sold */
             revenue: string;
@@ -1515,6 +1515,8 @@ export interface components {
             essayId: string;
             orderId: string;
             paidAt: string | null;
+            /** @description what the payment provider has given back of the price so far while the order stays paid or delivered (partial refunds): "0.00" normally. A refund of the rest refunds the order. */
+            partialRefunds: string;
             paymentMode: components["schemas"]["PaymentMode"];
             price: string;
             /** @description why the order was refunded, or cancelled */
