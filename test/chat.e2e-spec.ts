@@ -230,6 +230,30 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect(fake.requests).toHaveLength(0);
   });
 
+  it('reaches the premium tier only with an admin key and directDeep on, as essays do', async () => {
+    const admin = new OpenAI({ apiKey: tenant.adminKey, baseURL, maxRetries: 0 });
+    const ask = (c: OpenAI, model: string) => c.chat.completions.create({ model, messages: [{ role: 'user', content: 'a premium answer, please' }], max_tokens: 50 }).withResponse();
+    for (const [c, model] of [
+      [client, 'inkstone-deep'],
+      [client, 'qwen3-max'], // a deep-tier model by its id
+      [client, 'dashscope:qwen3-max'],
+      [admin, 'inkstone-deep'], // an admin, before directDeep is on
+    ] as const) {
+      const err = await ask(c, model).catch((e) => e);
+      expect(err.status).toBe(403);
+      expect(err.error).toMatchObject({ code: 'FORBIDDEN', message: expect.stringContaining('deep-review order') });
+    }
+    expect(fake.requests).toHaveLength(0);
+    const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(n).toBe(0);
+    await ask(client, 'inkstone-standard'); // the standard tier is every key's
+
+    await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ directDeep: true }).expect(200);
+    expect((await ask(client, 'inkstone-deep').catch((e) => e)).status).toBe(403); // still not a teacher's
+    const { response } = await ask(admin, 'inkstone-deep');
+    expect(response.headers.get('x-inkstone-model')).toBe('qwen3-max');
+  });
+
   it('answers 404 for a model that is not in the catalog and 400 naming bad fields', async () => {
     const err = await client.chat.completions.create({ model: 'gpt-99', messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
     expect(err.status).toBe(404);

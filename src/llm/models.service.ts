@@ -4,6 +4,7 @@ import { ApiError } from '../common/errors';
 import { CatalogModel, isRetired, Pricing, retiredMessage, Tier, TIERS } from './catalog';
 import { LLM_MODELS, LlmModels } from './llm-models';
 import { TIER_ALIASES } from './chat-request';
+import type { GatewayTarget } from './gateway-types';
 
 export interface ModelsView {
   object: 'list';
@@ -23,6 +24,19 @@ export class ModelsService {
     @Inject(LLM_MODELS) private readonly llm: LlmModels,
     private readonly clock: Clock,
   ) {}
+
+  /**
+   * Does a chat call to this target reach the premium tier? The deep tier's alias, or a model that
+   * is one of the deep tier's candidates and none of the standard tier's. (A catalog model in no
+   * tier is the operator's to list or not; an id not in the catalog is refused by the gateway.)
+   */
+  isPremium(target: GatewayTarget): boolean {
+    if ('tier' in target) return target.tier === 'deep';
+    const model = this.llm.catalog.find(target.model);
+    if (!model) return false;
+    const inTier = (tier: Tier) => this.llm.tiers[tier].some((g) => g.some((e) => e.model.key === model.key));
+    return inTier('deep') && !inTier('standard');
+  }
 
   /**
    * GET /v1/models/:id: one entry of the list, by its listed id or its catalog key (`provider:id`);
