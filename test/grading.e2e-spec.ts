@@ -318,6 +318,26 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       await waitForEssays(t.app, teacher, [first.body.id]);
     });
 
+    it('takes an Idempotency-Key when creating an assignment or a rubric: a retry gets the first answer, not a second one or a 409', async () => {
+      const key = `assignment-${Date.now()}`;
+      const assignment = { title: '重试的作文', prompt: '以“雨”为题写一篇记叙文', rubric: 'zh-gaokao-60' };
+      const post = (url: string, body: object, k: string, who = teacher) => t.http.post(url).set(bearer(who)).set('Idempotency-Key', k).send(body);
+      const first = await post('/v1/assignments', assignment, key).expect(201);
+      const again = await post('/v1/assignments', assignment, key).expect(201);
+      expect(again.body).toEqual(first.body);
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM assignments WHERE tenant_id = $1 AND title = $2`, [tenant.tenantId, assignment.title]);
+      expect(n).toBe(1);
+      expect((await post('/v1/assignments', { ...assignment, title: '另一篇' }, key).expect(422)).body.error.code).toBe('IDEMPOTENCY_KEY_REUSED');
+      // A rubric has its own key: a retry of its creation is its first answer, not 409 for the rubric it made.
+      const rubric = { key: `retried-${Date.now()}`, name: '初中作文', language: 'zh', totalRule: 'sum', dimensions: [{ key: 'content', name: '内容', max: 30, kind: 'content', description: '中心明确' }] };
+      const rubricKey = `rubric-${Date.now()}`;
+      const made = await post('/v1/rubrics', rubric, rubricKey, tenant.adminKey).expect(201);
+      const retried = await post('/v1/rubrics', rubric, rubricKey, tenant.adminKey).expect(201);
+      expect(retried.body).toEqual(made.body);
+      await t.http.post('/v1/rubrics').set(bearer(tenant.adminKey)).send(rubric).expect(409); // without the key, as before
+    });
+
     it('estimates an essay far shorter than the task offline, at no cost, without calling a model', async () => {
       // 高考 asks for 800 characters: 30 is under a tenth of it.
       const text = '我的妈妈是一个很好的人。她每天都很忙，我爱她。';

@@ -1,9 +1,10 @@
-import { Body, Controller, Get, Header, HttpCode, Param, Patch, Post, Res } from '@nestjs/common';
-import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Get, Header, HttpCode, Param, Patch, Post, Res, UseInterceptors } from '@nestjs/common';
+import { ApiBearerAuth, ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { ApiView } from '../docs/api-view';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { attachment } from '../common/csv';
+import { IdempotencyInterceptor } from '../tenancy/idempotency.interceptor';
 import { Assignment, AssignmentDetail, AssignmentsService, AssignmentSummary } from './assignments.service';
 import { AssignmentQualityDto, CreateAssignmentDto } from './dto/assignment.dto';
 
@@ -21,6 +22,8 @@ export class AssignmentsController {
 
   @Post()
   @HttpCode(201)
+  @UseInterceptors(IdempotencyInterceptor)
+  @ApiHeader({ name: 'Idempotency-Key', required: false, description: 'A retry with the same key and body within 24 hours gets the first answer, not a second assignment' })
   @ApiOperation({ summary: 'Create an assignment: title, essay prompt (作文题目), rubric and language' })
   @ApiView('Assignment', { status: 201 })
   create(@TenantCaller() auth: TenantAuth, @Body() dto: CreateAssignmentDto): Promise<Assignment> {

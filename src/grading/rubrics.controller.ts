@@ -1,8 +1,9 @@
-import { Body, Controller, Get, HttpCode, Param, Post, Put, Query } from '@nestjs/common';
-import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Get, HttpCode, Param, Post, Put, Query, UseInterceptors } from '@nestjs/common';
+import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { ApiView } from '../docs/api-view';
+import { IdempotencyInterceptor } from '../tenancy/idempotency.interceptor';
 import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
 import { RubricsService, RubricView } from './rubrics.service';
 
@@ -38,6 +39,8 @@ export class RubricsController {
   @Post()
   @HttpCode(201)
   @Auth('admin')
+  @UseInterceptors(IdempotencyInterceptor)
+  @ApiHeader({ name: 'Idempotency-Key', required: false, description: 'A retry with the same key and body within 24 hours gets the first answer, not a 409 for the rubric it created' })
   @ApiOperation({ summary: "Create the tenant's own rubric (version 1)" })
   @ApiView('RubricView', { status: 201 })
   create(@TenantCaller() auth: TenantAuth, @Body() dto: CreateRubricDto): Promise<RubricView> {

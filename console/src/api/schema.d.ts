@@ -2570,7 +2570,10 @@ export interface operations {
     RubricsController_create: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A retry with the same key and body within 24 hours gets the first answer, not a 409 for the rubric it created */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
@@ -2736,7 +2739,10 @@ export interface operations {
     AssignmentsController_create: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description A retry with the same key and body within 24 hours gets the first answer, not a second assignment */
+                "Idempotency-Key"?: string;
+            };
             path?: never;
             cookie?: never;
         };
