@@ -10,7 +10,7 @@ import { AppModule } from './app.module';
 import { Transform } from 'node:stream';
 import { AllExceptionsFilter, sendError } from './common/all-exceptions.filter';
 import { ApiError } from './common/errors';
-import { jsonDepthExceeds } from './common/json-depth';
+import { jsonShapeProblem } from './common/json-depth';
 import { DEFAULT_BODY_LIMIT, InkstoneRouteConfig } from './common/route-config';
 import { RouteMethods } from './common/route-methods';
 import { Authenticator } from './tenancy/authenticator';
@@ -33,6 +33,13 @@ function requestId(req: IncomingMessage): string {
 /** Builds the whole application, initialised but not listening. Used by main.ts and by the tests. */
 /** JSON deeper than this is not a request any route takes: refused before it is parsed. */
 export const MAX_JSON_DEPTH = 32;
+/**
+ * Most elements in one JSON array or members in one object, and in a whole body. The largest the
+ * API takes is a chat's 500 messages or a class set's 200 essays; what is past these is refused
+ * before it is parsed (see jsonShapeProblem for why counting matters).
+ */
+export const MAX_JSON_ITEMS = 5_000;
+export const MAX_JSON_TOTAL_ITEMS = 50_000;
 
 /** Routes under these prefixes need a key (the guard then checks the route's roles). */
 function needsKey(url: string): boolean {
@@ -131,11 +138,19 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   // The API takes JSON only: Fastify's own text/plain parser would hand a JSON body sent as text to
   // the validation as a string ("text must be a string") where 415 says what is wrong.
   fastifyInstance.removeContentTypeParser('text/plain');
-  // JSON bodies: nesting deeper than MAX_JSON_DEPTH is refused before JSON.parse sees it.
+  // JSON bodies: nesting deeper than MAX_JSON_DEPTH, or more items than MAX_JSON_ITEMS in one
+  // container or MAX_JSON_TOTAL_ITEMS in all, is refused before JSON.parse sees it.
   const parseJson = fastifyInstance.getDefaultJsonParser('error', 'error');
+  const shape = { depth: MAX_JSON_DEPTH, items: MAX_JSON_ITEMS, totalItems: MAX_JSON_TOTAL_ITEMS };
+  const shapeMessages = {
+    depth: `Request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`,
+    items: `Request body has an array or object of more than ${MAX_JSON_ITEMS} items`,
+    totalItems: `Request body has more than ${MAX_JSON_TOTAL_ITEMS} array elements and object members in all`,
+  };
   app.useBodyParser('application/json', { bodyLimit: config.bodyLimitBytes }, (req, body, done) => {
-    if (jsonDepthExceeds(body, MAX_JSON_DEPTH)) {
-      done(new ApiError('INVALID_JSON', `Request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`), undefined);
+    const problem = jsonShapeProblem(body, shape);
+    if (problem) {
+      done(new ApiError('INVALID_JSON', shapeMessages[problem]), undefined);
       return;
     }
     parseJson(req as never, body as unknown as string, done);

@@ -2,7 +2,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { loadConfig } from '../src/config/app-config';
-import { MAX_JSON_DEPTH } from '../src/app.factory';
+import { MAX_JSON_DEPTH, MAX_JSON_ITEMS, MAX_JSON_TOTAL_ITEMS } from '../src/app.factory';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { generateEssay } from './support/essays';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
@@ -125,6 +125,26 @@ describe('the HTTP edge: keys before bodies, per-route body limits, nesting, tim
     const atLimit = await raw(port, { path: '/v1/essays', body: `{"text": ${nested(MAX_JSON_DEPTH - 1)}}`, headers: bearer(teacherKey) });
     expect(atLimit.status).toBe(400);
     expect(atLimit.body.error.code).toBe('VALIDATION_FAILED'); // parsed, then refused field by field
+  });
+
+  it(`refuses a body with more than ${MAX_JSON_ITEMS} items in an array or object, or ${MAX_JSON_TOTAL_ITEMS} in all, before parsing it; the service stays up`, async () => {
+    // What crashed the heap or held the event loop for seconds: hundreds of thousands of array
+    // elements turned into objects before the DTO's own size check, or of keys deduped in quadratic time.
+    const cases = [
+      { method: 'POST', path: '/v1/essays/batch', body: JSON.stringify({ rubric: 'zh-gaokao-60', essays: Array.from({ length: 300_000 }, () => ({ text: 'a' })) }) },
+      { method: 'PATCH', path: '/v1/essays/00000000-0000-4000-8000-000000000000/grade', body: JSON.stringify({ dimensions: Array.from({ length: 100_000 }, () => ({})) }) },
+      { method: 'POST', path: '/v1/advisor/business-value', body: JSON.stringify(Object.fromEntries(Array.from({ length: 6_000 }, (_, i) => [`k${i}`, 1]))) },
+      { method: 'POST', path: '/v1/essays', body: JSON.stringify({ text: Array.from({ length: 20 }, () => Array.from({ length: 4_000 }, () => 1)) }) }, // 80,000 in all
+    ];
+    for (const c of cases) {
+      const res = await raw(port, { ...c, headers: bearer(teacherKey) });
+      expect([c.path, res.status, res.body.error?.code]).toEqual([c.path, 400, 'INVALID_JSON']);
+      expect(res.body.error.message).toMatch(/more than/);
+    }
+    expect((await raw(port, { method: 'GET', path: '/health' })).status).toBe(200);
+    // A class set of 200 essays is far within the limits.
+    const batch = await raw(port, { path: '/v1/essays/batch', body: JSON.stringify({ rubric: 'zh-gaokao-60', essays: Array.from({ length: 201 }, () => ({ text: 'a' })) }), headers: bearer(teacherKey) });
+    expect(batch.body.error?.code).not.toBe('INVALID_JSON');
   });
 
   it('keeps the public routes public and the operator routes behind the operator token', async () => {
