@@ -155,15 +155,16 @@ describe('clean edges', () => {
         name: '初中\u0000记叙文',
         language: 'zh',
         totalRule: 'sum',
-        dimensions: [{ key: 'content', name: '内容\u0000', max: 20, kind: 'content', description: '切合\u0000题意' }],
+        dimensions: [{ key: 'content', name: '内容\u0000', max: 20, kind: 'content', description: '切合\u0000题意\ud800' }],
       };
+      // (a lone surrogate, which JSON's \ud800 escape can send, made PostgreSQL's json refuse the row: a 500)
       await t.http.post('/v1/rubrics').set(admin()).send(rubric).expect(201);
       const stored = await one<{ definition: { name: string; dimensions: Array<{ name: string; description: string }> } }>(
         `SELECT definition FROM rubrics WHERE tenant_id = $1 AND key = 'zh-nul-test'`,
         [tenant.tenantId],
       );
       expect(stored.definition.name).toBe('初中记叙文');
-      expect(stored.definition.dimensions[0]).toMatchObject({ name: '内容', description: '切合题意' });
+      expect(stored.definition.dimensions[0]).toMatchObject({ name: '内容', description: '切合题意\ufffd' });
 
       const k = await t.http.post('/v1/api-keys').set(admin()).send({ name: 'Ms.\u0000 Wang', role: 'teacher' }).expect(201);
       expect(await one(`SELECT name FROM api_keys WHERE id = $1`, [k.body.id])).toEqual({ name: 'Ms. Wang' });

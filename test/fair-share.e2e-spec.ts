@@ -202,6 +202,10 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.limits.essaysQueued).toBe(5);
     await setLimits({ essaysQueued: null });
     expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.limits.essaysQueued).toBe(20000);
+    // The tenant's id typed in capitals is the same tenant, and the change shows at once.
+    await t.http.put(`/v1/tenants/${tenant.tenantId.toUpperCase()}/limits`).set(bearer(OPERATOR_TOKEN)).send({ essaysQueued: 7 }).expect(200);
+    expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.limits.essaysQueued).toBe(7);
+    await setLimits({ essaysQueued: null });
     await t.http.put(`/v1/tenants/${tenant.tenantId}/limits`).set(bearer(tenant.adminKey)).send({ essaysQueued: 1e6 }).expect(403);
     await t.http.put(`/v1/tenants/${tenant.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send({ essaysQueued: 0 }).expect(400);
     await t.http.put(`/v1/tenants/00000000-0000-4000-8000-000000000000/limits`).set(bearer(OPERATOR_TOKEN)).send({ essaysQueued: 5 }).expect(404);

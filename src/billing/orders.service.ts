@@ -118,6 +118,8 @@ export class OrdersService {
    * answers 200 and changes nothing.
    */
   async handleWebhook(tenantId: string, rawBody: Buffer | undefined, signature: string | undefined): Promise<{ received: true; duplicate: boolean; order?: OrderView }> {
+    // A UUID in the path may come in capitals: the id as stored is lower case (the stored secret is bound to it).
+    tenantId = tenantId.toLowerCase();
     const unauthorized = (why: string) => BillingError.invalidSignature(why);
     // An unknown tenant, or one without a secret, is checked against a secret nobody holds: its 401
     // reads exactly like a wrong signature's, so the answer does not tell whether the tenant exists.

@@ -7,13 +7,17 @@ import 'reflect-metadata';
  * way essay text always was; only secrets are kept exactly as sent (and refuse them instead).
  */
 
+/** A UTF-16 surrogate without its pair (JSON's `\ud800` escape can send one): not text, and PostgreSQL's json refuses it. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
 /**
  * The text as sent, minus control characters: C0 controls other than tab and newline (a CR is
- * dropped, so CRLF becomes LF), DEL, and C1 controls.
+ * dropped, so CRLF becomes LF), DEL, and C1 controls; a lone surrogate becomes U+FFFD, as a
+ * decoder would write it.
  */
 export function stripControlChars(text: string): string {
   // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u0008\u000B-\u001F\u007F-\u009F]/g, '');
+  return text.replace(/[\u0000-\u0008\u000B-\u001F\u007F-\u009F]/g, '').replace(LONE_SURROGATE, '\uFFFD');
 }
 
 /** Matches a string with no control character at all (tab and newline included): for secrets. */

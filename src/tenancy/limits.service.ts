@@ -128,6 +128,7 @@ export class LimitsService {
 
   /** Sets (or, with null, clears) some of a tenant's limits; every instance sees it at once. */
   async set(tenantId: string, change: Partial<Record<LimitName, number | null>>): Promise<TenantLimits> {
+    tenantId = tenantId.toLowerCase(); // the caches are keyed by the id as stored, not as typed in a path
     const set = Object.fromEntries(Object.entries(change).filter((e): e is [string, number] => typeof e[1] === 'number'));
     const cleared = Object.entries(change).filter(([, v]) => v === null).map(([k]) => k);
     await this.tenants.setLimits(tenantId, set, cleared); // 404 for an unknown tenant
