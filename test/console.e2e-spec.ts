@@ -11,6 +11,7 @@ import { makeDocx } from './support/docx';
 import { generateEssay } from './support/essays';
 import { waitForEssays } from './support/grading';
 import { collectProblems, launchBrowser, screenshot } from './support/browser';
+import { signPayload } from '../src/common/signature';
 import { AppWithFake, startAppWithFake } from './support/app-with-fake';
 import type { TestTenant } from './support/factories';
 
@@ -388,6 +389,47 @@ describe('the web console in a browser', () => {
       expect(await text(page, '[data-test=deep-paragraphs] dt')).toBe(`Paragraph ${first.index}`);
       expect(await page.$$eval('[data-test=deep-notes] li', (lis) => lis.length)).toBe(view.deepGrade.annotations.length);
       await screenshot(page, 'teacher-deep-review');
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 90_000);
+
+  it('an admin sees the deep-review orders, and which hold money to return, in both languages', async () => {
+    const school = await s.f.newTenant({ monthlyBudget: '50.00' });
+    const http = s.t.http;
+    const as = (key: string) => ({ authorization: `Bearer ${key}` });
+    const secret = 'whsec_console_orders_0123456789';
+    await http.put('/v1/billing/settings').set(as(school.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'webhook', webhookSecret: secret }).expect(200);
+    const ids: string[] = [];
+    for (const seed of [91, 92]) ids.push((await http.post('/v1/essays').set(as(school.adminKey)).send({ text: generateEssay(seed, 'zh').text }).expect(202)).body.id);
+    await waitForEssays(s.t.app, school.adminKey, ids);
+    const orderIds: string[] = [];
+    for (const id of ids) orderIds.push((await http.post(`/v1/essays/${id}/deep-review`).set(as(school.adminKey)).expect(202)).body.orderId);
+    // The payer sent 0.99 for the first order: not applied, money to return.
+    const body = JSON.stringify({ id: 'evt_console_1', type: 'payment.succeeded', data: { orderId: orderIds[0], amount: '0.99' } });
+    await http.post(`/v1/payments/webhook/${school.tenantId}`).set('content-type', 'application/json').set('x-inkstone-signature', signPayload(secret, body)).send(body).expect(200);
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, school.adminKey);
+      await page.goto(`${base}/console/#/admin/orders`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=orders] tbody tr');
+      expect(await page.$$eval('[data-test=orders] tbody tr', (trs) => trs.map((tr) => tr.getAttribute('data-order')))).toEqual([...orderIds].reverse());
+      const cells = (orderId: string) => page.$eval(`tr[data-order="${orderId}"]`, (tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent ?? ''));
+      expect(await cells(orderIds[0])).toEqual([expect.any(String), 'awaiting payment', '¥9.90', '¥0.99', '—', '', 'Open the essay']);
+      expect(await cells(orderIds[1])).toEqual([expect.any(String), 'awaiting payment', '¥9.90', '—', '—', '', 'Open the essay']);
+      expect(await text(page, '[data-test=money-to-return]')).toContain('1 order');
+      await page.select('select[name=status]', 'delivered');
+      await page.waitForFunction(() => !document.querySelector('[data-test=orders]'));
+      await page.select('select[name=status]', '');
+      await page.waitForSelector('[data-test=orders] tbody tr');
+      // In Chinese: the same table, in words.
+      await page.select('label.lang select', 'zh');
+      await page.waitForFunction(() => document.querySelector('[data-test=orders] thead')?.textContent?.includes('待退还'));
+      expect((await cells(orderIds[0])).slice(1, 4)).toEqual(['等待付款', '¥9.90', '¥0.99']);
+      expect(await text(page, '[data-test=money-to-return]')).toContain('待退还');
+      await screenshot(page, 'admin-orders');
+      await page.select('label.lang select', 'en');
       expect(problems).toEqual([]);
     } finally {
       await ctx.close();

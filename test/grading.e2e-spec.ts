@@ -1,4 +1,5 @@
 import { formatCny } from '../src/common/money';
+import { MAX_OVERRIDES_SHOWN } from '../src/grading/essays.service';
 import { GradingService } from '../src/grading/grading.service';
 import { GradingWorker } from '../src/grading/grading.worker';
 import { builtinRubric, totalScore } from '../src/grading/rubric';
@@ -502,6 +503,18 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       const rescored = await t.http.patch(`/v1/essays/${view.id}/grade`).set(bearer(teacher)).send({ dimensions: [{ key: 'content', score: 18 }] }).expect(200);
       expect(rescored.body.grade.score).toBe(18 + view.grade.dimensions[1].score + view.grade.dimensions[2].score);
       expect(rescored.body.originalGrade.score).toBe(view.grade.score);
+      // A dimension given twice is refused, not stored (a body of thousands of repeats grew the history without end).
+      const twice = await t.http.patch(`/v1/essays/${view.id}/grade`).set(bearer(teacher)).send({ dimensions: [{ key: 'content', score: 10 }, { key: 'content', score: 11 }] }).expect(400);
+      expect(twice.body.error.details).toEqual([{ field: 'dimensions[1].key', message: 'dimension "content" is given twice' }]);
+      const many = Array.from({ length: 13 }, () => ({ key: 'content', score: 10 }));
+      expect((await t.http.patch(`/v1/essays/${view.id}/grade`).set(bearer(teacher)).send({ dimensions: many }).expect(400)).body.error.details[0].field).toBe('dimensions');
+      // The view shows the latest MAX_OVERRIDES_SHOWN overrides, oldest first.
+      const [{ n: before }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM grade_overrides WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, view.id]);
+      for (let i = before; i < MAX_OVERRIDES_SHOWN + 2; i++) await t.http.patch(`/v1/essays/${view.id}/grade`).set(bearer(teacher)).send({ comment: `第${i}次` }).expect(200);
+      const shown = (await t.http.get(`/v1/essays/${view.id}`).set(bearer(teacher)).expect(200)).body.overrides as Array<{ changes: { comment?: string } }>;
+      expect(shown).toHaveLength(MAX_OVERRIDES_SHOWN);
+      expect(shown[shown.length - 1].changes.comment).toBe(`第${MAX_OVERRIDES_SHOWN + 1}次`);
+      expect(shown[0].changes.comment).not.toBe('老师：很好的文章。');
     });
 
     it("refuses a total the rubric cannot give: whole points on 高考 60, half bands on IELTS", async () => {

@@ -10,6 +10,7 @@ import { EssayPage } from './pages/essay';
 import { DashboardPage } from './pages/dashboard';
 import { KeysPage } from './pages/keys';
 import { SettingsPage } from './pages/settings';
+import { OrdersPage } from './pages/orders';
 import { ReportPage } from './pages/report';
 import { QualityPage } from './pages/quality';
 
@@ -93,6 +94,8 @@ function Page({ route }: { route: Route }) {
       return <SettingsPage />;
     case 'report':
       return <ReportPage />;
+    case 'orders':
+      return <OrdersPage />;
     case 'quality':
       return <QualityPage />;
     default:
@@ -178,6 +181,7 @@ function App() {
     [href.quality(), 'navQuality', true],
     [href.dashboard(), 'navDashboard', isAdmin],
     [href.report(), 'navReport', isAdmin],
+    [href.orders(), 'navOrders', isAdmin],
     [href.keys(), 'navKeys', isAdmin],
     [href.settings(), 'navSettings', isAdmin],
   ];

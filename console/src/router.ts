@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 
 /** Hash routes (#/assignments/…): the service serves one page, and a reload keeps the place. */
 export interface Route {
-  name: 'assignments' | 'assignment' | 'essay' | 'print' | 'dashboard' | 'keys' | 'settings' | 'report' | 'quality' | 'notFound';
+  name: 'assignments' | 'assignment' | 'essay' | 'print' | 'dashboard' | 'keys' | 'settings' | 'report' | 'orders' | 'quality' | 'notFound';
   id?: string;
 }
 
@@ -16,10 +16,11 @@ const ROUTES: Array<[RegExp, Route['name']]> = [
   [/^\/admin\/keys$/, 'keys'],
   [/^\/admin\/settings$/, 'settings'],
   [/^\/admin\/report$/, 'report'],
+  [/^\/admin\/orders$/, 'orders'],
   [/^\/quality$/, 'quality'],
 ];
 
-export const ADMIN_ROUTES = new Set<Route['name']>(['dashboard', 'keys', 'settings', 'report']);
+export const ADMIN_ROUTES = new Set<Route['name']>(['dashboard', 'keys', 'settings', 'report', 'orders']);
 
 export function parseRoute(hash: string): Route {
   const path = hash.replace(/^#/, '');
@@ -49,5 +50,6 @@ export const href = {
   keys: () => '#/admin/keys',
   settings: () => '#/admin/settings',
   report: () => '#/admin/report',
+  orders: () => '#/admin/orders',
   quality: () => '#/quality',
 };

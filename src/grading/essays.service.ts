@@ -54,12 +54,16 @@ export interface EssayView {
    * from startAt. Null when it was not scheduled. What it saved is in grade.schedule once graded.
    */
   schedule: WorkSchedule | null;
+  /** the teachers' overrides, oldest first: the latest 50 */
   overrides: Array<{ by: string | null; at: string; changes: unknown }>;
   failure: { code: string; reason: string } | null;
   createdAt: string;
   updatedAt: string;
   gradedAt: string | null;
 }
+
+/** How many of an essay's overrides its view shows (the latest). */
+export const MAX_OVERRIDES_SHOWN = 50;
 
 /** Work with a deadline: when it is due and the plan it runs on (null until a worker has planned it). */
 export interface WorkSchedule {
@@ -246,7 +250,9 @@ export class EssaysService {
     const overrides = await tenantQuery<{ api_key_id: string | null; created_at: Date; changes: unknown }>(
       this.ds.manager,
       auth.tenantId,
-      `SELECT api_key_id, created_at, changes FROM grade_overrides WHERE tenant_id = $1 AND essay_id = $2 ORDER BY created_at`,
+      // The latest MAX_OVERRIDES_SHOWN, oldest first: an essay overridden many times is not read whole each time it is shown.
+      `SELECT * FROM (SELECT api_key_id, created_at, changes FROM grade_overrides WHERE tenant_id = $1 AND essay_id = $2
+                       ORDER BY created_at DESC LIMIT ${MAX_OVERRIDES_SHOWN}) latest ORDER BY created_at`,
       [id],
     );
     const order = await this.orders.latestForEssay(auth.tenantId, id);
@@ -353,7 +359,10 @@ export class EssaysService {
       const before = row.grade;
       const problems: FieldProblem[] = [];
       const dimensions = before.dimensions.map((d) => ({ ...d }));
+      const given = new Set<string>();
       (dto.dimensions ?? []).forEach((o, i) => {
+        if (given.has(o.key)) return problems.push({ field: `dimensions[${i}].key`, message: `dimension "${o.key}" is given twice` });
+        given.add(o.key);
         const spec = rubric.dimensions.find((d) => d.key === o.key);
         const target = dimensions.find((d) => d.key === o.key);
         if (!spec || !target) return problems.push({ field: `dimensions[${i}].key`, message: `no dimension "${o.key}" in rubric ${rubric.key}` });

@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { IsArray, IsIn, IsNumber, IsOptional, IsString, IsUUID, Length, Matches, ValidateNested } from 'class-validator';
+import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsOptional, IsString, IsUUID, Length, Matches, ValidateNested } from 'class-validator';
 
 /** The school's own student id: 1-100 letters, digits or ._:@-/ (never a name). */
 const IsStudentRef = () => Matches(/^[\p{L}\p{N}._:@\-/]{1,100}$/u, { message: 'studentRef must be 1-100 letters, digits or ._:@-/' });
@@ -88,6 +88,7 @@ export class SubmitBatchDto {
 export class DimensionOverrideDto {
   @ApiProperty()
   @IsString()
+  @Length(1, 64)
   key: string;
 
   @ApiPropertyOptional()
@@ -108,9 +109,10 @@ export class OverrideGradeDto {
   @IsNumber()
   score?: number;
 
-  @ApiPropertyOptional({ type: [DimensionOverrideDto] })
+  @ApiPropertyOptional({ type: [DimensionOverrideDto], description: "at most one entry per rubric dimension (a rubric has at most 12)" })
   @IsOptional()
   @IsArray()
+  @ArrayMaxSize(12)
   @ValidateNested({ each: true })
   @Type(() => DimensionOverrideDto)
   dimensions?: DimensionOverrideDto[];
