@@ -1,5 +1,6 @@
 import { formatCny } from '../src/common/money';
 import { MAX_OVERRIDES_SHOWN } from '../src/grading/essays.service';
+import { MAX_RUBRICS_LISTED } from '../src/grading/rubrics.service';
 import { GradingService } from '../src/grading/grading.service';
 import { GradingWorker } from '../src/grading/grading.worker';
 import { builtinRubric, totalScore } from '../src/grading/rubric';
@@ -540,6 +541,25 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
   });
 
   describe('listing', () => {
+    it(`lists the built-in rubrics and the first ${MAX_RUBRICS_LISTED} of the tenant's own, each at its latest version`, async () => {
+      const school = await f.newTenant();
+      const rubric = { key: 'aaa-first', name: '初中作文', language: 'zh', totalRule: 'sum', dimensions: [{ key: 'content', name: '内容', max: 30, kind: 'content', description: '中心明确' }] };
+      await t.http.post('/v1/rubrics').set(bearer(school.adminKey)).send(rubric).expect(201);
+      // Many more, stored as the API stores them (a tenant may keep thousands of versions).
+      await t.dataSource.query(
+        `INSERT INTO rubrics (tenant_id, key, version, definition)
+         SELECT tenant_id, 'r-' || lpad(n::text, 4, '0'), v, jsonb_set(definition, '{key}', to_jsonb('r-' || lpad(n::text, 4, '0')))
+           FROM rubrics, generate_series(1, ${MAX_RUBRICS_LISTED + 50}) n, generate_series(1, 2) v WHERE tenant_id = $1 AND key = 'aaa-first'`,
+        [school.tenantId],
+      );
+      const list = (await t.http.get('/v1/rubrics').set(bearer(school.adminKey)).expect(200)).body.data as Array<{ key: string; builtIn?: boolean }>;
+      const own = list.filter((r) => r.key === 'aaa-first' || r.key.startsWith('r-'));
+      expect(own).toHaveLength(MAX_RUBRICS_LISTED);
+      expect(own[0].key).toBe('aaa-first');
+      expect(new Set(own.map((r) => r.key)).size).toBe(MAX_RUBRICS_LISTED); // one entry a rubric
+      await t.http.get(`/v1/rubrics/r-${String(MAX_RUBRICS_LISTED + 50).padStart(4, '0')}`).set(bearer(school.adminKey)).expect(200); // past the list, still there
+    });
+
     it('pages through essays with a cursor and filters by assignment and status', async () => {
       const a = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'A', prompt: 'P', rubric: 'zh-gaokao-60' }).expect(201);
       const res = await t.http

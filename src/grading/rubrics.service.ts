@@ -24,6 +24,9 @@ export const RUBRIC_CACHE_MAX = 500;
  * version, and a grade keeps the version it used). A version never changes once written, so
  * resolved versions need no expiry; the RUBRIC_CACHE_MAX most recently used are kept.
  */
+/** How many of a tenant's own rubrics GET /v1/rubrics lists. */
+export const MAX_RUBRICS_LISTED = 200;
+
 @Injectable()
 export class RubricsService {
   private readonly logger = new Logger(RubricsService.name);
@@ -39,11 +42,16 @@ export class RubricsService {
     return this.versions.size;
   }
 
+  /**
+   * The built-in rubrics and the tenant's own (the latest version of each), the first
+   * MAX_RUBRICS_LISTED of its own by key: a tenant may keep thousands of versions of large rubrics,
+   * and one list must not read them all (GET /v1/rubrics/:key reads any one).
+   */
   async list(auth: TenantAuth): Promise<RubricView[]> {
     const rows = await tenantQuery<{ definition: Rubric }>(
       this.ds.manager,
       auth.tenantId,
-      `SELECT DISTINCT ON (key) definition FROM rubrics WHERE tenant_id = $1 ORDER BY key, version DESC`,
+      `SELECT DISTINCT ON (key) definition FROM rubrics WHERE tenant_id = $1 ORDER BY key, version DESC LIMIT ${MAX_RUBRICS_LISTED}`,
     );
     return [...BUILTIN_RUBRICS, ...rows.map((r) => r.definition)].map(view);
   }
