@@ -340,6 +340,22 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       await t.http.post('/v1/rubrics').set(bearer(tenant.adminKey)).send(rubric).expect(409); // without the key, as before
     });
 
+    it("places a reused grade's annotations in the resubmitted text, where the edits moved them", async () => {
+      await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true }).expect(200);
+      try {
+        const text = generateEssay(17, 'zh').text;
+        const first = await gradeOne({ text, studentRef: 's-reuse' });
+        expect(first.grade.annotations.length).toBeGreaterThan(0);
+        const again = await gradeOne({ text: `我再交一次：${text}`, studentRef: 's-reuse' });
+        expect(again.flags).toContain('reused_grade');
+        expect(again.grade.annotations).toHaveLength(first.grade.annotations.length);
+        for (const a of again.grade.annotations as Array<{ start: number; end: number; quote: string }>) expect(again.text.slice(a.start, a.end)).toBe(a.quote);
+        expect(again.grade.annotations[0].start).toBe(first.grade.annotations[0].start + '我再交一次：'.length);
+      } finally {
+        await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: false }).expect(200);
+      }
+    });
+
     it('estimates an essay far shorter than the task offline, at no cost, without calling a model', async () => {
       // 高考 asks for 800 characters: 30 is under a tenth of it.
       const text = '我的妈妈是一个很好的人。她每天都很忙，我爱她。';
