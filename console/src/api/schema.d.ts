@@ -918,6 +918,7 @@ export interface components {
         OverrideGradeDto: {
             /** @description a total set by the teacher (otherwise computed from the dimensions) */
             score?: number;
+            /** @description at most one entry per rubric dimension (a rubric has at most 12) */
             dimensions?: components["schemas"]["DimensionOverrideDto"][];
             /** @description the teacher's comment (replaces the summary) */
             comment?: string;
@@ -1296,6 +1297,7 @@ export interface components {
             language: string;
             /** @description the model's grade, kept when a teacher overrode it */
             originalGrade: components["schemas"]["StoredGrade"] | null;
+            /** @description the teachers' overrides, oldest first: the latest 50 */
             overrides: {
                 at: string;
                 by: string | null;

@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, ok, problems, type Schemas } from '../api/client';
+import { api, ApiFailure, ok, problems, type Schemas } from '../api/client';
 import { AgreementTable, figure } from '../agreement';
 import { useApp } from '../app-context';
 import { ChartView } from '../chart';
@@ -11,6 +11,8 @@ import { essaysFromPaste, problemText, readFiles, type UploadEssay } from '../up
 type Essay = Schemas['EssaySummary'];
 
 const TERMINAL = new Set(['graded', 'failed', 'needs_review']);
+/** Pages of 100 essays read for one assignment's list (2,000 essays). */
+const MAX_PAGES = 20;
 /** Essays followed over SSE at once; the rest are polled (the tenant has a cap on open streams). */
 const MAX_STREAMS = 20;
 /** Essays submitted at once while a class set uploads. */
@@ -63,8 +65,8 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
   const [errors, setErrors] = useState<string[]>([]);
   const files = useRef<HTMLInputElement>(null);
 
-  /** Sends what was read; false when there was nothing to send (said so, with what was wrong). */
-  const send = async (essays: UploadEssay[], readProblems: string[]): Promise<boolean> => {
+  /** Sends what was read: the essays the service did not take (said so, each with why), or false when there was nothing to send. */
+  const send = async (essays: UploadEssay[], readProblems: string[]): Promise<UploadEssay[] | false> => {
     if (!essays.length) {
       setProgress(null);
       setErrors([t('nothingToUpload'), ...readProblems]);
@@ -76,14 +78,27 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     let okCount = 0;
     let done = 0;
     const failures: string[] = [];
+    const failed: UploadEssay[] = [];
+    const post = (e: UploadEssay) =>
+      ok(api.POST('/v1/essays', { body: { assignmentId, text: e.text, ...(e.studentRef ? { studentRef: e.studentRef } : {}), ...(e.title ? { title: e.title } : {}) } }));
     const worker = async () => {
       while (next < essays.length) {
         const e = essays[next++];
         try {
-          await ok(api.POST('/v1/essays', { body: { assignmentId, text: e.text, ...(e.studentRef ? { studentRef: e.studentRef } : {}), ...(e.title ? { title: e.title } : {}) } }));
+          // A class set meets the key's rate limit: wait and send again (a few times) rather than lose the essay.
+          for (let attempt = 1; ; attempt++) {
+            try {
+              await post(e);
+              break;
+            } catch (err) {
+              if (!(err instanceof ApiFailure && err.code === 'RATE_LIMITED') || attempt >= 6) throw err;
+              await new Promise((r) => setTimeout(r, 1000 * attempt));
+            }
+          }
           okCount++;
         } catch (err) {
           failures.push(t('fileError', { file: e.source, message: problems(err) }));
+          failed.push(e);
         }
         done++;
         setProgress({ done, total: essays.length, ok: okCount });
@@ -92,7 +107,7 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     await Promise.all(Array.from({ length: Math.min(UPLOAD_PARALLEL, essays.length) }, worker));
     setErrors([...readProblems, ...failures]);
     onDone();
-    return true;
+    return failed;
   };
 
   const submitPaste = async (e: Event) => {
@@ -100,9 +115,11 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     if (!text.trim()) return;
     // one essay, or a class separated by lines --- (each maybe starting "学号：…")
     const read = essaysFromPaste(text, studentRef, (n) => t('pastedEssay', { n }));
-    if (!(await send(read.essays, read.problems.map((p) => problemText(p, t))))) return;
-    setText('');
-    setStudentRef('');
+    const failed = await send(read.essays, read.problems.map((p) => problemText(p, t)));
+    if (!failed) return;
+    // What was not taken stays in the box, to correct and send again; the rest is cleared.
+    setText(failed.map((f) => (f.studentRef ? `学号：${f.studentRef}\n${f.text}` : f.text)).join('\n---\n'));
+    if (!failed.length) setStudentRef('');
   };
 
   const submitFiles = async (e: Event) => {
@@ -111,7 +128,8 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     if (!list.length) return;
     const read = await readFiles(list);
     const readProblems = read.problems.map((p) => problemText(p, t));
-    if ((await send(read.essays, readProblems)) && files.current) files.current.value = '';
+    const failed = await send(read.essays, readProblems);
+    if (failed && !failed.length && files.current) files.current.value = '';
   };
 
   return (
@@ -159,8 +177,20 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
 
   useEffect(() => {
     let live = true;
-    ok(api.GET('/v1/essays', { params: { query: { assignmentId, limit: 100 } } })).then(
-      (page) => live && setEssays(page.data),
+    // Every essay of the assignment, page after page (a class set may hold more than a page).
+    const all = async (): Promise<Essay[]> => {
+      const out: Essay[] = [];
+      let cursor: string | undefined;
+      for (let n = 0; n < MAX_PAGES; n++) {
+        const page = await ok(api.GET('/v1/essays', { params: { query: { assignmentId, limit: 100, ...(cursor ? { cursor } : {}) } } }));
+        out.push(...page.data);
+        if (!page.nextCursor) break;
+        cursor = page.nextCursor;
+      }
+      return out;
+    };
+    all().then(
+      (list) => live && setEssays(list),
       (err) => live && setError(problems(err)),
     );
     return () => {
@@ -170,12 +200,25 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
 
   const pending = (essays ?? []).filter((e) => !TERMINAL.has(e.status)).map((e) => e.id);
   const pendingKey = pending.join(',');
+  const pendingNow = useRef<string[]>([]);
+  pendingNow.current = pending;
+  // The assignment's counts are read again at most every two seconds, not once per finished essay
+  // (a class of 80 finishing together would send 80 reads, and meet the key's rate limit).
+  const finishedTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
+  const finished = () => {
+    if (finishedTimer.current) return;
+    finishedTimer.current = setTimeout(() => {
+      finishedTimer.current = null;
+      onFinished();
+    }, 2000);
+  };
   // One stream per essay still being graded, open until its `end` (not tied to renders).
   const streams = useRef(new Map<string, EventSource>());
   useEffect(
     () => () => {
       streams.current.forEach((source) => source.close());
       streams.current.clear();
+      if (finishedTimer.current) clearTimeout(finishedTimer.current);
     },
     [assignmentId],
   );
@@ -196,17 +239,22 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
       source.addEventListener('end', () => {
         source.close();
         streams.current.delete(id);
-        onFinished();
+        finished();
+      });
+      // A stream that could not open (429: too many open, or the connection dropped): the essay is
+      // polled with the rest instead, not left showing its last state.
+      source.addEventListener('error', () => {
+        source.close();
+        streams.current.delete(id);
       });
     }
-    // Past the cap on open streams: read the rest again every few seconds.
-    const polled = pending.filter((id) => !streams.current.has(id));
-    if (!polled.length) return;
+    if (!pending.length) return;
+    // Every essay without an open stream (past the cap, or its stream failed) is read again every few seconds.
     const timer = setInterval(() => {
-      for (const id of polled) {
+      for (const id of pendingNow.current.filter((x) => !streams.current.has(x))) {
         void ok(api.GET('/v1/essays/{id}', { params: { path: { id } } })).then((e) => {
           update(id, { status: e.status, flags: e.flags, score: e.grade?.score ?? null, maxScore: e.grade?.maxScore ?? null });
-          if (TERMINAL.has(e.status)) onFinished();
+          if (TERMINAL.has(e.status)) finished();
         }, () => undefined);
       }
     }, 3000);
