@@ -10,7 +10,7 @@ import { AppModule } from './app.module';
 import { Transform } from 'node:stream';
 import { AllExceptionsFilter, sendError } from './common/all-exceptions.filter';
 import { ApiError } from './common/errors';
-import { jsonShapeProblem } from './common/json-depth';
+import { jsonShapeProblem } from './common/json-shape';
 import { DEFAULT_BODY_LIMIT, InkstoneRouteConfig } from './common/route-config';
 import { RouteMethods } from './common/route-methods';
 import { Authenticator } from './tenancy/authenticator';

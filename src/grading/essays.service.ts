@@ -13,6 +13,7 @@ import { EssayEvents } from './essay-events';
 import { ESSAY_STATUSES } from './essay-lifecycle';
 import { EssaysRepository, NewEssay } from './essays.repository';
 import { JobPlan, JobQueue, ScheduledJob } from '../jobs/job-queue';
+import { refuseDirectPremium } from '../tenancy/premium-access';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { Clock } from '../common/clock';
 import { resolveDeadline, TOMORROW_MORNING } from './deadline';
@@ -177,12 +178,7 @@ export class EssaysService {
 
   /** The premium tier is reached through a deep-review order; directly only by an admin, when the admin allowed it. */
   private async refuseDirectDeep(auth: TenantAuth, tier: string | undefined): Promise<void> {
-    if (tier !== 'deep') return;
-    if (auth.role === 'admin' && (await this.grading.settings(auth.tenantId)).directDeep) return;
-    throw new ApiError(
-      'FORBIDDEN',
-      'The premium tier is reached through a deep-review order (POST /v1/essays/:id/deep-review); submitting tier "deep" needs an admin key and directDeep turned on in the grading settings',
-    );
+    if (tier === 'deep') await refuseDirectPremium(auth, this.tenants, 'submitting tier "deep"');
   }
 
   async submit(auth: TenantAuth, dto: SubmitEssayDto): Promise<SubmittedEssay> {

@@ -100,6 +100,18 @@ export function locateQuote(essay: string, quote: string, used: Set<string> = ne
   }
 }
 
+/** Annotations made for another version of a text, placed in this one by their quotes (each span once); those not found are dropped. */
+export function relocateAnnotations(text: string, annotations: Annotation[]): Annotation[] {
+  const used = new Set<string>();
+  const out: Annotation[] = [];
+  for (const a of annotations) {
+    const at = locateQuote(text, a.quote, used);
+    if (!at) continue;
+    used.add(`${at.start}:${at.end}`);
+    out.push({ ...a, start: at.start, end: at.end, quote: text.slice(at.start, at.end) });
+  }
+  return out;
+}
 
 /** The text without its whitespace, and for each character left its offset in the text. */
 function withoutWhitespace(text: string): { text: string; offsets: Int32Array } {

@@ -19,7 +19,7 @@ import { ModelGrader } from './model-grader';
 import { Variant } from './prompts';
 import { Language, Rubric, withExpectedLength } from './rubric';
 import { RubricsService } from './rubrics.service';
-import { Annotation, locateQuote } from './grade-validation';
+import { relocateAnnotations } from './grade-validation';
 import { CallSchedule, GradingOutcome, GradingSettings, GradingTask, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
 
 export * from './grading-types';
@@ -339,17 +339,4 @@ export class GradingService {
 export function inShadowSample(essayId: string, rate: number): boolean {
   if (rate <= 0) return false;
   return parseInt(essayId.replace(/-/g, '').slice(0, 8), 16) / 0x1_0000_0000 < rate;
-}
-
-/** Annotations made for another version of a text, placed in this one by their quotes (each span once); those not found are dropped. */
-export function relocateAnnotations(text: string, annotations: Annotation[]): Annotation[] {
-  const used = new Set<string>();
-  const out: Annotation[] = [];
-  for (const a of annotations) {
-    const at = locateQuote(text, a.quote, used);
-    if (!at) continue;
-    used.add(`${at.start}:${at.end}`);
-    out.push({ ...a, start: at.start, end: at.end, quote: text.slice(at.start, at.end) });
-  }
-  return out;
 }

@@ -4,10 +4,10 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { clientGoneSignal } from '../common/client-gone';
 import { renderError } from '../common/error-rendering';
-import { ApiError } from '../common/errors';
 import { formatCny } from '../common/money';
 import { BodyLimit, MiB } from '../common/route-config';
 import { LimitsService } from '../tenancy/limits.service';
+import { refuseDirectPremium } from '../tenancy/premium-access';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { ChatService, ChatStreamHandle } from './chat.service';
 import { ModelsView, ModelsService } from './models.service';
@@ -49,11 +49,8 @@ export class ChatController {
   ): Promise<unknown> {
     const noCache = /\bno-cache\b/i.test(String(req.headers['cache-control'] ?? ''));
     const parsed = this.chat.parse(body);
-    // The premium tier is reached through a deep-review order, as for essays: directly only by an
-    // admin, when the admin turned on directDeep (SPEC §2).
-    if (this.models.isPremium(parsed.target) && !(auth.role === 'admin' && (await this.tenants.grading(auth.tenantId)).directDeep)) {
-      throw new ApiError('FORBIDDEN', `The premium tier is reached through a deep-review order; calling "${String(body.model)}" here needs an admin key and directDeep turned on in the grading settings`);
-    }
+    // The premium tier is reached as for essays: directly only by an admin who allowed it.
+    if (this.models.isPremium(parsed.target)) await refuseDirectPremium(auth, this.tenants, `calling "${String(body.model)}" here`);
     // One of the tenant's chat calls in flight on this instance, or 429 before anything is spent.
     const release = await this.limits.acquire(auth.tenantId, 'chatInFlight');
     try {

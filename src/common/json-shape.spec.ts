@@ -1,4 +1,4 @@
-import { jsonShapeProblem } from './json-depth';
+import { jsonShapeProblem } from './json-shape';
 
 const limits = { depth: 4, items: 3, totalItems: 6 };
 const check = (text: string) => jsonShapeProblem(Buffer.from(text), limits);
