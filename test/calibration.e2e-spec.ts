@@ -1,4 +1,5 @@
 import { builtinRubric, totalScore } from '../src/grading/rubric';
+import { LabelCursor, QualityRepository } from '../src/quality/quality.repository';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { waitForEssays } from './support/grading';
@@ -124,6 +125,7 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     // the same teacher's scores measure the same calibration (before, the ids dealt the folds).
     const texts = Array.from({ length: 30 }, (_, i) => generateEssay(800 + i, 'zh', { targetChars: 300 + ((i * 211) % 1200) }).text);
     const fits = [];
+    const assignments: string[] = [];
     for (const title of ['B1', 'B2']) {
       const id = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title, prompt: '以“成长”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
       const ids: string[] = (await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: id, essays: texts.map((text) => ({ text })) }).expect(202)).body.ids;
@@ -131,10 +133,35 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
       // the strict teacher, with some noise that the text decides, so that the folds matter
       for (const v of views) await override(v.id, Math.max(0, Math.min(60, strict(v.text) + (v.text.length % 13) - 6)));
       const fit = (await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201)).body;
+      assignments.push(id);
       fits.push({ method: fit.method, active: fit.active, essays: fit.essays, before: fit.before, after: fit.after });
     }
     expect(fits[0].essays).toBe(30);
     expect(fits[1]).toEqual(fits[0]);
+
+    // A fit reads its labels a page at a time (texts are dropped once their features are taken):
+    // pages of 7 through essays that share their time give the same labels, in the same order, as one read.
+    const repo = t.app.get(QualityRepository);
+    const whole = await repo.labelsPage(tenant.tenantId, assignments[0], null, 1_000);
+    expect(whole.rows).toHaveLength(30);
+    expect(whole.next).toBeNull();
+    const paged = [];
+    let after: LabelCursor | null = null;
+    let pages = 0;
+    do {
+      const page: Awaited<ReturnType<QualityRepository['labelsPage']>> = await repo.labelsPage(tenant.tenantId, assignments[0], after, 7);
+      expect(page.rows.length).toBeLessThanOrEqual(7);
+      paged.push(...page.rows);
+      after = page.next;
+      pages++;
+    } while (after);
+    expect(pages).toBe(5);
+    expect(paged.map((r) => r.id)).toEqual(whole.rows.map((r) => r.id));
+    expect(new Set(paged.map((r) => r.id)).size).toBe(30);
+    expect(paged.every((r) => r.source === 'offline' && typeof r.text === 'string' && typeof r.raw === 'number')).toBe(true);
+    // another tenant reads none of them
+    const other = await f.newTenant();
+    expect((await repo.labelsPage(other.tenantId, assignments[0], null, 1_000)).rows).toEqual([]);
   });
 
   it('keeps a calibration that would do no better than none switched off, and says why', async () => {

@@ -13,13 +13,15 @@ import { RubricsService } from '../grading/rubrics.service';
 import { agreement, Agreement, tabulate } from './agreement';
 import { CalibrationLabel, fitCalibration } from './calibration';
 import { QualityError } from './quality-errors';
-import { LabelRow, QualityRepository } from './quality.repository';
+import { LabelCursor, QualityRepository } from './quality.repository';
 import { totalScale } from './quality.service';
 
 /** A calibration is fitted from at least this many overridden essays of its source. */
 export const MIN_LABELS = 20;
 /** …and from at most this many (the newest): a fit reads their text for the offline features. */
 const MAX_LABELS = 2_000;
+/** Labels read from the database at a time (their texts, for offline grades, are dropped once their features are taken). */
+export const LABELS_PAGE = 100;
 const FOLDS = 5;
 /** Essays re-scored between two turns of the event loop, by a fit or a regrade. */
 const CHUNK = 50;
@@ -97,10 +99,7 @@ export class CalibrationService {
     const { id, rubric } = await this.target(auth.tenantId, assignmentId);
     // The labels of standard grades made by a model or offline: what a calibration is applied to
     // (not deep-tier grades — escalated or direct — nor grades reused from an earlier essay).
-    const rows = (await this.labelsRepo.labels(auth.tenantId, id, MAX_LABELS)).filter(
-      (r) => (r.graderGrade.tier ?? 'standard') === 'standard' && (r.graderGrade.source === 'model' || r.graderGrade.source === 'offline'),
-    );
-    const labels = await this.toLabels(rows, rubric);
+    const labels = await this.labels(auth.tenantId, id, rubric);
     const model = labels.filter((l) => l.source === 'model');
     const offline = labels.filter((l) => l.source === 'offline');
     if (model.length < MIN_LABELS && offline.length < MIN_LABELS) {
@@ -166,20 +165,28 @@ export class CalibrationService {
     return model ? calibrateGrade(raw, rubric, model, essay) : raw;
   }
 
-  private async toLabels(rows: LabelRow[], rubric: Rubric): Promise<CalibrationLabel[]> {
+  /**
+   * The assignment's newest labels, at most MAX_LABELS, read a page at a time: an offline label
+   * keeps its feature vector, never its text, so a fit holds at most one page of texts (a tenant's
+   * 2,000 essays of 20,000 characters each are 80 MB of text at once otherwise).
+   */
+  private async labels(tenantId: string, assignmentId: string, rubric: Rubric): Promise<CalibrationLabel[]> {
     const out: CalibrationLabel[] = [];
-    for (let i = 0; i < rows.length; i++) {
-      const r = rows[i];
-      const g = r.graderGrade;
-      const offline = g.source === 'offline';
-      out.push({
-        raw: g.calibration?.rawScore ?? g.score,
-        teacher: Number(r.teacherScore),
-        source: offline ? 'offline' : 'model',
-        features: offline ? featureVector(essayFeatures(r.text, r.language), rubric) : null,
-      });
-      if (offline && i % CHUNK === CHUNK - 1) await turn();
-    }
+    let after: LabelCursor | null = null;
+    do {
+      const page = await this.labelsRepo.labelsPage(tenantId, assignmentId, after, Math.min(LABELS_PAGE, MAX_LABELS - out.length));
+      for (const [i, r] of page.rows.entries()) {
+        if (i > 0 && i % CHUNK === 0) await turn();
+        out.push({
+          raw: r.raw,
+          teacher: r.teacherScore,
+          source: r.source,
+          features: r.source === 'offline' ? featureVector(essayFeatures(r.text ?? '', r.language), rubric) : null,
+        });
+      }
+      after = page.next;
+      await turn();
+    } while (after && out.length < MAX_LABELS);
     return out;
   }
 }

@@ -5,13 +5,26 @@ import type { StoredGrade } from '../grading/grading-types';
 import type { Language } from '../grading/rubric';
 import type { Cell } from './agreement';
 
-/** An overridden essay: what the grader gave and what the teacher gave. */
+/**
+ * An overridden essay, as a calibration reads it: what the grader gave and what the teacher gave,
+ * and the essay's text only where the offline features need it (grades made offline).
+ */
 export interface LabelRow {
   id: string;
-  text: string;
+  /** the essay's text for an offline grade; null for a model grade (its text is not read) */
+  text: string | null;
   language: Language;
-  graderGrade: StoredGrade;
+  source: 'model' | 'offline';
+  /** the grader's own total (before any calibration) */
+  raw: number;
   teacherScore: number;
+}
+
+/** Where the next page of labels starts: after this essay in the labels' order. */
+export interface LabelCursor {
+  createdAt: string;
+  textHash: string;
+  id: string;
 }
 
 export interface RegradeRow {
@@ -88,21 +101,37 @@ export class QualityRepository {
   }
 
   /**
-   * The assignment's labels for a calibration, newest first, at most `limit`. Essays of one batch
+   * One page of the assignment's labels for a calibration, newest first: essays a teacher overrode
+   * whose grader's grade is of the standard tier, made by a model or offline. Essays of one batch
    * share their time: among them the order follows the text (then the id, for the same text), not
    * the random ids, so that the same labels deal the same cross-validation folds on every run.
+   * Read a page at a time (the caller keeps each label's features, not its text), so that a fit
+   * over thousands of long essays never holds their texts at once.
    */
-  async labels(tenantId: string, assignmentId: string, limit: number): Promise<LabelRow[]> {
-    return tenantQuery<LabelRow>(
+  async labelsPage(tenantId: string, assignmentId: string, after: LabelCursor | null, limit: number): Promise<{ rows: LabelRow[]; next: LabelCursor | null }> {
+    const rows = await tenantQuery<LabelRow & { at: string; hash: string }>(
       this.ds.manager,
       tenantId,
-      `SELECT e.id, e.text, e.language, e.model_grade AS "graderGrade", (e.grade->>'score')::float8 AS "teacherScore"
+      `SELECT e.id, e.created_at::text AS at, md5(e.text) AS hash, e.language,
+              CASE WHEN e.model_grade->>'source' = 'offline' THEN e.text END AS text,
+              e.model_grade->>'source' AS source,
+              coalesce((e.model_grade->'calibration'->>'rawScore')::float8, (e.model_grade->>'score')::float8) AS raw,
+              (e.grade->>'score')::float8 AS "teacherScore"
          FROM essays e
         WHERE e.tenant_id = $1 AND e.assignment_id = $2 AND e.model_grade IS NOT NULL AND e.grade->>'source' = 'teacher'
+          AND e.model_grade->>'source' IN ('model', 'offline') AND coalesce(e.model_grade->>'tier', 'standard') = 'standard'
+          AND ($3::timestamptz IS NULL
+               OR e.created_at < $3::timestamptz
+               OR (e.created_at = $3::timestamptz AND (md5(e.text) > $4 OR (md5(e.text) = $4 AND e.id < $5::uuid))))
         ORDER BY e.created_at DESC, md5(e.text), e.id DESC
-        LIMIT $3`,
-      [assignmentId, limit],
+        LIMIT $6`,
+      [assignmentId, after?.createdAt ?? null, after?.textHash ?? null, after?.id ?? null, limit],
     );
+    const last = rows[rows.length - 1];
+    return {
+      rows: rows.map(({ at: _at, hash: _hash, ...r }) => ({ ...r, raw: Number(r.raw), teacherScore: Number(r.teacherScore) })),
+      next: rows.length === limit && last ? { createdAt: last.at, textHash: last.hash, id: last.id } : null,
+    };
   }
 
   /** Standard, model or offline grades of the assignment that no teacher overrode, after `afterId` in id order (a regrade's pages). */
