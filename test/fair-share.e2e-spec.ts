@@ -196,7 +196,8 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     const view = await t.http.get('/v1/limits').set(bearer(teacher)).expect(200);
     expect(view.body.limits).toMatchObject({ requestsPerSecondPerTenant: 100000, apiKeys: 2000, essaysQueued: 20000, essaysGrading: 64, chatInFlight: 16, eventStreams: 100, providerCalls: 64 });
     expect(view.body.limits.reportsInFlight).toBe(3);
-    expect(view.body.usage).toEqual({ apiKeys: 2, rubricVersions: 0, assignments: 0, essaysQueued: 0, chatInFlight: 0, eventStreams: 0, providerCalls: 0, reportsInFlight: 0 });
+    expect(view.body.limits.readsInFlight).toBe(4);
+    expect(view.body.usage).toEqual({ apiKeys: 2, rubricVersions: 0, assignments: 0, essaysQueued: 0, chatInFlight: 0, eventStreams: 0, providerCalls: 0, reportsInFlight: 0, readsInFlight: 0 });
     expect(view.body.scope.chatInFlight).toBe('per tenant, per instance');
     await setLimits({ essaysQueued: 5 });
     expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.limits.essaysQueued).toBe(5);
@@ -321,6 +322,61 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     for (const w of [...waiting, last!]) (await w)();
     expect((await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.reportsInFlight).toBe(0);
     await setLimits({ reportsInFlight: null });
+  });
+
+  it("reads at most readsInFlight of a tenant's lists and exports at once: more wait their turn (64 at most, then 429), another tenant's do not, a client gone leaves the queue", async () => {
+    await setLimits({ readsInFlight: 1 });
+    const limits = t.app.get(LimitsService);
+    const other = await f.newTenant();
+    const answered = (req: PromiseLike<unknown>, ms: number) => Promise.race([Promise.resolve(req).then(() => true), new Promise((r) => setTimeout(() => r(false), ms))]);
+    const inFlight = async () => (await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.readsInFlight;
+    const assignmentId = (await t.http.post('/v1/assignments').set(bearer(tenant.adminKey)).send({ title: 'Reads', prompt: '以“秋天”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
+    // The tenant's one slot taken, as by a long export.
+    const held = await limits.readSlot(tenant.tenantId);
+    const paths = ['/v1/essays?limit=100', '/v1/assignments', `/v1/assignments/${assignmentId}`, `/v1/assignments/${assignmentId}/grades.csv`, '/v1/orders', '/v1/quality', `/v1/assignments/${assignmentId}/agreement`];
+    const waiting = paths.map((path) => t.http.get(path).set(bearer(tenant.adminKey)).then((r) => r));
+    try {
+      await waitFor(async () => (await inFlight()) === 1, 5_000, 'the slot held');
+      expect(await answered(Promise.all(waiting), 800)).toBe(false);
+      // Another tenant's lists do not wait behind them; the tenant's single reads (an essay, its limits) neither.
+      expect(await answered(t.http.get('/v1/essays').set(bearer(other.adminKey)).expect(200), 5_000)).toBe(true);
+      expect(await answered(t.http.get('/v1/assignments').set(bearer(other.adminKey)).expect(200), 5_000)).toBe(true);
+      expect(await answered(t.http.get('/v1/rubrics').set(bearer(tenant.adminKey)).expect(200), 5_000)).toBe(true);
+    } finally {
+      held();
+    }
+    // Freed, the waiting reads are answered in turn.
+    expect((await Promise.all(waiting)).map((r) => r.status)).toEqual(paths.map(() => 200));
+    expect(await inFlight()).toBe(0);
+
+    // 64 waiting: the next is refused with 429, nothing read; a client that goes away gives up its place.
+    const again = await limits.readSlot(tenant.tenantId);
+    const queued = Array.from({ length: 63 }, () => limits.readSlot(tenant.tenantId));
+    const port = (t.app.getHttpServer().address() as AddressInfo).port;
+    const req = http.get({ host: '127.0.0.1', port, path: '/v1/essays', headers: bearer(tenant.adminKey) });
+    req.on('error', () => undefined);
+    await waitFor(async () => (await t.http.get('/v1/essays').set(bearer(tenant.adminKey))).status === 429, 5_000, 'the 64th waiter a client');
+    const body = (await t.http.get('/v1/assignments').set(bearer(tenant.adminKey)).expect(429)).body;
+    expect(body.error.code).toBe('RATE_LIMITED');
+    expect(body.error.message).toContain('readsInFlight');
+    req.destroy();
+    let last: Promise<() => void> | undefined;
+    await waitFor(async () => {
+      const attempt = limits.readSlot(tenant.tenantId);
+      attempt.catch(() => undefined);
+      const state = await Promise.race([attempt.then(() => 'taken', () => 'refused'), new Promise((r) => setTimeout(() => r('waiting'), 100))]);
+      if (state !== 'waiting') return false;
+      last = attempt;
+      return true;
+    }, 5_000, 'a place in the queue given up');
+    again();
+    for (const w of [...queued, last!]) (await w)();
+    expect(await inFlight()).toBe(0);
+    // A read that fails gives its slot back.
+    await expect(limits.read(tenant.tenantId, async () => Promise.reject(new Error('the database went away')))).rejects.toThrow('the database went away');
+    expect(await inFlight()).toBe(0);
+    await t.http.get('/v1/essays').set(bearer(tenant.adminKey)).expect(200);
+    await setLimits({ readsInFlight: null });
   });
 
   it('passes a freed provider slot to the next caller when the caller before it gave up waiting (no wake lost)', async () => {

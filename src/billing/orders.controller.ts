@@ -8,6 +8,7 @@ import { BodyLimit, KiB } from '../common/route-config';
 import { SIGNATURE_HEADER } from '../common/signature';
 import { BillingSettingsDto } from './dto/billing-settings.dto';
 import { BillingSettingsView, OrdersService, OrderView } from './orders.service';
+import { BoundedRead } from '../tenancy/read-slot.interceptor';
 
 /** GET /v1/orders */
 export interface OrderList {
@@ -40,6 +41,7 @@ export class OrdersController {
 
   @Get('orders')
   @Auth('admin', 'teacher')
+  @BoundedRead()
   @ApiQuery({ name: 'status', required: false, enum: ORDER_STATUSES })
   @ApiOperation({ summary: 'Deep-review orders, newest first' })
   @ApiView('OrderList')

@@ -122,9 +122,10 @@ export interface TenantLimits {
   providerCalls: number;
   /** ledger reports (usage, stats, the monthly report) being read at once, per instance; more wait their turn */
   reportsInFlight: number;
+  readsInFlight: number;
 }
 
-export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'requestsPerSecondPerTenant', 'requestBurstPerTenant', 'apiKeys', 'rubricVersions', 'assignments', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls', 'reportsInFlight'] as const;
+export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'requestsPerSecondPerTenant', 'requestBurstPerTenant', 'apiKeys', 'rubricVersions', 'assignments', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls', 'reportsInFlight', 'readsInFlight'] as const;
 
 /** Webhooks Inkstone sends to tenants' URLs (budget alerts). */
 export interface WebhookConfig {
@@ -202,6 +203,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       eventStreams: e.int('LIMIT_EVENT_STREAMS', { min: 1, max: 100_000, default: 100 }),
       providerCalls: e.int('LIMIT_PROVIDER_CALLS', { min: 1, max: 100_000, default: 64 }),
       reportsInFlight: e.int('LIMIT_REPORTS_IN_FLIGHT', { min: 1, max: 100_000, default: 3 }),
+      readsInFlight: e.int('LIMIT_READS_IN_FLIGHT', { min: 1, max: 100_000, default: 4 }),
     },
     grading: {
       workersEnabled: e.bool('WORKERS_ENABLED', true),

@@ -7,6 +7,7 @@ import { attachment } from '../common/csv';
 import { IdempotencyInterceptor } from '../tenancy/idempotency.interceptor';
 import { Assignment, AssignmentDetail, AssignmentsService, AssignmentSummary } from './assignments.service';
 import { AssignmentQualityDto, CreateAssignmentDto } from './dto/assignment.dto';
+import { BoundedRead } from '../tenancy/read-slot.interceptor';
 
 /** GET /v1/assignments */
 export interface AssignmentList {
@@ -31,6 +32,7 @@ export class AssignmentsController {
   }
 
   @Get()
+  @BoundedRead()
   @ApiOperation({ summary: 'The latest assignments' })
   @ApiView('AssignmentList')
   async list(@TenantCaller() auth: TenantAuth): Promise<AssignmentList> {
@@ -38,6 +40,7 @@ export class AssignmentsController {
   }
 
   @Get(':id')
+  @BoundedRead()
   @ApiOperation({ summary: 'An assignment with essay counts by status and the score distribution' })
   @ApiView('AssignmentDetail')
   get(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<AssignmentDetail> {
@@ -52,6 +55,7 @@ export class AssignmentsController {
   }
 
   @Get(':id/grades.csv')
+  @BoundedRead()
   @Header('content-type', 'text/csv; charset=utf-8')
   @ApiOperation({
     summary: "The assignment's grades as CSV that opens in Excel (UTF-8 with BOM), named after the assignment: student, total, each dimension, comment, who graded it, calibration, flags, time graded",

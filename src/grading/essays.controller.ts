@@ -11,6 +11,7 @@ import { EssayStreamService } from './essay-stream.service';
 import { ESSAY_STATUSES } from './essay-lifecycle';
 import { OrderView } from '../billing/orders.service';
 import { EssayPage, EssaysService, EssayView, SubmittedBatch, SubmittedEssay } from './essays.service';
+import { BoundedRead } from '../tenancy/read-slot.interceptor';
 
 @ApiTags('grading')
 @ApiBearerAuth()
@@ -55,6 +56,7 @@ export class EssaysController {
   }
 
   @Get()
+  @BoundedRead()
   @ApiOperation({ summary: 'Essays, newest first, with cursor pagination' })
   @ApiView('EssayPage')
   @ApiQuery({ name: 'assignmentId', required: false })

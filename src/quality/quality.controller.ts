@@ -7,6 +7,7 @@ import { ApiView } from '../docs/api-view';
 import { QUALITY_GROUPS, QualityGroup } from './quality.repository';
 import { CalibrationService, CalibrationView, RegradeResult } from './calibration.service';
 import { AssignmentAgreement, QualityService, QualityView } from './quality.service';
+import { BoundedRead } from '../tenancy/read-slot.interceptor';
 
 /** A day, YYYY-MM-DD (agreement is kept by the day an essay was submitted, in the tenant's time zone). */
 function parseDay(value: string | undefined, field: string, problems: FieldProblem[]): string | undefined {
@@ -26,6 +27,7 @@ export class QualityController {
   ) {}
 
   @Post('assignments/:id/calibration')
+  @BoundedRead()
   @HttpCode(201)
   @ApiOperation({
     summary:
@@ -51,6 +53,7 @@ export class QualityController {
   }
 
   @Post('assignments/:id/regrade')
+  @BoundedRead()
   @HttpCode(202)
   @ApiOperation({ summary: 'Apply the calibration in force (or none) to every graded essay of the assignment no teacher overrode: no model call, no cost' })
   @ApiView('RegradeResult', { status: 202 })
@@ -59,6 +62,7 @@ export class QualityController {
   }
 
   @Get('assignments/:id/agreement')
+  @BoundedRead()
   @ApiOperation({ summary: "Agreement between the grader's original grades and the teachers' overrides on this assignment: n, QWK, exact, adjacent, bias, per dimension" })
   @ApiView('AssignmentAgreement')
   agreement(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<AssignmentAgreement> {
@@ -66,6 +70,7 @@ export class QualityController {
   }
 
   @Get('quality')
+  @BoundedRead()
   @ApiOperation({ summary: "Agreement with the teachers' overrides across the tenant, by rubric, tier, model or source (one row per group and rubric)" })
   @ApiQuery({ name: 'groupBy', required: false, enum: QUALITY_GROUPS, description: 'default rubric' })
   @ApiQuery({ name: 'from', required: false, description: "YYYY-MM-DD: essays submitted on or after this day (the tenant's time zone)" })

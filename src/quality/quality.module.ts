@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { BillingModule } from '../billing/billing.module';
 import { GradingModule } from '../grading/grading.module';
+import { TenancyModule } from '../tenancy/tenancy.module';
 import { ShadowAlerts } from './shadow-alerts';
 import { CalibrationService } from './calibration.service';
 import { QualityController } from './quality.controller';
@@ -12,7 +13,7 @@ import { QualityService } from './quality.service';
  * labels itself; calibrations and regraded essays are written through grading's repositories.
  */
 @Module({
-  imports: [GradingModule, BillingModule],
+  imports: [GradingModule, BillingModule, TenancyModule],
   controllers: [QualityController],
   providers: [QualityService, QualityRepository, CalibrationService, ShadowAlerts],
 })

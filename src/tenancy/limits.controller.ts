@@ -26,6 +26,7 @@ export class SetLimitsDto implements Partial<Record<keyof TenantLimits, number |
   @Limit(100_000) eventStreams?: number | null;
   @Limit(100_000) providerCalls?: number | null;
   @Limit(100_000) reportsInFlight?: number | null;
+  @Limit(100_000) readsInFlight?: number | null;
 }
 
 @ApiTags('limits')

@@ -13,7 +13,7 @@ export type LimitName = (typeof LIMIT_NAMES)[number];
 /** What a tenant may use and what it uses now, as GET /v1/limits shows it. */
 export interface LimitsView {
   limits: TenantLimits;
-  usage: { apiKeys: number; rubricVersions: number; assignments: number; essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number; reportsInFlight: number };
+  usage: { apiKeys: number; rubricVersions: number; assignments: number; essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number; reportsInFlight: number; readsInFlight: number };
   scope: Record<LimitName, 'per key' | 'per tenant' | 'per tenant, per instance'>;
 }
 
@@ -42,6 +42,7 @@ export const LIMIT_SCOPES: Record<LimitName, 'per key' | 'per tenant' | 'per ten
   eventStreams: 'per tenant, per instance',
   providerCalls: 'per tenant, per instance',
   reportsInFlight: 'per tenant, per instance',
+  readsInFlight: 'per tenant, per instance',
 };
 
 /** What each limit bounds, as the API guide says it. */
@@ -59,6 +60,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   eventStreams: 'open event streams (SSE)',
   providerCalls: 'model calls at providers at once, all purposes; more wait their turn (a chat call whose client closes the connection while it waits is never sent, and charged nothing)',
   reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn, 32 at most, then 429 (one whose client closes the connection leaves the queue unread)',
+  readsInFlight: "lists and exports read at once (essays, assignments and an assignment's counts, grades.csv, agreement, quality, a calibration's fit and a regrade); more wait their turn, 64 at most, then 429 (one whose client closes the connection leaves the queue unread)",
 };
 
 const BUCKETS_MAX = 100_000;
@@ -82,6 +84,8 @@ function refill(buckets: TtlCache<string, Bucket>, id: string, rate: number, siz
 }
 /** Reports of one tenant that may wait for a slot on an instance; more are refused (a flood holds no memory). */
 const REPORTS_WAITING_MAX = 32;
+/** Lists and exports of one tenant that may wait for a slot on an instance (a console opens several at once). */
+const READS_WAITING_MAX = 64;
 const QUEUED_CACHE_MS = 1_000;
 
 /**
@@ -104,9 +108,14 @@ export class LimitsService {
     eventStreams: new Map<string, number>(),
     providerCalls: new Map<string, number>(),
     reportsInFlight: new Map<string, number>(),
+    readsInFlight: new Map<string, number>(),
   };
   /** who waits for a slot of the limits that queue (by tenant, first come first served) */
-  private readonly waiters = { providerCalls: new Map<string, Array<() => void>>(), reportsInFlight: new Map<string, Array<() => void>>() };
+  private readonly waiters = {
+    providerCalls: new Map<string, Array<() => void>>(),
+    reportsInFlight: new Map<string, Array<() => void>>(),
+    readsInFlight: new Map<string, Array<() => void>>(),
+  };
   private readonly queued = new Map<string, { count: number; at: number }>();
   private readonly oldestQueued = new OldestFirst(this.queued);
 
@@ -200,8 +209,28 @@ export class LimitsService {
    * Reads a ledger report within the tenant's reportSlot. With `signal` (the client went away),
    * a report still waiting for its slot leaves the queue and is not read.
    */
-  async report<T>(tenantId: string, read: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    const release = await this.reportSlot(tenantId, signal);
+  report<T>(tenantId: string, read: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.within(this.reportSlot(tenantId, signal), read, signal);
+  }
+
+  /**
+   * A slot to read one of the tenant's lists or exports (essays, assignments, grades.csv,
+   * agreement and quality, a calibration's fit or a regrade): waits while the tenant has
+   * `readsInFlight` of them on this instance, so that one tenant's flood of in-limit reads holds at
+   * most that many of the instance's database connections and other tenants' reads do not queue
+   * behind it.
+   */
+  readSlot(tenantId: string, signal?: AbortSignal): Promise<Release> {
+    return this.slot('readsInFlight', tenantId, signal, READS_WAITING_MAX);
+  }
+
+  /** Runs a list or export read within the tenant's readSlot (as `report` does for reports). */
+  read<T>(tenantId: string, read: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    return this.within(this.readSlot(tenantId, signal), read, signal);
+  }
+
+  private async within<T>(slot: Promise<Release>, read: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const release = await slot;
     if (signal?.aborted) {
       // Gone while its turn came: the slot passes to the next.
       release();
@@ -310,6 +339,7 @@ export class LimitsService {
         eventStreams: this.inUse.eventStreams.get(tenantId) ?? 0,
         providerCalls: this.inUse.providerCalls.get(tenantId) ?? 0,
         reportsInFlight: this.inUse.reportsInFlight.get(tenantId) ?? 0,
+        readsInFlight: this.inUse.readsInFlight.get(tenantId) ?? 0,
       },
       scope: LIMIT_SCOPES,
     };

@@ -13,11 +13,12 @@ import { TenantsRepository } from './tenants.repository';
 import { TenantsService } from './tenants.service';
 import { IdempotencyInterceptor } from './idempotency.interceptor';
 import { IdempotencyRepository } from './idempotency.repository';
+import { ReadSlotInterceptor } from './read-slot.interceptor';
 
 @Module({
   imports: [JobsModule],
   controllers: [TenantsController, ApiKeysController, LimitsController],
-  providers: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService, IdempotencyRepository, IdempotencyInterceptor, { provide: APP_GUARD, useClass: AuthGuard }],
-  exports: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService, IdempotencyRepository, IdempotencyInterceptor],
+  providers: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService, IdempotencyRepository, IdempotencyInterceptor, ReadSlotInterceptor, { provide: APP_GUARD, useClass: AuthGuard }],
+  exports: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService, IdempotencyRepository, IdempotencyInterceptor, ReadSlotInterceptor],
 })
 export class TenancyModule {}

@@ -722,6 +722,7 @@ export interface components {
             eventStreams?: number | null;
             providerCalls?: number | null;
             reportsInFlight?: number | null;
+            readsInFlight?: number | null;
         };
         UpdateBudgetDto: {
             /**
@@ -1440,6 +1441,8 @@ export interface components {
                 /** @enum {string} */
                 providerCalls: "per key" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
+                readsInFlight: "per key" | "per tenant" | "per tenant, per instance";
+                /** @enum {string} */
                 reportsInFlight: "per key" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
                 requestBurstPerKey: "per key" | "per tenant" | "per tenant, per instance";
@@ -1459,6 +1462,7 @@ export interface components {
                 essaysQueued: number;
                 eventStreams: number;
                 providerCalls: number;
+                readsInFlight: number;
                 reportsInFlight: number;
                 rubricVersions: number;
             };
@@ -1667,6 +1671,7 @@ export interface components {
             eventStreams: number;
             /** @description model calls at a provider at once, per instance (all purposes) */
             providerCalls: number;
+            readsInFlight: number;
             /** @description ledger reports (usage, stats, the monthly report) being read at once, per instance; more wait their turn */
             reportsInFlight: number;
             requestBurstPerKey: number;
