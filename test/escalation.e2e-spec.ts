@@ -23,8 +23,9 @@ describe('escalation of low-confidence grades (fake provider, real PostgreSQL)',
     await asNewTenant();
   });
 
+  // escalate "deep" spends the budget on the premium tier: the tenant admin sets it
   const assignment = async (body: Record<string, unknown>) =>
-    (await app.t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'T', prompt: '以“成长”为题', rubric: 'zh-gaokao-60', ...body }).expect(201)).body;
+    (await app.t.http.post('/v1/assignments').set(bearer(body.escalate === 'deep' ? tenant.adminKey : teacher)).send({ title: 'T', prompt: '以“成长”为题', rubric: 'zh-gaokao-60', ...body }).expect(201)).body;
   const grade = async (assignmentId: string, text: string) =>
     (await waitForEssays(app.t.app, teacher, [(await app.t.http.post('/v1/essays').set(bearer(teacher)).send({ assignmentId, text }).expect(202)).body.id]))[0];
   const ledger = async () =>
@@ -56,6 +57,20 @@ describe('escalation of low-confidence grades (fake provider, real PostgreSQL)',
     const copy = await grade((await assignment({ escalate: 'flag' })).id, text);
     expect(copy.flags).toEqual(expect.arrayContaining(['possible_copy', 'low_confidence']));
     expect(copy.status).toBe('needs_review');
+  });
+
+  it('takes escalate "deep" from an admin key only: a teacher gets 403 making or changing an assignment, nothing made or changed', async () => {
+    const before = Number((await app.t.dataSource.query(`SELECT count(*) AS n FROM assignments WHERE tenant_id = $1`, [tenant.tenantId]))[0].n);
+    const refused = await app.t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'T', prompt: '以“成长”为题', rubric: 'zh-gaokao-60', escalate: 'deep' }).expect(403);
+    expect(refused.body.error.code).toBe('FORBIDDEN');
+    expect(refused.body.error.message).toContain('admin key');
+    expect(Number((await app.t.dataSource.query(`SELECT count(*) AS n FROM assignments WHERE tenant_id = $1`, [tenant.tenantId]))[0].n)).toBe(before);
+    const mine = await assignment({ escalate: 'flag' });
+    await app.t.http.patch(`/v1/assignments/${mine.id}`).set(bearer(teacher)).send({ escalate: 'deep' }).expect(403);
+    expect((await app.t.http.get(`/v1/assignments/${mine.id}`).set(bearer(teacher)).expect(200)).body.escalate).toBe('flag');
+    // the admin may; a teacher may then turn it down, not up
+    expect((await app.t.http.patch(`/v1/assignments/${mine.id}`).set(bearer(tenant.adminKey)).send({ escalate: 'deep' }).expect(200)).body.escalate).toBe('deep');
+    expect((await app.t.http.patch(`/v1/assignments/${mine.id}`).set(bearer(teacher)).send({ escalate: 'off' }).expect(200)).body.escalate).toBe('off');
   });
 
   it('grades a repaired answer again on the deep tier under deep, paid as an escalation', async () => {

@@ -70,7 +70,7 @@ export class AssignmentsService {
 
   async create(auth: TenantAuth, dto: CreateAssignmentDto): Promise<Assignment> {
     const rubric = await this.rubrics.resolve(auth.tenantId, dto.rubric);
-    this.check(dto, rubric);
+    this.check(auth, dto, rubric);
     const language = dto.language ?? (rubric.language === 'any' ? detectLanguage(dto.prompt) : rubric.language);
     const id = randomUUID();
     // Assignments are kept (their essays and grades refer to them): a tenant's are bounded (`assignments`).
@@ -93,7 +93,7 @@ export class AssignmentsService {
   /** Changes how the assignment's grades are checked (escalate, passMark, expectedLength); null clears one. */
   async update(auth: TenantAuth, id: string, dto: AssignmentQualityDto): Promise<Assignment> {
     const a = await this.get(auth.tenantId, id);
-    this.check(dto, await this.rubrics.resolve(auth.tenantId, a.rubric.key, a.rubric.version));
+    this.check(auth, dto, await this.rubrics.resolve(auth.tenantId, a.rubric.key, a.rubric.version));
     const has = (k: keyof AssignmentQualityDto) => Object.prototype.hasOwnProperty.call(dto, k) && dto[k] !== undefined;
     await tenantQuery(
       this.ds.manager,
@@ -110,7 +110,12 @@ export class AssignmentsService {
     return this.get(auth.tenantId, id);
   }
 
-  private check(dto: AssignmentQualityDto, rubric: Rubric): void {
+  private check(auth: TenantAuth, dto: AssignmentQualityDto, rubric: Rubric): void {
+    // Escalating to the deep tier spends the school's budget on the premium model, for every
+    // uncertain grade of the assignment: the tenant admin's decision, as the grading settings are.
+    if (dto.escalate === 'deep' && auth.role !== 'admin') {
+      throw new ApiError('FORBIDDEN', 'escalate "deep" grades uncertain essays again on the premium tier, paid from the budget: it needs an admin key (a teacher may set "flag")');
+    }
     const top = maxScore(rubric);
     if (dto.passMark !== undefined && dto.passMark !== null && dto.passMark > top) {
       throw ApiError.validation([{ field: 'passMark', message: `passMark must be 0–${top} (the rubric's maximum)` }]);

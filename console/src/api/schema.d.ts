@@ -812,7 +812,7 @@ export interface components {
         };
         CreateAssignmentDto: {
             /**
-             * @description a low-confidence standard grade: left alone (off, the default), marked needs_review (flag), or graded again on the deep tier within the budget (deep)
+             * @description a low-confidence standard grade: left alone (off, the default), marked needs_review (flag), or graded again on the deep tier within the budget (deep: an admin key only, 403 for a teacher)
              * @enum {string}
              */
             escalate?: "off" | "flag" | "deep";
@@ -846,7 +846,7 @@ export interface components {
         };
         AssignmentQualityDto: {
             /**
-             * @description a low-confidence standard grade: left alone (off, the default), marked needs_review (flag), or graded again on the deep tier within the budget (deep)
+             * @description a low-confidence standard grade: left alone (off, the default), marked needs_review (flag), or graded again on the deep tier within the budget (deep: an admin key only, 403 for a teacher)
              * @enum {string}
              */
             escalate?: "off" | "flag" | "deep";

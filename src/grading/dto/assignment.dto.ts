@@ -9,7 +9,7 @@ export type Escalation = (typeof ESCALATIONS)[number];
 
 /** How an assignment's standard grades are checked (SPEC §9); each field optional. */
 export class AssignmentQualityDto {
-  @ApiPropertyOptional({ enum: ESCALATIONS, description: 'a low-confidence standard grade: left alone (off, the default), marked needs_review (flag), or graded again on the deep tier within the budget (deep)' })
+  @ApiPropertyOptional({ enum: ESCALATIONS, description: 'a low-confidence standard grade: left alone (off, the default), marked needs_review (flag), or graded again on the deep tier within the budget (deep: an admin key only, 403 for a teacher)' })
   @IsOptional()
   @IsIn(ESCALATIONS)
   escalate?: Escalation;
