@@ -35,6 +35,7 @@ import { BudgetCallRefused1767800000000 } from './1767800000000-BudgetCallRefuse
 import { PartialRefunds1767900000000 } from './1767900000000-PartialRefunds';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
+import { ConsoleSessionsEnded1768000000000 } from './1768000000000-ConsoleSessionsEnded';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -75,4 +76,5 @@ export const MIGRATIONS = [
   IdempotencyKeys1767700000000,
   BudgetCallRefused1767800000000,
   PartialRefunds1767900000000,
+  ConsoleSessionsEnded1768000000000,
 ];

@@ -1,7 +1,9 @@
 import { ConsoleSessions, SESSION_TTL_S } from '../src/tenancy/console-sessions';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
+import request from 'supertest';
 import { createTestApp, TestApp } from './support/test-app';
+import { waitFor } from './support/wait';
 
 /**
  * Console sign-in (SPEC §11): an API key exchanged for a session cookie bound to it. The page never
@@ -95,5 +97,36 @@ describe('console sessions (real PostgreSQL)', () => {
     await t.http.get('/v1/budget').set('cookie', cookie).set(bearer(tenant.adminKey)).expect(200);
     const out = await t.http.delete('/v1/console/session').set('cookie', cookie).expect(204);
     expect(String(out.headers['set-cookie'])).toMatch(/^inkstone_session=; Path=\/; Max-Age=0; HttpOnly; SameSite=Strict/);
+  });
+
+  it('ends a signed-out session on the server: a copy of its cookie is refused, on this instance and another, while the key\'s other sessions go on', async () => {
+    const other = await t.another();
+    const ended = async () => (await t.dataSource.query(`SELECT expires_at FROM console_sessions_ended WHERE tenant_id = $1 ORDER BY expires_at`, [tenant.tenantId])) as Array<{ expires_at: Date }>;
+    const before = (await ended()).length;
+    const mine = await signIn(teacher.key);
+    const elsewhere = await signIn(teacher.key); // the same key signed in on another device
+    // Both instances know the session as live before the sign-out (each has it cached).
+    await t.http.get('/v1/rubrics').set('cookie', mine.cookie).expect(200);
+    await request(other.getHttpServer()).get('/v1/rubrics').set('cookie', mine.cookie).expect(200);
+    await t.http.delete('/v1/console/session').set('cookie', mine.cookie).expect(204);
+    const refused = await t.http.get('/v1/rubrics').set('cookie', mine.cookie).expect(401);
+    expect(refused.body.error.code).toBe('UNAUTHENTICATED');
+    expect(refused.body.error.message).toContain('signed out');
+    await t.http.post('/v1/api-keys').set('cookie', mine.cookie).set('x-csrf-token', mine.csrf).send({ name: 'x', role: 'teacher' }).expect(401);
+    await waitFor(async () => (await request(other.getHttpServer()).get('/v1/rubrics').set('cookie', mine.cookie)).status === 401, 5_000, 'the other instance told');
+    // The same key's other session, and a new sign-in, are not ended.
+    await t.http.get('/v1/rubrics').set('cookie', elsewhere.cookie).expect(200);
+    await request(other.getHttpServer()).get('/v1/rubrics').set('cookie', elsewhere.cookie).expect(200);
+    const again = await signIn(teacher.key);
+    await t.http.get('/v1/rubrics').set('cookie', again.cookie).expect(200);
+    // Kept until the session would have expired, by the tenant; signing out twice is fine.
+    const rows = await ended();
+    expect(rows).toHaveLength(before + 1);
+    expect(new Date(rows[rows.length - 1].expires_at).getTime()).toBeGreaterThan(Date.now() + (SESSION_TTL_S - 60) * 1000);
+    await t.http.delete('/v1/console/session').set('cookie', mine.cookie).expect(204);
+    // A sign-out without a session, or with a forged cookie, just clears the cookie.
+    await t.http.delete('/v1/console/session').expect(204);
+    await t.http.delete('/v1/console/session').set('cookie', 'inkstone_session=forged.value').expect(204);
+    expect(await ended()).toHaveLength(before + 1);
   });
 });

@@ -81,8 +81,11 @@ export class ConsoleSessionController {
   @Delete()
   @Public()
   @HttpCode(204)
-  @ApiOperation({ summary: 'Sign out: the session cookie is cleared' })
-  close(@Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): void {
+  @ApiOperation({ summary: 'Sign out: the session ends on the server (a copy of its cookie is refused from now on) and the cookie is cleared' })
+  async close(@Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<void> {
+    const cookie = ConsoleSessions.fromCookieHeader(req.headers.cookie);
+    const session = cookie ? this.sessions.read(cookie) : null;
+    if (session) await this.sessions.end(session);
     void reply.header('set-cookie', ConsoleSessions.cookie('', secure(req)));
   }
 }

@@ -53,6 +53,7 @@ export class Authenticator {
   private async fromSession(cookie: string, req: { method: string; headers: Record<string, string | string[] | undefined> }): Promise<AuthContext> {
     const session = this.sessions.read(cookie);
     if (!session) throw new ApiError('UNAUTHENTICATED', 'The console session is not valid or has expired: sign in again');
+    if (await this.sessions.isEnded(session)) throw new ApiError('UNAUTHENTICATED', 'The console session was signed out: sign in again');
     const tenant = await this.apiKeys.activeById(session.keyId);
     if (!tenant) throw new ApiError('UNAUTHENTICATED', "The console session's API key was revoked: sign in again");
     if (!SAFE_METHODS.has(req.method) && !this.sessions.csrfMatches(session, req.headers[CSRF_HEADER] as string | undefined)) {

@@ -1,7 +1,11 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
+import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
+import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
+import { ClusterBus } from '../db/cluster-bus';
+import { tenantQuery } from '../db/tenant-scope';
 
 /** The console's session cookie. */
 export const SESSION_COOKIE = 'inkstone_session';
@@ -25,7 +29,15 @@ export interface ConsoleSession {
   tenantId: string;
   expiresAt: Date;
   csrfToken: string;
+  /** the session's random id (its cookie's nonce): what a sign-out ends */
+  id: string;
 }
+
+/** Sessions known to be live, checked again after this long (a sign-out elsewhere also says so on the bus). */
+const LIVE_CHECK_MS = 30_000;
+const CACHE_MAX = 100_000;
+/** Expired sign-outs of the tenant removed with each sign-out, at most. */
+const SWEEP = 100;
 
 const b64url = (b: Buffer) => b.toString('base64url');
 
@@ -35,14 +47,61 @@ const b64url = (b: Buffer) => b.toString('base64url');
  * id; every request made with it checks that the key is still active, so revoking the key ends its
  * sessions. State-changing requests must also carry the session's CSRF token (double submit, on top
  * of SameSite=Strict). The signing key is derived from INKSTONE_ADMIN_TOKEN, which every instance
- * shares: a session works on any instance, and changing the token ends every session.
+ * shares: a session works on any instance, and changing the token ends every session. Signing
+ * out ends the session on the server too (`end`): its id is kept in console_sessions_ended until the
+ * session would have expired, so a copy of the cookie is refused on every instance.
  */
 @Injectable()
 export class ConsoleSessions {
   private readonly key: Buffer;
+  /** session ids read as not signed out lately, and ids signed out (this instance's and the bus's) */
+  private readonly live = new TtlCache<string, true>(LIVE_CHECK_MS, CACHE_MAX);
+  private readonly ended = new TtlCache<string, true>(SESSION_TTL_S * 1000, CACHE_MAX);
 
-  constructor(@Inject(CONFIG) config: AppConfig) {
+  constructor(
+    @Inject(CONFIG) config: AppConfig,
+    private readonly ds: DataSource,
+    private readonly bus: ClusterBus,
+  ) {
     this.key = createHmac('sha256', config.adminToken).update('inkstone console session v1').digest();
+    bus.on<{ id: string }>('console-session-ended', ({ id }) => {
+      this.live.delete(id);
+      this.ended.set(id, true);
+    });
+    bus.on('resync', () => this.live.clear());
+  }
+
+  /** Signs the session out on the server: a copy of its cookie is refused from now on, on every instance. */
+  async end(session: ConsoleSession): Promise<void> {
+    await tenantQuery(
+      this.ds.manager,
+      session.tenantId,
+      `DELETE FROM console_sessions_ended WHERE tenant_id = $1 AND session_id IN (
+         SELECT session_id FROM console_sessions_ended WHERE tenant_id = $1 AND expires_at < now() LIMIT $2)`,
+      [SWEEP],
+    );
+    await tenantQuery(
+      this.ds.manager,
+      session.tenantId,
+      `INSERT INTO console_sessions_ended (tenant_id, session_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+      [session.id, session.expiresAt.toISOString()],
+    );
+    this.live.delete(session.id);
+    this.ended.set(session.id, true);
+    this.bus.publish('console-session-ended', { id: session.id });
+  }
+
+  /** Whether the session was signed out (read from the database at most every 30 s while it is live). */
+  async isEnded(session: ConsoleSession): Promise<boolean> {
+    if (this.ended.get(session.id)) return true;
+    if (this.live.get(session.id)) return false;
+    const rows = await tenantQuery(this.ds.manager, session.tenantId, `SELECT 1 FROM console_sessions_ended WHERE tenant_id = $1 AND session_id = $2`, [session.id]);
+    if (rows.length) {
+      this.ended.set(session.id, true);
+      return true;
+    }
+    this.live.set(session.id, true);
+    return false;
   }
 
   private mac(text: string): Buffer {
@@ -84,7 +143,7 @@ export class ConsoleSessions {
   }
 
   private sessionOf(c: SessionClaims): ConsoleSession {
-    return { keyId: c.k, tenantId: c.t, expiresAt: new Date(c.e * 1000), csrfToken: b64url(this.mac(`csrf:${c.n}`)) };
+    return { keyId: c.k, tenantId: c.t, expiresAt: new Date(c.e * 1000), csrfToken: b64url(this.mac(`csrf:${c.n}`)), id: c.n };
   }
 
   /** The Set-Cookie value: HttpOnly, SameSite=Strict, Secure over HTTPS; an empty token clears it. */

@@ -643,7 +643,7 @@ export interface paths {
         put?: never;
         /** Sign in to the console: an API key for a session cookie (HttpOnly, SameSite=Strict, 8 hours) and its CSRF token */
         post: operations["ConsoleSessionController_open"];
-        /** Sign out: the session cookie is cleared */
+        /** Sign out: the session ends on the server (a copy of its cookie is refused from now on) and the cookie is cleared */
         delete: operations["ConsoleSessionController_close"];
         options?: never;
         head?: never;
