@@ -104,7 +104,10 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       ['an unknown rubric', { text: '作文内容', rubric: 'no-such-rubric' }, 404, 'NOT_FOUND'],
       ['an unknown assignment', { text: '作文内容', assignmentId: '00000000-0000-4000-8000-000000000000' }, 404, 'NOT_FOUND'],
       ['an unknown tier', { text: '作文内容', tier: 'premium' }, 400, 'VALIDATION_FAILED'],
-      ['a student name with spaces', { text: '作文内容', studentRef: 'has spaces and 名字 !' }, 400, 'VALIDATION_FAILED'],
+      ['a studentRef with a character no name has', { text: '作文内容', studentRef: 'has spaces and 名字 !' }, 400, 'VALIDATION_FAILED'],
+      ['a studentRef that starts with a space', { text: '作文内容', studentRef: ' 张三' }, 400, 'VALIDATION_FAILED'],
+      ['a studentRef with a line break', { text: '作文内容', studentRef: '张\n三' }, 400, 'VALIDATION_FAILED'],
+      ['a studentRef of markup', { text: '作文内容', studentRef: '<b>张三</b>' }, 400, 'VALIDATION_FAILED'],
     ])('refuses %s with %i and stores nothing', async (_label, body, status, code) => {
       const res = await submit(body).expect(status);
       expect(res.body.error.code).toBe(code);
@@ -134,6 +137,16 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(detail.body.scores.mean).toBeCloseTo(mean, 2);
     }, 90_000);
 
+    it("takes students' names as a class list writes them (· and spaces inside, brackets) and finds each by it", async () => {
+      const names = ['阿依古丽·买买提', 'Li Wei (2)', "Seán O'Brien", '张三（二班）', 'ठाकुर'];
+      const res = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: names.map((studentRef, i) => ({ text: generateEssay(4400 + i, 'zh').text, studentRef })) }).expect(202);
+      await waitForEssays(t.app, teacher, res.body.ids);
+      for (const name of names) {
+        const listed = await t.http.get('/v1/essays').query({ studentRef: name }).set(bearer(teacher)).expect(200);
+        expect(listed.body.data.map((e: { studentRef: string }) => e.studentRef)).toEqual([name]);
+      }
+    });
+
     it('refuses a batch over 200 essays (413) and a batch with a blank essay or a bad studentRef (400), storing none', async () => {
       const many = Array.from({ length: 201 }, () => ({ text: '作文' }));
       expect((await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: many }).expect(413)).body.error.code).toBe('PAYLOAD_TOO_LARGE');
@@ -146,7 +159,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       const badRef = await t.http
         .post('/v1/essays/batch')
         .set(bearer(teacher))
-        .send({ essays: [{ text: '好作文', studentRef: 's1' }, { text: '好作文', studentRef: '张 三' }] })
+        .send({ essays: [{ text: '好作文', studentRef: 's1' }, { text: '好作文', studentRef: '张三 ' }] })
         .expect(400);
       expect(badRef.body.error.code).toBe('VALIDATION_FAILED');
       expect(JSON.stringify(badRef.body.error.details)).toMatch(/studentRef must be 1-100 letters/);

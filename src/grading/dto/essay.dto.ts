@@ -2,8 +2,14 @@ import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsOptional, IsString, IsUUID, Length, Matches, ValidateNested } from 'class-validator';
 
-/** The school's own student id: 1-100 letters, digits or ._:@-/ (never a name). */
-const IsStudentRef = () => Matches(/^[\p{L}\p{N}._:@\-/]{1,100}$/u, { message: 'studentRef must be 1-100 letters, digits or ._:@-/' });
+/**
+ * The student: the school's id for them or their name as a class list writes it (阿依古丽·买买提,
+ * Li Wei (2)): 1-100 letters (with their marks), digits, spaces inside, or ._:@-/#'·・()（）[].
+ * Personal data like the essay: stored with it, erased with it, never logged.
+ */
+const STUDENT_REF = /^(?=\S)[\p{L}\p{M}\p{N}._:@\-/#'·・()（）[\] ]{1,100}(?<=\S)$/u;
+const IsStudentRef = () =>
+  Matches(STUDENT_REF, { message: "studentRef must be 1-100 letters, digits, spaces (not at either end) or ._:@-/#'·・()（）[]" });
 
 /** Essay text limits are checked by the service (blank → 400, too long → 413), not here. */
 export class SubmitEssayDto {
