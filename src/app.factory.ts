@@ -6,6 +6,7 @@ import { DocumentBuilder, OpenAPIObject, SwaggerModule } from '@nestjs/swagger';
 import { Logger } from 'nestjs-pino';
 import { requestLogging, rootLogger } from './logging';
 import type { DestinationStream } from 'pino';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppModule } from './app.module';
 import { Transform } from 'node:stream';
 import { AllExceptionsFilter, sendError } from './common/all-exceptions.filter';
@@ -103,7 +104,14 @@ export interface CreateAppOptions {
 }
 
 export async function createApp(config: AppConfig, options: CreateAppOptions = {}): Promise<NestFastifyApplication> {
+  let errorLogger: Pick<Logger, 'error'> = { error: () => undefined }; // the app's, once it is built
   const adapter = new FastifyAdapter({
+    // The router's own errors (a path part over 100 characters, a bad percent-encoding) in the
+    // API's error shape, not Fastify's (whose message repeats the whole path).
+    frameworkErrors: (err: Error, req: FastifyRequest, reply: FastifyReply) => {
+      void reply.header('x-request-id', req.id);
+      sendError(reply as never, req as never, err, errorLogger);
+    },
     // The largest body any route takes; each route has its own, smaller limit (route-config.ts).
     bodyLimit: config.bodyLimitBytes,
     genReqId: requestId,
@@ -127,6 +135,7 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   // a start that fails in init) would keep its log lines in memory and never write them.
   app.flushLogs();
   const logger = app.get(Logger);
+  errorLogger = logger;
   const fastifyInstance = app.getHttpAdapter().getInstance();
   // Every route as it is registered (Nest's in init, below): a path with routes of other methods is 405.
   const routeMethods = new RouteMethods();

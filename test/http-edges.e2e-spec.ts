@@ -147,6 +147,26 @@ describe('the HTTP edge: keys before bodies, per-route body limits, nesting, tim
     expect(batch.body.error?.code).not.toBe('INVALID_JSON');
   });
 
+  it("answers a path part over 100 characters (414) and a bad percent-encoding (400) in the API's error shape, without echoing the path", async () => {
+    const long = 'x'.repeat(600);
+    for (const res of [
+      await t.http.get(`/v1/essays/${long}`).set(bearer(teacherKey)),
+      await t.http.get(`/v1/essays/${long}`), // before the key is looked at, too
+      await t.http.delete(`/v1/api-keys/${long}`).set(bearer(tenant.adminKey)),
+    ]) {
+      expect(res.status).toBe(414);
+      expect(res.body.error).toMatchObject({ code: 'URI_TOO_LONG', type: 'invalid_request_error' });
+      expect(res.body.error.requestId).toBe(res.headers['x-request-id']);
+      expect(JSON.stringify(res.body)).not.toContain(long.slice(0, 150));
+    }
+    const bad = await t.http.get('/v1/essays/%E0%A4%A').set(bearer(teacherKey));
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.code).toBe('BAD_REQUEST');
+    expect(bad.body.error.message).toContain('not a valid URL');
+    // an id of ordinary length that is no essay is still 404
+    expect((await t.http.get(`/v1/essays/${'x'.repeat(90)}`).set(bearer(teacherKey))).status).toBe(404);
+  });
+
   it('keeps the public routes public and the operator routes behind the operator token', async () => {
     expect((await raw(port, { method: 'GET', path: '/health' })).status).toBe(200);
     expect((await raw(port, { method: 'GET', path: '/metrics' })).status).toBe(401);

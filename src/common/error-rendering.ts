@@ -16,8 +16,20 @@ interface FastifyLikeError {
   message?: string;
 }
 
-/** Fastify's own request errors, by code and by the message it gives them. */
-const FASTIFY_CODES: Record<string, { code: string; message: string; fastifyMessage: string }> = {
+/**
+ * Fastify's own request errors, by code and by the message it gives them (those Nest re-wraps). The
+ * router's (a bad URL, a path part too long) come through the adapter's `frameworkErrors`: their
+ * own messages would echo the whole path back.
+ */
+const FASTIFY_CODES: Record<string, { code: string; message: string; fastifyMessage?: string }> = {
+  FST_ERR_MAX_PARAM_LENGTH: {
+    code: 'URI_TOO_LONG',
+    message: 'A part of the path is longer than 100 characters (no id is that long)',
+  },
+  FST_ERR_BAD_URL: {
+    code: 'BAD_REQUEST',
+    message: 'The path is not a valid URL (a bad percent-encoding)',
+  },
   FST_ERR_CTP_BODY_TOO_LARGE: {
     code: 'PAYLOAD_TOO_LARGE',
     message: 'Request body is larger than the limit',

@@ -21,6 +21,7 @@ export const HTTP_ERRORS = {
   METHOD_NOT_ALLOWED: { status: HttpStatus.METHOD_NOT_ALLOWED, when: 'the route exists, not with this method' },
   CONFLICT: { status: HttpStatus.CONFLICT, when: 'the resource is not in a state that allows this (an essay not graded yet, a delivered order)' },
   PAYLOAD_TOO_LARGE: { status: HttpStatus.PAYLOAD_TOO_LARGE, when: "the body is larger than the route's limit, or an essay or batch is too long" },
+  URI_TOO_LONG: { status: HttpStatus.URI_TOO_LONG, when: 'a part of the path (an id) is longer than 100 characters' },
   UNSUPPORTED_MEDIA_TYPE: { status: HttpStatus.UNSUPPORTED_MEDIA_TYPE, when: 'the body is not JSON' },
   UNPROCESSABLE: { status: HttpStatus.UNPROCESSABLE_ENTITY, when: 'a 422 raised below the application' },
   INTERNAL: { status: HttpStatus.INTERNAL_SERVER_ERROR, when: 'something failed on our side; the answer carries the request id to report' },
@@ -100,6 +101,8 @@ export function codeForStatus(status: number): string {
       return 'CONFLICT';
     case 413:
       return 'PAYLOAD_TOO_LARGE';
+    case 414:
+      return 'URI_TOO_LONG';
     case 415:
       return 'UNSUPPORTED_MEDIA_TYPE';
     case 422:
