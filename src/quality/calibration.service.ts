@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { timeSlicer } from '../common/time-slice';
 import { AssignmentsService } from '../grading/assignments.service';
 import { calibrateGrade, CalibrationModel } from '../grading/calibration-model';
 import { CalibrationRecord, CalibrationsRepository } from '../grading/calibrations.repository';
@@ -23,10 +24,9 @@ const MAX_LABELS = 2_000;
 /** Labels read from the database at a time (their texts, for offline grades, are dropped once their features are taken). */
 export const LABELS_PAGE = 100;
 const FOLDS = 5;
-/** Essays re-scored between two turns of the event loop, by a fit or a regrade. */
+/** Essays a regrade reads and writes at a time. */
 const CHUNK = 50;
 
-const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export interface CalibrationView {
   assignmentId: string;
@@ -146,10 +146,9 @@ export class CalibrationService {
       if (!page.length) break;
       for (const e of page) {
         const regraded = this.regraded(e.grade, rubric, model, e);
-        if (await this.essays.replaceGrade(auth.tenantId, e.id, regraded)) changed++;
+        if (await this.essays.replaceGrade(auth.tenantId, e.id, regraded)) changed++; // each write lets other requests in
       }
       after = page[page.length - 1].id;
-      await turn();
     }
     return { essays: changed, calibration: model?.version ?? null };
   }
@@ -172,20 +171,20 @@ export class CalibrationService {
    */
   private async labels(tenantId: string, assignmentId: string, rubric: Rubric): Promise<CalibrationLabel[]> {
     const out: CalibrationLabel[] = [];
+    const slice = timeSlicer();
     let after: LabelCursor | null = null;
     do {
       const page = await this.labelsRepo.labelsPage(tenantId, assignmentId, after, Math.min(LABELS_PAGE, MAX_LABELS - out.length));
-      for (const [i, r] of page.rows.entries()) {
-        if (i > 0 && i % CHUNK === 0) await turn();
+      for (const r of page.rows) {
         out.push({
           raw: r.raw,
           teacher: r.teacherScore,
           source: r.source,
           features: r.source === 'offline' ? featureVector(essayFeatures(r.text ?? '', r.language), rubric) : null,
         });
+        await slice(); // an essay's features take up to 25 ms: other requests are served between
       }
       after = page.next;
-      await turn();
     } while (after && out.length < MAX_LABELS);
     return out;
   }
