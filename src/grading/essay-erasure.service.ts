@@ -30,6 +30,9 @@ export interface ErasedStudent {
   more: boolean;
 }
 
+/** Why an essay is erased, as its log line says: asked for, past the tenant's retention, or reapplied after a restore (erasure-replay.ts). */
+export type ErasureReason = 'request' | 'retention' | 'reapplied';
+
 /** How many of a student's essays one call erases: each is a transaction of its own. */
 export const MAX_PER_CALL = 500;
 
@@ -77,7 +80,7 @@ export class EssayErasure {
    * Erases one essay of the tenant: `keyId` is who asked (null for the retention sweep), `why` goes
    * to the log line. `again`: it had been erased before (nothing was done now).
    */
-  async eraseFor(tenantId: string, id: string, keyId: string | null, why: 'request' | 'retention'): Promise<{ erasedAt: Date; again: boolean }> {
+  async eraseFor(tenantId: string, id: string, keyId: string | null, why: ErasureReason): Promise<{ erasedAt: Date; again: boolean }> {
     if (!UUID.test(id)) throw ApiError.notFound('Essay');
     let delivered: (() => void) | undefined;
     const done = await this.ds.transaction(async (m) => {
@@ -149,7 +152,7 @@ export class EssayErasure {
    * One essay of many (a student's, or the retention sweep's): erased now, erased before (`again`),
    * or `busy` (being graded: 409). Any other failure is thrown.
    */
-  async tryErase(tenantId: string, id: string, keyId: string | null, why: 'request' | 'retention'): Promise<'erased' | 'again' | 'busy'> {
+  async tryErase(tenantId: string, id: string, keyId: string | null, why: ErasureReason): Promise<'erased' | 'again' | 'busy'> {
     try {
       return (await this.eraseFor(tenantId, id, keyId, why)).again ? 'again' : 'erased';
     } catch (err) {

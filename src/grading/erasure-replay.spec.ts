@@ -1,0 +1,39 @@
+import { erasuresInLog } from './erasure-replay';
+
+const T = 'a1b2c3d4-0000-4000-8000-000000000001';
+const E1 = 'e0000000-0000-4000-8000-000000000001';
+const E2 = 'e0000000-0000-4000-8000-000000000002';
+const K = 'c0000000-0000-4000-8000-00000000000c';
+const line = (o: Record<string, unknown>) => JSON.stringify({ level: 30, pid: 1, ...o });
+
+describe('erasuresInLog', () => {
+  it('reads each erased essay once, at its first erasure, oldest first, from pino lines among others', async () => {
+    const lines = [
+      line({ time: 3000, msg: 'essay erased', why: 'request', tenantId: T, essayId: E2, keyId: K }),
+      line({ time: 1000, msg: 'request completed', essayId: E1 }),
+      line({ time: 2000, msg: 'essay erased', why: 'retention', tenantId: T, essayId: E1, keyId: null }),
+      line({ time: 5000, msg: 'essay erased', why: 'reapplied', tenantId: T.toUpperCase(), essayId: E2.toUpperCase(), keyId: K }),
+      'inkstone: configuration error: a line that is not JSON',
+    ];
+    const log = await erasuresInLog(lines);
+    expect(log.lines).toBe(5);
+    expect(log.unreadable).toBe(0); // the non-JSON line does not mention an erasure: not even parsed
+    expect(log.erasures).toEqual([
+      { tenantId: T, essayId: E1, keyId: null, at: new Date(2000) },
+      { tenantId: T, essayId: E2, keyId: K, at: new Date(3000) },
+    ]);
+  });
+
+  it('keeps those at or after `since`, takes ISO times, and counts broken or incomplete erasure lines as unreadable', async () => {
+    const lines = [
+      line({ time: '2026-12-01T00:00:00.000Z', msg: 'essay erased', tenantId: T, essayId: E1 }),
+      line({ time: '2026-12-02T00:00:00.000Z', msg: 'essay erased', tenantId: T, essayId: E2, keyId: 'not-a-uuid' }),
+      '{"msg":"essay erased", "tenantId": "cut off',
+      line({ time: 1, msg: 'essay erased', tenantId: 'not-a-tenant', essayId: E1 }),
+      line({ msg: 'essay erased', tenantId: T, essayId: E1 }),
+    ];
+    const log = await erasuresInLog(lines, new Date('2026-12-02T00:00:00.000Z'));
+    expect(log.erasures).toEqual([{ tenantId: T, essayId: E2, keyId: null, at: new Date('2026-12-02T00:00:00.000Z') }]);
+    expect(log.unreadable).toBe(3);
+  });
+});
