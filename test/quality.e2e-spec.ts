@@ -1,5 +1,6 @@
 import { backfillAgreementCells } from '../migrations/1766000000000-AgreementCells';
 import { quadraticWeightedKappa, tabulate } from '../src/quality/agreement';
+import { AssignmentsService } from '../src/grading/assignments.service';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { waitForEssays } from './support/grading';
@@ -168,5 +169,32 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     expect(lines[2]).toBe('');
     const other = await f.newTenant();
     await t.http.get(`/v1/assignments/${a}/grades.csv`).set(bearer(other.adminKey)).expect(404);
+  });
+
+  it('exports a class read a page at a time: every essay once, oldest first, the same sheet as one read', async () => {
+    const a = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: '分页', prompt: 'P', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
+    // One batch (its essays share their time) and two more essays after it.
+    const ids: string[] = (await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: a, essays: Array.from({ length: 13 }, (_, i) => ({ studentRef: `b${i}`, text: generateEssay(4700 + i, 'zh').text })) }).expect(202)).body.ids;
+    for (const i of [13, 14]) ids.push((await t.http.post('/v1/essays').set(bearer(teacher)).send({ assignmentId: a, studentRef: `b${i}`, text: generateEssay(4700 + i, 'zh').text }).expect(202)).body.id);
+    const views = await waitForEssays(t.app, teacher, ids);
+    const sheet = async () => (await t.http.get(`/v1/assignments/${a}/grades.csv`).set(bearer(teacher)).expect(200)).text;
+    const whole = await sheet();
+    const saved = AssignmentsService.csvPage;
+    AssignmentsService.csvPage = 4;
+    try {
+      expect(await sheet()).toBe(whole);
+    } finally {
+      AssignmentsService.csvPage = saved;
+    }
+    const rows = whole.replace(/^\ufeff/, '').split('\r\n').slice(1, -1);
+    expect(rows).toHaveLength(15);
+    expect(new Set(rows.map((r) => r.split(',')[0])).size).toBe(15);
+    expect(rows.slice(13).map((r) => r.split(',')[0])).toEqual(['b13', 'b14']);
+    // Each row carries its grade's total and dimension scores.
+    for (const v of views) {
+      const row = rows.find((r) => r.startsWith(`${v.studentRef},`))!.split(',');
+      expect(Number(row[3])).toBe(v.grade.score);
+      expect(row.slice(5, 8).map(Number)).toEqual(v.grade.dimensions.map((d: { score: number }) => d.score));
+    }
   });
 });

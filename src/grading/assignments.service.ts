@@ -57,9 +57,24 @@ export interface AssignmentDetail extends Assignment {
 }
 
 
+/** An export's rows at most (the oldest essays). */
+const MAX_CSV_ROWS = 20_000;
+
+/** An essay as the grades sheet reads it: of its grade, only what the sheet shows. */
+interface CsvRow {
+  student_ref: string | null;
+  title: string | null;
+  status: string;
+  graded_at: Date | null;
+  grade: (Pick<StoredGrade, 'score' | 'maxScore' | 'summary' | 'source' | 'flags' | 'dimensions'> & { calibration?: { version: number } }) | null;
+}
+
 /** An assignment pins its rubric's version when it is created: later edits do not move its grades. */
 @Injectable()
 export class AssignmentsService {
+  /** Essays an export reads at a time (a test lowers it to see the pages joined). */
+  static csvPage = 1_000;
+
   constructor(
     private readonly ds: DataSource,
     private readonly rubrics: RubricsService,
@@ -178,13 +193,33 @@ export class AssignmentsService {
     const a = await this.get(auth.tenantId, id);
     const rubric = await this.rubrics.resolve(auth.tenantId, a.rubric.key, a.rubric.version);
     const { timezone } = await this.tenants.budget(auth.tenantId);
-    const rows = await tenantQuery<{ student_ref: string | null; title: string | null; status: string; grade: StoredGrade | null; graded_at: Date | null }>(
-      this.ds.manager,
-      auth.tenantId,
-      `SELECT student_ref, title, status, grade, graded_at FROM essays
-        WHERE tenant_id = $1 AND assignment_id = $2 AND erased_at IS NULL ORDER BY created_at, id LIMIT 20000`,
-      [id],
-    );
+    // Read a page at a time, and of each grade only what the sheet shows (not its annotations and
+    // comments): 20,000 essays' whole grades would be hundreds of megabytes in the process.
+    const rows: CsvRow[] = [];
+    let after: { at: string; id: string } | null = null;
+    while (rows.length < MAX_CSV_ROWS) {
+      const want = Math.min(AssignmentsService.csvPage, MAX_CSV_ROWS - rows.length);
+      const page: Array<CsvRow & { at: string; id: string }> = await tenantQuery(
+        this.ds.manager,
+        auth.tenantId,
+        `SELECT e.id, e.created_at::text AS at, e.student_ref, e.title, e.status, e.graded_at,
+                CASE WHEN e.grade IS NOT NULL THEN jsonb_build_object(
+                  'score', e.grade->'score', 'maxScore', e.grade->'maxScore', 'summary', e.grade->'summary', 'source', e.grade->'source',
+                  'calibration', CASE WHEN jsonb_typeof(e.grade->'calibration') = 'object' THEN jsonb_build_object('version', e.grade->'calibration'->'version') END,
+                  'flags', e.grade->'flags',
+                  'dimensions', (SELECT jsonb_agg(jsonb_build_object('key', d->'key', 'score', d->'score'))
+                                   FROM jsonb_array_elements(CASE jsonb_typeof(e.grade->'dimensions') WHEN 'array' THEN e.grade->'dimensions' ELSE '[]'::jsonb END) d)
+                ) END AS grade
+           FROM essays e
+          WHERE e.tenant_id = $1 AND e.assignment_id = $2 AND e.erased_at IS NULL
+            AND ($3::timestamptz IS NULL OR (e.created_at, e.id) > ($3::timestamptz, $4::uuid))
+          ORDER BY e.created_at, e.id LIMIT $5`,
+        [id, after?.at ?? null, after?.id ?? null, want],
+      );
+      rows.push(...page);
+      if (page.length < want) break;
+      after = { at: page[page.length - 1].at, id: page[page.length - 1].id };
+    }
     const when = (d: Date | null) => {
       if (!d) return null;
       const p = localParts(d, timezone);
