@@ -36,6 +36,7 @@ export const VIEWS: ReadonlyArray<{ name: string; file: string }> = [
   { name: 'OrderView', file: 'src/billing/orders.repository.ts' },
   { name: 'OrderList', file: 'src/billing/orders.controller.ts' },
   { name: 'BillingSettingsView', file: 'src/billing/orders.service.ts' },
+  { name: 'DeepReviewOffer', file: 'src/billing/orders.service.ts' },
   { name: 'BudgetView', file: 'src/billing/budget-view.ts' },
   { name: 'IncidentView', file: 'src/billing/budget-view.ts' },
   { name: 'UsageView', file: 'src/billing/budget.controller.ts' },

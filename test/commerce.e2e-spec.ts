@@ -69,9 +69,19 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await t.http.put('/v1/billing/settings').set(admin()).send({ deepReviewPrice: 9.9, paymentMode: 'cash' }).expect(400);
     });
 
-    it('refuses deep-review orders until the price is set', async () => {
+    it('refuses deep-review orders until the price is set (409 NOT_ON_SALE), and tells a teacher the offer before ordering', async () => {
       const essay = await gradedEssay();
-      expect((await order(essay.id).expect(409)).body.error.message).toMatch(/billing\/settings/);
+      const offer = () => t.http.get('/v1/billing/offer').set(bearer(teacher)).expect(200);
+      expect((await offer()).body).toEqual({ onSale: false, price: null, paymentMode: null });
+      const refused = (await order(essay.id).expect(409)).body.error;
+      expect(refused.code).toBe('NOT_ON_SALE');
+      expect(refused.message).toMatch(/billing\/settings/);
+      await t.http.get('/v1/billing/settings').set(bearer(teacher)).expect(403); // the settings stay the admin's
+      await sell('invoice', '8.80');
+      expect((await offer()).body).toEqual({ onSale: true, price: '8.80', paymentMode: 'invoice' });
+      // another tenant's offer is its own
+      const other = await f.newTenant();
+      expect((await t.http.get('/v1/billing/offer').set(bearer(other.adminKey)).expect(200)).body.onSale).toBe(false);
     });
   });
 

@@ -169,6 +169,19 @@ describe('the web console in a browser', () => {
       expect(await text(page, '[data-test=essay-text] mark .tip')).toContain('Suggestion');
       const before = await page.$eval('[data-test=total] strong', (el) => Number(el.textContent));
 
+      // The override fields take the rubric's steps (高考 60: whole points), not any fraction.
+      await page.waitForFunction(() => [...document.querySelectorAll('[data-test=override] input[type=number]')].every((i) => i.getAttribute('step') === '1'), { timeout: 10_000 });
+      const offStep = await page.$eval('[data-test=override] input[type=number]', (el) => {
+        const input = el as HTMLInputElement;
+        const was = input.value;
+        input.value = '10.5';
+        const valid = input.checkValidity();
+        input.value = was;
+        return valid;
+      });
+      expect(offStep).toBe(false);
+      expect(await text(page, '[data-test=graded-by]')).toMatch(/^Graded by /);
+
       // override the first dimension: the new total shows, the model's original is kept
       const firstDim = await page.$eval('[data-test=override] input[type=number]', (el) => ({ name: el.getAttribute('name')!, max: Number(el.getAttribute('max')), value: Number((el as HTMLInputElement).value) }));
       const newScore = firstDim.value === firstDim.max ? firstDim.max - 1 : firstDim.max;
@@ -183,6 +196,9 @@ describe('the web console in a browser', () => {
       expect(after.grade.score).toBe(before + newScore - firstDim.value);
       expect(await page.$eval('[data-test=total] strong', (el) => Number(el.textContent))).toBe(after.grade.score);
       expect(await text(page, '[data-test=original-score]')).toContain(String(before));
+      // the footer says the grade is the teacher's now, not the model's
+      await page.waitForFunction(() => document.querySelector('[data-test=graded-by]')?.textContent?.startsWith('Overridden by the teacher'));
+      expect(await text(page, '[data-test=graded-by]')).not.toMatch(/^Graded by/);
       await screenshot(page, 'teacher-essay');
 
       // CSV export over the session: UTF-8 with a BOM, every student, the teacher's total
@@ -202,6 +218,11 @@ describe('the web console in a browser', () => {
       await page.waitForSelector('[data-test=calibrate-needs]');
       expect(await text(page, '[data-test=calibrate-needs]')).toContain('at least 20 essays a teacher overrode; this assignment has 1');
       expect(await page.$eval('[data-test=calibrate]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
+      // Applying with no calibration in force says so, from the service's answer (not "regraded with the calibration").
+      expect((await api(teacherKey).get(`/v1/assignments/${assignmentId}/calibration`)).status).toBe(404);
+      await page.click('[data-test=regrade]');
+      await page.waitForFunction(() => /\S/.test(document.querySelector('#agreement [role=status]')?.textContent ?? ''), { timeout: 10_000 });
+      expect(await text(page, '#agreement [role=status]')).toMatch(/^No calibration is in force/);
 
       expect(problems).toEqual([]);
     } finally {
@@ -215,11 +236,31 @@ describe('the web console in a browser', () => {
       await signIn(page, tenant.adminKey);
       await page.goto(`${base}/console/#/admin/settings`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('[data-test=budget-form] input[name=monthlyCap]');
+      // Thresholds are percentages of the cap: a fraction typed as 0.8 is refused in words, nothing is saved.
+      const thresholdsBefore = (await api(tenant.adminKey).get('/v1/budget').expect(200)).body.alertThresholds as number[];
+      const setThresholds = async (value: string) => {
+        await page.$eval('input[name=alertThresholds]', (el) => ((el as HTMLInputElement).value = ''));
+        await page.type('input[name=alertThresholds]', value);
+      };
+      await setThresholds('0.8, 1');
+      expect(await text(page, '[data-test=thresholds-read]')).toBe('"0.8" looks like a fraction: enter percentages, e.g. 80 for 80% of the cap.');
+      await page.click('[data-test=budget-form] button[type=submit]');
+      await page.waitForFunction(() => document.querySelector('#budget-policy [role=alert]')?.textContent?.includes('looks like a fraction'));
+      expect((await api(tenant.adminKey).get('/v1/budget').expect(200)).body.alertThresholds).toEqual(thresholdsBefore);
+      await setThresholds('100, 50 80%');
+      expect(await text(page, '[data-test=thresholds-read]')).toBe('Will be saved: an alert when spending reaches 50%, 80%, 100% of the monthly cap.');
+      // the same in Chinese
+      await page.select('label.lang select', 'zh');
+      await page.waitForFunction(() => document.querySelector('[data-test=thresholds-read]')?.textContent === '将保存：支出达到月度上限的 50%、80%、100% 时提醒。');
+      await screenshot(page, 'admin-settings-zh');
+      await page.select('label.lang select', 'en');
+      await page.waitForFunction(() => document.querySelector('[data-test=thresholds-read]')?.textContent?.startsWith('Will be saved'));
       await page.$eval('input[name=monthlyCap]', (el) => ((el as HTMLInputElement).value = ''));
       await page.type('input[name=monthlyCap]', '5000.00');
       await page.click('[data-test=budget-form] button[type=submit]');
       await page.waitForFunction(() => document.querySelector('#budget-policy [role=status]')?.textContent === 'Saved');
       expect((await api(tenant.adminKey).get('/v1/budget').expect(200)).body.monthlyCap).toBe('5000.00');
+      expect((await api(tenant.adminKey).get('/v1/budget').expect(200)).body.alertThresholds).toEqual([0.5, 0.8, 1]);
 
       await page.goto(`${base}/console/#/admin`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('[data-test=gauge] canvas');
@@ -240,6 +281,7 @@ describe('the web console in a browser', () => {
       // Every table fits its card at a desktop width (none cut off behind a scroll bar).
       const overflowing = await page.$$eval('.table-wrap', (wraps) => wraps.filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => w.closest('section, .card')?.querySelector('h2')?.textContent));
       expect(overflowing).toEqual([]);
+      expect(await page.$('[data-test=budget-used-up]')).toBeNull();
       await screenshot(page, 'admin-dashboard');
 
       // The other admin pages: the menu marks the page itself only, and labels are words, not the API's field names.
@@ -261,6 +303,19 @@ describe('the web console in a browser', () => {
       await page.click(`tr[data-key="${spare.id}"] [data-test=revoke-confirm]`);
       await page.waitForFunction((id) => document.querySelector(`tr[data-key="${id}"] [role=status]`)?.textContent?.endsWith('is revoked.'), { timeout: 10_000 }, spare.id);
       expect(await revokedAt()).toEqual(expect.any(String));
+      // A key created here is shown once, and no longer once it is revoked.
+      await page.type('#create-key input[name=name]', 'short-lived');
+      await page.click('#create-key button[type=submit]');
+      await page.waitForSelector('[data-test=new-key]');
+      const created = await text(page, '[data-test=new-key]');
+      const shortLived = ((await api(tenant.adminKey).get('/v1/api-keys').expect(200)).body.data as Array<{ id: string; name: string; prefix: string }>).find((k) => k.name === 'short-lived')!;
+      expect(created.length).toBeGreaterThan(20);
+      await page.waitForSelector(`tr[data-key="${shortLived.id}"] [data-test=revoke]`);
+      await page.click(`tr[data-key="${shortLived.id}"] [data-test=revoke]`);
+      await page.click(`tr[data-key="${shortLived.id}"] [data-test=revoke-confirm]`);
+      await page.waitForFunction((id) => document.querySelector(`tr[data-key="${id}"] [role=status]`)?.textContent?.endsWith('is revoked.'), { timeout: 10_000 }, shortLived.id);
+      expect(await page.$('[data-test=new-key]')).toBeNull();
+      expect(await page.evaluate((k) => document.body.textContent?.includes(k), created)).toBe(false);
       await page.goto(`${base}/console/#/admin/settings`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('#grading-settings input[name=shadowRate]');
       expect(await currentNav()).toEqual(['Settings']);
@@ -356,7 +411,8 @@ describe('the web console in a browser', () => {
   it('a teacher orders a deep review: asked first, then the page follows it to delivery and shows every part of it, at its exact price', async () => {
     const http = s.t.http;
     await http.put('/v1/billing/settings').set('authorization', `Bearer ${tenant.adminKey}`).send({ deepReviewPrice: '9.999', paymentMode: 'invoice' }).expect(200);
-    const id = (await http.post('/v1/essays').set('authorization', `Bearer ${teacherKey}`).send({ text: generateEssay(81, 'zh').text, studentRef: '孙八' }).expect(202)).body.id as string;
+    const assignment = (await http.post('/v1/assignments').set('authorization', `Bearer ${teacherKey}`).send({ title: '精批 · 我的老师', prompt: '写一篇记叙文', rubric: 'zh-gaokao-60' }).expect(201)).body as { id: string };
+    const id = (await http.post('/v1/essays').set('authorization', `Bearer ${teacherKey}`).send({ assignmentId: assignment.id, text: generateEssay(81, 'zh').text, studentRef: '孙八' }).expect(202)).body.id as string;
     await waitForEssays(s.t.app, teacherKey, [id]);
     const { ctx, page, problems } = await openConsole();
     try {
@@ -389,6 +445,14 @@ describe('the web console in a browser', () => {
       expect(await text(page, '[data-test=deep-paragraphs] dt')).toBe(`Paragraph ${first.index}`);
       expect(await page.$$eval('[data-test=deep-notes] li', (lis) => lis.length)).toBe(view.deepGrade.annotations.length);
       await screenshot(page, 'teacher-deep-review');
+      // On paper: the assignment's title, and the deep review whole.
+      await page.goto(`${base}/console/#/essays/${id}/print`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=print-assignment]');
+      expect(await text(page, '[data-test=print-assignment]')).toBe('Assignment: 精批 · 我的老师');
+      expect(await text(page, '#print-deep-review [data-test=deep-summary]')).toBe(view.deepGrade.summary);
+      expect(await page.$$eval('#print-deep-review [data-test=deep-paragraphs] dd', (dds) => dds.length)).toBe(view.deepGrade.deep.paragraphs.length);
+      expect(await page.$('#print-deep-review [data-test=deep-order]')).toBeNull();
+      await screenshot(page, 'teacher-print-deep-review');
       expect(problems).toEqual([]);
     } finally {
       await ctx.close();
@@ -641,6 +705,116 @@ describe('the web console in a browser', () => {
       await page.waitForFunction(() => document.querySelector('nav a')?.textContent === 'Assignments');
       await page.reload({ waitUntil: 'networkidle0' });
       await page.waitForFunction(() => document.querySelector('nav a')?.textContent === 'Assignments');
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+
+  it("an admin sees on the dashboard that the month's budget is used up, and what happens to new essays, in both languages", async () => {
+    const school = await s.f.newTenant({ monthlyBudget: '50.00' });
+    await s.t.http.put('/v1/budget').set('authorization', `Bearer ${school.adminKey}`).send({ monthlyCap: '0.00', whenExhausted: 'reject' }).expect(200);
+    expect((await api(school.adminKey).get('/v1/budget').expect(200)).body.remaining).toMatch(/^0(\.0+)?$/);
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, school.adminKey);
+      await page.goto(`${base}/console/#/admin`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=budget-used-up]');
+      expect(await text(page, '[data-test=budget-used-up] h2')).toBe("This month's budget is used up");
+      expect(await text(page, '[data-test=budget-used-up]')).toContain('new essays and deep reviews are refused');
+      expect(await page.$eval('[data-test=budget-used-up] a', (a) => a.getAttribute('href'))).toBe('#/admin/settings');
+      await screenshot(page, 'admin-budget-used-up');
+      await page.select('label.lang select', 'zh');
+      await page.waitForFunction(() => document.querySelector('[data-test=budget-used-up] h2')?.textContent === '本月预算已用完');
+      expect(await text(page, '[data-test=budget-used-up]')).toContain('新作文和精批订单都将被拒绝');
+      await screenshot(page, 'admin-budget-used-up-zh');
+      await page.select('label.lang select', 'en');
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+
+  it('deep reviews: no order button where they are not on sale, and the price on the confirm step where it is known', async () => {
+    const school = await s.f.newTenant({ monthlyBudget: '50.00' });
+    const teacher = (await s.f.newKey(school, 'teacher')).key;
+    const http = s.t.http;
+    const id = (await http.post('/v1/essays').set('authorization', `Bearer ${teacher}`).send({ text: generateEssay(97, 'zh').text, studentRef: '周九' }).expect(202)).body.id as string;
+    await waitForEssays(s.t.app, teacher, [id]);
+    // Not on sale: a teacher is told so in words (GET /v1/billing/offer), with nothing to order.
+    const t = await openConsole();
+    try {
+      await signIn(t.page, teacher);
+      await t.page.goto(`${base}/console/#/essays/${id}`, { waitUntil: 'networkidle0' });
+      await t.page.waitForSelector('[data-test=deep-not-on-sale]');
+      expect(await text(t.page, '[data-test=deep-not-on-sale]')).toBe("Deep reviews are not on sale at your school: ask your school's admin.");
+      expect(await t.page.$('[data-test=deep-order]')).toBeNull();
+      expect(await text(t.page, '#deep-review')).not.toMatch(/CONFLICT|NOT_ON_SALE|Not possible/);
+      expect(t.problems).toEqual([]);
+    } finally {
+      await t.ctx.close();
+    }
+    const admin = await openConsole();
+    try {
+      await signIn(admin.page, school.adminKey);
+      // No price set: the admin is told so (and where to set one), and there is nothing to order.
+      await admin.page.goto(`${base}/console/#/essays/${id}`, { waitUntil: 'networkidle0' });
+      await admin.page.waitForSelector('[data-test=deep-not-on-sale]');
+      expect(await text(admin.page, '[data-test=deep-not-on-sale]')).toContain('Deep reviews are not on sale at your school yet');
+      expect(await admin.page.$('[data-test=deep-order]')).toBeNull();
+      await screenshot(admin.page, 'admin-deep-not-on-sale');
+      // On sale: the confirm step says what the order costs, to its last digit.
+      await http.put('/v1/billing/settings').set('authorization', `Bearer ${school.adminKey}`).send({ deepReviewPrice: '12.345', paymentMode: 'invoice' }).expect(200);
+      await admin.page.reload({ waitUntil: 'networkidle0' });
+      await admin.page.waitForSelector('[data-test=deep-order]');
+      await admin.page.click('[data-test=deep-order]');
+      await admin.page.waitForSelector('[data-test=deep-confirm]');
+      expect(await text(admin.page, '[data-test=deep-price]')).toContain(`This order costs ${cnyExact('12.345')}.`);
+      expect(await text(admin.page, '[data-test=deep-confirm]')).toContain('¥12.345');
+      await screenshot(admin.page, 'admin-deep-price');
+      // Cancelled: nothing ordered.
+      await admin.page.click('#deep-review button.secondary');
+      expect((await api(school.adminKey).get(`/v1/essays/${id}`).expect(200)).body.deepReview).toBeNull();
+      expect(admin.problems).toEqual([]);
+    } finally {
+      await admin.ctx.close();
+    }
+    // A teacher sees the same price before ordering.
+    const again = await openConsole();
+    try {
+      await signIn(again.page, teacher);
+      await again.page.goto(`${base}/console/#/essays/${id}`, { waitUntil: 'networkidle0' });
+      await again.page.waitForSelector('[data-test=deep-order]');
+      await again.page.click('[data-test=deep-order]');
+      await again.page.waitForSelector('[data-test=deep-confirm]');
+      expect(await text(again.page, '[data-test=deep-price]')).toContain(`This order costs ${cnyExact('12.345')}.`);
+      await again.page.click('#deep-review button.secondary');
+      expect((await api(teacher).get(`/v1/essays/${id}`).expect(200)).body.deepReview).toBeNull();
+      expect(again.problems).toEqual([]);
+    } finally {
+      await again.ctx.close();
+    }
+  }, 90_000);
+
+  it('an essay page opened while the essay is queued follows its grading and shows the grade when it lands, without a reload', async () => {
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, teacherKey);
+      // The standard model answers slowly (its headers at once, the body after 3 s), so the page opens before the grade.
+      s.fake.enqueue('deepseek', { kind: 'ok', latencyMs: 3000, blankLinesBefore: 3 });
+      const id = (await s.t.http.post('/v1/essays').set('authorization', `Bearer ${teacherKey}`).send({ text: generateEssay(98, 'zh').text, studentRef: '吴十' }).expect(202)).body.id as string;
+      await page.goto(`${base}/console/#/essays/${id}`);
+      await page.waitForSelector('main h1');
+      await page.evaluate(() => ((window as unknown as { __samePage: boolean }).__samePage = true));
+      const first = await page.$eval('main .status', (el) => el.className);
+      expect(first).toMatch(/status-(queued|grading)/);
+      expect(await page.$('[data-test=total]')).toBeNull();
+      await page.waitForSelector('[data-test=total]', { timeout: 30_000 });
+      const view = (await api(teacherKey).get(`/v1/essays/${id}`).expect(200)).body as { status: string; grade: { score: number } };
+      expect(await page.$eval('[data-test=total] strong', (el) => Number(el.textContent))).toBe(view.grade.score);
+      expect(await page.$eval('main .status', (el) => el.className)).toContain(`status-${view.status}`);
+      expect(await page.evaluate(() => (window as unknown as { __samePage?: boolean }).__samePage)).toBe(true);
+      await screenshot(page, 'teacher-essay-live');
+      expect(problems).toEqual([]);
     } finally {
       await ctx.close();
     }

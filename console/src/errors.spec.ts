@@ -13,14 +13,39 @@ describe('an API error in the console’s language', () => {
   });
 
   it('reads the request-wide problem ("body") as its message, and an unknown field by its name', () => {
-    expect(problems(validation({ field: 'body', message: 'give a score, dimensions or a comment' }), 'zh')).toBe('give a score, dimensions or a comment');
+    expect(problems(validation({ field: 'body', message: 'give a score, dimensions or a comment' }), 'en')).toBe('give a score, dimensions or a comment');
+    expect(problems(validation({ field: 'body', message: 'the body must be an event object' }), 'zh')).toBe('the body must be an event object');
     expect(problems(validation({ field: 'someNewField', message: 'must be a string' }), 'zh')).toBe('someNewField：须为文本');
     // The validation's phrasings in Chinese, after the field's name; one it does not know stays as written.
     expect(problems(validation({ field: 'title', message: 'title must be shorter than or equal to 200 characters' }), 'zh')).toBe('标题：最多 200 个字符');
     expect(problems(validation({ field: 'name', message: 'name must not be blank' }), 'zh')).toMatch(/：不能为空白$/);
     expect(problems(validation({ field: 'paymentMode', message: 'paymentMode must be one of the following values: invoice, webhook' }), 'zh')).toMatch(/：须为以下之一：invoice, webhook$/);
-    expect(problems(validation({ field: 'studentRef', message: 'studentRef must be 1-100 letters, digits or ._:@-/' }), 'zh')).toMatch(/：must be 1-100 letters, digits or \._:@-\/$/);
+    expect(problems(validation({ field: 'stop', message: 'stop must be a string or up to 4 strings' }), 'zh')).toMatch(/：must be a string or up to 4 strings$/);
     expect(problems(validation({ field: 'title', message: 'title must be shorter than or equal to 200 characters' }), 'en')).toBe('Title: must be shorter than or equal to 200 characters');
+  });
+
+  it('tells the service’s own checks in Chinese: an override off the rubric’s steps, settings, money, the request as a whole', () => {
+    expect(problems(validation({ field: 'dimensions[0].score', message: 'score must be 0–20 in steps of 1' }, { field: 'score', message: 'score must be 0–9 in steps of 0.5' }), 'zh')).toBe(
+      '第 1 项维度分数：须为 0–20 之间的分数，步长 1；分数：须为 0–9 之间的分数，步长 0.5',
+    );
+    expect(problems(validation({ field: 'dimensions[0].score', message: 'score must be 0–20 in steps of 1' }), 'en')).toBe('dimension 1 score: must be 0–20 in steps of 1');
+    expect(problems(validation({ field: 'body', message: 'give a score, dimensions or a comment' }), 'zh')).toBe('请填写总分、维度分数或评语');
+    expect(problems(validation({ field: 'studentRef', message: "studentRef must be 1-100 letters, digits, spaces (not at either end) or ._:@-/#'·・()（）[]" }), 'zh')).toBe(
+      "学生：须为 1–100 个字母、数字、中间的空格或 ._:@-/#'·・()（）[]",
+    );
+    expect(problems(validation({ field: 'alertThresholds', message: 'each value in alertThresholds must not be greater than 1' }), 'zh')).toBe('提醒阈值：每一项不能大于 1');
+    expect(problems(validation({ field: 'monthlyCap', message: 'monthlyCap must be a decimal string in CNY such as "5000.00"' }), 'zh')).toMatch(/：须为人民币金额，例如 5000\.00$/);
+    expect(problems(validation({ field: 'shadowRate', message: 'shadowRate must be a number from 0 to 0.2' }), 'zh')).toMatch(/：须为 0 到 0\.2 之间的数字$/);
+    expect(problems(validation({ field: 'essayRetentionDays', message: 'essayRetentionDays must be an integer from 1 to 3650' }), 'zh')).toMatch(/：须为 1 到 3650 之间的整数$/);
+    expect(problems(validation({ field: 'webhookSecret', message: 'webhook payment mode needs a webhookSecret' }), 'zh')).toMatch(/：选择支付服务商（Webhook）模式时须填写 Webhook 密钥$/);
+    expect(problems(validation({ field: 'dimensions[1].key', message: 'dimension "content" is given twice' }), 'zh')).toBe('第 2 项维度：维度“content”重复填写');
+    for (const zh of [
+      problems(validation({ field: 'essays[0].text', message: 'text is empty' }), 'zh'),
+      problems(validation({ field: 'from', message: 'from must be a day, YYYY-MM-DD' }), 'zh'),
+      problems(validation({ field: 'alertWebhookUrl', message: 'alertWebhookUrl must point to a public address: 10.0.0.1 is private' }), 'zh'),
+    ]) {
+      expect(zh).not.toMatch(/\b(must|is empty|give)\b/);
+    }
   });
 
   it('labels the fields the console’s forms send', () => {

@@ -72,11 +72,38 @@ const ZH_PROBLEMS: Array<[RegExp, (m: RegExpExecArray) => string]> = [
   [/^must be a UUID$/, () => '须为有效的编号'],
   [/^must be a valid ISO 8601 date string$/, () => '须为有效的日期时间'],
   [/^must use https:\/\/$/, () => '须以 https:// 开头'],
+  // the service's own checks (src/…: overrides, settings, money, dates)
+  [/^must be (-?[\d.]+)–(-?[\d.]+) in steps of ([\d.]+)$/, (m) => `须为 ${m[1]}–${m[2]} 之间的分数，步长 ${m[3]}`],
+  [/^must be an integer from (-?[\d.]+) to (-?[\d.]+)$/, (m) => `须为 ${m[1]} 到 ${m[2]} 之间的整数`],
+  [/^must be a number from (-?[\d.]+) to (-?[\d.]+)$/, (m) => `须为 ${m[1]} 到 ${m[2]} 之间的数字`],
+  [/^must be a decimal string in CNY such as "([\d.]+)"$/, (m) => `须为人民币金额，例如 ${m[1]}`],
+  [/^must be at most ([\d.]+) CNY$/, (m) => `不能超过 ${m[1]} 元`],
+  [/^must be 1-100 letters, digits, spaces \(not at either end\) or (.+)$/, (m) => `须为 1–100 个字母、数字、中间的空格或 ${m[1]}`],
+  [/^must not contain control characters$/, () => '不能包含控制字符'],
+  [/^must be an IANA time zone such as "(.+)"$/, (m) => `须为时区名称，例如 ${m[1]}`],
+  [/^must be a day, YYYY-MM-DD$/, () => '须为日期，格式 YYYY-MM-DD'],
+  [/^must be YYYY-MM$/, () => '须为月份，格式 YYYY-MM'],
+  [/^must be an ISO date such as (.+)$/, (m) => `须为日期，例如 ${m[1]}`],
+  [/^must be after from$/, () => '须晚于开始日期'],
+  [/^must be a positive integer$/, () => '须为正整数'],
+  [/^(?:is empty|must not be empty)$/, () => '不能为空'],
+  [/^must point to a public address: (.+)$/, (m) => `须指向公网地址（${m[1]}）`],
+  [/^dimension "(.+)" is given twice$/, (m) => `维度“${m[1]}”重复填写`],
+  [/^no dimension "(.+)" in rubric (.+)$/, (m) => `评分标准 ${m[2]} 中没有维度“${m[1]}”`],
+  [/^webhook payment mode needs a webhookSecret$/, () => '选择支付服务商（Webhook）模式时须填写 Webhook 密钥'],
+  [/^give a score, dimensions or a comment$/, () => '请填写总分、维度分数或评语'],
+  [/^must be a JSON object$/, () => '须为 JSON 对象'],
 ];
 
 /** A field's problem in the locale (Chinese for the phrasings above). */
 export function problemText(locale: Locale, text: string): string {
   if (locale !== 'zh') return text;
+  // class-validator on a list: "each value in alertThresholds must not be greater than 1"
+  const each = /^each value in \w+ (.+)$/.exec(text);
+  if (each) {
+    const inner = problemText(locale, each[1]);
+    return inner === each[1] ? text : `每一项${inner}`;
+  }
   for (const [pattern, zh] of ZH_PROBLEMS) {
     const m = pattern.exec(text);
     if (m) return zh(m);
@@ -92,7 +119,7 @@ export function describeFailure(locale: Locale, f: FailureLike): string {
         const text = typeof d.message === 'string' ? d.message : '';
         const field = typeof d.field === 'string' ? d.field : '';
         // "body" is the request as a whole: its message is the problem
-        if (!field || field === 'body') return text;
+        if (!field || field === 'body') return problemText(locale, text);
         return translate(locale, 'fieldProblem', { field: fieldLabel(locale, field), message: problemText(locale, withoutField(field, text)) });
       })
       .join(translate(locale, 'listSeparator'));

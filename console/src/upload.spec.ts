@@ -19,18 +19,20 @@ describe('class-set upload', () => {
   });
 
   it('reads a studentRef,text CSV and says which rows are wrong', () => {
-    const out = essaysFromCsv('class.csv', 'studentRef,text\ns1,第一篇\ns 2,bad ref\ns3,\n');
+    const out = essaysFromCsv('class.csv', 'studentRef,text\ns1,第一篇\ns!2,bad ref\ns3,\n');
     expect(out.essays).toEqual([{ source: 'class.csv, row 2', studentRef: 's1', text: '第一篇' }]);
     expect(out.problems).toEqual([
       { file: 'class.csv', message: 'csvRow', vars: { row: 3 }, detail: 'csvBadStudentRef' },
       { file: 'class.csv', message: 'csvRow', vars: { row: 4 }, detail: 'csvTextEmpty' },
     ]);
-    expect(out.problems.map((p) => problemText(p, (k, v) => translate('zh', k, v)))).toEqual(['class.csv：第 3 行：学生须为 1–100 个字母、数字或 ._:@-/', 'class.csv：第 4 行：正文为空']);
+    expect(out.problems.map((p) => problemText(p, (k, v) => translate('zh', k, v)))).toEqual(['class.csv：第 3 行：学生须为 1–100 个字母、数字、中间的空格或 ._:@-/#\'·・()（）[]', 'class.csv：第 4 行：正文为空']);
     expect(essaysFromCsv('x.csv', 'name,body\na,b').problems).toEqual([{ file: 'x.csv', message: 'csvHeaderAliases' }]);
   });
 
   it('takes the student from the file name and refuses what it cannot read', async () => {
-    expect(studentRefFromName('张三 作文.docx')).toBe('张三-作文');
+    expect(studentRefFromName('张三 作文.docx')).toBe('张三 作文');
+    expect(studentRefFromName('阿依古丽·买买提 (二班).docx')).toBe('阿依古丽·买买提 (二班)');
+    expect(studentRefFromName('  李四!!  .txt')).toBe('李四');
     expect(studentRefFromName('  .txt')).toBeUndefined();
     expect(decodeUtf8(new Uint8Array([0xef, 0xbb, 0xbf, 0x61]))).toBe('a');
     expect(decodeUtf8(new Uint8Array([0xff, 0xfe, 0x00]))).toBeNull();
@@ -70,7 +72,7 @@ describe('class-set upload', () => {
 
   it('reads a pasted class: essays between lines ---, each maybe naming its student', () => {
     const name = (n: number) => `pasted essay ${n}`;
-    const pasted = '学号：s01\r\n春天来了。\n\n第二段。\n---\nstudentRef: s02\n夏天到了。\n ===\n秋天的故事——落叶。\n---\n学号：s 04\n冬天。\n---\n学号: s05\n';
+    const pasted = '学号：s01\r\n春天来了。\n\n第二段。\n---\nstudentRef: s02\n夏天到了。\n ===\n秋天的故事——落叶。\n---\n学号：s<04>\n冬天。\n---\n学号: s05\n';
     const out = essaysFromPaste(pasted, 'ignored', name);
     expect(out.essays).toEqual([
       { source: 's01', studentRef: 's01', text: '春天来了。\n\n第二段。' },

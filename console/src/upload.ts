@@ -34,16 +34,18 @@ export interface ReadFiles {
   problems: UploadProblem[];
 }
 
-/** The service's studentRef rule: 1–100 letters, digits or ._:@-/ */
-const STUDENT_REF = /^[\p{L}\p{N}._:@\-/]{1,100}$/u;
+/** The service's studentRef rule: 1–100 letters, digits, spaces inside, or ._:@-/#'·・()（）[] (a name as a class list writes it). */
+const STUDENT_REF = /^(?=\S)[\p{L}\p{M}\p{N}._:@\-/#'·・()（）[\] ]{1,100}(?<=\S)$/u;
 
-/** A student reference from a file name: "张三 作文.docx" → "张三-作文" (null when nothing is left). */
+/** A student reference from a file name: "张三 作文.docx" → "张三 作文" (undefined when nothing is left). */
 export function studentRefFromName(name: string): string | undefined {
   const base = name.replace(/\.[^.]+$/, '');
   const ref = base
-    .replace(/[^\p{L}\p{N}._:@\-/]+/gu, '-')
-    .replace(/^-+|-+$/g, '')
-    .slice(0, 100);
+    .replace(/[^\p{L}\p{M}\p{N}._:@\-/#'·・()（）[\] ]+/gu, '-')
+    .replace(/\s+/g, ' ')
+    .replace(/^[-\s]+|[-\s]+$/g, '')
+    .slice(0, 100)
+    .trim();
   return ref && STUDENT_REF.test(ref) ? ref : undefined;
 }
 

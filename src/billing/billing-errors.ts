@@ -7,6 +7,7 @@ export const BILLING_ERRORS = {
     when: "the tenant's monthly budget cannot pay for the call (policy reject, a deep review, a chat call), or model calls are paused after a billing incident",
   },
   INVALID_SIGNATURE: { status: 401, when: "a payment webhook's signature is missing, wrong or more than 5 minutes old" },
+  NOT_ON_SALE: { status: 409, when: 'a deep review is ordered while the school sells none (no price and payment mode set: GET /v1/billing/offer says)' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type BillingErrorCode = keyof typeof BILLING_ERRORS;

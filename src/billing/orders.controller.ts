@@ -7,7 +7,7 @@ import { ApiView } from '../docs/api-view';
 import { BodyLimit, KiB } from '../common/route-config';
 import { SIGNATURE_HEADER } from '../common/signature';
 import { BillingSettingsDto } from './dto/billing-settings.dto';
-import { BillingSettingsView, OrdersService, OrderView } from './orders.service';
+import { BillingSettingsView, DeepReviewOffer, OrdersService, OrderView } from './orders.service';
 import { BoundedRead } from '../tenancy/read-slot.interceptor';
 
 /** GET /v1/orders */
@@ -29,6 +29,14 @@ export class OrdersController {
   @ApiView('BillingSettingsView')
   settings(@TenantCaller() auth: TenantAuth): Promise<BillingSettingsView> {
     return this.orders.settings(auth.tenantId);
+  }
+
+  @Get('billing/offer')
+  @Auth('admin', 'teacher')
+  @ApiOperation({ summary: 'Whether deep reviews are on sale at this school, their price and how they are paid: what a teacher sees before ordering one' })
+  @ApiView('DeepReviewOffer')
+  offer(@TenantCaller() auth: TenantAuth): Promise<DeepReviewOffer> {
+    return this.orders.offer(auth.tenantId);
   }
 
   @Put('billing/settings')

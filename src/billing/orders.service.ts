@@ -14,6 +14,15 @@ import { UUID } from '../common/ids';
 
 export type { OrderStatus, OrderView, PaymentMode } from './orders.repository';
 
+/** GET /v1/billing/offer: whether the school sells deep reviews now, and at what price (CNY). */
+export interface DeepReviewOffer {
+  onSale: boolean;
+  /** the price of one deep review (null when none is on sale) */
+  price: string | null;
+  /** how an order is paid (null when none is on sale) */
+  paymentMode: PaymentMode | null;
+}
+
 export interface BillingSettingsView {
   deepReviewPrice: string | null;
   paymentMode: PaymentMode | null;
@@ -46,6 +55,13 @@ export class OrdersService {
     return { deepReviewPrice: s.deepReviewPriceNanos === null ? null : formatCny(s.deepReviewPriceNanos), paymentMode: s.paymentMode, webhookSecretSet: s.webhookSecretSet };
   }
 
+  /** What any of the tenant's keys may know before ordering a deep review: whether one is on sale, and its price. */
+  async offer(tenantId: string): Promise<DeepReviewOffer> {
+    const s = await this.settings(tenantId);
+    const onSale = s.deepReviewPrice !== null && s.paymentMode !== null;
+    return { onSale, price: onSale ? s.deepReviewPrice : null, paymentMode: onSale ? s.paymentMode : null };
+  }
+
   async updateSettings(auth: TenantAuth, dto: { deepReviewPrice: string; paymentMode: PaymentMode; webhookSecret?: string }): Promise<BillingSettingsView> {
     const current = await this.settings(auth.tenantId);
     if (dto.paymentMode === 'webhook' && !dto.webhookSecret && !current.webhookSecretSet) {
@@ -66,7 +82,7 @@ export class OrdersService {
   async create(auth: TenantAuth, essayId: string, dueBy: Date | null = null): Promise<{ order: OrderView; created: boolean }> {
     const settings = await this.settings(auth.tenantId);
     if (settings.deepReviewPrice === null || settings.paymentMode === null) {
-      throw new ApiError('CONFLICT', 'Deep reviews are not on sale: an admin must set PUT /v1/billing/settings first');
+      throw new BillingError('NOT_ON_SALE', 'Deep reviews are not on sale: an admin must set PUT /v1/billing/settings first');
     }
     const existing = await this.findForEssay(auth.tenantId, essayId);
     const open = existing.find((o) => o.status === 'awaiting_payment' || o.status === 'paid');

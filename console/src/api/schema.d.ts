@@ -197,6 +197,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/billing/offer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Whether deep reviews are on sale at this school, their price and how they are paid: what a teacher sees before ordering one */
+        get: operations["OrdersController_offer"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/orders": {
         parameters: {
             query?: never;
@@ -1210,6 +1227,14 @@ export interface components {
                 rewrite: string;
                 start: number;
             }[];
+        };
+        /** @description GET /v1/billing/offer: whether the school sells deep reviews now, and at what price (CNY). */
+        DeepReviewOffer: {
+            onSale: boolean;
+            /** @description how an order is paid (null when none is on sale) */
+            paymentMode: components["schemas"]["PaymentMode"] | null;
+            /** @description the price of one deep review (null when none is on sale) */
+            price: string | null;
         };
         DimensionAgreement: {
             /** @description share within one step, or 10% of the maximum, whichever is larger */
@@ -2287,6 +2312,44 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["BillingSettingsView"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    OrdersController_offer: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeepReviewOffer"];
                 };
             };
             /** @description A refused request: the code says why (docs/api.md, Errors) */

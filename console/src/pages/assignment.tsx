@@ -3,6 +3,7 @@ import { api, ApiFailure, ok, problems, type Schemas } from '../api/client';
 import { AgreementTable, figure } from '../agreement';
 import { useApp } from '../app-context';
 import { ChartView } from '../chart';
+import { regradeOutcome } from '../explain';
 import { dateTime } from '../format';
 import { href } from '../router';
 import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
@@ -356,7 +357,18 @@ function AgreementPanel({ assignmentId }: { assignmentId: string }) {
         >
           {t('calibrate')}
         </button>
-        <button type="button" disabled={action.busy} onClick={() => action.run(async () => t('regraded', { n: (await ok(api.POST('/v1/assignments/{id}/regrade', { params: { path: { id: assignmentId } } }))).essays }))}>
+        <button
+          type="button"
+          data-test="regrade"
+          disabled={action.busy}
+          onClick={() =>
+            action.run(async () => {
+              // Said from the answer: which calibration was applied (or that none is in force) and how many grades changed.
+              const done = regradeOutcome(await ok(api.POST('/v1/assignments/{id}/regrade', { params: { path: { id: assignmentId } } })));
+              return t(done.key, done.vars);
+            })
+          }
+        >
           {t('regrade')}
         </button>
         {c?.active && (

@@ -1,7 +1,9 @@
 import { api, ok, type Schemas } from '../api/client';
 import { useApp } from '../app-context';
 import { ChartView } from '../chart';
+import { isUsedUpAmount } from '../explain';
 import { cny, cnyExact, cnySmall, dateTime, day, percent } from '../format';
+import { href } from '../router';
 import { Loading, Outcome, Section, useAction, useLoad } from '../ui';
 
 /** Drawing only: a decimal string as a number of yuan for a chart's geometry (labels use the string). */
@@ -50,6 +52,7 @@ export function DashboardPage() {
     <>
       <h1>{t('navDashboard')}</h1>
       <Incidents budget={b} onChanged={budget.reload} />
+      <UsedUp budget={b} />
       <div class="grid">
         <Section title={t('budget')} id="budget">
           <div class="gauge-wrap">
@@ -196,6 +199,24 @@ function UsageTable({ title, column, rows, error, name }: { title: string; colum
 }
 
 type Budget = Schemas['BudgetView'];
+
+/**
+ * The month's budget is used up (nothing remains to admit a call): said on top of the page, with
+ * what happens to new essays under the school's policy until the month ends or the cap is raised.
+ */
+function UsedUp({ budget }: { budget: Budget }) {
+  const { t } = useApp();
+  if (!isUsedUpAmount(budget.remaining)) return null;
+  return (
+    <section class="card alert" id="budget-used-up" data-test="budget-used-up" role="alert">
+      <h2>{t('budgetUsedUpTitle')}</h2>
+      <p>{t(budget.whenExhausted === 'reject' ? 'budgetUsedUp_reject' : 'budgetUsedUp_offline', { spent: cnySmall(budget.spent), cap: cny(budget.monthlyCap) })}</p>
+      <p>
+        <a href={`${href.settings()}`}>{t('raiseCap')}</a>
+      </p>
+    </section>
+  );
+}
 
 /**
  * Budget incidents not yet acknowledged, on top of the page: one that pauses admission stops every

@@ -1,7 +1,8 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, ok, type Schemas } from '../api/client';
+import { api, ApiFailure, ok, type Schemas } from '../api/client';
 import { runs } from '../annotate';
 import { useApp } from '../app-context';
+import { failureWords } from '../explain';
 import { cny, cnyExact, dateTime } from '../format';
 import type { MessageKey } from '../i18n';
 import { href } from '../router';
@@ -12,8 +13,10 @@ type Grade = NonNullable<Essay['grade']>;
 
 /** A graded essay: its text with the annotations drawn on it, scores, comments, flags, override, deep review. */
 export function EssayPage({ id, print }: { id: string; print: boolean }) {
-  const { t, code } = useApp();
+  const { t, code, locale } = useApp();
   const essay = useLoad(() => ok(api.GET('/v1/essays/{id}', { params: { path: { id } } })), [id]);
+  const status = essay.data?.status;
+  useFollowGrading(id, status === 'queued' || status === 'grading', essay.reload);
   if (!essay.data) return <Loading error={essay.error} />;
   const e = essay.data;
   if (print) return <PrintView essay={e} />;
@@ -28,7 +31,12 @@ export function EssayPage({ id, print }: { id: string; print: boolean }) {
       </h1>
       <p>
         {t('status')}: <span class={`status status-${e.status}`}>{code('status', e.status)}</span>
-        {e.failure && <span class="error"> · {t('failure', { reason: e.failure.reason })}</span>}
+        {e.failure && (
+          <span class="error" data-test="failure" title={`${e.failure.code}: ${e.failure.reason}`}>
+            {' '}
+            · {t('failure', { reason: failureWords(locale, e.failure) })}
+          </span>
+        )}
       </p>
       <Flags essay={e} />
       <div class="essay-layout">
@@ -36,7 +44,7 @@ export function EssayPage({ id, print }: { id: string; print: boolean }) {
           <AnnotatedText text={e.text} grade={e.grade} />
         </Section>
         <div>
-          {e.grade && <GradeView grade={e.grade} />}
+          {e.grade && <GradeView grade={e.grade} original={e.originalGrade} />}
           {e.grade && <Override essay={e} onSaved={essay.reload} />}
           {e.originalGrade && (
             <Section title={t('originalGrade')} id="original-grade">
@@ -59,6 +67,38 @@ export function EssayPage({ id, print }: { id: string; print: boolean }) {
       </div>
     </>
   );
+}
+
+/** Live-followed essays are read again at most this often when their stream cannot open (ms). */
+const POLL_MS = 3000;
+
+/**
+ * While the essay is queued or being graded, its page follows it over the essay's event stream
+ * (as the assignment's list does) and reads it again at each change, so the grade shows when it
+ * lands; a stream that cannot open (the tenant's cap on open streams, a dropped connection) is
+ * replaced by reading the essay every few seconds.
+ */
+function useFollowGrading(id: string, pending: boolean, reload: () => void): void {
+  useEffect(() => {
+    if (!pending) return;
+    let source: EventSource | null = new EventSource(`/v1/essays/${id}/events`);
+    let timer: ReturnType<typeof setInterval> | null = null;
+    const stop = () => {
+      source?.close();
+      source = null;
+    };
+    source.addEventListener('status', () => reload());
+    source.addEventListener('grade', () => reload());
+    source.addEventListener('end', () => (stop(), reload()));
+    source.addEventListener('error', () => {
+      stop();
+      if (!timer) timer = setInterval(reload, POLL_MS);
+    });
+    return () => {
+      stop();
+      if (timer) clearInterval(timer);
+    };
+  }, [id, pending, reload]);
 }
 
 const CATEGORIES = ['typo', 'grammar', 'word_choice', 'punctuation', 'logic', 'structure', 'style', 'highlight'] as const;
@@ -122,7 +162,7 @@ function Flags({ essay }: { essay: Essay }) {
   );
 }
 
-function GradeView({ grade }: { grade: Grade }) {
+function GradeView({ grade, original }: { grade: Grade; original?: Grade | null }) {
   const { t, code, session, intl } = useApp();
   return (
     <Section title={t('dimensions')} id="grade">
@@ -167,8 +207,13 @@ function GradeView({ grade }: { grade: Grade }) {
           </ul>
         </>
       )}
-      <p class="muted">
-        {t('gradedBy', { source: grade.model ?? code('source', grade.source) })} · {dateTime(grade.gradedAt, session.timezone, intl)}
+      <p class="muted" data-test="graded-by">
+        {grade.source === 'teacher'
+          ? original
+            ? t('gradedByTeacher', { source: original.model ?? code('source', original.source) })
+            : t('overridden')
+          : t('gradedBy', { source: grade.model ?? code('source', grade.source) })}{' '}
+        · {dateTime(grade.gradedAt, session.timezone, intl)}
         <span class="cost"> · {cny(grade.cost, 6)}</span>
       </p>
     </Section>
@@ -178,6 +223,11 @@ function GradeView({ grade }: { grade: Grade }) {
 function Override({ essay, onSaved }: { essay: Essay; onSaved: () => void }) {
   const { t } = useApp();
   const grade = essay.grade!;
+  // The scores the rubric allows (whole points, half points or half bands): the fields take no other.
+  const rubric = useLoad(
+    () => ok(api.GET('/v1/rubrics/{key}', { params: { path: { key: essay.rubric.key }, query: { version: String(essay.rubric.version) } } })),
+    [essay.rubric.key, essay.rubric.version],
+  );
   const [dims, setDims] = useState<Record<string, string>>(() => Object.fromEntries(grade.dimensions.map((d) => [d.key, String(d.score)])));
   const [comment, setComment] = useState('');
   const [total, setTotal] = useState('');
@@ -201,17 +251,20 @@ function Override({ essay, onSaved }: { essay: Essay; onSaved: () => void }) {
       return t('saved');
     });
   };
+  // Until the rubric is read (or if it cannot be), the service still refuses a score off its steps, in words.
+  const steps = scoreSteps(rubric.data);
+  const range = (max: number, step: number | undefined) => `(0–${max}${step !== undefined && step !== 1 ? `, ${t('inSteps', { step })}` : ''})`;
   return (
     <Section title={t('override')} id="override">
       <p>{t('overrideHelp')}</p>
       <form onSubmit={save} class="stack" data-test="override">
         {grade.dimensions.map((d) => (
-          <Field label={`${d.name} (0–${d.max})`}>
-            <input type="number" name={`dim-${d.key}`} min={0} max={d.max} step="any" required value={dims[d.key]} onInput={(e) => setDims({ ...dims, [d.key]: e.currentTarget.value })} />
+          <Field label={`${d.name} ${range(d.max, steps?.dimension(d.key))}`}>
+            <input type="number" name={`dim-${d.key}`} min={0} max={d.max} step={steps?.dimension(d.key) ?? 'any'} required value={dims[d.key]} onInput={(e) => setDims({ ...dims, [d.key]: e.currentTarget.value })} />
           </Field>
         ))}
-        <Field label={`${t('overrideTotal')} (0–${grade.maxScore})`}>
-          <input type="number" name="total" min={0} max={grade.maxScore} step="any" value={total} onInput={(e) => setTotal(e.currentTarget.value)} />
+        <Field label={`${t('overrideTotal')} ${range(grade.maxScore, steps?.total)}`}>
+          <input type="number" name="total" min={0} max={grade.maxScore} step={steps?.total ?? 'any'} value={total} onInput={(e) => setTotal(e.currentTarget.value)} />
         </Field>
         <Field label={t('comment')}>
           <textarea name="comment" rows={3} maxLength={4000} value={comment} onInput={(e) => setComment(e.currentTarget.value)} />
@@ -225,13 +278,36 @@ function Override({ essay, onSaved }: { essay: Essay; onSaved: () => void }) {
   );
 }
 
+type Rubric = Schemas['RubricView'];
+
+/** The rubric's score steps: each dimension's, and the total's (half bands for a mean, else the finest dimension's), as the service checks them. */
+export function scoreSteps(rubric: Pick<Rubric, 'dimensions' | 'totalRule'> | undefined): { dimension: (key: string) => number | undefined; total: number } | null {
+  if (!rubric || !rubric.dimensions.length) return null;
+  return {
+    dimension: (key) => rubric.dimensions.find((d) => d.key === key)?.step,
+    total: rubric.totalRule === 'mean_half_band' ? 0.5 : Math.min(...rubric.dimensions.map((d) => d.step)),
+  };
+}
+
+/** Whether the school sells deep reviews, and at what price (GET /v1/billing/offer: any key, so a teacher sees it before ordering). */
+function useDeepOffer(): { known: boolean; price: string | null } {
+  const offer = useLoad(() => ok(api.GET('/v1/billing/offer')), []);
+  const o = offer.data;
+  if (!o) return { known: false, price: null };
+  return { known: true, price: o.onSale ? o.price : null };
+}
+
+/** The service's answer to an order when the school sells no deep reviews (OrdersService.create). */
+const isNotOnSale = (err: unknown) => err instanceof ApiFailure && err.code === 'NOT_ON_SALE';
+
 function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void }) {
-  const { t, code } = useApp();
+  const { t, code, session } = useApp();
   const action = useAction();
   const [asked, setAsked] = useState(false);
+  const offer = useDeepOffer();
+  // Or from a refused order: the offer changed after the page read it.
+  const [refusedNotOnSale, setRefusedNotOnSale] = useState(false);
   const order = essay.deepReview;
-  const deepGrade = essay.deepGrade;
-  const deep = deepGrade?.deep;
   // A paid order is being delivered: look again every few seconds until it is (or is refunded).
   const pending = order?.status === 'paid' || order?.status === 'awaiting_payment';
   useEffect(() => {
@@ -241,10 +317,19 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
   }, [pending, onChanged]);
   const place = () =>
     action.run(async () => {
-      await ok(api.POST('/v1/essays/{id}/deep-review', { params: { path: { id: essay.id } }, body: {} }));
-      setAsked(false);
-      onChanged();
+      try {
+        const placed = await ok(api.POST('/v1/essays/{id}/deep-review', { params: { path: { id: essay.id } }, body: {} }));
+        setAsked(false);
+        onChanged();
+        return t('deepOrdered', { price: cnyExact(placed.price) });
+      } catch (err) {
+        if (!isNotOnSale(err)) throw err;
+        setAsked(false);
+        setRefusedNotOnSale(true);
+      }
     });
+  const notOnSale = (offer.known && offer.price === null) || refusedNotOnSale;
+  const orderable = essay.status !== 'queued' && essay.status !== 'grading';
   return (
     <Section title={t('deepReview')} id="deep-review">
       {order ? (
@@ -252,15 +337,24 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
           {t('deepReviewState', { status: code('deep', order.status) })} · {cnyExact(order.price)}
           {order.refundReason ? ` · ${order.refundReason}` : ''}
         </p>
+      ) : notOnSale ? (
+        <p class="muted" data-test="deep-not-on-sale">
+          {session.role === 'admin' ? (
+            <>
+              {t('deepNotOnSale')} <a href={href.settings()}>{t('navSettings')}</a>
+            </>
+          ) : (
+            t('deepNotOnSaleTeacher')
+          )}
+        </p>
       ) : (
-        essay.status !== 'queued' &&
-        essay.status !== 'grading' &&
+        orderable &&
         (asked ? (
           <>
-            <p>{t('deepOrderExplain')}</p>
+            <p data-test="deep-price">{offer.price !== null ? t('deepOrderPrice', { price: cnyExact(offer.price) }) : t('deepOrderExplain')}</p>
             <p class="row">
               <button type="button" data-test="deep-confirm" disabled={action.busy} onClick={place}>
-                {t('deepOrderConfirm')}
+                {offer.price !== null ? `${t('deepOrderConfirm')} · ${cnyExact(offer.price)}` : t('deepOrderConfirm')}
               </button>
               <button type="button" class="secondary" disabled={action.busy} onClick={() => setAsked(false)}>
                 {t('cancel')}
@@ -274,6 +368,18 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
         ))
       )}
       <Outcome message={action.message} failed={action.failed} />
+      <DeepReviewBody essay={essay} />
+    </Section>
+  );
+}
+
+/** The delivered deep review: the premium model's summary, paragraph by paragraph, the revision plan, rewrites, notes on sentences. */
+function DeepReviewBody({ essay }: { essay: Essay }) {
+  const { t, code } = useApp();
+  const deepGrade = essay.deepGrade;
+  const deep = deepGrade?.deep;
+  return (
+    <>
       {deepGrade && deepGrade.summary && (
         <>
           <h3>{t('deepSummary')}</h3>
@@ -333,7 +439,7 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
           </ul>
         </>
       )}
-    </Section>
+    </>
   );
 }
 
@@ -378,9 +484,11 @@ function Erase({ essay }: { essay: Essay }) {
   );
 }
 
-/** One graded essay laid out for paper: text with marks, scores, comments; the browser's print dialog prints it. */
+/** One graded essay laid out for paper: its assignment, text with marks, scores, comments, the deep review; the browser's print dialog prints it. */
 function PrintView({ essay }: { essay: Essay }) {
   const { t } = useApp();
+  const assignmentId = essay.assignmentId;
+  const assignment = useLoad(() => (assignmentId ? ok(api.GET('/v1/assignments/{id}', { params: { path: { id: assignmentId } } })) : Promise.resolve(null)), [assignmentId]);
   return (
     <article class="print-view">
       <p class="no-print row">
@@ -389,11 +497,21 @@ function PrintView({ essay }: { essay: Essay }) {
           {t('print')}
         </button>
       </p>
+      {assignment.data && (
+        <p class="print-assignment" data-test="print-assignment">
+          {t('printAssignment', { title: assignment.data.title })}
+        </p>
+      )}
       <h1>
-        {essay.studentRef ?? ''} {essay.title ?? ''}
+        {essay.studentRef ?? t('essay')} {essay.title ? `· ${essay.title}` : ''}
       </h1>
       <AnnotatedText text={essay.text} grade={essay.grade} />
-      {essay.grade && <GradeView grade={essay.grade} />}
+      {essay.grade && <GradeView grade={essay.grade} original={essay.originalGrade} />}
+      {essay.deepGrade && (
+        <Section title={t('deepReview')} id="print-deep-review">
+          <DeepReviewBody essay={essay} />
+        </Section>
+      )}
     </article>
   );
 }

@@ -10,7 +10,8 @@ export function KeysPage() {
   const keys = useLoad(() => ok(api.GET('/v1/api-keys')), []);
   const [name, setName] = useState('');
   const [role, setRole] = useState<'teacher' | 'admin'>('teacher');
-  const [created, setCreated] = useState<string | null>(null);
+  // The key just created, shown once: until it is revoked (here, or as the list says on reload).
+  const [created, setCreated] = useState<{ id: string; key: string } | null>(null);
   const action = useAction();
   // Revoking is asked twice, on the row; its outcome is told on that row.
   const revoking = useAction();
@@ -21,7 +22,7 @@ export function KeysPage() {
     e.preventDefault();
     void action.run(async () => {
       const k = await ok(api.POST('/v1/api-keys', { body: { name, role } }));
-      setCreated(k.key);
+      setCreated({ id: k.id, key: k.key });
       setName('');
       keys.reload();
     });
@@ -31,6 +32,7 @@ export function KeysPage() {
     return revoking.run(async () => {
       await ok(api.DELETE('/v1/api-keys/{id}', { params: { path: { id } } }));
       setAsked(null);
+      setCreated((c) => (c?.id === id ? null : c));
       keys.reload();
       return t('revokedName', { name });
     });
@@ -54,9 +56,9 @@ export function KeysPage() {
             {t('createKey')}
           </button>
         </form>
-        {created && (
+        {created && !keys.data?.data.some((k) => k.id === created.id && k.revokedAt) && (
           <p class="secret" role="status">
-            {t('keyShownOnce')} <code data-test="new-key">{created}</code>
+            {t('keyShownOnce')} <code data-test="new-key">{created.key}</code>
           </p>
         )}
         <Outcome message={action.message} failed={action.failed} />

@@ -1,18 +1,8 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, ok } from '../api/client';
 import { useApp } from '../app-context';
+import { readThresholds, thresholdsToText } from '../thresholds';
 import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
-
-/** "50, 80, 100" (percent) ⇄ [0.5, 0.8, 1] (the API's fractions). */
-export function thresholdsToText(fractions: number[]): string {
-  return fractions.map((f) => String(Math.round(f * 10_000) / 100)).join(', ');
-}
-export function thresholdsFromText(text: string): number[] {
-  return text
-    .split(/[,，\s]+/)
-    .filter(Boolean)
-    .map((p) => Math.round(Number(p) * 100) / 10_000);
-}
 
 /** Budget policy and alerts, billing, grading policy. */
 export function SettingsPage() {
@@ -35,6 +25,8 @@ function BudgetPolicy() {
   const [thresholds, setThresholds] = useState('');
   const [webhook, setWebhook] = useState('');
   const [webhookSecret, setWebhookSecret] = useState('');
+  // A save refused for the thresholds as typed: their problem is told as an alert (in the page's language) until they change.
+  const [refused, setRefused] = useState(false);
   // The form shows once its fields hold the loaded values, so nothing typed is overwritten by them.
   const [filled, setFilled] = useState(false);
   const action = useAction();
@@ -47,15 +39,28 @@ function BudgetPolicy() {
     setFilled(true);
   }, [budget.data]);
   if (!budget.data || !filled) return <Loading error={budget.error} />;
+  // Percentages of the cap, as typed; what will be saved is shown under the field as it is typed.
+  const read = readThresholds(thresholds);
+  const readWords = read.ok
+    ? read.percents.length
+      ? t('thresholdsPreview', { list: read.percents.map((p) => `${p}%`).join(t('listComma')) })
+      : t('thresholdsNone')
+    : t(read.problem, read.vars);
   const save = (e: Event) => {
     e.preventDefault();
+    if (!read.ok) {
+      setRefused(true);
+      (e.currentTarget as HTMLFormElement).querySelector<HTMLInputElement>('input[name=alertThresholds]')?.focus();
+      return;
+    }
+    const alertThresholds = read.fractions;
     void action.run(async () => {
       await ok(
         api.PUT('/v1/budget', {
           body: {
             monthlyCap: cap.trim(),
             whenExhausted: when,
-            alertThresholds: thresholdsFromText(thresholds),
+            alertThresholds,
             alertWebhookUrl: webhook.trim() || null,
             ...(webhookSecret ? { alertWebhookSecret: webhookSecret } : {}),
           },
@@ -79,7 +84,17 @@ function BudgetPolicy() {
           </select>
         </Field>
         <Field label={t('alertThresholds')}>
-          <input name="alertThresholds" value={thresholds} onInput={(e) => setThresholds(e.currentTarget.value)} />
+          <input
+            name="alertThresholds"
+            inputMode="decimal"
+            value={thresholds}
+            aria-invalid={!read.ok}
+            aria-describedby="thresholds-read"
+            onInput={(e) => (setThresholds(e.currentTarget.value), setRefused(false))}
+          />
+          <small id="thresholds-read" class={read.ok ? undefined : 'error'} data-test="thresholds-read" role={refused && !read.ok ? 'alert' : undefined} aria-live="polite">
+            {readWords}
+          </small>
         </Field>
         <Field label={t('alertWebhookUrl')}>
           <input name="alertWebhookUrl" type="url" value={webhook} onInput={(e) => setWebhook(e.currentTarget.value)} />
