@@ -13,6 +13,7 @@ import { waitForEssays } from './support/grading';
 import { collectProblems, launchBrowser, screenshot } from './support/browser';
 import { signPayload } from '../src/common/signature';
 import { AppWithFake, startAppWithFake } from './support/app-with-fake';
+import { OPERATOR_TOKEN } from './support/test-app';
 import type { TestTenant } from './support/factories';
 
 /**
@@ -792,6 +793,48 @@ describe('the web console in a browser', () => {
       expect(again.problems).toEqual([]);
     } finally {
       await again.ctx.close();
+    }
+  }, 90_000);
+
+  it("an assignment's essays without a stream (past the school's cap on open streams) are read from its list, not one request an essay, and show their grades", async () => {
+    const school = await s.f.newTenant({ monthlyBudget: '50.00' });
+    const teacher = (await s.f.newKey(school, 'teacher')).key;
+    await s.t.http.put(`/v1/tenants/${school.tenantId}/limits`).set('authorization', `Bearer ${OPERATOR_TOKEN}`).send({ eventStreams: 1 }).expect(200);
+    const http = s.t.http;
+    const assignmentId = (await http.post('/v1/assignments').set('authorization', `Bearer ${teacher}`).send({ title: '第五单元', prompt: '以“雨”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id as string;
+    // The model answers slowly, so the page opens while the class is still being graded.
+    s.fake.setLatency(4_000);
+    const ids: string[] = (
+      await http
+        .post('/v1/essays/batch')
+        .set('authorization', `Bearer ${teacher}`)
+        .send({ assignmentId, essays: Array.from({ length: 6 }, (_, i) => ({ studentRef: `雨${i}`, text: generateEssay(9300 + i, 'zh').text })) })
+        .expect(202)
+    ).body.ids;
+    const { ctx, page, problems } = await openConsole();
+    const single: string[] = [];
+    const lists: string[] = [];
+    page.on('request', (r) => {
+      const u = new URL(r.url());
+      if (/^\/v1\/essays\/[0-9a-f-]{36}$/.test(u.pathname)) single.push(u.pathname);
+      if (u.pathname === '/v1/essays') lists.push(u.search);
+    });
+    try {
+      await signIn(page, teacher);
+      await page.goto(`${base}/console/#/assignments/${assignmentId}`);
+      await page.waitForSelector(`tr[data-essay="${ids[0]}"]`);
+      // Every row reaches its final status on the page without a reload.
+      await page.waitForFunction((n) => document.querySelectorAll('tr[data-essay][data-status=graded], tr[data-essay][data-status=needs_review]').length === n, { timeout: 45_000 }, ids.length);
+      const views = await waitForEssays(s.t.app, teacher, ids);
+      for (const v of views) {
+        expect(await page.$eval(`tr[data-essay="${v.id}"] td.num`, (el) => el.textContent)).toBe(`${v.grade.score} / ${v.grade.maxScore}`);
+      }
+      expect(single).toEqual([]); // no essay was read on its own
+      expect(lists.length).toBeGreaterThan(1); // the first read, then the polls of the list
+      expect(problems.filter((p) => !/429|Too Many Requests|EventSource/i.test(p))).toEqual([]);
+    } finally {
+      s.fake.setLatency(0);
+      await ctx.close();
     }
   }, 90_000);
 

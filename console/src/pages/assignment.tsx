@@ -170,6 +170,19 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
   );
 }
 
+/** Every essay of the assignment, page after page (a class set may hold more than a page). */
+async function essaysOf(assignmentId: string): Promise<Essay[]> {
+  const out: Essay[] = [];
+  let cursor: string | undefined;
+  for (let n = 0; n < MAX_PAGES; n++) {
+    const page = await ok(api.GET('/v1/essays', { params: { query: { assignmentId, limit: 100, ...(cursor ? { cursor } : {}) } } }));
+    out.push(...page.data);
+    if (!page.nextCursor) break;
+    cursor = page.nextCursor;
+  }
+  return out;
+}
+
 /** The assignment's essays; those still being graded are followed live over Server-Sent Events. */
 function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string; refresh: number; onFinished: () => void }) {
   const { t, code, session, intl } = useApp();
@@ -178,19 +191,7 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
 
   useEffect(() => {
     let live = true;
-    // Every essay of the assignment, page after page (a class set may hold more than a page).
-    const all = async (): Promise<Essay[]> => {
-      const out: Essay[] = [];
-      let cursor: string | undefined;
-      for (let n = 0; n < MAX_PAGES; n++) {
-        const page = await ok(api.GET('/v1/essays', { params: { query: { assignmentId, limit: 100, ...(cursor ? { cursor } : {}) } } }));
-        out.push(...page.data);
-        if (!page.nextCursor) break;
-        cursor = page.nextCursor;
-      }
-      return out;
-    };
-    all().then(
+    essaysOf(assignmentId).then(
       (list) => live && setEssays(list),
       (err) => live && setError(problems(err)),
     );
@@ -250,14 +251,23 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
       });
     }
     if (!pending.length) return;
-    // Every essay without an open stream (past the cap, or its stream failed) is read again every few seconds.
+    // Every essay without an open stream (past the cap, or its stream failed) is read again every
+    // few seconds, from the assignment's list (a page of 100 a request, not one request an essay:
+    // a class of 200 would meet the key's rate limit), one reading at a time.
+    let reading = false;
     const timer = setInterval(() => {
-      for (const id of pendingNow.current.filter((x) => !streams.current.has(x))) {
-        void ok(api.GET('/v1/essays/{id}', { params: { path: { id } } })).then((e) => {
-          update(id, { status: e.status, flags: e.flags, score: e.grade?.score ?? null, maxScore: e.grade?.maxScore ?? null });
-          if (TERMINAL.has(e.status)) finished();
-        }, () => undefined);
-      }
+      const unwatched = new Set(pendingNow.current.filter((x) => !streams.current.has(x)));
+      if (!unwatched.size || reading) return;
+      reading = true;
+      essaysOf(assignmentId)
+        .then((list) => {
+          for (const e of list) {
+            if (!unwatched.has(e.id)) continue;
+            update(e.id, { status: e.status, flags: e.flags, score: e.score, maxScore: e.maxScore });
+            if (TERMINAL.has(e.status)) finished();
+          }
+        }, () => undefined)
+        .finally(() => (reading = false));
     }, 3000);
     return () => clearInterval(timer);
     // eslint-disable-next-line react-hooks/exhaustive-deps
