@@ -76,6 +76,7 @@ export class EssaysController {
   }
 
   @Get(':id')
+  @BoundedRead() // a view can be a few hundred kilobytes (text, grades, deep review, overrides): a flood of them is bounded too
   @ApiOperation({ summary: 'An essay with its status, grade, flags and cost' })
   @ApiView('EssayView')
   get(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<EssayView> {

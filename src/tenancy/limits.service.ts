@@ -60,7 +60,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   eventStreams: 'open event streams (SSE)',
   providerCalls: 'model calls at providers at once, all purposes; more wait their turn (a chat call whose client closes the connection while it waits is never sent, and charged nothing)',
   reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn, 32 at most, then 429 (one whose client closes the connection leaves the queue unread)',
-  readsInFlight: "lists and exports read at once (essays, assignments and an assignment's counts, grades.csv, agreement, quality, a calibration's fit and a regrade); more wait their turn, 64 at most, then 429 (one whose client closes the connection leaves the queue unread)",
+  readsInFlight: "lists, exports and essays read at once (the essay list and one essay's view, assignments and an assignment's counts, grades.csv, orders, agreement, quality, a calibration's fit and a regrade); more wait their turn, 64 at most, then 429 (one whose client closes the connection leaves the queue unread)",
 };
 
 const BUCKETS_MAX = 100_000;
