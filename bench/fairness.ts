@@ -23,7 +23,7 @@
  */
 import { Client } from 'pg';
 import { generateEssay } from '../test/support/essays';
-import { commit, dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, machine, newTenant, runMain, sleep, startFake, startService } from './lib/harness';
+import { commit, dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, machine, newTenant, runMain, sleep, startFake, startService, waitEssaysDone } from './lib/harness';
 
 const TERMINAL = new Set(['graded', 'needs_review', 'failed']);
 const CLASS_SET = 200;
@@ -286,16 +286,6 @@ async function submitAndWatch(
   }
 }
 
-async function waitAllDone(db: Client, tenantId: string, n: number, limitMs: number): Promise<void> {
-  const t0 = Date.now();
-  for (;;) {
-    const [{ done }] = (await db.query(`SELECT count(*)::int AS done FROM essays WHERE tenant_id = $1 AND status IN ('graded', 'needs_review', 'failed')`, [tenantId])).rows;
-    if (done >= n) return;
-    if (Date.now() - t0 > limitMs) throw new Error(`only ${done} of ${n} essays done after ${Math.round(limitMs / 1000)} s`);
-    await sleep(500);
-  }
-}
-
 /** Per-essay timings of one side, joined with what the database recorded. */
 async function summarize(db: Client, tenantId: string, otherTenantId: string | null, run: Run): Promise<SideSummary> {
   // Times in epoch milliseconds from the database clock (same machine as the client's).
@@ -419,7 +409,7 @@ export async function runFairness(): Promise<FairnessResult> {
       key: warm.teacherKey,
       body: { essays: Array.from({ length: 10 }, (_, i) => ({ text: generateEssay(800_000 + i, i % 2 ? 'zh' : 'en').text, studentRef: `w${i}` })) },
     });
-    await waitAllDone(db, warm.tenantId, 10, 60_000);
+    await waitEssaysDone(db, warm.tenantId, 10, 60_000);
 
     // 1. B alone: the class set on an idle service.
     const alone = await newTenant(service.url);
@@ -457,7 +447,7 @@ export async function runFairness(): Promise<FairnessResult> {
     if (!bTask) bTask = submitAndWatch(service.url, databaseUrl, b.tenantId, a.tenantId, b.teacherKey, bSet);
     const floodRun = await bTask;
     process.stdout.write('fairness: B done; waiting for A to drain…\n');
-    await waitAllDone(db, a.tenantId, floodEssays, 10 * 60_000);
+    await waitEssaysDone(db, a.tenantId, floodEssays, 10 * 60_000);
     const bDuringFlood = await summarize(db, b.tenantId, a.tenantId, floodRun);
 
     // A's throughput and what B's essays would have waited behind under FIFO.

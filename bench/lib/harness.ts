@@ -299,3 +299,14 @@ export function runMain<T extends object>(file: string, fn: () => Promise<T>, pa
       process.exit(1);
     });
 }
+
+/** Waits until `n` of the tenant's essays have a final status (graded, needs_review, failed), read from the database every 0.5 s. */
+export async function waitEssaysDone(db: Client, tenantId: string, n: number, limitMs: number): Promise<void> {
+  const t0 = Date.now();
+  for (;;) {
+    const [{ done }] = (await db.query(`SELECT count(*)::int AS done FROM essays WHERE tenant_id = $1 AND status IN ('graded', 'needs_review', 'failed')`, [tenantId])).rows;
+    if (done >= n) return;
+    if (Date.now() - t0 > limitMs) throw new Error(`only ${done} of ${n} essays done after ${Math.round(limitMs / 1000)} s`);
+    await sleep(500);
+  }
+}

@@ -2,14 +2,15 @@ import { renderFairness } from './report-fairness';
 import { renderHostile } from './report-hostile';
 import { renderInjection } from './report-injection';
 import { renderQuality } from './report-quality';
+import { renderReadFlood } from './report-read-flood';
 import { caseHeadline, renderCaseStudy } from './report-case-study';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { renderLedger, renderPeers } from './report-growth';
 
-/** The results of the benchmarks run on their own (bench:ledger, bench:peers, and the latest bench:case-study and bench:drill), laid over `results`. */
+/** The results of the benchmarks run on their own (bench:ledger, bench:peers, bench:read-flood, and the latest bench:case-study and bench:drill), laid over `results`. */
 export function withSeparateRuns(results: any, root: string): any {
-  const separate: Array<[string, string]> = [['ledger', 'ledger'], ['peers', 'peers'], ['case-study', 'caseStudy'], ['drill', 'drill']];
+  const separate: Array<[string, string]> = [['ledger', 'ledger'], ['peers', 'peers'], ['case-study', 'caseStudy'], ['drill', 'drill'], ['read-flood', 'readFlood']];
   for (const [file, key] of separate) {
     const at = path.join(root, `bench/results/${file}.json`);
     if (fs.existsSync(at)) results[key] = JSON.parse(fs.readFileSync(at, 'utf8'));
@@ -92,7 +93,8 @@ to a process that died before it could record the answer is made again by the jo
 takes an idempotency key that would let the retry fetch the first answer instead).
 ` : ''}${r.drill.note ? `\n${r.drill.note}\n` : ''}
 ${r.fairness ? renderFairness(r.fairness) : ''}
-${r.hostile ? renderHostile(r.hostile) : ''}
+${r.readFlood ? `${renderReadFlood(r.readFlood)}
+` : ''}${r.hostile ? renderHostile(r.hostile) : ''}
 ${r.injection ? renderInjection(r.injection) : ''}
 ${r.quality ? renderQuality(r.quality) : ''}
 ${r.peers ? renderPeers(r.peers) : ''}
