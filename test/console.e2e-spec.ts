@@ -546,6 +546,38 @@ describe('the web console in a browser', () => {
     }
   }, 60_000);
 
+  it('keeps what a teacher typed when the session ends mid-use: signed in again over the page, the form is as it was', async () => {
+    const first = await s.f.newKey(tenant, 'teacher');
+    const second = await s.f.newKey(tenant, 'teacher');
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, first.key);
+      await page.goto(`${base}/console/#/assignments`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('#new-assignment input[name=title]');
+      await page.type('#new-assignment input[name=title]', '第六单元 期中作文');
+      await page.type('#new-assignment textarea[name=prompt]', '以“我眼中的秋天”为题，写一篇不少于800字的记叙文。');
+      // The key is revoked while the teacher types; the form's save is refused and the sign-in comes over the page.
+      await s.t.http.delete(`/v1/api-keys/${first.id}`).set('authorization', `Bearer ${tenant.adminKey}`).expect((r) => expect([200, 204]).toContain(r.status));
+      await page.click('#new-assignment button[type=submit]');
+      await page.waitForSelector('[data-test=signin-again] [data-test=session-ended]');
+      expect(await page.$eval('main#main', (el) => el.hasAttribute('inert'))).toBe(true);
+      await screenshot(page, 'session-ended-over-page');
+      await page.focus('[data-test=signin-again] input[name=key]');
+      await page.keyboard.type(second.key);
+      await page.keyboard.press('Enter');
+      await page.waitForFunction(() => !document.querySelector('[data-test=signin-again]'));
+      // What was typed is still there, and saved now.
+      expect(await page.$eval('#new-assignment input[name=title]', (el) => (el as HTMLInputElement).value)).toBe('第六单元 期中作文');
+      expect(await page.$eval('#new-assignment textarea[name=prompt]', (el) => (el as HTMLTextAreaElement).value)).toContain('我眼中的秋天');
+      await Promise.all([page.waitForFunction(() => /^#\/assignments\/[0-9a-f-]{36}$/.test(location.hash)), page.click('#new-assignment button[type=submit]')]);
+      const id = await page.evaluate(() => location.hash.split('/')[2]);
+      expect((await api(second.key).get(`/v1/assignments/${id}`).expect(200)).body.title).toBe('第六单元 期中作文');
+      expect(problems.filter((p) => !/401|Unauthorized/i.test(p))).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+
   it("a revoked key's session stops working, and signing out ends a session", async () => {
     const key = await s.f.newKey(tenant, 'teacher');
     const { ctx, page } = await openConsole();

@@ -21,7 +21,8 @@ function toSession(s: SessionAnswer): Session {
   return { tenantId: s.tenantId, keyId: s.keyId, role: s.role, timezone: s.timezone, expiresAt: s.expiresAt };
 }
 
-function SignIn({ locale, onSignedIn, ended }: { locale: Locale; onSignedIn: (s: Session) => void; ended?: boolean }) {
+function SignIn({ locale, onSignedIn, ended, dialog }: { locale: Locale; onSignedIn: (s: Session) => void; ended?: boolean; dialog?: boolean }) {
+  const Root = dialog ? 'div' : 'main';
   const t = (k: MessageKey) => translate(locale, k);
   const [key, setKey] = useState('');
   // kept as it came, put in words when shown (the language can change meanwhile)
@@ -42,8 +43,8 @@ function SignIn({ locale, onSignedIn, ended }: { locale: Locale; onSignedIn: (s:
     }
   };
   return (
-    <main class="signin">
-      <h1>{t('signInTitle')}</h1>
+    <Root class="signin">
+      <h1 id="signin-title">{t('signInTitle')}</h1>
       {ended && (
         <p class="error" role="alert" data-test="session-ended">
           {t('sessionEnded')}
@@ -64,7 +65,7 @@ function SignIn({ locale, onSignedIn, ended }: { locale: Locale; onSignedIn: (s:
           </p>
         )}
       </form>
-    </main>
+    </Root>
   );
 }
 
@@ -121,10 +122,12 @@ function App() {
     setLocale(next);
   };
   useEffect(() => {
+    // A session refused mid-use keeps its page (and whatever was typed in it) under the sign-in
+    // dialog: signed in again with the same school and role, the page is as it was.
     whenUnauthenticated(() => {
       setSession((was) => {
         if (was) setEnded(true);
-        return null;
+        return was ?? null;
       });
     });
     api.GET('/v1/console/session').then(
@@ -156,6 +159,13 @@ function App() {
   );
 
   if (session === undefined) return <p aria-busy="true">{translate(locale, 'loading')}</p>;
+  /** Signed in again after the session ended: the same school and role keep the page; another starts afresh. */
+  const signedInAgain = (s: Session) => {
+    const same = session && s.tenantId === session.tenantId && s.role === session.role;
+    setEnded(false);
+    setSession(s);
+    if (!same) location.hash = '';
+  };
   if (!session || !value) {
     return (
       <>
@@ -193,7 +203,7 @@ function App() {
     .reduce<string | undefined>((best, link) => (!best || link.length > best.length ? link : best), undefined);
   return (
     <AppContext.Provider value={value}>
-      <header class={`top ${route.name === 'print' ? 'no-print' : ''}`}>
+      <header class={`top ${route.name === 'print' ? 'no-print' : ''}`} inert={ended}>
         <span class="brand">{t('appName')}</span>
         <nav aria-label={t('navMain')}>
           {nav
@@ -212,9 +222,14 @@ function App() {
           {t('signOut')}
         </button>
       </header>
-      <main id="main">
-        <Page route={route} />
+      <main id="main" inert={ended} aria-hidden={ended ? 'true' : undefined}>
+        <Page key={`${session.tenantId}:${session.role}`} route={route} />
       </main>
+      {ended && (
+        <div class="overlay" role="dialog" aria-modal="true" aria-labelledby="signin-title" data-test="signin-again">
+          <SignIn locale={locale} ended dialog onSignedIn={signedInAgain} />
+        </div>
+      )}
     </AppContext.Provider>
   );
 }
