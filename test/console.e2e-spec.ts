@@ -14,6 +14,8 @@ import { collectProblems, launchBrowser, screenshot } from './support/browser';
 import { signPayload } from '../src/common/signature';
 import { AppWithFake, startAppWithFake } from './support/app-with-fake';
 import { OPERATOR_TOKEN } from './support/test-app';
+import { waitFor } from './support/wait';
+import { LimitsService } from '../src/tenancy/limits.service';
 import type { TestTenant } from './support/factories';
 
 /**
@@ -542,6 +544,38 @@ describe('the web console in a browser', () => {
       expect(await page.evaluate(async () => (await fetch('/v1/budget')).status)).toBe(403);
       await screenshot(page, 'teacher-not-allowed');
     } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+
+  it("shows a page a moment later, not an error, when the school's reads at once are full (429): the read is sent again after Retry-After", async () => {
+    const school = await s.f.newTenant({ monthlyBudget: '50.00' });
+    const teacher = (await s.f.newKey(school, 'teacher')).key;
+    await s.t.http.post('/v1/assignments').set('authorization', `Bearer ${teacher}`).send({ title: '满员时的作文', prompt: '以“等待”为题', rubric: 'zh-gaokao-60' }).expect(201);
+    await s.t.http.put(`/v1/tenants/${school.tenantId}/limits`).set('authorization', `Bearer ${OPERATOR_TOKEN}`).send({ readsInFlight: 1 }).expect(200);
+    const limits = s.t.app.get(LimitsService);
+    const { ctx, page, problems } = await openConsole();
+    const statuses: number[] = [];
+    page.on('response', (r) => {
+      if (new URL(r.url()).pathname === '/v1/assignments') statuses.push(r.status());
+    });
+    try {
+      await signIn(page, teacher);
+      // The school's one read slot taken and its 64 places in the queue full, as by other teachers' pages.
+      const held = await limits.readSlot(school.tenantId);
+      const queued = Array.from({ length: 64 }, () => limits.readSlot(school.tenantId));
+      statuses.length = 0;
+      await page.reload(); // the assignments page, read again
+      await waitFor(async () => statuses.includes(429), 10_000, 'the list refused for the moment');
+      // Freed a moment later: every queued read is served, and the page's read, sent again, too.
+      held();
+      for (const q of queued) (await q)();
+      await page.waitForFunction(() => document.body.textContent?.includes('满员时的作文'), { timeout: 20_000 });
+      expect(statuses[statuses.length - 1]).toBe(200);
+      expect(await page.$('#main .error[role=alert]')).toBeNull();
+      expect(problems.filter((p) => !/429|Too Many Requests/i.test(p))).toEqual([]);
+    } finally {
+      await s.t.http.put(`/v1/tenants/${school.tenantId}/limits`).set('authorization', `Bearer ${OPERATOR_TOKEN}`).send({ readsInFlight: null }).expect(200);
       await ctx.close();
     }
   }, 60_000);

@@ -22,15 +22,33 @@ export function whenUnauthenticated(handler: () => void): void {
 }
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
+/** A read refused for the moment (429: the school's reads at once, or its rate) is sent again this many times. */
+const READ_RETRIES = 3;
+
+/**
+ * A read answered 429 is sent again after the answer's Retry-After (at most 5 s, with jitter so a
+ * school's teachers do not all come back at once): many teachers of one school opening pages
+ * together meet its bound on reads at once, and should see their page, a moment later, not an error.
+ */
+async function readAgain(request: Request, response: Response): Promise<Response> {
+  let res = response;
+  for (let i = 0; i < READ_RETRIES && res.status === 429; i++) {
+    const wait = Math.min(5, Number(res.headers.get('retry-after')) || 1);
+    await new Promise((r) => setTimeout(r, wait * 1000 * (0.5 + Math.random())));
+    res = await fetch(request.url, { method: request.method, headers: request.headers, credentials: 'same-origin' });
+  }
+  return res;
+}
 
 const session: Middleware = {
   onRequest({ request }) {
     if (!SAFE.has(request.method)) request.headers.set('x-csrf-token', csrfToken);
     return request;
   },
-  onResponse({ response, request }) {
-    if (response.status === 401 && !request.url.endsWith('/v1/console/session')) onUnauthenticated();
-    return response;
+  async onResponse({ response, request }) {
+    const res = response.status === 429 && SAFE.has(request.method) ? await readAgain(request, response) : response;
+    if (res.status === 401 && !request.url.endsWith('/v1/console/session')) onUnauthenticated();
+    return res;
   },
 };
 
