@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
+import pino from 'pino';
 import { createApp } from './app.factory';
 import { ConfigError, loadConfig } from './config/app-config';
 import { erasuresInLog, reapplyErasures } from './grading/erasure-replay';
@@ -37,8 +38,9 @@ async function main(): Promise<number> {
     } else files.push(args[i]);
   }
   const log = await erasuresInLog(linesOf(files), since);
-  // The service's own modules, without its workers or its port: the erasure is the API's.
-  const app = await createApp(loadConfig({ ...process.env, WORKERS_ENABLED: 'false' }));
+  // The service's own modules, without its workers or its port: the erasure is the API's. Its log
+  // lines go to standard error, so that standard output is the result alone.
+  const app = await createApp(loadConfig({ ...process.env, WORKERS_ENABLED: 'false' }), { logDestination: pino.destination(2) });
   try {
     const result = await reapplyErasures(app.get(EssayErasure), log.erasures);
     process.stdout.write(`${JSON.stringify({ linesRead: log.lines, unreadableLines: log.unreadable, ...result }, null, 2)}\n`);
