@@ -1,15 +1,14 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Put, Query } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
-import { ClientGone } from '../common/client-gone';
 import { ApiError } from '../common/errors';
 import { ApiView } from '../docs/api-view';
-import { LimitsService } from '../tenancy/limits.service';
 import { BudgetService, BudgetView, IncidentView } from './budget.service';
 import { UpdateBudgetDto } from './dto/update-budget.dto';
 import { LedgerService, LedgerStats, USAGE_GROUPS, UsageGroup, UsageRow } from './ledger.service';
 import { isCalendarDay, zonedTime } from '../common/time-zone';
 import { isPeriod, periodBounds } from './periods';
+import { BoundedRead } from '../tenancy/read-slot.interceptor';
 
 /** GET /v1/usage: the ledger's calls from `from` to `to` (exclusive), one row per group. */
 export interface UsageView {
@@ -27,7 +26,6 @@ export class BudgetController {
   constructor(
     private readonly budget: BudgetService,
     private readonly ledger: LedgerService,
-    private readonly limits: LimitsService,
   ) {}
 
   @Get('budget')
@@ -53,6 +51,7 @@ export class BudgetController {
   }
 
   @Get('usage')
+  @BoundedRead('reportsInFlight')
   @ApiOperation({ summary: 'Model calls from the ledger, grouped by day, model, provider, tier or teacher key' })
   @ApiQuery({ name: 'from', required: false, description: "ISO date (midnight in the tenant's time zone) or time (default: start of this month)" })
   @ApiQuery({ name: 'to', required: false, description: "ISO date (midnight in the tenant's time zone) or time, exclusive (default: now)" })
@@ -63,7 +62,6 @@ export class BudgetController {
     @Query('from') from?: string,
     @Query('to') to?: string,
     @Query('groupBy') groupBy: string = 'day',
-    @ClientGone() gone?: AbortSignal,
   ): Promise<UsageView> {
     if (!(USAGE_GROUPS as readonly string[]).includes(groupBy)) {
       throw ApiError.validation([{ field: 'groupBy', message: `groupBy must be one of ${USAGE_GROUPS.join(', ')}` }]);
@@ -73,17 +71,18 @@ export class BudgetController {
     const start = from ? parseInstant(from, 'from', settings.timezone) : periodBounds(period, settings.timezone).start;
     const end = to ? parseInstant(to, 'to', settings.timezone) : new Date(Date.now() + 1000);
     if (end <= start) throw ApiError.validation([{ field: 'to', message: 'to must be after from' }]);
-    const data = await this.limits.report(auth.tenantId, () => this.ledger.usage(auth.tenantId, start, end, groupBy as UsageGroup, settings.timezone), gone);
+    const data = await this.ledger.usage(auth.tenantId, start, end, groupBy as UsageGroup, settings.timezone);
     return { from: start.toISOString(), to: end.toISOString(), groupBy: groupBy as UsageGroup, data };
   }
 
   @Get('stats')
+  @BoundedRead('reportsInFlight')
   @ApiOperation({ summary: 'Totals from the ledger: calls, cache hits, tokens, cost, savings' })
   @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: all time)' })
   @ApiView('LedgerStats')
-  stats(@TenantCaller() auth: TenantAuth, @Query('period') period?: string, @ClientGone() gone?: AbortSignal): Promise<LedgerStats> {
+  stats(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<LedgerStats> {
     if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
-    return this.limits.report(auth.tenantId, () => this.ledger.stats(auth.tenantId, period), gone);
+    return this.ledger.stats(auth.tenantId, period);
   }
 }
 

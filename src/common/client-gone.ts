@@ -1,10 +1,9 @@
-import { createParamDecorator, ExecutionContext } from '@nestjs/common';
 import type { FastifyReply } from 'fastify';
 import { ApiError } from './errors';
 
 /**
  * A signal that aborts when the client closes its connection before the answer has gone out, so
- * work still waiting for it (a report queued for its tenant's slot) can give up its place. Nobody
+ * work still waiting for it (a read queued for its tenant's slot: ReadSlotInterceptor) can give up its place. Nobody
  * reads the error it carries: the client is gone.
  */
 export function clientGoneSignal(reply: FastifyReply): AbortSignal {
@@ -15,6 +14,3 @@ export function clientGoneSignal(reply: FastifyReply): AbortSignal {
   });
   return gone.signal;
 }
-
-/** The request's clientGoneSignal, as a handler's parameter. */
-export const ClientGone = createParamDecorator((_: unknown, ctx: ExecutionContext): AbortSignal => clientGoneSignal(ctx.switchToHttp().getResponse<FastifyReply>()));

@@ -16,6 +16,7 @@ import { deadlineProblem } from './deadline';
 import { Clock } from '../common/clock';
 import type { StoredGrade } from './grading-types';
 import { UUID } from '../common/ids';
+import type { KeysetPosition } from '../common/pagination';
 
 export interface Assignment {
   id: string;
@@ -196,10 +197,10 @@ export class AssignmentsService {
     // Read a page at a time, and of each grade only what the sheet shows (not its annotations and
     // comments): 20,000 essays' whole grades would be hundreds of megabytes in the process.
     const rows: CsvRow[] = [];
-    let after: { at: string; id: string } | null = null;
+    let after: KeysetPosition | null = null;
     while (rows.length < MAX_CSV_ROWS) {
       const want = Math.min(AssignmentsService.csvPage, MAX_CSV_ROWS - rows.length);
-      const page: Array<CsvRow & { at: string; id: string }> = await tenantQuery(
+      const page: Array<CsvRow & KeysetPosition> = await tenantQuery(
         this.ds.manager,
         auth.tenantId,
         `SELECT e.id, e.created_at::text AS at, e.student_ref, e.title, e.status, e.graded_at,

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
+import type { KeysetPosition } from '../common/pagination';
 import { tenantQuery } from '../db/tenant-scope';
 import type { StoredGrade } from '../grading/grading-types';
 import type { Language } from '../grading/rubric';
@@ -20,11 +21,9 @@ export interface LabelRow {
   teacherScore: number;
 }
 
-/** Where the next page of labels starts: after this essay in the labels' order. */
-export interface LabelCursor {
-  createdAt: string;
+/** Where the next page of labels starts: after this essay in the labels' order (its time, its text's hash, its id). */
+export interface LabelCursor extends KeysetPosition {
   textHash: string;
-  id: string;
 }
 
 export interface RegradeRow {
@@ -125,12 +124,12 @@ export class QualityRepository {
                OR (e.created_at = $3::timestamptz AND (md5(e.text) > $4 OR (md5(e.text) = $4 AND e.id < $5::uuid))))
         ORDER BY e.created_at DESC, md5(e.text), e.id DESC
         LIMIT $6`,
-      [assignmentId, after?.createdAt ?? null, after?.textHash ?? null, after?.id ?? null, limit],
+      [assignmentId, after?.at ?? null, after?.textHash ?? null, after?.id ?? null, limit],
     );
     const last = rows[rows.length - 1];
     return {
       rows: rows.map(({ at: _at, hash: _hash, ...r }) => ({ ...r, raw: Number(r.raw), teacherScore: Number(r.teacherScore) })),
-      next: rows.length === limit && last ? { createdAt: last.at, textHash: last.hash, id: last.id } : null,
+      next: rows.length === limit && last ? { at: last.at, textHash: last.hash, id: last.id } : null,
     };
   }
 

@@ -4,10 +4,9 @@ import type { FastifyReply } from 'fastify';
 import { BudgetService } from '../billing/budget.service';
 import { isPeriod } from '../billing/periods';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
-import { ClientGone } from '../common/client-gone';
 import { ApiError } from '../common/errors';
 import { ApiView } from '../docs/api-view';
-import { LimitsService } from '../tenancy/limits.service';
+import { BoundedRead } from '../tenancy/read-slot.interceptor';
 import { MonthReport, monthReportCsv } from './month-report';
 import { ReportsService } from './reports.service';
 
@@ -19,20 +18,21 @@ export class ReportsController {
   constructor(
     private readonly reports: ReportsService,
     private readonly budget: BudgetService,
-    private readonly limits: LimitsService,
   ) {}
 
   @Get('reports/month')
+  @BoundedRead('reportsInFlight')
   @ApiOperation({ summary: "The month's gradings, deep reviews, model cost, revenue, margin and savings, from the ledger and the orders" })
   @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: this month)' })
   @ApiView('MonthReport')
-  async month(@TenantCaller() auth: TenantAuth, @Query('period') period?: string, @ClientGone() gone?: AbortSignal): Promise<MonthReport> {
+  async month(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<MonthReport> {
     if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
     const p = period ?? (await this.budget.currentPeriod(auth.tenantId));
-    return this.limits.report(auth.tenantId, () => this.reports.month(auth.tenantId, p), gone);
+    return this.reports.month(auth.tenantId, p);
   }
 
   @Get('reports/month.csv')
+  @BoundedRead('reportsInFlight')
   @Header('content-type', 'text/csv; charset=utf-8')
   @ApiOperation({ summary: 'The monthly report as CSV that opens in Excel (UTF-8 with BOM): one row per figure, money as CNY decimal strings' })
   @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: this month)' })
@@ -40,9 +40,8 @@ export class ReportsController {
     @TenantCaller() auth: TenantAuth,
     @Res({ passthrough: true }) reply: FastifyReply,
     @Query('period') period?: string,
-    @ClientGone() gone?: AbortSignal,
   ): Promise<string> {
-    const report = await this.month(auth, period, gone);
+    const report = await this.month(auth, period);
     void reply.header('content-disposition', `attachment; filename="month-report-${report.period}.csv"`);
     return monthReportCsv(report);
   }
