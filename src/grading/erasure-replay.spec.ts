@@ -1,4 +1,5 @@
-import { erasuresInLog } from './erasure-replay';
+import { ApiError } from '../common/errors';
+import { erasuresInLog, LoggedErasure, reapplyErasures } from './erasure-replay';
 
 const T = 'a1b2c3d4-0000-4000-8000-000000000001';
 const E1 = 'e0000000-0000-4000-8000-000000000001';
@@ -35,5 +36,19 @@ describe('erasuresInLog', () => {
     const log = await erasuresInLog(lines, new Date('2026-12-02T00:00:00.000Z'));
     expect(log.erasures).toEqual([{ tenantId: T, essayId: E2, keyId: null, at: new Date('2026-12-02T00:00:00.000Z') }]);
     expect(log.unreadable).toBe(3);
+  });
+
+  it('reapplies each erasure through the erasure itself: an essay being graded is listed busy (run again later), one not there counted, another failure stops the replay', async () => {
+    const at = new Date(1000);
+    const logged = (essayId: string): LoggedErasure => ({ tenantId: T, essayId, keyId: null, at });
+    const answers: Record<string, () => Promise<{ erasedAt: Date; again: boolean }>> = {
+      [E1]: () => Promise.reject(new ApiError('CONFLICT', 'The essay is being graded right now')),
+      [E2]: () => Promise.reject(ApiError.notFound('Essay')),
+      [K]: () => Promise.resolve({ erasedAt: at, again: false }),
+    };
+    const erasure = { eraseFor: (_t: string, id: string) => answers[id]() };
+    expect(await reapplyErasures(erasure, [logged(E1), logged(E2), logged(K)])).toEqual({ found: 3, erasedAgain: [K], alreadyErased: 0, notFound: 1, busy: [E1] });
+    answers[K] = () => Promise.reject(new Error('the database went away'));
+    await expect(reapplyErasures(erasure, [logged(K)])).rejects.toThrow('the database went away');
   });
 });
