@@ -61,7 +61,7 @@ export class AssignmentsController {
     summary: "The assignment's grades as CSV that opens in Excel (UTF-8 with BOM), named after the assignment: student, total, each dimension, comment, who graded it, calibration, flags, time graded",
   })
   async gradesCsv(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Res({ passthrough: true }) reply: FastifyReply): Promise<string> {
-    const { csv, title } = await this.assignments.gradesCsv(auth, id);
+    const { csv, title } = await this.assignments.gradesCsv(auth.tenantId, id);
     void reply.header('content-disposition', attachment(`${title} grades.csv`, 'grades.csv'));
     return csv;
   }

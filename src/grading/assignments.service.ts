@@ -60,6 +60,8 @@ export interface AssignmentDetail extends Assignment {
 
 /** An export's rows at most (the oldest essays). */
 const MAX_CSV_ROWS = 20_000;
+/** Essays an export reads at a time. */
+const CSV_PAGE = 1_000;
 
 /** An essay as the grades sheet reads it: of its grade, only what the sheet shows. */
 interface CsvRow {
@@ -73,9 +75,6 @@ interface CsvRow {
 /** An assignment pins its rubric's version when it is created: later edits do not move its grades. */
 @Injectable()
 export class AssignmentsService {
-  /** Essays an export reads at a time (a test lowers it to see the pages joined). */
-  static csvPage = 1_000;
-
   constructor(
     private readonly ds: DataSource,
     private readonly rubrics: RubricsService,
@@ -188,21 +187,21 @@ export class AssignmentsService {
    * The assignment's grades as CSV for Excel (UTF-8 with BOM): one row per essay, oldest first —
    * student, title, status, total and maximum, each dimension, who graded it (model, offline,
    * reused, teacher), the calibration version, flags, and when it was graded in the tenant's time
-   * zone. At most 20,000 essays.
+   * zone. At most 20,000 essays, read `pageSize` at a time.
    */
-  async gradesCsv(auth: TenantAuth, id: string): Promise<{ csv: string; title: string }> {
-    const a = await this.get(auth.tenantId, id);
-    const rubric = await this.rubrics.resolve(auth.tenantId, a.rubric.key, a.rubric.version);
-    const { timezone } = await this.tenants.budget(auth.tenantId);
+  async gradesCsv(tenantId: string, id: string, pageSize = CSV_PAGE): Promise<{ csv: string; title: string }> {
+    const a = await this.get(tenantId, id);
+    const rubric = await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version);
+    const { timezone } = await this.tenants.budget(tenantId);
     // Read a page at a time, and of each grade only what the sheet shows (not its annotations and
     // comments): 20,000 essays' whole grades would be hundreds of megabytes in the process.
     const rows: CsvRow[] = [];
     let after: KeysetPosition | null = null;
     while (rows.length < MAX_CSV_ROWS) {
-      const want = Math.min(AssignmentsService.csvPage, MAX_CSV_ROWS - rows.length);
+      const want = Math.min(pageSize, MAX_CSV_ROWS - rows.length);
       const page: Array<CsvRow & KeysetPosition> = await tenantQuery(
         this.ds.manager,
-        auth.tenantId,
+        tenantId,
         `SELECT e.id, e.created_at::text AS at, e.student_ref, e.title, e.status, e.graded_at,
                 CASE WHEN e.grade IS NOT NULL THEN jsonb_build_object(
                   'score', e.grade->'score', 'maxScore', e.grade->'maxScore', 'summary', e.grade->'summary', 'source', e.grade->'source',
