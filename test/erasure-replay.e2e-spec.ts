@@ -112,4 +112,20 @@ describe('erasures reapplied after a restore from a backup (real PostgreSQL)', (
       await c.end();
     }
   }, 120_000);
+
+  it('refuses a --since that is not a time in one line, exit 1, before it reads a log or opens the database', async () => {
+    const logFile = path.join(dir, 'unread.log');
+    fs.writeFileSync(logFile, `${JSON.stringify({ msg: 'essay erased', essayId: '00000000-0000-4000-8000-000000000000', tenantId: tenant.tenantId, time: Date.now() })}\n`);
+    for (const since of ['yesterday', undefined]) {
+      const args = ['ts-node', '--transpile-only', 'src/reapply-erasures.ts', '--since', ...(since === undefined ? [] : [since, logFile])];
+      // No database at all: were it opened, the error would be a connection's, not this one.
+      const err = await run('npx', args, { cwd: path.resolve(__dirname, '..'), env: { ...process.env, DATABASE_URL: 'postgres://nobody@127.0.0.1:1/none' } }).then(
+        () => undefined,
+        (e: { code?: number; stdout?: string; stderr?: string }) => e,
+      );
+      expect(err?.code).toBe(1);
+      expect(err?.stdout).toBe('');
+      expect(err?.stderr).toBe('reapply-erasures: --since must be a time, e.g. 2026-12-01T00:00:00Z\n');
+    }
+  }, 60_000);
 });
