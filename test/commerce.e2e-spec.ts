@@ -83,6 +83,27 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       const other = await f.newTenant();
       expect((await t.http.get('/v1/billing/offer').set(bearer(other.adminKey)).expect(200)).body.onSale).toBe(false);
     });
+
+    it('refuses an order at a price the buyer was not shown (409 PRICE_CHANGED, the current price, nothing ordered); the shown price orders', async () => {
+      // Webhook mode: the order stays open (awaiting payment) while the test orders again.
+      await sell('webhook', '8.80');
+      const essay = await gradedEssay(41);
+      const orders = async () => Number((await t.dataSource.query(`SELECT count(*)::int AS n FROM orders WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essay.id]))[0].n);
+      // The page read 8.80; the admin raised it to 12.00 before the teacher confirmed.
+      await sell('webhook', '12.00');
+      const stale = await t.http.post(`/v1/essays/${essay.id}/deep-review`).set(bearer(teacher)).send({ price: '8.80' }).expect(409);
+      expect(stale.body.error).toMatchObject({ code: 'PRICE_CHANGED', details: { price: '12.00' } });
+      expect(await orders()).toBe(0);
+      // The same amount written another way is the same price.
+      const placed = await t.http.post(`/v1/essays/${essay.id}/deep-review`).set(bearer(teacher)).send({ price: '12.0' }).expect(202);
+      expect(placed.body).toMatchObject({ status: 'awaiting_payment', price: '12.00' });
+      expect(await orders()).toBe(1);
+      // An open order is answered as it was made, whatever price is sent now; a price that is not money is 400.
+      expect((await t.http.post(`/v1/essays/${essay.id}/deep-review`).set(bearer(teacher)).send({ price: '8.80' }).expect(202)).body.orderId).toBe(placed.body.orderId);
+      const bad = await t.http.post(`/v1/essays/${essay.id}/deep-review`).set(bearer(teacher)).send({ price: 12 }).expect(400);
+      expect(bad.body.error.details[0].field).toBe('price');
+      expect(await orders()).toBe(1);
+    });
   });
 
   describe('webhook mode', () => {

@@ -856,7 +856,24 @@ describe('the web console in a browser', () => {
       expect(await text(again.page, '[data-test=deep-price]')).toContain(`This order costs ${cnyExact('12.345')}.`);
       await again.page.click('#deep-review button.secondary');
       expect((await api(teacher).get(`/v1/essays/${id}`).expect(200)).body.deepReview).toBeNull();
-      expect(again.problems).toEqual([]);
+      // The admin raises the price while the teacher's confirm step shows the old one: the order is
+      // refused, nothing is ordered, and the step shows the new price to be confirmed again.
+      await again.page.click('[data-test=deep-order]');
+      await again.page.waitForSelector('[data-test=deep-confirm]');
+      await http.put('/v1/billing/settings').set('authorization', `Bearer ${school.adminKey}`).send({ deepReviewPrice: '15.00', paymentMode: 'invoice' }).expect(200);
+      await again.page.click('[data-test=deep-confirm]');
+      await again.page.waitForFunction(() => /15\.00/.test(document.querySelector('[data-test=deep-confirm]')?.textContent ?? ''));
+      expect(await text(again.page, '#deep-review [role=alert]')).toBe(
+        `The price changed to ${cnyExact('15.00')} since this page was opened. Nothing was ordered: confirm again to order at the new price.`,
+      );
+      expect(await text(again.page, '[data-test=deep-price]')).toContain(`This order costs ${cnyExact('15.00')}.`);
+      expect((await api(teacher).get(`/v1/essays/${id}`).expect(200)).body.deepReview).toBeNull();
+      await screenshot(again.page, 'teacher-deep-price-changed');
+      await again.page.click('[data-test=deep-confirm]');
+      await again.page.waitForSelector('[data-test=deep-state]');
+      expect((await api(teacher).get(`/v1/essays/${id}`).expect(200)).body.deepReview).toMatchObject({ price: '15.00' });
+      // The browser logs the refused order's 409, and nothing else.
+      expect(again.problems).toEqual([expect.stringMatching(/status of 409/)]);
     } finally {
       await again.ctx.close();
     }

@@ -8,6 +8,10 @@ export const BILLING_ERRORS = {
   },
   INVALID_SIGNATURE: { status: 401, when: "a payment webhook's signature is missing, wrong or more than 5 minutes old" },
   NOT_ON_SALE: { status: 409, when: 'a deep review is ordered while the school sells none (no price and payment mode set: GET /v1/billing/offer says)' },
+  PRICE_CHANGED: {
+    status: 409,
+    when: "a deep review is ordered with the `price` the buyer was shown, and the school's price is another now (details.price); nothing is ordered",
+  },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type BillingErrorCode = keyof typeof BILLING_ERRORS;

@@ -79,7 +79,13 @@ export class OrdersService {
    * order for the same essay is answered again instead of a second one; a delivered one is a
    * conflict.
    */
-  async create(auth: TenantAuth, essayId: string, dueBy: Date | null = null): Promise<{ order: OrderView; created: boolean }> {
+  /**
+   * Orders an essay's deep review at the school's price. `shownPrice` (nanos), when given, is the
+   * price the buyer agreed to: a new order at any other price is refused (409 PRICE_CHANGED), so
+   * a price raised after a page read the offer is never charged unseen. An open order is answered
+   * as it is, at the price it was made at.
+   */
+  async create(auth: TenantAuth, essayId: string, dueBy: Date | null = null, shownPrice?: bigint): Promise<{ order: OrderView; created: boolean }> {
     const settings = await this.settings(auth.tenantId);
     if (settings.deepReviewPrice === null || settings.paymentMode === null) {
       throw new BillingError('NOT_ON_SALE', 'Deep reviews are not on sale: an admin must set PUT /v1/billing/settings first');
@@ -92,6 +98,9 @@ export class OrdersService {
 
     const id = randomUUID();
     const price = parseCny(settings.deepReviewPrice);
+    if (shownPrice !== undefined && shownPrice !== price) {
+      throw new BillingError('PRICE_CHANGED', `The deep-review price is ${formatCny(price)} now, not ${formatCny(shownPrice)}: nothing was ordered`, { price: formatCny(price) });
+    }
     try {
       if (!(await this.orders.create({ tenantId: auth.tenantId, id, essayId, price, mode: settings.paymentMode, createdBy: auth.keyId, dueBy }))) {
         throw ApiError.notFound('Essay'); // erased since the caller found it

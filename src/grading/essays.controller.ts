@@ -98,7 +98,7 @@ export class EssaysController {
   @ApiOperation({ summary: 'Order a deep review: awaiting_payment (webhook mode) or paid and queued at once (invoice mode)' })
   @ApiView('OrderView', { status: 202 })
   async deepReview(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Body() dto: OrderDeepReviewDto = {}): Promise<OrderView> {
-    return this.essays.orderDeepReview(auth, id, dto?.dueBy);
+    return this.essays.orderDeepReview(auth, id, dto?.dueBy, dto?.price);
   }
 
   @Patch(':id/grade')

@@ -4,7 +4,7 @@ import { DataSource } from 'typeorm';
 import { runAtomically } from '../db/run-atomically';
 import type { TenantAuth } from '../common/auth';
 import { ApiError, FieldProblem } from '../common/errors';
-import { formatCny } from '../common/money';
+import { formatCny, parseCny } from '../common/money';
 import { decodeCursor, encodeCursor, KeysetPosition } from '../common/pagination';
 import { tenantQuery } from '../db/tenant-scope';
 import { AssignmentsService } from './assignments.service';
@@ -267,7 +267,7 @@ export class EssaysService {
    * Orders a deep review of the essay. One that the premium tier cannot deliver within the budget
    * is refused now (402), before anyone pays for it.
    */
-  async orderDeepReview(auth: TenantAuth, id: string, dueByInput?: string): Promise<OrderView> {
+  async orderDeepReview(auth: TenantAuth, id: string, dueByInput?: string, shownPrice?: string): Promise<OrderView> {
     let dueBy: Date | null = null;
     if (dueByInput !== undefined) {
       const d = resolveDeadline(dueByInput, this.clock.now(), (await this.tenants.budget(auth.tenantId)).timezone);
@@ -279,7 +279,7 @@ export class EssaysService {
     const worst = this.grading.quote(String(row.text), row.language as Language, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
     if (worst === null) throw new LlmError('NO_PROVIDER_AVAILABLE', 'No premium model is configured for deep reviews');
     await this.policy.admit(auth.tenantId, 'deep', () => worst, 'a deep review');
-    const { order, created } = await this.orders.create(auth, id, dueBy);
+    const { order, created } = await this.orders.create(auth, id, dueBy, shownPrice === undefined ? undefined : parseCny(shownPrice));
     if (created && order.status === 'paid') this.events.queued();
     return order;
   }

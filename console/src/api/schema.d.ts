@@ -927,6 +927,11 @@ export interface components {
              * @example tomorrow_morning
              */
             dueBy?: string;
+            /**
+             * @description the price the buyer was shown (GET /v1/billing/offer), a CNY decimal string: if the school's price is another now, the order is refused with 409 PRICE_CHANGED and the current price, and nothing is ordered. Absent: the school's price at the moment of ordering
+             * @example 9.90
+             */
+            price?: string;
         };
         DimensionOverrideDto: {
             key: string;

@@ -290,15 +290,20 @@ export function scoreSteps(rubric: Pick<Rubric, 'dimensions' | 'totalRule'> | un
 }
 
 /** Whether the school sells deep reviews, and at what price (GET /v1/billing/offer: any key, so a teacher sees it before ordering). */
-function useDeepOffer(): { known: boolean; price: string | null } {
+function useDeepOffer(): { known: boolean; price: string | null; reload: () => void } {
   const offer = useLoad(() => ok(api.GET('/v1/billing/offer')), []);
   const o = offer.data;
-  if (!o) return { known: false, price: null };
-  return { known: true, price: o.onSale ? o.price : null };
+  if (!o) return { known: false, price: null, reload: offer.reload };
+  return { known: true, price: o.onSale ? o.price : null, reload: offer.reload };
 }
 
-/** The service's answer to an order when the school sells no deep reviews (OrdersService.create). */
+/** The service's answers to an order when the offer changed after the page read it (OrdersService.create). */
 const isNotOnSale = (err: unknown) => err instanceof ApiFailure && err.code === 'NOT_ON_SALE';
+const changedPrice = (err: unknown): string | null => {
+  if (!(err instanceof ApiFailure) || err.code !== 'PRICE_CHANGED') return null;
+  const price = (err.details as { price?: unknown } | undefined)?.price;
+  return typeof price === 'string' ? price : null;
+};
 
 function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void }) {
   const { t, code, session } = useApp();
@@ -318,14 +323,23 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
   const place = () =>
     action.run(async () => {
       try {
-        const placed = await ok(api.POST('/v1/essays/{id}/deep-review', { params: { path: { id: essay.id } }, body: {} }));
+        // The price the confirm step showed: the service refuses the order if it is another now.
+        const body = offer.price !== null ? { price: offer.price } : {};
+        const placed = await ok(api.POST('/v1/essays/{id}/deep-review', { params: { path: { id: essay.id } }, body }));
         setAsked(false);
         onChanged();
         return t('deepOrdered', { price: cnyExact(placed.price) });
       } catch (err) {
+        const now = changedPrice(err);
+        if (now !== null) {
+          // Nothing was ordered: the confirm step stays, with the new price, to be confirmed again.
+          offer.reload();
+          throw new Error(t('deepPriceChanged', { price: cnyExact(now) }));
+        }
         if (!isNotOnSale(err)) throw err;
         setAsked(false);
         setRefusedNotOnSale(true);
+        offer.reload();
       }
     });
   const notOnSale = (offer.known && offer.price === null) || refusedNotOnSale;

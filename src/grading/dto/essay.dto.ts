@@ -1,6 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsOptional, IsString, IsUUID, Length, Matches, ValidateNested } from 'class-validator';
+import { IsCnyAmount } from '../../common/validation';
 
 /**
  * The student: the school's id for them or their name as a class list writes it (阿依古丽·买买提,
@@ -142,6 +143,16 @@ export class OrderDeepReviewDto {
   @IsString()
   @Length(1, 64)
   dueBy?: string;
+
+  @ApiPropertyOptional({
+    type: String,
+    example: '9.90',
+    description:
+      "the price the buyer was shown (GET /v1/billing/offer), a CNY decimal string: if the school's price is another now, the order is refused with 409 PRICE_CHANGED and the current price, and nothing is ordered. Absent: the school's price at the moment of ordering",
+  })
+  @IsOptional()
+  @IsCnyAmount()
+  price?: string;
 }
 
 /** POST /v1/essays/erase: every essay of one student. */
