@@ -105,6 +105,8 @@ describe("calls that can wait go through the provider's Batch API", () => {
       expect(err).toBeInstanceOf(ProviderError);
       expect((err as ProviderError).reason).toBe('batch_failed');
       expect(fake.batches).toHaveLength(1);
+      // Cancelled at the provider: what it has not run is neither run nor billed.
+      expect(fake.batches[0].status).toBe('cancelled');
       const upload = fake.batches[0].input_file_id;
       expect(fake.files).toContain(upload);
       await waitFor(() => !fake.files.includes(upload), 5_000, "the abandoned batch's upload to be deleted");
@@ -121,6 +123,38 @@ describe("calls that can wait go through the provider's Batch API", () => {
       const refused = await client.createBatch(provider, ADAPTERS.dashscope, '\n').catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(ProviderError);
       expect(fake.files).toHaveLength(before);
+    } finally {
+      await collector.close();
+      await client.close();
+    }
+  });
+
+  it('on a stop, fails the calls not sent yet without an upload, and cancels a batch under way without waiting for its next poll', async () => {
+    const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
+    const provider = t.models.providers.get('dashscope')!;
+    const params = (content: string) => ({ messages: [{ role: 'user' as const, content }], maxTokens: 50, stream: false });
+    fake.setBatchLatency(60_000);
+    const client = new ProviderClient(t.config.llm);
+    // Two calls fill a batch (sent at once); a third waits for the next one. Polls a minute apart.
+    const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 60_000, batchMaxRequests: 2, batchPollMs: 60_000 });
+    try {
+      const sent = [collector.submit(provider, ADAPTERS.dashscope, model, params('一')), collector.submit(provider, ADAPTERS.dashscope, model, params('二'))].map((c) =>
+        c.catch((e: unknown) => e),
+      );
+      await waitFor(() => fake.batches.length === 1 && fake.batches[0].status === 'in_progress', 5_000, 'the first batch under way');
+      const waiting = collector.submit(provider, ADAPTERS.dashscope, model, params('三')).catch((e: unknown) => e);
+      const uploads = fake.files.length;
+      await collector.close(); // would wait out the minute's poll before
+      for (const err of [...(await Promise.all(sent)), await waiting]) {
+        expect(err).toBeInstanceOf(ProviderError);
+        expect((err as ProviderError).reason).toBe('batch_failed');
+      }
+      expect(((await waiting) as ProviderError).message).toContain('stopping');
+      expect(fake.batches).toHaveLength(1); // the waiting call was never uploaded
+      expect(fake.files.length).toBeLessThan(uploads); // the batch's upload deleted, none added
+      expect(fake.batches[0].status).toBe('cancelled');
+      // A call after the stop fails at once too.
+      expect(((await collector.submit(provider, ADAPTERS.dashscope, model, params('四')).catch((e: unknown) => e)) as ProviderError).reason).toBe('batch_failed');
     } finally {
       await collector.close();
       await client.close();

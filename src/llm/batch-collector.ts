@@ -23,6 +23,8 @@ interface Pending {
 }
 
 const TERMINAL = new Set(['completed', 'failed', 'expired', 'cancelled']);
+/** Ended, or ending at the provider's side ('cancelling'): not to be cancelled again. */
+const ENDING = new Set([...TERMINAL, 'cancelling']);
 
 /**
  * Calls that can wait (paid deep reviews) go to the provider's Batch API, at its batch price
@@ -31,12 +33,19 @@ const TERMINAL = new Set(['completed', 'failed', 'expired', 'cancelled']);
  * is polled every LLM_BATCH_POLL_MS until it finishes or LLM_BATCH_MAX_WAIT_MS has passed. Each
  * caller gets its own line's answer, or its own error; a batch that fails as a whole fails every
  * line with `batch_failed`, and the gateway then makes those calls in real time.
+ *
+ * A batch given up before it ended (LLM_BATCH_MAX_WAIT_MS passed, or the service is stopping) is
+ * cancelled at the provider, so that what it has not run yet is neither run nor billed while its
+ * calls are made again in real time. On a stop, the calls collected but not sent yet are not
+ * uploaded at all: they fail at once (`batch_failed`), and the waiting batches stop being polled.
  */
 export class BatchCollector {
   private readonly logger = new Logger(BatchCollector.name);
   private readonly pending = new Map<string, Pending>();
   private readonly running = new Set<Promise<void>>();
   private closed = false;
+  /** The batches' polling waits, each ended at once when the collector closes. */
+  private readonly waits = new Set<() => void>();
 
   constructor(
     private readonly client: ProviderClient,
@@ -78,8 +87,13 @@ export class BatchCollector {
       this.logger.log({ msg: 'batch submitted', model: key, batchId: batch.id, requests: p.entries.length });
       const until = Date.now() + this.cfg.batchMaxWaitMs;
       while (!TERMINAL.has(batch.status)) {
-        if (Date.now() > until || this.closed) return failAll(`batch ${batch.id} did not finish in time`);
-        await new Promise((r) => setTimeout(r, this.cfg.batchPollMs));
+        if (Date.now() > until || this.closed) {
+          const why = this.closed ? 'the service is stopping' : `it did not finish within ${this.cfg.batchMaxWaitMs} ms`;
+          batch = await this.cancel(key, p, batch, why);
+          return failAll(`batch ${batch.id} given up: ${why}`);
+        }
+        await this.pause(this.cfg.batchPollMs);
+        if (this.closed) continue;
         batch = await this.client.getBatch(p.provider, p.adapter, batch.id);
       }
       if (batch.status !== 'completed') return failAll(`batch ${batch.id} ended ${batch.status}`);
@@ -120,6 +134,36 @@ export class BatchCollector {
     }
   }
 
+  /** Waits `ms`, or less when the collector closes. */
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waits.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.waits.add(done);
+    });
+  }
+
+  /**
+   * Cancels a batch given up on, so the provider neither runs nor bills what it has not run yet
+   * (what it ran is billed: its answers are lost to us, the calls made again). A cancel that
+   * fails is logged by the batch's id, for the operator to reconcile with the provider's bill.
+   */
+  private async cancel(key: string, p: Pending, batch: BatchObject, why: string): Promise<BatchObject> {
+    let cancelled = false;
+    try {
+      if (!ENDING.has(batch.status)) batch = await this.client.cancelBatch(p.provider, p.adapter, batch.id);
+      cancelled = true;
+    } catch (err) {
+      this.logger.warn({ msg: 'could not cancel a batch given up on', model: key, batchId: batch.id, err: loggableError(err) });
+    }
+    this.logger.warn({ msg: 'batch given up', model: key, batchId: batch.id, requests: p.entries.length, why, cancelled });
+    return batch;
+  }
+
   /**
    * A batch leaves its files at the provider: the requests uploaded (students' essays) and the
    * answers. They are deleted once read (students' data is not left where no one needs it); a file
@@ -136,10 +180,19 @@ export class BatchCollector {
     }
   }
 
-  /** Sends what is collected now and waits for the batches under way (shutdown). */
+  /**
+   * Stops (shutdown): calls collected and not sent fail at once, without an upload (a batch no one
+   * would poll is only a cost), and the batches under way are cancelled at the provider and their
+   * calls failed, so their callers (jobs) can make them again elsewhere.
+   */
   async close(): Promise<void> {
-    for (const key of [...this.pending.keys()]) this.flush(key);
     this.closed = true;
+    for (const [key, p] of [...this.pending]) {
+      this.pending.delete(key);
+      if (p.timer) clearTimeout(p.timer);
+      for (const e of p.entries) e.reject(new ProviderError('retryable', 'batch_failed', 'the service is stopping'));
+    }
+    for (const wake of [...this.waits]) wake();
     await Promise.allSettled([...this.running]);
   }
 }

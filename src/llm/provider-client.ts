@@ -169,6 +169,14 @@ export class ProviderClient {
     return this.batchApi<BatchObject>(provider, adapter, `/batches/${encodeURIComponent(id)}`, { method: 'GET' });
   }
 
+  /**
+   * Asks the provider to stop a batch (`POST /batches/:id/cancel`): the requests it has not run
+   * are not run, nor billed; those it ran stay in its output file, billed.
+   */
+  cancelBatch(provider: EnabledProvider, adapter: DialectAdapter, id: string): Promise<BatchObject> {
+    return this.batchApi<BatchObject>(provider, adapter, `/batches/${encodeURIComponent(id)}/cancel`, { method: 'POST' });
+  }
+
   fileContent(provider: EnabledProvider, adapter: DialectAdapter, id: string): Promise<string> {
     return this.batchApi<string>(provider, adapter, `/files/${encodeURIComponent(id)}/content`, { method: 'GET' });
   }

@@ -34,6 +34,8 @@ export interface BatchState {
   failed: number;
   outputFileId: string | null;
   errorFileId: string | null;
+  /** `POST /batches/:id/cancel` was answered at this time: the lines not run by then are not run. */
+  cancelledMs?: number;
   /** A scripted failure (or the processing itself failing): the batch ends with it, not 'completed'. */
   failure?: { outcome: BatchFailure; code: string; message: string; atMs: number };
 }
@@ -64,6 +66,7 @@ export async function runBatch(ctx: BatchRunContext, b: BatchState): Promise<voi
       yielded = Date.now();
     }
     if (!ctx.live(b)) return;
+    if (b.cancelledMs !== undefined) break;
     const parsed = parseBatchLine(line, b.endpoint);
     if ('error' in parsed) {
       errors.push(
@@ -135,10 +138,17 @@ export function batchObject(b: BatchState, now: number): BatchObject {
     completed_at: null,
     failed_at: null,
     expired_at: null,
+    cancelled_at: null,
     request_counts: { total: b.lines.length, completed: b.completed, failed: b.failed },
     metadata: b.metadata === null ? null : { ...b.metadata },
   };
-  if (b.failure) {
+  if (b.cancelledMs !== undefined) {
+    // Cancelled before it ended: what was done is in its files (and billed), the rest is not run.
+    out.status = 'cancelled';
+    out.cancelled_at = sec(b.cancelledMs);
+    out.output_file_id = b.outputFileId;
+    out.error_file_id = b.errorFileId;
+  } else if (b.failure) {
     const endMs = Math.max(readyMs, b.failure.atMs);
     if (now >= endMs) {
       out.status = b.failure.outcome;

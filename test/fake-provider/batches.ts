@@ -1,7 +1,7 @@
 /**
  * The OpenAI-compatible Batch API of the DashScope, OpenAI and Zhipu dialects (DeepSeek has none):
- * `POST /files` (multipart upload), `GET` and `DELETE /files/:id`, `GET /files/:id/content`, `POST /batches` and
- * `GET /batches/:id` under the dialect's base URL; the stored files and batches, the batch latency
+ * `POST /files` (multipart upload), `GET` and `DELETE /files/:id`, `GET /files/:id/content`, `POST /batches`,
+ * `GET /batches/:id` and `POST /batches/:id/cancel` under the dialect's base URL; the stored files and batches, the batch latency
  * and scripted batch failures. Running a batch's lines is batch-run.ts.
  */
 import { randomUUID } from 'node:crypto';
@@ -23,7 +23,7 @@ interface StoredFile {
 
 export type BatchRoute =
   | { dialect: Dialect; kind: 'files' | 'batches' }
-  | { dialect: Dialect; kind: 'file' | 'file-content' | 'batch'; id: string };
+  | { dialect: Dialect; kind: 'file' | 'file-content' | 'batch' | 'batch-cancel'; id: string };
 
 /** The Batch API route of a path (without a trailing slash), or null. */
 export function batchRoute(path: string): BatchRoute | null {
@@ -33,15 +33,15 @@ export function batchRoute(path: string): BatchRoute | null {
     const rest = path.slice(prefix.length);
     if (rest === '/files') return { dialect, kind: 'files' };
     if (rest === '/batches') return { dialect, kind: 'batches' };
-    const m = /^\/(files|batches)\/([^/]+)(\/content)?$/.exec(rest);
-    if (!m || (m[1] === 'batches' && m[3])) return null;
+    const m = /^\/(files|batches)\/([^/]+)(\/content|\/cancel)?$/.exec(rest);
+    if (!m || (m[1] === 'batches' && m[3] === '/content') || (m[1] === 'files' && m[3] === '/cancel')) return null;
     let id: string;
     try {
       id = decodeURIComponent(m[2]);
     } catch {
       return null;
     }
-    if (m[1] === 'batches') return { dialect, kind: 'batch', id };
+    if (m[1] === 'batches') return { dialect, kind: m[3] ? 'batch-cancel' : 'batch', id };
     return { dialect, kind: m[3] ? 'file-content' : 'file', id };
   }
   return null;
@@ -118,7 +118,7 @@ export class BatchApi implements BatchRunContext {
       const p = materializePreset(PRESETS[dialect].auth);
       return sendJson(res, p.status, p.body, p.headers);
     }
-    const methods = route.kind === 'files' || route.kind === 'batches' ? ['POST'] : route.kind === 'file' ? ['GET', 'DELETE'] : ['GET'];
+    const methods = route.kind === 'files' || route.kind === 'batches' || route.kind === 'batch-cancel' ? ['POST'] : route.kind === 'file' ? ['GET', 'DELETE'] : ['GET'];
     if (!methods.includes(req.method ?? '')) {
       req.resume();
       return sendJson(res, 405, apiError(`Method ${req.method ?? ''} not allowed`, 'method_not_allowed'), { allow: methods.join(', ') });
@@ -148,6 +148,20 @@ export class BatchApi implements BatchRunContext {
         const b = this.batchStates.get(route.id);
         if (!b || b.dialect !== dialect) return sendJson(res, 404, apiError(`No such Batch object: ${route.id}`, null, 'batch_id'));
         return sendJson(res, 200, batchObject(b, Date.now()));
+      }
+      case 'batch-cancel': {
+        // `POST /batches/:id/cancel`, as OpenAI answers it: 'cancelling' now, 'cancelled' after; a
+        // batch that has ended already cannot be cancelled.
+        req.resume();
+        const b = this.batchStates.get(route.id);
+        if (!b || b.dialect !== dialect) return sendJson(res, 404, apiError(`No such Batch object: ${route.id}`, null, 'batch_id'));
+        const now = Date.now();
+        const shown = batchObject(b, now);
+        if (!['validating', 'in_progress'].includes(shown.status)) {
+          return sendJson(res, 400, apiError(`Cannot cancel a batch with status '${shown.status}'.`));
+        }
+        b.cancelledMs = now;
+        return sendJson(res, 200, { ...batchObject(b, now), status: 'cancelling' });
       }
     }
   }

@@ -80,7 +80,7 @@ export interface FileObject {
   purpose: 'batch' | 'batch_output';
 }
 
-export type BatchStatus = 'validating' | 'in_progress' | 'completed' | 'failed' | 'expired';
+export type BatchStatus = 'validating' | 'in_progress' | 'completed' | 'failed' | 'expired' | 'cancelling' | 'cancelled';
 
 /** How {@link FakeProvider.failNextBatch} makes a batch end. */
 export type BatchFailure = 'failed' | 'expired';
@@ -110,6 +110,7 @@ export interface BatchObject {
   completed_at: number | null;
   failed_at: number | null;
   expired_at: number | null;
+  cancelled_at: number | null;
   request_counts: { total: number; completed: number; failed: number };
   metadata: Record<string, string> | null;
 }
