@@ -147,6 +147,23 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       }
     });
 
+    it('grades each essay of a batch with no assignment, rubric or language in its own language, on its default rubric, as one sent alone', async () => {
+      const texts = [generateEssay(4500, 'en').text, generateEssay(4501, 'zh').text, generateEssay(4502, 'en').text];
+      const res = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: texts.map((text, i) => ({ text, studentRef: `mixed${i}` })) }).expect(202);
+      const alone = (await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: texts[0] }).expect(202)).body.id;
+      const views = await waitForEssays(t.app, teacher, [...res.body.ids, alone]);
+      // In the order sent, each in its language.
+      expect(views.map((v) => [v.studentRef, v.language, v.rubric.key])).toEqual([
+        ['mixed0', 'en', 'en-general-100'],
+        ['mixed1', 'zh', 'zh-gaokao-60'],
+        ['mixed2', 'en', 'en-general-100'],
+        [null, 'en', 'en-general-100'],
+      ]);
+      // A batch that names its language is graded in it, whatever each essay looks like.
+      const named = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ language: 'zh', essays: [{ text: texts[0] }, { text: texts[1] }] }).expect(202);
+      expect((await waitForEssays(t.app, teacher, named.body.ids)).map((v) => v.rubric.key)).toEqual(['zh-gaokao-60', 'zh-gaokao-60']);
+    });
+
     it('refuses a batch over 200 essays (413) and a batch with a blank essay or a bad studentRef (400), storing none', async () => {
       const many = Array.from({ length: 201 }, () => ({ text: '作文' }));
       expect((await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: many }).expect(413)).body.error.code).toBe('PAYLOAD_TOO_LARGE');

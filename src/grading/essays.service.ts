@@ -158,7 +158,7 @@ export class EssaysService {
   }
 
   /** The budget policy (BudgetPolicy) may refuse the whole set now, with 402, when it cannot be paid for. */
-  private refuseIfUnaffordable(tenantId: string, essays: Array<{ text: string; language: Language }>, rubric: Rubric, tier: 'standard' | 'deep'): Promise<void> {
+  private refuseIfUnaffordable(tenantId: string, essays: Array<{ text: string; language: Language; rubric: Rubric }>, tier: 'standard' | 'deep'): Promise<void> {
     const what = essays.length === 1 ? 'grading this essay' : `grading these ${essays.length} essays`;
     return this.policy.admit(
       tenantId,
@@ -166,7 +166,7 @@ export class EssaysService {
       () => {
         let total = 0n;
         for (const e of essays) {
-          const worst = this.grading.quote(e.text, e.language, rubric, tier);
+          const worst = this.grading.quote(e.text, e.language, e.rubric, tier);
           if (worst === null) return null; // no model: graded offline (standard) or failed clearly (deep)
           total += worst;
         }
@@ -186,10 +186,10 @@ export class EssaysService {
     const text = this.checkText(dto.text, 'text');
     const t = await this.target(auth.tenantId, dto, text);
     const language = t.language ?? (t.rubric.language === 'any' ? detectLanguage(text) : t.rubric.language);
-    await this.refuseIfUnaffordable(auth.tenantId, [{ text, language }], t.rubric, dto.tier ?? 'standard');
+    await this.refuseIfUnaffordable(auth.tenantId, [{ text, language, rubric: t.rubric }], dto.tier ?? 'standard');
     await this.limits.admitQueued(auth.tenantId, 1);
     const id = randomUUID();
-    await this.store(auth, t, [{ id, text, language, tier: dto.tier ?? 'standard', title: dto.title ?? null, studentRef: dto.studentRef ?? null }]);
+    await this.store(auth, [{ t, essays: [{ id, text, language, tier: dto.tier ?? 'standard', title: dto.title ?? null, studentRef: dto.studentRef ?? null }] }]);
     this.events.queued();
     return { id, status: 'queued' };
   }
@@ -211,25 +211,33 @@ export class EssaysService {
       }
     });
     if (problems.length) throw ApiError.validation(problems);
-    const t = await this.target(auth.tenantId, dto);
-    const languages = texts.map((text) => t.language ?? (t.rubric.language === 'any' ? detectLanguage(text) : t.rubric.language));
-    await this.refuseIfUnaffordable(auth.tenantId, texts.map((text, i) => ({ text, language: languages[i] })), t.rubric, 'standard');
+    // With neither an assignment, a rubric nor a language, each essay is graded in its own language
+    // on that language's default rubric, as one essay sent alone would be (a class set may mix them).
+    const each = !dto.assignmentId && !dto.rubric && !dto.language;
+    const targets = new Map<string, Target>();
+    const essays: Array<{ t: Target; essay: NewEssay }> = [];
+    for (const [i, text] of texts.entries()) {
+      const detected = each ? detectLanguage(text) : undefined;
+      const tk = detected ?? '';
+      let t = targets.get(tk);
+      if (!t) targets.set(tk, (t = await this.target(auth.tenantId, { ...dto, language: detected })));
+      const language = t.language ?? (t.rubric.language === 'any' ? detectLanguage(text) : t.rubric.language);
+      essays.push({ t, essay: { id: randomUUID(), text, language, tier: 'standard', title: dto.essays[i].title ?? null, studentRef: dto.essays[i].studentRef ?? null } });
+    }
+    await this.refuseIfUnaffordable(auth.tenantId, essays.map(({ t, essay }) => ({ text: essay.text, language: essay.language, rubric: t.rubric })), 'standard');
     await this.limits.admitQueued(auth.tenantId, texts.length);
-    const ids = texts.map(() => randomUUID());
-    await this.store(
-      auth,
-      t,
-      ids.map((id, i) => ({ id, text: texts[i], language: languages[i], tier: 'standard' as const, title: dto.essays[i].title ?? null, studentRef: dto.essays[i].studentRef ?? null })),
-    );
+    await this.store(auth, [...targets.values()].map((t) => ({ t, essays: essays.filter((e) => e.t === t).map((e) => e.essay) })));
     this.events.queued();
-    return { ids, status: 'queued' };
+    return { ids: essays.map((e) => e.essay.id), status: 'queued' };
   }
 
-  /** Stores the essays as queued and queues their gradings, in one transaction and one round trip. */
-  private async store(auth: TenantAuth, t: Target, essays: NewEssay[]): Promise<void> {
+  /** Stores the essays as queued (a group a target) and queues their gradings, in one transaction and one round trip. */
+  private async store(auth: TenantAuth, groups: Array<{ t: Target; essays: NewEssay[] }>): Promise<void> {
     await runAtomically(this.ds, [
-      this.essays.insertQueuedStatement(auth.tenantId, { assignmentId: t.assignmentId, rubricKey: t.rubric.key, rubricVersion: t.rubric.version, submittedBy: auth.keyId }, essays),
-      this.jobs.enqueueStatement(auth.tenantId, essays.map((e) => ({ essayId: e.id, kind: 'grade' as const, dueBy: t.dueBy }))).statement,
+      ...groups.map(({ t, essays }) =>
+        this.essays.insertQueuedStatement(auth.tenantId, { assignmentId: t.assignmentId, rubricKey: t.rubric.key, rubricVersion: t.rubric.version, submittedBy: auth.keyId }, essays),
+      ),
+      this.jobs.enqueueStatement(auth.tenantId, groups.flatMap(({ t, essays }) => essays.map((e) => ({ essayId: e.id, kind: 'grade' as const, dueBy: t.dueBy })))).statement,
     ]);
   }
 
