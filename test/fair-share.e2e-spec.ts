@@ -6,6 +6,8 @@ import { GradingService } from '../src/grading/grading.service';
 import { JobQueue } from '../src/jobs/job-queue';
 import { LimitsService } from '../src/tenancy/limits.service';
 import { GatewayService } from '../src/llm/gateway.service';
+import { ClusterBus } from '../src/db/cluster-bus';
+import { DatabaseConnection } from '../src/db/database';
 import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
@@ -567,6 +569,23 @@ describe('instances that agree within a second (LISTEN/NOTIFY)', () => {
     await waitFor(async () => (await budget2.settings(tenant.tenantId)).monthlyCap === 20_000_000_000n, 1_000, 'the budget change');
     // Grading reads its settings through a cache the bus empties.
     await waitFor(async () => (await (grading2 as unknown as { settingsCache: { getOrLoad: Function } }).settingsCache.getOrLoad(tenant.tenantId, () => grading2.settings(tenant.tenantId))).reuseResubmissionGrades === true, 1_000, 'the grading settings change');
+  });
+
+  it("sends an instance's last messages before its database pool closes, though Nest stops the two at once", async () => {
+    const third = await t.another({ WORKERS_ENABLED: 'false' });
+    const got: unknown[] = [];
+    const off = t.app.get(ClusterBus).on('last-words', (p) => got.push(p));
+    try {
+      // A message published as the instance stops (a worker handing its jobs back, say), then the
+      // database connection's and the bus's shutdown hooks called together, the connection's first.
+      third.get(ClusterBus).publish('last-words', { from: 'third' });
+      await Promise.all([third.get(DatabaseConnection).onApplicationShutdown(), third.get(ClusterBus).onApplicationShutdown()]);
+      await waitFor(() => got.length === 1, 2_000, 'the last message at the other instance');
+      expect(got).toEqual([{ from: 'third' }]);
+    } finally {
+      off();
+      await third.close();
+    }
   });
 
   it('streams an essay graded by another instance, woken by its events (no polling), and wakes that instance when work is queued', async () => {

@@ -995,8 +995,15 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       // (a slow machine may renew twice before the close)
       expect(kinds.slice(-1)).toEqual(['return']);
       expect(new Set(kinds.slice(0, -1))).toEqual(new Set(['renew']));
-      // Each lease keeps the worst case of its call still in flight, nothing more.
+      // Each lease keeps the worst case of its call still in flight, nothing more; a call that
+      // settles after the close gives back at once what it did not use (the first tenant's).
+      const [first] = tenants;
+      const settled = await leases.settle({ tenantId: first.tenantId, period: periods[0], amount: 1_000_000n }, 400_000n, paidEntry(first.tenantId, periods[0], 400_000n));
+      expect(settled.charged).toBe(400_000n);
+      expect(leases.holding(first.tenantId)).toEqual({ available: 0n, held: 0n });
+      expect((await booksBalanced(first.tenantId)).leased).toBe(0n);
       for (const [i, x] of tenants.entries()) {
+        if (x === first) continue;
         expect(leases.holding(x.tenantId)).toEqual({ available: 0n, held: 1_000_000n });
         expect((await booksBalanced(x.tenantId)).leased).toBe(1_000_000n);
         expect(await books.returnLease(x.tenantId, periods[i], leases.instanceId, 1_000_000n)).toBe(true);

@@ -309,6 +309,9 @@ export class BudgetLeases {
           for (const p of g.items) l.available += p.unused;
           // Calls that cost something settle only on the lease's row, which the statement renewed.
           if (cost > 0n) l.renewedAt = Math.max(l.renewedAt, sentAt);
+          // A call still in flight when the instance began to stop: what it did not use goes back
+          // now, not when the lease expires (close() gave back only what no call had been promised).
+          if (this.closed) await this.giveBack(l);
         }
         for (const p of g.items) out.set(p, { ...settled, charged: p.entry.costNanos });
         continue;
@@ -429,7 +432,10 @@ export class BudgetLeases {
     }
   }
 
-  /** Shutdown: every pending settlement written, every lease given back. */
+  /**
+   * Shutdown: every pending settlement written, every lease given back. Calls still in flight
+   * settle afterwards, each giving back what it did not use as it settles (see write()).
+   */
   async close(): Promise<void> {
     this.closed = true;
     if (this.renewTimer) clearInterval(this.renewTimer);

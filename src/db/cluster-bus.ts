@@ -5,6 +5,7 @@ import { Client } from 'pg';
 import { DataSource, EntityManager } from 'typeorm';
 import { loggableError } from '../common/error-rendering';
 import { AppConfig, CONFIG } from '../config/app-config';
+import type { DatabaseConnection } from './database';
 
 /** The PostgreSQL channel every instance listens on. */
 export const BUS_CHANNEL = 'inkstone_bus';
@@ -77,14 +78,28 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
     }
   }
 
-  async onApplicationShutdown(): Promise<void> {
-    this.closed = true;
-    IN_PROCESS.delete(this);
-    if (this.flushTimer) clearTimeout(this.flushTimer);
-    await this.flush();
-    const l = this.listener;
-    this.listener = undefined;
-    if (l) await Promise.race([l.end().catch(() => undefined), new Promise((r) => setTimeout(r, 1_000).unref())]);
+  /** Sends what is pending before `db`'s pool closes (DatabaseModule wires it). */
+  sendBeforeClosing(db: DatabaseConnection): void {
+    db.beforeClose(() => this.stop());
+  }
+
+  onApplicationShutdown(): Promise<void> {
+    return this.stop();
+  }
+
+  /** Last messages sent, the listening connection closed; once, whichever asks first. */
+  private stopping?: Promise<void>;
+  private stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.closed = true;
+      IN_PROCESS.delete(this);
+      if (this.flushTimer) clearTimeout(this.flushTimer);
+      await this.flush();
+      const l = this.listener;
+      this.listener = undefined;
+      if (l) await Promise.race([l.end().catch(() => undefined), new Promise((r) => setTimeout(r, 1_000).unref())]);
+    })();
+    return this.stopping;
   }
 
   /** Sends a probe and waits for it on the listening connection. */

@@ -16,10 +16,22 @@ import { usePreparedStatements } from './tenant-scope';
 export class DatabaseConnection implements OnApplicationShutdown {
   private static readonly logger = new Logger('Database');
 
+  /** What must still reach the database when the app stops, run before the pool closes (beforeClose). */
+  private readonly lastWrites: Array<() => Promise<void>> = [];
+
   private constructor(
     readonly dataSource: DataSource,
     readonly embedded?: EmbeddedPostgres,
   ) {}
+
+  /**
+   * Runs `fn` before the pool closes when the app stops: Nest stops a module's providers all at
+   * once, so the cluster bus's last messages (an essay graded, jobs handed back) would otherwise
+   * race the pool's end and be lost.
+   */
+  beforeClose(fn: () => Promise<void>): void {
+    this.lastWrites.push(fn);
+  }
 
   static async open(config: AppConfig, entities: DataSourceOptions['entities'] = []): Promise<DatabaseConnection> {
     let url = config.databaseUrl;
@@ -55,6 +67,7 @@ export class DatabaseConnection implements OnApplicationShutdown {
   }
 
   async onApplicationShutdown(): Promise<void> {
+    await Promise.allSettled(this.lastWrites.map((fn) => fn()));
     if (this.dataSource.isInitialized) await this.dataSource.destroy();
     await this.embedded?.stop();
   }
@@ -69,7 +82,15 @@ export class DatabaseModule {
       providers: [
         { provide: DatabaseConnection, useFactory: (config: AppConfig) => DatabaseConnection.open(config, entities), inject: [CONFIG] },
         { provide: DataSource, useFactory: (c: DatabaseConnection) => c.dataSource, inject: [DatabaseConnection] },
-        ClusterBus,
+        {
+          provide: ClusterBus,
+          useFactory: (config: AppConfig, ds: DataSource, db: DatabaseConnection) => {
+            const bus = new ClusterBus(config, ds);
+            bus.sendBeforeClosing(db);
+            return bus;
+          },
+          inject: [CONFIG, DataSource, DatabaseConnection],
+        },
         DatabaseMaintenance,
       ],
       exports: [DatabaseConnection, DataSource, ClusterBus, DatabaseMaintenance],
