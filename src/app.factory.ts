@@ -117,7 +117,9 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
     genReqId: requestId,
     requestIdHeader: false,
     logger: false,
-    return503OnClosing: true,
+    // A request that arrives while the server is closing is answered 503 by the hook below, in the
+    // API's error shape (Fastify's own answer has another).
+    return503OnClosing: false,
     // A client has this long to send its whole request (not to receive the answer: streams last).
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
@@ -170,10 +172,22 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   fastify.server.headersTimeout = config.http.headersTimeoutMs;
   const authenticator = app.get(Authenticator);
   const limits = app.get(LimitsService);
+  // Stopping: what still arrives on an open connection is sent elsewhere (503, the connection closed
+  // after the answer), before any work is done for it; what was already under way finishes.
+  let closing = false;
+  fastify.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
   // Before the body is read: the request id, and the key. A call without a valid key is answered
   // 401 here, so it costs no body parsing (an 8 MiB body without a key is refused at once).
   fastify.addHook('onRequest', async (req, reply) => {
     void reply.header('x-request-id', req.id);
+    if (closing) {
+      void reply.header('connection', 'close');
+      sendError(reply as never, req as never, new ApiError('SERVICE_UNAVAILABLE', 'This server is stopping: send the request again (another instance will take it)', undefined, { 'retry-after': '1' }), logger);
+      return reply;
+    }
     const route = req.routeOptions;
     if (!route.url || (route.config as InkstoneRouteConfig)?.public || !needsKey(route.url)) return;
     try {

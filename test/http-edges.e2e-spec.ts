@@ -6,6 +6,9 @@ import { MAX_JSON_DEPTH, MAX_JSON_ITEMS, MAX_JSON_TOTAL_ITEMS } from '../src/app
 import { bearer, Factory, TestTenant } from './support/factories';
 import { generateEssay } from './support/essays';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { startFakeProvider } from './fake-provider/fake-provider';
+import { providerEnv } from './support/providers';
+import { waitFor } from './support/wait';
 
 /** A raw request over loopback: the body as given, chunked when no length is declared. */
 function raw(
@@ -183,4 +186,45 @@ describe('the HTTP edge: keys before bodies, per-route body limits, nesting, tim
       /HTTP_HEADERS_TIMEOUT_MS must not exceed HTTP_REQUEST_TIMEOUT_MS/,
     );
   });
+});
+
+describe('the HTTP edge while the server stops', () => {
+  it("finishes a call under way, and answers one that arrives on its connection meanwhile 503 in the API's error shape (Retry-After, the connection closed)", async () => {
+    const fake = await startFakeProvider();
+    const t = await createTestApp(providerEnv(fake, { WORKERS_ENABLED: 'false' }));
+    try {
+      await t.app.listen({ port: 0, host: '127.0.0.1' });
+      const server = t.app.getHttpServer();
+      const port = (server.address() as AddressInfo).port;
+      const tenant = await new Factory(t.app).newTenant({ monthlyBudget: '10.00' });
+      fake.setLatency(1_500);
+      const sock = net.connect(port, '127.0.0.1');
+      let got = '';
+      sock.on('data', (c: Buffer) => (got += c.toString('utf8')));
+      const closed = new Promise((resolve) => sock.on('close', resolve));
+      const body = JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'hello' }], max_tokens: 20 });
+      // A: a chat call, at the provider when the server begins to stop.
+      sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tenant.adminKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      await waitFor(() => fake.requests.length === 1, 10_000, 'the call at the provider');
+      const stopping = t.app.close();
+      await waitFor(() => !server.listening, 10_000, 'the server to stop listening');
+      // B: on the same connection, after the stop began.
+      sock.write('GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n');
+      await stopping;
+      await closed;
+      const answers = got.split(/(?=HTTP\/1\.1 )/);
+      expect(answers).toHaveLength(2);
+      expect(answers[0]).toMatch(/^HTTP\/1\.1 200 /);
+      expect(answers[1]).toMatch(/^HTTP\/1\.1 503 /);
+      expect(answers[1]).toMatch(/\r\nretry-after: 1\r\n/i);
+      expect(answers[1]).toMatch(/\r\nconnection: close\r\n/i);
+      const error = JSON.parse(answers[1].slice(answers[1].indexOf('\r\n\r\n') + 4)).error;
+      expect(error).toMatchObject({ code: 'SERVICE_UNAVAILABLE', message: expect.stringContaining('stopping') });
+      expect(error.requestId).toEqual(expect.any(String));
+    } finally {
+      fake.setLatency(0);
+      await t.close();
+      await fake.close();
+    }
+  }, 60_000);
 });

@@ -25,7 +25,7 @@ export const HTTP_ERRORS = {
   UNSUPPORTED_MEDIA_TYPE: { status: HttpStatus.UNSUPPORTED_MEDIA_TYPE, when: 'the body is not JSON' },
   UNPROCESSABLE: { status: HttpStatus.UNPROCESSABLE_ENTITY, when: 'a 422 raised below the application' },
   INTERNAL: { status: HttpStatus.INTERNAL_SERVER_ERROR, when: 'something failed on our side; the answer carries the request id to report' },
-  SERVICE_UNAVAILABLE: { status: HttpStatus.SERVICE_UNAVAILABLE, when: 'a 503 raised below the application' },
+  SERVICE_UNAVAILABLE: { status: HttpStatus.SERVICE_UNAVAILABLE, when: 'this server is stopping (send the request again after `Retry-After`: another instance takes it), or a 503 raised below the application' },
   DATABASE_BUSY: {
     status: HttpStatus.SERVICE_UNAVAILABLE,
     when: 'a database statement ran or waited longer than `DATABASE_STATEMENT_TIMEOUT_MS`, or no database connection came free in time; nothing of the request was stored: send it again after `Retry-After`',
