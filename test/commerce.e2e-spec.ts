@@ -143,6 +143,24 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await order(essay.id).expect(409); // delivered already
     });
 
+    it('acknowledges a signed event of another type (200, ignored, nothing changes), and refuses an amount sent as a JSON number (400)', async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(42);
+      const { body: o } = await order(essay.id).expect(202);
+      const pending = JSON.stringify({ id: `evt_${randomUUID()}`, type: 'payment.pending', data: { orderId: o.orderId } });
+      expect((await webhook(pending).expect(200)).body).toEqual({ received: true, duplicate: false, ignored: true });
+      await webhook(pending, 't=1,v1=00').expect(401); // still signed first
+      // 9.9 as a number: a float cannot carry money exactly; the provider is told, the order does not move.
+      const asNumber = JSON.stringify({ id: `evt_${randomUUID()}`, type: 'payment.succeeded', data: { orderId: o.orderId, amount: 9.9 } });
+      const refused = (await webhook(asNumber).expect(400)).body.error;
+      expect(refused.code).toBe('VALIDATION_FAILED');
+      expect(refused.details).toEqual([expect.objectContaining({ field: 'data.amount' })]);
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body).toMatchObject({ status: 'awaiting_payment', unappliedPayments: '0.00' });
+      // The same payment as a decimal string pays the order.
+      await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body.status).not.toBe('awaiting_payment');
+    });
+
     it('refuses a bad, a missing and a stale signature with 401; keeps a payment of another amount as money to return', async () => {
       await sell('webhook');
       const essay = await gradedEssay(3);

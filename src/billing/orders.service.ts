@@ -23,6 +23,14 @@ export interface DeepReviewOffer {
   paymentMode: PaymentMode | null;
 }
 
+/** What a payment webhook is answered (200): a repeated event id is `duplicate`; an event of another type than payment.succeeded or payment.refunded is `ignored`. */
+export interface PaymentWebhookAnswer {
+  received: true;
+  duplicate: boolean;
+  ignored?: true;
+  order?: OrderView;
+}
+
 export interface BillingSettingsView {
   deepReviewPrice: string | null;
   paymentMode: PaymentMode | null;
@@ -139,10 +147,11 @@ export class OrdersService {
 
   /**
    * A payment provider's event, signed with the tenant's webhook secret. Bad, missing or stale
-   * signatures are 401; an amount that is not the order's price is 409; an event id seen before
-   * answers 200 and changes nothing.
+   * signatures are 401; an amount that is not the order's price is kept unapplied (200); an event
+   * id seen before answers 200 and changes nothing; an event of another type is acknowledged (200)
+   * and ignored.
    */
-  async handleWebhook(tenantId: string, rawBody: Buffer | undefined, signature: string | undefined): Promise<{ received: true; duplicate: boolean; order?: OrderView }> {
+  async handleWebhook(tenantId: string, rawBody: Buffer | undefined, signature: string | undefined): Promise<PaymentWebhookAnswer> {
     // A UUID in the path may come in capitals: the id as stored is lower case (the stored secret is bound to it).
     tenantId = tenantId.toLowerCase();
     const unauthorized = (why: string) => BillingError.invalidSignature(why);
@@ -165,13 +174,19 @@ export class OrdersService {
     // Cleaned like every string the API takes (a NUL would fail the statement that records it).
     if (typeof event.id === 'string') event.id = stripControlChars(event.id);
     if (typeof event.id !== 'string' || event.id.length === 0 || event.id.length > 200) problems.push({ field: 'id', message: 'id must be the event id' });
+    if (typeof event.type !== 'string' || event.type.length === 0 || event.type.length > 200) problems.push({ field: 'type', message: 'type must be the event type' });
+    if (problems.length) throw ApiError.validation(problems);
     if (event.type !== 'payment.succeeded' && event.type !== 'payment.refunded') {
-      problems.push({ field: 'type', message: 'type must be payment.succeeded or payment.refunded' });
+      // Another kind of event (a provider sends many: pending, disputes, payouts): acknowledged and
+      // left alone, as an error would have the provider send it again for days.
+      this.logger.log({ msg: 'a payment event of another type was ignored', tenantId, eventId: event.id as string, type: stripControlChars(String(event.type)).slice(0, 100) });
+      return { received: true, duplicate: false, ignored: true };
     }
     const orderId = event.data?.orderId;
     if (typeof orderId !== 'string' || !UUID.test(orderId)) problems.push({ field: 'data.orderId', message: 'data.orderId must be an order id' });
-    const amountText = typeof event.data?.amount === 'number' ? String(event.data.amount) : event.data?.amount;
-    if (!isCnyString(amountText)) problems.push({ field: 'data.amount', message: 'data.amount must be the amount in CNY, e.g. "9.90"' });
+    // A decimal string only: a JSON number is a float, which cannot carry an amount of money exactly.
+    const amountText = event.data?.amount;
+    if (!isCnyString(amountText)) problems.push({ field: 'data.amount', message: 'data.amount must be the amount in CNY as a decimal string, e.g. "9.90" (not a JSON number)' });
     if (problems.length) throw ApiError.validation(problems);
     const eventId = event.id as string;
     const type = event.type as 'payment.succeeded' | 'payment.refunded';
