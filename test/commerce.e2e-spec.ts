@@ -391,6 +391,34 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
     });
   });
 
+  describe('the orders list', () => {
+    it('pages the orders newest first (every one once, the same as one read, with a status filter too), refusing a bad limit or cursor', async () => {
+      await sell('webhook');
+      const made: string[] = [];
+      for (const seed of [51, 52, 53]) made.push((await order((await gradedEssay(seed)).id).expect(202)).body.orderId);
+      await webhook(event('payment.succeeded', made[1], '9.90')).expect(200); // one paid: not awaiting payment any more
+      const read = async (query: Record<string, string>) => {
+        const ids: string[] = [];
+        let cursor: string | null = null;
+        do {
+          const page: { data: Array<{ orderId: string }>; nextCursor: string | null } = (
+            await t.http.get('/v1/orders').query({ ...query, ...(cursor ? { cursor } : {}) }).set(bearer(teacher)).expect(200)
+          ).body;
+          ids.push(...page.data.map((o) => o.orderId));
+          cursor = page.nextCursor;
+        } while (cursor);
+        return ids;
+      };
+      const whole = (await t.http.get('/v1/orders').set(bearer(teacher)).expect(200)).body;
+      expect(whole.nextCursor).toBeNull();
+      expect(whole.data.map((o: { orderId: string }) => o.orderId)).toEqual([...made].reverse());
+      expect(await read({ limit: '1' })).toEqual([...made].reverse());
+      expect(await read({ limit: '1', status: 'awaiting_payment' })).toEqual([made[2], made[0]]);
+      for (const limit of ['0', '501']) expect((await t.http.get('/v1/orders').query({ limit }).set(bearer(teacher)).expect(400)).body.error.details[0].field).toBe('limit');
+      expect((await t.http.get('/v1/orders').query({ cursor: 'x' }).set(bearer(teacher)).expect(400)).body.error.details[0].field).toBe('cursor');
+    });
+  });
+
   describe('orders across tenants', () => {
     it("answers 404 for another tenant's order, and its webhook cannot touch it", async () => {
       await sell('webhook');

@@ -580,6 +580,30 @@ describe('the web console in a browser', () => {
     }
   }, 60_000);
 
+  it("shows a school's assignments past the first page: older ones on request, each once", async () => {
+    const school = await s.f.newTenant({ monthlyBudget: '50.00' });
+    const titles: string[] = [];
+    for (let i = 0; i < 203; i++) {
+      titles.push(`作业 ${i}`);
+      await s.t.http.post('/v1/assignments').set('authorization', `Bearer ${school.adminKey}`).send({ title: titles[i], prompt: 'P', rubric: 'zh-gaokao-60' }).expect(201);
+    }
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, school.adminKey);
+      await page.goto(`${base}/console/#/assignments`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=more-assignments]');
+      const shown = () => page.$$eval('#assignment-list tbody tr td:first-child a', (as) => as.map((a) => a.textContent ?? ''));
+      expect(await shown()).toEqual([...titles].reverse().slice(0, 200));
+      await page.click('[data-test=more-assignments]');
+      await page.waitForFunction(() => document.querySelectorAll('#assignment-list tbody tr').length === 203);
+      expect(await shown()).toEqual([...titles].reverse());
+      expect(await page.$('[data-test=more-assignments]')).toBeNull();
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 90_000);
+
   it('keeps what a teacher typed when the session ends mid-use: signed in again over the page, the form is as it was', async () => {
     const first = await s.f.newKey(tenant, 'teacher');
     const second = await s.f.newKey(tenant, 'teacher');

@@ -667,6 +667,32 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       await t.http.put('/v1/rubrics/not-there').set(bearer(tenant.adminKey)).send(edit).expect(404);
     });
 
+    it('lists assignments newest first a page at a time (every one once, the same as one read), refusing a bad limit or cursor; another tenant sees none', async () => {
+      const school = await f.newTenant();
+      const made: string[] = [];
+      for (let i = 0; i < 7; i++) made.push((await t.http.post('/v1/assignments').set(bearer(school.adminKey)).send({ title: `第${i}单元`, prompt: 'P', rubric: 'zh-gaokao-60' }).expect(201)).body.id);
+      const whole = (await t.http.get('/v1/assignments').set(bearer(school.adminKey)).expect(200)).body;
+      expect(whole.nextCursor).toBeNull();
+      expect(whole.data.map((a: { id: string }) => a.id)).toEqual([...made].reverse());
+      const paged: string[] = [];
+      const sizes: number[] = [];
+      let cursor: string | null = null;
+      do {
+        const page: { data: Array<{ id: string; counts: { total: number } }>; nextCursor: string | null } = (
+          await t.http.get('/v1/assignments').query({ limit: 3, ...(cursor ? { cursor } : {}) }).set(bearer(school.adminKey)).expect(200)
+        ).body;
+        paged.push(...page.data.map((a) => a.id));
+        sizes.push(page.data.length);
+        cursor = page.nextCursor;
+      } while (cursor);
+      expect(sizes).toEqual([3, 3, 1]);
+      expect(paged).toEqual(whole.data.map((a: { id: string }) => a.id));
+      for (const limit of ['0', '201', 'x']) expect((await t.http.get('/v1/assignments').query({ limit }).set(bearer(school.adminKey)).expect(400)).body.error.details[0].field).toBe('limit');
+      expect((await t.http.get('/v1/assignments').query({ cursor: 'garbage!' }).set(bearer(school.adminKey)).expect(400)).body.error.details[0].field).toBe('cursor');
+      const other = await f.newTenant();
+      expect((await t.http.get('/v1/assignments').set(bearer(other.adminKey)).expect(200)).body).toEqual({ data: [], nextCursor: null });
+    });
+
     it('validates rubric definitions', async () => {
       const res = await t.http
         .post('/v1/rubrics')

@@ -92,3 +92,46 @@ export function Outcome({ message, failed }: { message: string | null; failed: b
     </p>
   );
 }
+
+/** A page of a list the API gives out in pages (`nextCursor` null on the last). */
+export interface ListPage<T> {
+  data: T[];
+  nextCursor: string | null;
+}
+
+/**
+ * A list read a page at a time: the first page as loaded, older pages added below on request
+ * (`more`, null when there are none). A new first page (a filter changed, a reload) starts again.
+ */
+export function useOlderPages<T>(
+  first: ListPage<T> | undefined,
+  next: (cursor: string) => Promise<ListPage<T>>,
+): { rows: T[] | undefined; more: (() => void) | null; busy: boolean; message: string | null; failed: boolean } {
+  const [older, setOlder] = useState<{ after: ListPage<T>; rows: T[]; next: string | null } | null>(null);
+  const action = useAction();
+  const mine = older && older.after === first ? older : null;
+  const cursor = mine ? mine.next : (first?.nextCursor ?? null);
+  const more = () =>
+    void action.run(async () => {
+      if (!cursor || !first) return;
+      const page = await next(cursor);
+      setOlder({ after: first, rows: [...(mine?.rows ?? []), ...page.data], next: page.nextCursor });
+    });
+  return { rows: first ? [...first.data, ...(mine?.rows ?? [])] : undefined, more: cursor ? more : null, busy: action.busy, message: action.message, failed: action.failed };
+}
+
+/** The button under a paged list that adds its older rows, and what went wrong reading them. */
+export function OlderRows({ pages, label, test }: { pages: ReturnType<typeof useOlderPages<unknown>>; label: string; test: string }) {
+  return (
+    <>
+      {pages.more && (
+        <p class="row">
+          <button type="button" class="secondary" data-test={test} disabled={pages.busy} onClick={pages.more}>
+            {label}
+          </button>
+        </p>
+      )}
+      <Outcome message={pages.message} failed={pages.failed} />
+    </>
+  );
+}

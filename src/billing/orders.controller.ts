@@ -11,8 +11,10 @@ import { BillingSettingsView, DeepReviewOffer, OrdersService, OrderView } from '
 import { BoundedRead } from '../tenancy/read-slot.interceptor';
 
 /** GET /v1/orders */
+/** GET /v1/orders: a page, newest first; `nextCursor` (null on the last page) asks for the next. */
 export interface OrderList {
   data: OrderView[];
+  nextCursor: string | null;
 }
 
 const ORDER_STATUSES = ['awaiting_payment', 'paid', 'delivered', 'refunded', 'cancelled'];
@@ -51,13 +53,15 @@ export class OrdersController {
   @Auth('admin', 'teacher')
   @BoundedRead()
   @ApiQuery({ name: 'status', required: false, enum: ORDER_STATUSES })
-  @ApiOperation({ summary: 'Deep-review orders, newest first' })
+  @ApiQuery({ name: 'limit', required: false, type: Number, minimum: 1, maximum: 500, description: '1-500, default 500' })
+  @ApiQuery({ name: 'cursor', required: false, description: 'nextCursor of the previous page' })
+  @ApiOperation({ summary: 'Deep-review orders, newest first, with cursor pagination' })
   @ApiView('OrderList')
-  async list(@TenantCaller() auth: TenantAuth, @Query('status') status?: string): Promise<OrderList> {
+  list(@TenantCaller() auth: TenantAuth, @Query('status') status?: string, @Query('limit') limit?: string, @Query('cursor') cursor?: string): Promise<OrderList> {
     if (status !== undefined && !ORDER_STATUSES.includes(status)) {
       throw ApiError.validation([{ field: 'status', message: `status must be one of ${ORDER_STATUSES.join(', ')}` }]);
     }
-    return { data: await this.orders.list(auth, status) };
+    return this.orders.list(auth, { status, limit, cursor });
   }
 
   @Get('orders/:id')

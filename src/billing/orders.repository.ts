@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import { formatCny, Nanos } from '../common/money';
+import { cursorAtSql, keysetPage, type KeysetPosition } from '../common/pagination';
 import { tenantQuery } from '../db/tenant-scope';
 import { InterruptedJob, JobQueue } from '../jobs/job-queue';
 import { alertEvent, AlertsRepository } from './alerts.repository';
@@ -280,14 +281,19 @@ export class OrdersRepository {
     return rows.map(toView);
   }
 
-  async list(tenantId: string, status?: string): Promise<OrderView[]> {
+  /** The tenant's orders, newest first, a page of `limit` after `after` (keyset). */
+  async list(tenantId: string, q: { status?: string; limit: number; after: KeysetPosition | null }): Promise<{ data: OrderView[]; nextCursor: string | null }> {
     const rows = await tenantQuery<Record<string, unknown>>(
       this.ds.manager,
       tenantId,
-      `SELECT ${ORDER_COLUMNS} FROM orders o WHERE o.tenant_id = $1 AND ($2::text IS NULL OR o.status = $2) ORDER BY o.created_at DESC LIMIT 500`,
-      [status ?? null],
+      `SELECT ${ORDER_COLUMNS}, ${cursorAtSql('o.created_at')} AS cursor_at FROM orders o
+        WHERE o.tenant_id = $1 AND ($2::text IS NULL OR o.status = $2)
+          AND ($3::timestamptz IS NULL OR (o.created_at, o.id) < ($3::timestamptz, $4::uuid))
+        ORDER BY o.created_at DESC, o.id DESC LIMIT $5`,
+      [q.status ?? null, q.after?.at ?? null, q.after?.id ?? null, q.limit + 1],
     );
-    return rows.map(toView);
+    const page = keysetPage(rows, q.limit);
+    return { data: page.rows.map(toView), nextCursor: page.nextCursor };
   }
 }
 

@@ -4,6 +4,7 @@ import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { stripControlChars } from '../common/control-chars';
 import { formatCny, isCnyString, parseCny } from '../common/money';
+import { decodeCursor, pageLimit } from '../common/pagination';
 import { verifySignature } from '../common/signature';
 import { ClusterBus } from '../db/cluster-bus';
 import { TenantsRepository } from '../tenancy/tenants.repository';
@@ -141,8 +142,10 @@ export class OrdersService {
     return order;
   }
 
-  list(auth: TenantAuth, status?: string): Promise<OrderView[]> {
-    return this.orders.list(auth.tenantId, status);
+  /** The tenant's orders, newest first, `limit` (1-500, default 500) a page. */
+  list(auth: TenantAuth, q: { status?: string; limit?: string; cursor?: string }): Promise<{ data: OrderView[]; nextCursor: string | null }> {
+    const limit = pageLimit(q.limit, 500);
+    return this.orders.list(auth.tenantId, { status: q.status, limit, after: q.cursor !== undefined ? decodeCursor(q.cursor) : null });
   }
 
   /**

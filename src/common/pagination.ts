@@ -66,3 +66,26 @@ function daysInMonth(year: number, month: number): number {
   if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
   return [4, 6, 9, 11].includes(month) ? 30 : 31;
 }
+
+/** A page's size from the query (`limit`): an integer from 1 to `max`, `max` when absent; a 400 naming `limit` otherwise. */
+export function pageLimit(raw: unknown, max: number, byDefault = max): number {
+  const limit = raw === undefined ? byDefault : Number(raw);
+  if (!Number.isInteger(limit) || limit < 1 || limit > max) throw ApiError.validation([{ field: 'limit', message: `limit must be an integer from 1 to ${max}` }]);
+  return limit;
+}
+
+/**
+ * SQL for a row's keyset timestamp as the cursor keeps it: UTC to the microsecond (a JS Date would
+ * round it to milliseconds and the next page would repeat or skip rows).
+ */
+export const cursorAtSql = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'`;
+
+/**
+ * A page of rows read with `limit + 1` (newest first) and the cursor of the next page, null on the
+ * last one. Each row carries `cursor_at` (cursorAtSql) and `id`.
+ */
+export function keysetPage<R extends { cursor_at?: unknown; id?: unknown }>(rows: R[], limit: number): { rows: R[]; nextCursor: string | null } {
+  const page = rows.slice(0, limit);
+  const last = page[page.length - 1];
+  return { rows: page, nextCursor: rows.length > limit && last ? encodeCursor({ at: String(last.cursor_at), id: String(last.id) }) : null };
+}

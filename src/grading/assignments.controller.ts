@@ -1,5 +1,5 @@
-import { Body, Controller, Get, Header, HttpCode, Param, Patch, Post, Res, UseInterceptors } from '@nestjs/common';
-import { ApiBearerAuth, ApiHeader, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Get, Header, HttpCode, Param, Patch, Post, Query, Res, UseInterceptors } from '@nestjs/common';
+import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { ApiView } from '../docs/api-view';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
@@ -9,9 +9,10 @@ import { Assignment, AssignmentDetail, AssignmentsService, AssignmentSummary } f
 import { AssignmentQualityDto, CreateAssignmentDto } from './dto/assignment.dto';
 import { BoundedRead } from '../tenancy/read-slot.interceptor';
 
-/** GET /v1/assignments */
+/** GET /v1/assignments: a page, newest first; `nextCursor` (null on the last page) asks for the next. */
 export interface AssignmentList {
   data: AssignmentSummary[];
+  nextCursor: string | null;
 }
 
 @ApiTags('grading')
@@ -33,10 +34,12 @@ export class AssignmentsController {
 
   @Get()
   @BoundedRead()
-  @ApiOperation({ summary: 'The latest assignments' })
+  @ApiOperation({ summary: 'Assignments, newest first, with their essay counts by status, with cursor pagination' })
   @ApiView('AssignmentList')
-  async list(@TenantCaller() auth: TenantAuth): Promise<AssignmentList> {
-    return { data: await this.assignments.list(auth) };
+  @ApiQuery({ name: 'limit', required: false, type: Number, minimum: 1, maximum: 200, description: '1-200, default 200' })
+  @ApiQuery({ name: 'cursor', required: false, description: 'nextCursor of the previous page' })
+  list(@TenantCaller() auth: TenantAuth, @Query('limit') limit?: string, @Query('cursor') cursor?: string): Promise<AssignmentList> {
+    return this.assignments.list(auth, { limit, cursor });
   }
 
   @Get(':id')

@@ -16,7 +16,7 @@ import { deadlineProblem } from './deadline';
 import { Clock } from '../common/clock';
 import type { StoredGrade } from './grading-types';
 import { UUID } from '../common/ids';
-import type { KeysetPosition } from '../common/pagination';
+import { cursorAtSql, decodeCursor, keysetPage, pageLimit, type KeysetPosition } from '../common/pagination';
 
 export interface Assignment {
   id: string;
@@ -60,6 +60,8 @@ export interface AssignmentDetail extends Assignment {
 
 /** An export's rows at most (the oldest essays). */
 const MAX_CSV_ROWS = 20_000;
+/** Assignments a page of GET /v1/assignments holds at most (and by default). */
+const MAX_LIST_PAGE = 200;
 /** Essays an export reads at a time. */
 const CSV_PAGE = 1_000;
 
@@ -159,13 +161,19 @@ export class AssignmentsService {
   }
 
   /** The latest 200 assignments, each with its essays counted by status (one statement). */
-  async list(auth: TenantAuth): Promise<AssignmentSummary[]> {
+  /** The tenant's assignments, newest first, `limit` (1-200, default 200) a page, with each one's essay counts. */
+  async list(auth: TenantAuth, q: { limit?: string; cursor?: string } = {}): Promise<{ data: AssignmentSummary[]; nextCursor: string | null }> {
+    const limit = pageLimit(q.limit, MAX_LIST_PAGE);
+    const after: KeysetPosition | null = q.cursor !== undefined ? decodeCursor(q.cursor) : null;
     const rows = await tenantQuery<Record<string, string | number | Date | null>>(
       this.ds.manager,
       auth.tenantId,
       `SELECT a.id, a.title, a.prompt, a.rubric_key, a.rubric_version, a.language, a.escalate, a.pass_mark::float8 AS pass_mark,
-              a.expected_length_min, a.expected_length_max, a.due_by, a.created_at, c.*
-         FROM assignments a
+              a.expected_length_min, a.expected_length_max, a.due_by, a.created_at,
+              ${cursorAtSql('a.created_at')} AS cursor_at, c.*
+         FROM (SELECT * FROM assignments
+                WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid))
+                ORDER BY created_at DESC, id DESC LIMIT $4) a
          LEFT JOIN LATERAL (
            SELECT count(*)::int AS total,
                   count(*) FILTER (WHERE status = 'queued')::int AS queued,
@@ -175,12 +183,17 @@ export class AssignmentsService {
                   count(*) FILTER (WHERE status = 'needs_review')::int AS needs_review
              FROM essays e WHERE e.tenant_id = a.tenant_id AND e.assignment_id = a.id AND e.erased_at IS NULL
          ) c ON true
-        WHERE a.tenant_id = $1 ORDER BY a.created_at DESC LIMIT 200`,
+        ORDER BY a.created_at DESC, a.id DESC`,
+      [after?.at ?? null, after?.id ?? null, limit + 1],
     );
-    return rows.map((row) => ({
-      ...toAssignment(row),
-      counts: { total: Number(row.total), queued: Number(row.queued), grading: Number(row.grading), graded: Number(row.graded), failed: Number(row.failed), needs_review: Number(row.needs_review) },
-    }));
+    const page = keysetPage(rows, limit);
+    return {
+      data: page.rows.map((row) => ({
+        ...toAssignment(row),
+        counts: { total: Number(row.total), queued: Number(row.queued), grading: Number(row.grading), graded: Number(row.graded), failed: Number(row.failed), needs_review: Number(row.needs_review) },
+      })),
+      nextCursor: page.nextCursor,
+    };
   }
 
   /**

@@ -221,7 +221,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Deep-review orders, newest first */
+        /** Deep-review orders, newest first, with cursor pagination */
         get: operations["OrdersController_list"];
         put?: never;
         post?: never;
@@ -359,7 +359,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The latest assignments */
+        /** Assignments, newest first, with their essay counts by status, with cursor pagination */
         get: operations["AssignmentsController_list"];
         put?: never;
         /** Create an assignment: title, essay prompt (作文题目), rubric and language */
@@ -1125,9 +1125,10 @@ export interface components {
             };
             title: string;
         };
-        /** @description GET /v1/assignments */
+        /** @description GET /v1/assignments: a page, newest first; `nextCursor` (null on the last page) asks for the next. */
         AssignmentList: {
             data: components["schemas"]["AssignmentSummary"][];
+            nextCursor: string | null;
         };
         /** @description An assignment in the list: its essays counted by status. */
         AssignmentSummary: {
@@ -1535,9 +1536,10 @@ export interface components {
             savedByScheduling: string;
             timezone: string;
         };
-        /** @description GET /v1/orders */
+        /** @description GET /v1/orders: a page, newest first; `nextCursor` (null on the last page) asks for the next. */
         OrderList: {
             data: components["schemas"]["OrderView"][];
+            nextCursor: string | null;
         };
         /** @enum {string} */
         OrderStatus: "awaiting_payment" | "paid" | "delivered" | "refunded" | "cancelled";
@@ -2381,6 +2383,10 @@ export interface operations {
         parameters: {
             query?: {
                 status?: "awaiting_payment" | "paid" | "delivered" | "refunded" | "cancelled";
+                /** @description 1-500, default 500 */
+                limit?: number;
+                /** @description nextCursor of the previous page */
+                cursor?: string;
             };
             header?: never;
             path?: never;
@@ -2775,7 +2781,12 @@ export interface operations {
     };
     AssignmentsController_list: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description 1-200, default 200 */
+                limit?: number;
+                /** @description nextCursor of the previous page */
+                cursor?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;

@@ -3,12 +3,15 @@ import { api, ok } from '../api/client';
 import { useApp } from '../app-context';
 import { dateTime } from '../format';
 import { href } from '../router';
-import { Field, Loading, Outcome, Section, useAction, useLoad } from '../ui';
+import { Field, Loading, OlderRows, Outcome, Section, useAction, useLoad, useOlderPages } from '../ui';
 
-/** A teacher's assignments: the list with counts, and a new one. */
+/** A teacher's assignments: the list with counts (newest first, older pages on request), and a new one. */
 export function AssignmentsPage() {
   const { t, session, intl } = useApp();
   const list = useLoad(() => ok(api.GET('/v1/assignments')), []);
+  // Older pages, read on request (a school may have more assignments than a page holds).
+  const pages = useOlderPages(list.data, (cursor) => ok(api.GET('/v1/assignments', { params: { query: { cursor } } })));
+  const rows = pages.rows ?? [];
   const rubrics = useLoad(() => ok(api.GET('/v1/rubrics')), []);
   const [title, setTitle] = useState('');
   const [prompt, setPrompt] = useState('');
@@ -37,9 +40,10 @@ export function AssignmentsPage() {
       <Section title={t('navAssignments')} id="assignment-list">
         {!list.data ? (
           <Loading error={list.error} />
-        ) : list.data.data.length === 0 ? (
+        ) : rows.length === 0 ? (
           <p>{t('noAssignments')}</p>
         ) : (
+          <>
           <div class="table-wrap">
             <table>
               <thead>
@@ -51,7 +55,7 @@ export function AssignmentsPage() {
                 </tr>
               </thead>
               <tbody>
-                {list.data.data.map((a) => (
+                {rows.map((a) => (
                   <tr>
                     <td>
                       <a href={href.assignment(a.id)}>{a.title}</a>
@@ -64,6 +68,8 @@ export function AssignmentsPage() {
               </tbody>
             </table>
           </div>
+          <OlderRows pages={pages} label={t('moreAssignments')} test="more-assignments" />
+          </>
         )}
       </Section>
       <Section title={t('newAssignment')} id="new-assignment">

@@ -3,13 +3,13 @@ import { api, ok } from '../api/client';
 import { useApp } from '../app-context';
 import { cnyExact, dateTime } from '../format';
 import { href } from '../router';
-import { Field, Loading, Section, useLoad } from '../ui';
+import { Field, Loading, OlderRows, Section, useLoad, useOlderPages } from '../ui';
 
 const STATUSES = ['awaiting_payment', 'paid', 'delivered', 'refunded', 'cancelled'] as const;
 type Status = (typeof STATUSES)[number];
 
 /**
- * Deep-review orders, newest first (the API's latest 500), for the admin who sells them: what each
+ * Deep-review orders, newest first (a page of 500, older ones on request), for the admin who sells them: what each
  * order is at, and money that needs the school's attention — payments an order could not take (to
  * return to the payer) and what the payment provider gave back of a price (partial refunds).
  */
@@ -17,7 +17,8 @@ export function OrdersPage() {
   const { t, code, session, intl } = useApp();
   const [status, setStatus] = useState<Status | ''>('');
   const orders = useLoad(() => ok(api.GET('/v1/orders', { params: { query: status ? { status } : {} } })), [status]);
-  const list = orders.data?.data;
+  const pages = useOlderPages(orders.data, (cursor) => ok(api.GET('/v1/orders', { params: { query: { ...(status ? { status } : {}), cursor } } })));
+  const list = pages.rows;
   const toReturn = list?.filter((o) => o.unappliedPayments !== '0.00') ?? [];
   return (
     <>
@@ -73,6 +74,7 @@ export function OrdersPage() {
             </table>
           </div>
         )}
+        <OlderRows pages={pages} label={t('moreOrders')} test="more-orders" />
       </Section>
     </>
   );
