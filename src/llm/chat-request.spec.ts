@@ -16,10 +16,11 @@ describe('parseChatRequest', () => {
     const tool = { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: {} } } };
     expect(problems({ ...base, tools: [tool], tool_choice: 'required' })).toEqual(['tools', 'tool_choice']);
     expect(problems({ ...base, functions: [tool.function], function_call: { name: 'get_weather' } })).toEqual(['functions', 'function_call']);
-    expect(problems({ ...base, logprobs: true, top_logprobs: 2 })).toEqual(['logprobs']);
+    expect(problems({ ...base, logprobs: true, top_logprobs: 2 })).toEqual(['logprobs', 'top_logprobs']);
+    expect(problems({ ...base, top_logprobs: 2 })).toEqual(['top_logprobs']);
     expect(problems({ ...base, presence_penalty: 0.5, frequency_penalty: -1, logit_bias: { '50256': -100 } })).toEqual(['presence_penalty', 'frequency_penalty', 'logit_bias']);
     // What clients send by default is no request for any of it.
-    expect(problems({ ...base, tools: [], tool_choice: 'auto', logprobs: false, presence_penalty: 0, frequency_penalty: 0, logit_bias: {}, parallel_tool_calls: true })).toEqual([]);
+    expect(problems({ ...base, tools: [], tool_choice: 'auto', logprobs: false, top_logprobs: 0, presence_penalty: 0, frequency_penalty: 0, logit_bias: {}, parallel_tool_calls: true })).toEqual([]);
   });
 
   it('reads tier aliases, catalog models and OpenAI parameters', () => {

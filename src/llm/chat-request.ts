@@ -102,6 +102,7 @@ export function parseChatRequest(body: unknown): ChatCompletionRequest {
   if (b.tool_choice !== undefined && b.tool_choice !== null && b.tool_choice !== 'none' && b.tool_choice !== 'auto') unsupported('tool_choice', 'no tool calling');
   if (b.function_call !== undefined && b.function_call !== null && b.function_call !== 'none' && b.function_call !== 'auto') unsupported('function_call', 'no function calling');
   if (b.logprobs !== undefined && b.logprobs !== null && b.logprobs !== false) unsupported('logprobs', 'no log-probabilities');
+  if (b.top_logprobs !== undefined && b.top_logprobs !== null && b.top_logprobs !== 0) unsupported('top_logprobs', 'no log-probabilities');
   for (const field of ['presence_penalty', 'frequency_penalty'] as const) {
     const v = b[field];
     if (v !== undefined && v !== null && v !== 0) unsupported(field, 'only 0');
