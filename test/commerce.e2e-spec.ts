@@ -1,3 +1,4 @@
+import { isRetired } from '../src/llm/catalog';
 import { OrdersRepository } from '../src/billing/orders.repository';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -619,6 +620,16 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
     it("estimates costs per model and for the mix, and from the tenant's own ledger when measured", async () => {
       const plain = await t.http.post('/v1/advisor/cost-estimate').set(bearer(teacher)).send({ dailyCalls: 6700, cacheHitRate: 0.45, deepShare: 0.1 }).expect(200);
       expect(plain.body.models.length).toBeGreaterThan(3);
+      // No retired model is offered (the gateway refuses them), and each model's tiers are this deployment's, as /v1/models says.
+      const retired = [...t.models.catalog.models.values()].filter((m) => isRetired(m, new Date())).map((m) => m.key);
+      expect(retired.length).toBeGreaterThan(0);
+      const offered = (plain.body.models as Array<{ model: string; tiers: string[] }>).map((m) => m.model);
+      expect(offered.filter((k) => retired.includes(k))).toEqual([]);
+      const listed = new Map<string, string[]>(
+        ((await t.http.get('/v1/models').set(bearer(teacher)).expect(200)).body.data as Array<{ id: string; inkstone: { provider: string; tiers: string[] } }>).map((m) => [`${m.inkstone.provider}:${m.id}`, m.inkstone.tiers]),
+      );
+      expect(offered.filter((k) => listed.has(k)).length).toBeGreaterThan(3);
+      for (const m of plain.body.models as Array<{ model: string; tiers: string[] }>) if (listed.has(m.model)) expect([m.model, m.tiers]).toEqual([m.model, listed.get(m.model)]);
       expect(plain.body.mix).toMatchObject({ standardModel: 'deepseek:deepseek-flash', deepModel: 'dashscope:qwen3-max' });
       expect(Number(plain.body.mix.monthly)).toBeLessThan(Number(plain.body.naive.monthly));
       await t.http.post('/v1/advisor/cost-estimate').set(bearer(teacher)).send({ dailyCalls: 100, measured: true }).expect(409);

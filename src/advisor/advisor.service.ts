@@ -4,7 +4,8 @@ import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { tenantQuery } from '../db/tenant-scope';
-import { CatalogModel, TIERS } from '../llm/catalog';
+import { CatalogModel, isRetired, TIERS } from '../llm/catalog';
+import { Clock } from '../common/clock';
 import { CostAssumptions, estimateCosts } from './cost-estimate';
 
 export interface CostEstimateRequest {
@@ -23,6 +24,7 @@ export class AdvisorService {
   constructor(
     private readonly ds: DataSource,
     @Inject(LLM_MODELS) private readonly models: LlmModels,
+    private readonly clock: Clock,
   ) {}
 
   /** The tenant's own averages from the ledger (grading calls that reached a model, and cache hits). */
@@ -67,10 +69,12 @@ export class AdvisorService {
     const standard = first('standard');
     const premium = first('deep');
     if (!standard || !premium) throw new ApiError('CONFLICT', 'The catalog names no standard or deep model to estimate with');
-    const models = [...llm.catalog.models.values()].map((model) => ({
-      model,
-      tiers: TIERS.filter((t) => llm.catalog.defaultTiers[t].includes(model.key) || llm.tiers[t].some((g) => g.some((e) => e.model.key === model.key))),
-    }));
+    // Every model a school could still be served by (a retired one is refused at the gateway), with
+    // the tiers it serves in this deployment, as GET /v1/models shows them.
+    const now = this.clock.now();
+    const models = [...llm.catalog.models.values()]
+      .filter((model) => !isRetired(model, now))
+      .map((model) => ({ model, tiers: TIERS.filter((t) => llm.tiers[t].some((g) => g.some((e) => e.model.key === model.key))) }));
     return {
       assumptions: {
         dailyCalls: a.dailyCalls,
