@@ -49,6 +49,10 @@ export const VIEWS: ReadonlyArray<{ name: string; file: string }> = [
   { name: 'QualityView', file: 'src/quality/quality.service.ts' },
   { name: 'CalibrationView', file: 'src/quality/calibration.service.ts' },
   { name: 'RegradeResult', file: 'src/quality/calibration.service.ts' },
+  { name: 'CreatedTenant', file: 'src/tenancy/tenants.service.ts' },
+  { name: 'PaymentEvent', file: 'src/billing/orders.service.ts' },
+  { name: 'PaymentWebhookAnswer', file: 'src/billing/orders.service.ts' },
+  { name: 'BusinessValue', file: 'src/advisor/business-value.ts' },
 ];
 
 /**

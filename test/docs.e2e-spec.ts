@@ -57,6 +57,9 @@ const TYPED_ANSWERS = [
   'GET /v1/quality',
   'GET /v1/limits',
   'PUT /v1/tenants/{id}/limits',
+  'POST /v1/tenants',
+  'POST /v1/payments/webhook/{tenantId}',
+  'POST /v1/advisor/business-value',
 ];
 
 type Operation = { responses?: Record<string, { content?: Record<string, { schema?: unknown }> }> };

@@ -3,6 +3,7 @@ import { ApiBearerAuth, ApiOperation, ApiProperty, ApiPropertyOptional, ApiTags 
 import { Type } from 'class-transformer';
 import { IsBoolean, IsIn, IsInt, IsNumber, IsOptional, IsString, Length, Max, Min, ValidateNested } from 'class-validator';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { ApiView } from '../docs/api-view';
 import { AdvisorService } from './advisor.service';
 import { BusinessValue, businessValue, ErrorTolerance } from './business-value';
 
@@ -84,6 +85,7 @@ export class AdvisorController {
   @Post('business-value')
   @HttpCode(200)
   @ApiOperation({ summary: "The article's commercial-value matrix: score 0-100 and a suggestion" })
+  @ApiView('BusinessValue')
   businessValue(@Body() dto: BusinessValueDto): BusinessValue {
     return businessValue(dto);
   }

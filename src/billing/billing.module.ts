@@ -11,7 +11,7 @@ import { BudgetPolicy } from './budget-policy';
 import { BudgetController } from './budget.controller';
 import { BudgetService } from './budget.service';
 import { LedgerService } from './ledger.service';
-import { OrdersController } from './orders.controller';
+import { OrdersController, PaymentsWebhookController } from './orders.controller';
 import { OrdersRepository } from './orders.repository';
 import { OrdersService } from './orders.service';
 import { createSecretBox, TenantSecretsService } from './tenant-secrets.service';
@@ -19,7 +19,7 @@ import { WebhookDispatcher } from './webhook-dispatcher';
 
 @Module({
   imports: [TenancyModule, JobsModule],
-  controllers: [BudgetController, OrdersController],
+  controllers: [BudgetController, OrdersController, PaymentsWebhookController],
   providers: [
     BudgetService,
     BudgetPolicy,

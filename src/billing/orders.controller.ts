@@ -1,5 +1,5 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Put, Query, RawBodyRequest, Req } from '@nestjs/common';
-import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
+import { ApiBearerAuth, ApiBody, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { FastifyRequest } from 'fastify';
 import { Auth, Public, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
@@ -7,10 +7,9 @@ import { ApiView } from '../docs/api-view';
 import { BodyLimit, KiB } from '../common/route-config';
 import { SIGNATURE_HEADER } from '../common/signature';
 import { BillingSettingsDto } from './dto/billing-settings.dto';
-import { BillingSettingsView, DeepReviewOffer, OrdersService, OrderView } from './orders.service';
+import { BillingSettingsView, DeepReviewOffer, OrdersService, OrderView, PaymentWebhookAnswer } from './orders.service';
 import { BoundedRead } from '../tenancy/read-slot.interceptor';
 
-/** GET /v1/orders */
 /** GET /v1/orders: a page, newest first; `nextCursor` (null on the last page) asks for the next. */
 export interface OrderList {
   data: OrderView[];
@@ -71,14 +70,23 @@ export class OrdersController {
   get(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<OrderView> {
     return this.orders.get(auth.tenantId, id);
   }
+}
+
+/** The payment provider's calls: no key (the tenant's webhook secret signs them), so a controller of their own, without the bearer scheme. */
+@ApiTags('billing')
+@Controller('v1')
+export class PaymentsWebhookController {
+  constructor(private readonly orders: OrdersService) {}
 
   @Post('payments/webhook/:tenantId')
   @BodyLimit(64 * KiB)
   @HttpCode(200)
   @Public()
-  @ApiHeader({ name: SIGNATURE_HEADER, description: 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">' })
+  @ApiHeader({ name: SIGNATURE_HEADER, required: true, description: 't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> with the tenant\'s webhook secret' })
+  @ApiBody({ schema: { $ref: '#/components/schemas/PaymentEvent' } })
   @ApiOperation({ summary: 'Payment provider events (payment.succeeded, payment.refunded), signed with the tenant webhook secret' })
-  webhook(@Param('tenantId') tenantId: string, @Req() req: RawBodyRequest<FastifyRequest>) {
+  @ApiView('PaymentWebhookAnswer')
+  webhook(@Param('tenantId') tenantId: string, @Req() req: RawBodyRequest<FastifyRequest>): Promise<PaymentWebhookAnswer> {
     const header = req.headers[SIGNATURE_HEADER];
     return this.orders.handleWebhook(tenantId, req.rawBody, Array.isArray(header) ? header[0] : header);
   }

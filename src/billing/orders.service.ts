@@ -24,6 +24,19 @@ export interface DeepReviewOffer {
   paymentMode: PaymentMode | null;
 }
 
+/** A payment provider's event (POST /v1/payments/webhook/:tenantId), signed with the tenant's webhook secret. */
+export interface PaymentEvent {
+  /** the provider's event id: an id seen before changes nothing */
+  id: string;
+  /** payment.succeeded or payment.refunded; another type is acknowledged and ignored */
+  type: string;
+  data: {
+    orderId: string;
+    /** CNY as a decimal string, e.g. "9.90" (never a JSON number) */
+    amount: string;
+  };
+}
+
 /** What a payment webhook is answered (200): a repeated event id is `duplicate`; an event of another type than payment.succeeded or payment.refunded is `ignored`. */
 export interface PaymentWebhookAnswer {
   received: true;

@@ -258,7 +258,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Payment provider events (payment.succeeded, payment.refunded), signed with the tenant webhook secret */
-        post: operations["OrdersController_webhook"];
+        post: operations["PaymentsWebhookController_webhook"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1186,6 +1186,19 @@ export interface components {
             utilization: string;
             whenExhausted: components["schemas"]["WhenExhausted"];
         };
+        BusinessValue: {
+            details: {
+                baseScore: number;
+                frequencyFactor: number;
+                knownTask: boolean;
+                paymentFactor: number;
+                rawScore: number;
+                toleranceFactor: number;
+            };
+            score: number;
+            suggestion: string;
+            task: string;
+        };
         CalibrationView: {
             active: boolean;
             after: {
@@ -1219,6 +1232,12 @@ export interface components {
             key: string;
             name: string;
             role: components["schemas"]["ApiKeyRole"];
+        };
+        CreatedTenant: {
+            /** @description The first admin key, shown this once. */
+            adminKey: string;
+            adminKeyId: string;
+            tenant: components["schemas"]["TenantView"];
         };
         DeepAnalysis: {
             paragraphs: {
@@ -1564,8 +1583,29 @@ export interface components {
             /** @description payments that came for this order when it could no longer take them (cancelled, already paid, refunded): money to check with the payment provider and return to the payer. "0.00" normally. */
             unappliedPayments: string;
         };
+        /** @description A payment provider's event (POST /v1/payments/webhook/:tenantId), signed with the tenant's webhook secret. */
+        PaymentEvent: {
+            data: {
+                /** @description CNY as a decimal string, e.g. "9.90" (never a JSON number) */
+                amount: string;
+                orderId: string;
+            };
+            /** @description the provider's event id: an id seen before changes nothing */
+            id: string;
+            /** @description payment.succeeded or payment.refunded; another type is acknowledged and ignored */
+            type: string;
+        };
         /** @enum {string} */
         PaymentMode: "webhook" | "invoice";
+        /** @description What a payment webhook is answered (200): a repeated event id is `duplicate`; an event of another type than payment.succeeded or payment.refunded is `ignored`. */
+        PaymentWebhookAnswer: {
+            duplicate: boolean;
+            /** @enum {boolean} */
+            ignored?: true;
+            order?: components["schemas"]["OrderView"];
+            /** @enum {boolean} */
+            received: true;
+        };
         /** @enum {string} */
         QualityGroup: "rubric" | "tier" | "model" | "source";
         /** @description GET /v1/quality: SPEC §2's `{n, qwk, exact, adjacent, bias, byDimension}` over every teacher label in range, then the same per group. The top-level figures pool the labels only when they are all on one rubric (version); over several rubrics they are null (scales are never pooled) and `n` still counts every label. */
@@ -1715,6 +1755,13 @@ export interface components {
             /** @description rubric versions kept (each rubric and each edit of one is a version) */
             rubricVersions: number;
         };
+        TenantView: {
+            createdAt: string;
+            id: string;
+            monthlyBudget: string;
+            name: string;
+            timezone: string;
+        };
         /** @enum {string} */
         Tier: "standard" | "deep";
         /**
@@ -1831,11 +1878,14 @@ export interface operations {
             };
         };
         responses: {
+            /** @description Created */
             201: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["CreatedTenant"];
+                };
             };
             /** @description A refused request: the code says why (docs/api.md, Errors) */
             "4XX": {
@@ -2463,25 +2513,32 @@ export interface operations {
             };
         };
     };
-    OrdersController_webhook: {
+    PaymentsWebhookController_webhook: {
         parameters: {
             query?: never;
-            header?: {
-                /** @description t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> */
-                "x-inkstone-signature"?: string;
+            header: {
+                /** @description t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> with the tenant's webhook secret */
+                "x-inkstone-signature": string;
             };
             path: {
                 tenantId: string;
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PaymentEvent"];
+            };
+        };
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["PaymentWebhookAnswer"];
+                };
             };
             /** @description A refused request: the code says why (docs/api.md, Errors) */
             "4XX": {
@@ -3900,11 +3957,14 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["BusinessValue"];
+                };
             };
             /** @description A refused request: the code says why (docs/api.md, Errors) */
             "4XX": {
