@@ -127,6 +127,9 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   const root = rootLogger(config, options.logDestination);
   const app = await NestFactory.create<NestFastifyApplication>(AppModule.forRoot(config, options.models ?? resolveLlmModels(config.llm), root), adapter, {
     bufferLogs: true,
+    // Nest's own console logger (coloured, not JSON) stays silent: what the modules log while they
+    // are built waits in the buffer for ours, and a start that fails is told by main.ts in one line.
+    logger: false,
     abortOnError: false,
     // Payment webhooks are verified against the exact bytes that were signed.
     rawBody: true,

@@ -21,6 +21,14 @@ describe('starting the service as a process', () => {
     expect(output().trim().split('\n')).toEqual([`inkstone: configuration error: ${message}`]);
   });
 
+  it('stops with one line when the database cannot be reached, without the framework\'s own log dump', async () => {
+    const port = await freePort(); // nothing listens there
+    const child = runService({ INKSTONE_ADMIN_TOKEN: TOKEN, DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/inkstone` });
+    const output = collect(child);
+    expect(await exited(child)).toBe(1);
+    expect(output().trim().split('\n')).toEqual([`inkstone: failed to start: connect ECONNREFUSED 127.0.0.1:${port} (ECONNREFUSED)`]);
+  });
+
   it('starts the embedded PostgreSQL when DATABASE_URL is unset and keeps its data across restarts', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'inkstone-start-'));
     const env = { INKSTONE_ADMIN_TOKEN: TOKEN, INKSTONE_DATA_DIR: dataDir, LOG_LEVEL: 'info' };

@@ -42,6 +42,7 @@ describe('loadConfig', () => {
     ['PORT', '70000', 'PORT must be an integer from 0 to 65535 (got "70000")'],
     ['DATABASE_URL', 'mysql://x/y', 'DATABASE_URL must start with postgres:// or postgresql:// (got mysql://)'],
     ['DATABASE_URL', 'not a url', 'DATABASE_URL must be a URL starting with postgres:// or postgresql://'],
+    ['DATABASE_URL', 'postgres://u:secret@127.0.0.1:notaport/x', 'DATABASE_URL is not a valid URL (scheme://user:password@host:port/name: a port is a number; a password with @, :, / or % must be percent-encoded)'],
     ['LOG_LEVEL', 'loud', 'LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent (got "loud")'],
     ['DEFAULT_TIMEZONE', 'Mars/Base', 'DEFAULT_TIMEZONE must be an IANA time zone such as Asia/Shanghai (got "Mars/Base")'],
     ['DEFAULT_MONTHLY_BUDGET', '-5', 'DEFAULT_MONTHLY_BUDGET must be an amount in CNY such as "100.00" (got "-5")'],

@@ -113,7 +113,14 @@ export class EnvReader {
     try {
       u = new URL(v);
     } catch {
-      return this.fail(name, `must be a URL starting with ${protocols.map((p) => `${p}://`).join(' or ')}`);
+      // (The value is not repeated: it may hold a password.)
+      const starts = protocols.some((p) => v.toLowerCase().startsWith(`${p}://`));
+      return this.fail(
+        name,
+        starts
+          ? `is not a valid URL (scheme://user:password@host:port/name: a port is a number; a password with @, :, / or % must be percent-encoded)`
+          : `must be a URL starting with ${protocols.map((p) => `${p}://`).join(' or ')}`,
+      );
     }
     const proto = u.protocol.replace(/:$/, '');
     if (!protocols.includes(proto)) {
