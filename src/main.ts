@@ -37,10 +37,10 @@ main().catch((err: unknown) => {
     process.stderr.write(`inkstone: configuration error: ${err.message}\n`);
   } else if (err instanceof EmbeddedPostgresLockedError) {
     process.stderr.write(`inkstone: ${err.message}\n`);
-  } else if (typeof (err as { code?: unknown })?.code === 'string' && err instanceof Error) {
+  } else if (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string') {
     // The network's or the database's own refusal (ECONNREFUSED, ENOTFOUND, a database that does
     // not exist, a password refused): its message says it all, in one line.
-    process.stderr.write(`inkstone: failed to start: ${err.message} (${(err as { code: string }).code})\n`);
+    process.stderr.write(`inkstone: failed to start: ${err.message} (${(err as NodeJS.ErrnoException).code})\n`);
   } else {
     process.stderr.write(`inkstone: failed to start: ${(err as Error)?.stack ?? String(err)}\n`);
   }
