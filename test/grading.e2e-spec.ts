@@ -159,9 +159,12 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
         ['mixed2', 'en', 'en-general-100'],
         [null, 'en', 'en-general-100'],
       ]);
-      // A batch that names its language is graded in it, whatever each essay looks like.
-      const named = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ language: 'zh', essays: [{ text: texts[0] }, { text: texts[1] }] }).expect(202);
-      expect((await waitForEssays(t.app, teacher, named.body.ids)).map((v) => v.rubric.key)).toEqual(['zh-gaokao-60', 'zh-gaokao-60']);
+      // A batch that names its language is graded in it, on its default rubric, whatever each essay looks like.
+      for (const language of ['zh', 'en'] as const) {
+        const named = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ language, essays: [{ text: texts[0] }, { text: texts[1] }] }).expect(202);
+        const rubric = language === 'zh' ? 'zh-gaokao-60' : 'en-general-100';
+        expect((await waitForEssays(t.app, teacher, named.body.ids)).map((v) => [v.language, v.rubric.key])).toEqual([[language, rubric], [language, rubric]]);
+      }
     });
 
     it('refuses a batch over 200 essays (413) and a batch with a blank essay or a bad studentRef (400), storing none', async () => {

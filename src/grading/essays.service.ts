@@ -220,7 +220,7 @@ export class EssaysService {
       const detected = each ? detectLanguage(text) : undefined;
       const tk = detected ?? '';
       let t = targets.get(tk);
-      if (!t) targets.set(tk, (t = await this.target(auth.tenantId, { ...dto, language: detected })));
+      if (!t) targets.set(tk, (t = await this.target(auth.tenantId, detected ? { ...dto, language: detected } : dto)));
       const language = t.language ?? (t.rubric.language === 'any' ? detectLanguage(text) : t.rubric.language);
       essays.push({ t, essay: { id: randomUUID(), text, language, tier: 'standard', title: dto.essays[i].title ?? null, studentRef: dto.essays[i].studentRef ?? null } });
     }
