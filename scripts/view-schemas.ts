@@ -53,6 +53,8 @@ export const VIEWS: ReadonlyArray<{ name: string; file: string }> = [
   { name: 'PaymentEvent', file: 'src/billing/orders.service.ts' },
   { name: 'PaymentWebhookAnswer', file: 'src/billing/orders.service.ts' },
   { name: 'BusinessValue', file: 'src/advisor/business-value.ts' },
+  { name: 'ModelsView', file: 'src/llm/models.service.ts' },
+  { name: 'ModelEntry', file: 'src/llm/models.service.ts' },
 ];
 
 /**

@@ -396,6 +396,7 @@ describe('the gateway with no provider configured', () => {
       candidates: [],
       first: null,
       pricing: null,
+      batchPricing: null,
       pricingUnit: 'CNY per million tokens',
       contextWindow: null,
     });

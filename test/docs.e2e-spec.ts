@@ -60,6 +60,8 @@ const TYPED_ANSWERS = [
   'POST /v1/tenants',
   'POST /v1/payments/webhook/{tenantId}',
   'POST /v1/advisor/business-value',
+  'GET /v1/models',
+  'GET /v1/models/{id}',
 ];
 
 type Operation = { responses?: Record<string, { content?: Record<string, { schema?: unknown }> }> };

@@ -10,7 +10,8 @@ import { LimitsService } from '../tenancy/limits.service';
 import { refuseDirectPremium } from '../tenancy/premium-access';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { ChatService, ChatStreamHandle } from './chat.service';
-import { ModelsView, ModelsService } from './models.service';
+import { ModelEntry, ModelsView, ModelsService } from './models.service';
+import { ApiView } from '../docs/api-view';
 
 /** OpenAI-compatible endpoints; the official `openai` client works against them unchanged. */
 @ApiTags('gateway')
@@ -27,13 +28,15 @@ export class ChatController {
 
   @Get('models')
   @ApiOperation({ summary: 'Models and tier aliases, in OpenAI list shape, with Inkstone pricing in CNY per million tokens' })
+  @ApiView('ModelsView')
   list(): ModelsView {
     return this.models.list();
   }
 
   @Get('models/:id')
   @ApiOperation({ summary: 'One model or tier alias, by its listed id or its provider:id key (OpenAI retrieve shape)' })
-  retrieve(@Param('id') id: string): ModelsView['data'][number] {
+  @ApiView('ModelEntry')
+  retrieve(@Param('id') id: string): ModelEntry {
     return this.models.retrieve(id);
   }
 

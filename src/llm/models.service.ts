@@ -1,20 +1,60 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { Clock } from '../common/clock';
 import { ApiError } from '../common/errors';
-import { CatalogModel, isRetired, Pricing, retiredMessage, Tier, TIERS } from './catalog';
+import { CatalogModel, isRetired, PriceText, Pricing, retiredMessage, Tier, TIERS } from './catalog';
 import { LLM_MODELS, LlmModels } from './llm-models';
 import { TIER_ALIASES } from './chat-request';
 import type { GatewayTarget } from './gateway-types';
 
+/** Prices as the catalog states them, each a decimal string of CNY per million tokens. */
+export interface ModelPrices {
+  pricing: PriceText | null;
+  pricingUnit: string;
+  /** time-of-day prices (DeepSeek's weekday peak), when the model has them */
+  windows?: Array<{ name: string; timezone: string; days: string[]; hours: string[]; exceptHolidays: string | null; pricing: PriceText }>;
+  /** the provider's Batch API price, null when it has none */
+  batchPricing: PriceText | null;
+}
+
+/** A catalog model's extension: where it is served, its tiers here, its prices and limits, and where the prices come from. */
+export interface ModelInfo extends ModelPrices {
+  key: string;
+  provider: string;
+  tiers: Tier[];
+  contextWindow: number;
+  maxInputTokens: number;
+  maxOutputTokens: number;
+  jsonMode: boolean;
+  cacheRules: string;
+  source: string;
+  checkedOn: string;
+  retiresOn?: string;
+  replacement?: string | null;
+}
+
+/** A tier alias's extension: its candidates, and what a call costs when the first answers it (null fields when the tier has none). */
+export interface AliasInfo extends ModelPrices {
+  alias: true;
+  provider: string | null;
+  tiers: Tier[];
+  /** each priority group, `|` between alternatives, `*N` a weight */
+  candidates: string[];
+  first: string | null;
+  contextWindow: number | null;
+}
+
+/** One entry of GET /v1/models, OpenAI's model shape with Inkstone's extension. */
+export interface ModelEntry {
+  id: string;
+  object: 'model';
+  created: number;
+  owned_by: string;
+  inkstone: ModelInfo | AliasInfo;
+}
+
 export interface ModelsView {
   object: 'list';
-  data: Array<{
-    id: string;
-    object: 'model';
-    created: number;
-    owned_by: string;
-    inkstone: Record<string, unknown>;
-  }>;
+  data: ModelEntry[];
 }
 
 /** GET /v1/models: OpenAI's list shape, plus each model's provider, tiers, prices and context. */
@@ -42,7 +82,7 @@ export class ModelsService {
    * GET /v1/models/:id: one entry of the list, by its listed id or its catalog key (`provider:id`);
    * a retired model is 404 naming its replacement, as a call to it is.
    */
-  retrieve(id: string): ModelsView['data'][number] {
+  retrieve(id: string): ModelEntry {
     const listed = this.list().data.find((m) => m.id === id || `${m.owned_by}:${m.id}` === id);
     if (listed) return listed;
     const model = this.llm.catalog.find(id);
@@ -66,12 +106,12 @@ export class ModelsService {
         created: 0,
         owned_by: 'inkstone',
         inkstone: {
-          alias: true,
+          alias: true as const,
           provider: first?.provider ?? null,
           tiers: [tier],
           candidates: llm.tiers[tier].map((g) => g.map((e) => (e.weight === 1 ? e.model.key : `${e.model.key}*${e.weight}`)).join('|')),
           first: first?.key ?? null,
-          ...(first ? priceView(first) : { pricing: null, pricingUnit: 'CNY per million tokens' }),
+          ...(first ? priceView(first) : { pricing: null, pricingUnit: 'CNY per million tokens', batchPricing: null }),
           contextWindow: first?.contextWindow ?? null,
         },
       };
@@ -105,7 +145,7 @@ export class ModelsService {
 const text = (p: Pricing) => ({ ...p.text });
 
 /** A model's prices as the catalog states them: base, time-of-day windows, batch. */
-function priceView(m: CatalogModel) {
+function priceView(m: CatalogModel): ModelPrices {
   return {
     pricing: text(m.pricing),
     pricingUnit: 'CNY per million tokens',

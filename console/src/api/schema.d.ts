@@ -1015,6 +1015,30 @@ export interface components {
             /** @description use the tenant's own ledger averages for tokens, cache hit rate and deep share */
             measured?: boolean;
         };
+        /** @description A tier alias's extension: its candidates, and what a call costs when the first answers it (null fields when the tier has none). */
+        AliasInfo: {
+            /** @enum {boolean} */
+            alias: true;
+            /** @description the provider's Batch API price, null when it has none */
+            batchPricing: components["schemas"]["PriceText"] | null;
+            /** @description each priority group, `|` between alternatives, `*N` a weight */
+            candidates: string[];
+            contextWindow: number | null;
+            first: string | null;
+            pricing: components["schemas"]["PriceText"] | null;
+            pricingUnit: string;
+            provider: string | null;
+            tiers: components["schemas"]["Tier"][];
+            /** @description time-of-day prices (DeepSeek's weekday peak), when the model has them */
+            windows?: {
+                days: string[];
+                exceptHolidays: string | null;
+                hours: string[];
+                name: string;
+                pricing: components["schemas"]["PriceText"];
+                timezone: string;
+            }[];
+        };
         Annotation: {
             category: components["schemas"]["AnnotationCategory"];
             end: number;
@@ -1517,6 +1541,48 @@ export interface components {
                 rubricVersions: number;
             };
         };
+        /** @description One entry of GET /v1/models, OpenAI's model shape with Inkstone's extension. */
+        ModelEntry: {
+            created: number;
+            id: string;
+            inkstone: components["schemas"]["ModelInfo"] | components["schemas"]["AliasInfo"];
+            /** @enum {string} */
+            object: "model";
+            owned_by: string;
+        };
+        /** @description A catalog model's extension: where it is served, its tiers here, its prices and limits, and where the prices come from. */
+        ModelInfo: {
+            /** @description the provider's Batch API price, null when it has none */
+            batchPricing: components["schemas"]["PriceText"] | null;
+            cacheRules: string;
+            checkedOn: string;
+            contextWindow: number;
+            jsonMode: boolean;
+            key: string;
+            maxInputTokens: number;
+            maxOutputTokens: number;
+            pricing: components["schemas"]["PriceText"] | null;
+            pricingUnit: string;
+            provider: string;
+            replacement?: string | null;
+            retiresOn?: string;
+            source: string;
+            tiers: components["schemas"]["Tier"][];
+            /** @description time-of-day prices (DeepSeek's weekday peak), when the model has them */
+            windows?: {
+                days: string[];
+                exceptHolidays: string | null;
+                hours: string[];
+                name: string;
+                pricing: components["schemas"]["PriceText"];
+                timezone: string;
+            }[];
+        };
+        ModelsView: {
+            data: components["schemas"]["ModelEntry"][];
+            /** @enum {string} */
+            object: "list";
+        };
         MonthReport: {
             cacheHitRate: string;
             compressionTokensSaved: number;
@@ -1605,6 +1671,11 @@ export interface components {
             order?: components["schemas"]["OrderView"];
             /** @enum {boolean} */
             received: true;
+        };
+        PriceText: {
+            cachedInput: string;
+            input: string;
+            output: string;
         };
         /** @enum {string} */
         QualityGroup: "rubric" | "tier" | "model" | "source";
@@ -2569,11 +2640,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ModelsView"];
+                };
             };
             /** @description A refused request: the code says why (docs/api.md, Errors) */
             "4XX": {
@@ -2606,11 +2680,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ModelEntry"];
+                };
             };
             /** @description A refused request: the code says why (docs/api.md, Errors) */
             "4XX": {
