@@ -55,6 +55,7 @@ export const VIEWS: ReadonlyArray<{ name: string; file: string }> = [
   { name: 'BusinessValue', file: 'src/advisor/business-value.ts' },
   { name: 'ModelsView', file: 'src/llm/models.service.ts' },
   { name: 'ModelEntry', file: 'src/llm/models.service.ts' },
+  { name: 'CostEstimateView', file: 'src/advisor/advisor.service.ts' },
 ];
 
 /**

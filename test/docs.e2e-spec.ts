@@ -62,6 +62,7 @@ const TYPED_ANSWERS = [
   'POST /v1/advisor/business-value',
   'GET /v1/models',
   'GET /v1/models/{id}',
+  'POST /v1/advisor/cost-estimate',
 ];
 
 type Operation = { responses?: Record<string, { content?: Record<string, { schema?: unknown }> }> };

@@ -4,7 +4,7 @@ import { Type } from 'class-transformer';
 import { IsBoolean, IsIn, IsInt, IsNumber, IsOptional, IsString, Length, Max, Min, ValidateNested } from 'class-validator';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiView } from '../docs/api-view';
-import { AdvisorService } from './advisor.service';
+import { AdvisorService, CostEstimateView } from './advisor.service';
 import { BusinessValue, businessValue, ErrorTolerance } from './business-value';
 
 export class BusinessValueDto {
@@ -93,7 +93,8 @@ export class AdvisorController {
   @Post('cost-estimate')
   @HttpCode(200)
   @ApiOperation({ summary: 'Daily, monthly and yearly model cost per model and for the tier mix; measured: true uses the ledger' })
-  costEstimate(@TenantCaller() auth: TenantAuth, @Body() dto: CostEstimateDto) {
+  @ApiView('CostEstimateView')
+  costEstimate(@TenantCaller() auth: TenantAuth, @Body() dto: CostEstimateDto): Promise<CostEstimateView> {
     return this.advisor.costEstimate(auth, dto);
   }
 }

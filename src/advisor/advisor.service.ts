@@ -6,7 +6,7 @@ import { ApiError } from '../common/errors';
 import { tenantQuery } from '../db/tenant-scope';
 import { CatalogModel, isRetired, TIERS } from '../llm/catalog';
 import { Clock } from '../common/clock';
-import { CostAssumptions, estimateCosts } from './cost-estimate';
+import { CostAssumptions, CostEstimates, estimateCosts } from './cost-estimate';
 
 export interface CostEstimateRequest {
   dailyCalls: number;
@@ -14,6 +14,22 @@ export interface CostEstimateRequest {
   cacheHitRate?: number;
   deepShare?: number;
   measured?: boolean;
+}
+
+/** POST /v1/advisor/cost-estimate: the assumptions used (measured from the ledger, given, or defaults) and the estimates. */
+export interface CostEstimateView extends CostEstimates {
+  assumptions: {
+    dailyCalls: number;
+    tokensPerCall: { input: number; output: number };
+    cacheHitRate: number;
+    deepShare: number;
+    cachedInputShare: number;
+    measured: boolean;
+    /** the ledger's calls the measured figures come from */
+    basedOnCalls?: number;
+    daysPerMonth: number;
+    pricing: string;
+  };
 }
 
 /** Defaults for a grading call when nothing is measured: a ~900-character essay and its grade. */
@@ -53,7 +69,7 @@ export class AdvisorService {
     };
   }
 
-  async costEstimate(auth: TenantAuth, req: CostEstimateRequest) {
+  async costEstimate(auth: TenantAuth, req: CostEstimateRequest): Promise<CostEstimateView> {
     const llm = this.models;
     const m = req.measured ? await this.measured(auth.tenantId) : null;
     const a: CostAssumptions = {

@@ -49,7 +49,14 @@ function project(perCall: Nanos, perDay: Nanos): Projection {
   return { perCall: formatCny(perCall), daily: formatCny(perDay), monthly: formatCny(perDay * 30n), yearly: formatCny(perDay * 365n) };
 }
 
-export function estimateCosts(models: Array<{ model: CatalogModel; tiers: string[] }>, standard: CatalogModel, premium: CatalogModel, a: CostAssumptions) {
+/** The estimate: each model on its own, the tier mix (standard, with `deepShare` on the premium model), and the naive all-premium pipeline. */
+export interface CostEstimates {
+  models: Array<Projection & { model: string; tiers: string[] }>;
+  mix: Projection & { standardModel: string; deepModel: string };
+  naive: Projection & { model: string };
+}
+
+export function estimateCosts(models: Array<{ model: CatalogModel; tiers: string[] }>, standard: CatalogModel, premium: CatalogModel, a: CostAssumptions): CostEstimates {
   const perModel = models.map(({ model, tiers }) => {
     const perCall = callCost(model, a);
     return { model: model.key, tiers, ...project(perCall, daily(perCall, a)) };

@@ -1249,6 +1249,47 @@ export interface components {
             reason?: string;
             version: number;
         };
+        /** @description POST /v1/advisor/cost-estimate: the assumptions used (measured from the ledger, given, or defaults) and the estimates. */
+        CostEstimateView: {
+            assumptions: {
+                /** @description the ledger's calls the measured figures come from */
+                basedOnCalls?: number;
+                cacheHitRate: number;
+                cachedInputShare: number;
+                dailyCalls: number;
+                daysPerMonth: number;
+                deepShare: number;
+                measured: boolean;
+                pricing: string;
+                tokensPerCall: {
+                    input: number;
+                    output: number;
+                };
+            };
+            mix: {
+                daily: string;
+                deepModel: string;
+                monthly: string;
+                perCall: string;
+                standardModel: string;
+                yearly: string;
+            };
+            models: {
+                daily: string;
+                model: string;
+                monthly: string;
+                perCall: string;
+                tiers: string[];
+                yearly: string;
+            }[];
+            naive: {
+                daily: string;
+                model: string;
+                monthly: string;
+                perCall: string;
+                yearly: string;
+            };
+        };
         CreatedApiKey: {
             createdAt: string;
             id: string;
@@ -4076,11 +4117,14 @@ export interface operations {
             };
         };
         responses: {
+            /** @description OK */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["CostEstimateView"];
+                };
             };
             /** @description A refused request: the code says why (docs/api.md, Errors) */
             "4XX": {
