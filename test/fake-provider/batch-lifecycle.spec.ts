@@ -39,6 +39,26 @@ describe('batch API (files + batches)', () => {
     expect(fake.requests).toHaveLength(1); // waiting did not run the line again
   });
 
+  it('cancels a batch that has not ended (cancelling, then cancelled with its time), and refuses to cancel one that has ended or is not there', async () => {
+    const cancel = (id: string, method = 'POST') => fetch(`${fake.baseUrl('dashscope')}/batches/${id}/cancel`, { method, headers: { authorization: AUTH } });
+    fake.setBatchLatency(60_000);
+    const running = await startBatch('dashscope', [line('a', { model: 'qwen3-max', messages: [{ role: 'user', content: 'x' }] })]);
+    const res = await cancel(running.id);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ id: running.id, status: 'cancelling' });
+    const now = await batchNow('dashscope', running.id);
+    expect(now).toMatchObject({ status: 'cancelled', completed_at: null });
+    expect(now.cancelled_at).toBeGreaterThanOrEqual(running.created_at);
+    expect((await cancel(running.id)).status).toBe(400); // ended
+    fake.setBatchLatency(0);
+    const done = await waitForBatch('dashscope', (await startBatch('dashscope', [line('b', { model: 'qwen3-max', messages: [{ role: 'user', content: 'y' }] })])).id);
+    const refused = await cancel(done.id);
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as { error: { message: string } }).error.message).toBe("Cannot cancel a batch with status 'completed'.");
+    expect((await cancel('batch_nope')).status).toBe(404);
+    expect((await cancel(running.id, 'GET')).status).toBe(405);
+  });
+
   it('sets the batch latency over HTTP and from the start option; reset() returns to the start value', async () => {
     const setLatency = await fetch(`${fake.url}/_fake/batch-latency`, { method: 'POST', body: JSON.stringify({ ms: 400 }) });
     expect(await setLatency.json()).toEqual({ ok: true, batchLatencyMs: 400 });

@@ -9,7 +9,7 @@ import { fake, UUID, type Json } from './spec-support';
 export type BatchDialect = 'dashscope' | 'openai' | 'zhipu';
 export const BATCH_DIALECTS: BatchDialect[] = ['dashscope', 'openai', 'zhipu'];
 export const AUTH = 'Bearer sk-batch-1';
-export const TERMINAL = ['completed', 'failed', 'expired'];
+export const TERMINAL = ['completed', 'failed', 'expired', 'cancelled'];
 export const FILE_ID = /^file-batch-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 export const BATCH_ID = /^batch_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 export const REQ_ID = /^batch_req_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;

@@ -92,6 +92,7 @@ describe('batch API (files + batches)', () => {
         completed_at: null,
         failed_at: null,
         expired_at: null,
+        cancelled_at: null,
         request_counts: { total: 3, completed: 0, failed: 0 },
         metadata: { assignment: 'a-1' },
       });
