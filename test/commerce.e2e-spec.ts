@@ -162,7 +162,7 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body.status).not.toBe('awaiting_payment');
     });
 
-    it('refuses a bad, a missing and a stale signature with 401; keeps a payment of another amount as money to return', async () => {
+    it('refuses a bad, a missing and a stale signature with 401; a payment of another amount is 409 and kept as money to return, once', async () => {
       await sell('webhook');
       const essay = await gradedEssay(3);
       const { body: o } = await order(essay.id).expect(202);
@@ -178,12 +178,16 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body.status).toBe('awaiting_payment');
       const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM payment_events WHERE tenant_id = $1`, [tenant.tenantId]);
       expect(n).toBe(0);
-      // Another amount than the price: not refused (the provider would retry it for ever), not
-      // applied; the money shows on the order, to go back to the payer.
-      const wrong = await webhook(event('payment.succeeded', o.orderId, '0.99')).expect(200);
-      expect(wrong.body.order).toMatchObject({ status: 'awaiting_payment', unappliedPayments: '0.99' });
+      // Another amount than the price: 409, not applied, and recorded first: the money shows on the
+      // order, to go back to the payer, and the provider's redelivery of the event is a duplicate (200).
+      const wrongEvent = event('payment.succeeded', o.orderId, '0.99');
+      const wrong = (await webhook(wrongEvent).expect(409)).body.error;
+      expect(wrong).toMatchObject({ code: 'CONFLICT', details: { orderId: o.orderId, amount: '0.99', price: '9.90', recorded: 'unapplied' } });
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body).toMatchObject({ status: 'awaiting_payment', unappliedPayments: '0.99' });
+      expect((await webhook(wrongEvent).expect(200)).body).toEqual({ received: true, duplicate: true });
       const events = await t.dataSource.query(`SELECT outcome FROM payment_events WHERE tenant_id = $1`, [tenant.tenantId]);
       expect(events).toEqual([{ outcome: 'unapplied' }]);
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body.unappliedPayments).toBe('0.99');
     });
 
     it('answers a replayed event with 200 and changes nothing', async () => {

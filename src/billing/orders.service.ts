@@ -163,7 +163,8 @@ export class OrdersService {
 
   /**
    * A payment provider's event, signed with the tenant's webhook secret. Bad, missing or stale
-   * signatures are 401; an amount that is not the order's price is kept unapplied (200); an event
+   * signatures are 401; a payment of another amount than the order's price is kept unapplied and
+   * answered 409 (its redelivery is a duplicate, 200); an event
    * id seen before answers 200 and changes nothing; an event of another type is acknowledged (200)
    * and ignored.
    */
@@ -210,9 +211,10 @@ export class OrdersService {
 
     if (await this.orders.seenEvent(tenantId, eventId)) return { received: true, duplicate: true };
     const order = await this.get(tenantId, orderId as string);
-    // An amount that is not the price is not refused (the provider would retry it for ever and the
-    // money would leave no trace): a payment is kept as unapplied, a refund applied as a partial one
-    // when it can be (OrdersRepository.refundByEvent).
+    // An amount that is not the price is recorded before anything is answered: a payment is kept
+    // as unapplied (money to return), a refund applied as a partial one when it can be
+    // (OrdersRepository.refundByEvent). A payment of another amount is then answered 409; the
+    // provider's redelivery of the same event is a duplicate (200), so it does not retry for ever.
     const applied =
       type === 'payment.succeeded'
         ? await this.orders.payAndQueue(tenantId, eventId, order.orderId, amount)
@@ -228,6 +230,14 @@ export class OrdersService {
       this.logger.warn({ msg: 'a refund came that the order could not take: kept unapplied, check it with the payment provider', tenantId, orderId: order.orderId, ...amounts });
     }
     this.logger.log({ msg: 'payment event recorded', tenantId, orderId: order.orderId, type, outcome: applied.outcome, changed: applied.changed });
+    if (type === 'payment.succeeded' && applied.outcome === 'unapplied' && amount !== parseCny(order.price)) {
+      throw new ApiError('CONFLICT', `The payment of ${formatCny(amount)} is not the order's price, ${order.price}: it was recorded as money to return to the payer (unappliedPayments), not applied`, {
+        orderId: order.orderId,
+        amount: formatCny(amount),
+        price: order.price,
+        recorded: 'unapplied',
+      });
+    }
     return { received: true, duplicate: false, order: await this.get(tenantId, order.orderId) };
   }
 }
