@@ -56,6 +56,8 @@ export const VIEWS: ReadonlyArray<{ name: string; file: string }> = [
   { name: 'ModelsView', file: 'src/llm/models.service.ts' },
   { name: 'ModelEntry', file: 'src/llm/models.service.ts' },
   { name: 'CostEstimateView', file: 'src/advisor/advisor.service.ts' },
+  { name: 'ChatCompletionBody', file: 'src/llm/chat-request.ts' },
+  { name: 'ChatCompletion', file: 'src/llm/chat.service.ts' },
 ];
 
 /**

@@ -63,6 +63,7 @@ const TYPED_ANSWERS = [
   'GET /v1/models',
   'GET /v1/models/{id}',
   'POST /v1/advisor/cost-estimate',
+  'POST /v1/chat/completions',
 ];
 
 type Operation = { responses?: Record<string, { content?: Record<string, { schema?: unknown }> }> };

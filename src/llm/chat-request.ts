@@ -22,6 +22,34 @@ export const TIER_ALIASES: Record<string, Tier> = { 'inkstone-standard': 'standa
 const ROLES = ['system', 'user', 'assistant', 'developer'];
 const MAX_MESSAGES = 500;
 
+/**
+ * POST /v1/chat/completions, as the OpenAI API takes it (the fields this gateway reads; a field it
+ * cannot honour, such as `tools` or `logprobs`, is refused by name, never dropped). For the
+ * OpenAPI document: parseChatRequest reads the body itself.
+ */
+export interface ChatCompletionBody {
+  /** a tier alias (`inkstone-standard`, `inkstone-deep`) or a model of GET /v1/models, by id or `provider:id` */
+  model: string;
+  /** 1 to 500 messages; `developer` is taken as `system` */
+  messages: Array<{ role: 'system' | 'developer' | 'user' | 'assistant'; content: string | Array<{ type: 'text'; text: string }> }>;
+  /** 1 to 200,000 (`max_completion_tokens` wins when both are sent) */
+  max_tokens?: number;
+  max_completion_tokens?: number;
+  /** 0 to 2 */
+  temperature?: number;
+  /** 0 to 1 */
+  top_p?: number;
+  seed?: number;
+  /** 1 only */
+  n?: number;
+  /** a string or up to 4 */
+  stop?: string | string[];
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean };
+  /** `json_object`: the answer is checked to be JSON (an attempt that is not fails over) */
+  response_format?: { type: 'text' | 'json_object' };
+}
+
 export function parseChatRequest(body: unknown): ChatCompletionRequest {
   const problems: FieldProblem[] = [];
   const b = (body && typeof body === 'object' ? body : {}) as Record<string, unknown>;

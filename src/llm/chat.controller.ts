@@ -1,5 +1,5 @@
 import { Body, Controller, Get, HttpCode, Param, Post, Req, Res } from '@nestjs/common';
-import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiBearerAuth, ApiBody, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { clientGoneSignal } from '../common/client-gone';
@@ -44,6 +44,8 @@ export class ChatController {
   @BodyLimit(8 * MiB)
   @HttpCode(200)
   @ApiOperation({ summary: "Chat completion (streaming or not) under the tenant's budget, cache, routing and ledger" })
+  @ApiBody({ schema: { $ref: '#/components/schemas/ChatCompletionBody' } })
+  @ApiView('ChatCompletion', { description: 'the completion; with stream: true, Server-Sent Events of chat.completion.chunk objects ending with data: [DONE]' })
   async complete(
     @TenantCaller() auth: TenantAuth,
     @Body() body: Record<string, unknown>,

@@ -129,7 +129,30 @@ async function* wholeAnswer(gateway: GatewayService, request: GatewayRequest<str
   yield { type: 'end', result: r };
 }
 
-function usageBody(r: GatewayResult<string>) {
+/** A chat completion as OpenAI answers one (non-streaming); a cache hit reports no tokens, as it was not billed. */
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  /** the model that answered (GET /v1/models); `x-inkstone-provider` names its provider */
+  model: string;
+  choices: Array<{
+    index: number;
+    message: { role: 'assistant'; content: string; refusal: null };
+    finish_reason: string;
+    logprobs: null;
+  }>;
+  usage: ChatUsage;
+}
+
+export interface ChatUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details: { cached_tokens: number };
+}
+
+function usageBody(r: GatewayResult<string>): ChatUsage {
   // A cache hit was not billed: it reports no tokens.
   const u = r.cache === 'hit' ? { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0 } : r.usage;
   return {
@@ -140,7 +163,7 @@ function usageBody(r: GatewayResult<string>) {
   };
 }
 
-function completionBody(r: GatewayResult<string>) {
+function completionBody(r: GatewayResult<string>): ChatCompletion {
   return {
     id: `chatcmpl-${r.callGroup.replace(/-/g, '')}`,
     object: 'chat.completion',

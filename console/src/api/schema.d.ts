@@ -1266,6 +1266,71 @@ export interface components {
             reason?: string;
             version: number;
         };
+        /** @description A chat completion as OpenAI answers one (non-streaming); a cache hit reports no tokens, as it was not billed. */
+        ChatCompletion: {
+            choices: {
+                finish_reason: string;
+                index: number;
+                logprobs: null;
+                message: {
+                    content: string;
+                    refusal: null;
+                    /** @enum {string} */
+                    role: "assistant";
+                };
+            }[];
+            created: number;
+            id: string;
+            /** @description the model that answered (GET /v1/models); `x-inkstone-provider` names its provider */
+            model: string;
+            /** @enum {string} */
+            object: "chat.completion";
+            usage: components["schemas"]["ChatUsage"];
+        };
+        /** @description POST /v1/chat/completions, as the OpenAI API takes it (the fields this gateway reads; a field it cannot honour, such as `tools` or `logprobs`, is refused by name, never dropped). For the OpenAPI document: parseChatRequest reads the body itself. */
+        ChatCompletionBody: {
+            max_completion_tokens?: number;
+            /** @description 1 to 200,000 (`max_completion_tokens` wins when both are sent) */
+            max_tokens?: number;
+            /** @description 1 to 500 messages; `developer` is taken as `system` */
+            messages: {
+                content: string | {
+                    text: string;
+                    /** @enum {string} */
+                    type: "text";
+                }[];
+                /** @enum {string} */
+                role: "system" | "developer" | "user" | "assistant";
+            }[];
+            /** @description a tier alias (`inkstone-standard`, `inkstone-deep`) or a model of GET /v1/models, by id or `provider:id` */
+            model: string;
+            /** @description 1 only */
+            n?: number;
+            /** @description `json_object`: the answer is checked to be JSON (an attempt that is not fails over) */
+            response_format?: {
+                /** @enum {string} */
+                type: "text" | "json_object";
+            };
+            seed?: number;
+            /** @description a string or up to 4 */
+            stop?: string | string[];
+            stream?: boolean;
+            stream_options?: {
+                include_usage?: boolean;
+            };
+            /** @description 0 to 2 */
+            temperature?: number;
+            /** @description 0 to 1 */
+            top_p?: number;
+        };
+        ChatUsage: {
+            completion_tokens: number;
+            prompt_tokens: number;
+            prompt_tokens_details: {
+                cached_tokens: number;
+            };
+            total_tokens: number;
+        };
         /** @description POST /v1/advisor/cost-estimate: the assumptions used (measured from the ledger, given, or defaults) and the estimates. */
         CostEstimateView: {
             assumptions: {
@@ -2812,13 +2877,20 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChatCompletionBody"];
+            };
+        };
         responses: {
+            /** @description the completion; with stream: true, Server-Sent Events of chat.completion.chunk objects ending with data: [DONE] */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ChatCompletion"];
+                };
             };
             /** @description A refused request: the code says why (docs/api.md, Errors) */
             "4XX": {
