@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import type { Browser, BrowserContext, Page } from 'puppeteer-core';
+import type { Browser, BrowserContext, HTTPRequest, Page } from 'puppeteer-core';
 import { buildConsole } from '../scripts/build-console';
 import { cnyExact, cnySmall } from '../console/src/format';
 import { makeDocx } from './support/docx';
@@ -873,7 +873,18 @@ describe('the web console in a browser', () => {
     const again = await openConsole();
     try {
       await signIn(again.page, teacher);
+      // While the offer cannot be read (the network fails that one request), there is nothing to
+      // order: an order is offered only at a price the page has shown.
+      await again.page.setRequestInterception(true);
+      const blockOffer = (req: HTTPRequest) => void (req.url().includes('/v1/billing/offer') ? req.abort() : req.continue());
+      again.page.on('request', blockOffer);
       await again.page.goto(`${base}/console/#/essays/${id}`, { waitUntil: 'networkidle0' });
+      await again.page.waitForSelector('#deep-review .error[role=alert]');
+      expect(await again.page.$('[data-test=deep-order]')).toBeNull();
+      again.page.off('request', blockOffer);
+      await again.page.setRequestInterception(false);
+      again.problems.length = 0; // (the blocked request's own console line)
+      await again.page.reload({ waitUntil: 'networkidle0' });
       await again.page.waitForSelector('[data-test=deep-order]');
       await again.page.click('[data-test=deep-order]');
       await again.page.waitForSelector('[data-test=deep-confirm]');

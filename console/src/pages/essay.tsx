@@ -290,11 +290,11 @@ export function scoreSteps(rubric: Pick<Rubric, 'dimensions' | 'totalRule'> | un
 }
 
 /** Whether the school sells deep reviews, and at what price (GET /v1/billing/offer: any key, so a teacher sees it before ordering). */
-function useDeepOffer(): { known: boolean; price: string | null; reload: () => void } {
+function useDeepOffer(): { known: boolean; price: string | null; error: string | null; reload: () => void } {
   const offer = useLoad(() => ok(api.GET('/v1/billing/offer')), []);
   const o = offer.data;
-  if (!o) return { known: false, price: null, reload: offer.reload };
-  return { known: true, price: o.onSale ? o.price : null, reload: offer.reload };
+  if (!o) return { known: false, price: null, error: offer.error, reload: offer.reload };
+  return { known: true, price: o.onSale ? o.price : null, error: null, reload: offer.reload };
 }
 
 /** The service's answers to an order when the offer changed after the page read it (OrdersService.create). */
@@ -310,8 +310,6 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
   const action = useAction();
   const [asked, setAsked] = useState(false);
   const offer = useDeepOffer();
-  // Or from a refused order: the offer changed after the page read it.
-  const [refusedNotOnSale, setRefusedNotOnSale] = useState(false);
   const order = essay.deepReview;
   // A paid order is being delivered: look again every few seconds until it is (or is refunded).
   const pending = order?.status === 'paid' || order?.status === 'awaiting_payment';
@@ -320,12 +318,12 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
     const timer = setInterval(onChanged, 4000);
     return () => clearInterval(timer);
   }, [pending, onChanged]);
-  const place = () =>
+  // An order is offered only once the price is known, and it carries that price: the service refuses
+  // it if the school's price is another by then, so no one orders at a price they did not see.
+  const place = (price: string) =>
     action.run(async () => {
       try {
-        // The price the confirm step showed: the service refuses the order if it is another now.
-        const body = offer.price !== null ? { price: offer.price } : {};
-        const placed = await ok(api.POST('/v1/essays/{id}/deep-review', { params: { path: { id: essay.id } }, body }));
+        const placed = await ok(api.POST('/v1/essays/{id}/deep-review', { params: { path: { id: essay.id } }, body: { price } }));
         setAsked(false);
         onChanged();
         return t('deepOrdered', { price: cnyExact(placed.price) });
@@ -337,12 +335,12 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
           throw new Error(t('deepPriceChanged', { price: cnyExact(now) }));
         }
         if (!isNotOnSale(err)) throw err;
+        // Taken off sale since the page read the offer: read it again (it then says so).
         setAsked(false);
-        setRefusedNotOnSale(true);
         offer.reload();
       }
     });
-  const notOnSale = (offer.known && offer.price === null) || refusedNotOnSale;
+  const notOnSale = offer.known && offer.price === null;
   const orderable = essay.status !== 'queued' && essay.status !== 'grading';
   return (
     <Section title={t('deepReview')} id="deep-review">
@@ -361,14 +359,17 @@ function DeepReview({ essay, onChanged }: { essay: Essay; onChanged: () => void 
             t('deepNotOnSaleTeacher')
           )}
         </p>
+      ) : offer.price === null ? (
+        // The offer is not read yet, or could not be: nothing to order until the price is known.
+        offer.error && <Loading error={offer.error} />
       ) : (
         orderable &&
         (asked ? (
           <>
-            <p data-test="deep-price">{offer.price !== null ? t('deepOrderPrice', { price: cnyExact(offer.price) }) : t('deepOrderExplain')}</p>
+            <p data-test="deep-price">{t('deepOrderPrice', { price: cnyExact(offer.price) })}</p>
             <p class="row">
-              <button type="button" data-test="deep-confirm" disabled={action.busy} onClick={place}>
-                {offer.price !== null ? `${t('deepOrderConfirm')} · ${cnyExact(offer.price)}` : t('deepOrderConfirm')}
+              <button type="button" data-test="deep-confirm" disabled={action.busy} onClick={() => place(offer.price!)}>
+                {`${t('deepOrderConfirm')} · ${cnyExact(offer.price)}`}
               </button>
               <button type="button" class="secondary" disabled={action.busy} onClick={() => setAsked(false)}>
                 {t('cancel')}
