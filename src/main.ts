@@ -1,8 +1,8 @@
 import 'reflect-metadata';
 import { Logger } from 'nestjs-pino';
 import { createApp } from './app.factory';
-import { ConfigError, loadConfig } from './config/app-config';
-import { EmbeddedPostgresLockedError } from './db/embedded-postgres';
+import { startFailureLine } from './start-failure';
+import { loadConfig } from './config/app-config';
 import { resolveLlmModels } from './llm/llm-models';
 
 async function main(): Promise<void> {
@@ -32,17 +32,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  // A configuration problem is one line that names the variable; anything else gets its stack.
-  if (err instanceof ConfigError) {
-    process.stderr.write(`inkstone: configuration error: ${err.message}\n`);
-  } else if (err instanceof EmbeddedPostgresLockedError) {
-    process.stderr.write(`inkstone: ${err.message}\n`);
-  } else if (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string') {
-    // The network's or the database's own refusal (ECONNREFUSED, ENOTFOUND, a database that does
-    // not exist, a password refused): its message says it all, in one line.
-    process.stderr.write(`inkstone: failed to start: ${err.message} (${(err as NodeJS.ErrnoException).code})\n`);
-  } else {
-    process.stderr.write(`inkstone: failed to start: ${(err as Error)?.stack ?? String(err)}\n`);
-  }
+  process.stderr.write(`${startFailureLine(err)}\n`);
   process.exit(1);
 });
