@@ -16,8 +16,11 @@ type Status = (typeof STATUSES)[number];
 export function OrdersPage() {
   const { t, code, session, intl } = useApp();
   const [status, setStatus] = useState<Status | ''>('');
-  const orders = useLoad(() => ok(api.GET('/v1/orders', { params: { query: status ? { status } : {} } })), [status]);
-  const pages = useOlderPages(orders.data, (cursor) => ok(api.GET('/v1/orders', { params: { query: { ...(status ? { status } : {}), cursor } } })));
+  // Each first page keeps the filter it was read with: until the next one arrives, its older pages
+  // are read with that filter too, not with the one just chosen.
+  const orders = useLoad(async () => ({ status, page: await ok(api.GET('/v1/orders', { params: { query: status ? { status } : {} } })) }), [status]);
+  const shown = orders.data;
+  const pages = useOlderPages(shown?.page, (cursor) => ok(api.GET('/v1/orders', { params: { query: { ...(shown?.status ? { status: shown.status } : {}), cursor } } })));
   const list = pages.rows;
   const toReturn = list?.filter((o) => o.unappliedPayments !== '0.00') ?? [];
   return (
