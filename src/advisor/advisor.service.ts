@@ -80,14 +80,17 @@ export class AdvisorService {
       deepShare: m?.deepShare ?? req.deepShare ?? 0.1,
       cachedInputShare: m?.cachedInputShare ?? 0,
     };
+    // The tier's first model the gateway would still call (a retired one is passed over, as the
+    // router does), or the catalog's first for the tier where none is configured.
+    const now = this.clock.now();
+    const live = (m: CatalogModel | undefined) => (m && !isRetired(m, now) ? m : undefined);
     const first = (tier: 'standard' | 'deep'): CatalogModel | undefined =>
-      llm.tiers[tier][0]?.[0]?.model ?? llm.catalog.models.get(llm.catalog.defaultTiers[tier][0] ?? '');
+      llm.tiers[tier].flat().map((e) => live(e.model)).find(Boolean) ?? llm.catalog.defaultTiers[tier].map((k) => live(llm.catalog.models.get(k))).find(Boolean);
     const standard = first('standard');
     const premium = first('deep');
     if (!standard || !premium) throw new ApiError('CONFLICT', 'The catalog names no standard or deep model to estimate with');
     // Every model a school could still be served by (a retired one is refused at the gateway), with
     // the tiers it serves in this deployment, as GET /v1/models shows them.
-    const now = this.clock.now();
     const models = [...llm.catalog.models.values()]
       .filter((model) => !isRetired(model, now))
       .map((model) => ({ model, tiers: TIERS.filter((t) => llm.tiers[t].some((g) => g.some((e) => e.model.key === model.key))) }));
