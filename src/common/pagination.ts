@@ -1,4 +1,4 @@
-import { ApiError } from './errors';
+import { ApiError, FieldProblem } from './errors';
 import { UUID } from './ids';
 
 /**
@@ -67,11 +67,18 @@ function daysInMonth(year: number, month: number): number {
   return [4, 6, 9, 11].includes(month) ? 30 : 31;
 }
 
-/** A page's size from the query (`limit`): an integer from 1 to `max`, `max` when absent; a 400 naming `limit` otherwise. */
-export function pageLimit(raw: unknown, max: number, byDefault = max): number {
+/**
+ * A page's size from the query (`limit`): an integer from 1 to `max`, `byDefault` when absent.
+ * Anything else is a 400 naming `limit`, or, given `problems`, added to the route's other problems
+ * (one 400 tells them all).
+ */
+export function pageLimit(raw: unknown, max: number, byDefault = max, problems?: FieldProblem[]): number {
   const limit = raw === undefined ? byDefault : Number(raw);
-  if (!Number.isInteger(limit) || limit < 1 || limit > max) throw ApiError.validation([{ field: 'limit', message: `limit must be an integer from 1 to ${max}` }]);
-  return limit;
+  if (Number.isInteger(limit) && limit >= 1 && limit <= max) return limit;
+  const problem = { field: 'limit', message: `limit must be an integer from 1 to ${max}` };
+  if (!problems) throw ApiError.validation([problem]);
+  problems.push(problem);
+  return byDefault;
 }
 
 /**

@@ -5,7 +5,7 @@ import { runAtomically } from '../db/run-atomically';
 import type { TenantAuth } from '../common/auth';
 import { ApiError, FieldProblem } from '../common/errors';
 import { formatCny, parseCny } from '../common/money';
-import { decodeCursor, encodeCursor, KeysetPosition } from '../common/pagination';
+import { cursorAtSql, decodeCursor, keysetPage, KeysetPosition, pageLimit } from '../common/pagination';
 import { tenantQuery } from '../db/tenant-scope';
 import { AssignmentsService } from './assignments.service';
 import { BatchEssayDto, OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
@@ -301,15 +301,14 @@ export class EssaysService {
     if (q.status !== undefined && !(ESSAY_STATUSES as readonly string[]).includes(q.status)) {
       problems.push({ field: 'status', message: `status must be one of ${ESSAY_STATUSES.join(', ')}` });
     }
-    const limit = q.limit === undefined ? 20 : Number(q.limit);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 100) problems.push({ field: 'limit', message: 'limit must be an integer from 1 to 100' });
+    const limit = pageLimit(q.limit, 100, 20, problems);
     if (problems.length) throw ApiError.validation(problems);
     const after: KeysetPosition | null = q.cursor !== undefined ? decodeCursor(q.cursor) : null;
     const rows = await tenantQuery<Record<string, unknown>>(
       this.ds.manager,
       auth.tenantId,
       `SELECT id, status, tier, language, title, student_ref, assignment_id, flags, cost_nanos, cache_status,
-              grade->'score' AS score, grade->'maxScore' AS max_score, created_at, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' AS cursor_at, graded_at
+              grade->'score' AS score, grade->'maxScore' AS max_score, created_at, ${cursorAtSql('created_at')} AS cursor_at, graded_at
          FROM essays
         WHERE tenant_id = $1 AND erased_at IS NULL AND ($2::uuid IS NULL OR assignment_id = $2) AND ($3::text IS NULL OR status = $3)
           AND ($4::text IS NULL OR student_ref = $4)
@@ -317,10 +316,9 @@ export class EssaysService {
         ORDER BY created_at DESC, id DESC LIMIT $7`,
       [q.assignmentId ?? null, q.status ?? null, q.studentRef ?? null, after?.at ?? null, after?.id ?? null, limit + 1],
     );
-    const page = rows.slice(0, limit);
-    const last = page[page.length - 1];
+    const page = keysetPage(rows, limit);
     return {
-      data: page.map((r) => ({
+      data: page.rows.map((r) => ({
         id: r.id as string,
         status: r.status as string,
         tier: r.tier as string,
@@ -336,9 +334,7 @@ export class EssaysService {
         createdAt: (r.created_at as Date).toISOString(),
         gradedAt: r.graded_at ? (r.graded_at as Date).toISOString() : null,
       })),
-      nextCursor:
-        // The cursor keeps the timestamp exactly as stored (microseconds), not a JS Date's milliseconds.
-        rows.length > limit && last ? encodeCursor({ at: last.cursor_at as string, id: last.id as string }) : null,
+      nextCursor: page.nextCursor,
     };
   }
 
