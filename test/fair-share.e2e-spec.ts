@@ -382,6 +382,40 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await setLimits({ readsInFlight: null });
   });
 
+  it("shares readsInFlight between the tenants reading at once: a flood is held to its share while another tenant reads, its queue kept in order, and has all its slots again once the other stops", async () => {
+    const limits = t.app.get(LimitsService);
+    const other = await f.newTenant();
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const taken = (slot: Promise<unknown>, ms = 300) => Promise.race([slot.then(() => true), sleep(ms).then(() => false)]);
+    await sleep(600); // earlier tests' reads no longer count as reading
+    // Alone, the tenant has all of its 4 (the default).
+    const held = [1, 2, 3, 4].map(() => limits.readSlot(tenant.tenantId));
+    expect(await Promise.all(held.map((h) => taken(h)))).toEqual([true, true, true, true]);
+    const releases = await Promise.all(held);
+    const order: number[] = [];
+    const waiting = [1, 2, 3].map((i) => limits.readSlot(tenant.tenantId).then((release) => (order.push(i), release)));
+    // Another tenant reads: it does not wait, and from now on the first is held to 4 / 2 = 2.
+    const others = limits.readSlot(other.tenantId);
+    expect(await taken(others)).toBe(true);
+    releases[0]();
+    releases[1]();
+    await sleep(100);
+    expect(order).toEqual([]); // 2 in flight: its share, so none of its waiting reads runs
+    releases[2]();
+    await waitFor(async () => order.length === 1, 5_000, 'its first waiting read');
+    await sleep(100);
+    expect(order).toEqual([1]); // at its share again, the first in line ran, and only it
+    // The other tenant stops reading: after a moment the first tenant's share is all of its 4 again,
+    // and its next release lets both of its waiting reads run, in their order.
+    (await others)();
+    await sleep(600);
+    releases[3]();
+    await waitFor(async () => order.length === 3, 5_000, 'the rest of its waiting reads');
+    expect(order).toEqual([1, 2, 3]);
+    for (const release of await Promise.all(waiting)) release();
+    expect((await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.readsInFlight).toBe(0);
+  });
+
   it('passes a freed provider slot to the next caller when the caller before it gave up waiting (no wake lost)', async () => {
     await setLimits({ providerCalls: 1 });
     const limits = t.app.get(LimitsService);

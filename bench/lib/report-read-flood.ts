@@ -74,10 +74,12 @@ ${okExports(unbPhases)} unbounded, ${okExports(bndPhases)} bounded.`
       ? `
 
 The bound does not bring B back to its figures alone: under the bounded flood B's p95 was still
-${range(bndP95)} its p95 alone. Under the bound A still had ${def} of its reads (pages of 100 essays,
-exports) running at any time — its queue of 64 stayed full, as its \`429\`s show — and its refused requests were answered too; B's reads share the service's one event loop, PostgreSQL and the
+${range(bndP95)} its p95 alone. Under the bound A still had ${Math.max(1, Math.floor(def / 2))} of its reads (pages of 100 essays,
+exports) running at any time while B read — its queue of 64 stayed full, as its \`429\`s show — and its refused requests were answered too; B's reads share the service's one event loop, PostgreSQL and the
 ${r.machine.cpus} cores with them (${bndPhases.map((p) => `service ${p.cpu.servicePct}% of a core, PostgreSQL ${p.cpu.postgresPct}%, machine ${p.machineBusyPct}% busy in ${label(p)}`).join('; ')};
-with B alone ${alone.cpu.servicePct}%, ${alone.cpu.postgresPct}% and ${alone.machineBusyPct}%). This benchmark does not separate which of these B's reads waited for.`
+with B alone ${alone.cpu.servicePct}%, ${alone.cpu.postgresPct}% and ${alone.machineBusyPct}%). This benchmark does not separate which of these B's reads waited for.
+
+Before the share (the record at \`0a77871\`, 2026-12-04, on a machine of the same kind), the bound held A to all ${def} of its slots whether or not B read: B's p50 35 and 39 ms, p95 104.6 and 120.7 ms (16.34–18.86× alone), 476 and 417 reads in 10 s; A's pages answered \`200\` 3,403 and 3,005, exports 25 and 24. So the share trades about a third of a flooding tenant's pages, while another reads, for about half of the other's wait.`
       : '';
   return `## One tenant's read flood (\`npm run bench:read-flood\`)
 
@@ -97,7 +99,8 @@ built service) on a fresh PostgreSQL database, \`DATABASE_POOL_SIZE=${s.database
   load generator, apart from A's loops).
 - **The same traffic in both flood phases**; the only difference is A's \`readsInFlight\`:
   ${n(100_000)} (set by the operator: effectively no bound, as before the bound existed), or \`null\`
-  (the default, ${def}: more wait, 64 at most, then \`429\`). B keeps the default throughout.
+  (the default, ${def}: more wait, 64 at most, then \`429\`; while B reads too, A is held to its
+  share, ${def} ÷ 2 tenants reading = ${Math.max(1, Math.floor(def / 2))}). B keeps the default throughout.
 - Phases, each after a quiet gap of ${s.gapSeconds} s (then until none of A's reads was still running on the
   service, \`GET /v1/limits\`: at most ${Math.max(...r.phases.map((p) => p.quietExtraMs))} ms more): B alone, then ${s.rounds} round${s.rounds === 1 ? '' : 's'} of (unbounded,
   bounded), then B alone again, after a 3 s warm-up of both.

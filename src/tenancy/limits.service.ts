@@ -60,10 +60,16 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   eventStreams: 'open event streams (SSE)',
   providerCalls: 'model calls at providers at once, all purposes; more wait their turn (a chat call whose client closes the connection while it waits is never sent, and charged nothing)',
   reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn, 32 at most, then 429 (one whose client closes the connection leaves the queue unread)',
-  readsInFlight: "lists, exports and essays read at once (the essay list and one essay's view, assignments and an assignment's counts, grades.csv, orders, agreement, quality, a calibration's fit and a regrade); more wait their turn, 64 at most, then 429 (one whose client closes the connection leaves the queue unread)",
+  readsInFlight: "lists, exports and essays read at once (the essay list and one essay's view, assignments and an assignment's counts, grades.csv, orders, agreement, quality, a calibration's fit and a regrade); more wait their turn, 64 at most, then 429 (one whose client closes the connection leaves the queue unread); while other tenants read on the same instance too, each is held to an equal share of its own limit: the limit divided by the number of tenants reading, at least 1",
 };
 
 const BUCKETS_MAX = 100_000;
+
+/** One waiting for a slot: its place in line (first come, first served), and how to wake it. */
+interface Waiter {
+  turn: number;
+  wake: () => void;
+}
 
 interface Bucket {
   tokens: number;
@@ -87,6 +93,13 @@ const REPORTS_WAITING_MAX = 32;
 /** Lists and exports of one tenant that may wait for a slot on an instance (a console opens several at once). */
 const READS_WAITING_MAX = 64;
 const QUEUED_CACHE_MS = 1_000;
+/**
+ * How long a tenant counts as reading after it last asked for or gave back a read slot: a client's
+ * next read comes right after its last, so a tenant reading in a loop counts between its reads too.
+ */
+const READER_LINGER_MS = 500;
+/** How often the tenants who stopped reading are forgotten (the count is read on every read). */
+const READERS_PRUNE_MS = 50;
 
 /**
  * Fair use of the shared service (SPEC §10): per-tenant limits (env defaults, overridden per tenant
@@ -110,12 +123,17 @@ export class LimitsService {
     reportsInFlight: new Map<string, number>(),
     readsInFlight: new Map<string, number>(),
   };
-  /** who waits for a slot of the limits that queue (by tenant, first come first served) */
+  /** who waits for a slot of the limits that queue (by tenant, first come first served: in order of their turns) */
   private readonly waiters = {
-    providerCalls: new Map<string, Array<() => void>>(),
-    reportsInFlight: new Map<string, Array<() => void>>(),
-    readsInFlight: new Map<string, Array<() => void>>(),
+    providerCalls: new Map<string, Waiter[]>(),
+    reportsInFlight: new Map<string, Waiter[]>(),
+    readsInFlight: new Map<string, Waiter[]>(),
   };
+  /** the tenants reading on this instance: when each last asked for or gave back a read slot */
+  private readonly readers = new Map<string, number>();
+  private readersPrunedAt = 0;
+  /** the last place in line given to a waiter */
+  private turns = 0;
   private readonly queued = new Map<string, { count: number; at: number }>();
   private readonly oldestQueued = new OldestFirst(this.queued);
 
@@ -248,37 +266,71 @@ export class LimitsService {
    * already wait. A waiter whose `signal` aborts leaves the queue at once, with the signal's reason.
    */
   private async slot(name: keyof LimitsService['waiters'], tenantId: string, signal?: AbortSignal, maxWaiting = Number.POSITIVE_INFINITY): Promise<Release> {
-    const limit = (await this.of(tenantId))[name];
-    while ((this.inUse[name].get(tenantId) ?? 0) >= limit) {
+    const own = (await this.of(tenantId))[name];
+    const limit = () => (name === 'readsInFlight' ? this.readShare(tenantId, own) : own);
+    let turn: number | undefined;
+    while ((this.inUse[name].get(tenantId) ?? 0) >= limit()) {
       signal?.throwIfAborted();
-      if ((this.waiters[name].get(tenantId)?.length ?? 0) >= maxWaiting) {
-        throw rateLimited(`This tenant already has ${maxWaiting} requests waiting for a slot of ${name} on this server`, 1, limit);
+      if (turn === undefined && (this.waiters[name].get(tenantId)?.length ?? 0) >= maxWaiting) {
+        throw rateLimited(`This tenant already has ${maxWaiting} requests waiting for a slot of ${name} on this server`, 1, own);
       }
-      await this.waitTurn(this.waiters[name], tenantId, signal);
+      // One woken but still over its share (another tenant began reading meanwhile) waits again in
+      // its own place in line, before the tenant's requests that came after it.
+      turn ??= ++this.turns;
+      await this.waitTurn(this.waiters[name], tenantId, turn, signal);
     }
-    return this.hold(name, tenantId);
+    const release = this.hold(name, tenantId);
+    // Room for more (the share grew: another tenant stopped reading): the next waiter tries too.
+    if ((this.inUse[name].get(tenantId) ?? 0) < limit()) this.wakeNext(name, tenantId);
+    return release;
+  }
+
+  /**
+   * A tenant's share of its `readsInFlight` on this instance: all of it while it reads alone; while
+   * other tenants read too (a read in flight or waiting, or one within READER_LINGER_MS), its limit
+   * divided by the number of tenants reading, at least 1. A flood's reads in flight share the
+   * service's event loop, the database and the cores with every other tenant's, so the flood is
+   * held to half its slots while another school reads too (BENCHMARKS.md, one tenant's read flood:
+   * the other school's wait about halved, the flood's pages a third fewer meanwhile).
+   */
+  private readShare(tenantId: string, own: number, now = Date.now()): number {
+    this.readers.set(tenantId, now);
+    if (now - this.readersPrunedAt >= READERS_PRUNE_MS) {
+      this.readersPrunedAt = now;
+      for (const [id, at] of this.readers) {
+        if (now - at >= READER_LINGER_MS && !this.inUse.readsInFlight.has(id) && !this.waiters.readsInFlight.has(id)) this.readers.delete(id);
+      }
+    }
+    const reading = this.readers.size;
+    return reading <= 1 ? own : Math.max(1, Math.floor(own / reading));
   }
 
   /**
    * Waits to be woken by a release of the tenant's slot. An abort takes the waiter out of the
    * queue (a woken waiter is out of it already: it goes on to take the slot, so no wake is lost).
    */
-  private waitTurn(waiters: Map<string, Array<() => void>>, tenantId: string, signal?: AbortSignal): Promise<void> {
+  private waitTurn(waiters: Map<string, Waiter[]>, tenantId: string, turn: number, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const onAbort = () => {
         const q = waiters.get(tenantId);
-        const at = q ? q.indexOf(wake) : -1;
+        const at = q ? q.indexOf(waiter) : -1;
         if (at < 0) return; // woken already
         q!.splice(at, 1);
         if (!q!.length) waiters.delete(tenantId);
         reject(signal!.reason);
       };
-      const wake = () => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
+      const waiter: Waiter = {
+        turn,
+        wake: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
       };
       const q = waiters.get(tenantId) ?? [];
-      q.push(wake);
+      // In order of turns: a new waiter goes last, one waiting again goes back to its place.
+      let at = q.length;
+      while (at > 0 && q[at - 1].turn > turn) at--;
+      q.splice(at, 0, waiter);
       waiters.set(tenantId, q);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
@@ -294,13 +346,19 @@ export class LimitsService {
       const left = (counts.get(tenantId) ?? 1) - 1;
       if (left > 0) counts.set(tenantId, left);
       else counts.delete(tenantId);
+      if (name === 'readsInFlight') this.readers.set(tenantId, Date.now());
       // The limits that queue wake the tenant's next waiter.
-      const waiting = name in this.waiters ? this.waiters[name as keyof LimitsService['waiters']] : undefined;
-      const q = waiting?.get(tenantId);
-      const next = q?.shift();
-      if (q && !q.length) waiting!.delete(tenantId);
-      next?.();
+      if (name in this.waiters) this.wakeNext(name as keyof LimitsService['waiters'], tenantId);
     };
+  }
+
+  /** Wakes the tenant's first waiter for a slot of `name`, if any (it checks its turn again). */
+  private wakeNext(name: keyof LimitsService['waiters'], tenantId: string): void {
+    const waiting = this.waiters[name];
+    const q = waiting.get(tenantId);
+    const next = q?.shift();
+    if (q && !q.length) waiting.delete(tenantId);
+    next?.wake();
   }
 
   /**
