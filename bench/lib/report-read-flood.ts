@@ -69,6 +69,7 @@ export function renderReadFlood(r: ReadFloodResult): string {
 \`429\`, sent again after \`Retry-After\`), at p50 ${aP50(unbPhases)} ms and ${aP50(bndPhases)} ms; exports answered \`200\`
 ${okExports(unbPhases)} unbounded, ${okExports(bndPhases)} bounded.`
     : '';
+  const pct = (x: number, before: number) => `${Math.round((x / before) * 100)}%`;
   const stillSlow =
     bndMedian >= 2
       ? `
@@ -79,7 +80,7 @@ exports) running at any time while B read — its queue of 64 stayed full, as it
 ${r.machine.cpus} cores with them (${bndPhases.map((p) => `service ${p.cpu.servicePct}% of a core, PostgreSQL ${p.cpu.postgresPct}%, machine ${p.machineBusyPct}% busy in ${label(p)}`).join('; ')};
 with B alone ${alone.cpu.servicePct}%, ${alone.cpu.postgresPct}% and ${alone.machineBusyPct}%). This benchmark does not separate which of these B's reads waited for.
 
-Before the share (the record at \`0a77871\`, 2026-12-04, on a machine of the same kind), the bound held A to all ${def} of its slots whether or not B read: B's p50 35 and 39 ms, p95 104.6 and 120.7 ms (16.34–18.86× alone), 476 and 417 reads in 10 s; A's pages answered \`200\` 3,403 and 3,005, exports 25 and 24. So the share trades about a third of a flooding tenant's pages, while another reads, for about half of the other's wait.`
+Before the share (the record at \`0a77871\`, 2026-12-04, on a machine of the same kind), the bound held A to all ${def} of its slots whether or not B read: B's p50 35 and 39 ms, p95 104.6 and 120.7 ms (16.34–18.86× alone), 476 and 417 reads in 10 s; A's pages answered \`200\` 3,403 and 3,005, exports 25 and 24. In this run, at the medians of the bounded rounds: B's p95 ${pct(median(bndPhases.map((p) => p.b.p95Ms)), 112.65)} and its reads ${pct(median(bndPhases.map((p) => p.b.count)), 446.5)} of that record's, A's pages answered \`200\` ${pct(median(bndPhases.map(aOk)), 3204)} and its exports ${pct(median(bndPhases.map((p) => p.a!.exports.statuses['200'] ?? 0)), 24.5)}: a flooding tenant's own queue of 64 is full of its pages, so its exports, sent again a second after each \`429\`, find a place in it less often.`
       : '';
   return `## One tenant's read flood (\`npm run bench:read-flood\`)
 

@@ -291,7 +291,7 @@ export class LimitsService {
    * divided by the number of tenants reading, at least 1. A flood's reads in flight share the
    * service's event loop, the database and the cores with every other tenant's, so the flood is
    * held to half its slots while another school reads too (BENCHMARKS.md, one tenant's read flood:
-   * the other school's wait about halved, the flood's pages a third fewer meanwhile).
+   * the other school's p95 less than half, the flood's pages a tenth fewer meanwhile).
    */
   private readShare(tenantId: string, own: number, now = Date.now()): number {
     this.readers.set(tenantId, now);
