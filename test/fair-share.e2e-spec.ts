@@ -382,37 +382,52 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await setLimits({ readsInFlight: null });
   });
 
-  it("shares readsInFlight between the tenants reading at once: a flood is held to its share while another tenant reads, its queue kept in order, and has all its slots again once the other stops", async () => {
+  it("shares readsInFlight between the tenants reading at once: a flood is held to its share while another tenant reads, its reads kept in order, and has all its slots again soon after the other stops", async () => {
     const limits = t.app.get(LimitsService);
     const other = await f.newTenant();
     const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-    const taken = (slot: Promise<unknown>, ms = 300) => Promise.race([slot.then(() => true), sleep(ms).then(() => false)]);
-    await sleep(600); // earlier tests' reads no longer count as reading
-    // Alone, the tenant has all of its 4 (the default).
-    const held = [1, 2, 3, 4].map(() => limits.readSlot(tenant.tenantId));
-    expect(await Promise.all(held.map((h) => taken(h)))).toEqual([true, true, true, true]);
-    const releases = await Promise.all(held);
+    const takenWithin = (slot: Promise<unknown>, ms: number) => Promise.race([slot.then(() => true), sleep(ms).then(() => false)]);
+    await sleep(300); // earlier tests' reads no longer count as reading
+    const releases: Array<() => void> = [];
     const order: number[] = [];
-    const waiting = [1, 2, 3].map((i) => limits.readSlot(tenant.tenantId).then((release) => (order.push(i), release)));
-    // Another tenant reads: it does not wait, and from now on the first is held to 4 / 2 = 2.
-    const others = limits.readSlot(other.tenantId);
-    expect(await taken(others)).toBe(true);
-    releases[0]();
-    releases[1]();
-    await sleep(100);
-    expect(order).toEqual([]); // 2 in flight: its share, so none of its waiting reads runs
-    releases[2]();
-    await waitFor(async () => order.length === 1, 5_000, 'its first waiting read');
-    await sleep(100);
-    expect(order).toEqual([1]); // at its share again, the first in line ran, and only it
-    // The other tenant stops reading: after a moment the first tenant's share is all of its 4 again,
-    // and its next release lets both of its waiting reads run, in their order.
-    (await others)();
-    await sleep(600);
-    releases[3]();
-    await waitFor(async () => order.length === 3, 5_000, 'the rest of its waiting reads');
-    expect(order).toEqual([1, 2, 3]);
-    for (const release of await Promise.all(waiting)) release();
+    const waiting: Array<Promise<() => void>> = [];
+    const queue = (i: number) => waiting.push(limits.readSlot(tenant.tenantId).then((release) => (order.push(i), releases.push(release), release)));
+    try {
+      // Alone, the tenant has all of its 4 (the default).
+      const first = [1, 2, 3, 4].map(() => limits.readSlot(tenant.tenantId));
+      expect(await Promise.all(first.map((slot) => takenWithin(slot, 10_000)))).toEqual([true, true, true, true]);
+      const held = await Promise.all(first);
+      releases.push(...held);
+      [1, 2, 3].forEach(queue);
+      // Another tenant reads: it does not wait, and from now on the first is held to 4 / 2 = 2.
+      const others = limits.readSlot(other.tenantId);
+      expect(await takenWithin(others, 10_000)).toBe(true);
+      releases.push(await others);
+      held[0]();
+      held[1]();
+      await sleep(150);
+      expect(order).toEqual([]); // 2 in flight: its share, so none of its waiting reads runs
+      held[2]();
+      await waitFor(async () => order.length === 1, 10_000, 'its first waiting read');
+      await sleep(150);
+      expect(order).toEqual([1]); // at its share again: the first in line ran, and only it
+      // The other tenant stops reading. With none of its own reads ending, the first tenant's share
+      // is soon all 4 again: its waiting reads run in their order, and a read that comes meanwhile
+      // goes behind them, not ahead.
+      (await others)();
+      queue(4);
+      queue(5);
+      await waitFor(async () => order.length >= 3, 10_000, 'its waiting reads once the share grew');
+      await sleep(150);
+      expect(order).toEqual([1, 2, 3]); // 4 in flight: held[3] and reads 1–3
+      held[3]();
+      await waitFor(async () => order.length === 4, 10_000, 'the next in line');
+      expect(order).toEqual([1, 2, 3, 4]);
+    } finally {
+      for (const release of releases) release();
+      for (const release of await Promise.all(waiting)) release();
+    }
+    expect(order).toEqual([1, 2, 3, 4, 5]);
     expect((await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.readsInFlight).toBe(0);
   });
 

@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable, OnModuleDestroy } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
 import { OldestFirst } from '../common/oldest-first';
 import { TtlCache } from '../common/ttl-cache';
@@ -60,7 +60,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   eventStreams: 'open event streams (SSE)',
   providerCalls: 'model calls at providers at once, all purposes; more wait their turn (a chat call whose client closes the connection while it waits is never sent, and charged nothing)',
   reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn, 32 at most, then 429 (one whose client closes the connection leaves the queue unread)',
-  readsInFlight: "lists, exports and essays read at once (the essay list and one essay's view, assignments and an assignment's counts, grades.csv, orders, agreement, quality, a calibration's fit and a regrade); more wait their turn, 64 at most, then 429 (one whose client closes the connection leaves the queue unread); while other tenants read on the same instance too, each is held to an equal share of its own limit: the limit divided by the number of tenants reading, at least 1",
+  readsInFlight: "lists, exports and essays read at once (the essay list and one essay's view, assignments and an assignment's counts, grades.csv, orders, agreement, quality, a calibration's fit and a regrade); more wait their turn, 64 at most, then 429 (one whose client closes the connection leaves the queue unread); while other tenants read on the same instance too (a read in flight, or one taken or given back within the last 0.2 s), each is held to an equal share of its own limit: the limit divided by the number of tenants reading, rounded up; reads that wait keep their order",
 };
 
 const BUCKETS_MAX = 100_000;
@@ -69,6 +69,8 @@ const BUCKETS_MAX = 100_000;
 interface Waiter {
   turn: number;
   wake: () => void;
+  /** the tenant's own limit when it asked (a read's share is computed from it) */
+  own: number;
 }
 
 interface Bucket {
@@ -94,11 +96,12 @@ const REPORTS_WAITING_MAX = 32;
 const READS_WAITING_MAX = 64;
 const QUEUED_CACHE_MS = 1_000;
 /**
- * How long a tenant counts as reading after it last asked for or gave back a read slot: a client's
- * next read comes right after its last, so a tenant reading in a loop counts between its reads too.
+ * How long a tenant counts as reading after it last took or gave back a read slot: a client's next
+ * read comes right after its last, so a tenant reading in a loop counts between its reads too; a
+ * console that polls counts only while its reads run.
  */
-const READER_LINGER_MS = 500;
-/** How often the tenants who stopped reading are forgotten (the count is read on every read). */
+const READER_LINGER_MS = 200;
+/** How often the tenants who stopped reading are forgotten, and reads held to a share that grew woken. */
 const READERS_PRUNE_MS = 50;
 
 /**
@@ -110,7 +113,7 @@ const READERS_PRUNE_MS = 50;
  * Retry-After and RateLimit-* headers, before anything is stored.
  */
 @Injectable()
-export class LimitsService {
+export class LimitsService implements OnModuleDestroy {
   /** the operator's limits per tenant: a change is announced on the bus, so they are held a minute */
   private readonly overrides = new TtlCache<string, Partial<TenantLimits>>(60_000, 100_000);
   /** token buckets by API key id, and by tenant; bounded (an evicted one starts again full) */
@@ -129,9 +132,11 @@ export class LimitsService {
     reportsInFlight: new Map<string, Waiter[]>(),
     readsInFlight: new Map<string, Waiter[]>(),
   };
-  /** the tenants reading on this instance: when each last asked for or gave back a read slot */
+  /** the tenants reading on this instance: when each last took or gave back a read slot (performance.now()) */
   private readonly readers = new Map<string, number>();
   private readersPrunedAt = 0;
+  /** while some tenant's reads wait at a share below its limit: wakes them when the share grows */
+  private shareWatch: NodeJS.Timeout | undefined;
   /** the last place in line given to a waiter */
   private turns = 0;
   private readonly queued = new Map<string, { count: number; at: number }>();
@@ -269,15 +274,19 @@ export class LimitsService {
     const own = (await this.of(tenantId))[name];
     const limit = () => (name === 'readsInFlight' ? this.readShare(tenantId, own) : own);
     let turn: number | undefined;
-    while ((this.inUse[name].get(tenantId) ?? 0) >= limit()) {
+    // A new request goes behind the tenant's requests already waiting, even when there is room
+    // (the share grew and they are being woken): first come, first served.
+    while ((this.inUse[name].get(tenantId) ?? 0) >= limit() || (turn === undefined && this.waiters[name].has(tenantId))) {
       signal?.throwIfAborted();
       if (turn === undefined && (this.waiters[name].get(tenantId)?.length ?? 0) >= maxWaiting) {
         throw rateLimited(`This tenant already has ${maxWaiting} requests waiting for a slot of ${name} on this server`, 1, own);
       }
+      if (turn === undefined && (this.inUse[name].get(tenantId) ?? 0) < limit()) this.wakeNext(name, tenantId);
       // One woken but still over its share (another tenant began reading meanwhile) waits again in
       // its own place in line, before the tenant's requests that came after it.
       turn ??= ++this.turns;
-      await this.waitTurn(this.waiters[name], tenantId, turn, signal);
+      if (name === 'readsInFlight') this.watchShares();
+      await this.waitTurn(this.waiters[name], tenantId, turn, own, signal);
     }
     const release = this.hold(name, tenantId);
     // Room for more (the share grew: another tenant stopped reading): the next waiter tries too.
@@ -287,29 +296,62 @@ export class LimitsService {
 
   /**
    * A tenant's share of its `readsInFlight` on this instance: all of it while it reads alone; while
-   * other tenants read too (a read in flight or waiting, or one within READER_LINGER_MS), its limit
-   * divided by the number of tenants reading, at least 1. A flood's reads in flight share the
-   * service's event loop, the database and the cores with every other tenant's, so the flood is
+   * other tenants read too (a read in flight, or one taken or given back within READER_LINGER_MS),
+   * its limit divided by the number of tenants reading, rounded up. A flood's reads in flight share
+   * the service's event loop, the database and the cores with every other tenant's, so the flood is
    * held to half its slots while another school reads too (BENCHMARKS.md, one tenant's read flood:
    * the other school's p95 less than half, the flood's pages a tenth fewer meanwhile).
    */
-  private readShare(tenantId: string, own: number, now = Date.now()): number {
-    this.readers.set(tenantId, now);
-    if (now - this.readersPrunedAt >= READERS_PRUNE_MS) {
-      this.readersPrunedAt = now;
-      for (const [id, at] of this.readers) {
-        if (now - at >= READER_LINGER_MS && !this.inUse.readsInFlight.has(id) && !this.waiters.readsInFlight.has(id)) this.readers.delete(id);
-      }
-    }
-    const reading = this.readers.size;
-    return reading <= 1 ? own : Math.max(1, Math.floor(own / reading));
+  private readShare(tenantId: string, own: number): number {
+    this.pruneReaders(performance.now());
+    const reading = this.readers.size + (this.readers.has(tenantId) ? 0 : 1);
+    return reading <= 1 ? own : Math.ceil(own / reading);
   }
+
+  /** Forgets the tenants that stopped reading (at most every READERS_PRUNE_MS). */
+  private pruneReaders(now: number): void {
+    if (now - this.readersPrunedAt < READERS_PRUNE_MS) return;
+    this.readersPrunedAt = now;
+    for (const [id, at] of this.readers) {
+      if (now - at >= READER_LINGER_MS && !this.inUse.readsInFlight.has(id)) this.readers.delete(id);
+    }
+  }
+
+  /**
+   * While reads wait at a share below their tenant's limit, looks every READERS_PRUNE_MS for a share
+   * that grew (the other tenants stopped reading) and wakes the first of each such tenant's reads;
+   * it takes its slot and wakes the next while there is room. Without it they would wait for one
+   * of the tenant's own reads to end, which for an export can be long.
+   */
+  private watchShares(): void {
+    if (this.shareWatch) return;
+    this.shareWatch = setInterval(() => {
+      let held = false;
+      for (const [tenantId, q] of this.waiters.readsInFlight) {
+        const share = this.readShare(tenantId, q[0].own);
+        if ((this.inUse.readsInFlight.get(tenantId) ?? 0) < share) this.wakeNext('readsInFlight', tenantId);
+        else if (share < q[0].own) held = true;
+      }
+      if (!held) this.stopWatchingShares();
+    }, READERS_PRUNE_MS);
+    this.shareWatch.unref();
+  }
+
+  private stopWatchingShares(): void {
+    clearInterval(this.shareWatch);
+    this.shareWatch = undefined;
+  }
+
+  onModuleDestroy(): void {
+    this.stopWatchingShares();
+  }
+
 
   /**
    * Waits to be woken by a release of the tenant's slot. An abort takes the waiter out of the
    * queue (a woken waiter is out of it already: it goes on to take the slot, so no wake is lost).
    */
-  private waitTurn(waiters: Map<string, Waiter[]>, tenantId: string, turn: number, signal?: AbortSignal): Promise<void> {
+  private waitTurn(waiters: Map<string, Waiter[]>, tenantId: string, turn: number, own: number, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const onAbort = () => {
         const q = waiters.get(tenantId);
@@ -321,6 +363,7 @@ export class LimitsService {
       };
       const waiter: Waiter = {
         turn,
+        own,
         wake: () => {
           signal?.removeEventListener('abort', onAbort);
           resolve();
@@ -339,6 +382,7 @@ export class LimitsService {
   private hold(name: keyof LimitsService['inUse'], tenantId: string): Release {
     const counts = this.inUse[name];
     counts.set(tenantId, (counts.get(tenantId) ?? 0) + 1);
+    if (name === 'readsInFlight') this.readers.set(tenantId, performance.now());
     let released = false;
     return () => {
       if (released) return;
@@ -346,7 +390,7 @@ export class LimitsService {
       const left = (counts.get(tenantId) ?? 1) - 1;
       if (left > 0) counts.set(tenantId, left);
       else counts.delete(tenantId);
-      if (name === 'readsInFlight') this.readers.set(tenantId, Date.now());
+      if (name === 'readsInFlight') this.readers.set(tenantId, performance.now());
       // The limits that queue wake the tenant's next waiter.
       if (name in this.waiters) this.wakeNext(name as keyof LimitsService['waiters'], tenantId);
     };
