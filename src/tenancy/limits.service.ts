@@ -346,7 +346,6 @@ export class LimitsService implements OnModuleDestroy {
     this.stopWatchingShares();
   }
 
-
   /**
    * Waits to be woken by a release of the tenant's slot. An abort takes the waiter out of the
    * queue (a woken waiter is out of it already: it goes on to take the slot, so no wake is lost).
