@@ -431,6 +431,47 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     expect((await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.readsInFlight).toBe(0);
   });
 
+  it("shares reportsInFlight between the tenants reading reports at once (and only them): a tenant's reports are held to its share while another's run, and have all their slots again soon after", async () => {
+    const limits = t.app.get(LimitsService);
+    const other = await f.newTenant();
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const takenWithin = (slot: Promise<unknown>, ms: number) => Promise.race([slot.then(() => true), sleep(ms).then(() => false)]);
+    await sleep(300); // earlier tests' reads no longer count as reading
+    const releases: Array<() => void> = [];
+    const order: number[] = [];
+    const waiting: Array<Promise<() => void>> = [];
+    const queue = (i: number) => waiting.push(limits.reportSlot(tenant.tenantId).then((release) => (order.push(i), releases.push(release), release)));
+    try {
+      // Another tenant reading lists (not reports) leaves the report share alone: all 3 (the default).
+      const othersList = await limits.readSlot(other.tenantId);
+      releases.push(othersList);
+      const first = [1, 2, 3].map(() => limits.reportSlot(tenant.tenantId));
+      expect(await Promise.all(first.map((slot) => takenWithin(slot, 10_000)))).toEqual([true, true, true]);
+      const held = await Promise.all(first);
+      releases.push(...held);
+      [1, 2].forEach(queue);
+      // The other tenant reads a report: it does not wait, and the first is held to ceil(3 / 2) = 2.
+      const othersReport = limits.reportSlot(other.tenantId);
+      expect(await takenWithin(othersReport, 10_000)).toBe(true);
+      releases.push(await othersReport);
+      held[0]();
+      await sleep(150);
+      expect(order).toEqual([]); // 2 in flight: its share
+      held[1]();
+      await waitFor(async () => order.length === 1, 10_000, 'its first waiting report');
+      await sleep(150);
+      expect(order).toEqual([1]);
+      // The other tenant's report ends: soon the first has all 3 again, with none of its own ending.
+      (await othersReport)();
+      await waitFor(async () => order.length === 2, 10_000, 'its next report once the share grew');
+      expect(order).toEqual([1, 2]);
+    } finally {
+      for (const release of releases) release();
+      for (const release of await Promise.all(waiting)) release();
+    }
+    expect((await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.reportsInFlight).toBe(0);
+  });
+
   it('passes a freed provider slot to the next caller when the caller before it gave up waiting (no wake lost)', async () => {
     await setLimits({ providerCalls: 1 });
     const limits = t.app.get(LimitsService);

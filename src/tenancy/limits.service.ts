@@ -59,7 +59,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   chatInFlight: 'chat completions in flight',
   eventStreams: 'open event streams (SSE)',
   providerCalls: 'model calls at providers at once, all purposes; more wait their turn (a chat call whose client closes the connection while it waits is never sent, and charged nothing)',
-  reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn, 32 at most, then 429 (one whose client closes the connection leaves the queue unread)',
+  reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn, 32 at most, then 429 (one whose client closes the connection leaves the queue unread); while other tenants read reports on the same instance too, each is held to an equal share of its own limit, as for readsInFlight',
   readsInFlight: "lists, exports and essays read at once (the essay list and one essay's view, assignments and an assignment's counts, grades.csv, orders, agreement, quality, a calibration's fit and a regrade); more wait their turn, 64 at most, then 429 (one whose client closes the connection leaves the queue unread); while other tenants read on the same instance too (a read in flight, or one taken or given back within the last 0.2 s), each is held to an equal share of its own limit: the limit divided by the number of tenants reading, rounded up; reads that wait keep their order",
 };
 
@@ -101,6 +101,10 @@ const QUEUED_CACHE_MS = 1_000;
  * console that polls counts only while its reads run.
  */
 const READER_LINGER_MS = 200;
+/** The limits each tenant has a share of while other tenants use them too (reads of the database that hold a connection). */
+const SHARED_LIMITS = ['readsInFlight', 'reportsInFlight'] as const;
+type SharedLimit = (typeof SHARED_LIMITS)[number];
+const isShared = (name: string): name is SharedLimit => name === 'readsInFlight' || name === 'reportsInFlight';
 /** How often the tenants who stopped reading are forgotten, and reads held to a share that grew woken. */
 const READERS_PRUNE_MS = 50;
 
@@ -132,9 +136,12 @@ export class LimitsService implements OnModuleDestroy {
     reportsInFlight: new Map<string, Waiter[]>(),
     readsInFlight: new Map<string, Waiter[]>(),
   };
-  /** the tenants reading on this instance: when each last took or gave back a read slot (performance.now()) */
-  private readonly readers = new Map<string, number>();
-  private readersPrunedAt = 0;
+  /**
+   * The tenants using each shared limit on this instance (reading lists and exports, reading
+   * reports): when each last took or gave back a slot of it (performance.now()).
+   */
+  private readonly users: Record<SharedLimit, Map<string, number>> = { readsInFlight: new Map(), reportsInFlight: new Map() };
+  private readonly usersPrunedAt: Record<SharedLimit, number> = { readsInFlight: 0, reportsInFlight: 0 };
   /** while some tenant's reads wait at a share below its limit: wakes them when the share grows */
   private shareWatch: NodeJS.Timeout | undefined;
   /** the last place in line given to a waiter */
@@ -212,7 +219,10 @@ export class LimitsService implements OnModuleDestroy {
   /**
    * A provider-call slot of the tenant: waits (first come, first served) while the tenant has
    * `providerCalls` calls at providers on this instance, so one tenant's flood cannot take every
-   * connection, or trip the providers' rate limits and breakers for everyone.
+   * connection, or trip the providers' rate limits and breakers for everyone. Not shared between
+   * the tenants calling at once, as reads are: no capacity of the instance is divided here (each
+   * call waits on a provider, not on this instance's database or cores), so a share would slow
+   * every school's grading while many grade at once, with nothing gained by any of them.
    */
   providerSlot(tenantId: string, signal?: AbortSignal): Promise<Release> {
     return this.slot('providerCalls', tenantId, signal);
@@ -272,7 +282,7 @@ export class LimitsService implements OnModuleDestroy {
    */
   private async slot(name: keyof LimitsService['waiters'], tenantId: string, signal?: AbortSignal, maxWaiting = Number.POSITIVE_INFINITY): Promise<Release> {
     const own = (await this.of(tenantId))[name];
-    const limit = () => (name === 'readsInFlight' ? this.readShare(tenantId, own) : own);
+    const limit = () => (isShared(name) ? this.share(name, tenantId, own) : own);
     let turn: number | undefined;
     // A new request goes behind the tenant's requests already waiting, even when there is room
     // (the share grew and they are being woken): first come, first served.
@@ -285,7 +295,7 @@ export class LimitsService implements OnModuleDestroy {
       // One woken but still over its share (another tenant began reading meanwhile) waits again in
       // its own place in line, before the tenant's requests that came after it.
       turn ??= ++this.turns;
-      if (name === 'readsInFlight') this.watchShares();
+      if (isShared(name)) this.watchShares();
       await this.waitTurn(this.waiters[name], tenantId, turn, own, signal);
     }
     const release = this.hold(name, tenantId);
@@ -295,25 +305,28 @@ export class LimitsService implements OnModuleDestroy {
   }
 
   /**
-   * A tenant's share of its `readsInFlight` on this instance: all of it while it reads alone; while
-   * other tenants read too (a read in flight, or one taken or given back within READER_LINGER_MS),
-   * its limit divided by the number of tenants reading, rounded up. A flood's reads in flight share
-   * the service's event loop, the database and the cores with every other tenant's, so the flood is
-   * held to half its slots while another school reads too (BENCHMARKS.md, one tenant's read flood:
-   * the other school's p95 less than half, the flood's pages a tenth fewer meanwhile).
+   * A tenant's share of a shared limit (`readsInFlight`, `reportsInFlight`) on this instance: all of
+   * it while it reads alone; while other tenants read too (a slot of the same limit in flight, or
+   * one taken or given back within READER_LINGER_MS), its limit divided by the number of tenants
+   * reading, rounded up. A flood's reads in flight share the service's event loop, the database
+   * and the cores with every other tenant's, so the flood is held to half its slots while another
+   * school reads too (BENCHMARKS.md, one tenant's read flood: the other school's p95 less than half,
+   * the flood's pages a tenth fewer meanwhile). Reports are shared the same way: each is a read of
+   * the ledger that holds a database connection while it runs.
    */
-  private readShare(tenantId: string, own: number): number {
-    this.pruneReaders(performance.now());
-    const reading = this.readers.size + (this.readers.has(tenantId) ? 0 : 1);
+  private share(name: SharedLimit, tenantId: string, own: number): number {
+    this.pruneUsers(name, performance.now());
+    const users = this.users[name];
+    const reading = users.size + (users.has(tenantId) ? 0 : 1);
     return reading <= 1 ? own : Math.ceil(own / reading);
   }
 
-  /** Forgets the tenants that stopped reading (at most every READERS_PRUNE_MS). */
-  private pruneReaders(now: number): void {
-    if (now - this.readersPrunedAt < READERS_PRUNE_MS) return;
-    this.readersPrunedAt = now;
-    for (const [id, at] of this.readers) {
-      if (now - at >= READER_LINGER_MS && !this.inUse.readsInFlight.has(id)) this.readers.delete(id);
+  /** Forgets the tenants that stopped using a shared limit (at most every READERS_PRUNE_MS). */
+  private pruneUsers(name: SharedLimit, now: number): void {
+    if (now - this.usersPrunedAt[name] < READERS_PRUNE_MS) return;
+    this.usersPrunedAt[name] = now;
+    for (const [id, at] of this.users[name]) {
+      if (now - at >= READER_LINGER_MS && !this.inUse[name].has(id)) this.users[name].delete(id);
     }
   }
 
@@ -321,16 +334,18 @@ export class LimitsService implements OnModuleDestroy {
    * While reads wait at a share below their tenant's limit, looks every READERS_PRUNE_MS for a share
    * that grew (the other tenants stopped reading) and wakes the first of each such tenant's reads;
    * it takes its slot and wakes the next while there is room. Without it they would wait for one
-   * of the tenant's own reads to end, which for an export can be long.
+   * of the tenant's own reads to end, which for an export or a report can be long.
    */
   private watchShares(): void {
     if (this.shareWatch) return;
     this.shareWatch = setInterval(() => {
       let held = false;
-      for (const [tenantId, q] of this.waiters.readsInFlight) {
-        const share = this.readShare(tenantId, q[0].own);
-        if ((this.inUse.readsInFlight.get(tenantId) ?? 0) < share) this.wakeNext('readsInFlight', tenantId);
-        else if (share < q[0].own) held = true;
+      for (const name of SHARED_LIMITS) {
+        for (const [tenantId, q] of this.waiters[name]) {
+          const share = this.share(name, tenantId, q[0].own);
+          if ((this.inUse[name].get(tenantId) ?? 0) < share) this.wakeNext(name, tenantId);
+          else if (share < q[0].own) held = true;
+        }
       }
       if (!held) this.stopWatchingShares();
     }, READERS_PRUNE_MS);
@@ -381,7 +396,7 @@ export class LimitsService implements OnModuleDestroy {
   private hold(name: keyof LimitsService['inUse'], tenantId: string): Release {
     const counts = this.inUse[name];
     counts.set(tenantId, (counts.get(tenantId) ?? 0) + 1);
-    if (name === 'readsInFlight') this.readers.set(tenantId, performance.now());
+    if (isShared(name)) this.users[name].set(tenantId, performance.now());
     let released = false;
     return () => {
       if (released) return;
@@ -389,7 +404,7 @@ export class LimitsService implements OnModuleDestroy {
       const left = (counts.get(tenantId) ?? 1) - 1;
       if (left > 0) counts.set(tenantId, left);
       else counts.delete(tenantId);
-      if (name === 'readsInFlight') this.readers.set(tenantId, performance.now());
+      if (isShared(name)) this.users[name].set(tenantId, performance.now());
       // The limits that queue wake the tenant's next waiter.
       if (name in this.waiters) this.wakeNext(name as keyof LimitsService['waiters'], tenantId);
     };
