@@ -503,6 +503,59 @@ describe('the web console in a browser', () => {
     }
   }, 90_000);
 
+  it("reads older orders with the filter the list on screen was read with, even while another filter's list is loading (no rows of two filters mixed)", async () => {
+    const school = await s.f.newTenant({ monthlyBudget: '50.00' });
+    const as = { authorization: `Bearer ${school.adminKey}` };
+    await s.t.http.put('/v1/billing/settings').set(as).send({ deepReviewPrice: '9.90', paymentMode: 'webhook', webhookSecret: 'whsec_console_race_0123456789' }).expect(200);
+    const ids: string[] = [];
+    for (const seed of [93, 94]) ids.push((await s.t.http.post('/v1/essays').set(as).send({ text: generateEssay(seed, 'zh').text }).expect(202)).body.id);
+    await waitForEssays(s.t.app, school.adminKey, ids);
+    const orderIds: string[] = [];
+    for (const id of ids) orderIds.push((await s.t.http.post(`/v1/essays/${id}/deep-review`).set(as).expect(202)).body.orderId);
+    const { ctx, page, problems } = await openConsole();
+    // The first page of all orders is read one order a page (so it has an older page, with the
+    // service's own cursor); the first page of the delivered ones is held back until released.
+    let release: () => void = () => undefined;
+    const heldBack = new Promise<void>((r) => (release = r));
+    const olderPageReads: string[] = [];
+    const route = (req: HTTPRequest) => {
+      const url = new URL(req.url());
+      if (url.pathname !== '/v1/orders') return void req.continue();
+      if (url.searchParams.has('cursor')) olderPageReads.push(url.search);
+      if (!url.searchParams.has('cursor') && !url.searchParams.has('status')) {
+        url.searchParams.set('limit', '1');
+        return void req.continue({ url: url.toString() });
+      }
+      if (url.searchParams.get('status') === 'delivered') return void heldBack.then(() => req.continue());
+      req.continue();
+    };
+    try {
+      await signIn(page, school.adminKey);
+      await page.setRequestInterception(true);
+      page.on('request', route);
+      await page.goto(`${base}/console/#/admin/orders`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=more-orders]');
+      const shown = () => page.$$eval('[data-test=orders] tbody tr', (trs) => trs.map((tr) => tr.getAttribute('data-order')));
+      expect(await shown()).toEqual([orderIds[1]]);
+      // Another filter chosen; while its list loads, the older orders of the list on screen asked for.
+      await page.select('select[name=status]', 'delivered');
+      await page.click('[data-test=more-orders]');
+      await waitFor(async () => olderPageReads.length === 1, 10_000, 'the older page asked for');
+      expect(new URLSearchParams(olderPageReads[0]).get('status')).toBeNull();
+      await page.waitForFunction(() => document.querySelectorAll('[data-test=orders] tbody tr').length === 2);
+      expect(await shown()).toEqual([orderIds[1], orderIds[0]]);
+      expect(olderPageReads).toHaveLength(1);
+      // The delivered orders' list arrives: none, and none of the other list's rows with it.
+      release();
+      await page.waitForFunction(() => !document.querySelector('[data-test=orders]') && document.body.textContent?.includes('No orders.'));
+      expect(problems).toEqual([]);
+    } finally {
+      release();
+      page.off('request', route);
+      await ctx.close();
+    }
+  }, 90_000);
+
   it("an admin sees a budget incident that paused the school's model calls on the dashboard, and acknowledges it there", async () => {
     const school = await s.f.newTenant({ monthlyBudget: '50.00' });
     // A provider bills far more tokens than the call was admitted for: an incident, admission paused.
