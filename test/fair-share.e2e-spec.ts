@@ -76,6 +76,25 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
 
   const setLimits = (limits: Record<string, number | null>) => t.http.put(`/v1/tenants/${tenant.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send(limits).expect(200);
 
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const takenWithin = (slot: Promise<unknown>, ms: number) => Promise.race([slot.then(() => true), sleep(ms).then(() => false)]);
+  /**
+   * For the share tests: the slots of one kind a tenant waits for, queued in turn (`queue(i)` takes
+   * one and records `i` in `order` when it is taken), every slot taken kept in `releases`.
+   */
+  const slotsInTurn = async (take: () => Promise<() => void>) => {
+    await sleep(300); // earlier tests' reads no longer count as reading
+    const releases: Array<() => void> = [];
+    const order: number[] = [];
+    const waiting: Array<Promise<() => void>> = [];
+    const queue = (i: number) => waiting.push(take().then((release) => (order.push(i), releases.push(release), release)));
+    const releaseAll = async () => {
+      for (const release of releases) release();
+      for (const release of await Promise.all(waiting)) release();
+    };
+    return { releases, order, queue, releaseAll };
+  };
+
   it('limits requests per key with a token bucket: 429 with Retry-After and RateLimit headers, nothing stored, other keys unaffected', async () => {
     await setLimits({ requestsPerSecondPerKey: null, requestBurstPerKey: null }); // back to the defaults of this app: 2/s, burst 3
     const statuses: number[] = [];
@@ -385,13 +404,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
   it("shares readsInFlight between the tenants reading at once: a flood is held to its share while another tenant reads, its reads kept in order, and has all its slots again soon after the other stops", async () => {
     const limits = t.app.get(LimitsService);
     const other = await f.newTenant();
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-    const takenWithin = (slot: Promise<unknown>, ms: number) => Promise.race([slot.then(() => true), sleep(ms).then(() => false)]);
-    await sleep(300); // earlier tests' reads no longer count as reading
-    const releases: Array<() => void> = [];
-    const order: number[] = [];
-    const waiting: Array<Promise<() => void>> = [];
-    const queue = (i: number) => waiting.push(limits.readSlot(tenant.tenantId).then((release) => (order.push(i), releases.push(release), release)));
+    const { releases, order, queue, releaseAll } = await slotsInTurn(() => limits.readSlot(tenant.tenantId));
     try {
       // Alone, the tenant has all of its 4 (the default).
       const first = [1, 2, 3, 4].map(() => limits.readSlot(tenant.tenantId));
@@ -424,8 +437,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
       await waitFor(async () => order.length === 4, 10_000, 'the next in line');
       expect(order).toEqual([1, 2, 3, 4]);
     } finally {
-      for (const release of releases) release();
-      for (const release of await Promise.all(waiting)) release();
+      await releaseAll();
     }
     expect(order).toEqual([1, 2, 3, 4, 5]);
     expect((await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.readsInFlight).toBe(0);
@@ -434,13 +446,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
   it("shares reportsInFlight between the tenants reading reports at once (and only them): a tenant's reports are held to its share while another's run, and have all their slots again soon after", async () => {
     const limits = t.app.get(LimitsService);
     const other = await f.newTenant();
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-    const takenWithin = (slot: Promise<unknown>, ms: number) => Promise.race([slot.then(() => true), sleep(ms).then(() => false)]);
-    await sleep(300); // earlier tests' reads no longer count as reading
-    const releases: Array<() => void> = [];
-    const order: number[] = [];
-    const waiting: Array<Promise<() => void>> = [];
-    const queue = (i: number) => waiting.push(limits.reportSlot(tenant.tenantId).then((release) => (order.push(i), releases.push(release), release)));
+    const { releases, order, queue, releaseAll } = await slotsInTurn(() => limits.reportSlot(tenant.tenantId));
     try {
       // Another tenant reading lists (not reports) leaves the report share alone: all 3 (the default).
       const othersList = await limits.readSlot(other.tenantId);
@@ -466,8 +472,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
       await waitFor(async () => order.length === 2, 10_000, 'its next report once the share grew');
       expect(order).toEqual([1, 2]);
     } finally {
-      for (const release of releases) release();
-      for (const release of await Promise.all(waiting)) release();
+      await releaseAll();
     }
     expect((await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.reportsInFlight).toBe(0);
   });
