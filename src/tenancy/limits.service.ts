@@ -104,7 +104,7 @@ const READER_LINGER_MS = 200;
 /** The limits each tenant has a share of while other tenants use them too (reads of the database that hold a connection). */
 const SHARED_LIMITS = ['readsInFlight', 'reportsInFlight'] as const;
 type SharedLimit = (typeof SHARED_LIMITS)[number];
-const isShared = (name: string): name is SharedLimit => name === 'readsInFlight' || name === 'reportsInFlight';
+const isShared = (name: string): name is SharedLimit => (SHARED_LIMITS as readonly string[]).includes(name);
 /** How often the tenants who stopped reading are forgotten, and reads held to a share that grew woken. */
 const READERS_PRUNE_MS = 50;
 
