@@ -5,6 +5,7 @@ import { BudgetService } from '../src/billing/budget.service';
 import { GradingService } from '../src/grading/grading.service';
 import { JobQueue } from '../src/jobs/job-queue';
 import { LimitsService } from '../src/tenancy/limits.service';
+import type { TenantsRepository } from '../src/tenancy/tenants.repository';
 import { GatewayService } from '../src/llm/gateway.service';
 import { ClusterBus } from '../src/db/cluster-bus';
 import { DatabaseConnection } from '../src/db/database';
@@ -188,6 +189,41 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     // Another tenant makes its own.
     const other = await f.newTenant();
     await t.http.post('/v1/rubrics').set(bearer(other.adminKey)).send(rubric('junior')).expect(201);
+  });
+
+  it("counts the limits view's usage at most once a second a tenant (once for views asked at once), and again at once after something counted is made here", async () => {
+    const school = await f.newTenant();
+    const admin = bearer(school.adminKey);
+    // The view's own counts (made without a transaction; a limit check passes its own).
+    const counted = jest.spyOn((t.app.get(LimitsService) as unknown as { tenants: TenantsRepository }).tenants, 'countUpTo');
+    const viewCounts = () => counted.mock.calls.filter(([id, , , tx]) => id === school.tenantId && tx === undefined).length;
+    try {
+      // The operator's change of the tenant's limits answers with the view, counted anew (3 counts:
+      // keys, rubric versions, assignments); ten views right after count again at most once more
+      // (once a second; without the cache, 30 more).
+      await t.http.put(`/v1/tenants/${school.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send({ requestsPerSecondPerKey: 1000, requestBurstPerKey: 1000 }).expect(200);
+      expect(viewCounts()).toBe(3);
+      const views = await Promise.all(Array.from({ length: 10 }, () => t.http.get('/v1/limits').set(admin)));
+      expect(views.map((r) => r.status)).toEqual(views.map(() => 200));
+      expect(views.map((r) => r.body.usage.assignments)).toEqual(views.map(() => 0));
+      expect(viewCounts()).toBeLessThanOrEqual(6);
+      // Made or revoked on this instance: the next view counts it, at once.
+      await t.http.post('/v1/assignments').set(admin).send({ title: '计数', prompt: '以“计数”为题', rubric: 'zh-gaokao-60' }).expect(201);
+      expect((await t.http.get('/v1/limits').set(admin).expect(200)).body.usage.assignments).toBe(1);
+      const keys = async () => (await t.http.get('/v1/limits').set(admin).expect(200)).body.usage.apiKeys as number;
+      const before = await keys();
+      const made = (await t.http.post('/v1/api-keys').set(admin).send({ name: 'counted', role: 'teacher' }).expect(201)).body.id;
+      expect(await keys()).toBe(before + 1);
+      await t.http.delete(`/v1/api-keys/${made}`).set(admin).expect(204);
+      expect(await keys()).toBe(before);
+      // A second after its last count, the view counts again.
+      const n = viewCounts();
+      await new Promise((r) => setTimeout(r, 1_100));
+      await t.http.get('/v1/limits').set(admin).expect(200);
+      expect(viewCounts()).toBe(n + 3);
+    } finally {
+      counted.mockRestore();
+    }
   });
 
   it('keeps a tenant within its assignments: past the limit 429, even for several made at once, and nothing stored', async () => {

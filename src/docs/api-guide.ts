@@ -88,7 +88,7 @@ export function renderApiGuide(input: GuideInput): string {
   push(
     '## Limits',
     '',
-    'Each tenant has these limits: the defaults below (set by the environment), or the operator\'s values for that tenant (`PUT /v1/tenants/:id/limits`; `null` returns one to the default). `GET /v1/limits` shows a tenant its limits and what it uses now.',
+    'Each tenant has these limits: the defaults below (set by the environment), or the operator\'s values for that tenant (`PUT /v1/tenants/:id/limits`; `null` returns one to the default). `GET /v1/limits` shows a tenant its limits and what it uses now (the counts of keys, rubric versions, assignments and queued essays at most a second old).',
     '',
     '| limit | env variable | default | what it bounds | counted |',
     '|---|---|---|---|---|',

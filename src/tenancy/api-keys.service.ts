@@ -154,6 +154,7 @@ export class ApiKeysService {
       await keys.update({ id, revokedAt: IsNull() }, { revokedAt: new Date() });
     });
     this.lastTouched.delete(id);
+    this.limits.countsChanged(auth.tenantId);
     // Every instance forgets the key at once (this one now, the others through the bus).
     this.bus.publish('key-revoked', { keyId: id });
     this.logger.log({ msg: 'api key revoked', tenantId: auth.tenantId, keyId: id });

@@ -95,6 +95,8 @@ const REPORTS_WAITING_MAX = 32;
 /** Lists and exports of one tenant that may wait for a slot on an instance (a console opens several at once). */
 const READS_WAITING_MAX = 64;
 const QUEUED_CACHE_MS = 1_000;
+/** How long the limits view's counts (keys, rubric versions, assignments, essays queued) are kept for a tenant. */
+const VIEW_COUNTS_MS = 1_000;
 /**
  * How long a tenant counts as reading after it last took or gave back a read slot: a client's next
  * read comes right after its last, so a tenant reading in a loop counts between its reads too; a
@@ -147,6 +149,13 @@ export class LimitsService implements OnModuleDestroy {
   /** the last place in line given to a waiter */
   private turns = 0;
   private readonly queued = new Map<string, { count: number; at: number }>();
+  /**
+   * The limits view's counts by tenant, read at most once a second (and once for views asked at
+   * once): each counts up to its limit's rows (20,001 queued essays by default), so a tenant polling
+   * its limits in a loop would otherwise cost the database four such counts a request. Forgotten when
+   * this instance makes or revokes something counted, or the operator changes the tenant's limits.
+   */
+  private readonly viewCounts = new TtlCache<string, Promise<ViewCounts>>(VIEW_COUNTS_MS, 100_000);
   private readonly oldestQueued = new OldestFirst(this.queued);
 
   constructor(
@@ -155,7 +164,10 @@ export class LimitsService implements OnModuleDestroy {
     private readonly bus: ClusterBus,
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {
-    bus.on<{ tenantId: string }>('limits', ({ tenantId }) => this.overrides.delete(tenantId));
+    bus.on<{ tenantId: string }>('limits', ({ tenantId }) => {
+      this.overrides.delete(tenantId);
+      this.countsChanged(tenantId);
+    });
     bus.on('resync', () => this.overrides.clear());
   }
 
@@ -172,6 +184,7 @@ export class LimitsService implements OnModuleDestroy {
     const cleared = Object.entries(change).filter(([, v]) => v === null).map(([k]) => k);
     await this.tenants.setLimits(tenantId, set, cleared); // 404 for an unknown tenant
     this.overrides.delete(tenantId);
+    this.countsChanged(tenantId);
     this.bus.publish('limits', { tenantId });
     return this.of(tenantId);
   }
@@ -447,10 +460,7 @@ export class LimitsService implements OnModuleDestroy {
     return {
       limits,
       usage: {
-        apiKeys: await this.tenants.countUpTo(tenantId, 'apiKeys', limits.apiKeys),
-        rubricVersions: await this.tenants.countUpTo(tenantId, 'rubricVersions', limits.rubricVersions),
-        assignments: await this.tenants.countUpTo(tenantId, 'assignments', limits.assignments),
-        essaysQueued: await this.countQueued(tenantId, limits.essaysQueued + 1),
+        ...(await this.counts(tenantId, limits)),
         chatInFlight: this.inUse.chatInFlight.get(tenantId) ?? 0,
         eventStreams: this.inUse.eventStreams.get(tenantId) ?? 0,
         providerCalls: this.inUse.providerCalls.get(tenantId) ?? 0,
@@ -459,6 +469,31 @@ export class LimitsService implements OnModuleDestroy {
       },
       scope: LIMIT_SCOPES,
     };
+  }
+
+  /** The view's counts of the tenant: at most a second old (VIEW_COUNTS_MS), one read for views asked at once. */
+  private counts(tenantId: string, limits: TenantLimits): Promise<ViewCounts> {
+    const key = tenantId.toLowerCase();
+    let counts = this.viewCounts.get(key);
+    if (!counts) {
+      counts = (async () => ({
+        apiKeys: await this.tenants.countUpTo(tenantId, 'apiKeys', limits.apiKeys),
+        rubricVersions: await this.tenants.countUpTo(tenantId, 'rubricVersions', limits.rubricVersions),
+        assignments: await this.tenants.countUpTo(tenantId, 'assignments', limits.assignments),
+        essaysQueued: await this.countQueued(tenantId, limits.essaysQueued + 1),
+      }))();
+      this.viewCounts.set(key, counts);
+      // A failed read is not kept: the next view reads again.
+      counts.catch(() => {
+        if (this.viewCounts.get(key) === counts) this.viewCounts.delete(key);
+      });
+    }
+    return counts;
+  }
+
+  /** Something counted changed (made or revoked here, or the limits changed): the view counts again. */
+  countsChanged(tenantId: string): void {
+    this.viewCounts.delete(tenantId.toLowerCase());
   }
 
   /**
@@ -477,9 +512,11 @@ export class LimitsService implements OnModuleDestroy {
       const n = await this.tenants.countUpTo(tenantId, limit, max, tx);
       if (n >= max) throw rateLimited(refusal(max), 60, max);
       return make(tx);
-    });
+    }).finally(() => this.countsChanged(tenantId));
   }
 }
+
+type ViewCounts = Pick<LimitsView['usage'], 'apiKeys' | 'rubricVersions' | 'assignments' | 'essaysQueued'>;
 
 export function rateLimited(message: string, retryAfterS: number, limit: number): TenancyError {
   return new TenancyError('RATE_LIMITED', message, undefined, {
