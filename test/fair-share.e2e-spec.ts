@@ -221,6 +221,12 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
       await new Promise((r) => setTimeout(r, 1_100));
       await t.http.get('/v1/limits').set(admin).expect(200);
       expect(viewCounts()).toBe(n + 3);
+      // A count the database cancels at its timeout is not kept: that view is 503 DATABASE_BUSY, and
+      // the next one counts again and answers, with what was made meanwhile.
+      await t.http.post('/v1/assignments').set(admin).send({ title: '计数二', prompt: '以“计数”为题', rubric: 'zh-gaokao-60' }).expect(201);
+      counted.mockRejectedValueOnce(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }));
+      expect((await t.http.get('/v1/limits').set(admin).expect(503)).body.error.code).toBe('DATABASE_BUSY');
+      expect((await t.http.get('/v1/limits').set(admin).expect(200)).body.usage.assignments).toBe(2);
     } finally {
       counted.mockRestore();
     }
