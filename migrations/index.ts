@@ -36,6 +36,7 @@ import { PartialRefunds1767900000000 } from './1767900000000-PartialRefunds';
 import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKeys';
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 import { ConsoleSessionsEnded1768000000000 } from './1768000000000-ConsoleSessionsEnded';
+import { BatchedGuards1768100000000 } from './1768100000000-BatchedGuards';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -77,4 +78,5 @@ export const MIGRATIONS = [
   BudgetCallRefused1767800000000,
   PartialRefunds1767900000000,
   ConsoleSessionsEnded1768000000000,
+  BatchedGuards1768100000000,
 ];

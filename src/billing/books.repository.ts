@@ -36,6 +36,33 @@ export interface GuardState {
   token: string | null;
   leftMs: number;
   answer: GuardedAnswer | null;
+  /** the provider batch an in-flight call waits in (its sender may have stopped): a retry can take it over */
+  batch: BatchRef | null;
+}
+
+/** Where a guarded call sent in a provider batch waits: the batch, its line, and the reservation holding its budget. */
+export interface BatchRef {
+  provider: string;
+  batchId: string;
+  line: string;
+  reservationId: string;
+}
+
+/** A guarded call's batch line, recorded on its guard when the batch is created. */
+export interface BatchedGuard {
+  tenantId: string;
+  key: string;
+  token: string;
+  line: string;
+  reservationId: string;
+}
+
+/** A batched call taken over from the process that sent it: its reservation, and the batch it waits in. */
+export interface AdoptedCall {
+  reservationId: string;
+  period: string;
+  amount: Nanos;
+  batch: BatchRef;
 }
 
 /** One settled call: what was charged, the period after it, and whether it raised an incident. */
@@ -425,7 +452,8 @@ export class BooksRepository {
          INSERT INTO call_guards (tenant_id, key, state, token, expires_at, essay_id)
          SELECT $1, $8, 'in_flight', $9, now() + make_interval(secs => $10::double precision / 1000), $12::uuid WHERE EXISTS (SELECT 1 FROM lease)
          ON CONFLICT (tenant_id, key) DO UPDATE
-            SET state = 'in_flight', token = EXCLUDED.token, expires_at = EXCLUDED.expires_at, created_at = now(), essay_id = EXCLUDED.essay_id
+            SET state = 'in_flight', token = EXCLUDED.token, expires_at = EXCLUDED.expires_at, created_at = now(), essay_id = EXCLUDED.essay_id,
+                batch_provider = NULL, batch_id = NULL, batch_line = NULL, reservation_id = NULL
           WHERE call_guards.state = 'in_flight' AND call_guards.expires_at < now()
          RETURNING 1),
        held AS (${holdSql('EXISTS (SELECT 1 FROM guard)')})
@@ -460,7 +488,8 @@ export class BooksRepository {
       tenantId,
       `SELECT EXISTS (${leaseSql('$2', '$3')}) AS lease_ok,
               g.state, g.token::text AS token, greatest(0, extract(epoch FROM g.expires_at - now()) * 1000)::bigint AS left_ms,
-              g.provider, g.model, g.content, g.finish_reason, g.input_tokens, g.cached_input_tokens, g.output_tokens, g.cost_nanos
+              g.provider, g.model, g.content, g.finish_reason, g.input_tokens, g.cached_input_tokens, g.output_tokens, g.cost_nanos,
+              g.batch_provider, g.batch_id, g.batch_line, g.reservation_id::text AS reservation_id
          FROM (SELECT 1) one LEFT JOIN call_guards g ON g.tenant_id = $1 AND g.key = $4`,
       [lease?.jobId ?? null, lease?.holder ?? null, key],
     );
@@ -482,7 +511,74 @@ export class BooksRepository {
             costNanos: BigInt(why.cost_nanos ?? 0),
           }
         : null,
+      batch:
+        why.state === 'in_flight' && why.batch_id
+          ? { provider: String(why.batch_provider), batchId: String(why.batch_id), line: String(why.batch_line), reservationId: String(why.reservation_id) }
+          : null,
     };
+  }
+
+  /**
+   * Names the batch on the guards of the calls sent in it (each row with its own tenant), right after
+   * the provider created it: from then on a retry of a job whose sender stopped can wait for the same
+   * batch instead of paying for the call again. Returns how many guards were marked.
+   */
+  async markBatched(provider: string, batchId: string, guards: BatchedGuard[]): Promise<number> {
+    if (guards.length === 0) return 0;
+    const rows = await perRowTenantQuery(
+      this.ds.manager,
+      guards.map((g) => g.tenantId),
+      `UPDATE call_guards g SET batch_provider = $6, batch_id = $7, batch_line = v.line, reservation_id = v.reservation_id
+         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::uuid[]) AS v(tenant_id, key, token, line, reservation_id)
+        WHERE g.tenant_id = v.tenant_id AND g.key = v.key AND g.token = v.token AND g.state = 'in_flight'
+        RETURNING 1`,
+      [guards.map((g) => g.key), guards.map((g) => g.token), guards.map((g) => g.line), guards.map((g) => g.reservationId), provider, batchId],
+    );
+    return rows.length;
+  }
+
+  /**
+   * Takes over a guarded call that waits in a provider batch (its sender stopped or died): one
+   * statement gives the guard this caller's token, only while this worker holds the job's lease, the
+   * guard is still the one seen (`token`) and its reservation still holds the call's budget. The
+   * call is then settled by the taker, against that reservation; the sender, if it still runs,
+   * settles nothing (settle's guard check). Null: not taken (someone else settled or took it).
+   */
+  async adoptBatched(tenantId: string, key: string, token: string, newToken: string, lease?: Lease): Promise<AdoptedCall | null> {
+    const [row] = await tenantQuery<Record<string, string>>(
+      this.ds.manager,
+      tenantId,
+      `WITH lease AS (${leaseSql('$2', '$3')}),
+       taken AS (
+         UPDATE call_guards g SET token = $6
+          WHERE g.tenant_id = $1 AND g.key = $4 AND g.token = $5 AND g.state = 'in_flight' AND g.batch_id IS NOT NULL AND g.expires_at > now()
+            AND EXISTS (SELECT 1 FROM lease)
+            AND EXISTS (SELECT 1 FROM budget_reservations r WHERE r.tenant_id = $1 AND r.id = g.reservation_id)
+         RETURNING g.reservation_id, g.batch_provider, g.batch_id, g.batch_line)
+       SELECT t.reservation_id::text AS reservation_id, t.batch_provider, t.batch_id, t.batch_line, r.period, r.amount_nanos::text AS amount
+         FROM taken t JOIN budget_reservations r ON r.tenant_id = $1 AND r.id = t.reservation_id`,
+      [lease?.jobId ?? null, lease?.holder ?? null, key, token, newToken],
+    );
+    if (!row) return null;
+    return {
+      reservationId: row.reservation_id,
+      period: row.period,
+      amount: BigInt(row.amount),
+      batch: { provider: row.batch_provider, batchId: row.batch_id, line: row.batch_line, reservationId: row.reservation_id },
+    };
+  }
+
+  /**
+   * How many calls still wait for a batch's answers besides those with `tokens` (across tenants by
+   * design: a batch carries several schools' calls). Its files are deleted at the provider only when
+   * none does, so a call taken over later still finds its line.
+   */
+  async othersAwaitingBatch(batchId: string, tokens: string[]): Promise<number> {
+    const [row] = (await this.ds.query(
+      `SELECT count(*)::int AS n FROM call_guards WHERE batch_id = $1 AND state = 'in_flight' AND expires_at > now() AND NOT (token = ANY($2::uuid[]))`,
+      [batchId, tokens],
+    )) as Array<{ n: number }>;
+    return row?.n ?? 0;
   }
 
   /** Gives back a guard this process took (the budget could not cover its call). */
@@ -510,7 +606,8 @@ export class BooksRepository {
     m: EntityManager,
     s: {
       reservationId: string;
-      guard?: { key: string; token: string };
+      /** batched: the call waited in a provider batch, where another process may have taken it over */
+      guard?: { key: string; token: string; batched?: boolean };
       cost: Nanos;
       entry: LedgerEntry & { tenantId: string; period: string };
       answer?: GuardedAnswer;
@@ -527,6 +624,11 @@ export class BooksRepository {
     const period = col('period');
     const rowValues = LEDGER_COLUMNS.map((c) => (c === 'cost_nanos' ? '(SELECT charged FROM amount)' : col(c))).join(', ');
 
+    // A batched call taken over by a job's retry (adoptBatched) is settled by the taker only: the
+    // guard's row is locked first, and a token not ours means nothing here is released, charged or
+    // written (the sender outlived its lease; the taker settles the same line once).
+    const guardLock = s.guard?.batched ? `guard_now AS (SELECT token FROM call_guards WHERE tenant_id = $1 AND key = ${next(s.guard.key)} FOR UPDATE),` : '';
+    const ours = s.guard?.batched ? ` AND NOT EXISTS (SELECT 1 FROM guard_now WHERE token <> ${next(s.guard.token)}::uuid)` : '';
     let guardSql = '';
     if (s.guard && s.answer) {
       const a = s.answer;
@@ -547,7 +649,7 @@ export class BooksRepository {
                 ${col('provider')}, ${col('model')}, ${col('call_group')}::uuid, ${next(i?.estimatedInputTokens ?? null)}::int, ${next(i?.reportedInputTokens ?? null)}::int,
                 ${next(i?.maxOutputTokens ?? null)}::int, ${next(i?.reportedOutputTokens ?? null)}::int,
                 coalesce((SELECT sum(amount_nanos) FROM released), 0), ${cost}, a.charged, ${cost} - a.charged, ${next(!!i)}::boolean
-           FROM amount a WHERE (${next(!!i)}::boolean OR ${cost} > a.charged) AND NOT EXISTS (SELECT 1 FROM prior)
+           FROM amount a WHERE (${next(!!i)}::boolean OR ${cost} > a.charged) AND NOT EXISTS (SELECT 1 FROM prior)${ours}
          RETURNING 1)`;
     const cacheSql = s.cache
       ? `, cached AS (${cacheRowsSql(cacheRowsParams([{ ...s.cache, tenantId }]).map((a) => next(a)), { cost: '(SELECT charged FROM amount)', where: 'EXISTS (SELECT 1 FROM moved)' })})`
@@ -559,9 +661,9 @@ export class BooksRepository {
       // committed and its answer was lost): then nothing is released, charged or recorded again, and
       // what the first attempt charged is the answer. (A first attempt still running is waited for
       // at the ledger row's key, and the retry fails with a key conflict; the caller's next try sees it.)
-      `WITH prior AS (SELECT cost_nanos FROM llm_calls WHERE ${next(s.entry.retried === true)}::boolean AND tenant_id = $1 AND id = ${col('id')}::uuid),
+      `WITH ${guardLock} prior AS (SELECT cost_nanos FROM llm_calls WHERE ${next(s.entry.retried === true)}::boolean AND tenant_id = $1 AND id = ${col('id')}::uuid),
        released AS (
-         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${next(s.reservationId)} AND NOT EXISTS (SELECT 1 FROM prior) RETURNING amount_nanos),
+         DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${next(s.reservationId)} AND NOT EXISTS (SELECT 1 FROM prior)${ours} RETURNING amount_nanos),
        amount AS (
          SELECT least(${cost},
                       greatest(0, p.cap_nanos - p.spent_nanos - (p.reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0)))) AS charged
@@ -570,7 +672,7 @@ export class BooksRepository {
          UPDATE budget_periods
             SET reserved_nanos = reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0),
                 spent_nanos = spent_nanos + (SELECT charged FROM amount), updated_at = now()
-          WHERE tenant_id = $1 AND period = ${period} AND NOT EXISTS (SELECT 1 FROM prior) RETURNING spent_nanos, cap_nanos),
+          WHERE tenant_id = $1 AND period = ${period} AND NOT EXISTS (SELECT 1 FROM prior)${ours} RETURNING spent_nanos, cap_nanos),
        ledger AS (
          INSERT INTO llm_calls (${LEDGER_COLUMNS.join(', ')}) SELECT ${rowValues} FROM moved)
        ${guardSql}

@@ -12,7 +12,7 @@ import { ClusterBus } from '../db/cluster-bus';
 import { MetricsService } from '../metrics/metrics.service';
 import { AlertsService } from './alerts.service';
 import { TenantsRepository } from '../tenancy/tenants.repository';
-import { BooksRepository, GuardedAnswer, ReservedCall, TokenIncident } from './books.repository';
+import { BatchedGuard, BatchRef, BooksRepository, GuardedAnswer, ReservedCall, TokenIncident } from './books.repository';
 import type { LedgerEntry } from './ledger.service';
 import { BudgetView, forecast, IncidentView, incidentView, ratio, WhenExhausted } from './budget-view';
 import { BudgetLeases } from './budget-leases';
@@ -25,8 +25,8 @@ export interface Reservation {
   tenantId: string;
   period: string;
   amount: Nanos;
-  /** the guard this reservation's call holds */
-  guard?: { key: string; token: string };
+  /** the guard this reservation's call holds (batched: the call waits in a provider batch, see reserveGuarded) */
+  guard?: { key: string; token: string; batched?: boolean };
   /** admitted on this instance's budget lease (in memory, no reservation row) */
   leased?: boolean;
 }
@@ -49,7 +49,7 @@ export interface CallGuard {
   inFlightMs: number;
 }
 
-export type { GuardedAnswer, ReservedCall, TokenIncident } from './books.repository';
+export type { BatchedGuard, BatchRef, GuardedAnswer, ReservedCall, TokenIncident } from './books.repository';
 
 export interface SettleOptions {
   /** a guarded call's answer, kept for retries */
@@ -67,6 +67,8 @@ export type GuardedReservation =
   | { kind: 'budget' }
   | { kind: 'answered'; answer: GuardedAnswer }
   | { kind: 'in_flight'; retryAfterMs: number }
+  /** the call waits in a provider batch whose sender stopped: taken over, with its reservation, to wait for that batch */
+  | { kind: 'adopted'; reservation: Reservation; batch: BatchRef }
   | { kind: 'lease_lost' };
 
 export interface BudgetSettings {
@@ -220,11 +222,34 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     const why = await this.books.guardState(tenantId, guard.key, guard.lease);
     if (why.answer) return { kind: 'answered', answer: why.answer };
     if (!why.leaseHeld) return { kind: 'lease_lost' };
-    if (why.state === 'in_flight' && why.token !== token) return { kind: 'in_flight', retryAfterMs: why.leftMs };
+    if (why.state === 'in_flight' && why.token !== token) {
+      if (why.batch && why.token) {
+        // Sent in a provider batch by a process that no longer holds the job (this worker does):
+        // take the call over and wait for the same batch, rather than pay for the call again.
+        const adopted = await this.books.adoptBatched(tenantId, guard.key, why.token, token, guard.lease);
+        if (adopted) {
+          const reservation = { id: adopted.reservationId, tenantId, period: adopted.period, amount: adopted.amount, guard: { key: guard.key, token, batched: true } };
+          return { kind: 'adopted', reservation, batch: adopted.batch };
+        }
+        // Settled or taken meanwhile: the next try sees which.
+        return { kind: 'in_flight', retryAfterMs: 0 };
+      }
+      return { kind: 'in_flight', retryAfterMs: why.leftMs };
+    }
     // Our own guard, taken for a call the budget cannot cover: give it back.
     await this.books.releaseGuard(tenantId, guard.key, token);
     await this.refused(tenantId, period, amount);
     return { kind: 'budget' };
+  }
+
+  /** Names a provider batch on the guards of the calls sent in it (BooksRepository.markBatched). */
+  markBatched(provider: string, batchId: string, guards: BatchedGuard[]): Promise<number> {
+    return this.books.markBatched(provider, batchId, guards);
+  }
+
+  /** How many calls besides those with `tokens` still wait for a batch's answers (BooksRepository.othersAwaitingBatch). */
+  othersAwaitingBatch(batchId: string, tokens: string[]): Promise<number> {
+    return this.books.othersAwaitingBatch(batchId, tokens);
   }
 
   /** Is the tenant's admission paused by an incident no admin has acknowledged yet? */

@@ -8,9 +8,24 @@ import { BatchObject, ProviderClient, readCompletion } from './provider-client';
 import type { DialectAdapter } from './providers';
 import { ChatParams, Completion, ProviderError } from './types';
 
+/** The guard of a call sent in a batch, to name the batch on (a job's call, paid at most once). */
+export interface BatchGuardRef {
+  tenantId: string;
+  key: string;
+  token: string;
+  reservationId: string;
+}
+
+/** What the collector keeps in the database: which guarded calls wait in which batch (BudgetService). */
+export interface BatchGuards {
+  markBatched(provider: string, batchId: string, guards: Array<BatchGuardRef & { line: string }>): Promise<number>;
+  othersAwaitingBatch(batchId: string, tokens: string[]): Promise<number>;
+}
+
 interface Entry {
   customId: string;
-  body: Record<string, unknown>;
+  body?: Record<string, unknown>;
+  guard?: BatchGuardRef;
   resolve(c: Completion): void;
   reject(e: ProviderError): void;
 }
@@ -21,6 +36,16 @@ interface Pending {
   entries: Entry[];
   timer?: NodeJS.Timeout;
 }
+
+/** A batch another process sent, waited for here by the calls taken over from it (adopt). */
+interface Adopted extends Pending {
+  /** its answers once read: a call taken over after that is answered from them */
+  results?: Map<string, LineResult>;
+  /** the guards' tokens of every call answered from it */
+  tokens: string[];
+}
+
+type LineResult = { status: number; body: unknown; error?: unknown };
 
 const TERMINAL = new Set(['completed', 'failed', 'expired', 'cancelled']);
 /** Ended, or ending at the provider's side ('cancelling'): not to be cancelled again. */
@@ -34,14 +59,23 @@ const ENDING = new Set([...TERMINAL, 'cancelling']);
  * caller gets its own line's answer, or its own error; a batch that fails as a whole fails every
  * line with `batch_failed`, and the gateway then makes those calls in real time.
  *
- * A batch given up before it ended (LLM_BATCH_MAX_WAIT_MS passed, or the service is stopping) is
- * cancelled at the provider, so that what it has not run yet is neither run nor billed while its
- * calls are made again in real time. On a stop, the calls collected but not sent yet are not
- * uploaded at all: they fail at once (`batch_failed`), and the waiting batches stop being polled.
+ * Calls of jobs (guarded: paid at most once) have the batch named on their guards as soon as the
+ * provider has created it. When the service stops while such a batch runs, the batch is handed
+ * over, not cancelled: its calls end with `batch_handed_over` (nothing settled; their guards and
+ * reservations stay), and each job's retry, on any instance, takes its call over and waits for the
+ * same batch (adopt). A killed process leaves the same state behind. A batch's files are deleted
+ * once read, unless a call taken over elsewhere still waits to read its line.
+ *
+ * A batch given up before it ended (LLM_BATCH_MAX_WAIT_MS passed since it was created, or the
+ * service is stopping and some of its calls are not a job's) is cancelled at the provider, so that
+ * what it has not run yet is neither run nor billed while its calls are made again in real time.
+ * On a stop, the calls collected but not sent yet are not uploaded at all: they fail at once
+ * (`batch_failed`), and the waiting batches stop being polled.
  */
 export class BatchCollector {
   private readonly logger = new Logger(BatchCollector.name);
   private readonly pending = new Map<string, Pending>();
+  private readonly adopted = new Map<string, Adopted>();
   private readonly running = new Set<Promise<void>>();
   private closed = false;
   /** The batches' polling waits, each ended at once when the collector closes. */
@@ -50,9 +84,10 @@ export class BatchCollector {
   constructor(
     private readonly client: ProviderClient,
     private readonly cfg: LlmConfig,
+    private readonly guards?: BatchGuards,
   ) {}
 
-  submit(provider: EnabledProvider, adapter: DialectAdapter, model: CatalogModel, params: ChatParams): Promise<Completion> {
+  submit(provider: EnabledProvider, adapter: DialectAdapter, model: CatalogModel, params: ChatParams, guard?: BatchGuardRef): Promise<Completion> {
     if (this.closed) return Promise.reject(new ProviderError('retryable', 'batch_failed', 'shutting down'));
     return new Promise<Completion>((resolve, reject) => {
       let p = this.pending.get(model.key);
@@ -62,8 +97,38 @@ export class BatchCollector {
         p.timer = setTimeout(() => this.flush(model.key), this.cfg.batchWindowMs);
         p.timer.unref();
       }
-      p.entries.push({ customId: randomUUID(), body: this.client.batchBody(adapter, model, params), resolve, reject });
+      p.entries.push({ customId: randomUUID(), body: this.client.batchBody(adapter, model, params), guard, resolve, reject });
       if (p.entries.length >= this.cfg.batchMaxRequests) this.flush(model.key);
+    });
+  }
+
+  /**
+   * Waits for the answer of a call another process sent in `batchId` (line `line`) and this one
+   * took over with its guard (`token`). Calls taken over from one batch share one poll. On a stop
+   * it ends with `batch_handed_over` again; past the batch's LLM_BATCH_MAX_WAIT_MS the batch is
+   * cancelled and the call fails (`batch_failed`), to be made in real time.
+   */
+  adopt(provider: EnabledProvider, adapter: DialectAdapter, batchId: string, line: string, token: string): Promise<Completion> {
+    if (this.closed) return Promise.reject(handedOver(batchId));
+    return new Promise<Completion>((resolve, reject) => {
+      const entry: Entry = { customId: line, resolve, reject };
+      let a = this.adopted.get(batchId);
+      if (a?.results) {
+        a.tokens.push(token);
+        return answer([entry], a.results, batchId, a.adapter);
+      }
+      if (!a) {
+        const fresh: Adopted = { provider, adapter, entries: [], tokens: [] };
+        this.adopted.set(batchId, fresh);
+        const run = this.runAdopted(batchId, fresh).finally(() => {
+          this.adopted.delete(batchId);
+          this.running.delete(run);
+        });
+        this.running.add(run);
+        a = fresh;
+      }
+      a.tokens.push(token);
+      a.entries.push(entry);
     });
   }
 
@@ -77,61 +142,139 @@ export class BatchCollector {
   }
 
   private async run(key: string, p: Pending): Promise<void> {
-    const failAll = (reason: string) => {
-      for (const e of p.entries) e.reject(new ProviderError('retryable', 'batch_failed', reason));
-    };
     let batch: BatchObject | undefined;
+    let kept = false;
     try {
       const jsonl = p.entries.map((e) => JSON.stringify({ custom_id: e.customId, method: 'POST', url: '/v1/chat/completions', body: e.body })).join('\n');
       batch = await this.client.createBatch(p.provider, p.adapter, jsonl);
       this.logger.log({ msg: 'batch submitted', model: key, batchId: batch.id, requests: p.entries.length });
-      const until = Date.now() + this.cfg.batchMaxWaitMs;
-      while (!TERMINAL.has(batch.status)) {
-        if (Date.now() > until || this.closed) {
-          const why = this.closed ? 'the service is stopping' : `it did not finish within ${this.cfg.batchMaxWaitMs} ms`;
-          batch = await this.cancel(key, p, batch, why);
-          return failAll(`batch ${batch.id} given up: ${why}`);
-        }
-        await this.pause(this.cfg.batchPollMs);
-        if (this.closed) continue;
-        batch = await this.client.getBatch(p.provider, p.adapter, batch.id);
+      const handover = await this.nameOnGuards(key, p, batch.id);
+      const polled = await this.poll(p, batch, Date.now() + this.cfg.batchMaxWaitMs);
+      batch = polled.batch;
+      if (polled.ended === 'closed' && handover) {
+        kept = true;
+        this.logger.warn({ msg: 'batch handed over', model: key, batchId: batch.id, requests: p.entries.length });
+        for (const e of p.entries) e.reject(handedOver(batch.id));
+        return;
       }
-      if (batch.status !== 'completed') return failAll(`batch ${batch.id} ended ${batch.status}`);
-      const lines = [
-        ...(batch.output_file_id ? (await this.client.fileContent(p.provider, p.adapter, batch.output_file_id)).split('\n') : []),
-        ...(batch.error_file_id ? (await this.client.fileContent(p.provider, p.adapter, batch.error_file_id)).split('\n') : []),
-      ];
-      const results = new Map<string, { status: number; body: unknown; error?: unknown }>();
-      for (const line of lines) {
-        if (!line.trim()) continue;
-        try {
-          const r = JSON.parse(line) as { custom_id?: string; response?: { status_code: number; body: unknown } | null; error?: unknown };
-          if (r.custom_id) results.set(r.custom_id, { status: r.response?.status_code ?? 500, body: r.response?.body ?? r.error, error: r.error });
-        } catch {
-          /* a line we cannot read: its request is answered as missing below */
-        }
+      if (polled.ended !== 'done') {
+        const why = polled.ended === 'closed' ? 'the service is stopping' : `it did not finish within ${this.cfg.batchMaxWaitMs} ms`;
+        batch = await this.cancel(key, p, batch, why);
+        return failAll(p.entries, `batch ${batch.id} given up: ${why}`);
       }
-      for (const e of p.entries) {
-        const r = results.get(e.customId);
-        if (!r) {
-          e.reject(new ProviderError('retryable', 'batch_failed', `batch ${batch.id} has no answer for this request`));
-          continue;
-        }
-        try {
-          e.resolve(readCompletion(p.adapter, r.status, r.body));
-        } catch (err) {
-          e.reject(err instanceof ProviderError ? err : new ProviderError('retryable', 'malformed_response', (err as Error).message));
-        }
-      }
+      if (batch.status !== 'completed') return failAll(p.entries, `batch ${batch.id} ended ${batch.status}`);
+      answer(p.entries, await this.results(p, batch), batch.id, p.adapter);
     } catch (err) {
       const why = err instanceof ProviderError ? `${err.reason}: ${err.message}` : (err as Error).message;
       this.logger.warn({ msg: 'batch failed', model: key, err: loggableError(err) });
-      failAll(why);
+      failAll(p.entries, why);
     } finally {
       // A batch given up before it ended (its wait ran out, or a shutdown) keeps running at the
-      // provider: its upload is deleted now, its results are left to the provider's expiry.
-      if (batch) await this.deleteFiles(key, p, TERMINAL.has(batch.status) ? batch : { ...batch, output_file_id: null, error_file_id: null });
+      // provider: its upload is deleted now, its results are left to the provider's expiry. One
+      // handed over keeps its files for the calls that will wait for it.
+      if (batch && !kept) {
+        const tokens = p.entries.flatMap((e) => (e.guard ? [e.guard.token] : []));
+        await this.cleanUp(key, p, TERMINAL.has(batch.status) ? batch : { ...batch, output_file_id: null, error_file_id: null }, tokens);
+      }
     }
+  }
+
+  /**
+   * Names the batch on its calls' guards. True when every call is a job's and was named, so the
+   * batch can be handed over on a stop; false when some cannot be (it is cancelled then, as before).
+   */
+  private async nameOnGuards(key: string, p: Pending, batchId: string): Promise<boolean> {
+    const guards = p.entries.flatMap((e) => (e.guard ? [{ ...e.guard, line: e.customId }] : []));
+    if (!this.guards || guards.length === 0) return false;
+    try {
+      const named = await this.guards.markBatched(p.provider.name, batchId, guards);
+      return named === p.entries.length;
+    } catch (err) {
+      this.logger.warn({ msg: 'could not name a batch on its calls: it is cancelled on a stop', model: key, batchId, err: loggableError(err) });
+      return false;
+    }
+  }
+
+  private async runAdopted(batchId: string, a: Adopted): Promise<void> {
+    let batch: BatchObject | undefined;
+    let kept = false;
+    try {
+      batch = await this.client.getBatch(a.provider, a.adapter, batchId);
+      this.logger.log({ msg: 'waiting for a batch taken over', batchId, status: batch.status });
+      // Given up when its sender would have given it up: LLM_BATCH_MAX_WAIT_MS after its creation.
+      const created = typeof batch.created_at === 'number' ? batch.created_at * 1000 : Date.now();
+      const polled = await this.poll(a, batch, created + this.cfg.batchMaxWaitMs);
+      batch = polled.batch;
+      if (polled.ended === 'closed') {
+        kept = true;
+        for (const e of a.entries.splice(0)) e.reject(handedOver(batchId));
+        return;
+      }
+      if (polled.ended === 'late') {
+        batch = await this.cancel(batchId, a, batch, `it did not finish within ${this.cfg.batchMaxWaitMs} ms of its creation`);
+        return failAll(a.entries.splice(0), `batch ${batchId} given up`);
+      }
+      if (batch.status !== 'completed') return failAll(a.entries.splice(0), `batch ${batchId} ended ${batch.status}`);
+      a.results = await this.results(a, batch);
+      answer(a.entries.splice(0), a.results, batchId, a.adapter);
+    } catch (err) {
+      const why = err instanceof ProviderError ? `${err.reason}: ${err.message}` : (err as Error).message;
+      this.logger.warn({ msg: 'batch taken over failed', batchId, err: loggableError(err) });
+      failAll(a.entries.splice(0), why);
+    } finally {
+      if (batch && !kept && TERMINAL.has(batch.status)) await this.cleanUp(batchId, a, batch, a.tokens);
+    }
+  }
+
+  /** Polls until the batch ends: 'closed' when the collector closes first, 'late' past `until`. */
+  private async poll(p: Pending, batch: BatchObject, until: number): Promise<{ batch: BatchObject; ended: 'done' | 'closed' | 'late' }> {
+    while (!TERMINAL.has(batch.status)) {
+      if (this.closed) return { batch, ended: 'closed' };
+      if (Date.now() > until) return { batch, ended: 'late' };
+      await this.pause(this.cfg.batchPollMs);
+      if (this.closed) continue;
+      batch = await this.client.getBatch(p.provider, p.adapter, batch.id);
+    }
+    return { batch, ended: 'done' };
+  }
+
+  /** A completed batch's answers (and errors), by line. */
+  private async results(p: Pending, batch: BatchObject): Promise<Map<string, LineResult>> {
+    const lines = [
+      ...(batch.output_file_id ? (await this.client.fileContent(p.provider, p.adapter, batch.output_file_id)).split('\n') : []),
+      ...(batch.error_file_id ? (await this.client.fileContent(p.provider, p.adapter, batch.error_file_id)).split('\n') : []),
+    ];
+    const results = new Map<string, LineResult>();
+    for (const line of lines) {
+      if (!line.trim()) continue;
+      try {
+        const r = JSON.parse(line) as { custom_id?: string; response?: { status_code: number; body: unknown } | null; error?: unknown };
+        if (r.custom_id) results.set(r.custom_id, { status: r.response?.status_code ?? 500, body: r.response?.body ?? r.error, error: r.error });
+      } catch {
+        /* a line we cannot read: its request is answered as missing */
+      }
+    }
+    return results;
+  }
+
+  /**
+   * Deletes a batch's files, unless a call taken over elsewhere (a guard other than `tokens`) still
+   * waits to read its line: the last reader deletes them. Without guards, at once.
+   */
+  private async cleanUp(key: string, p: Pending, batch: BatchObject, tokens: string[]): Promise<void> {
+    if (this.guards && (batch.output_file_id || batch.error_file_id)) {
+      try {
+        const others = await this.guards.othersAwaitingBatch(batch.id, tokens);
+        if (others > 0) {
+          this.logger.log({ msg: 'batch files kept for calls still to read them', model: key, batchId: batch.id, calls: others });
+          return;
+        }
+      } catch (err) {
+        this.logger.warn({ msg: 'could not tell whether a batch is still awaited: its files are kept', model: key, batchId: batch.id, err: loggableError(err) });
+        return;
+      }
+    }
+    await this.deleteFiles(key, p, batch);
   }
 
   /** Waits `ms`, or less when the collector closes. */
@@ -182,8 +325,10 @@ export class BatchCollector {
 
   /**
    * Stops (shutdown): calls collected and not sent fail at once, without an upload (a batch no one
-   * would poll is only a cost), and the batches under way are cancelled at the provider and their
-   * calls failed, so their callers (jobs) can make them again elsewhere.
+   * would poll is only a cost). The batches under way stop being polled: those named on their calls'
+   * guards are handed over (their calls end `batch_handed_over`, for the jobs' retries to wait for
+   * them), the rest are cancelled at the provider and their calls failed, so their callers can make
+   * them again elsewhere.
    */
   async close(): Promise<void> {
     this.closed = true;
@@ -195,4 +340,29 @@ export class BatchCollector {
     for (const wake of [...this.waits]) wake();
     await Promise.allSettled([...this.running]);
   }
+}
+
+/** Each waiting call's own line of a completed batch, as an answer or as its own error. */
+function answer(entries: Entry[], results: Map<string, LineResult>, batchId: string, adapter: DialectAdapter): void {
+  for (const e of entries) {
+    const r = results.get(e.customId);
+    if (!r) {
+      e.reject(new ProviderError('retryable', 'batch_failed', `batch ${batchId} has no answer for this request`));
+      continue;
+    }
+    try {
+      e.resolve(readCompletion(adapter, r.status, r.body));
+    } catch (err) {
+      e.reject(err instanceof ProviderError ? err : new ProviderError('retryable', 'malformed_response', (err as Error).message));
+    }
+  }
+}
+
+function failAll(entries: Entry[], reason: string): void {
+  for (const e of entries) e.reject(new ProviderError('retryable', 'batch_failed', reason));
+}
+
+/** The call still waits in the batch, named on its guard: the job's retry waits for it there. */
+function handedOver(batchId: string): ProviderError {
+  return new ProviderError('retryable', 'batch_handed_over', `the service is stopping; the call waits in batch ${batchId} for the job's retry`);
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { LedgerEntry } from '../billing/ledger.service';
-import type { Reservation, TokenIncident } from '../billing/budget.service';
+import type { BatchRef, Reservation, TokenIncident } from '../billing/budget.service';
 import type { Nanos } from '../common/money';
 import type { CatalogModel, Pricing } from './catalog';
 import { GatewayError, GatewayRequest, GatewayResult } from './gateway-types';
@@ -23,6 +23,8 @@ export interface Admitted {
   estimate: number;
   saved: number;
   params: ChatParams;
+  /** taken over from a process that sent it in a provider batch and stopped: wait for that batch */
+  adopted?: BatchRef;
 }
 
 /** An admitted call as it is made: priced at its start, timed, batch or streamed. */

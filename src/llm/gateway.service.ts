@@ -4,7 +4,7 @@
 // breakers (provider-health.ts), types (gateway-types.ts, gateway-call.ts).
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
-import { BudgetService, GuardedAnswer, Reservation, ReservedCall, SettleOptions } from '../billing/budget.service';
+import { BatchRef, BudgetService, GuardedAnswer, Reservation, ReservedCall, SettleOptions } from '../billing/budget.service';
 import { LedgerEntry } from '../billing/ledger.service';
 import { Clock } from '../common/clock';
 import { Nanos } from '../common/money';
@@ -22,7 +22,7 @@ import { ProviderClient } from './provider-client';
 import { ADAPTERS } from './providers';
 import { CachedAnswer, ResponseCache } from './response-cache';
 import { estimatePromptTokens } from './tokens';
-import { ChatMessage, ChatParams, ProviderError, samplingOf, Usage } from './types';
+import { ChatMessage, ChatParams, Completion, ProviderError, samplingOf, Usage } from './types';
 import { GatewayMetrics } from './gateway-metrics';
 import { LimitsService } from '../tenancy/limits.service';
 
@@ -61,7 +61,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   ) {
     this.router = new ModelRouter(models, clock, config.llm.defaultMaxTokens);
     this.client = new ProviderClient(config.llm);
-    this.batches = new BatchCollector(this.client, config.llm);
+    this.batches = new BatchCollector(this.client, config.llm, budget);
     this.health = new ProviderHealth(config.llm);
   }
 
@@ -412,6 +412,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       batch,
     };
     let reservation: Reservation | null;
+    let adopted: BatchRef | undefined;
     if (r.once) {
       const llm = this.config.llm;
       const guarded = await this.budget.reserveGuarded(
@@ -426,7 +427,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       if (guarded.kind === 'in_flight') {
         throw new GatewayError('CALL_IN_FLIGHT', 'the same request is already at a provider for this job', ctx.tried, guarded.retryAfterMs);
       }
-      reservation = guarded.kind === 'reserved' ? guarded.reservation : null;
+      if (guarded.kind === 'adopted') adopted = guarded.batch;
+      reservation = guarded.kind === 'reserved' || guarded.kind === 'adopted' ? guarded.reservation : null;
     } else {
       reservation = await this.budget.reserve(r.tenantId, amount, ttlMs, call);
     }
@@ -439,7 +441,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     ctx.attempt++;
     ctx.tried.push(model.key);
     const saved = r.uncompressed ? Math.max(0, estimatePromptTokens(r.uncompressed, model.tokenizer) - estimate) : 0;
-    return { kind: 'go', reservation, estimate, saved, params };
+    return { kind: 'go', reservation, estimate, saved, params, adopted };
   }
 
   private provider(model: CatalogModel): EnabledProvider {
@@ -480,12 +482,15 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     let release: (() => void) | undefined;
     try {
       if (!batch) release = await this.providerSlot(ctx);
-      completion = batch
-        ? await this.batches.submit(this.provider(model), adapter, model, call.params)
-        : await this.client.complete(this.provider(model), adapter, model, call.params, ctx.req.signal);
+      completion = batch ? await this.inBatch(model, call) : await this.client.complete(this.provider(model), adapter, model, call.params, ctx.req.signal);
     } catch (err) {
       release?.();
       const e = toProviderError(err);
+      if (e.reason === 'batch_handed_over') {
+        // The service is stopping; the call still waits in its batch, named on its guard, with its
+        // reservation: nothing is settled here, and the job's retry waits for that batch.
+        throw new GatewayError('CALL_IN_FLIGHT', e.message, ctx.tried, 0);
+      }
       await this.settleFailed(ctx, model, call, e, e.extra.usage ?? null);
       if (batch) {
         ctx.realtimeOnly = true;
@@ -509,6 +514,25 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       cache: validation.ok,
     });
     return this.conclude(ctx, model, completion.content, validation, completion.finishReason, usage, charged, cached);
+  }
+
+  /**
+   * A call through the provider's Batch API: sent in the next batch (a job's call with its guard,
+   * so that the batch can be handed over on a stop), or, taken over from a process that sent it and
+   * stopped, waited for in that batch. A guarded batched call settles only while its guard is
+   * still this caller's (BooksRepository.settle).
+   */
+  private inBatch(model: CatalogModel, call: PaidCall): Promise<Completion> {
+    const r = call.reservation;
+    if (r.guard) r.guard = { ...r.guard, batched: true };
+    const adapter = ADAPTERS[model.dialect];
+    if (call.adopted) {
+      const provider = this.models.providers.get(call.adopted.provider);
+      if (!provider) throw new ProviderError('retryable', 'batch_failed', `provider "${call.adopted.provider}" of the batch taken over has no API key here`);
+      return this.batches.adopt(provider, adapter, call.adopted.batchId, call.adopted.line, r.guard!.token);
+    }
+    const guard = r.guard ? { tenantId: r.tenantId, key: r.guard.key, token: r.guard.token, reservationId: r.id } : undefined;
+    return this.batches.submit(this.provider(model), adapter, model, call.params, guard);
   }
 
   /** An admitted call, priced now: what settles it needs. */

@@ -262,6 +262,8 @@ export class ProviderClient {
 export interface BatchObject {
   id: string;
   status: string;
+  /** seconds since the epoch */
+  created_at?: number;
   input_file_id?: string | null;
   output_file_id?: string | null;
   error_file_id?: string | null;

@@ -1,0 +1,235 @@
+import { randomUUID } from 'node:crypto';
+import { BudgetService } from '../src/billing/budget.service';
+import type { LedgerEntry } from '../src/billing/ledger.service';
+import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import { expectBooksBalanced } from './support/books';
+import { generateEssay } from './support/essays';
+import { bearer, Factory, TestTenant } from './support/factories';
+import { waitForEssays } from './support/grading';
+import { providerEnv } from './support/providers';
+import { freePort, hasExited, startService } from './support/spawn-service';
+import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { waitFor } from './support/wait';
+
+/**
+ * A paid deep review waits in a provider batch for hours. When the instance that sent it stops
+ * (a deploy) or dies, the batch is not paid for again: the job's retry, on another instance, takes
+ * the call over with its reservation and waits for the same batch.
+ */
+describe('a deep review waiting in a provider batch outlives the instance that sent it', () => {
+  let fake: FakeProvider;
+  let t: TestApp;
+  let tenant: TestTenant;
+  let teacher: string;
+
+  const env = (f: FakeProvider) => ({
+    ...providerEnv(f),
+    WORKER_POLL_MS: '50',
+    SHUTDOWN_GRACE_MS: '200',
+    LLM_BATCH_WINDOW_MS: '100',
+    LLM_BATCH_POLL_MS: '100',
+    JOB_LEASE_MS: '2000',
+    LLM_BATCH_MAX_WAIT_MS: '60000',
+  });
+
+  beforeAll(async () => {
+    fake = await startFakeProvider();
+    t = await createTestApp({ ...env(fake), WORKERS_ENABLED: 'false' });
+  });
+  afterAll(async () => {
+    await t.close();
+    await fake.close();
+  });
+  beforeEach(async () => {
+    fake.reset();
+    const f = new Factory(t.app);
+    tenant = await f.newTenant({ monthlyBudget: '100.00' });
+    teacher = (await f.newKey(tenant, 'teacher')).key;
+    await t.http.put('/v1/billing/settings').set(bearer(tenant.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'invoice' }).expect(200);
+  });
+
+  const ds = () => t.dataSource;
+  const view = async (id: string) => (await t.http.get(`/v1/essays/${id}`).set(bearer(teacher)).expect(200)).body;
+  const deepRows = () =>
+    ds().query(`SELECT batch, outcome, error_reason, cost_nanos FROM llm_calls WHERE tenant_id = $1 AND purpose = 'deep_review' ORDER BY created_at`, [tenant.tenantId]);
+  const batchedGuards = () => ds().query(`SELECT batch_id, state FROM call_guards WHERE tenant_id = $1 AND batch_id IS NOT NULL`, [tenant.tenantId]);
+  /** A graded essay (by `worker`'s workers), its deep review ordered and sent in a batch that ends `batchMs` after it was created. */
+  const orderIntoBatch = async (seed: number, batchMs: number) => {
+    const sub = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(seed, 'zh').text }).expect(202);
+    await waitForEssays(t.app, teacher, [sub.body.id], 20_000);
+    fake.setBatchLatency(batchMs);
+    await t.http.post(`/v1/essays/${sub.body.id}/deep-review`).set(bearer(teacher)).expect(202);
+    // The batch is created and named on the call's guard.
+    await waitFor(async () => (await batchedGuards()).length === 1, 15_000, 'the batch named on the guard');
+    return sub.body.id as string;
+  };
+  /** The deep review delivered from the one batch: no second batch, no real-time call, one ledger row, nothing left reserved, the files deleted. */
+  const expectDeliveredOnce = async (id: string) => {
+    await waitFor(async () => (await view(id)).deepReview?.status === 'delivered', 30_000, 'the deep review delivered');
+    expect(fake.batches).toHaveLength(1);
+    expect(fake.batches[0].status).toBe('completed');
+    expect(fake.requests.filter((r) => r.batchId)).toHaveLength(1);
+    expect(fake.requests.filter((r) => !r.batchId && /qwen3-max|glm-5\.3$/.test(String(r.body.model)))).toHaveLength(0);
+    const rows = await deepRows();
+    expect(rows.map((r: { batch: boolean; outcome: string }) => [r.batch, r.outcome])).toEqual([[true, 'ok']]);
+    expect(BigInt(rows[0].cost_nanos)).toBeGreaterThan(0n);
+    const { spent } = await expectBooksBalanced(ds(), tenant.tenantId);
+    expect(spent).toBeGreaterThanOrEqual(BigInt(rows[0].cost_nanos));
+    const [p] = await ds().query(`SELECT reserved_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(p.reserved_nanos).toBe('0');
+    await waitFor(() => fake.files.length === 0, 10_000, "the batch's files deleted at the provider");
+  };
+
+  it('on a stop, hands the batch over instead of cancelling it; the next instance waits for the same batch and settles it once', async () => {
+    const sender = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    const id = await orderIntoBatch(31, 12_000);
+    await sender.close();
+    // Handed over: the batch still runs, its call still in flight with its reservation, nothing settled.
+    expect(fake.batches.map((b) => b.status)).not.toContain('cancelling');
+    expect(fake.batches.map((b) => b.status)).not.toContain('cancelled');
+    expect(await batchedGuards()).toEqual([{ batch_id: fake.batches[0].id, state: 'in_flight' }]);
+    expect(await deepRows()).toEqual([]);
+    const [held] = await ds().query(`SELECT count(*)::int AS n FROM budget_reservations WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(held.n).toBe(1);
+    expect(fake.files.length).toBeGreaterThan(0); // the upload is kept for the batch
+
+    const taker = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    try {
+      await expectDeliveredOnce(id);
+    } finally {
+      await taker.close();
+    }
+  }, 90_000);
+
+  it('when the batch cannot be named on its calls, a stop cancels it as before and the next instance sends the call again: charged once', async () => {
+    const sender = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    jest.spyOn(sender.get(BudgetService), 'markBatched').mockRejectedValueOnce(new Error('connection terminated'));
+    const sub = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(34, 'zh').text }).expect(202);
+    await waitForEssays(t.app, teacher, [sub.body.id], 20_000);
+    fake.setBatchLatency(60_000);
+    await t.http.post(`/v1/essays/${sub.body.id}/deep-review`).set(bearer(teacher)).expect(202);
+    await waitFor(() => fake.batches.length === 1, 15_000, 'the batch created');
+    await sender.close();
+    expect(fake.batches.map((b) => b.status)).toEqual(['cancelled']);
+    expect(await batchedGuards()).toEqual([]);
+    fake.setBatchLatency(0);
+    const taker = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    try {
+      await waitFor(async () => (await view(sub.body.id)).deepReview?.status === 'delivered', 30_000, 'the deep review delivered');
+      const rows = await deepRows();
+      expect(rows.filter((r: { outcome: string }) => r.outcome === 'ok')).toHaveLength(1);
+      expect(rows.filter((r: { outcome: string; cost_nanos: string }) => r.outcome !== 'ok').every((r: { cost_nanos: string }) => r.cost_nanos === '0')).toBe(true);
+      await expectBooksBalanced(ds(), tenant.tenantId);
+    } finally {
+      await taker.close();
+    }
+  }, 90_000);
+
+  it("keeps a batch's files when it cannot tell whether another call still waits to read them", async () => {
+    const sender = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    const id = await orderIntoBatch(35, 8_000);
+    await sender.close();
+    const taker = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    const asked = jest.spyOn(taker.get(BudgetService), 'othersAwaitingBatch').mockRejectedValueOnce(new Error('connection terminated'));
+    try {
+      await waitFor(async () => (await view(id)).deepReview?.status === 'delivered', 30_000, 'the deep review delivered');
+      await waitFor(() => asked.mock.calls.length === 1, 5_000, 'the files question asked');
+      expect(fake.files.length).toBeGreaterThan(0); // left to the provider's expiry, logged by the batch's id
+      expect((await deepRows()).map((r: { batch: boolean; outcome: string }) => [r.batch, r.outcome])).toEqual([[true, 'ok']]);
+    } finally {
+      await taker.close();
+    }
+  }, 90_000);
+
+  it("gives a batch taken over up when its sender would have (LLM_BATCH_MAX_WAIT_MS after its creation): cancelled, the call made in real time, charged once", async () => {
+    const sender = await t.another({ ...env(fake), WORKERS_ENABLED: 'true', LLM_BATCH_MAX_WAIT_MS: '5000' });
+    const id = await orderIntoBatch(33, 30_000);
+    await sender.close();
+    const taker = await t.another({ ...env(fake), WORKERS_ENABLED: 'true', LLM_BATCH_MAX_WAIT_MS: '5000' });
+    try {
+      await waitFor(async () => (await view(id)).deepReview?.status === 'delivered', 30_000, 'the deep review delivered');
+      expect(fake.batches.map((b) => b.status)).toEqual(['cancelled']);
+      const rows = await deepRows();
+      expect(rows.map((r: { batch: boolean; outcome: string; error_reason: string | null; cost_nanos: string }) => [r.batch, r.outcome, r.error_reason, r.cost_nanos === '0'])).toEqual([
+        [true, 'retryable', 'batch_failed', true],
+        [false, 'ok', null, false],
+      ]);
+      await expectBooksBalanced(ds(), tenant.tenantId);
+      const [p] = await ds().query(`SELECT reserved_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(p.reserved_nanos).toBe('0');
+      expect(await batchedGuards()).toEqual([]);
+    } finally {
+      await taker.close();
+    }
+  }, 90_000);
+
+  it('after a kill, the job retried elsewhere takes the call over from its guard and waits for the same batch', async () => {
+    const doomed = await startService({ INKSTONE_ADMIN_TOKEN: OPERATOR_TOKEN, DATABASE_URL: t.config.databaseUrl!, LOG_LEVEL: 'warn', ...env(fake) }, await freePort());
+    let taker: Awaited<ReturnType<TestApp['another']>> | undefined;
+    try {
+      const id = await orderIntoBatch(32, 10_000);
+      await doomed.stop('SIGKILL');
+      expect(fake.batches[0].status).not.toBe('cancelled');
+      taker = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+      await expectDeliveredOnce(id);
+    } finally {
+      if (!hasExited(doomed.child)) await doomed.stop('SIGKILL');
+      await taker?.close();
+    }
+  }, 90_000);
+
+  it('a sender that outlived its lease settles nothing once its call was taken over: the line is charged once, by the taker', async () => {
+    const budget = t.app.get(BudgetService);
+    const guard = { key: 'a'.repeat(64), inFlightMs: 60_000 };
+    const sent = await budget.reserveGuarded(tenant.tenantId, 5_000_000n, guard, 55_000);
+    if (sent.kind !== 'reserved') throw new Error(`not reserved: ${sent.kind}`);
+    const r = sent.reservation;
+    expect(await budget.markBatched('dashscope', 'batch_x', [{ tenantId: tenant.tenantId, key: guard.key, token: r.guard!.token, line: 'line-1', reservationId: r.id }])).toBe(1);
+    // Another tenant's guard of the same key is not named by this batch.
+    const other = await new Factory(t.app).newTenant({ monthlyBudget: '10.00' });
+    expect(await budget.markBatched('dashscope', 'batch_x', [{ tenantId: other.tenantId, key: guard.key, token: r.guard!.token, line: 'line-1', reservationId: r.id }])).toBe(0);
+
+    const taken = await budget.reserveGuarded(tenant.tenantId, 5_000_000n, guard, 55_000);
+    if (taken.kind !== 'adopted') throw new Error(`not taken over: ${taken.kind}`);
+    expect(taken.batch).toEqual({ provider: 'dashscope', batchId: 'batch_x', line: 'line-1', reservationId: r.id });
+    expect(taken.reservation.id).toBe(r.id);
+    expect(taken.reservation.amount).toBe(5_000_000n);
+
+    const entry = (who: string): LedgerEntry => ({
+      tenantId: tenant.tenantId,
+      requestId: who,
+      callGroup: randomUUID(),
+      attempt: 1,
+      purpose: 'deep_review',
+      provider: 'dashscope',
+      model: 'qwen3-max',
+      cacheStatus: 'miss',
+      outcome: 'ok',
+      inputTokens: 100,
+      cachedInputTokens: 0,
+      outputTokens: 50,
+      usageSource: 'provider',
+      costNanos: 1_000_000n,
+      savedNanos: 0n,
+      compressionSavedTokens: 0,
+      latencyMs: 5,
+      streamed: false,
+      batch: true,
+    });
+    const answer = { provider: 'dashscope', model: 'qwen3-max', content: '{}', finishReason: 'stop', inputTokens: 100, cachedInputTokens: 0, outputTokens: 50, costNanos: 1_000_000n };
+    // The stale sender settles first: nothing charged, nothing written.
+    const stale = await budget.settle({ ...r, guard: { ...r.guard!, batched: true } }, 1_000_000n, entry('stale'), { answer });
+    expect(stale).toBe(0n);
+    expect(await ds().query(`SELECT 1 FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId])).toHaveLength(0);
+    // The taker settles the same line: charged once.
+    expect(await budget.settle(taken.reservation, 1_000_000n, entry('taker'), { answer })).toBe(1_000_000n);
+    const rows = await ds().query(`SELECT request_id, cost_nanos FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(rows).toEqual([{ request_id: 'taker', cost_nanos: '1000000' }]);
+    const { spent } = await expectBooksBalanced(ds(), tenant.tenantId);
+    expect(spent).toBe(1_000_000n);
+    const [p] = await ds().query(`SELECT reserved_nanos FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(p.reserved_nanos).toBe('0');
+    // A retry now replays the answer.
+    expect((await budget.reserveGuarded(tenant.tenantId, 5_000_000n, guard, 55_000)).kind).toBe('answered');
+  });
+});
