@@ -41,6 +41,8 @@ interface Pending {
 interface Adopted extends Pending {
   /** its answers once read: a call taken over after that is answered from them */
   results?: Map<string, LineResult>;
+  /** why it failed as a whole: a call taken over after that fails the same way */
+  failure?: string;
   /** the guards' tokens of every call answered from it */
   tokens: string[];
 }
@@ -117,6 +119,7 @@ export class BatchCollector {
         a.tokens.push(token);
         return answer([entry], a.results, batchId, a.adapter);
       }
+      if (a?.failure) return failAll([entry], a.failure);
       if (!a) {
         const fresh: Adopted = { provider, adapter, entries: [], tokens: [] };
         this.adopted.set(batchId, fresh);
@@ -212,15 +215,15 @@ export class BatchCollector {
       }
       if (polled.ended === 'late') {
         batch = await this.cancel(batchId, a, batch, `it did not finish within ${this.cfg.batchMaxWaitMs} ms of its creation`);
-        return failAll(a.entries.splice(0), `batch ${batchId} given up`);
+        return failAdopted(a, `batch ${batchId} given up`);
       }
-      if (batch.status !== 'completed') return failAll(a.entries.splice(0), `batch ${batchId} ended ${batch.status}`);
+      if (batch.status !== 'completed') return failAdopted(a, `batch ${batchId} ended ${batch.status}`);
       a.results = await this.results(a, batch);
       answer(a.entries.splice(0), a.results, batchId, a.adapter);
     } catch (err) {
       const why = err instanceof ProviderError ? `${err.reason}: ${err.message}` : (err as Error).message;
       this.logger.warn({ msg: 'batch taken over failed', batchId, err: loggableError(err) });
-      failAll(a.entries.splice(0), why);
+      failAdopted(a, why);
     } finally {
       if (batch && !kept && TERMINAL.has(batch.status)) await this.cleanUp(batchId, a, batch, a.tokens);
     }
@@ -360,6 +363,12 @@ function answer(entries: Entry[], results: Map<string, LineResult>, batchId: str
 
 function failAll(entries: Entry[], reason: string): void {
   for (const e of entries) e.reject(new ProviderError('retryable', 'batch_failed', reason));
+}
+
+/** A batch taken over failed as a whole: the calls waiting fail, and so does any that joins before it is forgotten. */
+function failAdopted(a: Adopted, reason: string): void {
+  a.failure = reason;
+  failAll(a.entries.splice(0), reason);
 }
 
 /** The call still waits in the batch, named on its guard: the job's retry waits for it there. */
