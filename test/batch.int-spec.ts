@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { GatewayRequest, GatewayService } from '../src/llm/gateway.service';
 import { BatchCollector } from '../src/llm/batch-collector';
@@ -156,6 +157,34 @@ describe("calls that can wait go through the provider's Batch API", () => {
       // A call after the stop fails at once too.
       expect(((await collector.submit(provider, ADAPTERS.dashscope, model, params('四')).catch((e: unknown) => e)) as ProviderError).reason).toBe('batch_failed');
     } finally {
+      await collector.close();
+      await client.close();
+    }
+  });
+
+  it('fails a call taken over from a batch that failed as a whole, also one that asks while the batch is still being cleaned up', async () => {
+    const provider = t.models.providers.get('dashscope')!;
+    const client = new ProviderClient(t.config.llm);
+    const guards = { markBatched: async () => 0, othersAwaitingBatch: async () => 0 };
+    const collector = new BatchCollector(client, { ...t.config.llm, batchPollMs: 50 }, guards);
+    let deleted: (() => void) | undefined;
+    try {
+      fake.failNextBatch('dashscope', 'failed');
+      const line = JSON.stringify({ custom_id: 'l1', method: 'POST', url: '/v1/chat/completions', body: { model: 'qwen3-max', messages: [{ role: 'user', content: '作文' }] } });
+      const batch = await client.createBatch(provider, ADAPTERS.dashscope, line);
+      await waitFor(async () => (await client.getBatch(provider, ADAPTERS.dashscope, batch.id)).status === 'failed', 5_000, 'the batch failed');
+      // Hold the clean-up (its upload's deletion) open, as a slow provider would.
+      const deleting = jest.spyOn(client, 'deleteFile').mockImplementation(() => new Promise<void>((r) => (deleted = r)));
+      const first = await collector.adopt(provider, ADAPTERS.dashscope, batch.id, 'l1', randomUUID()).catch((e: unknown) => e);
+      expect((first as ProviderError).reason).toBe('batch_failed');
+      await waitFor(() => deleting.mock.calls.length === 1, 5_000, 'the clean-up under way');
+      const second = await Promise.race([
+        collector.adopt(provider, ADAPTERS.dashscope, batch.id, 'l2', randomUUID()).catch((e: unknown) => e),
+        new Promise((r) => setTimeout(() => r('still waiting'), 2_000)),
+      ]);
+      expect((second as ProviderError).reason).toBe('batch_failed');
+    } finally {
+      deleted?.();
       await collector.close();
       await client.close();
     }
