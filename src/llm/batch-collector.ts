@@ -229,14 +229,24 @@ export class BatchCollector {
     }
   }
 
-  /** Polls until the batch ends: 'closed' when the collector closes first, 'late' past `until`. */
+  /**
+   * Polls until the batch ends: 'closed' when the collector closes first, 'late' past `until`. A
+   * poll that fails for a passing reason (a timeout, a 5xx, a 429) is made again at the next
+   * interval: giving the batch up would have its calls paid again while it still runs. Any other
+   * error (the batch unknown, the key refused) ends the wait.
+   */
   private async poll(p: Pending, batch: BatchObject, until: number): Promise<{ batch: BatchObject; ended: 'done' | 'closed' | 'late' }> {
     while (!TERMINAL.has(batch.status)) {
       if (this.closed) return { batch, ended: 'closed' };
       if (Date.now() > until) return { batch, ended: 'late' };
       await this.pause(this.cfg.batchPollMs);
       if (this.closed) continue;
-      batch = await this.client.getBatch(p.provider, p.adapter, batch.id);
+      try {
+        batch = await this.client.getBatch(p.provider, p.adapter, batch.id);
+      } catch (err) {
+        if (!(err instanceof ProviderError) || (err.errorClass !== 'retryable' && err.errorClass !== 'fallback')) throw err;
+        this.logger.warn({ msg: 'a batch poll failed: polling again', batchId: batch.id, err: loggableError(err) });
+      }
     }
     return { batch, ended: 'done' };
   }
