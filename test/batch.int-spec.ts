@@ -190,7 +190,7 @@ describe("calls that can wait go through the provider's Batch API", () => {
     }
   });
 
-  it('polls again after a poll that fails for a passing reason, and gives the batch up on one that cannot pass', async () => {
+  it("polls again after a poll that fails for a passing reason (and reads the results again), and gives the batch up on one that cannot pass", async () => {
     const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
     const provider = t.models.providers.get('dashscope')!;
     const params = { messages: [{ role: 'user' as const, content: '一篇作文' }], maxTokens: 50, stream: false };
@@ -204,6 +204,11 @@ describe("calls that can wait go through the provider's Batch API", () => {
       expect(polls.mock.calls.length).toBeGreaterThan(1);
       expect(fake.batches).toHaveLength(1);
       expect(fake.requests.filter((r) => !r.batchId)).toHaveLength(0);
+      // The same for the results' read: the lines are paid for.
+      const reads = jest.spyOn(client, 'fileContent').mockRejectedValueOnce(new ProviderError('retryable', 'server_error', 'The server had an error'));
+      expect((await collector.submit(provider, ADAPTERS.dashscope, model, params)).content).toEqual(expect.any(String));
+      expect(reads).toHaveBeenCalledTimes(2);
+      expect(fake.batches).toHaveLength(2);
       // The provider no longer knows the batch (404): given up, the call fails for the gateway to make it in real time.
       fake.reset();
       fake.setBatchLatency(10_000);

@@ -244,15 +244,31 @@ export class BatchCollector {
       try {
         batch = await this.client.getBatch(p.provider, p.adapter, batch.id);
       } catch (err) {
-        if (!(err instanceof ProviderError) || (err.errorClass !== 'retryable' && err.errorClass !== 'fallback')) throw err;
+        if (!passing(err)) throw err;
         this.logger.warn({ msg: 'a batch poll failed: polling again', batchId: batch.id, err: loggableError(err) });
       }
     }
     return { batch, ended: 'done' };
   }
 
-  /** A completed batch's answers (and errors), by line. */
+  /**
+   * A completed batch's answers (and errors), by line. Its lines are paid for: a read that fails for
+   * a passing reason is tried again (three times in all, a poll interval apart) before its calls
+   * are made again in real time.
+   */
   private async results(p: Pending, batch: BatchObject): Promise<Map<string, LineResult>> {
+    for (let tries = 1; ; tries++) {
+      try {
+        return await this.readResults(p, batch);
+      } catch (err) {
+        if (tries >= 3 || this.closed || !passing(err)) throw err;
+        this.logger.warn({ msg: "a batch's results could not be read: reading again", batchId: batch.id, err: loggableError(err) });
+        await this.pause(this.cfg.batchPollMs);
+      }
+    }
+  }
+
+  private async readResults(p: Pending, batch: BatchObject): Promise<Map<string, LineResult>> {
     const lines = [
       ...(batch.output_file_id ? (await this.client.fileContent(p.provider, p.adapter, batch.output_file_id)).split('\n') : []),
       ...(batch.error_file_id ? (await this.client.fileContent(p.provider, p.adapter, batch.error_file_id)).split('\n') : []),
@@ -379,6 +395,11 @@ function failAll(entries: Entry[], reason: string): void {
 function failAdopted(a: Adopted, reason: string): void {
   a.failure = reason;
   failAll(a.entries.splice(0), reason);
+}
+
+/** An error of the Batch API that may pass (a timeout, a 5xx, a 429): worth asking again. */
+function passing(err: unknown): boolean {
+  return err instanceof ProviderError && (err.errorClass === 'retryable' || err.errorClass === 'fallback');
 }
 
 /** The call still waits in the batch, named on its guard: the job's retry waits for it there. */
