@@ -162,6 +162,26 @@ describe("calls that can wait go through the provider's Batch API", () => {
     }
   });
 
+  it('a call taken over asks for its batch again after an error that may pass, and gets its line', async () => {
+    const provider = t.models.providers.get('dashscope')!;
+    const client = new ProviderClient(t.config.llm);
+    const guards = { markBatched: async () => 0, othersAwaitingBatch: async () => 0 };
+    const collector = new BatchCollector(client, { ...t.config.llm, batchPollMs: 50 }, guards);
+    try {
+      fake.setBatchLatency(200);
+      const line = JSON.stringify({ custom_id: 'l1', method: 'POST', url: '/v1/chat/completions', body: { model: 'qwen3-max', messages: [{ role: 'user', content: '作文' }] } });
+      const batch = await client.createBatch(provider, ADAPTERS.dashscope, line);
+      const reads = jest.spyOn(client, 'getBatch').mockRejectedValueOnce(new ProviderError('retryable', 'timeout', 'no answer within 4000 ms'));
+      const answer = await collector.adopt(provider, ADAPTERS.dashscope, batch.id, 'l1', randomUUID());
+      expect(answer.content).toEqual(expect.any(String));
+      expect(reads.mock.calls.length).toBeGreaterThan(1);
+      await waitFor(() => fake.files.length === 0, 5_000, "the batch's files deleted");
+    } finally {
+      await collector.close();
+      await client.close();
+    }
+  });
+
   it('fails a call taken over from a batch that failed as a whole, also one that asks while the batch is still being cleaned up', async () => {
     const provider = t.models.providers.get('dashscope')!;
     const client = new ProviderClient(t.config.llm);

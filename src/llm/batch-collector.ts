@@ -202,7 +202,7 @@ export class BatchCollector {
     let batch: BatchObject | undefined;
     let kept = false;
     try {
-      batch = await this.client.getBatch(a.provider, a.adapter, batchId);
+      batch = await this.again('a batch taken over could not be read', batchId, () => this.client.getBatch(a.provider, a.adapter, batchId));
       this.logger.log({ msg: 'waiting for a batch taken over', batchId, status: batch.status });
       // Given up when its sender would have given it up: LLM_BATCH_MAX_WAIT_MS after its creation.
       const created = typeof batch.created_at === 'number' ? batch.created_at * 1000 : Date.now();
@@ -253,16 +253,20 @@ export class BatchCollector {
 
   /**
    * A completed batch's answers (and errors), by line. Its lines are paid for: a read that fails for
-   * a passing reason is tried again (three times in all, a poll interval apart) before its calls
-   * are made again in real time.
+   * a passing reason is tried again before its calls are made again in real time.
    */
-  private async results(p: Pending, batch: BatchObject): Promise<Map<string, LineResult>> {
+  private results(p: Pending, batch: BatchObject): Promise<Map<string, LineResult>> {
+    return this.again("a batch's results could not be read", batch.id, () => this.readResults(p, batch));
+  }
+
+  /** `fn`, tried again (three times in all, a poll interval apart) after an error that may pass. */
+  private async again<T>(what: string, batchId: string, fn: () => Promise<T>): Promise<T> {
     for (let tries = 1; ; tries++) {
       try {
-        return await this.readResults(p, batch);
+        return await fn();
       } catch (err) {
         if (tries >= 3 || this.closed || !passing(err)) throw err;
-        this.logger.warn({ msg: "a batch's results could not be read: reading again", batchId: batch.id, err: loggableError(err) });
+        this.logger.warn({ msg: `${what}: trying again`, batchId, err: loggableError(err) });
         await this.pause(this.cfg.batchPollMs);
       }
     }
