@@ -1,14 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import { BudgetService } from '../src/billing/budget.service';
 import type { LedgerEntry } from '../src/billing/ledger.service';
-import { FakeProvider, startFakeProvider } from './fake-provider/fake-provider';
+import type { FakeProvider } from './fake-provider/fake-provider';
+import { appWithFakeForSuite } from './support/app-with-fake';
 import { expectBooksBalanced } from './support/books';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { waitForEssays } from './support/grading';
 import { providerEnv } from './support/providers';
 import { freePort, hasExited, startService } from './support/spawn-service';
-import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
 
 /**
@@ -17,34 +18,27 @@ import { waitFor } from './support/wait';
  * the call over with its reservation and waits for the same batch.
  */
 describe('a deep review waiting in a provider batch outlives the instance that sent it', () => {
-  let fake: FakeProvider;
-  let t: TestApp;
-  let tenant: TestTenant;
-  let teacher: string;
-
-  const env = (f: FakeProvider) => ({
-    ...providerEnv(f),
+  /** The instances' settings; the suite's own app serves the API only, the others run the workers. */
+  const ENV = {
     WORKER_POLL_MS: '50',
     SHUTDOWN_GRACE_MS: '200',
     LLM_BATCH_WINDOW_MS: '100',
     LLM_BATCH_POLL_MS: '100',
     JOB_LEASE_MS: '2000',
     LLM_BATCH_MAX_WAIT_MS: '60000',
-  });
+  };
+  const suite = appWithFakeForSuite({ ...ENV, WORKERS_ENABLED: 'false' });
+  let fake: FakeProvider;
+  let t: TestApp;
+  let tenant: TestTenant;
+  let teacher: string;
+  /** An instance with workers, on the suite's database and fake provider. */
+  const worker = (more: Record<string, string> = {}) => t.another({ WORKERS_ENABLED: 'true', ...more });
 
-  beforeAll(async () => {
-    fake = await startFakeProvider();
-    t = await createTestApp({ ...env(fake), WORKERS_ENABLED: 'false' });
-  });
-  afterAll(async () => {
-    await t.close();
-    await fake.close();
-  });
   beforeEach(async () => {
+    ({ fake, t } = suite);
     fake.reset();
-    const f = new Factory(t.app);
-    tenant = await f.newTenant({ monthlyBudget: '100.00' });
-    teacher = (await f.newKey(tenant, 'teacher')).key;
+    ({ tenant, teacher } = await suite.tenantWithTeacher());
     await t.http.put('/v1/billing/settings').set(bearer(tenant.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'invoice' }).expect(200);
   });
 
@@ -81,7 +75,7 @@ describe('a deep review waiting in a provider batch outlives the instance that s
   };
 
   it('on a stop, hands the batch over instead of cancelling it; the next instance waits for the same batch and settles it once', async () => {
-    const sender = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    const sender = await worker();
     const id = await orderIntoBatch(31, 12_000);
     await sender.close();
     // Handed over: the batch still runs, its call still in flight with its reservation, nothing settled.
@@ -93,7 +87,7 @@ describe('a deep review waiting in a provider batch outlives the instance that s
     expect(held.n).toBe(1);
     expect(fake.files.length).toBeGreaterThan(0); // the upload is kept for the batch
 
-    const taker = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    const taker = await worker();
     try {
       await expectDeliveredOnce(id);
     } finally {
@@ -102,7 +96,7 @@ describe('a deep review waiting in a provider batch outlives the instance that s
   }, 90_000);
 
   it('when the batch cannot be named on its calls, a stop cancels it as before and the next instance sends the call again: charged once', async () => {
-    const sender = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    const sender = await worker();
     jest.spyOn(sender.get(BudgetService), 'markBatched').mockRejectedValueOnce(new Error('connection terminated'));
     const sub = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(34, 'zh').text }).expect(202);
     await waitForEssays(t.app, teacher, [sub.body.id], 20_000);
@@ -113,7 +107,7 @@ describe('a deep review waiting in a provider batch outlives the instance that s
     expect(fake.batches.map((b) => b.status)).toEqual(['cancelled']);
     expect(await batchedGuards()).toEqual([]);
     fake.setBatchLatency(0);
-    const taker = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    const taker = await worker();
     try {
       await waitFor(async () => (await view(sub.body.id)).deepReview?.status === 'delivered', 30_000, 'the deep review delivered');
       const rows = await deepRows();
@@ -126,10 +120,10 @@ describe('a deep review waiting in a provider batch outlives the instance that s
   }, 90_000);
 
   it("keeps a batch's files when it cannot tell whether another call still waits to read them", async () => {
-    const sender = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    const sender = await worker();
     const id = await orderIntoBatch(35, 8_000);
     await sender.close();
-    const taker = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+    const taker = await worker();
     const asked = jest.spyOn(taker.get(BudgetService), 'othersAwaitingBatch').mockRejectedValueOnce(new Error('connection terminated'));
     try {
       await waitFor(async () => (await view(id)).deepReview?.status === 'delivered', 30_000, 'the deep review delivered');
@@ -142,10 +136,10 @@ describe('a deep review waiting in a provider batch outlives the instance that s
   }, 90_000);
 
   it("gives a batch taken over up when its sender would have (LLM_BATCH_MAX_WAIT_MS after its creation): cancelled, the call made in real time, charged once", async () => {
-    const sender = await t.another({ ...env(fake), WORKERS_ENABLED: 'true', LLM_BATCH_MAX_WAIT_MS: '5000' });
+    const sender = await worker({ LLM_BATCH_MAX_WAIT_MS: '5000' });
     const id = await orderIntoBatch(33, 30_000);
     await sender.close();
-    const taker = await t.another({ ...env(fake), WORKERS_ENABLED: 'true', LLM_BATCH_MAX_WAIT_MS: '5000' });
+    const taker = await worker({ LLM_BATCH_MAX_WAIT_MS: '5000' });
     try {
       await waitFor(async () => (await view(id)).deepReview?.status === 'delivered', 30_000, 'the deep review delivered');
       expect(fake.batches.map((b) => b.status)).toEqual(['cancelled']);
@@ -164,13 +158,13 @@ describe('a deep review waiting in a provider batch outlives the instance that s
   }, 90_000);
 
   it('after a kill, the job retried elsewhere takes the call over from its guard and waits for the same batch', async () => {
-    const doomed = await startService({ INKSTONE_ADMIN_TOKEN: OPERATOR_TOKEN, DATABASE_URL: t.config.databaseUrl!, LOG_LEVEL: 'warn', ...env(fake) }, await freePort());
+    const doomed = await startService({ INKSTONE_ADMIN_TOKEN: OPERATOR_TOKEN, DATABASE_URL: t.config.databaseUrl!, LOG_LEVEL: 'warn', ...providerEnv(fake, ENV) }, await freePort());
     let taker: Awaited<ReturnType<TestApp['another']>> | undefined;
     try {
       const id = await orderIntoBatch(32, 10_000);
       await doomed.stop('SIGKILL');
       expect(fake.batches[0].status).not.toBe('cancelled');
-      taker = await t.another({ ...env(fake), WORKERS_ENABLED: 'true' });
+      taker = await worker();
       await expectDeliveredOnce(id);
     } finally {
       if (!hasExited(doomed.child)) await doomed.stop('SIGKILL');

@@ -162,83 +162,57 @@ describe("calls that can wait go through the provider's Batch API", () => {
     }
   });
 
-  it('a call taken over asks for its batch again after an error that may pass, and gets its line', async () => {
+  /** A collector taking calls over (its guards name nothing), and one-line batches created at the fake. */
+  const takingOver = () => {
     const provider = t.models.providers.get('dashscope')!;
     const client = new ProviderClient(t.config.llm);
-    const guards = { markBatched: async () => 0, othersAwaitingBatch: async () => 0 };
-    const collector = new BatchCollector(client, { ...t.config.llm, batchPollMs: 50 }, guards);
+    const collector = new BatchCollector(client, { ...t.config.llm, batchPollMs: 50 }, { markBatched: async () => 0, othersAwaitingBatch: async () => 0 });
+    const line = JSON.stringify({ custom_id: 'l1', method: 'POST', url: '/v1/chat/completions', body: { model: 'qwen3-max', messages: [{ role: 'user', content: '作文' }] } });
+    return {
+      client,
+      collector,
+      oneLineBatch: () => client.createBatch(provider, ADAPTERS.dashscope, line),
+      adopt: (batchId: string, customId: string) => collector.adopt(provider, ADAPTERS.dashscope, batchId, customId, randomUUID()),
+      getBatch: (batchId: string) => client.getBatch(provider, ADAPTERS.dashscope, batchId),
+      close: async () => {
+        await collector.close();
+        await client.close();
+      },
+    };
+  };
+
+  it('a call taken over asks for its batch again after an error that may pass, and gets its line', async () => {
+    const c = takingOver();
     try {
       fake.setBatchLatency(200);
-      const line = JSON.stringify({ custom_id: 'l1', method: 'POST', url: '/v1/chat/completions', body: { model: 'qwen3-max', messages: [{ role: 'user', content: '作文' }] } });
-      const batch = await client.createBatch(provider, ADAPTERS.dashscope, line);
-      const reads = jest.spyOn(client, 'getBatch').mockRejectedValueOnce(new ProviderError('retryable', 'timeout', 'no answer within 4000 ms'));
-      const answer = await collector.adopt(provider, ADAPTERS.dashscope, batch.id, 'l1', randomUUID());
+      const batch = await c.oneLineBatch();
+      const reads = jest.spyOn(c.client, 'getBatch').mockRejectedValueOnce(new ProviderError('retryable', 'timeout', 'no answer within 4000 ms'));
+      const answer = await c.adopt(batch.id, 'l1');
       expect(answer.content).toEqual(expect.any(String));
       expect(reads.mock.calls.length).toBeGreaterThan(1);
       await waitFor(() => fake.files.length === 0, 5_000, "the batch's files deleted");
     } finally {
-      await collector.close();
-      await client.close();
+      await c.close();
     }
   });
 
   it('fails a call taken over from a batch that failed as a whole, also one that asks while the batch is still being cleaned up', async () => {
-    const provider = t.models.providers.get('dashscope')!;
-    const client = new ProviderClient(t.config.llm);
-    const guards = { markBatched: async () => 0, othersAwaitingBatch: async () => 0 };
-    const collector = new BatchCollector(client, { ...t.config.llm, batchPollMs: 50 }, guards);
+    const c = takingOver();
     let deleted: (() => void) | undefined;
     try {
       fake.failNextBatch('dashscope', 'failed');
-      const line = JSON.stringify({ custom_id: 'l1', method: 'POST', url: '/v1/chat/completions', body: { model: 'qwen3-max', messages: [{ role: 'user', content: '作文' }] } });
-      const batch = await client.createBatch(provider, ADAPTERS.dashscope, line);
-      await waitFor(async () => (await client.getBatch(provider, ADAPTERS.dashscope, batch.id)).status === 'failed', 5_000, 'the batch failed');
+      const batch = await c.oneLineBatch();
+      await waitFor(async () => (await c.getBatch(batch.id)).status === 'failed', 5_000, 'the batch failed');
       // Hold the clean-up (its upload's deletion) open, as a slow provider would.
-      const deleting = jest.spyOn(client, 'deleteFile').mockImplementation(() => new Promise<void>((r) => (deleted = r)));
-      const first = await collector.adopt(provider, ADAPTERS.dashscope, batch.id, 'l1', randomUUID()).catch((e: unknown) => e);
+      const deleting = jest.spyOn(c.client, 'deleteFile').mockImplementation(() => new Promise<void>((r) => (deleted = r)));
+      const first = await c.adopt(batch.id, 'l1').catch((e: unknown) => e);
       expect((first as ProviderError).reason).toBe('batch_failed');
       await waitFor(() => deleting.mock.calls.length === 1, 5_000, 'the clean-up under way');
-      const second = await Promise.race([
-        collector.adopt(provider, ADAPTERS.dashscope, batch.id, 'l2', randomUUID()).catch((e: unknown) => e),
-        new Promise((r) => setTimeout(() => r('still waiting'), 2_000)),
-      ]);
+      const second = await Promise.race([c.adopt(batch.id, 'l2').catch((e: unknown) => e), new Promise((r) => setTimeout(() => r('still waiting'), 2_000))]);
       expect((second as ProviderError).reason).toBe('batch_failed');
     } finally {
       deleted?.();
-      await collector.close();
-      await client.close();
-    }
-  });
-
-  it("polls again after a poll that fails for a passing reason (and reads the results again), and gives the batch up on one that cannot pass", async () => {
-    const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
-    const provider = t.models.providers.get('dashscope')!;
-    const params = { messages: [{ role: 'user' as const, content: '一篇作文' }], maxTokens: 50, stream: false };
-    fake.setBatchLatency(300);
-    const client = new ProviderClient(t.config.llm);
-    const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 10, batchPollMs: 50 });
-    try {
-      const polls = jest.spyOn(client, 'getBatch').mockRejectedValueOnce(new ProviderError('retryable', 'timeout', 'no answer within 4000 ms'));
-      const answer = await collector.submit(provider, ADAPTERS.dashscope, model, params);
-      expect(answer.content).toEqual(expect.any(String));
-      expect(polls.mock.calls.length).toBeGreaterThan(1);
-      expect(fake.batches).toHaveLength(1);
-      expect(fake.requests.filter((r) => !r.batchId)).toHaveLength(0);
-      // The same for the results' read: the lines are paid for.
-      const reads = jest.spyOn(client, 'fileContent').mockRejectedValueOnce(new ProviderError('retryable', 'server_error', 'The server had an error'));
-      expect((await collector.submit(provider, ADAPTERS.dashscope, model, params)).content).toEqual(expect.any(String));
-      expect(reads).toHaveBeenCalledTimes(2);
-      expect(fake.batches).toHaveLength(2);
-      // The provider no longer knows the batch (404): given up, the call fails for the gateway to make it in real time.
-      fake.reset();
-      fake.setBatchLatency(10_000);
-      polls.mockRejectedValueOnce(new ProviderError('fatal', 'not_found', 'No batch found with id'));
-      const err = await collector.submit(provider, ADAPTERS.dashscope, model, params).catch((e: unknown) => e);
-      expect((err as ProviderError).reason).toBe('batch_failed');
-      expect((err as ProviderError).message).toContain('not_found');
-    } finally {
-      await collector.close();
-      await client.close();
+      await c.close();
     }
   });
 
