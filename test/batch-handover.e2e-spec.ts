@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { BudgetService } from '../src/billing/budget.service';
+import { MetricsService } from '../src/metrics/metrics.service';
 import type { LedgerEntry } from '../src/billing/ledger.service';
 import type { FakeProvider } from './fake-provider/fake-provider';
 import { appWithFakeForSuite } from './support/app-with-fake';
@@ -76,8 +77,14 @@ describe('a deep review waiting in a provider batch outlives the instance that s
 
   it('on a stop, hands the batch over instead of cancelling it; the next instance waits for the same batch and settles it once', async () => {
     const sender = await worker();
+    const counted = (app: typeof sender) => {
+      const registry = app.get(MetricsService).registry;
+      return async (event: string) => Number(new RegExp(`event="${event}"} (\\d+)`).exec(await registry.getSingleMetricAsString('inkstone_llm_batch_calls_handed_over_total'))?.[1] ?? 0);
+    };
+    const senderCount = counted(sender);
     const id = await orderIntoBatch(31, 12_000);
     await sender.close();
+    expect(await senderCount('handed_over')).toBe(1);
     // Handed over: the batch still runs, its call still in flight with its reservation, nothing settled.
     expect(fake.batches.map((b) => b.status)).not.toContain('cancelling');
     expect(fake.batches.map((b) => b.status)).not.toContain('cancelled');
@@ -90,6 +97,7 @@ describe('a deep review waiting in a provider batch outlives the instance that s
     const taker = await worker();
     try {
       await expectDeliveredOnce(id);
+      expect(await counted(taker)('taken_over')).toBe(1);
     } finally {
       await taker.close();
     }

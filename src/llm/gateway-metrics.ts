@@ -4,13 +4,14 @@ import { MetricsService } from '../metrics/metrics.service';
 import type { CatalogModel } from './catalog';
 import type { Usage } from './types';
 
-/** The gateway's Prometheus series: spend, tokens, cache hits and provider errors by class. */
+/** The gateway's Prometheus series: spend, tokens, cache hits, provider errors by class and batch hand-overs. */
 @Injectable()
 export class GatewayMetrics {
   private readonly errors: Counter<'provider' | 'class' | 'reason'>;
   private readonly hits: Counter<'purpose'>;
   private readonly spendNanos: Counter<'tenant' | 'provider' | 'model'>;
   private readonly tokens: Counter<'provider' | 'model' | 'kind'>;
+  private readonly handovers: Counter<'event'>;
 
   constructor(private readonly metrics: MetricsService) {
     const registers = [metrics.registry];
@@ -18,6 +19,17 @@ export class GatewayMetrics {
     this.hits = new Counter({ name: 'inkstone_llm_cache_hits_total', help: 'Answers served from the exact cache', labelNames: ['purpose'], registers });
     this.spendNanos = new Counter({ name: 'inkstone_llm_spend_nanoyuan_total', help: 'Model spend in 1e-9 CNY', labelNames: ['tenant', 'provider', 'model'], registers });
     this.tokens = new Counter({ name: 'inkstone_llm_tokens_total', help: 'Tokens billed by kind (input, cached_input, output)', labelNames: ['provider', 'model', 'kind'], registers });
+    this.handovers = new Counter({
+      name: 'inkstone_llm_batch_calls_handed_over_total',
+      help: 'Calls waiting in a provider batch left to their jobs\' retries at a stop (event="handed_over"), and taken over by a retry (event="taken_over")',
+      labelNames: ['event'],
+      registers,
+    });
+  }
+
+  /** A call waiting in a provider batch: left at a stop for its job's retry, or taken over by one. */
+  batchHandover(event: 'handed_over' | 'taken_over'): void {
+    this.handovers.inc({ event });
   }
 
   providerError(provider: string, errorClass: string, reason: string): void {

@@ -489,6 +489,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       if (e.reason === 'batch_handed_over') {
         // The service is stopping; the call still waits in its batch, named on its guard, with its
         // reservation: nothing is settled here, and the job's retry waits for that batch.
+        this.metrics.batchHandover('handed_over');
         throw new GatewayError('CALL_IN_FLIGHT', e.message, ctx.tried, 0);
       }
       await this.settleFailed(ctx, model, call, e, e.extra.usage ?? null);
@@ -527,6 +528,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     if (r.guard) r.guard = { ...r.guard, batched: true };
     const adapter = ADAPTERS[model.dialect];
     if (call.adopted) {
+      this.metrics.batchHandover('taken_over');
       const provider = this.models.providers.get(call.adopted.provider);
       if (!provider) throw new ProviderError('retryable', 'batch_failed', `provider "${call.adopted.provider}" of the batch taken over has no API key here`);
       return this.batches.adopt(provider, adapter, call.adopted.batchId, call.adopted.line, r.guard!.token);
