@@ -216,6 +216,38 @@ describe("calls that can wait go through the provider's Batch API", () => {
     }
   });
 
+  it("polls again after a poll that fails for a passing reason (and reads the results again), and gives the batch up on one that cannot pass", async () => {
+    const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
+    const provider = t.models.providers.get('dashscope')!;
+    const params = { messages: [{ role: 'user' as const, content: '一篇作文' }], maxTokens: 50, stream: false };
+    fake.setBatchLatency(300);
+    const client = new ProviderClient(t.config.llm);
+    const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 10, batchPollMs: 50 });
+    try {
+      const polls = jest.spyOn(client, 'getBatch').mockRejectedValueOnce(new ProviderError('retryable', 'timeout', 'no answer within 4000 ms'));
+      const answer = await collector.submit(provider, ADAPTERS.dashscope, model, params);
+      expect(answer.content).toEqual(expect.any(String));
+      expect(polls.mock.calls.length).toBeGreaterThan(1);
+      expect(fake.batches).toHaveLength(1);
+      expect(fake.requests.filter((r) => !r.batchId)).toHaveLength(0);
+      // The same for the results' read: the lines are paid for.
+      const reads = jest.spyOn(client, 'fileContent').mockRejectedValueOnce(new ProviderError('retryable', 'server_error', 'The server had an error'));
+      expect((await collector.submit(provider, ADAPTERS.dashscope, model, params)).content).toEqual(expect.any(String));
+      expect(reads).toHaveBeenCalledTimes(2);
+      expect(fake.batches).toHaveLength(2);
+      // The provider no longer knows the batch (404): given up, the call fails for the gateway to make it in real time.
+      fake.reset();
+      fake.setBatchLatency(10_000);
+      polls.mockRejectedValueOnce(new ProviderError('fatal', 'not_found', 'No batch found with id'));
+      const err = await collector.submit(provider, ADAPTERS.dashscope, model, params).catch((e: unknown) => e);
+      expect((err as ProviderError).reason).toBe('batch_failed');
+      expect((err as ProviderError).message).toContain('not_found');
+    } finally {
+      await collector.close();
+      await client.close();
+    }
+  });
+
   it('uses real time for models without batch prices or when the call cannot wait', async () => {
     const r = await ask('no batch for deepseek', { target: { model: 'deepseek:deepseek-flash' } });
     expect(r.provider).toBe('deepseek');
