@@ -85,6 +85,9 @@ describe('a deep review waiting in a provider batch outlives the instance that s
     const id = await orderIntoBatch(31, 12_000);
     await sender.close();
     expect(await senderCount('handed_over')).toBe(1);
+    // Back in the queue, the interrupted attempt not counted.
+    const [job] = await ds().query(`SELECT status, attempts, locked_by FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+    expect(job).toEqual({ status: 'queued', attempts: 0, locked_by: null });
     // Handed over: the batch still runs, its call still in flight with its reservation, nothing settled.
     expect(fake.batches.map((b) => b.status)).not.toContain('cancelling');
     expect(fake.batches.map((b) => b.status)).not.toContain('cancelled');
@@ -102,6 +105,22 @@ describe('a deep review waiting in a provider batch outlives the instance that s
       await taker.close();
     }
   }, 90_000);
+
+  it('a stop hands a waiting batch over at once: the drain does not wait out its grace for a batch that takes hours', async () => {
+    // A grace longer than this test's own timeout: a drain that waited for the batch would fail it.
+    const sender = await worker({ SHUTDOWN_GRACE_MS: '600000' });
+    const id = await orderIntoBatch(36, 12_000);
+    await sender.close();
+    expect(fake.batches.map((b) => b.status)).not.toContain('cancelled');
+    const [job] = await ds().query(`SELECT status, attempts FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+    expect(job).toEqual({ status: 'queued', attempts: 0 });
+    const taker = await worker();
+    try {
+      await expectDeliveredOnce(id);
+    } finally {
+      await taker.close();
+    }
+  }, 60_000);
 
   it('when the batch cannot be named on its calls, a stop cancels it as before and the next instance sends the call again: charged once', async () => {
     const sender = await worker();

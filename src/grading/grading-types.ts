@@ -92,3 +92,6 @@ export type ModelGrading = { kind: 'ok'; grade: StoredGrade; costNanos: Nanos } 
 
 /** This worker no longer holds the job (its lease ran out while it was starved): it must stop. */
 export class LeaseLostError extends Error {}
+
+/** The service is stopping and the job's paid call waits in a provider batch named on its guard: the job goes back to the queue for its retry to take the call over. */
+export class HandedOverError extends Error {}

@@ -2,7 +2,8 @@ import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBoo
 import { loggableError } from '../common/error-rendering';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { EssayEvents } from './essay-events';
-import { GradingService, LeaseLostError, RetryableGradingError } from './grading.service';
+import { GradingService, HandedOverError, LeaseLostError, RetryableGradingError } from './grading.service';
+import { GatewayService } from '../llm/gateway.service';
 import { Job, JobQueue } from '../jobs/job-queue';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -30,6 +31,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     private readonly queue: JobQueue,
     private readonly grading: GradingService,
     private readonly events: EssayEvents,
+    private readonly gateway: GatewayService,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -131,6 +133,15 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         this.logger.warn({ msg: 'stopped a grading whose lease ran out', tenantId: job.tenantId, essayId: job.essayId, jobId: job.id });
         return;
       }
+      if (err instanceof HandedOverError) {
+        // Stopping: its paid call waits in a provider batch named on its guard. Back to the queue
+        // at once, the attempt not counted, for the retry (here after a restart, or elsewhere) to
+        // take the call over.
+        await this.queue.release([job.id]).catch(() => 0);
+        if (job.kind === 'grade') await this.grading.requeue(job.tenantId, job.essayId).catch(() => undefined);
+        this.logger.warn({ msg: 'a job waiting in a provider batch handed over', tenantId: job.tenantId, essayId: job.essayId, jobId: job.id });
+        return;
+      }
       // Anything unexpected (a database hiccup, every deep-tier provider down) is tried again later.
       if (job.attempts < job.maxAttempts) {
         const backoff = this.config.grading.retryBaseMs * 2 ** (job.attempts - 1) * (0.75 + Math.random() / 2);
@@ -167,7 +178,11 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     }
   }
 
-  /** Stops claiming, lets in-flight gradings finish within the grace period, returns the rest. */
+  /**
+   * Stops claiming, hands over at once the jobs whose paid calls wait in provider batches (named on
+   * their guards; they go back to the queue for their retries to take the calls over), lets the
+   * other in-flight gradings finish within the grace period, returns the rest.
+   */
   async stop(graceMs = this.config.grading.shutdownGraceMs): Promise<void> {
     if (!this.running) return;
     this.running = false;
@@ -176,6 +191,8 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     await this.loop;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    // Jobs waiting in provider batches (hours) cannot finish within the grace: hand them over now.
+    this.gateway.handOverBatches();
     const pending = [...this.inFlight.values()];
     const settled = Promise.allSettled(pending.map((p) => p.done));
     const inTime = await Promise.race([settled.then(() => true), sleep(graceMs).then(() => false)]);

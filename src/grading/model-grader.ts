@@ -12,7 +12,7 @@ import { tooShortForModel } from './essay-text';
 import type { GradeFlag } from './grade-flags';
 import { EssayRow } from './essays.repository';
 import { gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from './grade-validation';
-import { GradingTask, LeaseLostError, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
+import { GradingTask, HandedOverError, LeaseLostError, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
 import { offlineGrade } from './offline-grader';
 import { buildGradingPrompt, MAX_OUTPUT_TOKENS, pointsBySentence, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
 import { numberingTokens } from './sentences';
@@ -129,7 +129,8 @@ export class ModelGrader {
    * What the gateway's failure means for this grading. A standard grading falls back to the
    * offline grader (budget per BudgetPolicy, content refused, every provider down); a deep one
    * fails clearly, or is retried later when the providers may come back. A lost lease, a call in
-   * flight elsewhere and anything unexpected are thrown for the worker to handle.
+   * flight elsewhere, a call handed over at a stop and anything unexpected are thrown for the
+   * worker to handle.
    */
   private async handleGatewayError(
     err: unknown,
@@ -144,6 +145,8 @@ export class ModelGrader {
         throw new LeaseLostError(err.message);
       case 'CALL_IN_FLIGHT':
         throw new RetryableGradingError(err.message, err.retryAfterMs, true);
+      case 'CALL_HANDED_OVER':
+        throw new HandedOverError(err.message);
       case 'BUDGET_EXHAUSTED':
         if ((await this.policy.whenRefused(essay.tenant_id, tier)) === 'offline') return { kind: 'offline', reason: 'budget_exhausted' };
         return { kind: 'failed', code: 'BUDGET_EXHAUSTED', reason: "the tenant's monthly model budget is used up" };

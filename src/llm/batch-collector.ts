@@ -80,6 +80,8 @@ export class BatchCollector {
   private readonly adopted = new Map<string, Adopted>();
   private readonly running = new Set<Promise<void>>();
   private closed = false;
+  /** The batches being polled now: whether each is named on its calls' guards, and whether handOver() asked for it. */
+  private readonly polling = new Set<{ named: boolean; handOver: boolean }>();
   /** The batches' polling waits, each ended at once when the collector closes. */
   private readonly waits = new Set<() => void>();
 
@@ -152,7 +154,7 @@ export class BatchCollector {
       batch = await this.client.createBatch(p.provider, p.adapter, jsonl);
       this.logger.log({ msg: 'batch submitted', model: key, batchId: batch.id, requests: p.entries.length });
       const handover = await this.nameOnGuards(key, p, batch.id);
-      const polled = await this.poll(p, batch, Date.now() + this.cfg.batchMaxWaitMs);
+      const polled = await this.poll(p, batch, Date.now() + this.cfg.batchMaxWaitMs, handover);
       batch = polled.batch;
       if (polled.ended === 'closed' && handover) {
         kept = true;
@@ -206,7 +208,7 @@ export class BatchCollector {
       this.logger.log({ msg: 'waiting for a batch taken over', batchId, status: batch.status });
       // Given up when its sender would have given it up: LLM_BATCH_MAX_WAIT_MS after its creation.
       const created = typeof batch.created_at === 'number' ? batch.created_at * 1000 : Date.now();
-      const polled = await this.poll(a, batch, created + this.cfg.batchMaxWaitMs);
+      const polled = await this.poll(a, batch, created + this.cfg.batchMaxWaitMs, true);
       batch = polled.batch;
       if (polled.ended === 'closed') {
         kept = true;
@@ -235,20 +237,26 @@ export class BatchCollector {
    * interval: giving the batch up would have its calls paid again while it still runs. Any other
    * error (the batch unknown, the key refused) ends the wait.
    */
-  private async poll(p: Pending, batch: BatchObject, until: number): Promise<{ batch: BatchObject; ended: 'done' | 'closed' | 'late' }> {
-    while (!TERMINAL.has(batch.status)) {
-      if (this.closed) return { batch, ended: 'closed' };
-      if (Date.now() > until) return { batch, ended: 'late' };
-      await this.pause(this.cfg.batchPollMs);
-      if (this.closed) continue;
-      try {
-        batch = await this.client.getBatch(p.provider, p.adapter, batch.id);
-      } catch (err) {
-        if (!passing(err)) throw err;
-        this.logger.warn({ msg: 'a batch poll failed: polling again', batchId: batch.id, err: loggableError(err) });
+  private async poll(p: Pending, batch: BatchObject, until: number, named: boolean): Promise<{ batch: BatchObject; ended: 'done' | 'closed' | 'late' }> {
+    const me = { named, handOver: false };
+    this.polling.add(me);
+    try {
+      while (!TERMINAL.has(batch.status)) {
+        if (this.closed || me.handOver) return { batch, ended: 'closed' };
+        if (Date.now() > until) return { batch, ended: 'late' };
+        await this.pause(this.cfg.batchPollMs);
+        if (this.closed || me.handOver) continue;
+        try {
+          batch = await this.client.getBatch(p.provider, p.adapter, batch.id);
+        } catch (err) {
+          if (!passing(err)) throw err;
+          this.logger.warn({ msg: 'a batch poll failed: polling again', batchId: batch.id, err: loggableError(err) });
+        }
       }
+      return { batch, ended: 'done' };
+    } finally {
+      this.polling.delete(me);
     }
-    return { batch, ended: 'done' };
   }
 
   /**
@@ -354,6 +362,21 @@ export class BatchCollector {
         this.logger.warn({ msg: 'could not delete a batch file', model: key, batchId: batch.id, fileId: id, err: loggableError(err) });
       }
     }
+  }
+
+  /**
+   * The first step of a stop, before the workers' drain: the batches being polled now that are
+   * named on their calls' guards are handed over at once, instead of when close() comes after the
+   * drain. The others, and batches sent from now on, go on until close().
+   */
+  handOver(): void {
+    let asked = false;
+    for (const s of this.polling) {
+      if (!s.named) continue;
+      s.handOver = true;
+      asked = true;
+    }
+    if (asked) for (const wake of [...this.waits]) wake();
   }
 
   /**

@@ -83,6 +83,8 @@ export type GatewayErrorCode =
   | 'CONTEXT_LENGTH_EXCEEDED'
   /** the same request (see GatewayRequest.once) is already at a provider: try again after retryAfterMs */
   | 'CALL_IN_FLIGHT'
+  /** the service is stopping: the call waits in a provider batch named on its guard, for the job's retry to take over */
+  | 'CALL_HANDED_OVER'
   /** the job's lease is no longer held by the caller: it must not call a provider for it */
   | 'LEASE_LOST';
 

@@ -90,6 +90,15 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     return this.router.catalogWarnings();
   }
 
+  /**
+   * The service is stopping: the provider batches under way that are named on their calls' guards
+   * are handed over now (their calls end CALL_HANDED_OVER, for the jobs' retries), so that the
+   * workers' drain does not wait for batches that take hours (GradingWorker.stop).
+   */
+  handOverBatches(): void {
+    this.batches.handOver();
+  }
+
   async onApplicationShutdown(): Promise<void> {
     if (this.purgeTimer) clearInterval(this.purgeTimer);
     await this.batches.close();
@@ -490,7 +499,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         // The service is stopping; the call still waits in its batch, named on its guard, with its
         // reservation: nothing is settled here, and the job's retry waits for that batch.
         this.metrics.batchHandover('handed_over');
-        throw new GatewayError('CALL_IN_FLIGHT', e.message, ctx.tried, 0);
+        throw new GatewayError('CALL_HANDED_OVER', e.message, ctx.tried, 0);
       }
       await this.settleFailed(ctx, model, call, e, e.extra.usage ?? null);
       if (batch) {
