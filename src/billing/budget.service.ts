@@ -47,6 +47,8 @@ export interface CallGuard {
   lease?: { jobId: string; holder: string };
   /** how long an unanswered call blocks retries: its deadline */
   inFlightMs: number;
+  /** sent in a provider batch, where a retry may take it over (settled only while the guard is still the caller's) */
+  batched?: boolean;
 }
 
 export type { BatchedGuard, BatchRef, GuardedAnswer, ReservedCall, TokenIncident } from './books.repository';
@@ -216,7 +218,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     const id = randomUUID();
     const token = randomUUID();
     if (await this.books.reserveGuarded(tenantId, period, { id, amount, ttlMs, key: guard.key, token, inFlightMs: guard.inFlightMs, lease: guard.lease, call })) {
-      return { kind: 'reserved', reservation: { id, tenantId, period, amount, guard: { key: guard.key, token } } };
+      return { kind: 'reserved', reservation: { id, tenantId, period, amount, guard: { key: guard.key, token, batched: guard.batched } } };
     }
     // Nothing reserved: why?
     const why = await this.books.guardState(tenantId, guard.key, guard.lease);

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import { loggableError } from '../common/error-rendering';
+import type { BatchedGuard } from '../billing/budget.service';
 import type { LlmConfig } from '../config/app-config';
 import type { EnabledProvider } from './llm-models';
 import type { CatalogModel } from './catalog';
@@ -9,16 +10,11 @@ import type { DialectAdapter } from './providers';
 import { ChatParams, Completion, ProviderError } from './types';
 
 /** The guard of a call sent in a batch, to name the batch on (a job's call, paid at most once). */
-export interface BatchGuardRef {
-  tenantId: string;
-  key: string;
-  token: string;
-  reservationId: string;
-}
+export type BatchGuardRef = Omit<BatchedGuard, 'line'>;
 
 /** What the collector keeps in the database: which guarded calls wait in which batch (BudgetService). */
 export interface BatchGuards {
-  markBatched(provider: string, batchId: string, guards: Array<BatchGuardRef & { line: string }>): Promise<number>;
+  markBatched(provider: string, batchId: string, guards: BatchedGuard[]): Promise<number>;
   othersAwaitingBatch(batchId: string, tokens: string[]): Promise<number>;
 }
 

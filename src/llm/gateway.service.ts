@@ -427,7 +427,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       const guarded = await this.budget.reserveGuarded(
         r.tenantId,
         amount,
-        { key: guardKey(r.once.scope, model, batch, params), lease: r.once.lease, inFlightMs: (ttlMs ?? llm.totalTimeoutMs) + 5_000 },
+        { key: guardKey(r.once.scope, model, batch, params), lease: r.once.lease, inFlightMs: (ttlMs ?? llm.totalTimeoutMs) + 5_000, batched: batch },
         ttlMs,
         call,
       );
@@ -534,7 +534,6 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
    */
   private inBatch(model: CatalogModel, call: PaidCall): Promise<Completion> {
     const r = call.reservation;
-    if (r.guard) r.guard = { ...r.guard, batched: true };
     const adapter = ADAPTERS[model.dialect];
     if (call.adopted) {
       this.metrics.batchHandover('taken_over');
