@@ -79,13 +79,19 @@ Overhead of the gateway: ${r.gateway.overheadP50Ms} ms at p50, ${r.gateway.overh
 
 Two service processes on one PostgreSQL, ${r.drill.essays} essays submitted to both; one killed with SIGKILL
 after ${r.drill.killedAfterSeconds} s and started again; the cap (${r.drill.capCny} CNY) binds.${r.drill.commit ? ` Run ${r.drill.at}, commit \`${r.drill.commit}\`.` : ''}
-
+${r.drill.deepReviews ? `
+A second school (its own cap, which does not bind) ordered ${r.drill.deepReviews} paid deep reviews from the first process alone before the
+essays above; all were sent in provider batches that were still running when that process was killed. Delivered: ${r.drill.deepReviewsDelivered};
+their jobs retried after the kill (each call taken over with its reservation, waiting for the same batch): ${r.drill.deepReviewsRetriedAfterKill};
+batch lines the provider billed: ${r.drill.deepReviewLinesBilled} (a line paid again, in real time or in another batch, counts in "paid twice").
+Each school's books are checked on their own (spent within its cap, nothing reserved, the ledger equal to the spend).
+` : ''}
 | graded | not graded | jobs done | retried after the kill | paid twice | spent ≤ cap | reserved after | ledger = spend | passed |
 |---|---|---|---|---|---|---|---|---|
 | ${r.drill.graded} | ${r.drill.notGraded} | ${r.drill.jobsDone} | ${r.drill.jobsRetriedAfterKill} | ${r.drill.doublePaidGradings} | ${r.drill.withinCap} (${r.drill.spentCny}) | ${r.drill.reservedAfter} | ${r.drill.ledgerEqualsSpend} | **${r.drill.passed}** |
 ${r.drill.provider ? `
 The provider's side, reconciled with the ledger: the fake provider received ${r.drill.provider.requests} requests and sent
-${r.drill.provider.answered} answers whole (what a provider bills). The ledger holds ${r.drill.ledgerProviderCalls} provider calls: ${r.drill.ledgerAnswered} answered,
+${r.drill.provider.answered} answers whole (what a provider bills${r.drill.provider.answeredInBatches === undefined ? '' : `; ${r.drill.provider.answeredInBatches} of them batch lines`}). The ledger holds ${r.drill.ledgerProviderCalls} provider calls: ${r.drill.ledgerAnswered} answered,
 ${r.drill.ledgerLostInFlight} lost in flight with the killed process (recorded by the sweeper, with incidents whose worst case the
 platform absorbs: the provider may have billed them; the tenant is not charged for them), the rest failed; requests without a ledger row: ${r.drill.requestsWithoutLedgerRow}; answers without one:
 ${r.drill.unrecordedAnswers}. Prompts the provider answered twice: ${r.drill.provider.answeredAgain} (counted in "paid twice": a call answered

@@ -45,6 +45,8 @@ export interface BatchRunContext {
   readonly completions: Completions;
   /** Records a line as a chat request. */
   record(r: RecordedRequest): void;
+  /** Counts a line answered with 200 as billed (a provider bills a batch's completed lines, even if the batch is cancelled later). */
+  bill(body: { messages?: unknown }): void;
   /** Whether the batch is still there (reset() drops it) and the server still running. */
   live(b: BatchState): boolean;
   /** Stores an output or error file of the batch. */
@@ -97,8 +99,10 @@ export async function runBatch(ctx: BatchRunContext, b: BatchState): Promise<voi
         error: null,
       }),
     );
-    if (ok) b.completed++;
-    else b.failed++;
+    if (ok) {
+      b.completed++;
+      ctx.bill(body);
+    } else b.failed++;
   }
   b.outputFileId = ctx.addFile(b.dialect, 'file-batch_output-', `${b.id}_output.jsonl`, 'batch_output', jsonl(output)).id;
   if (errors.length > 0) {

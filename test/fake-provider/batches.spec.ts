@@ -306,3 +306,26 @@ describe('batch API (files + batches)', () => {
     ]);
   });
 });
+
+describe('what it would bill, in batches', () => {
+  it('counts a batch line answered with 200 as billed, and a prompt answered in a batch and again in real time as paid twice', async () => {
+    const again = [{ role: 'user' as const, content: 'Grade essay C' }];
+    const once = [{ role: 'user' as const, content: 'Grade essay D' }];
+    const lines = [
+      line('again', { model: MODEL.dashscope, messages: again }),
+      line('once', { model: MODEL.dashscope, messages: once }),
+      line('not-a-chat-request', { model: MODEL.dashscope }), // answered 400: not billed
+    ];
+    const batch = await startBatch('dashscope', lines);
+    expect((await waitForBatch('dashscope', batch.id)).request_counts).toEqual({ total: 3, completed: 2, failed: 1 });
+    const counts = async () => {
+      const { count, answered, answeredInBatches, answeredAgain } = (await (await fetch(`${fake.url}/_fake/requests`)).json()) as Json;
+      return { count, answered, answeredInBatches, answeredAgain };
+    };
+    expect(await counts()).toEqual({ count: 3, answered: 2, answeredInBatches: 2, answeredAgain: 0 });
+    await chat('dashscope', again);
+    expect(await counts()).toEqual({ count: 4, answered: 3, answeredInBatches: 2, answeredAgain: 1 });
+    fake.reset();
+    expect(await counts()).toEqual({ count: 0, answered: 0, answeredInBatches: 0, answeredAgain: 0 });
+  });
+});

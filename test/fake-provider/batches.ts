@@ -52,6 +52,8 @@ export interface BatchApiDeps {
   readonly completions: Completions;
   /** Records a batch line as a chat request. */
   record(r: RecordedRequest): void;
+  /** Counts a batch line's answer as billed. */
+  bill(body: { messages?: unknown }): void;
   /** close() was called. */
   closed(): boolean;
 }
@@ -76,6 +78,10 @@ export class BatchApi implements BatchRunContext {
 
   record(r: RecordedRequest): void {
     this.deps.record(r);
+  }
+
+  bill(body: { messages?: unknown }): void {
+    this.deps.bill(body);
   }
 
   /** The files stored now (uploads and results not deleted), by id. */

@@ -72,9 +72,10 @@ export type {
  * - `POST /_fake/batch-latency` `{ms}`
  * - `POST /_fake/batch-failure` `{dialect, outcome: 'failed' | 'expired'}`
  * - `POST /_fake/reset`
- * - `GET /_fake/requests` → `{count, answered, answeredAgain, requests}` (count since reset; real-time
- *   answers sent whole with 200, and prompts answered more than once; the last 100, without bodies or
- *   headers; batch lines with their `batchId`)
+ * - `GET /_fake/requests` → `{count, answered, answeredInBatches, answeredAgain, requests}` (count since
+ *   reset; answers billed: real-time ones sent whole with 200 and batch lines answered with 200, of
+ *   which batch lines; prompts answered more than once, in real time or in a batch; the last 100,
+ *   without bodies or headers; batch lines with their `batchId`)
  * - `GET /_fake/health` → `{status: 'ok', url, baseUrls}`
  */
 export async function startFakeProvider(opts: FakeProviderOptions = {}): Promise<FakeProvider> {

@@ -19,8 +19,10 @@ import type { BatchFailure, BatchObject, FakeProvider, RecordedRequest, Responde
 export class FakeProviderServer implements FakeProvider {
   url = '';
   readonly requests: RecordedRequest[] = [];
-  /** real-time chat answers sent whole with status 200 (billed), and how often each prompt was answered */
+  /** answers billed (real-time ones sent whole with status 200, batch lines answered with 200), and how often each prompt was answered */
   private answered = 0;
+  /** of those, batch lines */
+  private answeredInBatches = 0;
   private readonly answeredPrompts = new Map<string, number>();
   private received = 0;
   private readonly sleeper = new Sleeper();
@@ -40,7 +42,15 @@ export class FakeProviderServer implements FakeProvider {
     this.completions = new Completions(initialLatencyMs);
     this.delivery = new Delivery(this.sleeper, this.completions);
     this.batchApi = new BatchApi(
-      { completions: this.completions, record: (r) => this.record(r), closed: () => this.sleeper.closed },
+      {
+        completions: this.completions,
+        record: (r) => this.record(r),
+        bill: (body) => {
+          this.answeredInBatches++;
+          this.tally(body);
+        },
+        closed: () => this.sleeper.closed,
+      },
       initialBatchLatencyMs,
     );
     this.maxRecorded = maxRecorded;
@@ -113,6 +123,7 @@ export class FakeProviderServer implements FakeProvider {
     this.requests.length = 0;
     this.received = 0;
     this.answered = 0;
+    this.answeredInBatches = 0;
     this.answeredPrompts.clear();
     this.completions.reset(this.initialLatencyMs);
     this.batchApi.reset();
@@ -165,7 +176,7 @@ export class FakeProviderServer implements FakeProvider {
     if (res.statusCode === 200 && res.writableFinished) this.tally(body);
   }
 
-  /** Counts a billed answer, and how often the same prompt has been answered (a call paid twice). */
+  /** Counts a billed answer (real-time or a batch line), and how often the same prompt has been answered (a call paid twice). */
   private tally(body: { messages?: unknown }): void {
     this.answered++;
     const key = createHash('sha256').update(JSON.stringify(body.messages ?? null)).digest('base64');
@@ -210,7 +221,7 @@ export class FakeProviderServer implements FakeProvider {
         }));
         let answeredAgain = 0;
         for (const n of this.answeredPrompts.values()) if (n > 1) answeredAgain++;
-        return sendJson(res, 200, { count: this.received, answered: this.answered, answeredAgain, requests });
+        return sendJson(res, 200, { count: this.received, answered: this.answered, answeredInBatches: this.answeredInBatches, answeredAgain, requests });
       }
       return sendJson(res, 404, { error: { message: `Not found: ${route}` } });
     }
