@@ -2,7 +2,7 @@ import { Body, Controller, Get, HttpCode, Param, Post, Req, Res } from '@nestjs/
 import { ApiBearerAuth, ApiBody, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
-import { clientGoneSignal } from '../common/client-gone';
+import { lazyClientGoneSignal } from '../common/client-gone';
 import { renderError } from '../common/error-rendering';
 import { formatCny } from '../common/money';
 import { BodyLimit, MiB } from '../common/route-config';
@@ -60,7 +60,7 @@ export class ChatController {
     const release = await this.limits.acquire(auth.tenantId, 'chatInFlight');
     try {
       if (!parsed.stream) {
-        const { result, response } = await this.chat.complete(auth, parsed, { noCache, requestId: String(req.id), clientGone: clientGoneSignal(reply) });
+        const { result, response } = await this.chat.complete(auth, parsed, { noCache, requestId: String(req.id), clientGone: lazyClientGoneSignal(reply) });
         void reply.headers({
           'x-inkstone-provider': result.provider,
           'x-inkstone-model': result.model,

@@ -27,7 +27,7 @@ export class ChatService {
     return parseChatRequest(body);
   }
 
-  private gatewayRequest(auth: TenantAuth, req: ChatCompletionRequest, opts: { noCache: boolean; requestId: string; clientGone?: AbortSignal }, signal?: AbortSignal) {
+  private gatewayRequest(auth: TenantAuth, req: ChatCompletionRequest, opts: { noCache: boolean; requestId: string; clientGone?: () => AbortSignal }, signal?: AbortSignal) {
     const messages = req.messages.map((m) => ({ role: m.role, content: normalizeChatContent(m.content) }));
     const key = ResponseCache.key({
       v: 1,
@@ -61,7 +61,7 @@ export class ChatService {
   }
 
   /** A whole answer; `clientGone` drops the call while it still waits for a provider slot (it is then never sent). */
-  async complete(auth: TenantAuth, req: ChatCompletionRequest, opts: { noCache: boolean; requestId: string; clientGone?: AbortSignal }) {
+  async complete(auth: TenantAuth, req: ChatCompletionRequest, opts: { noCache: boolean; requestId: string; clientGone?: () => AbortSignal }) {
     let result: GatewayResult<string>;
     try {
       result = await this.gateway.complete(this.gatewayRequest(auth, req, opts));

@@ -47,9 +47,9 @@ export interface GatewayRequest<T = string> extends Sampling {
   /**
    * Gives up only while the call waits for one of the tenant's provider slots (a whole answer whose
    * client went away): it is then never sent. A call already sent runs to its end, is charged and
-   * its answer cached, as the provider charges for it anyway.
+   * its answer cached, as the provider charges for it anyway. Made only if the call has to wait.
    */
-  waitSignal?: AbortSignal;
+  waitSignal?: () => AbortSignal;
 }
 
 export interface GatewayResult<T = string> {

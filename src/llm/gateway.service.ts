@@ -468,7 +468,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     try {
       return await this.limits.providerSlot(ctx.req.tenantId, signal);
     } catch (err) {
-      if (signal?.aborted) throw new ProviderError('fatal', 'cancelled', 'the caller went away while the call waited for a provider slot');
+      if ((typeof signal === 'function' ? signal() : signal)?.aborted) throw new ProviderError('fatal', 'cancelled', 'the caller went away while the call waited for a provider slot');
       throw err;
     }
   }

@@ -237,7 +237,7 @@ export class LimitsService implements OnModuleDestroy {
    * call waits on a provider, not on this instance's database or cores), so a share would slow
    * every school's grading while many grade at once, with nothing gained by any of them.
    */
-  providerSlot(tenantId: string, signal?: AbortSignal): Promise<Release> {
+  providerSlot(tenantId: string, signal?: AbortSignal | (() => AbortSignal)): Promise<Release> {
     return this.slot('providerCalls', tenantId, signal);
   }
 
@@ -292,14 +292,21 @@ export class LimitsService implements OnModuleDestroy {
   /**
    * A slot of a limit that queues; with `maxWaiting`, RATE_LIMITED when that many of the tenant's
    * already wait. A waiter whose `signal` aborts leaves the queue at once, with the signal's reason.
+   * A `signal` given as a function is made only if the slot must be waited for.
    */
-  private async slot(name: keyof LimitsService['waiters'], tenantId: string, signal?: AbortSignal, maxWaiting = Number.POSITIVE_INFINITY): Promise<Release> {
+  private async slot(
+    name: keyof LimitsService['waiters'],
+    tenantId: string,
+    lazySignal?: AbortSignal | (() => AbortSignal),
+    maxWaiting = Number.POSITIVE_INFINITY,
+  ): Promise<Release> {
     const own = (await this.of(tenantId))[name];
     const limit = () => (isShared(name) ? this.share(name, tenantId, own) : own);
     let turn: number | undefined;
     // A new request goes behind the tenant's requests already waiting, even when there is room
     // (the share grew and they are being woken): first come, first served.
     while ((this.inUse[name].get(tenantId) ?? 0) >= limit() || (turn === undefined && this.waiters[name].has(tenantId))) {
+      const signal = typeof lazySignal === 'function' ? (lazySignal = lazySignal()) : lazySignal;
       signal?.throwIfAborted();
       if (turn === undefined && (this.waiters[name].get(tenantId)?.length ?? 0) >= maxWaiting) {
         throw rateLimited(`This tenant already has ${maxWaiting} requests waiting for a slot of ${name} on this server`, 1, own);
