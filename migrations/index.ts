@@ -37,6 +37,7 @@ import { TenantForeignKeys1765300000000 } from './1765300000000-TenantForeignKey
 import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 import { ConsoleSessionsEnded1768000000000 } from './1768000000000-ConsoleSessionsEnded';
 import { BatchedGuards1768100000000 } from './1768100000000-BatchedGuards';
+import { UploadedGuards1768200000000 } from './1768200000000-UploadedGuards';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -79,4 +80,5 @@ export const MIGRATIONS = [
   PartialRefunds1767900000000,
   ConsoleSessionsEnded1768000000000,
   BatchedGuards1768100000000,
+  UploadedGuards1768200000000,
 ];

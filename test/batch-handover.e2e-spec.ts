@@ -199,6 +199,31 @@ describe('a deep review waiting in a provider batch outlives the instance that s
     }
   }, 90_000);
 
+  it("after a kill between the batch's creation and its naming, the job's retry finds the batch by its upload and waits for it: paid once", async () => {
+    const doomed = await startService({ INKSTONE_ADMIN_TOKEN: OPERATOR_TOKEN, DATABASE_URL: t.config.databaseUrl!, LOG_LEVEL: 'warn', ...providerEnv(fake, ENV) }, await freePort());
+    let taker: Awaited<ReturnType<TestApp['another']>> | undefined;
+    try {
+      const sub = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(37, 'zh').text }).expect(202);
+      await waitForEssays(t.app, teacher, [sub.body.id], 20_000);
+      fake.setBatchLatency(3_000);
+      // The provider creates the batch but is slow to say so: the sender dies before it learns the batch's id.
+      fake.setBatchCreateDelay(60_000);
+      await t.http.post(`/v1/essays/${sub.body.id}/deep-review`).set(bearer(teacher)).expect(202);
+      await waitFor(() => fake.batches.length === 1, 15_000, 'the batch created at the provider');
+      const [named] = await ds().query(`SELECT batch_id, batch_file_id FROM call_guards WHERE tenant_id = $1 AND batch_provider IS NOT NULL`, [tenant.tenantId]);
+      expect(named).toEqual({ batch_id: null, batch_file_id: fake.batches[0].input_file_id });
+      await doomed.stop('SIGKILL');
+      fake.setBatchCreateDelay(0);
+      taker = await worker();
+      await expectDeliveredOnce(sub.body.id);
+      // The taker named the batch it found on the call's guard.
+      expect(await batchedGuards()).toEqual([{ batch_id: fake.batches[0].id, state: 'answered' }]);
+    } finally {
+      if (!hasExited(doomed.child)) await doomed.stop('SIGKILL');
+      await taker?.close();
+    }
+  }, 90_000);
+
   it('a sender that outlived its lease settles nothing once its call was taken over: the line is charged once, by the taker', async () => {
     const budget = t.app.get(BudgetService);
     const guard = { key: 'a'.repeat(64), inFlightMs: 60_000 };
@@ -212,7 +237,7 @@ describe('a deep review waiting in a provider batch outlives the instance that s
 
     const taken = await budget.reserveGuarded(tenant.tenantId, 5_000_000n, guard, 55_000);
     if (taken.kind !== 'adopted') throw new Error(`not taken over: ${taken.kind}`);
-    expect(taken.batch).toEqual({ provider: 'dashscope', batchId: 'batch_x', line: 'line-1', reservationId: r.id });
+    expect(taken.batch).toEqual({ provider: 'dashscope', batchId: 'batch_x', fileId: null, line: 'line-1', reservationId: r.id, guardedAt: expect.any(Number) });
     expect(taken.reservation.id).toBe(r.id);
     expect(taken.reservation.amount).toBe(5_000_000n);
 

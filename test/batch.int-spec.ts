@@ -162,17 +162,25 @@ describe("calls that can wait go through the provider's Batch API", () => {
     }
   });
 
-  /** A collector taking calls over (its guards name nothing), and one-line batches created at the fake. */
+  /** A collector taking calls over (its guards name nothing, and are recorded), and one-line batches created at the fake. */
   const takingOver = () => {
     const provider = t.models.providers.get('dashscope')!;
     const client = new ProviderClient(t.config.llm);
-    const collector = new BatchCollector(client, { ...t.config.llm, batchPollMs: 50 }, { markBatched: async () => 0, othersAwaitingBatch: async () => 0 });
+    const guards = { markUploaded: jest.fn(async () => 0), markBatched: jest.fn(async () => 0), othersAwaitingBatch: jest.fn(async () => 0) };
+    const collector = new BatchCollector(client, { ...t.config.llm, batchPollMs: 50 }, guards);
     const line = JSON.stringify({ custom_id: 'l1', method: 'POST', url: '/v1/chat/completions', body: { model: 'qwen3-max', messages: [{ role: 'user', content: '作文' }] } });
+    const guard = { tenantId: randomUUID(), key: 'k', token: randomUUID(), reservationId: randomUUID() };
     return {
       client,
       collector,
+      guards,
+      guard,
       oneLineBatch: () => client.createBatch(provider, ADAPTERS.dashscope, line),
-      adopt: (batchId: string, customId: string) => collector.adopt(provider, ADAPTERS.dashscope, batchId, customId, randomUUID()),
+      upload: () => client.uploadBatchFile(provider, ADAPTERS.dashscope, line),
+      adopt: (batchId: string, customId: string) =>
+        collector.adopt(provider, ADAPTERS.dashscope, { batchId, fileId: null, line: customId, guardedAt: Date.now() }, { ...guard, token: randomUUID() }),
+      /** a call whose sender named only the batch's upload */
+      adoptByUpload: (fileId: string, customId: string) => collector.adopt(provider, ADAPTERS.dashscope, { batchId: null, fileId, line: customId, guardedAt: Date.now() - 5_000 }, guard),
       getBatch: (batchId: string) => client.getBatch(provider, ADAPTERS.dashscope, batchId),
       close: async () => {
         await collector.close();
@@ -213,6 +221,69 @@ describe("calls that can wait go through the provider's Batch API", () => {
     } finally {
       deleted?.();
       await c.close();
+    }
+  });
+
+  it('a call taken over whose sender named only the upload finds the batch made from it (a page back in the list), names it on its guard and gets its line', async () => {
+    const c = takingOver();
+    try {
+      fake.setBatchLatency(200);
+      const batch = await c.oneLineBatch();
+      for (let i = 0; i < 101; i++) await c.oneLineBatch(); // newer batches: the one made from the upload is on the list's second page
+      const lists = jest.spyOn(c.client, 'findBatchByFile');
+      const answer = await c.adoptByUpload(batch.input_file_id!, 'l1');
+      expect(answer.content).toEqual(expect.any(String));
+      expect(lists).toHaveBeenCalledTimes(1);
+      expect(c.guards.markBatched).toHaveBeenCalledWith('dashscope', batch.id, [{ ...c.guard, line: 'l1' }]);
+      // Its line was run once, in that batch; nothing in real time.
+      expect(fake.requests.filter((r) => !r.batchId)).toHaveLength(0);
+      expect(fake.batches).toHaveLength(102);
+      // The last reader deletes the batch's files, asking by the batch and by its upload.
+      await waitFor(() => !fake.files.includes(batch.input_file_id!), 5_000, "the batch's upload deleted");
+      expect(c.guards.othersAwaitingBatch).toHaveBeenCalledWith(batch.id, batch.input_file_id, [c.guard.token]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a call taken over whose upload no batch was made from was never sent: it fails batch_failed at once, for the gateway to make it in real time, and the upload is deleted', async () => {
+    const c = takingOver();
+    try {
+      const fileId = await c.upload();
+      await c.oneLineBatch(); // another batch, from another upload
+      const failed = await c.adoptByUpload(fileId, 'l1').catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(ProviderError);
+      expect((failed as ProviderError).reason).toBe('batch_failed');
+      expect((failed as ProviderError).message).toMatch(/never sent/);
+      expect(fake.files).not.toContain(fileId);
+      expect(c.guards.markBatched).not.toHaveBeenCalled();
+      expect(fake.batches).toHaveLength(1);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("names a batch's upload on its calls' guards before it creates the batch, then the batch", async () => {
+    const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
+    const provider = t.models.providers.get('dashscope')!;
+    const client = new ProviderClient(t.config.llm);
+    const guards = { markUploaded: jest.fn(async () => 1), markBatched: jest.fn(async () => 1), othersAwaitingBatch: jest.fn(async () => 0) };
+    const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 10, batchPollMs: 50 }, guards);
+    const creates = jest.spyOn(client, 'createBatchFromFile');
+    const guard = { tenantId: randomUUID(), key: 'k', token: randomUUID(), reservationId: randomUUID() };
+    try {
+      await collector.submit(provider, ADAPTERS.dashscope, model, { messages: [{ role: 'user', content: '一篇作文' }], maxTokens: 50, stream: false }, guard);
+      const [batch] = fake.batches;
+      const named = guards.markUploaded.mock.calls[0] as unknown[];
+      expect(named[0]).toBe('dashscope');
+      expect(named[1]).toBe(batch.input_file_id);
+      expect(named[2]).toEqual([{ ...guard, line: expect.any(String) }]);
+      expect(guards.markUploaded.mock.invocationCallOrder[0]).toBeLessThan(creates.mock.invocationCallOrder[0]);
+      expect(guards.markBatched.mock.invocationCallOrder[0]).toBeGreaterThan(creates.mock.invocationCallOrder[0]);
+      expect((guards.markBatched.mock.calls[0] as unknown[])[1]).toBe(batch.id);
+    } finally {
+      await collector.close();
+      await client.close();
     }
   });
 

@@ -40,15 +40,22 @@ export interface GuardState {
   batch: BatchRef | null;
 }
 
-/** Where a guarded call sent in a provider batch waits: the batch, its line, and the reservation holding its budget. */
+/**
+ * Where a guarded call sent in a provider batch waits: the batch, its line, and the reservation
+ * holding its budget. `batchId` is null when only the batch's upload was named (its sender stopped
+ * before it named the batch): the batch, if the provider made one, is the one made from `fileId`.
+ */
 export interface BatchRef {
   provider: string;
-  batchId: string;
+  batchId: string | null;
+  fileId: string | null;
   line: string;
   reservationId: string;
+  /** when the guard was taken (ms since the epoch): the batch was made after it */
+  guardedAt: number;
 }
 
-/** A guarded call's batch line, recorded on its guard when the batch is created. */
+/** A guarded call's batch line, recorded on its guard when the batch's upload is made, and again when the batch is. */
 export interface BatchedGuard {
   tenantId: string;
   key: string;
@@ -453,7 +460,7 @@ export class BooksRepository {
          SELECT $1, $8, 'in_flight', $9, now() + make_interval(secs => $10::double precision / 1000), $12::uuid WHERE EXISTS (SELECT 1 FROM lease)
          ON CONFLICT (tenant_id, key) DO UPDATE
             SET state = 'in_flight', token = EXCLUDED.token, expires_at = EXCLUDED.expires_at, created_at = now(), essay_id = EXCLUDED.essay_id,
-                batch_provider = NULL, batch_id = NULL, batch_line = NULL, reservation_id = NULL
+                batch_provider = NULL, batch_id = NULL, batch_file_id = NULL, batch_line = NULL, reservation_id = NULL
           WHERE call_guards.state = 'in_flight' AND call_guards.expires_at < now()
          RETURNING 1),
        held AS (${holdSql('EXISTS (SELECT 1 FROM guard)')})
@@ -489,7 +496,8 @@ export class BooksRepository {
       `SELECT EXISTS (${leaseSql('$2', '$3')}) AS lease_ok,
               g.state, g.token::text AS token, greatest(0, extract(epoch FROM g.expires_at - now()) * 1000)::bigint AS left_ms,
               g.provider, g.model, g.content, g.finish_reason, g.input_tokens, g.cached_input_tokens, g.output_tokens, g.cost_nanos,
-              g.batch_provider, g.batch_id, g.batch_line, g.reservation_id::text AS reservation_id
+              g.batch_provider, g.batch_id, g.batch_file_id, g.batch_line, g.reservation_id::text AS reservation_id,
+              (extract(epoch FROM g.created_at) * 1000)::bigint AS guarded_at
          FROM (SELECT 1) one LEFT JOIN call_guards g ON g.tenant_id = $1 AND g.key = $4`,
       [lease?.jobId ?? null, lease?.holder ?? null, key],
     );
@@ -511,11 +519,17 @@ export class BooksRepository {
             costNanos: BigInt(why.cost_nanos ?? 0),
           }
         : null,
-      batch:
-        why.state === 'in_flight' && why.batch_id
-          ? { provider: String(why.batch_provider), batchId: String(why.batch_id), line: String(why.batch_line), reservationId: String(why.reservation_id) }
-          : null,
+      batch: why.state === 'in_flight' && why.batch_provider ? batchRef(why) : null,
     };
+  }
+
+  /**
+   * Names a batch's upload on the guards of the calls in it (each row with its own tenant), before
+   * the batch is created: a sender killed before it could name the batch itself leaves the file, by
+   * which the retry finds the batch (or learns there is none). Returns how many guards were marked.
+   */
+  markUploaded(provider: string, fileId: string, guards: BatchedGuard[]): Promise<number> {
+    return this.nameBatch(guards, 'batch_file_id = $7', [provider, fileId]);
   }
 
   /**
@@ -523,16 +537,20 @@ export class BooksRepository {
    * the provider created it: from then on a retry of a job whose sender stopped can wait for the same
    * batch instead of paying for the call again. Returns how many guards were marked.
    */
-  async markBatched(provider: string, batchId: string, guards: BatchedGuard[]): Promise<number> {
+  markBatched(provider: string, batchId: string, guards: BatchedGuard[]): Promise<number> {
+    return this.nameBatch(guards, 'batch_id = $7', [provider, batchId]);
+  }
+
+  private async nameBatch(guards: BatchedGuard[], set: string, params: [provider: string, id: string]): Promise<number> {
     if (guards.length === 0) return 0;
     const rows = await perRowTenantQuery(
       this.ds.manager,
       guards.map((g) => g.tenantId),
-      `UPDATE call_guards g SET batch_provider = $6, batch_id = $7, batch_line = v.line, reservation_id = v.reservation_id
+      `UPDATE call_guards g SET batch_provider = $6, ${set}, batch_line = v.line, reservation_id = v.reservation_id
          FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::uuid[]) AS v(tenant_id, key, token, line, reservation_id)
         WHERE g.tenant_id = v.tenant_id AND g.key = v.key AND g.token = v.token AND g.state = 'in_flight'
         RETURNING 1`,
-      [guards.map((g) => g.key), guards.map((g) => g.token), guards.map((g) => g.line), guards.map((g) => g.reservationId), provider, batchId],
+      [guards.map((g) => g.key), guards.map((g) => g.token), guards.map((g) => g.line), guards.map((g) => g.reservationId), ...params],
     );
     return rows.length;
   }
@@ -551,11 +569,12 @@ export class BooksRepository {
       `WITH lease AS (${leaseSql('$2', '$3')}),
        taken AS (
          UPDATE call_guards g SET token = $6
-          WHERE g.tenant_id = $1 AND g.key = $4 AND g.token = $5 AND g.state = 'in_flight' AND g.batch_id IS NOT NULL AND g.expires_at > now()
+          WHERE g.tenant_id = $1 AND g.key = $4 AND g.token = $5 AND g.state = 'in_flight' AND g.batch_provider IS NOT NULL AND g.expires_at > now()
             AND EXISTS (SELECT 1 FROM lease)
             AND EXISTS (SELECT 1 FROM budget_reservations r WHERE r.tenant_id = $1 AND r.id = g.reservation_id)
-         RETURNING g.reservation_id, g.batch_provider, g.batch_id, g.batch_line)
-       SELECT t.reservation_id::text AS reservation_id, t.batch_provider, t.batch_id, t.batch_line, r.period, r.amount_nanos::text AS amount
+         RETURNING g.reservation_id, g.batch_provider, g.batch_id, g.batch_file_id, g.batch_line, g.created_at)
+       SELECT t.reservation_id::text AS reservation_id, t.batch_provider, t.batch_id, t.batch_file_id, t.batch_line,
+              (extract(epoch FROM t.created_at) * 1000)::bigint AS guarded_at, r.period, r.amount_nanos::text AS amount
          FROM taken t JOIN budget_reservations r ON r.tenant_id = $1 AND r.id = t.reservation_id`,
       [lease?.jobId ?? null, lease?.holder ?? null, key, token, newToken],
     );
@@ -564,19 +583,21 @@ export class BooksRepository {
       reservationId: row.reservation_id,
       period: row.period,
       amount: BigInt(row.amount),
-      batch: { provider: row.batch_provider, batchId: row.batch_id, line: row.batch_line, reservationId: row.reservation_id },
+      batch: batchRef(row),
     };
   }
 
   /**
    * How many calls still wait for a batch's answers besides those with `tokens` (across tenants by
-   * design: a batch carries several schools' calls). Its files are deleted at the provider only when
-   * none does, so a call taken over later still finds its line.
+   * design: a batch carries several schools' calls), by the batch's id or by its upload (`fileId`:
+   * a call whose sender died before naming the batch). Its files are deleted at the provider only
+   * when none does, so a call taken over later still finds its line.
    */
-  async othersAwaitingBatch(batchId: string, tokens: string[]): Promise<number> {
+  async othersAwaitingBatch(batchId: string, fileId: string | null, tokens: string[]): Promise<number> {
     const [row] = (await this.ds.query(
-      `SELECT count(*)::int AS n FROM call_guards WHERE batch_id = $1 AND state = 'in_flight' AND expires_at > now() AND NOT (token = ANY($2::uuid[]))`,
-      [batchId, tokens],
+      `SELECT count(*)::int AS n FROM call_guards
+        WHERE (batch_id = $1 OR batch_file_id = $3) AND state = 'in_flight' AND expires_at > now() AND NOT (token = ANY($2::uuid[]))`,
+      [batchId, tokens, fileId],
     )) as Array<{ n: number }>;
     return row?.n ?? 0;
   }
@@ -925,4 +946,16 @@ function leaseSql(jobId: string, holder: string): string {
   return `SELECT 1 WHERE ${jobId}::uuid IS NULL
           UNION ALL
           SELECT 1 FROM jobs WHERE tenant_id = $1 AND id = ${jobId} AND locked_by = ${holder} AND status = 'running' AND locked_until > now()`;
+}
+
+/** A guard's batch columns, as read by guardState and adoptBatched. */
+function batchRef(row: Record<string, string | number | null>): BatchRef {
+  return {
+    provider: String(row.batch_provider),
+    batchId: row.batch_id === null ? null : String(row.batch_id),
+    fileId: row.batch_file_id === null ? null : String(row.batch_file_id),
+    line: String(row.batch_line),
+    reservationId: String(row.reservation_id),
+    guardedAt: Number(row.guarded_at),
+  };
 }

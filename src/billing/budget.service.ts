@@ -244,14 +244,19 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     return { kind: 'budget' };
   }
 
+  /** Names a provider batch's upload on the guards of the calls in it, before the batch is created (BooksRepository.markUploaded). */
+  markUploaded(provider: string, fileId: string, guards: BatchedGuard[]): Promise<number> {
+    return this.books.markUploaded(provider, fileId, guards);
+  }
+
   /** Names a provider batch on the guards of the calls sent in it (BooksRepository.markBatched). */
   markBatched(provider: string, batchId: string, guards: BatchedGuard[]): Promise<number> {
     return this.books.markBatched(provider, batchId, guards);
   }
 
   /** How many calls besides those with `tokens` still wait for a batch's answers (BooksRepository.othersAwaitingBatch). */
-  othersAwaitingBatch(batchId: string, tokens: string[]): Promise<number> {
-    return this.books.othersAwaitingBatch(batchId, tokens);
+  othersAwaitingBatch(batchId: string, fileId: string | null, tokens: string[]): Promise<number> {
+    return this.books.othersAwaitingBatch(batchId, fileId, tokens);
   }
 
   /** Is the tenant's admission paused by an incident no admin has acknowledged yet? */

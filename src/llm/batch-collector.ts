@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import { loggableError } from '../common/error-rendering';
-import type { BatchedGuard } from '../billing/budget.service';
+import type { BatchedGuard, BatchRef } from '../billing/budget.service';
 import type { LlmConfig } from '../config/app-config';
 import type { EnabledProvider } from './llm-models';
 import type { CatalogModel } from './catalog';
@@ -14,9 +14,16 @@ export type BatchGuardRef = Omit<BatchedGuard, 'line'>;
 
 /** What the collector keeps in the database: which guarded calls wait in which batch (BudgetService). */
 export interface BatchGuards {
+  markUploaded(provider: string, fileId: string, guards: BatchedGuard[]): Promise<number>;
   markBatched(provider: string, batchId: string, guards: BatchedGuard[]): Promise<number>;
-  othersAwaitingBatch(batchId: string, tokens: string[]): Promise<number>;
+  othersAwaitingBatch(batchId: string, fileId: string | null, tokens: string[]): Promise<number>;
 }
+
+/** Where a call taken over waits: its batch, or (its sender stopped before naming the batch) the upload the batch was made from. */
+export type AdoptedWhere = Pick<BatchRef, 'batchId' | 'fileId' | 'line' | 'guardedAt'>;
+
+/** How far back a batch made from an upload is looked for, before its guard was taken (clocks apart). */
+const CLOCK_SLACK_MS = 60_000;
 
 interface Entry {
   customId: string;
@@ -57,11 +64,13 @@ const ENDING = new Set([...TERMINAL, 'cancelling']);
  * caller gets its own line's answer, or its own error; a batch that fails as a whole fails every
  * line with `batch_failed`, and the gateway then makes those calls in real time.
  *
- * Calls of jobs (guarded: paid at most once) have the batch named on their guards as soon as the
- * provider has created it. When the service stops while such a batch runs, the batch is handed
+ * Calls of jobs (guarded: paid at most once) have the batch's upload named on their guards before
+ * the batch is created, and the batch itself as soon as the provider has created it. When the service stops while such a batch runs, the batch is handed
  * over, not cancelled: its calls end with `batch_handed_over` (nothing settled; their guards and
  * reservations stay), and each job's retry, on any instance, takes its call over and waits for the
- * same batch (adopt). A killed process leaves the same state behind. A batch's files are deleted
+ * same batch (adopt). A killed process leaves the same state behind; one killed before it named the
+ * batch leaves the upload, and the retry finds the batch made from it in the provider's list (or,
+ * finding none, knows the call was never sent). A batch's files are deleted
  * once read, unless a call taken over elsewhere still waits to read its line.
  *
  * A batch given up before it ended (LLM_BATCH_MAX_WAIT_MS passed since it was created, or the
@@ -74,6 +83,8 @@ export class BatchCollector {
   private readonly logger = new Logger(BatchCollector.name);
   private readonly pending = new Map<string, Pending>();
   private readonly adopted = new Map<string, Adopted>();
+  /** The batches being looked for by their uploads (adopt): one look an upload. */
+  private readonly locating = new Map<string, Promise<string | null>>();
   private readonly running = new Set<Promise<void>>();
   private closed = false;
   /** The batches being polled now: whether each is named on its calls' guards, and whether handOver() asked for it. */
@@ -103,12 +114,52 @@ export class BatchCollector {
   }
 
   /**
+   * Waits for the answer of a call another process sent in a batch (`where`) and this one took over
+   * with its guard. When the sender named only the batch's upload, the batch made from it is looked
+   * for first and named on the guard; none made means the call was never sent: it fails
+   * (`batch_failed`), to be made in real time, and the upload is deleted.
+   */
+  async adopt(provider: EnabledProvider, adapter: DialectAdapter, where: AdoptedWhere, guard: BatchGuardRef): Promise<Completion> {
+    let batchId = where.batchId;
+    if (batchId === null) {
+      if (this.closed) throw new ProviderError('retryable', 'batch_handed_over', 'the service is stopping; the call waits for the job\'s retry');
+      const fileId = where.fileId!;
+      batchId = await this.locate(provider, adapter, fileId, where.guardedAt);
+      if (batchId === null) throw new ProviderError('retryable', 'batch_failed', `no batch was made from upload ${fileId}: the call was never sent`);
+      try {
+        await this.guards?.markBatched(provider.name, batchId, [{ ...guard, line: where.line }]);
+      } catch (err) {
+        // Its upload stays named: the batch's files are kept for it all the same (othersAwaitingBatch).
+        this.logger.warn({ msg: 'could not name a batch found by its upload', batchId, err: loggableError(err) });
+      }
+    }
+    return this.waitFor(provider, adapter, batchId, where.line, guard.token);
+  }
+
+  /** The id of the batch made from `fileId` (created after `guardedAt`), or null when there is none; the upload is then deleted. */
+  private locate(provider: EnabledProvider, adapter: DialectAdapter, fileId: string, guardedAt: number): Promise<string | null> {
+    let look = this.locating.get(fileId);
+    if (!look) {
+      look = (async () => {
+        const found = await this.again('the batch made from an upload could not be looked for', { fileId }, () =>
+          this.client.findBatchByFile(provider, adapter, fileId, guardedAt - CLOCK_SLACK_MS),
+        );
+        this.logger.log({ msg: found ? 'a batch taken over found by its upload' : 'no batch was made from an upload taken over', fileId, batchId: found?.id });
+        if (!found) await this.client.deleteFile(provider, adapter, fileId).catch(() => undefined);
+        return found?.id ?? null;
+      })().finally(() => this.locating.delete(fileId));
+      this.locating.set(fileId, look);
+    }
+    return look;
+  }
+
+  /**
    * Waits for the answer of a call another process sent in `batchId` (line `line`) and this one
    * took over with its guard (`token`). Calls taken over from one batch share one poll. On a stop
    * it ends with `batch_handed_over` again; past the batch's LLM_BATCH_MAX_WAIT_MS the batch is
    * cancelled and the call fails (`batch_failed`), to be made in real time.
    */
-  adopt(provider: EnabledProvider, adapter: DialectAdapter, batchId: string, line: string, token: string): Promise<Completion> {
+  private waitFor(provider: EnabledProvider, adapter: DialectAdapter, batchId: string, line: string, token: string): Promise<Completion> {
     if (this.closed) return Promise.reject(handedOver(batchId));
     return new Promise<Completion>((resolve, reject) => {
       const entry: Entry = { customId: line, resolve, reject };
@@ -147,7 +198,9 @@ export class BatchCollector {
     let kept = false;
     try {
       const jsonl = p.entries.map((e) => JSON.stringify({ custom_id: e.customId, method: 'POST', url: '/v1/chat/completions', body: e.body })).join('\n');
-      batch = await this.client.createBatch(p.provider, p.adapter, jsonl);
+      const fileId = await this.client.uploadBatchFile(p.provider, p.adapter, jsonl);
+      await this.nameUpload(key, p, fileId);
+      batch = await this.client.createBatchFromFile(p.provider, p.adapter, fileId);
       this.logger.log({ msg: 'batch submitted', model: key, batchId: batch.id, requests: p.entries.length });
       const handover = await this.nameOnGuards(key, p, batch.id);
       const polled = await this.poll(p, batch, Date.now() + this.cfg.batchMaxWaitMs, handover);
@@ -181,11 +234,30 @@ export class BatchCollector {
   }
 
   /**
+   * Names the batch's upload on its calls' guards, before the batch is created: if this process
+   * dies before it names the batch, the jobs' retries find the batch by its upload. A failure is
+   * logged; those calls are then in the state they were before (a retry waits out the guard).
+   */
+  private async nameUpload(key: string, p: Pending, fileId: string): Promise<void> {
+    const guards = this.guardsOf(p);
+    if (!this.guards || guards.length === 0) return;
+    try {
+      await this.guards.markUploaded(p.provider.name, fileId, guards);
+    } catch (err) {
+      this.logger.warn({ msg: "could not name a batch's upload on its calls", model: key, fileId, err: loggableError(err) });
+    }
+  }
+
+  private guardsOf(p: Pending): BatchedGuard[] {
+    return p.entries.flatMap((e) => (e.guard ? [{ ...e.guard, line: e.customId }] : []));
+  }
+
+  /**
    * Names the batch on its calls' guards. True when every call is a job's and was named, so the
    * batch can be handed over on a stop; false when some cannot be (it is cancelled then, as before).
    */
   private async nameOnGuards(key: string, p: Pending, batchId: string): Promise<boolean> {
-    const guards = p.entries.flatMap((e) => (e.guard ? [{ ...e.guard, line: e.customId }] : []));
+    const guards = this.guardsOf(p);
     if (!this.guards || guards.length === 0) return false;
     try {
       const named = await this.guards.markBatched(p.provider.name, batchId, guards);
@@ -200,7 +272,7 @@ export class BatchCollector {
     let batch: BatchObject | undefined;
     let kept = false;
     try {
-      batch = await this.again('a batch taken over could not be read', batchId, () => this.client.getBatch(a.provider, a.adapter, batchId));
+      batch = await this.again('a batch taken over could not be read', { batchId }, () => this.client.getBatch(a.provider, a.adapter, batchId));
       this.logger.log({ msg: 'waiting for a batch taken over', batchId, status: batch.status });
       // Given up when its sender would have given it up: LLM_BATCH_MAX_WAIT_MS after its creation.
       const created = typeof batch.created_at === 'number' ? batch.created_at * 1000 : Date.now();
@@ -260,17 +332,17 @@ export class BatchCollector {
    * a passing reason is tried again before its calls are made again in real time.
    */
   private results(p: Pending, batch: BatchObject): Promise<Map<string, LineResult>> {
-    return this.again("a batch's results could not be read", batch.id, () => this.readResults(p, batch));
+    return this.again("a batch's results could not be read", { batchId: batch.id }, () => this.readResults(p, batch));
   }
 
   /** `fn`, tried again (three times in all, a poll interval apart) after an error that may pass. */
-  private async again<T>(what: string, batchId: string, fn: () => Promise<T>): Promise<T> {
+  private async again<T>(what: string, ids: { batchId: string } | { fileId: string }, fn: () => Promise<T>): Promise<T> {
     for (let tries = 1; ; tries++) {
       try {
         return await fn();
       } catch (err) {
         if (tries >= 3 || this.closed || !passing(err)) throw err;
-        this.logger.warn({ msg: `${what}: trying again`, batchId, err: loggableError(err) });
+        this.logger.warn({ msg: `${what}: trying again`, ...ids, err: loggableError(err) });
         await this.pause(this.cfg.batchPollMs);
       }
     }
@@ -301,7 +373,7 @@ export class BatchCollector {
   private async cleanUp(key: string, p: Pending, batch: BatchObject, tokens: string[]): Promise<void> {
     if (this.guards && (batch.output_file_id || batch.error_file_id)) {
       try {
-        const others = await this.guards.othersAwaitingBatch(batch.id, tokens);
+        const others = await this.guards.othersAwaitingBatch(batch.id, batch.input_file_id ?? null, tokens);
         if (others > 0) {
           this.logger.log({ msg: 'batch files kept for calls still to read them', model: key, batchId: batch.id, calls: others });
           return;

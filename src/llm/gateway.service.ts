@@ -539,7 +539,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       this.metrics.batchHandover('taken_over');
       const provider = this.models.providers.get(call.adopted.provider);
       if (!provider) throw new ProviderError('retryable', 'batch_failed', `provider "${call.adopted.provider}" of the batch taken over has no API key here`);
-      return this.batches.adopt(provider, adapter, call.adopted.batchId, call.adopted.line, r.guard!.token);
+      return this.batches.adopt(provider, adapter, call.adopted, { tenantId: r.tenantId, key: r.guard!.key, token: r.guard!.token, reservationId: r.id });
     }
     const guard = r.guard ? { tenantId: r.tenantId, key: r.guard.key, token: r.guard.token, reservationId: r.id } : undefined;
     return this.batches.submit(this.provider(model), adapter, model, call.params, guard);

@@ -147,22 +147,51 @@ export class ProviderClient {
     return (path.endsWith('/content') ? text : parseJson(text)) as T;
   }
 
-  /** Uploads a JSONL file of requests (purpose "batch") and starts a batch over it. */
+  /** Uploads a JSONL file of requests (purpose "batch"), and starts a batch over it. */
   async createBatch(provider: EnabledProvider, adapter: DialectAdapter, jsonl: string): Promise<BatchObject> {
+    return this.createBatchFromFile(provider, adapter, await this.uploadBatchFile(provider, adapter, jsonl));
+  }
+
+  /** Uploads a JSONL file of requests (purpose "batch"): its file id. */
+  async uploadBatchFile(provider: EnabledProvider, adapter: DialectAdapter, jsonl: string): Promise<string> {
     const form = new FormData();
     form.append('purpose', 'batch');
     form.append('file', new Blob([jsonl], { type: 'application/jsonl' }), 'requests.jsonl');
-    const file = await this.batchApi<{ id: string }>(provider, adapter, '/files', { method: 'POST', form });
+    return (await this.batchApi<{ id: string }>(provider, adapter, '/files', { method: 'POST', form })).id;
+  }
+
+  /** Starts a batch over an uploaded file; if it cannot be started, the file is deleted. */
+  async createBatchFromFile(provider: EnabledProvider, adapter: DialectAdapter, fileId: string): Promise<BatchObject> {
     try {
       return await this.batchApi<BatchObject>(provider, adapter, '/batches', {
         method: 'POST',
-        body: { input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h' },
+        body: { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' },
       });
     } catch (err) {
       // No batch will read the upload (students' essays): it is not left at the provider.
-      await this.deleteFile(provider, adapter, file.id).catch(() => undefined);
+      await this.deleteFile(provider, adapter, fileId).catch(() => undefined);
       throw err;
     }
+  }
+
+  /**
+   * The batch made from an uploaded file, found in the provider's list of batches (`GET /batches`,
+   * newest first, 100 a page) among those created since `sinceMs`; null when there is none. At most
+   * `maxPages` pages are read: a batch older than that is not looked for.
+   */
+  async findBatchByFile(provider: EnabledProvider, adapter: DialectAdapter, fileId: string, sinceMs: number, maxPages = 50): Promise<BatchObject | null> {
+    let after: string | null = null;
+    for (let page = 0; page < maxPages; page++) {
+      const query: string = after === null ? '?limit=100' : `?limit=100&after=${encodeURIComponent(after)}`;
+      const list: BatchList = await this.batchApi<BatchList>(provider, adapter, `/batches${query}`, { method: 'GET' });
+      const data = Array.isArray(list?.data) ? list.data : [];
+      const found = data.find((b) => b.input_file_id === fileId);
+      if (found) return found;
+      const last = data.at(-1);
+      if (!list.has_more || !last || (typeof last.created_at === 'number' && last.created_at * 1000 < sinceMs)) return null;
+      after = last.id;
+    }
+    return null;
   }
 
   getBatch(provider: EnabledProvider, adapter: DialectAdapter, id: string): Promise<BatchObject> {
@@ -257,6 +286,12 @@ export class ProviderClient {
       throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
     }
   }
+}
+
+/** A page of `GET /batches`. */
+interface BatchList {
+  data?: BatchObject[];
+  has_more?: boolean;
 }
 
 export interface BatchObject {

@@ -281,4 +281,48 @@ describe('batch API (files + batches)', () => {
     expect(await client.files.retrieve(file.id).catch((e: unknown) => e)).toBeInstanceOf(OpenAI.NotFoundError);
     expect(await client.files.delete(file.id).catch((e: unknown) => e)).toBeInstanceOf(OpenAI.NotFoundError);
   });
+
+  it("lists a dialect's batches newest first, a page at a time (limit, after, has_more), as the official client reads them", async () => {
+    const body = { model: 'qwen-flash', messages: [{ role: 'user', content: 'x' }] };
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await startBatch('dashscope', [line(`l${i}`, body)])).id as string);
+    await startBatch('zhipu', [line('other', { ...body, model: 'glm-5.3-flash' })]); // another dialect's: not listed
+    const page = async (query: string) => {
+      const res = await get('dashscope', `/batches${query}`);
+      return { status: res.status, body: (await res.json()) as Json };
+    };
+    const first = await page('?limit=2');
+    expect(first.status).toBe(200);
+    expect(first.body).toMatchObject({ object: 'list', first_id: ids[2], last_id: ids[1], has_more: true });
+    expect(first.body.data.map((b: Json) => [b.id, b.input_file_id])).toEqual([
+      [ids[2], expect.stringMatching(FILE_ID)],
+      [ids[1], expect.stringMatching(FILE_ID)],
+    ]);
+    const second = await page(`?limit=2&after=${ids[1]}`);
+    expect(second.body).toMatchObject({ first_id: ids[0], last_id: ids[0], has_more: false });
+    expect(second.body.data).toHaveLength(1);
+    expect((await page('')).body.data).toHaveLength(3); // default limit 20
+    expect((await page('?limit=0')).status).toBe(400);
+    expect((await page('?after=batch_unknown')).status).toBe(404);
+    const client = new OpenAI({ apiKey: 'sk-dashscope', baseURL: fake.baseUrl('dashscope'), maxRetries: 0 });
+    const listed: string[] = [];
+    for await (const b of client.batches.list({ limit: 2 })) listed.push(b.id);
+    expect(listed).toEqual([...ids].reverse());
+  });
+
+  it('answers POST /batches late with a batch create delay, the batch created (and listed) at once; reset() clears it', async () => {
+    fake.setBatchCreateDelay(400);
+    const fileId = await uploadOk('openai', [line('only', { model: 'gpt-6-luna', messages: [{ role: 'user', content: 'x' }] })]);
+    const t = Date.now();
+    const answer = createBatch('openai', { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' });
+    await new Promise((r) => setTimeout(r, 150));
+    expect(fake.batches.map((b) => b.input_file_id)).toEqual([fileId]); // there before its id is answered
+    expect((await answer).status).toBe(200);
+    expect(Date.now() - t).toBeGreaterThanOrEqual(390);
+    fake.reset();
+    const again = Date.now();
+    await startBatch('openai', [line('only', { model: 'gpt-6-luna', messages: [{ role: 'user', content: 'x' }] })]);
+    expect(Date.now() - again).toBeLessThan(390);
+  });
 });
+

@@ -1,7 +1,7 @@
 /**
  * The OpenAI-compatible Batch API of the DashScope, OpenAI and Zhipu dialects (DeepSeek has none):
  * `POST /files` (multipart upload), `GET` and `DELETE /files/:id`, `GET /files/:id/content`, `POST /batches`,
- * `GET /batches/:id` and `POST /batches/:id/cancel` under the dialect's base URL; the stored files and batches, the batch latency
+ * `GET /batches` (newest first, `limit` and `after`), `GET /batches/:id` and `POST /batches/:id/cancel` under the dialect's base URL; the stored files and batches, the batch latency
  * and scripted batch failures. Running a batch's lines is batch-run.ts.
  */
 import { randomUUID } from 'node:crypto';
@@ -56,6 +56,8 @@ export interface BatchApiDeps {
   bill(body: { messages?: unknown }): void;
   /** close() was called. */
   closed(): boolean;
+  /** Waits `ms`: false at once when the server closes. */
+  sleep(ms: number): Promise<boolean>;
 }
 
 export class BatchApi implements BatchRunContext {
@@ -64,6 +66,8 @@ export class BatchApi implements BatchRunContext {
   private readonly failures: Record<Dialect, BatchFailure[]> = { deepseek: [], zhipu: [], dashscope: [], openai: [] };
   /** Least time from a batch's creation to its end, in ms. */
   latencyMs: number;
+  /** How long `POST /batches` takes to answer, in ms (the batch is created at once). */
+  private createDelayMs = 0;
 
   constructor(
     private readonly deps: BatchApiDeps,
@@ -94,6 +98,11 @@ export class BatchApi implements BatchRunContext {
     return [...this.batchStates.values()].map((b) => batchObject(b, now));
   }
 
+  setCreateDelay(ms: number): void {
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new TypeError('batch create delay must be a number >= 0');
+    this.createDelayMs = ms;
+  }
+
   setLatency(ms: number): void {
     if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new TypeError('batch latency must be a number >= 0');
     this.latencyMs = ms;
@@ -113,6 +122,7 @@ export class BatchApi implements BatchRunContext {
     this.batchStates.clear();
     for (const d of DIALECTS) this.failures[d].length = 0;
     this.latencyMs = this.initialLatencyMs;
+    this.createDelayMs = 0;
   }
 
   /** Answers a request to a Batch API route (the dialect's 401 without a key, 405 for another method). */
@@ -124,7 +134,8 @@ export class BatchApi implements BatchRunContext {
       const p = materializePreset(PRESETS[dialect].auth);
       return sendJson(res, p.status, p.body, p.headers);
     }
-    const methods = route.kind === 'files' || route.kind === 'batches' || route.kind === 'batch-cancel' ? ['POST'] : route.kind === 'file' ? ['GET', 'DELETE'] : ['GET'];
+    const methods =
+      route.kind === 'files' || route.kind === 'batch-cancel' ? ['POST'] : route.kind === 'batches' ? ['GET', 'POST'] : route.kind === 'file' ? ['GET', 'DELETE'] : ['GET'];
     if (!methods.includes(req.method ?? '')) {
       req.resume();
       return sendJson(res, 405, apiError(`Method ${req.method ?? ''} not allowed`, 'method_not_allowed'), { allow: methods.join(', ') });
@@ -133,6 +144,10 @@ export class BatchApi implements BatchRunContext {
       case 'files':
         return this.uploadFile(req, res, dialect);
       case 'batches':
+        if (req.method === 'GET') {
+          req.resume();
+          return this.listBatches(req, res, dialect);
+        }
         return this.createBatch(req, res, dialect, auth);
       case 'file':
       case 'file-content': {
@@ -170,6 +185,26 @@ export class BatchApi implements BatchRunContext {
         return sendJson(res, 200, { ...batchObject(b, now), status: 'cancelling' });
       }
     }
+  }
+
+  /**
+   * `GET /batches?limit=&after=`, as OpenAI answers it: the dialect's batches newest first, `limit`
+   * of them (1–100, default 20) after the batch `after`, with `has_more`.
+   */
+  private listBatches(req: http.IncomingMessage, res: http.ServerResponse, dialect: Dialect): void {
+    const query = new URL(req.url ?? '/', 'http://fake').searchParams;
+    const limitText = query.get('limit');
+    const limit = limitText === null ? 20 : Number(limitText);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
+      return sendJson(res, 400, apiError(`Invalid 'limit': integer between 1 and 100 expected, got '${limitText}'.`, null, 'limit'));
+    }
+    const now = Date.now();
+    const mine = [...this.batchStates.values()].filter((b) => b.dialect === dialect).reverse();
+    const after = query.get('after');
+    const from = after === null ? 0 : mine.findIndex((b) => b.id === after) + 1;
+    if (after !== null && from === 0) return sendJson(res, 404, apiError(`No such Batch object: ${after}`, null, 'after'));
+    const data = mine.slice(from, from + limit).map((b) => batchObject(b, now));
+    return sendJson(res, 200, { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + limit < mine.length });
   }
 
   /** `POST /files`: multipart/form-data with `purpose=batch` and a `file` part. */
@@ -277,6 +312,7 @@ export class BatchApi implements BatchRunContext {
         b.failure = { outcome: 'failed', code: 'server_error', message: `fake provider: ${err instanceof Error ? err.message : String(err)}`, atMs: Date.now() };
       });
     });
+    if (this.createDelayMs > 0 && !(await this.deps.sleep(this.createDelayMs))) return;
     return sendJson(res, 200, created);
   }
 

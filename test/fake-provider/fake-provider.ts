@@ -12,10 +12,10 @@
  *    cached-token count follows the provider's prefix cache (per dialect + model + API key).
  *
  * The DashScope, OpenAI and Zhipu dialects also have the OpenAI-compatible Batch API (`POST /files`,
- * `POST /batches`, `GET /batches/:id`, `POST /batches/:id/cancel`, `GET /files/:id/content`, under the dialect's base URL): each
+ * `POST /batches`, `GET /batches` (newest first, `limit`, `after`), `GET /batches/:id`, `POST /batches/:id/cancel`, `GET /files/:id/content`, under the dialect's base URL): each
  * line of a batch goes through the same completion logic as a real-time request (completions.ts,
  * `answer()`), without latency, and lands in the batch's output or error file. DeepSeek has no batch
- * API (404). See {@link FakeProvider.setBatchLatency} and {@link FakeProvider.failNextBatch}.
+ * API (404). See {@link FakeProvider.setBatchLatency}, {@link FakeProvider.setBatchCreateDelay} and {@link FakeProvider.failNextBatch}.
  *
  * A benchmark in another process can script it over HTTP (`/_fake/*`, see {@link startFakeProvider});
  * `main.ts` beside this file runs it as a standalone server.

@@ -50,6 +50,7 @@ export class FakeProviderServer implements FakeProvider {
           this.tally(body);
         },
         closed: () => this.sleeper.closed,
+        sleep: (ms) => this.sleeper.sleep(ms),
       },
       initialBatchLatencyMs,
     );
@@ -113,6 +114,10 @@ export class FakeProviderServer implements FakeProvider {
 
   setBatchLatency(ms: number): void {
     this.batchApi.setLatency(ms);
+  }
+
+  setBatchCreateDelay(ms: number): void {
+    this.batchApi.setCreateDelay(ms);
   }
 
   failNextBatch(d: Dialect, outcome: BatchFailure): void {

@@ -151,6 +151,12 @@ export interface FakeProvider {
    */
   setBatchLatency(ms: number): void;
   /**
+   * How long `POST /batches` takes to answer: the batch is created (and runs) at once, its answer
+   * sent `ms` later, as a provider slow to answer would (a caller that dies meanwhile never learns
+   * the batch's id). 0 by default; reset() sets it back.
+   */
+  setBatchCreateDelay(ms: number): void;
+  /**
    * The next batch created for that dialect (FIFO when called more than once) ends with that status
    * after the batch latency, with `errors` and no output file; its lines are not processed (no steps
    * consumed, no usage, nothing recorded). DeepSeek has no batch API: throws.
