@@ -210,14 +210,53 @@ describe('a deep review waiting in a provider batch outlives the instance that s
       fake.setBatchCreateDelay(60_000);
       await t.http.post(`/v1/essays/${sub.body.id}/deep-review`).set(bearer(teacher)).expect(202);
       await waitFor(() => fake.batches.length === 1, 15_000, 'the batch created at the provider');
-      const [named] = await ds().query(`SELECT batch_id, batch_file_id FROM call_guards WHERE tenant_id = $1 AND batch_provider IS NOT NULL`, [tenant.tenantId]);
-      expect(named).toEqual({ batch_id: null, batch_file_id: fake.batches[0].input_file_id });
+      const [named] = await ds().query(
+        `SELECT g.batch_id, g.batch_file_id, g.expires_at > now() + interval '55 seconds' AS guard_held, r.expires_at > now() + interval '55 seconds' AS reservation_held
+           FROM call_guards g JOIN budget_reservations r ON r.tenant_id = g.tenant_id AND r.id = g.reservation_id
+          WHERE g.tenant_id = $1 AND g.batch_provider IS NOT NULL`,
+        [tenant.tenantId],
+      );
+      // Named with the upload, the guard and the reservation now last as long as the batch may (LLM_BATCH_MAX_WAIT_MS 60 s).
+      expect(named).toEqual({ batch_id: null, batch_file_id: fake.batches[0].input_file_id, guard_held: true, reservation_held: true });
       await doomed.stop('SIGKILL');
       fake.setBatchCreateDelay(0);
       taker = await worker();
       await expectDeliveredOnce(sub.body.id);
       // The taker named the batch it found on the call's guard.
       expect(await batchedGuards()).toEqual([{ batch_id: fake.batches[0].id, state: 'answered' }]);
+    } finally {
+      if (!hasExited(doomed.child)) await doomed.stop('SIGKILL');
+      await taker?.close();
+    }
+  }, 90_000);
+
+  it("after a kill while the batch was still being collected (nothing sent), the call's guard runs out with the collection window and the job's retry sends it: paid once", async () => {
+    const doomed = await startService(
+      { INKSTONE_ADMIN_TOKEN: OPERATOR_TOKEN, DATABASE_URL: t.config.databaseUrl!, LOG_LEVEL: 'warn', ...providerEnv(fake, { ...ENV, LLM_BATCH_WINDOW_MS: '4000', BUDGET_RESERVATION_TTL_MS: '3000' }) },
+      await freePort(),
+    );
+    let taker: Awaited<ReturnType<TestApp['another']>> | undefined;
+    try {
+      const sub = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(38, 'zh').text }).expect(202);
+      await waitForEssays(t.app, teacher, [sub.body.id], 20_000);
+      await t.http.post(`/v1/essays/${sub.body.id}/deep-review`).set(bearer(teacher)).expect(202);
+      await waitFor(async () => (await ds().query(`SELECT 1 FROM call_guards WHERE tenant_id = $1 AND essay_id = $2 AND state = 'in_flight'`, [tenant.tenantId, sub.body.id])).length === 1, 15_000, "the deep review's guard taken");
+      // Held for the collection window and the reservation TTL (7 s), not for the batch's longest wait (60 s).
+      const [held] = await ds().query(`SELECT expires_at < now() + interval '15 seconds' AS short FROM call_guards WHERE tenant_id = $1 AND essay_id = $2 AND state = 'in_flight'`, [tenant.tenantId, sub.body.id]);
+      expect(held.short).toBe(true);
+      await doomed.stop('SIGKILL');
+      expect(fake.files).toEqual([]); // nothing uploaded
+      taker = await worker({ BUDGET_SWEEP_INTERVAL_MS: '500' });
+      await waitFor(async () => (await view(sub.body.id)).deepReview?.status === 'delivered', 40_000, 'the deep review delivered');
+      // The killed process's reservation is swept once it runs out (a row at 0: nothing was sent).
+      await waitFor(async () => (await ds().query(`SELECT 1 FROM budget_reservations WHERE tenant_id = $1`, [tenant.tenantId])).length === 0, 20_000, 'the reservations swept');
+      expect(fake.batches.map((b) => b.status)).toEqual(['completed']);
+      expect(fake.requests.filter((r) => r.batchId)).toHaveLength(1);
+      expect(fake.requests.filter((r) => !r.batchId && /qwen3-max|glm-5\.3$/.test(String(r.body.model)))).toHaveLength(0);
+      const rows = await deepRows();
+      expect(rows.filter((r: { outcome: string }) => r.outcome === 'ok').map((r: { batch: boolean }) => r.batch)).toEqual([true]);
+      expect(rows.filter((r: { outcome: string }) => r.outcome !== 'ok').every((r: { cost_nanos: string }) => r.cost_nanos === '0')).toBe(true);
+      await expectBooksBalanced(ds(), tenant.tenantId);
     } finally {
       if (!hasExited(doomed.child)) await doomed.stop('SIGKILL');
       await taker?.close();

@@ -263,6 +263,28 @@ describe("calls that can wait go through the provider's Batch API", () => {
     }
   });
 
+  it("does not create a batch whose upload cannot be named on its calls' guards: its calls fail batch_failed (made in real time by the gateway), the upload deleted", async () => {
+    const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
+    const provider = t.models.providers.get('dashscope')!;
+    const client = new ProviderClient(t.config.llm);
+    const guards = { markUploaded: jest.fn(async () => Promise.reject(new Error('connection terminated'))), markBatched: jest.fn(async () => 1), othersAwaitingBatch: jest.fn(async () => 0) };
+    const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 10, batchPollMs: 50 }, guards);
+    const guard = { tenantId: randomUUID(), key: 'k', token: randomUUID(), reservationId: randomUUID() };
+    try {
+      const failed = await collector
+        .submit(provider, ADAPTERS.dashscope, model, { messages: [{ role: 'user', content: '一篇作文' }], maxTokens: 50, stream: false }, guard)
+        .catch((e: unknown) => e);
+      expect((failed as ProviderError).reason).toBe('batch_failed');
+      expect(guards.markUploaded).toHaveBeenCalledTimes(1);
+      expect(fake.batches).toHaveLength(0);
+      expect(fake.files).toEqual([]);
+      expect(fake.requests).toHaveLength(0);
+    } finally {
+      await collector.close();
+      await client.close();
+    }
+  });
+
   it("names a batch's upload on its calls' guards before it creates the batch, then the batch", async () => {
     const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
     const provider = t.models.providers.get('dashscope')!;

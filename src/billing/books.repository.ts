@@ -526,10 +526,12 @@ export class BooksRepository {
   /**
    * Names a batch's upload on the guards of the calls in it (each row with its own tenant), before
    * the batch is created: a sender killed before it could name the batch itself leaves the file, by
-   * which the retry finds the batch (or learns there is none). Returns how many guards were marked.
+   * which the retry finds the batch (or learns there is none). The guards and their reservations
+   * are made to last `holdMs` from now at least (they were taken for the batch's collection window
+   * only). Returns how many guards were marked.
    */
-  markUploaded(provider: string, fileId: string, guards: BatchedGuard[]): Promise<number> {
-    return this.nameBatch(guards, 'batch_file_id = $7', [provider, fileId]);
+  markUploaded(provider: string, fileId: string, guards: BatchedGuard[], holdMs: number): Promise<number> {
+    return this.nameBatch(guards, 'batch_file_id = $7', [provider, fileId], holdMs);
   }
 
   /**
@@ -537,20 +539,27 @@ export class BooksRepository {
    * the provider created it: from then on a retry of a job whose sender stopped can wait for the same
    * batch instead of paying for the call again. Returns how many guards were marked.
    */
-  markBatched(provider: string, batchId: string, guards: BatchedGuard[]): Promise<number> {
-    return this.nameBatch(guards, 'batch_id = $7', [provider, batchId]);
+  markBatched(provider: string, batchId: string, guards: BatchedGuard[], holdMs: number): Promise<number> {
+    return this.nameBatch(guards, 'batch_id = $7', [provider, batchId], holdMs);
   }
 
-  private async nameBatch(guards: BatchedGuard[], set: string, params: [provider: string, id: string]): Promise<number> {
+  private async nameBatch(guards: BatchedGuard[], set: string, params: [provider: string, id: string], holdMs: number): Promise<number> {
     if (guards.length === 0) return 0;
     const rows = await perRowTenantQuery(
       this.ds.manager,
       guards.map((g) => g.tenantId),
-      `UPDATE call_guards g SET batch_provider = $6, ${set}, batch_line = v.line, reservation_id = v.reservation_id
-         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::uuid[]) AS v(tenant_id, key, token, line, reservation_id)
-        WHERE g.tenant_id = v.tenant_id AND g.key = v.key AND g.token = v.token AND g.state = 'in_flight'
-        RETURNING 1`,
-      [guards.map((g) => g.key), guards.map((g) => g.token), guards.map((g) => g.line), guards.map((g) => g.reservationId), ...params],
+      `WITH named AS (
+         UPDATE call_guards g SET batch_provider = $6, ${set}, batch_line = v.line, reservation_id = v.reservation_id,
+                expires_at = greatest(g.expires_at, now() + make_interval(secs => $8::double precision / 1000 + 5))
+           FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::uuid[]) AS v(tenant_id, key, token, line, reservation_id)
+          WHERE g.tenant_id = v.tenant_id AND g.key = v.key AND g.token = v.token AND g.state = 'in_flight'
+          RETURNING g.tenant_id, g.reservation_id),
+       held AS (
+         UPDATE budget_reservations r SET expires_at = greatest(r.expires_at, now() + make_interval(secs => $8::double precision / 1000))
+           FROM named n WHERE r.tenant_id = n.tenant_id AND r.id = n.reservation_id
+          RETURNING 1)
+       SELECT 1 FROM named`,
+      [guards.map((g) => g.key), guards.map((g) => g.token), guards.map((g) => g.line), guards.map((g) => g.reservationId), ...params, holdMs],
     );
     return rows.length;
   }

@@ -244,14 +244,22 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     return { kind: 'budget' };
   }
 
-  /** Names a provider batch's upload on the guards of the calls in it, before the batch is created (BooksRepository.markUploaded). */
+  /**
+   * Names a provider batch's upload on the guards of the calls in it, before the batch is created
+   * (BooksRepository.markUploaded); their guards and reservations now last as long as the batch may
+   * (LLM_BATCH_MAX_WAIT_MS, and the reservation TTL on top).
+   */
   markUploaded(provider: string, fileId: string, guards: BatchedGuard[]): Promise<number> {
-    return this.books.markUploaded(provider, fileId, guards);
+    return this.books.markUploaded(provider, fileId, guards, this.batchHoldMs());
   }
 
   /** Names a provider batch on the guards of the calls sent in it (BooksRepository.markBatched). */
   markBatched(provider: string, batchId: string, guards: BatchedGuard[]): Promise<number> {
-    return this.books.markBatched(provider, batchId, guards);
+    return this.books.markBatched(provider, batchId, guards, this.batchHoldMs());
+  }
+
+  private batchHoldMs(): number {
+    return this.config.llm.batchMaxWaitMs + this.config.llm.reservationTtlMs;
   }
 
   /** How many calls besides those with `tokens` still wait for a batch's answers (BooksRepository.othersAwaitingBatch). */

@@ -199,7 +199,11 @@ export class BatchCollector {
     try {
       const jsonl = p.entries.map((e) => JSON.stringify({ custom_id: e.customId, method: 'POST', url: '/v1/chat/completions', body: e.body })).join('\n');
       const fileId = await this.client.uploadBatchFile(p.provider, p.adapter, jsonl);
-      await this.nameUpload(key, p, fileId);
+      if (!(await this.nameUpload(key, p, fileId))) {
+        // Its calls' guards and reservations would run out while the batch ran: not sent.
+        await this.client.deleteFile(p.provider, p.adapter, fileId).catch(() => undefined);
+        return failAll(p.entries, "the batch's upload could not be named on its calls: not sent");
+      }
       batch = await this.client.createBatchFromFile(p.provider, p.adapter, fileId);
       this.logger.log({ msg: 'batch submitted', model: key, batchId: batch.id, requests: p.entries.length });
       const handover = await this.nameOnGuards(key, p, batch.id);
@@ -235,16 +239,20 @@ export class BatchCollector {
 
   /**
    * Names the batch's upload on its calls' guards, before the batch is created: if this process
-   * dies before it names the batch, the jobs' retries find the batch by its upload. A failure is
-   * logged; those calls are then in the state they were before (a retry waits out the guard).
+   * dies before it names the batch, the jobs' retries find the batch by its upload. Naming it also
+   * makes the guards and reservations last as long as the batch may; until then they last the
+   * collection window only, so a process killed while it collected leaves guards that expire soon.
+   * False when it could not be named (a database error, logged): the batch is not created.
    */
-  private async nameUpload(key: string, p: Pending, fileId: string): Promise<void> {
+  private async nameUpload(key: string, p: Pending, fileId: string): Promise<boolean> {
     const guards = this.guardsOf(p);
-    if (!this.guards || guards.length === 0) return;
+    if (!this.guards || guards.length === 0) return true;
     try {
       await this.guards.markUploaded(p.provider.name, fileId, guards);
+      return true;
     } catch (err) {
-      this.logger.warn({ msg: "could not name a batch's upload on its calls", model: key, fileId, err: loggableError(err) });
+      this.logger.warn({ msg: "could not name a batch's upload on its calls: not sent", model: key, fileId, err: loggableError(err) });
+      return false;
     }
   }
 

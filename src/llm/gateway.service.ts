@@ -481,7 +481,12 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   private async attempt<T>(ctx: CallContext<T>, model: CatalogModel, messages: ChatMessage[]): Promise<AttemptOutcome<T>> {
     const batch = this.batchable(ctx, model);
     const llm = this.config.llm;
-    const admitted = await this.admitAttempt(ctx, model, messages, batch, batch ? llm.batchMaxWaitMs + llm.reservationTtlMs : undefined);
+    // A batched call's reservation (and a job's call's guard) lasts as long as the batch may. A job's
+    // call holds them only for the batch's collection window at first: they are extended when the
+    // batch's upload is named on its guard (BooksRepository.markUploaded), so a process killed
+    // before that leaves a guard that expires soon, and the job's retry makes the call again.
+    const batchHoldMs = ctx.req.once ? llm.batchWindowMs + llm.reservationTtlMs : llm.batchMaxWaitMs + llm.reservationTtlMs;
+    const admitted = await this.admitAttempt(ctx, model, messages, batch, batch ? batchHoldMs : undefined);
     if (admitted.kind === 'replay') return this.replay(ctx, model, admitted.answer);
     if (admitted.kind !== 'go') return admitted;
     const call = this.paidCall(model, admitted, { batch, streamed: false });
