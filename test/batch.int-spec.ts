@@ -263,49 +263,55 @@ describe("calls that can wait go through the provider's Batch API", () => {
     }
   });
 
-  it("does not create a batch whose upload cannot be named on its calls' guards: its calls fail batch_failed (made in real time by the gateway), the upload deleted", async () => {
+  /** A collector sending a job's call (with a guard) in a batch of its own, its guards' naming recorded (`markUploaded` as given). */
+  const sendingGuarded = (markUploaded: () => Promise<number>) => {
     const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
     const provider = t.models.providers.get('dashscope')!;
     const client = new ProviderClient(t.config.llm);
-    const guards = { markUploaded: jest.fn(async () => Promise.reject(new Error('connection terminated'))), markBatched: jest.fn(async () => 1), othersAwaitingBatch: jest.fn(async () => 0) };
+    const guards = { markUploaded: jest.fn(markUploaded), markBatched: jest.fn(async () => 1), othersAwaitingBatch: jest.fn(async () => 0) };
     const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 10, batchPollMs: 50 }, guards);
     const guard = { tenantId: randomUUID(), key: 'k', token: randomUUID(), reservationId: randomUUID() };
+    return {
+      client,
+      guards,
+      guard,
+      send: () => collector.submit(provider, ADAPTERS.dashscope, model, { messages: [{ role: 'user', content: '一篇作文' }], maxTokens: 50, stream: false }, guard),
+      close: async () => {
+        await collector.close();
+        await client.close();
+      },
+    };
+  };
+
+  it("does not create a batch whose upload cannot be named on its calls' guards: its calls fail batch_failed (made in real time by the gateway), the upload deleted", async () => {
+    const c = sendingGuarded(() => Promise.reject(new Error('connection terminated')));
     try {
-      const failed = await collector
-        .submit(provider, ADAPTERS.dashscope, model, { messages: [{ role: 'user', content: '一篇作文' }], maxTokens: 50, stream: false }, guard)
-        .catch((e: unknown) => e);
+      const failed = await c.send().catch((e: unknown) => e);
       expect((failed as ProviderError).reason).toBe('batch_failed');
-      expect(guards.markUploaded).toHaveBeenCalledTimes(1);
+      expect(c.guards.markUploaded).toHaveBeenCalledTimes(1);
       expect(fake.batches).toHaveLength(0);
       expect(fake.files).toEqual([]);
       expect(fake.requests).toHaveLength(0);
     } finally {
-      await collector.close();
-      await client.close();
+      await c.close();
     }
   });
 
   it("names a batch's upload on its calls' guards before it creates the batch, then the batch", async () => {
-    const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
-    const provider = t.models.providers.get('dashscope')!;
-    const client = new ProviderClient(t.config.llm);
-    const guards = { markUploaded: jest.fn(async () => 1), markBatched: jest.fn(async () => 1), othersAwaitingBatch: jest.fn(async () => 0) };
-    const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 10, batchPollMs: 50 }, guards);
-    const creates = jest.spyOn(client, 'createBatchFromFile');
-    const guard = { tenantId: randomUUID(), key: 'k', token: randomUUID(), reservationId: randomUUID() };
+    const c = sendingGuarded(async () => 1);
+    const creates = jest.spyOn(c.client, 'createBatchFromFile');
     try {
-      await collector.submit(provider, ADAPTERS.dashscope, model, { messages: [{ role: 'user', content: '一篇作文' }], maxTokens: 50, stream: false }, guard);
+      await c.send();
       const [batch] = fake.batches;
-      const named = guards.markUploaded.mock.calls[0] as unknown[];
+      const named = c.guards.markUploaded.mock.calls[0] as unknown[];
       expect(named[0]).toBe('dashscope');
       expect(named[1]).toBe(batch.input_file_id);
-      expect(named[2]).toEqual([{ ...guard, line: expect.any(String) }]);
-      expect(guards.markUploaded.mock.invocationCallOrder[0]).toBeLessThan(creates.mock.invocationCallOrder[0]);
-      expect(guards.markBatched.mock.invocationCallOrder[0]).toBeGreaterThan(creates.mock.invocationCallOrder[0]);
-      expect((guards.markBatched.mock.calls[0] as unknown[])[1]).toBe(batch.id);
+      expect(named[2]).toEqual([{ ...c.guard, line: expect.any(String) }]);
+      expect(c.guards.markUploaded.mock.invocationCallOrder[0]).toBeLessThan(creates.mock.invocationCallOrder[0]);
+      expect(c.guards.markBatched.mock.invocationCallOrder[0]).toBeGreaterThan(creates.mock.invocationCallOrder[0]);
+      expect((c.guards.markBatched.mock.calls[0] as unknown[])[1]).toBe(batch.id);
     } finally {
-      await collector.close();
-      await client.close();
+      await c.close();
     }
   });
 
