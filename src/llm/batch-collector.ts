@@ -65,13 +65,14 @@ const ENDING = new Set([...TERMINAL, 'cancelling']);
  * line with `batch_failed`, and the gateway then makes those calls in real time.
  *
  * Calls of jobs (guarded: paid at most once) have the batch's upload named on their guards before
- * the batch is created, and the batch itself as soon as the provider has created it. When the service stops while such a batch runs, the batch is handed
- * over, not cancelled: its calls end with `batch_handed_over` (nothing settled; their guards and
- * reservations stay), and each job's retry, on any instance, takes its call over and waits for the
- * same batch (adopt). A killed process leaves the same state behind; one killed before it named the
- * batch leaves the upload, and the retry finds the batch made from it in the provider's list (or,
- * finding none, knows the call was never sent). A batch's files are deleted
- * once read, unless a call taken over elsewhere still waits to read its line.
+ * the batch is created, and the batch itself as soon as the provider has created it. When the
+ * service stops while such a batch runs, the batch is handed over, not cancelled: its calls end
+ * with `batch_handed_over` (nothing settled; their guards and reservations stay), and each job's
+ * retry, on any instance, takes its call over and waits for the same batch (adopt). A killed
+ * process leaves the same state behind; one killed before it named the batch leaves the upload,
+ * and the retry finds the batch made from it in the provider's list (or, finding none, knows the
+ * call was never sent). A batch's files are deleted once read, unless a call taken over elsewhere
+ * still waits to read its line.
  *
  * A batch given up before it ended (LLM_BATCH_MAX_WAIT_MS passed since it was created, or the
  * service is stopping and some of its calls are not a job's) is cancelled at the provider, so that
