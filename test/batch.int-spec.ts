@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { DataSource } from 'typeorm';
 import { GatewayRequest, GatewayService } from '../src/llm/gateway.service';
 import { BatchCollector } from '../src/llm/batch-collector';
@@ -242,6 +244,44 @@ describe("calls that can wait go through the provider's Batch API", () => {
       await waitFor(() => !fake.files.includes(batch.input_file_id!), 5_000, "the batch's upload deleted");
       expect(c.guards.othersAwaitingBatch).toHaveBeenCalledWith(batch.id, batch.input_file_id, [c.guard.token]);
     } finally {
+      await c.close();
+    }
+  });
+
+  it("looks for the batch made from an upload again after an error that may pass; a list that is not one, or a batch not found within the pages it reads, is an error, not 'none made' (the upload kept)", async () => {
+    const c = takingOver();
+    const provider = t.models.providers.get('dashscope')!;
+    // A provider whose list of batches is not a list.
+    const deletes: string[] = [];
+    const odd = http.createServer((req, res) => {
+      if (req.method === 'DELETE') deletes.push(req.url ?? '');
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list' }));
+    });
+    await new Promise<void>((resolve) => odd.listen(0, '127.0.0.1', resolve));
+    try {
+      fake.setBatchLatency(100);
+      const batch = await c.oneLineBatch();
+      const looks = jest.spyOn(c.client, 'findBatchByFile').mockRejectedValueOnce(new ProviderError('retryable', 'timeout', 'no answer within 4000 ms'));
+      expect((await c.adoptByUpload(batch.input_file_id!, 'l1')).content).toEqual(expect.any(String));
+      expect(looks).toHaveBeenCalledTimes(2);
+      looks.mockRestore();
+
+      // Not found within the pages read (one page of 100 here, 101 newer batches): an error, not "none made".
+      for (let i = 0; i < 101; i++) await c.oneLineBatch();
+      const paged = await c.client.findBatchByFile(provider, ADAPTERS.dashscope, batch.input_file_id!, 0, 1).catch((e: unknown) => e);
+      expect((paged as ProviderError).reason).toBe('batch_failed');
+      expect((paged as ProviderError).message).toMatch(/not found in 1 pages/);
+      expect((await c.client.findBatchByFile(provider, ADAPTERS.dashscope, batch.input_file_id!, 0, 2))?.id).toBe(batch.id);
+
+      const oddProvider = { ...provider, baseUrl: `http://127.0.0.1:${(odd.address() as AddressInfo).port}` };
+      const malformed = await c.collector
+        .adopt(oddProvider, ADAPTERS.dashscope, { batchId: null, fileId: 'file-x', line: 'l1', guardedAt: Date.now() }, c.guard)
+        .catch((e: unknown) => e);
+      expect((malformed as ProviderError).reason).toBe('malformed_response');
+      expect(deletes).toEqual([]); // not taken for "no batch made": the upload is kept
+    } finally {
+      odd.closeAllConnections();
+      odd.close();
       await c.close();
     }
   });

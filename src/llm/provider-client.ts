@@ -176,22 +176,23 @@ export class ProviderClient {
 
   /**
    * The batch made from an uploaded file, found in the provider's list of batches (`GET /batches`,
-   * newest first, 100 a page) among those created since `sinceMs`; null when there is none. At most
-   * `maxPages` pages are read: a batch older than that is not looked for.
+   * newest first, 100 a page) among those created since `sinceMs`; null only when the list was read
+   * back past `sinceMs` (or to its end) without it. A page that is not a list is a malformed answer;
+   * a batch still not found after `maxPages` pages is an error, not "none made".
    */
   async findBatchByFile(provider: EnabledProvider, adapter: DialectAdapter, fileId: string, sinceMs: number, maxPages = 50): Promise<BatchObject | null> {
     let after: string | null = null;
     for (let page = 0; page < maxPages; page++) {
       const query: string = after === null ? '?limit=100' : `?limit=100&after=${encodeURIComponent(after)}`;
-      const list: BatchList = await this.batchApi<BatchList>(provider, adapter, `/batches${query}`, { method: 'GET' });
-      const data = Array.isArray(list?.data) ? list.data : [];
-      const found = data.find((b) => b.input_file_id === fileId);
+      const list: BatchList | null = await this.batchApi<BatchList | null>(provider, adapter, `/batches${query}`, { method: 'GET' });
+      if (!list || !Array.isArray(list.data)) throw new ProviderError('retryable', 'malformed_response', 'the list of batches is not a list');
+      const found = list.data.find((b) => b?.input_file_id === fileId);
       if (found) return found;
-      const last = data.at(-1);
+      const last = list.data.at(-1);
       if (!list.has_more || !last || (typeof last.created_at === 'number' && last.created_at * 1000 < sinceMs)) return null;
       after = last.id;
     }
-    return null;
+    throw new ProviderError('fatal', 'batch_failed', `the batch made from upload ${fileId} was not found in ${maxPages} pages of batches`);
   }
 
   getBatch(provider: EnabledProvider, adapter: DialectAdapter, id: string): Promise<BatchObject> {
