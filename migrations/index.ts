@@ -38,6 +38,7 @@ import { EssaySignatures1765400000000 } from './1765400000000-EssaySignatures';
 import { ConsoleSessionsEnded1768000000000 } from './1768000000000-ConsoleSessionsEnded';
 import { BatchedGuards1768100000000 } from './1768100000000-BatchedGuards';
 import { UploadedGuards1768200000000 } from './1768200000000-UploadedGuards';
+import { ProviderUploads1768300000000 } from './1768300000000-ProviderUploads';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -81,4 +82,5 @@ export const MIGRATIONS = [
   ConsoleSessionsEnded1768000000000,
   BatchedGuards1768100000000,
   UploadedGuards1768200000000,
+  ProviderUploads1768300000000,
 ];

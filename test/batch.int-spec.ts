@@ -5,6 +5,7 @@ import { DataSource } from 'typeorm';
 import { GatewayRequest, GatewayService } from '../src/llm/gateway.service';
 import { BatchCollector } from '../src/llm/batch-collector';
 import { ProviderClient } from '../src/llm/provider-client';
+import { ProviderUploadsRepository } from '../src/llm/provider-uploads.repository';
 import { ADAPTERS } from '../src/llm/providers';
 import { ProviderError } from '../src/llm/types';
 import { FakeProvider } from './fake-provider/fake-provider';
@@ -385,6 +386,132 @@ describe("calls that can wait go through the provider's Batch API", () => {
       await collector.close();
       await client.close();
     }
+  });
+
+  describe('uploads written down until deleted at the provider, and swept', () => {
+    const jsonl = (content: string) => JSON.stringify({ custom_id: randomUUID(), method: 'POST', url: '/v1/chat/completions', body: { model: 'qwen3-max', messages: [{ role: 'user', content }], max_tokens: 50 } });
+    const uploads = async () =>
+      (await ds.query(`SELECT file_id, batch_id, tries, due_at > now() AS later FROM provider_uploads ORDER BY uploaded_at`)) as Array<{ file_id: string; batch_id: string | null; tries: number; later: boolean }>;
+    /** What a process killed while its batch ran leaves: the upload and the batch at the provider, the row past its time. */
+    const leftBehind = async (content: string, opts: { batch: boolean }) => {
+      const client = new ProviderClient(t.config.llm);
+      const provider = t.models.providers.get('dashscope')!;
+      try {
+        const fileId = await client.uploadBatchFile(provider, ADAPTERS.dashscope, jsonl(content));
+        const batch = opts.batch ? await client.createBatchFromFile(provider, ADAPTERS.dashscope, fileId) : null;
+        await ds.query(`INSERT INTO provider_uploads (provider, file_id, batch_id, due_at) VALUES ('dashscope', $1, $2, now() - interval '1 second')`, [fileId, batch?.id ?? null]);
+        return { fileId, batchId: batch?.id ?? null };
+      } finally {
+        await client.close();
+      }
+    };
+    beforeEach(async () => {
+      await ds.query(`DELETE FROM provider_uploads`);
+    });
+
+    it('writes each upload down with its batch while it runs, and strikes it off once its files are deleted', async () => {
+      fake.setBatchLatency(1_500);
+      const answer = ask('记下上传的作文');
+      await waitFor(async () => (await uploads()).some((u) => u.batch_id !== null), 5_000, 'the upload and its batch written down');
+      const [row] = await uploads();
+      expect(row).toMatchObject({ file_id: fake.batches[0].input_file_id, batch_id: fake.batches[0].id, tries: 0, later: true });
+      await answer;
+      await waitFor(() => fake.files.length === 0, 5_000, 'the batch files to be deleted');
+      await waitFor(async () => (await uploads()).length === 0, 5_000, 'the upload struck off');
+    });
+
+    it("deletes a finished batch's upload and answers that a killed sender left, but not while a call still waits for them", async () => {
+      const left = await leftBehind('被杀进程留下的作文', { batch: true });
+      await waitFor(() => fake.batches[0].status === 'completed', 5_000, 'the batch to finish');
+      expect(fake.files).toEqual(expect.arrayContaining([left.fileId, fake.batches[0].output_file_id]));
+      // A job's retry still waits for it: kept, and looked at again later.
+      await ds.query(
+        `INSERT INTO call_guards (tenant_id, key, state, token, expires_at, batch_provider, batch_id, batch_line, reservation_id)
+         VALUES ($1, $2, 'in_flight', $3, now() + interval '1 hour', 'dashscope', $4, 'line', $3)`,
+        [tenant.tenantId, 'a'.repeat(64), randomUUID(), left.batchId],
+      );
+      expect(await gw.sweepProviderUploads()).toBe(0);
+      expect(fake.files).toEqual(expect.arrayContaining([left.fileId, fake.batches[0].output_file_id]));
+      expect(await uploads()).toEqual([expect.objectContaining({ file_id: left.fileId, tries: 1, later: true })]);
+      // No one waits any more (the guard ran out): the upload and the answers go.
+      await ds.query(`UPDATE call_guards SET expires_at = now() - interval '1 second' WHERE tenant_id = $1`, [tenant.tenantId]);
+      await ds.query(`UPDATE provider_uploads SET due_at = now() - interval '1 second'`);
+      expect(await gw.sweepProviderUploads()).toBe(1);
+      expect(fake.files).toEqual([]);
+      expect(await uploads()).toEqual([]);
+    });
+
+    it('cancels a batch no call waits for that still runs, deletes its files once it has ended, and deletes an upload no batch was made from', async () => {
+      fake.setBatchLatency(60_000);
+      const running = await leftBehind('没人等的批次', { batch: true });
+      const lone = await leftBehind('没有批次的上传', { batch: false });
+      expect(await gw.sweepProviderUploads()).toBe(1); // the lone upload
+      expect(fake.files).not.toContain(lone.fileId);
+      expect(fake.batches[0].status).toBe('cancelled'); // what it had not run is neither run nor billed
+      expect(await uploads()).toEqual([expect.objectContaining({ file_id: running.fileId, batch_id: running.batchId, later: true })]);
+      await ds.query(`UPDATE provider_uploads SET due_at = now() - interval '1 second'`);
+      expect(await gw.sweepProviderUploads()).toBe(1);
+      expect(fake.files).toEqual([]);
+      expect(await uploads()).toEqual([]);
+    });
+
+    it('keeps an upload whose delete failed and deletes it at a later sweep; a file already gone (404) counts as deleted', async () => {
+      const left = await leftBehind('删除失败的上传', { batch: false });
+      const failing = jest.spyOn(ProviderClient.prototype, 'deleteFile').mockRejectedValueOnce(new ProviderError('retryable', 'server_error', 'upstream 500', { status: 500 }));
+      try {
+        expect(await gw.sweepProviderUploads()).toBe(0);
+      } finally {
+        failing.mockRestore();
+      }
+      expect(fake.files).toContain(left.fileId);
+      expect(await uploads()).toEqual([expect.objectContaining({ file_id: left.fileId, tries: 1, later: true })]);
+      await ds.query(`UPDATE provider_uploads SET due_at = now() - interval '1 second'`);
+      expect(await gw.sweepProviderUploads()).toBe(1);
+      expect(fake.files).toEqual([]);
+      // Gone already at the provider (deleted by hand, or by its expiry): struck off all the same.
+      const gone = await leftBehind('已被删除的上传', { batch: false });
+      const client = new ProviderClient(t.config.llm);
+      await client.deleteFile(t.models.providers.get('dashscope')!, ADAPTERS.dashscope, gone.fileId);
+      await client.close();
+      expect(await gw.sweepProviderUploads()).toBe(1);
+      expect(await uploads()).toEqual([]);
+    });
+
+    it("leaves a batch it gave up on to the sweep, which deletes the batch's answers once it has ended", async () => {
+      fake.setBatchLatency(10_000);
+      const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
+      const provider = t.models.providers.get('dashscope')!;
+      const client = new ProviderClient(t.config.llm);
+      const repo = t.app.get(ProviderUploadsRepository);
+      const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 10, batchPollMs: 50, batchMaxWaitMs: 300 }, undefined, repo);
+      try {
+        const err = await collector.submit(provider, ADAPTERS.dashscope, model, { messages: [{ role: 'user', content: '放弃的批次' }], maxTokens: 50, stream: false }).catch((e: unknown) => e);
+        expect((err as ProviderError).reason).toBe('batch_failed');
+      } finally {
+        await collector.close();
+        await client.close();
+      }
+      const [batch] = fake.batches;
+      expect(batch.status).toBe('cancelled');
+      expect(fake.files).not.toContain(batch.input_file_id); // the upload deleted at once, as before
+      // Its answers (the lines it ran before it was cancelled) are the sweep's: due after a poll interval, not a day.
+      expect(batch.output_file_id).toEqual(expect.any(String));
+      expect(fake.files).toContain(batch.output_file_id);
+      expect(await uploads()).toEqual([expect.objectContaining({ file_id: batch.input_file_id, batch_id: batch.id })]);
+      expect(await ds.query(`SELECT due_at < now() + interval '1 minute' AS soon FROM provider_uploads`)).toEqual([{ soon: true }]);
+      await ds.query(`UPDATE provider_uploads SET due_at = now() - interval '1 second'`);
+      expect(await gw.sweepProviderUploads()).toBe(1);
+      expect(fake.files).toEqual([]);
+      expect(await uploads()).toEqual([]);
+    });
+
+    it('gives each upload past its time to one sweep when instances sweep at once', async () => {
+      await leftBehind('两个实例同时清理', { batch: false });
+      const repo = t.app.get(ProviderUploadsRepository);
+      const [a, b] = await Promise.all([repo.claimDue(20, 60_000), repo.claimDue(20, 60_000)]);
+      expect(a.length + b.length).toBe(1);
+      expect(await repo.claimDue(20, 60_000)).toEqual([]); // held by the sweep that took it
+    });
   });
 
   it('uses real time for models without batch prices or when the call cannot wait', async () => {

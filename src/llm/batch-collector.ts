@@ -6,6 +6,7 @@ import type { LlmConfig } from '../config/app-config';
 import type { EnabledProvider } from './llm-models';
 import type { CatalogModel } from './catalog';
 import { BatchObject, ProviderClient, readCompletion } from './provider-client';
+import type { TrackedUpload } from './provider-uploads.repository';
 import type { DialectAdapter } from './providers';
 import { ChatParams, Completion, ProviderError } from './types';
 
@@ -18,6 +19,27 @@ export interface BatchGuards {
   markBatched(provider: string, batchId: string, guards: BatchedGuard[]): Promise<number>;
   othersAwaitingBatch(batchId: string, fileId: string | null, tokens: string[]): Promise<number>;
 }
+
+/**
+ * Where the collector writes down each upload until it and its batch's answers are deleted at the
+ * provider (ProviderUploadsRepository): what a stopped process, a batch given up or a failed
+ * delete leaves there is found again by the sweep (sweepUploads).
+ */
+export interface UploadsBook {
+  track(provider: string, fileId: string, dueInMs: number): Promise<void>;
+  nameBatch(provider: string, fileId: string, batchId: string): Promise<void>;
+  dueIn(provider: string, fileId: string, ms: number, batchId?: string): Promise<void>;
+  forget(provider: string, fileId: string): Promise<void>;
+  claimDue(limit: number, holdMs: number): Promise<TrackedUpload[]>;
+}
+
+/** A provider the sweep can call, by the name an upload was written down with (undefined: no key here now). */
+export type ProviderByName = (name: string) => { provider: EnabledProvider; adapter: DialectAdapter } | undefined;
+
+/** Past a batch's longest wait, how long its sender has to read and delete its files before the sweep may. */
+const UPLOAD_GRACE_MS = 10 * 60_000;
+/** Uploads swept at most at once, per instance. */
+const SWEEP_BATCH = 20;
 
 /** Where a call taken over waits: its batch, or (its sender stopped before naming the batch) the upload the batch was made from. */
 export type AdoptedWhere = Pick<BatchRef, 'batchId' | 'fileId' | 'line' | 'guardedAt'>;
@@ -72,7 +94,9 @@ const ENDING = new Set([...TERMINAL, 'cancelling']);
  * process leaves the same state behind; one killed before it named the batch leaves the upload,
  * and the retry finds the batch made from it in the provider's list (or, finding none, knows the
  * call was never sent). A batch's files are deleted once read, unless a call taken over elsewhere
- * still waits to read its line.
+ * still waits to read its line. Every upload is written down (UploadsBook) before its batch is
+ * created and struck off once its files are deleted; what is left at a provider is found by the
+ * sweep (sweepUploads).
  *
  * A batch given up before it ended (LLM_BATCH_MAX_WAIT_MS passed since it was created, or the
  * service is stopping and some of its calls are not a job's) is cancelled at the provider, so that
@@ -97,6 +121,7 @@ export class BatchCollector {
     private readonly client: ProviderClient,
     private readonly cfg: LlmConfig,
     private readonly guards?: BatchGuards,
+    private readonly uploads?: UploadsBook,
   ) {}
 
   submit(provider: EnabledProvider, adapter: DialectAdapter, model: CatalogModel, params: ChatParams, guard?: BatchGuardRef): Promise<Completion> {
@@ -146,7 +171,7 @@ export class BatchCollector {
           this.client.findBatchByFile(provider, adapter, fileId, guardedAt - CLOCK_SLACK_MS),
         );
         this.logger.log({ msg: found ? 'a batch taken over found by its upload' : 'no batch was made from an upload taken over', fileId, batchId: found?.id });
-        if (!found) await this.client.deleteFile(provider, adapter, fileId).catch(() => undefined);
+        if (!found && (await this.deleteFile(provider, adapter, fileId, { fileId }))) await this.forget(provider.name, fileId);
         return found?.id ?? null;
       })().finally(() => this.locating.delete(fileId));
       this.locating.set(fileId, look);
@@ -196,17 +221,22 @@ export class BatchCollector {
 
   private async run(key: string, p: Pending): Promise<void> {
     let batch: BatchObject | undefined;
+    let fileId: string | undefined;
     let kept = false;
+    let gone = false;
     try {
       const jsonl = p.entries.map((e) => JSON.stringify({ custom_id: e.customId, method: 'POST', url: '/v1/chat/completions', body: e.body })).join('\n');
-      const fileId = await this.client.uploadBatchFile(p.provider, p.adapter, jsonl);
-      if (!(await this.nameUpload(key, p, fileId))) {
-        // Its calls' guards and reservations would run out while the batch ran: not sent.
-        await this.client.deleteFile(p.provider, p.adapter, fileId).catch(() => undefined);
-        return failAll(p.entries, "the batch's upload could not be named on its calls: not sent");
+      fileId = await this.client.uploadBatchFile(p.provider, p.adapter, jsonl);
+      if (!(await this.track(key, p, fileId)) || !(await this.nameUpload(key, p, fileId))) {
+        // Not written down, or its calls' guards and reservations would run out while the batch ran: not sent.
+        gone = await this.deleteFile(p.provider, p.adapter, fileId, { fileId });
+        return failAll(p.entries, "the batch's upload could not be written down or named on its calls: not sent");
       }
       batch = await this.client.createBatchFromFile(p.provider, p.adapter, fileId);
       this.logger.log({ msg: 'batch submitted', model: key, batchId: batch.id, requests: p.entries.length });
+      await this.uploads?.nameBatch(p.provider.name, fileId, batch.id).catch((err: unknown) => {
+        this.logger.warn({ msg: 'could not write down the batch made from an upload: the sweep looks for it by its upload', model: key, batchId: batch!.id, err: loggableError(err) });
+      });
       const handover = await this.nameOnGuards(key, p, batch.id);
       const polled = await this.poll(p, batch, Date.now() + this.cfg.batchMaxWaitMs, handover);
       batch = polled.batch;
@@ -229,13 +259,42 @@ export class BatchCollector {
       failAll(p.entries, why);
     } finally {
       // A batch given up before it ended (its wait ran out, or a shutdown) keeps running at the
-      // provider: its upload is deleted now, its results are left to the provider's expiry. One
-      // handed over keeps its files for the calls that will wait for it.
+      // provider until it is cancelled: its upload is deleted now, its results by the sweep once it
+      // has ended. One handed over keeps its files for the calls that will wait for it.
       if (batch && !kept) {
         const tokens = p.entries.flatMap((e) => (e.guard ? [e.guard.token] : []));
-        await this.cleanUp(key, p, TERMINAL.has(batch.status) ? batch : { ...batch, output_file_id: null, error_file_id: null }, tokens);
+        const done = TERMINAL.has(batch.status);
+        const cleaned = await this.cleanUp(key, p, done ? batch : { ...batch, output_file_id: null, error_file_id: null }, tokens);
+        gone = done && cleaned === 'deleted';
+        // Given up while it ran, or its files could not all be deleted: the sweep deletes its answers once it has ended.
+        if (fileId && (!done || cleaned === 'failed')) await this.dueSoon(p.provider.name, fileId, batch.id);
+      } else if (fileId && !batch && !gone) {
+        // No batch known from the upload (its creation failed or timed out): the sweep looks for one, and deletes the upload.
+        await this.dueSoon(p.provider.name, fileId);
       }
+      if (fileId && gone) await this.forget(p.provider.name, fileId);
     }
+  }
+
+  /** Writes the upload down (UploadsBook.track); false when it could not be (a database error, logged). */
+  private async track(key: string, p: Pending, fileId: string): Promise<boolean> {
+    if (!this.uploads) return true;
+    try {
+      await this.uploads.track(p.provider.name, fileId, this.cfg.batchMaxWaitMs + UPLOAD_GRACE_MS);
+      return true;
+    } catch (err) {
+      this.logger.warn({ msg: 'could not write an upload down: not sent', model: key, fileId, err: loggableError(err) });
+      return false;
+    }
+  }
+
+  private async forget(provider: string, fileId: string): Promise<void> {
+    await this.uploads?.forget(provider, fileId).catch((err: unknown) => this.logger.warn({ msg: 'could not strike off a deleted upload', fileId, err: loggableError(err) }));
+  }
+
+  /** The sweep looks at the upload at its next pass after one poll interval. */
+  private async dueSoon(provider: string, fileId: string, batchId?: string): Promise<void> {
+    await this.uploads?.dueIn(provider, fileId, this.cfg.batchPollMs, batchId).catch((err: unknown) => this.logger.warn({ msg: 'could not mark an upload for the sweep', fileId, err: loggableError(err) }));
   }
 
   /**
@@ -304,7 +363,9 @@ export class BatchCollector {
       this.logger.warn({ msg: 'batch taken over failed', batchId, err: loggableError(err) });
       failAdopted(a, why);
     } finally {
-      if (batch && !kept && TERMINAL.has(batch.status)) await this.cleanUp(batchId, a, batch, a.tokens);
+      if (batch && !kept && TERMINAL.has(batch.status) && (await this.cleanUp(batchId, a, batch, a.tokens)) === 'deleted' && batch.input_file_id) {
+        await this.forget(a.provider.name, batch.input_file_id);
+      }
     }
   }
 
@@ -379,20 +440,71 @@ export class BatchCollector {
    * Deletes a batch's files, unless a call taken over elsewhere (a guard other than `tokens`) still
    * waits to read its line: the last reader deletes them. Without guards, at once.
    */
-  private async cleanUp(key: string, p: Pending, batch: BatchObject, tokens: string[]): Promise<void> {
+  private async cleanUp(key: string, p: Pending, batch: BatchObject, tokens: string[]): Promise<'deleted' | 'kept' | 'failed'> {
     if (this.guards && (batch.output_file_id || batch.error_file_id)) {
       try {
         const others = await this.guards.othersAwaitingBatch(batch.id, batch.input_file_id ?? null, tokens);
         if (others > 0) {
           this.logger.log({ msg: 'batch files kept for calls still to read them', model: key, batchId: batch.id, calls: others });
-          return;
+          return 'kept';
         }
       } catch (err) {
         this.logger.warn({ msg: 'could not tell whether a batch is still awaited: its files are kept', model: key, batchId: batch.id, err: loggableError(err) });
-        return;
+        return 'failed';
       }
     }
-    await this.deleteFiles(key, p, batch);
+    return (await this.deleteFiles(p, batch)) ? 'deleted' : 'failed';
+  }
+
+  /**
+   * Deletes at the providers what the uploads written down and past their time left there: the
+   * upload (students' essays) and its batch's answers. An upload is past its time when its sender
+   * should have read and deleted its batch long since (LLM_BATCH_MAX_WAIT_MS and ten minutes after
+   * it was made), or at once after a poll interval when its sender gave the batch up or could not
+   * delete a file. A call that still waits for the batch (a job's guard naming it) keeps it; a
+   * batch no one waits for that is still running is cancelled, and its files go once it has ended;
+   * an upload from which no batch was made is deleted. Instances sweeping at once take different
+   * uploads. Returns how many uploads were struck off.
+   */
+  async sweepUploads(providerOf: ProviderByName): Promise<number> {
+    if (!this.uploads || this.closed) return 0;
+    let struck = 0;
+    for (const u of await this.uploads.claimDue(SWEEP_BATCH, Math.max(this.cfg.batchPollMs, 1_000) * 4)) {
+      try {
+        if (await this.sweepUpload(u, providerOf)) struck++;
+      } catch (err) {
+        this.logger.warn({ msg: 'an upload could not be swept: it is looked at again later', provider: u.provider, fileId: u.fileId, batchId: u.batchId, tries: u.tries, err: loggableError(err) });
+      }
+    }
+    return struck;
+  }
+
+  private async sweepUpload(u: TrackedUpload, providerOf: ProviderByName): Promise<boolean> {
+    const at = providerOf(u.provider);
+    if (!at) {
+      this.logger.warn({ msg: 'an upload is left at a provider with no API key here: looked at again later', provider: u.provider, fileId: u.fileId });
+      return false;
+    }
+    if (this.guards && (await this.guards.othersAwaitingBatch(u.batchId ?? '', u.fileId, [])) > 0) return false;
+    let batch: BatchObject | null;
+    try {
+      batch = u.batchId ? await this.client.getBatch(at.provider, at.adapter, u.batchId) : await this.client.findBatchByFile(at.provider, at.adapter, u.fileId, u.uploadedAt - CLOCK_SLACK_MS);
+    } catch (err) {
+      if (!(err instanceof ProviderError && err.extra.status === 404)) throw err;
+      batch = null; // the provider no longer knows the batch: only the upload may be left
+    }
+    if (batch && !TERMINAL.has(batch.status)) {
+      // No one waits for its answers: what it has not run yet is neither run nor billed.
+      if (!ENDING.has(batch.status)) await this.client.cancelBatch(at.provider, at.adapter, batch.id);
+      this.logger.warn({ msg: 'a batch no call waits for is cancelled: its files are deleted once it has ended', provider: u.provider, batchId: batch.id });
+      await this.uploads!.dueIn(u.provider, u.fileId, this.cfg.batchPollMs, batch.id);
+      return false;
+    }
+    const files = batch ?? { id: '', input_file_id: u.fileId, output_file_id: null, error_file_id: null };
+    if (!(await this.deleteFiles(at, { ...files, input_file_id: u.fileId }))) return false;
+    await this.uploads!.forget(u.provider, u.fileId);
+    this.logger.log({ msg: 'an upload left at a provider is deleted', provider: u.provider, fileId: u.fileId, batchId: batch?.id ?? null });
+    return true;
   }
 
   /** Waits `ms`, or less when the collector closes. */
@@ -428,16 +540,24 @@ export class BatchCollector {
   /**
    * A batch leaves its files at the provider: the requests uploaded (students' essays) and the
    * answers. They are deleted once read (students' data is not left where no one needs it); a file
-   * that cannot be deleted is logged by id and left to the provider's own expiry.
+   * that cannot be deleted is logged by id, and false returned (the sweep tries again).
    */
-  private async deleteFiles(key: string, p: Pending, batch: BatchObject): Promise<void> {
+  private async deleteFiles(p: Pick<Pending, 'provider' | 'adapter'>, batch: Pick<BatchObject, 'id' | 'input_file_id' | 'output_file_id' | 'error_file_id'>): Promise<boolean> {
     const ids = [batch.input_file_id, batch.output_file_id, batch.error_file_id].filter((id): id is string => typeof id === 'string' && id.length > 0);
-    for (const id of ids) {
-      try {
-        await this.client.deleteFile(p.provider, p.adapter, id);
-      } catch (err) {
-        this.logger.warn({ msg: 'could not delete a batch file', model: key, batchId: batch.id, fileId: id, err: loggableError(err) });
-      }
+    let all = true;
+    for (const id of ids) all = (await this.deleteFile(p.provider, p.adapter, id, { batchId: batch.id })) && all;
+    return all;
+  }
+
+  /** Deletes one file at the provider: true once it is gone (deleted now, or already: 404); a failure is logged by id. */
+  private async deleteFile(provider: EnabledProvider, adapter: DialectAdapter, fileId: string, ids: { batchId?: string; fileId?: string }): Promise<boolean> {
+    try {
+      await this.client.deleteFile(provider, adapter, fileId);
+      return true;
+    } catch (err) {
+      if (err instanceof ProviderError && err.extra.status === 404) return true;
+      this.logger.warn({ msg: 'could not delete a batch file', ...ids, fileId, err: loggableError(err) });
+      return false;
     }
   }
 

@@ -20,6 +20,7 @@ import { CircuitBreaker } from './circuit-breaker';
 import { costOf, priceAt, worstCaseCost } from './pricing';
 import { ProviderClient } from './provider-client';
 import { ADAPTERS } from './providers';
+import { ProviderUploadsRepository } from './provider-uploads.repository';
 import { CachedAnswer, ResponseCache } from './response-cache';
 import { estimatePromptTokens } from './tokens';
 import { ChatMessage, ChatParams, Completion, ProviderError, samplingOf, Usage } from './types';
@@ -58,20 +59,27 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     private readonly metrics: GatewayMetrics,
     private readonly clock: Clock,
     private readonly limits: LimitsService,
+    uploads: ProviderUploadsRepository,
   ) {
     this.router = new ModelRouter(models, clock, config.llm.defaultMaxTokens);
     this.client = new ProviderClient(config.llm);
-    this.batches = new BatchCollector(this.client, config.llm, budget);
+    this.batches = new BatchCollector(this.client, config.llm, budget, uploads);
     this.health = new ProviderHealth(config.llm);
   }
 
   private purgeTimer?: NodeJS.Timeout;
+  private uploadsTimer?: NodeJS.Timeout;
 
   onApplicationBootstrap(): void {
     this.purgeTimer = setInterval(() => {
       this.cache.purgeExpired().catch((err: Error) => this.logger.warn({ msg: 'cache purge failed', err: loggableError(err) }));
     }, 3_600_000);
     this.purgeTimer.unref();
+    // What provider batches left at the providers (BatchCollector.sweepUploads), every minute or poll interval.
+    this.uploadsTimer = setInterval(() => {
+      this.sweepProviderUploads().catch((err: Error) => this.logger.warn({ msg: 'provider uploads sweep failed', err: loggableError(err) }));
+    }, Math.max(this.config.llm.batchPollMs, 60_000));
+    this.uploadsTimer.unref();
     const llm = this.models;
     const describe = (t: Tier) => llm.tiers[t].map((g) => g.map((e) => e.model.key).join('|')).join(', ');
     if (llm.providers.size === 0) {
@@ -99,8 +107,21 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     this.batches.handOver();
   }
 
+  /**
+   * Deletes the uploads and batch answers that batches left at the providers once no call waits
+   * for them (BatchCollector.sweepUploads); how many uploads were struck off.
+   */
+  sweepProviderUploads(): Promise<number> {
+    return this.batches.sweepUploads((name) => {
+      const provider = this.models.providers.get(name);
+      const dialect = this.models.catalog.providers.get(name)?.dialect;
+      return provider && dialect ? { provider, adapter: ADAPTERS[dialect] } : undefined;
+    });
+  }
+
   async onApplicationShutdown(): Promise<void> {
     if (this.purgeTimer) clearInterval(this.purgeTimer);
+    if (this.uploadsTimer) clearInterval(this.uploadsTimer);
     await this.batches.close();
     await this.cache.drain();
     await this.client.close();

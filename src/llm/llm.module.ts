@@ -6,12 +6,13 @@ import { ChatService } from './chat.service';
 import { GatewayMetrics } from './gateway-metrics';
 import { GatewayService } from './gateway.service';
 import { ModelsService } from './models.service';
+import { ProviderUploadsRepository } from './provider-uploads.repository';
 import { ResponseCache } from './response-cache';
 
 @Module({
   imports: [BillingModule, TenancyModule],
   controllers: [ChatController],
-  providers: [GatewayService, GatewayMetrics, ResponseCache, ChatService, ModelsService],
+  providers: [GatewayService, GatewayMetrics, ResponseCache, ChatService, ModelsService, ProviderUploadsRepository],
   exports: [GatewayService, ResponseCache],
 })
 export class LlmModule {}

@@ -1,0 +1,73 @@
+import { Injectable } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { rowsOf } from '../db/tenant-scope';
+
+/** An upload at a provider still to be deleted (with its batch's answers), as the sweep claims it. */
+export interface TrackedUpload {
+  provider: string;
+  fileId: string;
+  batchId: string | null;
+  uploadedAt: number;
+  tries: number;
+}
+
+/**
+ * The uploads Inkstone has made to providers' Batch APIs and not yet deleted (`provider_uploads`).
+ * Not tenant data: a batch carries many tenants' calls, and no essay text is kept here, only the
+ * provider's ids. Each row is due when its batch should have been read and deleted by the
+ * process that sent it; the sweep (BatchCollector.sweepUploads) claims the rows past that.
+ */
+@Injectable()
+export class ProviderUploadsRepository {
+  constructor(private readonly ds: DataSource) {}
+
+  /** Writes an upload down, due `dueInMs` from now (when its batch would be given up). */
+  async track(provider: string, fileId: string, dueInMs: number): Promise<void> {
+    await this.ds.query(
+      `INSERT INTO provider_uploads (provider, file_id, due_at) VALUES ($1, $2, now() + make_interval(secs => $3::double precision / 1000))
+       ON CONFLICT (provider, file_id) DO NOTHING`,
+      [provider, fileId, dueInMs],
+    );
+  }
+
+  /** The batch the provider made from the upload. */
+  async nameBatch(provider: string, fileId: string, batchId: string): Promise<void> {
+    await this.ds.query(`UPDATE provider_uploads SET batch_id = $3 WHERE provider = $1 AND file_id = $2`, [provider, fileId, batchId]);
+  }
+
+  /** Due in `ms` from now (the sweep looks at it then), with the batch found for it when given. */
+  async dueIn(provider: string, fileId: string, ms: number, batchId?: string): Promise<void> {
+    await this.ds.query(
+      `UPDATE provider_uploads SET due_at = now() + make_interval(secs => $3::double precision / 1000), batch_id = coalesce($4, batch_id)
+        WHERE provider = $1 AND file_id = $2`,
+      [provider, fileId, ms, batchId ?? null],
+    );
+  }
+
+  /** The upload and its batch's files are deleted at the provider: struck off. */
+  async forget(provider: string, fileId: string): Promise<void> {
+    await this.ds.query(`DELETE FROM provider_uploads WHERE provider = $1 AND file_id = $2`, [provider, fileId]);
+  }
+
+  /**
+   * Up to `limit` uploads past their time, oldest first, each held for `holdMs` (due again then, one
+   * more try counted): instances sweeping at once take different rows, and a sweep that dies
+   * leaves its rows to the next.
+   */
+  async claimDue(limit: number, holdMs: number): Promise<TrackedUpload[]> {
+    const res: unknown = await this.ds.query(
+      `UPDATE provider_uploads u SET due_at = now() + make_interval(secs => $2::double precision / 1000), tries = u.tries + 1
+         FROM (SELECT provider, file_id FROM provider_uploads WHERE due_at <= now() ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) d
+        WHERE u.provider = d.provider AND u.file_id = d.file_id
+        RETURNING u.provider, u.file_id, u.batch_id, (extract(epoch FROM u.uploaded_at) * 1000)::bigint AS uploaded_at, u.tries`,
+      [limit, holdMs],
+    );
+    return rowsOf<{ provider: string; file_id: string; batch_id: string | null; uploaded_at: string; tries: number }>(res).map((r) => ({
+      provider: r.provider,
+      fileId: r.file_id,
+      batchId: r.batch_id,
+      uploadedAt: Number(r.uploaded_at),
+      tries: r.tries,
+    }));
+  }
+}
