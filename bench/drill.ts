@@ -46,6 +46,13 @@ export interface DrillResult {
   unrecordedAnswers: number;
   /** requests the provider received that have no ledger row (must be 0) */
   requestsWithoutLedgerRow: number;
+  /**
+   * what the batches left at the provider once every deep review was delivered: its files not
+   * deleted (uploads with students' essays, results) and the uploads still written down in
+   * provider_uploads (both must be 0: the killed process's batches are cleaned up by their readers)
+   */
+  filesLeftAtProvider: number;
+  uploadsNotStruckOff: number;
   /** the first school's (its cap binds) */
   capCny: string;
   spentCny: string;
@@ -149,6 +156,13 @@ export async function runDrill(): Promise<DrillResult> {
     const [dbl] = (
       await db.query(`SELECT count(*)::int AS n FROM (SELECT essay_id FROM llm_calls WHERE outcome = 'ok' AND cache_status = 'miss' GROUP BY essay_id, purpose HAVING count(*) > 1) x`)
     ).rows;
+    // The readers delete a batch's files after they have answered its calls: a few seconds at most.
+    const leftOver = async () => ({
+      files: (await json<{ filesStored: number }>(`${fake.url}/_fake/requests`)).filesStored,
+      uploads: ((await db.query(`SELECT count(*)::int AS n FROM provider_uploads`)).rows[0] as { n: number }).n,
+    });
+    let left = await leftOver();
+    for (const until = Date.now() + 15_000; (left.files > 0 || left.uploads > 0) && Date.now() < until; left = await leftOver()) await new Promise((r) => setTimeout(r, 250));
     const fakeSide = await json<{ count: number; answered: number; answeredInBatches: number; answeredAgain: number }>(`${fake.url}/_fake/requests`);
     const [calls] = (
       await db.query(`SELECT count(*) FILTER (WHERE outcome IN ('ok', 'invalid_output'))::int AS answered, count(*) FILTER (WHERE outcome = 'lost_in_flight')::int AS lost,
@@ -182,6 +196,8 @@ export async function runDrill(): Promise<DrillResult> {
       ledgerProviderCalls: calls.provider_calls,
       unrecordedAnswers: Math.max(0, fakeSide.answered - calls.answered - calls.lost),
       requestsWithoutLedgerRow: Math.max(0, fakeSide.count - calls.provider_calls),
+      filesLeftAtProvider: left.files,
+      uploadsNotStruckOff: left.uploads,
       capCny,
       spentCny: (Number(books.spent) / 1e9).toFixed(6),
       withinCap,
@@ -201,6 +217,8 @@ export async function runDrill(): Promise<DrillResult> {
       result.doublePaidGradings === 0 &&
       result.unrecordedAnswers === 0 &&
       result.requestsWithoutLedgerRow === 0 &&
+      result.filesLeftAtProvider === 0 &&
+      result.uploadsNotStruckOff === 0 &&
       withinCap &&
       result.reservedAfter === '0' &&
       result.ledgerEqualsSpend;

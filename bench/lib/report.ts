@@ -97,7 +97,10 @@ platform absorbs: the provider may have billed them; the tenant is not charged f
 ${r.drill.unrecordedAnswers}. Prompts the provider answered twice: ${r.drill.provider.answeredAgain} (counted in "paid twice": a call answered
 to a process that died before it could record the answer is made again by the job's retry, and no provider
 takes an idempotency key that would let the retry fetch the first answer instead).
-` : ''}${r.drill.note ? `\n${r.drill.note}\n` : ''}
+` : ''}${r.drill.filesLeftAtProvider === undefined ? '' : `
+Left at the provider once every deep review was delivered: ${r.drill.filesLeftAtProvider} batch files (uploads with students' essays, and
+results) and ${r.drill.uploadsNotStruckOff} uploads still written down in \`provider_uploads\` (both must be 0).
+`}${r.drill.note ? `\n${r.drill.note}\n` : ''}
 ${r.fairness ? renderFairness(r.fairness) : ''}
 ${r.readFlood ? `${renderReadFlood(r.readFlood)}
 ` : ''}${r.hostile ? renderHostile(r.hostile) : ''}

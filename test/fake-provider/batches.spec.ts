@@ -319,13 +319,16 @@ describe('what it would bill, in batches', () => {
     const batch = await startBatch('dashscope', lines);
     expect((await waitForBatch('dashscope', batch.id)).request_counts).toEqual({ total: 3, completed: 2, failed: 1 });
     const counts = async () => {
-      const { count, answered, answeredInBatches, answeredAgain } = (await (await fetch(`${fake.url}/_fake/requests`)).json()) as Json;
-      return { count, answered, answeredInBatches, answeredAgain };
+      const { count, answered, answeredInBatches, answeredAgain, filesStored } = (await (await fetch(`${fake.url}/_fake/requests`)).json()) as Json;
+      return { count, answered, answeredInBatches, answeredAgain, filesStored };
     };
-    expect(await counts()).toEqual({ count: 3, answered: 2, answeredInBatches: 2, answeredAgain: 0 });
+    // The upload, the batch's answers and its errors (the line it answered 400) are stored.
+    expect(await counts()).toEqual({ count: 3, answered: 2, answeredInBatches: 2, answeredAgain: 0, filesStored: 3 });
     await chat('dashscope', again);
-    expect(await counts()).toEqual({ count: 4, answered: 3, answeredInBatches: 2, answeredAgain: 1 });
+    expect(await counts()).toEqual({ count: 4, answered: 3, answeredInBatches: 2, answeredAgain: 1, filesStored: 3 });
+    expect((await fetch(`${fake.baseUrl('dashscope')}/files/${batch.input_file_id}`, { method: 'DELETE', headers: { authorization: AUTH } })).status).toBe(200);
+    expect((await counts()).filesStored).toBe(2);
     fake.reset();
-    expect(await counts()).toEqual({ count: 0, answered: 0, answeredInBatches: 0, answeredAgain: 0 });
+    expect(await counts()).toEqual({ count: 0, answered: 0, answeredInBatches: 0, answeredAgain: 0, filesStored: 0 });
   });
 });

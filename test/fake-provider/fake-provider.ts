@@ -72,9 +72,10 @@ export type {
  * - `POST /_fake/batch-latency` `{ms}`
  * - `POST /_fake/batch-failure` `{dialect, outcome: 'failed' | 'expired'}`
  * - `POST /_fake/reset`
- * - `GET /_fake/requests` → `{count, answered, answeredInBatches, answeredAgain, requests}` (count since
+ * - `GET /_fake/requests` → `{count, answered, answeredInBatches, answeredAgain, filesStored, requests}` (count since
  *   reset; answers billed: real-time ones sent whole with 200 and batch lines answered with 200, of
- *   which batch lines; prompts answered more than once, in real time or in a batch; the last 100,
+ *   which batch lines; prompts answered more than once, in real time or in a batch; the Batch API's
+ *   files not deleted; the last 100,
  *   without bodies or headers; batch lines with their `batchId`)
  * - `GET /_fake/health` → `{status: 'ok', url, baseUrls}`
  */

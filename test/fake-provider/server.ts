@@ -226,7 +226,8 @@ export class FakeProviderServer implements FakeProvider {
         }));
         let answeredAgain = 0;
         for (const n of this.answeredPrompts.values()) if (n > 1) answeredAgain++;
-        return sendJson(res, 200, { count: this.received, answered: this.answered, answeredInBatches: this.answeredInBatches, answeredAgain, requests });
+        // filesStored: the Batch API's files not deleted (uploads of requests, and results).
+        return sendJson(res, 200, { count: this.received, answered: this.answered, answeredInBatches: this.answeredInBatches, answeredAgain, filesStored: this.files.length, requests });
       }
       return sendJson(res, 404, { error: { message: `Not found: ${route}` } });
     }

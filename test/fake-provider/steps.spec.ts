@@ -218,7 +218,7 @@ describe('HTTP control endpoints', () => {
 
     fake.enqueue('zhipu', { kind: 'preset', name: 'server_error' });
     expect(await control('POST', 'reset')).toEqual({ status: 200, json: { ok: true } });
-    expect((await control('GET', 'requests')).json).toEqual({ count: 0, answered: 0, answeredInBatches: 0, answeredAgain: 0, requests: [] });
+    expect((await control('GET', 'requests')).json).toEqual({ count: 0, answered: 0, answeredInBatches: 0, answeredAgain: 0, filesStored: 0, requests: [] });
     expect((await post('zhipu', { model: 'm', messages: [] })).status).toBe(200);
   });
 });
