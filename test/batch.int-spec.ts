@@ -397,10 +397,11 @@ describe("calls that can wait go through the provider's Batch API", () => {
       const client = new ProviderClient(t.config.llm);
       const provider = t.models.providers.get('dashscope')!;
       try {
-        const fileId = await client.uploadBatchFile(provider, ADAPTERS.dashscope, jsonl(content));
+        const name = `inkstone-${randomUUID()}.jsonl`;
+        const fileId = await client.uploadBatchFile(provider, ADAPTERS.dashscope, jsonl(content), name);
         const batch = opts.batch ? await client.createBatchFromFile(provider, ADAPTERS.dashscope, fileId) : null;
-        await ds.query(`INSERT INTO provider_uploads (provider, file_id, batch_id, due_at) VALUES ('dashscope', $1, $2, now() - interval '1 second')`, [fileId, batch?.id ?? null]);
-        return { fileId, batchId: batch?.id ?? null };
+        await ds.query(`INSERT INTO provider_uploads (provider, name, file_id, batch_id, due_at) VALUES ('dashscope', $1, $2, $3, now() - interval '1 second')`, [name, fileId, batch?.id ?? null]);
+        return { name, fileId, batchId: batch?.id ?? null };
       } finally {
         await client.close();
       }
@@ -503,6 +504,67 @@ describe("calls that can wait go through the provider's Batch API", () => {
       expect(await gw.sweepProviderUploads()).toBe(1);
       expect(fake.files).toEqual([]);
       expect(await uploads()).toEqual([]);
+    });
+
+    it("finds an upload whose answer was lost by the name it was sent with, and deletes it; one never stored is struck off", async () => {
+      const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
+      const provider = t.models.providers.get('dashscope')!;
+      const client = new ProviderClient(t.config.llm);
+      const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 10, batchPollMs: 50 }, undefined, t.app.get(ProviderUploadsRepository));
+      // The provider stores the upload, and its answer is lost (a timeout): the calls are not sent in a batch.
+      const upload = client.uploadBatchFile.bind(client);
+      const lost = jest.spyOn(client, 'uploadBatchFile').mockImplementationOnce(async (...args) => {
+        await upload(...args);
+        throw new ProviderError('retryable', 'timeout', 'the upload took longer than its total timeout');
+      });
+      try {
+        const err = await collector.submit(provider, ADAPTERS.dashscope, model, { messages: [{ role: 'user', content: '答复丢失的上传' }], maxTokens: 50, stream: false }).catch((e: unknown) => e);
+        expect((err as ProviderError).reason).toBe('batch_failed');
+      } finally {
+        lost.mockRestore();
+        await collector.close();
+        await client.close();
+      }
+      expect(fake.batches).toHaveLength(0);
+      expect(fake.files).toHaveLength(1); // stored at the provider, its id unknown here
+      const [row] = (await ds.query(`SELECT name, file_id, due_at < now() + interval '1 minute' AS soon FROM provider_uploads`)) as Array<{ name: string; file_id: string | null; soon: boolean }>;
+      expect(row).toEqual({ name: expect.stringMatching(/^inkstone-[0-9a-f-]{36}\.jsonl$/), file_id: null, soon: true });
+      // Written down before it was sent, never stored (the process killed before it sent it): struck off.
+      await ds.query(`INSERT INTO provider_uploads (provider, name, due_at) VALUES ('dashscope', 'inkstone-never-sent.jsonl', now())`);
+      await ds.query(`UPDATE provider_uploads SET due_at = now() - interval '1 second'`);
+      expect(await gw.sweepProviderUploads()).toBe(2);
+      expect(fake.files).toEqual([]);
+      expect(await uploads()).toEqual([]);
+    });
+
+    it("looks an upload up by its name a page at a time: not found within the pages it reads, or a list that is not one, is an error and the upload stays written down", async () => {
+      const provider = t.models.providers.get('dashscope')!;
+      const client = new ProviderClient(t.config.llm);
+      const odd = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list' })));
+      await new Promise<void>((resolve) => odd.listen(0, '127.0.0.1', resolve));
+      try {
+        const name = `inkstone-${randomUUID()}.jsonl`;
+        const fileId = await client.uploadBatchFile(provider, ADAPTERS.dashscope, jsonl('按名字找'), name);
+        for (let i = 0; i < 100; i++) await client.uploadBatchFile(provider, ADAPTERS.dashscope, jsonl(`newer ${i}`)); // a page of newer uploads
+        const paged = await client.findFileByName(provider, ADAPTERS.dashscope, name, 0, 1).catch((e: unknown) => e);
+        expect((paged as ProviderError).message).toMatch(/not found in 1 pages/);
+        expect(await client.findFileByName(provider, ADAPTERS.dashscope, name, 0, 2)).toBe(fileId);
+        expect(await client.findFileByName(provider, ADAPTERS.dashscope, 'inkstone-none.jsonl', 0, 2)).toBeNull();
+        // Read back past the time asked for: none.
+        expect(await client.findFileByName(provider, ADAPTERS.dashscope, name, Date.now() + 60_000, 1)).toBeNull();
+        const oddProvider = { ...provider, baseUrl: `http://127.0.0.1:${(odd.address() as AddressInfo).port}` };
+        const malformed = await client.findFileByName(oddProvider, ADAPTERS.dashscope, name, 0).catch((e: unknown) => e);
+        expect((malformed as ProviderError).reason).toBe('malformed_response');
+        // The sweep of an upload whose id it does not know, at a provider whose list is not one: kept, looked at again later.
+        await ds.query(`INSERT INTO provider_uploads (provider, name, due_at) VALUES ('dashscope', $1, now() - interval '1 second')`, [name]);
+        const sweeping = new BatchCollector(client, t.config.llm, undefined, t.app.get(ProviderUploadsRepository));
+        expect(await sweeping.sweepUploads(() => ({ provider: oddProvider, adapter: ADAPTERS.dashscope }))).toBe(0);
+        expect(await uploads()).toEqual([expect.objectContaining({ file_id: null, tries: 1, later: true })]);
+      } finally {
+        odd.closeAllConnections();
+        odd.close();
+        await client.close();
+      }
     });
 
     it('gives each upload past its time to one sweep when instances sweep at once', async () => {

@@ -26,10 +26,12 @@ export interface BatchGuards {
  * delete leaves there is found again by the sweep (sweepUploads).
  */
 export interface UploadsBook {
-  track(provider: string, fileId: string, dueInMs: number): Promise<void>;
+  track(provider: string, name: string, dueInMs: number): Promise<void>;
+  uploaded(provider: string, name: string, fileId: string): Promise<void>;
   nameBatch(provider: string, fileId: string, batchId: string): Promise<void>;
-  dueIn(provider: string, fileId: string, ms: number, batchId?: string): Promise<void>;
+  dueIn(provider: string, name: string, ms: number, batchId?: string): Promise<void>;
   forget(provider: string, fileId: string): Promise<void>;
+  forgetName(provider: string, name: string): Promise<void>;
   claimDue(limit: number, holdMs: number): Promise<TrackedUpload[]>;
 }
 
@@ -221,16 +223,23 @@ export class BatchCollector {
 
   private async run(key: string, p: Pending): Promise<void> {
     let batch: BatchObject | undefined;
+    // The upload's file name, written down before it is sent: an upload whose answer is lost is found by it.
+    const name = `inkstone-${randomUUID()}.jsonl`;
+    let tracked = false;
     let fileId: string | undefined;
     let kept = false;
     let gone = false;
     try {
       const jsonl = p.entries.map((e) => JSON.stringify({ custom_id: e.customId, method: 'POST', url: '/v1/chat/completions', body: e.body })).join('\n');
-      fileId = await this.client.uploadBatchFile(p.provider, p.adapter, jsonl);
-      if (!(await this.track(key, p, fileId)) || !(await this.nameUpload(key, p, fileId))) {
-        // Not written down, or its calls' guards and reservations would run out while the batch ran: not sent.
+      if (!(tracked = await this.track(key, p, name))) return failAll(p.entries, "the batch's upload could not be written down: not sent");
+      fileId = await this.client.uploadBatchFile(p.provider, p.adapter, jsonl, name);
+      await this.uploads?.uploaded(p.provider.name, name, fileId).catch((err: unknown) => {
+        this.logger.warn({ msg: "could not write down an upload's id: the sweep looks for it by its name", model: key, fileId, err: loggableError(err) });
+      });
+      if (!(await this.nameUpload(key, p, fileId))) {
+        // Its calls' guards and reservations would run out while the batch ran: not sent.
         gone = await this.deleteFile(p.provider, p.adapter, fileId, { fileId });
-        return failAll(p.entries, "the batch's upload could not be written down or named on its calls: not sent");
+        return failAll(p.entries, "the batch's upload could not be named on its calls: not sent");
       }
       batch = await this.client.createBatchFromFile(p.provider, p.adapter, fileId);
       this.logger.log({ msg: 'batch submitted', model: key, batchId: batch.id, requests: p.entries.length });
@@ -267,23 +276,24 @@ export class BatchCollector {
         const cleaned = await this.cleanUp(key, p, done ? batch : { ...batch, output_file_id: null, error_file_id: null }, tokens);
         gone = done && cleaned === 'deleted';
         // Given up while it ran, or its files could not all be deleted: the sweep deletes its answers once it has ended.
-        if (fileId && (!done || cleaned === 'failed')) await this.dueSoon(p.provider.name, fileId, batch.id);
-      } else if (fileId && !batch && !gone) {
-        // No batch known from the upload (its creation failed or timed out): the sweep looks for one, and deletes the upload.
-        await this.dueSoon(p.provider.name, fileId);
+        if (!done || cleaned === 'failed') await this.dueSoon(p.provider.name, name, batch.id);
+      } else if (tracked && !batch && !gone) {
+        // No batch known from the upload (the upload's answer or the batch's creation failed or timed
+        // out): the sweep looks for them, and deletes what the provider stored.
+        await this.dueSoon(p.provider.name, name);
       }
-      if (fileId && gone) await this.forget(p.provider.name, fileId);
+      if (tracked && gone) await this.uploads?.forgetName(p.provider.name, name).catch((err: unknown) => this.logger.warn({ msg: 'could not strike off a deleted upload', fileId, err: loggableError(err) }));
     }
   }
 
-  /** Writes the upload down (UploadsBook.track); false when it could not be (a database error, logged). */
-  private async track(key: string, p: Pending, fileId: string): Promise<boolean> {
+  /** Writes the upload down by its file name before it is sent (UploadsBook.track); false when it could not be (a database error, logged). */
+  private async track(key: string, p: Pending, name: string): Promise<boolean> {
     if (!this.uploads) return true;
     try {
-      await this.uploads.track(p.provider.name, fileId, this.cfg.batchMaxWaitMs + UPLOAD_GRACE_MS);
+      await this.uploads.track(p.provider.name, name, this.cfg.batchMaxWaitMs + UPLOAD_GRACE_MS);
       return true;
     } catch (err) {
-      this.logger.warn({ msg: 'could not write an upload down: not sent', model: key, fileId, err: loggableError(err) });
+      this.logger.warn({ msg: 'could not write an upload down: not sent', model: key, err: loggableError(err) });
       return false;
     }
   }
@@ -292,9 +302,9 @@ export class BatchCollector {
     await this.uploads?.forget(provider, fileId).catch((err: unknown) => this.logger.warn({ msg: 'could not strike off a deleted upload', fileId, err: loggableError(err) }));
   }
 
-  /** The sweep looks at the upload at its next pass after one poll interval. */
-  private async dueSoon(provider: string, fileId: string, batchId?: string): Promise<void> {
-    await this.uploads?.dueIn(provider, fileId, this.cfg.batchPollMs, batchId).catch((err: unknown) => this.logger.warn({ msg: 'could not mark an upload for the sweep', fileId, err: loggableError(err) }));
+  /** The sweep looks at the upload (by its file name) at its next pass after one poll interval. */
+  private async dueSoon(provider: string, name: string, batchId?: string): Promise<void> {
+    await this.uploads?.dueIn(provider, name, this.cfg.batchPollMs, batchId).catch((err: unknown) => this.logger.warn({ msg: 'could not mark an upload for the sweep', batchId, err: loggableError(err) }));
   }
 
   /**
@@ -463,8 +473,9 @@ export class BatchCollector {
    * it was made), or at once after a poll interval when its sender gave the batch up or could not
    * delete a file. A call that still waits for the batch (a job's guard naming it) keeps it; a
    * batch no one waits for that is still running is cancelled, and its files go once it has ended;
-   * an upload from which no batch was made is deleted. Instances sweeping at once take different
-   * uploads. Returns how many uploads were struck off.
+   * an upload from which no batch was made is deleted; an upload whose answer never came (the
+   * process killed, the connection cut) is looked for by its file name in the provider's list of
+   * files. Instances sweeping at once take different uploads. Returns how many uploads were struck off.
    */
   async sweepUploads(providerOf: ProviderByName): Promise<number> {
     if (!this.uploads || this.closed) return 0;
@@ -485,10 +496,21 @@ export class BatchCollector {
       this.logger.warn({ msg: 'an upload is left at a provider with no API key here: looked at again later', provider: u.provider, fileId: u.fileId });
       return false;
     }
-    if (this.guards && (await this.guards.othersAwaitingBatch(u.batchId ?? '', u.fileId, [])) > 0) return false;
+    let fileId = u.fileId;
+    if (fileId === null) {
+      // Its answer never came: whether the provider stored it is in its list of files, by its name.
+      fileId = await this.client.findFileByName(at.provider, at.adapter, u.name, u.uploadedAt - CLOCK_SLACK_MS);
+      if (fileId === null) {
+        await this.uploads!.forgetName(u.provider, u.name);
+        this.logger.log({ msg: 'an upload written down was never stored at the provider', provider: u.provider });
+        return true;
+      }
+      await this.uploads!.uploaded(u.provider, u.name, fileId);
+    }
+    if (this.guards && (await this.guards.othersAwaitingBatch(u.batchId ?? '', fileId, [])) > 0) return false;
     let batch: BatchObject | null;
     try {
-      batch = u.batchId ? await this.client.getBatch(at.provider, at.adapter, u.batchId) : await this.client.findBatchByFile(at.provider, at.adapter, u.fileId, u.uploadedAt - CLOCK_SLACK_MS);
+      batch = u.batchId ? await this.client.getBatch(at.provider, at.adapter, u.batchId) : await this.client.findBatchByFile(at.provider, at.adapter, fileId, u.uploadedAt - CLOCK_SLACK_MS);
     } catch (err) {
       if (!(err instanceof ProviderError && err.extra.status === 404)) throw err;
       batch = null; // the provider no longer knows the batch: only the upload may be left
@@ -497,13 +519,13 @@ export class BatchCollector {
       // No one waits for its answers: what it has not run yet is neither run nor billed.
       if (!ENDING.has(batch.status)) await this.client.cancelBatch(at.provider, at.adapter, batch.id);
       this.logger.warn({ msg: 'a batch no call waits for is cancelled: its files are deleted once it has ended', provider: u.provider, batchId: batch.id });
-      await this.uploads!.dueIn(u.provider, u.fileId, this.cfg.batchPollMs, batch.id);
+      await this.uploads!.dueIn(u.provider, u.name, this.cfg.batchPollMs, batch.id);
       return false;
     }
-    const files = batch ?? { id: '', input_file_id: u.fileId, output_file_id: null, error_file_id: null };
-    if (!(await this.deleteFiles(at, { ...files, input_file_id: u.fileId }))) return false;
-    await this.uploads!.forget(u.provider, u.fileId);
-    this.logger.log({ msg: 'an upload left at a provider is deleted', provider: u.provider, fileId: u.fileId, batchId: batch?.id ?? null });
+    const files = batch ?? { id: '', input_file_id: fileId, output_file_id: null, error_file_id: null };
+    if (!(await this.deleteFiles(at, { ...files, input_file_id: fileId }))) return false;
+    await this.uploads!.forgetName(u.provider, u.name);
+    this.logger.log({ msg: 'an upload left at a provider is deleted', provider: u.provider, fileId, batchId: batch?.id ?? null });
     return true;
   }
 

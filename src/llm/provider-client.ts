@@ -152,11 +152,11 @@ export class ProviderClient {
     return this.createBatchFromFile(provider, adapter, await this.uploadBatchFile(provider, adapter, jsonl));
   }
 
-  /** Uploads a JSONL file of requests (purpose "batch"): its file id. */
-  async uploadBatchFile(provider: EnabledProvider, adapter: DialectAdapter, jsonl: string): Promise<string> {
+  /** Uploads a JSONL file of requests (purpose "batch") with the file name given: its file id. */
+  async uploadBatchFile(provider: EnabledProvider, adapter: DialectAdapter, jsonl: string, filename = 'requests.jsonl'): Promise<string> {
     const form = new FormData();
     form.append('purpose', 'batch');
-    form.append('file', new Blob([jsonl], { type: 'application/jsonl' }), 'requests.jsonl');
+    form.append('file', new Blob([jsonl], { type: 'application/jsonl' }), filename);
     return (await this.batchApi<{ id: string }>(provider, adapter, '/files', { method: 'POST', form })).id;
   }
 
@@ -193,6 +193,26 @@ export class ProviderClient {
       after = last.id;
     }
     throw new ProviderError('fatal', 'batch_failed', `the batch made from upload ${fileId} was not found in ${maxPages} pages of batches`);
+  }
+
+  /**
+   * The id of the upload (purpose "batch") sent with the file name `filename`, found in the
+   * provider's list of files (`GET /files`, newest first, 100 a page) among those uploaded since
+   * `sinceMs`; null only when the list was read back past `sinceMs` (or to its end) without it.
+   */
+  async findFileByName(provider: EnabledProvider, adapter: DialectAdapter, filename: string, sinceMs: number, maxPages = 50): Promise<string | null> {
+    let after: string | null = null;
+    for (let page = 0; page < maxPages; page++) {
+      const query: string = `?purpose=batch&limit=100${after === null ? '' : `&after=${encodeURIComponent(after)}`}`;
+      const list: FileList | null = await this.batchApi<FileList | null>(provider, adapter, `/files${query}`, { method: 'GET' });
+      if (!list || !Array.isArray(list.data)) throw new ProviderError('retryable', 'malformed_response', 'the list of files is not a list');
+      const found = list.data.find((f) => f?.filename === filename && typeof f.id === 'string');
+      if (found) return found.id;
+      const last = list.data.at(-1);
+      if (!list.has_more || !last || (typeof last.created_at === 'number' && last.created_at * 1000 < sinceMs)) return null;
+      after = last.id;
+    }
+    throw new ProviderError('fatal', 'batch_failed', `the upload ${filename} was not found in ${maxPages} pages of files`);
   }
 
   getBatch(provider: EnabledProvider, adapter: DialectAdapter, id: string): Promise<BatchObject> {
@@ -292,6 +312,12 @@ export class ProviderClient {
 /** A page of `GET /batches`. */
 interface BatchList {
   data?: BatchObject[];
+  has_more?: boolean;
+}
+
+/** A page of `GET /files`: the provider's file objects (each with the name it was uploaded with). */
+interface FileList {
+  data?: Array<{ id: string; filename?: string; created_at?: number } | null>;
   has_more?: boolean;
 }
 

@@ -17,7 +17,7 @@ import {
   uploadOk,
   waitForBatch,
 } from './batch-spec-support';
-import { chat, fake, promptTokens, tokens, useFakeProvider, type Json } from './spec-support';
+import { chat, fake, MODEL, promptTokens, tokens, useFakeProvider, type Json } from './spec-support';
 
 useFakeProvider();
 
@@ -308,6 +308,33 @@ describe('batch API (files + batches)', () => {
     const listed: string[] = [];
     for await (const b of client.batches.list({ limit: 2 })) listed.push(b.id);
     expect(listed).toEqual([...ids].reverse());
+  });
+
+  it('lists the files of a dialect newest first (GET /files with purpose, limit and after), as the openai client pages them', async () => {
+    const ids: string[] = [];
+    for (const n of ['a', 'b', 'c']) ids.push(await uploadOk('dashscope', [line(n, { model: MODEL.dashscope, messages: [{ role: 'user', content: n }] })]));
+    const batch = await startBatch('dashscope', [line('x', { model: MODEL.dashscope, messages: [{ role: 'user', content: 'x' }] })]);
+    await waitForBatch('dashscope', batch.id); // its upload, and its results (purpose batch_output)
+    await uploadOk('openai', [line('other', { model: 'gpt-6-luna', messages: [{ role: 'user', content: 'x' }] })]); // another dialect's
+    const page = async (query: string) => {
+      const res = await fetch(`${fake.baseUrl('dashscope')}/files${query}`, { headers: { authorization: AUTH } });
+      return { status: res.status, body: (await res.json()) as Json };
+    };
+    const uploads = [batch.input_file_id, ...[...ids].reverse()];
+    const first = await page('?purpose=batch&limit=2');
+    expect(first.body).toMatchObject({ object: 'list', first_id: uploads[0], last_id: uploads[1], has_more: true });
+    expect(first.body.data.map((f: Json) => [f.id, f.purpose, f.filename])).toEqual([
+      [uploads[0], 'batch', expect.any(String)],
+      [uploads[1], 'batch', expect.any(String)],
+    ]);
+    expect((await page(`?purpose=batch&limit=2&after=${uploads[1]}`)).body.data.map((f: Json) => f.id)).toEqual(uploads.slice(2));
+    expect((await page('')).body.data).toHaveLength(5); // every purpose, default limit 10,000
+    expect((await page('?limit=0')).status).toBe(400);
+    expect((await page('?after=file-unknown')).status).toBe(404);
+    const client = new OpenAI({ apiKey: 'sk-dashscope', baseURL: fake.baseUrl('dashscope'), maxRetries: 0 });
+    const listed: string[] = [];
+    for await (const f of client.files.list({ purpose: 'batch', limit: 2 })) listed.push(f.id);
+    expect(listed).toEqual(uploads);
   });
 
   it('answers POST /batches late with a batch create delay, the batch created (and listed) at once; reset() clears it', async () => {

@@ -1,6 +1,6 @@
 /**
  * The OpenAI-compatible Batch API of the DashScope, OpenAI and Zhipu dialects (DeepSeek has none):
- * `POST /files` (multipart upload), `GET` and `DELETE /files/:id`, `GET /files/:id/content`, `POST /batches`,
+ * `POST /files` (multipart upload), `GET /files` (newest first, `purpose`, `limit` and `after`), `GET` and `DELETE /files/:id`, `GET /files/:id/content`, `POST /batches`,
  * `GET /batches` (newest first, `limit` and `after`), `GET /batches/:id` and `POST /batches/:id/cancel` under the dialect's base URL; the stored files and batches, the batch latency
  * and scripted batch failures. Running a batch's lines is batch-run.ts.
  */
@@ -135,13 +135,17 @@ export class BatchApi implements BatchRunContext {
       return sendJson(res, p.status, p.body, p.headers);
     }
     const methods =
-      route.kind === 'files' || route.kind === 'batch-cancel' ? ['POST'] : route.kind === 'batches' ? ['GET', 'POST'] : route.kind === 'file' ? ['GET', 'DELETE'] : ['GET'];
+      route.kind === 'batch-cancel' ? ['POST'] : route.kind === 'batches' || route.kind === 'files' ? ['GET', 'POST'] : route.kind === 'file' ? ['GET', 'DELETE'] : ['GET'];
     if (!methods.includes(req.method ?? '')) {
       req.resume();
       return sendJson(res, 405, apiError(`Method ${req.method ?? ''} not allowed`, 'method_not_allowed'), { allow: methods.join(', ') });
     }
     switch (route.kind) {
       case 'files':
+        if (req.method === 'GET') {
+          req.resume();
+          return this.listFiles(req, res, dialect);
+        }
         return this.uploadFile(req, res, dialect);
       case 'batches':
         if (req.method === 'GET') {
@@ -204,6 +208,27 @@ export class BatchApi implements BatchRunContext {
     const from = after === null ? 0 : mine.findIndex((b) => b.id === after) + 1;
     if (after !== null && from === 0) return sendJson(res, 404, apiError(`No such Batch object: ${after}`, null, 'after'));
     const data = mine.slice(from, from + limit).map((b) => batchObject(b, now));
+    return sendJson(res, 200, { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + limit < mine.length });
+  }
+
+  /**
+   * `GET /files?purpose=&limit=&after=`, as OpenAI answers it: the dialect's files newest first (of
+   * one purpose, when given), `limit` of them (1–10,000, default 10,000) after the file `after`, with
+   * `has_more`.
+   */
+  private listFiles(req: http.IncomingMessage, res: http.ServerResponse, dialect: Dialect): void {
+    const query = new URL(req.url ?? '/', 'http://fake').searchParams;
+    const limitText = query.get('limit');
+    const limit = limitText === null ? 10_000 : Number(limitText);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
+      return sendJson(res, 400, apiError(`Invalid 'limit': integer between 1 and 10000 expected, got '${limitText}'.`, null, 'limit'));
+    }
+    const purpose = query.get('purpose');
+    const mine = [...this.files.values()].filter((f) => f.dialect === dialect && (purpose === null || f.info.purpose === purpose)).reverse();
+    const after = query.get('after');
+    const from = after === null ? 0 : mine.findIndex((f) => f.info.id === after) + 1;
+    if (after !== null && from === 0) return sendJson(res, 404, apiError(`No such File object: ${after}`, null, 'after'));
+    const data = mine.slice(from, from + limit).map((f) => f.info);
     return sendJson(res, 200, { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + limit < mine.length });
   }
 
