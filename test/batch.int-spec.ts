@@ -573,6 +573,17 @@ describe("calls that can wait go through the provider's Batch API", () => {
       const [a, b] = await Promise.all([repo.claimDue(20, 60_000), repo.claimDue(20, 60_000)]);
       expect(a.length + b.length).toBe(1);
       expect(await repo.claimDue(20, 60_000)).toEqual([]); // held by the sweep that took it
+      // Held longer with each try (a provider that keeps refusing is not asked every minute), six hours at most.
+      const heldFor = async () => {
+        await ds.query(`UPDATE provider_uploads SET due_at = now() - interval '1 second'`);
+        await repo.claimDue(20, 60_000);
+        const [{ s }] = (await ds.query(`SELECT round(extract(epoch FROM due_at - now()))::int AS s FROM provider_uploads`)) as Array<{ s: number }>;
+        return s;
+      };
+      expect(await heldFor()).toBeGreaterThanOrEqual(119); // second try: twice the hold
+      expect(await heldFor()).toBeGreaterThanOrEqual(239);
+      await ds.query(`UPDATE provider_uploads SET tries = 30`);
+      expect(await heldFor()).toBe(21_600);
     });
   });
 

@@ -63,13 +63,15 @@ export class ProviderUploadsRepository {
   }
 
   /**
-   * Up to `limit` uploads past their time, oldest first, each held for `holdMs` (due again then, one
-   * more try counted): instances sweeping at once take different rows, and a sweep that dies
-   * leaves its rows to the next.
+   * Up to `limit` uploads past their time, oldest first, each held (due again then, one more try
+   * counted) for `holdMs`, doubled with each try before up to six hours: instances sweeping at once
+   * take different rows, a sweep that dies leaves its rows to the next, and an upload that cannot
+   * be deleted (a provider refusing) is not asked about every minute for ever.
    */
   async claimDue(limit: number, holdMs: number): Promise<TrackedUpload[]> {
     const res: unknown = await this.ds.query(
-      `UPDATE provider_uploads u SET due_at = now() + make_interval(secs => $2::double precision / 1000), tries = u.tries + 1
+      `UPDATE provider_uploads u
+          SET due_at = now() + make_interval(secs => least($2::double precision * power(2, least(u.tries, 16)), 21600000) / 1000), tries = u.tries + 1
          FROM (SELECT provider, name FROM provider_uploads WHERE due_at <= now() ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) d
         WHERE u.provider = d.provider AND u.name = d.name
         RETURNING u.provider, u.name, u.file_id, u.batch_id, (extract(epoch FROM u.uploaded_at) * 1000)::bigint AS uploaded_at, u.tries`,

@@ -196,19 +196,9 @@ export class BatchApi implements BatchRunContext {
    * of them (1–100, default 20) after the batch `after`, with `has_more`.
    */
   private listBatches(req: http.IncomingMessage, res: http.ServerResponse, dialect: Dialect): void {
-    const query = new URL(req.url ?? '/', 'http://fake').searchParams;
-    const limitText = query.get('limit');
-    const limit = limitText === null ? 20 : Number(limitText);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
-      return sendJson(res, 400, apiError(`Invalid 'limit': integer between 1 and 100 expected, got '${limitText}'.`, null, 'limit'));
-    }
     const now = Date.now();
     const mine = [...this.batchStates.values()].filter((b) => b.dialect === dialect).reverse();
-    const after = query.get('after');
-    const from = after === null ? 0 : mine.findIndex((b) => b.id === after) + 1;
-    if (after !== null && from === 0) return sendJson(res, 404, apiError(`No such Batch object: ${after}`, null, 'after'));
-    const data = mine.slice(from, from + limit).map((b) => batchObject(b, now));
-    return sendJson(res, 200, { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + limit < mine.length });
+    listPage(req, res, 'Batch', { max: 100, byDefault: 20 }, mine.map((b) => batchObject(b, now)));
   }
 
   /**
@@ -217,19 +207,9 @@ export class BatchApi implements BatchRunContext {
    * `has_more`.
    */
   private listFiles(req: http.IncomingMessage, res: http.ServerResponse, dialect: Dialect): void {
-    const query = new URL(req.url ?? '/', 'http://fake').searchParams;
-    const limitText = query.get('limit');
-    const limit = limitText === null ? 10_000 : Number(limitText);
-    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
-      return sendJson(res, 400, apiError(`Invalid 'limit': integer between 1 and 10000 expected, got '${limitText}'.`, null, 'limit'));
-    }
-    const purpose = query.get('purpose');
+    const purpose = new URL(req.url ?? '/', 'http://fake').searchParams.get('purpose');
     const mine = [...this.files.values()].filter((f) => f.dialect === dialect && (purpose === null || f.info.purpose === purpose)).reverse();
-    const after = query.get('after');
-    const from = after === null ? 0 : mine.findIndex((f) => f.info.id === after) + 1;
-    if (after !== null && from === 0) return sendJson(res, 404, apiError(`No such File object: ${after}`, null, 'after'));
-    const data = mine.slice(from, from + limit).map((f) => f.info);
-    return sendJson(res, 200, { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + limit < mine.length });
+    listPage(req, res, 'File', { max: 10_000, byDefault: 10_000 }, mine.map((f) => f.info));
   }
 
   /** `POST /files`: multipart/form-data with `purpose=batch` and a `file` part. */
@@ -345,4 +325,22 @@ export class BatchApi implements BatchRunContext {
   live(b: BatchState): boolean {
     return !this.deps.closed() && this.batchStates.get(b.id) === b;
   }
+}
+
+/**
+ * One page of a list, newest first, as OpenAI answers it (`limit` and `after`, with `first_id`,
+ * `last_id` and `has_more`): a limit out of range is 400, an `after` not in the list 404.
+ */
+function listPage(req: http.IncomingMessage, res: http.ServerResponse, what: 'Batch' | 'File', limits: { max: number; byDefault: number }, all: Array<{ id: string }>): void {
+  const query = new URL(req.url ?? '/', 'http://fake').searchParams;
+  const limitText = query.get('limit');
+  const limit = limitText === null ? limits.byDefault : Number(limitText);
+  if (!Number.isInteger(limit) || limit < 1 || limit > limits.max) {
+    return sendJson(res, 400, apiError(`Invalid 'limit': integer between 1 and ${limits.max} expected, got '${limitText}'.`, null, 'limit'));
+  }
+  const after = query.get('after');
+  const from = after === null ? 0 : all.findIndex((x) => x.id === after) + 1;
+  if (after !== null && from === 0) return sendJson(res, 404, apiError(`No such ${what} object: ${after}`, null, 'after'));
+  const data = all.slice(from, from + limit);
+  return sendJson(res, 200, { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data.at(-1)?.id ?? null, has_more: from + limit < all.length });
 }
