@@ -181,18 +181,9 @@ export class ProviderClient {
    * a batch still not found after `maxPages` pages is an error, not "none made".
    */
   async findBatchByFile(provider: EnabledProvider, adapter: DialectAdapter, fileId: string, sinceMs: number, maxPages = 50): Promise<BatchObject | null> {
-    let after: string | null = null;
-    for (let page = 0; page < maxPages; page++) {
-      const query: string = after === null ? '?limit=100' : `?limit=100&after=${encodeURIComponent(after)}`;
-      const list: BatchList | null = await this.batchApi<BatchList | null>(provider, adapter, `/batches${query}`, { method: 'GET' });
-      if (!list || !Array.isArray(list.data)) throw new ProviderError('retryable', 'malformed_response', 'the list of batches is not a list');
-      const found = list.data.find((b) => b?.input_file_id === fileId);
-      if (found) return found;
-      const last = list.data.at(-1);
-      if (!list.has_more || !last || (typeof last.created_at === 'number' && last.created_at * 1000 < sinceMs)) return null;
-      after = last.id;
-    }
-    throw new ProviderError('fatal', 'batch_failed', `the batch made from upload ${fileId} was not found in ${maxPages} pages of batches`);
+    const found = await this.findInList<BatchObject>(provider, adapter, { path: '/batches', query: '', of: 'batches' }, (b) => b?.input_file_id === fileId, sinceMs, maxPages);
+    if (found === undefined) throw new ProviderError('fatal', 'batch_failed', `the batch made from upload ${fileId} was not found in ${maxPages} pages of batches`);
+    return found;
   }
 
   /**
@@ -201,18 +192,36 @@ export class ProviderClient {
    * `sinceMs`; null only when the list was read back past `sinceMs` (or to its end) without it.
    */
   async findFileByName(provider: EnabledProvider, adapter: DialectAdapter, filename: string, sinceMs: number, maxPages = 50): Promise<string | null> {
+    const found = await this.findInList<ListedFile>(provider, adapter, { path: '/files', query: 'purpose=batch&', of: 'files' }, (f) => f?.filename === filename, sinceMs, maxPages);
+    if (found === undefined) throw new ProviderError('fatal', 'batch_failed', `the upload ${filename} was not found in ${maxPages} pages of files`);
+    return found?.id ?? null;
+  }
+
+  /**
+   * The first item of a provider's list (newest first, 100 a page, paged by `after`) that `match`
+   * takes; null when the list was read back past `sinceMs` (or to its end) without one, undefined
+   * when it was not found within `maxPages` pages. A page that is not a list is a malformed answer.
+   */
+  private async findInList<T extends { id: string; created_at?: number | null }>(
+    provider: EnabledProvider,
+    adapter: DialectAdapter,
+    list: { path: string; query: string; of: string },
+    match: (item: T | null) => boolean,
+    sinceMs: number,
+    maxPages: number,
+  ): Promise<T | null | undefined> {
     let after: string | null = null;
     for (let page = 0; page < maxPages; page++) {
-      const query: string = `?purpose=batch&limit=100${after === null ? '' : `&after=${encodeURIComponent(after)}`}`;
-      const list: FileList | null = await this.batchApi<FileList | null>(provider, adapter, `/files${query}`, { method: 'GET' });
-      if (!list || !Array.isArray(list.data)) throw new ProviderError('retryable', 'malformed_response', 'the list of files is not a list');
-      const found = list.data.find((f) => f?.filename === filename && typeof f.id === 'string');
-      if (found) return found.id;
-      const last = list.data.at(-1);
-      if (!list.has_more || !last || (typeof last.created_at === 'number' && last.created_at * 1000 < sinceMs)) return null;
+      const query: string = `?${list.query}limit=100${after === null ? '' : `&after=${encodeURIComponent(after)}`}`;
+      const got: { data?: Array<T | null>; has_more?: boolean } | null = await this.batchApi<{ data?: Array<T | null>; has_more?: boolean } | null>(provider, adapter, `${list.path}${query}`, { method: 'GET' });
+      if (!got || !Array.isArray(got.data)) throw new ProviderError('retryable', 'malformed_response', `the list of ${list.of} is not a list`);
+      const found = got.data.find((x) => x !== null && typeof x?.id === 'string' && match(x));
+      if (found) return found;
+      const last = got.data.at(-1);
+      if (!got.has_more || !last || (typeof last.created_at === 'number' && last.created_at * 1000 < sinceMs)) return null;
       after = last.id;
     }
-    throw new ProviderError('fatal', 'batch_failed', `the upload ${filename} was not found in ${maxPages} pages of files`);
+    return undefined;
   }
 
   getBatch(provider: EnabledProvider, adapter: DialectAdapter, id: string): Promise<BatchObject> {
@@ -310,15 +319,11 @@ export class ProviderClient {
 }
 
 /** A page of `GET /batches`. */
-interface BatchList {
-  data?: BatchObject[];
-  has_more?: boolean;
-}
-
-/** A page of `GET /files`: the provider's file objects (each with the name it was uploaded with). */
-interface FileList {
-  data?: Array<{ id: string; filename?: string; created_at?: number } | null>;
-  has_more?: boolean;
+/** A file object of `GET /files` (with the name it was uploaded with). */
+interface ListedFile {
+  id: string;
+  filename?: string;
+  created_at?: number;
 }
 
 export interface BatchObject {
