@@ -6,6 +6,7 @@ import { GatewayRequest, GatewayService } from '../src/llm/gateway.service';
 import { BatchCollector } from '../src/llm/batch-collector';
 import { ProviderClient } from '../src/llm/provider-client';
 import { ProviderUploadsRepository } from '../src/llm/provider-uploads.repository';
+import { MetricsService } from '../src/metrics/metrics.service';
 import { ADAPTERS } from '../src/llm/providers';
 import { ProviderError } from '../src/llm/types';
 import { FakeProvider } from './fake-provider/fake-provider';
@@ -582,8 +583,13 @@ describe("calls that can wait go through the provider's Batch API", () => {
       };
       expect(await heldFor()).toBeGreaterThanOrEqual(119); // second try: twice the hold
       expect(await heldFor()).toBeGreaterThanOrEqual(239);
+      // An operator sees what is left at the providers, and what the sweep keeps failing on.
+      const gauge = async () => (await t.app.get(MetricsService).registry.getSingleMetricAsString('inkstone_llm_provider_uploads')).split('\n').filter((l) => !l.startsWith('#'));
+      expect(await gauge()).toEqual(['inkstone_llm_provider_uploads{state="written"} 1', 'inkstone_llm_provider_uploads{state="failing"} 1']);
       await ds.query(`UPDATE provider_uploads SET tries = 30`);
       expect(await heldFor()).toBe(21_600);
+      await ds.query(`DELETE FROM provider_uploads`);
+      expect(await gauge()).toEqual(['inkstone_llm_provider_uploads{state="written"} 0', 'inkstone_llm_provider_uploads{state="failing"} 0']);
     });
   });
 

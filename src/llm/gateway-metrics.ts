@@ -1,7 +1,8 @@
 import { Injectable } from '@nestjs/common';
-import { Counter } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import { MetricsService } from '../metrics/metrics.service';
 import type { CatalogModel } from './catalog';
+import { ProviderUploadsRepository } from './provider-uploads.repository';
 import type { Usage } from './types';
 
 /** The gateway's Prometheus series: spend, tokens, cache hits, provider errors by class and batch hand-overs. */
@@ -13,8 +14,23 @@ export class GatewayMetrics {
   private readonly tokens: Counter<'provider' | 'model' | 'kind'>;
   private readonly handovers: Counter<'event'>;
 
-  constructor(private readonly metrics: MetricsService) {
+  constructor(
+    private readonly metrics: MetricsService,
+    uploads: ProviderUploadsRepository,
+  ) {
     const registers = [metrics.registry];
+    new Gauge({
+      name: 'inkstone_llm_provider_uploads',
+      help: 'Uploads to providers\' Batch APIs not yet deleted there (all instances): state="written" every one, state="failing" those the sweep has tried three times or more',
+      labelNames: ['state'],
+      registers,
+      async collect() {
+        const n = await uploads.counts().catch(() => null);
+        if (!n) return;
+        this.set({ state: 'written' }, n.written);
+        this.set({ state: 'failing' }, n.failing);
+      },
+    });
     this.errors = new Counter({ name: 'inkstone_llm_provider_errors_total', help: 'Failed model calls by provider and error class', labelNames: ['provider', 'class', 'reason'], registers });
     this.hits = new Counter({ name: 'inkstone_llm_cache_hits_total', help: 'Answers served from the exact cache', labelNames: ['purpose'], registers });
     this.spendNanos = new Counter({ name: 'inkstone_llm_spend_nanoyuan_total', help: 'Model spend in 1e-9 CNY', labelNames: ['tenant', 'provider', 'model'], registers });

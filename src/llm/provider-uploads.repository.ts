@@ -62,6 +62,12 @@ export class ProviderUploadsRepository {
     await this.ds.query(`DELETE FROM provider_uploads WHERE provider = $1 AND file_id = $2`, [provider, fileId]);
   }
 
+  /** How many uploads are written down, and of those how many the sweep has tried three times or more (GatewayMetrics). */
+  async counts(): Promise<{ written: number; failing: number }> {
+    const [row] = (await this.ds.query(`SELECT count(*)::int AS written, count(*) FILTER (WHERE tries >= 3)::int AS failing FROM provider_uploads`)) as Array<{ written: number; failing: number }>;
+    return row ?? { written: 0, failing: 0 };
+  }
+
   /**
    * Up to `limit` uploads past their time, oldest first, each held (due again then, one more try
    * counted) for `holdMs`, doubled with each try before up to six hours: instances sweeping at once
