@@ -341,6 +341,41 @@ describe('the web console in a browser', () => {
       };
       expect(await retention('365')).toBe(365);
       expect(await page.$eval('#grading-settings input[name=essayRetentionDays]', (el) => (el as HTMLInputElement).value)).toBe('365');
+      {
+        // The reload that follows a save, answered late, does not overwrite what was typed meanwhile
+        // (before, it filled the form again with what it read).
+        const field = '#grading-settings input[name=essayRetentionDays]';
+        const held: Array<() => void> = [];
+        let released = 0;
+        const hold = (r: HTTPRequest) => {
+          if (r.isInterceptResolutionHandled()) return;
+          if (r.method() === 'GET' && r.url().endsWith('/v1/grading/settings')) held.push(() => void r.continue());
+          else void r.continue();
+        };
+        await page.setRequestInterception(true);
+        page.on('request', hold);
+        try {
+          const saved = page.waitForResponse((r) => r.url().endsWith('/v1/grading/settings') && r.request().method() === 'PUT');
+          await page.click('#grading-settings button[type=submit]');
+          expect((await saved).status()).toBe(200);
+          for (const until = Date.now() + 10_000; held.length === 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 50));
+          expect(held).toHaveLength(1); // the reload, held
+          await page.focus(field);
+          await page.$eval(field, (el) => (el as HTMLInputElement).select());
+          await page.keyboard.type('3650');
+          await page.waitForFunction((f) => (document.querySelector(f) as HTMLInputElement).value === '3650', {}, field);
+          const reloaded = page.waitForResponse((r) => r.url().endsWith('/v1/grading/settings') && r.request().method() === 'GET');
+          held[0]();
+          released = 1;
+          await reloaded;
+          await new Promise((r) => setTimeout(r, 300)); // a render after it
+          expect(await page.$eval(field, (el) => (el as HTMLInputElement).value)).toBe('3650');
+        } finally {
+          page.off('request', hold);
+          for (const release of held.slice(released)) release();
+          await page.setRequestInterception(false);
+        }
+      }
       expect(await retention('')).toBeNull();
       await page.goto(`${base}/console/#/admin/report`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('[data-test=report] tr');

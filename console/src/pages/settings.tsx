@@ -27,11 +27,12 @@ function BudgetPolicy() {
   const [webhookSecret, setWebhookSecret] = useState('');
   // A save refused for the thresholds as typed: their problem is told as an alert (in the page's language) until they change.
   const [refused, setRefused] = useState(false);
-  // The form shows once its fields hold the loaded values, so nothing typed is overwritten by them.
+  // The form shows once its fields hold the loaded values, so nothing typed is overwritten by them;
+  // they are filled once: the reload after a save refreshes the view, not what is being typed.
   const [filled, setFilled] = useState(false);
   const action = useAction();
   useEffect(() => {
-    if (!budget.data) return;
+    if (!budget.data || filled) return;
     setCap(budget.data.monthlyCap);
     setWhen(budget.data.whenExhausted);
     setThresholds(thresholdsToText(budget.data.alertThresholds));
@@ -120,7 +121,7 @@ function Billing() {
   const [filled, setFilled] = useState(false);
   const action = useAction();
   useEffect(() => {
-    if (!settings.data) return;
+    if (!settings.data || filled) return; // filled once, as the budget form's fields
     setPrice(settings.data.deepReviewPrice ?? '');
     setMode(settings.data.paymentMode ?? 'invoice');
     setFilled(true);
@@ -168,8 +169,9 @@ function Grading() {
   const action = useAction();
   useEffect(() => {
     const s = settings.data;
+    // Filled once, as the budget form's fields: a reload after a save does not overwrite what is typed since.
     if (s)
-      setForm({
+      setForm((f) => f ?? {
         nearDuplicateThreshold: String(s.nearDuplicateThreshold),
         reuseResubmissionGrades: s.reuseResubmissionGrades,
         directDeep: s.directDeep,
