@@ -568,6 +568,28 @@ describe("calls that can wait go through the provider's Batch API", () => {
       }
     });
 
+    it("sends nothing when the upload cannot be written down (a database error): its calls fail batch_failed, and no file reaches the provider", async () => {
+      const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
+      const provider = t.models.providers.get('dashscope')!;
+      const client = new ProviderClient(t.config.llm);
+      const repo = t.app.get(ProviderUploadsRepository);
+      const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 10, batchPollMs: 50 }, undefined, repo);
+      const down = jest.spyOn(repo, 'track').mockRejectedValueOnce(new Error('connection terminated'));
+      try {
+        const err = await collector.submit(provider, ADAPTERS.dashscope, model, { messages: [{ role: 'user', content: '记不下来的上传' }], maxTokens: 50, stream: false }).catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(ProviderError);
+        expect((err as ProviderError).reason).toBe('batch_failed');
+        expect((err as ProviderError).message).toMatch(/could not be written down: not sent/);
+      } finally {
+        down.mockRestore();
+        await collector.close();
+        await client.close();
+      }
+      expect(fake.files).toEqual([]);
+      expect(fake.batches).toEqual([]);
+      expect(await uploads()).toEqual([]);
+    });
+
     it('gives each upload past its time to one sweep when instances sweep at once', async () => {
       await leftBehind('两个实例同时清理', { batch: false });
       const repo = t.app.get(ProviderUploadsRepository);

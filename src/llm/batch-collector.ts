@@ -173,7 +173,7 @@ export class BatchCollector {
           this.client.findBatchByFile(provider, adapter, fileId, guardedAt - CLOCK_SLACK_MS),
         );
         this.logger.log({ msg: found ? 'a batch taken over found by its upload' : 'no batch was made from an upload taken over', fileId, batchId: found?.id });
-        if (!found && (await this.deleteFile(provider, adapter, fileId, { fileId }))) await this.forget(provider.name, fileId);
+        if (!found && (await this.deleteFile(provider, adapter, fileId, { fileId }))) await this.strikeOff(provider.name, { fileId });
         return found?.id ?? null;
       })().finally(() => this.locating.delete(fileId));
       this.locating.set(fileId, look);
@@ -282,7 +282,7 @@ export class BatchCollector {
         // out): the sweep looks for them, and deletes what the provider stored.
         await this.dueSoon(p.provider.name, name);
       }
-      if (tracked && gone) await this.uploads?.forgetName(p.provider.name, name).catch((err: unknown) => this.logger.warn({ msg: 'could not strike off a deleted upload', fileId, err: loggableError(err) }));
+      if (tracked && gone) await this.strikeOff(p.provider.name, { name });
     }
   }
 
@@ -298,8 +298,10 @@ export class BatchCollector {
     }
   }
 
-  private async forget(provider: string, fileId: string): Promise<void> {
-    await this.uploads?.forget(provider, fileId).catch((err: unknown) => this.logger.warn({ msg: 'could not strike off a deleted upload', fileId, err: loggableError(err) }));
+  /** Strikes off an upload whose files are deleted, by the provider's id for it or by its file name (a failure is logged: the sweep finds it gone). */
+  private async strikeOff(provider: string, upload: { fileId: string } | { name: string }): Promise<void> {
+    const done = 'fileId' in upload ? this.uploads?.forget(provider, upload.fileId) : this.uploads?.forgetName(provider, upload.name);
+    await done?.catch((err: unknown) => this.logger.warn({ msg: 'could not strike off a deleted upload', ...upload, err: loggableError(err) }));
   }
 
   /** The sweep looks at the upload (by its file name) at its next pass after one poll interval. */
@@ -374,7 +376,7 @@ export class BatchCollector {
       failAdopted(a, why);
     } finally {
       if (batch && !kept && TERMINAL.has(batch.status) && (await this.cleanUp(batchId, a, batch, a.tokens)) === 'deleted' && batch.input_file_id) {
-        await this.forget(a.provider.name, batch.input_file_id);
+        await this.strikeOff(a.provider.name, { fileId: batch.input_file_id });
       }
     }
   }
@@ -512,7 +514,7 @@ export class BatchCollector {
     try {
       batch = u.batchId ? await this.client.getBatch(at.provider, at.adapter, u.batchId) : await this.client.findBatchByFile(at.provider, at.adapter, fileId, u.uploadedAt - CLOCK_SLACK_MS);
     } catch (err) {
-      if (!(err instanceof ProviderError && err.extra.status === 404)) throw err;
+      if (!isNotFound(err)) throw err;
       batch = null; // the provider no longer knows the batch: only the upload may be left
     }
     if (batch && !TERMINAL.has(batch.status)) {
@@ -577,7 +579,7 @@ export class BatchCollector {
       await this.client.deleteFile(provider, adapter, fileId);
       return true;
     } catch (err) {
-      if (err instanceof ProviderError && err.extra.status === 404) return true;
+      if (isNotFound(err)) return true;
       this.logger.warn({ msg: 'could not delete a batch file', ...ids, fileId, err: loggableError(err) });
       return false;
     }
@@ -651,4 +653,9 @@ function passing(err: unknown): boolean {
 /** The call still waits in the batch, named on its guard: the job's retry waits for it there. */
 function handedOver(batchId: string): ProviderError {
   return new ProviderError('retryable', 'batch_handed_over', `the service is stopping; the call waits in batch ${batchId} for the job's retry`);
+}
+
+/** The provider does not know the file or batch (404): gone already. */
+function isNotFound(err: unknown): boolean {
+  return err instanceof ProviderError && err.extra.status === 404;
 }
