@@ -22,7 +22,7 @@ export interface LeaseOptions {
   rateWindowMs: number;
   /** a group commit writes at most this many calls in one statement */
   flushRows: number;
-  /** an unused lease is given back after this long */
+  /** an unused lease is given back after this long (LEASE_IDLE_MS in the service) */
   idleMs: number;
   /** at most this many cache hits' rows waiting to be written behind their answers (then a hit waits for its row) */
   maxBehind: number;
