@@ -485,6 +485,32 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     expect((await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.readsInFlight).toBe(0);
   });
 
+  it('shows a tenant the share of readsInFlight it is held to, and a read refused meanwhile carries the share as RateLimit-Limit', async () => {
+    const limits = t.app.get(LimitsService);
+    const other = await f.newTenant();
+    const shares = async () => (await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.shares;
+    await sleep(300); // earlier tests' reads no longer count as reading
+    // Alone on this instance, all of its 4 (the default); reading the view is not a read.
+    expect(await shares()).toEqual({ readsInFlight: 4, reportsInFlight: 3 });
+    const othersRead = await limits.readSlot(other.tenantId);
+    const mine: Array<() => void> = [];
+    let waiting: Array<Promise<() => void>> = [];
+    try {
+      expect((await shares()).readsInFlight).toBe(2); // 4 / 2 tenants reading
+      mine.push(await limits.readSlot(tenant.tenantId), await limits.readSlot(tenant.tenantId));
+      waiting = Array.from({ length: 64 }, () => limits.readSlot(tenant.tenantId));
+      const refused = await t.http.get('/v1/essays').set(bearer(tenant.adminKey)).expect(429);
+      expect(refused.headers['ratelimit-limit']).toBe('2');
+      expect(refused.body.error.message).toContain('held to 2 of its 4');
+    } finally {
+      othersRead();
+      for (const release of mine) release();
+      for (const w of waiting) (await w)(); // each in turn: they take the slots as they are given back
+    }
+    // The other tenant stopped reading: soon all 4 again.
+    await waitFor(async () => (await shares()).readsInFlight === 4, 10_000, 'the share back to the whole limit');
+  });
+
   it("shares reportsInFlight between the tenants reading reports at once (and only them): a tenant's reports are held to its share while another's run, and have all their slots again soon after", async () => {
     const limits = t.app.get(LimitsService);
     const other = await f.newTenant();

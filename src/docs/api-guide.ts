@@ -88,7 +88,7 @@ export function renderApiGuide(input: GuideInput): string {
   push(
     '## Limits',
     '',
-    'Each tenant has these limits: the defaults below (set by the environment), or the operator\'s values for that tenant (`PUT /v1/tenants/:id/limits`; `null` returns one to the default). `GET /v1/limits` shows a tenant its limits and what it uses now (the counts of keys, rubric versions, assignments and queued essays at most a second old).',
+    'Each tenant has these limits: the defaults below (set by the environment), or the operator\'s values for that tenant (`PUT /v1/tenants/:id/limits`; `null` returns one to the default). `GET /v1/limits` shows a tenant its limits and what it uses now (the counts of keys, rubric versions, assignments and queued essays at most a second old), and `shares`: the part of each shared limit (`readsInFlight`, `reportsInFlight`) its next read on this instance would be held to — all of it while no other tenant reads there, its limit divided by the tenants reading otherwise. A read refused with 429 while the tenant is held to its share carries that share as `RateLimit-Limit`.',
     '',
     '| limit | env variable | default | what it bounds | counted |',
     '|---|---|---|---|---|',

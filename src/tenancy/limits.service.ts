@@ -14,6 +14,12 @@ export type LimitName = (typeof LIMIT_NAMES)[number];
 export interface LimitsView {
   limits: TenantLimits;
   usage: { apiKeys: number; rubricVersions: number; assignments: number; essaysQueued: number; chatInFlight: number; eventStreams: number; providerCalls: number; reportsInFlight: number; readsInFlight: number };
+  /**
+   * The part of each shared limit the tenant has on this instance now (what its next read would be
+   * held to): all of it while no other tenant reads here, its limit divided by the tenants reading
+   * (itself counted), rounded up, while others do.
+   */
+  shares: { readsInFlight: number; reportsInFlight: number };
   scope: Record<LimitName, 'per key' | 'per tenant' | 'per tenant, per instance'>;
 }
 
@@ -309,7 +315,10 @@ export class LimitsService implements OnModuleDestroy {
       const signal = typeof lazySignal === 'function' ? (lazySignal = lazySignal()) : lazySignal;
       signal?.throwIfAborted();
       if (turn === undefined && (this.waiters[name].get(tenantId)?.length ?? 0) >= maxWaiting) {
-        throw rateLimited(`This tenant already has ${maxWaiting} requests waiting for a slot of ${name} on this server`, 1, own);
+        // RateLimit-Limit is what the tenant is held to now: its share while other tenants read here.
+        const now = limit();
+        const held = now < own ? ` (held to ${now} of its ${own} at once while other tenants read on this server too)` : '';
+        throw rateLimited(`This tenant already has ${maxWaiting} requests waiting for a slot of ${name} on this server${held}`, 1, now);
       }
       if (turn === undefined && (this.inUse[name].get(tenantId) ?? 0) < limit()) this.wakeNext(name, tenantId);
       // One woken but still over its share (another tenant began reading meanwhile) waits again in
@@ -474,6 +483,7 @@ export class LimitsService implements OnModuleDestroy {
         reportsInFlight: this.inUse.reportsInFlight.get(tenantId) ?? 0,
         readsInFlight: this.inUse.readsInFlight.get(tenantId) ?? 0,
       },
+      shares: { readsInFlight: this.share('readsInFlight', tenantId, limits.readsInFlight), reportsInFlight: this.share('reportsInFlight', tenantId, limits.reportsInFlight) },
       scope: LIMIT_SCOPES,
     };
   }

@@ -1652,6 +1652,11 @@ export interface components {
                 /** @enum {string} */
                 rubricVersions: "per key" | "per tenant" | "per tenant, per instance";
             };
+            /** @description The part of each shared limit the tenant has on this instance now (what its next read would be held to): all of it while no other tenant reads here, its limit divided by the tenants reading (itself counted), rounded up, while others do. */
+            shares: {
+                readsInFlight: number;
+                reportsInFlight: number;
+            };
             usage: {
                 apiKeys: number;
                 assignments: number;
