@@ -93,16 +93,6 @@ const URL_CHECK_DNS_MS = 2_000;
  * number of instances), then settles the actual cost and writes its ledger row in one transaction.
  * Reservations of a crashed process expire and are swept back.
  */
-/**
- * A lease unused this long goes back (at the next housekeeping tick, every third of the lease's time
- * to live) instead of being renewed again. Renewing idle leases is work for nothing: with 60 s, the
- * leases of 10,000 tenants that had gone quiet were renewed five times each, in bursts of statements
- * every 10 s that the calls of the tenants still working waited behind (bench/probe-tail.ts with
- * WARM_TENANTS=10000). A tenant whose calls come further apart takes a new slice with its next call
- * (one statement, shared with the other tenants' takes of that moment).
- */
-export const LEASE_IDLE_MS = 15_000;
-
 @Injectable()
 export class BudgetService implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly logger = new Logger(BudgetService.name);
@@ -131,7 +121,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       registers: [metrics.registry],
     });
     this.leases = config.llm.budgetLeases
-      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: LEASE_IDLE_MS, maxBehind: 1_024, maxBehindPerTenant: 128 }, (entry, reservationId) =>
+      ? new BudgetLeases(books, { ttlMs: config.llm.leaseTtlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: config.llm.leaseIdleMs, maxBehind: 1_024, maxBehindPerTenant: 128 }, (entry, reservationId) =>
           // As a classic settlement (of a reservation gone, without one): charged within the cap, any excess an incident.
           this.books.settle(this.ds.manager, { reservationId: reservationId ?? randomUUID(), cost: entry.costNanos, entry: { ...entry, tenantId: entry.tenantId }, cache: entry.cache }).then((s) => {
             if (!s) throw new Error('the budget period is missing');

@@ -33,6 +33,8 @@ export interface LlmConfig {
   /** Budget leases (BudgetLeases): on, and how long one lives without renewal. */
   budgetLeases: boolean;
   leaseTtlMs: number;
+  /** A lease unused this long goes back at the next housekeeping tick instead of being renewed again. */
+  leaseIdleMs: number;
   sweepIntervalMs: number;
   defaultMaxTokens: number;
   /** Batch API: how long requests are collected, how many at most, how often and how long a batch is awaited. */
@@ -251,6 +253,7 @@ function loadLlmConfig(e: EnvReader, env: NodeJS.ProcessEnv): LlmConfig {
     reservationTtlMs: e.int('BUDGET_RESERVATION_TTL_MS', { min: 1_000, max: 86_400_000, default: totalTimeoutMs * 3 + 60_000 }),
     budgetLeases: e.bool('BUDGET_LEASES', true),
     leaseTtlMs: e.int('BUDGET_LEASE_TTL_MS', { min: 300, max: 3_600_000, default: Math.min(30_000, e.int('BUDGET_RESERVATION_TTL_MS', { min: 1_000, max: 86_400_000, default: totalTimeoutMs * 3 + 60_000 })) }),
+    leaseIdleMs: e.int('BUDGET_LEASE_IDLE_MS', { min: 100, max: 3_600_000, default: 15_000 }),
     sweepIntervalMs: e.int('BUDGET_SWEEP_INTERVAL_MS', { min: 100, max: 3_600_000, default: 30_000 }),
     defaultMaxTokens: e.int('LLM_DEFAULT_MAX_TOKENS', { min: 1, max: 200_000, default: 2048 }),
     batchWindowMs: e.int('LLM_BATCH_WINDOW_MS', { min: 10, max: 3_600_000, default: 5_000 }),
