@@ -49,7 +49,13 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   private readonly client: ProviderClient;
   private readonly batches: BatchCollector;
   private readonly health: ProviderHealth;
-  private readonly flights = new Map<string, Promise<GatewayResult<unknown>>>();
+  /**
+   * The calls in flight by cache key, each in a box emptied when its call ends: V8 keeps a Map's
+   * rebuilt hash tables linked to their successors with the entries they had, so a value deleted
+   * from this long-lived Map could stay reachable (its answer, its context) past the young
+   * generation's collections and be promoted (bench/probe-map-churn.js); an emptied box holds nothing.
+   */
+  private readonly flights = new Map<string, { run: Promise<GatewayResult<unknown>> | null }>();
 
   constructor(
     @Inject(CONFIG) private readonly config: AppConfig,
@@ -173,13 +179,14 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       const hit = await this.fromCache(ctx);
       if (hit) return hit;
       const flightKey = `${req.tenantId}:${req.cache.key}`;
-      const inFlight = this.flights.get(flightKey) as Promise<GatewayResult<T>> | undefined;
+      const inFlight = this.flights.get(flightKey)?.run as Promise<GatewayResult<T>> | null | undefined;
       if (inFlight) return this.joinFlight(ctx, inFlight);
-      const run = this.run(ctx);
-      this.flights.set(flightKey, run as Promise<GatewayResult<unknown>>);
+      const flight = { run: this.run(ctx) as Promise<GatewayResult<unknown>> | null };
+      this.flights.set(flightKey, flight);
       try {
-        return await run;
+        return (await flight.run) as GatewayResult<T>;
       } finally {
+        flight.run = null;
         this.flights.delete(flightKey);
       }
     }
