@@ -22,6 +22,7 @@ describe('loadConfig', () => {
     expect(c.defaultTimezone).toBe('Asia/Shanghai');
     expect(c.defaultMonthlyBudget).toBe(100_000_000_000n);
     expect(c.metricsTenantSeries).toBe(1_000);
+    expect(c.llm.leaseIdleMs).toBe(15_000);
   });
 
   it('reads typed values', () => {
@@ -48,6 +49,7 @@ describe('loadConfig', () => {
     ['DEFAULT_MONTHLY_BUDGET', '-5', 'DEFAULT_MONTHLY_BUDGET must be an amount in CNY such as "100.00" (got "-5")'],
     ['DATABASE_POOL_SIZE', '0', 'DATABASE_POOL_SIZE must be an integer from 1 to 200 (got "0")'],
     ['METRICS_TENANT_SERIES', '-1', 'METRICS_TENANT_SERIES must be an integer from 0 to 1000000 (got "-1")'],
+    ['BUDGET_LEASE_IDLE_MS', '50', 'BUDGET_LEASE_IDLE_MS must be an integer from 100 to 3600000 (got "50")'],
   ])('rejects %s=%s with one clear line', (name, value, message) => {
     const err = problemWith({ [name]: value });
     expect(err.variable).toBe(name);

@@ -316,9 +316,9 @@ export class LimitsService implements OnModuleDestroy {
       signal?.throwIfAborted();
       if (turn === undefined && (this.waiters[name].get(tenantId)?.length ?? 0) >= maxWaiting) {
         // RateLimit-Limit is what the tenant is held to now: its share while other tenants read here.
-        const now = limit();
-        const held = now < own ? ` (held to ${now} of its ${own} at once while other tenants read on this server too)` : '';
-        throw rateLimited(`This tenant already has ${maxWaiting} requests waiting for a slot of ${name} on this server${held}`, 1, now);
+        const share = limit();
+        const held = share < own ? ` (held to ${share} of its ${own} at once while other tenants read on this server too)` : '';
+        throw rateLimited(`This tenant already has ${maxWaiting} requests waiting for a slot of ${name} on this server${held}`, 1, share);
       }
       if (turn === undefined && (this.inUse[name].get(tenantId) ?? 0) < limit()) this.wakeNext(name, tenantId);
       // One woken but still over its share (another tenant began reading meanwhile) waits again in
