@@ -19,4 +19,4 @@ COPY package.json ./
 USER node
 EXPOSE 3000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s CMD node -e "fetch('http://127.0.0.1:'+process.env.PORT+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"
-CMD ["node", "--max-old-space-size=192", "--v8-pool-size=1", "--no-flush-bytecode", "--no-memory-reducer", "dist/src/main.js"]
+CMD ["node", "--max-old-space-size=192", "--initial-old-space-size=192", "--v8-pool-size=1", "--no-flush-bytecode", "--no-memory-reducer", "dist/src/main.js"]
