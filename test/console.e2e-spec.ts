@@ -285,6 +285,19 @@ describe('the web console in a browser', () => {
       const overflowing = await page.$$eval('.table-wrap', (wraps) => wraps.filter((w) => w.scrollWidth > w.clientWidth + 1).map((w) => w.closest('section, .card')?.querySelector('h2')?.textContent));
       expect(overflowing).toEqual([]);
       expect(await page.$('[data-test=budget-used-up]')).toBeNull();
+      // The school's limits as GET /v1/limits gives them: each named in words, its use now where the
+      // server counts it, and where it is counted.
+      await page.waitForSelector('[data-test=limits] tr[data-limit=apiKeys]');
+      const limitsView = (await api(tenant.adminKey).get('/v1/limits').expect(200)).body as { limits: Record<string, number>; usage: Record<string, number>; shares: Record<string, number> };
+      const limitRows = () => page.$$eval('[data-test=limits] tbody tr', (trs) => trs.map((tr) => [tr.getAttribute('data-limit'), ...[...tr.children].map((c) => c.textContent)]));
+      const rows = await limitRows();
+      expect(rows.map((r) => r[0])).toEqual(Object.keys(limitsView.limits));
+      const n = (x: number) => x.toLocaleString('en-GB');
+      expect(rows.find((r) => r[0] === 'apiKeys')).toEqual(['apiKeys', 'Active API keys', n(limitsView.limits.apiKeys), n(limitsView.usage.apiKeys), 'for the school']);
+      expect(rows.find((r) => r[0] === 'readsInFlight')).toEqual(['readsInFlight', 'Lists and exports read at once', n(limitsView.limits.readsInFlight), '0', 'for the school, on each server']);
+      expect(rows.find((r) => r[0] === 'essaysGrading')?.[3]).toBe('—'); // not counted in the view
+      expect(rows.filter((r) => /^[a-z]+[A-Z]/.test(r[1] ?? ''))).toEqual([]); // words, not the API's field names
+      expect(await page.$('[data-test=limit-share]')).toBeNull(); // no other school reads here
       await screenshot(page, 'admin-dashboard');
 
       // The other admin pages: the menu marks the page itself only, and labels are words, not the API's field names.
@@ -620,6 +633,38 @@ describe('the web console in a browser', () => {
       await ctx.close();
     }
   }, 90_000);
+
+  it("an admin sees on the dashboard what the school's reads are held to while other schools read on the same server, in both languages", async () => {
+    // Another school's reads in flight at the moment of the view are a race in a browser test: the
+    // view the server gives is answered with its share set below the school's limit (the share
+    // itself is the server's, tested in fair-share.e2e-spec).
+    const real = (await api(tenant.adminKey).get('/v1/limits').expect(200)).body as { limits: { readsInFlight: number }; shares: { readsInFlight: number; reportsInFlight: number } };
+    expect(real.shares.readsInFlight).toBe(real.limits.readsInFlight);
+    const held = { ...real, shares: { ...real.shares, readsInFlight: 2 } };
+    const { ctx, page, problems } = await openConsole();
+    const route = (req: HTTPRequest) => {
+      if (req.isInterceptResolutionHandled()) return;
+      if (new URL(req.url()).pathname === '/v1/limits') return void req.respond({ status: 200, contentType: 'application/json', body: JSON.stringify(held) });
+      void req.continue();
+    };
+    try {
+      await signIn(page, tenant.adminKey);
+      await page.setRequestInterception(true);
+      page.on('request', route);
+      await page.goto(`${base}/console/#/admin`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=limits] tr[data-limit=readsInFlight] [data-test=limit-share]');
+      expect(await text(page, '[data-test=limits] tr[data-limit=readsInFlight] td')).toBe(`${real.limits.readsInFlight}held to 2 now: other schools read on this server too`);
+      // only where the share is below the limit
+      expect(await page.$$eval('[data-test=limit-share]', (els) => els.map((e) => e.closest('tr')?.getAttribute('data-limit')))).toEqual(['readsInFlight']);
+      await page.select('label.lang select', 'zh');
+      await page.waitForFunction(() => document.querySelector('[data-test=limit-share]')?.textContent === '当前限为 2：其他学校也在这台服务器上读取');
+      await page.select('label.lang select', 'en');
+      expect(problems).toEqual([]);
+    } finally {
+      page.off('request', route);
+      await ctx.close();
+    }
+  });
 
   it('a teacher key cannot open admin pages', async () => {
     const { ctx, page } = await openConsole();

@@ -1,3 +1,4 @@
+import { LIMIT_NAMES } from '../../src/config/tenant-limits';
 import { GRADE_FLAGS } from '../../src/grading/grade-flags';
 import { translateCode } from './i18n';
 
@@ -23,5 +24,14 @@ describe('grade flags', () => {
         expect(translateCode(locale, 'flagShort', flag, 'missing')).not.toBe('missing');
       }
     }
+  });
+});
+
+describe('fair-use limits', () => {
+  it("has a name for every limit the server has, in both languages (the dashboard's limits table)", () => {
+    for (const name of LIMIT_NAMES) {
+      for (const locale of ['en', 'zh'] as const) expect(translateCode(locale, 'limit', name, 'missing')).not.toBe('missing');
+    }
+    expect(translateCode('zh', 'limit', 'readsInFlight')).toBe('同时读取的列表与导出');
   });
 });

@@ -1,3 +1,4 @@
+import type { TenantLimits } from './tenant-limits';
 import * as path from 'node:path';
 import { MoneyFormatError, Nanos, parseCny } from '../common/money';
 import { ConfigError, EnvReader } from './env-reader';
@@ -98,36 +99,10 @@ export interface AppConfig {
   limits: TenantLimits;
 }
 
-/** What one tenant may use of the shared service (SPEC §10). */
-export interface TenantLimits {
-  /** requests a second per API key (refill rate of its token bucket), and the bucket's size */
-  requestsPerSecondPerKey: number;
-  requestBurstPerKey: number;
-  /** requests a second of all the tenant's keys together, per instance, and that bucket's size */
-  requestsPerSecondPerTenant: number;
-  requestBurstPerTenant: number;
-  /** active (not revoked) API keys */
-  apiKeys: number;
-  /** rubric versions kept (each rubric and each edit of one is a version) */
-  rubricVersions: number;
-  /** assignments kept */
-  assignments: number;
-  /** essays waiting in the queue */
-  essaysQueued: number;
-  /** essays being graded at once, across instances */
-  essaysGrading: number;
-  /** chat completions in flight, per instance */
-  chatInFlight: number;
-  /** open Server-Sent Event streams, per instance */
-  eventStreams: number;
-  /** model calls at a provider at once, per instance (all purposes) */
-  providerCalls: number;
-  /** ledger reports (usage, stats, the monthly report) being read at once, per instance; more wait their turn */
-  reportsInFlight: number;
-  readsInFlight: number;
-}
-
-export const LIMIT_NAMES = ['requestsPerSecondPerKey', 'requestBurstPerKey', 'requestsPerSecondPerTenant', 'requestBurstPerTenant', 'apiKeys', 'rubricVersions', 'assignments', 'essaysQueued', 'essaysGrading', 'chatInFlight', 'eventStreams', 'providerCalls', 'reportsInFlight', 'readsInFlight'] as const;
+// The limits' names and shape live in a module with no Node imports, so that the console's tests can
+// read them too.
+export { LIMIT_NAMES } from './tenant-limits';
+export type { TenantLimits } from './tenant-limits';
 
 /** Webhooks Inkstone sends to tenants' URLs (budget alerts). */
 export interface WebhookConfig {

@@ -28,6 +28,7 @@ export function DashboardPage() {
   const byModel = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'model' } } })), []);
   const byTeacher = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'teacher' } } })), []);
   const keys = useLoad(() => ok(api.GET('/v1/api-keys')), []);
+  const limits = useLoad(() => ok(api.GET('/v1/limits')), []);
 
   if (!budget.data) return <Loading error={budget.error} />;
   const b = budget.data;
@@ -147,6 +148,7 @@ export function DashboardPage() {
         <UsageTable title={t('usageByModel')} column={t('model')} rows={byModel.data?.data} error={byModel.error} name={(k) => k} />
         <UsageTable title={t('usageByTeacher')} column={t('teacherKey')} rows={byTeacher.data?.data} error={byTeacher.error} name={(k) => keyName.get(k) ?? k} />
       </div>
+      <Limits view={limits.data} error={limits.error} />
     </>
   );
 }
@@ -193,6 +195,68 @@ function UsageTable({ title, column, rows, error, name }: { title: string; colum
             </tbody>
           </table>
         </div>
+      )}
+    </Section>
+  );
+}
+
+type LimitsView = Schemas['LimitsView'];
+
+const SCOPE_MESSAGE = { 'per key': 'scopePerKey', 'per tenant': 'scopePerTenant', 'per tenant, per instance': 'scopePerTenantPerInstance' } as const;
+
+/**
+ * The school's fair-use limits (GET /v1/limits): each limit, what is in use of it now where the
+ * server counts it, and where it is counted; a read limit shared with other schools on the server
+ * says what this school is held to now.
+ */
+function Limits({ view, error }: { view: LimitsView | null | undefined; error: string | null }) {
+  const { t, code, intl } = useApp();
+  const count = (n: number) => n.toLocaleString(intl);
+  const usage: Partial<Record<string, number>> = view?.usage ?? {};
+  const shares: Partial<Record<string, number>> = view?.shares ?? {};
+  return (
+    <Section title={t('limitsTitle')} id="limits">
+      {!view ? (
+        <Loading error={error} />
+      ) : (
+        <>
+          <p class="muted">{t('limitsExplain')}</p>
+          <div class="table-wrap">
+            <table data-test="limits">
+              <thead>
+                <tr>
+                  <th scope="col">{t('limitColumn')}</th>
+                  <th scope="col" class="num">{t('limitAllowed')}</th>
+                  <th scope="col" class="num">{t('limitInUse')}</th>
+                  <th scope="col">{t('limitCounted')}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {Object.entries(view.limits).map(([name, allowed]) => {
+                  // A scope newer than the console is shown as the server wrote it.
+                  const scope = (view.scope as Record<string, string | undefined>)[name];
+                  const scopeMessage = scope !== undefined && Object.hasOwn(SCOPE_MESSAGE, scope) ? SCOPE_MESSAGE[scope as keyof typeof SCOPE_MESSAGE] : undefined;
+                  const share = shares[name];
+                  return (
+                    <tr data-limit={name}>
+                      <th scope="row">{code('limit', name)}</th>
+                      <td class="num">
+                        {count(allowed)}
+                        {share !== undefined && share < allowed && (
+                          <div class="muted" data-test="limit-share">
+                            {t('limitShareNow', { share })}
+                          </div>
+                        )}
+                      </td>
+                      <td class="num">{usage[name] === undefined ? '—' : count(usage[name])}</td>
+                      <td>{scopeMessage ? t(scopeMessage) : (scope ?? '—')}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          </div>
+        </>
       )}
     </Section>
   );
