@@ -108,7 +108,11 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
     return { failures, spies };
   }
 
-  function watchStatements(pattern: RegExp) {
+  /** Whether a statement's parameters hold `value` (alone or in an array). */
+  const mentions = (params: unknown[], value: string) => params.some((p) => p === value || (Array.isArray(p) && p.includes(value)));
+
+  /** Statements matching `pattern` (and `only`, given their parameters) sent while watched. */
+  function watchStatements(pattern: RegExp, only: (params: unknown[]) => boolean = () => true) {
     const statements: Array<{ sql: string; params: unknown[]; name?: string; at: number }> = [];
     const pool = (ds.driver as unknown as { master: { query: (...args: unknown[]) => unknown } }).master;
     const query = pool.query.bind(pool);
@@ -116,7 +120,8 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       // A statement as text and parameters, or as a named prepared statement's { name, text, values }.
       const named = typeof args[0] === 'object' && args[0] !== null ? (args[0] as { name: string; text: string; values: unknown[] }) : undefined;
       const sql = named ? named.text : args[0];
-      if (typeof sql === 'string' && pattern.test(sql)) statements.push({ sql, params: named ? named.values : (args[1] as unknown[]), name: named?.name, at: Date.now() });
+      const params = named ? named.values : (args[1] as unknown[]);
+      if (typeof sql === 'string' && pattern.test(sql) && only(params ?? [])) statements.push({ sql, params, name: named?.name, at: Date.now() });
       return query(...args);
     });
     return { statements, stop: () => spy.mockRestore() };
@@ -928,7 +933,8 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
          SELECT $1, 'filler-' || i, $2, 0, now() + interval '1 minute' FROM generate_series(1, 3000) i`,
         [filler.tenantId, instance],
       );
-      const watch = watchStatements(/budget_leases/);
+      // This instance's statements only (the app's own instance may renew or give back its leases meanwhile).
+      const watch = watchStatements(/budget_leases/, (params) => mentions(params, instance));
       const statements = watch.statements;
       const entry = paidEntry(a.tenantId, period, 5n);
       try {
@@ -981,7 +987,8 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const periods = await Promise.all(tenants.map((x) => budget.currentPeriod(x.tenantId)));
       for (const [i, x] of tenants.entries()) expect(await leases.admit(x.tenantId, periods[i], 1_000_000n)).toMatchObject({ tenantId: x.tenantId });
       for (const x of tenants) expect(leases.holding(x.tenantId).available).toBeGreaterThan(0n);
-      const watch = watchStatements(/budget_leases/);
+      // This instance's statements only (the app's own instance may renew or give back its leases meanwhile).
+      const watch = watchStatements(/budget_leases/, (params) => mentions(params, leases.instanceId));
       const statements = watch.statements;
       try {
         // Renewal: one statement for the three leases (run by the timer every third of the TTL, 1 s).
