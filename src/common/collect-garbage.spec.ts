@@ -1,0 +1,16 @@
+import { collectGarbage } from './collect-garbage';
+
+describe('a full garbage collection on request', () => {
+  it('frees an unreachable ArrayBuffer at once, and leaves gc() out of the globals', async () => {
+    let buffer: ArrayBuffer | undefined = new ArrayBuffer(64 * 1024 * 1024);
+    const ref = new WeakRef(buffer);
+    buffer = undefined;
+    // (a WeakRef keeps its target for the rest of the job that made it)
+    await new Promise((r) => setImmediate(r));
+    expect(ref.deref()).toBeDefined(); // nothing has collected it yet
+    await new Promise((r) => setImmediate(r)); // (nor does deref() keep it past this job)
+    collectGarbage();
+    expect(ref.deref()).toBeUndefined();
+    expect((globalThis as { gc?: unknown }).gc).toBeUndefined();
+  });
+});
