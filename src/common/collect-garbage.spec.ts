@@ -9,8 +9,15 @@ describe('a full garbage collection on request', () => {
     await new Promise((r) => setImmediate(r));
     expect(ref.deref()).toBeDefined(); // nothing has collected it yet
     await new Promise((r) => setImmediate(r)); // (nor does deref() keep it past this job)
-    collectGarbage();
+    expect(collectGarbage()).toBe(true);
     expect(ref.deref()).toBeUndefined();
     expect((globalThis as { gc?: unknown }).gc).toBeUndefined();
+  });
+
+  it('answers false, and throws nothing, where gc() cannot be exposed', () => {
+    // (V8's flags left as they are: gc() is not exposed)
+    const asked: string[] = [];
+    expect(collectGarbage((flags) => asked.push(flags))).toBe(false);
+    expect(asked).toEqual(['--expose-gc', '--no-expose-gc']);
   });
 });
