@@ -167,11 +167,11 @@ describe("calls that can wait go through the provider's Batch API", () => {
   });
 
   /** A collector taking calls over (its guards name nothing, and are recorded), and one-line batches created at the fake. */
-  const takingOver = () => {
+  const takingOver = (cfg: Partial<typeof t.config.llm> = {}) => {
     const provider = t.models.providers.get('dashscope')!;
     const client = new ProviderClient(t.config.llm);
     const guards = { markUploaded: jest.fn(async () => 0), markBatched: jest.fn(async () => 0), othersAwaitingBatch: jest.fn(async () => 0) };
-    const collector = new BatchCollector(client, { ...t.config.llm, batchPollMs: 50 }, guards);
+    const collector = new BatchCollector(client, { ...t.config.llm, batchPollMs: 50, ...cfg }, guards);
     const line = JSON.stringify({ custom_id: 'l1', method: 'POST', url: '/v1/chat/completions', body: { model: 'qwen3-max', messages: [{ role: 'user', content: '作文' }] } });
     const guard = { tenantId: randomUUID(), key: 'k', token: randomUUID(), reservationId: randomUUID() };
     return {
@@ -288,18 +288,58 @@ describe("calls that can wait go through the provider's Batch API", () => {
     }
   });
 
-  it('a call taken over whose upload no batch was made from was never sent: it fails batch_failed at once, for the gateway to make it in real time, and the upload is deleted', async () => {
+  it('a call taken over whose upload no batch was made from was never sent: it fails batch_failed once a second look (LLM_BATCH_LIST_SETTLE_MS later) does not find it either, for the gateway to make it in real time, and the upload is deleted', async () => {
     const c = takingOver();
     try {
       const fileId = await c.upload();
       await c.oneLineBatch(); // another batch, from another upload
+      const looks = jest.spyOn(c.client, 'findBatchByFile');
       const failed = await c.adoptByUpload(fileId, 'l1').catch((e: unknown) => e);
+      expect(looks).toHaveBeenCalledTimes(2);
       expect(failed).toBeInstanceOf(ProviderError);
       expect((failed as ProviderError).reason).toBe('batch_failed');
       expect((failed as ProviderError).message).toMatch(/never sent/);
       expect(fake.files).not.toContain(fileId);
       expect(c.guards.markBatched).not.toHaveBeenCalled();
       expect(fake.batches).toHaveLength(1);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it("a call taken over whose batch the provider's list does not show yet looks again after LLM_BATCH_LIST_SETTLE_MS: it gets its line from that batch, nothing made twice, the upload kept until the batch ends", async () => {
+    const c = takingOver();
+    try {
+      expect(t.config.llm.batchListSettleMs).toBe(300);
+      fake.setBatchLatency(100);
+      fake.setBatchListLag(200); // the list shows a batch 200 ms after its creation
+      const batch = await c.oneLineBatch();
+      const looks = jest.spyOn(c.client, 'findBatchByFile');
+      const answer = await c.adoptByUpload(batch.input_file_id!, 'l1');
+      expect(answer.content).toEqual(expect.any(String));
+      expect(looks).toHaveBeenCalledTimes(2); // not in the list at the first look
+      expect(c.guards.markBatched).toHaveBeenCalledWith('dashscope', batch.id, [expect.objectContaining({ line: 'l1' })]);
+      expect(fake.batches.map((b) => b.id)).toEqual([batch.id]);
+      expect(fake.requests.filter((r) => r.path.endsWith('/chat/completions') && !r.batchId)).toHaveLength(0);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('a call taken over whose batch is not in the list at the first look is handed back to its job when the service stops before the second: the upload kept, nothing concluded', async () => {
+    const c = takingOver({ batchListSettleMs: 600_000 }); // ended by the stop, not by the wait
+    try {
+      const fileId = await c.upload();
+      const looks = jest.spyOn(c.client, 'findBatchByFile');
+      const adopting = c.adoptByUpload(fileId, 'l1').catch((e: unknown) => e);
+      await waitFor(() => looks.mock.calls.length === 1, 5_000, 'the first look');
+      await (looks.mock.results[0].value as Promise<unknown>);
+      await c.collector.close();
+      const stopped = await adopting;
+      expect(stopped).toBeInstanceOf(ProviderError);
+      expect((stopped as ProviderError).reason).toBe('batch_handed_over');
+      expect(looks).toHaveBeenCalledTimes(1);
+      expect(fake.files).toContain(fileId);
     } finally {
       await c.close();
     }

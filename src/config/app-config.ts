@@ -42,6 +42,11 @@ export interface LlmConfig {
   batchWindowMs: number;
   batchMaxRequests: number;
   batchPollMs: number;
+  /**
+   * how long after its first look a call taken over looks again for the batch made from its upload
+   * before it concludes none was made (a provider's list of batches may lag behind a creation)
+   */
+  batchListSettleMs: number;
   batchMaxWaitMs: number;
   /** scheduled work (a deadline) starts at least this long before its deadline: time for a real-time run and its retries */
   scheduleMarginMs: number;
@@ -234,6 +239,7 @@ function loadLlmConfig(e: EnvReader, env: NodeJS.ProcessEnv): LlmConfig {
     batchWindowMs: e.int('LLM_BATCH_WINDOW_MS', { min: 10, max: 3_600_000, default: 5_000 }),
     batchMaxRequests: e.int('LLM_BATCH_MAX_REQUESTS', { min: 1, max: 50_000, default: 500 }),
     batchPollMs: e.int('LLM_BATCH_POLL_MS', { min: 10, max: 3_600_000, default: 15_000 }),
+    batchListSettleMs: e.int('LLM_BATCH_LIST_SETTLE_MS', { min: 0, max: 3_600_000, default: 30_000 }),
     batchMaxWaitMs: e.int('LLM_BATCH_MAX_WAIT_MS', { min: 100, max: 172_800_000, default: 86_400_000 }),
     scheduleMarginMs: e.int('SCHEDULE_MARGIN_MS', { min: 0, max: 86_400_000, default: 30 * 60_000 }),
   };

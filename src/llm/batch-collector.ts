@@ -164,14 +164,27 @@ export class BatchCollector {
     return this.waitFor(provider, adapter, batchId, where.line, guard.token);
   }
 
-  /** The id of the batch made from `fileId` (created after `guardedAt`), or null when there is none; the upload is then deleted. */
+  /**
+   * The id of the batch made from `fileId` (created after `guardedAt`), or null when there is none;
+   * the upload is then deleted. A provider's list of batches may not show a batch made a moment
+   * ago (OpenAI's lists are eventually consistent), and a batch taken for "none made" would run,
+   * and be billed, beside the call made again in real time: so "none" is concluded only when a
+   * second look, `batchListSettleMs` after the first, does not find it either.
+   */
   private locate(provider: EnabledProvider, adapter: DialectAdapter, fileId: string, guardedAt: number): Promise<string | null> {
     let look = this.locating.get(fileId);
     if (!look) {
       look = (async () => {
-        const found = await this.again('the batch made from an upload could not be looked for', { fileId }, () =>
-          this.client.findBatchByFile(provider, adapter, fileId, guardedAt - CLOCK_SLACK_MS),
-        );
+        const find = () =>
+          this.again('the batch made from an upload could not be looked for', { fileId }, () =>
+            this.client.findBatchByFile(provider, adapter, fileId, guardedAt - CLOCK_SLACK_MS),
+          );
+        let found = await find();
+        if (!found && this.cfg.batchListSettleMs > 0) {
+          await this.pause(this.cfg.batchListSettleMs);
+          if (this.closed) throw new ProviderError('retryable', 'batch_handed_over', "the service is stopping; the call waits for the job's retry");
+          found = await find();
+        }
         this.logger.log({ msg: found ? 'a batch taken over found by its upload' : 'no batch was made from an upload taken over', fileId, batchId: found?.id });
         if (!found && (await this.deleteFile(provider, adapter, fileId, { fileId }))) await this.strikeOff(provider.name, { fileId });
         return found?.id ?? null;
@@ -531,8 +544,9 @@ export class BatchCollector {
     return true;
   }
 
-  /** Waits `ms`, or less when the collector closes. */
+  /** Waits `ms`, or less when the collector closes (not at all once it has). */
   private pause(ms: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);

@@ -351,5 +351,18 @@ describe('batch API (files + batches)', () => {
     await startBatch('openai', [line('only', { model: 'gpt-6-luna', messages: [{ role: 'user', content: 'x' }] })]);
     expect(Date.now() - again).toBeLessThan(390);
   });
+
+  it('leaves a new batch out of GET /batches for the list lag (GET /batches/:id knows it at once); reset() clears it', async () => {
+    const listed = async () => ((await (await get('openai', '/batches?limit=100')).json()) as { data: Json[] }).data.map((b) => b.id);
+    fake.setBatchListLag(400);
+    const lagging = await startBatch('openai', [line('only', { model: 'gpt-6-luna', messages: [{ role: 'user', content: 'x' }] })]);
+    expect(await listed()).toEqual([]);
+    expect((await batchNow('openai', lagging.id)).id).toBe(lagging.id);
+    await new Promise((r) => setTimeout(r, 450));
+    expect(await listed()).toEqual([lagging.id]);
+    fake.reset();
+    const after = await startBatch('openai', [line('only', { model: 'gpt-6-luna', messages: [{ role: 'user', content: 'x' }] })]);
+    expect(await listed()).toEqual([after.id]);
+  });
 });
 

@@ -68,6 +68,8 @@ export class BatchApi implements BatchRunContext {
   latencyMs: number;
   /** How long `POST /batches` takes to answer, in ms (the batch is created at once). */
   private createDelayMs = 0;
+  /** How long a new batch stays out of `GET /batches` (a list that lags behind, as eventually consistent ones do), in ms. */
+  private listLagMs = 0;
 
   constructor(
     private readonly deps: BatchApiDeps,
@@ -103,6 +105,11 @@ export class BatchApi implements BatchRunContext {
     this.createDelayMs = ms;
   }
 
+  setListLag(ms: number): void {
+    if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new TypeError('batch list lag must be a number >= 0');
+    this.listLagMs = ms;
+  }
+
   setLatency(ms: number): void {
     if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0) throw new TypeError('batch latency must be a number >= 0');
     this.latencyMs = ms;
@@ -123,6 +130,7 @@ export class BatchApi implements BatchRunContext {
     for (const d of DIALECTS) this.failures[d].length = 0;
     this.latencyMs = this.initialLatencyMs;
     this.createDelayMs = 0;
+    this.listLagMs = 0;
   }
 
   /** Answers a request to a Batch API route (the dialect's 401 without a key, 405 for another method). */
@@ -193,11 +201,12 @@ export class BatchApi implements BatchRunContext {
 
   /**
    * `GET /batches?limit=&after=`, as OpenAI answers it: the dialect's batches newest first, `limit`
-   * of them (1–100, default 20) after the batch `after`, with `has_more`.
+   * of them (1–100, default 20) after the batch `after`, with `has_more`; a batch made less than the
+   * list lag ago is not in it yet.
    */
   private listBatches(req: http.IncomingMessage, res: http.ServerResponse, dialect: Dialect): void {
     const now = Date.now();
-    const mine = [...this.batchStates.values()].filter((b) => b.dialect === dialect).reverse();
+    const mine = [...this.batchStates.values()].filter((b) => b.dialect === dialect && b.createdMs <= now - this.listLagMs).reverse();
     listPage(req, res, 'Batch', { max: 100, byDefault: 20 }, mine.map((b) => batchObject(b, now)));
   }
 

@@ -120,6 +120,11 @@ export class FakeProviderServer implements FakeProvider {
     this.batchApi.setCreateDelay(ms);
   }
 
+  /** A new batch shows in `GET /batches` only this long after its creation (an eventually consistent list). */
+  setBatchListLag(ms: number): void {
+    this.batchApi.setListLag(ms);
+  }
+
   failNextBatch(d: Dialect, outcome: BatchFailure): void {
     this.batchApi.failNext(d, outcome);
   }

@@ -157,6 +157,12 @@ export interface FakeProvider {
    */
   setBatchCreateDelay(ms: number): void;
   /**
+   * How long a new batch stays out of `GET /batches`: the list lags behind creations, as an
+   * eventually consistent one does (`GET /batches/:id` knows the batch at once). 0 by default;
+   * reset() sets it back.
+   */
+  setBatchListLag(ms: number): void;
+  /**
    * The next batch created for that dialect (FIFO when called more than once) ends with that status
    * after the batch latency, with `errors` and no output file; its lines are not processed (no steps
    * consumed, no usage, nothing recorded). DeepSeek has no batch API: throws.

@@ -24,6 +24,7 @@ export function providerEnv(fake: FakeProvider, extra: Record<string, string> = 
     LLM_TOTAL_TIMEOUT_MS: '4000',
     LLM_BATCH_WINDOW_MS: '100',
     LLM_BATCH_POLL_MS: '50',
+    LLM_BATCH_LIST_SETTLE_MS: '300',
     LLM_BATCH_MAX_WAIT_MS: '10000',
     ...extra,
   };
