@@ -78,9 +78,10 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     expect(typeof fresh.grade.calibration.rawScore).toBe('number');
     expectConsistent(fresh.grade);
 
-    // Regrade: the six graded essays no teacher overrode (and the new one); overridden ones stay the teacher's.
+    // Regrade: the six graded essays no teacher overrode change (the new one was graded with this
+    // calibration already: unchanged, not counted); overridden ones stay the teacher's.
     const regrade = await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202);
-    expect(regrade.body).toEqual({ essays: 7, calibration: 1 });
+    expect(regrade.body).toEqual({ essays: 6, calibration: 1 });
     for (const v of views.slice(60)) {
       const after = (await t.http.get(`/v1/essays/${v.id}`).set(bearer(teacher)).expect(200)).body;
       expect(after.grade.calibration.version).toBe(1);
@@ -96,6 +97,8 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     await t.http.delete(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(204);
     await t.http.get(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(404);
     expect((await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202)).body).toEqual({ essays: 7, calibration: null });
+    // Again, with nothing new: no grade changes, and the answer says so (it counts grades changed, not rows read).
+    expect((await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202)).body).toEqual({ essays: 0, calibration: null });
     const back = (await t.http.get(`/v1/essays/${views[61].id}`).set(bearer(teacher)).expect(200)).body;
     expect(back.grade.calibration).toBeUndefined();
     expect(back.grade.score).toBe(views[61].grade.score);

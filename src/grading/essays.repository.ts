@@ -192,18 +192,19 @@ export class EssaysRepository {
   /**
    * A regrade's grade for an essay no teacher overrode (its status unchanged): the grade and the
    * grader's original both become it (the raw scores stay inside, see calibration-model.ts). False
-   * when the essay is not graded or a teacher overrode it meanwhile.
+   * when the essay is not graded, a teacher overrode it meanwhile, or both are this grade already
+   * (nothing written: a regrade counts the grades it changed).
    */
   async replaceGrade(tenantId: string, essayId: string, grade: StoredGrade): Promise<boolean> {
     return this.ds.transaction(async (tx) => {
-      const [old] = await tenantQuery<{ model_grade: StoredGrade | null; shadow_grade: StoredGrade | null }>(
+      const [old] = await tenantQuery<{ model_grade: StoredGrade | null; shadow_grade: StoredGrade | null; same: boolean }>(
         tx,
         tenantId,
-        `SELECT model_grade, shadow_grade FROM essays
+        `SELECT model_grade, shadow_grade, (grade = $3::jsonb AND model_grade IS NOT DISTINCT FROM $3::jsonb) AS same FROM essays
           WHERE tenant_id = $1 AND id = $2 AND status IN ('graded', 'needs_review') AND grade->>'source' <> 'teacher' AND erased_at IS NULL FOR UPDATE`,
-        [essayId],
+        [essayId, JSON.stringify(grade)],
       );
-      if (!old) return false;
+      if (!old || old.same) return false;
       await tenantQuery(tx, tenantId, `UPDATE essays SET grade = $3, model_grade = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [essayId, JSON.stringify(grade)]);
       // A shadow pair compares the grader's grade: it moves with it.
       if (old.shadow_grade && old.model_grade) {
