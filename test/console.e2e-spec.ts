@@ -264,6 +264,12 @@ describe('the web console in a browser', () => {
       await page.waitForFunction(() => document.querySelector('#budget-policy [role=status]')?.textContent === 'Saved');
       expect((await api(tenant.adminKey).get('/v1/budget').expect(200)).body.monthlyCap).toBe('5000.00');
       expect((await api(tenant.adminKey).get('/v1/budget').expect(200)).body.alertThresholds).toEqual([0.5, 0.8, 1]);
+      // A save refused for its thresholds after that one: the earlier "Saved" does not stay as if it were this one's.
+      await setThresholds('0.8');
+      await page.click('[data-test=budget-form] button[type=submit]');
+      await page.waitForFunction(() => document.querySelector('#budget-policy [role=alert]')?.textContent?.includes('looks like a fraction'));
+      expect(await page.$eval('#budget-policy p.ok', (el) => el.textContent)).toBe('');
+      await setThresholds('50, 80, 100');
 
       await page.goto(`${base}/console/#/admin`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('[data-test=gauge] canvas');
@@ -454,6 +460,46 @@ describe('the web console in a browser', () => {
       await api(teacherKey).get(`/v1/essays/${ids[0]}`).expect(404);
       await api(teacherKey).get(`/v1/essays/${ids[1]}`).expect(200);
       expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 90_000);
+
+  it("going from one essay's page to another's (a link, the back button) shows the other essay's own grade in the override form, never what was typed or loaded for the first; an essay that cannot be read shows no other's", async () => {
+    const http = s.t.http;
+    const post = async (seed: number, studentRef: string) => (await http.post('/v1/essays').set('authorization', `Bearer ${teacherKey}`).send({ text: generateEssay(seed, 'zh').text, studentRef }).expect(202)).body.id as string;
+    const [a, b] = [await post(9501, '周一'), await post(9502, '郑二')];
+    const [va, vb] = await waitForEssays(s.t.app, teacherKey, [a, b]);
+    const firstDim = (v: typeof va) => (v.grade as { dimensions: Array<{ key: string; score: number }> }).dimensions[0];
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, teacherKey);
+      await page.goto(`${base}/console/#/essays/${a}`);
+      await page.waitForFunction(() => document.querySelector('main h1')?.textContent?.includes('周一'));
+      await page.waitForSelector('[data-test=override] textarea[name=comment]');
+      await page.type('[data-test=override] textarea[name=comment]', '只给周一的评语');
+      const dim = `[data-test=override] input[name="dim-${firstDim(va).key}"]`;
+      await page.$eval(dim, (el) => ((el as HTMLInputElement).value = ''));
+      await page.type(dim, '0');
+      // To the other essay in the same page (as its link does): its own grade, nothing of the first's.
+      await page.evaluate((id) => (location.hash = `#/essays/${id}`), b);
+      await page.waitForFunction(() => document.querySelector('main h1')?.textContent?.includes('郑二'));
+      await page.waitForSelector('[data-test=override] textarea[name=comment]');
+      expect(await page.$eval('[data-test=override] textarea[name=comment]', (el) => (el as HTMLTextAreaElement).value)).toBe('');
+      expect(await page.$eval(`[data-test=override] input[name="dim-${firstDim(vb).key}"]`, (el) => (el as HTMLInputElement).value)).toBe(String(firstDim(vb).score));
+      // An essay that cannot be read (another school's, erased, unknown): its error, and no other essay's text or form.
+      await page.evaluate(() => (location.hash = '#/essays/00000000-0000-4000-8000-000000000000'));
+      await page.waitForSelector('main [role=alert]');
+      expect(await page.$('[data-test=override]')).toBeNull();
+      expect(await text(page, 'main')).not.toContain('郑二');
+      // Back to the first: loaded afresh, what was typed there is not kept either (nothing was saved).
+      await page.goBack();
+      await page.goBack();
+      await page.waitForFunction(() => document.querySelector('main h1')?.textContent?.includes('周一'));
+      await page.waitForSelector('[data-test=override] textarea[name=comment]');
+      expect(await page.$eval('[data-test=override] textarea[name=comment]', (el) => (el as HTMLTextAreaElement).value)).toBe('');
+      expect((await api(teacherKey).get(`/v1/essays/${b}`).expect(200)).body.grade).toEqual(vb.grade);
+      expect(problems.filter((p) => !/404|Not Found/i.test(p))).toEqual([]);
     } finally {
       await ctx.close();
     }
@@ -769,6 +815,31 @@ describe('the web console in a browser', () => {
     }
   }, 60_000);
 
+  it('a page whose reads were refused while the session was gone reads again once the teacher signs in over it', async () => {
+    const first = await s.f.newKey(tenant, 'teacher');
+    const second = await s.f.newKey(tenant, 'teacher');
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, first.key);
+      await page.goto(`${base}/console/#/assignments`, { waitUntil: 'networkidle0' });
+      await s.t.http.delete(`/v1/api-keys/${first.id}`).set('authorization', `Bearer ${tenant.adminKey}`).expect((r) => expect([200, 204]).toContain(r.status));
+      // The next page's reads are refused under the sign-in dialog: the page shows their error.
+      await page.evaluate(() => (location.hash = '#/quality'));
+      await page.waitForSelector('[data-test=signin-again] [data-test=session-ended]');
+      await page.waitForSelector('#quality [role=alert]');
+      await page.focus('[data-test=signin-again] input[name=key]');
+      await page.keyboard.type(second.key);
+      await page.keyboard.press('Enter');
+      await page.waitForFunction(() => !document.querySelector('[data-test=signin-again]'));
+      // Read again with the new session: the agreement tables, no error left.
+      await page.waitForSelector('#quality h3');
+      expect(await page.$('#quality [role=alert]')).toBeNull();
+      expect(problems.filter((p) => !/401|Unauthorized/i.test(p))).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+
   it("a revoked key's session stops working, and signing out ends a session", async () => {
     const key = await s.f.newKey(tenant, 'teacher');
     const { ctx, page } = await openConsole();
@@ -866,6 +937,19 @@ describe('the web console in a browser', () => {
       await page.waitForSelector('[data-test=upload-errors]');
       expect(await text(page, '[data-test=upload-errors]')).toContain('没有找到可提交的作文。');
       expect(await page.$('[data-test=upload-progress]')).toBeNull();
+      // an essay refused here for its student line stays in the box as pasted, to be corrected; the one sent is cleared
+      const refused = `student: O'Brien, Kate\n${generateEssay(84, 'zh').text}`.trim();
+      const both = `学号：s390-3\n${generateEssay(83, 'zh').text}\n---\n${refused}\n`;
+      await page.$eval('[data-test=upload-paste] textarea[name=text]', (el, v) => ((el as HTMLTextAreaElement).value = v as string) && el.dispatchEvent(new Event('input', { bubbles: true })), both);
+      await page.click('[data-test=upload-paste] button[type=submit]');
+      await page.waitForFunction(() => document.querySelector('[data-test=upload-progress] [role=status]')?.textContent === '已提交 1 / 1', { timeout: 30_000 });
+      await page.waitForFunction((v) => (document.querySelector('[data-test=upload-paste] textarea[name=text]') as HTMLTextAreaElement).value === v, { timeout: 10_000 }, refused);
+      expect(await text(page, '[data-test=upload-errors]')).toContain('粘贴的第 2 篇');
+      // a paste of blank space only says there is nothing, and the last attempt's lines go (not kept as if they were this one's)
+      await page.$eval('[data-test=upload-paste] textarea[name=text]', (el) => ((el as HTMLTextAreaElement).value = '  \n ') && el.dispatchEvent(new Event('input', { bubbles: true })));
+      await page.click('[data-test=upload-paste] button[type=submit]');
+      await page.waitForFunction(() => document.querySelector('[data-test=upload-errors]')?.textContent === '没有找到可提交的作文。', { timeout: 10_000 });
+      expect(await page.$('[data-test=upload-progress]')).toBeNull();
 
       // the quality page: groups and rubrics in words, not the API's codes and keys
       await page.goto(`${base}/console/#/quality`, { waitUntil: 'networkidle0' });
@@ -897,6 +981,23 @@ describe('the web console in a browser', () => {
       await ctx.close();
     }
   }, 150_000);
+
+  it("fits a 390 px window on an admin's API keys page, the row of the key in use with its note for screen readers", async () => {
+    const ctx = await browser.createBrowserContext();
+    const page = await ctx.newPage();
+    try {
+      await page.setViewport({ width: 390, height: 844 });
+      await page.goto(`${base}/console/`, { waitUntil: 'networkidle0' });
+      await signIn(page, tenant.adminKey);
+      await page.goto(`${base}/console/#/admin/keys`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=revoke-cell] .sr-only');
+      const fit = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, width: innerWidth }));
+      expect(fit).toEqual({ scroll: expect.any(Number), width: 390 });
+      expect(fit.scroll).toBeLessThanOrEqual(390);
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
 
   it('works on a phone-width screen, with every input labelled, in Chinese when the browser prefers it', async () => {
     const ctx = await browser.createBrowserContext();
@@ -1046,6 +1147,50 @@ describe('the web console in a browser', () => {
       await again.ctx.close();
     }
   }, 90_000);
+
+  it("a class being graded holds at most two of the browser's connections with live streams: the page's other requests are answered meanwhile", async () => {
+    const http = s.t.http;
+    const school = await s.f.newTenant({ monthlyBudget: '50.00' });
+    const teacherKey = (await s.f.newKey(school, 'teacher')).key;
+    const assignmentId = (await http.post('/v1/assignments').set('authorization', `Bearer ${teacherKey}`).send({ title: '第六单元', prompt: '以“风”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id as string;
+    // Each grading's model call answers slowly (its headers at once, the body after 3.5 s), so the page opens while the class is graded.
+    s.fake.enqueue('deepseek', Array.from({ length: 8 }, () => ({ kind: 'ok' as const, latencyMs: 3_500, blankLinesBefore: 3 })));
+    const ids: string[] = (
+      await http
+        .post('/v1/essays/batch')
+        .set('authorization', `Bearer ${teacherKey}`)
+        .send({ assignmentId, essays: Array.from({ length: 8 }, (_, i) => ({ studentRef: `风${i}`, text: generateEssay(9400 + i, 'zh').text })) })
+        .expect(202)
+    ).body.ids;
+    const { ctx, page, problems } = await openConsole();
+    let open = 0;
+    let mostOpen = 0;
+    const streaming = new Set<unknown>();
+    page.on('request', (r) => {
+      if (!/\/v1\/essays\/[0-9a-f-]{36}\/events$/.test(new URL(r.url()).pathname)) return;
+      streaming.add(r);
+      mostOpen = Math.max(mostOpen, ++open);
+    });
+    const closed = (r: unknown) => streaming.delete(r) && open--;
+    page.on('requestfinished', closed);
+    page.on('requestfailed', closed);
+    try {
+      await signIn(page, teacherKey);
+      await page.goto(`${base}/console/#/assignments/${assignmentId}`);
+      await page.waitForSelector(`tr[data-essay="${ids[0]}"]`);
+      // A request of the page's own, made while the class is still being graded, is answered before the grading ends.
+      const answered = await page.evaluate(async () => (await fetch('/v1/console/session')).status);
+      expect(answered).toBe(200);
+      const stillGrading = (await api(teacherKey).get(`/v1/essays?assignmentId=${assignmentId}&limit=100`).expect(200)).body.data.filter((e: { status: string }) => !['graded', 'needs_review', 'failed'].includes(e.status));
+      expect(stillGrading.length).toBeGreaterThan(0);
+      await page.waitForFunction((n) => document.querySelectorAll('tr[data-essay][data-status=graded], tr[data-essay][data-status=needs_review]').length === n, { timeout: 60_000 }, ids.length);
+      expect(mostOpen).toBeGreaterThan(0);
+      expect(mostOpen).toBeLessThanOrEqual(2);
+      expect(problems.filter((p) => !/EventSource/i.test(p))).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 120_000);
 
   it("an assignment's essays without a stream (past the school's cap on open streams) are read from its list, not one request an essay, and show their grades", async () => {
     const school = await s.f.newTenant({ monthlyBudget: '50.00' });

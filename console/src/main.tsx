@@ -78,15 +78,17 @@ function Page({ route }: { route: Route }) {
       </p>
     );
   }
+  // A page of one essay or assignment is keyed by its id: another id is a new page (nothing typed
+  // or loaded for one essay is ever shown, or saved, on another).
   switch (route.name) {
     case 'assignments':
       return <AssignmentsPage />;
     case 'assignment':
-      return <AssignmentPage id={route.id!} />;
+      return <AssignmentPage key={route.id} id={route.id!} />;
     case 'essay':
-      return <EssayPage id={route.id!} print={false} />;
+      return <EssayPage key={route.id} id={route.id!} print={false} />;
     case 'print':
-      return <EssayPage id={route.id!} print />;
+      return <EssayPage key={route.id} id={route.id!} print />;
     case 'dashboard':
       return <DashboardPage />;
     case 'keys':
@@ -196,7 +198,7 @@ function App() {
     [href.settings(), 'navSettings', isAdmin],
   ];
   // The page's own entry: the longest link the address is at or under (#/admin/keys is API keys, not Budget & usage).
-  const here = location.hash;
+  const here = route.name === 'assignments' ? href.assignments() : location.hash; // (no address yet, right after sign-in: the assignments)
   const current = nav
     .map(([link]) => link)
     .filter((link) => here === link || here.startsWith(`${link}/`))

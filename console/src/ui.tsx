@@ -9,12 +9,16 @@ function useErrorWords(): (err: unknown) => string | null {
   return (err) => (err === null ? null : problems(err, locale));
 }
 
-/** Loads data, with its error; `reload` fetches again. */
+/**
+ * Loads data, with its error; `reload` fetches again. A new session (signed in again after the
+ * last one ended) fetches again too: what failed while it was gone is loaded, not left failed.
+ */
 export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T | undefined; error: string | null; reload: () => void } {
   const [data, setData] = useState<T | undefined>(undefined);
   const [error, setError] = useState<unknown>(null);
   const [tick, setTick] = useState(0);
   const words = useErrorWords();
+  const session = useContext(AppContext)?.session;
   useEffect(() => {
     let live = true;
     load().then(
@@ -25,7 +29,7 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T |
       live = false;
     };
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [...deps, tick]);
+  }, [...deps, tick, session]);
   return { data, error: words(error), reload: useCallback(() => setTick((n) => n + 1), []) };
 }
 
@@ -61,7 +65,7 @@ export function Field({ label, children, hint }: { label: string; children: Comp
 }
 
 /** Runs an action and shows its outcome (or its error) in a live region. */
-export function useAction(): { busy: boolean; message: string | null; failed: boolean; run: (fn: () => Promise<string | void>) => Promise<void> } {
+export function useAction(): { busy: boolean; message: string | null; failed: boolean; run: (fn: () => Promise<string | void>) => Promise<void>; clear: () => void } {
   const [busy, setBusy] = useState(false);
   const [message, setMessage] = useState<string | null>(null);
   const [failure, setFailure] = useState<unknown>(null);
@@ -82,7 +86,13 @@ export function useAction(): { busy: boolean; message: string | null; failed: bo
       setBusy(false);
     }
   }, []);
-  return { busy, message: failed ? words(failure) : message, failed, run };
+  /** Forgets the last outcome (a new attempt refused before it was sent is not told as the last one's). */
+  const clear = useCallback(() => {
+    setMessage(null);
+    setFailure(null);
+    setFailed(false);
+  }, []);
+  return { busy, message: failed ? words(failure) : message, failed, run, clear };
 }
 
 export function Outcome({ message, failed }: { message: string | null; failed: boolean }) {

@@ -83,9 +83,12 @@ describe('class-set upload', () => {
       { file: 'pasted essay 4', message: 'csvBadStudentRef' },
       { file: 'pasted essay 5', message: 'csvTextEmpty' },
     ]);
+    // the essay refused for its student line is kept as pasted, to be corrected (an empty one has nothing to keep)
+    expect(out.refused).toEqual(['学号：s<04>\n冬天。']);
+    expect(essaysFromPaste("春天。\n---\nstudent: O'Brien, Kate\n夏天。", '', name).refused).toEqual(["student: O'Brien, Kate\n夏天。"]);
     // one essay, no separator: as before, the form's student field names it
     expect(essaysFromPaste('  一篇作文。\n-- 不是分隔线\n', ' 张三 ', name).essays).toEqual([{ source: '张三', studentRef: '张三', text: '一篇作文。\n-- 不是分隔线' }]);
-    expect(essaysFromPaste(' \n---\n ', '', name)).toEqual({ essays: [], problems: [] });
+    expect(essaysFromPaste(' \n---\n ', '', name)).toEqual({ essays: [], problems: [], refused: [] });
   });
 
   // A real .docx is read in the browser (mammoth's browser build) by test/console.e2e-spec.ts.

@@ -156,15 +156,16 @@ const STUDENT_LINE = /^[ \t]*(?:studentref|student|学号|姓名|学生)[ \t]*[:
 /**
  * Pasted text: one essay, or a whole class separated by lines `---` (or `===`), each maybe starting
  * with a line naming its student. `studentRef` (the form's field) is the student of a single essay
- * that names none. Problems are named "pasted essay 2" (by `name`).
+ * that names none. Problems are named "pasted essay 2" (by `name`); `refused` has the pasted parts
+ * not sent as they were pasted (a student line the service would refuse), to be kept in the box.
  */
-export function essaysFromPaste(text: string, studentRef: string, name: (n: number) => string): ReadFiles {
+export function essaysFromPaste(text: string, studentRef: string, name: (n: number) => string): ReadFiles & { refused: string[] } {
   const parts = text
     .replace(/\r\n?/g, '\n')
     .split(SEPARATOR)
     .map((p) => p.trim())
     .filter((p) => p !== '');
-  const out: ReadFiles = { essays: [], problems: [] };
+  const out: ReadFiles & { refused: string[] } = { essays: [], problems: [], refused: [] };
   parts.forEach((part, i) => {
     const source = name(i + 1);
     const lines = part.split('\n');
@@ -172,8 +173,10 @@ export function essaysFromPaste(text: string, studentRef: string, name: (n: numb
     const essay = (named ? lines.slice(1).join('\n') : part).trim();
     const ref = named ? named[1] : parts.length === 1 ? studentRef.trim() : '';
     if (!essay) out.problems.push({ file: source, message: 'csvTextEmpty' });
-    else if (ref && !STUDENT_REF.test(ref)) out.problems.push({ file: source, message: 'csvBadStudentRef' });
-    else out.essays.push({ source: ref || source, studentRef: ref || undefined, text: essay });
+    else if (ref && !STUDENT_REF.test(ref)) {
+      out.problems.push({ file: source, message: 'csvBadStudentRef' });
+      out.refused.push(part); // as pasted, to be corrected in the box
+    } else out.essays.push({ source: ref || source, studentRef: ref || undefined, text: essay });
   });
   return out;
 }

@@ -14,8 +14,13 @@ type Essay = Schemas['EssaySummary'];
 const TERMINAL = new Set(['graded', 'failed', 'needs_review']);
 /** Pages of 100 essays read for one assignment's list (2,000 essays). */
 const MAX_PAGES = 20;
-/** Essays followed over SSE at once; the rest are polled (the tenant has a cap on open streams). */
-const MAX_STREAMS = 20;
+/**
+ * Essays followed over SSE at once; the rest are polled from the list (the tenant has a cap on open
+ * streams too). Two: a browser opens six connections at most to one server over HTTP/1.1, and an
+ * open stream holds one, so with more the page's own requests (a save, an upload, the list's
+ * polls, another tab) waited for grading to end.
+ */
+const MAX_STREAMS = 2;
 /** Essays submitted at once while a class set uploads. */
 const UPLOAD_PARALLEL = 4;
 
@@ -113,14 +118,20 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
 
   const submitPaste = async (e: Event) => {
     e.preventDefault();
-    if (!text.trim()) return;
+    if (!text.trim()) {
+      setProgress(null);
+      setErrors([t('nothingToUpload')]);
+      return;
+    }
     // one essay, or a class separated by lines --- (each maybe starting "学号：…")
     const read = essaysFromPaste(text, studentRef, (n) => t('pastedEssay', { n }));
     const failed = await send(read.essays, read.problems.map((p) => problemText(p, t)));
     if (!failed) return;
-    // What was not taken stays in the box, to correct and send again; the rest is cleared.
-    setText(failed.map((f) => (f.studentRef ? `学号：${f.studentRef}\n${f.text}` : f.text)).join('\n---\n'));
-    if (!failed.length) setStudentRef('');
+    // What was not taken (refused here for its student line, or by the service) stays in the box,
+    // to correct and send again; the rest is cleared.
+    const kept = [...read.refused, ...failed.map((f) => (f.studentRef ? `学号：${f.studentRef}\n${f.text}` : f.text))];
+    setText(kept.join('\n---\n'));
+    if (!kept.length) setStudentRef('');
   };
 
   const submitFiles = async (e: Event) => {

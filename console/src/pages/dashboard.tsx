@@ -144,10 +144,9 @@ export function DashboardPage() {
           />
         )}
       </Section>
-      <div class="grid">
-        <UsageTable title={t('usageByModel')} column={t('model')} rows={byModel.data?.data} error={byModel.error} name={(k) => k} />
-        <UsageTable title={t('usageByTeacher')} column={t('teacherKey')} rows={byTeacher.data?.data} error={byTeacher.error} name={(k) => keyName.get(k) ?? k} />
-      </div>
+      {/* each the page's width: a model's name and five columns do not fit half of it */}
+      <UsageTable title={t('usageByModel')} column={t('model')} rows={byModel.data?.data} error={byModel.error} name={(k) => k} />
+      <UsageTable title={t('usageByTeacher')} column={t('teacherKey')} rows={byTeacher.data?.data} error={byTeacher.error} name={(k) => keyName.get(k) ?? k} />
       <Limits view={limits.data} error={limits.error} />
     </>
   );

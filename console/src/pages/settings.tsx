@@ -50,6 +50,7 @@ function BudgetPolicy() {
   const save = (e: Event) => {
     e.preventDefault();
     if (!read.ok) {
+      action.clear(); // an earlier save's "Saved" is not this one's
       setRefused(true);
       (e.currentTarget as HTMLFormElement).querySelector<HTMLInputElement>('input[name=alertThresholds]')?.focus();
       return;
@@ -203,10 +204,10 @@ function Grading() {
     <Section title={t('gradingSettings')} id="grading-settings">
       <form onSubmit={save} class="stack">
         <Field label={t('nearDuplicateThresholdLabel')}>
-          <input name="nearDuplicateThreshold" type="number" min={0} max={1} step="0.01" value={form.nearDuplicateThreshold} onInput={(e) => setForm({ ...form, nearDuplicateThreshold: e.currentTarget.value })} />
+          <input name="nearDuplicateThreshold" type="number" required min={0.05} max={1} step="0.01" value={form.nearDuplicateThreshold} onInput={(e) => setForm({ ...form, nearDuplicateThreshold: e.currentTarget.value })} />
         </Field>
         <Field label={t('shadowRateLabel')}>
-          <input name="shadowRate" type="number" min={0} max={0.2} step="0.01" value={form.shadowRate} onInput={(e) => setForm({ ...form, shadowRate: e.currentTarget.value })} />
+          <input name="shadowRate" type="number" required min={0} max={0.2} step="0.01" value={form.shadowRate} onInput={(e) => setForm({ ...form, shadowRate: e.currentTarget.value })} />
         </Field>
         <Field label={t('essayRetentionDaysLabel')}>
           <input name="essayRetentionDays" type="number" min={1} max={3650} step="1" value={form.essayRetentionDays} onInput={(e) => setForm({ ...form, essayRetentionDays: e.currentTarget.value })} />
