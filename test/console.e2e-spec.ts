@@ -6,7 +6,8 @@ import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Browser, BrowserContext, HTTPRequest, Page } from 'puppeteer-core';
 import { buildConsole } from '../scripts/build-console';
-import { cnyExact, cnySmall } from '../console/src/format';
+import { cnyExact, cnySmall, dateTime } from '../console/src/format';
+import { intlLocale } from '../console/src/i18n';
 import { makeDocx } from './support/docx';
 import { generateEssay } from './support/essays';
 import { waitForEssays } from './support/grading';
@@ -782,6 +783,43 @@ describe('the web console in a browser', () => {
       await ctx.close();
     }
   }, 90_000);
+
+  it("creates an assignment with a deadline, typed as a wall time where the school is, and a pass mark; the assignment's page shows both, and a pass mark above the rubric's maximum is refused in words", async () => {
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, teacherKey);
+      await page.goto(`${base}/console/#/assignments`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('#new-assignment select[name=rubric] option');
+      const zone = await page.evaluate(async () => ((await (await fetch('/v1/console/session')).json()) as { timezone: string }).timezone);
+      // two days ahead, to the minute, as the school's clock shows it
+      const due = new Date(Math.floor((Date.now() + 2 * 86_400_000) / 60_000) * 60_000);
+      const p = Object.fromEntries(new Intl.DateTimeFormat('en-US', { timeZone: zone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit' }).formatToParts(due).map((x) => [x.type, x.value]));
+      const wall = `${p.year}-${p.month}-${p.day}T${p.hour}:${p.minute}`;
+      const set = (selector: string, value: string) => page.$eval(selector, (el, v) => ((el as HTMLInputElement).value = v as string) && el.dispatchEvent(new Event('input', { bubbles: true })), value);
+      await set('#new-assignment input[name=title]', '期末作文');
+      await set('#new-assignment textarea[name=prompt]', '以“成长”为题写一篇作文。');
+      await page.select('#new-assignment select[name=rubric]', 'zh-gaokao-60');
+      await set('#new-assignment input[name=dueBy]', wall);
+      await set('#new-assignment input[name=passMark]', '61');
+      // Above the rubric's 60: the browser's own check stops it first; past it (a field the browser does not check), the service's refusal in words.
+      await page.$eval('#new-assignment input[name=passMark]', (el) => el.removeAttribute('max'));
+      await page.click('#new-assignment button[type=submit]');
+      await page.waitForFunction(() => document.querySelector('#new-assignment [role=alert]')?.textContent?.includes('Pass mark: must be 0–60'));
+      await set('#new-assignment input[name=passMark]', '36');
+      await Promise.all([page.waitForFunction(() => /^#\/assignments\/[0-9a-f-]{36}$/.test(location.hash)), page.click('#new-assignment button[type=submit]')]);
+      const id = await page.evaluate(() => location.hash.split('/')[2]);
+      const created = (await api(teacherKey).get(`/v1/assignments/${id}`).expect(200)).body as { dueBy: string; passMark: number };
+      expect(new Date(created.dueBy).toISOString()).toBe(due.toISOString());
+      expect(created.passMark).toBe(36);
+      await page.waitForSelector('[data-test=assignment-terms]');
+      const terms = await text(page, '[data-test=assignment-terms]');
+      expect(terms).toContain('Pass mark: 36');
+      expect(terms).toContain(dateTime(due.toISOString(), zone, intlLocale('en')));
+      expect(problems.filter((p) => !/400|Bad Request/i.test(p))).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
 
   it('keeps what a teacher typed when the session ends mid-use: signed in again over the page, the form is as it was', async () => {
     const first = await s.f.newKey(tenant, 'teacher');

@@ -39,6 +39,10 @@ describe('an API error in the console’s language', () => {
     expect(problems(validation({ field: 'essayRetentionDays', message: 'essayRetentionDays must be an integer from 1 to 3650' }), 'zh')).toMatch(/：须为 1 到 3650 之间的整数$/);
     expect(problems(validation({ field: 'webhookSecret', message: 'webhook payment mode needs a webhookSecret' }), 'zh')).toMatch(/：选择支付服务商（Webhook）模式时须填写 Webhook 密钥$/);
     expect(problems(validation({ field: 'dimensions[1].key', message: 'dimension "content" is given twice' }), 'zh')).toBe('第 2 项维度：维度“content”重复填写');
+    expect(problems(validation({ field: 'dueBy', message: 'dueBy must be in the future' }), 'zh')).toBe('截止时间：须晚于现在');
+    expect(problems(validation({ field: 'dueBy', message: 'dueBy must be within 60 days' }), 'zh')).toBe('截止时间：须在 60 天之内');
+    expect(problems(validation({ field: 'passMark', message: "passMark must be 0–60 (the rubric's maximum)" }), 'zh')).toBe('及格分：须为 0–60（评分标准的满分）');
+    expect(problems(validation({ field: 'dueBy', message: 'dueBy must be in the future' }), 'en')).toBe('Due by: must be in the future');
     for (const zh of [
       problems(validation({ field: 'essays[0].text', message: 'text is empty' }), 'zh'),
       problems(validation({ field: 'from', message: 'from must be a day, YYYY-MM-DD' }), 'zh'),
@@ -49,7 +53,7 @@ describe('an API error in the console’s language', () => {
   });
 
   it('labels the fields the console’s forms send', () => {
-    for (const field of ['alertThresholds', 'deepReviewPrice', 'webhookSecret', 'paymentMode', 'monthlyCap', 'name', 'title', 'prompt', 'text', 'score', 'comment', 'studentRef', 'essayRetentionDays', 'shadowRate']) {
+    for (const field of ['alertThresholds', 'deepReviewPrice', 'webhookSecret', 'paymentMode', 'monthlyCap', 'name', 'title', 'prompt', 'text', 'score', 'comment', 'studentRef', 'essayRetentionDays', 'shadowRate', 'dueBy', 'passMark']) {
       expect({ field, zh: fieldLabel('zh', field) }).not.toEqual({ field, zh: field });
       expect(fieldLabel('zh', field)).not.toMatch(/[a-z][A-Z]/);
     }

@@ -93,6 +93,9 @@ const ZH_PROBLEMS: Array<[RegExp, (m: RegExpExecArray) => string]> = [
   [/^webhook payment mode needs a webhookSecret$/, () => '选择支付服务商（Webhook）模式时须填写 Webhook 密钥'],
   [/^give a score, dimensions or a comment$/, () => '请填写总分、维度分数或评语'],
   [/^must be a JSON object$/, () => '须为 JSON 对象'],
+  [/^must be in the future$/, () => '须晚于现在'],
+  [/^must be within (\d+) days$/, (m) => `须在 ${m[1]} 天之内`],
+  [/^must be (-?[\d.]+)–(-?[\d.]+) \(the rubric's maximum\)$/, (m) => `须为 ${m[1]}–${m[2]}（评分标准的满分）`],
 ];
 
 /** A field's problem in the locale (Chinese for the phrasings above). */

@@ -1,4 +1,4 @@
-import { cny, cnyExact, cnySmall, day, percent } from './format';
+import { cny, cnyExact, cnySmall, day, percent, wallTimeToIso } from './format';
 
 describe('console money and dates', () => {
   it('shows a charged or booked amount with every digit the API gave, never rounded', () => {
@@ -42,5 +42,17 @@ describe('console money and dates', () => {
   it('shows a calendar day without moving it across a time zone', () => {
     expect(day('2026-11-30', 'en-US')).toBe('Nov 30, 2026');
     expect(day('2026-11-30', 'zh-CN')).toBe('2026年11月30日');
+  });
+});
+
+describe('wallTimeToIso', () => {
+  it("reads a datetime-local value as a wall time in the school's zone, across a change of summer time", () => {
+    expect(wallTimeToIso('2026-12-06T08:00', 'Asia/Shanghai')).toBe('2026-12-06T00:00:00.000Z');
+    expect(wallTimeToIso('2026-12-06T08:00', 'UTC')).toBe('2026-12-06T08:00:00.000Z');
+    expect(wallTimeToIso('2026-07-01T09:30', 'Europe/London')).toBe('2026-07-01T08:30:00.000Z'); // summer time
+    expect(wallTimeToIso('2026-01-01T09:30', 'Europe/London')).toBe('2026-01-01T09:30:00.000Z');
+    expect(wallTimeToIso('2026-03-30T12:00', 'Europe/London')).toBe('2026-03-30T11:00:00.000Z'); // the day after the change
+    expect(wallTimeToIso('', 'Asia/Shanghai')).toBeNull();
+    expect(wallTimeToIso('tomorrow', 'Asia/Shanghai')).toBeNull();
   });
 });

@@ -25,7 +25,7 @@ const MAX_STREAMS = 2;
 const UPLOAD_PARALLEL = 4;
 
 export function AssignmentPage({ id }: { id: string }) {
-  const { t } = useApp();
+  const { t, session, intl } = useApp();
   const detail = useLoad(() => ok(api.GET('/v1/assignments/{id}', { params: { path: { id } } })), [id]);
   const [uploaded, setUploaded] = useState(0);
   if (!detail.data) return <Loading error={detail.error} />;
@@ -37,6 +37,11 @@ export function AssignmentPage({ id }: { id: string }) {
       </p>
       <h1>{a.title}</h1>
       <p class="prompt">{a.prompt}</p>
+      {(a.dueBy || a.passMark !== null) && (
+        <p class="muted" data-test="assignment-terms">
+          {[a.dueBy ? t('dueByShown', { when: dateTime(a.dueBy, session.timezone, intl) }) : null, a.passMark !== null ? t('passMarkShown', { n: a.passMark }) : null].filter(Boolean).join(' · ')}
+        </p>
+      )}
       <div class="grid">
         <Section title={t('scoreDistribution')} id="distribution">
           <p>

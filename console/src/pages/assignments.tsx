@@ -1,7 +1,7 @@
 import { useState } from 'preact/hooks';
 import { api, ok } from '../api/client';
 import { useApp } from '../app-context';
-import { dateTime } from '../format';
+import { dateTime, wallTimeToIso } from '../format';
 import { href } from '../router';
 import { Field, Loading, OlderRows, Outcome, Section, useAction, useLoad, useOlderPages } from '../ui';
 
@@ -17,17 +17,31 @@ export function AssignmentsPage() {
   const [prompt, setPrompt] = useState('');
   const [rubric, setRubric] = useState('');
   const [language, setLanguage] = useState('');
+  const [dueBy, setDueBy] = useState('');
+  const [passMark, setPassMark] = useState('');
   const action = useAction();
   // the rubric chosen, or the first one for the chosen language
   const fitting = (rubrics.data?.data ?? []).filter((r) => !language || r.language === language || r.language === 'any');
   const chosenRubric = rubric && fitting.some((r) => r.key === rubric) ? rubric : (fitting[0]?.key ?? '');
 
+  const maxScore = (rubrics.data?.data ?? []).find((r) => r.key === chosenRubric)?.maxScore;
+
   const create = (e: Event) => {
     e.preventDefault();
     void action.run(async () => {
+      // the deadline as typed, a wall time where the school is (the service checks it is ahead and within 60 days)
+      const due = dueBy.trim() ? wallTimeToIso(dueBy, session.timezone) : null;
+      if (dueBy.trim() && !due) throw new Error(t('dueByInvalid'));
       const created = await ok(
         api.POST('/v1/assignments', {
-          body: { title, prompt, rubric: chosenRubric, ...(language ? { language: language as 'zh' | 'en' } : {}) },
+          body: {
+            title,
+            prompt,
+            rubric: chosenRubric,
+            ...(language ? { language: language as 'zh' | 'en' } : {}),
+            ...(due ? { dueBy: due } : {}),
+            ...(passMark.trim() ? { passMark: Number(passMark) } : {}),
+          },
         }),
       );
       location.hash = href.assignment(created.id);
@@ -95,6 +109,12 @@ export function AssignmentsPage() {
                 </option>
               ))}
             </select>
+          </Field>
+          <Field label={t('dueByLabel')} hint={t('dueByHint', { zone: session.timezone })}>
+            <input name="dueBy" type="datetime-local" value={dueBy} onInput={(e) => setDueBy(e.currentTarget.value)} />
+          </Field>
+          <Field label={t('passMarkLabel')}>
+            <input name="passMark" type="number" min={0} max={maxScore} step="any" value={passMark} onInput={(e) => setPassMark(e.currentTarget.value)} />
           </Field>
           <button type="submit" disabled={action.busy}>
             {t('create')}
