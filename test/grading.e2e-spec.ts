@@ -411,8 +411,17 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
         .expect(201);
       const short = await gradeOne({ text, assignmentId: a.body.id });
       expect(short.flags).not.toContain('too_short');
+      expect(short.flags).not.toContain('other_language');
       expect(short.grade.source).toBe('model');
       expect(asked()).toBe(1);
+    });
+
+    it('flags an essay written in another language than its assignment asks for, for a teacher to look at', async () => {
+      const a = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: '我的暑假', prompt: '以“我的暑假”为题写一篇记叙文。', rubric: 'zh-gaokao-60' }).expect(201);
+      const english = await gradeOne({ text: generateEssay(71, 'en').text, assignmentId: a.body.id });
+      expect(english.flags).toContain('other_language');
+      const chinese = await gradeOne({ text: generateEssay(72, 'zh').text, assignmentId: a.body.id });
+      expect(chinese.flags).not.toContain('other_language');
     });
   });
 

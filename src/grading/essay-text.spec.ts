@@ -1,4 +1,4 @@
-import { detectLanguage, essayLength, isBlank, stripControlChars, tooShortForModel } from './essay-text';
+import { detectLanguage, essayLength, isBlank, stripControlChars, tooShortForModel, writtenInOther } from './essay-text';
 
 describe('essay text', () => {
   it('keeps the text as sent, control characters aside', () => {
@@ -35,5 +35,15 @@ describe('tooShortForModel', () => {
   it('never holds back an essay from a task with no minimum', () => {
     expect(tooShortForModel('好', 'zh', { min: 0 })).toBe(false);
     expect(tooShortForModel('hi', 'en', { min: 5 })).toBe(false);
+  });
+});
+
+describe('writtenInOther', () => {
+  it('tells an essay written in the other language than it is graded in, and not one that quotes some or has no words at all', () => {
+    expect(writtenInOther('My summer holiday was long and I read many books.', 'zh')).toBe(true);
+    expect(writtenInOther('我的暑假很长，我读了很多书。', 'en')).toBe(true);
+    expect(writtenInOther('我的暑假很长，我读了 Harry Potter 和很多书。', 'zh')).toBe(false);
+    expect(writtenInOther('My summer holiday was long and I read many books.', 'en')).toBe(false);
+    expect(writtenInOther('12345 —— !!!', 'zh')).toBe(false);
   });
 });

@@ -39,6 +39,15 @@ export function detectLanguage(text: string): Language {
   return han >= words ? (han > 0 ? 'zh' : 'en') : 'en';
 }
 
+/**
+ * Whether `text` is written in another language than `language` (Han characters against English
+ * words, as detectLanguage tells them); false for a text with neither (digits, punctuation).
+ */
+export function writtenInOther(text: string, language: Language): boolean {
+  const detected = detectLanguage(text);
+  return detected !== language && essayLength(text, detected) > 0;
+}
+
 /** Length in the unit a rubric expects: Han characters for Chinese, words for English. */
 export function essayLength(text: string, language: Language): number {
   return language === 'zh' ? (text.match(CJK) ?? []).length : (text.match(LATIN_WORD) ?? []).length;

@@ -9,6 +9,7 @@ export const GRADE_FLAGS = {
   content_rejected: "the provider refused the essay's content (needs_review)",
   offline_estimate: 'graded by the offline grader, at no cost',
   too_short: 'under a tenth of the expected length: estimated offline rather than by a model',
+  other_language: "written in another language than it is graded in (its assignment's or rubric's): a teacher should look at it",
   budget_exhausted: 'the budget was used up (with offline_estimate)',
   providers_unavailable: 'every provider failed (with offline_estimate)',
   truncated: 'longer than the model reads: its middle was cut, head and tail graded',

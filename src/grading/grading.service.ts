@@ -11,6 +11,7 @@ import { EssayEvents } from './essay-events';
 import { EssayRow, EssaysRepository } from './essays.repository';
 import { GradingMetrics } from './grading-metrics';
 import { detectInjection } from './injection';
+import { writtenInOther } from './essay-text';
 import { NearDuplicateIndex } from './near-duplicate.service';
 import { lowConfidence } from './escalation';
 import { calibrateGrade } from './calibration-model';
@@ -136,6 +137,9 @@ export class GradingService {
 
     const injection = detectInjection(essay.text, essay.title);
     if (injection.suspected) flags.add('prompt_injection_suspected');
+    // Written in another language than it is graded in (an English essay for a Chinese assignment):
+    // its grade, and a length counted in the other language's unit ("0 characters"), say little.
+    if (writtenInOther(essay.text, essay.language)) flags.add('other_language');
 
     const settings = await this.settingsCache.getOrLoad(job.tenantId, () => this.settings(job.tenantId));
     const near = await this.nearDuplicates.indexAndFind(job.tenantId, essay.id, essay.text, essay.student_ref);
