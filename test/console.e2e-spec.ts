@@ -821,26 +821,37 @@ describe('the web console in a browser', () => {
     }
   }, 60_000);
 
-  it('keeps what a teacher typed when the session ends mid-use: signed in again over the page, the form is as it was', async () => {
+  /** A teacher on the assignments page with one key, and another key of the same school to sign in again with once the first is revoked. */
+  const onAssignmentsWithTwoKeys = async () => {
     const first = await s.f.newKey(tenant, 'teacher');
     const second = await s.f.newKey(tenant, 'teacher');
-    const { ctx, page, problems } = await openConsole();
+    const opened = await openConsole();
+    await signIn(opened.page, first.key);
+    await opened.page.goto(`${base}/console/#/assignments`, { waitUntil: 'networkidle0' });
+    const revokeFirst = () => s.t.http.delete(`/v1/api-keys/${first.id}`).set('authorization', `Bearer ${tenant.adminKey}`).expect((r) => expect([200, 204]).toContain(r.status));
+    /** Signs in again with the second key in the dialog over the page. */
+    const signInAgain = async () => {
+      await opened.page.focus('[data-test=signin-again] input[name=key]');
+      await opened.page.keyboard.type(second.key);
+      await opened.page.keyboard.press('Enter');
+      await opened.page.waitForFunction(() => !document.querySelector('[data-test=signin-again]'));
+    };
+    return { ...opened, second, revokeFirst, signInAgain };
+  };
+
+  it('keeps what a teacher typed when the session ends mid-use: signed in again over the page, the form is as it was', async () => {
+    const { ctx, page, problems, second, revokeFirst, signInAgain } = await onAssignmentsWithTwoKeys();
     try {
-      await signIn(page, first.key);
-      await page.goto(`${base}/console/#/assignments`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('#new-assignment input[name=title]');
       await page.type('#new-assignment input[name=title]', '第六单元 期中作文');
       await page.type('#new-assignment textarea[name=prompt]', '以“我眼中的秋天”为题，写一篇不少于800字的记叙文。');
       // The key is revoked while the teacher types; the form's save is refused and the sign-in comes over the page.
-      await s.t.http.delete(`/v1/api-keys/${first.id}`).set('authorization', `Bearer ${tenant.adminKey}`).expect((r) => expect([200, 204]).toContain(r.status));
+      await revokeFirst();
       await page.click('#new-assignment button[type=submit]');
       await page.waitForSelector('[data-test=signin-again] [data-test=session-ended]');
       expect(await page.$eval('main#main', (el) => el.hasAttribute('inert'))).toBe(true);
       await screenshot(page, 'session-ended-over-page');
-      await page.focus('[data-test=signin-again] input[name=key]');
-      await page.keyboard.type(second.key);
-      await page.keyboard.press('Enter');
-      await page.waitForFunction(() => !document.querySelector('[data-test=signin-again]'));
+      await signInAgain();
       // What was typed is still there, and saved now.
       expect(await page.$eval('#new-assignment input[name=title]', (el) => (el as HTMLInputElement).value)).toBe('第六单元 期中作文');
       expect(await page.$eval('#new-assignment textarea[name=prompt]', (el) => (el as HTMLTextAreaElement).value)).toContain('我眼中的秋天');
@@ -854,21 +865,14 @@ describe('the web console in a browser', () => {
   }, 60_000);
 
   it('a page whose reads were refused while the session was gone reads again once the teacher signs in over it', async () => {
-    const first = await s.f.newKey(tenant, 'teacher');
-    const second = await s.f.newKey(tenant, 'teacher');
-    const { ctx, page, problems } = await openConsole();
+    const { ctx, page, problems, revokeFirst, signInAgain } = await onAssignmentsWithTwoKeys();
     try {
-      await signIn(page, first.key);
-      await page.goto(`${base}/console/#/assignments`, { waitUntil: 'networkidle0' });
-      await s.t.http.delete(`/v1/api-keys/${first.id}`).set('authorization', `Bearer ${tenant.adminKey}`).expect((r) => expect([200, 204]).toContain(r.status));
+      await revokeFirst();
       // The next page's reads are refused under the sign-in dialog: the page shows their error.
       await page.evaluate(() => (location.hash = '#/quality'));
       await page.waitForSelector('[data-test=signin-again] [data-test=session-ended]');
       await page.waitForSelector('#quality [role=alert]');
-      await page.focus('[data-test=signin-again] input[name=key]');
-      await page.keyboard.type(second.key);
-      await page.keyboard.press('Enter');
-      await page.waitForFunction(() => !document.querySelector('[data-test=signin-again]'));
+      await signInAgain();
       // Read again with the new session: the agreement tables, no error left.
       await page.waitForSelector('#quality h3');
       expect(await page.$('#quality [role=alert]')).toBeNull();
@@ -1186,20 +1190,25 @@ describe('the web console in a browser', () => {
     }
   }, 90_000);
 
-  it("a class being graded holds at most two of the browser's connections with live streams: the page's other requests are answered meanwhile", async () => {
+  /**
+   * A new school whose teacher sends a class of `n` essays (students `${name}0`…) to a new assignment,
+   * after `slow` makes the model answer slowly; `limits`, the school's own limits, set first.
+   */
+  const classBeingGraded = async (name: string, seed: number, n: number, slow: () => void, limits?: Record<string, number>) => {
     const http = s.t.http;
     const school = await s.f.newTenant({ monthlyBudget: '50.00' });
-    const teacherKey = (await s.f.newKey(school, 'teacher')).key;
-    const assignmentId = (await http.post('/v1/assignments').set('authorization', `Bearer ${teacherKey}`).send({ title: '第六单元', prompt: '以“风”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id as string;
+    const teacher = (await s.f.newKey(school, 'teacher')).key;
+    if (limits) await http.put(`/v1/tenants/${school.tenantId}/limits`).set('authorization', `Bearer ${OPERATOR_TOKEN}`).send(limits).expect(200);
+    const assignmentId = (await http.post('/v1/assignments').set('authorization', `Bearer ${teacher}`).send({ title: `${name}的单元`, prompt: `以“${name}”为题`, rubric: 'zh-gaokao-60' }).expect(201)).body.id as string;
+    slow();
+    const essays = Array.from({ length: n }, (_, i) => ({ studentRef: `${name}${i}`, text: generateEssay(seed + i, 'zh').text }));
+    const ids: string[] = (await http.post('/v1/essays/batch').set('authorization', `Bearer ${teacher}`).send({ assignmentId, essays }).expect(202)).body.ids;
+    return { teacher, assignmentId, ids };
+  };
+
+  it("a class being graded holds at most two of the browser's connections with live streams: the page's other requests are answered meanwhile", async () => {
     // Each grading's model call answers slowly (its headers at once, the body after 3.5 s), so the page opens while the class is graded.
-    s.fake.enqueue('deepseek', Array.from({ length: 8 }, () => ({ kind: 'ok' as const, latencyMs: 3_500, blankLinesBefore: 3 })));
-    const ids: string[] = (
-      await http
-        .post('/v1/essays/batch')
-        .set('authorization', `Bearer ${teacherKey}`)
-        .send({ assignmentId, essays: Array.from({ length: 8 }, (_, i) => ({ studentRef: `风${i}`, text: generateEssay(9400 + i, 'zh').text })) })
-        .expect(202)
-    ).body.ids;
+    const { teacher: teacherKey, assignmentId, ids } = await classBeingGraded('风', 9400, 8, () => s.fake.enqueue('deepseek', Array.from({ length: 8 }, () => ({ kind: 'ok' as const, latencyMs: 3_500, blankLinesBefore: 3 }))));
     const { ctx, page, problems } = await openConsole();
     let open = 0;
     let mostOpen = 0;
@@ -1231,20 +1240,8 @@ describe('the web console in a browser', () => {
   }, 120_000);
 
   it("an assignment's essays without a stream (past the school's cap on open streams) are read from its list, not one request an essay, and show their grades", async () => {
-    const school = await s.f.newTenant({ monthlyBudget: '50.00' });
-    const teacher = (await s.f.newKey(school, 'teacher')).key;
-    await s.t.http.put(`/v1/tenants/${school.tenantId}/limits`).set('authorization', `Bearer ${OPERATOR_TOKEN}`).send({ eventStreams: 1 }).expect(200);
-    const http = s.t.http;
-    const assignmentId = (await http.post('/v1/assignments').set('authorization', `Bearer ${teacher}`).send({ title: '第五单元', prompt: '以“雨”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id as string;
     // The model answers slowly, so the page opens while the class is still being graded.
-    s.fake.setLatency(4_000);
-    const ids: string[] = (
-      await http
-        .post('/v1/essays/batch')
-        .set('authorization', `Bearer ${teacher}`)
-        .send({ assignmentId, essays: Array.from({ length: 6 }, (_, i) => ({ studentRef: `雨${i}`, text: generateEssay(9300 + i, 'zh').text })) })
-        .expect(202)
-    ).body.ids;
+    const { teacher, assignmentId, ids } = await classBeingGraded('雨', 9300, 6, () => s.fake.setLatency(4_000), { eventStreams: 1 });
     const { ctx, page, problems } = await openConsole();
     const single: string[] = [];
     const lists: string[] = [];
