@@ -80,6 +80,7 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     // Gone from every view; the other essay is untouched.
     const got = await t.http.get(`/v1/essays/${first.id}`).set(bearer(teacher)).expect(404);
     expect(got.body.error.message).toContain('erased');
+    expect(got.body.error.details).toEqual({ erasedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) }); // for the console to say when, in the school's time
     const list = await t.http.get('/v1/essays').set(bearer(teacher)).expect(200);
     expect(list.body.data.map((e: { id: string }) => e.id)).toEqual([again.id]);
     expect((await t.http.get(`/v1/essays/${again.id}`).set(bearer(teacher)).expect(200)).body.text).toBe(text);

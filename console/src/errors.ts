@@ -3,7 +3,8 @@
  * English, kept beside them when it says something specific), and a VALIDATION_FAILED answer as
  * each field by its label ("第 1 项维度分数：must not be greater than 20"), not the API's path.
  */
-import { hasMessage, translate, type Locale } from './i18n';
+import { dateTime } from './format';
+import { hasMessage, intlLocale, translate, type Locale } from './i18n';
 
 /** What the service answered: `{ error: { code, message, requestId, details } }` and the status. */
 export interface FailureLike {
@@ -115,7 +116,16 @@ export function problemText(locale: Locale, text: string): string {
 }
 
 /** The error in words, in the locale. */
+/** The time zone dates in errors are told in: the school's, set by the app once signed in. */
+let errorTimeZone = 'UTC';
+export function setErrorTimeZone(timeZone: string): void {
+  errorTimeZone = timeZone;
+}
+
 export function describeFailure(locale: Locale, f: FailureLike): string {
+  // An erased essay: when, in the school's time and the page's language (the service's message has it in UTC).
+  const erasedAt = f.code === 'NOT_FOUND' && f.details && typeof f.details === 'object' ? (f.details as { erasedAt?: unknown }).erasedAt : undefined;
+  if (typeof erasedAt === 'string') return translate(locale, 'errErased', { when: dateTime(erasedAt, errorTimeZone, intlLocale(locale)) });
   if (f.code === 'VALIDATION_FAILED' && Array.isArray(f.details) && f.details.length) {
     return (f.details as Array<{ field?: unknown; message?: unknown }>)
       .map((d) => {

@@ -2,6 +2,7 @@ import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { api, ok, problems, setCsrfToken, setErrorLocale, whenUnauthenticated } from './api/client';
 import { AppContext, AppContextValue, Session, useApp } from './app-context';
+import { setErrorTimeZone } from './errors';
 import { initialLocale, intlLocale, Locale, MessageKey, rememberLocale, translate, translateCode } from './i18n';
 import { ADMIN_ROUTES, href, Route, useRoute } from './router';
 import { AssignmentPage } from './pages/assignment';
@@ -115,6 +116,8 @@ function App() {
 
   // Errors told outside a page's hooks (problems() without a locale) follow the console's language.
   setErrorLocale(locale);
+  // …and their dates in the school's time zone, as every date on the pages.
+  if (session) setErrorTimeZone(session.timezone);
   useEffect(() => {
     document.documentElement.lang = locale === 'zh' ? 'zh-CN' : 'en';
   }, [locale]);

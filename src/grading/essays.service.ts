@@ -245,7 +245,10 @@ export class EssaysService {
     if (!UUID.test(id)) throw ApiError.notFound('Essay');
     const [row] = await tenantQuery(this.ds.manager, tenantId, `SELECT * FROM essays WHERE tenant_id = $1 AND id = $2`, [id]);
     if (!row) throw ApiError.notFound('Essay');
-    if (row.erased_at) throw new ApiError('NOT_FOUND', `The essay was erased at ${(row.erased_at as Date).toISOString()}`);
+    if (row.erased_at) {
+      const erasedAt = (row.erased_at as Date).toISOString();
+      throw new ApiError('NOT_FOUND', `The essay was erased at ${erasedAt}`, { erasedAt });
+    }
     return row;
   }
 
