@@ -1,5 +1,5 @@
-import { ApiFailure, problems } from './api/client';
-import { describeFailure, fieldLabel, setErrorTimeZone } from './errors';
+import { ApiFailure, problems, setErrorTimeZone } from './api/client';
+import { fieldLabel } from './errors';
 import { dateTime } from './format';
 
 const validation = (...details: Array<{ field: string; message: string }>) =>
@@ -55,13 +55,16 @@ describe('an API error in the console’s language', () => {
 
   it("says when an erased essay was erased, in the school's time zone and the page's language", () => {
     setErrorTimeZone('Asia/Shanghai');
-    const erased = new ApiFailure(404, 'NOT_FOUND', 'The essay was erased at 2026-12-05T07:44:17.392Z', { erasedAt: '2026-12-05T07:44:17.392Z' });
-    expect(describeFailure('en', erased)).toBe(`This essay was erased on ${dateTime('2026-12-05T07:44:17.392Z', 'Asia/Shanghai', 'en-GB')}.`);
-    expect(describeFailure('en', erased)).toContain('15:44');
-    expect(describeFailure('zh', erased)).toBe(`这篇作文已于 ${dateTime('2026-12-05T07:44:17.392Z', 'Asia/Shanghai', 'zh-CN')} 删除。`);
-    // any other 404 as before
-    expect(describeFailure('en', new ApiFailure(404, 'NOT_FOUND', 'Essay not found'))).toContain('Not found');
-    setErrorTimeZone('UTC');
+    try {
+      const erased = new ApiFailure(404, 'NOT_FOUND', 'The essay was erased at 2026-12-05T07:44:17.392Z', { erasedAt: '2026-12-05T07:44:17.392Z' });
+      expect(problems(erased, 'en')).toBe(`This essay was erased on ${dateTime('2026-12-05T07:44:17.392Z', 'Asia/Shanghai', 'en-GB')}.`);
+      expect(problems(erased, 'en')).toContain('15:44');
+      expect(problems(erased, 'zh')).toBe(`这篇作文已于 ${dateTime('2026-12-05T07:44:17.392Z', 'Asia/Shanghai', 'zh-CN')} 删除。`);
+      // any other 404 as before
+      expect(problems(new ApiFailure(404, 'NOT_FOUND', 'Essay not found'), 'en')).toContain('Not found');
+    } finally {
+      setErrorTimeZone('UTC');
+    }
   });
 
   it('labels the fields the console’s forms send', () => {

@@ -115,17 +115,11 @@ export function problemText(locale: Locale, text: string): string {
   return text;
 }
 
-/** The error in words, in the locale. */
-/** The time zone dates in errors are told in: the school's, set by the app once signed in. */
-let errorTimeZone = 'UTC';
-export function setErrorTimeZone(timeZone: string): void {
-  errorTimeZone = timeZone;
-}
-
-export function describeFailure(locale: Locale, f: FailureLike): string {
+/** The error in words, in the locale; a date in it in `timeZone` (the school's). */
+export function describeFailure(locale: Locale, f: FailureLike, timeZone = 'UTC'): string {
   // An erased essay: when, in the school's time and the page's language (the service's message has it in UTC).
   const erasedAt = f.code === 'NOT_FOUND' && f.details && typeof f.details === 'object' ? (f.details as { erasedAt?: unknown }).erasedAt : undefined;
-  if (typeof erasedAt === 'string') return translate(locale, 'errErased', { when: dateTime(erasedAt, errorTimeZone, intlLocale(locale)) });
+  if (typeof erasedAt === 'string') return translate(locale, 'errErased', { when: dateTime(erasedAt, timeZone, intlLocale(locale)) });
   if (f.code === 'VALIDATION_FAILED' && Array.isArray(f.details) && f.details.length) {
     return (f.details as Array<{ field?: unknown; message?: unknown }>)
       .map((d) => {
@@ -145,8 +139,8 @@ export function describeFailure(locale: Locale, f: FailureLike): string {
 }
 
 /** Any error (an API failure, a network failure, something else) in words. */
-export function describeError(locale: Locale, err: unknown, isFailure: (e: unknown) => e is FailureLike): string {
-  if (isFailure(err)) return describeFailure(locale, err);
+export function describeError(locale: Locale, err: unknown, isFailure: (e: unknown) => e is FailureLike, timeZone = 'UTC'): string {
+  if (isFailure(err)) return describeFailure(locale, err, timeZone);
   // fetch rejects with a TypeError when the service cannot be reached
   if (err instanceof TypeError && /fetch|network/i.test(err.message)) return translate(locale, 'errNetwork');
   return err instanceof Error ? err.message : String(err);

@@ -2,6 +2,7 @@
  * Money and dates for display. Money arrives as decimal strings (CNY) and stays strings: grouped
  * and rounded by string arithmetic, never through a float. Dates are shown in the tenant's zone.
  */
+import { zonedTime } from '../../src/common/time-zone';
 
 const MONEY = /^(-?)(\d+)(?:\.(\d+))?$/;
 
@@ -78,22 +79,14 @@ export function dateTime(iso: string | null | undefined, timeZone: string, local
 /**
  * A wall time in `timeZone` ("2026-12-06T08:00", as an input of type datetime-local gives it) as
  * ISO 8601 in UTC; null when it is not such a time. The school's zone, not the browser's: a
- * deadline typed as 08:00 is 08:00 where the school is, as every date the console shows.
+ * deadline typed as 08:00 is 08:00 where the school is, as every date the console shows. (The
+ * service's own conversion, src/common/time-zone.ts: no Node in it.)
  */
 export function wallTimeToIso(local: string, timeZone: string): string | null {
   const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})$/.exec(local.trim());
   if (!m) return null;
   const [y, mo, d, h, mi] = m.slice(1).map(Number);
-  const asUtc = Date.UTC(y, mo - 1, d, h, mi);
-  const wall = new Intl.DateTimeFormat('en-US', { timeZone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit' });
-  // the zone's offset from UTC at an instant: its wall time there, read as UTC, minus the instant
-  const offset = (at: number) => {
-    const p = Object.fromEntries(wall.formatToParts(new Date(at)).map((x) => [x.type, x.value]));
-    return Date.UTC(Number(p.year), Number(p.month) - 1, Number(p.day), Number(p.hour), Number(p.minute)) - Math.floor(at / 60_000) * 60_000;
-  };
-  const first = asUtc - offset(asUtc);
-  // once more at the instant found: the offset may differ there (a change of summer time between)
-  return new Date(asUtc - offset(first)).toISOString();
+  return zonedTime(y, mo, d, timeZone, h * 60 + mi).toISOString();
 }
 
 /** A calendar date (YYYY-MM-DD, already in the tenant's zone) in the console's language. */

@@ -1,8 +1,7 @@
 import { render } from 'preact';
 import { useEffect, useMemo, useState } from 'preact/hooks';
-import { api, ok, problems, setCsrfToken, setErrorLocale, whenUnauthenticated } from './api/client';
+import { api, ok, problems, setCsrfToken, setErrorLocale, setErrorTimeZone, whenUnauthenticated } from './api/client';
 import { AppContext, AppContextValue, Session, useApp } from './app-context';
-import { setErrorTimeZone } from './errors';
 import { initialLocale, intlLocale, Locale, MessageKey, rememberLocale, translate, translateCode } from './i18n';
 import { ADMIN_ROUTES, href, Route, useRoute } from './router';
 import { AssignmentPage } from './pages/assignment';

@@ -87,11 +87,17 @@ export function setErrorLocale(locale: Locale): void {
   errorLocale = locale;
 }
 
+/** The time zone a date in an error is told in: the school's, set by the app once signed in. */
+let errorTimeZone = 'UTC';
+export function setErrorTimeZone(timeZone: string): void {
+  errorTimeZone = timeZone;
+}
+
 /**
  * An error in words, in the console's language (src/errors.ts): the common API codes translated
  * (the service's message kept beside them when it is specific), a VALIDATION_FAILED answer as each
  * field by its label and what is wrong with it.
  */
 export function problems(err: unknown, locale: Locale = errorLocale): string {
-  return describeError(locale, err, (e): e is ApiFailure => e instanceof ApiFailure);
+  return describeError(locale, err, (e): e is ApiFailure => e instanceof ApiFailure, errorTimeZone);
 }
