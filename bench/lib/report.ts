@@ -7,10 +7,11 @@ import { caseHeadline, renderCaseStudy } from './report-case-study';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { renderLedger, renderPeers } from './report-growth';
+import { renderStartMemory } from './report-start-memory';
 
-/** The results of the benchmarks run on their own (bench:ledger, bench:peers, bench:read-flood, and the latest bench:case-study and bench:drill), laid over `results`. */
+/** The results of the benchmarks run on their own (bench:ledger, bench:peers, bench:read-flood, bench:start-memory, and the latest bench:case-study and bench:drill), laid over `results`. */
 export function withSeparateRuns(results: any, root: string): any {
-  const separate: Array<[string, string]> = [['ledger', 'ledger'], ['peers', 'peers'], ['case-study', 'caseStudy'], ['drill', 'drill'], ['read-flood', 'readFlood']];
+  const separate: Array<[string, string]> = [['ledger', 'ledger'], ['peers', 'peers'], ['case-study', 'caseStudy'], ['drill', 'drill'], ['read-flood', 'readFlood'], ['start-memory', 'startMemory']];
   for (const [file, key] of separate) {
     const at = path.join(root, `bench/results/${file}.json`);
     if (fs.existsSync(at)) results[key] = JSON.parse(fs.readFileSync(at, 'utf8'));
@@ -108,6 +109,7 @@ ${r.injection ? renderInjection(r.injection) : ''}
 ${r.quality ? renderQuality(r.quality) : ''}
 ${r.peers ? renderPeers(r.peers) : ''}
 ${r.ledger ? renderLedger(r.ledger) : ''}
+${r.startMemory ? renderStartMemory(r.startMemory) : ''}
 ## The token bound's margin
 
 \`npx ts-node --transpile-only bench/calibrate-tokens.ts\` — real tokens (o200k_base, cl100k_base) ÷ the

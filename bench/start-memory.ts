@@ -1,17 +1,19 @@
 /**
- * What a new instance holds in memory once it has started (a diagnostic, not a benchmark of record):
+ * What a new instance holds in memory once it has started:
  * the built service (`npm start`'s node flags, see harness.serviceNodeArgs) started ROUNDS times
  * (default 2) on a new embedded data directory (no DATABASE_URL: PGlite, the default) and
- * restarted on it, and with EXTERNAL=1 as many times on a new PostgreSQL database; its resident
+ * restarted on it, and as many times on a new PostgreSQL database (EXTERNAL=0: not); its resident
  * memory (VmRSS) and peak (VmHWM) read from /proc/<pid>/status once /health answers and SETTLE_MS
  * (default 1,000) after, then the service stopped. BENCH_NODE_ARGS adds node flags after npm start's, as in the benches.
  *
- *   npm run build && BENCH_SKIP_BUILD=1 npx ts-node --transpile-only bench/probe-start-memory.ts
+ * The result goes to bench/results/start-memory.json (BENCHMARKS.md, by `npm run bench:report`).
+ *
+ *   npm run bench:start-memory
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { dropDatabase, ensureBuilt, freshDatabase, serviceNodeArgs, sleep, startService } from './lib/harness';
+import { dropDatabase, ensureBuilt, freshDatabase, machine, runMain, serviceNodeArgs, sleep, startService } from './lib/harness';
 
 /** A field of /proc/<pid>/status in MB (the kernel writes kB). */
 function statusMb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
@@ -58,12 +60,10 @@ async function main() {
   ensureBuilt();
   const rounds = Number(process.env.ROUNDS ?? 2);
   const settleMs = Number(process.env.SETTLE_MS ?? 1_000);
-  const stores: Array<'embedded' | 'postgres'> = process.env.EXTERNAL === '1' ? ['embedded', 'postgres'] : ['embedded'];
-  console.log(JSON.stringify({ nodeArgs: serviceNodeArgs(), settleMs }));
-  for (let round = 0; round < rounds; round++) for (const store of stores) for (const row of await once(store, round, settleMs)) console.log(JSON.stringify(row));
+  const stores: Array<'embedded' | 'postgres'> = process.env.EXTERNAL === '0' ? ['embedded'] : ['embedded', 'postgres'];
+  const runs = [];
+  for (let round = 0; round < rounds; round++) for (const store of stores) runs.push(...(await once(store, round, settleMs)));
+  return { date: new Date().toISOString().slice(0, 10), machine: machine(), nodeArgs: serviceNodeArgs(), settleMs, runs };
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+runMain('start-memory.json', main);
