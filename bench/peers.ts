@@ -15,7 +15,11 @@
  * other processes (its other services) took. Inkstone's RSS is read from /proc after the runs (VmHWM: its peak).
  * Then the four again at one fixed offered load below saturation (an open loop, bench/lib/open-loop.ts,
  * the same for each: half the rate Portkey served saturated, or PEERS_RATE): at saturation a closed
- * loop's latency is mostly queueing for the two cores (Little's law), below it what each adds.
+ * loop's latency is mostly queueing for the two cores (Little's law), below it what each adds. Each
+ * such run starts on open keep-alive connections, as a client in steady state sends: PEERS_POOL_WARM_S
+ * seconds (default 2) of the same load on the same connections come first, which open them and
+ * wake the side after the others' runs (Inkstone's idle database connections have closed by then);
+ * their figures are kept beside the run's (`atRate.warmUp`), not left out.
  * Every side runs PEERS_ROUNDS times (default 3), the sides in turn in each round (the many-tenant
  * miss path right after the one-tenant one); the result keeps each round's figures and reports the
  * median round.
@@ -30,6 +34,8 @@ import { readShare, shareBetween } from './lib/schedstat';
 import { commit, ensureBuilt, json, machine, newTenant, newTenantKeys, runMain, serviceNodeArgs, startGatewayOverTrivialUpstream, startNode } from './lib/harness';
 
 const CONNECTIONS = 50;
+/** Seconds of each at-rate run's load that open its connections before the measured part (0: opened in it, as before 2026-12-05). */
+const POOL_WARM_S = Number(process.env.PEERS_POOL_WARM_S ?? 2);
 /** The bench's own processes, by name: every other process on the machine is another's. */
 const OURS = ['node', 'postgres'];
 
@@ -80,6 +86,10 @@ export interface PeersResult {
     inkstoneAddedP99Ms: number;
     portkeyAddedP99Ms: number;
     floorAddedP99Ms: number;
+    /** seconds of the same load before each measured run, on its connections, which it opened (absent: none, the connections opened in the run) */
+    poolWarmS?: number;
+    /** those seconds' own figures, the connections being opened and the side woken after the others' runs: each side's p99 and what it added over the upstream's (median of the rounds') */
+    warmUp?: { p99Ms: Record<'direct' | 'portkey' | 'floor' | 'inkstone', number>; inkstoneAddedP99Ms: number; portkeyAddedP99Ms: number; floorAddedP99Ms: number };
   };
   /** each round's own figures (the rows above are the median rounds, the ratios and differences the median of these) */
   perRound: {
@@ -88,7 +98,7 @@ export interface PeersResult {
     /** the many-tenant miss path's requests/s over the one-tenant one's, in the same round */
     manyTenantsOverOne: number[];
     inkstoneAddedP99Ms: number[];
-    atRate: { inkstoneAddedP50Ms: number[]; inkstoneAddedP99Ms: number[]; portkeyAddedP99Ms: number[]; floorAddedP99Ms: number[] };
+    atRate: { inkstoneAddedP50Ms: number[]; inkstoneAddedP99Ms: number[]; portkeyAddedP99Ms: number[]; floorAddedP99Ms: number[]; warmUp?: { inkstoneAddedP99Ms: number[]; portkeyAddedP99Ms: number[]; floorAddedP99Ms: number[] } };
     /**
      * each side's at-rate runs, by round: its answers over 20 ms by 100 ms window of when they were
      * due ("0.5: 80, 2.7: 12", seconds after the run's start: count), where its p99 came from
@@ -157,8 +167,11 @@ function middle<T>(xs: T[], by: (x: T) => number): T {
 const median = (xs: number[]) => middle(xs, (x) => x);
 /** The round with the median requests/s. */
 const medianRow = (rows: Row[]) => middle(rows, (r) => r.perSecond);
-/** At a fixed offered load every side keeps up: the round with the median p99. */
-const medianOpen = (runs: OpenLoopResult[]) => middle(runs, (r) => r.p99Ms);
+/** At a fixed offered load every side keeps up: the round with the median p99 (its warm-up's figures are reported apart). */
+const medianOpen = (runs: Array<OpenLoopResult & { warmUp?: OpenLoopResult }>): OpenLoopResult => {
+  const { warmUp: _, ...run } = middle(runs, (r) => r.p99Ms);
+  return run;
+};
 
 function rssMb(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -197,7 +210,7 @@ async function main(): Promise<PeersResult> {
     const atLoad = async (side: keyof typeof sides, rate: number) => {
       const slow = slowWindows();
       console.error(`at ${rate}/s: ${side} from ${new Date().toISOString()}`);
-      const result = await openLoop({ url: sides[side].url, path: '/v1/chat/completions', headers: sides[side].headers, body: bodies(sides[side].model, true), rate, durationS, connections: CONNECTIONS, onAnswer: slow.onAnswer });
+      const result = await openLoop({ url: sides[side].url, path: '/v1/chat/completions', headers: sides[side].headers, body: bodies(sides[side].model, true), rate, durationS, connections: CONNECTIONS, onAnswer: slow.onAnswer, warmUpS: POOL_WARM_S });
       atRateSlowWindows[side].push(slow.summary());
       return result;
     };
@@ -248,10 +261,15 @@ async function main(): Promise<PeersResult> {
     const manyOverOne = perRound((i) => Math.round((manyRuns[i].perSecond / Math.max(1, saturated.miss[i].perSecond)) * 100) / 100);
     // Below saturation: the same offered load through each, half of what Portkey served saturated.
     const offered = Number(process.env.PEERS_RATE ?? Math.max(100, Math.round(p.perSecond / 2 / 50) * 50));
-    const open = { direct: [] as OpenLoopResult[], portkey: [] as OpenLoopResult[], floor: [] as OpenLoopResult[], inkstone: [] as OpenLoopResult[] };
+    type Open = OpenLoopResult & { warmUp?: OpenLoopResult };
+    const open = { direct: [] as Open[], portkey: [] as Open[], floor: [] as Open[], inkstone: [] as Open[] };
     for (let r = 0; r < rounds; r++) for (const side of ['direct', 'portkey', 'floor', 'inkstone'] as const) open[side].push(await atLoad(side, offered));
     const added = (side: 'portkey' | 'floor' | 'inkstone', q: 'p50Ms' | 'p99Ms') => perRound((i) => Math.round((open[side][i][q] - open.direct[i][q]) * 10) / 10);
     const atRateAdded = { inkstoneP50: added('inkstone', 'p50Ms'), inkstoneP99: added('inkstone', 'p99Ms'), portkeyP99: added('portkey', 'p99Ms'), floorP99: added('floor', 'p99Ms') };
+    // The warm-ups, which opened the connections: what each side added then, by round.
+    const warm = (side: keyof typeof open, i: number) => open[side][i].warmUp!.p99Ms;
+    const addedOnNew = (side: 'portkey' | 'floor' | 'inkstone') => perRound((i) => Math.round((warm(side, i) - warm('direct', i)) * 10) / 10);
+    const onNew = POOL_WARM_S > 0 ? { inkstoneAddedP99Ms: addedOnNew('inkstone'), portkeyAddedP99Ms: addedOnNew('portkey'), floorAddedP99Ms: addedOnNew('floor') } : undefined;
     const mt = medianRow(manyRuns);
     const version = JSON.parse(fs.readFileSync('node_modules/@portkey-ai/gateway/package.json', 'utf8')).version as string;
     const inkstoneAddedP99Ms = median(addedP99);
@@ -290,6 +308,17 @@ async function main(): Promise<PeersResult> {
         inkstoneAddedP99Ms: median(atRateAdded.inkstoneP99),
         portkeyAddedP99Ms: median(atRateAdded.portkeyP99),
         floorAddedP99Ms: median(atRateAdded.floorP99),
+        ...(onNew
+          ? {
+              poolWarmS: POOL_WARM_S,
+              warmUp: {
+                p99Ms: { direct: median(perRound((i) => warm('direct', i))), portkey: median(perRound((i) => warm('portkey', i))), floor: median(perRound((i) => warm('floor', i))), inkstone: median(perRound((i) => warm('inkstone', i))) },
+                inkstoneAddedP99Ms: median(onNew.inkstoneAddedP99Ms),
+                portkeyAddedP99Ms: median(onNew.portkeyAddedP99Ms),
+                floorAddedP99Ms: median(onNew.floorAddedP99Ms),
+              },
+            }
+          : {}),
       },
       perRound: {
         requestsPerSecond: {
@@ -303,7 +332,7 @@ async function main(): Promise<PeersResult> {
         inkstoneOverPortkey: overPortkey,
         manyTenantsOverOne: manyOverOne,
         inkstoneAddedP99Ms: addedP99,
-        atRate: { inkstoneAddedP50Ms: atRateAdded.inkstoneP50, inkstoneAddedP99Ms: atRateAdded.inkstoneP99, portkeyAddedP99Ms: atRateAdded.portkeyP99, floorAddedP99Ms: atRateAdded.floorP99 },
+        atRate: { inkstoneAddedP50Ms: atRateAdded.inkstoneP50, inkstoneAddedP99Ms: atRateAdded.inkstoneP99, portkeyAddedP99Ms: atRateAdded.portkeyP99, floorAddedP99Ms: atRateAdded.floorP99, ...(onNew ? { warmUp: onNew } : {}) },
         atRateSlowWindows,
       },
       reconciliation,

@@ -75,11 +75,13 @@ function percentile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
 }
 
-export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult> {
+/** The measured run's figures; with `warmUpS`, the warm-up's own beside them (`warmUp`: the connections opened in it). */
+export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult & { warmUp?: OpenLoopResult }> {
   const pool = new Pool(o.url, { connections: o.connections, pipelining: 1 });
   try {
-    if (o.warmUpS) await schedule(pool, { ...o, durationS: o.warmUpS, onAnswer: undefined });
-    return await schedule(pool, o);
+    if (!o.warmUpS) return await schedule(pool, o);
+    const warmUp = await schedule(pool, { ...o, durationS: o.warmUpS, onAnswer: undefined });
+    return { ...(await schedule(pool, o)), warmUp };
   } finally {
     await pool.close();
   }
