@@ -39,6 +39,7 @@ import { ConsoleSessionsEnded1768000000000 } from './1768000000000-ConsoleSessio
 import { BatchedGuards1768100000000 } from './1768100000000-BatchedGuards';
 import { UploadedGuards1768200000000 } from './1768200000000-UploadedGuards';
 import { ProviderUploads1768300000000 } from './1768300000000-ProviderUploads';
+import { LeasedInFlight1768400000000 } from './1768400000000-LeasedInFlight';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -83,4 +84,5 @@ export const MIGRATIONS = [
   BatchedGuards1768100000000,
   UploadedGuards1768200000000,
   ProviderUploads1768300000000,
+  LeasedInFlight1768400000000,
 ];

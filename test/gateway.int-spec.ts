@@ -1185,6 +1185,58 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect((await booksBalanced(x.tenantId)).leased).toBe(0n);
     });
 
+    it("books what a dead instance's lease last said it promised to calls in flight as a lost_in_flight incident the platform absorbs: written by its settlements, renewals and returns, the tenant charged nothing for it", async () => {
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const x = await f.newTenant({ monthlyBudget: '100.00' });
+      const period = await budget.currentPeriod(x.tenantId);
+      const opts = { ttlMs: 60_000, rateWindowMs: 2_000, flushRows: 64, idleMs: 60_000, maxBehind: 1_024, maxBehindPerTenant: 128 };
+      const lostOf = async () =>
+        (await ds.query(
+          `SELECT excess_nanos::text AS excess, charged_nanos::text AS charged, reserved_nanos::text AS reserved, provider, pauses_admission AS pauses
+             FROM budget_incidents WHERE tenant_id = $1 AND kind = 'lost_in_flight' ORDER BY created_at`,
+          [x.tenantId],
+        )) as Array<Record<string, unknown>>;
+      const inFlightRow = async (instance: string) => (await ds.query(`SELECT in_flight_nanos::text AS n FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2`, [x.tenantId, instance]))[0]?.n;
+      const dies = async (instance: string) => {
+        await ds.query(`UPDATE budget_leases SET expires_at = now() - interval '1 second' WHERE tenant_id = $1 AND instance_id = $2`, [x.tenantId, instance]);
+        await books.sweep();
+      };
+
+      // 1. A settlement writes what is still in flight after it: two calls admitted, a third settled.
+      const first = new BudgetLeases(books, opts, () => Promise.reject(new Error('not settled here')));
+      const [a, b, c] = [await first.admit(x.tenantId, period, 3_000_000n), await first.admit(x.tenantId, period, 2_000_000n), await first.admit(x.tenantId, period, 1_000_000n)];
+      expect([a, b, c].every((k) => k !== null)).toBe(true);
+      await first.settle(c!, 400_000n, paidEntry(x.tenantId, period, 400_000n));
+      expect(await inFlightRow(first.instanceId)).toBe('5000000');
+      // It dies with a and b in flight: its lease goes back, and the 5,000,000 they were admitted for is booked.
+      await dies(first.instanceId);
+      expect(await lostOf()).toEqual([{ excess: '5000000', charged: '0', reserved: '5000000', provider: null, pauses: false }]);
+      let books1 = await booksBalanced(x.tenantId);
+      expect(books1).toMatchObject({ spent: 400_000n, leased: 0n }); // charged once, for the call it settled; nothing for the lost ones
+
+      // 2. A renewal writes it for a lease no settlement touches (a quiet tenant's long call), and a
+      // return keeps it (closing gives back what is unpromised; the call is still in flight).
+      const second = new BudgetLeases(books, { ...opts, ttlMs: 600 }, () => Promise.reject(new Error('not settled here')));
+      expect(await second.admit(x.tenantId, period, 700_000n)).not.toBeNull();
+      second.start(); // renews every 200 ms what no statement renewed in the last 100 ms
+      await waitFor(async () => (await inFlightRow(second.instanceId)) === '700000', 5_000, 'the renewal to write the call in flight');
+      await second.close();
+      expect(await inFlightRow(second.instanceId)).toBe('700000');
+      await dies(second.instanceId);
+      expect((await lostOf()).map((r) => r.excess)).toEqual(['5000000', '700000']);
+
+      // 3. An instance that dies with nothing in flight books nothing.
+      const third = new BudgetLeases(books, opts, () => Promise.reject(new Error('not settled here')));
+      const d = await third.admit(x.tenantId, period, 1_000_000n);
+      await third.settle(d!, 300_000n, paidEntry(x.tenantId, period, 300_000n));
+      expect(await inFlightRow(third.instanceId)).toBe('0');
+      await dies(third.instanceId);
+      expect(await lostOf()).toHaveLength(2);
+      books1 = await booksBalanced(x.tenantId);
+      expect(books1).toMatchObject({ spent: 700_000n, leased: 0n });
+    });
+
     it('writes every ledger column of a group commit as given: awkward text, nulls, booleans and large amounts survive the JSON; a lone surrogate becomes U+FFFD; a group on no lease writes nothing', async () => {
       const books = t.app.get(BooksRepository);
       const budget = t.app.get(BudgetService);

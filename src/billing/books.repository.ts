@@ -148,14 +148,16 @@ const LEDGER_TYPES: Record<(typeof LEDGER_COLUMNS)[number], string> = {
  * Settles the calls of many (tenant, period) groups on this instance's leases in one statement
  * (settleLeased): $1–$3 the groups (tenant, period, total), $4 the instance, $5 the leases' time to
  * live (ms), $6 the ledger rows as one JSON array of arrays (each a row's values in LEDGER_COLUMNS
- * order; one parameter, where one array a column made the driver encode 28 arrays a settlement);
- * with `cacheRows`, the answers to keep in the answer cache follow as cacheRowsSql's arrays, written
- * for the tenants whose calls settled.
+ * order; one parameter, where one array a column made the driver encode 28 arrays a settlement),
+ * $7 each group's lease's worst case still promised to calls in flight once these are written (its
+ * in_flight_nanos, what the sweeper books if the instance dies); with `cacheRows`, the answers to
+ * keep in the answer cache follow as cacheRowsSql's arrays, written for the tenants whose calls settled.
  */
 const LEASE_TTL = 5;
 const LEDGER_JSON = 6;
-const CACHE_ARRAYS_START = LEDGER_JSON + 1;
-const settleLeasedSql = (cacheRows: boolean) => `WITH asked AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[]) AS g(tenant_id, period, total)),
+const IN_FLIGHT = 7;
+const CACHE_ARRAYS_START = IN_FLIGHT + 1;
+const settleLeasedSql = (cacheRows: boolean) => `WITH asked AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $${IN_FLIGHT}::bigint[]) AS g(tenant_id, period, total, in_flight)),
        rows AS (SELECT ${LEDGER_COLUMNS.map((c, i) => `(r->>${i})::${LEDGER_TYPES[c]} AS ${c}`).join(', ')}, (r->>${LEDGER_COLUMNS.length})::boolean AS retried
                   FROM jsonb_array_elements($${LEDGER_JSON}::jsonb) AS r),
        -- Rows already written: a group commit retried after its first attempt committed and its answer
@@ -167,7 +169,7 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH asked AS (SELECT * FROM un
          SELECT v.id, v.tenant_id, v.period, v.cost_nanos FROM (SELECT * FROM rows WHERE retried) v
           CROSS JOIN LATERAL (SELECT 1 FROM llm_calls c WHERE c.tenant_id = v.tenant_id AND c.id = v.id OFFSET 0) c),
        written AS (SELECT tenant_id, period, sum(cost_nanos) AS cost FROM written_ids GROUP BY tenant_id, period),
-       g AS (SELECT a.tenant_id, a.period, a.total - coalesce(w.cost, 0) AS total FROM asked a LEFT JOIN written w USING (tenant_id, period)),
+       g AS (SELECT a.tenant_id, a.period, a.total - coalesce(w.cost, 0) AS total, a.in_flight FROM asked a LEFT JOIN written w USING (tenant_id, period)),
        -- The periods' rows locked in one order, so two instances settling overlapping tenants wait, never deadlock.
        -- Only the groups that cost something: calls that cost nothing (cache hits) change no budget, so
        -- they neither lock a period nor wait behind a paid settlement that holds it.
@@ -189,7 +191,7 @@ const settleLeasedSql = (cacheRows: boolean) => `WITH asked AS (SELECT * FROM un
        -- first column, gives the plan its way into the key, where without statistics it read every
        -- lease of the instance — 10,000 with as many tenants — through the key's last column.)
        lease AS (
-         UPDATE budget_leases l SET amount_nanos = l.amount_nanos - g.total,
+         UPDATE budget_leases l SET amount_nanos = l.amount_nanos - g.total, in_flight_nanos = least(g.in_flight, l.amount_nanos - g.total),
                 expires_at = greatest(l.expires_at, now() + make_interval(secs => $${LEASE_TTL}::double precision / 1000))
            FROM g WHERE l.tenant_id = g.tenant_id AND l.period = g.period AND l.instance_id = $4 AND l.tenant_id = ANY($1::uuid[])
             AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = g.tenant_id AND locked.period = g.period AND locked.fits)
@@ -260,7 +262,7 @@ const RETURN_LEASES_SQL = `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[
          CROSS JOIN LATERAL (SELECT tenant_id, period FROM budget_periods
                               WHERE tenant_id = k.tenant_id AND period = k.period FOR UPDATE) p),
      lease AS (
-       UPDATE budget_leases l SET amount_nanos = l.amount_nanos - x.amount
+       UPDATE budget_leases l SET amount_nanos = l.amount_nanos - x.amount, in_flight_nanos = least(l.in_flight_nanos, l.amount_nanos - x.amount)
          FROM x WHERE l.tenant_id = x.tenant_id AND l.period = x.period AND l.instance_id = x.instance_id AND l.amount_nanos >= x.amount
           AND l.tenant_id = ANY($1::uuid[]) -- (the way into the key, as in the settlement's lease)
           AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = x.tenant_id AND locked.period = x.period)
@@ -789,7 +791,7 @@ export class BooksRepository {
   async settleLeased(
     instanceId: string,
     ttlMs: number,
-    groups: Array<{ tenantId: string; period: string; calls: SettlingCall[] }>,
+    groups: Array<{ tenantId: string; period: string; calls: SettlingCall[]; inFlight?: Nanos }>,
   ): Promise<Array<{ spent: Nanos; cap: Nanos } | null>> {
     const totals = groups.map((g) => g.calls.reduce((a, c) => a + c.costNanos, 0n));
     // The ledger rows as one JSON parameter ($6): the statement's text is the same for any number
@@ -801,7 +803,7 @@ export class BooksRepository {
       this.ds.manager,
       groups.map((g) => g.tenantId),
       cacheRows.length ? SETTLE_LEASED_CACHING_SQL : SETTLE_LEASED_SQL,
-      [groups.map((g) => g.period), totals.map(String), instanceId, ttlMs, JSON.stringify(rows), ...(cacheRows.length ? cacheRowsParams(cacheRows) : [])],
+      [groups.map((g) => g.period), totals.map(String), instanceId, ttlMs, JSON.stringify(rows), groups.map((g) => String(g.inFlight ?? 0n)), ...(cacheRows.length ? cacheRowsParams(cacheRows) : [])],
       // Planning it took longer than running it (pg_stat_statements at 300 calls/s: 0.95 ms against 0.7 ms).
       { preparedAs: cacheRows.length ? 'inkstone_settle_leased_caching' : 'inkstone_settle_leased' },
     );
@@ -818,7 +820,7 @@ export class BooksRepository {
       this.ds.manager,
       tenantId,
       `WITH lease AS (
-         UPDATE budget_leases SET amount_nanos = amount_nanos - $4::bigint
+         UPDATE budget_leases SET amount_nanos = amount_nanos - $4::bigint, in_flight_nanos = least(greatest(in_flight_nanos - $4::bigint, 0), amount_nanos - $4::bigint)
           WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 AND amount_nanos >= $4::bigint RETURNING 1)
        INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
        SELECT $5, $1, $2, $4::bigint, now() + make_interval(secs => $6::double precision / 1000) FROM lease
@@ -830,19 +832,21 @@ export class BooksRepository {
 
   /**
    * This instance is alive: the leases it holds live on (each named by its key, each row with its
-   * tenant), RENEWALS_A_STATEMENT a statement, `pauseMs` between statements.
+   * tenant), RENEWALS_A_STATEMENT a statement, `pauseMs` between statements; each with what it
+   * still promises to calls in flight (`inFlight`; absent: as last written).
    */
-  async renewLeases(instanceId: string, ttlMs: number, leases: Array<{ tenantId: string; period: string }>, pauseMs = 0): Promise<void> {
+  async renewLeases(instanceId: string, ttlMs: number, leases: Array<{ tenantId: string; period: string; inFlight?: Nanos }>, pauseMs = 0): Promise<void> {
     for (let i = 0; i < leases.length; i += RENEWALS_A_STATEMENT) {
       if (i > 0 && pauseMs > 0) await sleep(pauseMs);
       const some = leases.slice(i, i + RENEWALS_A_STATEMENT);
       await perRowTenantQuery(
         this.ds.manager,
         some.map((l) => l.tenantId),
-        `UPDATE budget_leases l SET expires_at = now() + make_interval(secs => $4::double precision / 1000)
-           FROM unnest($1::uuid[], $2::text[]) AS k(tenant_id, period)
+        `UPDATE budget_leases l SET expires_at = now() + make_interval(secs => $4::double precision / 1000),
+                in_flight_nanos = least(coalesce(k.in_flight, l.in_flight_nanos), l.amount_nanos)
+           FROM unnest($1::uuid[], $2::text[], $5::bigint[]) AS k(tenant_id, period, in_flight)
           WHERE l.tenant_id = k.tenant_id AND l.period = k.period AND l.instance_id = $3`,
-        [some.map((l) => l.period), instanceId, ttlMs],
+        [some.map((l) => l.period), instanceId, ttlMs, some.map((l) => (l.inFlight === undefined ? null : String(l.inFlight)))],
       );
     }
   }
@@ -898,11 +902,18 @@ export class BooksRepository {
        expired AS (
          DELETE FROM budget_leases l WHERE l.expires_at < now()
             AND EXISTS (SELECT 1 FROM locked WHERE locked.tenant_id = l.tenant_id AND locked.period = l.period)
-         RETURNING l.tenant_id, l.period, l.amount_nanos),
+         RETURNING l.tenant_id, l.period, l.amount_nanos, least(l.in_flight_nanos, l.amount_nanos) AS in_flight),
        totals AS (SELECT tenant_id, period, sum(amount_nanos) AS amount, count(*) FILTER (WHERE amount_nanos > 0) AS n FROM expired GROUP BY 1, 2),
        upd AS (
          UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - t.amount, updated_at = now()
-           FROM totals t WHERE p.tenant_id = t.tenant_id AND p.period = t.period RETURNING t.n)
+           FROM totals t WHERE p.tenant_id = t.tenant_id AND p.period = t.period RETURNING t.n),
+       -- What the dead instance last wrote as promised to calls in flight on the lease: calls a
+       -- provider may have answered and billed with no row anywhere. One incident a lease (not a
+       -- call: the lease knows no calls), absorbed by the platform, the tenant not charged.
+       lost AS (
+         INSERT INTO budget_incidents (tenant_id, id, period, kind, reserved_nanos, cost_nanos, charged_nanos, excess_nanos, pauses_admission)
+         SELECT tenant_id, gen_random_uuid(), period, 'lost_in_flight', in_flight, in_flight, 0, in_flight, false
+           FROM expired WHERE in_flight > 0)
        SELECT coalesce(sum(n), 0)::text AS n FROM upd`,
     );
     // Guards past their time: answers kept for retries, and calls that never came back.

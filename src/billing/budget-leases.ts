@@ -299,7 +299,7 @@ export class BudgetLeases {
       after = await this.books.settleLeased(
         this.instanceId,
         this.opts.ttlMs,
-        list.map(([, g]) => ({ tenantId: g.tenantId, period: g.period, calls: g.items.map((p) => p.entry) })),
+        list.map(([key, g]) => ({ tenantId: g.tenantId, period: g.period, calls: g.items.map((p) => p.entry), inFlight: this.inFlightAfter(key, g.items) })),
       );
     } catch (err) {
       this.logger.error({ msg: 'a group commit of leased calls failed', calls: batch.length, tenants: list.length, err: loggableError(err) });
@@ -344,6 +344,18 @@ export class BudgetLeases {
       if (swept && l) ((l.available = 0n), (l.held = 0n));
     }
     return batch.map((p) => out.get(p)!);
+  }
+
+  /**
+   * What the lease will still promise to calls in flight once `settling` are written: admitted and
+   * not yet written (those queued behind this statement included: the provider has billed them too).
+   * The lease row keeps it, so the sweeper can book it if this instance dies (BooksRepository.sweep).
+   */
+  private inFlightAfter(key: string, settling: Pending[]): Nanos {
+    const l = this.leases.get(key);
+    if (!l) return 0n;
+    const left = settling.reduce((a, p) => a - p.entry.costNanos - p.unused, l.held - l.available);
+    return left > 0n ? left : 0n;
   }
 
   /** Gives back what this instance's lease for the period holds unpromised (a refill found too little). */
@@ -405,7 +417,12 @@ export class BudgetLeases {
         // after its last renewal and lives a whole one: the pacing never makes one expire).
         const statements = Math.ceil(due.length / RENEWALS_A_STATEMENT);
         const pause = Math.min(this.opts.returnPauseMs ?? 25, Math.floor(this.opts.ttlMs / 6 / statements));
-        await this.books.renewLeases(this.instanceId, this.opts.ttlMs, due, pause);
+        await this.books.renewLeases(
+          this.instanceId,
+          this.opts.ttlMs,
+          due.map((l) => ({ tenantId: l.tenantId, period: l.period, inFlight: l.held > l.available ? l.held - l.available : 0n })),
+          pause,
+        );
         for (const l of due) l.renewedAt = Math.max(l.renewedAt, sentAt);
       }
     } catch (err) {

@@ -24,7 +24,10 @@ export interface BudgetView {
 
 export interface IncidentView {
   id: string;
-  /** lost_in_flight: a call whose process died before recording it (the provider may have billed it; the tenant is not charged) */
+  /**
+   * lost_in_flight: a call whose process died before recording it, or (no provider or model) the calls a dead
+   * instance's budget lease had in flight as it last wrote them; the provider may have billed them, the tenant is not charged
+   */
   kind: 'tokens_over_bound' | 'over_reservation' | 'lost_in_flight';
   createdAt: string;
   provider: string | null;

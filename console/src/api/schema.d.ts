@@ -1571,7 +1571,7 @@ export interface components {
             excess: string;
             id: string;
             /**
-             * @description lost_in_flight: a call whose process died before recording it (the provider may have billed it; the tenant is not charged)
+             * @description lost_in_flight: a call whose process died before recording it, or (no provider or model) the calls a dead instance's budget lease had in flight as it last wrote them; the provider may have billed them, the tenant is not charged
              * @enum {string}
              */
             kind: "tokens_over_bound" | "over_reservation" | "lost_in_flight";
