@@ -29,7 +29,7 @@
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import autocannon from 'autocannon';
-import { openLoop, OpenLoopResult, slowWindows } from './lib/open-loop';
+import { openLoop, OpenLoopResult, OpenLoopRun, slowWindows } from './lib/open-loop';
 import { readShare, shareBetween } from './lib/schedstat';
 import { commit, ensureBuilt, json, machine, newTenant, newTenantKeys, runMain, serviceNodeArgs, startGatewayOverTrivialUpstream, startNode } from './lib/harness';
 
@@ -168,7 +168,7 @@ const median = (xs: number[]) => middle(xs, (x) => x);
 /** The round with the median requests/s. */
 const medianRow = (rows: Row[]) => middle(rows, (r) => r.perSecond);
 /** At a fixed offered load every side keeps up: the round with the median p99 (its warm-up's figures are reported apart). */
-const medianOpen = (runs: Array<OpenLoopResult & { warmUp?: OpenLoopResult }>): OpenLoopResult => {
+const medianOpen = (runs: OpenLoopRun[]): OpenLoopResult => {
   const { warmUp: _, ...run } = middle(runs, (r) => r.p99Ms);
   return run;
 };
@@ -261,15 +261,14 @@ async function main(): Promise<PeersResult> {
     const manyOverOne = perRound((i) => Math.round((manyRuns[i].perSecond / Math.max(1, saturated.miss[i].perSecond)) * 100) / 100);
     // Below saturation: the same offered load through each, half of what Portkey served saturated.
     const offered = Number(process.env.PEERS_RATE ?? Math.max(100, Math.round(p.perSecond / 2 / 50) * 50));
-    type Open = OpenLoopResult & { warmUp?: OpenLoopResult };
-    const open = { direct: [] as Open[], portkey: [] as Open[], floor: [] as Open[], inkstone: [] as Open[] };
+    const open = { direct: [] as OpenLoopRun[], portkey: [] as OpenLoopRun[], floor: [] as OpenLoopRun[], inkstone: [] as OpenLoopRun[] };
     for (let r = 0; r < rounds; r++) for (const side of ['direct', 'portkey', 'floor', 'inkstone'] as const) open[side].push(await atLoad(side, offered));
     const added = (side: 'portkey' | 'floor' | 'inkstone', q: 'p50Ms' | 'p99Ms') => perRound((i) => Math.round((open[side][i][q] - open.direct[i][q]) * 10) / 10);
     const atRateAdded = { inkstoneP50: added('inkstone', 'p50Ms'), inkstoneP99: added('inkstone', 'p99Ms'), portkeyP99: added('portkey', 'p99Ms'), floorP99: added('floor', 'p99Ms') };
     // The warm-ups, which opened the connections: what each side added then, by round.
     const warm = (side: keyof typeof open, i: number) => open[side][i].warmUp!.p99Ms;
-    const addedOnNew = (side: 'portkey' | 'floor' | 'inkstone') => perRound((i) => Math.round((warm(side, i) - warm('direct', i)) * 10) / 10);
-    const onNew = POOL_WARM_S > 0 ? { inkstoneAddedP99Ms: addedOnNew('inkstone'), portkeyAddedP99Ms: addedOnNew('portkey'), floorAddedP99Ms: addedOnNew('floor') } : undefined;
+    const addedInWarmUp = (side: 'portkey' | 'floor' | 'inkstone') => perRound((i) => Math.round((warm(side, i) - warm('direct', i)) * 10) / 10);
+    const warmAdded = POOL_WARM_S > 0 ? { inkstoneAddedP99Ms: addedInWarmUp('inkstone'), portkeyAddedP99Ms: addedInWarmUp('portkey'), floorAddedP99Ms: addedInWarmUp('floor') } : undefined;
     const mt = medianRow(manyRuns);
     const version = JSON.parse(fs.readFileSync('node_modules/@portkey-ai/gateway/package.json', 'utf8')).version as string;
     const inkstoneAddedP99Ms = median(addedP99);
@@ -308,14 +307,14 @@ async function main(): Promise<PeersResult> {
         inkstoneAddedP99Ms: median(atRateAdded.inkstoneP99),
         portkeyAddedP99Ms: median(atRateAdded.portkeyP99),
         floorAddedP99Ms: median(atRateAdded.floorP99),
-        ...(onNew
+        ...(warmAdded
           ? {
               poolWarmS: POOL_WARM_S,
               warmUp: {
                 p99Ms: { direct: median(perRound((i) => warm('direct', i))), portkey: median(perRound((i) => warm('portkey', i))), floor: median(perRound((i) => warm('floor', i))), inkstone: median(perRound((i) => warm('inkstone', i))) },
-                inkstoneAddedP99Ms: median(onNew.inkstoneAddedP99Ms),
-                portkeyAddedP99Ms: median(onNew.portkeyAddedP99Ms),
-                floorAddedP99Ms: median(onNew.floorAddedP99Ms),
+                inkstoneAddedP99Ms: median(warmAdded.inkstoneAddedP99Ms),
+                portkeyAddedP99Ms: median(warmAdded.portkeyAddedP99Ms),
+                floorAddedP99Ms: median(warmAdded.floorAddedP99Ms),
               },
             }
           : {}),
@@ -332,7 +331,7 @@ async function main(): Promise<PeersResult> {
         inkstoneOverPortkey: overPortkey,
         manyTenantsOverOne: manyOverOne,
         inkstoneAddedP99Ms: addedP99,
-        atRate: { inkstoneAddedP50Ms: atRateAdded.inkstoneP50, inkstoneAddedP99Ms: atRateAdded.inkstoneP99, portkeyAddedP99Ms: atRateAdded.portkeyP99, floorAddedP99Ms: atRateAdded.floorP99, ...(onNew ? { warmUp: onNew } : {}) },
+        atRate: { inkstoneAddedP50Ms: atRateAdded.inkstoneP50, inkstoneAddedP99Ms: atRateAdded.inkstoneP99, portkeyAddedP99Ms: atRateAdded.portkeyP99, floorAddedP99Ms: atRateAdded.floorP99, ...(warmAdded ? { warmUp: warmAdded } : {}) },
         atRateSlowWindows,
       },
       reconciliation,

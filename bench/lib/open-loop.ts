@@ -75,8 +75,10 @@ function percentile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
 }
 
-/** The measured run's figures; with `warmUpS`, the warm-up's own beside them (`warmUp`: the connections opened in it). */
-export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopResult & { warmUp?: OpenLoopResult }> {
+/** A run's figures; with `warmUpS`, the warm-up's own beside them (`warmUp`: the connections opened in it). */
+export type OpenLoopRun = OpenLoopResult & { warmUp?: OpenLoopResult };
+
+export async function openLoop(o: OpenLoopOptions): Promise<OpenLoopRun> {
   const pool = new Pool(o.url, { connections: o.connections, pipelining: 1 });
   try {
     if (!o.warmUpS) return await schedule(pool, o);

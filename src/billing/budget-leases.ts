@@ -83,6 +83,17 @@ interface Pending {
   unused: Nanos;
 }
 
+/**
+ * What a lease still promises to calls in flight once `settling` are written: admitted and not yet
+ * written (those queued behind a statement included: the provider has billed them too). Its row
+ * keeps it, written by the statements that touch it, so the sweeper can book it if the instance dies
+ * (BooksRepository.sweep).
+ */
+function inFlightAfter(l: Lease, settling: Pending[] = []): Nanos {
+  const left = settling.reduce((a, p) => a - p.entry.costNanos - p.unused, l.held - l.available);
+  return left > 0n ? left : 0n;
+}
+
 /** The one queue of settlements (each row carries its tenant). */
 const SETTLEMENTS = 'all';
 
@@ -299,7 +310,10 @@ export class BudgetLeases {
       after = await this.books.settleLeased(
         this.instanceId,
         this.opts.ttlMs,
-        list.map(([key, g]) => ({ tenantId: g.tenantId, period: g.period, calls: g.items.map((p) => p.entry), inFlight: this.inFlightAfter(key, g.items) })),
+        list.map(([key, g]) => {
+          const l = this.leases.get(key);
+          return { tenantId: g.tenantId, period: g.period, calls: g.items.map((p) => p.entry), inFlight: l ? inFlightAfter(l, g.items) : 0n };
+        }),
       );
     } catch (err) {
       this.logger.error({ msg: 'a group commit of leased calls failed', calls: batch.length, tenants: list.length, err: loggableError(err) });
@@ -344,18 +358,6 @@ export class BudgetLeases {
       if (swept && l) ((l.available = 0n), (l.held = 0n));
     }
     return batch.map((p) => out.get(p)!);
-  }
-
-  /**
-   * What the lease will still promise to calls in flight once `settling` are written: admitted and
-   * not yet written (those queued behind this statement included: the provider has billed them too).
-   * The lease row keeps it, so the sweeper can book it if this instance dies (BooksRepository.sweep).
-   */
-  private inFlightAfter(key: string, settling: Pending[]): Nanos {
-    const l = this.leases.get(key);
-    if (!l) return 0n;
-    const left = settling.reduce((a, p) => a - p.entry.costNanos - p.unused, l.held - l.available);
-    return left > 0n ? left : 0n;
   }
 
   /** Gives back what this instance's lease for the period holds unpromised (a refill found too little). */
@@ -420,7 +422,7 @@ export class BudgetLeases {
         await this.books.renewLeases(
           this.instanceId,
           this.opts.ttlMs,
-          due.map((l) => ({ tenantId: l.tenantId, period: l.period, inFlight: l.held > l.available ? l.held - l.available : 0n })),
+          due.map((l) => ({ tenantId: l.tenantId, period: l.period, inFlight: inFlightAfter(l) })),
           pause,
         );
         for (const l of due) l.renewedAt = Math.max(l.renewedAt, sentAt);
