@@ -777,9 +777,18 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(overBilled).toMatchObject({ leased: true });
       const [lease] = await ds.query(`SELECT amount_nanos FROM budget_leases WHERE tenant_id = $1 AND instance_id = $2`, [tenant.tenantId, budget.leases!.instanceId]);
       expect(BigInt(lease.amount_nanos)).toBeGreaterThanOrEqual(2_000_000n);
+      // A third call settles on the lease: its statement writes what the two others still hold in flight.
+      const third = await budget.reserve(tenant.tenantId, 1_000_000n);
+      const thirdEntry = { tenantId: tenant.tenantId, callGroup: randomUUID(), attempt: 1, purpose: 'chat' as const, cacheStatus: 'miss' as const, outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider' as const, costNanos: 100_000n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 5, streamed: false };
+      expect(await budget.settle(third, 100_000n, thirdEntry)).toBe(100_000n);
+      const lostBefore = (await ds.query(`SELECT count(*)::int AS n FROM budget_incidents WHERE tenant_id = $1 AND kind = 'lost_in_flight'`, [tenant.tenantId]))[0].n;
       // The instance "dies": it stops renewing. Age its lease past its expiry: the sweeper gives it back.
       await ds.query(`UPDATE budget_leases SET expires_at = now() - interval '1 second' WHERE instance_id = $1`, [budget.leases!.instanceId]);
       expect(await budget.sweep()).toBe(1);
+      // …and books the two calls' worst cases as lost in flight, charging the tenant nothing for them.
+      const lost = await ds.query(`SELECT excess_nanos::text AS excess, charged_nanos::text AS charged FROM budget_incidents WHERE tenant_id = $1 AND kind = 'lost_in_flight' ORDER BY created_at DESC`, [tenant.tenantId]);
+      expect(lost).toHaveLength(lostBefore + 1);
+      expect(lost[0]).toEqual({ excess: '2000000', charged: '0' });
       const [after] = await ds.query(`SELECT count(*)::int AS n FROM budget_leases WHERE instance_id = $1`, [budget.leases!.instanceId]);
       expect(after.n).toBe(0);
       await booksBalanced();
@@ -793,6 +802,10 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(await budget.settle(overBilled, 1_500_000n, { ...entry, callGroup: randomUUID(), costNanos: 1_500_000n }, { incident })).toBe(1_500_000n);
       const [booked] = await ds.query(`SELECT kind, charged_nanos::text AS charged FROM budget_incidents WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 1`, [tenant.tenantId]);
       expect(booked).toEqual({ kind: 'tokens_over_bound', charged: '1500000' });
+      // Charged once each: the ledger holds the three calls' charges, and the incident booked for the
+      // two while they looked lost charged nothing (the books balance: the spend is the ledger).
+      const [charges] = await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND call_group = ANY($2::uuid[])`, [tenant.tenantId, [entry.callGroup, thirdEntry.callGroup]]);
+      expect(charges.n).toBe(2);
       await booksBalanced();
       await ds.query(`UPDATE tenants SET admission_paused = false WHERE id = $1`, [tenant.tenantId]);
     });
