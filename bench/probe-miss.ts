@@ -2,7 +2,8 @@
  * Where the miss path's (PROBE_HITS=1: the hit path's) CPU goes: the built service with budget, ledger and cache on in front of the
  * trivial upstream, loaded at 50 connections for BENCH_DURATION_S, with the CPU time of each process
  * (the service, PostgreSQL's backends, the upstream, this load generator) read from /proc before and
- * after, per request. A diagnostic, not a benchmark of record.
+ * after, per request, and the rows each table had written in the measured run (inserted, updated,
+ * of them HOT, deleted), per request. A diagnostic, not a benchmark of record.
  * PROBE_OTHER_TENANTS=N and PROBE_SPREAD_S: see below.
  * PROBE_TENANTS=N spreads the requests over N tenants (after a warm-up pass of one request from
  * each, as bench:peers does); BENCH_CPU_PROF also prints where the measured run lies in the
@@ -73,6 +74,9 @@ async function main() {
     // Autovacuum and autoanalyze runs on this database's tables (started before, or during, the measured run).
     const autovacuums = async () => (await db.query(`SELECT relname, autovacuum_count + autoanalyze_count AS n FROM pg_stat_user_tables WHERE autovacuum_count + autoanalyze_count > 0`)).rows.map((r) => `${r.relname}:${r.n}`).join(' ');
     const av0 = await autovacuums();
+    // Rows written by table in the measured run (inserted, updated, of them HOT, deleted), per request.
+    const writes = async () => new Map((await db.query(`SELECT relname, n_tup_ins AS i, n_tup_upd AS u, n_tup_hot_upd AS h, n_tup_del AS d FROM pg_stat_user_tables`)).rows.map((r) => [r.relname as string, [r.i, r.u, r.h, r.d].map(Number)]));
+    const w0 = await writes();
     const x0 = await xacts();
     const before = { service: cpuOf(service.child.pid!), pg: postgresCpu(), upstream: cpuOf(upstream.child.pid!), me: process.cpuUsage() };
     const t0 = Date.now();
@@ -81,6 +85,7 @@ async function main() {
     const x1 = await xacts();
     await new Promise((r) => setTimeout(r, 500)); // the statistics collector's reports
     const av1 = await autovacuums();
+    const w1 = await writes();
     const after = { service: cpuOf(service.child.pid!), pg: postgresCpu(), upstream: cpuOf(upstream.child.pid!), me: process.cpuUsage(before.me) };
     const reqs = r.requests.total;
     const ms = (s: number) => Number(((s * 1000) / reqs).toFixed(3));
@@ -94,6 +99,12 @@ async function main() {
           statusCodes: (r as unknown as { statusCodeStats?: unknown }).statusCodeStats,
           autovacuumsBeforeAndAfter: [av0, av1],
           transactionsPerRequest: Number(((x1 - x0) / r.requests.total).toFixed(3)),
+          rowsWrittenPerRequest: Object.fromEntries(
+            [...w1]
+              .map(([table, after]) => [table, after.map((v, k) => Number(((v - (w0.get(table)?.[k] ?? 0)) / r.requests.total).toFixed(3)))] as const)
+              .filter(([, d]) => d.some((v) => v > 0))
+              .map(([table, [ins, upd, hot, del]]) => [table, { ins, upd, hot, del }]),
+          ),
           serviceRssMb: rss(service.child.pid!),
           cpuMsPerRequest: {
             service: ms(after.service - before.service),
