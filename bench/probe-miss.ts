@@ -4,6 +4,9 @@
  * (the service, PostgreSQL's backends, the upstream, this load generator) read from /proc before and
  * after, per request, and the rows each table had written in the measured run (inserted, updated,
  * of them HOT, deleted), per request. A diagnostic, not a benchmark of record.
+ * With BENCH_NODE_ARGS=--trace-gc, also the measured run's garbage collections (`gc`: pauses and
+ * incremental marking per request, the old generation live after each mark-compact).
+ * PROBE_ANALYZE=1: ANALYZE the database just before the measured run (are fresh statistics the difference?).
  * PROBE_OTHER_TENANTS=N and PROBE_SPREAD_S: see below.
  * PROBE_TENANTS=N spreads the requests over N tenants (after a warm-up pass of one request from
  * each, as bench:peers does); BENCH_CPU_PROF also prints where the measured run lies in the
@@ -16,12 +19,33 @@ import autocannon from 'autocannon';
 import { Client } from 'pg';
 import { cpuOf, postgresCpu } from './lib/schedstat';
 import { ensureBuilt, newTenant, newTenantKeys, startGatewayOverTrivialUpstream } from './lib/harness';
+import { readGcTrace } from './lib/gc-trace';
 
 /** The service's resident memory now and at its peak (VmRSS, VmHWM), in MB. */
 function rss(pid: number): { now: number; peak: number } {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
   return { now: Math.round(kb('VmRSS') / 1024), peak: Math.round(kb('VmHWM') / 1024) };
+}
+
+/**
+ * With BENCH_NODE_ARGS=--trace-gc: the measured run's collections (their main-thread pauses per
+ * request, and for the mark-compacts what was live after each and the marking done before it).
+ */
+function gcSummary(output: string, requests: number): { gc?: Record<string, unknown> } {
+  const gc = readGcTrace(output);
+  if (!gc.lines.length) return {};
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  return {
+    gc: {
+      scavenges: gc.scavenges,
+      markCompacts: gc.markCompacts,
+      pauseUsPerRequest: Number(((sum(gc.pausesMs) * 1000) / requests).toFixed(1)),
+      markingStepsUsPerRequest: Number(((sum(gc.markingStepsMs) * 1000) / requests).toFixed(1)),
+      liveAfterMarkCompactMb: gc.liveAfterMarkCompactMb,
+      markingStepsMs: gc.markingStepsMs,
+    },
+  };
 }
 
 async function main() {
@@ -71,6 +95,8 @@ async function main() {
     // PROBE_SPREAD_S=10: then that many seconds of misses spread over those tenants at 50 connections
     // (bench:peers' 10,000-tenant run, which its hit run follows with no pause).
     if (others.length && process.env.PROBE_SPREAD_S) await run(Number(process.env.PROBE_SPREAD_S), undefined, others, true);
+    // PROBE_ANALYZE=1: the database's statistics brought up to date (ANALYZE) before the measured run.
+    if (process.env.PROBE_ANALYZE === '1') await db.query('ANALYZE');
     // Autovacuum and autoanalyze runs on this database's tables (started before, or during, the measured run).
     const autovacuums = async () => (await db.query(`SELECT relname, autovacuum_count + autoanalyze_count AS n FROM pg_stat_user_tables WHERE autovacuum_count + autoanalyze_count > 0`)).rows.map((r) => `${r.relname}:${r.n}`).join(' ');
     const av0 = await autovacuums();
@@ -81,6 +107,7 @@ async function main() {
     const w0 = await writes();
     const x0 = await xacts();
     const before = { service: cpuOf(service.child.pid!), pg: postgresCpu(), upstream: cpuOf(upstream.child.pid!), me: process.cpuUsage() };
+    const mark = service.output().length;
     const t0 = Date.now();
     const r = await run(durationS);
     const t1 = Date.now();
@@ -103,11 +130,12 @@ async function main() {
           transactionsPerRequest: Number(((x1 - x0) / r.requests.total).toFixed(3)),
           rowsWrittenPerRequest: Object.fromEntries(
             [...w1]
-              .map(([table, after]) => [table, after.map((v, k) => Number(((v - (w0.get(table)?.[k] ?? 0)) / r.requests.total).toFixed(3)))] as const)
+              .map(([table, after]) => [table, after.map((v, k) => Number(((v - (w0.get(table)?.[k] ?? 0)) / reqs).toFixed(3)))] as const)
               .filter(([, d]) => d.some((v) => v > 0))
               .map(([table, [ins, upd, hot, del]]) => [table, { ins, upd, hot, del }]),
           ),
           serviceRssMb: rss(service.child.pid!),
+          ...gcSummary(service.output().slice(mark), reqs),
           cpuMsPerRequest: {
             service: ms(after.service - before.service),
             postgres: ms(after.pg - before.pg),

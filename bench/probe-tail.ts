@@ -26,6 +26,7 @@ import { Pool } from 'undici';
 import { oneCallFromEach, openLoop, slowWindows } from './lib/open-loop';
 import { cpuOf, postgresCpu, readSched, schedBetween } from './lib/schedstat';
 import { ensureBuilt, newTenant, newTenantKeys, OPERATOR, startGatewayOverTrivialUpstream } from './lib/harness';
+import { readGcTrace } from './lib/gc-trace';
 async function main() {
   ensureBuilt();
   const tStart = Date.now();
@@ -112,9 +113,8 @@ async function main() {
     if (process.env.PROBE_GC_LOG) require('node:fs').writeFileSync(process.env.PROBE_GC_LOG, g.service.output().slice(mark));
     // PROBE_FULL_LOG=<file>: all of the service's output, with the offset where the measured run began.
     if (process.env.PROBE_FULL_LOG) require('node:fs').writeFileSync(process.env.PROBE_FULL_LOG, `measured run from offset ${mark}\n${g.service.output()}`);
-    const gc = g.service.output().slice(mark).split('\n').filter((l) => /Mark-Compact|Scavenge/.test(l));
-    // "…, 5.11 / 0.07 ms": the pause on the main thread
-    const pauses = gc.map((l) => Number(/([\d.]+) \/ [\d.]+ ms/.exec(l)?.[1] ?? 0));
+    const gc = readGcTrace(g.service.output().slice(mark));
+    const pauses = gc.pausesMs;
     // With BENCH_NODE_ARGS=--trace-gc-nvp: what the scavenges promoted to the old generation in the run, a request.
     const promoted = g.service.output().slice(mark).split('\n').map((l) => /\bgc=s\b.*\bpromoted=(\d+)/.exec(l)?.[1]).filter((v): v is string => v !== undefined);
     const rates = g.service.output().slice(mark).split('\n').map((l) => /\bgc=s\b.*\bpromotion_rate=([\d.]+)%/.exec(l)?.[1]).filter((v): v is string => v !== undefined).map(Number).sort((a, b) => a - b);
@@ -122,11 +122,10 @@ async function main() {
     if (promoted.length) console.log('promoted by scavenges: KB a request', (promoted.reduce((a, v) => a + Number(v), 0) / 1024 / (rate * 10)).toFixed(2), 'in', promoted.length, 'scavenges');
     const status = require('node:fs').readFileSync(`/proc/${g.service.child.pid}/status`, 'utf8') as string;
     console.log('service peak RSS MB', Math.round(Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024));
-    console.log('gc events', gc.length, 'scavenges', gc.filter((l) => /Scavenge/.test(l)).length, 'mark-compacts', gc.filter((l) => /Mark-Compact/.test(l)).length, 'max pause', Math.max(0, ...pauses), 'total ms', Math.round(pauses.reduce((a, b) => a + b, 0)));
-    // "[pid:addr]  7132 ms: Mark-Compact …": when, in ms since the service started
-    const mcAt = gc.filter((l) => /Mark-Compact/.test(l)).map((l) => Number(/\s(\d+) ms: /.exec(l)?.[1] ?? NaN));
+    console.log('gc events', gc.lines.length, 'scavenges', gc.scavenges, 'mark-compacts', gc.markCompacts, 'max pause', Math.max(0, ...pauses), 'total ms', Math.round(pauses.reduce((a, b) => a + b, 0)));
+    const mcAt = gc.markCompactAtMs;
     if (mcAt.length > 1) console.log('mark-compacts every (s):', mcAt.slice(1).map((t, i) => ((t - mcAt[i]) / 1000).toFixed(2)).join(', '));
-    console.log(gc.filter((l) => /Mark-Compact/.test(l)).slice(0, 3).join('\n'));
+    console.log(gc.lines.filter((l) => /Mark-Compact/.test(l)).slice(0, 3).join('\n'));
   } finally {
     await g.stop();
   }
