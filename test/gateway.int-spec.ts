@@ -1004,7 +1004,7 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const watch = watchStatements(/budget_leases/, (params) => mentions(params, leases.instanceId));
       const statements = watch.statements;
       try {
-        // Renewal: one statement for the three leases (run by the timer every third of the TTL, 1 s).
+        // Renewal: one statement for the three leases (due a third of the TTL after their take, 1 s; the timer ticks every sixth).
         leases.start();
         await waitFor(async () => statements.length > 0, 30_000, 'a renewal');
         await leases.close();
@@ -1032,6 +1032,54 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         expect(await books.returnLease(x.tenantId, periods[i], leases.instanceId, 1n)).toBe(false);
         expect((await booksBalanced(x.tenantId)).leased).toBe(0n);
       }
+    });
+
+    it("renews only the leases no statement renewed in the last third of the TTL: a working tenant's lease lives on its settlements", async () => {
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const [busy, quiet] = await Promise.all([1, 2].map(() => f.newTenant({ monthlyBudget: '100.00' })));
+      const [busyPeriod, quietPeriod] = await Promise.all([busy, quiet].map((x) => budget.currentPeriod(x.tenantId)));
+      const ttlMs = 30_000;
+      const leases = new BudgetLeases(books, { ttlMs, rateWindowMs: 2_000, flushRows: 64, idleMs: 3_600_000, maxBehind: 1_024, maxBehindPerTenant: 128 }, () => Promise.reject(new Error('no lease is swept here')));
+      // The leases' clock, set by the test (housekeeping's pass is run by hand, not by its timer).
+      let now = Date.now();
+      const clock = jest.spyOn(Date, 'now').mockImplementation(() => now);
+      const watch = watchStatements(/^\s*UPDATE budget_leases l SET expires_at/, (params) => mentions(params, leases.instanceId));
+      const renewed = (tenantId: string) => watch.statements.filter((s) => mentions(s.params, tenantId)).length;
+      const call = async (tenantId: string, period: string) => {
+        const ticket = await leases.admit(tenantId, period, 1_000n);
+        expect(ticket).not.toBeNull();
+        await leases.settle(ticket!, 100n, paidEntry(tenantId, period, 100n));
+      };
+      const housekeeping = () => (leases as unknown as { renewDue(): Promise<void> }).renewDue();
+      try {
+        await call(quiet.tenantId, quietPeriod);
+        now += 3_000;
+        await call(busy.tenantId, busyPeriod);
+        // At 12 s: 9 s after the busy tenant's settlement (under a third of the TTL), 12 s after the quiet one's.
+        now += 9_000;
+        await housekeeping();
+        expect({ busy: renewed(busy.tenantId), quiet: renewed(quiet.tenantId) }).toEqual({ busy: 0, quiet: 1 });
+        // The busy tenant calls again at 13 s: its lease is renewed by that settlement. At 21 s neither is due (8 and 9 s).
+        now += 1_000;
+        await call(busy.tenantId, busyPeriod);
+        now += 8_000;
+        await housekeeping();
+        expect({ busy: renewed(busy.tenantId), quiet: renewed(quiet.tenantId) }).toEqual({ busy: 0, quiet: 1 });
+        // At 23 s both are (10 and 11 s): a lease that nothing renewed for a third of the TTL is renewed.
+        now += 2_000;
+        await housekeeping();
+        expect({ busy: renewed(busy.tenantId), quiet: renewed(quiet.tenantId) }).toEqual({ busy: 1, quiet: 2 });
+        // Each lease's row lives a TTL past its last statement (expiry is the database's now(): a TTL from the last one).
+        const rows = await ds.query(`SELECT tenant_id, expires_at > now() + interval '25 seconds' AS alive FROM budget_leases WHERE instance_id = $1 ORDER BY tenant_id`, [leases.instanceId]);
+        expect(rows.map((r: { alive: boolean }) => r.alive)).toEqual([true, true]);
+      } finally {
+        watch.stop();
+        clock.mockRestore();
+        await leases.close();
+      }
+      expect((await booksBalanced(busy.tenantId)).leased).toBe(0n);
+      expect((await booksBalanced(quiet.tenantId)).leased).toBe(0n);
     });
 
     it('gives idle leases back a few a statement with a pause between (renewals go on); one used again meanwhile stays', async () => {
