@@ -101,8 +101,10 @@ async function main() {
     const autovacuums = async () => (await db.query(`SELECT relname, autovacuum_count + autoanalyze_count AS n FROM pg_stat_user_tables WHERE autovacuum_count + autoanalyze_count > 0`)).rows.map((r) => `${r.relname}:${r.n}`).join(' ');
     const av0 = await autovacuums();
     // Rows written by table in the measured run (inserted, updated, of them HOT, deleted), per request.
-    // (Backends report their counts up to a second late: a few of the warm-up's rows, e.g. the tenants
-    // made for PROBE_TENANTS, can show in them, and a few of the run's last ones can be missing.)
+    // (PostgreSQL's counts: a backend reports its own at most once a second, and one that went idle
+    // within a second of its last report does so ten seconds later (PGSTAT_IDLE_INTERVAL). So up to
+    // a second of the warm-up's rows, e.g. the tenants made for PROBE_TENANTS, can show in the run's,
+    // and up to a second of the run's last ones can be missing; at a steady rate the two about cancel.)
     const writes = async () => new Map((await db.query(`SELECT relname, n_tup_ins AS i, n_tup_upd AS u, n_tup_hot_upd AS h, n_tup_del AS d FROM pg_stat_user_tables`)).rows.map((r) => [r.relname as string, [r.i, r.u, r.h, r.d].map(Number)]));
     const w0 = await writes();
     const x0 = await xacts();
