@@ -36,6 +36,7 @@ describe('an API error in the console’s language', () => {
     );
     expect(problems(validation({ field: 'alertThresholds', message: 'each value in alertThresholds must not be greater than 1' }), 'zh')).toBe('提醒阈值：每一项不能大于 1');
     expect(problems(validation({ field: 'monthlyCap', message: 'monthlyCap must be a decimal string in CNY such as "5000.00"' }), 'zh')).toMatch(/：须为人民币金额，例如 5000\.00$/);
+    expect(problems(validation({ field: 'monthlyCap', message: 'monthlyCap must have at most 9 decimals (a nano-yuan)' }), 'zh')).toMatch(/：最多 9 位小数$/);
     expect(problems(validation({ field: 'shadowRate', message: 'shadowRate must be a number from 0 to 0.2' }), 'zh')).toMatch(/：须为 0 到 0\.2 之间的数字$/);
     expect(problems(validation({ field: 'essayRetentionDays', message: 'essayRetentionDays must be an integer from 1 to 3650' }), 'zh')).toMatch(/：须为 1 到 3650 之间的整数$/);
     expect(problems(validation({ field: 'webhookSecret', message: 'webhook payment mode needs a webhookSecret' }), 'zh')).toMatch(/：选择支付服务商（Webhook）模式时须填写 Webhook 密钥$/);

@@ -79,6 +79,7 @@ const ZH_PROBLEMS: Array<[RegExp, (m: RegExpExecArray) => string]> = [
   [/^must be a number from (-?[\d.]+) to (-?[\d.]+)$/, (m) => `须为 ${m[1]} 到 ${m[2]} 之间的数字`],
   [/^must be a decimal string in CNY such as "([\d.]+)"$/, (m) => `须为人民币金额，例如 ${m[1]}`],
   [/^must be at most ([\d.]+) CNY$/, (m) => `不能超过 ${m[1]} 元`],
+  [/^must have at most (\d+) decimals \(a nano-yuan\)$/, (m) => `最多 ${m[1]} 位小数`],
   [/^must be 1-100 letters, digits, spaces \(not at either end\) or (.+)$/, (m) => `须为 1–100 个字母、数字、中间的空格或 ${m[1]}`],
   [/^must not contain control characters$/, () => '不能包含控制字符'],
   [/^must be an IANA time zone such as "(.+)"$/, (m) => `须为时区名称，例如 ${m[1]}`],

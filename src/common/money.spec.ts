@@ -1,4 +1,4 @@
-import { cnyProblem, formatCny, isCnyString, MAX_CNY, MAX_NANOS, parseCny, pricePerMillionToNanosPerToken } from './money';
+import { cnyProblem, formatCny, isCnyString, MAX_CNY, MAX_NANOS, MoneyFormatError, parseCny, pricePerMillionToNanosPerToken } from './money';
 
 describe('money', () => {
   it.each([
@@ -30,6 +30,18 @@ describe('money', () => {
     }
     expect(cnyProblem('abc')).toBe('format');
     expect(cnyProblem(5)).toBe('format');
+  });
+
+  it('says why an amount is refused: too large however many digits, too many decimals, or not an amount at all', () => {
+    // Over 12 digits before the point (beyond the pattern): still "range", not "format".
+    for (const over of ['99999999999999999999999.99', '1' + '0'.repeat(40), '00012345678901.5']) {
+      expect(cnyProblem(over)).toBe('range');
+      expect(() => parseCny(over)).toThrow(MoneyFormatError);
+    }
+    for (const fine of ['0.0000000001', '5.1234567890', '9223372036.8547758070']) expect(cnyProblem(fine)).toBe('precision');
+    // Leading zeros are not size: 13 digits that are 5 CNY, and the signs, exponents and blanks, are "format".
+    for (const bad of ['0000000000005.00', '-1.00', '+1', '1e400', '1.', '.5', ' 1', '1 ', '１２']) expect(cnyProblem(bad)).toBe('format');
+    expect(cnyProblem('000000000005.00')).toBeNull(); // (12 digits: the pattern takes it)
   });
 
   it('converts per-million prices to whole nano-yuan per token', () => {

@@ -33,11 +33,23 @@ export function parseCny(text: string): Nanos {
   return nanos;
 }
 
-/** Why `text` is not an amount parseCny takes ("format" or "range"), or null when it is one. */
-export function cnyProblem(text: unknown): 'format' | 'range' | null {
-  const m = typeof text === 'string' ? CNY_PATTERN.exec(text) : null;
-  if (!m) return 'format';
-  return nanosOf(m) > MAX_NANOS ? 'range' : null;
+/** Digits, maybe with a decimal part, of any length (what a number too long for CNY_PATTERN looks like). */
+const DIGITS_PATTERN = /^(\d+)(?:\.(\d+))?$/;
+
+/**
+ * Why `text` is not an amount parseCny takes, or null when it is one: "range" (above MAX_CNY, however
+ * many digits), "precision" (more than 9 decimals) or "format" (anything else, e.g. a sign, an
+ * exponent, a number, or more than 12 digits before the point that are mostly leading zeros).
+ */
+export function cnyProblem(text: unknown): 'format' | 'range' | 'precision' | null {
+  if (typeof text !== 'string') return 'format';
+  const m = CNY_PATTERN.exec(text);
+  if (m) return nanosOf(m) > MAX_NANOS ? 'range' : null;
+  const d = DIGITS_PATTERN.exec(text);
+  if (!d) return 'format';
+  // MAX_CNY has 10 digits before the point: 11 or more, leading zeros aside, are above it.
+  if (d[1].replace(/^0+/, '').length > MAX_CNY.indexOf('.')) return 'range';
+  return (d[2]?.length ?? 0) > DECIMALS ? 'precision' : 'format';
 }
 
 export function isCnyString(text: unknown): text is string {

@@ -75,12 +75,14 @@ describe('the validation pipe', () => {
     it('takes the largest amount a BIGINT of nano-yuan holds, and refuses one nano-yuan more, naming the field', async () => {
       const max = (await pipe.transform({ name: 'x', monthlyBudget: '9223372036.854775807' }, body(CreateTenantDto))) as CreateTenantDto;
       expect(max.monthlyBudget).toBe('9223372036.854775807');
-      for (const over of ['9223372036.854775808', '9223372037', '999999999999.999999999']) {
+      for (const over of ['9223372036.854775808', '9223372037', '999999999999.999999999', '99999999999999999999999.99']) {
         const err = await refusal({ name: 'x', monthlyBudget: over }, CreateTenantDto);
         expect(err.details).toEqual([{ field: 'monthlyBudget', message: 'monthlyBudget must be at most 9223372036.854775807 CNY' }]);
       }
       const format = await refusal({ monthlyCap: '1e30' }, UpdateBudgetDto);
       expect(format.details).toEqual([{ field: 'monthlyCap', message: 'monthlyCap must be a decimal string in CNY such as "5000.00"' }]);
+      const precision = await refusal({ monthlyCap: '10.0000000001' }, UpdateBudgetDto);
+      expect(precision.details).toEqual([{ field: 'monthlyCap', message: 'monthlyCap must have at most 9 decimals (a nano-yuan)' }]);
     });
   });
 });

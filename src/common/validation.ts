@@ -62,10 +62,12 @@ export function IsCnyAmount(options?: ValidationOptions) {
       options,
       validator: {
         validate: (v: unknown) => cnyProblem(v) === null,
-        defaultMessage: (args?: ValidationArguments) =>
-          cnyProblem(args?.value) === 'range'
-            ? `${propertyName} must be at most ${MAX_CNY} CNY`
-            : `${propertyName} must be a decimal string in CNY such as "5000.00"`,
+        defaultMessage: (args?: ValidationArguments) => {
+          const problem = cnyProblem(args?.value);
+          if (problem === 'range') return `${propertyName} must be at most ${MAX_CNY} CNY`;
+          if (problem === 'precision') return `${propertyName} must have at most 9 decimals (a nano-yuan)`;
+          return `${propertyName} must be a decimal string in CNY such as "5000.00"`;
+        },
       },
     });
 }
