@@ -6,7 +6,8 @@
 export type Nanos = bigint;
 
 export const NANOS_PER_CNY = 1_000_000_000n;
-const DECIMALS = 9;
+/** Decimals an amount may have: one nano-yuan. */
+export const CNY_DECIMALS = 9;
 const CNY_PATTERN = /^(\d{1,12})(?:\.(\d{1,9}))?$/;
 
 /** The largest amount PostgreSQL's BIGINT holds: 2^63 - 1 nano-yuan, 9223372036.854775807 CNY. */
@@ -16,7 +17,7 @@ export const MAX_CNY = '9223372036.854775807';
 export class MoneyFormatError extends Error {}
 
 function nanosOf(m: RegExpExecArray): Nanos {
-  return BigInt(m[1]) * NANOS_PER_CNY + BigInt((m[2] ?? '').padEnd(DECIMALS, '0'));
+  return BigInt(m[1]) * NANOS_PER_CNY + BigInt((m[2] ?? '').padEnd(CNY_DECIMALS, '0'));
 }
 
 /**
@@ -49,7 +50,7 @@ export function cnyProblem(text: unknown): 'format' | 'range' | 'precision' | nu
   if (!d) return 'format';
   // MAX_CNY has 10 digits before the point: 11 or more, leading zeros aside, are above it.
   if (d[1].replace(/^0+/, '').length > MAX_CNY.indexOf('.')) return 'range';
-  return (d[2]?.length ?? 0) > DECIMALS ? 'precision' : 'format';
+  return (d[2]?.length ?? 0) > CNY_DECIMALS ? 'precision' : 'format';
 }
 
 export function isCnyString(text: unknown): text is string {
@@ -64,7 +65,7 @@ export function formatCny(nanos: Nanos): string {
   const negative = nanos < 0n;
   const abs = negative ? -nanos : nanos;
   const whole = abs / NANOS_PER_CNY;
-  let frac = (abs % NANOS_PER_CNY).toString().padStart(DECIMALS, '0');
+  let frac = (abs % NANOS_PER_CNY).toString().padStart(CNY_DECIMALS, '0');
   frac = frac.replace(/0+$/, '');
   if (frac.length < 2) frac = frac.padEnd(2, '0');
   return `${negative ? '-' : ''}${whole}.${frac}`;

@@ -2,7 +2,7 @@ import { ArgumentMetadata, ValidationError, ValidationPipe } from '@nestjs/commo
 import { registerDecorator, ValidationArguments, ValidationOptions, ValidatorOptions } from 'class-validator';
 import { stripControlChars, stripControlStrings } from './control-chars';
 import { isValidTimeZone } from './time-zone';
-import { cnyProblem, MAX_CNY } from './money';
+import { CNY_DECIMALS, cnyProblem, MAX_CNY } from './money';
 import { ApiError, FieldProblem } from './errors';
 
 /** Flattens class-validator's tree into one problem per bad field, named by its path. */
@@ -65,7 +65,7 @@ export function IsCnyAmount(options?: ValidationOptions) {
         defaultMessage: (args?: ValidationArguments) => {
           const problem = cnyProblem(args?.value);
           if (problem === 'range') return `${propertyName} must be at most ${MAX_CNY} CNY`;
-          if (problem === 'precision') return `${propertyName} must have at most 9 decimals (a nano-yuan)`;
+          if (problem === 'precision') return `${propertyName} must have at most ${CNY_DECIMALS} decimals (a nano-yuan)`;
           return `${propertyName} must be a decimal string in CNY such as "5000.00"`;
         },
       },
