@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { BudgetService } from '../src/billing/budget.service';
+import { Clock } from '../src/common/clock';
 import { MetricsService } from '../src/metrics/metrics.service';
 import type { LedgerEntry } from '../src/billing/ledger.service';
 import type { FakeProvider } from './fake-provider/fake-provider';
@@ -49,11 +50,11 @@ describe('a deep review waiting in a provider batch outlives the instance that s
     ds().query(`SELECT batch, outcome, error_reason, cost_nanos FROM llm_calls WHERE tenant_id = $1 AND purpose = 'deep_review' ORDER BY created_at`, [tenant.tenantId]);
   const batchedGuards = () => ds().query(`SELECT batch_id, state FROM call_guards WHERE tenant_id = $1 AND batch_id IS NOT NULL`, [tenant.tenantId]);
   /** A graded essay (by `worker`'s workers), its deep review ordered and sent in a batch that ends `batchMs` after it was created. */
-  const orderIntoBatch = async (seed: number, batchMs: number) => {
+  const orderIntoBatch = async (seed: number, batchMs: number, order: { dueBy?: string } = {}) => {
     const sub = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(seed, 'zh').text }).expect(202);
     await waitForEssays(t.app, teacher, [sub.body.id], 20_000);
     fake.setBatchLatency(batchMs);
-    await t.http.post(`/v1/essays/${sub.body.id}/deep-review`).set(bearer(teacher)).expect(202);
+    await t.http.post(`/v1/essays/${sub.body.id}/deep-review`).set(bearer(teacher)).send(order).expect(202);
     // The batch is created and named on the call's guard.
     await waitFor(async () => (await batchedGuards()).length === 1, 15_000, 'the batch named on the guard');
     return sub.body.id as string;
@@ -103,6 +104,28 @@ describe('a deep review waiting in a provider batch outlives the instance that s
       expect(await counted(taker)('taken_over')).toBe(1);
     } finally {
       await taker.close();
+    }
+  }, 90_000);
+
+  it("a deep review with a deadline sent in a batch is waited for there after a stop, even when the retry's own plan would now run it in real time: paid once", async () => {
+    // Due in two hours: with this suite's 60-second batch turnaround (LLM_BATCH_MAX_WAIT_MS) and
+    // the 30-minute margin, the first plan is the Batch API.
+    const sender = await worker();
+    const id = await orderIntoBatch(34, 10_000, { dueBy: new Date(Date.now() + 2 * 3_600_000).toISOString() });
+    const [planned] = await ds().query(`SELECT plan->>'mode' AS mode FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+    expect(planned.mode).toBe('batch');
+    await sender.close();
+    // The next instance comes up 100 minutes later (by its clock): too late for a batch planned now,
+    // so its plan for the retry is real time; the batch already sent still runs and will be billed.
+    const later = jest.spyOn(Clock.prototype, 'now').mockImplementation(() => new Date(Date.now() + 100 * 60_000));
+    let taker: Awaited<ReturnType<TestApp['another']>> | undefined;
+    try {
+      taker = await worker();
+      await waitFor(async () => (await ds().query(`SELECT plan->>'mode' AS mode FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]))[0].mode === 'now', 15_000, 'the retry planned');
+      await expectDeliveredOnce(id);
+    } finally {
+      later.mockRestore();
+      await taker?.close();
     }
   }, 90_000);
 

@@ -155,6 +155,30 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     expect(row.price_window).toBe('peak');
   });
 
+  it('a deadline moved earlier, or cleared, reaches the gradings already waiting for the window: they grade now', async () => {
+    const moved = await assignment(due('2026-12-02T08:00:00'));
+    const cleared = await assignment(due('2026-12-02T08:00:00'));
+    const [early] = await submit(moved.id, [17]);
+    const [plain] = await submit(cleared.id, [18]);
+    await waitFor(async () => (await jobsOf([early, plain])).every((j: { plan: { mode: string } | null; status: string }) => j.plan?.mode === 'off_peak' && j.status === 'queued'), 10_000, 'jobs deferred');
+    expect(fake.requests).toHaveLength(0);
+
+    // Now due at 12:20: waiting for the 12:00 window (less the 30-minute margin) would miss it.
+    const sooner = due('2026-12-01T12:20:00');
+    await t.http.patch(`/v1/assignments/${moved.id}`).set(bearer(teacher)).send({ dueBy: sooner }).expect(200);
+    await t.http.patch(`/v1/assignments/${cleared.id}`).set(bearer(teacher)).send({ dueBy: null }).expect(200);
+    await waitGraded([early, plain]);
+
+    const v = await view(early);
+    expect(v.schedule).toMatchObject({ dueBy: sooner, plan: { mode: 'now' } });
+    expect(v.grade.schedule).toEqual({ dueBy: sooner, mode: 'now', saved: '0.00' });
+    const p = await view(plain);
+    expect(p.grade.schedule).toBeUndefined();
+    const rows = await ledger();
+    expect(rows.map((r: { price_window: string }) => r.price_window)).toEqual(['peak', 'peak']);
+    await expectBooksBalanced(ds, tenant.tenantId);
+  });
+
   it('when the budget is gone by the time the window opens, grades offline as any grading would: nothing charged, nothing lost', async () => {
     const a = await assignment(due('2026-12-02T08:00:00'));
     const [id] = await submit(a.id, [16]);
@@ -178,6 +202,10 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     expect(past.body.error.details[0]).toEqual({ field: 'dueBy', message: 'dueBy must be in the future' });
     await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: due('2027-06-01T08:00:00') }).expect(400);
     await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: 'tomorrow' }).expect(400);
+    // A time without its offset is not an instant: whose 08:00 would it be? Refused, not guessed.
+    const local = due('2026-12-02T08:00:00').replace(/Z$/, '');
+    const unzoned = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: local }).expect(400);
+    expect(unzoned.body.error.details[0]).toEqual({ field: 'dueBy', message: 'dueBy must be an ISO 8601 date-time with its offset, e.g. 2026-12-03T08:00:00+08:00' });
     const a = await assignment(due('2026-12-02T08:00:00'));
     const cleared = await t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ dueBy: null }).expect(200);
     expect(cleared.body.dueBy).toBeNull();
@@ -259,6 +287,11 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       const id = await gradedEssay(23);
       const bad = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: 'next week' }).expect(400);
       expect(bad.body.error.details[0].field).toBe('dueBy');
+      // A date alone, or a time without its offset, says no instant: refused too.
+      for (const dueBy of [due('2026-12-03T08:00:00').slice(0, 10), due('2026-12-03T08:00:00').replace(/Z$/, '')]) {
+        const unzoned = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy }).expect(400);
+        expect(unzoned.body.error.details[0].message).toMatch(/with its offset/);
+      }
       expect((await view(id)).deepReview).toBeNull();
       // No body at all: ordered as before (through the Batch API, no deadline).
       const plain = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).expect(202);

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { tenantQuery } from '../db/tenant-scope';
@@ -107,14 +107,37 @@ export class AssignmentsService {
     return this.get(auth.tenantId, id);
   }
 
-  /** Changes how the assignment's grades are checked (escalate, passMark, expectedLength); null clears one. */
+  /**
+   * Changes how the assignment's grades are checked (escalate, passMark, expectedLength) and its
+   * deadline (dueBy); null clears one. A new deadline reaches the gradings still queued: they carry
+   * it from now on, and those waiting for a cheaper window are due at once, to be planned again
+   * against it (moved earlier, or cleared, a wait could pass it). A grading already running, or
+   * waiting in a provider batch, keeps the plan it was sent on.
+   */
   async update(auth: TenantAuth, id: string, dto: AssignmentQualityDto): Promise<Assignment> {
     const a = await this.get(auth.tenantId, id);
     this.check(auth, dto, await this.rubrics.resolve(auth.tenantId, a.rubric.key, a.rubric.version));
     const has = (k: keyof AssignmentQualityDto) => Object.prototype.hasOwnProperty.call(dto, k) && dto[k] !== undefined;
+    await this.ds.transaction(async (tx) => {
+      await this.write(tx, auth.tenantId, id, dto, has);
+      if (dto.dueBy === undefined) return;
+      await tenantQuery(
+        tx,
+        auth.tenantId,
+        `UPDATE jobs j SET due_by = $3::timestamptz,
+                run_after = CASE WHEN j.plan->>'mode' = 'off_peak' THEN least(j.run_after, now()) ELSE j.run_after END
+           FROM essays e
+          WHERE j.tenant_id = $1 AND e.tenant_id = $1 AND e.assignment_id = $2 AND j.essay_id = e.id AND j.kind = 'grade' AND j.status = 'queued'`,
+        [id, dto.dueBy],
+      );
+    });
+    return this.get(auth.tenantId, id);
+  }
+
+  private async write(tx: EntityManager, tenantId: string, id: string, dto: AssignmentQualityDto, has: (k: keyof AssignmentQualityDto) => boolean): Promise<void> {
     await tenantQuery(
-      this.ds.manager,
-      auth.tenantId,
+      tx,
+      tenantId,
       `UPDATE assignments SET
           escalate = CASE WHEN $3 THEN $4 ELSE escalate END,
           pass_mark = CASE WHEN $5 THEN $6::numeric ELSE pass_mark END,
@@ -124,7 +147,6 @@ export class AssignmentsService {
         WHERE tenant_id = $1 AND id = $2`,
       [id, has('escalate'), dto.escalate ?? 'off', has('passMark'), dto.passMark ?? null, has('expectedLength'), dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy !== undefined, dto.dueBy ?? null],
     );
-    return this.get(auth.tenantId, id);
   }
 
   private check(auth: TenantAuth, dto: AssignmentQualityDto, rubric: Rubric): void {

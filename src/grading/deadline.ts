@@ -10,10 +10,16 @@ export const MAX_DEADLINE_DAYS = 60;
 export const MORNING_MINUTE = 8 * 60;
 export const TOMORROW_MORNING = 'tomorrow_morning';
 
+/**
+ * A date-time that says which instant it is: date, time and its offset (Z or ±hh:mm). Without the
+ * offset, "08:00" would be read in the server's zone (or as UTC), not the school's: refused.
+ */
+const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})$/i;
+
 /** Why `text` is not a usable deadline at `now`, or null when it is. */
 export function deadlineProblem(text: string, now: Date): string | null {
-  const t = Date.parse(text);
-  if (Number.isNaN(t)) return 'dueBy must be an ISO 8601 date-time, e.g. 2026-12-03T08:00:00+08:00';
+  const t = INSTANT.test(text) ? Date.parse(text) : NaN;
+  if (Number.isNaN(t)) return 'dueBy must be an ISO 8601 date-time with its offset, e.g. 2026-12-03T08:00:00+08:00';
   if (t <= now.getTime()) return 'dueBy must be in the future';
   if (t > now.getTime() + MAX_DEADLINE_DAYS * 86_400_000) return `dueBy must be within ${MAX_DEADLINE_DAYS} days`;
   return null;

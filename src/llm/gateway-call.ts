@@ -95,9 +95,15 @@ export function overBound(usage: Usage | null | undefined, estimate: number, max
   return { estimatedInputTokens: estimate, reportedInputTokens: usage.inputTokens, maxOutputTokens: maxTokens, reportedOutputTokens: usage.outputTokens };
 }
 
-/** What makes two attempts of a guarded call the same request: its scope, the model and the whole body. */
-export function guardKey(scope: string, model: CatalogModel, batch: boolean, p: ChatParams): string {
-  const body = { scope, model: model.key, batch, maxTokens: p.maxTokens, jsonMode: p.jsonMode ?? false, sampling: samplingOf(p), messages: p.messages };
+/**
+ * What makes two attempts of a guarded call the same request: its scope, the model and the whole
+ * body, not how it is sent. A job's retry that now goes in real time (its deadline no longer leaves
+ * a batch's turnaround) must still find the call an earlier attempt sent in a batch, and wait for
+ * that batch rather than pay for the call again. (`batch: true` stays in what is hashed, so guards
+ * written before this rule keep their keys: those of batched calls are the ones that last.)
+ */
+export function guardKey(scope: string, model: CatalogModel, p: ChatParams): string {
+  const body = { scope, model: model.key, batch: true, maxTokens: p.maxTokens, jsonMode: p.jsonMode ?? false, sampling: samplingOf(p), messages: p.messages };
   return createHash('sha256').update(JSON.stringify(body)).digest('hex');
 }
 

@@ -455,7 +455,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       const guarded = await this.budget.reserveGuarded(
         r.tenantId,
         amount,
-        { key: guardKey(r.once.scope, model, batch, params), lease: r.once.lease, inFlightMs: (ttlMs ?? llm.totalTimeoutMs) + 5_000, batched: batch },
+        { key: guardKey(r.once.scope, model, params), lease: r.once.lease, inFlightMs: (ttlMs ?? llm.totalTimeoutMs) + 5_000, batched: batch },
         ttlMs,
         call,
       );
@@ -507,16 +507,18 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   }
 
   private async attempt<T>(ctx: CallContext<T>, model: CatalogModel, messages: ChatMessage[]): Promise<AttemptOutcome<T>> {
-    const batch = this.batchable(ctx, model);
+    const batchable = this.batchable(ctx, model);
     const llm = this.config.llm;
     // A batched call's reservation (and a job's call's guard) lasts as long as the batch may. A job's
     // call holds them only for the batch's collection window at first: they are extended when the
     // batch's upload is named on its guard (BooksRepository.markUploaded), so a process killed
     // before that leaves a guard that expires soon, and the job's retry makes the call again.
     const batchHoldMs = ctx.req.once ? llm.batchWindowMs + llm.reservationTtlMs : llm.batchMaxWaitMs + llm.reservationTtlMs;
-    const admitted = await this.admitAttempt(ctx, model, messages, batch, batch ? batchHoldMs : undefined);
+    const admitted = await this.admitAttempt(ctx, model, messages, batchable, batchable ? batchHoldMs : undefined);
     if (admitted.kind === 'replay') return this.replay(ctx, model, admitted.answer);
     if (admitted.kind !== 'go') return admitted;
+    // A call an earlier attempt sent in a batch is waited for there, whatever this attempt planned.
+    const batch = batchable || admitted.adopted !== undefined;
     const call = this.paidCall(model, admitted, { batch, streamed: false });
     const adapter = ADAPTERS[model.dialect];
     let completion;

@@ -859,7 +859,7 @@ export interface components {
             expectedLength?: components["schemas"]["ExpectedLengthDto"] | null;
             /**
              * Format: date-time
-             * @description when the class set must be graded by (ISO 8601, with its offset). Its essays are then graded where it costs least and still in time: now, through the provider's Batch API, or in a cheaper off-peak window; each grade says what that saved. Null or absent: graded at once, as always
+             * @description when the class set must be graded by (ISO 8601, with its offset: a time without one is refused). Its essays are then graded where it costs least and still in time: now, through the provider's Batch API, or in a cheaper off-peak window; each grade says what that saved. Null or absent: graded at once, as always. Changed later, it reaches the essays still queued (those waiting for a cheaper window are planned again at once)
              * @example 2026-12-03T08:00:00+08:00
              */
             dueBy?: string | null;
@@ -893,7 +893,7 @@ export interface components {
             expectedLength?: components["schemas"]["ExpectedLengthDto"] | null;
             /**
              * Format: date-time
-             * @description when the class set must be graded by (ISO 8601, with its offset). Its essays are then graded where it costs least and still in time: now, through the provider's Batch API, or in a cheaper off-peak window; each grade says what that saved. Null or absent: graded at once, as always
+             * @description when the class set must be graded by (ISO 8601, with its offset: a time without one is refused). Its essays are then graded where it costs least and still in time: now, through the provider's Batch API, or in a cheaper off-peak window; each grade says what that saved. Null or absent: graded at once, as always. Changed later, it reaches the essays still queued (those waiting for a cheaper window are planned again at once)
              * @example 2026-12-03T08:00:00+08:00
              */
             dueBy?: string | null;
