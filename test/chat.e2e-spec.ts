@@ -54,6 +54,20 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect(BigInt(row.cost_nanos)).toBeGreaterThan(0n);
   });
 
+  it("records what compression saved in the provider's tokens: the bytes it took off, scaled by the call's counted input over its bound", async () => {
+    // Pasted text: zero-width characters, runs of spaces, trailing spaces and blank lines.
+    const content = `第一段\u200B文字，  很长  很长。   \n\n\n\n\n第二段\u3000\u3000文字。      \n`.repeat(20);
+    await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content }], max_tokens: 50 });
+    const sent = String(fake.requests[0].body.messages[0].content);
+    const boundSaved = Buffer.byteLength(content) - Buffer.byteLength(sent); // the bound counts bytes; the template's tokens cancel
+    expect(boundSaved).toBeGreaterThan(200);
+    const [row] = await t.dataSource.query(`SELECT compression_saved_tokens, input_tokens, estimated_input_tokens FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(row.input_tokens).toBe(countPromptTokens([{ content: sent }]));
+    expect(row.input_tokens).toBeLessThan(row.estimated_input_tokens);
+    expect(row.compression_saved_tokens).toBe(Math.round((boundSaved * row.input_tokens) / row.estimated_input_tokens));
+    expect(row.compression_saved_tokens).toBeLessThan(boundSaved);
+  });
+
   it('streams, with a usage chunk when asked, and ends with [DONE]', async () => {
     const { data: stream, response } = await client.chat.completions
       .create({

@@ -1,5 +1,5 @@
 import { Catalog } from './catalog';
-import { compactJson, cutHeadTail, normalizeBounded, normalizeForKey, normalizeText, tokensSaved } from './compression';
+import { compactJson, countedSaving, cutHeadTail, normalizeBounded, normalizeForKey, normalizeText, tokensSaved } from './compression';
 import { estimateTextTokens } from './tokens';
 
 const qwen = Catalog.load().models.get('dashscope:qwen-flash')!.tokenizer;
@@ -59,5 +59,21 @@ describe('compact instructions', () => {
     expect(compactJson(rubric)).toBe('{"key":"zh-gaokao-60","dimensions":[{"key":"content","max":20}]}');
     expect(tokensSaved(pretty, compactJson(rubric), qwen)).toBeGreaterThan(0);
     expect(tokensSaved('abc', 'abcdef', qwen)).toBe(0);
+  });
+});
+
+describe('countedSaving', () => {
+  it("states a saving in the bound's bytes as the provider's tokens: scaled by the call's counted input over its bound", () => {
+    // A Chinese prompt of 3,000 bytes the provider counted as 1,000 tokens; compression took 600 bytes off.
+    expect(countedSaving(600, 3_000, 1_000)).toBe(200);
+    expect(countedSaving(601, 3_000, 1_000)).toBe(200); // rounded to a whole token
+    // An estimated count (no usage reported) is the bound itself: the saving stays as bounded.
+    expect(countedSaving(600, 3_000, 3_000)).toBe(600);
+  });
+
+  it('claims nothing when nothing was saved or billed', () => {
+    expect(countedSaving(0, 3_000, 1_000)).toBe(0);
+    expect(countedSaving(600, 3_000, undefined)).toBe(0);
+    expect(countedSaving(600, 0, 10)).toBe(0);
   });
 });

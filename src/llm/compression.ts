@@ -117,3 +117,15 @@ function snapForward(text: string, start: number): number {
 export function tokensSaved(original: string, compressed: string, profile: TokenizerProfile): number {
   return Math.max(0, estimateTextTokens(original, profile) - estimateTextTokens(compressed, profile));
 }
+
+/**
+ * The prompt tokens compression saved a call, as its provider counts tokens: what it saved in the
+ * bound (tokens.ts: bytes, 3–6× a real count) scaled by the call's own counted input over its
+ * bound. The removed text (spaces, blank lines, invisible characters, JSON layout) is taken to
+ * tokenize as densely as what was sent. No count (the call failed without usage): nothing was
+ * billed, so nothing was saved.
+ */
+export function countedSaving(boundSaved: number, sentBound: number, countedInput: number | undefined): number {
+  if (countedInput === undefined || boundSaved <= 0 || sentBound <= 0) return 0;
+  return Math.round((boundSaved * countedInput) / sentBound);
+}

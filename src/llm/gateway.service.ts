@@ -23,6 +23,7 @@ import { ADAPTERS } from './providers';
 import { ProviderUploadsRepository } from './provider-uploads.repository';
 import { CachedAnswer, ResponseCache } from './response-cache';
 import { estimatePromptTokens } from './tokens';
+import { countedSaving } from './compression';
 import { ChatMessage, ChatParams, Completion, ProviderError, samplingOf, Usage } from './types';
 import { GatewayMetrics } from './gateway-metrics';
 import { LimitsService } from '../tenancy/limits.service';
@@ -652,7 +653,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     return this.entry(ctx, model, {
       scheduleSavedNanos,
       estimatedInputTokens: call.estimate,
-      compressionSavedTokens: call.saved,
+      compressionSavedTokens: countedSaving(call.saved, call.estimate, fields.inputTokens),
       latencyMs: Math.round(performance.now() - call.t0),
       batch: call.batch,
       streamed: call.streamed,
