@@ -40,6 +40,7 @@ import { BatchedGuards1768100000000 } from './1768100000000-BatchedGuards';
 import { UploadedGuards1768200000000 } from './1768200000000-UploadedGuards';
 import { ProviderUploads1768300000000 } from './1768300000000-ProviderUploads';
 import { LeasedInFlight1768400000000 } from './1768400000000-LeasedInFlight';
+import { JobsInBatch1768500000000 } from './1768500000000-JobsInBatch';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -85,4 +86,5 @@ export const MIGRATIONS = [
   UploadedGuards1768200000000,
   ProviderUploads1768300000000,
   LeasedInFlight1768400000000,
+  JobsInBatch1768500000000,
 ];

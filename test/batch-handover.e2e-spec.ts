@@ -129,6 +129,28 @@ describe('a deep review waiting in a provider batch outlives the instance that s
     }
   }, 90_000);
 
+  it("a deep review waiting in a provider batch takes no place in the instance's pool: another school's deep review due soon is delivered meanwhile", async () => {
+    const w = await worker({ DEEP_REVIEW_CONCURRENCY: '1' });
+    try {
+      const id = await orderIntoBatch(35, 12_000);
+      const other = await suite.tenantWithTeacher();
+      await t.http.put('/v1/billing/settings').set(bearer(other.tenant.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'invoice' }).expect(200);
+      const sub = await t.http.post('/v1/essays').set(bearer(other.teacher)).send({ text: generateEssay(36, 'zh').text }).expect(202);
+      await waitForEssays(t.app, other.teacher, [sub.body.id], 20_000);
+      // Due in 20 minutes, within the 30-minute margin: real time, now.
+      await t.http.post(`/v1/essays/${sub.body.id}/deep-review`).set(bearer(other.teacher)).send({ dueBy: new Date(Date.now() + 20 * 60_000).toISOString() }).expect(202);
+      const otherView = async () => (await t.http.get(`/v1/essays/${sub.body.id}`).set(bearer(other.teacher)).expect(200)).body;
+      await waitFor(async () => (await otherView()).deepReview?.status === 'delivered', 8_000, "the other school's deep review delivered");
+      expect(fake.batches.map((b) => b.status)).toEqual(['in_progress']); // the first school's still waits
+      await waitFor(async () => (await view(id)).deepReview?.status === 'delivered', 30_000, 'the batched deep review delivered');
+      expect((await deepRows()).map((r: { batch: boolean; outcome: string }) => [r.batch, r.outcome])).toEqual([[true, 'ok']]);
+      const [job] = await ds().query(`SELECT status, in_batch FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+      expect(job).toEqual({ status: 'done', in_batch: false });
+    } finally {
+      await w.close();
+    }
+  }, 90_000);
+
   it('a stop hands a waiting batch over at once: the drain does not wait out its grace for a batch that takes hours', async () => {
     // A grace longer than this test's own timeout: a drain that waited for the batch would fail it.
     const sender = await worker({ SHUTDOWN_GRACE_MS: '600000' });

@@ -667,7 +667,16 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     expect(first.every((j) => j.dueBy !== null)).toBe(true);
     expect(await scheduled()).toHaveLength(0); // still three running in this lane
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE id = $1`, [first[0].id]);
+    const next = await scheduled();
+    expect(next).toHaveLength(1);
+    // A job whose call waits in a provider batch takes no place: the school's work due sooner goes on.
+    await queue.markInBatch(first[1], true);
     expect(await scheduled()).toHaveLength(1);
+    expect(await scheduled()).toHaveLength(0);
+    // Back from its batch (or claimed again after a stop), it counts again.
+    await queue.markInBatch(first[1], false);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE id = $1`, [next[0].id]);
+    expect(await scheduled()).toHaveLength(0);
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
   });
 

@@ -13,6 +13,7 @@ import { LimitsService } from '../tenancy/limits.service';
 import { csvTable } from '../common/csv';
 import { localDate, localParts } from '../common/time-zone';
 import { deadlineProblem } from './deadline';
+import { JobQueue } from '../jobs/job-queue';
 import { Clock } from '../common/clock';
 import type { StoredGrade } from './grading-types';
 import { UUID } from '../common/ids';
@@ -83,6 +84,7 @@ export class AssignmentsService {
     private readonly tenants: TenantsRepository,
     private readonly clock: Clock,
     private readonly limits: LimitsService,
+    private readonly jobs: JobQueue,
   ) {}
 
   async create(auth: TenantAuth, dto: CreateAssignmentDto): Promise<Assignment> {
@@ -121,15 +123,7 @@ export class AssignmentsService {
     await this.ds.transaction(async (tx) => {
       await this.write(tx, auth.tenantId, id, dto, has);
       if (dto.dueBy === undefined) return;
-      await tenantQuery(
-        tx,
-        auth.tenantId,
-        `UPDATE jobs j SET due_by = $3::timestamptz,
-                run_after = CASE WHEN j.plan->>'mode' = 'off_peak' THEN least(j.run_after, now()) ELSE j.run_after END
-           FROM essays e
-          WHERE j.tenant_id = $1 AND e.tenant_id = $1 AND e.assignment_id = $2 AND j.essay_id = e.id AND j.kind = 'grade' AND j.status = 'queued'`,
-        [id, dto.dueBy],
-      );
+      await this.jobs.moveDeadline(tx, auth.tenantId, id, dto.dueBy ? new Date(dto.dueBy) : null);
     });
     return this.get(auth.tenantId, id);
   }

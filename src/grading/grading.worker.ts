@@ -9,6 +9,12 @@ import { Job, JobQueue } from '../jobs/job-queue';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * Jobs whose call waits in a provider batch take no place in their pool, up to this many per place:
+ * beyond, they count again (each holds its request in memory until its batch ends).
+ */
+const BATCH_WAITERS_PER_PLACE = 10;
+
+/**
  * The background workers of one process: they claim grading jobs (up to WORKER_CONCURRENCY at a
  * time), keep their leases alive, retry failures with backoff, recover jobs whose worker died,
  * and on shutdown finish what they can within SHUTDOWN_GRACE_MS and return the rest to the queue.
@@ -59,13 +65,21 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   /**
-   * Jobs in flight of a kind: gradings, gradings with a deadline (which may wait on a provider
-   * batch), deep reviews and shadow gradings have pools of their own.
+   * The places taken in a pool of `size`: gradings, gradings with a deadline (which may wait on a
+   * provider batch), deep reviews and shadow gradings have pools of their own. A job whose call
+   * waits in a provider batch (for minutes or a day) takes none, up to BATCH_WAITERS_PER_PLACE
+   * such jobs a place: one school's class set or deep reviews in a batch do not hold every other
+   * school's work back until the batch ends.
    */
-  private count(kind: Job['kind'], scheduled: boolean): number {
-    let n = 0;
-    for (const f of this.inFlight.values()) if (f.job.kind === kind && (kind !== 'grade' || (f.job.dueBy !== null) === scheduled)) n++;
-    return n;
+  private taken(kind: Job['kind'], scheduled: boolean, size: number): number {
+    let working = 0;
+    let waiting = 0;
+    for (const f of this.inFlight.values()) {
+      if (f.job.kind !== kind || (kind === 'grade' && (f.job.dueBy !== null) !== scheduled)) continue;
+      if (f.job.inBatch) waiting++;
+      else working++;
+    }
+    return working + Math.max(0, waiting - size * BATCH_WAITERS_PER_PLACE);
   }
 
   private async run(): Promise<void> {
@@ -80,7 +94,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       this.woken = false;
       let more = false;
       for (const [kind, size, scheduled] of pools) {
-        const free = size - this.count(kind, scheduled);
+        const free = size - this.taken(kind, scheduled, size);
         if (free <= 0) continue;
         let claimed: Job[] = [];
         try {

@@ -1,3 +1,4 @@
+import { loggableError } from '../common/error-rendering';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { BudgetPolicy } from '../billing/budget-policy';
 import { formatCny, Nanos } from '../common/money';
@@ -120,6 +121,8 @@ export class ModelGrader {
       batch: task.schedule ? task.schedule.batch : ordered && this.config.grading.deepReviewBatch,
       priceAsOf: task.schedule?.priceAsOf,
       once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder: this.queue.workerId } },
+      batchWait: (waiting) =>
+        void this.queue.markInBatch(job, waiting).catch((err: unknown) => this.logger.warn({ msg: 'could not mark a job waiting in a batch', jobId: job.id, err: loggableError(err) })),
       signal,
     };
     return { request, variant, truncated: cut.truncated };

@@ -21,6 +21,8 @@ export interface Job {
   dueBy: Date | null;
   /** the plan a scheduled job was last given (see GradingService.scheduleOf), or null */
   plan: JobPlan | null;
+  /** its paid call waits in a provider batch now (markInBatch): it holds no worker's place */
+  inBatch?: boolean;
 }
 
 /** The plan a scheduled job runs on (see planWork): kept on the job, shown with its essay. */
@@ -112,6 +114,8 @@ export class JobQueue {
    * Gradings with a deadline (`scheduled`) are claimed apart from the others: they may wait on a
    * provider batch for hours, so they have a pool of their own, where a tenant again holds at most
    * its `essaysGrading` (counted in that lane): a class set due next week cannot take every slot.
+   * A job whose call waits in a provider batch (`in_batch`, markInBatch) is not counted: it needs no
+   * worker's time, and a class set in a batch must not hold back the school's work due sooner.
    */
   async claim(limit: number, leaseMs: number, kind: JobKind = 'grade', scheduled = false): Promise<Job[]> {
     if (limit <= 0) return [];
@@ -129,7 +133,7 @@ export class JobQueue {
          SELECT w.tenant_id, h.run_after AS head, n.running,
                 CASE WHEN $4 = 'grade' THEN coalesce((t.limits->>'essaysGrading')::int, $5) ELSE $5 END - n.running AS room
            FROM waiting w
-           CROSS JOIN LATERAL (SELECT count(*) AS running FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running' ${lane('r')}) n
+           CROSS JOIN LATERAL (SELECT count(*) AS running FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running' AND NOT r.in_batch ${lane('r')}) n
            JOIN tenants t ON t.id = w.tenant_id
            CROSS JOIN LATERAL (SELECT run_after FROM jobs j WHERE j.tenant_id = w.tenant_id AND j.kind = $4 ${lane('j')} AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY j.run_after LIMIT 1) h
@@ -141,7 +145,7 @@ export class JobQueue {
            CROSS JOIN LATERAL (SELECT j.id, j.run_after FROM jobs j
                                 WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 ${lane('j')} AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY j.run_after LIMIT least(ch.room, $3) FOR UPDATE SKIP LOCKED) c)
-       UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1,
+       UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1, in_batch = false,
               locked_until = now() + make_interval(secs => $2::double precision / 1000)
         WHERE id IN (SELECT id FROM picked ORDER BY turn, running, run_after LIMIT $3)
         RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts, due_by, plan`,
@@ -188,7 +192,7 @@ export class JobQueue {
     const rows = await tenantQuery(
       tx,
       job.tenantId,
-      `UPDATE jobs SET status = $4, finished_at = now(), locked_by = NULL, locked_until = NULL, last_error = coalesce($5, last_error)
+      `UPDATE jobs SET status = $4, finished_at = now(), locked_by = NULL, locked_until = NULL, in_batch = false, last_error = coalesce($5, last_error)
         WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
       [job.id, this.workerId, status, error?.slice(0, 500) ?? null],
     );
@@ -217,6 +221,36 @@ export class JobQueue {
       [essayId],
     );
     return rows.map((r) => ({ kind: r.kind, orderId: r.order_id, dueBy: new Date(r.due_by), plan: r.plan }));
+  }
+
+  /**
+   * An assignment's new deadline (null: none), for its gradings still queued: they carry it from now
+   * on, and those waiting for a cheaper window are due at once, to be planned again against it.
+   */
+  async moveDeadline(tx: EntityManager, tenantId: string, assignmentId: string, dueBy: Date | null): Promise<void> {
+    await tenantQuery(
+      tx,
+      tenantId,
+      `UPDATE jobs j SET due_by = $3::timestamptz,
+              run_after = CASE WHEN j.plan->>'mode' = 'off_peak' THEN least(j.run_after, now()) ELSE j.run_after END
+         FROM essays e
+        WHERE j.tenant_id = $1 AND e.tenant_id = $1 AND e.assignment_id = $2 AND j.essay_id = e.id AND j.kind = 'grade' AND j.status = 'queued'`,
+      [assignmentId, dueBy],
+    );
+  }
+
+  /**
+   * Marks the job's paid call as waiting in a provider batch (or no longer), while this worker holds
+   * it: such a job is not counted against its school's gradings at once (claim).
+   */
+  async markInBatch(job: Job, inBatch: boolean): Promise<void> {
+    job.inBatch = inBatch;
+    await tenantQuery(
+      this.ds.manager,
+      job.tenantId,
+      `UPDATE jobs SET in_batch = $4 WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3`,
+      [job.id, this.workerId, inBatch],
+    );
   }
 
   /** Records the plan a scheduled job runs on (shown with its essay or order), while this worker holds it. */

@@ -50,6 +50,11 @@ export interface GatewayRequest<T = string> extends Sampling {
    * its answer cached, as the provider charges for it anyway. Made only if the call has to wait.
    */
   waitSignal?: () => AbortSignal;
+  /**
+   * Told when a call starts (true) and stops (false) waiting in a provider batch, where it may wait
+   * for hours holding no provider slot: a job's worker then gives its place to other work.
+   */
+  batchWait?: (waiting: boolean) => void;
 }
 
 export interface GatewayResult<T = string> {

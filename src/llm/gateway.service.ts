@@ -526,8 +526,17 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     // One of the tenant's provider-call slots on this instance (a call waiting in a provider batch holds none).
     let release: (() => void) | undefined;
     try {
-      if (!batch) release = await this.providerSlot(ctx);
-      completion = batch ? await this.inBatch(model, call) : await this.client.complete(this.provider(model), adapter, model, call.params, ctx.req.signal);
+      if (batch) {
+        ctx.req.batchWait?.(true);
+        try {
+          completion = await this.inBatch(model, call);
+        } finally {
+          ctx.req.batchWait?.(false);
+        }
+      } else {
+        release = await this.providerSlot(ctx);
+        completion = await this.client.complete(this.provider(model), adapter, model, call.params, ctx.req.signal);
+      }
     } catch (err) {
       release?.();
       const e = toProviderError(err);
