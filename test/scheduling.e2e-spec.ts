@@ -119,9 +119,10 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       expect(row.price_window).toBeNull(); // the base (off-peak) price
       // At peak every DeepSeek price is double: the same usage would have cost twice as much at 10:15.
       expect(row.schedule_saved_nanos).toBe(row.cost_nanos);
-      expect(v.grade.schedule).toEqual({ dueBy: a.dueBy, mode: 'now', saved: v.grade.cost });
+      // It ran in the window it waited for, and says so.
+      expect(v.grade.schedule).toEqual({ dueBy: a.dueBy, mode: 'off_peak', saved: v.grade.cost });
       expect(parseCny(v.grade.schedule.saved)).toBe(BigInt(row.cost_nanos));
-      expect(v.schedule.plan.mode).toBe('now');
+      expect(v.schedule.plan).toMatchObject({ mode: 'off_peak', startAt: LUNCH_OFF_PEAK.toISOString() });
     }
     for (const j of await jobsOf(ids)) expect([j.status, j.attempts]).toEqual(['done', 1]);
     // The month's report says what scheduling saved: the essays' savings, to the nano-yuan.

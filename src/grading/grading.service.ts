@@ -95,8 +95,10 @@ export class GradingService {
     if (!job.dueBy) return undefined;
     const plan = this.grader.plan(row, rubric, tier, variant, job.dueBy);
     if (!plan) return undefined;
+    // The cheaper window it waited for has come: it runs now, in that window, and says so.
+    const waited = plan.mode === 'now' && job.plan?.mode === 'off_peak' && plan.plannedAt.getTime() >= Date.parse(job.plan.startAt);
     const recorded: JobPlan = {
-      mode: plan.mode,
+      mode: waited ? 'off_peak' : plan.mode,
       startAt: plan.startAt.toISOString(),
       model: plan.model,
       window: plan.window,
@@ -110,7 +112,7 @@ export class GradingService {
       return 'deferred';
     }
     await this.queue.recordPlan(job, recorded);
-    return { dueBy: job.dueBy, mode: plan.mode, batch: plan.mode === 'batch', priceAsOf: new Date(recorded.firstPlannedAt) };
+    return { dueBy: job.dueBy, mode: recorded.mode, batch: plan.mode === 'batch', priceAsOf: new Date(recorded.firstPlannedAt) };
   }
 
   /** Runs the job to its end. Throws RetryableGradingError (or anything unexpected) to retry later. */
