@@ -18,6 +18,7 @@
  *   npm run bench:drill
  */
 import { Client } from 'pg';
+import { formatCny } from '../src/common/money';
 import { generateEssay } from '../test/support/essays';
 import { dropDatabase, ensureBuilt, fakeProviderEnv, freshDatabase, json, newTenant, sleep, startFake, startService, runMain, waitEssaysDone } from './lib/harness';
 
@@ -46,6 +47,14 @@ export interface DrillResult {
   unrecordedAnswers: number;
   /** requests the provider received that have no ledger row (must be 0) */
   requestsWithoutLedgerRow: number;
+  /** the other way: answers the ledger records (ok or invalid output) beyond those the provider sent (must be 0) */
+  answersRecordedNotGiven: number;
+  /**
+   * provider-call rows beyond the requests the provider received: only calls booked lost in flight
+   * may be, each one whose process was killed after it reserved the call and before it sent it
+   * (the sweeper cannot tell; the platform absorbs it). Must not exceed ledgerLostInFlight.
+   */
+  ledgerRowsWithoutRequest: number;
   /**
    * what the batches left at the provider once every deep review was delivered: its files not
    * deleted (uploads with students' essays, results) and the uploads still written down in
@@ -196,10 +205,12 @@ export async function runDrill(): Promise<DrillResult> {
       ledgerProviderCalls: calls.provider_calls,
       unrecordedAnswers: Math.max(0, fakeSide.answered - calls.answered - calls.lost),
       requestsWithoutLedgerRow: Math.max(0, fakeSide.count - calls.provider_calls),
+      answersRecordedNotGiven: Math.max(0, calls.answered - fakeSide.answered),
+      ledgerRowsWithoutRequest: Math.max(0, calls.provider_calls - fakeSide.count),
       filesLeftAtProvider: left.files,
       uploadsNotStruckOff: left.uploads,
       capCny,
-      spentCny: (Number(books.spent) / 1e9).toFixed(6),
+      spentCny: formatCny(BigInt(books.spent)),
       withinCap,
       reservedAfter: schools.reduce((sum, r) => sum + BigInt(r.reserved), 0n).toString(),
       ledgerEqualsSpend: schools.every((r) => r.ledger === r.spent),
@@ -217,6 +228,8 @@ export async function runDrill(): Promise<DrillResult> {
       result.doublePaidGradings === 0 &&
       result.unrecordedAnswers === 0 &&
       result.requestsWithoutLedgerRow === 0 &&
+      result.answersRecordedNotGiven === 0 &&
+      result.ledgerRowsWithoutRequest <= result.ledgerLostInFlight &&
       result.filesLeftAtProvider === 0 &&
       result.uploadsNotStruckOff === 0 &&
       withinCap &&

@@ -95,7 +95,10 @@ The provider's side, reconciled with the ledger: the fake provider received ${r.
 ${r.drill.provider.answered} answers whole (what a provider bills${r.drill.provider.answeredInBatches === undefined ? '' : `; ${r.drill.provider.answeredInBatches} of them batch lines`}). The ledger holds ${r.drill.ledgerProviderCalls} provider calls: ${r.drill.ledgerAnswered} answered,
 ${r.drill.ledgerLostInFlight} lost in flight with the killed process (recorded by the sweeper, with incidents whose worst case the
 platform absorbs: the provider may have billed them; the tenant is not charged for them), the rest failed; requests without a ledger row: ${r.drill.requestsWithoutLedgerRow}; answers without one:
-${r.drill.unrecordedAnswers}. Prompts the provider answered twice: ${r.drill.provider.answeredAgain} (counted in "paid twice": a call answered
+${r.drill.unrecordedAnswers}.${r.drill.answersRecordedNotGiven === undefined ? '' : ` The other way: answers the ledger records beyond those the
+provider sent: ${r.drill.answersRecordedNotGiven} (must be 0); provider-call rows beyond the requests it received: ${r.drill.ledgerRowsWithoutRequest}
+(at most the calls lost in flight: a call whose process was killed after reserving it and before sending it is booked lost too,
+as the sweeper cannot tell).`} Prompts the provider answered twice: ${r.drill.provider.answeredAgain} (counted in "paid twice": a call answered
 to a process that died before it could record the answer is made again by the job's retry, and no provider
 takes an idempotency key that would let the retry fetch the first answer instead).
 ` : ''}${r.drill.filesLeftAtProvider === undefined ? '' : `
