@@ -241,6 +241,18 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       expect(v.deepGrade.schedule).toEqual({ dueBy: order.body.dueBy, mode: 'now', saved: '0.00' });
     });
 
+    it("counts the batch's collection window in its turnaround: due less than window + 24 hours + margin away, it runs in real time", async () => {
+      await sell();
+      const id = await gradedEssay(25);
+      fake.reset();
+      // 24 h (LLM_BATCH_MAX_WAIT_MS) + 30 min margin + 100 ms: the 200 ms collection window does not fit.
+      const dueBy = new Date(TUESDAY_PEAK.getTime() + 86_400_000 + 30 * 60_000 + 100).toISOString();
+      await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy }).expect(202);
+      await waitDelivered(id);
+      expect(fake.requests.filter((r) => r.batchId)).toHaveLength(0);
+      expect((await view(id)).deepReview.schedule.plan.mode).toBe('now');
+    });
+
     it('due in three days goes through the Batch API and saves what the batch price saves', async () => {
       await sell();
       const id = await gradedEssay(22);

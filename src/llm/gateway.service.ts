@@ -168,10 +168,15 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     return this.router.fit(target, messages, maxTokens);
   }
 
-  /** When work due by `dueBy` should run: now, through the Batch API, or in a cheaper window later (see planWork). */
+  /**
+   * When work due by `dueBy` should run: now, through the Batch API, or in a cheaper window later
+   * (see planWork). A batch's turnaround counts from the call: the collection window before the
+   * batch is made, then as long as the provider may take (LLM_BATCH_MAX_WAIT_MS, after which it
+   * is given up and the call made in real time, within the margin).
+   */
   plan(target: GatewayTarget, messages: ChatMessage[], maxTokens: number, dueBy: Date): WorkPlan | null {
     const llm = this.config.llm;
-    return this.router.plan(target, messages, maxTokens, dueBy, { batchTurnaroundMs: llm.batchMaxWaitMs, marginMs: llm.scheduleMarginMs });
+    return this.router.plan(target, messages, maxTokens, dueBy, { batchTurnaroundMs: llm.batchWindowMs + llm.batchMaxWaitMs, marginMs: llm.scheduleMarginMs });
   }
 
   async complete<T = string>(req: GatewayRequest<T>): Promise<GatewayResult<T>> {
