@@ -26,7 +26,7 @@ export class AssignmentsController {
   @HttpCode(201)
   @UseInterceptors(IdempotencyInterceptor)
   @ApiHeader({ name: 'Idempotency-Key', required: false, description: 'A retry with the same key and body within 24 hours gets the first answer, not a second assignment' })
-  @ApiOperation({ summary: 'Create an assignment: title, essay prompt (作文题目), rubric and language' })
+  @ApiOperation({ summary: 'Create an assignment: title, essay prompt (作文题目), rubric and language; optionally a deadline (dueBy) its essays are graded by where it costs least' })
   @ApiView('Assignment', { status: 201 })
   create(@TenantCaller() auth: TenantAuth, @Body() dto: CreateAssignmentDto): Promise<Assignment> {
     return this.assignments.create(auth, dto);
@@ -51,7 +51,7 @@ export class AssignmentsController {
   }
 
   @Patch(':id')
-  @ApiOperation({ summary: "Change how the assignment's grades are checked: escalate (off | flag | deep), passMark, expectedLength (null clears)" })
+  @ApiOperation({ summary: "Change how the assignment's grades are checked: escalate (off | flag | deep), passMark, expectedLength, and its deadline dueBy (null clears; gradings still queued are planned again)" })
   @ApiView('Assignment')
   update(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Body() dto: AssignmentQualityDto): Promise<Assignment> {
     return this.assignments.update(auth, id, dto);

@@ -95,7 +95,7 @@ export class EssaysController {
 
   @Post(':id/deep-review')
   @HttpCode(202)
-  @ApiOperation({ summary: 'Order a deep review: awaiting_payment (webhook mode) or paid and queued at once (invoice mode)' })
+  @ApiOperation({ summary: 'Order a deep review: awaiting_payment (webhook mode) or paid and queued at once (invoice mode); optionally needed by a deadline (dueBy, or "tomorrow_morning")' })
   @ApiView('OrderView', { status: 202 })
   async deepReview(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Body() dto: OrderDeepReviewDto = {}): Promise<OrderView> {
     return this.essays.orderDeepReview(auth, id, dto?.dueBy, dto?.price);

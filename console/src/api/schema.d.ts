@@ -379,7 +379,7 @@ export interface paths {
         /** Assignments, newest first, with their essay counts by status, with cursor pagination */
         get: operations["AssignmentsController_list"];
         put?: never;
-        /** Create an assignment: title, essay prompt (作文题目), rubric and language */
+        /** Create an assignment: title, essay prompt (作文题目), rubric and language; optionally a deadline (dueBy) its essays are graded by where it costs least */
         post: operations["AssignmentsController_create"];
         delete?: never;
         options?: never;
@@ -401,7 +401,7 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        /** Change how the assignment's grades are checked: escalate (off | flag | deep), passMark, expectedLength (null clears) */
+        /** Change how the assignment's grades are checked: escalate (off | flag | deep), passMark, expectedLength, and its deadline dueBy (null clears; gradings still queued are planned again) */
         patch: operations["AssignmentsController_update"];
         trace?: never;
     };
@@ -501,7 +501,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Order a deep review: awaiting_payment (webhook mode) or paid and queued at once (invoice mode) */
+        /** Order a deep review: awaiting_payment (webhook mode) or paid and queued at once (invoice mode); optionally needed by a deadline (dueBy, or "tomorrow_morning") */
         post: operations["EssaysController_deepReview"];
         delete?: never;
         options?: never;
