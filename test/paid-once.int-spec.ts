@@ -24,7 +24,7 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
   let job: Job;
 
   beforeAll(async () => {
-    ({ fake, t } = await startAppWithFake({ WORKERS_ENABLED: 'false', LLM_STANDARD_MODELS: 'dashscope:qwen-flash' }));
+    ({ fake, t } = await startAppWithFake({ WORKERS_ENABLED: 'false', LLM_STANDARD_MODELS: 'dashscope:qwen-flash', LLM_BATCH_WINDOW_MS: '50', LLM_BATCH_POLL_MS: '50' }));
     gw = t.app.get(GatewayService);
     queue = t.app.get(JobQueue);
     ds = t.dataSource;
@@ -75,6 +75,22 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
       { outcome: 'replayed', cache_status: 'replay', cost: '0' },
     ]);
     expect(await booksBalanced()).toBe(spent);
+  });
+
+  it('says what a replayed answer of scheduled work saved, as its first run did (the replay row claims nothing again)', async () => {
+    // Scheduled work sent through the Batch API: half the real-time price at the moment it was planned.
+    const scheduled = { batch: true, priceAsOf: new Date() };
+    const first = await call(queue.workerId, scheduled);
+    expect(first.scheduleSavedNanos).toBeGreaterThan(0n);
+    await takeOver('second-worker');
+    const again = await call('second-worker', scheduled);
+    expect(fake.requests.filter((r) => r.batchId)).toHaveLength(1);
+    expect(again.scheduleSavedNanos).toBe(first.scheduleSavedNanos);
+    const rows = await ds.query(`SELECT outcome, schedule_saved_nanos::text AS saved FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`, [tenant.tenantId]);
+    expect(rows).toEqual([
+      { outcome: 'ok', saved: first.scheduleSavedNanos!.toString() },
+      { outcome: 'replayed', saved: null },
+    ]);
   });
 
   it('refuses to call a provider for a worker whose lease is gone, reserving and charging nothing', async () => {

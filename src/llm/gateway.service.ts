@@ -685,6 +685,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     ctx.tried.push(model.key);
     await this.budget.settle(null, 0n, this.entry(ctx, model, { outcome: 'replayed', cacheStatus: 'replay' }));
     const usage: Usage = { inputTokens: answer.inputTokens, cachedInputTokens: answer.cachedInputTokens, outputTokens: answer.outputTokens };
+    // Scheduled work: what the first run saved, said again (its ledger row holds it; this one claims nothing).
+    if (ctx.req.priceAsOf) ctx.scheduleSaved += costOf(usage, priceAt(model, ctx.req.priceAsOf).pricing) - answer.costNanos;
     const validation: Validation<T> = ctx.req.validate ? ctx.req.validate(answer.content, model) : { ok: true, value: answer.content as unknown as T };
     return this.conclude(ctx, model, answer.content, validation, answer.finishReason, usage, answer.costNanos, false);
   }
