@@ -680,6 +680,26 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
   });
 
+  it('lets a school hold up to ten jobs waiting in provider batches a place of its gradings at once, and no more', async () => {
+    const queue = t.app.get(JobQueue);
+    await setLimits({ essaysGrading: 1 });
+    const a = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'due', prompt: '作文', rubric: 'zh-gaokao-60', dueBy: new Date(Date.now() + 3 * 86_400_000).toISOString() }).expect(201);
+    await new Promise((r) => setTimeout(r, 1_000));
+    await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: a.body.id, essays: Array.from({ length: 13 }, (_, i) => ({ text: generateEssay(720 + i, 'zh').text })) }).expect(202);
+    const scheduled = async () => (await queue.claim(10, 60_000, 'grade', true)).filter((j) => j.tenantId === tenant.tenantId);
+    // Each job claimed goes into a batch; the next is claimed in its place, ten times over.
+    for (let i = 0; i < 10; i++) {
+      const [job, ...more] = await scheduled();
+      expect(more).toHaveLength(0);
+      await queue.markInBatch(job, true);
+    }
+    const eleventh = await scheduled();
+    expect(eleventh).toHaveLength(1);
+    await queue.markInBatch(eleventh[0], true); // eleven waiting: one more than ten a place
+    expect(await scheduled()).toHaveLength(0);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
+  });
+
   it("bounds a tenant's calls at providers at once, so its flood waits instead of taking every connection", async () => {
     await setLimits({ providerCalls: 2 });
     fake.setLatency(400);

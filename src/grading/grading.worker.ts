@@ -4,15 +4,9 @@ import { AppConfig, CONFIG } from '../config/app-config';
 import { EssayEvents } from './essay-events';
 import { GradingService, HandedOverError, LeaseLostError, RetryableGradingError } from './grading.service';
 import { GatewayService } from '../llm/gateway.service';
-import { Job, JobQueue } from '../jobs/job-queue';
+import { BATCH_WAITERS_PER_PLACE, Job, JobQueue } from '../jobs/job-queue';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Jobs whose call waits in a provider batch take no place in their pool, up to this many per place:
- * beyond, they count again (each holds its request in memory until its batch ends).
- */
-const BATCH_WAITERS_PER_PLACE = 10;
 
 /**
  * The background workers of one process: they claim grading jobs (up to WORKER_CONCURRENCY at a

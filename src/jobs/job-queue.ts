@@ -5,6 +5,13 @@ import { DataSource, EntityManager } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { rowsOf, tenantQuery, tenantStatement, TenantStatement } from '../db/tenant-scope';
 
+/**
+ * Jobs whose call waits in a provider batch take no place, in a school's gradings at once (claim)
+ * or in an instance's pool (GradingWorker), up to this many per place: beyond, they count again
+ * (each holds its request in a worker's memory until its batch ends).
+ */
+export const BATCH_WAITERS_PER_PLACE = 10;
+
 /** A grading, a paid deep review, or a shadow grading on the deep tier (SPEC §9). */
 export type JobKind = 'grade' | 'deep_review' | 'shadow';
 
@@ -116,6 +123,7 @@ export class JobQueue {
    * its `essaysGrading` (counted in that lane): a class set due next week cannot take every slot.
    * A job whose call waits in a provider batch (`in_batch`, markInBatch) is not counted: it needs no
    * worker's time, and a class set in a batch must not hold back the school's work due sooner.
+   * Up to BATCH_WAITERS_PER_PLACE such jobs a place, that is: beyond, they count again.
    */
   async claim(limit: number, leaseMs: number, kind: JobKind = 'grade', scheduled = false): Promise<Job[]> {
     if (limit <= 0) return [];
@@ -130,11 +138,12 @@ export class JobQueue {
          SELECT (SELECT j.tenant_id FROM jobs j WHERE j.status = 'queued' AND j.kind = $4 ${lane('j')} AND j.tenant_id > w.tenant_id ORDER BY j.tenant_id LIMIT 1)
            FROM waiting w WHERE w.tenant_id IS NOT NULL),
        heads AS (
-         SELECT w.tenant_id, h.run_after AS head, n.running,
-                CASE WHEN $4 = 'grade' THEN coalesce((t.limits->>'essaysGrading')::int, $5) ELSE $5 END - n.running AS room
+         SELECT w.tenant_id, h.run_after AS head, n.running, c.cap - n.running - greatest(0, n.in_batch - c.cap * ${BATCH_WAITERS_PER_PLACE}) AS room
            FROM waiting w
-           CROSS JOIN LATERAL (SELECT count(*) AS running FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running' AND NOT r.in_batch ${lane('r')}) n
+           CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE NOT r.in_batch) AS running, count(*) FILTER (WHERE r.in_batch) AS in_batch
+                                 FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running' ${lane('r')}) n
            JOIN tenants t ON t.id = w.tenant_id
+           CROSS JOIN LATERAL (SELECT CASE WHEN $4 = 'grade' THEN coalesce((t.limits->>'essaysGrading')::int, $5) ELSE $5 END AS cap) c
            CROSS JOIN LATERAL (SELECT run_after FROM jobs j WHERE j.tenant_id = w.tenant_id AND j.kind = $4 ${lane('j')} AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY j.run_after LIMIT 1) h
           WHERE w.tenant_id IS NOT NULL),
