@@ -26,8 +26,13 @@ describe('deadlines', () => {
 
   it('"tomorrow_morning" is 08:00 of the next local day in the school\'s zone, across a day boundary and a clock change', () => {
     expect(resolveDeadline('tomorrow_morning', NOW, 'Asia/Shanghai')).toEqual({ dueBy: new Date('2026-12-02T00:00:00Z') });
-    // 00:30 in Beijing is already the 2nd there: tomorrow morning is the 3rd, 31.5 hours away.
-    expect(tomorrowMorning(new Date('2026-12-01T16:30:00Z'), 'Asia/Shanghai')).toEqual(new Date('2026-12-03T00:00:00Z'));
+    // 23:59 in Beijing on the 1st: the 2nd at 08:00.
+    expect(tomorrowMorning(new Date('2026-12-01T15:59:00Z'), 'Asia/Shanghai')).toEqual(new Date('2026-12-02T00:00:00Z'));
+    // 00:30 and 03:59 on the 2nd, still up: the morning not slept to yet, the 2nd at 08:00 (not 31.5 hours away).
+    expect(tomorrowMorning(new Date('2026-12-01T16:30:00Z'), 'Asia/Shanghai')).toEqual(new Date('2026-12-02T00:00:00Z'));
+    expect(tomorrowMorning(new Date('2026-12-01T19:59:00Z'), 'Asia/Shanghai')).toEqual(new Date('2026-12-02T00:00:00Z'));
+    // From 04:00 it is the next day's.
+    expect(tomorrowMorning(new Date('2026-12-01T20:00:00Z'), 'Asia/Shanghai')).toEqual(new Date('2026-12-03T00:00:00Z'));
     // New York, the evening before clocks go back (1 November 2026): 08:00 EST is 13:00 UTC.
     expect(tomorrowMorning(new Date('2026-10-31T23:00:00Z'), 'America/New_York')).toEqual(new Date('2026-11-01T13:00:00Z'));
     // London, the evening before clocks go forward (29 March 2026): 08:00 BST is 07:00 UTC.

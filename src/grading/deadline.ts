@@ -25,10 +25,18 @@ export function deadlineProblem(text: string, now: Date): string | null {
   return null;
 }
 
-/** 08:00 of the day after `now`, in `timeZone`. */
+/** Before this local time, "tomorrow morning" is the coming one: a teacher still at work at 00:30 means in a few hours. */
+export const NIGHT_ENDS_MINUTE = 4 * 60;
+
+/**
+ * 08:00 of the day after `now`, in `timeZone`; in the small hours (before 04:00), 08:00 of the
+ * same day: the morning the teacher has not slept to yet. The earlier reading: a deadline taken
+ * too early costs a real-time price at worst, one taken too late is missed.
+ */
 export function tomorrowMorning(now: Date, timeZone: string): Date {
   const p = localParts(now, timeZone);
-  return zonedTime(p.year, p.month, p.day + 1, timeZone, MORNING_MINUTE);
+  const smallHours = p.hour * 60 + p.minute < NIGHT_ENDS_MINUTE;
+  return zonedTime(p.year, p.month, p.day + (smallHours ? 0 : 1), timeZone, MORNING_MINUTE);
 }
 
 /** A deadline as given (ISO 8601, or "tomorrow_morning" in the tenant's zone), or why it cannot be one. */

@@ -940,7 +940,7 @@ export interface components {
         };
         OrderDeepReviewDto: {
             /**
-             * @description when the deep review is needed by: an ISO 8601 date-time with its offset, or "tomorrow_morning" (08:00 tomorrow in the tenant's time zone). It then runs where it costs least and still in time (real time now, the provider's Batch API when its whole turnaround fits, or a cheaper off-peak window). Absent: through the Batch API, within its turnaround, as before
+             * @description when the deep review is needed by: an ISO 8601 date-time with its offset, or "tomorrow_morning" (08:00 tomorrow in the tenant's time zone; ordered before 04:00, 08:00 the same day). It then runs where it costs least and still in time (real time now, the provider's Batch API when its whole turnaround fits, or a cheaper off-peak window). Absent: through the Batch API, within its turnaround, as before
              * @example tomorrow_morning
              */
             dueBy?: string;
