@@ -654,14 +654,23 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
   });
 
+  /**
+   * A class set of `n` essays due in three days, queued in the lane of gradings with a deadline;
+   * returns a claim of that lane (this tenant's jobs). Requests per second are limited in this
+   * suite: the assignment and the set, a second apart, then the claims.
+   */
+  const deadlineSet = async (n: number, seed: number) => {
+    const queue = t.app.get(JobQueue);
+    const a = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'due', prompt: '作文', rubric: 'zh-gaokao-60', dueBy: new Date(Date.now() + 3 * 86_400_000).toISOString() }).expect(201);
+    await new Promise((r) => setTimeout(r, 1_000));
+    await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: a.body.id, essays: Array.from({ length: n }, (_, i) => ({ text: generateEssay(seed + i, 'zh').text })) }).expect(202);
+    return async () => (await queue.claim(10, 60_000, 'grade', true)).filter((j) => j.tenantId === tenant.tenantId);
+  };
+
   it('keeps a tenant within its gradings at once in the lane of gradings with a deadline too', async () => {
     const queue = t.app.get(JobQueue);
     await setLimits({ essaysGrading: 3 });
-    // Requests per second are limited in this suite: the assignment and the set, then the claims.
-    const a = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'due', prompt: '作文', rubric: 'zh-gaokao-60', dueBy: new Date(Date.now() + 3 * 86_400_000).toISOString() }).expect(201);
-    await new Promise((r) => setTimeout(r, 1_000));
-    await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: a.body.id, essays: Array.from({ length: 8 }, (_, i) => ({ text: generateEssay(700 + i, 'zh').text })) }).expect(202);
-    const scheduled = async () => (await queue.claim(10, 60_000, 'grade', true)).filter((j) => j.tenantId === tenant.tenantId);
+    const scheduled = await deadlineSet(8, 700);
     const first = await scheduled();
     expect(first).toHaveLength(3);
     expect(first.every((j) => j.dueBy !== null)).toBe(true);
@@ -683,10 +692,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
   it('lets a school hold up to ten jobs waiting in provider batches a place of its gradings at once, and no more', async () => {
     const queue = t.app.get(JobQueue);
     await setLimits({ essaysGrading: 1 });
-    const a = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'due', prompt: '作文', rubric: 'zh-gaokao-60', dueBy: new Date(Date.now() + 3 * 86_400_000).toISOString() }).expect(201);
-    await new Promise((r) => setTimeout(r, 1_000));
-    await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: a.body.id, essays: Array.from({ length: 13 }, (_, i) => ({ text: generateEssay(720 + i, 'zh').text })) }).expect(202);
-    const scheduled = async () => (await queue.claim(10, 60_000, 'grade', true)).filter((j) => j.tenantId === tenant.tenantId);
+    const scheduled = await deadlineSet(13, 720);
     // Each job claimed goes into a batch; the next is claimed in its place, ten times over.
     for (let i = 0; i < 10; i++) {
       const [job, ...more] = await scheduled();
