@@ -706,6 +706,40 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
   });
 
+  it('gives a free place to the school with nothing running before one whose jobs wait in provider batches', async () => {
+    const queue = t.app.get(JobQueue);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')`);
+    const scheduled = await deadlineSet(6, 740);
+    const mine = await scheduled();
+    expect(mine.length).toBeGreaterThanOrEqual(2);
+    // The rest of A's set back in the queue but two, which wait in a batch.
+    await t.dataSource.query(`UPDATE jobs SET status = 'queued', locked_by = NULL WHERE id = ANY($1::uuid[])`, [mine.slice(2).map((j) => j.id)]);
+    for (const j of mine.slice(0, 2)) await queue.markInBatch(j, true);
+    const other = await f.newTenant();
+    const a = await t.http.post('/v1/assignments').set(bearer(other.adminKey)).send({ title: 'due', prompt: '作文', rubric: 'zh-gaokao-60', dueBy: new Date(Date.now() + 3 * 86_400_000).toISOString() }).expect(201);
+    await new Promise((r) => setTimeout(r, 1_000));
+    await t.http.post('/v1/essays/batch').set(bearer(other.adminKey)).send({ assignmentId: a.body.id, essays: [{ text: generateEssay(760, 'zh').text }] }).expect(202);
+    // A's jobs are older, and its two in batches take no place of its own; but B has nothing at all.
+    const [next] = await queue.claim(1, 60_000, 'grade', true);
+    expect(next.tenantId).toBe(other.tenantId);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = ANY($1)`, [[tenant.tenantId, other.tenantId]]);
+  });
+
+  it("writes a job's in-batch marks in the order given, and a deadline moved meanwhile reaches the running job too", async () => {
+    const queue = t.app.get(JobQueue);
+    const scheduled = await deadlineSet(1, 770);
+    const [job] = await scheduled();
+    const row = async () => (await t.dataSource.query(`SELECT in_batch, due_by FROM jobs WHERE id = $1`, [job.id]))[0];
+    // A wait that ends at once: the two writes must not cross.
+    await Promise.all([queue.markInBatch(job, true), queue.markInBatch(job, false)]);
+    expect((await row()).in_batch).toBe(false);
+    // The teacher clears the deadline while the job runs: its next attempt is no longer scheduled.
+    const [{ assignment_id }] = await t.dataSource.query(`SELECT assignment_id FROM essays WHERE id = $1`, [job.essayId]);
+    await t.http.patch(`/v1/assignments/${assignment_id}`).set(bearer(teacher)).send({ dueBy: null }).expect(200);
+    expect((await row()).due_by).toBeNull();
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
+  });
+
   it("bounds a tenant's calls at providers at once, so its flood waits instead of taking every connection", async () => {
     await setLimits({ providerCalls: 2 });
     fake.setLatency(400);

@@ -11,7 +11,7 @@ describe('deadlines', () => {
   });
 
   it('refuses what names no instant or no date at all: no offset, a date alone, words, impossible dates', () => {
-    for (const text of ['2026-12-02T08:00:00', '2026-12-02', '2026-12-02 08:00:00+08:00', 'tomorrow', '', '2026-13-02T08:00:00Z', '2026-12-02T25:00:00Z', '12/02/2026']) {
+    for (const text of ['2026-12-02T08:00:00', '2026-12-02', '2026-12-02 08:00:00+08:00', 'tomorrow', '', '2026-13-02T08:00:00Z', '2026-12-02T25:00:00Z', '2026-11-31T08:00:00+08:00', '2027-02-29T08:00:00Z', '12/02/2026']) {
       expect(deadlineProblem(text, NOW)).toBe('dueBy must be an ISO 8601 date-time with its offset, e.g. 2026-12-03T08:00:00+08:00');
     }
   });

@@ -1,4 +1,4 @@
-import { localParts, zonedTime } from '../common/time-zone';
+import { isCalendarDay, localParts, zonedTime } from '../common/time-zone';
 
 /**
  * Deadlines for work that may wait (off-peak scheduling): an assignment's `dueBy`, a deep review's
@@ -18,7 +18,8 @@ const INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-
 
 /** Why `text` is not a usable deadline at `now`, or null when it is. */
 export function deadlineProblem(text: string, now: Date): string | null {
-  const t = INSTANT.test(text) ? Date.parse(text) : NaN;
+  // (Date.parse rolls 31 November over to 1 December: the day must be one the calendar has.)
+  const t = INSTANT.test(text) && isCalendarDay(text.slice(0, 10)) ? Date.parse(text) : NaN;
   if (Number.isNaN(t)) return 'dueBy must be an ISO 8601 date-time with its offset, e.g. 2026-12-03T08:00:00+08:00';
   if (t <= now.getTime()) return 'dueBy must be in the future';
   if (t > now.getTime() + MAX_DEADLINE_DAYS * 86_400_000) return `dueBy must be within ${MAX_DEADLINE_DAYS} days`;

@@ -96,7 +96,7 @@ export class GradingService {
     const plan = this.grader.plan(row, rubric, tier, variant, job.dueBy);
     if (!plan) return undefined;
     // The cheaper window it waited for has come: it runs now, in that window, and says so.
-    const waited = plan.mode === 'now' && job.plan?.mode === 'off_peak' && plan.plannedAt.getTime() >= Date.parse(job.plan.startAt);
+    const waited = plan.mode === 'now' && job.plan?.mode === 'off_peak' && plan.plannedAt.getTime() >= Date.parse(job.plan.startAt) && plan.window === job.plan.window;
     const recorded: JobPlan = {
       mode: waited ? 'off_peak' : plan.mode,
       startAt: plan.startAt.toISOString(),

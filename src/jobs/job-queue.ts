@@ -82,6 +82,8 @@ export interface InterruptedJob {
 export class JobQueue {
   /** This process's name on the jobs it holds. */
   readonly workerId = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  /** Each job's last in_batch write (markInBatch), for the next to follow; gone with the job object. */
+  private readonly inBatchWrites = new WeakMap<Job, Promise<void>>();
 
   constructor(
     private readonly ds: DataSource,
@@ -123,7 +125,9 @@ export class JobQueue {
    * its `essaysGrading` (counted in that lane): a class set due next week cannot take every slot.
    * A job whose call waits in a provider batch (`in_batch`, markInBatch) is not counted: it needs no
    * worker's time, and a class set in a batch must not hold back the school's work due sooner.
-   * Up to BATCH_WAITERS_PER_PLACE such jobs a place, that is: beyond, they count again.
+   * Up to BATCH_WAITERS_PER_PLACE such jobs a place, that is: beyond, they count again. The turn
+   * between tenants still goes by every job each holds, waiting ones included: a school with a
+   * class set in a batch does not go before one with nothing running.
    */
   async claim(limit: number, leaseMs: number, kind: JobKind = 'grade', scheduled = false): Promise<Job[]> {
     if (limit <= 0) return [];
@@ -138,7 +142,7 @@ export class JobQueue {
          SELECT (SELECT j.tenant_id FROM jobs j WHERE j.status = 'queued' AND j.kind = $4 ${lane('j')} AND j.tenant_id > w.tenant_id ORDER BY j.tenant_id LIMIT 1)
            FROM waiting w WHERE w.tenant_id IS NOT NULL),
        heads AS (
-         SELECT w.tenant_id, h.run_after AS head, n.running, c.cap - n.running - greatest(0, n.in_batch - c.cap * ${BATCH_WAITERS_PER_PLACE}) AS room
+         SELECT w.tenant_id, h.run_after AS head, n.running + n.in_batch AS running, c.cap - n.running - greatest(0, n.in_batch - c.cap * ${BATCH_WAITERS_PER_PLACE}) AS room
            FROM waiting w
            CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE NOT r.in_batch) AS running, count(*) FILTER (WHERE r.in_batch) AS in_batch
                                  FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running' ${lane('r')}) n
@@ -233,17 +237,19 @@ export class JobQueue {
   }
 
   /**
-   * An assignment's new deadline (null: none), for its gradings still queued: they carry it from now
-   * on, and those waiting for a cheaper window are due at once, to be planned again against it.
+   * An assignment's new deadline (null: none), for its gradings not done: they carry it from now on
+   * (a running one from its next attempt: its current plan stands), and those waiting for a cheaper
+   * window (queued until the window's start) are due at once, to be planned again against it.
    */
   async moveDeadline(tx: EntityManager, tenantId: string, assignmentId: string, dueBy: Date | null): Promise<void> {
     await tenantQuery(
       tx,
       tenantId,
       `UPDATE jobs j SET due_by = $3::timestamptz,
-              run_after = CASE WHEN j.plan->>'mode' = 'off_peak' THEN least(j.run_after, now()) ELSE j.run_after END
+              run_after = CASE WHEN j.status = 'queued' AND j.plan->>'mode' = 'off_peak' AND j.run_after = (j.plan->>'startAt')::timestamptz
+                               THEN least(j.run_after, now()) ELSE j.run_after END
          FROM essays e
-        WHERE j.tenant_id = $1 AND e.tenant_id = $1 AND e.assignment_id = $2 AND j.essay_id = e.id AND j.kind = 'grade' AND j.status = 'queued'`,
+        WHERE j.tenant_id = $1 AND e.tenant_id = $1 AND e.assignment_id = $2 AND j.essay_id = e.id AND j.kind = 'grade' AND j.status IN ('queued', 'running')`,
       [assignmentId, dueBy],
     );
   }
@@ -252,14 +258,19 @@ export class JobQueue {
    * Marks the job's paid call as waiting in a provider batch (or no longer), while this worker holds
    * it: such a job is not counted against its school's gradings at once (claim).
    */
-  async markInBatch(job: Job, inBatch: boolean): Promise<void> {
+  markInBatch(job: Job, inBatch: boolean): Promise<void> {
     job.inBatch = inBatch;
-    await tenantQuery(
-      this.ds.manager,
-      job.tenantId,
-      `UPDATE jobs SET in_batch = $4 WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3`,
-      [job.id, this.workerId, inBatch],
+    // One write after the other, per job: a wait that ends at once must not leave the row `true`
+    // because its two updates crossed on two connections. (A write that fails leaves the next one be.)
+    const write = (this.inBatchWrites.get(job) ?? Promise.resolve()).catch(() => undefined).then(() =>
+      tenantQuery(this.ds.manager, job.tenantId, `UPDATE jobs SET in_batch = $4 WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3`, [
+        job.id,
+        this.workerId,
+        inBatch,
+      ]).then(() => undefined),
     );
+    this.inBatchWrites.set(job, write);
+    return write;
   }
 
   /** Records the plan a scheduled job runs on (shown with its essay or order), while this worker holds it. */
