@@ -214,6 +214,25 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(returned.body.order).toMatchObject({ status: 'delivered', unappliedPayments: '0.00', partialRefunds: '0.00' });
     });
 
+    it("takes a payment that comes after the provider's refund of it as that refund's: the order refunded, nothing to return, a second payment money to return", async () => {
+      await sell('webhook');
+      const period = (await t.http.get('/v1/budget').set(admin()).expect(200)).body.period;
+      const essay = await gradedEssay(13);
+      const { body: o } = await order(essay.id).expect(202);
+      // The provider's events out of order: the refund first, then the payment it refunds.
+      const refund = await webhook(event('payment.refunded', o.orderId, '9.90')).expect(200);
+      expect(refund.body.order).toMatchObject({ status: 'refunded', unappliedPayments: '0.00' });
+      const late = await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+      expect(late.body.order).toMatchObject({ status: 'refunded', unappliedPayments: '0.00' });
+      const [jobs] = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+      expect(jobs.n).toBe(0); // never delivered
+      // The payer charged again: that one is money to return.
+      const again = await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+      expect(again.body.order).toMatchObject({ status: 'refunded', unappliedPayments: '9.90' });
+      // Neither a sale nor a refund in the month: the money came and went back.
+      expect((await t.http.get(`/v1/reports/month?period=${period}`).set(admin()).expect(200)).body).toMatchObject({ revenue: '0.00', refunds: '0.00' });
+    });
+
     it('keeps a partial refund on the order, refunds the order with the rest, and books each refund in its month', async () => {
       await sell('webhook');
       const period = (await t.http.get('/v1/budget').set(admin()).expect(200)).body.period;

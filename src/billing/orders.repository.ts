@@ -129,10 +129,31 @@ export class OrdersRepository {
       );
       // (A deadline that passed while the order awaited payment is kept: the plan is then real time at once.)
       const dueBy = paid?.due_by ? new Date(paid.due_by) : null;
-      if (!paid) return this.unapplied(tx, tenantId, eventId);
+      if (!paid) return (await this.refundedBeforePaid(tx, tenantId, orderId, eventId, amount)) ? { newEvent: true, changed: false, outcome: 'applied' } : this.unapplied(tx, tenantId, eventId);
       await this.jobs.enqueue(tx, tenantId, [{ essayId: paid.essay_id, kind: 'deep_review', orderId, dueBy }]);
       return { newEvent: true, changed: true, outcome: 'applied' };
     });
+  }
+
+  /**
+   * Is this payment the one the provider refunded before it came (its `payment.refunded` for the
+   * whole price closed the order, never paid, as refunded)? Then the money came and went back: the
+   * payment stays applied (to that refund) and the order shows nothing to return. Only the first
+   * such payment: another one is money to return. The order's row is locked, so two late payments
+   * at once are told apart.
+   */
+  private async refundedBeforePaid(tx: EntityManager, tenantId: string, orderId: string, eventId: string, amount: Nanos): Promise<boolean> {
+    const [early] = await tenantQuery(
+      tx,
+      tenantId,
+      `SELECT 1 FROM orders o
+        WHERE o.tenant_id = $1 AND o.id = $2 AND o.status = 'refunded' AND o.paid_at IS NULL AND o.price_nanos = $3
+          AND EXISTS (SELECT 1 FROM payment_events r WHERE r.tenant_id = $1 AND r.order_id = $2 AND r.type = 'payment.refunded' AND r.outcome = 'applied' AND r.amount_nanos = $3)
+          AND NOT EXISTS (SELECT 1 FROM payment_events p WHERE p.tenant_id = $1 AND p.order_id = $2 AND p.type = 'payment.succeeded' AND p.outcome = 'applied' AND p.event_id <> $4)
+        FOR UPDATE OF o`,
+      [orderId, amount.toString(), eventId],
+    );
+    return early !== undefined;
   }
 
   /**
