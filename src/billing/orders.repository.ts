@@ -129,7 +129,10 @@ export class OrdersRepository {
       );
       // (A deadline that passed while the order awaited payment is kept: the plan is then real time at once.)
       const dueBy = paid?.due_by ? new Date(paid.due_by) : null;
-      if (!paid) return (await this.refundedBeforePaid(tx, tenantId, orderId, eventId, amount)) ? { newEvent: true, changed: false, outcome: 'applied' } : this.unapplied(tx, tenantId, eventId);
+      if (!paid) {
+        if (await this.refundedBeforePaid(tx, tenantId, orderId, eventId, amount)) return { newEvent: true, changed: false, outcome: 'applied' };
+        return this.unapplied(tx, tenantId, eventId);
+      }
       await this.jobs.enqueue(tx, tenantId, [{ essayId: paid.essay_id, kind: 'deep_review', orderId, dueBy }]);
       return { newEvent: true, changed: true, outcome: 'applied' };
     });

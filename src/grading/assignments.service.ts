@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
-import { DataSource, EntityManager } from 'typeorm';
+import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { tenantQuery } from '../db/tenant-scope';
@@ -111,36 +111,31 @@ export class AssignmentsService {
 
   /**
    * Changes how the assignment's grades are checked (escalate, passMark, expectedLength) and its
-   * deadline (dueBy); null clears one. A new deadline reaches the gradings still queued: they carry
-   * it from now on, and those waiting for a cheaper window are due at once, to be planned again
-   * against it (moved earlier, or cleared, a wait could pass it). A grading already running, or
-   * waiting in a provider batch, keeps the plan it was sent on.
+   * deadline (dueBy); null clears one. A new deadline reaches the gradings not done, in the same
+   * transaction (JobQueue.moveDeadline): those waiting for a cheaper window are planned again at
+   * once (moved earlier, or cleared, a wait could pass it); one running, or waiting in a provider
+   * batch, keeps the plan it was sent on and carries the new deadline into any later attempt.
    */
   async update(auth: TenantAuth, id: string, dto: AssignmentQualityDto): Promise<Assignment> {
     const a = await this.get(auth.tenantId, id);
     this.check(auth, dto, await this.rubrics.resolve(auth.tenantId, a.rubric.key, a.rubric.version));
     const has = (k: keyof AssignmentQualityDto) => Object.prototype.hasOwnProperty.call(dto, k) && dto[k] !== undefined;
     await this.ds.transaction(async (tx) => {
-      await this.write(tx, auth.tenantId, id, dto, has);
-      if (dto.dueBy === undefined) return;
-      await this.jobs.moveDeadline(tx, auth.tenantId, id, dto.dueBy ? new Date(dto.dueBy) : null);
-    });
-    return this.get(auth.tenantId, id);
-  }
-
-  private async write(tx: EntityManager, tenantId: string, id: string, dto: AssignmentQualityDto, has: (k: keyof AssignmentQualityDto) => boolean): Promise<void> {
-    await tenantQuery(
-      tx,
-      tenantId,
-      `UPDATE assignments SET
+      await tenantQuery(
+        tx,
+        auth.tenantId,
+        `UPDATE assignments SET
           escalate = CASE WHEN $3 THEN $4 ELSE escalate END,
           pass_mark = CASE WHEN $5 THEN $6::numeric ELSE pass_mark END,
           expected_length_min = CASE WHEN $7 THEN $8::int ELSE expected_length_min END,
           expected_length_max = CASE WHEN $7 THEN $9::int ELSE expected_length_max END,
           due_by = CASE WHEN $10 THEN $11::timestamptz ELSE due_by END
         WHERE tenant_id = $1 AND id = $2`,
-      [id, has('escalate'), dto.escalate ?? 'off', has('passMark'), dto.passMark ?? null, has('expectedLength'), dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy !== undefined, dto.dueBy ?? null],
-    );
+        [id, has('escalate'), dto.escalate ?? 'off', has('passMark'), dto.passMark ?? null, has('expectedLength'), dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy !== undefined, dto.dueBy ?? null],
+      );
+      if (dto.dueBy !== undefined) await this.jobs.moveDeadline(tx, auth.tenantId, id, dto.dueBy ? new Date(dto.dueBy) : null);
+    });
+    return this.get(auth.tenantId, id);
   }
 
   private check(auth: TenantAuth, dto: AssignmentQualityDto, rubric: Rubric): void {
