@@ -239,7 +239,8 @@ export class JobQueue {
   /**
    * An assignment's new deadline (null: none), for its gradings not done: they carry it from now on
    * (a running one from its next attempt: its current plan stands), and those waiting for a cheaper
-   * window (queued until the window's start) are due at once, to be planned again against it.
+   * window (queued until the window's start) are due at once, to be planned again against it. Only
+   * rows whose deadline changes are written: the same PATCH sent again writes nothing.
    */
   async moveDeadline(tx: EntityManager, tenantId: string, assignmentId: string, dueBy: Date | null): Promise<void> {
     await tenantQuery(
@@ -249,7 +250,8 @@ export class JobQueue {
               run_after = CASE WHEN j.status = 'queued' AND j.plan->>'mode' = 'off_peak' AND j.run_after = (j.plan->>'startAt')::timestamptz
                                THEN least(j.run_after, now()) ELSE j.run_after END
          FROM essays e
-        WHERE j.tenant_id = $1 AND e.tenant_id = $1 AND e.assignment_id = $2 AND j.essay_id = e.id AND j.kind = 'grade' AND j.status IN ('queued', 'running')`,
+        WHERE j.tenant_id = $1 AND e.tenant_id = $1 AND e.assignment_id = $2 AND j.essay_id = e.id AND j.kind = 'grade' AND j.status IN ('queued', 'running')
+          AND j.due_by IS DISTINCT FROM $3::timestamptz`,
       [assignmentId, dueBy],
     );
   }
