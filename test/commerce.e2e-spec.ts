@@ -272,6 +272,45 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(await report()).toMatchObject({ revenue: '0.00', refunds: '19.80', deepReviews: { sold: 2, refunded: 2 } });
     });
 
+    it('applies refunds of part of the price that came before the payment once it comes: a partial refund, or with the rest the order refunded and nothing delivered', async () => {
+      await sell('webhook');
+      const period = (await t.http.get('/v1/budget').set(admin()).expect(200)).body.period;
+      const report = async () => (await t.http.get(`/v1/reports/month?period=${period}`).set(admin()).expect(200)).body;
+      const outcomes = async (orderId: string) =>
+        (
+          await t.dataSource.query(`SELECT amount_nanos::text AS a, outcome FROM payment_events WHERE tenant_id = $1 AND order_id = $2 AND type = 'payment.refunded' ORDER BY received_at`, [
+            tenant.tenantId,
+            orderId,
+          ])
+        ).map((e: { a: string; outcome: string }) => `${formatCny(BigInt(e.a))} ${e.outcome}`);
+      const essay = await gradedEssay(14);
+      const { body: o } = await order(essay.id).expect(202);
+      // The provider's events out of order: a refund of 3.00 first (the order not paid yet), then the payment.
+      const early = await webhook(event('payment.refunded', o.orderId, '3.00')).expect(200);
+      expect(early.body.order).toMatchObject({ status: 'awaiting_payment', partialRefunds: '0.00', unappliedPayments: '0.00' });
+      await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+      await waitOrder(o.orderId, 'delivered');
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body).toMatchObject({ partialRefunds: '3.00', unappliedPayments: '0.00' });
+      expect(await outcomes(o.orderId)).toEqual(['3.00 partial']);
+      expect(await report()).toMatchObject({ revenue: '6.90', refunds: '3.00', deepReviews: { sold: 1, refunded: 0 } });
+      // The rest refunds the order, as if the events had come in order.
+      const rest = await webhook(event('payment.refunded', o.orderId, '6.90')).expect(200);
+      expect(rest.body.order).toMatchObject({ status: 'refunded', partialRefunds: '3.00' });
+      expect(await report()).toMatchObject({ revenue: '0.00', refunds: '9.90' });
+
+      // Refunds adding up to the whole price before the payment (and one past it): the payment pays
+      // the order and those refunds refund it at once; no deep review is queued; the one past it stays unapplied.
+      const second = await gradedEssay(15);
+      const { body: o2 } = await order(second.id).expect(202);
+      for (const amount of ['3.00', '6.90', '5.00']) await webhook(event('payment.refunded', o2.orderId, amount)).expect(200);
+      const paid = await webhook(event('payment.succeeded', o2.orderId, '9.90')).expect(200);
+      expect(paid.body.order).toMatchObject({ status: 'refunded', partialRefunds: '3.00', unappliedPayments: '0.00' });
+      expect(await outcomes(o2.orderId)).toEqual(['3.00 partial', '6.90 applied', '5.00 unapplied']);
+      const [jobs] = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, o2.orderId]);
+      expect(jobs.n).toBe(0);
+      expect(await report()).toMatchObject({ revenue: '0.00', refunds: '19.80', deepReviews: { sold: 2, refunded: 2 } });
+    });
+
     it('charges and delivers once when the same event arrives twice at the same moment', async () => {
       await sell('webhook');
       const essay = await gradedEssay(5);

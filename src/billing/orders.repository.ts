@@ -133,9 +133,51 @@ export class OrdersRepository {
         if (await this.refundedBeforePaid(tx, tenantId, orderId, eventId, amount)) return { newEvent: true, changed: false, outcome: 'applied' };
         return this.unapplied(tx, tenantId, eventId);
       }
-      await this.jobs.enqueue(tx, tenantId, [{ essayId: paid.essay_id, kind: 'deep_review', orderId, dueBy }]);
+      if (!(await this.refundsBeforePaid(tx, tenantId, orderId, amount))) {
+        await this.jobs.enqueue(tx, tenantId, [{ essayId: paid.essay_id, kind: 'deep_review', orderId, dueBy }]);
+      }
       return { newEvent: true, changed: true, outcome: 'applied' };
     });
+  }
+
+  /**
+   * The order was just paid: refunds of part of its price that came before the payment (the
+   * provider's events out of order; each was kept `unapplied`, the order not being paid then) apply
+   * now, in the order they came, as they would have after it: each a partial refund while their sum
+   * stays under the price, and the one that brings it to the price refunds the order (then no deep
+   * review is queued: true). One that would go past the price stays `unapplied`.
+   */
+  private async refundsBeforePaid(tx: EntityManager, tenantId: string, orderId: string, price: Nanos): Promise<boolean> {
+    const early = await tenantQuery<{ event_id: string; amount_nanos: string }>(
+      tx,
+      tenantId,
+      `SELECT event_id, amount_nanos::text FROM payment_events
+        WHERE tenant_id = $1 AND order_id = $2 AND type = 'payment.refunded' AND outcome = 'unapplied' AND amount_nanos > 0
+        ORDER BY received_at, event_id`,
+      [orderId],
+    );
+    let partial = 0n;
+    const mark = (eventId: string, outcome: 'partial' | 'applied') =>
+      tenantQuery(tx, tenantId, `UPDATE payment_events SET outcome = $3 WHERE tenant_id = $1 AND event_id = $2`, [eventId, outcome]);
+    for (const r of early) {
+      const amount = BigInt(r.amount_nanos);
+      if (partial + amount > price) continue;
+      await mark(r.event_id, partial + amount < price ? 'partial' : 'applied');
+      if (partial + amount < price) {
+        partial += amount;
+        continue;
+      }
+      await this.addPartialRefund(tx, tenantId, orderId, partial);
+      await this.refund(tx, tenantId, orderId, 'refunded by the payment provider', ['paid'], false);
+      return true;
+    }
+    await this.addPartialRefund(tx, tenantId, orderId, partial);
+    return false;
+  }
+
+  private async addPartialRefund(tx: EntityManager, tenantId: string, orderId: string, amount: Nanos): Promise<void> {
+    if (amount === 0n) return;
+    await tenantQuery(tx, tenantId, `UPDATE orders SET partially_refunded_nanos = partially_refunded_nanos + $3 WHERE tenant_id = $1 AND id = $2`, [orderId, amount.toString()]);
   }
 
   /**
@@ -177,7 +219,8 @@ export class OrdersRepository {
    *   a deep review still waiting in the queue cancelled; on an order refunded already (Inkstone
    *   refunded it and the school paid it back), recorded as applied, nothing changed;
    * - less than the rest, on a paid or delivered order: a partial refund the order keeps (`partial`);
-   * - anything else (more than is left, nothing, an order never paid): kept `unapplied`.
+   * - anything else (more than is left, nothing, an order not paid): kept `unapplied` (part of the
+   *   price refunded before the order was paid applies when the payment comes: refundsBeforePaid).
    */
   async refundByEvent(tenantId: string, eventId: string, orderId: string, amount: Nanos): Promise<EventOutcome> {
     return this.ds.transaction(async (tx) => {
@@ -207,10 +250,7 @@ export class OrdersRepository {
         return { newEvent: true, changed: true, outcome: 'applied' };
       }
       if (amount < left && (o.status === 'paid' || o.status === 'delivered')) {
-        await tenantQuery(tx, tenantId, `UPDATE orders SET partially_refunded_nanos = partially_refunded_nanos + $3 WHERE tenant_id = $1 AND id = $2`, [
-          orderId,
-          amount.toString(),
-        ]);
+        await this.addPartialRefund(tx, tenantId, orderId, amount);
         await mark('partial');
         return { newEvent: true, changed: true, outcome: 'partial' };
       }
