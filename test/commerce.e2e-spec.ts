@@ -286,13 +286,24 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       const essay = await gradedEssay(14);
       const { body: o } = await order(essay.id).expect(202);
       // The provider's events out of order: a refund of 3.00 first (the order not paid yet), then the payment.
-      const early = await webhook(event('payment.refunded', o.orderId, '3.00')).expect(200);
+      const early = await webhook(event('payment.refunded', o.orderId, '3.00', 'evt_early_refund')).expect(200);
       expect(early.body.order).toMatchObject({ status: 'awaiting_payment', partialRefunds: '0.00', unappliedPayments: '0.00' });
+      // It came in the month before (its end): that month, over before the payment came, does not change.
+      const [y, m] = period.split('-').map(Number);
+      const before = m === 1 ? `${y - 1}-12` : `${y}-${String(m - 1).padStart(2, '0')}`;
+      await t.dataSource.query(`UPDATE payment_events SET received_at = $3 WHERE tenant_id = $1 AND event_id = $2`, [
+        tenant.tenantId,
+        'evt_early_refund',
+        new Date(Date.UTC(y, m - 1, 1) - 2 * 86_400_000),
+      ]);
+      const monthBefore = async () => (await t.http.get(`/v1/reports/month?period=${before}`).set(admin()).expect(200)).body;
+      expect(await monthBefore()).toMatchObject({ revenue: '0.00', refunds: '0.00' });
       await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
       await waitOrder(o.orderId, 'delivered');
       expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body).toMatchObject({ partialRefunds: '3.00', unappliedPayments: '0.00' });
       expect(await outcomes(o.orderId)).toEqual(['3.00 partial']);
       expect(await report()).toMatchObject({ revenue: '6.90', refunds: '3.00', deepReviews: { sold: 1, refunded: 0 } });
+      expect(await monthBefore()).toMatchObject({ revenue: '0.00', refunds: '0.00' });
       // The rest refunds the order, as if the events had come in order.
       const rest = await webhook(event('payment.refunded', o.orderId, '6.90')).expect(200);
       expect(rest.body.order).toMatchObject({ status: 'refunded', partialRefunds: '3.00' });
@@ -309,6 +320,18 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       const [jobs] = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, o2.orderId]);
       expect(jobs.n).toBe(0);
       expect(await report()).toMatchObject({ revenue: '0.00', refunds: '19.80', deepReviews: { sold: 2, refunded: 2 } });
+
+      // A refund before the payment, and a payment of another amount (money to return) before the
+      // right one: as in order, the refund gives that money back first; the order is paid in full.
+      const third = await gradedEssay(16);
+      const { body: o3 } = await order(third.id).expect(202);
+      await webhook(event('payment.refunded', o3.orderId, '3.00')).expect(200);
+      await webhook(event('payment.succeeded', o3.orderId, '3.00')).expect(409);
+      await webhook(event('payment.succeeded', o3.orderId, '9.90')).expect(200);
+      await waitOrder(o3.orderId, 'delivered');
+      expect((await t.http.get(`/v1/orders/${o3.orderId}`).set(bearer(teacher)).expect(200)).body).toMatchObject({ partialRefunds: '0.00', unappliedPayments: '0.00' });
+      expect(await outcomes(o3.orderId)).toEqual(['3.00 returned']);
+      expect(await report()).toMatchObject({ revenue: '9.90', refunds: '19.80', deepReviews: { sold: 3, refunded: 2 } });
     });
 
     it('charges and delivers once when the same event arrives twice at the same moment', async () => {

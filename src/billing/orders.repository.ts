@@ -141,11 +141,13 @@ export class OrdersRepository {
   }
 
   /**
-   * The order was just paid: refunds of part of its price that came before the payment (the
-   * provider's events out of order; each was kept `unapplied`, the order not being paid then) apply
-   * now, in the order they came, as they would have after it: each a partial refund while their sum
-   * stays under the price, and the one that brings it to the price refunds the order (then no deep
-   * review is queued: true). One that would go past the price stays `unapplied`.
+   * The order was just paid: refunds that came before the payment (the provider's events out of
+   * order; each was kept `unapplied`, the order not being paid then) apply now, in the order they
+   * came, by refundByEvent's rules: up to the order's unapplied payments, that money going back
+   * (`returned`); then each a partial refund while their sum stays under the price, and the one
+   * that brings it to the price refunds the order (then no deep review is queued: true). One that
+   * would go past the price stays `unapplied`. (The month report books them when the payment came,
+   * ReportsRepository.orders: a month already over does not change.)
    */
   private async refundsBeforePaid(tx: EntityManager, tenantId: string, orderId: string, price: Nanos): Promise<boolean> {
     const early = await tenantQuery<{ event_id: string; amount_nanos: string }>(
@@ -156,11 +158,21 @@ export class OrdersRepository {
         ORDER BY received_at, event_id`,
       [orderId],
     );
+    if (early.length === 0) return false;
+    const [o] = await tenantQuery<{ unapplied_nanos: string }>(tx, tenantId, `SELECT ${UNAPPLIED_NANOS}::text AS unapplied_nanos FROM orders o WHERE tenant_id = $1 AND id = $2`, [
+      orderId,
+    ]);
+    let unapplied = BigInt(o.unapplied_nanos);
     let partial = 0n;
-    const mark = (eventId: string, outcome: 'partial' | 'applied') =>
+    const mark = (eventId: string, outcome: 'partial' | 'applied' | 'returned') =>
       tenantQuery(tx, tenantId, `UPDATE payment_events SET outcome = $3 WHERE tenant_id = $1 AND event_id = $2`, [eventId, outcome]);
     for (const r of early) {
       const amount = BigInt(r.amount_nanos);
+      if (amount <= unapplied) {
+        await mark(r.event_id, 'returned');
+        unapplied -= amount;
+        continue;
+      }
       if (partial + amount > price) continue;
       await mark(r.event_id, partial + amount < price ? 'partial' : 'applied');
       if (partial + amount < price) {

@@ -226,6 +226,8 @@ export class OrdersService {
       // Money came for an order that could not take it (cancelled, paid already, refunded, another
       // amount): it shows on the order as unappliedPayments, to be returned to the payer.
       this.logger.warn({ msg: 'a payment came for an order that could not take it: return it to the payer', tenantId, orderId: order.orderId, ...amounts });
+    } else if (applied.outcome === 'unapplied' && order.status === 'awaiting_payment') {
+      this.logger.log({ msg: 'a refund came before its payment: kept until the payment comes', tenantId, orderId: order.orderId, ...amounts });
     } else if (applied.outcome === 'unapplied') {
       this.logger.warn({ msg: 'a refund came that the order could not take: kept unapplied, check it with the payment provider', tenantId, orderId: order.orderId, ...amounts });
     }

@@ -52,8 +52,8 @@ export class ReportsRepository {
    * Orders created, sold (paid), delivered and refunded in [start, end), and the money: each sale is
    * booked in the month it was paid, each refund (of a paid order) in the month it was refunded, so
    * a month's figures never change once it is over (a refund in December does not rewrite October).
-   * A partial refund is booked in the month it came, and the refund of the rest gives back only
-   * what was left. (Payments an order could not take, and their return, are not sales or refunds.)
+   * A partial refund is booked in the month it came (one that came before the payment, when the
+   * payment came), and the refund of the rest gives back only what was left. (Payments an order could not take, and their return, are not sales or refunds.)
    */
   async orders(tenantId: string, start: Date, end: Date): Promise<OrdersInMonth> {
     const [r] = await tenantQuery<Record<string, string>>(
@@ -65,8 +65,9 @@ export class ReportsRepository {
               count(*) FILTER (WHERE refunded_at >= $2 AND refunded_at < $3 AND paid_at IS NOT NULL) AS refunded,
               coalesce(sum(price_nanos) FILTER (WHERE paid_at >= $2 AND paid_at < $3), 0) AS sales,
               coalesce(sum(price_nanos - partially_refunded_nanos) FILTER (WHERE refunded_at >= $2 AND refunded_at < $3 AND paid_at IS NOT NULL), 0)
-                + (SELECT coalesce(sum(amount_nanos), 0) FROM payment_events
-                    WHERE tenant_id = $1 AND type = 'payment.refunded' AND outcome = 'partial' AND received_at >= $2 AND received_at < $3) AS refunds
+                + (SELECT coalesce(sum(pe.amount_nanos), 0) FROM payment_events pe JOIN orders po ON po.tenant_id = pe.tenant_id AND po.id = pe.order_id
+                    WHERE pe.tenant_id = $1 AND pe.type = 'payment.refunded' AND pe.outcome = 'partial'
+                      AND greatest(pe.received_at, po.paid_at) >= $2 AND greatest(pe.received_at, po.paid_at) < $3) AS refunds
          FROM orders WHERE tenant_id = $1`,
       [start, end],
     );
