@@ -151,6 +151,44 @@ describe('a deep review waiting in a provider batch outlives the instance that s
     }
   }, 90_000);
 
+  it("a deep review whose waiting-in-a-batch mark the database refuses is still delivered once from its batch, its job's mark clear when done", async () => {
+    // The database refuses the mark's writes, and only them: a running job's in_batch changed while it stays running.
+    await ds().query(`CREATE OR REPLACE FUNCTION test_refuse_in_batch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'in_batch write refused (test)'; END $$`);
+    await ds().query(
+      `CREATE TRIGGER test_refuse_in_batch BEFORE UPDATE ON jobs FOR EACH ROW
+         WHEN (OLD.status = 'running' AND NEW.status = 'running' AND OLD.in_batch IS DISTINCT FROM NEW.in_batch) EXECUTE FUNCTION test_refuse_in_batch()`,
+    );
+    const w = await worker();
+    try {
+      const id = await orderIntoBatch(37, 3_000);
+      // While the batch runs the job holds its place as any running job does (the mark was not written).
+      const [waiting] = await ds().query(`SELECT status, in_batch FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+      expect(waiting).toEqual({ status: 'running', in_batch: false });
+      await expectDeliveredOnce(id);
+      const [job] = await ds().query(`SELECT status, in_batch, attempts FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+      expect(job).toEqual({ status: 'done', in_batch: false, attempts: 1 });
+
+      // Now only the mark's clearing is refused (the batch's answer came back): the job ends all the same, its mark cleared with it.
+      await ds().query(`DROP TRIGGER test_refuse_in_batch ON jobs`);
+      await ds().query(
+        `CREATE TRIGGER test_refuse_in_batch BEFORE UPDATE ON jobs FOR EACH ROW
+           WHEN (OLD.status = 'running' AND NEW.status = 'running' AND OLD.in_batch AND NOT NEW.in_batch) EXECUTE FUNCTION test_refuse_in_batch()`,
+      );
+      fake.reset();
+      const second = await orderIntoBatch(38, 3_000);
+      const jobOf = async () =>
+        (await ds().query(`SELECT j.status, j.in_batch FROM jobs j JOIN orders o ON o.tenant_id = j.tenant_id AND o.id = j.order_id WHERE o.tenant_id = $1 AND o.essay_id = $2`, [tenant.tenantId, second]))[0];
+      await waitFor(async () => (await jobOf()).in_batch === true, 5_000, 'the second job marked waiting in its batch');
+      await waitFor(async () => (await view(second)).deepReview?.status === 'delivered', 30_000, 'the second deep review delivered');
+      await waitFor(async () => (await jobOf()).status === 'done', 5_000, 'the second job done');
+      expect(await jobOf()).toEqual({ status: 'done', in_batch: false });
+    } finally {
+      await ds().query(`DROP TRIGGER IF EXISTS test_refuse_in_batch ON jobs`);
+      await ds().query(`DROP FUNCTION IF EXISTS test_refuse_in_batch()`);
+      await w.close();
+    }
+  }, 60_000);
+
   it('a stop hands a waiting batch over at once: the drain does not wait out its grace for a batch that takes hours', async () => {
     // A grace longer than this test's own timeout: a drain that waited for the batch would fail it.
     const sender = await worker({ SHUTDOWN_GRACE_MS: '600000' });
