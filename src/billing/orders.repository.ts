@@ -173,10 +173,11 @@ export class OrdersRepository {
         unapplied -= amount;
         continue;
       }
-      if (partial + amount > price) continue;
-      await mark(r.event_id, partial + amount < price ? 'partial' : 'applied');
-      if (partial + amount < price) {
-        partial += amount;
+      const sum = partial + amount;
+      if (sum > price) continue;
+      await mark(r.event_id, sum < price ? 'partial' : 'applied');
+      if (sum < price) {
+        partial = sum;
         continue;
       }
       await this.addPartialRefund(tx, tenantId, orderId, partial);

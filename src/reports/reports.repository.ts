@@ -53,7 +53,8 @@ export class ReportsRepository {
    * booked in the month it was paid, each refund (of a paid order) in the month it was refunded, so
    * a month's figures never change once it is over (a refund in December does not rewrite October).
    * A partial refund is booked in the month it came (one that came before the payment, when the
-   * payment came), and the refund of the rest gives back only what was left. (Payments an order could not take, and their return, are not sales or refunds.)
+   * payment came), and the refund of the rest gives back only what was left. (Payments an order
+   * could not take, and their return, are not sales or refunds.)
    */
   async orders(tenantId: string, start: Date, end: Date): Promise<OrdersInMonth> {
     const [r] = await tenantQuery<Record<string, string>>(
