@@ -69,6 +69,26 @@ const UNAPPLIED_NANOS = `(SELECT coalesce(sum(CASE WHEN pe.type = 'payment.succe
      AND ((pe.type = 'payment.succeeded' AND pe.outcome = 'unapplied') OR (pe.type = 'payment.refunded' AND pe.outcome = 'returned')))`;
 const ORDER_COLUMNS = `o.*, ${UNAPPLIED_NANOS}::text AS unapplied_nanos`;
 
+/** How many refunds that came before an order's payment are applied when it comes (refundsBeforePaid). */
+const EARLY_REFUNDS_MAX = 1_000;
+
+/**
+ * What a provider's refund of `amount` does to an order in this state, by the rules in their order:
+ * up to the order's unapplied payments, that money goes back; the rest of the price refunds the
+ * order (on one refunded already, nothing more); less than the rest, on a paid or delivered order,
+ * is a partial refund; anything else is kept unapplied.
+ */
+function refundEffect(amount: Nanos, o: { status: OrderStatus; unapplied: Nanos; left: Nanos }): 'returned' | 'refunded already' | 'refund' | 'partial' | 'unapplied' {
+  if (amount <= 0n) return 'unapplied';
+  if (amount <= o.unapplied) return 'returned';
+  if (amount === o.left) {
+    if (o.status === 'refunded') return 'refunded already';
+    if (o.status === 'awaiting_payment' || o.status === 'paid' || o.status === 'delivered') return 'refund';
+  }
+  if (amount < o.left && (o.status === 'paid' || o.status === 'delivered')) return 'partial';
+  return 'unapplied';
+}
+
 /**
  * The orders aggregate (deep-review orders and the payment events applied to them): the only code
  * that writes them. An order is paid and its deep review queued in one transaction, guarded by the
@@ -143,48 +163,46 @@ export class OrdersRepository {
   /**
    * The order was just paid: refunds that came before the payment (the provider's events out of
    * order; each was kept `unapplied`, the order not being paid then) apply now, in the order they
-   * came, by refundByEvent's rules: up to the order's unapplied payments, that money going back
-   * (`returned`); then each a partial refund while their sum stays under the price, and the one
+   * came, by refundByEvent's rules (refundEffect): up to the order's unapplied payments, that money
+   * going back (`returned`); then each a partial refund while their sum stays under the price, and the one
    * that brings it to the price refunds the order (then no deep review is queued: true). One that
    * would go past the price stays `unapplied`. (The month report books them when the payment came,
    * ReportsRepository.orders: a month already over does not change.)
    */
   private async refundsBeforePaid(tx: EntityManager, tenantId: string, orderId: string, price: Nanos): Promise<boolean> {
+    // (At most EARLY_REFUNDS_MAX, the first that came: a flood of tiny refunds does not make the
+    // payment's transaction unbounded; any beyond stay `unapplied`, as before the payment.)
     const early = await tenantQuery<{ event_id: string; amount_nanos: string }>(
       tx,
       tenantId,
       `SELECT event_id, amount_nanos::text FROM payment_events
         WHERE tenant_id = $1 AND order_id = $2 AND type = 'payment.refunded' AND outcome = 'unapplied' AND amount_nanos > 0
-        ORDER BY received_at, event_id`,
+        ORDER BY received_at, event_id LIMIT ${EARLY_REFUNDS_MAX}`,
       [orderId],
     );
     if (early.length === 0) return false;
     const [o] = await tenantQuery<{ unapplied_nanos: string }>(tx, tenantId, `SELECT ${UNAPPLIED_NANOS}::text AS unapplied_nanos FROM orders o WHERE tenant_id = $1 AND id = $2`, [
       orderId,
     ]);
-    let unapplied = BigInt(o.unapplied_nanos);
-    let partial = 0n;
-    const mark = (eventId: string, outcome: 'partial' | 'applied' | 'returned') =>
-      tenantQuery(tx, tenantId, `UPDATE payment_events SET outcome = $3 WHERE tenant_id = $1 AND event_id = $2`, [eventId, outcome]);
+    // The order as each refund, replayed in turn, finds it.
+    const order = { status: 'paid' as OrderStatus, unapplied: BigInt(o.unapplied_nanos), left: price };
     for (const r of early) {
       const amount = BigInt(r.amount_nanos);
-      if (amount <= unapplied) {
-        await mark(r.event_id, 'returned');
-        unapplied -= amount;
-        continue;
+      const effect = refundEffect(amount, order);
+      if (effect === 'returned') {
+        await this.setOutcome(tx, tenantId, r.event_id, 'returned');
+        order.unapplied -= amount;
+      } else if (effect === 'partial') {
+        await this.setOutcome(tx, tenantId, r.event_id, 'partial');
+        order.left -= amount;
+      } else if (effect === 'refund') {
+        await this.setOutcome(tx, tenantId, r.event_id, 'applied');
+        await this.addPartialRefund(tx, tenantId, orderId, price - order.left);
+        await this.refund(tx, tenantId, orderId, 'refunded by the payment provider', ['paid'], false);
+        return true;
       }
-      const sum = partial + amount;
-      if (sum > price) continue;
-      await mark(r.event_id, sum < price ? 'partial' : 'applied');
-      if (sum < price) {
-        partial = sum;
-        continue;
-      }
-      await this.addPartialRefund(tx, tenantId, orderId, partial);
-      await this.refund(tx, tenantId, orderId, 'refunded by the payment provider', ['paid'], false);
-      return true;
     }
-    await this.addPartialRefund(tx, tenantId, orderId, partial);
+    await this.addPartialRefund(tx, tenantId, orderId, price - order.left);
     return false;
   }
 
@@ -220,8 +238,12 @@ export class OrdersRepository {
    * payment shows on the order as money to return.
    */
   private async unapplied(tx: EntityManager, tenantId: string, eventId: string): Promise<EventOutcome> {
-    await tenantQuery(tx, tenantId, `UPDATE payment_events SET outcome = 'unapplied' WHERE tenant_id = $1 AND event_id = $2`, [eventId]);
+    await this.setOutcome(tx, tenantId, eventId, 'unapplied');
     return { newEvent: true, changed: false, outcome: 'unapplied' };
+  }
+
+  private async setOutcome(tx: EntityManager, tenantId: string, eventId: string, outcome: NonNullable<EventOutcome['outcome']>): Promise<void> {
+    await tenantQuery(tx, tenantId, `UPDATE payment_events SET outcome = $3 WHERE tenant_id = $1 AND event_id = $2`, [eventId, outcome]);
   }
 
   /**
@@ -247,27 +269,30 @@ export class OrdersRepository {
            FROM orders o WHERE tenant_id = $1 AND id = $2 FOR UPDATE`,
         [orderId],
       );
-      if (!o || amount <= 0n) return this.unapplied(tx, tenantId, eventId);
-      const mark = (outcome: string) =>
-        tenantQuery(tx, tenantId, `UPDATE payment_events SET outcome = $3 WHERE tenant_id = $1 AND event_id = $2`, [eventId, outcome]);
-      if (amount <= BigInt(o.unapplied_nanos)) {
-        await mark('returned');
-        return { newEvent: true, changed: false, outcome: 'returned' };
+      if (!o) return this.unapplied(tx, tenantId, eventId);
+      const effect = refundEffect(amount, {
+        status: o.status,
+        unapplied: BigInt(o.unapplied_nanos),
+        left: BigInt(o.price_nanos) - BigInt(o.partially_refunded_nanos),
+      });
+      switch (effect) {
+        case 'returned':
+          await this.setOutcome(tx, tenantId, eventId, 'returned');
+          return { newEvent: true, changed: false, outcome: 'returned' };
+        case 'refunded already':
+          return { newEvent: true, changed: false, outcome: 'applied' };
+        case 'refund':
+          // (The provider refunded it: nothing to tell the school it does not know.)
+          await this.refund(tx, tenantId, orderId, 'refunded by the payment provider', [o.status], false);
+          await this.jobs.cancelQueuedForOrder(tx, tenantId, orderId, 'order refunded');
+          return { newEvent: true, changed: true, outcome: 'applied' };
+        case 'partial':
+          await this.addPartialRefund(tx, tenantId, orderId, amount);
+          await this.setOutcome(tx, tenantId, eventId, 'partial');
+          return { newEvent: true, changed: true, outcome: 'partial' };
+        case 'unapplied':
+          return this.unapplied(tx, tenantId, eventId);
       }
-      const left = BigInt(o.price_nanos) - BigInt(o.partially_refunded_nanos);
-      if (amount === left && o.status === 'refunded') return { newEvent: true, changed: false, outcome: 'applied' };
-      if (amount === left && (o.status === 'awaiting_payment' || o.status === 'paid' || o.status === 'delivered')) {
-        // (The provider refunded it: nothing to tell the school it does not know.)
-        await this.refund(tx, tenantId, orderId, 'refunded by the payment provider', [o.status], false);
-        await this.jobs.cancelQueuedForOrder(tx, tenantId, orderId, 'order refunded');
-        return { newEvent: true, changed: true, outcome: 'applied' };
-      }
-      if (amount < left && (o.status === 'paid' || o.status === 'delivered')) {
-        await this.addPartialRefund(tx, tenantId, orderId, amount);
-        await mark('partial');
-        return { newEvent: true, changed: true, outcome: 'partial' };
-      }
-      return this.unapplied(tx, tenantId, eventId);
     });
   }
 
