@@ -334,6 +334,32 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(await report()).toMatchObject({ revenue: '9.90', refunds: '19.80', deepReviews: { sold: 3, refunded: 2 } });
     });
 
+    it('books a payment and a refund of part of it that arrive at the same moment as either order would: a partial refund, the review delivered', async () => {
+      await sell('webhook');
+      // The refund sent first, the payment after 0, 5 and 20 ms: each of them lands first in some round.
+      for (const [seed, lagMs] of [
+        [17, 0],
+        [18, 5],
+        [19, 20],
+      ]) {
+        const essay = await gradedEssay(seed);
+        const { body: o } = await order(essay.id).expect(202);
+        const refundedP = webhook(event('payment.refunded', o.orderId, '3.00')).then((r) => r); // (then: sent now)
+        await new Promise((r) => setTimeout(r, lagMs));
+        const [paid, refunded] = await Promise.all([webhook(event('payment.succeeded', o.orderId, '9.90')).then((r) => r), refundedP]);
+        expect([paid.status, refunded.status]).toEqual([200, 200]);
+        await waitOrder(o.orderId, 'delivered');
+        expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body).toMatchObject({ partialRefunds: '3.00', unappliedPayments: '0.00' });
+        const events = await t.dataSource.query(`SELECT type, outcome FROM payment_events WHERE tenant_id = $1 AND order_id = $2 ORDER BY type`, [tenant.tenantId, o.orderId]);
+        expect(events).toEqual([
+          { type: 'payment.refunded', outcome: 'partial' },
+          { type: 'payment.succeeded', outcome: 'applied' },
+        ]);
+        const [jobs] = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, o.orderId]);
+        expect(jobs.n).toBe(1);
+      }
+    });
+
     it('charges and delivers once when the same event arrives twice at the same moment', async () => {
       await sell('webhook');
       const essay = await gradedEssay(5);
