@@ -334,6 +334,30 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(await report()).toMatchObject({ revenue: '9.90', refunds: '19.80', deepReviews: { sold: 3, refunded: 2 } });
     });
 
+    it('replays at most 1,000 refunds that came before the payment, the first that came; the rest stay unapplied', async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(20);
+      const { body: o } = await order(essay.id).expect(202);
+      // A flood of tiny refunds before the payment (1 nano-yuan each), written as the webhook records them.
+      await t.dataSource.query(
+        `INSERT INTO payment_events (tenant_id, event_id, type, order_id, amount_nanos, outcome, received_at)
+         SELECT $1, 'evt_tiny_' || lpad(i::text, 4, '0'), 'payment.refunded', $2, 1, 'unapplied', now() - interval '1 hour' + i * interval '1 ms' FROM generate_series(1, 1001) i`,
+        [tenant.tenantId, o.orderId],
+      );
+      await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+      const counts = await t.dataSource.query(
+        `SELECT outcome, count(*)::int AS n, min(event_id) AS first FROM payment_events WHERE tenant_id = $1 AND order_id = $2 AND type = 'payment.refunded' GROUP BY outcome ORDER BY outcome`,
+        [tenant.tenantId, o.orderId],
+      );
+      expect(counts).toEqual([
+        { outcome: 'partial', n: 1000, first: 'evt_tiny_0001' },
+        { outcome: 'unapplied', n: 1, first: 'evt_tiny_1001' },
+      ]);
+      const [row] = await t.dataSource.query(`SELECT status, partially_refunded_nanos::text AS p FROM orders WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, o.orderId]);
+      expect(row.p).toBe('1000');
+      expect(['paid', 'delivered']).toContain(row.status);
+    });
+
     it('books a payment and a refund of part of it that arrive at the same moment as either order would: a partial refund, the review delivered', async () => {
       await sell('webhook');
       // The refund sent first, the payment after 0, 5 and 20 ms: each of them lands first in some round.
