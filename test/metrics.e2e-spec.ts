@@ -32,6 +32,21 @@ describe('metrics: series labelled by tenant', () => {
     const [ledger] = await s.t.dataSource.query(`SELECT sum(cost_nanos)::text AS n FROM llm_calls WHERE tenant_id = ANY($1::uuid[])`, [ids]);
     expect(BigInt([...spend.values()].reduce((a, b) => a + b, 0))).toBe(BigInt(ledger.n));
     expect(spend.get('_other')).toBeGreaterThan(0);
+    // Tokens by kind (each model's label sets are made once and reused): the series add up to the ledger's.
+    const tokens = new Map<string, number>();
+    for (const m of text.matchAll(/^inkstone_llm_tokens_total\{provider="([^"]+)",model="([^"]+)",kind="([^"]+)"\} (\S+)$/gm)) tokens.set(`${m[1]}/${m[2]}/${m[3]}`, Number(m[4]));
+    const byKind = await s.t.dataSource.query(
+      `SELECT provider || '/' || model AS m, sum(input_tokens - cached_input_tokens)::int AS input, sum(cached_input_tokens)::int AS cached, sum(output_tokens)::int AS output
+         FROM llm_calls WHERE tenant_id = ANY($1::uuid[]) GROUP BY 1`,
+      [ids],
+    );
+    expect(byKind.length).toBeGreaterThan(0);
+    for (const row of byKind) {
+      expect(tokens.get(`${row.m}/input`)).toBe(row.input);
+      expect(tokens.get(`${row.m}/cached_input`)).toBe(row.cached);
+      expect(tokens.get(`${row.m}/output`)).toBe(row.output);
+    }
+    expect(byKind[0].output).toBeGreaterThan(0);
     // The budget gauge: one ratio a tenant, none for the tenants past the bound.
     expect([...series(text, 'inkstone_budget_utilization_ratio').keys()].sort()).toEqual(ids.slice(0, 2).sort());
   });

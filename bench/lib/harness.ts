@@ -59,9 +59,12 @@ export interface Proc {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** A process's output, kept in memory (the last 4–8 MB); with BENCH_SERVICE_OUTPUT=FILE also appended there whole (V8 traces of a diagnostic). */
 function track(child: ChildProcess): () => string {
   let out = '';
+  const file = process.env.BENCH_SERVICE_OUTPUT;
   const keep = (d: Buffer) => {
+    if (file) fs.appendFileSync(file, d);
     out += d.toString();
     if (out.length > 8_000_000) out = out.slice(-4_000_000); // room for a run under --trace-gc
   };

@@ -5,6 +5,15 @@ import type { CatalogModel } from './catalog';
 import { ProviderUploadsRepository } from './provider-uploads.repository';
 import type { Usage } from './types';
 
+/** A model's label sets, made once (see GatewayMetrics.labelsOf). */
+interface ModelLabels {
+  input: { provider: string; model: string; kind: string };
+  cachedInput: { provider: string; model: string; kind: string };
+  output: { provider: string; model: string; kind: string };
+  /** the spend series' labels by tenant label: at most METRICS_TENANT_SERIES and "other" */
+  spendOf: Map<string, { tenant: string; provider: string; model: string }>;
+}
+
 /** The gateway's Prometheus series: spend, tokens, cache hits, provider errors by class and batch hand-overs. */
 @Injectable()
 export class GatewayMetrics {
@@ -13,6 +22,14 @@ export class GatewayMetrics {
   private readonly spendNanos: Counter<'tenant' | 'provider' | 'model'>;
   private readonly tokens: Counter<'provider' | 'model' | 'kind'>;
   private readonly handovers: Counter<'event'>;
+  /**
+   * Each model's label objects by provider and model id, made the first time and then reused, so a
+   * settled call allocates none. prom-client keeps the labels object of each new series; with many
+   * tenants enough of the objects made at one place were kept that V8 began to make every object
+   * there in the old generation (allocation-site pretenuring), about 0.8 KB a call for mark-compacts
+   * to free (bench/probe-alloc.ts, PROBE_TENANTS=10000). Bounded: catalog models × tenant labels.
+   */
+  private readonly labels = new Map<string, Map<string, ModelLabels>>();
 
   constructor(
     private readonly metrics: MetricsService,
@@ -57,10 +74,27 @@ export class GatewayMetrics {
   }
 
   spend(tenant: string, model: CatalogModel, nanos: bigint, usage: Usage): void {
-    const labels = { provider: model.provider, model: model.id };
-    if (nanos > 0n) this.spendNanos.inc({ tenant: this.metrics.tenantLabel(tenant), ...labels }, Number(nanos));
-    this.tokens.inc({ ...labels, kind: 'input' }, usage.inputTokens - usage.cachedInputTokens);
-    this.tokens.inc({ ...labels, kind: 'cached_input' }, usage.cachedInputTokens);
-    this.tokens.inc({ ...labels, kind: 'output' }, usage.outputTokens);
+    const labels = this.labelsOf(model);
+    if (nanos > 0n) {
+      const tenantLabel = this.metrics.tenantLabel(tenant);
+      let spend = labels.spendOf.get(tenantLabel);
+      if (!spend) labels.spendOf.set(tenantLabel, (spend = { tenant: tenantLabel, provider: model.provider, model: model.id }));
+      this.spendNanos.inc(spend, Number(nanos));
+    }
+    this.tokens.inc(labels.input, usage.inputTokens - usage.cachedInputTokens);
+    this.tokens.inc(labels.cachedInput, usage.cachedInputTokens);
+    this.tokens.inc(labels.output, usage.outputTokens);
+  }
+
+  private labelsOf(model: CatalogModel): ModelLabels {
+    let ofProvider = this.labels.get(model.provider);
+    if (!ofProvider) this.labels.set(model.provider, (ofProvider = new Map()));
+    let labels = ofProvider.get(model.id);
+    if (!labels) {
+      const base = { provider: model.provider, model: model.id };
+      labels = { input: { ...base, kind: 'input' }, cachedInput: { ...base, kind: 'cached_input' }, output: { ...base, kind: 'output' }, spendOf: new Map() };
+      ofProvider.set(model.id, labels);
+    }
+    return labels;
   }
 }
