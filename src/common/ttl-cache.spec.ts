@@ -1,4 +1,4 @@
-import { TtlCache } from './ttl-cache';
+import { SWEEP_EVERY_MS, TtlCache, sweepExpiredCaches } from './ttl-cache';
 
 describe('TtlCache', () => {
   afterEach(() => jest.useRealTimers());
@@ -92,6 +92,52 @@ describe('TtlCache', () => {
     jest.setSystemTime(1_001_000);
     expect(cache.get('a')).toBeUndefined();
     expect(cache.size).toBe(0);
+  });
+
+  it('sweeps expired entries that are never read again, a chunk at a time, keeping the fresh ones', () => {
+    jest.useFakeTimers({ now: 1_000_000 });
+    const cache = new TtlCache<string, number>(1_000, 100);
+    for (let i = 0; i < 10; i++) cache.set(`old-${i}`, i);
+    jest.setSystemTime(1_000_600);
+    for (let i = 0; i < 5; i++) cache.set(`new-${i}`, i);
+    cache.set('old-3', 33); // stored again: fresh until 1_001_600
+    jest.setSystemTime(1_001_000);
+    // At most 4 looked at a sweep, each going on where the last stopped.
+    const dropped = [cache.sweepExpired(4), cache.sweepExpired(4), cache.sweepExpired(4), cache.sweepExpired(4), cache.sweepExpired(4)];
+    expect(dropped).toEqual([3, 4, 2, 0, 0]); // old-0…3 (old-3 fresh), old-4…7, old-8, old-9 and two new, the rest
+    expect(cache.size).toBe(6);
+    expect(cache.get('old-3')).toBe(33);
+    expect([0, 1, 2, 3, 4].map((i) => cache.get(`new-${i}`))).toEqual([0, 1, 2, 3, 4]);
+    expect(cache.get('old-0')).toBeUndefined();
+  });
+
+  it('keeps an entry stored with its own TTL that long, even in a cache whose TTL is infinite, and sweeps it after', () => {
+    jest.useFakeTimers({ now: 1_000_000 });
+    const cache = new TtlCache<string, number>(Number.POSITIVE_INFINITY, 10);
+    cache.set('bucket', 1, 3_000);
+    cache.set('forever', 2);
+    jest.setSystemTime(1_002_000);
+    cache.set('bucket', 3, 3_000); // used again: three seconds from now
+    jest.setSystemTime(1_004_999);
+    expect(cache.get('bucket')).toBe(3);
+    jest.setSystemTime(1_005_000);
+    expect(cache.sweepExpired(10)).toBe(1);
+    expect([cache.get('bucket'), cache.get('forever'), cache.size]).toEqual([undefined, 2, 1]);
+  });
+
+  it('is swept by a timer, with no read: the entries of callers that never come back go', async () => {
+    const cache = new TtlCache<number, { tenant: number }>(20, 10_000);
+    const forever = new TtlCache<number, number>(Number.POSITIVE_INFINITY, 10_000);
+    for (let i = 0; i < 5_000; i++) {
+      cache.set(i, { tenant: i });
+      forever.set(i, i);
+    }
+    const deadline = Date.now() + 5 * SWEEP_EVERY_MS;
+    while (cache.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(cache.size).toBe(0);
+    expect(forever.size).toBe(5_000); // nothing of an infinite TTL expires
+    // Called directly as well (what the timer runs): nothing left to drop.
+    expect(sweepExpiredCaches()).toBe(0);
   });
 
   it('caches nothing with a TTL of 0', async () => {
