@@ -84,16 +84,22 @@ interface Bucket {
   at: number;
 }
 
-/** A token bucket brought up to `now` (a new one starts full). */
+/**
+ * A token bucket brought up to `now` (a new one starts full). It is kept until it would be full
+ * again (size / rate from its last use), so one that expired is the same as a new one: the buckets
+ * of keys that stopped calling leave the cache (TtlCache's sweep) without giving anyone a token.
+ * (A bucket stored before the operator lowered the rate may come back full once, sooner than the
+ * new rate would have filled it.)
+ */
 function refill(buckets: TtlCache<string, Bucket>, id: string, rate: number, size: number, now: number): Bucket {
   let b = buckets.get(id);
   if (!b) {
     b = { tokens: size, at: now };
-    buckets.set(id, b);
   } else {
     b.tokens = Math.min(size, b.tokens + ((now - b.at) / 1000) * rate);
     b.at = now;
   }
+  buckets.set(id, b, rate > 0 ? Math.ceil((size / rate) * 1000) : Number.POSITIVE_INFINITY);
   return b;
 }
 /** Reports of one tenant that may wait for a slot on an instance; more are refused (a flood holds no memory). */
@@ -128,7 +134,7 @@ const READERS_PRUNE_MS = 50;
 export class LimitsService implements OnModuleDestroy {
   /** the operator's limits per tenant: a change is announced on the bus, so they are held a minute */
   private readonly overrides = new TtlCache<string, Partial<TenantLimits>>(60_000, 100_000);
-  /** token buckets by API key id, and by tenant; bounded (an evicted one starts again full) */
+  /** token buckets by API key id, and by tenant; bounded (an evicted one starts again full); each kept until it would be full again (see refill) */
   private readonly buckets = new TtlCache<string, Bucket>(Number.POSITIVE_INFINITY, BUCKETS_MAX);
   private readonly tenantBuckets = new TtlCache<string, Bucket>(Number.POSITIVE_INFINITY, BUCKETS_MAX);
   private readonly inUse = {
