@@ -1,11 +1,11 @@
-import { setInterval } from 'node:timers';
+import { clearInterval, setInterval } from 'node:timers';
 import { OldestFirst } from './oldest-first';
 
 /** How often every cache is swept of expired entries, and at most how many entries of each a sweep looks at. */
 export const SWEEP_EVERY_MS = 1_000;
 export const SWEEP_CHUNK = 2_000;
 
-/** The caches that keep anything (weakly: a cache no one holds goes, with its entries). */
+/** The caches that have stored an entry that expires (weakly: a cache no one holds goes, with its entries). */
 const sweepable = new Set<WeakRef<TtlCache<unknown, unknown>>>();
 let sweepTimer: NodeJS.Timeout | null = null;
 
@@ -20,6 +20,11 @@ export function sweepExpiredCaches(chunk = SWEEP_CHUNK): number {
     const cache = ref.deref();
     if (cache) dropped += cache.sweepExpired(chunk);
     else sweepable.delete(ref);
+  }
+  // No cache left (a test's app closed): the timer goes too, until a cache stores again.
+  if (sweepable.size === 0 && sweepTimer) {
+    clearInterval(sweepTimer);
+    sweepTimer = null;
   }
   return dropped;
 }
@@ -55,14 +60,14 @@ export class TtlCache<K, V> {
   private invalidations = 0;
   /** where the sweep goes on (its own iterator: eviction's is `oldest`) */
   private sweepCursor: Iterator<[K, { value: V; until: number; used: boolean }]> | null = null;
+  /** in the sweep's registry: from the first entry stored with a finite TTL (a cache of values that never change is never swept) */
+  private swept = false;
 
   constructor(
     private readonly ttlMs: number,
     private readonly maxEntries = 10_000,
   ) {
     if (!Number.isInteger(maxEntries) || maxEntries < 1) throw new RangeError(`maxEntries must be a positive integer (got ${maxEntries})`);
-    // Swept even with an infinite TTL: an entry may be stored with its own (set's ttlMs).
-    if (ttlMs > 0) register(this as TtlCache<unknown, unknown>);
   }
 
   /**
@@ -109,6 +114,10 @@ export class TtlCache<K, V> {
   set(key: K, value: V, ttlMs = this.ttlMs): void {
     if (ttlMs <= 0) return;
     const until = Date.now() + ttlMs;
+    if (!this.swept && until !== Number.POSITIVE_INFINITY) {
+      this.swept = true;
+      register(this as TtlCache<unknown, unknown>);
+    }
     const entry = this.entries.get(key);
     if (entry) {
       entry.value = value;

@@ -88,8 +88,8 @@ interface Bucket {
  * A token bucket brought up to `now` (a new one starts full). It is kept until it would be full
  * again (size / rate from its last use), so one that expired is the same as a new one: the buckets
  * of keys that stopped calling leave the cache (TtlCache's sweep) without giving anyone a token.
- * (A bucket stored before the operator lowered the rate may come back full once, sooner than the
- * new rate would have filled it.)
+ * (A bucket stored before the operator lowered the rate or raised the burst may come back full
+ * once, sooner than the new limits would have filled it.)
  */
 function refill(buckets: TtlCache<string, Bucket>, id: string, rate: number, size: number, now: number): Bucket {
   let b = buckets.get(id);
