@@ -667,6 +667,22 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
   });
 
   describe('budget admission', () => {
+    it("opens each month's period row when the month comes (each tenant's latest is remembered, by its id)", async () => {
+      const school = await f.newTenant({ monthlyBudget: '10.00' });
+      const budget = t.app.get(BudgetService);
+      const periods = async () =>
+        (await ds.query(`SELECT period FROM budget_periods WHERE tenant_id = $1 ORDER BY period`, [school.tenantId])).map((r: { period: string }) => r.period);
+      // Noon UTC on the 15th: the same month in any time zone.
+      const dec = await budget.currentPeriod(school.tenantId, new Date('2031-12-15T12:00:00Z'));
+      const jan = await budget.currentPeriod(school.tenantId, new Date('2032-01-15T12:00:00Z'));
+      expect([dec, jan]).toEqual(['2031-12', '2032-01']);
+      expect(await periods()).toEqual(expect.arrayContaining(['2031-12', '2032-01']));
+      // Back to the month before (a call that started before midnight): its row is there, and the next month's too.
+      expect(await budget.currentPeriod(school.tenantId, new Date('2031-12-15T12:00:00Z'))).toBe('2031-12');
+      expect(await budget.currentPeriod(school.tenantId, new Date('2032-01-15T12:00:00Z'))).toBe('2032-01');
+      expect((await periods()).filter((p: string) => p === '2031-12' || p === '2032-01')).toEqual(['2031-12', '2032-01']);
+    });
+
     it('refuses a call whose worst case does not fit, with BUDGET_EXHAUSTED and no provider call', async () => {
       const poor = await f.newTenant({ monthlyBudget: '0.000100' });
       const err = await gw

@@ -98,8 +98,11 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
   private readonly logger = new Logger(BudgetService.name);
   private readonly settingsCache = new TtlCache<string, BudgetSettings>(SETTINGS_TTL_MS, 100_000);
   private readonly remainingCache = new TtlCache<string, Nanos>(1_000, 100_000);
-  /** periods whose row exists: bounded (a forgotten one is only checked again) */
-  private readonly knownPeriods = new TtlCache<string, true>(86_400_000, 50_000);
+  /**
+   * each tenant's latest period whose row exists, by tenant id: bounded (a forgotten one is only
+   * checked again). Keyed by the id alone, so a call builds and hashes no new key string.
+   */
+  private readonly knownPeriods = new TtlCache<string, string>(86_400_000, 50_000);
   private sweepTimer?: NodeJS.Timeout;
   /** this instance's budget leases, when they are on (BUDGET_LEASES) */
   readonly leases: BudgetLeases | null;
@@ -180,10 +183,9 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
   async currentPeriod(tenantId: string, at = new Date()): Promise<string> {
     const { timezone } = await this.settings(tenantId);
     const period = periodOf(at, timezone);
-    const key = `${tenantId}:${period}`;
-    if (!this.knownPeriods.get(key)) {
+    if (this.knownPeriods.get(tenantId) !== period) {
       await this.books.openPeriod(tenantId, period);
-      this.knownPeriods.set(key, true);
+      this.knownPeriods.set(tenantId, period);
     }
     return period;
   }
