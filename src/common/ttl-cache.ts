@@ -49,8 +49,9 @@ function register(cache: TtlCache<unknown, unknown>): void {
  * within the TTL.
  * An expired entry is dropped when its key is read, or by the sweep (sweepExpiredCaches, every
  * second, a chunk of each cache): without it the entries of tenants that called once and never
- * again stayed until `maxEntries` pushed them out — with 10,000 such tenants, 70,000 entries and
- * about 20 MB of heap that every mark-compact walked (bench/probe-tail.ts, IDLE_S=70).
+ * again stayed until `maxEntries` pushed them out — after 10,000 tenants' calls and 70 s of quiet,
+ * a live heap of 63 MB against 49 MB with it and the rate buckets' own TTL (bench/probe-tail.ts,
+ * WARM_TENANTS=10000 IDLE_S=70; BENCHMARKS.md, bench:peers' note).
  */
 export class TtlCache<K, V> {
   private readonly entries = new Map<K, { value: V; until: number; used: boolean }>();
