@@ -59,10 +59,10 @@ export class TtlCache<K, V> {
   private readonly oldest = new OldestFirst(this.entries);
   /** Bumped by every invalidation: a value loaded before one must not be stored after it. */
   private invalidations = 0;
-  /** where the sweep goes on (its own iterator: eviction's is `oldest`) */
-  private sweepCursor: Iterator<[K, { value: V; until: number; used: boolean }]> | null = null;
+  /** where the sweep goes on, round the entries (its own kept iterator: eviction's is `oldest`) */
+  private readonly sweepFrom = new OldestFirst(this.entries);
   /** in the sweep's registry: from the first entry stored with a finite TTL (a cache of values that never change is never swept) */
-  private swept = false;
+  private inSweep = false;
 
   constructor(
     private readonly ttlMs: number,
@@ -72,27 +72,16 @@ export class TtlCache<K, V> {
   }
 
   /**
-   * Drops the expired entries among the next `max` (from where the last sweep stopped, around to
-   * the front); returns how many it dropped. Entries are in the order first stored, not of expiry,
+   * Drops the expired entries among the next `max` (from where the last sweep stopped, round to
+   * the front; at most one pass); returns how many it dropped. Entries are in the order first stored, not of expiry,
    * so it looks at each rather than stopping at the first still fresh.
    */
   sweepExpired(max: number): number {
-    if (this.entries.size === 0) {
-      this.sweepCursor = null;
-      return 0;
-    }
     const now = Date.now();
     let dropped = 0;
-    for (let seen = 0; seen < max; seen++) {
-      this.sweepCursor ??= this.entries.entries();
-      const r = this.sweepCursor.next();
-      if (r.done) {
-        // Around to the front next time (a whole pass done, or nothing left past the cursor).
-        this.sweepCursor = null;
-        break;
-      }
-      const [key, entry] = r.value;
-      if (entry.until <= now) {
+    for (let seen = 0, n = Math.min(max, this.entries.size); seen < n; seen++) {
+      const key = this.sweepFrom.next()!;
+      if (this.entries.get(key)!.until <= now) {
         this.entries.delete(key);
         dropped++;
       }
@@ -115,8 +104,8 @@ export class TtlCache<K, V> {
   set(key: K, value: V, ttlMs = this.ttlMs): void {
     if (ttlMs <= 0) return;
     const until = Date.now() + ttlMs;
-    if (!this.swept && until !== Number.POSITIVE_INFINITY) {
-      this.swept = true;
+    if (!this.inSweep && until !== Number.POSITIVE_INFINITY) {
+      this.inSweep = true;
       register(this as TtlCache<unknown, unknown>);
     }
     const entry = this.entries.get(key);
