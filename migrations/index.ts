@@ -41,6 +41,7 @@ import { UploadedGuards1768200000000 } from './1768200000000-UploadedGuards';
 import { ProviderUploads1768300000000 } from './1768300000000-ProviderUploads';
 import { LeasedInFlight1768400000000 } from './1768400000000-LeasedInFlight';
 import { JobsInBatch1768500000000 } from './1768500000000-JobsInBatch';
+import { JobsDeadlineOrder1768600000000 } from './1768600000000-JobsDeadlineOrder';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -87,4 +88,5 @@ export const MIGRATIONS = [
   ProviderUploads1768300000000,
   LeasedInFlight1768400000000,
   JobsInBatch1768500000000,
+  JobsDeadlineOrder1768600000000,
 ];

@@ -655,13 +655,13 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
   });
 
   /**
-   * A class set of `n` essays due in three days, queued in the lane of gradings with a deadline;
-   * returns a claim of that lane (this tenant's jobs). Requests per second are limited in this
-   * suite: the assignment and the set, a second apart, then the claims.
+   * A class set of `n` essays due in `days` (three unless told), queued in the lane of gradings with
+   * a deadline; returns a claim of that lane (this tenant's jobs). Requests per second are limited
+   * in this suite: the assignment and the set, a second apart, then the claims.
    */
-  const deadlineSet = async (n: number, seed: number) => {
+  const deadlineSet = async (n: number, seed: number, days = 3) => {
     const queue = t.app.get(JobQueue);
-    const a = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'due', prompt: '作文', rubric: 'zh-gaokao-60', dueBy: new Date(Date.now() + 3 * 86_400_000).toISOString() }).expect(201);
+    const a = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'due', prompt: '作文', rubric: 'zh-gaokao-60', dueBy: new Date(Date.now() + days * 86_400_000).toISOString() }).expect(201);
     await new Promise((r) => setTimeout(r, 1_000));
     await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: a.body.id, essays: Array.from({ length: n }, (_, i) => ({ text: generateEssay(seed + i, 'zh').text })) }).expect(202);
     return async () => (await queue.claim(10, 60_000, 'grade', true)).filter((j) => j.tenantId === tenant.tenantId);
@@ -687,6 +687,24 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE id = $1`, [next[0].id]);
     expect(await scheduled()).toHaveLength(0);
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
+  });
+
+  it("claims a school's gradings with a deadline earliest deadline first, not in the order they became ready", async () => {
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')`);
+    await setLimits({ essaysGrading: 1 });
+    // A class set due in three days is ready first; two essays due tomorrow come after it.
+    await deadlineSet(3, 780, 3);
+    const scheduled = await deadlineSet(2, 790, 1);
+    const dueDays = (j: { dueBy: Date | null }) => Math.round((j.dueBy!.getTime() - Date.now()) / 86_400_000);
+    const order: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const [job, ...more] = await scheduled();
+      expect(more).toHaveLength(0); // one place
+      order.push(dueDays(job));
+      await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE id = $1`, [job.id]);
+    }
+    expect(order).toEqual([1, 1, 3, 3, 3]);
+    expect(await scheduled()).toHaveLength(0);
   });
 
   it('lets a school hold up to ten jobs waiting in provider batches a place of its gradings at once, and no more', async () => {

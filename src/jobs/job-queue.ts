@@ -123,6 +123,8 @@ export class JobQueue {
    * Gradings with a deadline (`scheduled`) are claimed apart from the others: they may wait on a
    * provider batch for hours, so they have a pool of their own, where a tenant again holds at most
    * its `essaysGrading` (counted in that lane): a class set due next week cannot take every slot.
+   * Within a school that lane goes earliest deadline first (then in the order they became ready): a
+   * small set due this afternoon is not held behind a large one due next week that was ready sooner.
    * A job whose call waits in a provider batch (`in_batch`, markInBatch) is not counted: it needs no
    * worker's time, and a class set in a batch must not hold back the school's work due sooner.
    * Up to BATCH_WAITERS_PER_PLACE such jobs a place, that is: beyond, they count again. The turn
@@ -135,6 +137,9 @@ export class JobQueue {
     const cap = kind === 'grade' ? this.config.limits.essaysGrading : 1_000_000;
     // Gradings are claimed by lane (with a deadline or not), on an index that leads with it.
     const lane = (t: string) => (kind === 'grade' ? `AND (${t}.due_by IS NOT NULL) = ${scheduled ? 'true' : 'false'}` : '');
+    // Within a school, the lane of gradings with a deadline goes earliest deadline first, on its own
+    // index (jobs_queued_due_idx; the plain condition lets the planner match its predicate).
+    const deadlineFirst = kind === 'grade' && scheduled;
     const rows = rowsOf<Record<string, string | number>>(await this.ds.query(
       `WITH RECURSIVE waiting AS (
          (SELECT tenant_id FROM jobs WHERE status = 'queued' AND kind = $4 ${lane('jobs')} ORDER BY tenant_id LIMIT 1)
@@ -153,11 +158,11 @@ export class JobQueue {
           WHERE w.tenant_id IS NOT NULL),
        chosen AS (SELECT tenant_id, room, running FROM heads WHERE room > 0 ORDER BY running, head LIMIT $3),
        picked AS (
-         SELECT c.id, c.run_after, ch.running, row_number() OVER (PARTITION BY ch.tenant_id ORDER BY c.run_after) AS turn
+         SELECT c.id, c.run_after, ch.running, row_number() OVER (PARTITION BY ch.tenant_id ORDER BY ${deadlineFirst ? 'c.due_by, ' : ''}c.run_after) AS turn
            FROM chosen ch
-           CROSS JOIN LATERAL (SELECT j.id, j.run_after FROM jobs j
-                                WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 ${lane('j')} AND j.status = 'queued' AND j.run_after <= now()
-                                ORDER BY j.run_after LIMIT least(ch.room, $3) FOR UPDATE SKIP LOCKED) c)
+           CROSS JOIN LATERAL (SELECT j.id, j.run_after, j.due_by FROM jobs j
+                                WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 ${lane('j')}${deadlineFirst ? ' AND j.due_by IS NOT NULL' : ''} AND j.status = 'queued' AND j.run_after <= now()
+                                ORDER BY ${deadlineFirst ? 'j.due_by, ' : ''}j.run_after LIMIT least(ch.room, $3) FOR UPDATE SKIP LOCKED) c)
        UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1, in_batch = false,
               locked_until = now() + make_interval(secs => $2::double precision / 1000)
         WHERE id IN (SELECT id FROM picked ORDER BY turn, running, run_after LIMIT $3)
