@@ -384,6 +384,52 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       }
     });
 
+    it('books two refunds of the whole price and the payment arriving at the same moment as any order would: the order refunded, nothing to return, the revenue back to nothing', async () => {
+      await sell('webhook');
+      const period = (await t.http.get('/v1/budget').set(admin()).expect(200)).body.period;
+      // The two refunds sent first, the payment after 0, 5 and 20 ms: each lands first in some round.
+      for (const [seed, lagMs] of [
+        [21, 0],
+        [22, 5],
+        [23, 20],
+      ]) {
+        const essay = await gradedEssay(seed);
+        const { body: o } = await order(essay.id).expect(202);
+        const refunds = ['3.00', '6.90'].map((amount) => webhook(event('payment.refunded', o.orderId, amount)).then((r) => r));
+        await new Promise((r) => setTimeout(r, lagMs));
+        const answers = await Promise.all([webhook(event('payment.succeeded', o.orderId, '9.90')).then((r) => r), ...refunds]);
+        expect(answers.map((a) => a.status)).toEqual([200, 200, 200]);
+        await waitOrder(o.orderId, 'refunded');
+        const view = (await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body;
+        expect(view.unappliedPayments).toBe('0.00');
+        expect(['3.00', '6.90']).toContain(view.partialRefunds); // the refund booked first is the partial one
+        const events = await t.dataSource.query(`SELECT type, amount_nanos::text AS a, outcome FROM payment_events WHERE tenant_id = $1 AND order_id = $2 ORDER BY type, outcome`, [
+          tenant.tenantId,
+          o.orderId,
+        ]);
+        expect(events.map((e: { type: string; outcome: string }) => `${e.type} ${e.outcome}`)).toEqual(['payment.refunded applied', 'payment.refunded partial', 'payment.succeeded applied']);
+        // At most one deep review was queued (none when both refunds came first), and none is left to run.
+        const jobs = await t.dataSource.query(`SELECT status FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, o.orderId]);
+        expect(jobs.length).toBeLessThanOrEqual(1);
+        expect(jobs.filter((j: { status: string }) => j.status === 'queued' || j.status === 'running')).toEqual([]);
+      }
+      // Three orders paid and refunded in full: nothing earned, every yuan given back once.
+      const report = (await t.http.get(`/v1/reports/month?period=${period}`).set(admin()).expect(200)).body;
+      expect(report).toMatchObject({ revenue: '0.00', refunds: '29.70', deepReviews: { sold: 3, refunded: 3 } });
+    });
+
+    it("tells apart two payments arriving at the same moment for an order the provider refunded before it was paid: one was that refund's, the other is money to return", async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(24);
+      const { body: o } = await order(essay.id).expect(202);
+      await webhook(event('payment.refunded', o.orderId, '9.90')).expect(200); // the whole price: the order refunded
+      const answers = await Promise.all([webhook(event('payment.succeeded', o.orderId, '9.90')), webhook(event('payment.succeeded', o.orderId, '9.90'))]);
+      expect(answers.map((a) => a.status)).toEqual([200, 200]);
+      const events = await t.dataSource.query(`SELECT outcome FROM payment_events WHERE tenant_id = $1 AND order_id = $2 AND type = 'payment.succeeded' ORDER BY outcome`, [tenant.tenantId, o.orderId]);
+      expect(events.map((e: { outcome: string }) => e.outcome)).toEqual(['applied', 'unapplied']);
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher)).expect(200)).body).toMatchObject({ status: 'refunded', unappliedPayments: '9.90' });
+    });
+
     it('charges and delivers once when the same event arrives twice at the same moment', async () => {
       await sell('webhook');
       const essay = await gradedEssay(5);

@@ -129,9 +129,8 @@ export class OrdersRepository {
   /** `payment.succeeded`: records the event and, if the order awaits exactly this amount, pays it and queues its deep review. */
   async payAndQueue(tenantId: string, eventId: string, orderId: string, amount: Nanos): Promise<EventOutcome> {
     return this.ds.transaction(async (tx) => {
-      if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.succeeded', orderId, amount))) return { newEvent: false, changed: false };
       // The essay first, as an erasure takes it before the order (an erasure under way is waited
-      // for, and refunds the order): an erased essay's order is not paid.
+      // for, and refunds the order): an erased essay's order is not paid. Then the order (lockOrder).
       const [essay] = await tenantQuery(
         tx,
         tenantId,
@@ -139,6 +138,8 @@ export class OrdersRepository {
           WHERE o.tenant_id = $1 AND o.id = $2 AND e.erased_at IS NULL FOR KEY SHARE OF e`,
         [orderId],
       );
+      await this.lockOrder(tx, tenantId, orderId);
+      if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.succeeded', orderId, amount))) return { newEvent: false, changed: false };
       if (!essay) return this.unapplied(tx, tenantId, eventId);
       const [paid] = await tenantQuery<{ essay_id: string; due_by: Date | null }>(
         tx,
@@ -215,8 +216,8 @@ export class OrdersRepository {
    * Is this payment the one the provider refunded before it came (its `payment.refunded` for the
    * whole price closed the order, never paid, as refunded)? Then the money came and went back: the
    * payment stays applied (to that refund) and the order shows nothing to return. Only the first
-   * such payment: another one is money to return. The order's row is locked, so two late payments
-   * at once are told apart.
+   * such payment: another one is money to return. (The order's row is locked already, lockOrder:
+   * of two late payments at once, the second reads the first's event.)
    */
   private async refundedBeforePaid(tx: EntityManager, tenantId: string, orderId: string, eventId: string, amount: Nanos): Promise<boolean> {
     const [early] = await tenantQuery(
@@ -225,8 +226,7 @@ export class OrdersRepository {
       `SELECT 1 FROM orders o
         WHERE o.tenant_id = $1 AND o.id = $2 AND o.status = 'refunded' AND o.paid_at IS NULL AND o.price_nanos = $3
           AND EXISTS (SELECT 1 FROM payment_events r WHERE r.tenant_id = $1 AND r.order_id = $2 AND r.type = 'payment.refunded' AND r.outcome = 'applied' AND r.amount_nanos = $3)
-          AND NOT EXISTS (SELECT 1 FROM payment_events p WHERE p.tenant_id = $1 AND p.order_id = $2 AND p.type = 'payment.succeeded' AND p.outcome = 'applied' AND p.event_id <> $4)
-        FOR UPDATE OF o`,
+          AND NOT EXISTS (SELECT 1 FROM payment_events p WHERE p.tenant_id = $1 AND p.order_id = $2 AND p.type = 'payment.succeeded' AND p.outcome = 'applied' AND p.event_id <> $4)`,
       [orderId, amount.toString(), eventId],
     );
     return early !== undefined;
@@ -259,14 +259,15 @@ export class OrdersRepository {
    */
   async refundByEvent(tenantId: string, eventId: string, orderId: string, amount: Nanos): Promise<EventOutcome> {
     return this.ds.transaction(async (tx) => {
-      if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.refunded', orderId, amount))) return { newEvent: false, changed: false };
       // The order's jobs before the order, in the order an erasure takes them.
       await this.jobs.lockQueuedForOrder(tx, tenantId, orderId);
+      await this.lockOrder(tx, tenantId, orderId);
+      if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.refunded', orderId, amount))) return { newEvent: false, changed: false };
       const [o] = await tenantQuery<{ status: OrderStatus; price_nanos: string; partially_refunded_nanos: string; unapplied_nanos: string }>(
         tx,
         tenantId,
         `SELECT status, price_nanos, partially_refunded_nanos, ${UNAPPLIED_NANOS}::text AS unapplied_nanos
-           FROM orders o WHERE tenant_id = $1 AND id = $2 FOR UPDATE`,
+           FROM orders o WHERE tenant_id = $1 AND id = $2`,
         [orderId],
       );
       if (!o) return this.unapplied(tx, tenantId, eventId);
@@ -294,6 +295,19 @@ export class OrdersRepository {
           return this.unapplied(tx, tenantId, eventId);
       }
     });
+  }
+
+  /**
+   * A payment event's transaction locks its order before it writes the event, and reads the order
+   * after: the events of one order are applied one at a time, each reading the order and its events
+   * as the one before left them (a statement's snapshot is taken when it starts, so a state read by
+   * the statement that waited for the lock could miss what the other had just written). FOR NO KEY
+   * UPDATE, not FOR UPDATE: the event's insert takes a KEY SHARE lock on the order (its foreign key),
+   * which FOR UPDATE waits for; two refunds at once each held that lock and waited for the other's
+   * (a deadlock, answered 500).
+   */
+  private async lockOrder(tx: EntityManager, tenantId: string, orderId: string): Promise<void> {
+    await tenantQuery(tx, tenantId, `SELECT 1 FROM orders WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE`, [orderId]);
   }
 
   private async recordEvent(tx: EntityManager, tenantId: string, eventId: string, type: string, orderId: string, amount: Nanos): Promise<boolean> {
