@@ -8,6 +8,8 @@ import { bearer, Factory, TestTenant } from './support/factories';
 import { TestApp } from './support/test-app';
 import { startAppWithFake } from './support/app-with-fake';
 import { waitFor } from './support/wait';
+import { serverUrl } from './support/test-database';
+import { JobQueue } from '../src/jobs/job-queue';
 import { expectBooksBalanced } from './support/books';
 
 /**
@@ -178,6 +180,32 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     const rows = await ledger();
     expect(rows.map((r: { price_window: string }) => r.price_window)).toEqual(['peak', 'peak']);
     await expectBooksBalanced(ds, tenant.tenantId);
+  });
+
+  // (Two sessions at once: on a PostgreSQL server only.)
+  (serverUrl() ? it : it.skip)('an essay submitted while a teacher moves the deadline takes the new one: queueing it waits for the move', async () => {
+    const a = await assignment(due('2026-12-02T08:00:00'));
+    const sooner = beijing('2026-12-01T15:00:00');
+    // The teacher's PATCH, held open once it has written the assignment and moved the deadlines of its
+    // gradings (none yet): the transaction AssignmentsService.update runs.
+    const patch = ds.createQueryRunner();
+    await patch.connect();
+    await patch.startTransaction();
+    try {
+      await patch.query(`UPDATE assignments SET due_by = $3 WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, a.id, sooner]);
+      await t.app.get(JobQueue).moveDeadline(patch.manager, tenant.tenantId, a.id, sooner);
+      let stored = false;
+      const submitted = submit(a.id, [931]).then((ids) => ((stored = true), ids));
+      await new Promise((r) => setTimeout(r, 500));
+      expect(stored).toBe(false); // waiting for the move
+      await patch.commitTransaction();
+      const [id] = await submitted;
+      const [job] = await ds.query(`SELECT due_by FROM jobs WHERE tenant_id = $1 AND essay_id = $2 AND kind = 'grade'`, [tenant.tenantId, id]);
+      expect(new Date(job.due_by).toISOString()).toBe(sooner.toISOString());
+    } finally {
+      if (patch.isTransactionActive) await patch.rollbackTransaction();
+      await patch.release();
+    }
   });
 
   it('when the budget is gone by the time the window opens, grades offline as any grading would: nothing charged, nothing lost', async () => {

@@ -112,8 +112,6 @@ interface Target {
   rubric: Rubric;
   assignmentId: string | null;
   language?: Language;
-  /** the assignment's deadline, while it is ahead: its essays are scheduled (see GradingService.scheduleOf) */
-  dueBy: Date | null;
 }
 
 /** Teachers' essays: submitted and durably queued, read, listed and overridden, always per tenant. */
@@ -138,14 +136,13 @@ export class EssaysService {
   private async target(tenantId: string, dto: { assignmentId?: string; rubric?: string; language?: Language }, text?: string): Promise<Target> {
     if (dto.assignmentId) {
       const a = await this.assignments.get(tenantId, dto.assignmentId);
-      const dueBy = a.dueBy && Date.parse(a.dueBy) > this.clock.now().getTime() ? new Date(a.dueBy) : null;
       // (With the length the assignment asks for: what a grading of it will be measured against.)
       const rubric = withExpectedLength(await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), a.expectedLength);
-      return { rubric, assignmentId: a.id, language: dto.language ?? a.language, dueBy };
+      return { rubric, assignmentId: a.id, language: dto.language ?? a.language };
     }
     const language = dto.language ?? (text !== undefined ? detectLanguage(text) : undefined);
     const key = dto.rubric ?? DEFAULT_RUBRIC[language ?? 'zh'];
-    return { rubric: await this.rubrics.resolve(tenantId, key), assignmentId: null, language, dueBy: null };
+    return { rubric: await this.rubrics.resolve(tenantId, key), assignmentId: null, language };
   }
 
   private checkText(raw: string, field: string): string {
@@ -231,13 +228,22 @@ export class EssaysService {
     return { ids: essays.map((e) => e.essay.id), status: 'queued' };
   }
 
-  /** Stores the essays as queued (a group a target) and queues their gradings, in one transaction and one round trip. */
+  /**
+   * Stores the essays as queued (a group a target) and queues their gradings, in one transaction and
+   * one round trip. An assignment's essays take its deadline as the statement that queues them reads
+   * it (JobQueue.enqueueStatement, `deadlineOf`), so one submitted while a teacher moves the deadline
+   * has the new one.
+   */
   private async store(auth: TenantAuth, groups: Array<{ t: Target; essays: NewEssay[] }>): Promise<void> {
+    const now = this.clock.now();
     await runAtomically(this.ds, [
       ...groups.map(({ t, essays }) =>
         this.essays.insertQueuedStatement(auth.tenantId, { assignmentId: t.assignmentId, rubricKey: t.rubric.key, rubricVersion: t.rubric.version, submittedBy: auth.keyId }, essays),
       ),
-      this.jobs.enqueueStatement(auth.tenantId, groups.flatMap(({ t, essays }) => essays.map((e) => ({ essayId: e.id, kind: 'grade' as const, dueBy: t.dueBy })))).statement,
+      this.jobs.enqueueStatement(
+        auth.tenantId,
+        groups.flatMap(({ t, essays }) => essays.map((e) => ({ essayId: e.id, kind: 'grade' as const, ...(t.assignmentId ? { deadlineOf: { assignmentId: t.assignmentId, now } } : {}) }))),
+      ).statement,
     ]);
   }
 

@@ -58,6 +58,14 @@ export interface NewJob {
   orderId?: string;
   /** may wait until shortly before this, to run where it costs least */
   dueBy?: Date | null;
+  /**
+   * In place of `dueBy`: the deadline of this assignment, read by the statement that queues the job
+   * with the assignment's row locked (FOR SHARE), none when it is not after `now`. A teacher's PATCH
+   * of the deadline locks that row to write it and then moves the deadlines of the jobs it finds
+   * (AssignmentsService.update): a job queued meanwhile either waits for the PATCH and reads the new
+   * deadline, or is found by it.
+   */
+  deadlineOf?: { assignmentId: string; now: Date };
 }
 
 /** A job whose worker stopped on its last attempt: it failed, and what it was for must be told so. */
@@ -104,9 +112,20 @@ export class JobQueue {
     const statement = tenantStatement(
       tenantId,
       `INSERT INTO jobs (tenant_id, id, essay_id, kind, status, max_attempts, order_id, due_by)
-       SELECT $1, t.id, t.essay_id, t.kind, 'queued', $5, t.order_id, t.due_by
-         FROM unnest($2::uuid[], $3::uuid[], $4::text[], $6::uuid[], $7::timestamptz[]) AS t(id, essay_id, kind, order_id, due_by)`,
-      [ids, jobs.map((j) => j.essayId), jobs.map((j) => j.kind), this.config.grading.maxAttempts, jobs.map((j) => j.orderId ?? null), jobs.map((j) => j.dueBy?.toISOString() ?? null)],
+       SELECT $1, t.id, t.essay_id, t.kind, 'queued', $5, t.order_id,
+              CASE WHEN t.assignment_id IS NULL THEN t.due_by
+                   ELSE (SELECT CASE WHEN a.due_by > t.now THEN a.due_by END FROM assignments a WHERE a.tenant_id = $1 AND a.id = t.assignment_id FOR SHARE) END
+         FROM unnest($2::uuid[], $3::uuid[], $4::text[], $6::uuid[], $7::timestamptz[], $8::uuid[], $9::timestamptz[]) AS t(id, essay_id, kind, order_id, due_by, assignment_id, now)`,
+      [
+        ids,
+        jobs.map((j) => j.essayId),
+        jobs.map((j) => j.kind),
+        this.config.grading.maxAttempts,
+        jobs.map((j) => j.orderId ?? null),
+        jobs.map((j) => j.dueBy?.toISOString() ?? null),
+        jobs.map((j) => j.deadlineOf?.assignmentId ?? null),
+        jobs.map((j) => j.deadlineOf?.now.toISOString() ?? null),
+      ],
     );
     return { statement, ids };
   }
