@@ -10,6 +10,8 @@ import { startAppWithFake } from './support/app-with-fake';
 import { waitFor } from './support/wait';
 import { serverUrl } from './support/test-database';
 import { JobQueue } from '../src/jobs/job-queue';
+import { EssaysRepository } from '../src/grading/essays.repository';
+import { randomUUID } from 'node:crypto';
 import { expectBooksBalanced } from './support/books';
 
 /**
@@ -205,6 +207,34 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     } finally {
       if (patch.isTransactionActive) await patch.rollbackTransaction();
       await patch.release();
+    }
+  });
+
+  (serverUrl() ? it : it.skip)('an essay being queued when a teacher moves the deadline is found by the move: the PATCH waits for it', async () => {
+    const a = await assignment(due('2026-12-02T08:00:00'));
+    const sooner = due('2026-12-01T15:00:00');
+    // The essay's transaction (EssaysService.store's two statements), held open once both have run.
+    const submit = ds.createQueryRunner();
+    await submit.connect();
+    await submit.startTransaction();
+    try {
+      const essayId = randomUUID();
+      const essay = t.app.get(EssaysRepository).insertQueuedStatement(tenant.tenantId, { assignmentId: a.id, rubricKey: 'zh-gaokao-60', rubricVersion: 1, submittedBy: tenant.adminKeyId }, [
+        { id: essayId, text: generateEssay(932, 'zh').text, language: 'zh', tier: 'standard', title: null, studentRef: null },
+      ]);
+      const job = t.app.get(JobQueue).enqueueStatement(tenant.tenantId, [{ essayId, kind: 'grade', deadlineOf: { assignmentId: a.id, now: TUESDAY_PEAK } }]).statement;
+      for (const st of [essay, job]) await submit.query(st.sql, st.params);
+      let moved = false;
+      const patched = t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ dueBy: sooner }).then((r) => ((moved = true), r));
+      await new Promise((r) => setTimeout(r, 500));
+      expect(moved).toBe(false); // waiting for the essay's transaction
+      await submit.commitTransaction();
+      expect((await patched).status).toBe(200);
+      const [row] = await ds.query(`SELECT due_by FROM jobs WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essayId]);
+      expect(new Date(row.due_by).toISOString()).toBe(sooner);
+    } finally {
+      if (submit.isTransactionActive) await submit.rollbackTransaction();
+      await submit.release();
     }
   });
 

@@ -347,8 +347,15 @@ export class JobQueue {
   }
 
   /** The essay's queued jobs are cancelled (it was erased before they ran). */
-  cancelQueuedForEssay(tx: EntityManager, tenantId: string, essayId: string, reason: string): Promise<number> {
-    return this.cancelQueued(tx, tenantId, 'essay_id', essayId, reason);
+  async cancelQueuedForEssay(tx: EntityManager, tenantId: string, essayId: string, reason: string): Promise<number> {
+    const rows = await tenantQuery(
+      tx,
+      tenantId,
+      `UPDATE jobs SET status = 'failed', finished_at = now(), last_error = $3
+        WHERE tenant_id = $1 AND essay_id = $2 AND status = 'queued' RETURNING id`,
+      [essayId, reason],
+    );
+    return rows.length;
   }
 
   /** The essay's finished jobs' error texts are cleared (it was erased: nothing of its grading stays but the ledger's). */
@@ -361,19 +368,21 @@ export class JobQueue {
     await tenantQuery(tx, tenantId, `SELECT id FROM jobs WHERE tenant_id = $1 AND order_id = $2 AND status = 'queued' FOR UPDATE`, [orderId]);
   }
 
-  /** Queued jobs of an order are cancelled (the order was refunded before its deep review ran). */
-  cancelQueuedForOrder(tx: EntityManager, tenantId: string, orderId: string, reason: string): Promise<number> {
-    return this.cancelQueued(tx, tenantId, 'order_id', orderId, reason);
-  }
-
-  /** Queued jobs of one essay or one order fail with the reason; how many. */
-  private async cancelQueued(tx: EntityManager, tenantId: string, by: 'essay_id' | 'order_id', id: string, reason: string): Promise<number> {
+  /**
+   * Queued jobs of an order are cancelled (the order was refunded before its deep review ran): those
+   * this transaction holds (lockQueuedForOrder) and any other it can take without waiting. One
+   * queued after that lock (a payment's, committed while the refund waited for the order) may be
+   * held by an erasure that waits for this order: waiting for it would close a circle. It is left:
+   * the erasure fails it, or a worker claims it and, the order refunded, ends it without a call
+   * (GradingService.deepReview).
+   */
+  async cancelQueuedForOrder(tx: EntityManager, tenantId: string, orderId: string, reason: string): Promise<number> {
     const rows = await tenantQuery(
       tx,
       tenantId,
       `UPDATE jobs SET status = 'failed', finished_at = now(), last_error = $3
-        WHERE tenant_id = $1 AND ${by} = $2 AND status = 'queued' RETURNING id`,
-      [id, reason],
+        WHERE tenant_id = $1 AND id IN (SELECT id FROM jobs WHERE tenant_id = $1 AND order_id = $2 AND status = 'queued' FOR UPDATE SKIP LOCKED) RETURNING id`,
+      [orderId, reason],
     );
     return rows.length;
   }
