@@ -303,8 +303,8 @@ export class OrdersRepository {
    * as the one before left them (a statement's snapshot is taken when it starts, so a state read by
    * the statement that waited for the lock could miss what the other had just written). FOR NO KEY
    * UPDATE, not FOR UPDATE: the event's insert takes a KEY SHARE lock on the order (its foreign key),
-   * which FOR UPDATE waits for; two refunds at once each held that lock and waited for the other's
-   * (a deadlock, answered 500).
+   * which conflicts with a lock taken FOR UPDATE; two refunds at once each held that lock and waited
+   * for the other's (a deadlock, answered 500).
    */
   private async lockOrder(tx: EntityManager, tenantId: string, orderId: string): Promise<void> {
     await tenantQuery(tx, tenantId, `SELECT 1 FROM orders WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE`, [orderId]);
