@@ -17,6 +17,7 @@ import { bearer, Factory, TestTenant } from './support/factories';
 import { OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
 import { serverUrl } from './support/test-database';
+import { sessionsWaitingForLocks, withHeldTransactions } from './support/held-transactions';
 import { JobQueue } from '../src/jobs/job-queue';
 import { expectBooksBalanced } from './support/books';
 import { startAppWithFake } from './support/app-with-fake';
@@ -480,46 +481,35 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       const { body: o } = await order(essay.id).expect(202);
       const worker = t.app.get(GradingWorker);
       await worker.stop(0);
-      const session = async () => {
-        const qr = t.dataSource.createQueryRunner();
-        await qr.connect();
-        await qr.startTransaction();
-        return qr;
-      };
-      const sessions = [await session(), await session(), await session()];
-      const [pay, redelivery, erasure] = sessions;
-      const waitingForLocks = async () =>
-        (await t.dataSource.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`))[0].n as number;
       const jobOf = async () => (await t.dataSource.query(`SELECT id, status FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, o.orderId]))[0];
+      const waitingForLocks = () => sessionsWaitingForLocks(t.dataSource);
       try {
-        // A payment's transaction, held open: the order paid and its deep review queued, not committed.
-        await pay.query(`UPDATE orders SET status = 'paid', paid_at = now() WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, o.orderId]);
-        await t.app.get(JobQueue).enqueue(pay.manager, tenant.tenantId, [{ essayId: essay.id, kind: 'deep_review', orderId: o.orderId }]);
-        // Another delivery of the refund event being written (held open): the refund stops at its event once it has the order.
-        await redelivery.query(
-          `INSERT INTO payment_events (tenant_id, event_id, type, order_id, amount_nanos, outcome) VALUES ($1, 'evt_refund_held', 'payment.refunded', $2, 9900000000, 'unapplied')`,
-          [tenant.tenantId, o.orderId],
-        );
-        const refund = webhook(event('payment.refunded', o.orderId, '9.90', 'evt_refund_held')).then((r) => r);
-        await waitFor(async () => (await waitingForLocks()) === 1, 10_000, 'the refund waiting for the order');
-        await pay.commitTransaction(); // the refund takes the order (its jobs, locked before, were none), then waits for its event
-        // An erasure's transaction: the essay's jobs first (the deep review just queued), then the order, held by the refund.
-        await erasure.query(`SELECT id FROM jobs WHERE tenant_id = $1 AND essay_id = $2 AND status IN ('queued', 'running') FOR UPDATE`, [tenant.tenantId, essay.id]);
-        const erasing = erasure.query(`SELECT 1 FROM orders WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE`, [tenant.tenantId, o.orderId]);
-        await waitFor(async () => (await waitingForLocks()) === 2, 10_000, 'the erasure waiting for the order');
-        await redelivery.rollbackTransaction(); // the refund goes on
-        const res = await refund;
-        expect(res.status).toBe(200);
-        expect(res.body.order.status).toBe('refunded');
-        await erasing; // its wait ended too
-        await erasure.rollbackTransaction();
-        // The deep review the erasure held was left queued, not waited for.
-        expect((await jobOf()).status).toBe('queued');
+        await withHeldTransactions(t.dataSource, 3, async ([pay, redelivery, erasure]) => {
+          // A payment's transaction, held open: the order paid and its deep review queued, not committed.
+          await pay.query(`UPDATE orders SET status = 'paid', paid_at = now() WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, o.orderId]);
+          await t.app.get(JobQueue).enqueue(pay.manager, tenant.tenantId, [{ essayId: essay.id, kind: 'deep_review', orderId: o.orderId }]);
+          // Another delivery of the refund event being written (held open): the refund stops at its event once it has the order.
+          await redelivery.query(
+            `INSERT INTO payment_events (tenant_id, event_id, type, order_id, amount_nanos, outcome) VALUES ($1, 'evt_refund_held', 'payment.refunded', $2, 9900000000, 'unapplied')`,
+            [tenant.tenantId, o.orderId],
+          );
+          const refund = webhook(event('payment.refunded', o.orderId, '9.90', 'evt_refund_held')).then((r) => r);
+          await waitFor(async () => (await waitingForLocks()) === 1, 10_000, 'the refund waiting for the order');
+          await pay.commitTransaction(); // the refund takes the order (its jobs, locked before, were none), then waits for its event
+          // An erasure's transaction: the essay's jobs first (the deep review just queued), then the order, held by the refund.
+          await erasure.query(`SELECT id FROM jobs WHERE tenant_id = $1 AND essay_id = $2 AND status IN ('queued', 'running') FOR UPDATE`, [tenant.tenantId, essay.id]);
+          const erasing = erasure.query(`SELECT 1 FROM orders WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE`, [tenant.tenantId, o.orderId]);
+          await waitFor(async () => (await waitingForLocks()) === 2, 10_000, 'the erasure waiting for the order');
+          await redelivery.rollbackTransaction(); // the refund goes on
+          const res = await refund;
+          expect(res.status).toBe(200);
+          expect(res.body.order.status).toBe('refunded');
+          await erasing; // its wait ended too
+          await erasure.rollbackTransaction();
+          // The deep review the erasure held was left queued, not waited for.
+          expect((await jobOf()).status).toBe('queued');
+        });
       } finally {
-        for (const qr of sessions) {
-          if (qr.isTransactionActive) await qr.rollbackTransaction();
-          await qr.release();
-        }
         worker.start();
       }
       // A worker claims it and, the order refunded, ends it without a call.

@@ -9,6 +9,7 @@ import { TestApp } from './support/test-app';
 import { startAppWithFake } from './support/app-with-fake';
 import { waitFor } from './support/wait';
 import { serverUrl } from './support/test-database';
+import { sessionsWaitingForLocks, withHeldTransactions } from './support/held-transactions';
 import { JobQueue } from '../src/jobs/job-queue';
 import { EssaysRepository } from '../src/grading/essays.repository';
 import { randomUUID } from 'node:crypto';
@@ -190,34 +191,25 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     const sooner = beijing('2026-12-01T15:00:00');
     // The teacher's PATCH, held open once it has written the assignment and moved the deadlines of its
     // gradings (none yet): the transaction AssignmentsService.update runs.
-    const patch = ds.createQueryRunner();
-    await patch.connect();
-    await patch.startTransaction();
-    try {
+    await withHeldTransactions(ds, 1, async ([patch]) => {
       await patch.query(`UPDATE assignments SET due_by = $3 WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, a.id, sooner]);
       await t.app.get(JobQueue).moveDeadline(patch.manager, tenant.tenantId, a.id, sooner);
       let stored = false;
       const submitted = submit(a.id, [931]).then((ids) => ((stored = true), ids));
-      await new Promise((r) => setTimeout(r, 500));
-      expect(stored).toBe(false); // waiting for the move
+      await waitFor(async () => (await sessionsWaitingForLocks(ds)) === 1, 10_000, 'the essay waiting for the move');
+      expect(stored).toBe(false);
       await patch.commitTransaction();
       const [id] = await submitted;
       const [job] = await ds.query(`SELECT due_by FROM jobs WHERE tenant_id = $1 AND essay_id = $2 AND kind = 'grade'`, [tenant.tenantId, id]);
       expect(new Date(job.due_by).toISOString()).toBe(sooner.toISOString());
-    } finally {
-      if (patch.isTransactionActive) await patch.rollbackTransaction();
-      await patch.release();
-    }
+    });
   });
 
   (serverUrl() ? it : it.skip)('an essay being queued when a teacher moves the deadline is found by the move: the PATCH waits for it', async () => {
     const a = await assignment(due('2026-12-02T08:00:00'));
     const sooner = due('2026-12-01T15:00:00');
     // The essay's transaction (EssaysService.store's two statements), held open once both have run.
-    const submit = ds.createQueryRunner();
-    await submit.connect();
-    await submit.startTransaction();
-    try {
+    await withHeldTransactions(ds, 1, async ([submit]) => {
       const essayId = randomUUID();
       const essay = t.app.get(EssaysRepository).insertQueuedStatement(tenant.tenantId, { assignmentId: a.id, rubricKey: 'zh-gaokao-60', rubricVersion: 1, submittedBy: tenant.adminKeyId }, [
         { id: essayId, text: generateEssay(932, 'zh').text, language: 'zh', tier: 'standard', title: null, studentRef: null },
@@ -226,16 +218,13 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       for (const st of [essay, job]) await submit.query(st.sql, st.params);
       let moved = false;
       const patched = t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ dueBy: sooner }).then((r) => ((moved = true), r));
-      await new Promise((r) => setTimeout(r, 500));
-      expect(moved).toBe(false); // waiting for the essay's transaction
+      await waitFor(async () => (await sessionsWaitingForLocks(ds)) === 1, 10_000, "the PATCH waiting for the essay's transaction");
+      expect(moved).toBe(false);
       await submit.commitTransaction();
       expect((await patched).status).toBe(200);
       const [row] = await ds.query(`SELECT due_by FROM jobs WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essayId]);
       expect(new Date(row.due_by).toISOString()).toBe(sooner);
-    } finally {
-      if (submit.isTransactionActive) await submit.rollbackTransaction();
-      await submit.release();
-    }
+    });
   });
 
   it('when the budget is gone by the time the window opens, grades offline as any grading would: nothing charged, nothing lost', async () => {
