@@ -156,8 +156,8 @@ export class JobQueue {
     const cap = kind === 'grade' ? this.config.limits.essaysGrading : 1_000_000;
     // Gradings are claimed by lane (with a deadline or not), on an index that leads with it.
     const lane = (t: string) => (kind === 'grade' ? `AND (${t}.due_by IS NOT NULL) = ${scheduled ? 'true' : 'false'}` : '');
-    // Within a school, the lane of gradings with a deadline goes earliest deadline first, on its own
-    // index (jobs_queued_due_idx; the plain condition lets the planner match its predicate).
+    // Within a school, the lane of gradings with a deadline goes earliest deadline first (on its own
+    // index, jobs_queued_due_idx, which the lane's condition matches).
     const deadlineFirst = kind === 'grade' && scheduled;
     const rows = rowsOf<Record<string, string | number>>(await this.ds.query(
       `WITH RECURSIVE waiting AS (
@@ -180,7 +180,7 @@ export class JobQueue {
          SELECT c.id, c.run_after, ch.running, row_number() OVER (PARTITION BY ch.tenant_id ORDER BY ${deadlineFirst ? 'c.due_by, ' : ''}c.run_after) AS turn
            FROM chosen ch
            CROSS JOIN LATERAL (SELECT j.id, j.run_after, j.due_by FROM jobs j
-                                WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 ${lane('j')}${deadlineFirst ? ' AND j.due_by IS NOT NULL' : ''} AND j.status = 'queued' AND j.run_after <= now()
+                                WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 ${lane('j')} AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY ${deadlineFirst ? 'j.due_by, ' : ''}j.run_after LIMIT least(ch.room, $3) FOR UPDATE SKIP LOCKED) c)
        UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1, in_batch = false,
               locked_until = now() + make_interval(secs => $2::double precision / 1000)
