@@ -9,6 +9,9 @@ import { bearer, Factory, TestTenant } from './support/factories';
 import { OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { startAppWithFake } from './support/app-with-fake';
 import { expectBooksBalanced } from './support/books';
+import { withHeldTransactions } from './support/held-transactions';
+import { serverUrl } from './support/test-database';
+import { TenantsRepository } from '../src/tenancy/tenants.repository';
 
 /**
  * Settled spend never exceeds the cap, without exceptions: admission reserves a proven upper bound
@@ -210,5 +213,26 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
     for (const { x } of pairs) expect(await budget.isPaused(x.tenantId)).toBe(false);
     const view = await t.http.get('/v1/budget').set(bearer(pairs[0].x.adminKey)).expect(200);
     expect(view.body.incidents.map((i: { acknowledgedAt: string | null }) => i.acknowledgedAt)).toEqual([expect.any(String), expect.any(String)]);
+  });
+
+  // Server only: the embedded database runs one transaction at a time.
+  (serverUrl() ? it : it.skip)('lets the tenant write while an acknowledgement holds its row (its lock leaves the key alone)', async () => {
+    const tenants = t.app.get(TenantsRepository);
+    await withHeldTransactions(ds, 1, async ([ack]) => {
+      await tenants.lockForAdmission(ack.manager, tenant.tenantId);
+      // A row of the tenant's (its foreign key takes a KEY SHARE lock on the tenant's row): written
+      // at once, not after the acknowledgement ends (FOR UPDATE made it wait).
+      const id = randomUUID();
+      await ds.transaction(async (tx) => {
+        await tx.query(`SET LOCAL lock_timeout = '2s'`);
+        await tx.query(
+          `INSERT INTO budget_incidents (tenant_id, id, period, kind, reserved_nanos, cost_nanos, charged_nanos, excess_nanos, pauses_admission)
+           VALUES ($1, $2, '2026-11', 'tokens_over_bound', 0, 0, 0, 0, false)`,
+          [tenant.tenantId, id],
+        );
+      });
+      const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM budget_incidents WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, id]);
+      expect(n).toBe(1);
+    });
   });
 });

@@ -282,9 +282,13 @@ export class TenantsRepository {
     return (await this.one<{ paused: boolean }>(tenantId, `SELECT admission_paused AS paused FROM tenants WHERE id = $1`)).paused;
   }
 
-  /** Locks the tenant's row until the transaction ends: changes to its admission pause take turns. */
+  /**
+   * Locks the tenant's row until the transaction ends: changes to its admission pause take turns.
+   * FOR NO KEY UPDATE, not FOR UPDATE: the row's key does not change, so the tenant's other writes
+   * (each insert of one of its rows takes a KEY SHARE lock on it through the foreign key) go on.
+   */
   async lockForAdmission(tx: EntityManager, tenantId: string): Promise<void> {
-    await this.one(tenantId, `SELECT id FROM tenants WHERE id = $1 FOR UPDATE`, [], tx);
+    await this.one(tenantId, `SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [], tx);
   }
 
   /** An incident pauses the tenant's admission (in the transaction that records it) or an admin's acknowledgement ends it. */
