@@ -12,6 +12,10 @@ import { providerEnv } from './support/providers';
 import { freePort, hasExited, startService } from './support/spawn-service';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
+import { sessionsWaitingForLocks, withHeldTransactions } from './support/held-transactions';
+import { serverUrl } from './support/test-database';
+import { EssaysRepository } from '../src/grading/essays.repository';
+import { CONFIG } from '../src/config/app-config';
 import { expectBooksBalanced } from './support/books';
 
 /** The durable queue: retries, graceful shutdown, and a worker process killed mid-batch. */
@@ -167,6 +171,42 @@ describe('grading workers', () => {
       await t.close();
     }
   }, 60_000);
+
+  // Server only: two sessions at once (the embedded database runs one transaction at a time).
+  (serverUrl() ? it : it.skip)("keeps a job handed back to the queue out of other workers' reach until its essay is queued again", async () => {
+    // Before: the job was released in one statement and the essay put back to queued in the next;
+    // between the two another instance could claim the job and start the essay, and the late
+    // requeue then put it back to queued under that running job, whose grade could not be stored.
+    const t = await createTestApp({ ...providerEnv(fake), WORKERS_ENABLED: 'false' });
+    try {
+      const ds = t.dataSource;
+      const tenant = await new Factory(t.app).newTenant();
+      await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(3, 'zh').text }).expect(202);
+      const queue = t.app.get(JobQueue);
+      const [job] = (await queue.claim(10, 60_000)).filter((j) => j.tenantId === tenant.tenantId);
+      expect(await t.app.get(EssaysRepository).startGrading(ds.manager, tenant.tenantId, job.essayId)).not.toBeNull();
+      // Another instance's queue (a worker id of its own).
+      const other = new JobQueue(ds, t.app.get(CONFIG));
+      const othersClaim = async () => (await other.claim(10, 60_000)).filter((j) => j.tenantId === tenant.tenantId);
+      const status = async () => (await ds.query(`SELECT status FROM essays WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, job.essayId]))[0].status;
+      await withHeldTransactions(ds, 1, async ([held]) => {
+        // The essay's row is held elsewhere: the hand-back stops between its two writes.
+        await held.query(`SELECT 1 FROM essays WHERE tenant_id = $1 AND id = $2 FOR UPDATE`, [tenant.tenantId, job.essayId]);
+        const handing = t.app.get(GradingService).returnToQueue([job]);
+        await waitFor(async () => (await sessionsWaitingForLocks(ds)) === 1, 10_000, 'the hand-back waiting for the essay');
+        expect(await othersClaim()).toEqual([]);
+        await held.rollbackTransaction();
+        expect(await handing).toBe(1);
+      });
+      expect(await status()).toBe('queued');
+      const [again] = await othersClaim();
+      expect(again?.id).toBe(job.id);
+      expect(await t.app.get(EssaysRepository).startGrading(ds.manager, tenant.tenantId, job.essayId)).not.toBeNull();
+      expect(await status()).toBe('grading');
+    } finally {
+      await t.close();
+    }
+  });
 
   it('on shutdown finishes what it can and returns the rest to the queue, which another instance then grades', async () => {
     const env = { ...providerEnv(fake), WORKER_POLL_MS: '50', WORKER_CONCURRENCY: '4', SHUTDOWN_GRACE_MS: '300' };

@@ -55,9 +55,33 @@ export class GradingService {
     bus.on<{ tenantId: string }>('settings', ({ tenantId }) => this.settingsCache.delete(tenantId));
   }
 
-  /** A grading to be tried again: the essay goes back to queued. */
-  async requeue(tenantId: string, essayId: string): Promise<void> {
-    if (await this.essays.requeue(this.ds.manager, tenantId, essayId)) this.events.emit({ tenantId, essayId, status: 'queued' });
+  /**
+   * Jobs this worker will not finish (it stops, or hands a batched call over) back to the queue, the
+   * attempt not counted, and the essays of those that are gradings back to queued, in one
+   * transaction; returns how many it still held. Together: until it commits the jobs stay locked
+   * and no worker claims one, so none can start an essay that is then put back to queued under it
+   * (the grade it made could not have been stored, the essay left queued with no job).
+   */
+  async returnToQueue(jobs: Job[]): Promise<number> {
+    const requeued = await this.ds.transaction(async (tx) => {
+      const released = new Set(await this.queue.release(jobs.map((j) => j.id), tx));
+      return this.requeueEssays(tx, jobs.filter((j) => released.has(j.id)));
+    });
+    for (const j of requeued.essays) this.events.emit({ tenantId: j.tenantId, essayId: j.essayId, status: 'queued' });
+    return requeued.jobs;
+  }
+
+  /** A job to be tried again after `delayMs` (and its grading's essay back to queued, together: see returnToQueue); false when this worker no longer holds it. */
+  async retryLater(job: Job, error: string, delayMs: number): Promise<boolean> {
+    const requeued = await this.ds.transaction(async (tx) => ((await this.queue.retryLater(job, error, delayMs, tx)) ? this.requeueEssays(tx, [job]) : null));
+    for (const j of requeued?.essays ?? []) this.events.emit({ tenantId: j.tenantId, essayId: j.essayId, status: 'queued' });
+    return requeued !== null;
+  }
+
+  private async requeueEssays(tx: EntityManager, jobs: Job[]): Promise<{ jobs: number; essays: Job[] }> {
+    const essays: Job[] = [];
+    for (const j of jobs) if (j.kind === 'grade' && (await this.essays.requeue(tx, j.tenantId, j.essayId))) essays.push(j);
+    return { jobs: jobs.length, essays };
   }
 
   /**

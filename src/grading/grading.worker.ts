@@ -145,8 +145,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         // Stopping: its paid call waits in a provider batch named on its guard. Back to the queue
         // at once, the attempt not counted, for the retry (here after a restart, or elsewhere) to
         // take the call over.
-        await this.queue.release([job.id]).catch(() => 0);
-        if (job.kind === 'grade') await this.grading.requeue(job.tenantId, job.essayId).catch(() => undefined);
+        await this.grading.returnToQueue([job]).catch(() => 0);
         this.logger.warn({ msg: 'a job waiting in a provider batch handed over', tenantId: job.tenantId, essayId: job.essayId, jobId: job.id });
         return;
       }
@@ -154,8 +153,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       if (job.attempts < job.maxAttempts) {
         const backoff = this.config.grading.retryBaseMs * 2 ** (job.attempts - 1) * (0.75 + Math.random() / 2);
         const delay = Math.max(backoff, err instanceof RetryableGradingError ? err.retryAfterMs : 0);
-        const requeued = await this.queue.retryLater(job, message, delay).catch(() => false);
-        if (requeued && job.kind === 'grade') await this.grading.requeue(job.tenantId, job.essayId).catch(() => undefined);
+        await this.grading.retryLater(job, message, delay).catch(() => false);
         this.logger.warn({ msg: 'grading failed, will retry', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts, err: loggableError(err) });
       } else if (job.kind === 'shadow') {
         await this.grading.failShadow(job, message).catch((e: Error) => this.logger.error({ msg: 'could not record a failed job', jobId: job.id, err: loggableError(e) }));
@@ -207,10 +205,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     if (!inTime) {
       const left = [...this.inFlight.values()];
       for (const p of left) p.abort.abort();
-      const released = await this.queue.release(left.map((p) => p.job.id)).catch(() => 0);
-      for (const p of left) {
-        if (p.job.kind === 'grade') await this.grading.requeue(p.job.tenantId, p.job.essayId).catch(() => undefined);
-      }
+      const released = await this.grading.returnToQueue(left.map((p) => p.job)).catch(() => 0);
       this.logger.warn({ msg: 'returned unfinished gradings to the queue', count: released });
       await Promise.race([Promise.allSettled(left.map((p) => p.done)), sleep(2_000)]);
     }

@@ -237,9 +237,9 @@ export class JobQueue {
   }
 
   /** Puts the job back to run again after `delayMs`, if this worker still holds it. */
-  async retryLater(job: Job, error: string, delayMs: number): Promise<boolean> {
+  async retryLater(job: Job, error: string, delayMs: number, tx: EntityManager = this.ds.manager): Promise<boolean> {
     const rows = await tenantQuery(
-      this.ds.manager,
+      tx,
       job.tenantId,
       `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, last_error = $4,
               run_after = now() + make_interval(secs => $5::double precision / 1000)
@@ -325,15 +325,22 @@ export class JobQueue {
     return rows.length === 1;
   }
 
-  /** Returns jobs this worker will not finish (shutdown) to the queue, without counting the attempt. */
-  async release(jobIds: string[]): Promise<number> {
-    if (!jobIds.length) return 0;
-    const res = await this.ds.query(
-      `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0), run_after = now()
-        WHERE id = ANY($1::uuid[]) AND locked_by = $2 AND status = 'running'`,
-      [jobIds, this.workerId],
+  /**
+   * Returns jobs this worker will not finish (shutdown) to the queue, without counting the attempt;
+   * the ids of those it still held (the others are another worker's now). In `tx`, they stay locked
+   * until it commits: a claim skips them.
+   */
+  async release(jobIds: string[], tx: EntityManager = this.ds.manager): Promise<string[]> {
+    if (!jobIds.length) return [];
+    // Across tenants by design: a stopping worker's jobs, whoever's they are.
+    const rows = rowsOf<{ id: string }>(
+      await tx.query(
+        `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0), run_after = now()
+          WHERE id = ANY($1::uuid[]) AND locked_by = $2 AND status = 'running' RETURNING id`,
+        [jobIds, this.workerId],
+      ),
     );
-    return Array.isArray(res) && typeof res[1] === 'number' ? res[1] : 0;
+    return rows.map((r) => r.id);
   }
 
   /** The essay's unfinished jobs, locked until the transaction ends: a worker skips a locked job when it claims (erasure). */
