@@ -251,6 +251,8 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
       [client, 'inkstone-deep'],
       [client, 'qwen3-max'], // a deep-tier model by its id
       [client, 'dashscope:qwen3-max'],
+      [client, 'gpt-6.2-sol'], // a premium model in no tier
+      [client, 'openai:gpt-6.2-sol'],
       [admin, 'inkstone-deep'], // an admin, before directDeep is on
     ] as const) {
       const err = await ask(c, model).catch((e) => e);

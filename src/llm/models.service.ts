@@ -66,16 +66,17 @@ export class ModelsService {
   ) {}
 
   /**
-   * Does a chat call to this target reach the premium tier? The deep tier's alias, or a model that
-   * is one of the deep tier's candidates and none of the standard tier's. (A catalog model in no
-   * tier is the operator's to list or not; an id not in the catalog is refused by the gateway.)
+   * Is a chat call to this target kept to an admin with directDeep on, as the premium tier is? The
+   * deep tier's alias, or a catalog model that is none of the standard tier's candidates: a deep-tier
+   * model, and also one the operator put in no tier (the catalog lists premium models that are in no
+   * tier by default; before, those passed as not premium and any teacher could call them). An id
+   * not in the catalog, or a retired model, is refused by the gateway (404, naming the replacement).
    */
   isPremium(target: GatewayTarget): boolean {
     if ('tier' in target) return target.tier === 'deep';
     const model = this.llm.catalog.find(target.model);
-    if (!model) return false;
-    const inTier = (tier: Tier) => this.llm.tiers[tier].some((g) => g.some((e) => e.model.key === model.key));
-    return inTier('deep') && !inTier('standard');
+    if (!model || isRetired(model, this.clock.now())) return false;
+    return !this.llm.tiers.standard.some((g) => g.some((e) => e.model.key === model.key));
   }
 
   /**
