@@ -86,6 +86,8 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
     await t.http.post(`/v1/budget/incidents/${incident.id}/acknowledge`).set(bearer(teacher.key)).expect(403);
     const other = await new Factory(t.app).newTenant();
     await t.http.post(`/v1/budget/incidents/${incident.id}/acknowledge`).set(bearer(other.adminKey)).expect(404);
+    // An id that is no UUID though of its length and alphabet is not found either (it was a 500: PostgreSQL refused it).
+    await t.http.post(`/v1/budget/incidents/${'-'.repeat(36)}/acknowledge`).set(bearer(tenant.adminKey)).expect(404);
     const acked = await t.http.post(`/v1/budget/incidents/${incident.id}/acknowledge`).set(bearer(tenant.adminKey)).expect(200);
     expect(acked.body.acknowledgedAt).not.toBeNull();
     expect((await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.admissionPaused).toBe(false);

@@ -3,6 +3,7 @@ import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBoo
 import { Counter } from 'prom-client';
 import { DataSource, EntityManager } from 'typeorm';
 import { ApiError } from '../common/errors';
+import { UUID } from '../common/ids';
 import { formatCny, Nanos, parseCny } from '../common/money';
 import { loggableError } from '../common/error-rendering';
 import { checkWebhookUrl, DestinationRefusedError, HostResolver, vetHost } from '../common/outbound-webhook';
@@ -284,7 +285,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
    * admitted again. Acknowledging twice is harmless; another tenant's incident is not found.
    */
   async acknowledge(tenantId: string, keyId: string, incidentId: string): Promise<IncidentView> {
-    if (!/^[0-9a-f-]{36}$/i.test(incidentId)) throw ApiError.notFound('Incident');
+    if (!UUID.test(incidentId)) throw ApiError.notFound('Incident');
     const row = await this.ds.transaction(async (tx) => {
       // The tenant's row is locked first: two incidents acknowledged at once see each other's acknowledgement.
       await this.tenants.lockForAdmission(tx, tenantId);
