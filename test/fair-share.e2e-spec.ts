@@ -443,6 +443,58 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await setLimits({ readsInFlight: null });
   });
 
+  it('streams an export a page at a time and keeps its read slot until it has been sent, or its client left', async () => {
+    await setLimits({ readsInFlight: 1 });
+    const inFlight = async () => (await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.readsInFlight;
+    const assignmentId = (await t.http.post('/v1/assignments').set(bearer(tenant.adminKey)).send({ title: 'Long comments', prompt: '以“秋天”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
+    const essayId = (await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ assignmentId, text: generateEssay(4343, 'zh').text }).expect(202)).body.id;
+    // 1,200 more essays of the class, each graded with a 4,000-character comment: a sheet of about
+    // 14 MB, more than the connection buffers while its client does not read.
+    const columns: string[] = (
+      await t.dataSource.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'essays' AND column_name NOT IN ('id', 'grade', 'created_at')`)
+    ).map((c: { column_name: string }) => c.column_name);
+    const list = columns.join(', ');
+    await t.dataSource.query(
+      `INSERT INTO essays (id, grade, created_at, ${list})
+       SELECT gen_random_uuid(), jsonb_build_object('score', 40, 'maxScore', 60, 'summary', repeat('评', 4000), 'source', 'teacher'), now() + n * interval '1 ms', ${list}
+         FROM essays, generate_series(1, 1200) n WHERE tenant_id = $1 AND id = $2`,
+      [tenant.tenantId, essayId],
+    );
+    const port = (t.app.getHttpServer().address() as AddressInfo).port;
+    const open = () =>
+      new Promise<{ req: http.ClientRequest; res: http.IncomingMessage }>((resolve, reject) => {
+        const req = http.get({ host: '127.0.0.1', port, path: `/v1/assignments/${assignmentId}/grades.csv`, headers: bearer(tenant.adminKey) }, (res) => resolve({ req, res }));
+        req.on('error', reject);
+      });
+    try {
+      // The answer has begun (200, headers sent) and its client reads nothing: the slot stays held.
+      const { res } = await open();
+      res.pause();
+      expect(res.statusCode).toBe(200);
+      await sleep(300);
+      expect(await inFlight()).toBe(1);
+      // Read to its end: the whole sheet, every essay once; then the slot is free.
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      const ended = new Promise((r) => res.on('end', r));
+      res.resume();
+      await ended;
+      const lines = Buffer.concat(chunks).toString('utf8').split('\r\n');
+      expect(lines).toHaveLength(1 + 1201 + 1); // header, the essays, the last line's end
+      expect(lines.filter((l) => l.includes('评'.repeat(4000)))).toHaveLength(1200);
+      await waitFor(async () => (await inFlight()) === 0, 5_000, 'the slot given back once sent');
+      // A client that leaves halfway gives the slot back too.
+      const gone = await open();
+      gone.res.pause();
+      await sleep(300);
+      expect(await inFlight()).toBe(1);
+      gone.req.destroy();
+      await waitFor(async () => (await inFlight()) === 0, 5_000, 'the slot given back when the client left');
+    } finally {
+      await setLimits({ readsInFlight: null });
+    }
+  });
+
   it("shares readsInFlight between the tenants reading at once: a flood is held to its share while another tenant reads, its reads kept in order, and has all its slots again soon after the other stops", async () => {
     const limits = t.app.get(LimitsService);
     const other = await f.newTenant();

@@ -183,7 +183,12 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     const sheet = async () => (await t.http.get(`/v1/assignments/${a}/grades.csv`).set(bearer(teacher)).expect(200)).text;
     const whole = await sheet();
     // The same sheet read 4 essays at a time, and 15 (one page that is full, then an empty one).
-    for (const pageSize of [4, 15]) expect((await t.app.get(AssignmentsService).gradesCsv(tenant.tenantId, a, pageSize)).csv).toBe(whole);
+    const inPages = async (pageSize: number) => {
+      let text = '';
+      for await (const chunk of (await t.app.get(AssignmentsService).gradesCsv(tenant.tenantId, a, pageSize)).chunks) text += chunk;
+      return text;
+    };
+    for (const pageSize of [4, 15]) expect(await inPages(pageSize)).toBe(whole);
     const rows = whole.replace(/^\ufeff/, '').split('\r\n').slice(1, -1);
     expect(rows).toHaveLength(15);
     expect(new Set(rows.map((r) => r.split(',')[0])).size).toBe(15);

@@ -16,8 +16,22 @@ export function csvCell(value: string | number | null | undefined): string {
   return /[",\r\n]/.test(s) || /^\s|\s$/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-export function csvTable(header: string[], rows: Array<Array<string | number | null | undefined>>): string {
-  return CSV_BOM + [header, ...rows].map((r) => r.map(csvCell).join(',')).join('\r\n') + '\r\n';
+type CsvLine = Array<string | number | null | undefined>;
+
+export function csvTable(header: string[], rows: CsvLine[]): string {
+  return csvHeader(header) + csvRows(rows);
+}
+
+/** A sheet's start (the byte-order mark and the header line), for a sheet sent in parts: csvTable is csvHeader, then csvRows of each part. */
+export function csvHeader(header: string[]): string {
+  return CSV_BOM + csvRows([header]);
+}
+
+/** Lines of a sheet, each ended by CRLF. */
+export function csvRows(rows: CsvLine[]): string {
+  let out = '';
+  for (const r of rows) out += r.map(csvCell).join(',') + '\r\n';
+  return out;
 }
 
 /**

@@ -1,4 +1,5 @@
-import { Body, Controller, Get, Header, HttpCode, Param, Patch, Post, Query, Res, UseInterceptors } from '@nestjs/common';
+import { Readable } from 'node:stream';
+import { Body, Controller, Get, Header, HttpCode, Param, Patch, Post, Query, Res, StreamableFile, UseInterceptors } from '@nestjs/common';
 import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { ApiView } from '../docs/api-view';
@@ -63,9 +64,10 @@ export class AssignmentsController {
   @ApiOperation({
     summary: "The assignment's grades as CSV that opens in Excel (UTF-8 with BOM), named after the assignment: student, total, each dimension, comment, who graded it, calibration, flags, time graded",
   })
-  async gradesCsv(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Res({ passthrough: true }) reply: FastifyReply): Promise<string> {
-    const { csv, title } = await this.assignments.gradesCsv(auth.tenantId, id);
+  async gradesCsv(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Res({ passthrough: true }) reply: FastifyReply): Promise<StreamableFile> {
+    const { chunks, title } = await this.assignments.gradesCsv(auth.tenantId, id);
     void reply.header('content-disposition', attachment(`${title} grades.csv`, 'grades.csv'));
-    return csv;
+    // Sent a page at a time, each read once the one before has gone out (Readable.from waits for the reader).
+    return new StreamableFile(Readable.from(chunks, { objectMode: false }), { type: 'text/csv; charset=utf-8' });
   }
 }

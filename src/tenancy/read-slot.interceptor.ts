@@ -1,7 +1,8 @@
-import { CallHandler, ExecutionContext, Injectable, NestInterceptor, SetMetadata, UseInterceptors, applyDecorators } from '@nestjs/common';
+import { finished } from 'node:stream/promises';
+import { CallHandler, ExecutionContext, Injectable, NestInterceptor, SetMetadata, StreamableFile, UseInterceptors, applyDecorators } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { from, lastValueFrom, Observable } from 'rxjs';
+import { lastValueFrom, Observable } from 'rxjs';
 import type { AuthContext } from '../common/auth';
 import { clientGoneSignal } from '../common/client-gone';
 import { LimitsService } from './limits.service';
@@ -15,7 +16,7 @@ const READ_LIMIT = 'inkstone:read-limit';
  * this instance: `readsInFlight` (LimitsService.read) or `reportsInFlight` (LimitsService.report).
  * More wait their turn, first come first served, then 429; one whose client leaves while it waits
  * is never read. The handler runs only once the slot is held, and the slot is given back when its
- * answer is ready or it fails.
+ * answer is ready or it fails — a streamed answer (a StreamableFile), once it has been sent.
  */
 @Injectable()
 export class ReadSlotInterceptor implements NestInterceptor {
@@ -27,11 +28,31 @@ export class ReadSlotInterceptor implements NestInterceptor {
   intercept(ctx: ExecutionContext, next: CallHandler): Observable<unknown> {
     const req = ctx.switchToHttp().getRequest<FastifyRequest & { auth?: AuthContext }>();
     if (req.auth?.kind !== 'tenant') return next.handle();
-    const gone = clientGoneSignal(ctx.switchToHttp().getResponse<FastifyReply>());
-    const run = () => lastValueFrom(next.handle());
+    const tenantId = req.auth.tenantId;
+    const reply = ctx.switchToHttp().getResponse<FastifyReply>();
+    const gone = clientGoneSignal(reply);
     const limit = this.reflector.get<ReadLimit>(READ_LIMIT, ctx.getHandler()) ?? 'readsInFlight';
-    return from(limit === 'reportsInFlight' ? this.limits.report(req.auth.tenantId, run, gone) : this.limits.read(req.auth.tenantId, run, gone));
+    return new Observable((answer) => {
+      // The answer goes out as soon as it is ready; a streamed one (an export sent a page at a time)
+      // keeps the slot until it has been sent, or the client left: its reading is the read.
+      const run = async () => {
+        const out = await lastValueFrom(next.handle());
+        const sent = out instanceof StreamableFile ? untilSent(out, reply) : null;
+        answer.next(out);
+        answer.complete();
+        await sent;
+      };
+      const held = limit === 'reportsInFlight' ? this.limits.report(tenantId, run, gone) : this.limits.read(tenantId, run, gone);
+      held.catch((err: unknown) => answer.error(err));
+    });
   }
+}
+
+/** Until a streamed answer has been read to its end, failed, or its connection closed (whichever comes first). */
+function untilSent(file: StreamableFile, reply: FastifyReply): Promise<void> {
+  const raw = reply.raw;
+  if (raw.closed || raw.destroyed) return Promise.resolve();
+  return Promise.race([finished(file.getStream()).catch(() => undefined), new Promise<void>((resolve) => raw.once('close', () => resolve()))]);
 }
 
 /** A tenant's list, export or essay view (`readsInFlight`), or with 'reportsInFlight' a ledger report: read within its slot. */
