@@ -42,6 +42,7 @@ import { ProviderUploads1768300000000 } from './1768300000000-ProviderUploads';
 import { LeasedInFlight1768400000000 } from './1768400000000-LeasedInFlight';
 import { JobsInBatch1768500000000 } from './1768500000000-JobsInBatch';
 import { JobsDeadlineOrder1768600000000 } from './1768600000000-JobsDeadlineOrder';
+import { ApiKeysActiveRevoked1768700000000 } from './1768700000000-ApiKeysActiveRevoked';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -89,4 +90,5 @@ export const MIGRATIONS = [
   LeasedInFlight1768400000000,
   JobsInBatch1768500000000,
   JobsDeadlineOrder1768600000000,
+  ApiKeysActiveRevoked1768700000000,
 ];

@@ -5,7 +5,7 @@ import { MissingTenantError, perRowTenantQuery, preparesStatements, TenantScoped
 import { ApiKeyEntity } from '../src/tenancy/api-key.entity';
 import { generateApiKey } from '../src/tenancy/api-key-secret';
 import { ApiKeysService } from '../src/tenancy/api-keys.service';
-import { Factory } from './support/factories';
+import { bearer, Factory } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
 import { serverUrl } from './support/test-database';
 import { waitFor } from './support/wait';
@@ -75,7 +75,35 @@ describe('tenants and API keys (real PostgreSQL)', () => {
     await expect(keys.revoke(a.admin, bTeacher.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
     await expect(keys.revoke(a.admin, 'not-a-uuid')).rejects.toMatchObject({ code: 'NOT_FOUND' });
     expect(await keys.authenticate(bTeacher.key)).toEqual(bTeacher.auth);
-    expect((await keys.list(a.admin)).map((k) => k.id)).not.toContain(bTeacher.id);
+    expect((await keys.list(a.admin)).keys.map((k) => k.id)).not.toContain(bTeacher.id);
+  });
+
+  it('lists every active key and the latest 100 revoked ones, however many the tenant revoked', async () => {
+    // Revoked keys count against no limit: a tenant can pile up any number, and a whole listing
+    // of 200,000 of them ran the process out of memory.
+    const tenant = await f.newTenant();
+    const teachers = [await f.newKey(tenant, 'teacher'), await f.newKey(tenant, 'teacher')];
+    const revoke = (n: number, from: number) =>
+      ds.query(
+        `INSERT INTO api_keys (id, tenant_id, name, role, prefix, key_hash, created_at, revoked_at)
+         SELECT gen_random_uuid(), $1, 'old ' || i, 'teacher', 'r' || replace(gen_random_uuid()::text, '-', ''), sha256(gen_random_uuid()::text::bytea),
+                now() - interval '1 day', now() - (i * interval '1 second')
+           FROM generate_series($2::int, $2::int + $3::int - 1) i`,
+        [tenant.tenantId, from, n],
+      );
+    await revoke(100, 1);
+    let listed = await keys.list(tenant.admin);
+    expect(listed.moreRevoked).toBe(false);
+    expect(listed.keys).toHaveLength(3 + 100);
+    await revoke(150, 101);
+    listed = await keys.list(tenant.admin);
+    expect(listed.moreRevoked).toBe(true);
+    // The active keys first, oldest first; then the revoked ones, the latest revocation first.
+    expect(listed.keys.slice(0, 3).map((k) => k.id)).toEqual([tenant.adminKeyId, ...teachers.map((k) => k.id)]);
+    expect(listed.keys.slice(3).map((k) => k.name)).toEqual(Array.from({ length: 100 }, (_, i) => `old ${i + 1}`));
+    const res = await t.http.get('/v1/api-keys').set(bearer(tenant.adminKey)).expect(200);
+    expect(res.body.data).toHaveLength(103);
+    expect(res.body.moreRevoked).toBe(true);
   });
 
   it('rejects wrong and malformed keys', async () => {

@@ -379,6 +379,7 @@ const en = {
   revokeAsk: 'Revoke {name}? Programs and sessions using it stop working at once.',
   revokeConfirm: 'Revoke it',
   revokedName: '{name} is revoked.',
+  olderRevokedHidden: 'Only the latest 100 revoked keys are listed; older ones are left out.',
   ownKeyNoRevoke: 'You are signed in with this key: sign in with another admin key to revoke it.',
   printNotes: 'Annotations',
   // review fixes
@@ -788,6 +789,7 @@ const zh: Dictionary = {
   revokeAsk: '吊销 {name}？使用它的程序和会话会立即失效。',
   revokeConfirm: '确认吊销',
   revokedName: '已吊销 {name}。',
+  olderRevokedHidden: '只列出最近吊销的 100 个密钥，更早吊销的未列出。',
   ownKeyNoRevoke: '你正用这个密钥登录：请用另一个管理员密钥登录后再吊销它。',
   printNotes: '批注',
   // review fixes

@@ -7,7 +7,10 @@ import { CreateApiKeyDto } from './dto/create-api-key.dto';
 
 /** GET /v1/api-keys */
 export interface ApiKeyList {
+  /** every active key, oldest first, then the latest 100 revoked ones, newest revocation first */
   data: ApiKeyView[];
+  /** older revoked keys are left out */
+  moreRevoked: boolean;
 }
 
 @ApiTags('keys')
@@ -29,7 +32,8 @@ export class ApiKeysController {
   @ApiOperation({ summary: "List the tenant's API keys (never the keys themselves)" })
   @ApiView('ApiKeyList')
   async list(@TenantCaller() auth: TenantAuth): Promise<ApiKeyList> {
-    return { data: await this.keys.list(auth) };
+    const { keys, moreRevoked } = await this.keys.list(auth);
+    return { data: keys, moreRevoked };
   }
 
   @Delete(':id')

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import { ClusterBus } from '../db/cluster-bus';
 import { AppConfig, CONFIG } from '../config/app-config';
-import { DataSource, EntityManager, IsNull } from 'typeorm';
+import { DataSource, EntityManager, IsNull, Not } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { BatchLoader, KeyedBatcher } from '../common/keyed-batcher';
@@ -40,6 +40,8 @@ const LAST_USED_RESOLUTION_MS = 60_000;
 const AUTH_CACHE_MAX = 100_000;
 /** Refused keys held at once: a flood of distinct made-up keys only cycles through them (each read is batched by prefix anyway). */
 const REFUSED_CACHE_MAX = 10_000;
+/** Revoked keys a listing shows at most (the latest revoked). */
+const REVOKED_LISTED = 100;
 
 @Injectable()
 export class ApiKeysService {
@@ -125,9 +127,17 @@ export class ApiKeysService {
     return { id: row.id, name: row.name, role: row.role, key: secret.key, createdAt: row.createdAt.toISOString() };
   }
 
-  async list(auth: TenantAuth): Promise<ApiKeyView[]> {
-    const rows = await this.keys(this.ds.manager, auth.tenantId).find({}, { order: { createdAt: 'ASC' } });
-    return rows.map(toView);
+  /**
+   * The tenant's active keys, oldest first (as many as its `apiKeys` limit lets it have), then its
+   * latest revoked ones, at most REVOKED_LISTED, newest revocation first; `moreRevoked` when older
+   * revoked keys are left out. Revoked keys do not count against any limit, so a tenant can
+   * accumulate any number: listed whole, 200,000 of them ran the process out of memory.
+   */
+  async list(auth: TenantAuth): Promise<{ keys: ApiKeyView[]; moreRevoked: boolean }> {
+    const keys = this.keys(this.ds.manager, auth.tenantId);
+    const active = await keys.find({ revokedAt: IsNull() }, { order: { createdAt: 'ASC', id: 'ASC' } });
+    const revoked = await keys.find({ revokedAt: Not(IsNull()) }, { order: { revokedAt: 'DESC', id: 'ASC' }, take: REVOKED_LISTED + 1 });
+    return { keys: [...active, ...revoked.slice(0, REVOKED_LISTED)].map(toView), moreRevoked: revoked.length > REVOKED_LISTED };
   }
 
   /**

@@ -1068,7 +1068,10 @@ export interface components {
         AnnotationCategory: "typo" | "grammar" | "word_choice" | "punctuation" | "logic" | "structure" | "style" | "highlight";
         /** @description GET /v1/api-keys */
         ApiKeyList: {
+            /** @description every active key, oldest first, then the latest 100 revoked ones, newest revocation first */
             data: components["schemas"]["ApiKeyView"][];
+            /** @description older revoked keys are left out */
+            moreRevoked: boolean;
         };
         /** @enum {string} */
         ApiKeyRole: "admin" | "teacher";

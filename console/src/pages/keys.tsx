@@ -121,6 +121,11 @@ export function KeysPage() {
                 ))}
               </tbody>
             </table>
+            {keys.data.moreRevoked && (
+              <p class="muted" data-test="older-revoked">
+                {t('olderRevokedHidden')}
+              </p>
+            )}
           </div>
         )}
       </Section>
