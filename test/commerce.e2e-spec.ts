@@ -872,6 +872,18 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
         [tenant.tenantId],
       );
       expect(measured.body.assumptions.tokensPerCall.input).toBe(avg.i);
+      // Only the last 90 days are measured: a paid grading call 100 days ago changes nothing.
+      const columns = (
+        await t.dataSource.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'llm_calls' AND column_name NOT IN ('id', 'created_at')`)
+      ).map((c: { column_name: string }) => c.column_name);
+      await t.dataSource.query(
+        `INSERT INTO llm_calls (id, created_at, ${columns.join(', ')})
+         SELECT gen_random_uuid(), created_at - interval '100 days', ${columns.join(', ')} FROM llm_calls
+          WHERE tenant_id = $1 AND outcome = 'ok' AND cache_status <> 'hit' AND purpose = 'grading' LIMIT 1`,
+        [tenant.tenantId],
+      );
+      const again = await t.http.post('/v1/advisor/cost-estimate').set(bearer(teacher)).send({ dailyCalls: 100, measured: true }).expect(200);
+      expect(again.body.assumptions).toEqual(measured.body.assumptions);
     });
   });
 });

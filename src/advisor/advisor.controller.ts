@@ -4,6 +4,7 @@ import { Type } from 'class-transformer';
 import { IsBoolean, IsIn, IsInt, IsNumber, IsOptional, IsString, Length, Max, Min, ValidateNested } from 'class-validator';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiView } from '../docs/api-view';
+import { BoundedRead } from '../tenancy/read-slot.interceptor';
 import { AdvisorService, CostEstimateView } from './advisor.service';
 import { BusinessValue, businessValue, ErrorTolerance } from './business-value';
 
@@ -92,6 +93,7 @@ export class AdvisorController {
 
   @Post('cost-estimate')
   @HttpCode(200)
+  @BoundedRead('reportsInFlight')
   @ApiOperation({ summary: 'Daily, monthly and yearly model cost per model and for the tier mix; measured: true uses the ledger' })
   @ApiView('CostEstimateView')
   costEstimate(@TenantCaller() auth: TenantAuth, @Body() dto: CostEstimateDto): Promise<CostEstimateView> {

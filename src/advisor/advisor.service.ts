@@ -32,6 +32,9 @@ export interface CostEstimateView extends CostEstimates {
   };
 }
 
+/** How far back `measured: true` reads the tenant's ledger. */
+const MEASURED_DAYS = 90;
+
 /** Defaults for a grading call when nothing is measured: a ~900-character essay and its grade. */
 const DEFAULT_TOKENS = { input: 1_800, output: 700 };
 
@@ -43,25 +46,31 @@ export class AdvisorService {
     private readonly clock: Clock,
   ) {}
 
-  /** The tenant's own averages from the ledger (grading calls that reached a model, and cache hits). */
+  /**
+   * The tenant's own averages over the last MEASURED_DAYS, from the ledger's daily roll-up (grading
+   * calls that reached a model, and cache hits). Read from the roll-up, not the ledger's rows: over a
+   * year of a large school's calls a scan of its rows took half a second a request, and a burst of
+   * them held the instance's database connections.
+   */
   private async measured(tenantId: string) {
+    const since = new Date(this.clock.now().getTime() - MEASURED_DAYS * 86_400_000).toISOString().slice(0, 10);
     const [r] = await tenantQuery<Record<string, string | null>>(
       this.ds.manager,
       tenantId,
-      `SELECT count(*) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit') AS paid,
-              count(*) FILTER (WHERE outcome = 'ok' AND cache_status = 'hit') AS hits,
-              count(*) FILTER (WHERE outcome = 'ok' AND purpose = 'deep_review') AS deep,
-              avg(input_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit') AS input,
-              avg(output_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit') AS output,
-              sum(cached_input_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit') AS cached,
-              sum(input_tokens) FILTER (WHERE outcome = 'ok' AND cache_status <> 'hit') AS input_total
-         FROM llm_calls WHERE tenant_id = $1 AND purpose IN ('grading', 'deep_review')`,
+      `SELECT sum(calls) FILTER (WHERE cache_status <> 'hit') AS paid,
+              sum(calls) FILTER (WHERE cache_status = 'hit') AS hits,
+              sum(calls) FILTER (WHERE purpose = 'deep_review') AS deep,
+              sum(input_tokens) FILTER (WHERE cache_status <> 'hit') AS input_total,
+              sum(output_tokens) FILTER (WHERE cache_status <> 'hit') AS output_total,
+              sum(cached_input_tokens) FILTER (WHERE cache_status <> 'hit') AS cached
+         FROM ledger_daily WHERE tenant_id = $1 AND day >= $2::date AND outcome = 'ok' AND purpose IN ('grading', 'deep_review')`,
+      [since],
     );
-    const paid = Number(r.paid);
-    if (paid === 0) throw new ApiError('CONFLICT', 'Nothing measured yet: this tenant has no graded essays in its ledger');
-    const hits = Number(r.hits);
+    const paid = Number(r.paid ?? 0);
+    if (paid === 0) throw new ApiError('CONFLICT', `Nothing measured yet: this tenant has no graded essays in its ledger of the last ${MEASURED_DAYS} days`);
+    const hits = Number(r.hits ?? 0);
     return {
-      tokensPerCall: { input: Math.round(Number(r.input)), output: Math.round(Number(r.output)) },
+      tokensPerCall: { input: Math.round(Number(r.input_total) / paid), output: Math.round(Number(r.output_total) / paid) },
       cacheHitRate: hits / (paid + hits),
       deepShare: Number(r.deep) / (paid + hits),
       cachedInputShare: Number(r.input_total) > 0 ? Number(r.cached) / Number(r.input_total) : 0,

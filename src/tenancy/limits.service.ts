@@ -65,7 +65,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   chatInFlight: 'chat completions in flight',
   eventStreams: 'open event streams (SSE)',
   providerCalls: 'model calls at providers at once, all purposes; more wait their turn (a chat call whose client closes the connection while it waits is never sent, and charged nothing)',
-  reportsInFlight: 'ledger reports (usage, stats, the monthly report) read at once; more wait their turn, 32 at most, then 429 (one whose client closes the connection leaves the queue unread); while other tenants read reports on the same instance too, each is held to an equal share of its own limit, as for readsInFlight',
+  reportsInFlight: 'ledger reports (usage, stats, the monthly report, a measured cost estimate) read at once; more wait their turn, 32 at most, then 429 (one whose client closes the connection leaves the queue unread); while other tenants read reports on the same instance too, each is held to an equal share of its own limit, as for readsInFlight',
   readsInFlight: "lists, exports and essays read at once (the essay list and one essay's view, assignments and an assignment's counts, grades.csv, orders, agreement, quality, a calibration's fit and a regrade); more wait their turn, 64 at most, then 429 (one whose client closes the connection leaves the queue unread); while other tenants read on the same instance too (a read in flight, or one taken or given back within the last 0.2 s), each is held to an equal share of its own limit: the limit divided by the number of tenants reading, rounded up; reads that wait keep their order",
 };
 
