@@ -9,9 +9,11 @@ import { bearer, Factory, TestTenant } from './support/factories';
 import { OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { startAppWithFake } from './support/app-with-fake';
 import { expectBooksBalanced } from './support/books';
-import { withHeldTransactions } from './support/held-transactions';
+import { sessionsWaitingForLocks, withHeldTransactions } from './support/held-transactions';
 import { serverUrl } from './support/test-database';
 import { TenantsRepository } from '../src/tenancy/tenants.repository';
+import { BooksRepository } from '../src/billing/books.repository';
+import { waitFor } from './support/wait';
 
 /**
  * Settled spend never exceeds the cap, without exceptions: admission reserves a proven upper bound
@@ -215,6 +217,27 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
     for (const { x } of pairs) expect(await budget.isPaused(x.tenantId)).toBe(false);
     const view = await t.http.get('/v1/budget').set(bearer(pairs[0].x.adminKey)).expect(200);
     expect(view.body.incidents.map((i: { acknowledgedAt: string | null }) => i.acknowledgedAt)).toEqual([expect.any(String), expect.any(String)]);
+  });
+
+  // Server only: the embedded database runs one transaction at a time.
+  (serverUrl() ? it : it.skip)('moves a lease into a reservation locking the period before the lease, as a settlement does (the two never wait on each other in a circle)', async () => {
+    await ask();
+    const [lease] = await ds.query(`SELECT period, instance_id FROM budget_leases WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(lease).toBeDefined();
+    const key = [tenant.tenantId, lease.period, lease.instance_id];
+    await withHeldTransactions(ds, 2, async ([settlement, next]) => {
+      // A settlement of the tenant holds its period (it locks periods first, then their leases).
+      await settlement.query(`SELECT 1 FROM budget_periods WHERE tenant_id = $1 AND period = $2 FOR UPDATE`, key.slice(0, 2));
+      const moving = t.app.get(BooksRepository).leaseToReservation(tenant.tenantId, lease.period, lease.instance_id, randomUUID(), 1n, 60_000);
+      await waitFor(async () => (await sessionsWaitingForLocks(ds)) === 1, 10_000, 'the move waiting for the period');
+      // Waiting for the period, the move holds nothing of the lease: the settlement's next step,
+      // locking the lease, is not kept waiting (before, the move had locked it: a deadlock).
+      await next.query(`SET LOCAL lock_timeout = '2s'`);
+      await next.query(`SELECT 1 FROM budget_leases WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 FOR UPDATE`, key);
+      await next.rollbackTransaction();
+      await settlement.rollbackTransaction();
+      expect(await moving).toBe(true);
+    });
   });
 
   // Server only: the embedded database runs one transaction at a time.

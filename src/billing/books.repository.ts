@@ -814,14 +814,18 @@ export class BooksRepository {
   /**
    * Moves `amount` of this instance's lease into a reservation (an incident, a guarded answer or a
    * cost beyond the admitted bound settles the classic way); reserved_nanos does not change.
+   * The period is locked first, then the lease, in the order every statement that writes leases
+   * takes them: updating the lease first and then inserting the reservation (whose foreign key
+   * waits for the period) deadlocked with a settlement of the same tenant on this instance.
    */
   async leaseToReservation(tenantId: string, period: string, instanceId: string, reservationId: string, amount: Nanos, ttlMs: number): Promise<boolean> {
     const rows = await tenantQuery(
       this.ds.manager,
       tenantId,
-      `WITH lease AS (
+      `WITH locked AS MATERIALIZED (SELECT 1 FROM budget_periods WHERE tenant_id = $1 AND period = $2 FOR UPDATE),
+       lease AS (
          UPDATE budget_leases SET amount_nanos = amount_nanos - $4::bigint, in_flight_nanos = least(greatest(in_flight_nanos - $4::bigint, 0), amount_nanos - $4::bigint)
-          WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 AND amount_nanos >= $4::bigint RETURNING 1)
+          WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 AND amount_nanos >= $4::bigint AND EXISTS (SELECT 1 FROM locked) RETURNING 1)
        INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
        SELECT $5, $1, $2, $4::bigint, now() + make_interval(secs => $6::double precision / 1000) FROM lease
        RETURNING id`,
