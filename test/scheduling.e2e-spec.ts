@@ -5,7 +5,7 @@ import { GatewayService } from '../src/llm/gateway.service';
 import { FakeProvider } from './fake-provider/fake-provider';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
-import { TestApp } from './support/test-app';
+import { createTestApp, TestApp } from './support/test-app';
 import { startAppWithFake } from './support/app-with-fake';
 import { waitFor } from './support/wait';
 import { serverUrl } from './support/test-database';
@@ -183,6 +183,41 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     const rows = await ledger();
     expect(rows.map((r: { price_window: string }) => r.price_window)).toEqual(['peak', 'peak']);
     await expectBooksBalanced(ds, tenant.tenantId);
+  });
+
+  it('a deadline moved while a worker plans a grading on the old one reaches it: the grading does not wait for the old plan\'s window', async () => {
+    // An app of its own, without workers, on the real clock: this test claims and defers the job itself.
+    const w = await createTestApp({ WORKERS_ENABLED: 'false' });
+    try {
+      const school = await new Factory(w.app).newTenant();
+      const nextWeek = new Date(Date.now() + 7 * 86_400_000).toISOString();
+      const a = (await w.http.post('/v1/assignments').set(bearer(school.adminKey)).send({ title: '下周交', prompt: 'P', rubric: 'zh-gaokao-60', dueBy: nextWeek }).expect(201)).body;
+      await w.http.post('/v1/essays/batch').set(bearer(school.adminKey)).send({ assignmentId: a.id, essays: [{ text: generateEssay(19, 'zh').text }] }).expect(202);
+      const queue = w.app.get(JobQueue);
+      const claim = async () => (await queue.claim(10, 60_000, 'grade', true)).filter((j) => j.tenantId === school.tenantId);
+      const [job] = await claim();
+      expect(job.dueBy?.toISOString()).toBe(nextWeek);
+      // The teacher makes it due within the hour while the worker plans on next week's deadline…
+      const soon = new Date(Date.now() + 3_600_000).toISOString();
+      await w.http.patch(`/v1/assignments/${a.id}`).set(bearer(school.adminKey)).send({ dueBy: soon }).expect(200);
+      // …and the worker, its plan made, puts the job back to wait for tomorrow's cheap window.
+      const tomorrow = new Date(Date.now() + 86_400_000).toISOString();
+      const plan = { mode: 'off_peak' as const, startAt: tomorrow, model: 'deepseek:deepseek-flash', window: 'night', plannedAt: new Date().toISOString(), firstPlannedAt: new Date().toISOString() };
+      expect(await queue.defer(job, plan)).toBe(true);
+      const [row] = await w.dataSource.query(`SELECT status, due_by, run_after <= now() AS due_now FROM jobs WHERE tenant_id = $1 AND id = $2`, [school.tenantId, job.id]);
+      expect(row).toMatchObject({ status: 'queued', due_now: true });
+      expect(new Date(row.due_by).toISOString()).toBe(soon);
+      // Due at once: claimed again, with the new deadline to plan against.
+      const [again] = await claim();
+      expect(again?.id).toBe(job.id);
+      expect(again.dueBy?.toISOString()).toBe(soon);
+      // A deadline that did not move: the job waits for its plan's window, as before.
+      expect(await queue.defer(again, plan)).toBe(true);
+      const [waiting] = await w.dataSource.query(`SELECT run_after FROM jobs WHERE tenant_id = $1 AND id = $2`, [school.tenantId, job.id]);
+      expect(new Date(waiting.run_after).toISOString()).toBe(tomorrow);
+    } finally {
+      await w.close();
+    }
   });
 
   // (Two sessions at once: on a PostgreSQL server only.)

@@ -311,16 +311,20 @@ export class JobQueue {
 
   /**
    * Puts a scheduled job back to wait for the start of its plan (a cheaper window), if this worker
-   * still holds it. Waiting is not an attempt.
+   * still holds it. Waiting is not an attempt. The plan was made on the deadline the job had when
+   * it was claimed: if a teacher has moved it since (moveDeadline reaches running jobs' due_by,
+   * not their plans), the job does not wait for that plan's window but is due at once, to be
+   * planned again against the new deadline (as moveDeadline does with the jobs already waiting).
    */
   async defer(job: Job, plan: JobPlan): Promise<boolean> {
     const rows = await tenantQuery(
       this.ds.manager,
       job.tenantId,
       `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0),
-              run_after = $4::timestamptz, plan = $5::jsonb
+              run_after = CASE WHEN due_by IS NOT DISTINCT FROM $6::timestamptz THEN $4::timestamptz ELSE now() END,
+              plan = CASE WHEN due_by IS NOT DISTINCT FROM $6::timestamptz THEN $5::jsonb ELSE plan END
         WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
-      [job.id, this.workerId, plan.startAt, JSON.stringify(plan)],
+      [job.id, this.workerId, plan.startAt, JSON.stringify(plan), job.dueBy ?? null],
     );
     return rows.length === 1;
   }
