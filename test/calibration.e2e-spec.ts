@@ -1,5 +1,6 @@
 import { builtinRubric, totalScore } from '../src/grading/rubric';
 import { LabelCursor, QualityRepository } from '../src/quality/quality.repository';
+import { CalibrationService } from '../src/quality/calibration.service';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { waitForEssays } from './support/grading';
@@ -77,6 +78,12 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     expect(fresh.grade.calibration).toMatchObject({ version: 1 });
     expect(typeof fresh.grade.calibration.rawScore).toBe('number');
     expectConsistent(fresh.grade);
+
+    // A regrade whose client has left stops where it is (here before its first essay: nothing written).
+    const gone = new AbortController();
+    gone.abort(new Error('the client left'));
+    await expect(t.app.get(CalibrationService).regrade(tenant.admin, id, gone.signal)).rejects.toThrow('the client left');
+    expect((await t.http.get(`/v1/essays/${views[61].id}`).set(bearer(teacher)).expect(200)).body.grade.calibration).toBeUndefined();
 
     // Regrade: the six graded essays no teacher overrode change (the new one was graded with this
     // calibration already: unchanged, not counted); overridden ones stay the teacher's.

@@ -134,17 +134,21 @@ export class CalibrationService {
    * Applies the active calibration (none: the grader's own scores) to every graded essay of the
    * assignment that no teacher overrode, of the standard tier, graded by a model or offline:
    * offline grades are re-scored by today's offline grader, model grades re-mapped from their
-   * stored raw scores. No model call, no cost.
+   * stored raw scores. No model call, no cost. It stops when `signal` aborts (its client left:
+   * re-scoring a large class's offline grades is seconds of CPU, not done for no one; what it wrote
+   * stays, and a regrade again finishes the rest).
    */
-  async regrade(auth: TenantAuth, assignmentId: string): Promise<RegradeResult> {
+  async regrade(auth: TenantAuth, assignmentId: string, signal?: AbortSignal): Promise<RegradeResult> {
     const { id, rubric } = await this.target(auth.tenantId, assignmentId);
     const model = (await this.calibrations.current(auth.tenantId, id))?.model ?? null;
     let after = '00000000-0000-0000-0000-000000000000';
     let changed = 0;
     for (;;) {
+      signal?.throwIfAborted();
       const page = await this.labelsRepo.regradable(auth.tenantId, id, after, CHUNK);
       if (!page.length) break;
       for (const e of page) {
+        signal?.throwIfAborted();
         const regraded = this.regraded(e.grade, rubric, model, e);
         if (await this.essays.replaceGrade(auth.tenantId, e.id, regraded)) changed++; // each write lets other requests in
       }

@@ -1,4 +1,6 @@
-import { Controller, Delete, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
+import { Controller, Delete, Get, HttpCode, Param, Post, Query, Res } from '@nestjs/common';
+import type { FastifyReply } from 'fastify';
+import { clientGoneSignal } from '../common/client-gone';
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError, FieldProblem } from '../common/errors';
@@ -57,8 +59,9 @@ export class QualityController {
   @HttpCode(202)
   @ApiOperation({ summary: 'Apply the calibration in force (or none) to every graded essay of the assignment no teacher overrode: no model call, no cost' })
   @ApiView('RegradeResult', { status: 202 })
-  regrade(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<RegradeResult> {
-    return this.calibration.regrade(auth, id);
+  regrade(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Res({ passthrough: true }) reply: FastifyReply): Promise<RegradeResult> {
+    // Stops when its client leaves (what it wrote stays; a regrade again does the rest).
+    return this.calibration.regrade(auth, id, clientGoneSignal(reply));
   }
 
   @Get('assignments/:id/agreement')
