@@ -4,6 +4,7 @@ import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { BudgetService } from '../src/billing/budget.service';
 import { GradingService } from '../src/grading/grading.service';
 import { JobQueue } from '../src/jobs/job-queue';
+import { CONFIG } from '../src/config/app-config';
 import { LimitsService } from '../src/tenancy/limits.service';
 import type { TenantsRepository } from '../src/tenancy/tenants.repository';
 import { GatewayService } from '../src/llm/gateway.service';
@@ -16,6 +17,7 @@ import { storedEssays, waitForEssays } from './support/grading';
 import { providerEnv } from './support/providers';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
+import { serverUrl } from './support/test-database';
 import { startAppWithFake } from './support/app-with-fake';
 
 /** Opens an SSE stream and collects its events until it ends or is closed. */
@@ -704,6 +706,25 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE id = $1`, [first[0].id]);
     expect(await mine()).toHaveLength(1);
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
+  });
+
+  // (Claims at the same moment on several sessions: on a PostgreSQL server only.)
+  (serverUrl() ? it : it.skip)('keeps a tenant within its gradings at once when instances claim at the same moment', async () => {
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status = 'queued'`); // earlier tests' essays
+    // Three instances' queues (each its own worker id) on the one database.
+    const queues = [t.app.get(JobQueue), new JobQueue(t.dataSource, t.app.get(CONFIG)), new JobQueue(t.dataSource, t.app.get(CONFIG))];
+    await setLimits({ essaysGrading: 3 });
+    await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: Array.from({ length: 12 }, (_, i) => ({ text: generateEssay(320 + i, 'zh').text })) }).expect(202);
+    try {
+      for (let round = 0; round < 10; round++) {
+        // Woken by the same submission, each counts the school's room: together they claim three, not three each.
+        const claimed = (await Promise.all(queues.map((q) => q.claim(10, 60_000)))).flat().filter((j) => j.tenantId === tenant.tenantId);
+        expect([round, claimed.length]).toEqual([round, 3]);
+        await t.dataSource.query(`UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL WHERE id = ANY($1::uuid[])`, [claimed.map((j) => j.id)]);
+      }
+    } finally {
+      await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
+    }
   });
 
   /**

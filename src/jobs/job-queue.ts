@@ -159,7 +159,13 @@ export class JobQueue {
     // Within a school, the lane of gradings with a deadline goes earliest deadline first (on its own
     // index, jobs_queued_due_idx, which the lane's condition matches).
     const deadlineFirst = kind === 'grade' && scheduled;
-    const rows = rowsOf<Record<string, string | number>>(await this.ds.query(
+    // Claims of one kind and lane take turns across instances (a transaction-scoped advisory lock,
+    // taken before the claim's statement begins): each counts the jobs running with every claim
+    // before it committed, so a school's `essaysGrading` holds across instances. (Without it two
+    // instances woken by the same submission each counted the same room and claimed it twice.)
+    const rows = await this.ds.transaction(async (tx) => {
+      await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`jobs_claim:${kind}:${scheduled}`]);
+      return rowsOf<Record<string, string | number>>(await tx.query(
       `WITH RECURSIVE waiting AS (
          (SELECT tenant_id FROM jobs WHERE status = 'queued' AND kind = $4 ${lane('jobs')} ORDER BY tenant_id LIMIT 1)
          UNION ALL
@@ -187,7 +193,8 @@ export class JobQueue {
         WHERE id IN (SELECT id FROM picked ORDER BY turn, running, run_after LIMIT $3)
         RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts, due_by, plan`,
       [this.workerId, leaseMs, limit, kind, cap],
-    ));
+      ));
+    });
     return rows.map((r) => ({
       id: String(r.id),
       tenantId: String(r.tenant_id),
