@@ -495,6 +495,20 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await booksBalanced();
     });
 
+    it('bills a broken stream at most max_tokens of output when no usage came: never past the bound it was admitted with', async () => {
+      // 40 Chinese characters a chunk, cut after three: far more bytes than max_tokens allows tokens.
+      fake.enqueue('deepseek', { kind: 'stream', content: '这是一篇很长的回答'.repeat(20), chunks: 4, cutAfterChunks: 3 });
+      const r = await stream({ maxTokens: 20 });
+      expect(r.error).toBeInstanceOf(StreamInterruptedError);
+      const [row] = await ledger();
+      expect(row).toMatchObject({ outcome: 'stream_interrupted', error_reason: 'stream_cut' });
+      expect(row.output_tokens).toBe(20);
+      // Priced within its bound: no budget incident, the tenant's admission not paused.
+      const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM budget_incidents WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(n).toBe(0);
+      await booksBalanced();
+    });
+
     it("treats Zhipu's 'sensitive' stop before any content as a content rejection", async () => {
       fake.enqueue('zhipu', { kind: 'preset', name: 'stream_sensitive' });
       const r = await stream({ target: { model: 'zhipu:glm-5.3-flash' } });

@@ -81,9 +81,14 @@ export function usageFields(usage: Usage | null | undefined, source: 'provider' 
   return { inputTokens: usage.inputTokens, cachedInputTokens: usage.cachedInputTokens, outputTokens: usage.outputTokens, usageSource: source };
 }
 
-/** When a provider reports no usage: the input estimate (an upper bound) and the output as produced. */
-export function estimatedUsage(estimate: number, content: string, model: CatalogModel): Usage {
-  return { inputTokens: estimate, cachedInputTokens: 0, outputTokens: estimateTextTokens(content, model.tokenizer) };
+/**
+ * When a provider reports no usage (a stream cut before its usage chunk): the input estimate (an
+ * upper bound) and the output as produced, at most `maxTokens` — the provider stops there, and the
+ * estimate of Chinese text from its bytes runs well past its real tokens (a call priced past the
+ * bound it was admitted with would be booked as a budget incident and pause the tenant).
+ */
+export function estimatedUsage(estimate: number, content: string, model: CatalogModel, maxTokens: number): Usage {
+  return { inputTokens: estimate, cachedInputTokens: 0, outputTokens: Math.min(estimateTextTokens(content, model.tokenizer), maxTokens) };
 }
 
 /**

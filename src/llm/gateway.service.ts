@@ -625,7 +625,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     call: PaidCall,
     a: { content: string; finishReason: string; reported: Usage | null; outcome: string; errorReason?: string; keep: boolean; cache: boolean },
   ): Promise<{ charged: Nanos; usage: Usage; cached: boolean }> {
-    const usage = a.reported ?? estimatedUsage(call.estimate, a.content, model);
+    const usage = a.reported ?? estimatedUsage(call.estimate, a.content, model, call.params.maxTokens);
     const cost = costOf(usage, call.pricing);
     const answer: GuardedAnswer | undefined = a.keep
       ? { provider: model.provider, model: model.id, content: a.content, finishReason: a.finishReason, ...usage, costNanos: cost }
