@@ -387,6 +387,23 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await booksBalanced();
     });
 
+    it("bounds a DashScope JSON-mode call on the prompt it is sent, the word 'json' added: no budget incident, the tenant not paused", async () => {
+      // No message says "json": the adapter adds a system message saying so, and the provider counts it.
+      const r = await ask('hi', { jsonMode: true, target: { model: 'dashscope:qwen-flash' }, maxTokens: 50 });
+      expect(JSON.parse(r.content)).toBeTruthy();
+      const [sent] = fake.requests.filter((x) => x.dialect === 'dashscope');
+      expect(sent.body.messages[0]).toMatchObject({ role: 'system', content: 'Answer in JSON.' });
+      // Admitted on the bound of what was sent (before, of the teacher's message alone).
+      const tokenizer = t.models.catalog.models.get('dashscope:qwen-flash')!.tokenizer;
+      const [row] = await ds.query(`SELECT input_tokens, estimated_input_tokens FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(row.estimated_input_tokens).toBe(estimatePromptTokens([{ role: 'system', content: 'Answer in JSON.' }, { role: 'user', content: 'hi' }], tokenizer));
+      expect(row.estimated_input_tokens).toBeGreaterThan(estimatePromptTokens([{ role: 'user', content: 'hi' }], tokenizer));
+      expect(row.input_tokens).toBeLessThanOrEqual(row.estimated_input_tokens);
+      const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM budget_incidents WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(n).toBe(0);
+      await booksBalanced();
+    });
+
     it('reads a body that DeepSeek pads with blank lines while it works', async () => {
       fake.enqueue('deepseek', { kind: 'ok', content: 'padded answer', blankLinesBefore: 5, latencyMs: 200 });
       expect((await ask('pad')).content).toBe('padded answer');

@@ -427,7 +427,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     | { kind: 'skip'; reason: string }
   > {
     const r = ctx.req;
-    const { estimate, maxTokens, fits } = this.router.bound(model, messages, r.maxTokens);
+    const { estimate, maxTokens, fits } = this.router.bound(model, messages, r.maxTokens, r.jsonMode);
     if (!fits) return { kind: 'skip', reason: 'context_length' };
     // The highest price the call could be billed at, whichever window it lands in.
     const pricing: Pricing = batch ? model.batchPricing! : model.ceiling;

@@ -6,6 +6,7 @@ import type { LlmModels } from './llm-models';
 import { worstCaseCost } from './pricing';
 import { estimatePromptTokens } from './tokens';
 import { planWork, WorkPlan } from './work-planner';
+import { ADAPTERS } from './providers';
 import type { ChatMessage } from './types';
 
 /** A configured model this close to retirement is warned about at start and on /health. */
@@ -105,8 +106,9 @@ export class ModelRouter {
   }
 
   /** The admission bound of a prompt on a model: its token estimate, the output allowance, and whether both fit. */
-  bound(model: CatalogModel, messages: ChatMessage[], maxTokens: number | undefined): { estimate: number; maxTokens: number; fits: boolean } {
-    const estimate = estimatePromptTokens(messages, model.tokenizer);
+  bound(model: CatalogModel, messages: ChatMessage[], maxTokens: number | undefined, jsonMode?: boolean): { estimate: number; maxTokens: number; fits: boolean } {
+    // On the messages as the provider gets them (an adapter may add to them: DashScope's JSON word).
+    const estimate = estimatePromptTokens(ADAPTERS[model.dialect].sentMessages?.(model, messages, jsonMode) ?? messages, model.tokenizer);
     const allowed = Math.min(maxTokens ?? this.defaultMaxTokens, model.maxOutputTokens);
     return { estimate, maxTokens: allowed, fits: estimate + allowed <= model.contextWindow && estimate <= model.maxInputTokens };
   }

@@ -1,5 +1,5 @@
 import type { CatalogModel } from '../catalog';
-import { ChatParams, ProviderError } from '../types';
+import { ChatMessage, ChatParams, ProviderError } from '../types';
 import { DialectAdapter, errorFields, genericError, openAiStyleBody, openAiStyleUsage } from './dialect';
 
 /**
@@ -11,9 +11,10 @@ export const dashscope: DialectAdapter = {
   dialect: 'dashscope',
   chatPath: '/chat/completions',
   buildBody(model: CatalogModel, p: ChatParams) {
-    const body = openAiStyleBody(model, withJsonWord(p, model), { streamUsage: true });
+    const body = openAiStyleBody(model, { ...p, messages: withJsonWord(model, p.messages, p.jsonMode) }, { streamUsage: true });
     return body;
   },
+  sentMessages: withJsonWord,
   parseUsage: openAiStyleUsage,
   classifyError(status, body, retryAfterMs): ProviderError {
     const f = errorFields(body);
@@ -40,11 +41,11 @@ export const dashscope: DialectAdapter = {
 };
 
 /** DashScope refuses JSON mode unless a message mentions "json": say so in the system message. */
-function withJsonWord(p: ChatParams, model: CatalogModel): ChatParams {
-  if (!p.jsonMode || !model.jsonMode || p.messages.some((m) => /json/i.test(m.content))) return p;
-  const messages = [...p.messages];
+function withJsonWord(model: CatalogModel, sent: ChatMessage[], jsonMode: boolean | undefined): ChatMessage[] {
+  if (!jsonMode || !model.jsonMode || sent.some((m) => /json/i.test(m.content))) return sent;
+  const messages = [...sent];
   const i = messages.findIndex((m) => m.role === 'system');
   if (i >= 0) messages[i] = { ...messages[i], content: `${messages[i].content}\nAnswer in JSON.` };
   else messages.unshift({ role: 'system', content: 'Answer in JSON.' });
-  return { ...p, messages };
+  return messages;
 }

@@ -1,5 +1,5 @@
 import type { CatalogModel, Dialect } from '../catalog';
-import { ChatParams, ProviderError, Usage } from '../types';
+import { ChatMessage, ChatParams, ProviderError, Usage } from '../types';
 
 /**
  * One provider's dialect of OpenAI-style chat completions: how to write the request body, how to
@@ -14,6 +14,11 @@ export interface DialectAdapter {
   classifyError(status: number, body: unknown, retryAfterMs?: number): ProviderError;
   /** A finish reason that means the provider's filter stopped the answer. */
   isContentFilterFinish(finishReason: string | null | undefined): boolean;
+  /**
+   * The messages as the provider receives them, when buildBody adds to them: the prompt's admission
+   * bound is estimated on these (an addition left out of it was billed past the bound: an incident).
+   */
+  sentMessages?(model: CatalogModel, messages: ChatMessage[], jsonMode: boolean | undefined): ChatMessage[];
 }
 
 export interface ErrorFields {
