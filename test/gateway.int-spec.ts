@@ -371,6 +371,15 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await booksBalanced();
     });
 
+    it('retries and fails over on an error sent inside a 200 answer, as on a 500 (not a 400 for a passing fault)', async () => {
+      const inBand = { kind: 'error', status: 200, body: { error: { message: 'The server had an error while processing your request', type: 'server_error' } } } as const;
+      fake.enqueue('deepseek', [inBand, inBand, inBand]);
+      const r = await ask('in-band error');
+      expect(r.provider).toBe('dashscope');
+      expect((await ledger()).map((x: { outcome: string; error_reason: string }) => `${x.outcome}:${x.error_reason ?? ''}`)).toContain('retryable:server_error');
+      await booksBalanced();
+    });
+
     it('stops at once on a request every provider would refuse (fatal)', async () => {
       fake.enqueue('deepseek', { kind: 'error', status: 422, body: { error: { message: 'Invalid Parameters', type: 'invalid_request_error', code: 'invalid_request_error' } } });
       await expect(ask('bad')).rejects.toMatchObject({ code: 'INVALID_REQUEST' });

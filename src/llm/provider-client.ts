@@ -286,7 +286,7 @@ export class ProviderClient {
             error?: unknown;
           } | null;
           if (!json) continue;
-          if (json.error) throw adapter.classifyError(400, json, undefined);
+          if (json.error) throw adapter.classifyError(inBandStatus(json.error), json, undefined);
           const choice = json.choices?.[0];
           if (choice) {
             if (adapter.isContentFilterFinish(choice.finish_reason)) {
@@ -352,7 +352,7 @@ export function readCompletion(adapter: DialectAdapter, status: number, text: st
   if (!json || typeof json !== 'object') {
     throw new ProviderError('retryable', 'malformed_response', 'provider answered 200 with a body that is not JSON', { status });
   }
-  if (json.error) throw adapter.classifyError(400, json, undefined);
+  if (json.error) throw adapter.classifyError(inBandStatus(json.error), json, undefined);
   const usage = adapter.parseUsage(json.usage);
   const choice = json.choices?.[0];
   // NUL cannot be stored in PostgreSQL text or jsonb: a model that emits one must not break the settlement.
@@ -396,4 +396,20 @@ function networkError(err: unknown, deadline?: CallDeadline): ProviderError {
   if (err instanceof undiciErrors.BodyTimeoutError) return new ProviderError('retryable', 'timeout', 'the answer stalled');
   if (e.name === 'AbortError') return new ProviderError('retryable', 'timeout', 'the call was aborted');
   return new ProviderError('retryable', 'network', `network error: ${e.code ?? e.name ?? 'unknown'}`);
+}
+
+/**
+ * The HTTP status an error sent inside a 200 answer (or as a stream's event) stands for: its own
+ * numeric status or code when it carries one, 400 when it says the request was invalid, otherwise
+ * 500 — a provider's fault, retried and failed over (it was read as a 400: the caller got a 400
+ * for a passing fault at the provider, and no other model was tried).
+ */
+function inBandStatus(error: unknown): number {
+  if (!error || typeof error !== 'object') return 500;
+  const e = error as { status?: unknown; code?: unknown; type?: unknown };
+  for (const v of [e.status, e.code]) {
+    const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d{3}$/.test(v) ? Number(v) : NaN;
+    if (n >= 400 && n <= 599) return n;
+  }
+  return typeof e.type === 'string' && /invalid_request/i.test(e.type) ? 400 : 500;
 }
