@@ -103,6 +103,11 @@ describe('budget, usage and stats over HTTP', () => {
   it('rejects bad usage queries', async () => {
     await t.http.get('/v1/usage?groupBy=color').set(bearer(tenant.adminKey)).expect(400);
     await t.http.get('/v1/usage?from=yesterday').set(bearer(tenant.adminKey)).expect(400);
+    // A time must name its offset: without one it would be read in the server's zone, not the tenant's.
+    const naive = await t.http.get('/v1/usage?to=2026-01-31T23:59:59').set(bearer(tenant.adminKey)).expect(400);
+    expect(naive.body.error.details).toEqual([{ field: 'to', message: expect.stringContaining('offset') }]);
+    await t.http.get(`/v1/usage?from=2026-01-01&to=${encodeURIComponent('2026-01-31T23:59:59+08:00')}`).set(bearer(tenant.adminKey)).expect(200);
+    await t.http.get('/v1/usage?from=2026-01-01&to=2026-01-31T15:59:59Z').set(bearer(tenant.adminKey)).expect(200);
     await t.http.get('/v1/usage?from=2026-02-01&to=2026-01-01').set(bearer(tenant.adminKey)).expect(400);
     await t.http.get('/v1/stats?period=2026-13').set(bearer(tenant.adminKey)).expect(400);
   });

@@ -53,8 +53,8 @@ export class BudgetController {
   @Get('usage')
   @BoundedRead('reportsInFlight')
   @ApiOperation({ summary: 'Model calls from the ledger, grouped by day, model, provider, tier or teacher key' })
-  @ApiQuery({ name: 'from', required: false, description: "ISO date (midnight in the tenant's time zone) or time (default: start of this month)" })
-  @ApiQuery({ name: 'to', required: false, description: "ISO date (midnight in the tenant's time zone) or time, exclusive (default: now)" })
+  @ApiQuery({ name: 'from', required: false, description: "ISO date (midnight in the tenant's time zone) or time with its offset (default: start of this month)" })
+  @ApiQuery({ name: 'to', required: false, description: "ISO date (midnight in the tenant's time zone) or time with its offset, exclusive (default: now)" })
   @ApiQuery({ name: 'groupBy', required: false, enum: USAGE_GROUPS })
   @ApiView('UsageView')
   async usage(
@@ -87,15 +87,19 @@ export class BudgetController {
 }
 
 /**
- * A time given with the date (ISO 8601), or a date alone: the tenant's midnight of that day, as the
- * tenant's days are counted in its reports (and read whole from the daily roll-up).
+ * A time given with the date and its offset (ISO 8601: `Z` or `+08:00`), or a date alone: the
+ * tenant's midnight of that day, as the tenant's days are counted in its reports (and read whole
+ * from the daily roll-up). A time without an offset is refused: it was read in the server's own
+ * time zone, hours off from the tenant's.
  */
 function parseInstant(text: string, field: string, timeZone: string): Date {
   if (isCalendarDay(text)) {
     const [y, m, dd] = text.split('-').map(Number);
     return zonedTime(y, m, dd, timeZone);
   }
-  const d = /^\d{4}-\d{2}-\d{2}[T ]/.test(text) ? new Date(text) : new Date(NaN);
-  if (Number.isNaN(d.getTime())) throw ApiError.validation([{ field, message: `${field} must be an ISO date such as 2026-11-01` }]);
+  const d = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(text) ? new Date(text) : new Date(NaN);
+  if (Number.isNaN(d.getTime())) {
+    throw ApiError.validation([{ field, message: `${field} must be a date such as 2026-11-01 (the tenant's midnight) or a time with its offset such as 2026-11-01T08:00:00+08:00` }]);
+  }
   return d;
 }

@@ -2469,9 +2469,9 @@ export interface operations {
     BudgetController_usage: {
         parameters: {
             query?: {
-                /** @description ISO date (midnight in the tenant's time zone) or time (default: start of this month) */
+                /** @description ISO date (midnight in the tenant's time zone) or time with its offset (default: start of this month) */
                 from?: string;
-                /** @description ISO date (midnight in the tenant's time zone) or time, exclusive (default: now) */
+                /** @description ISO date (midnight in the tenant's time zone) or time with its offset, exclusive (default: now) */
                 to?: string;
                 groupBy?: "day" | "model" | "provider" | "tier" | "teacher";
             };
