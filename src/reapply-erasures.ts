@@ -15,8 +15,9 @@ as the service (DATABASE_URL or INKSTONE_DATA_DIR, INKSTONE_ADMIN_TOKEN, INKSTON
 
 Reads each LOG_FILE (the service's JSON log lines; standard input when none is named) for
 "essay erased" lines at or after --since (the backup's time), and erases each such essay that
-is back. Prints what it did as JSON; exits 2 when some essay was being graded (run it again
-once their grading ends), 1 on an error.`;
+is back. Prints what it did as JSON; exits 3 when some "essay erased" line could not be read
+(the log must be the service's JSON lines, LOG_FORMAT=json), 2 when some essay was being graded
+(run it again once their grading ends), 1 on an error.`;
 
 async function* linesOf(files: string[]): AsyncGenerator<string> {
   const streams = files.length ? files.map((f) => fs.createReadStream(f)) : [process.stdin];
@@ -44,6 +45,11 @@ async function main(): Promise<number> {
   try {
     const result = await reapplyErasures(app.get(EssayErasure), log.erasures);
     process.stdout.write(`${JSON.stringify({ linesRead: log.lines, unreadableLines: log.unreadable, ...result }, null, 2)}\n`);
+    if (log.unreadable) {
+      // An erasure the log holds but not as JSON (LOG_FORMAT=pretty, a cut line): its essay is back, and must not pass unnoticed.
+      process.stderr.write(`reapply-erasures: ${log.unreadable} "essay erased" line(s) could not be read as the service's JSON log lines (LOG_FORMAT=json): the essays they name were not erased again\n`);
+      return 3;
+    }
     return result.busy.length ? 2 : 0;
   } finally {
     await app.close();

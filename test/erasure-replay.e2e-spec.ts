@@ -102,6 +102,18 @@ describe('erasures reapplied after a restore from a backup (real PostgreSQL)', (
         env: { ...process.env, ...testEnv(restoredUrl) },
       });
       expect(JSON.parse(out.stdout)).toMatchObject({ found: 3, erasedAgain: [], alreadyErased: 2, notFound: 1, busy: [] });
+      // An erasure line it cannot read (a log written with LOG_FORMAT=pretty): exit 3, said on standard error.
+      fs.appendFileSync(logFile, `[12:00:00.000] WARN: essay erased {"tenantId":"${tenant.tenantId}"}\n`);
+      const unread = await run('npx', ['ts-node', '--transpile-only', 'src/reapply-erasures.ts', '--since', backupTime.toISOString(), logFile], {
+        cwd: path.resolve(__dirname, '..'),
+        env: { ...process.env, ...testEnv(restoredUrl) },
+      }).then(
+        () => undefined,
+        (e: { code?: number; stdout?: string; stderr?: string }) => e,
+      );
+      expect(unread?.code).toBe(3);
+      expect(JSON.parse(unread!.stdout!)).toMatchObject({ unreadableLines: 1, found: 3 });
+      expect(unread?.stderr).toContain('1 "essay erased" line(s) could not be read');
       // A time after every erasure finds none.
       expect((await erasuresInLog(lines, new Date(Date.now() + 60_000))).erasures).toEqual([]);
     } finally {

@@ -14,7 +14,8 @@ import { generateEssay, nearCopy } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { waitForEssays } from './support/grading';
 import { startAppWithFake } from './support/app-with-fake';
-import { TestApp } from './support/test-app';
+import { createTestApp, TestApp } from './support/test-app';
+import { JobQueue } from '../src/jobs/job-queue';
 import { waitFor } from './support/wait';
 
 /**
@@ -150,6 +151,31 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     expect(graded.status).toBe('graded');
     await erase(id!).expect(200);
     expect(await count('llm_cache', id!)).toBe(0);
+  });
+
+  it('erases an essay whose grading no worker holds any more (its lease long run out, as a restore brings a job back), cancelling the job', async () => {
+    // An app of its own without workers: no recovery sweep returns the job to the queue meanwhile.
+    const w = await createTestApp({ WORKERS_ENABLED: 'false' });
+    try {
+      const school = await new Factory(w.app).newTenant();
+      const id = (await w.http.post('/v1/essays').set(bearer(school.adminKey)).send({ text: generateEssay(46, 'zh').text }).expect(202)).body.id;
+      const [job] = (await w.app.get(JobQueue).claim(10, 60_000)).filter((j) => j.tenantId === school.tenantId);
+      expect(await w.app.get(EssaysRepository).startGrading(w.dataSource.manager, school.tenantId, id)).not.toBeNull();
+      // Held by a live worker: 409, nothing erased.
+      await w.http.delete(`/v1/essays/${id}`).set(bearer(school.adminKey)).expect(409);
+      // Its worker gone an hour ago:
+      await w.dataSource.query(`UPDATE jobs SET locked_until = now() - interval '1 hour' WHERE tenant_id = $1 AND id = $2`, [school.tenantId, job.id]);
+      await w.http.delete(`/v1/essays/${id}`).set(bearer(school.adminKey)).expect(200);
+      const [row] = await w.dataSource.query(`SELECT status, locked_by FROM jobs WHERE tenant_id = $1 AND id = $2`, [school.tenantId, job.id]);
+      expect(row).toEqual({ status: 'failed', locked_by: null });
+      const [essay] = await w.dataSource.query(`SELECT status, text, erased_at FROM essays WHERE tenant_id = $1 AND id = $2`, [school.tenantId, id]);
+      expect(essay).toMatchObject({ status: 'failed', text: '', erased_at: expect.any(Date) });
+      // The worker, were it only stalled, finds the job no longer its own: nothing it graded is stored.
+      const done = await w.dataSource.transaction((tx) => w.app.get(JobQueue).complete(tx, job));
+      expect(done).toBe(false);
+    } finally {
+      await w.close();
+    }
   });
 
   it("erases every essay of one student (admin only), lists one being graded as busy, and leaves other students' alone", async () => {

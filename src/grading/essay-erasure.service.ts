@@ -92,7 +92,10 @@ export class EssayErasure {
       if (essay.erased_at) return { erasedAt: essay.erased_at, again: true };
       // Read again under the essay's lock: a job a deep-review order queued just before is seen too.
       const unfinished = await this.jobs.lockUnfinishedForEssay(m, tenantId, id);
-      if (unfinished.some((j) => j.status === 'running')) {
+      // A job whose worker's lease ran out is no worker's (a dead worker's, or one a restore brought
+      // back running): it is cancelled with the queued ones, not waited for (after a restore, the
+      // only way on was to start workers that graded the erased essays again first).
+      if (unfinished.some((j) => j.status === 'running' && !j.stale)) {
         throw new ApiError('CONFLICT', 'The essay is being graded right now; erase it once its grading ends (GET /v1/essays/:id shows when)');
       }
       await this.jobs.clearErrorsOfEssay(m, tenantId, id);
@@ -107,7 +110,9 @@ export class EssayErasure {
     });
     if (done.again) return done;
     delivered?.();
-    this.logger.log({
+    // The record `npm run erasures:reapply` reads after a restore (the database forgets it with the
+    // backup): logged at warn, so that a LOG_LEVEL of warn keeps it too.
+    this.logger.warn({
       msg: 'essay erased',
       why,
       tenantId,

@@ -354,23 +354,28 @@ export class JobQueue {
     return rows.map((r) => r.id);
   }
 
-  /** The essay's unfinished jobs, locked until the transaction ends: a worker skips a locked job when it claims (erasure). */
-  async lockUnfinishedForEssay(tx: EntityManager, tenantId: string, essayId: string): Promise<Array<{ id: string; status: 'queued' | 'running' }>> {
-    return tenantQuery<{ id: string; status: 'queued' | 'running' }>(
+  /**
+   * The essay's unfinished jobs, locked until the transaction ends: a worker skips a locked job when
+   * it claims (erasure). `stale`: running, but its worker's lease ran out (the worker is gone, or a
+   * restore brought the job back as it was): no worker holds it.
+   */
+  async lockUnfinishedForEssay(tx: EntityManager, tenantId: string, essayId: string): Promise<Array<{ id: string; status: 'queued' | 'running'; stale: boolean }>> {
+    return tenantQuery<{ id: string; status: 'queued' | 'running'; stale: boolean }>(
       tx,
       tenantId,
-      `SELECT id, status FROM jobs WHERE tenant_id = $1 AND essay_id = $2 AND status IN ('queued', 'running') FOR UPDATE`,
+      `SELECT id, status, (status = 'running' AND locked_until < now()) AS stale FROM jobs
+        WHERE tenant_id = $1 AND essay_id = $2 AND status IN ('queued', 'running') FOR UPDATE`,
       [essayId],
     );
   }
 
-  /** The essay's queued jobs are cancelled (it was erased before they ran). */
+  /** The essay's queued jobs, and running ones no worker holds (their lease ran out), are cancelled (it was erased before they ran). */
   async cancelQueuedForEssay(tx: EntityManager, tenantId: string, essayId: string, reason: string): Promise<number> {
     const rows = await tenantQuery(
       tx,
       tenantId,
-      `UPDATE jobs SET status = 'failed', finished_at = now(), last_error = $3
-        WHERE tenant_id = $1 AND essay_id = $2 AND status = 'queued' RETURNING id`,
+      `UPDATE jobs SET status = 'failed', finished_at = now(), last_error = $3, locked_by = NULL, locked_until = NULL
+        WHERE tenant_id = $1 AND essay_id = $2 AND (status = 'queued' OR (status = 'running' AND locked_until < now())) RETURNING id`,
       [essayId, reason],
     );
     return rows.length;
