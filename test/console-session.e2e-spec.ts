@@ -59,6 +59,17 @@ describe('console sessions (real PostgreSQL)', () => {
     await t.http.post('/v1/essays').set('cookie', cookie).set('x-csrf-token', other.csrf).send({ text }).expect(403);
   });
 
+  it('refuses a request carrying two session cookies: one was planted from elsewhere, and neither is taken', async () => {
+    // Another school's session, set for a parent domain with a longer path: a browser sends it first.
+    const planted = await signIn((await new Factory(t.app).newTenant()).adminKey);
+    const own = await signIn(teacher.key);
+    const both = `${planted.cookie}; ${own.cookie}`;
+    await t.http.get('/v1/console/session').set('cookie', both).expect(401);
+    await t.http.get('/v1/essays').set('cookie', both).expect(401);
+    // Each alone is its own session.
+    expect((await t.http.get('/v1/console/session').set('cookie', own.cookie).expect(200)).body.keyId).toBe(teacher.id);
+  });
+
   it('keeps the roles of the key: a teacher session cannot open admin routes', async () => {
     const { cookie } = await signIn(teacher.key);
     await t.http.get('/v1/budget').set('cookie', cookie).expect(403);

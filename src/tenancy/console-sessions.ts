@@ -152,13 +152,22 @@ export class ConsoleSessions {
     return `${SESSION_COOKIE}=${token}; Path=/; Max-Age=${age}; HttpOnly; SameSite=Strict${secure ? '; Secure' : ''}`;
   }
 
-  /** The session cookie's value in a Cookie header, or undefined. */
+  /**
+   * The session cookie's value in a Cookie header, or undefined — also when the header carries it
+   * more than once: ours is one cookie, and a second is one planted from elsewhere (a sibling
+   * domain, a network that could write a response), which a browser sends first when its path is
+   * longer; taking the first would have signed the teacher into the planter's session (and tenant).
+   */
   static fromCookieHeader(header: string | undefined): string | undefined {
     if (!header || header.length > 8192) return undefined;
+    let found: string | undefined;
     for (const part of header.split(';')) {
       const i = part.indexOf('=');
-      if (i > 0 && part.slice(0, i).trim() === SESSION_COOKIE) return part.slice(i + 1).trim();
+      if (i > 0 && part.slice(0, i).trim() === SESSION_COOKIE) {
+        if (found !== undefined) return undefined;
+        found = part.slice(i + 1).trim();
+      }
     }
-    return undefined;
+    return found;
   }
 }
