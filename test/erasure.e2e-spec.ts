@@ -178,6 +178,34 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     }
   });
 
+  it("ends an essay's open event stream when the essay is erased, and gives the stream's slot back", async () => {
+    // An app of its own without workers: the essay stays queued while its stream is open.
+    const w = await createTestApp({ WORKERS_ENABLED: 'false' });
+    try {
+      const school = await new Factory(w.app).newTenant();
+      const id = (await w.http.post('/v1/essays').set(bearer(school.adminKey)).send({ text: generateEssay(47, 'zh').text }).expect(202)).body.id;
+      const stream = w.http
+        .get(`/v1/essays/${id}/events`)
+        .set(bearer(school.adminKey))
+        .buffer(true)
+        .parse((r, cb) => {
+          let data = '';
+          r.on('data', (c: Buffer) => (data += c.toString()));
+          r.on('end', () => cb(null, data));
+        })
+        .then((r) => r.body as string);
+      const streams = async () => (await w.http.get('/v1/limits').set(bearer(school.adminKey)).expect(200)).body.usage.eventStreams;
+      await waitFor(async () => (await streams()) === 1, 10_000, 'the stream open');
+      await w.http.delete(`/v1/essays/${id}`).set(bearer(school.adminKey)).expect(200);
+      const body = await stream; // before, it stayed open (kept alive) until the client left
+      expect([...body.matchAll(/^event: (\w+)$/gm)].map((m) => m[1])).toEqual(['status', 'end']);
+      expect(body).toContain('"status":"erased"');
+      expect(await streams()).toBe(0);
+    } finally {
+      await w.close();
+    }
+  });
+
   it("erases every essay of one student (admin only), lists one being graded as busy, and leaves other students' alone", async () => {
     const a1 = await f.gradedEssay(teacher, { seed: 51, studentRef: 'stu-51' });
     const a2 = await f.gradedEssay(teacher, { seed: 52, studentRef: 'stu-51' });

@@ -8,6 +8,7 @@ import { BooksRepository } from '../billing/books.repository';
 import { OrdersRepository } from '../billing/orders.repository';
 import { JobQueue } from '../jobs/job-queue';
 import { ResponseCache } from '../llm/response-cache';
+import { EssayEvents } from './essay-events';
 import { EssaysRepository } from './essays.repository';
 import { NearDuplicateIndex } from './near-duplicate.service';
 import { UUID } from '../common/ids';
@@ -69,6 +70,7 @@ export class EssayErasure {
     private readonly books: BooksRepository,
     private readonly nearDuplicates: NearDuplicateIndex,
     private readonly cache: ResponseCache,
+    private readonly events: EssayEvents,
   ) {}
 
   async erase(auth: TenantAuth, id: string): Promise<ErasedEssay> {
@@ -110,6 +112,8 @@ export class EssayErasure {
     });
     if (done.again) return done;
     delivered?.();
+    // Its open event streams (on any instance) read it again, find it erased, and end.
+    this.events.emit({ tenantId, essayId: id, status: 'failed' });
     // The record `npm run erasures:reapply` reads after a restore (the database forgets it with the
     // backup): logged at warn, so that a LOG_LEVEL of warn keeps it too.
     this.logger.warn({

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { TenantAuth } from '../common/auth';
+import { ApiError } from '../common/errors';
 import { LimitsService } from '../tenancy/limits.service';
 import { EssayEvents } from './essay-events';
 import { EssaysService } from './essays.service';
@@ -51,8 +52,14 @@ export class EssayStreamService {
     const check = () => {
       chain = chain.then(async () => {
         if (closed) return;
-        const view = await this.essays.get(auth, id).catch(() => null);
+        // Erased meanwhile (404): the stream says so and ends. Another failure (the database away a
+        // moment): nothing is sent, and the next event reads again.
+        const view = await this.essays.get(auth, id).catch((err: unknown) => (err instanceof ApiError && err.code === 'NOT_FOUND' ? ('gone' as const) : null));
         if (!view || closed) return;
+        if (view === 'gone') {
+          send('end', { id, status: 'erased' });
+          return finish();
+        }
         if (view.status !== last) {
           last = view.status;
           send('status', { id, status: view.status, flags: view.flags, failure: view.failure });
