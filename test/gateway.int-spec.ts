@@ -617,6 +617,21 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(spent).toBe(results.find((r) => r.cache === 'miss')!.costNanos);
     });
 
+    it("answers a caller that joined a call in flight whose own caller then left: it makes the call itself, not the leader's 'cancelled'", async () => {
+      fake.setLatency(400);
+      const left = new AbortController();
+      const leader = ask('asked twice, left once', { cache: { key: 'k-left', lookup: true, store: true }, signal: left.signal });
+      leader.catch(() => undefined);
+      await waitFor(() => fake.requests.length === 1, 5_000, 'the leader at the provider');
+      const follower = cached('asked twice, left once', 'k-left');
+      left.abort();
+      await expect(leader).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+      const r = await follower;
+      expect(r.content.length).toBeGreaterThan(0);
+      expect(r.cache).toBe('miss'); // its own call
+      await booksBalanced();
+    });
+
     it('keeps an answer in the cache with the statement that settles its call: one round trip, the row saving what was charged', async () => {
       const books = t.app.get(BooksRepository);
       const cache = t.app.get(ResponseCache);

@@ -56,7 +56,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
    * from this long-lived Map could stay reachable (its answer, its context) past the young
    * generation's collections and be promoted (bench/probe-map-churn.js); an emptied box holds nothing.
    */
-  private readonly flights = new Map<string, { run: Promise<GatewayResult<unknown>> | null }>();
+  private readonly flights = new Map<string, { run: Promise<GatewayResult<unknown>> | null; signal?: AbortSignal }>();
 
   constructor(
     @Inject(CONFIG) private readonly config: AppConfig,
@@ -185,9 +185,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       const hit = await this.fromCache(ctx);
       if (hit) return hit;
       const flightKey = `${req.tenantId}:${req.cache.key}`;
-      const inFlight = this.flights.get(flightKey)?.run as Promise<GatewayResult<T>> | null | undefined;
-      if (inFlight) return this.joinFlight(ctx, inFlight);
-      const flight = { run: this.run(ctx) as Promise<GatewayResult<unknown>> | null };
+      const leading = this.flights.get(flightKey);
+      const inFlight = leading?.run as Promise<GatewayResult<T>> | null | undefined;
+      if (inFlight) return this.joinFlight(ctx, inFlight, leading!.signal);
+      const flight = { run: this.run(ctx) as Promise<GatewayResult<unknown>> | null, signal: req.signal };
       this.flights.set(flightKey, flight);
       try {
         return (await flight.run) as GatewayResult<T>;
@@ -287,8 +288,17 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   }
 
   /** An identical request was already on its way to a provider: wait for it and share its answer. */
-  private async joinFlight<T>(ctx: CallContext<T>, inFlight: Promise<GatewayResult<T>>): Promise<GatewayResult<T>> {
-    const leader = await inFlight;
+  private async joinFlight<T>(ctx: CallContext<T>, inFlight: Promise<GatewayResult<T>>, leaderSignal: AbortSignal | undefined): Promise<GatewayResult<T>> {
+    let leader: GatewayResult<T>;
+    try {
+      leader = await inFlight;
+    } catch (err) {
+      // The leader's own caller went away (its call cancelled): that is not this caller's failure,
+      // who makes the call itself (or joins the next in flight). Before, it was answered the
+      // leader's 400 "cancelled" while its own client still waited.
+      if (leaderSignal?.aborted && !ctx.req.signal?.aborted) return this.complete(ctx.req);
+      throw err;
+    }
     return this.recordHit(
       ctx,
       { content: leader.content, provider: leader.provider, model: leader.model, finishReason: leader.finishReason, usage: leader.usage, costNanos: leader.costNanos },
