@@ -48,6 +48,8 @@ export interface LlmConfig {
    */
   batchListSettleMs: number;
   batchMaxWaitMs: number;
+  /** a streamed answer whose client takes none of it for this long is ended (its provider call cancelled) */
+  streamStallMs: number;
   /** scheduled work (a deadline) starts at least this long before its deadline: time for a real-time run and its retries */
   scheduleMarginMs: number;
 }
@@ -241,6 +243,7 @@ function loadLlmConfig(e: EnvReader, env: NodeJS.ProcessEnv): LlmConfig {
     batchPollMs: e.int('LLM_BATCH_POLL_MS', { min: 10, max: 3_600_000, default: 15_000 }),
     batchListSettleMs: e.int('LLM_BATCH_LIST_SETTLE_MS', { min: 0, max: 3_600_000, default: 30_000 }),
     batchMaxWaitMs: e.int('LLM_BATCH_MAX_WAIT_MS', { min: 100, max: 172_800_000, default: 86_400_000 }),
+    streamStallMs: e.int('LLM_STREAM_STALL_MS', { min: 100, max: 600_000, default: 30_000 }),
     scheduleMarginMs: e.int('SCHEDULE_MARGIN_MS', { min: 0, max: 86_400_000, default: 30 * 60_000 }),
   };
 }

@@ -1,11 +1,13 @@
-import { Body, Controller, Get, HttpCode, Param, Post, Req, Res } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Inject, Param, Post, Req, Res } from '@nestjs/common';
 import { ApiBearerAuth, ApiBody, ApiOperation, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { lazyClientGoneSignal } from '../common/client-gone';
 import { renderError } from '../common/error-rendering';
 import { formatCny } from '../common/money';
+import { writeOrWait } from '../common/write-or-wait';
 import { BodyLimit, MiB } from '../common/route-config';
+import { AppConfig, CONFIG } from '../config/app-config';
 import { LimitsService } from '../tenancy/limits.service';
 import { refuseDirectPremium } from '../tenancy/premium-access';
 import { TenantsRepository } from '../tenancy/tenants.repository';
@@ -24,6 +26,7 @@ export class ChatController {
     private readonly models: ModelsService,
     private readonly limits: LimitsService,
     private readonly tenants: TenantsRepository,
+    @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
 
   @Get('models')
@@ -88,6 +91,16 @@ export class ChatController {
       if (!raw.writableFinished) handle.abort();
     });
     let started = false;
+    // Written as fast as the client takes it: when the connection's buffer is full, the next event
+    // (and the provider's stream behind it) waits until it drains. A client that takes nothing for
+    // LLM_STREAM_STALL_MS is cut off and its provider call cancelled. (Before, every event was
+    // written at once, so a client that never read held the whole answer in the process.)
+    const stallMs = this.config.llm.streamStallMs;
+    const write = async (text: string): Promise<void> => {
+      if (await writeOrWait(raw, text, stallMs)) return;
+      handle.abort();
+      raw.destroy();
+    };
     try {
       for await (const ev of handle.events) {
         if (ev.type === 'start') {
@@ -103,8 +116,9 @@ export class ChatController {
             'x-inkstone-cache': ev.cache,
           });
         }
-        for (const chunk of ev.sse) raw.write(`data: ${chunk}\n\n`);
-        if (ev.type === 'end') raw.write('data: [DONE]\n\n');
+        for (const chunk of ev.sse) await write(`data: ${chunk}\n\n`);
+        if (ev.type === 'end') await write('data: [DONE]\n\n');
+        if (raw.destroyed) break; // the client left, or was cut off: the loop's end cancels the rest
       }
       raw.end();
     } catch (err) {
