@@ -211,7 +211,9 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       const [again] = await claim();
       expect(again?.id).toBe(job.id);
       expect(again.dueBy?.toISOString()).toBe(soon);
-      // A deadline that did not move: the job waits for its plan's window, as before.
+      // A deadline that did not move (here stored to the microsecond, as a JS Date cannot hold it):
+      // the job waits for its plan's window, as before.
+      await w.dataSource.query(`UPDATE jobs SET due_by = due_by + interval '0.000321 seconds' WHERE tenant_id = $1 AND id = $2`, [school.tenantId, job.id]);
       expect(await queue.defer(again, plan)).toBe(true);
       const [waiting] = await w.dataSource.query(`SELECT run_after FROM jobs WHERE tenant_id = $1 AND id = $2`, [school.tenantId, job.id]);
       expect(new Date(waiting.run_after).toISOString()).toBe(tomorrow);

@@ -322,14 +322,15 @@ export class JobQueue {
    * it was claimed: if a teacher has moved it since (moveDeadline reaches running jobs' due_by,
    * not their plans), the job does not wait for that plan's window but is due at once, to be
    * planned again against the new deadline (as moveDeadline does with the jobs already waiting).
+   * (Compared to the millisecond: the job's deadline came to this process as a JS Date.)
    */
   async defer(job: Job, plan: JobPlan): Promise<boolean> {
     const rows = await tenantQuery(
       this.ds.manager,
       job.tenantId,
       `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0),
-              run_after = CASE WHEN due_by IS NOT DISTINCT FROM $6::timestamptz THEN $4::timestamptz ELSE now() END,
-              plan = CASE WHEN due_by IS NOT DISTINCT FROM $6::timestamptz THEN $5::jsonb ELSE plan END
+              run_after = CASE WHEN date_trunc('milliseconds', due_by) IS NOT DISTINCT FROM $6::timestamptz THEN $4::timestamptz ELSE now() END,
+              plan = CASE WHEN date_trunc('milliseconds', due_by) IS NOT DISTINCT FROM $6::timestamptz THEN $5::jsonb ELSE plan END
         WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
       [job.id, this.workerId, plan.startAt, JSON.stringify(plan), job.dueBy ?? null],
     );
