@@ -57,7 +57,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
   let teacher: string;
 
   beforeAll(async () => {
-    ({ fake, t } = await startAppWithFake({ WORKERS_ENABLED: 'false', LIMIT_REQUESTS_PER_SECOND_PER_KEY: '2', LIMIT_REQUEST_BURST_PER_KEY: '3' }));
+    ({ fake, t } = await startAppWithFake({ WORKERS_ENABLED: 'false', LIMIT_REQUESTS_PER_SECOND_PER_KEY: '2', LIMIT_REQUEST_BURST_PER_KEY: '3', HTTP_STREAM_STALL_MS: '3000' }));
     await t.app.listen({ port: 0, host: '127.0.0.1' });
     f = new Factory(t.app);
   });
@@ -445,9 +445,10 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await setLimits({ readsInFlight: null });
   });
 
-  it('streams an export a page at a time and keeps its read slot until it has been sent, or its client left', async () => {
+  it('streams an export a page at a time and keeps its read slot until it has been sent, its client left, or took nothing for HTTP_STREAM_STALL_MS', async () => {
     await setLimits({ readsInFlight: 1 });
-    const inFlight = async () => (await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.readsInFlight;
+    // (Read in-process: this suite's per-key request rate is 2 a second, and the waits below poll.)
+    const inFlight = async () => (await t.app.get(LimitsService).view(tenant.tenantId)).usage.readsInFlight;
     const assignmentId = (await t.http.post('/v1/assignments').set(bearer(tenant.adminKey)).send({ title: 'Long comments', prompt: '以“秋天”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
     const essayId = (await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ assignmentId, text: generateEssay(4343, 'zh').text }).expect(202)).body.id;
     // 1,200 more essays of the class, each graded with a 4,000-character comment: a sheet of about
@@ -465,7 +466,9 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     const port = (t.app.getHttpServer().address() as AddressInfo).port;
     const open = () =>
       new Promise<{ req: http.ClientRequest; res: http.IncomingMessage }>((resolve, reject) => {
-        const req = http.get({ host: '127.0.0.1', port, path: `/v1/assignments/${assignmentId}/grades.csv`, headers: bearer(tenant.adminKey) }, (res) => resolve({ req, res }));
+        // A connection of its own each time (agent: false): one reused after a whole sheet was read
+        // fast has grown its receive buffer to hold a whole sheet, so its client's pause would hold nothing back.
+        const req = http.get({ host: '127.0.0.1', port, path: `/v1/assignments/${assignmentId}/grades.csv`, headers: bearer(tenant.adminKey), agent: false }, (res) => resolve({ req, res }));
         req.on('error', reject);
       });
     try {
@@ -492,6 +495,14 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
       expect(await inFlight()).toBe(1);
       gone.req.destroy();
       await waitFor(async () => (await inFlight()) === 0, 5_000, 'the slot given back when the client left');
+      // A client that stays and takes nothing is cut off after HTTP_STREAM_STALL_MS (3 s here): the
+      // slot does not stay held for as long as its socket lives.
+      const stalled = await open();
+      stalled.res.pause();
+      await sleep(300);
+      expect(await inFlight()).toBe(1);
+      await waitFor(async () => (await inFlight()) === 0, 15_000, 'the slot given back when the stalled client was cut off');
+      stalled.req.destroy();
     } finally {
       await setLimits({ readsInFlight: null });
     }

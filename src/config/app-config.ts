@@ -48,8 +48,6 @@ export interface LlmConfig {
    */
   batchListSettleMs: number;
   batchMaxWaitMs: number;
-  /** a streamed answer whose client takes none of it for this long is ended (its provider call cancelled) */
-  streamStallMs: number;
   /** scheduled work (a deadline) starts at least this long before its deadline: time for a real-time run and its retries */
   scheduleMarginMs: number;
 }
@@ -91,8 +89,12 @@ export interface AppConfig {
    * with its series: 10,000 tenants' took 106–231 ms of the service's time.
    */
   metricsTenantSeries: number;
-  /** Server timeouts: the whole request must arrive within requestTimeoutMs, its headers within headersTimeoutMs. */
-  http: { requestTimeoutMs: number; headersTimeoutMs: number; keepAliveTimeoutMs: number };
+  /**
+   * Server timeouts: the whole request must arrive within requestTimeoutMs, its headers within
+   * headersTimeoutMs; a streamed answer (a chat stream, an export) whose client takes none of it
+   * for streamStallMs is cut off.
+   */
+  http: { requestTimeoutMs: number; headersTimeoutMs: number; keepAliveTimeoutMs: number; streamStallMs: number };
   defaultMonthlyBudget: Nanos;
   defaultTimezone: string;
   /** How long an authenticated key is trusted without asking the database (0: always ask). */
@@ -243,7 +245,6 @@ function loadLlmConfig(e: EnvReader, env: NodeJS.ProcessEnv): LlmConfig {
     batchPollMs: e.int('LLM_BATCH_POLL_MS', { min: 10, max: 3_600_000, default: 15_000 }),
     batchListSettleMs: e.int('LLM_BATCH_LIST_SETTLE_MS', { min: 0, max: 3_600_000, default: 30_000 }),
     batchMaxWaitMs: e.int('LLM_BATCH_MAX_WAIT_MS', { min: 100, max: 172_800_000, default: 86_400_000 }),
-    streamStallMs: e.int('LLM_STREAM_STALL_MS', { min: 100, max: 600_000, default: 30_000 }),
     scheduleMarginMs: e.int('SCHEDULE_MARGIN_MS', { min: 0, max: 86_400_000, default: 30 * 60_000 }),
   };
 }
@@ -252,7 +253,12 @@ function readHttpTimeouts(e: EnvReader): AppConfig['http'] {
   const requestTimeoutMs = e.int('HTTP_REQUEST_TIMEOUT_MS', { min: 1_000, max: 600_000, default: 30_000 });
   const headersTimeoutMs = e.int('HTTP_HEADERS_TIMEOUT_MS', { min: 1_000, max: 600_000, default: 10_000 });
   if (headersTimeoutMs > requestTimeoutMs) throw new ConfigError('HTTP_HEADERS_TIMEOUT_MS', `must not exceed HTTP_REQUEST_TIMEOUT_MS (${requestTimeoutMs})`);
-  return { requestTimeoutMs, headersTimeoutMs, keepAliveTimeoutMs: e.int('HTTP_KEEP_ALIVE_TIMEOUT_MS', { min: 1_000, max: 600_000, default: 65_000 }) };
+  return {
+    requestTimeoutMs,
+    headersTimeoutMs,
+    keepAliveTimeoutMs: e.int('HTTP_KEEP_ALIVE_TIMEOUT_MS', { min: 1_000, max: 600_000, default: 65_000 }),
+    streamStallMs: e.int('HTTP_STREAM_STALL_MS', { min: 100, max: 600_000, default: 30_000 }),
+  };
 }
 
 function readCny(e: EnvReader, name: string, def: string): Nanos {

@@ -93,9 +93,9 @@ export class ChatController {
     let started = false;
     // Written as fast as the client takes it: when the connection's buffer is full, the next event
     // (and the provider's stream behind it) waits until it drains. A client that takes nothing for
-    // LLM_STREAM_STALL_MS is cut off and its provider call cancelled. (Before, every event was
+    // HTTP_STREAM_STALL_MS is cut off and its provider call cancelled. (Before, every event was
     // written at once, so a client that never read held the whole answer in the process.)
-    const stallMs = this.config.llm.streamStallMs;
+    const stallMs = this.config.http.streamStallMs;
     const write = async (text: string): Promise<void> => {
       if (await writeOrWait(raw, text, stallMs)) return;
       handle.abort();

@@ -1,10 +1,11 @@
 import { finished } from 'node:stream/promises';
-import { CallHandler, ExecutionContext, Injectable, NestInterceptor, SetMetadata, StreamableFile, UseInterceptors, applyDecorators } from '@nestjs/common';
+import { CallHandler, ExecutionContext, Inject, Injectable, NestInterceptor, SetMetadata, StreamableFile, UseInterceptors, applyDecorators } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { lastValueFrom, Observable } from 'rxjs';
 import type { AuthContext } from '../common/auth';
 import { clientGoneSignal } from '../common/client-gone';
+import { AppConfig, CONFIG } from '../config/app-config';
 import { LimitsService } from './limits.service';
 
 /** The per-tenant limits a read is held within: lists, exports and essays, or ledger reports. */
@@ -23,6 +24,7 @@ export class ReadSlotInterceptor implements NestInterceptor {
   constructor(
     private readonly limits: LimitsService,
     private readonly reflector: Reflector,
+    @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
 
   intercept(ctx: ExecutionContext, next: CallHandler): Observable<unknown> {
@@ -37,7 +39,7 @@ export class ReadSlotInterceptor implements NestInterceptor {
       // keeps the slot until it has been sent, or the client left: its reading is the read.
       const run = async () => {
         const out = await lastValueFrom(next.handle());
-        const sent = out instanceof StreamableFile ? untilSent(out, reply) : null;
+        const sent = out instanceof StreamableFile ? untilSent(out, reply, this.config.http.streamStallMs) : null;
         answer.next(out);
         answer.complete();
         await sent;
@@ -48,11 +50,26 @@ export class ReadSlotInterceptor implements NestInterceptor {
   }
 }
 
-/** Until a streamed answer has been read to its end, failed, or its connection closed (whichever comes first). */
-function untilSent(file: StreamableFile, reply: FastifyReply): Promise<void> {
+/**
+ * Until a streamed answer has been read to its end, failed, or its connection closed (whichever
+ * comes first). A client that takes nothing of it for `stallMs` (the connection's buffer full, not
+ * drained since the last look) is cut off: a paused download must not hold the tenant's read slot
+ * for as long as its socket lives.
+ */
+function untilSent(file: StreamableFile, reply: FastifyReply, stallMs: number): Promise<void> {
   const raw = reply.raw;
   if (raw.closed || raw.destroyed) return Promise.resolve();
-  return Promise.race([finished(file.getStream()).catch(() => undefined), new Promise<void>((resolve) => raw.once('close', () => resolve()))]);
+  let drained = false;
+  const onDrain = () => (drained = true);
+  raw.on('drain', onDrain);
+  const watch = setInterval(() => {
+    if (raw.writableNeedDrain && !drained) raw.destroy();
+    drained = false;
+  }, stallMs);
+  return Promise.race([finished(file.getStream()).catch(() => undefined), new Promise<void>((resolve) => raw.once('close', () => resolve()))]).finally(() => {
+    clearInterval(watch);
+    raw.off('drain', onDrain);
+  });
 }
 
 /** A tenant's list, export or essay view (`readsInFlight`), or with 'reportsInFlight' a ledger report: read within its slot. */
