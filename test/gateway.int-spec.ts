@@ -15,9 +15,9 @@ import { GatewayError, GatewayRequest, GatewayService, StreamInterruptedError } 
 import { estimatePromptTokens } from '../src/llm/tokens';
 import { ResponseCache } from '../src/llm/response-cache';
 import { countPromptTokens, countTokens, FakeProvider } from './fake-provider/fake-provider';
-import { Factory, TestTenant } from './support/factories';
+import { bearer, Factory, TestTenant } from './support/factories';
 import { providerEnv, quick } from './support/providers';
-import { TestApp } from './support/test-app';
+import { OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { startAppWithFake } from './support/app-with-fake';
 import { expectBooksBalanced } from './support/books';
 
@@ -630,6 +630,30 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(r.content.length).toBeGreaterThan(0);
       expect(r.cache).toBe('miss'); // its own call
       await booksBalanced();
+    });
+
+    it("…and when the leader's caller left while it waited for the tenant's provider slot (a chat call's wait signal)", async () => {
+      const setLimits = (limits: Record<string, number | null>) => t.http.put(`/v1/tenants/${tenant.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send(limits).expect(200);
+      await setLimits({ providerCalls: 1 });
+      try {
+        fake.setLatency(500);
+        const busy = cached('holding the one slot', 'k-slot-busy');
+        await waitFor(() => fake.requests.length === 1, 5_000, 'the slot taken');
+        const left = new AbortController();
+        const leader = ask('waits for the slot', { cache: { key: 'k-slot', lookup: true, store: true }, waitSignal: () => left.signal });
+        leader.catch(() => undefined);
+        const waiting = () => (t.app.get(LimitsService) as unknown as { waiters: { providerCalls: Map<string, unknown[]> } }).waiters.providerCalls.get(tenant.tenantId)?.length ?? 0;
+        await waitFor(() => waiting() === 1, 5_000, 'the leader waiting for the slot');
+        const follower = cached('waits for the slot', 'k-slot');
+        left.abort();
+        await expect(leader).rejects.toMatchObject({ code: 'INVALID_REQUEST' });
+        const r = await follower;
+        expect(r.cache).toBe('miss');
+        await busy;
+        await booksBalanced();
+      } finally {
+        await setLimits({ providerCalls: null });
+      }
     });
 
     it('keeps an answer in the cache with the statement that settles its call: one round trip, the row saving what was charged', async () => {

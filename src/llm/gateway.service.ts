@@ -56,7 +56,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
    * from this long-lived Map could stay reachable (its answer, its context) past the young
    * generation's collections and be promoted (bench/probe-map-churn.js); an emptied box holds nothing.
    */
-  private readonly flights = new Map<string, { run: Promise<GatewayResult<unknown>> | null; signal?: AbortSignal }>();
+  private readonly flights = new Map<string, { run: Promise<GatewayResult<unknown>> | null; gone: () => boolean }>();
 
   constructor(
     @Inject(CONFIG) private readonly config: AppConfig,
@@ -187,8 +187,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       const flightKey = `${req.tenantId}:${req.cache.key}`;
       const leading = this.flights.get(flightKey);
       const inFlight = leading?.run as Promise<GatewayResult<T>> | null | undefined;
-      if (inFlight) return this.joinFlight(ctx, inFlight, leading!.signal);
-      const flight = { run: this.run(ctx) as Promise<GatewayResult<unknown>> | null, signal: req.signal };
+      if (inFlight) return this.joinFlight(ctx, inFlight, leading!.gone);
+      const flight = { run: this.run(ctx) as Promise<GatewayResult<unknown>> | null, gone: () => callerGone(req) };
       this.flights.set(flightKey, flight);
       try {
         return (await flight.run) as GatewayResult<T>;
@@ -288,15 +288,15 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   }
 
   /** An identical request was already on its way to a provider: wait for it and share its answer. */
-  private async joinFlight<T>(ctx: CallContext<T>, inFlight: Promise<GatewayResult<T>>, leaderSignal: AbortSignal | undefined): Promise<GatewayResult<T>> {
+  private async joinFlight<T>(ctx: CallContext<T>, inFlight: Promise<GatewayResult<T>>, leaderGone: () => boolean): Promise<GatewayResult<T>> {
     let leader: GatewayResult<T>;
     try {
       leader = await inFlight;
     } catch (err) {
-      // The leader's own caller went away (its call cancelled): that is not this caller's failure,
-      // who makes the call itself (or joins the next in flight). Before, it was answered the
-      // leader's 400 "cancelled" while its own client still waited.
-      if (leaderSignal?.aborted && !ctx.req.signal?.aborted) return this.complete(ctx.req);
+      // The leader's own caller went away (its call cancelled, at the provider or while it waited
+      // for a slot): that is not this caller's failure, who makes the call itself (or joins the next
+      // in flight). Before, it was answered the leader's 400 "cancelled" while its client waited.
+      if (leaderGone() && !callerGone(ctx.req)) return this.complete(ctx.req);
       throw err;
     }
     return this.recordHit(
@@ -882,4 +882,9 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     if (broken) throw new StreamInterruptedError(broken.reason);
     yield { type: 'end', result: ended! };
   }
+}
+
+/** Has the caller of this request gone (its signal aborted, or, for a call that only waits on one, its wait signal)? */
+function callerGone(req: GatewayRequest<unknown>): boolean {
+  return req.signal?.aborted === true || req.waitSignal?.().aborted === true;
 }
