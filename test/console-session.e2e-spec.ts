@@ -68,6 +68,10 @@ describe('console sessions (real PostgreSQL)', () => {
     await t.http.get('/v1/essays').set('cookie', both).expect(401);
     // Each alone is its own session.
     expect((await t.http.get('/v1/console/session').set('cookie', own.cookie).expect(200)).body.keyId).toBe(teacher.id);
+    // Signing out with both ends both on the server.
+    await t.http.delete('/v1/console/session').set('cookie', both).expect(204);
+    await t.http.get('/v1/console/session').set('cookie', own.cookie).expect(401);
+    await t.http.get('/v1/console/session').set('cookie', planted.cookie).expect(401);
   });
 
   it('keeps the roles of the key: a teacher session cannot open admin routes', async () => {

@@ -83,9 +83,11 @@ export class ConsoleSessionController {
   @HttpCode(204)
   @ApiOperation({ summary: 'Sign out: the session ends on the server (a copy of its cookie is refused from now on) and the cookie is cleared' })
   async close(@Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<void> {
-    const cookie = ConsoleSessions.fromCookieHeader(req.headers.cookie);
-    const session = cookie ? this.sessions.read(cookie) : null;
-    if (session) await this.sessions.end(session);
+    // Every session the request carries ends (with a planted second cookie, the teacher's own too).
+    for (const cookie of ConsoleSessions.allFromCookieHeader(req.headers.cookie)) {
+      const session = this.sessions.read(cookie);
+      if (session) await this.sessions.end(session);
+    }
     void reply.header('set-cookie', ConsoleSessions.cookie('', secure(req)));
   }
 }

@@ -159,14 +159,17 @@ export class ConsoleSessions {
    * longer; taking the first would have signed the teacher into the planter's session (and tenant).
    */
   static fromCookieHeader(header: string | undefined): string | undefined {
-    if (!header || header.length > 8192) return undefined;
-    let found: string | undefined;
+    const all = ConsoleSessions.allFromCookieHeader(header);
+    return all.length === 1 ? all[0] : undefined;
+  }
+
+  /** Every session cookie's value in a Cookie header (sign-out ends each that is a session). */
+  static allFromCookieHeader(header: string | undefined): string[] {
+    if (!header || header.length > 8192) return [];
+    const found: string[] = [];
     for (const part of header.split(';')) {
       const i = part.indexOf('=');
-      if (i > 0 && part.slice(0, i).trim() === SESSION_COOKIE) {
-        if (found !== undefined) return undefined;
-        found = part.slice(i + 1).trim();
-      }
+      if (i > 0 && part.slice(0, i).trim() === SESSION_COOKIE) found.push(part.slice(i + 1).trim());
     }
     return found;
   }
