@@ -682,18 +682,25 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await booksBalanced();
     });
 
-    it('writes no cache row when the settlement fails, and the call fails with it', async () => {
+    it('writes no cache row while the settlement fails, and the call fails with it; the row comes with the settlement written later', async () => {
       const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const unsettledRows = () => ds.query(`SELECT count(*)::int AS n FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'k-unsettled'`, [tenant.tenantId]).then((r) => r[0].n);
       const failing = jest.spyOn(books, 'settleLeased').mockRejectedValue(new Error('connection reset'));
       try {
         await expect(cached('settle me never', 'k-unsettled')).rejects.toThrow('connection reset');
+        expect(await unsettledRows()).toBe(0);
+        // Nothing answered from memory either: the same request goes to the provider again.
+        await expect(cached('settle me never', 'k-unsettled')).rejects.toThrow('connection reset');
+        expect(fake.requests).toHaveLength(2);
+        expect(budget.waitingSettlements()).toBe(2);
       } finally {
         failing.mockRestore();
       }
-      const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'k-unsettled'`, [tenant.tenantId]);
-      expect(n).toBe(0);
-      // Nothing answered from memory either: the same request goes to the provider again.
-      expect((await cached('settle me never', 'k-unsettled')).cache).toBe('miss');
+      // The database is back: both paid calls settle (their next background try, made now), one cache row.
+      expect(await budget.settleWaiting()).toEqual([]);
+      expect(await unsettledRows()).toBe(1);
+      await booksBalanced();
     });
 
     it('keeps the answer of a call settled the classic way (leases off) with what was charged', async () => {
@@ -1506,6 +1513,106 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       } finally {
         failOnce.mockRestore();
       }
+    });
+
+    it('settles in the background a call whose settlement failed all its tries: one ledger row, nothing left in flight', async () => {
+      const down = await f.newTenant({ monthlyBudget: '100.00' });
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const failing = jest.spyOn(books, 'settleLeased').mockRejectedValue(new Error('connection reset'));
+      try {
+        await expect(
+          gw.complete({ tenantId: down.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: 'the database is away' }], maxTokens: 50 }),
+        ).rejects.toThrow('connection reset');
+        expect(failing).toHaveBeenCalledTimes(3);
+        expect(budget.waitingSettlements()).toBe(1);
+        // While it stays away, the background tries fail and the settlement keeps waiting.
+        expect(await budget.settleWaiting()).toHaveLength(1);
+        // The tenant's room is short by the call's worst case meanwhile.
+        expect(budget.leases!.holding(down.tenantId)!.held).toBeGreaterThan(budget.leases!.holding(down.tenantId)!.available);
+      } finally {
+        failing.mockRestore();
+      }
+      // Back: the next background try (1 s after the one before, then 2 s, 4 s…) writes it.
+      await waitFor(() => budget.waitingSettlements() === 0, 10_000, 'the background settlement');
+      const rows = await ds.query(`SELECT cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1`, [down.tenantId]);
+      expect(rows).toHaveLength(1);
+      expect(BigInt(rows[0].cost)).toBeGreaterThan(0n);
+      const [{ spent }] = await ds.query(`SELECT spent_nanos::text AS spent FROM budget_periods WHERE tenant_id = $1`, [down.tenantId]);
+      expect(spent).toBe(rows[0].cost);
+      const { leased } = await booksBalanced(down.tenantId);
+      expect(budget.leases!.holding(down.tenantId)).toEqual({ available: leased, held: leased });
+    });
+
+    it('writes a settlement still waiting in the background when its instance stops, before the leases go back', async () => {
+      const other = await t.another(providerEnv(fake));
+      const stopping = await f.newTenant({ monthlyBudget: '100.00' });
+      const books = other.get(BooksRepository);
+      const failing = jest.spyOn(books, 'settleLeased').mockRejectedValue(new Error('connection reset'));
+      try {
+        await expect(
+          other.get(GatewayService).complete({ tenantId: stopping.tenantId, purpose: 'chat', target: { model: 'dashscope:qwen-flash' }, messages: [{ role: 'user', content: 'settle me at shutdown' }], maxTokens: 50 }),
+        ).rejects.toThrow('connection reset');
+        expect(other.get(BudgetService).waitingSettlements()).toBe(1);
+      } finally {
+        failing.mockRestore();
+      }
+      await other.close();
+      const rows = await ds.query(`SELECT cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1`, [stopping.tenantId]);
+      expect(rows).toHaveLength(1);
+      // Its lease went back whole: nothing held, nothing in flight.
+      const [lease] = await ds.query(`SELECT coalesce(sum(amount_nanos), 0)::text AS held, coalesce(sum(in_flight_nanos), 0)::text AS in_flight FROM budget_leases WHERE tenant_id = $1`, [stopping.tenantId]);
+      expect(lease).toEqual({ held: '0', in_flight: '0' });
+      await booksBalanced(stopping.tenantId);
+    });
+
+    it('settles a leased incident once when its settlement failed after its worst case left the lease (the retry moves nothing again)', async () => {
+      const over = await f.newTenant({ monthlyBudget: '100.00' });
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const held = await budget.reserve(over.tenantId, 1_000_000n);
+      expect(held).toMatchObject({ leased: true });
+      const moves = jest.spyOn(books, 'leaseToReservation');
+      // The move commits, the settlement after it fails once (the database blinked between them).
+      const failOnce = jest.spyOn(books, 'settle').mockRejectedValueOnce(new Error('connection reset'));
+      const entry = { tenantId: over.tenantId, callGroup: randomUUID(), attempt: 1, purpose: 'chat' as const, cacheStatus: 'miss' as const, outcome: 'ok', inputTokens: 5_000, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider' as const, costNanos: 1_500_000n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 5, streamed: false, id: randomUUID() };
+      const incident = { estimatedInputTokens: 10, reportedInputTokens: 5_000, maxOutputTokens: 10, reportedOutputTokens: 10 };
+      try {
+        expect(await budget.settlePaid(held!, 1_500_000n, entry, { incident })).toBe(1_500_000n);
+        expect(failOnce).toHaveBeenCalledTimes(2);
+        expect(moves).toHaveBeenCalledTimes(1);
+      } finally {
+        failOnce.mockRestore();
+        moves.mockRestore();
+      }
+      expect(budget.waitingSettlements()).toBe(0);
+      const rows = await ds.query(`SELECT cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1`, [over.tenantId]);
+      expect(rows).toEqual([{ cost: '1500000' }]);
+      const [{ kind }] = await ds.query(`SELECT kind FROM budget_incidents WHERE tenant_id = $1`, [over.tenantId]);
+      expect(kind).toBe('tokens_over_bound');
+      const { leased } = await booksBalanced(over.tenantId);
+      expect(budget.leases!.holding(over.tenantId)).toEqual({ available: leased, held: leased });
+      await ds.query(`UPDATE tenants SET admission_paused = false WHERE id = $1`, [over.tenantId]);
+    });
+
+    it('moves a leased worst case once when the move committed but its answer was lost', async () => {
+      const lost = await f.newTenant({ monthlyBudget: '100.00' });
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const held = await budget.reserve(lost.tenantId, 1_000_000n);
+      const [before] = await ds.query(`SELECT amount_nanos::text AS amount FROM budget_leases WHERE tenant_id = $1`, [lost.tenantId]);
+      const lease = { period: held!.period, instance: budget.leases!.instanceId };
+      const id = randomUUID();
+      expect(await books.leaseToReservation(lost.tenantId, lease.period, lease.instance, id, 1_000_000n, 60_000)).toBe(true);
+      // Sent again (its first answer lost): it finds its reservation and takes nothing more from the lease.
+      expect(await books.leaseToReservation(lost.tenantId, lease.period, lease.instance, id, 1_000_000n, 60_000)).toBe(true);
+      const [after] = await ds.query(`SELECT amount_nanos::text AS amount FROM budget_leases WHERE tenant_id = $1`, [lost.tenantId]);
+      expect(BigInt(after.amount)).toBe(BigInt(before.amount) - 1_000_000n);
+      const reservations = await ds.query(`SELECT amount_nanos::text AS amount FROM budget_reservations WHERE tenant_id = $1`, [lost.tenantId]);
+      expect(reservations).toEqual([{ amount: '1000000' }]);
+      const entry = { tenantId: lost.tenantId, callGroup: randomUUID(), attempt: 1, purpose: 'chat' as const, cacheStatus: 'miss' as const, outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider' as const, costNanos: 300_000n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 5, streamed: false };
+      expect(await budget.settle({ ...held!, id, leased: false }, 300_000n, entry)).toBe(300_000n);
+      await booksBalanced(lost.tenantId);
     });
 
     it('charges a leased call once when its group commit committed but the answer was lost: the retry finds its row', async () => {

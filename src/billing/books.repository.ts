@@ -817,18 +817,24 @@ export class BooksRepository {
    * The period is locked first, then the lease, in the order every statement that writes leases
    * takes them: updating the lease first and then inserting the reservation (whose foreign key
    * waits for the period) deadlocked with a settlement of the same tenant on this instance.
+   * Sent again after a try whose answer was lost (it committed), it finds the reservation that try
+   * made and moves nothing twice (the second move failed on the reservation's key, every time).
    */
   async leaseToReservation(tenantId: string, period: string, instanceId: string, reservationId: string, amount: Nanos, ttlMs: number): Promise<boolean> {
     const rows = await tenantQuery(
       this.ds.manager,
       tenantId,
       `WITH locked AS MATERIALIZED (SELECT 1 FROM budget_periods WHERE tenant_id = $1 AND period = $2 FOR UPDATE),
+       already AS MATERIALIZED (SELECT id FROM budget_reservations WHERE tenant_id = $1 AND id = $5::uuid AND EXISTS (SELECT 1 FROM locked)),
        lease AS (
          UPDATE budget_leases SET amount_nanos = amount_nanos - $4::bigint, in_flight_nanos = least(greatest(in_flight_nanos - $4::bigint, 0), amount_nanos - $4::bigint)
-          WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 AND amount_nanos >= $4::bigint AND EXISTS (SELECT 1 FROM locked) RETURNING 1)
-       INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
-       SELECT $5, $1, $2, $4::bigint, now() + make_interval(secs => $6::double precision / 1000) FROM lease
-       RETURNING id`,
+          WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 AND amount_nanos >= $4::bigint AND EXISTS (SELECT 1 FROM locked) AND NOT EXISTS (SELECT 1 FROM already)
+          RETURNING 1),
+       moved AS (
+         INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
+         SELECT $5::uuid, $1, $2, $4::bigint, now() + make_interval(secs => $6::double precision / 1000) FROM lease
+         RETURNING id)
+       SELECT id FROM moved UNION ALL SELECT id FROM already`,
       [period, instanceId, amount.toString(), reservationId, ttlMs],
     );
     return rows.length > 0;

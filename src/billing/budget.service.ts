@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import { Counter } from 'prom-client';
 import { DataSource, EntityManager } from 'typeorm';
@@ -31,6 +32,21 @@ export interface Reservation {
   /** admitted on this instance's budget lease (in memory, no reservation row) */
   leased?: boolean;
 }
+
+/** A paid call's settlement retried in the background (BudgetService.settlePaid). */
+export interface Unsettled {
+  reservation: Reservation;
+  cost: Nanos;
+  entry: LedgerEntry;
+  opts: SettleOptions;
+  /** tries so far */
+  tries: number;
+  timer?: NodeJS.Timeout;
+  running?: Promise<void>;
+}
+
+/** At most this many settlements wait in the background on one instance (each a few hundred bytes). */
+const UNSETTLED_MAX = 10_000;
 
 export type { BudgetView, IncidentView, WhenExhausted } from './budget-view';
 export { forecast, ratio } from './budget-view';
@@ -105,6 +121,9 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
    */
   private readonly knownPeriods = new TtlCache<string, string>(86_400_000, 50_000);
   private sweepTimer?: NodeJS.Timeout;
+  /** paid calls whose settlement failed its tries, retried in the background (settlePaid) */
+  private readonly unsettled = new Set<Unsettled>();
+  private closing = false;
   /** this instance's budget leases, when they are on (BUDGET_LEASES) */
   readonly leases: BudgetLeases | null;
 
@@ -157,8 +176,16 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     this.leases?.start();
   }
 
-  /** Before the database goes: pending settlements written, leases given back. */
+  /**
+   * Before the database goes: the settlements waiting in the background tried once more, pending
+   * settlements written, leases given back.
+   */
   async beforeApplicationShutdown(): Promise<void> {
+    this.closing = true;
+    const left = await this.settleWaiting();
+    for (const u of left) {
+      this.logger.error({ msg: 'a paid model call was never settled: its worst case stays held until the sweeper books it', tenantId: u.entry.tenantId, reservationId: u.reservation.id, cost: u.cost.toString(), tries: u.tries });
+    }
     await this.leases?.close();
   }
 
@@ -312,6 +339,79 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   /**
+   * Settles a call a provider was paid for (BudgetService.settle): tried three times, 100 and 200 ms
+   * apart. When those fail too (the database away), the caller gets the error and the settlement
+   * goes on in the background — 1 s, 2 s, 4 s … at most a minute apart, until it is written, and
+   * once more when the instance stops (`UNSETTLED_MAX` at most waiting; past that, logged). Every
+   * try after the first looks for the row an earlier one may have written (the entry's id): the
+   * call is charged once. Before, a call that failed its three tries kept its worst case held (on
+   * its lease, written as in flight) and had no ledger row until the instance ended and the
+   * sweeper booked it as lost in flight: the school's room shrank by it meanwhile.
+   */
+  async settlePaid(reservation: Reservation, cost: Nanos, entry: LedgerEntry, opts: SettleOptions = {}): Promise<Nanos> {
+    for (let i = 0; ; i++) {
+      try {
+        return await this.settle(reservation, cost, i > 0 ? { ...entry, retried: true } : entry, opts);
+      } catch (err) {
+        if (i < 2) {
+          await sleep(100 * (i + 1));
+          continue;
+        }
+        this.settleLater({ reservation, cost, entry: { ...entry, retried: true }, opts, tries: i + 1 }, err);
+        throw err;
+      }
+    }
+  }
+
+  /** How many settlements wait in the background. */
+  waitingSettlements(): number {
+    return this.unsettled.size;
+  }
+
+  /**
+   * Tries every settlement waiting in the background once more, now (a try already under way is
+   * waited for, not doubled); returns those still unsettled. Shutdown calls it; so can tests.
+   */
+  async settleWaiting(): Promise<Unsettled[]> {
+    await Promise.all([...this.unsettled].map((u) => u.running ?? this.retrySettlement(u)));
+    return [...this.unsettled];
+  }
+
+  private settleLater(u: Unsettled, err: unknown): void {
+    const log = { tenantId: u.entry.tenantId, reservationId: u.reservation.id, cost: u.cost.toString(), err: loggableError(err) };
+    if (this.closing || this.unsettled.size >= UNSETTLED_MAX) {
+      this.logger.error({ msg: 'could not settle a model call: its worst case stays held until the sweeper books it', ...log });
+      return;
+    }
+    this.logger.error({ msg: 'could not settle a model call: retrying in the background', ...log });
+    this.unsettled.add(u);
+    this.retryLater(u);
+  }
+
+  private retryLater(u: Unsettled): void {
+    u.timer = setTimeout(() => void this.retrySettlement(u), Math.min(1_000 * 2 ** (u.tries - 3), 60_000));
+    u.timer.unref();
+  }
+
+  private retrySettlement(u: Unsettled): Promise<void> {
+    clearTimeout(u.timer);
+    u.running = (async () => {
+      u.tries++;
+      try {
+        await this.settle(u.reservation, u.cost, u.entry, u.opts);
+        this.unsettled.delete(u);
+        this.logger.warn({ msg: 'settled a model call in the background', tenantId: u.entry.tenantId, reservationId: u.reservation.id, tries: u.tries });
+      } catch (err) {
+        if (!this.closing) this.retryLater(u);
+        this.logger.warn({ msg: 'a background settlement failed again', tenantId: u.entry.tenantId, reservationId: u.reservation.id, tries: u.tries, err: loggableError(err) });
+      } finally {
+        u.running = undefined;
+      }
+    })();
+    return u.running;
+  }
+
+  /**
    * Ends a reservation: the actual cost is spent (within the cap), the rest released, and the ledger
    * row written, in one statement (BooksRepository.settle), so the ledger always sums to the spend.
    * A token incident also pauses the tenant's admission, in the same transaction. With no
@@ -342,7 +442,9 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       // there is no reservation to release: the settlement charges what the cap still holds and
       // books the rest as an incident, as for any reservation swept before its call settled.
       await this.leases.toReservation(reservation, reservation.id, this.config.llm.reservationTtlMs);
-      reservation = { ...reservation, leased: false };
+      // Now a reservation (or, the lease gone, none): a retry of this settlement settles it the
+      // classic way too. (Moved again, it was taken from the lease twice, or failed on its key.)
+      reservation.leased = false;
     }
     const i = opts.incident;
     const settle = (m: EntityManager) =>

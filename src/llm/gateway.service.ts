@@ -765,20 +765,9 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     }
   }
 
-  /** Settles with a few retries: a provider was paid; losing that record would break the ledger. */
-  private async settle(reservation: Reservation, cost: Nanos, opts: SettleOptions, entry: LedgerEntry): Promise<Nanos> {
-    for (let i = 0; ; i++) {
-      try {
-        // (A retry looks for the row its earlier attempt may have written: the same id, charged once.)
-        return await this.budget.settle(reservation, cost, i > 0 ? { ...entry, retried: true } : entry, opts);
-      } catch (err) {
-        if (i >= 2) {
-          this.logger.error({ msg: 'could not settle a model call', tenantId: entry.tenantId, reservationId: reservation.id, cost: cost.toString(), err: loggableError(err) });
-          throw err;
-        }
-        await sleep(100 * (i + 1));
-      }
-    }
+  /** Settles a paid call: retried, then settled in the background if the database stays away (BudgetService.settlePaid). */
+  private settle(reservation: Reservation, cost: Nanos, opts: SettleOptions, entry: LedgerEntry): Promise<Nanos> {
+    return this.budget.settlePaid(reservation, cost, entry, opts);
   }
 
   /**
