@@ -256,6 +256,29 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(someoneElse.flags).toContain('possible_copy');
       expect([first.id, resubmitted.id]).toContain(someoneElse.similarTo.essayId);
     });
+
+    it('reuses no grade written for other work: another rubric, or another assignment', async () => {
+      await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true, nearDuplicateThreshold: 0.6 }).expect(200);
+      const original = generateEssay(11, 'en').text;
+      const ielts = await gradeOne({ text: original, studentRef: 'gina', rubric: 'en-ielts-task2' });
+      expect(ielts.grade.maxScore).toBe(9);
+      // The same student's near-copy on another rubric is graded on that rubric, not given a band out of 9.
+      const general = await gradeOne({ text: nearCopy(original, 3, 1), studentRef: 'gina', rubric: 'en-general-100' });
+      expect(general.flags).not.toContain('reused_grade');
+      expect(general.grade).toMatchObject({ source: 'model', maxScore: 100 });
+      expectValidGrade(general);
+      // …and on the same rubric for another assignment (another task), graded again too.
+      const assignment = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'Task 2', prompt: 'Discuss both views.', rubric: 'en-ielts-task2' }).expect(201);
+      const other = await gradeOne({ text: nearCopy(original, 4, 1), studentRef: 'gina', assignmentId: assignment.body.id });
+      expect(other.flags).not.toContain('reused_grade');
+      expect(other.grade.source).toBe('model');
+      expect(fake.requestCount).toBe(3);
+      // The same work again (no assignment, IELTS) may take its grade.
+      const again = await gradeOne({ text: nearCopy(original, 5, 1), studentRef: 'gina', rubric: 'en-ielts-task2' });
+      expect(again.flags).toContain('reused_grade');
+      expect(again.grade.score).toBe(ielts.grade.score);
+      expect(fake.requestCount).toBe(3);
+    });
   });
 
   describe('prompt injection', () => {

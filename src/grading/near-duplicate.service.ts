@@ -89,15 +89,21 @@ export class NearDuplicateIndex {
     const best = compared[0];
     // Without a student: the nearest essay. For a named student, every candidate's student (at most
     // MAX_CANDIDATES, one read by key): the nearest of another student, and the grades of the
-    // student's own graded ones near enough to be a resubmission.
+    // student's own graded ones near enough to be a resubmission — written for the same work: the
+    // same assignment (or none) on the same rubric version. (A grade of another rubric was reused
+    // as it was: another scale and dimensions the teacher could not override, and the agreement
+    // figures compared a 7 out of 9 with the teacher's 70 out of 100.)
     const ids = studentRef ? compared.map((c) => c.essayId) : [best.essayId];
     const rows = await tenantQuery<{ id: string; student_ref: string | null; status: string; grade: unknown }>(
       this.ds.manager,
       tenantId,
-      `SELECT id, student_ref, status,
-              CASE WHEN student_ref = $3 AND status IN ('graded', 'needs_review') THEN grade END AS grade
-         FROM essays WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND erased_at IS NULL`,
-      [ids, studentRef],
+      `SELECT e.id, e.student_ref, e.status,
+              CASE WHEN e.student_ref = $3 AND e.status IN ('graded', 'needs_review') AND e.rubric_key = me.rubric_key
+                        AND e.rubric_version = me.rubric_version AND e.assignment_id IS NOT DISTINCT FROM me.assignment_id THEN e.grade END AS grade
+         FROM essays e
+         LEFT JOIN essays me ON me.tenant_id = $1 AND me.id = $4
+        WHERE e.tenant_id = $1 AND e.id = ANY($2::uuid[]) AND e.erased_at IS NULL`,
+      [ids, studentRef, essayId],
     );
     const byId = new Map(rows.map((r) => [r.id, r]));
     const isOwn = (r: { student_ref: string | null }) => studentRef !== null && r.student_ref === studentRef;
