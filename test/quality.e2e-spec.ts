@@ -104,9 +104,12 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     const timed = await t.http.get('/v1/quality?from=2026-03-01T08:00:00%2B08:00').set(bearer(teacher)).expect(400);
     expect(timed.body.error.details[0]).toMatchObject({ field: 'from' });
     await t.http.get('/v1/quality?to=2026-02-30').set(bearer(teacher)).expect(400);
-    // An end before the start is refused, as the ledger's reports refuse it; one day (from = to) is a range.
-    expect((await t.http.get('/v1/quality?from=2026-12-05&to=2026-12-01').set(bearer(teacher)).expect(400)).body.error.details).toEqual([{ field: 'to', message: 'to must not be before from' }]);
-    await t.http.get('/v1/quality?from=2026-12-01&to=2026-12-01').set(bearer(teacher)).expect(200);
+    // An end before the start is refused, as the ledger's reports refuse it; so is an end on the
+    // start (`to` is the first day left out: from = to is empty, not one day); one day is from D to D + 1.
+    for (const range of ['from=2026-12-05&to=2026-12-01', 'from=2026-12-01&to=2026-12-01']) {
+      expect((await t.http.get(`/v1/quality?${range}`).set(bearer(teacher)).expect(400)).body.error.details).toEqual([{ field: 'to', message: 'to must be after from (to is the first day left out)' }]);
+    }
+    await t.http.get('/v1/quality?from=2026-12-01&to=2026-12-02').set(bearer(teacher)).expect(200);
     const other = await f.newTenant();
     const otherTeacher = (await f.newKey(other, 'teacher')).key;
     const nf = await t.http.get(`/v1/assignments/${assignmentId}/agreement`).set(bearer(otherTeacher)).expect(404);

@@ -90,8 +90,9 @@ export class QualityController {
       problems.push({ field: 'groupBy', message: `groupBy must be one of ${QUALITY_GROUPS.join(', ')}` });
     }
     const f = { from: parseDay(from, 'from', problems), to: parseDay(to, 'to', problems) };
-    // (Days as YYYY-MM-DD compare as text; both ends are days included.)
-    if (!problems.length && f.from !== undefined && f.to !== undefined && f.to < f.from) problems.push({ field: 'to', message: 'to must not be before from' });
+    // (Days as YYYY-MM-DD compare as text. `to` is the first day left out, as in /v1/usage: from = to
+    // is an empty range, refused as such rather than answered with nothing.)
+    if (!problems.length && f.from !== undefined && f.to !== undefined && f.to <= f.from) problems.push({ field: 'to', message: 'to must be after from (to is the first day left out)' });
     if (problems.length) throw ApiError.validation(problems);
     return this.quality.overview(auth.tenantId, (groupBy as QualityGroup | undefined) ?? 'rubric', f);
   }
