@@ -89,6 +89,28 @@ describe("calls that can wait go through the provider's Batch API", () => {
     await expectBooksBalanced(ds, tenant.tenantId);
   });
 
+  it('answers the lines an expired batch ran from its output file, at the batch price, and makes only the others in real time (each paid once)', async () => {
+    fake.failNextBatch('dashscope', 'expired', 1);
+    const [a, b] = await Promise.all([ask('赶在期限前跑完的一篇'), ask('没来得及跑的一篇')]);
+    expect(fake.requests.filter((r) => r.batchId)).toHaveLength(1); // one line ran before the window ran out
+    expect(fake.requests.filter((r) => !r.batchId)).toHaveLength(1); // the other, in real time
+    const [inBatch, realtime] = a.costNanos === price(a.usage, BATCH) ? [a, b] : [b, a];
+    expect(inBatch.costNanos).toBe(price(inBatch.usage, BATCH));
+    expect(realtime.costNanos).toBe(price(realtime.usage, REALTIME));
+    // Paid once each: what the provider billed (one batch line, one real-time answer) is what the ledger holds.
+    const counts = (await (await fetch(`${fake.url}/_fake/requests`)).json()) as { answered: number; answeredInBatches: number; answeredAgain: number };
+    expect(counts).toMatchObject({ answered: 2, answeredInBatches: 1, answeredAgain: 0 });
+    const rows = await ds.query(`SELECT batch, outcome, error_reason, cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, batch`, [tenant.tenantId]);
+    expect(rows.filter((r: { cost: string }) => r.cost !== '0').map((r: { batch: boolean; outcome: string }) => [r.batch, r.outcome]).sort()).toEqual([
+      [false, 'ok'],
+      [true, 'ok'],
+    ]);
+    expect(rows.filter((r: { cost: string }) => r.cost === '0').map((r: { batch: boolean; error_reason: string }) => [r.batch, r.error_reason])).toEqual([[true, 'batch_failed']]);
+    const { spent } = await expectBooksBalanced(ds, tenant.tenantId);
+    expect(spent).toBe(a.costNanos + b.costNanos);
+    await waitFor(() => fake.files.length === 0, 5_000, "the expired batch's files to be deleted");
+  });
+
   it("handles one line's error like any answer of that model (a content rejection goes to the next model)", async () => {
     fake.enqueue('dashscope', { kind: 'preset', name: 'data_inspection_failed' });
     const r = await ask('refused in the batch', { target: { tier: 'deep' } });

@@ -103,6 +103,7 @@ const ENDING = new Set([...TERMINAL, 'cancelling']);
  * A batch given up before it ended (LLM_BATCH_MAX_WAIT_MS passed since it was created, or the
  * service is stopping and some of its calls are not a job's) is cancelled at the provider, so that
  * what it has not run yet is neither run nor billed while its calls are made again in real time.
+ * An expired batch, or one cancelled, answers the lines it ran from its output file (ranPartly).
  * On a stop, the calls collected but not sent yet are not uploaded at all: they fail at once
  * (`batch_failed`), and the waiting batches stop being polled.
  */
@@ -271,8 +272,10 @@ export class BatchCollector {
       if (polled.ended !== 'done') {
         const why = polled.ended === 'closed' ? 'the service is stopping' : `it did not finish within ${this.cfg.batchMaxWaitMs} ms`;
         batch = await this.cancel(key, p, batch, why);
+        if (ranPartly(batch)) return answer(p.entries, await this.results(p, outputOnly(batch)), batch.id, p.adapter);
         return failAll(p.entries, `batch ${batch.id} given up: ${why}`);
       }
+      if (ranPartly(batch)) return answer(p.entries, await this.results(p, outputOnly(batch)), batch.id, p.adapter);
       if (batch.status !== 'completed') return failAll(p.entries, `batch ${batch.id} ended ${batch.status}`);
       answer(p.entries, await this.results(p, batch), batch.id, p.adapter);
     } catch (err) {
@@ -378,10 +381,9 @@ export class BatchCollector {
       }
       if (polled.ended === 'late') {
         batch = await this.cancel(batchId, a, batch, `it did not finish within ${this.cfg.batchMaxWaitMs} ms of its creation`);
-        return failAdopted(a, `batch ${batchId} given up`);
-      }
-      if (batch.status !== 'completed') return failAdopted(a, `batch ${batchId} ended ${batch.status}`);
-      a.results = await this.results(a, batch);
+        if (!ranPartly(batch)) return failAdopted(a, `batch ${batchId} given up`);
+      } else if (batch.status !== 'completed' && !ranPartly(batch)) return failAdopted(a, `batch ${batchId} ended ${batch.status}`);
+      a.results = await this.results(a, ranPartly(batch) ? outputOnly(batch) : batch);
       answer(a.entries.splice(0), a.results, batchId, a.adapter);
     } catch (err) {
       const why = err instanceof ProviderError ? `${err.reason}: ${err.message}` : (err as Error).message;
@@ -647,6 +649,23 @@ function answer(entries: Entry[], results: Map<string, LineResult>, batchId: str
       e.reject(err instanceof ProviderError ? err : new ProviderError('retryable', 'malformed_response', (err as Error).message));
     }
   }
+}
+
+/**
+ * An expired or cancelled batch that ran some of its lines before it ended: their answers are in its
+ * output file, and the provider bills them (OpenAI's Batch API, and those that copy it). They are
+ * answered from it, paid once at the batch price; the lines it did not run (in its error file, as
+ * `batch_expired` or cancelled) fail with `batch_failed` and are made in real time. (Every line
+ * failed before, and was paid again in real time: two payments for one answer, one of them in no
+ * ledger.)
+ */
+function ranPartly(batch: BatchObject): boolean {
+  return (batch.status === 'expired' || batch.status === 'cancelled') && typeof batch.output_file_id === 'string' && batch.output_file_id.length > 0;
+}
+
+/** The batch as its output file alone answers it (its error file's lines are the ones not run). */
+function outputOnly(batch: BatchObject): BatchObject {
+  return { ...batch, error_file_id: null };
 }
 
 function failAll(entries: Entry[], reason: string): void {

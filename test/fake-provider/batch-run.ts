@@ -36,6 +36,8 @@ export interface BatchState {
   errorFileId: string | null;
   /** `POST /batches/:id/cancel` was answered at this time: the lines not run by then are not run. */
   cancelledMs?: number;
+  /** An expired batch that ran this many lines before its window ran out (the others are in its error file as `batch_expired`). */
+  runLines?: number;
   /** A scripted failure (or the processing itself failing): the batch ends with it, not 'completed'. */
   failure?: { outcome: BatchFailure; code: string; message: string; atMs: number };
 }
@@ -70,6 +72,11 @@ export async function runBatch(ctx: BatchRunContext, b: BatchState): Promise<voi
     if (!ctx.live(b)) return;
     if (b.cancelledMs !== undefined) break;
     const parsed = parseBatchLine(line, b.endpoint);
+    if (b.runLines !== undefined && b.completed + b.failed >= b.runLines) {
+      // Its window ran out: the line is not run, and says so in the error file.
+      errors.push(JSON.stringify({ id: `batch_req_${randomUUID()}`, custom_id: parsed.customId, response: null, error: { code: 'batch_expired', message: 'This request could not be executed before the completion window expired.' } }));
+      continue;
+    }
     if ('error' in parsed) {
       errors.push(
         JSON.stringify({
@@ -154,9 +161,14 @@ export function batchObject(b: BatchState, now: number): BatchObject {
     out.error_file_id = b.errorFileId;
   } else if (b.failure) {
     const endMs = Math.max(readyMs, b.failure.atMs);
-    if (now >= endMs) {
+    // (An expired batch that ran some lines ends once they are written, with its files.)
+    if (now >= endMs && (b.runLines === undefined || b.doneMs !== undefined)) {
       out.status = b.failure.outcome;
       out.errors = { object: 'list', data: [{ code: b.failure.code, message: b.failure.message, line: null, param: null }] };
+      if (b.runLines !== undefined) {
+        out.output_file_id = b.outputFileId;
+        out.error_file_id = b.errorFileId;
+      }
       if (b.failure.outcome === 'failed') out.failed_at = sec(endMs);
       else out.expired_at = sec(endMs);
     }

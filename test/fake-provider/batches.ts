@@ -63,7 +63,7 @@ export interface BatchApiDeps {
 export class BatchApi implements BatchRunContext {
   private readonly files = new Map<string, StoredFile>();
   private readonly batchStates = new Map<string, BatchState>();
-  private readonly failures: Record<Dialect, BatchFailure[]> = { deepseek: [], zhipu: [], dashscope: [], openai: [] };
+  private readonly failures: Record<Dialect, Array<{ outcome: BatchFailure; afterLines?: number }>> = { deepseek: [], zhipu: [], dashscope: [], openai: [] };
   /** Least time from a batch's creation to its end, in ms. */
   latencyMs: number;
   /** How long `POST /batches` takes to answer, in ms (the batch is created at once). */
@@ -115,11 +115,14 @@ export class BatchApi implements BatchRunContext {
     this.latencyMs = ms;
   }
 
-  failNext(d: Dialect, outcome: BatchFailure): void {
+  failNext(d: Dialect, outcome: BatchFailure, afterLines?: number): void {
     if (!isDialect(d)) throw new TypeError(`unknown dialect '${String(d)}'`);
     if (!BATCH_DIALECTS.includes(d)) throw new TypeError(`${d} has no batch API`);
     if (outcome !== 'failed' && outcome !== 'expired') throw new TypeError("outcome must be 'failed' or 'expired'");
-    this.failures[d].push(outcome);
+    if (afterLines !== undefined && (outcome !== 'expired' || !Number.isInteger(afterLines) || afterLines < 1)) {
+      throw new TypeError('afterLines is a whole number of lines ≥ 1, for an expired batch');
+    }
+    this.failures[d].push({ outcome, afterLines });
   }
 
   /** Drops files, batches and scripted failures; the latency goes back to its start value. */
@@ -312,16 +315,17 @@ export class BatchApi implements BatchRunContext {
       errorFileId: null,
     };
     const scripted = this.failures[dialect].shift();
-    if (scripted === 'failed') {
+    if (scripted?.outcome === 'failed') {
       b.failure = { outcome: 'failed', code: 'batch_failed', message: 'The batch failed (scripted by the fake provider).', atMs: now };
-    } else if (scripted === 'expired') {
+    } else if (scripted?.outcome === 'expired') {
       b.failure = { outcome: 'expired', code: 'batch_expired', message: 'This batch could not be completed within the 24h time window.', atMs: now };
+      b.runLines = scripted.afterLines;
     }
     this.batchStates.set(b.id, b);
     const created = batchObject(b, now); // 'validating'
     setImmediate(() => {
-      if (scripted === 'expired') b.startedMs = Date.now(); // it ran out of time while in progress
-      if (scripted) return;
+      if (scripted?.outcome === 'expired') b.startedMs = Date.now(); // it ran out of time while in progress
+      if (scripted && b.runLines === undefined) return;
       runBatch(this, b).catch((err: unknown) => {
         b.failure = { outcome: 'failed', code: 'server_error', message: `fake provider: ${err instanceof Error ? err.message : String(err)}`, atMs: Date.now() };
       });

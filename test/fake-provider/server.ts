@@ -125,8 +125,8 @@ export class FakeProviderServer implements FakeProvider {
     this.batchApi.setListLag(ms);
   }
 
-  failNextBatch(d: Dialect, outcome: BatchFailure): void {
-    this.batchApi.failNext(d, outcome);
+  failNextBatch(d: Dialect, outcome: BatchFailure, afterLines?: number): void {
+    this.batchApi.failNext(d, outcome, afterLines);
   }
 
   reset(): void {
@@ -269,7 +269,7 @@ export class FakeProviderServer implements FakeProvider {
           this.setBatchLatency(input.ms as number);
           return sendJson(res, 200, { ok: true, batchLatencyMs: this.batchApi.latencyMs });
         case '/_fake/batch-failure':
-          this.failNextBatch(input.dialect as Dialect, input.outcome as BatchFailure); // validates both
+          this.failNextBatch(input.dialect as Dialect, input.outcome as BatchFailure, input.afterLines as number | undefined); // validates them
           return sendJson(res, 200, { ok: true });
         case '/_fake/reset':
           this.reset();

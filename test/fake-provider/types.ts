@@ -165,9 +165,12 @@ export interface FakeProvider {
   /**
    * The next batch created for that dialect (FIFO when called more than once) ends with that status
    * after the batch latency, with `errors` and no output file; its lines are not processed (no steps
-   * consumed, no usage, nothing recorded). DeepSeek has no batch API: throws.
+   * consumed, no usage, nothing recorded). DeepSeek has no batch API: throws. With `afterLines`
+   * (expired only), the batch runs that many lines first, as a real provider's batch that ran out of
+   * its window partway does: those are answered in its output file (and billed), each other line is
+   * in its error file with `batch_expired`.
    */
-  failNextBatch(d: Dialect, outcome: BatchFailure): void;
+  failNextBatch(d: Dialect, outcome: BatchFailure, afterLines?: number): void;
   /** The batches since start or the last reset(), in creation order, each as `GET /batches/:id` would answer now. */
   readonly batches: readonly BatchObject[];
   /** The Batch API files it holds now (uploads and batch results that no `DELETE /files/:id` removed), by id. */
