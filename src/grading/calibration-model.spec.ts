@@ -1,6 +1,6 @@
 import { calibrateGrade, CalibrationModel, scaleDimensions } from './calibration-model';
 import type { StoredGrade } from './grading-types';
-import { builtinRubric, isOnStep, totalScore } from './rubric';
+import { builtinRubric, isOnStep, Rubric, totalScore } from './rubric';
 
 const gaokao = builtinRubric('zh-gaokao-60')!;
 const ielts = builtinRubric('en-ielts-task2')!;
@@ -94,6 +94,20 @@ describe('scaleDimensions', () => {
       expect(totalScore(gaokao, s)).toBe(target);
       for (const d of gaokao.dimensions) expect(s[d.key]).toBeGreaterThanOrEqual(0);
       for (const d of gaokao.dimensions) expect(s[d.key]).toBeLessThanOrEqual(d.max);
+    }
+  });
+
+  it('reaches any total of a custom rubric that mixes steps of 1 and 0.5', () => {
+    const mixed: Rubric = { ...gaokao, key: 'mixed', builtIn: false, dimensions: [
+      { ...gaokao.dimensions[0], key: 'whole', max: 10, step: 1 },
+      { ...gaokao.dimensions[1], key: 'half', max: 10, step: 0.5 },
+    ] };
+    for (const raw of [[9, 1], [1, 9], [10, 0.5], [0, 0], [5, 5.5]]) {
+      for (let target = 0; target <= 20; target += 0.5) {
+        const s = scaleDimensions(mixed, [{ key: 'whole', score: raw[0] }, { key: 'half', score: raw[1] }], target);
+        expect({ raw, target, total: totalScore(mixed, s) }).toEqual({ raw, target, total: target });
+        for (const d of mixed.dimensions) expect(isOnStep(s[d.key], d.step) && s[d.key] >= 0 && s[d.key] <= d.max).toBe(true);
+      }
     }
   });
 

@@ -109,7 +109,14 @@ export function scaleDimensions(rubric: Rubric, dims: Array<{ key: string; score
     const total = totalScore(rubric, out);
     if (total === target) break;
     const up = total < target;
-    const movable = rubric.dimensions.filter((d) => (up ? out[d.key] + d.step <= d.max : out[d.key] - d.step >= 0));
+    let movable = rubric.dimensions.filter((d) => (up ? out[d.key] + d.step <= d.max : out[d.key] - d.step >= 0));
+    // Summed, a step no larger than what is left goes first: with half a point left on a rubric that
+    // mixes steps of 1 and 0.5, a whole step overshot, came back, and never reached the total.
+    if (rubric.totalRule === 'sum') {
+      const gap = Math.abs(target - total);
+      const fits = movable.filter((d) => d.step <= gap + 1e-9);
+      if (fits.length) movable = fits;
+    }
     if (!movable.length) break;
     movable.sort((a, b) => (up ? exact[b.key] - out[b.key] - (exact[a.key] - out[a.key]) : out[b.key] - exact[b.key] - (out[a.key] - exact[a.key])));
     const d = movable[0];
