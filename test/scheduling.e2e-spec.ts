@@ -137,6 +137,20 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     await expectBooksBalanced(ds, tenant.tenantId);
   });
 
+  it('does not defer a retry whose earlier attempt planned a batch (its call may wait there): it runs now', async () => {
+    const a = await assignment(due('2026-12-02T08:00:00'));
+    const [id] = await submit(a.id, [19]);
+    await waitFor(async () => (await jobsOf([id])).every((j: { plan: { mode: string } | null; status: string }) => j.plan?.mode === 'off_peak' && j.status === 'queued'), 10_000, 'the job deferred');
+    // As left by an attempt that sent its call in a batch and was handed over on a stop.
+    await ds.query(`UPDATE jobs SET plan = jsonb_set(plan, '{mode}', '"batch"'), run_after = now() WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, id]);
+    await waitGraded([id]);
+    const [job] = await jobsOf([id]);
+    expect(job.plan).toMatchObject({ mode: 'now', startAt: TUESDAY_PEAK.toISOString() });
+    const [row] = await ledger();
+    expect(row).toMatchObject({ essay_id: id, batch: false, price_window: 'peak', outcome: 'ok' });
+    await expectBooksBalanced(ds, tenant.tenantId);
+  });
+
   it('without a deadline, grades at once as before (peak price, no schedule)', async () => {
     const a = await assignment();
     expect(a.dueBy).toBeNull();

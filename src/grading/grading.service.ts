@@ -121,16 +121,21 @@ export class GradingService {
     if (!plan) return undefined;
     // The cheaper window it waited for has come: it runs now, in that window, and says so.
     const waited = plan.mode === 'now' && job.plan?.mode === 'off_peak' && plan.plannedAt.getTime() >= Date.parse(job.plan.startAt) && plan.window === job.plan.window;
+    // An earlier attempt planned a batch: its call may wait in that batch (a stop handed it over),
+    // and this retry must take it over now — the gateway finds it by the call's guard, whatever
+    // this plan says. Deferred to a window past the guard's life instead, the batch's answer was
+    // lost and the call paid again. With no batch to take over, it runs now: dearer, never late.
+    const inBatchBefore = plan.mode === 'off_peak' && job.plan?.mode === 'batch';
     const recorded: JobPlan = {
-      mode: waited ? 'off_peak' : plan.mode,
-      startAt: plan.startAt.toISOString(),
+      mode: inBatchBefore ? 'now' : waited ? 'off_peak' : plan.mode,
+      startAt: (inBatchBefore ? plan.plannedAt : plan.startAt).toISOString(),
       model: plan.model,
       window: plan.window,
       plannedAt: plan.plannedAt.toISOString(),
       firstPlannedAt: job.plan?.firstPlannedAt ?? plan.plannedAt.toISOString(),
     };
     // (off_peak is only ever a later start: when now is the cheapest, the plan is 'now'.)
-    if (plan.mode === 'off_peak') {
+    if (plan.mode === 'off_peak' && !inBatchBefore) {
       await this.queue.defer(job, recorded);
       this.logger.log({ msg: 'scheduled work waits for a cheaper window', tenantId: job.tenantId, essayId: job.essayId, jobId: job.id, startAt: recorded.startAt });
       return 'deferred';
