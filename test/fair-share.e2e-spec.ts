@@ -808,6 +808,36 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
   });
 
+  it('keeps a school within its gradings at once for deep reviews and shadow gradings too, each kind apart, up to ten waiting in batches a place', async () => {
+    const queue = t.app.get(JobQueue);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')`);
+    await setLimits({ essaysGrading: 1 });
+    const essays: string[] = [];
+    for (let i = 0; i < 14; i++) {
+      const [{ id }] = await t.dataSource.query(
+        `INSERT INTO essays (id, tenant_id, rubric_key, rubric_version, language, tier, text, status) VALUES (gen_random_uuid(), $1, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'graded') RETURNING id`,
+        [tenant.tenantId],
+      );
+      essays.push(id);
+    }
+    for (const kind of ['deep_review', 'shadow'] as const) {
+      await t.dataSource.transaction((tx) => queue.enqueue(tx, tenant.tenantId, essays.map((essayId) => ({ essayId, kind }))));
+      const mine = async () => (await queue.claim(20, 60_000, kind)).filter((j) => j.tenantId === tenant.tenantId);
+      const [first, ...more] = await mine();
+      expect(more).toHaveLength(0);
+      expect(await mine()).toHaveLength(0); // its one place is taken
+      // Waiting in a provider batch it takes no place, ten a place: then the school waits its turn.
+      await queue.markInBatch(first, true);
+      for (let i = 0; i < 10; i++) {
+        const [job, ...others] = await mine();
+        expect(others).toHaveLength(0);
+        await queue.markInBatch(job, true);
+      }
+      expect(await mine()).toHaveLength(0); // eleven waiting: one more than ten a place
+    }
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
+  });
+
   it('gives a free place to the school with nothing running before one whose jobs wait in provider batches', async () => {
     const queue = t.app.get(JobQueue);
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')`);

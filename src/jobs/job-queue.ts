@@ -136,8 +136,9 @@ export class JobQueue {
    * gradings running (then the oldest waiting job) take part, and their jobs are taken
    * first-of-each-tenant, then second-of-each… So a tenant whose 5,000-essay class set fills the
    * workers holds another tenant's essay back by one claim round at most, even when only one
-   * worker slot is free. A tenant's gradings at once (across instances) stay within its
-   * `essaysGrading` limit.
+   * worker slot is free. A tenant's jobs of each kind at once (across instances) stay within its
+   * `essaysGrading` limit: gradings, gradings with a deadline, deep reviews, shadow gradings, each
+   * counted apart.
    *
    * Gradings with a deadline (`scheduled`) are claimed apart from the others: they may wait on a
    * provider batch for hours, so they have a pool of their own, where a tenant again holds at most
@@ -152,8 +153,11 @@ export class JobQueue {
    */
   async claim(limit: number, leaseMs: number, kind: JobKind = 'grade', scheduled = false): Promise<Job[]> {
     if (limit <= 0) return [];
-    // Deep reviews mostly wait on provider batches: they have a pool of their own and no per-tenant cap.
-    const cap = kind === 'grade' ? this.config.limits.essaysGrading : 1_000_000;
+    // Every kind (and lane) has its own count against the school's `essaysGrading`: deep reviews and
+    // shadow gradings too, in their own pools. (They had no cap of their own: one school's deep
+    // reviews waiting in batches, ten a place, filled an instance's pool for up to a day, and another
+    // school's deep review due in the morning was never claimed.)
+    const cap = this.config.limits.essaysGrading;
     // Gradings are claimed by lane (with a deadline or not), on an index that leads with it.
     const lane = (t: string) => (kind === 'grade' ? `AND (${t}.due_by IS NOT NULL) = ${scheduled ? 'true' : 'false'}` : '');
     // Within a school, the lane of gradings with a deadline goes earliest deadline first (on its own
@@ -177,7 +181,7 @@ export class JobQueue {
            CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE NOT r.in_batch) AS running, count(*) FILTER (WHERE r.in_batch) AS in_batch
                                  FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running' ${lane('r')}) n
            JOIN tenants t ON t.id = w.tenant_id
-           CROSS JOIN LATERAL (SELECT CASE WHEN $4 = 'grade' THEN coalesce((t.limits->>'essaysGrading')::int, $5) ELSE $5 END AS cap) c
+           CROSS JOIN LATERAL (SELECT coalesce((t.limits->>'essaysGrading')::int, $5) AS cap) c
            CROSS JOIN LATERAL (SELECT run_after FROM jobs j WHERE j.tenant_id = w.tenant_id AND j.kind = $4 ${lane('j')} AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY j.run_after LIMIT 1) h
           WHERE w.tenant_id IS NOT NULL),

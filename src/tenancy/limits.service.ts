@@ -61,7 +61,7 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   assignments: 'assignments kept; past it, making one is refused (429)',
   rubricVersions: "rubric versions kept: each rubric made and each edit of one (PUT) is a version, kept for the grades made with it; past it, making or editing a rubric is refused (429)",
   essaysQueued: 'essays waiting to be graded',
-  essaysGrading: 'essays being graded at once, across instances (enforced in the queue’s claim)',
+  essaysGrading: 'essays being graded at once, across instances, each kind of job counted apart (gradings, gradings with a deadline, deep reviews, shadow gradings; enforced in the queue’s claim)',
   chatInFlight: 'chat completions in flight',
   eventStreams: 'open event streams (SSE)',
   providerCalls: 'model calls at providers at once, all purposes; more wait their turn (a chat call whose client closes the connection while it waits is never sent, and charged nothing)',
