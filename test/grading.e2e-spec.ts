@@ -198,6 +198,11 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(again.grade.dimensions.map((d: { score: number }) => d.score)).toEqual(first.grade.dimensions.map((d: { score: number }) => d.score));
       expectValidGrade(again); // quotes placed in this essay's own text
       expect(fake.requestCount).toBe(1);
+      // Under another title the prompt is another one: graded again, not answered with the first grade.
+      const titled = await gradeOne({ text, title: '另一个题目' });
+      expect(titled.cache).toBe('miss');
+      expect(fake.requestCount).toBe(2);
+      expect((await gradeOne({ text, title: ' 另一个题目' })).cache).toBe('hit');
     });
 
     it('flags a near-copy as possible_copy with the other essay and the similarity; unrelated essays are not flagged', async () => {

@@ -109,7 +109,12 @@ export class ModelGrader {
           v: PROMPT_VERSIONS[variant],
           rubric: `${rubric.key}@${rubric.version}`,
           tier,
+          // Everything the prompt carries: the instructions' language and the title too (an essay
+          // sent again under another title, or graded in the other language on a rubric for any,
+          // was answered with the grade made for the first).
+          language: essay.language,
           task: essay.task ? normalizeForKey(essay.task.prompt) : null,
+          title: essay.title ? normalizeForKey(essay.title) : null,
           essay: normalizeForKey(essay.text),
         }),
         lookup: true,
