@@ -156,6 +156,31 @@ describe("calls that can wait go through the provider's Batch API", () => {
     }
   });
 
+  it("waits for the batch a creation without an answer made (a timeout): found by its upload, no real-time call, paid once", async () => {
+    const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
+    const provider = t.models.providers.get('dashscope')!;
+    const params = { messages: [{ role: 'user' as const, content: '创建没有回音的一批' }], maxTokens: 50, stream: false };
+    // The provider makes the batch but answers after the client has given up on the request.
+    fake.setBatchCreateDelay(1_500);
+    const client = new ProviderClient({ ...t.config.llm, totalTimeoutMs: 500 });
+    const collector = new BatchCollector(client, { ...t.config.llm, batchWindowMs: 10, batchPollMs: 50, batchListSettleMs: 0 });
+    const creates = jest.spyOn(client, 'createBatchFromFile');
+    try {
+      const answered = await collector.submit(provider, ADAPTERS.dashscope, model, params);
+      expect(answered.content.length).toBeGreaterThan(0);
+      await expect(creates.mock.results[0].value).rejects.toMatchObject({ reason: 'timeout' });
+      expect(fake.batches).toHaveLength(1);
+      expect(fake.requests.filter((r) => r.batchId)).toHaveLength(1);
+      expect(fake.requests.filter((r) => !r.batchId)).toHaveLength(0);
+      await waitFor(() => fake.files.length === 0, 5_000, "the batch's files deleted once read");
+    } finally {
+      fake.setBatchCreateDelay(0);
+      creates.mockRestore();
+      await collector.close();
+      await client.close();
+    }
+  });
+
   it('on a stop, fails the calls not sent yet without an upload, and cancels a batch under way without waiting for its next poll', async () => {
     const model = t.models.catalog.models.get('dashscope:qwen3-max')!;
     const provider = t.models.providers.get('dashscope')!;

@@ -245,6 +245,7 @@ export class BatchCollector {
     let gone = false;
     try {
       const jsonl = p.entries.map((e) => JSON.stringify({ custom_id: e.customId, method: 'POST', url: '/v1/chat/completions', body: e.body })).join('\n');
+      const uploadedAt = Date.now();
       if (!(tracked = await this.track(key, p, name))) return failAll(p.entries, "the batch's upload could not be written down: not sent");
       fileId = await this.client.uploadBatchFile(p.provider, p.adapter, jsonl, name);
       await this.uploads?.uploaded(p.provider.name, name, fileId).catch((err: unknown) => {
@@ -255,7 +256,7 @@ export class BatchCollector {
         gone = await this.deleteFile(p.provider, p.adapter, fileId, { fileId });
         return failAll(p.entries, "the batch's upload could not be named on its calls: not sent");
       }
-      batch = await this.client.createBatchFromFile(p.provider, p.adapter, fileId);
+      batch = await this.createBatch(key, p, fileId, uploadedAt);
       this.logger.log({ msg: 'batch submitted', model: key, batchId: batch.id, requests: p.entries.length });
       await this.uploads?.nameBatch(p.provider.name, fileId, batch.id).catch((err: unknown) => {
         this.logger.warn({ msg: 'could not write down the batch made from an upload: the sweep looks for it by its upload', model: key, batchId: batch!.id, err: loggableError(err) });
@@ -361,6 +362,32 @@ export class BatchCollector {
     } catch (err) {
       this.logger.warn({ msg: 'could not name a batch on its calls: it is cancelled on a stop', model: key, batchId, err: loggableError(err) });
       return false;
+    }
+  }
+
+  /**
+   * Creates the batch over the upload. A creation whose answer did not come (a timeout, a 5xx, a cut
+   * connection) may have made the batch all the same: it is looked for by its upload in the
+   * provider's list (again LLM_BATCH_LIST_SETTLE_MS later: the list may lag) and, found, waited for
+   * as if its creation had answered. Before, the calls went to real time at once while that batch
+   * ran them too, billed, until the sweep cancelled it: paid twice. Not found, the error stands (the
+   * calls go to real time) and the upload is left to the sweep, which deletes it and cancels any
+   * batch that shows up from it later.
+   */
+  private async createBatch(key: string, p: Pending, fileId: string, uploadedAt: number): Promise<BatchObject> {
+    try {
+      return await this.client.createBatchFromFile(p.provider, p.adapter, fileId, { keepUploadUnanswered: true });
+    } catch (err) {
+      if (!passing(err)) throw err;
+      const find = () => this.client.findBatchByFile(p.provider, p.adapter, fileId, uploadedAt - CLOCK_SLACK_MS);
+      let found = await find().catch(() => null);
+      if (!found && this.cfg.batchListSettleMs > 0 && !this.closed) {
+        await this.pause(this.cfg.batchListSettleMs);
+        found = await find().catch(() => null);
+      }
+      this.logger.warn({ msg: found ? 'a batch whose creation got no answer was found by its upload: waited for' : "a batch's creation got no answer and no batch was found from its upload", model: key, fileId, batchId: found?.id, err: loggableError(err) });
+      if (!found) throw err;
+      return found;
     }
   }
 

@@ -160,16 +160,21 @@ export class ProviderClient {
     return (await this.batchApi<{ id: string }>(provider, adapter, '/files', { method: 'POST', form })).id;
   }
 
-  /** Starts a batch over an uploaded file; if it cannot be started, the file is deleted. */
-  async createBatchFromFile(provider: EnabledProvider, adapter: DialectAdapter, fileId: string): Promise<BatchObject> {
+  /**
+   * Starts a batch over an uploaded file; if it cannot be started, the file is deleted — unless
+   * `keepUploadUnanswered` and the error may have hidden a batch made all the same (a timeout, a
+   * 5xx, a cut connection: errors of the classes retried), which the caller then looks for.
+   */
+  async createBatchFromFile(provider: EnabledProvider, adapter: DialectAdapter, fileId: string, opts: { keepUploadUnanswered?: boolean } = {}): Promise<BatchObject> {
     try {
       return await this.batchApi<BatchObject>(provider, adapter, '/batches', {
         method: 'POST',
         body: { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' },
       });
     } catch (err) {
+      const unanswered = err instanceof ProviderError && (err.errorClass === 'retryable' || err.errorClass === 'fallback');
       // No batch will read the upload (students' essays): it is not left at the provider.
-      await this.deleteFile(provider, adapter, fileId).catch(() => undefined);
+      if (!(opts.keepUploadUnanswered && unanswered)) await this.deleteFile(provider, adapter, fileId).catch(() => undefined);
       throw err;
     }
   }
