@@ -1,4 +1,5 @@
 import { ConsoleSessions, SESSION_TTL_S } from '../src/tenancy/console-sessions';
+import { EssayEvents } from '../src/grading/essay-events';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import request from 'supertest';
@@ -105,6 +106,43 @@ describe('console sessions (real PostgreSQL)', () => {
     await t.http.delete(`/v1/api-keys/${doomed.id}`).set(bearer(tenant.adminKey)).expect(204);
     const gone = await t.http.get('/v1/essays').set('cookie', s.cookie).expect(401);
     expect(gone.body.error.message).toMatch(/revoked/);
+  });
+
+  it("ends an open event stream once its key is revoked, or its console session signed out: the essay's next event is not sent", async () => {
+    const events = t.app.get(EssayEvents);
+    const streams = async () => (await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.eventStreams;
+    const open = (id: string, auth: Record<string, string>) =>
+      t.http
+        .get(`/v1/essays/${id}/events`)
+        .set(auth)
+        .buffer(true)
+        .parse((r, cb) => {
+          let data = '';
+          r.on('data', (c: Buffer) => (data += c.toString()));
+          r.on('end', () => cb(null, data));
+        })
+        .then((r) => r.body as string);
+    const submitted = async (seed: number) => (await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(seed, 'zh').text }).expect(202)).body.id as string;
+    // A key's stream; the key revoked; then the essay moves (here, a status event any instance would send).
+    const doomed = await f.newKey(tenant, 'teacher');
+    const first = await submitted(61);
+    const byKey = open(first, bearer(doomed.key));
+    await waitFor(async () => (await streams()) === 1, 10_000, 'the stream open');
+    await t.http.delete(`/v1/api-keys/${doomed.id}`).set(bearer(tenant.adminKey)).expect(204);
+    await t.dataSource.query(`UPDATE essays SET status = 'grading' WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, first]);
+    events.emit({ tenantId: tenant.tenantId, essayId: first, status: 'grading' });
+    const keyBody = await byKey; // before, it stayed open and sent 'grading', then the grade
+    expect([...keyBody.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]).status)).toEqual(['queued', 'unauthenticated']);
+    // A console session's stream; the session signed out.
+    const s = await signIn(teacher.key);
+    const second = await submitted(62);
+    const bySession = open(second, { cookie: s.cookie });
+    await waitFor(async () => (await streams()) === 1, 10_000, 'the stream open');
+    await t.http.delete('/v1/console/session').set('cookie', s.cookie).expect(204);
+    events.emit({ tenantId: tenant.tenantId, essayId: second, status: 'grading' });
+    const sessionBody = await bySession;
+    expect([...sessionBody.matchAll(/^data: (.*)$/gm)].map((m) => JSON.parse(m[1]).status)).toEqual(['queued', 'unauthenticated']);
+    expect(await streams()).toBe(0);
   });
 
   it('lets the Authorization header win over a cookie, and signs out by clearing the cookie', async () => {

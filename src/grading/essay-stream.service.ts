@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { Authenticator } from '../tenancy/authenticator';
 import { LimitsService } from '../tenancy/limits.service';
 import { EssayEvents } from './essay-events';
 import { EssaysService } from './essays.service';
@@ -13,7 +14,11 @@ const KEEP_ALIVE_MS = 15_000;
  * GET /v1/essays/:id/events: Server-Sent Events for one essay — each status change, then the
  * finished grade (`grade`) and `end`. Woken by the essay's events from any instance (the cluster
  * bus), not by polling; it reads the essay again only when something happened. Each stream holds
- * one of the tenant's event-stream slots until it closes.
+ * one of the tenant's event-stream slots until it closes. The caller is identified again before
+ * each read and with each keep-alive (from caches the revocation and the sign-out clear): a stream
+ * whose key was revoked, or whose console session was signed out, ends (`end` with status
+ * `unauthenticated`) and sends nothing more. (It went on sending the essay's grade to a key
+ * revoked hours before, for as long as the essay waited for its window.)
  */
 @Injectable()
 export class EssayStreamService {
@@ -21,6 +26,7 @@ export class EssayStreamService {
     private readonly essays: EssaysService,
     private readonly events: EssayEvents,
     private readonly limits: LimitsService,
+    private readonly authenticator: Authenticator,
   ) {}
 
   async open(auth: TenantAuth, id: string, req: FastifyRequest, reply: FastifyReply): Promise<void> {
@@ -39,7 +45,17 @@ export class EssayStreamService {
     let chain = Promise.resolve();
     const send = (event: string, data: unknown) => raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     const subscriptions: Array<() => void> = [];
-    const keepAlive = setInterval(() => !closed && raw.write(': keep-alive\n\n'), KEEP_ALIVE_MS);
+    // Whether the caller may still read: false once its key is revoked or its session signed out
+    // (another failure, the database away a moment, is not the caller's: it may).
+    const allowed = () =>
+      this.authenticator.identify(req).then(
+        () => true,
+        (err: unknown) => !(err instanceof ApiError && err.code === 'UNAUTHENTICATED'),
+      );
+    const refused = () => {
+      send('end', { id, status: 'unauthenticated' });
+      finish();
+    };
     const finish = () => {
       if (closed) return;
       closed = true;
@@ -52,6 +68,7 @@ export class EssayStreamService {
     const check = () => {
       chain = chain.then(async () => {
         if (closed) return;
+        if (!(await allowed())) return closed ? undefined : refused();
         // Erased meanwhile (404): the stream says so and ends. Another failure (the database away a
         // moment): nothing is sent, and the next event reads again.
         const view = await this.essays.get(auth, id).catch((err: unknown) => (err instanceof ApiError && err.code === 'NOT_FOUND' ? ('gone' as const) : null));
@@ -71,6 +88,13 @@ export class EssayStreamService {
         }
       });
     };
+    const keepAlive = setInterval(() => {
+      if (closed) return;
+      raw.write(': keep-alive\n\n');
+      chain = chain.then(async () => {
+        if (!closed && !(await allowed()) && !closed) refused();
+      });
+    }, KEEP_ALIVE_MS);
     subscriptions.push(this.events.on(id, check), this.events.onResync(check));
     raw.on('close', finish);
     // The client may have left while the essay was read and the slot taken: then nothing would say so.
