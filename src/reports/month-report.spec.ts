@@ -105,6 +105,10 @@ describe('the month report (pure)', () => {
     );
     expect(r.savedByScheduling).toBe(formatCny(100n));
     expect(r.savedByBatch).toBe(formatCny(120n));
+    // Routing is claimed against the real-time price on the standard model, batching's 120 apart:
+    // the batched grading's two savings add up to the premium price less what was paid (900 − 80).
+    const batchedOnly = monthReport(input({ groups: [group({ batch: true, gradings: 1, calls: 1, cost: 80n, uncachedIn: 100n, out: 50n, paidCost: 80n })] }));
+    expect({ routing: batchedOnly.savedByRouting, batch: batchedOnly.savedByBatch }).toEqual({ routing: formatCny(700n), batch: formatCny(120n) });
     expect(monthReport(input()).savedByScheduling).toBe(formatCny(0n));
   });
 
