@@ -273,6 +273,10 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
   it('answers 404 for a model that is not in the catalog and 400 naming bad fields', async () => {
     const err = await client.chat.completions.create({ model: 'gpt-99', messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);
     expect(err.status).toBe(404);
+    // Names an object has from its prototype are no tier alias either.
+    for (const model of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      expect((await client.chat.completions.create({ model, messages: [{ role: 'user', content: 'x' }] }).catch((e) => e)).status).toBe(404);
+    }
     const res = await t.http
       .post('/v1/chat/completions')
       .set(bearer(teacherKey))

@@ -61,7 +61,8 @@ export function parseChatRequest(body: unknown): ChatCompletionRequest {
   const model = b.model;
   if (typeof model !== 'string' || model.length === 0 || model.length > 200) {
     problems.push({ field: 'model', message: `model must be a tier alias (${Object.keys(TIER_ALIASES).join(', ')}) or a catalog model id` });
-  } else if (TIER_ALIASES[model]) {
+  } else if (Object.hasOwn(TIER_ALIASES, model)) {
+    // (Own keys only: "constructor" or "__proto__" read from the object's prototype was a 500.)
     target = { tier: TIER_ALIASES[model] };
   } else if ((TIERS as readonly string[]).includes(model)) {
     target = { tier: model as Tier };
