@@ -152,6 +152,28 @@ describe('console sessions (real PostgreSQL)', () => {
     expect(String(out.headers['set-cookie'])).toMatch(/^inkstone_session=; Path=\/; Max-Age=0; HttpOnly; SameSite=Strict/);
   });
 
+  it('tells another instance of a sign-out and of a revocation with their commits: a notice sent after the commit that fails loses neither', async () => {
+    const other = await t.another();
+    const mine = await signIn(teacher.key);
+    const doomed = await f.newKey(tenant, 'teacher');
+    // Both known as live on the other instance (cached there).
+    await request(other.getHttpServer()).get('/v1/rubrics').set('cookie', mine.cookie).expect(200);
+    await request(other.getHttpServer()).get('/v1/rubrics').set(bearer(doomed.key)).expect(200);
+    // From now on, a notice sent on its own (after a commit, on no transaction's runner) fails on this instance.
+    const real = t.dataSource.query.bind(t.dataSource);
+    const failing = jest.spyOn(t.dataSource, 'query').mockImplementation(((sql: string, params?: unknown[], runner?: unknown) =>
+      /pg_notify/.test(sql) && !runner ? Promise.reject(new Error('connection reset')) : real(sql, params, runner as never)) as never);
+    try {
+      await t.http.delete('/v1/console/session').set('cookie', mine.cookie).expect(204);
+      await t.http.delete(`/v1/api-keys/${doomed.id}`).set(bearer(tenant.adminKey)).expect(204);
+      await waitFor(async () => (await request(other.getHttpServer()).get('/v1/rubrics').set('cookie', mine.cookie)).status === 401, 5_000, 'the other instance told of the sign-out');
+      await waitFor(async () => (await request(other.getHttpServer()).get('/v1/rubrics').set(bearer(doomed.key))).status === 401, 5_000, 'the other instance told of the revocation');
+    } finally {
+      failing.mockRestore();
+      await other.close();
+    }
+  });
+
   it('ends a signed-out session on the server: a copy of its cookie is refused, on this instance and another, while the key\'s other sessions go on', async () => {
     const other = await t.another();
     const ended = async () => (await t.dataSource.query(`SELECT expires_at FROM console_sessions_ended WHERE tenant_id = $1 ORDER BY expires_at`, [tenant.tenantId])) as Array<{ expires_at: Date }>;

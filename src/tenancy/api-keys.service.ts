@@ -146,11 +146,13 @@ export class ApiKeysService {
    */
   async revoke(auth: TenantAuth, id: string): Promise<void> {
     if (!UUID.test(id)) throw ApiError.notFound('API key');
-    await this.ds.transaction(async (m) => {
+    // The other processes are told by a NOTIFY in the revoking transaction, delivered with its commit:
+    // sent after it, a failed or lost send left the key accepted elsewhere until its cache expired.
+    const told = await this.ds.transaction(async (m) => {
       const keys = this.keys(m, auth.tenantId);
       const key = await keys.findOne({ id });
       if (!key) throw ApiError.notFound('API key');
-      if (key.revokedAt) return;
+      if (key.revokedAt) return undefined;
       if (key.role === 'admin') {
         // Lock the tenant's admin keys so two concurrent revocations cannot both pass this check.
         const activeAdmins = await m.query(
@@ -162,11 +164,14 @@ export class ApiKeysService {
         }
       }
       await keys.update({ id, revokedAt: IsNull() }, { revokedAt: new Date() });
+      return this.bus.publishWith(m, 'key-revoked', { keyId: id });
     });
     this.lastTouched.delete(id);
     this.limits.countsChanged(auth.tenantId);
-    // Every instance forgets the key at once (this one now, the others through the bus).
-    this.bus.publish('key-revoked', { keyId: id });
+    // Every instance forgets the key at once (this one now, the others through the bus). (Revoked
+    // before: told again, in case that earlier message was lost.)
+    if (told) told();
+    else this.bus.publish('key-revoked', { keyId: id });
     this.logger.log({ msg: 'api key revoked', tenantId: auth.tenantId, keyId: id });
   }
 

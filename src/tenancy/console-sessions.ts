@@ -73,22 +73,27 @@ export class ConsoleSessions {
 
   /** Signs the session out on the server: a copy of its cookie is refused from now on, on every instance. */
   async end(session: ConsoleSession): Promise<void> {
-    await tenantQuery(
-      this.ds.manager,
-      session.tenantId,
-      `DELETE FROM console_sessions_ended WHERE tenant_id = $1 AND session_id IN (
-         SELECT session_id FROM console_sessions_ended WHERE tenant_id = $1 AND expires_at < now() LIMIT $2)`,
-      [SWEEP],
-    );
-    await tenantQuery(
-      this.ds.manager,
-      session.tenantId,
-      `INSERT INTO console_sessions_ended (tenant_id, session_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
-      [session.id, session.expiresAt.toISOString()],
-    );
+    // The other processes are told by a NOTIFY in the same transaction, delivered with its commit (sent
+    // after it, a failed or lost send left the session live elsewhere for up to 30 s).
+    const told = await this.ds.transaction(async (m) => {
+      await tenantQuery(
+        m,
+        session.tenantId,
+        `DELETE FROM console_sessions_ended WHERE tenant_id = $1 AND session_id IN (
+           SELECT session_id FROM console_sessions_ended WHERE tenant_id = $1 AND expires_at < now() LIMIT $2)`,
+        [SWEEP],
+      );
+      await tenantQuery(
+        m,
+        session.tenantId,
+        `INSERT INTO console_sessions_ended (tenant_id, session_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+        [session.id, session.expiresAt.toISOString()],
+      );
+      return this.bus.publishWith(m, 'console-session-ended', { id: session.id });
+    });
     this.live.delete(session.id);
     this.ended.set(session.id, true);
-    this.bus.publish('console-session-ended', { id: session.id });
+    told();
   }
 
   /** Whether the session was signed out (read from the database at most every 30 s while it is live). */
