@@ -1,5 +1,6 @@
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
+import { LedgerService } from '../src/billing/ledger.service';
 import { Job, JobQueue } from '../src/jobs/job-queue';
 import { GatewayError, GatewayRequest, GatewayService } from '../src/llm/gateway.service';
 import { FakeProvider } from './fake-provider/fake-provider';
@@ -75,6 +76,11 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
       { outcome: 'replayed', cache_status: 'replay', cost: '0' },
     ]);
     expect(await booksBalanced()).toBe(spent);
+    // The replay is neither a provider call nor a failure in the tenant's figures.
+    const ledgerService = t.app.get(LedgerService);
+    expect(await ledgerService.stats(tenant.tenantId)).toMatchObject({ totalCalls: 2, providerCalls: 1, failedCalls: 0 });
+    const [day] = await ledgerService.usage(tenant.tenantId, new Date(Date.now() - 86_400_000), new Date(Date.now() + 60_000), 'provider', 'UTC');
+    expect(day).toMatchObject({ calls: 2, failures: 0 });
   });
 
   it('says what a replayed answer of scheduled work saved, as its first run did (the replay row claims nothing again)', async () => {

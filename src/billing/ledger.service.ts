@@ -73,7 +73,7 @@ const GRADING_COST = `purpose IN ('grading', 'deep_review', 'escalation', 'shado
  */
 const usageColumns = (n: string) => `sum(${n}) AS calls,
               coalesce(sum(${n}) FILTER (WHERE cache_status = 'hit'), 0) AS cache_hits,
-              coalesce(sum(${n}) FILTER (WHERE outcome <> 'ok'), 0) AS failures,
+              coalesce(sum(${n}) FILTER (WHERE outcome NOT IN ('ok', 'replayed')), 0) AS failures,
               coalesce(sum(${n}) FILTER (WHERE ${GRADING} AND outcome = 'ok'), 0) AS gradings,
               coalesce(sum(cost_nanos) FILTER (WHERE ${GRADING_COST}), 0) AS grading_cost,
               ${TOTALS_SQL}`;
@@ -211,8 +211,10 @@ export class LedgerService {
       tenantId,
       `SELECT coalesce(sum(calls), 0) AS total_calls,
               coalesce(sum(calls) FILTER (WHERE cache_status = 'hit'), 0) AS cache_hits,
-              coalesce(sum(calls) FILTER (WHERE cache_status <> 'hit'), 0) AS provider_calls,
-              coalesce(sum(calls) FILTER (WHERE outcome <> 'ok'), 0) AS failed_calls,
+              -- (A replay is an answer paid for by an earlier run of the job, used again: neither a
+              -- provider call nor a failure.)
+              coalesce(sum(calls) FILTER (WHERE cache_status NOT IN ('hit', 'replay')), 0) AS provider_calls,
+              coalesce(sum(calls) FILTER (WHERE outcome NOT IN ('ok', 'replayed')), 0) AS failed_calls,
               coalesce(sum(input_tokens + output_tokens), 0) AS total_tokens,
               ${TOTALS_SQL},
               coalesce(sum(compression_saved_tokens), 0) AS compression_saved_tokens,
