@@ -20,9 +20,13 @@ describe('metrics: series labelled by tenant', () => {
   it('gives the first tenants their own series and counts the others together, losing no spend', async () => {
     const tenants = [];
     for (let i = 0; i < 4; i++) tenants.push(await s.tenantWithTeacher());
+    // The first tenant's first call: a blank answer the provider billed (a failed attempt, charged), then the next model's.
+    s.fake.enqueue('deepseek', { kind: 'blank-json' });
     for (const [i, { teacher }] of tenants.entries()) {
       await s.t.http.post('/v1/chat/completions').set(bearer(teacher)).send({ model: 'inkstone-standard', messages: [{ role: 'user', content: `请用一句话介绍第${i}座山。` }] }).expect(200);
     }
+    const [failed] = await s.t.dataSource.query(`SELECT cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1 AND error_reason = 'blank_output'`, [tenants[0].tenant.tenantId]);
+    expect(BigInt(failed.cost)).toBeGreaterThan(0n);
     const text = (await s.t.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200)).text;
     const spend = series(text, 'inkstone_llm_spend_nanoyuan_total');
     const ids = tenants.map((x) => x.tenant.tenantId);

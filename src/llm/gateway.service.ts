@@ -614,12 +614,15 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   /** Settles a call the provider failed: what its error reported it used (if anything) is charged. */
   private async settleFailed<T>(ctx: CallContext<T>, model: CatalogModel, call: PaidCall, e: ProviderError, usage: Usage | null): Promise<void> {
     const cost = usage ? costOf(usage, call.pricing) : 0n;
-    ctx.charged += await this.settle(call.reservation, cost, { incident: overBound(usage, call.estimate, call.params.maxTokens) }, this.callEntry(ctx, model, call, {
+    const charged = await this.settle(call.reservation, cost, { incident: overBound(usage, call.estimate, call.params.maxTokens) }, this.callEntry(ctx, model, call, {
       outcome: e.errorClass,
       errorReason: e.reason,
       ...usageFields(usage, 'provider'),
       costNanos: cost,
     }));
+    ctx.charged += charged;
+    // What the provider billed for the failed attempt is spend too (/metrics added up to the ledger only without it).
+    if (usage) this.metrics.spend(ctx.req.tenantId, model, charged, usage);
   }
 
   /**
