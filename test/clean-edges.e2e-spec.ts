@@ -9,6 +9,7 @@ import { Writable } from 'node:stream';
 import { signPayload } from '../src/common/signature';
 import { DatabaseConnection } from '../src/db/database';
 import { ApiKeysService } from '../src/tenancy/api-keys.service';
+import { JobQueue } from '../src/jobs/job-queue';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
@@ -205,6 +206,29 @@ describe('clean edges', () => {
       expect((await t.http.get('/health').expect(200)).body).toEqual({ status: 'ok' });
       expect((await t.http.get('/health').set(bearer(teacher)).expect(200)).body).toEqual({ status: 'ok' });
       expect((await t.http.get('/health').set(bearer(`${OPERATOR_TOKEN}x`)).expect(200)).body).toEqual({ status: 'ok' });
+    });
+
+    it('answers anonymous calls made while a ping runs with that one ping, and counts no queue for them', async () => {
+      const db = t.app.get(DatabaseConnection);
+      const real = db.ping.bind(db);
+      // A slow database: each ping takes a second.
+      const ping = jest.spyOn(db, 'ping').mockImplementation(async () => {
+        await new Promise((r) => setTimeout(r, 1_000));
+        return real();
+      });
+      const depth = jest.spyOn(t.app.get(JobQueue), 'depth');
+      try {
+        const answers = await Promise.all(Array.from({ length: 20 }, () => t.http.get('/health')));
+        expect(answers.map((r) => r.status)).toEqual(Array(20).fill(200));
+        expect(ping.mock.calls.length).toBeLessThanOrEqual(2); // one, or two if some came after the first had answered
+        expect(depth).not.toHaveBeenCalled();
+        // The operator's checks are its own, fresh each time.
+        await t.http.get('/health').set(operator).expect(200);
+        expect(depth).toHaveBeenCalledTimes(1);
+      } finally {
+        ping.mockRestore();
+        depth.mockRestore();
+      }
     });
 
     it('gives the operator the checks, latencies, queue depth and workers in flight', async () => {

@@ -26,13 +26,31 @@ export class HealthController {
     this.operatorTokenHash = hashSecret(config.adminToken);
   }
 
+  /** The database ping anonymous callers are waiting for: one at a time, shared by all of them. */
+  private pinging?: Promise<boolean>;
+
   @Get()
   @Public()
   @ApiOperation({
-    summary: 'Readiness: 200 when the database and the job queue answer, 503 when not',
-    description: "Anyone gets {status}; with the operator's token also the checks, latencies, queue depth, workers in flight and catalog warnings.",
+    summary: 'Readiness: 200 when the database answers (for the operator, the job queue too), 503 when not',
+    description:
+      "Anyone gets {status}, from one database ping shared by every anonymous call made while it runs; with the operator's token also the checks, latencies, queue depth, workers in flight and catalog warnings.",
   })
   async health(@Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
+    // The route is public (load balancers call it without a key), so the hook that checks keys
+    // skips it: the details are for the operator's token only, checked here. An anonymous caller
+    // gets the status of a ping shared with every other anonymous call made while it runs: a flood
+    // of them holds one pooled connection at most, and never counts the queue (before, each ran a
+    // ping and a count over every tenant's queued jobs, and a flood took the whole pool).
+    if (!this.isOperator(req.headers.authorization)) {
+      this.pinging ??= this.db.ping().then(
+        () => true,
+        () => false,
+      ).finally(() => (this.pinging = undefined));
+      const up = await this.pinging;
+      await reply.code(up ? 200 : 503).send({ status: up ? 'ok' : 'unavailable' });
+      return;
+    }
     const database = await timed(() => this.db.ping());
     let depth: Record<string, number> = {};
     const queue = await timed(async () => {
@@ -41,12 +59,6 @@ export class HealthController {
     const checks: Record<string, Check> = { database, queue: { ...queue, ...depth, workersInFlight: this.worker.active } };
     const ok = Object.values(checks).every((c) => c.status === 'up');
     const status = ok ? 'ok' : 'unavailable';
-    // The route is public (load balancers call it without a key), so the hook that checks keys
-    // skips it: the details are for the operator's token only, checked here.
-    if (!this.isOperator(req.headers.authorization)) {
-      await reply.code(ok ? 200 : 503).send({ status });
-      return;
-    }
     // Warnings for the operator: they do not make the service unready.
     const warnings = this.gateway.catalogWarnings();
     await reply.code(ok ? 200 : 503).send({ status, checks, ...(warnings.length ? { warnings } : {}) });

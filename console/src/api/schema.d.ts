@@ -12,8 +12,8 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Readiness: 200 when the database and the job queue answer, 503 when not
-         * @description Anyone gets {status}; with the operator's token also the checks, latencies, queue depth, workers in flight and catalog warnings.
+         * Readiness: 200 when the database answers (for the operator, the job queue too), 503 when not
+         * @description Anyone gets {status}, from one database ping shared by every anonymous call made while it runs; with the operator's token also the checks, latencies, queue depth, workers in flight and catalog warnings.
          */
         get: operations["HealthController_health"];
         put?: never;
