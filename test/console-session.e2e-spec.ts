@@ -1,9 +1,10 @@
+import { createHmac, randomBytes } from 'node:crypto';
 import { ConsoleSessions, SESSION_TTL_S } from '../src/tenancy/console-sessions';
 import { EssayEvents } from '../src/grading/essay-events';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import request from 'supertest';
-import { createTestApp, TestApp } from './support/test-app';
+import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
 
 /**
@@ -80,6 +81,24 @@ describe('console sessions (real PostgreSQL)', () => {
     await t.http.get('/v1/budget').set('cookie', cookie).expect(403);
     const admin = await signIn(tenant.adminKey);
     await t.http.get('/v1/budget').set('cookie', admin.cookie).expect(200);
+  });
+
+  it("signs cookies with a key derived from the server key, not from the operator's token: a cookie does not test a guess at the token", async () => {
+    const { cookie } = await signIn(teacher.key);
+    const [body, sig] = cookie.split('=')[1].split('.');
+    // What an attacker holding the cookie would compute for the right guess, under the old derivation.
+    const fromToken = createHmac('sha256', createHmac('sha256', OPERATOR_TOKEN).update('inkstone console session v1').digest()).update(body).digest('base64url');
+    expect(sig).not.toBe(fromToken);
+    // Another instance with the same server key accepts it; one with another server key does not.
+    const same = await t.another();
+    const otherKey = await t.another({ INKSTONE_SECRET_KEY: randomBytes(32).toString('base64') });
+    try {
+      await request(same.getHttpServer()).get('/v1/rubrics').set('cookie', cookie).expect(200);
+      await request(otherKey.getHttpServer()).get('/v1/rubrics').set('cookie', cookie).expect(401);
+    } finally {
+      await same.close();
+      await otherKey.close();
+    }
   });
 
   it('refuses a wrong key, a forged or expired cookie, and a session whose key was revoked', async () => {

@@ -1,9 +1,10 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
+import { resolveSecretKeys } from '../config/secret-key';
 import { ClusterBus } from '../db/cluster-bus';
 import { tenantQuery } from '../db/tenant-scope';
 
@@ -63,7 +64,10 @@ export class ConsoleSessions {
     private readonly ds: DataSource,
     private readonly bus: ClusterBus,
   ) {
-    this.key = createHmac('sha256', config.adminToken).update('inkstone console session v1').digest();
+    // Signed with a key derived from the server key (INKSTONE_SECRET_KEY, or the embedded default's
+    // key file: 32 random bytes, the same on every instance). Derived from the operator's token, a
+    // teacher's own cookie let them test guesses at that token offline, as fast as they could hash.
+    this.key = Buffer.from(hkdfSync('sha256', resolveSecretKeys(config.secrets).current, Buffer.alloc(0), 'inkstone console session v1', 32));
     bus.on<{ id: string }>('console-session-ended', ({ id }) => {
       this.live.delete(id);
       this.ended.set(id, true);
