@@ -248,6 +248,26 @@ describe('the daily roll-up of the ledger', () => {
     expect(after).toEqual(before);
   });
 
+  it('counts each call once, on its local day, where a DST jump skips midnight or brings it twice (Havana)', async () => {
+    const havana = await new Factory(t.app).newTenant({ timezone: 'America/Havana' });
+    // 1 November 2026 begins at 04:00Z (DST) and midnight comes again at 05:00Z; on 8 March clocks
+    // jump from 00:00 to 01:00, so the 8th begins at 05:00Z and 04:30Z is still the 7th.
+    const at = ['2026-11-01T04:30:00Z', '2026-03-08T04:30:00Z', '2026-03-08T05:30:00Z'];
+    await t.dataSource.query(
+      `INSERT INTO llm_calls (tenant_id, id, period, created_at, call_group, attempt, purpose, tier, provider, model, cache_status, outcome,
+                              input_tokens, cached_input_tokens, output_tokens, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, batch)
+       SELECT $1, gen_random_uuid(), to_char(a AT TIME ZONE 'America/Havana', 'YYYY-MM'), a, gen_random_uuid(), 1, 'grading', 'standard', 'deepseek',
+              'deepseek-flash', 'miss', 'ok', 100, 0, 50, 1000, 0, 0, 10, false
+         FROM unnest($2::timestamptz[]) AS a`,
+      [havana.tenantId, at],
+    );
+    const usage = async (query: string) => (await t.http.get(`/v1/usage?groupBy=day&${query}`).set(bearer(havana.adminKey)).expect(200)).body.data.map((r: { key: string; calls: number }) => [r.key, r.calls]);
+    expect(await usage('from=2026-11-01&to=2026-11-02')).toEqual([['2026-11-01', 1]]); // was 2: the hour read twice
+    expect(await usage('from=2026-10-31&to=2026-11-01T04:45:00Z')).toEqual([['2026-11-01', 1]]); // was none: the hour lost
+    expect(await usage('from=2026-03-08&to=2026-03-09')).toEqual([['2026-03-08', 1]]); // was the 7th's call too
+    expect(await usage('from=2026-03-07&to=2026-03-09')).toEqual([['2026-03-07', 1], ['2026-03-08', 1]]);
+  });
+
   it("keeps another tenant's calls out", async () => {
     const mine = (await t.http.get('/v1/stats').set(bearer(other.adminKey)).expect(200)).body;
     expect(mine.totalCalls).toBe(50);

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { formatCny, Nanos } from '../common/money';
 import { tenantQuery } from '../db/tenant-scope';
+import { zonedTime } from '../common/time-zone';
 
 /** What a model call was for: chat, a grading, a paid deep review, a re-grading on escalation, a shadow grading. */
 export type CallPurpose = 'chat' | 'grading' | 'deep_review' | 'escalation' | 'shadow';
@@ -178,14 +179,23 @@ export class LedgerService {
   async usage(tenantId: string, from: Date, to: Date, groupBy: UsageGroup, timeZone: string): Promise<UsageRow[]> {
     // The whole days inside [from, to) in the tenant's zone (no table is read): d1 is the first
     // midnight at or after from (t1), d2 the day to falls in, starting at t2.
-    const [b]: Array<{ d1: string; d2: string; t1: Date; t2: Date; open: boolean }> = await this.ds.query(
+    const [days]: Array<{ d1: string; d2: string; open: boolean }> = await this.ds.query(
       `WITH local AS (SELECT $1::timestamptz AT TIME ZONE $3 AS f, $2::timestamptz AT TIME ZONE $3 AS t),
             days AS (SELECT CASE WHEN f = date_trunc('day', f) THEN f::date ELSE f::date + 1 END AS d1, t::date AS d2 FROM local)
-       SELECT to_char(d1, 'YYYY-MM-DD') AS d1, to_char(d2, 'YYYY-MM-DD') AS d2,
-              d1::timestamp AT TIME ZONE $3 AS t1, d2::timestamp AT TIME ZONE $3 AS t2, $2::timestamptz > clock_timestamp() AS open
+       SELECT to_char(d1, 'YYYY-MM-DD') AS d1, to_char(d2, 'YYYY-MM-DD') AS d2, $2::timestamptz > clock_timestamp() AS open
          FROM days`,
       [from, to, timeZone],
     );
+    // Where each day starts, as the roll-up's days do: at its first instant (zonedTime). PostgreSQL's
+    // `day::timestamp AT TIME ZONE` takes the later of a midnight that comes twice (Havana's jump
+    // back): the hour between was read twice, from the ledger and in the day's roll-up row.
+    const start = (day: string) => zonedTime(Number(day.slice(0, 4)), Number(day.slice(5, 7)), Number(day.slice(8, 10)), timeZone);
+    const b = { ...days, t1: start(days.d1), t2: start(days.d2) };
+    if (b.t1 < from) {
+      // `from` at the second of two midnights: its day is a part day, from the ledger.
+      b.d1 = new Date(Date.parse(`${b.d1}T00:00:00Z`) + 86_400_000).toISOString().slice(0, 10);
+      b.t1 = start(b.d1);
+    }
     const g = GROUP_SQL[groupBy];
     // from and to inside one day, from not at its midnight: no day of the roll-up fits, all of [from, to) is raw.
     const params = b.d1 <= b.d2 ? [from, b.t1, timeZone, b.d1, b.d2, b.t2, to] : [from, to, timeZone, '1970-01-01', '1970-01-01', to, to];

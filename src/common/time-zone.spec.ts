@@ -24,6 +24,23 @@ describe('local wall-clock time', () => {
     expect(zonedTime(2026, 3, 9, 'America/New_York').toISOString()).toBe('2026-03-09T04:00:00.000Z');
   });
 
+  it('starts a day whose midnight a DST jump skips at the jump, on that day, and a day whose midnight comes twice at the first', () => {
+    // Santiago, Havana, Asunción move their clocks forward at midnight: 00:00 → 01:00.
+    expect(zonedTime(2026, 9, 6, 'America/Santiago').toISOString()).toBe('2026-09-06T04:00:00.000Z');
+    expect(zonedTime(2026, 3, 8, 'America/Havana').toISOString()).toBe('2026-03-08T05:00:00.000Z');
+    expect(zonedTime(2023, 10, 1, 'America/Asuncion').toISOString()).toBe('2023-10-01T04:00:00.000Z');
+    for (const [y, m, d, zone] of [[2026, 9, 6, 'America/Santiago'], [2026, 3, 8, 'America/Havana'], [2023, 10, 1, 'America/Asuncion']] as const) {
+      const at = zonedTime(y, m, d, zone);
+      expect(localParts(at, zone)).toMatchObject({ year: y, month: m, day: d, hour: 1, minute: 0 });
+      expect(localParts(new Date(at.getTime() - 1000), zone)).toMatchObject({ hour: 23, minute: 59 }); // the day before
+    }
+    // Havana moves back at 01:00 → 00:00: 1 November 2026 begins at its first midnight.
+    expect(zonedTime(2026, 11, 1, 'America/Havana').toISOString()).toBe('2026-11-01T04:00:00.000Z');
+    // A time inside the skipped hour moves forward by the jump, as the clocks did (02:30 → 03:30); any other time is itself.
+    expect(zonedTime(2026, 3, 8, 'America/New_York', 150).toISOString()).toBe('2026-03-08T07:30:00.000Z');
+    expect(zonedTime(2026, 3, 8, 'America/New_York', 180).toISOString()).toBe('2026-03-08T07:00:00.000Z');
+  });
+
   it('finds midnight in the years 0-99 as in any other (Date.UTC would put them in the 1900s)', () => {
     expect(zonedTime(1, 1, 1, 'UTC').toISOString()).toBe('0001-01-01T00:00:00.000Z');
     expect(zonedTime(99, 12, 31, 'UTC', 90).toISOString()).toBe('0099-12-31T01:30:00.000Z');

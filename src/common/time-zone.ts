@@ -81,7 +81,13 @@ function utcMs(year: number, monthIndex: number, day: number, hour = 0, minute =
   return at.getTime();
 }
 
-/** The instant a local wall-clock time happens in `timeZone` (two passes settle DST offsets). */
+/**
+ * The instant a local wall-clock time happens in `timeZone` (two passes settle DST offsets). A time
+ * that does not exist (skipped by a DST jump: midnight in Santiago or Havana on the day clocks go
+ * forward) moves forward by the jump, as the clocks did, so a day always starts on that day (at
+ * 01:00); one that happens twice (a jump back) is its first. (The passes settled on the instant before a jump: Santiago's
+ * 6 September 2026 began at 23:00 on the 5th.)
+ */
 export function zonedTime(year: number, month: number, day: number, timeZone: string, minuteOfDay = 0): Date {
   const guess = utcMs(year, month - 1, day) + minuteOfDay * 60_000;
   let t = guess;
@@ -90,6 +96,10 @@ export function zonedTime(year: number, month: number, day: number, timeZone: st
     const asUtc = utcMs(p.year, p.month - 1, p.day, p.hour, p.minute, p.second);
     t = guess - (asUtc - t);
   }
+  const p = localParts(new Date(t), timeZone);
+  const reads = utcMs(p.year, p.month - 1, p.day, p.hour, p.minute, p.second);
+  // Before the time asked for: it fell in a jump forward; the jump's end is as far ahead.
+  if (reads < guess) t += guess - reads;
   return new Date(t);
 }
 
