@@ -5,6 +5,7 @@ import { MissingTenantError, perRowTenantQuery, preparesStatements, TenantScoped
 import { ApiKeyEntity } from '../src/tenancy/api-key.entity';
 import { generateApiKey } from '../src/tenancy/api-key-secret';
 import { ApiKeysService } from '../src/tenancy/api-keys.service';
+import { ClusterBus } from '../src/db/cluster-bus';
 import { bearer, Factory } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
 import { serverUrl } from './support/test-database';
@@ -237,5 +238,23 @@ describe('tenants and API keys (real PostgreSQL)', () => {
         }
       }
     });
+  });
+
+  (serverUrl() ? it : it.skip)('keeps the cluster bus when the first probe at start is lost: it probes again before giving up on other instances', async () => {
+    const real = ds.query.bind(ds);
+    let lost = 0;
+    const query = jest.spyOn(ds, 'query').mockImplementation(((sql: string, params?: unknown[], runner?: unknown) => {
+      if (/pg_notify/.test(sql) && String(params?.[1]).includes('"probe"') && lost++ === 0) return Promise.reject(new Error('connection reset'));
+      return real(sql, params, runner as never);
+    }) as never);
+    const bus = new ClusterBus(t.config, ds);
+    try {
+      await bus.onApplicationBootstrap();
+      expect(lost).toBeGreaterThanOrEqual(2);
+      expect(bus.clustered).toBe(true);
+    } finally {
+      query.mockRestore();
+      await bus.onApplicationShutdown();
+    }
   });
 });

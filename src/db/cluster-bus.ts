@@ -13,6 +13,8 @@ export const BUS_CHANNEL = 'inkstone_bus';
 const MAX_PAYLOAD = 7_000;
 const FLUSH_MS = 5;
 const PROBE_MS = 2_000;
+/** Probes sent at start before the bus gives up on delivery between connections. */
+const PROBES = 3;
 
 /** Every bus of this process (several app instances in one process: tests, the embedded database). */
 const IN_PROCESS = new Set<ClusterBus>();
@@ -68,7 +70,11 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
   async onApplicationBootstrap(): Promise<void> {
     if (!this.config.databaseUrl) return; // the embedded database: one process
     await this.listen();
-    if (this.listener && !(await this.probe())) {
+    // Three probes before concluding the database does not deliver (a slow start lost one, and the
+    // instance stopped hearing the others' revocations and sign-outs until it was restarted).
+    let delivered = false;
+    for (let i = 0; i < PROBES && this.listener && !delivered; i++) delivered = await this.probe();
+    if (this.listener && !delivered) {
       this.logger.warn({ msg: 'the database does not deliver notifications between connections: events reach the instances of this process only' });
       const l = this.listener;
       this.listener = undefined;
