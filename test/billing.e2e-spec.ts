@@ -58,6 +58,19 @@ describe('budget, usage and stats over HTTP', () => {
     expect(row.cap_nanos).toBe('12940000');
   });
 
+  it('sets the cap of a later period already opened too (a change made across the turn of the month)', async () => {
+    const { period } = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
+    const next = new Date(Date.parse(`${period}-01T00:00:00Z`) + 32 * 86_400_000).toISOString().slice(0, 7);
+    // The next month's row, opened by a call just after midnight, before the change committed.
+    await t.dataSource.query(`INSERT INTO budget_periods (tenant_id, period, cap_nanos) VALUES ($1, $2, 5000000000000)`, [tenant.tenantId, next]);
+    await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '12.00' }).expect(200);
+    const rows = await t.dataSource.query(`SELECT period, cap_nanos FROM budget_periods WHERE tenant_id = $1 ORDER BY period`, [tenant.tenantId]);
+    expect(rows).toEqual([
+      { period, cap_nanos: '12000000000' },
+      { period: next, cap_nanos: '12000000000' },
+    ]);
+  });
+
   it('rejects bad budget input, field by field, and changes nothing', async () => {
     const res = await t.http
       .put('/v1/budget')

@@ -412,9 +412,13 @@ export class BooksRepository {
     return this.opening.submit('', { tenantId, period });
   }
 
-  /** The period's cap changes with the tenant's (in the caller's transaction). */
+  /**
+   * The period's cap changes with the tenant's (in the caller's transaction), and so does any later
+   * one already opened: a change made across the turn of the month, the next month's row opened by
+   * a call between the period being read and the commit, left the new month on the old cap.
+   */
   async setPeriodCap(tx: EntityManager, tenantId: string, period: string, cap: Nanos): Promise<void> {
-    await tenantQuery(tx, tenantId, `UPDATE budget_periods SET cap_nanos = $3, updated_at = now() WHERE tenant_id = $1 AND period = $2`, [period, cap.toString()]);
+    await tenantQuery(tx, tenantId, `UPDATE budget_periods SET cap_nanos = $3, updated_at = now() WHERE tenant_id = $1 AND period >= $2`, [period, cap.toString()]);
   }
 
   async period(tenantId: string, period: string): Promise<{ cap: Nanos; spent: Nanos; reserved: Nanos } | null> {
