@@ -1,3 +1,4 @@
+import { AlertsService } from '../src/billing/alerts.service';
 import { bearer } from './support/factories';
 import { OPERATOR_TOKEN } from './support/test-app';
 import { appWithFakeForSuite } from './support/app-with-fake';
@@ -53,5 +54,14 @@ describe('metrics: series labelled by tenant', () => {
     expect(byKind[0].output).toBeGreaterThan(0);
     // The budget gauge: one ratio a tenant, none for the tenants past the bound.
     expect([...series(text, 'inkstone_budget_utilization_ratio').keys()].sort()).toEqual(ids.slice(0, 2).sort());
+    // It shows the latest period: last month's call settled after the turn does not put last month's ratio back.
+    const alerts = s.t.app.get(AlertsService);
+    const gauge = async () => series((await s.t.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200)).text, 'inkstone_budget_utilization_ratio').get(ids[0]);
+    await alerts.onSpend(ids[0], '2999-01', 25n, 100n, []);
+    expect(await gauge()).toBe(0.25);
+    await alerts.onSpend(ids[0], '2998-12', 90n, 100n, []);
+    expect(await gauge()).toBe(0.25);
+    await alerts.onSpend(ids[0], '2999-01', 50n, 100n, []);
+    expect(await gauge()).toBe(0.5);
   });
 });

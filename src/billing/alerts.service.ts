@@ -21,6 +21,8 @@ export class AlertsService {
   private readonly fired = new TtlCache<string, true>(86_400_000, 50_000);
   private readonly alertsTotal: Counter<'tenant' | 'threshold'>;
   private readonly utilization: Gauge<'tenant'>;
+  /** the period each tenant's gauge shows (one entry a labelled tenant: METRICS_TENANT_SERIES at most) */
+  private readonly gaugePeriod = new Map<string, string>();
   private readonly incidentsTotal: Counter<'tenant' | 'kind'>;
   private readonly qualityAlertsTotal: Counter<'tenant'>;
   private readonly refusalsTotal: Counter<'tenant'>;
@@ -41,7 +43,12 @@ export class AlertsService {
     const ratio = utilization(spent, cap);
     // (a tenant past METRICS_TENANT_SERIES has no gauge: one ratio for many tenants would mean nothing)
     const label = this.metrics.tenantLabel(tenantId);
-    if (label !== OTHER_TENANTS) this.utilization.set({ tenant: label }, ratio);
+    // The latest period's ratio: a call of last month settled after the turn (a batch admitted on
+    // the 31st) does not put last month's ratio back on the gauge.
+    if (label !== OTHER_TENANTS && period >= (this.gaugePeriod.get(label) ?? '')) {
+      this.gaugePeriod.set(label, period);
+      this.utilization.set({ tenant: label }, ratio);
+    }
     for (const t of thresholds) if (ratio >= Number(t)) await this.fire(tenantId, period, t, ratio);
   }
 
