@@ -15,6 +15,7 @@ import { jsonShapeProblem } from './common/json-shape';
 import { DEFAULT_BODY_LIMIT, InkstoneRouteConfig } from './common/route-config';
 import { RouteMethods } from './common/route-methods';
 import { Authenticator } from './tenancy/authenticator';
+import { AuthFailures } from './tenancy/auth-failures';
 import { LlmModels, resolveLlmModels } from './llm/llm-models';
 import { LimitsService, rateLimited } from './tenancy/limits.service';
 import { createValidationPipe } from './common/validation';
@@ -174,6 +175,7 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   const fastify = fastifyInstance;
   fastify.server.headersTimeout = config.http.headersTimeoutMs;
   const authenticator = app.get(Authenticator);
+  const authFailures = app.get(AuthFailures);
   const limits = app.get(LimitsService);
   // Stopping: what still arrives on an open connection is sent elsewhere (503, the connection closed
   // after the answer), before any work is done for it; what was already under way finishes.
@@ -194,6 +196,9 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
     const route = req.routeOptions;
     if (!route.url || (route.config as InkstoneRouteConfig)?.public || !needsKey(route.url)) return;
     try {
+      // An address that failed authentication too often: only what is known good is checked (AuthFailures).
+      const refused = authFailures.refusal(req.ip);
+      if (refused && !authenticator.knownGood(req)) throw refused;
       const auth = await authenticator.identify(req);
       req.auth = auth;
       if (auth.kind === 'tenant') {
@@ -207,6 +212,7 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
         }
       }
     } catch (err) {
+      if (err instanceof ApiError && err.code === 'UNAUTHENTICATED') authFailures.failed(req.ip);
       sendError(reply as never, req as never, err, logger);
       return reply;
     }

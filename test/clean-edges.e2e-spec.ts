@@ -201,6 +201,34 @@ describe('clean edges', () => {
     });
   });
 
+  describe('failed authentication', () => {
+    it('answers 429 to an address past its failures, unless what it presents is known good (a cached key, the operator, a signed session)', async () => {
+      // An app of its own: a burst of 3 failures, refilled one a minute.
+      const w = await createTestApp({ WORKERS_ENABLED: 'false', AUTH_FAILURE_BURST: '3', AUTH_FAILURES_PER_MINUTE: '1' });
+      try {
+        const school = await new Factory(w.app).newTenant();
+        const teacherKey = (await new Factory(w.app).newKey(school, 'teacher')).key;
+        await w.http.get('/v1/rubrics').set(bearer(school.adminKey)).expect(200); // known good from now on
+        const signedIn = await w.http.post('/v1/console/session').send({ key: teacherKey }).expect(201);
+        const cookie = String(signedIn.headers['set-cookie']).split(';')[0];
+        for (let i = 0; i < 3; i++) await w.http.get('/v1/rubrics').set(bearer(`isk_guess${i}_${'x'.repeat(40)}`)).expect(401);
+        const refused = await w.http.get('/v1/rubrics').set(bearer(`isk_guess9_${'x'.repeat(40)}`)).expect(429);
+        expect(refused.body.error.code).toBe('RATE_LIMITED');
+        expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+        // Guesses at the operator's token, and sign-ins with made-up keys, wait too.
+        await w.http.get('/metrics').set(bearer('not-the-operator-token')).expect(429);
+        await w.http.post('/v1/console/session').send({ key: `isk_guess8_${'x'.repeat(40)}` }).expect(429);
+        // What is known good still works from that address.
+        await w.http.get('/v1/rubrics').set(bearer(school.adminKey)).expect(200);
+        await w.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200);
+        await w.http.get('/v1/rubrics').set('cookie', cookie).expect(200);
+        await w.http.post('/v1/console/session').send({ key: school.adminKey }).expect(201);
+      } finally {
+        await w.close();
+      }
+    });
+  });
+
   describe('/health', () => {
     it('answers anyone with the status only', async () => {
       expect((await t.http.get('/health').expect(200)).body).toEqual({ status: 'ok' });

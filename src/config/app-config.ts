@@ -99,6 +99,11 @@ export interface AppConfig {
   defaultTimezone: string;
   /** How long an authenticated key is trusted without asking the database (0: always ask). */
   authCacheTtlMs: number;
+  /**
+   * Failed authentications a client address may make on an instance: a token bucket of `burst`
+   * refilled `perMinute` a minute, drawn from by each 401 (AuthFailures).
+   */
+  authFailures: { perMinute: number; burst: number };
   llm: LlmConfig;
   grading: GradingConfig;
   /** The key that seals stored webhook secrets (src/config/secret-key.ts). */
@@ -174,6 +179,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     defaultMonthlyBudget: readCny(e, 'DEFAULT_MONTHLY_BUDGET', '100.00'),
     defaultTimezone: e.timezone('DEFAULT_TIMEZONE', 'Asia/Shanghai'),
     authCacheTtlMs: e.int('AUTH_CACHE_TTL_MS', { min: 0, max: 300_000, default: 60_000 }),
+    authFailures: {
+      perMinute: e.int('AUTH_FAILURES_PER_MINUTE', { min: 1, max: 1_000_000, default: 300 }),
+      burst: e.int('AUTH_FAILURE_BURST', { min: 1, max: 1_000_000, default: 100 }),
+    },
     llm: loadLlmConfig(e, env),
     limits: {
       requestsPerSecondPerKey: e.int('LIMIT_REQUESTS_PER_SECOND_PER_KEY', { min: 1, max: 1_000_000, default: 20 }),

@@ -6,6 +6,8 @@ import { Auth, Public, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { BodyLimit, KiB } from '../common/route-config';
 import { ApiKeysService } from '../tenancy/api-keys.service';
+import { hashSecret } from '../tenancy/api-key-secret';
+import { AuthFailures } from '../tenancy/auth-failures';
 import { ConsoleSessions } from '../tenancy/console-sessions';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { ApiView } from '../docs/api-view';
@@ -44,6 +46,7 @@ export class ConsoleSessionController {
     private readonly sessions: ConsoleSessions,
     private readonly apiKeys: ApiKeysService,
     private readonly tenants: TenantsRepository,
+    private readonly failures: AuthFailures,
   ) {}
 
   private async view(auth: TenantAuth, session: { expiresAt: Date; csrfToken: string }): Promise<SessionView> {
@@ -58,8 +61,16 @@ export class ConsoleSessionController {
   @ApiView('SessionView', { status: 201 })
   @ApiOperation({ summary: 'Sign in to the console: an API key for a session cookie (HttpOnly, SameSite=Strict, 8 hours) and its CSRF token' })
   async open(@Body() dto: OpenSessionDto, @Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<SessionView> {
-    const auth = await this.apiKeys.authenticate(dto.key.trim());
-    if (!auth) throw new ApiError('UNAUTHENTICATED', 'Invalid or revoked API key');
+    const key = dto.key.trim();
+    // A sign-in is an authentication like any other: counted against the address when it fails.
+    const refused = this.failures.refusal(req.ip);
+    const hash = hashSecret(key);
+    if (refused && !this.apiKeys.isCached(hash)) throw refused;
+    const auth = await this.apiKeys.authenticate(key, hash);
+    if (!auth) {
+      this.failures.failed(req.ip);
+      throw new ApiError('UNAUTHENTICATED', 'Invalid or revoked API key');
+    }
     const { token, session } = this.sessions.open(auth);
     void reply.header('set-cookie', ConsoleSessions.cookie(token, secure(req)));
     void reply.header('cache-control', 'no-store');

@@ -194,6 +194,11 @@ export class ApiKeysService {
     });
   }
 
+  /** Whether a key (by its hash) is in the auth cache as active: known good without a read. */
+  isCached(hash: Buffer): boolean {
+    return this.authCache.get(hash.toString('hex')) !== undefined;
+  }
+
   /** The tenant caller an active key stands for, by its id (a console session names its key so); null when revoked or unknown. */
   activeById(keyId: string): Promise<TenantAuth | null> {
     if (!UUID.test(keyId)) return Promise.resolve(null);

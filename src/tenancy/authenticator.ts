@@ -37,6 +37,23 @@ export class Authenticator {
     return this.fromHeader(header);
   }
 
+  /**
+   * Whether what the request presents is known to be good without asking the database: the
+   * operator's token, a key in the auth cache, or a session cookie this service signed (which the
+   * full check may still find ended). For an address that failed too often (AuthFailures).
+   */
+  knownGood(req: { headers: Record<string, string | string[] | undefined> }): boolean {
+    const header = req.headers.authorization as string | undefined;
+    if (!header) {
+      const cookie = ConsoleSessions.fromCookieHeader(req.headers.cookie as string | undefined);
+      return cookie !== undefined && this.sessions.read(cookie) !== null;
+    }
+    const m = header.length <= 512 ? /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header) : null;
+    if (!m) return false;
+    const hash = hashSecret(m[1]);
+    return hashMatches(hash, this.operatorTokenHash) || this.apiKeys.isCached(hash);
+  }
+
   private async fromHeader(header: string | undefined): Promise<AuthContext> {
     if (!header) throw new ApiError('UNAUTHENTICATED', 'Missing Authorization: Bearer <key>');
     if (header.length > 512) throw new ApiError('UNAUTHENTICATED', 'Authorization must be "Bearer <key>"');

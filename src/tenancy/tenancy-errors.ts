@@ -12,7 +12,7 @@ export const TENANCY_ERRORS = {
   },
   RATE_LIMITED: {
     status: 429,
-    when: 'a per-key or per-tenant limit is reached (GET /v1/limits); `Retry-After` says when to try again, `RateLimit-*` how much is left',
+    when: 'a per-key or per-tenant limit is reached (GET /v1/limits), or a client address failed authentication too often (AUTH_FAILURE_BURST); `Retry-After` says when to try again, `RateLimit-*` how much is left',
   },
 } as const satisfies Record<string, ErrorSpec>;
 

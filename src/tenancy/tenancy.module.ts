@@ -5,6 +5,7 @@ import { ApiKeysController } from './api-keys.controller';
 import { ApiKeysService } from './api-keys.service';
 import { AuthGuard } from './auth.guard';
 import { Authenticator } from './authenticator';
+import { AuthFailures } from './auth-failures';
 import { ConsoleSessions } from './console-sessions';
 import { LimitsController } from './limits.controller';
 import { LimitsService } from './limits.service';
@@ -18,7 +19,7 @@ import { ReadSlotInterceptor } from './read-slot.interceptor';
 @Module({
   imports: [JobsModule],
   controllers: [TenantsController, ApiKeysController, LimitsController],
-  providers: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService, IdempotencyRepository, IdempotencyInterceptor, ReadSlotInterceptor, { provide: APP_GUARD, useClass: AuthGuard }],
-  exports: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, LimitsService, IdempotencyRepository, IdempotencyInterceptor, ReadSlotInterceptor],
+  providers: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, AuthFailures, LimitsService, IdempotencyRepository, IdempotencyInterceptor, ReadSlotInterceptor, { provide: APP_GUARD, useClass: AuthGuard }],
+  exports: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, AuthFailures, LimitsService, IdempotencyRepository, IdempotencyInterceptor, ReadSlotInterceptor],
 })
 export class TenancyModule {}

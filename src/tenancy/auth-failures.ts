@@ -1,0 +1,59 @@
+import { Inject, Injectable } from '@nestjs/common';
+import { TtlCache } from '../common/ttl-cache';
+import { AppConfig, CONFIG } from '../config/app-config';
+import { rateLimited } from './limits.service';
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+/** At most this many client addresses are remembered (the least recently failing are forgotten first). */
+const ADDRESSES_MAX = 100_000;
+
+/**
+ * Failed authentications by client address, on this instance: each request answered 401 (a key
+ * unknown or revoked, a wrong operator token, a forged or ended session, a failed console sign-in)
+ * draws one token from its address's bucket (AUTH_FAILURE_BURST, refilled AUTH_FAILURES_PER_MINUTE).
+ * While an address's bucket is empty, what it presents is not checked unless it is already known to
+ * be good (a key in the auth cache, the operator's token, a session cookie this service signed):
+ * the request is answered 429 with Retry-After. So guessing at keys or at the operator's token goes
+ * no faster than the refill, and a flood of made-up keys costs the database nothing past the burst,
+ * while a caller whose key works is not held back by a neighbour behind the same address. (Before,
+ * failures were not counted at all.)
+ */
+@Injectable()
+export class AuthFailures {
+  private readonly buckets = new TtlCache<string, Bucket>(60_000, ADDRESSES_MAX);
+  private readonly perMs: number;
+  private readonly burst: number;
+
+  constructor(@Inject(CONFIG) config: AppConfig) {
+    this.perMs = config.authFailures.perMinute / 60_000;
+    this.burst = config.authFailures.burst;
+  }
+
+  /** The 429 for the address when it has no failure left to spend (its credentials then go unchecked unless known good); else null. */
+  refusal(address: string, now = Date.now()): Error | null {
+    const b = this.refilled(address, now);
+    if (!b || b.tokens >= 1) return null;
+    const retryAfterS = Math.max(1, Math.ceil((1 - b.tokens) / this.perMs / 1000));
+    return rateLimited(`Too many failed authentications from this address: try again in ${retryAfterS} s`, retryAfterS, this.burst);
+  }
+
+  /** One failed authentication from the address. */
+  failed(address: string, now = Date.now()): void {
+    const b = this.refilled(address, now) ?? { tokens: this.burst, at: now };
+    b.tokens = Math.max(0, b.tokens - 1);
+    // Kept until it would be full again: a forgotten bucket is the same as a full one.
+    this.buckets.set(address, b, Math.ceil((this.burst - b.tokens) / this.perMs) + 1);
+  }
+
+  private refilled(address: string, now: number): Bucket | undefined {
+    const b = this.buckets.get(address);
+    if (!b) return undefined;
+    b.tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.perMs);
+    b.at = now;
+    return b;
+  }
+}
