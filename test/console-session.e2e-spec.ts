@@ -6,6 +6,7 @@ import { bearer, Factory, TestTenant } from './support/factories';
 import request from 'supertest';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
+import { streamBody } from './support/event-stream';
 
 /**
  * Console sign-in (SPEC §11): an API key exchanged for a session cookie bound to it. The page never
@@ -130,17 +131,7 @@ describe('console sessions (real PostgreSQL)', () => {
   it("ends an open event stream once its key is revoked, or its console session signed out: the essay's next event is not sent", async () => {
     const events = t.app.get(EssayEvents);
     const streams = async () => (await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.eventStreams;
-    const open = (id: string, auth: Record<string, string>) =>
-      t.http
-        .get(`/v1/essays/${id}/events`)
-        .set(auth)
-        .buffer(true)
-        .parse((r, cb) => {
-          let data = '';
-          r.on('data', (c: Buffer) => (data += c.toString()));
-          r.on('end', () => cb(null, data));
-        })
-        .then((r) => r.body as string);
+    const open = (id: string, auth: Record<string, string>) => streamBody(t.http.get(`/v1/essays/${id}/events`).set(auth));
     const submitted = async (seed: number) => (await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(seed, 'zh').text }).expect(202)).body.id as string;
     // A key's stream; the key revoked; then the essay moves (here, a status event any instance would send).
     const doomed = await f.newKey(tenant, 'teacher');

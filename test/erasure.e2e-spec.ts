@@ -17,6 +17,7 @@ import { startAppWithFake } from './support/app-with-fake';
 import { createTestApp, TestApp } from './support/test-app';
 import { JobQueue } from '../src/jobs/job-queue';
 import { waitFor } from './support/wait';
+import { streamBody } from './support/event-stream';
 
 /**
  * DELETE /v1/essays/:id erases a student's essay: its personal data and everything derived from
@@ -184,16 +185,7 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     try {
       const school = await new Factory(w.app).newTenant();
       const id = (await w.http.post('/v1/essays').set(bearer(school.adminKey)).send({ text: generateEssay(47, 'zh').text }).expect(202)).body.id;
-      const stream = w.http
-        .get(`/v1/essays/${id}/events`)
-        .set(bearer(school.adminKey))
-        .buffer(true)
-        .parse((r, cb) => {
-          let data = '';
-          r.on('data', (c: Buffer) => (data += c.toString()));
-          r.on('end', () => cb(null, data));
-        })
-        .then((r) => r.body as string);
+      const stream = streamBody(w.http.get(`/v1/essays/${id}/events`).set(bearer(school.adminKey)));
       const streams = async () => (await w.http.get('/v1/limits').set(bearer(school.adminKey)).expect(200)).body.usage.eventStreams;
       await waitFor(async () => (await streams()) === 1, 10_000, 'the stream open');
       await w.http.delete(`/v1/essays/${id}`).set(bearer(school.adminKey)).expect(200);
