@@ -145,10 +145,16 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     await ds.query(`UPDATE jobs SET plan = jsonb_set(plan, '{mode}', '"batch"'), run_after = now() WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, id]);
     await waitGraded([id]);
     const [job] = await jobsOf([id]);
-    expect(job.plan).toMatchObject({ mode: 'now', startAt: TUESDAY_PEAK.toISOString() });
+    expect(job.plan).toMatchObject({ mode: 'now', startAt: TUESDAY_PEAK.toISOString(), batchedBefore: true });
     const [row] = await ledger();
     expect(row).toMatchObject({ essay_id: id, batch: false, price_window: 'peak', outcome: 'ok' });
     await expectBooksBalanced(ds, tenant.tenantId);
+    // A second stop leaves the job as that retry planned it (now, its batch remembered): still not deferred.
+    const [second] = await submit(a.id, [20]);
+    await waitFor(async () => (await jobsOf([second])).every((j: { plan: { mode: string } | null; status: string }) => j.plan?.mode === 'off_peak' && j.status === 'queued'), 10_000, 'the second job deferred');
+    await ds.query(`UPDATE jobs SET plan = plan || '{"mode": "now", "batchedBefore": true}'::jsonb, run_after = now() WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, second]);
+    await waitGraded([second]);
+    expect((await jobsOf([second]))[0].plan).toMatchObject({ mode: 'now', batchedBefore: true });
   });
 
   it('without a deadline, grades at once as before (peak price, no schedule)', async () => {

@@ -125,7 +125,9 @@ export class GradingService {
     // and this retry must take it over now — the gateway finds it by the call's guard, whatever
     // this plan says. Deferred to a window past the guard's life instead, the batch's answer was
     // lost and the call paid again. With no batch to take over, it runs now: dearer, never late.
-    const inBatchBefore = plan.mode === 'off_peak' && job.plan?.mode === 'batch';
+    // (Remembered on every later plan: a second stop hands the same batch over again.)
+    const batchedBefore = job.plan?.mode === 'batch' || job.plan?.batchedBefore === true;
+    const inBatchBefore = plan.mode === 'off_peak' && batchedBefore;
     const recorded: JobPlan = {
       mode: inBatchBefore ? 'now' : waited ? 'off_peak' : plan.mode,
       startAt: (inBatchBefore ? plan.plannedAt : plan.startAt).toISOString(),
@@ -133,6 +135,7 @@ export class GradingService {
       window: plan.window,
       plannedAt: plan.plannedAt.toISOString(),
       firstPlannedAt: job.plan?.firstPlannedAt ?? plan.plannedAt.toISOString(),
+      ...(batchedBefore ? { batchedBefore: true } : {}),
     };
     // (off_peak is only ever a later start: when now is the cheapest, the plan is 'now'.)
     if (plan.mode === 'off_peak' && !inBatchBefore) {

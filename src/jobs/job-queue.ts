@@ -41,6 +41,8 @@ export interface JobPlan {
   plannedAt: string;
   /** when the job was first planned (as good as submitted): its work is compared with real time then */
   firstPlannedAt: string;
+  /** an attempt of the job planned a batch: its call may wait there, whatever later plans say (never deferred again) */
+  batchedBefore?: boolean;
 }
 
 /** An essay's job with a deadline, as its view shows it. */
