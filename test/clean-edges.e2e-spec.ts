@@ -211,16 +211,21 @@ describe('clean edges', () => {
         await w.http.get('/v1/rubrics').set(bearer(school.adminKey)).expect(200); // known good from now on
         const signedIn = await w.http.post('/v1/console/session').send({ key: teacherKey }).expect(201);
         const cookie = String(signedIn.headers['set-cookie']).split(';')[0];
-        for (let i = 0; i < 3; i++) await w.http.get('/v1/rubrics').set(bearer(`isk_guess${i}_${'x'.repeat(40)}`)).expect(401);
+        for (let i = 0; i < 2; i++) await w.http.get('/v1/rubrics').set(bearer(`isk_guess${i}_${'x'.repeat(40)}`)).expect(401);
+        // A wrong token on /health (whose details would tell a right guess) is a failure too.
+        expect((await w.http.get('/health').set(bearer('operator-guess-0000')).expect(200)).body).toEqual({ status: 'ok' });
         const refused = await w.http.get('/v1/rubrics').set(bearer(`isk_guess9_${'x'.repeat(40)}`)).expect(429);
         expect(refused.body.error.code).toBe('RATE_LIMITED');
         expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
         // Guesses at the operator's token, and sign-ins with made-up keys, wait too.
         await w.http.get('/metrics').set(bearer('not-the-operator-token')).expect(429);
+        await w.http.get('/health').set(bearer('operator-guess-0001')).expect(429);
+        await w.http.get('/health').expect(200); // a load balancer's call, without a token, is no guess
         await w.http.post('/v1/console/session').send({ key: `isk_guess8_${'x'.repeat(40)}` }).expect(429);
         // What is known good still works from that address.
         await w.http.get('/v1/rubrics').set(bearer(school.adminKey)).expect(200);
         await w.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200);
+        expect((await w.http.get('/health').set(bearer(OPERATOR_TOKEN)).expect(200)).body.checks).toBeDefined();
         await w.http.get('/v1/rubrics').set('cookie', cookie).expect(200);
         await w.http.post('/v1/console/session').send({ key: school.adminKey }).expect(201);
       } finally {

@@ -8,6 +8,7 @@ import { GradingWorker } from '../grading/grading.worker';
 import { JobQueue } from '../jobs/job-queue';
 import { GatewayService } from '../llm/gateway.service';
 import { hashSecret, secretMatches } from '../tenancy/api-key-secret';
+import { AuthFailures } from '../tenancy/auth-failures';
 
 type Check = { status: 'up' | 'down'; latencyMs?: number; error?: string; [k: string]: unknown };
 
@@ -21,6 +22,7 @@ export class HealthController {
     private readonly queue: JobQueue,
     private readonly worker: GradingWorker,
     private readonly gateway: GatewayService,
+    private readonly failures: AuthFailures,
     @Inject(CONFIG) config: AppConfig,
   ) {
     this.operatorTokenHash = hashSecret(config.adminToken);
@@ -42,7 +44,15 @@ export class HealthController {
     // gets the status of a ping shared with every other anonymous call made while it runs: a flood
     // of them holds one pooled connection at most, and never counts the queue (before, each ran a
     // ping and a count over every tenant's queued jobs, and a flood took the whole pool).
-    if (!this.isOperator(req.headers.authorization)) {
+    const header = req.headers.authorization;
+    if (!this.isOperator(header)) {
+      // A token that is not the operator's is a failed authentication like any other (the details
+      // would tell a right guess from a wrong one): counted against the address, refused past its burst.
+      if (header) {
+        const refused = this.failures.refusal(req.ip);
+        if (refused) throw refused;
+        this.failures.failed(req.ip);
+      }
       this.pinging ??= this.db.ping().then(
         () => true,
         () => false,
