@@ -85,20 +85,26 @@ describe('console sessions (real PostgreSQL)', () => {
   });
 
   it("signs cookies with a key derived from the server key, not from the operator's token: a cookie does not test a guess at the token", async () => {
-    const { cookie } = await signIn(teacher.key);
+    const { cookie, csrf } = await signIn(teacher.key);
     const [body, sig] = cookie.split('=')[1].split('.');
     // What an attacker holding the cookie would compute for the right guess, under the old derivation.
     const fromToken = createHmac('sha256', createHmac('sha256', OPERATOR_TOKEN).update('inkstone console session v1').digest()).update(body).digest('base64url');
     expect(sig).not.toBe(fromToken);
-    // Another instance with the same server key accepts it; one with another server key does not.
+    // Another instance with the same server key accepts it; one with another server key does not,
+    // unless the first is its previous key (a rolling rotation: a change still made with the CSRF token it had).
     const same = await t.another();
-    const otherKey = await t.another({ INKSTONE_SECRET_KEY: randomBytes(32).toString('base64') });
+    const newKey = randomBytes(32).toString('base64');
+    const otherKey = await t.another({ INKSTONE_SECRET_KEY: newKey });
+    const rotated = await t.another({ INKSTONE_SECRET_KEY: newKey, INKSTONE_SECRET_KEY_PREVIOUS: t.config.secrets.key!.toString('base64') });
     try {
       await request(same.getHttpServer()).get('/v1/rubrics').set('cookie', cookie).expect(200);
       await request(otherKey.getHttpServer()).get('/v1/rubrics').set('cookie', cookie).expect(401);
+      await request(rotated.getHttpServer()).get('/v1/rubrics').set('cookie', cookie).expect(200);
+      await request(rotated.getHttpServer()).post('/v1/essays').set('cookie', cookie).set('x-csrf-token', csrf).send({ text: generateEssay(71, 'zh').text }).expect(202);
     } finally {
       await same.close();
       await otherKey.close();
+      await rotated.close();
     }
   });
 

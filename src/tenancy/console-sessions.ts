@@ -54,7 +54,8 @@ const b64url = (b: Buffer) => b.toString('base64url');
  */
 @Injectable()
 export class ConsoleSessions {
-  private readonly key: Buffer;
+  /** the signing keys: the current one first (signs), then those of INKSTONE_SECRET_KEY_PREVIOUS (still verify) */
+  private readonly keys: Buffer[];
   /** session ids read as not signed out lately, and ids signed out (this instance's and the bus's) */
   private readonly live = new TtlCache<string, true>(LIVE_CHECK_MS, CACHE_MAX);
   private readonly ended = new TtlCache<string, true>(SESSION_TTL_S * 1000, CACHE_MAX);
@@ -67,7 +68,10 @@ export class ConsoleSessions {
     // Signed with a key derived from the server key (INKSTONE_SECRET_KEY, or the embedded default's
     // key file: 32 random bytes, the same on every instance). Derived from the operator's token, a
     // teacher's own cookie let them test guesses at that token offline, as fast as they could hash.
-    this.key = Buffer.from(hkdfSync('sha256', resolveSecretKeys(config.secrets).current, Buffer.alloc(0), 'inkstone console session v1', 32));
+    // A key being rotated (INKSTONE_SECRET_KEY_PREVIOUS) still verifies the cookies it signed: a
+    // rolling rotation signs no one out.
+    const server = resolveSecretKeys(config.secrets);
+    this.keys = [server.current, ...server.previous].map((k) => Buffer.from(hkdfSync('sha256', k, Buffer.alloc(0), 'inkstone console session v1', 32)));
     bus.on<{ id: string }>('console-session-ended', ({ id }) => {
       this.live.delete(id);
       this.ended.set(id, true);
@@ -113,8 +117,8 @@ export class ConsoleSessions {
     return false;
   }
 
-  private mac(text: string): Buffer {
-    return createHmac('sha256', this.key).update(text).digest();
+  private mac(text: string, key = this.keys[0]): Buffer {
+    return createHmac('sha256', key).update(text).digest();
   }
 
   /** A new session for a key the caller has just authenticated; the cookie's value and the session. */
@@ -130,8 +134,11 @@ export class ConsoleSessions {
     const [body, sig, extra] = token.split('.');
     if (!body || !sig || extra !== undefined) return null;
     const given = Buffer.from(sig, 'base64url');
-    const expected = this.mac(body);
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
+    const key = this.keys.find((k) => {
+      const expected = this.mac(body, k);
+      return given.length === expected.length && timingSafeEqual(given, expected);
+    });
+    if (!key) return null;
     let claims: SessionClaims;
     try {
       claims = JSON.parse(Buffer.from(body, 'base64url').toString('utf8')) as SessionClaims;
@@ -140,7 +147,7 @@ export class ConsoleSessions {
     }
     if (typeof claims.k !== 'string' || typeof claims.t !== 'string' || typeof claims.n !== 'string' || typeof claims.e !== 'number') return null;
     if (claims.e * 1000 <= now) return null;
-    return this.sessionOf(claims);
+    return this.sessionOf(claims, key);
   }
 
   /** Whether a request's CSRF header is its session's token. */
@@ -151,8 +158,8 @@ export class ConsoleSessions {
     return a.length === b.length && timingSafeEqual(a, b);
   }
 
-  private sessionOf(c: SessionClaims): ConsoleSession {
-    return { keyId: c.k, tenantId: c.t, expiresAt: new Date(c.e * 1000), csrfToken: b64url(this.mac(`csrf:${c.n}`)), id: c.n };
+  private sessionOf(c: SessionClaims, key = this.keys[0]): ConsoleSession {
+    return { keyId: c.k, tenantId: c.t, expiresAt: new Date(c.e * 1000), csrfToken: b64url(this.mac(`csrf:${c.n}`, key)), id: c.n };
   }
 
   /** The Set-Cookie value: HttpOnly, SameSite=Strict, Secure over HTTPS; an empty token clears it. */
