@@ -150,6 +150,18 @@ describe("calls that can wait go through the provider's Batch API", () => {
       const refused = await client.createBatch(provider, ADAPTERS.dashscope, '\n').catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(ProviderError);
       expect(fake.files).toHaveLength(before);
+      // A refusal is an answer (no batch was made): the upload goes at once even when the caller
+      // would look for a batch behind an error without one.
+      const empty = await client.uploadBatchFile(provider, ADAPTERS.dashscope, '\n');
+      const again = await client.createBatchFromFile(provider, ADAPTERS.dashscope, empty, { keepUploadUnanswered: true }).catch((e: unknown) => e);
+      expect((again as ProviderError).extra.status).toBe(400);
+      expect(fake.files).not.toContain(empty);
+      // So is a 404 (read as a model's fault elsewhere): nothing was made from the upload it names.
+      const deletes = jest.spyOn(client, 'deleteFile');
+      const unknown = await client.createBatchFromFile(provider, ADAPTERS.dashscope, 'file-unknown', { keepUploadUnanswered: true }).catch((e: unknown) => e);
+      expect((unknown as ProviderError).extra.status).toBe(404);
+      expect(deletes).toHaveBeenCalledWith(provider, ADAPTERS.dashscope, 'file-unknown');
+      deletes.mockRestore();
     } finally {
       await collector.close();
       await client.close();

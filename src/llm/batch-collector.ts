@@ -378,7 +378,9 @@ export class BatchCollector {
     try {
       return await this.client.createBatchFromFile(p.provider, p.adapter, fileId, { keepUploadUnanswered: true });
     } catch (err) {
-      if (!passing(err)) throw err;
+      // (Only an error that may hide a batch made: no answer at all, or a server's fault. A refusal made none.)
+      const status = err instanceof ProviderError ? err.extra.status : undefined;
+      if (!(err instanceof ProviderError) || (status !== undefined && status < 500)) throw err;
       const find = () => this.client.findBatchByFile(p.provider, p.adapter, fileId, uploadedAt - CLOCK_SLACK_MS);
       let found = await find().catch(() => null);
       if (!found && this.cfg.batchListSettleMs > 0 && !this.closed) {

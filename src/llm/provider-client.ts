@@ -162,8 +162,9 @@ export class ProviderClient {
 
   /**
    * Starts a batch over an uploaded file; if it cannot be started, the file is deleted — unless
-   * `keepUploadUnanswered` and the error may have hidden a batch made all the same (a timeout, a
-   * 5xx, a cut connection: errors of the classes retried), which the caller then looks for.
+   * `keepUploadUnanswered` and the error may have hidden a batch made all the same (a timeout, a cut
+   * connection, a 5xx: no answer, or a server's fault), which the caller then looks for. A refusal
+   * (4xx, 429 included) made no batch: the upload goes at once.
    */
   async createBatchFromFile(provider: EnabledProvider, adapter: DialectAdapter, fileId: string, opts: { keepUploadUnanswered?: boolean } = {}): Promise<BatchObject> {
     try {
@@ -172,7 +173,8 @@ export class ProviderClient {
         body: { input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' },
       });
     } catch (err) {
-      const unanswered = err instanceof ProviderError && (err.errorClass === 'retryable' || err.errorClass === 'fallback');
+      const status = err instanceof ProviderError ? err.extra.status : undefined;
+      const unanswered = err instanceof ProviderError && (status === undefined || status >= 500);
       // No batch will read the upload (students' essays): it is not left at the provider.
       if (!(opts.keepUploadUnanswered && unanswered)) await this.deleteFile(provider, adapter, fileId).catch(() => undefined);
       throw err;
