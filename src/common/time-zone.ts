@@ -85,7 +85,9 @@ function utcMs(year: number, monthIndex: number, day: number, hour = 0, minute =
  * The instant a local wall-clock time happens in `timeZone` (two passes settle DST offsets). A time
  * that does not exist (skipped by a DST jump: midnight in Santiago or Havana on the day clocks go
  * forward) moves forward by the jump, as the clocks did, so a day always starts on that day (at
- * 01:00); one that happens twice (a jump back) is its first. (The passes settled on the instant before a jump: Santiago's
+ * 01:00). One that happens twice (a jump back at midnight) is its first in zones west of UTC
+ * (Havana) but its second east of it (Amman and Gaza before 2022: there /v1/usage still reads the
+ * hour between the two midnights twice, a known gap). (The passes settled on the instant before a jump: Santiago's
  * 6 September 2026 began at 23:00 on the 5th.)
  */
 export function zonedTime(year: number, month: number, day: number, timeZone: string, minuteOfDay = 0): Date {

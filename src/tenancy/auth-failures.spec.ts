@@ -1,8 +1,22 @@
 import type { AppConfig } from '../config/app-config';
-import { AuthFailures } from './auth-failures';
+import { addressKey, AuthFailures } from './auth-failures';
 
 describe('AuthFailures', () => {
   const failures = (perMinute: number, burst: number) => new AuthFailures({ authFailures: { perMinute, burst } } as AppConfig);
+
+  it('counts an IPv6 client by its /64 (it could change address per request), an IPv4 one by its address', () => {
+    expect(addressKey('203.0.113.7')).toBe('203.0.113.7');
+    expect(addressKey('::ffff:203.0.113.7')).toBe('203.0.113.7');
+    expect(addressKey('2001:db8:1:2:aaaa::1')).toBe('2001:db8:1:2::/64');
+    expect(addressKey('2001:0db8:0001:0002:ffff:ffff:ffff:fffe')).toBe('2001:db8:1:2::/64');
+    expect(addressKey('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(addressKey('::1')).toBe('0:0:0:0::/64');
+    const f = failures(60, 2);
+    f.failed('2001:db8:1:2::a', 0);
+    f.failed('2001:db8:1:2::b', 0);
+    expect(f.refusal('2001:db8:1:2::c', 0)).not.toBeNull();
+    expect(f.refusal('2001:db8:1:3::a', 0)).toBeNull();
+  });
 
   it('refuses an address once it has spent its burst of failures, until the refill gives one back', () => {
     const f = failures(60, 3); // one a second

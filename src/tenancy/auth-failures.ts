@@ -12,6 +12,21 @@ interface Bucket {
 const ADDRESSES_MAX = 100_000;
 
 /**
+ * The bucket an address draws from: an IPv4 address (an IPv4-mapped IPv6 one too) is its own, an
+ * IPv6 address shares its /64 (one client holds a whole /64, and could change address per request).
+ */
+export function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1];
+  if (!address.includes(':')) return address;
+  const [head, tail = ''] = address.toLowerCase().split('::');
+  const left = head ? head.split(':') : [];
+  const right = tail ? tail.split(':') : [];
+  const groups = address.includes('::') ? [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right] : left;
+  return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
+}
+
+/**
  * Failed authentications by client address, on this instance: each request answered 401 (a key
  * unknown or revoked, a wrong operator token, a forged or ended session, a failed console sign-in)
  * draws one token from its address's bucket (AUTH_FAILURE_BURST, refilled AUTH_FAILURES_PER_MINUTE).
@@ -35,7 +50,7 @@ export class AuthFailures {
 
   /** The 429 for the address when it has no failure left to spend (its credentials then go unchecked unless known good); else null. */
   refusal(address: string, now = Date.now()): Error | null {
-    const b = this.refilled(address, now);
+    const b = this.refilled(addressKey(address), now);
     if (!b || b.tokens >= 1) return null;
     const retryAfterS = Math.max(1, Math.ceil((1 - b.tokens) / this.perMs / 1000));
     return rateLimited(`Too many failed authentications from this address: try again in ${retryAfterS} s`, retryAfterS, this.burst);
@@ -43,10 +58,11 @@ export class AuthFailures {
 
   /** One failed authentication from the address. */
   failed(address: string, now = Date.now()): void {
-    const b = this.refilled(address, now) ?? { tokens: this.burst, at: now };
+    const key = addressKey(address);
+    const b = this.refilled(key, now) ?? { tokens: this.burst, at: now };
     b.tokens = Math.max(0, b.tokens - 1);
     // Kept until it would be full again: a forgotten bucket is the same as a full one.
-    this.buckets.set(address, b, Math.ceil((this.burst - b.tokens) / this.perMs) + 1);
+    this.buckets.set(key, b, Math.ceil((this.burst - b.tokens) / this.perMs) + 1);
   }
 
   private refilled(address: string, now: number): Bucket | undefined {
