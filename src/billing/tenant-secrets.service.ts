@@ -3,7 +3,7 @@ import { loggableError } from '../common/error-rendering';
 import { SecretBox, SecretBoxError, sealedKeyId } from '../common/secret-box';
 import type { AppConfig } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
-import { resolveSecretKeys } from '../config/secret-key';
+import { keyFileCreated, resolveSecretKeys } from '../config/secret-key';
 import { assertTenantId } from '../db/tenant-scope';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 
@@ -15,10 +15,7 @@ const SEALED_COLUMN: Record<TenantSecretKind, string> = { payment: 'payment_webh
 
 /** The SecretBox of this process, from INKSTONE_SECRET_KEY or the embedded default's key file. */
 export function createSecretBox(config: AppConfig): SecretBox {
-  const keys = resolveSecretKeys(config.secrets);
-  if (keys.created) {
-    new Logger('Secrets').log({ msg: 'INKSTONE_SECRET_KEY is not set: generated a key for stored secrets (back it up with the data directory)', keyFile: keys.keyFile });
-  }
+  const keys = resolveSecretKeys(config.secrets, keyFileCreated);
   return new SecretBox(keys.current, keys.previous, keys.keyFile ? `the key file ${keys.keyFile}` : 'INKSTONE_SECRET_KEY');
 }
 

@@ -67,12 +67,16 @@ describe('the server key for stored secrets', () => {
 
     it('is made on first start with mode 0600 and reused after', () => {
       const file = path.join(dir, 'data', 'secret.key');
-      const first = resolveSecretKeys({ previous: [], keyFile: file });
+      // Whoever resolves the keys first is told the file was made (the start-up line), once.
+      const told: string[] = [];
+      const first = resolveSecretKeys({ previous: [], keyFile: file }, (f) => told.push(f));
       expect(first.created).toBe(true);
+      expect(told).toEqual([file]);
       expect(fs.statSync(file).mode & 0o777).toBe(0o600);
       expect(parseSecretKey(fs.readFileSync(file, 'utf8'))?.equals(first.current)).toBe(true);
-      const again = resolveSecretKeys({ previous: [], keyFile: file });
+      const again = resolveSecretKeys({ previous: [], keyFile: file }, (f) => told.push(f));
       expect(again.created).toBe(false);
+      expect(told).toEqual([file]);
       expect(again.current.equals(first.current)).toBe(true);
       expect(fs.readdirSync(path.dirname(file))).toEqual(['secret.key']); // nothing left aside
     });

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { Logger } from '@nestjs/common';
 import { SECRET_KEY_BYTES } from '../common/secret-box';
 import { ConfigError, EnvReader } from './env-reader';
 
@@ -59,12 +60,22 @@ export interface ResolvedSecretKeys {
   created: boolean;
 }
 
-/** The keys to seal and open with: from the environment, or from the key file (made on first start). */
-export function resolveSecretKeys(c: SecretKeyConfig): ResolvedSecretKeys {
+/**
+ * The keys to seal and open with: from the environment, or from the key file (made on first start;
+ * `onCreated` is told, whoever resolves the keys first: the sealing of secrets, or the console's
+ * session cookies).
+ */
+export function resolveSecretKeys(c: SecretKeyConfig, onCreated?: (keyFile: string) => void): ResolvedSecretKeys {
   if (c.key) return { current: c.key, previous: c.previous, created: false };
   if (!c.keyFile) throw new ConfigError('INKSTONE_SECRET_KEY', `is required: ${HOW}`);
   const { key, created } = loadOrCreateKeyFile(c.keyFile);
+  if (created) onCreated?.(c.keyFile);
   return { current: key, previous: c.previous, keyFile: c.keyFile, created };
+}
+
+/** The start-up line for a key file made now (it must be backed up with the data). */
+export function keyFileCreated(keyFile: string): void {
+  new Logger('Secrets').log({ msg: 'INKSTONE_SECRET_KEY is not set: generated a key for stored secrets (back it up with the data directory)', keyFile });
 }
 
 /**

@@ -4,7 +4,7 @@ import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
-import { resolveSecretKeys } from '../config/secret-key';
+import { keyFileCreated, resolveSecretKeys } from '../config/secret-key';
 import { ClusterBus } from '../db/cluster-bus';
 import { tenantQuery } from '../db/tenant-scope';
 
@@ -70,7 +70,7 @@ export class ConsoleSessions {
     // teacher's own cookie let them test guesses at that token offline, as fast as they could hash.
     // A key being rotated (INKSTONE_SECRET_KEY_PREVIOUS) still verifies the cookies it signed: a
     // rolling rotation signs no one out.
-    const server = resolveSecretKeys(config.secrets);
+    const server = resolveSecretKeys(config.secrets, keyFileCreated);
     this.keys = [server.current, ...server.previous].map((k) => Buffer.from(hkdfSync('sha256', k, Buffer.alloc(0), 'inkstone console session v1', 32)));
     bus.on<{ id: string }>('console-session-ended', ({ id }) => {
       this.live.delete(id);
