@@ -55,8 +55,8 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     const first = await f.gradedEssay(teacher, { text, studentRef: 's-041', title: '我的母亲' });
     expect(first.status).toBe('graded');
     await t.http.patch(`/v1/essays/${first.id}/grade`).set(bearer(teacher)).send({ comment: '王小明同学，结尾再具体些' }).expect(200);
-    // The same text again is answered from the cache: the row is read, and this instance's tier now holds it.
-    const again = await f.gradedEssay(teacher, { text });
+    // The same text (and title) again is answered from the cache: the row is read, and this instance's tier now holds it.
+    const again = await f.gradedEssay(teacher, { text, title: '我的母亲' });
     expect(again.cache).toBe('hit');
     expect(fake.requests).toHaveLength(1);
     expect(await count('llm_cache', first.id)).toBe(1);
