@@ -267,6 +267,9 @@ describe('the web console in a browser', () => {
       expect((await api(tenant.adminKey).get('/v1/budget').expect(200)).body.alertThresholds).toEqual([0.5, 0.8, 1]);
       // A save refused for its thresholds after that one: the earlier "Saved" does not stay as if it were this one's.
       await setThresholds('0.8');
+      // (Clicked once the page shows what it read, as a person would: a click landing before the last
+      // keystroke's render, on a loaded machine, submitted what was read before it.)
+      await page.waitForFunction(() => document.querySelector('[data-test=thresholds-read]')?.textContent?.startsWith('"0.8" looks like a fraction'));
       await page.click('[data-test=budget-form] button[type=submit]');
       await page.waitForFunction(() => document.querySelector('#budget-policy [role=alert]')?.textContent?.includes('looks like a fraction'));
       expect(await page.$eval('#budget-policy p.ok', (el) => el.textContent)).toBe('');
