@@ -1590,6 +1590,8 @@ export interface components {
         };
         /** @description The plan a scheduled job runs on (see planWork): kept on the job, shown with its essay. */
         JobPlan: {
+            /** @description an attempt of the job planned a batch: its call may wait there, whatever later plans say (never deferred again) */
+            batchedBefore?: boolean;
             /** @description when the job was first planned (as good as submitted): its work is compared with real time then */
             firstPlannedAt: string;
             /** @enum {string} */
