@@ -236,7 +236,7 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
       await next.query(`SELECT 1 FROM budget_leases WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 FOR UPDATE`, key);
       await next.rollbackTransaction();
       await settlement.rollbackTransaction();
-      expect(await moving).toBe(true);
+      expect(await moving).toBe('moved');
     });
   });
 

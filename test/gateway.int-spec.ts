@@ -934,6 +934,42 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(await budget.reserve(lowered.tenantId, 1_000_000n)).toBeNull();
     });
 
+    it("moves a leased call's promise off a lease whose cap was lowered once, when its settlement is retried: no other call's promise, no reservation left over", async () => {
+      const lowered = await f.newTenant({ monthlyBudget: '100.00' });
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      // Two calls admitted on one lease; the admin cuts the cap to 1 CNY while they run.
+      const [first, second] = [await budget.reserve(lowered.tenantId, 10_000_000_000n), await budget.reserve(lowered.tenantId, 10_000_000_000n)];
+      expect([first, second]).toMatchObject([{ leased: true }, { leased: true }]);
+      await budget.update(lowered.tenantId, { monthlyCap: '1.00' });
+      const moves = jest.spyOn(books, 'leaseToReservation');
+      // The first call's promise leaves the lease; its classic settlement then fails once (the database blinked).
+      const failOnce = jest.spyOn(books, 'settle').mockRejectedValueOnce(new Error('connection reset'));
+      const entry = { ...paidEntry(lowered.tenantId, first!.period, 5_000_000_000n), id: randomUUID() };
+      try {
+        // (Charged nothing: the second call's promise still holds more than the 1 CNY cap; the cost is an incident.)
+        expect(await budget.settlePaid(first!, 5_000_000_000n, entry)).toBe(0n);
+        expect(failOnce).toHaveBeenCalledTimes(2);
+        // Both tries moved the same reservation: the second found the first's.
+        expect(moves).toHaveBeenCalledTimes(2);
+        expect(new Set(moves.mock.calls.map((c) => c[3])).size).toBe(1);
+        expect(await Promise.all(moves.mock.results.map((r) => r.value))).toEqual(['moved', 'found']);
+      } finally {
+        failOnce.mockRestore();
+        moves.mockRestore();
+      }
+      // No reservation left behind for the sweeper to book as a call lost in flight; the second
+      // call's promise is still on the lease.
+      expect(await ds.query(`SELECT id FROM budget_reservations WHERE tenant_id = $1`, [lowered.tenantId])).toEqual([]);
+      const [lease] = await ds.query(`SELECT amount_nanos::text AS held FROM budget_leases WHERE tenant_id = $1`, [lowered.tenantId]);
+      expect(lease).toEqual({ held: '10000000000' });
+      expect(await budget.settle(second!, 0n, { ...paidEntry(lowered.tenantId, second!.period, 0n), id: randomUUID() })).toBe(0n);
+      // (What it did not use goes back to the revoked lease, and from there to the budget.)
+      await budget.leases!.release(lowered.tenantId, second!.period);
+      await booksBalanced(lowered.tenantId);
+      expect(await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND outcome = 'lost_in_flight'`, [lowered.tenantId])).toEqual([{ n: 0 }]);
+    });
+
     it("takes the leases of several tenants in one statement, each from its own tenant's free budget; a paused tenant, one without room and a period asked twice are not over-given", async () => {
       const books = t.app.get(BooksRepository);
       const budget = t.app.get(BudgetService);
@@ -1603,9 +1639,9 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const [before] = await ds.query(`SELECT amount_nanos::text AS amount FROM budget_leases WHERE tenant_id = $1`, [lost.tenantId]);
       const lease = { period: held!.period, instance: budget.leases!.instanceId };
       const id = randomUUID();
-      expect(await books.leaseToReservation(lost.tenantId, lease.period, lease.instance, id, 1_000_000n, 60_000)).toBe(true);
+      expect(await books.leaseToReservation(lost.tenantId, lease.period, lease.instance, id, 1_000_000n, 60_000)).toBe('moved');
       // Sent again (its first answer lost): it finds its reservation and takes nothing more from the lease.
-      expect(await books.leaseToReservation(lost.tenantId, lease.period, lease.instance, id, 1_000_000n, 60_000)).toBe(true);
+      expect(await books.leaseToReservation(lost.tenantId, lease.period, lease.instance, id, 1_000_000n, 60_000)).toBe('found');
       const [after] = await ds.query(`SELECT amount_nanos::text AS amount FROM budget_leases WHERE tenant_id = $1`, [lost.tenantId]);
       expect(BigInt(after.amount)).toBe(BigInt(before.amount) - 1_000_000n);
       const reservations = await ds.query(`SELECT amount_nanos::text AS amount FROM budget_reservations WHERE tenant_id = $1`, [lost.tenantId]);

@@ -823,8 +823,9 @@ export class BooksRepository {
    * waits for the period) deadlocked with a settlement of the same tenant on this instance.
    * Sent again after a try whose answer was lost (it committed), it finds the reservation that try
    * made and moves nothing twice (the second move failed on the reservation's key, every time).
+   * Answers 'moved', 'found' (an earlier try moved it) or null (the lease does not hold `amount`).
    */
-  async leaseToReservation(tenantId: string, period: string, instanceId: string, reservationId: string, amount: Nanos, ttlMs: number): Promise<boolean> {
+  async leaseToReservation(tenantId: string, period: string, instanceId: string, reservationId: string, amount: Nanos, ttlMs: number): Promise<'moved' | 'found' | null> {
     const rows = await tenantQuery(
       this.ds.manager,
       tenantId,
@@ -838,10 +839,10 @@ export class BooksRepository {
          INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at)
          SELECT $5::uuid, $1, $2, $4::bigint, now() + make_interval(secs => $6::double precision / 1000) FROM lease
          RETURNING id)
-       SELECT id FROM moved UNION ALL SELECT id FROM already`,
+       SELECT 'moved' AS how FROM moved UNION ALL SELECT 'found' FROM already`,
       [period, instanceId, amount.toString(), reservationId, ttlMs],
     );
-    return rows.length > 0;
+    return (rows[0] as { how: 'moved' | 'found' } | undefined)?.how ?? null;
   }
 
   /**

@@ -7,6 +7,7 @@ import { loggableError } from '../common/error-rendering';
 import { RENEWALS_A_STATEMENT, type BooksRepository, type SettlingCall } from './books.repository';
 import type { LedgerEntry } from './ledger.service';
 import { KeyedBatcher } from '../common/keyed-batcher';
+import { derivedUuid } from '../common/ids';
 
 /** A call admitted on this instance's lease: its worst case, held in memory, not in the database. */
 export interface LeaseTicket {
@@ -284,10 +285,10 @@ export class BudgetLeases {
 
   /** The ticket's worst case leaves the lease (it settles the classic way: incident, guarded answer). */
   async toReservation(ticket: LeaseTicket, reservationId: string, ttlMs: number): Promise<boolean> {
-    const moved = await this.books.leaseToReservation(ticket.tenantId, ticket.period, this.instanceId, reservationId, ticket.amount, ttlMs);
+    const how = await this.books.leaseToReservation(ticket.tenantId, ticket.period, this.instanceId, reservationId, ticket.amount, ttlMs);
     const l = this.leases.get(`${ticket.tenantId}:${ticket.period}`);
-    if (moved && l) l.held -= ticket.amount;
-    return moved;
+    if (how === 'moved' && l) l.held -= ticket.amount;
+    return how !== null;
   }
 
   /**
@@ -349,9 +350,14 @@ export class BudgetLeases {
       let swept = false;
       for (const p of g.items) {
         const ticket = p.entry.costNanos + p.unused;
-        const reservationId = randomUUID();
-        const moved: boolean = !swept && (await this.books.leaseToReservation(g.tenantId, g.period, this.instanceId, reservationId, ticket, this.opts.ttlMs).catch(() => false));
-        if (moved && l) l.held -= ticket;
+        // Named after the call's ledger row: a retry of this settlement (its first try moved the
+        // ticket, then failed) finds that reservation and moves nothing again. A new id each try
+        // moved another call's promise off the lease, and left the first reservation to the sweeper
+        // (booked as a call lost in flight).
+        const reservationId = p.entry.id ? derivedUuid('lease-fallback', p.entry.id) : randomUUID();
+        const how: 'moved' | 'found' | null = swept ? null : await this.books.leaseToReservation(g.tenantId, g.period, this.instanceId, reservationId, ticket, this.opts.ttlMs).catch(() => null);
+        const moved: boolean = how !== null;
+        if (how === 'moved' && l) l.held -= ticket;
         swept ||= !moved;
         out.set(p, await this.settleWithoutLease(p.entry, moved ? reservationId : undefined).catch((failed: unknown) => ({ failed })));
       }
