@@ -5,6 +5,10 @@ import { providerEnv } from './support/providers';
 import { freePort, hasExited, startService } from './support/spawn-service';
 import { OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { waitFor } from './support/wait';
+import { sessionsWaitingForLocks, withHeldTransactions } from './support/held-transactions';
+import { serverUrl } from './support/test-database';
+import { BooksRepository } from '../src/billing/books.repository';
+import { TenantsRepository } from '../src/tenancy/tenants.repository';
 import { startAppWithFake } from './support/app-with-fake';
 
 describe('budget, usage and stats over HTTP', () => {
@@ -69,6 +73,26 @@ describe('budget, usage and stats over HTTP', () => {
       { period, cap_nanos: '12000000000' },
       { period: next, cap_nanos: '12000000000' },
     ]);
+  });
+
+  // (On a PostgreSQL server: the embedded database runs one transaction at a time.)
+  (serverUrl() ? it : it.skip)('opens a new month on the cap of a budget change committing at that moment (the opening waits for it)', async () => {
+    const { period } = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
+    const next = new Date(Date.parse(`${period}-01T00:00:00Z`) + 63 * 86_400_000).toISOString().slice(0, 7);
+    const books = t.app.get(BooksRepository);
+    await withHeldTransactions(t.dataSource, 1, async ([change]) => {
+      // The change, as BudgetService.update makes it: the tenant's cap, then the periods already opened.
+      await t.app.get(TenantsRepository).setBudget(change.manager, tenant.tenantId, { cap: 13_000_000_000n, sealedAlertSecret: null });
+      await books.setPeriodCap(change.manager, tenant.tenantId, period, 13_000_000_000n);
+      // A call opens the next month meanwhile.
+      let opened = false;
+      const opening = books.openPeriod(tenant.tenantId, next).then(() => (opened = true));
+      await waitFor(async () => opened || (await sessionsWaitingForLocks(t.dataSource)) > 0, 5_000, 'the opening done or waiting');
+      await change.commitTransaction();
+      await opening;
+    });
+    const [row] = await t.dataSource.query(`SELECT cap_nanos FROM budget_periods WHERE tenant_id = $1 AND period = $2`, [tenant.tenantId, next]);
+    expect(row).toEqual({ cap_nanos: '13000000000' });
   });
 
   it('rejects bad budget input, field by field, and changes nothing', async () => {

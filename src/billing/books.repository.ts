@@ -383,7 +383,12 @@ export const RENEWALS_A_STATEMENT = 500;
  */
 @Injectable()
 export class BooksRepository {
-  /** Periods opened at one moment, of any tenants, in one statement (each row paired with its tenant). */
+  /**
+   * Periods opened at one moment, of any tenants, in one statement (each row paired with its tenant).
+   * The cap is read under a share lock: a budget change committing at that moment (its tenant row
+   * updated, its periods' caps set, not yet committed) is waited for and its cap taken. Read
+   * without one, the new month opened on the old cap, after the change had set every period it saw.
+   */
   private readonly opening = new KeyedBatcher<{ tenantId: string; period: string }, void>(async (_, asked) => {
     const items = [...new Map(asked.map((i) => [`${i.tenantId}|${i.period}`, i])).values()];
     await perRowTenantQuery(
@@ -392,6 +397,7 @@ export class BooksRepository {
       `INSERT INTO budget_periods (tenant_id, period, cap_nanos)
        SELECT t.id, x.period, t.monthly_cap_nanos
          FROM unnest($1::uuid[], $2::text[]) AS x(tenant_id, period) JOIN tenants t ON t.id = x.tenant_id
+        FOR SHARE OF t
        ON CONFLICT (tenant_id, period) DO NOTHING`,
       [items.map((i) => i.period)],
     );
