@@ -197,9 +197,7 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
     if (!route.url || (route.config as InkstoneRouteConfig)?.public || !needsKey(route.url)) return;
     try {
       // An address that failed authentication too often: only what is known good is checked (AuthFailures).
-      const refused = authFailures.refusal(req.ip);
-      if (refused && !authenticator.knownGood(req)) throw refused;
-      const auth = await authenticator.identify(req);
+      const auth = await authFailures.guard(req.ip, () => authenticator.knownGood(req), () => authenticator.identify(req));
       req.auth = auth;
       if (auth.kind === 'tenant') {
         // Requests per second per key and per tenant: token buckets; their state goes on every answer.
@@ -212,7 +210,6 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
         }
       }
     } catch (err) {
-      if (err instanceof ApiError && err.code === 'UNAUTHENTICATED') authFailures.failed(req.ip);
       sendError(reply as never, req as never, err, logger);
       return reply;
     }

@@ -63,14 +63,12 @@ export class ConsoleSessionController {
   async open(@Body() dto: OpenSessionDto, @Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<SessionView> {
     const key = dto.key.trim();
     // A sign-in is an authentication like any other: counted against the address when it fails.
-    const refused = this.failures.refusal(req.ip);
     const hash = hashSecret(key);
-    if (refused && !this.apiKeys.isCached(hash)) throw refused;
-    const auth = await this.apiKeys.authenticate(key, hash);
-    if (!auth) {
-      this.failures.failed(req.ip);
-      throw new ApiError('UNAUTHENTICATED', 'Invalid or revoked API key');
-    }
+    const auth = await this.failures.guard(
+      req.ip,
+      () => this.apiKeys.isCached(hash),
+      async () => (await this.apiKeys.authenticate(key, hash)) ?? Promise.reject(new ApiError('UNAUTHENTICATED', 'Invalid or revoked API key')),
+    );
     const { token, session } = this.sessions.open(auth);
     void reply.header('set-cookie', ConsoleSessions.cookie(token, secure(req)));
     void reply.header('cache-control', 'no-store');

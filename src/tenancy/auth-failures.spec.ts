@@ -1,3 +1,4 @@
+import { ApiError } from '../common/errors';
 import type { AppConfig } from '../config/app-config';
 import { addressKey, AuthFailures } from './auth-failures';
 
@@ -16,6 +17,21 @@ describe('AuthFailures', () => {
     f.failed('2001:db8:1:2::b', 0);
     expect(f.refusal('2001:db8:1:2::c', 0)).not.toBeNull();
     expect(f.refusal('2001:db8:1:3::a', 0)).toBeNull();
+  });
+
+  it('guards a check: a 401 counts against the address, another error does not; past the burst only what is known good is checked', async () => {
+    const f = failures(1, 2);
+    const unknownKey = () => Promise.reject(new ApiError('UNAUTHENTICATED', 'Invalid or revoked API key'));
+    let checks = 0;
+    const counted = () => (checks++, Promise.resolve('tenant'));
+    await expect(f.guard('10.0.0.9', () => false, () => Promise.reject(new ApiError('SERVICE_UNAVAILABLE', 'database away')))).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    await expect(f.guard('10.0.0.9', () => false, counted)).resolves.toBe('tenant');
+    for (let i = 0; i < 2; i++) await expect(f.guard('10.0.0.9', () => false, unknownKey)).rejects.toMatchObject({ code: 'UNAUTHENTICATED' });
+    // The burst is spent: an unknown credential is not even checked; a known good one is.
+    await expect(f.guard('10.0.0.9', () => false, counted)).rejects.toMatchObject({ code: 'RATE_LIMITED' });
+    expect(checks).toBe(1);
+    await expect(f.guard('10.0.0.9', () => true, counted)).resolves.toBe('tenant');
+    expect(checks).toBe(2);
   });
 
   it('refuses an address once it has spent its burst of failures, until the refill gives one back', () => {

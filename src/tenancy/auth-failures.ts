@@ -1,4 +1,5 @@
 import { Inject, Injectable } from '@nestjs/common';
+import { ApiError } from '../common/errors';
 import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { rateLimited } from './limits.service';
@@ -46,6 +47,23 @@ export class AuthFailures {
   constructor(@Inject(CONFIG) config: AppConfig) {
     this.perMs = config.authFailures.perMinute / 60_000;
     this.burst = config.authFailures.burst;
+  }
+
+  /**
+   * The rule in one place: runs `check` (what the request presents, checked) unless the address has
+   * no failure left to spend and `knownGood` (no read: a cached key, the operator's token, a cookie
+   * this service signed) says no — then the 429. A check that throws UNAUTHENTICATED counts one
+   * failure against the address.
+   */
+  async guard<T>(address: string, knownGood: () => boolean, check: () => Promise<T>): Promise<T> {
+    const refused = this.refusal(address);
+    if (refused && !knownGood()) throw refused;
+    try {
+      return await check();
+    } catch (err) {
+      if (err instanceof ApiError && err.code === 'UNAUTHENTICATED') this.failed(address);
+      throw err;
+    }
   }
 
   /** The 429 for the address when it has no failure left to spend (its credentials then go unchecked unless known good); else null. */
