@@ -107,6 +107,28 @@ describe('a deep review waiting in a provider batch outlives the instance that s
     }
   }, 90_000);
 
+  it('refuses to erase an essay whose deep review waits in a batch handed over (409, nothing cancelled); once delivered, erases it', async () => {
+    const sender = await worker();
+    const id = await orderIntoBatch(37, 6_000);
+    await sender.close();
+    const [job] = await ds().query(`SELECT status FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+    expect(job).toEqual({ status: 'queued' });
+    // Queued, but its call is at the provider: erasing now would leave its reservation held and the line billed for nothing.
+    const refused = await t.http.delete(`/v1/essays/${id}`).set(bearer(tenant.adminKey)).expect(409);
+    expect(refused.body.error.code).toBe('CONFLICT');
+    expect(await batchedGuards()).toEqual([{ batch_id: fake.batches[0].id, state: 'in_flight' }]);
+    const [still] = await ds().query(`SELECT status FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
+    expect(still).toEqual({ status: 'queued' });
+    const taker = await worker();
+    try {
+      await expectDeliveredOnce(id);
+    } finally {
+      await taker.close();
+    }
+    await t.http.delete(`/v1/essays/${id}`).set(bearer(tenant.adminKey)).expect(200);
+    await expectBooksBalanced(ds(), tenant.tenantId);
+  }, 90_000);
+
   it("a deep review with a deadline sent in a batch is waited for there after a stop, even when the retry's own plan would now run it in real time: paid once", async () => {
     // Due in two hours: with this suite's 60-second batch turnaround (LLM_BATCH_MAX_WAIT_MS) and
     // the 30-minute margin, the first plan is the Batch API.

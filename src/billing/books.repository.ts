@@ -485,6 +485,22 @@ export class BooksRepository {
   }
 
   /** The essay was erased: the answers its calls' guards keep for a replay go (in the erasure's transaction). */
+  /**
+   * Whether a call of the essay waits in a provider batch (its guard in flight with the batch, or
+   * the upload it is made from, named on it): the job was handed over by a stopping instance and its
+   * retry will take the call over. Read in the caller's transaction, the guards locked.
+   */
+  async essayWaitsInBatch(tx: EntityManager, tenantId: string, essayId: string): Promise<boolean> {
+    const rows = await tenantQuery(
+      tx,
+      tenantId,
+      `SELECT 1 FROM call_guards WHERE tenant_id = $1 AND essay_id = $2 AND state = 'in_flight' AND expires_at > now()
+          AND (batch_id IS NOT NULL OR batch_file_id IS NOT NULL) LIMIT 1 FOR UPDATE`,
+      [essayId],
+    );
+    return rows.length > 0;
+  }
+
   async deleteEssayGuards(tx: EntityManager, tenantId: string, essayId: string): Promise<number> {
     const rows = await tenantQuery(tx, tenantId, `DELETE FROM call_guards WHERE tenant_id = $1 AND essay_id = $2 RETURNING key`, [essayId]);
     return rows.length;

@@ -97,7 +97,10 @@ export class EssayErasure {
       // A job whose worker's lease ran out is no worker's (a dead worker's, or one a restore brought
       // back running): it is cancelled with the queued ones, not waited for (after a restore, the
       // only way on was to start workers that graded the erased essays again first).
-      if (unfinished.some((j) => j.status === 'running' && !j.stale)) {
+      // So is one whose call waits in a provider batch, its job handed over by a stopping instance
+      // (queued, for a retry to take the call over): cancelled, its reservation stayed held for a
+      // day and came back as a call lost in flight, while the provider ran and billed the line.
+      if (unfinished.some((j) => j.status === 'running' && !j.stale) || (await this.books.essayWaitsInBatch(m, tenantId, id))) {
         throw new ApiError('CONFLICT', 'The essay is being graded right now; erase it once its grading ends (GET /v1/essays/:id shows when)');
       }
       await this.jobs.clearErrorsOfEssay(m, tenantId, id);
