@@ -118,9 +118,28 @@ describe('clean edges', () => {
       expectFieldError(res, 'cursor', /^cursor is not one this API gave out \(.+\); pass nextCursor from the previous page unchanged$/);
     });
 
-    it('refuses a real cursor given twice (the two arrive joined by a comma)', async () => {
+    it('refuses a real cursor given twice, naming it', async () => {
       const { nextCursor } = (await list('limit=1').expect(200)).body;
-      expectFieldError(await list(`cursor=${nextCursor}&cursor=${nextCursor}`), 'cursor', /not base64url/);
+      expectFieldError(await list(`cursor=${nextCursor}&cursor=${nextCursor}`), 'cursor', /given once/);
+    });
+  });
+
+  describe('hostile requests', () => {
+    it('answers a body of thousands of unknown keys with a bounded 400: the first problems, the rest counted', async () => {
+      const key = (i: number) => `k${i}_${'x'.repeat(150)}`;
+      const essay = Object.fromEntries(Array.from({ length: 4_000 }, (_, i) => [key(i), 1]));
+      const res = await t.http.post('/v1/essays/batch').set(bearer(tenant.adminKey)).send({ essays: [essay, essay, essay] }).expect(400);
+      expect(res.body.error.code).toBe('VALIDATION_FAILED');
+      expect(res.body.error.details).toHaveLength(50);
+      expect(res.body.error.details[0].field.length).toBeLessThanOrEqual(201);
+      // 12,000 unknown keys and the essays' missing text, counted: every one but the 50 listed.
+      expect(res.body.error.message).toMatch(/; and 11953 more$/);
+      expect(JSON.stringify(res.body).length).toBeLessThan(40_000);
+    });
+
+    it('refuses a query parameter given twice, naming it (a 500 when one of them held a NUL)', async () => {
+      const res = await t.http.get('/v1/essays?studentRef=a%00&studentRef=b').set(bearer(tenant.adminKey)).expect(400);
+      expect(res.body.error.details).toEqual([{ field: 'studentRef', message: 'studentRef must be given once' }]);
     });
   });
 

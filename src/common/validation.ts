@@ -3,21 +3,29 @@ import { registerDecorator, ValidationArguments, ValidationOptions, ValidatorOpt
 import { stripControlChars, stripControlStrings } from './control-chars';
 import { isValidTimeZone } from './time-zone';
 import { CNY_DECIMALS, cnyProblem, MAX_CNY } from './money';
-import { ApiError, FieldProblem } from './errors';
+import { ApiError, FieldProblem, PROBLEMS_LISTED } from './errors';
 
-/** Flattens class-validator's tree into one problem per bad field, named by its path. */
-export function flattenValidationErrors(errors: ValidationError[], parent = ''): FieldProblem[] {
-  const out: FieldProblem[] = [];
-  for (const e of errors) {
-    const field = parent ? (/^\d+$/.test(e.property) ? `${parent}[${e.property}]` : `${parent}.${e.property}`) : e.property;
-    if (e.constraints) {
-      // One message per field: the most specific constraint is last in class-validator's order.
-      const messages = Object.values(e.constraints);
-      out.push({ field, message: messages[messages.length - 1] });
+/**
+ * Flattens class-validator's tree into one problem per bad field, named by its path: the first
+ * `max` of them, and how many there are in all.
+ */
+export function flattenValidationErrors(errors: ValidationError[], max = PROBLEMS_LISTED): { problems: FieldProblem[]; total: number } {
+  const problems: FieldProblem[] = [];
+  let total = 0;
+  const walk = (list: ValidationError[], parent: string) => {
+    for (const e of list) {
+      const field = parent ? (/^\d+$/.test(e.property) ? `${parent}[${e.property}]` : `${parent}.${e.property}`) : e.property;
+      if (e.constraints) {
+        total++;
+        // One message per field: the most specific constraint is last in class-validator's order.
+        const messages = Object.values(e.constraints);
+        if (problems.length < max) problems.push({ field, message: messages[messages.length - 1] });
+      }
+      if (e.children?.length) walk(e.children, field);
     }
-    if (e.children?.length) out.push(...flattenValidationErrors(e.children, field));
-  }
-  return out;
+  };
+  walk(errors, '');
+  return { problems, total };
 }
 
 /**
@@ -27,6 +35,11 @@ export function flattenValidationErrors(errors: ValidationError[], parent = ''):
  */
 export class CleaningValidationPipe extends ValidationPipe {
   override transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
+    // A query parameter given twice arrives as an array: refused by name (it went on as an array,
+    // uncleaned, to code that takes a string; PostgreSQL refused one with a NUL in it: a 500).
+    if (Array.isArray(value) && (metadata.type === 'query' || metadata.type === 'param') && metadata.data) {
+      throw ApiError.validation([{ field: metadata.data, message: `${metadata.data} must be given once` }]);
+    }
     const clean = typeof value === 'string' && (metadata.type === 'query' || metadata.type === 'param') ? stripControlChars(value) : value;
     return super.transform(clean, metadata);
   }
@@ -44,7 +57,10 @@ export function createValidationPipe(): ValidationPipe {
     transform: true,
     transformOptions: { enableImplicitConversion: false },
     validationError: { target: false, value: false },
-    exceptionFactory: (errors) => ApiError.validation(flattenValidationErrors(errors)),
+    exceptionFactory: (errors) => {
+      const { problems, total } = flattenValidationErrors(errors);
+      return ApiError.validation(problems, total);
+    },
   });
 }
 
