@@ -399,7 +399,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     // The tenant's one slot taken, as by a long export.
     const held = await limits.readSlot(tenant.tenantId);
     const essayId = (await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ assignmentId, text: generateEssay(4242, 'zh').text }).expect(202)).body.id;
-    const paths = [`/v1/essays/${essayId}`, '/v1/essays?limit=100', '/v1/assignments', `/v1/assignments/${assignmentId}`, `/v1/assignments/${assignmentId}/grades.csv`, '/v1/orders', '/v1/quality', `/v1/assignments/${assignmentId}/agreement`];
+    const paths = [`/v1/essays/${essayId}`, '/v1/essays?limit=100', '/v1/assignments', `/v1/assignments/${assignmentId}`, `/v1/assignments/${assignmentId}/grades.csv`, '/v1/orders', '/v1/quality', `/v1/assignments/${assignmentId}/agreement`, '/v1/rubrics'];
     const waiting = paths.map((path) => t.http.get(path).set(bearer(tenant.adminKey)).then((r) => r));
     try {
       await waitFor(async () => (await inFlight()) === 1, 5_000, 'the slot held');
@@ -407,7 +407,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
       // Another tenant's lists do not wait behind them, nor the tenant's reads of a rubric or its limits.
       expect(await answered(t.http.get('/v1/essays').set(bearer(other.adminKey)).expect(200), 5_000)).toBe(true);
       expect(await answered(t.http.get('/v1/assignments').set(bearer(other.adminKey)).expect(200), 5_000)).toBe(true);
-      expect(await answered(t.http.get('/v1/rubrics').set(bearer(tenant.adminKey)).expect(200), 5_000)).toBe(true);
+      expect(await answered(t.http.get('/v1/rubrics/zh-gaokao-60').set(bearer(tenant.adminKey)).expect(200), 5_000)).toBe(true);
     } finally {
       held();
     }

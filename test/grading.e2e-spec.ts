@@ -643,6 +643,12 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(own).toHaveLength(MAX_RUBRICS_LISTED);
       expect(own[0].key).toBe('aaa-first');
       expect(new Set(own.map((r) => r.key)).size).toBe(MAX_RUBRICS_LISTED); // one entry a rubric
+      // Listed without the dimensions' descriptions (the rubric's own read has them), its total kept.
+      expect(own[0]).toMatchObject({ key: 'aaa-first', version: 1, name: '初中作文', language: 'zh', totalRule: 'sum', maxScore: 30, builtIn: false });
+      expect((own[0] as unknown as { dimensions: unknown[] }).dimensions).toEqual([{ key: 'content', name: '内容', max: 30, kind: 'content', step: 1 }]);
+      expect(JSON.stringify(list)).not.toContain('description');
+      const full = await t.http.get('/v1/rubrics/aaa-first').set(bearer(school.adminKey)).expect(200);
+      expect(full.body.dimensions[0].description).toBe('中心明确');
       await t.http.get(`/v1/rubrics/r-${String(MAX_RUBRICS_LISTED + 50).padStart(4, '0')}`).set(bearer(school.adminKey)).expect(200); // past the list, still there
     });
 

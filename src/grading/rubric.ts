@@ -31,7 +31,7 @@ export interface Rubric {
   builtIn: boolean;
 }
 
-export function maxScore(r: Rubric): number {
+export function maxScore(r: Pick<Rubric, 'totalRule'> & { dimensions: Array<Pick<RubricDimension, 'max'>> }): number {
   if (r.totalRule === 'mean_half_band') return Math.max(...r.dimensions.map((d) => d.max));
   return r.dimensions.reduce((a, d) => a + d.max, 0);
 }

@@ -5,11 +5,12 @@ import { ApiError } from '../common/errors';
 import { ApiView } from '../docs/api-view';
 import { IdempotencyInterceptor } from '../tenancy/idempotency.interceptor';
 import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
-import { RubricsService, RubricView } from './rubrics.service';
+import { RubricsService, RubricSummary, RubricView } from './rubrics.service';
+import { BoundedRead } from '../tenancy/read-slot.interceptor';
 
 /** GET /v1/rubrics */
 export interface RubricList {
-  data: RubricView[];
+  data: RubricSummary[];
 }
 
 @ApiTags('grading')
@@ -20,7 +21,8 @@ export class RubricsController {
 
   @Get()
   @Auth('admin', 'teacher')
-  @ApiOperation({ summary: "Built-in rubrics and the tenant's own (latest versions)" })
+  @BoundedRead()
+  @ApiOperation({ summary: "Built-in rubrics and the tenant's own (latest versions), without their dimensions' descriptions (GET /v1/rubrics/:key has them)" })
   @ApiView('RubricList')
   async list(@TenantCaller() auth: TenantAuth): Promise<RubricList> {
     return { data: await this.rubrics.list(auth) };

@@ -340,7 +340,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Built-in rubrics and the tenant's own (latest versions) */
+        /** Built-in rubrics and the tenant's own (latest versions), without their dimensions' descriptions (GET /v1/rubrics/:key has them) */
         get: operations["RubricsController_list"];
         put?: never;
         /** Create the tenant's own rubric (version 1) */
@@ -1858,7 +1858,34 @@ export interface components {
         };
         /** @description GET /v1/rubrics */
         RubricList: {
-            data: components["schemas"]["RubricView"][];
+            data: components["schemas"]["RubricSummary"][];
+        };
+        /** @description A rubric as GET /v1/rubrics lists it: all but its dimensions' descriptions (GET /v1/rubrics/:key has them). */
+        RubricSummary: {
+            builtIn: boolean;
+            dimensions: {
+                key: string;
+                kind: components["schemas"]["DimensionKind"];
+                /** @description highest score; the lowest is 0 */
+                max: number;
+                name: string;
+                /**
+                 * @description 1 for whole points or bands, 0.5 for half points
+                 * @enum {number}
+                 */
+                step: 1 | 0.5;
+            }[];
+            /** @description what a good essay's length is: characters for Chinese, words for English */
+            expectedLength: {
+                max: number;
+                min: number;
+            };
+            key: string;
+            language: components["schemas"]["Language"] | "any";
+            maxScore: number;
+            name: string;
+            totalRule: components["schemas"]["TotalRule"];
+            version: number;
         };
         RubricView: {
             builtIn: boolean;
