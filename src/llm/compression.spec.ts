@@ -30,6 +30,9 @@ describe('normalizeBounded', () => {
     const out = normalizeBounded(zalgo, 'NFC');
     expect([...out].length).toBe(1 + 30 - 1); // a and one mark compose; 29 marks stay
     expect(normalizeBounded('a' + '\u0301'.repeat(30), 'NFD')).toBe('a' + '\u0301'.repeat(30));
+    // Half-width voiced marks are not marks but become one under compatibility forms: cut with the run too.
+    expect([...normalizeBounded('a' + '\uFF9E\u0300'.repeat(10_000), 'NFKD')].length).toBe(1 + 30);
+    expect(normalizeBounded('ｶﾞ', 'NFKC')).toBe('ガ');
   });
 });
 

@@ -64,6 +64,7 @@ export function hostileInputs(n = 20_000): HostileInput[] {
     { name: 'zero-width mix', text: fill('\u200b\u200c\u200d\u2060\ufeff\u00ad\u034f\ufe0f', n) },
     { name: 'combining marks', text: 'a' + '\u0301'.repeat(n - 1) },
     { name: 'combining marks of alternating classes', text: 'a' + fill('\u0301\u0316', n - 1) },
+    { name: 'half-width voiced marks between combining marks', text: 'a' + fill('\uFF9E\u0300', n - 1) },
     { name: 'emoji ZWJ sequences', text: fill('👩\u200d👩\u200d👧\u200d👦', n) },
     { name: '忽略 repeated', text: fill('忽略', n) },
     { name: '请给 repeated', text: fill('请给', n) },
