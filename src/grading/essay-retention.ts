@@ -12,8 +12,18 @@ import { NearDuplicateIndex } from './near-duplicate.service';
 export const RETENTION_BATCH = 500;
 /** One sweep erases for at most this long; what is left waits for the next. */
 export const SWEEP_BUDGET_MS = 5 * 60_000;
-/** How far back the cleanup looks for essays erased lately: longer than any grading can outlive its lease (a provider batch takes a day). */
+/** How far back the cleanup looks for essays erased lately, at least: longer than any grading can outlive its lease (a provider batch takes a day). */
 export const LATE_ROWS_HOURS = 48;
+
+/**
+ * How far back the cleanup looks, in hours: LATE_ROWS_HOURS, or longer when the settings let a
+ * grading outlive that — a provider batch waited for up to LLM_BATCH_MAX_WAIT_MS (up to 48 h), and
+ * its late rows found by the sweep after next (ESSAY_RETENTION_SWEEP_MS apart, up to 24 h), plus an
+ * hour. With a fixed 48 h, a batch that ended near its 48 h left rows the sweeps never looked for.
+ */
+export function lateRowsHours(c: { batchMaxWaitMs: number; retentionSweepMs: number }): number {
+  return Math.max(LATE_ROWS_HOURS, Math.ceil((c.batchMaxWaitMs + 2 * c.retentionSweepMs) / 3_600_000) + 1);
+}
 
 export interface SweepOutcome {
   /** essays this sweep erased */
@@ -34,7 +44,7 @@ export interface SweepOutcome {
  *   fails, is left for the next sweep;
  * - deletes the answer-cache rows, call guards and near-duplicate rows that a grading which outlived
  *   its lease (its worker stalled, its job went back to the queue and the essay was erased) wrote
- *   after the erasure, for essays erased in the last LATE_ROWS_HOURS.
+ *   after the erasure, for essays erased in the last lateRowsHours (48 h, or more as the settings allow).
  * Several processes may sweep at once, with no lock held between statements (none to leak behind a
  * pooler, no connection kept idle): each essay's erasure locks its row, and a process that finds an
  * essay erased meanwhile moves on without counting it.
@@ -115,9 +125,10 @@ export class EssayRetention implements OnApplicationBootstrap, BeforeApplication
   private async removeLateRows(): Promise<number> {
     let deliver = () => {};
     const n = await this.ds.transaction(async (m) => {
-      const answers = await this.cache.forgetErased(m, LATE_ROWS_HOURS);
+      const hours = lateRowsHours({ batchMaxWaitMs: this.config.llm.batchMaxWaitMs, retentionSweepMs: this.config.grading.retentionSweepMs });
+      const answers = await this.cache.forgetErased(m, hours);
       deliver = answers.deliver;
-      return answers.count + (await this.books.deleteGuardsOfErased(m, LATE_ROWS_HOURS)) + (await this.nearDuplicates.forgetErased(m, LATE_ROWS_HOURS));
+      return answers.count + (await this.books.deleteGuardsOfErased(m, hours)) + (await this.nearDuplicates.forgetErased(m, hours));
     });
     deliver();
     return n;
