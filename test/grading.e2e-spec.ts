@@ -1,3 +1,4 @@
+import { NearDuplicateIndex } from '../src/grading/near-duplicate.service';
 import { formatCny } from '../src/common/money';
 import { MAX_OVERRIDES_SHOWN } from '../src/grading/essays.service';
 import { MAX_RUBRICS_LISTED } from '../src/grading/rubrics.service';
@@ -260,6 +261,30 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(someoneElse.flags).not.toContain('reused_grade');
       expect(someoneElse.flags).toContain('possible_copy');
       expect([first.id, resubmitted.id]).toContain(someoneElse.similarTo.essayId);
+    });
+
+    it('takes no grade from an essay erased while the resubmission was being graded: it is graded anew', async () => {
+      await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true, nearDuplicateThreshold: 0.6 }).expect(200);
+      const original = generateEssay(13, 'zh').text;
+      const first = await gradeOne({ text: original, studentRef: 'hana' });
+      // The earlier essay is erased just after the resubmission's grading found it.
+      const index = t.app.get(NearDuplicateIndex);
+      const real = index.indexAndFind.bind(index);
+      const found = jest.spyOn(index, 'indexAndFind').mockImplementationOnce(async (...args) => {
+        const near = await real(...args);
+        expect(near?.earlierOwn?.essayId).toBe(first.id);
+        await t.http.delete(`/v1/essays/${first.id}`).set(bearer(tenant.adminKey)).expect(200);
+        return near;
+      });
+      try {
+        const resubmitted = await gradeOne({ text: nearCopy(original, 3, 1), studentRef: 'hana' });
+        expect(found).toHaveBeenCalled();
+        expect(resubmitted.flags).not.toContain('reused_grade');
+        expect(resubmitted.grade.source).toBe('model');
+        expect(fake.requestCount).toBe(2);
+      } finally {
+        found.mockRestore();
+      }
     });
 
     it('reuses no grade written for other work: another rubric, or another assignment', async () => {

@@ -258,6 +258,15 @@ export class EssaysRepository {
   }
 
   /** The essay, locked until the transaction ends (erasure); null when the tenant has no such essay. */
+  /**
+   * Whether the essay is there and not erased, its row then held against an erasure (which locks it
+   * for update) until the caller's transaction ends.
+   */
+  async holdUnerased(tx: EntityManager, tenantId: string, essayId: string): Promise<boolean> {
+    const rows = await tenantQuery(tx, tenantId, `SELECT 1 FROM essays WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL FOR KEY SHARE`, [essayId]);
+    return rows.length > 0;
+  }
+
   async lockForErasure(tx: EntityManager, tenantId: string, essayId: string): Promise<{ status: string; erased_at: Date | null } | null> {
     const [row] = await tenantQuery<{ status: string; erased_at: Date | null }>(
       tx,

@@ -186,9 +186,11 @@ export class GradingService {
 
     let grade: StoredGrade | null = null;
     let costNanos = 0n;
+    let reusedFrom: string | null = null;
     // A resubmission by the same student with trivial edits may take the earlier grade.
     if (near?.earlierOwn && settings.reuseResubmissionGrades) {
       const earlier = near.earlierOwn.grade as StoredGrade;
+      reusedFrom = near.earlierOwn.essayId;
       flags.add('reused_grade');
       // Its annotations are found again in this text (the edits moved them); one no longer there is dropped.
       const annotations = relocateAnnotations(essay.text, earlier.annotations ?? []);
@@ -214,6 +216,11 @@ export class GradingService {
     // Shadow evaluation: a share of the standard model grades is graded again on the deep tier, later.
     const shadow = stored.source === 'model' && stored.tier === 'standard' && !flags.has('escalated') && inShadowSample(essay.id, settings.shadowRate);
     const done = await this.completeWith(job, async (tx) => {
+      // A reused grade is stored only while the essay it came from is not erased (held until the
+      // commit): erased since it was read, its grade must not live on here; the retry grades anew.
+      if (stored.source === 'reused' && reusedFrom && !(await this.essays.holdUnerased(tx, job.tenantId, reusedFrom))) {
+        throw new RetryableGradingError('the earlier essay whose grade was to be reused was erased meanwhile: graded again');
+      }
       await this.essays.storeGrade(tx, job.tenantId, essay.id, { status, grade: stored, flags: [...flags], costNanos, cache: stored.cache, similar });
       if (shadow) await this.queue.enqueue(tx, job.tenantId, [{ essayId: essay.id, kind: 'shadow' }]);
     });
