@@ -12,7 +12,7 @@ import { Transform } from 'node:stream';
 import { AllExceptionsFilter, sendError } from './common/all-exceptions.filter';
 import { ApiError } from './common/errors';
 import { jsonShapeProblem } from './common/json-shape';
-import { DEFAULT_BODY_LIMIT, InkstoneRouteConfig } from './common/route-config';
+import { DEFAULT_BODY_LIMIT, DEFAULT_JSON_TOTAL_ITEMS, InkstoneRouteConfig, MAX_JSON_TOTAL_ITEMS } from './common/route-config';
 import { RouteMethods } from './common/route-methods';
 import { Authenticator } from './tenancy/authenticator';
 import { AuthFailures } from './tenancy/auth-failures';
@@ -41,7 +41,7 @@ export const MAX_JSON_DEPTH = 32;
  * before it is parsed (see jsonShapeProblem for why counting matters).
  */
 export const MAX_JSON_ITEMS = 5_000;
-export const MAX_JSON_TOTAL_ITEMS = 50_000;
+export { MAX_JSON_TOTAL_ITEMS };
 
 /** Routes under these prefixes need a key (the guard then checks the route's roles). */
 function needsKey(url: string): boolean {
@@ -155,17 +155,18 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   fastifyInstance.removeContentTypeParser('text/plain');
   // JSON bodies: nesting deeper than MAX_JSON_DEPTH, or more items than MAX_JSON_ITEMS in one
   // container or MAX_JSON_TOTAL_ITEMS in all, is refused before JSON.parse sees it.
+  // (The whole body at most the route's jsonTotalItems: DEFAULT_JSON_TOTAL_ITEMS unless it names more.)
   const parseJson = fastifyInstance.getDefaultJsonParser('error', 'error');
-  const shape = { depth: MAX_JSON_DEPTH, items: MAX_JSON_ITEMS, totalItems: MAX_JSON_TOTAL_ITEMS };
   const shapeMessages = {
-    depth: `Request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`,
-    items: `Request body has an array or object of more than ${MAX_JSON_ITEMS} items`,
-    totalItems: `Request body has more than ${MAX_JSON_TOTAL_ITEMS} array elements and object members in all`,
+    depth: () => `Request body nests arrays and objects deeper than ${MAX_JSON_DEPTH} levels`,
+    items: () => `Request body has an array or object of more than ${MAX_JSON_ITEMS} items`,
+    totalItems: (total: number) => `Request body has more than ${total} array elements and object members in all`,
   };
   app.useBodyParser('application/json', { bodyLimit: config.bodyLimitBytes }, (req, body, done) => {
-    const problem = jsonShapeProblem(body, shape);
+    const totalItems = Math.min(MAX_JSON_TOTAL_ITEMS, ((req as FastifyRequest).routeOptions?.config as InkstoneRouteConfig | undefined)?.jsonTotalItems ?? DEFAULT_JSON_TOTAL_ITEMS);
+    const problem = jsonShapeProblem(body, { depth: MAX_JSON_DEPTH, items: Math.min(MAX_JSON_ITEMS, totalItems), totalItems });
     if (problem) {
-      done(new ApiError('INVALID_JSON', shapeMessages[problem]), undefined);
+      done(new ApiError('INVALID_JSON', shapeMessages[problem](totalItems)), undefined);
       return;
     }
     parseJson(req as never, body as unknown as string, done);

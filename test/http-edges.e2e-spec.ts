@@ -3,6 +3,7 @@ import * as net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { loadConfig } from '../src/config/app-config';
 import { MAX_JSON_DEPTH, MAX_JSON_ITEMS, MAX_JSON_TOTAL_ITEMS } from '../src/app.factory';
+import { DEFAULT_JSON_TOTAL_ITEMS } from '../src/common/route-config';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { generateEssay } from './support/essays';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
@@ -138,6 +139,8 @@ describe('the HTTP edge: keys before bodies, per-route body limits, nesting, tim
       { method: 'PATCH', path: '/v1/essays/00000000-0000-4000-8000-000000000000/grade', body: JSON.stringify({ dimensions: Array.from({ length: 100_000 }, () => ({})) }) },
       { method: 'POST', path: '/v1/advisor/business-value', body: JSON.stringify(Object.fromEntries(Array.from({ length: 6_000 }, (_, i) => [`k${i}`, 1]))) },
       { method: 'POST', path: '/v1/essays', body: JSON.stringify({ text: Array.from({ length: 20 }, () => Array.from({ length: 4_000 }, () => 1)) }) }, // 80,000 in all
+      // A route other than chat takes DEFAULT_JSON_TOTAL_ITEMS in all: 6,000 unknown keys are refused unvalidated.
+      { method: 'POST', path: '/v1/essays/batch', body: JSON.stringify({ essays: Array.from({ length: 3 }, (_, j) => Object.fromEntries(Array.from({ length: 2_000 }, (_, i) => [`k${j}_${i}`, 1]))) }) },
     ];
     for (const c of cases) {
       const res = await raw(port, { ...c, headers: bearer(teacherKey) });
@@ -148,6 +151,11 @@ describe('the HTTP edge: keys before bodies, per-route body limits, nesting, tim
     // A class set of 200 essays is far within the limits.
     const batch = await raw(port, { path: '/v1/essays/batch', body: JSON.stringify({ rubric: 'zh-gaokao-60', essays: Array.from({ length: 201 }, () => ({ text: 'a' })) }), headers: bearer(teacherKey) });
     expect(batch.body.error?.code).not.toBe('INVALID_JSON');
+    // The chat route takes more than DEFAULT_JSON_TOTAL_ITEMS: 500 messages of 12 content parts each.
+    const parts = Array.from({ length: 12 }, () => ({ type: 'text', text: '读' }));
+    const chat = await raw(port, { path: '/v1/chat/completions', body: JSON.stringify({ model: 'inkstone-standard', messages: Array.from({ length: 500 }, () => ({ role: 'user', content: parts })) }), headers: bearer(teacherKey) });
+    expect(chat.body.error?.code).not.toBe('INVALID_JSON');
+    expect(DEFAULT_JSON_TOTAL_ITEMS).toBeLessThan(500 * 12 * 3);
   });
 
   it("answers a path part over 100 characters (414) and a bad percent-encoding (400) in the API's error shape, without echoing the path", async () => {

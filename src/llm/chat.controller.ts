@@ -6,7 +6,7 @@ import { lazyClientGoneSignal } from '../common/client-gone';
 import { renderError } from '../common/error-rendering';
 import { formatCny } from '../common/money';
 import { writeOrWait } from '../common/write-or-wait';
-import { BodyLimit, MiB } from '../common/route-config';
+import { MAX_JSON_TOTAL_ITEMS, MiB, RouteLimits } from '../common/route-config';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { LimitsService } from '../tenancy/limits.service';
 import { refuseDirectPremium } from '../tenancy/premium-access';
@@ -44,7 +44,7 @@ export class ChatController {
   }
 
   @Post('chat/completions')
-  @BodyLimit(8 * MiB)
+  @RouteLimits({ bodyLimit: 8 * MiB, jsonTotalItems: MAX_JSON_TOTAL_ITEMS })
   @HttpCode(200)
   @ApiOperation({ summary: "Chat completion (streaming or not) under the tenant's budget, cache, routing and ledger" })
   @ApiBody({ schema: { $ref: '#/components/schemas/ChatCompletionBody' } })
