@@ -136,6 +136,11 @@ describe('the daily roll-up of the ledger', () => {
     // Not a day of the calendar: refused.
     const bad = await t.http.get('/v1/usage?from=2026-02-30').set(bearer(tenant.adminKey)).expect(400);
     expect(bad.body.error.details[0]).toMatchObject({ field: 'from' });
+    // Before the ledger could hold anything (the year 0 was read a year off): refused too.
+    for (const early of ['0000-01-01', '1969-12-31T23:00:00Z']) {
+      const old = await t.http.get(`/v1/usage?from=${early}`).set(bearer(tenant.adminKey)).expect(400);
+      expect(old.body.error.details).toEqual([{ field: 'from', message: 'from must be from 1970 on' }]);
+    }
   });
 
   it('reads the day to falls in from the roll-up while to is still ahead of the clock, from the ledger once it has passed', async () => {

@@ -93,6 +93,8 @@ export class BudgetController {
  * time zone, hours off from the tenant's.
  */
 function parseInstant(text: string, field: string, timeZone: string): Date {
+  // (Nothing is older than 1970 in the ledger; before year 1, the time zone's calendar read the date wrong.)
+  if (/^\d{4}-/.test(text) && Number(text.slice(0, 4)) < 1970) throw ApiError.validation([{ field, message: `${field} must be from 1970 on` }]);
   if (isCalendarDay(text)) {
     const [y, m, dd] = text.split('-').map(Number);
     return zonedTime(y, m, dd, timeZone);
