@@ -195,6 +195,9 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
       return reply;
     }
     const route = req.routeOptions;
+    // The API's answers are one school's and private (a cookie-signed console request too, which no
+    // cache rule for Authorization covers): kept by no browser or shared cache.
+    if (route.url && needsKey(route.url)) void reply.header('cache-control', 'no-store');
     if (!route.url || (route.config as InkstoneRouteConfig)?.public || !needsKey(route.url)) return;
     try {
       // An address that failed authentication too often: only what is known good is checked (AuthFailures).

@@ -42,9 +42,31 @@ describe('console sessions (real PostgreSQL)', () => {
     expect(res.body).toMatchObject({ tenantId: tenant.tenantId, keyId: teacher.id, role: 'teacher', timezone: 'Asia/Shanghai' });
     expect(typeof res.body.csrfToken).toBe('string');
     expect(res.headers['cache-control']).toBe('no-store');
-    // Over HTTPS (here: a proxy saying so) the cookie is Secure too.
-    const viaTls = await t.http.post('/v1/console/session').set('x-forwarded-proto', 'https').send({ key: teacher.key }).expect(201);
-    expect(String(viaTls.headers['set-cookie'])).toMatch(/; Secure$/);
+    // Over HTTPS (here: a proxy saying so) the cookie is Secure too, however the proxy writes it.
+    for (const [header, value] of [['x-forwarded-proto', 'https'], ['x-forwarded-proto', 'HTTPS, http'], ['forwarded', 'for=192.0.2.60;proto=https;by=203.0.113.43']]) {
+      const viaTls = await t.http.post('/v1/console/session').set(header, value).send({ key: teacher.key }).expect(201);
+      expect([value, String(viaTls.headers['set-cookie'])]).toEqual([value, expect.stringMatching(/; Secure$/)]);
+    }
+    const plain = await t.http.post('/v1/console/session').set('x-forwarded-proto', 'http, https').send({ key: teacher.key }).expect(201);
+    expect(String(plain.headers['set-cookie'])).not.toMatch(/Secure/);
+  });
+
+  it("keeps the API's answers out of every cache (a cookie-signed answer is one school's), and the sign-out's cookie cleared even when ending the session fails", async () => {
+    const { cookie } = await signIn(teacher.key);
+    for (const path of ['/v1/essays', '/v1/budget', '/v1/console/session']) {
+      const res = await t.http.get(path).set('cookie', cookie);
+      expect([path, res.headers['cache-control']]).toEqual([path, 'no-store']);
+    }
+    const sessions = t.app.get(ConsoleSessions);
+    const failing = jest.spyOn(sessions, 'end').mockRejectedValueOnce(new Error('connection reset'));
+    try {
+      const out = await t.http.delete('/v1/console/session').set('cookie', cookie);
+      expect(out.status).toBeGreaterThanOrEqual(500);
+      expect(String(out.headers['set-cookie'])).toMatch(/^inkstone_session=; Path=\/; Max-Age=0/);
+    } finally {
+      failing.mockRestore();
+    }
+    await t.http.delete('/v1/console/session').set('cookie', cookie).expect(204);
   });
 
   it('authenticates reads with the cookie, and changes only with the CSRF token', async () => {

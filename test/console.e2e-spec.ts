@@ -901,8 +901,24 @@ describe('the web console in a browser', () => {
       await page.reload({ waitUntil: 'networkidle0' });
       await page.waitForSelector('input[name=key]');
 
-      // sign out: the cookie is cleared and the session's calls are refused
+      // A sign-out the service refuses (it is stopping) leaves the page signed in, and says so.
       await signIn(page, teacherKey);
+      const refuse = (r: HTTPRequest) => {
+        if (r.method() === 'DELETE' && r.url().endsWith('/v1/console/session')) void r.respond({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: { code: 'SERVICE_UNAVAILABLE', message: 'This server is stopping' } }) });
+        else void r.continue();
+      };
+      await page.setRequestInterception(true);
+      page.on('request', refuse);
+      try {
+        await page.click('header button.link');
+        await page.waitForSelector('[data-test=signout-error]');
+        expect(await text(page, '[data-test=signout-error]')).toContain('Not signed out');
+        expect(await page.$('input[name=key]')).toBeNull();
+      } finally {
+        page.off('request', refuse);
+        await page.setRequestInterception(false);
+      }
+      // sign out: the cookie is cleared and the session's calls are refused
       await page.click('header button.link');
       await page.waitForSelector('input[name=key]');
       expect(await page.evaluate(async () => (await fetch('/v1/assignments')).status)).toBe(401);

@@ -145,8 +145,17 @@ function App() {
     [locale, session],
   );
 
+  // Signed out only when the service says so: a refused sign-out (the service stopping, its database
+  // away) leaves the session live, and the page must not look signed out on a shared computer.
+  const [signOutError, setSignOutError] = useState<string | null>(null);
   const signOut = async () => {
-    await api.DELETE('/v1/console/session');
+    try {
+      await ok(api.DELETE('/v1/console/session'));
+    } catch (err) {
+      setSignOutError(problems(err, locale));
+      return;
+    }
+    setSignOutError(null);
     setCsrfToken('');
     setSession(null);
     location.hash = '';
@@ -225,6 +234,11 @@ function App() {
         <button type="button" class="link" onClick={signOut}>
           {t('signOut')}
         </button>
+        {signOutError && (
+          <span class="error" role="alert" data-test="signout-error">
+            {t('signOutFailed')}: {signOutError}
+          </span>
+        )}
       </header>
       <main id="main" inert={ended} aria-hidden={ended ? 'true' : undefined}>
         <Page key={`${session.tenantId}:${session.role}`} route={route} />

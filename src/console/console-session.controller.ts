@@ -30,9 +30,16 @@ export interface SessionView {
   csrfToken: string;
 }
 
-/** Over HTTPS (or behind a proxy that says so) the cookie is Secure. */
-function secure(req: FastifyRequest): boolean {
-  return req.protocol === 'https' || req.headers['x-forwarded-proto'] === 'https';
+/**
+ * Over HTTPS (or behind a proxy that says so) the cookie is Secure: the client's hop is the first
+ * of a list (`https,http`, or two headers joined), in any case, in X-Forwarded-Proto or in
+ * Forwarded's proto= (only an exact `https` was read: a proxy that appends left the cookie unsecured).
+ */
+export function secure(req: Pick<FastifyRequest, 'protocol' | 'headers'>): boolean {
+  if (req.protocol === 'https') return true;
+  const first = (v: string | string[] | undefined) => String(Array.isArray(v) ? v[0] : (v ?? '')).split(',')[0].trim().toLowerCase();
+  if (first(req.headers['x-forwarded-proto']) === 'https') return true;
+  return /^proto="?https"?$/.test(first(req.headers.forwarded).split(';').map((p) => p.trim()).find((p) => p.startsWith('proto=')) ?? '');
 }
 
 /**
@@ -92,11 +99,13 @@ export class ConsoleSessionController {
   @HttpCode(204)
   @ApiOperation({ summary: 'Sign out: the session ends on the server (a copy of its cookie is refused from now on) and the cookie is cleared' })
   async close(@Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<void> {
+    // The cookie is cleared first: when ending the session on the server fails (the answer is then
+    // an error, and the console says so), this browser is signed out all the same.
+    void reply.header('set-cookie', ConsoleSessions.cookie('', secure(req)));
     // Every session the request carries ends (with a planted second cookie, the teacher's own too).
     for (const cookie of ConsoleSessions.allFromCookieHeader(req.headers.cookie)) {
       const session = this.sessions.read(cookie);
       if (session) await this.sessions.end(session);
     }
-    void reply.header('set-cookie', ConsoleSessions.cookie('', secure(req)));
   }
 }
