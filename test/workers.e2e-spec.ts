@@ -107,6 +107,24 @@ describe('grading workers', () => {
     }
   });
 
+  it('retries a deep grading no sooner than its provider may answer again (its breaker open): an outage shorter than the attempts is outlived', async () => {
+    // One failure opens the deep model's breaker for 2 s; the queue's own backoff is 20 ms.
+    const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '20', JOB_MAX_ATTEMPTS: '3', LLM_BREAKER_FAILURES: '1', LLM_BREAKER_COOLDOWN_MS: '2000', LLM_PROVIDER_PROBE_MS: '2000', LLM_DEEP_MODELS: 'dashscope:qwen3-max' });
+    try {
+      const tenant = await new Factory(t.app).newTenant();
+      await t.app.get(GradingService).updateSettings(tenant.tenantId, { directDeep: true });
+      fake.enqueue('dashscope', [{ kind: 'preset', name: 'server_error' }]);
+      const view = await new Factory(t.app).gradedEssay(tenant.adminKey, { seed: 3, tier: 'deep' });
+      // Retried at 20 and 40 ms, both attempts met the open breaker and the essay failed.
+      expect(view.status).toBe('graded');
+      const [job] = await jobs(t, tenant.tenantId);
+      expect(job.status).toBe('done');
+      expect(job.attempts).toBeLessThanOrEqual(3);
+    } finally {
+      await t.close();
+    }
+  });
+
   it('fails an essay clearly once its attempts are used up', async () => {
     const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '20', JOB_MAX_ATTEMPTS: '2', LLM_DEEP_MODELS: 'dashscope:qwen3-max' });
     try {
@@ -240,6 +258,59 @@ describe('grading workers', () => {
     }
   }, 60_000);
 
+  it("keeps renewing the leases of the gradings it finishes during a stop's grace: another instance does not take them over", async () => {
+    const env = { ...providerEnv(fake), LLM_FIRST_BYTE_TIMEOUT_MS: '10000', LLM_TOTAL_TIMEOUT_MS: '15000', WORKER_POLL_MS: '50', JOB_LEASE_MS: '1500', SHUTDOWN_GRACE_MS: '10000' };
+    const t = await createTestApp({ ...env, WORKERS_ENABLED: 'false' });
+    try {
+      const tenant = await new Factory(t.app).newTenant();
+      fake.setLatency(3_500);
+      const worker = await t.another({ ...env, WORKERS_ENABLED: 'true' });
+      const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(21, 'zh').text }).expect(202);
+      await waitFor(async () => fake.requests.length === 1, 10_000, 'the grading at the provider');
+      const rescuer = await t.another({ ...env, WORKERS_ENABLED: 'true' });
+      // The stop waits for the grading (3.5 s, more than twice the lease); the other instance's recovery runs meanwhile.
+      await worker.get(GradingWorker).stop();
+      fake.setLatency(0);
+      const [view] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);
+      expect(view.status).toBe('graded');
+      // Finished by the instance that made the call, on its one attempt: never taken over.
+      expect(await jobs(t, tenant.tenantId)).toEqual([{ status: 'done', attempts: 1, locked_by: null }]);
+      await rescuer.close();
+      await worker.close();
+    } finally {
+      fake.setLatency(0);
+      await t.close();
+    }
+  }, 60_000);
+
+  it("waits on its last attempt for the call an earlier attempt still has at a provider (no attempt spent), then takes its answer: graded, paid once", async () => {
+    const env = { ...providerEnv(fake), LLM_FIRST_BYTE_TIMEOUT_MS: '10000', LLM_TOTAL_TIMEOUT_MS: '15000', WORKER_POLL_MS: '50', JOB_MAX_ATTEMPTS: '2', JOB_RETRY_BASE_MS: '100' };
+    const t = await createTestApp({ ...env, WORKERS_ENABLED: 'false' });
+    try {
+      const tenant = await new Factory(t.app).newTenant();
+      fake.setLatency(3_000);
+      // The first attempt on an instance that takes one job at a time.
+      const first = await t.another({ ...env, WORKERS_ENABLED: 'true', WORKER_CONCURRENCY: '1' });
+      const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(22, 'zh').text }).expect(202);
+      await waitFor(async () => fake.requests.length === 1, 10_000, 'the first attempt at the provider');
+      const second = await t.another({ ...env, WORKERS_ENABLED: 'true' });
+      // Its worker is taken for dead (as after a stall): the job goes back to the queue, its attempt
+      // counted, and the other instance's claim is its last.
+      await t.dataSource.query(`UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now() WHERE tenant_id = $1`, [tenant.tenantId]);
+      const [view] = await waitForEssays(t.app, tenant.adminKey, [res.body.id], 30_000);
+      await second.close();
+      await first.close();
+      expect(view.status).toBe('graded');
+      expect(fake.requests).toHaveLength(1);
+      const [job] = await jobs(t, tenant.tenantId);
+      expect(job).toMatchObject({ status: 'done', attempts: 2 });
+      await expectBooksBalanced(t.dataSource, tenant.tenantId);
+    } finally {
+      fake.setLatency(0);
+      await t.close();
+    }
+  }, 60_000);
+
   it('grades every essay exactly once when a worker process is killed mid-batch while a second instance runs', async () => {
     const env = {
       ...providerEnv(fake),
@@ -264,6 +335,9 @@ describe('grading workers', () => {
         const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1 AND status = 'graded'`, [tenant.tenantId]);
         return n >= 5;
       }, 20_000);
+      // Slower answers from now on: work is left for the second instance to find however fast the
+      // machine (at 400 ms the doomed process alone finished all 40 while the second one started).
+      fake.setLatency(1_000);
       const second = await t.another({ ...env, WORKERS_ENABLED: 'true' });
       await waitFor(async () => (await jobs(t, tenant.tenantId)).some((j: { status: string; locked_by: string }) => j.status === 'running'), 5_000);
       await doomed.stop('SIGKILL');

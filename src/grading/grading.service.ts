@@ -71,9 +71,9 @@ export class GradingService {
     return requeued.jobs;
   }
 
-  /** A job to be tried again after `delayMs` (and its grading's essay back to queued, together: see returnToQueue); false when this worker no longer holds it. */
-  async retryLater(job: Job, error: string, delayMs: number): Promise<boolean> {
-    const requeued = await this.ds.transaction(async (tx) => ((await this.queue.retryLater(job, error, delayMs, tx)) ? this.requeueEssays(tx, [job]) : null));
+  /** A job to be tried again after `delayMs` (and its grading's essay back to queued, together: see returnToQueue); false when this worker no longer holds it. `counted: false` gives the attempt back. */
+  async retryLater(job: Job, error: string, delayMs: number, counted = true): Promise<boolean> {
+    const requeued = await this.ds.transaction(async (tx) => ((await this.queue.retryLater(job, error, delayMs, tx, counted)) ? this.requeueEssays(tx, [job]) : null));
     for (const j of requeued?.essays ?? []) this.events.emit({ tenantId: j.tenantId, essayId: j.essayId, status: 'queued' });
     return requeued !== null;
   }

@@ -23,7 +23,10 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
   private woken = false;
   /** Ends the loop's wait, while it waits. */
   private sleeping?: () => void;
-  private timers: NodeJS.Timeout[] = [];
+  /** renews the leases of the jobs in flight (until the last of them ends, stop() included) */
+  private heartbeat?: NodeJS.Timeout;
+  /** returns the jobs of dead workers to the queue (stopped first on a stop) */
+  private recovery?: NodeJS.Timeout;
   private unsubscribe?: () => void;
 
   constructor(
@@ -47,13 +50,10 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     this.running = true;
     const g = this.config.grading;
     this.unsubscribe = this.events.onQueued(() => this.wake());
-    this.timers.push(
-      setInterval(() => {
-        this.queue.heartbeat([...this.inFlight.keys()], g.leaseMs).catch((err: Error) => this.logger.warn({ msg: 'lease renewal failed', err: loggableError(err) }));
-      }, Math.max(500, Math.floor(g.leaseMs / 3))),
-      setInterval(() => void this.recover(), Math.max(1_000, Math.min(g.leaseMs, 15_000))),
-    );
-    for (const t of this.timers) t.unref();
+    this.heartbeat = setInterval(() => {
+      this.queue.heartbeat([...this.inFlight.keys()], g.leaseMs).catch((err: Error) => this.logger.warn({ msg: 'lease renewal failed', err: loggableError(err) }));
+    }, Math.max(500, Math.floor(g.leaseMs / 3))).unref();
+    this.recovery = setInterval(() => void this.recover(), Math.max(1_000, Math.min(g.leaseMs, 15_000))).unref();
     this.loop = this.run();
     this.logger.log({ msg: 'grading workers started', worker: this.queue.workerId, concurrency: g.concurrency });
   }
@@ -149,6 +149,17 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         this.logger.warn({ msg: 'a job waiting in a provider batch handed over', tenantId: job.tenantId, essayId: job.essayId, jobId: job.id });
         return;
       }
+      // The paid call of an earlier attempt is still at a provider (that attempt's worker stalled or
+      // died): this one waits for it — its answer is replayed, never paid twice — and is no attempt.
+      // (Counted, a last attempt failed the essay or refunded the order while the call was billed.)
+      // Bounded: the call's guard runs out, and the retry after it makes the call.
+      if (err instanceof RetryableGradingError && err.callInFlight) {
+        // Looked at again every JOB_RETRY_BASE_MS (at least a second), not once the guard runs out (two minutes).
+        const delay = Math.min(Math.max(1_000, err.retryAfterMs), Math.max(1_000, this.config.grading.retryBaseMs));
+        await this.grading.retryLater(job, message, delay, false).catch(() => false);
+        this.logger.warn({ msg: 'grading waits for a call still in flight', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts });
+        return;
+      }
       // Anything unexpected (a database hiccup, every deep-tier provider down) is tried again later.
       if (job.attempts < job.maxAttempts) {
         const backoff = this.config.grading.retryBaseMs * 2 ** (job.attempts - 1) * (0.75 + Math.random() / 2);
@@ -195,8 +206,10 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     this.unsubscribe?.();
     this.wake();
     await this.loop;
-    for (const t of this.timers) clearInterval(t);
-    this.timers = [];
+    // Recovery stops; the leases of the gradings still running are renewed until they end (stopped
+    // here, a grace longer than two thirds of JOB_LEASE_MS let another instance take a job this one
+    // was still finishing, and its grade was discarded as superseded).
+    clearInterval(this.recovery);
     // Jobs waiting in provider batches (hours) cannot finish within the grace: hand them over now.
     this.gateway.handOverBatches();
     const pending = [...this.inFlight.values()];
@@ -209,6 +222,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       this.logger.warn({ msg: 'returned unfinished gradings to the queue', count: released });
       await Promise.race([Promise.allSettled(left.map((p) => p.done)), sleep(2_000)]);
     }
+    clearInterval(this.heartbeat);
     this.logger.log({ msg: 'grading workers stopped', worker: this.queue.workerId });
   }
 

@@ -168,7 +168,9 @@ export class ModelGrader {
         return { kind: 'failed', code: 'CONTEXT_LENGTH_EXCEEDED', reason: err.message };
       default:
         if (tier === 'standard') return { kind: 'offline', reason: 'providers_unavailable' };
-        throw new RetryableGradingError(err.message);
+        // Retried no sooner than the gateway says a provider may answer again (a breaker's probe):
+        // retried at 5, 10, 20 and 40 s, an outage of 75 s refunded every deep review claimed in it.
+        throw new RetryableGradingError(err.message, err.retryAfterMs ?? 0);
     }
   }
 

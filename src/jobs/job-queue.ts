@@ -249,15 +249,20 @@ export class JobQueue {
     return rows.length === 1;
   }
 
-  /** Puts the job back to run again after `delayMs`, if this worker still holds it. */
-  async retryLater(job: Job, error: string, delayMs: number, tx: EntityManager = this.ds.manager): Promise<boolean> {
+  /**
+   * Puts the job back to run again after `delayMs`, if this worker still holds it. `counted: false`
+   * gives the attempt back (nothing was tried: it waits for a call an earlier attempt still has at a
+   * provider).
+   */
+  async retryLater(job: Job, error: string, delayMs: number, tx: EntityManager = this.ds.manager, counted = true): Promise<boolean> {
     const rows = await tenantQuery(
       tx,
       job.tenantId,
       `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, last_error = $4,
-              run_after = now() + make_interval(secs => $5::double precision / 1000)
+              run_after = now() + make_interval(secs => $5::double precision / 1000),
+              attempts = CASE WHEN $6::boolean THEN attempts ELSE greatest(attempts - 1, 0) END
         WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
-      [job.id, this.workerId, error.slice(0, 500), delayMs],
+      [job.id, this.workerId, error.slice(0, 500), delayMs, counted],
     );
     return rows.length === 1;
   }
