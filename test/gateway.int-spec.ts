@@ -934,7 +934,9 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(await budget.reserve(lowered.tenantId, 1_000_000n)).toBeNull();
     });
 
-    it("moves a leased call's promise off a lease whose cap was lowered once, when its settlement is retried: no other call's promise, no reservation left over", async () => {
+    it.each([['failed before it committed', (books: BooksRepository) => jest.spyOn(books, 'settle').mockRejectedValueOnce(new Error('connection reset'))]])(
+      "moves a leased call's promise off a lease whose cap was lowered once when its settlement is retried (the first %s): no other call's promise, no reservation left over",
+      async (_how, breakSettle) => {
       const lowered = await f.newTenant({ monthlyBudget: '100.00' });
       const books = t.app.get(BooksRepository);
       const budget = t.app.get(BudgetService);
@@ -944,20 +946,21 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await budget.update(lowered.tenantId, { monthlyCap: '1.00' });
       const moves = jest.spyOn(books, 'leaseToReservation');
       // The first call's promise leaves the lease; its classic settlement then fails once (the database blinked).
-      const failOnce = jest.spyOn(books, 'settle').mockRejectedValueOnce(new Error('connection reset'));
+      const broken = breakSettle(books);
       const entry = { ...paidEntry(lowered.tenantId, first!.period, 5_000_000_000n), id: randomUUID() };
       try {
         // (Charged nothing: the second call's promise still holds more than the 1 CNY cap; the cost is an incident.)
         expect(await budget.settlePaid(first!, 5_000_000_000n, entry)).toBe(0n);
-        expect(failOnce).toHaveBeenCalledTimes(2);
-        // Both tries moved the same reservation: the second found the first's.
+        expect(broken).toHaveBeenCalledTimes(2);
+        // Both tries named the same reservation; the second found the first's work and moved nothing.
         expect(moves).toHaveBeenCalledTimes(2);
         expect(new Set(moves.mock.calls.map((c) => c[3])).size).toBe(1);
         expect(await Promise.all(moves.mock.results.map((r) => r.value))).toEqual(['moved', 'found']);
       } finally {
-        failOnce.mockRestore();
+        broken.mockRestore();
         moves.mockRestore();
       }
+      expect(await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND id = $2`, [lowered.tenantId, entry.id])).toEqual([{ n: 1 }]);
       // No reservation left behind for the sweeper to book as a call lost in flight; the second
       // call's promise is still on the lease.
       expect(await ds.query(`SELECT id FROM budget_reservations WHERE tenant_id = $1`, [lowered.tenantId])).toEqual([]);
@@ -968,6 +971,27 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await budget.leases!.release(lowered.tenantId, second!.period);
       await booksBalanced(lowered.tenantId);
       expect(await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND outcome = 'lost_in_flight'`, [lowered.tenantId])).toEqual([{ n: 0 }]);
+    },
+    );
+
+    it("moves nothing off a lease for a call whose ledger row an earlier try wrote (its reservation settled and gone)", async () => {
+      const done = await f.newTenant({ monthlyBudget: '100.00' });
+      const books = t.app.get(BooksRepository);
+      const budget = t.app.get(BudgetService);
+      const held = await budget.reserve(done.tenantId, 1_000_000n);
+      const lease = { period: held!.period, instance: budget.leases!.instanceId };
+      const amount = async () => (await ds.query(`SELECT amount_nanos::text AS a FROM budget_leases WHERE tenant_id = $1`, [done.tenantId]))[0].a as string;
+      const id = randomUUID();
+      const entryId = randomUUID();
+      // The first try moved the worst case and settled it the classic way (the reservation is gone, the row written)…
+      expect(await books.leaseToReservation(done.tenantId, lease.period, lease.instance, id, 1_000_000n, 60_000, entryId)).toBe('moved');
+      expect(await budget.settle({ ...held!, id, leased: false }, 300_000n, { ...paidEntry(done.tenantId, lease.period, 300_000n), id: entryId })).toBe(300_000n);
+      const before = await amount();
+      // …its answer lost, the retry finds the row and moves nothing again (a new reservation would be left to the sweeper).
+      expect(await books.leaseToReservation(done.tenantId, lease.period, lease.instance, id, 1_000_000n, 60_000, entryId)).toBe('found');
+      expect(await amount()).toBe(before);
+      expect(await ds.query(`SELECT id FROM budget_reservations WHERE tenant_id = $1`, [done.tenantId])).toEqual([]);
+      await booksBalanced(done.tenantId);
     });
 
     it("takes the leases of several tenants in one statement, each from its own tenant's free budget; a paused tenant, one without room and a period asked twice are not over-given", async () => {

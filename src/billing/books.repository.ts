@@ -846,13 +846,18 @@ export class BooksRepository {
    * Sent again after a try whose answer was lost (it committed), it finds the reservation that try
    * made and moves nothing twice (the second move failed on the reservation's key, every time).
    * Answers 'moved', 'found' (an earlier try moved it) or null (the lease does not hold `amount`).
+   * `entryId`, the call's ledger row: when it is written, an earlier try moved the worst case and
+   * settled it (its answer lost): 'found', nothing moved again (the reservation is gone by then).
    */
-  async leaseToReservation(tenantId: string, period: string, instanceId: string, reservationId: string, amount: Nanos, ttlMs: number): Promise<'moved' | 'found' | null> {
+  async leaseToReservation(tenantId: string, period: string, instanceId: string, reservationId: string, amount: Nanos, ttlMs: number, entryId?: string): Promise<'moved' | 'found' | null> {
     const rows = await tenantQuery(
       this.ds.manager,
       tenantId,
       `WITH locked AS MATERIALIZED (SELECT 1 FROM budget_periods WHERE tenant_id = $1 AND period = $2 FOR UPDATE),
-       already AS MATERIALIZED (SELECT id FROM budget_reservations WHERE tenant_id = $1 AND id = $5::uuid AND EXISTS (SELECT 1 FROM locked)),
+       already AS MATERIALIZED (
+         SELECT $5::uuid AS id WHERE EXISTS (SELECT 1 FROM locked)
+            AND (EXISTS (SELECT 1 FROM budget_reservations WHERE tenant_id = $1 AND id = $5::uuid)
+                 OR ($7::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM llm_calls WHERE tenant_id = $1 AND id = $7::uuid)))),
        lease AS (
          UPDATE budget_leases SET amount_nanos = amount_nanos - $4::bigint, in_flight_nanos = least(greatest(in_flight_nanos - $4::bigint, 0), amount_nanos - $4::bigint)
           WHERE tenant_id = $1 AND period = $2 AND instance_id = $3 AND amount_nanos >= $4::bigint AND EXISTS (SELECT 1 FROM locked) AND NOT EXISTS (SELECT 1 FROM already)
@@ -862,7 +867,7 @@ export class BooksRepository {
          SELECT $5::uuid, $1, $2, $4::bigint, now() + make_interval(secs => $6::double precision / 1000) FROM lease
          RETURNING id)
        SELECT 'moved' AS how FROM moved UNION ALL SELECT 'found' FROM already`,
-      [period, instanceId, amount.toString(), reservationId, ttlMs],
+      [period, instanceId, amount.toString(), reservationId, ttlMs, entryId ?? null],
     );
     return (rows[0] as { how: 'moved' | 'found' } | undefined)?.how ?? null;
   }

@@ -355,7 +355,7 @@ export class BudgetLeases {
         // moved another call's promise off the lease, and left the first reservation to the sweeper
         // (booked as a call lost in flight).
         const reservationId = p.entry.id ? derivedUuid('lease-fallback', p.entry.id) : randomUUID();
-        const how: 'moved' | 'found' | null = swept ? null : await this.books.leaseToReservation(g.tenantId, g.period, this.instanceId, reservationId, ticket, this.opts.ttlMs).catch(() => null);
+        const how: 'moved' | 'found' | null = swept ? null : await this.books.leaseToReservation(g.tenantId, g.period, this.instanceId, reservationId, ticket, this.opts.ttlMs, p.entry.retried ? p.entry.id : undefined).catch(() => null);
         const moved: boolean = how !== null;
         if (how === 'moved' && l) l.held -= ticket;
         swept ||= !moved;
