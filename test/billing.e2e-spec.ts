@@ -95,6 +95,25 @@ describe('budget, usage and stats over HTTP', () => {
     expect(row).toEqual({ cap_nanos: '13000000000' });
   });
 
+  (serverUrl() ? it : it.skip)('opens a period that exists already without waiting on it: no deadlock with an incident settling on it (period, then tenant)', async () => {
+    const { period } = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
+    const books = t.app.get(BooksRepository);
+    await withHeldTransactions(t.dataSource, 1, async ([incident]) => {
+      // An incident's settlement: its period's row first…
+      await incident.query(`UPDATE budget_periods SET updated_at = now() WHERE tenant_id = $1 AND period = $2`, [tenant.tenantId, period]);
+      // …while a new instance opens the periods it has not seen.
+      let opened = false;
+      const opening = books.openPeriod(tenant.tenantId, period).then(() => (opened = true));
+      await waitFor(async () => opened || (await sessionsWaitingForLocks(t.dataSource)) > 0, 5_000, 'the opening done or waiting');
+      // …then its tenant (admission paused).
+      await incident.query(`SET LOCAL lock_timeout = '3s'`);
+      await incident.query(`UPDATE tenants SET admission_paused = admission_paused WHERE id = $1`, [tenant.tenantId]);
+      await incident.commitTransaction();
+      await opening;
+      expect(opened).toBe(true);
+    });
+  });
+
   it('rejects bad budget input, field by field, and changes nothing', async () => {
     const res = await t.http
       .put('/v1/budget')

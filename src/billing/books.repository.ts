@@ -388,6 +388,10 @@ export class BooksRepository {
    * The cap is read under a share lock: a budget change committing at that moment (its tenant row
    * updated, its periods' caps set, not yet committed) is waited for and its cap taken. Read
    * without one, the new month opened on the old cap, after the change had set every period it saw.
+   * A period that exists already is neither locked nor written: an incident's settlement updates
+   * its period and then its tenant (pausing admission), and an opening that locked the tenant first
+   * and then waited on that period's row deadlocked with it (every new instance opens the periods it
+   * has not seen yet, most of them there already).
    */
   private readonly opening = new KeyedBatcher<{ tenantId: string; period: string }, void>(async (_, asked) => {
     const items = [...new Map(asked.map((i) => [`${i.tenantId}|${i.period}`, i])).values()];
@@ -397,6 +401,7 @@ export class BooksRepository {
       `INSERT INTO budget_periods (tenant_id, period, cap_nanos)
        SELECT t.id, x.period, t.monthly_cap_nanos
          FROM unnest($1::uuid[], $2::text[]) AS x(tenant_id, period) JOIN tenants t ON t.id = x.tenant_id
+        WHERE NOT EXISTS (SELECT 1 FROM budget_periods p WHERE p.tenant_id = x.tenant_id AND p.period = x.period)
         FOR SHARE OF t
        ON CONFLICT (tenant_id, period) DO NOTHING`,
       [items.map((i) => i.period)],
