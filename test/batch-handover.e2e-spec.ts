@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { BudgetService } from '../src/billing/budget.service';
 import { Clock } from '../src/common/clock';
+import { EssayErasure } from '../src/grading/essay-erasure.service';
 import { MetricsService } from '../src/metrics/metrics.service';
 import type { LedgerEntry } from '../src/billing/ledger.service';
 import type { FakeProvider } from './fake-provider/fake-provider';
@@ -127,6 +128,22 @@ describe('a deep review waiting in a provider batch outlives the instance that s
     }
     await t.http.delete(`/v1/essays/${id}`).set(bearer(tenant.adminKey)).expect(200);
     await expectBooksBalanced(ds(), tenant.tenantId);
+  }, 90_000);
+
+  it('erases an essay whose batched call no job will take over (its job failed), and one replayed after a restore, at once', async () => {
+    const sender = await worker();
+    const id = await orderIntoBatch(38, 6_000);
+    await sender.close();
+    // A replay after a restore erases it, the job waiting or not (it must finish before the service serves).
+    const replayed = await t.app.get(EssayErasure).eraseFor(tenant.tenantId, id, null, 'reapplied');
+    expect(replayed.again).toBe(false);
+    // Another: its job failed on its last attempt while the call waited; the guard is a leftover.
+    // (the first essay's guard went with it: the second batch's is the only one named)
+    const again = await worker();
+    const other = await orderIntoBatch(39, 6_000);
+    await again.close();
+    await ds().query(`UPDATE jobs SET status = 'failed', locked_by = NULL, locked_until = NULL WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, other]);
+    await t.http.delete(`/v1/essays/${other}`).set(bearer(tenant.adminKey)).expect(200);
   }, 90_000);
 
   it("a deep review with a deadline sent in a batch is waited for there after a stop, even when the retry's own plan would now run it in real time: paid once", async () => {

@@ -100,7 +100,10 @@ export class EssayErasure {
       // So is one whose call waits in a provider batch, its job handed over by a stopping instance
       // (queued, for a retry to take the call over): cancelled, its reservation stayed held for a
       // day and came back as a call lost in flight, while the provider ran and billed the line.
-      if (unfinished.some((j) => j.status === 'running' && !j.stale) || (await this.books.essayWaitsInBatch(m, tenantId, id))) {
+      // (Not when no job will take the call over — a failed job's guard is only a leftover — nor on
+      // a replay after a restore, which must finish before the service serves.)
+      const handedOver = why !== 'reapplied' && unfinished.some((j) => j.status === 'queued' || j.stale) && (await this.books.essayWaitsInBatch(m, tenantId, id));
+      if (unfinished.some((j) => j.status === 'running' && !j.stale) || handedOver) {
         throw new ApiError('CONFLICT', 'The essay is being graded right now; erase it once its grading ends (GET /v1/essays/:id shows when)');
       }
       await this.jobs.clearErrorsOfEssay(m, tenantId, id);
