@@ -80,6 +80,8 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     // The key's rate-limit state comes with a stream as with every answer.
     expect(response.headers.get('ratelimit-limit')).toMatch(/^\d+$/);
     expect(response.headers.get('ratelimit-remaining')).toMatch(/^\d+$/);
+    // One school's answer: kept by no cache.
+    expect(response.headers.get('cache-control')).toBe('no-store');
     let text = '';
     let usage: OpenAI.CompletionUsage | undefined;
     let finish: string | null = null;

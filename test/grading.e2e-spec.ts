@@ -582,6 +582,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
         })
         .expect(200);
       expect(events.headers['content-type']).toMatch(/text\/event-stream/);
+      expect(events.headers['cache-control']).toBe('no-store');
       const names = [...(events.body as string).matchAll(/^event: (\w+)$/gm)].map((m) => m[1]);
       expect(names.at(-2)).toBe('grade');
       expect(names.at(-1)).toBe('end');

@@ -99,13 +99,14 @@ export class ConsoleSessionController {
   @HttpCode(204)
   @ApiOperation({ summary: 'Sign out: the session ends on the server (a copy of its cookie is refused from now on) and the cookie is cleared' })
   async close(@Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<void> {
-    // The cookie is cleared first: when ending the session on the server fails (the answer is then
-    // an error, and the console says so), this browser is signed out all the same.
-    void reply.header('set-cookie', ConsoleSessions.cookie('', secure(req)));
     // Every session the request carries ends (with a planted second cookie, the teacher's own too).
+    // The cookie is cleared only then: when ending fails, the answer is an error (the console says
+    // "Not signed out") and the browser keeps the cookie to sign out with again (cleared first, a
+    // second try carried nothing to end, and the session stayed live for any copy of the cookie).
     for (const cookie of ConsoleSessions.allFromCookieHeader(req.headers.cookie)) {
       const session = this.sessions.read(cookie);
       if (session) await this.sessions.end(session);
     }
+    void reply.header('set-cookie', ConsoleSessions.cookie('', secure(req)));
   }
 }

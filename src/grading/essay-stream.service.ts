@@ -36,7 +36,7 @@ export class EssayStreamService {
     const raw = reply.raw;
     raw.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
+      'cache-control': 'no-store',
       connection: 'keep-alive',
       'x-request-id': String(req.id),
     });

@@ -108,7 +108,7 @@ export class ChatController {
           raw.writeHead(200, {
             ...set,
             'content-type': 'text/event-stream; charset=utf-8',
-            'cache-control': 'no-cache',
+            'cache-control': 'no-store',
             connection: 'keep-alive',
             'x-request-id': String(req.id),
             'x-inkstone-provider': ev.provider,
