@@ -269,7 +269,10 @@ describe('grading workers', () => {
       await waitFor(async () => fake.requests.length === 1, 10_000, 'the grading at the provider');
       const rescuer = await t.another({ ...env, WORKERS_ENABLED: 'true' });
       // The stop waits for the grading (3.5 s, more than twice the lease); the other instance's recovery runs meanwhile.
+      expect(worker.get(GradingWorker).active).toBe(1); // (still under way: else the stop had nothing to wait for)
+      const stopping = Date.now();
       await worker.get(GradingWorker).stop();
+      expect(Date.now() - stopping).toBeGreaterThan(1_500); // it outlasted the lease
       fake.setLatency(0);
       const [view] = await waitForEssays(t.app, tenant.adminKey, [res.body.id]);
       expect(view.status).toBe('graded');
@@ -296,7 +299,8 @@ describe('grading workers', () => {
       const second = await t.another({ ...env, WORKERS_ENABLED: 'true' });
       // Its worker is taken for dead (as after a stall): the job goes back to the queue, its attempt
       // counted, and the other instance's claim is its last.
-      await t.dataSource.query(`UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now() WHERE tenant_id = $1`, [tenant.tenantId]);
+      const taken = await t.dataSource.query(`UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now() WHERE tenant_id = $1 AND status = 'running' RETURNING id`, [tenant.tenantId]);
+      expect(rowsOf(taken)).toHaveLength(1); // (the first call still under way)
       const [view] = await waitForEssays(t.app, tenant.adminKey, [res.body.id], 30_000);
       await second.close();
       await first.close();

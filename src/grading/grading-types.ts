@@ -67,6 +67,8 @@ export class RetryableGradingError extends Error {
     readonly retryAfterMs = 0,
     /** the same paid call is still at a provider (a retry after a crash): the job must wait for it, not give up on it */
     readonly callInFlight = false,
+    /** nothing was tried (what it read changed under it): the retry spends no attempt */
+    readonly noAttempt = false,
   ) {
     super(message);
   }

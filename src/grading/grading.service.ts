@@ -219,7 +219,7 @@ export class GradingService {
       // A reused grade is stored only while the essay it came from is not erased (held until the
       // commit): erased since it was read, its grade must not live on here; the retry grades anew.
       if (stored.source === 'reused' && reusedFrom && !(await this.essays.holdUnerased(tx, job.tenantId, reusedFrom))) {
-        throw new RetryableGradingError('the earlier essay whose grade was to be reused was erased meanwhile: graded again');
+        throw new RetryableGradingError('the earlier essay whose grade was to be reused was erased meanwhile: graded again', 0, false, true);
       }
       await this.essays.storeGrade(tx, job.tenantId, essay.id, { status, grade: stored, flags: [...flags], costNanos, cache: stored.cache, similar });
       if (shadow) await this.queue.enqueue(tx, job.tenantId, [{ essayId: essay.id, kind: 'shadow' }]);

@@ -153,9 +153,10 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       // died): this one waits for it — its answer is replayed, never paid twice — and is no attempt.
       // (Counted, a last attempt failed the essay or refunded the order while the call was billed.)
       // Bounded: the call's guard runs out, and the retry after it makes the call.
-      if (err instanceof RetryableGradingError && err.callInFlight) {
+      // (So is a retry of one that tried nothing: what it read changed under it.)
+      if (err instanceof RetryableGradingError && (err.callInFlight || err.noAttempt)) {
         // Looked at again every JOB_RETRY_BASE_MS (at least a second), not once the guard runs out (two minutes).
-        const delay = Math.min(Math.max(1_000, err.retryAfterMs), Math.max(1_000, this.config.grading.retryBaseMs));
+        const delay = err.noAttempt ? 0 : Math.min(Math.max(1_000, err.retryAfterMs), Math.max(1_000, this.config.grading.retryBaseMs));
         await this.grading.retryLater(job, message, delay, false).catch(() => false);
         this.logger.warn({ msg: 'grading waits for a call still in flight', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts });
         return;
@@ -210,19 +211,22 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     // here, a grace longer than two thirds of JOB_LEASE_MS let another instance take a job this one
     // was still finishing, and its grade was discarded as superseded).
     clearInterval(this.recovery);
-    // Jobs waiting in provider batches (hours) cannot finish within the grace: hand them over now.
-    this.gateway.handOverBatches();
-    const pending = [...this.inFlight.values()];
-    const settled = Promise.allSettled(pending.map((p) => p.done));
-    const inTime = await Promise.race([settled.then(() => true), sleep(graceMs).then(() => false)]);
-    if (!inTime) {
-      const left = [...this.inFlight.values()];
-      for (const p of left) p.abort.abort();
-      const released = await this.grading.returnToQueue(left.map((p) => p.job)).catch(() => 0);
-      this.logger.warn({ msg: 'returned unfinished gradings to the queue', count: released });
-      await Promise.race([Promise.allSettled(left.map((p) => p.done)), sleep(2_000)]);
+    try {
+      // Jobs waiting in provider batches (hours) cannot finish within the grace: hand them over now.
+      this.gateway.handOverBatches();
+      const pending = [...this.inFlight.values()];
+      const settled = Promise.allSettled(pending.map((p) => p.done));
+      const inTime = await Promise.race([settled.then(() => true), sleep(graceMs).then(() => false)]);
+      if (!inTime) {
+        const left = [...this.inFlight.values()];
+        for (const p of left) p.abort.abort();
+        const released = await this.grading.returnToQueue(left.map((p) => p.job)).catch(() => 0);
+        this.logger.warn({ msg: 'returned unfinished gradings to the queue', count: released });
+        await Promise.race([Promise.allSettled(left.map((p) => p.done)), sleep(2_000)]);
+      }
+    } finally {
+      clearInterval(this.heartbeat);
     }
-    clearInterval(this.heartbeat);
     this.logger.log({ msg: 'grading workers stopped', worker: this.queue.workerId });
   }
 
