@@ -114,6 +114,27 @@ describe('budget, usage and stats over HTTP', () => {
     });
   });
 
+  it('opens a period once more when its statement was chosen as a deadlock victim', async () => {
+    const { period } = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
+    const next = new Date(Date.parse(`${period}-01T00:00:00Z`) + 95 * 86_400_000).toISOString().slice(0, 7);
+    // The pool the group statements go to (TypeORM's driver's master pool).
+    const pool = (t.dataSource.driver as unknown as { master: { query: (...a: unknown[]) => Promise<unknown> } }).master;
+    const real = pool.query.bind(pool);
+    let victims = 0;
+    const query = jest.spyOn(pool, 'query').mockImplementation(async (...args: unknown[]) => {
+      const sql = typeof args[0] === 'string' ? args[0] : String((args[0] as { text?: string }).text);
+      if (/INSERT INTO budget_periods/.test(sql) && victims++ === 0) throw Object.assign(new Error('deadlock detected'), { code: '40P01' });
+      return real(...args);
+    });
+    try {
+      await t.app.get(BooksRepository).openPeriod(tenant.tenantId, next);
+    } finally {
+      query.mockRestore();
+    }
+    expect(victims).toBe(2);
+    expect(await t.dataSource.query(`SELECT count(*)::int AS n FROM budget_periods WHERE tenant_id = $1 AND period = $2`, [tenant.tenantId, next])).toEqual([{ n: 1 }]);
+  });
+
   it('rejects bad budget input, field by field, and changes nothing', async () => {
     const res = await t.http
       .put('/v1/budget')

@@ -158,7 +158,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         // Looked at again every JOB_RETRY_BASE_MS (at least a second), not once the guard runs out (two minutes).
         const delay = err.noAttempt ? 0 : Math.min(Math.max(1_000, err.retryAfterMs), Math.max(1_000, this.config.grading.retryBaseMs));
         await this.grading.retryLater(job, message, delay, false).catch(() => false);
-        this.logger.warn({ msg: 'grading waits for a call still in flight', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts });
+        this.logger.warn({ msg: err.noAttempt ? 'grading tried again at once: what it read changed' : 'grading waits for a call still in flight', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts });
         return;
       }
       // Anything unexpected (a database hiccup, every deep-tier provider down) is tried again later.
