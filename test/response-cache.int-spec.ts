@@ -1,6 +1,4 @@
-import { ClusterBus } from '../src/db/cluster-bus';
 import { ResponseCache } from '../src/llm/response-cache';
-import { serverUrl } from './support/test-database';
 import { Factory, TestTenant } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
 
@@ -108,21 +106,6 @@ describe('the in-process tier of the answer cache', () => {
     // The memory answer was not a database hit: the row counts the one read that reached it.
     const [{ hits }] = await t.dataSource.query(`SELECT hits FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'read-once'`, [a.tenantId]);
     expect(hits).toBe(1);
-  });
-
-  // (On a PostgreSQL server: the embedded database is one process's.)
-  (serverUrl() ? it : it.skip)('holds nothing when other processes share the database and this one cannot hear their erasures', async () => {
-    const cache = t.app.get(ResponseCache);
-    const deaf = jest.spyOn(t.app.get(ClusterBus), 'clustered', 'get').mockReturnValue(false);
-    try {
-      await cache.put(a.tenantId, 'deaf', answer('graded'), 60);
-      expect((await cache.get(a.tenantId, 'deaf'))?.content).toBe('graded');
-      // Another instance erases the essay: the row goes, and no message reaches this one.
-      await t.dataSource.query(`DELETE FROM llm_cache WHERE tenant_id = $1 AND cache_key = 'deaf'`, [a.tenantId]);
-      expect(await cache.get(a.tenantId, 'deaf')).toBeNull();
-    } finally {
-      deaf.mockRestore();
-    }
   });
 
   it('answers with the new answer after a key it holds is stored again, not the one it held', async () => {

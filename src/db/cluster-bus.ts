@@ -75,7 +75,10 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
     let delivered = false;
     for (let i = 0; i < PROBES && this.listener && !delivered; i++) delivered = await this.probe();
     if (this.listener && !delivered) {
-      this.logger.warn({ msg: 'the database does not deliver notifications between connections: events reach the instances of this process only' });
+      // What other processes cannot be told: revocations and budget changes (until their caches run
+      // out), and erasures — the answers of essays erased there stay in this process's in-memory
+      // cache tier: set LLM_CACHE_MEMORY_MB=0 on such instances (README, Erasure).
+      this.logger.warn({ msg: 'the database does not deliver notifications between connections: events reach the instances of this process only; with other processes on this database, set LLM_CACHE_MEMORY_MB=0' });
       const l = this.listener;
       this.listener = undefined;
       this.closed = true; // no reconnects

@@ -71,8 +71,6 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
 
   /** how many erasures this instance has heard of: a lookup that began before one does not fill the tier */
   private forgets = 0;
-  /** on a database other processes share (DATABASE_URL), not the embedded one */
-  private readonly sharedDatabase: boolean;
 
   constructor(
     private readonly ds: DataSource,
@@ -80,7 +78,6 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
     private readonly bus: ClusterBus,
   ) {
     this.memory = new MemoryCache({ maxBytes: config.llm.cacheMemoryBytes, maxBytesPerTenant: config.llm.cacheMemoryBytesPerTenant });
-    this.sharedDatabase = !!config.databaseUrl;
     this.index = new CacheIndex(ds, { pollMs: config.llm.cacheIndexPollMs, maxKeys: config.llm.cacheIndexMaxKeys });
     bus.on<{ tenantId: string; keys: string[] }>(FORGET_TOPIC, ({ tenantId, keys }) => {
       this.forgets++;
@@ -117,18 +114,8 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
     return createHash('sha256').update(compactJson(parts)).digest('hex');
   }
 
-  /**
-   * Whether answers may be held in this process: not while other processes share the database and
-   * this one cannot hear them (its bus does not deliver: a pooler in transaction mode, or the start's
-   * probes all lost), since an erasure made elsewhere could not reach it and it would answer an
-   * erased essay's grade from memory. Such an instance reads every hit from the database.
-   */
-  private get holding(): boolean {
-    return !this.sharedDatabase || this.bus.clustered;
-  }
-
   async get(tenantId: string, key: string): Promise<CachedAnswer | null> {
-    const held = this.holding ? this.memory.get(tenantId, key) : undefined;
+    const held = this.memory.get(tenantId, key);
     if (held) return held;
     assertTenantId(tenantId, 'a cache lookup'); // before it joins others' in a statement
     if (!this.index.mayHold(tenantId, key)) return null;
@@ -136,7 +123,7 @@ export class ResponseCache implements OnApplicationBootstrap, OnModuleDestroy {
     const found = await this.lookups.submit(BATCH, { tenantId, key });
     if (!found) return null;
     // An erasure heard meanwhile may have deleted this row after it was read: it is not held.
-    if (forgets === this.forgets && this.holding) this.memory.set(tenantId, key, found.answer, ResponseCache.heldBytes(found.answer), found.expiresAt - Date.now());
+    if (forgets === this.forgets) this.memory.set(tenantId, key, found.answer, ResponseCache.heldBytes(found.answer), found.expiresAt - Date.now());
     return found.answer;
   }
 
