@@ -264,12 +264,15 @@ describe('grading workers', () => {
     try {
       const tenant = await new Factory(t.app).newTenant();
       fake.setLatency(3_500);
-      const worker = await t.another({ ...env, WORKERS_ENABLED: 'true' });
+      // Both instances up before the essay comes (an instance's start can take longer than the call
+      // on a loaded machine); the one that claims it is stopped, the other's recovery runs meanwhile.
+      const instances = [await t.another({ ...env, WORKERS_ENABLED: 'true' }), await t.another({ ...env, WORKERS_ENABLED: 'true' })];
       const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(21, 'zh').text }).expect(202);
       await waitFor(async () => fake.requests.length === 1, 10_000, 'the grading at the provider');
-      const rescuer = await t.another({ ...env, WORKERS_ENABLED: 'true' });
-      // The stop waits for the grading (3.5 s, more than twice the lease); the other instance's recovery runs meanwhile.
-      expect(worker.get(GradingWorker).active).toBe(1); // (still under way: else the stop had nothing to wait for)
+      const worker = instances.find((i) => i.get(GradingWorker).active === 1)!;
+      const rescuer = instances.find((i) => i !== worker)!;
+      // The stop waits for the grading (3.5 s, more than twice the lease).
+      expect(worker?.get(GradingWorker).active).toBe(1); // (still under way: else the stop had nothing to wait for)
       const stopping = Date.now();
       await worker.get(GradingWorker).stop();
       expect(Date.now() - stopping).toBeGreaterThan(1_500); // it outlasted the lease
@@ -292,11 +295,12 @@ describe('grading workers', () => {
     try {
       const tenant = await new Factory(t.app).newTenant();
       fake.setLatency(3_000);
-      // The first attempt on an instance that takes one job at a time.
-      const first = await t.another({ ...env, WORKERS_ENABLED: 'true', WORKER_CONCURRENCY: '1' });
+      // Two instances that take one job at a time, both up before the essay comes: the one that makes
+      // the first attempt is busy with it, so the other claims the job when it is back in the queue.
+      const one = { ...env, WORKERS_ENABLED: 'true', WORKER_CONCURRENCY: '1' };
+      const [first, second] = [await t.another(one), await t.another(one)];
       const res = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(22, 'zh').text }).expect(202);
       await waitFor(async () => fake.requests.length === 1, 10_000, 'the first attempt at the provider');
-      const second = await t.another({ ...env, WORKERS_ENABLED: 'true' });
       // Its worker is taken for dead (as after a stall): the job goes back to the queue, its attempt
       // counted, and the other instance's claim is its last.
       const taken = await t.dataSource.query(`UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now() WHERE tenant_id = $1 AND status = 'running' RETURNING id`, [tenant.tenantId]);
