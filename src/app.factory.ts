@@ -41,7 +41,6 @@ export const MAX_JSON_DEPTH = 32;
  * before it is parsed (see jsonShapeProblem for why counting matters).
  */
 export const MAX_JSON_ITEMS = 5_000;
-export { MAX_JSON_TOTAL_ITEMS };
 
 /** Routes under these prefixes need a key (the guard then checks the route's roles). */
 function needsKey(url: string): boolean {
@@ -195,10 +194,11 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
       return reply;
     }
     const route = req.routeOptions;
+    if (!route.url || !needsKey(route.url)) return;
     // The API's answers are one school's and private (a cookie-signed console request too, which no
     // cache rule for Authorization covers): kept by no browser or shared cache.
-    if (route.url && needsKey(route.url)) void reply.header('cache-control', 'no-store');
-    if (!route.url || (route.config as InkstoneRouteConfig)?.public || !needsKey(route.url)) return;
+    void reply.header('cache-control', 'no-store');
+    if ((route.config as InkstoneRouteConfig)?.public) return;
     try {
       // An address that failed authentication too often: only what is known good is checked (AuthFailures).
       const auth = await authFailures.guard(req.ip, () => authenticator.knownGood(req), () => authenticator.identify(req));
