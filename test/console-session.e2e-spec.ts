@@ -42,10 +42,10 @@ describe('console sessions (real PostgreSQL)', () => {
     expect(res.body).toMatchObject({ tenantId: tenant.tenantId, keyId: teacher.id, role: 'teacher', timezone: 'Asia/Shanghai' });
     expect(typeof res.body.csrfToken).toBe('string');
     expect(res.headers['cache-control']).toBe('no-store');
-    // Over HTTPS (here: a proxy saying so) the cookie is Secure too, however the proxy writes it.
+    // Over HTTPS (here: a proxy saying so) the cookie is Secure and of a __Host- name, however the proxy writes it.
     for (const [header, value] of [['x-forwarded-proto', 'https'], ['x-forwarded-proto', 'HTTPS, http'], ['forwarded', 'for=192.0.2.60;proto=https;by=203.0.113.43']]) {
       const viaTls = await t.http.post('/v1/console/session').set(header, value).send({ key: teacher.key }).expect(201);
-      expect([value, String(viaTls.headers['set-cookie'])]).toEqual([value, expect.stringMatching(/; Secure$/)]);
+      expect([value, String(viaTls.headers['set-cookie'])]).toEqual([value, expect.stringMatching(/^__Host-inkstone_session=[^;]+; Path=\/; Max-Age=28800; HttpOnly; SameSite=Strict; Secure$/)]);
     }
     const plain = await t.http.post('/v1/console/session').set('x-forwarded-proto', 'http, https').send({ key: teacher.key }).expect(201);
     expect(String(plain.headers['set-cookie'])).not.toMatch(/Secure/);
@@ -86,6 +86,29 @@ describe('console sessions (real PostgreSQL)', () => {
     // Another session's token does not fit this one.
     const other = await signIn(teacher.key);
     await t.http.post('/v1/essays').set('cookie', cookie).set('x-csrf-token', other.csrf).send({ text }).expect(403);
+  });
+
+  it("over HTTPS takes only the __Host- cookie, which no sibling host can plant: a lone plain one (planted from a sibling domain) is no session", async () => {
+    const https = { 'x-forwarded-proto': 'https' };
+    const own = await t.http.post('/v1/console/session').set(https).send({ key: teacher.key }).expect(201);
+    const ownCookie = String(own.headers['set-cookie']).split(';')[0];
+    expect(ownCookie).toMatch(/^__Host-inkstone_session=/);
+    const me = await t.http.get('/v1/console/session').set(https).set('cookie', ownCookie).expect(200);
+    expect(me.body).toMatchObject({ tenantId: tenant.tenantId, keyId: teacher.id });
+    // A session of the planter's own school, under the plain name a sibling host can set for the parent domain.
+    const planted = await signIn((await new Factory(t.app).newTenant()).adminKey);
+    expect(planted.cookie).toMatch(/^inkstone_session=/);
+    await t.http.get('/v1/essays').set(https).set('cookie', planted.cookie).expect(401);
+    await t.http.get('/v1/console/session').set(https).set('cookie', planted.cookie).expect(401);
+    // Beside the teacher's own it changes nothing: the teacher stays in their school.
+    const both = await t.http.get('/v1/console/session').set(https).set('cookie', `${planted.cookie}; ${ownCookie}`).expect(200);
+    expect(both.body.tenantId).toBe(tenant.tenantId);
+    // Signing out over HTTPS clears the __Host- cookie (Secure, as it was set) and ends the session.
+    const out = await t.http.delete('/v1/console/session').set(https).set('cookie', ownCookie).expect(204);
+    expect(String(out.headers['set-cookie'])).toMatch(/^__Host-inkstone_session=; Path=\/; Max-Age=0; HttpOnly; SameSite=Strict; Secure$/);
+    await t.http.get('/v1/essays').set(https).set('cookie', ownCookie).expect(401);
+    // (Over plain HTTP the plain name is the session's, as before.)
+    await t.http.get('/v1/essays').set('cookie', planted.cookie).expect(200);
   });
 
   it('refuses a request carrying two session cookies: one was planted from elsewhere, and neither is taken', async () => {

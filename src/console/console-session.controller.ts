@@ -31,18 +31,6 @@ export interface SessionView {
 }
 
 /**
- * Over HTTPS (or behind a proxy that says so) the cookie is Secure: the client's hop is the first
- * of a list (`https,http`, or two headers joined), in any case, in X-Forwarded-Proto or in
- * Forwarded's proto= (only an exact `https` was read: a proxy that appends left the cookie unsecured).
- */
-export function secure(req: Pick<FastifyRequest, 'protocol' | 'headers'>): boolean {
-  if (req.protocol === 'https') return true;
-  const first = (v: string | string[] | undefined) => String(Array.isArray(v) ? v[0] : (v ?? '')).split(',')[0].trim().toLowerCase();
-  if (first(req.headers['x-forwarded-proto']) === 'https') return true;
-  return /^proto="?https"?$/.test(first(req.headers.forwarded).split(';').map((p) => p.trim()).find((p) => p.startsWith('proto=')) ?? '');
-}
-
-/**
  * Console sign-in and sign-out (SPEC §11): an API key for a short-lived, HttpOnly,
  * SameSite=Strict session cookie bound to that key; see ConsoleSessions.
  */
@@ -77,7 +65,7 @@ export class ConsoleSessionController {
       async () => (await this.apiKeys.authenticate(key, hash)) ?? Promise.reject(new ApiError('UNAUTHENTICATED', 'Invalid or revoked API key')),
     );
     const { token, session } = this.sessions.open(auth);
-    void reply.header('set-cookie', ConsoleSessions.cookie(token, secure(req)));
+    void reply.header('set-cookie', ConsoleSessions.cookie(token, req));
     void reply.header('cache-control', 'no-store');
     return this.view(auth, session);
   }
@@ -87,7 +75,7 @@ export class ConsoleSessionController {
   @ApiOperation({ summary: "The console session's caller and its CSRF token (after a reload)" })
   @ApiView('SessionView')
   async current(@TenantCaller() auth: TenantAuth, @Req() req: FastifyRequest, @Res({ passthrough: true }) reply: FastifyReply): Promise<SessionView> {
-    const cookie = ConsoleSessions.fromCookieHeader(req.headers.cookie);
+    const cookie = ConsoleSessions.fromRequest(req);
     const session = cookie ? this.sessions.read(cookie) : null;
     if (!session) throw new ApiError('UNAUTHENTICATED', 'No console session: sign in with POST /v1/console/session');
     void reply.header('cache-control', 'no-store');
@@ -103,10 +91,10 @@ export class ConsoleSessionController {
     // The cookie is cleared only then: when ending fails, the answer is an error (the console says
     // "Not signed out") and the browser keeps the cookie to sign out with again (cleared first, a
     // second try carried nothing to end, and the session stayed live for any copy of the cookie).
-    for (const cookie of ConsoleSessions.allFromCookieHeader(req.headers.cookie)) {
+    for (const cookie of ConsoleSessions.allFromRequest(req)) {
       const session = this.sessions.read(cookie);
       if (session) await this.sessions.end(session);
     }
-    void reply.header('set-cookie', ConsoleSessions.cookie('', secure(req)));
+    void reply.header('set-cookie', ConsoleSessions.cookie('', req));
   }
 }

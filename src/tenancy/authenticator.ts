@@ -4,7 +4,7 @@ import { ApiError } from '../common/errors';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { hashMatches, hashSecret } from './api-key-secret';
 import { ApiKeysService } from './api-keys.service';
-import { ConsoleSessions, CSRF_HEADER } from './console-sessions';
+import { ClientHop, ConsoleSessions, CSRF_HEADER } from './console-sessions';
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
@@ -30,9 +30,9 @@ export class Authenticator {
    * cookie (ConsoleSessions) whose key is still active; a state-changing request made with the
    * cookie must carry the session's CSRF token.
    */
-  async identify(req: { method: string; headers: Record<string, string | string[] | undefined> }): Promise<AuthContext> {
+  async identify(req: ClientHop & { method: string }): Promise<AuthContext> {
     const header = req.headers.authorization as string | undefined;
-    const cookie = header ? undefined : ConsoleSessions.fromCookieHeader(req.headers.cookie as string | undefined);
+    const cookie = header ? undefined : ConsoleSessions.fromRequest(req);
     if (cookie !== undefined) return this.fromSession(cookie, req);
     return this.fromHeader(header);
   }
@@ -42,10 +42,10 @@ export class Authenticator {
    * operator's token, a key in the auth cache, or a session cookie this service signed (which the
    * full check may still find ended). For an address that failed too often (AuthFailures).
    */
-  knownGood(req: { headers: Record<string, string | string[] | undefined> }): boolean {
+  knownGood(req: ClientHop): boolean {
     const header = req.headers.authorization as string | undefined;
     if (!header) {
-      const cookie = ConsoleSessions.fromCookieHeader(req.headers.cookie as string | undefined);
+      const cookie = ConsoleSessions.fromRequest(req);
       return cookie !== undefined && this.sessions.read(cookie) !== null;
     }
     const m = header.length <= 512 ? /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header) : null;

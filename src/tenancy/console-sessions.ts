@@ -8,8 +8,31 @@ import { keyFileCreated, resolveSecretKeys } from '../config/secret-key';
 import { ClusterBus } from '../db/cluster-bus';
 import { tenantQuery } from '../db/tenant-scope';
 
-/** The console's session cookie. */
+/** The console's session cookie over plain HTTP (a development server, a local network). */
 export const SESSION_COOKIE = 'inkstone_session';
+/**
+ * Its name over HTTPS. A browser takes a cookie of a `__Host-` name only from this host itself, over
+ * HTTPS, for Path=/ and without a Domain: a sibling host (another school's site under the same parent
+ * domain) cannot plant one, where a lone planted `inkstone_session` signed a teacher into the
+ * planter's school.
+ */
+export const SECURE_SESSION_COOKIE = '__Host-inkstone_session';
+
+/** A request's scheme and headers: what says whether the client's hop was HTTPS. */
+export type ClientHop = { protocol?: string; headers: Record<string, string | string[] | undefined> };
+
+/**
+ * Over HTTPS (or behind a proxy that says so) the cookie is Secure and named SECURE_SESSION_COOKIE:
+ * the client's hop is the first of a list (`https,http`, or two headers joined), in any case, in
+ * X-Forwarded-Proto or in Forwarded's proto= (only an exact `https` was read: a proxy that appends
+ * left the cookie unsecured).
+ */
+export function secure(req: ClientHop): boolean {
+  if (req.protocol === 'https') return true;
+  const first = (v: string | string[] | undefined) => String(Array.isArray(v) ? v[0] : (v ?? '')).split(',')[0].trim().toLowerCase();
+  if (first(req.headers['x-forwarded-proto']) === 'https') return true;
+  return /^proto="?https"?$/.test(first(req.headers.forwarded).split(';').map((p) => p.trim()).find((p) => p.startsWith('proto=')) ?? '');
+}
 /** The header a state-changing request made with the session cookie must carry. */
 export const CSRF_HEADER = 'x-csrf-token';
 /** How long a console session lasts. */
@@ -162,30 +185,37 @@ export class ConsoleSessions {
     return { keyId: c.k, tenantId: c.t, expiresAt: new Date(c.e * 1000), csrfToken: b64url(this.mac(`csrf:${c.n}`, key)), id: c.n };
   }
 
-  /** The Set-Cookie value: HttpOnly, SameSite=Strict, Secure over HTTPS; an empty token clears it. */
-  static cookie(token: string, secure: boolean): string {
+  /**
+   * The Set-Cookie value: HttpOnly, SameSite=Strict; over HTTPS Secure and named
+   * SECURE_SESSION_COOKIE; an empty token clears it.
+   */
+  static cookie(token: string, req: ClientHop): string {
     const age = token ? SESSION_TTL_S : 0;
-    return `${SESSION_COOKIE}=${token}; Path=/; Max-Age=${age}; HttpOnly; SameSite=Strict${secure ? '; Secure' : ''}`;
+    const https = secure(req);
+    return `${https ? SECURE_SESSION_COOKIE : SESSION_COOKIE}=${token}; Path=/; Max-Age=${age}; HttpOnly; SameSite=Strict${https ? '; Secure' : ''}`;
   }
 
   /**
-   * The session cookie's value in a Cookie header, or undefined — also when the header carries it
-   * more than once: ours is one cookie, and a second is one planted from elsewhere (a sibling
-   * domain, a network that could write a response), which a browser sends first when its path is
-   * longer; taking the first would have signed the teacher into the planter's session (and tenant).
+   * The request's session cookie, or undefined — also when it carries it more than once: ours is
+   * one cookie, and a second is one planted from elsewhere (a sibling domain, a network that could
+   * write a response), which a browser sends first when its path is longer; taking the first would
+   * have signed the teacher into the planter's session (and tenant). Over HTTPS only the
+   * `__Host-` name is read (SECURE_SESSION_COOKIE): a plain one there may have been planted.
    */
-  static fromCookieHeader(header: string | undefined): string | undefined {
-    const all = ConsoleSessions.allFromCookieHeader(header);
+  static fromRequest(req: ClientHop): string | undefined {
+    const all = ConsoleSessions.allFromRequest(req);
     return all.length === 1 ? all[0] : undefined;
   }
 
-  /** Every session cookie's value in a Cookie header (sign-out ends each that is a session). */
-  static allFromCookieHeader(header: string | undefined): string[] {
-    if (!header || header.length > 8192) return [];
+  /** Every session cookie's value the request carries (sign-out ends each that is a session). */
+  static allFromRequest(req: ClientHop): string[] {
+    const header = req.headers.cookie;
+    if (typeof header !== 'string' || header.length > 8192) return [];
+    const name = secure(req) ? SECURE_SESSION_COOKIE : SESSION_COOKIE;
     const found: string[] = [];
     for (const part of header.split(';')) {
       const i = part.indexOf('=');
-      if (i > 0 && part.slice(0, i).trim() === SESSION_COOKIE) found.push(part.slice(i + 1).trim());
+      if (i > 0 && part.slice(0, i).trim() === name) found.push(part.slice(i + 1).trim());
     }
     return found;
   }
