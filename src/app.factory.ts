@@ -22,6 +22,8 @@ import { createValidationPipe } from './common/validation';
 import { AppConfig } from './config/app-config';
 import { MetricsService } from './metrics/metrics.service';
 import { ConsoleAssets } from './console/console-assets.controller';
+import { DOCS_HEADERS, HSTS } from './console/console-assets';
+import { secure } from './tenancy/console-sessions';
 import { VIEW_SCHEMAS } from './docs/api-view';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -194,7 +196,14 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
       return reply;
     }
     const route = req.routeOptions;
-    if (!route.url || !needsKey(route.url)) return;
+    if (!route.url) return;
+    if (route.url.startsWith('/docs')) {
+      // The API reference (Swagger UI): the console's security headers, its own styles allowed.
+      void reply.headers(DOCS_HEADERS);
+      if (secure(req)) void reply.header('strict-transport-security', HSTS);
+      return;
+    }
+    if (!needsKey(route.url)) return;
     // The API's answers are one school's and private (a cookie-signed console request too, which no
     // cache rule for Authorization covers): kept by no browser or shared cache.
     void reply.header('cache-control', 'no-store');

@@ -97,6 +97,31 @@ describe('the web console in a browser', () => {
     }
   });
 
+  it('serves the API reference (/docs) under a policy that allows no inline script, and it renders with no violation; over HTTPS the pages pin HTTPS (HSTS)', async () => {
+    const res = await s.t.http.get('/docs').expect(200);
+    expect(res.headers['content-security-policy']).toContain("script-src 'self';");
+    expect(res.headers['content-security-policy']).toContain("frame-ancestors 'none'");
+    expect(res.headers['x-content-type-options']).toBe('nosniff');
+    expect(res.headers['x-frame-options']).toBe('DENY');
+    expect(res.headers['strict-transport-security']).toBeUndefined();
+    for (const path of ['/docs', '/console/']) {
+      const viaTls = await s.t.http.get(path).set('x-forwarded-proto', 'https').expect(200);
+      expect([path, viaTls.headers['strict-transport-security']]).toEqual([path, 'max-age=15552000']);
+    }
+    const ctx = await browser.createBrowserContext();
+    try {
+      const page = await ctx.newPage();
+      const problems = collectProblems(page);
+      await page.goto(`${base}/docs`, { waitUntil: 'networkidle0' });
+      // Its operations are listed (its scripts ran and read the document), and nothing was refused.
+      await page.waitForSelector('.opblock-summary', { timeout: 15_000 });
+      expect(await page.$$eval('.opblock-summary', (els) => els.length)).toBeGreaterThan(20);
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  });
+
   it('a teacher signs in, uploads a class set of three files, watches them finish, opens one, sees its annotations, overrides it and exports CSV', async () => {
     const { ctx, page, problems } = await openConsole();
     try {

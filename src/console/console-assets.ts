@@ -29,6 +29,27 @@ export const CONSOLE_HEADERS: Record<string, string> = {
   'cache-control': 'no-cache',
 };
 
+/**
+ * The API reference (/docs, Swagger UI): its scripts are files of this server too, but it styles
+ * itself inline (style blocks in its page, style attributes from its script).
+ */
+export const DOCS_CSP = CONSOLE_CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'");
+
+export const DOCS_HEADERS: Record<string, string> = {
+  'content-security-policy': DOCS_CSP,
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+};
+
+/**
+ * Sent with the console's and the reference's pages reached over HTTPS (or through a proxy that
+ * says so): the browser uses HTTPS for this host for 180 days, so a teacher's later visit typed
+ * without it is not open to a network that would answer in plain HTTP. (Not includeSubDomains:
+ * the operator's other hosts are theirs to decide.)
+ */
+export const HSTS = 'max-age=15552000';
+
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
   '.js': 'text/javascript; charset=utf-8',
