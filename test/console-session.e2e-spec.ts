@@ -12,6 +12,8 @@ import { streamBody } from './support/event-stream';
  * Console sign-in (SPEC §11): an API key exchanged for a session cookie bound to it. The page never
  * holds the key; state-changing calls need the CSRF token; revoking the key ends the session.
  */
+const SCHOOL = '第一实验中学';
+
 describe('console sessions (real PostgreSQL)', () => {
   let t: TestApp;
   let f: Factory;
@@ -21,7 +23,7 @@ describe('console sessions (real PostgreSQL)', () => {
   beforeAll(async () => {
     t = await createTestApp({ WORKERS_ENABLED: 'false' });
     f = new Factory(t.app);
-    tenant = await f.newTenant();
+    tenant = await f.newTenant({ name: SCHOOL });
     teacher = await f.newKey(tenant, 'teacher');
   });
   afterAll(async () => {
@@ -39,7 +41,7 @@ describe('console sessions (real PostgreSQL)', () => {
     const { res, setCookie, cookie } = await signIn(teacher.key);
     expect(setCookie).toMatch(/^inkstone_session=[^;]+; Path=\/; Max-Age=28800; HttpOnly; SameSite=Strict$/);
     expect(cookie).not.toContain(teacher.key);
-    expect(res.body).toMatchObject({ tenantId: tenant.tenantId, keyId: teacher.id, role: 'teacher', timezone: 'Asia/Shanghai' });
+    expect(res.body).toMatchObject({ tenantId: tenant.tenantId, tenantName: SCHOOL, keyId: teacher.id, role: 'teacher', timezone: 'Asia/Shanghai' });
     expect(typeof res.body.csrfToken).toBe('string');
     expect(res.headers['cache-control']).toBe('no-store');
     // Over HTTPS (here: a proxy saying so) the cookie is Secure and of a __Host- name, however the proxy writes it.

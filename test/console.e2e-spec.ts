@@ -23,6 +23,9 @@ import type { TestTenant } from './support/factories';
  * The console in a real browser (Debian's chromium, driven by puppeteer-core), against the service
  * on loopback with its workers grading on the fake provider: what a teacher and a tenant admin do.
  */
+/** The school's name, long enough to wrap in a phone's header. */
+const SCHOOL = '春风实验小学 · Spring Breeze Experimental Primary School';
+
 describe('the web console in a browser', () => {
   let s: AppWithFake;
   let base: string;
@@ -35,7 +38,7 @@ describe('the web console in a browser', () => {
     await buildConsole();
     s = await startAppWithFake({}, { listen: true });
     base = `http://127.0.0.1:${(s.t.app.getHttpServer().address() as AddressInfo).port}`;
-    tenant = await s.f.newTenant({ monthlyBudget: '100.00', timezone: 'Asia/Shanghai' });
+    tenant = await s.f.newTenant({ name: SCHOOL, monthlyBudget: '100.00', timezone: 'Asia/Shanghai' });
     teacherKey = (await s.f.newKey(tenant, 'teacher')).key;
     browser = await launchBrowser();
   }, 120_000);
@@ -126,6 +129,8 @@ describe('the web console in a browser', () => {
     const { ctx, page, problems } = await openConsole();
     try {
       await signIn(page, teacherKey);
+      // the header says which school the session is in
+      expect(await text(page, '[data-test=school]')).toBe(SCHOOL);
       // the key is not kept anywhere in the page
       expect(await page.evaluate(() => JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie)).not.toContain(teacherKey.slice(-12));
 

@@ -4,6 +4,7 @@ import type { Locale, MessageKey } from './i18n';
 
 export interface Session {
   tenantId: string;
+  tenantName: string;
   keyId: string;
   role: 'admin' | 'teacher' | string;
   timezone: string;

@@ -14,11 +14,11 @@ import { OrdersPage } from './pages/orders';
 import { ReportPage } from './pages/report';
 import { QualityPage } from './pages/quality';
 
-type SessionAnswer = { tenantId: string; keyId: string; role: string; timezone: string; expiresAt: string; csrfToken: string };
+type SessionAnswer = { tenantId: string; tenantName: string; keyId: string; role: string; timezone: string; expiresAt: string; csrfToken: string };
 
 function toSession(s: SessionAnswer): Session {
   setCsrfToken(s.csrfToken);
-  return { tenantId: s.tenantId, keyId: s.keyId, role: s.role, timezone: s.timezone, expiresAt: s.expiresAt };
+  return { tenantId: s.tenantId, tenantName: s.tenantName, keyId: s.keyId, role: s.role, timezone: s.timezone, expiresAt: s.expiresAt };
 }
 
 function SignIn({ locale, onSignedIn, ended, dialog }: { locale: Locale; onSignedIn: (s: Session) => void; ended?: boolean; dialog?: boolean }) {
@@ -228,7 +228,7 @@ function App() {
             ))}
         </nav>
         <span class="who" data-test="who">
-          {t('signedInAs')}: {isAdmin ? t('roleAdmin') : t('roleTeacher')}
+          {t('signedInAs')}: {isAdmin ? t('roleAdmin') : t('roleTeacher')} · <span data-test="school">{session.tenantName}</span>
         </span>
         {switcher}
         <button type="button" class="link" onClick={signOut}>

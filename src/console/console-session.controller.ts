@@ -21,6 +21,8 @@ export class OpenSessionDto {
 
 export interface SessionView {
   tenantId: string;
+  /** the school's name (the console shows which school it is signed in to) */
+  tenantName: string;
   keyId: string;
   role: string;
   /** the tenant's time zone (IANA): the console shows dates in it */
@@ -45,8 +47,8 @@ export class ConsoleSessionController {
   ) {}
 
   private async view(auth: TenantAuth, session: { expiresAt: Date; csrfToken: string }): Promise<SessionView> {
-    const { timezone } = await this.tenants.budget(auth.tenantId);
-    return { tenantId: auth.tenantId, keyId: auth.keyId, role: auth.role, timezone, expiresAt: session.expiresAt.toISOString(), csrfToken: session.csrfToken };
+    const { name, timezone } = await this.tenants.identity(auth.tenantId);
+    return { tenantId: auth.tenantId, tenantName: name, keyId: auth.keyId, role: auth.role, timezone, expiresAt: session.expiresAt.toISOString(), csrfToken: session.csrfToken };
   }
 
   @Post()

@@ -100,6 +100,11 @@ export class TenantsRepository {
     return repo.save(repo.create({ id: randomUUID(), name: t.name, timezone: t.timezone, monthlyCapNanos: t.cap }));
   }
 
+  /** What the console shows of the school it is signed in to: its name, and the time zone it shows dates in. */
+  identity(tenantId: string): Promise<{ name: string; timezone: string }> {
+    return this.one(tenantId, 'SELECT name, timezone FROM tenants WHERE id = $1');
+  }
+
   async budget(tenantId: string): Promise<BudgetSettingsRow> {
     assertTenantId(tenantId);
     const r = await this.hot.get(tenantId);

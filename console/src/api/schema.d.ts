@@ -1909,6 +1909,8 @@ export interface components {
             keyId: string;
             role: string;
             tenantId: string;
+            /** @description the school's name (the console shows which school it is signed in to) */
+            tenantName: string;
             /** @description the tenant's time zone (IANA): the console shows dates in it */
             timezone: string;
         };
