@@ -1,10 +1,12 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { ConsoleSessions, SESSION_TTL_S } from '../src/tenancy/console-sessions';
 import { EssayEvents } from '../src/grading/essay-events';
+import { BUS_CHANNEL, ClusterBus } from '../src/db/cluster-bus';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import request from 'supertest';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { serverUrl } from './support/test-database';
 import { waitFor } from './support/wait';
 import { streamBody } from './support/event-stream';
 
@@ -217,6 +219,33 @@ describe('console sessions (real PostgreSQL)', () => {
     await t.http.get('/v1/budget').set('cookie', cookie).set(bearer(tenant.adminKey)).expect(200);
     const out = await t.http.delete('/v1/console/session').set('cookie', cookie).expect(204);
     expect(String(out.headers['set-cookie'])).toMatch(/^inkstone_session=; Path=\/; Max-Age=0; HttpOnly; SameSite=Strict/);
+  });
+
+  (serverUrl() ? it : it.skip)('an instance whose bus connection went deaf without an error (a NAT forgot it) finds out within a heartbeat: it listens anew and no longer trusts the revoked key or the ended session it had cached', async () => {
+    const other = await t.another({ BUS_HEARTBEAT_MS: '300', AUTH_CACHE_TTL_MS: '60000' });
+    try {
+      const mine = await signIn(teacher.key);
+      const doomed = await f.newKey(tenant, 'teacher');
+      const otherHttp = () => request(other.getHttpServer());
+      await otherHttp().get('/v1/rubrics').set('cookie', mine.cookie).expect(200);
+      await otherHttp().get('/v1/rubrics').set(bearer(doomed.key)).expect(200);
+      const bus = other.get(ClusterBus) as unknown as { listener?: { query(sql: string): Promise<unknown> } };
+      const deaf = bus.listener!;
+      // The connection stays open and says nothing: it simply no longer hears the channel.
+      await deaf.query(`UNLISTEN ${BUS_CHANNEL}`);
+      await t.http.delete('/v1/console/session').set('cookie', mine.cookie).expect(204);
+      await t.http.delete(`/v1/api-keys/${doomed.id}`).set(bearer(tenant.adminKey)).expect(204);
+      await waitFor(async () => bus.listener !== undefined && bus.listener !== deaf, 10_000, 'the deaf connection replaced');
+      await waitFor(async () => (await otherHttp().get('/v1/rubrics').set(bearer(doomed.key))).status === 401, 5_000, 'the revoked key refused there');
+      await otherHttp().get('/v1/rubrics').set('cookie', mine.cookie).expect(401);
+      // And the new connection hears: the next revocation reaches it at once.
+      const next = await f.newKey(tenant, 'teacher');
+      await otherHttp().get('/v1/rubrics').set(bearer(next.key)).expect(200);
+      await t.http.delete(`/v1/api-keys/${next.id}`).set(bearer(tenant.adminKey)).expect(204);
+      await waitFor(async () => (await otherHttp().get('/v1/rubrics').set(bearer(next.key))).status === 401, 2_000, 'the next revocation heard');
+    } finally {
+      await other.close();
+    }
   });
 
   it('tells another instance of a sign-out and of a revocation with their commits: a notice sent after the commit that fails loses neither', async () => {

@@ -62,6 +62,8 @@ export interface AppConfig {
   logFormat: 'json' | 'pretty' | 'auto';
   /** Unset: the service starts an embedded PostgreSQL under `dataDir`. */
   databaseUrl?: string;
+  /** how often the cluster bus checks that its listening connection still hears (BUS_HEARTBEAT_MS; 0: never) */
+  busHeartbeatMs: number;
   databasePoolSize: number;
   /**
    * The gateway's settlement (its one statement a group of calls) runs as a named prepared
@@ -166,6 +168,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     logLevel: e.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
     logFormat: e.oneOf('LOG_FORMAT', ['json', 'pretty', 'auto'] as const, 'auto'),
     databaseUrl: e.url('DATABASE_URL', ['postgres', 'postgresql']),
+    busHeartbeatMs: e.int('BUS_HEARTBEAT_MS', { min: 0, max: 600_000, default: 15_000 }),
     databasePoolSize: e.int('DATABASE_POOL_SIZE', { min: 1, max: 200, default: 10 }),
     databasePreparedStatements: e.bool('DATABASE_PREPARED_STATEMENTS', true),
     databaseVacuumIntervalMs: e.int('DATABASE_VACUUM_INTERVAL_MS', { min: 0, max: 86_400_000, default: 600_000 }),

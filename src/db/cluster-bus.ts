@@ -38,6 +38,10 @@ interface Envelope {
  *
  * Delivery is at most once: a listener connection that drops loses what was sent meanwhile, and
  * subscribers are told with the `resync` topic when it is back, so they can re-read what they show.
+ * A connection can also go deaf without an error (a NAT or load balancer that forgets an idle
+ * connection, a half-open socket): the listener sends TCP keepalives, and every BUS_HEARTBEAT_MS the
+ * bus sends itself a probe; one not heard within PROBE_MS replaces the connection (and `resync`
+ * follows), so a deaf instance stops trusting its caches within a heartbeat and a probe.
  */
 @Injectable()
 export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown {
@@ -53,6 +57,7 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
   private reconnecting = false;
   /** true once the server has shown it delivers notifications between connections */
   private viaPostgres = false;
+  private heartbeat?: NodeJS.Timeout;
 
   constructor(
     @Inject(CONFIG) private readonly config: AppConfig,
@@ -74,6 +79,11 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
     // instance stopped hearing the others' revocations and sign-outs until it was restarted).
     let delivered = false;
     for (let i = 0; i < PROBES && this.listener && !delivered; i++) delivered = await this.probe();
+    this.viaPostgres = delivered;
+    if (delivered && this.config.busHeartbeatMs > 0) {
+      this.heartbeat = setInterval(() => void this.checkHearing(), this.config.busHeartbeatMs);
+      this.heartbeat.unref();
+    }
     if (this.listener && !delivered) {
       // What other processes cannot be told: revocations and budget changes (until their caches run
       // out), and erasures — the answers of essays erased there stay in this process's in-memory
@@ -102,6 +112,7 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
     this.stopping ??= (async () => {
       this.closed = true;
       IN_PROCESS.delete(this);
+      clearInterval(this.heartbeat);
       if (this.flushTimer) clearTimeout(this.flushTimer);
       await this.flush();
       const l = this.listener;
@@ -113,6 +124,11 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
 
   /** Sends a probe and waits for it on the listening connection. */
   private async probe(): Promise<boolean> {
+    return (await this.sendProbe()) === true;
+  }
+
+  /** A probe sent through the pool: heard on the listening connection within PROBE_MS, or not (null: it could not be sent). */
+  private async sendProbe(): Promise<boolean | null> {
     const id = randomUUID();
     const got = new Promise<boolean>((resolve) => {
       const t = setTimeout(() => resolve(false), PROBE_MS);
@@ -125,12 +141,28 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
     });
     try {
       await this.ds.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, JSON.stringify({ o: 'probe', probe: id, m: [] })]);
+      return await got;
     } catch {
-      return false;
+      return null;
+    } finally {
+      this.probeWaiter = undefined;
     }
-    this.viaPostgres = await got;
-    this.probeWaiter = undefined;
-    return this.viaPostgres;
+  }
+
+  /**
+   * The heartbeat: a probe sent through the pool must come back on the listening connection. When
+   * it does not (and the pool could send it: a database that is away is the reconnects' business),
+   * the connection is deaf: it is dropped for a new one, and `resync` tells the subscribers that
+   * they missed what was sent meanwhile.
+   */
+  private async checkHearing(): Promise<void> {
+    const l = this.listener;
+    if (!l || this.closed || this.reconnecting || this.probeWaiter) return;
+    const heard = await this.sendProbe();
+    if (heard !== false || this.closed || this.listener !== l) return;
+    this.logger.warn({ msg: 'the bus listener heard nothing for a probe: replacing its connection (subscribers resync)' });
+    void l.end().catch(() => undefined);
+    await this.reconnect(l);
   }
 
   private probeWaiter?: (probeId: string) => void;
@@ -196,7 +228,7 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
   }
 
   private async listen(): Promise<void> {
-    const client = new Client({ connectionString: this.config.databaseUrl, application_name: 'inkstone-bus' });
+    const client = new Client({ connectionString: this.config.databaseUrl, application_name: 'inkstone-bus', keepAlive: true, keepAliveInitialDelayMillis: 10_000 });
     client.on('notification', (n) => {
       if (n.channel !== BUS_CHANNEL || !n.payload) return;
       let env: Envelope & { probe?: string };

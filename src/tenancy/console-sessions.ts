@@ -70,8 +70,9 @@ const b64url = (b: Buffer) => b.toString('base64url');
  * cookie that stands for that key, so the page never holds the key. The cookie names the key by its
  * id; every request made with it checks that the key is still active, so revoking the key ends its
  * sessions. State-changing requests must also carry the session's CSRF token (double submit, on top
- * of SameSite=Strict). The signing key is derived from INKSTONE_ADMIN_TOKEN, which every instance
- * shares: a session works on any instance, and changing the token ends every session. Signing
+ * of SameSite=Strict). The signing key is derived (HKDF) from the server key INKSTONE_SECRET_KEY,
+ * which every instance shares: a session works on any instance, and changing the key ends every
+ * session (a key being rotated, INKSTONE_SECRET_KEY_PREVIOUS, still verifies). Signing
  * out ends the session on the server too (`end`): its id is kept in console_sessions_ended until the
  * session would have expired, so a copy of the cookie is refused on every instance.
  */
