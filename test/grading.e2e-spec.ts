@@ -6,6 +6,7 @@ import { GradingService } from '../src/grading/grading.service';
 import { GradingWorker } from '../src/grading/grading.worker';
 import { builtinRubric, totalScore } from '../src/grading/rubric';
 import { GatewayService } from '../src/llm/gateway.service';
+import { IdempotencyRepository } from '../src/tenancy/idempotency.repository';
 import { FakeProvider } from './fake-provider/fake-provider';
 import { gradingAnswer, malformedGrade } from './fake-provider/grading-responder';
 import { generateEssay, nearCopy } from './support/essays';
@@ -404,6 +405,35 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       const theirs = await submit(body, otherTeacher).set('Idempotency-Key', key).expect(202);
       expect(theirs.body.id).not.toBe(first.body.id);
       await waitForEssays(t.app, teacher, [first.body.id]);
+    });
+
+    it("keeps an Idempotency-Key's request to the key that sent it, and a request whose answer could not be kept is not made twice", async () => {
+      const body = { text: generateEssay(18, 'zh').text, studentRef: 's-idem-2' };
+      const key = `caller-${Date.now()}`;
+      const first = await submit(body).set('Idempotency-Key', key).expect(202);
+      // Another key of the school with the same Idempotency-Key and body: another request, not this one's answer
+      // (a teacher replaying an admin's key would be answered for what the teacher's own role is refused).
+      const colleague = (await f.newKey(tenant, 'teacher')).key;
+      expect((await submit(body, colleague).set('Idempotency-Key', key).expect(422)).body.error.code).toBe('IDEMPOTENCY_KEY_REUSED');
+      expect((await submit(body).set('Idempotency-Key', key).expect(202)).body).toEqual(first.body);
+      // The essay is made, then keeping its answer fails (twice: the database away a moment): the answer still
+      // leaves, and a retry with the key is told to wait, not given a second essay.
+      const keys = t.app.get(IdempotencyRepository);
+      const failing = jest.spyOn(keys, 'answer').mockRejectedValue(new Error('connection reset'));
+      const lost = { text: generateEssay(19, 'zh').text, studentRef: 's-idem-3' };
+      const key2 = `kept-${Date.now()}`;
+      let made: { id: string };
+      try {
+        made = (await submit(lost).set('Idempotency-Key', key2).expect(202)).body;
+        expect(failing).toHaveBeenCalledTimes(2);
+      } finally {
+        failing.mockRestore();
+      }
+      const retry = await submit(lost).set('Idempotency-Key', key2).expect(409);
+      expect(retry.body.error.code).toBe('IDEMPOTENCY_KEY_IN_USE');
+      const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1 AND student_ref = $2`, [tenant.tenantId, 's-idem-3']);
+      expect(n).toBe(1);
+      await waitForEssays(t.app, teacher, [first.body.id, made.id]);
     });
 
     it('takes an Idempotency-Key when creating an assignment or a rubric: a retry gets the first answer, not a second one or a 409', async () => {

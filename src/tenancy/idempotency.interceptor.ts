@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
-import { CallHandler, ExecutionContext, Injectable, NestInterceptor } from '@nestjs/common';
+import { CallHandler, ExecutionContext, Injectable, Logger, NestInterceptor } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { from, Observable, of } from 'rxjs';
 import { catchError, mergeMap } from 'rxjs/operators';
 import type { AuthContext } from '../common/auth';
+import { loggableError } from '../common/error-rendering';
 import { ApiError } from '../common/errors';
 import { IdempotencyRepository } from './idempotency.repository';
 import { TenancyError } from './tenancy-errors';
@@ -17,10 +18,19 @@ const KEY = /^[\x21-\x7e]{1,200}$/;
  * (route, path and body) gets that answer again, with `Idempotent-Replayed: true`, and nothing is
  * created twice. The same key with another request is 422 `IDEMPOTENCY_KEY_REUSED`; while the
  * first is still being answered, 409 `IDEMPOTENCY_KEY_IN_USE`. A request that fails frees its key.
- * Keys are the tenant's: two tenants may use the same one. Without the header, nothing changes.
+ * Keys are the tenant's: two tenants may use the same one. The request is the caller's too: the same
+ * key and body from another API key of the tenant is another request (422), so no one is answered
+ * for what their own role would be refused. Without the header, nothing changes.
+ *
+ * Only the handler's failure frees the key. Once the handler has answered, what it made is made: a
+ * failure to keep its answer (the database away a moment) is tried once more, then logged, and the
+ * answer still leaves; the key stays claimed, so a retry is told to wait (409) instead of making it
+ * again, until the key counts as abandoned (IDEMPOTENCY_ABANDONED_S).
  */
 @Injectable()
 export class IdempotencyInterceptor implements NestInterceptor {
+  private readonly logger = new Logger(IdempotencyInterceptor.name);
+
   constructor(private readonly keys: IdempotencyRepository) {}
 
   async intercept(ctx: ExecutionContext, next: CallHandler): Promise<Observable<unknown>> {
@@ -33,7 +43,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     }
     const tenantId = req.auth.tenantId;
     const hash = createHash('sha256')
-      .update(JSON.stringify([req.method, req.routeOptions.url ?? '', req.params ?? {}, req.body ?? null]))
+      .update(JSON.stringify([req.auth.keyId, req.method, req.routeOptions.url ?? '', req.params ?? {}, req.body ?? null]))
       .digest('hex');
     const claim = await this.keys.claim(tenantId, header, hash);
     switch (claim.kind) {
@@ -46,9 +56,22 @@ export class IdempotencyInterceptor implements NestInterceptor {
         return of(claim.body);
       case 'new':
         return next.handle().pipe(
-          mergeMap((body) => from(this.keys.answer(tenantId, header, reply.statusCode, body).then(() => body))),
           catchError((err: unknown) => from(this.keys.release(tenantId, header).then(() => Promise.reject(err)))),
+          mergeMap((body) => from(this.keep(tenantId, header, reply.statusCode, body).then(() => body))),
         );
+    }
+  }
+
+  /** The answer kept for its key: tried twice; a failure is logged, never the request's. */
+  private async keep(tenantId: string, key: string, status: number, body: unknown): Promise<void> {
+    for (let tries = 1; ; tries++) {
+      try {
+        return await this.keys.answer(tenantId, key, status, body);
+      } catch (err) {
+        if (tries < 2) continue;
+        this.logger.error({ msg: 'an answer could not be kept for its Idempotency-Key (it is sent; a retry waits until the key is abandoned)', tenantId, err: loggableError(err) });
+        return;
+      }
     }
   }
 }

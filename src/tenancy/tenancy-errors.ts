@@ -4,7 +4,7 @@ import { ErrorSpec, ModuleError } from '../common/errors';
 export const TENANCY_ERRORS = {
   IDEMPOTENCY_KEY_REUSED: {
     status: 422,
-    when: 'the `Idempotency-Key` was used in the last 24 hours for a different request (another route or another body)',
+    when: 'the `Idempotency-Key` was used in the last 24 hours for a different request (another route, another body or another API key)',
   },
   IDEMPOTENCY_KEY_IN_USE: {
     status: 409,
