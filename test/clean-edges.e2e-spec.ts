@@ -354,6 +354,8 @@ describe('clean edges', () => {
         });
       });
       const webhookId = randomUUID();
+      // (Sent to the tenant's alert URL as it is at the attempt.)
+      await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = $2 WHERE id = $1`, [tenant.tenantId, `http://127.0.0.1:${port}/hook`]);
       await t.dataSource.query(`INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status) VALUES ($1, $2, $3, $4, '{}', 'pending')`, [
         tenant.tenantId,
         webhookId,

@@ -53,8 +53,9 @@ describe('outbound webhooks: only to public addresses, pinned, bounded, once', (
   const dispatcher = (webhooks: Partial<WebhookConfig> = {}, ds: DataSource = t.dataSource) =>
     new WebhookDispatcher(new AlertsRepository(ds), { ...t.config, webhooks: { allowPrivate: true, timeoutMs: 5_000, concurrency: 8, ...webhooks } }, resolver, secrets);
 
-  /** A queued alert webhook, as AlertsService queues one (the URL as stored, whatever it is). */
+  /** A queued alert webhook, as AlertsService queues one, to the tenant's alert URL (set here as stored, whatever it is). */
   async function queue(tenantId: string, url: string): Promise<{ id: string; eventId: string }> {
+    await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = $2 WHERE id = $1`, [tenantId, url]);
     const id = randomUUID();
     const eventId = `alert_${id}`;
     const body = JSON.stringify({ id: eventId, type: 'budget.threshold_reached', data: { tenantId, period: '2026-12', threshold: 0.8, utilization: 0.81 } });
@@ -298,6 +299,54 @@ describe('outbound webhooks: only to public addresses, pinned, bounded, once', (
         await d.onApplicationShutdown();
       }
     }, 40_000);
+
+    it("sends to the tenant's alert URL as it is at each attempt: one corrected after the event was queued gets it, one removed stops it", async () => {
+      const tenant = await f.newTenant();
+      const wrong = await receiver((_req, res) => {
+        res.statusCode = 404;
+        res.end();
+      });
+      const right = await receiver();
+      const w = await queue(tenant.tenantId, wrong.url);
+      const d = dispatcher();
+      expect(await d.deliverDue()).toBe(0);
+      expect(wrong.hits).toHaveLength(1);
+      // The admin corrects the URL: what was still pending goes there.
+      await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = $2 WHERE id = $1`, [tenant.tenantId, right.url]);
+      await t.dataSource.query(`UPDATE outbound_webhooks SET next_attempt_at = now() WHERE id = $1`, [w.id]); // skip the backoff
+      expect(await d.deliverDue()).toBe(1);
+      expect(right.hits.map((h) => JSON.parse(h.body).id)).toEqual([w.eventId]);
+      expect(wrong.hits).toHaveLength(1);
+      // Removed: a pending event is not sent anywhere, and says why.
+      const next = await queue(tenant.tenantId, right.url);
+      await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = NULL WHERE id = $1`, [tenant.tenantId]);
+      expect(await d.deliverDue()).toBe(0);
+      expect(await row(next.id)).toMatchObject({ status: 'failed', last_error: 'no alert webhook URL is set (removed after the event was queued)' });
+      expect(right.hits).toHaveLength(1);
+    });
+
+    it('retries a failing receiver for three days after the event, at most an hour apart, then gives up', async () => {
+      const tenant = await f.newTenant();
+      const down = await receiver((_req, res) => {
+        res.statusCode = 503;
+        res.end();
+      });
+      const w = await queue(tenant.tenantId, down.url);
+      const d = dispatcher();
+      const retryIn = async () =>
+        Number((await t.dataSource.query(`SELECT extract(epoch FROM next_attempt_at - now())::float8 AS s FROM outbound_webhooks WHERE id = $1`, [w.id]))[0].s);
+      // The 15th attempt, 70 hours after the event: retried in an hour (not 2^14 × 2 s).
+      await t.dataSource.query(`UPDATE outbound_webhooks SET attempts = 14, created_at = now() - interval '70 hours' WHERE id = $1`, [w.id]);
+      expect(await d.deliverDue()).toBe(0);
+      expect(await row(w.id)).toMatchObject({ status: 'pending', attempts: 15 });
+      expect(await retryIn()).toBeGreaterThan(3_500);
+      expect(await retryIn()).toBeLessThanOrEqual(3_600);
+      // An hour before the three days are up, the next retry would come after them: given up.
+      await t.dataSource.query(`UPDATE outbound_webhooks SET next_attempt_at = now(), created_at = now() - interval '71.5 hours' WHERE id = $1`, [w.id]);
+      expect(await d.deliverDue()).toBe(0);
+      expect(await row(w.id)).toMatchObject({ status: 'failed', attempts: 16, last_error: 'HTTP 503' });
+      expect(down.hits).toHaveLength(2);
+    });
 
     it('carries the same event id on every attempt, signed with the tenant secret it keeps sealed', async () => {
       const tenant = await f.newTenant();

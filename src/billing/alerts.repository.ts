@@ -8,9 +8,12 @@ export interface ClaimedWebhook {
   id: string;
   tenant_id: string;
   event_id: string;
-  url: string;
+  /** the tenant's alert URL now (not when the event was queued: a URL corrected since is the one sent to); null: removed since */
+  url: string | null;
   body: string;
   attempts: number;
+  /** seconds since the event was queued */
+  age_s: number;
   sealed: string | null;
   legacy: string | null;
   /** the claim's token: only its holder records the outcome */
@@ -117,7 +120,8 @@ export class AlertsRepository {
             SET attempts = w.attempts + 1, claim_token = $2, next_attempt_at = now() + make_interval(secs => $3)
            FROM claimed, tenants t
           WHERE w.id = claimed.id AND t.id = w.tenant_id
-        RETURNING w.id, w.tenant_id, w.event_id, w.url, w.body, w.attempts,
+        RETURNING w.id, w.tenant_id, w.event_id, t.alert_webhook_url AS url, w.body, w.attempts,
+                  extract(epoch FROM now() - w.created_at)::float8 AS age_s,
                   t.alert_webhook_secret_enc AS sealed, t.alert_webhook_secret AS legacy`,
         [limit, token, leaseS],
       ),

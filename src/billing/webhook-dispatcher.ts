@@ -6,8 +6,11 @@ import { AppConfig, CONFIG } from '../config/app-config';
 import { AlertsRepository, ClaimedWebhook } from './alerts.repository';
 import { TenantSecretsService } from './tenant-secrets.service';
 
-const MAX_ATTEMPTS = 8;
 const BASE_DELAY_S = 2;
+/** Retries back off from BASE_DELAY_S, doubling, to at most this far apart. */
+const MAX_DELAY_S = 3_600;
+/** An event not delivered this long after it was queued is given up (a refund notice outlives a receiver down over a weekend). */
+export const WEBHOOK_GIVE_UP_S = 72 * 3_600;
 const POLL_MS = 1_000;
 /** The id of the event a delivery carries, the same on every attempt: receivers dedupe on it. */
 export const EVENT_ID_HEADER = 'x-inkstone-event-id';
@@ -23,9 +26,11 @@ export const EVENT_ID_HEADER = 'x-inkstone-event-id';
  * flight, and deliveries run concurrently (WEBHOOK_CONCURRENCY per instance): the background loop
  * fills free slots every second without waiting for the slow ones, so a URL that never answers
  * holds one slot until its deadline and delays no other tenant. A failure is retried with
- * exponential backoff (2 s, 4 s, … up to 8 attempts); a refused destination is not retried. A
- * process that dies after sending but before recording sends again once the lease runs out, with
- * the same X-Inkstone-Event-Id.
+ * exponential backoff (2 s, 4 s, … at most an hour apart) for three days after the event was
+ * queued; a refused destination is not retried. Each attempt goes to the tenant's alert URL as it
+ * is then (an admin who corrects a wrong URL gets what was still pending there; one who removes it
+ * stops them). A process that dies after sending but before recording sends again once the lease
+ * runs out, with the same X-Inkstone-Event-Id.
  */
 @Injectable()
 export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationShutdown {
@@ -99,6 +104,7 @@ export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationS
     let failure: unknown = null;
     let refused = false;
     try {
+      if (!w.url) throw new DestinationRefusedError('no alert webhook URL is set (removed after the event was queued)');
       const secret = await this.secrets.open('alert', w.tenant_id, w.sealed, w.legacy);
       const headers: Record<string, string> = {
         'content-type': 'application/json',
@@ -117,8 +123,9 @@ export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationS
         await this.alerts.delivered(w);
         return true;
       }
-      const giveUp = refused || w.attempts >= MAX_ATTEMPTS;
-      await this.alerts.failed(w, error, giveUp, BASE_DELAY_S * 2 ** (w.attempts - 1));
+      const retryInS = Math.min(MAX_DELAY_S, BASE_DELAY_S * 2 ** Math.min(w.attempts - 1, 20));
+      const giveUp = refused || w.age_s + retryInS > WEBHOOK_GIVE_UP_S;
+      await this.alerts.failed(w, error, giveUp, retryInS);
       this.logger.warn({
         msg: refused ? 'webhook destination refused' : giveUp ? 'webhook abandoned' : 'webhook delivery failed, will retry',
         tenantId: w.tenant_id,
