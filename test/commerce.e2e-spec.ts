@@ -71,6 +71,15 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(bad.body.error.details[0].field).toBe('webhookSecret');
       await t.http.put('/v1/billing/settings').set(bearer(teacher)).send({ deepReviewPrice: '1.00', paymentMode: 'invoice' }).expect(403);
       await t.http.put('/v1/billing/settings').set(admin()).send({ deepReviewPrice: 9.9, paymentMode: 'cash' }).expect(400);
+      // A provider is paid in whole fen, and something: a price it cannot be paid is refused for webhook payment
+      // (every payment would be the wrong amount), and the settings stay as they were. An invoice may be finer.
+      for (const price of ['9.995', '0', '0.00']) {
+        const refused = await t.http.put('/v1/billing/settings').set(admin()).send({ deepReviewPrice: price, paymentMode: 'webhook' }).expect(400);
+        expect([price, refused.body.error.details[0].field]).toEqual([price, 'deepReviewPrice']);
+      }
+      expect((await t.http.get('/v1/billing/settings').set(admin()).expect(200)).body).toMatchObject({ deepReviewPrice: '12.50', paymentMode: 'webhook' });
+      await t.http.put('/v1/billing/settings').set(admin()).send({ deepReviewPrice: '9.995', paymentMode: 'invoice' }).expect(200);
+      await sell('webhook', '12.50');
     });
 
     it('refuses deep-review orders until the price is set (409 NOT_ON_SALE), and tells a teacher the offer before ordering', async () => {

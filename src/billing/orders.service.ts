@@ -3,7 +3,7 @@ import { Injectable, Logger } from '@nestjs/common';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { stripControlChars } from '../common/control-chars';
-import { formatCny, isCnyString, parseCny } from '../common/money';
+import { formatCny, isCnyString, NANOS_PER_CNY, parseCny } from '../common/money';
 import { decodeCursor, pageLimit } from '../common/pagination';
 import { verifySignature } from '../common/signature';
 import { ClusterBus } from '../db/cluster-bus';
@@ -89,9 +89,15 @@ export class OrdersService {
     if (dto.paymentMode === 'webhook' && !dto.webhookSecret && !current.webhookSecretSet) {
       throw ApiError.validation([{ field: 'webhookSecret', message: 'webhook payment mode needs a webhookSecret' }]);
     }
+    // A payment provider charges whole fen, and something: a price it cannot be paid (9.995, 0) would
+    // leave every order waiting, each payment refused as the wrong amount. (An invoice may be finer.)
+    const price = parseCny(dto.deepReviewPrice);
+    if (dto.paymentMode === 'webhook' && (price <= 0n || price % (NANOS_PER_CNY / 100n) !== 0n)) {
+      throw ApiError.validation([{ field: 'deepReviewPrice', message: 'in webhook payment mode deepReviewPrice must be above zero, in whole fen (at most two decimals)' }]);
+    }
     // A new secret is stored sealed (and a legacy plaintext one dropped); without one, the stored one stays.
     const sealed = dto.webhookSecret === undefined ? null : this.secrets.seal('payment', auth.tenantId, dto.webhookSecret);
-    await this.tenants.setBilling(auth.tenantId, { price: parseCny(dto.deepReviewPrice), mode: dto.paymentMode, sealedSecret: sealed });
+    await this.tenants.setBilling(auth.tenantId, { price, mode: dto.paymentMode, sealedSecret: sealed });
     this.logger.log({ msg: 'billing settings updated', tenantId: auth.tenantId, paymentMode: dto.paymentMode });
     return this.settings(auth.tenantId);
   }
