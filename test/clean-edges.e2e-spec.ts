@@ -1,3 +1,4 @@
+import { TenantSecretsService } from '../src/billing/tenant-secrets.service';
 /**
  * Clean edges (issue 10, item 11): money beyond BIGINT, forged cursors, NUL and other control
  * characters, the public /health, and error log lines that keep their message and code. Each
@@ -355,7 +356,11 @@ describe('clean edges', () => {
       });
       const webhookId = randomUUID();
       // (Sent to the tenant's alert URL as it is at the attempt.)
-      await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = $2 WHERE id = $1`, [tenant.tenantId, `http://127.0.0.1:${port}/hook`]);
+      await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = $2, alert_webhook_secret_enc = $3 WHERE id = $1`, [
+        tenant.tenantId,
+        `http://127.0.0.1:${port}/hook`,
+        t.app.get(TenantSecretsService).seal('alert', tenant.tenantId, 'alert-secret-0123456789'),
+      ]);
       await t.dataSource.query(`INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status) VALUES ($1, $2, $3, $4, '{}', 'pending')`, [
         tenant.tenantId,
         webhookId,

@@ -55,7 +55,12 @@ describe('outbound webhooks: only to public addresses, pinned, bounded, once', (
 
   /** A queued alert webhook, as AlertsService queues one, to the tenant's alert URL (set here as stored, whatever it is). */
   async function queue(tenantId: string, url: string): Promise<{ id: string; eventId: string }> {
-    await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = $2 WHERE id = $1`, [tenantId, url]);
+    // (and a secret, unless the test set its own: every event is signed)
+    await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = $2, alert_webhook_secret_enc = coalesce(alert_webhook_secret_enc, $3) WHERE id = $1`, [
+      tenantId,
+      url,
+      secrets.seal('alert', tenantId, 'alert-secret-of-the-queue-helper'),
+    ]);
     const id = randomUUID();
     const eventId = `alert_${id}`;
     const body = JSON.stringify({ id: eventId, type: 'budget.threshold_reached', data: { tenantId, period: '2026-12', threshold: 0.8, utilization: 0.81 } });
@@ -121,7 +126,8 @@ describe('outbound webhooks: only to public addresses, pinned, bounded, once', (
   describe('when the URL is set (PUT /v1/budget)', () => {
     let tenant: TestTenant;
     beforeEach(async () => (tenant = await f.newTenant()));
-    const put = (alertWebhookUrl: string) => t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '100.00', alertWebhookUrl });
+    const put = (alertWebhookUrl: string) =>
+      t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '100.00', alertWebhookUrl, alertWebhookSecret: 'alert-secret-0123456789' });
 
     it.each([
       ['', 'alertWebhookUrl must be an absolute URL such as https://hooks.example.com/inkstone'],
@@ -151,6 +157,22 @@ describe('outbound webhooks: only to public addresses, pinned, bounded, once', (
         throw Object.assign(new Error('not found'), { code: 'ENOTFOUND' });
       };
       await put('https://new-hooks.example.com/inkstone').expect(200); // checked again when sending
+    });
+
+    it('needs a secret with a URL (every event is signed): given with it, or kept from before', async () => {
+      resolveTo('93.184.215.14');
+      const bare = { monthlyCap: '100.00', alertWebhookUrl: 'https://hooks.example.com/inkstone' };
+      const refused = await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send(bare).expect(400);
+      expect(refused.body.error.details).toEqual([
+        { field: 'alertWebhookSecret', message: 'an alertWebhookUrl needs an alertWebhookSecret (16 to 200 characters): every event is signed with it' },
+      ]);
+      expect((await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.alertWebhookUrl).toBeNull();
+      await put('https://hooks.example.com/inkstone').expect(200);
+      // Kept: another URL, or the cap alone, without the secret again.
+      await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ ...bare, alertWebhookUrl: 'https://hooks.example.com/v2' }).expect(200);
+      await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '200.00' }).expect(200);
+      // No URL, no secret needed.
+      await t.http.put('/v1/budget').set(bearer((await f.newTenant()).adminKey)).send({ monthlyCap: '50.00', alertWebhookUrl: null }).expect(200);
     });
   });
 
@@ -299,6 +321,17 @@ describe('outbound webhooks: only to public addresses, pinned, bounded, once', (
         await d.onApplicationShutdown();
       }
     }, 40_000);
+
+    it('sends nothing unsigned: an event of a URL without a secret (set before one was required) is refused, not sent', async () => {
+      const tenant = await f.newTenant();
+      const target = await receiver();
+      await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = $2 WHERE id = $1`, [tenant.tenantId, target.url]);
+      const id = randomUUID();
+      await t.dataSource.query(`INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status) VALUES ($1, $2, $3, $4, '{}', 'pending')`, [tenant.tenantId, id, `alert_${id}`, target.url]);
+      expect(await dispatcher().deliverDue()).toBe(0);
+      expect(await row(id)).toMatchObject({ status: 'failed', attempts: 1, last_error: 'no alertWebhookSecret is set: events are sent signed only' });
+      expect(target.hits).toHaveLength(0);
+    });
 
     it("sends to the tenant's alert URL as it is at each attempt: one corrected after the event was queued gets it, one removed stops it", async () => {
       const tenant = await f.newTenant();

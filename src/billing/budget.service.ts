@@ -535,6 +535,15 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
   ): Promise<BudgetView> {
     const cap = parseCny(dto.monthlyCap);
     if (typeof dto.alertWebhookUrl === 'string') await this.checkAlertUrl(dto.alertWebhookUrl);
+    // Every event is signed (a receiver that returns money on `order.refunded` must be able to tell a
+    // forged one): a URL needs a secret, given now or kept from before.
+    const url = dto.alertWebhookUrl === undefined ? (await this.tenants.budget(tenantId)).alertWebhookUrl : dto.alertWebhookUrl;
+    if (url && !dto.alertWebhookSecret) {
+      const kept = await this.tenants.secret(tenantId, 'alert');
+      if (!kept?.sealed && !kept?.legacy) {
+        throw ApiError.validation([{ field: 'alertWebhookSecret', message: 'an alertWebhookUrl needs an alertWebhookSecret (16 to 200 characters): every event is signed with it' }]);
+      }
+    }
     const period = await this.currentPeriod(tenantId);
     // A new secret is stored sealed (and a legacy plaintext one dropped); without one, the stored one stays.
     const sealedSecret = dto.alertWebhookSecret === undefined ? null : this.secrets.seal('alert', tenantId, dto.alertWebhookSecret);

@@ -106,11 +106,13 @@ export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationS
     try {
       if (!w.url) throw new DestinationRefusedError('no alert webhook URL is set (removed after the event was queued)');
       const secret = await this.secrets.open('alert', w.tenant_id, w.sealed, w.legacy);
+      // Never unsigned (a URL set before a secret was required, or its secret since lost).
+      if (!secret) throw new DestinationRefusedError('no alertWebhookSecret is set: events are sent signed only');
       const headers: Record<string, string> = {
         'content-type': 'application/json',
         'user-agent': 'Inkstone-Webhooks/1',
         [EVENT_ID_HEADER]: w.event_id,
-        ...(secret ? { [SIGNATURE_HEADER]: signPayload(secret, w.body) } : {}),
+        [SIGNATURE_HEADER]: signPayload(secret, w.body),
       };
       await postWebhook({ url: w.url, headers, body: w.body }, this.policy, this.resolver);
     } catch (err) {

@@ -779,7 +779,7 @@ export interface components {
             whenExhausted?: "offline" | "reject";
             /** @description where alerts are POSTed (signed like payment webhooks, with X-Inkstone-Event-Id); an https URL of a public host (checked by the service); null turns them off */
             alertWebhookUrl?: string | null;
-            /** @description secret for the X-Inkstone-Signature of alert webhooks (write-only) */
+            /** @description secret for the X-Inkstone-Signature of alert webhooks (write-only); needed with an alertWebhookUrl unless one is kept from before: nothing is sent unsigned */
             alertWebhookSecret?: string;
         };
         BillingSettingsDto: {

@@ -35,7 +35,7 @@ export class UpdateBudgetDto {
   @MaxLength(2048)
   alertWebhookUrl?: string | null;
 
-  @ApiPropertyOptional({ description: 'secret for the X-Inkstone-Signature of alert webhooks (write-only)' })
+  @ApiPropertyOptional({ description: 'secret for the X-Inkstone-Signature of alert webhooks (write-only); needed with an alertWebhookUrl unless one is kept from before: nothing is sent unsigned' })
   @IsOptional()
   @IsString()
   @Length(16, 200)
