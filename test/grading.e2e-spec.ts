@@ -1,12 +1,12 @@
 import { NearDuplicateIndex } from '../src/grading/near-duplicate.service';
 import { formatCny } from '../src/common/money';
-import { MAX_OVERRIDES_SHOWN } from '../src/grading/essays.service';
+import { EssaysService, MAX_OVERRIDES_SHOWN } from '../src/grading/essays.service';
 import { MAX_RUBRICS_LISTED } from '../src/grading/rubrics.service';
 import { GradingService } from '../src/grading/grading.service';
 import { GradingWorker } from '../src/grading/grading.worker';
 import { builtinRubric, totalScore } from '../src/grading/rubric';
 import { GatewayService } from '../src/llm/gateway.service';
-import { IdempotencyRepository } from '../src/tenancy/idempotency.repository';
+import { IDEMPOTENCY_ABANDONED_S, IdempotencyRepository } from '../src/tenancy/idempotency.repository';
 import { FakeProvider } from './fake-provider/fake-provider';
 import { gradingAnswer, malformedGrade } from './fake-provider/grading-responder';
 import { generateEssay, nearCopy } from './support/essays';
@@ -434,6 +434,32 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1 AND student_ref = $2`, [tenant.tenantId, 's-idem-3']);
       expect(n).toBe(1);
       await waitForEssays(t.app, teacher, [first.body.id, made.id]);
+    });
+
+    it('keeps the key of a request slower than the abandonment claimed while it runs: a retry meanwhile waits, and one essay is made', async () => {
+      const keys = t.app.get(IdempotencyRepository);
+      const essays = t.app.get(EssaysService);
+      const real = essays.submit.bind(essays);
+      keys.abandonedS = 1; // a request claimed a second ago and not answered counts as abandoned
+      const slow = jest.spyOn(essays, 'submit').mockImplementation(async (...args) => {
+        await new Promise((r) => setTimeout(r, 2_500));
+        return real(...args);
+      });
+      try {
+        const body = { text: generateEssay(20, 'zh').text, studentRef: 's-idem-slow' };
+        const key = `slow-${Date.now()}`;
+        const first = submit(body).set('Idempotency-Key', key).then((r) => r);
+        await new Promise((r) => setTimeout(r, 1_700));
+        const retry = await submit(body).set('Idempotency-Key', key);
+        expect([retry.status, retry.body.error?.code]).toEqual([409, 'IDEMPOTENCY_KEY_IN_USE']);
+        expect((await first).status).toBe(202);
+        const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1 AND student_ref = $2`, [tenant.tenantId, 's-idem-slow']);
+        expect(n).toBe(1);
+        await waitForEssays(t.app, teacher, [(await first).body.id]);
+      } finally {
+        slow.mockRestore();
+        keys.abandonedS = IDEMPOTENCY_ABANDONED_S;
+      }
     });
 
     it('takes an Idempotency-Key when creating an assignment or a rubric: a retry gets the first answer, not a second one or a 409', async () => {

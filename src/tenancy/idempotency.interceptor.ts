@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { CallHandler, ExecutionContext, Injectable, Logger, NestInterceptor } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { from, Observable, of } from 'rxjs';
-import { catchError, mergeMap } from 'rxjs/operators';
+import { catchError, finalize, mergeMap } from 'rxjs/operators';
 import type { AuthContext } from '../common/auth';
 import { loggableError } from '../common/error-rendering';
 import { ApiError } from '../common/errors';
@@ -54,11 +54,20 @@ export class IdempotencyInterceptor implements NestInterceptor {
       case 'replay':
         void reply.status(claim.status).header('idempotent-replayed', 'true');
         return of(claim.body);
-      case 'new':
+      case 'new': {
+        // A request slower than the key's abandonment (IDEMPOTENCY_ABANDONED_S) (a large batch, a slow database) says it is
+        // alive, so that a retry does not take its key over as abandoned and make it twice.
+        const alive = setInterval(
+          () => void this.keys.stillAnswering(tenantId, header).catch((err: unknown) => this.logger.warn({ msg: 'could not keep an Idempotency-Key claimed', tenantId, err: loggableError(err) })),
+          (this.keys.abandonedS * 1000) / 4,
+        );
+        alive.unref();
         return next.handle().pipe(
           catchError((err: unknown) => from(this.keys.release(tenantId, header).then(() => Promise.reject(err)))),
           mergeMap((body) => from(this.keep(tenantId, header, reply.statusCode, body).then(() => body))),
+          finalize(() => clearInterval(alive)),
         );
+      }
     }
   }
 

@@ -22,6 +22,9 @@ const SWEEP = 100;
  */
 @Injectable()
 export class IdempotencyRepository {
+  /** IDEMPOTENCY_ABANDONED_S (shorter in tests) */
+  abandonedS = IDEMPOTENCY_ABANDONED_S;
+
   constructor(private readonly ds: DataSource) {}
 
   async claim(tenantId: string, key: string, hash: string, again = 0): Promise<IdempotencyClaim> {
@@ -45,7 +48,7 @@ export class IdempotencyRepository {
       tenantId,
       `SELECT request_hash, status_code, response, created_at < now() - make_interval(secs => $3) AS abandoned
          FROM idempotency_keys WHERE tenant_id = $1 AND key = $2`,
-      [key, IDEMPOTENCY_ABANDONED_S],
+      [key, this.abandonedS],
     );
     // Removed meanwhile (its request failed and released it): claim it again, or say it is busy.
     if (!row) return again < 2 ? this.claim(tenantId, key, hash, again + 1) : { kind: 'in_progress' };
@@ -58,9 +61,14 @@ export class IdempotencyRepository {
       tenantId,
       `UPDATE idempotency_keys SET created_at = now() WHERE tenant_id = $1 AND key = $2 AND status_code IS NULL
           AND created_at < now() - make_interval(secs => $3) RETURNING key`,
-      [key, IDEMPOTENCY_ABANDONED_S],
+      [key, this.abandonedS],
     );
     return retaken.length ? { kind: 'new' } : { kind: 'in_progress' };
+  }
+
+  /** The request holding the key is still being answered (IdempotencyInterceptor, while it runs): not abandoned. */
+  async stillAnswering(tenantId: string, key: string): Promise<void> {
+    await tenantQuery(this.ds.manager, tenantId, `UPDATE idempotency_keys SET created_at = now() WHERE tenant_id = $1 AND key = $2 AND status_code IS NULL`, [key]);
   }
 
   /** The request's answer, kept for its key. */
