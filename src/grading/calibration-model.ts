@@ -20,12 +20,17 @@ export interface IsotonicMap {
   ys: number[];
 }
 
-/** The map at x: linear between fitted points, flat beyond the ends. */
+/**
+ * The map at x: linear between fitted points; beyond the ends, x moved as the end is (the end's
+ * offset, y − x). Flat there, every essay the teachers' corrections did not reach was pulled to
+ * the nearest corrected score: with corrections of grades 20–35, a 55 became 36 and a 10 became 21.
+ */
 export function applyIsotonic(m: IsotonicMap, x: number): number {
   const { xs, ys } = m;
   if (xs.length === 0) return x;
-  if (x <= xs[0]) return ys[0];
-  if (x >= xs[xs.length - 1]) return ys[ys.length - 1];
+  if (x <= xs[0]) return x + (ys[0] - xs[0]);
+  const last = xs.length - 1;
+  if (x >= xs[last]) return x + (ys[last] - xs[last]);
   let lo = 0;
   let hi = xs.length - 1;
   while (hi - lo > 1) {
@@ -66,8 +71,28 @@ export interface CalibrationModel {
 
 export type { GradeCalibration } from './grading-types';
 
-/** The calibrated total for a grade, or null when this calibration has no part for its source. */
-export function calibratedTotal(model: CalibrationModel, raw: { score: number; source: string }, features: () => number[]): number | null {
+/**
+ * How far a calibration may move a grade's total: this share of the rubric's maximum (9 points of
+ * 60), whatever the corrections it learned from say. A class's corrections are few and may be
+ * one teacher's (or a hostile one's): they can shift a grader's bias back, not rewrite the scale.
+ * The uncalibrated grade is kept in every calibrated one.
+ */
+export const MAX_CALIBRATION_SHIFT_SHARE = 0.15;
+
+export function maxCalibrationShift(rubric: Rubric): number {
+  return MAX_CALIBRATION_SHIFT_SHARE * maxScore(rubric);
+}
+
+/**
+ * The calibrated total for a grade, or null when this calibration has no part for its source; at
+ * most `maxShift` from the raw total (fitting measures with the same bound as grading applies).
+ */
+export function calibratedTotal(model: CalibrationModel, raw: { score: number; source: string }, features: () => number[], maxShift = Infinity): number | null {
+  const total = uncappedTotal(model, raw, features);
+  return total === null ? null : Math.max(raw.score - maxShift, Math.min(raw.score + maxShift, total));
+}
+
+function uncappedTotal(model: CalibrationModel, raw: { score: number; source: string }, features: () => number[]): number | null {
   if (raw.source === 'offline') {
     if (!model.ridge) {
       // A stored line that is not two finite numbers (JSON keeps NaN as null) is no line.
@@ -138,7 +163,7 @@ export function calibrateGrade<G extends GradeBody & { source: StoredGrade['sour
 ): G {
   const rawScore = grade.calibration?.rawScore ?? grade.score;
   const rawDimensions = grade.calibration?.rawDimensions ?? grade.dimensions.map((d) => ({ key: d.key, score: d.score }));
-  const predicted = calibratedTotal(model, { score: rawScore, source: grade.source }, () => featureVector(essayFeatures(essay.text, essay.language), rubric));
+  const predicted = calibratedTotal(model, { score: rawScore, source: grade.source }, () => featureVector(essayFeatures(essay.text, essay.language), rubric), maxCalibrationShift(rubric));
   if (predicted === null || !Number.isFinite(predicted)) return grade;
   const step = totalStep(rubric);
   const target = Math.max(0, Math.min(maxScore(rubric), Math.round(predicted / step) * step));

@@ -18,11 +18,12 @@ describe('isotonic regression', () => {
     expect(applyIsotonic(m, 1.5)).toBe(1.75); // between blocks: linear
   });
 
-  it('maps between fitted points linearly and flat beyond them', () => {
+  it("maps between fitted points linearly and, beyond them, by the end's offset", () => {
     const m = fitIsotonic([{ x: 10, y: 20 }, { x: 20, y: 40 }]);
     expect(applyIsotonic(m, 15)).toBe(30);
-    expect(applyIsotonic(m, 0)).toBe(20);
-    expect(applyIsotonic(m, 99)).toBe(40);
+    // Beyond the ends a grade moves as the end does: not pulled to the nearest corrected score.
+    expect(applyIsotonic(m, 0)).toBe(10);
+    expect(applyIsotonic(m, 99)).toBe(119);
   });
 
   it('learns a grader that is 10 points too generous', () => {
