@@ -173,6 +173,14 @@ describe('outbound webhooks: only to public addresses, pinned, bounded, once', (
       await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '200.00' }).expect(200);
       // No URL, no secret needed.
       await t.http.put('/v1/budget').set(bearer((await f.newTenant()).adminKey)).send({ monthlyCap: '50.00', alertWebhookUrl: null }).expect(200);
+      // A URL stored before the rule, without a secret, blocks nothing else (the console sends the URL it shows with every save).
+      const older = await f.newTenant();
+      await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = 'https://hooks.example.com/old' WHERE id = $1`, [older.tenantId]);
+      await t.http.put('/v1/budget').set(bearer(older.adminKey)).send({ monthlyCap: '10.00' }).expect(200);
+      await t.http.put('/v1/budget').set(bearer(older.adminKey)).send({ monthlyCap: '10.00', alertWebhookUrl: 'https://hooks.example.com/old' }).expect(200);
+      expect((await t.http.put('/v1/budget').set(bearer(older.adminKey)).send({ monthlyCap: '10.00', alertWebhookUrl: 'https://hooks.example.com/new' }).expect(400)).body.error.details[0].field).toBe(
+        'alertWebhookSecret',
+      );
     });
   });
 
@@ -322,15 +330,21 @@ describe('outbound webhooks: only to public addresses, pinned, bounded, once', (
       }
     }, 40_000);
 
-    it('sends nothing unsigned: an event of a URL without a secret (set before one was required) is refused, not sent', async () => {
+    it('sends nothing unsigned: an event of a URL without a secret (set before one was required) waits, and goes out signed once a secret is set', async () => {
       const tenant = await f.newTenant();
       const target = await receiver();
       await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = $2 WHERE id = $1`, [tenant.tenantId, target.url]);
       const id = randomUUID();
       await t.dataSource.query(`INSERT INTO outbound_webhooks (tenant_id, id, event_id, url, body, status) VALUES ($1, $2, $3, $4, '{}', 'pending')`, [tenant.tenantId, id, `alert_${id}`, target.url]);
-      expect(await dispatcher().deliverDue()).toBe(0);
-      expect(await row(id)).toMatchObject({ status: 'failed', attempts: 1, last_error: 'no alertWebhookSecret is set: events are sent signed only' });
+      const d = dispatcher();
+      expect(await d.deliverDue()).toBe(0);
+      expect(await row(id)).toMatchObject({ status: 'pending', attempts: 1, last_error: 'no alertWebhookSecret is set: events are sent signed only' });
       expect(target.hits).toHaveLength(0);
+      const secret = 'alert-secret-set-later-0123456789';
+      await t.dataSource.query(`UPDATE tenants SET alert_webhook_secret_enc = $2 WHERE id = $1`, [tenant.tenantId, secrets.seal('alert', tenant.tenantId, secret)]);
+      await t.dataSource.query(`UPDATE outbound_webhooks SET next_attempt_at = now() WHERE id = $1`, [id]); // skip the backoff
+      expect(await d.deliverDue()).toBe(1);
+      expect(verifySignature(target.hits[0].headers['x-inkstone-signature'] as string, secret, target.hits[0].body)).toEqual({ ok: true });
     });
 
     it("sends to the tenant's alert URL as it is at each attempt: one corrected after the event was queued gets it, one removed stops it", async () => {

@@ -536,9 +536,10 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     const cap = parseCny(dto.monthlyCap);
     if (typeof dto.alertWebhookUrl === 'string') await this.checkAlertUrl(dto.alertWebhookUrl);
     // Every event is signed (a receiver that returns money on `order.refunded` must be able to tell a
-    // forged one): a URL needs a secret, given now or kept from before.
-    const url = dto.alertWebhookUrl === undefined ? (await this.tenants.budget(tenantId)).alertWebhookUrl : dto.alertWebhookUrl;
-    if (url && !dto.alertWebhookSecret) {
+    // forged one): a URL set or changed needs a secret, given now or kept from before. (One set
+    // before this rule does not block the rest of the settings: its events wait for a secret.)
+    const settingUrl = typeof dto.alertWebhookUrl === 'string' && dto.alertWebhookUrl !== (await this.tenants.budget(tenantId)).alertWebhookUrl;
+    if (settingUrl && !dto.alertWebhookSecret) {
       const kept = await this.tenants.secret(tenantId, 'alert');
       if (!kept?.sealed && !kept?.legacy) {
         throw ApiError.validation([{ field: 'alertWebhookSecret', message: 'an alertWebhookUrl needs an alertWebhookSecret (16 to 200 characters): every event is signed with it' }]);

@@ -106,8 +106,9 @@ export class WebhookDispatcher implements OnApplicationBootstrap, OnApplicationS
     try {
       if (!w.url) throw new DestinationRefusedError('no alert webhook URL is set (removed after the event was queued)');
       const secret = await this.secrets.open('alert', w.tenant_id, w.sealed, w.legacy);
-      // Never unsigned (a URL set before a secret was required, or its secret since lost).
-      if (!secret) throw new DestinationRefusedError('no alertWebhookSecret is set: events are sent signed only');
+      // Never unsigned (a URL set before a secret was required): retried as a failure, so the events
+      // go out signed once the admin sets a secret (within the three days).
+      if (!secret) throw new Error('no alertWebhookSecret is set: events are sent signed only');
       const headers: Record<string, string> = {
         'content-type': 'application/json',
         'user-agent': 'Inkstone-Webhooks/1',
