@@ -79,6 +79,16 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       }
       expect((await t.http.get('/v1/billing/settings').set(admin()).expect(200)).body).toMatchObject({ deepReviewPrice: '12.50', paymentMode: 'webhook' });
       await t.http.put('/v1/billing/settings').set(admin()).send({ deepReviewPrice: '9.995', paymentMode: 'invoice' }).expect(200);
+      // Such a price stored before this rule (in webhook mode) is not on sale: not offered, not ordered.
+      await sell('webhook', '12.50');
+      await t.dataSource.query(`UPDATE tenants SET deep_review_price_nanos = 9995000000 WHERE id = $1`, [tenant.tenantId]);
+      expect((await t.http.get('/v1/billing/offer').set(bearer(teacher)).expect(200)).body).toEqual({ onSale: false, price: null, paymentMode: null });
+      const essayId = await f.essay(teacher, { seed: 321 });
+      const refused = await t.http.post(`/v1/essays/${essayId}/deep-review`).set(bearer(teacher)).send({}).expect(409);
+      expect(refused.body.error.code).toBe('NOT_ON_SALE');
+      expect(refused.body.error.message).toMatch(/cannot be paid/);
+      const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM orders WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essayId]);
+      expect(n).toBe(0);
       await sell('webhook', '12.50');
     });
 

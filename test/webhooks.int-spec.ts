@@ -164,7 +164,7 @@ describe('outbound webhooks: only to public addresses, pinned, bounded, once', (
       const bare = { monthlyCap: '100.00', alertWebhookUrl: 'https://hooks.example.com/inkstone' };
       const refused = await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send(bare).expect(400);
       expect(refused.body.error.details).toEqual([
-        { field: 'alertWebhookSecret', message: 'an alertWebhookUrl needs an alertWebhookSecret (16 to 200 characters): every event is signed with it' },
+        { field: 'alertWebhookSecret', message: 'alertWebhookSecret is needed with an alertWebhookUrl (every event is signed with it)' },
       ]);
       expect((await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.alertWebhookUrl).toBeNull();
       await put('https://hooks.example.com/inkstone').expect(200);

@@ -40,6 +40,12 @@ describe('an API error in the console’s language', () => {
     expect(problems(validation({ field: 'shadowRate', message: 'shadowRate must be a number from 0 to 0.2' }), 'zh')).toMatch(/：须为 0 到 0\.2 之间的数字$/);
     expect(problems(validation({ field: 'essayRetentionDays', message: 'essayRetentionDays must be an integer from 1 to 3650' }), 'zh')).toMatch(/：须为 1 到 3650 之间的整数$/);
     expect(problems(validation({ field: 'webhookSecret', message: 'webhook payment mode needs a webhookSecret' }), 'zh')).toMatch(/：选择支付服务商（Webhook）模式时须填写 Webhook 密钥$/);
+    expect(problems(validation({ field: 'alertWebhookSecret', message: 'alertWebhookSecret is needed with an alertWebhookUrl (every event is signed with it)' }), 'zh')).toMatch(
+      /：填写告警 Webhook 地址时须同时填写签名密钥（每个事件都会签名）$/,
+    );
+    expect(problems(validation({ field: 'deepReviewPrice', message: 'deepReviewPrice must be above zero and in whole fen (at most 2 decimals) in webhook payment mode' }), 'zh')).toMatch(
+      /：支付服务商（Webhook）模式下须大于零并精确到分（最多两位小数）$/,
+    );
     expect(problems(validation({ field: 'dimensions[1].key', message: 'dimension "content" is given twice' }), 'zh')).toBe('第 2 项维度：维度“content”重复填写');
     expect(problems(validation({ field: 'dueBy', message: 'dueBy must be in the future' }), 'zh')).toBe('截止时间：须晚于现在');
     expect(problems(validation({ field: 'dueBy', message: 'dueBy must be within 60 days' }), 'zh')).toBe('截止时间：须在 60 天之内');

@@ -93,6 +93,8 @@ const ZH_PROBLEMS: Array<[RegExp, (m: RegExpExecArray) => string]> = [
   [/^dimension "(.+)" is given twice$/, (m) => `维度“${m[1]}”重复填写`],
   [/^no dimension "(.+)" in rubric (.+)$/, (m) => `评分标准 ${m[2]} 中没有维度“${m[1]}”`],
   [/^webhook payment mode needs a webhookSecret$/, () => '选择支付服务商（Webhook）模式时须填写 Webhook 密钥'],
+  [/^is needed with an alertWebhookUrl \(every event is signed with it\)$/, () => '填写告警 Webhook 地址时须同时填写签名密钥（每个事件都会签名）'],
+  [/^must be above zero and in whole fen \(at most 2 decimals\) in webhook payment mode$/, () => '支付服务商（Webhook）模式下须大于零并精确到分（最多两位小数）'],
   [/^give a score, dimensions or a comment$/, () => '请填写总分、维度分数或评语'],
   [/^must be a JSON object$/, () => '须为 JSON 对象'],
   [/^must be in the future$/, () => '须晚于现在'],

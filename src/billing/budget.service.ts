@@ -542,7 +542,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     if (settingUrl && !dto.alertWebhookSecret) {
       const kept = await this.tenants.secret(tenantId, 'alert');
       if (!kept?.sealed && !kept?.legacy) {
-        throw ApiError.validation([{ field: 'alertWebhookSecret', message: 'an alertWebhookUrl needs an alertWebhookSecret (16 to 200 characters): every event is signed with it' }]);
+        throw ApiError.validation([{ field: 'alertWebhookSecret', message: 'alertWebhookSecret is needed with an alertWebhookUrl (every event is signed with it)' }]);
       }
     }
     const period = await this.currentPeriod(tenantId);

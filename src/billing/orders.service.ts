@@ -61,6 +61,19 @@ const NO_TENANT_SECRET = randomBytes(32).toString('hex');
  * order's state and by the event id, so the same event — even twice at the same moment — charges
  * and delivers once.
  */
+/**
+ * A price a payment provider can be paid (webhook mode): above zero, in whole fen. A price it cannot
+ * (9.995, 0) would leave every order waiting, each payment refused as the wrong amount; an invoice
+ * may be finer. Settings stored before this rule are not on sale until set again.
+ */
+function payable(price: bigint, mode: PaymentMode): boolean {
+  return mode !== 'webhook' || (price > 0n && price % (NANOS_PER_CNY / 100n) === 0n);
+}
+
+function onSaleAt(s: { deepReviewPrice: string | null; paymentMode: PaymentMode | null }): boolean {
+  return s.deepReviewPrice !== null && s.paymentMode !== null && payable(parseCny(s.deepReviewPrice), s.paymentMode);
+}
+
 @Injectable()
 export class OrdersService {
   private readonly logger = new Logger(OrdersService.name);
@@ -80,7 +93,7 @@ export class OrdersService {
   /** What any of the tenant's keys may know before ordering a deep review: whether one is on sale, and its price. */
   async offer(tenantId: string): Promise<DeepReviewOffer> {
     const s = await this.settings(tenantId);
-    const onSale = s.deepReviewPrice !== null && s.paymentMode !== null;
+    const onSale = onSaleAt(s);
     return { onSale, price: onSale ? s.deepReviewPrice : null, paymentMode: onSale ? s.paymentMode : null };
   }
 
@@ -89,11 +102,9 @@ export class OrdersService {
     if (dto.paymentMode === 'webhook' && !dto.webhookSecret && !current.webhookSecretSet) {
       throw ApiError.validation([{ field: 'webhookSecret', message: 'webhook payment mode needs a webhookSecret' }]);
     }
-    // A payment provider charges whole fen, and something: a price it cannot be paid (9.995, 0) would
-    // leave every order waiting, each payment refused as the wrong amount. (An invoice may be finer.)
     const price = parseCny(dto.deepReviewPrice);
-    if (dto.paymentMode === 'webhook' && (price <= 0n || price % (NANOS_PER_CNY / 100n) !== 0n)) {
-      throw ApiError.validation([{ field: 'deepReviewPrice', message: 'in webhook payment mode deepReviewPrice must be above zero, in whole fen (at most two decimals)' }]);
+    if (!payable(price, dto.paymentMode)) {
+      throw ApiError.validation([{ field: 'deepReviewPrice', message: 'deepReviewPrice must be above zero and in whole fen (at most 2 decimals) in webhook payment mode' }]);
     }
     // A new secret is stored sealed (and a legacy plaintext one dropped); without one, the stored one stays.
     const sealed = dto.webhookSecret === undefined ? null : this.secrets.seal('payment', auth.tenantId, dto.webhookSecret);
@@ -117,6 +128,9 @@ export class OrdersService {
     const settings = await this.settings(auth.tenantId);
     if (settings.deepReviewPrice === null || settings.paymentMode === null) {
       throw new BillingError('NOT_ON_SALE', 'Deep reviews are not on sale: an admin must set PUT /v1/billing/settings first');
+    }
+    if (!onSaleAt(settings)) {
+      throw new BillingError('NOT_ON_SALE', `Deep reviews are not on sale: their price (${settings.deepReviewPrice}) cannot be paid through a payment provider (above zero, in whole fen); an admin must set PUT /v1/billing/settings again`);
     }
     const existing = await this.findForEssay(auth.tenantId, essayId);
     const open = existing.find((o) => o.status === 'awaiting_payment' || o.status === 'paid');
