@@ -5,6 +5,7 @@ import { BUS_CHANNEL, ClusterBus } from '../src/db/cluster-bus';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import request from 'supertest';
+import { DataSource } from 'typeorm';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { serverUrl } from './support/test-database';
 import { waitFor } from './support/wait';
@@ -243,6 +244,21 @@ describe('console sessions (real PostgreSQL)', () => {
       await otherHttp().get('/v1/rubrics').set(bearer(next.key)).expect(200);
       await t.http.delete(`/v1/api-keys/${next.id}`).set(bearer(tenant.adminKey)).expect(204);
       await waitFor(async () => (await otherHttp().get('/v1/rubrics').set(bearer(next.key))).status === 401, 2_000, 'the next revocation heard');
+    } finally {
+      await other.close();
+    }
+  });
+
+  (serverUrl() ? it : it.skip)('does not take a busy pool for a deaf listener: a probe waits for its connection before it is timed', async () => {
+    const other = await t.another({ BUS_HEARTBEAT_MS: '300', DATABASE_POOL_SIZE: '1' });
+    try {
+      const bus = other.get(ClusterBus) as unknown as { listener?: object };
+      const listening = bus.listener;
+      expect(listening).toBeDefined();
+      // The one pooled connection is held for 4 s: the heartbeat's NOTIFY waits that long for it.
+      await other.get(DataSource).query('SELECT pg_sleep(4)');
+      await new Promise((r) => setTimeout(r, 1_000));
+      expect(bus.listener).toBe(listening);
     } finally {
       await other.close();
     }

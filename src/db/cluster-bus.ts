@@ -127,21 +127,30 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
     return (await this.sendProbe()) === true;
   }
 
-  /** A probe sent through the pool: heard on the listening connection within PROBE_MS, or not (null: it could not be sent). */
+  /**
+   * A probe sent through the pool: heard on the listening connection within PROBE_MS of its
+   * NOTIFY's commit, or not (null: it could not be sent). The wait starts once the statement is
+   * done: a pool slow to lend a connection (the database busy) is not a deaf listener.
+   */
   private async sendProbe(): Promise<boolean | null> {
     const id = randomUUID();
-    const got = new Promise<boolean>((resolve) => {
-      const t = setTimeout(() => resolve(false), PROBE_MS);
-      t.unref();
-      this.probeWaiter = (probeId) => {
-        if (probeId !== id) return;
-        clearTimeout(t);
-        resolve(true);
-      };
-    });
+    let heard = false;
+    let wake: (() => void) | undefined;
+    this.probeWaiter = (probeId) => {
+      if (probeId !== id) return;
+      heard = true;
+      wake?.();
+    };
     try {
       await this.ds.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, JSON.stringify({ o: 'probe', probe: id, m: [] })]);
-      return await got;
+      if (!heard) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, PROBE_MS);
+          t.unref();
+          wake = () => (clearTimeout(t), resolve());
+        });
+      }
+      return heard;
     } catch {
       return null;
     } finally {
@@ -161,6 +170,12 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
     const heard = await this.sendProbe();
     if (heard !== false || this.closed || this.listener !== l) return;
     this.logger.warn({ msg: 'the bus listener heard nothing for a probe: replacing its connection (subscribers resync)' });
+    // Its events no longer count (an `end` that comes late, from a half-open socket, would start
+    // another listener beside the new one, and every message would arrive twice).
+    l.removeAllListeners('end');
+    l.removeAllListeners('notification');
+    l.removeAllListeners('error');
+    l.on('error', () => undefined);
     void l.end().catch(() => undefined);
     await this.reconnect(l);
   }
