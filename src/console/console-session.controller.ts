@@ -97,6 +97,6 @@ export class ConsoleSessionController {
       const session = this.sessions.read(cookie);
       if (session) await this.sessions.end(session);
     }
-    void reply.header('set-cookie', ConsoleSessions.cookie('', req));
+    void reply.header('set-cookie', ConsoleSessions.clearingCookies(req));
   }
 }

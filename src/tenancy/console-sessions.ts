@@ -191,28 +191,45 @@ export class ConsoleSessions {
    * SECURE_SESSION_COOKIE; an empty token clears it.
    */
   static cookie(token: string, req: ClientHop): string {
-    const age = token ? SESSION_TTL_S : 0;
     const https = secure(req);
-    return `${https ? SECURE_SESSION_COOKIE : SESSION_COOKIE}=${token}; Path=/; Max-Age=${age}; HttpOnly; SameSite=Strict${https ? '; Secure' : ''}`;
+    return ConsoleSessions.setCookie(https ? SECURE_SESSION_COOKIE : SESSION_COOKIE, token, https);
+  }
+
+  /** Sign-out's Set-Cookie values: both names cleared (the request's own first), whichever the browser holds. */
+  static clearingCookies(req: ClientHop): string[] {
+    const hostOnly = ConsoleSessions.setCookie(SECURE_SESSION_COOKIE, '', true);
+    const plain = ConsoleSessions.setCookie(SESSION_COOKIE, '', false);
+    return secure(req) ? [hostOnly, plain] : [plain, hostOnly];
+  }
+
+  private static setCookie(name: string, token: string, https: boolean): string {
+    return `${name}=${token}; Path=/; Max-Age=${token ? SESSION_TTL_S : 0}; HttpOnly; SameSite=Strict${https ? '; Secure' : ''}`;
   }
 
   /**
    * The request's session cookie, or undefined — also when it carries it more than once: ours is
    * one cookie, and a second is one planted from elsewhere (a sibling domain, a network that could
    * write a response), which a browser sends first when its path is longer; taking the first would
-   * have signed the teacher into the planter's session (and tenant). Over HTTPS only the
-   * `__Host-` name is read (SECURE_SESSION_COOKIE): a plain one there may have been planted.
+   * have signed the teacher into the planter's session (and tenant). The `__Host-` name
+   * (SECURE_SESSION_COOKIE), which only this host can have set and only over HTTPS, is read on any
+   * request (a proxy that says "https" on some requests only does not sign the teacher out on the
+   * others); the plain name only on a request not over HTTPS, and only without a `__Host-` one (a
+   * plain one may have been planted).
    */
   static fromRequest(req: ClientHop): string | undefined {
-    const all = ConsoleSessions.allFromRequest(req);
-    return all.length === 1 ? all[0] : undefined;
+    const hostOnly = ConsoleSessions.named(req, SECURE_SESSION_COOKIE);
+    const found = hostOnly.length || secure(req) ? hostOnly : ConsoleSessions.named(req, SESSION_COOKIE);
+    return found.length === 1 ? found[0] : undefined;
   }
 
-  /** Every session cookie's value the request carries (sign-out ends each that is a session). */
+  /** Every session cookie's value the request carries, of either name (sign-out ends each that is a session). */
   static allFromRequest(req: ClientHop): string[] {
+    return [...ConsoleSessions.named(req, SECURE_SESSION_COOKIE), ...ConsoleSessions.named(req, SESSION_COOKIE)];
+  }
+
+  private static named(req: ClientHop, name: string): string[] {
     const header = req.headers.cookie;
     if (typeof header !== 'string' || header.length > 8192) return [];
-    const name = secure(req) ? SECURE_SESSION_COOKIE : SESSION_COOKIE;
     const found: string[] = [];
     for (const part of header.split(';')) {
       const i = part.indexOf('=');
