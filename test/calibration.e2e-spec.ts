@@ -133,6 +133,26 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     expectConsistent(fresh.grade);
   });
 
+  it("measures the grader's own scores against the teachers', and learns only from totals a teacher gave: not its own output kept under a comment", async () => {
+    const { id, views } = await assignmentWith(25, 650);
+    const lenient = (score: number) => Math.min(60, score + 8);
+    for (const v of views.slice(0, 20)) await override(v.id, lenient(v.grade.score));
+    expect((await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201)).body).toMatchObject({ essays: 20, active: true });
+    await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202);
+    const calibrated = await Promise.all(views.slice(20, 22).map(async (v) => (await t.http.get(`/v1/essays/${v.id}`).set(bearer(teacher)).expect(200)).body));
+    for (const c of calibrated) expect(c.grade.score).not.toBe(c.grade.calibration.rawScore);
+    const agreement = async () => (await t.http.get(`/v1/assignments/${id}/agreement`).set(bearer(teacher)).expect(200)).body as { n: number; exact: number };
+    const before = await agreement();
+    // The teacher agrees with the grader's own total: an exact pair (not the calibrated total against it).
+    await override(calibrated[0].id, calibrated[0].grade.calibration.rawScore);
+    const after = await agreement();
+    expect(after.n).toBe(before.n + 1);
+    expect(Math.round(after.exact * after.n)).toBe(Math.round(before.exact * before.n) + 1);
+    // A comment alone on a calibrated grade leaves the calibration's total: no label for the next fit.
+    await t.http.patch(`/v1/essays/${calibrated[1].id}/grade`).set(bearer(teacher)).send({ comment: '写得不错' }).expect(200);
+    expect((await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201)).body.essays).toBe(21);
+  });
+
   it('fits the same calibration from the same labels, whatever ids the essays of one batch drew', async () => {
     // One batch: its essays share their submission time, and their ids are random. The folds of the
     // cross-validation are dealt in an order of the texts, so two assignments of the same essays and

@@ -493,6 +493,13 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
         expect(again.grade.annotations).toHaveLength(first.grade.annotations.length);
         for (const a of again.grade.annotations as Array<{ start: number; end: number; quote: string }>) expect(again.text.slice(a.start, a.end)).toBe(a.quote);
         expect(again.grade.annotations[0].start).toBe(first.grade.annotations[0].start + '我再交一次：'.length);
+        // A reused grade is an earlier essay's (it may be a teacher's): the teacher against it is no label of the grader.
+        const labels = async () => (await t.dataSource.query(`SELECT coalesce(sum(n), 0)::int AS n FROM agreement_cells WHERE tenant_id = $1 AND dimension = ''`, [tenant.tenantId]))[0].n;
+        const before = await labels();
+        await t.http.patch(`/v1/essays/${again.id}/grade`).set(bearer(teacher)).send({ score: again.grade.score === 30 ? 31 : 30 }).expect(200);
+        expect(await labels()).toBe(before);
+        await t.http.patch(`/v1/essays/${first.id}/grade`).set(bearer(teacher)).send({ score: first.grade.score === 30 ? 31 : 30 }).expect(200);
+        expect(await labels()).toBe(before + 1);
       } finally {
         await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: false }).expect(200);
       }

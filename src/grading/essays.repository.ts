@@ -369,11 +369,14 @@ export class EssaysRepository {
       deltas.set(k, cell);
     };
     for (const { grader, other, n } of changes) {
-      add('', grader.score, other.score, n);
+      // The grader's own scores (SPEC: the model's original grade): a calibrated grade's raw ones.
+      const raw = grader.calibration;
+      add('', raw ? raw.rawScore : grader.score, other.score, n);
       const labelled = against === 'teacher' ? new Set(other.labelledDimensions ?? []) : null;
       for (const d of grader.dimensions) {
         const o = other.dimensions.find((x) => x.key === d.key);
-        if (o && (!labelled || labelled.has(d.key))) add(d.key, d.score, o.score, n);
+        const score = raw?.rawDimensions.find((x) => x.key === d.key)?.score ?? d.score;
+        if (o && (!labelled || labelled.has(d.key))) add(d.key, score, o.score, n);
       }
     }
     const cells = [...deltas.values()].filter((c) => c.n !== 0);

@@ -404,8 +404,14 @@ export class EssaysService {
         summary: dto.comment ?? before.summary,
         source: 'teacher',
         labelledDimensions: rubric.dimensions.map((d) => d.key).filter((k) => scored.has(k)),
+        // The teacher's total: set now, the sum of dimensions all scored by a teacher, or a teacher's
+        // total kept (a comment alone changes no total; an earlier teacher's grade without the flag was one).
+        labelledTotal: dto.score !== undefined || rubric.dimensions.every((d) => scored.has(d.key)) || (before.source === 'teacher' && before.labelledTotal !== false && !rescored),
       };
-      await this.essays.override(m, auth.tenantId, id, auth.keyId, dto, { before, after, grader: row.model_grade });
+      // A reused grade is an earlier essay's (a teacher's, perhaps): the teacher against it is no
+      // measure of the grader, so it makes no agreement label.
+      const grader = row.model_grade && row.model_grade.source !== 'reused' ? row.model_grade : null;
+      await this.essays.override(m, auth.tenantId, id, auth.keyId, dto, { before, after, grader });
     });
     this.events.emit({ tenantId: auth.tenantId, essayId: id, status: 'graded' });
     return this.get(auth, id);

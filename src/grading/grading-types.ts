@@ -31,6 +31,13 @@ export interface StoredGrade extends GradeBody {
   repaired?: boolean;
   /** a teacher's grade: the dimensions a teacher scored (the others are the grader's, carried over) */
   labelledDimensions?: string[];
+  /**
+   * a teacher's grade: whether its total is the teacher's — set by a teacher, or the sum of
+   * dimensions a teacher scored every one of (in this override or earlier ones). A comment alone,
+   * or a dimension or two, leaves the grader's total (a calibrated one, perhaps): not a label a
+   * calibration learns from, or it would learn its own output.
+   */
+  labelledTotal?: boolean;
   /** work with a deadline: how it ran and what that saved against real time when it was submitted */
   schedule?: GradeSchedule;
 }

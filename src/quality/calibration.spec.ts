@@ -1,5 +1,5 @@
 import { agreement, tabulate } from './agreement';
-import { applyIsotonic, CalibrationLabel, crossValidated, fitCalibration, fitIsotonic, fitLine, fitOfflineCalibration, fitRidge, fitShift, predictRidge, RIDGE_MIN_LABELS, spearman } from './calibration';
+import { applyIsotonic, CalibrationLabel, crossValidated, fitCalibration, fitIsotonic, fitLine, fitOfflineCalibration, fitRidge, fitShift, MIN_QWK_GAIN, predictRidge, RIDGE_MIN_LABELS, spearman } from './calibration';
 
 describe('isotonic regression', () => {
   it('pools adjacent violators into a non-decreasing map', () => {
@@ -126,6 +126,18 @@ describe('a calibration from both sources: each part kept only when it beats its
     const neither = fitCalibration([...graded('model', 24, (raw) => raw), ...graded('offline', 24, (raw) => raw)], opts);
     expect(neither).toMatchObject({ method: 'isotonic+shift', active: false, model: { isotonic: null, ridge: null, linear: null } });
     expect(neither.before.qwk).toBe(1);
+  });
+
+  it(`switches on only for a gain of at least ${MIN_QWK_GAIN} in QWK: a smaller one is mostly the choice made on the folds that measure it`, () => {
+    const labels = graded('model', 24, (raw) => raw - 10);
+    const raws = labels.map((l) => l.raw);
+    // An agreement that rates the uncalibrated grades 0.80 and anything else `calibrated`.
+    const rated = (calibrated: number) => ({
+      ...opts,
+      agreement: (predicted: number[]) => ({ n: predicted.length, qwk: predicted.every((p, i) => p === raws[i]) ? 0.8 : calibrated, exact: null, adjacent: null, bias: null }),
+    });
+    expect(fitCalibration(labels, rated(0.81))).toMatchObject({ active: false, model: { isotonic: null } });
+    expect(fitCalibration(labels, rated(0.8 + MIN_QWK_GAIN))).toMatchObject({ active: true, method: 'isotonic' });
   });
 
   it('measures only the sources with enough labels', () => {

@@ -118,6 +118,7 @@ export class QualityRepository {
               (e.grade->>'score')::float8 AS "teacherScore"
          FROM essays e
         WHERE e.tenant_id = $1 AND e.assignment_id = $2 AND e.model_grade IS NOT NULL AND e.grade->>'source' = 'teacher'
+          AND coalesce((e.grade->>'labelledTotal')::boolean, true)
           AND e.model_grade->>'source' IN ('model', 'offline') AND coalesce(e.model_grade->>'tier', 'standard') = 'standard'
           AND ($3::timestamptz IS NULL
                OR e.created_at < $3::timestamptz

@@ -1929,6 +1929,8 @@ export interface components {
             improvements: string[];
             /** @description a teacher's grade: the dimensions a teacher scored (the others are the grader's, carried over) */
             labelledDimensions?: string[];
+            /** @description a teacher's grade: whether its total is the teacher's — set by a teacher, or the sum of dimensions a teacher scored every one of (in this override or earlier ones). A comment alone, or a dimension or two, leaves the grader's total (a calibrated one, perhaps): not a label a calibration learns from, or it would learn its own output. */
+            labelledTotal?: boolean;
             maxScore: number;
             model: string | null;
             promptVersion: string | null;
