@@ -68,10 +68,7 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     const labelled = views.slice(0, 60);
     for (const v of labelled) await override(v.id, strict(v.text));
     const fit = await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201);
-    // (The teacher's scale is far from the grader's: which offline part wins depends on how far a
-    // calibration may move a grade, 9 points of 60: measured with that bound.)
-    expect(fit.body).toMatchObject({ assignmentId: id, version: 1, essays: 60, active: true });
-    expect(['ridge', 'linear', 'shift']).toContain(fit.body.method);
+    expect(fit.body).toMatchObject({ assignmentId: id, version: 1, essays: 60, method: 'ridge', active: true });
     expect(fit.body.after.qwk).toBeGreaterThan(fit.body.before.qwk);
     expect((await t.http.get(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(200)).body.version).toBe(1);
 
@@ -96,7 +93,6 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
       const after = (await t.http.get(`/v1/essays/${v.id}`).set(bearer(teacher)).expect(200)).body;
       expect(after.grade.calibration.version).toBe(1);
       expect(after.grade.calibration.rawScore).toBe(v.grade.score);
-      expect(Math.abs(after.grade.score - v.grade.score)).toBeLessThanOrEqual(9); // at most 15% of the rubric's 60
       expectConsistent(after.grade);
       expect(after.cost).toBe(v.cost);
     }

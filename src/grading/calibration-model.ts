@@ -71,28 +71,8 @@ export interface CalibrationModel {
 
 export type { GradeCalibration } from './grading-types';
 
-/**
- * How far a calibration may move a grade's total: this share of the rubric's maximum (9 points of
- * 60), whatever the corrections it learned from say. A class's corrections are few and may be
- * one teacher's (or a hostile one's): they can shift a grader's bias back, not rewrite the scale.
- * The uncalibrated grade is kept in every calibrated one.
- */
-export const MAX_CALIBRATION_SHIFT_SHARE = 0.15;
-
-export function maxCalibrationShift(rubric: Rubric): number {
-  return MAX_CALIBRATION_SHIFT_SHARE * maxScore(rubric);
-}
-
-/**
- * The calibrated total for a grade, or null when this calibration has no part for its source; at
- * most `maxShift` from the raw total (fitting measures with the same bound as grading applies).
- */
-export function calibratedTotal(model: CalibrationModel, raw: { score: number; source: string }, features: () => number[], maxShift = Infinity): number | null {
-  const total = uncappedTotal(model, raw, features);
-  return total === null ? null : Math.max(raw.score - maxShift, Math.min(raw.score + maxShift, total));
-}
-
-function uncappedTotal(model: CalibrationModel, raw: { score: number; source: string }, features: () => number[]): number | null {
+/** The calibrated total for a grade, or null when this calibration has no part for its source. */
+export function calibratedTotal(model: CalibrationModel, raw: { score: number; source: string }, features: () => number[]): number | null {
   if (raw.source === 'offline') {
     if (!model.ridge) {
       // A stored line that is not two finite numbers (JSON keeps NaN as null) is no line.
@@ -163,7 +143,7 @@ export function calibrateGrade<G extends GradeBody & { source: StoredGrade['sour
 ): G {
   const rawScore = grade.calibration?.rawScore ?? grade.score;
   const rawDimensions = grade.calibration?.rawDimensions ?? grade.dimensions.map((d) => ({ key: d.key, score: d.score }));
-  const predicted = calibratedTotal(model, { score: rawScore, source: grade.source }, () => featureVector(essayFeatures(essay.text, essay.language), rubric), maxCalibrationShift(rubric));
+  const predicted = calibratedTotal(model, { score: rawScore, source: grade.source }, () => featureVector(essayFeatures(essay.text, essay.language), rubric));
   if (predicted === null || !Number.isFinite(predicted)) return grade;
   const step = totalStep(rubric);
   const target = Math.max(0, Math.min(maxScore(rubric), Math.round(predicted / step) * step));

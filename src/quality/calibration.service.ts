@@ -3,7 +3,7 @@ import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { timeSlicer } from '../common/time-slice';
 import { AssignmentsService } from '../grading/assignments.service';
-import { calibrateGrade, CalibrationModel, maxCalibrationShift } from '../grading/calibration-model';
+import { calibrateGrade, CalibrationModel } from '../grading/calibration-model';
 import { CalibrationRecord, CalibrationsRepository } from '../grading/calibrations.repository';
 import { EssaysRepository } from '../grading/essays.repository';
 import type { StoredGrade } from '../grading/grading-types';
@@ -114,7 +114,6 @@ export class CalibrationService {
     const fit = fitCalibration(labels, {
       minLabels: MIN_LABELS,
       folds: FOLDS,
-      maxShift: maxCalibrationShift(rubric),
       // on the rubric's total steps and scale, as a grade would carry it
       agreement: (predicted, teacher) => agreement(tabulate(predicted.map((p, i) => [Math.max(0, Math.min(top, Math.round(p / step) * step)), teacher[i]])), totalScale(rubric)),
     });

@@ -157,7 +157,7 @@ export function fitLine(labels: ReadonlyArray<Pick<OfflineLabel, 'raw' | 'teache
  * spreads scores wider or narrower), or, from RIDGE_MIN_LABELS labels, the ridge over the
  * grader's features (one a feature: a teacher who weighs what the grader measures differently).
  */
-export function fitOfflineCalibration(labels: OfflineLabel[], k: number, agreementOf: (predicted: number[]) => number | null, maxShift = Infinity): OfflinePart {
+export function fitOfflineCalibration(labels: OfflineLabel[], k: number, agreementOf: (predicted: number[]) => number | null): OfflinePart {
   type Fitted = Pick<OfflinePart, 'ridge' | 'linear'>;
   const candidates: Array<{ method: OfflinePart['method']; fit: (train: OfflineLabel[]) => Fitted }> = [
     { method: 'shift', fit: (train) => ({ ridge: null, linear: fitShift(train) }) },
@@ -170,7 +170,7 @@ export function fitOfflineCalibration(labels: OfflineLabel[], k: number, agreeme
   const heldOut = (fit: (train: OfflineLabel[]) => Fitted) =>
     crossValidated(labels, k, (train, test) => {
       const model = { version: 0, isotonic: null, ...fit(train) };
-      return test.map((l) => calibratedTotal(model, { score: l.raw, source: 'offline' }, () => l.features, maxShift) ?? l.raw);
+      return test.map((l) => calibratedTotal(model, { score: l.raw, source: 'offline' }, () => l.features) ?? l.raw);
     });
   let best: { method: OfflinePart['method']; fit: (train: OfflineLabel[]) => Fitted; predicted: number[] } | null = null;
   let bestScore = -Infinity;
@@ -221,13 +221,7 @@ export interface FittedCalibration {
  */
 export function fitCalibration(
   labels: CalibrationLabel[],
-  opts: {
-    minLabels: number;
-    folds: number;
-    agreement: (predicted: number[], teacher: number[]) => Agreement;
-    /** how far grading lets a calibration move a total (maxCalibrationShift): measured with the same bound */
-    maxShift?: number;
-  },
+  opts: { minLabels: number; folds: number; agreement: (predicted: number[], teacher: number[]) => Agreement },
 ): FittedCalibration {
   const model = labels.filter((l) => l.source === 'model');
   const offline = labels.filter((l) => l.source === 'offline');
@@ -241,11 +235,11 @@ export function fitCalibration(
     model.length >= opts.minLabels
       ? crossValidated(model, opts.folds, (train, test) => {
           const m: CalibrationModel = { version: 0, isotonic: fitIsotonic(train.map((t) => ({ x: t.raw, y: t.teacher }))), ridge: null };
-          return test.map((l) => calibratedTotal(m, { score: l.raw, source: 'model' }, () => [], opts.maxShift)!);
+          return test.map((l) => calibratedTotal(m, { score: l.raw, source: 'model' }, () => [])!);
         })
       : null;
   const offlineLabels: OfflineLabel[] = offline.map((l) => ({ raw: l.raw, teacher: l.teacher, features: l.features ?? [] }));
-  const offlinePart = offline.length >= opts.minLabels ? fitOfflineCalibration(offlineLabels, opts.folds, (p) => agreementOf(offlineLabels, p).qwk, opts.maxShift) : null;
+  const offlinePart = offline.length >= opts.minLabels ? fitOfflineCalibration(offlineLabels, opts.folds, (p) => agreementOf(offlineLabels, p).qwk) : null;
   const keepIsotonic = isotonicHeldOut !== null && beats(model, isotonicHeldOut);
   const keepOffline = offlinePart !== null && beats(offline, offlinePart.predicted);
   const used = [...(isotonicHeldOut ? model : []), ...(offlinePart ? offline : [])];
