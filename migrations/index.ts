@@ -43,6 +43,7 @@ import { LeasedInFlight1768400000000 } from './1768400000000-LeasedInFlight';
 import { JobsInBatch1768500000000 } from './1768500000000-JobsInBatch';
 import { JobsDeadlineOrder1768600000000 } from './1768600000000-JobsDeadlineOrder';
 import { ApiKeysActiveRevoked1768700000000 } from './1768700000000-ApiKeysActiveRevoked';
+import { AgreementCellsRebuild1768800000000 } from './1768800000000-AgreementCellsRebuild';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -91,4 +92,5 @@ export const MIGRATIONS = [
   JobsInBatch1768500000000,
   JobsDeadlineOrder1768600000000,
   ApiKeysActiveRevoked1768700000000,
+  AgreementCellsRebuild1768800000000,
 ];

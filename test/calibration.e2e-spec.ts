@@ -3,6 +3,7 @@ import { LabelCursor, QualityRepository } from '../src/quality/quality.repositor
 import { CalibrationService } from '../src/quality/calibration.service';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
+import { keptAndBackfilled } from './support/agreement-cells';
 import { waitForEssays } from './support/grading';
 import { createTestApp, TestApp } from './support/test-app';
 
@@ -147,6 +148,9 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     // A comment alone on a calibrated grade leaves the calibration's total: no label for the next fit.
     await t.http.patch(`/v1/essays/${calibrated[1].id}/grade`).set(bearer(teacher)).send({ comment: '写得不错' }).expect(200);
     expect((await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201)).body.essays).toBe(21);
+    // The cells rebuilt from the essays (the migration that moved them to these rules) are the ones kept.
+    const { kept, backfilled } = await keptAndBackfilled(t.dataSource, tenant.tenantId);
+    expect(backfilled).toEqual(kept);
   });
 
   it('fits the same calibration from the same labels, whatever ids the essays of one batch drew', async () => {

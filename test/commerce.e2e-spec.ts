@@ -89,7 +89,15 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(refused.body.error.message).toMatch(/cannot be paid/);
       const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM orders WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, essayId]);
       expect(n).toBe(0);
+      // An order made at such a price before the rule waits for a payment that cannot come: once the price is
+      // payable again, ordering cancels it (nothing was paid) and makes a new one, instead of answering it for ever.
+      const stuck = randomUUID();
+      expect(await t.app.get(OrdersRepository).create({ tenantId: tenant.tenantId, id: stuck, essayId, price: 9_995_000_000n, mode: 'webhook', createdBy: tenant.adminKeyId })).toBe(true);
       await sell('webhook', '12.50');
+      const fresh = (await t.http.post(`/v1/essays/${essayId}/deep-review`).set(bearer(teacher)).send({}).expect(202)).body;
+      expect(fresh.orderId).not.toBe(stuck);
+      expect(fresh).toMatchObject({ status: 'awaiting_payment', price: '12.50' });
+      expect((await t.http.get(`/v1/orders/${stuck}`).set(bearer(teacher)).expect(200)).body).toMatchObject({ status: 'cancelled', refundReason: 'its price (9.995) cannot be paid through a payment provider' });
     });
 
     it('refuses deep-review orders until the price is set (409 NOT_ON_SALE), and tells a teacher the offer before ordering', async () => {

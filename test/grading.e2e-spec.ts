@@ -12,6 +12,7 @@ import { gradingAnswer, malformedGrade } from './fake-provider/grading-responder
 import { generateEssay, nearCopy } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { storedEssays, waitForEssays } from './support/grading';
+import { keptAndBackfilled } from './support/agreement-cells';
 import { createTestApp, TestApp } from './support/test-app';
 import { startAppWithFake } from './support/app-with-fake';
 
@@ -462,6 +463,31 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       }
     });
 
+    it('renews a slow request\'s key for ten times the abandonment at most: a handler that never ends does not hold its key for ever', async () => {
+      const keys = t.app.get(IdempotencyRepository);
+      const essays = t.app.get(EssaysService);
+      const real = essays.submit.bind(essays);
+      keys.abandonedS = 0.2; // renewed every 50 ms, 40 times: 2 s
+      let calls = 0;
+      const hung = jest.spyOn(essays, 'submit').mockImplementation(async (...args) => {
+        if (++calls === 1) await new Promise((r) => setTimeout(r, 4_000)); // the first one, "for ever"
+        return real(...args);
+      });
+      try {
+        const body = { text: generateEssay(21, 'zh').text, studentRef: 's-idem-hung' };
+        const key = `hung-${Date.now()}`;
+        const first = submit(body).set('Idempotency-Key', key).then((r) => r);
+        await new Promise((r) => setTimeout(r, 3_000));
+        // Past the ceiling and then the abandonment: the retry takes the key over.
+        const retry = await submit(body).set('Idempotency-Key', key);
+        expect(retry.status).toBe(202);
+        await first;
+      } finally {
+        hung.mockRestore();
+        keys.abandonedS = IDEMPOTENCY_ABANDONED_S;
+      }
+    });
+
     it('takes an Idempotency-Key when creating an assignment or a rubric: a retry gets the first answer, not a second one or a 409', async () => {
       const key = `assignment-${Date.now()}`;
       const assignment = { title: '重试的作文', prompt: '以“雨”为题写一篇记叙文', rubric: 'zh-gaokao-60' };
@@ -500,6 +526,9 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
         expect(await labels()).toBe(before);
         await t.http.patch(`/v1/essays/${first.id}/grade`).set(bearer(teacher)).send({ score: first.grade.score === 30 ? 31 : 30 }).expect(200);
         expect(await labels()).toBe(before + 1);
+        // As the cells are rebuilt from the essays (the migration that moved them to this rule).
+        const { kept, backfilled } = await keptAndBackfilled(t.dataSource, tenant.tenantId);
+        expect(backfilled).toEqual(kept);
       } finally {
         await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: false }).expect(200);
       }

@@ -380,6 +380,18 @@ export class OrdersRepository {
     return { refunded: rows.filter((r) => r.status === 'refunded').length, cancelled: rows.filter((r) => r.status === 'cancelled').length };
   }
 
+  /** An order awaiting a payment that cannot come (its price no provider can be paid): cancelled, nothing was paid. */
+  async cancelUnpaid(tenantId: string, orderId: string, reason: string): Promise<boolean> {
+    const rows = await tenantQuery(
+      this.ds.manager,
+      tenantId,
+      `UPDATE orders SET status = 'cancelled', cancelled_at = now(), refund_reason = $3
+        WHERE tenant_id = $1 AND id = $2 AND status = 'awaiting_payment' RETURNING id`,
+      [orderId, reason.slice(0, 300)],
+    );
+    return rows.length > 0;
+  }
+
   /** Orders whose deep reviews' workers stopped on their last attempt are refunded (the queue's recovery). */
   async refundInterrupted(tx: EntityManager, jobs: InterruptedJob[]): Promise<void> {
     for (const j of jobs) if (j.kind === 'deep_review' && j.orderId) await this.refund(tx, j.tenantId, j.orderId, 'the deep review was interrupted too many times');

@@ -129,12 +129,18 @@ export class OrdersService {
     if (settings.deepReviewPrice === null || settings.paymentMode === null) {
       throw new BillingError('NOT_ON_SALE', 'Deep reviews are not on sale: an admin must set PUT /v1/billing/settings first');
     }
+    const existing = await this.findForEssay(auth.tenantId, essayId);
+    let open = existing.find((o) => o.status === 'awaiting_payment' || o.status === 'paid');
+    // An order made at a price no provider can be paid (set before that was refused) would wait for
+    // ever, and hold the essay's one open order: it is cancelled (nothing was paid) for a new one.
+    if (open && open.status === 'awaiting_payment' && !payable(parseCny(open.price), open.paymentMode)) {
+      await this.orders.cancelUnpaid(auth.tenantId, open.orderId, `its price (${open.price}) cannot be paid through a payment provider`);
+      open = undefined;
+    }
+    if (open) return { order: open, created: false };
     if (!onSaleAt(settings)) {
       throw new BillingError('NOT_ON_SALE', `Deep reviews are not on sale: their price (${settings.deepReviewPrice}) cannot be paid through a payment provider (above zero, in whole fen); an admin must set PUT /v1/billing/settings again`);
     }
-    const existing = await this.findForEssay(auth.tenantId, essayId);
-    const open = existing.find((o) => o.status === 'awaiting_payment' || o.status === 'paid');
-    if (open) return { order: open, created: false };
     const delivered = existing.find((o) => o.status === 'delivered');
     if (delivered) throw new ApiError('CONFLICT', `This essay's deep review was delivered already (order ${delivered.orderId})`, { orderId: delivered.orderId });
 

@@ -229,7 +229,7 @@ export function fitCalibration(
   const beats = (ls: CalibrationLabel[], predicted: number[]) => {
     const calibrated = agreementOf(ls, predicted).qwk;
     const raw = agreementOf(ls, ls.map((l) => l.raw)).qwk;
-    return calibrated !== null && (raw === null || calibrated >= raw + MIN_QWK_GAIN);
+    return calibrated !== null && (raw === null || calibrated - raw >= MIN_QWK_GAIN - 1e-9);
   };
   const isotonicHeldOut =
     model.length >= opts.minLabels
@@ -261,7 +261,7 @@ export function fitCalibration(
     essays: used.length,
     before,
     after,
-    active: (keepIsotonic || keepOffline) && after.qwk !== null && (before.qwk === null || after.qwk >= before.qwk + MIN_QWK_GAIN),
+    active: (keepIsotonic || keepOffline) && after.qwk !== null && (before.qwk === null || after.qwk - before.qwk >= MIN_QWK_GAIN - 1e-9),
   };
 }
 

@@ -56,11 +56,13 @@ export class IdempotencyInterceptor implements NestInterceptor {
         return of(claim.body);
       case 'new': {
         // A request slower than the key's abandonment (IDEMPOTENCY_ABANDONED_S) (a large batch, a slow database) says it is
-        // alive, so that a retry does not take its key over as abandoned and make it twice.
-        const alive = setInterval(
-          () => void this.keys.stillAnswering(tenantId, header).catch((err: unknown) => this.logger.warn({ msg: 'could not keep an Idempotency-Key claimed', tenantId, err: loggableError(err) })),
-          (this.keys.abandonedS * 1000) / 4,
-        );
+        // alive, so that a retry does not take its key over as abandoned and make it twice — for ten
+        // times that at most: a handler that never ends does not hold its key for the process's life.
+        let renewals = 0;
+        const alive = setInterval(() => {
+          if (++renewals > 40) return clearInterval(alive);
+          void this.keys.stillAnswering(tenantId, header).catch((err: unknown) => this.logger.warn({ msg: 'could not keep an Idempotency-Key claimed', tenantId, err: loggableError(err) }));
+        }, (this.keys.abandonedS * 1000) / 4);
         alive.unref();
         return next.handle().pipe(
           catchError((err: unknown) => from(this.keys.release(tenantId, header).then(() => Promise.reject(err)))),
