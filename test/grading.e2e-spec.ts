@@ -437,16 +437,31 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       await waitForEssays(t.app, teacher, [first.body.id, made.id]);
     });
 
-    it('keeps the key of a request slower than the abandonment claimed while it runs: a retry meanwhile waits, and one essay is made', async () => {
+    /**
+     * Runs `body` with keys abandoned after `abandonedS` and POST /v1/essays's handler held `holdMs`
+     * (its first call only, with `firstOnly`) before it does its work.
+     */
+    async function withSlowSubmit(abandonedS: number, holdMs: number, firstOnly: boolean, body: () => Promise<void>): Promise<void> {
       const keys = t.app.get(IdempotencyRepository);
       const essays = t.app.get(EssaysService);
       const real = essays.submit.bind(essays);
-      keys.abandonedS = 1; // a request claimed a second ago and not answered counts as abandoned
+      keys.abandonedS = abandonedS;
+      let calls = 0;
       const slow = jest.spyOn(essays, 'submit').mockImplementation(async (...args) => {
-        await new Promise((r) => setTimeout(r, 2_500));
+        if (++calls === 1 || !firstOnly) await new Promise((r) => setTimeout(r, holdMs));
         return real(...args);
       });
       try {
+        await body();
+      } finally {
+        slow.mockRestore();
+        keys.abandonedS = IDEMPOTENCY_ABANDONED_S;
+      }
+    }
+
+    it('keeps the key of a request slower than the abandonment claimed while it runs: a retry meanwhile waits, and one essay is made', async () => {
+      // A request claimed a second ago and not answered counts as abandoned; each takes 2.5 s.
+      await withSlowSubmit(1, 2_500, false, async () => {
         const body = { text: generateEssay(20, 'zh').text, studentRef: 's-idem-slow' };
         const key = `slow-${Date.now()}`;
         const first = submit(body).set('Idempotency-Key', key).then((r) => r);
@@ -457,23 +472,12 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
         const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM essays WHERE tenant_id = $1 AND student_ref = $2`, [tenant.tenantId, 's-idem-slow']);
         expect(n).toBe(1);
         await waitForEssays(t.app, teacher, [(await first).body.id]);
-      } finally {
-        slow.mockRestore();
-        keys.abandonedS = IDEMPOTENCY_ABANDONED_S;
-      }
+      });
     });
 
-    it('renews a slow request\'s key for ten times the abandonment at most: a handler that never ends does not hold its key for ever', async () => {
-      const keys = t.app.get(IdempotencyRepository);
-      const essays = t.app.get(EssaysService);
-      const real = essays.submit.bind(essays);
-      keys.abandonedS = 0.2; // renewed every 50 ms, 40 times: 2 s
-      let calls = 0;
-      const hung = jest.spyOn(essays, 'submit').mockImplementation(async (...args) => {
-        if (++calls === 1) await new Promise((r) => setTimeout(r, 4_000)); // the first one, "for ever"
-        return real(...args);
-      });
-      try {
+    it("renews a slow request's key for ten times the abandonment at most: a handler that never ends does not hold its key for ever", async () => {
+      // Renewed every 50 ms, 40 times (2 s); the first request held 4 s, "for ever".
+      await withSlowSubmit(0.2, 4_000, true, async () => {
         const body = { text: generateEssay(21, 'zh').text, studentRef: 's-idem-hung' };
         const key = `hung-${Date.now()}`;
         const first = submit(body).set('Idempotency-Key', key).then((r) => r);
@@ -482,10 +486,7 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
         const retry = await submit(body).set('Idempotency-Key', key);
         expect(retry.status).toBe(202);
         await first;
-      } finally {
-        hung.mockRestore();
-        keys.abandonedS = IDEMPOTENCY_ABANDONED_S;
-      }
+      });
     });
 
     it('takes an Idempotency-Key when creating an assignment or a rubric: a retry gets the first answer, not a second one or a 409', async () => {
