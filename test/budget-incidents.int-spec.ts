@@ -4,6 +4,7 @@ import { BudgetService } from '../src/billing/budget.service';
 import { formatCny } from '../src/common/money';
 import { GatewayService } from '../src/llm/gateway.service';
 import { estimatePromptTokens } from '../src/llm/tokens';
+import { MAX_COUNTED_TOKENS } from '../src/llm/providers/dialect';
 import { FakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { OPERATOR_TOKEN, TestApp } from './support/test-app';
@@ -95,6 +96,19 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
     expect((await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.admissionPaused).toBe(false);
     await ask();
     await books();
+  });
+
+  it('holds a report of more tokens than the ledger can count (billions) to that, and books it as an incident like any over the bound: settled, not retried for ever', async () => {
+    fake.enqueue('dashscope', { kind: 'ok', inflateUsage: 1e9 });
+    const r = await ask();
+    expect(r.usage.inputTokens).toBe(MAX_COUNTED_TOKENS);
+    await books();
+    const view = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
+    expect(view.admissionPaused).toBe(true);
+    expect(view.incidents).toEqual([expect.objectContaining({ kind: 'tokens_over_bound', tokens: expect.objectContaining({ reportedInput: MAX_COUNTED_TOKENS }) })]);
+    expect(t.app.get(BudgetService).waitingSettlements()).toBe(0);
+    const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1 AND outcome = 'ok'`, [tenant.tenantId]);
+    expect(n).toBe(1);
   });
 
   it('charges no more than the cap holds when a provider bills past it, recording the rest as absorbed', async () => {

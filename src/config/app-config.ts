@@ -48,6 +48,8 @@ export interface LlmConfig {
    */
   batchListSettleMs: number;
   batchMaxWaitMs: number;
+  /** how long a batch given up on is waited for to end its cancelling (its run lines answered from its output; 0: not waited for) */
+  batchCancelWaitMs: number;
   /** scheduled work (a deadline) starts at least this long before its deadline: time for a real-time run and its retries */
   scheduleMarginMs: number;
 }
@@ -257,6 +259,7 @@ function loadLlmConfig(e: EnvReader, env: NodeJS.ProcessEnv): LlmConfig {
     batchPollMs: e.int('LLM_BATCH_POLL_MS', { min: 10, max: 3_600_000, default: 15_000 }),
     batchListSettleMs: e.int('LLM_BATCH_LIST_SETTLE_MS', { min: 0, max: 3_600_000, default: 30_000 }),
     batchMaxWaitMs: e.int('LLM_BATCH_MAX_WAIT_MS', { min: 100, max: 172_800_000, default: 86_400_000 }),
+    batchCancelWaitMs: e.int('LLM_BATCH_CANCEL_WAIT_MS', { min: 0, max: 3_600_000, default: 60_000 }),
     scheduleMarginMs: e.int('SCHEDULE_MARGIN_MS', { min: 0, max: 86_400_000, default: 30 * 60_000 }),
   };
 }

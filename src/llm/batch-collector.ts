@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { randomUUID } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import { loggableError } from '../common/error-rendering';
@@ -79,6 +80,8 @@ type LineResult = { status: number; body: unknown; error?: unknown };
 const TERMINAL = new Set(['completed', 'failed', 'expired', 'cancelled']);
 /** Ended, or ending at the provider's side ('cancelling'): not to be cancelled again. */
 const ENDING = new Set([...TERMINAL, 'cancelling']);
+/** How often a batch given up on is read while it is cancelling (see cancel()). */
+const CANCEL_POLL_MS = 2_000;
 
 /**
  * Calls that can wait (paid deep reviews) go to the provider's Batch API, at its batch price
@@ -601,6 +604,23 @@ export class BatchCollector {
       cancelled = true;
     } catch (err) {
       this.logger.warn({ msg: 'could not cancel a batch given up on', model: key, batchId: batch.id, err: loggableError(err) });
+    }
+    // 'cancelling' is not the end: the lines the batch ran are billed, and their answers are in its
+    // output file only once it is 'cancelled'. Read at once, then waited for (LLM_BATCH_CANCEL_WAIT_MS
+    // at most), so that they are answered from it, not paid again in real time (an answer paid
+    // twice, once in no ledger).
+    const until = Date.now() + this.cfg.batchCancelWaitMs;
+    while (cancelled && this.cfg.batchCancelWaitMs > 0 && batch.status === 'cancelling') {
+      try {
+        batch = await this.client.getBatch(p.provider, p.adapter, batch.id);
+      } catch (err) {
+        if (!passing(err)) break;
+      }
+      if (batch.status !== 'cancelling' || Date.now() >= until) break;
+      await sleep(Math.min(this.cfg.batchPollMs, CANCEL_POLL_MS, Math.max(1, until - Date.now())));
+    }
+    if (batch.status === 'cancelling') {
+      this.logger.warn({ msg: 'a batch given up on is still cancelling: the lines it ran may be paid again in real time', model: key, batchId: batch.id, requests: p.entries.length });
     }
     this.logger.warn({ msg: 'batch given up', model: key, batchId: batch.id, requests: p.entries.length, why, cancelled });
     return batch;

@@ -81,8 +81,16 @@ export function openAiStyleUsage(usage: unknown): Usage | null {
   return { inputTokens: input, cachedInputTokens: Math.min(cached, input), outputTokens: output };
 }
 
+/**
+ * The most tokens a count is taken as: what the ledger's and incidents' integer columns hold. A
+ * provider that reports more (no call uses that many) is held to it, and the report, far over the
+ * call's bound, is booked as an incident; past it, the settlement could not be written at all and
+ * was retried for ever, the call's reservation held.
+ */
+export const MAX_COUNTED_TOKENS = 2_147_483_647;
+
 export function count(v: unknown): number | null {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null;
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? Math.min(v, MAX_COUNTED_TOKENS) : null;
 }
 
 /** Errors every dialect shares: HTTP status classes with no dialect-specific meaning. */
