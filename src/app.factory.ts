@@ -197,10 +197,11 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
     }
     const route = req.routeOptions;
     if (!route.url) return;
-    if (route.url.startsWith('/docs')) {
-      // The API reference (Swagger UI): the console's security headers, its own styles allowed.
-      void reply.headers(DOCS_HEADERS);
+    if (route.url.startsWith('/docs') || route.url.startsWith('/console')) {
+      // The browser's pages (the console, the API reference) pin HTTPS once reached over it; the
+      // reference gets the console's security headers here (the console's files carry their own).
       if (secure(req)) void reply.header('strict-transport-security', HSTS);
+      if (route.url.startsWith('/docs')) void reply.headers(DOCS_HEADERS);
       return;
     }
     if (!needsKey(route.url)) return;

@@ -3,8 +3,7 @@ import { ApiExcludeController } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Public } from '../common/auth';
 import { openAiErrorType } from '../common/error-rendering';
-import { secure } from '../tenancy/console-sessions';
-import { ConsoleAsset, CONSOLE_HEADERS, defaultConsoleDir, HSTS, loadConsoleAssets } from './console-assets';
+import { ConsoleAsset, CONSOLE_HEADERS, defaultConsoleDir, loadConsoleAssets } from './console-assets';
 
 /** The built console's files, read once, sent with their type, ETag and the console's security headers. */
 @Injectable()
@@ -22,7 +21,6 @@ export class ConsoleAssets {
       return;
     }
     void reply.headers({ ...CONSOLE_HEADERS, etag: asset.etag });
-    if (secure(req)) void reply.header('strict-transport-security', HSTS);
     if (req.headers['if-none-match'] === asset.etag) {
       void reply.code(304).send();
       return;

@@ -616,7 +616,8 @@ export class BatchCollector {
       } catch (err) {
         if (!passing(err)) break;
       }
-      if (batch.status !== 'cancelling' || Date.now() >= until) break;
+      // (A stop reads it once: it does not wait for the provider.)
+      if (batch.status !== 'cancelling' || Date.now() >= until || this.closed) break;
       await sleep(Math.min(this.cfg.batchPollMs, CANCEL_POLL_MS, Math.max(1, until - Date.now())));
     }
     if (batch.status === 'cancelling') {

@@ -190,6 +190,9 @@ export function fitOfflineCalibration(labels: OfflineLabel[], k: number, agreeme
  */
 export const MIN_QWK_GAIN = 0.02;
 
+/** Whether `calibrated` agrees better than `raw` by MIN_QWK_GAIN (compared without floating-point error: 0.82 − 0.80 is 0.0199…). */
+const clearsMargin = (calibrated: number, raw: number) => calibrated - raw >= MIN_QWK_GAIN - 1e-9;
+
 /** A teacher's override of a standard grade: the grader's total, the teacher's, and an offline grade's features. */
 export interface CalibrationLabel {
   raw: number;
@@ -229,7 +232,7 @@ export function fitCalibration(
   const beats = (ls: CalibrationLabel[], predicted: number[]) => {
     const calibrated = agreementOf(ls, predicted).qwk;
     const raw = agreementOf(ls, ls.map((l) => l.raw)).qwk;
-    return calibrated !== null && (raw === null || calibrated - raw >= MIN_QWK_GAIN - 1e-9);
+    return calibrated !== null && (raw === null || clearsMargin(calibrated, raw));
   };
   const isotonicHeldOut =
     model.length >= opts.minLabels
@@ -261,7 +264,7 @@ export function fitCalibration(
     essays: used.length,
     before,
     after,
-    active: (keepIsotonic || keepOffline) && after.qwk !== null && (before.qwk === null || after.qwk - before.qwk >= MIN_QWK_GAIN - 1e-9),
+    active: (keepIsotonic || keepOffline) && after.qwk !== null && (before.qwk === null || clearsMargin(after.qwk, before.qwk)),
   };
 }
 
