@@ -79,7 +79,7 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
     // The replay is neither a provider call nor a failure in the tenant's figures.
     const ledgerService = t.app.get(LedgerService);
     expect(await ledgerService.stats(tenant.tenantId)).toMatchObject({ totalCalls: 2, providerCalls: 1, failedCalls: 0 });
-    const [day] = await ledgerService.usage(tenant.tenantId, new Date(Date.now() - 86_400_000), new Date(Date.now() + 60_000), 'provider', 'UTC');
+    const [day] = await ledgerService.usage(tenant.tenantId, new Date(Date.now() - 86_400_000), new Date(Date.now() + 60_000), 'provider', 'Asia/Shanghai'); // the tenant's zone, as /v1/usage reads it (its roll-up days are the tenant's)
     expect(day).toMatchObject({ calls: 2, failures: 0 });
   });
 
