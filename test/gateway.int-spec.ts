@@ -535,10 +535,35 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await booksBalanced();
     });
 
-    it("treats Zhipu's 'sensitive' stop before any content as a content rejection", async () => {
+    const usageOfRow = async () => {
+      await t.app.get(BudgetService).ledgerWritten();
+      return ds.query(
+        `SELECT outcome, error_reason, usage_source, input_tokens, output_tokens, cost_nanos::text FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`,
+        [tenant.tenantId],
+      );
+    };
+
+    it("treats Zhipu's 'sensitive' stop before any content as a content rejection, billed at the usage in its stop chunk", async () => {
       fake.enqueue('zhipu', { kind: 'preset', name: 'stream_sensitive' });
       const r = await stream({ target: { model: 'zhipu:glm-5.3-flash' } });
       expect(r.error).toMatchObject({ code: 'CONTENT_REJECTED' });
+      // Zhipu sends its usage in the chunk that stops: the provider bills the prompt, so does the ledger.
+      const [row] = await usageOfRow();
+      expect(row).toMatchObject({ outcome: 'content_rejected', error_reason: 'content_filter', usage_source: 'provider' });
+      expect(row.input_tokens).toBeGreaterThan(0);
+      expect(BigInt(row.cost_nanos)).toBeGreaterThan(0n);
+      await booksBalanced();
+    });
+
+    it('bills a stream the content filter stops mid-way at the usage the provider sends after the stop, not an estimate', async () => {
+      fake.enqueue('deepseek', { kind: 'stream', content: 'one two three four five six', chunks: 3, finishReason: 'content_filter' });
+      const r = await stream();
+      expect(r.start).toBe('deepseek');
+      expect(r.text).toBe('one two three four five six');
+      expect(r.error).toBeInstanceOf(StreamInterruptedError);
+      const [row] = await usageOfRow();
+      expect(row).toMatchObject({ outcome: 'stream_interrupted', error_reason: 'content_filter', usage_source: 'provider' });
+      expect(BigInt(row.cost_nanos)).toBeGreaterThan(0n);
       await booksBalanced();
     });
   });

@@ -847,6 +847,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       }
     } catch (err) {
       broken = toProviderError(err);
+      // (a content-filter stop carries the usage the provider billed the stream with)
+      if (broken.extra.usage) s.usage = broken.extra.usage;
     } finally {
       // A reader that stopped early leaves the provider's stream open: close it (a no-op once it ended).
       await s.events.return(undefined).catch(() => undefined);

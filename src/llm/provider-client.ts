@@ -274,6 +274,10 @@ export class ProviderClient {
     let buffer = '';
     let done = false;
     let finished = false;
+    // A content-filter stop: the stream is read to its end first, for the usage the provider bills it
+    // with (Zhipu's in the same chunk, the others' in a chunk of their own after it).
+    let filtered: string | undefined;
+    let usage: Usage | null = null;
     try {
       for await (const chunk of res.body) {
         buffer += (chunk as Buffer).toString('utf8');
@@ -293,11 +297,15 @@ export class ProviderClient {
             error?: unknown;
           } | null;
           if (!json) continue;
+          const reported = json.usage ? adapter.parseUsage(json.usage) : null;
+          if (reported) usage = reported;
+          if (filtered !== undefined) continue; // nothing after the filter's stop is relayed
           if (json.error) throw adapter.classifyError(inBandStatus(json.error), json, undefined);
           const choice = json.choices?.[0];
           if (choice) {
             if (adapter.isContentFilterFinish(choice.finish_reason)) {
-              throw new ProviderError('content_rejected', 'content_filter', `provider stopped the stream (${choice.finish_reason})`, { status: 200 });
+              filtered = String(choice.finish_reason);
+              continue;
             }
             const text = typeof choice.delta?.content === 'string' ? choice.delta.content.replace(/\u0000/g, '') : '';
             if (text.length > 0) yield { type: 'delta', text };
@@ -306,23 +314,27 @@ export class ProviderClient {
               yield { type: 'finish', reason: choice.finish_reason };
             }
           }
-          if (json.usage) {
-            const usage = adapter.parseUsage(json.usage);
-            if (usage) yield { type: 'usage', usage };
-          }
+          if (reported) yield { type: 'usage', usage: reported };
         }
       }
     } catch (err) {
       if (err instanceof ProviderError) throw err;
+      if (filtered !== undefined) throw contentFiltered(filtered, usage);
       const e = networkError(err, deadline);
       // The connection broke while the answer was streaming in.
       if (e.reason === 'network') throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
       throw e;
     }
+    if (filtered !== undefined) throw contentFiltered(filtered, usage);
     if (!done && !finished) {
       throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
     }
   }
+}
+
+/** A stream the provider's content filter stopped, with the usage it billed (null when none came). */
+function contentFiltered(finishReason: string, usage: Usage | null): ProviderError {
+  return new ProviderError('content_rejected', 'content_filter', `provider stopped the stream (${finishReason})`, { status: 200, usage });
 }
 
 /** A page of `GET /batches`. */
