@@ -169,6 +169,42 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await booksBalanced();
     });
 
+    it('prices a call by the window it is sent in: admitted a second before the peak, sent after a wait for its provider slot, it is a peak call (whole and streamed)', async () => {
+      const content = '排队等到高峰';
+      const prompt = BigInt(countPromptTokens([{ content }]));
+      const peak = PRICE['deepseek-flash-peak'];
+      const limits = t.app.get(LimitsService);
+      const waiting = () => (limits as unknown as { waiters: { providerCalls: Map<string, unknown[]> } }).waiters.providerCalls.get(tenant.tenantId)?.length ?? 0;
+      const setLimits = (l: Record<string, number | null>) => t.http.put(`/v1/tenants/${tenant.tenantId}/limits`).set(bearer(OPERATOR_TOKEN)).send(l).expect(200);
+      await setLimits({ providerCalls: 1 });
+      try {
+        for (const streamed of [false, true]) {
+          clock.mockImplementation(() => beijing('2026-11-30T08:59:59')); // Monday, off-peak
+          const release = await limits.providerSlot(tenant.tenantId);
+          const call = streamed
+            ? (async () => {
+                let text = '';
+                for await (const ev of gw.stream({ tenantId: tenant.tenantId, purpose: 'chat', target: { tier: 'standard' }, messages: [{ role: 'user', content }], maxTokens: 200 })) {
+                  if (ev.type === 'delta') text += ev.text;
+                }
+                return text;
+              })()
+            : ask(content).then((r) => r.content);
+          await waitFor(() => waiting() === 1, 5_000, 'the call waiting for its provider slot');
+          clock.mockImplementation(() => beijing('2026-11-30T09:00:05')); // the peak has started
+          release();
+          const text = await call;
+          const rows = await ledger();
+          const row = rows[rows.length - 1];
+          expect(row.price_window).toBe('peak');
+          expect(BigInt(row.cost_nanos)).toBe(prompt * peak.input + BigInt(countTokens(text)) * peak.output);
+        }
+      } finally {
+        await setLimits({ providerCalls: null });
+      }
+      await booksBalanced();
+    });
+
     it('reserves at the highest window price, so a call admitted off-peak is covered at peak too', async () => {
       const content = '预算边界';
       const model = t.models.catalog.models.get('deepseek:deepseek-flash')!;

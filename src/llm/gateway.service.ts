@@ -550,6 +550,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         }
       } else {
         release = await this.providerSlot(ctx);
+        this.pricedAtSend(model, call);
         completion = await this.client.complete(this.provider(model), adapter, model, call.params, ctx.req.signal);
       }
     } catch (err) {
@@ -609,6 +610,17 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   private paidCall(model: CatalogModel, go: Admitted, how: { batch: boolean; streamed: boolean }): PaidCall {
     const { pricing, window } = priceAt(model, this.clock.now(), how.batch);
     return { ...go, ...how, pricing, priceWindow: window, t0: performance.now() };
+  }
+
+  /**
+   * Prices a real-time call again as it leaves, after its wait for a provider slot: the provider
+   * bills by the window it is sent in (admitted at 08:59:59 and sent at 09:00:05, it is a peak call).
+   * Its reservation already covers the highest window's price.
+   */
+  private pricedAtSend(model: CatalogModel, call: PaidCall): void {
+    const { pricing, window } = priceAt(model, this.clock.now(), call.batch);
+    call.pricing = pricing;
+    call.priceWindow = window;
   }
 
   /** Settles a call the provider failed: what its error reported it used (if anything) is charged. */
@@ -804,6 +816,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     let open: OpenStream | undefined;
     try {
       release = await this.providerSlot(ctx);
+      this.pricedAtSend(model, call);
       const events = this.client.stream(this.provider(model), ADAPTERS[model.dialect], model, { ...call.params, stream: true }, ctx.req.signal);
       open = { model, call, events, release, first: '', usage: null, finishReason: '' };
       for (;;) {
