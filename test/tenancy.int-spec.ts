@@ -5,6 +5,7 @@ import { MissingTenantError, perRowTenantQuery, preparesStatements, TenantScoped
 import { ApiKeyEntity } from '../src/tenancy/api-key.entity';
 import { generateApiKey } from '../src/tenancy/api-key-secret';
 import { ApiKeysService } from '../src/tenancy/api-keys.service';
+import { Client } from 'pg';
 import { ClusterBus } from '../src/db/cluster-bus';
 import { bearer, Factory } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
@@ -255,6 +256,38 @@ describe('tenants and API keys (real PostgreSQL)', () => {
     } finally {
       query.mockRestore();
       await bus.onApplicationShutdown();
+    }
+  });
+
+  (serverUrl() ? it : it.skip)("listens on one connection after a failure whose `end` comes late, while the new connection is still being made (a second listener delivered every message twice)", async () => {
+    const bus = new ClusterBus(t.config, ds);
+    type Inside = { listener?: Client; listen(): Promise<void> };
+    const inside = bus as unknown as Inside;
+    await bus.onApplicationBootstrap();
+    const first = inside.listener!;
+    const realListen = inside.listen.bind(bus);
+    let made = 0;
+    // The new connection is slow to make (a database restarting): the failed one's `end` comes meanwhile.
+    const listen = jest.spyOn(inside, 'listen').mockImplementation(async () => {
+      if (made++ === 0) {
+        first.emit('end');
+        await new Promise((r) => setTimeout(r, 1_500));
+      }
+      return realListen();
+    });
+    const listening = async () => (await ds.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'inkstone-bus'`))[0].n as number;
+    try {
+      const before = await listening();
+      first.emit('error', new Error('connection reset (test)'));
+      await waitFor(() => inside.listener !== undefined && inside.listener !== first, 10_000, 'a new listener');
+      await new Promise((r) => setTimeout(r, 1_500)); // a second reconnect, had one started, has listened by now
+      expect(listen).toHaveBeenCalledTimes(1);
+      // One new connection (the failed one, only told it failed here, is still open until the end).
+      expect((await listening()) - before).toBe(1);
+    } finally {
+      listen.mockRestore();
+      await bus.onApplicationShutdown();
+      await first.end().catch(() => undefined);
     }
   });
 });

@@ -49,6 +49,11 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
   readonly instanceId = randomUUID();
   private readonly emitter = new EventEmitter();
   private listener?: Client;
+  /**
+   * The connection the bus is on: the listener, or the one being connected to become it. Only its
+   * events count: a late `end` of a connection already replaced would start a second listener.
+   */
+  private current?: Client;
   private pending: Array<[string, unknown]> = [];
   private pendingBytes = 0;
   private flushTimer?: NodeJS.Timeout;
@@ -91,6 +96,7 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
       this.logger.warn({ msg: 'the database does not deliver notifications between connections: events reach the instances of this process only; with other processes on this database, set LLM_CACHE_MEMORY_MB=0' });
       const l = this.listener;
       this.listener = undefined;
+      this.current = undefined;
       this.closed = true; // no reconnects
       await Promise.race([l.end().catch(() => undefined), new Promise((r) => setTimeout(r, 1_000).unref())]);
       this.closed = false;
@@ -117,6 +123,7 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
       await this.flush();
       const l = this.listener;
       this.listener = undefined;
+      this.current = undefined;
       if (l) await Promise.race([l.end().catch(() => undefined), new Promise((r) => setTimeout(r, 1_000).unref())]);
     })();
     return this.stopping;
@@ -261,9 +268,15 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
       void this.reconnect(client);
     });
     client.on('end', () => void this.reconnect(client));
+    this.current = client;
     try {
       await client.connect();
       await client.query(`LISTEN ${BUS_CHANNEL}`);
+      if (this.closed || this.current !== client) {
+        // stopped (or given up on) while it connected
+        await client.end().catch(() => undefined);
+        return;
+      }
       this.listener = client;
       this.reconnectDelayMs = 250;
     } catch (err) {
@@ -274,16 +287,17 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
   }
 
   private async reconnect(dead: Client): Promise<void> {
-    if (this.closed || this.reconnecting || (this.listener && this.listener !== dead)) return;
+    if (this.closed || this.reconnecting || dead !== this.current) return;
     this.reconnecting = true;
     this.listener = undefined;
+    this.current = undefined;
     try {
       await new Promise((r) => setTimeout(r, this.reconnectDelayMs).unref());
       this.reconnectDelayMs = Math.min(this.reconnectDelayMs * 2, 10_000);
     } finally {
       this.reconnecting = false;
     }
-    if (this.closed || this.listener) return;
+    if (this.closed || this.current) return;
     await this.listen();
     if (this.listener) this.deliver('resync', {});
   }
