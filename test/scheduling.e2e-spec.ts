@@ -345,6 +345,26 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       expect(v.deepGrade.schedule).toEqual({ dueBy: order.body.dueBy, mode: 'now', saved: '0.00' });
     });
 
+    it('"by tomorrow morning" orders and plans an essay too long for the deep model on the prompt as sent (cut to fit, as the call sends it): real time, never the 24-hour batch', async () => {
+      await sell();
+      // A long assignment prompt and an essay past qwen3-max's input: the call cuts the essay to fit.
+      const a = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: '长文', prompt: '以“那一刻”为题写一篇记叙文，'.repeat(200), rubric: 'zh-gaokao-60' }).expect(201)).body;
+      let text = '';
+      for (let seed = 30; text.length < 19_000; seed++) text += generateEssay(seed, 'zh').text;
+      text = text.slice(0, 19_500);
+      const [id] = (await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: a.id, essays: [{ text }] }).expect(202)).body.ids as string[];
+      await waitGraded([id]);
+      fake.reset();
+      const order = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: 'tomorrow_morning' }).expect(202);
+      await waitDelivered(id);
+      expect(fake.requests.filter((r) => r.batchId)).toHaveLength(0);
+      const [call] = await deepCalls();
+      expect([call.batch, call.outcome]).toEqual([false, 'ok']);
+      const v = await view(id);
+      expect(v.deepReview.schedule.plan.mode).toBe('now');
+      expect(v.deepGrade.schedule).toEqual({ dueBy: order.body.dueBy, mode: 'now', saved: '0.00' });
+    });
+
     it("counts the batch's collection window in its turnaround: due less than window + 24 hours + margin away, it runs in real time", async () => {
       await sell();
       const id = await gradedEssay(25);

@@ -79,15 +79,7 @@ export class ModelGrader {
   private gradingRequest(essay: EssayRow, rubric: Rubric, tier: Tier, task: GradingTask): { request: GatewayRequest<ValidatedGrade>; variant: Variant; truncated: boolean } {
     const { job, signal, base, ordered = false } = task;
     const variant: Variant = base ? 'deep_review' : tier === 'deep' ? 'deep' : 'standard';
-    const promptOf = (text: string) =>
-      buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.task?.prompt, title: essay.title ?? undefined, essay: text });
-    // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
-    // gateway (a longer window serves it), rather than every model getting a cut essay.
-    const room = this.gateway.fit({ tier }, promptOf('').messages, MAX_OUTPUT_TOKENS[variant]);
-    // The sentence numbers written into the essay take room too.
-    const numbers = () => (pointsBySentence(essay.language) ? numberingTokens(essay.text) : 0);
-    const cut = room ? cutHeadTail(essay.text, Math.max(0, room.tokens - numbers()), room.tokenizer) : { text: essay.text, truncated: false };
-    const prompt = promptOf(cut.text);
+    const { prompt, truncated } = this.promptAsSent(essay, rubric, tier, variant);
     const validate = (content: string): Validation<ValidatedGrade> => {
       if (!base) return validateGrade(content, rubric, essay.text, variant, prompt.sentences);
       const review = validateDeepReview(content, essay.text, prompt.sentences);
@@ -122,15 +114,37 @@ export class ModelGrader {
       },
       validate,
       repair: (_content, problem) => repairMessages(essay.language, problem),
-      // Scheduled work runs on its plan; a deep review without a deadline goes to the Batch API as before.
-      batch: task.schedule ? task.schedule.batch : ordered && this.config.grading.deepReviewBatch,
+      // Scheduled work runs on its plan; a deep review without a deadline goes to the Batch API as
+      // before. Work with a deadline but no plan never waits on a batch's 24 hours: it runs now.
+      batch: task.schedule ? task.schedule.batch : !job.dueBy && ordered && this.config.grading.deepReviewBatch,
       priceAsOf: task.schedule?.priceAsOf,
       once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder: this.queue.workerId } },
       batchWait: (waiting) =>
         void this.queue.markInBatch(job, waiting).catch((err: unknown) => this.logger.warn({ msg: 'could not mark a job waiting in a batch', jobId: job.id, err: loggableError(err) })),
       signal,
     };
-    return { request, variant, truncated: cut.truncated };
+    return { request, variant, truncated };
+  }
+
+  /**
+   * The grading prompt of its variant as it is sent: the essay cut (head and tail kept) to what the
+   * largest model of the tier takes (gateway.fit).
+   */
+  private promptAsSent(
+    essay: Pick<EssayRow, 'text' | 'language'> & Partial<Pick<EssayRow, 'task' | 'title'>>,
+    rubric: Rubric,
+    tier: Tier,
+    variant: Variant,
+  ): { prompt: ReturnType<typeof buildGradingPrompt>; truncated: boolean } {
+    const promptOf = (text: string) =>
+      buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.task?.prompt, title: essay.title ?? undefined, essay: text });
+    // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
+    // gateway (a longer window serves it), rather than every model getting a cut essay.
+    const room = this.gateway.fit({ tier }, promptOf('').messages, MAX_OUTPUT_TOKENS[variant]);
+    // The sentence numbers written into the essay take room too.
+    const numbers = () => (pointsBySentence(essay.language) ? numberingTokens(essay.text) : 0);
+    const cut = room ? cutHeadTail(essay.text, Math.max(0, room.tokens - numbers()), room.tokenizer) : { text: essay.text, truncated: false };
+    return { prompt: promptOf(cut.text), truncated: cut.truncated };
   }
 
   /**
@@ -198,7 +212,8 @@ export class ModelGrader {
    */
   quote(text: string, language: Language, rubric: Rubric, tier: Tier, variant: Variant = tier === 'deep' ? 'deep' : 'standard'): Nanos | null {
     if (offlineForLength(text, language, rubric, tier, variant)) return 0n; // estimated offline, for nothing
-    const { messages } = buildGradingPrompt({ rubric, language, variant, essay: text });
+    // As sent: an essay longer than any model of the tier takes is cut to fit, not refused.
+    const { messages } = this.promptAsSent({ text, language }, rubric, tier, variant).prompt;
     return this.gateway.quote({ tier }, messages, MAX_OUTPUT_TOKENS[variant]);
   }
 
@@ -209,8 +224,9 @@ export class ModelGrader {
   plan(essay: EssayRow, rubric: Rubric, tier: Tier, variant: Variant, dueBy: Date): WorkPlan | null {
     if (!this.gateway.hasProviders(tier)) return null;
     if (offlineForLength(essay.text, essay.language, rubric, tier, variant)) return null;
-    const { messages } = buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.task?.prompt, title: essay.title ?? undefined, essay: essay.text });
-    return this.gateway.plan({ tier }, messages, MAX_OUTPUT_TOKENS[variant], dueBy);
+    // Planned on the prompt as it will be sent: an essay cut to fit is still planned (unplanned, a
+    // deep review went to the Batch API's 24 hours whatever its deadline).
+    return this.gateway.plan({ tier }, this.promptAsSent(essay, rubric, tier, variant).prompt.messages, MAX_OUTPUT_TOKENS[variant], dueBy);
   }
 
   private offline(essay: EssayRow, rubric: Rubric, tier: Tier): StoredGrade {
