@@ -31,7 +31,7 @@ import { WebhookDispatcher } from './webhook-dispatcher';
     OrdersService,
     OrdersRepository,
     TenantSecretsService,
-    HostResolver,
+    { provide: HostResolver, useFactory: (config: AppConfig) => new HostResolver(config.webhooks.allowPrivate), inject: [CONFIG] },
     { provide: SecretBox, useFactory: (config: AppConfig) => createSecretBox(config), inject: [CONFIG] },
   ],
   exports: [BudgetService, BudgetPolicy, LedgerService, AlertsService, WebhookDispatcher, OrdersService, OrdersRepository, BooksRepository, TenantSecretsService, HostResolver],

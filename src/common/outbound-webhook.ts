@@ -1,7 +1,6 @@
-import { lookup as dnsLookup } from 'node:dns/promises';
+import { lookup as dnsLookup, Resolver } from 'node:dns/promises';
 import type { LookupAddress } from 'node:dns';
 import type { LookupFunction } from 'node:net';
-import { Injectable } from '@nestjs/common';
 import { Client } from 'undici';
 import { AddressVerdict, classifyIp } from './ip-address';
 
@@ -92,15 +91,46 @@ export interface ResolvedAddress {
 
 export type LookupFn = (host: string) => Promise<ResolvedAddress[]>;
 
+/** How long one DNS question of a webhook's host waits for a server, and how often it is asked. */
+const DNS_TIMEOUT_MS = 1_500;
+const DNS_TRIES = 2;
+
 /**
  * The DNS lookups of outbound webhooks, in one replaceable place: tests (and installs with a DNS of
- * their own) set `lookup`. The default is the system resolver, every address in its order.
+ * their own) set `lookup`. The default asks the DNS servers of the system (or `servers`) for the
+ * name's A and AAAA records, IPv4 first, over the event loop's own sockets (c-ares): never the
+ * system resolver, whose getaddrinfo holds one of the few threads of libuv's pool until the system
+ * gives up — a tenant's URL on a name server that never answers held two for 20 s a check, and
+ * every other lookup of the process (new connections to providers and to the database) queued
+ * behind them. With ALLOW_PRIVATE_WEBHOOKS (on-premise, tests) a name DNS does not know is looked up
+ * in the system's way too (/etc/hosts).
  */
-@Injectable()
 export class HostResolver {
+  private readonly dns = new Resolver({ timeout: DNS_TIMEOUT_MS, tries: DNS_TRIES });
+
+  /** `systemFallback`: ALLOW_PRIVATE_WEBHOOKS (BillingModule provides it so). */
+  constructor(private readonly systemFallback = false) {}
+
+  /** Asks these DNS servers ('127.0.0.1:5353') instead of the system's. */
+  useServers(servers: string[]): this {
+    this.dns.setServers(servers);
+    return this;
+  }
+
   lookup: LookupFn = async (host) => {
-    const all = await dnsLookup(host, { all: true, verbatim: true });
-    return all.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
+    const [v4, v6] = await Promise.allSettled([this.dns.resolve4(host), this.dns.resolve6(host)]);
+    const found: ResolvedAddress[] = [
+      ...(v4.status === 'fulfilled' ? v4.value.map((address) => ({ address, family: 4 as const })) : []),
+      ...(v6.status === 'fulfilled' ? v6.value.map((address) => ({ address, family: 6 as const })) : []),
+    ];
+    if (found.length > 0) return found;
+    if (this.systemFallback) {
+      const all = await dnsLookup(host, { all: true, verbatim: true });
+      return all.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
+    }
+    // (both failed, or the name has no address: the IPv4 question's answer says which)
+    if (v4.status === 'rejected') throw v4.reason;
+    return [];
   };
 }
 
