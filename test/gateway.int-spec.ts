@@ -579,6 +579,29 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       );
     };
 
+    it("does not count streams cut by the total timeout while their tokens still came against the model's breaker: one tenant's long answers do not take the model from every tenant", async () => {
+      const breaker = (gw as unknown as { health: { models: { failure(key: string): void } } }).health.models;
+      const failures = jest.spyOn(breaker, 'failure');
+      try {
+        // As many long answers as the breaker's threshold (3 in tests), a token every 500 ms, past the 4 s total timeout.
+        fake.enqueue('deepseek', Array(3).fill({ kind: 'stream', content: '一二三四五六七八九十壹贰', chunks: 12, chunkDelayMs: 500 }));
+        const broken = await Promise.all([1, 2, 3].map(() => stream()));
+        for (const r of broken) {
+          expect(r.start).toBe('deepseek');
+          expect(r.error).toBeInstanceOf(StreamInterruptedError);
+          expect((r.error as StreamInterruptedError).reason).toBe('total_timeout');
+        }
+        expect(failures.mock.calls.filter(([key]) => key === 'deepseek:deepseek-flash')).toEqual([]);
+        // The next tenant's call still goes to the model.
+        const other = await f.newTenant({ monthlyBudget: '100.00' });
+        const r = await gw.complete({ tenantId: other.tenantId, purpose: 'chat', target: { tier: 'standard' }, messages: [{ role: 'user', content: 'still there?' }], maxTokens: 50 });
+        expect(r.provider).toBe('deepseek');
+        await booksBalanced();
+      } finally {
+        failures.mockRestore();
+      }
+    }, 30_000);
+
     it("treats Zhipu's 'sensitive' stop before any content as a content rejection, billed at the usage in its stop chunk", async () => {
       fake.enqueue('zhipu', { kind: 'preset', name: 'stream_sensitive' });
       const r = await stream({ target: { model: 'zhipu:glm-5.3-flash' } });

@@ -323,6 +323,8 @@ export class ProviderClient {
       const e = networkError(err, deadline);
       // The connection broke while the answer was streaming in.
       if (e.reason === 'network') throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
+      // Our own limit on a stream that was still arriving: the model works, the request was long.
+      if (deadline.timedOut) throw new ProviderError('retryable', 'total_timeout', 'the stream went on past LLM_TOTAL_TIMEOUT_MS');
       throw e;
     }
     if (filtered !== undefined) throw contentFiltered(filtered, usage);

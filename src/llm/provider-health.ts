@@ -52,9 +52,13 @@ export class ProviderHealth {
     this.providers.abandon(model.provider);
   }
 
-  /** A stream that broke off after its first token. */
+  /**
+   * A stream that broke off after its first token. One cut by LLM_TOTAL_TIMEOUT_MS while its tokens
+   * still came is no failure of the model: one tenant's long answers ("write forever", a large
+   * max_tokens) ending together opened the model's breaker for every tenant.
+   */
   broke(model: CatalogModel, e: ProviderError): void {
-    if (e.errorClass === 'retryable') this.models.failure(model.key);
+    if (e.errorClass === 'retryable' && e.reason !== 'total_timeout') this.models.failure(model.key);
   }
 
   /**
