@@ -252,6 +252,28 @@ describe('clean edges', () => {
         await w.close();
       }
     });
+
+    it("counts a payment event's refused signature against its address: past the burst, forged events are answered 429 before any secret is read", async () => {
+      const w = await createTestApp({ WORKERS_ENABLED: 'false', AUTH_FAILURE_BURST: '3', AUTH_FAILURES_PER_MINUTE: '1' });
+      const reads = jest.spyOn(w.app.get(TenantSecretsService), 'read');
+      try {
+        const school = await new Factory(w.app).newTenant();
+        const body = JSON.stringify({ id: 'evt_forged', type: 'payment.succeeded', data: { orderId: randomUUID(), amount: '9.90' } });
+        const forged = () =>
+          w.http.post(`/v1/payments/webhook/${school.tenantId}`).set('content-type', 'application/json').set('X-Inkstone-Signature', signPayload('not-the-secret-0123456789', body)).send(body);
+        for (let i = 0; i < 3; i++) expect((await forged().expect(401)).body.error.code).toBe('INVALID_SIGNATURE');
+        expect(reads).toHaveBeenCalledTimes(3);
+        const refused = await forged().expect(429);
+        expect(refused.body.error.code).toBe('RATE_LIMITED');
+        expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+        expect(reads).toHaveBeenCalledTimes(3); // no read for the refused one
+        // The address's keyed requests with made-up keys wait too: one budget of failures.
+        await w.http.get('/v1/rubrics').set(bearer(`isk_guess7_${'x'.repeat(40)}`)).expect(429);
+      } finally {
+        reads.mockRestore();
+        await w.close();
+      }
+    });
   });
 
   describe('/health', () => {

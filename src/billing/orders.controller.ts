@@ -9,6 +9,8 @@ import { SIGNATURE_HEADER } from '../common/signature';
 import { BillingSettingsDto } from './dto/billing-settings.dto';
 import { BillingSettingsView, DeepReviewOffer, OrdersService, OrderView, PaymentWebhookAnswer } from './orders.service';
 import { BoundedRead } from '../tenancy/read-slot.interceptor';
+import { AuthFailures } from '../tenancy/auth-failures';
+import { BillingError } from './billing-errors';
 
 /** GET /v1/orders: a page, newest first; `nextCursor` (null on the last page) asks for the next. */
 export interface OrderList {
@@ -76,8 +78,16 @@ export class OrdersController {
 @ApiTags('billing')
 @Controller('v1')
 export class PaymentsWebhookController {
-  constructor(private readonly orders: OrdersService) {}
+  constructor(
+    private readonly orders: OrdersService,
+    private readonly failures: AuthFailures,
+  ) {}
 
+  /**
+   * A refused signature counts as a failed authentication of the sender's address (AuthFailures),
+   * as a bad key does on the keyed routes: past the burst, its events are answered 429 before any
+   * secret is read (each forged event cost a database read, without end).
+   */
   @Post('payments/webhook/:tenantId')
   @BodyLimit(64 * KiB)
   @HttpCode(200)
@@ -86,8 +96,15 @@ export class PaymentsWebhookController {
   @ApiBody({ schema: { $ref: '#/components/schemas/PaymentEvent' } })
   @ApiOperation({ summary: 'Payment provider events (payment.succeeded, payment.refunded), signed with the tenant webhook secret' })
   @ApiView('PaymentWebhookAnswer')
-  webhook(@Param('tenantId') tenantId: string, @Req() req: RawBodyRequest<FastifyRequest>): Promise<PaymentWebhookAnswer> {
+  async webhook(@Param('tenantId') tenantId: string, @Req() req: RawBodyRequest<FastifyRequest>): Promise<PaymentWebhookAnswer> {
+    const refused = this.failures.refusal(req.ip);
+    if (refused) throw refused;
     const header = req.headers[SIGNATURE_HEADER];
-    return this.orders.handleWebhook(tenantId, req.rawBody, Array.isArray(header) ? header[0] : header);
+    try {
+      return await this.orders.handleWebhook(tenantId, req.rawBody, Array.isArray(header) ? header[0] : header);
+    } catch (err) {
+      if (err instanceof BillingError && err.code === 'INVALID_SIGNATURE') this.failures.failed(req.ip);
+      throw err;
+    }
   }
 }
