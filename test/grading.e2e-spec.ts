@@ -1,3 +1,4 @@
+import { scoreBuckets } from '../src/grading/assignments.service';
 import { NearDuplicateIndex } from '../src/grading/near-duplicate.service';
 import { formatCny } from '../src/common/money';
 import { EssaysService, MAX_OVERRIDES_SHOWN } from '../src/grading/essays.service';
@@ -139,6 +140,45 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       const mean = views.reduce((s, v) => s + v.grade.score, 0) / 100;
       expect(detail.body.scores.mean).toBeCloseTo(mean, 2);
     }, 90_000);
+
+    it("computes an assignment's score figures in the database, as scoreBuckets places them, without reading its scores into the process", async () => {
+      const a = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: '分布', prompt: '写一篇记叙文', rubric: 'zh-gaokao-60' }).expect(201)).body;
+      const scores = [0, 5.9999, 6, 30, 53.5, 54, 60, 60];
+      const res = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: a.id, essays: scores.map((_, i) => ({ text: generateEssay(5100 + i, 'zh').text })) }).expect(202);
+      await waitForEssays(t.app, teacher, res.body.ids);
+      // Bucket edges and both ends, set as the grades' totals.
+      for (const [i, id] of (res.body.ids as string[]).entries()) {
+        await t.dataSource.query(`UPDATE essays SET grade = jsonb_set(grade, '{score}', to_jsonb($3::numeric)) WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, id, scores[i]]);
+      }
+      // What each statement of the pool answers with (tenant-scoped reads go to it directly).
+      const pool = (t.dataSource.driver as unknown as { master: { query: (...a: unknown[]) => Promise<{ rows?: unknown[] }> } }).master;
+      const real = pool.query.bind(pool);
+      const rowsRead: number[] = [];
+      const query = jest.spyOn(pool, 'query').mockImplementation((async (...args: unknown[]) => {
+        const r = await real(...args);
+        if (Array.isArray(r?.rows)) rowsRead.push(r.rows.length);
+        return r;
+      }) as never);
+      let detail;
+      try {
+        detail = (await t.http.get(`/v1/assignments/${a.id}`).set(bearer(teacher)).expect(200)).body;
+      } finally {
+        query.mockRestore();
+      }
+      const sorted = [...scores].sort((x, y) => x - y);
+      expect(detail.scores).toEqual({
+        count: 8,
+        mean: Math.round((scores.reduce((x, y) => x + y, 0) / 8) * 100) / 100,
+        median: (sorted[3] + sorted[4]) / 2,
+        min: 0,
+        max: 60,
+        distribution: scoreBuckets(60, 1, scores),
+      });
+      expect(detail.scores.distribution.map((b: { count: number }) => b.count)).toEqual([2, 1, 0, 0, 0, 1, 0, 0, 1, 3]);
+      // Statements that answer with a row per status or per bucket, never one per essay.
+      expect(rowsRead.length).toBeGreaterThan(0);
+      expect(Math.max(...rowsRead)).toBeLessThan(scores.length);
+    });
 
     it("takes students' names as a class list writes them (· and spaces inside, brackets) and finds each by it", async () => {
       const names = ['阿依古丽·买买提', 'Li Wei (2)', "Seán O'Brien", '张三（二班）', 'ठाकुर'];
