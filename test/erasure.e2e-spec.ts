@@ -363,6 +363,29 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
       await t.http.get(`/v1/essays/${kept.id}`).set(bearer(keeperTeacher)).expect(200);
       expect(await t.app.get(EssayRetention).sweep()).toEqual({ erased: 0, busy: 0, failed: 0, lateRows: 0 });
     });
+
+    it("takes the tenants in turn: a tenant's large backlog does not keep another tenant's expired essays stored until it is through", async () => {
+      const backdate = (tenantId: string, id: string, days: number) =>
+        q(`UPDATE essays SET created_at = now() - make_interval(days => $3) WHERE tenant_id = $1 AND id = $2`, [tenantId, id, days]);
+      const backlog = [];
+      for (const [i, days] of [400, 399, 398].entries()) {
+        const e = await f.gradedEssay(teacher, { seed: 65 + i });
+        await backdate(tenant.tenantId, e.id, days);
+        backlog.push(e.id);
+      }
+      await settings({ essayRetentionDays: 30 }).expect(200);
+      const other = await f.newTenant();
+      const otherTeacher = (await f.newKey(other, 'teacher')).key;
+      const late = await f.gradedEssay(otherTeacher, { seed: 68 });
+      await backdate(other.tenantId, late.id, 40);
+      await settings({ essayRetentionDays: 30 }, other.adminKey).expect(200);
+      const mine = new Set([...backlog, late.id]);
+      const order = (await t.app.get(EssaysRepository).pastRetention(1_000)).filter((e) => mine.has(e.id)).map((e) => e.id);
+      // Each tenant's oldest, then each one's second oldest, …: the other school's essay comes second, not last.
+      expect(order).toEqual([backlog[0], late.id, backlog[1], backlog[2]]);
+      await t.app.get(EssayRetention).sweep();
+      expect(await q(`SELECT count(*)::int AS n FROM essays WHERE id = ANY($1::uuid[]) AND erased_at IS NOT NULL`, [[...mine]])).toEqual([{ n: 4 }]);
+    });
   });
 
   describe('the sweep after erasures', () => {

@@ -227,20 +227,23 @@ export class EssaysRepository {
   }
 
   /**
-   * Essays past their tenant's retention (tenants.essay_retention_days), oldest first, at most
-   * `limit`, leaving out `skip` (those the sweep could not erase). Across tenants by design: the
-   * retention sweep's read (EssayRetention); each essay is then erased in its tenant's scope.
+   * Essays past their tenant's retention (tenants.essay_retention_days), at most `limit`, leaving
+   * out `skip` (those the sweep could not erase): the tenants in turn — each one's oldest, then each
+   * one's second oldest, … — so that a tenant with a large backlog (a retention shortened on years of
+   * essays) does not keep every other tenant's expired essays stored until it is through (oldest
+   * first across tenants, it took every sweep). Across tenants by design: the retention sweep's read
+   * (EssayRetention); each essay is then erased in its tenant's scope.
    */
   async pastRetention(limit: number, skip: string[] = []): Promise<Array<{ tenantId: string; id: string }>> {
     const rows: Array<{ tenant_id: string; id: string }> = await this.ds.query(
       `SELECT e.tenant_id, e.id
          FROM tenants t
-        CROSS JOIN LATERAL (SELECT e.tenant_id, e.id, e.created_at FROM essays e
+        CROSS JOIN LATERAL (SELECT e.tenant_id, e.id, e.created_at, row_number() OVER (ORDER BY e.created_at, e.id) AS turn FROM essays e
                              WHERE e.tenant_id = t.id AND e.erased_at IS NULL AND e.id <> ALL($2::uuid[])
                                AND e.created_at < now() - make_interval(days => t.essay_retention_days)
                              ORDER BY e.created_at, e.id LIMIT $1) e
         WHERE t.essay_retention_days IS NOT NULL
-        ORDER BY e.created_at, e.id LIMIT $1`,
+        ORDER BY e.turn, e.created_at, e.id LIMIT $1`,
       [limit, skip],
     );
     return rows.map((r) => ({ tenantId: r.tenant_id, id: r.id }));
