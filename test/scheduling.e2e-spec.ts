@@ -11,6 +11,7 @@ import { waitFor } from './support/wait';
 import { serverUrl } from './support/test-database';
 import { sessionsWaitingForLocks, withHeldTransactions } from './support/held-transactions';
 import { JobQueue } from '../src/jobs/job-queue';
+import { GradingWorker } from '../src/grading/grading.worker';
 import { EssaysRepository } from '../src/grading/essays.repository';
 import { randomUUID } from 'node:crypto';
 import { expectBooksBalanced } from './support/books';
@@ -363,6 +364,34 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       const v = await view(id);
       expect(v.deepReview.schedule.plan.mode).toBe('now');
       expect(v.deepGrade.schedule).toEqual({ dueBy: order.body.dueBy, mode: 'now', saved: '0.00' });
+    });
+
+    it('brings an open order forward when it is ordered again with an earlier deadline (never back): its job runs in real time, not in the batch of the first order', async () => {
+      await sell();
+      const id = await gradedEssay(27);
+      fake.reset();
+      const worker = t.app.get(GradingWorker);
+      await worker.stop(0);
+      let order;
+      try {
+        const order1 = (await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).expect(202)).body; // paid at once (invoice), no deadline
+        expect(order1.dueBy).toBeNull();
+        order = (await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: 'tomorrow_morning' }).expect(202)).body;
+        expect(order.orderId).toBe(order1.orderId);
+        expect(order.dueBy).toBe(beijing('2026-12-02T08:00:00').toISOString());
+        // A later deadline does not put it back.
+        const later = (await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: due('2026-12-09T08:00:00') }).expect(202)).body;
+        expect([later.orderId, later.dueBy]).toEqual([order.orderId, order.dueBy]);
+        const jobs = await ds.query(`SELECT due_by FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, order.orderId]);
+        expect(jobs.map((j: { due_by: Date }) => new Date(j.due_by).toISOString())).toEqual([order.dueBy]);
+      } finally {
+        worker.start();
+      }
+      await waitDelivered(id);
+      expect(fake.requests.filter((r) => r.batchId)).toHaveLength(0);
+      const [call] = await deepCalls();
+      expect([call.batch, call.outcome]).toEqual([false, 'ok']);
+      expect((await view(id)).deepGrade.schedule).toEqual({ dueBy: order.dueBy, mode: 'now', saved: '0.00' });
     });
 
     it("counts the batch's collection window in its turnaround: due less than window + 24 hours + margin away, it runs in real time", async () => {

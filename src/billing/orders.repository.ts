@@ -126,6 +126,24 @@ export class OrdersRepository {
     });
   }
 
+  /**
+   * An open order's deadline brought forward to `dueBy` (never put back): the order, and the job of
+   * a paid one. False when the order is not open, or already due by then.
+   */
+  async bringForward(tenantId: string, orderId: string, dueBy: Date): Promise<boolean> {
+    return this.ds.transaction(async (tx) => {
+      const [moved] = await tenantQuery<{ status: string }>(
+        tx,
+        tenantId,
+        `UPDATE orders SET due_by = $3 WHERE tenant_id = $1 AND id = $2 AND status IN ('awaiting_payment', 'paid') AND (due_by IS NULL OR due_by > $3::timestamptz) RETURNING status`,
+        [orderId, dueBy.toISOString()],
+      );
+      if (!moved) return false;
+      if (moved.status === 'paid') await this.jobs.bringOrderForward(tx, tenantId, orderId, dueBy);
+      return true;
+    });
+  }
+
   /** `payment.succeeded`: records the event and, if the order awaits exactly this amount, pays it and queues its deep review. */
   async payAndQueue(tenantId: string, eventId: string, orderId: string, amount: Nanos): Promise<EventOutcome> {
     return this.ds.transaction(async (tx) => {

@@ -122,7 +122,7 @@ export class OrdersService {
    * Orders an essay's deep review at the school's price. `shownPrice` (nanos), when given, is the
    * price the buyer agreed to: a new order at any other price is refused (409 PRICE_CHANGED), so
    * a price raised after a page read the offer is never charged unseen. An open order is answered
-   * as it is, at the price it was made at.
+   * as it is, at the price it was made at; a deadline earlier than its own brings it forward.
    */
   async create(auth: TenantAuth, essayId: string, dueBy: Date | null = null, shownPrice?: bigint): Promise<{ order: OrderView; created: boolean }> {
     const settings = await this.settings(auth.tenantId);
@@ -137,7 +137,15 @@ export class OrdersService {
       await this.orders.cancelUnpaid(auth.tenantId, open.orderId, `its price (${open.price}) cannot be paid through a payment provider`);
       open = undefined;
     }
-    if (open) return { order: open, created: false };
+    if (open) {
+      // Ordered again with an earlier deadline ("by tomorrow morning" after an order with none): the
+      // open order is due by then from now on (it was answered as it was, and ran on its old plan).
+      if (dueBy && (open.dueBy === null || Date.parse(open.dueBy) > dueBy.getTime()) && (await this.orders.bringForward(auth.tenantId, open.orderId, dueBy))) {
+        this.logger.log({ msg: 'deep review brought forward', tenantId: auth.tenantId, orderId: open.orderId });
+        open = await this.get(auth.tenantId, open.orderId);
+      }
+      return { order: open, created: false };
+    }
     if (!onSaleAt(settings)) {
       throw new BillingError('NOT_ON_SALE', `Deep reviews are not on sale: their price (${settings.deepReviewPrice}) cannot be paid through a payment provider (above zero, in whole fen); an admin must set PUT /v1/billing/settings again`);
     }

@@ -6,6 +6,14 @@ import { AppConfig, CONFIG } from '../config/app-config';
 import { rowsOf, tenantQuery, tenantStatement, TenantStatement } from '../db/tenant-scope';
 
 /**
+ * A job's new deadline ($3): it carries it from now on, and one queued until the start of the
+ * cheaper window its plan waits for is due at once (planned again against the new deadline).
+ */
+const NEW_DEADLINE = `due_by = $3::timestamptz,
+              run_after = CASE WHEN j.status = 'queued' AND j.plan->>'mode' = 'off_peak' AND j.run_after = (j.plan->>'startAt')::timestamptz
+                               THEN least(j.run_after, now()) ELSE j.run_after END`;
+
+/**
  * Jobs whose call waits in a provider batch take no place, in a school's gradings at once (claim)
  * or in an instance's pool (GradingWorker), up to this many per place: beyond, they count again
  * (each holds its request in a worker's memory until its batch ends).
@@ -288,13 +296,27 @@ export class JobQueue {
     await tenantQuery(
       tx,
       tenantId,
-      `UPDATE jobs j SET due_by = $3::timestamptz,
-              run_after = CASE WHEN j.status = 'queued' AND j.plan->>'mode' = 'off_peak' AND j.run_after = (j.plan->>'startAt')::timestamptz
-                               THEN least(j.run_after, now()) ELSE j.run_after END
+      `UPDATE jobs j SET ${NEW_DEADLINE}
          FROM essays e
         WHERE j.tenant_id = $1 AND e.tenant_id = $1 AND e.assignment_id = $2 AND j.essay_id = e.id AND j.kind = 'grade' AND j.status IN ('queued', 'running')
           AND j.due_by IS DISTINCT FROM $3::timestamptz`,
       [assignmentId, dueBy],
+    );
+  }
+
+  /**
+   * A deep-review order's deadline brought forward (ordered again "by tomorrow morning"): its job,
+   * not done, carries it (a running one from its next attempt), and one waiting for a cheaper window
+   * is due at once, to be planned again against it. A later deadline never replaces an earlier one.
+   */
+  async bringOrderForward(tx: EntityManager, tenantId: string, orderId: string, dueBy: Date): Promise<void> {
+    await tenantQuery(
+      tx,
+      tenantId,
+      `UPDATE jobs j SET ${NEW_DEADLINE}
+        WHERE j.tenant_id = $1 AND j.order_id = $2 AND j.kind = 'deep_review' AND j.status IN ('queued', 'running')
+          AND (j.due_by IS NULL OR j.due_by > $3::timestamptz)`,
+      [orderId, dueBy],
     );
   }
 
