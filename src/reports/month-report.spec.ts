@@ -112,6 +112,16 @@ describe('the month report (pure)', () => {
     expect(monthReport(input()).savedByScheduling).toBe(formatCny(0n));
   });
 
+  it("claims an off-peak grading's window discount once, as scheduling: routing is measured against the price when it was submitted", () => {
+    // Paid 300 off-peak; at submission (peak) it would have cost 420. At qwen3-max: 500×4 + 100×10 = 3,000.
+    const r = monthReport(input({ groups: [group({ gradings: 5, calls: 5, cost: 300n, uncachedIn: 500n, out: 100n, paidCost: 300n, scheduleSaved: 120n })] }));
+    // Together the premium price less what was paid (3,000 − 300), no more.
+    expect({ routing: r.savedByRouting, scheduling: r.savedByScheduling }).toEqual({ routing: formatCny(2580n), scheduling: formatCny(120n) });
+    // A grading that ran dearer than at submission claims no routing for it (its scheduling is negative).
+    const dearer = monthReport(input({ groups: [group({ gradings: 5, calls: 5, cost: 300n, uncachedIn: 500n, out: 100n, paidCost: 300n, scheduleSaved: -20n })] }));
+    expect({ routing: dearer.savedByRouting, scheduling: dearer.savedByScheduling }).toEqual({ routing: formatCny(2700n), scheduling: formatCny(0n) });
+  });
+
   it('never reports a negative saving, and no routing saving without a premium model', () => {
     const dear = input({ groups: [group({ batch: true, gradings: 1, calls: 1, cost: 5000n, uncachedIn: 10n, out: 10n, paidCost: 5000n })], premium: null });
     const r = monthReport(dear);

@@ -122,12 +122,13 @@ export function monthReport(input: MonthReportInput): MonthReport {
   // Compression: tokens saved at each model's (uncached) input price.
   const savedByCompression = sum((g) => BigInt(g.compressionTokens) * (floor(g)?.input ?? 0n));
   // Routing: what the standard gradings would have cost on the deep tier's first model, against what
-  // they cost on theirs in real time: a batched grading's batch discount is batching's saving, claimed
-  // below (measured against what was paid, it was claimed twice: routing and batch together more
+  // they cost on theirs in real time when their work was submitted: a batched grading's batch
+  // discount is batching's saving, and a scheduled one's off-peak discount scheduling's, claimed
+  // below (measured against what was paid, each was claimed twice: routing and it together more
   // than the premium price less what was paid).
   const realTimeCost = (g: LedgerGroup) => {
     const p = g.batch ? floor(g) : undefined;
-    return p ? at(g, p) : g.paidCost;
+    return p ? at(g, p) : g.paidCost + (g.scheduleSaved > 0n ? g.scheduleSaved : 0n);
   };
   const savedByRouting = premium ? sum((g) => at(g, premium.floor) - realTimeCost(g), (g) => isGrading(g) && g.tier === 'standard') : 0n;
   // Batch: what the batched calls would have cost at the model's real-time prices.
