@@ -312,6 +312,11 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     const local = due('2026-12-02T08:00:00').replace(/Z$/, '');
     const unzoned = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: local }).expect(400);
     expect(unzoned.body.error.details[0]).toEqual({ field: 'dueBy', message: 'dueBy must be an ISO 8601 date-time with its offset, e.g. 2026-12-03T08:00:00+08:00' });
+    // An offset no zone has is a 400 (the database refused it: a 500); one it has is stored as its instant.
+    const far = await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'x', prompt: 'y', rubric: 'zh-gaokao-60', dueBy: `${due('2026-12-02T08:00:00').slice(0, 19)}+16:00` }).expect(400);
+    expect(far.body.error.details[0].field).toBe('dueBy');
+    const kathmandu = `${due('2026-12-02T08:00:00').slice(0, 19)}+05:45`;
+    expect((await assignment(kathmandu)).dueBy).toBe(new Date(kathmandu).toISOString());
     const a = await assignment(due('2026-12-02T08:00:00'));
     const cleared = await t.http.patch(`/v1/assignments/${a.id}`).set(bearer(teacher)).send({ dueBy: null }).expect(200);
     expect(cleared.body.dueBy).toBeNull();

@@ -103,7 +103,7 @@ export class AssignmentsService {
           auth.tenantId,
           `INSERT INTO assignments (tenant_id, id, title, prompt, rubric_key, rubric_version, language, created_by, escalate, pass_mark, expected_length_min, expected_length_max, due_by)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-          [id, dto.title, dto.prompt, rubric.key, rubric.version, language, auth.keyId, dto.escalate ?? 'off', dto.passMark ?? null, dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy ?? null],
+          [id, dto.title, dto.prompt, rubric.key, rubric.version, language, auth.keyId, dto.escalate ?? 'off', dto.passMark ?? null, dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy ? new Date(dto.dueBy).toISOString() : null],
         ),
     );
     return this.get(auth.tenantId, id);
@@ -131,7 +131,7 @@ export class AssignmentsService {
           expected_length_max = CASE WHEN $7 THEN $9::int ELSE expected_length_max END,
           due_by = CASE WHEN $10 THEN $11::timestamptz ELSE due_by END
         WHERE tenant_id = $1 AND id = $2`,
-        [id, has('escalate'), dto.escalate ?? 'off', has('passMark'), dto.passMark ?? null, has('expectedLength'), dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy !== undefined, dto.dueBy ?? null],
+        [id, has('escalate'), dto.escalate ?? 'off', has('passMark'), dto.passMark ?? null, has('expectedLength'), dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy !== undefined, dto.dueBy ? new Date(dto.dueBy).toISOString() : null],
       );
       if (dto.dueBy !== undefined) await this.jobs.moveDeadline(tx, auth.tenantId, id, dto.dueBy ? new Date(dto.dueBy) : null);
     });

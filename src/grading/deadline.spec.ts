@@ -16,6 +16,13 @@ describe('deadlines', () => {
     }
   });
 
+  it('refuses an offset no time zone has (past ±14:00): the database refused it after the check passed it', () => {
+    for (const text of ['2026-12-02T08:00:00+16:00', '2026-12-02T08:00:00-23:59', '2026-12-02T08:00:00+14:01']) {
+      expect(deadlineProblem(text, NOW)).toBe('dueBy has an offset no time zone has (at most ±14:00)');
+    }
+    for (const text of ['2026-12-02T08:00:00+14:00', '2026-12-02T08:00:00-12:00', '2026-12-02T08:00:00+05:45']) expect(deadlineProblem(text, NOW)).toBeNull();
+  });
+
   it('refuses a deadline not in the future, or more than MAX_DEADLINE_DAYS ahead', () => {
     expect(deadlineProblem(NOW.toISOString(), NOW)).toBe('dueBy must be in the future');
     expect(deadlineProblem('2026-11-30T00:00:00Z', NOW)).toBe('dueBy must be in the future');

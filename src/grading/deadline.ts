@@ -21,6 +21,9 @@ export function deadlineProblem(text: string, now: Date): string | null {
   // (Date.parse rolls 31 November over to 1 December: the day must be one the calendar has.)
   const t = INSTANT.test(text) && isCalendarDay(text.slice(0, 10)) ? Date.parse(text) : NaN;
   if (Number.isNaN(t)) return 'dueBy must be an ISO 8601 date-time with its offset, e.g. 2026-12-03T08:00:00+08:00';
+  // Offsets run from -12:00 to +14:00 on Earth (a larger one passed here, and the database refused it: a 500).
+  const offset = /([+-])(\d{2}):?(\d{2})$/.exec(text);
+  if (offset && (Number(offset[3]) > 59 || Number(offset[2]) * 60 + Number(offset[3]) > 14 * 60)) return 'dueBy has an offset no time zone has (at most ±14:00)';
   if (t <= now.getTime()) return 'dueBy must be in the future';
   if (t > now.getTime() + MAX_DEADLINE_DAYS * 86_400_000) return `dueBy must be within ${MAX_DEADLINE_DAYS} days`;
   return null;
