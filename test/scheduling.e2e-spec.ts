@@ -138,6 +138,23 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     await expectBooksBalanced(ds, tenant.tenantId);
   });
 
+  it("shows an essay an interrupted attempt left 'grading' as queued again when its retry waits for the window", async () => {
+    const a = await assignment(due('2026-12-02T08:00:00'));
+    const [id] = await submit(a.id, [19]);
+    await waitFor(async () => (await jobsOf([id]))[0]?.plan?.mode === 'off_peak', 10_000, 'the job planned for the window');
+    // A worker killed mid-grading: recovery puts its job back to run now; the essay is left as it was.
+    await ds.query(`UPDATE essays SET status = 'grading' WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, id]);
+    await ds.query(`UPDATE jobs SET run_after = now() WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, id]);
+    // The retry plans again (still peak here) and waits for the window once more.
+    await waitFor(async () => {
+      const [j] = await jobsOf([id]);
+      return j.status === 'queued' && new Date(j.run_after).getTime() === beijing('2026-12-01T12:00:00').getTime();
+    }, 10_000, 'the retry deferred');
+    // (the essay is moved just after its job)
+    await waitFor(async () => (await view(id)).status === 'queued', 5_000, "the essay shown as queued, not 'grading'");
+    expect(fake.requests).toHaveLength(0);
+  });
+
   it('does not defer a retry whose earlier attempt planned a batch (its call may wait there): it runs now', async () => {
     const a = await assignment(due('2026-12-02T08:00:00'));
     const [id] = await submit(a.id, [19]);

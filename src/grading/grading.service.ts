@@ -155,7 +155,13 @@ export class GradingService {
       if (row && (row.status === 'queued' || row.status === 'grading')) {
         const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength);
         const s = await this.scheduleOf(job, row, rubric, row.tier, row.tier === 'deep' ? 'deep' : 'standard');
-        if (s === 'deferred') return { kind: 'done', status: 'deferred' };
+        if (s === 'deferred') {
+          // An essay an interrupted attempt left 'grading' (recovery returns only its job) waits as queued, as its job does.
+          if (row.status === 'grading' && job.kind === 'grade' && (await this.essays.requeue(this.ds.manager, job.tenantId, job.essayId))) {
+            this.events.emit({ tenantId: job.tenantId, essayId: job.essayId, status: 'queued' });
+          }
+          return { kind: 'done', status: 'deferred' };
+        }
         schedule = s;
       }
     }
