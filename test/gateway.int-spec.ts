@@ -10,6 +10,8 @@ import { LimitsService } from '../src/tenancy/limits.service';
 import { serverUrl } from './support/test-database';
 import { waitFor } from './support/wait';
 import { Clock } from '../src/common/clock';
+import { ModelRouter } from '../src/llm/model-router';
+import { planWork } from '../src/llm/work-planner';
 import { formatCny } from '../src/common/money';
 import { GatewayError, GatewayRequest, GatewayService, StreamInterruptedError } from '../src/llm/gateway.service';
 import { estimatePromptTokens } from '../src/llm/tokens';
@@ -203,6 +205,34 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
         await setLimits({ providerCalls: null });
       }
       await booksBalanced();
+    });
+
+    it('plans scheduled work on the cheapest model of the first group it can run on, and sends the call there first', async () => {
+      const flash = t.models.catalog.models.get('deepseek:deepseek-flash')!;
+      const qwen = t.models.catalog.models.get('dashscope:qwen-flash')!;
+      // One priority group of two alternatives, as LLM_STANDARD_MODELS='deepseek:deepseek-flash|dashscope:qwen-flash' makes it.
+      const models = { ...t.models, tiers: { ...t.models.tiers, standard: [[{ model: flash, weight: 1 }, { model: qwen, weight: 1 }]] } };
+      const router = new ModelRouter(models, t.app.get(Clock), 1000);
+      clock.mockImplementation(() => beijing('2026-11-30T10:15:00')); // Monday, DeepSeek's peak
+      const messages = [{ role: 'user' as const, content: '一篇要在明天早上之前批改的作文。'.repeat(20) }];
+      const dueBy = beijing('2026-12-01T08:00:00');
+      const timing = { batchTurnaroundMs: 24 * 3_600_000, marginMs: 30 * 60_000 };
+      const each = [flash, qwen].map((model) => {
+        const b = router.bound(model, messages, 500);
+        return planWork({ model, now: beijing('2026-11-30T10:15:00'), dueBy, inputTokens: b.estimate, outputTokens: b.maxTokens, ...timing });
+      });
+      const cheapest = each.reduce((a, b) => (b.expectedNanos < a.expectedNanos ? b : a));
+      // Whichever order the weights draw, the plan is the cheapest one (it was the first drawn: either, half the time).
+      const planned = new Set(Array.from({ length: 40 }, () => router.plan({ tier: 'standard' }, messages, 500, dueBy, timing)!.model));
+      expect([...planned]).toEqual([cheapest.model]);
+      // A model whose breaker is open is planned on only when no other can take it.
+      const other = each.find((p) => p.model !== cheapest.model)!;
+      expect(router.plan({ tier: 'standard' }, messages, 500, dueBy, timing, (m) => m.key !== cheapest.model)!.model).toBe(other.model);
+      expect(router.plan({ tier: 'standard' }, messages, 500, dueBy, timing, () => false)!.model).toBe(cheapest.model);
+      // The call goes to the planned model first, whatever the draw.
+      for (let i = 0; i < 20; i++) expect(router.candidates({ tier: 'standard' }, [], 'dashscope:qwen-flash')[0].key).toBe('dashscope:qwen-flash');
+      const r = await ask('to the planned model', { prefer: 'dashscope:qwen-flash' });
+      expect(r.provider).toBe('dashscope'); // the tier's first group is DeepSeek's
     });
 
     it('reserves at the highest window price, so a call admitted off-peak is covered at peak too', async () => {

@@ -59,6 +59,8 @@ export interface CallSchedule {
   mode: GradeSchedule['mode'];
   batch: boolean;
   priceAsOf: Date;
+  /** the model the plan was priced on: the call goes to it first */
+  model: string;
 }
 
 export type GradingOutcome = { kind: 'done'; status: string } | { kind: 'failed'; code: string; reason: string };

@@ -144,7 +144,7 @@ export class GradingService {
       return 'deferred';
     }
     await this.queue.recordPlan(job, recorded);
-    return { dueBy: job.dueBy, mode: recorded.mode, batch: plan.mode === 'batch', priceAsOf: new Date(recorded.firstPlannedAt) };
+    return { dueBy: job.dueBy, mode: recorded.mode, batch: plan.mode === 'batch', priceAsOf: new Date(recorded.firstPlannedAt), model: plan.model };
   }
 
   /** Runs the job to its end. Throws RetryableGradingError (or anything unexpected) to retry later. */

@@ -118,6 +118,7 @@ export class ModelGrader {
       // before. Work with a deadline but no plan never waits on a batch's 24 hours: it runs now.
       batch: task.schedule ? task.schedule.batch : !job.dueBy && ordered && this.config.grading.deepReviewBatch,
       priceAsOf: task.schedule?.priceAsOf,
+      prefer: task.schedule?.model,
       once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder: this.queue.workerId } },
       batchWait: (waiting) =>
         void this.queue.markInBatch(job, waiting).catch((err: unknown) => this.logger.warn({ msg: 'could not mark a job waiting in a batch', jobId: job.id, err: loggableError(err) })),

@@ -18,6 +18,8 @@ export interface GatewayRequest<T = string> extends Sampling {
   target: GatewayTarget;
   /** model keys ("provider:model") not to try */
   exclude?: string[];
+  /** a model key tried first when it is a candidate (the model a schedule was planned and priced on) */
+  prefer?: string;
   messages: ChatMessage[];
   maxTokens?: number;
   jsonMode?: boolean;

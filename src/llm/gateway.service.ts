@@ -176,7 +176,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
    */
   plan(target: GatewayTarget, messages: ChatMessage[], maxTokens: number, dueBy: Date): WorkPlan | null {
     const llm = this.config.llm;
-    return this.router.plan(target, messages, maxTokens, dueBy, { batchTurnaroundMs: llm.batchWindowMs + llm.batchMaxWaitMs, marginMs: llm.scheduleMarginMs });
+    return this.router.plan(target, messages, maxTokens, dueBy, { batchTurnaroundMs: llm.batchWindowMs + llm.batchMaxWaitMs, marginMs: llm.scheduleMarginMs }, (m) => this.health.reopensInMs(m) === 0);
   }
 
   async complete<T = string>(req: GatewayRequest<T>): Promise<GatewayResult<T>> {
@@ -316,7 +316,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
    * not. Throws the failure that explains why none did.
    */
   private async firstAnswer<T, R>(ctx: CallContext<T>, attempt: (model: CatalogModel, messages: ChatMessage[]) => Promise<AttemptOutcome<T, R>>): Promise<R> {
-    const candidates = this.candidates(ctx.req.target, ctx.req.exclude);
+    const candidates = this.router.candidates(ctx.req.target, ctx.req.exclude, ctx.req.prefer);
     for (const model of candidates) {
       if (!this.health.allow(model)) continue;
       const outcome = await this.tryModel(ctx, model, attempt);

@@ -32,8 +32,15 @@ export class ModelRouter {
     return this.models.tiers[tier].length > 0;
   }
 
-  /** The models a request may try, in the order it will try them. */
-  candidates(target: GatewayTarget, exclude: string[] = []): CatalogModel[] {
+  /** The models a request may try, in the order it will try them (`prefer` first, when it is one). */
+  candidates(target: GatewayTarget, exclude: string[] = [], prefer?: string): CatalogModel[] {
+    const out = this.groups(target, exclude).flat();
+    const i = prefer ? out.findIndex((m) => m.key === prefer) : -1;
+    return i > 0 ? [out[i], ...out.slice(0, i), ...out.slice(i + 1)] : out;
+  }
+
+  /** The priority groups of a target, each in weighted random order, without `exclude` and retired models. */
+  private groups(target: GatewayTarget, exclude: string[] = []): CatalogModel[][] {
     let plan: TierPlan;
     const now = this.clock.now();
     if ('tier' in target) {
@@ -46,14 +53,14 @@ export class ModelRouter {
       }
       plan = [[{ model, weight: 1 }]];
     }
-    const out: CatalogModel[] = [];
+    const out: CatalogModel[][] = [];
     for (const group of plan) {
       // A model that retired while this process ran is skipped (its start-up check passed).
       const live = group.filter((e) => !isRetired(e.model, now));
       // Weighted random order within a priority group (Efraimidis–Spirakis).
       const keyed = live.map((e) => ({ m: e.model, k: Math.random() ** (1 / e.weight) }));
       keyed.sort((a, b) => b.k - a.k);
-      for (const { m } of keyed) if (!exclude.includes(m.key)) out.push(m);
+      out.push(keyed.map(({ m }) => m).filter((m) => !exclude.includes(m.key)));
     }
     return out;
   }
@@ -93,14 +100,32 @@ export class ModelRouter {
   }
 
   /**
-   * When work due by `dueBy` should run (see planWork): priced on the first model the call would go
-   * to, for this prompt's admission bound. Null when no model could take it.
+   * When work due by `dueBy` should run (see planWork), for this prompt's admission bound: the
+   * cheapest plan among the models of the first priority group that can take it and are `usable`
+   * (their breakers closed; all of them when none is), which the call is then sent to first
+   * (GatewayRequest.prefer). Planned on whichever model came first, a job waited two hours for
+   * DeepSeek's discount, then ran on another model at its full price. Null when no model could.
    */
-  plan(target: GatewayTarget, messages: ChatMessage[], maxTokens: number, dueBy: Date, timing: { batchTurnaroundMs: number; marginMs: number }): WorkPlan | null {
-    for (const model of this.candidates(target)) {
-      const b = this.bound(model, messages, maxTokens);
-      if (!b.fits) continue;
-      return planWork({ model, now: this.clock.now(), dueBy, inputTokens: b.estimate, outputTokens: b.maxTokens, ...timing });
+  plan(
+    target: GatewayTarget,
+    messages: ChatMessage[],
+    maxTokens: number,
+    dueBy: Date,
+    timing: { batchTurnaroundMs: number; marginMs: number },
+    usable: (model: CatalogModel) => boolean = () => true,
+  ): WorkPlan | null {
+    const now = this.clock.now();
+    for (const group of this.groups(target)) {
+      const fitting = group.filter((model) => this.bound(model, messages, maxTokens).fits);
+      if (fitting.length === 0) continue;
+      const pool = fitting.some(usable) ? fitting.filter(usable) : fitting;
+      let best: WorkPlan | null = null;
+      for (const model of pool) {
+        const b = this.bound(model, messages, maxTokens);
+        const p = planWork({ model, now, dueBy, inputTokens: b.estimate, outputTokens: b.maxTokens, ...timing });
+        if (!best || p.expectedNanos < best.expectedNanos) best = p;
+      }
+      return best;
     }
     return null;
   }

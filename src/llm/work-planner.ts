@@ -20,7 +20,7 @@ export interface WorkPlan {
   mode: PlanMode;
   /** when the work should start (now, or the start of the cheaper window) */
   startAt: Date;
-  /** the model the plan priced: the first the call would go to */
+  /** the model the plan priced: the call goes to it first (GatewayRequest.prefer) */
   model: string;
   /** the time-of-day price window the call is expected to run in (null: the model's base price, or batch) */
   window: string | null;
