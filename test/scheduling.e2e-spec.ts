@@ -352,6 +352,16 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     };
     const waitDelivered = (id: string) => waitFor(async () => (await view(id)).deepReview?.status === 'delivered', 20_000, 'deep review delivered');
     const deepCalls = async () => (await ledger()).filter((r: { purpose: string }) => r.purpose === 'deep_review');
+    /** The essay's deep review was delivered from one real-time call on a plan of 'now', and says it saved nothing. */
+    const expectRealTimeReview = async (id: string, dueBy: string) => {
+      await waitDelivered(id);
+      expect(fake.requests.filter((r) => r.batchId)).toHaveLength(0);
+      const [call] = await deepCalls();
+      expect([call.batch, call.outcome]).toEqual([false, 'ok']);
+      const v = await view(id);
+      expect(v.deepReview.schedule.plan.mode).toBe('now');
+      expect(v.deepGrade.schedule).toEqual({ dueBy, mode: 'now', saved: '0.00' });
+    };
 
     it('"by tomorrow morning" runs in real time when the 24-hour batch could not finish by then', async () => {
       await sell();
@@ -359,13 +369,7 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       fake.reset();
       const order = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: 'tomorrow_morning' }).expect(202);
       expect(order.body.dueBy).toBe(beijing('2026-12-02T08:00:00').toISOString()); // 08:00 tomorrow, the tenant's zone
-      await waitDelivered(id);
-      expect(fake.requests.filter((r) => r.batchId)).toHaveLength(0);
-      const [call] = await deepCalls();
-      expect([call.batch, call.outcome]).toEqual([false, 'ok']);
-      const v = await view(id);
-      expect(v.deepReview.schedule.plan.mode).toBe('now');
-      expect(v.deepGrade.schedule).toEqual({ dueBy: order.body.dueBy, mode: 'now', saved: '0.00' });
+      await expectRealTimeReview(id, order.body.dueBy);
     });
 
     it('"by tomorrow morning" orders and plans an essay too long for the deep model on the prompt as sent (cut to fit, as the call sends it): real time, never the 24-hour batch', async () => {
@@ -379,13 +383,7 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       await waitGraded([id]);
       fake.reset();
       const order = await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: 'tomorrow_morning' }).expect(202);
-      await waitDelivered(id);
-      expect(fake.requests.filter((r) => r.batchId)).toHaveLength(0);
-      const [call] = await deepCalls();
-      expect([call.batch, call.outcome]).toEqual([false, 'ok']);
-      const v = await view(id);
-      expect(v.deepReview.schedule.plan.mode).toBe('now');
-      expect(v.deepGrade.schedule).toEqual({ dueBy: order.body.dueBy, mode: 'now', saved: '0.00' });
+      await expectRealTimeReview(id, order.body.dueBy);
     });
 
     it('brings an open order forward when it is ordered again with an earlier deadline (never back): its job runs in real time, not in the batch of the first order', async () => {
@@ -409,11 +407,7 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       } finally {
         worker.start();
       }
-      await waitDelivered(id);
-      expect(fake.requests.filter((r) => r.batchId)).toHaveLength(0);
-      const [call] = await deepCalls();
-      expect([call.batch, call.outcome]).toEqual([false, 'ok']);
-      expect((await view(id)).deepGrade.schedule).toEqual({ dueBy: order.dueBy, mode: 'now', saved: '0.00' });
+      await expectRealTimeReview(id, order.dueBy);
     });
 
     it("counts the batch's collection window in its turnaround: due less than window + 24 hours + margin away, it runs in real time", async () => {
