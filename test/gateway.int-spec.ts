@@ -661,6 +661,47 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
     const cached = (content: string, key: string, lookup = true) =>
       ask(content, { cache: { key, lookup, store: true } });
 
+    it('never serves a cached answer unchecked: one of a model no longer in the catalog (nothing to check it with) is a miss', async () => {
+      const cache = t.app.get(ResponseCache);
+      await cache.put(
+        tenant.tenantId,
+        'k-gone-model',
+        { content: 'stale', provider: 'deepseek', model: 'deepseek-retired-9', finishReason: 'stop', usage: { inputTokens: 5, cachedInputTokens: 0, outputTokens: 5 }, costNanos: 100n, repaired: false },
+        3600,
+      );
+      const checked: string[] = [];
+      const r = await ask('a question once answered by a model now gone', {
+        cache: { key: 'k-gone-model', lookup: true, store: true },
+        validate: (content) => {
+          checked.push(content);
+          return content === 'stale' ? { ok: false, problem: 'stale' } : { ok: true, value: content };
+        },
+      });
+      expect(r.cache).toBe('miss');
+      expect(r.content).not.toBe('stale');
+      expect(fake.requests).toHaveLength(1);
+      await booksBalanced();
+    });
+
+    it("checks a shared in-flight answer with each joiner's own validation: one it fails makes its own call", async () => {
+      fake.setLatency(300); // (reset before the next test)
+      const ok = (content: string) => ({ ok: true as const, value: content });
+      const leader = ask('the same key, two essays', { cache: { key: 'k-join-check', lookup: true, store: true }, validate: ok });
+      await waitFor(() => fake.requests.length === 1, 5_000, 'the leader at the provider');
+      let joinerChecks = 0;
+      // The joiner's text differs from the leader's (the key is the same): the leader's answer does not hold for it.
+      const joiner = ask('the same key, two essays', {
+        cache: { key: 'k-join-check', lookup: true, store: true },
+        validate: (content) => (joinerChecks++ === 0 ? { ok: false, problem: 'quotes another text' } : ok(content)),
+      });
+      const [l, j] = await Promise.all([leader, joiner]);
+      expect(l.cache).toBe('miss');
+      expect(j.cache).toBe('miss');
+      expect(joinerChecks).toBe(2); // the leader's answer, then its own
+      expect(fake.requests).toHaveLength(2);
+      await booksBalanced();
+    });
+
     it('answers an exact repeat from the cache at cost 0, recording what it saved', async () => {
       const first = await cached('what is 2+2?', 'k-math');
       const second = await cached('what is 2+2?', 'k-math');

@@ -238,17 +238,27 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const r = ctx.req;
     const cached = await this.cache.get(r.tenantId, r.cache!.key);
     if (!cached) return null;
-    const model = this.models.catalog.models.get(`${cached.provider}:${cached.model}`);
-    let value = cached.content as unknown as T;
-    if (r.validate && model) {
-      const v = r.validate(cached.content, model);
-      if (!v.ok) {
-        await this.cache.delete(r.tenantId, r.cache!.key);
-        return null;
-      }
-      value = v.value;
+    const value = this.revalidated(ctx, cached);
+    if (value === undefined) {
+      await this.cache.delete(r.tenantId, r.cache!.key);
+      return null;
     }
-    return this.recordHit(ctx, cached, value);
+    return this.recordHit(ctx, cached, value.value);
+  }
+
+  /**
+   * Another call's answer checked by this request's own validation (a grade is tied to the text of
+   * the essay it answers: its quotes and their places): undefined when it fails, or when the model
+   * that answered is no longer in the catalog to check it with (it was served unchecked: a grading
+   * stored a grade with no score).
+   */
+  private revalidated<T>(ctx: CallContext<T>, answer: { content: string; provider: string; model: string }): { value: T } | undefined {
+    const validate = ctx.req.validate;
+    if (!validate) return { value: answer.content as unknown as T };
+    const model = this.models.catalog.models.get(`${answer.provider}:${answer.model}`);
+    if (!model) return undefined;
+    const v = validate(answer.content, model);
+    return v.ok ? { value: v.value } : undefined;
   }
 
   private async recordHit<T>(ctx: CallContext<T>, cached: CachedAnswer, value: T): Promise<GatewayResult<T>> {
@@ -299,10 +309,13 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       if (leaderGone() && !callerGone(ctx.req)) return this.complete(ctx.req);
       throw err;
     }
+    const value = this.revalidated(ctx, leader);
+    // An answer that does not hold for this request (the same key, another essay's raw text): it makes its own call.
+    if (value === undefined) return this.run(ctx);
     return this.recordHit(
       ctx,
-      { content: leader.content, provider: leader.provider, model: leader.model, finishReason: leader.finishReason, usage: leader.usage, costNanos: leader.costNanos },
-      leader.value,
+      { content: leader.content, provider: leader.provider, model: leader.model, finishReason: leader.finishReason, usage: leader.usage, costNanos: leader.costNanos, repaired: leader.repaired },
+      value.value,
     );
   }
 
