@@ -155,6 +155,32 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     expect(fake.requests).toHaveLength(0);
   });
 
+  it("leaves the essay to the worker that took its job over while this one planned: not moved back to queued under that worker's grading", async () => {
+    const a = await assignment(due('2026-12-02T08:00:00'));
+    const [id] = await submit(a.id, [29]);
+    await waitFor(async () => (await jobsOf([id]))[0]?.plan?.mode === 'off_peak', 10_000, 'the job planned for the window');
+    const queue = t.app.get(JobQueue);
+    const real = queue.defer.bind(queue);
+    let deferred: boolean | undefined;
+    // While this worker plans, its lease runs out and another worker claims the job and starts grading the essay.
+    const defer = jest.spyOn(queue, 'defer').mockImplementation(async (job, plan, tx) => {
+      await ds.query(`UPDATE jobs SET locked_by = 'another-worker' WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, job.id]);
+      deferred = await real(job, plan, tx);
+      return deferred;
+    });
+    try {
+      await ds.query(`UPDATE essays SET status = 'grading' WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, id]);
+      await ds.query(`UPDATE jobs SET run_after = now() WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, id]);
+      await waitFor(() => deferred !== undefined, 10_000, 'the worker deferring');
+    } finally {
+      defer.mockRestore();
+    }
+    expect(deferred).toBe(false);
+    expect((await view(id)).status).toBe('grading'); // the other worker's
+    // (the job is the other worker's: put it back for the next test's clean slate)
+    await ds.query(`UPDATE jobs SET status = 'failed', locked_by = NULL WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, id]);
+  });
+
   it('does not defer a retry whose earlier attempt planned a batch (its call may wait there): it runs now', async () => {
     const a = await assignment(due('2026-12-02T08:00:00'));
     const [id] = await submit(a.id, [19]);

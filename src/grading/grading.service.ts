@@ -139,7 +139,13 @@ export class GradingService {
     };
     // (off_peak is only ever a later start: when now is the cheapest, the plan is 'now'.)
     if (plan.mode === 'off_peak' && !inBatchBefore) {
-      await this.queue.defer(job, recorded);
+      // An essay an interrupted attempt left 'grading' (recovery returns only its job) waits as
+      // queued, as its job does: moved with it, only while this worker still held the job (another
+      // may have claimed it since, and marked the essay 'grading' for its own attempt).
+      const requeued = await this.ds.transaction(
+        async (tx) => (await this.queue.defer(job, recorded, tx)) && row.status === 'grading' && job.kind === 'grade' && this.essays.requeue(tx, job.tenantId, job.essayId),
+      );
+      if (requeued) this.events.emit({ tenantId: job.tenantId, essayId: job.essayId, status: 'queued' });
       this.logger.log({ msg: 'scheduled work waits for a cheaper window', tenantId: job.tenantId, essayId: job.essayId, jobId: job.id, startAt: recorded.startAt });
       return 'deferred';
     }
@@ -155,13 +161,7 @@ export class GradingService {
       if (row && (row.status === 'queued' || row.status === 'grading')) {
         const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength);
         const s = await this.scheduleOf(job, row, rubric, row.tier, row.tier === 'deep' ? 'deep' : 'standard');
-        if (s === 'deferred') {
-          // An essay an interrupted attempt left 'grading' (recovery returns only its job) waits as queued, as its job does.
-          if (row.status === 'grading' && job.kind === 'grade' && (await this.essays.requeue(this.ds.manager, job.tenantId, job.essayId))) {
-            this.events.emit({ tenantId: job.tenantId, essayId: job.essayId, status: 'queued' });
-          }
-          return { kind: 'done', status: 'deferred' };
-        }
+        if (s === 'deferred') return { kind: 'done', status: 'deferred' };
         schedule = s;
       }
     }

@@ -357,9 +357,9 @@ export class JobQueue {
    * planned again against the new deadline (as moveDeadline does with the jobs already waiting).
    * (Compared to the millisecond: the job's deadline came to this process as a JS Date.)
    */
-  async defer(job: Job, plan: JobPlan): Promise<boolean> {
+  async defer(job: Job, plan: JobPlan, tx: EntityManager = this.ds.manager): Promise<boolean> {
     const rows = await tenantQuery(
-      this.ds.manager,
+      tx,
       job.tenantId,
       `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0),
               run_after = CASE WHEN date_trunc('milliseconds', due_by) IS NOT DISTINCT FROM $6::timestamptz THEN $4::timestamptz ELSE now() END,
