@@ -436,6 +436,25 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       await expectRealTimeReview(id, order.dueBy);
     });
 
+    it('keeps the deadline of a review already under way (its call waiting in a provider batch): ordering again says so, and claims no earlier one', async () => {
+      await sell();
+      const id = await gradedEssay(28);
+      const worker = t.app.get(GradingWorker);
+      await worker.stop(0);
+      try {
+        const order = (await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).expect(202)).body;
+        // As a worker leaves it once its call is in the 24-hour batch.
+        await ds.query(`UPDATE jobs SET status = 'running', in_batch = true WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, order.orderId]);
+        const again = (await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: 'tomorrow_morning' }).expect(202)).body;
+        expect([again.orderId, again.dueBy]).toEqual([order.orderId, null]);
+        expect(await ds.query(`SELECT due_by FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, order.orderId])).toEqual([{ due_by: null }]);
+        await ds.query(`UPDATE jobs SET status = 'queued', in_batch = false WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, order.orderId]);
+      } finally {
+        worker.start();
+      }
+      await waitDelivered(id);
+    });
+
     it("counts the batch's collection window in its turnaround: due less than window + 24 hours + margin away, it runs in real time", async () => {
       await sell();
       const id = await gradedEssay(25);

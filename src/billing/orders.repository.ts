@@ -127,19 +127,22 @@ export class OrdersRepository {
   }
 
   /**
-   * An open order's deadline brought forward to `dueBy` (never put back): the order, and the job of
-   * a paid one. False when the order is not open, or already due by then.
+   * An open order's deadline brought forward to `dueBy` (never put back): an order awaiting payment,
+   * or a paid one whose review still waits in the queue (JobQueue.bringOrderForward), with its job.
+   * False, and nothing written, otherwise: the order then says the deadline its review keeps.
    */
   async bringForward(tenantId: string, orderId: string, dueBy: Date): Promise<boolean> {
     return this.ds.transaction(async (tx) => {
-      const [moved] = await tenantQuery<{ status: string }>(
+      // Locked first: a payment committing meanwhile queues its job with the deadline either way.
+      const [order] = await tenantQuery<{ status: string }>(
         tx,
         tenantId,
-        `UPDATE orders SET due_by = $3 WHERE tenant_id = $1 AND id = $2 AND status IN ('awaiting_payment', 'paid') AND (due_by IS NULL OR due_by > $3::timestamptz) RETURNING status`,
+        `SELECT status FROM orders WHERE tenant_id = $1 AND id = $2 AND status IN ('awaiting_payment', 'paid') AND (due_by IS NULL OR due_by > $3::timestamptz) FOR UPDATE`,
         [orderId, dueBy.toISOString()],
       );
-      if (!moved) return false;
-      if (moved.status === 'paid') await this.jobs.bringOrderForward(tx, tenantId, orderId, dueBy);
+      if (!order) return false;
+      if (order.status === 'paid' && !(await this.jobs.bringOrderForward(tx, tenantId, orderId, dueBy))) return false;
+      await tenantQuery(tx, tenantId, `UPDATE orders SET due_by = $3 WHERE tenant_id = $1 AND id = $2`, [orderId, dueBy.toISOString()]);
       return true;
     });
   }

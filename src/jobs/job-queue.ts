@@ -306,18 +306,23 @@ export class JobQueue {
 
   /**
    * A deep-review order's deadline brought forward (ordered again "by tomorrow morning"): its job,
-   * not done, carries it (a running one from its next attempt), and one waiting for a cheaper window
-   * is due at once, to be planned again against it. A later deadline never replaces an earlier one.
+   * while it waits in the queue (to be claimed, or for a cheaper window: then due at once, to be
+   * planned again against it), carries it; false when there is no such job — one running, or whose
+   * call waits in a provider batch, keeps its plan (a running review in the 24-hour batch would not
+   * have met the deadline the order then claimed). A later deadline never replaces an earlier one.
    */
-  async bringOrderForward(tx: EntityManager, tenantId: string, orderId: string, dueBy: Date): Promise<void> {
-    await tenantQuery(
+  async bringOrderForward(tx: EntityManager, tenantId: string, orderId: string, dueBy: Date): Promise<boolean> {
+    const rows = await tenantQuery(
       tx,
       tenantId,
       `UPDATE jobs j SET ${NEW_DEADLINE}
-        WHERE j.tenant_id = $1 AND j.order_id = $2 AND j.kind = 'deep_review' AND j.status IN ('queued', 'running')
-          AND (j.due_by IS NULL OR j.due_by > $3::timestamptz)`,
+        WHERE j.tenant_id = $1 AND j.order_id = $2 AND j.kind = 'deep_review' AND j.status = 'queued' AND j.in_batch IS NOT TRUE
+          AND coalesce(j.plan->>'mode', '') <> 'batch' AND coalesce((j.plan->>'batchedBefore')::boolean, false) = false
+          AND (j.due_by IS NULL OR j.due_by > $3::timestamptz)
+        RETURNING j.id`,
       [orderId, dueBy],
     );
+    return rows.length > 0;
   }
 
   /**
