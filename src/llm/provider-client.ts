@@ -278,8 +278,10 @@ export class ProviderClient {
     // with (Zhipu's in the same chunk, the others' in a chunk of their own after it).
     let filtered: string | undefined;
     let usage: Usage | null = null;
+    let lastChunkAt = performance.now();
     try {
       for await (const chunk of res.body) {
+        lastChunkAt = performance.now();
         buffer += (chunk as Buffer).toString('utf8');
         let nl: number;
         while ((nl = buffer.indexOf('\n')) >= 0) {
@@ -323,8 +325,11 @@ export class ProviderClient {
       const e = networkError(err, deadline);
       // The connection broke while the answer was streaming in.
       if (e.reason === 'network') throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
-      // Our own limit on a stream that was still arriving: the model works, the request was long.
-      if (deadline.timedOut) throw new ProviderError('retryable', 'total_timeout', 'the stream went on past LLM_TOTAL_TIMEOUT_MS');
+      // Our own limit on a stream still arriving (its last chunk a moment ago): the model works, the
+      // request was long. One that had gone quiet stalled: a failure of the model like any timeout.
+      if (deadline.timedOut && performance.now() - lastChunkAt <= stillArrivingMs(this.cfg.totalTimeoutMs)) {
+        throw new ProviderError('retryable', 'total_timeout', 'the stream went on past LLM_TOTAL_TIMEOUT_MS');
+      }
       throw e;
     }
     if (filtered !== undefined) throw contentFiltered(filtered, usage);
@@ -332,6 +337,14 @@ export class ProviderClient {
       throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
     }
   }
+}
+
+/**
+ * A stream cut by its total timeout was still arriving when its last chunk came at most this long
+ * before: 5 s, or a quarter of the total timeout when that is shorter.
+ */
+export function stillArrivingMs(totalTimeoutMs: number): number {
+  return Math.min(5_000, totalTimeoutMs / 4);
 }
 
 /** A stream the provider's content filter stopped, with the usage it billed (null when none came). */
