@@ -253,7 +253,7 @@ describe('clean edges', () => {
       }
     });
 
-    it("counts a payment event's refused signature against its address: past the burst, forged events are answered 429 before any secret is read", async () => {
+    it("counts a payment event's refused signature against its address and school: past the burst, forged events are answered 429 before any secret is read", async () => {
       const w = await createTestApp({ WORKERS_ENABLED: 'false', AUTH_FAILURE_BURST: '3', AUTH_FAILURES_PER_MINUTE: '1' });
       const reads = jest.spyOn(w.app.get(TenantSecretsService), 'read');
       try {
@@ -267,8 +267,12 @@ describe('clean edges', () => {
         expect(refused.body.error.code).toBe('RATE_LIMITED');
         expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
         expect(reads).toHaveBeenCalledTimes(3); // no read for the refused one
-        // The address's keyed requests with made-up keys wait too: one budget of failures.
-        await w.http.get('/v1/rubrics').set(bearer(`isk_guess7_${'x'.repeat(40)}`)).expect(429);
+        // Its own bucket, per school: another school's events from the same address (one payment
+        // provider sends every school's) are still checked, and so are the address's keys.
+        const other = await new Factory(w.app).newTenant();
+        await w.http.post(`/v1/payments/webhook/${other.tenantId}`).set('content-type', 'application/json').set('X-Inkstone-Signature', signPayload('not-the-secret-0123456789', body)).send(body).expect(401);
+        expect(reads).toHaveBeenCalledTimes(4);
+        await w.http.get('/v1/rubrics').set(bearer(`isk_guess7_${'x'.repeat(40)}`)).expect(401);
       } finally {
         reads.mockRestore();
         await w.close();

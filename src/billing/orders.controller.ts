@@ -84,9 +84,10 @@ export class PaymentsWebhookController {
   ) {}
 
   /**
-   * A refused signature counts as a failed authentication of the sender's address (AuthFailures),
-   * as a bad key does on the keyed routes: past the burst, its events are answered 429 before any
-   * secret is read (each forged event cost a database read, without end).
+   * A refused signature counts as a failed authentication of the sender's address for that school
+   * (AuthFailures, a bucket per school and address, apart from the keys'): past the burst, its
+   * events to that school are answered 429 before any secret is read (each forged event cost a
+   * database read, without end), and other schools' events from the same payment provider pass.
    */
   @Post('payments/webhook/:tenantId')
   @BodyLimit(64 * KiB)
@@ -97,13 +98,14 @@ export class PaymentsWebhookController {
   @ApiOperation({ summary: 'Payment provider events (payment.succeeded, payment.refunded), signed with the tenant webhook secret' })
   @ApiView('PaymentWebhookAnswer')
   async webhook(@Param('tenantId') tenantId: string, @Req() req: RawBodyRequest<FastifyRequest>): Promise<PaymentWebhookAnswer> {
-    const refused = this.failures.refusal(req.ip);
+    const scope = `payments:${tenantId.toLowerCase()}`;
+    const refused = this.failures.refusal(req.ip, Date.now(), scope);
     if (refused) throw refused;
     const header = req.headers[SIGNATURE_HEADER];
     try {
       return await this.orders.handleWebhook(tenantId, req.rawBody, Array.isArray(header) ? header[0] : header);
     } catch (err) {
-      if (err instanceof BillingError && err.code === 'INVALID_SIGNATURE') this.failures.failed(req.ip);
+      if (err instanceof BillingError && err.code === 'INVALID_SIGNATURE') this.failures.failed(req.ip, Date.now(), scope);
       throw err;
     }
   }

@@ -27,6 +27,10 @@ export function addressKey(address: string): string {
   return `${groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, '')).join(':')}::/64`;
 }
 
+function bucketKey(address: string, scope?: string): string {
+  return scope ? `${scope} ${addressKey(address)}` : addressKey(address);
+}
+
 /**
  * Failed authentications by client address, on this instance: each request answered 401 (a key
  * unknown or revoked, a wrong operator token, a forged or ended session, a failed console sign-in)
@@ -66,17 +70,22 @@ export class AuthFailures {
     }
   }
 
-  /** The 429 for the address when it has no failure left to spend (its credentials then go unchecked unless known good); else null. */
-  refusal(address: string, now = Date.now()): Error | null {
-    const b = this.refilled(addressKey(address), now);
+  /**
+   * The 429 for the address when it has no failure left to spend (its credentials then go unchecked
+   * unless known good); else null. `scope` gives the address a bucket of its own for one kind of
+   * request (a school's payment events: a payment provider sends every school's from the same
+   * addresses, so one school's wrong secret must not refuse the others').
+   */
+  refusal(address: string, now = Date.now(), scope?: string): Error | null {
+    const b = this.refilled(bucketKey(address, scope), now);
     if (!b || b.tokens >= 1) return null;
     const retryAfterS = Math.max(1, Math.ceil((1 - b.tokens) / this.perMs / 1000));
     return rateLimited(`Too many failed authentications from this address: try again in ${retryAfterS} s`, retryAfterS, this.burst);
   }
 
-  /** One failed authentication from the address. */
-  failed(address: string, now = Date.now()): void {
-    const key = addressKey(address);
+  /** One failed authentication from the address (in `scope`'s bucket, see refusal). */
+  failed(address: string, now = Date.now(), scope?: string): void {
+    const key = bucketKey(address, scope);
     const b = this.refilled(key, now) ?? { tokens: this.burst, at: now };
     b.tokens = Math.max(0, b.tokens - 1);
     // Kept until it would be full again: a forgotten bucket is the same as a full one.
