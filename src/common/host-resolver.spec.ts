@@ -110,5 +110,12 @@ describe('HostResolver (the DNS lookups of outbound webhooks)', () => {
     } finally {
       await server.close();
     }
-  });
+    // A server that never answers is no "unknown name": no getaddrinfo after the timeout either.
+    const silent = await dnsServer({}, true);
+    try {
+      await expect(new HostResolver(true).useServers([silent.address]).lookup('localhost')).rejects.toMatchObject({ code: 'ETIMEOUT' });
+    } finally {
+      await silent.close();
+    }
+  }, 30_000);
 });

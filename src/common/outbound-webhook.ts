@@ -124,7 +124,10 @@ export class HostResolver {
       ...(v6.status === 'fulfilled' ? v6.value.map((address) => ({ address, family: 6 as const })) : []),
     ];
     if (found.length > 0) return found;
-    if (this.systemFallback) {
+    // Only for a name DNS answered it does not know: a server that timed out (ETIMEOUT) or failed
+    // would hold a pool thread in getaddrinfo again.
+    const unknown = [v4, v6].every((r) => r.status === 'rejected' && ['ENOTFOUND', 'ENODATA'].includes((r.reason as NodeJS.ErrnoException).code ?? ''));
+    if (this.systemFallback && unknown) {
       const all = await dnsLookup(host, { all: true, verbatim: true });
       return all.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
     }
