@@ -123,7 +123,7 @@ export class ModelRouter {
       for (const model of pool) {
         const b = this.bound(model, messages, maxTokens);
         const p = planWork({ model, now, dueBy, inputTokens: b.estimate, outputTokens: b.maxTokens, ...timing });
-        if (!best || p.expectedNanos < best.expectedNanos) best = p;
+        if (!best || cheaperPlan(p, best)) best = p;
       }
       return best;
     }
@@ -157,4 +157,10 @@ export class ModelRouter {
     return out;
   }
 
+}
+
+/** Is plan `a` better than `b`: cheaper, or as cheap and starting sooner (no wait for no saving)? */
+export function cheaperPlan(a: WorkPlan, b: WorkPlan): boolean {
+  if (a.expectedNanos !== b.expectedNanos) return a.expectedNanos < b.expectedNanos;
+  return a.startAt.getTime() < b.startAt.getTime();
 }
