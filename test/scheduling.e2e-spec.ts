@@ -436,7 +436,7 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       await expectRealTimeReview(id, order.dueBy);
     });
 
-    it('keeps the deadline of a review already under way (its call waiting in a provider batch): ordering again says so, and claims no earlier one', async () => {
+    it('keeps the deadline of a review already under way (its call waiting in a provider batch, or handed over in one at a stop): ordering again says so, and claims no earlier one', async () => {
       await sell();
       const id = await gradedEssay(28);
       const worker = t.app.get(GradingWorker);
@@ -448,7 +448,16 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
         const again = (await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: 'tomorrow_morning' }).expect(202)).body;
         expect([again.orderId, again.dueBy]).toEqual([order.orderId, null]);
         expect(await ds.query(`SELECT due_by FROM jobs WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, order.orderId])).toEqual([{ due_by: null }]);
+        // Handed over at a stop: queued again, its call still waiting in the batch, named on its guard.
         await ds.query(`UPDATE jobs SET status = 'queued', in_batch = false WHERE tenant_id = $1 AND order_id = $2`, [tenant.tenantId, order.orderId]);
+        await ds.query(
+          `INSERT INTO call_guards (tenant_id, key, state, token, expires_at, essay_id, batch_provider, batch_id, batch_line, reservation_id)
+           VALUES ($1, repeat('a', 64), 'in_flight', gen_random_uuid(), now() + interval '1 hour', $2, 'dashscope', 'batch_handed_over', 'line-1', gen_random_uuid())`,
+          [tenant.tenantId, id],
+        );
+        const handedOver = (await t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(teacher)).send({ dueBy: 'tomorrow_morning' }).expect(202)).body;
+        expect(handedOver.dueBy).toBeNull();
+        await ds.query(`DELETE FROM call_guards WHERE tenant_id = $1 AND key = repeat('a', 64)`, [tenant.tenantId]);
       } finally {
         worker.start();
       }

@@ -133,7 +133,10 @@ export class OrdersRepository {
    */
   async bringForward(tenantId: string, orderId: string, dueBy: Date): Promise<boolean> {
     return this.ds.transaction(async (tx) => {
-      // Locked first: a payment committing meanwhile queues its job with the deadline either way.
+      // The queued job, then the order: the order of a refund's and an erasure's locks (the other
+      // way round, a refund at the same moment deadlocked). A payment committing meanwhile waits
+      // for the order and queues its job with the deadline either way.
+      await this.jobs.lockQueuedForOrder(tx, tenantId, orderId);
       const [order] = await tenantQuery<{ status: string }>(
         tx,
         tenantId,

@@ -319,6 +319,9 @@ export class JobQueue {
         WHERE j.tenant_id = $1 AND j.order_id = $2 AND j.kind = 'deep_review' AND j.status = 'queued' AND j.in_batch IS NOT TRUE
           AND coalesce(j.plan->>'mode', '') <> 'batch' AND coalesce((j.plan->>'batchedBefore')::boolean, false) = false
           AND (j.due_by IS NULL OR j.due_by > $3::timestamptz)
+          -- a call handed over at a stop still waits in its batch (named on its guard): its retry takes it over
+          AND NOT EXISTS (SELECT 1 FROM call_guards g WHERE g.tenant_id = $1 AND g.essay_id = j.essay_id AND g.state = 'in_flight'
+                            AND g.expires_at > now() AND (g.batch_id IS NOT NULL OR g.batch_file_id IS NOT NULL))
         RETURNING j.id`,
       [orderId, dueBy],
     );
