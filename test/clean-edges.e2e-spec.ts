@@ -257,22 +257,32 @@ describe('clean edges', () => {
       const w = await createTestApp({ WORKERS_ENABLED: 'false', AUTH_FAILURE_BURST: '3', AUTH_FAILURES_PER_MINUTE: '1' });
       const reads = jest.spyOn(w.app.get(TenantSecretsService), 'read');
       try {
-        const school = await new Factory(w.app).newTenant();
+        const f2 = new Factory(w.app);
+        const selling = async () => {
+          const school = await f2.newTenant();
+          await w.http.put('/v1/billing/settings').set(bearer(school.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'webhook', webhookSecret: 'whsec_the_real_secret_0123456789' }).expect(200);
+          return school;
+        };
+        const [school, other] = [await selling(), await selling()];
         const body = JSON.stringify({ id: 'evt_forged', type: 'payment.succeeded', data: { orderId: randomUUID(), amount: '9.90' } });
-        const forged = () =>
-          w.http.post(`/v1/payments/webhook/${school.tenantId}`).set('content-type', 'application/json').set('X-Inkstone-Signature', signPayload('not-the-secret-0123456789', body)).send(body);
-        for (let i = 0; i < 3; i++) expect((await forged().expect(401)).body.error.code).toBe('INVALID_SIGNATURE');
+        const forged = (tenantId: string) =>
+          w.http.post(`/v1/payments/webhook/${tenantId}`).set('content-type', 'application/json').set('X-Inkstone-Signature', signPayload('not-the-secret-0123456789', body)).send(body);
+        reads.mockClear();
+        for (let i = 0; i < 3; i++) expect((await forged(school.tenantId).expect(401)).body.error.code).toBe('INVALID_SIGNATURE');
         expect(reads).toHaveBeenCalledTimes(3);
-        const refused = await forged().expect(429);
+        const refused = await forged(school.tenantId).expect(429);
         expect(refused.body.error.code).toBe('RATE_LIMITED');
         expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(1);
         expect(reads).toHaveBeenCalledTimes(3); // no read for the refused one
-        // Its own bucket, per school: another school's events from the same address (one payment
-        // provider sends every school's) are still checked, and so are the address's keys.
-        const other = await new Factory(w.app).newTenant();
-        await w.http.post(`/v1/payments/webhook/${other.tenantId}`).set('content-type', 'application/json').set('X-Inkstone-Signature', signPayload('not-the-secret-0123456789', body)).send(body).expect(401);
+        // A bucket per school: another school's events from the same address (one payment provider
+        // sends every school's) are still checked, and so are the address's keys.
+        await forged(other.tenantId).expect(401);
         expect(reads).toHaveBeenCalledTimes(4);
         await w.http.get('/v1/rubrics').set(bearer(`isk_guess7_${'x'.repeat(40)}`)).expect(401);
+        // Ids of no school with a secret share one bucket of the address: new random ids each time do not get past it.
+        for (let i = 0; i < 3; i++) await forged(randomUUID()).expect(401);
+        await forged(randomUUID()).expect(429);
+        expect(reads).toHaveBeenCalledTimes(7);
       } finally {
         reads.mockRestore();
         await w.close();

@@ -17,6 +17,9 @@ export const BILLING_ERRORS = {
 export type BillingErrorCode = keyof typeof BILLING_ERRORS;
 
 export class BillingError extends ModuleError<BillingErrorCode> {
+  /** INVALID_SIGNATURE: whether the school named exists with a payment secret (never in the answer: it would tell). */
+  secretFound?: boolean;
+
   constructor(code: BillingErrorCode, message: string, details?: FieldProblem[] | Record<string, unknown>) {
     super(BILLING_ERRORS, code, message, details);
   }
@@ -25,7 +28,9 @@ export class BillingError extends ModuleError<BillingErrorCode> {
     return new BillingError('BUDGET_EXHAUSTED', message, details);
   }
 
-  static invalidSignature(why: string): BillingError {
-    return new BillingError('INVALID_SIGNATURE', `Webhook signature refused: ${why}`);
+  static invalidSignature(why: string, secretFound = true): BillingError {
+    const e = new BillingError('INVALID_SIGNATURE', `Webhook signature refused: ${why}`);
+    e.secretFound = secretFound;
+    return e;
   }
 }

@@ -12,6 +12,9 @@ import { BoundedRead } from '../tenancy/read-slot.interceptor';
 import { AuthFailures } from '../tenancy/auth-failures';
 import { BillingError } from './billing-errors';
 
+/** The bucket of an address's payment events to ids of no school with a payment secret (AuthFailures scope). */
+const UNKNOWN_SCHOOLS = 'payments:unknown';
+
 /** GET /v1/orders: a page, newest first; `nextCursor` (null on the last page) asks for the next. */
 export interface OrderList {
   data: OrderView[];
@@ -84,10 +87,12 @@ export class PaymentsWebhookController {
   ) {}
 
   /**
-   * A refused signature counts as a failed authentication of the sender's address for that school
-   * (AuthFailures, a bucket per school and address, apart from the keys'): past the burst, its
-   * events to that school are answered 429 before any secret is read (each forged event cost a
-   * database read, without end), and other schools' events from the same payment provider pass.
+   * A refused signature counts as a failed authentication of the sender's address (AuthFailures,
+   * apart from the keys'): for a school with a payment secret in a bucket of that school's (one
+   * school's wrong secret must not refuse other schools' events from the same payment provider),
+   * for any other id in one bucket of the address's (random ids would each get a bucket of their
+   * own). Past either burst, events are answered 429 before any secret is read (each forged event
+   * cost a database read, without end).
    */
   @Post('payments/webhook/:tenantId')
   @BodyLimit(64 * KiB)
@@ -98,14 +103,14 @@ export class PaymentsWebhookController {
   @ApiOperation({ summary: 'Payment provider events (payment.succeeded, payment.refunded), signed with the tenant webhook secret' })
   @ApiView('PaymentWebhookAnswer')
   async webhook(@Param('tenantId') tenantId: string, @Req() req: RawBodyRequest<FastifyRequest>): Promise<PaymentWebhookAnswer> {
-    const scope = `payments:${tenantId.toLowerCase()}`;
-    const refused = this.failures.refusal(req.ip, Date.now(), scope);
+    const school = `payments:${tenantId.toLowerCase()}`;
+    const refused = this.failures.refusal(req.ip, Date.now(), UNKNOWN_SCHOOLS) ?? this.failures.refusal(req.ip, Date.now(), school);
     if (refused) throw refused;
     const header = req.headers[SIGNATURE_HEADER];
     try {
       return await this.orders.handleWebhook(tenantId, req.rawBody, Array.isArray(header) ? header[0] : header);
     } catch (err) {
-      if (err instanceof BillingError && err.code === 'INVALID_SIGNATURE') this.failures.failed(req.ip, Date.now(), scope);
+      if (err instanceof BillingError && err.code === 'INVALID_SIGNATURE') this.failures.failed(req.ip, Date.now(), err.secretFound ? school : UNKNOWN_SCHOOLS);
       throw err;
     }
   }

@@ -205,10 +205,10 @@ export class OrdersService {
   async handleWebhook(tenantId: string, rawBody: Buffer | undefined, signature: string | undefined): Promise<PaymentWebhookAnswer> {
     // A UUID in the path may come in capitals: the id as stored is lower case (the stored secret is bound to it).
     tenantId = tenantId.toLowerCase();
-    const unauthorized = (why: string) => BillingError.invalidSignature(why);
     // An unknown tenant, or one without a secret, is checked against a secret nobody holds: its 401
     // reads exactly like a wrong signature's, so the answer does not tell whether the tenant exists.
     const secret = UUID.test(tenantId) ? await this.secrets.read('payment', tenantId) : null;
+    const unauthorized = (why: string) => BillingError.invalidSignature(why, secret !== null);
     if (!rawBody) throw unauthorized('empty body');
     const check = verifySignature(signature, secret || NO_TENANT_SECRET, rawBody);
     if (!check.ok) throw unauthorized(check.reason === 'stale' ? 'timestamp more than 5 minutes away' : `${check.reason} signature`);
