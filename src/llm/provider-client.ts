@@ -281,13 +281,13 @@ export class ProviderClient {
     let lastChunkAt = performance.now();
     try {
       for await (const chunk of res.body) {
-        lastChunkAt = performance.now();
         buffer += (chunk as Buffer).toString('utf8');
         let nl: number;
         while ((nl = buffer.indexOf('\n')) >= 0) {
           const line = buffer.slice(0, nl).replace(/\r$/, '');
           buffer = buffer.slice(nl + 1);
           if (!line.startsWith('data:')) continue; // blank separators and ": keep-alive" comments
+          lastChunkAt = performance.now(); // (a keep-alive is no sign the model still answers)
           const data = line.slice(5).trim();
           if (data === '[DONE]') {
             done = true;

@@ -14,8 +14,8 @@ import { ProviderError } from './types';
 describe('a stream cut by the total timeout', () => {
   let server: http.Server;
   let url: string;
-  /** tokens every `everyMs`, for `forMs`, then silence */
-  let cadence = { everyMs: 100, forMs: 10_000 };
+  /** tokens every `everyMs`, for `forMs`, then silence (or, with `keepAlive`, ": keep-alive" comments) */
+  let cadence = { everyMs: 100, forMs: 10_000, keepAlive: false };
 
   beforeAll(async () => {
     server = http.createServer((req, res) => {
@@ -23,7 +23,10 @@ describe('a stream cut by the total timeout', () => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       const started = Date.now();
       const timer = setInterval(() => {
-        if (Date.now() - started > cadence.forMs) return; // gone quiet, the socket open
+        if (Date.now() - started > cadence.forMs) {
+          if (cadence.keepAlive) res.write(': keep-alive\n\n');
+          return; // gone quiet, the socket open
+        }
         res.write(`data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: '字' }, finish_reason: null }] })}\n\n`);
       }, cadence.everyMs);
       res.on('close', () => clearInterval(timer));
@@ -52,13 +55,18 @@ describe('a stream cut by the total timeout', () => {
   };
 
   it('is total_timeout while its tokens still come', async () => {
-    cadence = { everyMs: 100, forMs: 10_000 };
+    cadence = { everyMs: 100, forMs: 10_000, keepAlive: false };
     expect(await cutBy(1_200)).toMatchObject({ errorClass: 'retryable', reason: 'total_timeout' });
   });
 
   it('is a timeout (a stall) when it had gone quiet before the limit', async () => {
     // Tokens for 200 ms, then nothing: cut at 1.6 s, its last chunk more than a quarter of that (400 ms) before.
-    cadence = { everyMs: 50, forMs: 200 };
+    cadence = { everyMs: 50, forMs: 200, keepAlive: false };
+    expect(await cutBy(1_600)).toMatchObject({ errorClass: 'retryable', reason: 'timeout' });
+  });
+
+  it('is a timeout when only keep-alive comments still came: they are no sign of the model answering', async () => {
+    cadence = { everyMs: 50, forMs: 200, keepAlive: true };
     expect(await cutBy(1_600)).toMatchObject({ errorClass: 'retryable', reason: 'timeout' });
   });
 });
