@@ -110,6 +110,11 @@ describe('HostResolver (the DNS lookups of outbound webhooks)', () => {
     } finally {
       await server.close();
     }
+    // No DNS server reachable at all (a closed port: refused): an install of /etc/hosts only.
+    const closed = await dnsServer({});
+    const address = closed.address;
+    await closed.close();
+    expect((await new HostResolver(true).useServers([address]).lookup('localhost')).map((a) => a.address)).toContain('127.0.0.1');
     // A server that never answers is no "unknown name": no getaddrinfo after the timeout either.
     const silent = await dnsServer({}, true);
     try {

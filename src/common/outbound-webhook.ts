@@ -124,10 +124,10 @@ export class HostResolver {
       ...(v6.status === 'fulfilled' ? v6.value.map((address) => ({ address, family: 6 as const })) : []),
     ];
     if (found.length > 0) return found;
-    // Only for a name DNS answered it does not know: a server that timed out (ETIMEOUT) or failed
-    // would hold a pool thread in getaddrinfo again.
-    const unknown = [v4, v6].every((r) => r.status === 'rejected' && ['ENOTFOUND', 'ENODATA'].includes((r.reason as NodeJS.ErrnoException).code ?? ''));
-    if (this.systemFallback && unknown) {
+    // Not after a server that never answered (ETIMEOUT): getaddrinfo would hold a pool thread for
+    // as long again. After an unknown name, or no reachable server (/etc/hosts only), it is asked.
+    const timedOut = [v4, v6].some((r) => r.status === 'rejected' && (r.reason as NodeJS.ErrnoException).code === 'ETIMEOUT');
+    if (this.systemFallback && !timedOut) {
       const all = await dnsLookup(host, { all: true, verbatim: true });
       return all.map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
     }
