@@ -123,7 +123,7 @@ export class ModelRouter {
       for (const model of pool) {
         const b = this.bound(model, messages, maxTokens);
         const p = planWork({ model, now, dueBy, inputTokens: b.estimate, outputTokens: b.maxTokens, ...timing });
-        if (!best || cheaperPlan(p, best)) best = p;
+        if (!best || cheaperPlan(p, best, timing.batchTurnaroundMs)) best = p;
       }
       return best;
     }
@@ -159,8 +159,12 @@ export class ModelRouter {
 
 }
 
-/** Is plan `a` better than `b`: cheaper, or as cheap and starting sooner (no wait for no saving)? */
-export function cheaperPlan(a: WorkPlan, b: WorkPlan): boolean {
+/**
+ * Is plan `a` better than `b`: cheaper, or as cheap and done sooner (no wait for no saving; a batch
+ * is done a turnaround after it starts)?
+ */
+export function cheaperPlan(a: WorkPlan, b: WorkPlan, batchTurnaroundMs: number): boolean {
   if (a.expectedNanos !== b.expectedNanos) return a.expectedNanos < b.expectedNanos;
-  return a.startAt.getTime() < b.startAt.getTime();
+  const done = (p: WorkPlan) => p.startAt.getTime() + (p.mode === 'batch' ? batchTurnaroundMs : 0);
+  return done(a) < done(b);
 }
