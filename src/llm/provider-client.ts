@@ -279,6 +279,14 @@ export class ProviderClient {
     let filtered: string | undefined;
     let usage: Usage | null = null;
     let lastChunkAt = performance.now();
+    // Whether the caller was still holding the last event when the total timeout fired (a slow
+    // reader): then the stream was not what was slow.
+    let withCaller = false;
+    let firedWithCaller = false;
+    const onDeadline = () => {
+      if (withCaller) firedWithCaller = true;
+    };
+    deadline.signal.addEventListener('abort', onDeadline);
     try {
       for await (const chunk of res.body) {
         buffer += (chunk as Buffer).toString('utf8');
@@ -310,13 +318,23 @@ export class ProviderClient {
               continue;
             }
             const text = typeof choice.delta?.content === 'string' ? choice.delta.content.replace(/\u0000/g, '') : '';
-            if (text.length > 0) yield { type: 'delta', text };
+            if (text.length > 0) {
+              withCaller = true;
+              yield { type: 'delta', text };
+              withCaller = false;
+            }
             if (choice.finish_reason) {
               finished = true;
+              withCaller = true;
               yield { type: 'finish', reason: choice.finish_reason };
+              withCaller = false;
             }
           }
-          if (reported) yield { type: 'usage', usage: reported };
+          if (reported) {
+            withCaller = true;
+            yield { type: 'usage', usage: reported };
+            withCaller = false;
+          }
         }
       }
     } catch (err) {
@@ -327,10 +345,13 @@ export class ProviderClient {
       if (e.reason === 'network') throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
       // Our own limit on a stream still arriving (its last chunk a moment ago): the model works, the
       // request was long. One that had gone quiet stalled: a failure of the model like any timeout.
-      if (deadline.timedOut && performance.now() - lastChunkAt <= stillArrivingMs(this.cfg.totalTimeoutMs)) {
+      if (deadline.timedOut && (firedWithCaller || performance.now() - lastChunkAt <= stillArrivingMs(this.cfg.totalTimeoutMs))) {
         throw new ProviderError('retryable', 'total_timeout', 'the stream went on past LLM_TOTAL_TIMEOUT_MS');
       }
       throw e;
+    }
+    finally {
+      deadline.signal.removeEventListener('abort', onDeadline);
     }
     if (filtered !== undefined) throw contentFiltered(filtered, usage);
     if (!done && !finished) {

@@ -39,13 +39,19 @@ describe('a stream cut by the total timeout', () => {
     await new Promise((r) => server.close(r));
   });
 
-  const cutBy = async (totalTimeoutMs: number): Promise<ProviderError> => {
+  const cutBy = async (totalTimeoutMs: number, readerPauseMs = 0): Promise<ProviderError> => {
     const llm = { ...loadConfig({ INKSTONE_ADMIN_TOKEN: 'operator-token-0123456789abcdef' }).llm, totalTimeoutMs, firstByteTimeoutMs: 60_000 };
     const client = new ProviderClient(llm);
     const model = Catalog.load().models.get('deepseek:deepseek-flash')!;
     try {
       const events = client.stream({ name: 'deepseek', apiKey: 'sk-test', baseUrl: url }, ADAPTERS.deepseek, model, { messages: [{ role: 'user', content: '写' }], maxTokens: 1000, stream: true });
-      for await (const ev of events) void ev;
+      let first = true;
+      for await (const ev of events) {
+        void ev;
+        // A slow reader (a chat client that reads slowly): it holds its first event past the limit.
+        if (first && readerPauseMs > 0) await new Promise((r) => setTimeout(r, readerPauseMs));
+        first = false;
+      }
       throw new Error('the stream ended');
     } catch (err) {
       return err as ProviderError;
@@ -63,6 +69,11 @@ describe('a stream cut by the total timeout', () => {
     // Tokens for 200 ms, then nothing: cut at 1.6 s, its last chunk more than a quarter of that (400 ms) before.
     cadence = { everyMs: 50, forMs: 200, keepAlive: false };
     expect(await cutBy(1_600)).toMatchObject({ errorClass: 'retryable', reason: 'timeout' });
+  });
+
+  it('is total_timeout when the reader held the stream past the limit, the provider still sending: its slowness is no failure of the model', async () => {
+    cadence = { everyMs: 50, forMs: 10_000, keepAlive: false };
+    expect(await cutBy(1_200, 1_500)).toMatchObject({ errorClass: 'retryable', reason: 'total_timeout' });
   });
 
   it('is a timeout when only keep-alive comments still came: they are no sign of the model answering', async () => {
