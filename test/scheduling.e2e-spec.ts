@@ -12,6 +12,7 @@ import { serverUrl } from './support/test-database';
 import { sessionsWaitingForLocks, withHeldTransactions } from './support/held-transactions';
 import { JobQueue } from '../src/jobs/job-queue';
 import { GradingWorker } from '../src/grading/grading.worker';
+import { ModelGrader } from '../src/grading/model-grader';
 import { EssaysRepository } from '../src/grading/essays.repository';
 import { randomUUID } from 'node:crypto';
 import { expectBooksBalanced } from './support/books';
@@ -160,12 +161,28 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     const [id] = await submit(a.id, [29]);
     await waitFor(async () => (await jobsOf([id]))[0]?.plan?.mode === 'off_peak', 10_000, 'the job planned for the window');
     const queue = t.app.get(JobQueue);
-    const real = queue.defer.bind(queue);
+    const grader = t.app.get(ModelGrader);
+    const realDefer = queue.defer.bind(queue);
+    const realPlan = grader.plan.bind(grader);
+    const realTransaction = ds.transaction.bind(ds);
     let deferred: boolean | undefined;
-    // While this worker plans, its lease runs out and another worker claims the job and starts grading the essay.
-    const defer = jest.spyOn(queue, 'defer').mockImplementation(async (job, plan, tx) => {
-      await ds.query(`UPDATE jobs SET locked_by = 'another-worker' WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, job.id]);
-      deferred = await real(job, plan, tx);
+    let armed = false;
+    // While this worker plans, its lease runs out and another worker claims the job and starts
+    // grading the essay: written just before the deferral's transaction begins (the next one after
+    // the plan; the embedded database runs one transaction at a time, so not inside it).
+    const plan = jest.spyOn(grader, 'plan').mockImplementation((...args) => {
+      armed = true;
+      return realPlan(...args);
+    });
+    const transaction = jest.spyOn(ds, 'transaction').mockImplementation((async (...args: unknown[]) => {
+      if (armed) {
+        armed = false;
+        await ds.query(`UPDATE jobs SET locked_by = 'another-worker' WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, id]);
+      }
+      return (realTransaction as (...a: unknown[]) => Promise<unknown>)(...args);
+    }) as never);
+    const defer = jest.spyOn(queue, 'defer').mockImplementation(async (job, p, tx) => {
+      deferred = await realDefer(job, p, tx);
       return deferred;
     });
     try {
@@ -173,6 +190,8 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
       await ds.query(`UPDATE jobs SET run_after = now() WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, id]);
       await waitFor(() => deferred !== undefined, 10_000, 'the worker deferring');
     } finally {
+      plan.mockRestore();
+      transaction.mockRestore();
       defer.mockRestore();
     }
     expect(deferred).toBe(false);
