@@ -291,22 +291,19 @@ export class AssignmentsService {
     // all its scores, read into this process, took 112 MB of heap for a million).
     const top = maxScore(rubric);
     const grid = bucketGrid(top, totalStep(rubric));
-    const SCORES = `SELECT (grade->>'score')::numeric::float8 AS s FROM essays
-                     WHERE tenant_id = $1 AND assignment_id = $2 AND grade IS NOT NULL AND erased_at IS NULL AND grade->>'score' IS NOT NULL`;
-    const [stats] = await tenantQuery<{ n: number; mean: number | null; median: number | null; min: number | null; max: number | null }>(
+    // One read of the scores (a CTE used twice is computed once), each in its bucket as bucketOf places it.
+    const [stats] = await tenantQuery<{ n: number; mean: number | null; median: number | null; min: number | null; max: number | null; buckets: Array<[number, number]> }>(
       this.ds.manager,
       auth.tenantId,
-      `SELECT count(*)::int AS n, avg(s) AS mean, percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS median, min(s) AS min, max(s) AS max FROM (${SCORES}) x`,
-      [id],
-    );
-    // Each score's bucket as bucketOf places it.
-    const perBucket = await tenantQuery<{ b: number; n: number }>(
-      this.ds.manager,
-      auth.tenantId,
-      `SELECT least($4::int - 1, greatest(0, floor(s / $3::float8 + 1e-9)))::int AS b, count(*)::int AS n FROM (${SCORES}) x GROUP BY 1`,
+      `WITH x AS (SELECT (grade->>'score')::numeric::float8 AS s FROM essays
+                   WHERE tenant_id = $1 AND assignment_id = $2 AND grade IS NOT NULL AND erased_at IS NULL AND grade->>'score' IS NOT NULL)
+       SELECT count(*)::int AS n, avg(s) AS mean, percentile_cont(0.5) WITHIN GROUP (ORDER BY s) AS median, min(s) AS min, max(s) AS max,
+              (SELECT coalesce(json_agg(json_build_array(b, k)), '[]'::json)
+                 FROM (SELECT least($4::int - 1, greatest(0, floor(s / $3::float8 + 1e-9)))::int AS b, count(*)::int AS k FROM x GROUP BY 1) g) AS buckets
+         FROM x`,
       [id, grid.width, grid.buckets.length],
     );
-    for (const { b, n } of perBucket) grid.buckets[b].count += n;
+    for (const [b, n] of stats.buckets) grid.buckets[b].count += n;
     const byStatus = Object.fromEntries(['queued', 'grading', 'graded', 'failed', 'needs_review'].map((s) => [s, 0]));
     for (const c of counts) byStatus[c.status] = c.n;
     const num = (v: number | null) => (v === null ? null : Number(v));

@@ -116,12 +116,12 @@ export class ModelRouter {
   ): WorkPlan | null {
     const now = this.clock.now();
     for (const group of this.groups(target)) {
-      const fitting = group.filter((model) => this.bound(model, messages, maxTokens).fits);
+      // (each model's bound estimated once: it tokenizes the whole prompt)
+      const fitting = group.map((model) => ({ model, b: this.bound(model, messages, maxTokens) })).filter((f) => f.b.fits);
       if (fitting.length === 0) continue;
-      const pool = fitting.some(usable) ? fitting.filter(usable) : fitting;
+      const pool = fitting.some((f) => usable(f.model)) ? fitting.filter((f) => usable(f.model)) : fitting;
       let best: WorkPlan | null = null;
-      for (const model of pool) {
-        const b = this.bound(model, messages, maxTokens);
+      for (const { model, b } of pool) {
         const p = planWork({ model, now, dueBy, inputTokens: b.estimate, outputTokens: b.maxTokens, ...timing });
         if (!best || cheaperPlan(p, best, timing.batchTurnaroundMs)) best = p;
       }
