@@ -79,7 +79,7 @@ export class ModelGrader {
   private gradingRequest(essay: EssayRow, rubric: Rubric, tier: Tier, task: GradingTask): { request: GatewayRequest<ValidatedGrade>; variant: Variant; truncated: boolean } {
     const { job, signal, base, ordered = false } = task;
     const variant: Variant = base ? 'deep_review' : tier === 'deep' ? 'deep' : 'standard';
-    const { prompt, truncated } = this.promptAsSent(essay, rubric, tier, variant);
+    const { prompt, truncated, sent } = this.promptAsSent(essay, rubric, tier, variant);
     const validate = (content: string): Validation<ValidatedGrade> => {
       if (!base) return validateGrade(content, rubric, essay.text, variant, prompt.sentences);
       const review = validateDeepReview(content, essay.text, prompt.sentences);
@@ -107,7 +107,9 @@ export class ModelGrader {
           language: essay.language,
           task: essay.task ? normalizeForKey(essay.task.prompt) : null,
           title: essay.title ? normalizeForKey(essay.title) : null,
-          essay: normalizeForKey(essay.text),
+          // The essay as sent: a grade of its head and tail is not the grade of the whole essay
+          // (once the tier has a model that reads it all, it is graded whole).
+          essay: normalizeForKey(sent),
         }),
         lookup: true,
         store: true,
@@ -136,7 +138,7 @@ export class ModelGrader {
     rubric: Rubric,
     tier: Tier,
     variant: Variant,
-  ): { prompt: ReturnType<typeof buildGradingPrompt>; truncated: boolean } {
+  ): { prompt: ReturnType<typeof buildGradingPrompt>; truncated: boolean; sent: string } {
     const promptOf = (text: string) =>
       buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.task?.prompt, title: essay.title ?? undefined, essay: text });
     // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
@@ -145,7 +147,7 @@ export class ModelGrader {
     // The sentence numbers written into the essay take room too.
     const numbers = () => (pointsBySentence(essay.language) ? numberingTokens(essay.text) : 0);
     const cut = room ? cutHeadTail(essay.text, Math.max(0, room.tokens - numbers()), room.tokenizer) : { text: essay.text, truncated: false };
-    return { prompt: promptOf(cut.text), truncated: cut.truncated };
+    return { prompt: promptOf(cut.text), truncated: cut.truncated, sent: cut.text };
   }
 
   /**

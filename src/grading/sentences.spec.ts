@@ -1,3 +1,4 @@
+import { cutHeadTail } from '../llm/compression';
 import { numberingTokens, numberSentences, sentenceSpans } from './sentences';
 
 describe('sentences, numbered for the model', () => {
@@ -14,6 +15,19 @@ describe('sentences, numbered for the model', () => {
   it('has nothing to number in blank text, and one sentence in text with no end mark', () => {
     expect(numberSentences(' \n\n\u3000').sentences).toEqual([]);
     expect(numberSentences('没有句号的一句话').text).toBe('[1]没有句号的一句话');
+  });
+
+  it("leaves a head-and-tail cut's mark unnumbered: it is not a sentence of the essay", () => {
+    const essay = Array.from({ length: 60 }, (_, i) => `第${i}句话。`).join('');
+    const cut = cutHeadTail(essay, 200, { perRequest: 0, perMessage: 0 } as never).text;
+    expect(cut).toContain('\n[…]\n');
+    const { text: numbered, sentences } = numberSentences(cut);
+    expect(numbered).toMatch(/\n\[…\]\n\[\d+\]第/);
+    expect(sentences.every((s) => /^第\d+句话。$/.test(s))).toBe(true);
+    expect(numbered.replace(/\[\d+\]/g, '')).toBe(cut);
+    // Only a line of its own is the mark: in a sentence, "[…]" is the student's.
+    expect(numberSentences('他说[…]然后走了。').sentences).toEqual(['他说[…]', '然后走了。']);
+    expect(numberSentences('  […]  \n下一句。').sentences).toEqual(['下一句。']);
   });
 
   it('stays linear and bounded on hostile text: 20,000 marks, dots or line breaks', () => {

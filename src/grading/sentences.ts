@@ -1,3 +1,5 @@
+import { CUT_MARK } from '../llm/compression';
+
 /**
  * The essay's sentences, numbered for the model. A grade points at the sentences it annotates (and
  * the passages it rewrites) by number instead of copying them: output tokens cost four to ten times
@@ -10,7 +12,7 @@
  */
 
 const TERMINAL = new Set(['。', '！', '？', '!', '?', '…']);
-const CLOSING = new Set(['”', '’', '"', "'", '」', '』', '）', ')', '】', '》']);
+const CLOSING = new Set(['”', '’', '"', "'", '」', '』', '）', ')', ']', '］', '】', '》']);
 const isSpace = (c: string) => c === ' ' || c === '\t' || c === '\u3000' || c === '\u00a0';
 
 /** The sentences of `text`, as [start, end) offsets into it, in order; whitespace between them left out. */
@@ -31,6 +33,12 @@ export function sentenceSpans(text: string): Array<[number, number]> {
     }
     if (start < 0) {
       if (isSpace(c)) continue;
+      // The mark of a head-and-tail cut (a line of its own) is not a sentence of the essay: numbered,
+      // it read as two ("[40][…[41]]"), and a grade could point at text the student never wrote.
+      if (atCutMark(text, i)) {
+        i += CUT_MARK.length - 1;
+        continue;
+      }
       start = i;
     }
     const fullStop = c === '.' && (i + 1 === text.length || isSpace(text[i + 1]) || text[i + 1] === '\n' || CLOSING.has(text[i + 1]));
@@ -43,6 +51,16 @@ export function sentenceSpans(text: string): Array<[number, number]> {
   }
   close(text.length);
   return out;
+}
+
+/** Is a line that is only the cut mark (spaces around it aside) at `i`, its first visible character? */
+function atCutMark(text: string, i: number): boolean {
+  if (!text.startsWith(CUT_MARK, i)) return false;
+  let before = i;
+  while (before > 0 && isSpace(text[before - 1])) before--;
+  let after = i + CUT_MARK.length;
+  while (after < text.length && isSpace(text[after])) after++;
+  return (before === 0 || text[before - 1] === '\n' || text[before - 1] === '\r') && (after === text.length || text[after] === '\n' || text[after] === '\r');
 }
 
 export interface NumberedText {

@@ -53,6 +53,18 @@ describe('cutHeadTail', () => {
     expect(r.text).toContain('[…]');
     expect(r.text.length + r.removedChars).toBe(long.length + '\n[…]\n'.length);
   });
+
+  it('never splits a surrogate pair, at any budget (an essay of emoji and rare Han characters)', () => {
+    const loneHalf = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+    const astral = '😀𠀀🎉𪚥'.repeat(60);
+    for (let budget = 20; budget < 60; budget++) {
+      const r = cutHeadTail(astral, budget, qwen);
+      expect(r.truncated).toBe(true);
+      expect(r.text).not.toMatch(loneHalf);
+      expect(estimateTextTokens(r.text, qwen)).toBeLessThanOrEqual(budget);
+      expect(r.text.length + r.removedChars).toBe(astral.length + '\n[…]\n'.length);
+    }
+  });
 });
 
 describe('compact instructions', () => {

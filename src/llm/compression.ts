@@ -78,7 +78,10 @@ export interface CutResult {
  * sentence ends where possible, with a marker where the middle was. `truncated` is true whenever
  * anything was removed; the caller must flag the result.
  */
-export function cutHeadTail(text: string, maxTokens: number, profile: TokenizerProfile, marker = '\n[…]\n'): CutResult {
+/** What stands where the middle of a cut text was, on a line of its own. */
+export const CUT_MARK = '[…]';
+
+export function cutHeadTail(text: string, maxTokens: number, profile: TokenizerProfile, marker = `\n${CUT_MARK}\n`): CutResult {
   if (estimateTextTokens(text, profile) <= maxTokens) return { text, truncated: false, removedChars: 0 };
   const budget = Math.max(0, maxTokens - estimateTextTokens(marker, profile));
   const headBudget = Math.floor((budget * 2) / 3);
@@ -87,6 +90,10 @@ export function cutHeadTail(text: string, maxTokens: number, profile: TokenizerP
   let tailStart = text.length - prefixWithin([...text].reverse().join(''), tailBudget, profile);
   headEnd = snapBack(text, headEnd);
   tailStart = snapForward(text, tailStart);
+  // Never between the two halves of a surrogate pair (an emoji, a rare Han character): a lone half is
+  // not text, and a provider may refuse the body. Each side gives up the half it would have kept.
+  if (isLowSurrogate(text.charCodeAt(headEnd)) && isHighSurrogate(text.charCodeAt(headEnd - 1))) headEnd--;
+  if (isLowSurrogate(text.charCodeAt(tailStart)) && isHighSurrogate(text.charCodeAt(tailStart - 1))) tailStart++;
   if (tailStart <= headEnd) tailStart = headEnd;
   return {
     text: text.slice(0, headEnd) + marker + text.slice(tailStart),
@@ -108,6 +115,9 @@ function prefixWithin(text: string, budget: number, profile: TokenizerProfile): 
 }
 
 const BREAKS = /[\n。！？.!?]/;
+
+const isHighSurrogate = (c: number): boolean => c >= 0xd800 && c <= 0xdbff;
+const isLowSurrogate = (c: number): boolean => c >= 0xdc00 && c <= 0xdfff;
 
 function snapBack(text: string, end: number): number {
   for (let i = end; i > Math.max(0, end - 200); i--) if (BREAKS.test(text[i - 1] ?? '')) return i;

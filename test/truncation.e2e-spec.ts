@@ -1,0 +1,77 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { GradingWorker } from '../src/grading/grading.worker';
+import { startAppWithFake, AppWithFake } from './support/app-with-fake';
+import { catalogEntry } from './support/catalog-entry';
+import { generateEssay } from './support/essays';
+import { bearer } from './support/factories';
+import { waitForEssays } from './support/grading';
+import request from 'supertest';
+
+/**
+ * An essay longer than the tier's model reads (SPEC §4 Compression): cut head and tail, flagged
+ * `truncated`, never silently; and the grade of the cut essay is not served as the grade of the whole
+ * one once the tier has a model that reads it all.
+ */
+describe('an essay longer than the model reads (fake provider, real PostgreSQL)', () => {
+  let s: AppWithFake;
+  let dir: string;
+  const MIDDLE = '这是夹在正中间独一无二的一句话。';
+  const text = `${generateEssay(11, 'zh', { targetChars: 1500 }).text}\n${MIDDLE}\n${generateEssay(12, 'zh', { targetChars: 1500 }).text}`;
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'truncation-'));
+    const file = path.join(dir, 'catalog.json');
+    fs.writeFileSync(
+      file,
+      JSON.stringify({
+        extends: 'builtin',
+        models: [
+          catalogEntry({ id: 'qwen-small-test', contextWindow: 8000, maxOutputTokens: 2000 }),
+          catalogEntry({ id: 'qwen-large-test', contextWindow: 200000, maxOutputTokens: 8000 }),
+        ],
+      }),
+    );
+    s = await startAppWithFake({ LLM_CATALOG_FILE: file, LLM_STANDARD_MODELS: 'dashscope:qwen-small-test', WORKER_POLL_MS: '50' });
+  });
+  afterAll(async () => {
+    await s?.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const essayContents = () => s.fake.requests.map((r) => String(r.body.messages.at(-1)?.content ?? ''));
+
+  it('cuts the middle out, flags the grade, and keys the answer cache by the essay as sent', async () => {
+    const tenant = await s.f.newTenant({ monthlyBudget: '100.00' });
+    const teacher = (await s.f.newKey(tenant, 'teacher')).key;
+
+    const first = await s.t.http.post('/v1/essays').set(bearer(teacher)).send({ text }).expect(202);
+    const [cut] = await waitForEssays(s.t.app, teacher, [first.body.id]);
+    expect(cut).toMatchObject({ status: 'graded', cache: 'miss', grade: { model: 'qwen-small-test' } });
+    expect(cut.flags).toContain('truncated');
+    expect(cut.text).toBe(text); // the stored essay is whole
+    expect(essayContents()).toHaveLength(1);
+    expect(essayContents()[0]).toMatch(/\n\[…\]\n\[\d+\]/); // the mark on a line of its own, not numbered as a sentence
+    expect(essayContents()[0]).not.toContain(MIDDLE);
+
+    // The tier now has a model that reads the whole essay (another instance, new configuration, the
+    // same database and answer cache): the same essay is graded whole, not answered with the cut grade.
+    await s.t.app.get(GradingWorker).stop(0);
+    const other = await s.t.another({ LLM_STANDARD_MODELS: 'dashscope:qwen-large-test' });
+    const second = await request(other.getHttpServer()).post('/v1/essays').set(bearer(teacher)).send({ text }).expect(202);
+    const [whole] = await waitForEssays(other, teacher, [second.body.id]);
+    expect(whole).toMatchObject({ status: 'graded', cache: 'miss', grade: { model: 'qwen-large-test' } });
+    expect(whole.flags).not.toContain('truncated');
+    expect(essayContents()).toHaveLength(2);
+    expect(essayContents()[1]).toContain(MIDDLE);
+    expect(essayContents()[1]).not.toContain('[…]');
+
+    // …and that whole grade is what the same essay gets from the cache after it.
+    const third = await request(other.getHttpServer()).post('/v1/essays').set(bearer(teacher)).send({ text }).expect(202);
+    const [again] = await waitForEssays(other, teacher, [third.body.id]);
+    expect(again).toMatchObject({ status: 'graded', cache: 'hit', grade: { model: 'qwen-large-test' } });
+    expect(again.flags).not.toContain('truncated');
+    expect(essayContents()).toHaveLength(2);
+  });
+});
