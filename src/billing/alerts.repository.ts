@@ -42,6 +42,23 @@ export class AlertsRepository {
     return this.fireOnce(tenantId, `INSERT INTO budget_alerts (tenant_id, period, kind, threshold, utilization) VALUES ($1, $4, 'threshold', $5, $6)`, [a.period, a.threshold, a.ratio], a);
   }
 
+  /**
+   * After the period's cap changed (in its transaction, the cap already written): forgets each
+   * threshold this period's spend is now under, so that it fires again when reached under the new cap
+   * (a school that raised its cap after the 80% alert hears of 80% of the new one), and, when the cap
+   * changed, the refused-call alert (a refusal under the new cap is news).
+   */
+  async rearm(tx: EntityManager, tenantId: string, period: string, capChanged: boolean): Promise<void> {
+    await tenantQuery(
+      tx,
+      tenantId,
+      `DELETE FROM budget_alerts a USING budget_periods p
+        WHERE a.tenant_id = $1 AND a.period = $2 AND p.tenant_id = $1 AND p.period = $2
+          AND ((a.kind = 'threshold' AND p.spent_nanos < a.threshold * p.cap_nanos) OR (a.kind = 'call_refused' AND $3))`,
+      [period, capChanged],
+    );
+  }
+
   /** The same for a refused call (`budget.call_refused`): once per tenant and period. */
   fireCallRefused(tenantId: string, a: { period: string; ratio: string; eventId: string; body: string }): Promise<boolean> {
     return this.fireOnce(

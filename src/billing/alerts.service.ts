@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { Injectable, Logger } from '@nestjs/common';
 import { Counter, Gauge } from 'prom-client';
+import { EntityManager } from 'typeorm';
 import { formatCny, Nanos } from '../common/money';
 import { TtlCache } from '../common/ttl-cache';
+import { ClusterBus } from '../db/cluster-bus';
 import { alertEvent, AlertsRepository } from './alerts.repository';
 import { MetricsService, OTHER_TENANTS } from '../metrics/metrics.service';
 
@@ -17,8 +19,8 @@ import { MetricsService, OTHER_TENANTS } from '../metrics/metrics.service';
 @Injectable()
 export class AlertsService {
   private readonly logger = new Logger(AlertsService.name);
-  /** thresholds already fired, so most calls skip the database entirely */
-  private readonly fired = new TtlCache<string, true>(86_400_000, 50_000);
+  /** alerts already fired (each with its tenant), so most calls skip the database entirely */
+  private readonly fired = new TtlCache<string, string>(86_400_000, 50_000);
   private readonly alertsTotal: Counter<'tenant' | 'threshold'>;
   private readonly utilization: Gauge<'tenant'>;
   /** the period each tenant's gauge shows (one entry a labelled tenant: METRICS_TENANT_SERIES at most) */
@@ -30,7 +32,12 @@ export class AlertsService {
   constructor(
     private readonly alerts: AlertsRepository,
     private readonly metrics: MetricsService,
+    bus: ClusterBus,
   ) {
+    // A new cap re-arms the alerts it puts back in reach (BudgetService.update): every instance
+    // forgets what it had seen fire for the tenant, and asks the database again.
+    bus.on<{ tenantId: string }>('budget', ({ tenantId }) => this.fired.deleteWhere((t) => t === tenantId));
+    bus.on('resync', () => this.fired.clear());
     this.alertsTotal = new Counter({ name: 'inkstone_budget_alerts_total', help: 'Budget alerts fired', labelNames: ['tenant', 'threshold'], registers: [metrics.registry] });
     this.incidentsTotal = new Counter({ name: 'inkstone_budget_incidents_total', help: 'Calls billed beyond the bound they were admitted with', labelNames: ['tenant', 'kind'], registers: [metrics.registry] });
     this.refusalsTotal = new Counter({ name: 'inkstone_budget_refusals_total', help: 'Calls that did not fit under the cap', labelNames: ['tenant'], registers: [metrics.registry] });
@@ -50,6 +57,11 @@ export class AlertsService {
       this.utilization.set({ tenant: label }, ratio);
     }
     for (const t of thresholds) if (ratio >= Number(t)) await this.fire(tenantId, period, t, ratio);
+  }
+
+  /** The period's cap changed (in its transaction): the alerts it puts back in reach are re-armed (AlertsRepository.rearm). */
+  rearm(tx: EntityManager, tenantId: string, period: string, capChanged: boolean): Promise<void> {
+    return this.alerts.rearm(tx, tenantId, period, capChanged);
   }
 
   /**
@@ -72,7 +84,7 @@ export class AlertsService {
     };
     const eventId = `refused_${randomUUID()}`;
     const fired = await this.alerts.fireCallRefused(tenantId, { period, ratio: ratio.toFixed(4), eventId, body: alertEvent(eventId, 'budget.call_refused', data) });
-    this.fired.set(key, true);
+    this.fired.set(key, tenantId);
     if (fired) this.logger.warn({ msg: 'budget alert: a call did not fit under the cap', ...data });
   }
 
@@ -104,7 +116,7 @@ export class AlertsService {
     const eventId = `shadow_low_${data.period}_${data.rubric}`;
     const body = alertEvent(eventId, 'quality.shadow_agreement_low', { tenantId, ...data });
     const fired = await this.alerts.fireShadowAlert(tenantId, { ...data, eventId, body });
-    this.fired.set(key, true);
+    this.fired.set(key, tenantId);
     if (!fired) return false; // fired already (here or on another instance)
     this.qualityAlertsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId) });
     this.logger.warn({ msg: 'shadow agreement under the threshold', tenantId, ...data });
@@ -119,7 +131,7 @@ export class AlertsService {
     // One statement: the alert is recorded and its webhook queued together, or neither (another
     // instance fired it). The webhook's event id is the body's id, the same on every attempt.
     const fired = await this.alerts.fireThreshold(tenantId, { period, threshold, ratio: ratio.toFixed(4), eventId, body });
-    this.fired.set(key, true);
+    this.fired.set(key, tenantId);
     if (!fired) return; // another instance fired it
     this.alertsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId), threshold: String(Number(threshold)) });
     this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });

@@ -441,8 +441,19 @@ export class BooksRepository {
    * one already opened: a change made across the turn of the month, the next month's row opened by
    * a call between the period being read and the commit, left the new month on the old cap.
    */
-  async setPeriodCap(tx: EntityManager, tenantId: string, period: string, cap: Nanos): Promise<void> {
-    await tenantQuery(tx, tenantId, `UPDATE budget_periods SET cap_nanos = $3, updated_at = now() WHERE tenant_id = $1 AND period >= $2`, [period, cap.toString()]);
+  /** Sets the cap of the period and of any later one already open; the period's cap before (null: no such period yet). */
+  async setPeriodCap(tx: EntityManager, tenantId: string, period: string, cap: Nanos): Promise<Nanos | null> {
+    const rows = await tenantQuery<{ period: string; before: string }>(
+      tx,
+      tenantId,
+      `UPDATE budget_periods b SET cap_nanos = $3, updated_at = now()
+         FROM budget_periods old
+        WHERE b.tenant_id = $1 AND b.period >= $2 AND old.tenant_id = b.tenant_id AND old.period = b.period
+       RETURNING b.period, old.cap_nanos AS before`,
+      [period, cap.toString()],
+    );
+    const row = rows.find((r) => r.period === period);
+    return row ? BigInt(row.before) : null;
   }
 
   async period(tenantId: string, period: string): Promise<{ cap: Nanos; spent: Nanos; reserved: Nanos } | null> {

@@ -556,10 +556,15 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
         alertWebhookUrl: dto.alertWebhookUrl,
         sealedAlertSecret: sealedSecret,
       });
-      await this.books.setPeriodCap(tx, tenantId, period, cap);
+      const before = await this.books.setPeriodCap(tx, tenantId, period, cap);
+      if (before !== null) await this.alerts.rearm(tx, tenantId, period, before !== cap);
     });
     this.bus.publish('budget', { tenantId });
     this.logger.log({ msg: 'budget updated', tenantId, period });
+    // The new cap (or thresholds) may be reached already: a cap lowered below what was spent says so
+    // now, not at a settlement that will never come (nothing more fits).
+    const now = await this.books.period(tenantId, period);
+    if (now) await this.checkAlerts(tenantId, period, now.spent, now.cap);
     return this.view(tenantId);
   }
 
