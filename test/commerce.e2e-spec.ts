@@ -229,6 +229,19 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await waitOrder(o.orderId, 'delivered');
       const again = await webhook(body, signPayload(SECRET, body)).expect(200);
       expect(again.body).toEqual({ received: true, duplicate: true });
+      // The same event written with the amount's other spelling is the same event…
+      expect((await webhook(event('payment.succeeded', o.orderId, '9.9', 'evt_replayed')).expect(200)).body).toEqual({ received: true, duplicate: true });
+      // …but another event under its id (a refund, another amount, another order) is refused, 409,
+      // saying what the id was first, and changes nothing: it is not lost as a "duplicate".
+      for (const [type, orderId, amount] of [
+        ['payment.refunded', o.orderId, '9.90'],
+        ['payment.succeeded', o.orderId, '9.00'],
+        ['payment.succeeded', randomUUID(), '9.90'],
+      ]) {
+        const reused = await webhook(event(type, orderId, amount, 'evt_replayed')).expect(409);
+        expect(reused.body.error).toMatchObject({ code: 'CONFLICT', details: { eventId: 'evt_replayed', recorded: { type: 'payment.succeeded', orderId: o.orderId, amount: '9.90' } } });
+      }
+      expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body).toMatchObject({ status: 'delivered', partialRefunds: '0.00' });
       const jobs = await t.dataSource.query(`SELECT count(*)::int AS n FROM jobs WHERE tenant_id = $1 AND kind = 'deep_review'`, [tenant.tenantId]);
       expect(jobs[0].n).toBe(1);
       expect((await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body.unappliedPayments).toBe('0.00');
@@ -788,6 +801,52 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       } finally {
         server.close();
       }
+    }, 60_000);
+
+    it('re-arms the alerts a new cap puts back in reach, and fires at once those a lowered cap has reached', async () => {
+      const school = await f.newTenant({ monthlyBudget: '100.00' });
+      const put = (monthlyCap: string) => t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap, alertThresholds: [0.1, 0.9], whenExhausted: 'offline' }).expect(200);
+      const spent = async () => BigInt((await t.dataSource.query(`SELECT spent_nanos::text AS s FROM budget_periods WHERE tenant_id = $1`, [school.tenantId]))[0].s);
+      const fired = async () =>
+        (await t.dataSource.query(`SELECT kind, threshold::text AS t FROM budget_alerts WHERE tenant_id = $1 ORDER BY kind, threshold`, [school.tenantId])).map(
+          (a: { kind: string; t: string }) => `${a.kind} ${Number(a.t)}`,
+        );
+      const firedTotal = async (threshold: string) => {
+        const text = (await t.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200)).text;
+        return Number(text.match(new RegExp(`inkstone_budget_alerts_total\\{tenant="${school.tenantId}",threshold="${threshold}"\\} (\\d+)`))?.[1] ?? 0);
+      };
+      await f.gradedEssay(school.adminKey, { seed: 70 });
+      const one = await spent();
+      expect(one).toBeGreaterThan(0n);
+      // A cap just above the spend: both thresholds are reached by the change itself, not at a later settlement.
+      await put(formatCny((one * 100n) / 95n));
+      expect(await fired()).toEqual(['threshold 0.1', 'threshold 0.9']);
+      // The school raises its cap (to twelve times the spend: room for each grading's worst case on
+      // the first model of the tier): both are back in reach, and 10% of the new cap is heard of when
+      // later gradings reach it (on the instance that had cached them as fired).
+      const raised = one * 12n;
+      await put(formatCny(raised));
+      expect(await fired()).toEqual([]);
+      await f.gradedEssay(school.adminKey, { seed: 71 });
+      await f.gradedEssay(school.adminKey, { seed: 72 });
+      const now = await spent();
+      expect(now * 10n >= raised && now * 10n < raised * 9n).toBe(true); // (the fake's costs are the same every run)
+      expect(await fired()).toEqual(['threshold 0.1']);
+      expect(await firedTotal('0.1')).toBe(2);
+      // Lowered below the spend: 90% (and 100% of it) is said now; 10% is not said twice.
+      await put(formatCny(one));
+      expect(await fired()).toEqual(['threshold 0.1', 'threshold 0.9']);
+      expect(await firedTotal('0.1')).toBe(2);
+      expect(await firedTotal('0.9')).toBe(2);
+      // A refused call's alert, once a period, comes again after the cap changed.
+      await f.gradedEssay(school.adminKey, { seed: 73 }); // refused: graded offline
+      expect(await fired()).toContain('call_refused 1');
+      await put(formatCny(one / 2n));
+      expect(await fired()).not.toContain('call_refused 1');
+      await f.gradedEssay(school.adminKey, { seed: 74 });
+      expect(await fired()).toContain('call_refused 1');
+      const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM budget_alerts WHERE tenant_id = $1`, [school.tenantId]);
+      expect(n).toBe(3);
     }, 60_000);
 
     it('forecasts month-end spend and the day the cap is reached', async () => {

@@ -345,9 +345,15 @@ export class OrdersRepository {
     return rows.length === 1;
   }
 
-  /** Has this payment event been applied before? */
-  async seenEvent(tenantId: string, eventId: string): Promise<boolean> {
-    return (await tenantQuery(this.ds.manager, tenantId, `SELECT 1 FROM payment_events WHERE tenant_id = $1 AND event_id = $2`, [eventId])).length > 0;
+  /** The payment event recorded under this id before (what it said), or null. */
+  async seenEvent(tenantId: string, eventId: string): Promise<{ type: string; orderId: string; amount: Nanos } | null> {
+    const [row] = await tenantQuery<{ type: string; order_id: string; amount_nanos: string }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT type, order_id, amount_nanos::text AS amount_nanos FROM payment_events WHERE tenant_id = $1 AND event_id = $2`,
+      [eventId],
+    );
+    return row ? { type: row.type, orderId: row.order_id, amount: BigInt(row.amount_nanos) } : null;
   }
 
   /** The deep review was stored: paid → delivered. False for an order no longer paid (refunded meanwhile). */

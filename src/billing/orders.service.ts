@@ -243,7 +243,20 @@ export class OrdersService {
     const type = event.type as 'payment.succeeded' | 'payment.refunded';
     const amount = parseCny(amountText as string);
 
-    if (await this.orders.seenEvent(tenantId, eventId)) return { received: true, duplicate: true };
+    // A repeat is answered as one only when it says what the first said: an id the provider reused
+    // for another event (a refund under the payment's id, another order, another amount) would
+    // otherwise be lost as a "duplicate", a refund never booked.
+    const repeat = async () => {
+      const seen = await this.orders.seenEvent(tenantId, eventId);
+      if (!seen) return false;
+      if (seen.type === type && seen.orderId === orderId && seen.amount === amount) return true;
+      this.logger.error({ msg: 'a payment event id came again with another event: not applied, check it with the payment provider', tenantId, eventId, type, orderId });
+      throw new ApiError('CONFLICT', `Event ${eventId} was received before as another event (${seen.type} of ${formatCny(seen.amount)} for order ${seen.orderId}): an event id names one event`, {
+        eventId,
+        recorded: { type: seen.type, orderId: seen.orderId, amount: formatCny(seen.amount) },
+      });
+    };
+    if (await repeat()) return { received: true, duplicate: true };
     const order = await this.get(tenantId, orderId as string);
     // An amount that is not the price is recorded before anything is answered: a payment is kept
     // as unapplied (money to return), a refund applied as a partial one when it can be
@@ -254,7 +267,11 @@ export class OrdersService {
         ? await this.orders.payAndQueue(tenantId, eventId, order.orderId, amount)
         : await this.orders.refundByEvent(tenantId, eventId, order.orderId, amount);
     if (applied.changed && type === 'payment.succeeded') this.bus.publish('queued', {}); // wake an idle worker on any instance
-    if (!applied.newEvent) return { received: true, duplicate: true };
+    // (The same id recorded meanwhile by a delivery at the same moment: a duplicate if it said the same.)
+    if (!applied.newEvent) {
+      await repeat();
+      return { received: true, duplicate: true };
+    }
     const amounts = { amount: formatCny(amount), price: order.price, status: order.status };
     if (applied.outcome === 'unapplied' && type === 'payment.succeeded') {
       // Money came for an order that could not take it (cancelled, paid already, refunded, another
