@@ -695,8 +695,13 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(view.grade.deep.paragraphs.length).toBeGreaterThan(0);
       expect(view.grade.deep.revisionPlan.length).toBeGreaterThan(0);
       for (const r of view.grade.deep.rewrites) expect(view.text.slice(r.start, r.end)).toBe(r.quote);
+      // A grading on the deep tier, not a paid deep review: the month's deep-review margin is not charged with it.
       const [call] = await t.dataSource.query(`SELECT purpose, tier FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
-      expect(call).toEqual({ purpose: 'deep_review', tier: 'deep' });
+      expect(call).toEqual({ purpose: 'grading', tier: 'deep' });
+      const period = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.period;
+      const report = (await t.http.get(`/v1/reports/month?period=${period}`).set(bearer(tenant.adminKey)).expect(200)).body;
+      expect(report.modelCostByPurpose).toMatchObject({ deep_review: '0.00', grading: view.cost });
+      expect(report.deepReviewMargin).toBe(report.revenue);
     });
   });
 

@@ -93,8 +93,8 @@ export interface GradingTask {
   base?: StoredGrade;
   /** a paid deep review, which can wait for the provider's Batch API */
   ordered?: boolean;
-  /** the ledger purpose when it is not the tier's own (a re-grading on escalation, a shadow grading) */
-  purpose?: 'escalation' | 'shadow';
+  /** the ledger purpose: a paid deep review, a re-grading on escalation, a shadow grading; absent, a grading (on either tier) */
+  purpose?: 'deep_review' | 'escalation' | 'shadow';
   /** work with a deadline: the plan its calls run on (see GradingService.scheduleOf) */
   schedule?: CallSchedule;
 }

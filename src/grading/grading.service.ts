@@ -295,7 +295,7 @@ export class GradingService {
     const schedule = await this.scheduleOf(job, row, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
     if (schedule === 'deferred') return { kind: 'done', status: 'deferred' };
     // On an essay graded already, the premium model writes the deep part only; otherwise a full deep grade.
-    const result = await this.grader.grade(row, rubric, new Set(), { job, signal, tier: 'deep', base: row.model_grade ?? undefined, ordered: true, schedule });
+    const result = await this.grader.grade(row, rubric, new Set(), { job, signal, tier: 'deep', purpose: 'deep_review', base: row.model_grade ?? undefined, ordered: true, schedule });
     if (result.kind === 'failed') {
       await this.refundOrder(job, `${result.code}: ${result.reason}`);
       return result;

@@ -89,7 +89,8 @@ export class ModelGrader {
       tenantId: essay.tenant_id,
       essayId: essay.id,
       apiKeyId: essay.submitted_by ?? undefined,
-      purpose: task.purpose ?? (tier === 'deep' ? 'deep_review' : 'grading'),
+      // (a grading on the deep tier an admin asked for directly is a grading: `deep_review` is a paid order's)
+      purpose: task.purpose ?? 'grading',
       target: { tier },
       messages: prompt.messages,
       uncompressed: prompt.uncompressed,
