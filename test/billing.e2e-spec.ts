@@ -186,6 +186,7 @@ describe('budget, usage and stats over HTTP', () => {
     await t.http.get(`/v1/usage?from=2026-01-01&to=${encodeURIComponent('2026-01-31T23:59:59+08:00')}`).set(bearer(tenant.adminKey)).expect(200);
     await t.http.get('/v1/usage?from=2026-01-01&to=2026-01-31T15:59:59Z').set(bearer(tenant.adminKey)).expect(200);
     await t.http.get('/v1/usage?from=2026-02-01&to=2026-01-01').set(bearer(tenant.adminKey)).expect(400);
+    await t.http.get('/v1/usage?from=0000-01-01').set(bearer(tenant.adminKey)).expect(400);
     await t.http.get('/v1/stats?period=2026-13').set(bearer(tenant.adminKey)).expect(400);
   });
 

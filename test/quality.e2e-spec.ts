@@ -1,6 +1,7 @@
 import { keptAndBackfilled } from './support/agreement-cells';
 import { quadraticWeightedKappa, tabulate } from '../src/quality/agreement';
 import { AssignmentsService } from '../src/grading/assignments.service';
+import { RubricsService } from '../src/grading/rubrics.service';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { waitForEssays } from './support/grading';
@@ -96,6 +97,18 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     expect(future).toMatchObject({ n: 0, qwk: null, exact: null, adjacent: null, bias: null, rubric: null, byDimension: [], groups: [] });
   });
 
+  it("fails the request when a group's rubric cannot be read (the database away), rather than answer without that group", async () => {
+    const rubrics = t.app.get(RubricsService);
+    const spy = jest.spyOn(rubrics, 'resolve').mockRejectedValueOnce(new Error('Connection terminated unexpectedly'));
+    try {
+      const res = await t.http.get('/v1/quality').set(bearer(teacher)).expect(500);
+      expect(res.body.error.code).toBe('INTERNAL');
+    } finally {
+      spy.mockRestore();
+    }
+    expect((await t.http.get('/v1/quality').set(bearer(teacher)).expect(200)).body).toMatchObject({ n: 5, groups: [{ group: 'zh-gaokao-60', n: 5 }] });
+  });
+
   it('refuses a bad groupBy or date with 400, and another tenant sees neither the assignment nor the labels', async () => {
     const bad = await t.http.get('/v1/quality?groupBy=student').set(bearer(teacher)).expect(400);
     expect(bad.body.error.code).toBe('VALIDATION_FAILED');
@@ -104,6 +117,11 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     const timed = await t.http.get('/v1/quality?from=2026-03-01T08:00:00%2B08:00').set(bearer(teacher)).expect(400);
     expect(timed.body.error.details[0]).toMatchObject({ field: 'from' });
     await t.http.get('/v1/quality?to=2026-02-30').set(bearer(teacher)).expect(400);
+    // There is no year 0 (PostgreSQL's dates start at the year 1): a 400, not the query's 500.
+    for (const range of ['from=0000-01-01&to=0000-01-02', 'from=0000-02-29']) {
+      expect((await t.http.get(`/v1/quality?${range}`).set(bearer(teacher)).expect(400)).body.error.details[0]).toMatchObject({ field: 'from' });
+    }
+    await t.http.get('/v1/quality?from=0001-01-01&to=0001-01-02').set(bearer(teacher)).expect(200);
     // An end before the start is refused, as the ledger's reports refuse it; so is an end on the
     // start (`to` is the first day left out: from = to is empty, not one day); one day is from D to D + 1.
     for (const range of ['from=2026-12-05&to=2026-12-01', 'from=2026-12-01&to=2026-12-01']) {

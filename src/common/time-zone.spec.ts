@@ -53,6 +53,7 @@ describe('local wall-clock time', () => {
   it('tells a day of the calendar from text that only looks like one', () => {
     expect(['2026-11-01', '2028-02-29', '1969-12-31'].map(isCalendarDay)).toEqual([true, true, true]);
     expect(['2026-02-30', '2027-02-29', '2026-13-01', '2026-11-1', '2026-11-01T00:00:00Z', ' 2026-11-01', ''].map(isCalendarDay)).toEqual([false, false, false, false, false, false, false]);
+    expect(['0000-01-01', '0000-02-29', '0001-01-01'].map(isCalendarDay)).toEqual([false, false, true]);
   });
 
   it('refuses a zone that does not exist', () => {

@@ -66,9 +66,12 @@ export function localDate(p: Pick<LocalParts, 'year' | 'month' | 'day'>): string
   return `${p.year}-${String(p.month).padStart(2, '0')}-${String(p.day).padStart(2, '0')}`;
 }
 
-/** "YYYY-MM-DD" naming a day of the calendar (2026-02-30 parses to 2 March, so it must read back the same). */
+/**
+ * "YYYY-MM-DD" naming a day of the calendar (2026-02-30 parses to 2 March, so it must read back the
+ * same), from the year 1 (PostgreSQL's `date` has no year 0: 0000-01-01 failed the query, a 500).
+ */
 export function isCalendarDay(text: string): boolean {
-  if (!/^\d{4}-\d{2}-\d{2}$/.test(text)) return false;
+  if (!/^\d{4}-\d{2}-\d{2}$/.test(text) || text.startsWith('0000')) return false;
   const at = new Date(`${text}T00:00:00Z`);
   return !Number.isNaN(at.getTime()) && at.toISOString().slice(0, 10) === text;
 }

@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { ApiError } from '../common/errors';
 import { AssignmentsService } from '../grading/assignments.service';
 import { maxScore, Rubric, totalStep } from '../grading/rubric';
 import { RubricsService } from '../grading/rubrics.service';
@@ -109,7 +110,12 @@ export class QualityService {
     const groups: GroupAgreement[] = [];
     for (const list of byGroup.values()) {
       const { group, rubricKey, rubricVersion } = list[0];
-      const rubric = await this.rubrics.resolve(tenantId, rubricKey, rubricVersion).catch(() => null);
+      // A rubric version no longer to be had (a built-in's older version) is left out; any other
+      // failure fails the request (figures with a group silently missing would read as the whole).
+      const rubric = await this.rubrics.resolve(tenantId, rubricKey, rubricVersion).catch((err: unknown) => {
+        if (err instanceof ApiError && err.code === 'NOT_FOUND') return null;
+        throw err;
+      });
       if (rubric) groups.push(this.group(rubric, group, list));
     }
     return groups.sort((x, y) => x.group.localeCompare(y.group) || x.rubric.key.localeCompare(y.rubric.key) || x.rubric.version - y.rubric.version);
