@@ -42,17 +42,26 @@ export class AgreementCells1766000000000 implements MigrationInterface {
 /**
  * Counts into agreement_cells what is labelled already: every overridden essay and every shadow
  * grading, of every tenant (or of those listed), by the rules EssaysRepository counts them with
- * now: the grader's own scores (a calibrated grade's raw ones), and no teacher label of a reused
- * grade. Run by this migration, by AgreementCellsRebuild (when those rules came), and by
+ * now: the grader's own scores (a calibrated grade's raw ones), no teacher label of a reused
+ * grade, and a teacher's total only where the teacher set it. Run by this migration, by the
+ * rebuilds (AgreementCellsRebuild, AgreementCellsTotalLabelled: when those rules came), and by
  * bench/quality.ts over the overrides it generates in the database.
  */
 export async function backfillAgreementCells(q: { query(sql: string, params?: unknown[]): Promise<unknown> }, tenantIds?: string[]): Promise<void> {
   const only = tenantIds ? `AND e.tenant_id = ANY($1::uuid[])` : '';
   const params = tenantIds ? [tenantIds] : [];
-  // A teacher's grade counts only the dimensions the teacher scored (labelledDimensions).
-  for (const [against, other, which, dims] of [
-    ['teacher', 'e.grade', `e.grade->>'source' = 'teacher' AND coalesce(e.model_grade->>'source', 'model') <> 'reused'`, `AND coalesce(e.grade->'labelledDimensions', '[]'::jsonb) ? (md->>'key')`],
-    ['shadow', 'e.shadow_grade', 'e.shadow_grade IS NOT NULL', ''],
+  // A teacher's grade counts only the dimensions the teacher scored (labelledDimensions), and its
+  // total only when the teacher set it (labelledTotal: a comment alone, or some dimensions of
+  // several, is no teacher's total).
+  for (const [against, other, which, dims, total] of [
+    [
+      'teacher',
+      'e.grade',
+      `e.grade->>'source' = 'teacher' AND coalesce(e.model_grade->>'source', 'model') <> 'reused'`,
+      `AND coalesce(e.grade->'labelledDimensions', '[]'::jsonb) ? (md->>'key')`,
+      `AND coalesce((e.grade->>'labelledTotal')::boolean, true)`,
+    ],
+    ['shadow', 'e.shadow_grade', 'e.shadow_grade IS NOT NULL', '', ''],
   ]) {
     const keys = `e.tenant_id, '${against}', (e.created_at AT TIME ZONE t.timezone)::date, coalesce(e.assignment_id, '00000000-0000-0000-0000-000000000000'),
                   e.rubric_key, e.rubric_version, coalesce(e.model_grade->>'tier', e.tier),
@@ -61,7 +70,7 @@ export async function backfillAgreementCells(q: { query(sql: string, params?: un
     await q.query(`
       INSERT INTO agreement_cells (tenant_id, against, day, assignment_id, rubric_key, rubric_version, tier, model, source, dimension, a, b, n)
       SELECT ${keys}, '', coalesce((e.model_grade->'calibration'->>'rawScore')::numeric, (e.model_grade->>'score')::numeric), (${other}->>'score')::numeric, count(*)
-        FROM essays e JOIN tenants t ON t.id = e.tenant_id WHERE e.model_grade IS NOT NULL AND ${which} ${only}
+        FROM essays e JOIN tenants t ON t.id = e.tenant_id WHERE e.model_grade IS NOT NULL AND ${which} ${total} ${only}
        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12`, params);
     await q.query(`
       INSERT INTO agreement_cells (tenant_id, against, day, assignment_id, rubric_key, rubric_version, tier, model, source, dimension, a, b, n)

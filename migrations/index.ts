@@ -44,6 +44,7 @@ import { JobsInBatch1768500000000 } from './1768500000000-JobsInBatch';
 import { JobsDeadlineOrder1768600000000 } from './1768600000000-JobsDeadlineOrder';
 import { ApiKeysActiveRevoked1768700000000 } from './1768700000000-ApiKeysActiveRevoked';
 import { AgreementCellsRebuild1768800000000 } from './1768800000000-AgreementCellsRebuild';
+import { AgreementCellsTotalLabelled1768900000000 } from './1768900000000-AgreementCellsTotalLabelled';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -93,4 +94,5 @@ export const MIGRATIONS = [
   JobsDeadlineOrder1768600000000,
   ApiKeysActiveRevoked1768700000000,
   AgreementCellsRebuild1768800000000,
+  AgreementCellsTotalLabelled1768900000000,
 ];

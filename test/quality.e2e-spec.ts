@@ -42,8 +42,10 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     }
     const dims = views[4].grade.dimensions;
     const changed = dims[0].score === 20 ? 19 : dims[0].score + 1;
-    const after = (await t.http.patch(`/v1/essays/${views[4].id}/grade`).set(bearer(teacher)).send({ dimensions: [{ key: dims[0].key, score: changed }] }).expect(200)).body;
-    pairs.push([views[4].grade.score, after.grade.score]);
+    // (one dimension of three: a label of that dimension, not of the total, which stays mostly the grader's)
+    await t.http.patch(`/v1/essays/${views[4].id}/grade`).set(bearer(teacher)).send({ dimensions: [{ key: dims[0].key, score: changed }] }).expect(200);
+    // A comment alone labels nothing.
+    await t.http.patch(`/v1/essays/${views[5].id}/grade`).set(bearer(teacher)).send({ comment: '写得不错，注意错别字。' }).expect(200);
     // Overridden twice: the label is the teacher's last grade against the grader's original.
     await t.http.patch(`/v1/essays/${views[0].id}/grade`).set(bearer(teacher)).send({ score: 33 }).expect(200);
     pairs[0] = [views[0].grade.score, 33];
@@ -52,16 +54,16 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     await t.close();
   });
 
-  it('reports n, QWK, exact and adjacent agreement and bias over the overridden essays only', async () => {
+  it('reports n, QWK, exact and adjacent agreement and bias over the totals teachers set only', async () => {
     const res = await t.http.get(`/v1/assignments/${assignmentId}/agreement`).set(bearer(teacher)).expect(200);
     const a = res.body;
     expect(a.assignmentId).toBe(assignmentId);
     expect(a.rubric).toEqual({ key: 'zh-gaokao-60', version: 1, maxScore: 60 });
-    expect(a.n).toBe(5);
+    expect(a.n).toBe(4);
     const diffs = pairs.map(([m, tt]) => m - tt);
-    expect(a.exact).toBeCloseTo(diffs.filter((d) => d === 0).length / 5, 4);
-    expect(a.adjacent).toBeCloseTo(diffs.filter((d) => Math.abs(d) <= 6).length / 5, 4);
-    expect(a.bias).toBeCloseTo(diffs.reduce((s, d) => s + d, 0) / 5, 4);
+    expect(a.exact).toBeCloseTo(diffs.filter((d) => d === 0).length / 4, 4);
+    expect(a.adjacent).toBeCloseTo(diffs.filter((d) => Math.abs(d) <= 6).length / 4, 4);
+    expect(a.bias).toBeCloseTo(diffs.reduce((s, d) => s + d, 0) / 4, 4);
     const qwk = quadraticWeightedKappa(tabulate(pairs), { step: 1, max: 60 });
     if (qwk === null) expect(a.qwk).toBeNull();
     else expect(a.qwk).toBeCloseTo(qwk, 4);
@@ -80,17 +82,17 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
   it('groups the tenant\'s labels by source, tier, model and rubric, and filters by date', async () => {
     const bySource = (await t.http.get('/v1/quality?groupBy=source').set(bearer(teacher)).expect(200)).body;
     expect(bySource.groups).toHaveLength(1);
-    expect(bySource.groups[0]).toMatchObject({ group: 'offline', n: 5, rubric: { key: 'zh-gaokao-60', version: 1 } });
+    expect(bySource.groups[0]).toMatchObject({ group: 'offline', n: 4, rubric: { key: 'zh-gaokao-60', version: 1 } });
     const byModel = (await t.http.get('/v1/quality?groupBy=model').set(bearer(tenant.adminKey)).expect(200)).body;
-    expect(byModel.groups[0]).toMatchObject({ group: 'offline', n: 5 });
+    expect(byModel.groups[0]).toMatchObject({ group: 'offline', n: 4 });
     const byTier = (await t.http.get('/v1/quality?groupBy=tier').set(bearer(teacher)).expect(200)).body;
-    expect(byTier.groups[0]).toMatchObject({ group: 'standard', n: 5 });
+    expect(byTier.groups[0]).toMatchObject({ group: 'standard', n: 4 });
     const byRubric = (await t.http.get('/v1/quality').set(bearer(teacher)).expect(200)).body;
-    expect(byRubric).toMatchObject({ groupBy: 'rubric', groups: [{ group: 'zh-gaokao-60', n: 5 }] });
+    expect(byRubric).toMatchObject({ groupBy: 'rubric', groups: [{ group: 'zh-gaokao-60', n: 4 }] });
     // SPEC §2's figures at the top: on one rubric, every label pooled, as the assignment's own.
     const assignment = (await t.http.get(`/v1/assignments/${assignmentId}/agreement`).set(bearer(teacher)).expect(200)).body;
     for (const view of [byRubric, byTier, bySource]) {
-      expect(view).toMatchObject({ n: 5, qwk: assignment.qwk, exact: assignment.exact, adjacent: assignment.adjacent, bias: assignment.bias, rubric: assignment.rubric });
+      expect(view).toMatchObject({ n: 4, qwk: assignment.qwk, exact: assignment.exact, adjacent: assignment.adjacent, bias: assignment.bias, rubric: assignment.rubric });
       expect(view.byDimension).toEqual(assignment.byDimension);
     }
     const future = (await t.http.get('/v1/quality?from=2999-01-01').set(bearer(teacher)).expect(200)).body;
@@ -106,7 +108,7 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     } finally {
       spy.mockRestore();
     }
-    expect((await t.http.get('/v1/quality').set(bearer(teacher)).expect(200)).body).toMatchObject({ n: 5, groups: [{ group: 'zh-gaokao-60', n: 5 }] });
+    expect((await t.http.get('/v1/quality').set(bearer(teacher)).expect(200)).body).toMatchObject({ n: 4, groups: [{ group: 'zh-gaokao-60', n: 4 }] });
   });
 
   it('refuses a bad groupBy or date with 400, and another tenant sees neither the assignment nor the labels', async () => {
@@ -154,9 +156,9 @@ describe('quality: agreement from overrides (real PostgreSQL)', () => {
     const view = (await t.http.get('/v1/quality').set(bearer(teacher)).expect(200)).body;
     expect(view.groups.map((g: { group: string; n: number }) => [g.group, g.n])).toEqual([
       ['en-ielts-task2', 1],
-      ['zh-gaokao-60', 5],
+      ['zh-gaokao-60', 4],
     ]);
-    expect(view).toMatchObject({ n: 6, qwk: null, exact: null, adjacent: null, bias: null, rubric: null, byDimension: [] });
+    expect(view).toMatchObject({ n: 5, qwk: null, exact: null, adjacent: null, bias: null, rubric: null, byDimension: [] });
   });
 
   it('exports an assignment\'s grades as CSV that Excel reads: BOM, Chinese headers, formulas kept as text, another tenant refused', async () => {

@@ -374,7 +374,9 @@ export class EssaysRepository {
     for (const { grader, other, n } of changes) {
       // The grader's own scores (SPEC: the model's original grade): a calibrated grade's raw ones.
       const raw = grader.calibration;
-      add('', raw ? raw.rawScore : grader.score, other.score, n);
+      // The total is a pair only when the teacher set it: a comment alone, or one dimension of
+      // several, leaves the model's total standing, which is no teacher's agreement with it.
+      if (against !== 'teacher' || other.labelledTotal !== false) add('', raw ? raw.rawScore : grader.score, other.score, n);
       const labelled = against === 'teacher' ? new Set(other.labelledDimensions ?? []) : null;
       for (const d of grader.dimensions) {
         const o = other.dimensions.find((x) => x.key === d.key);
