@@ -125,6 +125,62 @@ describe('the web console in a browser', () => {
     }
   });
 
+  it('sends an upload once however often Submit is clicked, and a retry after a failure stores only what was not taken', async () => {
+    const { ctx, page } = await openConsole();
+    try {
+      await signIn(page, teacherKey);
+      const assignment = (await s.t.http.post('/v1/assignments').set('authorization', `Bearer ${teacherKey}`).send({ title: '只交一次', prompt: '写一篇记叙文', rubric: 'zh-gaokao-60' }).expect(201)).body as { id: string };
+      const stored = async () =>
+        ((await api(teacherKey).get(`/v1/essays?assignmentId=${assignment.id}&limit=100`).expect(200)).body.data as Array<{ studentRef: string }>).map((e) => e.studentRef).sort();
+      await page.goto(`${base}/console/#/assignments/${assignment.id}`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('#upload');
+
+      // Two clicks on Submit before the page draws again: one class set sent.
+      await page.click('#upload details summary');
+      const pasted = `学号：twice-1\n${generateEssay(91, 'zh').text}\n---\n学号：twice-2\n${generateEssay(92, 'zh').text}\n`;
+      await page.$eval('[data-test=upload-paste] textarea[name=text]', (el, v) => ((el as HTMLTextAreaElement).value = v as string) && el.dispatchEvent(new Event('input', { bubbles: true })), pasted);
+      await page.$eval('[data-test=upload-paste] button[type=submit]', (b) => {
+        (b as HTMLButtonElement).click();
+        (b as HTMLButtonElement).click();
+      });
+      await page.waitForFunction(() => document.querySelector('[data-test=upload-progress] [role=status]')?.textContent === '2 of 2 submitted', { timeout: 30_000 });
+      expect(await stored()).toEqual(['twice-1', 'twice-2']);
+
+      // Two files, one refused for a moment (503): Submit again with the same files sends the
+      // refused one, and the one taken before is answered as it was, not stored twice.
+      fs.writeFileSync(path.join(files, 'alice.txt'), generateEssay(93, 'zh').text);
+      fs.writeFileSync(path.join(files, 'bob.txt'), generateEssay(94, 'zh').text);
+      const bobStarts = generateEssay(94, 'zh').text.slice(60, 75);
+      let refusedOnce = false;
+      const refuseBob = (r: HTTPRequest) => {
+        if (!refusedOnce && r.method() === 'POST' && r.url().endsWith('/v1/essays') && (r.postData() ?? '').includes(bobStarts)) {
+          refusedOnce = true;
+          void r.respond({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: { code: 'SERVICE_UNAVAILABLE', message: 'This server is stopping' } }) });
+        } else void r.continue();
+      };
+      await page.setRequestInterception(true);
+      page.on('request', refuseBob);
+      try {
+        const input = await page.waitForSelector('input[type=file]');
+        await input!.uploadFile(path.join(files, 'alice.txt'), path.join(files, 'bob.txt'));
+        await page.click('[data-test=upload-files] button[type=submit]');
+        await page.waitForFunction(() => document.querySelector('[data-test=upload-progress] [role=status]')?.textContent === '1 of 2 submitted', { timeout: 10_000 }).catch(async (err) => {
+          throw new Error(`${err}: the upload says ${await text(page, '#upload')}; refused: ${refusedOnce}`);
+        });
+        expect(refusedOnce).toBe(true);
+        expect(await text(page, '[data-test=upload-errors]')).toContain('bob.txt');
+        await page.click('[data-test=upload-files] button[type=submit]');
+        await page.waitForFunction(() => document.querySelector('[data-test=upload-progress] [role=status]')?.textContent === '2 of 2 submitted', { timeout: 30_000 });
+      } finally {
+        page.off('request', refuseBob);
+        await page.setRequestInterception(false);
+      }
+      expect(await stored()).toEqual(['alice', 'bob', 'twice-1', 'twice-2']);
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+
   it('a teacher signs in, uploads a class set of three files, watches them finish, opens one, sees its annotations, overrides it and exports CSV', async () => {
     const { ctx, page, problems } = await openConsole();
     try {
@@ -248,9 +304,10 @@ describe('the web console in a browser', () => {
       const body = Buffer.from(csv.bytes).toString('utf8');
       for (const name of ['张三', '李四', '王五']) expect(body).toContain(name);
       expect(body).toContain(String(after.grade.score));
-      // One override is far from a calibration: the button waits, and the page says how far.
+      // One override of one dimension of three is far from a calibration (it labels no total: none
+      // yet): the button waits, and the page says how far.
       await page.waitForSelector('[data-test=calibrate-needs]');
-      expect(await text(page, '[data-test=calibrate-needs]')).toContain('at least 20 essays a teacher overrode; this assignment has 1');
+      expect(await text(page, '[data-test=calibrate-needs]')).toContain('at least 20 essays a teacher overrode; this assignment has 0');
       expect(await page.$eval('[data-test=calibrate]', (b) => (b as HTMLButtonElement).disabled)).toBe(true);
       // Applying with no calibration in force says so, from the service's answer (not "regraded with the calibration").
       expect((await api(teacherKey).get(`/v1/assignments/${assignmentId}/calibration`)).status).toBe(404);
@@ -1126,6 +1183,30 @@ describe('the web console in a browser', () => {
     }
   }, 60_000);
 
+  it('lists under the text the annotations that overlap a marked passage: a typo inside a sentence marked whole is not lost', async () => {
+    const id = (await s.t.http.post('/v1/essays').set('authorization', `Bearer ${teacherKey}`).send({ text: generateEssay(98, 'zh').text, studentRef: '重叠' }).expect(202)).body.id as string;
+    const [graded] = await waitForEssays(s.t.app, teacherKey, [id]);
+    // The grade as a model may give it: a sentence marked for its structure, and a word inside it.
+    const sentenceEnd = graded.text.indexOf('。') + 1;
+    const annotations = [
+      { start: 0, end: sentenceEnd, quote: graded.text.slice(0, sentenceEnd), category: 'structure', suggestion: '开头可以更直接', explanation: '' },
+      { start: 2, end: 4, quote: graded.text.slice(2, 4), category: 'typo', suggestion: '改成正确的字', explanation: '错别字' },
+    ];
+    await s.t.dataSource.query(`UPDATE essays SET grade = jsonb_set(grade, '{annotations}', $3::jsonb) WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, id, JSON.stringify(annotations)]);
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, teacherKey);
+      await page.goto(`${base}/console/#/essays/${id}`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=essay-text] mark');
+      expect(await page.$$eval('[data-test=essay-text] mark', (ms) => ms.map((m) => m.getAttribute('data-category')))).toEqual(['structure']);
+      expect(await text(page, '[data-test=more-notes] li[data-category=typo]')).toContain(`“${graded.text.slice(2, 4)}” Suggestion: 改成正确的字 — 错别字`);
+      expect(await page.$$eval('[data-test=more-notes] li', (ls) => ls.length)).toBe(1);
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+
   it("an admin sees on the dashboard that the month's budget is used up, and what happens to new essays, in both languages", async () => {
     const school = await s.f.newTenant({ monthlyBudget: '50.00' });
     await s.t.http.put('/v1/budget').set('authorization', `Bearer ${school.adminKey}`).send({ monthlyCap: '0.00', whenExhausted: 'reject' }).expect(200);
@@ -1144,6 +1225,13 @@ describe('the web console in a browser', () => {
       expect(await text(page, '[data-test=budget-used-up]')).toContain('新作文和精批订单都将被拒绝');
       await screenshot(page, 'admin-budget-used-up-zh');
       await page.select('label.lang select', 'en');
+      // A cap of a fraction of a yuan shows as set (SPEC: "0.012940"), and what is left of it to its
+      // first significant digits, not rounded to the fen (¥0.01).
+      await s.t.http.put('/v1/budget').set('authorization', `Bearer ${school.adminKey}`).send({ monthlyCap: '0.012940', whenExhausted: 'reject' }).expect(200);
+      await page.reload({ waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=cap]');
+      expect(await text(page, '[data-test=cap]')).toBe('¥0.01294');
+      expect(await text(page, '[data-test=remaining]')).toContain('¥0.0129');
       expect(problems).toEqual([]);
     } finally {
       await ctx.close();

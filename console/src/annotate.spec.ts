@@ -1,4 +1,4 @@
-import { runs } from './annotate';
+import { notDrawn, runs } from './annotate';
 
 describe('annotations drawn on the text', () => {
   const text = '今天天气很好，我门去公园玩。';
@@ -16,5 +16,16 @@ describe('annotations drawn on the text', () => {
     ]);
     expect(out.filter((r) => r.mark !== undefined)).toEqual([{ text: '去公园', mark: 2 }]);
     expect(out.map((r) => r.text).join('')).toBe(text);
+  });
+
+  it('lists what it does not draw: a typo inside a sentence marked whole, and a quote not in the text', () => {
+    const marks = [
+      { start: 0, end: 14, quote: text, category: 'structure' },
+      { start: 7, end: 9, quote: '我门', category: 'typo' },
+      { start: 3, end: 5, quote: '不存在', category: 'grammar' },
+    ];
+    expect(runs(text, marks).filter((r) => r.mark !== undefined)).toEqual([{ text, mark: 0 }]);
+    expect(notDrawn(text, marks)).toEqual([2, 1]);
+    expect(notDrawn(text, [{ start: 7, end: 9, quote: '我门', category: 'typo' }])).toEqual([]);
   });
 });

@@ -1,8 +1,9 @@
 /**
  * An essay's text cut into runs for drawing its annotations: each annotation marks the characters
  * from `start` to `end` (JavaScript string offsets, as the API gives them). Where two overlap, the
- * earlier one is drawn and the later one is listed but not drawn. An annotation whose offsets do
- * not hold its quote is placed at the quote's first occurrence, or not drawn.
+ * earlier one is drawn and the later one is listed below the text instead (notDrawn): a typo inside
+ * a sentence marked for its structure is not lost. An annotation whose offsets do not hold its
+ * quote is placed at the quote's first occurrence, or listed.
  */
 
 export interface Mark {
@@ -46,4 +47,14 @@ export function runs(text: string, marks: Mark[]): Run[] {
   }
   if (at < text.length) out.push({ text: text.slice(at) });
   return out;
+}
+
+/** The annotations `runs` does not draw (overlapping one drawn, or their quote not in the text), by index, in the text's order. */
+export function notDrawn(text: string, marks: Mark[]): number[] {
+  const drawn = new Set(placeMarks(text, marks).map((p) => p.index));
+  return marks
+    .map((m, index) => ({ m, index }))
+    .filter(({ index }) => !drawn.has(index))
+    .sort((a, b) => a.m.start - b.m.start || a.index - b.index)
+    .map(({ index }) => index);
 }

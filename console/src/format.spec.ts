@@ -1,6 +1,15 @@
-import { cny, cnyExact, cnySmall, day, percent, wallTimeToIso } from './format';
+import { cny, cnyExact, cnySmall, dateIn, day, percent, wallTimeToIso } from './format';
 
 describe('console money and dates', () => {
+  it("counts days in the school's calendar, whatever the browser's zone", () => {
+    // 09:00 on 7 December in Shanghai is still 6 December in New York and already the 7th in UTC+14.
+    const at = new Date('2026-12-07T01:00:00Z');
+    expect(dateIn(at, 'Asia/Shanghai')).toBe('2026-12-07');
+    expect(dateIn(at, 'America/New_York')).toBe('2026-12-06');
+    expect(dateIn(new Date('2026-12-06T23:30:00Z'), 'Asia/Shanghai')).toBe('2026-12-07');
+    expect(dateIn(new Date('2026-12-06T23:30:00Z'), 'UTC')).toBe('2026-12-06');
+  });
+
   it('shows a charged or booked amount with every digit the API gave, never rounded', () => {
     expect(cnyExact('9.999')).toBe('¥9.999');
     expect(cnyExact('0.0026025')).toBe('¥0.0026025');

@@ -89,6 +89,13 @@ export function wallTimeToIso(local: string, timeZone: string): string | null {
   return zonedTime(y, mo, d, timeZone, h * 60 + mi).toISOString();
 }
 
+/** The calendar date (YYYY-MM-DD) of `at` in `timeZone`: the school's day, not the browser's. */
+export function dateIn(at: Date, timeZone: string): string {
+  const parts = new Intl.DateTimeFormat('en-US', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).formatToParts(at);
+  const part = (type: string) => parts.find((p) => p.type === type)?.value ?? '';
+  return `${part('year').padStart(4, '0')}-${part('month')}-${part('day')}`;
+}
+
 /** A calendar date (YYYY-MM-DD, already in the tenant's zone) in the console's language. */
 export function day(isoDay: string | null | undefined, locale: string): string {
   if (!isoDay) return '—';

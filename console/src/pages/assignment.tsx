@@ -75,6 +75,34 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
   const [progress, setProgress] = useState<{ done: number; total: number; ok: number } | null>(null);
   const [errors, setErrors] = useState<string[]>([]);
   const files = useRef<HTMLInputElement>(null);
+  // One upload at a time: a second click while a class set is sent would send it all again (the
+  // ref is set at once, before the page draws the buttons disabled).
+  const [busy, setBusy] = useState(false);
+  const sending = useRef(false);
+  // Each essay of this page is sent under one Idempotency-Key, whatever the attempt: sent again (the
+  // same files after some failed, a retry after an answer that never came) the service answers with
+  // the essay it stored, not a second one. (Keys last 24 hours at the service; this page's life here.)
+  const keys = useRef(new Map<string, string>());
+  const keyOf = (e: UploadEssay): string => {
+    const id = JSON.stringify([assignmentId, e.studentRef ?? '', e.title ?? '', e.text]);
+    let key = keys.current.get(id);
+    if (!key) {
+      key = `console-${randomHex(16)}`;
+      keys.current.set(id, key);
+    }
+    return key;
+  };
+  const once = async (work: () => Promise<void>): Promise<void> => {
+    if (sending.current) return;
+    sending.current = true;
+    setBusy(true);
+    try {
+      await work();
+    } finally {
+      sending.current = false;
+      setBusy(false);
+    }
+  };
 
   /** Sends what was read: the essays the service did not take (said so, each with why), or false when there was nothing to send. */
   const send = async (essays: UploadEssay[], readProblems: string[]): Promise<UploadEssay[] | false> => {
@@ -91,7 +119,12 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     const failures: string[] = [];
     const failed: UploadEssay[] = [];
     const post = (e: UploadEssay) =>
-      ok(api.POST('/v1/essays', { body: { assignmentId, text: e.text, ...(e.studentRef ? { studentRef: e.studentRef } : {}), ...(e.title ? { title: e.title } : {}) } }));
+      ok(
+        api.POST('/v1/essays', {
+          body: { assignmentId, text: e.text, ...(e.studentRef ? { studentRef: e.studentRef } : {}), ...(e.title ? { title: e.title } : {}) },
+          headers: { 'Idempotency-Key': keyOf(e) },
+        }),
+      );
     const worker = async () => {
       while (next < essays.length) {
         const e = essays[next++];
@@ -102,7 +135,8 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
               await post(e);
               break;
             } catch (err) {
-              if (!(err instanceof ApiFailure && err.code === 'RATE_LIMITED') || attempt >= 6) throw err;
+              // (also the same essay's first sending, still being answered)
+              if (!(err instanceof ApiFailure && (err.code === 'RATE_LIMITED' || err.code === 'IDEMPOTENCY_KEY_IN_USE')) || attempt >= 6) throw err;
               await new Promise((r) => setTimeout(r, 1000 * attempt));
             }
           }
@@ -121,8 +155,11 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     return failed;
   };
 
-  const submitPaste = async (e: Event) => {
+  const submitPaste = (e: Event) => {
     e.preventDefault();
+    return once(() => sendPaste());
+  };
+  const sendPaste = async () => {
     if (!text.trim()) {
       setProgress(null);
       setErrors([t('nothingToUpload')]);
@@ -139,8 +176,11 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     if (!kept.length) setStudentRef('');
   };
 
-  const submitFiles = async (e: Event) => {
+  const submitFiles = (e: Event) => {
     e.preventDefault();
+    return once(() => sendFiles());
+  };
+  const sendFiles = async () => {
     const list = Array.from(files.current?.files ?? []);
     if (!list.length) return;
     const read = await readFiles(list);
@@ -155,7 +195,9 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
         <Field label={t('uploadFilesAny')}>
           <input ref={files} name="files" type="file" multiple accept=".txt,.docx,.csv,text/plain,text/csv,application/vnd.openxmlformats-officedocument.wordprocessingml.document" />
         </Field>
-        <button type="submit">{t('submit')}</button>
+        <button type="submit" disabled={busy}>
+          {t('submit')}
+        </button>
       </form>
       <details>
         <summary>{t('uploadPasteMany')}</summary>
@@ -166,7 +208,9 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
           <Field label={t('pasteLabel')} hint={t('pasteHelp')}>
             <textarea name="text" rows={8} required value={text} onInput={(e) => setText(e.currentTarget.value)} />
           </Field>
-          <button type="submit">{t('submit')}</button>
+          <button type="submit" disabled={busy}>
+            {t('submit')}
+          </button>
         </form>
       </details>
       {progress && (
@@ -184,6 +228,11 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
       )}
     </Section>
   );
+}
+
+/** `bytes` random bytes as hex (crypto.getRandomValues: there also when the console is served over plain http). */
+function randomHex(bytes: number): string {
+  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 /** Every essay of the assignment, page after page (a class set may hold more than a page). */

@@ -2,15 +2,12 @@ import { api, ok, type Schemas } from '../api/client';
 import { useApp } from '../app-context';
 import { ChartView } from '../chart';
 import { isUsedUpAmount } from '../explain';
-import { cny, cnyExact, cnySmall, dateTime, day, percent } from '../format';
+import { cnyExact, cnySmall, dateIn, dateTime, day, percent } from '../format';
 import { href } from '../router';
 import { Loading, Outcome, Section, useAction, useLoad } from '../ui';
 
 /** Drawing only: a decimal string as a number of yuan for a chart's geometry (labels use the string). */
 const draw = (amount: string | null | undefined) => (amount ? Number(amount) : 0);
-
-/** The browser's calendar date of `at` (YYYY-MM-DD). */
-const localDate = (at: Date) => `${at.getFullYear()}-${String(at.getMonth() + 1).padStart(2, '0')}-${String(at.getDate()).padStart(2, '0')}`;
 
 function daysOf(period: string): string[] {
   const [y, m] = period.split('-').map(Number);
@@ -20,11 +17,12 @@ function daysOf(period: string): string[] {
 
 /** A tenant admin's month: the budget gauge, spend per day with the forecast, cost per grading and cache hits, usage by model and teacher. */
 export function DashboardPage() {
-  const { t, intl } = useApp();
+  const { t, intl, session } = useApp();
   const budget = useLoad(() => ok(api.GET('/v1/budget')), []);
   const byDay = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'day' } } })), []);
-  // From midnight 30 days ago (a date alone is the tenant's midnight): whole days, the first one too.
-  const last30 = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'day', from: localDate(new Date(Date.now() - 30 * 86_400_000)) } } })), []);
+  // From midnight 30 days ago (a date alone is the tenant's midnight): whole days, the first one too,
+  // counted in the school's calendar (a browser in another zone sent a day too early or too late).
+  const last30 = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'day', from: dateIn(new Date(Date.now() - 30 * 86_400_000), session.timezone) } } })), []);
   const byModel = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'model' } } })), []);
   const byTeacher = useLoad(() => ok(api.GET('/v1/usage', { params: { query: { groupBy: 'teacher' } } })), []);
   const keys = useLoad(() => ok(api.GET('/v1/api-keys')), []);
@@ -59,7 +57,7 @@ export function DashboardPage() {
           <div class="gauge-wrap">
             <ChartView
               testId="gauge"
-              summary={`${t('spent')} ${cny(b.spent)}, ${t('reserved')} ${cny(b.reserved)}, ${t('cap')} ${cny(b.monthlyCap)}`}
+              summary={`${t('spent')} ${cnySmall(b.spent)}, ${t('reserved')} ${cnySmall(b.reserved)}, ${t('cap')} ${cnyExact(b.monthlyCap)}`}
               config={{
                 type: 'doughnut',
                 data: {
@@ -76,10 +74,11 @@ export function DashboardPage() {
             <dt>{t('reserved')}</dt>
             <dd>{cnySmall(b.reserved)}</dd>
             <dt>{t('cap')}</dt>
-            <dd data-test="cap">{cny(b.monthlyCap)}</dd>
+            {/* (the cap as set, every digit: "0.012940" is not ¥0.01; what is left to a fraction of a fen: ¥0.004 is not ¥0.00) */}
+            <dd data-test="cap">{cnyExact(b.monthlyCap)}</dd>
             <dt>{t('remaining')}</dt>
-            <dd>
-              {t('remainingSpent', { remaining: cny(b.remaining), pct: percent(b.utilization) })}
+            <dd data-test="remaining">
+              {t('remainingSpent', { remaining: cnySmall(b.remaining), pct: percent(b.utilization) })}
             </dd>
             <dt>{t('forecastMonthEnd')}</dt>
             <dd>{cnySmall(b.forecast.monthEnd)}</dd>
@@ -120,7 +119,7 @@ export function DashboardPage() {
               }}
             />
           )}
-          {!capInView && <p class="muted" data-test="cap-off-scale">{t('capOffScale', { cap: cny(b.monthlyCap) })}</p>}
+          {!capInView && <p class="muted" data-test="cap-off-scale">{t('capOffScale', { cap: cnyExact(b.monthlyCap) })}</p>}
         </Section>
       </div>
       <Section title={`${t('costPerGrading')} · ${t('cacheHitRate')}`} id="trend">
@@ -273,7 +272,7 @@ function UsedUp({ budget }: { budget: Budget }) {
   return (
     <section class="card alert" id="budget-used-up" data-test="budget-used-up" role="alert">
       <h2>{t('budgetUsedUpTitle')}</h2>
-      <p>{t(budget.whenExhausted === 'reject' ? 'budgetUsedUp_reject' : 'budgetUsedUp_offline', { spent: cnySmall(budget.spent), cap: cny(budget.monthlyCap) })}</p>
+      <p>{t(budget.whenExhausted === 'reject' ? 'budgetUsedUp_reject' : 'budgetUsedUp_offline', { spent: cnySmall(budget.spent), cap: cnyExact(budget.monthlyCap) })}</p>
       <p>
         <a href={`${href.settings()}`}>{t('raiseCap')}</a>
       </p>

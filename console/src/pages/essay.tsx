@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'preact/hooks';
 import { api, ApiFailure, ok, type Schemas } from '../api/client';
-import { runs } from '../annotate';
+import { notDrawn, runs } from '../annotate';
 import { useApp } from '../app-context';
 import { failureWords } from '../explain';
 import { cny, cnyExact, dateTime } from '../format';
@@ -108,6 +108,8 @@ function AnnotatedText({ text, grade }: { text: string; grade: Grade | null }) {
   const { t, code } = useApp();
   const annotations = grade?.annotations ?? [];
   const used = CATEGORIES.filter((c) => annotations.some((a) => a.category === c));
+  // (marks that overlap one drawn: listed under the text, so no correction is lost)
+  const hidden = notDrawn(text, annotations);
   return (
     <>
       {used.length > 0 && (
@@ -138,6 +140,28 @@ function AnnotatedText({ text, grade }: { text: string; grade: Grade | null }) {
           );
         })}
       </div>
+      {hidden.length > 0 && (
+        <section class="more-notes" data-test="more-notes">
+          <h3>{t('moreNotes')}</h3>
+          <ul>
+            {hidden.map((i) => {
+              const a = annotations[i];
+              return (
+                <li data-category={a.category}>
+                  <span class={`mark cat-${a.category}`}>{code('cat', a.category)}</span> “{a.quote}”
+                  {a.suggestion && (
+                    <>
+                      {' '}
+                      {t('suggestion')}: {a.suggestion}
+                    </>
+                  )}
+                  {a.explanation && <> — {a.explanation}</>}
+                </li>
+              );
+            })}
+          </ul>
+        </section>
+      )}
     </>
   );
 }
