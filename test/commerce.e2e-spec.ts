@@ -849,6 +849,28 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(n).toBe(3);
     }, 60_000);
 
+    it('alerts no refused call when the first model did not fit and a cheaper one of the tier served it', async () => {
+      const school = await f.newTenant({ monthlyBudget: '100.00' });
+      await f.gradedEssay(school.adminKey, { seed: 70 });
+      const [{ s: one }] = await t.dataSource.query(`SELECT spent_nanos::text AS s FROM budget_periods WHERE tenant_id = $1`, [school.tenantId]);
+      // Room left for the cheaper model's worst case, not for the first model's.
+      await t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap: formatCny((BigInt(one) * 27n) / 10n), whenExhausted: 'offline' }).expect(200);
+      const served = await f.gradedEssay(school.adminKey, { seed: 71 });
+      expect(served.grade).toMatchObject({ source: 'model', model: 'qwen-flash' });
+      const calls = await t.dataSource.query(`SELECT model, outcome FROM llm_calls WHERE tenant_id = $1 AND essay_id = $2 ORDER BY created_at`, [school.tenantId, served.id]);
+      expect(calls).toEqual([
+        { model: 'deepseek-flash', outcome: 'budget_exhausted' },
+        { model: 'qwen-flash', outcome: 'ok' },
+      ]);
+      expect(await t.dataSource.query(`SELECT kind FROM budget_alerts WHERE tenant_id = $1`, [school.tenantId])).toEqual([]);
+      // A call no model of the tier fits is one refused call: alerted once, with the least it needed.
+      await t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap: formatCny(BigInt(one)), whenExhausted: 'offline' }).expect(200);
+      const refused = await f.gradedEssay(school.adminKey, { seed: 72 });
+      expect(refused.grade.flags).toEqual(expect.arrayContaining(['offline_estimate', 'budget_exhausted']));
+      const alerts = await t.dataSource.query(`SELECT kind FROM budget_alerts WHERE tenant_id = $1 AND kind = 'call_refused'`, [school.tenantId]);
+      expect(alerts).toEqual([{ kind: 'call_refused' }]);
+    }, 60_000);
+
     it('forecasts month-end spend and the day the cap is reached', async () => {
       await gradedEssay(30);
       const budget = await t.http.get('/v1/budget').set(admin()).expect(200);

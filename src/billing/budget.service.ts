@@ -233,7 +233,6 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       await this.leases.release(tenantId, period);
     }
     if (await this.books.reserve(tenantId, period, id, amount, ttlMs, call)) return { id, tenantId, period, amount };
-    await this.refused(tenantId, period, amount);
     return null;
   }
 
@@ -270,7 +269,6 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     }
     // Our own guard, taken for a call the budget cannot cover: give it back.
     await this.books.releaseGuard(tenantId, guard.key, token);
-    await this.refused(tenantId, period, amount);
     return { kind: 'budget' };
   }
 
@@ -326,9 +324,14 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     return incidentView(row);
   }
 
-  /** A refused reservation: the budget cannot take a call of this size now; alert once a period. */
-  private async refused(tenantId: string, period: string, needed: Nanos): Promise<void> {
+  /**
+   * A call the budget could not take on any of its models (the gateway says so once it has tried
+   * them all: a refusal of the first model, the call then served by a cheaper one, is no refused
+   * call); `needed` is the least it could have cost. Alerted once a period.
+   */
+  async callRefused(tenantId: string, needed: Nanos): Promise<void> {
     try {
+      const period = await this.currentPeriod(tenantId);
       // Refused because admission is paused (an incident), not because of the budget: the incident alerted.
       if (await this.tenants.isAdmissionPaused(tenantId)) return;
       const row = await this.books.period(tenantId, period);

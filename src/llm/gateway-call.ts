@@ -56,6 +56,8 @@ export interface CallContext<T> {
   budgetRefused: boolean;
   /** the refusal was a pause after an incident, not an empty budget */
   admissionPaused?: boolean;
+  /** the least worst case the budget refused, of the models tried (the refused-call alert's `needed`) */
+  refusedNeeded?: Nanos;
   contentRejected: boolean;
   /** candidates passed over because the request does not fit their context window */
   tooLong?: number;

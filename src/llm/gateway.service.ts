@@ -335,6 +335,9 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       const outcome = await this.tryModel(ctx, model, attempt);
       if (outcome.kind === 'ok') return outcome.result;
     }
+    // Refused by the budget on every model it could fit: one refused call, alerted (not a refusal
+    // of the first model when a cheaper one then served it).
+    if (ctx.budgetRefused && ctx.refusedNeeded !== undefined) await this.budget.callRefused(ctx.req.tenantId, ctx.refusedNeeded);
     throw this.failure(ctx, candidates);
   }
 
@@ -500,6 +503,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     }
     if (!reservation) {
       ctx.budgetRefused = true;
+      if (ctx.refusedNeeded === undefined || amount < ctx.refusedNeeded) ctx.refusedNeeded = amount;
       ctx.admissionPaused = await this.budget.isPaused(r.tenantId);
       await this.budget.settle(null, 0n, this.entry(ctx, model, { outcome: 'budget_exhausted', estimatedInputTokens: estimate }));
       return { kind: 'budget' };
