@@ -1,3 +1,4 @@
+import { EssaysRepository } from '../src/grading/essays.repository';
 import { builtinRubric, totalScore } from '../src/grading/rubric';
 import { LabelCursor, QualityRepository } from '../src/quality/quality.repository';
 import { CalibrationService } from '../src/quality/calibration.service';
@@ -110,6 +111,31 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     const back = (await t.http.get(`/v1/essays/${views[61].id}`).set(bearer(teacher)).expect(200)).body;
     expect(back.grade.calibration).toBeUndefined();
     expect(back.grade.score).toBe(views[61].grade.score);
+
+    // Turned off while a regrade applies it (here before its first write): the regrade starts again
+    // with what is in force then, nothing, so no grade is left with the calibration turned off.
+    expect((await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201)).body).toMatchObject({ version: 2, active: true });
+    const essays = t.app.get(EssaysRepository);
+    const write = essays.replaceGrade.bind(essays);
+    let turnedOff = false;
+    const spy = jest.spyOn(essays, 'replaceGrade').mockImplementation(async (...args: Parameters<typeof write>) => {
+      if (!turnedOff) {
+        turnedOff = true;
+        await t.http.delete(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(204);
+      }
+      return write(...args);
+    });
+    try {
+      expect((await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202)).body).toEqual({ essays: 0, calibration: null });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(turnedOff).toBe(true);
+    for (const v of views.slice(60)) {
+      const now = (await t.http.get(`/v1/essays/${v.id}`).set(bearer(teacher)).expect(200)).body;
+      expect(now.grade.calibration).toBeUndefined();
+      expect(now.grade.score).toBe(v.grade.score);
+    }
   });
 
   it('shifts the offline grader\'s totals when the teacher only grades higher, and new essays get the shift', async () => {

@@ -141,7 +141,7 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
       [tenant.tenantId, id, JSON.stringify(g(40))],
     );
     await repo.storeShadowGrade(app.t.dataSource.manager, tenant.tenantId, id, g(35));
-    expect(await repo.replaceGrade(tenant.tenantId, id, g(36))).toBe(true);
+    expect(await repo.replaceGrade(tenant.tenantId, id, g(36))).toBe('written');
     const cells = await app.t.dataSource.query(
       `SELECT a::text, b::text, n FROM agreement_cells WHERE tenant_id = $1 AND against = 'shadow' AND dimension = '' AND n <> 0`,
       [tenant.tenantId],

@@ -195,8 +195,20 @@ export class EssaysRepository {
    * when the essay is not graded, a teacher overrode it meanwhile, or both are this grade already
    * (nothing written: a regrade counts the grades it changed).
    */
-  async replaceGrade(tenantId: string, essayId: string, grade: StoredGrade): Promise<boolean> {
+  async replaceGrade(tenantId: string, essayId: string, grade: StoredGrade, inForce?: { assignmentId: string; version: number | null }): Promise<'written' | 'unchanged' | 'calibration_changed'> {
     return this.ds.transaction(async (tx) => {
+      if (inForce) {
+        // The calibration the grade was made with must still be the one in force (a teacher may turn
+        // it off, or fit another, while a regrade runs): read under a share lock, so that a change
+        // waits for this write and the regrade's next write sees it.
+        const [active] = await tenantQuery<{ version: number }>(
+          tx,
+          tenantId,
+          `SELECT version FROM calibrations WHERE tenant_id = $1 AND assignment_id = $2 AND active FOR SHARE`,
+          [inForce.assignmentId],
+        );
+        if ((active?.version ?? null) !== inForce.version) return 'calibration_changed';
+      }
       const [old] = await tenantQuery<{ model_grade: StoredGrade | null; shadow_grade: StoredGrade | null; same: boolean }>(
         tx,
         tenantId,
@@ -204,7 +216,7 @@ export class EssaysRepository {
           WHERE tenant_id = $1 AND id = $2 AND status IN ('graded', 'needs_review') AND grade->>'source' <> 'teacher' AND erased_at IS NULL FOR UPDATE`,
         [essayId, JSON.stringify(grade)],
       );
-      if (!old || old.same) return false;
+      if (!old || old.same) return 'unchanged';
       await tenantQuery(tx, tenantId, `UPDATE essays SET grade = $3, model_grade = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [essayId, JSON.stringify(grade)]);
       // A shadow pair compares the grader's grade: it moves with it.
       if (old.shadow_grade && old.model_grade) {
@@ -213,7 +225,7 @@ export class EssaysRepository {
           { grader: grade, other: old.shadow_grade, n: 1 },
         ]);
       }
-      return true;
+      return 'written';
     });
   }
 

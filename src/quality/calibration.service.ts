@@ -41,6 +41,9 @@ export interface CalibrationView {
   createdAt: string;
 }
 
+/** Times a regrade starts again because the calibration in force changed under it, before it gives up (409). */
+const MAX_REGRADE_RESTARTS = 3;
+
 /** What POST /v1/assignments/:id/regrade answers: essays whose grade changed, and the calibration applied (null: none). */
 export interface RegradeResult {
   essays: number;
@@ -140,21 +143,39 @@ export class CalibrationService {
    */
   async regrade(auth: TenantAuth, assignmentId: string, signal?: AbortSignal): Promise<RegradeResult> {
     const { id, rubric } = await this.target(auth.tenantId, assignmentId);
-    const model = (await this.calibrations.current(auth.tenantId, id))?.model ?? null;
-    let after = '00000000-0000-0000-0000-000000000000';
-    let changed = 0;
-    for (;;) {
-      signal?.throwIfAborted();
-      const page = await this.labelsRepo.regradable(auth.tenantId, id, after, CHUNK);
-      if (!page.length) break;
-      for (const e of page) {
-        signal?.throwIfAborted();
-        const regraded = this.regraded(e.grade, rubric, model, e);
-        if (await this.essays.replaceGrade(auth.tenantId, e.id, regraded)) changed++; // each write lets other requests in
+    let model = (await this.calibrations.current(auth.tenantId, id))?.model ?? null;
+    const changed = new Set<string>();
+    // The calibration may be turned off or fitted again while the regrade runs: each write checks
+    // that the one it applies is still in force, and when it is not, the regrade starts again from
+    // the first essay with the one that is (what it wrote before is then put right too).
+    for (let restarts = 0; ; restarts++) {
+      if (restarts > MAX_REGRADE_RESTARTS) {
+        throw new ApiError('CONFLICT', "The assignment's calibration kept changing while it was regraded: regrade again once it is settled", { assignmentId: id });
       }
-      after = page[page.length - 1].id;
+      let after = '00000000-0000-0000-0000-000000000000';
+      let stale = false;
+      for (;;) {
+        signal?.throwIfAborted();
+        const page = await this.labelsRepo.regradable(auth.tenantId, id, after, CHUNK);
+        if (!page.length) break;
+        for (const e of page) {
+          signal?.throwIfAborted();
+          const regraded = this.regraded(e.grade, rubric, model, e);
+          // (each write lets other requests in)
+          const written = await this.essays.replaceGrade(auth.tenantId, e.id, regraded, { assignmentId: id, version: model?.version ?? null });
+          if (written === 'calibration_changed') {
+            stale = true;
+            break;
+          }
+          if (written === 'written') changed.add(e.id);
+        }
+        if (stale) break;
+        after = page[page.length - 1].id;
+      }
+      if (!stale) break;
+      model = (await this.calibrations.current(auth.tenantId, id))?.model ?? null;
     }
-    return { essays: changed, calibration: model?.version ?? null };
+    return { essays: changed.size, calibration: model?.version ?? null };
   }
 
   private regraded(grade: StoredGrade, rubric: Rubric, model: CalibrationModel | null, essay: { text: string; language: Language }): StoredGrade {
