@@ -350,6 +350,36 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(held).toBe(available);
       await booksBalanced();
     });
+
+    it('caches no stream its reader left before the end, even one whose every chunk carries its usage so far (vLLM)', async () => {
+      const req = () => ({
+        tenantId: tenant.tenantId,
+        purpose: 'chat' as const,
+        target: { model: 'dashscope:qwen-flash' },
+        messages: [{ role: 'user' as const, content: 'left half way' }],
+        maxTokens: 100,
+        cache: { key: `left-half-way-${tenant.tenantId}`, lookup: true, store: true },
+      });
+      fake.enqueue('dashscope', { kind: 'stream', content: 'one two three four five six', chunks: 6, chunkDelayMs: 30, usageEveryChunk: true });
+      const stream = gw.stream(req());
+      const seen: string[] = [];
+      for (;;) {
+        const next = await stream.next();
+        if (next.done) break;
+        if (next.value.type === 'delta') seen.push(next.value.text);
+        if (seen.length === 3) break; // the client leaves after its third piece
+      }
+      await stream.return(undefined);
+      const [row] = await ledger();
+      expect(row).toMatchObject({ outcome: 'stream_interrupted', error_reason: 'cancelled' });
+      expect(Number(row.output_tokens)).toBeGreaterThan(0); // billed at the usage the chunks said so far
+      // The same request again is asked of the provider: the half answer was not stored as the whole.
+      const again: string[] = [];
+      for await (const ev of gw.stream(req())) if (ev.type === 'start') again.push(ev.cache);
+      expect(again).toEqual(['miss']);
+      expect(fake.requests).toHaveLength(2);
+      await booksBalanced();
+    });
   });
 
   describe('errors, retries and fallback', () => {

@@ -861,13 +861,17 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     let content = s.first;
     let broken: ProviderError | undefined;
     let ended: GatewayResult<string> | undefined;
+    let readToEnd = false;
     try {
       // (inside the try: a reader that stops at any event, the first too, still settles the call)
       yield { type: 'start', provider: model.provider, model: model.id, cache: 'miss' };
       yield { type: 'delta', text: s.first };
       for (;;) {
         const next = await s.events.next();
-        if (next.done) break;
+        if (next.done) {
+          readToEnd = true;
+          break;
+        }
         const ev = next.value;
         if (ev.type === 'delta') {
           content += ev.text;
@@ -883,8 +887,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       // A reader that stopped early leaves the provider's stream open: close it (a no-op once it ended).
       await s.events.return(undefined).catch(() => undefined);
       s.release();
-      // Also reached when the client goes away mid-stream (the generator is returned early).
-      if (!broken && !s.finishReason && !s.usage) broken = new ProviderError('fatal', 'cancelled', 'the client went away');
+      // Also reached when the client goes away mid-stream (the generator is returned early): the
+      // answer is then cut, whatever the chunks said so far (a provider that sends its usage with
+      // every chunk, vLLM's continuous_usage_stats, had it cached and answered as whole).
+      if (!broken && !readToEnd) broken = new ProviderError('fatal', 'cancelled', 'the client went away');
       const { charged, usage } = await this.settleAnswered(ctx, model, s.call, {
         content,
         finishReason: s.finishReason || 'stop',

@@ -57,6 +57,7 @@ export interface Completion {
   cutAfterChunks?: number;
   keepAliveComments?: number;
   inflateUsage?: number;
+  usageEveryChunk?: boolean;
 }
 
 /**
@@ -138,6 +139,7 @@ export class Completions {
           chunkDelayMs: step.chunkDelayMs,
           cutAfterChunks: step.cutAfterChunks,
           keepAliveComments: step.keepAliveComments,
+          usageEveryChunk: step.usageEveryChunk,
         });
       case 'invalid-json':
         return this.completion(call, {

@@ -89,7 +89,9 @@ export class Delivery {
       const pieces = splitContent(c.content, Math.max(1, Math.floor(c.chunks ?? 4)));
       const cut = c.cutAfterChunks === undefined ? Infinity : Math.floor(c.cutAfterChunks);
       for (let i = 0; i < pieces.length && i < cut; i++) {
-        if (!(await send(chunk([{ index: 0, delta: { content: pieces[i] }, finish_reason: null }])))) return;
+        // (vLLM's continuous_usage_stats: each chunk says what was produced so far)
+        const soFar = c.usageEveryChunk ? { usage: { ...usage, completion_tokens: Math.round((Number(usage.completion_tokens) * (i + 1)) / pieces.length) } } : undefined;
+        if (!(await send(chunk([{ index: 0, delta: { content: pieces[i] }, finish_reason: null }], soFar)))) return;
       }
       if (cut <= pieces.length) {
         // Let what was written reach the client, then drop the connection mid-stream.

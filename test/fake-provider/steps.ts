@@ -46,6 +46,8 @@ export type Step =
       cutAfterChunks?: number;
       keepAliveComments?: number;
       finishReason?: string;
+      /** usage on every chunk, counted so far (vLLM's `continuous_usage_stats`), not only at the end */
+      usageEveryChunk?: boolean;
     }
   /** DeepSeek's JSON-mode failure: 200, content of only spaces and newlines, finish_reason "stop". */
   | { kind: 'blank-json' }
@@ -72,6 +74,11 @@ function optNumber(o: Record<string, unknown>, key: string, min = 0): void {
 function optString(o: Record<string, unknown>, key: string): void {
   const v = o[key];
   if (v !== undefined && typeof v !== 'string') throw new TypeError(`step '${String(o.kind)}': ${key} must be a string`);
+}
+
+function optBoolean(o: Record<string, unknown>, key: string): void {
+  const v = o[key];
+  if (v !== undefined && typeof v !== 'boolean') throw new TypeError(`step '${String(o.kind)}': ${key} must be true or false`);
 }
 
 function optHeaders(o: Record<string, unknown>): void {
@@ -115,6 +122,7 @@ export function validateStep(d: Dialect, step: unknown): Step {
       optNumber(step, 'chunkDelayMs');
       optNumber(step, 'cutAfterChunks');
       optNumber(step, 'keepAliveComments');
+      optBoolean(step, 'usageEveryChunk');
       break;
     case 'invalid-json':
       optString(step, 'content');
