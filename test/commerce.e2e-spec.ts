@@ -4,6 +4,7 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { WebhookDispatcher } from '../src/billing/webhook-dispatcher';
+import { AlertsService } from '../src/billing/alerts.service';
 import { formatCny, parseCny } from '../src/common/money';
 import { signPayload, verifySignature } from '../src/common/signature';
 import { GradingService } from '../src/grading/grading.service';
@@ -229,8 +230,9 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await waitOrder(o.orderId, 'delivered');
       const again = await webhook(body, signPayload(SECRET, body)).expect(200);
       expect(again.body).toEqual({ received: true, duplicate: true });
-      // The same event written with the amount's other spelling is the same event…
+      // The same event written with the amount's or the order id's other spelling is the same event…
       expect((await webhook(event('payment.succeeded', o.orderId, '9.9', 'evt_replayed')).expect(200)).body).toEqual({ received: true, duplicate: true });
+      expect((await webhook(event('payment.succeeded', o.orderId.toUpperCase(), '9.90', 'evt_replayed')).expect(200)).body).toEqual({ received: true, duplicate: true });
       // …but another event under its id (a refund, another amount, another order) is refused, 409,
       // saying what the id was first, and changes nothing: it is not lost as a "duplicate".
       for (const [type, orderId, amount] of [
@@ -826,6 +828,10 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       // later gradings reach it (on the instance that had cached them as fired).
       const raised = one * 12n;
       await put(formatCny(raised));
+      expect(await fired()).toEqual([]);
+      // A settlement that read the cap before the raise, checking its alerts after it: nothing fires again.
+      const { period } = (await t.http.get('/v1/budget').set(bearer(school.adminKey)).expect(200)).body;
+      await t.app.get(AlertsService).onSpend(school.tenantId, period, one, (one * 100n) / 95n, ['0.1', '0.9']);
       expect(await fired()).toEqual([]);
       await f.gradedEssay(school.adminKey, { seed: 71 });
       await f.gradedEssay(school.adminKey, { seed: 72 });

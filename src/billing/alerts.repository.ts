@@ -38,8 +38,19 @@ export class AlertsRepository {
    * Records that a threshold fired this period and queues its webhook to the tenant's alert URL (if
    * one is set), together; false when it had fired already (on any instance): nothing queued.
    */
-  fireThreshold(tenantId: string, a: { period: string; threshold: string; ratio: string; eventId: string; body: string }): Promise<boolean> {
-    return this.fireOnce(tenantId, `INSERT INTO budget_alerts (tenant_id, period, kind, threshold, utilization) VALUES ($1, $4, 'threshold', $5, $6)`, [a.period, a.threshold, a.ratio], a);
+  async fireThreshold(tenantId: string, a: { period: string; threshold: string; ratio: string; eventId: string; body: string }): Promise<'fired' | 'fired before' | 'not reached'> {
+    // Only while the period's spend is at the threshold of its cap as it is now: a settlement that
+    // read the cap before an admin raised it (and its alert re-armed) does not fire it again.
+    const { fired, existed } = await this.fireOnceWith(
+      tenantId,
+      `INSERT INTO budget_alerts (tenant_id, period, kind, threshold, utilization)
+       SELECT $1, $4, 'threshold', $5, $6 FROM budget_periods p
+        WHERE p.tenant_id = $1 AND p.period = $4 AND p.spent_nanos >= $5::numeric * p.cap_nanos`,
+      [a.period, a.threshold, a.ratio],
+      a,
+      `SELECT 1 FROM budget_alerts WHERE tenant_id = $1 AND period = $4 AND kind = 'threshold' AND threshold = $5`,
+    );
+    return fired ? 'fired' : existed ? 'fired before' : 'not reached';
   }
 
   /**
@@ -84,7 +95,12 @@ export class AlertsRepository {
    * parameters from $4) and, only when that inserted a row, its webhook; whether it fired now.
    */
   private async fireOnce(tenantId: string, record: string, params: unknown[], w: { eventId: string; body: string }): Promise<boolean> {
-    const [r] = await tenantQuery<{ fired: number }>(
+    return (await this.fireOnceWith(tenantId, record, params, w)).fired;
+  }
+
+  /** fireOnce, and whether the record was there before (`existing`: a SELECT of it, same parameters). */
+  private async fireOnceWith(tenantId: string, record: string, params: unknown[], w: { eventId: string; body: string }, existing = 'SELECT 1 WHERE false'): Promise<{ fired: boolean; existed: boolean }> {
+    const [r] = await tenantQuery<{ fired: number; existed: boolean }>(
       this.ds.manager,
       tenantId,
       `WITH fired AS (${record} ON CONFLICT DO NOTHING RETURNING tenant_id),
@@ -93,10 +109,10 @@ export class AlertsRepository {
          SELECT $1, $2, $3, alert_webhook_url, $${params.length + 4}, 'pending' FROM tenants
           WHERE id = $1 AND alert_webhook_url IS NOT NULL AND EXISTS (SELECT 1 FROM fired)
          RETURNING id)
-       SELECT (SELECT count(*) FROM fired)::int AS fired`,
+       SELECT (SELECT count(*) FROM fired)::int AS fired, EXISTS (${existing}) AS existed`,
       [randomUUID(), w.eventId, ...params, w.body],
     );
-    return !!r?.fired;
+    return { fired: !!r?.fired, existed: r?.existed === true };
   }
 
   /** Queues a webhook to the tenant's alert URL, if one is set. */

@@ -131,8 +131,9 @@ export class AlertsService {
     // One statement: the alert is recorded and its webhook queued together, or neither (another
     // instance fired it). The webhook's event id is the body's id, the same on every attempt.
     const fired = await this.alerts.fireThreshold(tenantId, { period, threshold, ratio: ratio.toFixed(4), eventId, body });
-    this.fired.set(key, tenantId);
-    if (!fired) return; // another instance fired it
+    // (not reached under the cap as it is now — raised since this spend's cap was read — is asked again later)
+    if (fired !== 'not reached') this.fired.set(key, tenantId);
+    if (fired !== 'fired') return; // another instance fired it, or it is not reached
     this.alertsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId), threshold: String(Number(threshold)) });
     this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
   }

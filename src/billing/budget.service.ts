@@ -566,7 +566,11 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     this.logger.log({ msg: 'budget updated', tenantId, period });
     // The new cap (or thresholds) may be reached already: a cap lowered below what was spent says so
     // now, not at a settlement that will never come (nothing more fits).
-    const now = await this.books.period(tenantId, period);
+    // (the settings are saved: a failure here leaves the alerts to the next settlement, not a 500)
+    const now = await this.books.period(tenantId, period).catch((err: Error) => {
+      this.logger.warn({ msg: 'could not check budget alerts after a budget change', tenantId, err: loggableError(err) });
+      return null;
+    });
     if (now) await this.checkAlerts(tenantId, period, now.spent, now.cap);
     return this.view(tenantId);
   }

@@ -249,7 +249,7 @@ export class OrdersService {
     const repeat = async () => {
       const seen = await this.orders.seenEvent(tenantId, eventId);
       if (!seen) return false;
-      if (seen.type === type && seen.orderId === orderId && seen.amount === amount) return true;
+      if (seen.type === type && seen.orderId === (orderId as string).toLowerCase() && seen.amount === amount) return true;
       this.logger.error({ msg: 'a payment event id came again with another event: not applied, check it with the payment provider', tenantId, eventId, type, orderId });
       throw new ApiError('CONFLICT', `Event ${eventId} was received before as another event (${seen.type} of ${formatCny(seen.amount)} for order ${seen.orderId}): an event id names one event`, {
         eventId,
