@@ -702,6 +702,9 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       const report = (await t.http.get(`/v1/reports/month?period=${period}`).set(bearer(tenant.adminKey)).expect(200)).body;
       expect(report.modelCostByPurpose).toMatchObject({ deep_review: '0.00', grading: view.cost });
       expect(report.deepReviewMargin).toBe(report.revenue);
+      // …and the advisor's estimate from the school's own ledger counts it among the premium calls.
+      const estimate = (await t.http.post('/v1/advisor/cost-estimate').set(bearer(tenant.adminKey)).send({ dailyCalls: 100, measured: true }).expect(200)).body;
+      expect(estimate.assumptions).toMatchObject({ measured: true, deepShare: 1 });
     });
   });
 

@@ -59,7 +59,7 @@ export class AdvisorService {
       tenantId,
       `SELECT sum(calls) FILTER (WHERE cache_status <> 'hit') AS paid,
               sum(calls) FILTER (WHERE cache_status = 'hit') AS hits,
-              sum(calls) FILTER (WHERE purpose = 'deep_review') AS deep,
+              sum(calls) FILTER (WHERE purpose = 'deep_review' OR tier = 'deep') AS deep,
               sum(input_tokens) FILTER (WHERE cache_status <> 'hit') AS input_total,
               sum(output_tokens) FILTER (WHERE cache_status <> 'hit') AS output_total,
               sum(cached_input_tokens) FILTER (WHERE cache_status <> 'hit') AS cached
