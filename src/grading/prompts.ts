@@ -18,7 +18,12 @@ import { fenceLookalikes } from './text-fold';
  */
 export type Variant = 'standard' | 'deep' | 'deep_review';
 
-export const PROMPT_VERSIONS: Record<Variant, string> = { standard: 'grade-std-2', deep: 'grade-deep-3', deep_review: 'deep-review-3' };
+/**
+ * Part of the answer cache's key: a change to what a prompt says, or to how its sentences are
+ * numbered (a cached answer points at sentences by number), is a new version. (-3/-4: a "]" after a
+ * sentence's end closes it, and a cut's mark is not numbered.)
+ */
+export const PROMPT_VERSIONS: Record<Variant, string> = { standard: 'grade-std-3', deep: 'grade-deep-4', deep_review: 'deep-review-4' };
 export const MAX_OUTPUT_TOKENS: Record<Variant, number> = { standard: 1500, deep: 3500, deep_review: 2500 };
 
 export const ANNOTATION_CATEGORIES = ['typo', 'grammar', 'word_choice', 'punctuation', 'logic', 'structure', 'style', 'highlight'] as const;
