@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
@@ -144,7 +145,10 @@ export class CalibrationService {
   async regrade(auth: TenantAuth, assignmentId: string, signal?: AbortSignal): Promise<RegradeResult> {
     const { id, rubric } = await this.target(auth.tenantId, assignmentId);
     let model = (await this.calibrations.current(auth.tenantId, id))?.model ?? null;
-    const changed = new Set<string>();
+    // Each essay written: its grade before the regrade, and the one it leaves (digests): a grade a
+    // first pass changed and a second put back (the calibration turned off between) is no change.
+    const before = new Map<string, string>();
+    const left = new Map<string, string>();
     // The calibration may be turned off or fitted again while the regrade runs: each write checks
     // that the one it applies is still in force, and when it is not, the regrade starts again from
     // the first essay with the one that is (what it wrote before is then put right too).
@@ -167,7 +171,8 @@ export class CalibrationService {
             stale = true;
             break;
           }
-          if (written === 'written') changed.add(e.id);
+          if (written === 'written' && !before.has(e.id)) before.set(e.id, gradeDigest(e.grade));
+          if (before.has(e.id)) left.set(e.id, gradeDigest(regraded));
         }
         if (stale) break;
         after = page[page.length - 1].id;
@@ -175,7 +180,9 @@ export class CalibrationService {
       if (!stale) break;
       model = (await this.calibrations.current(auth.tenantId, id))?.model ?? null;
     }
-    return { essays: changed.size, calibration: model?.version ?? null };
+    let changed = 0;
+    for (const [essayId, was] of before) if (left.get(essayId) !== was) changed++;
+    return { essays: changed, calibration: model?.version ?? null };
   }
 
   private regraded(grade: StoredGrade, rubric: Rubric, model: CalibrationModel | null, essay: { text: string; language: Language }): StoredGrade {
@@ -213,4 +220,11 @@ export class CalibrationService {
     } while (after && out.length < MAX_LABELS);
     return out;
   }
+}
+
+/** A grade's digest, the same for the same grade whatever the order of its keys (as jsonb gives them back). */
+function gradeDigest(grade: StoredGrade): string {
+  const canonical = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(canonical) : v && typeof v === 'object' ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])])) : v;
+  return createHash('sha256').update(JSON.stringify(canonical(grade))).digest('base64');
 }
