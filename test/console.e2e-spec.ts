@@ -131,7 +131,7 @@ describe('the web console in a browser', () => {
       await signIn(page, teacherKey);
       const assignment = (await s.t.http.post('/v1/assignments').set('authorization', `Bearer ${teacherKey}`).send({ title: '只交一次', prompt: '写一篇记叙文', rubric: 'zh-gaokao-60' }).expect(201)).body as { id: string };
       const stored = async () =>
-        ((await api(teacherKey).get(`/v1/essays?assignmentId=${assignment.id}&limit=100`).expect(200)).body.data as Array<{ studentRef: string }>).map((e) => e.studentRef).sort();
+        ((await api(teacherKey).get(`/v1/essays?assignmentId=${assignment.id}&limit=100`).expect(200)).body.data as Array<{ studentRef: string | null }>).map((e) => e.studentRef ?? '-').sort();
       await page.goto(`${base}/console/#/assignments/${assignment.id}`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('#upload');
 
@@ -145,6 +145,12 @@ describe('the web console in a browser', () => {
       });
       await page.waitForFunction(() => document.querySelector('[data-test=upload-progress] [role=status]')?.textContent === '2 of 2 submitted', { timeout: 30_000 });
       expect(await stored()).toEqual(['twice-1', 'twice-2']);
+      // Two essays alike in one paste (the same text, no student line) are two essays.
+      const same = generateEssay(95, 'zh').text;
+      await page.$eval('[data-test=upload-paste] textarea[name=text]', (el, v) => ((el as HTMLTextAreaElement).value = v as string) && el.dispatchEvent(new Event('input', { bubbles: true })), `${same}\n---\n${same}\n`);
+      await page.click('[data-test=upload-paste] button[type=submit]');
+      await page.waitForFunction(() => (document.querySelector('[data-test=upload-paste] textarea[name=text]') as HTMLTextAreaElement).value === '', { timeout: 30_000 });
+      expect(await stored()).toEqual(['-', '-', 'twice-1', 'twice-2']);
 
       // Two files, one refused for a moment (503): Submit again with the same files sends the
       // refused one, and the one taken before is answered as it was, not stored twice.
@@ -175,7 +181,7 @@ describe('the web console in a browser', () => {
         page.off('request', refuseBob);
         await page.setRequestInterception(false);
       }
-      expect(await stored()).toEqual(['alice', 'bob', 'twice-1', 'twice-2']);
+      expect(await stored()).toEqual(['-', '-', 'alice', 'bob', 'twice-1', 'twice-2']);
     } finally {
       await ctx.close();
     }
@@ -511,6 +517,27 @@ describe('the web console in a browser', () => {
       expect(figures['Model cost']).toBe(cnyExact(modelCost));
       const digits = (x: string) => x.replace(/[¥,]/g, '').replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '');
       expect(digits(figures['Model cost']!)).toBe(digits(modelCost));
+      // Another month chosen whose report cannot be read (the service refuses it a moment): the page
+      // says so, and shows neither this month's figures under it nor this month's CSV.
+      const refuseJanuary = (r: HTTPRequest) => {
+        if (r.url().includes('/v1/reports/month?period=2026-01')) void r.respond({ status: 503, contentType: 'application/json', body: JSON.stringify({ error: { code: 'SERVICE_UNAVAILABLE', message: 'This server is stopping' } }) });
+        else void r.continue();
+      };
+      await page.setRequestInterception(true);
+      page.on('request', refuseJanuary);
+      try {
+        await page.$eval('#report input[name=period]', (el) => {
+          (el as HTMLInputElement).value = '2026-01';
+          el.dispatchEvent(new Event('change', { bubbles: true }));
+        });
+        await page.waitForSelector('#report [role=alert]');
+        expect(await page.$('[data-test=report]')).toBeNull();
+        expect(await page.$('[data-test=report-csv]')).toBeNull();
+      } finally {
+        page.off('request', refuseJanuary);
+        await page.setRequestInterception(false);
+      }
+      problems.length = 0; // (the refused request's own console line)
       await page.goto(`${base}/console/#/quality`, { waitUntil: 'networkidle0' });
       await page.waitForSelector('#quality h3');
       expect(await currentNav()).toEqual(['Quality']);
@@ -1184,7 +1211,7 @@ describe('the web console in a browser', () => {
   }, 60_000);
 
   it('lists under the text the annotations that overlap a marked passage: a typo inside a sentence marked whole is not lost', async () => {
-    const id = (await s.t.http.post('/v1/essays').set('authorization', `Bearer ${teacherKey}`).send({ text: generateEssay(98, 'zh').text, studentRef: '重叠' }).expect(202)).body.id as string;
+    const id = (await s.t.http.post('/v1/essays').set('authorization', `Bearer ${teacherKey}`).send({ text: generateEssay(188, 'zh').text, studentRef: '重叠' }).expect(202)).body.id as string;
     const [graded] = await waitForEssays(s.t.app, teacherKey, [id]);
     // The grade as a model may give it: a sentence marked for its structure, and a word inside it.
     const sentenceEnd = graded.text.indexOf('。') + 1;

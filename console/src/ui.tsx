@@ -1,5 +1,5 @@
 import type { ComponentChildren } from 'preact';
-import { useCallback, useContext, useEffect, useState } from 'preact/hooks';
+import { useCallback, useContext, useEffect, useRef, useState } from 'preact/hooks';
 import { problems } from './api/client';
 import { AppContext, useApp } from './app-context';
 
@@ -12,6 +12,10 @@ function useErrorWords(): (err: unknown) => string | null {
 /**
  * Loads data, with its error; `reload` fetches again. A new session (signed in again after the
  * last one ended) fetches again too: what failed while it was gone is loaded, not left failed.
+ * What was loaded for other `deps` (another month, another filter) stays while the new ones load,
+ * and goes when they fail: the page then says why (a report of the month before, left under the
+ * month just chosen, read as that month's). A page that draws it with its deps draws it with
+ * those it was loaded for (load them with it).
  */
 export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T | undefined; error: string | null; reload: () => void } {
   const [data, setData] = useState<T | undefined>(undefined);
@@ -19,11 +23,25 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T |
   const [tick, setTick] = useState(0);
   const words = useErrorWords();
   const session = useContext(AppContext)?.session;
+  const loadedFor = useRef<unknown[] | null>(null);
   useEffect(() => {
     let live = true;
     load().then(
-      (d) => live && (setData(d), setError(null)),
-      (e) => live && setError(e ?? new Error('failed')),
+      (d) => {
+        if (!live) return;
+        loadedFor.current = deps;
+        setData(d);
+        setError(null);
+      },
+      (e) => {
+        if (!live) return;
+        const was = loadedFor.current;
+        if (!was || was.length !== deps.length || deps.some((d, i) => !Object.is(d, was[i]))) {
+          loadedFor.current = null;
+          setData(undefined);
+        }
+        setError(e ?? new Error('failed'));
+      },
     );
     return () => {
       live = false;

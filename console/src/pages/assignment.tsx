@@ -82,15 +82,25 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
   // Each essay of this page is sent under one Idempotency-Key, whatever the attempt: sent again (the
   // same files after some failed, a retry after an answer that never came) the service answers with
   // the essay it stored, not a second one. (Keys last 24 hours at the service; this page's life here.)
+  // Two essays of one upload alike (the same text, no student line) are two essays: the key is the
+  // essay's and its place among those alike in the upload.
   const keys = useRef(new Map<string, string>());
-  const keyOf = (e: UploadEssay): string => {
-    const id = JSON.stringify([assignmentId, e.studentRef ?? '', e.title ?? '', e.text]);
-    let key = keys.current.get(id);
-    if (!key) {
-      key = `console-${randomHex(16)}`;
-      keys.current.set(id, key);
+  const keysOf = (essays: UploadEssay[]): Map<UploadEssay, string> => {
+    const alike = new Map<string, number>();
+    const out = new Map<UploadEssay, string>();
+    for (const e of essays) {
+      const content = JSON.stringify([assignmentId, e.studentRef ?? '', e.title ?? '', e.text]);
+      const n = alike.get(content) ?? 0;
+      alike.set(content, n + 1);
+      const id = `${content}#${n}`;
+      let key = keys.current.get(id);
+      if (!key) {
+        key = `console-${randomHex(16)}`;
+        keys.current.set(id, key);
+      }
+      out.set(e, key);
     }
-    return key;
+    return out;
   };
   const once = async (work: () => Promise<void>): Promise<void> => {
     if (sending.current) return;
@@ -118,11 +128,12 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     let done = 0;
     const failures: string[] = [];
     const failed: UploadEssay[] = [];
+    const keyOf = keysOf(essays);
     const post = (e: UploadEssay) =>
       ok(
         api.POST('/v1/essays', {
           body: { assignmentId, text: e.text, ...(e.studentRef ? { studentRef: e.studentRef } : {}), ...(e.title ? { title: e.title } : {}) },
-          headers: { 'Idempotency-Key': keyOf(e) },
+          headers: { 'Idempotency-Key': keyOf.get(e)! },
         }),
       );
     const worker = async () => {

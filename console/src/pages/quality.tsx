@@ -24,16 +24,18 @@ export function groupValue(code: (prefix: string, value: string) => string, grou
 export function QualityPage() {
   const { t, code } = useApp();
   const [groupBy, setGroupBy] = useState<(typeof GROUPS)[number]>('rubric');
-  const quality = useLoad(() => ok(api.GET('/v1/quality', { params: { query: { groupBy } } })), [groupBy]);
+  // (with the grouping it was read with: drawn under its own column name while another loads)
+  const quality = useLoad(async () => ({ groupBy, view: await ok(api.GET('/v1/quality', { params: { query: { groupBy } } })) }), [groupBy]);
   // Rubrics by their names (GET /v1/rubrics); one the list does not have keeps its key.
   const rubrics = useLoad(() => ok(api.GET('/v1/rubrics')), []);
   const rubricName = (key: string, version: number) => {
     const r = rubrics.data?.data.find((x) => x.key === key);
     return r ? (r.version === version ? r.name : `${r.name} (v${version})`) : `${key} v${version}`;
   };
-  const q = quality.data;
+  const q = quality.data?.view;
   // Grouped by rubric, the group is the rubric: one column says it.
-  const byRubric = groupBy === 'rubric';
+  const shownBy = quality.data?.groupBy ?? groupBy;
+  const byRubric = shownBy === 'rubric';
   return (
     <>
       <h1>{t('quality')}</h1>
@@ -60,11 +62,11 @@ export function QualityPage() {
                 <p class="muted">{t('noAgreementYet')}</p>
               ) : (
                 <AgreementTable
-                  labels={byRubric ? [t('rubric')] : [t(GROUP_LABELS[groupBy]), t('rubric')]}
+                  labels={byRubric ? [t('rubric')] : [t(GROUP_LABELS[shownBy]), t('rubric')]}
                   count={t('essays')}
                   rows={groups.map((g) => {
                     const rubric = <span title={`${g.rubric.key} v${g.rubric.version}`}>{rubricName(g.rubric.key, g.rubric.version)}</span>;
-                    return { cells: byRubric ? [rubric] : [groupValue(code, groupBy, g.group), rubric], a: g };
+                    return { cells: byRubric ? [rubric] : [groupValue(code, shownBy, g.group), rubric], a: g };
                   })}
                 />
               )}
