@@ -179,6 +179,25 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     }
   });
 
+  it('catches up on an event its stream missed (a notice lost between instances): it ends with the status at its next keep-alive', async () => {
+    const w = await createTestApp({ WORKERS_ENABLED: 'false', HTTP_EVENTS_KEEP_ALIVE_MS: '200' });
+    try {
+      const school = await new Factory(w.app).newTenant();
+      const id = (await w.http.post('/v1/essays').set(bearer(school.adminKey)).send({ text: generateEssay(48, 'zh').text }).expect(202)).body.id;
+      const stream = streamBody(w.http.get(`/v1/essays/${id}/events`).set(bearer(school.adminKey)));
+      const streams = async () => (await w.http.get('/v1/limits').set(bearer(school.adminKey)).expect(200)).body.usage.eventStreams;
+      await waitFor(async () => (await streams()) === 1, 10_000, 'the stream open');
+      // The essay fails with no event sent (as when the instance that failed it lost its notice).
+      await w.dataSource.query(`UPDATE essays SET status = 'failed' WHERE tenant_id = $1 AND id = $2`, [school.tenantId, id]);
+      const body = await stream; // before, it stayed open, kept alive, until the client left
+      expect([...body.matchAll(/^event: (\w+)$/gm)].map((m) => m[1])).toEqual(['status', 'status', 'end']);
+      expect(body).toContain('"status":"failed"');
+      expect(await streams()).toBe(0);
+    } finally {
+      await w.close();
+    }
+  });
+
   it("ends an essay's open event stream when the essay is erased, and gives the stream's slot back", async () => {
     // An app of its own without workers: the essay stays queued while its stream is open.
     const w = await createTestApp({ WORKERS_ENABLED: 'false' });

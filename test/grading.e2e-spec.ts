@@ -609,6 +609,20 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       const chinese = await gradeOne({ text: generateEssay(72, 'zh').text, assignmentId: a.body.id });
       expect(chinese.flags).not.toContain('other_language');
     });
+
+    it('flags an essay in another language than the rubric it names, sent alone as in a class set', async () => {
+      const text = generateEssay(73, 'zh').text;
+      const alone = await gradeOne({ text, rubric: 'en-ielts-task2' });
+      const res = await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ rubric: 'en-ielts-task2', essays: [{ text: `${text}\n` }] }).expect(202);
+      const [inBatch] = await waitForEssays(t.app, teacher, res.body.ids);
+      for (const view of [alone, inBatch]) {
+        expect(view).toMatchObject({ language: 'en', rubric: { key: 'en-ielts-task2' } });
+        expect(view.flags).toContain('other_language');
+      }
+      // Named with the language, it is graded in it: the teacher said so.
+      const said = await gradeOne({ text: generateEssay(74, 'zh').text, rubric: 'zh-gaokao-60', language: 'zh' });
+      expect(said.flags).not.toContain('other_language');
+    });
   });
 
   describe('budget policy', () => {

@@ -98,7 +98,7 @@ export interface AppConfig {
    * headersTimeoutMs; a streamed answer (a chat stream, an export) whose client takes none of it
    * for streamStallMs is cut off.
    */
-  http: { requestTimeoutMs: number; headersTimeoutMs: number; keepAliveTimeoutMs: number; streamStallMs: number };
+  http: { requestTimeoutMs: number; headersTimeoutMs: number; keepAliveTimeoutMs: number; streamStallMs: number; eventsKeepAliveMs: number };
   defaultMonthlyBudget: Nanos;
   defaultTimezone: string;
   /** How long an authenticated key is trusted without asking the database (0: always ask). */
@@ -273,6 +273,7 @@ function readHttpTimeouts(e: EnvReader): AppConfig['http'] {
     headersTimeoutMs,
     keepAliveTimeoutMs: e.int('HTTP_KEEP_ALIVE_TIMEOUT_MS', { min: 1_000, max: 600_000, default: 65_000 }),
     streamStallMs: e.int('HTTP_STREAM_STALL_MS', { min: 100, max: 600_000, default: 30_000 }),
+    eventsKeepAliveMs: e.int('HTTP_EVENTS_KEEP_ALIVE_MS', { min: 100, max: 60_000, default: 15_000 }),
   };
 }
 

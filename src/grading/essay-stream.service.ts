@@ -1,19 +1,21 @@
-import { Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { AppConfig, CONFIG } from '../config/app-config';
 import { Authenticator } from '../tenancy/authenticator';
 import { LimitsService } from '../tenancy/limits.service';
 import { EssayEvents } from './essay-events';
 import { EssaysService } from './essays.service';
 
 const TERMINAL = new Set(['graded', 'failed', 'needs_review']);
-const KEEP_ALIVE_MS = 15_000;
 
 /**
  * GET /v1/essays/:id/events: Server-Sent Events for one essay — each status change, then the
  * finished grade (`grade`) and `end`. Woken by the essay's events from any instance (the cluster
- * bus), not by polling; it reads the essay again only when something happened. Each stream holds
+ * bus), and between events by a keep-alive (HTTP_EVENTS_KEEP_ALIVE_MS) that reads the essay's
+ * status alone: a missed event (a read that failed, a notice lost between instances) is caught up
+ * on at the next one. It reads the whole essay again only when something happened. Each stream holds
  * one of the tenant's event-stream slots until it closes. The caller is identified again before
  * each read and with each keep-alive (from caches the revocation and the sign-out clear): a stream
  * whose key was revoked, or whose console session was signed out, ends (`end` with status
@@ -27,6 +29,7 @@ export class EssayStreamService {
     private readonly events: EssayEvents,
     private readonly limits: LimitsService,
     private readonly authenticator: Authenticator,
+    @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
 
   async open(auth: TenantAuth, id: string, req: FastifyRequest, reply: FastifyReply): Promise<void> {
@@ -88,13 +91,19 @@ export class EssayStreamService {
         }
       });
     };
+    // Between events, each keep-alive also reads the essay's status alone: an event this stream
+    // missed (its read failed, the database away a moment; the bus's notice lost between instances)
+    // is caught up on at the next one, not never (a graded essay sends no other event).
     const keepAlive = setInterval(() => {
       if (closed) return;
       raw.write(': keep-alive\n\n');
       chain = chain.then(async () => {
-        if (!closed && !(await allowed()) && !closed) refused();
+        if (closed) return;
+        if (!(await allowed())) return closed ? undefined : refused();
+        const status = await this.essays.statusOf(auth, id).catch(() => last);
+        if (!closed && status !== last) check();
       });
-    }, KEEP_ALIVE_MS);
+    }, this.config.http.eventsKeepAliveMs);
     subscriptions.push(this.events.on(id, check), this.events.onResync(check));
     raw.on('close', finish);
     // The client may have left while the essay was read and the slot taken: then nothing would say so.

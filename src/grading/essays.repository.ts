@@ -149,6 +149,12 @@ export class EssaysRepository {
     return row ?? null;
   }
 
+  /** The essay's status alone (null: no such essay, or erased): what a live stream polls between events. */
+  async statusOf(tenantId: string, essayId: string): Promise<string | null> {
+    const [row] = await tenantQuery<{ status: string }>(this.ds.manager, tenantId, `SELECT status FROM essays WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL`, [essayId]);
+    return row?.status ?? null;
+  }
+
   /** The deep tier's shadow grade, kept beside the essay: compared with its grade, never shown as it. */
   async storeShadowGrade(tx: EntityManager, tenantId: string, essayId: string, grade: StoredGrade): Promise<void> {
     const rows = await tenantQuery(tx, tenantId, `UPDATE essays SET shadow_grade = $3 WHERE tenant_id = $1 AND id = $2 AND shadow_grade IS NULL AND erased_at IS NULL RETURNING model_grade`, [

@@ -140,7 +140,11 @@ export class EssaysService {
       const rubric = withExpectedLength(await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), a.expectedLength);
       return { rubric, assignmentId: a.id, language: dto.language ?? a.language };
     }
-    const language = dto.language ?? (text !== undefined ? detectLanguage(text) : undefined);
+    // A named rubric of one language is the essay's language unless one is given (the text's own is
+    // checked against it when graded: other_language), as in a class set; with no rubric, the
+    // text's language chooses the default one. (A single essay took the text's language: a Chinese
+    // essay sent for IELTS got a band with no flag, and another band sent in a batch.)
+    const language = dto.language ?? (text !== undefined && !dto.rubric ? detectLanguage(text) : undefined);
     const key = dto.rubric ?? DEFAULT_RUBRIC[language ?? 'zh'];
     return { rubric: await this.rubrics.resolve(tenantId, key), assignmentId: null, language };
   }
@@ -256,6 +260,11 @@ export class EssaysService {
       throw new ApiError('NOT_FOUND', `The essay was erased at ${erasedAt}`, { erasedAt });
     }
     return row;
+  }
+
+  /** The essay's status alone, or null when it is not (any more) there. */
+  statusOf(auth: TenantAuth, id: string): Promise<string | null> {
+    return this.essays.statusOf(auth.tenantId, id);
   }
 
   async get(auth: TenantAuth, id: string): Promise<EssayView> {
