@@ -140,6 +140,26 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     }
   });
 
+  it("reads a regrade's essays a page at a time along the assignment's index: each once, those of one class set (one submission time) too", async () => {
+    const id = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'pages', prompt: '以“成长”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
+    const texts = Array.from({ length: 5 }, (_, i) => ({ text: generateEssay(450 + i, 'zh').text }));
+    const ids: string[] = (await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: id, essays: texts }).expect(202)).body.ids;
+    ids.push((await t.http.post('/v1/essays').set(bearer(teacher)).send({ assignmentId: id, text: generateEssay(455, 'zh').text }).expect(202)).body.id);
+    await waitForEssays(t.app, teacher, ids);
+    const repo = t.app.get(QualityRepository);
+    const seen: string[] = [];
+    let after: { at: string; id: string } | null = null;
+    for (let pages = 0; pages < 10; pages++) {
+      const page = await repo.regradable(tenant.tenantId, id, after, 2);
+      if (!page.length) break;
+      seen.push(...page.map((r) => r.id));
+      after = { at: page[page.length - 1].at, id: page[page.length - 1].id };
+    }
+    expect(seen).toHaveLength(6);
+    expect(new Set(seen)).toEqual(new Set(ids));
+    expect(seen[0]).toBe(ids[5]); // the newest first
+  });
+
   it('shifts the offline grader\'s totals when the teacher only grades higher, and new essays get the shift', async () => {
     const { id, views } = await assignmentWith(22, 600);
     // A lenient teacher: the grader's order, eight points higher (within the rubric).

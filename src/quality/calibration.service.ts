@@ -156,7 +156,7 @@ export class CalibrationService {
       if (restarts > MAX_REGRADE_RESTARTS) {
         throw new ApiError('CONFLICT', "The assignment's calibration kept changing while it was regraded: regrade again once it is settled", { assignmentId: id });
       }
-      let after = '00000000-0000-0000-0000-000000000000';
+      let after: { at: string; id: string } | null = null;
       let stale = false;
       for (;;) {
         signal?.throwIfAborted();
@@ -175,7 +175,8 @@ export class CalibrationService {
           if (before.has(e.id)) left.set(e.id, gradeDigest(regraded));
         }
         if (stale) break;
-        after = page[page.length - 1].id;
+        const last = page[page.length - 1];
+        after = { at: last.at, id: last.id };
       }
       if (!stale) break;
       model = (await this.calibrations.current(auth.tenantId, id))?.model ?? null;
