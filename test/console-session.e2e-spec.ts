@@ -85,7 +85,7 @@ describe('console sessions (real PostgreSQL)', () => {
     expect(me.body).toMatchObject({ keyId: teacher.id, csrfToken: csrf });
     const text = generateEssay(1, 'zh').text;
     const refused = await t.http.post('/v1/essays').set('cookie', cookie).send({ text }).expect(403);
-    expect(refused.body.error.message).toMatch(/CSRF/);
+    expect(refused.body.error).toMatchObject({ code: 'CSRF_TOKEN_INVALID', message: expect.stringMatching(/CSRF/) });
     await t.http.post('/v1/essays').set('cookie', cookie).set('x-csrf-token', 'x'.repeat(csrf.length)).send({ text }).expect(403);
     await t.http.post('/v1/essays').set('cookie', cookie).set('x-csrf-token', csrf).send({ text }).expect(202);
     // Another session's token does not fit this one.

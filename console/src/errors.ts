@@ -16,7 +16,7 @@ export interface FailureLike {
 }
 
 /** Codes whose message says nothing the words do not (or says it with internals): the words alone. */
-const GENERIC = new Set(['UNAUTHENTICATED', 'FORBIDDEN', 'DATABASE_BUSY', 'INTERNAL', 'SERVICE_UNAVAILABLE']);
+const GENERIC = new Set(['UNAUTHENTICATED', 'FORBIDDEN', 'CSRF_TOKEN_INVALID', 'DATABASE_BUSY', 'INTERNAL', 'SERVICE_UNAVAILABLE']);
 
 function message(locale: Locale, key: string): string | undefined {
   return hasMessage(key) ? translate(locale, key) : undefined;

@@ -17,7 +17,7 @@ import { QualityPage } from './pages/quality';
 type SessionAnswer = { tenantId: string; tenantName: string; keyId: string; role: string; timezone: string; expiresAt: string; csrfToken: string };
 
 function toSession(s: SessionAnswer): Session {
-  setCsrfToken(s.csrfToken);
+  setCsrfToken(s.csrfToken, s.keyId);
   return { tenantId: s.tenantId, tenantName: s.tenantName, keyId: s.keyId, role: s.role, timezone: s.timezone, expiresAt: s.expiresAt };
 }
 

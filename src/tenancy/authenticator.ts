@@ -5,6 +5,7 @@ import { AppConfig, CONFIG } from '../config/app-config';
 import { hashMatches, hashSecret } from './api-key-secret';
 import { ApiKeysService } from './api-keys.service';
 import { ClientHop, ConsoleSessions, CSRF_HEADER } from './console-sessions';
+import { TenancyError } from './tenancy-errors';
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
@@ -74,7 +75,7 @@ export class Authenticator {
     const tenant = await this.apiKeys.activeById(session.keyId);
     if (!tenant) throw new ApiError('UNAUTHENTICATED', "The console session's API key was revoked: sign in again");
     if (!SAFE_METHODS.has(req.method) && !this.sessions.csrfMatches(session, req.headers[CSRF_HEADER] as string | undefined)) {
-      throw new ApiError('FORBIDDEN', `A change made with the console session needs its CSRF token in the ${CSRF_HEADER} header`);
+      throw new TenancyError('CSRF_TOKEN_INVALID', `A change made with the console session needs its CSRF token in the ${CSRF_HEADER} header`);
     }
     return tenant;
   }

@@ -1,6 +1,6 @@
 import { ErrorSpec, ModuleError } from '../common/errors';
 
-/** The tenancy module's error codes: fair-use limits, idempotency keys. */
+/** The tenancy module's error codes: fair-use limits, idempotency keys, the console session's CSRF token. */
 export const TENANCY_ERRORS = {
   IDEMPOTENCY_KEY_REUSED: {
     status: 422,
@@ -9,6 +9,10 @@ export const TENANCY_ERRORS = {
   IDEMPOTENCY_KEY_IN_USE: {
     status: 409,
     when: 'a request with this `Idempotency-Key` is still being answered; send it again after `Retry-After` to get its answer',
+  },
+  CSRF_TOKEN_INVALID: {
+    status: 403,
+    when: "a change made with a console session's cookie without that session's CSRF token in `X-CSRF-Token` (a page open since before a sign-in in another tab holds the old one: GET /v1/console/session gives the current one)",
   },
   RATE_LIMITED: {
     status: 429,

@@ -11,8 +11,11 @@ import type { Locale } from '../i18n';
 export type Schemas = components['schemas'];
 
 let csrfToken = '';
-export function setCsrfToken(token: string): void {
+/** The signed-in key: a token read again after a sign-in elsewhere is taken only for the same key. */
+let sessionKeyId = '';
+export function setCsrfToken(token: string, keyId = ''): void {
   csrfToken = token;
+  sessionKeyId = keyId;
 }
 
 /** Called when the session is gone (signed out elsewhere, expired, key revoked). */
@@ -40,13 +43,55 @@ async function readAgain(request: Request, response: Response): Promise<Response
   return res;
 }
 
+/** A change's body as it was sent (the send reads the request's own): to send it again once with a new CSRF token. */
+const bodies = new WeakMap<Request, ArrayBuffer | null>();
+
+/**
+ * A change refused for its CSRF token (403 CSRF_TOKEN_INVALID): the browser's session cookie is
+ * another session's now — a sign-in in another tab of the school's same key — so the page's token
+ * is stale. The session is read again; for the same key, the change is sent once more with its
+ * token; for another key (another school or role signed in there), the page asks to sign in.
+ */
+async function withFreshToken(request: Request, response: Response): Promise<Response> {
+  if (!bodies.has(request)) return response;
+  const code = await response
+    .clone()
+    .json()
+    .then((b: { error?: { code?: string } }) => b?.error?.code)
+    .catch(() => undefined);
+  if (code !== 'CSRF_TOKEN_INVALID') return response;
+  const now = await fetch(new URL('/v1/console/session', request.url), { credentials: 'same-origin' }).catch(() => null);
+  // Not read now (the network, the service busy): the refusal stands, and says to reload; signed
+  // out, or another key signed in there: the page asks to sign in.
+  if (now?.status === 401) {
+    onUnauthenticated();
+    return response;
+  }
+  const s = now?.ok ? ((await now.json().catch(() => null)) as { keyId?: string; csrfToken?: string } | null) : null;
+  if (!s?.csrfToken || !s.keyId) return response;
+  if (s.keyId !== sessionKeyId) {
+    onUnauthenticated();
+    return response;
+  }
+  csrfToken = s.csrfToken;
+  const headers = new Headers(request.headers);
+  headers.set('x-csrf-token', csrfToken);
+  return fetch(request.url, { method: request.method, headers, body: bodies.get(request) ?? undefined, credentials: 'same-origin' });
+}
+
 const session: Middleware = {
-  onRequest({ request }) {
-    if (!SAFE.has(request.method)) request.headers.set('x-csrf-token', csrfToken);
-    return request;
+  async onRequest({ request }) {
+    if (SAFE.has(request.method)) return request;
+    // Sent with its body read whole (not a clone of a stream): the same bytes can be sent again.
+    const body = request.body === null ? null : await request.arrayBuffer();
+    const sent = new Request(request, { body });
+    sent.headers.set('x-csrf-token', csrfToken);
+    bodies.set(sent, body);
+    return sent;
   },
   async onResponse({ response, request }) {
-    const res = response.status === 429 && SAFE.has(request.method) ? await readAgain(request, response) : response;
+    let res = response.status === 429 && SAFE.has(request.method) ? await readAgain(request, response) : response;
+    if (res.status === 403 && !SAFE.has(request.method)) res = await withFreshToken(request, res);
     if (res.status === 401 && !request.url.endsWith('/v1/console/session')) onUnauthenticated();
     return res;
   },
