@@ -151,9 +151,9 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     let after: { at: string; id: string } | null = null;
     for (let pages = 0; pages < 10; pages++) {
       const page = await repo.regradable(tenant.tenantId, id, after, 2);
-      if (!page.length) break;
-      seen.push(...page.map((r) => r.id));
-      after = { at: page[page.length - 1].at, id: page[page.length - 1].id };
+      seen.push(...page.rows.map((r) => r.id));
+      if (!page.next) break;
+      after = page.next;
     }
     expect(seen).toHaveLength(6);
     expect(new Set(seen)).toEqual(new Set(ids));

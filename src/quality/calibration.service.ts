@@ -161,8 +161,7 @@ export class CalibrationService {
       for (;;) {
         signal?.throwIfAborted();
         const page = await this.labelsRepo.regradable(auth.tenantId, id, after, CHUNK);
-        if (!page.length) break;
-        for (const e of page) {
+        for (const e of page.rows) {
           signal?.throwIfAborted();
           const regraded = this.regraded(e.grade, rubric, model, e);
           // (each write lets other requests in)
@@ -174,9 +173,8 @@ export class CalibrationService {
           if (written === 'written' && !before.has(e.id)) before.set(e.id, gradeDigest(e.grade));
           if (before.has(e.id)) left.set(e.id, gradeDigest(regraded));
         }
-        if (stale) break;
-        const last = page[page.length - 1];
-        after = { at: last.at, id: last.id };
+        if (stale || !page.next) break;
+        after = page.next;
       }
       if (!stale) break;
       model = (await this.calibrations.current(auth.tenantId, id))?.model ?? null;

@@ -136,23 +136,30 @@ export class QualityRepository {
     };
   }
 
-  /** Standard, model or offline grades of the assignment that no teacher overrode, newest first, after `after` (a regrade's pages). */
-  async regradable(tenantId: string, assignmentId: string, after: { at: string; id: string } | null, limit: number): Promise<RegradeRow[]> {
-    // Newest first along essays_tenant_assignment_idx (tenant, assignment, created_at DESC, id DESC):
-    // each page a range of the index. (By id alone, each page of a large class scanned all of its
-    // essays and sorted them: a regrade of 100,000 essays took minutes of queries.)
-    return tenantQuery<RegradeRow>(
+  /**
+   * One page of the assignment's essays, newest first, after `after` (a regrade's pages): of them,
+   * the standard model or offline grades no teacher overrode; `next` null after the last page.
+   * A range of essays_tenant_assignment_idx (tenant, assignment, created_at DESC, id DESC), the
+   * grades filtered here: with the filter on the grade's JSON in the query, the planner (no
+   * statistics for it) scanned and sorted every remaining essay of the class for each page.
+   */
+  async regradable(tenantId: string, assignmentId: string, after: { at: string; id: string } | null, limit: number): Promise<{ rows: RegradeRow[]; next: { at: string; id: string } | null }> {
+    const page = await tenantQuery<RegradeRow & { status: string }>(
       this.ds.manager,
       tenantId,
-      `SELECT e.id, e.created_at::text AS at, e.text, e.language, e.grade
+      `SELECT e.id, e.created_at::text AS at, e.status, e.text, e.language, e.grade
          FROM essays e
-        WHERE e.tenant_id = $1 AND e.assignment_id = $2 AND e.status IN ('graded', 'needs_review') AND e.grade IS NOT NULL
-          AND e.grade->>'source' IN ('model', 'offline') AND coalesce(e.grade->>'tier', 'standard') = 'standard'
+        WHERE e.tenant_id = $1 AND e.assignment_id = $2
           AND ($3::timestamptz IS NULL OR (e.created_at, e.id) < ($3::timestamptz, $4::uuid))
         ORDER BY e.created_at DESC, e.id DESC
         LIMIT $5`,
       [assignmentId, after?.at ?? null, after?.id ?? null, limit],
     );
+    const last = page[page.length - 1];
+    const rows = page
+      .filter((e) => (e.status === 'graded' || e.status === 'needs_review') && e.grade && (e.grade.source === 'model' || e.grade.source === 'offline') && (e.grade.tier ?? 'standard') === 'standard')
+      .map(({ status: _status, ...e }) => e);
+    return { rows, next: page.length === limit && last ? { at: last.at, id: last.id } : null };
   }
 
   /** The filter's clauses over agreement_cells, their parameters numbered from $3. */
