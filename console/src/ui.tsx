@@ -29,14 +29,16 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]): { data: T |
     load().then(
       (d) => {
         if (!live) return;
-        loadedFor.current = deps;
+        loadedFor.current = [...deps, session];
         setData(d);
         setError(null);
       },
       (e) => {
         if (!live) return;
+        // (another session — another school signed in on this page — is other deps too)
         const was = loadedFor.current;
-        if (!was || was.length !== deps.length || deps.some((d, i) => !Object.is(d, was[i]))) {
+        const now = [...deps, session];
+        if (!was || was.length !== now.length || now.some((d, i) => !Object.is(d, was[i]))) {
           loadedFor.current = null;
           setData(undefined);
         }

@@ -83,14 +83,18 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
   // same files after some failed, a retry after an answer that never came) the service answers with
   // the essay it stored, not a second one. (Keys last 24 hours at the service; this page's life here.)
   // Two essays of one upload alike (the same text, no student line) are two essays: the key is the
-  // essay's and its place among those alike in the upload.
+  // essay's and its place among those alike in the upload. Files are sent again whole (those taken
+  // answered as they were); a paste keeps only what was not taken, so an essay sent again from it
+  // takes the first key of its text the service has not taken yet.
   const keys = useRef(new Map<string, string>());
-  const keysOf = (essays: UploadEssay[]): Map<UploadEssay, string> => {
+  const taken = useRef(new Set<string>());
+  const keysOf = (essays: UploadEssay[], resent: 'all' | 'untaken'): Map<UploadEssay, string> => {
     const alike = new Map<string, number>();
     const out = new Map<UploadEssay, string>();
     for (const e of essays) {
       const content = JSON.stringify([assignmentId, e.studentRef ?? '', e.title ?? '', e.text]);
-      const n = alike.get(content) ?? 0;
+      let n = alike.get(content) ?? 0;
+      if (resent === 'untaken') while (taken.current.has(keys.current.get(`${content}#${n}`) ?? '')) n++;
       alike.set(content, n + 1);
       const id = `${content}#${n}`;
       let key = keys.current.get(id);
@@ -115,7 +119,7 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
   };
 
   /** Sends what was read: the essays the service did not take (said so, each with why), or false when there was nothing to send. */
-  const send = async (essays: UploadEssay[], readProblems: string[]): Promise<UploadEssay[] | false> => {
+  const send = async (essays: UploadEssay[], readProblems: string[], resent: 'all' | 'untaken'): Promise<UploadEssay[] | false> => {
     if (!essays.length) {
       setProgress(null);
       setErrors([t('nothingToUpload'), ...readProblems]);
@@ -128,7 +132,7 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     let done = 0;
     const failures: string[] = [];
     const failed: UploadEssay[] = [];
-    const keyOf = keysOf(essays);
+    const keyOf = keysOf(essays, resent);
     const post = (e: UploadEssay) =>
       ok(
         api.POST('/v1/essays', {
@@ -151,6 +155,7 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
               await new Promise((r) => setTimeout(r, 1000 * attempt));
             }
           }
+          taken.current.add(keyOf.get(e)!);
           okCount++;
         } catch (err) {
           failures.push(t('fileError', { file: e.source, message: problems(err) }));
@@ -178,7 +183,7 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     }
     // one essay, or a class separated by lines --- (each maybe starting "学号：…")
     const read = essaysFromPaste(text, studentRef, (n) => t('pastedEssay', { n }));
-    const failed = await send(read.essays, read.problems.map((p) => problemText(p, t)));
+    const failed = await send(read.essays, read.problems.map((p) => problemText(p, t)), 'untaken');
     if (!failed) return;
     // What was not taken (refused here for its student line, or by the service) stays in the box,
     // to correct and send again; the rest is cleared.
@@ -196,7 +201,7 @@ function Upload({ assignmentId, onDone }: { assignmentId: string; onDone: () => 
     if (!list.length) return;
     const read = await readFiles(list);
     const readProblems = read.problems.map((p) => problemText(p, t));
-    const failed = await send(read.essays, readProblems);
+    const failed = await send(read.essays, readProblems, 'all');
     if (failed && !failed.length && files.current) files.current.value = '';
   };
 

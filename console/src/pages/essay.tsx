@@ -128,13 +128,7 @@ function AnnotatedText({ text, grade }: { text: string; grade: Grade | null }) {
               {r.text}
               <span class="tip" role="tooltip" id={`tip-${r.mark}`}>
                 <strong>{code('cat', a.category)}</strong>
-                {a.suggestion && (
-                  <>
-                    {' '}
-                    {t('suggestion')}: {a.suggestion}
-                  </>
-                )}
-                {a.explanation && <> — {a.explanation}</>}
+                <Advice a={a} />
               </span>
             </mark>
           );
@@ -149,19 +143,29 @@ function AnnotatedText({ text, grade }: { text: string; grade: Grade | null }) {
               return (
                 <li data-category={a.category}>
                   <span class={`mark cat-${a.category}`}>{code('cat', a.category)}</span> “{a.quote}”
-                  {a.suggestion && (
-                    <>
-                      {' '}
-                      {t('suggestion')}: {a.suggestion}
-                    </>
-                  )}
-                  {a.explanation && <> — {a.explanation}</>}
+                  <Advice a={a} />
                 </li>
               );
             })}
           </ul>
         </section>
       )}
+    </>
+  );
+}
+
+/** An annotation's suggestion and explanation, after its category. */
+function Advice({ a }: { a: { suggestion?: string | null; explanation?: string | null } }) {
+  const { t } = useApp();
+  return (
+    <>
+      {a.suggestion && (
+        <>
+          {' '}
+          {t('suggestion')}: {a.suggestion}
+        </>
+      )}
+      {a.explanation && <> — {a.explanation}</>}
     </>
   );
 }
