@@ -902,7 +902,7 @@ export interface components {
             /** @description the essay, as written (up to 20,000 characters) */
             text: string;
             /**
-             * @description detected when omitted
+             * @description when omitted: the assignment's, else the named rubric's (one for either language: the text's), else the text's
              * @enum {string}
              */
             language?: "zh" | "en";

@@ -18,7 +18,7 @@ export class SubmitEssayDto {
   @IsString()
   text: string;
 
-  @ApiPropertyOptional({ enum: ['zh', 'en'], description: 'detected when omitted' })
+  @ApiPropertyOptional({ enum: ['zh', 'en'], description: "when omitted: the assignment's, else the named rubric's (one for either language: the text's), else the text's" })
   @IsOptional()
   @IsIn(['zh', 'en'])
   language?: 'zh' | 'en';
