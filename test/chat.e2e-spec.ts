@@ -1,6 +1,3 @@
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import OpenAI from 'openai';
 import request from 'supertest';
 import { BudgetService } from '../src/billing/budget.service';
@@ -9,7 +6,7 @@ import { countPromptTokens, FakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
 import { startAppWithFake } from './support/app-with-fake';
-import { catalogEntry } from './support/catalog-entry';
+import { catalogEntry, extendedCatalog } from './support/catalog-entry';
 import { waitFor } from './support/wait';
 
 /** The OpenAI-compatible gateway, driven by the official openai client over real HTTP. */
@@ -427,24 +424,16 @@ describe('the gateway with no provider configured', () => {
 
 describe('catalog warnings for the operator', () => {
   let t: TestApp;
-  let dir: string;
+  let catalog: ReturnType<typeof extendedCatalog>;
   const DAY = 86_400_000;
   beforeAll(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'catalog-'));
     const soon = new Date(Date.now() + 10 * DAY).toISOString().slice(0, 10);
-    const file = path.join(dir, 'catalog.json');
-    fs.writeFileSync(
-      file,
-      JSON.stringify({
-        extends: 'builtin',
-        models: [catalogEntry({ retiresOn: soon, replacement: 'dashscope:qwen-flash' })],
-      }),
-    );
-    t = await createTestApp({ LLM_CATALOG_FILE: file, DASHSCOPE_API_KEY: 'sk-x', LLM_STANDARD_MODELS: 'dashscope:qwen3.8-flash,dashscope:qwen-flash' });
+    catalog = extendedCatalog([catalogEntry({ retiresOn: soon, replacement: 'dashscope:qwen-flash' })]);
+    t = await createTestApp({ LLM_CATALOG_FILE: catalog.file, DASHSCOPE_API_KEY: 'sk-x', LLM_STANDARD_MODELS: 'dashscope:qwen3.8-flash,dashscope:qwen-flash' });
   });
   afterAll(async () => {
     await t.close();
-    fs.rmSync(dir, { recursive: true, force: true });
+    catalog.remove();
   });
 
   it('names a configured model that retires within 30 days on /health, without making the service unready', async () => {

@@ -1,12 +1,9 @@
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { BudgetService } from '../src/billing/budget.service';
 import { formatCny } from '../src/common/money';
 import { GatewayService } from '../src/llm/gateway.service';
 import { cutHeadTail } from '../src/llm/compression';
 import { AppWithFake, startAppWithFake } from './support/app-with-fake';
-import { catalogEntry } from './support/catalog-entry';
+import { catalogEntry, extendedCatalog } from './support/catalog-entry';
 import { expectBooksBalanced } from './support/books';
 import { generateEssay } from './support/essays';
 
@@ -17,29 +14,21 @@ import { generateEssay } from './support/essays';
 describe('gateway quote() and fit() (real PostgreSQL, two models of different windows)', () => {
   let s: AppWithFake;
   let gw: GatewayService;
-  let dir: string;
+  let catalog: ReturnType<typeof extendedCatalog>;
   const small = 'dashscope:qwen-small-test';
   const large = 'dashscope:qwen-large-test';
 
   beforeAll(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'quote-'));
-    const file = path.join(dir, 'catalog.json');
-    fs.writeFileSync(
-      file,
-      JSON.stringify({
-        extends: 'builtin',
-        models: [
-          catalogEntry({ id: 'qwen-small-test', contextWindow: 3000, maxOutputTokens: 1000, pricing: { input: '0.1', cachedInput: '0.02', output: '1' } }),
-          catalogEntry({ id: 'qwen-large-test', contextWindow: 12000, maxOutputTokens: 2000, pricing: { input: '0.4', cachedInput: '0.08', output: '4' } }),
-        ],
-      }),
-    );
-    s = await startAppWithFake({ LLM_CATALOG_FILE: file, LLM_STANDARD_MODELS: `${small},${large}`, WORKERS_ENABLED: 'false' });
+    catalog = extendedCatalog([
+      catalogEntry({ id: 'qwen-small-test', contextWindow: 3000, maxOutputTokens: 1000, pricing: { input: '0.1', cachedInput: '0.02', output: '1' } }),
+      catalogEntry({ id: 'qwen-large-test', contextWindow: 12000, maxOutputTokens: 2000, pricing: { input: '0.4', cachedInput: '0.08', output: '4' } }),
+    ]);
+    s = await startAppWithFake({ LLM_CATALOG_FILE: catalog.file, LLM_STANDARD_MODELS: `${small},${large}`, WORKERS_ENABLED: 'false' });
     gw = s.t.app.get(GatewayService);
   });
   afterAll(async () => {
     await s.close();
-    fs.rmSync(dir, { recursive: true, force: true });
+    catalog.remove();
   });
 
   const prompt = (text: string) => [

@@ -1,9 +1,6 @@
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { GradingWorker } from '../src/grading/grading.worker';
 import { startAppWithFake, AppWithFake } from './support/app-with-fake';
-import { catalogEntry } from './support/catalog-entry';
+import { catalogEntry, extendedCatalog } from './support/catalog-entry';
 import { generateEssay } from './support/essays';
 import { bearer } from './support/factories';
 import { waitForEssays } from './support/grading';
@@ -16,28 +13,21 @@ import request from 'supertest';
  */
 describe('an essay longer than the model reads (fake provider, real PostgreSQL)', () => {
   let s: AppWithFake;
-  let dir: string;
   const MIDDLE = '这是夹在正中间独一无二的一句话。';
   const text = `${generateEssay(11, 'zh', { targetChars: 1500 }).text}\n${MIDDLE}\n${generateEssay(12, 'zh', { targetChars: 1500 }).text}`;
 
+  let catalog: ReturnType<typeof extendedCatalog>;
+
   beforeAll(async () => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'truncation-'));
-    const file = path.join(dir, 'catalog.json');
-    fs.writeFileSync(
-      file,
-      JSON.stringify({
-        extends: 'builtin',
-        models: [
-          catalogEntry({ id: 'qwen-small-test', contextWindow: 8000, maxOutputTokens: 2000 }),
-          catalogEntry({ id: 'qwen-large-test', contextWindow: 200000, maxOutputTokens: 8000 }),
-        ],
-      }),
-    );
-    s = await startAppWithFake({ LLM_CATALOG_FILE: file, LLM_STANDARD_MODELS: 'dashscope:qwen-small-test', WORKER_POLL_MS: '50' });
+    catalog = extendedCatalog([
+      catalogEntry({ id: 'qwen-small-test', contextWindow: 8000, maxOutputTokens: 2000 }),
+      catalogEntry({ id: 'qwen-large-test', contextWindow: 200000, maxOutputTokens: 8000 }),
+    ]);
+    s = await startAppWithFake({ LLM_CATALOG_FILE: catalog.file, LLM_STANDARD_MODELS: 'dashscope:qwen-small-test', WORKER_POLL_MS: '50' });
   });
   afterAll(async () => {
     await s?.close();
-    fs.rmSync(dir, { recursive: true, force: true });
+    catalog?.remove();
   });
 
   const essayContents = () => s.fake.requests.map((r) => String(r.body.messages.at(-1)?.content ?? ''));

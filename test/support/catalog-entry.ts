@@ -1,3 +1,7 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
 /** A complete model entry for a catalog file (LLM_CATALOG_FILE), with fields to change or add. */
 export function catalogEntry(over: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -13,4 +17,15 @@ export function catalogEntry(over: Record<string, unknown> = {}): Record<string,
     checkedOn: '2026-12-01',
     ...over,
   };
+}
+
+/**
+ * A catalog file (LLM_CATALOG_FILE) that extends the built-in catalog with these entries, in a
+ * directory of its own; `remove` deletes it (after the app that read it has closed).
+ */
+export function extendedCatalog(models: Array<Record<string, unknown>>): { file: string; remove(): void } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'catalog-'));
+  const file = path.join(dir, 'catalog.json');
+  fs.writeFileSync(file, JSON.stringify({ extends: 'builtin', models }));
+  return { file, remove: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }
