@@ -62,6 +62,20 @@ describe('budget, usage and stats over HTTP', () => {
     expect(row.cap_nanos).toBe('12940000');
   });
 
+  it('saves a new cap even when its alert check after the change cannot read the period (the database away a moment): 200, the cap kept', async () => {
+    const books = t.app.get(BooksRepository);
+    const spy = jest.spyOn(books, 'period').mockRejectedValueOnce(new Error('Connection terminated unexpectedly'));
+    try {
+      const res = await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '123.45' }).expect(200);
+      expect(res.body.monthlyCap).toBe('123.45');
+      expect(spy).toHaveBeenCalled();
+    } finally {
+      spy.mockRestore();
+    }
+    const [row] = await t.dataSource.query(`SELECT cap_nanos::text AS cap FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(row.cap).toBe('123450000000');
+  });
+
   it('sets the cap of a later period already opened too (a change made across the turn of the month)', async () => {
     const { period } = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;
     const next = new Date(Date.parse(`${period}-01T00:00:00Z`) + 32 * 86_400_000).toISOString().slice(0, 7);

@@ -140,6 +140,19 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     }
   });
 
+  it('stops a regrade with 409 when the calibration keeps changing under it (three restarts), writing nothing more', async () => {
+    const { id } = await assignmentWith(3, 470);
+    const essays = t.app.get(EssaysRepository);
+    const spy = jest.spyOn(essays, 'replaceGrade').mockResolvedValue('calibration_changed');
+    try {
+      const res = await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(409);
+      expect(res.body.error).toMatchObject({ code: 'CONFLICT', message: expect.stringContaining('kept changing'), details: { assignmentId: id } });
+      expect(spy).toHaveBeenCalledTimes(4); // the first pass and three restarts, each stopped at its first write
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
   it("reads a regrade's essays a page at a time along the assignment's index: each once, those of one class set (one submission time) too", async () => {
     const id = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'pages', prompt: '以“成长”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id;
     const texts = Array.from({ length: 5 }, (_, i) => ({ text: generateEssay(450 + i, 'zh').text }));
