@@ -112,6 +112,53 @@ describe('locateQuote', () => {
   });
 });
 
+describe('annotations by sentence number are placed on that sentence of the essay as stored', () => {
+  const answer = (annotations: unknown[]) =>
+    JSON.stringify({ dimensions: gaokao.dimensions.map((d) => ({ key: d.key, reason: '理由', score: 10 })), summary: '总评', annotations });
+  const grade = (text: string, annotations: unknown[]) => {
+    const prompt = buildGradingPrompt({ rubric: gaokao, language: 'zh', variant: 'standard', essay: text });
+    const v = validateGrade(answer(annotations), gaokao, text, 'standard', prompt.sentences);
+    if (!v.ok) throw new Error(v.problem);
+    return { sentences: prompt.sentences, annotations: v.value.grade.annotations };
+  };
+  const note = (s: number, words?: string) => ({ s, ...(words ? { words } : {}), category: 'typo', suggestion: 'x', explanation: 'y' });
+
+  it('a sentence that also occurs inside an earlier one is the one where it stands', () => {
+    const text = '他在场边大声喊：“加油！”\n加油！我们一定能赢。';
+    const { sentences, annotations } = grade(text, [note(2)]);
+    expect(sentences[1]).toBe('加油！');
+    expect(annotations[0]).toMatchObject({ start: text.indexOf('\n') + 1, quote: '加油！' });
+  });
+
+  it('invisible characters pasted with the essay (which the prompt does not carry) neither lose a sentence nor move its words to another', () => {
+    const zwsp = '我喜欢读书。我也喜\u200b欢读书，但没时间。';
+    expect(grade(zwsp, [note(2, '读书')]).annotations[0]).toMatchObject({ start: zwsp.lastIndexOf('读书'), quote: '读书' });
+    expect(grade(zwsp, [note(2, '喜欢')]).annotations[0]).toMatchObject({ start: zwsp.indexOf('我也') + 2, quote: '喜\u200b欢' });
+    const shy = '我喜欢读书。书里有很多有趣的\u00ad故事。';
+    expect(grade(shy, [note(2)]).annotations[0]).toMatchObject({ start: shy.indexOf('书里'), end: shy.length });
+    const bom = '\ufeff今天　天气很好😀。\u2060我们去　公园玩。';
+    expect(grade(bom, [note(1), note(2)]).annotations.map((a) => a.quote)).toEqual(['今天　天气很好😀。', '我们去　公园玩。']);
+  });
+
+  it('sentences after a head-and-tail cut are found in the tail, and one the essay does not hold is dropped, not placed elsewhere', () => {
+    const head = Array.from({ length: 5 }, (_, i) => `第${i}句很好。`).join('');
+    const text = `${head}\n中间的话。\n${head}`;
+    const sentences = ['第0句很好。', '第1句很好。', '第4句很好。', '不在文中。', '第0句很好。'];
+    const v = validateGrade(answer([note(3), note(4), note(5)]), gaokao, text, 'standard', sentences);
+    if (!v.ok) throw new Error(v.problem);
+    expect(v.value.droppedQuotes).toBe(1);
+    expect(v.value.grade.annotations.map((a) => a.start)).toEqual([head.indexOf('第4句'), text.lastIndexOf('第0句')]);
+  });
+
+  it('an essay built to defeat the search is placed in linear time: sentences not found stop being looked for far away', () => {
+    const text = '好。'.repeat(50_000);
+    const sentences = Array.from({ length: 20_000 }, () => '不在。');
+    const v = validateGrade(answer([note(20_000)]), gaokao, text, 'standard', sentences);
+    if (!v.ok) throw new Error(v.problem);
+    expect(v.value.droppedQuotes).toBe(1);
+  });
+});
+
 describe('the fake provider grades every rubric validly, and breaks on request', () => {
   it.each(['zh-gaokao-60', 'en-ielts-task2', 'en-general-100'])('%s', (key) => {
     const rubric = builtinRubric(key)!;

@@ -1,7 +1,7 @@
 import type { Validation } from '../llm/gateway.service';
 import { ANNOTATION_CATEGORIES, Variant } from './prompts';
 import { isOnStep, maxScore, Rubric, totalScore } from './rubric';
-import { isWhitespace } from './text-fold';
+import { isInvisible, isWhitespace } from './text-fold';
 
 export type AnnotationCategory = (typeof ANNOTATION_CATEGORIES)[number];
 
@@ -73,31 +73,57 @@ function strings(v: unknown, maxItems = 10): string[] {
 
 /**
  * Where a quote stands in the essay: the first exact occurrence not used yet, else a match that
- * ignores differences in whitespace. Null when the essay does not contain it (an invented quote).
+ * ignores whitespace and invisible characters (a zero-width space or a soft hyphen pasted with the
+ * essay, which the prompt's text does not carry). Null when the essay does not contain it (an
+ * invented quote). `essay` may be a Haystack, to fold a long essay once for many quotes.
  */
-export function locateQuote(essay: string, quote: string, used: Set<string> = new Set()): { start: number; end: number } | null {
+export function locateQuote(essay: string | Haystack, quote: string, used: Set<string> = new Set(), from = 0): { start: number; end: number } | null {
+  const hay = typeof essay === 'string' ? haystack(essay) : essay;
   const q = quote.trim();
   if (q.length < 2) return null;
-  for (let from = 0; ; ) {
-    const i = essay.indexOf(q, from);
+  for (let at = from; ; ) {
+    const i = hay.text.indexOf(q, at);
     if (i < 0) break;
     if (!used.has(`${i}:${i + q.length}`)) return { start: i, end: i + q.length };
-    from = i + 1;
+    at = i + 1;
   }
-  if (!/\s/.test(q)) return null;
-  // The quote's characters other than whitespace, searched for among the essay's: a plain search
-  // over the essay with its whitespace taken out, mapped back to the essay's offsets. Linear (the
-  // regular expression of the quote's words joined by `\s*` it replaces was not, on long quotes).
-  const needle = q.replace(/\s+/g, '');
-  const { text: hay, offsets } = withoutWhitespace(essay);
-  for (let from = 0; ; ) {
-    const i = hay.indexOf(needle, from);
+  // The quote's characters that count, searched for among the essay's: a plain search over the
+  // essay folded alike, mapped back to the essay's offsets. Linear (the regular expression of the
+  // quote's words joined by `\s*` it replaces was not, on long quotes).
+  const needle = foldForSearch(q).text;
+  if (!needle) return null;
+  const f = hay.folded();
+  for (let at = firstFoldedAt(f.offsets, from); ; ) {
+    const i = f.text.indexOf(needle, at);
     if (i < 0) return null;
-    const start = offsets[i];
-    const end = offsets[i + needle.length - 1] + 1;
+    const start = f.offsets[i];
+    const end = f.offsets[i + needle.length - 1] + 1;
     if (!used.has(`${start}:${end}`)) return { start, end };
-    from = i + 1;
+    at = i + 1;
   }
+}
+
+/** An essay to search in, folded (foldForSearch) when a search first needs it, once. */
+export interface Haystack {
+  readonly text: string;
+  folded(): { text: string; offsets: Int32Array };
+}
+
+export function haystack(text: string): Haystack {
+  let f: { text: string; offsets: Int32Array } | undefined;
+  return { text, folded: () => (f ??= foldForSearch(text)) };
+}
+
+/** The first folded character at or after offset `from` of the text (binary search: offsets rise). */
+function firstFoldedAt(offsets: Int32Array, from: number): number {
+  let lo = 0;
+  let hi = offsets.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (offsets[mid] < from) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /** Annotations made for another version of a text, placed in this one by their quotes (each span once); those not found are dropped. */
@@ -113,15 +139,18 @@ export function relocateAnnotations(text: string, annotations: Annotation[]): An
   return out;
 }
 
-/** The text without its whitespace, and for each character left its offset in the text. */
-function withoutWhitespace(text: string): { text: string; offsets: Int32Array } {
+/**
+ * The text as a search compares it: without its whitespace and invisible characters (isInvisible),
+ * and for each character left its offset in the text.
+ */
+function foldForSearch(text: string): { text: string; offsets: Int32Array } {
   const offsets = new Int32Array(text.length);
   const kept: string[] = [];
   let n = 0;
   let runStart = -1;
   for (let i = 0; i <= text.length; i++) {
-    const ws = i === text.length || isWhitespace(text.charCodeAt(i));
-    if (!ws) {
+    const c = i === text.length ? -1 : text.charCodeAt(i);
+    if (c >= 0 && !isWhitespace(c) && !isInvisible(c)) {
       if (runStart < 0) runStart = i;
       offsets[n++] = i;
     } else if (runStart >= 0) {
@@ -129,49 +158,90 @@ function withoutWhitespace(text: string): { text: string; offsets: Int32Array } 
       runStart = -1;
     }
   }
-  return { text: kept.join(''), offsets };
+  return { text: kept.join(''), offsets: offsets.subarray(0, n) };
 }
 
 /**
- * Where an answer's pointer into the essay stands: `s`, a sentence number of the prompt
- * (`sentences[s - 1]`, found at the same occurrence when the essay repeats that sentence; two
- * remarks may point at one sentence), narrowed to `words` when it gives words found in that
- * sentence; or a copied `quote` (an answer in the quoting layout, or one with no usable number).
- * Words not in their sentence are looked for in the whole essay (a miscounted sentence), else the
- * pointer is invented: null, as for a quote the essay does not contain.
+ * Where an answer's pointer into the essay stands: `s`, a sentence number of the prompt (placed by
+ * SentencesInEssay; two remarks may point at one sentence), narrowed to `words` when it gives words
+ * found in that sentence; or a copied `quote` (an answer in the quoting layout, or one with no
+ * usable number). Words not in their sentence are looked for in the whole essay (a miscounted
+ * sentence), else the pointer is invented: null, as for a quote the essay does not contain.
  */
-export function locatePointer(essay: string, sentences: readonly string[], p: Record<string, unknown> | undefined, used: Set<string>, maxQuote: number): { start: number; end: number } | null {
+export function locatePointer(essay: SentencesInEssay, p: Record<string, unknown> | undefined, used: Set<string>, maxQuote: number): { start: number; end: number } | null {
   const s = typeof p?.s === 'string' && /^\d+$/.test(p.s) ? Number(p.s) : p?.s;
-  const sentence = typeof s === 'number' && Number.isInteger(s) && s >= 1 && s <= sentences.length ? sentences[s - 1] : null;
-  if (!sentence) return locateQuote(essay, str(p?.quote, maxQuote), used);
-  const at = sentenceAt(essay, sentences, s as number);
+  const numbered = typeof s === 'number' && Number.isInteger(s) && s >= 1 && s <= essay.count;
+  if (!numbered) return locateQuote(essay.hay, str(p?.quote, maxQuote), used);
+  const at = essay.at(s as number);
   const words = str(p?.words, maxQuote);
   if (!words) return at;
   if (at) {
-    const span = essay.slice(at.start, at.end);
+    const span = essay.hay.text.slice(at.start, at.end);
     const one = words.length === 1 ? span.indexOf(words) : -1;
     const inner = words.length === 1 ? (one >= 0 ? { start: one, end: one + 1 } : null) : locateQuote(span, words);
     if (inner) return { start: at.start + inner.start, end: at.start + inner.end };
   }
-  return locateQuote(essay, words, used);
+  return locateQuote(essay.hay, words, used);
 }
 
+/** Unbounded searches for a sentence not found where the one before it ended, per answer (see SentencesInEssay). */
+const FAR_SEARCHES = 8;
+/** How far past the sentence before it a sentence is looked for, in characters that count, beyond its own length. */
+const NEAR_SLACK = 64;
+
 /**
- * The s-th sentence of the prompt in the essay: the same occurrence of its text as in the prompt's
- * list, found by successive searches (linear however often the essay repeats it); else its first
- * occurrence, whitespace aside.
+ * The prompt's numbered sentences placed in the essay as stored, in order: each is looked for after
+ * the one before it (a sentence that also occurs inside an earlier one, a "加油！" after
+ * 他喊：“加油！”, is found where it stands, not in that one), ignoring whitespace and invisible
+ * characters (the prompt numbers the essay as normalizeText leaves it). Where one is not found near
+ * the end of the one before (a head-and-tail cut in between, a look-alike normalizeText changed), it
+ * is looked for in the rest of the essay, at most FAR_SEARCHES times an answer, so that an essay
+ * written to defeat the search costs linear time; not found, it is null (its remarks are dropped,
+ * or placed by their words). Placed once an answer, when a remark first points at a sentence.
  */
-function sentenceAt(essay: string, sentences: readonly string[], s: number): { start: number; end: number } | null {
-  const text = sentences[s - 1];
-  let occurrence = 0;
-  for (let i = 0; i < s - 1; i++) if (sentences[i] === text) occurrence++;
-  let at = -1;
-  for (let k = 0, from = 0; k <= occurrence; k++) {
-    at = essay.indexOf(text, from);
-    if (at < 0) break;
-    from = at + text.length;
+export class SentencesInEssay {
+  readonly hay: Haystack;
+  private spans?: Array<{ start: number; end: number } | null>;
+
+  constructor(
+    essay: string,
+    private readonly sentences: readonly string[],
+  ) {
+    this.hay = haystack(essay);
   }
-  return at >= 0 ? { start: at, end: at + text.length } : locateQuote(essay, text);
+
+  get count(): number {
+    return this.sentences.length;
+  }
+
+  /** The s-th sentence (from 1), or null when the essay does not hold it. */
+  at(s: number): { start: number; end: number } | null {
+    this.spans ??= this.place();
+    return this.spans[s - 1] ?? null;
+  }
+
+  private place(): Array<{ start: number; end: number } | null> {
+    const f = this.hay.folded();
+    const out: Array<{ start: number; end: number } | null> = [];
+    let cursor = 0;
+    let far = FAR_SEARCHES;
+    for (const sentence of this.sentences) {
+      const needle = foldForSearch(sentence).text;
+      let i = needle ? f.text.slice(cursor, cursor + needle.length + NEAR_SLACK).indexOf(needle) : -1;
+      if (i >= 0) i += cursor;
+      else if (needle && far > 0) {
+        far--;
+        i = f.text.indexOf(needle, cursor);
+      }
+      if (i < 0) {
+        out.push(null);
+        continue;
+      }
+      out.push({ start: f.offsets[i], end: f.offsets[i + needle.length - 1] + 1 });
+      cursor = i + needle.length;
+    }
+    return out;
+  }
 }
 
 /**
@@ -210,11 +280,12 @@ export function validateGrade(content: string, rubric: Rubric, essay: string, va
   const summary = str(raw.summary);
   if (!summary) return { ok: false, problem: '"summary" is missing' };
 
+  const placed = new SentencesInEssay(essay, sentences);
   const used = new Set<string>();
   let dropped = 0;
   const annotations: Annotation[] = [];
   for (const a of Array.isArray(raw.annotations) ? (raw.annotations as Array<Record<string, unknown>>) : []) {
-    const at = locatePointer(essay, sentences, a, used, 500);
+    const at = locatePointer(placed, a, used, 500);
     if (!at) {
       dropped++;
       continue;
@@ -236,14 +307,14 @@ export function validateGrade(content: string, rubric: Rubric, essay: string, va
     annotations,
   };
   if (variant === 'deep') {
-    const deep = validateDeep(raw, essay, sentences);
+    const deep = validateDeep(raw, placed);
     if (!deep.ok) return deep;
     grade.deep = deep.value;
   }
   return { ok: true, value: { grade, droppedQuotes: dropped } };
 }
 
-function validateDeep(raw: Record<string, unknown>, essay: string, sentences: readonly string[]): Validation<DeepAnalysis> {
+function validateDeep(raw: Record<string, unknown>, placed: SentencesInEssay): Validation<DeepAnalysis> {
   // Inkstone's prompts ask for one string a paragraph, in order (the place is the number); an answer
   // in the indexed form ({"index","analysis"}) is read as well. A paragraph analysed twice keeps
   // its first analysis; at most MAX_PARAGRAPHS are read.
@@ -258,11 +329,11 @@ function validateDeep(raw: Record<string, unknown>, essay: string, sentences: re
   const used = new Set<string>();
   const rewrites: DeepAnalysis['rewrites'] = [];
   for (const r of Array.isArray(raw.rewrites) ? (raw.rewrites as Array<Record<string, unknown>>) : []) {
-    const at = locatePointer(essay, sentences, r, used, 1000);
+    const at = locatePointer(placed, r, used, 1000);
     const rewrite = str(r?.rewrite, 2000);
     if (!at || !rewrite) continue;
     used.add(`${at.start}:${at.end}`);
-    rewrites.push({ ...at, quote: essay.slice(at.start, at.end), rewrite, reason: str(r?.reason, 1000) });
+    rewrites.push({ ...at, quote: placed.hay.text.slice(at.start, at.end), rewrite, reason: str(r?.reason, 1000) });
   }
   if (rewrites.length === 0) return { ok: false, problem: '"rewrites" needs at least one passage of the essay, by its sentence number' };
   const revisionPlan = strings(raw.revisionPlan, 12);
@@ -276,7 +347,7 @@ export function validateDeepReview(content: string, essay: string, sentences: re
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return { ok: false, problem: 'the answer is not a JSON object' };
   const summary = str(raw.summary);
   if (!summary) return { ok: false, problem: '"summary" is missing' };
-  const deep = validateDeep(raw, essay, sentences);
+  const deep = validateDeep(raw, new SentencesInEssay(essay, sentences));
   return deep.ok ? { ok: true, value: { summary, deep: deep.value } } : deep;
 }
 
