@@ -195,6 +195,18 @@ describe('console sessions (real PostgreSQL)', () => {
     expect(gone.body.error.message).toMatch(/revoked/);
   });
 
+  it('a key revoked by its id written in capitals stops at once, its key and its session: the id is read in lower case, as the auth cache holds it', async () => {
+    const doomed = await f.newKey(tenant, 'teacher');
+    await t.http.get('/v1/rubrics').set(bearer(doomed.key)).expect(200); // cached now
+    const s = await signIn(doomed.key);
+    await t.http.get('/v1/rubrics').set('cookie', s.cookie).expect(200);
+    await t.http.delete(`/v1/api-keys/${doomed.id.toUpperCase()}`).set(bearer(tenant.adminKey)).expect(204);
+    expect([(await t.http.get('/v1/rubrics').set(bearer(doomed.key))).status, (await t.http.get('/v1/rubrics').set('cookie', s.cookie)).status]).toEqual([401, 401]);
+    // An essay read by an id in capitals is the same essay, under its own id.
+    const sub = await t.http.post('/v1/essays').set(bearer(teacher.key)).send({ text: generateEssay(72, 'zh').text }).expect(202);
+    expect((await t.http.get(`/v1/essays/${String(sub.body.id).toUpperCase()}`).set(bearer(teacher.key)).expect(200)).body.id).toBe(sub.body.id);
+  });
+
   it("ends an open event stream once its key is revoked, or its console session signed out: the essay's next event is not sent", async () => {
     const events = t.app.get(EssayEvents);
     const streams = async () => (await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200)).body.usage.eventStreams;

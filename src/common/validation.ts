@@ -28,10 +28,16 @@ export function flattenValidationErrors(errors: ValidationError[], max = PROBLEM
   return { problems, total };
 }
 
+/** A UUID in any case: PostgreSQL reads one so; written in capitals, it is the same row. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /**
  * class-validator's pipe, plus: every string taken has its control characters removed before it
  * is checked (src/common/control-chars.ts) — a query or path parameter here, a DTO's fields once
- * class-transformer has built it (so @Verbatim() fields, secrets, are known and kept).
+ * class-transformer has built it (so @Verbatim() fields, secrets, are known and kept). A query or
+ * path parameter that is a UUID goes on in lower case, as the database gives ids back: an id in
+ * capitals found its row, but a comparison in memory missed it (a key revoked by /v1/api-keys/<ID>
+ * stayed in every instance's auth cache).
  */
 export class CleaningValidationPipe extends ValidationPipe {
   override transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
@@ -40,7 +46,8 @@ export class CleaningValidationPipe extends ValidationPipe {
     if (Array.isArray(value) && (metadata.type === 'query' || metadata.type === 'param') && metadata.data) {
       throw ApiError.validation([{ field: metadata.data, message: `${metadata.data} must be given once` }]);
     }
-    const clean = typeof value === 'string' && (metadata.type === 'query' || metadata.type === 'param') ? stripControlChars(value) : value;
+    let clean = typeof value === 'string' && (metadata.type === 'query' || metadata.type === 'param') ? stripControlChars(value) : value;
+    if (typeof clean === 'string' && UUID.test(clean)) clean = clean.toLowerCase();
     return super.transform(clean, metadata);
   }
 
