@@ -448,6 +448,22 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       await waitForEssays(t.app, teacher, [first.body.id]);
     });
 
+    it('an Idempotency-Key past its 24 hours is new again, however many expired keys the school holds (they are swept a hundred at a time)', async () => {
+      const school = await f.newTenant({ monthlyBudget: '100.00' });
+      const writer = (await f.newKey(school, 'teacher')).key;
+      await t.dataSource.query(
+        `INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response, created_at)
+           SELECT $1, 'old-' || g, 'x', 202, '{}'::jsonb, now() - interval '30 hours' FROM generate_series(1, 250) g`,
+        [school.tenantId],
+      );
+      const first = await submit({ text: generateEssay(17, 'zh').text }, writer).set('Idempotency-Key', 'student-42').expect(202);
+      await t.dataSource.query(`UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE tenant_id = $1 AND key = 'student-42'`, [school.tenantId]);
+      const next = await submit({ text: generateEssay(18, 'zh').text }, writer).set('Idempotency-Key', 'student-42').expect(202);
+      expect(next.body.id).not.toBe(first.body.id);
+      expect(next.headers['idempotent-replayed']).toBeUndefined();
+      await waitForEssays(t.app, writer, [first.body.id, next.body.id]);
+    });
+
     it("keeps an Idempotency-Key's request to the key that sent it, and a request whose answer could not be kept is not made twice", async () => {
       const body = { text: generateEssay(18, 'zh').text, studentRef: 's-idem-2' };
       const key = `caller-${Date.now()}`;

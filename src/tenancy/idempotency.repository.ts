@@ -28,13 +28,14 @@ export class IdempotencyRepository {
   constructor(private readonly ds: DataSource) {}
 
   async claim(tenantId: string, key: string, hash: string, again = 0): Promise<IdempotencyClaim> {
-    // The tenant's expired keys go a few at a time, as keys are used (a key past its time is new again).
+    // A key past its time is new again: this one goes if it is, and the tenant's other expired keys
+    // a few at a time, as keys are used (behind more than that many, an old key replayed its answer).
     await tenantQuery(
       this.ds.manager,
       tenantId,
-      `DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key IN (
-         SELECT key FROM idempotency_keys WHERE tenant_id = $1 AND created_at < now() - make_interval(hours => $2) LIMIT $3)`,
-      [IDEMPOTENCY_TTL_HOURS, SWEEP],
+      `DELETE FROM idempotency_keys WHERE tenant_id = $1 AND created_at < now() - make_interval(hours => $2) AND (key = $4 OR key IN (
+         SELECT key FROM idempotency_keys WHERE tenant_id = $1 AND created_at < now() - make_interval(hours => $2) LIMIT $3))`,
+      [IDEMPOTENCY_TTL_HOURS, SWEEP, key],
     );
     const taken = await tenantQuery(
       this.ds.manager,
