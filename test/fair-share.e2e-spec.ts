@@ -289,6 +289,15 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     expect(await storedEssays(t.dataSource, tenant.tenantId)).toHaveLength(3);
   });
 
+  it('holds class sets sent at once to the queued limit: the requests that find the count stale share its read and take their room from it in turn', async () => {
+    await setLimits({ essaysQueued: 50 });
+    // Six class sets of 50 admitted at once, before any count of the tenant is cached (over HTTP their
+    // parsing spaces them out on a quiet machine; on a busy one they meet like this).
+    const admitted = await Promise.allSettled(Array.from({ length: 6 }, () => t.app.get(LimitsService).admitQueued(tenant.tenantId, 50)));
+    expect(admitted.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected', 'rejected', 'rejected', 'rejected', 'rejected']);
+    expect(admitted.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason.code)).toEqual(Array(5).fill('RATE_LIMITED'));
+  });
+
   it('refuses a chat call over the in-flight limit with 429 and charges nothing for it', async () => {
     await setLimits({ chatInFlight: 1 });
     fake.setLatency(600);
