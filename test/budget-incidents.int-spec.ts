@@ -47,7 +47,7 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
   });
 
   const messages = [{ role: 'user' as const, content: '请用一句话评价这篇作文。' }];
-  const ask = (tenantId = tenant.tenantId) => gw.complete({ tenantId, purpose: 'chat', target: { tier: 'standard' }, messages, maxTokens: 100 });
+  const ask = (tenantId = tenant.tenantId, model?: string) => gw.complete({ tenantId, purpose: 'chat', target: model ? { model } : { tier: 'standard' }, messages, maxTokens: 100 });
   const books = (tenantId = tenant.tenantId) => expectBooksBalanced(ds, tenantId);
 
   it('books a provider that reports more tokens than the bound as an incident, and pauses admission until an admin acknowledges it', async () => {
@@ -98,9 +98,12 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
     await books();
   });
 
-  it('holds a report of more tokens than the ledger can count (billions) to that, and books it as an incident like any over the bound: settled, not retried for ever', async () => {
-    fake.enqueue('dashscope', { kind: 'ok', inflateUsage: 1e9 });
-    const r = await ask();
+  it.each([
+    ['dashscope', 'each count', { inflateUsage: 1e9 }],
+    ['deepseek', 'the sum of its cached and uncached input', { usage: { prompt_cache_hit_tokens: 2e9, prompt_cache_miss_tokens: 2e9, prompt_tokens: 4e9 } }],
+  ] as const)('holds a report of more tokens than the ledger can count (billions; %s, %s) to that, and books it as an incident like any over the bound: settled, not retried for ever', async (provider, _what, step) => {
+    fake.enqueue(provider, { kind: 'ok', ...step });
+    const r = await ask(tenant.tenantId, provider === 'deepseek' ? 'deepseek:deepseek-flash' : undefined);
     expect(r.usage.inputTokens).toBe(MAX_COUNTED_TOKENS);
     await books();
     const view = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body;

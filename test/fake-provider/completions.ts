@@ -57,6 +57,7 @@ export interface Completion {
   cutAfterChunks?: number;
   keepAliveComments?: number;
   inflateUsage?: number;
+  usage?: Record<string, number>;
   usageEveryChunk?: boolean;
 }
 
@@ -130,6 +131,7 @@ export class Completions {
           latencyMs: step.latencyMs,
           blankLinesBefore: step.blankLinesBefore,
           inflateUsage: step.inflateUsage,
+          usage: step.usage,
         });
       case 'stream':
         return this.completion(call, {
@@ -208,6 +210,7 @@ export class Completions {
         if (typeof usage[f] === 'number') usage[f] = Math.round((usage[f] as number) * k);
       }
     }
+    if (c.usage) Object.assign(usage, c.usage);
     const id = `chatcmpl-${randomBytes(12).toString('hex')}`;
     const created = Math.floor(Date.now() / 1000);
     const body = {

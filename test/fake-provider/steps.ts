@@ -28,6 +28,8 @@ export type Step =
       blankLinesBefore?: number;
       /** Report this many times the real prompt and completion tokens (a provider that over-bills). */
       inflateUsage?: number;
+      /** Usage fields reported instead of the real ones (e.g. DeepSeek's prompt_cache_hit_tokens), after inflateUsage. */
+      usage?: Record<string, number>;
     }
   /** Any status and body; a string body is sent verbatim. Headers default to JSON content type. */
   | { kind: 'error'; status: number; body: unknown; headers?: Record<string, string>; latencyMs?: number }
@@ -99,6 +101,9 @@ export function validateStep(d: Dialect, step: unknown): Step {
       optNumber(step, 'latencyMs');
       optNumber(step, 'blankLinesBefore');
       optNumber(step, 'inflateUsage');
+      if (step.usage !== undefined && (typeof step.usage !== 'object' || step.usage === null || Object.values(step.usage).some((v) => typeof v !== 'number'))) {
+        throw new TypeError("step 'ok': usage must be an object of numbers");
+      }
       break;
     case 'error':
       if (typeof step.status !== 'number' || !Number.isInteger(step.status) || step.status < 100 || step.status > 599) {

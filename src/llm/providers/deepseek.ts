@@ -1,5 +1,5 @@
 import { ProviderError, Usage } from '../types';
-import { count, DialectAdapter, errorFields, genericError, openAiStyleBody, openAiStyleUsage } from './dialect';
+import { count, DialectAdapter, errorFields, genericError, MAX_COUNTED_TOKENS, openAiStyleBody, openAiStyleUsage } from './dialect';
 
 /**
  * DeepSeek (api.deepseek.com). Usage splits input into prompt_cache_hit_tokens and
@@ -16,7 +16,9 @@ export const deepseek: DialectAdapter = {
     const miss = count(u?.prompt_cache_miss_tokens);
     const out = count(u?.completion_tokens);
     if (hit !== null && miss !== null && out !== null) {
-      return { inputTokens: hit + miss, cachedInputTokens: hit, outputTokens: out };
+      // Each count is held to what the ledger counts, and so is their sum (two such counts overflowed
+      // its column: the settlement was refused and retried for ever, the answer lost).
+      return { inputTokens: Math.min(hit + miss, MAX_COUNTED_TOKENS), cachedInputTokens: hit, outputTokens: out };
     }
     return openAiStyleUsage(usage);
   },
