@@ -191,6 +191,16 @@ describe('budget, usage and stats over HTTP', () => {
     expect(byDay.body.data[0]).toMatchObject({ calls: 5, cacheHits: 1, cost: budget.body.spent });
   });
 
+  it('counts a call the budget refused as a failed call, not a provider call: none was sent', async () => {
+    const poor = await f.newTenant({ monthlyBudget: '0.000001' });
+    expect((await chat(poor.adminKey, 'hello').expect(402)).body.error.code).toBe('BUDGET_EXHAUSTED');
+    await t.app.get(BudgetService).ledgerWritten();
+    expect(fake.requests).toHaveLength(0);
+    const stats = (await t.http.get('/v1/stats').set(bearer(poor.adminKey)).expect(200)).body;
+    expect(stats.totalCalls).toBeGreaterThan(0); // one row for each model of the tier it did not fit
+    expect(stats).toMatchObject({ providerCalls: 0, failedCalls: stats.totalCalls, cacheHits: 0, cost: '0.00', outcomes: { budget_exhausted: stats.totalCalls } });
+  });
+
   it('rejects bad usage queries', async () => {
     await t.http.get('/v1/usage?groupBy=color').set(bearer(tenant.adminKey)).expect(400);
     await t.http.get('/v1/usage?from=yesterday').set(bearer(tenant.adminKey)).expect(400);

@@ -117,7 +117,9 @@ export interface LedgerStats {
   period: string | null;
   totalCalls: number;
   cacheHits: number;
+  /** calls sent to a provider: not cache hits, answers replayed from an earlier run of the job, or calls the budget refused */
   providerCalls: number;
+  /** calls recorded with an outcome other than ok or replayed (see outcomes): refused by the budget, failed or cut short at the provider, fallen back from, lost in flight */
   failedCalls: number;
   cacheHitRate: number;
   totalTokens: number;
@@ -222,8 +224,9 @@ export class LedgerService {
       `SELECT coalesce(sum(calls), 0) AS total_calls,
               coalesce(sum(calls) FILTER (WHERE cache_status = 'hit'), 0) AS cache_hits,
               -- (A replay is an answer paid for by an earlier run of the job, used again: neither a
-              -- provider call nor a failure.)
-              coalesce(sum(calls) FILTER (WHERE cache_status NOT IN ('hit', 'replay')), 0) AS provider_calls,
+              -- provider call nor a failure. A call the budget refused was never sent: a failure, not
+              -- a provider call.)
+              coalesce(sum(calls) FILTER (WHERE cache_status NOT IN ('hit', 'replay') AND outcome <> 'budget_exhausted'), 0) AS provider_calls,
               coalesce(sum(calls) FILTER (WHERE outcome NOT IN ('ok', 'replayed')), 0) AS failed_calls,
               coalesce(sum(input_tokens + output_tokens), 0) AS total_tokens,
               ${TOTALS_SQL},

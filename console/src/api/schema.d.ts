@@ -1611,6 +1611,7 @@ export interface components {
             cachedInputTokens: number;
             compressionSavedTokens: number;
             cost: string;
+            /** @description calls recorded with an outcome other than ok or replayed (see outcomes): refused by the budget, failed or cut short at the provider, fallen back from, lost in flight */
             failedCalls: number;
             inputTokens: number;
             /** @description calls by outcome (ok and each kind of failure) */
@@ -1619,6 +1620,7 @@ export interface components {
             };
             outputTokens: number;
             period: string | null;
+            /** @description calls sent to a provider: not cache hits, answers replayed from an earlier run of the job, or calls the budget refused */
             providerCalls: number;
             savedByCache: string;
             totalCalls: number;
