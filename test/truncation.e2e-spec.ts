@@ -5,6 +5,8 @@ import { generateEssay } from './support/essays';
 import { bearer } from './support/factories';
 import { waitForEssays } from './support/grading';
 import request from 'supertest';
+import { gradingAnswer, malformedGrade } from './fake-provider/grading-responder';
+import { waitFor } from './support/wait';
 
 /**
  * An essay longer than the tier's model reads (SPEC §4 Compression): cut head and tail, flagged
@@ -63,5 +65,38 @@ describe('an essay longer than the model reads (fake provider, real PostgreSQL)'
     expect(again).toMatchObject({ status: 'graded', cache: 'hit', grade: { model: 'qwen-large-test' } });
     expect(again.flags).not.toContain('truncated');
     expect(essayContents()).toHaveLength(2);
+  });
+
+  it('flags a grade of the deep tier made from a cut essay too: an escalated grade that replaces the standard one, and a paid deep review', async () => {
+    // The deep tier reads less than the standard tier here (a local model behind OPENAI_BASE_URL, say).
+    const deepSmall = await s.t.another({ LLM_STANDARD_MODELS: 'dashscope:qwen-large-test', LLM_DEEP_MODELS: 'dashscope:qwen-small-test', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '50' });
+    await s.t.app.get(GradingWorker).stop(0);
+    try {
+      const tenant = await s.f.newTenant({ monthlyBudget: '100.00' });
+      const teacher = (await s.f.newKey(tenant, 'teacher')).key;
+      const http = () => request(deepSmall.getHttpServer());
+      // The standard grade needs a repair (low confidence): escalated to the deep tier, which cuts.
+      let calls = 0;
+      s.fake.setResponder(({ messages }) => (++calls === 1 ? malformedGrade(messages, 'out_of_range') : gradingAnswer(messages)!));
+      const a = (await http().post('/v1/assignments').set(bearer(tenant.adminKey)).send({ title: 'T', prompt: '以“成长”为题', rubric: 'zh-gaokao-60', escalate: 'deep' }).expect(201)).body;
+      const sent = await http().post('/v1/essays').set(bearer(teacher)).send({ assignmentId: a.id, text }).expect(202);
+      const [escalated] = await waitForEssays(deepSmall, teacher, [sent.body.id]);
+      expect(escalated.grade).toMatchObject({ model: 'qwen-small-test', tier: 'deep' });
+      expect(escalated.flags).toEqual(expect.arrayContaining(['escalated', 'truncated']));
+      expect(escalated.grade.flags).toContain('truncated');
+
+      // A paid deep review of an essay the standard tier read whole: the review is cut, the grade is not.
+      s.fake.setResponder(({ messages }) => gradingAnswer(messages)!);
+      const whole = await http().post('/v1/essays').set(bearer(teacher)).send({ text: `${text}\n再加一句。` }).expect(202);
+      const [graded] = await waitForEssays(deepSmall, teacher, [whole.body.id]);
+      expect(graded.flags).not.toContain('truncated');
+      await http().put('/v1/billing/settings').set(bearer(tenant.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'invoice' }).expect(200);
+      await http().post(`/v1/essays/${whole.body.id}/deep-review`).set(bearer(teacher)).send({}).expect(202);
+      let view: { deepReview?: { status: string }; deepGrade?: { flags: string[]; model: string } } = {};
+      await waitFor(async () => (view = (await http().get(`/v1/essays/${whole.body.id}`).set(bearer(teacher))).body).deepReview?.status === 'delivered', 30_000, 'the deep review delivered');
+      expect(view.deepGrade).toMatchObject({ model: 'qwen-small-test', flags: ['truncated'] });
+    } finally {
+      await deepSmall.close();
+    }
   });
 });

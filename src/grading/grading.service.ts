@@ -262,8 +262,9 @@ export class GradingService {
     flags.add('low_confidence');
     if (mode === 'flag' || grade.source !== 'model') return unchanged;
     let deep: ModelGrading;
+    const deepFlags = new Set<string>();
     try {
-      deep = await this.grader.grade(essay, rubric, new Set(), { ...task, tier: 'deep', purpose: 'escalation' });
+      deep = await this.grader.grade(essay, rubric, deepFlags, { ...task, tier: 'deep', purpose: 'escalation' });
     } catch (err) {
       // Every deep provider down: flag it. A deep call still in flight (this job's earlier attempt):
       // wait for it (the worker retries the job and the answer is replayed), never pay for it twice.
@@ -276,6 +277,10 @@ export class GradingService {
     }
     flags.delete('low_confidence');
     flags.add('escalated');
+    // The grade shown is the deep tier's: cut where that tier's window cut the essay (a smaller one
+    // than the standard tier's), whole where it read it all.
+    if (deepFlags.has('truncated')) flags.add('truncated');
+    else flags.delete('truncated');
     return { grade: deep.grade, costNanos: deep.costNanos };
   }
 
@@ -295,11 +300,14 @@ export class GradingService {
     const schedule = await this.scheduleOf(job, row, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
     if (schedule === 'deferred') return { kind: 'done', status: 'deferred' };
     // On an essay graded already, the premium model writes the deep part only; otherwise a full deep grade.
-    const result = await this.grader.grade(row, rubric, new Set(), { job, signal, tier: 'deep', purpose: 'deep_review', base: row.model_grade ?? undefined, ordered: true, schedule });
+    const runFlags = new Set<string>();
+    const result = await this.grader.grade(row, rubric, runFlags, { job, signal, tier: 'deep', purpose: 'deep_review', base: row.model_grade ?? undefined, ordered: true, schedule });
     if (result.kind === 'failed') {
       await this.refundOrder(job, `${result.code}: ${result.reason}`);
       return result;
     }
+    // The review carries its own run's flags (`truncated`: the premium model read head and tail only).
+    result.grade.flags = [...runFlags];
     // Stored only for an order still paid: one refunded while the review ran is not delivered.
     let delivered = false;
     const done = await this.completeWith(job, async (tx) => {
@@ -323,12 +331,14 @@ export class GradingService {
       return { kind: 'done', status: 'nothing to do' };
     }
     const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength);
-    const result = await this.grader.grade(row, rubric, new Set(), { job, signal, tier: 'deep', purpose: 'shadow', ordered: true });
+    const runFlags = new Set<string>();
+    const result = await this.grader.grade(row, rubric, runFlags, { job, signal, tier: 'deep', purpose: 'shadow', ordered: true });
     if (result.kind === 'failed') {
       await this.completeWith(job);
       this.logger.log({ msg: 'shadow grading skipped', tenantId: job.tenantId, essayId: job.essayId, code: result.code });
       return { kind: 'done', status: 'skipped' };
     }
+    result.grade.flags = [...runFlags];
     const done = await this.completeWith(job, (tx) => this.essays.storeShadowGrade(tx, job.tenantId, row.id, result.grade));
     if (done) this.bus.publish('shadow-graded', { tenantId: job.tenantId });
     return { kind: 'done', status: done ? 'shadowed' : 'superseded' };
