@@ -45,6 +45,7 @@ import { JobsDeadlineOrder1768600000000 } from './1768600000000-JobsDeadlineOrde
 import { ApiKeysActiveRevoked1768700000000 } from './1768700000000-ApiKeysActiveRevoked';
 import { AgreementCellsRebuild1768800000000 } from './1768800000000-AgreementCellsRebuild';
 import { AgreementCellsTotalLabelled1768900000000 } from './1768900000000-AgreementCellsTotalLabelled';
+import { EssaysOfflineGraded1769000000000 } from './1769000000000-EssaysOfflineGraded';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -95,4 +96,5 @@ export const MIGRATIONS = [
   ApiKeysActiveRevoked1768700000000,
   AgreementCellsRebuild1768800000000,
   AgreementCellsTotalLabelled1768900000000,
+  EssaysOfflineGraded1769000000000,
 ];

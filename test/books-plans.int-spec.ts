@@ -4,6 +4,7 @@ import { LEDGER_DAILY_SUMS } from '../migrations/1766200000000-LedgerDaily';
 import { ledgerDailyInsert } from '../migrations/1766800000000-LedgerDailySchedule';
 import { ANSWER_KEYS_SINCE_SQL } from '../src/billing/answer-cache.repository';
 import { PERIOD_LOCKING_SQL } from '../src/billing/books.repository';
+import { OFFLINE_GRADINGS_SQL } from '../src/reports/reports.repository';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createDataSource } from '../src/db/data-source';
@@ -134,5 +135,20 @@ describe('hot statements find budget periods, leases and tenants by their keys (
     const indexes: Array<{ indexdef: string }> = await ds.query(`SELECT indexdef FROM pg_indexes WHERE tablename = 'ledger_daily'`);
     const counters = [...LEDGER_DAILY_SUMS, 'schedule_saved_nanos'];
     expect(indexes.filter((i) => counters.some((c) => new RegExp(`\\b${c}\\b`).test(i.indexdef.replace(/^.*? ON /, ''))))).toEqual([]);
+  });
+
+  it("the month report counts a school's offline gradings through an index of them, not by reading every school's essays", async () => {
+    const runner = ds.createQueryRunner();
+    await runner.connect();
+    try {
+      // Whether an index serves it at all (on a table this small a scan of it is cheaper).
+      await runner.query(`SET enable_seqscan = off`);
+      const rows: Array<{ 'QUERY PLAN': string }> = await runner.query(`EXPLAIN ${OFFLINE_GRADINGS_SQL}`, [randomUUID(), '2026-12-01T00:00:00+08:00', '2027-01-01T00:00:00+08:00']);
+      const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+      expect(readsOf(plan, 'essays')).toEqual([expect.stringMatching(/Index (Only )?Scan using essays_offline_graded_idx on essays\b/)]);
+    } finally {
+      await runner.query(`RESET enable_seqscan`);
+      await runner.release();
+    }
   });
 });

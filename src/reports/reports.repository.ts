@@ -75,15 +75,18 @@ export class ReportsRepository {
     return { ordered: Number(r.ordered), sold: Number(r.sold), delivered: Number(r.delivered), refunded: Number(r.refunded), sales: BigInt(r.sales), refunds: BigInt(r.refunds) };
   }
 
-  /** Essays graded by the offline grader in [start, end). */
+  /** Essays graded by the offline grader in [start, end) (through essays_offline_graded_idx). */
   async offlineGradings(tenantId: string, start: Date, end: Date): Promise<number> {
     const [r] = await tenantQuery<{ n: number }>(
       this.ds.manager,
       tenantId,
-      `SELECT count(*)::int AS n FROM essays
-        WHERE tenant_id = $1 AND graded_at >= $2 AND graded_at < $3 AND 'offline_estimate' = ANY(flags)`,
+      OFFLINE_GRADINGS_SQL,
       [start, end],
     );
     return r.n;
   }
 }
+
+/** A school's essays graded by the offline grader in [$2, $3). */
+export const OFFLINE_GRADINGS_SQL = `SELECT count(*)::int AS n FROM essays
+  WHERE tenant_id = $1 AND graded_at >= $2 AND graded_at < $3 AND 'offline_estimate' = ANY(flags)`;
