@@ -32,6 +32,9 @@ export * from './grading-types';
  * shadow sample; deep reviews and shadow gradings too. The grade and the job's completion are
  * written in one transaction.
  */
+/** How long a job whose call finds no room among the calls this instance holds in provider batches waits in the queue (GradingService.noBatchRoom). */
+export const BATCH_ROOM_WAIT_MS = 60_000;
+
 @Injectable()
 export class GradingService {
   private readonly logger = new Logger(GradingService.name);
@@ -115,7 +118,7 @@ export class GradingService {
    * ('deferred'; waiting is not an attempt). Its plan is kept on the job. Work without a deadline,
    * or with no model to run on, is not scheduled (undefined).
    */
-  private async scheduleOf(job: Job, row: EssayRow, rubric: Rubric, tier: Tier, variant: Variant): Promise<CallSchedule | 'deferred' | undefined> {
+  private async scheduleOf(job: Job, row: EssayRow, rubric: Rubric, tier: Tier, variant: Variant, batchRoom: boolean): Promise<CallSchedule | 'deferred' | undefined> {
     if (!job.dueBy) return undefined;
     const plan = this.grader.plan(row, rubric, tier, variant, job.dueBy);
     if (!plan) return undefined;
@@ -128,6 +131,9 @@ export class GradingService {
     // (Remembered on every later plan: a second stop hands the same batch over again.)
     const batchedBefore = job.plan?.mode === 'batch' || job.plan?.batchedBefore === true;
     const inBatchBefore = plan.mode === 'off_peak' && batchedBefore;
+    // No room on this instance for another call waiting in a batch: back to the queue for a while,
+    // before the plan is recorded (a batch plan recorded reads as "its call may wait in a batch").
+    if (plan.mode === 'batch' && !batchedBefore && (await this.noBatchRoom(job, batchRoom))) return 'deferred';
     const recorded: JobPlan = {
       mode: inBatchBefore ? 'now' : waited ? 'off_peak' : plan.mode,
       startAt: (inBatchBefore ? plan.plannedAt : plan.startAt).toISOString(),
@@ -153,14 +159,33 @@ export class GradingService {
     return { dueBy: job.dueBy, mode: recorded.mode, batch: plan.mode === 'batch', priceAsOf: new Date(recorded.firstPlannedAt), model: plan.model };
   }
 
-  /** Runs the job to its end. Throws RetryableGradingError (or anything unexpected) to retry later. */
-  async grade(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
+  /**
+   * The job's call would wait in a provider batch, and this instance already holds as many calls
+   * waiting in batches as it takes (GradingWorker, `batchRoom` false): the job goes back to the
+   * queue for BATCH_ROOM_WAIT_MS, its attempt not counted, and is planned again then (its deadline
+   * left it a day for the batch; once it no longer does, it runs in real time; a deep review without
+   * one waits for room). True when it went back. A call of its essay already waiting in a batch (a
+   * stop handed it over) is taken over whatever the room: that batch is paid for.
+   */
+  private async noBatchRoom(job: Job, batchRoom: boolean): Promise<boolean> {
+    if (batchRoom || (await this.queue.callWaitsInBatch(job))) return false;
+    if (await this.retryLater(job, "waits for room among the calls this instance holds in providers' batches", BATCH_ROOM_WAIT_MS, false)) {
+      this.logger.log({ msg: 'work for a provider batch waits for room among the calls this instance holds in batches', tenantId: job.tenantId, essayId: job.essayId, jobId: job.id });
+    }
+    return true;
+  }
+
+  /**
+   * Runs the job to its end. Throws RetryableGradingError (or anything unexpected) to retry later.
+   * `batchRoom`: whether this instance takes another call waiting in a provider batch (noBatchRoom).
+   */
+  async grade(job: Job, signal?: AbortSignal, batchRoom = true): Promise<GradingOutcome> {
     let schedule: CallSchedule | undefined;
     if (job.dueBy) {
       const row = await this.essays.read(job.tenantId, job.essayId);
       if (row && (row.status === 'queued' || row.status === 'grading')) {
         const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength);
-        const s = await this.scheduleOf(job, row, rubric, row.tier, row.tier === 'deep' ? 'deep' : 'standard');
+        const s = await this.scheduleOf(job, row, rubric, row.tier, row.tier === 'deep' ? 'deep' : 'standard', batchRoom);
         if (s === 'deferred') return { kind: 'done', status: 'deferred' };
         schedule = s;
       }
@@ -290,15 +315,16 @@ export class GradingService {
    * content refused, no premium model) the order is refunded; a passing outage is retried by the
    * queue, and refunded when the attempts run out.
    */
-  async deepReview(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
+  async deepReview(job: Job, signal?: AbortSignal, batchRoom = true): Promise<GradingOutcome> {
     const row = job.orderId ? await this.essays.forOrder(job.tenantId, job.orderId) : null;
     if (!row || row.order_status !== 'paid') {
       await this.completeWith(job); // refunded or delivered meanwhile: nothing to do
       return { kind: 'done', status: 'nothing to do' };
     }
     const rubric = await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version);
-    const schedule = await this.scheduleOf(job, row, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
+    const schedule = await this.scheduleOf(job, row, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep', batchRoom);
     if (schedule === 'deferred') return { kind: 'done', status: 'deferred' };
+    if (!schedule && this.grader.batches({ job, ordered: true }) && (await this.noBatchRoom(job, batchRoom))) return { kind: 'done', status: 'deferred' };
     // On an essay graded already, the premium model writes the deep part only; otherwise a full deep grade.
     const runFlags = new Set<string>();
     const result = await this.grader.grade(row, rubric, runFlags, { job, signal, tier: 'deep', purpose: 'deep_review', base: row.model_grade ?? undefined, ordered: true, schedule });
@@ -324,13 +350,14 @@ export class GradingService {
    * kept beside the essay for /v1/quality to compare; the essay's grade and status do not change.
    * When the budget or the providers cannot take it, the job ends with nothing stored.
    */
-  async shadow(job: Job, signal?: AbortSignal): Promise<GradingOutcome> {
+  async shadow(job: Job, signal?: AbortSignal, batchRoom = true): Promise<GradingOutcome> {
     const row = await this.essays.read(job.tenantId, job.essayId);
     if (!row || !row.model_grade || row.model_grade.source !== 'model') {
       await this.completeWith(job);
       return { kind: 'done', status: 'nothing to do' };
     }
     const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength);
+    if (this.grader.batches({ job, ordered: true }) && (await this.noBatchRoom(job, batchRoom))) return { kind: 'done', status: 'deferred' };
     const runFlags = new Set<string>();
     const result = await this.grader.grade(row, rubric, runFlags, { job, signal, tier: 'deep', purpose: 'shadow', ordered: true });
     if (result.kind === 'failed') {

@@ -59,13 +59,10 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   /**
-   * The places taken in a pool of `size`: gradings, gradings with a deadline (which may wait on a
-   * provider batch), deep reviews and shadow gradings have pools of their own. A job whose call
-   * waits in a provider batch (for minutes or a day) takes none, up to BATCH_WAITERS_PER_PLACE
-   * such jobs a place: one school's class set or deep reviews in a batch do not hold every other
-   * school's work back until the batch ends.
+   * A pool's jobs on this instance: at work, and waiting for a provider batch (gradings, gradings
+   * with a deadline, deep reviews and shadow gradings each have a pool of their own).
    */
-  private taken(kind: Job['kind'], scheduled: boolean, size: number): number {
+  private inPool(kind: Job['kind'], scheduled: boolean): { working: number; waiting: number } {
     let working = 0;
     let waiting = 0;
     for (const f of this.inFlight.values()) {
@@ -73,7 +70,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       if (f.job.inBatch) waiting++;
       else working++;
     }
-    return working + Math.max(0, waiting - size * BATCH_WAITERS_PER_PLACE);
+    return { working, waiting };
   }
 
   private async run(): Promise<void> {
@@ -88,7 +85,14 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       this.woken = false;
       let more = false;
       for (const [kind, size, scheduled] of pools) {
-        const free = size - this.taken(kind, scheduled, size);
+        // A job whose call waits in a provider batch (for minutes or a day) takes no place: the
+        // places are for work. Up to BATCH_WAITERS_PER_PLACE such jobs a place wait here; a job
+        // claimed past that, whose call would join them, goes back to the queue for a while instead
+        // (GradingService: its deadline leaves it a day, or it has none; short of one, it runs in
+        // real time). Counted as places, they filled the pool, and another school's review due in
+        // twenty minutes was not claimed until a batch ended.
+        const { working, waiting } = this.inPool(kind, scheduled);
+        const free = size - working;
         if (free <= 0) continue;
         let claimed: Job[] = [];
         try {
@@ -96,7 +100,8 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         } catch (err) {
           this.logger.warn({ msg: 'could not claim jobs', err: loggableError(err) });
         }
-        for (const job of claimed) this.launch(job);
+        let batchRoom = size * BATCH_WAITERS_PER_PLACE - waiting;
+        for (const job of claimed) this.launch(job, batchRoom-- > 0);
         if (claimed.length === free) more = true; // there may be more ready now
       }
       // Woken while claiming (work queued, a slot freed, or stop()): no wait. A stop during a claim
@@ -119,19 +124,23 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     this.sleeping?.();
   }
 
-  private launch(job: Job): void {
+  private launch(job: Job, batchRoom: boolean): void {
     const abort = new AbortController();
-    const done = this.process(job, abort.signal).finally(() => {
+    const done = this.process(job, abort.signal, batchRoom).finally(() => {
       this.inFlight.delete(job.id);
       this.wake();
     });
     this.inFlight.set(job.id, { job, abort, done });
   }
 
-  private async process(job: Job, signal: AbortSignal): Promise<void> {
+  private async process(job: Job, signal: AbortSignal, batchRoom: boolean): Promise<void> {
     try {
       const outcome =
-        job.kind === 'deep_review' ? await this.grading.deepReview(job, signal) : job.kind === 'shadow' ? await this.grading.shadow(job, signal) : await this.grading.grade(job, signal);
+        job.kind === 'deep_review'
+          ? await this.grading.deepReview(job, signal, batchRoom)
+          : job.kind === 'shadow'
+            ? await this.grading.shadow(job, signal, batchRoom)
+            : await this.grading.grade(job, signal, batchRoom);
       if (outcome.kind === 'failed') this.logger.warn({ msg: 'essay failed', tenantId: job.tenantId, essayId: job.essayId, code: outcome.code });
     } catch (err) {
       if (signal.aborted) return; // shutting down: the job is returned to the queue

@@ -71,13 +71,22 @@ export class ModelGrader {
   }
 
   /**
+   * Whether the task's call goes to a provider's Batch API. Scheduled work runs on its plan; a deep
+   * review (or shadow grading) without a deadline goes to the Batch API as before. Work with a
+   * deadline but no plan never waits on a batch's 24 hours: it runs now.
+   */
+  batches(task: Pick<GradingTask, 'job' | 'schedule' | 'ordered'>): boolean {
+    return task.schedule ? task.schedule.batch : !task.job.dueBy && task.ordered === true && this.config.grading.deepReviewBatch;
+  }
+
+  /**
    * The gateway request that grades this essay: the prompt of its variant with the essay cut
    * (head and tail kept) to what the largest model of the tier takes (gateway.fit), the exact-cache
    * key, the validation of the answer and its one repair. Its provider calls are paid once per job,
    * and only while the job's lease is held.
    */
   private gradingRequest(essay: EssayRow, rubric: Rubric, tier: Tier, task: GradingTask): { request: GatewayRequest<ValidatedGrade>; variant: Variant; truncated: boolean } {
-    const { job, signal, base, ordered = false } = task;
+    const { job, signal, base } = task;
     const variant: Variant = base ? 'deep_review' : tier === 'deep' ? 'deep' : 'standard';
     const { prompt, truncated, sent } = this.promptAsSent(essay, rubric, tier, variant);
     const validate = (content: string): Validation<ValidatedGrade> => {
@@ -117,9 +126,7 @@ export class ModelGrader {
       },
       validate,
       repair: (_content, problem) => repairMessages(essay.language, problem),
-      // Scheduled work runs on its plan; a deep review without a deadline goes to the Batch API as
-      // before. Work with a deadline but no plan never waits on a batch's 24 hours: it runs now.
-      batch: task.schedule ? task.schedule.batch : !job.dueBy && ordered && this.config.grading.deepReviewBatch,
+      batch: this.batches(task),
       priceAsOf: task.schedule?.priceAsOf,
       prefer: task.schedule?.model,
       once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder: this.queue.workerId } },

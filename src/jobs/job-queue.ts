@@ -275,6 +275,21 @@ export class JobQueue {
     return rows.length === 1;
   }
 
+  /**
+   * Whether a call of the job's essay waits in a provider batch, named on its guard (one handed over
+   * at a stop, or left by a killed process): the job's retry takes that batch over.
+   */
+  async callWaitsInBatch(job: Job): Promise<boolean> {
+    const rows = await tenantQuery(
+      this.ds.manager,
+      job.tenantId,
+      `SELECT 1 FROM call_guards WHERE tenant_id = $1 AND essay_id = $2 AND state = 'in_flight' AND expires_at > now()
+          AND (batch_id IS NOT NULL OR batch_file_id IS NOT NULL) LIMIT 1`,
+      [job.essayId],
+    );
+    return rows.length > 0;
+  }
+
   /** The essay's jobs with a deadline, latest first (for its view). */
   async scheduledFor(tenantId: string, essayId: string): Promise<ScheduledJob[]> {
     const rows = await tenantQuery<{ kind: JobKind; order_id: string | null; due_by: Date; plan: JobPlan | null }>(
