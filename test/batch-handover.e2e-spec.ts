@@ -3,6 +3,10 @@ import { BudgetService } from '../src/billing/budget.service';
 import { Clock } from '../src/common/clock';
 import { EssayErasure } from '../src/grading/essay-erasure.service';
 import { MetricsService } from '../src/metrics/metrics.service';
+import { GatewayService } from '../src/llm/gateway.service';
+import { GradingWorker } from '../src/grading/grading.worker';
+import { LLM_MODELS, LlmModels } from '../src/llm/llm-models';
+import { ProviderError } from '../src/llm/types';
 import type { LedgerEntry } from '../src/billing/ledger.service';
 import type { FakeProvider } from './fake-provider/fake-provider';
 import { appWithFakeForSuite } from './support/app-with-fake';
@@ -103,6 +107,25 @@ describe('a deep review waiting in a provider batch outlives the instance that s
     try {
       await expectDeliveredOnce(id);
       expect(await counted(taker)('taken_over')).toBe(1);
+    } finally {
+      await taker.close();
+    }
+  }, 90_000);
+
+  it("the next instance takes the batch over whichever model it would try first: the batch's model's breaker open there, or another model first", async () => {
+    const sender = await worker();
+    const id = await orderIntoBatch(32, 6_000);
+    await sender.close();
+    // On the next instance the batch's model is failing (its breaker open for a minute): it would go to the next deep model first.
+    const taker = await worker({ WORKERS_ENABLED: 'false', LLM_BREAKER_COOLDOWN_MS: '60000' });
+    try {
+      // (The deep tier here: dashscope:qwen3-max, then zhipu:glm-5.3; the batch went to the first.)
+      const batched = taker.get<LlmModels>(LLM_MODELS).catalog.models.get('dashscope:qwen3-max')!;
+      const gateway = taker.get(GatewayService) as unknown as { health: { failed(m: unknown, e: ProviderError): void; allow(m: unknown): boolean } };
+      for (let i = 0; i < 10 && gateway.health.allow(batched); i++) gateway.health.failed(batched, new ProviderError('retryable', 'server_error', 'test'));
+      expect(gateway.health.allow(batched)).toBe(false);
+      taker.get(GradingWorker).start();
+      await expectDeliveredOnce(id);
     } finally {
       await taker.close();
     }

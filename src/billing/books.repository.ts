@@ -581,6 +581,22 @@ export class BooksRepository {
   }
 
   /**
+   * Of these guards' keys (a call's, one for each model it may go to), one whose call is answered,
+   * or in flight in a provider batch (named, or its upload): a retry takes that one over.
+   */
+  async guardWithCall(tenantId: string, keys: string[]): Promise<string | null> {
+    const [row] = await tenantQuery<{ key: string }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT key FROM call_guards WHERE tenant_id = $1 AND key = ANY($2::text[])
+          AND (state = 'answered' OR (state = 'in_flight' AND (batch_id IS NOT NULL OR batch_file_id IS NOT NULL)))
+        ORDER BY state LIMIT 1`,
+      [keys],
+    );
+    return row?.key ?? null;
+  }
+
+  /**
    * Names a batch's upload on the guards of the calls in it (each row with its own tenant), before
    * the batch is created: a sender killed before it could name the batch itself leaves the file, by
    * which the retry finds the batch (or learns there is none). The guards and their reservations

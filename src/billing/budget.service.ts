@@ -272,6 +272,11 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     return { kind: 'budget' };
   }
 
+  /** Of these guards' keys, one whose call is answered or waits in a provider batch (BooksRepository.guardWithCall). */
+  guardWithCall(tenantId: string, keys: string[]): Promise<string | null> {
+    return this.books.guardWithCall(tenantId, keys);
+  }
+
   /**
    * Names a provider batch's upload on the guards of the calls in it, before the batch is created
    * (BooksRepository.markUploaded); their guards and reservations now last as long as the batch may

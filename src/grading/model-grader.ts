@@ -129,7 +129,11 @@ export class ModelGrader {
       batch: this.batches(task),
       priceAsOf: task.schedule?.priceAsOf,
       prefer: task.schedule?.model,
-      once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder: this.queue.workerId } },
+      once: {
+        scope: `job:${job.id}`,
+        lease: { jobId: job.id, holder: this.queue.workerId },
+        mayWaitInBatch: this.batches(task) || job.plan?.mode === 'batch' || job.plan?.batchedBefore === true,
+      },
       batchWait: (waiting) =>
         void this.queue.markInBatch(job, waiting).catch((err: unknown) => this.logger.warn({ msg: 'could not mark a job waiting in a batch', jobId: job.id, err: loggableError(err) })),
       signal,

@@ -43,7 +43,15 @@ export interface GatewayRequest<T = string> extends Sampling {
    * Pay for each distinct request of this scope at most once (a job's grading): a retry reuses a
    * paid answer, waits while the first call is in flight, and calls only while the lease is held.
    */
-  once?: { scope: string; lease?: { jobId: string; holder: string } };
+  once?: {
+    scope: string;
+    lease?: { jobId: string; holder: string };
+    /**
+     * An earlier attempt may have sent the call in a provider batch (the job's calls go to batches,
+     * or its last plan was one): the model whose guard holds such a call, or its answer, goes first.
+     */
+    mayWaitInBatch?: boolean;
+  };
   /** Aborts the call wherever it is (a stream whose client went away), the provider's request too. */
   signal?: AbortSignal;
   /**

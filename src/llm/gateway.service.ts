@@ -329,9 +329,11 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
    * not. Throws the failure that explains why none did.
    */
   private async firstAnswer<T, R>(ctx: CallContext<T>, attempt: (model: CatalogModel, messages: ChatMessage[]) => Promise<AttemptOutcome<T, R>>): Promise<R> {
-    const candidates = this.router.candidates(ctx.req.target, ctx.req.exclude, ctx.req.prefer);
+    let candidates = this.router.candidates(ctx.req.target, ctx.req.exclude, ctx.req.prefer);
+    const takenOver = await this.takenOver(ctx, candidates);
+    if (takenOver) candidates = [takenOver, ...candidates.filter((m) => m !== takenOver)];
     for (const model of candidates) {
-      if (!this.health.allow(model)) continue;
+      if (model !== takenOver && !this.health.allow(model)) continue;
       const outcome = await this.tryModel(ctx, model, attempt);
       if (outcome.kind === 'ok') return outcome.result;
     }
@@ -453,17 +455,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     | { kind: 'skip'; reason: string }
   > {
     const r = ctx.req;
-    const { estimate, maxTokens, fits } = this.router.bound(model, messages, r.maxTokens, r.jsonMode);
+    const { estimate, maxTokens, fits, params } = this.callParams(r, model, messages);
     if (!fits) return { kind: 'skip', reason: 'context_length' };
     // The highest price the call could be billed at, whichever window it lands in.
     const pricing: Pricing = batch ? model.batchPricing! : model.ceiling;
-    const params: ChatParams = {
-      messages,
-      maxTokens,
-      ...samplingOf(r),
-      jsonMode: r.jsonMode,
-      stream: false,
-    };
     const amount = worstCaseCost(estimate, maxTokens, pricing);
     // The call, as its ledger row would name it if this process died before settling it.
     const call: ReservedCall = {
@@ -512,6 +507,28 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     ctx.tried.push(model.key);
     const saved = r.uncompressed ? Math.max(0, estimatePromptTokens(r.uncompressed, model.tokenizer) - estimate) : 0;
     return { kind: 'go', reservation, estimate, saved, params, adopted };
+  }
+
+  /** What a call of `model` sends (and what its guard is keyed by), and its bound. */
+  private callParams<T>(r: GatewayRequest<T>, model: CatalogModel, messages: ChatMessage[]): { estimate: number; maxTokens: number; fits: boolean; params: ChatParams } {
+    const { estimate, maxTokens, fits } = this.router.bound(model, messages, r.maxTokens, r.jsonMode);
+    return { estimate, maxTokens, fits, params: { messages, maxTokens, ...samplingOf(r), jsonMode: r.jsonMode, stream: false } };
+  }
+
+  /**
+   * A job's retry whose call an earlier attempt sent in a provider batch (handed over at a stop, or
+   * left by a killed process), or whose answer is kept: the model of that call, to go first whatever
+   * its breaker, the weights or the plan's preference say (the guard is keyed by model). Else the
+   * retry made a new call on another model while the provider billed the batch's line, and the
+   * earlier call's reservation stayed held for a day. Asked only of a call that may have waited in
+   * a batch (`once.mayWaitInBatch`): one read of the guards of its candidates.
+   */
+  private async takenOver<T>(ctx: CallContext<T>, candidates: CatalogModel[]): Promise<CatalogModel | undefined> {
+    const once = ctx.req.once;
+    if (!once?.mayWaitInBatch || candidates.length === 0) return undefined;
+    const byKey = new Map(candidates.map((m) => [guardKey(once.scope, m, this.callParams(ctx.req, m, ctx.req.messages).params), m]));
+    const key = await this.budget.guardWithCall(ctx.req.tenantId, [...byKey.keys()]);
+    return key ? byKey.get(key) : undefined;
   }
 
   private provider(model: CatalogModel): EnabledProvider {
