@@ -17,7 +17,7 @@ import { RouteMethods } from './common/route-methods';
 import { Authenticator } from './tenancy/authenticator';
 import { AuthFailures } from './tenancy/auth-failures';
 import { LlmModels, resolveLlmModels } from './llm/llm-models';
-import { LimitsService, rateLimited } from './tenancy/limits.service';
+import { LimitsService } from './tenancy/limits.service';
 import { createValidationPipe } from './common/validation';
 import { AppConfig } from './config/app-config';
 import { MetricsService } from './metrics/metrics.service';
@@ -215,13 +215,9 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
       req.auth = auth;
       if (auth.kind === 'tenant') {
         // Requests per second per key and per tenant: token buckets; their state goes on every answer.
-        const own = await limits.of(auth.tenantId);
-        const taken = limits.takeRequest(auth.keyId, auth.tenantId, own);
+        const taken = await limits.admitRequest(auth.keyId, auth.tenantId);
         void reply.headers({ ...taken.headers });
-        if (taken.refusedBy) {
-          const [who, burst] = taken.refusedBy === 'tenant' ? ["This tenant's keys together", own.requestBurstPerTenant] : ['This key', own.requestBurstPerKey];
-          throw rateLimited(`${who} sent more than ${burst} requests in a burst to this server; slow down`, taken.retryAfterS, burst);
-        }
+        if (taken.refused) throw taken.refused;
       }
     } catch (err) {
       sendError(reply as never, req as never, err, logger);

@@ -195,6 +195,34 @@ describe('console sessions (real PostgreSQL)', () => {
     expect(gone.body.error.message).toMatch(/revoked/);
   });
 
+  it("a sign-in and a sign-out are requests of their key: held to its and its school's request limits; a session signed out already is not written again", async () => {
+    const school = await f.newTenant();
+    await t.http
+      .put(`/v1/tenants/${school.tenantId}/limits`)
+      .set(bearer(OPERATOR_TOKEN))
+      .send({ requestsPerSecondPerKey: 1, requestBurstPerKey: 2, requestsPerSecondPerTenant: 1, requestBurstPerTenant: 2 })
+      .expect(200);
+    const signIns: number[] = [];
+    let cookie = '';
+    for (let i = 0; i < 6; i++) {
+      const r = await t.http.post('/v1/console/session').send({ key: school.adminKey });
+      signIns.push(r.status);
+      if (r.status === 201) cookie ||= String(r.headers['set-cookie']).split(';')[0];
+      else expect(r.body.error.code).toBe('RATE_LIMITED');
+    }
+    expect(signIns.slice(0, 2)).toEqual([201, 201]);
+    expect(signIns).toContain(429);
+    // Signed out once (after the bucket refills), then the same cookie again: nothing more is written.
+    await waitFor(async () => (await t.http.delete('/v1/console/session').set('cookie', cookie)).status === 204, 5_000, 'signed out');
+    const ended = async () => (await t.dataSource.query(`SELECT count(*)::int AS n FROM console_sessions_ended WHERE tenant_id = $1`, [school.tenantId]))[0].n;
+    expect(await ended()).toBe(1);
+    const again: number[] = [];
+    for (let i = 0; i < 6; i++) again.push((await t.http.delete('/v1/console/session').set('cookie', cookie)).status);
+    expect(again).toEqual(Array(6).fill(204));
+    expect(await ended()).toBe(1);
+    await t.http.get('/v1/rubrics').set('cookie', cookie).expect(401);
+  });
+
   it('a key revoked by its id written in capitals stops at once, its key and its session: the id is read in lower case, as the auth cache holds it', async () => {
     const doomed = await f.newKey(tenant, 'teacher');
     await t.http.get('/v1/rubrics').set(bearer(doomed.key)).expect(200); // cached now

@@ -3,6 +3,7 @@ import { ApiOperation, ApiProperty, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { IsString, Length } from 'class-validator';
 import { Auth, Public, TenantAuth, TenantCaller } from '../common/auth';
+import { LimitsService } from '../tenancy/limits.service';
 import { ApiError } from '../common/errors';
 import { BodyLimit, KiB } from '../common/route-config';
 import { ApiKeysService } from '../tenancy/api-keys.service';
@@ -44,7 +45,15 @@ export class ConsoleSessionController {
     private readonly apiKeys: ApiKeysService,
     private readonly tenants: TenantsRepository,
     private readonly failures: AuthFailures,
+    private readonly limits: LimitsService,
   ) {}
+
+  /** The request takes its token from the key's and the school's buckets, as any request of the key does (they need no key to reach here). */
+  private async admit(auth: { keyId: string; tenantId: string }, reply: FastifyReply): Promise<void> {
+    const taken = await this.limits.admitRequest(auth.keyId, auth.tenantId);
+    void reply.headers({ ...taken.headers });
+    if (taken.refused) throw taken.refused;
+  }
 
   private async view(auth: TenantAuth, session: { expiresAt: Date; csrfToken: string }): Promise<SessionView> {
     const { name, timezone } = await this.tenants.identity(auth.tenantId);
@@ -66,6 +75,8 @@ export class ConsoleSessionController {
       () => this.apiKeys.isCached(hash),
       async () => (await this.apiKeys.authenticate(key, hash)) ?? Promise.reject(new ApiError('UNAUTHENTICATED', 'Invalid or revoked API key')),
     );
+    // Signed in, a request of that key (a school signing in in a loop cost a read a time, unbounded).
+    await this.admit(auth, reply);
     const { token, session } = this.sessions.open(auth);
     void reply.header('set-cookie', ConsoleSessions.cookie(token, req));
     void reply.header('cache-control', 'no-store');
@@ -93,9 +104,13 @@ export class ConsoleSessionController {
     // The cookie is cleared only then: when ending fails, the answer is an error (the console says
     // "Not signed out") and the browser keeps the cookie to sign out with again (cleared first, a
     // second try carried nothing to end, and the session stayed live for any copy of the cookie).
+    // A request of the session's key; one signed out already is not written again (a sign-out sent
+    // in a loop with one cookie wrote a row and told every instance each time, unbounded).
     for (const cookie of ConsoleSessions.allFromRequest(req)) {
       const session = this.sessions.read(cookie);
-      if (session) await this.sessions.end(session);
+      if (!session || (await this.sessions.isEnded(session))) continue;
+      await this.admit(session, reply);
+      await this.sessions.end(session);
     }
     void reply.header('set-cookie', ConsoleSessions.clearingCookies(req));
   }

@@ -204,6 +204,19 @@ export class LimitsService implements OnModuleDestroy {
   }
 
   /**
+   * One request of a key of the tenant, as every authenticated request takes it (and a console
+   * sign-in or sign-out, which need no key to reach): takeRequest with the tenant's limits; the
+   * headers for the answer, and the RATE_LIMITED error when a bucket was empty.
+   */
+  async admitRequest(keyId: string, tenantId: string): Promise<{ headers: RateLimitHeaders; refused?: TenancyError }> {
+    const own = await this.of(tenantId);
+    const taken = this.takeRequest(keyId, tenantId, own);
+    if (!taken.refusedBy) return { headers: taken.headers };
+    const [who, burst] = taken.refusedBy === 'tenant' ? ["This tenant's keys together", own.requestBurstPerTenant] : ['This key', own.requestBurstPerKey];
+    return { headers: taken.headers, refused: rateLimited(`${who} sent more than ${burst} requests in a burst to this server; slow down`, taken.retryAfterS, burst) };
+  }
+
+  /**
    * One request of an API key: a token from its bucket and one from its tenant's (all its keys
    * together, so making more keys does not buy a larger share of the server), or RATE_LIMITED,
    * taking neither. The headers, on every answer, are the bucket nearer to refusing, so a client
