@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
@@ -6,6 +7,7 @@ import { GradingService } from '../src/grading/grading.service';
 import { JobQueue } from '../src/jobs/job-queue';
 import { CONFIG } from '../src/config/app-config';
 import { LimitsService } from '../src/tenancy/limits.service';
+import { EssaysService } from '../src/grading/essays.service';
 import type { TenantsRepository } from '../src/tenancy/tenants.repository';
 import { GatewayService } from '../src/llm/gateway.service';
 import { ClusterBus } from '../src/db/cluster-bus';
@@ -324,6 +326,32 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await waitFor(() => third.events.length > 0);
     expect(third.status()).toBe(200);
     third.close();
+  });
+
+  it("reads an essay's event stream's view within the tenant's read slots, and only once the stream holds its slot: a flood of streams reads no more at once than readsInFlight", async () => {
+    await setLimits({ readsInFlight: 1, eventStreams: 1 });
+    const res = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(31, 'zh').text }).expect(202);
+    const limits = t.app.get(LimitsService);
+    const read = jest.spyOn(t.app.get(EssaysService), 'get');
+    try {
+      const release = await limits.readSlot(tenant.tenantId);
+      const stream = openStream(t.app, `/v1/essays/${res.body.id}/events`, teacher);
+      await waitFor(async () => (await t.http.get('/v1/limits').set(bearer(teacher))).body.usage.eventStreams === 1, 5_000, 'the stream open');
+      await sleep(300);
+      expect(stream.events).toEqual([]); // its view waits for the read slot
+      // A stream over the limit is refused without reading the essay's view.
+      const before = read.mock.calls.length;
+      await t.http.get(`/v1/essays/${res.body.id}/events`).set(bearer(teacher)).expect(429);
+      expect(read.mock.calls.length).toBe(before);
+      release();
+      await waitFor(() => stream.events.length > 0, 5_000, 'the status sent once the slot is free');
+      stream.close();
+    } finally {
+      read.mockRestore();
+    }
+    // An id of no essay of the school is still 404 before the stream starts.
+    await t.http.get(`/v1/essays/${randomUUID()}/events`).set(bearer(teacher)).expect(404);
+    await t.http.get('/v1/essays/not-an-id/events').set(bearer(teacher)).expect(404);
   });
 
   it('reads at most reportsInFlight of a tenant ledger reports at once: more wait their turn, another tenant does not wait', async () => {

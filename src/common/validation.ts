@@ -4,6 +4,7 @@ import { stripControlChars, stripControlStrings } from './control-chars';
 import { isValidTimeZone } from './time-zone';
 import { CNY_DECIMALS, cnyProblem, MAX_CNY } from './money';
 import { ApiError, FieldProblem, PROBLEMS_LISTED } from './errors';
+import { UUID } from './ids';
 
 /**
  * Flattens class-validator's tree into one problem per bad field, named by its path: the first
@@ -28,9 +29,6 @@ export function flattenValidationErrors(errors: ValidationError[], max = PROBLEM
   return { problems, total };
 }
 
-/** A UUID in any case: PostgreSQL reads one so; written in capitals, it is the same row. */
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /**
  * class-validator's pipe, plus: every string taken has its control characters removed before it
  * is checked (src/common/control-chars.ts) — a query or path parameter here, a DTO's fields once
@@ -47,6 +45,7 @@ export class CleaningValidationPipe extends ValidationPipe {
       throw ApiError.validation([{ field: metadata.data, message: `${metadata.data} must be given once` }]);
     }
     let clean = typeof value === 'string' && (metadata.type === 'query' || metadata.type === 'param') ? stripControlChars(value) : value;
+    // (A UUID in any case: PostgreSQL reads one so; written in capitals, it is the same row.)
     if (typeof clean === 'string' && UUID.test(clean)) clean = clean.toLowerCase();
     return super.transform(clean, metadata);
   }

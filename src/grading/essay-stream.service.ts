@@ -2,6 +2,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
+import { UUID } from '../common/ids';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { Authenticator } from '../tenancy/authenticator';
 import { LimitsService } from '../tenancy/limits.service';
@@ -33,8 +34,14 @@ export class EssayStreamService {
   ) {}
 
   async open(auth: TenantAuth, id: string, req: FastifyRequest, reply: FastifyReply): Promise<void> {
-    await this.essays.get(auth, id); // 404 for an id that is not this tenant's, before the stream starts
+    // 404 for an id that is not this tenant's, before the stream starts: its status alone (one key
+    // read); the whole view, which can be a few hundred kilobytes, only to say why it is not found
+    // (erased, and when). The view is read within the tenant's read slots (readsInFlight), as
+    // GET /v1/essays/:id is, and only once the stream holds its own slot: a flood of streams
+    // refused 429 read every essay first, and the ones let in read outside every bound.
+    if ((UUID.test(id) ? await this.essays.statusOf(auth, id) : null) === null) await this.essays.get(auth, id);
     const release = await this.limits.acquire(auth.tenantId, 'eventStreams');
+    const gone = new AbortController();
     reply.hijack();
     const raw = reply.raw;
     raw.writeHead(200, {
@@ -64,6 +71,7 @@ export class EssayStreamService {
       closed = true;
       for (const unsubscribe of subscriptions) unsubscribe();
       clearInterval(keepAlive);
+      gone.abort();
       release();
       raw.end();
     };
@@ -73,8 +81,11 @@ export class EssayStreamService {
         if (closed) return;
         if (!(await allowed())) return closed ? undefined : refused();
         // Erased meanwhile (404): the stream says so and ends. Another failure (the database away a
-        // moment): nothing is sent, and the next event reads again.
-        const view = await this.essays.get(auth, id).catch((err: unknown) => (err instanceof ApiError && err.code === 'NOT_FOUND' ? ('gone' as const) : null));
+        // moment, the tenant's reads queued past their bound): nothing is sent, and the next event
+        // or keep-alive reads again.
+        const view = await this.limits
+          .read(auth.tenantId, () => this.essays.get(auth, id), gone.signal)
+          .catch((err: unknown) => (err instanceof ApiError && err.code === 'NOT_FOUND' ? ('gone' as const) : null));
         if (!view || closed) return;
         if (view === 'gone') {
           send('end', { id, status: 'erased' });
