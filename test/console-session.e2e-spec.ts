@@ -223,16 +223,20 @@ describe('console sessions (real PostgreSQL)', () => {
     await t.http.get('/v1/rubrics').set('cookie', cookie).expect(401);
   });
 
-  it('a key revoked by its id written in capitals stops at once, its key and its session: the id is read in lower case, as the auth cache holds it', async () => {
+  it('a key revoked by its id written in capitals stops at once, its key and its session: a path id is read in lower case, as the auth cache holds it; a query value is kept as sent', async () => {
     const doomed = await f.newKey(tenant, 'teacher');
     await t.http.get('/v1/rubrics').set(bearer(doomed.key)).expect(200); // cached now
     const s = await signIn(doomed.key);
     await t.http.get('/v1/rubrics').set('cookie', s.cookie).expect(200);
     await t.http.delete(`/v1/api-keys/${doomed.id.toUpperCase()}`).set(bearer(tenant.adminKey)).expect(204);
     expect([(await t.http.get('/v1/rubrics').set(bearer(doomed.key))).status, (await t.http.get('/v1/rubrics').set('cookie', s.cookie)).status]).toEqual([401, 401]);
-    // An essay read by an id in capitals is the same essay, under its own id.
-    const sub = await t.http.post('/v1/essays').set(bearer(teacher.key)).send({ text: generateEssay(72, 'zh').text }).expect(202);
+    // An essay read by an id in capitals is the same essay, under its own id; a school's own value
+    // that looks like one (a student id from a .NET system) is kept as sent.
+    const ref = '6F9619FF-8B86-D011-B42D-00C04FC964FF';
+    const sub = await t.http.post('/v1/essays').set(bearer(teacher.key)).send({ text: generateEssay(72, 'zh').text, studentRef: ref }).expect(202);
     expect((await t.http.get(`/v1/essays/${String(sub.body.id).toUpperCase()}`).set(bearer(teacher.key)).expect(200)).body.id).toBe(sub.body.id);
+    const listed = await t.http.get(`/v1/essays?studentRef=${ref}`).set(bearer(teacher.key)).expect(200);
+    expect(listed.body.data.map((e: { id: string; studentRef: string }) => [e.id, e.studentRef])).toEqual([[sub.body.id, ref]]);
   });
 
   it("ends an open event stream once its key is revoked, or its console session signed out: the essay's next event is not sent", async () => {

@@ -32,8 +32,8 @@ export function flattenValidationErrors(errors: ValidationError[], max = PROBLEM
 /**
  * class-validator's pipe, plus: every string taken has its control characters removed before it
  * is checked (src/common/control-chars.ts) — a query or path parameter here, a DTO's fields once
- * class-transformer has built it (so @Verbatim() fields, secrets, are known and kept). A query or
- * path parameter that is a UUID goes on in lower case, as the database gives ids back: an id in
+ * class-transformer has built it (so @Verbatim() fields, secrets, are known and kept). A path
+ * parameter that is a UUID goes on in lower case, as the database gives ids back: an id in
  * capitals found its row, but a comparison in memory missed it (a key revoked by /v1/api-keys/<ID>
  * stayed in every instance's auth cache).
  */
@@ -45,8 +45,9 @@ export class CleaningValidationPipe extends ValidationPipe {
       throw ApiError.validation([{ field: metadata.data, message: `${metadata.data} must be given once` }]);
     }
     let clean = typeof value === 'string' && (metadata.type === 'query' || metadata.type === 'param') ? stripControlChars(value) : value;
-    // (A UUID in any case: PostgreSQL reads one so; written in capitals, it is the same row.)
-    if (typeof clean === 'string' && UUID.test(clean)) clean = clean.toLowerCase();
+    // (A UUID in any case: PostgreSQL reads one so; written in capitals, it is the same row. A path
+    // parameter only: a query's values include the school's own, such as a studentRef, kept as sent.)
+    if (metadata.type === 'param' && typeof clean === 'string' && UUID.test(clean)) clean = clean.toLowerCase();
     return super.transform(clean, metadata);
   }
 
