@@ -150,6 +150,26 @@ describe('annotations by sentence number are placed on that sentence of the essa
     expect(v.value.grade.annotations.map((a) => a.start)).toEqual([head.indexOf('第4句'), text.lastIndexOf('第0句')]);
   });
 
+  it('sentences the prompt carries in NFC are found in the text as stored, and a run of sentences not found does not lose the ones after it', () => {
+    // U+F9D1 is 六 in NFC; a tone mark typed apart composes with its letter.
+    const odd = (i: number) => `第${i}段里我们读了\uF9D1本书，ma\u0300ma说读书能让我们看到更大的世界，我们都很喜欢这样的课，下课以后大家还在讨论书里的人物和他们的选择，直到天黑才回家。`;
+    const text = Array.from({ length: 12 }, (_, i) => `${odd(i)}这是第${i}句。`).join('');
+    const { sentences, annotations } = grade(text, [note(2), note(23), note(24)]);
+    expect(sentences).toHaveLength(24);
+    expect(sentences[22]).toContain('六本书，màma');
+    expect(annotations.map((a) => a.quote)).toEqual(['这是第0句。', odd(11), '这是第11句。']);
+    // Past what NFC can say, a sentence (a mark repeated past the 30 the prompt keeps) is not found, and the next ones still are.
+    const marks = `这${'\u0301'.repeat(40)}里。`;
+    const long = Array.from({ length: 12 }, (_, i) => `${marks}这是第${i}句。`).join('');
+    const placed = grade(long, [note(24)]);
+    expect(placed.annotations.map((a) => a.quote)).toEqual(['这是第11句。']);
+  });
+
+  it('a quote of one character once folded is not placed by the fold (a zero-width space and one character)', () => {
+    expect(locateQuote('我们好好学习。', '\u200b好')).toBeNull();
+    expect(locateQuote('我们好\u200b好学习。', '好好')).toEqual({ start: 2, end: 5 });
+  });
+
   it('an essay built to defeat the search is placed in linear time: sentences not found stop being looked for far away', () => {
     const text = '好。'.repeat(50_000);
     const sentences = Array.from({ length: 20_000 }, () => '不在。');

@@ -91,13 +91,12 @@ export function locateQuote(essay: string | Haystack, quote: string, used: Set<s
   // essay folded alike, mapped back to the essay's offsets. Linear (the regular expression of the
   // quote's words joined by `\s*` it replaces was not, on long quotes).
   const needle = foldForSearch(q).text;
-  if (!needle) return null;
+  if (needle.length < 2) return null;
   const f = hay.folded();
-  for (let at = firstFoldedAt(f.offsets, from); ; ) {
+  for (let at = firstFoldedAt(f.starts, from); ; ) {
     const i = f.text.indexOf(needle, at);
     if (i < 0) return null;
-    const start = f.offsets[i];
-    const end = f.offsets[i + needle.length - 1] + 1;
+    const { start, end } = spanOf(f, i, needle.length);
     if (!used.has(`${start}:${end}`)) return { start, end };
     at = i + 1;
   }
@@ -106,21 +105,21 @@ export function locateQuote(essay: string | Haystack, quote: string, used: Set<s
 /** An essay to search in, folded (foldForSearch) when a search first needs it, once. */
 export interface Haystack {
   readonly text: string;
-  folded(): { text: string; offsets: Int32Array };
+  folded(): Folded;
 }
 
 export function haystack(text: string): Haystack {
-  let f: { text: string; offsets: Int32Array } | undefined;
+  let f: Folded | undefined;
   return { text, folded: () => (f ??= foldForSearch(text)) };
 }
 
 /** The first folded character at or after offset `from` of the text (binary search: offsets rise). */
-function firstFoldedAt(offsets: Int32Array, from: number): number {
+function firstFoldedAt(starts: Int32Array, from: number): number {
   let lo = 0;
-  let hi = offsets.length;
+  let hi = starts.length;
   while (lo < hi) {
     const mid = (lo + hi) >> 1;
-    if (offsets[mid] < from) lo = mid + 1;
+    if (starts[mid] < from) lo = mid + 1;
     else hi = mid;
   }
   return lo;
@@ -139,26 +138,55 @@ export function relocateAnnotations(text: string, annotations: Annotation[]): An
   return out;
 }
 
+/** A text folded for search, and where each of its characters came from in the text: [starts[i], ends[i]). */
+interface Folded {
+  text: string;
+  starts: Int32Array;
+  ends: Int32Array;
+}
+
+/** The text's span of `length` folded characters from folded offset `i`. */
+function spanOf(f: Folded, i: number, length: number): { start: number; end: number } {
+  return { start: f.starts[i], end: f.ends[i + length - 1] };
+}
+
+const COMBINING_MARK = /^\p{M}$/u;
+
 /**
- * The text as a search compares it: without its whitespace and invisible characters (isInvisible),
- * and for each character left its offset in the text.
+ * The text as a search compares it, and as the prompt carries it (normalizeText): without its
+ * whitespace and invisible characters (isInvisible), each character with the combining marks after
+ * it in NFC (a compatibility ideograph such as U+F9D1, or a tone mark typed apart, is what the
+ * prompt's sentence holds: unfolded, such a sentence was not found); each folded character mapped
+ * to the span of the text it came from. Linear.
  */
-function foldForSearch(text: string): { text: string; offsets: Int32Array } {
-  const offsets = new Int32Array(text.length);
+function foldForSearch(text: string): Folded {
   const kept: string[] = [];
-  let n = 0;
-  let runStart = -1;
-  for (let i = 0; i <= text.length; i++) {
-    const c = i === text.length ? -1 : text.charCodeAt(i);
-    if (c >= 0 && !isWhitespace(c) && !isInvisible(c)) {
-      if (runStart < 0) runStart = i;
-      offsets[n++] = i;
-    } else if (runStart >= 0) {
-      kept.push(text.slice(runStart, i));
-      runStart = -1;
+  const starts: number[] = [];
+  const ends: number[] = [];
+  for (let i = 0; i < text.length; ) {
+    const c = text.charCodeAt(i);
+    const width = c >= 0xd800 && c <= 0xdbff && i + 1 < text.length ? 2 : 1;
+    if (isWhitespace(c) || isInvisible(c)) {
+      i += width;
+      continue;
     }
+    // The character and the combining marks after it (any that follow are at U+0300 or above).
+    let j = i + width;
+    while (j < text.length && text.charCodeAt(j) >= 0x300) {
+      const mark = text.codePointAt(j)!;
+      if (!COMBINING_MARK.test(String.fromCodePoint(mark))) break;
+      j += mark > 0xffff ? 2 : 1;
+    }
+    const cluster = text.slice(i, j);
+    const folded = c < 0x300 && j === i + 1 ? cluster : cluster.normalize('NFC');
+    for (let k = 0; k < folded.length; k++) {
+      kept.push(folded[k]);
+      starts.push(i);
+      ends.push(j);
+    }
+    i = j;
   }
-  return { text: kept.join(''), offsets: offsets.subarray(0, n) };
+  return { text: kept.join(''), starts: Int32Array.from(starts), ends: Int32Array.from(ends) };
 }
 
 /**
@@ -188,12 +216,14 @@ export function locatePointer(essay: SentencesInEssay, p: Record<string, unknown
 const FAR_SEARCHES = 8;
 /** How far past the sentence before it a sentence is looked for, in characters that count, beyond its own length. */
 const NEAR_SLACK = 64;
+/** How much further, at most, after sentences not found (see SentencesInEssay). */
+const MAX_GAP = 4_096;
 
 /**
  * The prompt's numbered sentences placed in the essay as stored, in order: each is looked for after
  * the one before it (a sentence that also occurs inside an earlier one, a "加油！" after
  * 他喊：“加油！”, is found where it stands, not in that one), ignoring whitespace and invisible
- * characters (the prompt numbers the essay as normalizeText leaves it). Where one is not found near
+ * characters, in NFC (foldForSearch: the prompt numbers the essay as normalizeText leaves it). Where one is not found near
  * the end of the one before (a head-and-tail cut in between, a look-alike normalizeText changed), it
  * is looked for in the rest of the essay, at most FAR_SEARCHES times an answer, so that an essay
  * written to defeat the search costs linear time; not found, it is null (its remarks are dropped,
@@ -225,9 +255,12 @@ export class SentencesInEssay {
     const out: Array<{ start: number; end: number } | null> = [];
     let cursor = 0;
     let far = FAR_SEARCHES;
+    // What the sentences not found since the last one found span, at most MAX_GAP: the next one is
+    // looked for that much further (so a run of them does not spend the far searches).
+    let gap = 0;
     for (const sentence of this.sentences) {
       const needle = foldForSearch(sentence).text;
-      let i = needle ? f.text.slice(cursor, cursor + needle.length + NEAR_SLACK).indexOf(needle) : -1;
+      let i = needle ? f.text.slice(cursor, cursor + gap + needle.length + NEAR_SLACK).indexOf(needle) : -1;
       if (i >= 0) i += cursor;
       else if (needle && far > 0) {
         far--;
@@ -235,10 +268,12 @@ export class SentencesInEssay {
       }
       if (i < 0) {
         out.push(null);
+        gap = Math.min(MAX_GAP, gap + needle.length + NEAR_SLACK);
         continue;
       }
-      out.push({ start: f.offsets[i], end: f.offsets[i + needle.length - 1] + 1 });
+      out.push(spanOf(f, i, needle.length));
       cursor = i + needle.length;
+      gap = 0;
     }
     return out;
   }
