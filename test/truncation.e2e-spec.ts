@@ -99,4 +99,21 @@ describe('an essay longer than the model reads (fake provider, real PostgreSQL)'
       await deepSmall.close();
     }
   });
+
+  it('an offline estimate in place of the model grade of a cut essay is not flagged truncated: it reads the essay whole', async () => {
+    const tenant = await s.f.newTenant({ monthlyBudget: '100.00' });
+    const teacher = (await s.f.newKey(tenant, 'teacher')).key;
+    const small = await s.t.another({ LLM_STANDARD_MODELS: 'dashscope:qwen-small-test', WORKER_POLL_MS: '50' });
+    try {
+      s.fake.setResponder(({ messages }) => malformedGrade(messages, 'not_json'));
+      const sent = await request(small.getHttpServer()).post('/v1/essays').set(bearer(teacher)).send({ text: `${text}\n又一句。` }).expect(202);
+      const [view] = await waitForEssays(small, teacher, [sent.body.id]);
+      expect(view.flags).toContain('offline_estimate');
+      expect(view.flags).not.toContain('truncated');
+      expect(s.fake.requests.some((r) => String(r.body.messages.find((m: { role: string }) => m.role === 'user')?.content ?? '').includes('又一句') && JSON.stringify(r.body.messages).includes('[…]'))).toBe(true); // the model was sent the cut essay
+    } finally {
+      s.fake.setResponder(({ messages }) => gradingAnswer(messages)!);
+      await small.close();
+    }
+  });
 });

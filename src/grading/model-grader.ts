@@ -45,6 +45,8 @@ export class ModelGrader {
   async grade(essay: EssayRow, rubric: Rubric, flags: Set<string>, task: GradingTask): Promise<ModelGrading> {
     const tier = task.tier ?? essay.tier;
     const offline = (reason?: GradeFlag): ModelGrading => {
+      // The offline grader reads the whole essay: not cut, whatever the model's prompt would have been.
+      flags.delete('truncated');
       flags.add('offline_estimate');
       if (reason) flags.add(reason);
       return { kind: 'ok', grade: this.offline(essay, rubric, tier), costNanos: 0n };
@@ -56,7 +58,6 @@ export class ModelGrader {
       return { kind: 'failed', code: 'NO_PROVIDER_AVAILABLE', reason: 'no provider is configured for deep reviews' };
     }
     const { request, variant, truncated } = this.gradingRequest(essay, rubric, tier, task);
-    if (truncated) flags.add('truncated');
     let result: GatewayResult<ValidatedGrade>;
     try {
       result = await this.gateway.complete<ValidatedGrade>(request);
@@ -64,6 +65,9 @@ export class ModelGrader {
       const handled = await this.handleGatewayError(err, essay, tier, flags, task.signal);
       return handled.kind === 'offline' ? offline(handled.reason) : handled;
     }
+    // The grade read a cut essay (flagged once it is the model's grade: an offline estimate in its
+    // place reads it whole).
+    if (truncated) flags.add('truncated');
     if (result.value.droppedQuotes > 0) this.logger.log({ msg: 'invented quotes dropped from a grade', essayId: essay.id, dropped: result.value.droppedQuotes });
     const grade = this.modelGrade(result, tier, variant, rubric);
     if (task.schedule) grade.schedule = { dueBy: task.schedule.dueBy.toISOString(), mode: task.schedule.mode, saved: formatCny(result.scheduleSavedNanos ?? 0n) };
