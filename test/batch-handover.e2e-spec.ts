@@ -126,6 +126,8 @@ describe('a deep review waiting in a provider batch outlives the instance that s
       expect(gateway.health.allow(batched)).toBe(false);
       taker.get(GradingWorker).start();
       await expectDeliveredOnce(id);
+      // The batch's answer says nothing of the model's real-time health: its breaker stays open for everyone's calls.
+      expect(gateway.health.allow(batched)).toBe(false);
     } finally {
       await taker.close();
     }

@@ -7,9 +7,9 @@ import { waitFor } from './support/wait';
 /**
  * Jobs whose calls wait in provider batches (for minutes or a day) take no place in an instance's
  * worker pool: the places are for work. An instance holds up to BATCH_WAITERS_PER_PLACE such jobs a
- * place; work claimed past that, whose call would join them, waits in the queue instead. Counted as
- * places past that bound, two schools' deep reviews in batches filled the pool, and a third school's
- * review due in twenty minutes was not claimed until a batch ended (up to a day).
+ * place; while it does, only work due too soon for a batch is claimed, and the rest waits in the
+ * queue, unclaimed. Counted as places past that bound, two schools' deep reviews in batches filled
+ * the pool, and a third school's review due in twenty minutes was not claimed until a batch ended.
  */
 describe("calls waiting in provider batches never hold back another school's urgent work (fake provider, real PostgreSQL)", () => {
   let s: AppWithFake;
@@ -52,12 +52,17 @@ describe("calls waiting in provider batches never hold back another school's urg
     s.fake.setBatchLatency(90_000);
     for (const id of aIds) await s.t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(a.teacher)).send({}).expect(202);
     for (const id of bIds) await s.t.http.post(`/v1/essays/${id}/deep-review`).set(bearer(b.teacher)).send({}).expect(202);
-    // Twenty wait in batches (ten a place); the other two wait in the queue, not in a batch, and are not made in real time.
+    // Twenty wait in batches (ten a place); the other two wait in the queue, unclaimed, and are not made in real time.
     await waitFor(async () => (await count(`SELECT count(*)::int AS n FROM jobs WHERE kind = 'deep_review' AND in_batch`)) === 20, 30_000, 'twenty in batches');
-    await waitFor(
-      async () => (await count(`SELECT count(*)::int AS n FROM jobs WHERE kind = 'deep_review' AND status = 'queued' AND run_after > now() AND last_error LIKE 'waits for room%'`)) === 2,
-      15_000,
-      'two back in the queue',
+    const unclaimed = `SELECT count(*)::int AS n FROM jobs WHERE kind = 'deep_review' AND status = 'queued' AND attempts = 0 AND last_error IS NULL`;
+    await waitFor(async () => (await count(unclaimed)) === 2, 15_000, 'two in the queue');
+    // Even as retries of an attempt that planned a batch (which take a batch of theirs over, if it
+    // has one), due in an hour: a batch could take them, so they are not claimed while there is no room.
+    const now = new Date().toISOString();
+    await s.t.dataSource.query(
+      `UPDATE jobs SET due_by = now() + interval '1 hour', plan = jsonb_build_object('mode', 'batch', 'startAt', $1::text, 'model', 'dashscope:qwen3-max', 'window', null, 'plannedAt', $1::text, 'firstPlannedAt', $1::text)
+        WHERE kind = 'deep_review' AND status = 'queued'`,
+      [now],
     );
     await s.t.http.post(`/v1/essays/${cId}/deep-review`).set(bearer(c.teacher)).send({ dueBy: new Date(Date.now() + 20 * 60_000).toISOString() }).expect(202);
     await waitFor(async () => (await s.t.http.get(`/v1/essays/${cId}`).set(bearer(c.teacher))).body.deepReview?.status === 'delivered', 15_000, "the third school's review delivered");
@@ -65,5 +70,6 @@ describe("calls waiting in provider batches never hold back another school's urg
     const realTimeDeep = s.fake.requests.filter((r) => !r.batchId && r.body.model === 'qwen3-max');
     expect(realTimeDeep).toHaveLength(1);
     expect(await count(`SELECT count(*)::int AS n FROM jobs WHERE kind = 'deep_review' AND in_batch`)).toBe(20);
+    expect(await count(unclaimed)).toBe(2);
   }, 180_000);
 });

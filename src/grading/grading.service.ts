@@ -131,9 +131,10 @@ export class GradingService {
     // (Remembered on every later plan: a second stop hands the same batch over again.)
     const batchedBefore = job.plan?.mode === 'batch' || job.plan?.batchedBefore === true;
     const inBatchBefore = plan.mode === 'off_peak' && batchedBefore;
-    // No room on this instance for another call waiting in a batch: back to the queue for a while,
-    // before the plan is recorded (a batch plan recorded reads as "its call may wait in a batch").
-    if (plan.mode === 'batch' && !batchedBefore && (await this.noBatchRoom(job, batchRoom))) return 'deferred';
+    // No room on this instance for another call waiting in a batch (claimed in the same pass as
+    // others that took the last of it): back to the queue for a while, before the plan is recorded
+    // (a batch plan recorded reads as "its call may wait in a batch").
+    if (plan.mode === 'batch' && (await this.noBatchRoom(job, batchRoom))) return 'deferred';
     const recorded: JobPlan = {
       mode: inBatchBefore ? 'now' : waited ? 'off_peak' : plan.mode,
       startAt: (inBatchBefore ? plan.plannedAt : plan.startAt).toISOString(),

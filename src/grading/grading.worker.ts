@@ -16,7 +16,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 @Injectable()
 export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(GradingWorker.name);
-  private readonly inFlight = new Map<string, { job: Job; abort: AbortController; done: Promise<void> }>();
+  private readonly inFlight = new Map<string, { job: Job; abort: AbortController; done: Promise<void>; batchRoom: boolean }>();
   private running = false;
   private loop?: Promise<void>;
   /** Set by wake(): the loop's pass under way claims again before it waits (a wake is never lost). */
@@ -59,16 +59,18 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   /**
-   * A pool's jobs on this instance: at work, and waiting for a provider batch (gradings, gradings
-   * with a deadline, deep reviews and shadow gradings each have a pool of their own).
+   * A pool's jobs on this instance: at work, and waiting for a provider batch, or launched with room
+   * to join one and not there yet (`waiting`: what the pool's room for calls waiting in batches is
+   * counted against). Gradings, gradings with a deadline, deep reviews and shadow gradings each have
+   * a pool of their own.
    */
   private inPool(kind: Job['kind'], scheduled: boolean): { working: number; waiting: number } {
     let working = 0;
     let waiting = 0;
     for (const f of this.inFlight.values()) {
       if (f.job.kind !== kind || (kind === 'grade' && (f.job.dueBy !== null) !== scheduled)) continue;
-      if (f.job.inBatch) waiting++;
-      else working++;
+      if (!f.job.inBatch) working++;
+      if (f.job.inBatch || f.batchRoom) waiting++;
     }
     return { working, waiting };
   }
@@ -86,21 +88,20 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       let more = false;
       for (const [kind, size, scheduled] of pools) {
         // A job whose call waits in a provider batch (for minutes or a day) takes no place: the
-        // places are for work. Up to BATCH_WAITERS_PER_PLACE such jobs a place wait here; a job
-        // claimed past that, whose call would join them, goes back to the queue for a while instead
-        // (GradingService: its deadline leaves it a day, or it has none; short of one, it runs in
-        // real time). Counted as places, they filled the pool, and another school's review due in
-        // twenty minutes was not claimed until a batch ended.
+        // places are for work. Up to BATCH_WAITERS_PER_PLACE such jobs a place wait here; while
+        // that many do, only work due too soon for a batch is claimed (it runs in real time), and
+        // the rest waits in the queue, unclaimed. Counted as places, they filled the pool, and
+        // another school's review due in twenty minutes was not claimed until a batch ended.
         const { working, waiting } = this.inPool(kind, scheduled);
         const free = size - working;
         if (free <= 0) continue;
+        let batchRoom = size * BATCH_WAITERS_PER_PLACE - waiting;
         let claimed: Job[] = [];
         try {
-          claimed = await this.queue.claim(free, g.leaseMs, kind, scheduled);
+          claimed = await this.queue.claim(free, g.leaseMs, kind, scheduled, batchRoom > 0 ? undefined : this.batchTurnaroundMs());
         } catch (err) {
           this.logger.warn({ msg: 'could not claim jobs', err: loggableError(err) });
         }
-        let batchRoom = size * BATCH_WAITERS_PER_PLACE - waiting;
         for (const job of claimed) this.launch(job, batchRoom-- > 0);
         if (claimed.length === free) more = true; // there may be more ready now
       }
@@ -118,6 +119,16 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     }
   }
 
+  /**
+   * Work due sooner than this is never sent in a batch (the planner's rule: a batch's collection
+   * window and longest wait, and the margin before the deadline): what a pool with no room for calls
+   * waiting in batches still claims.
+   */
+  private batchTurnaroundMs(): number {
+    const llm = this.config.llm;
+    return llm.batchWindowMs + llm.batchMaxWaitMs + llm.scheduleMarginMs;
+  }
+
   /** The loop claims again now: at once if it waits, after its pass if it is claiming. */
   private wake(): void {
     this.woken = true;
@@ -130,7 +141,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       this.inFlight.delete(job.id);
       this.wake();
     });
-    this.inFlight.set(job.id, { job, abort, done });
+    this.inFlight.set(job.id, { job, abort, done, batchRoom });
   }
 
   private async process(job: Job, signal: AbortSignal, batchRoom: boolean): Promise<void> {

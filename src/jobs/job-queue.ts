@@ -161,7 +161,7 @@ export class JobQueue {
    * between tenants still goes by every job each holds, waiting ones included: a school with a
    * class set in a batch does not go before one with nothing running.
    */
-  async claim(limit: number, leaseMs: number, kind: JobKind = 'grade', scheduled = false): Promise<Job[]> {
+  async claim(limit: number, leaseMs: number, kind: JobKind = 'grade', scheduled = false, dueWithinMs?: number): Promise<Job[]> {
     if (limit <= 0) return [];
     // Every kind (and lane) has its own count against the school's `essaysGrading`: deep reviews and
     // shadow gradings too, in their own pools. (They had no cap of their own: one school's deep
@@ -170,6 +170,9 @@ export class JobQueue {
     const cap = this.config.limits.essaysGrading;
     // Gradings are claimed by lane (with a deadline or not), on an index that leads with it.
     const lane = (t: string) => (kind === 'grade' ? `AND (${t}.due_by IS NOT NULL) = ${scheduled ? 'true' : 'false'}` : '');
+    // `dueWithinMs`: only work due that soon (the worker's pool holds as many calls waiting in
+    // provider batches as it takes: work a batch could take waits in the queue, not claimed).
+    const ready = (t: string) => `${lane(t)}${dueWithinMs === undefined ? '' : ` AND ${t}.due_by < now() + make_interval(secs => ${Math.max(0, Math.floor(dueWithinMs)) / 1000})`}`;
     // Within a school, the lane of gradings with a deadline goes earliest deadline first (on its own
     // index, jobs_queued_due_idx, which the lane's condition matches).
     const deadlineFirst = kind === 'grade' && scheduled;
@@ -181,9 +184,9 @@ export class JobQueue {
       await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`jobs_claim:${kind}:${scheduled}`]);
       return rowsOf<Record<string, string | number>>(await tx.query(
       `WITH RECURSIVE waiting AS (
-         (SELECT tenant_id FROM jobs WHERE status = 'queued' AND kind = $4 ${lane('jobs')} ORDER BY tenant_id LIMIT 1)
+         (SELECT tenant_id FROM jobs WHERE status = 'queued' AND kind = $4 ${ready('jobs')} ORDER BY tenant_id LIMIT 1)
          UNION ALL
-         SELECT (SELECT j.tenant_id FROM jobs j WHERE j.status = 'queued' AND j.kind = $4 ${lane('j')} AND j.tenant_id > w.tenant_id ORDER BY j.tenant_id LIMIT 1)
+         SELECT (SELECT j.tenant_id FROM jobs j WHERE j.status = 'queued' AND j.kind = $4 ${ready('j')} AND j.tenant_id > w.tenant_id ORDER BY j.tenant_id LIMIT 1)
            FROM waiting w WHERE w.tenant_id IS NOT NULL),
        heads AS (
          SELECT w.tenant_id, h.run_after AS head, n.running + n.in_batch AS running, c.cap - n.running - greatest(0, n.in_batch - c.cap * ${BATCH_WAITERS_PER_PLACE}) AS room
@@ -192,7 +195,7 @@ export class JobQueue {
                                  FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running' ${lane('r')}) n
            JOIN tenants t ON t.id = w.tenant_id
            CROSS JOIN LATERAL (SELECT coalesce((t.limits->>'essaysGrading')::int, $5) AS cap) c
-           CROSS JOIN LATERAL (SELECT run_after FROM jobs j WHERE j.tenant_id = w.tenant_id AND j.kind = $4 ${lane('j')} AND j.status = 'queued' AND j.run_after <= now()
+           CROSS JOIN LATERAL (SELECT run_after FROM jobs j WHERE j.tenant_id = w.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY j.run_after LIMIT 1) h
           WHERE w.tenant_id IS NOT NULL),
        chosen AS (SELECT tenant_id, room, running FROM heads WHERE room > 0 ORDER BY running, head LIMIT $3),
@@ -200,7 +203,7 @@ export class JobQueue {
          SELECT c.id, c.run_after, ch.running, row_number() OVER (PARTITION BY ch.tenant_id ORDER BY ${deadlineFirst ? 'c.due_by, ' : ''}c.run_after) AS turn
            FROM chosen ch
            CROSS JOIN LATERAL (SELECT j.id, j.run_after, j.due_by FROM jobs j
-                                WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 ${lane('j')} AND j.status = 'queued' AND j.run_after <= now()
+                                WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY ${deadlineFirst ? 'j.due_by, ' : ''}j.run_after LIMIT least(ch.room, $3) FOR UPDATE SKIP LOCKED) c)
        UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1, in_batch = false,
               locked_until = now() + make_interval(secs => $2::double precision / 1000)

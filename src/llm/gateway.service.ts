@@ -333,8 +333,11 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const takenOver = await this.takenOver(ctx, candidates);
     if (takenOver) candidates = [takenOver, ...candidates.filter((m) => m !== takenOver)];
     for (const model of candidates) {
-      if (model !== takenOver && !this.health.allow(model)) continue;
-      const outcome = await this.tryModel(ctx, model, attempt);
+      // A model whose breaker is open is tried only to take over its call; its answer from the
+      // batch (or the guard) says nothing of its real-time health, which stays as it was.
+      const past = !this.health.allow(model);
+      if (past && model !== takenOver) continue;
+      const outcome = await this.tryModel(ctx, model, attempt, !past);
       if (outcome.kind === 'ok') return outcome.result;
     }
     // Refused by the budget on every model it could fit: one refused call, alerted (not a refusal
@@ -373,6 +376,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     ctx: CallContext<T>,
     model: CatalogModel,
     attempt: (model: CatalogModel, messages: ChatMessage[]) => Promise<AttemptOutcome<T, R>>,
+    reportAnswers = true,
   ): Promise<AttemptOutcome<T, R>> {
     let messages = ctx.req.messages;
     let repaired = false;
@@ -382,11 +386,11 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       const outcome = await attempt(model, messages);
       switch (outcome.kind) {
         case 'ok':
-          this.health.answered(model);
+          if (reportAnswers) this.health.answered(model);
           return outcome;
         case 'invalid':
           // The provider works; the answer did not. One repair on this model, then the next model.
-          this.health.answered(model);
+          if (reportAnswers) this.health.answered(model);
           ctx.lastError = new ProviderError('fallback', 'invalid_output', outcome.problem);
           if (ctx.req.repair && !repaired) {
             repaired = true;
