@@ -1,5 +1,8 @@
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
+import { GatewayService } from '../src/llm/gateway.service';
+import { estimatePromptTokens } from '../src/llm/tokens';
+import { worstCaseCost } from '../src/llm/pricing';
 import { startAppWithFake } from './support/app-with-fake';
 import { expectBooksBalanced } from './support/books';
 import { bearer, Factory } from './support/factories';
@@ -64,5 +67,36 @@ describe('budget leases: a quiet tenant\'s lease goes back after BUDGET_LEASE_ID
     const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
     expect(n).toBe(2);
     expect(after.spent).toBeGreaterThan(held.spent);
+  });
+
+  it("a call that fits what the tenant has left is admitted on an instance while another holds a slice of it idle: that one gives it back when asked", async () => {
+    const tenant = await f.newTenant({ monthlyBudget: '1.00' });
+    const gw = t.app.get(GatewayService);
+    const messages = [{ role: 'user' as const, content: '请用一句话评价这篇作文。' }];
+    const target = { model: 'deepseek:deepseek-flash' };
+    await gw.complete({ tenantId: tenant.tenantId, purpose: 'chat', target, messages, maxTokens: 100 });
+    await t.app.get(BudgetService).ledgerWritten();
+    // Nothing in flight: what is reserved is this instance's idle slice.
+    const [p] = await ds.query(`SELECT cap_nanos::text AS cap, spent_nanos::text AS spent, reserved_nanos::text AS reserved FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+    const room = BigInt(p.cap) - BigInt(p.spent);
+    const idle = BigInt(p.reserved);
+    expect(idle).toBeGreaterThan(0n);
+    const model = t.models.catalog.models.get(target.model)!;
+    const estimate = BigInt(estimatePromptTokens(messages, model.tokenizer));
+    const maxTokens = Number((room - estimate * model.ceiling.input) / model.ceiling.output);
+    const worst = worstCaseCost(Number(estimate), maxTokens, model.ceiling);
+    expect(worst).toBeLessThanOrEqual(room);
+    expect(worst).toBeGreaterThan(room - idle); // it fits only with the idle slice back
+    const other = await t.another();
+    try {
+      const result = await other.get(GatewayService).complete({ tenantId: tenant.tenantId, purpose: 'chat', target, messages, maxTokens });
+      expect(result.content).toBeTruthy();
+      await other.get(BudgetService).ledgerWritten();
+      await t.app.get(BudgetService).ledgerWritten();
+      const books = await expectBooksBalanced(ds, tenant.tenantId);
+      expect(books.spent).toBeLessThanOrEqual(BigInt(p.cap));
+    } finally {
+      await other.close();
+    }
   });
 });

@@ -581,6 +581,21 @@ export class BooksRepository {
   }
 
   /**
+   * What the period's leases of other instances hold that no call of theirs was promised when they
+   * last wrote them (their unpromised slices, about).
+   */
+  async leasedElsewhere(tenantId: string, period: string, instanceId: string): Promise<Nanos> {
+    const [row] = await tenantQuery<{ n: string }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT coalesce(sum(greatest(amount_nanos - in_flight_nanos, 0)), 0)::text AS n FROM budget_leases
+        WHERE tenant_id = $1 AND period = $2 AND instance_id <> $3 AND expires_at > now()`,
+      [period, instanceId],
+    );
+    return BigInt(row?.n ?? '0');
+  }
+
+  /**
    * Of these guards' keys (a call's, one for each model it may go to), one whose call is answered,
    * or in flight in a provider batch (named, or its upload): a retry takes that one over.
    */
@@ -589,7 +604,7 @@ export class BooksRepository {
       this.ds.manager,
       tenantId,
       `SELECT key FROM call_guards WHERE tenant_id = $1 AND key = ANY($2::text[])
-          AND (state = 'answered' OR (state = 'in_flight' AND (batch_id IS NOT NULL OR batch_file_id IS NOT NULL)))
+          AND (state = 'answered' OR (state = 'in_flight' AND expires_at > now() AND (batch_id IS NOT NULL OR batch_file_id IS NOT NULL)))
         ORDER BY state LIMIT 1`,
       [keys],
     );

@@ -377,6 +377,19 @@ export class BudgetLeases {
     for (const l of this.leases.values()) if (l.tenantId === tenantId) l.revoked = true;
   }
 
+  /**
+   * Another instance could not fit a call of the tenant and asks for the budget no call here was
+   * promised: what the tenant's leases hold unpromised goes back now (not at the next tick), and the
+   * next call here reads what may be taken again.
+   */
+  giveBackNow(tenantId: string): void {
+    for (const l of this.leases.values()) {
+      if (l.tenantId !== tenantId) continue;
+      l.revoked = true;
+      if (!l.refill) void this.giveBack(l);
+    }
+  }
+
   /** revoke() for every tenant (the bus reconnected: a pause or a new cap may have been missed). */
   revokeAll(): void {
     for (const l of this.leases.values()) l.revoked = true;

@@ -110,11 +110,16 @@ const URL_CHECK_DNS_MS = 2_000;
  * number of instances), then settles the actual cost and writes its ledger row in one transaction.
  * Reservations of a crashed process expire and are swept back.
  */
+/** How long a call that did not fit waits, each time, before it is tried again once other instances were asked for their unpromised slices. */
+const LEASES_BACK_WAITS_MS = [50, 150, 300];
+
 @Injectable()
 export class BudgetService implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly logger = new Logger(BudgetService.name);
   private readonly settingsCache = new TtlCache<string, BudgetSettings>(SETTINGS_TTL_MS, 100_000);
   private readonly remainingCache = new TtlCache<string, Nanos>(1_000, 100_000);
+  /** Tenants whose leases elsewhere this instance asked back within the last second (reserve). */
+  private readonly askedLeasesBack = new TtlCache<string, true>(1_000, 100_000);
   /**
    * each tenant's latest period whose row exists, by tenant id: bounded (a forgotten one is only
    * checked again). Keyed by the id alone, so a call builds and hashes no new key string.
@@ -160,6 +165,8 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       this.remainingCache.delete(tenantId);
       this.leases?.revoke(tenantId);
     });
+    // Another instance could not fit a call: what this one holds of the tenant unpromised goes back.
+    bus.on<{ tenantId: string }>('leases-back', ({ tenantId }) => this.leases?.giveBackNow(tenantId));
     // Back after the bus was down: a change may have been missed.
     bus.on('resync', () => {
       this.settingsCache.clear();
@@ -233,7 +240,26 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       await this.leases.release(tenantId, period);
     }
     if (await this.books.reserve(tenantId, period, id, amount, ttlMs, call)) return { id, tenantId, period, amount };
+    // Other instances may hold slices of the budget no call of theirs uses (up to a quarter of what
+    // was free each): asked to give them back, this call is tried again a few times as they do
+    // (B refused a call that fitted what A held idle, while A took it). At most once a second a
+    // tenant on this instance.
+    if (await this.askLeasesBack(tenantId, period)) {
+      for (const ms of LEASES_BACK_WAITS_MS) {
+        await sleep(ms);
+        if (await this.books.reserve(tenantId, period, id, amount, ttlMs, call)) return { id, tenantId, period, amount };
+      }
+    }
     return null;
+  }
+
+  /** Asks the other instances to give back the tenant's unpromised slices (the bus), when they hold any; false when it did not ask. */
+  private async askLeasesBack(tenantId: string, period: string): Promise<boolean> {
+    if (!this.leases || this.askedLeasesBack.get(tenantId)) return false;
+    this.askedLeasesBack.set(tenantId, true);
+    if ((await this.books.leasedElsewhere(tenantId, period, this.leases.instanceId)) === 0n) return false;
+    this.bus.publish('leases-back', { tenantId });
+    return true;
   }
 
   /**
@@ -242,6 +268,18 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
    * and reserves the budget; when nothing was reserved, a second look says why.
    */
   async reserveGuarded(tenantId: string, amount: Nanos, guard: CallGuard, ttlMs = this.config.llm.reservationTtlMs, call?: ReservedCall): Promise<GuardedReservation> {
+    let got = await this.reserveGuardedOnce(tenantId, amount, guard, ttlMs, call);
+    // As reserve(): other instances' unpromised slices asked back, tried again as they come.
+    if (got.kind !== 'budget' || !(await this.askLeasesBack(tenantId, await this.currentPeriod(tenantId)))) return got;
+    for (const ms of LEASES_BACK_WAITS_MS) {
+      await sleep(ms);
+      got = await this.reserveGuardedOnce(tenantId, amount, guard, ttlMs, call);
+      if (got.kind !== 'budget') return got;
+    }
+    return got;
+  }
+
+  private async reserveGuardedOnce(tenantId: string, amount: Nanos, guard: CallGuard, ttlMs: number, call?: ReservedCall): Promise<GuardedReservation> {
     if (amount < 0n) throw new RangeError('a reservation cannot be negative');
     const period = await this.currentPeriod(tenantId);
     const id = randomUUID();
