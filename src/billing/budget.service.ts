@@ -103,6 +103,9 @@ const SETTINGS_TTL_MS = 60_000;
 /** How long PUT /v1/budget waits for DNS when it checks an alert URL's host. */
 const URL_CHECK_DNS_MS = 2_000;
 
+/** How long a call that did not fit waits, each time, before it is tried again once other instances were asked for their unpromised slices. */
+const LEASES_BACK_WAITS_MS = [50, 150, 300];
+
 /**
  * The monthly budget of each tenant, and the only way money is spent: a call first reserves its
  * worst-case cost with one conditional UPDATE (it succeeds only while spent + reserved + amount
@@ -110,9 +113,6 @@ const URL_CHECK_DNS_MS = 2_000;
  * number of instances), then settles the actual cost and writes its ledger row in one transaction.
  * Reservations of a crashed process expire and are swept back.
  */
-/** How long a call that did not fit waits, each time, before it is tried again once other instances were asked for their unpromised slices. */
-const LEASES_BACK_WAITS_MS = [50, 150, 300];
-
 @Injectable()
 export class BudgetService implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown {
   private readonly logger = new Logger(BudgetService.name);

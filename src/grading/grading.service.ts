@@ -25,6 +25,9 @@ import { CallSchedule, GradingOutcome, GradingSettings, GradingTask, ModelGradin
 
 export * from './grading-types';
 
+/** How long a job whose call finds no room among the calls this instance holds in provider batches waits in the queue (GradingService.noBatchRoom). */
+export const BATCH_ROOM_WAIT_MS = 60_000;
+
 /**
  * Runs a job's grading to its end: prompt-injection and near-duplicate checks, a reused grade or a
  * grading by a model (ModelGrader: the gateway, or the offline grader when no provider is
@@ -32,9 +35,6 @@ export * from './grading-types';
  * shadow sample; deep reviews and shadow gradings too. The grade and the job's completion are
  * written in one transaction.
  */
-/** How long a job whose call finds no room among the calls this instance holds in provider batches waits in the queue (GradingService.noBatchRoom). */
-export const BATCH_ROOM_WAIT_MS = 60_000;
-
 @Injectable()
 export class GradingService {
   private readonly logger = new Logger(GradingService.name);
