@@ -165,6 +165,17 @@ describe('annotations by sentence number are placed on that sentence of the essa
     expect(placed.annotations.map((a) => a.quote)).toEqual(['这是第11句。']);
   });
 
+  it('a run of combining marks past the 30 the prompt keeps is folded one by one (NFC of a long run is quadratic), and a zero-width space inside a cluster is left out of it', () => {
+    // A hostile essay: one letter and 18,800 marks. Not a timing assertion: what the fold makes of it.
+    const essay = `${'我们'.repeat(500)}a${'\u0316\u0301'.repeat(9_400)}`;
+    expect(locateQuote(essay, '不在文中的一句话')).toBeNull();
+    expect(locateQuote(essay, `a${'\u0316\u0301'.repeat(15)}`)).toEqual({ start: 1000, end: 1031 });
+    // normalizeText drops the zero-width space, then composes: the prompt reads "é".
+    const text = '我们学习了e\u200b\u0301这个字母。';
+    expect(locateQuote(text, '了é这')).toEqual({ start: 4, end: 9 });
+    expect(locateQuote('ab\u200bc', 'ab')).toEqual({ start: 0, end: 2 });
+  });
+
   it('a quote of one character once folded is not placed by the fold (a zero-width space and one character)', () => {
     expect(locateQuote('我们好好学习。', '\u200b好')).toBeNull();
     expect(locateQuote('我们好\u200b好学习。', '好好')).toEqual({ start: 2, end: 5 });

@@ -1,6 +1,7 @@
 import type { Validation } from '../llm/gateway.service';
 import { ANNOTATION_CATEGORIES, Variant } from './prompts';
 import { isOnStep, maxScore, Rubric, totalScore } from './rubric';
+import { MAX_MARKS_IN_A_ROW } from '../llm/compression';
 import { isInvisible, isWhitespace } from './text-fold';
 
 export type AnnotationCategory = (typeof ANNOTATION_CATEGORIES)[number];
@@ -170,15 +171,26 @@ function foldForSearch(text: string): Folded {
       i += width;
       continue;
     }
-    // The character and the combining marks after it (any that follow are at U+0300 or above).
-    let j = i + width;
-    while (j < text.length && text.charCodeAt(j) >= 0x300) {
-      const mark = text.codePointAt(j)!;
+    // The character and the combining marks after it (any that follow are at U+0300 or above), the
+    // invisible characters among them left out (normalizeText drops them before its NFC), at most
+    // MAX_MARKS_IN_A_ROW marks (as the prompt keeps: NFC's reordering of a run of marks is
+    // quadratic in its length; those past it are folded one by one, unnormalized).
+    let j = i + width; // past the last character taken into the cluster
+    let cluster = text.slice(i, j);
+    for (let k = j, marks = 0; k < text.length && text.charCodeAt(k) >= 0x300 && marks < MAX_MARKS_IN_A_ROW; ) {
+      const mark = text.codePointAt(k)!;
+      const w = mark > 0xffff ? 2 : 1;
+      if (isInvisible(mark)) {
+        k += w; // looked past; taken (as nothing) only if a mark follows
+        continue;
+      }
       if (!COMBINING_MARK.test(String.fromCodePoint(mark))) break;
-      j += mark > 0xffff ? 2 : 1;
+      cluster += text.slice(k, k + w);
+      marks++;
+      k += w;
+      j = k;
     }
-    const cluster = text.slice(i, j);
-    const folded = c < 0x300 && j === i + 1 ? cluster : cluster.normalize('NFC');
+    const folded = c < 0x300 && cluster.length === 1 ? cluster : cluster.normalize('NFC');
     for (let k = 0; k < folded.length; k++) {
       kept.push(folded[k]);
       starts.push(i);
