@@ -46,6 +46,7 @@ import { ApiKeysActiveRevoked1768700000000 } from './1768700000000-ApiKeysActive
 import { AgreementCellsRebuild1768800000000 } from './1768800000000-AgreementCellsRebuild';
 import { AgreementCellsTotalLabelled1768900000000 } from './1768900000000-AgreementCellsTotalLabelled';
 import { EssaysOfflineGraded1769000000000 } from './1769000000000-EssaysOfflineGraded';
+import { JobsQueuedKindDue1769100000000 } from './1769100000000-JobsQueuedKindDue';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
 export const MIGRATIONS = [
@@ -97,4 +98,5 @@ export const MIGRATIONS = [
   AgreementCellsRebuild1768800000000,
   AgreementCellsTotalLabelled1768900000000,
   EssaysOfflineGraded1769000000000,
+  JobsQueuedKindDue1769100000000,
 ];

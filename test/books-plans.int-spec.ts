@@ -5,6 +5,7 @@ import { ledgerDailyInsert } from '../migrations/1766800000000-LedgerDailySchedu
 import { ANSWER_KEYS_SINCE_SQL } from '../src/billing/answer-cache.repository';
 import { PERIOD_LOCKING_SQL } from '../src/billing/books.repository';
 import { OFFLINE_GRADINGS_SQL } from '../src/reports/reports.repository';
+import { QUEUED_DUE_WITHIN_SQL } from '../src/jobs/job-queue';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createDataSource } from '../src/db/data-source';
@@ -148,6 +149,27 @@ describe('hot statements find budget periods, leases and tenants by their keys (
       expect(readsOf(plan, 'essays')).toEqual([expect.stringMatching(/Index (Only )?Scan using essays_offline_graded_idx on essays\b/)]);
     } finally {
       await runner.query(`RESET enable_seqscan`);
+      await runner.release();
+    }
+  });
+
+  it('a worker pool with no room for calls waiting in batches finds whether any work is due soon on an index of queued work by kind and deadline', async () => {
+    const runner = ds.createQueryRunner();
+    await runner.connect();
+    try {
+      // A queue of 20,000 deep reviews due next week, in a copy of the table with its indexes (the
+      // session's own: no essays or tenants needed for its rows), analyzed.
+      await runner.query(`CREATE TEMP TABLE jobs (LIKE public.jobs INCLUDING DEFAULTS INCLUDING INDEXES)`);
+      await runner.query(
+        `INSERT INTO jobs (id, tenant_id, essay_id, kind, status, max_attempts, due_by)
+         SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 'deep_review', 'queued', 5, now() + interval '7 days' FROM generate_series(1, 20000)`,
+      );
+      await runner.query(`ANALYZE jobs`);
+      const rows: Array<{ 'QUERY PLAN': string }> = await runner.query(`EXPLAIN ${QUEUED_DUE_WITHIN_SQL}`, ['deep_review', 1_800_000]);
+      const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+      expect(readsOf(plan, 'jobs')).toEqual([expect.stringMatching(/Index (Only )?Scan using \w*jobs\w*kind\w*due\w* on jobs\b/)]);
+    } finally {
+      await runner.query(`DROP TABLE IF EXISTS pg_temp.jobs`);
       await runner.release();
     }
   });

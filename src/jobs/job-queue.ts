@@ -180,6 +180,9 @@ export class JobQueue {
     // taken before the claim's statement begins): each counts the jobs running with every claim
     // before it committed, so a school's `essaysGrading` holds across instances. (Without it two
     // instances woken by the same submission each counted the same room and claimed it twice.)
+    // Only work due soon, and none is: nothing to claim, found on an index of queued work by kind
+    // and deadline (the claim's walk over the schools' queues would step over every job due later).
+    if (dueWithinMs !== undefined && !(await this.anyDueWithin(kind, scheduled, dueWithinMs))) return [];
     const rows = await this.ds.transaction(async (tx) => {
       await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`jobs_claim:${kind}:${scheduled}`]);
       return rowsOf<Record<string, string | number>>(await tx.query(
@@ -223,6 +226,14 @@ export class JobQueue {
       dueBy: r.due_by ? new Date(r.due_by as unknown as string) : null,
       plan: (r.plan as unknown as JobPlan | null) ?? null,
     }));
+  }
+
+  /** Whether queued work of the kind (and lane) is due within `ms` and ready to run (on jobs_queued_kind_due_idx). */
+  private async anyDueWithin(kind: JobKind, scheduled: boolean, ms: number): Promise<boolean> {
+    if (kind === 'grade' && !scheduled) return false; // that lane's work has no deadline
+    // Across tenants by design: the claim that follows is across tenants too.
+    const rows = rowsOf(await this.ds.query(QUEUED_DUE_WITHIN_SQL, [kind, Math.max(0, Math.floor(ms))]));
+    return rows.length > 0;
   }
 
   /** Extends the leases of the jobs this worker is still working on. */
@@ -519,3 +530,7 @@ export class JobQueue {
     return out;
   }
 }
+
+/** Is queued work of kind $1 due within $2 ms and ready to run (JobQueue.claim, a pool with no room for calls waiting in batches)? */
+export const QUEUED_DUE_WITHIN_SQL = `SELECT 1 FROM jobs WHERE status = 'queued' AND kind = $1 AND due_by IS NOT NULL
+  AND due_by < now() + make_interval(secs => $2::double precision / 1000) AND run_after <= now() LIMIT 1`;
