@@ -51,20 +51,25 @@ describe('an essay longer than the model reads (fake provider, real PostgreSQL)'
     // same database and answer cache): the same essay is graded whole, not answered with the cut grade.
     await s.t.app.get(GradingWorker).stop(0);
     const other = await s.t.another({ LLM_STANDARD_MODELS: 'dashscope:qwen-large-test' });
-    const second = await request(other.getHttpServer()).post('/v1/essays').set(bearer(teacher)).send({ text }).expect(202);
-    const [whole] = await waitForEssays(other, teacher, [second.body.id]);
-    expect(whole).toMatchObject({ status: 'graded', cache: 'miss', grade: { model: 'qwen-large-test' } });
-    expect(whole.flags).not.toContain('truncated');
-    expect(essayContents()).toHaveLength(2);
-    expect(essayContents()[1]).toContain(MIDDLE);
-    expect(essayContents()[1]).not.toContain('[…]');
+    try {
+      const second = await request(other.getHttpServer()).post('/v1/essays').set(bearer(teacher)).send({ text }).expect(202);
+      const [whole] = await waitForEssays(other, teacher, [second.body.id]);
+      expect(whole).toMatchObject({ status: 'graded', cache: 'miss', grade: { model: 'qwen-large-test' } });
+      expect(whole.flags).not.toContain('truncated');
+      expect(essayContents()).toHaveLength(2);
+      expect(essayContents()[1]).toContain(MIDDLE);
+      expect(essayContents()[1]).not.toContain('[…]');
 
-    // …and that whole grade is what the same essay gets from the cache after it.
-    const third = await request(other.getHttpServer()).post('/v1/essays').set(bearer(teacher)).send({ text }).expect(202);
-    const [again] = await waitForEssays(other, teacher, [third.body.id]);
-    expect(again).toMatchObject({ status: 'graded', cache: 'hit', grade: { model: 'qwen-large-test' } });
-    expect(again.flags).not.toContain('truncated');
-    expect(essayContents()).toHaveLength(2);
+      // …and that whole grade is what the same essay gets from the cache after it.
+      const third = await request(other.getHttpServer()).post('/v1/essays').set(bearer(teacher)).send({ text }).expect(202);
+      const [again] = await waitForEssays(other, teacher, [third.body.id]);
+      expect(again).toMatchObject({ status: 'graded', cache: 'hit', grade: { model: 'qwen-large-test' } });
+      expect(again.flags).not.toContain('truncated');
+      expect(essayContents()).toHaveLength(2);
+    } finally {
+      // (Its workers, which read the whole essay, would take the next tests' essays.)
+      await other.close();
+    }
   });
 
   it('flags a grade of the deep tier made from a cut essay too: an escalated grade that replaces the standard one, and a paid deep review', async () => {
