@@ -98,7 +98,15 @@ describe('an essay longer than the model reads (fake provider, real PostgreSQL)'
       await http().put('/v1/billing/settings').set(bearer(tenant.adminKey)).send({ deepReviewPrice: '9.90', paymentMode: 'invoice' }).expect(200);
       await http().post(`/v1/essays/${whole.body.id}/deep-review`).set(bearer(teacher)).send({}).expect(202);
       let view: { deepReview?: { status: string }; deepGrade?: { flags: string[]; model: string } } = {};
-      await waitFor(async () => (view = (await http().get(`/v1/essays/${whole.body.id}`).set(bearer(teacher))).body).deepReview?.status === 'delivered', 30_000, 'the deep review delivered');
+      // (The view reads the essay, then its order: the two may straddle the delivery's commit.)
+      await waitFor(
+        async () => {
+          view = (await http().get(`/v1/essays/${whole.body.id}`).set(bearer(teacher))).body;
+          return view.deepReview?.status === 'delivered' && !!view.deepGrade;
+        },
+        30_000,
+        'the deep review delivered',
+      );
       expect(view.deepGrade).toMatchObject({ model: 'qwen-small-test', flags: ['truncated'] });
     } finally {
       await deepSmall.close();
