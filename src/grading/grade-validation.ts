@@ -78,11 +78,11 @@ function strings(v: unknown, maxItems = 10): string[] {
  * essay, which the prompt's text does not carry). Null when the essay does not contain it (an
  * invented quote). `essay` may be a Haystack, to fold a long essay once for many quotes.
  */
-export function locateQuote(essay: string | Haystack, quote: string, used: Set<string> = new Set(), from = 0): { start: number; end: number } | null {
+export function locateQuote(essay: string | Haystack, quote: string, used: Set<string> = new Set()): { start: number; end: number } | null {
   const hay = typeof essay === 'string' ? haystack(essay) : essay;
   const q = quote.trim();
   if (q.length < 2) return null;
-  for (let at = from; ; ) {
+  for (let at = 0; ; ) {
     const i = hay.text.indexOf(q, at);
     if (i < 0) break;
     if (!used.has(`${i}:${i + q.length}`)) return { start: i, end: i + q.length };
@@ -94,7 +94,7 @@ export function locateQuote(essay: string | Haystack, quote: string, used: Set<s
   const needle = foldForSearch(q).text;
   if (needle.length < 2) return null;
   const f = hay.folded();
-  for (let at = firstFoldedAt(f.starts, from); ; ) {
+  for (let at = 0; ; ) {
     const i = f.text.indexOf(needle, at);
     if (i < 0) return null;
     const { start, end } = spanOf(f, i, needle.length);
@@ -114,24 +114,13 @@ export function haystack(text: string): Haystack {
   return { text, folded: () => (f ??= foldForSearch(text)) };
 }
 
-/** The first folded character at or after offset `from` of the text (binary search: offsets rise). */
-function firstFoldedAt(starts: Int32Array, from: number): number {
-  let lo = 0;
-  let hi = starts.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (starts[mid] < from) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
 /** Annotations made for another version of a text, placed in this one by their quotes (each span once); those not found are dropped. */
 export function relocateAnnotations(text: string, annotations: Annotation[]): Annotation[] {
   const used = new Set<string>();
   const out: Annotation[] = [];
+  const hay = haystack(text); // folded once, if a quote needs it, for all of them
   for (const a of annotations) {
-    const at = locateQuote(text, a.quote, used);
+    const at = locateQuote(hay, a.quote, used);
     if (!at) continue;
     used.add(`${at.start}:${at.end}`);
     out.push({ ...a, start: at.start, end: at.end, quote: text.slice(at.start, at.end) });
