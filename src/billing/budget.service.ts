@@ -239,18 +239,27 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       // reserve this call exactly, as without leases.
       await this.leases.release(tenantId, period);
     }
-    if (await this.books.reserve(tenantId, period, id, amount, ttlMs, call)) return { id, tenantId, period, amount };
     // Other instances may hold slices of the budget no call of theirs uses (up to a quarter of what
     // was free each): asked to give them back, this call is tried again a few times as they do
-    // (B refused a call that fitted what A held idle, while A took it). At most once a second a
-    // tenant on this instance.
-    if (await this.askLeasesBack(tenantId, period)) {
-      for (const ms of LEASES_BACK_WAITS_MS) {
-        await sleep(ms);
-        if (await this.books.reserve(tenantId, period, id, amount, ttlMs, call)) return { id, tenantId, period, amount };
-      }
+    // (B refused a call that fitted what A held idle, while A took it).
+    const reserved = await this.withLeasesBack(tenantId, period, () => this.books.reserve(tenantId, period, id, amount, ttlMs, call), (ok) => ok);
+    return reserved ? { id, tenantId, period, amount } : null;
+  }
+
+  /**
+   * `attempt` until `fits` says it did; after a first that did not, once the other instances were
+   * asked for the tenant's unpromised slices (askLeasesBack), again after each of
+   * LEASES_BACK_WAITS_MS. Returns the last attempt's result.
+   */
+  private async withLeasesBack<R>(tenantId: string, period: string, attempt: () => Promise<R>, fits: (r: R) => boolean): Promise<R> {
+    let r = await attempt();
+    if (fits(r) || !(await this.askLeasesBack(tenantId, period))) return r;
+    for (const ms of LEASES_BACK_WAITS_MS) {
+      await sleep(ms);
+      r = await attempt();
+      if (fits(r)) return r;
     }
-    return null;
+    return r;
   }
 
   /** Asks the other instances to give back the tenant's unpromised slices (the bus), when they hold any; false when it did not ask. */
@@ -268,15 +277,13 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
    * and reserves the budget; when nothing was reserved, a second look says why.
    */
   async reserveGuarded(tenantId: string, amount: Nanos, guard: CallGuard, ttlMs = this.config.llm.reservationTtlMs, call?: ReservedCall): Promise<GuardedReservation> {
-    let got = await this.reserveGuardedOnce(tenantId, amount, guard, ttlMs, call);
     // As reserve(): other instances' unpromised slices asked back, tried again as they come.
-    if (got.kind !== 'budget' || !(await this.askLeasesBack(tenantId, await this.currentPeriod(tenantId)))) return got;
-    for (const ms of LEASES_BACK_WAITS_MS) {
-      await sleep(ms);
-      got = await this.reserveGuardedOnce(tenantId, amount, guard, ttlMs, call);
-      if (got.kind !== 'budget') return got;
-    }
-    return got;
+    return this.withLeasesBack(
+      tenantId,
+      await this.currentPeriod(tenantId),
+      () => this.reserveGuardedOnce(tenantId, amount, guard, ttlMs, call),
+      (got) => got.kind !== 'budget',
+    );
   }
 
   private async reserveGuardedOnce(tenantId: string, amount: Nanos, guard: CallGuard, ttlMs: number, call?: ReservedCall): Promise<GuardedReservation> {
