@@ -175,6 +175,32 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await order(essay.id).expect(409); // delivered already
     });
 
+    // (On a PostgreSQL server: the embedded database runs one transaction at a time.)
+    (serverUrl() ? it : it.skip)("shows an essay's deep review and its deep grade as one moment: never delivered without the grade a delivery stores in the same commit", async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(31);
+      const created = await order(essay.id).expect(202);
+      const view = await withHeldTransactions(t.dataSource, 1, async ([delivery]) => {
+        // The view has read the essay and waits to read its order…
+        await delivery.query(`LOCK TABLE orders IN ACCESS EXCLUSIVE MODE`);
+        let read = false;
+        const reading = t.http
+          .get(`/v1/essays/${essay.id}`)
+          .set(bearer(teacher))
+          .then((res) => ((read = true), res));
+        await waitFor(async () => read || (await sessionsWaitingForLocks(t.dataSource)) > 0, 5_000, 'the view waiting for the orders');
+        // …while a delivery commits the deep grade and its order's new state at once.
+        await delivery.query(`UPDATE essays SET deep_grade = grade WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, essay.id]);
+        await delivery.query(`UPDATE orders SET status = 'delivered' WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, created.body.orderId]);
+        await delivery.commitTransaction();
+        return (await reading).body;
+      });
+      // Before the delivery (awaiting payment, no deep grade) or after it (both), never half of each.
+      expect([view.deepReview.status, view.deepGrade === null]).toEqual(['awaiting_payment', true]);
+      const after = (await t.http.get(`/v1/essays/${essay.id}`).set(bearer(teacher)).expect(200)).body;
+      expect([after.deepReview.status, after.deepGrade?.score]).toEqual(['delivered', essay.grade.score]);
+    });
+
     it('acknowledges a signed event of another type (200, ignored, nothing changes), and refuses an amount sent as a JSON number (400)', async () => {
       await sell('webhook');
       const essay = await gradedEssay(42);

@@ -432,8 +432,8 @@ export class OrdersRepository {
     return row ? toView(row) : null;
   }
 
-  async forEssay(tenantId: string, essayId: string): Promise<OrderView[]> {
-    const rows = await tenantQuery<Record<string, unknown>>(this.ds.manager, tenantId, `SELECT ${ORDER_COLUMNS} FROM orders o WHERE o.tenant_id = $1 AND o.essay_id = $2 ORDER BY o.created_at DESC`, [
+  async forEssay(tenantId: string, essayId: string, m: EntityManager = this.ds.manager): Promise<OrderView[]> {
+    const rows = await tenantQuery<Record<string, unknown>>(m, tenantId, `SELECT ${ORDER_COLUMNS} FROM orders o WHERE o.tenant_id = $1 AND o.essay_id = $2 ORDER BY o.created_at DESC`, [
       essayId,
     ]);
     return rows.map(toView);

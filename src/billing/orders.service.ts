@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { Injectable, Logger } from '@nestjs/common';
+import type { EntityManager } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { stripControlChars } from '../common/control-chars';
@@ -178,8 +179,9 @@ export class OrdersService {
   }
 
   /** The essay's latest deep-review order (its state), or null when none was ordered. */
-  async latestForEssay(tenantId: string, essayId: string): Promise<OrderView | null> {
-    return (await this.orders.forEssay(tenantId, essayId))[0] ?? null;
+  /** The essay's latest order, or null; read by `m` when given (a snapshot the caller holds). */
+  async latestForEssay(tenantId: string, essayId: string, m?: EntityManager): Promise<OrderView | null> {
+    return (await this.orders.forEssay(tenantId, essayId, m))[0] ?? null;
   }
 
   async get(tenantId: string, id: string): Promise<OrderView> {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { runAtomically } from '../db/run-atomically';
 import type { TenantAuth } from '../common/auth';
 import { ApiError, FieldProblem } from '../common/errors';
@@ -251,9 +251,9 @@ export class EssaysService {
     ]);
   }
 
-  private async row(tenantId: string, id: string): Promise<Record<string, unknown>> {
+  private async row(tenantId: string, id: string, m: EntityManager = this.ds.manager): Promise<Record<string, unknown>> {
     if (!UUID.test(id)) throw ApiError.notFound('Essay');
-    const [row] = await tenantQuery(this.ds.manager, tenantId, `SELECT * FROM essays WHERE tenant_id = $1 AND id = $2`, [id]);
+    const [row] = await tenantQuery(m, tenantId, `SELECT * FROM essays WHERE tenant_id = $1 AND id = $2`, [id]);
     if (!row) throw ApiError.notFound('Essay');
     if (row.erased_at) {
       const erasedAt = (row.erased_at as Date).toISOString();
@@ -267,26 +267,33 @@ export class EssaysService {
     return this.essays.statusOf(auth.tenantId, id);
   }
 
-  async get(auth: TenantAuth, id: string): Promise<EssayView> {
-    const row = await this.row(auth.tenantId, id);
-    const overrides = await tenantQuery<{ api_key_id: string | null; created_at: Date; changes: unknown }>(
-      this.ds.manager,
-      auth.tenantId,
-      // The latest MAX_OVERRIDES_SHOWN, oldest first: an essay overridden many times is not read whole each time it is shown.
-      `SELECT * FROM (SELECT api_key_id, created_at, changes FROM grade_overrides WHERE tenant_id = $1 AND essay_id = $2
-                       ORDER BY created_at DESC LIMIT ${MAX_OVERRIDES_SHOWN}) latest ORDER BY created_at`,
-      [id],
-    );
-    const order = await this.orders.latestForEssay(auth.tenantId, id);
-    const scheduled = await this.jobs.scheduledFor(auth.tenantId, id);
-    const scheduleOf = (j: ScheduledJob | undefined): WorkSchedule | null => (j ? { dueBy: j.dueBy.toISOString(), plan: j.plan } : null);
-    return toView(
-      row,
-      overrides,
-      order,
-      scheduleOf(scheduled.find((j) => j.kind === 'grade')),
-      scheduleOf(scheduled.find((j) => j.kind === 'deep_review' && j.orderId === order?.orderId)),
-    );
+  /**
+   * The essay's view, its parts read in one snapshot: a delivery stores the deep grade and marks
+   * its order delivered in one commit, and a view read across it (the essay before, the order
+   * after) showed the review delivered with no deep grade.
+   */
+  get(auth: TenantAuth, id: string): Promise<EssayView> {
+    return this.ds.transaction('REPEATABLE READ', async (m) => {
+      const row = await this.row(auth.tenantId, id, m);
+      const overrides = await tenantQuery<{ api_key_id: string | null; created_at: Date; changes: unknown }>(
+        m,
+        auth.tenantId,
+        // The latest MAX_OVERRIDES_SHOWN, oldest first: an essay overridden many times is not read whole each time it is shown.
+        `SELECT * FROM (SELECT api_key_id, created_at, changes FROM grade_overrides WHERE tenant_id = $1 AND essay_id = $2
+                         ORDER BY created_at DESC LIMIT ${MAX_OVERRIDES_SHOWN}) latest ORDER BY created_at`,
+        [id],
+      );
+      const order = await this.orders.latestForEssay(auth.tenantId, id, m);
+      const scheduled = await this.jobs.scheduledFor(auth.tenantId, id, m);
+      const scheduleOf = (j: ScheduledJob | undefined): WorkSchedule | null => (j ? { dueBy: j.dueBy.toISOString(), plan: j.plan } : null);
+      return toView(
+        row,
+        overrides,
+        order,
+        scheduleOf(scheduled.find((j) => j.kind === 'grade')),
+        scheduleOf(scheduled.find((j) => j.kind === 'deep_review' && j.orderId === order?.orderId)),
+      );
+    });
   }
 
   /**

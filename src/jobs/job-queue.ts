@@ -305,9 +305,9 @@ export class JobQueue {
   }
 
   /** The essay's jobs with a deadline, latest first (for its view). */
-  async scheduledFor(tenantId: string, essayId: string): Promise<ScheduledJob[]> {
+  async scheduledFor(tenantId: string, essayId: string, m: EntityManager = this.ds.manager): Promise<ScheduledJob[]> {
     const rows = await tenantQuery<{ kind: JobKind; order_id: string | null; due_by: Date; plan: JobPlan | null }>(
-      this.ds.manager,
+      m,
       tenantId,
       `SELECT kind, order_id, due_by, plan FROM jobs WHERE tenant_id = $1 AND essay_id = $2 AND due_by IS NOT NULL ORDER BY created_at DESC`,
       [essayId],
