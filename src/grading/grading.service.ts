@@ -201,7 +201,7 @@ export class GradingService {
     const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, essay.rubric_key, essay.rubric_version), essay.task?.expectedLength);
     const flags = new Set(essay.flags);
 
-    const injection = detectInjection(essay.text, essay.title);
+    const injection = detectInjection(essay.text, essay.title, rubric.dimensions);
     if (injection.suspected) flags.add('prompt_injection_suspected');
     // Written in another language than it is graded in (an English essay for a Chinese assignment):
     // its grade, and a length counted in the other language's unit ("0 characters"), say little.

@@ -115,6 +115,14 @@ const RULES: Rule[] = [
   {
     name: 'zh_score_request',
     weight: 2,
+    re: r(
+      `${ZH_START}(?:请你?|你|直接)?(?:把|将)(?:所有|全部|各项|每项|各个?维度)?的?(?:分数|成绩|得分|分|各项|维度)${ZH_IN}{0,3}?(?:都|全|全部|一律|统统)?` +
+        `(?:(?:设为|设成|设置为|设置成|设定为|调为|调成|调到|调至|拉到|给到|改为|改成|定为|打成)(?:最高|顶格|${ZH_TARGET})|拉满)`,
+    ),
+  },
+  {
+    name: 'zh_score_request',
+    weight: 2,
     re: r(`(?:总分|得分|分数|成绩|总成绩)${ZH_IN}{0,4}?(?:必须|一定|应当|应该|只能|要|请|一律)(?:写|为|是|给|打|填|定为|改为|记为|评为)[^。!?\\n了过]{0,3}?(?:\\d{1,3}|满分|最高|一百|六十)`),
   },
   {
@@ -457,15 +465,63 @@ function views(text: string): string[] {
   return out;
 }
 
+/** A dimension of the rubric the essay is graded on: its key and its name, as the grader is shown them. */
+export interface NamedDimension {
+  key: string;
+  name: string;
+}
+
+/** A number as a score is written: after a colon or an equals sign, or with a unit. */
+const SCORE_LIKE = /[:=] ?\d|\d ?(?:分|points?\b|marks?\b|\/)/;
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * Whether one paragraph gives two or more of the rubric's own dimensions a score ("内容：20分 表达：20分",
+ * "Task Response: 9, Coherence and Cohesion: 9"): a grade written out for the grader to copy. A
+ * dimension counts when its name or key is followed by a number after a colon or an equals sign, or
+ * by a number with a score's unit (分, points, marks, "/ 20"). A report card's subjects are not the
+ * rubric's dimensions, and one dimension named with a number is an essay's own business.
+ *
+ * The names are the tenant's (escaped, at most 12 of at most a few dozen characters, longest
+ * first): one pass of one alternation of literals over the text.
+ */
+function scoresRubricDimensions(view: string, dimensions: NamedDimension[]): boolean {
+  const which = new Map<string, number>();
+  dimensions.forEach((d, i) => {
+    for (const label of [d.name, d.key, d.key.replace(/_/g, ' ')]) {
+      const folded = settleSpaces(foldText(label)).trim();
+      if (folded.length >= 2 && !which.has(folded)) which.set(folded, i);
+    }
+  });
+  if (which.size === 0 || !SCORE_LIKE.test(view)) return false;
+  const names = [...which.keys()].sort((a, b) => b.length - a.length).map(escapeRegExp);
+  // (After a colon, a number that counts something, "内容：3个故事", is no score.)
+  const re = new RegExp(`(?<![a-z])(${names.join('|')}) ?(?:[:=] ?\\d{1,3}(?:\\.\\d)?(?:分|(?![\\d\\u3400-\\u9fff]))|\\d{1,3}(?:\\.\\d)? ?(?:分|points?\\b|marks?\\b|/ ?\\d{1,3}))`, 'g');
+  let newlines: number[] | null = null;
+  const named = new Map<number, Set<number>>();
+  for (const m of view.matchAll(re)) {
+    newlines ??= lineStarts(view);
+    const p = paragraphOf(newlines, m.index!);
+    const seen = named.get(p) ?? new Set<number>();
+    seen.add(which.get(m[1])!);
+    if (seen.size >= 2) return true;
+    named.set(p, seen);
+  }
+  return false;
+}
+
 /**
  * Looks for steering text in an essay and its title, as the model will read them. The title is
- * checked as a paragraph of its own.
+ * checked as a paragraph of its own. Given the rubric's dimensions, scores written for them are a
+ * signal too (`rubric_scores`).
  */
-export function detectInjection(text: string, title?: string | null): InjectionReport {
+export function detectInjection(text: string, title?: string | null, dimensions: NamedDimension[] = []): InjectionReport {
   const whole = title ? `${title}\n${text}` : text;
   const signals = new Set<string>();
   const [plain, ...others] = views(whole);
   scan(plain, signals);
+  if (scoresRubricDimensions(plain, dimensions)) signals.add('rubric_scores');
   const direct = new Set(signals);
   for (const v of others) scan(v, signals);
   if ([...signals].some((s) => !direct.has(s))) signals.add('obfuscated');
