@@ -1,8 +1,8 @@
-import { scoreBuckets } from '../src/grading/assignments.service';
+import { AssignmentsService, scoreBuckets } from '../src/grading/assignments.service';
 import { NearDuplicateIndex } from '../src/grading/near-duplicate.service';
 import { formatCny } from '../src/common/money';
 import { EssaysService, MAX_OVERRIDES_SHOWN } from '../src/grading/essays.service';
-import { MAX_RUBRICS_LISTED } from '../src/grading/rubrics.service';
+import { MAX_RUBRICS_LISTED, RubricsService } from '../src/grading/rubrics.service';
 import { GradingService } from '../src/grading/grading.service';
 import { GradingWorker } from '../src/grading/grading.worker';
 import { builtinRubric, totalScore } from '../src/grading/rubric';
@@ -463,6 +463,36 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(next.body.id).not.toBe(first.body.id);
       expect(next.headers['idempotent-replayed']).toBeUndefined();
       await waitForEssays(t.app, writer, [first.body.id, next.body.id]);
+    });
+
+    it('answers POST /v1/assignments and POST /v1/rubrics from the rows they wrote: a read failing after the commit cannot free the Idempotency-Key (its retry made a second one)', async () => {
+      const admin = bearer(tenant.adminKey);
+      const lost = () => Promise.reject(new Error('Connection terminated unexpectedly'));
+      const assignment = { title: `idem-${Date.now()}`, prompt: '以“成长”为题', rubric: 'zh-gaokao-60' };
+      const readBack = jest.spyOn(t.app.get(AssignmentsService), 'get').mockImplementationOnce(lost);
+      const made = await t.http.post('/v1/assignments').set(admin).set('Idempotency-Key', assignment.title).send(assignment);
+      readBack.mockRestore();
+      const again = await t.http.post('/v1/assignments').set(admin).set('Idempotency-Key', assignment.title).send(assignment);
+      const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM assignments WHERE tenant_id = $1 AND title = $2`, [tenant.tenantId, assignment.title]);
+      expect([made.status, again.status, again.body.id, n]).toEqual([201, 201, made.body.id, 1]);
+      expect(made.body).toMatchObject({ title: assignment.title, rubric: { key: 'zh-gaokao-60' } });
+      expect((await t.http.get(`/v1/assignments/${made.body.id}`).set(admin).expect(200)).body).toMatchObject(made.body); // the same as a read shows it
+
+      const rubric = {
+        key: `idem-rubric-${Date.now()}`,
+        name: '记叙文',
+        language: 'zh',
+        totalRule: 'sum',
+        dimensions: [{ key: 'content', name: '内容', max: 10, kind: 'content', description: '内容充实' }],
+      };
+      const versionRead = jest.spyOn(t.app.get(RubricsService), 'get').mockImplementationOnce(lost);
+      const written = await t.http.post('/v1/rubrics').set(admin).set('Idempotency-Key', rubric.key).send(rubric);
+      versionRead.mockRestore();
+      const retried = await t.http.post('/v1/rubrics').set(admin).set('Idempotency-Key', rubric.key).send(rubric);
+      const [{ versions }] = await t.dataSource.query(`SELECT count(*)::int AS versions FROM rubrics WHERE tenant_id = $1 AND key = $2`, [tenant.tenantId, rubric.key]);
+      expect([written.status, retried.status, versions]).toEqual([201, 201, 1]);
+      expect(written.body).toMatchObject({ key: rubric.key, version: 1, maxScore: 10, builtIn: false });
+      expect(written.body).toEqual((await t.http.get(`/v1/rubrics/${rubric.key}`).set(admin).expect(200)).body);
     });
 
     it("keeps an Idempotency-Key's request to the key that sent it, and a request whose answer could not be kept is not made twice", async () => {

@@ -65,6 +65,9 @@ const MAX_CSV_ROWS = 20_000;
 const MAX_LIST_PAGE = 200;
 /** Essays an export reads at a time (each page is sent before the next is read). */
 const CSV_PAGE = 250;
+/** An assignment's columns as toAssignment reads them. */
+const ASSIGNMENT_COLUMNS = `id, title, prompt, rubric_key, rubric_version, language, escalate, pass_mark::float8 AS pass_mark,
+  expected_length_min, expected_length_max, due_by, created_at`;
 
 /** An essay as the grades sheet reads it: of its grade, only what the sheet shows. */
 interface CsvRow {
@@ -93,20 +96,23 @@ export class AssignmentsService {
     const language = dto.language ?? (rubric.language === 'any' ? detectLanguage(dto.prompt) : rubric.language);
     const id = randomUUID();
     // Assignments are kept (their essays and grades refer to them): a tenant's are bounded (`assignments`).
-    await this.limits.withinCount(
+    // The answer is the row as written (RETURNING): a read after the commit could fail and free the
+    // request's Idempotency-Key, and its retry would make a second assignment.
+    const [row] = await this.limits.withinCount(
       auth.tenantId,
       'assignments',
       (max) => `This tenant has its limit of ${max} assignments; an operator can raise it`,
       (tx) =>
-        tenantQuery(
+        tenantQuery<Record<string, string | number | Date | null>>(
           tx,
           auth.tenantId,
           `INSERT INTO assignments (tenant_id, id, title, prompt, rubric_key, rubric_version, language, created_by, escalate, pass_mark, expected_length_min, expected_length_max, due_by)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+           RETURNING ${ASSIGNMENT_COLUMNS}`,
           [id, dto.title, dto.prompt, rubric.key, rubric.version, language, auth.keyId, dto.escalate ?? 'off', dto.passMark ?? null, dto.expectedLength?.min ?? null, dto.expectedLength?.max ?? null, dto.dueBy ? new Date(dto.dueBy).toISOString() : null],
         ),
     );
-    return this.get(auth.tenantId, id);
+    return toAssignment(row);
   }
 
   /**
@@ -162,9 +168,7 @@ export class AssignmentsService {
     const [row] = await tenantQuery<Record<string, string | number | Date | null>>(
       this.ds.manager,
       tenantId,
-      `SELECT id, title, prompt, rubric_key, rubric_version, language, escalate, pass_mark::float8 AS pass_mark,
-              expected_length_min, expected_length_max, due_by, created_at
-         FROM assignments WHERE tenant_id = $1 AND id = $2`,
+      `SELECT ${ASSIGNMENT_COLUMNS} FROM assignments WHERE tenant_id = $1 AND id = $2`,
       [id],
     );
     if (!row) throw ApiError.notFound('Assignment');

@@ -130,15 +130,17 @@ export class RubricsService {
     };
     // Every version is kept (grades name the one they were made with), so a tenant's versions are
     // bounded (`rubricVersions`), counted with the tenant's row locked so that writes at once take turns.
+    // The answer is the version as written (RETURNING): a read after the commit could fail and free
+    // the request's Idempotency-Key, and its retry would write another version.
     const insert = (tx: EntityManager) =>
-      tenantQuery<{ version: number }>(
+      tenantQuery<{ version: number; definition: Rubric }>(
         tx,
         auth.tenantId,
         `INSERT INTO rubrics (tenant_id, key, version, definition, created_by)
          SELECT $1, $2, v, jsonb_set($3::jsonb, '{version}', to_jsonb(v)), $4
            FROM (SELECT coalesce(max(version), 0) + 1 AS v FROM rubrics WHERE tenant_id = $1 AND key = $2) next
           WHERE ($5 = 'create') = (next.v = 1)
-         RETURNING version`,
+         RETURNING version, definition`,
         [key, JSON.stringify(rubric), auth.keyId, mode],
       );
     const refusal = (max: number) => `This tenant keeps its limit of ${max} rubric versions; an operator can raise it`;
@@ -150,7 +152,7 @@ export class RubricsService {
       throw mode === 'create' ? new ApiError('CONFLICT', `Rubric "${key}" exists; PUT /v1/rubrics/${key} makes a new version`) : ApiError.notFound(`Rubric ${key}`);
     }
     this.logger.log({ msg: 'rubric written', tenantId: auth.tenantId, key, version: rows[0].version });
-    return this.get(auth, key, rows[0].version);
+    return view(rows[0].definition);
   }
 }
 
