@@ -10,6 +10,7 @@ import { Writable } from 'node:stream';
 import { signPayload } from '../src/common/signature';
 import { DatabaseConnection } from '../src/db/database';
 import { ApiKeysService } from '../src/tenancy/api-keys.service';
+import { ConsoleSessions, SESSION_TTL_S } from '../src/tenancy/console-sessions';
 import { JobQueue } from '../src/jobs/job-queue';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
@@ -248,6 +249,42 @@ describe('clean edges', () => {
         expect((await w.http.get('/health').set(bearer(OPERATOR_TOKEN)).expect(200)).body.checks).toBeDefined();
         await w.http.get('/v1/rubrics').set('cookie', cookie).expect(200);
         await w.http.post('/v1/console/session').send({ key: school.adminKey }).expect(201);
+      } finally {
+        await w.close();
+      }
+    });
+
+    it('does not count a console tab polling on a session that ended (signed out, expired, its key revoked): that is no guess, and must not lock the schools behind the same address out', async () => {
+      const w = await createTestApp({ WORKERS_ENABLED: 'false', AUTH_FAILURE_BURST: '3', AUTH_FAILURES_PER_MINUTE: '1' });
+      try {
+        const f2 = new Factory(w.app);
+        const school = await f2.newTenant();
+        const signIn = async (key: string) => String((await w.http.post('/v1/console/session').send({ key }).expect(201)).headers['set-cookie']).split(';')[0];
+        const signedOut = await signIn((await f2.newKey(school, 'teacher')).key);
+        await w.http.delete('/v1/console/session').set('cookie', signedOut).expect(204);
+        const doomed = await f2.newKey(school, 'teacher');
+        const revoked = await signIn(doomed.key);
+        await w.http.delete(`/v1/api-keys/${doomed.id}`).set(bearer(school.adminKey)).expect(204);
+        const teacher = await f2.newKey(school, 'teacher');
+        const old = w.app.get(ConsoleSessions).open({ kind: 'tenant', tenantId: school.tenantId, keyId: teacher.id, role: 'teacher' }, Date.now() - (SESSION_TTL_S + 1) * 1000);
+        const expired = `inkstone_session=${old.token}`;
+        // Tabs left open poll every few seconds: many more refusals than the burst.
+        for (let i = 0; i < 4; i++) {
+          for (const cookie of [signedOut, revoked, expired]) {
+            const res = await w.http.get('/v1/assignments').set('cookie', cookie);
+            expect([i, res.status, res.body.error.code]).toEqual([i, 401, 'UNAUTHENTICATED']);
+          }
+        }
+        // Another school behind the same address: its key (not in the auth cache yet) and a sign-in still work.
+        const other = await f2.newTenant();
+        await w.http.get('/v1/rubrics').set(bearer(other.adminKey)).expect(200);
+        await signIn((await f2.newKey(other, 'teacher')).key);
+        // A guess still counts: a forged cookie and made-up keys spend the burst, then 429.
+        await w.http.get('/v1/essays').set('cookie', 'inkstone_session=forged.c2ln').expect(401);
+        for (let i = 0; i < 2; i++) await w.http.get('/v1/rubrics').set(bearer(`isk_guess${i}_${'x'.repeat(40)}`)).expect(401);
+        await w.http.get('/v1/rubrics').set(bearer(`isk_guess9_${'x'.repeat(40)}`)).expect(429);
+        // …while the ended session's tab is still told to sign in again (401), not 429.
+        expect((await w.http.get('/v1/assignments').set('cookie', expired)).status).toBe(401);
       } finally {
         await w.close();
       }

@@ -1006,6 +1006,20 @@ describe('the web console in a browser', () => {
       await page.evaluate(() => (location.hash = '#/quality'));
       await page.waitForSelector('[data-test=signin-again] [data-test=session-ended]');
       await page.waitForSelector('#quality [role=alert]');
+      // From then on the page sends nothing but the sign-in (a tab left open must not keep polling a
+      // session that ended: each refusal counted against the address): its pages' reads fail at once.
+      const sent: string[] = [];
+      const seen = (r: { url(): string }) => {
+        const path = new URL(r.url()).pathname;
+        if (path.startsWith('/v1/') && path !== '/v1/console/session') sent.push(path);
+      };
+      page.on('request', seen);
+      await page.evaluate(() => (location.hash = '#/assignments'));
+      await page.waitForFunction(() => !document.querySelector('#quality'));
+      await page.evaluate(() => (location.hash = '#/quality'));
+      await page.waitForSelector('#quality [role=alert]');
+      page.off('request', seen);
+      expect(sent).toEqual([]);
       await signInAgain();
       // Read again with the new session: the agreement tables, no error left.
       await page.waitForSelector('#quality h3');

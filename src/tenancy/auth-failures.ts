@@ -57,7 +57,9 @@ export class AuthFailures {
    * The rule in one place: runs `check` (what the request presents, checked) unless the address has
    * no failure left to spend and `knownGood` (no read: a cached key, the operator's token, a cookie
    * this service signed) says no — then the 429. A check that throws UNAUTHENTICATED counts one
-   * failure against the address.
+   * failure against the address, unless what was presented is known good: a console tab left open
+   * on a session since expired or signed out is no guess, and its reads, refused, must not spend the
+   * failures of every school behind the same address (a proxy's).
    */
   async guard<T>(address: string, knownGood: () => boolean, check: () => Promise<T>): Promise<T> {
     const refused = this.refusal(address);
@@ -65,7 +67,7 @@ export class AuthFailures {
     try {
       return await check();
     } catch (err) {
-      if (err instanceof ApiError && err.code === 'UNAUTHENTICATED') this.failed(address);
+      if (err instanceof ApiError && err.code === 'UNAUTHENTICATED' && !knownGood()) this.failed(address);
       throw err;
     }
   }

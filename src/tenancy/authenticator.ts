@@ -39,15 +39,16 @@ export class Authenticator {
   }
 
   /**
-   * Whether what the request presents is known to be good without asking the database: the
+   * Whether what the request presents is known to be no guess without asking the database: the
    * operator's token, a key in the auth cache, or a session cookie this service signed (which the
-   * full check may still find ended). For an address that failed too often (AuthFailures).
+   * full check may still find expired, signed out or of a revoked key). For an address that failed
+   * too often (AuthFailures): checked all the same, and its refusal not counted as a failure.
    */
   knownGood(req: ClientHop): boolean {
     const header = req.headers.authorization as string | undefined;
     if (!header) {
       const cookie = ConsoleSessions.fromRequest(req);
-      return cookie !== undefined && this.sessions.read(cookie) !== null;
+      return cookie !== undefined && this.sessions.signed(cookie);
     }
     const m = header.length <= 512 ? /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header) : null;
     if (!m) return false;

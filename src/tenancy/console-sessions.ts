@@ -154,6 +154,21 @@ export class ConsoleSessions {
 
   /** The session a cookie value stands for, or null when it is forged, malformed or expired. */
   read(token: string, now = Date.now()): ConsoleSession | null {
+    const signed = this.verified(token);
+    if (!signed || signed.claims.e * 1000 <= now) return null;
+    return this.sessionOf(signed.claims, signed.key);
+  }
+
+  /**
+   * Whether this service signed the cookie value (with a key it still holds), expired or not: no
+   * guess, whatever its session has become since (AuthFailures does not count its refusal).
+   */
+  signed(token: string): boolean {
+    return this.verified(token) !== null;
+  }
+
+  /** The claims of a cookie value this service signed, and the key it signed them with; null otherwise. */
+  private verified(token: string): { claims: SessionClaims; key: Buffer } | null {
     if (token.length > 1024) return null;
     const [body, sig, extra] = token.split('.');
     if (!body || !sig || extra !== undefined) return null;
@@ -170,8 +185,7 @@ export class ConsoleSessions {
       return null;
     }
     if (typeof claims.k !== 'string' || typeof claims.t !== 'string' || typeof claims.n !== 'string' || typeof claims.e !== 'number') return null;
-    if (claims.e * 1000 <= now) return null;
-    return this.sessionOf(claims, key);
+    return { claims, key };
   }
 
   /** Whether a request's CSRF header is its session's token. */

@@ -16,12 +16,35 @@ let sessionKeyId = '';
 export function setCsrfToken(token: string, keyId = ''): void {
   csrfToken = token;
   sessionKeyId = keyId;
+  ended = false;
 }
+
+/**
+ * The session was refused (a 401): until a sign-in (setCsrfToken), nothing is sent but the
+ * session's own requests (read it, sign in), each other call answered 401 here. A page left open
+ * under the sign-in dialog keeps its timers (a list of essays still grading, an order awaiting
+ * payment); its reads must not go on reaching the service, where each refusal counts against the
+ * address the school shares with others behind its proxy.
+ */
+let ended = false;
 
 /** Called when the session is gone (signed out elsewhere, expired, key revoked). */
 let onUnauthenticated: () => void = () => undefined;
 export function whenUnauthenticated(handler: () => void): void {
   onUnauthenticated = handler;
+}
+
+const isSessionRequest = (request: Request) => new URL(request.url).pathname === '/v1/console/session';
+
+function sessionEnded(): void {
+  ended = true;
+  onUnauthenticated();
+}
+
+/** The answer a call gets without being sent while the session has ended. */
+function endedAnswer(): Response {
+  const body = { error: { code: 'UNAUTHENTICATED', message: 'The console session has ended: sign in again' } };
+  return new Response(JSON.stringify(body), { status: 401, headers: { 'content-type': 'application/json' } });
 }
 
 const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -64,13 +87,13 @@ async function withFreshToken(request: Request, response: Response): Promise<Res
   // Not read now (the network, the service busy): the refusal stands, and says to reload; signed
   // out, or another key signed in there: the page asks to sign in.
   if (now?.status === 401) {
-    onUnauthenticated();
+    sessionEnded();
     return response;
   }
   const s = now?.ok ? ((await now.json().catch(() => null)) as { keyId?: string; csrfToken?: string } | null) : null;
   if (!s?.csrfToken || !s.keyId) return response;
   if (s.keyId !== sessionKeyId) {
-    onUnauthenticated();
+    sessionEnded();
     return response;
   }
   csrfToken = s.csrfToken;
@@ -81,6 +104,7 @@ async function withFreshToken(request: Request, response: Response): Promise<Res
 
 const session: Middleware = {
   async onRequest({ request }) {
+    if (ended && !isSessionRequest(request)) return endedAnswer();
     if (SAFE.has(request.method)) return request;
     // Sent with its body read whole (not a clone of a stream): the same bytes can be sent again.
     const body = request.body === null ? null : await request.arrayBuffer();
@@ -92,7 +116,7 @@ const session: Middleware = {
   async onResponse({ response, request }) {
     let res = response.status === 429 && SAFE.has(request.method) ? await readAgain(request, response) : response;
     if (res.status === 403 && !SAFE.has(request.method)) res = await withFreshToken(request, res);
-    if (res.status === 401 && !request.url.endsWith('/v1/console/session')) onUnauthenticated();
+    if (res.status === 401 && !isSessionRequest(request)) sessionEnded();
     return res;
   },
 };
