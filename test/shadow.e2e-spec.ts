@@ -77,6 +77,31 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
     expect(n).toBe(0);
   });
 
+  /** Shadow gradings that disagree: the deep tier gives the opposite of the standard grade. */
+  const seed = async (n: number) => {
+    for (let i = 0; i < n; i++) {
+      const std = 20 + (i % 10) * 4;
+      const grade = (score: number) => ({
+        score,
+        source: 'model',
+        tier: 'standard',
+        dimensions: [
+          { key: 'content', score: Math.floor(score / 3) + (score % 3), max: 20 },
+          { key: 'expression', score: Math.floor(score / 3), max: 20 },
+          { key: 'development', score: Math.floor(score / 3), max: 20 },
+        ],
+      });
+      const id = randomUUID();
+      await app.t.dataSource.query(
+        `INSERT INTO essays (tenant_id, id, rubric_key, rubric_version, language, tier, text, status, grade, model_grade)
+         VALUES ($1, $2, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'graded', $3, $3)`,
+        [tenant.tenantId, id, JSON.stringify(grade(std))],
+      );
+      // Stored as a shadow job stores it (the agreement cells counted with it).
+      await app.t.app.get(EssaysRepository).storeShadowGrade(app.t.dataSource.manager, tenant.tenantId, id, grade(80 - std) as never);
+    }
+  };
+
   it('fires one alert per rubric and month when the agreement falls under the threshold, with at least 20 shadow gradings', async () => {
     const received: string[] = [];
     await app.t.http
@@ -85,30 +110,6 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
       .send({ monthlyCap: '100.00', alertWebhookUrl: 'http://127.0.0.1:9/alerts', alertWebhookSecret: 'alert-secret-0123456789' })
       .expect(200);
     await app.t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowAlertQwk: 0.5 }).expect(200);
-    // Shadow gradings that disagree: the deep tier gives the opposite of the standard grade.
-    const seed = async (n: number) => {
-      for (let i = 0; i < n; i++) {
-        const std = 20 + (i % 10) * 4;
-        const grade = (score: number) => ({
-          score,
-          source: 'model',
-          tier: 'standard',
-          dimensions: [
-            { key: 'content', score: Math.floor(score / 3) + (score % 3), max: 20 },
-            { key: 'expression', score: Math.floor(score / 3), max: 20 },
-            { key: 'development', score: Math.floor(score / 3), max: 20 },
-          ],
-        });
-        const id = randomUUID();
-        await app.t.dataSource.query(
-          `INSERT INTO essays (tenant_id, id, rubric_key, rubric_version, language, tier, text, status, grade, model_grade)
-           VALUES ($1, $2, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'graded', $3, $3)`,
-          [tenant.tenantId, id, JSON.stringify(grade(std))],
-        );
-        // Stored as a shadow job stores it (the agreement cells counted with it).
-        await app.t.app.get(EssaysRepository).storeShadowGrade(app.t.dataSource.manager, tenant.tenantId, id, grade(80 - std) as never);
-      }
-    };
     const alerts = app.t.app.get(ShadowAlerts);
     await seed(19);
     expect(await alerts.check(tenant.tenantId)).toEqual([]); // 19: too few to judge
@@ -128,6 +129,22 @@ describe('shadow evaluation (fake provider, real PostgreSQL)', () => {
     // No threshold, no alert.
     await app.t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowAlertQwk: null }).expect(200);
     expect(await alerts.check(tenant.tenantId)).toEqual([]);
+  });
+
+  it("files the alert under the school's month, not UTC's: raised early on the 1st in Shanghai, it is that month's one alert", async () => {
+    await app.t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowAlertQwk: 0.5 }).expect(200);
+    await seed(20);
+    const alerts = app.t.app.get(ShadowAlerts);
+    const local = (at: Date) => new Intl.DateTimeFormat('en-CA', { timeZone: 'Asia/Shanghai', year: 'numeric', month: '2-digit' }).format(at).slice(0, 7);
+    // 00:30 on the 1st of this month in Shanghai (the month before by UTC), then a few days later:
+    // both within 30 days of the gradings just seeded.
+    const [year, month] = local(new Date()).split('-').map(Number);
+    const first = new Date(Date.UTC(year, month - 1, 1) - 8 * 3_600_000 + 30 * 60_000);
+    expect(first.toISOString().slice(0, 7)).not.toBe(local(first));
+    expect(await alerts.check(tenant.tenantId, first)).toEqual(['zh-gaokao-60@1']);
+    expect(await alerts.check(tenant.tenantId, new Date(first.getTime() + 3 * 86_400_000))).toEqual([]);
+    const periods = await app.t.dataSource.query(`SELECT period FROM quality_alerts WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(periods).toEqual([{ period: local(first) }]);
   });
 
   it('moves a shadow pair with the grader\'s grade when a regrade changes it (the cells stay what the essays say)', async () => {

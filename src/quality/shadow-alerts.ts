@@ -2,6 +2,8 @@ import { Injectable, Logger, OnModuleDestroy } from '@nestjs/common';
 import { AlertsService } from '../billing/alerts.service';
 import { loggableError } from '../common/error-rendering';
 import { ClusterBus } from '../db/cluster-bus';
+import { localDate, localParts } from '../common/time-zone';
+import { TenantsRepository } from '../tenancy/tenants.repository';
 import { GradingService } from '../grading/grading.service';
 import { MIN_LABELS } from './calibration.service';
 import { QualityService } from './quality.service';
@@ -27,6 +29,7 @@ export class ShadowAlerts implements OnModuleDestroy {
     private readonly quality: QualityService,
     private readonly grading: GradingService,
     private readonly alerts: AlertsService,
+    private readonly tenants: TenantsRepository,
   ) {
     this.unsubscribe = bus.on<{ tenantId: string }>('shadow-graded', ({ tenantId }) => this.landed(tenantId));
   }
@@ -65,11 +68,16 @@ export class ShadowAlerts implements OnModuleDestroy {
   async check(tenantId: string, now = new Date()): Promise<string[]> {
     const { shadowAlertQwk } = await this.grading.settings(tenantId);
     if (shadowAlertQwk === null) return [];
+    // The school's month and days (its agreement is counted by its local day), as its budget's are:
+    // by UTC, an alert early on the 1st in Shanghai was filed under the month before, and fired again.
+    const { timezone } = await this.tenants.budget(tenantId);
+    const period = localDate(localParts(now, timezone)).slice(0, 7);
+    const from = localDate(localParts(new Date(now.getTime() - WINDOW_MS), timezone));
     const fired: string[] = [];
-    for (const g of await this.quality.shadowByRubric(tenantId, new Date(now.getTime() - WINDOW_MS).toISOString().slice(0, 10))) {
+    for (const g of await this.quality.shadowByRubric(tenantId, from)) {
       if (g.n < MIN_LABELS || g.qwk === null || g.qwk >= shadowAlertQwk) continue;
       const rubric = `${g.rubric.key}@${g.rubric.version}`;
-      if (await this.alerts.onShadowAgreementLow(tenantId, { period: now.toISOString().slice(0, 7), rubric, n: g.n, qwk: g.qwk, threshold: shadowAlertQwk })) fired.push(rubric);
+      if (await this.alerts.onShadowAgreementLow(tenantId, { period, rubric, n: g.n, qwk: g.qwk, threshold: shadowAlertQwk })) fired.push(rubric);
     }
     return fired;
   }
