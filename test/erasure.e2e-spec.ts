@@ -1,6 +1,7 @@
 import { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { EssayRetention } from '../src/grading/essay-retention';
 import { GradingWorker } from '../src/grading/grading.worker';
+import { inShadowSample } from '../src/grading/grading.service';
 import { EssaysRepository } from '../src/grading/essays.repository';
 import { OrdersRepository } from '../src/billing/orders.repository';
 import { ClusterBus } from '../src/db/cluster-bus';
@@ -152,6 +153,34 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     expect(graded.status).toBe('graded');
     await erase(id!).expect(200);
     expect(await count('llm_cache', id!)).toBe(0);
+  });
+
+  it("erases a graded essay while its shadow grading waits in a provider batch (no grading the school sees): the shadow stores nothing, its call is paid once", async () => {
+    await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ shadowRate: 0.2 }).expect(200);
+    fake.setBatchLatency(5_000); // the shadow call waits in its batch while the essay is erased
+    try {
+      let id = '';
+      for (let seed = 700; seed < 800 && !id; seed++) {
+        const submitted = await f.essay(teacher, { seed });
+        if (inShadowSample(submitted, 0.2)) id = submitted;
+      }
+      expect(id).not.toBe('');
+      const shadowJob = async () => (await q(`SELECT status, in_batch FROM jobs WHERE tenant_id = $1 AND essay_id = $2 AND kind = 'shadow'`, [tenant.tenantId, id]))[0];
+      await waitFor(async () => (await shadowJob())?.in_batch === true, 20_000, 'the shadow call waiting in its batch');
+      expect((await t.http.get(`/v1/essays/${id}`).set(bearer(teacher)).expect(200)).body.status).toBe('graded');
+      await erase(id).expect(200);
+      await waitFor(async () => ['done', 'failed'].includes((await shadowJob()).status), 30_000, 'the shadow job ended');
+      const [row] = await q(`SELECT text, grade, shadow_grade, erased_at FROM essays WHERE tenant_id = $1 AND id = $2`, [tenant.tenantId, id]);
+      expect([row.text, row.grade, row.shadow_grade, row.erased_at === null]).toEqual(['', null, null, false]);
+      const shadowCalls = await q(`SELECT outcome FROM llm_calls WHERE tenant_id = $1 AND essay_id = $2 AND purpose = 'shadow'`, [tenant.tenantId, id]);
+      expect(shadowCalls).toEqual([{ outcome: 'ok' }]);
+      await expectBooksBalanced(t.dataSource, tenant.tenantId);
+      // Its answer, cached after the erasure, is a late row: the next sweep deletes it.
+      expect((await t.app.get(EssayRetention).sweep()).lateRows).toBeGreaterThanOrEqual(1);
+      expect(await count('llm_cache', id)).toBe(0);
+    } finally {
+      fake.setBatchLatency(0);
+    }
   });
 
   it('erases an essay whose grading no worker holds any more (its lease long run out, as a restore brings a job back), cancelling the job', async () => {

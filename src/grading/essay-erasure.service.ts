@@ -103,7 +103,9 @@ export class EssayErasure {
       // (Not when no job will take the call over — a failed job's guard is only a leftover — nor on
       // a replay after a restore, which must finish before the service serves.)
       const handedOver = why !== 'reapplied' && unfinished.some((j) => j.status === 'queued' || j.stale) && (await this.books.essayWaitsInBatch(m, tenantId, id));
-      if (unfinished.some((j) => j.status === 'running' && !j.stale) || handedOver) {
+      // A shadow grading running is no grading of the school's: it changes nothing the school sees
+      // and stores nothing on an erased essay (its call may wait a day in a provider batch).
+      if (unfinished.some((j) => j.status === 'running' && !j.stale && j.kind !== 'shadow') || handedOver) {
         throw new ApiError('CONFLICT', 'The essay is being graded right now; erase it once its grading ends (GET /v1/essays/:id shows when)');
       }
       await this.jobs.clearErrorsOfEssay(m, tenantId, id);

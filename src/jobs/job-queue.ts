@@ -430,11 +430,11 @@ export class JobQueue {
    * it claims (erasure). `stale`: running, but its worker's lease ran out (the worker is gone, or a
    * restore brought the job back as it was): no worker holds it.
    */
-  async lockUnfinishedForEssay(tx: EntityManager, tenantId: string, essayId: string): Promise<Array<{ id: string; status: 'queued' | 'running'; stale: boolean }>> {
-    return tenantQuery<{ id: string; status: 'queued' | 'running'; stale: boolean }>(
+  async lockUnfinishedForEssay(tx: EntityManager, tenantId: string, essayId: string): Promise<Array<{ id: string; kind: JobKind; status: 'queued' | 'running'; stale: boolean }>> {
+    return tenantQuery<{ id: string; kind: JobKind; status: 'queued' | 'running'; stale: boolean }>(
       tx,
       tenantId,
-      `SELECT id, status, (status = 'running' AND locked_until < now()) AS stale FROM jobs
+      `SELECT id, kind, status, (status = 'running' AND locked_until < now()) AS stale FROM jobs
         WHERE tenant_id = $1 AND essay_id = $2 AND status IN ('queued', 'running') FOR UPDATE`,
       [essayId],
     );
