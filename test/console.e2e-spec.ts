@@ -1030,6 +1030,37 @@ describe('the web console in a browser', () => {
     }
   }, 60_000);
 
+  it("a page of one school does not read another school's data once another tab of the browser signs in there: it asks to sign in again", async () => {
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, (await s.f.newKey(tenant, 'teacher')).key);
+      await page.goto(`${base}/console/#/assignments`, { waitUntil: 'networkidle0' });
+      // Another tab of the same browser (one cookie jar) signs in to another school (as its sign-in
+      // dialog does once a session has ended there): the cookie is that school's now.
+      const other = await s.f.newTenant({ name: '第二实验中学' });
+      const tab = await ctx.newPage();
+      await tab.goto(`${base}/health`);
+      const signedIn = await tab.evaluate(async (key) => {
+        const res = await fetch('/v1/console/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ key }) });
+        return [res.status, ((await res.json()) as { tenantName: string }).tenantName];
+      }, other.adminKey);
+      expect(signedIn).toEqual([201, '第二实验中学']);
+      await tab.close();
+      // The first page's next reads are refused (the cookie is the other school's now), not shown as its own.
+      const answers: number[] = [];
+      page.on('response', (r) => {
+        if (new URL(r.url()).pathname.startsWith('/v1/') && new URL(r.url()).pathname !== '/v1/console/session') answers.push(r.status());
+      });
+      await page.evaluate(() => (location.hash = '#/quality'));
+      await page.waitForSelector('[data-test=signin-again] [data-test=session-ended]');
+      expect(answers.length).toBeGreaterThan(0);
+      expect(answers.every((status) => status === 401)).toBe(true);
+      expect(problems.filter((p) => !/401|Unauthorized/i.test(p))).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 60_000);
+
   it("a revoked key's session stops working, and signing out ends a session", async () => {
     const key = await s.f.newKey(tenant, 'teacher');
     const { ctx, page } = await openConsole();

@@ -4,7 +4,7 @@ import { ApiError } from '../common/errors';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { hashMatches, hashSecret } from './api-key-secret';
 import { ApiKeysService } from './api-keys.service';
-import { ClientHop, ConsoleSessions, CSRF_HEADER } from './console-sessions';
+import { ClientHop, ConsoleSessions, CSRF_HEADER, SESSION_KEY_HEADER } from './console-sessions';
 import { TenancyError } from './tenancy-errors';
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
@@ -72,6 +72,10 @@ export class Authenticator {
   private async fromSession(cookie: string, req: { method: string; headers: Record<string, string | string[] | undefined> }): Promise<AuthContext> {
     const session = this.sessions.read(cookie);
     if (!session) throw new ApiError('UNAUTHENTICATED', 'The console session is not valid or has expired: sign in again');
+    const expected = req.headers[SESSION_KEY_HEADER];
+    if (expected !== undefined && expected !== session.keyId) {
+      throw new ApiError('UNAUTHENTICATED', 'This browser signed in to the console with another key since this page was opened: sign in again');
+    }
     if (await this.sessions.isEnded(session)) throw new ApiError('UNAUTHENTICATED', 'The console session was signed out: sign in again');
     const tenant = await this.apiKeys.activeById(session.keyId);
     if (!tenant) throw new ApiError('UNAUTHENTICATED', "The console session's API key was revoked: sign in again");

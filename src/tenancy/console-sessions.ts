@@ -35,6 +35,12 @@ export function secure(req: ClientHop): boolean {
 }
 /** The header a state-changing request made with the session cookie must carry. */
 export const CSRF_HEADER = 'x-csrf-token';
+/**
+ * The key id a console page was signed in with, sent on its calls: a sign-in in another tab of the
+ * same browser replaces the cookie, and a page still showing the first school or role must not
+ * read the other's data under its own name (its writes were already refused on the CSRF token).
+ */
+export const SESSION_KEY_HEADER = 'x-inkstone-session-key';
 /** How long a console session lasts. */
 export const SESSION_TTL_S = 8 * 3600;
 

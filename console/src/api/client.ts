@@ -105,6 +105,9 @@ async function withFreshToken(request: Request, response: Response): Promise<Res
 const session: Middleware = {
   async onRequest({ request }) {
     if (ended && !isSessionRequest(request)) return endedAnswer();
+    // The key this page signed in with: a sign-in with another key in another tab of this browser
+    // replaced the cookie, and this page must not read that school's or role's data as its own (401).
+    if (sessionKeyId && !isSessionRequest(request)) request.headers.set('x-inkstone-session-key', sessionKeyId);
     if (SAFE.has(request.method)) return request;
     // Sent with its body read whole (not a clone of a stream): the same bytes can be sent again.
     const body = request.body === null ? null : await request.arrayBuffer();
