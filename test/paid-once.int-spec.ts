@@ -1,3 +1,4 @@
+import { createHash, randomUUID } from 'node:crypto';
 import { DataSource } from 'typeorm';
 import { BudgetService } from '../src/billing/budget.service';
 import { LedgerService } from '../src/billing/ledger.service';
@@ -125,6 +126,48 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
     expect(again.content).toBe(first.content);
     expect(fake.requests).toHaveLength(1);
     await booksBalanced();
+  });
+
+  it('charges a call that settles after its guard was taken over nothing: the retry\'s call is the one charge, the first returned as lost in flight', async () => {
+    fake.setLatency(1_500);
+    const slow = call(); // the first worker's call: the worker stalls, its lease and the guard's time run out
+    await new Promise((r) => setTimeout(r, 300));
+    await takeOver('second-worker');
+    await ds.query(`UPDATE call_guards SET expires_at = now() - interval '1 second' WHERE tenant_id = $1`, [tenant.tenantId]);
+    fake.setLatency(0);
+    const retried = await call('second-worker');
+    await slow; // its answer comes, and is settled late
+    expect(fake.requests).toHaveLength(2); // the provider ran both (the platform absorbs the first)
+    const rows = await ledger();
+    expect(rows.filter((r: { outcome: string }) => r.outcome === 'ok')).toEqual([{ outcome: 'ok', cache_status: 'bypass', cost: retried.costNanos.toString() }]);
+    expect(rows.filter((r: { outcome: string }) => r.outcome !== 'ok')).toEqual([{ outcome: 'lost_in_flight', cache_status: 'miss', cost: '0' }]);
+    expect(await booksBalanced()).toBe(retried.costNanos);
+    const incidents = await ds.query(`SELECT kind, charged_nanos::text AS charged FROM budget_incidents WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(incidents).toEqual([{ kind: 'lost_in_flight', charged: '0' }]);
+  });
+
+  it("lets the retry of a call whose process died reserve at once, near the cap: the dead call's reservation is returned when its guard is taken over, not minutes later", async () => {
+    const budget = t.app.get(BudgetService);
+    // The first worker reserved its worst case and died at the provider: its guard and reservation stay.
+    const guard = { key: createHash('sha256').update(`job:${job.id}:dead-call`).digest('hex'), inFlightMs: 125_000, lease: { jobId: job.id, holder: queue.workerId } };
+    const worst = 40_000_000n;
+    const dead = await budget.reserveGuarded(tenant.tenantId, worst, guard, 420_000, { callGroup: randomUUID(), attempt: 0, essayId: job.essayId, purpose: 'grading', tier: 'standard' });
+    expect(dead.kind).toBe('reserved');
+    // The cap leaves room for one worst case only: the dead one's.
+    const { spent, reserved } = (await ds.query(`SELECT spent_nanos::text AS spent, reserved_nanos::text AS reserved FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]))[0];
+    await ds.query(`UPDATE budget_periods SET cap_nanos = $2 WHERE tenant_id = $1`, [tenant.tenantId, (BigInt(spent) + BigInt(reserved)).toString()]);
+    // Its guard's time runs out (125 s by default); its reservation's would take minutes more. The job's retry:
+    await takeOver('second-worker');
+    await ds.query(`UPDATE call_guards SET expires_at = now() - interval '1 second' WHERE tenant_id = $1`, [tenant.tenantId]);
+    const retry = await budget.reserveGuarded(tenant.tenantId, worst, { ...guard, lease: { jobId: job.id, holder: 'second-worker' } }, 420_000);
+    expect(retry.kind).toBe('reserved');
+    const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM budget_reservations WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(n).toBe(1); // the retry's; the dead one's returned
+    expect(await ledger()).toEqual([{ outcome: 'lost_in_flight', cache_status: 'miss', cost: '0' }]);
+    // What is held is the retry's worst case alone, within the cap.
+    const [p] = await ds.query(`SELECT cap_nanos::text AS cap, spent_nanos::text AS spent, reserved_nanos::text AS reserved FROM budget_periods WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(BigInt(p.reserved)).toBe(worst);
+    expect(BigInt(p.spent) + BigInt(p.reserved)).toBeLessThanOrEqual(BigInt(p.cap));
   });
 
   it('gives the guard back when the call fails, so the retry may call again', async () => {

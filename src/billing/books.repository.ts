@@ -378,6 +378,44 @@ export const RENEWALS_A_STATEMENT = 500;
 const DEADLOCK = '40P01';
 
 /**
+ * Returns the reservations `which` picks (left by a process that died mid-call) to their budgets, in
+ * one statement: the tenant is not charged for the platform's crash (the job's retry is its one
+ * charge); each call a provider may still have answered, and billed, gets its ledger row (costing
+ * the tenant nothing, outcome lost_in_flight) and an incident of kind lost_in_flight whose excess,
+ * the most it could have cost, the platform absorbs. The count of periods given budget back.
+ */
+function lostReservationsSql(which: string): string {
+  return `WITH expired AS (
+         DELETE FROM budget_reservations WHERE ${which} RETURNING id, tenant_id, period, amount_nanos, call, created_at),
+       totals AS (SELECT tenant_id, period, sum(amount_nanos) AS amount, count(*) AS n FROM expired GROUP BY 1, 2),
+       upd AS (
+         UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - t.amount, updated_at = now()
+           FROM totals t WHERE p.tenant_id = t.tenant_id AND p.period = t.period RETURNING t.n),
+       lost AS (
+         SELECT e.id, e.tenant_id, e.period, e.amount_nanos, e.created_at, c.*
+           FROM expired e
+           CROSS JOIN LATERAL jsonb_to_record(e.call) AS c(request_id text, call_group uuid, attempt int, api_key_id uuid, essay_id uuid, purpose text,
+                                                          tier text, provider text, model text, estimated_input_tokens int, max_output_tokens int, batch boolean)
+          WHERE e.call IS NOT NULL),
+       incident AS (
+         INSERT INTO budget_incidents (tenant_id, id, period, kind, provider, model, call_group, estimated_input_tokens, max_output_tokens,
+                                       reserved_nanos, cost_nanos, charged_nanos, excess_nanos, pauses_admission)
+         SELECT tenant_id, gen_random_uuid(), period, 'lost_in_flight', provider, model, call_group, estimated_input_tokens, max_output_tokens,
+                amount_nanos, amount_nanos, 0, amount_nanos, false
+           FROM lost),
+       ledger AS (
+         INSERT INTO llm_calls (tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier, provider, model,
+                                cache_status, outcome, error_reason, input_tokens, cached_input_tokens, output_tokens, estimated_input_tokens,
+                                usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed, batch)
+         SELECT tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier, provider, model,
+                'miss', 'lost_in_flight', 'the process making the call stopped before recording it; the platform absorbs what the provider billed',
+                0, 0, 0, estimated_input_tokens, 'none', 0, 0, 0,
+                least(extract(epoch FROM now() - created_at) * 1000, 2147483647)::int, false, coalesce(batch, false)
+           FROM lost)
+       SELECT coalesce(sum(n), 0)::text AS n FROM upd`;
+}
+
+/**
  * The books of each tenant: budget periods, reservations, call guards, incidents and the call
  * ledger (`llm_calls`), the only code that writes them. Money moves only here, and every movement
  * is one statement: a reservation holds budget only while it fits the cap; a settlement releases
@@ -491,26 +529,43 @@ export class BooksRepository {
     tenantId: string,
     period: string,
     r: { id: string; amount: Nanos; ttlMs: number; key: string; token: string; inFlightMs: number; lease?: Lease; call?: ReservedCall },
-  ): Promise<boolean> {
-    const rows = await tenantQuery(
+  ): Promise<{ reserved: boolean; stale: string | null }> {
+    // The guard names the reservation its call is paid under. Taken over past its time (its process
+    // died or stalled mid-call), the guard's old reservation is returned (`stale`): its worst case
+    // still held the budget for minutes more, and a retry near the cap was refused for it.
+    const [row] = await tenantQuery<{ id: string | null; stale: string | null }>(
       this.ds.manager,
       tenantId,
       `WITH lease AS (${leaseSql('$6', '$7')}),
+       stale AS (
+         SELECT reservation_id FROM call_guards
+          WHERE tenant_id = $1 AND key = $8 AND state = 'in_flight' AND expires_at < now() AND batch_provider IS NULL AND reservation_id IS NOT NULL),
        guard AS (
-         INSERT INTO call_guards (tenant_id, key, state, token, expires_at, essay_id)
-         SELECT $1, $8, 'in_flight', $9, now() + make_interval(secs => $10::double precision / 1000), $12::uuid WHERE EXISTS (SELECT 1 FROM lease)
+         INSERT INTO call_guards (tenant_id, key, state, token, expires_at, essay_id, reservation_id)
+         SELECT $1, $8, 'in_flight', $9, now() + make_interval(secs => $10::double precision / 1000), $12::uuid, $4::uuid WHERE EXISTS (SELECT 1 FROM lease)
          ON CONFLICT (tenant_id, key) DO UPDATE
             SET state = 'in_flight', token = EXCLUDED.token, expires_at = EXCLUDED.expires_at, created_at = now(), essay_id = EXCLUDED.essay_id,
-                batch_provider = NULL, batch_id = NULL, batch_file_id = NULL, batch_line = NULL, reservation_id = NULL
+                batch_provider = NULL, batch_id = NULL, batch_file_id = NULL, batch_line = NULL, reservation_id = EXCLUDED.reservation_id
           WHERE call_guards.state = 'in_flight' AND call_guards.expires_at < now()
          RETURNING 1),
-       held AS (${holdSql('EXISTS (SELECT 1 FROM guard)')})
-       INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at, call)
-       SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000), $11::jsonb FROM held
-       RETURNING id`,
+       held AS (${holdSql('EXISTS (SELECT 1 FROM guard)')}),
+       reserved AS (
+         INSERT INTO budget_reservations (id, tenant_id, period, amount_nanos, expires_at, call)
+         SELECT $4, tenant_id, period, $3, now() + make_interval(secs => $5::double precision / 1000), $11::jsonb FROM held
+         RETURNING id)
+       SELECT (SELECT id::text FROM reserved) AS id, (SELECT reservation_id::text FROM stale WHERE EXISTS (SELECT 1 FROM guard)) AS stale`,
       [period, r.amount.toString(), r.id, r.ttlMs, r.lease?.jobId ?? null, r.lease?.holder ?? null, r.key, r.token, r.inFlightMs, callJson(r.call), r.call?.essayId ?? null],
     );
-    return rows.length > 0;
+    return { reserved: !!row?.id, stale: row?.stale ?? null };
+  }
+
+  /**
+   * Returns one reservation left by a call whose guard was taken over past its time, as the sweep
+   * returns expired ones (lost_in_flight: a ledger row costing the tenant nothing, an incident the
+   * platform absorbs); nothing when it is gone already (settled, or swept).
+   */
+  async returnLostReservation(tenantId: string, reservationId: string): Promise<void> {
+    await tenantQuery(this.ds.manager, tenantId, lostReservationsSql('tenant_id = $1 AND id = $2::uuid'), [reservationId]);
   }
 
   /** The essay was erased: the answers its calls' guards keep for a replay go (in the erasure's transaction). */
@@ -742,11 +797,12 @@ export class BooksRepository {
     const period = col('period');
     const rowValues = LEDGER_COLUMNS.map((c) => (c === 'cost_nanos' ? '(SELECT charged FROM amount)' : col(c))).join(', ');
 
-    // A batched call taken over by a job's retry (adoptBatched) is settled by the taker only: the
-    // guard's row is locked first, and a token not ours means nothing here is released, charged or
-    // written (the sender outlived its lease; the taker settles the same line once).
-    const guardLock = s.guard?.batched ? `guard_now AS (SELECT token FROM call_guards WHERE tenant_id = $1 AND key = ${next(s.guard.key)} FOR UPDATE),` : '';
-    const ours = s.guard?.batched ? ` AND NOT EXISTS (SELECT 1 FROM guard_now WHERE token <> ${next(s.guard.token)}::uuid)` : '';
+    // A guarded call taken over by a job's retry (a batched one adopted, a real-time one whose guard
+    // the retry took past its time) is settled by the taker only: the guard's row is locked first,
+    // and a token not ours means nothing here is released, charged or written (the sender outlived
+    // its lease; the retry's call is the one charge, this one's reservation returned as lost).
+    const guardLock = s.guard ? `guard_now AS (SELECT token FROM call_guards WHERE tenant_id = $1 AND key = ${next(s.guard.key)} FOR UPDATE),` : '';
+    const ours = s.guard ? ` AND NOT EXISTS (SELECT 1 FROM guard_now WHERE token <> ${next(s.guard.token)}::uuid)` : '';
     let guardSql = '';
     if (s.guard && s.answer) {
       const a = s.answer;
@@ -954,45 +1010,13 @@ export class BooksRepository {
   }
 
   /**
-   * Returns expired reservations, left by a process that died mid-call, to their budgets: the
-   * tenant is not charged for the platform's crash (the job's retry is its one charge). A provider
-   * may still have answered, and billed, the call the dead process never recorded: in the same
-   * statement each such call gets its ledger row (costing the tenant nothing, outcome
-   * lost_in_flight) and an incident of kind lost_in_flight whose excess, the most it could have
-   * cost, the platform absorbs. Sweeps old guards.
+   * Returns expired reservations, left by a process that died mid-call, to their budgets
+   * (lostReservationsSql: the tenant is not charged for the platform's crash; each call a provider
+   * may still have billed is a lost_in_flight ledger row and incident). Sweeps old guards.
    */
   async sweep(): Promise<number> {
     // Maintenance across tenants: it touches only reservations past their expiry.
-    const rows: Array<{ n: string }> = await this.ds.query(
-      `WITH expired AS (
-         DELETE FROM budget_reservations WHERE expires_at < now() RETURNING id, tenant_id, period, amount_nanos, call, created_at),
-       totals AS (SELECT tenant_id, period, sum(amount_nanos) AS amount, count(*) AS n FROM expired GROUP BY 1, 2),
-       upd AS (
-         UPDATE budget_periods p SET reserved_nanos = p.reserved_nanos - t.amount, updated_at = now()
-           FROM totals t WHERE p.tenant_id = t.tenant_id AND p.period = t.period RETURNING t.n),
-       lost AS (
-         SELECT e.id, e.tenant_id, e.period, e.amount_nanos, e.created_at, c.*
-           FROM expired e
-           CROSS JOIN LATERAL jsonb_to_record(e.call) AS c(request_id text, call_group uuid, attempt int, api_key_id uuid, essay_id uuid, purpose text,
-                                                          tier text, provider text, model text, estimated_input_tokens int, max_output_tokens int, batch boolean)
-          WHERE e.call IS NOT NULL),
-       incident AS (
-         INSERT INTO budget_incidents (tenant_id, id, period, kind, provider, model, call_group, estimated_input_tokens, max_output_tokens,
-                                       reserved_nanos, cost_nanos, charged_nanos, excess_nanos, pauses_admission)
-         SELECT tenant_id, gen_random_uuid(), period, 'lost_in_flight', provider, model, call_group, estimated_input_tokens, max_output_tokens,
-                amount_nanos, amount_nanos, 0, amount_nanos, false
-           FROM lost),
-       ledger AS (
-         INSERT INTO llm_calls (tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier, provider, model,
-                                cache_status, outcome, error_reason, input_tokens, cached_input_tokens, output_tokens, estimated_input_tokens,
-                                usage_source, cost_nanos, saved_nanos, compression_saved_tokens, latency_ms, streamed, batch)
-         SELECT tenant_id, id, period, request_id, call_group, attempt, api_key_id, essay_id, purpose, tier, provider, model,
-                'miss', 'lost_in_flight', 'the process making the call stopped before recording it; the platform absorbs what the provider billed',
-                0, 0, 0, estimated_input_tokens, 'none', 0, 0, 0,
-                least(extract(epoch FROM now() - created_at) * 1000, 2147483647)::int, false, coalesce(batch, false)
-           FROM lost)
-       SELECT coalesce(sum(n), 0)::text AS n FROM upd`,
-    );
+    const rows: Array<{ n: string }> = await this.ds.query(lostReservationsSql('expires_at < now()'));
     // Leases of instances that stopped renewing them (dead): what they held goes back. Their periods
     // are locked first, in key order, as settlements, takes and returns lock them (a stalled instance
     // may be settling on the lease being swept: no lock cycle between them).

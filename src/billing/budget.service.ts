@@ -291,7 +291,18 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     const period = await this.currentPeriod(tenantId);
     const id = randomUUID();
     const token = randomUUID();
-    if (await this.books.reserveGuarded(tenantId, period, { id, amount, ttlMs, key: guard.key, token, inFlightMs: guard.inFlightMs, lease: guard.lease, call })) {
+    const took = await this.books.reserveGuarded(tenantId, period, { id, amount, ttlMs, key: guard.key, token, inFlightMs: guard.inFlightMs, lease: guard.lease, call });
+    if (took.stale) {
+      // The guard was taken over from a call that died (or stalled) mid-way: its reservation goes
+      // back now (as lost in flight), not minutes later at its expiry — a retry near the cap was
+      // refused for it, and the essay got an offline estimate or failed.
+      await this.books.returnLostReservation(tenantId, took.stale);
+      if (!took.reserved) {
+        await this.books.releaseGuard(tenantId, guard.key, token);
+        return this.reserveGuardedOnce(tenantId, amount, guard, ttlMs, call);
+      }
+    }
+    if (took.reserved) {
       return { kind: 'reserved', reservation: { id, tenantId, period, amount, guard: { key: guard.key, token, batched: guard.batched } } };
     }
     // Nothing reserved: why?
