@@ -229,6 +229,51 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect(rows).toHaveLength(3);
   });
 
+  it("in JSON mode, an answer cut at the caller's max_tokens is a 400 to raise it, paid once: not tried on every provider, then a 503 the client retries", async () => {
+    fake.enqueue('deepseek', { kind: 'ok', content: '{"answer": "The capital of Fr', finishReason: 'length' });
+    const err = await client.chat.completions
+      .create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'Answer in json, at length' }], response_format: { type: 'json_object' }, max_tokens: 8 })
+      .catch((e) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    expect([err.status, err.error.code]).toEqual([400, 'BAD_REQUEST']);
+    expect(err.error.message).toMatch(/max_tokens \(8\)/);
+    expect(fake.requests).toHaveLength(1); // one provider call (and no retry of the client's: a 400)
+    const rows = await t.dataSource.query(`SELECT provider, outcome, cost_nanos FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(rows.map((r: { provider: string; outcome: string }) => [r.provider, r.outcome])).toEqual([['deepseek', 'invalid_output']]);
+    expect(BigInt(rows[0].cost_nanos)).toBeGreaterThan(0n); // its tokens were produced: billed once
+    // Streamed, the same, before any byte of the stream.
+    fake.enqueue('deepseek', { kind: 'ok', content: '{"answer": "The capital of Fr', finishReason: 'length' });
+    const streamed = await t.http
+      .post('/v1/chat/completions')
+      .set(bearer(teacherKey))
+      .send({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'json, at length, streamed' }], response_format: { type: 'json_object' }, max_tokens: 8, stream: true });
+    expect([streamed.status, streamed.body.error?.code]).toEqual([400, 'BAD_REQUEST']);
+    expect(fake.requests).toHaveLength(2);
+  });
+
+  it("takes a provider's failure told as a finish reason (DeepSeek's insufficient_system_resource) as a failed attempt, not a 200 with half an answer", async () => {
+    fake.enqueue('deepseek', { kind: 'ok', content: 'The first half of an answ', finishReason: 'insufficient_system_resource' });
+    const { data } = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'a whole answer, please' }] }).withResponse();
+    expect(data.choices[0].finish_reason).toBe('stop');
+    expect(data.choices[0].message.content).not.toBe('The first half of an answ');
+    const rows = await t.dataSource.query(`SELECT provider, outcome, error_reason FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`, [tenant.tenantId]);
+    expect(rows[0]).toMatchObject({ provider: 'deepseek', error_reason: 'interrupted' });
+    expect(rows[0].outcome).not.toBe('ok');
+    expect(rows[rows.length - 1].outcome).toBe('ok');
+    // Streamed, its first words were sent: the stream ends with an error, never a finish of that reason.
+    fake.enqueue('deepseek', { kind: 'stream', content: 'The first half of an answer, streamed', finishReason: 'insufficient_system_resource' });
+    const stream = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'a whole answer, streamed' }], stream: true });
+    const finishes: Array<string | null> = [];
+    const ended = await (async () => {
+      for await (const chunk of stream) finishes.push(chunk.choices[0]?.finish_reason ?? null);
+    })().then(
+      () => 'done',
+      (e: Error) => e.message,
+    );
+    expect(finishes).not.toContain('insufficient_system_resource');
+    expect(ended).not.toBe('done');
+  });
+
   it('answers 402 BUDGET_EXHAUSTED when the call cannot fit the budget, streaming or not', async () => {
     await t.http.put('/v1/budget').set(bearer(tenant.adminKey)).send({ monthlyCap: '0.000001' }).expect(200);
     const err = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'x' }] }).catch((e) => e);

@@ -12,7 +12,7 @@ import { ChatParams, ProviderError, samplingOf, Usage } from './types';
 
 export type AttemptOutcome<T, R = GatewayResult<T>> =
   | { kind: 'ok'; result: R }
-  | { kind: 'invalid'; content: string; problem: string }
+  | { kind: 'invalid'; content: string; problem: string; finishReason?: string }
   | { kind: 'error'; error: ProviderError }
   | { kind: 'budget' }
   | { kind: 'skip'; reason: string };

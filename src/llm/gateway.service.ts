@@ -391,6 +391,15 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         case 'invalid':
           // The provider works; the answer did not. One repair on this model, then the next model.
           if (reportAnswers) this.health.answered(model);
+          if (ctx.req.purpose === 'chat' && outcome.finishReason === 'length') {
+            // Cut at the caller's own max_tokens: every model would be cut there too (each paid,
+            // then a 503 the client retries). The caller's to change, once.
+            throw new GatewayError(
+              'INVALID_REQUEST',
+              `The answer reached max_tokens (${ctx.req.maxTokens ?? "the model's limit"}) before it was complete: ${outcome.problem}. Send it again with a higher max_tokens`,
+              ctx.tried,
+            );
+          }
           ctx.lastError = new ProviderError('fallback', 'invalid_output', outcome.problem);
           if (ctx.req.repair && !repaired) {
             repaired = true;
@@ -770,7 +779,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   ): Promise<AttemptOutcome<T>> {
     if (!validation.ok) {
       ctx.charged += cost;
-      return { kind: 'invalid', content, problem: validation.problem };
+      return { kind: 'invalid', content, problem: validation.problem, finishReason };
     }
     const result = this.answered(ctx, model, content, validation.value, finishReason, usage, cost);
     // (The answer cache keeps what this answer cost: what a hit on it saves.)

@@ -277,6 +277,8 @@ export class ProviderClient {
     // A content-filter stop: the stream is read to its end first, for the usage the provider bills it
     // with (Zhipu's in the same chunk, the others' in a chunk of their own after it).
     let filtered: string | undefined;
+    /** the provider's finish reason for a failure mid-answer (isFailureFinish): the stream is cut */
+    let broke: string | undefined;
     let usage: Usage | null = null;
     let lastChunkAt = performance.now();
     // Whether the caller was still holding the last event when the total timeout fired (a slow
@@ -309,12 +311,16 @@ export class ProviderClient {
           if (!json) continue;
           const reported = json.usage ? adapter.parseUsage(json.usage) : null;
           if (reported) usage = reported;
-          if (filtered !== undefined) continue; // nothing after the filter's stop is relayed
+          if (filtered !== undefined || broke !== undefined) continue; // nothing after the filter's stop (or a failure) is relayed
           if (json.error) throw adapter.classifyError(inBandStatus(json.error), json, undefined);
           const choice = json.choices?.[0];
           if (choice) {
             if (adapter.isContentFilterFinish(choice.finish_reason)) {
               filtered = String(choice.finish_reason);
+              continue;
+            }
+            if (adapter.isFailureFinish?.(choice.finish_reason)) {
+              broke = String(choice.finish_reason);
               continue;
             }
             const text = typeof choice.delta?.content === 'string' ? choice.delta.content.replace(/\u0000/g, '') : '';
@@ -340,6 +346,7 @@ export class ProviderClient {
     } catch (err) {
       if (err instanceof ProviderError) throw err;
       if (filtered !== undefined) throw contentFiltered(filtered, usage);
+      if (broke !== undefined) throw brokeOff(broke, usage);
       const e = networkError(err, deadline);
       // The connection broke while the answer was streaming in.
       if (e.reason === 'network') throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
@@ -354,6 +361,7 @@ export class ProviderClient {
       deadline.signal.removeEventListener('abort', onDeadline);
     }
     if (filtered !== undefined) throw contentFiltered(filtered, usage);
+    if (broke !== undefined) throw brokeOff(broke, usage);
     if (!done && !finished) {
       throw new ProviderError('retryable', 'stream_cut', 'the provider closed the stream before it finished');
     }
@@ -366,6 +374,11 @@ export class ProviderClient {
  */
 export function stillArrivingMs(totalTimeoutMs: number): number {
   return Math.min(5_000, totalTimeoutMs / 4);
+}
+
+/** An answer the provider cut itself by a failure (isFailureFinish), with the usage it billed (null when none came). */
+function brokeOff(finishReason: string, usage: Usage | null): ProviderError {
+  return new ProviderError('retryable', 'interrupted', `the provider failed mid-answer (${finishReason})`, { status: 200, usage });
 }
 
 /** A stream the provider's content filter stopped, with the usage it billed (null when none came). */
@@ -416,6 +429,7 @@ export function readCompletion(adapter: DialectAdapter, status: number, text: st
   if (adapter.isContentFilterFinish(finishReason)) {
     throw new ProviderError('content_rejected', 'content_filter', `provider stopped the answer (${finishReason})`, { status: 200, usage });
   }
+  if (adapter.isFailureFinish?.(finishReason)) throw brokeOff(finishReason, usage);
   if (content.trim() === '') {
     throw new ProviderError('fallback', 'blank_output', 'provider answered with blank content', { status: 200, usage });
   }

@@ -38,4 +38,6 @@ export const deepseek: DialectAdapter = {
     return genericError(status, f, retryAfterMs);
   },
   isContentFilterFinish: (r) => r === 'content_filter',
+  // "insufficient_system_resource": the backend ran out of resources and interrupted the output.
+  isFailureFinish: (r) => r === 'insufficient_system_resource',
 };

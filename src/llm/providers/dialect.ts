@@ -15,6 +15,11 @@ export interface DialectAdapter {
   /** A finish reason that means the provider's filter stopped the answer. */
   isContentFilterFinish(finishReason: string | null | undefined): boolean;
   /**
+   * A finish reason that means the provider failed mid-answer (out of resources, an inference
+   * error): the answer is cut, a failed attempt to try elsewhere, not a whole answer.
+   */
+  isFailureFinish?(finishReason: string | null | undefined): boolean;
+  /**
    * The messages as the provider receives them, when buildBody adds to them: the prompt's admission
    * bound is estimated on these (an addition left out of it was billed past the bound: an incident).
    */

@@ -71,6 +71,12 @@ describe('Zhipu dialect', () => {
     expect(a.isContentFilterFinish('stop')).toBe(false);
   });
 
+  it('treats finish_reason "network_error" (模型推理异常) as a failure mid-answer, not a whole answer', () => {
+    expect(a.isFailureFinish?.('network_error')).toBe(true);
+    expect(a.isFailureFinish?.('stop')).toBe(false);
+    expect(a.isFailureFinish?.('length')).toBe(false);
+  });
+
   it('reads cached tokens from prompt_tokens_details and does not send stream_options', () => {
     expect(a.parseUsage({ prompt_tokens: 100, completion_tokens: 5, prompt_tokens_details: { cached_tokens: 64 } })).toEqual({ inputTokens: 100, cachedInputTokens: 64, outputTokens: 5 });
     expect(a.buildBody(model('zhipu:glm-5.3-flash'), { messages: [], maxTokens: 5, stream: true })).not.toHaveProperty('stream_options');

@@ -40,4 +40,6 @@ export const zhipu: DialectAdapter = {
     return genericError(status, f, retryAfterMs);
   },
   isContentFilterFinish: (r) => r === 'sensitive' || r === 'content_filter',
+  // "network_error": 模型推理异常, the model's inference failed mid-answer.
+  isFailureFinish: (r) => r === 'network_error',
 };
