@@ -186,6 +186,34 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect(metrics.text.split('\n').filter((l) => l.startsWith('inkstone_llm_provider_errors_total') && l.includes('reason="cancelled"'))).toEqual([]);
   });
 
+  it('charges a stream whose client leaves before its first token for its prompt (the provider read it): not nothing', async () => {
+    fake.setLatency(1_500);
+    try {
+      const leave = new AbortController();
+      const long = '请把这段话读完。'.repeat(500);
+      const stream = client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: long }], stream: true }, { signal: leave.signal });
+      await waitFor(async () => fake.requests.length > 0, 10_000, 'the prompt at the provider');
+      leave.abort();
+      await stream.then(
+        async (s) => {
+          for await (const _ of s) void _;
+        },
+        () => undefined,
+      ).catch(() => undefined);
+      const row = async () => (await t.dataSource.query(`SELECT outcome, error_reason, cost_nanos::text AS cost, input_tokens, usage_source FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId])) as Array<Record<string, string | number>>;
+      await waitFor(async () => (await row()).length > 0, 10_000, 'the cancelled call settled');
+      await t.app.get(BudgetService).ledgerWritten();
+      const [r] = await row();
+      expect(r).toMatchObject({ error_reason: 'cancelled', usage_source: 'estimated' });
+      expect(Number(r.input_tokens)).toBeGreaterThan(0);
+      expect(BigInt(r.cost)).toBeGreaterThan(0n);
+      const spent = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.spent;
+      expect(parseCny(spent)).toBe(BigInt(r.cost));
+    } finally {
+      fake.setLatency(0);
+    }
+  });
+
   it('in JSON mode, takes an answer that is not JSON as a failed attempt: billed, and the next provider answers', async () => {
     fake.enqueue('deepseek', { kind: 'invalid-json' });
     const { data, response } = await client.chat.completions

@@ -671,12 +671,18 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
   }
 
   /** Settles a call the provider failed: what its error reported it used (if anything) is charged. */
-  private async settleFailed<T>(ctx: CallContext<T>, model: CatalogModel, call: PaidCall, e: ProviderError, usage: Usage | null): Promise<void> {
+  private async settleFailed<T>(ctx: CallContext<T>, model: CatalogModel, call: PaidCall, e: ProviderError, reported: Usage | null): Promise<void> {
+    // A chat call its client left after it was sent: the provider read the prompt, and bills it
+    // whether or not an answer comes. Charged its input (as a stream the client cut mid-way is):
+    // charged nothing, a tenant's long prompts dropped before the first token were the provider's
+    // for free. (A job's call the platform stops is not the tenant's to pay: its retry is.)
+    const clientLeft = e.reason === 'cancelled' && e.extra.sent === true && ctx.req.purpose === 'chat';
+    const usage = reported ?? (clientLeft ? estimatedUsage(call.estimate, '', model, call.params.maxTokens) : null);
     const cost = usage ? costOf(usage, call.pricing) : 0n;
-    const charged = await this.settle(call.reservation, cost, { incident: overBound(usage, call.estimate, call.params.maxTokens) }, this.callEntry(ctx, model, call, {
+    const charged = await this.settle(call.reservation, cost, { incident: overBound(reported, call.estimate, call.params.maxTokens) }, this.callEntry(ctx, model, call, {
       outcome: e.errorClass,
       errorReason: e.reason,
-      ...usageFields(usage, 'provider'),
+      ...usageFields(usage, reported ? 'provider' : 'estimated'),
       costNanos: cost,
     }));
     ctx.charged += charged;

@@ -458,7 +458,7 @@ export function retryAfterMs(headers: Record<string, string | string[] | undefin
 function networkError(err: unknown, deadline?: CallDeadline): ProviderError {
   if (err instanceof ProviderError) return err;
   const e = err as { code?: string; name?: string; message?: string };
-  if (deadline?.callerWentAway) return new ProviderError('fatal', 'cancelled', 'the caller went away');
+  if (deadline?.callerWentAway) return new ProviderError('fatal', 'cancelled', 'the caller went away', { sent: true });
   if (deadline?.timedOut || e.name === 'TimeoutError') return new ProviderError('retryable', 'timeout', 'the call took longer than LLM_TOTAL_TIMEOUT_MS');
   if (err instanceof undiciErrors.ConnectTimeoutError) return new ProviderError('retryable', 'connect_timeout', 'could not connect in time');
   if (err instanceof undiciErrors.HeadersTimeoutError) return new ProviderError('retryable', 'timeout', 'no answer within LLM_FIRST_BYTE_TIMEOUT_MS');

@@ -54,7 +54,14 @@ export class ProviderError extends Error {
     /** a short stable reason: rate_limited, insufficient_balance, content_filter, context_length, … */
     readonly reason: string,
     message: string,
-    readonly extra: { status?: number; providerCode?: string; retryAfterMs?: number; usage?: Usage | null } = {},
+    readonly extra: {
+      status?: number;
+      providerCode?: string;
+      retryAfterMs?: number;
+      usage?: Usage | null;
+      /** the request had gone to the provider (a call cancelled after that may still be billed for its prompt) */
+      sent?: boolean;
+    } = {},
   ) {
     super(message);
     this.name = 'ProviderError';
