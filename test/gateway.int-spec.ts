@@ -543,10 +543,20 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(err).toBeInstanceOf(GatewayError);
       expect(err.message).toMatch(/cancelled/);
       expect(fake.requests.filter((x) => x.dialect !== 'deepseek')).toHaveLength(0); // no failover
-      // One attempt, ended by the caller (not by a timeout first), and nothing charged for it.
+      // One attempt, ended by the caller (not by a timeout first), charged the prompt it had sent
+      // (the provider read it), as bounded at admission.
       const rows = await ledger();
       expect(rows).toHaveLength(1);
-      expect(rows[0]).toMatchObject({ provider: 'deepseek', outcome: 'fatal', error_reason: 'cancelled', cost_nanos: '0' });
+      expect(rows[0]).toMatchObject({ provider: 'deepseek', outcome: 'fatal', error_reason: 'cancelled' });
+      expect(BigInt(rows[0].cost_nanos)).toBeGreaterThan(0n);
+      await booksBalanced();
+      // A job's call the platform stops (its worker stopping, its lease lost) is not the school's to pay: its retry is.
+      fake.enqueue('deepseek', { kind: 'hang' });
+      const stopping = new AbortController();
+      setTimeout(() => stopping.abort(new Error('worker stopping')), 300);
+      await ask('never mind, grading', { signal: stopping.signal, purpose: 'grading' }).catch((e) => e);
+      const [, stopped] = await ledger();
+      expect(stopped).toMatchObject({ provider: 'deepseek', outcome: 'fatal', error_reason: 'cancelled', cost_nanos: '0' });
       await booksBalanced();
     });
 
