@@ -903,6 +903,19 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect(alerts).toEqual([{ kind: 'call_refused' }]);
     }, 60_000);
 
+    it('tells an outage from an empty budget: the model the budget fits failing at its provider is no refused call (no alert, no budget_exhausted)', async () => {
+      const school = await f.newTenant({ monthlyBudget: '100.00' });
+      await f.gradedEssay(school.adminKey, { seed: 73 });
+      const [{ s: one }] = await t.dataSource.query(`SELECT spent_nanos::text AS s FROM budget_periods WHERE tenant_id = $1`, [school.tenantId]);
+      // Room left for the cheaper model's worst case, not for the first model's; the cheaper one's provider is down.
+      await t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap: formatCny((BigInt(one) * 27n) / 10n), whenExhausted: 'offline' }).expect(200);
+      for (const provider of ['dashscope', 'zhipu'] as const) fake.enqueue(provider, Array.from({ length: 12 }, () => ({ kind: 'preset' as const, name: 'server_error' })));
+      const res = await t.http.post('/v1/chat/completions').set(bearer(school.adminKey)).send({ model: 'inkstone-standard', messages: [{ role: 'user', content: '你好' }] });
+      expect([res.status, res.body.error.code]).toEqual([503, 'NO_PROVIDER_AVAILABLE']);
+      expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      expect(await t.dataSource.query(`SELECT kind FROM budget_alerts WHERE tenant_id = $1`, [school.tenantId])).toEqual([]);
+    });
+
     it('forecasts month-end spend and the day the cap is reached', async () => {
       await gradedEssay(30);
       const budget = await t.http.get('/v1/budget').set(admin()).expect(200);

@@ -84,6 +84,27 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
     expect(day).toMatchObject({ calls: 2, failures: 0 });
   });
 
+  it("replays the answer a dead worker paid for even when the answer cache holds it too: the grading's cost is what was paid, not a hit that saved it", async () => {
+    const cache = { key: `paid-once-${job.id}`, lookup: true, store: true };
+    const first = await call(queue.workerId, { cache });
+    expect(fake.requests).toHaveLength(1);
+    // The worker died before storing the grade; the retry asks the cache first (it holds the answer).
+    await takeOver('second-worker');
+    const again = await call('second-worker', { cache });
+    expect(fake.requests).toHaveLength(1);
+    expect(again.content).toBe(first.content);
+    expect(again.costNanos).toBe(first.costNanos);
+    const rows = await ds.query(`SELECT outcome, cache_status, cost_nanos::text AS cost, saved_nanos::text AS saved FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`, [tenant.tenantId]);
+    expect(rows).toEqual([
+      { outcome: 'ok', cache_status: 'miss', cost: first.costNanos.toString(), saved: '0' },
+      { outcome: 'replayed', cache_status: 'replay', cost: '0', saved: '0' },
+    ]);
+    // Another request with the same text and no job of its own is a cache hit, as ever.
+    const other = await gw.complete({ tenantId: tenant.tenantId, purpose: 'grading', target: { tier: 'standard' }, messages, maxTokens: 100, cache });
+    expect(other.cache).toBe('hit');
+    await booksBalanced();
+  });
+
   it('says what a replayed answer of scheduled work saved, as its first run did (the replay row claims nothing again)', async () => {
     // Scheduled work sent through the Batch API: half the real-time price at the moment it was planned.
     const scheduled = { batch: true, priceAsOf: new Date() };

@@ -58,6 +58,8 @@ export interface CallContext<T> {
   admissionPaused?: boolean;
   /** the least worst case the budget refused, of the models tried (the refused-call alert's `needed`) */
   refusedNeeded?: Nanos;
+  /** a candidate was passed over while its breaker is open (its provider failing of late) */
+  passedCooling?: boolean;
   contentRejected: boolean;
   /** candidates passed over because the request does not fit their context window */
   tooLong?: number;

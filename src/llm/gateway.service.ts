@@ -238,6 +238,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     const r = ctx.req;
     const cached = await this.cache.get(r.tenantId, r.cache!.key);
     if (!cached) return null;
+    // A job's retry whose own earlier call was answered and paid (its process died before the grade
+    // was stored), or waits in a provider batch: that call is the grading's, replayed or taken over
+    // (the cache hit showed the grading as costing nothing, and counted what it paid as saved).
+    if (r.once && (await this.ownCallKept(ctx))) return null;
     const value = this.revalidated(ctx, cached);
     if (value === undefined) {
       await this.cache.delete(r.tenantId, r.cache!.key);
@@ -336,19 +340,22 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       // A model whose breaker is open is tried only to take over its call; its answer from the
       // batch (or the guard) says nothing of its real-time health, which stays as it was.
       const past = !this.health.allow(model);
-      if (past && model !== takenOver) continue;
+      if (past && model !== takenOver) {
+        ctx.passedCooling = true;
+        continue;
+      }
       const outcome = await this.tryModel(ctx, model, attempt, !past);
       if (outcome.kind === 'ok') return outcome.result;
     }
     // Refused by the budget on every model it could fit: one refused call, alerted (not a refusal
-    // of the first model when a cheaper one then served it).
-    if (ctx.budgetRefused && ctx.refusedNeeded !== undefined) await this.budget.callRefused(ctx.req.tenantId, ctx.refusedNeeded);
+    // of the first model when a cheaper one then served it, nor when one the budget fitted failed).
+    if (budgetOnly(ctx) && ctx.refusedNeeded !== undefined) await this.budget.callRefused(ctx.req.tenantId, ctx.refusedNeeded);
     throw this.failure(ctx, candidates);
   }
 
   private failure<T>(ctx: CallContext<T>, candidates: CatalogModel[]): GatewayError {
     const tried = ctx.tried;
-    if (ctx.budgetRefused) {
+    if (budgetOnly(ctx)) {
       if (ctx.admissionPaused) {
         return new GatewayError('BUDGET_EXHAUSTED', 'Model calls are paused after a billing incident; an admin must acknowledge it (GET /v1/budget)', tried);
       }
@@ -537,11 +544,22 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
    * a batch (`once.mayWaitInBatch`): one read of the guards of its candidates.
    */
   private async takenOver<T>(ctx: CallContext<T>, candidates: CatalogModel[]): Promise<CatalogModel | undefined> {
+    if (!ctx.req.once?.mayWaitInBatch || candidates.length === 0) return undefined;
+    return this.candidateWithCall(ctx, candidates);
+  }
+
+  /** Of the candidates, the one whose guard (for this call) holds an answer or a call waiting in a provider batch: one read. */
+  private async candidateWithCall<T>(ctx: CallContext<T>, candidates: CatalogModel[]): Promise<CatalogModel | undefined> {
     const once = ctx.req.once;
-    if (!once?.mayWaitInBatch || candidates.length === 0) return undefined;
+    if (!once || candidates.length === 0) return undefined;
     const byKey = new Map(candidates.map((m) => [guardKey(once.scope, m, this.callParams(ctx.req, m, ctx.req.messages).params), m]));
     const key = await this.budget.guardWithCall(ctx.req.tenantId, [...byKey.keys()]);
     return key ? byKey.get(key) : undefined;
+  }
+
+  /** Whether an earlier attempt of this guarded call was answered, or waits in a provider batch (asked on a cache hit). */
+  private async ownCallKept<T>(ctx: CallContext<T>): Promise<boolean> {
+    return (await this.candidateWithCall(ctx, this.router.candidates(ctx.req.target, ctx.req.exclude, ctx.req.prefer))) !== undefined;
   }
 
   private provider(model: CatalogModel): EnabledProvider {
@@ -948,6 +966,16 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     if (broken) throw new StreamInterruptedError(broken.reason);
     yield { type: 'end', result: ended! };
   }
+}
+
+/**
+ * Was the budget all that stood in the call's way? Refused on some model, and no other model failed
+ * at its provider or was passed over for its open breaker: during an outage, a call whose affordable model is down is a 503
+ * to come back after (it would be served once the provider is back), not "budget exhausted" and a
+ * refused-call alert to the school.
+ */
+function budgetOnly<T>(ctx: CallContext<T>): boolean {
+  return ctx.budgetRefused && !ctx.lastError && !ctx.passedCooling;
 }
 
 /** Has the caller of this request gone (its signal aborted, or, for a call that only waits on one, its wait signal)? */
