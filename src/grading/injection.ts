@@ -116,7 +116,8 @@ const RULES: Rule[] = [
     name: 'zh_score_request',
     weight: 2,
     re: r(
-      `${ZH_START}(?:请你?|你|直接)?(?:把|将)(?:所有|全部|各项|每项|各个?维度)?的?(?:分数|成绩|得分|分|各项|维度)${ZH_IN}{0,3}?(?:都|全|全部|一律|统统)?` +
+      // (the score itself: not 分数线, an admission line; not 各项 alone, a game character's 各项属性)
+      `${ZH_START}(?:请你?|你|直接)?(?:把|将)(?:所有|全部|每项)?的?(?:分数(?!线)|成绩|得分|各项(?:分数|成绩|得分)|各个?维度(?:的?分数)?)${ZH_IN}{0,3}?(?:都|全|全部|一律|统统)?` +
         `(?:(?:设为|设成|设置为|设置成|设定为|调为|调成|调到|调至|拉到|给到|改为|改成|定为|打成)(?:最高|顶格|${ZH_TARGET})|拉满)`,
     ),
   },
@@ -496,8 +497,13 @@ function scoresRubricDimensions(view: string, dimensions: NamedDimension[]): boo
   });
   if (which.size === 0 || !SCORE_LIKE.test(view)) return false;
   const names = [...which.keys()].sort((a, b) => b.length - a.length).map(escapeRegExp);
-  // (After a colon, a number that counts something, "内容：3个故事", is no score.)
-  const re = new RegExp(`(?<![a-z])(${names.join('|')}) ?(?:[:=] ?\\d{1,3}(?:\\.\\d)?(?:分|(?![\\d\\u3400-\\u9fff]))|\\d{1,3}(?:\\.\\d)? ?(?:分|points?\\b|marks?\\b|/ ?\\d{1,3}))`, 'g');
+  // After a colon, a number is a score with a score's unit, or standing alone before punctuation or
+  // the line's end: one that counts something ("内容：3个故事", "Language: 2 hours") or tells the
+  // time ("Organization: 9:00") is none.
+  const re = new RegExp(
+    `(?<![a-z])(${names.join('|')}) ?(?:[:=] ?\\d{1,3}(?:\\.\\d)?(?: ?(?:分|points?\\b|marks?\\b)|/ ?\\d{1,3}|(?= ?(?:[,.;!?、]|\\n|$)(?!\\d)))|\\d{1,3}(?:\\.\\d)? ?(?:分|points?\\b|marks?\\b|/ ?\\d{1,3}))`,
+    'g',
+  );
   let newlines: number[] | null = null;
   const named = new Map<number, Set<number>>();
   for (const m of view.matchAll(re)) {
