@@ -16,6 +16,7 @@ import { formatCny } from '../src/common/money';
 import { GatewayError, GatewayRequest, GatewayService, StreamInterruptedError } from '../src/llm/gateway.service';
 import { estimatePromptTokens } from '../src/llm/tokens';
 import { ResponseCache } from '../src/llm/response-cache';
+import { validJson } from '../src/llm/chat.service';
 import { countPromptTokens, countTokens, FakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { providerEnv, quick } from './support/providers';
@@ -534,6 +535,20 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       expect(rows.filter((x: { provider: string; error_reason: string }) => x.provider === 'deepseek' && x.error_reason === 'timeout').length).toBeGreaterThanOrEqual(1);
       await booksBalanced();
     }, 40_000);
+
+    it("in JSON mode, an answer cut by a model's own lower output limit (not the caller's max_tokens) goes on to the next model", async () => {
+      // qwen-flash writes at most 32,768 tokens: asked for 50,000, it was cut at its own limit; deepseek-flash writes 384,000.
+      fake.enqueue('dashscope', { kind: 'ok', content: '{"essay": "a long one, cut', finishReason: 'length' });
+      const r = await ask('json, long', { jsonMode: true, validate: validJson, maxTokens: 50_000, prefer: 'dashscope:qwen-flash' });
+      expect(r.provider).toBe('deepseek');
+      expect(JSON.parse(r.content)).toEqual(expect.any(Object));
+      // Cut at the caller's own bound, it is the caller's to raise: a 400 at once, the next model not tried.
+      fake.enqueue('dashscope', { kind: 'ok', content: '{"essay": "cut', finishReason: 'length' });
+      const before = fake.requests.length;
+      const err = await ask('json, short', { jsonMode: true, validate: validJson, maxTokens: 100, prefer: 'dashscope:qwen-flash' }).catch((e) => e);
+      expect([err.code, fake.requests.length - before]).toEqual(['INVALID_REQUEST', 1]);
+      expect(err.message).toMatch(/max_tokens \(100\)/);
+    });
 
     it('stops at once, without failing over, when the caller goes away during the call', async () => {
       fake.enqueue('deepseek', { kind: 'hang' });

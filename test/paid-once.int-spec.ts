@@ -214,3 +214,43 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
     expect(fake.requests).toHaveLength(0);
   });
 });
+
+describe('paid once, with two models: the retry after a crash replays the answer of the model that answered', () => {
+  it('tries first the model whose guard holds the paid answer (found on a cache hit), not the usual first model: no second paid call', async () => {
+    const { fake, t } = await startAppWithFake({ WORKERS_ENABLED: 'false', LLM_STANDARD_MODELS: 'deepseek:deepseek-flash,dashscope:qwen-flash', LLM_MAX_RETRIES: '0' });
+    try {
+      const gw = t.app.get(GatewayService);
+      const queue = t.app.get(JobQueue);
+      const tenant = await new Factory(t.app).newTenant({ monthlyBudget: '10.00' });
+      await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(8, 'zh').text }).expect(202);
+      const [job] = (await queue.claim(1, 60_000)).filter((j) => j.tenantId === tenant.tenantId);
+      const cache = { key: `paid-once-two-${job.id}`, lookup: true, store: true };
+      const call = (holder: string) =>
+        gw.complete({
+          tenantId: tenant.tenantId,
+          essayId: job.essayId,
+          purpose: 'grading',
+          target: { tier: 'standard' },
+          messages: [{ role: 'user' as const, content: '请给这篇作文打分。' }],
+          maxTokens: 100,
+          cache,
+          once: { scope: `job:${job.id}`, lease: { jobId: job.id, holder } },
+        });
+      // deepseek fails; qwen-flash answers (paid, cached, kept on its guard). The worker then dies.
+      fake.enqueue('deepseek', { kind: 'preset', name: 'server_error' });
+      const first = await call(queue.workerId);
+      expect(first.provider).toBe('dashscope');
+      gw.resetHealth();
+      await t.dataSource.query(`UPDATE jobs SET locked_by = 'second-worker', locked_until = now() + interval '1 minute' WHERE id = $1`, [job.id]);
+      const requests = fake.requests.length;
+      const again = await call('second-worker');
+      expect([again.provider, again.content, again.costNanos, fake.requests.length - requests]).toEqual(['dashscope', first.content, first.costNanos, 0]);
+      const rows = await t.dataSource.query(`SELECT provider, outcome FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`, [tenant.tenantId]);
+      expect(rows.filter((r: { outcome: string }) => r.outcome === 'ok')).toEqual([{ provider: 'dashscope', outcome: 'ok' }]);
+      await expectBooksBalanced(t.dataSource, tenant.tenantId);
+    } finally {
+      await t.close();
+      await fake.close();
+    }
+  });
+});

@@ -60,6 +60,8 @@ export interface CallContext<T> {
   refusedNeeded?: Nanos;
   /** a candidate was passed over while its breaker is open (its provider failing of late) */
   passedCooling?: boolean;
+  /** the candidate whose guard holds this guarded call's answer (or its batch), found on a cache hit: tried first */
+  keptBy?: CatalogModel;
   contentRejected: boolean;
   /** candidates passed over because the request does not fit their context window */
   tooLong?: number;

@@ -334,7 +334,7 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
    */
   private async firstAnswer<T, R>(ctx: CallContext<T>, attempt: (model: CatalogModel, messages: ChatMessage[]) => Promise<AttemptOutcome<T, R>>): Promise<R> {
     let candidates = this.router.candidates(ctx.req.target, ctx.req.exclude, ctx.req.prefer);
-    const takenOver = await this.takenOver(ctx, candidates);
+    const takenOver = ctx.keptBy && candidates.includes(ctx.keptBy) ? ctx.keptBy : await this.takenOver(ctx, candidates);
     if (takenOver) candidates = [takenOver, ...candidates.filter((m) => m !== takenOver)];
     for (const model of candidates) {
       // A model whose breaker is open is tried only to take over its call; its answer from the
@@ -398,14 +398,13 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         case 'invalid':
           // The provider works; the answer did not. One repair on this model, then the next model.
           if (reportAnswers) this.health.answered(model);
-          if (ctx.req.purpose === 'chat' && outcome.finishReason === 'length') {
-            // Cut at the caller's own max_tokens: every model would be cut there too (each paid,
-            // then a 503 the client retries). The caller's to change, once.
-            throw new GatewayError(
-              'INVALID_REQUEST',
-              `The answer reached max_tokens (${ctx.req.maxTokens ?? "the model's limit"}) before it was complete: ${outcome.problem}. Send it again with a higher max_tokens`,
-              ctx.tried,
-            );
+          const bound = ctx.req.maxTokens ?? this.config.llm.defaultMaxTokens;
+          if (ctx.req.purpose === 'chat' && outcome.finishReason === 'length' && bound <= model.maxOutputTokens) {
+            // Cut at the caller's own max_tokens (or the default one): every model would be cut
+            // there too (each paid, then a 503 the client retries). The caller's to change, once.
+            // (A model whose own output limit is lower cut it: the next model may not.)
+            const which = ctx.req.maxTokens === undefined ? `the default max_tokens (${bound}, LLM_DEFAULT_MAX_TOKENS)` : `max_tokens (${bound})`;
+            throw new GatewayError('INVALID_REQUEST', `The answer reached ${which} before it was complete: ${outcome.problem}. Send it again with a higher max_tokens`, ctx.tried);
           }
           ctx.lastError = new ProviderError('fallback', 'invalid_output', outcome.problem);
           if (ctx.req.repair && !repaired) {
@@ -557,9 +556,14 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
     return key ? byKey.get(key) : undefined;
   }
 
-  /** Whether an earlier attempt of this guarded call was answered, or waits in a provider batch (asked on a cache hit). */
+  /**
+   * Whether an earlier attempt of this guarded call was answered, or waits in a provider batch
+   * (asked on a cache hit): its model is then tried first (`ctx.keptBy`), for its replay or its
+   * batch, whatever the usual order — another model first would be a second paid call.
+   */
   private async ownCallKept<T>(ctx: CallContext<T>): Promise<boolean> {
-    return (await this.candidateWithCall(ctx, this.router.candidates(ctx.req.target, ctx.req.exclude, ctx.req.prefer))) !== undefined;
+    ctx.keptBy = await this.candidateWithCall(ctx, this.router.candidates(ctx.req.target, ctx.req.exclude, ctx.req.prefer));
+    return ctx.keptBy !== undefined;
   }
 
   private provider(model: CatalogModel): EnabledProvider {
