@@ -23,17 +23,19 @@ useFakeProvider();
 
 describe('batch API (files + batches)', () => {
   it('stays in_progress until the batch latency has passed', async () => {
-    fake.setBatchLatency(700);
+    // (A latency long enough that the early read comes before it even on a loaded machine: at 700 ms
+    // the read came 780 ms after the start once, with two test runs side by side.)
+    fake.setBatchLatency(3_000);
     const t = Date.now();
     const batch = await startBatch('openai', [line('only', { model: 'gpt-6-luna', messages: [{ role: 'user', content: 'x' }] })]);
     await new Promise((r) => setTimeout(r, 150));
     const early = await batchNow('openai', batch.id);
-    expect(Date.now() - t).toBeLessThan(650);
+    expect(Date.now() - t).toBeLessThan(2_900); // the premise: read before the latency passed
     expect(early).toMatchObject({ status: 'in_progress', output_file_id: null, completed_at: null });
     expect(early.in_progress_at).toBeGreaterThanOrEqual(batch.created_at);
     expect(fake.requests).toHaveLength(1); // the line itself ran at once
     const done = await waitForBatch('openai', batch.id);
-    expect(Date.now() - t).toBeGreaterThanOrEqual(690);
+    expect(Date.now() - t).toBeGreaterThanOrEqual(2_990);
     expect(done).toMatchObject({ status: 'completed', request_counts: { total: 1, completed: 1, failed: 0 } });
     expect(done.completed_at).toBeGreaterThanOrEqual(early.in_progress_at);
     expect(fake.requests).toHaveLength(1); // waiting did not run the line again
