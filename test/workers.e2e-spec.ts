@@ -140,6 +140,36 @@ describe('grading workers', () => {
     }
   });
 
+  it("a last attempt that fails after another worker took its job over writes nothing and tells the essay's followers nothing: the other worker's grading stands", async () => {
+    const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_MAX_ATTEMPTS: '1', LLM_DEEP_MODELS: 'dashscope:qwen3-max' });
+    try {
+      const tenant = await new Factory(t.app).newTenant();
+      await t.app.get(GradingService).updateSettings(tenant.tenantId, { directDeep: true });
+      fake.enqueue('dashscope', Array(2).fill({ kind: 'preset', name: 'server_error' }));
+      const grading = t.app.get(GradingService);
+      const real = grading.failEssay.bind(grading);
+      const failing = jest.spyOn(grading, 'failEssay').mockImplementation(async (job, ...rest) => {
+        // The job's lease ran out while its call failed, and another instance's worker took it over.
+        await t.dataSource.query(`UPDATE jobs SET locked_by = 'another-instance', attempts = attempts + 1 WHERE tenant_id = $1 AND id = $2`, [job.tenantId, job.id]);
+        return real(job, ...rest);
+      });
+      const heard: string[] = [];
+      const id = (await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(4, 'zh').text, tier: 'deep' }).expect(202)).body.id as string;
+      const off = t.app.get(EssayEvents).on(id, (e) => heard.push(e.status));
+      await waitFor(() => failing.mock.results.length === 1, 20_000, 'the last attempt to fail');
+      const outcome = await failing.mock.results[0].value;
+      off();
+      expect(outcome).toEqual({ kind: 'done', status: 'superseded' });
+      // Before: its followers heard 'failed' (a console's stream ends there) while the essay went on grading elsewhere.
+      expect(heard).not.toContain('failed');
+      const view = (await t.http.get(`/v1/essays/${id}`).set(bearer(tenant.adminKey)).expect(200)).body;
+      expect([view.status, view.failure ?? null]).toEqual(['grading', null]);
+      expect(await jobs(t, tenant.tenantId)).toEqual([{ status: 'running', attempts: 2, locked_by: 'another-instance' }]);
+    } finally {
+      await t.close();
+    }
+  });
+
   it('fails the essay and refunds the paid order of jobs whose worker died on their last attempt, charging nothing more', async () => {
     const t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '50', JOB_LEASE_MS: '2000', JOB_MAX_ATTEMPTS: '2' });
     try {

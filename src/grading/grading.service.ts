@@ -388,7 +388,12 @@ export class GradingService {
    * worker holds the job. Used for final failures here and by the worker when attempts run out.
    */
   async failEssay(job: Job, code: string, reason: string, flags?: string[]): Promise<GradingOutcome> {
-    await this.failWith(job, `${code}: ${reason}`, (tx) => this.essays.fail(tx, job.tenantId, job.essayId, code, reason, flags));
+    // Taken over by another worker meanwhile: nothing was written here, and the essay's followers
+    // must not hear it failed (a stream ends at 'failed') while the other worker may still grade it.
+    if (!(await this.failWith(job, `${code}: ${reason}`, (tx) => this.essays.fail(tx, job.tenantId, job.essayId, code, reason, flags)))) {
+      this.logger.warn({ msg: 'essay failure discarded: the job was taken over by another worker', tenantId: job.tenantId, essayId: job.essayId, jobId: job.id });
+      return { kind: 'done', status: 'superseded' };
+    }
     this.events.emit({ tenantId: job.tenantId, essayId: job.essayId, status: 'failed' });
     this.metrics.graded('failed', code);
     return { kind: 'failed', code, reason };
