@@ -23,7 +23,7 @@ import { AppConfig } from './config/app-config';
 import { MetricsService } from './metrics/metrics.service';
 import { ConsoleAssets } from './console/console-assets.controller';
 import { DOCS_HEADERS, HSTS } from './console/console-assets';
-import { secure } from './tenancy/console-sessions';
+import { secure, sessionKeyFromQuery } from './tenancy/console-sessions';
 import { VIEW_SCHEMAS } from './docs/api-view';
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -205,6 +205,8 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
       return;
     }
     if (!needsKey(route.url)) return;
+    // A console link's or event stream's key id, carried in its URL (no header of the page's own).
+    sessionKeyFromQuery(req);
     // The API's answers are one school's and private (a cookie-signed console request too, which no
     // cache rule for Authorization covers): kept by no browser or shared cache.
     void reply.header('cache-control', 'no-store');

@@ -93,6 +93,25 @@ describe('console sessions (real PostgreSQL)', () => {
     await t.http.post('/v1/essays').set('cookie', cookie).set('x-csrf-token', other.csrf).send({ text }).expect(403);
   });
 
+  it("takes the page's key id from a link's or event stream's query (sessionKey), as from its header: a cookie of another key is refused for it, and no route sees the parameter", async () => {
+    const own = await signIn(tenant.adminKey);
+    const period = new Date().toISOString().slice(0, 7);
+    const csv = await t.http.get(`/v1/reports/month.csv?period=${period}&sessionKey=${tenant.adminKeyId}`).set('cookie', own.cookie).expect(200);
+    expect(csv.headers['content-type']).toMatch(/text\/csv/);
+    await t.http.get(`/v1/essays?sessionKey=${tenant.adminKeyId}`).set('cookie', own.cookie).expect(200);
+    // The cookie is another school's now (signed in in another tab of the browser): the link made for the first is refused.
+    const other = await f.newTenant();
+    const theirs = await signIn(other.adminKey);
+    const essay = await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(2, 'zh').text }).expect(202);
+    for (const path of [`/v1/reports/month.csv?period=${period}&sessionKey=${tenant.adminKeyId}`, `/v1/essays/${essay.body.id}/events?sessionKey=${tenant.adminKeyId}`, `/v1/essays?sessionKey=${tenant.adminKeyId}&sessionKey=${tenant.adminKeyId}`]) {
+      const res = await t.http.get(path).set('cookie', theirs.cookie);
+      expect([path, res.status, res.body.error?.code]).toEqual([path, 401, 'UNAUTHENTICATED']);
+    }
+    // The header, when sent, is what counts; with a key in Authorization the parameter is only taken off the query.
+    await t.http.get(`/v1/essays?sessionKey=${tenant.adminKeyId}`).set('cookie', theirs.cookie).set('x-inkstone-session-key', other.adminKeyId).expect(200);
+    await t.http.get(`/v1/reports/month.csv?period=${period}&sessionKey=nobody`).set(bearer(tenant.adminKey)).expect(200);
+  });
+
   it("over HTTPS takes only the __Host- cookie, which no sibling host can plant: a lone plain one (planted from a sibling domain) is no session", async () => {
     const https = { 'x-forwarded-proto': 'https' };
     const own = await t.http.post('/v1/console/session').set(https).send({ key: teacher.key }).expect(201);

@@ -1033,7 +1033,14 @@ describe('the web console in a browser', () => {
   it("a page of one school does not read another school's data once another tab of the browser signs in there: it asks to sign in again", async () => {
     const { ctx, page, problems } = await openConsole();
     try {
-      await signIn(page, (await s.f.newKey(tenant, 'teacher')).key);
+      await signIn(page, (await s.f.newKey(tenant, 'admin')).key);
+      // A link the browser follows itself (the month's CSV) carries the page's key id in its URL.
+      await page.goto(`${base}/console/#/admin/report`, { waitUntil: 'networkidle0' });
+      await page.waitForSelector('[data-test=report-csv]');
+      const csvLink = await page.$eval('[data-test=report-csv]', (a) => (a as HTMLAnchorElement).href);
+      expect(csvLink).toMatch(/[?&]sessionKey=[0-9a-f-]{36}$/);
+      const fetchStatus = (url: string) => page.evaluate(async (u) => (await fetch(u)).status, url);
+      expect(await fetchStatus(csvLink)).toBe(200);
       await page.goto(`${base}/console/#/assignments`, { waitUntil: 'networkidle0' });
       // Another tab of the same browser (one cookie jar) signs in to another school (as its sign-in
       // dialog does once a session has ended there): the cookie is that school's now.
@@ -1046,6 +1053,8 @@ describe('the web console in a browser', () => {
       }, other.adminKey);
       expect(signedIn).toEqual([201, '第二实验中学']);
       await tab.close();
+      // The first school's CSV link now downloads nothing of the second's (without its key id it would).
+      expect([await fetchStatus(csvLink), await fetchStatus(csvLink.replace(/[?&]sessionKey=.*$/, ''))]).toEqual([401, 200]);
       // The first page's next reads are refused (the cookie is the other school's now), not shown as its own.
       const answers: number[] = [];
       page.on('response', (r) => {

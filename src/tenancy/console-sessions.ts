@@ -41,6 +41,25 @@ export const CSRF_HEADER = 'x-csrf-token';
  * read the other's data under its own name (its writes were already refused on the CSRF token).
  */
 export const SESSION_KEY_HEADER = 'x-inkstone-session-key';
+/**
+ * The same key id as a query parameter, for what the browser requests without the console's code
+ * (a CSV download link, an EventSource), which can carry no header of the page's own.
+ */
+export const SESSION_KEY_PARAM = 'sessionKey';
+
+/**
+ * A read whose URL carries SESSION_KEY_PARAM: the parameter is taken off the query (no route has it,
+ * and a route's query is validated against what it declares) and read as the session-key header,
+ * unless the request sends that header itself. A repeated parameter is no key id (a mismatch).
+ */
+export function sessionKeyFromQuery(req: { method: string; query?: unknown; headers: Record<string, string | string[] | undefined> }): void {
+  const query = req.query as Record<string, unknown> | undefined;
+  if (!query || typeof query !== 'object' || !(SESSION_KEY_PARAM in query)) return;
+  const value = query[SESSION_KEY_PARAM];
+  delete query[SESSION_KEY_PARAM];
+  if (req.method !== 'GET' && req.method !== 'HEAD') return;
+  if (req.headers[SESSION_KEY_HEADER] === undefined) req.headers[SESSION_KEY_HEADER] = typeof value === 'string' ? value : '';
+}
 /** How long a console session lasts. */
 export const SESSION_TTL_S = 8 * 3600;
 

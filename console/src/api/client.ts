@@ -20,6 +20,16 @@ export function setCsrfToken(token: string, keyId = ''): void {
 }
 
 /**
+ * A URL the browser requests itself (a CSV link, an EventSource), which carries no header of this
+ * page's: the signed-in key id goes in its query (`sessionKey`), so that a cookie of another key
+ * signed in since in another tab is refused for it, as for the page's other calls.
+ */
+export function withSessionKey(path: string): string {
+  if (!sessionKeyId) return path;
+  return `${path}${path.includes('?') ? '&' : '?'}sessionKey=${encodeURIComponent(sessionKeyId)}`;
+}
+
+/**
  * The session was refused (a 401): until a sign-in (setCsrfToken), nothing is sent but the
  * session's own requests (read it, sign in), each other call answered 401 here. A page left open
  * under the sign-in dialog keeps its timers (a list of essays still grading, an order awaiting

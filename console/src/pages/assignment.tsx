@@ -1,5 +1,5 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, ApiFailure, ok, problems, type Schemas } from '../api/client';
+import { api, ApiFailure, ok, problems, type Schemas, withSessionKey } from '../api/client';
 import { AgreementTable, figure } from '../agreement';
 import { useApp } from '../app-context';
 import { ChartView } from '../chart';
@@ -309,7 +309,7 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
     const update = (id: string, patch: Partial<Essay>) => setEssays((list) => list && list.map((e) => (e.id === id ? { ...e, ...patch } : e)));
     for (const id of pending) {
       if (streams.current.has(id) || streams.current.size >= MAX_STREAMS) continue;
-      const source = new EventSource(`/v1/essays/${id}/events`);
+      const source = new EventSource(withSessionKey(`/v1/essays/${id}/events`));
       streams.current.set(id, source);
       source.addEventListener('status', (ev) => {
         const d = JSON.parse((ev as MessageEvent).data) as { status: string; flags: string[] };
@@ -357,7 +357,7 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
   return (
     <Section title={t('liveList')} id="essays">
       <p>
-        <a class="button" href={`/v1/assignments/${assignmentId}/grades.csv`} download data-test="export-csv">
+        <a class="button" href={withSessionKey(`/v1/assignments/${assignmentId}/grades.csv`)} download data-test="export-csv">
           {t('exportCsv')}
         </a>
       </p>

@@ -1,5 +1,5 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, ApiFailure, ok, type Schemas } from '../api/client';
+import { api, ApiFailure, ok, type Schemas, withSessionKey } from '../api/client';
 import { notDrawn, runs } from '../annotate';
 import { useApp } from '../app-context';
 import { failureWords } from '../explain';
@@ -81,7 +81,7 @@ const POLL_MS = 3000;
 function useFollowGrading(id: string, pending: boolean, reload: () => void): void {
   useEffect(() => {
     if (!pending) return;
-    let source: EventSource | null = new EventSource(`/v1/essays/${id}/events`);
+    let source: EventSource | null = new EventSource(withSessionKey(`/v1/essays/${id}/events`));
     let timer: ReturnType<typeof setInterval> | null = null;
     const stop = () => {
       source?.close();

@@ -1,5 +1,5 @@
 import { useState } from 'preact/hooks';
-import { api, ok } from '../api/client';
+import { api, ok, withSessionKey } from '../api/client';
 import { useApp } from '../app-context';
 import { cnyExact, cnySmall, percent } from '../format';
 import { Field, Loading, Section, useLoad } from '../ui';
@@ -49,7 +49,7 @@ export function ReportPage() {
             <input name="period" type="month" value={period || r?.period || ''} onChange={(e) => setPeriod(e.currentTarget.value)} />
           </Field>
           {r && (
-            <a class="button" href={`/v1/reports/month.csv?period=${encodeURIComponent(r.period)}`} download data-test="report-csv">
+            <a class="button" href={withSessionKey(`/v1/reports/month.csv?period=${encodeURIComponent(r.period)}`)} download data-test="report-csv">
               CSV
             </a>
           )}
