@@ -845,6 +845,27 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
   });
 
+  it('a job put back in the queue (a retry, a wait for a cheaper window, a stop, a dead worker) is no longer marked as waiting in a batch', async () => {
+    const queue = t.app.get(JobQueue);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')`);
+    await setLimits({ essaysGrading: 4 });
+    const scheduled = await deadlineSet(4, 740);
+    const jobs = await scheduled();
+    expect(jobs).toHaveLength(4);
+    for (const job of jobs) await queue.markInBatch(job, true);
+    const [retried, deferred, released, abandoned] = jobs;
+    await queue.retryLater(retried, 'the batch failed', 60_000);
+    const startAt = new Date(Date.now() + 3_600_000).toISOString();
+    await queue.defer(deferred, { mode: 'off_peak', startAt, model: 'deepseek:deepseek-chat', window: null, plannedAt: new Date().toISOString(), firstPlannedAt: new Date().toISOString() });
+    await queue.release([released.id]);
+    await t.dataSource.query(`UPDATE jobs SET locked_until = now() - interval '1 second' WHERE id = $1`, [abandoned.id]);
+    await t.dataSource.transaction((tx) => queue.recover(tx));
+    const rows: Array<{ id: string; status: string; in_batch: boolean }> = await t.dataSource.query(`SELECT id, status, in_batch FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id`, [jobs.map((j) => j.id)]);
+    // Before, each stayed `in_batch` while queued: an order brought forward ("by tomorrow morning") passed it over.
+    expect(rows.map((r) => [r.status, r.in_batch])).toEqual(rows.map(() => ['queued', false]));
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
+  });
+
   it('keeps a school within its gradings at once for deep reviews and shadow gradings too, each kind apart, up to ten waiting in batches a place', async () => {
     const queue = t.app.get(JobQueue);
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')`);

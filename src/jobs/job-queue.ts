@@ -280,7 +280,7 @@ export class JobQueue {
     const rows = await tenantQuery(
       tx,
       job.tenantId,
-      `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, last_error = $4,
+      `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, in_batch = false, last_error = $4,
               run_after = now() + make_interval(secs => $5::double precision / 1000),
               attempts = CASE WHEN $6::boolean THEN attempts ELSE greatest(attempts - 1, 0) END
         WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
@@ -359,7 +359,9 @@ export class JobQueue {
 
   /**
    * Marks the job's paid call as waiting in a provider batch (or no longer), while this worker holds
-   * it: such a job is not counted against its school's gradings at once (claim).
+   * it: such a job is not counted against its school's gradings at once (claim). A job put back in
+   * the queue or ended is no longer marked (each of those statements clears it): a queued job so
+   * marked was passed over by bringOrderForward.
    */
   markInBatch(job: Job, inBatch: boolean): Promise<void> {
     job.inBatch = inBatch;
@@ -398,7 +400,7 @@ export class JobQueue {
     const rows = await tenantQuery(
       tx,
       job.tenantId,
-      `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0),
+      `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, in_batch = false, attempts = greatest(attempts - 1, 0),
               run_after = CASE WHEN date_trunc('milliseconds', due_by) IS NOT DISTINCT FROM $6::timestamptz THEN $4::timestamptz ELSE now() END,
               plan = CASE WHEN date_trunc('milliseconds', due_by) IS NOT DISTINCT FROM $6::timestamptz THEN $5::jsonb ELSE plan END
         WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
@@ -417,7 +419,7 @@ export class JobQueue {
     // Across tenants by design: a stopping worker's jobs, whoever's they are.
     const rows = rowsOf<{ id: string }>(
       await tx.query(
-        `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, attempts = greatest(attempts - 1, 0), run_after = now()
+        `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, in_batch = false, attempts = greatest(attempts - 1, 0), run_after = now()
           WHERE id = ANY($1::uuid[]) AND locked_by = $2 AND status = 'running' RETURNING id`,
         [jobIds, this.workerId],
       ),
@@ -491,14 +493,14 @@ export class JobQueue {
     // Across tenants by design (a maintenance sweep of expired leases).
     const requeued: Array<{ n: number }> = await tx.query(
       `WITH r AS (
-         UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now(),
+         UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, in_batch = false, run_after = now(),
                 last_error = 'the worker holding this job stopped'
           WHERE status = 'running' AND locked_until < now() AND attempts < max_attempts RETURNING 1)
        SELECT count(*)::int AS n FROM r`,
     );
     const failed = rowsOf<{ tenant_id: string; essay_id: string; kind: JobKind; order_id: string | null }>(
       await tx.query(
-        `UPDATE jobs SET status = 'failed', locked_by = NULL, locked_until = NULL, finished_at = now(),
+        `UPDATE jobs SET status = 'failed', locked_by = NULL, locked_until = NULL, in_batch = false, finished_at = now(),
                 last_error = 'the worker holding this job stopped, and its attempts are used up'
           WHERE status = 'running' AND locked_until < now() AND attempts >= max_attempts
           RETURNING tenant_id, essay_id, kind, order_id`,
