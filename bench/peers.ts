@@ -137,6 +137,8 @@ function load(url: string, headers: Record<string, string>, model: string, durat
   // are built request by request. (A built request costs the load generator, on the same two
   // cores, about a third less CPU: bench/probe-loadgen.ts.)
   const each = unique || keys;
+  // When each run started (stderr), to set beside what else the machine did then (an autovacuum, say).
+  console.error(`saturated ${keys ? `${keys.length} tenants` : ''}${amount ? ` (${amount} requests)` : ''} ${url} ${unique ? 'unique' : 'repeated'} from ${new Date().toISOString()}`);
   return autocannon({
     url,
     method: 'POST',
