@@ -785,6 +785,23 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       }
     }, 60_000);
 
+    it("bounds the alerts counter's series a school can make with its own thresholds: each threshold counts under its tenth", async () => {
+      const school = await f.newTenant({ monthlyBudget: '100.00' });
+      // A cap of zero is used up: each PUT fires all ten of its new thresholds at once.
+      for (let i = 0; i < 5; i++) {
+        const alertThresholds = Array.from({ length: 10 }, (_, j) => Number(`0.${String(1000 + i * 10 + j * 97).padStart(4, '0')}`));
+        await t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap: '0', alertThresholds, whenExhausted: 'offline' }).expect(200);
+      }
+      const fired = await t.dataSource.query(`SELECT count(*)::int AS n FROM budget_alerts WHERE tenant_id = $1 AND kind = 'threshold'`, [school.tenantId]);
+      expect(fired[0].n).toBe(50); // each alert kept, with its exact threshold
+      const text = (await t.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200)).text;
+      const series = [...text.matchAll(new RegExp(`^inkstone_budget_alerts_total\\{tenant="${school.tenantId}",threshold="([^"]+)"\\} (\\d+)$`, 'gm'))];
+      // Before: fifty series, one a threshold.
+      expect(series.length).toBeLessThanOrEqual(11);
+      expect(series.every(([, label]) => /^(0(\.\d)?|1)$/.test(label))).toBe(true);
+      expect(series.reduce((sum, [, , n]) => sum + Number(n), 0)).toBe(50);
+    });
+
     it('alerts a refused call once a period as budget.call_refused, and fires no threshold the spend has not reached', async () => {
       const received: string[] = [];
       const server = http.createServer((req, res) => {

@@ -134,9 +134,20 @@ export class AlertsService {
     // (not reached under the cap as it is now — raised since this spend's cap was read — is asked again later)
     if (fired !== 'not reached') this.fired.set(key, tenantId);
     if (fired !== 'fired') return; // another instance fired it, or it is not reached
-    this.alertsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId), threshold: String(Number(threshold)) });
+    this.alertsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId), threshold: thresholdLabel(threshold) });
     this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
   }
+}
+
+/**
+ * A threshold's label on the alerts counter: its tenth, rounded down (0.85 → "0.8", 1 → "1"). A
+ * tenant chooses its thresholds (any of 10,000 fractions, ten at a time, all fired at once by a cap
+ * of zero): labelled exactly, each new one was a new series on /metrics, past what
+ * METRICS_TENANT_SERIES bounds; so a tenant has at most eleven. The alert itself keeps its exact
+ * threshold (its row, its webhook, its log line).
+ */
+export function thresholdLabel(threshold: string): string {
+  return String(Math.floor(Math.round(Number(threshold) * 10_000) / 1_000) / 10);
 }
 
 /** Spend over cap, to six places (a cap of zero is used up). */
