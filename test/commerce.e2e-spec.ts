@@ -304,6 +304,30 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect((await t.http.get(`/v1/reports/month?period=${period}`).set(admin()).expect(200)).body).toMatchObject({ revenue: '0.00', refunds: '0.00' });
     });
 
+    it('keeps a second refund in full of a refunded order unapplied: the payer was paid back twice, and the school is told', async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(14);
+      const { body: o } = await order(essay.id).expect(202);
+      await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+      const first = await webhook(event('payment.refunded', o.orderId, '9.90')).expect(200);
+      expect(first.body.order).toMatchObject({ status: 'refunded', unappliedPayments: '0.00' });
+      const twice = await webhook(event('payment.refunded', o.orderId, '9.90')).expect(200);
+      expect(twice.body.order).toMatchObject({ status: 'refunded' });
+      const outcomes = async (orderId: string) =>
+        (await t.dataSource.query(`SELECT outcome FROM payment_events WHERE tenant_id = $1 AND order_id = $2 AND type = 'payment.refunded' ORDER BY received_at`, [tenant.tenantId, orderId])).map(
+          (e: { outcome: string }) => e.outcome,
+        );
+      // Before: both `applied`, the second leaving no trace.
+      expect(await outcomes(o.orderId)).toEqual(['applied', 'unapplied']);
+      // An order Inkstone refunded: the provider's refund is the school's payment of it, once.
+      const second = await gradedEssay(15);
+      const { body: o2 } = await order(second.id).expect(202);
+      await webhook(event('payment.succeeded', o2.orderId, '9.90')).expect(200);
+      await t.dataSource.transaction((tx) => t.app.get(OrdersRepository).refund(tx, tenant.tenantId, o2.orderId, 'test: refunded by Inkstone', ['paid', 'delivered'], false));
+      for (let i = 0; i < 2; i++) await webhook(event('payment.refunded', o2.orderId, '9.90')).expect(200);
+      expect(await outcomes(o2.orderId)).toEqual(['applied', 'unapplied']);
+    });
+
     it('keeps a partial refund on the order, refunds the order with the rest, and books each refund in its month', async () => {
       await sell('webhook');
       const period = (await t.http.get('/v1/budget').set(admin()).expect(200)).body.period;

@@ -78,11 +78,13 @@ const EARLY_REFUNDS_MAX = 1_000;
  * order (on one refunded already, nothing more); less than the rest, on a paid or delivered order,
  * is a partial refund; anything else is kept unapplied.
  */
-function refundEffect(amount: Nanos, o: { status: OrderStatus; unapplied: Nanos; left: Nanos }): 'returned' | 'refunded already' | 'refund' | 'partial' | 'unapplied' {
+function refundEffect(amount: Nanos, o: { status: OrderStatus; unapplied: Nanos; left: Nanos; refundedByProvider?: boolean }): 'returned' | 'refunded already' | 'refund' | 'partial' | 'unapplied' {
   if (amount <= 0n) return 'unapplied';
   if (amount <= o.unapplied) return 'returned';
   if (amount === o.left) {
-    if (o.status === 'refunded') return 'refunded already';
+    // Refunded already: the provider's refund of what was left is that refund's payment, once; a
+    // second one (another event id) is money paid back twice, kept unapplied.
+    if (o.status === 'refunded') return o.refundedByProvider ? 'unapplied' : 'refunded already';
     if (o.status === 'awaiting_payment' || o.status === 'paid' || o.status === 'delivered') return 'refund';
   }
   if (amount < o.left && (o.status === 'paid' || o.status === 'delivered')) return 'partial';
@@ -276,7 +278,8 @@ export class OrdersRepository {
    *   (`returned`), the order is unchanged;
    * - the rest of the price (all of it, without earlier partial refunds): the order is refunded and
    *   a deep review still waiting in the queue cancelled; on an order refunded already (Inkstone
-   *   refunded it and the school paid it back), recorded as applied, nothing changed;
+   *   refunded it and the school paid it back), recorded as applied, nothing changed — once: another
+   *   such refund of it is kept `unapplied`;
    * - less than the rest, on a paid or delivered order: a partial refund the order keeps (`partial`);
    * - anything else (more than is left, nothing, an order not paid): kept `unapplied` (part of the
    *   price refunded before the order was paid applies when the payment comes: refundsBeforePaid).
@@ -287,18 +290,22 @@ export class OrdersRepository {
       await this.jobs.lockQueuedForOrder(tx, tenantId, orderId);
       await this.lockOrder(tx, tenantId, orderId);
       if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.refunded', orderId, amount))) return { newEvent: false, changed: false };
-      const [o] = await tenantQuery<{ status: OrderStatus; price_nanos: string; partially_refunded_nanos: string; unapplied_nanos: string }>(
+      // (by_provider: another refund of this order applied in full — it refunded the order, or paid a refund Inkstone made)
+      const [o] = await tenantQuery<{ status: OrderStatus; price_nanos: string; partially_refunded_nanos: string; unapplied_nanos: string; by_provider: boolean }>(
         tx,
         tenantId,
-        `SELECT status, price_nanos, partially_refunded_nanos, ${UNAPPLIED_NANOS}::text AS unapplied_nanos
+        `SELECT status, price_nanos, partially_refunded_nanos, ${UNAPPLIED_NANOS}::text AS unapplied_nanos,
+                EXISTS (SELECT 1 FROM payment_events pe WHERE pe.tenant_id = o.tenant_id AND pe.order_id = o.id AND pe.type = 'payment.refunded'
+                          AND pe.outcome = 'applied' AND pe.event_id <> $3) AS by_provider
            FROM orders o WHERE tenant_id = $1 AND id = $2`,
-        [orderId],
+        [orderId, eventId],
       );
       if (!o) return this.unapplied(tx, tenantId, eventId);
       const effect = refundEffect(amount, {
         status: o.status,
         unapplied: BigInt(o.unapplied_nanos),
         left: BigInt(o.price_nanos) - BigInt(o.partially_refunded_nanos),
+        refundedByProvider: o.by_provider,
       });
       switch (effect) {
         case 'returned':
