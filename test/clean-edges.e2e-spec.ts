@@ -1,4 +1,6 @@
 import { TenantSecretsService } from '../src/billing/tenant-secrets.service';
+import { SecretBox } from '../src/common/secret-box';
+import { TenantsRepository } from '../src/tenancy/tenants.repository';
 /**
  * Clean edges (issue 10, item 11): money beyond BIGINT, forged cursors, NUL and other control
  * characters, the public /health, and error log lines that keep their message and code. Each
@@ -320,6 +322,18 @@ describe('clean edges', () => {
         for (let i = 0; i < 3; i++) await forged(randomUUID()).expect(401);
         await forged(randomUUID()).expect(429);
         expect(reads).toHaveBeenCalledTimes(7);
+        // ... which a school with a secret is not held to: events to ids of no school (a misconfigured
+        // provider's, retried for days) do not refuse the other schools' from that address. Before: 429.
+        const signed = JSON.stringify({ id: 'evt_real', type: 'payment.succeeded', data: { orderId: randomUUID(), amount: '9.90' } });
+        const real = await w.http.post(`/v1/payments/webhook/${other.tenantId}`).set('content-type', 'application/json').set('X-Inkstone-Signature', signPayload('whsec_the_real_secret_0123456789', signed)).send(signed);
+        expect(real.status).not.toBe(429);
+        expect(real.status).toBeLessThan(500);
+        await forged(other.tenantId).expect(401); // its own bucket: one failure before, two now
+        expect(reads).toHaveBeenCalledTimes(9);
+        // Known from the start too (a restart while the address's bucket of unknown ids is empty): the schools with a secret are read then.
+        const restarted = new TenantSecretsService(w.app.get(TenantsRepository), w.app.get(SecretBox));
+        await restarted.onModuleInit();
+        expect([restarted.knownPaymentSchool(school.tenantId), restarted.knownPaymentSchool(other.tenantId), restarted.knownPaymentSchool(randomUUID())]).toEqual([true, true, false]);
       } finally {
         reads.mockRestore();
         await w.close();

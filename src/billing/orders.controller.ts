@@ -11,6 +11,7 @@ import { BillingSettingsView, DeepReviewOffer, OrdersService, OrderView, Payment
 import { BoundedRead } from '../tenancy/read-slot.interceptor';
 import { AuthFailures } from '../tenancy/auth-failures';
 import { BillingError } from './billing-errors';
+import { TenantSecretsService } from './tenant-secrets.service';
 
 /** The bucket of an address's payment events to ids of no school with a payment secret (AuthFailures scope). */
 const UNKNOWN_SCHOOLS = 'payments:unknown';
@@ -84,6 +85,7 @@ export class PaymentsWebhookController {
   constructor(
     private readonly orders: OrdersService,
     private readonly failures: AuthFailures,
+    private readonly secrets: TenantSecretsService,
   ) {}
 
   /**
@@ -91,7 +93,7 @@ export class PaymentsWebhookController {
    * apart from the keys'): for a school with a payment secret in a bucket of that school's (one
    * school's wrong secret must not refuse other schools' events from the same payment provider),
    * for any other id in one bucket of the address's (random ids would each get a bucket of their
-   * own). Past either burst, events are answered 429 before any secret is read (each forged event
+   * own), which a school known to have a payment secret (TenantSecretsService) is not held to. Past either burst, events are answered 429 before any secret is read (each forged event
    * cost a database read, without end).
    */
   @Post('payments/webhook/:tenantId')
@@ -103,8 +105,11 @@ export class PaymentsWebhookController {
   @ApiOperation({ summary: 'Payment provider events (payment.succeeded, payment.refunded), signed with the tenant webhook secret' })
   @ApiView('PaymentWebhookAnswer')
   async webhook(@Param('tenantId') tenantId: string, @Req() req: RawBodyRequest<FastifyRequest>): Promise<PaymentWebhookAnswer> {
-    const school = `payments:${tenantId.toLowerCase()}`;
-    const refused = this.failures.refusal(req.ip, Date.now(), UNKNOWN_SCHOOLS) ?? this.failures.refusal(req.ip, Date.now(), school);
+    const id = tenantId.toLowerCase();
+    const school = `payments:${id}`;
+    // A school known to have a secret is held to its own bucket only: the address's bucket of unknown
+    // ids (a school's provider naming no school, retried for days) must not refuse its events.
+    const refused = (this.secrets.knownPaymentSchool(id) ? undefined : this.failures.refusal(req.ip, Date.now(), UNKNOWN_SCHOOLS)) ?? this.failures.refusal(req.ip, Date.now(), school);
     if (refused) throw refused;
     const header = req.headers[SIGNATURE_HEADER];
     try {

@@ -39,21 +39,42 @@ export class TenantSecretsService implements OnModuleInit {
     private readonly box: SecretBox,
   ) {}
 
+  /**
+   * Schools known to have a payment secret: read at start, then kept by each read and each secret
+   * sealed for a change (ids only). Their payment events are limited by their own bucket of failed
+   * signatures only, not by the bucket an address shares for ids of no such school
+   * (PaymentsWebhookController): events to unknown ids (a school's provider naming no school, retried
+   * for days) must not refuse every school's events from that provider's address.
+   */
+  private readonly withPaymentSecret = new Set<string>();
+
   async onModuleInit(): Promise<void> {
     await this.refuseUnknownKeys();
     await this.sealAll();
+    for (const id of await this.tenants.withPaymentSecret()) this.withPaymentSecret.add(id);
+  }
+
+  /** Whether the tenant is known (on this instance) to have a payment secret: no read. */
+  knownPaymentSchool(tenantId: string): boolean {
+    return this.withPaymentSecret.has(tenantId);
   }
 
   /** The sealed form of a secret, for the tenant's column of that kind. */
   seal(kind: TenantSecretKind, tenantId: string, plaintext: string): string {
     assertTenantId(tenantId);
+    if (kind === 'payment') this.withPaymentSecret.add(tenantId);
     return this.box.seal(plaintext, context(kind, tenantId));
   }
 
   /** A tenant's secret in plaintext, or null when none is set. */
   async read(kind: TenantSecretKind, tenantId: string): Promise<string | null> {
     const row = await this.tenants.secret(tenantId, kind);
-    return row ? this.open(kind, tenantId, row.sealed, row.legacy) : null;
+    const value = row ? await this.open(kind, tenantId, row.sealed, row.legacy) : null;
+    if (kind === 'payment') {
+      if (value === null) this.withPaymentSecret.delete(tenantId);
+      else this.withPaymentSecret.add(tenantId);
+    }
+    return value;
   }
 
   /** Opens values a caller selected itself; a legacy plaintext value (the newer one, if both are set) is sealed now. */

@@ -271,6 +271,13 @@ export class TenantsRepository {
   }
 
   /** Tenants with a plaintext secret, or one sealed with a key other than `currentKeyId` (maintenance). */
+  /** The tenants with a payment webhook secret (at start: their events are told from other ids' without a read). */
+  async withPaymentSecret(): Promise<string[]> {
+    // Across tenants by design: one list at start, of ids only.
+    const rows: Array<{ id: string }> = await this.ds.query(`SELECT id FROM tenants WHERE payment_webhook_secret_enc IS NOT NULL OR payment_webhook_secret IS NOT NULL`);
+    return rows.map((r) => String(r.id));
+  }
+
   async secretsToReseal(currentKeyId: string): Promise<Array<{ tenantId: string; payment: { sealed: string | null; legacy: string | null }; alert: { sealed: string | null; legacy: string | null } }>> {
     const rows: Array<Record<string, string | null>> = await this.ds.query(
       `SELECT id, payment_webhook_secret_enc AS pe, payment_webhook_secret AS pl, alert_webhook_secret_enc AS ae, alert_webhook_secret AS al
