@@ -166,7 +166,7 @@ export class OrdersRepository {
       );
       await this.lockOrder(tx, tenantId, orderId);
       if (!(await this.recordEvent(tx, tenantId, eventId, 'payment.succeeded', orderId, amount))) return { newEvent: false, changed: false };
-      if (!essay) return this.unapplied(tx, tenantId, eventId);
+      if (!essay) return this.notTaken(tx, tenantId, orderId, eventId, amount);
       const [paid] = await tenantQuery<{ essay_id: string; due_by: Date | null }>(
         tx,
         tenantId,
@@ -176,15 +176,36 @@ export class OrdersRepository {
       );
       // (A deadline that passed while the order awaited payment is kept: the plan is then real time at once.)
       const dueBy = paid?.due_by ? new Date(paid.due_by) : null;
-      if (!paid) {
-        if (await this.refundedBeforePaid(tx, tenantId, orderId, eventId, amount)) return { newEvent: true, changed: false, outcome: 'applied' };
-        return this.unapplied(tx, tenantId, eventId);
-      }
+      if (!paid) return this.notTaken(tx, tenantId, orderId, eventId, amount);
       if (!(await this.refundsBeforePaid(tx, tenantId, orderId, amount))) {
         await this.jobs.enqueue(tx, tenantId, [{ essayId: paid.essay_id, kind: 'deep_review', orderId, dueBy }]);
       }
       return { newEvent: true, changed: true, outcome: 'applied' };
     });
+  }
+
+  /**
+   * A payment the order does not take (its essay erased, or the order not awaiting this amount): the
+   * first payment of an order the provider refunded in full before it came is that refund's
+   * (refundedBeforePaid: applied, nothing to return), whether or not its essay was erased since;
+   * any other is kept `unapplied`, money to return, less the refunds that came before it and were
+   * kept unapplied then: those were that money going back (`returned`, in the order they came, each
+   * while it fits, refundEffect's first rule).
+   */
+  private async notTaken(tx: EntityManager, tenantId: string, orderId: string, eventId: string, amount: Nanos): Promise<EventOutcome> {
+    if (await this.refundedBeforePaid(tx, tenantId, orderId, eventId, amount)) return { newEvent: true, changed: false, outcome: 'applied' };
+    const out = await this.unapplied(tx, tenantId, eventId);
+    const early = await this.unappliedRefunds(tx, tenantId, orderId);
+    if (early.length === 0) return out;
+    const [o] = await tenantQuery<{ unapplied_nanos: string }>(tx, tenantId, `SELECT ${UNAPPLIED_NANOS}::text AS unapplied_nanos FROM orders o WHERE tenant_id = $1 AND id = $2`, [orderId]);
+    let unapplied = BigInt(o?.unapplied_nanos ?? '0');
+    for (const r of early) {
+      const refunded = BigInt(r.amount_nanos);
+      if (refunded > unapplied) continue;
+      await this.setOutcome(tx, tenantId, r.event_id, 'returned');
+      unapplied -= refunded;
+    }
+    return out;
   }
 
   /**
@@ -199,14 +220,7 @@ export class OrdersRepository {
   private async refundsBeforePaid(tx: EntityManager, tenantId: string, orderId: string, price: Nanos): Promise<boolean> {
     // (At most EARLY_REFUNDS_MAX, the first that came: a flood of tiny refunds does not make the
     // payment's transaction unbounded; any beyond stay `unapplied`, as before the payment.)
-    const early = await tenantQuery<{ event_id: string; amount_nanos: string }>(
-      tx,
-      tenantId,
-      `SELECT event_id, amount_nanos::text FROM payment_events
-        WHERE tenant_id = $1 AND order_id = $2 AND type = 'payment.refunded' AND outcome = 'unapplied' AND amount_nanos > 0
-        ORDER BY received_at, event_id LIMIT ${EARLY_REFUNDS_MAX}`,
-      [orderId],
-    );
+    const early = await this.unappliedRefunds(tx, tenantId, orderId);
     if (early.length === 0) return false;
     const [o] = await tenantQuery<{ unapplied_nanos: string }>(tx, tenantId, `SELECT ${UNAPPLIED_NANOS}::text AS unapplied_nanos FROM orders o WHERE tenant_id = $1 AND id = $2`, [
       orderId,
@@ -231,6 +245,18 @@ export class OrdersRepository {
     }
     await this.addPartialRefund(tx, tenantId, orderId, price - order.left);
     return false;
+  }
+
+  /** The order's refunds kept `unapplied`, in the order they came (at most EARLY_REFUNDS_MAX, the first). */
+  private unappliedRefunds(tx: EntityManager, tenantId: string, orderId: string): Promise<Array<{ event_id: string; amount_nanos: string }>> {
+    return tenantQuery<{ event_id: string; amount_nanos: string }>(
+      tx,
+      tenantId,
+      `SELECT event_id, amount_nanos::text FROM payment_events
+        WHERE tenant_id = $1 AND order_id = $2 AND type = 'payment.refunded' AND outcome = 'unapplied' AND amount_nanos > 0
+        ORDER BY received_at, event_id LIMIT ${EARLY_REFUNDS_MAX}`,
+      [orderId],
+    );
   }
 
   private async addPartialRefund(tx: EntityManager, tenantId: string, orderId: string, amount: Nanos): Promise<void> {
