@@ -1,5 +1,6 @@
 import { TenantSecretsService } from '../src/billing/tenant-secrets.service';
 import { SecretBox } from '../src/common/secret-box';
+import { ClusterBus } from '../src/db/cluster-bus';
 import { TenantsRepository } from '../src/tenancy/tenants.repository';
 /**
  * Clean edges (issue 10, item 11): money beyond BIGINT, forged cursors, NUL and other control
@@ -8,6 +9,7 @@ import { TenantsRepository } from '../src/tenancy/tenants.repository';
  */
 import * as net from 'node:net';
 import { randomUUID } from 'node:crypto';
+import request from 'supertest';
 import { Writable } from 'node:stream';
 import { signPayload } from '../src/common/signature';
 import { DatabaseConnection } from '../src/db/database';
@@ -330,8 +332,18 @@ describe('clean edges', () => {
         expect(real.status).toBeLessThan(500);
         await forged(other.tenantId).expect(401); // its own bucket: one failure before, two now
         expect(reads).toHaveBeenCalledTimes(9);
+        // Known on every instance: a school that sets its secret on one is held to its own bucket on another started before.
+        const b = await w.another();
+        const onB = request(b.getHttpServer());
+        const late = await selling();
+        const forgedOnB = (tenantId: string) =>
+          onB.post(`/v1/payments/webhook/${tenantId}`).set('content-type', 'application/json').set('X-Inkstone-Signature', signPayload('not-the-secret-0123456789', body)).send(body);
+        for (let i = 0; i < 3; i++) await forgedOnB(randomUUID()).expect(401);
+        await forgedOnB(randomUUID()).expect(429);
+        const lateEvent = await onB.post(`/v1/payments/webhook/${late.tenantId}`).set('content-type', 'application/json').set('X-Inkstone-Signature', signPayload('whsec_the_real_secret_0123456789', signed)).send(signed);
+        expect([lateEvent.status === 429, lateEvent.status < 500]).toEqual([false, true]);
         // Known from the start too (a restart while the address's bucket of unknown ids is empty): the schools with a secret are read then.
-        const restarted = new TenantSecretsService(w.app.get(TenantsRepository), w.app.get(SecretBox));
+        const restarted = new TenantSecretsService(w.app.get(TenantsRepository), w.app.get(SecretBox), w.app.get(ClusterBus));
         await restarted.onModuleInit();
         expect([restarted.knownPaymentSchool(school.tenantId), restarted.knownPaymentSchool(other.tenantId), restarted.knownPaymentSchool(randomUUID())]).toEqual([true, true, false]);
       } finally {

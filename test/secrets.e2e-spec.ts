@@ -1,3 +1,4 @@
+import { ClusterBus } from '../src/db/cluster-bus';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import request from 'supertest';
@@ -122,7 +123,7 @@ describe('rotating INKSTONE_SECRET_KEY, and starting with the wrong one', () => 
 
     // Reading: a process holding the new key and the previous one opens the old value.
     const rotatedBox = new SecretBox(next, [TEST_KEY]);
-    expect(await new TenantSecretsService(new TenantsRepository(t.dataSource), rotatedBox).open('payment', tenant.tenantId, sealed, null)).toBe(PAY);
+    expect(await new TenantSecretsService(new TenantsRepository(t.dataSource), rotatedBox, t.app.get(ClusterBus)).open('payment', tenant.tenantId, sealed, null)).toBe(PAY);
 
     // Starting with the new key (the old one as previous) seals every value with the new key.
     const rotated = await t.another({ INKSTONE_SECRET_KEY: next.toString('base64'), INKSTONE_SECRET_KEY_PREVIOUS: TEST_SECRET_KEY });
@@ -137,7 +138,7 @@ describe('rotating INKSTONE_SECRET_KEY, and starting with the wrong one', () => 
       .expect(404); // signature accepted; the order is unknown
 
     // The old key alone no longer opens them: a start with it is refused, naming the key ids.
-    const stale = new TenantSecretsService(new TenantsRepository(t.dataSource), new SecretBox(TEST_KEY));
+    const stale = new TenantSecretsService(new TenantsRepository(t.dataSource), new SecretBox(TEST_KEY), t.app.get(ClusterBus));
     await expect(stale.onModuleInit()).rejects.toThrow(ConfigError);
     await expect(stale.onModuleInit()).rejects.toThrow(
       new RegExp(`^INKSTONE_SECRET_KEY does not open the stored webhook secrets: \\d+ with key ${keyIdOf(next)}, which is neither INKSTONE_SECRET_KEY \\(key ${keyIdOf(TEST_KEY)}\\)`),

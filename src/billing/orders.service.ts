@@ -110,6 +110,8 @@ export class OrdersService {
     // A new secret is stored sealed (and a legacy plaintext one dropped); without one, the stored one stays.
     const sealed = dto.webhookSecret === undefined ? null : this.secrets.seal('payment', auth.tenantId, dto.webhookSecret);
     await this.tenants.setBilling(auth.tenantId, { price, mode: dto.paymentMode, sealedSecret: sealed });
+    // Every instance holds the school to its own bucket of failed signatures from now on (TenantSecretsService).
+    if (sealed !== null) this.bus.publish('payment-secret', { tenantId: auth.tenantId });
     this.logger.log({ msg: 'billing settings updated', tenantId: auth.tenantId, paymentMode: dto.paymentMode });
     return this.settings(auth.tenantId);
   }

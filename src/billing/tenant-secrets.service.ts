@@ -4,6 +4,7 @@ import { SecretBox, SecretBoxError, sealedKeyId } from '../common/secret-box';
 import type { AppConfig } from '../config/app-config';
 import { ConfigError } from '../config/env-reader';
 import { keyFileCreated, resolveSecretKeys } from '../config/secret-key';
+import { ClusterBus } from '../db/cluster-bus';
 import { assertTenantId } from '../db/tenant-scope';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 
@@ -37,11 +38,17 @@ export class TenantSecretsService implements OnModuleInit {
   constructor(
     private readonly tenants: TenantsRepository,
     private readonly box: SecretBox,
-  ) {}
+    bus: ClusterBus,
+  ) {
+    // A school's first payment secret, set on any instance (OrdersService.updateSettings); after a
+    // lost connection to the bus, the list is read again.
+    bus.on<{ tenantId: string }>('payment-secret', ({ tenantId }) => this.withPaymentSecret.add(tenantId));
+    bus.on('resync', () => void this.readKnownPaymentSchools().catch((err: Error) => this.logger.warn({ msg: 'could not read the schools with a payment secret', err: loggableError(err) })));
+  }
 
   /**
-   * Schools known to have a payment secret: read at start, then kept by each read and each secret
-   * sealed for a change (ids only). Their payment events are limited by their own bucket of failed
+   * Schools known to have a payment secret: read at start (and after the cluster bus reconnects),
+   * then kept by each read and each new secret, on every instance (the bus's `payment-secret`; ids only). Their payment events are limited by their own bucket of failed
    * signatures only, not by the bucket an address shares for ids of no such school
    * (PaymentsWebhookController): events to unknown ids (a school's provider naming no school, retried
    * for days) must not refuse every school's events from that provider's address.
@@ -51,6 +58,10 @@ export class TenantSecretsService implements OnModuleInit {
   async onModuleInit(): Promise<void> {
     await this.refuseUnknownKeys();
     await this.sealAll();
+    await this.readKnownPaymentSchools();
+  }
+
+  private async readKnownPaymentSchools(): Promise<void> {
     for (const id of await this.tenants.withPaymentSecret()) this.withPaymentSecret.add(id);
   }
 
@@ -62,7 +73,6 @@ export class TenantSecretsService implements OnModuleInit {
   /** The sealed form of a secret, for the tenant's column of that kind. */
   seal(kind: TenantSecretKind, tenantId: string, plaintext: string): string {
     assertTenantId(tenantId);
-    if (kind === 'payment') this.withPaymentSecret.add(tenantId);
     return this.box.seal(plaintext, context(kind, tenantId));
   }
 
