@@ -1,4 +1,9 @@
 import { AlertsService } from '../src/billing/alerts.service';
+import { BudgetService } from '../src/billing/budget.service';
+import { MetricsService } from '../src/metrics/metrics.service';
+import { Factory } from './support/factories';
+import { createTestApp, TestApp } from './support/test-app';
+import { waitFor } from './support/wait';
 import { bearer } from './support/factories';
 import { OPERATOR_TOKEN } from './support/test-app';
 import { appWithFakeForSuite } from './support/app-with-fake';
@@ -65,3 +70,39 @@ describe('metrics: series labelled by tenant', () => {
     expect(await gauge()).toBe(0.5);
   });
 });
+
+describe('metrics: the budget gauge shows the current period under the current cap', () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await createTestApp({ WORKERS_ENABLED: 'false' });
+  });
+  afterAll(() => t.close());
+
+  const gaugeIn = async (render: () => Promise<string>, tenantId: string) => {
+    const m = new RegExp(`^inkstone_budget_utilization_ratio\\{tenant="${tenantId}"\\} (\\S+)$`, 'm').exec(await render());
+    return m ? Number(m[1]) : null;
+  };
+
+  it("drops a school's ratio once its period has ended, and on every instance once its cap changes, until a settlement sets it again", async () => {
+    const school = await new Factory(t.app).newTenant({ monthlyBudget: '100.00' });
+    const scrape = async () => (await t.http.get('/metrics').set(bearer(OPERATOR_TOKEN)).expect(200)).text;
+    const alerts = t.app.get(AlertsService);
+    // Last month's settlement (the school used it all), read after the month turned in Shanghai: no ratio of this month yet.
+    await alerts.onSpend(school.tenantId, '2026-01', 100n, 100n, [], 'Asia/Shanghai');
+    // Before: 1 — exhausted, though nothing of this month is spent.
+    expect(await gaugeIn(scrape, school.tenantId)).toBeNull();
+    // This month's: shown.
+    const period = await t.app.get(BudgetService).currentPeriod(school.tenantId);
+    await alerts.onSpend(school.tenantId, period, 50n, 100n, [], 'Asia/Shanghai');
+    expect(await gaugeIn(scrape, school.tenantId)).toBe(0.5);
+    // Another instance shows the same ratio; the cap is doubled through the first.
+    const b = await t.another();
+    const onB = () => b.get(MetricsService).render().then((r) => r.body);
+    await b.get(AlertsService).onSpend(school.tenantId, period, 50n, 100n, [], 'Asia/Shanghai');
+    expect(await gaugeIn(onB, school.tenantId)).toBe(0.5);
+    await t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap: '200.00' }).expect(200);
+    // Before: 0.5 on the other instance, the ratio under the old cap.
+    await waitFor(async () => (await gaugeIn(onB, school.tenantId)) === null, 5_000, 'the old ratio dropped on the other instance');
+  });
+});
+

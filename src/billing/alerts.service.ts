@@ -7,6 +7,7 @@ import { TtlCache } from '../common/ttl-cache';
 import { ClusterBus } from '../db/cluster-bus';
 import { alertEvent, AlertsRepository } from './alerts.repository';
 import { MetricsService, OTHER_TENANTS } from '../metrics/metrics.service';
+import { periodOf } from './periods';
 
 /**
  * Budget alerts: each threshold fires once per tenant per period, as a log line, a metric and,
@@ -23,8 +24,11 @@ export class AlertsService {
   private readonly fired = new TtlCache<string, string>(86_400_000, 50_000);
   private readonly alertsTotal: Counter<'tenant' | 'threshold'>;
   private readonly utilization: Gauge<'tenant'>;
-  /** the period each tenant's gauge shows (one entry a labelled tenant: METRICS_TENANT_SERIES at most) */
-  private readonly gaugePeriod = new Map<string, string>();
+  /**
+   * the period each tenant's gauge shows, and the school's time zone, in which that period ends (one
+   * entry a labelled tenant: METRICS_TENANT_SERIES at most)
+   */
+  private readonly gaugePeriod = new Map<string, { period: string; timeZone?: string }>();
   private readonly incidentsTotal: Counter<'tenant' | 'kind'>;
   private readonly qualityAlertsTotal: Counter<'tenant'>;
   private readonly refusalsTotal: Counter<'tenant'>;
@@ -36,24 +40,53 @@ export class AlertsService {
   ) {
     // A new cap re-arms the alerts it puts back in reach (BudgetService.update): every instance
     // forgets what it had seen fire for the tenant, and asks the database again.
-    bus.on<{ tenantId: string }>('budget', ({ tenantId }) => this.fired.deleteWhere((t) => t === tenantId));
+    bus.on<{ tenantId: string; capChanged?: boolean }>('budget', ({ tenantId, capChanged }) => {
+      this.fired.deleteWhere((t) => t === tenantId);
+      // Its gauge showed the ratio under the old cap: gone until the next settlement sets it again
+      // (on the instance that made the change, at once: BudgetService.update checks the alerts).
+      if (capChanged) this.dropGauge(tenantId);
+    });
     bus.on('resync', () => this.fired.clear());
     this.alertsTotal = new Counter({ name: 'inkstone_budget_alerts_total', help: 'Budget alerts fired', labelNames: ['tenant', 'threshold'], registers: [metrics.registry] });
     this.incidentsTotal = new Counter({ name: 'inkstone_budget_incidents_total', help: 'Calls billed beyond the bound they were admitted with', labelNames: ['tenant', 'kind'], registers: [metrics.registry] });
     this.refusalsTotal = new Counter({ name: 'inkstone_budget_refusals_total', help: 'Calls that did not fit under the cap', labelNames: ['tenant'], registers: [metrics.registry] });
     this.qualityAlertsTotal = new Counter({ name: 'inkstone_quality_alerts_total', help: 'Shadow-agreement alerts fired', labelNames: ['tenant'], registers: [metrics.registry] });
-    this.utilization = new Gauge({ name: 'inkstone_budget_utilization_ratio', help: "Settled spend / cap of the tenant's current period", labelNames: ['tenant'], registers: [metrics.registry] });
+    this.utilization = new Gauge({
+      name: 'inkstone_budget_utilization_ratio',
+      help: "Settled spend / cap of the tenant's current period",
+      labelNames: ['tenant'],
+      registers: [metrics.registry],
+      // At each scrape: a school whose period has ended since its last settlement has no ratio of this period yet.
+      collect: () => this.dropEndedPeriods(),
+    });
+  }
+
+  private dropGauge(label: string): void {
+    if (!this.gaugePeriod.delete(label)) return;
+    this.utilization.remove({ tenant: label });
+  }
+
+  /** The gauges of periods that have ended (last month's ratio is not this month's). One period computed a time zone. */
+  private dropEndedPeriods(): void {
+    const now = new Date();
+    const current = new Map<string, string>();
+    for (const [label, shown] of this.gaugePeriod) {
+      if (!shown.timeZone) continue;
+      let period = current.get(shown.timeZone);
+      if (period === undefined) current.set(shown.timeZone, (period = periodOf(now, shown.timeZone)));
+      if (period > shown.period) this.dropGauge(label);
+    }
   }
 
   /** After a settlement: fire every threshold the spend has reached. */
-  async onSpend(tenantId: string, period: string, spent: Nanos, cap: Nanos, thresholds: string[]): Promise<void> {
+  async onSpend(tenantId: string, period: string, spent: Nanos, cap: Nanos, thresholds: string[], timeZone?: string): Promise<void> {
     const ratio = utilization(spent, cap);
     // (a tenant past METRICS_TENANT_SERIES has no gauge: one ratio for many tenants would mean nothing)
     const label = this.metrics.tenantLabel(tenantId);
     // The latest period's ratio: a call of last month settled after the turn (a batch admitted on
     // the 31st) does not put last month's ratio back on the gauge.
-    if (label !== OTHER_TENANTS && period >= (this.gaugePeriod.get(label) ?? '')) {
-      this.gaugePeriod.set(label, period);
+    if (label !== OTHER_TENANTS && period >= (this.gaugePeriod.get(label)?.period ?? '')) {
+      this.gaugePeriod.set(label, { period, timeZone });
       this.utilization.set({ tenant: label }, ratio);
     }
     for (const t of thresholds) if (ratio >= Number(t)) await this.fire(tenantId, period, t, ratio);

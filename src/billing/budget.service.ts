@@ -540,8 +540,8 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
   }
 
   private async checkAlerts(tenantId: string, period: string, spent: Nanos, cap: Nanos): Promise<void> {
-    const { alertThresholds } = await this.settings(tenantId);
-    await this.alerts.onSpend(tenantId, period, spent, cap, alertThresholds).catch((err: Error) =>
+    const { alertThresholds, timezone } = await this.settings(tenantId);
+    await this.alerts.onSpend(tenantId, period, spent, cap, alertThresholds, timezone).catch((err: Error) =>
       this.logger.warn({ msg: 'could not check budget alerts', tenantId, err: loggableError(err) }),
     );
   }
@@ -623,7 +623,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       const before = await this.books.setPeriodCap(tx, tenantId, period, cap);
       if (before !== null) await this.alerts.rearm(tx, tenantId, period, before !== cap);
     });
-    this.bus.publish('budget', { tenantId });
+    this.bus.publish('budget', { tenantId, capChanged: true });
     this.logger.log({ msg: 'budget updated', tenantId, period });
     // The new cap (or thresholds) may be reached already: a cap lowered below what was spent says so
     // now, not at a settlement that will never come (nothing more fits).
