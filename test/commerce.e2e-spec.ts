@@ -307,20 +307,19 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
     it("takes a payment that comes after its refund and after its essay's erasure as that refund's: nothing to return twice", async () => {
       await sell('webhook');
       const unapplied = async (orderId: string) => (await t.http.get(`/v1/orders/${orderId}`).set(admin()).expect(200)).body.unappliedPayments;
-      // The whole price refunded first, the essay erased, then the payment the refund was of.
-      const essay = await gradedEssay(16);
-      const { body: o } = await order(essay.id).expect(202);
-      await webhook(event('payment.refunded', o.orderId, '9.90')).expect(200);
-      await t.http.delete(`/v1/essays/${essay.id}`).set(admin()).expect((r) => expect(r.status).toBeLessThan(300));
-      await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
-      // Before: 9.90 to return — the provider had given it back already.
-      expect(await unapplied(o.orderId)).toBe('0.00');
+      // A refund of `refunded` first, the essay erased, then the payment of the whole price: the order's id.
+      const refundEraseThenPay = async (seed: number, refunded: string) => {
+        const essay = await gradedEssay(seed);
+        const { body: o } = await order(essay.id).expect(202);
+        await webhook(event('payment.refunded', o.orderId, refunded)).expect(200);
+        await t.http.delete(`/v1/essays/${essay.id}`).set(admin()).expect((r) => expect(r.status).toBeLessThan(300));
+        await webhook(event('payment.succeeded', o.orderId, '9.90')).expect(200);
+        return o.orderId as string;
+      };
+      // The whole price refunded first: the payment is the refund's. Before: 9.90 to return — the provider had given it back already.
+      expect(await unapplied(await refundEraseThenPay(16, '9.90'))).toBe('0.00');
       // Part of it refunded first: the payment not taken is money to return, less what went back already.
-      const second = await gradedEssay(17);
-      const { body: o2 } = await order(second.id).expect(202);
-      await webhook(event('payment.refunded', o2.orderId, '3.00')).expect(200);
-      await t.http.delete(`/v1/essays/${second.id}`).set(admin()).expect((r) => expect(r.status).toBeLessThan(300));
-      await webhook(event('payment.succeeded', o2.orderId, '9.90')).expect(200);
+      const o2 = { orderId: await refundEraseThenPay(17, '3.00') };
       expect(await unapplied(o2.orderId)).toBe('6.90');
       const outcomes = await t.dataSource.query(`SELECT type, outcome FROM payment_events WHERE tenant_id = $1 AND order_id = $2 ORDER BY received_at`, [tenant.tenantId, o2.orderId]);
       expect(outcomes.map((e: { type: string; outcome: string }) => `${e.type} ${e.outcome}`)).toEqual(['payment.refunded returned', 'payment.succeeded unapplied']);

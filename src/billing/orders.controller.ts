@@ -93,8 +93,9 @@ export class PaymentsWebhookController {
    * apart from the keys'): for a school with a payment secret in a bucket of that school's (one
    * school's wrong secret must not refuse other schools' events from the same payment provider),
    * for any other id in one bucket of the address's (random ids would each get a bucket of their
-   * own), which a school known to have a payment secret (TenantSecretsService) is not held to. Past either burst, events are answered 429 before any secret is read (each forged event
-   * cost a database read, without end).
+   * own), which a school known to have a payment secret (TenantSecretsService) is not held to.
+   * Past either burst, events are answered 429 before any secret is read (each forged event cost a
+   * database read, without end).
    */
   @Post('payments/webhook/:tenantId')
   @BodyLimit(64 * KiB)

@@ -48,10 +48,11 @@ export class TenantSecretsService implements OnModuleInit {
 
   /**
    * Schools known to have a payment secret: read at start (and after the cluster bus reconnects),
-   * then kept by each read and each new secret, on every instance (the bus's `payment-secret`; ids only). Their payment events are limited by their own bucket of failed
-   * signatures only, not by the bucket an address shares for ids of no such school
-   * (PaymentsWebhookController): events to unknown ids (a school's provider naming no school, retried
-   * for days) must not refuse every school's events from that provider's address.
+   * then kept by each read and each new secret, on every instance (the bus's `payment-secret`; ids
+   * only). Their payment events are limited by their own bucket of failed signatures only, not by
+   * the bucket an address shares for ids of no such school (PaymentsWebhookController): events to
+   * unknown ids (a school's provider naming no school, retried for days) must not refuse every
+   * school's events from that provider's address.
    */
   private readonly withPaymentSecret = new Set<string>();
 
