@@ -668,6 +668,34 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await setLimits({ providerCalls: null });
   });
 
+  it("lets requests already waiting for a provider slot in when the operator raises the tenant's limit, on every instance", async () => {
+    await setLimits({ providerCalls: 1 });
+    const other = await t.another();
+    try {
+      const here = t.app.get(LimitsService);
+      const there = other.get(LimitsService);
+      const held = [await here.providerSlot(tenant.tenantId), await there.providerSlot(tenant.tenantId)];
+      const settled = (p: Promise<unknown>) => Promise.race([p.then(() => 'taken'), new Promise((r) => setTimeout(() => r('still waiting'), 300))]);
+      // One waits behind the held slot on each instance, two more behind it here.
+      const waitingHere = [here.providerSlot(tenant.tenantId), here.providerSlot(tenant.tenantId), here.providerSlot(tenant.tenantId)];
+      const waitingThere = there.providerSlot(tenant.tenantId);
+      expect(await settled(waitingHere[0])).toBe('still waiting');
+      expect(await settled(waitingThere)).toBe('still waiting');
+      // The operator raises the limit to 3: with none of the held slots given back, two more are taken
+      // on each instance (the one that waited there, and the first two here; the third waits its turn).
+      await setLimits({ providerCalls: 3 });
+      await waitFor(async () => (await settled(waitingThere)) === 'taken', 10_000, 'the waiter on the other instance let in');
+      await waitFor(async () => (await settled(waitingHere[1])) === 'taken', 10_000, 'the first two waiters here let in');
+      expect(await settled(waitingHere[0])).toBe('taken');
+      expect(await settled(waitingHere[2])).toBe('still waiting');
+      const released = [...held, await waitingHere[0], await waitingHere[1], await waitingThere];
+      released.forEach((release) => release());
+      (await waitingHere[2])();
+    } finally {
+      await setLimits({ providerCalls: null });
+    }
+  });
+
   it('drops a chat call whose client leaves while it waits for a provider slot: never sent, nothing charged or held, no model marked failing', async () => {
     const limits = t.app.get(LimitsService);
     const leases = t.app.get(BudgetService).leases!;

@@ -134,6 +134,8 @@ const READERS_PRUNE_MS = 50;
 export class LimitsService implements OnModuleDestroy {
   /** the operator's limits per tenant: a change is announced on the bus, so they are held a minute */
   private readonly overrides = new TtlCache<string, Partial<TenantLimits>>(60_000, 100_000);
+  /** Times each tenant's limits changed on the cluster (the operator's PUT; few tenants): a waiting request sees it changed under it. */
+  private readonly limitsVersion = new Map<string, number>();
   /** token buckets by API key id, and by tenant; bounded (an evicted one starts again full); each kept until it would be full again (see refill) */
   private readonly buckets = new TtlCache<string, Bucket>(Number.POSITIVE_INFINITY, BUCKETS_MAX);
   private readonly tenantBuckets = new TtlCache<string, Bucket>(Number.POSITIVE_INFINITY, BUCKETS_MAX);
@@ -181,8 +183,12 @@ export class LimitsService implements OnModuleDestroy {
     bus.on<{ tenantId: string }>('limits', ({ tenantId }) => {
       this.overrides.delete(tenantId);
       this.countsChanged(tenantId);
+      this.limitsChanged(tenantId);
     });
-    bus.on('resync', () => this.overrides.clear());
+    bus.on('resync', () => {
+      this.overrides.clear();
+      for (const q of Object.values(this.waiters)) for (const tenantId of [...q.keys()]) this.limitsChanged(tenantId);
+    });
   }
 
   /** The tenant's limits: the env defaults with the operator's values for this tenant over them. */
@@ -199,8 +205,19 @@ export class LimitsService implements OnModuleDestroy {
     await this.tenants.setLimits(tenantId, set, cleared); // 404 for an unknown tenant
     this.overrides.delete(tenantId);
     this.countsChanged(tenantId);
+    this.limitsChanged(tenantId);
     this.bus.publish('limits', { tenantId });
     return this.of(tenantId);
+  }
+
+  /**
+   * The tenant's limits changed: its requests waiting for a slot read them again (a raise lets them
+   * in now, not once as many of its slots as the old limit allowed are given back). Each waiter's
+   * first is woken; it reads the new limit and, with room, takes its slot and wakes the next.
+   */
+  private limitsChanged(tenantId: string): void {
+    this.limitsVersion.set(tenantId, (this.limitsVersion.get(tenantId) ?? 0) + 1);
+    for (const name of Object.keys(this.waiters) as Array<keyof LimitsService['waiters']>) this.wakeNext(name, tenantId);
   }
 
   /**
@@ -327,7 +344,9 @@ export class LimitsService implements OnModuleDestroy {
     lazySignal?: AbortSignal | (() => AbortSignal),
     maxWaiting = Number.POSITIVE_INFINITY,
   ): Promise<Release> {
-    const own = (await this.of(tenantId))[name];
+    let own = (await this.of(tenantId))[name];
+    // (read again when the operator changes the tenant's limits while it waits)
+    let version = this.limitsVersion.get(tenantId);
     const limit = () => (isShared(name) ? this.share(name, tenantId, own) : own);
     let turn: number | undefined;
     // A new request goes behind the tenant's requests already waiting, even when there is room
@@ -347,6 +366,10 @@ export class LimitsService implements OnModuleDestroy {
       turn ??= ++this.turns;
       if (isShared(name)) this.watchShares();
       await this.waitTurn(this.waiters[name], tenantId, turn, own, signal);
+      if (this.limitsVersion.get(tenantId) !== version) {
+        version = this.limitsVersion.get(tenantId);
+        own = (await this.of(tenantId))[name];
+      }
     }
     const release = this.hold(name, tenantId);
     // Room for more (the share grew: another tenant stopped reading): the next waiter tries too.
