@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { WebhookDispatcher } from '../src/billing/webhook-dispatcher';
 import { AlertsService } from '../src/billing/alerts.service';
 import { formatCny, parseCny } from '../src/common/money';
+import { localParts, zonedTime } from '../src/common/time-zone';
 import { signPayload, verifySignature } from '../src/common/signature';
 import { GradingService } from '../src/grading/grading.service';
 import { GradingWorker } from '../src/grading/grading.worker';
@@ -1099,6 +1100,64 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       );
       const again = await t.http.post('/v1/advisor/cost-estimate').set(bearer(teacher)).send({ dailyCalls: 100, measured: true }).expect(200);
       expect(again.body.assumptions).toEqual(measured.body.assumptions);
+    });
+
+    it('refuses a malformed or contradictory estimate request, and leaves out models that cannot take a call of the size asked', async () => {
+      const estimate = (body: object) => t.http.post('/v1/advisor/cost-estimate').set(bearer(teacher)).send(body);
+      // An array is not the object tokensPerCall is (it was read as absent: an estimate on the default sizes).
+      for (const tokensPerCall of [[{ input: 1, output: 1 }], []]) {
+        const res = await estimate({ dailyCalls: 10, tokensPerCall }).expect(400);
+        expect(res.body.error.details.map((d: { field: string }) => d.field)).toContain('tokensPerCall');
+      }
+      // measured: true takes these from the ledger: given too, they were silently set aside.
+      const both = await estimate({ dailyCalls: 10, measured: true, cacheHitRate: 0.9, tokensPerCall: { input: 5, output: 5 } }).expect(400);
+      expect(both.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual(['cacheHitRate', 'tokensPerCall']);
+      // A call over a model's input limit (qwen3-max's prices hold to 32K input tokens) is priced on
+      // the model the gateway would send it to; the models that cannot take it are named apart.
+      const qwen3Max = t.models.catalog.models.get('dashscope:qwen3-max')!;
+      const long = (await estimate({ dailyCalls: 100, deepShare: 1, tokensPerCall: { input: qwen3Max.maxInputTokens + 1, output: 700 } }).expect(200)).body;
+      expect(long.mix.deepModel).not.toBe('dashscope:qwen3-max');
+      const deepModel = t.models.catalog.models.get(long.mix.deepModel)!;
+      expect(deepModel.maxInputTokens).toBeGreaterThan(qwen3Max.maxInputTokens);
+      expect(long.cannotTake).toContain('dashscope:qwen3-max');
+      for (const m of long.models as Array<{ model: string }>) expect(t.models.catalog.models.get(m.model)!.maxInputTokens).toBeGreaterThan(qwen3Max.maxInputTokens);
+      // None of the deep tier takes a million input tokens: 409, not an estimate on a model that would not be called.
+      await estimate({ dailyCalls: 100, tokensPerCall: { input: 1_000_000, output: 700 } }).expect(409);
+    });
+
+    it("measures from every call of the school's grading work in its last 90 days by its own calendar, the deep share of the calls that reached a model", async () => {
+      // The day the window starts on differs from UTC's only in a zone whose date is not UTC's now.
+      const zone = new Date().getUTCHours() >= 10 ? 'Pacific/Kiritimati' : 'Pacific/Pago_Pago';
+      const school = await f.newTenant({ timezone: zone });
+      const key = school.adminKey;
+      const today = localParts(new Date(), zone);
+      const noonDaysAgo = (n: number) => {
+        const d = new Date(Date.UTC(today.year, today.month - 1, today.day - n));
+        return zonedTime(d.getUTCFullYear(), d.getUTCMonth() + 1, d.getUTCDate(), zone, 12 * 60);
+      };
+      const call = (at: Date, purpose: string, tier: string, cacheStatus: string, cost: number) =>
+        t.dataSource.query(
+          `INSERT INTO llm_calls (tenant_id, id, created_at, period, request_id, call_group, attempt, purpose, tier, provider, model, cache_status, outcome,
+                                  input_tokens, cached_input_tokens, output_tokens, estimated_input_tokens, usage_source, cost_nanos, saved_nanos,
+                                  compression_saved_tokens, latency_ms, streamed, batch)
+           VALUES ($1, gen_random_uuid(), $2, to_char($2::timestamptz AT TIME ZONE $7, 'YYYY-MM'), 'req', gen_random_uuid(), 1, $3, $4, 'dashscope', 'qwen-flash', $5, 'ok',
+                   1000, 0, 500, 1000, 'provider', $6, 0, 0, 10, false, false)`,
+          [school.tenantId, at, purpose, tier, cacheStatus, cost, zone],
+        );
+      // The 91st day back by the school's calendar is outside the window, the 90th inside.
+      await call(noonDaysAgo(91), 'deep_review', 'deep', 'miss', 7_000_000);
+      // 10 standard gradings that reached a model, 10 answered by the cache, 5 escalated to the deep tier.
+      for (let i = 0; i < 10; i++) await call(noonDaysAgo(90), 'grading', 'standard', 'miss', 1_000_000);
+      for (let i = 0; i < 10; i++) await call(noonDaysAgo(1), 'grading', 'standard', 'hit', 0);
+      for (let i = 0; i < 5; i++) await call(noonDaysAgo(1), 'escalation', 'deep', 'miss', 7_000_000);
+      const r = (await t.http.post('/v1/advisor/cost-estimate').set(bearer(key)).send({ dailyCalls: 25, measured: true }).expect(200)).body;
+      expect(r.assumptions).toMatchObject({ measured: true, basedOnCalls: 25, cacheHitRate: 0.4, deepShare: 0.3333, tokensPerCall: { input: 1000, output: 500 } });
+      // The mix for those 25 calls a day: 15 reach a model, 10 standard and 5 deep, as the ledger had them.
+      const std = parseCny(r.models.find((m: { model: string }) => m.model === r.mix.standardModel).perCall);
+      const deep = parseCny(r.models.find((m: { model: string }) => m.model === r.mix.deepModel).perCall);
+      // (to the deep share's four decimals the estimate rounds to)
+      const ledgerLike = 10n * std + 5n * deep;
+      expect(Math.abs(Number(parseCny(r.mix.daily) - ledgerLike)) / Number(ledgerLike)).toBeLessThan(0.001);
     });
   });
 });

@@ -1,7 +1,7 @@
 import { Body, Controller, HttpCode, Post } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { IsBoolean, IsIn, IsInt, IsNumber, IsOptional, IsString, Length, Max, Min, ValidateNested } from 'class-validator';
+import { IsBoolean, IsIn, IsInt, IsNumber, IsObject, IsOptional, IsString, Length, Max, Min, ValidateNested } from 'class-validator';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiView } from '../docs/api-view';
 import { BoundedRead } from '../tenancy/read-slot.interceptor';
@@ -44,14 +44,15 @@ class TokensPerCallDto {
 }
 
 export class CostEstimateDto {
-  @ApiProperty({ example: 6700, description: 'model calls (gradings) per day' })
+  @ApiProperty({ example: 6700, description: 'model calls per day, cache hits included (a grading is one; an escalation to the deep tier, a shadow grading, one more)' })
   @IsInt()
   @Min(0)
   @Max(100_000_000)
   dailyCalls: number;
 
-  @ApiPropertyOptional({ example: { input: 1800, output: 700 } })
+  @ApiPropertyOptional({ example: { input: 1800, output: 700 }, description: 'tokens of an average call; models that cannot take a call of this size are left out (cannotTake)' })
   @IsOptional()
+  @IsObject()
   @ValidateNested()
   @Type(() => TokensPerCallDto)
   tokensPerCall?: TokensPerCallDto;
@@ -63,14 +64,14 @@ export class CostEstimateDto {
   @Max(1)
   cacheHitRate?: number;
 
-  @ApiPropertyOptional({ example: 0.1 })
+  @ApiPropertyOptional({ example: 0.1, description: 'share of the calls that reach a model (not answered by the cache) that are on the deep tier' })
   @IsOptional()
   @IsNumber()
   @Min(0)
   @Max(1)
   deepShare?: number;
 
-  @ApiPropertyOptional({ description: "use the tenant's own ledger averages for tokens, cache hit rate and deep share" })
+  @ApiPropertyOptional({ description: "use the tenant's own ledger averages (its last 90 days, every call of grading work) for tokens, cache hit rate and deep share; these are then not given" })
   @IsOptional()
   @IsBoolean()
   measured?: boolean;

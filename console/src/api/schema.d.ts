@@ -1014,11 +1014,12 @@ export interface components {
         };
         CostEstimateDto: {
             /**
-             * @description model calls (gradings) per day
+             * @description model calls per day, cache hits included (a grading is one; an escalation to the deep tier, a shadow grading, one more)
              * @example 6700
              */
             dailyCalls: number;
             /**
+             * @description tokens of an average call; models that cannot take a call of this size are left out (cannotTake)
              * @example {
              *       "input": 1800,
              *       "output": 700
@@ -1027,9 +1028,12 @@ export interface components {
             tokensPerCall?: components["schemas"]["TokensPerCallDto"];
             /** @example 0.45 */
             cacheHitRate?: number;
-            /** @example 0.1 */
+            /**
+             * @description share of the calls that reach a model (not answered by the cache) that are on the deep tier
+             * @example 0.1
+             */
             deepShare?: number;
-            /** @description use the tenant's own ledger averages for tokens, cache hit rate and deep share */
+            /** @description use the tenant's own ledger averages (its last 90 days, every call of grading work) for tokens, cache hit rate and deep share; these are then not given */
             measured?: boolean;
         };
         /** @description A tier alias's extension: its candidates, and what a call costs when the first answers it (null fields when the tier has none). */
@@ -1351,6 +1355,8 @@ export interface components {
                     output: number;
                 };
             };
+            /** @description models not retired that cannot take a call of the assumed size (its input over their limit, or input and output over their context), left out of `models` */
+            cannotTake: string[];
             mix: {
                 daily: string;
                 deepModel: string;
