@@ -1,5 +1,5 @@
 import { EssaysRepository } from '../src/grading/essays.repository';
-import { builtinRubric, totalScore } from '../src/grading/rubric';
+import { builtinRubric, totalScore, totalStep } from '../src/grading/rubric';
 import { LabelCursor, QualityRepository } from '../src/quality/quality.repository';
 import { CalibrationService } from '../src/quality/calibration.service';
 import { generateEssay } from './support/essays';
@@ -189,6 +189,40 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     expect(moved).toBeGreaterThanOrEqual(6);
     expect(moved).toBeLessThanOrEqual(8);
     expectConsistent(fresh.grade);
+  });
+
+  it("makes the assignment's check again when it regrades: a grade on the pass mark is held for review (needs_review), one no longer checked is graded", async () => {
+    const { id, views } = await assignmentWith(24, 900);
+    const overridden = views.slice(0, 20);
+    for (const v of overridden) await override(v.id, Math.min(60, v.grade.score + 8));
+    expect((await t.http.post(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(201)).body).toMatchObject({ method: 'shift', active: true });
+    await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202);
+    const essay = async (essayId: string) => (await t.http.get(`/v1/essays/${essayId}`).set(bearer(teacher)).expect(200)).body;
+    const rest = await Promise.all(views.slice(20).map((v) => essay(v.id)));
+    expect(rest.every((e) => e.status === 'graded' && e.grade.calibration)).toBe(true);
+    // The teacher now checks the assignment's grades against a pass mark: one of the regraded essays is on it.
+    const onMark = rest[0];
+    const passMark = onMark.grade.score;
+    await t.http.patch(`/v1/assignments/${id}`).set(bearer(teacher)).send({ escalate: 'flag', passMark }).expect(200);
+    const regraded = (await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202)).body;
+    const near = rest.filter((e) => Math.abs(e.grade.score - passMark) <= totalStep(rubric));
+    expect(regraded.essays).toBe(near.length);
+    for (const e of rest) {
+      const now = await essay(e.id);
+      const held = near.includes(e);
+      expect([e.id, now.status, now.flags.includes('low_confidence'), now.grade.flags.includes('low_confidence')]).toEqual([e.id, held ? 'needs_review' : 'graded', held, held]);
+      expect(now.grade.score).toBe(e.grade.score);
+    }
+    const counts = async () => (await t.http.get(`/v1/assignments/${id}`).set(bearer(teacher)).expect(200)).body.counts;
+    expect((await counts()).needs_review).toBe(near.length);
+    // The teachers' own grades are left as they gave them.
+    for (const v of overridden.slice(0, 3)) expect((await essay(v.id)).status).toBe('graded');
+    // Checked no more, the essays it held are graded again.
+    await t.http.patch(`/v1/assignments/${id}`).set(bearer(teacher)).send({ escalate: 'off' }).expect(200);
+    expect((await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202)).body.essays).toBe(near.length);
+    const after = await essay(onMark.id);
+    expect([after.status, after.flags]).toEqual(['graded', onMark.flags]);
+    expect((await counts()).needs_review).toBe(0);
   });
 
   it("measures the grader's own scores against the teachers', and learns only from totals a teacher gave: not its own output kept under a comment", async () => {

@@ -15,3 +15,11 @@ export function lowConfidence(grade: Pick<StoredGrade, 'score' | 'repaired'>, ru
   for (const f of DOUBTFUL_FLAGS) if (flags.has(f)) why.push(f);
   return why;
 }
+
+/** Flags that hold a grade for a teacher's review: the essay is `needs_review` while it carries one. */
+const REVIEW_FLAGS = ['prompt_injection_suspected', 'content_rejected', 'low_confidence'] as const;
+
+/** The status a grade with these flags leaves its essay in. */
+export function gradedStatus(flags: ReadonlySet<string>): 'graded' | 'needs_review' {
+  return REVIEW_FLAGS.some((f) => flags.has(f)) ? 'needs_review' : 'graded';
+}

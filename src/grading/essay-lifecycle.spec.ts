@@ -7,14 +7,15 @@ describe('the essay lifecycle', () => {
     expect(isEssayStatus('deleted')).toBe(false);
   });
 
-  it('lets a final status be left only by a teacher override (to graded)', () => {
-    for (const s of TERMINAL) expect(TRANSITIONS[s].every((to) => to === 'graded')).toBe(true);
+  it('lets a final status be left only for another grade: a teacher override (to graded), a regrade (graded or needs_review)', () => {
+    for (const s of TERMINAL) expect(TRANSITIONS[s].every((to) => to === 'graded' || to === 'needs_review')).toBe(true);
     expect(TRANSITIONS.failed).toEqual([]);
   });
 
   it('answers where each status can be reached from', () => {
     expect(movableFrom('grading').sort()).toEqual(['grading', 'queued']);
     expect(movableFrom('graded').sort()).toEqual(['graded', 'grading', 'needs_review']);
+    expect(movableFrom('needs_review').sort()).toEqual(['graded', 'grading', 'needs_review']);
     expect(movableFrom('queued')).toEqual(['grading']);
     expect(movableFrom('failed').sort()).toEqual(['grading', 'queued']);
   });

@@ -2,7 +2,7 @@
  * The life of an essay: its statuses, which are final, and which moves are allowed. Every change of
  * an essay's status goes through EssaysRepository.move, which refuses any other.
  *
- *   queued ──► grading ──► graded ◄──┐ (a teacher's override)
+ *   queued ──► grading ──► graded ◄──┐ (a teacher's override; a regrade, both ways)
  *     ▲  │        │  └───► needs_review
  *     │  │        └──────► failed
  *     │  └──────────────► failed       (a dead worker's last attempt)
@@ -19,8 +19,9 @@ export const TRANSITIONS: Readonly<Record<EssayStatus, readonly EssayStatus[]>> 
   queued: ['grading', 'failed'],
   // A worker that takes a job again after a crash finds the essay still grading.
   grading: ['grading', 'queued', 'graded', 'needs_review', 'failed'],
-  graded: ['graded'],
-  needs_review: ['graded'],
+  // A regrade (a calibration, a pass mark changed) moves a grade onto or off the pass mark.
+  graded: ['graded', 'needs_review'],
+  needs_review: ['graded', 'needs_review'],
   failed: [],
 };
 

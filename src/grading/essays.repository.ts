@@ -4,6 +4,7 @@ import { DataSource, EntityManager } from 'typeorm';
 import { tenantQuery, tenantStatement, TenantStatement } from '../db/tenant-scope';
 import type { InterruptedJob } from '../jobs/job-queue';
 import { EssayStatus, movableFrom } from './essay-lifecycle';
+import { gradedStatus } from './escalation';
 import type { StoredGrade } from './grading-types';
 import type { Language } from './rubric';
 
@@ -196,7 +197,8 @@ export class EssaysRepository {
   }
 
   /**
-   * A regrade's grade for an essay no teacher overrode (its status unchanged): the grade and the
+   * A regrade's grade for an essay no teacher overrode, with the flags and status it leaves the essay
+   * in (needs_review while it carries a flag that holds it for a teacher): the grade and the
    * grader's original both become it (the raw scores stay inside, see calibration-model.ts). False
    * when the essay is not graded, a teacher overrode it meanwhile, or both are this grade already
    * (nothing written: a regrade counts the grades it changed).
@@ -223,7 +225,15 @@ export class EssaysRepository {
         [essayId, JSON.stringify(grade)],
       );
       if (!old || old.same) return 'unchanged';
-      await tenantQuery(tx, tenantId, `UPDATE essays SET grade = $3, model_grade = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2`, [essayId, JSON.stringify(grade)]);
+      // The essay's flags and status are the grade's: a grade moved onto (or off) the pass mark is
+      // held for (or no longer held for) a teacher's review, as a grading that gave it would be.
+      const status = gradedStatus(new Set(grade.flags));
+      await tenantQuery(
+        tx,
+        tenantId,
+        `UPDATE essays SET grade = $3, model_grade = $3, flags = $4, status = $5, updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = ANY($6::text[])`,
+        [essayId, JSON.stringify(grade), grade.flags, status, movableFrom(status)],
+      );
       // A shadow pair compares the grader's grade: it moves with it.
       if (old.shadow_grade && old.model_grade) {
         await this.countAgreement(tx, tenantId, essayId, 'shadow', [

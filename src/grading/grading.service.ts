@@ -13,7 +13,7 @@ import { GradingMetrics } from './grading-metrics';
 import { detectInjection } from './injection';
 import { writtenInOther } from './essay-text';
 import { NearDuplicateIndex } from './near-duplicate.service';
-import { lowConfidence } from './escalation';
+import { gradedStatus, lowConfidence } from './escalation';
 import { calibrateGrade } from './calibration-model';
 import { CalibrationsRepository } from './calibrations.repository';
 import { ModelGrader } from './model-grader';
@@ -243,7 +243,7 @@ export class GradingService {
     grade = escalated.grade;
     costNanos += escalated.costNanos;
     grade.flags = [...flags];
-    const status = flags.has('prompt_injection_suspected') || flags.has('content_rejected') || flags.has('low_confidence') ? 'needs_review' : 'graded';
+    const status = gradedStatus(flags);
     const stored = grade;
     // Shadow evaluation: a share of the standard model grades is graded again on the deep tier, later.
     const shadow = stored.source === 'model' && stored.tier === 'standard' && !flags.has('escalated') && inShadowSample(essay.id, settings.shadowRate);

@@ -7,6 +7,8 @@ import { AssignmentsService } from '../grading/assignments.service';
 import { calibrateGrade, CalibrationModel } from '../grading/calibration-model';
 import { CalibrationRecord, CalibrationsRepository } from '../grading/calibrations.repository';
 import { EssaysRepository } from '../grading/essays.repository';
+import type { Escalation } from '../grading/dto/assignment.dto';
+import { lowConfidence } from '../grading/escalation';
 import type { StoredGrade } from '../grading/grading-types';
 import { essayFeatures, featureVector } from '../grading/offline-features';
 import { offlineGrade } from '../grading/offline-grader';
@@ -82,9 +84,13 @@ export class CalibrationService {
     private readonly rubrics: RubricsService,
   ) {}
 
-  private async target(tenantId: string, assignmentId: string): Promise<{ id: string; rubric: Rubric }> {
+  private async target(tenantId: string, assignmentId: string): Promise<{ id: string; rubric: Rubric; checks: GradeChecks }> {
     const a = await this.assignments.get(tenantId, assignmentId);
-    return { id: a.id, rubric: withExpectedLength(await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), a.expectedLength) };
+    return {
+      id: a.id,
+      rubric: withExpectedLength(await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), a.expectedLength),
+      checks: { escalate: a.escalate, passMark: a.passMark },
+    };
   }
 
   async current(tenantId: string, assignmentId: string): Promise<CalibrationView> {
@@ -143,7 +149,7 @@ export class CalibrationService {
    * stays, and a regrade again finishes the rest).
    */
   async regrade(auth: TenantAuth, assignmentId: string, signal?: AbortSignal): Promise<RegradeResult> {
-    const { id, rubric } = await this.target(auth.tenantId, assignmentId);
+    const { id, rubric, checks } = await this.target(auth.tenantId, assignmentId);
     let model = (await this.calibrations.current(auth.tenantId, id))?.model ?? null;
     // Each essay written: its grade before the regrade, and the one it leaves (digests): a grade a
     // first pass changed and a second put back (the calibration turned off between) is no change.
@@ -163,7 +169,7 @@ export class CalibrationService {
         const page = await this.labelsRepo.regradable(auth.tenantId, id, after, CHUNK);
         for (const e of page.rows) {
           signal?.throwIfAborted();
-          const regraded = this.regraded(e.grade, rubric, model, e);
+          const regraded = checked(this.regraded(e.grade, rubric, model, e), rubric, e.flags, checks);
           // (each write lets other requests in)
           const written = await this.essays.replaceGrade(auth.tenantId, e.id, regraded, { assignmentId: id, version: model?.version ?? null });
           if (written === 'calibration_changed') {
@@ -219,6 +225,26 @@ export class CalibrationService {
     } while (after && out.length < MAX_LABELS);
     return out;
   }
+}
+
+/** What the assignment says about checking its grades (SPEC §9, escalation). */
+interface GradeChecks {
+  escalate: Escalation;
+  passMark: number | null;
+}
+
+/**
+ * A regraded grade with the assignment's check made again, as its grading makes it: a grade the
+ * regrade moved onto the pass mark is low-confidence (flag `low_confidence`, so its essay is
+ * `needs_review`), one moved off it no longer is (the essay is `graded` unless another flag holds
+ * it). With `escalate: deep` it is flagged too: a regrade makes no model call.
+ */
+function checked(grade: StoredGrade, rubric: Rubric, flags: string[], checks: GradeChecks): StoredGrade {
+  const now = new Set(flags);
+  const doubt = checks.escalate === 'off' ? [] : lowConfidence(grade, rubric, now, checks.passMark);
+  if (doubt.length) now.add('low_confidence');
+  else now.delete('low_confidence');
+  return { ...grade, flags: [...now] };
 }
 
 /** A grade's digest, the same for the same grade whatever the order of its keys (as jsonb gives them back). */

@@ -33,6 +33,7 @@ export interface RegradeRow {
   text: string;
   language: Language;
   grade: StoredGrade;
+  flags: string[];
 }
 
 export const QUALITY_GROUPS = ['rubric', 'tier', 'model', 'source'] as const;
@@ -147,7 +148,7 @@ export class QualityRepository {
     const page = await tenantQuery<RegradeRow & { status: string }>(
       this.ds.manager,
       tenantId,
-      `SELECT e.id, e.created_at::text AS at, e.status, e.text, e.language, e.grade
+      `SELECT e.id, e.created_at::text AS at, e.status, e.text, e.language, e.grade, e.flags
          FROM essays e
         WHERE e.tenant_id = $1 AND e.assignment_id = $2
           AND ($3::timestamptz IS NULL OR (e.created_at, e.id) < ($3::timestamptz, $4::uuid))
