@@ -84,6 +84,9 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     // A regrade whose client has left stops where it is (here before its first essay: nothing written).
     const gone = new AbortController();
     gone.abort(new Error('the client left'));
+    // …and so does a fit: nothing saved, the calibration in force still the first.
+    await expect(t.app.get(CalibrationService).fit(tenant.admin, id, gone.signal)).rejects.toThrow('the client left');
+    expect((await t.http.get(`/v1/assignments/${id}/calibration`).set(bearer(teacher)).expect(200)).body.version).toBe(1);
     await expect(t.app.get(CalibrationService).regrade(tenant.admin, id, gone.signal)).rejects.toThrow('the client left');
     expect((await t.http.get(`/v1/essays/${views[61].id}`).set(bearer(teacher)).expect(200)).body.grade.calibration).toBeUndefined();
 

@@ -105,11 +105,15 @@ export class CalibrationService {
     if (!(await this.calibrations.deactivate(tenantId, assignmentId))) throw ApiError.notFound('Calibration');
   }
 
-  async fit(auth: TenantAuth, assignmentId: string): Promise<CalibrationView> {
+  /**
+   * Fits a calibration (see the class). It stops when `signal` aborts (its client left: the offline
+   * labels' features are seconds of CPU for a large class, not spent for no one); nothing is saved.
+   */
+  async fit(auth: TenantAuth, assignmentId: string, signal?: AbortSignal): Promise<CalibrationView> {
     const { id, rubric } = await this.target(auth.tenantId, assignmentId);
     // The labels of standard grades made by a model or offline: what a calibration is applied to
     // (not deep-tier grades — escalated or direct — nor grades reused from an earlier essay).
-    const labels = await this.labels(auth.tenantId, id, rubric);
+    const labels = await this.labels(auth.tenantId, id, rubric, signal);
     const model = labels.filter((l) => l.source === 'model');
     const offline = labels.filter((l) => l.source === 'offline');
     if (model.length < MIN_LABELS && offline.length < MIN_LABELS) {
@@ -128,6 +132,7 @@ export class CalibrationService {
       agreement: (predicted, teacher) => agreement(tabulate(predicted.map((p, i) => [Math.max(0, Math.min(top, Math.round(p / step) * step)), teacher[i]])), totalScale(rubric)),
     });
     const { before, after, active: better } = fit;
+    signal?.throwIfAborted();
     const saved = await this.calibrations.add(
       auth.tenantId,
       id,
@@ -206,11 +211,12 @@ export class CalibrationService {
    * keeps its feature vector, never its text, so a fit holds at most one page of texts (a tenant's
    * 2,000 essays of 20,000 characters each are 80 MB of text at once otherwise).
    */
-  private async labels(tenantId: string, assignmentId: string, rubric: Rubric): Promise<CalibrationLabel[]> {
+  private async labels(tenantId: string, assignmentId: string, rubric: Rubric, signal?: AbortSignal): Promise<CalibrationLabel[]> {
     const out: CalibrationLabel[] = [];
     const slice = timeSlicer();
     let after: LabelCursor | null = null;
     do {
+      signal?.throwIfAborted();
       const page = await this.labelsRepo.labelsPage(tenantId, assignmentId, after, Math.min(LABELS_PAGE, MAX_LABELS - out.length));
       for (const r of page.rows) {
         out.push({
@@ -220,6 +226,7 @@ export class CalibrationService {
           features: r.source === 'offline' ? featureVector(essayFeatures(r.text ?? '', r.language), rubric) : null,
         });
         await slice(); // an essay's features take up to 25 ms: other requests are served between
+        signal?.throwIfAborted();
       }
       after = page.next;
     } while (after && out.length < MAX_LABELS);

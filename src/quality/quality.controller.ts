@@ -36,8 +36,9 @@ export class QualityController {
       "Fit a calibration from this assignment's teacher-overridden essays (at least 20): isotonic for model grades; for offline grades, a shift or a line from the offline grader's total or (from 60 labels) a ridge over its features, whichever cross-validates best; 5-fold cross-validated before/after; switched on only if it does better than none",
   })
   @ApiView('CalibrationView', { status: 201 })
-  fit(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<CalibrationView> {
-    return this.calibration.fit(auth, id);
+  fit(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Res({ passthrough: true }) reply: FastifyReply): Promise<CalibrationView> {
+    // Stops when its client leaves (nothing saved).
+    return this.calibration.fit(auth, id, clientGoneSignal(reply));
   }
 
   @Get('assignments/:id/calibration')
