@@ -41,6 +41,16 @@ describe('ridge regression', () => {
     expect(predictRidge(m, [3, 4])).toBeCloseTo(5 + 6 - 2, 4);
   });
 
+  it('gives a feature that did not vary among the labels no weight, whatever its value (not one set by rounding noise)', () => {
+    // 0.1 summed 37 times is not 3.7: its mean is off by rounding, and its spread about 1e-17.
+    const x = Array.from({ length: 37 }, (_, i) => [i % 9, 0.1]);
+    const y = x.map(([a], i) => 10 + 2 * a + (i % 3));
+    const m = fitRidge(x, y, 10);
+    const usual = predictRidge(m, [4, 0.1]);
+    expect(Math.abs(predictRidge(m, [4, 0.2]) - usual)).toBeLessThan(1e-6);
+    expect(Math.abs(predictRidge(m, [4, 0]) - usual)).toBeLessThan(1e-6);
+  });
+
   it('shrinks weights as the penalty grows', () => {
     const x = Array.from({ length: 20 }, (_, i) => [i]);
     const y = x.map(([a]) => a);

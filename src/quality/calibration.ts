@@ -75,8 +75,13 @@ export function fitRidge(x: number[][], y: number[], lambda = 1): RidgeModel {
   const n = x.length;
   const d = x[0]?.length ?? 0;
   const means = Array.from({ length: d }, (_, j) => x.reduce((s, r) => s + r[j], 0) / n);
-  const sds = Array.from({ length: d }, (_, j) => Math.sqrt(x.reduce((s, r) => s + (r[j] - means[j]) ** 2, 0) / n) || 1);
-  const z = x.map((r) => r.map((v, j) => (v - means[j]) / sds[j]));
+  // A feature that did not vary among the labels gets no weight: its spread is then rounding noise
+  // (0.1 summed 37 times is not 3.7), and dividing by it made a weight that blew up any essay whose
+  // value differed. Its standard deviation is kept as 1, its standardized values as 0.
+  const spread = Array.from({ length: d }, (_, j) => Math.sqrt(x.reduce((s, r) => s + (r[j] - means[j]) ** 2, 0) / n));
+  const flat = spread.map((sd, j) => !(sd > 1e-9 * Math.max(1, Math.abs(means[j]))));
+  const sds = spread.map((sd, j) => (flat[j] ? 1 : sd));
+  const z = x.map((r) => r.map((v, j) => (flat[j] ? 0 : (v - means[j]) / sds[j])));
   const yMean = y.reduce((s, v) => s + v, 0) / n;
   const a = Array.from({ length: d }, (_, i) => Array.from({ length: d }, (_, j) => z.reduce((s, r) => s + r[i] * r[j], 0) + (i === j ? lambda : 0)));
   const b = Array.from({ length: d }, (_, j) => z.reduce((s, r, k) => s + r[j] * (y[k] - yMean), 0));
