@@ -36,6 +36,14 @@ describe('business-value matrix (the article formula)', () => {
     expect(businessValue({ taskType: 'unknown', errorTolerance: 'high', frequency: 0, userWillingToPay: false }).score).toBe(0);
   });
 
+  it('reads a task type as typed with other case or surrounding spaces as that task, and a prototype key as unknown', () => {
+    const input = { errorTolerance: 'medium', frequency: 500, userWillingToPay: true } as const;
+    for (const taskType of [' customer_service ', 'Customer_Service', 'CUSTOMER_SERVICE\t']) {
+      expect(businessValue({ ...input, taskType })).toMatchObject({ task: 'customer_service', details: { baseScore: 85, knownTask: true } });
+    }
+    for (const taskType of ['__proto__', 'constructor', '   ']) expect(businessValue({ ...input, taskType })).toMatchObject({ task: 'unknown', details: { knownTask: false } });
+  });
+
   it('gives suggestions at 70, 50 and 30', () => {
     expect(new Set([suggestionFor(70), suggestionFor(69.9), suggestionFor(50), suggestionFor(49.9), suggestionFor(30), suggestionFor(29.9)]).size).toBe(4);
     expect(suggestionFor(70)).toBe(suggestionFor(100));

@@ -51,15 +51,17 @@ export function suggestionFor(score: number): string {
 }
 
 export function businessValue(input: BusinessValueInput): BusinessValue {
-  const knownTask = Object.prototype.hasOwnProperty.call(TASK_BASE_SCORES, input.taskType);
-  const baseScore = knownTask ? TASK_BASE_SCORES[input.taskType] : TASK_BASE_SCORES.unknown;
+  // As typed in a form: other case or surrounding spaces name the same task.
+  const task = input.taskType.trim().toLowerCase();
+  const knownTask = Object.prototype.hasOwnProperty.call(TASK_BASE_SCORES, task);
+  const baseScore = knownTask ? TASK_BASE_SCORES[task] : TASK_BASE_SCORES.unknown;
   const toleranceFactor = TOLERANCE_FACTORS[input.errorTolerance];
   const frequencyFactor = Math.min(input.frequency / 500, 1.5);
   const paymentFactor = input.userWillingToPay ? 1.3 : 0.7;
   const rawScore = baseScore * toleranceFactor * frequencyFactor * paymentFactor;
   const score = Math.round(Math.min(100, Math.max(0, rawScore)) * 10) / 10;
   return {
-    task: knownTask ? input.taskType : 'unknown',
+    task: knownTask ? task : 'unknown',
     score,
     suggestion: suggestionFor(score),
     details: {
