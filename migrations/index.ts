@@ -47,6 +47,7 @@ import { AgreementCellsRebuild1768800000000 } from './1768800000000-AgreementCel
 import { AgreementCellsTotalLabelled1768900000000 } from './1768900000000-AgreementCellsTotalLabelled';
 import { EssaysOfflineGraded1769000000000 } from './1769000000000-EssaysOfflineGraded';
 import { JobsQueuedKindDue1769100000000 } from './1769100000000-JobsQueuedKindDue';
+import { EssaysStudentRecent1769300000000 } from './1769300000000-EssaysStudentRecent';
 import { GuardReservations1769200000000 } from './1769200000000-GuardReservations';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
@@ -101,4 +102,5 @@ export const MIGRATIONS = [
   EssaysOfflineGraded1769000000000,
   JobsQueuedKindDue1769100000000,
   GuardReservations1769200000000,
+  EssaysStudentRecent1769300000000,
 ];

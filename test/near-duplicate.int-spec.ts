@@ -166,6 +166,35 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     expect((await index.indexAndFind(tenant.tenantId, resubmission, model, 'student-a'))!.earlierOwn).toBeNull();
   });
 
+  it("finds a student's own earlier version among 3,000 other students' identical copies, though every band's sample holds only theirs", async () => {
+    const text = generateEssay(63, 'zh').text;
+    const p = fingerprint(text);
+    const buckets = bandBuckets(p.minhash);
+    const copies = await addEssays(tenant.tenantId, Array(3_000).fill(text), 600);
+    await ds.query(
+      `INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id)
+       SELECT $1, b.band, b.bucket, e.id FROM unnest($2::smallint[], $3::bigint[]) AS b(band, bucket) CROSS JOIN unnest($4::uuid[]) AS e(id)`,
+      [tenant.tenantId, buckets.map((_, i) => i), buckets.map(String), copies],
+    );
+    await ds.query(`INSERT INTO essay_signatures (tenant_id, essay_id, minhash, shingles) SELECT $1, unnest($2::uuid[]), $3, $4`, [tenant.tenantId, copies, encodeSignature(p.minhash), p.shingles]);
+    // The student's own graded copy, its id after every other (each bucket is sampled in id order).
+    const own = 'ffffffff-ffff-4fff-bfff-ffffffffffff';
+    await ds.query(
+      `INSERT INTO essays (id, tenant_id, rubric_key, rubric_version, language, tier, text, status, student_ref, grade, created_at)
+       VALUES ($1, $2, 'zh-gaokao-60', 1, 'zh', 'standard', $3, 'graded', 'student-own', $4, now() - interval '5 minutes')`,
+      [own, tenant.tenantId, text, { score: 44 }],
+    );
+    await index.indexAndFind(tenant.tenantId, own, text, 'student-own');
+    // Handed in again with a full stop added.
+    const again = text + '。';
+    const [resubmission] = await addEssays(tenant.tenantId, [again], 0);
+    await ds.query(`UPDATE essays SET student_ref = 'student-own' WHERE id = $1`, [resubmission]);
+    const found = await index.indexAndFind(tenant.tenantId, resubmission, again, 'student-own');
+    expect(found!.earlierOwn).toMatchObject({ essayId: own, grade: { score: 44 } });
+    expect(found!.nearest!.essayId).not.toBe(own);
+    expect(copies).toContain(found!.nearest!.essayId);
+  });
+
   it("does not take a student's own earlier version for a copy: the nearest is another student's, or none", async () => {
     const text = generateEssay(62, 'zh').text;
     const insert = async (body: string, studentRef: string | null, status: string) => {

@@ -41,6 +41,8 @@ export const MAX_CANDIDATES = 50;
  * band, an older twin (it shares the other bands with it).
  */
 export const CANDIDATES_PER_BAND = 64;
+/** A named student's newest essays compared with each of theirs, besides the LSH candidates (NearDuplicateIndex.ownRecent). */
+export const OWN_RECENT = 16;
 /** Essays indexed before signatures were stored have theirs computed from the text this many at a time. */
 const BACKFILL_CHUNK = 10;
 /** Taken in the transaction that indexes an essay ($1 the tenant): that tenant's essays are indexed one at a time. */
@@ -82,9 +84,13 @@ export class NearDuplicateIndex {
    */
   async indexAndFind(tenantId: string, essayId: string, text: string, studentRef: string | null = null): Promise<NearDuplicate | null> {
     const mine = fingerprint(text);
-    const compared = (await this.index(tenantId, essayId, mine))
-      .map((c) => ({ essayId: c.essayId, similarity: signatureSimilarity(mine, c) }))
-      .sort((a, b) => b.similarity - a.similarity);
+    const candidates: Array<Fingerprint & { essayId: string }> = await this.index(tenantId, essayId, mine);
+    // The student's own newest essays are compared too, whether or not the buckets' samples hold them.
+    if (studentRef) {
+      const seen = new Set(candidates.map((c) => c.essayId));
+      candidates.push(...(await this.ownRecent(tenantId, essayId, studentRef)).filter((c) => !seen.has(c.essayId)));
+    }
+    const compared = candidates.map((c) => ({ essayId: c.essayId, similarity: signatureSimilarity(mine, c) })).sort((a, b) => b.similarity - a.similarity);
     if (compared.length === 0) return null;
     const best = compared[0];
     // Without a student: the nearest essay. For a named student, every candidate's student (at most
@@ -118,6 +124,30 @@ export class NearDuplicateIndex {
       nearest: other && o ? { ...other, studentRef: o.student_ref, status: o.status } : null,
       earlierOwn: own ? { ...own, grade: byId.get(own.essayId)!.grade } : null,
     };
+  }
+
+  /**
+   * The student's OWN_RECENT newest other essays that are indexed, with their signatures (one read
+   * along the student's index). A model essay handed in by hundreds fills every band's sample of
+   * CANDIDATES_PER_BAND with other students' copies (the lowest ids), and the student's own earlier
+   * version — what a resubmission may take its grade from — was then not among the candidates.
+   */
+  private async ownRecent(tenantId: string, essayId: string, studentRef: string): Promise<Array<Fingerprint & { essayId: string }>> {
+    const rows = await tenantQuery<{ essay_id: string; minhash: Buffer; shingles: number }>(
+      this.ds.manager,
+      tenantId,
+      `SELECT e.id AS essay_id, s.minhash, s.shingles
+         FROM (SELECT id, created_at FROM essays WHERE tenant_id = $1 AND student_ref = $2 AND id <> $3 AND erased_at IS NULL ORDER BY created_at DESC LIMIT $4) e
+         JOIN essay_signatures s ON s.tenant_id = $1 AND s.essay_id = e.id
+        ORDER BY e.created_at DESC`,
+      [studentRef, essayId, OWN_RECENT],
+    );
+    const out: Array<Fingerprint & { essayId: string }> = [];
+    for (const r of rows) {
+      const minhash = decodeSignature(r.minhash);
+      if (minhash) out.push({ essayId: r.essay_id, minhash, shingles: r.shingles });
+    }
+    return out;
   }
 
   /**
