@@ -386,6 +386,19 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(repair).toContain('outside 0–20');
     });
 
+    it("stores a grade whose text the model cut mid-character or wrote with NUL: graded once, one paid call (it failed to store on every attempt)", async () => {
+      fake.setResponder(({ messages }) => {
+        const answer = JSON.parse(gradingAnswer(messages)!);
+        return JSON.stringify({ ...answer, summary: 'b'.repeat(3_999) + '😀', improvements: ['改进' + 'a'.repeat(997) + '😀', 'x\u0000y'], strengths: ['半\ud83d个'] });
+      });
+      const view = await gradeOne({ text: generateEssay(12, 'zh').text });
+      expect(view.status).toBe('graded');
+      expectValidGrade(view);
+      expect(view.grade.improvements).toEqual(['改进' + 'a'.repeat(997), 'xy']);
+      const rows = await t.dataSource.query(`SELECT outcome FROM llm_calls WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, view.id]);
+      expect(rows).toEqual([{ outcome: 'ok' }]);
+    });
+
     it('goes to the next model when the repair fails too, and never stores an invalid grade', async () => {
       fake.setResponder(({ dialect, messages }) => (dialect === 'deepseek' ? malformedGrade(messages, 'missing_dimension') : gradingAnswer(messages)!));
       const view = await gradeOne({ text: generateEssay(10, 'zh').text });

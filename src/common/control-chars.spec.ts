@@ -1,4 +1,14 @@
-import { stripControlChars } from './control-chars';
+import { clip, stripControlChars } from './control-chars';
+
+describe('clip', () => {
+  it('keeps at most max UTF-16 units and never half a surrogate pair', () => {
+    expect(clip('abc', 5)).toBe('abc');
+    expect(clip('abcdef', 3)).toBe('abc');
+    expect(clip('ab😀c', 3)).toBe('ab');
+    expect(clip('ab😀c', 4)).toBe('ab😀');
+    expect(clip('𠀀𠀀', 3)).toBe('𠀀');
+  });
+});
 
 describe('stripControlChars', () => {
   it('drops control characters and keeps tab, newline and every other character', () => {

@@ -20,6 +20,17 @@ export function stripControlChars(text: string): string {
   return text.replace(/[\u0000-\u0008\u000B-\u001F\u007F-\u009F]/g, '').replace(LONE_SURROGATE, '\uFFFD');
 }
 
+/**
+ * The first `max` UTF-16 units of `text`, one fewer where the last would be the first half of a
+ * surrogate pair: `slice` cut an emoji (or a CJK Extension B character) in two, and the half left
+ * is no text (PostgreSQL's jsonb refuses it, encodeURIComponent throws on it).
+ */
+export function clip(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const last = text.charCodeAt(max - 1);
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
+}
+
 /** Matches a string with no control character at all (tab and newline included): for secrets. */
 // eslint-disable-next-line no-control-regex
 export const NO_CONTROL_CHARS = /^[^\u0000-\u001F\u007F-\u009F]*$/;

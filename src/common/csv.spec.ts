@@ -9,6 +9,12 @@ describe('csv', () => {
     expect(attachment('\u200b\u200b', 'grades.csv')).toBe(`attachment; filename="grades.csv"; filename*=UTF-8''grades.csv`);
   });
 
+  it('cuts a long title at 80 without splitting a character in two (an emoji at the cut threw, a 500 for the export)', () => {
+    const name = 'a'.repeat(79) + '😀 grades';
+    expect(attachment(name, 'grades.csv')).toBe(`attachment; filename="${'a'.repeat(79)}"; filename*=UTF-8''${'a'.repeat(79)}`);
+    expect(attachment('a'.repeat(78) + '😀 grades', 'grades.csv')).toBe(`attachment; filename="grades.csv"; filename*=UTF-8''${'a'.repeat(78)}${encodeURIComponent('😀')}`);
+  });
+
   it('starts with a BOM and ends lines with CRLF, so Excel reads UTF-8 Chinese', () => {
     const t = csvTable(['学生', '分数'], [['张伟', 48]]);
     expect(t.startsWith(CSV_BOM)).toBe(true);

@@ -1,3 +1,5 @@
+import { clip } from './control-chars';
+
 /**
  * CSV that Excel opens as it should: UTF-8 with a byte-order mark (so Chinese text is not read as
  * a legacy code page), CRLF line ends, fields quoted when they hold a comma, quote or line break.
@@ -40,7 +42,7 @@ export function csvRows(rows: CsvLine[]): string {
  * the characters no file system takes, and control characters, left out.
  */
 export function attachment(name: string, fallback: string): string {
-  const safe = name.replace(/[\\/:*?"<>|\p{Cc}\p{Cf}]+/gu, ' ').replace(/\s+/g, ' ').trim().slice(0, 80) || fallback;
+  const safe = clip(name.replace(/[\\/:*?"<>|\p{Cc}\p{Cf}]+/gu, ' ').replace(/\s+/g, ' ').trim(), 80).trim() || fallback;
   const ascii = /^[\x20-\x7e]+$/.test(safe) ? safe : fallback;
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(safe)}`;
 }

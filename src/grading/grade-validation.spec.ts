@@ -25,6 +25,20 @@ const good = (over: Record<string, unknown> = {}) =>
   });
 
 describe('validateGrade', () => {
+  it('keeps no half character, NUL or control character of the model\'s text (PostgreSQL\'s jsonb refuses them: the paid grade could not be stored)', () => {
+    const long = '改进' + 'a'.repeat(997) + '😀';
+    const v = validateGrade(good({ improvements: [long, 'x\u0000y'], summary: 'b'.repeat(3999) + '😀', strengths: ['半\ud83d个'] }), gaokao, essay, 'standard');
+    if (!v.ok) throw new Error(v.problem);
+    const lone = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+    const texts = [v.value.grade.summary, ...v.value.grade.strengths, ...v.value.grade.improvements];
+    for (const t of texts) expect([t.slice(-3), lone.test(t), t.includes('\u0000')]).toEqual([t.slice(-3), false, false]);
+    expect(v.value.grade.improvements).toEqual(['改进' + 'a'.repeat(997), 'xy']);
+    expect(v.value.grade.summary).toBe('b'.repeat(3999));
+    expect(v.value.grade.strengths).toEqual(['半\ufffd个']);
+    // …which is what the grade's JSON must be for PostgreSQL's jsonb: nothing \u0000 or a lone surrogate escape.
+    expect(JSON.stringify(v.value.grade)).not.toMatch(/\\u0000|\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])/i);
+  });
+
   it('accepts a valid grade, computes the total and places each quote in the essay', () => {
     const v = validateGrade(good(), gaokao, essay, 'standard');
     if (!v.ok) throw new Error(v.problem);

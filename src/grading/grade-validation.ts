@@ -3,6 +3,7 @@ import { ANNOTATION_CATEGORIES, Variant } from './prompts';
 import { isOnStep, maxScore, Rubric, totalScore } from './rubric';
 import { MAX_MARKS_IN_A_ROW } from '../llm/compression';
 import { isInvisible, isWhitespace } from './text-fold';
+import { clip, stripControlChars } from '../common/control-chars';
 
 export type AnnotationCategory = (typeof ANNOTATION_CATEGORIES)[number];
 
@@ -64,8 +65,14 @@ export function extractJson(content: string): unknown {
   }
 }
 
+/**
+ * A string of the model's answer as a grade keeps it: without control characters or half a
+ * surrogate pair (JSON can carry `\u0000` and `\ud83d`, and PostgreSQL's jsonb takes neither: the
+ * grade, paid for, failed to store on every attempt), at most `max` UTF-16 units, never cut in the
+ * middle of a character.
+ */
 function str(v: unknown, max = 4000): string {
-  return typeof v === 'string' ? v.trim().slice(0, max) : '';
+  return typeof v === 'string' ? clip(stripControlChars(v).trim(), max).trim() : '';
 }
 
 function strings(v: unknown, maxItems = 10): string[] {
