@@ -103,6 +103,8 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
     it.each([
       ['empty text', { text: '' }, 400, 'VALIDATION_FAILED'],
       ['whitespace-only text', { text: ' \n\t\u3000 ' }, 400, 'VALIDATION_FAILED'],
+      ['text of invisible characters only (bidi marks, invisible operators, a soft hyphen)', { text: '\u200E\u200F\u202A\u202E\u2061\u2064\u180E\u034F\u00AD' }, 400, 'VALIDATION_FAILED'],
+      ['text over 20,000 characters of two UTF-16 units each', { text: '𠀀'.repeat(20_001) }, 413, 'PAYLOAD_TOO_LARGE'],
       ['text of the wrong type', { text: 42 }, 400, 'VALIDATION_FAILED'],
       ['text over 20,000 characters', { text: '作文'.repeat(10_001) }, 413, 'PAYLOAD_TOO_LARGE'],
       ['an unknown rubric', { text: '作文内容', rubric: 'no-such-rubric' }, 404, 'NOT_FOUND'],
@@ -116,6 +118,12 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       const res = await submit(body).expect(status);
       expect(res.body.error.code).toBe(code);
       expect(await storedEssays(t.dataSource, tenant.tenantId)).toEqual([]);
+    });
+
+    it('counts an essay\'s characters as a person does: 20,000 of two UTF-16 units each are taken, and 20,001 are refused as 20,001', async () => {
+      await submit({ text: '𠀀'.repeat(20_000) }).expect(202);
+      const res = await submit({ text: '𠀀'.repeat(19_999) + '😀😀' }).expect(413);
+      expect(res.body.error.message).toContain('has 20001 characters');
     });
 
     it('takes a class set of 100 in one batch and grades every essay correctly', async () => {

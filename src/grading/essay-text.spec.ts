@@ -8,6 +8,9 @@ describe('essay text', () => {
   it('knows blank text', () => {
     expect(isBlank(' \n\t\u3000\u200B')).toBe(true);
     expect(isBlank(' a ')).toBe(false);
+    // Bidi marks and overrides, invisible operators, fillers, the soft hyphen: a broken paste, not an essay.
+    for (const only of ['\u200E\u200F\u202A\u202E', '\u2061\u2062\u2063\u2064\u180E\u034F\u00AD', '\u3164\uFFA0\u115F', '\u{E0041}\u{E0042}']) expect([only, isBlank(only)]).toEqual([only, true]);
+    expect(isBlank('\u202Eا')).toBe(false);
   });
 
   it('detects the language', () => {

@@ -1,16 +1,41 @@
 import type { Language } from './rubric';
+import { stripInvisible } from './text-fold';
 
-/** The longest essay accepted, in characters (a long gaokao essay is ~1,200; an IELTS one ~3,000). */
+/**
+ * The longest essay accepted, in characters (a long gaokao essay is ~1,200; an IELTS one ~3,000):
+ * Unicode characters, as a person counts them, so an emoji or a rare Han character (CJK Extension B,
+ * two UTF-16 units) is one.
+ */
 export const MAX_ESSAY_CHARS = 20_000;
+
+/** Characters of the text (code points): UTF-16 units less each surrogate pair's second. */
+export function charCount(text: string): number {
+  let n = text.length;
+  for (let i = 0; i + 1 < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        n--;
+        i++;
+      }
+    }
+  }
+  return n;
+}
 /** The most essays in one batch. */
 export const MAX_BATCH = 200;
 
 /** Essay text is cleaned like every other string the API takes (src/common/control-chars.ts). */
 export { stripControlChars } from '../common/control-chars';
 
-/** Blank means nothing but whitespace (including the ideographic space and zero-width characters). */
+/**
+ * Blank means nothing but whitespace (the ideographic space too) and invisible characters (zero-width
+ * ones, bidi marks and overrides, invisible operators, fillers, the soft hyphen: text-fold's list): a
+ * paste of only those was graded, 40 of 100, where the teacher should be told the text is empty.
+ */
 export function isBlank(text: string): boolean {
-  return !/[^\s\u200B-\u200D\u2060\uFEFF]/.test(text);
+  return !/\S/.test(stripInvisible(text));
 }
 
 const CJK = /[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]/g;

@@ -17,7 +17,7 @@ import { refuseDirectPremium } from '../tenancy/premium-access';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { Clock } from '../common/clock';
 import { resolveDeadline, TOMORROW_MORNING } from './deadline';
-import { detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars } from './essay-text';
+import { charCount, detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars } from './essay-text';
 import { GradingService, StoredGrade } from './grading.service';
 import { BudgetPolicy } from '../billing/budget-policy';
 import { LlmError } from '../llm/llm-errors';
@@ -152,8 +152,10 @@ export class EssaysService {
   private checkText(raw: string, field: string): string {
     const text = stripControlChars(raw);
     if (isBlank(text)) throw ApiError.validation([{ field, message: `${field} is empty` }]);
-    if (text.length > MAX_ESSAY_CHARS) {
-      throw new ApiError('PAYLOAD_TOO_LARGE', `${field} has ${text.length} characters; the most an essay may have is ${MAX_ESSAY_CHARS}`);
+    // (A text of at most MAX_ESSAY_CHARS UTF-16 units has at most as many characters: counted only past it.)
+    const chars = text.length > MAX_ESSAY_CHARS ? charCount(text) : text.length;
+    if (chars > MAX_ESSAY_CHARS) {
+      throw new ApiError('PAYLOAD_TOO_LARGE', `${field} has ${chars} characters; the most an essay may have is ${MAX_ESSAY_CHARS}`);
     }
     return text;
   }
