@@ -5,6 +5,9 @@ import { INDEX_LOCK_SQL, MAX_CANDIDATES, NearDuplicateIndex, REUSE_SIMILARITY } 
 import { generateEssay, nearCopy } from './support/essays';
 import { Factory, TestTenant } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
+import { sessionsWaitingForLocks, withHeldTransactions } from './support/held-transactions';
+import { waitFor } from './support/wait';
+import { EssayErasure } from '../src/grading/essay-erasure.service';
 import { serverUrl } from './support/test-database';
 
 /**
@@ -193,6 +196,26 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     expect(found!.earlierOwn).toMatchObject({ essayId: own, grade: { score: 44 } });
     expect(found!.nearest!.essayId).not.toBe(own);
     expect(copies).toContain(found!.nearest!.essayId);
+  });
+
+  // (Two transactions at once: on a PostgreSQL server; the embedded one runs one at a time.)
+  (serverUrl() ? it : it.skip)("erases an essay while an indexing of the tenant writes its bands: each waits for the other in turn, never in a circle", async () => {
+    const text = generateEssay(64, 'zh').text;
+    const essay = await addEssay(tenant.tenantId, text);
+    await ds.query(`UPDATE essays SET status = 'graded', grade = '{"score": 30}' WHERE id = $1`, [essay]);
+    await withHeldTransactions(ds, 1, async ([indexing]) => {
+      // A worker whose lease ran out indexes the essay: it holds the tenant's index lock…
+      await indexing.query(INDEX_LOCK_SQL, [tenant.tenantId]);
+      const erasing = t.app.get(EssayErasure).eraseFor(tenant.tenantId, essay, null, 'request');
+      await waitFor(async () => (await sessionsWaitingForLocks(ds)) === 1, 10_000, 'the erasure waiting');
+      // …and writes the essay's bands, which need the essay's row.
+      await indexing.query(`INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id) VALUES ($1, 0, 1, $2)`, [tenant.tenantId, essay]);
+      await indexing.commitTransaction();
+      expect((await erasing).again).toBe(false);
+    });
+    // The erasure came after the indexing: the bands it wrote are gone with the essay.
+    expect(await ds.query(`SELECT 1 FROM essay_lsh WHERE essay_id = $1`, [essay])).toEqual([]);
+    expect((await ds.query(`SELECT text, erased_at IS NOT NULL AS erased FROM essays WHERE id = $1`, [essay]))[0]).toEqual({ text: '', erased: true });
   });
 
   it("does not take a student's own earlier version for a copy: the nearest is another student's, or none", async () => {

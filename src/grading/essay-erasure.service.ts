@@ -89,6 +89,11 @@ export class EssayErasure {
       // The essay's jobs are locked before the essay, in the order a worker finishing a job takes
       // them (the job, then the essay): the two never wait on each other in a circle.
       await this.jobs.lockUnfinishedForEssay(m, tenantId, id);
+      // Then the tenant's near-duplicate index, before the essay too: an indexing (a worker whose
+      // lease ran out, still grading this essay) holds it while it writes the essay's bands, which
+      // wait for the essay's row; taken after the row, the two waited on each other until
+      // PostgreSQL cancelled one (a 500 for the erasure, or a retried grading).
+      await this.nearDuplicates.holdIndex(m, tenantId);
       const essay = await this.essays.lockForErasure(m, tenantId, id);
       if (!essay) throw ApiError.notFound('Essay');
       if (essay.erased_at) return { erasedAt: essay.erased_at, again: true };

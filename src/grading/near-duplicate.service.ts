@@ -150,13 +150,18 @@ export class NearDuplicateIndex {
     return out;
   }
 
+  /** Takes the tenant's index lock in `tx` until it ends (after any indexing of the tenant under way has committed). */
+  async holdIndex(tx: EntityManager, tenantId: string): Promise<void> {
+    await tx.query(INDEX_LOCK_SQL, [tenantId]);
+  }
+
   /**
    * The essay was erased: its bands and signature go, in the erasure's transaction, after any
    * indexing of the tenant under way has committed (the index's lock), so that no later essay is
    * compared with it.
    */
   async forget(tx: EntityManager, tenantId: string, essayId: string): Promise<void> {
-    await tx.query(INDEX_LOCK_SQL, [tenantId]);
+    await this.holdIndex(tx, tenantId);
     await tenantQuery(tx, tenantId, `DELETE FROM essay_lsh WHERE tenant_id = $1 AND essay_id = $2`, [essayId]);
     await tenantQuery(tx, tenantId, `DELETE FROM essay_signatures WHERE tenant_id = $1 AND essay_id = $2`, [essayId]);
   }
