@@ -37,6 +37,10 @@ describe('csv', () => {
     expect(csvCell('-2')).toBe('-2');
     expect(csvCell('-2.445')).toBe('-2.445');
     expect(csvCell('@SUM(A1)')).toBe("'@SUM(A1)");
+    // After leading spaces too (a program that trims them on import would read a formula).
+    expect(csvCell(' =HYPERLINK("http://x")')).toBe(`"' =HYPERLINK(""http://x"")"`);
+    expect(csvCell('\u3000\u3000+1+1')).toBe("'\u3000\u3000+1+1");
+    expect(csvCell(' plain')).toBe('" plain"');
     expect(csvCell(-2)).toBe('-2'); // a number is a number
   });
 

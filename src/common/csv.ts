@@ -4,7 +4,8 @@ import { clip } from './control-chars';
  * CSV that Excel opens as it should: UTF-8 with a byte-order mark (so Chinese text is not read as
  * a legacy code page), CRLF line ends, fields quoted when they hold a comma, quote or line break.
  * A text cell that starts like a formula (= + - @, tab, carriage return) gets a leading apostrophe,
- * so a student's "=HYPERLINK(…)" stays text (OWASP's CSV injection advice); a plain decimal such as
+ * so a student's "=HYPERLINK(…)" stays text (OWASP's CSV injection advice), and so does one after
+ * leading spaces; a plain decimal such as
  * "-2.445" is not a formula and is left a number. Numbers are written as they are.
  */
 export const CSV_BOM = '\uFEFF';
@@ -14,7 +15,8 @@ export function csvCell(value: string | number | null | undefined): string {
   if (typeof value === 'number') return Number.isFinite(value) ? String(value) : '';
   let s = value;
   // (A plain decimal, a negative margin say, is a number to Excel, not a formula: kept as it is.)
-  if (/^[=+\-@\t\r]/.test(s) && !/^-?\d+(\.\d+)?$/.test(s)) s = `'${s}`;
+  // (Also after leading spaces: a sheet program set to trim them on import reads " =…" as a formula.)
+  if (/^[ \u3000]*[=+\-@\t\r]/.test(s) && !/^-?\d+(\.\d+)?$/.test(s)) s = `'${s}`;
   return /[",\r\n]/.test(s) || /^\s|\s$/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
