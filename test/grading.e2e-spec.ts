@@ -120,6 +120,16 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(await storedEssays(t.dataSource, tenant.tenantId)).toEqual([]);
     });
 
+    it("refuses an essay of an assignment that names another rubric (it was graded on the assignment's, without a word), single or in a class set", async () => {
+      const a = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: '评分标准', prompt: '以“规则”为题', rubric: 'zh-gaokao-60' }).expect(201)).body;
+      const single = await submit({ text: '作文内容', assignmentId: a.id, rubric: 'en-general-100' }).expect(400);
+      expect(single.body.error.details).toEqual([{ field: 'rubric', message: expect.stringContaining('zh-gaokao-60') }]);
+      await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: a.id, rubric: 'en-general-100', essays: [{ text: '作文内容' }] }).expect(400);
+      expect(await t.dataSource.query(`SELECT id FROM essays WHERE tenant_id = $1 AND assignment_id = $2`, [tenant.tenantId, a.id])).toEqual([]);
+      // Naming the assignment's own rubric is no contradiction.
+      await submit({ text: '作文内容', assignmentId: a.id, rubric: 'zh-gaokao-60' }).expect(202);
+    });
+
     it('counts an essay\'s characters as a person does: 20,000 of two UTF-16 units each are taken, and 20,001 are refused as 20,001', async () => {
       await submit({ text: '𠀀'.repeat(20_000) }).expect(202);
       const res = await submit({ text: '𠀀'.repeat(19_999) + '😀😀' }).expect(413);

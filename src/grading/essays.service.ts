@@ -136,6 +136,11 @@ export class EssaysService {
   private async target(tenantId: string, dto: { assignmentId?: string; rubric?: string; language?: Language }, text?: string): Promise<Target> {
     if (dto.assignmentId) {
       const a = await this.assignments.get(tenantId, dto.assignmentId);
+      // An essay of an assignment is graded on the assignment's rubric: another one named too was set
+      // aside without a word, and the teacher got a grade on a scale it did not ask for.
+      if (dto.rubric !== undefined && dto.rubric !== a.rubric.key) {
+        throw ApiError.validation([{ field: 'rubric', message: `the assignment's essays are graded on its rubric, ${a.rubric.key}: leave rubric out, or name that one` }]);
+      }
       // (With the length the assignment asks for: what a grading of it will be measured against.)
       const rubric = withExpectedLength(await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), a.expectedLength);
       return { rubric, assignmentId: a.id, language: dto.language ?? a.language };

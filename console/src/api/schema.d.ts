@@ -907,7 +907,7 @@ export interface components {
              */
             language?: "zh" | "en";
             /**
-             * @description a rubric key; or the assignment's; default by language
+             * @description a rubric key; with an assignment, its rubric (another is 400) or left out; default by language
              * @example zh-gaokao-60
              */
             rubric?: string;
@@ -928,6 +928,7 @@ export interface components {
         };
         SubmitBatchDto: {
             assignmentId?: string;
+            /** @description a rubric key for every essay; with an assignment, its rubric (another is 400) or left out */
             rubric?: string;
             /** @enum {string} */
             language?: "zh" | "en";

@@ -23,7 +23,7 @@ export class SubmitEssayDto {
   @IsIn(['zh', 'en'])
   language?: 'zh' | 'en';
 
-  @ApiPropertyOptional({ example: 'zh-gaokao-60', description: "a rubric key; or the assignment's; default by language" })
+  @ApiPropertyOptional({ example: 'zh-gaokao-60', description: "a rubric key; with an assignment, its rubric (another is 400) or left out; default by language" })
   @IsOptional()
   @IsString()
   @Length(1, 63)
@@ -74,7 +74,7 @@ export class SubmitBatchDto {
   @IsUUID()
   assignmentId?: string;
 
-  @ApiPropertyOptional()
+  @ApiPropertyOptional({ description: "a rubric key for every essay; with an assignment, its rubric (another is 400) or left out" })
   @IsOptional()
   @IsString()
   @Length(1, 63)
