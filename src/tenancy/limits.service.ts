@@ -344,14 +344,20 @@ export class LimitsService implements OnModuleDestroy {
     lazySignal?: AbortSignal | (() => AbortSignal),
     maxWaiting = Number.POSITIVE_INFINITY,
   ): Promise<Release> {
-    let own = (await this.of(tenantId))[name];
-    // (read again when the operator changes the tenant's limits while it waits)
+    // (Read again when the operator changes the tenant's limits while it waits: the version is taken
+    // before the limits are read, so that a change landing during that read is seen as one.)
     let version = this.limitsVersion.get(tenantId);
+    let own = (await this.of(tenantId))[name];
     const limit = () => (isShared(name) ? this.share(name, tenantId, own) : own);
     let turn: number | undefined;
     // A new request goes behind the tenant's requests already waiting, even when there is room
     // (the share grew and they are being woken): first come, first served.
     while ((this.inUse[name].get(tenantId) ?? 0) >= limit() || (turn === undefined && this.waiters[name].has(tenantId))) {
+      if (this.limitsVersion.get(tenantId) !== version) {
+        version = this.limitsVersion.get(tenantId);
+        own = (await this.of(tenantId))[name];
+        continue;
+      }
       const signal = typeof lazySignal === 'function' ? (lazySignal = lazySignal()) : lazySignal;
       signal?.throwIfAborted();
       if (turn === undefined && (this.waiters[name].get(tenantId)?.length ?? 0) >= maxWaiting) {
@@ -366,10 +372,6 @@ export class LimitsService implements OnModuleDestroy {
       turn ??= ++this.turns;
       if (isShared(name)) this.watchShares();
       await this.waitTurn(this.waiters[name], tenantId, turn, own, signal);
-      if (this.limitsVersion.get(tenantId) !== version) {
-        version = this.limitsVersion.get(tenantId);
-        own = (await this.of(tenantId))[name];
-      }
     }
     const release = this.hold(name, tenantId);
     // Room for more (the share grew: another tenant stopped reading): the next waiter tries too.
