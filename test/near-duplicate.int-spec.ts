@@ -188,6 +188,9 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
       [own, tenant.tenantId, text, { score: 44 }],
     );
     await index.indexAndFind(tenant.tenantId, own, text, 'student-own');
+    // Twenty essays of the student's since, still queued (not indexed): the earlier version is found all the same.
+    const queued = await addEssays(tenant.tenantId, Array.from({ length: 20 }, (_, i) => generateEssay(700 + i, 'zh').text), 60);
+    await ds.query(`UPDATE essays SET student_ref = 'student-own' WHERE id = ANY($1::uuid[])`, [queued]);
     // Handed in again with a full stop added.
     const again = text + '。';
     const [resubmission] = await addEssays(tenant.tenantId, [again], 0);

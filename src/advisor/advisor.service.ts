@@ -151,7 +151,11 @@ export class AdvisorService {
   }
 }
 
-/** Whether a model takes a call of the assumed size, by the router's rule (ModelRouter.bound): input within its limit, input and output within its context. */
+/**
+ * Whether a model takes a call of the assumed size, by the router's rule (ModelRouter.bound) on the
+ * sizes assumed: input within its limit, input and output within its context (the router counts the
+ * call's whole output allowance; an estimate has the average output).
+ */
 function fits(m: CatalogModel, a: CostAssumptions): boolean {
   return a.inputTokens <= m.maxInputTokens && a.inputTokens + Math.min(a.outputTokens, m.maxOutputTokens) <= m.contextWindow;
 }

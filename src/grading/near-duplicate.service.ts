@@ -43,6 +43,8 @@ export const MAX_CANDIDATES = 50;
 export const CANDIDATES_PER_BAND = 64;
 /** A named student's newest essays compared with each of theirs, besides the LSH candidates (NearDuplicateIndex.ownRecent). */
 export const OWN_RECENT = 16;
+/** …the first OWN_RECENT indexed among the student's this many newest (those still queued are not indexed yet): a bounded read. */
+const OWN_RECENT_READ = 64;
 /** Essays indexed before signatures were stored have theirs computed from the text this many at a time. */
 const BACKFILL_CHUNK = 10;
 /** Taken in the transaction that indexes an essay ($1 the tenant): that tenant's essays are indexed one at a time. */
@@ -137,10 +139,10 @@ export class NearDuplicateIndex {
       this.ds.manager,
       tenantId,
       `SELECT e.id AS essay_id, s.minhash, s.shingles
-         FROM (SELECT id, created_at FROM essays WHERE tenant_id = $1 AND student_ref = $2 AND id <> $3 AND erased_at IS NULL ORDER BY created_at DESC LIMIT $4) e
+         FROM (SELECT id, created_at FROM essays WHERE tenant_id = $1 AND student_ref = $2 AND id <> $3 AND erased_at IS NULL ORDER BY created_at DESC LIMIT $5) e
          JOIN essay_signatures s ON s.tenant_id = $1 AND s.essay_id = e.id
-        ORDER BY e.created_at DESC`,
-      [studentRef, essayId, OWN_RECENT],
+        ORDER BY e.created_at DESC LIMIT $4`,
+      [studentRef, essayId, OWN_RECENT, OWN_RECENT_READ],
     );
     const out: Array<Fingerprint & { essayId: string }> = [];
     for (const r of rows) {
