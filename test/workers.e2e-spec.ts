@@ -170,6 +170,33 @@ describe('grading workers', () => {
     }
   });
 
+  it("tells a school an unexpected error's words never: a failed essay and a refunded deep review say the service failed, the log has the error", async () => {
+    const t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '20', JOB_MAX_ATTEMPTS: '1' });
+    try {
+      const tenant = await new Factory(t.app).newTenant({ monthlyBudget: '100.00' });
+      const admin = bearer(tenant.adminKey);
+      await t.http.put('/v1/billing/settings').set(admin).send({ deepReviewPrice: '9.90', paymentMode: 'invoice' }).expect(200);
+      const [graded] = await waitForEssays(t.app, tenant.adminKey, [(await t.http.post('/v1/essays').set(admin).send({ text: generateEssay(23, 'zh').text }).expect(202)).body.id]);
+      // The database (or a driver) fails in a way the service does not expect, with words of its own.
+      const internal = () => Promise.reject(new Error('relation "tenant_secrets_backup" does not exist at pg_internal.c:42'));
+      const grading = t.app.get(GradingService);
+      const spies = [jest.spyOn(grading, 'grade').mockImplementation(internal), jest.spyOn(grading, 'deepReview').mockImplementation(internal)];
+      try {
+        const { body: order } = await t.http.post(`/v1/essays/${graded.id}/deep-review`).set(admin).expect(202);
+        const [failed] = await waitForEssays(t.app, tenant.adminKey, [(await t.http.post('/v1/essays').set(admin).send({ text: generateEssay(24, 'zh').text }).expect(202)).body.id]);
+        expect(failed.failure).toEqual({ code: 'GRADING_FAILED', reason: 'an internal error of the service (logged; send the essay again)' });
+        await waitFor(async () => (await t.http.get(`/v1/orders/${order.orderId}`).set(admin)).body.status === 'refunded', 10_000, 'order refunded');
+        const refunded = (await t.http.get(`/v1/orders/${order.orderId}`).set(admin).expect(200)).body;
+        expect(refunded.refundReason).toBe('every premium model failed: an internal error of the service (logged; send the essay again)');
+        expect(JSON.stringify([failed, refunded])).not.toContain('tenant_secrets_backup');
+      } finally {
+        spies.forEach((s) => s.mockRestore());
+      }
+    } finally {
+      await t.close();
+    }
+  });
+
   it('fails the essay and refunds the paid order of jobs whose worker died on their last attempt, charging nothing more', async () => {
     const t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '50', JOB_LEASE_MS: '2000', JOB_MAX_ATTEMPTS: '2' });
     try {

@@ -1,5 +1,7 @@
 import { BeforeApplicationShutdown, Inject, Injectable, Logger, OnApplicationBootstrap } from '@nestjs/common';
 import { loggableError } from '../common/error-rendering';
+import { ApiError } from '../common/errors';
+import { GatewayError } from '../llm/gateway-types';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { EssayEvents } from './essay-events';
 import { GradingService, HandedOverError, LeaseLostError, RetryableGradingError } from './grading.service';
@@ -156,6 +158,10 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     } catch (err) {
       if (signal.aborted) return; // shutting down: the job is returned to the queue
       const message = (err as Error)?.message ?? String(err);
+      // What a school is told when it gives up: the service's own words for what it knows (no
+      // provider could answer, …), never an unexpected error's text (a database's, a driver's),
+      // which only the log has (with the essay's id).
+      const told = err instanceof RetryableGradingError || err instanceof GatewayError || err instanceof ApiError ? message : 'an internal error of the service (logged; send the essay again)';
       if (err instanceof LeaseLostError) {
         // Another worker holds the job now; it will finish it. Nothing here is written or paid.
         this.logger.warn({ msg: 'stopped a grading whose lease ran out', tenantId: job.tenantId, essayId: job.essayId, jobId: job.id });
@@ -188,13 +194,14 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         await this.grading.retryLater(job, message, delay).catch(() => false);
         this.logger.warn({ msg: 'grading failed, will retry', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts, err: loggableError(err) });
       } else if (job.kind === 'shadow') {
-        await this.grading.failShadow(job, message).catch((e: Error) => this.logger.error({ msg: 'could not record a failed job', jobId: job.id, err: loggableError(e) }));
+        await this.grading.failShadow(job, told).catch((e: Error) => this.logger.error({ msg: 'could not record a failed job', jobId: job.id, err: loggableError(e) }));
       } else if (job.kind === 'deep_review') {
-        await this.grading.refundOrder(job, `every premium model failed: ${message}`).catch((e: Error) =>
+        await this.grading.refundOrder(job, `every premium model failed: ${told}`).catch((e: Error) =>
           this.logger.error({ msg: 'could not refund an order', orderId: job.orderId, err: loggableError(e) }),
         );
+        this.logger.error({ msg: 'deep review refunded after its last attempt', tenantId: job.tenantId, essayId: job.essayId, orderId: job.orderId, err: loggableError(err) });
       } else {
-        await this.grading.failEssay(job, 'GRADING_FAILED', message).catch((e: Error) =>
+        await this.grading.failEssay(job, 'GRADING_FAILED', told).catch((e: Error) =>
           this.logger.error({ msg: 'could not record a failed job', jobId: job.id, err: loggableError(e) }),
         );
         this.logger.error({ msg: 'essay failed after its last attempt', tenantId: job.tenantId, essayId: job.essayId, err: loggableError(err) });
