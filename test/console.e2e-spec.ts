@@ -1551,6 +1551,43 @@ describe('the web console in a browser', () => {
     }
   }, 90_000);
 
+  it("an assignment's page shows essays submitted elsewhere and a regrade's grades without a reload; a saved override leaves no comment in its box", async () => {
+    const http = (method: 'post' | 'patch', url: string, body: object) => s.t.http[method](url).set('authorization', `Bearer ${teacherKey}`).send(body);
+    const assignmentId = (await http('post', '/v1/assignments', { title: '窗外', prompt: '以“窗外”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id as string;
+    const submitted = async (seed: number, studentRef: string) => (await http('post', '/v1/essays', { assignmentId, text: generateEssay(seed, 'zh').text, studentRef }).expect(202)).body.id as string;
+    const [first] = await waitForEssays(s.t.app, teacherKey, [await submitted(120, '郑一')]);
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, teacherKey);
+      await page.goto(`${base}/console/#/assignments/${assignmentId}`);
+      await page.waitForSelector(`[data-test=essay-list] tr[data-essay="${first.id}"]`);
+      await page.evaluate(() => ((window as unknown as { __samePage: boolean }).__samePage = true));
+      // Another teacher (or the school's system) submits through the API: the page shows it, graded.
+      const second = await submitted(121, '郑二');
+      await page.waitForSelector(`[data-test=essay-list] tr[data-essay="${second}"][data-status=graded]`, { timeout: 30_000 });
+      await page.waitForFunction(() => /Essays: 2 · Graded: 2/.test(document.querySelector('#distribution')?.textContent ?? ''), { timeout: 10_000 });
+      // The teacher checks the grades against a pass mark on the first essay's score and regrades: the
+      // list shows it held for review at once.
+      await http('patch', `/v1/assignments/${assignmentId}`, { escalate: 'flag', passMark: first.grade.score }).expect(200);
+      await page.click('[data-test=regrade]');
+      await page.waitForSelector(`[data-test=essay-list] tr[data-essay="${first.id}"][data-status=needs_review]`, { timeout: 10_000 });
+      expect(await page.evaluate(() => (window as unknown as { __samePage?: boolean }).__samePage)).toBe(true);
+      // An override with a comment: saved, its box is empty again.
+      await page.goto(`${base}/console/#/essays/${second}`);
+      await page.waitForSelector('[data-test=override] textarea[name=comment]');
+      await page.type('[data-test=override] input[name=total]', '30');
+      await page.type('[data-test=override] textarea[name=comment]', '结尾再点题。');
+      await page.click('[data-test=override] button[type=submit]');
+      await page.waitForSelector('[data-test=original-score]');
+      await page.waitForFunction(() => (document.querySelector('[data-test=override] textarea[name=comment]') as HTMLTextAreaElement | null)?.value === '', { timeout: 10_000 });
+      const saved = (await api(teacherKey).get(`/v1/essays/${second}`).expect(200)).body as { grade: { score: number; source: string } };
+      expect(saved.grade).toMatchObject({ score: 30, source: 'teacher' });
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 90_000);
+
   it('an essay page opened while the essay is queued follows its grading and shows the grade when it lands, without a reload', async () => {
     const { ctx, page, problems } = await openConsole();
     try {

@@ -63,7 +63,8 @@ export function AssignmentPage({ id }: { id: string }) {
         <Upload assignmentId={id} onDone={() => (setUploaded((n) => n + 1), detail.reload())} />
       </div>
       <EssayList assignmentId={id} refresh={uploaded} onFinished={detail.reload} />
-      <AgreementPanel assignmentId={id} />
+      {/* A regrade changes grades (and statuses): the list and the figures above are read again. */}
+      <AgreementPanel assignmentId={id} onRegraded={() => (setUploaded((n) => n + 1), detail.reload())} />
     </>
   );
 }
@@ -251,6 +252,9 @@ function randomHex(bytes: number): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** How often an assignment's page looks for essays submitted elsewhere. */
+const NEWER_MS = 5000;
+
 /** Every essay of the assignment, page after page (a class set may hold more than a page). */
 async function essaysOf(assignmentId: string): Promise<Essay[]> {
   const out: Essay[] = [];
@@ -280,6 +284,33 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
       live = false;
     };
   }, [assignmentId, refresh]);
+
+  // Essays submitted elsewhere (another browser, the school's own system through the API) appear
+  // within NEWER_MS: the newest page is read again (one request, only while the tab is shown) and
+  // the essays not listed yet are put first; the counts above are read again with them.
+  const listed = useRef<Essay[] | null>(null);
+  listed.current = essays;
+  useEffect(() => {
+    let reading = false;
+    const timer = setInterval(() => {
+      if (reading || document.hidden || !listed.current) return;
+      reading = true;
+      api
+        .GET('/v1/essays', { params: { query: { assignmentId, limit: 100 } } })
+        .then(({ data }) => {
+          const now = listed.current;
+          if (!data || !now) return;
+          const known = new Set(now.map((e) => e.id));
+          const added = data.data.filter((e) => !known.has(e.id));
+          if (!added.length) return;
+          setEssays((list) => (list ? [...added.filter((e) => !list.some((x) => x.id === e.id)), ...list] : list));
+          onFinished();
+        }, () => undefined)
+        .finally(() => (reading = false));
+    }, NEWER_MS);
+    return () => clearInterval(timer);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [assignmentId]);
 
   const pending = (essays ?? []).filter((e) => !TERMINAL.has(e.status)).map((e) => e.id);
   const pendingKey = pending.join(',');
@@ -409,7 +440,7 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
 /** Labels a calibration needs at least (the service's MIN_LABELS). */
 const MIN_LABELS = 20;
 
-function AgreementPanel({ assignmentId }: { assignmentId: string }) {
+function AgreementPanel({ assignmentId, onRegraded }: { assignmentId: string; onRegraded: () => void }) {
   const { t } = useApp();
   const agreement = useLoad(() => ok(api.GET('/v1/assignments/{id}/agreement', { params: { path: { id: assignmentId } } })), [assignmentId]);
   const calibration = useLoad(async () => {
@@ -456,6 +487,7 @@ function AgreementPanel({ assignmentId }: { assignmentId: string }) {
             action.run(async () => {
               // Said from the answer: which calibration was applied (or that none is in force) and how many grades changed.
               const done = regradeOutcome(await ok(api.POST('/v1/assignments/{id}/regrade', { params: { path: { id: assignmentId } } })));
+              onRegraded();
               return t(done.key, done.vars);
             })
           }

@@ -274,7 +274,9 @@ function Override({ essay, onSaved }: { essay: Essay; onSaved: () => void }) {
           },
         }),
       );
+      // Saved: the fields start again from the grade (a comment left in its box was sent again with the next change).
       setTotal('');
+      setComment('');
       onSaved();
       return t('saved');
     });
