@@ -1588,6 +1588,28 @@ describe('the web console in a browser', () => {
     }
   }, 90_000);
 
+  it("says so when an assignment has more essays than its page lists (2,000, the newest)", async () => {
+    const assignmentId = (await s.t.http.post('/v1/assignments').set('authorization', `Bearer ${teacherKey}`).send({ title: '全年级', prompt: '以“秋”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id as string;
+    // 2,001 essays (ended: none is followed), written as the service stores them.
+    await s.t.dataSource.query(
+      `INSERT INTO essays (id, tenant_id, assignment_id, rubric_key, rubric_version, language, tier, text, status, failure_code, failure_reason, created_at)
+       SELECT gen_random_uuid(), $1, $2, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'failed', 'GRADING_FAILED', 'test', now() - make_interval(secs => n)
+         FROM generate_series(1, 2001) AS n`,
+      [tenant.tenantId, assignmentId],
+    );
+    const { ctx, page, problems } = await openConsole();
+    try {
+      await signIn(page, teacherKey);
+      await page.goto(`${base}/console/#/assignments/${assignmentId}`);
+      await page.waitForSelector('[data-test=essays-more]', { timeout: 30_000 });
+      expect(await page.$$eval('[data-test=essay-list] tbody tr', (rows) => rows.length)).toBe(2000);
+      expect(await text(page, '[data-test=essays-more]')).toBe('The newest 2000 essays are shown here; the older ones are in the CSV export.');
+      expect(problems).toEqual([]);
+    } finally {
+      await ctx.close();
+    }
+  }, 90_000);
+
   it('an essay page opened while the essay is queued follows its grading and shows the grade when it lands, without a reload', async () => {
     const { ctx, page, problems } = await openConsole();
     try {

@@ -256,28 +256,30 @@ function randomHex(bytes: number): string {
 const NEWER_MS = 5000;
 
 /** Every essay of the assignment, page after page (a class set may hold more than a page). */
-async function essaysOf(assignmentId: string): Promise<Essay[]> {
+async function essaysOf(assignmentId: string): Promise<{ list: Essay[]; more: boolean }> {
   const out: Essay[] = [];
   let cursor: string | undefined;
   for (let n = 0; n < MAX_PAGES; n++) {
     const page = await ok(api.GET('/v1/essays', { params: { query: { assignmentId, limit: 100, ...(cursor ? { cursor } : {}) } } }));
     out.push(...page.data);
-    if (!page.nextCursor) break;
+    if (!page.nextCursor) return { list: out, more: false };
     cursor = page.nextCursor;
   }
-  return out;
+  // Past MAX_PAGES: the newest are shown, and the page says the older ones are not.
+  return { list: out, more: true };
 }
 
 /** The assignment's essays; those still being graded are followed live over Server-Sent Events. */
 function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string; refresh: number; onFinished: () => void }) {
   const { t, code, session, intl } = useApp();
   const [essays, setEssays] = useState<Essay[] | null>(null);
+  const [more, setMore] = useState(false);
   const [error, setError] = useState<string | null>(null);
 
   useEffect(() => {
     let live = true;
     essaysOf(assignmentId).then(
-      (list) => live && setEssays(list),
+      ({ list, more }) => live && (setEssays(list), setMore(more)),
       (err) => live && setError(problems(err)),
     );
     return () => {
@@ -372,7 +374,7 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
       if (!unwatched.size || reading) return;
       reading = true;
       essaysOf(assignmentId)
-        .then((list) => {
+        .then(({ list }) => {
           for (const e of list) {
             if (!unwatched.has(e.id)) continue;
             update(e.id, { status: e.status, flags: e.flags, score: e.score, maxScore: e.maxScore });
@@ -397,41 +399,48 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
       ) : essays.length === 0 ? (
         <p>{t('noEssays')}</p>
       ) : (
-        <div class="table-wrap">
-          <table data-test="essay-list">
-            <thead>
-              <tr>
-                <th scope="col">{t('studentRef')}</th>
-                <th scope="col">{t('status')}</th>
-                <th scope="col" class="num">{t('score')}</th>
-                <th scope="col">{t('flagsLabel')}</th>
-                <th scope="col">{t('created')}</th>
-              </tr>
-            </thead>
-            <tbody>
-              {essays.map((e) => (
-                <tr data-essay={e.id} data-status={e.status}>
-                  <td>
-                    <a href={href.essay(e.id)}>{e.studentRef ?? e.id.slice(0, 8)}</a>
-                  </td>
-                  <td>
-                    <span class={`status status-${e.status}`}>{code('status', e.status)}</span>
-                  </td>
-                  <td class="num">{e.score !== null ? `${e.score} / ${e.maxScore}` : '—'}</td>
-                  <td>
-                    {e.flags.map((f, i) => (
-                      <>
-                        {i > 0 && ', '}
-                        <span class="flag">{code('flagShort', f)}</span>
-                      </>
-                    ))}
-                  </td>
-                  <td class="time">{dateTime(e.createdAt, session.timezone, intl)}</td>
+        <>
+          {more && (
+            <p class="muted" data-test="essays-more">
+              {t('essaysMore', { n: essays.length })}
+            </p>
+          )}
+          <div class="table-wrap">
+            <table data-test="essay-list">
+              <thead>
+                <tr>
+                  <th scope="col">{t('studentRef')}</th>
+                  <th scope="col">{t('status')}</th>
+                  <th scope="col" class="num">{t('score')}</th>
+                  <th scope="col">{t('flagsLabel')}</th>
+                  <th scope="col">{t('created')}</th>
                 </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+              </thead>
+              <tbody>
+                {essays.map((e) => (
+                  <tr data-essay={e.id} data-status={e.status}>
+                    <td>
+                      <a href={href.essay(e.id)}>{e.studentRef ?? e.id.slice(0, 8)}</a>
+                    </td>
+                    <td>
+                      <span class={`status status-${e.status}`}>{code('status', e.status)}</span>
+                    </td>
+                    <td class="num">{e.score !== null ? `${e.score} / ${e.maxScore}` : '—'}</td>
+                    <td>
+                      {e.flags.map((f, i) => (
+                        <>
+                          {i > 0 && ', '}
+                          <span class="flag">{code('flagShort', f)}</span>
+                        </>
+                      ))}
+                    </td>
+                    <td class="time">{dateTime(e.createdAt, session.timezone, intl)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        </>
       )}
     </Section>
   );
