@@ -696,6 +696,21 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await expectBooksBalanced(t.dataSource, tenant.tenantId);
     });
 
+    it("refunds a deep review a provider refused as a bad request without telling the school the provider's words (they may name the operator's account)", async () => {
+      await sell('invoice');
+      const essay = await gradedEssay(9);
+      const refusal = { kind: 'error', status: 400, body: { error: { message: 'Your organization org-OPERATOR-SECRET-42 may not use this model', type: 'invalid_request_error', code: 'invalid_parameter_error' } } } as const;
+      fake.enqueue('dashscope', Array(10).fill(refusal));
+      fake.enqueue('zhipu', Array(10).fill(refusal));
+      const { body: o } = await order(essay.id).expect(202);
+      await waitOrder(o.orderId, 'refunded');
+      const refunded = (await t.http.get(`/v1/orders/${o.orderId}`).set(bearer(teacher))).body;
+      expect(refunded.refundReason).toBe('every premium model failed: a provider refused the grading request (the operator can see which in the log)');
+      const sent = await t.dataSource.query(`SELECT body FROM outbound_webhooks WHERE tenant_id = $1 AND body::jsonb->>'type' = 'order.refunded'`, [tenant.tenantId]);
+      expect(JSON.stringify([refunded, sent])).not.toContain('OPERATOR-SECRET');
+      fake.reset();
+    });
+
     it('refunds a deep review when every premium model fails, and tells the school (order.refunded to its alert webhook)', async () => {
       await sell('invoice');
       await t.dataSource.query(`UPDATE tenants SET alert_webhook_url = 'https://school.example/alerts' WHERE id = $1`, [tenant.tenantId]);

@@ -195,6 +195,13 @@ export class ModelGrader {
         flags.add('content_rejected');
         if (tier === 'standard') return { kind: 'offline' };
         return { kind: 'failed', code: 'CONTENT_REJECTED', reason: "every provider's content filter refused this essay" };
+      case 'INVALID_REQUEST':
+        // The request is the service's own, not the school's: a provider refusing it is the
+        // operator's to look into. Its words (which may name the operator's account at the provider,
+        // or echo the prompt) go neither to the school nor to the log; the log says which providers.
+        this.logger.error({ msg: 'a provider refused a grading request', tenantId: essay.tenant_id, essayId: essay.id, tier, tried: err.tried });
+        if (tier === 'standard') return { kind: 'offline', reason: 'providers_unavailable' };
+        throw new RetryableGradingError('a provider refused the grading request (the operator can see which in the log)', err.retryAfterMs ?? 0);
       case 'CONTEXT_LENGTH_EXCEEDED':
         // (The essay is cut to what the tier's largest model takes: only a prompt longer than every window gets here.)
         if (tier === 'standard') return { kind: 'offline', reason: 'providers_unavailable' };
