@@ -1566,6 +1566,15 @@ describe('the web console in a browser', () => {
       const second = await submitted(121, '郑二');
       await page.waitForSelector(`[data-test=essay-list] tr[data-essay="${second}"][data-status=graded]`, { timeout: 30_000 });
       await page.waitForFunction(() => /Essays: 2 · Graded: 2/.test(document.querySelector('#distribution')?.textContent ?? ''), { timeout: 10_000 });
+      // A class set of 150 at once (more than one page of the list): every one of them is shown.
+      await s.t.dataSource.query(
+        `INSERT INTO essays (id, tenant_id, assignment_id, rubric_key, rubric_version, language, tier, text, status, failure_code, failure_reason, created_at)
+         SELECT gen_random_uuid(), $1, $2, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'failed', 'GRADING_FAILED', 'test', now() + make_interval(secs => n / 1000.0)
+           FROM generate_series(1, 150) AS n`,
+        [tenant.tenantId, assignmentId],
+      );
+      await page.waitForFunction(() => document.querySelectorAll('[data-test=essay-list] tbody tr').length === 152, { timeout: 15_000 });
+      await page.waitForFunction(() => /Essays: 152 · Graded: 2/.test(document.querySelector('#distribution')?.textContent ?? ''), { timeout: 10_000 });
       // The teacher checks the grades against a pass mark on the first essay's score and regrades: the
       // list shows it held for review at once.
       await http('patch', `/v1/assignments/${assignmentId}`, { escalate: 'flag', passMark: first.grade.score }).expect(200);

@@ -269,6 +269,20 @@ async function essaysOf(assignmentId: string): Promise<{ list: Essay[]; more: bo
   return { list: out, more: true };
 }
 
+/** The assignment's essays newer than those `known`, newest first: pages read until one reaches a known essay (MAX_PAGES at most). */
+async function newerThan(assignmentId: string, known: Set<string>): Promise<Essay[]> {
+  const added: Essay[] = [];
+  let cursor: string | undefined;
+  for (let n = 0; n < MAX_PAGES; n++) {
+    const page = await ok(api.GET('/v1/essays', { params: { query: { assignmentId, limit: 100, ...(cursor ? { cursor } : {}) } } }));
+    const fresh = page.data.filter((e) => !known.has(e.id));
+    added.push(...fresh);
+    if (fresh.length < page.data.length || !page.nextCursor) break;
+    cursor = page.nextCursor;
+  }
+  return added;
+}
+
 /** The assignment's essays; those still being graded are followed live over Server-Sent Events. */
 function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string; refresh: number; onFinished: () => void }) {
   const { t, code, session, intl } = useApp();
@@ -288,8 +302,9 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
   }, [assignmentId, refresh]);
 
   // Essays submitted elsewhere (another browser, the school's own system through the API) appear
-  // within NEWER_MS: the newest page is read again (one request, only while the tab is shown) and
-  // the essays not listed yet are put first; the counts above are read again with them.
+  // within NEWER_MS: the newest page is read again (one request, only while the tab is shown), and
+  // the next while a page holds only essays not listed yet (a class set of 150 sent at once); those
+  // are put first, and the counts above are read again with them.
   const listed = useRef<Essay[] | null>(null);
   listed.current = essays;
   useEffect(() => {
@@ -297,13 +312,8 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
     const timer = setInterval(() => {
       if (reading || document.hidden || !listed.current) return;
       reading = true;
-      api
-        .GET('/v1/essays', { params: { query: { assignmentId, limit: 100 } } })
-        .then(({ data }) => {
-          const now = listed.current;
-          if (!data || !now) return;
-          const known = new Set(now.map((e) => e.id));
-          const added = data.data.filter((e) => !known.has(e.id));
+      newerThan(assignmentId, new Set(listed.current.map((e) => e.id)))
+        .then((added) => {
           if (!added.length) return;
           setEssays((list) => (list ? [...added.filter((e) => !list.some((x) => x.id === e.id)), ...list] : list));
           onFinished();
