@@ -307,10 +307,13 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
   // are put first, and the counts above are read again with them.
   const listed = useRef<Essay[] | null>(null);
   listed.current = essays;
+  // Only while the page is in front of someone (shown, its window focused), and at once when it comes
+  // back: each read counts its school as reading on the instance for a moment, and pages left open
+  // in the background in many schools would take a share of every reading school's slots.
   useEffect(() => {
     let reading = false;
-    const timer = setInterval(() => {
-      if (reading || document.hidden || !listed.current) return;
+    const look = () => {
+      if (reading || document.hidden || !document.hasFocus() || !listed.current) return;
       reading = true;
       newerThan(assignmentId, new Set(listed.current.map((e) => e.id)))
         .then((added) => {
@@ -319,8 +322,13 @@ function EssayList({ assignmentId, refresh, onFinished }: { assignmentId: string
           onFinished();
         }, () => undefined)
         .finally(() => (reading = false));
-    }, NEWER_MS);
-    return () => clearInterval(timer);
+    };
+    const timer = setInterval(look, NEWER_MS);
+    window.addEventListener('focus', look);
+    return () => {
+      clearInterval(timer);
+      window.removeEventListener('focus', look);
+    };
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [assignmentId]);
 
