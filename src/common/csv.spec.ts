@@ -41,6 +41,8 @@ describe('csv', () => {
     expect(csvCell(' =HYPERLINK("http://x")')).toBe(`"' =HYPERLINK(""http://x"")"`);
     expect(csvCell('\u3000\u3000+1+1')).toBe("'\u3000\u3000+1+1");
     expect(csvCell(' plain')).toBe('" plain"');
+    expect(csvCell('\u00a0@SUM(A1)')).toBe("'\u00a0@SUM(A1)");
+    expect(csvCell('\t\u00a0=1')).toBe("'\t\u00a0=1");
     expect(csvCell(-2)).toBe('-2'); // a number is a number
   });
 

@@ -15,8 +15,9 @@ export function csvCell(value: string | number | null | undefined): string {
   if (typeof value === 'number') return Number.isFinite(value) ? String(value) : '';
   let s = value;
   // (A plain decimal, a negative margin say, is a number to Excel, not a formula: kept as it is.)
-  // (Also after leading spaces: a sheet program set to trim them on import reads " =…" as a formula.)
-  if (/^[ \u3000]*[=+\-@\t\r]/.test(s) && !/^-?\d+(\.\d+)?$/.test(s)) s = `'${s}`;
+  // (Also after leading spaces of any kind — a no-break or ideographic one too: a sheet program set to
+  // trim them on import reads " =…" as a formula.)
+  if ((/^[=+\-@\t\r]/.test(s) || /^\s+[=+\-@]/.test(s)) && !/^-?\d+(\.\d+)?$/.test(s)) s = `'${s}`;
   return /[",\r\n]/.test(s) || /^\s|\s$/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
