@@ -92,22 +92,24 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
     for (const c of candidates.slice(1)) expect(c.bands).toBe(1);
   });
 
-  it('a tenant with 3,000 identical essays: one more is compared with 50 of them, in bounded time', async () => {
-    const text = generateEssay(31, 'en').text;
+  /** `n` copies of `text` in the tenant, indexed as indexing would have (written in three statements, not n indexings). */
+  async function indexedCopies(text: string, n: number, secondsAgo: number): Promise<string[]> {
     const p = fingerprint(text);
     const buckets = bandBuckets(p.minhash);
-    const ids = await addEssays(tenant.tenantId, Array(3_000).fill(text), 120);
+    const ids = await addEssays(tenant.tenantId, Array(n).fill(text), secondsAgo);
     await ds.query(
       `INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id)
        SELECT $1, b.band, b.bucket, e.id FROM unnest($2::smallint[], $3::bigint[]) AS b(band, bucket) CROSS JOIN unnest($4::uuid[]) AS e(id)`,
       [tenant.tenantId, buckets.map((_, i) => i), buckets.map(String), ids],
     );
-    await ds.query(`INSERT INTO essay_signatures (tenant_id, essay_id, minhash, shingles) SELECT $1, unnest($2::uuid[]), $3, $4`, [
-      tenant.tenantId,
-      ids,
-      encodeSignature(p.minhash),
-      p.shingles,
-    ]);
+    await ds.query(`INSERT INTO essay_signatures (tenant_id, essay_id, minhash, shingles) SELECT $1, unnest($2::uuid[]), $3, $4`, [tenant.tenantId, ids, encodeSignature(p.minhash), p.shingles]);
+    return ids;
+  }
+
+  it('a tenant with 3,000 identical essays: one more is compared with 50 of them, in bounded time', async () => {
+    const text = generateEssay(31, 'en').text;
+    const p = fingerprint(text);
+    await indexedCopies(text, 3_000, 120);
 
     const me = await addEssay(tenant.tenantId, text);
     const started = performance.now();
@@ -171,15 +173,7 @@ describe('near-duplicate index: stored signatures, bounded candidates (real Post
 
   it("finds a student's own earlier version among 3,000 other students' identical copies, though every band's sample holds only theirs", async () => {
     const text = generateEssay(63, 'zh').text;
-    const p = fingerprint(text);
-    const buckets = bandBuckets(p.minhash);
-    const copies = await addEssays(tenant.tenantId, Array(3_000).fill(text), 600);
-    await ds.query(
-      `INSERT INTO essay_lsh (tenant_id, band, bucket, essay_id)
-       SELECT $1, b.band, b.bucket, e.id FROM unnest($2::smallint[], $3::bigint[]) AS b(band, bucket) CROSS JOIN unnest($4::uuid[]) AS e(id)`,
-      [tenant.tenantId, buckets.map((_, i) => i), buckets.map(String), copies],
-    );
-    await ds.query(`INSERT INTO essay_signatures (tenant_id, essay_id, minhash, shingles) SELECT $1, unnest($2::uuid[]), $3, $4`, [tenant.tenantId, copies, encodeSignature(p.minhash), p.shingles]);
+    const copies = await indexedCopies(text, 3_000, 600);
     // The student's own graded copy, its id after every other (each bucket is sampled in id order).
     const own = 'ffffffff-ffff-4fff-bfff-ffffffffffff';
     await ds.query(
