@@ -4,7 +4,7 @@ import { DataSource } from 'typeorm';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { tenantQuery } from '../db/tenant-scope';
-import { CatalogModel, isRetired, TIERS } from '../llm/catalog';
+import { CatalogModel, isRetired, takesCall, TIERS } from '../llm/catalog';
 import { Clock } from '../common/clock';
 import { localParts } from '../common/time-zone';
 import { BudgetService } from '../billing/budget.service';
@@ -111,7 +111,10 @@ export class AdvisorService {
     // provider key yet), the catalog's default tier; where it does and none of them is left, 409: the
     // deployment would not serve the tier, and an estimate on another model would hide it.
     const now = this.clock.now();
-    const usable = (m: CatalogModel | undefined): m is CatalogModel => !!m && !isRetired(m, now) && fits(m, a);
+    // (By the router's rule on the sizes assumed: it counts a call's whole output allowance, an
+    // estimate has the average output.)
+    const fits = (model: CatalogModel) => takesCall(model, a.inputTokens, a.outputTokens);
+    const usable = (m: CatalogModel | undefined): m is CatalogModel => !!m && !isRetired(m, now) && fits(m);
     const first = (tier: 'standard' | 'deep'): CatalogModel => {
       const configured = llm.tiers[tier].flat().map((e) => e.model);
       const candidates = configured.length ? configured : llm.catalog.defaultTiers[tier].map((k) => llm.catalog.models.get(k));
@@ -131,8 +134,8 @@ export class AdvisorService {
     // takes a call of this size, with the tiers it serves in this deployment, as GET /v1/models shows
     // them; the others by name, as models that cannot take it.
     const live = [...llm.catalog.models.values()].filter((model) => !isRetired(model, now));
-    const models = live.filter((model) => fits(model, a)).map((model) => ({ model, tiers: TIERS.filter((t) => llm.tiers[t].some((g) => g.some((e) => e.model.key === model.key))) }));
-    const cannotTake = live.filter((model) => !fits(model, a)).map((model) => model.key);
+    const models = live.filter(fits).map((model) => ({ model, tiers: TIERS.filter((t) => llm.tiers[t].some((g) => g.some((e) => e.model.key === model.key))) }));
+    const cannotTake = live.filter((model) => !fits(model)).map((model) => model.key);
     return {
       assumptions: {
         dailyCalls: a.dailyCalls,
@@ -149,15 +152,6 @@ export class AdvisorService {
       cannotTake,
     };
   }
-}
-
-/**
- * Whether a model takes a call of the assumed size, by the router's rule (ModelRouter.bound) on the
- * sizes assumed: input within its limit, input and output within its context (the router counts the
- * call's whole output allowance; an estimate has the average output).
- */
-function fits(m: CatalogModel, a: CostAssumptions): boolean {
-  return a.inputTokens <= m.maxInputTokens && a.inputTokens + Math.min(a.outputTokens, m.maxOutputTokens) <= m.contextWindow;
 }
 
 function round4(n: number): number {

@@ -189,6 +189,16 @@ export class Catalog {
   }
 }
 
+/**
+ * Whether the model takes a call of `inputTokens` asking for up to `outputTokens` (cut to the model's
+ * own output maximum): its input within the model's input limit (a price that holds only up to some
+ * input size), input and output within its context. The router's rule for passing a model over, and
+ * the advisor's for the models an estimate may price.
+ */
+export function takesCall(model: CatalogModel, inputTokens: number, outputTokens: number): boolean {
+  return inputTokens <= model.maxInputTokens && inputTokens + Math.min(outputTokens, model.maxOutputTokens) <= model.contextWindow;
+}
+
 export function isRetired(model: CatalogModel, now: Date): boolean {
   return !!model.retiresOn && now.getTime() >= model.retiresOn.getTime();
 }

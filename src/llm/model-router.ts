@@ -1,6 +1,6 @@
 import type { Clock } from '../common/clock';
 import type { Nanos } from '../common/money';
-import { CatalogModel, isRetired, retiredMessage, Tier, TierPlan, TokenizerProfile } from './catalog';
+import { CatalogModel, isRetired, retiredMessage, takesCall, Tier, TierPlan, TokenizerProfile } from './catalog';
 import { GatewayError, GatewayTarget } from './gateway-types';
 import type { LlmModels } from './llm-models';
 import { worstCaseCost } from './pricing';
@@ -135,7 +135,7 @@ export class ModelRouter {
     // On the messages as the provider gets them (an adapter may add to them: DashScope's JSON word).
     const estimate = estimatePromptTokens(ADAPTERS[model.dialect].sentMessages?.(model, messages, jsonMode) ?? messages, model.tokenizer);
     const allowed = Math.min(maxTokens ?? this.defaultMaxTokens, model.maxOutputTokens);
-    return { estimate, maxTokens: allowed, fits: estimate + allowed <= model.contextWindow && estimate <= model.maxInputTokens };
+    return { estimate, maxTokens: allowed, fits: takesCall(model, estimate, allowed) };
   }
 
   /**

@@ -180,11 +180,7 @@ export class LimitsService implements OnModuleDestroy {
     private readonly bus: ClusterBus,
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {
-    bus.on<{ tenantId: string }>('limits', ({ tenantId }) => {
-      this.overrides.delete(tenantId);
-      this.countsChanged(tenantId);
-      this.limitsChanged(tenantId);
-    });
+    bus.on<{ tenantId: string }>('limits', ({ tenantId }) => this.limitsChanged(tenantId));
     bus.on('resync', () => {
       this.overrides.clear();
       for (const q of Object.values(this.waiters)) for (const tenantId of [...q.keys()]) this.limitsChanged(tenantId);
@@ -203,19 +199,20 @@ export class LimitsService implements OnModuleDestroy {
     const set = Object.fromEntries(Object.entries(change).filter((e): e is [string, number] => typeof e[1] === 'number'));
     const cleared = Object.entries(change).filter(([, v]) => v === null).map(([k]) => k);
     await this.tenants.setLimits(tenantId, set, cleared); // 404 for an unknown tenant
-    this.overrides.delete(tenantId);
-    this.countsChanged(tenantId);
     this.limitsChanged(tenantId);
     this.bus.publish('limits', { tenantId });
     return this.of(tenantId);
   }
 
   /**
-   * The tenant's limits changed: its requests waiting for a slot read them again (a raise lets them
-   * in now, not once as many of its slots as the old limit allowed are given back). Each waiter's
-   * first is woken; it reads the new limit and, with room, takes its slot and wakes the next.
+   * The tenant's limits changed (here, or on another instance: the bus): they and its counts are
+   * read again, and so do its requests waiting for a slot (a raise lets them in now, not once as
+   * many of its slots as the old limit allowed are given back). Each waiter's first is woken; it
+   * reads the new limit and, with room, takes its slot and wakes the next.
    */
   private limitsChanged(tenantId: string): void {
+    this.overrides.delete(tenantId);
+    this.countsChanged(tenantId);
     this.limitsVersion.set(tenantId, (this.limitsVersion.get(tenantId) ?? 0) + 1);
     for (const name of Object.keys(this.waiters) as Array<keyof LimitsService['waiters']>) this.wakeNext(name, tenantId);
   }

@@ -255,32 +255,30 @@ function randomHex(bytes: number): string {
 /** How often an assignment's page looks for essays submitted elsewhere. */
 const NEWER_MS = 5000;
 
-/** Every essay of the assignment, page after page (a class set may hold more than a page). */
-async function essaysOf(assignmentId: string): Promise<{ list: Essay[]; more: boolean }> {
+/**
+ * The assignment's essays, newest first, page after page (a class set may hold more than a page)
+ * until `enough` says a page is the last wanted or none is left; at most MAX_PAGES (`more`: that
+ * cut it short, older essays were not read).
+ */
+async function readEssays(assignmentId: string, enough: (page: Essay[]) => boolean = () => false): Promise<{ list: Essay[]; more: boolean }> {
   const out: Essay[] = [];
   let cursor: string | undefined;
   for (let n = 0; n < MAX_PAGES; n++) {
     const page = await ok(api.GET('/v1/essays', { params: { query: { assignmentId, limit: 100, ...(cursor ? { cursor } : {}) } } }));
     out.push(...page.data);
-    if (!page.nextCursor) return { list: out, more: false };
+    if (!page.nextCursor || enough(page.data)) return { list: out, more: false };
     cursor = page.nextCursor;
   }
-  // Past MAX_PAGES: the newest are shown, and the page says the older ones are not.
   return { list: out, more: true };
 }
 
-/** The assignment's essays newer than those `known`, newest first: pages read until one reaches a known essay (MAX_PAGES at most). */
+/** Every essay of the assignment (the newest MAX_PAGES pages). */
+const essaysOf = (assignmentId: string) => readEssays(assignmentId);
+
+/** The assignment's essays newer than those `known`: pages read until one reaches a known essay. */
 async function newerThan(assignmentId: string, known: Set<string>): Promise<Essay[]> {
-  const added: Essay[] = [];
-  let cursor: string | undefined;
-  for (let n = 0; n < MAX_PAGES; n++) {
-    const page = await ok(api.GET('/v1/essays', { params: { query: { assignmentId, limit: 100, ...(cursor ? { cursor } : {}) } } }));
-    const fresh = page.data.filter((e) => !known.has(e.id));
-    added.push(...fresh);
-    if (fresh.length < page.data.length || !page.nextCursor) break;
-    cursor = page.nextCursor;
-  }
-  return added;
+  const { list } = await readEssays(assignmentId, (page) => page.some((e) => known.has(e.id)));
+  return list.filter((e) => !known.has(e.id));
 }
 
 /** The assignment's essays; those still being graded are followed live over Server-Sent Events. */
