@@ -48,6 +48,7 @@ import { AgreementCellsTotalLabelled1768900000000 } from './1768900000000-Agreem
 import { EssaysOfflineGraded1769000000000 } from './1769000000000-EssaysOfflineGraded';
 import { JobsQueuedKindDue1769100000000 } from './1769100000000-JobsQueuedKindDue';
 import { EssaysStudentRecent1769300000000 } from './1769300000000-EssaysStudentRecent';
+import { TenantZonesKnown1769400000000 } from './1769400000000-TenantZonesKnown';
 import { GuardReservations1769200000000 } from './1769200000000-GuardReservations';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
@@ -103,4 +104,5 @@ export const MIGRATIONS = [
   JobsQueuedKindDue1769100000000,
   GuardReservations1769200000000,
   EssaysStudentRecent1769300000000,
+  TenantZonesKnown1769400000000,
 ];

@@ -2,7 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { LedgerDailySchedule1766800000000 } from '../migrations/1766800000000-LedgerDailySchedule';
 import { LedgerDailyOrder1767000000000 } from '../migrations/1767000000000-LedgerDailyOrder';
 import { LedgerDailyTenantByKey1767100000000 } from '../migrations/1767100000000-LedgerDailyTenantByKey';
+import { TenantZonesKnown1769400000000 } from '../migrations/1769400000000-TenantZonesKnown';
 import { DataSource } from 'typeorm';
+import { TenantsRepository } from '../src/tenancy/tenants.repository';
 import { LedgerService } from '../src/billing/ledger.service';
 import { formatCny } from '../src/common/money';
 import { bearer, Factory, TestTenant } from './support/factories';
@@ -271,6 +273,41 @@ describe('the daily roll-up of the ledger', () => {
     expect(await usage('from=2026-10-31&to=2026-11-01T04:45:00Z')).toEqual([['2026-11-01', 1]]); // was none: the hour lost
     expect(await usage('from=2026-03-08&to=2026-03-09')).toEqual([['2026-03-08', 1]]); // was the 7th's call too
     expect(await usage('from=2026-03-07&to=2026-03-09')).toEqual([['2026-03-07', 1], ['2026-03-08', 1]]);
+  });
+
+  it('keeps a tenant named by a zone alias the database lacks under its current name, so its calls settle and its usage reads (and the migration renames one kept before)', async () => {
+    // Node's Intl takes "US/Pacific-New"; PostgreSQL's zone data dropped it: every ledger row of
+    // such a tenant failed in the roll-up's trigger (its calls paid and never settled), usage was 500.
+    expect(await t.app.get(TenantsRepository).databaseKnowsZone('US/Pacific-New')).toBe(false);
+    expect(await t.app.get(TenantsRepository).databaseKnowsZone('America/Los_Angeles')).toBe(true);
+    const res = await t.http
+      .post('/v1/tenants')
+      .set('Authorization', `Bearer ${t.config.adminToken}`)
+      .send({ name: 'Alias school', timezone: 'US/Pacific-New' })
+      .expect(201);
+    expect(res.body.tenant.timezone).toBe('America/Los_Angeles');
+    const id = res.body.tenant.id as string;
+    const at = new Date();
+    await t.dataSource.query(
+      `INSERT INTO llm_calls (tenant_id, id, period, created_at, call_group, attempt, purpose, tier, provider, model, cache_status, outcome, input_tokens, output_tokens, cost_nanos)
+       VALUES ($1, $2, $3, $4, $5, 1, 'chat', 'standard', 'deepseek', 'deepseek-flash', 'miss', 'ok', 10, 5, 1000)`,
+      [id, randomUUID(), at.toISOString().slice(0, 7), at.toISOString(), randomUUID()],
+    );
+    const usage = await t.http.get('/v1/usage?groupBy=day').set(bearer(res.body.adminKey)).expect(200);
+    expect(JSON.stringify(usage.body)).toContain('"calls":1');
+
+    // One kept under the alias before this change: the migration gives it the current name.
+    await t.dataSource.query(`UPDATE tenants SET timezone = 'US/Pacific-New' WHERE id = $1`, [id]);
+    const q = t.dataSource.createQueryRunner();
+    try {
+      await new TenantZonesKnown1769400000000().up(q);
+    } finally {
+      await q.release();
+    }
+    const [row] = await t.dataSource.query(`SELECT timezone FROM tenants WHERE id = $1`, [id]);
+    expect(row.timezone).toBe('America/Los_Angeles');
+    const [kept] = await t.dataSource.query(`SELECT timezone FROM tenants WHERE id = $1`, [tenant.tenantId]);
+    expect(kept.timezone).toBe(TZ);
   });
 
   it("keeps another tenant's calls out", async () => {

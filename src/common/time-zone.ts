@@ -116,3 +116,12 @@ export function isValidTimeZone(name: string): boolean {
     return false;
   }
 }
+
+/**
+ * The zone's canonical name, as Intl resolves it ("US/Pacific-New" → "America/Los_Angeles"). A zone
+ * is kept under this name: Intl still takes old aliases that PostgreSQL's zone data no longer has,
+ * and the database reads the tenant's zone too (its ledger's days, `AT TIME ZONE`).
+ */
+export function canonicalTimeZone(name: string): string {
+  return new Intl.DateTimeFormat('en-US', { timeZone: name }).resolvedOptions().timeZone;
+}

@@ -94,6 +94,20 @@ export class TenantsRepository {
     return row;
   }
 
+  /**
+   * Whether PostgreSQL takes `zone` for `AT TIME ZONE` (the ledger's days are the tenant's): its zone
+   * data can lack a name Intl takes. Read before the tenant's transaction, which an error would end.
+   */
+  async databaseKnowsZone(zone: string): Promise<boolean> {
+    try {
+      await this.ds.query(`SELECT now() AT TIME ZONE $1`, [zone]);
+      return true;
+    } catch (err) {
+      if ((err as { code?: string }).code === '22023') return false;
+      throw err;
+    }
+  }
+
   /** A new tenant, in the caller's transaction (with its first admin key). */
   async create(tx: EntityManager, t: { name: string; timezone: string; cap: Nanos }): Promise<TenantEntity> {
     const repo = tx.getRepository(TenantEntity);

@@ -2,6 +2,8 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { formatCny, parseCny } from '../common/money';
+import { ApiError } from '../common/errors';
+import { canonicalTimeZone } from '../common/time-zone';
 import { ApiKeysService } from './api-keys.service';
 import { CreateTenantDto } from './dto/create-tenant.dto';
 import { TenantEntity } from './tenant.entity';
@@ -35,10 +37,14 @@ export class TenantsService {
 
   /** Creates a tenant and its first admin key in one transaction. */
   async create(dto: CreateTenantDto): Promise<CreatedTenant> {
+    const timezone = canonicalTimeZone(dto.timezone ?? this.config.defaultTimezone);
+    if (!(await this.tenants.databaseKnowsZone(timezone))) {
+      throw ApiError.validation([{ field: 'timezone', message: `timezone "${timezone}" is not known to the database; name the zone by its current IANA name` }]);
+    }
     return this.ds.transaction(async (m) => {
       const tenant = await this.tenants.create(m, {
         name: dto.name,
-        timezone: dto.timezone ?? this.config.defaultTimezone,
+        timezone,
         cap: dto.monthlyBudget !== undefined ? parseCny(dto.monthlyBudget) : this.config.defaultMonthlyBudget,
       });
       const key = await this.apiKeys.issue(m, tenant.id, 'Initial admin key', 'admin');
