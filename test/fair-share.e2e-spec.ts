@@ -870,6 +870,15 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     expect(eleventh).toHaveLength(1);
     await queue.markInBatch(eleventh[0], true); // eleven waiting: one more than ten a place
     expect(await scheduled()).toHaveLength(0);
+    // Work of the school's due too soon for a batch still runs (in real time), within its one place
+    // at work: it was held until one of the eleven came back from its batch, up to a day, past its deadline.
+    const soonMs = queue.batchTurnaroundMs() / 2;
+    const soonAt = Date.now() + soonMs;
+    await deadlineSet(2, 725, soonMs / 86_400_000);
+    const soon = await scheduled();
+    expect(soon).toHaveLength(1);
+    expect(Math.abs(soon[0].dueBy!.getTime() - soonAt)).toBeLessThan(60_000);
+    expect(await scheduled()).toHaveLength(0); // its one place is at work
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
   });
 
@@ -920,6 +929,15 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
         await queue.markInBatch(job, true);
       }
       expect(await mine()).toHaveLength(0); // eleven waiting: one more than ten a place
+      // One due too soon for a batch (a deep review ordered "by this afternoon"): it is claimed.
+      const [{ id: late }] = await t.dataSource.query(
+        `INSERT INTO essays (id, tenant_id, rubric_key, rubric_version, language, tier, text, status) VALUES (gen_random_uuid(), $1, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'graded') RETURNING id`,
+        [tenant.tenantId],
+      );
+      await t.dataSource.transaction((tx) => queue.enqueue(tx, tenant.tenantId, [{ essayId: late, kind, dueBy: new Date(Date.now() + queue.batchTurnaroundMs() / 2) }]));
+      const due = await mine();
+      expect(due.map((j) => j.essayId)).toEqual([late]);
+      expect(await mine()).toHaveLength(0);
     }
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
   });

@@ -100,7 +100,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
         let batchRoom = size * BATCH_WAITERS_PER_PLACE - waiting;
         let claimed: Job[] = [];
         try {
-          claimed = await this.queue.claim(free, g.leaseMs, kind, scheduled, batchRoom > 0 ? undefined : this.batchTurnaroundMs());
+          claimed = await this.queue.claim(free, g.leaseMs, kind, scheduled, batchRoom > 0 ? undefined : this.queue.batchTurnaroundMs());
         } catch (err) {
           this.logger.warn({ msg: 'could not claim jobs', err: loggableError(err) });
         }
@@ -119,16 +119,6 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       });
       this.sleeping = undefined;
     }
-  }
-
-  /**
-   * Work due sooner than this is never sent in a batch (the planner's rule: a batch's collection
-   * window and longest wait, and the margin before the deadline): what a pool with no room for calls
-   * waiting in batches still claims.
-   */
-  private batchTurnaroundMs(): number {
-    const llm = this.config.llm;
-    return llm.batchWindowMs + llm.batchMaxWaitMs + llm.scheduleMarginMs;
   }
 
   /** The loop claims again now: at once if it waits, after its pass if it is claiming. */

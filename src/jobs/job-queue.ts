@@ -157,7 +157,10 @@ export class JobQueue {
    * small set due this afternoon is not held behind a large one due next week that was ready sooner.
    * A job whose call waits in a provider batch (`in_batch`, markInBatch) is not counted: it needs no
    * worker's time, and a class set in a batch must not hold back the school's work due sooner.
-   * Up to BATCH_WAITERS_PER_PLACE such jobs a place, that is: beyond, they count again. The turn
+   * Up to BATCH_WAITERS_PER_PLACE such jobs a place, that is: beyond, they count again, and the
+   * school's work due too soon for a batch (batchTurnaroundMs) is all it may still start, within
+   * its `essaysGrading` of jobs at work (its review due in the morning is not held a day behind
+   * its 700 reviews waiting in batches). The turn
    * between tenants still goes by every job each holds, waiting ones included: a school with a
    * class set in a batch does not go before one with nothing running.
    */
@@ -176,6 +179,8 @@ export class JobQueue {
     // Within a school, the lane of gradings with a deadline goes earliest deadline first (on its own
     // index, jobs_queued_due_idx, which the lane's condition matches).
     const deadlineFirst = kind === 'grade' && scheduled;
+    // Due too soon for a provider batch ($6: batchTurnaroundMs).
+    const SOON = (t: string) => `${t}.due_by < now() + make_interval(secs => $6::double precision / 1000)`;
     // Claims of one kind and lane take turns across instances (a transaction-scoped advisory lock,
     // taken before the claim's statement begins): each counts the jobs running with every claim
     // before it committed, so a school's `essaysGrading` holds across instances. (Without it two
@@ -192,7 +197,8 @@ export class JobQueue {
          SELECT (SELECT j.tenant_id FROM jobs j WHERE j.status = 'queued' AND j.kind = $4 ${ready('j')} AND j.tenant_id > w.tenant_id ORDER BY j.tenant_id LIMIT 1)
            FROM waiting w WHERE w.tenant_id IS NOT NULL),
        heads AS (
-         SELECT w.tenant_id, h.run_after AS head, n.running + n.in_batch AS running, c.cap - n.running - greatest(0, n.in_batch - c.cap * ${BATCH_WAITERS_PER_PLACE}) AS room
+         SELECT w.tenant_id, h.run_after AS head, n.running + n.in_batch AS running, c.cap - n.running - greatest(0, n.in_batch - c.cap * ${BATCH_WAITERS_PER_PLACE}) AS room,
+                c.cap - n.running AS soon_room
            FROM waiting w
            CROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE NOT r.in_batch) AS running, count(*) FILTER (WHERE r.in_batch) AS in_batch
                                  FROM jobs r WHERE r.tenant_id = w.tenant_id AND r.kind = $4 AND r.status = 'running' ${lane('r')}) n
@@ -201,18 +207,25 @@ export class JobQueue {
            CROSS JOIN LATERAL (SELECT run_after FROM jobs j WHERE j.tenant_id = w.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY j.run_after LIMIT 1) h
           WHERE w.tenant_id IS NOT NULL),
-       chosen AS (SELECT tenant_id, room, running FROM heads WHERE room > 0 ORDER BY running, head LIMIT $3),
+       -- A school whose batch waiters passed their share has room only for its work due too soon for a
+       -- batch (as the instance's pool does): it runs in real time, never after its deadline.
+       chosen AS (SELECT tenant_id, CASE WHEN room > 0 THEN room ELSE soon_room END AS room, room <= 0 AS only_soon, running FROM heads
+                   WHERE room > 0
+                      OR (soon_room > 0 AND CASE WHEN room > 0 THEN false ELSE EXISTS (
+                            SELECT 1 FROM jobs j WHERE j.tenant_id = heads.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now() AND ${SOON('j')}) END)
+                   ORDER BY running, head LIMIT $3),
        picked AS (
          SELECT c.id, c.run_after, ch.running, row_number() OVER (PARTITION BY ch.tenant_id ORDER BY ${deadlineFirst ? 'c.due_by, ' : ''}c.run_after) AS turn
            FROM chosen ch
            CROSS JOIN LATERAL (SELECT j.id, j.run_after, j.due_by FROM jobs j
                                 WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now()
+                                  AND (NOT ch.only_soon OR ${SOON('j')})
                                 ORDER BY ${deadlineFirst ? 'j.due_by, ' : ''}j.run_after LIMIT least(ch.room, $3) FOR UPDATE SKIP LOCKED) c)
        UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1, in_batch = false,
               locked_until = now() + make_interval(secs => $2::double precision / 1000)
         WHERE id IN (SELECT id FROM picked ORDER BY turn, running, run_after LIMIT $3)
         RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts, due_by, plan`,
-      [this.workerId, leaseMs, limit, kind, cap],
+      [this.workerId, leaseMs, limit, kind, cap, this.batchTurnaroundMs()],
       ));
     });
     return rows.map((r) => ({
@@ -226,6 +239,16 @@ export class JobQueue {
       dueBy: r.due_by ? new Date(r.due_by as unknown as string) : null,
       plan: (r.plan as unknown as JobPlan | null) ?? null,
     }));
+  }
+
+  /**
+   * Work due sooner than this is never sent in a provider batch (the planner's rule: a batch's
+   * collection window and longest wait, and the margin before the deadline): what still runs, in
+   * real time, where calls waiting in batches have taken the room (a pool's, a school's).
+   */
+  batchTurnaroundMs(): number {
+    const llm = this.config.llm;
+    return llm.batchWindowMs + llm.batchMaxWaitMs + llm.scheduleMarginMs;
   }
 
   /** Whether queued work of the kind (and lane) is due within `ms` and ready to run (on jobs_queued_kind_due_idx). */
