@@ -3,6 +3,7 @@ import { Clock } from '../src/common/clock';
 import { parseCny } from '../src/common/money';
 import { GatewayService } from '../src/llm/gateway.service';
 import { FakeProvider } from './fake-provider/fake-provider';
+import { gradingAnswer, malformedGrade } from './fake-provider/grading-responder';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
@@ -136,6 +137,35 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     const report = await monthReport();
     expect(parseCny(report.savedByScheduling)).toBe(rows.reduce((a: bigint, r: { schedule_saved_nanos: string }) => a + BigInt(r.schedule_saved_nanos), 0n));
     expect(report.savedByScheduling).not.toBe('0.00');
+    await expectBooksBalanced(ds, tenant.tenantId);
+  });
+
+  it('keeps, on a grade escalated to the deep tier, what its scheduled standard run saved: the essay says it, and the month report is the sum of the essays', async () => {
+    let calls = 0;
+    fake.setResponder(({ messages }) => (++calls === 1 ? malformedGrade(messages, 'out_of_range') : gradingAnswer(messages)!));
+    const a = (
+      await t.http
+        .post('/v1/assignments')
+        .set(bearer(tenant.adminKey))
+        .send({ title: '第三单元', prompt: '以“那一刻”为题写一篇记叙文', rubric: 'zh-gaokao-60', dueBy: due('2026-12-02T08:00:00'), escalate: 'deep' })
+        .expect(201)
+    ).body;
+    const [id] = await submit(a.id, [13]);
+    await waitFor(async () => (await jobsOf([id])).every((j: { plan: unknown; status: string }) => j.plan && j.status === 'queued'), 10_000, 'job planned');
+    clock.mockImplementation(() => new Date(LUNCH_OFF_PEAK));
+    await ds.query(`UPDATE jobs SET run_after = now() WHERE tenant_id = $1 AND status = 'queued'`, [tenant.tenantId]);
+    await waitGraded([id]);
+    const v = await view(id);
+    expect(v.flags).toContain('escalated');
+    expect(v.grade.tier).toBe('deep');
+    const rows = await ledger();
+    expect(rows.map((r: { purpose: string }) => r.purpose)).toEqual(['grading', 'grading', 'escalation']);
+    const saved = rows.reduce((sum: bigint, r: { schedule_saved_nanos: string | null }) => sum + BigInt(r.schedule_saved_nanos ?? 0), 0n);
+    expect(saved).toBeGreaterThan(0n);
+    // Before, the deep grade took the standard one's place without its schedule: the essay said nothing saved.
+    expect(v.grade.schedule).toEqual({ dueBy: a.dueBy, mode: 'off_peak', saved: expect.any(String) });
+    expect(parseCny(v.grade.schedule.saved)).toBe(saved);
+    expect(parseCny((await monthReport()).savedByScheduling)).toBe(saved);
     await expectBooksBalanced(ds, tenant.tenantId);
   });
 

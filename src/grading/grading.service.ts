@@ -307,7 +307,9 @@ export class GradingService {
     // than the standard tier's), whole where it read it all.
     if (deepFlags.has('truncated')) flags.add('truncated');
     else flags.delete('truncated');
-    return { grade: deep.grade, costNanos: deep.costNanos };
+    // What the scheduled standard run saved stays the essay's (the deep call ran at once: it saved
+    // nothing), so the essays' savings still add up to the month's (`savedByScheduling`).
+    return { grade: grade.schedule ? { ...deep.grade, schedule: grade.schedule } : deep.grade, costNanos: deep.costNanos };
   }
 
   /**
