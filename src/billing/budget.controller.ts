@@ -95,13 +95,20 @@ export class BudgetController {
 function parseInstant(text: string, field: string, timeZone: string): Date {
   // (Nothing is older than 1970 in the ledger; before year 1, the time zone's calendar read the date wrong.)
   if (/^\d{4}-/.test(text) && Number(text.slice(0, 4)) < 1970) throw ApiError.validation([{ field, message: `${field} must be from 1970 on` }]);
+  let d: Date;
   if (isCalendarDay(text)) {
     const [y, m, dd] = text.split('-').map(Number);
-    return zonedTime(y, m, dd, timeZone);
+    d = zonedTime(y, m, dd, timeZone);
+  } else {
+    d = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(text) ? new Date(text) : new Date(NaN);
   }
-  const d = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(text) ? new Date(text) : new Date(NaN);
   if (Number.isNaN(d.getTime())) {
     throw ApiError.validation([{ field, message: `${field} must be a date such as 2026-11-01 (the tenant's midnight) or a time with its offset such as 2026-11-01T08:00:00+08:00` }]);
   }
+  // Its day, and the day after, in any zone (offsets up to 14 hours) stay in the year 9999: the
+  // days are read back as four-digit years (a local day of the year 10000 was a 500).
+  if (d.getTime() >= LATEST_INSTANT) throw ApiError.validation([{ field, message: `${field} must be before 9999-12-30` }]);
   return d;
 }
+
+const LATEST_INSTANT = Date.UTC(9999, 11, 30);
