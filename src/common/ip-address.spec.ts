@@ -43,6 +43,8 @@ describe('IP address classification (which addresses a webhook may reach)', () =
     ['168.63.129.16', 'Azure platform endpoint'],
     ['fd00:ec2::254', 'AWS metadata'],
     ['[fd00:ec2::254]', 'AWS metadata'],
+    ['fe80::a9fe:a9fe', 'OpenStack metadata'],
+    ['[fe80::a9fe:a9fe%eth0]', 'OpenStack metadata'],
     // IPv6
     ['::', 'unspecified'],
     ['::1', 'loopback'],
@@ -101,7 +103,7 @@ describe('IP address classification (which addresses a webhook may reach)', () =
   });
 
   it('marks metadata addresses, in every form, so that they stay refused when private ones are allowed', () => {
-    for (const a of ['169.254.169.254', '0xa9fea9fe', '::ffff:a9fe:a9fe', '64:ff9b::169.254.169.254', 'fd00:ec2::254', '100.100.100.200']) {
+    for (const a of ['169.254.169.254', '0xa9fea9fe', '::ffff:a9fe:a9fe', '64:ff9b::169.254.169.254', 'fd00:ec2::254', 'fe80::a9fe:a9fe', 'fe80:0:0:0:0:0:a9fe:a9fe', '100.100.100.200']) {
       expect(classifyIp(a)?.metadata).toBe(true);
     }
     expect(classifyIp('10.0.0.1')?.metadata).toBe(false);

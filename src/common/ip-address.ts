@@ -66,7 +66,11 @@ const V6_BLOCKS: readonly Range6[] = [
   ['ff00::', 8, 'multicast'],
 ];
 
-const V6_METADATA = new Map<string, string>([['fd00:ec2::254', 'AWS metadata']]);
+/** IPv6 metadata endpoints (OpenStack's: the link-local counterpart of 169.254.169.254, Neutron's metadata-add-ipv6-support spec). */
+const V6_METADATA = new Map<string, string>([
+  ['fd00:ec2::254', 'AWS metadata'],
+  ['fe80::a9fe:a9fe', 'OpenStack metadata'],
+]);
 
 const MASK32 = 0xffffffffn;
 
