@@ -98,6 +98,68 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
     await books();
   });
 
+  it("writes an incident's budget.incident webhook with the incident, or neither: an insert that fails once is tried again with the settlement, one incident, one webhook, charged once", async () => {
+    await ds.query(`UPDATE tenants SET alert_webhook_url = 'https://hooks.example.com/inkstone' WHERE id = $1`, [tenant.tenantId]);
+    // The first budget.incident webhook written (a sequence: not undone with the transaction) fails.
+    await ds.query(`CREATE SEQUENCE IF NOT EXISTS test_incident_hook_seq`);
+    await ds.query(
+      `CREATE OR REPLACE FUNCTION test_refuse_first_incident_hook() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF NEW.body LIKE '%budget.incident%' AND nextval('test_incident_hook_seq') = 1 THEN RAISE EXCEPTION 'webhook insert refused (test)'; END IF;
+         RETURN NEW;
+       END $$`,
+    );
+    await ds.query(`CREATE TRIGGER test_refuse_first_incident_hook BEFORE INSERT ON outbound_webhooks FOR EACH ROW EXECUTE FUNCTION test_refuse_first_incident_hook()`);
+    try {
+      fake.enqueue('dashscope', { kind: 'ok', inflateUsage: 40 });
+      const r = await ask();
+      const { spent } = await books();
+      expect(spent).toBe(r.costNanos);
+      const incidents = await ds.query(`SELECT id FROM budget_incidents WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(incidents).toHaveLength(1);
+      // Before, the incident was committed and its webhook, written after, lost for good.
+      const hooks = await ds.query(`SELECT body FROM outbound_webhooks WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(hooks).toHaveLength(1);
+      expect(JSON.parse(hooks[0].body)).toMatchObject({ type: 'budget.incident', data: { tenantId: tenant.tenantId, kind: 'tokens_over_bound', pausesAdmission: true } });
+      const [{ n }] = await ds.query(`SELECT count(*)::int AS n FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(n).toBe(1);
+      expect((await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.admissionPaused).toBe(true);
+    } finally {
+      await ds.query(`DROP TRIGGER IF EXISTS test_refuse_first_incident_hook ON outbound_webhooks`);
+      await ds.query(`DROP FUNCTION IF EXISTS test_refuse_first_incident_hook()`);
+      await ds.query(`DROP SEQUENCE IF EXISTS test_incident_hook_seq`);
+    }
+  });
+
+  it('fires at the next refused call a threshold whose alert failed to be written at its settlement (once the cap is reached, no settlement comes)', async () => {
+    const model = t.models.catalog.models.get('dashscope:qwen-flash')!;
+    const worst = BigInt(estimatePromptTokens(messages, model.tokenizer)) * model.ceiling.input + 100n * model.ceiling.output;
+    const tight = await new Factory(t.app).newTenant({ monthlyBudget: formatCny(worst) }); // one worst case, no more
+    await t.http.put('/v1/budget').set(bearer(tight.adminKey)).send({ monthlyCap: formatCny(worst), alertThresholds: [0.01] }).expect(200);
+    await ds.query(`CREATE SEQUENCE IF NOT EXISTS test_threshold_seq`);
+    await ds.query(
+      `CREATE OR REPLACE FUNCTION test_refuse_first_threshold() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF NEW.kind = 'threshold' AND nextval('test_threshold_seq') = 1 THEN RAISE EXCEPTION 'alert insert refused (test)'; END IF;
+         RETURN NEW;
+       END $$`,
+    );
+    await ds.query(`CREATE TRIGGER test_refuse_first_threshold BEFORE INSERT ON budget_alerts FOR EACH ROW EXECUTE FUNCTION test_refuse_first_threshold()`);
+    const thresholds = async () => (await ds.query(`SELECT threshold::text AS t FROM budget_alerts WHERE tenant_id = $1 AND kind = 'threshold'`, [tight.tenantId])) as Array<{ t: string }>;
+    try {
+      await ask(tight.tenantId); // reaches 1%: its alert's statement fails
+      expect(await thresholds()).toEqual([]);
+      const err = await ask(tight.tenantId).catch((e) => e); // the rest of the cap takes no worst case
+      expect(err).toMatchObject({ code: 'BUDGET_EXHAUSTED' });
+      await waitFor(async () => (await thresholds()).length === 1, 5_000, 'the threshold fired at the refusal');
+      expect(Number((await thresholds())[0].t)).toBe(0.01);
+    } finally {
+      await ds.query(`DROP TRIGGER IF EXISTS test_refuse_first_threshold ON budget_alerts`);
+      await ds.query(`DROP FUNCTION IF EXISTS test_refuse_first_threshold()`);
+      await ds.query(`DROP SEQUENCE IF EXISTS test_threshold_seq`);
+    }
+  });
+
   it.each([
     ['dashscope', 'each count', { inflateUsage: 1e9 }],
     ['deepseek', 'the sum of its cached and uncached input', { usage: { prompt_cache_hit_tokens: 2e9, prompt_cache_miss_tokens: 2e9, prompt_tokens: 4e9 } }],

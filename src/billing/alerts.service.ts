@@ -123,19 +123,19 @@ export class AlertsService {
 
   /**
    * A budget incident (BudgetService.settle): a provider billed more than the bound the call was
-   * admitted with, or more than the cap could take. Logged as an error, counted, and sent to the
-   * tenant's alert webhook as `budget.incident`.
+   * admitted with, or more than the cap could take. Sent to the tenant's alert webhook as
+   * `budget.incident`, queued in the settlement's transaction (`m`); once it is committed,
+   * `incidentRaised` logs and counts it.
    */
-  async onIncident(
-    tenantId: string,
-    period: string,
-    data: { kind: string; provider: string | null; model: string | null; cost: string; charged: string; excess: string; pausesAdmission: boolean },
-  ): Promise<void> {
+  async queueIncident(m: EntityManager, tenantId: string, period: string, data: IncidentAlert): Promise<void> {
+    const eventId = `incident_${randomUUID()}`;
+    await this.alerts.queue(tenantId, eventId, alertEvent(eventId, 'budget.incident', { tenantId, period, ...data }), m);
+  }
+
+  /** A committed budget incident: logged as an error and counted. */
+  incidentRaised(tenantId: string, period: string, data: IncidentAlert): void {
     this.incidentsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId), kind: data.kind });
     this.logger.error({ msg: 'budget incident: a call was billed beyond its bound', tenantId, period, ...data });
-    const eventId = `incident_${randomUUID()}`;
-    const body = alertEvent(eventId, 'budget.incident', { tenantId, period, ...data });
-    await this.alerts.queue(tenantId, eventId, body);
   }
 
   /**
@@ -170,6 +170,17 @@ export class AlertsService {
     this.alertsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId), threshold: thresholdLabel(threshold) });
     this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
   }
+}
+
+/** What a `budget.incident` says (amounts as decimal CNY). */
+export interface IncidentAlert {
+  kind: 'tokens_over_bound' | 'over_reservation';
+  provider: string | null;
+  model: string | null;
+  cost: string;
+  charged: string;
+  excess: string;
+  pausesAdmission: boolean;
 }
 
 /**

@@ -12,7 +12,7 @@ import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { ClusterBus } from '../db/cluster-bus';
 import { MetricsService } from '../metrics/metrics.service';
-import { AlertsService } from './alerts.service';
+import { AlertsService, IncidentAlert } from './alerts.service';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { BatchedGuard, BatchRef, BooksRepository, GuardedAnswer, ReservedCall, TokenIncident } from './books.repository';
 import type { LedgerEntry } from './ledger.service';
@@ -397,6 +397,10 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       if (await this.tenants.isAdmissionPaused(tenantId)) return;
       const row = await this.books.period(tenantId, period);
       if (row) await this.alerts.onRefused(tenantId, period, { ...row, needed });
+      // A threshold the spend reached whose alert was not written at its settlement (a failed
+      // statement, a stop) is fired now: once the cap is reached no settlement charges more, and
+      // "the cap is reached" would otherwise never come.
+      if (row) await this.checkAlerts(tenantId, period, row.spent, row.cap);
     } catch (err) {
       this.logger.warn({ msg: 'could not record a budget alert', tenantId, err: loggableError(err) });
     }
@@ -513,27 +517,40 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     const i = opts.incident;
     const settle = (m: EntityManager) =>
       this.books.settle(m, { reservationId: reservation.id, guard: reservation.guard, cost, entry: { ...entry, tenantId, period }, answer: opts.answer, incident: i, cache: opts.cache });
-    const after = i
+    const incident = (charged: Nanos): IncidentAlert => ({
+      kind: i ? 'tokens_over_bound' : 'over_reservation',
+      provider: entry.provider ?? null,
+      model: entry.model ?? null,
+      cost: formatCny(cost),
+      charged: formatCny(charged),
+      excess: formatCny(cost - charged),
+      pausesAdmission: !!i,
+    });
+    // A call that is (or may be) an incident settles in one transaction with the incident's
+    // `budget.incident` webhook: both are written, or neither (and the settlement is tried again).
+    // Queued after the commit, a failure or a stop in between lost the school's only word that its
+    // admission was paused.
+    const mayBeIncident = !!i || cost > reservation.amount;
+    const after = mayBeIncident
       ? await this.ds.transaction(async (tx) => {
           const settled = await settle(tx);
-          if (settled?.incident) await this.tenants.setAdmissionPaused(tx, tenantId, true);
+          if (settled?.incident) {
+            if (i) await this.tenants.setAdmissionPaused(tx, tenantId, true);
+            await this.alerts.queueIncident(tx, tenantId, period, incident(settled.charged));
+          }
           return settled;
         })
       : await settle(this.ds.manager);
     const charged = after?.charged ?? 0n;
     if (after && charged > 0n) await this.checkAlerts(tenantId, period, after.spent, after.cap);
     if (after?.incident) {
-      await this.alerts
-        .onIncident(tenantId, period, {
-          kind: i ? 'tokens_over_bound' : 'over_reservation',
-          provider: entry.provider ?? null,
-          model: entry.model ?? null,
-          cost: formatCny(cost),
-          charged: formatCny(charged),
-          excess: formatCny(cost - charged),
-          pausesAdmission: !!i,
-        })
-        .catch((err: Error) => this.logger.warn({ msg: 'could not raise a budget incident alert', tenantId, err: loggableError(err) }));
+      this.alerts.incidentRaised(tenantId, period, incident(charged));
+      // (Within its reservation, a call is an incident only when the sweeper returned that reservation meanwhile.)
+      if (!mayBeIncident) {
+        await this.alerts
+          .queueIncident(this.ds.manager, tenantId, period, incident(charged))
+          .catch((err: Error) => this.logger.warn({ msg: 'could not raise a budget incident alert', tenantId, err: loggableError(err) }));
+      }
       if (i) this.bus.publish('budget', { tenantId });
     }
     return charged;
