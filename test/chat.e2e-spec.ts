@@ -136,6 +136,20 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect((await t.http.post('/v1/chat/completions').set(bearer(stranger.adminKey)).send(body).expect(200)).headers['x-inkstone-cache']).toBe('miss');
   });
 
+  it("relays a Chinese answer whose characters the provider's writes cut in two whole, and caches it whole", async () => {
+    const content = '好的，老师。这篇作文的结构清楚，语言生动。';
+    fake.enqueue('deepseek', { kind: 'stream', content, chunks: 6, splitCharacters: true });
+    const messages = [{ role: 'user' as const, content: '请评价这篇作文' }];
+    const stream = await client.chat.completions.create({ model: 'inkstone-standard', messages, stream: true });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+    // Each read decoded alone made the cut characters U+FFFD, relayed and cached.
+    expect(text).toBe(content);
+    const again = await client.chat.completions.create({ model: 'inkstone-standard', messages }).withResponse();
+    expect(again.response.headers.get('x-inkstone-cache')).toBe('hit');
+    expect(again.data.choices[0].message.content).toBe(content);
+  });
+
   it('reports a stream that breaks after its first token as an error, not a success', async () => {
     fake.enqueue('deepseek', { kind: 'stream', content: 'a b c d e f g h', chunks: 8, cutAfterChunks: 2 });
     const stream = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'x' }], stream: true });

@@ -1,5 +1,6 @@
 import { Agent, errors as undiciErrors, fetch as undiciFetch, FormData, request } from 'undici';
 import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import type { LlmConfig } from '../config/app-config';
 import type { EnabledProvider } from './llm-models';
 import type { CatalogModel } from './catalog';
@@ -272,6 +273,10 @@ export class ProviderClient {
       throw adapter.classifyError(res.statusCode, parseJson(text) ?? text, retryAfterMs(res.headers));
     }
     let buffer = '';
+    // Bytes, decoded as a stream: a character cut between two reads (a Chinese one is three bytes)
+    // waits for the rest of its bytes. Decoded a read at a time, each half became U+FFFD, relayed
+    // and cached.
+    const utf8 = new StringDecoder('utf8');
     let done = false;
     let finished = false;
     // A content-filter stop: the stream is read to its end first, for the usage the provider bills it
@@ -291,7 +296,7 @@ export class ProviderClient {
     deadline.signal.addEventListener('abort', onDeadline);
     try {
       for await (const chunk of res.body) {
-        buffer += (chunk as Buffer).toString('utf8');
+        buffer += utf8.write(chunk as Buffer);
         let nl: number;
         while ((nl = buffer.indexOf('\n')) >= 0) {
           const line = buffer.slice(0, nl).replace(/\r$/, '');

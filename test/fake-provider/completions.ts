@@ -54,6 +54,7 @@ export interface Completion {
   blankLinesBefore?: number;
   chunks?: number;
   chunkDelayMs?: number;
+  splitCharacters?: boolean;
   cutAfterChunks?: number;
   keepAliveComments?: number;
   inflateUsage?: number;
@@ -142,6 +143,7 @@ export class Completions {
           cutAfterChunks: step.cutAfterChunks,
           keepAliveComments: step.keepAliveComments,
           usageEveryChunk: step.usageEveryChunk,
+          splitCharacters: step.splitCharacters,
         });
       case 'invalid-json':
         return this.completion(call, {

@@ -74,6 +74,15 @@ export class Delivery {
     let flushed: Promise<void> = Promise.resolve(); // the last write, handed to the socket
     const send = async (data: string): Promise<boolean> => {
       if (gone(res)) return false;
+      const bytes = Buffer.from(data, 'utf8');
+      // (splitCharacters: the first byte of the first multi-byte character ends the first write)
+      const cut = c.splitCharacters ? bytes.findIndex((b) => b >= 0xc0) + 1 : 0;
+      if (cut > 0) {
+        await new Promise<void>((resolve) => res.write(bytes.subarray(0, cut), () => resolve()));
+        if (!(await this.sleep(20)) || gone(res)) return false;
+        flushed = new Promise<void>((resolve) => res.write(bytes.subarray(cut), () => resolve()));
+        return delay > 0 ? (await this.sleep(delay)) && !gone(res) : true;
+      }
       flushed = new Promise<void>((resolve) => res.write(data, () => resolve()));
       return delay > 0 ? (await this.sleep(delay)) && !gone(res) : true;
     };

@@ -50,6 +50,8 @@ export type Step =
       finishReason?: string;
       /** usage on every chunk, counted so far (vLLM's `continuous_usage_stats`), not only at the end */
       usageEveryChunk?: boolean;
+      /** each event written in two writes cut inside its first multi-byte character (the client reads them apart) */
+      splitCharacters?: boolean;
     }
   /** DeepSeek's JSON-mode failure: 200, content of only spaces and newlines, finish_reason "stop". */
   | { kind: 'blank-json' }
@@ -128,6 +130,7 @@ export function validateStep(d: Dialect, step: unknown): Step {
       optNumber(step, 'cutAfterChunks');
       optNumber(step, 'keepAliveComments');
       optBoolean(step, 'usageEveryChunk');
+      optBoolean(step, 'splitCharacters');
       break;
     case 'invalid-json':
       optString(step, 'content');
