@@ -306,6 +306,21 @@ describe('the daily roll-up of the ledger', () => {
     );
     const usage = await t.http.get('/v1/usage?groupBy=day').set(bearer(res.body.adminKey)).expect(200);
     expect(JSON.stringify(usage.body)).toContain('"calls":1');
+    // A name the database knows is kept as sent (Intl would call Asia/Kolkata Asia/Calcutta, a name
+    // newer zone data ships only as a legacy link)...
+    const operator = { Authorization: `Bearer ${t.config.adminToken}` };
+    const kolkata = await t.http.post('/v1/tenants').set(operator).send({ name: 'Kolkata school', timezone: 'Asia/Kolkata' }).expect(201);
+    expect(kolkata.body.tenant.timezone).toBe('Asia/Kolkata');
+    // ...and one it does not know is kept under the zone's current name (a database without the legacy links).
+    const repo = t.app.get(TenantsRepository);
+    const knows = repo.databaseKnowsZone.bind(repo);
+    const spy = jest.spyOn(repo, 'databaseKnowsZone').mockImplementation(async (zone) => zone !== 'Asia/Calcutta' && knows(zone));
+    try {
+      const calcutta = await t.http.post('/v1/tenants').set(operator).send({ name: 'Calcutta school', timezone: 'Asia/Calcutta' }).expect(201);
+      expect(calcutta.body.tenant.timezone).toBe('Asia/Kolkata');
+    } finally {
+      spy.mockRestore();
+    }
 
     // One kept under the alias before this change: the migration gives it the current name.
     await t.dataSource.query(`UPDATE tenants SET timezone = 'US/Pacific-New' WHERE id = $1`, [id]);

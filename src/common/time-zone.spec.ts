@@ -1,4 +1,4 @@
-import { isCalendarDay, localParts, zonedTime } from './time-zone';
+import { isCalendarDay, localParts, timeZoneNames, zonedTime } from './time-zone';
 
 describe('local wall-clock time', () => {
   it('is read to the second, in each zone, whatever was asked just before', () => {
@@ -58,5 +58,15 @@ describe('local wall-clock time', () => {
 
   it('refuses a zone that does not exist', () => {
     expect(() => localParts(new Date(), 'Mars/Olympus_Mons')).toThrow(RangeError);
+  });
+});
+
+describe('the names of a zone', () => {
+  it('tries the name as given first, then as Intl resolves it, then the zone that name links to', () => {
+    expect(timeZoneNames('Asia/Shanghai')).toEqual(['Asia/Shanghai']);
+    expect(timeZoneNames('US/Pacific-New')).toEqual(['US/Pacific-New', 'America/Los_Angeles']);
+    expect(timeZoneNames('Asia/Kolkata')).toEqual(['Asia/Kolkata', 'Asia/Calcutta']);
+    expect(timeZoneNames('Asia/Calcutta')).toEqual(['Asia/Calcutta', 'Asia/Kolkata']);
+    expect(timeZoneNames('Europe/Kiev')).toEqual(['Europe/Kiev', 'Europe/Kyiv']);
   });
 });

@@ -118,10 +118,59 @@ export function isValidTimeZone(name: string): boolean {
 }
 
 /**
- * The zone's canonical name, as Intl resolves it ("US/Pacific-New" → "America/Los_Angeles"). A zone
- * is kept under this name: Intl still takes old aliases that PostgreSQL's zone data no longer has,
- * and the database reads the tenant's zone too (its ledger's days, `AT TIME ZONE`).
+ * The zone's name as Intl resolves it: "US/Pacific-New" → "America/Los_Angeles", but ICU keeps
+ * some zones under names IANA has replaced since ("Asia/Kolkata" → "Asia/Calcutta").
  */
 export function canonicalTimeZone(name: string): string {
   return new Intl.DateTimeFormat('en-US', { timeZone: name }).resolvedOptions().timeZone;
+}
+
+/**
+ * The zones Intl (ICU 78, Node 20) resolves to a name that the IANA data (2025b) keeps only as a
+ * link, and the zone each links to: newer PostgreSQL images ship without those links (Debian's
+ * tzdata-legacy), so "Asia/Calcutta" may be unknown there while "Asia/Kolkata" is known. Read from
+ * the `L` lines of tzdata.zi for the names `Intl.supportedValuesOf('timeZone')` lists.
+ */
+const LINKED_TO = new Map<string, string>([
+  ['Africa/Asmera', 'Africa/Nairobi'],
+  ['America/Buenos_Aires', 'America/Argentina/Buenos_Aires'],
+  ['America/Catamarca', 'America/Argentina/Catamarca'],
+  ['America/Coral_Harbour', 'America/Panama'],
+  ['America/Cordoba', 'America/Argentina/Cordoba'],
+  ['America/Godthab', 'America/Nuuk'],
+  ['America/Indianapolis', 'America/Indiana/Indianapolis'],
+  ['America/Jujuy', 'America/Argentina/Jujuy'],
+  ['America/Kralendijk', 'America/Puerto_Rico'],
+  ['America/Louisville', 'America/Kentucky/Louisville'],
+  ['America/Lower_Princes', 'America/Puerto_Rico'],
+  ['America/Marigot', 'America/Puerto_Rico'],
+  ['America/Mendoza', 'America/Argentina/Mendoza'],
+  ['America/St_Barthelemy', 'America/Puerto_Rico'],
+  ['Arctic/Longyearbyen', 'Europe/Berlin'],
+  ['Asia/Calcutta', 'Asia/Kolkata'],
+  ['Asia/Katmandu', 'Asia/Kathmandu'],
+  ['Asia/Rangoon', 'Asia/Yangon'],
+  ['Asia/Saigon', 'Asia/Ho_Chi_Minh'],
+  ['Atlantic/Faeroe', 'Atlantic/Faroe'],
+  ['Europe/Bratislava', 'Europe/Prague'],
+  ['Europe/Busingen', 'Europe/Zurich'],
+  ['Europe/Kiev', 'Europe/Kyiv'],
+  ['Europe/Mariehamn', 'Europe/Helsinki'],
+  ['Europe/Podgorica', 'Europe/Belgrade'],
+  ['Europe/San_Marino', 'Europe/Rome'],
+  ['Europe/Vatican', 'Europe/Rome'],
+  ['Pacific/Enderbury', 'Pacific/Kanton'],
+  ['Pacific/Ponape', 'Pacific/Guadalcanal'],
+  ['Pacific/Truk', 'Pacific/Port_Moresby'],
+]);
+
+/**
+ * The names to store a zone under, best first: as given, as Intl resolves it (an alias the
+ * database's zone data may lack, "US/Pacific-New"), and the zone that name links to in the IANA
+ * data. TenantsService.create keeps the first the database knows: the database reads the tenant's
+ * zone too (its ledger's days, `AT TIME ZONE`).
+ */
+export function timeZoneNames(name: string): string[] {
+  const resolved = canonicalTimeZone(name);
+  return [...new Set([name, resolved, LINKED_TO.get(resolved), LINKED_TO.get(name)].filter((n): n is string => n !== undefined))];
 }

@@ -25,11 +25,6 @@ describe('loadConfig', () => {
     expect(c.llm.leaseIdleMs).toBe(15_000);
   });
 
-  it('keeps the default time zone under its current name (an alias Intl takes can be one the database lacks)', () => {
-    expect(loadConfig({ ...base, DEFAULT_TIMEZONE: 'US/Pacific-New' }).defaultTimezone).toBe('America/Los_Angeles');
-    expect(loadConfig({ ...base, DEFAULT_TIMEZONE: 'Europe/Berlin' }).defaultTimezone).toBe('Europe/Berlin');
-  });
-
   it('reads typed values', () => {
     const c = loadConfig({ ...base, PORT: '8080', DATABASE_URL: 'postgres://u@h:5432/db', INKSTONE_SECRET_KEY: '11'.repeat(32), DEFAULT_MONTHLY_BUDGET: '0.012940' });
     expect(c.port).toBe(8080);

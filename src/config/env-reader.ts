@@ -1,4 +1,4 @@
-import { canonicalTimeZone, isValidTimeZone } from '../common/time-zone';
+import { isValidTimeZone } from '../common/time-zone';
 
 /**
  * Typed reads of environment variables. Every read either returns a value of the right type or
@@ -145,6 +145,6 @@ export class EnvReader {
   timezone(name: string, def: string): string {
     const v = this.raw(name) ?? def;
     if (!isValidTimeZone(v)) this.fail(name, `must be an IANA time zone such as Asia/Shanghai (got ${shown(v)})`);
-    return canonicalTimeZone(v);
+    return v;
   }
 }

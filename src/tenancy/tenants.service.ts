@@ -3,7 +3,7 @@ import { DataSource } from 'typeorm';
 import { AppConfig, CONFIG } from '../config/app-config';
 import { formatCny, parseCny } from '../common/money';
 import { ApiError } from '../common/errors';
-import { canonicalTimeZone } from '../common/time-zone';
+import { timeZoneNames } from '../common/time-zone';
 import { ApiKeysService } from './api-keys.service';
 import { CreateTenantDto } from './dto/create-tenant.dto';
 import { TenantEntity } from './tenant.entity';
@@ -35,11 +35,22 @@ export class TenantsService {
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
 
+  /**
+   * The zone under the first of its names the database knows (timeZoneNames): as given, when it
+   * does. Intl takes names PostgreSQL's zone data can lack, both old aliases and, on newer images,
+   * the names ICU resolves to; a tenant under such a name could not settle a call.
+   */
+  private async zoneKnownToDatabase(zone: string): Promise<string | null> {
+    for (const name of timeZoneNames(zone)) if (await this.tenants.databaseKnowsZone(name)) return name;
+    return null;
+  }
+
   /** Creates a tenant and its first admin key in one transaction. */
   async create(dto: CreateTenantDto): Promise<CreatedTenant> {
-    const timezone = canonicalTimeZone(dto.timezone ?? this.config.defaultTimezone);
-    if (!(await this.tenants.databaseKnowsZone(timezone))) {
-      throw ApiError.validation([{ field: 'timezone', message: `timezone "${timezone}" is not known to the database; name the zone by its current IANA name` }]);
+    const asked = dto.timezone ?? this.config.defaultTimezone;
+    const timezone = await this.zoneKnownToDatabase(asked);
+    if (!timezone) {
+      throw ApiError.validation([{ field: 'timezone', message: `timezone "${asked}" is not known to the database (nor under another name of the same zone)` }]);
     }
     return this.ds.transaction(async (m) => {
       const tenant = await this.tenants.create(m, {
