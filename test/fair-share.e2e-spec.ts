@@ -942,6 +942,45 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
   });
 
+  it('gives a school past ten batch waiters a place all its places at work for its work due too soon for a batch, and only its room for the rest', async () => {
+    const queue = t.app.get(JobQueue);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')`);
+    await setLimits({ essaysGrading: 2 });
+    const essays = async (n: number): Promise<string[]> =>
+      (
+        await t.dataSource.query(
+          `INSERT INTO essays (id, tenant_id, rubric_key, rubric_version, language, tier, text, status)
+           SELECT gen_random_uuid(), $1, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'graded' FROM generate_series(1, $2) RETURNING id`,
+          [tenant.tenantId, n],
+        )
+      ).map((r: { id: string }) => r.id);
+    // 21 deep reviews waiting in provider batches: one past ten a place (room 2 - 1 = 1).
+    await t.dataSource.transaction(async (tx) => queue.enqueue(tx, tenant.tenantId, (await essays(21)).map((essayId) => ({ essayId, kind: 'deep_review' as const }))));
+    await t.dataSource.query(`UPDATE jobs SET status = 'running', in_batch = true, locked_until = now() + interval '1 hour' WHERE tenant_id = $1 AND kind = 'deep_review' AND status = 'queued'`, [tenant.tenantId]);
+    const soonBy = new Date(Date.now() + queue.batchTurnaroundMs() / 2);
+    const [soonA, soonB, laterA, laterB] = await essays(4);
+    await t.dataSource.transaction((tx) =>
+      queue.enqueue(tx, tenant.tenantId, [
+        { essayId: laterA, kind: 'deep_review' },
+        { essayId: laterB, kind: 'deep_review' },
+        { essayId: soonA, kind: 'deep_review', dueBy: soonBy },
+        { essayId: soonB, kind: 'deep_review', dueBy: soonBy },
+      ]),
+    );
+    const mine = async () => (await queue.claim(20, 60_000, 'deep_review')).filter((j) => j.tenantId === tenant.tenantId).map((j) => j.essayId);
+    // Both due soon, in its two places at work (the one room went to them: nothing else). Before, the
+    // one room took one of them; with one waiter more, both.
+    expect((await mine()).sort()).toEqual([soonA, soonB].sort());
+    expect(await mine()).toEqual([]);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1 AND essay_id = ANY($2::uuid[])`, [tenant.tenantId, [soonA, soonB]]);
+    // Back to its room of one for the rest.
+    const next = await mine();
+    expect(next).toHaveLength(1);
+    expect([laterA, laterB]).toContain(next[0]);
+    expect(await mine()).toEqual([]);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
+  });
+
   it('gives a free place to the school with nothing running before one whose jobs wait in provider batches', async () => {
     const queue = t.app.get(JobQueue);
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')`);

@@ -157,10 +157,10 @@ export class JobQueue {
    * small set due this afternoon is not held behind a large one due next week that was ready sooner.
    * A job whose call waits in a provider batch (`in_batch`, markInBatch) is not counted: it needs no
    * worker's time, and a class set in a batch must not hold back the school's work due sooner.
-   * Up to BATCH_WAITERS_PER_PLACE such jobs a place, that is: beyond, they count again, and the
-   * school's work due too soon for a batch (batchTurnaroundMs) is all it may still start, within
-   * its `essaysGrading` of jobs at work (its review due in the morning is not held a day behind
-   * its 700 reviews waiting in batches). The turn
+   * Up to BATCH_WAITERS_PER_PLACE such jobs a place, that is: beyond, they count again for the
+   * school's work a batch could take, while its work due too soon for a batch (batchTurnaroundMs)
+   * may still take all its `essaysGrading` places at work, first (its reviews due in the morning
+   * are not held a day behind its 700 reviews waiting in batches). The turn
    * between tenants still goes by every job each holds, waiting ones included: a school with a
    * class set in a batch does not go before one with nothing running.
    */
@@ -207,23 +207,36 @@ export class JobQueue {
            CROSS JOIN LATERAL (SELECT run_after FROM jobs j WHERE j.tenant_id = w.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now()
                                 ORDER BY j.run_after LIMIT 1) h
           WHERE w.tenant_id IS NOT NULL),
-       -- A school whose batch waiters passed their share has room only for its work due too soon for a
-       -- batch (as the instance's pool does): it runs in real time, never after its deadline.
-       chosen AS (SELECT tenant_id, CASE WHEN room > 0 THEN room ELSE soon_room END AS room, room <= 0 AS only_soon, running FROM heads
+       -- A school whose batch waiters passed their share (room < soon_room) has room for its work
+       -- that a batch could take, and all its places at work (soon_room) for its work due too soon
+       -- for a batch (as the instance's pool does): that runs in real time, never after its deadline.
+       chosen AS (SELECT tenant_id, room, soon_room, room < soon_room AS excess, running FROM heads
                    WHERE room > 0
                       OR (soon_room > 0 AND CASE WHEN room > 0 THEN false ELSE EXISTS (
                             SELECT 1 FROM jobs j WHERE j.tenant_id = heads.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now() AND ${SOON('j')}) END)
                    ORDER BY running, head LIMIT $3),
-       picked AS (
-         SELECT c.id, c.run_after, ch.running, row_number() OVER (PARTITION BY ch.tenant_id ORDER BY ${deadlineFirst ? 'c.due_by, ' : ''}c.run_after) AS turn
+       soon_picked AS (
+         SELECT ch.tenant_id, c.id, c.run_after, c.due_by, ch.running, ch.room, true AS soon
            FROM chosen ch
            CROSS JOIN LATERAL (SELECT j.id, j.run_after, j.due_by FROM jobs j
-                                WHERE j.tenant_id = ch.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now()
-                                  AND (NOT ch.only_soon OR ${SOON('j')})
-                                ORDER BY ${deadlineFirst ? 'j.due_by, ' : ''}j.run_after LIMIT least(ch.room, $3) FOR UPDATE SKIP LOCKED) c)
+                                WHERE ch.excess AND j.tenant_id = ch.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now() AND ${SOON('j')}
+                                ORDER BY ${deadlineFirst ? 'j.due_by, ' : ''}j.run_after LIMIT least(ch.soon_room, $3) FOR UPDATE SKIP LOCKED) c),
+       rest_picked AS (
+         SELECT ch.tenant_id, c.id, c.run_after, c.due_by, ch.running, ch.room, false AS soon
+           FROM chosen ch
+           CROSS JOIN LATERAL (SELECT j.id, j.run_after, j.due_by FROM jobs j
+                                WHERE ch.room > 0 AND j.tenant_id = ch.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now()
+                                  AND (NOT ch.excess OR j.due_by IS NULL OR NOT ${SOON('j')})
+                                ORDER BY ${deadlineFirst ? 'j.due_by, ' : ''}j.run_after LIMIT least(ch.room, $3) FOR UPDATE SKIP LOCKED) c),
+       -- Each school's turns: its work due soon first (only an excess school has any here), then the
+       -- rest, of which only what its room still holds after the work due soon.
+       picked AS (
+         SELECT id, run_after, running, soon, room,
+                row_number() OVER (PARTITION BY tenant_id ORDER BY soon DESC, ${deadlineFirst ? 'due_by, ' : ''}run_after) AS turn
+           FROM (SELECT * FROM soon_picked UNION ALL SELECT * FROM rest_picked) x)
        UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1, in_batch = false,
               locked_until = now() + make_interval(secs => $2::double precision / 1000)
-        WHERE id IN (SELECT id FROM picked ORDER BY turn, running, run_after LIMIT $3)
+        WHERE id IN (SELECT id FROM picked WHERE soon OR turn <= room ORDER BY turn, running, run_after LIMIT $3)
         RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts, due_by, plan`,
       [this.workerId, leaseMs, limit, kind, cap, this.batchTurnaroundMs()],
       ));
