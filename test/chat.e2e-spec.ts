@@ -150,6 +150,22 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect(again.data.choices[0].message.content).toBe(content);
   });
 
+  it('takes a stream of white space alone as a blank answer: tried elsewhere, never relayed or cached', async () => {
+    fake.enqueue('deepseek', { kind: 'stream', content: '\n\n  \n', chunks: 3 });
+    const messages = [{ role: 'user' as const, content: 'blank please' }];
+    const stream = await client.chat.completions.create({ model: 'inkstone-standard', messages, stream: true });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+    expect(text.trim()).not.toBe('');
+    const rows = await t.dataSource.query(`SELECT provider, error_reason FROM llm_calls WHERE tenant_id = $1 ORDER BY created_at, attempt`, [tenant.tenantId]);
+    expect(rows[0]).toEqual({ provider: 'deepseek', error_reason: 'blank_output' });
+    expect(rows).toHaveLength(2);
+    // Asked again whole, the cache has the real answer (it had the blank one, a failure when asked uncached).
+    const again = await client.chat.completions.create({ model: 'inkstone-standard', messages }).withResponse();
+    expect(again.response.headers.get('x-inkstone-cache')).toBe('hit');
+    expect(again.data.choices[0].message.content).toBe(text);
+  });
+
   it('reports a stream that breaks after its first token as an error, not a success', async () => {
     fake.enqueue('deepseek', { kind: 'stream', content: 'a b c d e f g h', chunks: 8, cutAfterChunks: 2 });
     const stream = await client.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'x' }], stream: true });

@@ -900,7 +900,10 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         if (next.value.type === 'usage') open.usage = next.value.usage;
         else if (next.value.type === 'finish') open.finishReason = next.value.reason;
         else {
-          open.first = next.value.text;
+          // White space alone is no answer yet: a stream of only that is blank, a failed attempt as
+          // a whole answer's is (it was relayed as a 200, and cached for the same request whole).
+          open.first += next.value.text;
+          if (next.value.text.trim() === '') continue;
           return { kind: 'ok', result: open };
         }
       }
