@@ -227,6 +227,27 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
     }
   });
 
+  it("ends an essay's open event streams when the instance stops (a retry hint, no end), so the stop is not held by them", async () => {
+    const w = await createTestApp({ WORKERS_ENABLED: 'false', HTTP_EVENTS_KEEP_ALIVE_MS: '500' });
+    let closed = false;
+    try {
+      const school = await new Factory(w.app).newTenant();
+      const id = (await w.http.post('/v1/essays').set(bearer(school.adminKey)).send({ text: generateEssay(49, 'zh').text }).expect(202)).body.id;
+      const stream = streamBody(w.http.get(`/v1/essays/${id}/events`).set(bearer(school.adminKey)));
+      const streams = async () => (await w.http.get('/v1/limits').set(bearer(school.adminKey)).expect(200)).body.usage.eventStreams;
+      await waitFor(async () => (await streams()) === 1, 10_000, 'the stream open');
+      // Before, the close waited for the stream (kept alive) until the client left: for as long as the essay waited.
+      const stopped = await Promise.race([w.close().then(() => 'stopped'), new Promise((r) => setTimeout(() => r('still open after 10 s'), 10_000))]);
+      closed = true;
+      expect(stopped).toBe('stopped');
+      const body = await stream;
+      expect([...body.matchAll(/^event: (\w+)$/gm)].map((m) => m[1])).toEqual(['status']);
+      expect(body).toMatch(/^retry: 1000$/m);
+    } finally {
+      if (!closed) await w.close();
+    }
+  });
+
   it("ends an essay's open event stream when the essay is erased, and gives the stream's slot back", async () => {
     // An app of its own without workers: the essay stays queued while its stream is open.
     const w = await createTestApp({ WORKERS_ENABLED: 'false' });

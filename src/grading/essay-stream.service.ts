@@ -1,4 +1,4 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { BeforeApplicationShutdown, Inject, Injectable } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
@@ -24,7 +24,11 @@ const TERMINAL = new Set(['graded', 'failed', 'needs_review']);
  * revoked hours before, for as long as the essay waited for its window.)
  */
 @Injectable()
-export class EssayStreamService {
+export class EssayStreamService implements BeforeApplicationShutdown {
+  /** how each open stream is ended when the instance stops */
+  private readonly open = new Set<() => void>();
+  private stopping = false;
+
   constructor(
     private readonly essays: EssaysService,
     private readonly events: EssayEvents,
@@ -33,7 +37,19 @@ export class EssayStreamService {
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
 
-  async open(auth: TenantAuth, id: string, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+  /**
+   * Stopping: every open stream ends, with a `retry` hint and no `end` event, so an EventSource
+   * reconnects (to another instance) and reads the essay again. A stream lasts as long as its essay
+   * waits (a batch window, a deadline): the server's close waited for it, and a stop hung until
+   * the client left or the process was killed, with none of the shutdown's own work done.
+   */
+  beforeApplicationShutdown(): void {
+    this.stopping = true;
+    for (const stop of [...this.open]) stop();
+  }
+
+  async stream(auth: TenantAuth, id: string, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (this.stopping) throw new ApiError('SERVICE_UNAVAILABLE', 'This server is stopping: open the stream again (another instance will take it)', undefined, { 'retry-after': '1' });
     // 404 for an id that is not this tenant's, before the stream starts: its status alone (one key
     // read); the whole view, which can be a few hundred kilobytes, only to say why it is not found
     // (erased, and when). The view is read within the tenant's read slots (readsInFlight), as
@@ -69,6 +85,7 @@ export class EssayStreamService {
     const finish = () => {
       if (closed) return;
       closed = true;
+      this.open.delete(stop);
       for (const unsubscribe of subscriptions) unsubscribe();
       clearInterval(keepAlive);
       gone.abort();
@@ -115,6 +132,11 @@ export class EssayStreamService {
         if (!closed && status !== last) check();
       });
     }, this.config.http.eventsKeepAliveMs);
+    const stop = () => {
+      if (!closed) raw.write('retry: 1000\n\n');
+      finish();
+    };
+    this.open.add(stop);
     subscriptions.push(this.events.on(id, check), this.events.onResync(check));
     raw.on('close', finish);
     // The client may have left while the essay was read and the slot taken: then nothing would say so.

@@ -111,6 +111,6 @@ export class EssaysController {
   @Get(':id/events')
   @ApiOperation({ summary: 'Server-Sent Events: each status change, then the finished grade (event: grade) and event: end' })
   stream(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
-    return this.streams.open(auth, id, req, reply);
+    return this.streams.stream(auth, id, req, reply);
   }
 }
