@@ -981,6 +981,38 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = $1`, [tenant.tenantId]);
   });
 
+  it("claims a school's work due soon when its batch waiters leave it no room at all, and another school's work beside it", async () => {
+    const queue = t.app.get(JobQueue);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')`);
+    await setLimits({ essaysGrading: 2 });
+    const essaysOf = async (tenantId: string, n: number): Promise<string[]> =>
+      (
+        await t.dataSource.query(
+          `INSERT INTO essays (id, tenant_id, rubric_key, rubric_version, language, tier, text, status)
+           SELECT gen_random_uuid(), $1, 'zh-gaokao-60', 1, 'zh', 'standard', '作文', 'graded' FROM generate_series(1, $2) RETURNING id`,
+          [tenantId, n],
+        )
+      ).map((r: { id: string }) => r.id);
+    // 23 waiting in batches: three past ten a place, so its room is 2 - 3 = -1.
+    await t.dataSource.transaction(async (tx) => queue.enqueue(tx, tenant.tenantId, (await essaysOf(tenant.tenantId, 23)).map((essayId) => ({ essayId, kind: 'deep_review' as const }))));
+    await t.dataSource.query(`UPDATE jobs SET status = 'running', in_batch = true, locked_until = now() + interval '1 hour' WHERE tenant_id = $1 AND kind = 'deep_review' AND status = 'queued'`, [tenant.tenantId]);
+    const [soon, later] = await essaysOf(tenant.tenantId, 2);
+    await t.dataSource.transaction((tx) =>
+      queue.enqueue(tx, tenant.tenantId, [
+        { essayId: soon, kind: 'deep_review', dueBy: new Date(Date.now() + queue.batchTurnaroundMs() / 2) },
+        { essayId: later, kind: 'deep_review' },
+      ]),
+    );
+    const other = await f.newTenant();
+    const [theirs] = await essaysOf(other.tenantId, 1);
+    await t.dataSource.transaction((tx) => queue.enqueue(tx, other.tenantId, [{ essayId: theirs, kind: 'deep_review' }]));
+    // Before, the claim failed ("LIMIT must not be negative") for every school, on every poll.
+    const claimed = (await queue.claim(20, 60_000, 'deep_review')).filter((j) => j.tenantId === tenant.tenantId || j.tenantId === other.tenantId);
+    expect(claimed.map((j) => j.essayId).sort()).toEqual([soon, theirs].sort());
+    expect((await queue.claim(20, 60_000, 'deep_review')).filter((j) => j.tenantId === tenant.tenantId)).toEqual([]);
+    await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE tenant_id = ANY($1)`, [[tenant.tenantId, other.tenantId]]);
+  });
+
   it('gives a free place to the school with nothing running before one whose jobs wait in provider batches', async () => {
     const queue = t.app.get(JobQueue);
     await t.dataSource.query(`UPDATE jobs SET status = 'done' WHERE status IN ('queued', 'running')`);

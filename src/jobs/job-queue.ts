@@ -220,14 +220,15 @@ export class JobQueue {
            FROM chosen ch
            CROSS JOIN LATERAL (SELECT j.id, j.run_after, j.due_by FROM jobs j
                                 WHERE ch.excess AND j.tenant_id = ch.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now() AND ${SOON('j')}
-                                ORDER BY ${deadlineFirst ? 'j.due_by, ' : ''}j.run_after LIMIT least(ch.soon_room, $3) FOR UPDATE SKIP LOCKED) c),
+                                ORDER BY ${deadlineFirst ? 'j.due_by, ' : ''}j.run_after LIMIT greatest(0, least(ch.soon_room, $3)) FOR UPDATE SKIP LOCKED) c),
        rest_picked AS (
          SELECT ch.tenant_id, c.id, c.run_after, c.due_by, ch.running, ch.room, false AS soon
            FROM chosen ch
            CROSS JOIN LATERAL (SELECT j.id, j.run_after, j.due_by FROM jobs j
                                 WHERE ch.room > 0 AND j.tenant_id = ch.tenant_id AND j.kind = $4 ${ready('j')} AND j.status = 'queued' AND j.run_after <= now()
                                   AND (NOT ch.excess OR j.due_by IS NULL OR NOT ${SOON('j')})
-                                ORDER BY ${deadlineFirst ? 'j.due_by, ' : ''}j.run_after LIMIT least(ch.room, $3) FOR UPDATE SKIP LOCKED) c),
+                                ORDER BY ${deadlineFirst ? 'j.due_by, ' : ''}j.run_after LIMIT greatest(0, least(ch.room, $3)) FOR UPDATE SKIP LOCKED) c),
+       -- (A LIMIT is worked out before the filter: a school chosen for its work due soon has room <= 0.)
        -- Each school's turns: its work due soon first (only an excess school has any here), then the
        -- rest, of which only what its room still holds after the work due soon.
        picked AS (
