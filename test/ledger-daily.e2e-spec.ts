@@ -289,8 +289,9 @@ describe('the daily roll-up of the ledger', () => {
   it('keeps a tenant named by a zone alias the database lacks under its current name, so its calls settle and its usage reads (and the migration renames one kept before)', async () => {
     // Node's Intl takes "US/Pacific-New"; PostgreSQL's zone data dropped it: every ledger row of
     // such a tenant failed in the roll-up's trigger (its calls paid and never settled), usage was 500.
-    expect(await t.app.get(TenantsRepository).databaseKnowsZone('US/Pacific-New')).toBe(false);
-    expect(await t.app.get(TenantsRepository).databaseKnowsZone('America/Los_Angeles')).toBe(true);
+    expect(await t.app.get(TenantsRepository).zoneReading('US/Pacific-New')).toBe('unknown');
+    expect(await t.app.get(TenantsRepository).zoneReading('America/Los_Angeles')).toBe('zone');
+    expect(await t.app.get(TenantsRepository).zoneReading('CET')).toBe('abbreviation');
     const res = await t.http
       .post('/v1/tenants')
       .set('Authorization', `Bearer ${t.config.adminToken}`)
@@ -313,14 +314,21 @@ describe('the daily roll-up of the ledger', () => {
     expect(kolkata.body.tenant.timezone).toBe('Asia/Kolkata');
     // ...and one it does not know is kept under the zone's current name (a database without the legacy links).
     const repo = t.app.get(TenantsRepository);
-    const knows = repo.databaseKnowsZone.bind(repo);
-    const spy = jest.spyOn(repo, 'databaseKnowsZone').mockImplementation(async (zone) => zone !== 'Asia/Calcutta' && knows(zone));
+    const reads = repo.zoneReading.bind(repo);
+    const spy = jest.spyOn(repo, 'zoneReading').mockImplementation(async (zone) => (zone === 'Asia/Calcutta' ? 'unknown' : reads(zone)));
     try {
       const calcutta = await t.http.post('/v1/tenants').set(operator).send({ name: 'Calcutta school', timezone: 'Asia/Calcutta' }).expect(201);
       expect(calcutta.body.tenant.timezone).toBe('Asia/Kolkata');
     } finally {
       spy.mockRestore();
     }
+    // A name the database reads as a fixed offset is kept under the zone's name (CET has summer time:
+    // as "CET", the ledger's days and the budget's month disagreed for an hour every summer night)...
+    const cet = await t.http.post('/v1/tenants').set(operator).send({ name: 'CET school', timezone: 'CET' }).expect(201);
+    expect(cet.body.tenant.timezone).toBe('Europe/Brussels');
+    // ...unless it is the zone's only name (UTC is the same either way).
+    const utc = await t.http.post('/v1/tenants').set(operator).send({ name: 'UTC school', timezone: 'UTC' }).expect(201);
+    expect(utc.body.tenant.timezone).toBe('UTC');
 
     // One kept under the alias before this change: the migration gives it the current name.
     await t.dataSource.query(`UPDATE tenants SET timezone = 'US/Pacific-New' WHERE id = $1`, [id]);
@@ -330,8 +338,17 @@ describe('the daily roll-up of the ledger', () => {
     } finally {
       await q.release();
     }
+    await t.dataSource.query(`UPDATE tenants SET timezone = 'CET' WHERE id = $1`, [cet.body.tenant.id]);
+    const q2 = t.dataSource.createQueryRunner();
+    try {
+      await new TenantZonesKnown1769400000000().up(q2);
+    } finally {
+      await q2.release();
+    }
     const [row] = await t.dataSource.query(`SELECT timezone FROM tenants WHERE id = $1`, [id]);
     expect(row.timezone).toBe('America/Los_Angeles');
+    const zones = await t.dataSource.query(`SELECT id, timezone FROM tenants WHERE id = ANY($1::uuid[])`, [[cet.body.tenant.id, utc.body.tenant.id]]);
+    expect(Object.fromEntries(zones.map((z: { id: string; timezone: string }) => [z.id, z.timezone]))).toEqual({ [cet.body.tenant.id]: 'Europe/Brussels', [utc.body.tenant.id]: 'UTC' });
     const [kept] = await t.dataSource.query(`SELECT timezone FROM tenants WHERE id = $1`, [tenant.tenantId]);
     expect(kept.timezone).toBe(TZ);
   });

@@ -95,15 +95,20 @@ export class TenantsRepository {
   }
 
   /**
-   * Whether PostgreSQL takes `zone` for `AT TIME ZONE` (the ledger's days are the tenant's): its zone
-   * data can lack a name Intl takes. Read before the tenant's transaction, which an error would end.
+   * How PostgreSQL reads `zone` in `AT TIME ZONE` (the ledger's days are the tenant's): a zone it
+   * knows, one of its time zone abbreviations (a fixed offset: "CET" is +01 all year there, while
+   * Intl gives it summer time), or nothing it knows (its zone data can lack a name Intl takes).
+   * Read before the tenant's transaction, which an error would end.
    */
-  async databaseKnowsZone(zone: string): Promise<boolean> {
+  async zoneReading(zone: string): Promise<'zone' | 'abbreviation' | 'unknown'> {
     try {
-      await this.ds.query(`SELECT now() AT TIME ZONE $1`, [zone]);
-      return true;
+      const [row] = await this.ds.query(
+        `SELECT now() AT TIME ZONE $1 AS at, EXISTS (SELECT 1 FROM pg_timezone_abbrevs WHERE lower(abbrev) = lower($1)) AS abbreviation`,
+        [zone],
+      );
+      return row.abbreviation ? 'abbreviation' : 'zone';
     } catch (err) {
-      if ((err as { code?: string }).code === '22023') return false;
+      if ((err as { code?: string }).code === '22023') return 'unknown';
       throw err;
     }
   }

@@ -36,13 +36,20 @@ export class TenantsService {
   ) {}
 
   /**
-   * The zone under the first of its names the database knows (timeZoneNames): as given, when it
-   * does. Intl takes names PostgreSQL's zone data can lack, both old aliases and, on newer images,
-   * the names ICU resolves to; a tenant under such a name could not settle a call.
+   * The zone under the first of its names the database knows as a zone (timeZoneNames): as given,
+   * when it does. Intl takes names PostgreSQL's zone data can lack, both old aliases and, on newer
+   * images, the names ICU resolves to; a tenant under such a name could not settle a call. A name
+   * the database reads as an abbreviation ("CET", a fixed offset there, with summer time in Intl)
+   * is kept only when no other name of the zone is known ("UTC": the same either way).
    */
   private async zoneKnownToDatabase(zone: string): Promise<string | null> {
-    for (const name of timeZoneNames(zone)) if (await this.tenants.databaseKnowsZone(name)) return name;
-    return null;
+    let abbreviation: string | null = null;
+    for (const name of timeZoneNames(zone)) {
+      const reading = await this.tenants.zoneReading(name);
+      if (reading === 'zone') return name;
+      if (reading === 'abbreviation') abbreviation ??= name;
+    }
+    return abbreviation;
   }
 
   /** Creates a tenant and its first admin key in one transaction. */
