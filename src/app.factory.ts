@@ -18,6 +18,7 @@ import { Authenticator } from './tenancy/authenticator';
 import { AuthFailures } from './tenancy/auth-failures';
 import { LlmModels, resolveLlmModels } from './llm/llm-models';
 import { LimitsService } from './tenancy/limits.service';
+import { EssayStreamService } from './grading/essay-stream.service';
 import { createValidationPipe } from './common/validation';
 import { AppConfig } from './config/app-config';
 import { MetricsService } from './metrics/metrics.service';
@@ -182,15 +183,20 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   // Stopping: what still arrives on an open connection is sent elsewhere (503, the connection closed
   // after the answer), before any work is done for it; what was already under way finishes.
   let closing = false;
+  const essayStreams = app.get(EssayStreamService);
   fastify.addHook('preClose', (done) => {
     closing = true;
+    // Open essay event streams end (a retry hint): the close waits for every request under way.
+    essayStreams.closing();
     done();
   });
   // Before the body is read: the request id, and the key. A call without a valid key is answered
   // 401 here, so it costs no body parsing (an 8 MiB body without a key is refused at once).
   fastify.addHook('onRequest', async (req, reply) => {
     void reply.header('x-request-id', req.id);
-    if (closing) {
+    // (An essay's event stream asked for now is answered by its route with a retry hint: an
+    // EventSource answered with an error status stops for good.)
+    if (closing && !isEssayEventsPath(req.url)) {
       void reply.header('connection', 'close');
       sendError(reply as never, req as never, new ApiError('SERVICE_UNAVAILABLE', 'This server is stopping: send the request again (another instance will take it)', undefined, { 'retry-after': '1' }), logger);
       return reply;
@@ -267,4 +273,9 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
 
   await app.init();
   return app;
+}
+
+/** GET /v1/essays/:id/events (its query string aside). */
+function isEssayEventsPath(url: string): boolean {
+  return /^\/v1\/essays\/[^/?]+\/events(?:\?|$)/.test(url);
 }

@@ -1,4 +1,4 @@
-import { BeforeApplicationShutdown, Inject, Injectable } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
@@ -24,7 +24,7 @@ const TERMINAL = new Set(['graded', 'failed', 'needs_review']);
  * revoked hours before, for as long as the essay waited for its window.)
  */
 @Injectable()
-export class EssayStreamService implements BeforeApplicationShutdown {
+export class EssayStreamService {
   /** how each open stream is ended when the instance stops */
   private readonly open = new Set<() => void>();
   private stopping = false;
@@ -38,18 +38,27 @@ export class EssayStreamService implements BeforeApplicationShutdown {
   ) {}
 
   /**
-   * Stopping: every open stream ends, with a `retry` hint and no `end` event, so an EventSource
-   * reconnects (to another instance) and reads the essay again. A stream lasts as long as its essay
-   * waits (a batch window, a deadline): the server's close waited for it, and a stop hung until
-   * the client left or the process was killed, with none of the shutdown's own work done.
+   * The server is closing (Fastify's preClose, AppFactory): every open stream ends, with a `retry`
+   * hint and no `end` event, so an EventSource reconnects (to another instance) and reads the essay
+   * again; one asked for from now on gets the same at once. A stream lasts as long as its essay
+   * waits (a batch window, a deadline): the server's close waited for it, and a stop hung until the
+   * client left or the process was killed, with none of the shutdown's own work done. (Not an
+   * error status: an EventSource answered with one stops for good.)
    */
-  beforeApplicationShutdown(): void {
+  closing(): void {
     this.stopping = true;
     for (const stop of [...this.open]) stop();
   }
 
+  /** Ends a stream asked for while the server closes: the `retry` hint alone. */
+  private sendRetry(reply: FastifyReply): void {
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'close' });
+    reply.raw.end('retry: 1000\n\n');
+  }
+
   async stream(auth: TenantAuth, id: string, req: FastifyRequest, reply: FastifyReply): Promise<void> {
-    if (this.stopping) throw new ApiError('SERVICE_UNAVAILABLE', 'This server is stopping: open the stream again (another instance will take it)', undefined, { 'retry-after': '1' });
+    if (this.stopping) return this.sendRetry(reply);
     // 404 for an id that is not this tenant's, before the stream starts: its status alone (one key
     // read); the whole view, which can be a few hundred kilobytes, only to say why it is not found
     // (erased, and when). The view is read within the tenant's read slots (readsInFlight), as
@@ -57,6 +66,11 @@ export class EssayStreamService implements BeforeApplicationShutdown {
     // refused 429 read every essay first, and the ones let in read outside every bound.
     if ((UUID.test(id) ? await this.essays.statusOf(auth, id) : null) === null) await this.essays.get(auth, id);
     const release = await this.limits.acquire(auth.tenantId, 'eventStreams');
+    // (The server may have begun to close while the essay was read and the slot taken.)
+    if (this.stopping) {
+      release();
+      return this.sendRetry(reply);
+    }
     const gone = new AbortController();
     reply.hijack();
     const raw = reply.raw;
