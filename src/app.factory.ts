@@ -196,7 +196,7 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
     void reply.header('x-request-id', req.id);
     // (An essay's event stream asked for now is answered by its route with a retry hint: an
     // EventSource answered with an error status stops for good.)
-    if (closing && !isEssayEventsPath(req.url)) {
+    if (closing && !isEssayEventsRoute(req)) {
       void reply.header('connection', 'close');
       sendError(reply as never, req as never, new ApiError('SERVICE_UNAVAILABLE', 'This server is stopping: send the request again (another instance will take it)', undefined, { 'retry-after': '1' }), logger);
       return reply;
@@ -275,7 +275,7 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   return app;
 }
 
-/** GET /v1/essays/:id/events (its query string aside). */
-function isEssayEventsPath(url: string): boolean {
-  return /^\/v1\/essays\/[^/?]+\/events(?:\?|$)/.test(url);
+/** GET /v1/essays/:id/events, as the router matched it (not the raw URL: `/v1/essays/x#/events` is routed to /v1/essays/x). */
+function isEssayEventsRoute(req: FastifyRequest): boolean {
+  return req.method === 'GET' && req.routeOptions?.url === '/v1/essays/:id/events';
 }

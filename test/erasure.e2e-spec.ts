@@ -17,6 +17,7 @@ import { waitForEssays } from './support/grading';
 import { startAppWithFake } from './support/app-with-fake';
 import { createTestApp, TestApp } from './support/test-app';
 import { EssayStreamService } from '../src/grading/essay-stream.service';
+import { EssayEvents } from '../src/grading/essay-events';
 import { JobQueue } from '../src/jobs/job-queue';
 import { waitFor } from './support/wait';
 import { streamBody } from './support/event-stream';
@@ -245,6 +246,32 @@ describe('erasing an essay (fake provider, real PostgreSQL)', () => {
       // (its first status may or may not have been read by then) no end: the client reconnects
       expect(body).not.toMatch(/^event: end$/m);
       expect(body).toMatch(/^retry: 1000$/m);
+    } finally {
+      if (!closed) await w.close();
+    }
+  });
+
+  it("keeps relaying an essay's events to its open stream through the workers' shutdown grace, until the server closes", async () => {
+    const w = await createTestApp({ WORKERS_ENABLED: 'false' });
+    let closed = false;
+    try {
+      const school = await new Factory(w.app).newTenant();
+      const id = (await w.http.post('/v1/essays').set(bearer(school.adminKey)).send({ text: generateEssay(51, 'zh').text }).expect(202)).body.id;
+      const stream = streamBody(w.http.get(`/v1/essays/${id}/events`).set(bearer(school.adminKey)));
+      const streams = async () => (await w.http.get('/v1/limits').set(bearer(school.adminKey)).expect(200)).body.usage.eventStreams;
+      await waitFor(async () => (await streams()) === 1, 10_000, 'the stream open');
+      // The workers' grace (a grading in flight finishing): the essay is graded then, and says so.
+      jest.spyOn(w.app.get(GradingWorker), 'beforeApplicationShutdown').mockImplementation(async () => {
+        await w.dataSource.query(`UPDATE essays SET status = 'failed' WHERE tenant_id = $1 AND id = $2`, [school.tenantId, id]);
+        w.app.get(EssayEvents).emit({ tenantId: school.tenantId, essayId: id, status: 'failed' });
+        await new Promise((r) => setTimeout(r, 1_500));
+      });
+      await w.close();
+      closed = true;
+      // Before, the events were no longer heard from the start of the stop: the stream ended with the retry hint alone.
+      const body = await stream;
+      expect([...body.matchAll(/^event: (\w+)$/gm)].map((m) => m[1])).toEqual(['status', 'status', 'end']);
+      expect(body).toContain('"status":"failed"');
     } finally {
       if (!closed) await w.close();
     }

@@ -1,4 +1,4 @@
-import { Injectable, OnModuleDestroy } from '@nestjs/common';
+import { Injectable, OnApplicationShutdown } from '@nestjs/common';
 import { ClusterBus } from '../db/cluster-bus';
 
 export interface EssayEvent {
@@ -12,7 +12,7 @@ export interface EssayEvent {
  * Server-Sent Events; and "work was queued", to wake idle workers anywhere.
  */
 @Injectable()
-export class EssayEvents implements OnModuleDestroy {
+export class EssayEvents implements OnApplicationShutdown {
   /** Subscribers by essay id: one bus subscription serves every stream of this instance. */
   private readonly byEssay = new Map<string, Set<(e: EssayEvent) => void>>();
   private readonly unsubscribe: Array<() => void> = [];
@@ -25,7 +25,13 @@ export class EssayEvents implements OnModuleDestroy {
     );
   }
 
-  onModuleDestroy(): void {
+  /**
+   * After the server has closed (its open event streams ended then): until then the streams still
+   * open through the workers' shutdown grace hear the essays' events, theirs and other instances'
+   * (unsubscribed when the module was destroyed, at the start of the stop, they heard nothing more,
+   * and a grade came only with the next keep-alive).
+   */
+  onApplicationShutdown(): void {
     for (const u of this.unsubscribe) u();
   }
 
