@@ -180,6 +180,11 @@ describe('model catalog', () => {
       expect(load({ models: [entry({ retireOn: '2027-01-01' })] })).toThrow(/has an unknown field "retireOn"/);
       expect(load({ models: [entry({ replacement: 'dashscope:qwen9' })] })).toThrow(/names replacement "dashscope:qwen9", which is not in the catalog/);
       expect(load({ models: [entry({ retiresOn: 'next spring' })] })).toThrow(/"retiresOn" must be YYYY-MM-DD/);
+      expect(load({ models: [entry({ retiresOn: '2026-02-30T00:00:00+08:00' })] })).toThrow(/"retiresOn" must be a date as YYYY-MM-DD/); // was 1 March
+      // A key of the file's own mistyped, or a section set to null: refused (it was dropped, the built-in tiers kept).
+      expect(load({ tier: { standard: ['dashscope:qwen-turbo'] } })).toThrow(/the catalog has an unknown field "tier"/);
+      expect(load({ modles: [] })).toThrow(/the catalog has an unknown field "modles"/);
+      expect(load({ calendars: null })).toThrow(/"calendars" must not be null/);
       expect(load({ models: [entry({ requestOptions: { max_tokens: 10 } })] })).toThrow(/"requestOptions" may not set "max_tokens"/);
       expect(load({ models: [entry({ windows: [{ name: 'peak', schedule: 'nope', pricing: entry().pricing }] })] })).toThrow(/names unknown schedule "nope"/);
       expect(load({ schedules: { bad: { timezone: 'Asia/Shanghai', days: ['mon'], hours: ['12:00-09:00'] } } })).toThrow(/schedule "bad" has hours "12:00-09:00"/);

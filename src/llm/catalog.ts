@@ -235,6 +235,13 @@ export function parseTierSpec(spec: string, catalog: Catalog): TierPlan {
 
 /** The built-in catalog with a file's entries laid over it (see Catalog.load). */
 function mergeCatalogs(base: Raw, over: Raw): Raw {
+  // The file's own keys are checked here: the merged catalog has only the known ones, so a
+  // mistyped key ("modles", "tier") was dropped without a word, and the built-in entries it meant
+  // to replace kept routing and pricing calls. A section set to null is no section either.
+  for (const k of Object.keys(over)) {
+    if (!TOP_KEYS.includes(k)) throw new CatalogError(`the catalog has an unknown field ${JSON.stringify(k)}`);
+    if (over[k] === null) throw new CatalogError(`the catalog's ${JSON.stringify(k)} must not be null`);
+  }
   const byName = (k: string) => ({ ...((base[k] as Raw) ?? {}), ...((over[k] as Raw) ?? {}) });
   const models = [...((base.models as Raw[]) ?? [])];
   if (over.models !== undefined && !Array.isArray(over.models)) throw new CatalogError('"models" must be a list');
@@ -501,7 +508,8 @@ class CatalogParser {
     let retiresOn: Date | undefined;
     if (m.retiresOn !== undefined) {
       const t = m.retiresOn;
-      const at = typeof t !== 'string' ? NaN : DATE.test(t) ? Date.parse(`${this.date(t, `${where} "retiresOn"`)}T00:00:00${RETIREMENT_ZONE_OFFSET}`) : /^\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:\d{2})$/.test(t) ? Date.parse(t) : NaN;
+      // (A timestamp's date is checked as a date-only one is: Date.parse rolls 02-30 into March.)
+      const at = typeof t !== 'string' ? NaN : DATE.test(t) ? Date.parse(`${this.date(t, `${where} "retiresOn"`)}T00:00:00${RETIREMENT_ZONE_OFFSET}`) : /^\d{4}-\d{2}-\d{2}T[\d:.]+(Z|[+-]\d{2}:\d{2})$/.test(t) && this.date(t.slice(0, 10), `${where} "retiresOn"`) ? Date.parse(t) : NaN;
       if (Number.isNaN(at)) this.fail(`${where} "retiresOn" must be YYYY-MM-DD (00:00 Beijing time) or an ISO timestamp with a zone`);
       retiresOn = new Date(at);
     }
