@@ -546,4 +546,15 @@ describe('catalog warnings for the operator', () => {
     expect(res.body.status).toBe('ok');
     expect(res.body.warnings).toEqual([expect.stringMatching(/^dashscope:qwen3\.8-flash \(tier standard\) retires on \d{4}-\d{2}-\d{2}, in (9|10) days; replace it with dashscope:qwen-flash$/)]);
   });
+
+  it("names a tier none of whose models' providers has a key (a key forgotten) on /health", async () => {
+    const forgot = await createTestApp({ DASHSCOPE_API_KEY: 'sk-x', LLM_STANDARD_MODELS: 'deepseek:deepseek-flash', LLM_DEEP_MODELS: 'dashscope:qwen3-max' });
+    try {
+      const res = await forgot.http.get('/health').set(bearer(OPERATOR_TOKEN)).expect(200);
+      // Before, the service said nothing, and graded every essay offline.
+      expect(res.body.warnings).toEqual([expect.stringMatching(/^tier standard has no model whose provider has an API key: every essay is graded offline/)]);
+    } finally {
+      await forgot.close();
+    }
+  });
 });

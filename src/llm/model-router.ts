@@ -140,7 +140,8 @@ export class ModelRouter {
 
   /**
    * What an operator should act on in the catalog: configured models that retire within 30 days,
-   * and holiday calendars that end before today (their schedules then treat holidays as working days).
+   * holiday calendars that end before today (their schedules then treat holidays as working days),
+   * and a tier none of whose models' providers has an API key while some provider has one.
    */
   catalogWarnings(): string[] {
     const llm = this.models;
@@ -153,6 +154,15 @@ export class ModelRouter {
     }
     for (const c of llm.catalog.staleCalendars(now)) {
       out.push(`holiday calendar "${c}" ends before today: add this year's holidays to the catalog (until then, holidays are priced as working days)`);
+    }
+    // Some provider has a key, but none of a tier's models' (a key forgotten): the service runs,
+    // and without this said nowhere, every standard grade was an offline estimate or every deep review failed.
+    if (llm.providers.size > 0) {
+      for (const tier of ['standard', 'deep'] as const) {
+        if (llm.tiers[tier].length > 0) continue;
+        const what = tier === 'standard' ? 'every essay is graded offline and standard chat calls answer 503' : 'deep reviews and escalations fail and deep chat calls answer 503';
+        out.push(`tier ${tier} has no model whose provider has an API key: ${what}; set the key of one of its models' providers, or name other models`);
+      }
     }
     return out;
   }
