@@ -955,7 +955,9 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
         )
       ).map((r: { id: string }) => r.id);
     // 21 deep reviews waiting in provider batches: one past ten a place (room 2 - 1 = 1).
-    await t.dataSource.transaction(async (tx) => queue.enqueue(tx, tenant.tenantId, (await essays(21)).map((essayId) => ({ essayId, kind: 'deep_review' as const }))));
+    // (the essays written before the transaction: the embedded PostgreSQL serves one session at a time)
+    const waiting = await essays(21);
+    await t.dataSource.transaction((tx) => queue.enqueue(tx, tenant.tenantId, waiting.map((essayId) => ({ essayId, kind: 'deep_review' as const }))));
     await t.dataSource.query(`UPDATE jobs SET status = 'running', in_batch = true, locked_until = now() + interval '1 hour' WHERE tenant_id = $1 AND kind = 'deep_review' AND status = 'queued'`, [tenant.tenantId]);
     const soonBy = new Date(Date.now() + queue.batchTurnaroundMs() / 2);
     const [soonA, soonB, laterA, laterB] = await essays(4);
@@ -994,7 +996,8 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
         )
       ).map((r: { id: string }) => r.id);
     // 23 waiting in batches: three past ten a place, so its room is 2 - 3 = -1.
-    await t.dataSource.transaction(async (tx) => queue.enqueue(tx, tenant.tenantId, (await essaysOf(tenant.tenantId, 23)).map((essayId) => ({ essayId, kind: 'deep_review' as const }))));
+    const waiting = await essaysOf(tenant.tenantId, 23);
+    await t.dataSource.transaction((tx) => queue.enqueue(tx, tenant.tenantId, waiting.map((essayId) => ({ essayId, kind: 'deep_review' as const }))));
     await t.dataSource.query(`UPDATE jobs SET status = 'running', in_batch = true, locked_until = now() + interval '1 hour' WHERE tenant_id = $1 AND kind = 'deep_review' AND status = 'queued'`, [tenant.tenantId]);
     const [soon, later] = await essaysOf(tenant.tenantId, 2);
     await t.dataSource.transaction((tx) =>
