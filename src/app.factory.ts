@@ -194,9 +194,9 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
   // 401 here, so it costs no body parsing (an 8 MiB body without a key is refused at once).
   fastify.addHook('onRequest', async (req, reply) => {
     void reply.header('x-request-id', req.id);
-    // (An essay's event stream asked for now is answered by its route with a retry hint: an
-    // EventSource answered with an error status stops for good.)
-    if (closing && !isEssayEventsRoute(req)) {
+    // (A route marked AnswersWhileClosing, an essay's event stream, answers itself: a retry hint.
+    // The route as the router matched it, not the raw URL: `/v1/essays/x#/events` is the essay.)
+    if (closing && !(req.routeOptions?.config as InkstoneRouteConfig | undefined)?.answersWhileClosing) {
       void reply.header('connection', 'close');
       sendError(reply as never, req as never, new ApiError('SERVICE_UNAVAILABLE', 'This server is stopping: send the request again (another instance will take it)', undefined, { 'retry-after': '1' }), logger);
       return reply;
@@ -273,9 +273,4 @@ export async function createApp(config: AppConfig, options: CreateAppOptions = {
 
   await app.init();
   return app;
-}
-
-/** GET /v1/essays/:id/events, as the router matched it (not the raw URL: `/v1/essays/x#/events` is routed to /v1/essays/x). */
-function isEssayEventsRoute(req: FastifyRequest): boolean {
-  return req.method === 'GET' && req.routeOptions?.url === '/v1/essays/:id/events';
 }

@@ -240,4 +240,42 @@ describe('the HTTP edge while the server stops', () => {
       await fake.close();
     }
   }, 60_000);
+
+  it("answers an essay's event stream asked for on a connection meanwhile with the retry hint (200): the route is marked to answer while closing", async () => {
+    const fake = await startFakeProvider();
+    const t = await createTestApp(providerEnv(fake, { WORKERS_ENABLED: 'false' }));
+    try {
+      await t.app.listen({ port: 0, host: '127.0.0.1' });
+      const server = t.app.getHttpServer();
+      const port = (server.address() as AddressInfo).port;
+      const tenant = await new Factory(t.app).newTenant({ monthlyBudget: '10.00' });
+      const essay = (await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(51, 'zh').text }).expect(202)).body.id;
+      fake.setLatency(1_500);
+      const sock = net.connect(port, '127.0.0.1');
+      let got = '';
+      sock.on('data', (c: Buffer) => (got += c.toString('utf8')));
+      const closed = new Promise((resolve) => sock.on('close', resolve));
+      const body = JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'hello' }], max_tokens: 20 });
+      sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tenant.adminKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      await waitFor(() => fake.requests.length === 1, 10_000, 'the call at the provider');
+      const stopping = t.app.close();
+      await waitFor(() => !server.listening, 10_000, 'the server to stop listening');
+      sock.write(`GET /v1/essays/${essay}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tenant.adminKey}\r\n\r\n`);
+      await stopping;
+      sock.end();
+      await closed;
+      const answers = got.split(/(?=HTTP\/1\.1 )/);
+      expect(answers).toHaveLength(2);
+      expect(answers[0]).toMatch(/^HTTP\/1\.1 200 /);
+      // Before the route was marked, the hook answered it 503 like any other: an EventSource stops for good on that.
+      expect(answers[1]).toMatch(/^HTTP\/1\.1 200 /);
+      expect(answers[1]).toMatch(/\r\ncontent-type: text\/event-stream/i);
+      expect(answers[1]).toContain('retry: 1000');
+      expect(answers[1]).not.toContain('event: ');
+    } finally {
+      fake.setLatency(0);
+      await t.close();
+      await fake.close();
+    }
+  }, 60_000);
 });

@@ -11,6 +11,11 @@ export interface InkstoneRouteConfig {
   bodyLimit?: number;
   /** most array elements and object members a JSON body may hold in all (default DEFAULT_JSON_TOTAL_ITEMS) */
   jsonTotalItems?: number;
+  /**
+   * the route answers itself while the server is closing (an essay's event stream: a retry hint,
+   * since an EventSource answered with an error status stops for good); every other route is 503
+   */
+  answersWhileClosing?: boolean;
 }
 
 /** Adds fields to the handler's Fastify route config, keeping the ones other decorators set. */
@@ -21,6 +26,9 @@ export function RouteLimits(extra: InkstoneRouteConfig): MethodDecorator {
     return descriptor;
   };
 }
+
+/** The route is not answered 503 while the server closes: its handler answers (app.factory.ts). */
+export const AnswersWhileClosing = () => RouteLimits({ answersWhileClosing: true });
 
 /** The largest body a route takes; larger ones get 413 before they are read. */
 export const BodyLimit = (bytes: number) => RouteLimits({ bodyLimit: bytes });

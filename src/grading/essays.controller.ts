@@ -3,7 +3,7 @@ import { ApiBearerAuth, ApiHeader, ApiOperation, ApiQuery, ApiTags } from '@nest
 import { ApiView } from '../docs/api-view';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
-import { BodyLimit, KiB, MiB } from '../common/route-config';
+import { AnswersWhileClosing, BodyLimit, KiB, MiB } from '../common/route-config';
 import { IdempotencyInterceptor } from '../tenancy/idempotency.interceptor';
 import { EraseStudentDto, OrderDeepReviewDto, OverrideGradeDto, SubmitBatchDto, SubmitEssayDto } from './dto/essay.dto';
 import { EssayErasure, ErasedEssay, ErasedStudent } from './essay-erasure.service';
@@ -109,6 +109,7 @@ export class EssaysController {
   }
 
   @Get(':id/events')
+  @AnswersWhileClosing()
   @ApiOperation({ summary: 'Server-Sent Events: each status change, then the finished grade (event: grade) and event: end' })
   stream(@TenantCaller() auth: TenantAuth, @Param('id') id: string, @Req() req: FastifyRequest, @Res() reply: FastifyReply): Promise<void> {
     return this.streams.stream(auth, id, req, reply);
