@@ -547,12 +547,13 @@ describe('catalog warnings for the operator', () => {
     expect(res.body.warnings).toEqual([expect.stringMatching(/^dashscope:qwen3\.8-flash \(tier standard\) retires on \d{4}-\d{2}-\d{2}, in (9|10) days; replace it with dashscope:qwen-flash$/)]);
   });
 
-  it("names a tier none of whose models' providers has a key (a key forgotten) on /health", async () => {
-    const forgot = await createTestApp({ DASHSCOPE_API_KEY: 'sk-x', LLM_STANDARD_MODELS: 'deepseek:deepseek-flash', LLM_DEEP_MODELS: 'dashscope:qwen3-max' });
+  it("names a catalog tier none of whose models' providers has a key on /health (only a local model's key set)", async () => {
+    // (A tier named in LLM_STANDARD_MODELS / LLM_DEEP_MODELS without a key stops the start: catalog.spec.ts.)
+    const forgot = await createTestApp({ OPENAI_API_KEY: 'ollama' });
     try {
       const res = await forgot.http.get('/health').set(bearer(OPERATOR_TOKEN)).expect(200);
-      // Before, the service said nothing, and graded every essay offline.
-      expect(res.body.warnings).toEqual([expect.stringMatching(/^tier standard has no model whose provider has an API key: every essay is graded offline/)]);
+      // Before, the service said nothing, and failed every deep review.
+      expect(res.body.warnings).toEqual([expect.stringMatching(/^tier deep has no model whose provider has an API key: deep reviews and escalations fail/)]);
     } finally {
       await forgot.close();
     }

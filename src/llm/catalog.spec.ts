@@ -95,6 +95,17 @@ describe('model catalog', () => {
     expect(o.providers.get('openai')!.baseUrl).toBe('http://127.0.0.1:11434/v1');
   });
 
+  it("stops at start on a tier named in the environment none of whose models' providers has a key, while another provider has one", () => {
+    // Before, the service started and graded every essay offline (a forgotten DEEPSEEK_API_KEY).
+    expect(() => modelsFor({ ...base, DASHSCOPE_API_KEY: 'sk-x', LLM_STANDARD_MODELS: 'deepseek:deepseek-flash,zhipu:glm-5.3-flash' })).toThrow(
+      new ConfigError('LLM_STANDARD_MODELS', 'names no model whose provider has an API key: set DEEPSEEK_API_KEY or ZHIPU_API_KEY, or name models of dashscope'),
+    );
+    expect(() => modelsFor({ ...base, DASHSCOPE_API_KEY: 'sk-x', LLM_DEEP_MODELS: 'deepseek:deepseek-v4-pro' })).toThrow(/^LLM_DEEP_MODELS names no model whose provider has an API key: set DEEPSEEK_API_KEY,/);
+    // No key at all is the offline mode; a catalog's default tier without a key starts (and is warned about).
+    expect(modelsFor({ ...base, LLM_STANDARD_MODELS: 'deepseek:deepseek-flash' }).tiers.standard).toEqual([]);
+    expect(modelsFor({ ...base, OPENAI_API_KEY: 'ollama' }).tiers.deep).toEqual([]);
+  });
+
   it('stops at start on a bad tier list or catalog file, naming the variable', () => {
     expect(() => modelsFor({ ...base, LLM_DEEP_MODELS: 'deepseek:gpt-9' })).toThrow(
       new ConfigError('LLM_DEEP_MODELS', 'must list catalog models: "deepseek:gpt-9" is not in the catalog'),

@@ -24,7 +24,8 @@ export const LLM_MODELS = Symbol('LlmModels');
  * Loads the catalog (LLM_CATALOG_FILE over the built-in one), the providers with a key
  * (<PROVIDER>_API_KEY, <PROVIDER>_BASE_URL) and the tiers (LLM_STANDARD_MODELS, LLM_DEEP_MODELS, or
  * the catalog's). Throws a ConfigError naming the variable: a bad catalog, a tier naming a model
- * the catalog lacks, or a tier naming a retired model stops the start with one line.
+ * the catalog lacks, a tier naming a retired model, or a tier named in the environment none of whose
+ * models' providers has a key (while some provider has one) stops the start with one line.
  */
 export function resolveLlmModels(llm: LlmConfig, now: Date = new Date()): LlmModels {
   const e = new EnvReader(llm.modelEnv);
@@ -62,6 +63,14 @@ export function resolveLlmModels(llm: LlmConfig, now: Date = new Date()): LlmMod
       throw new ConfigError(where, `names a retired model: ${retiredMessage(retired.model)}${where === variable ? '' : ` (tiers.${tier})`}`);
     }
     tiers[tier] = plan.map((g) => g.filter((c) => providers.has(c.model.provider))).filter((g) => g.length > 0);
+    // A tier the operator named whose models' providers all lack a key, while some provider has one
+    // (a key forgotten, or a typo in the list): every call of the tier would go to the offline grader
+    // or fail. Refuse to start, naming the keys. (With no key at all, the offline mode is meant; a
+    // catalog's default tier without a key is said on /health and in the start-up log.)
+    if (fromEnv && providers.size > 0 && tiers[tier].length === 0) {
+      const keys = [...new Set(plan.flat().map((c) => `${c.model.provider.toUpperCase()}_API_KEY`))];
+      throw new ConfigError(variable, `names no model whose provider has an API key: set ${keys.join(' or ')}, or name models of ${[...providers.keys()].join(', ')}`);
+    }
   }
   return { catalog, providers, tiers };
 }
