@@ -143,6 +143,22 @@ describe('clean edges', () => {
       expect(JSON.stringify(res.body).length).toBeLessThan(40_000);
     });
 
+    it.each([
+      // (class-validator's nested validation walks into an inner array: a rubric of [[dimension]] was
+      // stored with no max score and failed every essay graded on it; an expectedLength of [] gave
+      // offline grades of null scores, and cleared an assignment's length)
+      ['a rubric dimension', 'post', '/v1/rubrics', { key: 'nested-dims', name: 'R', language: 'zh', totalRule: 'sum', dimensions: [[{ key: 'a', name: 'a', max: 10, kind: 'content', description: 'd' }]] }, 'dimensions'],
+      ['a rubric expectedLength', 'post', '/v1/rubrics', { key: 'array-length', name: 'R', language: 'zh', totalRule: 'sum', dimensions: [{ key: 'a', name: 'a', max: 10, kind: 'content', description: 'd' }], expectedLength: [] }, 'expectedLength'],
+      ['an assignment expectedLength', 'post', '/v1/assignments', { title: 'T', prompt: 'P', rubric: 'zh-gaokao-60', expectedLength: [{ min: 900, max: 100 }] }, 'expectedLength'],
+      ['an essay of a class set', 'post', '/v1/essays/batch', { essays: [[{ text: '这是一篇作文。' }]] }, 'essays'],
+      ['a dimension override', 'patch', '/v1/essays/00000000-0000-4000-8000-000000000000/grade', { dimensions: [[{ key: 'content', score: 1 }]] }, 'dimensions'],
+    ] as const)('refuses an array where an object belongs (%s), naming the field, and stores nothing', async (_what, method, path, body, field) => {
+      const before = await one<{ n: string }>(`SELECT (SELECT count(*) FROM rubrics WHERE tenant_id = $1) + (SELECT count(*) FROM assignments WHERE tenant_id = $1) + (SELECT count(*) FROM essays WHERE tenant_id = $1) AS n`, [tenant.tenantId]);
+      const res = await t.http[method](path).set(admin()).send(body);
+      expectFieldError(res, field, /must be an object/);
+      expect(await one(`SELECT (SELECT count(*) FROM rubrics WHERE tenant_id = $1) + (SELECT count(*) FROM assignments WHERE tenant_id = $1) + (SELECT count(*) FROM essays WHERE tenant_id = $1) AS n`, [tenant.tenantId])).toEqual(before);
+    });
+
     it('refuses a query parameter given twice, naming it (a 500 when one of them held a NUL)', async () => {
       const res = await t.http.get('/v1/essays?studentRef=a%00&studentRef=b').set(bearer(tenant.adminKey)).expect(400);
       expect(res.body.error.details).toEqual([{ field: 'studentRef', message: 'studentRef must be given once' }]);

@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { IsIn, IsISO8601, IsNumber, IsOptional, IsString, Length, Max, Min, ValidateNested } from 'class-validator';
+import { IsIn, IsISO8601, IsNumber, IsObject, IsOptional, IsString, Length, Max, Min, ValidateNested } from 'class-validator';
 import { HasText } from '../../common/validation';
 import { ExpectedLengthDto } from './rubric.dto';
 
@@ -23,6 +23,7 @@ export class AssignmentQualityDto {
 
   @ApiPropertyOptional({ type: ExpectedLengthDto, nullable: true, description: "the length the task asks for (characters for Chinese, words for English); default the rubric's" })
   @IsOptional()
+  @IsObject()
   @ValidateNested()
   @Type(() => ExpectedLengthDto)
   expectedLength?: ExpectedLengthDto | null;

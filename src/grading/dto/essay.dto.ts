@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsOptional, IsString, IsUUID, Length, Matches, ValidateNested } from 'class-validator';
+import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsObject, IsOptional, IsString, IsUUID, Length, Matches, ValidateNested } from 'class-validator';
 import { IsCnyAmount } from '../../common/validation';
 
 /**
@@ -87,6 +87,7 @@ export class SubmitBatchDto {
 
   @ApiProperty({ type: [BatchEssayDto], description: 'up to 200 essays' })
   @IsArray()
+  @IsObject({ each: true })
   @ValidateNested({ each: true })
   @Type(() => BatchEssayDto)
   essays: BatchEssayDto[];
@@ -120,6 +121,7 @@ export class OverrideGradeDto {
   @IsOptional()
   @IsArray()
   @ArrayMaxSize(12)
+  @IsObject({ each: true })
   @ValidateNested({ each: true })
   @Type(() => DimensionOverrideDto)
   dimensions?: DimensionOverrideDto[];

@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { ArrayMaxSize, ArrayMinSize, IsIn, IsInt, IsOptional, IsString, Length, Matches, Max, Min, ValidateNested } from 'class-validator';
+import { ArrayMaxSize, ArrayMinSize, IsArray, IsIn, IsInt, IsObject, IsOptional, IsString, Length, Matches, Max, Min, ValidateNested } from 'class-validator';
 import { HasText } from '../../common/validation';
 import { DIMENSION_KINDS, DimensionKind } from '../rubric';
 
@@ -66,6 +66,9 @@ export class RubricBodyDto {
   totalRule: 'sum' | 'mean_half_band';
 
   @ApiProperty({ type: [RubricDimensionDto] })
+  @IsArray()
+  // (each an object: nested validation walks into an inner array, and [[dimension]] passed)
+  @IsObject({ each: true })
   @ValidateNested({ each: true })
   @Type(() => RubricDimensionDto)
   @ArrayMinSize(1)
@@ -74,6 +77,7 @@ export class RubricBodyDto {
 
   @ApiPropertyOptional({ type: ExpectedLengthDto, description: 'characters for Chinese, words for English' })
   @IsOptional()
+  @IsObject()
   @ValidateNested()
   @Type(() => ExpectedLengthDto)
   expectedLength?: ExpectedLengthDto;
