@@ -285,6 +285,31 @@ describe('console sessions (real PostgreSQL)', () => {
     expect(await streams()).toBe(0);
   });
 
+  it("takes the cookie when the Authorization header is another scheme (an HTTP Basic gate in front of the console): the gate's header is no failed sign-in that locks the address out", async () => {
+    const w = await createTestApp({ WORKERS_ENABLED: 'false', AUTH_FAILURE_BURST: '3', AUTH_FAILURES_PER_MINUTE: '1' });
+    try {
+      const wf = new Factory(w.app);
+      const school = await wf.newTenant();
+      const res = await w.http.post('/v1/console/session').send({ key: school.adminKey }).expect(201);
+      const cookie = String(res.headers['set-cookie']).split(';')[0];
+      const basic = `Basic ${Buffer.from('staff:gate-password').toString('base64')}`;
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) statuses.push((await w.http.get('/v1/essays').set('cookie', cookie).set('authorization', basic)).status);
+      // Before, the header hid the cookie: 401 "must be Bearer" three times, counted as failures, then 429.
+      expect(statuses).toEqual([200, 200, 200, 200, 200]);
+      // A change with the cookie still needs the CSRF token, whatever the other header says.
+      await w.http.post('/v1/api-keys').set('cookie', cookie).set('authorization', basic).send({ name: 'x', role: 'teacher' }).expect(403);
+      // Another school behind the same address is not locked out by the console's polling.
+      const other = await wf.newTenant();
+      await w.http.get('/v1/rubrics').set(bearer(other.adminKey)).expect(200);
+      // Without a cookie the header is refused as before; a Bearer header still wins over a cookie.
+      expect((await w.http.get('/v1/essays').set('authorization', basic).expect(401)).body.error.message).toMatch(/Bearer/);
+      await w.http.get('/v1/essays').set('cookie', cookie).set('authorization', 'Bearer not-a-key').expect(401);
+    } finally {
+      await w.close();
+    }
+  });
+
   it('lets the Authorization header win over a cookie, and signs out by clearing the cookie', async () => {
     const { cookie } = await signIn(teacher.key);
     await t.http.get('/v1/budget').set('cookie', cookie).set(bearer(tenant.adminKey)).expect(200);

@@ -27,13 +27,14 @@ export class Authenticator {
   }
 
   /**
-   * The caller of a request: by its Authorization header, or, without one, by a console session
-   * cookie (ConsoleSessions) whose key is still active; a state-changing request made with the
+   * The caller of a request: by its Authorization header when that is a Bearer key, or else by a
+   * console session cookie (ConsoleSessions) whose key is still active (without a cookie, the header
+   * is refused as not Bearer); a state-changing request made with the
    * cookie must carry the session's CSRF token.
    */
   async identify(req: ClientHop & { method: string }): Promise<AuthContext> {
     const header = req.headers.authorization as string | undefined;
-    const cookie = header ? undefined : ConsoleSessions.fromRequest(req);
+    const cookie = isBearer(header) ? undefined : ConsoleSessions.fromRequest(req);
     if (cookie !== undefined) return this.fromSession(cookie, req);
     return this.fromHeader(header);
   }
@@ -46,7 +47,7 @@ export class Authenticator {
    */
   knownGood(req: ClientHop): boolean {
     const header = req.headers.authorization as string | undefined;
-    if (!header) {
+    if (!isBearer(header)) {
       const cookie = ConsoleSessions.fromRequest(req);
       return cookie !== undefined && this.sessions.signed(cookie);
     }
@@ -84,4 +85,13 @@ export class Authenticator {
     }
     return tenant;
   }
+}
+
+/**
+ * Whether an Authorization header is a Bearer key, the API's own credential. Any other scheme
+ * (Basic or Negotiate of a gate an operator put in front of the console, which the browser then
+ * sends with every call) is not: the console's session cookie is the credential of such a request.
+ */
+function isBearer(header: string | undefined): header is string {
+  return header !== undefined && /^Bearer(?:[ \t]|$)/i.test(header);
 }
