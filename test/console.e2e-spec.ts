@@ -100,6 +100,21 @@ describe('the web console in a browser', () => {
     }
   });
 
+  it("answers a revalidation 304 for the file's ETag however the browser names it (weak, as a compressing proxy gives it back; in a list; *), and a missing file under /docs 404", async () => {
+    const etag = (await s.t.http.get('/console/app.js').expect(200)).headers.etag as string;
+    expect(etag).toMatch(/^"[^"]+"$/);
+    for (const named of [etag, `W/${etag}`, `"other", ${etag}`, '*']) {
+      // Before, only the exact strong tag was matched: every page load behind nginx's gzip fetched the script again.
+      const res = await s.t.http.get('/console/app.js').set('if-none-match', named);
+      expect([named, res.status]).toEqual([named, 304]);
+    }
+    await s.t.http.get('/console/app.js').set('if-none-match', '"other"').expect(200);
+    // Before, 405 "GET is not a method of /docs/nope.css; it takes GET, HEAD".
+    const missing = await s.t.http.get('/docs/nope.css').expect(404);
+    expect(missing.headers.allow).toBeUndefined();
+    await s.t.http.post('/docs/nope.css').expect(405);
+  });
+
   it('serves the API reference (/docs) under a policy that allows no inline script, and it renders with no violation; over HTTPS the pages pin HTTPS (HSTS)', async () => {
     const res = await s.t.http.get('/docs').expect(200);
     expect(res.headers['content-security-policy']).toContain("script-src 'self';");

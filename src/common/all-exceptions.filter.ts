@@ -24,7 +24,8 @@ export class AllExceptionsFilter implements ExceptionFilter {
   private methodNotAllowed(req: FastifyRequest, exception: unknown): ApiError | null {
     if (!this.routes || !(exception instanceof NotFoundException) || req.routeOptions?.url) return null;
     const allowed = this.routes.allowed(req.url);
-    if (!allowed.length) return null;
+    // (A path whose routes take this method is one they did not find: a missing file under /docs/*.)
+    if (!allowed.length || allowed.includes(req.method)) return null;
     return new ApiError('METHOD_NOT_ALLOWED', `${req.method} is not a method of ${req.url.split('?')[0]}; it takes ${allowed.join(', ')}`, undefined, { allow: allowed.join(', ') });
   }
 }

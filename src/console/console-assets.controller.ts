@@ -21,12 +21,23 @@ export class ConsoleAssets {
       return;
     }
     void reply.headers({ ...CONSOLE_HEADERS, etag: asset.etag });
-    if (req.headers['if-none-match'] === asset.etag) {
+    if (matchesEtag(req.headers['if-none-match'], asset.etag)) {
       void reply.code(304).send();
       return;
     }
     void reply.type(asset.type).send(asset.body);
   }
+}
+
+/**
+ * Whether an If-None-Match header names the file's ETag (RFC 9110 §13.1.2, the weak comparison): a
+ * list, a weak form (a proxy that compresses the file sends `W/"…"` back) or `*`.
+ */
+function matchesEtag(header: string | string[] | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  const value = Array.isArray(header) ? header.join(',') : header;
+  if (value.trim() === '*') return true;
+  return value.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag);
 }
 
 /**
