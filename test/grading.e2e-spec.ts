@@ -1050,6 +1050,28 @@ describe('grading with no provider configured', () => {
     expect(n).toBe(0);
   });
 
+  it("measures an essay on an `any` rubric that names no length against its own language's default: an English essay is not asked for 600 words", async () => {
+    const tenant = await new Factory(t.app).newTenant();
+    const dims = [
+      { key: 'content', name: 'Content', max: 20, kind: 'content', description: 'ideas' },
+      { key: 'development', name: 'Development', max: 20, kind: 'development', description: 'depth' },
+    ];
+    for (const [key, language] of [['r-en', 'en'], ['r-zh', 'zh'], ['r-any', 'any']]) {
+      await t.http.post('/v1/rubrics').set(bearer(tenant.adminKey)).send({ key, name: key, language, totalRule: 'sum', dimensions: dims }).expect(201);
+    }
+    const any = (await t.http.get('/v1/rubrics/r-any').set(bearer(tenant.adminKey)).expect(200)).body;
+    expect(any).toMatchObject({ language: 'any', lengthByLanguage: true });
+    const en = generateEssay(5, 'en').text;
+    const zh = generateEssay(5, 'zh').text;
+    const submit = async (text: string, rubric: string, language: string) => (await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text, rubric, language }).expect(202)).body.id as string;
+    const ids = [await submit(en, 'r-en', 'en'), await submit(en, 'r-any', 'en'), await submit(zh, 'r-zh', 'zh'), await submit(zh, 'r-any', 'zh')];
+    const [enOwn, enAny, zhOwn, zhAny] = await waitForEssays(t.app, tenant.adminKey, ids);
+    // Before, the `any` rubric kept the Chinese default (600–1200) and measured the English essay in words against it: 20 of 40 against 30.
+    expect(enAny.grade.dimensions.map((d: { score: number }) => d.score)).toEqual(enOwn.grade.dimensions.map((d: { score: number }) => d.score));
+    expect(JSON.stringify(enAny.grade)).not.toContain('at least 600');
+    expect(zhAny.grade.dimensions.map((d: { score: number }) => d.score)).toEqual(zhOwn.grade.dimensions.map((d: { score: number }) => d.score));
+  });
+
   it('fails a deep review clearly: the offline grader does not stand in for the premium model', async () => {
     const tenant = await new Factory(t.app).newTenant();
     await t.app.get(GradingService).updateSettings(tenant.tenantId, { directDeep: true });

@@ -142,8 +142,9 @@ export class EssaysService {
         throw ApiError.validation([{ field: 'rubric', message: `the assignment's essays are graded on its rubric, ${a.rubric.key}: leave rubric out, or name that one` }]);
       }
       // (With the length the assignment asks for: what a grading of it will be measured against.)
-      const rubric = withExpectedLength(await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), a.expectedLength);
-      return { rubric, assignmentId: a.id, language: dto.language ?? a.language };
+      const language = dto.language ?? a.language;
+      const rubric = withExpectedLength(await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), a.expectedLength, language);
+      return { rubric, assignmentId: a.id, language };
     }
     // A named rubric of one language is the essay's language unless one is given (the text's own is
     // checked against it when graded: other_language), as in a class set; with no rubric, the

@@ -185,7 +185,7 @@ export class GradingService {
     if (job.dueBy) {
       const row = await this.essays.read(job.tenantId, job.essayId);
       if (row && (row.status === 'queued' || row.status === 'grading')) {
-        const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength);
+        const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength, row.language);
         const s = await this.scheduleOf(job, row, rubric, row.tier, row.tier === 'deep' ? 'deep' : 'standard', batchRoom);
         if (s === 'deferred') return { kind: 'done', status: 'deferred' };
         schedule = s;
@@ -198,7 +198,7 @@ export class GradingService {
       return { kind: 'done', status: 'nothing to do' };
     }
     this.events.emit({ tenantId: job.tenantId, essayId: essay.id, status: 'grading' });
-    const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, essay.rubric_key, essay.rubric_version), essay.task?.expectedLength);
+    const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, essay.rubric_key, essay.rubric_version), essay.task?.expectedLength, essay.language);
     const flags = new Set(essay.flags);
 
     const injection = detectInjection(essay.text, essay.title, rubric.dimensions);
@@ -359,7 +359,7 @@ export class GradingService {
       await this.completeWith(job);
       return { kind: 'done', status: 'nothing to do' };
     }
-    const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength);
+    const rubric = withExpectedLength(await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version), row.task?.expectedLength, row.language);
     if (this.grader.batches({ job, ordered: true }) && (await this.noBatchRoom(job, batchRoom))) return { kind: 'done', status: 'deferred' };
     const runFlags = new Set<string>();
     const result = await this.grader.grade(row, rubric, runFlags, { job, signal, tier: 'deep', purpose: 'shadow', ordered: true });
@@ -426,7 +426,7 @@ export class GradingService {
 
   /** What a grading of this essay can cost at most on the tier (ModelGrader.quote). */
   quote(text: string, language: Language, rubric: Rubric, tier: Tier, variant?: Variant): Nanos | null {
-    return this.grader.quote(text, language, rubric, tier, variant);
+    return this.grader.quote(text, language, withExpectedLength(rubric, null, language), tier, variant);
   }
 
 }

@@ -28,8 +28,20 @@ export interface Rubric {
   dimensions: RubricDimension[];
   /** what a good essay's length is: characters for Chinese, words for English */
   expectedLength: { min: number; max: number };
+  /**
+   * Set on an `any` rubric created without expectedLength: each essay is measured against its own
+   * language's default (600–1200 characters for Chinese, 150–600 words for English);
+   * expectedLength shows the Chinese one.
+   */
+  lengthByLanguage?: true;
   builtIn: boolean;
 }
+
+/** A rubric's length when it names none: characters for Chinese, words for English. */
+export const DEFAULT_EXPECTED_LENGTH: Record<Language, { min: number; max: number }> = {
+  zh: { min: 600, max: 1200 },
+  en: { min: 150, max: 600 },
+};
 
 export function maxScore(r: Pick<Rubric, 'totalRule'> & { dimensions: Array<Pick<RubricDimension, 'max'>> }): number {
   if (r.totalRule === 'mean_half_band') return Math.max(...r.dimensions.map((d) => d.max));
@@ -50,9 +62,15 @@ export function totalScore(r: Rubric, scores: Record<string, number>): number {
   return Math.floor((2 * sumHalves + n) / (2 * n)) / 2;
 }
 
-/** The rubric with the length an assignment asks for in place of its own (null: the rubric's). */
-export function withExpectedLength(r: Rubric, expected: { min: number; max: number } | null | undefined): Rubric {
-  return expected ? { ...r, expectedLength: expected } : r;
+/**
+ * The rubric as an essay in `language` is measured against it: with the length its assignment asks
+ * for (null: the rubric's), or, for an `any` rubric that names no length, the language's default
+ * (without a language, such a rubric is kept as it is, for each essay's to be applied later).
+ */
+export function withExpectedLength(r: Rubric, expected: { min: number; max: number } | null | undefined, language?: Language): Rubric {
+  if (expected) return { ...r, expectedLength: expected, lengthByLanguage: undefined };
+  if (r.lengthByLanguage && language) return { ...r, expectedLength: DEFAULT_EXPECTED_LENGTH[language], lengthByLanguage: undefined };
+  return r;
 }
 
 /** The step of a rubric's total: half bands for mean_half_band, else the finest dimension step. */

@@ -6,7 +6,7 @@ import { TtlCache } from '../common/ttl-cache';
 import { tenantQuery } from '../db/tenant-scope';
 import { LimitsService } from '../tenancy/limits.service';
 import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
-import { BUILTIN_RUBRICS, builtinRubric, maxScore, Rubric, RubricDimension } from './rubric';
+import { BUILTIN_RUBRICS, builtinRubric, DEFAULT_EXPECTED_LENGTH, maxScore, Rubric, RubricDimension } from './rubric';
 
 export interface RubricView extends Rubric {
   maxScore: number;
@@ -125,7 +125,9 @@ export class RubricsService {
       language,
       totalRule: dto.totalRule,
       dimensions: dto.dimensions.map((d) => ({ key: d.key, name: d.name, max: d.max, step: d.step ?? 1, kind: d.kind, description: d.description })),
-      expectedLength: dto.expectedLength ?? (language === 'en' ? { min: 150, max: 600 } : { min: 600, max: 1200 }),
+      expectedLength: dto.expectedLength ?? DEFAULT_EXPECTED_LENGTH[language === 'en' ? 'en' : 'zh'],
+      // (an `any` rubric's one default would be characters for its English essays too: 600 words asked of each)
+      ...(language === 'any' && !dto.expectedLength ? { lengthByLanguage: true as const } : {}),
       builtIn: false,
     };
     // Every version is kept (grades name the one they were made with), so a tenant's versions are

@@ -198,12 +198,14 @@ export class CalibrationService {
   private regraded(grade: StoredGrade, rubric: Rubric, model: CalibrationModel | null, essay: { text: string; language: Language }): StoredGrade {
     const { calibration, ...uncalibrated } = grade;
     let raw: StoredGrade = uncalibrated;
-    if (grade.source === 'offline') raw = { ...uncalibrated, ...offlineGrade(essay.text, rubric, essay.language) };
+    // (an essay of an `any` rubric is measured in its own language, as it was graded)
+    const own = withExpectedLength(rubric, null, essay.language);
+    if (grade.source === 'offline') raw = { ...uncalibrated, ...offlineGrade(essay.text, own, essay.language) };
     else if (calibration) {
       const scores = new Map(calibration.rawDimensions.map((d) => [d.key, d.score]));
       raw = { ...uncalibrated, score: calibration.rawScore, dimensions: grade.dimensions.map((d) => ({ ...d, score: scores.get(d.key) ?? d.score })) };
     }
-    return model ? calibrateGrade(raw, rubric, model, essay) : raw;
+    return model ? calibrateGrade(raw, own, model, essay) : raw;
   }
 
   /**
@@ -223,7 +225,7 @@ export class CalibrationService {
           raw: r.raw,
           teacher: r.teacherScore,
           source: r.source,
-          features: r.source === 'offline' ? featureVector(essayFeatures(r.text ?? '', r.language), rubric) : null,
+          features: r.source === 'offline' ? featureVector(essayFeatures(r.text ?? '', r.language), withExpectedLength(rubric, null, r.language)) : null,
         });
         await slice(); // an essay's features take up to 25 ms: other requests are served between
         signal?.throwIfAborted();

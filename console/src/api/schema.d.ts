@@ -1891,6 +1891,11 @@ export interface components {
             };
             key: string;
             language: components["schemas"]["Language"] | "any";
+            /**
+             * @description Set on an `any` rubric created without expectedLength: each essay is measured against its own language's default (600–1200 characters for Chinese, 150–600 words for English); expectedLength shows the Chinese one.
+             * @enum {boolean}
+             */
+            lengthByLanguage?: true;
             maxScore: number;
             name: string;
             totalRule: components["schemas"]["TotalRule"];
@@ -1906,6 +1911,11 @@ export interface components {
             };
             key: string;
             language: components["schemas"]["Language"] | "any";
+            /**
+             * @description Set on an `any` rubric created without expectedLength: each essay is measured against its own language's default (600–1200 characters for Chinese, 150–600 words for English); expectedLength shows the Chinese one.
+             * @enum {boolean}
+             */
+            lengthByLanguage?: true;
             maxScore: number;
             name: string;
             totalRule: components["schemas"]["TotalRule"];
