@@ -214,6 +214,46 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
     expect(await budget.isPaused(small.tenantId)).toBe(false);
   });
 
+  (serverUrl() ? it : it.skip)('charges a call settling while its cap is lowered against the new cap: spend stays within it, the rest an incident (leases off)', async () => {
+    const budget = (await t.another({ BUDGET_LEASES: 'false' })).get(BudgetService);
+    const x = await new Factory(t.app).newTenant({ monthlyBudget: '100.00' });
+    const call = (await budget.reserve(x.tenantId, 10_000_000_000n))!;
+    const period = await budget.currentPeriod(x.tenantId);
+    const entry = { tenantId: x.tenantId, callGroup: randomUUID(), attempt: 1, purpose: 'chat' as const, cacheStatus: 'bypass' as const, outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider' as const, costNanos: 5_000_000_000n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false };
+    let charged = -1n;
+    await withHeldTransactions(ds, 1, async ([admin]) => {
+      // The admin's PUT /v1/budget, committing while the call settles.
+      await t.app.get(BooksRepository).setPeriodCap(admin.manager, x.tenantId, period, 1_000_000_000n);
+      const settling = budget.settle(call, 5_000_000_000n, entry);
+      await waitFor(async () => (await sessionsWaitingForLocks(ds)) > 0, 10_000, 'the settlement to wait for the period');
+      await admin.commitTransaction();
+      charged = await settling;
+    });
+    // Before, the charge was computed on the statement's snapshot (cap 100): spent 5.00 against a cap of 1.00, no incident.
+    expect(charged).toBe(1_000_000_000n);
+    const { spent, cap } = await books(x.tenantId);
+    expect([spent, cap]).toEqual([1_000_000_000n, 1_000_000_000n]);
+    const [incident] = await ds.query(`SELECT kind, charged_nanos::text AS charged, excess_nanos::text AS excess FROM budget_incidents WHERE tenant_id = $1`, [x.tenantId]);
+    expect(incident).toEqual({ kind: 'over_reservation', charged: '1000000000', excess: '4000000000' });
+  });
+
+  it("charges calls within their reservations in full once the cap is lowered below what is reserved, while it has room: others' reservations are not spend (leases off)", async () => {
+    const budget = (await t.another({ BUDGET_LEASES: 'false' })).get(BudgetService);
+    const x = await new Factory(t.app).newTenant({ monthlyBudget: '100.00' });
+    const a = (await budget.reserve(x.tenantId, 10_000_000_000n))!;
+    const b = (await budget.reserve(x.tenantId, 10_000_000_000n))!;
+    await t.http.put('/v1/budget').set(bearer(x.adminKey)).send({ monthlyCap: '12.00' }).expect(200);
+    const entry = { tenantId: x.tenantId, callGroup: randomUUID(), attempt: 1, purpose: 'chat' as const, cacheStatus: 'bypass' as const, outcome: 'ok', inputTokens: 10, cachedInputTokens: 0, outputTokens: 10, usageSource: 'provider' as const, costNanos: 5_000_000_000n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false };
+    // Before, the first was charged 2.00 (the cap less the other's 10.00 reservation) and booked as an incident.
+    expect(await budget.settle(a, 5_000_000_000n, entry)).toBe(5_000_000_000n);
+    // The second: 7.00 left under the cap; a cost of 8.00 within its reservation is charged 7.00, the rest an incident.
+    expect(await budget.settle(b, 8_000_000_000n, { ...entry, callGroup: randomUUID(), costNanos: 8_000_000_000n })).toBe(7_000_000_000n);
+    const { spent, cap } = await books(x.tenantId);
+    expect([spent, cap]).toEqual([12_000_000_000n, 12_000_000_000n]);
+    const incidents = await ds.query(`SELECT kind, charged_nanos::text AS charged, excess_nanos::text AS excess FROM budget_incidents WHERE tenant_id = $1`, [x.tenantId]);
+    expect(incidents).toEqual([{ kind: 'over_reservation', charged: '7000000000', excess: '1000000000' }]);
+  });
+
   it('records a call lost in flight (ledger row, incident the platform absorbs) without charging the tenant for the crash', async () => {
     const budget = (await t.another({ BUDGET_LEASES: 'false' })).get(BudgetService);
     const tenant = await new Factory(t.app).newTenant({ monthlyBudget: '1.00' });

@@ -1159,8 +1159,8 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       const broken = breakSettle(books);
       const entry = { ...paidEntry(lowered.tenantId, first!.period, 5_000_000_000n), id: randomUUID() };
       try {
-        // (Charged nothing: the second call's promise still holds more than the 1 CNY cap; the cost is an incident.)
-        expect(await budget.settlePaid(first!, 5_000_000_000n, entry)).toBe(0n);
+        // (Charged what the 1 CNY cap has left, the rest an incident: the second call's promise is no spend.)
+        expect(await budget.settlePaid(first!, 5_000_000_000n, entry)).toBe(1_000_000_000n);
         expect(broken).toHaveBeenCalledTimes(2);
         // Both tries named the same reservation; the second found the first's work and moved nothing.
         expect(moves).toHaveBeenCalledTimes(2);

@@ -822,7 +822,7 @@ export class BooksRepository {
          SELECT $1, ${next(randomUUID())}, ${period}, ${next(i ? 'tokens_over_bound' : 'over_reservation')},
                 ${col('provider')}, ${col('model')}, ${col('call_group')}::uuid, ${next(i?.estimatedInputTokens ?? null)}::int, ${next(i?.reportedInputTokens ?? null)}::int,
                 ${next(i?.maxOutputTokens ?? null)}::int, ${next(i?.reportedOutputTokens ?? null)}::int,
-                coalesce((SELECT sum(amount_nanos) FROM released), 0), ${cost}, a.charged, ${cost} - a.charged, ${next(!!i)}::boolean
+                (SELECT reserved FROM own), ${cost}, a.charged, ${cost} - a.charged, ${next(!!i)}::boolean
            FROM amount a WHERE (${next(!!i)}::boolean OR ${cost} > a.charged) AND NOT EXISTS (SELECT 1 FROM prior)${ours}
          RETURNING 1)`;
     const cacheSql = s.cache
@@ -838,13 +838,27 @@ export class BooksRepository {
       `WITH ${guardLock} prior AS (SELECT cost_nanos FROM llm_calls WHERE ${next(s.entry.retried === true)}::boolean AND tenant_id = $1 AND id = ${col('id')}::uuid),
        released AS (
          DELETE FROM budget_reservations WHERE tenant_id = $1 AND id = ${next(s.reservationId)} AND NOT EXISTS (SELECT 1 FROM prior)${ours} RETURNING amount_nanos),
+       own AS MATERIALIZED (SELECT coalesce(sum(amount_nanos), 0) AS reserved FROM released),
+       -- The period read as locked (after the reservation is released, the order the sweep locks in;
+       -- the lock an update takes, no stronger): read unlocked, it was the statement's snapshot, and a
+       -- cap lowered by a transaction that committed while this one waited was not seen (the call was
+       -- charged against the old cap, spend left above the new one).
+       period_now AS MATERIALIZED (
+         SELECT p.cap_nanos, p.spent_nanos, p.reserved_nanos FROM budget_periods p
+          WHERE p.tenant_id = $1 AND p.period = ${period} AND (SELECT reserved FROM own) IS NOT NULL FOR NO KEY UPDATE),
+       -- A cost within the call's own reservation is charged within what the cap has left; one past it
+       -- takes no room other calls' reservations hold (as much as its own reservation at least).
+       -- (The two differ only once a cap was lowered below what is reserved: others' reservations
+       -- then no longer under-charge a call the cap has room for.)
        amount AS (
          SELECT least(${cost},
-                      greatest(0, p.cap_nanos - p.spent_nanos - (p.reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0)))) AS charged
-           FROM budget_periods p WHERE p.tenant_id = $1 AND p.period = ${period}),
+                      greatest(least(o.reserved, greatest(0, p.cap_nanos - p.spent_nanos)),
+                               p.cap_nanos - p.spent_nanos - (p.reserved_nanos - o.reserved),
+                               0)) AS charged
+           FROM period_now p CROSS JOIN own o),
        moved AS (
          UPDATE budget_periods
-            SET reserved_nanos = reserved_nanos - coalesce((SELECT sum(amount_nanos) FROM released), 0),
+            SET reserved_nanos = reserved_nanos - (SELECT reserved FROM own),
                 spent_nanos = spent_nanos + (SELECT charged FROM amount), updated_at = now()
           WHERE tenant_id = $1 AND period = ${period} AND NOT EXISTS (SELECT 1 FROM prior)${ours} RETURNING spent_nanos, cap_nanos),
        ledger AS (
