@@ -323,6 +323,33 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect([first.id, resubmitted.id]).toContain(someoneElse.similarTo.essayId);
     });
 
+    it("carries how the earlier grade was made to its reuse (an offline estimate of content the providers refused stays one, held for review), and reuses no standard grade for a deep essay", async () => {
+      await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true, nearDuplicateThreshold: 0.6, directDeep: true }).expect(200);
+      const original = generateEssay(17, 'zh').text;
+      fake.enqueue('deepseek', { kind: 'preset', name: 'content_risk' });
+      fake.enqueue('dashscope', { kind: 'preset', name: 'data_inspection_failed' });
+      fake.enqueue('zhipu', { kind: 'preset', name: 'content_filter' });
+      const refused = await gradeOne({ text: original, studentRef: 'ivan' });
+      expect(refused.status).toBe('needs_review');
+      expect(refused.flags).toEqual(expect.arrayContaining(['content_rejected', 'offline_estimate']));
+      const resubmitted = await gradeOne({ text: nearCopy(original, 3, 1), studentRef: 'ivan' });
+      expect(resubmitted.grade.source).toBe('reused');
+      // Before: `graded`, with the flag reused_grade alone — an offline estimate shown as a plain grade.
+      expect(resubmitted.status).toBe('needs_review');
+      expect(resubmitted.flags).toEqual(expect.arrayContaining(['reused_grade', 'content_rejected', 'offline_estimate']));
+
+      const draft = generateEssay(19, 'zh').text;
+      const standard = await gradeOne({ text: draft, studentRef: 'jade' });
+      expect(standard.grade.tier).toBe('standard');
+      const calls = fake.requestCount;
+      const ordered = (await submit({ text: nearCopy(draft, 3, 1), studentRef: 'jade', tier: 'deep' }, tenant.adminKey).expect(202)).body.id;
+      const [deep] = await waitForEssays(t.app, tenant.adminKey, [ordered]);
+      // Before, it took the standard grade: the premium review the school asked for was never made.
+      expect(deep.flags).not.toContain('reused_grade');
+      expect(deep.grade).toMatchObject({ source: 'model', tier: 'deep' });
+      expect(fake.requestCount).toBeGreaterThan(calls);
+    });
+
     it('takes no grade from an essay erased while the resubmission was being graded: it is graded anew', async () => {
       await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true, nearDuplicateThreshold: 0.6 }).expect(200);
       const original = generateEssay(13, 'zh').text;

@@ -19,3 +19,10 @@ export const GRADE_FLAGS = {
 
 /** A flag's name. */
 export type GradeFlag = keyof typeof GRADE_FLAGS;
+
+/**
+ * The flags that tell how a grade was made (not what the text is): a grade reused for a
+ * resubmission carries them, with the review it asks for (an offline estimate of content a
+ * provider refused stays one), unless a teacher's override made the grade theirs.
+ */
+export const HOW_GRADED_FLAGS: readonly GradeFlag[] = ['content_rejected', 'offline_estimate', 'too_short', 'budget_exhausted', 'providers_unavailable', 'truncated', 'low_confidence', 'escalated'];

@@ -14,6 +14,7 @@ import { detectInjection } from './injection';
 import { writtenInOther } from './essay-text';
 import { NearDuplicateIndex } from './near-duplicate.service';
 import { gradedStatus, lowConfidence } from './escalation';
+import { HOW_GRADED_FLAGS } from './grade-flags';
 import { calibrateGrade } from './calibration-model';
 import { CalibrationsRepository } from './calibrations.repository';
 import { ModelGrader } from './model-grader';
@@ -224,6 +225,10 @@ export class GradingService {
       const earlier = near.earlierOwn.grade as StoredGrade;
       reusedFrom = near.earlierOwn.essayId;
       flags.add('reused_grade');
+      // It says how it was made, as on the earlier essay: an offline estimate, of content a provider
+      // refused (needs_review), cut to the model's window... (a teacher's grade is the teacher's).
+      // Before, the resubmission was a plain `graded` with the flag reused_grade alone.
+      if (earlier.source !== 'teacher') for (const f of earlier.flags ?? []) if ((HOW_GRADED_FLAGS as readonly string[]).includes(f)) flags.add(f);
       // Its annotations are found again in this text (the edits moved them); one no longer there is dropped.
       const annotations = relocateAnnotations(essay.text, earlier.annotations ?? []);
       grade = { ...earlier, annotations, cache: 'hit', cost: '0.00', source: 'reused', gradedAt: new Date().toISOString() };

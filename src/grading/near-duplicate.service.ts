@@ -100,14 +100,16 @@ export class NearDuplicateIndex {
     // student's own graded ones near enough to be a resubmission — written for the same work: the
     // same assignment (or none) on the same rubric version. (A grade of another rubric was reused
     // as it was: another scale and dimensions the teacher could not override, and the agreement
-    // figures compared a 7 out of 9 with the teacher's 70 out of 100.)
+    // figures compared a 7 out of 9 with the teacher's 70 out of 100. A grade of another tier too:
+    // a deep essay took a standard grade, the premium review asked for never made.)
     const ids = studentRef ? compared.map((c) => c.essayId) : [best.essayId];
     const rows = await tenantQuery<{ id: string; student_ref: string | null; status: string; grade: unknown }>(
       this.ds.manager,
       tenantId,
       `SELECT e.id, e.student_ref, e.status,
               CASE WHEN e.student_ref = $3 AND e.status IN ('graded', 'needs_review') AND e.rubric_key = me.rubric_key
-                        AND e.rubric_version = me.rubric_version AND e.assignment_id IS NOT DISTINCT FROM me.assignment_id THEN e.grade END AS grade
+                        AND e.rubric_version = me.rubric_version AND e.assignment_id IS NOT DISTINCT FROM me.assignment_id
+                        AND e.tier = me.tier THEN e.grade END AS grade
          FROM essays e
          LEFT JOIN essays me ON me.tenant_id = $1 AND me.id = $4
         WHERE e.tenant_id = $1 AND e.id = ANY($2::uuid[]) AND e.erased_at IS NULL`,
