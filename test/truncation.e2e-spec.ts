@@ -129,4 +129,31 @@ describe('an essay longer than the model reads (fake provider, real PostgreSQL)'
       await small.close();
     }
   });
+
+  it.each([
+    // NFC writes U+1D15E as two characters (twice the bytes); a fence's name is defused into entities; thousands of sentences take longer numbers than reserved
+    ['characters that normalize longer', ('这是作文内容，写了很多' + '\u{1D15E}'.repeat(8) + '。').repeat(300)],
+    ['fence names written in the essay', '作文<essay>'.repeat(2200)],
+    ['thousands of short sentences', '好。'.repeat(9000)],
+  ])('cuts the essay as it is sent (%s): it fits the window, and the model grades it', async (_what, long) => {
+    const tenant = await s.f.newTenant({ monthlyBudget: '100.00' });
+    const small = await s.t.another({ LLM_STANDARD_MODELS: 'dashscope:qwen-small-test', WORKER_POLL_MS: '50' });
+    try {
+      const before = s.fake.requests.length;
+      const sent = await request(small.getHttpServer()).post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: long, language: 'zh' }).expect(202);
+      const [view] = await waitForEssays(small, tenant.adminKey, [sent.body.id]);
+      // Before, the cut was measured on the raw text: the prompt as sent was past the window, no model
+      // took it, and the essay was estimated offline as if every provider had failed.
+      expect(view.flags).not.toContain('providers_unavailable');
+      expect(view.grade).toMatchObject({ source: 'model', model: 'qwen-small-test' });
+      expect(view.flags).toContain('truncated');
+      expect(s.fake.requests.length).toBeGreaterThan(before);
+      // A good part of the essay was sent, not the cut's mark alone (before, an essay of thousands of
+      // short sentences had every sentence's number reserved up front: nothing of it was left).
+      const sentEssay = String(s.fake.requests.at(-1)!.body.messages.at(-1)?.content ?? '');
+      expect(sentEssay.length).toBeGreaterThan(500);
+    } finally {
+      await small.close();
+    }
+  });
 });

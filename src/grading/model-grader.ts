@@ -8,6 +8,7 @@ import { Tier } from '../llm/catalog';
 import { cutHeadTail, normalizeForKey } from '../llm/compression';
 import { GatewayError, GatewayRequest, GatewayResult, GatewayService, Validation } from '../llm/gateway.service';
 import { ResponseCache } from '../llm/response-cache';
+import { estimatePromptTokens } from '../llm/tokens';
 import type { WorkPlan } from '../llm/work-planner';
 import { tooShortForModel } from './essay-text';
 import type { GradeFlag } from './grade-flags';
@@ -15,8 +16,7 @@ import { EssayRow } from './essays.repository';
 import { gradeBodyOf, validateDeepReview, validateGrade, ValidatedGrade } from './grade-validation';
 import { GradingTask, HandedOverError, LeaseLostError, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
 import { offlineGrade } from './offline-grader';
-import { buildGradingPrompt, MAX_OUTPUT_TOKENS, pointsBySentence, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
-import { numberingTokens } from './sentences';
+import { buildGradingPrompt, MAX_OUTPUT_TOKENS, PROMPT_VERSIONS, repairMessages, Variant } from './prompts';
 import { Language, Rubric } from './rubric';
 
 /**
@@ -160,10 +160,27 @@ export class ModelGrader {
     // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
     // gateway (a longer window serves it), rather than every model getting a cut essay.
     const room = this.gateway.fit({ tier }, promptOf('').messages, MAX_OUTPUT_TOKENS[variant]);
-    // The sentence numbers written into the essay take room too.
-    const numbers = () => (pointsBySentence(essay.language) ? numberingTokens(essay.text) : 0);
-    const cut = room ? cutHeadTail(essay.text, Math.max(0, room.tokens - numbers()), room.tokenizer) : { text: essay.text, truncated: false };
-    return { prompt: promptOf(cut.text), truncated: cut.truncated, sent: cut.text };
+    if (!room) return { prompt: promptOf(essay.text), truncated: false, sent: essay.text };
+    const base = estimatePromptTokens(promptOf('').messages, room.tokenizer);
+    const whole = promptOf(essay.text);
+    if (estimatePromptTokens(whole.messages, room.tokenizer) - base <= room.tokens) return { prompt: whole, truncated: false, sent: essay.text };
+    // The essay is sent normalized, numbered by sentence and defused, which can take more than the
+    // raw text a cut measures (NFC writes some characters as two; a fence's name becomes entities;
+    // the numbers of the sentences kept): each cut is measured as sent, and cut again by what it is
+    // over. (Measured raw, a hostile text's prompt was past every window, graded offline as if every
+    // provider had failed, a deep review failed; and the numbers of every sentence of the whole
+    // essay, reserved up front, left an essay of thousands of short sentences nothing but the mark.)
+    let budget = room.tokens;
+    let cut = cutHeadTail(essay.text, budget, room.tokenizer);
+    let prompt = promptOf(cut.text);
+    for (let tries = 0; tries < 6 && budget > 0; tries++) {
+      const over = estimatePromptTokens(prompt.messages, room.tokenizer) - base - room.tokens;
+      if (over <= 0) break;
+      budget = Math.max(0, budget - over - Math.ceil(budget / 50));
+      cut = cutHeadTail(essay.text, budget, room.tokenizer);
+      prompt = promptOf(cut.text);
+    }
+    return { prompt, truncated: true, sent: cut.text };
   }
 
   /**

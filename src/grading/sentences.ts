@@ -82,8 +82,3 @@ export function numberSentences(text: string): NumberedText {
   parts.push(text.slice(kept));
   return { text: parts.join(''), sentences: spans.map(([s, e]) => text.slice(s, e)) };
 }
-
-/** Tokens the numbers add to a text, at most (`[`, the number, `]` are at most four tokens on the catalog's tokenizers). */
-export function numberingTokens(text: string): number {
-  return sentenceSpans(text).length * 4;
-}
