@@ -237,6 +237,30 @@ describe('budget incidents (real PostgreSQL, a provider that over-bills)', () =>
     expect(incident).toEqual({ kind: 'over_reservation', charged: '1000000000', excess: '4000000000' });
   });
 
+  (serverUrl() ? it : it.skip)('settles a call that pauses the tenant while an admin changes the budget: each waits its turn, neither is aborted as a deadlock (leases off)', async () => {
+    const budget = (await t.another({ BUDGET_LEASES: 'false' })).get(BudgetService);
+    const x = await new Factory(t.app).newTenant({ monthlyBudget: '100.00' });
+    const call = (await budget.reserve(x.tenantId, 1_000_000_000n))!;
+    const entry = { tenantId: x.tenantId, callGroup: randomUUID(), attempt: 1, purpose: 'chat' as const, cacheStatus: 'bypass' as const, outcome: 'ok', inputTokens: 100, cachedInputTokens: 0, outputTokens: 1, usageSource: 'provider' as const, costNanos: 500_000_000n, savedNanos: 0n, compressionSavedTokens: 0, latencyMs: 1, streamed: false };
+    const errors: string[] = [];
+    await withHeldTransactions(ds, 1, async ([admin]) => {
+      // PUT /v1/budget's transaction: the tenant's row, then the period's.
+      await t.app.get(TenantsRepository).setBudget(admin.manager, x.tenantId, { cap: 50_000_000_000n, sealedAlertSecret: null });
+      const settling = budget
+        .settle(call, 500_000_000n, entry, { incident: { estimatedInputTokens: 1, reportedInputTokens: 100, maxOutputTokens: 1, reportedOutputTokens: 1 } })
+        .catch((e: { code?: string }) => errors.push(`settlement ${e.code}`));
+      await waitFor(async () => (await sessionsWaitingForLocks(ds)) > 0, 10_000, 'the settlement to wait');
+      // Before, the settlement held the period and waited for the tenant's row: this waited for the period, and one was aborted (40P01).
+      await t.app.get(BooksRepository).setPeriodCap(admin.manager, x.tenantId, call.period, 50_000_000_000n).catch((e: { code?: string }) => errors.push(`admin ${e.code}`));
+      if (errors.length === 0) await admin.commitTransaction();
+      await settling;
+    });
+    expect(errors).toEqual([]);
+    expect(await budget.isPaused(x.tenantId)).toBe(true);
+    const { spent, cap } = await books(x.tenantId);
+    expect([spent, cap]).toEqual([500_000_000n, 50_000_000_000n]);
+  });
+
   it("charges calls within their reservations in full once the cap is lowered below what is reserved, while it has room: others' reservations are not spend (leases off)", async () => {
     const budget = (await t.another({ BUDGET_LEASES: 'false' })).get(BudgetService);
     const x = await new Factory(t.app).newTenant({ monthlyBudget: '100.00' });

@@ -533,6 +533,10 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     const mayBeIncident = !!i || cost > reservation.amount;
     const after = mayBeIncident
       ? await this.ds.transaction(async (tx) => {
+          // One that pauses the tenant locks its row first, as PUT /v1/budget does (the tenant, then
+          // the period): locked after the period, at the pause, the two waited on each other and
+          // PostgreSQL aborted one (the admin's change answered 500).
+          if (i) await this.tenants.lockForAdmission(tx, tenantId);
           const settled = await settle(tx);
           if (settled?.incident) {
             if (i) await this.tenants.setAdmissionPaused(tx, tenantId, true);
