@@ -101,6 +101,7 @@ describe('model catalog', () => {
       new ConfigError('LLM_STANDARD_MODELS', 'names no model whose provider has an API key: set DEEPSEEK_API_KEY or ZHIPU_API_KEY, or name models of dashscope'),
     );
     expect(() => modelsFor({ ...base, DASHSCOPE_API_KEY: 'sk-x', LLM_DEEP_MODELS: 'deepseek:deepseek-v4-pro' })).toThrow(/^LLM_DEEP_MODELS names no model whose provider has an API key: set DEEPSEEK_API_KEY,/);
+    expect(() => modelsFor({ ...base, DASHSCOPE_API_KEY: 'sk-x', LLM_DEEP_MODELS: ',' })).toThrow(/^LLM_DEEP_MODELS names no model: list provider:model entries/);
     // No key at all is the offline mode; a catalog's default tier without a key starts (and is warned about).
     expect(modelsFor({ ...base, LLM_STANDARD_MODELS: 'deepseek:deepseek-flash' }).tiers.standard).toEqual([]);
     expect(modelsFor({ ...base, OPENAI_API_KEY: 'ollama' }).tiers.deep).toEqual([]);

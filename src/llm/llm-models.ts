@@ -69,6 +69,7 @@ export function resolveLlmModels(llm: LlmConfig, now: Date = new Date()): LlmMod
     // catalog's default tier without a key is said on /health and in the start-up log.)
     if (fromEnv && providers.size > 0 && tiers[tier].length === 0) {
       const keys = [...new Set(plan.flat().map((c) => `${c.model.provider.toUpperCase()}_API_KEY`))];
+      if (keys.length === 0) throw new ConfigError(variable, `names no model: list provider:model entries, or leave it unset for the catalog's tier`);
       throw new ConfigError(variable, `names no model whose provider has an API key: set ${keys.join(' or ')}, or name models of ${[...providers.keys()].join(', ')}`);
     }
   }
