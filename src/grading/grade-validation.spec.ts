@@ -265,6 +265,30 @@ describe('pointers: sentences by number, words inside them', () => {
     expect(v.grade.annotations.map((a) => a.quote)).toEqual(['暖流']);
   });
 
+  it("finds a remark's words inside its sentence when the text spaces them otherwise, at that sentence's occurrence", () => {
+    // (Looked for in the essay's fold, limited to the sentence: the words written without the text's
+    // spaces and line break, in the second of two sentences that both hold them.)
+    const spaced = '　　我爱 读书，也爱写作。\n　　后来我更 爱\u200b 读书了。';
+    const p = buildGradingPrompt({ rubric: gaokao, language: 'zh', variant: 'standard', essay: spaced });
+    const v = validateGrade(good({ annotations: [{ s: 2, words: '爱读书', category: 'word_choice', suggestion: '', explanation: '' }] }), gaokao, spaced, 'standard', p.sentences);
+    if (!v.ok) throw new Error(v.problem);
+    expect(p.sentences).toEqual(['我爱 读书，也爱写作。', '后来我更 爱 读书了。']);
+    const [a] = v.value.grade.annotations;
+    expect(a.start).toBeGreaterThan(spaced.indexOf('后来'));
+    expect(a.quote).toBe('爱\u200b 读书');
+    expect(spaced.slice(a.start, a.end)).toBe(a.quote);
+  });
+
+  it("reads at most 120 of an answer's remarks: the rest are dropped unread", () => {
+    const many = [
+      ...Array.from({ length: 120 }, (_, i) => ({ s: 1, words: `没有${i}`, category: 'typo', suggestion: '', explanation: '' })),
+      { s: 2, words: '撑着伞', category: 'word_choice', suggestion: '', explanation: '' },
+    ];
+    const v = grade(many);
+    expect(v.grade.annotations).toEqual([]);
+    expect(grade(many.slice(1)).grade.annotations.map((a) => a.quote)).toEqual(['撑着伞']);
+  });
+
   it('still reads a copied quote (an answer in the quoting layout, or one with no number)', () => {
     const v = grade([{ quote: '妈妈撑着伞', category: 'style', suggestion: '', explanation: '' }]);
     expect(v.grade.annotations[0]).toMatchObject({ quote: '妈妈撑着伞', start: text.indexOf('妈妈') });
