@@ -6,7 +6,7 @@ import { ApiKeyEntity } from '../src/tenancy/api-key.entity';
 import { generateApiKey } from '../src/tenancy/api-key-secret';
 import { ApiKeysService } from '../src/tenancy/api-keys.service';
 import { Client } from 'pg';
-import { ClusterBus } from '../src/db/cluster-bus';
+import { BUS_CHANNEL as BUS_CHANNEL_NAME, ClusterBus } from '../src/db/cluster-bus';
 import { bearer, Factory } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
 import { serverUrl } from './support/test-database';
@@ -239,6 +239,28 @@ describe('tenants and API keys (real PostgreSQL)', () => {
         }
       }
     });
+  });
+
+  (serverUrl() ? it : it.skip)("drops a bus notification of an unknown shape with a warning, and goes on delivering (one stopped every instance on the database: another version's message, a NOTIFY by hand)", async () => {
+    const bus = new ClusterBus(t.config, ds);
+    const got: unknown[] = [];
+    const errors: unknown[] = [];
+    const uncaught = (err: unknown) => errors.push(err);
+    process.on('uncaughtException', uncaught);
+    const off = bus.on('budget', (p) => got.push(p));
+    try {
+      await bus.onApplicationBootstrap();
+      for (const payload of ['null', '[1]', '{"o":"x","m":[null]}', '{"o":"x","m":[5]}', '{"o":"x","m":[["error",{}]]}', '{"o":"x","m":"budget"}', '{"o":"x","m":[["budget",{"tenantId":"a"}]]}']) {
+        await ds.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL_NAME, payload]);
+      }
+      await waitFor(() => got.length === 1, 10_000, 'the well-formed message');
+      expect(got).toEqual([{ tenantId: 'a' }]);
+      expect(errors).toEqual([]);
+    } finally {
+      off();
+      process.off('uncaughtException', uncaught);
+      await bus.onApplicationShutdown();
+    }
   });
 
   (serverUrl() ? it : it.skip)('keeps the cluster bus when the first probe at start is lost: it probes again before giving up on other instances', async () => {

@@ -232,7 +232,36 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
   }
 
   private deliver(topic: string, payload: unknown): void {
-    this.emitter.emit(topic, payload);
+    // Only to subscribers: an EventEmitter throws on an `error` no one listens for.
+    if (this.emitter.listenerCount(topic) > 0) this.emitter.emit(topic, payload);
+  }
+
+  /**
+   * A notification on the bus's channel: an envelope of [topic, payload] pairs from another
+   * instance, or a probe. Anything else (another version's shape during a rolling upgrade, a NOTIFY
+   * by hand) is dropped with a warning: thrown in the listener's socket read, it stopped every
+   * instance on the database at once.
+   */
+  private received(raw: string): void {
+    let env: unknown;
+    try {
+      env = JSON.parse(raw);
+    } catch {
+      env = undefined;
+    }
+    const e = env as (Partial<Envelope> & { probe?: unknown }) | null | undefined;
+    if (!e || typeof e !== 'object' || Array.isArray(e)) return this.dropped('not an object');
+    if (typeof e.probe === 'string') return this.probeWaiter?.(e.probe);
+    if (e.o === this.instanceId) return;
+    if (!Array.isArray(e.m)) return this.dropped('no list of messages');
+    for (const m of e.m as unknown[]) {
+      if (Array.isArray(m) && typeof m[0] === 'string') this.deliver(m[0], m[1]);
+      else this.dropped('a message that is not [topic, payload]');
+    }
+  }
+
+  private dropped(why: string): void {
+    this.logger.warn({ msg: 'a bus notification of an unknown shape was dropped', why });
   }
 
   private async flush(): Promise<void> {
@@ -253,15 +282,11 @@ export class ClusterBus implements OnApplicationBootstrap, OnApplicationShutdown
     const client = new Client({ connectionString: this.config.databaseUrl, application_name: 'inkstone-bus', keepAlive: true, keepAliveInitialDelayMillis: 10_000 });
     client.on('notification', (n) => {
       if (n.channel !== BUS_CHANNEL || !n.payload) return;
-      let env: Envelope & { probe?: string };
       try {
-        env = JSON.parse(n.payload) as Envelope & { probe?: string };
-      } catch {
-        return;
+        this.received(n.payload);
+      } catch (err) {
+        this.logger.warn({ msg: 'a bus notification could not be handled', err: loggableError(err) });
       }
-      if (env.probe) return this.probeWaiter?.(env.probe);
-      if (env.o === this.instanceId || !Array.isArray(env.m)) return;
-      for (const [topic, payload] of env.m) this.deliver(topic, payload);
     });
     client.on('error', (err) => {
       this.logger.warn({ msg: 'the bus listener connection failed', err: loggableError(err) });
