@@ -575,6 +575,27 @@ describe('model gateway (real PostgreSQL, fake providers over HTTP)', () => {
       await booksBalanced();
     });
 
+    it.each([
+      ['during the wait before a retry', (caller: AbortController) => setTimeout(() => caller.abort(new Error('client closed')), 300)],
+      ['before the call', (caller: AbortController) => caller.abort(new Error('client closed'))],
+    ])('charges nothing for a call never sent: the caller went away %s', async (_when, leave) => {
+      fake.enqueue('deepseek', { kind: 'preset', name: 'rate_limit', headers: { 'retry-after': '1' } });
+      const caller = new AbortController();
+      const before = fake.requests.length;
+      leave(caller);
+      const err = await ask('never mind', { signal: caller.signal }).catch((e) => e);
+      expect(err).toBeInstanceOf(GatewayError);
+      expect(err.message).toMatch(/cancelled/);
+      const sent = fake.requests.length - before;
+      // Before, the attempt after the wait (or the first, its signal aborted already) was refused by
+      // undici before anything left, and billed as a prompt the provider had read.
+      const rows = await ledger();
+      expect(rows.length).toBeLessThanOrEqual(sent + 1);
+      for (const r of rows.slice(sent)) expect(r.cost_nanos).toBe('0');
+      await booksBalanced();
+      fake.reset();
+    });
+
     it('survives a connection reset', async () => {
       fake.enqueue('deepseek', { kind: 'reset' });
       const r = await ask('reset');

@@ -445,6 +445,8 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
         const wait = backoff(retry, llm.retryBaseMs, e.extra.retryAfterMs);
         if (wait > llm.maxRetryWaitMs) return 'next';
         await sleep(wait);
+        // The caller left during the wait (a chat client closed): no attempt more, no reservation.
+        if (callerGone(ctx.req)) throw new GatewayError('INVALID_REQUEST', 'The request was cancelled', ctx.tried);
         return 'retry';
       }
       case 'next':

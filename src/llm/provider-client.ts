@@ -90,6 +90,9 @@ export class ProviderClient {
     params: ChatParams,
     deadline: CallDeadline,
   ): Promise<{ statusCode: number; headers: Record<string, string | string[] | undefined>; body: Readable & { text(): Promise<string> } }> {
+    // A caller gone before the call leaves: nothing is sent, so nothing may be billed (undici refuses
+    // an aborted signal at once, and the refusal read as a call the caller left after it was sent).
+    if (deadline.callerWentAway) throw new ProviderError('fatal', 'cancelled', 'the caller went away before the call was sent');
     try {
       const res = await request(`${provider.baseUrl}${adapter.chatPath}`, {
         method: 'POST',
