@@ -31,10 +31,16 @@ describe('starting the service as a process', () => {
 
   it('starts the embedded PostgreSQL when DATABASE_URL is unset and keeps its data across restarts', async () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'inkstone-start-'));
+    fs.chmodSync(dataDir, 0o755); // as a volume mount or a folder made by hand leaves it
     const env = { INKSTONE_ADMIN_TOKEN: TOKEN, INKSTONE_DATA_DIR: dataDir, LOG_LEVEL: 'info' };
+    const pgdata = path.join(dataDir, 'pgdata');
+    const started: Array<Awaited<ReturnType<typeof startService>>> = [];
     try {
       const first = await startService(env, await freePort());
+      started.push(first);
       expect(first.output()).toContain('DATABASE_URL is not set: started the embedded PostgreSQL');
+      // The database's files (which PGlite writes mode 0666) are in a folder only the owner enters.
+      expect((fs.statSync(pgdata).mode & 0o777).toString(8)).toBe('700');
       const created = await fetch(`${first.url}/v1/tenants`, {
         method: 'POST',
         headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
@@ -54,13 +60,18 @@ describe('starting the service as a process', () => {
       expect(fs.existsSync(path.join(dataDir, 'embedded-postgres.pid'))).toBe(false);
       expect(fs.existsSync(path.join(dataDir, 'pgdata'))).toBe(true);
 
+      fs.chmodSync(pgdata, 0o755);
       const second = await startService(env, await freePort());
+      started.push(second);
+      expect((fs.statSync(pgdata).mode & 0o777).toString(8)).toBe('700');
       const keys = await fetch(`${second.url}/v1/api-keys`, { headers: { authorization: `Bearer ${adminKey}` } });
       expect(keys.status).toBe(200);
       expect(((await keys.json()) as { data: unknown[] }).data).toHaveLength(1);
       await second.stop('SIGTERM');
       expect(fs.existsSync(path.join(dataDir, 'embedded-postgres.pid'))).toBe(false);
     } finally {
+      // (a failed expectation leaves no service running: the run would wait for it for ever)
+      for (const service of started) await service.stop('SIGKILL');
       fs.rmSync(dataDir, { recursive: true, force: true });
     }
   });

@@ -40,10 +40,11 @@ export class EmbeddedPostgres {
     let lockFile: string | undefined;
     let pgDir: string | undefined;
     if (opts.dataDir) {
-      fs.mkdirSync(opts.dataDir, { recursive: true });
+      fs.mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
       lockFile = path.join(opts.dataDir, 'embedded-postgres.pid');
       takeLock(lockFile);
       pgDir = path.join(opts.dataDir, 'pgdata');
+      ownerOnly(pgDir);
     }
     try {
       const db = await PGlite.create({ dataDir: pgDir, loadDataDir: opts.loadFrom });
@@ -74,6 +75,17 @@ export class EmbeddedPostgres {
     await this.db.close();
     if (this.lockFile) fs.rmSync(this.lockFile, { force: true });
   }
+}
+
+/**
+ * The database's folder, made (or kept) for its owner alone, as PostgreSQL keeps its own: PGlite
+ * writes its files readable and writable by everyone (mode 0666), so the students' essays in them
+ * were open to every local user wherever the data directory let them in (one made by a volume
+ * mount or by hand, mode 0755).
+ */
+function ownerOnly(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if ((fs.statSync(dir).mode & 0o077) !== 0) fs.chmodSync(dir, 0o700);
 }
 
 /** One process per data directory: PGlite would corrupt files shared by two processes. */
