@@ -197,85 +197,66 @@ describe('the HTTP edge: keys before bodies, per-route body limits, nesting, tim
 });
 
 describe('the HTTP edge while the server stops', () => {
+  /**
+   * A chat call at the provider when the server begins to stop (A); then, on the same connection,
+   * after the stop began, the request `second` writes (B). The raw answers, in order.
+   */
+  async function stopDuringACall(second: (key: string, essayId: string) => string): Promise<string[]> {
+    const fake = await startFakeProvider();
+    const t = await createTestApp(providerEnv(fake, { WORKERS_ENABLED: 'false' }));
+    try {
+      await t.app.listen({ port: 0, host: '127.0.0.1' });
+      const server = t.app.getHttpServer();
+      const port = (server.address() as AddressInfo).port;
+      const tenant = await new Factory(t.app).newTenant({ monthlyBudget: '10.00' });
+      const essay = (await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(51, 'zh').text }).expect(202)).body.id as string;
+      fake.setLatency(1_500);
+      const sock = net.connect(port, '127.0.0.1');
+      let got = '';
+      sock.on('data', (c: Buffer) => (got += c.toString('utf8')));
+      const closed = new Promise((resolve) => sock.on('close', resolve));
+      const body = JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'hello' }], max_tokens: 20 });
+      sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tenant.adminKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      await waitFor(() => fake.requests.length === 1, 10_000, 'the call at the provider');
+      const stopping = t.app.close();
+      await waitFor(() => !server.listening, 10_000, 'the server to stop listening');
+      sock.write(second(tenant.adminKey, essay));
+      await stopping;
+      sock.end();
+      await closed;
+      return got.split(/(?=HTTP\/1\.1 )/);
+    } finally {
+      fake.setLatency(0);
+      await t.close();
+      await fake.close();
+    }
+  }
+
   it.each([
     ['a route of the API', () => 'GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n'],
     // (the router cuts the path at '#': this is GET /v1/essays/:id, whatever the raw URL ends with;
     // before, it passed for an essay's event stream, which a closing server still answers)
     ['a path that only reads like an event stream', (key: string) => `GET /v1/essays/00000000-0000-4000-8000-000000000000#/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n\r\n`],
   ])("finishes a call under way, and answers one that arrives on its connection meanwhile (%s) 503 in the API's error shape (Retry-After, the connection closed)", async (_what, second) => {
-    const fake = await startFakeProvider();
-    const t = await createTestApp(providerEnv(fake, { WORKERS_ENABLED: 'false' }));
-    try {
-      await t.app.listen({ port: 0, host: '127.0.0.1' });
-      const server = t.app.getHttpServer();
-      const port = (server.address() as AddressInfo).port;
-      const tenant = await new Factory(t.app).newTenant({ monthlyBudget: '10.00' });
-      fake.setLatency(1_500);
-      const sock = net.connect(port, '127.0.0.1');
-      let got = '';
-      sock.on('data', (c: Buffer) => (got += c.toString('utf8')));
-      const closed = new Promise((resolve) => sock.on('close', resolve));
-      const body = JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'hello' }], max_tokens: 20 });
-      // A: a chat call, at the provider when the server begins to stop.
-      sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tenant.adminKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-      await waitFor(() => fake.requests.length === 1, 10_000, 'the call at the provider');
-      const stopping = t.app.close();
-      await waitFor(() => !server.listening, 10_000, 'the server to stop listening');
-      // B: on the same connection, after the stop began.
-      sock.write(second(tenant.adminKey));
-      await stopping;
-      await closed;
-      const answers = got.split(/(?=HTTP\/1\.1 )/);
-      expect(answers).toHaveLength(2);
-      expect(answers[0]).toMatch(/^HTTP\/1\.1 200 /);
-      expect(answers[1]).toMatch(/^HTTP\/1\.1 503 /);
-      expect(answers[1]).toMatch(/\r\nretry-after: 1\r\n/i);
-      expect(answers[1]).toMatch(/\r\nconnection: close\r\n/i);
-      const error = JSON.parse(answers[1].slice(answers[1].indexOf('\r\n\r\n') + 4)).error;
-      expect(error).toMatchObject({ code: 'SERVICE_UNAVAILABLE', message: expect.stringContaining('stopping') });
-      expect(error.requestId).toEqual(expect.any(String));
-    } finally {
-      fake.setLatency(0);
-      await t.close();
-      await fake.close();
-    }
+    const answers = await stopDuringACall(second);
+    expect(answers).toHaveLength(2);
+    expect(answers[0]).toMatch(/^HTTP\/1\.1 200 /);
+    expect(answers[1]).toMatch(/^HTTP\/1\.1 503 /);
+    expect(answers[1]).toMatch(/\r\nretry-after: 1\r\n/i);
+    expect(answers[1]).toMatch(/\r\nconnection: close\r\n/i);
+    const error = JSON.parse(answers[1].slice(answers[1].indexOf('\r\n\r\n') + 4)).error;
+    expect(error).toMatchObject({ code: 'SERVICE_UNAVAILABLE', message: expect.stringContaining('stopping') });
+    expect(error.requestId).toEqual(expect.any(String));
   }, 60_000);
 
   it("answers an essay's event stream asked for on a connection meanwhile with the retry hint (200): the route is marked to answer while closing", async () => {
-    const fake = await startFakeProvider();
-    const t = await createTestApp(providerEnv(fake, { WORKERS_ENABLED: 'false' }));
-    try {
-      await t.app.listen({ port: 0, host: '127.0.0.1' });
-      const server = t.app.getHttpServer();
-      const port = (server.address() as AddressInfo).port;
-      const tenant = await new Factory(t.app).newTenant({ monthlyBudget: '10.00' });
-      const essay = (await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(51, 'zh').text }).expect(202)).body.id;
-      fake.setLatency(1_500);
-      const sock = net.connect(port, '127.0.0.1');
-      let got = '';
-      sock.on('data', (c: Buffer) => (got += c.toString('utf8')));
-      const closed = new Promise((resolve) => sock.on('close', resolve));
-      const body = JSON.stringify({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'hello' }], max_tokens: 20 });
-      sock.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tenant.adminKey}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-      await waitFor(() => fake.requests.length === 1, 10_000, 'the call at the provider');
-      const stopping = t.app.close();
-      await waitFor(() => !server.listening, 10_000, 'the server to stop listening');
-      sock.write(`GET /v1/essays/${essay}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tenant.adminKey}\r\n\r\n`);
-      await stopping;
-      sock.end();
-      await closed;
-      const answers = got.split(/(?=HTTP\/1\.1 )/);
-      expect(answers).toHaveLength(2);
-      expect(answers[0]).toMatch(/^HTTP\/1\.1 200 /);
-      // Before the route was marked, the hook answered it 503 like any other: an EventSource stops for good on that.
-      expect(answers[1]).toMatch(/^HTTP\/1\.1 200 /);
-      expect(answers[1]).toMatch(/\r\ncontent-type: text\/event-stream/i);
-      expect(answers[1]).toContain('retry: 1000');
-      expect(answers[1]).not.toContain('event: ');
-    } finally {
-      fake.setLatency(0);
-      await t.close();
-      await fake.close();
-    }
+    const answers = await stopDuringACall((key, essay) => `GET /v1/essays/${essay}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\n\r\n`);
+    expect(answers).toHaveLength(2);
+    expect(answers[0]).toMatch(/^HTTP\/1\.1 200 /);
+    // Before the route was marked, the hook answered it 503 like any other: an EventSource stops for good on that.
+    expect(answers[1]).toMatch(/^HTTP\/1\.1 200 /);
+    expect(answers[1]).toMatch(/\r\ncontent-type: text\/event-stream/i);
+    expect(answers[1]).toContain('retry: 1000');
+    expect(answers[1]).not.toContain('event: ');
   }, 60_000);
 });
