@@ -247,10 +247,11 @@ describe('tenants and API keys (real PostgreSQL)', () => {
     const errors: unknown[] = [];
     const uncaught = (err: unknown) => errors.push(err);
     process.on('uncaughtException', uncaught);
-    const off = bus.on('budget', (p) => got.push(p));
+    // (as the real subscribers do: a payload of another shape throws in the subscriber, and is logged there)
+    const off = bus.on<{ tenantId: string }>('budget', ({ tenantId }) => got.push({ tenantId }));
     try {
       await bus.onApplicationBootstrap();
-      for (const payload of ['null', '[1]', '{"o":"x","m":[null]}', '{"o":"x","m":[5]}', '{"o":"x","m":[["error",{}]]}', '{"o":"x","m":"budget"}', '{"o":"x","m":[["budget",{"tenantId":"a"}]]}']) {
+      for (const payload of ['null', '[1]', '{"o":"x","m":[null]}', '{"o":"x","m":[5]}', '{"o":"x","m":[["error",{}]]}', '{"o":"x","m":"budget"}', '{"o":"x","m":[["budget",null],["budget",{"tenantId":"a"}]]}']) {
         await ds.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL_NAME, payload]);
       }
       await waitFor(() => got.length === 1, 10_000, 'the well-formed message');
