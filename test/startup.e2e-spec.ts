@@ -39,8 +39,12 @@ describe('starting the service as a process', () => {
       const first = await startService(env, await freePort());
       started.push(first);
       expect(first.output()).toContain('DATABASE_URL is not set: started the embedded PostgreSQL');
-      // The database's files (which PGlite writes mode 0666) are in a folder only the owner enters.
+      // The database's files (which PGlite writes mode 0666) are in a folder only the owner enters,
+      // and so is its server's socket (PGlite asks no password: on a loopback port, any local user
+      // could read every essay).
       expect((fs.statSync(pgdata).mode & 0o777).toString(8)).toBe('700');
+      expect(first.output()).toContain(`"listen":"${path.join(dataDir, 'socket', '.s.PGSQL.5432')}"`);
+      expect((fs.statSync(path.join(dataDir, 'socket')).mode & 0o777).toString(8)).toBe('700');
       const created = await fetch(`${first.url}/v1/tenants`, {
         method: 'POST',
         headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },

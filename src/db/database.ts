@@ -42,7 +42,7 @@ export class DatabaseConnection implements OnApplicationShutdown {
       this.logger.log({
         msg: 'DATABASE_URL is not set: started the embedded PostgreSQL (PGlite)',
         dataDir: path.join(config.dataDir, 'pgdata'),
-        listen: url.replace(/^postgres:\/\/[^@]*@/, '').replace(/\/.*$/, ''),
+        listen: embedded.listensOn,
       });
     }
     const ds = createDataSource(url, config.databasePoolSize, entities, {

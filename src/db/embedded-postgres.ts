@@ -16,6 +16,11 @@ export interface EmbeddedPostgresOptions {
 
 export class EmbeddedPostgresLockedError extends Error {}
 
+/** The name pg gives the socket of port 5432 in a socket folder. */
+const SOCKET_NAME = '.s.PGSQL.5432';
+/** The longest Unix socket path every system takes (sun_path holds 104 bytes on macOS, 108 on Linux, the NUL included). */
+const MAX_SOCKET_PATH = 100;
+
 /**
  * PostgreSQL compiled to WebAssembly (PGlite), served on a loopback port by pglite-socket so that
  * `pg` and TypeORM connect to it exactly as to a real server. Used when DATABASE_URL is unset.
@@ -39,30 +44,45 @@ export class EmbeddedPostgres {
 
     let lockFile: string | undefined;
     let pgDir: string | undefined;
+    let socketDir: string | undefined;
     if (opts.dataDir) {
       fs.mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
       lockFile = path.join(opts.dataDir, 'embedded-postgres.pid');
       takeLock(lockFile);
       pgDir = path.join(opts.dataDir, 'pgdata');
       ownerOnly(pgDir);
+      socketDir = path.resolve(opts.dataDir, 'socket');
     }
     try {
       const db = await PGlite.create({ dataDir: pgDir, loadDataDir: opts.loadFrom });
+      // With a data directory, the server listens on a Unix socket in a folder only its owner enters:
+      // PGlite asks no password, and on a loopback port any local user could read every essay. (A
+      // socket path longer than the system takes, about 100 bytes, falls back to the port.)
+      const socket = socketDir && Buffer.byteLength(path.join(socketDir, SOCKET_NAME)) <= MAX_SOCKET_PATH ? socketDir : undefined;
+      if (socket) {
+        ownerOnly(socket);
+        fs.rmSync(path.join(socket, SOCKET_NAME), { force: true }); // left by a process that is gone (the lock is ours)
+      }
       const server = new PGLiteSocketServer({
         db,
-        host: '127.0.0.1',
-        port: 0,
+        ...(socket ? { path: path.join(socket, SOCKET_NAME) } : { host: '127.0.0.1', port: 0 }),
         maxConnections: opts.maxConnections,
       });
       // One connection at a time holds the session: see PgliteSessionQueue.
       (server as unknown as { queryQueue: PgliteSessionQueue }).queryQueue = new PgliteSessionQueue(db);
       await server.start();
-      const url = `postgres://postgres@${server.getServerConn()}/postgres`;
+      // (pg reads a folder as `host` as the folder of a Unix socket named .s.PGSQL.<port>)
+      const url = socket ? `postgres://postgres@localhost:5432/postgres?host=${encodeURIComponent(socket)}` : `postgres://postgres@${server.getServerConn()}/postgres`;
       return new EmbeddedPostgres(db, server, url, lockFile);
     } catch (err) {
       if (lockFile) fs.rmSync(lockFile, { force: true });
       throw err;
     }
+  }
+
+  /** Where the server listens: its Unix socket's path, or host:port. */
+  get listensOn(): string {
+    return this.server.getServerConn();
   }
 
   /** A tarball of the data directory, loadable by `start({ loadFrom })`. */
