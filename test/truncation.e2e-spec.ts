@@ -135,6 +135,8 @@ describe('an essay longer than the model reads (fake provider, real PostgreSQL)'
     ['characters that normalize longer', ('这是作文内容，写了很多' + '\u{1D15E}'.repeat(8) + '。').repeat(300)],
     ['fence names written in the essay', '作文<essay>'.repeat(2200)],
     ['thousands of short sentences', '好。'.repeat(9000)],
+    // (numbered, each of these more than doubles: a cut that took off only the excess left nothing)
+    ['thousands of sentences shorter than their numbers', '好!'.repeat(9000)],
   ])('cuts the essay as it is sent (%s): it fits the window, and the model grades it', async (_what, long) => {
     const tenant = await s.f.newTenant({ monthlyBudget: '100.00' });
     const small = await s.t.another({ LLM_STANDARD_MODELS: 'dashscope:qwen-small-test', WORKER_POLL_MS: '50' });

@@ -170,13 +170,15 @@ export class ModelGrader {
     // over. (Measured raw, a hostile text's prompt was past every window, graded offline as if every
     // provider had failed, a deep review failed; and the numbers of every sentence of the whole
     // essay, reserved up front, left an essay of thousands of short sentences nothing but the mark.)
+    // Each cut again is scaled by how much the sent form outgrew the raw (sentence numbers can more
+    // than double an essay of short sentences: taking off only the excess left it nothing).
     let budget = room.tokens;
     let cut = cutHeadTail(essay.text, budget, room.tokenizer);
     let prompt = promptOf(cut.text);
-    for (let tries = 0; tries < 6 && budget > 0; tries++) {
-      const over = estimatePromptTokens(prompt.messages, room.tokenizer) - base - room.tokens;
-      if (over <= 0) break;
-      budget = Math.max(0, budget - over - Math.ceil(budget / 50));
+    for (let tries = 0; tries < 8 && budget > 0; tries++) {
+      const sent = estimatePromptTokens(prompt.messages, room.tokenizer) - base;
+      if (sent <= room.tokens) break;
+      budget = Math.max(0, Math.min(budget - 1, Math.floor((budget * room.tokens) / sent) - Math.ceil(budget / 100)));
       cut = cutHeadTail(essay.text, budget, room.tokenizer);
       prompt = promptOf(cut.text);
     }
