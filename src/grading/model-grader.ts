@@ -159,9 +159,10 @@ export class ModelGrader {
       buildGradingPrompt({ rubric, language: essay.language, variant, assignmentPrompt: essay.task?.prompt, title: essay.title ?? undefined, essay: text });
     // Cut only what no candidate can take: a model too small for the whole essay is skipped by the
     // gateway (a longer window serves it), rather than every model getting a cut essay.
-    const room = this.gateway.fit({ tier }, promptOf('').messages, MAX_OUTPUT_TOKENS[variant]);
+    const empty = promptOf('').messages;
+    const room = this.gateway.fit({ tier }, empty, MAX_OUTPUT_TOKENS[variant]);
     if (!room) return { prompt: promptOf(essay.text), truncated: false, sent: essay.text };
-    const base = estimatePromptTokens(promptOf('').messages, room.tokenizer);
+    const base = estimatePromptTokens(empty, room.tokenizer);
     const whole = promptOf(essay.text);
     if (estimatePromptTokens(whole.messages, room.tokenizer) - base <= room.tokens) return { prompt: whole, truncated: false, sent: essay.text };
     // The essay is sent normalized, numbered by sentence and defused, which can take more than the
