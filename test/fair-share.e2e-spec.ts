@@ -894,7 +894,7 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     await queue.retryLater(retried, 'the batch failed', 60_000);
     const startAt = new Date(Date.now() + 3_600_000).toISOString();
     await queue.defer(deferred, { mode: 'off_peak', startAt, model: 'deepseek:deepseek-chat', window: null, plannedAt: new Date().toISOString(), firstPlannedAt: new Date().toISOString() });
-    await queue.release([released.id]);
+    await queue.release([released]);
     await t.dataSource.query(`UPDATE jobs SET locked_until = now() - interval '1 second' WHERE id = $1`, [abandoned.id]);
     await t.dataSource.transaction((tx) => queue.recover(tx));
     const rows: Array<{ id: string; status: string; in_batch: boolean }> = await t.dataSource.query(`SELECT id, status, in_batch FROM jobs WHERE id = ANY($1::uuid[]) ORDER BY id`, [jobs.map((j) => j.id)]);

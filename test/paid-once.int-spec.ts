@@ -45,7 +45,7 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
   });
 
   const messages = [{ role: 'user' as const, content: '请给这篇作文打分。' }];
-  const call = (holder = queue.workerId, extra: Partial<GatewayRequest> = {}) =>
+  const call = (holder = job.holder, extra: Partial<GatewayRequest> = {}) =>
     gw.complete({
       tenantId: tenant.tenantId,
       essayId: job.essayId,
@@ -86,7 +86,7 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
 
   it("replays the answer a dead worker paid for even when the answer cache holds it too: the grading's cost is what was paid, not a hit that saved it", async () => {
     const cache = { key: `paid-once-${job.id}`, lookup: true, store: true };
-    const first = await call(queue.workerId, { cache });
+    const first = await call(job.holder, { cache });
     expect(fake.requests).toHaveLength(1);
     // The worker died before storing the grade; the retry asks the cache first (it holds the answer).
     await takeOver('second-worker');
@@ -108,7 +108,7 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
   it('says what a replayed answer of scheduled work saved, as its first run did (the replay row claims nothing again)', async () => {
     // Scheduled work sent through the Batch API: half the real-time price at the moment it was planned.
     const scheduled = { batch: true, priceAsOf: new Date() };
-    const first = await call(queue.workerId, scheduled);
+    const first = await call(job.holder, scheduled);
     expect(first.scheduleSavedNanos).toBeGreaterThan(0n);
     await takeOver('second-worker');
     const again = await call('second-worker', scheduled);
@@ -170,7 +170,7 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
   it("lets the retry of a call whose process died reserve at once, near the cap: the dead call's reservation is returned when its guard is taken over, not minutes later", async () => {
     const budget = t.app.get(BudgetService);
     // The first worker reserved its worst case and died at the provider: its guard and reservation stay.
-    const guard = { key: createHash('sha256').update(`job:${job.id}:dead-call`).digest('hex'), inFlightMs: 125_000, lease: { jobId: job.id, holder: queue.workerId } };
+    const guard = { key: createHash('sha256').update(`job:${job.id}:dead-call`).digest('hex'), inFlightMs: 125_000, lease: { jobId: job.id, holder: job.holder } };
     const worst = 40_000_000n;
     const dead = await budget.reserveGuarded(tenant.tenantId, worst, guard, 420_000, { callGroup: randomUUID(), attempt: 0, essayId: job.essayId, purpose: 'grading', tier: 'standard' });
     expect(dead.kind).toBe('reserved');
@@ -238,7 +238,7 @@ describe('paid once, with two models: the retry after a crash replays the answer
         });
       // deepseek fails; qwen-flash answers (paid, cached, kept on its guard). The worker then dies.
       fake.enqueue('deepseek', { kind: 'preset', name: 'server_error' });
-      const first = await call(queue.workerId);
+      const first = await call(job.holder);
       expect(first.provider).toBe('dashscope');
       gw.resetHealth();
       await t.dataSource.query(`UPDATE jobs SET locked_by = 'second-worker', locked_until = now() + interval '1 minute' WHERE id = $1`, [job.id]);

@@ -170,6 +170,79 @@ describe('grading workers', () => {
     }
   });
 
+  it('an attempt that stalled past its lease, when this same process claimed the job again, holds nothing: it neither puts the live attempt back in the queue nor ends its lease renewal', async () => {
+    const t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '50', JOB_LEASE_MS: '2000', JOB_RETRY_BASE_MS: '20' });
+    // The first attempt stalls (until `unstall`), then fails; the second stays at work until the end.
+    let unstall: (() => void) | undefined;
+    const stalled = new Promise<void>((r) => (unstall = r));
+    let finishSecond: (() => void) | undefined;
+    const second = new Promise<void>((r) => (finishSecond = r));
+    try {
+      const tenant = await new Factory(t.app).newTenant();
+      const grading = t.app.get(GradingService);
+      const attempts = jest.spyOn(grading, 'grade').mockImplementation(async () => {
+        if (attempts.mock.calls.length === 1) {
+          await stalled;
+          throw new Error('the stalled attempt fails at last');
+        }
+        await second;
+        return { kind: 'failed', code: 'TEST' } as never;
+      });
+      await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(5, 'zh').text }).expect(202);
+      await waitFor(() => attempts.mock.calls.length === 1, 10_000, 'the first attempt');
+      // Its lease ran out (the process starved) and a recovery put it back: this process claims it again.
+      await t.dataSource.query(`UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now() WHERE tenant_id = $1`, [tenant.tenantId]);
+      await waitFor(() => attempts.mock.calls.length === 2, 10_000, 'the second attempt');
+      const [live] = await jobs(t, tenant.tenantId);
+      expect(live).toMatchObject({ status: 'running', attempts: 2 });
+      unstall!();
+      // Longer than two leases: the live attempt's lease is still renewed, and the stalled one's
+      // failure put nothing back in the queue (before: the job was queued and claimed a third time).
+      await new Promise((r) => setTimeout(r, 5_000));
+      expect(attempts).toHaveBeenCalledTimes(2);
+      const [row] = await t.dataSource.query(`SELECT status, attempts, locked_by, locked_until > now() AS held FROM jobs WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(row).toEqual({ status: 'running', attempts: 2, locked_by: live.locked_by, held: true });
+    } finally {
+      unstall?.();
+      finishSecond?.();
+      await t.close();
+    }
+  }, 30_000);
+
+  it("a claim is named on its job apart from this process's other claims of it: a stale claim's writes (end, retry, wait, batch mark, plan, renewal) change nothing", async () => {
+    const t = await createTestApp({ ...providerEnv(fake), WORKERS_ENABLED: 'false' });
+    try {
+      const tenant = await new Factory(t.app).newTenant();
+      const queue = t.app.get(JobQueue);
+      await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(6, 'zh').text }).expect(202);
+      const mine = async () => (await queue.claim(5, 60_000)).filter((j) => j.tenantId === tenant.tenantId);
+      const [stale] = await mine();
+      await t.dataSource.query(`UPDATE jobs SET locked_until = now() - interval '1 second' WHERE tenant_id = $1`, [tenant.tenantId]);
+      await t.app.get(GradingService).recoverInterrupted();
+      const [live] = await mine();
+      expect(live.id).toBe(stale.id);
+      expect(live.holder).not.toBe(stale.holder);
+      const row = async () => (await t.dataSource.query(`SELECT status, attempts, locked_by, in_batch, plan, locked_until FROM jobs WHERE id = $1`, [live.id]))[0];
+      const before = await row();
+      const plan = { mode: 'off_peak' as const, startAt: new Date(Date.now() + 3_600_000).toISOString(), model: 'deepseek:deepseek-chat', window: null, plannedAt: new Date().toISOString(), firstPlannedAt: new Date().toISOString() };
+      expect(await queue.retryLater(stale, 'stalled', 3_600_000)).toBe(false);
+      expect(await queue.defer(stale, plan)).toBe(false);
+      await queue.markInBatch(stale, true);
+      await queue.recordPlan(stale, plan);
+      await queue.heartbeat([stale], 3_600_000);
+      expect(await queue.release([stale])).toEqual([]);
+      expect(await t.dataSource.transaction((tx) => queue.complete(tx, stale))).toBe(false);
+      expect(await t.dataSource.transaction((tx) => queue.fail(tx, stale, 'stalled'))).toBe(false);
+      expect(await row()).toEqual(before);
+      // The live claim's own writes go through.
+      await queue.heartbeat([live], 3_600_000);
+      expect((await row()).locked_until.getTime()).toBeGreaterThan(before.locked_until.getTime());
+      expect(await t.dataSource.transaction((tx) => queue.complete(tx, live))).toBe(true);
+    } finally {
+      await t.close();
+    }
+  });
+
   it("tells a school an unexpected error's words never: a failed essay and a refunded deep review say the service failed, the log has the error", async () => {
     const t = await createTestApp({ ...providerEnv(fake), WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '20', JOB_MAX_ATTEMPTS: '1' });
     try {

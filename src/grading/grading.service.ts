@@ -68,8 +68,9 @@ export class GradingService {
    */
   async returnToQueue(jobs: Job[]): Promise<number> {
     const requeued = await this.ds.transaction(async (tx) => {
-      const released = new Set(await this.queue.release(jobs.map((j) => j.id), tx));
-      return this.requeueEssays(tx, jobs.filter((j) => released.has(j.id)));
+      const released = new Set(await this.queue.release(jobs, tx));
+      // (A job at work here twice — a stalled attempt and the claim that took it again — counts once.)
+      return this.requeueEssays(tx, jobs.filter((j) => released.delete(j.id)));
     });
     for (const j of requeued.essays) this.events.emit({ tenantId: j.tenantId, essayId: j.essayId, status: 'queued' });
     return requeued.jobs;

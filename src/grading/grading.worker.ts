@@ -18,6 +18,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 @Injectable()
 export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(GradingWorker.name);
+  /**
+   * The jobs at work here, by the claim each was taken on (Job.holder): a job whose stalled attempt
+   * lost its lease and that this process claimed again is here twice, and the stalled attempt's end
+   * does not take the live one's lease renewal with it.
+   */
   private readonly inFlight = new Map<string, { job: Job; abort: AbortController; done: Promise<void>; batchRoom: boolean }>();
   private running = false;
   private loop?: Promise<void>;
@@ -53,7 +58,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
     const g = this.config.grading;
     this.unsubscribe = this.events.onQueued(() => this.wake());
     this.heartbeat = setInterval(() => {
-      this.queue.heartbeat([...this.inFlight.keys()], g.leaseMs).catch((err: Error) => this.logger.warn({ msg: 'lease renewal failed', err: loggableError(err) }));
+      this.queue.heartbeat([...this.inFlight.values()].map((f) => f.job), g.leaseMs).catch((err: Error) => this.logger.warn({ msg: 'lease renewal failed', err: loggableError(err) }));
     }, Math.max(500, Math.floor(g.leaseMs / 3))).unref();
     this.recovery = setInterval(() => void this.recover(), Math.max(1_000, Math.min(g.leaseMs, 15_000))).unref();
     this.loop = this.run();
@@ -130,10 +135,10 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
   private launch(job: Job, batchRoom: boolean): void {
     const abort = new AbortController();
     const done = this.process(job, abort.signal, batchRoom).finally(() => {
-      this.inFlight.delete(job.id);
+      this.inFlight.delete(job.holder);
       this.wake();
     });
-    this.inFlight.set(job.id, { job, abort, done, batchRoom });
+    this.inFlight.set(job.holder, { job, abort, done, batchRoom });
   }
 
   private async process(job: Job, signal: AbortSignal, batchRoom: boolean): Promise<void> {

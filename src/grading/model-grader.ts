@@ -135,7 +135,7 @@ export class ModelGrader {
       prefer: task.schedule?.model,
       once: {
         scope: `job:${job.id}`,
-        lease: { jobId: job.id, holder: this.queue.workerId },
+        lease: { jobId: job.id, holder: job.holder },
         mayWaitInBatch: this.batches(task) || job.plan?.mode === 'batch' || job.plan?.batchedBefore === true,
       },
       batchWait: (waiting) =>

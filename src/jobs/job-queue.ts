@@ -32,6 +32,14 @@ export interface Job {
   orderId: string | null;
   attempts: number;
   maxAttempts: number;
+  /**
+   * This claim's name on the job (its `locked_by`): the worker's id and a token of the claim. Every
+   * check that the job is still held compares it, so an attempt that stalled past its lease holds
+   * nothing once the job was claimed again — by another instance, or by this one. (Named by the
+   * process alone, a stalled attempt of a job this process claimed again still passed every check:
+   * it could put back in the queue, or end, the job its live attempt was working on.)
+   */
+  holder: string;
   /** the work may wait until shortly before this (off-peak scheduling); null: run at once */
   dueBy: Date | null;
   /** the plan a scheduled job was last given (see GradingService.scheduleOf), or null */
@@ -235,10 +243,10 @@ export class JobQueue {
          SELECT id, run_after, running, soon, room,
                 row_number() OVER (PARTITION BY tenant_id ORDER BY soon DESC, ${deadlineFirst ? 'due_by, ' : ''}run_after) AS turn
            FROM (SELECT * FROM soon_picked UNION ALL SELECT * FROM rest_picked) x)
-       UPDATE jobs SET status = 'running', locked_by = $1, attempts = attempts + 1, in_batch = false,
+       UPDATE jobs SET status = 'running', locked_by = $1 || '/' || gen_random_uuid()::text, attempts = attempts + 1, in_batch = false,
               locked_until = now() + make_interval(secs => $2::double precision / 1000)
         WHERE id IN (SELECT id FROM picked WHERE soon OR turn <= room ORDER BY turn, running, run_after LIMIT $3)
-        RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts, due_by, plan`,
+        RETURNING id, tenant_id, essay_id, kind, order_id, attempts, max_attempts, due_by, plan, locked_by`,
       [this.workerId, leaseMs, limit, kind, cap, this.batchTurnaroundMs()],
       ));
     });
@@ -250,6 +258,7 @@ export class JobQueue {
       orderId: (r.order_id as string | null) ?? null,
       attempts: Number(r.attempts),
       maxAttempts: Number(r.max_attempts),
+      holder: String(r.locked_by),
       dueBy: r.due_by ? new Date(r.due_by as unknown as string) : null,
       plan: (r.plan as unknown as JobPlan | null) ?? null,
     }));
@@ -273,13 +282,13 @@ export class JobQueue {
     return rows.length > 0;
   }
 
-  /** Extends the leases of the jobs this worker is still working on. */
-  async heartbeat(jobIds: string[], leaseMs: number): Promise<void> {
-    if (!jobIds.length) return;
+  /** Extends the leases of the jobs this worker is still working on (each by the claim it holds). */
+  async heartbeat(jobs: Job[], leaseMs: number): Promise<void> {
+    if (!jobs.length) return;
     await this.ds.query(
       `UPDATE jobs SET locked_until = now() + make_interval(secs => $3::double precision / 1000)
-        WHERE id = ANY($1::uuid[]) AND locked_by = $2 AND status = 'running'`,
-      [jobIds, this.workerId, leaseMs],
+        WHERE id = ANY($1::uuid[]) AND locked_by = ANY($2::text[]) AND status = 'running'`,
+      [jobs.map((j) => j.id), jobs.map((j) => j.holder), leaseMs],
     );
   }
 
@@ -303,7 +312,7 @@ export class JobQueue {
       job.tenantId,
       `UPDATE jobs SET status = $4, finished_at = now(), locked_by = NULL, locked_until = NULL, in_batch = false, last_error = coalesce($5, last_error)
         WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
-      [job.id, this.workerId, status, error?.slice(0, 500) ?? null],
+      [job.id, job.holder, status, error?.slice(0, 500) ?? null],
     );
     return rows.length === 1;
   }
@@ -321,7 +330,7 @@ export class JobQueue {
               run_after = now() + make_interval(secs => $5::double precision / 1000),
               attempts = CASE WHEN $6::boolean THEN attempts ELSE greatest(attempts - 1, 0) END
         WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
-      [job.id, this.workerId, error.slice(0, 500), delayMs, counted],
+      [job.id, job.holder, error.slice(0, 500), delayMs, counted],
     );
     return rows.length === 1;
   }
@@ -407,7 +416,7 @@ export class JobQueue {
     const write = (this.inBatchWrites.get(job) ?? Promise.resolve()).catch(() => undefined).then(() =>
       tenantQuery(this.ds.manager, job.tenantId, `UPDATE jobs SET in_batch = $4 WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3`, [
         job.id,
-        this.workerId,
+        job.holder,
         inBatch,
       ]).then(() => undefined),
     );
@@ -421,7 +430,7 @@ export class JobQueue {
       this.ds.manager,
       job.tenantId,
       `UPDATE jobs SET plan = $4::jsonb WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3`,
-      [job.id, this.workerId, JSON.stringify(plan)],
+      [job.id, job.holder, JSON.stringify(plan)],
     );
   }
 
@@ -441,7 +450,7 @@ export class JobQueue {
               run_after = CASE WHEN date_trunc('milliseconds', due_by) IS NOT DISTINCT FROM $6::timestamptz THEN $4::timestamptz ELSE now() END,
               plan = CASE WHEN date_trunc('milliseconds', due_by) IS NOT DISTINCT FROM $6::timestamptz THEN $5::jsonb ELSE plan END
         WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
-      [job.id, this.workerId, plan.startAt, JSON.stringify(plan), job.dueBy ?? null],
+      [job.id, job.holder, plan.startAt, JSON.stringify(plan), job.dueBy ?? null],
     );
     return rows.length === 1;
   }
@@ -451,14 +460,14 @@ export class JobQueue {
    * the ids of those it still held (the others are another worker's now). In `tx`, they stay locked
    * until it commits: a claim skips them.
    */
-  async release(jobIds: string[], tx: EntityManager = this.ds.manager): Promise<string[]> {
-    if (!jobIds.length) return [];
+  async release(jobs: Job[], tx: EntityManager = this.ds.manager): Promise<string[]> {
+    if (!jobs.length) return [];
     // Across tenants by design: a stopping worker's jobs, whoever's they are.
     const rows = rowsOf<{ id: string }>(
       await tx.query(
         `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, in_batch = false, attempts = greatest(attempts - 1, 0), run_after = now()
-          WHERE id = ANY($1::uuid[]) AND locked_by = $2 AND status = 'running' RETURNING id`,
-        [jobIds, this.workerId],
+          WHERE id = ANY($1::uuid[]) AND locked_by = ANY($2::text[]) AND status = 'running' RETURNING id`,
+        [jobs.map((j) => j.id), jobs.map((j) => j.holder)],
       ),
     );
     return rows.map((r) => r.id);
