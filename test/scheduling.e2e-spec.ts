@@ -186,6 +186,32 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     expect(fake.requests).toHaveLength(0);
   });
 
+  it("waits for the window on the database's clock when this instance's clock lags behind it: not claimed and deferred again in a loop until it catches up", async () => {
+    // This instance's clock 10 seconds before the 12:00 window, on a day the database's clock has
+    // passed (not shifted): the database holds 12:00 as past.
+    clock.mockImplementation(() => new Date('2026-12-01T11:59:50+08:00'));
+    const a = await assignment(new Date('2026-12-02T08:00:00+08:00').toISOString());
+    const queue = t.app.get(JobQueue);
+    const defer = jest.spyOn(queue, 'defer');
+    try {
+      const [id] = await submit(a.id, [31]);
+      await waitFor(async () => (await jobsOf([id]))[0]?.plan?.mode === 'off_peak', 10_000, 'the job planned for the window');
+      await new Promise((r) => setTimeout(r, 3_000));
+      // Before: deferred to 12:00 (past for the database), claimed at once, planned for 12:00 again: ~150 times in 3 s.
+      expect(defer.mock.calls.length).toBeLessThanOrEqual(2);
+      const [job] = await ds.query(`SELECT status, plan, extract(epoch FROM run_after - now()) AS wait_s FROM jobs WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, id]);
+      expect(job.status).toBe('queued');
+      expect(job.plan.startAt).toBe(new Date('2026-12-01T12:00:00+08:00').toISOString());
+      // It waits what the plan still had to wait (10 s, less the 3 s since), on the database's clock.
+      expect(Number(job.wait_s)).toBeGreaterThan(1);
+      expect(Number(job.wait_s)).toBeLessThanOrEqual(10);
+      expect(fake.requests).toHaveLength(0);
+      await ds.query(`UPDATE jobs SET status = 'failed' WHERE tenant_id = $1 AND essay_id = $2`, [tenant.tenantId, id]);
+    } finally {
+      defer.mockRestore();
+    }
+  });
+
   it("leaves the essay to the worker that took its job over while this one planned: not moved back to queued under that worker's grading", async () => {
     const a = await assignment(due('2026-12-02T08:00:00'));
     const [id] = await submit(a.id, [29]);

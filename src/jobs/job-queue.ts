@@ -441,16 +441,24 @@ export class JobQueue {
    * not their plans), the job does not wait for that plan's window but is due at once, to be
    * planned again against the new deadline (as moveDeadline does with the jobs already waiting).
    * (Compared to the millisecond: the job's deadline came to this process as a JS Date.)
+   *
+   * The plan's start is on this process's clock, the queue's on the database's. When the database
+   * holds the start as past already (this clock lags behind it), the job waits, on the database's
+   * clock, as long as the plan still had to wait (at least a second): claimed again at once, it was
+   * planned for the same window again, and deferred and claimed in a loop until this clock caught up.
    */
   async defer(job: Job, plan: JobPlan, tx: EntityManager = this.ds.manager): Promise<boolean> {
+    const toWait = Math.max(0, Date.parse(plan.startAt) - Date.parse(plan.plannedAt));
     const rows = await tenantQuery(
       tx,
       job.tenantId,
       `UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, in_batch = false, attempts = greatest(attempts - 1, 0),
-              run_after = CASE WHEN date_trunc('milliseconds', due_by) IS NOT DISTINCT FROM $6::timestamptz THEN $4::timestamptz ELSE now() END,
+              run_after = CASE WHEN date_trunc('milliseconds', due_by) IS NOT DISTINCT FROM $6::timestamptz
+                               THEN CASE WHEN $4::timestamptz > now() THEN $4::timestamptz ELSE now() + make_interval(secs => greatest($7::double precision, 1000) / 1000) END
+                               ELSE now() END,
               plan = CASE WHEN date_trunc('milliseconds', due_by) IS NOT DISTINCT FROM $6::timestamptz THEN $5::jsonb ELSE plan END
         WHERE tenant_id = $1 AND id = $2 AND status = 'running' AND locked_by = $3 RETURNING id`,
-      [job.id, job.holder, plan.startAt, JSON.stringify(plan), job.dueBy ?? null],
+      [job.id, job.holder, plan.startAt, JSON.stringify(plan), job.dueBy ?? null, toWait],
     );
     return rows.length === 1;
   }
