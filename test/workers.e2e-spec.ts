@@ -107,6 +107,25 @@ describe('grading workers', () => {
     }
   });
 
+  it('waits at most JOB_RETRY_MAX_MS between attempts: a late attempt of many is tried again within it, not refused as a date past any PostgreSQL holds', async () => {
+    const t = await createTestApp({ ...providerEnv(fake), WORKERS_ENABLED: 'false', WORKER_POLL_MS: '50', JOB_MAX_ATTEMPTS: '50', JOB_RETRY_BASE_MS: '3600000', JOB_RETRY_MAX_MS: '900000' });
+    try {
+      const tenant = await new Factory(t.app).newTenant();
+      await t.http.post('/v1/essays').set(bearer(tenant.adminKey)).send({ text: generateEssay(8, 'zh').text }).expect(202);
+      // Its 45th attempt: doubled from an hour 44 times, the wait was ~2^44 hours.
+      await t.dataSource.query(`UPDATE jobs SET attempts = 44 WHERE tenant_id = $1`, [tenant.tenantId]);
+      const attempt = jest.spyOn(t.app.get(GradingService), 'grade').mockRejectedValue(new Error('a database hiccup'));
+      t.app.get(GradingWorker).start();
+      await waitFor(async () => (await jobs(t, tenant.tenantId))[0]?.status === 'queued' && attempt.mock.calls.length === 1, 10_000, 'the attempt put back in the queue');
+      const [row] = await t.dataSource.query(`SELECT attempts, extract(epoch FROM run_after - now()) AS wait_s FROM jobs WHERE tenant_id = $1`, [tenant.tenantId]);
+      expect(row.attempts).toBe(45);
+      expect(Number(row.wait_s)).toBeGreaterThan(0.75 * 900 - 5);
+      expect(Number(row.wait_s)).toBeLessThanOrEqual(900);
+    } finally {
+      await t.close();
+    }
+  });
+
   it('retries a deep grading no sooner than its provider may answer again (its breaker open): an outage shorter than the attempts is outlived', async () => {
     // One failure opens the deep model's breaker for 2 s; the queue's own backoff is 20 ms.
     const t = await createTestApp({ ...providerEnv(fake), LLM_MAX_RETRIES: '0', WORKER_POLL_MS: '50', JOB_RETRY_BASE_MS: '20', JOB_MAX_ATTEMPTS: '3', LLM_BREAKER_FAILURES: '1', LLM_BREAKER_COOLDOWN_MS: '2000', LLM_PROVIDER_PROBE_MS: '2000', LLM_DEEP_MODELS: 'dashscope:qwen3-max' });

@@ -145,6 +145,8 @@ export interface GradingConfig {
   leaseMs: number;
   maxAttempts: number;
   retryBaseMs: number;
+  /** The longest wait before a failed grading is tried again (the backoff doubles up to it). */
+  retryMaxMs: number;
   /** How long a stopping process waits for in-flight gradings before returning them to the queue. */
   shutdownGraceMs: number;
   /** How often a worker process erases the essays past their tenant's retention (0: never). */
@@ -214,6 +216,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
       leaseMs: e.int('JOB_LEASE_MS', { min: 1_000, max: 3_600_000, default: 60_000 }),
       maxAttempts: e.int('JOB_MAX_ATTEMPTS', { min: 1, max: 50, default: 5 }),
       retryBaseMs: e.int('JOB_RETRY_BASE_MS', { min: 0, max: 3_600_000, default: 5_000 }),
+      retryMaxMs: e.int('JOB_RETRY_MAX_MS', { min: 0, max: 86_400_000, default: 600_000 }),
       shutdownGraceMs: e.int('SHUTDOWN_GRACE_MS', { min: 0, max: 600_000, default: 15_000 }),
       retentionSweepMs: e.int('ESSAY_RETENTION_SWEEP_MS', { min: 0, max: 86_400_000, default: 3_600_000 }),
     },

@@ -11,6 +11,17 @@ import { BATCH_WAITERS_PER_PLACE, Job, JobQueue } from '../jobs/job-queue';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * The wait before attempt `attempt` + 1 of a failed job: JOB_RETRY_BASE_MS doubled with each
+ * attempt, ±25% so that jobs failed together do not come back together, never past JOB_RETRY_MAX_MS.
+ * (Doubled without a ceiling, a 19th attempt waited 15 days, and from about the 42nd the wait was
+ * past any date PostgreSQL holds: the retry was refused, and the job tried again at every lease.)
+ */
+export function retryBackoffMs(attempt: number, baseMs: number, maxMs: number, random = Math.random()): number {
+  const doubled = baseMs * 2 ** Math.min(Math.max(attempt - 1, 0), 52);
+  return Math.min(Math.min(doubled, maxMs) * (0.75 + random / 2), maxMs);
+}
+
+/**
  * The background workers of one process: they claim grading jobs (up to WORKER_CONCURRENCY at a
  * time), keep their leases alive, retry failures with backoff, recover jobs whose worker died,
  * and on shutdown finish what they can within SHUTDOWN_GRACE_MS and return the rest to the queue.
@@ -184,7 +195,7 @@ export class GradingWorker implements OnApplicationBootstrap, BeforeApplicationS
       }
       // Anything unexpected (a database hiccup, every deep-tier provider down) is tried again later.
       if (job.attempts < job.maxAttempts) {
-        const backoff = this.config.grading.retryBaseMs * 2 ** (job.attempts - 1) * (0.75 + Math.random() / 2);
+        const backoff = retryBackoffMs(job.attempts, this.config.grading.retryBaseMs, this.config.grading.retryMaxMs);
         const delay = Math.max(backoff, err instanceof RetryableGradingError ? err.retryAfterMs : 0);
         await this.grading.retryLater(job, message, delay).catch(() => false);
         this.logger.warn({ msg: 'grading failed, will retry', tenantId: job.tenantId, essayId: job.essayId, attempt: job.attempts, err: loggableError(err) });
