@@ -121,6 +121,24 @@ describe('paid once: guarded provider calls of a job (real PostgreSQL, fake prov
     ]);
   });
 
+  it("a call that joined an identical one in flight makes its own when that one's lease was lost: the leader's lost lease is not the follower's", async () => {
+    const cache = { key: `joined-${job.id}`, lookup: true, store: true };
+    // The leader's first try fails slowly; meanwhile its job is taken over by a worker whose call
+    // joins the leader's (same tenant, same cache key). The leader's retry finds its lease gone.
+    for (const p of ['deepseek', 'dashscope', 'zhipu'] as const) fake.enqueue(p, { kind: 'error', status: 500, body: { error: { message: 'Internal server error', type: 'api_error' } }, latencyMs: 400 });
+    const leader = call(job.holder, { cache }).catch((e) => e);
+    await new Promise((r) => setTimeout(r, 150));
+    expect(fake.requests).toHaveLength(1);
+    await takeOver('second-worker');
+    const follower = await call('second-worker', { cache });
+    expect((await leader).code).toBe('LEASE_LOST');
+    // Before: the follower was answered the leader's LEASE_LOST, and its worker gave the job up while holding it.
+    expect(follower.content).toBeTruthy();
+    expect(follower.costNanos).toBeGreaterThan(0n);
+    expect(fake.requests).toHaveLength(2);
+    await booksBalanced();
+  });
+
   it('refuses to call a provider for a worker whose lease is gone, reserving and charging nothing', async () => {
     await takeOver('second-worker');
     const err = await call().catch((e) => e);

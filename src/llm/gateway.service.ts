@@ -310,7 +310,11 @@ export class GatewayService implements OnApplicationBootstrap, OnApplicationShut
       // The leader's own caller went away (its call cancelled, at the provider or while it waited
       // for a slot): that is not this caller's failure, who makes the call itself (or joins the next
       // in flight). Before, it was answered the leader's 400 "cancelled" while its client waited.
-      if (leaderGone() && !callerGone(ctx.req)) return this.complete(ctx.req);
+      // Nor is the leader's lost lease (its job taken over — by this caller's worker, maybe): this
+      // caller's own lease is checked when it makes the call. (Passed on, the worker that held the
+      // job gave it up as lost, still holding it: an attempt burned, on the last one an essay failed.)
+      const leasesOwn = err instanceof GatewayError && err.code === 'LEASE_LOST';
+      if ((leaderGone() || leasesOwn) && !callerGone(ctx.req)) return this.complete(ctx.req);
       throw err;
     }
     const value = this.revalidated(ctx, leader);
