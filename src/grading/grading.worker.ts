@@ -18,7 +18,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  */
 export function retryBackoffMs(attempt: number, baseMs: number, maxMs: number, random = Math.random()): number {
   const doubled = baseMs * 2 ** Math.min(Math.max(attempt - 1, 0), 52);
-  return Math.min(Math.min(doubled, maxMs) * (0.75 + random / 2), maxMs);
+  // At the ceiling the spread is kept below it (0.6–1 of it), not cut off there: half the jobs failed
+  // together would come back at the same moment.
+  return Math.min(doubled, maxMs / 1.25) * (0.75 + random / 2);
 }
 
 /**
