@@ -890,6 +890,26 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(shown[0].changes.comment).not.toBe('老师：很好的文章。');
     });
 
+    it('refuses a total that contradicts the dimension scores given with it, and a null comment or score: nothing is stored', async () => {
+      const view = await gradeOne({ text: generateEssay(25, 'zh').text });
+      const [content, ...rest] = view.grade.dimensions as Array<{ key: string; score: number }>;
+      const makes = 20 + rest.reduce((a, d) => a + d.score, 0);
+      const wrong = makes === 30 ? 31 : 30;
+      const res = await t.http.patch(`/v1/essays/${view.id}/grade`).set(bearer(teacher)).send({ score: wrong, dimensions: [{ key: content.key, score: 20 }] }).expect(400);
+      expect(res.body.error.details).toEqual([
+        { field: 'score', message: `these dimension scores make a total of ${makes} by the rubric's rule: leave the total out, or give the dimensions that make ${wrong}` },
+      ]);
+      for (const body of [{ comment: null }, { dimensions: [{ key: content.key, comment: null }] }, { score: null }, { dimensions: [{ key: content.key, score: null }] }]) {
+        await t.http.patch(`/v1/essays/${view.id}/grade`).set(bearer(teacher)).send(body).expect(400);
+      }
+      const unchanged = (await t.http.get(`/v1/essays/${view.id}`).set(bearer(teacher)).expect(200)).body;
+      expect(unchanged.grade).toEqual(view.grade);
+      expect(unchanged.overrides ?? []).toEqual([]);
+      // Given together and agreeing, both are taken.
+      const agreed = await t.http.patch(`/v1/essays/${view.id}/grade`).set(bearer(teacher)).send({ score: makes, dimensions: [{ key: content.key, score: 20 }] }).expect(200);
+      expect(agreed.body.grade).toMatchObject({ score: makes, source: 'teacher' });
+    });
+
     it("refuses a total the rubric cannot give: whole points on 高考 60, half bands on IELTS", async () => {
       const zh = await gradeOne({ text: generateEssay(21, 'zh').text });
       const half = await t.http.patch(`/v1/essays/${zh.id}/grade`).set(bearer(teacher)).send({ score: 18.5 }).expect(400);

@@ -414,11 +414,17 @@ export class EssaysService {
       if (dto.score !== undefined && (dto.score < 0 || dto.score > top || !isOnStep(dto.score, step))) {
         problems.push({ field: 'score', message: `score must be 0–${top} in steps of ${step}` });
       }
-      if (problems.length) throw ApiError.validation(problems);
       // The total follows the dimensions only when this override scores some; a comment alone keeps
       // the total as it stands (a total the teacher set earlier included).
       const rescored = (dto.dimensions ?? []).some((o) => o.score !== undefined);
-      const total = dto.score ?? (rescored ? totalScore(rubric, Object.fromEntries(dimensions.map((d) => [d.key, d.score]))) : before.score);
+      const fromDimensions = rescored ? totalScore(rubric, Object.fromEntries(dimensions.map((d) => [d.key, d.score]))) : undefined;
+      // A total given with dimension scores must be theirs by the rubric's rule: a grade that says 30
+      // beside dimensions making 48 is two contradicting labels of one essay (grades.csv, calibration).
+      if (dto.score !== undefined && fromDimensions !== undefined && dto.score !== fromDimensions && !problems.length) {
+        problems.push({ field: 'score', message: `these dimension scores make a total of ${fromDimensions} by the rubric's rule: leave the total out, or give the dimensions that make ${dto.score}` });
+      }
+      if (problems.length) throw ApiError.validation(problems);
+      const total = dto.score ?? fromDimensions ?? before.score;
       // Which dimensions are the teacher's: those scored now, and those scored in earlier overrides.
       const scored = new Set([...(before.source === 'teacher' ? (before.labelledDimensions ?? []) : []), ...(dto.dimensions ?? []).filter((o) => o.score !== undefined).map((o) => o.key)]);
       const after: StoredGrade = {

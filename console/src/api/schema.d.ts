@@ -957,7 +957,7 @@ export interface components {
             comment?: string;
         };
         OverrideGradeDto: {
-            /** @description a total set by the teacher (otherwise computed from the dimensions) */
+            /** @description a total set by the teacher (otherwise computed from the dimensions); given with dimension scores, it must be their total by the rubric's rule */
             score?: number;
             /** @description at most one entry per rubric dimension (a rubric has at most 12) */
             dimensions?: components["schemas"]["DimensionOverrideDto"][];

@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
-import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsObject, IsOptional, IsString, IsUUID, Length, Matches, ValidateNested } from 'class-validator';
+import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsObject, IsOptional, IsString, IsUUID, Length, Matches, ValidateIf, ValidateNested } from 'class-validator';
 import { IsCnyAmount } from '../../common/validation';
 
 /**
@@ -93,6 +93,9 @@ export class SubmitBatchDto {
   essays: BatchEssayDto[];
 }
 
+/** A field that may be left out, but is never null (@IsOptional lets null through unvalidated). */
+const Omittable = () => ValidateIf((_, v: unknown) => v !== undefined);
+
 export class DimensionOverrideDto {
   @ApiProperty()
   @IsString()
@@ -100,20 +103,20 @@ export class DimensionOverrideDto {
   key: string;
 
   @ApiPropertyOptional()
-  @IsOptional()
+  @Omittable()
   @IsNumber()
   score?: number;
 
   @ApiPropertyOptional()
-  @IsOptional()
+  @Omittable()
   @IsString()
   @Length(0, 4000)
   comment?: string;
 }
 
 export class OverrideGradeDto {
-  @ApiPropertyOptional({ description: 'a total set by the teacher (otherwise computed from the dimensions)' })
-  @IsOptional()
+  @ApiPropertyOptional({ description: 'a total set by the teacher (otherwise computed from the dimensions); given with dimension scores, it must be their total by the rubric\'s rule' })
+  @Omittable()
   @IsNumber()
   score?: number;
 
@@ -127,7 +130,7 @@ export class OverrideGradeDto {
   dimensions?: DimensionOverrideDto[];
 
   @ApiPropertyOptional({ description: "the teacher's comment (replaces the summary)" })
-  @IsOptional()
+  @Omittable()
   @IsString()
   @Length(0, 4000)
   comment?: string;
