@@ -237,6 +237,11 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
         .send({ essays: [{ text: '好作文' }, { text: '   ' }] })
         .expect(400);
       expect(res.body.error.details).toEqual([{ field: 'essays[1].text', message: 'text is empty' }]);
+      // Only unpaired surrogates (stored as U+FFFD) or Braille blanks: empty too (they were queued and graded).
+      for (const text of ['\ud800', '\ud800\udbff \udc00', '\u2800\u2800\u2800']) {
+        const one = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text }).expect(400);
+        expect(one.body.error.details).toEqual([{ field: 'text', message: 'text is empty' }]);
+      }
       const badRef = await t.http
         .post('/v1/essays/batch')
         .set(bearer(teacher))

@@ -11,6 +11,10 @@ describe('essay text', () => {
     // Bidi marks and overrides, invisible operators, fillers, the soft hyphen: a broken paste, not an essay.
     for (const only of ['\u200E\u200F\u202A\u202E', '\u2061\u2062\u2063\u2064\u180E\u034F\u00AD', '\u3164\uFFA0\u115F', '\u{E0041}\u{E0042}']) expect([only, isBlank(only)]).toEqual([only, true]);
     expect(isBlank('\u202Eا')).toBe(false);
+    // Unpaired surrogates (made U+FFFD by stripControlChars) and the Braille blank: nothing to grade.
+    expect(isBlank(stripControlChars('\ud800 \udc00\ud800'))).toBe(true);
+    expect(isBlank('\u2800\u2800 \u3164')).toBe(true);
+    expect(isBlank('\uFFFD好')).toBe(false);
   });
 
   it('detects the language', () => {

@@ -32,10 +32,13 @@ export { stripControlChars } from '../common/control-chars';
 /**
  * Blank means nothing but whitespace (the ideographic space too) and invisible characters (zero-width
  * ones, bidi marks and overrides, invisible operators, fillers, the soft hyphen: text-fold's list): a
- * paste of only those was graded, 40 of 100, where the teacher should be told the text is empty.
+ * paste of only those was graded, 40 of 100, where the teacher should be told the text is empty;
+ * and replacement characters and the Braille blank.
  */
 export function isBlank(text: string): boolean {
-  return !/\S/.test(stripInvisible(text));
+  // U+FFFD: what an unpaired surrogate became when control characters were stripped (a broken paste);
+  // U+2800: the Braille blank, drawn as a space.
+  return !/[^\s\uFFFD\u2800]/.test(stripInvisible(text));
 }
 
 const CJK = /[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]/g;
