@@ -300,6 +300,36 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     expect(admitted.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason.code)).toEqual(Array(5).fill('RATE_LIMITED'));
   });
 
+  it('counts a class set still being written when the queued count is read again, and gives its room back when the write fails', async () => {
+    await setLimits({ essaysQueued: 10 });
+    const limits = t.app.get(LimitsService);
+    await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(30, 'zh').text }).expect(202);
+    // A class set of 9 admitted, its write not ended yet (a large one on a busy database)…
+    const writing = await limits.admitQueued(tenant.tenantId, 9);
+    // …when the count is read from the queue again (it is kept a second), which does not see it yet.
+    await new Promise((r) => setTimeout(r, 1_100));
+    const second = await limits.admitQueued(tenant.tenantId, 9).catch((e) => e);
+    // Before: read as 1 queued, admitted — 19 under a limit of 10.
+    expect(second.code).toBe('RATE_LIMITED');
+    // The write fails: its room is free again.
+    writing(false);
+    const third = await limits.admitQueued(tenant.tenantId, 9);
+    third(false);
+  });
+
+  it('says a class set larger than the queued limit will never fit, and how much room is left when one does not fit now', async () => {
+    await setLimits({ essaysQueued: 5 });
+    const batch = (n: number, seed: number) => t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: Array.from({ length: n }, (_, i) => ({ text: generateEssay(seed + i, 'zh').text })) });
+    const tooBig = await batch(6, 40).expect(429);
+    expect(tooBig.body.error.message).toBe('A class set of 6 essays is more than this tenant may have waiting to be graded (limit 5): send it in parts of at most 5');
+    expect(tooBig.headers['ratelimit-remaining']).toBe('5');
+    await batch(3, 50).expect(202);
+    const notNow = await batch(3, 60).expect(429);
+    expect(notNow.body.error.message).toBe('This tenant already has 3 essays waiting to be graded (limit 5, room for 2 more); try again when some are done');
+    expect(notNow.headers['ratelimit-remaining']).toBe('2');
+    expect(await storedEssays(t.dataSource, tenant.tenantId)).toHaveLength(3);
+  });
+
   it('refuses a chat call over the in-flight limit with 429 and charges nothing for it', async () => {
     await setLimits({ chatInFlight: 1 });
     fake.setLatency(600);

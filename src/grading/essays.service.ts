@@ -196,9 +196,9 @@ export class EssaysService {
     const t = await this.target(auth.tenantId, dto, text);
     const language = t.language ?? (t.rubric.language === 'any' ? detectLanguage(text) : t.rubric.language);
     await this.refuseIfUnaffordable(auth.tenantId, [{ text, language, rubric: t.rubric }], dto.tier ?? 'standard');
-    await this.limits.admitQueued(auth.tenantId, 1);
+    const admitted = await this.limits.admitQueued(auth.tenantId, 1);
     const id = randomUUID();
-    await this.store(auth, [{ t, essays: [{ id, text, language, tier: dto.tier ?? 'standard', title: dto.title ?? null, studentRef: dto.studentRef ?? null }] }]);
+    await ended(admitted, this.store(auth, [{ t, essays: [{ id, text, language, tier: dto.tier ?? 'standard', title: dto.title ?? null, studentRef: dto.studentRef ?? null }] }]));
     this.events.queued();
     return { id, status: 'queued' };
   }
@@ -234,8 +234,8 @@ export class EssaysService {
       essays.push({ t, essay: { id: randomUUID(), text, language, tier: 'standard', title: dto.essays[i].title ?? null, studentRef: dto.essays[i].studentRef ?? null } });
     }
     await this.refuseIfUnaffordable(auth.tenantId, essays.map(({ t, essay }) => ({ text: essay.text, language: essay.language, rubric: t.rubric })), 'standard');
-    await this.limits.admitQueued(auth.tenantId, texts.length);
-    await this.store(auth, [...targets.values()].map((t) => ({ t, essays: essays.filter((e) => e.t === t).map((e) => e.essay) })));
+    const admitted = await this.limits.admitQueued(auth.tenantId, texts.length);
+    await ended(admitted, this.store(auth, [...targets.values()].map((t) => ({ t, essays: essays.filter((e) => e.t === t).map((e) => e.essay) }))));
     this.events.queued();
     return { ids: essays.map((e) => e.essay.id), status: 'queued' };
   }
@@ -481,4 +481,15 @@ function toView(
     updatedAt: (row.updated_at as Date).toISOString(),
     gradedAt: row.graded_at ? (row.graded_at as Date).toISOString() : null,
   };
+}
+
+/** Tells the queued limit how an admitted write ended (LimitsService.admitQueued). */
+async function ended(admitted: (stored: boolean) => void, write: Promise<void>): Promise<void> {
+  try {
+    await write;
+    admitted(true);
+  } catch (err) {
+    admitted(false);
+    throw err;
+  }
 }

@@ -163,6 +163,12 @@ export class LimitsService implements OnModuleDestroy {
   /** the last place in line given to a waiter */
   private turns = 0;
   private readonly queued = new Map<string, { count: number; at: number }>();
+  /**
+   * Essays this instance admitted whose write has not ended yet, by tenant: a count read from the
+   * queue meanwhile does not see them (not committed), so they are added to it. (Forgotten on a
+   * re-read, a class set still being written let another through: 19 queued under a limit of 10.)
+   */
+  private readonly queuedPending = new Map<string, number>();
   /** A tenant's count of queued essays being read: the requests that find it stale meanwhile wait for the same read. */
   private readonly queuedReads = new Map<string, Promise<{ count: number; at: number }>>();
   /**
@@ -498,15 +504,36 @@ export class LimitsService implements OnModuleDestroy {
    * after another (each its own read, they all checked against the same count and all passed: six
    * class sets of 50 sent at once queued 300 under a limit of 50).
    */
-  async admitQueued(tenantId: string, n: number): Promise<void> {
+  async admitQueued(tenantId: string, n: number): Promise<(stored: boolean) => void> {
     const limit = (await this.of(tenantId)).essaysQueued;
     let c = this.queued.get(tenantId);
     if (!c || Date.now() - c.at > QUEUED_CACHE_MS) c = await this.readQueued(tenantId, limit);
     // From here to the count's update nothing waits: no other request of this instance comes between.
     if (c.count + n > limit) {
-      throw rateLimited(`This tenant already has ${c.count} essays waiting to be graded (limit ${limit}); try again when some are done`, 5, limit);
+      const room = Math.max(0, limit - c.count);
+      // One that will never fit is told so, not to try again (a client retried it forever).
+      throw rateLimited(
+        n > limit
+          ? `A class set of ${n} essays is more than this tenant may have waiting to be graded (limit ${limit}): send it in parts of at most ${limit}`
+          : `This tenant already has ${c.count} essays waiting to be graded (limit ${limit}, room for ${room} more); try again when some are done`,
+        5,
+        limit,
+        room,
+      );
     }
     c.count += n;
+    this.queuedPending.set(tenantId, (this.queuedPending.get(tenantId) ?? 0) + n);
+    let ended = false;
+    // The write ended: its essays are in the queue's count from now on; not stored, their room is given back.
+    return (stored) => {
+      if (ended) return;
+      ended = true;
+      const left = (this.queuedPending.get(tenantId) ?? n) - n;
+      if (left > 0) this.queuedPending.set(tenantId, left);
+      else this.queuedPending.delete(tenantId);
+      const now = this.queued.get(tenantId);
+      if (!stored && now) now.count = Math.max(0, now.count - n);
+    };
   }
 
   private readQueued(tenantId: string, limit: number): Promise<{ count: number; at: number }> {
@@ -515,7 +542,7 @@ export class LimitsService implements OnModuleDestroy {
       const at = Date.now();
       read = this.countQueued(tenantId, limit + 1)
         .then((count) => {
-          const c = { count, at };
+          const c = { count: count + (this.queuedPending.get(tenantId) ?? 0), at };
           if (!this.queued.has(tenantId) && this.queued.size >= BUCKETS_MAX) this.queued.delete(this.oldestQueued.next()!);
           this.queued.set(tenantId, c);
           return c;
@@ -594,11 +621,11 @@ export class LimitsService implements OnModuleDestroy {
 
 type ViewCounts = Pick<LimitsView['usage'], 'apiKeys' | 'rubricVersions' | 'assignments' | 'essaysQueued'>;
 
-export function rateLimited(message: string, retryAfterS: number, limit: number): TenancyError {
+export function rateLimited(message: string, retryAfterS: number, limit: number, remaining = 0): TenancyError {
   return new TenancyError('RATE_LIMITED', message, undefined, {
     'retry-after': String(retryAfterS),
     'ratelimit-limit': String(limit),
-    'ratelimit-remaining': '0',
+    'ratelimit-remaining': String(remaining),
     'ratelimit-reset': String(retryAfterS),
   });
 }
