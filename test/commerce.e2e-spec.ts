@@ -202,6 +202,33 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       expect([after.deepReview.status, after.deepGrade?.score]).toEqual(['delivered', essay.grade.score]);
     });
 
+    it('answers an open order sent again as it is, even when the budget could not cover a new one now (not 402)', async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(5);
+      const created = await order(essay.id).expect(202);
+      await t.http.put('/v1/budget').set(admin()).send({ monthlyCap: '0.000001' }).expect(200);
+      const again = await order(essay.id).expect(202);
+      expect(again.body).toMatchObject({ orderId: created.body.orderId, status: 'awaiting_payment' });
+      // A new order is still held to the budget.
+      expect((await order((await gradedEssay(6)).id).expect(402)).body.error.code).toBe('BUDGET_EXHAUSTED');
+    });
+
+    it('cancels an unpaid order once the school takes invoices instead: ordered again, the essay gets a new order, paid at once', async () => {
+      await sell('webhook');
+      const essay = await gradedEssay(7);
+      const first = await order(essay.id).expect(202);
+      expect(first.body.status).toBe('awaiting_payment');
+      await sell('invoice');
+      const second = await order(essay.id).expect(202);
+      // Before: the webhook order came back, waiting for a payment that would never come.
+      expect(second.body.orderId).not.toBe(first.body.orderId);
+      expect(second.body).toMatchObject({ status: 'paid', paymentMode: 'invoice' });
+      const old = (await t.http.get(`/v1/orders/${first.body.orderId}`).set(bearer(teacher)).expect(200)).body;
+      expect(old.status).not.toBe('awaiting_payment');
+      expect(old.status).not.toBe('paid');
+      await waitOrder(second.body.orderId, 'delivered');
+    });
+
     it('acknowledges a signed event of another type (200, ignored, nothing changes), and refuses an amount sent as a JSON number (400)', async () => {
       await sell('webhook');
       const essay = await gradedEssay(42);

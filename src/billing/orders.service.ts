@@ -127,7 +127,14 @@ export class OrdersService {
    * a price raised after a page read the offer is never charged unseen. An open order is answered
    * as it is, at the price it was made at; a deadline earlier than its own brings it forward.
    */
-  async create(auth: TenantAuth, essayId: string, dueBy: Date | null = null, shownPrice?: bigint): Promise<{ order: OrderView; created: boolean }> {
+  async create(
+    auth: TenantAuth,
+    essayId: string,
+    dueBy: Date | null = null,
+    shownPrice?: bigint,
+    /** checks only a new order must pass (can the budget cover the review): an open one is answered as it is */
+    beforeNew?: () => Promise<void>,
+  ): Promise<{ order: OrderView; created: boolean }> {
     const settings = await this.settings(auth.tenantId);
     if (settings.deepReviewPrice === null || settings.paymentMode === null) {
       throw new BillingError('NOT_ON_SALE', 'Deep reviews are not on sale: an admin must set PUT /v1/billing/settings first');
@@ -136,8 +143,13 @@ export class OrdersService {
     let open = existing.find((o) => o.status === 'awaiting_payment' || o.status === 'paid');
     // An order made at a price no provider can be paid (set before that was refused) would wait for
     // ever, and hold the essay's one open order: it is cancelled (nothing was paid) for a new one.
+    // So is one waiting for a payment the school no longer takes (webhook mode, since switched to
+    // invoices): no payment would come, and the essay could never be ordered again.
     if (open && open.status === 'awaiting_payment' && !payable(parseCny(open.price), open.paymentMode)) {
       await this.orders.cancelUnpaid(auth.tenantId, open.orderId, `its price (${open.price}) cannot be paid through a payment provider`);
+      open = undefined;
+    } else if (open && open.status === 'awaiting_payment' && open.paymentMode !== settings.paymentMode) {
+      await this.orders.cancelUnpaid(auth.tenantId, open.orderId, `it waited for a payment the school no longer takes (payment mode now ${settings.paymentMode})`);
       open = undefined;
     }
     if (open) {
@@ -160,6 +172,7 @@ export class OrdersService {
     if (shownPrice !== undefined && shownPrice !== price) {
       throw new BillingError('PRICE_CHANGED', `The deep-review price is ${formatCny(price)} now, not ${formatCny(shownPrice)}: nothing was ordered`, { price: formatCny(price) });
     }
+    await beforeNew?.();
     try {
       if (!(await this.orders.create({ tenantId: auth.tenantId, id, essayId, price, mode: settings.paymentMode, createdBy: auth.keyId, dueBy }))) {
         throw ApiError.notFound('Essay'); // erased since the caller found it

@@ -317,10 +317,14 @@ export class EssaysService {
     }
     const row = await this.row(auth.tenantId, id);
     const rubric = await this.rubrics.resolve(auth.tenantId, String(row.rubric_key), Number(row.rubric_version));
-    const worst = this.grading.quote(String(row.text), row.language as Language, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
-    if (worst === null) throw new LlmError('NO_PROVIDER_AVAILABLE', 'No premium model is configured for deep reviews');
-    await this.policy.admit(auth.tenantId, 'deep', () => worst, 'a deep review');
-    const { order, created } = await this.orders.create(auth, id, dueBy, shownPrice === undefined ? undefined : parseCny(shownPrice));
+    // Checked for a new order only: an open one is answered as it is (ordered again, a client's retry
+    // of a paid order was told 402 once the budget had run low, or 503 with the premium tier away).
+    const admit = async () => {
+      const worst = this.grading.quote(String(row.text), row.language as Language, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
+      if (worst === null) throw new LlmError('NO_PROVIDER_AVAILABLE', 'No premium model is configured for deep reviews');
+      await this.policy.admit(auth.tenantId, 'deep', () => worst, 'a deep review');
+    };
+    const { order, created } = await this.orders.create(auth, id, dueBy, shownPrice === undefined ? undefined : parseCny(shownPrice), admit);
     if (created && order.status === 'paid') this.events.queued();
     return order;
   }
