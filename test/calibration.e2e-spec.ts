@@ -2,6 +2,8 @@ import { EssaysRepository } from '../src/grading/essays.repository';
 import { builtinRubric, totalScore, totalStep } from '../src/grading/rubric';
 import { LabelCursor, QualityRepository } from '../src/quality/quality.repository';
 import { CalibrationService } from '../src/quality/calibration.service';
+import { CalibrationsRepository } from '../src/grading/calibrations.repository';
+import { GradingService } from '../src/grading/grading.service';
 import { generateEssay } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { keptAndBackfilled } from './support/agreement-cells';
@@ -294,6 +296,30 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
     // another tenant reads none of them
     const other = await f.newTenant();
     expect((await repo.labelsPage(other.tenantId, assignments[0], null, 1_000)).rows).toEqual([]);
+  });
+
+  it('grades an essay on the calibration in force when it is stored: one fitted while the essay was being graded is the one it ends on', async () => {
+    const id = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'A-race', prompt: '以“成长”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id as string;
+    const calibrations = t.app.get(CalibrationsRepository);
+    const shift = (by: number) => ({ method: 'linear', model: { version: 0, isotonic: null, ridge: null, linear: { intercept: by, slope: 1 } }, essays: 20, before: {}, after: {}, active: true });
+    const v1 = await calibrations.add(tenant.tenantId, id, shift(2), tenant.adminKeyId);
+    const grading = t.app.get(GradingService) as unknown as { escalate: (...a: unknown[]) => Promise<unknown> };
+    const real = grading.escalate.bind(grading);
+    let v2: number | undefined;
+    // While the essay's grade (calibrated with v1) is checked for escalation, a teacher fits v2.
+    const spy = jest.spyOn(grading, 'escalate').mockImplementation(async (...args: unknown[]) => {
+      if (v2 === undefined) v2 = (await calibrations.add(tenant.tenantId, id, shift(4), tenant.adminKeyId)).version;
+      return real(...args);
+    });
+    try {
+      const ids = (await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: id, essays: [{ text: generateEssay(901, 'zh').text }] }).expect(202)).body.ids as string[];
+      const [view] = await waitForEssays(t.app, teacher, ids);
+      expect(v2).toBe(v1.version + 1);
+      // Before: stored with v1, which a regrade run meanwhile had passed by (the essay was grading).
+      expect(view.grade.calibration.version).toBe(v2);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it('keeps a calibration that would do no better than none switched off, and says why', async () => {

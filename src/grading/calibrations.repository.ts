@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, EntityManager } from 'typeorm';
 import { TtlCache } from '../common/ttl-cache';
 import { ClusterBus } from '../db/cluster-bus';
 import { tenantQuery } from '../db/tenant-scope';
@@ -50,6 +50,15 @@ export class CalibrationsRepository {
   /** The active calibration of an assignment, or null. */
   activeModel(tenantId: string, assignmentId: string): Promise<CalibrationModel | null> {
     return this.active.getOrLoad(`${tenantId}:${assignmentId}`, async () => (await this.current(tenantId, assignmentId))?.model ?? null);
+  }
+
+  /** The version of the assignment's calibration in force (null: none), read in `tx`; this instance's cached one is forgotten when it differs from `used`. */
+  async stillInForce(tx: EntityManager, tenantId: string, assignmentId: string, used: number | null): Promise<boolean> {
+    const [row] = await tenantQuery<{ version: number }>(tx, tenantId, `SELECT version FROM calibrations WHERE tenant_id = $1 AND assignment_id = $2 AND active`, [assignmentId]);
+    const inForce = row ? Number(row.version) : null;
+    if (inForce === used) return true;
+    this.active.delete(`${tenantId}:${assignmentId}`);
+    return false;
   }
 
   async current(tenantId: string, assignmentId: string): Promise<CalibrationRecord | null> {

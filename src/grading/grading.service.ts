@@ -241,8 +241,11 @@ export class GradingService {
       grade = result.grade;
       costNanos = result.costNanos;
     }
+    // The calibration version the grade was made with (null: none in force), when one applies to it.
+    let calibratedWith: { assignmentId: string; version: number | null } | undefined;
     if (essay.assignment_id && grade.source !== 'reused' && grade.tier === 'standard') {
       const calibration = await this.calibrations.activeModel(job.tenantId, essay.assignment_id);
+      calibratedWith = { assignmentId: essay.assignment_id, version: calibration?.version ?? null };
       if (calibration) grade = calibrateGrade(grade, rubric, calibration, essay);
     }
     const escalated = await this.escalate(essay, rubric, grade, flags, { job, signal });
@@ -258,6 +261,12 @@ export class GradingService {
       // commit): erased since it was read, its grade must not live on here; the retry grades anew.
       if (stored.source === 'reused' && reusedFrom && !(await this.essays.holdUnerased(tx, job.tenantId, reusedFrom))) {
         throw new RetryableGradingError('the earlier essay whose grade was to be reused was erased meanwhile: graded again', 0, false, true);
+      }
+      // A calibration switched on, off or fitted anew while this essay was graded (its escalation can
+      // take a deep call's seconds): graded again, on the one in force, its model answer replayed
+      // (paid once). Stored on the old one, it kept it: a regrade run meanwhile passed it by, grading.
+      if (calibratedWith && stored.tier === 'standard' && !(await this.calibrations.stillInForce(tx, job.tenantId, calibratedWith.assignmentId, calibratedWith.version))) {
+        throw new RetryableGradingError("the assignment's calibration changed while this essay was graded: graded again on the one in force", 0, false, true);
       }
       await this.essays.storeGrade(tx, job.tenantId, essay.id, { status, grade: stored, flags: [...flags], costNanos, cache: stored.cache, similar });
       if (shadow) await this.queue.enqueue(tx, job.tenantId, [{ essayId: essay.id, kind: 'shadow' }]);
