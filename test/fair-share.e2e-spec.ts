@@ -317,12 +317,46 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     third(false);
   });
 
+  it('counts a class set whose write ends while the queued count is being read: in the read or in what was still being written, never in neither', async () => {
+    await setLimits({ essaysQueued: 10 });
+    const limits = t.app.get(LimitsService);
+    const queue = t.app.get(JobQueue);
+    await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: generateEssay(31, 'zh').text }).expect(202);
+    const writing = await limits.admitQueued(tenant.tenantId, 9);
+    await new Promise((r) => setTimeout(r, 1_100));
+    // The next read of the queue takes its snapshot (1 queued: the class set not written yet)…
+    const real = queue.queuedGradings.bind(queue);
+    let readDone!: () => void;
+    const read = new Promise<void>((r) => (readDone = r));
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const spy = jest.spyOn(queue, 'queuedGradings').mockImplementation(async (...args) => {
+      const n = await real(...args);
+      readDone();
+      await gate;
+      return n;
+    });
+    try {
+      const next = limits.admitQueued(tenant.tenantId, 1).catch((e) => e);
+      await read;
+      // …the class set's write ends before the read is done…
+      writing(true);
+      release();
+      // …and is counted all the same: 1 + 9 queued, no room for one more. (Before: counted nowhere, admitted.)
+      expect((await next).code).toBe('RATE_LIMITED');
+    } finally {
+      release();
+      spy.mockRestore();
+    }
+  });
+
   it('says a class set larger than the queued limit will never fit, and how much room is left when one does not fit now', async () => {
     await setLimits({ essaysQueued: 5 });
     const batch = (n: number, seed: number) => t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ essays: Array.from({ length: n }, (_, i) => ({ text: generateEssay(seed + i, 'zh').text })) });
-    const tooBig = await batch(6, 40).expect(429);
-    expect(tooBig.body.error.message).toBe('A class set of 6 essays is more than this tenant may have waiting to be graded (limit 5): send it in parts of at most 5');
-    expect(tooBig.headers['ratelimit-remaining']).toBe('5');
+    // 413, as a batch over 200: a 429 told the client to try again, and it never fits.
+    const tooBig = await batch(6, 40).expect(413);
+    expect(tooBig.body.error).toMatchObject({ code: 'PAYLOAD_TOO_LARGE', message: 'A class set of 6 essays is more than this tenant may have waiting to be graded (limit 5): send it in parts of at most 5' });
+    expect(tooBig.headers['retry-after']).toBeUndefined();
     await batch(3, 50).expect(202);
     const notNow = await batch(3, 60).expect(429);
     expect(notNow.body.error.message).toBe('This tenant already has 3 essays waiting to be graded (limit 5, room for 2 more); try again when some are done');

@@ -5,6 +5,7 @@ import { TtlCache } from '../common/ttl-cache';
 import { AppConfig, CONFIG, LIMIT_NAMES, TenantLimits } from '../config/app-config';
 import { ClusterBus } from '../db/cluster-bus';
 import { JobQueue } from '../jobs/job-queue';
+import { ApiError } from '../common/errors';
 import { TenancyError } from './tenancy-errors';
 import { CountedLimit, TenantsRepository } from './tenants.repository';
 
@@ -506,20 +507,16 @@ export class LimitsService implements OnModuleDestroy {
    */
   async admitQueued(tenantId: string, n: number): Promise<(stored: boolean) => void> {
     const limit = (await this.of(tenantId)).essaysQueued;
+    if (n > limit) {
+      // It will never fit: 413, as a batch over MAX_BATCH (a 429 told the client to try again, for ever).
+      throw new ApiError('PAYLOAD_TOO_LARGE', `A class set of ${n} essays is more than this tenant may have waiting to be graded (limit ${limit}): send it in parts of at most ${limit}`);
+    }
     let c = this.queued.get(tenantId);
     if (!c || Date.now() - c.at > QUEUED_CACHE_MS) c = await this.readQueued(tenantId, limit);
     // From here to the count's update nothing waits: no other request of this instance comes between.
     if (c.count + n > limit) {
       const room = Math.max(0, limit - c.count);
-      // One that will never fit is told so, not to try again (a client retried it forever).
-      throw rateLimited(
-        n > limit
-          ? `A class set of ${n} essays is more than this tenant may have waiting to be graded (limit ${limit}): send it in parts of at most ${limit}`
-          : `This tenant already has ${c.count} essays waiting to be graded (limit ${limit}, room for ${room} more); try again when some are done`,
-        5,
-        limit,
-        room,
-      );
+      throw rateLimited(`This tenant already has ${c.count} essays waiting to be graded (limit ${limit}, room for ${room} more); try again when some are done`, 5, limit, room);
     }
     c.count += n;
     this.queuedPending.set(tenantId, (this.queuedPending.get(tenantId) ?? 0) + n);
@@ -540,9 +537,13 @@ export class LimitsService implements OnModuleDestroy {
     let read = this.queuedReads.get(tenantId);
     if (!read) {
       const at = Date.now();
+      // The writes still going when the read begins, as they are then: one that ends while the read
+      // is in flight may be in its snapshot or not, and counts here either way (at worst twice, for a
+      // second). Taken when the read ended, one that ended meanwhile was counted nowhere.
+      const pending = this.queuedPending.get(tenantId) ?? 0;
       read = this.countQueued(tenantId, limit + 1)
         .then((count) => {
-          const c = { count: count + (this.queuedPending.get(tenantId) ?? 0), at };
+          const c = { count: count + pending, at };
           if (!this.queued.has(tenantId) && this.queued.size >= BUCKETS_MAX) this.queued.delete(this.oldestQueued.next()!);
           this.queued.set(tenantId, c);
           return c;
