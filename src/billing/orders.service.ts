@@ -142,14 +142,12 @@ export class OrdersService {
     const existing = await this.findForEssay(auth.tenantId, essayId);
     let open = existing.find((o) => o.status === 'awaiting_payment' || o.status === 'paid');
     // An order made at a price no provider can be paid (set before that was refused) would wait for
-    // ever, and hold the essay's one open order: it is cancelled (nothing was paid) for a new one.
-    // So is one waiting for a payment the school no longer takes (webhook mode, since switched to
-    // invoices): no payment would come, and the essay could never be ordered again.
+    // ever, and hold the essay's one open order: it is cancelled (nothing was paid) for a new one —
+    // once the new one passes its checks (refused, the old one stays as it was). (An unpaid order
+    // of webhook mode, since switched to invoices, stays open: its payment may still come.)
+    let unpayable: OrderView | undefined;
     if (open && open.status === 'awaiting_payment' && !payable(parseCny(open.price), open.paymentMode)) {
-      await this.orders.cancelUnpaid(auth.tenantId, open.orderId, `its price (${open.price}) cannot be paid through a payment provider`);
-      open = undefined;
-    } else if (open && open.status === 'awaiting_payment' && open.paymentMode !== settings.paymentMode) {
-      await this.orders.cancelUnpaid(auth.tenantId, open.orderId, `it waited for a payment the school no longer takes (payment mode now ${settings.paymentMode})`);
+      unpayable = open;
       open = undefined;
     }
     if (open) {
@@ -173,6 +171,11 @@ export class OrdersService {
       throw new BillingError('PRICE_CHANGED', `The deep-review price is ${formatCny(price)} now, not ${formatCny(shownPrice)}: nothing was ordered`, { price: formatCny(price) });
     }
     await beforeNew?.();
+    if (unpayable && !(await this.orders.cancelUnpaid(auth.tenantId, unpayable.orderId, `its price (${unpayable.price}) cannot be paid through a payment provider`))) {
+      // Paid (or closed) since it was read: the essay's open order is what it now is.
+      const now = (await this.findForEssay(auth.tenantId, essayId)).find((o) => o.status === 'awaiting_payment' || o.status === 'paid');
+      if (now) return { order: now, created: false };
+    }
     try {
       if (!(await this.orders.create({ tenantId: auth.tenantId, id, essayId, price, mode: settings.paymentMode, createdBy: auth.keyId, dueBy }))) {
         throw ApiError.notFound('Essay'); // erased since the caller found it
