@@ -212,6 +212,10 @@ describe('budget, usage and stats over HTTP', () => {
     await t.http.get('/v1/usage?from=2026-02-01&to=2026-01-01').set(bearer(tenant.adminKey)).expect(400);
     await t.http.get('/v1/usage?from=0000-01-01').set(bearer(tenant.adminKey)).expect(400);
     await t.http.get('/v1/stats?period=2026-13').set(bearer(tenant.adminKey)).expect(400);
+    // A day that does not exist, with a time and offset too (it was read as 2 March, 1 December).
+    for (const from of ['2026-02-30T00:00:00Z', encodeURIComponent('2026-11-31T00:00:00+05:30')]) {
+      expect((await t.http.get(`/v1/usage?from=${from}`).set(bearer(tenant.adminKey)).expect(400)).body.error.details[0].field).toBe('from');
+    }
   });
 
   it("never shows one tenant's usage to another", async () => {
