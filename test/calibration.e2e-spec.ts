@@ -9,6 +9,7 @@ import { bearer, Factory, TestTenant } from './support/factories';
 import { keptAndBackfilled } from './support/agreement-cells';
 import { waitForEssays } from './support/grading';
 import { createTestApp, TestApp } from './support/test-app';
+import { serverUrl } from './support/test-database';
 
 /**
  * Calibration from teachers (SPEC §9) through the HTTP API on a real database, with the offline
@@ -317,6 +318,40 @@ describe('quality: calibration from teachers (real PostgreSQL)', () => {
       expect(v2).toBe(v1.version + 1);
       // Before: stored with v1, which a regrade run meanwhile had passed by (the essay was grading).
       expect(view.grade.calibration.version).toBe(v2);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  // (Two sessions at once: on a PostgreSQL server only.)
+  (serverUrl() ? it : it.skip)("makes a teacher's switch of the calibration wait for a grade being stored on the one in force: a regrade after it finds the essay graded", async () => {
+    const id = (await t.http.post('/v1/assignments').set(bearer(teacher)).send({ title: 'A-lock', prompt: '以“成长”为题', rubric: 'zh-gaokao-60' }).expect(201)).body.id as string;
+    const calibrations = t.app.get(CalibrationsRepository);
+    await calibrations.add(tenant.tenantId, id, { method: 'linear', model: { version: 0, isotonic: null, ridge: null, linear: { intercept: 2, slope: 1 } }, essays: 20, before: {}, after: {}, active: true }, tenant.adminKeyId);
+    const essays = t.app.get(EssaysRepository);
+    const real = essays.storeGrade.bind(essays);
+    let switched: Promise<boolean> | undefined;
+    let doneBeforeCommit: boolean | undefined;
+    // While the grade is being stored (its transaction open, the calibration checked), the teacher turns it off.
+    const spy = jest.spyOn(essays, 'storeGrade').mockImplementation(async (...args: Parameters<EssaysRepository['storeGrade']>) => {
+      if (!switched) {
+        let done = false;
+        switched = calibrations.deactivate(tenant.tenantId, id).then((r) => ((done = true), r));
+        await new Promise((r) => setTimeout(r, 300));
+        doneBeforeCommit = done;
+      }
+      return real(...args);
+    });
+    try {
+      const ids = (await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: id, essays: [{ text: generateEssay(902, 'zh').text }] }).expect(202)).body.ids as string[];
+      await waitForEssays(t.app, teacher, ids);
+      expect(await switched).toBe(true);
+      // Before: the switch committed at once, and a regrade then passed the essay by (still grading).
+      expect(doneBeforeCommit).toBe(false);
+      const regrade = (await t.http.post(`/v1/assignments/${id}/regrade`).set(bearer(teacher)).expect(202)).body;
+      expect(regrade.essays).toBe(1);
+      const [view] = await waitForEssays(t.app, teacher, ids);
+      expect(view.grade.calibration ?? null).toBeNull();
     } finally {
       spy.mockRestore();
     }

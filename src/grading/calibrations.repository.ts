@@ -52,9 +52,15 @@ export class CalibrationsRepository {
     return this.active.getOrLoad(`${tenantId}:${assignmentId}`, async () => (await this.current(tenantId, assignmentId))?.model ?? null);
   }
 
-  /** The version of the assignment's calibration in force (null: none), read in `tx`; this instance's cached one is forgotten when it differs from `used`. */
+  /**
+   * Whether the assignment's calibration in force (none: null) is still `used`, read in `tx` under a
+   * share lock, as a regrade's write reads it (EssaysRepository.replaceGrade): a teacher's switch,
+   * off or to another, waits for this grade to be stored, and a regrade after it finds the essay
+   * graded. (None in force, there is no row to lock: a first fit committing meanwhile is not seen.)
+   * This instance's cached one is forgotten when it differs.
+   */
   async stillInForce(tx: EntityManager, tenantId: string, assignmentId: string, used: number | null): Promise<boolean> {
-    const [row] = await tenantQuery<{ version: number }>(tx, tenantId, `SELECT version FROM calibrations WHERE tenant_id = $1 AND assignment_id = $2 AND active`, [assignmentId]);
+    const [row] = await tenantQuery<{ version: number }>(tx, tenantId, `SELECT version FROM calibrations WHERE tenant_id = $1 AND assignment_id = $2 AND active FOR SHARE`, [assignmentId]);
     const inForce = row ? Number(row.version) : null;
     if (inForce === used) return true;
     this.active.delete(`${tenantId}:${assignmentId}`);
