@@ -51,6 +51,10 @@ const EXCLUDED: Record<string, { kind: ExclusionKind; reason: string }> = {
   // Operator-only routes that take an id go here with kind 'operator': the operator may see every
   // tenant, so they are not cross-tenant; the suite checks that a tenant key is refused (401/403).
   'PUT /v1/tenants/:id/limits': { kind: 'operator', reason: "the operator sets any tenant's fair-use limits" },
+  'GET /v1/tenants/:id/api-keys': { kind: 'operator', reason: "the operator lists any tenant's keys (a school's way back when its admin key is lost)" },
+  'HEAD /v1/tenants/:id/api-keys': { kind: 'operator', reason: "the operator lists any tenant's keys (a school's way back when its admin key is lost)" },
+  'POST /v1/tenants/:id/api-keys': { kind: 'operator', reason: 'the operator gives any tenant a new key (a school that lost its admin key)' },
+  'DELETE /v1/tenants/:id/api-keys/:keyId': { kind: 'operator', reason: "the operator revokes any tenant's key (a school taken over)" },
   'GET /v1/models/:id': { kind: 'catalog', reason: 'one entry of the model catalog every tenant shares; the id names a model, not a record' },
   'HEAD /v1/models/:id': { kind: 'catalog', reason: 'one entry of the model catalog every tenant shares; the id names a model, not a record' },
 };

@@ -110,6 +110,31 @@ describe('foundation over HTTP', () => {
       const res = await t.http.delete(`/v1/api-keys/${tenant.adminKeyId}`).set(bearer(tenant.adminKey)).expect(409);
       expectErrorShape(res.body, 'CONFLICT');
     });
+
+    it("gives a school taken over (or that lost its admin key) its way back through the operator: a new admin key, the intruder's revoked", async () => {
+      const school = await newTenant();
+      // An intruder with the school's admin key makes an admin key of its own and revokes the school's.
+      const intruder = await newKey(school.adminKey, 'admin');
+      await t.http.delete(`/v1/api-keys/${school.adminKeyId}`).set(bearer(intruder.key)).expect(204);
+      await t.http.get('/v1/api-keys').set(bearer(school.adminKey)).expect(401);
+      // The operator lists the school's keys, gives it a new admin key, and revokes the intruder's.
+      const listed = (await t.http.get(`/v1/tenants/${school.tenant.id}/api-keys`).set(operator).expect(200)).body.data as Array<{ id: string; role: string; revokedAt: string | null }>;
+      expect(listed.find((k) => k.id === intruder.id)).toMatchObject({ role: 'admin', revokedAt: null });
+      expect(JSON.stringify(listed)).not.toContain(intruder.key);
+      const fresh = (await t.http.post(`/v1/tenants/${school.tenant.id}/api-keys`).set(operator).send({ name: 'recovered admin', role: 'admin' }).expect(201)).body;
+      expect(fresh).toMatchObject({ role: 'admin', key: expect.any(String) });
+      await t.http.delete(`/v1/tenants/${school.tenant.id}/api-keys/${intruder.id}`).set(operator).expect(204);
+      await t.http.get('/v1/api-keys').set(bearer(intruder.key)).expect(401);
+      expect((await t.http.get('/v1/api-keys').set(bearer(fresh.key)).expect(200)).body.data.map((k: { id: string }) => k.id)).toContain(fresh.id);
+      // Its last admin key stays (409); an unknown tenant is 404; a school's own admin key is no operator.
+      await t.http.delete(`/v1/tenants/${school.tenant.id}/api-keys/${fresh.id}`).set(operator).expect(409);
+      await t.http.post('/v1/tenants/00000000-0000-4000-8000-000000000000/api-keys').set(operator).send({ name: 'x', role: 'admin' }).expect(404);
+      await t.http.get('/v1/tenants/not-a-uuid/api-keys').set(operator).expect(404);
+      await t.http.get(`/v1/tenants/${school.tenant.id}/api-keys`).set(bearer(fresh.key)).expect(403);
+      // Another school's key id through this school's path is not found.
+      const other = await newTenant();
+      await t.http.delete(`/v1/tenants/${school.tenant.id}/api-keys/${other.adminKeyId}`).set(operator).expect(404);
+    });
   });
 
   describe('errors', () => {

@@ -47,19 +47,19 @@ describe('tenants and API keys (real PostgreSQL)', () => {
       const [r] = await ds.query(`SELECT last_used_at FROM api_keys WHERE id = $1`, [teacher.id]);
       return r.last_used_at !== null;
     });
-    await keys.revoke(tenant.admin, teacher.id);
+    await keys.revoke(tenant.admin.tenantId, teacher.id);
     expect(await keys.authenticate(teacher.key)).toBeNull();
     // Revoking again changes nothing and does not fail.
-    await keys.revoke(tenant.admin, teacher.id);
+    await keys.revoke(tenant.admin.tenantId, teacher.id);
     const [r] = await ds.query(`SELECT revoked_at FROM api_keys WHERE id = $1`, [teacher.id]);
     expect(r.revoked_at).toBeInstanceOf(Date);
   });
 
   it('refuses to revoke the last active admin key, even under concurrent revocations', async () => {
     const tenant = await f.newTenant();
-    await expect(keys.revoke(tenant.admin, tenant.adminKeyId)).rejects.toMatchObject({ code: 'CONFLICT' });
+    await expect(keys.revoke(tenant.admin.tenantId, tenant.adminKeyId)).rejects.toMatchObject({ code: 'CONFLICT' });
     const second = await f.newKey(tenant, 'admin');
-    const results = await Promise.allSettled([keys.revoke(tenant.admin, tenant.adminKeyId), keys.revoke(second.auth, second.id)]);
+    const results = await Promise.allSettled([keys.revoke(tenant.admin.tenantId, tenant.adminKeyId), keys.revoke(second.auth.tenantId, second.id)]);
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
     const rejected = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
     expect(rejected.reason).toBeInstanceOf(ApiError);
@@ -74,10 +74,10 @@ describe('tenants and API keys (real PostgreSQL)', () => {
     const a = await f.newTenant();
     const b = await f.newTenant();
     const bTeacher = await f.newKey(b, 'teacher');
-    await expect(keys.revoke(a.admin, bTeacher.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
-    await expect(keys.revoke(a.admin, 'not-a-uuid')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(keys.revoke(a.admin.tenantId, bTeacher.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(keys.revoke(a.admin.tenantId, 'not-a-uuid')).rejects.toMatchObject({ code: 'NOT_FOUND' });
     expect(await keys.authenticate(bTeacher.key)).toEqual(bTeacher.auth);
-    expect((await keys.list(a.admin)).keys.map((k) => k.id)).not.toContain(bTeacher.id);
+    expect((await keys.list(a.admin.tenantId)).keys.map((k) => k.id)).not.toContain(bTeacher.id);
   });
 
   it('lists every active key and the latest 100 revoked ones, however many the tenant revoked', async () => {
@@ -94,11 +94,11 @@ describe('tenants and API keys (real PostgreSQL)', () => {
         [tenant.tenantId, from, n],
       );
     await revoke(100, 1);
-    let listed = await keys.list(tenant.admin);
+    let listed = await keys.list(tenant.admin.tenantId);
     expect(listed.moreRevoked).toBe(false);
     expect(listed.keys).toHaveLength(3 + 100);
     await revoke(150, 101);
-    listed = await keys.list(tenant.admin);
+    listed = await keys.list(tenant.admin.tenantId);
     expect(listed.moreRevoked).toBe(true);
     // The active keys first, oldest first; then the revoked ones, the latest revocation first.
     expect(listed.keys.slice(0, 3).map((k) => k.id)).toEqual([tenant.adminKeyId, ...teachers.map((k) => k.id)]);
@@ -125,7 +125,7 @@ describe('tenants and API keys (real PostgreSQL)', () => {
       for (let i = 0; i < 5; i++) expect(await keys.authenticate(unknown)).toBeNull();
       expect(prefixReads()).toBe(1);
       expect(await keys.authenticate(teacher.key)).toEqual(teacher.auth);
-      await keys.revoke(tenant.admin, teacher.id);
+      await keys.revoke(tenant.admin.tenantId, teacher.id);
       const before = prefixReads();
       for (let i = 0; i < 5; i++) expect(await keys.authenticate(teacher.key)).toBeNull();
       expect(prefixReads() - before).toBe(1);

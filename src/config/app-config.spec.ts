@@ -60,6 +60,12 @@ describe('loadConfig', () => {
   it('never echoes a secret it rejects', () => {
     const err = problemWith({ INKSTONE_ADMIN_TOKEN: 'short-secret' });
     expect(err.message).toBe('INKSTONE_ADMIN_TOKEN must be at least 16 characters long (got 12)');
+    // Sent as a Bearer token: a space, a non-ASCII character or a length past the header's bound never matched a request.
+    for (const token of ['inkstone operator pass phrase 2026', 'operator-token-密码-0123456789']) {
+      expect(problemWith({ INKSTONE_ADMIN_TOKEN: token }).message).toBe('INKSTONE_ADMIN_TOKEN must be visible ASCII characters without spaces (it is sent as a Bearer token)');
+    }
+    expect(problemWith({ INKSTONE_ADMIN_TOKEN: 'x'.repeat(506) }).message).toBe('INKSTONE_ADMIN_TOKEN must be at most 505 characters long, to fit the Authorization header (got 506)');
+    expect(loadConfig({ ...base, INKSTONE_ADMIN_TOKEN: 'x'.repeat(505) }).adminToken).toHaveLength(505);
     expect(err.message).not.toContain('short-secret');
   });
 });

@@ -179,7 +179,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     databaseIdleInTransactionTimeoutMs: e.int('DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS', { min: 0, max: 86_400_000, default: 60_000 }),
     databaseStatementTimeoutMs: e.int('DATABASE_STATEMENT_TIMEOUT_MS', { min: 0, max: 86_400_000, default: 120_000 }),
     dataDir,
-    adminToken: e.secret('INKSTONE_ADMIN_TOKEN', 16),
+    adminToken: e.bearerSecret('INKSTONE_ADMIN_TOKEN', 16),
     bodyLimitBytes: e.int('BODY_LIMIT_BYTES', { min: 1024, max: 64 * 1024 * 1024, default: 8 * 1024 * 1024 }),
     metricsTenantSeries: e.int('METRICS_TENANT_SERIES', { min: 0, max: 1_000_000, default: 1_000 }),
     http: readHttpTimeouts(e),

@@ -59,6 +59,19 @@ export class EnvReader {
     return v;
   }
 
+  /**
+   * A secret sent as a Bearer token: also visible ASCII without spaces, and short enough for the
+   * Authorization header a request may carry (512 characters, "Bearer " included). One with a space,
+   * a non-ASCII character (sent as UTF-8, read back as Latin-1) or longer was taken at start and
+   * matched by no request: the operator locked out, each try counted as a failed sign-in.
+   */
+  bearerSecret(name: string, minLength: number): string {
+    const v = this.secret(name, minLength);
+    if (!/^[\x21-\x7e]+$/.test(v)) this.fail(name, 'must be visible ASCII characters without spaces (it is sent as a Bearer token)');
+    if (v.length > 505) this.fail(name, `must be at most 505 characters long, to fit the Authorization header (got ${v.length})`);
+    return v;
+  }
+
   optionalSecret(name: string, minLength = 1): string | undefined {
     const v = this.raw(name);
     if (v !== undefined && v.length < minLength) {

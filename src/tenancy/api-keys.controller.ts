@@ -1,9 +1,11 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, ParseUUIDPipe, Post } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiTags } from '@nestjs/swagger';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
+import { ApiError } from '../common/errors';
 import { ApiView } from '../docs/api-view';
 import { ApiKeysService, ApiKeyView, CreatedApiKey } from './api-keys.service';
 import { CreateApiKeyDto } from './dto/create-api-key.dto';
+import { TenantsRepository } from './tenants.repository';
 
 /** GET /v1/api-keys */
 export interface ApiKeyList {
@@ -25,14 +27,14 @@ export class ApiKeysController {
   @ApiOperation({ summary: 'Create an API key; the key is shown only in this answer' })
   @ApiView('CreatedApiKey', { status: 201 })
   create(@TenantCaller() auth: TenantAuth, @Body() dto: CreateApiKeyDto): Promise<CreatedApiKey> {
-    return this.keys.create(auth, dto);
+    return this.keys.create(auth.tenantId, dto);
   }
 
   @Get()
   @ApiOperation({ summary: "List the tenant's API keys (never the keys themselves)" })
   @ApiView('ApiKeyList')
   async list(@TenantCaller() auth: TenantAuth): Promise<ApiKeyList> {
-    const { keys, moreRevoked } = await this.keys.list(auth);
+    const { keys, moreRevoked } = await this.keys.list(auth.tenantId);
     return { data: keys, moreRevoked };
   }
 
@@ -40,6 +42,49 @@ export class ApiKeysController {
   @HttpCode(204)
   @ApiOperation({ summary: 'Revoke an API key' })
   revoke(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<void> {
-    return this.keys.revoke(auth, id);
+    return this.keys.revoke(auth.tenantId, id);
+  }
+}
+
+const tenantId = new ParseUUIDPipe({ exceptionFactory: () => ApiError.notFound('Tenant') });
+
+/**
+ * The operator's hand on a school's keys: a school whose only admin key was lost, or taken over (an
+ * attacker's admin key made and the school's revoked), is given a new admin key, and the other
+ * revoked, by the operator — there was no way back but SQL. Every use is logged with the key's id.
+ */
+@ApiTags('operator')
+@ApiBearerAuth()
+@Controller('v1/tenants/:id/api-keys')
+@Auth('operator')
+export class OperatorApiKeysController {
+  constructor(
+    private readonly keys: ApiKeysService,
+    private readonly tenants: TenantsRepository,
+  ) {}
+
+  @Post()
+  @HttpCode(201)
+  @ApiOperation({ summary: "Create an API key for a tenant (operator token): a school's way back when its admin key is lost; the key is shown only in this answer" })
+  @ApiView('CreatedApiKey', { status: 201 })
+  create(@Param('id', tenantId) id: string, @Body() dto: CreateApiKeyDto): Promise<CreatedApiKey> {
+    return this.keys.create(id.toLowerCase(), dto);
+  }
+
+  @Get()
+  @ApiOperation({ summary: "List a tenant's API keys (operator token; never the keys themselves)" })
+  @ApiView('ApiKeyList')
+  async list(@Param('id', tenantId) id: string): Promise<ApiKeyList> {
+    await this.tenants.identity(id.toLowerCase()); // 404 for an unknown tenant
+    const { keys, moreRevoked } = await this.keys.list(id.toLowerCase());
+    return { data: keys, moreRevoked };
+  }
+
+  @Delete(':keyId')
+  @HttpCode(204)
+  @ApiOperation({ summary: "Revoke a tenant's API key (operator token); its last admin key cannot be (make another first)" })
+  async revoke(@Param('id', tenantId) id: string, @Param('keyId') keyId: string): Promise<void> {
+    await this.tenants.identity(id.toLowerCase());
+    return this.keys.revoke(id.toLowerCase(), keyId);
   }
 }

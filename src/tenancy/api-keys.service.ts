@@ -102,12 +102,13 @@ export class ApiKeysService {
    * The tenant's row is locked while its keys are counted, so keys made at once by several admins
    * or instances cannot together pass the limit.
    */
-  async create(auth: TenantAuth, dto: CreateApiKeyDto): Promise<CreatedApiKey> {
+  /** A new key of the tenant (its admin's, or the operator's for a school that lost its admin key). */
+  async create(tenantId: string, dto: CreateApiKeyDto): Promise<CreatedApiKey> {
     return this.limits.withinCount(
-      auth.tenantId,
+      tenantId,
       'apiKeys',
       (max) => `This tenant has its limit of ${max} active API keys; revoke one before making another`,
-      (tx) => this.issue(tx, auth.tenantId, dto.name, dto.role),
+      (tx) => this.issue(tx, tenantId, dto.name, dto.role),
     );
   }
 
@@ -133,8 +134,8 @@ export class ApiKeysService {
    * revoked keys are left out. Revoked keys do not count against any limit, so a tenant can
    * accumulate any number: listed whole, 200,000 of them ran the process out of memory.
    */
-  async list(auth: TenantAuth): Promise<{ keys: ApiKeyView[]; moreRevoked: boolean }> {
-    const keys = this.keys(this.ds.manager, auth.tenantId);
+  async list(tenantId: string): Promise<{ keys: ApiKeyView[]; moreRevoked: boolean }> {
+    const keys = this.keys(this.ds.manager, tenantId);
     const active = await keys.find({ revokedAt: IsNull() }, { order: { createdAt: 'ASC', id: 'ASC' } });
     const revoked = await keys.find({ revokedAt: Not(IsNull()) }, { order: { revokedAt: 'DESC', id: 'ASC' }, take: REVOKED_LISTED + 1 });
     return { keys: [...active, ...revoked.slice(0, REVOKED_LISTED)].map(toView), moreRevoked: revoked.length > REVOKED_LISTED };
@@ -144,12 +145,12 @@ export class ApiKeysService {
    * Revokes a key of the caller's tenant. Revoking twice is harmless. The last active admin key
    * cannot be revoked: the tenant would lock itself out.
    */
-  async revoke(auth: TenantAuth, id: string): Promise<void> {
+  async revoke(tenantId: string, id: string): Promise<void> {
     if (!UUID.test(id)) throw ApiError.notFound('API key');
     // The other processes are told by a NOTIFY in the revoking transaction, delivered with its commit:
     // sent after it, a failed or lost send left the key accepted elsewhere until its cache expired.
     const told = await this.ds.transaction(async (m) => {
-      const keys = this.keys(m, auth.tenantId);
+      const keys = this.keys(m, tenantId);
       const key = await keys.findOne({ id });
       if (!key) throw ApiError.notFound('API key');
       if (key.revokedAt) return undefined;
@@ -157,7 +158,7 @@ export class ApiKeysService {
         // Lock the tenant's admin keys so two concurrent revocations cannot both pass this check.
         const activeAdmins = await m.query(
           `SELECT id FROM api_keys WHERE tenant_id = $1 AND role = 'admin' AND revoked_at IS NULL FOR UPDATE`,
-          [auth.tenantId],
+          [tenantId],
         );
         if (activeAdmins.length <= 1) {
           throw new ApiError('CONFLICT', 'This is the last active admin key of the tenant; create another admin key first');
@@ -167,12 +168,12 @@ export class ApiKeysService {
       return this.bus.publishWith(m, 'key-revoked', { keyId: id });
     });
     this.lastTouched.delete(id);
-    this.limits.countsChanged(auth.tenantId);
+    this.limits.countsChanged(tenantId);
     // Every instance forgets the key at once (this one now, the others through the bus). (Revoked
     // before: told again, in case that earlier message was lost.)
     if (told) told();
     else this.bus.publish('key-revoked', { keyId: id });
-    this.logger.log({ msg: 'api key revoked', tenantId: auth.tenantId, keyId: id });
+    this.logger.log({ msg: 'api key revoked', tenantId: tenantId, keyId: id });
   }
 
   /** Shutdown: the key uses still to be recorded are written first. */

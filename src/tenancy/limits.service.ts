@@ -61,7 +61,8 @@ export const LIMIT_MEANINGS: Record<LimitName, string> = {
   apiKeys: 'active (not revoked) API keys; past it, making one is refused (429) until one is revoked',
   assignments: 'assignments kept; past it, making one is refused (429)',
   rubricVersions: "rubric versions kept: each rubric made and each edit of one (PUT) is a version, kept for the grades made with it; past it, making or editing a rubric is refused (429)",
-  essaysQueued: 'essays waiting to be graded',
+  essaysQueued:
+    "essays waiting to be graded; a class set larger than the limit is refused with 413 `PAYLOAD_TOO_LARGE` (it will never fit: send it in parts), one that does not fit now with 429 and `RateLimit-Remaining` the room left. The queue's count is read at most once a second per instance, plus the essays that instance admitted since (those still being written included), so several instances admitting within the same second may together pass it by what each admitted in that second",
   essaysGrading: 'essays being graded at once, across instances, each kind of job counted apart (gradings, gradings with a deadline, deep reviews, shadow gradings; enforced in the queue’s claim)',
   chatInFlight: 'chat completions in flight',
   eventStreams: 'open event streams (SSE)',

@@ -1,7 +1,7 @@
 import { Module } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { JobsModule } from '../jobs/jobs.module';
-import { ApiKeysController } from './api-keys.controller';
+import { ApiKeysController, OperatorApiKeysController } from './api-keys.controller';
 import { ApiKeysService } from './api-keys.service';
 import { AuthGuard } from './auth.guard';
 import { Authenticator } from './authenticator';
@@ -18,7 +18,7 @@ import { ReadSlotInterceptor } from './read-slot.interceptor';
 
 @Module({
   imports: [JobsModule],
-  controllers: [TenantsController, ApiKeysController, LimitsController],
+  controllers: [TenantsController, ApiKeysController, OperatorApiKeysController, LimitsController],
   providers: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, AuthFailures, LimitsService, IdempotencyRepository, IdempotencyInterceptor, ReadSlotInterceptor, { provide: APP_GUARD, useClass: AuthGuard }],
   exports: [TenantsService, TenantsRepository, ApiKeysService, Authenticator, ConsoleSessions, AuthFailures, LimitsService, IdempotencyRepository, IdempotencyInterceptor, ReadSlotInterceptor],
 })

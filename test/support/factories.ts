@@ -59,7 +59,7 @@ export class Factory {
   }
 
   async newKey(tenant: TestTenant, role: ApiKeyRole = 'teacher'): Promise<{ id: string; key: string; auth: TenantAuth }> {
-    const k = await this.app.get(ApiKeysService).create(tenant.admin, { name: `${role} ${++seq}`, role });
+    const k = await this.app.get(ApiKeysService).create(tenant.tenantId, { name: `${role} ${++seq}`, role });
     return { id: k.id, key: k.key, auth: { kind: 'tenant', tenantId: tenant.tenantId, keyId: k.id, role } };
   }
 }
