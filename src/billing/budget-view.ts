@@ -75,7 +75,10 @@ export function forecast(period: string, timeZone: string, spent: Nanos, cap: Na
   const length = BigInt(end.getTime() - start.getTime());
   const monthEnd = (spent * length) / elapsed;
   let exhaustsOn: string | null = null;
-  if (spent > 0n && monthEnd >= cap) {
+  // A cap of zero is reached before anything is spent: today (at any rate, null said "not this month").
+  if (cap <= 0n) {
+    exhaustsOn = new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(now);
+  } else if (spent > 0n && monthEnd >= cap) {
     const atMs = start.getTime() + Number((cap * elapsed) / spent);
     exhaustsOn = new Intl.DateTimeFormat('en-CA', { timeZone, year: 'numeric', month: '2-digit', day: '2-digit' }).format(
       new Date(Math.max(atMs, now.getTime())),

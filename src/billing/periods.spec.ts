@@ -36,6 +36,8 @@ describe('forecast', () => {
     const f = forecast('2026-11', 'UTC', 1_000_000_000_000n, 2_000_000_000_000n, new Date('2026-11-11T00:00:00Z'));
     expect(f).toEqual({ monthEnd: '3000.00', exhaustsOn: '2026-11-21' });
     expect(forecast('2026-11', 'UTC', 0n, 1n, new Date('2026-11-11T00:00:00Z'))).toEqual({ monthEnd: '0.00', exhaustsOn: null });
+    // A cap of zero is reached already: today, in the tenant's zone.
+    expect(forecast('2026-11', 'Asia/Kolkata', 0n, 0n, new Date('2026-11-10T20:00:00Z'))).toEqual({ monthEnd: '0.00', exhaustsOn: '2026-11-11' });
   });
 
   it('computes utilization exactly', () => {
