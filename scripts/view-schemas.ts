@@ -44,6 +44,7 @@ export const VIEWS: ReadonlyArray<{ name: string; file: string }> = [
   { name: 'MonthReport', file: 'src/reports/month-report.ts' },
   { name: 'ApiKeyList', file: 'src/tenancy/api-keys.controller.ts' },
   { name: 'CreatedApiKey', file: 'src/tenancy/api-keys.service.ts' },
+  { name: 'TakenBack', file: 'src/tenancy/api-keys.controller.ts' },
   { name: 'LimitsView', file: 'src/tenancy/limits.service.ts' },
   { name: 'AssignmentAgreement', file: 'src/quality/quality.service.ts' },
   { name: 'QualityView', file: 'src/quality/quality.service.ts' },

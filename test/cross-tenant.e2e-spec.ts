@@ -55,6 +55,7 @@ const EXCLUDED: Record<string, { kind: ExclusionKind; reason: string }> = {
   'HEAD /v1/tenants/:id/api-keys': { kind: 'operator', reason: "the operator lists any tenant's keys (a school's way back when its admin key is lost)" },
   'POST /v1/tenants/:id/api-keys': { kind: 'operator', reason: 'the operator gives any tenant a new key (a school that lost its admin key)' },
   'DELETE /v1/tenants/:id/api-keys/:keyId': { kind: 'operator', reason: "the operator revokes any tenant's key (a school taken over)" },
+  'POST /v1/tenants/:id/api-keys/take-back': { kind: 'operator', reason: 'the operator takes any school back from an intruder (every key revoked, a new admin key)' },
   'GET /v1/models/:id': { kind: 'catalog', reason: 'one entry of the model catalog every tenant shares; the id names a model, not a record' },
   'HEAD /v1/models/:id': { kind: 'catalog', reason: 'one entry of the model catalog every tenant shares; the id names a model, not a record' },
 };

@@ -22,6 +22,17 @@ describe('foundation over HTTP', () => {
     return res.body as { tenant: { id: string; monthlyBudget: string; timezone: string }; adminKey: string; adminKeyId: string };
   }
 
+  /** The key's answer on a server reaches `status` (another instance hears a revocation through the bus). */
+  async function waitForStatus(server: Parameters<typeof request>[0], key: string, status: number) {
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      const res = await request(server).get('/v1/api-keys').set(bearer(key));
+      if (res.status === status) return;
+      if (Date.now() > deadline) throw new Error(`expected ${status}, still ${res.status}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
   async function newKey(adminKey: string, role: 'admin' | 'teacher') {
     const res = await t.http.post('/v1/api-keys').set(bearer(adminKey)).send({ name: `${role} key`, role }).expect(201);
     return res.body as { id: string; key: string; role: string };
@@ -134,6 +145,36 @@ describe('foundation over HTTP', () => {
       // Another school's key id through this school's path is not found.
       const other = await newTenant();
       await t.http.delete(`/v1/tenants/${school.tenant.id}/api-keys/${other.adminKeyId}`).set(operator).expect(404);
+    });
+
+    it('takes a school back from an intruder still holding an admin key in one step: every key revoked, one new admin key, on every instance at once', async () => {
+      const school = await newTenant();
+      const teacher = await newKey(school.adminKey, 'teacher');
+      const intruder = await newKey(school.adminKey, 'admin');
+      await t.http.delete(`/v1/api-keys/${school.adminKeyId}`).set(bearer(intruder.key)).expect(204);
+      // Key by key, the intruder revokes the operator's new admin key before the operator can revoke its own.
+      const given = (await t.http.post(`/v1/tenants/${school.tenant.id}/api-keys`).set(operator).send({ name: 'recovered', role: 'admin' }).expect(201)).body;
+      await t.http.delete(`/v1/api-keys/${given.id}`).set(bearer(intruder.key)).expect(204);
+      await t.http.delete(`/v1/tenants/${school.tenant.id}/api-keys/${intruder.id}`).set(operator).expect(409);
+      // Known to another instance too (its cache holds the keys).
+      const other = await t.another();
+      try {
+        await request(other.getHttpServer()).get('/v1/api-keys').set(bearer(intruder.key)).expect(200);
+        await request(other.getHttpServer()).get('/v1/api-keys').set(bearer(teacher.key)).expect(403);
+        const back = (await t.http.post(`/v1/tenants/${school.tenant.id.toUpperCase()}/api-keys/take-back`).set(operator).send({ name: 'Principal' }).expect(201)).body;
+        expect(back).toMatchObject({ role: 'admin', name: 'Principal', key: expect.any(String), revoked: 2 });
+        for (const server of [t.app.getHttpServer(), other.getHttpServer()]) {
+          await waitForStatus(server, intruder.key, 401);
+          await waitForStatus(server, teacher.key, 401);
+          await request(server).get('/v1/api-keys').set(bearer(back.key)).expect(200);
+        }
+        const keys = (await t.http.get('/v1/api-keys').set(bearer(back.key)).expect(200)).body.data as Array<{ id: string; revokedAt: string | null }>;
+        expect(keys.filter((k) => k.revokedAt === null).map((k) => k.id)).toEqual([back.id]);
+      } finally {
+        await other.close();
+      }
+      await t.http.post(`/v1/tenants/${school.tenant.id}/api-keys/take-back`).set(bearer(school.adminKey)).send({ name: 'x' }).expect(401);
+      await t.http.post('/v1/tenants/00000000-0000-4000-8000-000000000000/api-keys/take-back').set(operator).send({ name: 'x' }).expect(404);
     });
   });
 

@@ -8,7 +8,7 @@ import { ApiError } from '../common/errors';
 import { BatchLoader, KeyedBatcher } from '../common/keyed-batcher';
 import { loggableError } from '../common/error-rendering';
 import { TtlCache } from '../common/ttl-cache';
-import { TenantScopedRepository } from '../db/tenant-scope';
+import { TenantScopedRepository, tenantQuery } from '../db/tenant-scope';
 import { generateApiKey, hashSecret, parseApiKey, hashMatches } from './api-key-secret';
 import { ApiKeyEntity, ApiKeyRole } from './api-key.entity';
 import { CreateApiKeyDto } from './dto/create-api-key.dto';
@@ -88,6 +88,8 @@ export class ApiKeysService {
     this.authCache = new TtlCache(config.authCacheTtlMs, AUTH_CACHE_MAX);
     this.refused = new TtlCache(config.authCacheTtlMs, REFUSED_CACHE_MAX);
     bus.on<{ keyId: string }>('key-revoked', ({ keyId }) => this.authCache.deleteWhere((a) => a.keyId === keyId));
+    // Every key of a school revoked at once (the operator taking it back): one pass over the cache.
+    bus.on<{ tenantId: string }>('tenant-keys-revoked', ({ tenantId }) => this.authCache.deleteWhere((a) => a.tenantId === tenantId));
     // Back after the bus was down: a revocation may have been missed, so every key is checked again.
     bus.on('resync', () => this.authCache.clear());
   }
@@ -110,6 +112,28 @@ export class ApiKeysService {
       (max) => `This tenant has its limit of ${max} active API keys; revoke one before making another`,
       (tx) => this.issue(tx, tenantId, dto.name, dto.role),
     );
+  }
+
+  /**
+   * The operator takes a school back (its admin key taken over, or lost): in one transaction, with
+   * the tenant's row locked as every key made is counted, every active key of the school is revoked
+   * (teachers' too: an intruder may have made some) and one new admin key issued. One step, so an
+   * intruder still holding an admin key cannot revoke the new one between two (nor fill the key
+   * limit to refuse it). Every instance forgets the school's keys at once (the bus).
+   */
+  async takeBack(tenantId: string, name: string): Promise<CreatedApiKey & { revoked: number }> {
+    const { created, revoked, told } = await this.ds.transaction(async (tx) => {
+      const [tenant] = await tx.query(`SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [tenantId]);
+      if (!tenant) throw ApiError.notFound('Tenant');
+      const gone = await tenantQuery<{ id: string }>(tx, tenantId, `UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL RETURNING id`);
+      const key = await this.issue(tx, tenantId, name, 'admin');
+      return { created: key, revoked: gone.map((r) => r.id), told: await this.bus.publishWith(tx, 'tenant-keys-revoked', { tenantId }) };
+    });
+    told();
+    for (const id of revoked) this.lastTouched.delete(id);
+    this.limits.countsChanged(tenantId);
+    this.logger.warn({ msg: 'school taken back by the operator: every key revoked, a new admin key issued', tenantId, keyId: created.id, revoked: revoked.length });
+    return { ...created, revoked: revoked.length };
   }
 
   /** Creates a key inside the caller's transaction (tenant creation issues the first admin key). */

@@ -111,6 +111,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/tenants/{id}/api-keys/take-back": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Take a school back (operator token): every active key of the tenant revoked (teachers' too) and one new admin key issued, in one step, so an intruder holding an admin key cannot revoke the new one in between; the key is shown only in this answer */
+        post: operations["OperatorApiKeysController_takeBack"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/tenants/{id}/api-keys/{keyId}": {
         parameters: {
             query?: never;
@@ -776,6 +793,10 @@ export interface components {
             name: string;
             /** @enum {string} */
             role: "admin" | "teacher";
+        };
+        TakeBackDto: {
+            /** @example Principal (recovered) */
+            name: string;
         };
         SetLimitsDto: {
             requestsPerSecondPerKey?: number | null;
@@ -2016,6 +2037,16 @@ export interface components {
             /** @enum {string} */
             status: "queued";
         };
+        /** @description The new admin key, and how many keys were revoked with the take-back. */
+        TakenBack: {
+            createdAt: string;
+            id: string;
+            /** @description The key itself: shown this once, never again. */
+            key: string;
+            name: string;
+            revoked: number;
+            role: components["schemas"]["ApiKeyRole"];
+        };
         /** @description What one tenant may use of the shared service (SPEC §10). */
         TenantLimits: {
             /** @description active (not revoked) API keys */
@@ -2413,6 +2444,50 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CreatedApiKey"];
+                };
+            };
+            /** @description A refused request: the code says why (docs/api.md, Errors) */
+            "4XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+            /** @description A failure on our side or a provider's, or the database busy: see Retry-After when present */
+            "5XX": {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ApiErrorBody"];
+                };
+            };
+        };
+    };
+    OperatorApiKeysController_takeBack: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TakeBackDto"];
+            };
+        };
+        responses: {
+            /** @description Created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TakenBack"];
                 };
             };
             /** @description A refused request: the code says why (docs/api.md, Errors) */
