@@ -2,6 +2,9 @@ import request from 'supertest';
 import { ApiKeysService } from '../src/tenancy/api-keys.service';
 import { bearer } from './support/factories';
 import { createTestApp, OPERATOR_TOKEN, TestApp } from './support/test-app';
+import { sessionsWaitingForLocks, withHeldTransactions } from './support/held-transactions';
+import { serverUrl } from './support/test-database';
+import { waitFor } from './support/wait';
 
 const operator = bearer(OPERATOR_TOKEN);
 
@@ -175,6 +178,31 @@ describe('foundation over HTTP', () => {
       }
       await t.http.post(`/v1/tenants/${school.tenant.id}/api-keys/take-back`).set(bearer(school.adminKey)).send({ name: 'x' }).expect(401);
       await t.http.post('/v1/tenants/00000000-0000-4000-8000-000000000000/api-keys/take-back').set(operator).send({ name: 'x' }).expect(404);
+    });
+  });
+
+  describe('api keys and a take-back at once', () => {
+    // (Held transactions: on a PostgreSQL server only.)
+    (serverUrl() ? it : it.skip)("refuses a key made, or revoked, by an admin whose key a take-back revoked while the request waited: the intruder keeps nothing", async () => {
+      const school = await newTenant();
+      const intruder = await newKey(school.adminKey, 'admin');
+      const victim = await newKey(school.adminKey, 'teacher');
+      await withHeldTransactions(t.dataSource, 1, async ([held]) => {
+        // The school's row held: the take-back waits for it, and the intruder's requests (authenticated already) behind it.
+        await held.query(`SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [school.tenant.id]);
+        const back = t.http.post(`/v1/tenants/${school.tenant.id}/api-keys/take-back`).set(operator).send({ name: 'Principal' }).then((r) => r);
+        await waitFor(async () => (await sessionsWaitingForLocks(t.dataSource)) >= 1, 5_000, 'the take-back waiting');
+        const made = t.http.post('/v1/api-keys').set(bearer(intruder.key)).send({ name: 'evil', role: 'admin' }).then((r) => r);
+        const revoked = t.http.delete(`/v1/api-keys/${victim.id}`).set(bearer(intruder.key)).then((r) => r);
+        await waitFor(async () => (await sessionsWaitingForLocks(t.dataSource)) >= 3, 5_000, 'the intruder waiting');
+        await held.commitTransaction();
+        expect((await back).status).toBe(201);
+        // Before: 201, a working admin key for the intruder (who then revoked the operator's new one).
+        expect((await made).status).toBe(401);
+        expect((await revoked).status).toBe(401);
+      });
+      const active = await t.dataSource.query(`SELECT role, name FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL`, [school.tenant.id]);
+      expect(active).toEqual([{ role: 'admin', name: 'Principal' }]);
     });
   });
 

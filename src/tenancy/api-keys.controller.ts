@@ -30,7 +30,7 @@ export class ApiKeysController {
   @ApiOperation({ summary: 'Create an API key; the key is shown only in this answer' })
   @ApiView('CreatedApiKey', { status: 201 })
   create(@TenantCaller() auth: TenantAuth, @Body() dto: CreateApiKeyDto): Promise<CreatedApiKey> {
-    return this.keys.create(auth.tenantId, dto);
+    return this.keys.create(auth.tenantId, dto, auth.keyId);
   }
 
   @Get()
@@ -45,7 +45,7 @@ export class ApiKeysController {
   @HttpCode(204)
   @ApiOperation({ summary: 'Revoke an API key' })
   revoke(@TenantCaller() auth: TenantAuth, @Param('id') id: string): Promise<void> {
-    return this.keys.revoke(auth.tenantId, id);
+    return this.keys.revoke(auth.tenantId, id, auth.keyId);
   }
 }
 

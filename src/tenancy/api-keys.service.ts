@@ -104,14 +104,32 @@ export class ApiKeysService {
    * The tenant's row is locked while its keys are counted, so keys made at once by several admins
    * or instances cannot together pass the limit.
    */
-  /** A new key of the tenant (its admin's, or the operator's for a school that lost its admin key). */
-  async create(tenantId: string, dto: CreateApiKeyDto): Promise<CreatedApiKey> {
+  /**
+   * A new key of the tenant: its admin's (`callerKeyId`, the admin key asking), or the operator's for
+   * a school that lost its admin key. The caller's key is checked again with the tenant's row locked:
+   * a request authenticated before a take-back (which holds that lock) waited for it, then made its
+   * intruder a new admin key.
+   */
+  async create(tenantId: string, dto: CreateApiKeyDto, callerKeyId?: string): Promise<CreatedApiKey> {
     return this.limits.withinCount(
       tenantId,
       'apiKeys',
       (max) => `This tenant has its limit of ${max} active API keys; revoke one before making another`,
-      (tx) => this.issue(tx, tenantId, dto.name, dto.role),
+      async (tx) => {
+        if (callerKeyId) await this.stillActive(tx, tenantId, callerKeyId);
+        return this.issue(tx, tenantId, dto.name, dto.role);
+      },
     );
+  }
+
+  /**
+   * The caller's key is still active, else 401 — read with the tenant's row locked (every change of
+   * its keys takes that lock first: creation, revocation, take-back), so no revocation lands between
+   * this read and the caller's change.
+   */
+  private async stillActive(tx: EntityManager, tenantId: string, keyId: string): Promise<void> {
+    const rows = await tenantQuery(tx, tenantId, `SELECT 1 FROM api_keys WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL`, [keyId]);
+    if (!rows.length) throw new ApiError('UNAUTHENTICATED', 'This API key was revoked');
   }
 
   /**
@@ -169,11 +187,18 @@ export class ApiKeysService {
    * Revokes a key of the caller's tenant. Revoking twice is harmless. The last active admin key
    * cannot be revoked: the tenant would lock itself out.
    */
-  async revoke(tenantId: string, id: string): Promise<void> {
+  async revoke(tenantId: string, id: string, callerKeyId?: string): Promise<void> {
     if (!UUID.test(id)) throw ApiError.notFound('API key');
     // The other processes are told by a NOTIFY in the revoking transaction, delivered with its commit:
     // sent after it, a failed or lost send left the key accepted elsewhere until its cache expired.
     const told = await this.ds.transaction(async (m) => {
+      // The tenant's row first, as key creation and take-back take it: an admin's revocation runs only
+      // while the admin's own key is active (one authenticated before a take-back revoked the
+      // operator's new key after it). (Each revoker share-locking its own key instead, two admins
+      // revoking at once deadlocked on each other's rows.)
+      const [tenant] = await m.query(`SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [tenantId]);
+      if (!tenant) throw ApiError.notFound('API key');
+      if (callerKeyId) await this.stillActive(m, tenantId, callerKeyId);
       const keys = this.keys(m, tenantId);
       const key = await keys.findOne({ id });
       if (!key) throw ApiError.notFound('API key');
