@@ -13,6 +13,7 @@ import { generateApiKey, hashSecret, parseApiKey, hashMatches } from './api-key-
 import { ApiKeyEntity, ApiKeyRole } from './api-key.entity';
 import { CreateApiKeyDto } from './dto/create-api-key.dto';
 import { LimitsService } from './limits.service';
+import { TenantsRepository } from './tenants.repository';
 import { UUID } from '../common/ids';
 
 export interface CreatedApiKey {
@@ -84,6 +85,7 @@ export class ApiKeysService {
     private readonly bus: ClusterBus,
     @Inject(CONFIG) config: AppConfig,
     private readonly limits: LimitsService,
+    private readonly tenants: TenantsRepository,
   ) {
     this.authCache = new TtlCache(config.authCacheTtlMs, AUTH_CACHE_MAX);
     this.refused = new TtlCache(config.authCacheTtlMs, REFUSED_CACHE_MAX);
@@ -140,9 +142,7 @@ export class ApiKeysService {
    * limit to refuse it). Every instance forgets the school's keys at once (the bus).
    */
   async takeBack(tenantId: string, name: string): Promise<CreatedApiKey & { revoked: number }> {
-    const { created, revoked, told } = await this.ds.transaction(async (tx) => {
-      const [tenant] = await tx.query(`SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [tenantId]);
-      if (!tenant) throw ApiError.notFound('Tenant');
+    const { created, revoked, told } = await this.tenants.inTurn(tenantId, async (tx) => {
       const gone = await tenantQuery<{ id: string }>(tx, tenantId, `UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1 AND revoked_at IS NULL RETURNING id`);
       const key = await this.issue(tx, tenantId, name, 'admin');
       return { created: key, revoked: gone.map((r) => r.id), told: await this.bus.publishWith(tx, 'tenant-keys-revoked', { tenantId }) };
@@ -191,13 +191,11 @@ export class ApiKeysService {
     if (!UUID.test(id)) throw ApiError.notFound('API key');
     // The other processes are told by a NOTIFY in the revoking transaction, delivered with its commit:
     // sent after it, a failed or lost send left the key accepted elsewhere until its cache expired.
-    const told = await this.ds.transaction(async (m) => {
-      // The tenant's row first, as key creation and take-back take it: an admin's revocation runs only
-      // while the admin's own key is active (one authenticated before a take-back revoked the
-      // operator's new key after it). (Each revoker share-locking its own key instead, two admins
-      // revoking at once deadlocked on each other's rows.)
-      const [tenant] = await m.query(`SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE`, [tenantId]);
-      if (!tenant) throw ApiError.notFound('API key');
+    // The tenant's row first (inTurn), as key creation and take-back take it: an admin's revocation
+    // runs only while the admin's own key is active (one authenticated before a take-back revoked the
+    // operator's new key after it). (Each revoker share-locking its own key instead, two admins
+    // revoking at once deadlocked on each other's rows.)
+    const told = await this.tenants.inTurn(tenantId, async (m) => {
       if (callerKeyId) await this.stillActive(m, tenantId, callerKeyId);
       const keys = this.keys(m, tenantId);
       const key = await keys.findOne({ id });
