@@ -38,6 +38,20 @@ describe('erasuresInLog', () => {
     expect(log.unreadable).toBe(3);
   });
 
+  it("reads the lines a log collector kept wrapped (Docker's json-file `log`, a shipper's `message`), and counts a reshaped one as unreadable rather than skip it", async () => {
+    const erased = line({ time: '2026-12-03T00:00:00.000Z', msg: 'essay erased', tenantId: T, essayId: E1 });
+    const lines = [
+      JSON.stringify({ log: `${erased}\n`, stream: 'stdout', time: '2026-12-03T00:00:00.1Z' }),
+      JSON.stringify({ message: line({ time: '2026-12-04T00:00:00.000Z', msg: 'essay erased', tenantId: T, essayId: E2 }), host: 'web-1' }),
+      // msg moved elsewhere by a shipper: the essay is named, but not as the service wrote it.
+      JSON.stringify({ time: '2026-12-05T00:00:00.000Z', message: 'essay erased', tenantId: T, essayId: E1 }),
+      JSON.stringify({ log: '{"msg":"essay erased", "tenantId": "cut', stream: 'stdout' }),
+    ];
+    const log = await erasuresInLog(lines);
+    expect(log.erasures.map((e) => e.essayId)).toEqual([E1, E2]);
+    expect(log.unreadable).toBe(2);
+  });
+
   it('reapplies each erasure through the erasure itself: an essay being graded is listed busy (run again later), one not there counted, another failure stops the replay', async () => {
     const at = new Date(1000);
     const logged = (essayId: string): LoggedErasure => ({ tenantId: T, essayId, keyId: null, at });

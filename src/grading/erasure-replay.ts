@@ -29,6 +29,26 @@ function timeOf(v: unknown): Date | null {
  * `since` when given: each essay once, at its first erasure, oldest first. Lines that are not
  * erasures are passed over; the log may hold any number of them (read line by line).
  */
+/**
+ * A log line as the service wrote it: the JSON object itself, or the one a collector kept as a
+ * string in `log` (Docker's json-file driver: `{"log":"{…}\n","stream":"stdout","time":…}`) or
+ * in `message`; null when it is neither.
+ */
+function serviceLine(line: string): Record<string, unknown> | null {
+  const parse = (text: string): Record<string, unknown> | null => {
+    try {
+      const o: unknown = JSON.parse(text);
+      return o && typeof o === 'object' && !Array.isArray(o) ? (o as Record<string, unknown>) : null;
+    } catch {
+      return null;
+    }
+  };
+  const o = parse(line);
+  if (!o || 'msg' in o) return o;
+  const inner = typeof o.log === 'string' ? o.log : typeof o.message === 'string' ? o.message : null;
+  return inner === null ? o : parse(inner);
+}
+
 export async function erasuresInLog(lines: AsyncIterable<string> | Iterable<string>, since?: Date): Promise<ErasuresInLog> {
   const seen = new Map<string, LoggedErasure>();
   let count = 0;
@@ -36,14 +56,14 @@ export async function erasuresInLog(lines: AsyncIterable<string> | Iterable<stri
   for await (const line of lines) {
     count++;
     if (!line.includes('essay erased')) continue; // most lines: no parse
-    let o: Record<string, unknown>;
-    try {
-      o = JSON.parse(line) as Record<string, unknown>;
-    } catch {
+    const o = serviceLine(line);
+    // The phrase is in no other line the service writes: a line naming it that is not one of its
+    // erasure lines as written (cut, or wrapped or reshaped by a log collector in a way not read
+    // here) is counted, never skipped — its essay would otherwise stay restored without a word.
+    if (!o || o.msg !== 'essay erased') {
       unreadable++;
       continue;
     }
-    if (!o || typeof o !== 'object' || o.msg !== 'essay erased') continue;
     const { tenantId, essayId, keyId } = o;
     const at = timeOf(o.time);
     if (typeof tenantId !== 'string' || typeof essayId !== 'string' || !UUID.test(tenantId) || !UUID.test(essayId) || !at) {
