@@ -4,7 +4,7 @@ import { parseCny } from '../src/common/money';
 import { GatewayService } from '../src/llm/gateway.service';
 import { FakeProvider } from './fake-provider/fake-provider';
 import { gradingAnswer, malformedGrade } from './fake-provider/grading-responder';
-import { generateEssay } from './support/essays';
+import { generateEssay, nearCopy } from './support/essays';
 import { bearer, Factory, TestTenant } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
 import { startAppWithFake } from './support/app-with-fake';
@@ -138,6 +138,33 @@ describe('off-peak scheduling: class sets and deep reviews with a deadline', () 
     expect(parseCny(report.savedByScheduling)).toBe(rows.reduce((a: bigint, r: { schedule_saved_nanos: string }) => a + BigInt(r.schedule_saved_nanos), 0n));
     expect(report.savedByScheduling).not.toBe('0.00');
     await expectBooksBalanced(ds, tenant.tenantId);
+  });
+
+  it("claims no saving on a resubmission that took its earlier grade: no call was made, so it saved nothing (the earlier essay's saving is the earlier essay's)", async () => {
+    await t.http.put('/v1/grading/settings').set(bearer(tenant.adminKey)).send({ reuseResubmissionGrades: true }).expect(200);
+    const a = await assignment(due('2026-12-02T08:00:00'));
+    const text = generateEssay(31, 'zh').text;
+    const [first] = (await t.http.post('/v1/essays/batch').set(bearer(teacher)).send({ assignmentId: a.id, essays: [{ text, studentRef: 'stu-31' }] }).expect(202)).body.ids as string[];
+    await waitFor(async () => (await jobsOf([first])).every((j: { plan: unknown }) => j.plan), 10_000, 'job planned');
+    clock.mockImplementation(() => new Date(LUNCH_OFF_PEAK));
+    await ds.query(`UPDATE jobs SET run_after = now() WHERE tenant_id = $1 AND status = 'queued'`, [tenant.tenantId]);
+    await waitGraded([first]);
+    const earlier = (await view(first)).grade;
+    expect(earlier.schedule).toMatchObject({ mode: 'off_peak' });
+    expect(parseCny(earlier.schedule.saved)).toBeGreaterThan(0n);
+
+    const again = (await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: nearCopy(text, 1, 1), studentRef: 'stu-31', assignmentId: a.id }).expect(202)).body.id as string;
+    await waitGraded([again]);
+    const reused = await view(again);
+    expect(reused.flags).toContain('reused_grade');
+    expect(reused.grade.cost).toBe('0.00');
+    // Its own deadline and plan, and nothing saved; before, the earlier essay's schedule was copied
+    // with its saving, and the essays' savings added up to twice what the month report says.
+    expect(reused.grade.schedule).toEqual({ dueBy: a.dueBy, mode: expect.any(String), saved: '0.00' });
+    const rows = await ledger();
+    expect(rows).toHaveLength(1);
+    const report = await monthReport();
+    expect(parseCny(report.savedByScheduling)).toBe(parseCny(earlier.schedule.saved) + parseCny(reused.grade.schedule.saved));
   });
 
   it('keeps, on a grade escalated to the deep tier, what its scheduled standard run saved: the essay says it, and the month report is the sum of the essays', async () => {

@@ -232,7 +232,11 @@ export class GradingService {
       if (earlier.source !== 'teacher') for (const f of earlier.flags ?? []) if ((HOW_GRADED_FLAGS as readonly string[]).includes(f)) flags.add(f);
       // Its annotations are found again in this text (the edits moved them); one no longer there is dropped.
       const annotations = relocateAnnotations(essay.text, earlier.annotations ?? []);
-      grade = { ...earlier, annotations, cache: 'hit', cost: '0.00', source: 'reused', gradedAt: new Date().toISOString() };
+      // Its schedule is its own (this job's deadline and plan), and it saved nothing: no call was made
+      // (the earlier essay's saving, copied, was counted twice in the essays' sum).
+      const { schedule: _earliers, ...made } = earlier;
+      grade = { ...made, annotations, cache: 'hit', cost: '0.00', source: 'reused', gradedAt: new Date().toISOString() };
+      if (schedule) grade.schedule = { dueBy: schedule.dueBy.toISOString(), mode: schedule.mode, saved: '0.00' };
     }
 
     if (!grade) {
