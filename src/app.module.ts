@@ -1,3 +1,4 @@
+import { CacheSweep } from './common/cache-sweep';
 import { DynamicModule, Module } from '@nestjs/common';
 import { LoggerModule } from 'nestjs-pino';
 import type { Logger } from 'pino';
@@ -43,7 +44,7 @@ export class AppModule {
         AdvisorModule,
       ],
       controllers: [HealthController],
-      providers: [{ provide: CONFIG, useValue: config }, { provide: LLM_MODELS, useValue: models }, Clock],
+      providers: [{ provide: CONFIG, useValue: config }, { provide: LLM_MODELS, useValue: models }, Clock, CacheSweep],
       exports: [CONFIG, LLM_MODELS, Clock],
     };
   }

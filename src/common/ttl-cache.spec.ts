@@ -1,4 +1,4 @@
-import { SWEEP_EVERY_MS, TtlCache, sweepExpiredCaches } from './ttl-cache';
+import { SWEEP_EVERY_MS, TtlCache, keepSweeping, sweepExpiredCaches } from './ttl-cache';
 
 describe('TtlCache', () => {
   afterEach(() => jest.useRealTimers());
@@ -125,7 +125,8 @@ describe('TtlCache', () => {
     expect([cache.get('bucket'), cache.get('forever'), cache.size]).toEqual([undefined, 2, 1]);
   });
 
-  it('is swept by a timer, with no read: the entries of callers that never come back go', async () => {
+  it('is swept by a timer while an app holds it, with no read: the entries of callers that never come back go', async () => {
+    const release = keepSweeping();
     const cache = new TtlCache<number, { tenant: number }>(20, 10_000);
     const forever = new TtlCache<number, number>(Number.POSITIVE_INFINITY, 10_000);
     for (let i = 0; i < 5_000; i++) {
@@ -138,6 +139,21 @@ describe('TtlCache', () => {
     expect(forever.size).toBe(5_000); // nothing of an infinite TTL expires
     // Called directly as well (what the timer runs): nothing left to drop.
     expect(sweepExpiredCaches()).toBe(0);
+    release();
+  });
+
+  it('stops sweeping when the last holder lets go (a timer left running kept every cache it swept)', async () => {
+    const [first, second] = [keepSweeping(), keepSweeping()];
+    const cache = new TtlCache<number, number>(20, 100);
+    first();
+    first(); // twice is once
+    cache.set(1, 1);
+    await waitUntil(() => cache.size === 0); // still swept: the second holds it
+    second();
+    cache.set(2, 2);
+    await new Promise((r) => setTimeout(r, 3 * SWEEP_EVERY_MS));
+    expect(cache.size).toBe(1); // expired, but no timer swept it
+    expect(sweepExpiredCaches()).toBe(1);
   });
 
   it('caches nothing with a TTL of 0', async () => {
@@ -164,3 +180,9 @@ describe('TtlCache.clear', () => {
     expect(cache.get('c')).toBeUndefined();
   });
 });
+
+async function waitUntil(done: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5 * SWEEP_EVERY_MS;
+  while (!done() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  expect(done()).toBe(true);
+}

@@ -11,8 +11,8 @@ let sweepTimer: NodeJS.Timeout | null = null;
 
 /**
  * Drops expired entries from every cache, at most `chunk` looked at in each (each cache goes on
- * where its last sweep stopped). Run by a timer every SWEEP_EVERY_MS, off the request path (unref'd:
- * it never keeps a process alive); exported for tests.
+ * where its last sweep stopped). Run by a timer every SWEEP_EVERY_MS while an app holds it
+ * (keepSweeping), off the request path (unref'd: it never keeps a process alive); exported for tests.
  */
 export function sweepExpiredCaches(chunk = SWEEP_CHUNK): number {
   let dropped = 0;
@@ -21,17 +21,33 @@ export function sweepExpiredCaches(chunk = SWEEP_CHUNK): number {
     if (cache) dropped += cache.sweepExpired(chunk);
     else sweepable.delete(ref);
   }
-  // No cache left (a test's app closed): the timer goes too, until a cache stores again.
-  if (sweepable.size === 0 && sweepTimer) {
+  return dropped;
+}
+
+let sweepHolders = 0;
+
+/**
+ * Sweeps every cache each SWEEP_EVERY_MS until the returned release is called (by every holder:
+ * each app holds it from its start to its close, CacheSweep). The timer stops with the last app,
+ * not when the caches are gone: a timer keeps what its callback reaches and the async context it was
+ * made in (a test's hook, and the test's app with it), so the caches it waited to see go never went —
+ * in the tests, each test file's whole app stayed in memory after the file ended.
+ */
+export function keepSweeping(): () => void {
+  sweepHolders++;
+  sweepTimer ??= setInterval(() => sweepExpiredCaches(), SWEEP_EVERY_MS).unref();
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    if (--sweepHolders > 0 || !sweepTimer) return;
     clearInterval(sweepTimer);
     sweepTimer = null;
-  }
-  return dropped;
+  };
 }
 
 function register(cache: TtlCache<unknown, unknown>): void {
   sweepable.add(new WeakRef(cache));
-  sweepTimer ??= setInterval(() => sweepExpiredCaches(), SWEEP_EVERY_MS).unref();
 }
 
 /**

@@ -1,4 +1,5 @@
-import { Inject, Injectable } from '@nestjs/common';
+import { PerformanceObserver } from 'node:perf_hooks';
+import { Inject, Injectable, OnModuleDestroy } from '@nestjs/common';
 import { collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import { AppConfig, CONFIG } from '../config/app-config';
 
@@ -10,8 +11,11 @@ export const OTHER_TENANTS = '_other';
  * instances in one process, as in the tests, keep separate counts.
  */
 @Injectable()
-export class MetricsService {
+export class MetricsService implements OnModuleDestroy {
   readonly registry = new Registry();
+
+  /** what the process metrics observe (garbage collections), stopped when the app closes */
+  private readonly observers: PerformanceObserver[];
 
   readonly httpDuration = new Histogram({
     name: 'inkstone_http_request_duration_seconds',
@@ -25,7 +29,16 @@ export class MetricsService {
   private readonly labelled = new Set<string>();
 
   constructor(@Inject(CONFIG) private readonly config: AppConfig) {
-    collectDefaultMetrics({ register: this.registry, prefix: 'inkstone_' });
+    this.observers = observersStartedBy(() => collectDefaultMetrics({ register: this.registry, prefix: 'inkstone_' }));
+  }
+
+  /**
+   * The garbage-collection observer is the process's (Node keeps every observer until it is
+   * disconnected): left behind, each closed app's metrics, and everything they reach, stayed in
+   * memory for the life of the process (in the tests, each test file's whole module registry).
+   */
+  onModuleDestroy(): void {
+    for (const o of this.observers) o.disconnect();
   }
 
   /**
@@ -47,4 +60,23 @@ export class MetricsService {
   async render(): Promise<{ contentType: string; body: string }> {
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
   }
+}
+
+/**
+ * The performance observers `start` begins to observe with. prom-client starts one for its
+ * garbage-collection histogram and keeps no handle on it; this is the only way to stop it.
+ */
+function observersStartedBy(start: () => void): PerformanceObserver[] {
+  const started: PerformanceObserver[] = [];
+  const observe = PerformanceObserver.prototype.observe;
+  PerformanceObserver.prototype.observe = function (this: PerformanceObserver, ...args: Parameters<PerformanceObserver['observe']>) {
+    started.push(this);
+    return observe.apply(this, args);
+  };
+  try {
+    start();
+  } finally {
+    PerformanceObserver.prototype.observe = observe;
+  }
+  return started;
 }
