@@ -46,6 +46,9 @@ describe('erasuresInLog', () => {
       // msg moved elsewhere by a shipper: the essay is named, but not as the service wrote it.
       JSON.stringify({ time: '2026-12-05T00:00:00.000Z', message: 'essay erased', tenantId: T, essayId: E1 }),
       JSON.stringify({ log: '{"msg":"essay erased", "tenantId": "cut', stream: 'stdout' }),
+      // The phrase in what a school sent, logged in another of the service's lines: not an erasure, and no alarm.
+      line({ time: '2026-12-06T00:00:00.000Z', msg: 'a payment event of another type was ignored', tenantId: T, eventId: 'evt essay erased', type: 'essay erased' }),
+      JSON.stringify({ log: `${line({ msg: 'a payment event of another type was ignored', type: 'essay erased' })}\n`, stream: 'stdout' }),
     ];
     const log = await erasuresInLog(lines);
     expect(log.erasures.map((e) => e.essayId)).toEqual([E1, E2]);

@@ -57,13 +57,15 @@ export async function erasuresInLog(lines: AsyncIterable<string> | Iterable<stri
     count++;
     if (!line.includes('essay erased')) continue; // most lines: no parse
     const o = serviceLine(line);
-    // The phrase is in no other line the service writes: a line naming it that is not one of its
-    // erasure lines as written (cut, or wrapped or reshaped by a log collector in a way not read
-    // here) is counted, never skipped — its essay would otherwise stay restored without a word.
-    if (!o || o.msg !== 'essay erased') {
+    // A line naming the phrase that is no service line (cut, written for people, or wrapped or
+    // reshaped by a log collector in a way not read here: no `msg`) is counted, never skipped — its
+    // essay would otherwise stay restored without a word. A service line with another message is
+    // skipped: other lines can carry the phrase in what a school sent (an event's type, an error).
+    if (!o || typeof o.msg !== 'string') {
       unreadable++;
       continue;
     }
+    if (o.msg !== 'essay erased') continue;
     const { tenantId, essayId, keyId } = o;
     const at = timeOf(o.time);
     if (typeof tenantId !== 'string' || typeof essayId !== 'string' || !UUID.test(tenantId) || !UUID.test(essayId) || !at) {
