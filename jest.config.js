@@ -20,8 +20,8 @@ module.exports = {
   testTimeout: 60000,
   // A worker runs suite after suite, each starting apps of its own: what they left in the heap added
   // up (a CI run's worker died at its 4 GB limit 17 minutes in, near the end). Closed apps are no
-  // longer kept (95e36b5: 16 e2e files in one worker ended at 672 MB of live heap, against 1,250 MB
-  // after 13 before); a worker past this after a suite is still replaced by a new one.
+  // longer kept (95e36b5: 16 e2e files in one worker ended at 672 MB of live heap, against 1,496 MB
+  // before: BENCHMARKS.md, "The test run's heap"); a worker past this after a suite is still replaced by a new one.
   workerIdleMemoryLimit: '1536MB',
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/src/**/*.spec.ts', '<rootDir>/test/**/*.spec.ts', '<rootDir>/console/src/**/*.spec.ts'] },
