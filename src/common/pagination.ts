@@ -68,12 +68,14 @@ function daysInMonth(year: number, month: number): number {
 }
 
 /**
- * A page's size from the query (`limit`): an integer from 1 to `max`, `byDefault` when absent.
+ * A page's size from the query (`limit`): decimal digits for an integer from 1 to `max`, `byDefault`
+ * when absent.
  * Anything else is a 400 naming `limit`, or, given `problems`, added to the route's other problems
  * (one 400 tells them all).
  */
 export function pageLimit(raw: unknown, max: number, byDefault = max, problems?: FieldProblem[]): number {
-  const limit = raw === undefined ? byDefault : Number(raw);
+  // Decimal digits only: Number() would also take `0x5`, `1e1`, `2.0` and ` 7 `.
+  const limit = raw === undefined ? byDefault : typeof raw === 'string' && /^[0-9]{1,9}$/.test(raw) ? Number(raw) : NaN;
   if (Number.isInteger(limit) && limit >= 1 && limit <= max) return limit;
   const problem = { field: 'limit', message: `limit must be an integer from 1 to ${max}` };
   if (!problems) throw ApiError.validation([problem]);
