@@ -247,6 +247,7 @@ describe('foundation over HTTP', () => {
 
     it('refuses a name, title or prompt of spaces only (full-width ones too) with 400 naming the field, and stores nothing', async () => {
       const blank = ' \u3000\t ';
+      const invisible = '\u200B\u2060 \u200E\uFEFF';
       const noName = await t.http.post('/v1/tenants').set(operator).send({ name: blank }).expect(400);
       expect(noName.body.error.details).toEqual([{ field: 'name', message: 'name must not be blank' }]);
       const a = await newTenant();
@@ -254,6 +255,18 @@ describe('foundation over HTTP', () => {
       expect(key.body.error.details).toEqual([{ field: 'name', message: 'name must not be blank' }]);
       const assignment = await t.http.post('/v1/assignments').set(bearer(a.adminKey)).send({ title: blank, prompt: blank, rubric: 'zh-gaokao-60' }).expect(400);
       expect(assignment.body.error.details.map((d: { field: string }) => d.field).sort()).toEqual(['prompt', 'title']);
+      const unseen = await t.http.post('/v1/assignments').set(bearer(a.adminKey)).send({ title: invisible, prompt: '作文', rubric: 'zh-gaokao-60' }).expect(400);
+      expect(unseen.body.error.details).toEqual([{ field: 'title', message: 'title must not be blank' }]);
+      const invisibleKey = await t.http.post('/v1/api-keys').set(bearer(a.adminKey)).send({ name: invisible, role: 'teacher' }).expect(400);
+      expect(invisibleKey.body.error.details).toEqual([{ field: 'name', message: 'name must not be blank' }]);
+      // An essay's title is optional; given, it must say something (the console drops an empty one).
+      const text = '春天来了，万物复苏。'.repeat(20);
+      const essay = await t.http.post('/v1/essays').set(bearer(a.adminKey)).send({ text, title: invisible }).expect(400);
+      expect(essay.body.error.details).toEqual([{ field: 'title', message: 'title must not be blank' }]);
+      const batch = await t.http.post('/v1/essays/batch').set(bearer(a.adminKey)).send({ essays: [{ text, title: '春天' }, { text, title: blank }] }).expect(400);
+      expect(batch.body.error.details).toEqual([{ field: 'essays[1].title', message: 'title must not be blank' }]);
+      expect((await t.http.get('/v1/essays').set(bearer(a.adminKey)).expect(200)).body.data).toHaveLength(0);
+      expect((await t.http.get('/v1/assignments').set(bearer(a.adminKey)).expect(200)).body.data).toHaveLength(0);
       expect((await t.http.get('/v1/api-keys').set(bearer(a.adminKey)).expect(200)).body.data).toHaveLength(1);
       // Text around the spaces is fine.
       await t.http.post('/v1/api-keys').set(bearer(a.adminKey)).send({ name: ' 王老师 ', role: 'teacher' }).expect(201);

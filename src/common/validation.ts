@@ -5,6 +5,7 @@ import { isValidTimeZone } from './time-zone';
 import { CNY_DECIMALS, cnyProblem, MAX_CNY } from './money';
 import { ApiError, FieldProblem, PROBLEMS_LISTED } from './errors';
 import { UUID } from './ids';
+import { isBlank } from './invisible';
 
 /**
  * Flattens class-validator's tree into one problem per bad field, named by its path: the first
@@ -106,7 +107,10 @@ export function IsTimeZone(options?: ValidationOptions) {
     });
 }
 
-/** A name, title or prompt that says something: not empty and not only spaces (a list of "   " keys helps nobody). */
+/**
+ * A name, title or prompt that says something: not empty and not only spaces or invisible characters
+ * (a list of "   " keys helps nobody; a title of zero-width spaces shows as nothing).
+ */
 export function HasText(options?: ValidationOptions) {
   return (object: object, propertyName: string) =>
     registerDecorator({
@@ -114,6 +118,6 @@ export function HasText(options?: ValidationOptions) {
       target: object.constructor,
       propertyName,
       options: { message: `${propertyName} must not be blank`, ...options },
-      validator: { validate: (v: unknown) => typeof v !== 'string' || /\S/u.test(v) },
+      validator: { validate: (v: unknown) => typeof v !== 'string' || !isBlank(v) },
     });
 }

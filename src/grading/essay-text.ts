@@ -1,5 +1,4 @@
 import type { Language } from './rubric';
-import { stripInvisible } from './text-fold';
 
 /**
  * The longest essay accepted, in characters (a long gaokao essay is ~1,200; an IELTS one ~3,000):
@@ -29,17 +28,8 @@ export const MAX_BATCH = 200;
 /** Essay text is cleaned like every other string the API takes (src/common/control-chars.ts). */
 export { stripControlChars } from '../common/control-chars';
 
-/**
- * Blank means nothing but whitespace (the ideographic space too) and invisible characters (zero-width
- * ones, bidi marks and overrides, invisible operators, fillers, the soft hyphen: text-fold's list): a
- * paste of only those was graded, 40 of 100, where the teacher should be told the text is empty;
- * and replacement characters and the Braille blank.
- */
-export function isBlank(text: string): boolean {
-  // U+FFFD: what an unpaired surrogate became when control characters were stripped (a broken paste);
-  // U+2800: the Braille blank, drawn as a space.
-  return !/[^\s\uFFFD\u2800]/.test(stripInvisible(text));
-}
+/** Blank text (whitespace and invisible characters only) is refused: src/common/invisible.ts. */
+export { isBlank } from '../common/invisible';
 
 const CJK = /[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]/g;
 const LATIN_WORD = /[A-Za-z]+(?:['’-][A-Za-z]+)*/g;

@@ -1,3 +1,4 @@
+import { isInvisible, stripInvisible } from '../common/invisible';
 import { normalizeBounded } from '../llm/compression';
 
 /**
@@ -13,52 +14,7 @@ import { normalizeBounded } from '../llm/compression';
  * - Angle brackets and slashes that look like `<`, `>` and `/` are read as those.
  */
 
-export function isInvisible(c: number): boolean {
-  return (
-    c <= 0x08 ||
-    (c >= 0x0e && c <= 0x1f) ||
-    (c >= 0x7f && c <= 0x9f) ||
-    c === 0xad ||
-    c === 0x34f ||
-    c === 0x61c ||
-    c === 0x115f ||
-    c === 0x1160 ||
-    c === 0x17b4 ||
-    c === 0x17b5 ||
-    (c >= 0x180b && c <= 0x180f) ||
-    (c >= 0x200b && c <= 0x200f) ||
-    (c >= 0x202a && c <= 0x202e) ||
-    (c >= 0x2060 && c <= 0x206f) ||
-    c === 0x3164 ||
-    (c >= 0xfe00 && c <= 0xfe0f) ||
-    c === 0xfeff ||
-    c === 0xffa0 ||
-    (c >= 0xfff9 && c <= 0xfffb)
-  );
-}
-
-/** Astral invisibles: tag characters and variation selectors (U+E0000–U+E01EF), shorthand format controls. */
-function isInvisibleAstral(high: number, low: number): boolean {
-  return (high === 0xdb40 && low >= 0xdc00 && low <= 0xddef) || (high === 0xd82f && low >= 0xdca0 && low <= 0xdca3);
-}
-
-/** The text without invisible characters (one pass; untouched when it has none). */
-export function stripInvisible(text: string): string {
-  let out = '';
-  let kept = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    let width = 0;
-    if (isInvisible(c)) width = 1;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length && isInvisibleAstral(c, text.charCodeAt(i + 1))) width = 2;
-    if (width) {
-      out += text.slice(kept, i);
-      kept = i + width;
-      i += width - 1;
-    }
-  }
-  return kept === 0 ? text : out + text.slice(kept);
-}
+export { isInvisible, stripInvisible };
 
 /** Letters that look like Latin ones (Cyrillic, Greek, IPA and others NFKC leaves alone). */
 const LOOKALIKES: Record<string, string> = {

@@ -1,7 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { ArrayMaxSize, IsArray, IsIn, IsNumber, IsObject, IsOptional, IsString, IsUUID, Length, Matches, ValidateIf, ValidateNested } from 'class-validator';
-import { IsCnyAmount } from '../../common/validation';
+import { HasText, IsCnyAmount } from '../../common/validation';
 
 /**
  * The student: the school's id for them or their name as a class list writes it (阿依古丽·买买提,
@@ -38,6 +38,7 @@ export class SubmitEssayDto {
   @IsOptional()
   @IsString()
   @Length(1, 200)
+  @HasText()
   title?: string;
 
   @ApiPropertyOptional({ description: "the school's own student id (not a name)" })
@@ -65,6 +66,7 @@ export class BatchEssayDto {
   @IsOptional()
   @IsString()
   @Length(1, 200)
+  @HasText()
   title?: string;
 }
 
