@@ -1,5 +1,6 @@
 import { AlertsService } from '../src/billing/alerts.service';
 import { BudgetService } from '../src/billing/budget.service';
+import { ClusterBus } from '../src/db/cluster-bus';
 import { MetricsService } from '../src/metrics/metrics.service';
 import { Factory } from './support/factories';
 import { createTestApp, TestApp } from './support/test-app';
@@ -99,6 +100,13 @@ describe('metrics: the budget gauge shows the current period under the current c
     const b = await t.another();
     const onB = () => b.get(MetricsService).render().then((r) => r.body);
     await b.get(AlertsService).onSpend(school.tenantId, period, 50n, 100n, [], 'Asia/Shanghai');
+    expect(await gaugeIn(onB, school.tenantId)).toBe(0.5);
+    // Other settings changed under the same cap: the ratio stays (the change is still heard there).
+    let heard = 0;
+    b.get(ClusterBus).on<{ tenantId: string }>('budget', ({ tenantId }) => void (tenantId === school.tenantId && heard++));
+    await t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap: '100.00', alertThresholds: [0.5, 0.9] }).expect(200);
+    await waitFor(async () => heard === 1, 5_000, 'the change heard on the other instance');
+    // Before: null — dropped as if the cap had changed.
     expect(await gaugeIn(onB, school.tenantId)).toBe(0.5);
     await t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap: '200.00' }).expect(200);
     // Before: 0.5 on the other instance, the ratio under the old cap.

@@ -633,7 +633,7 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
     const period = await this.currentPeriod(tenantId);
     // A new secret is stored sealed (and a legacy plaintext one dropped); without one, the stored one stays.
     const sealedSecret = dto.alertWebhookSecret === undefined ? null : this.secrets.seal('alert', tenantId, dto.alertWebhookSecret);
-    await this.ds.transaction(async (tx) => {
+    const capChanged = await this.ds.transaction(async (tx) => {
       await this.tenants.setBudget(tx, tenantId, {
         cap,
         whenExhausted: dto.whenExhausted,
@@ -643,8 +643,10 @@ export class BudgetService implements OnApplicationBootstrap, BeforeApplicationS
       });
       const before = await this.books.setPeriodCap(tx, tenantId, period, cap);
       if (before !== null) await this.alerts.rearm(tx, tenantId, period, before !== cap);
+      return before !== cap;
     });
-    this.bus.publish('budget', { tenantId, capChanged: true });
+    // (Thresholds or the webhook changed with the same cap: the ratios shown stay right.)
+    this.bus.publish('budget', { tenantId, capChanged });
     this.logger.log({ msg: 'budget updated', tenantId, period });
     // The new cap (or thresholds) may be reached already: a cap lowered below what was spent says so
     // now, not at a settlement that will never come (nothing more fits).
