@@ -167,7 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const dataDir = path.resolve(e.string('INKSTONE_DATA_DIR', { default: './.inkstone' }));
   return {
     nodeEnv,
-    host: e.string('HOST', { default: '0.0.0.0' }),
+    host: e.host('HOST', '0.0.0.0'),
     port: e.int('PORT', { min: 0, max: 65535, default: 3000 }),
     logLevel: e.oneOf('LOG_LEVEL', LOG_LEVELS, 'info'),
     logFormat: e.oneOf('LOG_FORMAT', ['json', 'pretty', 'auto'] as const, 'auto'),

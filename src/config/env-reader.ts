@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { isValidTimeZone } from '../common/time-zone';
 
 /**
@@ -18,6 +19,9 @@ export class ConfigError extends Error {
 function shown(raw: string): string {
   return raw.length > 40 ? `"${raw.slice(0, 37)}..."` : `"${raw}"`;
 }
+
+/** A DNS name: dot-separated labels of letters, digits and inner hyphens, 253 characters at most. */
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 export class EnvReader {
   constructor(private readonly env: NodeJS.ProcessEnv) {}
@@ -99,6 +103,18 @@ export class EnvReader {
     const n = Number(v);
     if (n < opts.min || n > opts.max) this.fail(name, `must be from ${opts.min} to ${opts.max} (got ${shown(v)})`);
     return n;
+  }
+
+  /**
+   * An address to listen on: an IP address (`0.0.0.0`, `::`, `127.0.0.1`) or a host name
+   * (`localhost`). A port or a scheme in it (`0.0.0.0:3000`, `http://localhost`) is refused here,
+   * in one line, rather than by the listener's lookup at start.
+   */
+  host(name: string, def: string): string {
+    const v = this.raw(name);
+    if (v === undefined) return def;
+    if (isIP(v) || HOST_NAME.test(v)) return v;
+    return this.fail(name, `must be an IP address or a host name, without a port (such as 0.0.0.0, :: or localhost; got ${shown(v)})`);
   }
 
   oneOf<T extends string>(name: string, values: readonly T[], def: T): T {
