@@ -216,6 +216,37 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect(metrics.text.split('\n').filter((l) => l.startsWith('inkstone_llm_provider_errors_total') && l.includes('reason="cancelled"'))).toEqual([]);
   });
 
+  it('ends a stream whose key is revoked with an error event within a second or so: the call cancelled and charged for what it produced, once', async () => {
+    const key = await new Factory(t.app).newKey(tenant, 'teacher');
+    const own = new OpenAI({ apiKey: key.key, baseURL, maxRetries: 0 });
+    const words = Array.from({ length: 40 }, (_, i) => `w${i}`).join(' ');
+    fake.enqueue('deepseek', { kind: 'stream', content: words, chunks: 40, chunkDelayMs: 60 });
+    const stream = await own.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'a long answer' }], stream: true });
+    let text = '';
+    let revoked = false;
+    const read = (async () => {
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta?.content ?? '';
+        if (!revoked && text.trim().split(' ').length >= 2) {
+          revoked = true;
+          await t.http.delete(`/v1/api-keys/${key.id}`).set(bearer(tenant.adminKey)).expect(204);
+        }
+      }
+    })();
+    // Before: the whole answer streamed to the revoked key (40 words, 2.4 s), a success.
+    await expect(read).rejects.toThrow(/revoked/);
+    expect(text.trim().split(' ').length).toBeLessThan(30);
+    const row = async () => (await t.dataSource.query(`SELECT outcome, error_reason, cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId])) as Array<Record<string, string>>;
+    await waitFor(async () => (await row()).length > 0, 10_000, 'the cut stream settled');
+    await t.app.get(BudgetService).ledgerWritten();
+    const rows = await row();
+    expect(rows).toEqual([{ outcome: 'stream_interrupted', error_reason: 'cancelled', cost: expect.stringMatching(/^[1-9]\d*$/) }]);
+    const spent = (await t.http.get('/v1/budget').set(bearer(tenant.adminKey)).expect(200)).body.spent;
+    expect(parseCny(spent)).toBe(BigInt(rows[0].cost));
+    const limits = await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200);
+    expect(limits.body.usage).toMatchObject({ chatInFlight: 0, providerCalls: 0 });
+  });
+
   it('charges a stream whose client leaves before its first token for its prompt (the provider read it): not nothing', async () => {
     fake.setLatency(1_500);
     try {

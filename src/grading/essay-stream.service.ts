@@ -87,11 +87,7 @@ export class EssayStreamService {
     const subscriptions: Array<() => void> = [];
     // Whether the caller may still read: false once its key is revoked or its session signed out
     // (another failure, the database away a moment, is not the caller's: it may).
-    const allowed = () =>
-      this.authenticator.identify(req).then(
-        () => true,
-        (err: unknown) => !(err instanceof ApiError && err.code === 'UNAUTHENTICATED'),
-      );
+    const allowed = async () => (await this.authenticator.refusalNow(req)) === null;
     const refused = () => {
       send('end', { id, status: 'unauthenticated' });
       finish();

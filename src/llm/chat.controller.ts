@@ -4,16 +4,21 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { lazyClientGoneSignal } from '../common/client-gone';
 import { renderError } from '../common/error-rendering';
+import { ApiError } from '../common/errors';
 import { formatCny } from '../common/money';
 import { writeOrWait } from '../common/write-or-wait';
 import { MAX_JSON_TOTAL_ITEMS, MiB, RouteLimits } from '../common/route-config';
 import { AppConfig, CONFIG } from '../config/app-config';
+import { Authenticator } from '../tenancy/authenticator';
 import { LimitsService } from '../tenancy/limits.service';
 import { refuseDirectPremium } from '../tenancy/premium-access';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { ChatService, ChatStreamHandle } from './chat.service';
 import { ModelEntry, ModelsView, ModelsService } from './models.service';
 import { ApiView } from '../docs/api-view';
+
+/** How often a chat stream's caller is identified again (ChatController.pipe). */
+const REIDENTIFY_EVERY_MS = 1_000;
 
 /** OpenAI-compatible endpoints; the official `openai` client works against them unchanged. */
 @ApiTags('gateway')
@@ -26,6 +31,7 @@ export class ChatController {
     private readonly models: ModelsService,
     private readonly limits: LimitsService,
     private readonly tenants: TenantsRepository,
+    private readonly authenticator: Authenticator,
     @Inject(CONFIG) private readonly config: AppConfig,
   ) {}
 
@@ -91,6 +97,16 @@ export class ChatController {
       if (!raw.writableFinished) handle.abort();
     });
     let started = false;
+    // A stream outlives its request's check: its caller is identified again at most every second
+    // (from the key cache, which a revocation clears on every instance), and a key revoked or a
+    // console session ended meanwhile cuts it, as a client leaving does (the call is cancelled and
+    // billed for what it produced), with an error event saying why.
+    let checkedAt = Date.now();
+    const refusal = async (): Promise<ApiError | null> => {
+      if (Date.now() - checkedAt < REIDENTIFY_EVERY_MS) return null;
+      checkedAt = Date.now();
+      return this.authenticator.refusalNow(req);
+    };
     // Written as fast as the client takes it: when the connection's buffer is full, the next event
     // (and the provider's stream behind it) waits until it drains. A client that takes nothing for
     // HTTP_STREAM_STALL_MS is cut off and its provider call cancelled. (Before, every event was
@@ -115,6 +131,13 @@ export class ChatController {
             'x-inkstone-model': ev.model,
             'x-inkstone-cache': ev.cache,
           });
+        }
+        // (Not at the end: that answer is whole and paid for.)
+        const refused = ev.type === 'delta' ? await refusal() : null;
+        if (refused) {
+          handle.abort();
+          raw.end(`data: ${JSON.stringify(renderError(refused, String(req.id)).body)}\n\n`);
+          break;
         }
         for (const chunk of ev.sse) await write(`data: ${chunk}\n\n`);
         if (ev.type === 'end') await write('data: [DONE]\n\n');

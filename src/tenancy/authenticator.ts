@@ -40,6 +40,18 @@ export class Authenticator {
   }
 
   /**
+   * For a stream that outlives its request's check (an essay's events, a chat answer): null while
+   * the caller may still be served, or the refusal once its key is revoked or its console session
+   * ended. Another failure (the database away a moment) is not the caller's: it may go on.
+   */
+  refusalNow(req: ClientHop & { method: string }): Promise<ApiError | null> {
+    return this.identify(req).then(
+      () => null,
+      (err: unknown) => (err instanceof ApiError && err.code === 'UNAUTHENTICATED' ? err : null),
+    );
+  }
+
+  /**
    * Whether what the request presents is known to be no guess without asking the database: the
    * operator's token, a key in the auth cache, or a session cookie this service signed (which the
    * full check may still find expired, signed out or of a revoked key). For an address that failed
