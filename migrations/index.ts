@@ -49,6 +49,7 @@ import { EssaysOfflineGraded1769000000000 } from './1769000000000-EssaysOfflineG
 import { JobsQueuedKindDue1769100000000 } from './1769100000000-JobsQueuedKindDue';
 import { EssaysStudentRecent1769300000000 } from './1769300000000-EssaysStudentRecent';
 import { TenantZonesKnown1769400000000 } from './1769400000000-TenantZonesKnown';
+import { AlertUtilizationUnbounded1769500000000 } from './1769500000000-AlertUtilizationUnbounded';
 import { GuardReservations1769200000000 } from './1769200000000-GuardReservations';
 
 /** Every migration, in order. Listed by hand so the app, the CLI and the tests load the same set. */
@@ -105,4 +106,5 @@ export const MIGRATIONS = [
   GuardReservations1769200000000,
   EssaysStudentRecent1769300000000,
   TenantZonesKnown1769400000000,
+  AlertUtilizationUnbounded1769500000000,
 ];

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { randomUUID } from 'node:crypto';
 import { WebhookDispatcher } from '../src/billing/webhook-dispatcher';
 import { AlertsService } from '../src/billing/alerts.service';
+import { AlertsRepository } from '../src/billing/alerts.repository';
 import { formatCny, parseCny } from '../src/common/money';
 import { localParts, zonedTime } from '../src/common/time-zone';
 import { signPayload, verifySignature } from '../src/common/signature';
@@ -972,6 +973,61 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM budget_alerts WHERE tenant_id = $1`, [school.tenantId]);
       expect(n).toBe(3);
     }, 60_000);
+
+    it('fires the alerts of a cap lowered to a sliver of the spend (10,000 times over it or more), and a refused call after', async () => {
+      const school = await f.newTenant({ monthlyBudget: '1000.00' });
+      await t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap: '1000.00' }).expect(200); // (the period's row)
+      await t.dataSource.query(`UPDATE budget_periods SET spent_nanos = $2 WHERE tenant_id = $1`, [school.tenantId, parseCny('200.00').toString()]);
+      const set = await t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap: '0.01', alertThresholds: [0.8, 1] }).expect(200);
+      expect(set.body.utilization).toBe('20000.0000');
+      const fired = async () => (await t.dataSource.query(`SELECT kind, threshold::text AS t, utilization::text AS u FROM budget_alerts WHERE tenant_id = $1 ORDER BY threshold`, [school.tenantId])) as unknown[];
+      // Before: none (utilization was numeric(8,4): 20000 overflowed, and every later check of the month failed the same way).
+      expect(await fired()).toEqual([
+        { kind: 'threshold', t: '0.8000', u: '20000.0000' },
+        { kind: 'threshold', t: '1.0000', u: '20000.0000' },
+      ]);
+      const { period } = set.body;
+      await t.app.get(AlertsService).onRefused(school.tenantId, period, { spent: parseCny('200.00'), reserved: 0n, cap: parseCny('0.01'), needed: parseCny('0.50') });
+      expect(await fired()).toContainEqual({ kind: 'call_refused', t: '1.0000', u: '20000.0000' });
+      const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM outbound_webhooks WHERE tenant_id = $1`, [school.tenantId]);
+      expect(n).toBe(0); // (no webhook set: nothing queued; the alerts are recorded all the same)
+    });
+
+    it('hears of a threshold under a cap raised while that threshold was being fired (its alert re-armed meanwhile)', async () => {
+      const school = await f.newTenant({ monthlyBudget: '100.00' });
+      await t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap: '100.00', alertThresholds: [0.8] }).expect(200);
+      const setSpent = (cny: string) => t.dataSource.query(`UPDATE budget_periods SET spent_nanos = $2 WHERE tenant_id = $1`, [school.tenantId, parseCny(cny).toString()]);
+      const fired = async () => (await t.dataSource.query(`SELECT threshold::text AS t FROM budget_alerts WHERE tenant_id = $1 AND kind = 'threshold'`, [school.tenantId])).map((r: { t: string }) => r.t);
+      const { period } = (await t.http.get('/v1/budget').set(bearer(school.adminKey)).expect(200)).body;
+      await setSpent('85.00');
+      // The alert's statement commits, and before its caller goes on, the admin raises the cap.
+      const repo = t.app.get(AlertsRepository);
+      const original = repo.fireThreshold.bind(repo);
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      let reached = false;
+      const spy = jest.spyOn(repo, 'fireThreshold').mockImplementationOnce(async (...args) => {
+        const result = await original(...args);
+        reached = true;
+        await gate;
+        return result;
+      });
+      try {
+        const check = t.app.get(AlertsService).onSpend(school.tenantId, period, parseCny('85.00'), parseCny('100.00'), ['0.8']);
+        await waitFor(async () => reached, 5_000, 'the alert fired');
+        expect(await fired()).toEqual(['0.8000']);
+        await t.http.put('/v1/budget').set(bearer(school.adminKey)).send({ monthlyCap: '300.00' }).expect(200);
+        expect(await fired()).toEqual([]); // re-armed: 85 is under 80% of 300
+        release();
+        await check;
+      } finally {
+        spy.mockRestore();
+      }
+      // 80% of the new cap reached: heard of. Before: not (the late "fired" was kept for a day).
+      await setSpent('250.00');
+      await t.app.get(AlertsService).onSpend(school.tenantId, period, parseCny('250.00'), parseCny('300.00'), ['0.8']);
+      expect(await fired()).toEqual(['0.8000']);
+    });
 
     it('alerts no refused call when the first model did not fit and a cheaper one of the tier served it', async () => {
       const school = await f.newTenant({ monthlyBudget: '100.00' });

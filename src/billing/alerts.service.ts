@@ -22,6 +22,15 @@ export class AlertsService {
   private readonly logger = new Logger(AlertsService.name);
   /** alerts already fired (each with its tenant), so most calls skip the database entirely */
   private readonly fired = new TtlCache<string, string>(86_400_000, 50_000);
+  /**
+   * When each tenant's budget last changed (a number from `changeCount`, kept as long as `fired`):
+   * an alert is remembered as fired only if no change came while the database was asked, else a
+   * cap raised meanwhile (its alert re-armed, `fired` emptied) would be followed by the stale
+   * "fired" and the alert under the new cap never sent from here.
+   */
+  private readonly changedAt = new TtlCache<string, number>(86_400_000, 50_000);
+  private changeCount = 0;
+  private resyncedAt = 0;
   private readonly alertsTotal: Counter<'tenant' | 'threshold'>;
   private readonly utilization: Gauge<'tenant'>;
   /**
@@ -41,12 +50,17 @@ export class AlertsService {
     // A new cap re-arms the alerts it puts back in reach (BudgetService.update): every instance
     // forgets what it had seen fire for the tenant, and asks the database again.
     bus.on<{ tenantId: string; capChanged?: boolean }>('budget', ({ tenantId, capChanged }) => {
+      this.changedAt.set(tenantId, ++this.changeCount);
       this.fired.deleteWhere((t) => t === tenantId);
       // Its gauge showed the ratio under the old cap: gone until the next settlement sets it again
       // (on the instance that made the change, at once: BudgetService.update checks the alerts).
       if (capChanged) this.dropGauge(tenantId);
     });
-    bus.on('resync', () => this.fired.clear());
+    bus.on('resync', () => {
+      this.fired.clear();
+      this.changedAt.clear();
+      this.resyncedAt = ++this.changeCount;
+    });
     this.alertsTotal = new Counter({ name: 'inkstone_budget_alerts_total', help: 'Budget alerts fired', labelNames: ['tenant', 'threshold'], registers: [metrics.registry] });
     this.incidentsTotal = new Counter({ name: 'inkstone_budget_incidents_total', help: 'Calls billed beyond the bound they were admitted with', labelNames: ['tenant', 'kind'], registers: [metrics.registry] });
     this.refusalsTotal = new Counter({ name: 'inkstone_budget_refusals_total', help: 'Calls that did not fit under the cap', labelNames: ['tenant'], registers: [metrics.registry] });
@@ -59,6 +73,16 @@ export class AlertsService {
       // At each scrape: a school whose period has ended since its last settlement has no ratio of this period yet.
       collect: () => this.dropEndedPeriods(),
     });
+  }
+
+  /** The tenant's last budget change (or the last resync, when later): compared across an await. */
+  private lastChange(tenantId: string): number {
+    return Math.max(this.changedAt.get(tenantId) ?? 0, this.resyncedAt);
+  }
+
+  /** Remembers the alert as fired unless the tenant's budget changed since `since` (lastChange). */
+  private remember(key: string, tenantId: string, since: number): void {
+    if (this.lastChange(tenantId) === since) this.fired.set(key, tenantId);
   }
 
   private dropGauge(label: string): void {
@@ -116,8 +140,9 @@ export class AlertsService {
       needed: formatCny(at.needed),
     };
     const eventId = `refused_${randomUUID()}`;
+    const since = this.lastChange(tenantId);
     const fired = await this.alerts.fireCallRefused(tenantId, { period, ratio: ratio.toFixed(4), eventId, body: alertEvent(eventId, 'budget.call_refused', data) });
-    this.fired.set(key, tenantId);
+    this.remember(key, tenantId, since);
     if (fired) this.logger.warn({ msg: 'budget alert: a call did not fit under the cap', ...data });
   }
 
@@ -148,8 +173,9 @@ export class AlertsService {
     if (this.fired.get(key)) return false;
     const eventId = `shadow_low_${data.period}_${data.rubric}`;
     const body = alertEvent(eventId, 'quality.shadow_agreement_low', { tenantId, ...data });
+    const since = this.lastChange(tenantId);
     const fired = await this.alerts.fireShadowAlert(tenantId, { ...data, eventId, body });
-    this.fired.set(key, tenantId);
+    this.remember(key, tenantId, since);
     if (!fired) return false; // fired already (here or on another instance)
     this.qualityAlertsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId) });
     this.logger.warn({ msg: 'shadow agreement under the threshold', tenantId, ...data });
@@ -163,9 +189,10 @@ export class AlertsService {
     const body = alertEvent(eventId, 'budget.threshold_reached', { tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
     // One statement: the alert is recorded and its webhook queued together, or neither (another
     // instance fired it). The webhook's event id is the body's id, the same on every attempt.
+    const since = this.lastChange(tenantId);
     const fired = await this.alerts.fireThreshold(tenantId, { period, threshold, ratio: ratio.toFixed(4), eventId, body });
     // (not reached under the cap as it is now — raised since this spend's cap was read — is asked again later)
-    if (fired !== 'not reached') this.fired.set(key, tenantId);
+    if (fired !== 'not reached') this.remember(key, tenantId, since);
     if (fired !== 'fired') return; // another instance fired it, or it is not reached
     this.alertsTotal.inc({ tenant: this.metrics.tenantLabel(tenantId), threshold: thresholdLabel(threshold) });
     this.logger.warn({ msg: 'budget alert', tenantId, period, threshold: Number(threshold), utilization: Number(ratio.toFixed(4)) });
