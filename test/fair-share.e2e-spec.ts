@@ -187,6 +187,9 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     const [{ n }] = await t.dataSource.query(`SELECT count(*)::int AS n FROM rubrics WHERE tenant_id = $1`, [school.tenantId]);
     expect(n).toBe(4);
     expect((await t.http.get('/v1/limits').set(admin).expect(200)).body.usage.rubricVersions).toBe(4);
+    // At the limit, a key that is not there or one taken is still said as such (raising the limit would not help). Before: 429.
+    await t.http.put('/v1/rubrics/not-there').set(admin).send(body).expect(404);
+    expect((await t.http.post('/v1/rubrics').set(admin).send(rubric('junior')).expect(409)).body.error.message).toContain('exists');
     // What was written is whole: the versions of "junior" run on without a gap.
     const [{ versions }] = await t.dataSource.query(`SELECT array_agg(version ORDER BY version) AS versions FROM rubrics WHERE tenant_id = $1 AND key = 'junior'`, [school.tenantId]);
     expect(versions).toEqual(Array.from({ length: versions.length }, (_, i) => i + 1));

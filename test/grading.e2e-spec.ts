@@ -1064,6 +1064,20 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
         .expect(400);
       const fields = res.body.error.details.map((d: { field: string }) => d.field);
       expect(fields).toEqual(expect.arrayContaining(['key', 'name', 'language', 'totalRule', 'dimensions[0].max', 'dimensions[0].kind']));
+      // Two dimensions that read the same (a zero-width space, full-width letters, case) head two columns no one can tell apart.
+      const dimension = (key: string, name: string, description = '中心明确') => ({ key, name, max: 10, kind: 'content', description });
+      const rubric = (...dimensions: object[]) => ({ key: 'look-alike', name: '初中作文', language: 'zh', totalRule: 'sum', dimensions });
+      for (const [a, b] of [['内容', '内容\u200b'], ['Ideas', 'ＩＤＥＡＳ'], ['Word choice', 'word  choice']]) {
+        const same = await t.http.post('/v1/rubrics').set(bearer(tenant.adminKey)).send(rubric(dimension('a', a), dimension('b', b))).expect(400);
+        expect(same.body.error.details).toEqual([{ field: 'dimensions', message: 'dimension names must differ (two read the same)' }]);
+      }
+      // A description of nothing (spaces, zero-width ones) gives the model an empty criterion.
+      for (const blank of ['   ', '\u200b\u200b']) {
+        const empty = await t.http.post('/v1/rubrics').set(bearer(tenant.adminKey)).send(rubric(dimension('a', '内容', blank))).expect(400);
+        expect(empty.body.error.details).toEqual([{ field: 'dimensions[0].description', message: 'description must not be blank' }]);
+      }
+      expect((await t.http.get('/v1/rubrics/look-alike').set(bearer(tenant.adminKey)).expect(404)).body.error.code).toBe('NOT_FOUND');
+      await t.http.post('/v1/rubrics').set(bearer(tenant.adminKey)).send(rubric(dimension('a', '内容'), dimension('b', '内容与中心'))).expect(201);
     });
   });
 

@@ -4,6 +4,7 @@ import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { TtlCache } from '../common/ttl-cache';
 import { tenantQuery } from '../db/tenant-scope';
+import { stripInvisible } from '../common/invisible';
 import { LimitsService } from '../tenancy/limits.service';
 import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
 import { BUILTIN_RUBRICS, builtinRubric, DEFAULT_EXPECTED_LENGTH, maxScore, Rubric, RubricDimension } from './rubric';
@@ -111,6 +112,10 @@ export class RubricsService {
   private async write(auth: TenantAuth, key: string, dto: RubricBodyDto, mode: 'create' | 'update'): Promise<RubricView> {
     const keys = dto.dimensions.map((d) => d.key);
     if (new Set(keys).size !== keys.length) throw ApiError.validation([{ field: 'dimensions', message: 'dimension keys must be unique' }]);
+    // Names head the columns of grades.csv and the dimensions a teacher sees: two that read the same
+    // (up to case, width, spacing and invisible characters) could not be told apart.
+    const names = dto.dimensions.map((d) => readAs(d.name));
+    if (new Set(names).size !== names.length) throw ApiError.validation([{ field: 'dimensions', message: 'dimension names must differ (two read the same)' }]);
     if (dto.totalRule === 'mean_half_band' && new Set(dto.dimensions.map((d) => d.max)).size > 1) {
       throw ApiError.validation([{ field: 'totalRule', message: 'mean_half_band needs every dimension on the same scale' }]);
     }
@@ -145,17 +150,29 @@ export class RubricsService {
          RETURNING version, definition`,
         [key, JSON.stringify(rubric), auth.keyId, mode],
       );
+    // A key taken (create) or unknown (update) is said as such, not as the version limit reached
+    // (which an operator raising would not help); the insert's own condition stays the guard.
+    const [taken] = await tenantQuery(this.ds.manager, auth.tenantId, `SELECT 1 FROM rubrics WHERE tenant_id = $1 AND key = $2 LIMIT 1`, [key]);
+    if (mode === 'create' && taken) throw exists(key);
+    if (mode === 'update' && !taken) throw ApiError.notFound(`Rubric ${key}`);
     const refusal = (max: number) => `This tenant keeps its limit of ${max} rubric versions; an operator can raise it`;
     const rows = await this.limits.withinCount(auth.tenantId, 'rubricVersions', refusal, insert).catch((err: Error & { code?: string }) => {
       if (err.code === '23505') throw new ApiError('CONFLICT', 'Someone else changed this rubric at the same moment; try again');
       throw err;
     });
     if (!rows[0]) {
-      throw mode === 'create' ? new ApiError('CONFLICT', `Rubric "${key}" exists; PUT /v1/rubrics/${key} makes a new version`) : ApiError.notFound(`Rubric ${key}`);
+      throw mode === 'create' ? exists(key) : ApiError.notFound(`Rubric ${key}`);
     }
     this.logger.log({ msg: 'rubric written', tenantId: auth.tenantId, key, version: rows[0].version });
     return view(rows[0].definition);
   }
+}
+
+const exists = (key: string) => new ApiError('CONFLICT', `Rubric "${key}" exists; PUT /v1/rubrics/${key} makes a new version`);
+
+/** A dimension's name as a reader tells it from another: compatibility forms folded, invisibles and spacing dropped, case ignored. */
+function readAs(name: string): string {
+  return stripInvisible(name.normalize('NFKC')).replace(/\s+/g, '').toLowerCase();
 }
 
 function view(r: Rubric): RubricView {

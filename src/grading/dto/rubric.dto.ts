@@ -33,6 +33,7 @@ export class RubricDimensionDto {
   @ApiProperty({ example: '切合题意，中心突出' })
   @IsString()
   @Length(1, 2000)
+  @HasText()
   description: string;
 }
 
