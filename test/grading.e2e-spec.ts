@@ -739,6 +739,27 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       const said = await gradeOne({ text: generateEssay(74, 'zh').text, rubric: 'zh-gaokao-60', language: 'zh' });
       expect(said.flags).not.toContain('other_language');
     });
+
+    it("refuses a language the named rubric is not written for (400 naming language, nothing stored): IELTS bands for an essay sent as Chinese came with no flag", async () => {
+      const school = await f.newTenant();
+      const admin = bearer(school.adminKey);
+      const text = generateEssay(75, 'zh').text;
+      const message = 'language must be en, the language of rubric en-ielts-task2 (or leave it out)';
+      // Before: 201/202, graded on IELTS bands with no other_language flag (the text matched the language it was sent with).
+      expect((await t.http.post('/v1/essays').set(admin).send({ text, rubric: 'en-ielts-task2', language: 'zh' }).expect(400)).body.error.details).toEqual([{ field: 'language', message }]);
+      expect((await t.http.post('/v1/essays/batch').set(admin).send({ rubric: 'en-ielts-task2', language: 'zh', essays: [{ text }] }).expect(400)).body.error.details).toEqual([{ field: 'language', message }]);
+      const assignment = await t.http.post('/v1/assignments').set(admin).send({ title: 'Task 2', prompt: 'Discuss both views.', rubric: 'en-ielts-task2', language: 'zh' }).expect(400);
+      expect(assignment.body.error.details).toEqual([{ field: 'language', message }]);
+      const ielts = await t.http.post('/v1/assignments').set(admin).send({ title: 'Task 2', prompt: 'Discuss both views.', rubric: 'en-ielts-task2' }).expect(201);
+      expect((await t.http.post('/v1/essays').set(admin).send({ text, assignmentId: ielts.body.id, language: 'zh' }).expect(400)).body.error.details).toEqual([{ field: 'language', message }]);
+      expect((await t.http.get('/v1/essays').set(admin).expect(200)).body.data).toEqual([]);
+      // A rubric for either language takes either; the rubric's own language, or none, as before.
+      const any = { key: 'either', name: 'Either', language: 'any', totalRule: 'sum', dimensions: [{ key: 'content', name: 'Content', max: 10, kind: 'content', description: 'ideas' }] };
+      await t.http.post('/v1/rubrics').set(admin).send(any).expect(201);
+      await t.http.post('/v1/essays').set(admin).send({ text, rubric: 'either', language: 'zh' }).expect(202);
+      await t.http.post('/v1/essays').set(admin).send({ text, rubric: 'en-ielts-task2', language: 'en' }).expect(202);
+      await t.http.post('/v1/essays').set(admin).send({ text, assignmentId: ielts.body.id }).expect(202);
+    });
   });
 
   describe('budget policy', () => {

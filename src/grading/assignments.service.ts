@@ -6,7 +6,7 @@ import { ApiError } from '../common/errors';
 import { tenantQuery } from '../db/tenant-scope';
 import { AssignmentQualityDto, CreateAssignmentDto, Escalation } from './dto/assignment.dto';
 import { detectLanguage } from './essay-text';
-import { maxScore, Rubric, totalStep } from './rubric';
+import { languageMismatch, maxScore, Rubric, totalStep } from './rubric';
 import { RubricsService } from './rubrics.service';
 import { TenantsRepository } from '../tenancy/tenants.repository';
 import { LimitsService } from '../tenancy/limits.service';
@@ -93,6 +93,8 @@ export class AssignmentsService {
   async create(auth: TenantAuth, dto: CreateAssignmentDto): Promise<Assignment> {
     const rubric = await this.rubrics.resolve(auth.tenantId, dto.rubric);
     this.check(auth, dto, rubric);
+    const mismatch = languageMismatch(rubric, dto.language);
+    if (mismatch) throw ApiError.validation([{ field: 'language', message: mismatch }]);
     const language = dto.language ?? (rubric.language === 'any' ? detectLanguage(dto.prompt) : rubric.language);
     const id = randomUUID();
     // Assignments are kept (their essays and grades refer to them): a tenant's are bounded (`assignments`).

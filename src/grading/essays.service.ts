@@ -22,7 +22,7 @@ import { GradingService, StoredGrade } from './grading.service';
 import { BudgetPolicy } from '../billing/budget-policy';
 import { LlmError } from '../llm/llm-errors';
 import { OrdersService, OrderView } from '../billing/orders.service';
-import { isOnStep, Language, maxScore, Rubric, totalScore, totalStep, withExpectedLength } from './rubric';
+import { isOnStep, Language, languageMismatch, maxScore, Rubric, totalScore, totalStep, withExpectedLength } from './rubric';
 import { RubricsService } from './rubrics.service';
 import { LimitsService } from '../tenancy/limits.service';
 import { UUID } from '../common/ids';
@@ -142,8 +142,11 @@ export class EssaysService {
         throw ApiError.validation([{ field: 'rubric', message: `the assignment's essays are graded on its rubric, ${a.rubric.key}: leave rubric out, or name that one` }]);
       }
       // (With the length the assignment asks for: what a grading of it will be measured against.)
+      const pinned = await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version);
+      const mismatch = languageMismatch(pinned, dto.language);
+      if (mismatch) throw ApiError.validation([{ field: 'language', message: mismatch }]);
       const language = dto.language ?? a.language;
-      const rubric = withExpectedLength(await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version), a.expectedLength, language);
+      const rubric = withExpectedLength(pinned, a.expectedLength, language);
       return { rubric, assignmentId: a.id, language };
     }
     // A named rubric of one language is the essay's language unless one is given (the text's own is
@@ -152,7 +155,10 @@ export class EssaysService {
     // essay sent for IELTS got a band with no flag, and another band sent in a batch.)
     const language = dto.language ?? (text !== undefined && !dto.rubric ? detectLanguage(text) : undefined);
     const key = dto.rubric ?? DEFAULT_RUBRIC[language ?? 'zh'];
-    return { rubric: await this.rubrics.resolve(tenantId, key), assignmentId: null, language };
+    const rubric = await this.rubrics.resolve(tenantId, key);
+    const mismatch = languageMismatch(rubric, dto.language);
+    if (mismatch) throw ApiError.validation([{ field: 'language', message: mismatch }]);
+    return { rubric, assignmentId: null, language };
   }
 
   private checkText(raw: string, field: string): string {

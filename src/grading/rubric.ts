@@ -132,3 +132,13 @@ export const BUILTIN_RUBRICS: Rubric[] = [
 export function builtinRubric(key: string): Rubric | undefined {
   return BUILTIN_RUBRICS.find((r) => r.key === key);
 }
+
+/**
+ * Why `language` cannot be graded on `rubric`, or null: a rubric written for one language grades
+ * that language only (IELTS bands for a Chinese essay named "zh" were given, with no flag: the text
+ * matched the language it was sent with). An `any` rubric takes either.
+ */
+export function languageMismatch(rubric: Pick<Rubric, 'key' | 'language'>, language: Language | undefined): string | null {
+  if (language === undefined || rubric.language === 'any' || rubric.language === language) return null;
+  return `language must be ${rubric.language}, the language of rubric ${rubric.key} (or leave it out)`;
+}

@@ -929,7 +929,7 @@ export interface components {
             /** @example zh-gaokao-60 */
             rubric: string;
             /**
-             * @description defaults to the rubric's language
+             * @description defaults to the rubric's language; another one is 400 (a rubric for either language takes either)
              * @enum {string}
              */
             language?: "zh" | "en";
@@ -958,7 +958,7 @@ export interface components {
             /** @description the essay, as written (up to 20,000 characters) */
             text: string;
             /**
-             * @description when omitted: the assignment's, else the named rubric's (one for either language: the text's), else the text's
+             * @description when omitted: the assignment's, else the named rubric's (one for either language: the text's), else the text's; one the rubric is not written for is 400
              * @enum {string}
              */
             language?: "zh" | "en";
@@ -986,7 +986,10 @@ export interface components {
             assignmentId?: string;
             /** @description a rubric key for every essay; with an assignment, its rubric (another is 400) or left out */
             rubric?: string;
-            /** @enum {string} */
+            /**
+             * @description one the rubric is not written for is 400
+             * @enum {string}
+             */
             language?: "zh" | "en";
             /** @description up to 200 essays */
             essays: components["schemas"]["BatchEssayDto"][];

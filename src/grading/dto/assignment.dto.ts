@@ -59,7 +59,7 @@ export class CreateAssignmentDto extends AssignmentQualityDto {
   @Length(1, 63)
   rubric: string;
 
-  @ApiPropertyOptional({ enum: ['zh', 'en'], description: "defaults to the rubric's language" })
+  @ApiPropertyOptional({ enum: ['zh', 'en'], description: "defaults to the rubric's language; another one is 400 (a rubric for either language takes either)" })
   @IsOptional()
   @IsIn(['zh', 'en'])
   language?: 'zh' | 'en';

@@ -18,7 +18,7 @@ export class SubmitEssayDto {
   @IsString()
   text: string;
 
-  @ApiPropertyOptional({ enum: ['zh', 'en'], description: "when omitted: the assignment's, else the named rubric's (one for either language: the text's), else the text's" })
+  @ApiPropertyOptional({ enum: ['zh', 'en'], description: "when omitted: the assignment's, else the named rubric's (one for either language: the text's), else the text's; one the rubric is not written for is 400" })
   @IsOptional()
   @IsIn(['zh', 'en'])
   language?: 'zh' | 'en';
@@ -82,7 +82,7 @@ export class SubmitBatchDto {
   @Length(1, 63)
   rubric?: string;
 
-  @ApiPropertyOptional({ enum: ['zh', 'en'] })
+  @ApiPropertyOptional({ enum: ['zh', 'en'], description: 'one the rubric is not written for is 400' })
   @IsOptional()
   @IsIn(['zh', 'en'])
   language?: 'zh' | 'en';
