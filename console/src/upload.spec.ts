@@ -49,6 +49,8 @@ describe('class-set upload', () => {
   it('takes the columns by their usual names, in English or Chinese, in any order, with a title', () => {
     const out = essaysFromCsv('class.csv', '\uFEFF 姓名 ,标题, 作文 \n张三,春天,春天来了。\n');
     expect(out).toEqual({ essays: [{ source: 'class.csv, row 2', studentRef: '张三', title: '春天', text: '春天来了。' }], problems: [] });
+    // A title cell of nothing visible (a zero-width space pasted in) is no title: the service would refuse it as blank.
+    expect(essaysFromCsv('class.csv', '姓名,标题,作文\n张三,\u200b\u2060,春天来了。\n').essays).toEqual([{ source: 'class.csv, row 2', studentRef: '张三', text: '春天来了。' }]);
     for (const [student, text] of [['Student', 'Essay'], ['学号', '正文'], ['学生', '内容'], ['STUDENTREF', 'TEXT']]) {
       expect(essaysFromCsv('c.csv', `${text},${student}\nsome text,s1`).essays).toEqual([{ source: 'c.csv, row 2', studentRef: 's1', text: 'some text' }]);
     }

@@ -5,6 +5,7 @@
  * a paste of one essay or of several separated by a line `---`. Each file gives essays or a problem
  * that says what was wrong with it; nothing is sent until every file is read.
  */
+import { isBlank } from '../../src/common/invisible';
 import type { MessageKey } from './i18n';
 
 export interface UploadEssay {
@@ -142,7 +143,7 @@ export function essaysFromCsv(file: string, text: string): ReadFiles {
     const essayTitle = title >= 0 ? (r[title] ?? '').trim() : '';
     if (!essay) out.problems.push({ file, message: 'csvRow', vars: { row: line }, detail: 'csvTextEmpty' });
     else if (ref && !STUDENT_REF.test(ref)) out.problems.push({ file, message: 'csvRow', vars: { row: line }, detail: 'csvBadStudentRef' });
-    else out.essays.push({ source: `${file}, row ${line}`, studentRef: ref || undefined, ...(essayTitle ? { title: essayTitle.slice(0, 200) } : {}), text: essay });
+    else out.essays.push({ source: `${file}, row ${line}`, studentRef: ref || undefined, ...(essayTitle && !isBlank(essayTitle) ? { title: essayTitle.slice(0, 200) } : {}), text: essay });
   });
   if (unclosedQuoteLine !== undefined) out.problems.push({ file, message: 'csvUnclosedQuote', vars: { line: unclosedQuoteLine } });
   return out;
