@@ -147,13 +147,23 @@ describe('the daily roll-up of the ledger', () => {
     // refused; up to two days before, read.
     for (const [query, field] of [
       ['from=9999-12-31T16:00:00Z&to=9999-12-31T18:00:00Z', 'from'],
-      ['from=9999-12-28&to=9999-12-31T23:00:00-23:59', 'to'],
+      ['from=9999-12-28&to=9999-12-31T23:00:00-14:00', 'to'],
       ['from=9999-12-30&to=9999-12-31', 'from'],
     ]) {
       const late = await t.http.get(`/v1/usage?${query}`).set(bearer(tenant.adminKey)).expect(400);
       expect(late.body.error.details).toEqual([{ field, message: `${field} must be before 9999-12-30` }]);
     }
     await t.http.get('/v1/usage?from=9999-12-27&to=9999-12-29T23:59:00Z').set(bearer(tenant.adminKey)).expect(200);
+    // An offset no zone has (past 14 hours) is no time: before, -23:59 was read as the next day.
+    const offset = await t.http.get('/v1/usage?from=2026-01-01T00:00:00-23:59').set(bearer(tenant.adminKey)).expect(400);
+    expect(offset.body.error.details[0]).toMatchObject({ field: 'from', message: expect.stringContaining('with its offset') });
+    await t.http.get('/v1/usage?from=2026-01-01T00:00:00-14:00&to=2026-01-03T00:00:00%2B14:00').set(bearer(tenant.adminKey)).expect(200);
+    // A month before the ledger could hold anything, as a date before 1970: refused on every route that takes one.
+    for (const route of ['/v1/stats', '/v1/reports/month', '/v1/reports/month.csv']) {
+      const early = await t.http.get(`${route}?period=0000-01`).set(bearer(tenant.adminKey)).expect(400);
+      expect(early.body.error.details).toEqual([{ field: 'period', message: 'period must be YYYY-MM' }]);
+    }
+    await t.http.get('/v1/stats?period=1970-01').set(bearer(tenant.adminKey)).expect(200);
   });
 
   it('reads the day to falls in from the roll-up while to is still ahead of the clock, from the ledger once it has passed', async () => {

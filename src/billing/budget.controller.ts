@@ -101,7 +101,8 @@ function parseInstant(text: string, field: string, timeZone: string): Date {
     d = zonedTime(y, m, dd, timeZone);
   } else {
     // The date part a real day (2026-02-30T00:00Z was read as 2 March: JavaScript rolls a day past its month's end on).
-    d = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(text) && isCalendarDay(text.slice(0, 10)) ? new Date(text) : new Date(NaN);
+    // (An offset is at most 14 hours, as real zones' are: -23:59 was read as a day later.)
+    d = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-](0\d|1[0-4]):?[0-5]\d)$/i.test(text) && isCalendarDay(text.slice(0, 10)) ? new Date(text) : new Date(NaN);
   }
   if (Number.isNaN(d.getTime())) {
     throw ApiError.validation([{ field, message: `${field} must be a date such as 2026-11-01 (the tenant's midnight) or a time with its offset such as 2026-11-01T08:00:00+08:00` }]);

@@ -8,8 +8,9 @@ export function periodOf(at: Date, timeZone: string): string {
   return `${p.year}-${String(p.month).padStart(2, '0')}`;
 }
 
+/** "YYYY-MM" of a month the ledger can hold: from 1970 on, as the usage's dates are. */
 export function isPeriod(text: string): boolean {
-  return /^\d{4}-(0[1-9]|1[0-2])$/.test(text);
+  return /^\d{4}-(0[1-9]|1[0-2])$/.test(text) && Number(text.slice(0, 4)) >= 1970;
 }
 
 /** [start, end) of a period in the tenant's time zone. */
