@@ -1,6 +1,7 @@
 import OpenAI from 'openai';
 import request from 'supertest';
 import { BudgetService } from '../src/billing/budget.service';
+import { ApiKeysService } from '../src/tenancy/api-keys.service';
 import { parseCny } from '../src/common/money';
 import { countPromptTokens, FakeProvider } from './fake-provider/fake-provider';
 import { bearer, Factory, TestTenant } from './support/factories';
@@ -245,6 +246,65 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     expect(parseCny(spent)).toBe(BigInt(rows[0].cost));
     const limits = await t.http.get('/v1/limits').set(bearer(tenant.adminKey)).expect(200);
     expect(limits.body.usage).toMatchObject({ chatInFlight: 0, providerCalls: 0 });
+  });
+
+  it('delivers a JSON-mode stream whole when its key is revoked while it is answered: it was paid for before its first byte', async () => {
+    const key = await new Factory(t.app).newKey(tenant, 'teacher');
+    const own = new OpenAI({ apiKey: key.key, baseURL, maxRetries: 0 });
+    fake.setLatency(1_500); // (past the second after which a stream's caller is identified again)
+    let text = '';
+    try {
+      const stream = own.chat.completions.create({
+        model: 'inkstone-standard',
+        messages: [{ role: 'user', content: 'Answer in json: the capital of France' }],
+        response_format: { type: 'json_object' },
+        stream: true,
+      });
+      await waitFor(async () => fake.requests.length > 0, 10_000, 'the call at the provider');
+      await t.http.delete(`/v1/api-keys/${key.id}`).set(bearer(tenant.adminKey)).expect(204);
+      for await (const chunk of await stream) text += chunk.choices[0]?.delta?.content ?? '';
+    } finally {
+      fake.setLatency(0);
+    }
+    // Before: no text and an error, the whole answer billed all the same.
+    expect(JSON.parse(text)).toEqual(expect.any(Object));
+    await t.app.get(BudgetService).ledgerWritten();
+    const rows = await t.dataSource.query(`SELECT outcome, cost_nanos::text AS cost FROM llm_calls WHERE tenant_id = $1`, [tenant.tenantId]);
+    expect(rows).toEqual([{ outcome: 'ok', cost: expect.stringMatching(/^[1-9]\d*$/) }]);
+    // The key is refused from here on.
+    await t.http.get('/v1/models').set(bearer(key.key)).expect(401);
+  });
+
+  it('keeps streaming while a check of its key is slow: the check runs beside the stream, not in front of it', async () => {
+    const key = await new Factory(t.app).newKey(tenant, 'teacher');
+    const own = new OpenAI({ apiKey: key.key, baseURL, maxRetries: 0 });
+    const words = Array.from({ length: 40 }, (_, i) => `w${i}`).join(' ');
+    fake.enqueue('deepseek', { kind: 'stream', content: words, chunks: 40, chunkDelayMs: 60 });
+    const stream = await own.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'a long answer' }], stream: true });
+    // From the first token on, every key check waits (a busy pool) until the stream has ended.
+    const keys = t.app.get(ApiKeysService);
+    const original = keys.authenticate.bind(keys);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let asked = 0;
+    const spy = jest.spyOn(keys, 'authenticate').mockImplementation(async (...args) => {
+      asked++;
+      await gate;
+      return original(...args);
+    });
+    let text = '';
+    try {
+      const read = (async () => {
+        for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+      })();
+      // Before: the stream stopped at its first check, a second in, until the key was read.
+      await Promise.race([read, new Promise((_, reject) => setTimeout(() => reject(new Error(`the stream waited for its key check (${text.trim().split(' ').length} words)`)), 20_000))]);
+    } finally {
+      release();
+      spy.mockRestore();
+    }
+    expect(text.trim().split(' ')).toHaveLength(40);
+    expect(asked).toBeGreaterThan(0); // a check was made while it streamed
   });
 
   it('charges a stream whose client leaves before its first token for its prompt (the provider read it): not nothing', async () => {

@@ -97,15 +97,23 @@ export class ChatController {
       if (!raw.writableFinished) handle.abort();
     });
     let started = false;
-    // A stream outlives its request's check: its caller is identified again at most every second
+    // A stream outlives its request's check: its caller is identified again about every second
     // (from the key cache, which a revocation clears on every instance), and a key revoked or a
     // console session ended meanwhile cuts it, as a client leaving does (the call is cancelled and
-    // billed for what it produced), with an error event saying why.
+    // billed for what it produced), with an error event saying why. The check runs beside the
+    // stream (a slow key read does not hold the tokens back) and is acted on at a later token. Not
+    // for an answer already whole when it starts (JSON mode, a cache hit): it is paid for, or free.
     let checkedAt = Date.now();
-    const refusal = async (): Promise<ApiError | null> => {
-      if (Date.now() - checkedAt < REIDENTIFY_EVERY_MS) return null;
-      checkedAt = Date.now();
-      return this.authenticator.refusalNow(req);
+    let checking = false;
+    let refused: ApiError | null = null;
+    const recheck = () => {
+      if (checking || Date.now() - checkedAt < REIDENTIFY_EVERY_MS) return;
+      checking = true;
+      void this.authenticator.refusalNow(req).then((r) => {
+        refused = r;
+        checking = false;
+        checkedAt = Date.now();
+      });
     };
     // Written as fast as the client takes it: when the connection's buffer is full, the next event
     // (and the provider's stream behind it) waits until it drains. A client that takes nothing for
@@ -132,9 +140,8 @@ export class ChatController {
             'x-inkstone-cache': ev.cache,
           });
         }
-        // (Not at the end: that answer is whole and paid for.)
-        const refused = ev.type === 'delta' ? await refusal() : null;
-        if (refused) {
+        if (ev.type === 'delta' && !handle.whole && ev.cache === 'miss') recheck();
+        if (refused && ev.type === 'delta') {
           handle.abort();
           raw.end(`data: ${JSON.stringify(renderError(refused, String(req.id)).body)}\n\n`);
           break;

@@ -12,6 +12,8 @@ export interface ChatStreamHandle {
   events: AsyncGenerator<{ type: 'start' | 'delta' | 'end'; provider: string; model: string; cache: 'hit' | 'miss'; sse: string[] }>;
   abort(): void;
   toApiError(err: unknown): unknown;
+  /** The answer is whole (and paid for) before its first event: JSON mode, checked before it is sent. */
+  whole: boolean;
 }
 
 /**
@@ -106,7 +108,7 @@ export class ChatService {
         await source.return(undefined);
       }
     }
-    return { events: events(), abort: () => abort.abort(), toApiError: gatewayToApiError };
+    return { events: events(), abort: () => abort.abort(), toApiError: gatewayToApiError, whole: req.jsonMode };
   }
 }
 
