@@ -7,6 +7,7 @@ describe('pagination', () => {
     expect(pageLimit(undefined, 100, 20)).toBe(20);
     expect(pageLimit('7', 100, 20)).toBe(7);
     expect(pageLimit('007', 100, 20)).toBe(7);
+    expect(pageLimit('0000000100', 100, 20)).toBe(100);
     for (const bad of ['0', '101', '2.5', 'x', ['5', '6'], '0x5', '1e1', '2.0', ' 7', '7 ', '+7', '', '-1', '99999999999999999999']) {
       const err = (() => {
         try {

@@ -75,7 +75,7 @@ function daysInMonth(year: number, month: number): number {
  */
 export function pageLimit(raw: unknown, max: number, byDefault = max, problems?: FieldProblem[]): number {
   // Decimal digits only: Number() would also take `0x5`, `1e1`, `2.0` and ` 7 `.
-  const limit = raw === undefined ? byDefault : typeof raw === 'string' && /^[0-9]{1,9}$/.test(raw) ? Number(raw) : NaN;
+  const limit = raw === undefined ? byDefault : typeof raw === 'string' && /^0*[0-9]{1,9}$/.test(raw) ? Number(raw) : NaN;
   if (Number.isInteger(limit) && limit >= 1 && limit <= max) return limit;
   const problem = { field: 'limit', message: `limit must be an integer from 1 to ${max}` };
   if (!problems) throw ApiError.validation([problem]);

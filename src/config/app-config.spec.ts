@@ -33,7 +33,7 @@ describe('loadConfig', () => {
   });
 
   it('listens on an IP address or a host name', () => {
-    for (const host of ['0.0.0.0', '::', '127.0.0.1', '::ffff:10.0.0.1', 'localhost', 'inkstone-1.internal']) expect(loadConfig({ ...base, HOST: host }).host).toBe(host);
+    for (const host of ['0.0.0.0', '::', '127.0.0.1', '::ffff:10.0.0.1', 'localhost', 'inkstone-1.internal', 'inkstone_app', 'localhost.']) expect(loadConfig({ ...base, HOST: host }).host).toBe(host);
     expect(loadConfig(base).host).toBe('0.0.0.0');
   });
 
@@ -46,7 +46,7 @@ describe('loadConfig', () => {
   it.each([
     ['PORT', 'abc', 'PORT must be an integer (got "abc")'],
     ['PORT', '70000', 'PORT must be an integer from 0 to 65535 (got "70000")'],
-    ...['0.0.0.0:3000', 'http://localhost', 'local host', '-bad.example', '[::1]'].map((v) => ['HOST', v, `HOST must be an IP address or a host name, without a port (such as 0.0.0.0, :: or localhost; got "${v}")`]),
+    ...['0.0.0.0:3000', 'http://localhost', 'local host', '-bad.example', '[::1]', 'a..b', '.'].map((v) => ['HOST', v, `HOST must be an IP address or a host name, without a port (such as 0.0.0.0, :: or localhost; got "${v}")`]),
     ['DATABASE_URL', 'mysql://x/y', 'DATABASE_URL must start with postgres:// or postgresql:// (got mysql://)'],
     ['DATABASE_URL', 'not a url', 'DATABASE_URL must be a URL starting with postgres:// or postgresql://'],
     ['DATABASE_URL', 'postgres://u:secret@127.0.0.1:notaport/x', 'DATABASE_URL is not a valid URL (scheme://user:password@host:port/name: a port is a number; a password with @, :, / or % must be percent-encoded)'],

@@ -20,8 +20,11 @@ function shown(raw: string): string {
   return raw.length > 40 ? `"${raw.slice(0, 37)}..."` : `"${raw}"`;
 }
 
-/** A DNS name: dot-separated labels of letters, digits and inner hyphens, 253 characters at most. */
-const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+/**
+ * A host name as resolvers take it: dot-separated labels of letters, digits, inner hyphens and
+ * underscores (container names: `inkstone_app`), maybe a final dot, 253 characters at most.
+ */
+const HOST_NAME = /^(?=.{1,254}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
 
 export class EnvReader {
   constructor(private readonly env: NodeJS.ProcessEnv) {}
