@@ -685,6 +685,24 @@ describe('commerce: deep reviews, payments, budget policies, alerts and reports'
       await waitOrder(o.orderId, 'delivered');
     });
 
+    it('grades an essay the standard tier estimated offline in full on the deep tier: the estimate is not sold as the premium model\'s scores', async () => {
+      await sell('invoice');
+      // Three sentences: too short for a model, estimated offline.
+      const res = await t.http.post('/v1/essays').set(bearer(teacher)).send({ text: '我的妈妈很好。她每天早上做饭。我爱我的妈妈。' }).expect(202);
+      await waitFor(async () => (await t.http.get(`/v1/essays/${res.body.id}`).set(bearer(teacher))).body.status === 'graded', 20_000, 'the offline estimate');
+      const estimated = (await t.http.get(`/v1/essays/${res.body.id}`).set(bearer(teacher)).expect(200)).body;
+      expect(estimated.grade).toMatchObject({ source: 'offline', model: null });
+      const { body: o } = await order(res.body.id).expect(202);
+      await waitOrder(o.orderId, 'delivered');
+      const view = (await t.http.get(`/v1/essays/${res.body.id}`).set(bearer(teacher)).expect(200)).body;
+      expect(view.grade).toEqual(estimated.grade); // the standard grade is untouched
+      // A full deep grade (scores of its own), not commentary on the estimate's scores under the premium model's name.
+      expect(view.deepGrade).toMatchObject({ tier: 'deep', source: 'model', model: 'qwen3-max', promptVersion: PROMPT_VERSIONS.deep });
+      const premium = fake.requests.filter((r) => r.model === 'qwen3-max');
+      expect(premium).toHaveLength(1);
+      expect(premium[0].body.messages[0].content).toContain('"dimensions":[{"key":"<dimension key>"'); // scores asked for
+    });
+
     it('answers a deep review of a text reviewed before from the cache: no premium call, nothing spent, the order still delivered', async () => {
       await sell('invoice');
       const first = await gradedEssay(17);

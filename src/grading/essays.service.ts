@@ -18,7 +18,7 @@ import { TenantsRepository } from '../tenancy/tenants.repository';
 import { Clock } from '../common/clock';
 import { resolveDeadline, TOMORROW_MORNING } from './deadline';
 import { charCount, detectLanguage, isBlank, MAX_BATCH, MAX_ESSAY_CHARS, stripControlChars } from './essay-text';
-import { GradingService, StoredGrade } from './grading.service';
+import { GradingService, reviewBase, StoredGrade } from './grading.service';
 import { BudgetPolicy } from '../billing/budget-policy';
 import { LlmError } from '../llm/llm-errors';
 import { OrdersService, OrderView } from '../billing/orders.service';
@@ -326,7 +326,7 @@ export class EssaysService {
     // Checked for a new order only: an open one is answered as it is (ordered again, a client's retry
     // of a paid order was told 402 once the budget had run low, or 503 with the premium tier away).
     const admit = async () => {
-      const worst = this.grading.quote(String(row.text), row.language as Language, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep');
+      const worst = this.grading.quote(String(row.text), row.language as Language, rubric, 'deep', reviewBase(row.model_grade as StoredGrade | null) ? 'deep_review' : 'deep');
       if (worst === null) throw new LlmError('NO_PROVIDER_AVAILABLE', 'No premium model is configured for deep reviews');
       await this.policy.admit(auth.tenantId, 'deep', () => worst, 'a deep review');
     };

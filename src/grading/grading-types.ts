@@ -106,3 +106,13 @@ export class LeaseLostError extends Error {}
 
 /** The service is stopping and the job's paid call waits in a provider batch named on its guard: the job goes back to the queue for its retry to take the call over. */
 export class HandedOverError extends Error {}
+
+/**
+ * The standard grade a paid deep review writes its commentary on, or undefined: one a model made
+ * (or one reused from an earlier essay, which a model made). An offline estimate is no base — its
+ * scores, kept under the premium model's name, were sold as the deep review's — so the review is a
+ * full deep grade, as for an essay not yet graded.
+ */
+export function reviewBase(grade: StoredGrade | null | undefined): StoredGrade | undefined {
+  return grade && grade.model !== null && (grade.source === 'model' || grade.source === 'reused') ? grade : undefined;
+}

@@ -22,7 +22,7 @@ import { Variant } from './prompts';
 import { Language, Rubric, withExpectedLength } from './rubric';
 import { RubricsService } from './rubrics.service';
 import { relocateAnnotations } from './grade-validation';
-import { CallSchedule, GradingOutcome, GradingSettings, GradingTask, ModelGrading, RetryableGradingError, StoredGrade } from './grading-types';
+import { CallSchedule, GradingOutcome, GradingSettings, GradingTask, ModelGrading, RetryableGradingError, reviewBase, StoredGrade } from './grading-types';
 
 export * from './grading-types';
 
@@ -344,12 +344,14 @@ export class GradingService {
       return { kind: 'done', status: 'nothing to do' };
     }
     const rubric = await this.rubrics.resolve(job.tenantId, row.rubric_key, row.rubric_version);
-    const schedule = await this.scheduleOf(job, row, rubric, 'deep', row.model_grade ? 'deep_review' : 'deep', batchRoom);
+    const base = reviewBase(row.model_grade);
+    const schedule = await this.scheduleOf(job, row, rubric, 'deep', base ? 'deep_review' : 'deep', batchRoom);
     if (schedule === 'deferred') return { kind: 'done', status: 'deferred' };
     if (!schedule && this.grader.batches({ job, ordered: true }) && (await this.noBatchRoom(job, batchRoom))) return { kind: 'done', status: 'deferred' };
-    // On an essay graded already, the premium model writes the deep part only; otherwise a full deep grade.
+    // On an essay a model has graded, the premium model writes the deep part only; otherwise (not
+    // graded yet, or an offline estimate) a full deep grade.
     const runFlags = new Set<string>();
-    const result = await this.grader.grade(row, rubric, runFlags, { job, signal, tier: 'deep', purpose: 'deep_review', base: row.model_grade ?? undefined, ordered: true, schedule });
+    const result = await this.grader.grade(row, rubric, runFlags, { job, signal, tier: 'deep', purpose: 'deep_review', base, ordered: true, schedule });
     if (result.kind === 'failed') {
       await this.refundOrder(job, `${result.code}: ${result.reason}`);
       return result;
