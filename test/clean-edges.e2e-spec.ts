@@ -274,6 +274,33 @@ describe('clean edges', () => {
       }
     });
 
+    it("keeps a school's key working from an address out of failures after the key has left the auth cache (seen active in the last day), until it is revoked", async () => {
+      // Keys leave the auth cache after 1 ms: what lets them past the throttle is having been found active.
+      const w = await createTestApp({ WORKERS_ENABLED: 'false', AUTH_FAILURE_BURST: '3', AUTH_FAILURES_PER_MINUTE: '1', AUTH_CACHE_TTL_MS: '1' });
+      try {
+        const f2 = new Factory(w.app);
+        const school = await f2.newTenant();
+        const teacher = await f2.newKey(school, 'teacher');
+        await w.http.get('/v1/rubrics').set(bearer(school.adminKey)).expect(200);
+        await w.http.get('/v1/rubrics').set(bearer(teacher.key)).expect(200);
+        // A neighbour behind the same address sends made-up keys until the address is out of failures.
+        for (let i = 0; i < 3; i++) await w.http.get('/v1/rubrics').set(bearer(`isk_guess${i}_${'x'.repeat(40)}`)).expect(401);
+        await w.http.get('/v1/rubrics').set(bearer(`isk_guess9_${'x'.repeat(40)}`)).expect(429);
+        await new Promise((r) => setTimeout(r, 5)); // (past the auth cache's time)
+        // Before: 429 for the school's own keys, for as long as the neighbour kept the address drained.
+        await w.http.get('/v1/rubrics').set(bearer(school.adminKey)).expect(200);
+        await w.http.post('/v1/console/session').send({ key: teacher.key }).expect(201);
+        // Revoked, a key is checked no more from there (and refused anywhere).
+        await w.http.delete(`/v1/api-keys/${teacher.id}`).set(bearer(school.adminKey)).expect(204);
+        await w.http.get('/v1/rubrics').set(bearer(teacher.key)).expect(429);
+        // A key never found active is no better than a guess while the address is out of failures.
+        const other = await f2.newTenant();
+        await w.http.get('/v1/rubrics').set(bearer(other.adminKey)).expect(429);
+      } finally {
+        await w.close();
+      }
+    });
+
     it('does not count a console tab polling on a session that ended (signed out, expired, its key revoked): that is no guess, and must not lock the schools behind the same address out', async () => {
       const w = await createTestApp({ WORKERS_ENABLED: 'false', AUTH_FAILURE_BURST: '3', AUTH_FAILURES_PER_MINUTE: '1' });
       try {

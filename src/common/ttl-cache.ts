@@ -165,9 +165,11 @@ export class TtlCache<K, V> {
     return this.invalidations;
   }
 
-  /** Stores the value only if nothing was invalidated since `mark` was taken. */
-  setIfUnchangedSince(mark: number, key: K, value: V): void {
-    if (mark === this.invalidations) this.set(key, value);
+  /** Stores the value only if nothing was invalidated since `mark` was taken; says whether nothing was. */
+  setIfUnchangedSince(mark: number, key: K, value: V): boolean {
+    if (mark !== this.invalidations) return false;
+    this.set(key, value);
+    return true;
   }
 
   delete(key: K): void {

@@ -72,7 +72,7 @@ export class ConsoleSessionController {
     const hash = hashSecret(key);
     const auth = await this.failures.guard(
       req.ip,
-      () => this.apiKeys.isCached(hash),
+      () => this.apiKeys.seenActive(hash),
       async () => (await this.apiKeys.authenticate(key, hash)) ?? Promise.reject(new ApiError('UNAUTHENTICATED', 'Invalid or revoked API key')),
     );
     // Signed in, a request of that key (a school signing in in a loop cost a read a time, unbounded).

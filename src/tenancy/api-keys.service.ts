@@ -41,6 +41,8 @@ const LAST_USED_RESOLUTION_MS = 60_000;
 const AUTH_CACHE_MAX = 100_000;
 /** Refused keys held at once: a flood of distinct made-up keys only cycles through them (each read is batched by prefix anyway). */
 const REFUSED_CACHE_MAX = 10_000;
+/** How long a key found active is remembered as no guess by the auth-failure throttle (seenGood). */
+const SEEN_GOOD_TTL_MS = 86_400_000;
 /** Revoked keys a listing shows at most (the latest revoked). */
 const REVOKED_LISTED = 100;
 
@@ -58,6 +60,14 @@ export class ApiKeysService {
    * was issued, and a revoked key stays revoked.
    */
   private readonly refused: TtlCache<string, true>;
+  /**
+   * Keys found active in the last day, by the same cache key, with their key and tenant: what the
+   * auth-failure throttle takes as no guess (`seenActive`) once a key has left the auth cache. The
+   * key is still checked in full; this only spares it the 429 that an address out of failures gets
+   * for what it presents (else, past AUTH_CACHE_TTL_MS, one neighbour behind a school's NAT address
+   * sending bad keys locked the school's own keys out). Forgotten when the key is revoked.
+   */
+  private readonly seenGood = new TtlCache<string, { keyId: string; tenantId: string }>(SEEN_GOOD_TTL_MS, AUTH_CACHE_MAX);
   /**
    * Keys not in the auth cache, read by prefix for all the callers of a moment in one statement
    * (10,000 tenants' first calls would otherwise be 10,000 reads), and their use recorded the same way.
@@ -89,9 +99,15 @@ export class ApiKeysService {
   ) {
     this.authCache = new TtlCache(config.authCacheTtlMs, AUTH_CACHE_MAX);
     this.refused = new TtlCache(config.authCacheTtlMs, REFUSED_CACHE_MAX);
-    bus.on<{ keyId: string }>('key-revoked', ({ keyId }) => this.authCache.deleteWhere((a) => a.keyId === keyId));
+    bus.on<{ keyId: string }>('key-revoked', ({ keyId }) => {
+      this.authCache.deleteWhere((a) => a.keyId === keyId);
+      this.seenGood.deleteWhere((a) => a.keyId === keyId);
+    });
     // Every key of a school revoked at once (the operator taking it back): one pass over the cache.
-    bus.on<{ tenantId: string }>('tenant-keys-revoked', ({ tenantId }) => this.authCache.deleteWhere((a) => a.tenantId === tenantId));
+    bus.on<{ tenantId: string }>('tenant-keys-revoked', ({ tenantId }) => {
+      this.authCache.deleteWhere((a) => a.tenantId === tenantId);
+      this.seenGood.deleteWhere((a) => a.tenantId === tenantId);
+    });
     // Back after the bus was down: a revocation may have been missed, so every key is checked again.
     bus.on('resync', () => this.authCache.clear());
   }
@@ -242,9 +258,13 @@ export class ApiKeysService {
     });
   }
 
-  /** Whether a key (by its hash) is in the auth cache as active: known good without a read. */
-  isCached(hash: Buffer): boolean {
-    return this.authCache.get(hash.toString('hex')) !== undefined;
+  /**
+   * Whether a key (by its hash) was found active lately: in the auth cache, or seen active in the
+   * last day and not revoked since (seenGood). Known to be no guess; it is still checked in full.
+   */
+  seenActive(hash: Buffer): boolean {
+    const cacheKey = hash.toString('hex');
+    return this.authCache.get(cacheKey) !== undefined || this.seenGood.get(cacheKey) !== undefined;
   }
 
   /** The tenant caller an active key stands for, by its id (a console session names its key so); null when revoked or unknown. */
@@ -280,7 +300,7 @@ export class ApiKeysService {
     }
     this.touch(row.id);
     const auth: TenantAuth = { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, role: row.role };
-    this.authCache.setIfUnchangedSince(mark, cacheKey, auth);
+    if (this.authCache.setIfUnchangedSince(mark, cacheKey, auth)) this.seenGood.set(cacheKey, { keyId: row.id, tenantId: row.tenant_id });
     return auth;
   }
 

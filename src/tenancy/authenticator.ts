@@ -66,7 +66,7 @@ export class Authenticator {
     const m = header.length <= 512 ? /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header) : null;
     if (!m) return false;
     const hash = hashSecret(m[1]);
-    return hashMatches(hash, this.operatorTokenHash) || this.apiKeys.isCached(hash);
+    return hashMatches(hash, this.operatorTokenHash) || this.apiKeys.seenActive(hash);
   }
 
   private async fromHeader(header: string | undefined): Promise<AuthContext> {
