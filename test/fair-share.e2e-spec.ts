@@ -269,6 +269,8 @@ describe('fair share: per-tenant limits, a fair queue, and instances that agree'
     expect(view.body.limits.readsInFlight).toBe(4);
     expect(view.body.usage).toEqual({ apiKeys: 2, rubricVersions: 0, assignments: 0, essaysQueued: 0, chatInFlight: 0, eventStreams: 0, providerCalls: 0, reportsInFlight: 0, readsInFlight: 0 });
     expect(view.body.scope.chatInFlight).toBe('per tenant, per instance');
+    // A key's request buckets are each instance's own, as the README's table says (before: 'per key').
+    expect([view.body.scope.requestsPerSecondPerKey, view.body.scope.requestBurstPerKey]).toEqual(['per key, per instance', 'per key, per instance']);
     await setLimits({ essaysQueued: 5 });
     expect((await t.http.get('/v1/limits').set(bearer(teacher)).expect(200)).body.limits.essaysQueued).toBe(5);
     await setLimits({ essaysQueued: null });

@@ -21,7 +21,7 @@ export interface LimitsView {
    * (itself counted), rounded up, while others do.
    */
   shares: { readsInFlight: number; reportsInFlight: number };
-  scope: Record<LimitName, 'per key' | 'per tenant' | 'per tenant, per instance'>;
+  scope: Record<LimitName, 'per key, per instance' | 'per tenant' | 'per tenant, per instance'>;
 }
 
 /** Headers of a rate-limited answer (draft-ietf-httpapi-ratelimit-headers). */
@@ -35,9 +35,10 @@ export interface RateLimitHeaders {
 export type Release = () => void;
 
 /** Where each limit is counted. */
-export const LIMIT_SCOPES: Record<LimitName, 'per key' | 'per tenant' | 'per tenant, per instance'> = {
-  requestsPerSecondPerKey: 'per key',
-  requestBurstPerKey: 'per key',
+export const LIMIT_SCOPES: Record<LimitName, 'per key, per instance' | 'per tenant' | 'per tenant, per instance'> = {
+  // (each instance keeps its own buckets, as the tenant's request rate)
+  requestsPerSecondPerKey: 'per key, per instance',
+  requestBurstPerKey: 'per key, per instance',
   requestsPerSecondPerTenant: 'per tenant, per instance',
   requestBurstPerTenant: 'per tenant, per instance',
   apiKeys: 'per tenant',

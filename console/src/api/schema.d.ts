@@ -1697,33 +1697,33 @@ export interface components {
             limits: components["schemas"]["TenantLimits"];
             scope: {
                 /** @enum {string} */
-                apiKeys: "per key" | "per tenant" | "per tenant, per instance";
+                apiKeys: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                assignments: "per key" | "per tenant" | "per tenant, per instance";
+                assignments: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                chatInFlight: "per key" | "per tenant" | "per tenant, per instance";
+                chatInFlight: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                essaysGrading: "per key" | "per tenant" | "per tenant, per instance";
+                essaysGrading: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                essaysQueued: "per key" | "per tenant" | "per tenant, per instance";
+                essaysQueued: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                eventStreams: "per key" | "per tenant" | "per tenant, per instance";
+                eventStreams: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                providerCalls: "per key" | "per tenant" | "per tenant, per instance";
+                providerCalls: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                readsInFlight: "per key" | "per tenant" | "per tenant, per instance";
+                readsInFlight: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                reportsInFlight: "per key" | "per tenant" | "per tenant, per instance";
+                reportsInFlight: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                requestBurstPerKey: "per key" | "per tenant" | "per tenant, per instance";
+                requestBurstPerKey: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                requestBurstPerTenant: "per key" | "per tenant" | "per tenant, per instance";
+                requestBurstPerTenant: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                requestsPerSecondPerKey: "per key" | "per tenant" | "per tenant, per instance";
+                requestsPerSecondPerKey: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                requestsPerSecondPerTenant: "per key" | "per tenant" | "per tenant, per instance";
+                requestsPerSecondPerTenant: "per key, per instance" | "per tenant" | "per tenant, per instance";
                 /** @enum {string} */
-                rubricVersions: "per key" | "per tenant" | "per tenant, per instance";
+                rubricVersions: "per key, per instance" | "per tenant" | "per tenant, per instance";
             };
             /** @description The part of each shared limit the tenant has on this instance now (what its next read would be held to): all of it while no other tenant reads here, its limit divided by the tenants reading (itself counted), rounded up, while others do. */
             shares: {

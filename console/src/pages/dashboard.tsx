@@ -200,7 +200,7 @@ function UsageTable({ title, column, rows, error, name }: { title: string; colum
 
 type LimitsView = Schemas['LimitsView'];
 
-const SCOPE_MESSAGE = { 'per key': 'scopePerKey', 'per tenant': 'scopePerTenant', 'per tenant, per instance': 'scopePerTenantPerInstance' } as const;
+const SCOPE_MESSAGE = { 'per key, per instance': 'scopePerKeyPerInstance', 'per tenant': 'scopePerTenant', 'per tenant, per instance': 'scopePerTenantPerInstance' } as const;
 
 /**
  * The school's fair-use limits (GET /v1/limits): each limit, what is in use of it now where the
