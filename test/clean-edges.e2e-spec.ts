@@ -283,6 +283,8 @@ describe('clean edges', () => {
         const teacher = await f2.newKey(school, 'teacher');
         await w.http.get('/v1/rubrics').set(bearer(school.adminKey)).expect(200);
         await w.http.get('/v1/rubrics').set(bearer(teacher.key)).expect(200);
+        const missed = await f2.newKey(school, 'teacher');
+        await w.http.get('/v1/rubrics').set(bearer(missed.key)).expect(200);
         // A neighbour behind the same address sends made-up keys until the address is out of failures.
         for (let i = 0; i < 3; i++) await w.http.get('/v1/rubrics').set(bearer(`isk_guess${i}_${'x'.repeat(40)}`)).expect(401);
         await w.http.get('/v1/rubrics').set(bearer(`isk_guess9_${'x'.repeat(40)}`)).expect(429);
@@ -296,6 +298,12 @@ describe('clean edges', () => {
         // A key never found active is no better than a guess while the address is out of failures.
         const other = await f2.newTenant();
         await w.http.get('/v1/rubrics').set(bearer(other.adminKey)).expect(429);
+        // A key this instance finds revoked (the bus's word of it missed: revoked in the database alone)
+        // is forgotten as active at that read: from then on it waits with the guesses.
+        await w.dataSource.query(`UPDATE api_keys SET revoked_at = now() WHERE tenant_id = $1 AND id = $2`, [school.tenantId, missed.id]);
+        await new Promise((r) => setTimeout(r, 5));
+        await w.http.get('/v1/rubrics').set(bearer(missed.key)).expect(401); // seen active: checked, found revoked
+        await w.http.get('/v1/rubrics').set(bearer(missed.key)).expect(429); // before: 401 for a day, its failures never counted
       } finally {
         await w.close();
       }

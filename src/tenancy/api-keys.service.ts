@@ -296,11 +296,13 @@ export class ApiKeysService {
     const row = await load();
     if (!row) {
       this.refused.set(cacheKey, true);
+      this.seenGood.delete(cacheKey); // (revoked, and the bus's word of it missed: found so here)
       return null;
     }
     this.touch(row.id);
     const auth: TenantAuth = { kind: 'tenant', tenantId: row.tenant_id, keyId: row.id, role: row.role };
-    if (this.authCache.setIfUnchangedSince(mark, cacheKey, auth)) this.seenGood.set(cacheKey, { keyId: row.id, tenantId: row.tenant_id });
+    // (By key hash only: a console session's lookup by key id is no key presented.)
+    if (this.authCache.setIfUnchangedSince(mark, cacheKey, auth) && !cacheKey.startsWith('id:')) this.seenGood.set(cacheKey, { keyId: row.id, tenantId: row.tenant_id });
     return auth;
   }
 
