@@ -759,6 +759,13 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       await t.http.post('/v1/essays').set(admin).send({ text, rubric: 'either', language: 'zh' }).expect(202);
       await t.http.post('/v1/essays').set(admin).send({ text, rubric: 'en-ielts-task2', language: 'en' }).expect(202);
       await t.http.post('/v1/essays').set(admin).send({ text, assignmentId: ielts.body.id }).expect(202);
+      // An assignment stored before this rule with a language its rubric is not for: its essays are taken in the rubric's, and flagged.
+      await t.dataSource.query(`UPDATE assignments SET language = 'zh' WHERE tenant_id = $1 AND id = $2`, [school.tenantId, ielts.body.id]);
+      const older = await t.http.post('/v1/essays').set(admin).send({ text: generateEssay(76, 'zh').text, assignmentId: ielts.body.id }).expect(202);
+      const [graded] = await waitForEssays(t.app, school.adminKey, [older.body.id]);
+      // Before: language zh, IELTS bands, no flag.
+      expect(graded).toMatchObject({ language: 'en', rubric: { key: 'en-ielts-task2' } });
+      expect(graded.flags).toContain('other_language');
     });
   });
 

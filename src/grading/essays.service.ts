@@ -145,7 +145,9 @@ export class EssaysService {
       const pinned = await this.rubrics.resolve(tenantId, a.rubric.key, a.rubric.version);
       const mismatch = languageMismatch(pinned, dto.language);
       if (mismatch) throw ApiError.validation([{ field: 'language', message: mismatch }]);
-      const language = dto.language ?? a.language;
+      // (An assignment made before that rule with a language its rubric is not for: its essays are
+      // taken in the rubric's, so one in the other language is flagged other_language.)
+      const language = dto.language ?? (languageMismatch(pinned, a.language) ? (pinned.language as Language) : a.language);
       const rubric = withExpectedLength(pinned, a.expectedLength, language);
       return { rubric, assignmentId: a.id, language };
     }
