@@ -155,13 +155,19 @@ describe('the daily roll-up of the ledger', () => {
     }
     await t.http.get('/v1/usage?from=9999-12-27&to=9999-12-29T23:59:00Z').set(bearer(tenant.adminKey)).expect(200);
     // An offset no zone has (past 14 hours) is no time: before, -23:59 was read as the next day.
-    const offset = await t.http.get('/v1/usage?from=2026-01-01T00:00:00-23:59').set(bearer(tenant.adminKey)).expect(400);
-    expect(offset.body.error.details[0]).toMatchObject({ field: 'from', message: expect.stringContaining('with its offset') });
+    for (const past of ['-23:59', '-14:59', '%2B14:01', '-1500']) {
+      const offset = await t.http.get(`/v1/usage?from=2026-01-01T00:00:00${past}`).set(bearer(tenant.adminKey)).expect(400);
+      expect(offset.body.error.details[0]).toMatchObject({ field: 'from', message: expect.stringContaining('with its offset') });
+    }
     await t.http.get('/v1/usage?from=2026-01-01T00:00:00-14:00&to=2026-01-03T00:00:00%2B14:00').set(bearer(tenant.adminKey)).expect(200);
     // A month before the ledger could hold anything, as a date before 1970: refused on every route that takes one.
     for (const route of ['/v1/stats', '/v1/reports/month', '/v1/reports/month.csv']) {
-      const early = await t.http.get(`${route}?period=0000-01`).set(bearer(tenant.adminKey)).expect(400);
-      expect(early.body.error.details).toEqual([{ field: 'period', message: 'period must be YYYY-MM' }]);
+      for (const period of ['0000-01', '1969-12']) {
+        const early = await t.http.get(`${route}?period=${period}`).set(bearer(tenant.adminKey)).expect(400);
+        expect(early.body.error.details).toEqual([{ field: 'period', message: 'period must be from 1970 on' }]);
+      }
+      const shape = await t.http.get(`${route}?period=2026-13`).set(bearer(tenant.adminKey)).expect(400);
+      expect(shape.body.error.details).toEqual([{ field: 'period', message: 'period must be YYYY-MM' }]);
     }
     await t.http.get('/v1/stats?period=1970-01').set(bearer(tenant.adminKey)).expect(200);
   });

@@ -7,7 +7,7 @@ import { BudgetService, BudgetView, IncidentView } from './budget.service';
 import { UpdateBudgetDto } from './dto/update-budget.dto';
 import { LedgerService, LedgerStats, USAGE_GROUPS, UsageGroup, UsageRow } from './ledger.service';
 import { isCalendarDay, zonedTime } from '../common/time-zone';
-import { isPeriod, periodBounds } from './periods';
+import { periodProblem, periodBounds } from './periods';
 import { BoundedRead } from '../tenancy/read-slot.interceptor';
 
 /** GET /v1/usage: the ledger's calls from `from` to `to` (exclusive), one row per group. */
@@ -81,7 +81,8 @@ export class BudgetController {
   @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: all time)' })
   @ApiView('LedgerStats')
   stats(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<LedgerStats> {
-    if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
+    const problem = period === undefined ? null : periodProblem(period);
+    if (problem) throw ApiError.validation([{ field: 'period', message: problem }]);
     return this.ledger.stats(auth.tenantId, period);
   }
 }
@@ -102,7 +103,7 @@ function parseInstant(text: string, field: string, timeZone: string): Date {
   } else {
     // The date part a real day (2026-02-30T00:00Z was read as 2 March: JavaScript rolls a day past its month's end on).
     // (An offset is at most 14 hours, as real zones' are: -23:59 was read as a day later.)
-    d = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-](0\d|1[0-4]):?[0-5]\d)$/i.test(text) && isCalendarDay(text.slice(0, 10)) ? new Date(text) : new Date(NaN);
+    d = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]((0\d|1[0-3]):?[0-5]\d|14:?00))$/i.test(text) && isCalendarDay(text.slice(0, 10)) ? new Date(text) : new Date(NaN);
   }
   if (Number.isNaN(d.getTime())) {
     throw ApiError.validation([{ field, message: `${field} must be a date such as 2026-11-01 (the tenant's midnight) or a time with its offset such as 2026-11-01T08:00:00+08:00` }]);

@@ -8,9 +8,10 @@ export function periodOf(at: Date, timeZone: string): string {
   return `${p.year}-${String(p.month).padStart(2, '0')}`;
 }
 
-/** "YYYY-MM" of a month the ledger can hold: from 1970 on, as the usage's dates are. */
-export function isPeriod(text: string): boolean {
-  return /^\d{4}-(0[1-9]|1[0-2])$/.test(text) && Number(text.slice(0, 4)) >= 1970;
+/** Why `text` is no period a route takes ("YYYY-MM" of a month the ledger can hold: from 1970 on, as the usage's dates are), or null. */
+export function periodProblem(text: string): string | null {
+  if (!/^\d{4}-(0[1-9]|1[0-2])$/.test(text)) return 'period must be YYYY-MM';
+  return Number(text.slice(0, 4)) < 1970 ? 'period must be from 1970 on' : null;
 }
 
 /** [start, end) of a period in the tenant's time zone. */

@@ -2,7 +2,7 @@ import { Controller, Get, Header, Query, Res } from '@nestjs/common';
 import { ApiBearerAuth, ApiOperation, ApiQuery, ApiTags } from '@nestjs/swagger';
 import type { FastifyReply } from 'fastify';
 import { BudgetService } from '../billing/budget.service';
-import { isPeriod } from '../billing/periods';
+import { periodProblem } from '../billing/periods';
 import { Auth, TenantAuth, TenantCaller } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { ApiView } from '../docs/api-view';
@@ -26,7 +26,8 @@ export class ReportsController {
   @ApiQuery({ name: 'period', required: false, description: 'YYYY-MM (default: this month)' })
   @ApiView('MonthReport')
   async month(@TenantCaller() auth: TenantAuth, @Query('period') period?: string): Promise<MonthReport> {
-    if (period !== undefined && !isPeriod(period)) throw ApiError.validation([{ field: 'period', message: 'period must be YYYY-MM' }]);
+    const problem = period === undefined ? null : periodProblem(period);
+    if (problem) throw ApiError.validation([{ field: 'period', message: problem }]);
     const p = period ?? (await this.budget.currentPeriod(auth.tenantId));
     return this.reports.month(auth.tenantId, p);
   }
