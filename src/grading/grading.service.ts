@@ -221,8 +221,11 @@ export class GradingService {
     let grade: StoredGrade | null = null;
     let costNanos = 0n;
     let reusedFrom: string | null = null;
-    // A resubmission by the same student with trivial edits may take the earlier grade.
-    if (near?.earlierOwn && settings.reuseResubmissionGrades) {
+    // A resubmission by the same student with trivial edits may take the earlier grade — not one
+    // held because its text seemed to instruct the grader (unless a teacher has graded it since):
+    // taking out the instruction would clear the hold and keep the grade it may have bought.
+    const reusable = (g: StoredGrade) => g.source === 'teacher' || !(g.flags ?? []).includes('prompt_injection_suspected');
+    if (near?.earlierOwn && settings.reuseResubmissionGrades && reusable(near.earlierOwn.grade as StoredGrade)) {
       const earlier = near.earlierOwn.grade as StoredGrade;
       reusedFrom = near.earlierOwn.essayId;
       flags.add('reused_grade');
