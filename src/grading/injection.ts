@@ -317,28 +317,40 @@ function isWordChar(c: number): boolean {
   return (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || (c >= 0x3400 && c <= 0x9fff);
 }
 
-const SPACING = new Set([' ', '.', '-', '_', '*', '·', '|', '/', '+', '~', ',', '•', '\t']);
+const SPACING = new Set([' ', '.', '-', '_', '*', '·', '|', '/', '+', '~', ',', '•', '\t', '\n']);
+/** The longest gap of one separator repeated that still joins letters ("i  g  n  o  r  e"). */
+const MAX_GAP = 3;
 
 /**
- * Letter-spaced words joined: runs of single characters with the same one-character separator
- * between them ("i g n o r e", "g.i.v.e", "给-满-分"). A different separator, or a longer one,
- * ends a word. Returns null when there is nothing to join.
+ * Letter-spaced words joined: runs of single characters with the same separator between them —
+ * one character, or the same one repeated up to MAX_GAP times ("i g n o r e", "g.i.v.e", "给-满-分",
+ * "i  g  n", a letter a line). A different separator, or a longer one, ends a word. Returns null
+ * when there is nothing to join. Linear: each gap is read once from each side at most.
  */
 function joinSpacedLetters(t: string): string | null {
   const single = (at: number) => isWordChar(t.charCodeAt(at)) && !isWordChar(t.charCodeAt(at - 1)) && !isWordChar(t.charCodeAt(at + 1));
+  // The separator starting at `at`: one SPACING character repeated 1–MAX_GAP times, or ''.
+  const gapAt = (at: number): string => {
+    const c = t[at];
+    if (!SPACING.has(c)) return '';
+    let k = 1;
+    while (k < MAX_GAP && t[at + k] === c) k++;
+    return t[at + k] === c ? '' : c.repeat(k);
+  };
   const out: string[] = [];
   let changed = false;
   let copied = 0;
   for (let i = 0; i < t.length; i++) {
-    const sep = t[i + 1];
-    if (!single(i) || !SPACING.has(sep) || !single(i + 2)) continue;
+    if (!single(i)) continue;
+    const sep = gapAt(i + 1);
+    if (!sep || !single(i + 1 + sep.length)) continue;
     let j = i;
     let letters = t[i];
-    while (t[j + 1] === sep && single(j + 2)) {
-      letters += t[j + 2];
-      j += 2;
+    while (t.startsWith(sep, j + 1) && single(j + 1 + sep.length)) {
+      letters += t[j + 1 + sep.length];
+      j += 1 + sep.length;
     }
-    if (letters.length < (sep === ' ' ? 3 : 2)) continue;
+    if (letters.length < (sep[0] === ' ' ? 3 : 2)) continue;
     out.push(t.slice(copied, i), letters);
     copied = j + 1;
     changed = true;

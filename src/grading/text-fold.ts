@@ -24,11 +24,15 @@ const LOOKALIKES: Record<string, string> = {
   // Greek
   Α: 'A', Β: 'B', Ε: 'E', Ζ: 'Z', Η: 'H', Ι: 'I', Κ: 'K', Μ: 'M', Ν: 'N', Ο: 'O', Ρ: 'P', Τ: 'T', Υ: 'Y', Χ: 'X',
   α: 'a', β: 'b', γ: 'y', ε: 'e', η: 'n', ι: 'i', κ: 'k', ν: 'v', ο: 'o', ρ: 'p', σ: 'o', τ: 't', υ: 'u', χ: 'x', ω: 'w',
+  // (the lunate sigmas ϲ Ϲ, a c and a C to the eye, are ς and Σ once decomposed; ϳ Ϳ are j and J)
+  ς: 'c', Σ: 'C', ϳ: 'j', Ϳ: 'J',
+  // more Cyrillic: izhitsa, the Abkhazian che, omega
+  ѵ: 'v', Ѵ: 'V', ҽ: 'e', Ҽ: 'E', ѡ: 'w', Ѡ: 'W',
   // Latin variants, IPA, small capitals
   ı: 'i', ȷ: 'j', ɑ: 'a', ɡ: 'g', ɩ: 'i', ʏ: 'y', ℓ: 'l', ǀ: 'l', ᴀ: 'a', ʙ: 'b', ᴄ: 'c', ᴅ: 'd', ᴇ: 'e', ɢ: 'g', ʜ: 'h', ɪ: 'i', ᴊ: 'j', ᴋ: 'k', ʟ: 'l', ᴍ: 'm', ɴ: 'n', ᴏ: 'o', ᴘ: 'p', ʀ: 'r', ꜱ: 's', ᴛ: 't', ᴜ: 'u', ᴠ: 'v', ᴡ: 'w', ᴢ: 'z',
   // brackets, slashes and quotes
-  '‹': '<', '〈': '<', '⟨': '<', '❮': '<', '˂': '<', 'ᐸ': '<', '⧼': '<', '﹤': '<',
-  '›': '>', '〉': '>', '⟩': '>', '❯': '>', '˃': '>', 'ᐳ': '>', '⧽': '>', '﹥': '>',
+  '‹': '<', '〈': '<', '⟨': '<', '❮': '<', '˂': '<', 'ᐸ': '<', '⧼': '<', '﹤': '<', '❬': '<', '❰': '<',
+  '›': '>', '〉': '>', '⟩': '>', '❯': '>', '˃': '>', 'ᐳ': '>', '⧽': '>', '﹥': '>', '❭': '>', '❱': '>',
   '⁄': '/', '∕': '/', '⧸': '/', '╱': '/',
   '’': "'", '‘': "'", 'ʼ': "'", '＇': "'",
 };
@@ -73,7 +77,7 @@ export function foldText(text: string): string {
 // ── Fence look-alikes ──────────────────────────────────────────────────────────────────────────
 
 // Not 《: it is the Chinese book-title mark (《Essay on Man》 is a title, not a tag).
-const LT = new Set(['<', '＜', '﹤', '‹', '〈', '〈', '⟨', '❮', '˂', 'ᐸ', '⧼']);
+const LT = new Set(['<', '＜', '﹤', '‹', '〈', '〈', '⟨', '❮', '˂', 'ᐸ', '⧼', '❬', '❰']);
 const SLASH = new Set(['/', '／', '⁄', '∕', '⧸', '╱', '\\', '＼']);
 
 /** JavaScript's `\s`: Unicode white space, line terminators and the BOM. */
