@@ -79,6 +79,7 @@ const en = {
   unsupportedFile: 'only .txt, .docx and .csv files are read',
   csvRow: 'row {row}: {message}',
   docxUnreadable: 'this .docx could not be read ({message})',
+  fileTooLarge: 'the file is too large to read here (at most {max})',
   // essays
   liveList: 'Essays (live)',
   status: 'Status',
@@ -497,6 +498,7 @@ const zh: Dictionary = {
   unsupportedFile: '只能读取 .txt、.docx 和 .csv 文件',
   csvRow: '第 {row} 行：{message}',
   docxUnreadable: '无法读取此 .docx（{message}）',
+  fileTooLarge: '文件过大，无法在此读取（最多 {max}）',
   liveList: '作文（实时）',
   status: '状态',
   score: '分数',

@@ -1,5 +1,7 @@
 import { translate } from './i18n';
-import { decodeText, decodeUtf8, essaysFromCsv, essaysFromPaste, parseCsv, problemText, readFiles, studentRefFromName } from './upload';
+import JSZip from 'jszip';
+import { makeDocx } from '../../test/support/docx';
+import { declaredDocumentSize, decodeText, decodeUtf8, essaysFromCsv, essaysFromPaste, parseCsv, problemText, readFiles, studentRefFromName } from './upload';
 
 const file = (name: string, content: string | Uint8Array) => ({
   name,
@@ -91,6 +93,27 @@ describe('class-set upload', () => {
     // one essay, no separator: as before, the form's student field names it
     expect(essaysFromPaste('  一篇作文。\n-- 不是分隔线\n', ' 张三 ', name).essays).toEqual([{ source: '张三', studentRef: '张三', text: '一篇作文。\n-- 不是分隔线' }]);
     expect(essaysFromPaste(' \n---\n ', '', name)).toEqual({ essays: [], problems: [], refused: [] });
+  });
+
+  it('refuses a file larger than it can be before reading it, and a .docx whose text would unzip past 20 MB before inflating it', async () => {
+    const zip = new JSZip();
+    zip.file('word/document.xml', `<w:document><w:body><w:p><w:r><w:t>${'a'.repeat(21 * 1024 * 1024)}</w:t></w:r></w:p></w:body></w:document>`);
+    const bomb = await zip.generateAsync({ type: 'uint8array', compression: 'DEFLATE' });
+    expect(bomb.byteLength).toBeLessThan(100_000); // a small file…
+    expect(declaredDocumentSize(bomb.buffer.slice(bomb.byteOffset, bomb.byteOffset + bomb.byteLength) as ArrayBuffer)).toBeGreaterThan(21 * 1024 * 1024); // …declaring 21 MB of text
+    const big = { name: 'huge.txt', size: 2 * 1024 * 1024, arrayBuffer: async () => Promise.reject(new Error('read')) };
+    const out = await readFiles([file('bomb.docx', bomb), big, file('long.csv', new Uint8Array(9 * 1024 * 1024))]);
+    // Before: the .docx was inflated whole (40 MB of XML took 1.5 s and 300 MB in a test), the rest read whole.
+    expect(out.problems).toEqual([
+      { file: 'bomb.docx', message: 'fileTooLarge', vars: { max: '20 MB of text' } },
+      { file: 'huge.txt', message: 'fileTooLarge', vars: { max: '1 MB' } },
+      { file: 'long.csv', message: 'fileTooLarge', vars: { max: '8 MB' } },
+    ]);
+    expect(out.problems.map((p) => problemText(p, (k, v) => translate('en', k, v)))[1]).toBe('huge.txt: the file is too large to read here (at most 1 MB)');
+    // An ordinary .docx declares its size and is read.
+    const ok = await makeDocx(['春天来了。']);
+    expect(declaredDocumentSize(ok.buffer.slice(ok.byteOffset, ok.byteOffset + ok.byteLength) as ArrayBuffer)).toBeLessThan(10_000);
+    expect(declaredDocumentSize(new TextEncoder().encode('not a zip').buffer as ArrayBuffer)).toBeNull();
   });
 
   // A real .docx is read in the browser (mammoth's browser build) by test/console.e2e-spec.ts.

@@ -182,6 +182,44 @@ export function essaysFromPaste(text: string, studentRef: string, name: (n: numb
   return out;
 }
 
+const MiB = 1024 * 1024;
+/**
+ * The largest file read, by kind: an essay is at most 20,000 characters (80 KB of UTF-8), a class
+ * set's CSV at most the 8 MiB the service takes in one batch; a .docx holds its styles and images too.
+ */
+const MAX_FILE_BYTES: Record<string, number> = { txt: 1 * MiB, csv: 8 * MiB, docx: 8 * MiB };
+/**
+ * The most text XML a .docx may declare (a 20,000-character essay with heavy formatting is a few
+ * MB): a crafted one of 95 KB unzipped to 40 MB held the tab for seconds and took 300 MB, all for a
+ * text the service then refuses.
+ */
+const MAX_DOCX_XML_BYTES = 20 * MiB;
+
+/**
+ * The uncompressed size that `word/document.xml` declares in a .docx's (zip's) central directory,
+ * read before anything is inflated; null when there is no such entry to be found (mammoth then says
+ * what is wrong). A ZIP64 size (0xffffffff) is returned as it is: too large.
+ */
+export function declaredDocumentSize(buffer: ArrayBuffer): number | null {
+  const v = new DataView(buffer);
+  const names = new TextDecoder();
+  // The end of the central directory: its signature in the last 22 + 65,535 (comment) bytes.
+  for (let i = buffer.byteLength - 22; i >= Math.max(0, buffer.byteLength - 22 - 65_535); i--) {
+    if (v.getUint32(i, true) !== 0x06054b50) continue;
+    const entries = v.getUint16(i + 10, true);
+    let p = v.getUint32(i + 16, true);
+    for (let n = 0; n < entries && p + 46 <= buffer.byteLength; n++) {
+      if (v.getUint32(p, true) !== 0x02014b50) return null;
+      const nameLength = v.getUint16(p + 28, true);
+      if (p + 46 + nameLength > buffer.byteLength) return null;
+      if (names.decode(new Uint8Array(buffer, p + 46, nameLength)) === 'word/document.xml') return v.getUint32(p + 24, true);
+      p += 46 + nameLength + v.getUint16(p + 30, true) + v.getUint16(p + 32, true);
+    }
+    return null;
+  }
+  return null;
+}
+
 /** Reads .docx text with mammoth (loaded only when a .docx is uploaded). */
 async function docxText(buffer: ArrayBuffer): Promise<string> {
   const loaded = await import('mammoth');
@@ -192,11 +230,21 @@ async function docxText(buffer: ArrayBuffer): Promise<string> {
 }
 
 /** Reads every file; the essays found and, per file, what was wrong. */
-export async function readFiles(files: Array<{ name: string; arrayBuffer(): Promise<ArrayBuffer> }>): Promise<ReadFiles> {
+export async function readFiles(files: Array<{ name: string; size?: number; arrayBuffer(): Promise<ArrayBuffer> }>): Promise<ReadFiles> {
   const out: ReadFiles = { essays: [], problems: [] };
   for (const f of files) {
-    const ext = f.name.toLowerCase().split('.').pop();
+    const ext = f.name.toLowerCase().split('.').pop() ?? '';
+    const max = MAX_FILE_BYTES[ext];
+    // (A File says its size before it is read.)
+    if (max !== undefined && f.size !== undefined && f.size > max) {
+      out.problems.push({ file: f.name, message: 'fileTooLarge', vars: { max: `${max / MiB} MB` } });
+      continue;
+    }
     const buffer = await f.arrayBuffer();
+    if (max !== undefined && buffer.byteLength > max) {
+      out.problems.push({ file: f.name, message: 'fileTooLarge', vars: { max: `${max / MiB} MB` } });
+      continue;
+    }
     if (ext === 'txt' || ext === 'csv') {
       const text = decodeText(new Uint8Array(buffer));
       if (text === null) {
@@ -212,6 +260,11 @@ export async function readFiles(files: Array<{ name: string; arrayBuffer(): Prom
       if (!text.trim()) out.problems.push({ file: f.name, message: 'emptyFile' });
       else out.essays.push({ source: f.name, studentRef: studentRefFromName(f.name), text: text.trim() });
     } else if (ext === 'docx') {
+      const declared = declaredDocumentSize(buffer);
+      if (declared !== null && declared > MAX_DOCX_XML_BYTES) {
+        out.problems.push({ file: f.name, message: 'fileTooLarge', vars: { max: `${MAX_DOCX_XML_BYTES / MiB} MB of text` } });
+        continue;
+      }
       try {
         const text = (await docxText(buffer)).trim();
         if (!text) out.problems.push({ file: f.name, message: 'emptyFile' });
