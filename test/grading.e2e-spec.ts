@@ -326,6 +326,10 @@ describe('grading over HTTP (fake provider, real PostgreSQL, background workers)
       expect(someoneElse.flags).not.toContain('reused_grade');
       expect(someoneElse.flags).toContain('possible_copy');
       expect([first.id, resubmitted.id]).toContain(someoneElse.similarTo.essayId);
+      // The essay pasted twice holds the same shingles as once, but is no trivial edit: graded anew. Before: the grade reused.
+      const doubled = await gradeOne({ text: `${original}\n${original}`, studentRef: 'dave' });
+      expect(doubled.flags).not.toContain('reused_grade');
+      expect(doubled.grade.source).toBe('model');
     });
 
     it("carries how the earlier grade was made to its reuse (an offline estimate of content the providers refused stays one, held for review), and reuses no standard grade for a deep essay", async () => {

@@ -21,6 +21,11 @@ export interface NearDuplicate {
 
 /** A resubmission whose text is at least this similar to the same student's graded essay may take its grade. */
 export const REUSE_SIMILARITY = 0.95;
+/**
+ * And at least this share of the other's length, in characters, either way: shingle sets do not see
+ * repetition (an essay pasted twice holds the same shingles as once, and took its grade).
+ */
+export const REUSE_LENGTH_RATIO = 0.9;
 
 /** An earlier essay sharing at least one LSH band with the one being indexed. */
 export interface Candidate extends Fingerprint {
@@ -109,11 +114,13 @@ export class NearDuplicateIndex {
       `SELECT e.id, e.student_ref, e.status,
               CASE WHEN e.student_ref = $3 AND e.status IN ('graded', 'needs_review') AND e.rubric_key = me.rubric_key
                         AND e.rubric_version = me.rubric_version AND e.assignment_id IS NOT DISTINCT FROM me.assignment_id
-                        AND e.tier = me.tier THEN e.grade END AS grade
+                        AND e.tier = me.tier
+                        AND least(char_length(e.text), char_length(me.text)) >= $5::float8 * greatest(char_length(e.text), char_length(me.text))
+                   THEN e.grade END AS grade
          FROM essays e
          LEFT JOIN essays me ON me.tenant_id = $1 AND me.id = $4
         WHERE e.tenant_id = $1 AND e.id = ANY($2::uuid[]) AND e.erased_at IS NULL`,
-      [ids, studentRef, essayId],
+      [ids, studentRef, essayId, REUSE_LENGTH_RATIO],
     );
     const byId = new Map(rows.map((r) => [r.id, r]));
     const isOwn = (r: { student_ref: string | null }) => studentRef !== null && r.student_ref === studentRef;
