@@ -76,6 +76,9 @@ const EN_PLEA =
 const EN_SCOPE =
   '(?:all|any|every|previous|prior|above|earlier|preceding|foregoing|original|initial|given|your|system|grading|marking|scoring|existing|these|those|other|the above)';
 
+/** A scope that points at what the grader was told, not at rules in the essay's own story. */
+const EN_META_SCOPE = '(?:previous|prior|above|earlier|preceding|foregoing|original|initial|system|grading|marking|scoring|the above)';
+
 const r = (source: string) => new RegExp(source);
 
 const RULES: Rule[] = [
@@ -182,7 +185,10 @@ const RULES: Rule[] = [
     weight: 2,
     re: r(
       '\\b(?:ignore|disregard|forget|override|bypass|skip|neglect|discard|abandon|set aside|throw out)\\b[^.\\n]{0,25}?' +
-        `(?:\\b${EN_SCOPE} (?:[a-z]+ ){0,2}?(?:instructions?|prompts?|rules?|guidelines?|directions?|criteria|commands?|orders?|directives?|constraints?)\\b` +
+        `(?:\\b${EN_SCOPE} (?:[a-z]+ ){0,2}?(?:instructions?|prompts?|commands?|directives?)\\b` +
+        // (Rules and guidelines are broken in many an essay — "teenagers ignore all the rules their
+        // parents set": only those that went before, the system's or the grading's are the grader's.)
+        `|\\b${EN_META_SCOPE} (?:[a-z]+ )?(?:rules?|guidelines?|directions?|criteria|orders?|constraints?)\\b` +
         '|\\b(?:rubric|marking scheme|mark scheme|scoring guide|grading guide|system prompt|instructions above|everything (?:above|before|you were told|else)|all of the above|what you were told)\\b)',
     ),
   },
