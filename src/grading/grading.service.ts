@@ -222,9 +222,11 @@ export class GradingService {
     let costNanos = 0n;
     let reusedFrom: string | null = null;
     // A resubmission by the same student with trivial edits may take the earlier grade — not one
-    // held because its text seemed to instruct the grader (unless a teacher has graded it since):
-    // taking out the instruction would clear the hold and keep the grade it may have bought.
-    const reusable = (g: StoredGrade) => g.source === 'teacher' || !(g.flags ?? []).includes('prompt_injection_suspected');
+    // held because its text seemed to instruct the grader (unless a teacher has scored it since: a
+    // comment alone leaves the grader's scores): taking out the instruction would clear the hold
+    // and keep the grade it may have bought.
+    const teacherScored = (g: StoredGrade) => g.source === 'teacher' && (g.labelledTotal === true || (g.labelledDimensions ?? []).length > 0);
+    const reusable = (g: StoredGrade) => teacherScored(g) || !(g.flags ?? []).includes('prompt_injection_suspected');
     if (near?.earlierOwn && settings.reuseResubmissionGrades && reusable(near.earlierOwn.grade as StoredGrade)) {
       const earlier = near.earlierOwn.grade as StoredGrade;
       reusedFrom = near.earlierOwn.essayId;
