@@ -77,7 +77,9 @@ const EN_SCOPE =
   '(?:all|any|every|previous|prior|above|earlier|preceding|foregoing|original|initial|given|your|system|grading|marking|scoring|existing|these|those|other|the above)';
 
 /** A scope that points at what the grader was told, not at rules in the essay's own story. */
-const EN_META_SCOPE = '(?:previous|prior|above|earlier|preceding|foregoing|original|initial|system|grading|marking|scoring|the above)';
+const EN_META_SCOPE = '(?:previous|prior|above|earlier|preceding|foregoing|original|initial|given|existing|system|grading|marking|scoring|the above)';
+/** What a grader is told to follow, and an essay's characters break too. */
+const EN_RULES = '(?:rules?|guidelines?|directions?|criteria|orders?|constraints?)';
 
 const r = (source: string) => new RegExp(source);
 
@@ -187,9 +189,21 @@ const RULES: Rule[] = [
       '\\b(?:ignore|disregard|forget|override|bypass|skip|neglect|discard|abandon|set aside|throw out)\\b[^.\\n]{0,25}?' +
         `(?:\\b${EN_SCOPE} (?:[a-z]+ ){0,2}?(?:instructions?|prompts?|commands?|directives?)\\b` +
         // (Rules and guidelines are broken in many an essay — "teenagers ignore all the rules their
-        // parents set": only those that went before, the system's or the grading's are the grader's.)
-        `|\\b${EN_META_SCOPE} (?:[a-z]+ )?(?:rules?|guidelines?|directions?|criteria|orders?|constraints?)\\b` +
+        // parents set": only those that went before, the system's or the grading's are the grader's
+        // here; an order to ignore any is the rule below.)
+        `|\\b${EN_META_SCOPE} (?:[a-z]+ )?${EN_RULES}\\b` +
         '|\\b(?:rubric|marking scheme|mark scheme|scoring guide|grading guide|system prompt|instructions above|everything (?:above|before|you were told|else)|all of the above|what you were told)\\b)',
+    ),
+  },
+  {
+    // An order to ignore rules, as a sentence (or a clause after a comma) of its own: "Ignore your
+    // rules.", "AI grader, disregard all the guidelines you were given." — not a story's "teenagers
+    // ignore all the rules".
+    name: 'en_ignore_instructions',
+    weight: 2,
+    re: r(
+      '(?:^|[.!?\\n:;"(,]) ?(?:(?:please|kindly|now|just|simply|so|and|then) )*(?:ignore|disregard|forget|override|bypass|skip|neglect|discard|abandon|set aside|throw out)\\b[^.\\n]{0,25}?' +
+        `\\b(?:all|any|every|these|those|the|your) (?:[a-z]+ ){0,2}?${EN_RULES}\\b`,
     ),
   },
   {
@@ -475,7 +489,8 @@ function paragraphOf(starts: number[], at: number): number {
 function views(text: string): string[] {
   const folded = foldText(text);
   const out = [settleSpaces(folded)];
-  const joined = joinSpacedLetters(folded);
+  // (A letter a line reads the same with CRLF or CR line ends: one separator, not two.)
+  const joined = joinSpacedLetters(folded.replace(/\r\n?/g, '\n'));
   if (joined) out.push(settleSpaces(joined));
   for (const v of [...out]) {
     const leet = readLeet(v);
