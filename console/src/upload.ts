@@ -189,18 +189,19 @@ const MiB = 1024 * 1024;
  */
 const MAX_FILE_BYTES: Record<string, number> = { txt: 1 * MiB, csv: 8 * MiB, docx: 8 * MiB };
 /**
- * The most text XML a .docx may declare (a 20,000-character essay with heavy formatting is a few
- * MB): a crafted one of 95 KB unzipped to 40 MB held the tab for seconds and took 300 MB, all for a
- * text the service then refuses.
+ * The most XML a .docx may declare, all its parts together (a 20,000-character essay with heavy
+ * formatting is a few MB): a crafted one of 95 KB unzipped to 40 MB held the tab for seconds and
+ * took 300 MB, all for a text the service then refuses.
  */
 const MAX_DOCX_XML_BYTES = 20 * MiB;
 
 /**
- * The uncompressed size that `word/document.xml` declares in a .docx's (zip's) central directory,
- * read before anything is inflated; null when there is no such entry to be found (mammoth then says
- * what is wrong). A ZIP64 size (0xffffffff) is returned as it is: too large.
+ * The uncompressed size the XML parts of a .docx (a zip) declare in its central directory, added
+ * up, read before anything is inflated: mammoth finds the document through `_rels/.rels`, so any
+ * part may hold its text. Null when there is no central directory to be found (mammoth then says
+ * what is wrong). A ZIP64 size (0xffffffff) counts as it is: too large.
  */
-export function declaredDocumentSize(buffer: ArrayBuffer): number | null {
+export function declaredXmlSize(buffer: ArrayBuffer): number | null {
   const v = new DataView(buffer);
   const names = new TextDecoder();
   // The end of the central directory: its signature in the last 22 + 65,535 (comment) bytes.
@@ -208,14 +209,16 @@ export function declaredDocumentSize(buffer: ArrayBuffer): number | null {
     if (v.getUint32(i, true) !== 0x06054b50) continue;
     const entries = v.getUint16(i + 10, true);
     let p = v.getUint32(i + 16, true);
+    let total = 0;
     for (let n = 0; n < entries && p + 46 <= buffer.byteLength; n++) {
-      if (v.getUint32(p, true) !== 0x02014b50) return null;
+      if (v.getUint32(p, true) !== 0x02014b50) break;
       const nameLength = v.getUint16(p + 28, true);
-      if (p + 46 + nameLength > buffer.byteLength) return null;
-      if (names.decode(new Uint8Array(buffer, p + 46, nameLength)) === 'word/document.xml') return v.getUint32(p + 24, true);
+      if (p + 46 + nameLength > buffer.byteLength) break;
+      const name = names.decode(new Uint8Array(buffer, p + 46, nameLength)).toLowerCase();
+      if (name.endsWith('.xml') || name.endsWith('.rels')) total += v.getUint32(p + 24, true);
       p += 46 + nameLength + v.getUint16(p + 30, true) + v.getUint16(p + 32, true);
     }
-    return null;
+    return total;
   }
   return null;
 }
@@ -260,7 +263,7 @@ export async function readFiles(files: Array<{ name: string; size?: number; arra
       if (!text.trim()) out.problems.push({ file: f.name, message: 'emptyFile' });
       else out.essays.push({ source: f.name, studentRef: studentRefFromName(f.name), text: text.trim() });
     } else if (ext === 'docx') {
-      const declared = declaredDocumentSize(buffer);
+      const declared = declaredXmlSize(buffer);
       if (declared !== null && declared > MAX_DOCX_XML_BYTES) {
         out.problems.push({ file: f.name, message: 'fileTooLarge', vars: { max: `${MAX_DOCX_XML_BYTES / MiB} MB of text` } });
         continue;
