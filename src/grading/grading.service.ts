@@ -225,7 +225,8 @@ export class GradingService {
     // held because its text seemed to instruct the grader (unless a teacher has scored it since: a
     // comment alone leaves the grader's scores): taking out the instruction would clear the hold
     // and keep the grade it may have bought.
-    const teacherScored = (g: StoredGrade) => g.source === 'teacher' && (g.labelledTotal === true || (g.labelledDimensions ?? []).length > 0);
+    // (A teacher's grade kept before `labelledTotal` existed counts as the teacher's total, as elsewhere.)
+    const teacherScored = (g: StoredGrade) => g.source === 'teacher' && (g.labelledTotal !== false || (g.labelledDimensions ?? []).length > 0);
     const reusable = (g: StoredGrade) => teacherScored(g) || !(g.flags ?? []).includes('prompt_injection_suspected');
     if (near?.earlierOwn && settings.reuseResubmissionGrades && reusable(near.earlierOwn.grade as StoredGrade)) {
       const earlier = near.earlierOwn.grade as StoredGrade;
