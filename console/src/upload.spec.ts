@@ -1,7 +1,7 @@
 import { translate } from './i18n';
 import JSZip from 'jszip';
 import { makeDocx } from '../../test/support/docx';
-import { declaredXmlSize, decodeText, decodeUtf8, essaysFromCsv, essaysFromPaste, parseCsv, problemText, readFiles, studentRefFromName } from './upload';
+import { declaredPartsSize, decodeText, decodeUtf8, essaysFromCsv, essaysFromPaste, parseCsv, problemText, readFiles, studentRefFromName } from './upload';
 
 const file = (name: string, content: string | Uint8Array) => ({
   name,
@@ -100,7 +100,7 @@ describe('class-set upload', () => {
     zip.file('word/document.xml', `<w:document><w:body><w:p><w:r><w:t>${'a'.repeat(21 * 1024 * 1024)}</w:t></w:r></w:p></w:body></w:document>`);
     const bomb = await zip.generateAsync({ type: 'uint8array', compression: 'DEFLATE' });
     expect(bomb.byteLength).toBeLessThan(100_000); // a small file…
-    expect(declaredXmlSize(bomb.buffer.slice(bomb.byteOffset, bomb.byteOffset + bomb.byteLength) as ArrayBuffer)).toBeGreaterThan(21 * 1024 * 1024); // …declaring 21 MB of text
+    expect(declaredPartsSize(bomb.buffer.slice(bomb.byteOffset, bomb.byteOffset + bomb.byteLength) as ArrayBuffer)).toBeGreaterThan(21 * 1024 * 1024); // …declaring 21 MB of text
     const big = { name: 'huge.txt', size: 2 * 1024 * 1024, arrayBuffer: async () => Promise.reject(new Error('read')) };
     const out = await readFiles([file('bomb.docx', bomb), big, file('long.csv', new Uint8Array(9 * 1024 * 1024))]);
     // Before: the .docx was inflated whole (40 MB of XML took 1.5 s and 300 MB in a test), the rest read whole.
@@ -112,14 +112,26 @@ describe('class-set upload', () => {
     expect(out.problems.map((p) => problemText(p, (k, v) => translate('en', k, v)))[1]).toBe('huge.txt: the file is too large to read here (at most 1 MB)');
     // The text in a part of another name (mammoth follows _rels/.rels to it) counts the same.
     const renamed = new JSZip();
-    renamed.file('_rels/.rels', '<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/main.xml"/></Relationships>');
-    renamed.file('word/main.xml', `<w:document><w:body><w:p><w:r><w:t>${'a'.repeat(21 * 1024 * 1024)}</w:t></w:r></w:p></w:body></w:document>`);
+    renamed.file('_rels/.rels', '<Relationships><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/main.bin"/></Relationships>');
+    renamed.file('word/main.bin', `<w:document><w:body><w:p><w:r><w:t>${'a'.repeat(21 * 1024 * 1024)}</w:t></w:r></w:p></w:body></w:document>`);
     const hidden = await renamed.generateAsync({ type: 'uint8array', compression: 'DEFLATE' });
     expect((await readFiles([file('hidden.docx', hidden)])).problems).toEqual([{ file: 'hidden.docx', message: 'fileTooLarge', vars: { max: '20 MB of text' } }]);
+    // Pictures do not count: a document with 9 MB of them (stored) is within the cap.
+    const pictures = new JSZip();
+    pictures.file('word/document.xml', '<w:document><w:body><w:p><w:r><w:t>春天</w:t></w:r></w:p></w:body></w:document>');
+    for (let i = 0; i < 3; i++) pictures.file(`word/media/image${i}.png`, new Uint8Array(3 * 1024 * 1024));
+    const withPictures = await pictures.generateAsync({ type: 'uint8array', compression: 'DEFLATE' });
+    expect(declaredPartsSize(withPictures.buffer.slice(withPictures.byteOffset, withPictures.byteOffset + withPictures.byteLength) as ArrayBuffer)).toBeLessThan(1_000);
     // An ordinary .docx declares its size and is read.
     const ok = await makeDocx(['春天来了。']);
-    expect(declaredXmlSize(ok.buffer.slice(ok.byteOffset, ok.byteOffset + ok.byteLength) as ArrayBuffer)).toBeLessThan(10_000);
-    expect(declaredXmlSize(new TextEncoder().encode('not a zip').buffer as ArrayBuffer)).toBeNull();
+    expect(declaredPartsSize(ok.buffer.slice(ok.byteOffset, ok.byteOffset + ok.byteLength) as ArrayBuffer)).toBeLessThan(10_000);
+    expect(declaredPartsSize(new TextEncoder().encode('not a zip').buffer as ArrayBuffer)).toBeNull();
+    // A ZIP64 end of directory (its directory elsewhere) is taken as too large, not as nothing.
+    const zip64 = new Uint8Array(22);
+    new DataView(zip64.buffer).setUint32(0, 0x06054b50, true);
+    new DataView(zip64.buffer).setUint16(10, 0xffff, true);
+    new DataView(zip64.buffer).setUint32(16, 0xffffffff, true);
+    expect(declaredPartsSize(zip64.buffer)).toBe(Number.POSITIVE_INFINITY);
   });
 
   // A real .docx is read in the browser (mammoth's browser build) by test/console.e2e-spec.ts.

@@ -196,12 +196,12 @@ const MAX_FILE_BYTES: Record<string, number> = { txt: 1 * MiB, csv: 8 * MiB, doc
 const MAX_DOCX_XML_BYTES = 20 * MiB;
 
 /**
- * The uncompressed size the XML parts of a .docx (a zip) declare in its central directory, added
- * up, read before anything is inflated: mammoth finds the document through `_rels/.rels`, so any
- * part may hold its text. Null when there is no central directory to be found (mammoth then says
+ * The uncompressed size the parts of a .docx (a zip) other than its pictures (`word/media/`)
+ * declare in its central directory, added up, read before anything is inflated: mammoth finds the
+ * document through `_rels/.rels`, so a part of any name may hold its text. Null when there is no central directory to be found (mammoth then says
  * what is wrong). A ZIP64 size (0xffffffff) counts as it is: too large.
  */
-export function declaredXmlSize(buffer: ArrayBuffer): number | null {
+export function declaredPartsSize(buffer: ArrayBuffer): number | null {
   const v = new DataView(buffer);
   const names = new TextDecoder();
   // The end of the central directory: its signature in the last 22 + 65,535 (comment) bytes.
@@ -209,13 +209,16 @@ export function declaredXmlSize(buffer: ArrayBuffer): number | null {
     if (v.getUint32(i, true) !== 0x06054b50) continue;
     const entries = v.getUint16(i + 10, true);
     let p = v.getUint32(i + 16, true);
+    // ZIP64 (its directory found elsewhere): no .docx of a few MB needs it; read as too large.
+    if (entries === 0xffff || p === 0xffffffff) return Number.POSITIVE_INFINITY;
     let total = 0;
     for (let n = 0; n < entries && p + 46 <= buffer.byteLength; n++) {
       if (v.getUint32(p, true) !== 0x02014b50) break;
       const nameLength = v.getUint16(p + 28, true);
       if (p + 46 + nameLength > buffer.byteLength) break;
       const name = names.decode(new Uint8Array(buffer, p + 46, nameLength)).toLowerCase();
-      if (name.endsWith('.xml') || name.endsWith('.rels')) total += v.getUint32(p + 24, true);
+      // (Every part but the pictures, whatever its name: the document may be any part .rels names.)
+      if (!name.startsWith('word/media/')) total += v.getUint32(p + 24, true);
       p += 46 + nameLength + v.getUint16(p + 30, true) + v.getUint16(p + 32, true);
     }
     return total;
@@ -263,7 +266,7 @@ export async function readFiles(files: Array<{ name: string; size?: number; arra
       if (!text.trim()) out.problems.push({ file: f.name, message: 'emptyFile' });
       else out.essays.push({ source: f.name, studentRef: studentRefFromName(f.name), text: text.trim() });
     } else if (ext === 'docx') {
-      const declared = declaredXmlSize(buffer);
+      const declared = declaredPartsSize(buffer);
       if (declared !== null && declared > MAX_DOCX_XML_BYTES) {
         out.problems.push({ file: f.name, message: 'fileTooLarge', vars: { max: `${MAX_DOCX_XML_BYTES / MiB} MB of text` } });
         continue;
