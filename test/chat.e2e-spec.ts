@@ -36,6 +36,12 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
     client = new OpenAI({ apiKey: teacherKey, baseURL, maxRetries: 0 });
   });
 
+  /** A teacher key of the tenant's own (one a test may revoke or slow down) and a client on it. */
+  const ownTeacherClient = async () => {
+    const key = await new Factory(t.app).newKey(tenant, 'teacher');
+    return { key, own: new OpenAI({ apiKey: key.key, baseURL, maxRetries: 0 }) };
+  };
+
   it('answers a completion with usage and the x-inkstone headers', async () => {
     const { data, response } = await client.chat.completions
       .create({ model: 'inkstone-standard', messages: [{ role: 'user', content: '你好' }], max_tokens: 100 })
@@ -218,8 +224,7 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
   });
 
   it('ends a stream whose key is revoked with an error event within a second or so: the call cancelled and charged for what it produced, once', async () => {
-    const key = await new Factory(t.app).newKey(tenant, 'teacher');
-    const own = new OpenAI({ apiKey: key.key, baseURL, maxRetries: 0 });
+    const { key, own } = await ownTeacherClient();
     const words = Array.from({ length: 40 }, (_, i) => `w${i}`).join(' ');
     fake.enqueue('deepseek', { kind: 'stream', content: words, chunks: 40, chunkDelayMs: 60 });
     const stream = await own.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'a long answer' }], stream: true });
@@ -249,8 +254,7 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
   });
 
   it('delivers a JSON-mode stream whole when its key is revoked while it is answered: it was paid for before its first byte', async () => {
-    const key = await new Factory(t.app).newKey(tenant, 'teacher');
-    const own = new OpenAI({ apiKey: key.key, baseURL, maxRetries: 0 });
+    const { key, own } = await ownTeacherClient();
     fake.setLatency(1_500); // (past the second after which a stream's caller is identified again)
     let text = '';
     try {
@@ -276,8 +280,7 @@ describe('POST /v1/chat/completions and GET /v1/models with the openai client', 
   });
 
   it('keeps streaming while a check of its key is slow: the check runs beside the stream, not in front of it', async () => {
-    const key = await new Factory(t.app).newKey(tenant, 'teacher');
-    const own = new OpenAI({ apiKey: key.key, baseURL, maxRetries: 0 });
+    const { own } = await ownTeacherClient();
     const words = Array.from({ length: 40 }, (_, i) => `w${i}`).join(' ');
     fake.enqueue('deepseek', { kind: 'stream', content: words, chunks: 40, chunkDelayMs: 60 });
     const stream = await own.chat.completions.create({ model: 'inkstone-standard', messages: [{ role: 'user', content: 'a long answer' }], stream: true });

@@ -4,9 +4,9 @@ import type { TenantAuth } from '../common/auth';
 import { ApiError } from '../common/errors';
 import { TtlCache } from '../common/ttl-cache';
 import { tenantQuery } from '../db/tenant-scope';
-import { stripInvisible } from '../common/invisible';
 import { LimitsService } from '../tenancy/limits.service';
 import { CreateRubricDto, RubricBodyDto } from './dto/rubric.dto';
+import { foldText } from './text-fold';
 import { BUILTIN_RUBRICS, builtinRubric, DEFAULT_EXPECTED_LENGTH, maxScore, Rubric, RubricDimension } from './rubric';
 
 export interface RubricView extends Rubric {
@@ -170,9 +170,9 @@ export class RubricsService {
 
 const exists = (key: string) => new ApiError('CONFLICT', `Rubric "${key}" exists; PUT /v1/rubrics/${key} makes a new version`);
 
-/** A dimension's name as a reader tells it from another: compatibility forms folded, invisibles and spacing dropped, case ignored. */
+/** A dimension's name as a reader tells it from another: folded as the injection check reads text (text-fold), spacing dropped. */
 function readAs(name: string): string {
-  return stripInvisible(name.normalize('NFKC')).replace(/\s+/g, '').toLowerCase();
+  return foldText(name).replace(/\s+/g, '');
 }
 
 function view(r: Rubric): RubricView {
